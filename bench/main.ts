@@ -1,0 +1,312 @@
+// npm run bench: ck's figures next to containerd 1.6's, measured in the same run on this
+// machine, printed as a table. The API workloads are ../shared/bench-peer (one client for
+// any containerd-API socket) run against ckd and against a throwaway containerd; ck's own
+// figures (replay rebuild, cold start) are measured here. Targets are ratios from the issue.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile, symlink } from "node:fs/promises";
+import { tmpdir, cpus, totalmem } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { NatsServerProcess } from "../src/eventstore/nats-server.js";
+import { EventLog } from "../src/eventstore/log.js";
+import { loadProtos } from "../src/protos/protos.js";
+import { encodeEnvelope, nowTimestamp, ORIGIN_COMMAND, ORIGIN_HEADER } from "../src/emitter/envelope.js";
+import { subjectFor } from "../src/emitter/subjects.js";
+import { imageRecord, TYPE } from "../src/projections/views.js";
+import { ApiClient } from "../src/cli/client.js";
+import { rebuild } from "../tools/replay/replay.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const REPO = resolve(here, "..", "..");
+const CKD = join(REPO, "dist", "src", "cli", "ckd.js");
+const PEER = resolve(REPO, "..", "shared", "bench-peer");
+
+const quick = process.argv.includes("--quick");
+const skipContainerd = process.argv.includes("--no-containerd");
+const REPLAY_EVENTS = quick ? 20_000 : 100_000;
+
+function log(msg: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+/**
+ * Polls until the socket answers Version. A fresh client (channel) per attempt: a grpc-js
+ * channel that failed once backs off for a second, which would measure grpc-js, not ckd.
+ */
+async function waitSocket(address: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (existsSync(address)) {
+      const c = new ApiClient({ address, namespace: "default" });
+      try {
+        await c.call("version", "Version", {}, { deadlineMs: 500 });
+        return;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+      } finally {
+        c.close();
+      }
+    } else if (Date.now() > deadline) throw new Error(`${address} did not appear`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function startProcess(cmd: string, args: string[], logFile: string): ChildProcess {
+  const p = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+  let buf = "";
+  p.stderr!.on("data", (d) => {
+    buf += d;
+    if (buf.length > 1 << 20) buf = buf.slice(-(1 << 19));
+  });
+  p.on("exit", () => void writeFile(logFile, buf).catch(() => undefined));
+  return p;
+}
+
+async function stopProcess(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const done = new Promise((r) => p.once("exit", r));
+  p.kill("SIGTERM");
+  const t = setTimeout(() => p.kill("SIGKILL"), 15_000);
+  await done;
+  clearTimeout(t);
+}
+
+/** Prepares a runnable copy of bench-peer whose imports resolve to this repo's node_modules. */
+async function peerBench(work: string): Promise<string> {
+  const dir = join(work, "bench-peer");
+  await mkdir(dir, { recursive: true });
+  await cp(join(PEER, "bench.mjs"), join(dir, "bench.mjs"));
+  await symlink(join(REPO, "node_modules"), join(dir, "node_modules"));
+  return join(dir, "bench.mjs");
+}
+
+async function runPeer(script: string, socket: string, serverPid: number, label: string): Promise<any> {
+  const out = join(dirname(script), `${label}.json`);
+  const only = "images,containers,events,content";
+  await new Promise<void>((resolveRun, reject) => {
+    const p = spawn(process.execPath, [script, "--socket", socket, "--namespace", "bench", "--server-pid", String(serverPid), "--only", only, "--out", out, "--label", label], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    p.on("exit", (code) => (code === 0 ? resolveRun() : reject(new Error(`bench-peer against ${label} exited ${code}`))));
+  });
+  return JSON.parse(await readFile(out, "utf8"));
+}
+
+async function startContainerd(work: string): Promise<{ proc: ChildProcess; socket: string } | undefined> {
+  if (skipContainerd || !existsSync("/usr/bin/containerd")) return undefined;
+  if (process.getuid?.() !== 0) {
+    log("containerd comparison needs root; skipped");
+    return undefined;
+  }
+  const base = join(work, "ctd");
+  await mkdir(base, { recursive: true });
+  const socket = join(base, "containerd.sock");
+  const config = [
+    "version = 2",
+    `root = "${base}/root"`,
+    `state = "${base}/state"`,
+    'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+    "[grpc]",
+    `  address = "${socket}"`,
+    "[ttrpc]",
+    `  address = "${socket}.ttrpc"`,
+    "[debug]",
+    '  level = "warn"',
+    "",
+  ].join("\n");
+  await writeFile(join(base, "config.toml"), config);
+  const proc = startProcess("/usr/bin/containerd", ["--config", join(base, "config.toml")], join(base, "containerd.log"));
+  await waitSocket(socket);
+  return { proc, socket };
+}
+
+/** Appends n image-create events straight to the log, pipelined, as a ckd would. */
+export async function fillLog(url: string, stream: string, n: number): Promise<void> {
+  const protos = loadProtos();
+  const log = await EventLog.open({ url, stream });
+  let expected = await log.lastSeq();
+  const window = 512;
+  const inflight: Promise<unknown>[] = [];
+  for (let i = 0; i < n; i++) {
+    const now = nowTimestamp();
+    const rec = imageRecord({
+      name: `replay.local/img-${i}:latest`,
+      labels: { "bench/group": `g${i % 10}` },
+      target: { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + (i.toString(16).padStart(64, "0")), size: 1000 + i, annotations: {} },
+      created_at: now,
+      updated_at: now,
+    });
+    const data = encodeEnvelope(protos, { namespace: "replay", topic: "/images/create", typeName: TYPE.ImageCreate, payload: { name: rec.name, labels: rec.labels, ck_image: rec } }, now);
+    inflight.push(log.append(subjectFor("replay", "/images/create"), data, { msgId: `fill-${i}-${expected}`, expectLastSeq: expected++, headers: { [ORIGIN_HEADER]: ORIGIN_COMMAND } }));
+    if (inflight.length >= window) await Promise.all(inflight.splice(0));
+  }
+  await Promise.all(inflight);
+  await log.close();
+}
+
+/** This machine's sha256 speed and sequential disk write speed (with fsync), in MB/s. */
+async function machineSpeeds(work: string): Promise<{ sha256: number; disk: number }> {
+  const { createHash, randomBytes } = await import("node:crypto");
+  const { open } = await import("node:fs/promises");
+  const chunk = randomBytes(1 << 20);
+  let t = process.hrtime.bigint();
+  const h = createHash("sha256");
+  for (let i = 0; i < 256; i++) h.update(chunk);
+  h.digest();
+  const sha256 = (256 * 1.048576) / (Number(process.hrtime.bigint() - t) / 1e9);
+  const f = await open(join(work, "disk-speed"), "w");
+  t = process.hrtime.bigint();
+  for (let i = 0; i < 256; i++) await f.write(chunk);
+  await f.sync();
+  const disk = (256 * 1.048576) / (Number(process.hrtime.bigint() - t) / 1e9);
+  await f.close();
+  await rm(join(work, "disk-speed"), { force: true });
+  return { sha256, disk };
+}
+
+interface Row {
+  what: string;
+  ck: string;
+  containerd: string;
+  target: string;
+  verdict: string;
+}
+
+const fmt = (x: number | undefined, digits = 2) => (x === undefined || Number.isNaN(x) ? "-" : Math.abs(x) >= 100 ? String(Math.round(x)) : x.toFixed(digits));
+
+async function main(): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), "ck-bench-"));
+  const rows: Row[] = [];
+  const started = new Date();
+  let nats: NatsServerProcess | undefined;
+  let ckd: ChildProcess | undefined;
+  let ctd: { proc: ChildProcess; socket: string } | undefined;
+  try {
+    nats = await NatsServerProcess.start({ storeDir: join(work, "nats") });
+    const root = join(work, "ck");
+    const sock = join(work, "ck.sock");
+    const ckdArgs = [CKD, "--root", root, "--address", sock, "--nats", nats.url, "--log-level", "warn"];
+    ckd = startProcess(process.execPath, ckdArgs, join(work, "ckd.log"));
+    await waitSocket(sock);
+    const peer = await peerBench(work);
+
+    log("bench-peer against ckd");
+    const ck = await runPeer(peer, sock, ckd.pid!, "ckd");
+    ctd = await startContainerd(work);
+    let ref: any;
+    if (ctd) {
+      log("bench-peer against containerd");
+      ref = await runPeer(peer, ctd.socket, ctd.proc.pid!, "containerd");
+      await stopProcess(ctd.proc);
+      ctd = undefined;
+    }
+
+    const g = (o: any, path: string): number | undefined => path.split(".").reduce((x: any, k) => (x == null ? x : x[k]), o);
+    const ratioRow = (what: string, path: string, unit: string, minRatio?: number, maxAbs?: number, lowerIsBetter = false) => {
+      const a = g(ck, path);
+      const b = ref ? g(ref, path) : undefined;
+      let target = "";
+      let verdict = "";
+      if (minRatio !== undefined) {
+        target = `>= ${minRatio}x containerd`;
+        if (a !== undefined && b !== undefined) {
+          const r = lowerIsBetter ? b / a : a / b;
+          verdict = `${r.toFixed(2)}x ${r >= minRatio ? "met" : "MISSED"}`;
+        }
+      }
+      if (maxAbs !== undefined) {
+        target = `<= ${maxAbs} ${unit}`;
+        if (a !== undefined) verdict = a <= maxAbs ? "met" : "MISSED";
+      }
+      rows.push({ what: `${what} (${unit})`, ck: fmt(a), containerd: fmt(b), target, verdict });
+    };
+    ratioRow("Images.Create c=1", "images_create_c1.ops_per_s", "ops/s", 1.5);
+    ratioRow("Images.Create c=1 p50", "images_create_c1.p50_ms", "ms");
+    ratioRow("Images.Create c=1 p99", "images_create_c1.p99_ms", "ms");
+    ratioRow("Images.Create c=32", "images_create_cN.ops_per_s", "ops/s", 3);
+    ratioRow("Images.Create c=32 p50", "images_create_cN.p50_ms", "ms");
+    ratioRow("Images.Create c=32 p99", "images_create_cN.p99_ms", "ms");
+    ratioRow("Images.Get p50", "images_get_c1.p50_ms", "ms");
+    ratioRow("Images.Get p99", "images_get_c1.p99_ms", "ms", undefined, 1);
+    ratioRow("Images.List 5,000 median", "images_list_all.median_ms", "ms", undefined, 20);
+    ratioRow("Images.List name~= (500 hits)", "images_list_name_regex.median_ms", "ms");
+    ratioRow("Images.List label== (500 hits)", "images_list_label.median_ms", "ms");
+    ratioRow("Containers.Create c=32", "containers_create_cN.ops_per_s", "ops/s", 3);
+    ratioRow("Containers.List 2,000", "containers_list_all.ms", "ms");
+    ratioRow("Containers.Delete c=32", "containers_delete_cN.ops_per_s", "ops/s");
+    ratioRow("Event publish->receive p50", "events_image_create.latency_publish_to_receive.p50_ms", "ms");
+    ratioRow("Event publish->receive p99", "events_image_create.latency_publish_to_receive.p99_ms", "ms", undefined, 5);
+    ratioRow("Images.Delete c=32", "images_delete_cN.ops_per_s", "ops/s");
+    ratioRow("Content.Write 512 MiB lock-step 1 MiB", "content_write_big.MB_per_s", "MB/s", 2);
+    ratioRow("Content.Write 512 MiB window 8", "content_write_big_pipelined.MB_per_s", "MB/s");
+    ratioRow("Content.Write 4 KiB x2000 c=16", "content_write_small.blobs_per_s", "blobs/s", 4);
+    ratioRow("Content.Info x2000 c=16", "content_info_small.ops_per_s", "ops/s");
+    ratioRow("Content.Delete x2000 c=16", "content_delete_small.ops_per_s", "ops/s");
+    const machine = await machineSpeeds(work);
+    const bound = Math.min(machine.sha256, machine.disk);
+    const big = g(ck, "content_write_big.MB_per_s");
+    rows.push({ what: "sha256, one core (MB/s)", ck: fmt(machine.sha256), containerd: "", target: "", verdict: "" });
+    rows.push({ what: "disk write + fsync, 256 MiB (MB/s)", ck: fmt(machine.disk), containerd: "", target: "", verdict: "" });
+    rows.push({
+      what: "large ingest / min(sha256, disk)",
+      ck: big === undefined ? "-" : `${Math.round((big / bound) * 100)}%`,
+      containerd: "",
+      target: ">= 70%",
+      verdict: big === undefined ? "" : big / bound >= 0.7 ? "met" : "MISSED",
+    });
+
+    // ck's own: replay and cold start with REPLAY_EVENTS events in the log.
+    log(`filling the log with ${REPLAY_EVENTS} events`);
+    await fillLog(nats.url, "CK_EVENTS", REPLAY_EVENTS);
+    const logHandle = await EventLog.open({ url: nats.url, stream: "CK_EVENTS" });
+    const total = await logHandle.lastSeq();
+    log(`replay rebuild of ${total} events`);
+    const r = await rebuild(logHandle, join(work, "rebuild"));
+    await r.db.close();
+    await logHandle.close();
+    const rate = r.events / r.seconds;
+    rows.push({ what: `replay rebuild, ${r.events} events (events/s)`, ck: fmt(rate), containerd: "n/a", target: ">= 100000", verdict: rate >= 100_000 ? "met" : "MISSED" });
+
+    // ckd must apply the filled events before its projection is "intact".
+    await waitSocket(sock);
+    const c = new ApiClient({ address: sock, namespace: "replay" });
+    await c.call("images", "Get", { name: `replay.local/img-${REPLAY_EVENTS - 1}:latest` }).catch(async () => {
+      await new Promise((res) => setTimeout(res, 3000));
+    });
+    c.close();
+    await stopProcess(ckd);
+    const colds: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t0 = process.hrtime.bigint();
+      ckd = startProcess(process.execPath, ckdArgs, join(work, `ckd-cold-${i}.log`));
+      await waitSocket(sock);
+      colds.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      await stopProcess(ckd);
+    }
+    colds.sort((a, b) => a - b);
+    const cold = colds[1]!;
+    rows.push({ what: `ckd cold start, ${total} events, intact projection (ms, median of 3)`, ck: fmt(cold), containerd: "n/a", target: "<= 1000", verdict: cold <= 1000 ? "met" : "MISSED" });
+  } finally {
+    if (ckd) await stopProcess(ckd);
+    if (ctd) await stopProcess(ctd.proc);
+    await nats?.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+
+  const cpu = cpus()[0]?.model ?? "?";
+  process.stdout.write(`\nck benchmark, ${started.toISOString().slice(0, 10)}, ${cpus().length} cpu (${cpu}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}\n`);
+  process.stdout.write(`containerd: ${skipContainerd ? "skipped" : "1.6 (Debian), same run, same client (shared/bench-peer)"}\n\n`);
+  const header: Row = { what: "measure", ck: "ck", containerd: "containerd", target: "target", verdict: "verdict" };
+  const all = [header, ...rows];
+  const w = (k: keyof Row) => Math.max(...all.map((r) => r[k].length));
+  const line = (r: Row) => `| ${r.what.padEnd(w("what"))} | ${r.ck.padStart(w("ck"))} | ${r.containerd.padStart(w("containerd"))} | ${r.target.padEnd(w("target"))} | ${r.verdict.padEnd(w("verdict"))} |`;
+  process.stdout.write(line(header) + "\n");
+  process.stdout.write(`|${"-".repeat(w("what") + 2)}|${"-".repeat(w("ck") + 1)}:|${"-".repeat(w("containerd") + 1)}:|${"-".repeat(w("target") + 2)}|${"-".repeat(w("verdict") + 2)}|\n`);
+  for (const r of rows) process.stdout.write(line(r) + "\n");
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) main().catch((err) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,211 @@
+// containerd v1 Content service: blob metadata per namespace from the projection (commands
+// through the sequencer), bytes from the shared store, and the Write state machine that ctr's
+// client drives (STAT, lock-step WRITEs, COMMIT), as ../shared/CTR-COMPAT.md section 2 records.
+import type * as grpc from "@grpc/grpc-js";
+import type { Sequencer } from "../commands/sequencer.js";
+import type { Queries } from "../projections/queries.js";
+import type { ContentStore, IngestWriter, IngestStatus } from "../content/types.js";
+import { contentHandlers } from "../commands/content.js";
+import { NamespacedBlobs } from "../content/namespaced.js";
+import { isClass, invalidArgument, outOfRange, alreadyExists, CkError } from "../errdefs/errdefs.js";
+import { parseFilters } from "../projections/filters.js";
+import { validateDigest } from "../commands/validation.js";
+import { failStream, requests, maskPaths, namespaceOf, serverStream, unary, writeStream } from "./grpc.js";
+import type { BlobRecord, Timestamp } from "../projections/views.js";
+
+export interface ContentDeps {
+  sequencer: Sequencer;
+  queries: Queries;
+  store: ContentStore;
+}
+
+const READ_CHUNK = 1 << 20;
+const LIST_BATCH = 100;
+const WRITE_ACTION = { STAT: 0, WRITE: 1, COMMIT: 2 } as const;
+
+/** Ingests are per namespace, as in containerd: the store sees `<ns>/<ref>` (it hashes refs). */
+const ingestRef = (ns: string, ref: string) => `${ns}\u0000${ref}`;
+const userRef = (ref: string) => ref.slice(ref.indexOf("\u0000") + 1);
+
+function ts(d: Date): Timestamp {
+  const ms = d.getTime();
+  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
+}
+
+function info(r: BlobRecord) {
+  return { digest: r.digest, size: r.size, created_at: r.created_at, updated_at: r.updated_at, labels: r.labels };
+}
+
+function status(s: IngestStatus) {
+  return { ref: userRef(s.ref), offset: s.offset, total: s.total, expected: s.expected ?? "", started_at: ts(s.startedAt), updated_at: ts(s.updatedAt) };
+}
+
+export function contentService(d: ContentDeps): grpc.UntypedServiceImplementation {
+  const blobs = new NamespacedBlobs(d.sequencer, d.queries, d.store);
+  const commitMetadata = blobs.commit.bind(blobs);
+  return {
+    Info: unary(async (call) => {
+      const ns = namespaceOf(call);
+      validateDigest("digest", call.request.digest ?? "");
+      return { info: info(await d.queries.getBlob(ns, call.request.digest)) };
+    }),
+    Update: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const i = call.request.info ?? {};
+      const rec = await d.sequencer.submit(
+        contentHandlers.update({ namespace: ns, digest: i.digest ?? "", labels: i.labels ?? {}, paths: maskPaths(call.request.update_mask) }),
+      );
+      return { info: info(rec) };
+    }),
+    List: serverStream(async (call) => {
+      const ns = namespaceOf(call);
+      const list = await d.queries.listBlobs(ns, call.request.filters ?? []);
+      for (let i = 0; i < list.length; i += LIST_BATCH) {
+        if (call.cancelled) return;
+        await writeStream(call, { info: list.slice(i, i + LIST_BATCH).map(info) });
+      }
+    }),
+    Delete: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const digest = call.request.digest ?? "";
+      await blobs.delete(ns, digest);
+      return {};
+    }),
+    Read: serverStream(async (call) => {
+      const ns = namespaceOf(call);
+      const digest = call.request.digest ?? "";
+      validateDigest("digest", digest);
+      await d.queries.getBlob(ns, digest);
+      const offset = Number(call.request.offset ?? 0);
+      const want = Number(call.request.size ?? 0);
+      const reader = await d.store.readerAt(digest);
+      try {
+        if (offset < 0 || offset > reader.size) throw outOfRange(`read offset ${offset} of ${digest} (size ${reader.size})`);
+        const end = want > 0 ? Math.min(reader.size, offset + want) : reader.size;
+        for (let at = offset; at < end; ) {
+          if (call.cancelled) return;
+          const data = await reader.read(at, Math.min(READ_CHUNK, end - at));
+          if (data.length === 0) break;
+          await writeStream(call, { offset: at, data });
+          at += data.length;
+        }
+      } finally {
+        await reader.close();
+      }
+    }),
+    Status: unary(async (call) => {
+      const ns = namespaceOf(call);
+      if (!call.request.ref) throw invalidArgument("ref must not be empty");
+      return { status: status(await d.store.status(ingestRef(ns, call.request.ref))) };
+    }),
+    ListStatuses: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const filter = parseFilters(call.request.filters ?? []);
+      const mine = (await d.store.listStatuses()).filter((s) => s.ref.startsWith(`${ns}\u0000`)).map(status);
+      return {
+        statuses: mine.filter((s) =>
+          filter.match((path) => {
+            if (path.length !== 1) return { value: "", present: false };
+            if (path[0] === "ref") return { value: s.ref, present: true };
+            if (path[0] === "expected") return { value: s.expected, present: s.expected !== "" };
+            return { value: "", present: false };
+          }),
+        ),
+      };
+    }),
+    Abort: unary(async (call) => {
+      const ns = namespaceOf(call);
+      if (!call.request.ref) throw invalidArgument("ref must not be empty");
+      await d.store.abort(ingestRef(ns, call.request.ref));
+      return {};
+    }),
+    Write: (call: grpc.ServerDuplexStream<any, any>) => {
+      void runWrite(d, call, commitMetadata).catch((err) => {
+        if (!call.cancelled) failStream(call, err);
+      });
+    },
+  };
+}
+
+/** One Write stream: lock-step, one response per request, errors end the stream. */
+async function runWrite(
+  d: ContentDeps,
+  call: grpc.ServerDuplexStream<any, any>,
+  commitMetadata: (ns: string, digest: string, size: number, labels: Record<string, string>) => Promise<unknown>,
+): Promise<void> {
+  const ns = namespaceOf(call);
+  let writer: IngestWriter | undefined;
+  /** Set when the expected blob is already on disk: the client may commit without bytes. */
+  let shared: { digest: string; size: number } | undefined;
+  let ref = "";
+  let total = 0;
+  let expected = "";
+  const started = new Date();
+  try {
+    for await (const req of requests<any>(call)) {
+      if (!ref) {
+        if (!req.ref) throw invalidArgument("first message of a write must carry ref");
+        ref = req.ref;
+        total = Number(req.total ?? 0);
+        expected = req.expected ?? "";
+        if (expected) {
+          validateDigest("expected", expected);
+          const visible = await d.queries.getBlob(ns, expected).catch(() => undefined);
+          if (visible) throw alreadyExists(`content ${expected}`);
+          const onDisk = await d.store.stat(expected);
+          if (onDisk && (total === 0 || total === onDisk.size)) shared = onDisk;
+        }
+        if (!shared) writer = await d.store.writer({ ref: ingestRef(ns, ref), expected: expected || undefined, total: total || undefined });
+      } else if (req.ref && req.ref !== ref) {
+        throw invalidArgument(`ref changed within a write: "${req.ref}" after "${ref}"`);
+      }
+      const action = Number(req.action ?? 0);
+      if (Number(req.total ?? 0) > 0) total = Number(req.total);
+      if (req.expected) expected = req.expected;
+      if (action === WRITE_ACTION.STAT) {
+        const offset = shared ? shared.size : writer!.offset;
+        await writeStream(call, {
+          action: WRITE_ACTION.STAT,
+          offset,
+          total: shared ? shared.size : total,
+          digest: shared ? shared.digest : writer!.digest(),
+          started_at: ts(started),
+          updated_at: ts(new Date()),
+        });
+      } else if (action === WRITE_ACTION.WRITE) {
+        if (shared) throw outOfRange(`write to ${ref}: content ${shared.digest} is already complete`);
+        const data: Buffer = req.data ?? Buffer.alloc(0);
+        const offset = await writer!.write(Number(req.offset ?? 0), data);
+        await writeStream(call, { action: WRITE_ACTION.WRITE, offset, digest: writer!.digest() });
+      } else if (action === WRITE_ACTION.COMMIT) {
+        let committed: { digest: string; size: number };
+        if (shared) {
+          if (expected && expected !== shared.digest) throw new CkError("FailedPrecondition", `unexpected commit digest ${shared.digest}, expected ${expected}: failed precondition`);
+          committed = shared;
+        } else {
+          const written = writer!.digest();
+          try {
+            committed = await writer!.commit({ size: total || undefined, expected: expected || undefined });
+          } catch (err) {
+            // The same bytes are already on disk (another namespace or writer): as good as ours,
+            // and this namespace still gets its metadata commit below.
+            if (!isClass(err, "AlreadyExists")) throw err;
+            const s = await d.store.stat(expected || written);
+            if (!s) throw err;
+            committed = s;
+          }
+          writer = undefined;
+        }
+        await commitMetadata(ns, committed.digest, committed.size, req.labels ?? {});
+        await writeStream(call, { action: WRITE_ACTION.COMMIT, offset: committed.size, digest: committed.digest });
+        call.end();
+        return;
+      } else {
+        throw invalidArgument(`write action ${action} is not STAT, WRITE or COMMIT`);
+      }
+    }
+    call.end();
+  } finally {
+    await writer?.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,308 @@
+// ckd's wiring: the event log (an existing NATS server or ckd's own managed one), the
+// projection (resumed from its checkpoint, rebuilt when missing, damaged or from another
+// log), the sequencer, and the gRPC services on a unix socket. Plugins are a list; each says
+// what it is, and introspection reports what loaded.
+import * as grpc from "@grpc/grpc-js";
+import { randomUUID } from "node:crypto";
+import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type { Logger } from "pino";
+import { EventLog, DEFAULT_STREAM } from "../eventstore/log.js";
+import type { StreamInfo } from "@nats-io/jetstream";
+import { NatsServerProcess } from "../eventstore/nats-server.js";
+import { ProjectionDb } from "../projections/db.js";
+import { Projector } from "../projections/projector.js";
+import { Queries } from "../projections/queries.js";
+import { Sequencer } from "../commands/sequencer.js";
+import { EventSubscriptions } from "../emitter/subscriptions.js";
+import { loadProtos, type Protos } from "../protos/protos.js";
+import { namespacesService, imagesService, containersService } from "./metadata-services.js";
+import { eventsService } from "./events-service.js";
+import { tasksService } from "./tasks-service.js";
+import { contentService } from "./content-service.js";
+import { LocalContentStore } from "../content/local-store.js";
+import type { ContentStore } from "../content/types.js";
+import { introspectionService, versionService, CK_VERSION, type PluginInfo } from "./info-services.js";
+
+export interface DaemonConfig {
+  root: string;
+  /** Unix socket path. */
+  address: string;
+  /** An existing NATS server or cluster; without it ckd runs its own nats-server. */
+  natsUrl?: string;
+  stream?: string;
+  /** Stream replicas when ckd creates the stream (3 on a cluster for power-loss durability). */
+  replicas?: number;
+  /** Ingests idle this long are removed (default 24 h). */
+  staleIngestMs?: number;
+}
+
+/** What ckd records under its root so tools (ck-replay) find the log without flags. */
+export interface RootRecord {
+  natsUrl: string;
+  stream: string;
+  managed: boolean;
+  natsStoreDir?: string;
+  pid: number;
+  startedAt: string;
+}
+
+export const ROOT_RECORD = "ckd.json";
+
+export function rootPaths(root: string) {
+  return {
+    record: join(root, ROOT_RECORD),
+    uuid: join(root, "uuid"),
+    meta: join(root, "meta"),
+    natsStore: join(root, "nats"),
+    natsLog: join(root, "nats-server.log"),
+    content: join(root, "content"),
+  };
+}
+
+export async function readRootRecord(root: string): Promise<RootRecord | undefined> {
+  try {
+    return JSON.parse(await readFile(rootPaths(root).record, "utf8")) as RootRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Opens the projection for a log: resumes from its checkpoint when it was built from this
+ * very stream, otherwise (missing, unreadable, other log, ahead of the log) starts over.
+ */
+export async function openProjection(
+  location: string,
+  log: EventLog,
+  logger?: Pick<Logger, "info" | "warn">,
+  streamInfo?: StreamInfo,
+): Promise<{ db: ProjectionDb; rebuilt: boolean; reason?: string }> {
+  const info = streamInfo ?? (await log.info());
+  const identity = { stream: log.stream, created: String(info.created) };
+  let db: ProjectionDb | undefined;
+  let reason: string | undefined;
+  try {
+    db = await ProjectionDb.open(location);
+    const have = await db.logIdentity();
+    if (!have && db.appliedSeq > 0) reason = "projection has no log identity";
+    else if (have && (have.stream !== identity.stream || have.created !== identity.created)) {
+      reason = `projection was built from another log (${have.stream} created ${have.created})`;
+    } else if (db.appliedSeq > info.state.last_seq) {
+      reason = `projection is ahead of the log (${db.appliedSeq} > ${info.state.last_seq})`;
+    }
+  } catch (err) {
+    reason = `projection unreadable: ${(err as Error).message}`;
+  }
+  if (reason || !db) {
+    logger?.warn({ reason }, "rebuilding projection from sequence 1");
+    await db?.close().catch(() => undefined);
+    await ProjectionDb.destroy(location);
+    db = await ProjectionDb.open(location);
+  }
+  await db.setLogIdentity(identity);
+  return { db, rebuilt: reason !== undefined, reason };
+}
+
+export function durabilityOf(serverVersion: string, replicas: number): string {
+  if (replicas >= 3) return `replicated (R${replicas}): acknowledged writes survive the loss of one server`;
+  return `single nats-server ${serverVersion}: acknowledged writes survive kill -9 of ckd or nats-server; a power loss can lose writes not yet synced (JetStream syncs every 2 min)`;
+}
+
+export class Daemon {
+  private server: grpc.Server | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: DaemonConfig,
+    readonly logger: Logger,
+    readonly protos: Protos,
+    readonly log: EventLog,
+    readonly db: ProjectionDb,
+    readonly projector: Projector,
+    readonly sequencer: Sequencer,
+    readonly uuid: string,
+    readonly plugins: PluginInfo[],
+    private readonly nats: NatsServerProcess | undefined,
+    readonly content: ContentStore,
+  ) {}
+
+  static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
+    const paths = rootPaths(config.root);
+    await mkdir(config.root, { recursive: true, mode: 0o711 });
+    const uuid = await loadUuid(paths.uuid);
+    const protos = loadProtos();
+    const stream = config.stream ?? DEFAULT_STREAM;
+
+    let nats: NatsServerProcess | undefined;
+    let natsUrl = config.natsUrl;
+    if (!natsUrl) {
+      nats = await NatsServerProcess.start({
+        storeDir: paths.natsStore,
+        logFile: paths.natsLog,
+        supervise: true,
+        onExit: (code, signal) => logger.warn({ code, signal }, "managed nats-server exited; restarting"),
+        onRestart: () => logger.info("managed nats-server restarted"),
+      });
+      natsUrl = nats.url;
+    }
+    const log = await EventLog.open({ url: natsUrl, stream, replicas: config.replicas, name: `ckd ${uuid}` });
+    const streamInfo = await log.info();
+    const replicas = streamInfo.config.num_replicas ?? 1;
+    const durability = durabilityOf(log.serverVersion, replicas);
+    logger.info({ nats: natsUrl, managed: !!nats, stream, durability }, "event log ready");
+
+    const record: RootRecord = {
+      natsUrl,
+      stream,
+      managed: !!nats,
+      natsStoreDir: nats ? paths.natsStore : undefined,
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+    };
+    await writeFile(paths.record, JSON.stringify(record, null, 2) + "\n");
+
+    const t0 = performance.now();
+    const { db, rebuilt } = await openProjection(paths.meta, log, logger, streamInfo);
+    const openMs = Math.round(performance.now() - t0);
+    const projector = new Projector(db, log, protos, {
+      // A projection that cannot advance would serve stale reads forever: stop, so that a
+      // supervisor restarts ckd, which resumes (or rebuilds) from the checkpoint.
+      onError: (err) => {
+        logger.fatal({ err }, "projection failed; exiting");
+        process.exit(70);
+      },
+    });
+    const from = db.appliedSeq;
+    projector.start();
+    await projector.catchUp();
+    const catchUpMs = Math.round(performance.now() - t0) - openMs;
+    logger.info({ resumedFrom: from, applied: projector.appliedSeq, rebuilt, openMs, catchUpMs }, "projection caught up");
+
+    const sequencer = new Sequencer(log, projector, protos);
+    const content = await LocalContentStore.open(paths.content);
+    const plugins: PluginInfo[] = [
+      { type: "io.containerd.event.v1", id: "jetstream", exports: { stream, durability } },
+      { type: "io.containerd.metadata.v1", id: "rocksdb", requires: ["io.containerd.event.v1"] },
+      { type: "io.containerd.content.v1", id: "content", exports: { root: paths.content } },
+      ...["namespaces", "images", "containers", "content", "events", "version", "introspection"].map((id) => ({
+        type: "io.containerd.grpc.v1",
+        id,
+        requires: ["io.containerd.metadata.v1"],
+      })),
+      // Listed with its limit: no runtime yet, so it can only say that no task exists.
+      { type: "io.containerd.grpc.v1", id: "tasks", exports: { runtime: "none" } },
+    ];
+    const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content);
+    d.sweepStaleIngests(config.staleIngestMs ?? 24 * 3600_000);
+    await d.serve();
+    return d;
+  }
+
+  /** Drops ingests nobody wrote to for `maxIdleMs`, now and then every hour (or sooner). */
+  private sweepStaleIngests(maxIdleMs: number): void {
+    const sweep = () =>
+      this.content.cleanupStale(maxIdleMs).then(
+        (refs) => refs.length && this.logger.info({ refs: refs.length }, "removed stale ingests"),
+        (err) => this.logger.warn({ err }, "stale ingest sweep failed"),
+      );
+    void sweep();
+    this.sweeper = setInterval(sweep, Math.min(3600_000, Math.max(1000, maxIdleMs / 4)));
+    this.sweeper.unref();
+  }
+
+  private async serve(): Promise<void> {
+    const server = new grpc.Server({
+      "grpc.max_receive_message_length": 16 << 20,
+      "grpc.max_send_message_length": 16 << 20,
+    });
+    const queries = new Queries(this.db);
+    const deps = { sequencer: this.sequencer, queries };
+    const add = (name: string, impl: grpc.UntypedServiceImplementation) =>
+      server.addService(this.protos.serviceDefinition(name), impl);
+    add("containerd.services.namespaces.v1.Namespaces", namespacesService(deps));
+    add("containerd.services.images.v1.Images", imagesService(deps));
+    add("containerd.services.containers.v1.Containers", containersService(deps));
+    add(
+      "containerd.services.events.v1.Events",
+      eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos) }),
+    );
+    add("containerd.services.content.v1.Content", contentService({ sequencer: this.sequencer, queries, store: this.content }));
+    add("containerd.services.tasks.v1.Tasks", tasksService());
+    add("containerd.services.version.v1.Version", versionService(CK_VERSION));
+    add("containerd.services.introspection.v1.Introspection", introspectionService({ uuid: this.uuid, plugins: () => this.plugins }));
+
+    const sock = this.config.address;
+    await mkdir(dirname(sock), { recursive: true, mode: 0o711 });
+    if (existsSync(sock)) await rm(sock, { force: true });
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`unix://${sock}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+    );
+    await chmod(sock, 0o660);
+    widenFlowControl(server);
+    this.server = server;
+    this.logger.info({ address: sock }, "serving containerd v1 API");
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    clearInterval(this.sweeper);
+    const server = this.server;
+    if (server) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 1000);
+        server.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    await this.projector.stop();
+    await this.log.close().catch(() => undefined);
+    await this.db.close().catch(() => undefined);
+    await this.nats?.stop();
+    await rm(this.config.address, { force: true }).catch(() => undefined);
+    this.logger.info("stopped");
+  }
+}
+
+/**
+ * HTTP/2's default 64 KiB stream window makes a client that sends 1 MiB Content.Write
+ * messages wait for ~16 window updates per message. grpc-js has no server option for it, so
+ * each new session is given larger windows through Node's public http2 session API.
+ */
+function widenFlowControl(server: grpc.Server): void {
+  const servers = (server as unknown as { http2Servers?: Map<import("node:net").Server, unknown> }).http2Servers;
+  if (!servers) return;
+  for (const h2 of servers.keys()) {
+    h2.on("session", (session: import("node:http2").ServerHttp2Session) => {
+      try {
+        session.settings({ initialWindowSize: 4 << 20 });
+        session.setLocalWindowSize(32 << 20);
+      } catch {
+        // a session closing as it opens: nothing to widen
+      }
+    });
+  }
+}
+
+async function loadUuid(path: string): Promise<string> {
+  try {
+    const v = (await readFile(path, "utf8")).trim();
+    if (v) return v;
+  } catch {
+    // first start
+  }
+  const id = randomUUID();
+  await writeFile(path, id + "\n");
+  return id;
+}

@@ -1,0 +1,74 @@
+// containerd v1 Events service: Publish and Forward append client events to the log (never
+// projected), Subscribe streams envelopes from the log with filters. ck extension: gRPC
+// metadata `ck-from-seq: N` or `ck-since: RFC3339` replays history before live events.
+import type * as grpc from "@grpc/grpc-js";
+import type { Sequencer } from "../commands/sequencer.js";
+import type { EventSubscriptions } from "../emitter/subscriptions.js";
+import { invalidArgument } from "../errdefs/errdefs.js";
+import { validateTopic } from "../emitter/subjects.js";
+import { validateIdentifier } from "../commands/validation.js";
+import { metadataValue, namespaceOf, serverStream, unary, writeStream } from "./grpc.js";
+import type { EventDraft } from "../emitter/envelope.js";
+
+export const FROM_SEQ_HEADER = "ck-from-seq";
+export const SINCE_HEADER = "ck-since";
+
+export interface EventsDeps {
+  sequencer: Sequencer;
+  subscriptions: EventSubscriptions;
+}
+
+function packedDraft(namespace: string, topic: string, event: any, timestamp?: any): EventDraft {
+  validateIdentifier("namespace", namespace);
+  validateTopic(topic);
+  if (!event || !event.type_url) throw invalidArgument("event must be set (an Any with a type_url)");
+  return {
+    namespace,
+    topic,
+    typeName: event.type_url,
+    payload: {},
+    packed: { type_url: event.type_url, value: event.value ?? Buffer.alloc(0) },
+    timestamp: timestamp ?? undefined,
+  };
+}
+
+export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation {
+  return {
+    Publish: unary(async (call) => {
+      const draft = packedDraft(namespaceOf(call), call.request.topic ?? "", call.request.event);
+      await d.sequencer.submit(() => ({ event: draft, result: undefined }));
+      return {};
+    }),
+    Forward: unary(async (call) => {
+      const env = call.request.envelope;
+      if (!env) throw invalidArgument("envelope must be set");
+      const draft = packedDraft(env.namespace ?? "", env.topic ?? "", env.event, env.timestamp);
+      await d.sequencer.submit(() => ({ event: draft, result: undefined }));
+      return {};
+    }),
+    Subscribe: serverStream(async (call) => {
+      const fromSeqRaw = metadataValue(call, FROM_SEQ_HEADER);
+      const sinceRaw = metadataValue(call, SINCE_HEADER);
+      let fromSeq: number | undefined;
+      let since: Date | undefined;
+      if (fromSeqRaw !== undefined) {
+        fromSeq = Number(fromSeqRaw);
+        if (!Number.isInteger(fromSeq) || fromSeq < 1) throw invalidArgument(`${FROM_SEQ_HEADER} "${fromSeqRaw}" must be a positive integer`);
+      }
+      if (sinceRaw !== undefined) {
+        since = new Date(sinceRaw);
+        if (Number.isNaN(since.getTime())) throw invalidArgument(`${SINCE_HEADER} "${sinceRaw}" must be an RFC 3339 time`);
+      }
+      const abort = new AbortController();
+      call.on("cancelled", () => abort.abort());
+      call.on("close", () => abort.abort());
+      const events = await d.subscriptions.subscribe({ filters: call.request.filters ?? [], fromSeq, since, signal: abort.signal });
+      // Tell the client the subscription is live before the first event arrives.
+      call.sendMetadata(new (call.metadata.constructor as typeof grpc.Metadata)());
+      for await (const ev of events) {
+        if (call.cancelled) break;
+        await writeStream(call, ev.envelope);
+      }
+    }),
+  };
+}

@@ -1,0 +1,123 @@
+// Thin gRPC plumbing shared by the services: the caller's namespace from metadata, and
+// wrappers that turn async handlers into grpc-js handlers with errors mapped through errdefs.
+import type * as grpc from "@grpc/grpc-js";
+import { invalidArgument, toGrpcError } from "../errdefs/errdefs.js";
+import { validateIdentifier } from "../commands/validation.js";
+
+export const NAMESPACE_HEADER = "containerd-namespace";
+
+/** The namespace a call is made in; InvalidArgument when required and missing. */
+export function namespaceOf(call: { metadata: grpc.Metadata }): string {
+  const ns = optionalNamespaceOf(call);
+  if (!ns) throw invalidArgument("namespace is required");
+  return ns;
+}
+
+export function optionalNamespaceOf(call: { metadata: grpc.Metadata }): string | undefined {
+  const v = call.metadata.get(NAMESPACE_HEADER)[0];
+  if (v === undefined || v === "") return undefined;
+  const ns = String(v);
+  validateIdentifier("namespace", ns);
+  return ns;
+}
+
+export function metadataValue(call: { metadata: grpc.Metadata }, key: string): string | undefined {
+  const v = call.metadata.get(key)[0];
+  return v === undefined ? undefined : String(v);
+}
+
+type UnaryCall = grpc.ServerUnaryCall<any, any>;
+
+export function unary(fn: (call: UnaryCall) => Promise<unknown>): grpc.handleUnaryCall<any, any> {
+  return (call, callback) => {
+    fn(call).then(
+      (res) => callback(null, res ?? {}),
+      (err) => callback(toGrpcError(err) as grpc.ServiceError),
+    );
+  };
+}
+
+type StreamCall = grpc.ServerWritableStream<any, any>;
+
+export function serverStream(fn: (call: StreamCall) => Promise<void>): grpc.handleServerStreamingCall<any, any> {
+  return (call) => {
+    fn(call).then(
+      () => call.end(),
+      (err) => {
+        if (call.cancelled) return;
+        failStream(call, err);
+      },
+    );
+  };
+}
+
+/**
+ * Ends a server or duplex stream with the error's status. grpc-js sends the status when the
+ * stream emits 'error' (destroy() would drop it and leave the client waiting).
+ */
+export function failStream(call: { emit(ev: "error", err: unknown): boolean }, err: unknown): void {
+  const g = toGrpcError(err);
+  call.emit("error", Object.assign(new Error(g.details), g));
+}
+
+/** Writes to a server (or duplex) stream, waiting for drain when the buffer is full. */
+export function writeStream(call: { write(msg: unknown): boolean; once(ev: "drain", cb: () => void): unknown }, msg: unknown): Promise<void> | void {
+  if (call.write(msg)) return;
+  return new Promise((resolve) => call.once("drain", resolve));
+}
+
+export function maskPaths(mask: { paths?: string[] } | null | undefined): string[] {
+  return mask?.paths ?? [];
+}
+
+/**
+ * The requests of a client or duplex stream, one at a time. Unlike `for await` over the call,
+ * leaving the loop early does not destroy the call, so an error status can still be sent.
+ */
+export async function* requests<T>(call: NodeJS.ReadableStream & { on(ev: string, fn: (...a: any[]) => void): unknown }): AsyncGenerator<T> {
+  const queue: T[] = [];
+  let done = false;
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const onData = (m: T) => {
+    queue.push(m);
+    call.pause();
+    notify();
+  };
+  const onEnd = () => {
+    done = true;
+    notify();
+  };
+  const onError = (err: unknown) => {
+    failure = err;
+    done = true;
+    notify();
+  };
+  call.on("data", onData);
+  call.on("end", onEnd);
+  call.on("error", onError);
+  try {
+    for (;;) {
+      if (queue.length > 0) {
+        const m = queue.shift()!;
+        if (queue.length === 0) call.resume();
+        yield m;
+        continue;
+      }
+      if (done) {
+        if (failure) throw failure;
+        return;
+      }
+      await new Promise<void>((r) => (wake = r));
+    }
+  } finally {
+    call.removeListener("data", onData);
+    call.removeListener("end", onEnd);
+    call.removeListener("error", onError);
+  }
+}

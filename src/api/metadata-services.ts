@@ -1,0 +1,160 @@
+// containerd v1 Namespaces, Images and Containers services: thin adapters that decode a
+// request, run a command through the sequencer or a query on the projection, and encode.
+import type * as grpc from "@grpc/grpc-js";
+import type { Sequencer } from "../commands/sequencer.js";
+import type { Queries } from "../projections/queries.js";
+import { namespaceHandlers } from "../commands/namespaces.js";
+import { imageHandlers, type ImageInput } from "../commands/images.js";
+import { containerHandlers, type ContainerInput } from "../commands/containers.js";
+import { nowTimestamp } from "../emitter/envelope.js";
+import { descriptor, type ContainerRecord } from "../projections/views.js";
+import { maskPaths, namespaceOf, optionalNamespaceOf, serverStream, unary, writeStream } from "./grpc.js";
+import { invalidArgument } from "../errdefs/errdefs.js";
+
+export interface MetadataDeps {
+  sequencer: Sequencer;
+  queries: Queries;
+  /** Called after deletions that may leave garbage (images rm --sync waits on it). */
+  afterDelete?: (sync: boolean) => Promise<void>;
+}
+
+export function namespacesService(d: MetadataDeps): grpc.UntypedServiceImplementation {
+  return {
+    Get: unary(async (call) => ({ namespace: await d.queries.getNamespace(requireName(call.request.name, "name")) })),
+    List: unary(async (call) => ({ namespaces: await d.queries.listNamespaces(filterList(call.request.filter)) })),
+    Create: unary(async (call) => {
+      const n = call.request.namespace ?? {};
+      const rec = await d.sequencer.submit(
+        namespaceHandlers.create({ caller: optionalNamespaceOf(call) ?? "", name: n.name ?? "", labels: n.labels ?? {} }),
+      );
+      return { namespace: rec };
+    }),
+    Update: unary(async (call) => {
+      const n = call.request.namespace ?? {};
+      const rec = await d.sequencer.submit(
+        namespaceHandlers.update({
+          caller: optionalNamespaceOf(call) ?? "",
+          name: n.name ?? "",
+          labels: n.labels ?? {},
+          paths: maskPaths(call.request.update_mask),
+        }),
+      );
+      return { namespace: rec };
+    }),
+    Delete: unary(async (call) => {
+      await d.sequencer.submit(namespaceHandlers.delete({ name: call.request.name ?? "" }));
+      return {};
+    }),
+  };
+}
+
+function imageInput(img: any): ImageInput {
+  return { name: img?.name ?? "", labels: img?.labels ?? {}, target: descriptor(img?.target) };
+}
+
+export function imagesService(d: MetadataDeps): grpc.UntypedServiceImplementation {
+  return {
+    Get: unary(async (call) => ({ image: await d.queries.getImage(namespaceOf(call), requireName(call.request.name, "name")) })),
+    List: unary(async (call) => ({ images: await d.queries.listImages(namespaceOf(call), call.request.filters ?? []) })),
+    Create: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const rec = await d.sequencer.submit(
+        imageHandlers.create({ namespace: ns, image: imageInput(call.request.image), now: nowTimestamp() }),
+      );
+      return { image: rec };
+    }),
+    Update: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const rec = await d.sequencer.submit(
+        imageHandlers.update({
+          namespace: ns,
+          image: imageInput(call.request.image),
+          paths: maskPaths(call.request.update_mask),
+          now: nowTimestamp(),
+        }),
+      );
+      return { image: rec };
+    }),
+    Delete: unary(async (call) => {
+      const ns = namespaceOf(call);
+      await d.sequencer.submit(imageHandlers.delete({ namespace: ns, name: call.request.name ?? "" }));
+      await d.afterDelete?.(Boolean(call.request.sync));
+      return {};
+    }),
+  };
+}
+
+function containerInput(c: any): ContainerInput {
+  return {
+    id: c?.id ?? "",
+    labels: c?.labels ?? {},
+    image: c?.image ?? "",
+    runtime: { name: c?.runtime?.name ?? "", options: c?.runtime?.options ?? null },
+    spec: c?.spec ?? null,
+    snapshotter: c?.snapshotter ?? "",
+    snapshot_key: c?.snapshot_key ?? "",
+    extensions: c?.extensions ?? {},
+  };
+}
+
+/** Records keep `null` for absent Any fields; the wire wants them left out. */
+function containerMessage(r: ContainerRecord) {
+  return {
+    ...r,
+    runtime: { name: r.runtime.name, options: r.runtime.options ?? undefined },
+    spec: r.spec ?? undefined,
+  };
+}
+
+export function containersService(d: MetadataDeps): grpc.UntypedServiceImplementation {
+  return {
+    Get: unary(async (call) => ({
+      container: containerMessage(await d.queries.getContainer(namespaceOf(call), requireName(call.request.id, "id"))),
+    })),
+    List: unary(async (call) => ({
+      containers: (await d.queries.listContainers(namespaceOf(call), call.request.filters ?? [])).map(containerMessage),
+    })),
+    ListStream: serverStream(async (call) => {
+      const list = await d.queries.listContainers(namespaceOf(call), call.request.filters ?? []);
+      for (const c of list) {
+        if (call.cancelled) return;
+        await writeStream(call, { container: containerMessage(c) });
+      }
+    }),
+    Create: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const rec = await d.sequencer.submit(
+        containerHandlers.create({ namespace: ns, container: containerInput(call.request.container), now: nowTimestamp() }),
+      );
+      return { container: containerMessage(rec) };
+    }),
+    Update: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const rec = await d.sequencer.submit(
+        containerHandlers.update({
+          namespace: ns,
+          container: containerInput(call.request.container),
+          paths: maskPaths(call.request.update_mask),
+          now: nowTimestamp(),
+        }),
+      );
+      return { container: containerMessage(rec) };
+    }),
+    Delete: unary(async (call) => {
+      const ns = namespaceOf(call);
+      await d.sequencer.submit(containerHandlers.delete({ namespace: ns, id: call.request.id ?? "" }));
+      await d.afterDelete?.(false);
+      return {};
+    }),
+  };
+}
+
+function requireName(v: string | undefined, field: string): string {
+  if (!v) throw invalidArgument(`${field} must not be empty`);
+  return v;
+}
+
+/** Namespaces.List carries one filter string; an empty one matches everything. */
+function filterList(f: string | undefined): string[] {
+  return f ? [f] : [];
+}

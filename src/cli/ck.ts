@@ -1,0 +1,374 @@
+#!/usr/bin/env node
+// ck: ck's CLI, one more client of the containerd v1 API (nothing here bypasses the API).
+// Flags and columns follow ctr: -n/--namespace (CONTAINERD_NAMESPACE), --address
+// (CK_ADDRESS), -q for names only.
+import { Command } from "commander";
+import { ApiClient } from "./client.js";
+import { defaultAddress } from "./defaults.js";
+import { CkError, classPhrase, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
+import { goTime, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
+import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
+import { registerContentCommands } from "./content-commands.js";
+
+interface Globals {
+  address: string;
+  namespace: string;
+}
+
+function clientOf(cmd: Command): ApiClient {
+  const g = cmd.optsWithGlobals<Globals>();
+  return new ApiClient({ address: g.address, namespace: g.namespace });
+}
+
+/** Wraps an action: opens a client, runs, closes, maps errors to `ck: msg` and exit 1. */
+function action<A extends unknown[]>(fn: (api: ApiClient, ...args: A) => Promise<void>) {
+  return async (...args: unknown[]) => {
+    const cmd = args[args.length - 1] as Command;
+    const api = clientOf(cmd);
+    try {
+      await fn(api, ...(args.slice(0, -1) as A));
+    } finally {
+      api.close();
+    }
+  };
+}
+
+function out(s: string): void {
+  process.stdout.write(s);
+}
+
+const program = new Command("ck")
+  .description("ck: containers metadata over an event-sourced containerd v1 API")
+  .option("--address <socket>", "ckd's socket (env CK_ADDRESS)", defaultAddress())
+  .option("-n, --namespace <ns>", "namespace (env CONTAINERD_NAMESPACE)", process.env.CONTAINERD_NAMESPACE || "default")
+  .version("0.1.0");
+
+// --- namespaces
+const ns = program.command("namespaces").alias("namespace").alias("ns").description("manage namespaces");
+ns.command("create <name> [labels...]")
+  .description("create a namespace with optional key=value labels")
+  .action(
+    action(async (api, name: string, labels: string[]) => {
+      await api.call("namespaces", "Create", { namespace: { name, labels: parseLabelArgs(labels ?? []) } });
+    }),
+  );
+ns.command("ls")
+  .alias("list")
+  .option("-q, --quiet", "print only names")
+  .description("list namespaces")
+  .action(
+    action(async (api, opts: { quiet?: boolean }) => {
+      const res = await api.call("namespaces", "List", {});
+      const list = (res.namespaces ?? []) as { name: string; labels: Record<string, string> }[];
+      if (opts.quiet) return out(list.map((n) => n.name + "\n").join(""));
+      out(table([["NAME", "LABELS"], ...list.map((n) => [n.name, labelsString(n.labels) === "-" ? "" : labelsString(n.labels)])]));
+    }),
+  );
+ns.command("label <name> [labels...]")
+  .description("set labels on a namespace (key= removes a label)")
+  .action(
+    action(async (api, name: string, labelArgs: string[]) => {
+      const labels = parseLabelArgs(labelArgs ?? []);
+      for (const [k, v] of Object.entries(labels)) {
+        await api.call("namespaces", "Update", { namespace: { name, labels: { [k]: v } }, update_mask: { paths: [`labels.${k}`] } });
+      }
+    }),
+  );
+ns.command("rm <names...>")
+  .alias("remove")
+  .description("remove namespaces (they must be empty)")
+  .action(
+    action(async (api, names: string[]) => {
+      let failed = false;
+      for (const name of names) {
+        try {
+          await api.call("namespaces", "Delete", { name });
+          out(name + "\n");
+        } catch (err) {
+          if (isNotFound(err)) {
+            out(name + "\n");
+            continue;
+          }
+          failed = true;
+          process.stderr.write(`ck: unable to delete ${name}: ${(err as Error).message}\n`);
+        }
+      }
+      if (failed) process.exitCode = 1;
+    }),
+  );
+
+// --- images
+const images = program.command("images").alias("image").alias("i").description("manage images");
+images
+  .command("ls")
+  .alias("list")
+  .option("-q, --quiet", "print only refs")
+  .description("list images: REF TYPE DIGEST SIZE PLATFORMS LABELS")
+  .argument("[filters...]")
+  .action(
+    action(async (api, filters: string[], opts: { quiet?: boolean }) => {
+      const res = await api.call("images", "List", { filters: filters ?? [] });
+      const list = (res.images ?? []) as any[];
+      if (opts.quiet) return out(list.map((i) => i.name + "\n").join(""));
+      out(
+        table([
+          ["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"],
+          ...list.map((i) => [i.name, i.target?.media_type ?? "", i.target?.digest ?? "", binarySize(Number(i.target?.size ?? 0)), "-", labelsString(i.labels)]),
+        ]),
+      );
+    }),
+  );
+images
+  .command("create <name>")
+  .description("register an image pointing at a target descriptor (until pull exists)")
+  .requiredOption("--digest <digest>", "target digest (sha256:...)")
+  .requiredOption("--size <bytes>", "target size in bytes")
+  .requiredOption("--media-type <type>", "target media type")
+  .option("--label <k=v...>", "labels", [])
+  .action(
+    action(async (api, name: string, opts: { digest: string; size: string; mediaType: string; label: string[] }) => {
+      const size = Number(opts.size);
+      if (!Number.isInteger(size)) throw new CkError("InvalidArgument", `--size "${opts.size}" must be an integer: invalid argument`);
+      const res = await api.call("images", "Create", {
+        image: { name, labels: parseLabelArgs(opts.label), target: { media_type: opts.mediaType, digest: opts.digest, size } },
+      });
+      out(res.image.name + "\n");
+    }),
+  );
+images
+  .command("tag <source> <targets...>")
+  .option("--force", "replace an existing target")
+  .description("create references to an existing image")
+  .action(
+    action(async (api, source: string, targets: string[], opts: { force?: boolean }) => {
+      const src = (await api.call("images", "Get", { name: source })).image;
+      for (const t of targets) {
+        const image = { name: t, labels: src.labels, target: src.target };
+        try {
+          await api.call("images", "Create", { image });
+        } catch (err) {
+          if (!(opts.force && isAlreadyExists(err))) throw err;
+          await api.call("images", "Delete", { name: t });
+          await api.call("images", "Create", { image });
+        }
+        out(t + "\n");
+      }
+    }),
+  );
+images
+  .command("label <name> [labels...]")
+  .description("set labels on an image (key= removes a label)")
+  .action(
+    action(async (api, name: string, labelArgs: string[]) => {
+      const labels = parseLabelArgs(labelArgs ?? []);
+      const paths = Object.keys(labels).map((k) => `labels.${k}`);
+      const res = await api.call("images", "Update", { image: { name, labels }, update_mask: { paths } });
+      out(`${res.image.name}\n`);
+    }),
+  );
+images
+  .command("rm <names...>")
+  .alias("remove")
+  .option("--sync", "wait for garbage collection")
+  .description("remove images")
+  .action(
+    action(async (api, names: string[], opts: { sync?: boolean }) => {
+      for (const name of names) {
+        try {
+          await api.call("images", "Delete", { name, sync: !!opts.sync });
+          out(name + "\n");
+        } catch (err) {
+          if (isNotFound(err)) {
+            process.stderr.write(`WARN: ${name}: image not found\n`);
+            continue;
+          }
+          throw err;
+        }
+      }
+    }),
+  );
+
+// --- containers
+const containers = program.command("containers").alias("container").alias("c").description("manage containers");
+containers
+  .command("create <image> <id> [args...]")
+  .description("create a container record (no task is started)")
+  .option("--runtime <name>", "runtime", "io.containerd.runc.v2")
+  .option("--snapshotter <name>", "snapshotter", "")
+  .option("--snapshot-key <key>", "snapshot key", "")
+  .option("--label <k=v...>", "labels", [])
+  .action(
+    action(async (api, image: string, id: string, args: string[], opts: { runtime: string; snapshotter: string; snapshotKey: string; label: string[] }) => {
+      const spec = defaultSpec(api.opts.namespace ?? "default", id, args.length ? args : ["sh"]);
+      await api.call("containers", "Create", {
+        container: {
+          id,
+          image,
+          labels: parseLabelArgs(opts.label),
+          runtime: { name: opts.runtime },
+          spec: { type_url: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) },
+          snapshotter: opts.snapshotter,
+          snapshot_key: opts.snapshotKey,
+        },
+      });
+    }),
+  );
+containers
+  .command("ls")
+  .alias("list")
+  .option("-q, --quiet", "print only ids")
+  .argument("[filters...]")
+  .description("list containers: CONTAINER IMAGE RUNTIME")
+  .action(
+    action(async (api, filters: string[], opts: { quiet?: boolean }) => {
+      const list: any[] = [];
+      for await (const m of api.stream("containers", "ListStream", { filters: filters ?? [] })) list.push(m.container);
+      if (opts.quiet) return out(list.map((c) => c.id + "\n").join(""));
+      out(table([["CONTAINER", "IMAGE", "RUNTIME"], ...list.map((c) => [c.id, c.image || "-", c.runtime?.name ?? ""])]));
+    }),
+  );
+containers
+  .command("info <id>")
+  .description("show a container as JSON")
+  .action(
+    action(async (api, id: string) => {
+      const c = (await api.call("containers", "Get", { id })).container;
+      out(JSON.stringify(containerJson(c), null, 4) + "\n");
+    }),
+  );
+containers
+  .command("label <id> [labels...]")
+  .description("set labels on a container (key= removes a label)")
+  .action(
+    action(async (api, id: string, labelArgs: string[]) => {
+      const labels = parseLabelArgs(labelArgs ?? []);
+      await api.call("containers", "Update", {
+        container: { id, labels },
+        update_mask: { paths: Object.keys(labels).map((k) => `labels.${k}`) },
+      });
+      out(id + "\n");
+    }),
+  );
+containers
+  .command("rm <ids...>")
+  .alias("delete")
+  .description("remove containers")
+  .action(
+    action(async (api, ids: string[]) => {
+      for (const id of ids) await api.call("containers", "Delete", { id });
+    }),
+  );
+
+// --- events
+program
+  .command("events")
+  .description("tail events: TIMESTAMP NAMESPACE TOPIC EVENT (JSON); all namespaces unless -n/--namespace is given")
+  .option("--topic <topic>", "only events whose topic starts with this (e.g. /images)")
+  .option("--from-seq <n>", "replay the log from this sequence first")
+  .option("--since <time>", "replay events stored since this time (RFC 3339) first")
+  .argument("[filters...]", "containerd filters, e.g. 'topic==\"/images/create\"'")
+  .action(
+    action(async (api, filters: string[], opts: { topic?: string; fromSeq?: string; since?: string }) => {
+      // Like ctr, events of every namespace by default; an explicit -n/--namespace narrows.
+      const namespace = program.getOptionValueSource("namespace") === "cli" ? api.opts.namespace : undefined;
+      if (opts.fromSeq && opts.since) throw new CkError("InvalidArgument", "--from-seq and --since are exclusive: invalid argument");
+      const clauses: string[] = [];
+      if (namespace) clauses.push(`namespace==${JSON.stringify(namespace)}`);
+      if (opts.topic) clauses.push(`topic~=${JSON.stringify("^" + escapeRegex(opts.topic))}`);
+      let all = filters ?? [];
+      if (clauses.length) all = all.length ? all.map((f) => [f, ...clauses].join(",")) : [clauses.join(",")];
+      const md: Record<string, string> = {};
+      if (opts.fromSeq) md["ck-from-seq"] = opts.fromSeq;
+      if (opts.since) md["ck-since"] = opts.since;
+      const abort = new AbortController();
+      process.once("SIGINT", () => abort.abort());
+      process.once("SIGTERM", () => abort.abort());
+      for await (const env of api.stream("events", "Subscribe", { filters: all }, { metadata: md, signal: abort.signal })) {
+        let body = "";
+        if (env.event) {
+          try {
+            const { typeName, value } = api.protos.unpackAny(env.event);
+            body = JSON.stringify(goJson(inFieldOrder(api, typeName, value)));
+          } catch {
+            body = `{"type_url":${JSON.stringify(env.event.type_url)}}`;
+          }
+        }
+        out(`${goTime(env.timestamp ?? { seconds: 0, nanos: 0 })} ${env.namespace} ${env.topic} ${body}\n`);
+      }
+    }),
+  );
+
+// --- content
+registerContentCommands(program, action as never, out);
+
+// --- version
+program
+  .command("version")
+  .description("print client and server versions")
+  .action(
+    action(async (api) => {
+      const v = await api.call("version", "Version", {});
+      const s = await api.call("introspection", "Server", {});
+      out(`Client:\n  Version:  0.1.0\n\nServer:\n  Version:  ${v.version}\n  Revision: ${v.revision}\n  UUID: ${s.uuid}\n`);
+    }),
+  );
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** Drops empty fields and ck's extension fields, as Go's JSON of containerd's event would. */
+function goJson(v: any): any {
+  if (Buffer.isBuffer(v) || v instanceof Uint8Array) return Buffer.from(v).toString("base64");
+  if (Array.isArray(v)) return v.map(goJson);
+  if (v && typeof v === "object") {
+    const o: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) {
+      if (k.startsWith("ck_")) continue;
+      if (x === "" || x === 0 || x === null || x === undefined || x === false) continue;
+      if (typeof x === "object" && !Buffer.isBuffer(x) && Object.keys(x as object).length === 0) continue;
+      o[k] = goJson(x);
+    }
+    return o;
+  }
+  return v;
+}
+
+/** Orders an event's fields by field number, as Go's JSON encoder of the struct would. */
+function inFieldOrder(api: ApiClient, typeName: string, v: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const fields = [...api.protos.type(typeName).fieldsArray].sort((a, b) => a.id - b.id);
+  for (const f of fields) if (f.name in v) out[f.name] = v[f.name];
+  return out;
+}
+
+function containerJson(c: any): any {
+  const spec = c.spec?.value?.length ? safeJson(Buffer.from(c.spec.value).toString()) : undefined;
+  return {
+    ID: c.id,
+    Labels: c.labels,
+    Image: c.image,
+    Runtime: { Name: c.runtime?.name, Options: c.runtime?.options ? { type_url: c.runtime.options.type_url } : null },
+    SnapshotKey: c.snapshot_key,
+    Snapshotter: c.snapshotter,
+    CreatedAt: c.created_at ? new Date(c.created_at.seconds * 1000 + c.created_at.nanos / 1e6).toISOString() : undefined,
+    UpdatedAt: c.updated_at ? new Date(c.updated_at.seconds * 1000 + c.updated_at.nanos / 1e6).toISOString() : undefined,
+    Extensions: c.extensions,
+    Spec: spec,
+  };
+}
+
+function safeJson(s: string): unknown {
+  try {
+    return JSON.parse(s);
+  } catch {
+    return s;
+  }
+}
+
+program.parseAsync().catch((err) => {
+  const msg = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`ck: ${msg}\n`);
+  if (err instanceof CkError && !msg.endsWith(classPhrase(err.errorClass))) process.stderr.write(`(${classPhrase(err.errorClass)})\n`);
+  process.exit(1);
+});

@@ -1,0 +1,190 @@
+// `ck content ...`: ingest, active, ls, path, rm, get, edit, label, all over the Content API
+// (the blob path comes from the content plugin's `root` export in Introspection, as in
+// containerd).
+import type { Command } from "commander";
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ApiClient } from "./client.js";
+import { CkError, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
+import { humanSize, labelsString, parseLabelArgs, table } from "./format.js";
+
+type Action<A extends unknown[]> = (fn: (api: ApiClient, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
+
+const CHUNK = 1 << 20;
+const STAT = 0;
+const WRITE = 1;
+const COMMIT = 2;
+
+function age(ts: { seconds: number } | undefined): string {
+  if (!ts) return "-";
+  const s = Math.max(0, Math.floor(Date.now() / 1000 - ts.seconds));
+  if (s < 60) return `${s} seconds`;
+  if (s < 3600) return `${Math.floor(s / 60)} minutes`;
+  if (s < 86400) return `${Math.floor(s / 3600)} hours`;
+  return `${Math.floor(s / 86400)} days`;
+}
+
+/**
+ * Writes `data` under `ref` through Content.Write, resuming at the offset the server already
+ * holds. AlreadyExists on the first message means the blob is there: success.
+ */
+export async function writeBlob(api: ApiClient, ref: string, data: Buffer, opts: { expected?: string; labels?: Record<string, string> } = {}): Promise<string> {
+  const w = api.lockstep<object>("content", "Write");
+  try {
+    let st: any;
+    try {
+      st = await w.send({ action: STAT, ref, total: data.length, expected: opts.expected ?? "" });
+    } catch (err) {
+      if (isAlreadyExists(err) && opts.expected) return opts.expected;
+      throw err;
+    }
+    let offset = Number(st.offset ?? 0);
+    if (offset > data.length) offset = 0;
+    while (offset < data.length) {
+      const chunk = data.subarray(offset, offset + CHUNK);
+      const r: any = await w.send({ action: WRITE, offset, data: chunk });
+      offset = Number(r.offset);
+    }
+    const done: any = await w.send({ action: COMMIT, total: data.length, offset: data.length, expected: opts.expected ?? "", labels: opts.labels ?? {} });
+    return done.digest;
+  } finally {
+    w.end();
+  }
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of stream) parts.push(Buffer.from(c as Buffer));
+  return Buffer.concat(parts);
+}
+
+async function readBlob(api: ApiClient, digest: string, sink: (b: Buffer) => void): Promise<void> {
+  for await (const m of api.stream("content", "Read", { digest, offset: 0, size: 0 })) sink(Buffer.from(m.data));
+}
+
+export function registerContentCommands(program: Command, action: Action<any[]>, out: (s: string) => void): void {
+  const content = program.command("content").description("manage content (blobs by digest, ingests by ref)");
+
+  content
+    .command("ingest <ref>")
+    .description("write stdin into the content store under ref")
+    .option("--expected-digest <digest>", "verify the content against this digest")
+    .option("--expected-size <bytes>", "verify the content is this long")
+    .action(
+      action(async (api, ref: string, opts: { expectedDigest?: string; expectedSize?: string }) => {
+        const data = await readAll(process.stdin);
+        if (opts.expectedSize !== undefined && Number(opts.expectedSize) !== data.length) {
+          throw new CkError("FailedPrecondition", `read ${data.length} bytes from stdin, expected ${opts.expectedSize}: failed precondition`);
+        }
+        await writeBlob(api, ref, data, { expected: opts.expectedDigest });
+      }),
+    );
+
+  content
+    .command("active")
+    .description("list active ingests: REF SIZE AGE")
+    .argument("[regexp]", "only refs matching")
+    .action(
+      action(async (api, re: string | undefined) => {
+        const res = await api.call("content", "ListStatuses", { filters: re ? [`ref~=${JSON.stringify(re)}`] : [""] });
+        out(table([["REF", "SIZE", "AGE"], ...(res.statuses ?? []).map((s: any) => [s.ref, `${humanSize(Number(s.offset))}/${s.total ? humanSize(Number(s.total)) : "?"}`, age(s.started_at)])]));
+      }),
+    );
+
+  content
+    .command("ls")
+    .alias("list")
+    .option("-q, --quiet", "print only digests")
+    .argument("[filters...]")
+    .description("list content: DIGEST SIZE AGE LABELS")
+    .action(
+      action(async (api, filters: string[], opts: { quiet?: boolean }) => {
+        const rows: any[] = [];
+        for await (const m of api.stream("content", "List", { filters: filters ?? [] })) rows.push(...(m.info ?? []));
+        if (opts.quiet) return out(rows.map((i) => i.digest + "\n").join(""));
+        out(table([["DIGEST", "SIZE", "AGE", "LABELS"], ...rows.map((i) => [i.digest, humanSize(Number(i.size)), age(i.created_at), labelsString(i.labels)])]));
+      }),
+    );
+
+  content
+    .command("path <digest>")
+    .description("print the path of a blob on the daemon's host")
+    .action(
+      action(async (api, digest: string) => {
+        await api.call("content", "Info", { digest });
+        const res = await api.call("introspection", "Plugins", { filters: ["type==io.containerd.content.v1"] });
+        const root = res.plugins?.[0]?.exports?.root;
+        if (!root) throw new CkError("NotImplemented", "the daemon does not export its content root: not implemented");
+        const [alg, hex] = digest.split(":");
+        out(join(root, "blobs", alg!, hex!) + "\n");
+      }),
+    );
+
+  content
+    .command("rm <digests...>")
+    .alias("delete")
+    .description("remove content from this namespace")
+    .action(
+      action(async (api, digests: string[]) => {
+        for (const digest of digests) {
+          try {
+            await api.call("content", "Delete", { digest });
+          } catch (err) {
+            if (!isNotFound(err)) throw err;
+          }
+          out(digest + "\n");
+        }
+      }),
+    );
+
+  content
+    .command("get <digest>")
+    .description("write a blob to stdout")
+    .action(
+      action(async (api, digest: string) => {
+        await readBlob(api, digest, (b) => process.stdout.write(b));
+      }),
+    );
+
+  content
+    .command("label <digest> [labels...]")
+    .description("set labels on content (key= removes a label)")
+    .action(
+      action(async (api, digest: string, labelArgs: string[]) => {
+        const labels = parseLabelArgs(labelArgs ?? []);
+        const paths = Object.keys(labels).map((k) => `labels.${k}`);
+        const res = paths.length
+          ? await api.call("content", "Update", { info: { digest, labels }, update_mask: { paths } })
+          : await api.call("content", "Info", { digest });
+        out(`${res.info.digest}\n`);
+      }),
+    );
+
+  content
+    .command("edit <digest>")
+    .description("edit a copy of a blob in $EDITOR and store the result; prints its digest")
+    .option("--editor <cmd>", "editor to run (default $EDITOR, else vi)")
+    .action(
+      action(async (api, digest: string, opts: { editor?: string }) => {
+        const parts: Buffer[] = [];
+        await readBlob(api, digest, (b) => parts.push(b));
+        const dir = await mkdtemp(join(tmpdir(), "ck-edit-"));
+        try {
+          const file = join(dir, "blob");
+          await writeFile(file, Buffer.concat(parts));
+          const editor = opts.editor ?? process.env.EDITOR ?? "vi";
+          const r = spawnSync("/bin/sh", ["-c", `${editor} "$1"`, "sh", file], { stdio: "inherit" });
+          if (r.status !== 0) throw new Error(`editor exited with ${r.status ?? r.signal}`);
+          const data = await readFile(file);
+          const next = "sha256:" + createHash("sha256").update(data).digest("hex");
+          await writeBlob(api, `edit-${digest}`, data, { expected: next });
+          out(next + "\n");
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
+      }),
+    );
+}

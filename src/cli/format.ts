@@ -1,0 +1,69 @@
+// Output helpers for `ck`, matching ctr's look: tab-aligned tables (tabwriter with padding 1), human sizes as go-units prints them, Go's time.Time format for events.
+
+/** Aligns rows like ctr's tabwriter.NewWriter(w, 1, 8, 1, ' ', 0). */
+export function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const r of rows) {
+    r.forEach((cell, i) => {
+      if (i === r.length - 1) return;
+      widths[i] = Math.max(widths[i] ?? 0, cell.length + 1);
+    });
+  }
+  return rows
+    .map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join(""))
+    .join("\n") + (rows.length ? "\n" : "");
+}
+
+/** go-units HumanSize: decimal units, 4 significant digits ("100kB", "1.234MB"). */
+export function humanSize(n: number): string {
+  const units = ["B", "kB", "MB", "GB", "TB", "PB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000;
+    i++;
+  }
+  return `${trimFloat(v.toPrecision(4))}${units[i]}`;
+}
+
+/** Binary sizes as ctr's images ls prints them ("%02.1f KiB"). */
+export function binarySize(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+
+function trimFloat(s: string): string {
+  return s.includes(".") ? s.replace(/0+$/, "").replace(/\.$/, "") : s;
+}
+
+export function labelsString(labels: Record<string, string> | undefined): string {
+  const entries = Object.entries(labels ?? {});
+  if (entries.length === 0) return "-";
+  return entries.map(([k, v]) => `${k}=${v}`).join(",");
+}
+
+/** Go's time.Time.String() for UTC: "2006-01-02 15:04:05.999999999 +0000 UTC". */
+export function goTime(ts: { seconds: number; nanos: number }): string {
+  const d = new Date(ts.seconds * 1000);
+  const pad = (n: number, w = 2) => String(n).padStart(w, "0");
+  const base = `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
+  const frac = ts.nanos ? "." + pad(ts.nanos, 9).replace(/0+$/, "") : "";
+  return `${base}${frac} +0000 UTC`;
+}
+
+/** Parses `k=v` arguments into labels; `k=` (empty value) is kept to mean "remove". */
+export function parseLabelArgs(args: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const a of args) {
+    const i = a.indexOf("=");
+    if (i <= 0) throw new Error(`label "${a}" must be key=value`);
+    out[a.slice(0, i)] = a.slice(i + 1);
+  }
+  return out;
+}

@@ -1,0 +1,72 @@
+// The content aggregate: a blob's metadata per namespace. Committing bytes is the store's
+// job (src/content); once they are in place, a commit here makes the blob visible in one
+// namespace with its labels. Update changes labels under a field mask; delete hides it from
+// that namespace (the bytes go once no namespace refers to them).
+import { alreadyExists, notFound } from "../errdefs/errdefs.js";
+import { blobRecord, keys, TYPE, type BlobRecord } from "../projections/views.js";
+import { validateDigest, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
+import type { Decision, StateView } from "./sequencer.js";
+import { applyLabelMask } from "./masks.js";
+import { dropEmpty } from "./namespaces.js";
+
+/** containerd's content store accepts `labels` and `labels.<key>` only. */
+const CONTENT_FIELD_MASK: FieldMaskRule = { fields: ["labels"], maps: ["labels"] };
+
+export interface CommitContent {
+  namespace: string;
+  digest: string;
+  size: number;
+  labels: Record<string, string>;
+}
+export interface UpdateContent {
+  namespace: string;
+  digest: string;
+  labels: Record<string, string>;
+  paths: string[];
+}
+export interface DeleteContent {
+  namespace: string;
+  digest: string;
+}
+
+export function decideCommitContent(cmd: CommitContent, current: BlobRecord | undefined): Decision<BlobRecord> {
+  validateDigest("digest", cmd.digest);
+  const labels = dropEmpty(cmd.labels);
+  validateLabels(labels);
+  if (current) throw alreadyExists(`content ${cmd.digest}`);
+  const rec = blobRecord({ digest: cmd.digest, size: cmd.size, labels });
+  return {
+    event: { namespace: cmd.namespace, topic: "/content/commit", typeName: TYPE.ContentCommit, payload: { digest: rec.digest, size: rec.size, labels: rec.labels } },
+    result: rec,
+  };
+}
+
+export function decideUpdateContent(cmd: UpdateContent, current: BlobRecord | undefined): Decision<BlobRecord> {
+  validateDigest("digest", cmd.digest);
+  validateFieldMask(`content ${cmd.digest}`, cmd.paths, CONTENT_FIELD_MASK);
+  validateLabels(cmd.labels);
+  if (!current) throw notFound(`content ${cmd.digest}`);
+  const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
+  const rec = blobRecord({ ...current, labels });
+  return {
+    event: { namespace: cmd.namespace, topic: "/content/update", typeName: TYPE.ContentUpdate, payload: { digest: rec.digest, labels: rec.labels } },
+    result: rec,
+  };
+}
+
+export function decideDeleteContent(cmd: DeleteContent, current: BlobRecord | undefined): Decision<void> {
+  validateDigest("digest", cmd.digest);
+  if (!current) throw notFound(`content ${cmd.digest}`);
+  return {
+    event: { namespace: cmd.namespace, topic: "/content/delete", typeName: TYPE.ContentDelete, payload: { digest: cmd.digest } },
+    result: undefined,
+  };
+}
+
+const currentBlob = (view: StateView, ns: string, digest: string) => view.get<BlobRecord>(keys.blob(ns, digest));
+
+export const contentHandlers = {
+  commit: (cmd: CommitContent) => (view: StateView) => decideCommitContent(cmd, currentBlob(view, cmd.namespace, cmd.digest)),
+  update: (cmd: UpdateContent) => (view: StateView) => decideUpdateContent(cmd, currentBlob(view, cmd.namespace, cmd.digest)),
+  delete: (cmd: DeleteContent) => (view: StateView) => decideDeleteContent(cmd, currentBlob(view, cmd.namespace, cmd.digest)),
+};

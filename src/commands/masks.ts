@@ -1,0 +1,46 @@
+// Field-mask application shared by the aggregates: `labels` replaces the whole map,
+// `labels.<key>` sets one key (an empty value removes it), as containerd's stores do.
+
+/**
+ * Applies the mask paths under one map field (`field`, e.g. "labels") and returns the new map.
+ * Paths for other fields are ignored here; callers validate paths before.
+ */
+export function applyLabelMask(
+  current: Record<string, string>,
+  requested: Record<string, string>,
+  paths: string[],
+  field: string,
+): Record<string, string> {
+  let out: Record<string, string> = { ...current };
+  for (const p of paths) {
+    if (p === field) {
+      out = {};
+      for (const [k, v] of Object.entries(requested)) if (v !== "") out[k] = v;
+    } else if (p.startsWith(`${field}.`)) {
+      const key = p.slice(field.length + 1);
+      const v = requested[key];
+      if (v === undefined || v === "") delete out[key];
+      else out[key] = v;
+    }
+  }
+  return out;
+}
+
+/** Same rule for maps of arbitrary values (container extensions). */
+export function applyMapMask<V>(
+  current: Record<string, V>,
+  requested: Record<string, V>,
+  paths: string[],
+  field: string,
+): Record<string, V> {
+  let out: Record<string, V> = { ...current };
+  for (const p of paths) {
+    if (p === field) out = { ...requested };
+    else if (p.startsWith(`${field}.`)) {
+      const key = p.slice(field.length + 1);
+      if (key in requested) out[key] = requested[key]!;
+      else delete out[key];
+    }
+  }
+  return out;
+}

@@ -1,0 +1,294 @@
+// The sequencer: the one ordered path through which every command's event is appended.
+// Decisions are taken one at a time against the projection plus the events still in flight
+// (the overlay); appends are pipelined, each expecting the stream sequence right after the
+// one before it. When another writer breaks the chain (a second ckd on the same stream), the
+// refused appends are decided again on fresh state, so a stale decision is never written.
+// A call returns after the projection applied its event (read-your-writes).
+import { randomUUID } from "node:crypto";
+import type { EventLog } from "../eventstore/log.js";
+import { isWrongLastSequence } from "../eventstore/log.js";
+import type { Protos } from "../protos/protos.js";
+import {
+  encodeEnvelope,
+  nowTimestamp,
+  subjectOf,
+  ORIGIN_COMMAND,
+  ORIGIN_HEADER,
+  ORIGIN_PUBLISH,
+  type EventDraft,
+} from "../emitter/envelope.js";
+import type { Projector } from "../projections/projector.js";
+import { evolve, type LoggedEvent } from "../projections/views.js";
+import { aborted, unavailable, CkError } from "../errdefs/errdefs.js";
+
+/** What a command handler sees while deciding: the projection plus in-flight changes. */
+export interface StateView {
+  get<T>(key: string): T | undefined;
+  /** True when any live record has one of these key prefixes. */
+  hasAny(prefixes: readonly string[]): Promise<boolean>;
+}
+
+export interface Decision<T> {
+  /** At most one event: on nats-server 2.9 several appends cannot be made atomic. */
+  event?: EventDraft;
+  result: T;
+}
+
+export type Decide<T> = (view: StateView) => Decision<T> | Promise<Decision<T>>;
+
+interface Job {
+  decide: Decide<unknown>;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+  attempts: number;
+  msgId: string;
+  /** Set once an append was made; cleared when the job is decided again. */
+  append?: Promise<{ ok: true; seq: number } | { ok: false; err: unknown }>;
+  result?: unknown;
+}
+
+interface OverlayEntry {
+  value: unknown;
+  seq: number;
+}
+
+export interface SequencerOptions {
+  /** How often a command is decided again after other writers broke the chain. */
+  maxAttempts?: number;
+}
+
+export class Sequencer {
+  private readonly queue: Job[] = [];
+  private readonly inflight: Job[] = [];
+  private readonly overlay = new Map<string, OverlayEntry>();
+  /** Own message ids seen applied by the projector, for appends with an unknown outcome. */
+  private readonly appliedIds = new Map<string, number>();
+  private nextExpected = 0;
+  /** Bumped whenever the overlay is dropped: a decision taken across a bump is void. */
+  private epoch = 0;
+  private synced = false;
+  private pumping = false;
+  private recovering: Promise<void> | undefined;
+  private readonly maxAttempts: number;
+
+  constructor(
+    private readonly log: EventLog,
+    private readonly projector: Projector,
+    private readonly protos: Protos,
+    opts: SequencerOptions = {},
+  ) {
+    this.maxAttempts = opts.maxAttempts ?? 20;
+    projector.onApplied((msgs) => {
+      const last = msgs[msgs.length - 1]!.seq;
+      for (const [k, e] of this.overlay) if (e.seq <= last) this.overlay.delete(k);
+      if (this.inflight.length > 0 || this.recovering) {
+        for (const m of msgs) {
+          const id = m.headers["Nats-Msg-Id"];
+          if (id) this.appliedIds.set(id, m.seq);
+        }
+      }
+    });
+  }
+
+  /** Runs a command: decide on current state, append its event, wait until applied. */
+  submit<T>(decide: Decide<T>): Promise<T> {
+    if (this.log.connectionState !== "connected") {
+      return Promise.reject(unavailable(`event log (${this.log.connectionState})`));
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({
+        decide: decide as Decide<unknown>,
+        resolve: resolve as (v: unknown) => void,
+        reject,
+        attempts: 0,
+        msgId: randomUUID(),
+      });
+      void this.pump();
+    });
+  }
+
+  private readonly view: StateView = {
+    get: <T>(key: string): T | undefined => {
+      const e = this.overlay.get(key);
+      if (e) return e.value as T | undefined;
+      return this.projector.db.getSync(key) as T | undefined;
+    },
+    hasAny: async (prefixes: readonly string[]): Promise<boolean> => {
+      for (const p of prefixes) {
+        for (const [k, e] of this.overlay) if (k.startsWith(p) && e.value !== undefined) return true;
+        const deleted = (k: string) => {
+          const e = this.overlay.get(k);
+          return e !== undefined && e.value === undefined;
+        };
+        if (await this.projector.db.hasPrefix(p, deleted)) return true;
+      }
+      return false;
+    },
+  };
+
+  private async pump(): Promise<void> {
+    if (this.pumping || this.recovering) return;
+    this.pumping = true;
+    try {
+      while (this.queue.length > 0 && !this.recovering) {
+        if (this.log.connectionState !== "connected") {
+          this.queue.shift()!.reject(unavailable(`event log (${this.log.connectionState})`));
+          continue;
+        }
+        if (!this.synced) {
+          await this.resync();
+          continue; // a recovery may have started meanwhile: check again
+        }
+        const job = this.queue.shift()!;
+        const epoch = this.epoch;
+        let decision: Decision<unknown> | undefined;
+        let failure: unknown;
+        try {
+          decision = await job.decide(this.view);
+        } catch (err) {
+          failure = err;
+        }
+        // The view changed under the decision (a recovery dropped the overlay, or a resync
+        // moved the base): neither its events nor its errors can be trusted. Decide again.
+        if (this.epoch !== epoch || this.recovering || !this.synced) {
+          this.queue.unshift(job);
+          continue;
+        }
+        if (!decision) {
+          job.reject(failure);
+          continue;
+        }
+        if (!decision.event) {
+          job.resolve(decision.result);
+          continue;
+        }
+        job.result = decision.result;
+        this.appendDecided(job, decision.event);
+      }
+    } catch (err) {
+      // Resync failed (log unreachable): everything waiting fails fast.
+      for (const j of this.queue.splice(0)) j.reject(asUnavailable(err));
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private appendDecided(job: Job, draft: EventDraft): void {
+    const expected = this.nextExpected++;
+    const seq = expected + 1;
+    const timestamp = draft.timestamp ?? nowTimestamp();
+    const projected = draft.packed === undefined;
+    const logged: LoggedEvent = {
+      seq,
+      namespace: draft.namespace,
+      topic: draft.topic,
+      timestamp,
+      typeName: draft.typeName,
+      payload: draft.payload,
+    };
+    if (projected) {
+      for (const [k, v] of evolve(logged, (key) => this.view.get(key))) this.overlay.set(k, { value: v, seq });
+    }
+    const data = encodeEnvelope(this.protos, draft, timestamp);
+    const subject = subjectOf(draft);
+    const headers = { [ORIGIN_HEADER]: projected ? ORIGIN_COMMAND : ORIGIN_PUBLISH };
+    this.inflight.push(job);
+    job.append = this.log.append(subject, data, { msgId: job.msgId, expectLastSeq: expected, headers }).then(
+      (ack) => {
+        if (!ack.duplicate) {
+          this.projector.applyOwn({ seq: ack.seq, subject, data, headers: { ...headers, "Nats-Msg-Id": job.msgId }, time: new Date(), pending: 0 });
+        }
+        return { ok: true as const, seq: ack.seq };
+      },
+      (err) => ({ ok: false as const, err }),
+    );
+    void job.append.then((r) => this.settle(job, r));
+  }
+
+  private settle(job: Job, r: { ok: true; seq: number } | { ok: false; err: unknown }): void {
+    if (this.recovering) return; // recovery owns every in-flight job now
+    if (r.ok) {
+      this.removeInflight(job);
+      this.projector.waitFor(r.seq).then(() => this.finish(job));
+      return;
+    }
+    this.recovering = this.recover().finally(() => {
+      this.recovering = undefined;
+      void this.pump();
+    });
+  }
+
+  private finish(job: Job): void {
+    const err = this.projector.error;
+    if (err) job.reject(unavailable(`projection: ${err.message}`));
+    else job.resolve(job.result);
+  }
+
+  private removeInflight(job: Job): void {
+    const i = this.inflight.indexOf(job);
+    if (i >= 0) this.inflight.splice(i, 1);
+  }
+
+  /**
+   * The chain broke (a foreign append, a timeout or a lost connection). Let every in-flight
+   * append settle, catch the projection up with the stream, then decide the refused commands
+   * again, in their original order, ahead of everything queued after them.
+   */
+  private async recover(): Promise<void> {
+    const jobs = this.inflight.splice(0);
+    const results = await Promise.all(jobs.map((j) => j.append!));
+    const redo: Job[] = [];
+    const unknown: Job[] = [];
+    jobs.forEach((job, i) => {
+      const r = results[i]!;
+      if (r.ok) this.projector.waitFor(r.seq).then(() => this.finish(job));
+      else if (isWrongLastSequence(r.err)) redo.push(job);
+      else unknown.push(job);
+    });
+    this.synced = false;
+    this.overlay.clear();
+    this.epoch++;
+    try {
+      await this.resync();
+    } catch (err) {
+      for (const j of [...redo, ...unknown]) j.reject(asUnavailable(err));
+      this.appliedIds.clear();
+      return;
+    }
+    // An append whose outcome was unknown may have been stored: the projector saw its id.
+    for (const job of unknown) {
+      const seq = this.appliedIds.get(job.msgId);
+      if (seq !== undefined) this.finish(job);
+      else redo.push(job);
+    }
+    this.appliedIds.clear();
+    redo.sort((a, b) => jobs.indexOf(a) - jobs.indexOf(b));
+    for (let i = redo.length - 1; i >= 0; i--) {
+      const job = redo[i]!;
+      job.attempts++;
+      job.append = undefined;
+      if (job.attempts >= this.maxAttempts) {
+        job.reject(aborted(`command decided ${job.attempts} times on state other writers kept changing`));
+        continue;
+      }
+      this.queue.unshift(job);
+    }
+  }
+
+  /** Learns the stream's last sequence and waits until the projection has applied it. */
+  private async resync(): Promise<void> {
+    const last = await this.log.lastSeq();
+    await this.projector.waitFor(last);
+    if (this.projector.error) throw this.projector.error;
+    // The log is the truth: a projection ahead of it was damaged and is rebuilt at start.
+    this.nextExpected = last;
+    this.overlay.clear();
+    this.epoch++;
+    this.synced = true;
+  }
+}
+
+function asUnavailable(err: unknown): CkError {
+  if (err instanceof CkError) return err;
+  return unavailable(`event log: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}

@@ -1,0 +1,787 @@
+// The content store on a local filesystem: committed blobs under `<root>/blobs/sha256/<hex>`,
+// ingests under `<root>/ingest/<sha256(ref)>/{data,ref.json}`, made visible by one rename.
+// A small ingest stays in memory while its writer is open and reaches disk once, at commit
+// (via `<root>/ingest/<sha256(ref)>.tmp`) or at close; directory fsyncs are shared by commits.
+import { createHash, type Hash } from "node:crypto";
+import { constants as fsc, promises as fs } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
+import path from "node:path";
+import {
+  alreadyExists,
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  outOfRange,
+  unavailable,
+} from "../errdefs/errdefs.js";
+import { validateDigest } from "../commands/validation.js";
+import { SyncBatcher, type SyncTicket } from "./sync-batcher.js";
+import type {
+  BlobInfo,
+  CommitOptions,
+  ContentStore,
+  IngestStatus,
+  IngestWriter,
+  ReaderAt,
+  WriterOptions,
+} from "./types.js";
+
+const DATA_FILE = "data";
+const REF_FILE = "ref.json";
+/** `ingest/<key>.tmp`: a small ingest's bytes between their one write and their rename. */
+const TEMP_SUFFIX = ".tmp";
+const HEX64 = /^[a-f0-9]{64}$/;
+/** Chunk size for re-hashing a partial ingest after a restart. */
+const REHASH_CHUNK = 1 << 20;
+
+/** What `ref.json` holds: enough to list and resume an ingest after a restart. */
+interface RefFile {
+  ref: string;
+  total: number;
+  expected?: string;
+  startedAt: string;
+}
+
+/**
+ * What the store remembers of an ingest between writers, so a resume in the same process
+ * continues the running hash instead of re-reading the bytes.
+ */
+interface IngestState {
+  readonly ref: string;
+  /** sha256(ref) in hex: the ingest's directory name and its lock key. */
+  readonly key: string;
+  readonly dir: string;
+  total: number;
+  expected: string | undefined;
+  startedAt: Date;
+  updatedAt: Date;
+  offset: number;
+  hash: Hash;
+  /**
+   * The bytes of an ingest that lives in memory only (small, never closed, no directory on
+   * disk yet); undefined once it has its directory.
+   */
+  pending: Buffer[] | undefined;
+}
+
+/** What a writer needs from its store. */
+interface WriterHost {
+  blobPath(hex: string): string;
+  /** Where a small in-memory ingest is written before its rename into blobs/. */
+  commitTempPath(key: string): string;
+  /** Largest ingest kept in memory until commit or close. */
+  readonly memoryIngestMaxBytes: number;
+  /** A place in the next grouped fsync of blobs/sha256. */
+  blobDirSync(): SyncTicket;
+  /** Lets go of the lock if `holder` still has it; `forget` also drops the remembered state. */
+  release(holder: LocalIngestWriter, forget: boolean): void;
+}
+
+const isErrno = (err: unknown, code: string): boolean =>
+  typeof err === "object" && err !== null && (err as NodeJS.ErrnoException).code === code;
+
+/** The hex of a sha256 digest; InvalidArgument naming `field` for anything else. */
+function sha256Hex(field: string, digest: string): string {
+  validateDigest(field, digest);
+  if (!digest.startsWith("sha256:")) {
+    throw invalidArgument(`${field} ${JSON.stringify(digest)} invalid: unsupported digest algorithm`);
+  }
+  return digest.slice("sha256:".length);
+}
+
+function optionalDigest(field: string, digest: string | undefined): string | undefined {
+  if (digest === undefined || digest === "") return undefined;
+  sha256Hex(field, digest);
+  return digest;
+}
+
+function checkCount(field: string, n: number | undefined): number {
+  if (n === undefined) return 0;
+  if (!Number.isSafeInteger(n) || n < 0) throw invalidArgument(`${field} ${n} must be a non-negative integer`);
+  return n;
+}
+
+function checkRef(ref: unknown): string {
+  if (typeof ref !== "string" || ref.length === 0) throw invalidArgument("ref must not be empty");
+  return ref;
+}
+
+const refKey = (ref: string): string => createHash("sha256").update(ref, "utf8").digest("hex");
+
+async function readAll(fh: FileHandle, buf: Buffer, position: number): Promise<number> {
+  let got = 0;
+  while (got < buf.length) {
+    const { bytesRead } = await fh.read(buf, got, buf.length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
+}
+
+async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/** sha256 of the first `size` bytes of `fh`, read once. */
+async function hashFile(fh: FileHandle, size: number): Promise<Hash> {
+  const hash = createHash("sha256");
+  const buf = Buffer.allocUnsafe(Math.min(REHASH_CHUNK, Math.max(size, 1)));
+  for (let pos = 0; pos < size; ) {
+    const want = Math.min(buf.length, size - pos);
+    const got = await readAll(fh, buf.subarray(0, want), pos);
+    if (got === 0) break;
+    hash.update(buf.subarray(0, got));
+    pos += got;
+  }
+  return hash;
+}
+
+class LocalReaderAt implements ReaderAt {
+  constructor(
+    private readonly fh: FileHandle,
+    readonly size: number,
+  ) {}
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    checkCount("offset", offset);
+    checkCount("length", length);
+    if (offset >= this.size || length === 0) return Buffer.alloc(0);
+    const buf = Buffer.allocUnsafe(Math.min(length, this.size - offset));
+    const got = await readAll(this.fh, buf, offset);
+    return buf.subarray(0, got);
+  }
+
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
+
+class LocalIngestWriter implements IngestWriter {
+  private queue: Promise<unknown> = Promise.resolve();
+  private phase: "open" | "closed" | "aborted" = "open";
+
+  /** `fh` is the open data file, absent while the ingest still lives in memory. */
+  constructor(
+    private readonly host: WriterHost,
+    private readonly ingest: IngestState,
+    private fh: FileHandle | undefined,
+  ) {}
+
+  get ref(): string {
+    return this.ingest.ref;
+  }
+  get key(): string {
+    return this.ingest.key;
+  }
+  get offset(): number {
+    return this.ingest.offset;
+  }
+  get total(): number {
+    return this.ingest.total;
+  }
+  get expected(): string | undefined {
+    return this.ingest.expected;
+  }
+
+  digest(): string {
+    return "sha256:" + this.ingest.hash.copy().digest("hex");
+  }
+
+  write(offset: number, data: Buffer): Promise<number> {
+    return this.serial(async () => {
+      this.assertOpen();
+      checkCount("offset", offset);
+      const ingest = this.ingest;
+      if (offset !== ingest.offset) {
+        if (offset !== 0) {
+          throw outOfRange(`write @${offset} must occur at current offset ${ingest.offset}`);
+        }
+        await this.restart();
+      }
+      if (ingest.pending !== undefined && ingest.offset + data.length <= this.host.memoryIngestMaxBytes) {
+        ingest.pending.push(Buffer.from(data)); // a copy: callers may reuse their buffer
+        ingest.hash.update(data);
+      } else {
+        const fh = this.fh ?? (await this.spill());
+        // Hash on this thread while the write runs on the pool; undo the hash if the write fails.
+        const before = ingest.hash.copy();
+        const written = writeAll(fh, data, offset);
+        ingest.hash.update(data);
+        try {
+          await written;
+        } catch (err) {
+          ingest.hash = before;
+          // A short write leaves bytes past the offset we report; cut them so file and hash agree.
+          await fh.truncate(ingest.offset).catch(() => undefined);
+          throw err;
+        }
+      }
+      ingest.offset += data.length;
+      ingest.updatedAt = new Date();
+      return ingest.offset;
+    });
+  }
+
+  truncate(size: 0): Promise<void> {
+    return this.serial(async () => {
+      this.assertOpen();
+      if (size !== 0) throw invalidArgument(`truncate to ${size}: only 0 is supported`);
+      await this.restart();
+    });
+  }
+
+  commit(opts: CommitOptions = {}): Promise<BlobInfo> {
+    return this.serial(async () => {
+      this.assertOpen();
+      const ingest = this.ingest;
+      const size = checkCount("size", opts.size) || ingest.total;
+      const expected = optionalDigest("expected", opts.expected) ?? ingest.expected;
+      if (size > 0 && size !== ingest.offset) {
+        throw failedPrecondition(`failed size validation: ${ingest.offset} != ${size}`);
+      }
+      const digest = this.digest();
+      if (expected !== undefined && digest !== expected) {
+        throw failedPrecondition(`unexpected commit digest ${digest}, expected ${expected}`);
+      }
+      // From here on the writer is spent whatever happens; a failure keeps the ingest for a retry.
+      this.phase = "closed";
+      let forget = false;
+      // Taken before our fdatasync, so a directory round that waits for it sees our rename.
+      const ticket = this.host.blobDirSync();
+      try {
+        let source: string;
+        if (ingest.pending !== undefined) {
+          // Small ingest: its bytes go to disk once, in one write, straight into a temp file.
+          source = this.host.commitTempPath(ingest.key);
+          const fh = await fs.open(source, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o644);
+          try {
+            await writeAll(fh, Buffer.concat(ingest.pending), 0);
+            await fh.datasync();
+          } finally {
+            await fh.close();
+          }
+        } else {
+          source = path.join(ingest.dir, DATA_FILE);
+          const fh = this.fh ?? (await fs.open(source, fsc.O_RDWR));
+          this.fh = undefined;
+          try {
+            await fh.datasync();
+          } finally {
+            await fh.close();
+          }
+        }
+        const target = this.host.blobPath(digest.slice("sha256:".length));
+        if (await exists(target)) {
+          ticket.cancel();
+          forget = true;
+          if (ingest.pending !== undefined) await fs.rm(source, { force: true });
+          else await fs.rm(ingest.dir, { recursive: true, force: true });
+          throw alreadyExists(`content ${digest}`);
+        }
+        await fs.rename(source, target);
+        forget = true;
+        await Promise.all([ticket.sync(), ingest.pending === undefined ? removeIngestDir(ingest.dir) : undefined]);
+        return { digest, size: ingest.offset };
+      } catch (err) {
+        ticket.cancel();
+        throw err;
+      } finally {
+        this.host.release(this, forget);
+      }
+    });
+  }
+
+  close(): Promise<void> {
+    return this.serial(async () => {
+      if (this.phase !== "open") return;
+      this.phase = "closed";
+      try {
+        // What was kept in memory goes to disk now, so a later writer (or process) can resume.
+        if (this.ingest.pending !== undefined) await this.spill();
+      } finally {
+        try {
+          await this.fh?.close();
+        } finally {
+          this.fh = undefined;
+          this.host.release(this, false);
+        }
+      }
+    });
+  }
+
+  /** The ingest was aborted under this writer: fail what follows and let go of the file. */
+  kill(): Promise<void> {
+    const wasOpen = this.phase === "open";
+    if (wasOpen) this.phase = "aborted";
+    return this.serial(async () => {
+      if (!wasOpen) return;
+      await this.fh?.close().catch(() => undefined);
+      this.fh = undefined;
+    });
+  }
+
+  /** Moves an in-memory ingest to its directory on disk; returns the open data file. */
+  private async spill(): Promise<FileHandle> {
+    const ingest = this.ingest;
+    const pending = ingest.pending ?? [];
+    await fs.mkdir(ingest.dir, { recursive: true });
+    const dataPath = path.join(ingest.dir, DATA_FILE);
+    const [fh] = await Promise.all([
+      fs.open(dataPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC, 0o644),
+      writeRefFile(ingest),
+    ]);
+    try {
+      await writeAll(fh, Buffer.concat(pending), 0);
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+    ingest.pending = undefined;
+    this.fh = fh;
+    return fh;
+  }
+
+  private async restart(): Promise<void> {
+    if (this.ingest.pending !== undefined) this.ingest.pending = [];
+    else await (this.fh ?? (await this.spill())).truncate(0);
+    this.ingest.offset = 0;
+    this.ingest.hash = createHash("sha256");
+    this.ingest.updatedAt = new Date();
+  }
+
+  private assertOpen(): void {
+    if (this.phase === "aborted") throw notFound(`ingest ref "${this.ingest.ref}" was aborted`);
+    if (this.phase !== "open") throw failedPrecondition(`writer for ref "${this.ingest.ref}" is closed`);
+  }
+
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(op, op);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fs.stat(file);
+    return true;
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return false;
+    throw err;
+  }
+}
+
+async function removeIngestDir(dir: string): Promise<void> {
+  await fs.unlink(path.join(dir, REF_FILE)).catch((err: unknown) => {
+    if (!isErrno(err, "ENOENT")) throw err;
+  });
+  await fs.rmdir(dir).catch((err: unknown) => {
+    if (!isErrno(err, "ENOENT")) throw err;
+  });
+}
+
+export interface LocalContentStoreOptions {
+  /**
+   * Ingests up to this many bytes stay in memory while their writer is open and reach disk
+   * once, at commit (one write, one fdatasync, one rename) or at close (for a later resume).
+   * Default 64 KiB; 0 puts every ingest on disk from its first write.
+   */
+  memoryIngestMaxBytes?: number;
+  /**
+   * Longest a directory fsync waits for commits still fsyncing their files, to share one fsync
+   * with them (default 0: a round starts at once and gathers only what arrived meanwhile).
+   */
+  syncGroupDelayMs?: number;
+}
+
+/** A maintenance operation (abort, cleanup) holding a ref's lock. */
+type LockHolder = LocalIngestWriter | { readonly maintenance: string };
+
+export class LocalContentStore implements ContentStore {
+  readonly root: string;
+  private readonly blobDir: string;
+  private readonly ingestRoot: string;
+  /** One holder per ingest key (sha256 of the ref); one ckd owns a root, so in-process suffices. */
+  private readonly locks = new Map<string, LockHolder>();
+  /** Remembered ingests by key, kept across writers for cheap resume. */
+  private readonly states = new Map<string, IngestState>();
+  private readonly dirSync: SyncBatcher;
+  private readonly host: WriterHost;
+
+  private constructor(
+    root: string,
+    private readonly blobDirHandle: FileHandle,
+    opts: LocalContentStoreOptions,
+  ) {
+    this.root = root;
+    this.blobDir = path.join(root, "blobs", "sha256");
+    this.ingestRoot = path.join(root, "ingest");
+    this.dirSync = new SyncBatcher(() => this.blobDirHandle.sync(), { maxDelayMs: opts.syncGroupDelayMs });
+    this.host = {
+      blobPath: (hex) => path.join(this.blobDir, hex),
+      commitTempPath: (key) => path.join(this.ingestRoot, key + TEMP_SUFFIX),
+      memoryIngestMaxBytes: checkCount("memoryIngestMaxBytes", opts.memoryIngestMaxBytes ?? 64 * 1024),
+      blobDirSync: () => this.dirSync.ticket(),
+      release: (holder, forget) => {
+        if (this.locks.get(holder.key) === holder) this.locks.delete(holder.key);
+        if (forget) this.states.delete(holder.key);
+      },
+    };
+  }
+
+  /**
+   * Opens (creating if needed) the store at `root`. Partial ingests left by a crash stay
+   * resumable; blobs/ only ever received fsynced files by rename, so nothing there is partial.
+   */
+  static async open(root: string, opts: LocalContentStoreOptions = {}): Promise<LocalContentStore> {
+    const abs = path.resolve(root);
+    const blobDir = path.join(abs, "blobs", "sha256");
+    await fs.mkdir(blobDir, { recursive: true });
+    await fs.mkdir(path.join(abs, "ingest"), { recursive: true });
+    // Make the directories themselves durable once, so later renames have a durable parent.
+    for (const dir of [abs, path.join(abs, "blobs"), blobDir]) {
+      const fh = await fs.open(dir, fsc.O_RDONLY);
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
+    return new LocalContentStore(abs, await fs.open(blobDir, fsc.O_RDONLY), opts);
+  }
+
+  /** Directory fsyncs run vs. asked for since open. */
+  get syncStats(): { rounds: number; requests: number } {
+    return this.dirSync.stats;
+  }
+
+  async close(): Promise<void> {
+    await this.blobDirHandle.close();
+  }
+
+  // ---- Provider ----
+
+  async readerAt(digest: string): Promise<ReaderAt> {
+    const file = this.path(digest);
+    let fh: FileHandle;
+    try {
+      fh = await fs.open(file, fsc.O_RDONLY);
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) throw notFound(`content digest ${digest}`);
+      throw err;
+    }
+    try {
+      const { size } = await fh.stat();
+      return new LocalReaderAt(fh, size);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  // ---- BlobManager ----
+
+  path(digest: string): string {
+    return path.join(this.blobDir, sha256Hex("digest", digest));
+  }
+
+  async stat(digest: string): Promise<BlobInfo | undefined> {
+    const file = this.path(digest);
+    try {
+      const st = await fs.stat(file);
+      return { digest, size: st.size };
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) return undefined;
+      throw err;
+    }
+  }
+
+  async delete(digest: string): Promise<void> {
+    const file = this.path(digest);
+    try {
+      await fs.unlink(file);
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) throw notFound(`content digest ${digest}`);
+      throw err;
+    }
+  }
+
+  async *walk(): AsyncIterable<BlobInfo> {
+    const dir = await fs.opendir(this.blobDir);
+    for await (const entry of dir) {
+      if (!entry.isFile() || !HEX64.test(entry.name)) continue;
+      try {
+        const st = await fs.stat(path.join(this.blobDir, entry.name));
+        yield { digest: `sha256:${entry.name}`, size: st.size };
+      } catch (err) {
+        if (!isErrno(err, "ENOENT")) throw err; // deleted while walking
+      }
+    }
+  }
+
+  // ---- Ingester ----
+
+  async writer(opts: WriterOptions): Promise<IngestWriter> {
+    const ref = checkRef(opts.ref);
+    const expected = optionalDigest("expected", opts.expected);
+    const total = checkCount("total", opts.total);
+    const key = refKey(ref);
+    if (this.locks.has(key)) throw unavailable(`ref "${ref}" locked`);
+    // Lock before looking for the blob: a holder commits under the lock, so whoever gets the
+    // lock next sees its blob and never writes the bytes a second time.
+    const claim = { maintenance: "opening writer" };
+    this.locks.set(key, claim);
+    let fh: FileHandle | undefined;
+    try {
+      if (expected !== undefined && (await this.stat(expected)) !== undefined) {
+        throw alreadyExists(`content ${expected}`);
+      }
+      const opened = await this.openIngest(ref, key, total, expected);
+      fh = opened.fh;
+      // Abort and cleanup leave a claimed key alone, so the claim is still ours.
+      const w = new LocalIngestWriter(this.host, opened.state, fh);
+      this.locks.set(key, w);
+      return w;
+    } catch (err) {
+      await fh?.close().catch(() => undefined);
+      if (this.locks.get(key) === claim) this.locks.delete(key);
+      throw err;
+    }
+  }
+
+  /**
+   * Finds the ingest in memory or on disk (checking its hash state), or starts a new one in
+   * memory. Returns the open data file when the ingest is on disk.
+   */
+  private async openIngest(
+    ref: string,
+    key: string,
+    total: number,
+    expected: string | undefined,
+  ): Promise<{ state: IngestState; fh: FileHandle | undefined }> {
+    const dir = path.join(this.ingestRoot, key);
+    let state = this.states.get(key);
+    if (state === undefined && !(await exists(dir))) {
+      const now = new Date();
+      state = {
+        ref, key, dir, total, expected,
+        startedAt: now, updatedAt: now, offset: 0, hash: createHash("sha256"), pending: [],
+      };
+      this.states.set(key, state);
+      return { state, fh: undefined };
+    }
+
+    let persist = false;
+    if (state === undefined) {
+      // Left by an earlier process: take what ref.json says (rewrite it if a crash lost it).
+      const saved = await readRefFile(dir);
+      persist = saved === undefined || saved.ref !== ref;
+      const now = new Date();
+      state = {
+        ref,
+        key,
+        dir,
+        total: saved?.total ?? 0,
+        expected: saved?.expected,
+        startedAt: saved ? new Date(saved.startedAt) : now,
+        updatedAt: now,
+        offset: -1, // unknown until hashed below
+        hash: createHash("sha256"),
+        pending: undefined,
+      };
+    }
+    if (total > 0 && state.total > 0 && total !== state.total) {
+      throw failedPrecondition(`provided total differs from status: ${total} != ${state.total}`);
+    }
+    if (total > 0 && state.total !== total) {
+      state.total = total;
+      persist = true;
+    }
+    if (expected !== undefined && state.expected !== expected) {
+      state.expected = expected;
+      persist = true;
+    }
+    if (state.pending !== undefined) return { state, fh: undefined };
+
+    const fh = await fs.open(path.join(dir, DATA_FILE), fsc.O_RDWR | fsc.O_CREAT, 0o644);
+    try {
+      const st = await fh.stat();
+      const size = st.size;
+      if (size !== state.offset) {
+        // After a restart (or if the file changed under us): hash the bytes held, once.
+        state.hash = await hashFile(fh, size);
+        state.offset = size;
+        state.updatedAt = modifiedAt(st);
+      }
+      if (persist) await writeRefFile(state);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    this.states.set(key, state);
+    return { state, fh };
+  }
+
+  // ---- IngestManager ----
+
+  async status(ref: string): Promise<IngestStatus> {
+    const key = refKey(checkRef(ref));
+    const st = await this.statusByKey(key);
+    if (st === undefined) throw notFound(`ingest ref "${ref}"`);
+    return st;
+  }
+
+  async listStatuses(): Promise<IngestStatus[]> {
+    const keys = await this.ingestKeys();
+    const all = await Promise.all(keys.map((k) => this.statusByKey(k)));
+    return all.filter((s): s is IngestStatus => s !== undefined).sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
+  }
+
+  async abort(ref: string): Promise<void> {
+    const key = refKey(checkRef(ref));
+    const holder = this.locks.get(key);
+    if (holder !== undefined && !(holder instanceof LocalIngestWriter)) {
+      throw unavailable(`ref "${ref}" locked`);
+    }
+    const claim = { maintenance: "abort" };
+    this.locks.set(key, claim);
+    try {
+      const inMemory = this.states.get(key)?.pending !== undefined;
+      if (holder !== undefined) await holder.kill();
+      this.states.delete(key);
+      try {
+        await fs.rm(path.join(this.ingestRoot, key), { recursive: true, force: inMemory });
+      } catch (err) {
+        if (isErrno(err, "ENOENT")) throw notFound(`ingest ref "${ref}"`);
+        throw err;
+      }
+    } finally {
+      if (this.locks.get(key) === claim) this.locks.delete(key);
+    }
+  }
+
+  /**
+   * Removes unlocked ingests idle for at least `maxIdleMs`, and temp files a crash left. Returns
+   * the refs removed; an ingest whose ref.json a crash lost is removed too, unnamed.
+   */
+  async cleanupStale(maxIdleMs: number): Promise<string[]> {
+    checkCount("maxIdleMs", maxIdleMs);
+    const removed: string[] = [];
+    const idle = (t: Date | undefined) => t !== undefined && Date.now() - t.getTime() >= maxIdleMs;
+    for (const key of await this.ingestKeys()) {
+      if (this.locks.has(key)) continue;
+      const dir = path.join(this.ingestRoot, key);
+      const known = this.states.get(key);
+      const saved = known ? undefined : await readRefFile(dir);
+      if (!idle(known?.updatedAt ?? (await lastModified(dir)))) continue;
+      if (this.locks.has(key)) continue; // a writer took it while we looked
+      const claim = { maintenance: "cleanup" };
+      this.locks.set(key, claim);
+      try {
+        this.states.delete(key);
+        await fs.rm(dir, { recursive: true, force: true });
+        const ref = known?.ref ?? saved?.ref;
+        if (ref !== undefined) removed.push(ref);
+      } finally {
+        if (this.locks.get(key) === claim) this.locks.delete(key);
+      }
+    }
+    for (const name of await fs.readdir(this.ingestRoot)) {
+      const key = name.slice(0, -TEMP_SUFFIX.length);
+      if (!name.endsWith(TEMP_SUFFIX) || !HEX64.test(key) || this.locks.has(key)) continue;
+      const file = path.join(this.ingestRoot, name);
+      const mtime = await fs.stat(file).then(modifiedAt, () => undefined);
+      if (idle(mtime) && !this.locks.has(key)) await fs.rm(file, { force: true });
+    }
+    return removed;
+  }
+
+  /** Keys of every ingest, on disk or in memory. */
+  private async ingestKeys(): Promise<string[]> {
+    const keys = new Set((await fs.readdir(this.ingestRoot)).filter((n) => HEX64.test(n)));
+    for (const key of this.states.keys()) keys.add(key);
+    return [...keys];
+  }
+
+  private async statusByKey(key: string): Promise<IngestStatus | undefined> {
+    const known = this.states.get(key);
+    if (known !== undefined) {
+      const { ref, offset, total, expected, startedAt, updatedAt } = known;
+      if (offset >= 0) return { ref, offset, total, expected, startedAt, updatedAt };
+    }
+    const dir = path.join(this.ingestRoot, key);
+    const saved = await readRefFile(dir);
+    if (saved === undefined) return undefined;
+    let offset = 0;
+    let updatedAt = new Date(saved.startedAt);
+    try {
+      const st = await fs.stat(path.join(dir, DATA_FILE));
+      offset = st.size;
+      updatedAt = modifiedAt(st);
+    } catch (err) {
+      if (!isErrno(err, "ENOENT")) throw err;
+    }
+    return {
+      ref: saved.ref,
+      offset,
+      total: saved.total,
+      expected: saved.expected,
+      startedAt: new Date(saved.startedAt),
+      updatedAt,
+    };
+  }
+}
+
+async function writeRefFile(state: IngestState): Promise<void> {
+  const body: RefFile = { ref: state.ref, total: state.total, startedAt: state.startedAt.toISOString() };
+  if (state.expected !== undefined) body.expected = state.expected;
+  await fs.writeFile(path.join(state.dir, REF_FILE), JSON.stringify(body));
+}
+
+/** ref.json of an ingest dir, or undefined when absent or unreadable (a crash mid-write). */
+async function readRefFile(dir: string): Promise<RefFile | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(path.join(dir, REF_FILE), "utf8");
+  } catch (err) {
+    if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) return undefined;
+    throw err;
+  }
+  try {
+    const v = JSON.parse(text) as Partial<RefFile>;
+    if (typeof v.ref !== "string" || v.ref === "" || typeof v.startedAt !== "string") return undefined;
+    if (Number.isNaN(Date.parse(v.startedAt))) return undefined;
+    return {
+      ref: v.ref,
+      total: typeof v.total === "number" && v.total >= 0 ? v.total : 0,
+      expected: typeof v.expected === "string" && v.expected !== "" ? v.expected : undefined,
+      startedAt: v.startedAt,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * mtime truncated to the millisecond, as Date.now() is (Node's `stat.mtime` rounds, which can
+ * put a file written this instant a millisecond in the future).
+ */
+const modifiedAt = (st: { mtimeMs: number }): Date => new Date(Math.floor(st.mtimeMs));
+
+/** The latest mtime among an ingest dir and its files, or undefined if the dir is gone. */
+async function lastModified(dir: string): Promise<Date | undefined> {
+  const times: number[] = [];
+  for (const p of [dir, path.join(dir, DATA_FILE), path.join(dir, REF_FILE)]) {
+    try {
+      times.push(modifiedAt(await fs.stat(p)).getTime());
+    } catch (err) {
+      if (!isErrno(err, "ENOENT")) throw err;
+      if (p === dir) return undefined;
+    }
+  }
+  return new Date(Math.max(...times));
+}

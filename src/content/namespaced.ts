@@ -1,0 +1,53 @@
+// Blobs per namespace: the bytes are shared in the store, the metadata is the content
+// aggregate's events. This pairs the two so that a commit into one namespace never races the
+// removal of the same bytes by a delete in another, and bytes go with the last reference.
+import type { Sequencer } from "../commands/sequencer.js";
+import type { Queries } from "../projections/queries.js";
+import type { BlobRecord } from "../projections/views.js";
+import type { ContentStore } from "./types.js";
+import { contentHandlers } from "../commands/content.js";
+import { aborted } from "../errdefs/errdefs.js";
+
+/** Serialises work per digest, in this process (one ckd owns a content root). */
+class DigestLocks {
+  private readonly tails = new Map<string, Promise<unknown>>();
+  run<T>(digest: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(digest) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.tails.set(digest, tail);
+    void tail.then(() => {
+      if (this.tails.get(digest) === tail) this.tails.delete(digest);
+    });
+    return next;
+  }
+}
+
+export class NamespacedBlobs {
+  private readonly locks = new DigestLocks();
+
+  constructor(
+    private readonly sequencer: Sequencer,
+    private readonly queries: Queries,
+    private readonly store: ContentStore,
+  ) {}
+
+  /** Makes bytes on disk visible in a namespace (no byte moves), if they are still there. */
+  commit(ns: string, digest: string, size: number, labels: Record<string, string>): Promise<BlobRecord> {
+    return this.locks.run(digest, async () => {
+      if (!(await this.store.stat(digest))) throw aborted(`content ${digest} was removed meanwhile`);
+      return this.sequencer.submit(contentHandlers.commit({ namespace: ns, digest, size, labels }));
+    });
+  }
+
+  /** Hides a blob from a namespace; removes the bytes once no namespace refers to them. */
+  async delete(ns: string, digest: string): Promise<void> {
+    await this.sequencer.submit(contentHandlers.delete({ namespace: ns, digest }));
+    await this.locks.run(digest, async () => {
+      for (const n of await this.queries.listNamespaces()) {
+        if (await this.queries.getBlob(n.name, digest).catch(() => undefined)) return;
+      }
+      await this.store.delete(digest).catch(() => undefined);
+    });
+  }
+}

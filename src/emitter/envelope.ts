@@ -1,0 +1,83 @@
+// Typed events in and out of the log: a draft (namespace, topic, typed payload) becomes a
+// containerd Envelope {timestamp, namespace, topic, event: Any} on its subject, and a stored
+// message becomes a LoggedEvent again. The Any's type_url is the bare proto name, as
+// containerd's typeurl writes it, because ctr drops events whose type it cannot resolve.
+import type { Protos } from "../protos/protos.js";
+import type { StoredMessage } from "../eventstore/log.js";
+import type { LoggedEvent, Timestamp } from "../projections/views.js";
+import { subjectFor } from "./subjects.js";
+
+export const ENVELOPE_TYPE = "containerd.services.events.v1.Envelope";
+
+/** Header marking who wrote a message: ck's own commands (projected) or Events.Publish. */
+export const ORIGIN_HEADER = "Ck-Origin";
+export const ORIGIN_COMMAND = "command";
+export const ORIGIN_PUBLISH = "publish";
+
+export interface EventDraft {
+  namespace: string;
+  topic: string;
+  /** Full proto name of the event message. */
+  typeName: string;
+  payload: Record<string, unknown>;
+  /** An event already packed by a client (Events.Publish/Forward): logged, never projected. */
+  packed?: { type_url: string; value: Uint8Array };
+  /** Timestamp chosen by the client (Events.Forward). */
+  timestamp?: Timestamp;
+}
+
+export interface Envelope {
+  timestamp: Timestamp;
+  namespace: string;
+  topic: string;
+  event: { type_url: string; value: Uint8Array } | null;
+}
+
+export function nowTimestamp(): Timestamp {
+  const ms = Date.now();
+  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
+}
+
+export function encodeEnvelope(protos: Protos, draft: EventDraft, timestamp: Timestamp): Buffer {
+  return protos.encode(ENVELOPE_TYPE, {
+    timestamp,
+    namespace: draft.namespace,
+    topic: draft.topic,
+    event: draft.packed ?? protos.packAny(draft.typeName, draft.payload),
+  });
+}
+
+export function decodeEnvelope(protos: Protos, data: Uint8Array): Envelope {
+  return protos.decode(ENVELOPE_TYPE, data) as Envelope;
+}
+
+export function subjectOf(draft: { namespace: string; topic: string }): string {
+  return subjectFor(draft.namespace, draft.topic);
+}
+
+/**
+ * Decodes a stored message into the event the projections fold. Messages not written by
+ * ck's commands (Events.Publish, foreign tools) or of unknown type give undefined.
+ */
+export function toLoggedEvent(protos: Protos, msg: StoredMessage): LoggedEvent | undefined {
+  if (msg.headers[ORIGIN_HEADER] !== ORIGIN_COMMAND) return undefined;
+  // The projection's hot path: message objects, no plain-object copies (evolve normalises).
+  const env = protos.decodeMessage(ENVELOPE_TYPE, msg.data);
+  if (!env.event) return undefined;
+  const url: string = env.event.type_url;
+  const typeName = url.includes("/") ? url.slice(url.lastIndexOf("/") + 1) : url;
+  let payload: any;
+  try {
+    payload = protos.decodeMessage(typeName, env.event.value);
+  } catch {
+    return undefined;
+  }
+  return {
+    seq: msg.seq,
+    namespace: env.namespace,
+    topic: env.topic,
+    timestamp: { seconds: Number(env.timestamp?.seconds ?? 0), nanos: env.timestamp?.nanos ?? 0 },
+    typeName,
+    payload,
+  };
+}

@@ -1,0 +1,636 @@
+// One nats-server child process with JetStream: the event log ckd runs for itself when it is
+// not given --nats. Starts it on a loopback port over a store directory, waits until JetStream
+// answers, supervises it, and replaces an orphan left behind by a daemon that was kill -9'ed.
+//
+// Files it keeps inside the store directory (next to nats-server's own `jetstream/`):
+//   nats-server.json  the state file (NatsServerState): pid, port, owner; read to find orphans
+//                     and to reuse the same port after a restart, so clients' URLs stay stable
+//   nats-server.pid   written by nats-server itself (--pid), a second place to find an orphan
+//                     whose owner died before it could write the state file
+//
+// Linux only for orphan handling: a pid is trusted only when /proc/<pid>/cmdline shows a
+// nats-server over exactly this store directory, so a reused pid is never killed.
+import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { basename, delimiter, dirname, join, resolve } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { failedPrecondition, unavailable } from "../errdefs/errdefs.js";
+
+export const STATE_FILE = "nats-server.json";
+export const PID_FILE = "nats-server.pid";
+
+export interface NatsServerOptions {
+  /** JetStream store directory (`-sd`); created if missing. */
+  storeDir: string;
+  /** Client port; 0 or undefined picks the port recorded in the state file if free, else a free one. */
+  port?: number;
+  /** Address to bind; default 127.0.0.1. */
+  host?: string;
+  /** The server's stdout and stderr are appended here; without it they are discarded. */
+  logFile?: string;
+  /** Default: `ck-` + a hash of the store directory, so readiness checks know their own server. */
+  serverName?: string;
+  /** The nats-server executable; a bare name is looked up in PATH and then the sbin directories. */
+  binary?: string;
+  /** Restart the server (same port, same store) when it exits without stop() being asked. */
+  supervise?: boolean;
+  /** Called on every exit that stop() or restart() did not ask for. */
+  onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
+  /** Called when supervision has brought the server back. */
+  onRestart?: () => void;
+  /** Called when a supervised restart attempt fails; supervision keeps trying. */
+  onRestartError?: (err: Error, attempt: number) => void;
+  /** How long to wait for JetStream to answer after spawning; default 60 s. */
+  readyTimeoutMs?: number;
+  /** How long stop() waits after SIGTERM before SIGKILL; default 10 s. */
+  stopTimeoutMs?: number;
+}
+
+/** The state file's contents (`<storeDir>/nats-server.json`). */
+export interface NatsServerState {
+  storeDir: string;
+  host: string;
+  port: number;
+  url: string;
+  binary: string;
+  serverName: string;
+  /** The server's pid while it runs; absent after a clean stop(). */
+  pid?: number;
+  /** Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22). */
+  pidStartTime?: number;
+  /** The process that spawned and supervises it. */
+  ownerPid?: number;
+  ownerStartTime?: number;
+  startedAt?: string;
+  stoppedAt?: string;
+}
+
+export interface OrphanReclaim {
+  /** The state file as found, if any. */
+  state: NatsServerState | undefined;
+  /** Pids of orphaned nats-servers on this store that were killed (and have exited). */
+  killed: number[];
+}
+
+const DEFAULT_HOST = "127.0.0.1";
+const BACKOFF_FIRST_MS = 100;
+const BACKOFF_MAX_MS = 5_000;
+/** A server that ran at least this long before dying starts the backoff over. */
+const BACKOFF_RESET_AFTER_MS = 10_000;
+/** How long a restart on a fixed port waits for the port to become free. */
+const FIXED_PORT_WAIT_MS = 10_000;
+/** How long a recorded (preferred, not required) port is waited for. */
+const RECORDED_PORT_WAIT_MS = 2_000;
+
+export class NatsServerProcess {
+  private child: ChildProcess | undefined;
+  /** The child once JetStream answered: only its exits count as crashes (start-up failures throw). */
+  private readyChild: ChildProcess | undefined;
+  private childExit: Promise<void> = Promise.resolve();
+  private launchedAt = 0;
+  /** Exits of these children were asked for (stop, restart): no onExit, no supervision. */
+  private readonly expectedExits = new WeakSet<ChildProcess>();
+  /** Set by stop(), cleared by restart(): supervision is off while set. */
+  private stopped = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private backoffMs = BACKOFF_FIRST_MS;
+  private attempts = 0;
+  /** Lifecycle operations (launch, stop, restart, supervised restart) run one at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+  /**
+   * If the owner exits without stop() (an uncaught error, process.exit), the server is told
+   * to shut down rather than left as an orphan. A kill -9 of the owner skips this; that is
+   * what reclaimOrphan is for.
+   */
+  private readonly stopOnOwnerExit = () => {
+    if (isRunning(this.child)) this.child!.kill("SIGTERM");
+  };
+
+  private constructor(
+    readonly storeDir: string,
+    readonly host: string,
+    readonly port: number,
+    readonly binary: string,
+    readonly serverName: string,
+    private readonly opts: NatsServerOptions,
+  ) {}
+
+  /**
+   * Starts a nats-server with JetStream over `opts.storeDir` and resolves once JetStream
+   * answers. An orphan left on the same store by a dead owner is killed first (see
+   * reclaimOrphan), and its port reused when free.
+   */
+  static async start(opts: NatsServerOptions): Promise<NatsServerProcess> {
+    const storeDir = resolve(opts.storeDir);
+    await mkdir(storeDir, { recursive: true, mode: 0o750 });
+    const binary = resolveNatsServerBinary(opts.binary);
+    const host = opts.host ?? DEFAULT_HOST;
+    const serverName = opts.serverName ?? defaultServerName(storeDir);
+    const { state } = existsSync(join(storeDir, STATE_FILE)) || existsSync(join(storeDir, PID_FILE))
+      ? await reclaimOrphan(storeDir)
+      : { state: undefined };
+
+    if (opts.port) {
+      const s = new NatsServerProcess(storeDir, host, opts.port, binary, serverName, opts);
+      await s.serialized(() => s.launch(FIXED_PORT_WAIT_MS)).catch(rethrowPublic);
+      return s;
+    }
+    if (state?.port && state.host === host && (await waitPortFree(state.port, host, RECORDED_PORT_WAIT_MS))) {
+      const s = new NatsServerProcess(storeDir, host, state.port, binary, serverName, opts);
+      try {
+        await s.serialized(() => s.launch(0));
+        return s;
+      } catch (err) {
+        if (!(err instanceof PortTakenError)) throw err;
+      }
+    }
+    // A free port can be taken between probing it and the server binding it: try a few.
+    let last: unknown;
+    for (let i = 0; i < 3; i++) {
+      const s = new NatsServerProcess(storeDir, host, await freePort(host), binary, serverName, opts);
+      try {
+        await s.serialized(() => s.launch(0));
+        return s;
+      } catch (err) {
+        if (!(err instanceof PortTakenError)) throw err;
+        last = err;
+      }
+    }
+    return rethrowPublic(last);
+  }
+
+  /**
+   * For a daemon that was kill -9'ed: kills the nats-server it left running on `storeDir`
+   * (only if /proc shows exactly that), then starts a new one on the recorded port if it is
+   * free, else on a fresh one.
+   */
+  static async adoptOrReplace(storeDir: string, opts: Omit<NatsServerOptions, "storeDir"> = {}): Promise<NatsServerProcess> {
+    return NatsServerProcess.start({ ...opts, storeDir });
+  }
+
+  get url(): string {
+    return natsUrl(this.host, this.port);
+  }
+
+  /** Pid of the current server process (the latest one after restarts); 0 if never spawned. */
+  get pid(): number {
+    return this.child?.pid ?? 0;
+  }
+
+  get running(): boolean {
+    return isRunning(this.child);
+  }
+
+  /** SIGTERM, then SIGKILL after stopTimeoutMs; waits for the exit. Turns supervision off. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.cancelRestart();
+    await this.serialized(async () => {
+      await this.terminate();
+      await this.recordStopped();
+      process.removeListener("exit", this.stopOnOwnerExit);
+    });
+  }
+
+  /** SIGKILL and wait for the exit, as a crash would; a supervised server comes back. */
+  async kill9(): Promise<void> {
+    const child = this.child;
+    if (!isRunning(child)) return;
+    const exited = this.childExit;
+    child!.kill("SIGKILL");
+    await exited;
+  }
+
+  /** Stops the server if it runs and starts it again on the same port and store. */
+  async restart(): Promise<void> {
+    this.stopped = false;
+    this.cancelRestart();
+    await this.serialized(async () => {
+      await this.terminate();
+      await this.launch(FIXED_PORT_WAIT_MS).catch(rethrowPublic);
+      this.backoffMs = BACKOFF_FIRST_MS;
+      this.attempts = 0;
+    });
+  }
+
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Spawns the server and waits until JetStream answers; the caller holds the queue. */
+  private async launch(portWaitMs: number): Promise<void> {
+    if (portWaitMs > 0 && !(await waitPortFree(this.port, this.host, portWaitMs))) {
+      throw new PortTakenError(`port ${this.host}:${this.port} is in use`);
+    }
+    const args = [
+      "-js",
+      "-a", this.host,
+      "-p", String(this.port),
+      "-sd", this.storeDir,
+      "--pid", join(this.storeDir, PID_FILE),
+      "--server_name", this.serverName,
+    ];
+    const logFile = this.opts.logFile;
+    let logOffset = 0;
+    let out: number | "ignore" = "ignore";
+    if (logFile) {
+      await mkdir(dirname(logFile), { recursive: true });
+      out = openSync(logFile, "a");
+      logOffset = statSync(logFile).size;
+    }
+    let child: ChildProcess;
+    try {
+      // Output goes to a file, never a pipe: a Go program writing to a broken pipe on fd 1/2
+      // dies of SIGPIPE, so a pipe would kill an orphan as soon as it logged. Its own process
+      // group keeps a terminal's Ctrl-C away from it: the owner stops it in order.
+      child = spawn(this.binary, args, { stdio: ["ignore", out, out], detached: true });
+    } finally {
+      if (typeof out === "number") closeSync(out);
+    }
+    const spawnError = new Promise<never>((_, reject) => child.once("error", reject));
+    spawnError.catch(() => undefined);
+    let exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    const exited = new Promise<void>((r) =>
+      child.once("exit", (code, signal) => {
+        exitInfo = { code, signal };
+        r();
+        this.onChildExit(child, code, signal);
+      }),
+    );
+    this.child = child;
+    this.childExit = exited;
+    this.launchedAt = Date.now();
+    process.removeListener("exit", this.stopOnOwnerExit);
+    process.on("exit", this.stopOnOwnerExit);
+    const earlyExit = exited.then(() => {
+      throw new EarlyExitError(exitInfo!.code, exitInfo!.signal);
+    });
+    earlyExit.catch(() => undefined);
+
+    const deadline = Date.now() + (this.opts.readyTimeoutMs ?? 60_000);
+    try {
+      if (child.pid === undefined) await spawnError;
+      await this.recordRunning(child.pid!);
+      await Promise.race([spawnError, earlyExit, this.waitReady(deadline, exited)]);
+      this.readyChild = child;
+      if (!isRunning(child)) throw new EarlyExitError(child.exitCode, child.signalCode);
+    } catch (err) {
+      this.expectedExits.add(child);
+      if (isRunning(child)) {
+        child.kill("SIGKILL");
+        await exited;
+      }
+      const tail = logFile ? readTail(logFile, logOffset) : "";
+      const detail = tail ? `; log:\n${tail}` : logFile ? "" : " (pass logFile to see its output)";
+      if (err instanceof EarlyExitError) {
+        const msg = `nats-server on ${this.host}:${this.port} exited during start-up (${err.code ?? err.signal})${detail}`;
+        // A port conflict is the one start-up failure that another port can fix.
+        if (!(await portFree(this.port, this.host))) throw new PortTakenError(msg);
+        throw unavailable(msg);
+      }
+      if (err instanceof PortTakenError) throw err;
+      throw unavailable(`nats-server on ${this.host}:${this.port}: ${(err as Error).message}${detail}`, { cause: err });
+    }
+  }
+
+  /** Polls until the server on our port is ours (by name) and JetStream answers its API. */
+  private async waitReady(deadline: number, exited: Promise<void>): Promise<void> {
+    let gone = false;
+    void exited.then(() => (gone = true));
+    let lastErr: unknown;
+    while (!gone) {
+      if (Date.now() > deadline) throw new Error(`JetStream not ready in time: ${String(lastErr)}`);
+      let nc: Awaited<ReturnType<typeof connect>> | undefined;
+      try {
+        nc = await connect({ servers: this.url, reconnect: false, timeout: 1_000, name: "ck nats-server readiness" });
+        const name = nc.info?.server_name;
+        if (name !== this.serverName) throw new PortTakenError(`port ${this.port} is served by another nats-server ("${name}")`);
+        await jetstreamManager(nc, { timeout: 2_000 }); // checks $JS.API.INFO
+        return;
+      } catch (err) {
+        if (err instanceof PortTakenError) throw err;
+        lastErr = err;
+      } finally {
+        await nc?.close().catch(() => undefined);
+      }
+      await sleep(20);
+    }
+  }
+
+  /** Asked-for stop of the current child: SIGTERM, SIGKILL after the timeout. */
+  private async terminate(): Promise<void> {
+    const child = this.child;
+    if (!isRunning(child)) return;
+    this.expectedExits.add(child!);
+    const exited = this.childExit;
+    child!.kill("SIGTERM");
+    const t = setTimeout(() => child!.kill("SIGKILL"), this.opts.stopTimeoutMs ?? 10_000);
+    await exited;
+    clearTimeout(t);
+  }
+
+  private onChildExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (child !== this.readyChild || this.expectedExits.has(child)) return;
+    this.opts.onExit?.(code, signal);
+    if (Date.now() - this.launchedAt >= BACKOFF_RESET_AFTER_MS) {
+      this.backoffMs = BACKOFF_FIRST_MS;
+      this.attempts = 0;
+    }
+    this.scheduleRestart();
+  }
+
+  private scheduleRestart(): void {
+    if (!this.opts.supervise || this.stopped || this.restartTimer) return;
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      void this.serialized(async () => {
+        if (this.stopped || isRunning(this.child)) return;
+        const attempt = ++this.attempts;
+        try {
+          await this.launch(FIXED_PORT_WAIT_MS);
+        } catch (err) {
+          this.opts.onRestartError?.(publicError(err), attempt);
+          this.scheduleRestart();
+          return;
+        }
+        this.opts.onRestart?.();
+      });
+    }, delay);
+  }
+
+  private cancelRestart(): void {
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+  }
+
+  private baseState(): NatsServerState {
+    return {
+      storeDir: this.storeDir,
+      host: this.host,
+      port: this.port,
+      url: this.url,
+      binary: this.binary,
+      serverName: this.serverName,
+    };
+  }
+
+  private async recordRunning(pid: number): Promise<void> {
+    await writeState(this.storeDir, {
+      ...this.baseState(),
+      pid,
+      pidStartTime: procStat(pid)?.startTime,
+      ownerPid: process.pid,
+      ownerStartTime: procStat(process.pid)?.startTime,
+      startedAt: new Date().toISOString(),
+    });
+  }
+
+  private async recordStopped(): Promise<void> {
+    await writeState(this.storeDir, { ...this.baseState(), stoppedAt: new Date().toISOString() });
+  }
+}
+
+/**
+ * Finds a nats-server left running on `storeDir` by an owner that died (its pid from the
+ * state file or the pid file), and kills it by that pid: SIGTERM, SIGKILL after 5 s, then
+ * waits for it to be gone. A pid is only touched if /proc/<pid>/cmdline shows a nats-server
+ * over exactly this store directory. Refuses (FailedPrecondition) when the recorded owner is
+ * alive: that process still supervises the server and a second one would share the store.
+ */
+export async function reclaimOrphan(storeDir: string, opts: { termTimeoutMs?: number } = {}): Promise<OrphanReclaim> {
+  const dir = resolve(storeDir);
+  const state = await readState(dir);
+  const candidates = new Set<number>();
+  if (state?.pid) candidates.add(state.pid);
+  const fromPidFile = Number((await readFile(join(dir, PID_FILE), "utf8").catch(() => "")).trim());
+  if (Number.isInteger(fromPidFile) && fromPidFile > 0) candidates.add(fromPidFile);
+  const binaries = state?.binary ? [state.binary] : [];
+  const live = [...candidates].filter((pid) => isNatsServerFor(pid, dir, binaries));
+
+  if (state?.ownerPid && state.pid && isSameProcess(state.ownerPid, state.ownerStartTime)) {
+    if (state.ownerPid !== process.pid) {
+      throw failedPrecondition(`nats-server store ${dir} is managed by live process ${state.ownerPid}`);
+    }
+    if (live.length > 0) {
+      throw failedPrecondition(`nats-server store ${dir} is already served by pid ${live.join(", ")} started by this process`);
+    }
+  }
+  const killed: number[] = [];
+  for (const pid of live) {
+    await killAndWait(pid, opts.termTimeoutMs ?? 5_000);
+    killed.push(pid);
+  }
+  return { state, killed };
+}
+
+/** Reads `<storeDir>/nats-server.json`; undefined if missing or unreadable. */
+export async function readState(storeDir: string): Promise<NatsServerState | undefined> {
+  try {
+    return JSON.parse(await readFile(join(resolve(storeDir), STATE_FILE), "utf8")) as NatsServerState;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True if `pid` is alive and its command line is a nats-server whose store directory is
+ * exactly `storeDir` (`-sd DIR`, `--store_dir DIR`, or the `=` forms).
+ */
+export function isNatsServerFor(pid: number, storeDir: string, binaries: string[] = []): boolean {
+  if (!isAlive(pid)) return false;
+  const argv = readCmdline(pid);
+  if (!argv || argv.length === 0) return false;
+  const names = new Set(["nats-server", ...binaries.map((b) => basename(b))]);
+  if (!names.has(basename(argv[0]!))) return false;
+  const want = resolve(storeDir);
+  const flags = new Set(["-sd", "--sd", "-store_dir", "--store_dir"]);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const eq = a.indexOf("=");
+    if (eq > 0 && flags.has(a.slice(0, eq))) {
+      if (resolve(a.slice(eq + 1)) === want) return true;
+    } else if (flags.has(a) && i + 1 < argv.length) {
+      if (resolve(argv[i + 1]!) === want) return true;
+    }
+  }
+  return false;
+}
+
+/** The server's version from `nats-server --version`, without the `v`: "2.9.10". */
+export async function versionOf(binary = "nats-server"): Promise<string> {
+  const exe = resolveNatsServerBinary(binary);
+  const stdout = await new Promise<string>((res, rej) =>
+    execFile(exe, ["--version"], { timeout: 10_000 }, (err, out) => (err ? rej(err) : res(String(out)))),
+  );
+  const m = /v?(\d+\.\d+\.\d+[^\s]*)/.exec(stdout);
+  if (!m) throw new Error(`cannot parse the output of "${exe} --version": ${stdout.trim()}`);
+  return m[1]!;
+}
+
+/**
+ * A bare name is searched in PATH and then in the sbin directories, where Debian installs
+ * nats-server and which a non-root PATH usually lacks. A path is returned as given.
+ */
+export function resolveNatsServerBinary(binary = "nats-server"): string {
+  if (binary.includes("/")) return binary;
+  const dirs = [...(process.env.PATH ?? "").split(delimiter).filter(Boolean), "/usr/sbin", "/usr/local/sbin", "/sbin"];
+  for (const d of dirs) {
+    const p = join(d, binary);
+    try {
+      if (statSync(p).isFile()) return p;
+    } catch {
+      // not here
+    }
+  }
+  throw failedPrecondition(`${binary} not found in PATH or /usr/sbin (Debian package nats-server)`);
+}
+
+/** Binds port 0 on `host`, reads the port the kernel chose, and releases it. */
+export async function freePort(host = DEFAULT_HOST): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once("error", rej);
+    srv.listen({ port: 0, host, exclusive: true }, () => {
+      const addr = srv.address();
+      srv.close(() => (addr && typeof addr === "object" ? res(addr.port) : rej(new Error("no port"))));
+    });
+  });
+}
+
+function natsUrl(host: string, port: number): string {
+  const h = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "::1" : host;
+  return `nats://${h.includes(":") ? `[${h}]` : h}:${port}`;
+}
+
+function defaultServerName(storeDir: string): string {
+  return "ck-" + createHash("sha256").update(storeDir).digest("hex").slice(0, 16);
+}
+
+function portFree(port: number, host: string): Promise<boolean> {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once("error", () => res(false));
+    srv.listen({ port, host, exclusive: true }, () => srv.close(() => res(true)));
+  });
+}
+
+async function waitPortFree(port: number, host: string, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await portFree(port, host)) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(100);
+  }
+}
+
+async function writeState(storeDir: string, state: NatsServerState): Promise<void> {
+  const path = join(storeDir, STATE_FILE);
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(state, null, 2) + "\n", { mode: 0o640 });
+  await rename(tmp, path);
+}
+
+function readCmdline(pid: number): string[] | undefined {
+  try {
+    const raw = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    return raw.split("\0").filter((a, i, all) => a !== "" || i < all.length - 1);
+  } catch {
+    return undefined;
+  }
+}
+
+/** /proc/<pid>/stat: state letter, parent pid, start time in clock ticks since boot. */
+function procStat(pid: number): { state: string; ppid: number; startTime: number } | undefined {
+  try {
+    const raw = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name (field 2) is in parentheses and may itself contain spaces or ')'.
+    const rest = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
+    return { state: rest[0]!, ppid: Number(rest[1]), startTime: Number(rest[19]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Alive means it exists and is not a zombie waiting for a parent that may never reap it. */
+function isAlive(pid: number): boolean {
+  const st = procStat(pid);
+  return st !== undefined && st.state !== "Z" && st.state !== "X";
+}
+
+function isSameProcess(pid: number, startTime: number | undefined): boolean {
+  const st = procStat(pid);
+  if (!st || st.state === "Z" || st.state === "X") return false;
+  return startTime === undefined || st.startTime === startTime;
+}
+
+async function killAndWait(pid: number, termTimeoutMs: number): Promise<void> {
+  const signal = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // already gone
+    }
+  };
+  signal("SIGTERM");
+  if (await waitGone(pid, termTimeoutMs)) return;
+  signal("SIGKILL");
+  if (!(await waitGone(pid, 5_000))) throw unavailable(`orphaned nats-server pid ${pid} did not exit after SIGKILL`);
+}
+
+async function waitGone(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (isAlive(pid)) {
+    if (Date.now() > deadline) return false;
+    await sleep(25);
+  }
+  return true;
+}
+
+function isRunning(child: ChildProcess | undefined): boolean {
+  return !!child && child.pid !== undefined && child.exitCode === null && child.signalCode === null;
+}
+
+function readTail(file: string, from: number, max = 3000): string {
+  try {
+    const text = readFileSync(file, "utf8").slice(from);
+    return text.slice(-max).trim();
+  } catch {
+    return "";
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Start-up failed because the port belongs to someone else; another port may work. */
+class PortTakenError extends Error {
+  override name = "PortTakenError";
+}
+
+/** Errors leave this module as errdefs errors; PortTakenError is internal. */
+function publicError(err: unknown): Error {
+  if (err instanceof PortTakenError) return unavailable(err.message, { cause: err });
+  return err as Error;
+}
+
+function rethrowPublic(err: unknown): never {
+  throw publicError(err);
+}
+
+class EarlyExitError extends Error {
+  constructor(
+    readonly code: number | null,
+    readonly signal: NodeJS.Signals | null,
+  ) {
+    super(`exited with ${code ?? signal}`);
+  }
+}

@@ -1,0 +1,164 @@
+// The projection database: RocksDB holding the namespaced views, values encoded with cbor-x,
+// and the stream sequence of the last applied event, written in the same atomic batch as the
+// view changes that event caused. Only the projector writes here, and only by applying events.
+import { RocksLevel } from "@nxtedition/rocksdb";
+import { Encoder } from "cbor-x";
+import { rm } from "node:fs/promises";
+
+/** Keys under this prefix are bookkeeping, not views. */
+export const META_PREFIX = "\u0000meta\u0000";
+const APPLIED_KEY = `${META_PREFIX}applied`;
+const LOG_KEY = `${META_PREFIX}log`;
+
+/** Identity of the log a projection was built from: a different log means rebuild. */
+export interface LogIdentity {
+  stream: string;
+  /** The stream's creation time as the server reports it. */
+  created: string;
+}
+
+// One encoder with fixed options: the same value always gives the same bytes.
+const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, pack: false, variableMapSize: false });
+
+export function encodeValue(v: unknown): Buffer {
+  // cbor-x returns a view into a buffer it reuses for the next encode: copy it out.
+  return Buffer.from(cbor.encode(v));
+}
+export function decodeValue(b: Uint8Array): unknown {
+  return cbor.decode(b);
+}
+
+export type KeyChange = [key: string, value: unknown | undefined];
+
+const BUF = { valueEncoding: "buffer" } as const;
+
+export class ProjectionDb {
+  private constructor(
+    private readonly db: RocksLevel,
+    readonly location: string,
+    private applied: number,
+  ) {}
+
+  static async open(location: string): Promise<ProjectionDb> {
+    const db = new RocksLevel(location, {});
+    await db.open({ createIfMissing: true });
+    const raw = (await db.getMany([APPLIED_KEY], BUF))[0] as Buffer | undefined;
+    const applied = raw ? Number(decodeValue(raw)) : 0;
+    return new ProjectionDb(db, location, applied);
+  }
+
+  /** Removes a projection directory entirely (for a rebuild). */
+  static async destroy(location: string): Promise<void> {
+    await rm(location, { recursive: true, force: true });
+  }
+
+  /** Stream sequence of the last event whose changes are in this database. */
+  get appliedSeq(): number {
+    return this.applied;
+  }
+
+  async logIdentity(): Promise<LogIdentity | undefined> {
+    const raw = (await this.db.getMany([LOG_KEY], BUF))[0] as Buffer | undefined;
+    return raw ? (decodeValue(raw) as LogIdentity) : undefined;
+  }
+
+  async setLogIdentity(id: LogIdentity): Promise<void> {
+    await this.db.batch([{ type: "put", key: LOG_KEY, value: encodeValue({ stream: id.stream, created: id.created }) }], {
+      sync: true,
+      valueEncoding: "buffer",
+    });
+  }
+
+  /**
+   * Reads one key synchronously. RocksDB answers from its memtable or block cache in
+   * microseconds, a tenth of an async round trip; the write path's decisions use it.
+   */
+  getSync(key: string): unknown | undefined {
+    return this.getManySync([key])[0];
+  }
+
+  /** Reads many keys in one synchronous call (the binding's getManySync). */
+  getManySync(keys: string[]): (unknown | undefined)[] {
+    const raws = (this.db as unknown as { _getManySync(k: string[], o: object): (Buffer | undefined)[] })._getManySync(keys, BUF);
+    return raws.map((raw) => (raw === undefined ? undefined : decodeValue(raw)));
+  }
+
+  /** One key; read synchronously (no thread-pool hop), which keeps Get latency flat. */
+  async get(key: string): Promise<unknown | undefined> {
+    return this.getSync(key);
+  }
+
+  /** Iterates every key with a prefix, in key order, values decoded (synchronously). */
+  *scan(prefix: string, opts: { limit?: number } = {}): Generator<[string, unknown]> {
+    for (const [k, v] of this.scanRaw(prefix, opts)) yield [k, decodeValue(v)];
+  }
+
+  /**
+   * Iterates keys and raw value bytes with a prefix (or all keys when prefix is ""), in
+   * pages read synchronously by the binding's querySync: three times faster than an async
+   * iterator for List-sized ranges, and a page never holds more than PAGE rows.
+   */
+  *scanRaw(prefix: string, opts: { limit?: number } = {}): Generator<[string, Buffer]> {
+    const PAGE = 4096;
+    let remaining = opts.limit ?? Infinity;
+    const lt = prefix === "" ? undefined : prefixEnd(prefix);
+    let after: string | undefined;
+    while (remaining > 0) {
+      const range: Record<string, string> = {};
+      if (after !== undefined) range.gt = after;
+      else if (prefix !== "") range.gte = prefix;
+      if (lt !== undefined) range.lt = lt;
+      const limit = Math.min(PAGE, remaining);
+      const { rows } = (this.db as unknown as { querySync(o: object): { rows: unknown[] } }).querySync({
+        ...range,
+        limit,
+        keyEncoding: "utf8",
+        valueEncoding: "buffer",
+      });
+      const n = rows.length / 2;
+      for (let i = 0; i < rows.length; i += 2) yield [rows[i] as string, rows[i + 1] as Buffer];
+      if (n < limit) return;
+      remaining -= n;
+      after = rows[rows.length - 2] as string;
+    }
+  }
+
+  /** True when any key starts with the prefix, skipping keys for which `ignore` says so. */
+  async hasPrefix(prefix: string, ignore?: (key: string) => boolean): Promise<boolean> {
+    const it = this.db.iterator({ gte: prefix, lt: prefixEnd(prefix), keyEncoding: "utf8", values: false });
+    try {
+      for (;;) {
+        const batch = (await it.nextv(64)) as [string, unknown][];
+        if (batch.length === 0) return false;
+        for (const [k] of batch) if (!ignore || !ignore(k)) return true;
+      }
+    } finally {
+      await it.close();
+    }
+  }
+
+  /**
+   * Writes the changes of one or more events and the new applied sequence in one atomic
+   * batch. `sync` makes RocksDB fsync its WAL; the log is the source of truth, so the
+   * projector leaves it off and relies on replay from the checkpoint after a crash.
+   */
+  async apply(changes: KeyChange[], appliedSeq: number, sync = false): Promise<void> {
+    const ops: ({ type: "put"; key: string; value: Buffer } | { type: "del"; key: string })[] = [];
+    for (const [key, value] of changes) {
+      if (value === undefined) ops.push({ type: "del", key });
+      else ops.push({ type: "put", key, value: encodeValue(value) });
+    }
+    ops.push({ type: "put", key: APPLIED_KEY, value: encodeValue(appliedSeq) });
+    await this.db.batch(ops, { sync, valueEncoding: "buffer" });
+    this.applied = appliedSeq;
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
+
+/** The smallest string greater than every string starting with prefix. */
+export function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}

@@ -1,0 +1,810 @@
+// containerd's list and event filters: the syntax of containerd's filters package, parsed into
+// OR-of-AND selectors and matched against records through adaptors that map a fieldpath to a
+// value, exactly as containerd's metadata stores and event envelopes expose them.
+//
+// Grammar (one filter string; several strings are OR'ed, an empty string matches everything):
+//
+//   selectors := selector ("," selector)*
+//   selector  := fieldpath (operator value)?       bare fieldpath: "the field is present"
+//   fieldpath := field ("." field)*
+//   field     := quoted | [A-Za-z0-9_]+
+//   operator  := "==" | "!=" | "~="
+//   value     := quoted | run of characters other than "," and whitespace
+//   quoted    := "..." with Go escapes; for "~=" also /.../ or |...|
+//
+// Semantics follow containerd: `==` needs the field present and equal; `!=` compares the
+// value even when absent (an absent field has value ""); `~=` searches the value (again ""
+// when absent) with a Go RE2 expression, translated here to a JavaScript RegExp.
+import { invalidArgument, type CkError } from "../errdefs/errdefs.js";
+import { isIdentifier } from "../commands/validation.js";
+
+/** What an adaptor reports for one fieldpath; `present: false` means the object lacks it. */
+export interface FieldValue {
+  value: string;
+  present: boolean;
+}
+
+/** containerd's filters.Adaptor: the value at a fieldpath of the object being filtered. */
+export type Adaptor = (fieldpath: string[]) => FieldValue;
+
+export type Operator = "present" | "==" | "!=" | "~=";
+
+export interface Selector {
+  /** Frozen: adaptors receive it as is and must not change it. */
+  readonly fieldpath: string[];
+  readonly operator: Operator;
+  readonly value: string;
+  /** The compiled expression of a `~=` selector. */
+  readonly pattern?: RegExp;
+}
+
+/** A parsed filter: it matches when every selector of at least one branch matches. */
+export class Filter {
+  /** OR of branches, each an AND of selectors; a branch with no selectors matches anything. */
+  readonly branches: readonly (readonly Selector[])[];
+
+  constructor(branches: readonly (readonly Selector[])[]) {
+    this.branches = branches;
+  }
+
+  match(adaptor: Adaptor): boolean {
+    return this.branches.some((branch) => branch.every((s) => matchSelector(s, adaptor)));
+  }
+}
+
+function matchSelector(s: Selector, adaptor: Adaptor): boolean {
+  const { value, present } = adaptor(s.fieldpath);
+  switch (s.operator) {
+    case "present":
+      return present;
+    case "==":
+      return present && value === s.value;
+    case "!=":
+      return value !== s.value;
+    case "~=":
+      return s.pattern!.test(value);
+  }
+}
+
+/**
+ * Parses the `filters` of a List or Subscribe request. No filters, or an empty string among
+ * them, matches everything. Throws InvalidArgument naming the filter and the position.
+ */
+export function parseFilters(filters: readonly string[]): Filter {
+  if (filters.length === 0) return new Filter([[]]);
+  return new Filter(Object.freeze(filters.map((f) => Object.freeze(new Parser(f).parse()))));
+}
+
+/**
+ * The namespace every branch of `filter` pins with `namespace==<ns>`, if there is one: then
+ * only that namespace's events can match, and a subscription may read just its subjects.
+ * Branches that can never match (two different pinned values, or a value that is not a valid
+ * namespace) do not prevent narrowing. Undefined when any branch leaves the namespace open.
+ */
+export function pinnedNamespace(filter: Filter): string | undefined {
+  let pinned: string | undefined;
+  for (const branch of filter.branches) {
+    const values = new Set<string>();
+    for (const s of branch) {
+      if (s.operator === "==" && s.fieldpath.length === 1 && s.fieldpath[0] === "namespace") values.add(s.value);
+    }
+    if (values.size === 0) return undefined;
+    const [only] = values;
+    if (values.size > 1 || !isIdentifier(only)) continue;
+    if (pinned !== undefined && pinned !== only) return undefined;
+    pinned = only;
+  }
+  return pinned;
+}
+
+// ---- adaptors ----
+
+const ABSENT: FieldValue = Object.freeze({ value: "", present: false });
+
+/** A string field as containerd's adaptors report it: present when non-empty. */
+const stringField = (s: string | undefined | null): FieldValue => (s ? { value: s, present: true } : ABSENT);
+
+/**
+ * A label map: the rest of the fieldpath, joined with `.`, is the key, so `labels.a.b` and
+ * `labels."a.b"` both name the key `a.b`; keys with other punctuation need quoting:
+ * `labels."example.com/owner"`.
+ */
+export function labelsAdaptor(labels: Readonly<Record<string, string>> | undefined | null): Adaptor {
+  return (rest) => {
+    if (!labels) return ABSENT;
+    const key = rest.join(".");
+    return Object.hasOwn(labels, key) ? { value: labels[key], present: true } : ABSENT;
+  };
+}
+
+export interface NamespaceFields {
+  name: string;
+  labels?: Readonly<Record<string, string>>;
+}
+
+/**
+ * Namespaces: `name`, `labels.<key>`. (containerd 1.6 ignores the filter of ListNamespaces;
+ * ck applies it with these fields.)
+ */
+export function namespaceFieldpath(ns: NamespaceFields): Adaptor {
+  return (fp) => {
+    switch (fp[0]) {
+      case "name":
+        return stringField(ns.name);
+      case "labels":
+        return labelsAdaptor(ns.labels)(fp.slice(1));
+    }
+    return ABSENT;
+  };
+}
+
+export interface ImageFields {
+  name: string;
+  labels?: Readonly<Record<string, string>>;
+  target?: { media_type?: string; digest?: string; annotations?: Readonly<Record<string, string>> } | null;
+}
+
+/**
+ * Images, as containerd's metadata adaptImage: `name`, `target.digest`, `target.mediatype`
+ * (so spelled), `labels.<key>`, `annotations.<key>` (the target's annotations).
+ */
+export function imageFieldpath(img: ImageFields): Adaptor {
+  return (fp) => {
+    switch (fp[0]) {
+      case "name":
+        return stringField(img.name);
+      case "target":
+        if (fp[1] === "digest") return stringField(img.target?.digest);
+        if (fp[1] === "mediatype") return stringField(img.target?.media_type);
+        return ABSENT;
+      case "labels":
+        return labelsAdaptor(img.labels)(fp.slice(1));
+      case "annotations":
+        return labelsAdaptor(img.target?.annotations)(fp.slice(1));
+    }
+    return ABSENT;
+  };
+}
+
+export interface ContainerFields {
+  id: string;
+  image?: string;
+  runtime?: { name?: string } | null;
+  labels?: Readonly<Record<string, string>>;
+}
+
+/**
+ * Containers, as containerd's metadata adaptContainer: `id`, `image`, `runtime.name`,
+ * `labels.<key>`. containerd exposes neither `snapshotter` nor `snapshot_key`, so neither
+ * does ck: a filter on them behaves as on an absent field, as with containerd.
+ */
+export function containerFieldpath(c: ContainerFields): Adaptor {
+  return (fp) => {
+    switch (fp[0]) {
+      case "id":
+        return stringField(c.id);
+      case "image":
+        return stringField(c.image);
+      case "runtime":
+        return fp[1] === "name" ? stringField(c.runtime?.name) : ABSENT;
+      case "labels":
+        return labelsAdaptor(c.labels)(fp.slice(1));
+    }
+    return ABSENT;
+  };
+}
+
+/** Content in a namespace, as containerd's content adaptor: `digest`, `size`, `labels.<k>`. */
+export function blobFieldpath(b: { digest: string; size: number; labels?: Readonly<Record<string, string>> }): Adaptor {
+  const labels = labelsAdaptor(b.labels);
+  return (fp) => {
+    if (fp.length === 1 && fp[0] === "digest") return { value: b.digest, present: true };
+    if (fp.length === 1 && fp[0] === "size") return { value: String(b.size), present: true };
+    if (fp[0] === "labels") return labels(fp.slice(1));
+    return ABSENT;
+  };
+}
+
+export interface EnvelopeFields {
+  namespace: string;
+  topic: string;
+  /**
+   * The decoded event as a plain object (proto field names, snake_case or camelCase), or a
+   * function returning it, called at most once and only if a filter looks at `event.`.
+   */
+  event?: unknown;
+}
+
+/**
+ * Event envelopes, as containerd's generated Envelope.Field: `namespace`, `topic`, and
+ * `event.<field>...` looked up in the decoded event the way containerd's generated Field
+ * methods do: strings (present when non-empty), booleans ("true"/"false"), `labels.<key>`,
+ * nested messages; numbers, lists and timestamps are absent.
+ */
+export function envelopeFieldpath(env: EnvelopeFields): Adaptor {
+  let resolved = false;
+  let event: unknown;
+  const decoded = () => {
+    if (!resolved) {
+      event = typeof env.event === "function" ? (env.event as () => unknown)() : env.event;
+      resolved = true;
+    }
+    return event;
+  };
+  return (fp) => {
+    switch (fp[0]) {
+      case "namespace":
+        return stringField(env.namespace);
+      case "topic":
+        return stringField(env.topic);
+      case "event":
+        return eventField(decoded(), fp.slice(1));
+    }
+    return ABSENT;
+  };
+}
+
+const camelCase = (s: string) => s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+function messageField(obj: object, name: string): unknown {
+  if (name in Object.prototype) return undefined; // never `constructor`, `__proto__`, ...
+  const rec = obj as Record<string, unknown>;
+  const v = rec[name];
+  return v !== undefined ? v : rec[camelCase(name)];
+}
+
+const isMessage = (v: unknown): v is object =>
+  typeof v === "object" && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v) && !(v instanceof Date);
+
+function eventField(msg: unknown, fp: string[]): FieldValue {
+  if (fp.length === 0 || !isMessage(msg)) return ABSENT;
+  const [head, ...rest] = fp;
+  const v = messageField(msg, head);
+  if (head === "labels") {
+    return isMessage(v) ? labelsAdaptor(v as Record<string, string>)(rest) : ABSENT;
+  }
+  if (typeof v === "string") return stringField(v);
+  if (typeof v === "boolean") return { value: String(v), present: true };
+  // A nested google.protobuf.Any (runtime options) would need decoding: not looked into.
+  if (isMessage(v) && !("type_url" in v) && !("typeUrl" in v)) return eventField(v, rest);
+  return ABSENT;
+}
+
+// ---- the parser ----
+
+const QUOTES = new Set(["/", "|", '"']);
+const OPERATOR_CHARS = new Set(["=", "!", "~"]);
+const isFieldChar = (c: string) => /^[A-Za-z0-9_]$/.test(c);
+/** Go's unicode.IsSpace. */
+const isSpace = (c: string) => /^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]$/u.test(c);
+/** Go's value runes: graphic, not space, not ",". */
+const isValueChar = (c: string) => c !== "," && !isSpace(c) && /^[\p{L}\p{M}\p{N}\p{P}\p{S}]$/u.test(c);
+/** Go's single-character escapes, in quoted strings (QUOTE_ESCAPES) and expressions. */
+const QUOTE_ESCAPES: Readonly<Record<string, number>> = { a: 7, b: 8, f: 12, n: 10, r: 13, t: 9, v: 11, "\\": 92 };
+const REGEXP_ESCAPES: Readonly<Record<string, number>> = { a: 7, f: 12, n: 10, r: 13, t: 9, v: 11 };
+
+type TokenKind = "eof" | "quoted" | "value" | "field" | "separator" | "operator" | "illegal" | "char";
+
+interface Token {
+  kind: TokenKind;
+  pos: number;
+  /** The text; for a quoted token, the decoded contents. */
+  text: string;
+  /** The quote character of a quoted token. */
+  quote?: string;
+  /** What is wrong with an illegal token. */
+  problem?: string;
+}
+
+/** Tokens of one filter string. Positions are UTF-16 offsets into the string. */
+class Scanner {
+  private pos = 0;
+  /** After an operator, the next token is a value. */
+  private expectValue = false;
+
+  constructor(private readonly input: string) {}
+
+  /** The character right after the last token, whitespace included; undefined at the end. */
+  peekChar(): string | undefined {
+    return this.charAt(this.pos);
+  }
+
+  /** Where peekChar looks. */
+  get offset(): number {
+    return this.pos;
+  }
+
+  private charAt(i: number): string | undefined {
+    if (i >= this.input.length) return undefined;
+    return String.fromCodePoint(this.input.codePointAt(i)!);
+  }
+
+  scan(): Token {
+    let c = this.charAt(this.pos);
+    while (c !== undefined && isSpace(c)) {
+      this.pos += c.length;
+      c = this.charAt(this.pos);
+    }
+    const start = this.pos;
+    if (c === undefined) return { kind: "eof", pos: start, text: "" };
+    this.pos += c.length;
+    if (c === "\0") return { kind: "illegal", pos: start, text: c, problem: "unexpected null" };
+    if (/^[\ud800-\udfff]$/.test(c)) return { kind: "illegal", pos: start, text: c, problem: "invalid character" };
+    if (QUOTES.has(c)) return this.scanQuoted(start, c);
+    if (c === "," || c === ".") {
+      this.expectValue = false;
+      return { kind: "separator", pos: start, text: c };
+    }
+    if (OPERATOR_CHARS.has(c)) {
+      this.consumeWhile((x) => OPERATOR_CHARS.has(x));
+      this.expectValue = true;
+      return { kind: "operator", pos: start, text: this.input.slice(start, this.pos) };
+    }
+    if (this.expectValue) {
+      this.consumeWhile(isValueChar);
+      this.expectValue = false;
+      return { kind: "value", pos: start, text: this.input.slice(start, this.pos) };
+    }
+    if (isFieldChar(c)) {
+      this.consumeWhile(isFieldChar);
+      return { kind: "field", pos: start, text: this.input.slice(start, this.pos) };
+    }
+    return { kind: "char", pos: start, text: c };
+  }
+
+  private consumeWhile(ok: (c: string) => boolean): void {
+    for (let c = this.charAt(this.pos); c !== undefined && ok(c); c = this.charAt(this.pos)) this.pos += c.length;
+  }
+
+  /** Reads a quoted string with Go's escapes, decoding it (escapes may spell UTF-8 bytes). */
+  private scanQuoted(start: number, quote: string): Token {
+    const bytes: number[] = [];
+    const illegal = (problem: string): Token => ({ kind: "illegal", pos: start, text: this.input.slice(start, this.pos), problem });
+    const encoder = new TextEncoder();
+    for (;;) {
+      const c = this.charAt(this.pos);
+      if (c === undefined || c === "\n") return illegal("quoted literal not terminated");
+      this.pos += c.length;
+      if (c === "\0") return illegal("unexpected null");
+      if (c === quote) break;
+      if (c !== "\\") {
+        bytes.push(...encoder.encode(c));
+        continue;
+      }
+      const e = this.charAt(this.pos);
+      if (e === undefined) return illegal("quoted literal not terminated");
+      this.pos += e.length;
+      if (Object.hasOwn(QUOTE_ESCAPES, e)) {
+        bytes.push(QUOTE_ESCAPES[e]);
+      } else if (e === quote) {
+        bytes.push(quote.charCodeAt(0));
+      } else if (/^[0-7]$/.test(e)) {
+        const digits = e + this.input.slice(this.pos, this.pos + 2);
+        if (!/^[0-7]{3}$/.test(digits)) return illegal("illegal numeric escape sequence");
+        this.pos += 2;
+        const v = parseInt(digits, 8);
+        if (v > 255) return illegal("octal escape value greater than 255");
+        bytes.push(v);
+      } else if (e === "x" || e === "u" || e === "U") {
+        const n = e === "x" ? 2 : e === "u" ? 4 : 8;
+        const digits = this.input.slice(this.pos, this.pos + n);
+        if (!new RegExp(`^[0-9A-Fa-f]{${n}}$`).test(digits)) return illegal("illegal numeric escape sequence");
+        this.pos += n;
+        const v = parseInt(digits, 16);
+        if (e === "x") {
+          bytes.push(v);
+        } else {
+          if (v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return illegal("escape is not a valid Unicode code point");
+          bytes.push(...encoder.encode(String.fromCodePoint(v)));
+        }
+      } else {
+        return illegal("illegal escape sequence");
+      }
+    }
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(new Uint8Array(bytes));
+    } catch {
+      return illegal("quoted string is not valid UTF-8");
+    }
+    return { kind: "quoted", pos: start, text, quote };
+  }
+}
+
+const showChar = (c: string | undefined) => (c === undefined ? "end of input" : JSON.stringify(c));
+
+/** A recursive-descent parser over one filter string, shaped like containerd's. */
+class Parser {
+  private readonly scanner: Scanner;
+
+  constructor(private readonly input: string) {
+    this.scanner = new Scanner(input);
+  }
+
+  private error(pos: number, problem: string): CkError {
+    return invalidArgument(`filters: parse error at ${pos} in ${JSON.stringify(this.input)}: ${problem}`);
+  }
+
+  parse(): Selector[] {
+    if (this.input === "") return [];
+    const out = [this.selector()];
+    for (;;) {
+      const c = this.scanner.peekChar();
+      if (c === undefined) return out;
+      if (c !== ",") throw this.error(this.scanner.offset, `unexpected input: ${showChar(c)}`);
+      this.scanner.scan();
+      out.push(this.selector());
+    }
+  }
+
+  private selector(): Selector {
+    const fieldpath = this.fieldpath();
+    const next = this.scanner.peekChar();
+    if (next === undefined || next === ",") return freeze({ fieldpath, operator: "present", value: "" });
+    const operator = this.operator();
+    const token = this.scanner.scan();
+    let value: string;
+    switch (token.kind) {
+      case "value":
+      case "field":
+        value = token.text;
+        break;
+      case "quoted":
+        if (token.quote !== '"' && operator !== "~=") {
+          throw this.error(token.pos, `invalid quote encountered: ${token.quote}...${token.quote} is only for "~="`);
+        }
+        value = token.text;
+        break;
+      case "illegal":
+        throw this.error(token.pos, token.problem!);
+      default:
+        throw this.error(token.pos, "expected value or quoted");
+    }
+    if (operator !== "~=") return freeze({ fieldpath, operator, value });
+    let pattern: RegExp;
+    try {
+      pattern = compileGoRegexp(value);
+    } catch (err) {
+      throw this.error(token.pos, `invalid regular expression ${JSON.stringify(value)}: ${(err as Error).message}`);
+    }
+    return freeze({ fieldpath, operator, value, pattern });
+  }
+
+  private fieldpath(): string[] {
+    const fp = [this.field()];
+    while (this.scanner.peekChar() === ".") {
+      this.scanner.scan();
+      fp.push(this.field());
+    }
+    return fp;
+  }
+
+  private field(): string {
+    const token = this.scanner.scan();
+    switch (token.kind) {
+      case "field":
+        return token.text;
+      case "quoted":
+        if (token.quote !== '"') throw this.error(token.pos, `invalid quote encountered: a field is quoted with "`);
+        return token.text;
+      case "illegal":
+        throw this.error(token.pos, token.problem!);
+      default:
+        throw this.error(token.pos, `expected field or quoted, found ${token.kind === "eof" ? "end of input" : JSON.stringify(token.text)}`);
+    }
+  }
+
+  private operator(): Operator {
+    const token = this.scanner.scan();
+    switch (token.kind) {
+      case "operator":
+        if (token.text === "==" || token.text === "!=" || token.text === "~=") return token.text;
+        throw this.error(token.pos, `unsupported operator ${JSON.stringify(token.text)}`);
+      case "illegal":
+        throw this.error(token.pos, token.problem!);
+      default:
+        throw this.error(token.pos, `expected an operator ("=="|"!="|"~=")`);
+    }
+  }
+}
+
+function freeze(s: Selector): Selector {
+  Object.freeze(s.fieldpath);
+  return Object.freeze(s);
+}
+
+// ---- Go RE2 syntax to JavaScript ----
+
+/** An inclusive code point range. */
+type Range = readonly [number, number];
+
+const ASCII_CLASSES: Readonly<Record<string, readonly Range[]>> = {
+  alnum: [[0x30, 0x39], [0x41, 0x5a], [0x61, 0x7a]],
+  alpha: [[0x41, 0x5a], [0x61, 0x7a]],
+  ascii: [[0x00, 0x7f]],
+  blank: [[0x09, 0x09], [0x20, 0x20]],
+  cntrl: [[0x00, 0x1f], [0x7f, 0x7f]],
+  digit: [[0x30, 0x39]],
+  graph: [[0x21, 0x7e]],
+  lower: [[0x61, 0x7a]],
+  print: [[0x20, 0x7e]],
+  punct: [[0x21, 0x2f], [0x3a, 0x40], [0x5b, 0x60], [0x7b, 0x7e]],
+  space: [[0x09, 0x0d], [0x20, 0x20]],
+  upper: [[0x41, 0x5a]],
+  word: [[0x30, 0x39], [0x41, 0x5a], [0x5f, 0x5f], [0x61, 0x7a]],
+  xdigit: [[0x30, 0x39], [0x41, 0x46], [0x61, 0x66]],
+};
+
+/** Perl classes as Go defines them: ASCII only (`\s` lacks `\v`, unlike JavaScript's). */
+const PERL_CLASSES: Readonly<Record<string, readonly Range[]>> = {
+  d: ASCII_CLASSES.digit,
+  s: [[0x09, 0x0a], [0x0c, 0x0d], [0x20, 0x20]],
+  w: ASCII_CLASSES.word,
+};
+
+function complement(ranges: readonly Range[]): Range[] {
+  const out: Range[] = [];
+  let next = 0;
+  for (const [lo, hi] of [...ranges].sort((a, b) => a[0] - b[0])) {
+    if (lo > next) out.push([next, lo - 1]);
+    next = Math.max(next, hi + 1);
+  }
+  if (next <= 0x10ffff) out.push([next, 0x10ffff]);
+  return out;
+}
+
+const lit = (cp: number) => `\\u{${cp.toString(16)}}`;
+const rangeAtoms = (ranges: readonly Range[]) => ranges.map(([lo, hi]) => (lo === hi ? lit(lo) : `${lit(lo)}-${lit(hi)}`)).join("");
+
+class RegexpSyntax extends Error {}
+
+/**
+ * Compiles a Go (RE2) regular expression to an equivalent JavaScript one (`u` mode): same
+ * matches for the syntax RE2 accepts, and an error for what RE2 rejects (backreferences,
+ * lookaround, unknown escapes, repeat counts over 1000). Flags are supported only as a leading
+ * `(?flags)` group (i, m, s); scoped flag groups and `U` are refused.
+ * Unlike RE2, JavaScript backtracks: a pathological pattern can be slow.
+ */
+export function compileGoRegexp(src: string): RegExp {
+  const cs = Array.from(src);
+  let i = 0;
+  let ignoreCase = false;
+  let multiLine = false;
+  let dotAll = false;
+
+  // Leading flag groups: (?i) (?ims) (?i-s) ...
+  for (;;) {
+    const m = /^\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?\)/.exec(cs.slice(i).join(""));
+    if (!m) break;
+    const set = m[1];
+    const clear = m[2];
+    if ((set === "" && clear === undefined) || clear === "") throw new RegexpSyntax(`missing argument to flag group: ${m[0]}`);
+    for (const [letters, on] of [[set, true], [clear ?? "", false]] as const) {
+      for (const f of letters) {
+        if (f === "i") ignoreCase = on;
+        else if (f === "m") multiLine = on;
+        else if (f === "s") dotAll = on;
+        else if (f === "U") throw new RegexpSyntax("the ungreedy flag (?U) is not supported");
+        else throw new RegexpSyntax(`invalid flag ${JSON.stringify(f)} in ${m[0]}`);
+      }
+    }
+    i += Array.from(m[0]).length;
+  }
+
+  const at = (k: number) => cs[k];
+
+  /** A single-character escape at `k` (pointing at the backslash): its code point and end. */
+  const charEscape = (k: number): [number, number] => {
+    const c = at(k + 1);
+    if (c === undefined) throw new RegexpSyntax("trailing backslash at end of expression");
+    if (Object.hasOwn(REGEXP_ESCAPES, c)) return [REGEXP_ESCAPES[c], k + 2];
+    if (/^[0-7]$/.test(c)) {
+      // \1-\7 alone would be a backreference, which RE2 does not have.
+      if (c !== "0" && !/^[0-7]$/.test(at(k + 2) ?? "")) throw new RegexpSyntax(`invalid escape sequence: \\${c}`);
+      let v = Number(c);
+      let j = k + 2;
+      while (j < k + 4 && /^[0-7]$/.test(at(j) ?? "")) v = v * 8 + Number(at(j++));
+      return [v, j];
+    }
+    if (c === "x") {
+      if (at(k + 2) === "{") {
+        let j = k + 3;
+        let hex = "";
+        while (at(j) !== undefined && at(j) !== "}") hex += at(j++);
+        if (at(j) !== "}" || !/^[0-9A-Fa-f]+$/.test(hex) || parseInt(hex, 16) > 0x10ffff) {
+          throw new RegexpSyntax("invalid escape sequence: \\x{...}");
+        }
+        return [parseInt(hex, 16), j + 1];
+      }
+      const hex = (at(k + 2) ?? "") + (at(k + 3) ?? "");
+      if (!/^[0-9A-Fa-f]{2}$/.test(hex)) throw new RegexpSyntax("invalid escape sequence: \\x");
+      return [parseInt(hex, 16), k + 4];
+    }
+    const cp = c.codePointAt(0)!;
+    if (cp < 0x80 && !/^[A-Za-z0-9]$/.test(c)) return [cp, k + 2]; // escaped punctuation is itself
+    throw new RegexpSyntax(`invalid escape sequence: \\${c}`);
+  };
+
+  /** \pL, \p{Greek}, \P{Lu}, \p{^Lu} at `k` (the backslash). */
+  const unicodeClass = (k: number): [string, number] => {
+    let negate = at(k + 1) === "P";
+    let name: string;
+    let end: number;
+    if (at(k + 2) === "{") {
+      let j = k + 3;
+      name = "";
+      while (at(j) !== undefined && at(j) !== "}") name += at(j++);
+      if (at(j) !== "}") throw new RegexpSyntax("invalid character class range: missing }");
+      end = j + 1;
+    } else {
+      name = at(k + 2) ?? "";
+      end = k + 3;
+    }
+    if (name.startsWith("^")) {
+      negate = !negate;
+      name = name.slice(1);
+    }
+    if (!/^[A-Za-z_]+$/.test(name)) throw new RegexpSyntax(`invalid character class range: \\p{${name}}`);
+    const property = name === "Any" || /^[A-Z][a-z]?$/.test(name) ? name : `Script=${name}`;
+    try {
+      new RegExp(`\\p{${property}}`, "u");
+    } catch {
+      throw new RegexpSyntax(`invalid character class range: \\p{${name}}`);
+    }
+    return [`${negate ? "\\P" : "\\p"}{${property}}`, end];
+  };
+
+  /** A bracketed class at `k` (the `[`): its JavaScript form and end. */
+  const charClass = (k: number): [string, number] => {
+    let j = k + 1;
+    let negate = false;
+    if (at(j) === "^") {
+      negate = true;
+      j++;
+    }
+    let atoms = "";
+    let first = true;
+    const classChar = (p: number): [number, number] => {
+      const c = at(p);
+      if (c === undefined) throw new RegexpSyntax("missing closing ]");
+      return c === "\\" ? charEscape(p) : [c.codePointAt(0)!, p + 1];
+    };
+    for (;;) {
+      const c = at(j);
+      if (c === undefined) throw new RegexpSyntax("missing closing ]");
+      if (c === "]" && !first) return [`[${negate ? "^" : ""}${atoms}]`, j + 1];
+      first = false;
+      if (c === "[" && at(j + 1) === ":") {
+        const rest = cs.slice(j).join("");
+        const m = /^\[:(\^?)([a-z]*):\]/.exec(rest);
+        if (m) {
+          const ranges = Object.hasOwn(ASCII_CLASSES, m[2]) ? ASCII_CLASSES[m[2]] : undefined;
+          if (!ranges) throw new RegexpSyntax(`invalid character class range: ${m[0]}`);
+          atoms += rangeAtoms(m[1] ? complement(ranges) : ranges);
+          j += Array.from(m[0]).length;
+          continue;
+        }
+      }
+      if (c === "\\") {
+        const e = at(j + 1);
+        if (e !== undefined && /^[dswDSW]$/.test(e)) {
+          const ranges = PERL_CLASSES[e.toLowerCase()];
+          atoms += rangeAtoms(e === e.toUpperCase() ? complement(ranges) : ranges);
+          j += 2;
+          continue;
+        }
+        if (e === "p" || e === "P") {
+          const [atom, end] = unicodeClass(j);
+          atoms += atom;
+          j = end;
+          continue;
+        }
+      }
+      const [lo, afterLo] = classChar(j);
+      let hi = lo;
+      j = afterLo;
+      if (at(j) === "-" && at(j + 1) !== undefined && at(j + 1) !== "]") {
+        [hi, j] = classChar(j + 1);
+        if (hi < lo) throw new RegexpSyntax("invalid character class range");
+      }
+      atoms += lo === hi ? lit(lo) : `${lit(lo)}-${lit(hi)}`;
+    }
+  };
+
+  let out = "";
+  while (i < cs.length) {
+    const c = cs[i];
+    switch (c) {
+      case "\\": {
+        const e = at(i + 1);
+        if (e === "A") {
+          out += "(?<![\\s\\S])";
+          i += 2;
+        } else if (e === "z") {
+          out += "(?![\\s\\S])";
+          i += 2;
+        } else if (e === "b" || e === "B" || e === "d" || e === "D" || e === "w" || e === "W") {
+          out += `\\${e}`;
+          i += 2;
+        } else if (e === "s" || e === "S") {
+          out += `[${e === "S" ? "^" : ""}${rangeAtoms(PERL_CLASSES.s)}]`;
+          i += 2;
+        } else if (e === "p" || e === "P") {
+          const [atom, end] = unicodeClass(i);
+          out += atom;
+          i = end;
+        } else if (e === "Q") {
+          i += 2;
+          while (i < cs.length && !(cs[i] === "\\" && cs[i + 1] === "E")) out += lit(cs[i++].codePointAt(0)!);
+          if (i < cs.length) i += 2;
+        } else {
+          const [cp, end] = charEscape(i);
+          out += lit(cp);
+          i = end;
+        }
+        break;
+      }
+      case "[": {
+        const [cls, end] = charClass(i);
+        out += cls;
+        i = end;
+        break;
+      }
+      case "(": {
+        if (at(i + 1) !== "?") {
+          out += "(";
+          i++;
+          break;
+        }
+        const rest = cs.slice(i).join("");
+        const named = /^\(\?P?<([A-Za-z0-9_]+)>/.exec(rest);
+        if (rest.startsWith("(?:")) {
+          out += "(?:";
+          i += 3;
+        } else if (named) {
+          out += "("; // names do not change what matches
+          i += named[0].length;
+        } else if (/^\(\?[a-zA-Z-]*:/.test(rest)) {
+          throw new RegexpSyntax("scoped flag groups (?flags:...) are not supported; put (?flags) at the start");
+        } else if (/^\(\?[a-zA-Z-]*\)/.test(rest)) {
+          throw new RegexpSyntax("flag groups are supported only at the start of the expression");
+        } else {
+          throw new RegexpSyntax(`invalid or unsupported Perl syntax: ${rest.slice(0, 3)}`);
+        }
+        break;
+      }
+      case ".":
+        out += dotAll ? "[\\s\\S]" : "[^\\n]";
+        i++;
+        break;
+      case "{": {
+        const m = /^\{(\d+)(?:,(\d*))?\}/.exec(cs.slice(i).join(""));
+        if (m) {
+          const min = Number(m[1]);
+          const max = m[2] === undefined || m[2] === "" ? min : Number(m[2]);
+          if (min > 1000 || max > 1000) throw new RegexpSyntax(`invalid repeat count: ${m[0]}`);
+          out += m[0];
+          i += m[0].length;
+        } else {
+          out += "\\{"; // RE2 reads a brace that starts no repeat as a literal
+          i++;
+        }
+        break;
+      }
+      case "}":
+      case "]":
+        out += `\\${c}`;
+        i++;
+        break;
+      default:
+        out += c;
+        i++;
+    }
+  }
+  try {
+    return new RegExp(out, `u${ignoreCase ? "i" : ""}${multiLine ? "m" : ""}`);
+  } catch (err) {
+    // V8 quotes the translated source, which the user never wrote: keep only the reason.
+    throw new RegexpSyntax((err as Error).message.replace(/^Invalid regular expression: \/.*\/[a-z]*: /s, ""));
+  }
+}

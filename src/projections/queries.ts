@@ -1,0 +1,61 @@
+// Read-side queries over the views: Get and List per aggregate, List filtered with
+// containerd's filter syntax. Reads come from the projection only.
+import { notFound } from "../errdefs/errdefs.js";
+import type { ProjectionDb } from "./db.js";
+import { keys, type BlobRecord, type ContainerRecord, type ImageRecord, type NamespaceRecord } from "./views.js";
+import { parseFilters, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, type Filter } from "./filters.js";
+
+export class Queries {
+  constructor(private readonly db: ProjectionDb) {}
+
+  async getNamespace(name: string): Promise<NamespaceRecord> {
+    const rec = await this.db.get(keys.namespace(name));
+    if (!rec) throw notFound(`namespace "${name}"`);
+    return rec as NamespaceRecord;
+  }
+
+  async listNamespaces(filters: string[] = []): Promise<NamespaceRecord[]> {
+    return this.list(keys.namespacesPrefix, filters, (f, r: NamespaceRecord) => f.match(namespaceFieldpath(r)));
+  }
+
+  async getImage(ns: string, name: string): Promise<ImageRecord> {
+    const rec = name.includes("\u0000") ? undefined : await this.db.get(keys.image(ns, name));
+    if (!rec) throw notFound(`image "${name}"`);
+    return rec as ImageRecord;
+  }
+
+  async listImages(ns: string, filters: string[] = []): Promise<ImageRecord[]> {
+    return this.list(keys.imagesPrefix(ns), filters, (f, r: ImageRecord) => f.match(imageFieldpath(r)));
+  }
+
+  async getContainer(ns: string, id: string): Promise<ContainerRecord> {
+    const rec = id.includes("\u0000") ? undefined : await this.db.get(keys.container(ns, id));
+    if (!rec) throw notFound(`container "${id}"`);
+    return rec as ContainerRecord;
+  }
+
+  async listContainers(ns: string, filters: string[] = []): Promise<ContainerRecord[]> {
+    return this.list(keys.containersPrefix(ns), filters, (f, r: ContainerRecord) => f.match(containerFieldpath(r)));
+  }
+
+  async getBlob(ns: string, digest: string): Promise<BlobRecord> {
+    const rec = await this.db.get(keys.blob(ns, digest));
+    if (!rec) throw notFound(`content ${digest}`);
+    return rec as BlobRecord;
+  }
+
+  /** Content in a namespace; filters on `digest`, `size` and `labels.<k>` as containerd's. */
+  async listBlobs(ns: string, filters: string[] = []): Promise<BlobRecord[]> {
+    return this.list(keys.blobsPrefix(ns), filters, (f, r: BlobRecord) => f.match(blobFieldpath(r)));
+  }
+
+  private async list<R>(prefix: string, filters: string[], match: (f: Filter, r: R) => boolean): Promise<R[]> {
+    // Parse first: a bad filter is InvalidArgument before any read.
+    const filter = parseFilters(filters);
+    const out: R[] = [];
+    for (const [, v] of this.db.scan(prefix)) {
+      if (match(filter, v as R)) out.push(v as R);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,237 @@
+// The views: record shapes per aggregate, their keys in the projection, and `evolve`, the
+// fold of one logged event into key changes. Pure: the same event and the same prior records
+// always give the same changes, byte for byte once encoded.
+import type { KeyChange } from "./db.js";
+
+export interface Timestamp {
+  seconds: number;
+  nanos: number;
+}
+
+export interface AnyValue {
+  type_url: string;
+  value: Uint8Array;
+}
+
+export interface Descriptor {
+  media_type: string;
+  digest: string;
+  size: number;
+  annotations: Record<string, string>;
+}
+
+export interface NamespaceRecord {
+  name: string;
+  labels: Record<string, string>;
+}
+
+export interface ImageRecord {
+  name: string;
+  labels: Record<string, string>;
+  target: Descriptor;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface ContainerRecord {
+  id: string;
+  labels: Record<string, string>;
+  image: string;
+  runtime: { name: string; options: AnyValue | null };
+  spec: AnyValue | null;
+  snapshotter: string;
+  snapshot_key: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  extensions: Record<string, AnyValue>;
+}
+
+/** A blob's metadata in one namespace (the bytes are shared, see src/content). */
+export interface BlobRecord {
+  digest: string;
+  size: number;
+  labels: Record<string, string>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** An event as read back from the log and decoded. */
+export interface LoggedEvent {
+  seq: number;
+  namespace: string;
+  topic: string;
+  timestamp: Timestamp;
+  /** Full proto name of the event message, e.g. containerd.events.NamespaceCreate. */
+  typeName: string;
+  payload: any;
+}
+
+const SEP = "\u0000";
+export const keys = {
+  namespacesPrefix: `ns${SEP}`,
+  namespace: (ns: string) => `ns${SEP}${ns}`,
+  imagesPrefix: (ns: string) => `img${SEP}${ns}${SEP}`,
+  image: (ns: string, name: string) => `img${SEP}${ns}${SEP}${name}`,
+  containersPrefix: (ns: string) => `ctr${SEP}${ns}${SEP}`,
+  container: (ns: string, id: string) => `ctr${SEP}${ns}${SEP}${id}`,
+  blobsPrefix: (ns: string) => `blob${SEP}${ns}${SEP}`,
+  blob: (ns: string, digest: string) => `blob${SEP}${ns}${SEP}${digest}`,
+} as const;
+
+// --- normalisation: records are built with a fixed key order and sorted maps so the bytes
+// of a view depend only on the events, never on how a request happened to order its fields.
+
+export function sortedMap<V>(m: Record<string, V> | undefined | null): Record<string, V> {
+  const out: Record<string, V> = {};
+  if (!m) return out;
+  for (const k of Object.keys(m).sort()) out[k] = m[k]!;
+  return out;
+}
+
+export function timestamp(t: Partial<Timestamp> | undefined | null): Timestamp {
+  return { seconds: Number(t?.seconds ?? 0), nanos: Number(t?.nanos ?? 0) };
+}
+
+function anyValue(a: Partial<AnyValue> | undefined | null): AnyValue | null {
+  if (!a || (!a.type_url && (!a.value || a.value.length === 0))) return null;
+  return { type_url: a.type_url ?? "", value: Buffer.from(a.value ?? []) };
+}
+
+export function namespaceRecord(n: Partial<NamespaceRecord>): NamespaceRecord {
+  return { name: n.name ?? "", labels: sortedMap(n.labels) };
+}
+
+export function descriptor(d: Partial<Descriptor> | undefined | null): Descriptor {
+  return {
+    media_type: d?.media_type ?? "",
+    digest: d?.digest ?? "",
+    size: Number(d?.size ?? 0),
+    annotations: sortedMap(d?.annotations),
+  };
+}
+
+export function imageRecord(i: Partial<ImageRecord>): ImageRecord {
+  return {
+    name: i.name ?? "",
+    labels: sortedMap(i.labels),
+    target: descriptor(i.target),
+    created_at: timestamp(i.created_at),
+    updated_at: timestamp(i.updated_at),
+  };
+}
+
+export function blobRecord(b: Partial<BlobRecord>): BlobRecord {
+  return {
+    digest: b.digest ?? "",
+    size: Number(b.size ?? 0),
+    labels: sortedMap(b.labels),
+    created_at: timestamp(b.created_at),
+    updated_at: timestamp(b.updated_at),
+  };
+}
+
+export function containerRecord(c: Partial<ContainerRecord>): ContainerRecord {
+  const ext: Record<string, AnyValue> = {};
+  for (const [k, v] of Object.entries(sortedMap(c.extensions))) {
+    const a = anyValue(v);
+    if (a) ext[k] = a;
+  }
+  return {
+    id: c.id ?? "",
+    labels: sortedMap(c.labels),
+    image: c.image ?? "",
+    runtime: { name: c.runtime?.name ?? "", options: anyValue(c.runtime?.options) },
+    spec: anyValue(c.spec),
+    snapshotter: c.snapshotter ?? "",
+    snapshot_key: c.snapshot_key ?? "",
+    created_at: timestamp(c.created_at),
+    updated_at: timestamp(c.updated_at),
+    extensions: ext,
+  };
+}
+
+// --- evolve
+
+export const TYPE = {
+  NamespaceCreate: "containerd.events.NamespaceCreate",
+  NamespaceUpdate: "containerd.events.NamespaceUpdate",
+  NamespaceDelete: "containerd.events.NamespaceDelete",
+  ImageCreate: "containerd.services.images.v1.ImageCreate",
+  ImageUpdate: "containerd.services.images.v1.ImageUpdate",
+  ImageDelete: "containerd.services.images.v1.ImageDelete",
+  ContainerCreate: "containerd.events.ContainerCreate",
+  ContainerUpdate: "containerd.events.ContainerUpdate",
+  ContainerDelete: "containerd.events.ContainerDelete",
+  ContentCommit: "ck.events.ContentCommit",
+  ContentUpdate: "ck.events.ContentUpdate",
+  ContentDelete: "containerd.events.ContentDelete",
+} as const;
+
+/** The projection keys an event reads and may change. */
+export function keysFor(ev: LoggedEvent): string[] {
+  const p = ev.payload;
+  switch (ev.typeName) {
+    case TYPE.NamespaceCreate:
+    case TYPE.NamespaceUpdate:
+    case TYPE.NamespaceDelete:
+      return [keys.namespace(p.name)];
+    case TYPE.ImageCreate:
+    case TYPE.ImageUpdate:
+    case TYPE.ImageDelete:
+      return [keys.namespace(ev.namespace), keys.image(ev.namespace, p.name)];
+    case TYPE.ContainerCreate:
+    case TYPE.ContainerUpdate:
+    case TYPE.ContainerDelete:
+      return [keys.namespace(ev.namespace), keys.container(ev.namespace, p.id)];
+    case TYPE.ContentCommit:
+    case TYPE.ContentUpdate:
+    case TYPE.ContentDelete:
+      return [keys.namespace(ev.namespace), keys.blob(ev.namespace, p.digest)];
+    default:
+      return [];
+  }
+}
+
+/**
+ * Folds one event into key changes. `read` returns the current record of a key listed by
+ * keysFor (undefined when absent). Events that ck does not project give no changes.
+ */
+export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefined): KeyChange[] {
+  const p = ev.payload;
+  // Writing into a namespace creates it implicitly, as containerd's metadata store does.
+  const implicitNamespace = (): KeyChange[] =>
+    read(keys.namespace(ev.namespace)) === undefined
+      ? [[keys.namespace(ev.namespace), namespaceRecord({ name: ev.namespace, labels: {} })]]
+      : [];
+  switch (ev.typeName) {
+    case TYPE.NamespaceCreate:
+    case TYPE.NamespaceUpdate:
+      return [[keys.namespace(p.name), namespaceRecord({ name: p.name, labels: p.labels })]];
+    case TYPE.NamespaceDelete:
+      return [[keys.namespace(p.name), undefined]];
+    case TYPE.ImageCreate:
+    case TYPE.ImageUpdate:
+      return [...implicitNamespace(), [keys.image(ev.namespace, p.name), imageRecord(p.ck_image)]];
+    case TYPE.ImageDelete:
+      return [[keys.image(ev.namespace, p.name), undefined]];
+    case TYPE.ContainerCreate:
+    case TYPE.ContainerUpdate:
+      return [...implicitNamespace(), [keys.container(ev.namespace, p.id), containerRecord(p.ck_container)]];
+    case TYPE.ContainerDelete:
+      return [[keys.container(ev.namespace, p.id), undefined]];
+    case TYPE.ContentCommit:
+      return [
+        ...implicitNamespace(),
+        [keys.blob(ev.namespace, p.digest), blobRecord({ digest: p.digest, size: p.size, labels: p.labels, created_at: ev.timestamp, updated_at: ev.timestamp })],
+      ];
+    case TYPE.ContentUpdate: {
+      const cur = read(keys.blob(ev.namespace, p.digest)) as BlobRecord | undefined;
+      if (!cur) return [];
+      return [[keys.blob(ev.namespace, p.digest), blobRecord({ ...cur, labels: p.labels, updated_at: ev.timestamp })]];
+    }
+    case TYPE.ContentDelete:
+      return [[keys.blob(ev.namespace, p.digest), undefined]];
+    default:
+      return [];
+  }
+}

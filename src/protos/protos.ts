@@ -1,0 +1,160 @@
+// The proto loader and codec: every .proto under proto/ in one protobufjs Root (snake_case
+// field names, as in the files), plain-object encode/decode, Any packing with containerd's
+// bare type URLs, and @grpc/grpc-js service definitions built from the same Root.
+import protobuf from "protobufjs";
+import type * as grpc from "@grpc/grpc-js";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export interface AnyMessage {
+  type_url: string;
+  value: Buffer;
+}
+
+const TO_OBJECT: protobuf.IConversionOptions = {
+  longs: Number,
+  enums: Number,
+  defaults: true,
+  arrays: true,
+  objects: true,
+};
+
+/**
+ * A Buffer view (no copy) of the input: protobufjs decodes bytes fields as slices of its
+ * input, so a plain Uint8Array in (NATS hands those out) would give Uint8Array bytes out.
+ */
+const asBuffer = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+/** Finds the package root (the directory holding package.json and proto/) above this file. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, "package.json")) && existsSync(join(dir, "proto"))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error("cannot find ck's proto/ directory");
+    dir = up;
+  }
+}
+
+function protoFiles(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...protoFiles(p));
+    else if (name.endsWith(".proto")) out.push(p);
+  }
+  return out;
+}
+
+// int64 fields decode to JS numbers instead of Long objects (sizes and seconds stay far
+// below 2^53); this lets hot paths read decoded messages without a toObject copy.
+protobuf.util.Long = undefined as never;
+protobuf.configure();
+
+export class Protos {
+  readonly root: protobuf.Root;
+  readonly serviceNames: string[];
+  private readonly types = new Map<string, protobuf.Type>();
+  private readonly services = new Map<string, grpc.ServiceDefinition>();
+
+  constructor(protoDir: string) {
+    const root = new protobuf.Root();
+    root.resolvePath = (_origin, target) => (target.startsWith("google/protobuf/") ? target : resolve(protoDir, target));
+    root.loadSync(protoFiles(protoDir), { keepCase: true });
+    root.resolveAll();
+    this.root = root;
+    const names: string[] = [];
+    const walk = (ns: protobuf.NamespaceBase) => {
+      for (const o of ns.nestedArray) {
+        if (o instanceof protobuf.Service) names.push(o.fullName.slice(1));
+        if (o instanceof protobuf.Namespace || o instanceof protobuf.Type) walk(o as protobuf.NamespaceBase);
+      }
+    };
+    walk(root);
+    this.serviceNames = names.sort();
+  }
+
+  type(fullName: string): protobuf.Type {
+    let t = this.types.get(fullName);
+    if (!t) {
+      t = this.root.lookupType(fullName);
+      this.types.set(fullName, t);
+    }
+    return t;
+  }
+
+  has(fullName: string): boolean {
+    try {
+      this.type(fullName);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  encode(fullName: string, obj: unknown): Buffer {
+    const t = this.type(fullName);
+    return Buffer.from(t.encode(t.fromObject(obj as Record<string, unknown>)).finish());
+  }
+
+  decode(fullName: string, buf: Uint8Array): any {
+    const t = this.type(fullName);
+    return t.toObject(t.decode(asBuffer(buf)), TO_OBJECT);
+  }
+
+  /**
+   * Decodes to protobufjs's message object without a plain-object copy: fields absent on
+   * the wire read as their defaults through the prototype. For hot read paths.
+   */
+  decodeMessage(fullName: string, buf: Uint8Array): any {
+    return this.type(fullName).decode(asBuffer(buf));
+  }
+
+  /** Packs a message as Any with the bare proto name as type_url, as containerd's typeurl does. */
+  packAny(fullName: string, obj: unknown): AnyMessage {
+    return { type_url: fullName, value: this.encode(fullName, obj) };
+  }
+
+  /** Unpacks an Any whose type_url is a bare proto name or carries a `.../` prefix. */
+  unpackAny(any: { type_url: string; value: Uint8Array }): { typeName: string; value: any } {
+    const url = any.type_url;
+    const typeName = url.includes("/") ? url.slice(url.lastIndexOf("/") + 1) : url;
+    return { typeName, value: this.decode(typeName, any.value ?? Buffer.alloc(0)) };
+  }
+
+  /** The grpc-js definition of a service: paths, streaming flags, codecs. */
+  serviceDefinition(fullServiceName: string): grpc.ServiceDefinition {
+    const known = this.services.get(fullServiceName);
+    if (known) return known;
+    const svc = this.root.lookupService(fullServiceName);
+    const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+    for (const m of svc.methodsArray) {
+      m.resolve();
+      const req = m.resolvedRequestType!;
+      const res = m.resolvedResponseType!;
+      def[m.name] = {
+        path: `/${fullServiceName}/${m.name}`,
+        requestStream: !!m.requestStream,
+        responseStream: !!m.responseStream,
+        requestSerialize: (o: unknown) => Buffer.from(req.encode(req.fromObject(o as Record<string, unknown>)).finish()),
+        requestDeserialize: (b: Buffer) => req.toObject(req.decode(b), TO_OBJECT),
+        // Responses are built by ckd from normalised records, already in the shape encode()
+        // takes: skipping fromObject halves the cost of large List replies.
+        responseSerialize: (o: unknown) => Buffer.from(res.encode(o as Record<string, unknown>).finish()),
+        responseDeserialize: (b: Buffer) => res.toObject(res.decode(b), TO_OBJECT),
+        originalName: m.name,
+      } as grpc.MethodDefinition<unknown, unknown>;
+    }
+    this.services.set(fullServiceName, def);
+    return def as grpc.ServiceDefinition;
+  }
+}
+
+let cached: Protos | undefined;
+
+/** The protos of this package, loaded once per process and immutable after. */
+export function loadProtos(): Protos {
+  cached ??= new Protos(join(packageRoot(), "proto"));
+  return cached;
+}

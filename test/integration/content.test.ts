@@ -1,0 +1,295 @@
+// The Content API over ckd: the real ctr's ingest/ls/get/active/label/rm, ck content, shared
+// bytes across namespaces, resume of an interrupted write, and bad input writing nothing.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { readdirSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { startTestNats } from "../helpers/nats.js";
+import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
+import { rejectsClass } from "../helpers/errors.js";
+import { writeBlob } from "../../src/cli/content-commands.js";
+import { EventLog } from "../../src/eventstore/log.js";
+
+const CTR = "/usr/bin/ctr";
+const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
+
+function blobFiles(root: string): string[] {
+  const dir = join(root, "content", "blobs", "sha256");
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}
+
+describe("content over the API", () => {
+  let nats: Awaited<ReturnType<typeof startTestNats>>;
+  let daemon: TestDaemon;
+  let log: EventLog;
+  const ctr = (args: string[], ns = "default", input?: string | Buffer) =>
+    runCommand(CTR, ["--address", daemon.address, "--namespace", ns, ...args], {}, input as string | undefined, 30_000);
+
+  before(async () => {
+    nats = await startTestNats();
+    daemon = await TestDaemon.start({ natsUrl: nats.url });
+    log = await EventLog.open({ url: nats.url });
+  });
+  after(async () => {
+    await log?.close();
+    await daemon?.cleanup();
+    await nats?.cleanup();
+  });
+
+  test("ctr content ingest, ls, get (same bytes), label, rm", async () => {
+    const data = "hello from ctr\n".repeat(100);
+    const digest = sha(Buffer.from(data));
+    let r = await ctr(["content", "ingest", "--expected-digest", digest, "--expected-size", String(data.length), "my-ref"], "ctrc", data);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["content", "ls"], "ctrc");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^DIGEST\s+SIZE\s+AGE\s+LABELS/);
+    assert.ok(r.stdout.includes(digest));
+    r = await ctr(["content", "get", digest], "ctrc");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, data);
+    r = await ctr(["content", "label", digest, "a=b"], "ctrc");
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["content", "ls"], "ctrc");
+    assert.match(r.stdout, /a=b/);
+    // Invisible in another namespace until committed there.
+    r = await ctr(["content", "get", digest], "other");
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /not found/);
+    r = await ctr(["content", "rm", digest], "ctrc");
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["content", "ls", "-q"], "ctrc");
+    assert.equal(r.stdout.trim(), "");
+  });
+
+  test("ctr content active shows a slow ingest with its offset", async () => {
+    const p = spawn(CTR, ["--address", daemon.address, "--namespace", "slow", "content", "ingest", "slow-ref"]);
+    p.stdin.write(Buffer.alloc(100_000, 7));
+    try {
+      const deadline = Date.now() + 15_000;
+      let out = "";
+      while (Date.now() < deadline) {
+        out = (await ctr(["content", "active"], "slow")).stdout;
+        if (/slow-ref/.test(out)) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.match(out, /slow-ref/);
+    } finally {
+      p.stdin.end();
+      await new Promise((r) => p.once("close", r));
+    }
+  });
+
+  test("a blob committed in one namespace is committed into another without moving a byte", async () => {
+    const a = daemon.client("share-a");
+    const b = daemon.client("share-b");
+    try {
+      const data = randomBytes(300_000);
+      const digest = sha(data);
+      assert.equal(await writeBlob(a, "ref-a", data, { expected: digest }), digest);
+      const files = blobFiles(daemon.root);
+      // STAT answers offset = total at once: the client sends no WRITE at all.
+      const w = b.lockstep<object>("content", "Write");
+      const st: any = await w.send({ action: 0, ref: "ref-b", total: data.length, expected: digest });
+      assert.equal(Number(st.offset), data.length);
+      const done: any = await w.send({ action: 2, total: data.length, expected: digest });
+      w.end();
+      assert.equal(done.digest, digest);
+      assert.equal((await b.call("content", "Info", { digest })).info.size, data.length);
+      assert.deepEqual(blobFiles(daemon.root), files);
+      // A second commit into the same namespace: AlreadyExists at the first message.
+      await rejectsClass(b.lockstep<object>("content", "Write").send({ action: 0, ref: "again", total: data.length, expected: digest }), "AlreadyExists");
+      // Without an expected digest (ctr images import): the bytes are written, found on disk
+      // at commit, and the blob becomes visible in that namespace too.
+      const c = daemon.client("share-c");
+      try {
+        assert.equal(await writeBlob(c, "ref-c", data), digest);
+        assert.equal(Number((await c.call("content", "Info", { digest })).info.size), data.length);
+        await c.call("content", "Delete", { digest });
+      } finally {
+        c.close();
+      }
+      // The bytes stay while any namespace refers to them, and go with the last reference.
+      await a.call("content", "Delete", { digest });
+      await rejectsClass(a.call("content", "Info", { digest }), "NotFound");
+      assert.ok(blobFiles(daemon.root).includes(digest.slice(7)));
+      await b.call("content", "Delete", { digest });
+      assert.ok(!blobFiles(daemon.root).includes(digest.slice(7)));
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  test("an interrupted write resumes at the offset reached; truncate by writing at 0 restarts", async () => {
+    const c = daemon.client("resume");
+    try {
+      const data = randomBytes(3 << 20);
+      const digest = sha(data);
+      let w = c.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "big", total: data.length, expected: digest });
+      await w.send({ action: 1, offset: 0, data: data.subarray(0, 1 << 20) });
+      w.cancel();
+      await new Promise((r) => setTimeout(r, 200));
+      const st = await c.call("content", "Status", { ref: "big" });
+      assert.equal(Number(st.status.offset), 1 << 20);
+      w = c.lockstep<object>("content", "Write");
+      const again: any = await w.send({ action: 0, ref: "big", total: data.length, expected: digest });
+      assert.equal(Number(again.offset), 1 << 20);
+      // Out of order: OutOfRange.
+      await rejectsClass(w.send({ action: 1, offset: 5, data: Buffer.from("x") }), "OutOfRange");
+      w = c.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "big", total: data.length, expected: digest });
+      // Restart from 0 (truncate) and write everything.
+      let off = 0;
+      while (off < data.length) {
+        const r: any = await w.send({ action: 1, offset: off, data: data.subarray(off, off + (1 << 20)) });
+        off = Number(r.offset);
+      }
+      const done: any = await w.send({ action: 2, total: data.length, expected: digest });
+      w.end();
+      assert.equal(done.digest, digest);
+    } finally {
+      c.close();
+    }
+  });
+
+  test("bad input: wrong digest or size, missing ref, unknown algorithm, malformed digest; nothing committed", async () => {
+    const c = daemon.client("bad");
+    try {
+      const before = blobFiles(daemon.root);
+      const seq = await log.lastSeq();
+      const data = Buffer.from("some bytes");
+      await rejectsClass(writeBlob(c, "r1", data, { expected: sha(Buffer.from("other")) }), "FailedPrecondition", /digest/);
+      const w = c.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "r2", total: 99 });
+      await w.send({ action: 1, offset: 0, data });
+      await rejectsClass(w.send({ action: 2, total: 99 }), "FailedPrecondition", /size/);
+      await rejectsClass(c.lockstep<object>("content", "Write").send({ action: 0, total: 1 }), "InvalidArgument", /ref/);
+      await rejectsClass(c.lockstep<object>("content", "Write").send({ action: 0, ref: "r3", expected: "sha512:" + "a".repeat(128) }), "InvalidArgument", /algorithm/);
+      await rejectsClass(c.lockstep<object>("content", "Write").send({ action: 0, ref: "r4", expected: "sha256:zz" }), "InvalidArgument", /digest/);
+      await rejectsClass(c.call("content", "Info", { digest: "sha256:12" }), "InvalidArgument");
+      await rejectsClass(writeBlob(c, "../../../../etc/evil", Buffer.from("x"), { expected: sha(Buffer.from("y")) }), "FailedPrecondition");
+      assert.deepEqual(blobFiles(daemon.root), before);
+      assert.equal(await log.lastSeq(), seq, "a refused write appended to the log");
+      assert.ok(!existsSync("/etc/evil"));
+    } finally {
+      c.close();
+    }
+  });
+
+  test("ck content ingest, ls -q | rm, get, label, path", async () => {
+    const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "ckc" };
+    const data = "ck content\n";
+    const digest = sha(Buffer.from(data));
+    let r = await runNode(CK, ["content", "ingest", "--expected-digest", digest, "ref1"], env, data);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runNode(CK, ["content", "get", digest], env);
+    assert.equal(r.stdout, data);
+    r = await runNode(CK, ["content", "label", digest, "x=y"], env);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runNode(CK, ["content", "ls"], env);
+    assert.match(r.stdout, new RegExp(`${digest}\\s+\\S+\\s+.*x=y`));
+    r = await runNode(CK, ["content", "path", digest], env);
+    assert.equal(r.stdout.trim(), join(daemon.root, "content", "blobs", "sha256", digest.slice(7)));
+    r = await runNode(CK, ["content", "ls", "-q"], env);
+    r = await runNode(CK, ["content", "rm", ...r.stdout.trim().split("\n")], env);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runNode(CK, ["content", "ls", "-q"], env);
+    assert.equal(r.stdout.trim(), "");
+  });
+});
+
+test("kill -9 of ckd during 200 concurrent ingests: no partial blob visible, committed blobs verify, the rest resume", async () => {
+  const { createReadStream } = await import("node:fs");
+  const nats = await startTestNats();
+  const d = await TestDaemon.start({ natsUrl: nats.url });
+  try {
+    const blobs = Array.from({ length: 200 }, () => randomBytes(200_000 + Math.floor(Math.random() * 100_000)));
+    const digests = blobs.map(sha);
+    const c = d.client("crashc");
+    const acked: number[] = [];
+    let killed = false;
+    let next = 0;
+    const worker = async () => {
+      while (next < blobs.length) {
+        const i = next++;
+        try {
+          await writeBlob(c, `crash-ref-${i}`, blobs[i]!, { expected: digests[i] });
+          acked.push(i);
+          if (acked.length === 60 && !killed) {
+            killed = true;
+            void d.kill9();
+          }
+        } catch {
+          // the daemon went away mid-ingest
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 32 }, worker));
+    c.close();
+    assert.ok(killed && acked.length >= 60 && acked.length < 200, `acked ${acked.length}`);
+
+    // Every file under blobs/ is complete: its name is its content's digest.
+    for (const hex of blobFiles(d.root)) {
+      const h = createHash("sha256");
+      for await (const chunk of createReadStream(join(d.root, "content", "blobs", "sha256", hex))) h.update(chunk as Buffer);
+      assert.equal(h.digest("hex"), hex, `partial or corrupt blob ${hex}`);
+    }
+
+    await d.launch();
+    const c2 = d.client("crashc");
+    try {
+      for (const i of acked) assert.equal(Number((await c2.call("content", "Info", { digest: digests[i] })).info.size), blobs[i]!.length);
+      // Everything else can be ingested again under the same refs (resuming where data was kept).
+      for (let i = 0; i < blobs.length; i++) {
+        if (acked.includes(i)) continue;
+        assert.equal(await writeBlob(c2, `crash-ref-${i}`, blobs[i]!, { expected: digests[i] }), digests[i]);
+      }
+      const listed = new Set<string>();
+      for await (const m of c2.stream("content", "List", {})) for (const inf of m.info) listed.add(inf.digest);
+      for (const dg of digests) assert.ok(listed.has(dg), `${dg} missing after resume`);
+    } finally {
+      c2.close();
+    }
+  } finally {
+    await d.cleanup();
+    await nats.cleanup();
+  }
+});
+
+test("bad input to Events and Content: InvalidArgument or OutOfRange, and nothing appended", async () => {
+  const nats = await startTestNats();
+  const d = await TestDaemon.start({ natsUrl: nats.url });
+  const log = await EventLog.open({ url: nats.url });
+  const c = d.client("badev");
+  try {
+    const data = Buffer.from("0123456789");
+    const digest = await writeBlob(c, "r", data, { expected: sha(data) });
+    const before = await log.lastSeq();
+    const event = { type_url: "containerd.events.NamespaceCreate", value: Buffer.alloc(0) };
+    await rejectsClass(c.call("events", "Publish", { topic: "no-slash", event }), "InvalidArgument", /topic/);
+    await rejectsClass(c.call("events", "Publish", { topic: "/a/b*", event }), "InvalidArgument", /topic/);
+    await rejectsClass(c.call("events", "Publish", { topic: "/a/b" }), "InvalidArgument", /event/);
+    await rejectsClass(c.call("events", "Forward", { envelope: { namespace: "Bad..ns", topic: "/a", event } }), "InvalidArgument", /namespace/);
+    const drain = async (it: AsyncGenerator<unknown>) => {
+      for await (const _ of it) return;
+    };
+    await rejectsClass(drain(c.stream("events", "Subscribe", { filters: ["topic=="] })), "InvalidArgument", /filter|parse/i);
+    await rejectsClass(drain(c.stream("events", "Subscribe", {}, { metadata: { "ck-from-seq": "zero" } })), "InvalidArgument", /ck-from-seq/);
+    await rejectsClass(drain(c.stream("events", "Subscribe", {}, { metadata: { "ck-since": "yesterday" } })), "InvalidArgument", /ck-since/);
+    await rejectsClass(drain(c.stream("content", "Read", { digest, offset: 11 })), "OutOfRange");
+    await rejectsClass(c.call("content", "Status", { ref: "" }), "InvalidArgument", /ref/);
+    await rejectsClass(c.call("content", "Abort", { ref: "" }), "InvalidArgument", /ref/);
+    await rejectsClass(c.call("content", "Update", { info: { digest, labels: {} }, update_mask: { paths: ["size"] } }), "InvalidArgument", /cannot update "size"/);
+    await rejectsClass(c.call("content", "Update", { info: { digest, labels: { k: "v".repeat(5000) } }, update_mask: { paths: ["labels.k"] } }), "InvalidArgument", /label/i);
+    assert.equal(await log.lastSeq(), before, "a refused call appended to the log");
+  } finally {
+    c.close();
+    await log.close();
+    await d.cleanup();
+    await nats.cleanup();
+  }
+});

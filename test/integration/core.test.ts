@@ -1,0 +1,269 @@
+// The core against a real nats-server and RocksDB through ckd's gRPC API: read-your-writes,
+// CRUD with filters, events over gRPC and plain NATS, and bad input that writes nothing.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { connect } from "@nats-io/transport-node";
+import { startTestNats } from "../helpers/nats.js";
+import { TestDaemon, runNode, CK } from "../helpers/daemon.js";
+import { EventLog } from "../../src/eventstore/log.js";
+import type { ErrorClass } from "../../src/errdefs/errdefs.js";
+import { loadProtos } from "../../src/protos/protos.js";
+import type { ApiClient } from "../../src/cli/client.js";
+import { rejectsClass } from "../helpers/errors.js";
+
+const DIGEST = "sha256:" + "c".repeat(64);
+const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: DIGEST, size: 1234 };
+const spec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from("{}") };
+
+describe("ckd core", () => {
+  let nats: Awaited<ReturnType<typeof startTestNats>>;
+  let daemon: TestDaemon;
+  let api: ApiClient;
+  let log: EventLog;
+
+  before(async () => {
+    nats = await startTestNats();
+    daemon = await TestDaemon.start({ natsUrl: nats.url });
+    api = daemon.client("default");
+    log = await EventLog.open({ url: nats.url });
+  });
+
+  after(async () => {
+    api?.close();
+    await log?.close();
+    await daemon?.cleanup();
+    await nats?.cleanup();
+  });
+
+  test("read-your-writes: every mutation is visible to the next read", async () => {
+    const c = daemon.client("ryw");
+    try {
+      for (let i = 0; i < 50; i++) {
+        const name = `ryw/img:${i}`;
+        await c.call("images", "Create", { image: { name, target } });
+        const got = await c.call("images", "Get", { name });
+        assert.equal(got.image.name, name);
+        await c.call("images", "Update", { image: { name, labels: { n: String(i) } }, update_mask: { paths: ["labels.n"] } });
+        assert.equal((await c.call("images", "Get", { name })).image.labels.n, String(i));
+        await c.call("images", "Delete", { name });
+        await rejectsClass(c.call("images", "Get", { name }), "NotFound");
+      }
+    } finally {
+      c.close();
+    }
+  });
+
+  test("namespaces: create, get, list, label, delete only when empty; implicit creation by a write", async () => {
+    await api.call("namespaces", "Create", { namespace: { name: "ns-a", labels: { team: "x" } } });
+    await rejectsClass(api.call("namespaces", "Create", { namespace: { name: "ns-a" } }), "AlreadyExists");
+    const got = await api.call("namespaces", "Get", { name: "ns-a" });
+    assert.deepEqual(got.namespace.labels, { team: "x" });
+    await api.call("namespaces", "Update", { namespace: { name: "ns-a", labels: { env: "prod" } }, update_mask: { paths: ["labels.env"] } });
+    assert.deepEqual((await api.call("namespaces", "Get", { name: "ns-a" })).namespace.labels, { env: "prod", team: "x" });
+
+    const inB = daemon.client("ns-b");
+    try {
+      await inB.call("images", "Create", { image: { name: "b/img:1", target } });
+      // Writing into an unknown namespace created it.
+      assert.equal((await api.call("namespaces", "Get", { name: "ns-b" })).namespace.name, "ns-b");
+      await rejectsClass(api.call("namespaces", "Delete", { name: "ns-b" }), "FailedPrecondition", /must be empty, but it still has images/);
+      await inB.call("images", "Delete", { name: "b/img:1" });
+      await api.call("namespaces", "Delete", { name: "ns-b" });
+      await rejectsClass(api.call("namespaces", "Get", { name: "ns-b" }), "NotFound");
+    } finally {
+      inB.close();
+    }
+    const names = (await api.call("namespaces", "List", {})).namespaces.map((n: any) => n.name);
+    assert.ok(names.includes("ns-a") && !names.includes("ns-b"));
+  });
+
+  test("images and containers list with containerd filters; namespaces isolate", async () => {
+    const c = daemon.client("filters");
+    const other = daemon.client("filters-other");
+    try {
+      for (let i = 0; i < 10; i++) {
+        await c.call("images", "Create", { image: { name: `reg.local/app:${i}`, labels: { "com.example/group": i % 2 ? "odd" : "even" }, target } });
+      }
+      await other.call("images", "Create", { image: { name: "reg.local/app:0", target } });
+      const all = (await c.call("images", "List", {})).images;
+      assert.equal(all.length, 10);
+      const even = (await c.call("images", "List", { filters: ['labels."com.example/group"==even'] })).images;
+      assert.equal(even.length, 5);
+      const re = (await c.call("images", "List", { filters: ["name~=app:[12]$"] })).images;
+      assert.deepEqual(re.map((i: any) => i.name).sort(), ["reg.local/app:1", "reg.local/app:2"]);
+      const or = (await c.call("images", "List", { filters: ["name==reg.local/app:3", "name==reg.local/app:4"] })).images;
+      assert.equal(or.length, 2);
+      assert.equal((await other.call("images", "List", {})).images.length, 1);
+
+      await c.call("containers", "Create", { container: { id: "web-1", image: "reg.local/app:1", runtime: { name: "io.containerd.runc.v2" }, spec, labels: { tier: "web" } } });
+      await c.call("containers", "Create", { container: { id: "db-1", image: "reg.local/app:2", runtime: { name: "io.containerd.runc.v2" }, spec } });
+      const web = (await c.call("containers", "List", { filters: ["labels.tier==web"] })).containers;
+      assert.deepEqual(web.map((x: any) => x.id), ["web-1"]);
+      const streamed: string[] = [];
+      for await (const m of c.stream("containers", "ListStream", {})) streamed.push(m.container.id);
+      assert.deepEqual(streamed.sort(), ["db-1", "web-1"]);
+      const got = (await c.call("containers", "Get", { id: "web-1" })).container;
+      assert.equal(got.runtime.name, "io.containerd.runc.v2");
+      assert.equal(got.spec.type_url, spec.type_url);
+      await rejectsClass(other.call("containers", "Get", { id: "web-1" }), "NotFound");
+      await c.call("containers", "Update", { container: { id: "web-1", labels: { tier: "" } }, update_mask: { paths: ["labels.tier"] } });
+      assert.deepEqual((await c.call("containers", "Get", { id: "web-1" })).container.labels, {});
+      await c.call("containers", "Delete", { id: "web-1" });
+      await rejectsClass(c.call("containers", "Get", { id: "web-1" }), "NotFound");
+    } finally {
+      c.close();
+      other.close();
+    }
+  });
+
+  test("bad input: the right class, a message naming the field, and nothing appended", async () => {
+    const c = daemon.client("badinput");
+    const bare = daemon.client("");
+    try {
+      await c.call("images", "Create", { image: { name: "exists", target } });
+      const before = await log.lastSeq();
+      const cases: [() => Promise<unknown>, ErrorClass, RegExp][] = [
+        [() => api.call("namespaces", "Create", { namespace: { name: "Bad..Name" } }), "InvalidArgument", /namespace/],
+        [() => api.call("namespaces", "Create", { namespace: { name: "x".repeat(77) } }), "InvalidArgument", /namespace/],
+        [() => c.call("images", "Create", { image: { name: "", target } }), "InvalidArgument", /name/],
+        [() => c.call("images", "Create", { image: { name: "a", target: { ...target, digest: "sha256:1234" } } }), "InvalidArgument", /[Dd]igest/],
+        [() => c.call("images", "Create", { image: { name: "a", target: { ...target, digest: "md5:" + "0".repeat(32) } } }), "InvalidArgument", /[Dd]igest/],
+        [() => c.call("images", "Create", { image: { name: "a", labels: { k: "v".repeat(5000) }, target } }), "InvalidArgument", /label/i],
+        [() => c.call("images", "List", { filters: ["name=="] }), "InvalidArgument", /filter|parse/i],
+        [() => c.call("images", "List", { filters: ["name~=("] }), "InvalidArgument", /regex|filter|pars/i],
+        [() => c.call("images", "Update", { image: { name: "exists" }, update_mask: { paths: ["created_at"] } }), "InvalidArgument", /created_at/],
+        [() => c.call("containers", "Create", { container: { id: "bad/id", runtime: { name: "r" }, spec } }), "InvalidArgument", /ID|identifier/i],
+        [() => c.call("containers", "Create", { container: { id: "ok", runtime: { name: "" }, spec } }), "InvalidArgument", /Runtime/],
+        [() => bare.call("images", "Create", { image: { name: "a", target } }), "InvalidArgument", /namespace is required/],
+        [() => bare.call("images", "List", {}), "InvalidArgument", /namespace is required/],
+        [() => c.call("images", "Create", { image: { name: "exists", target } }), "AlreadyExists", /image "exists"/],
+      ];
+      for (const [call, cls, re] of cases) await rejectsClass(call(), cls, re);
+      assert.equal(await log.lastSeq(), before, "a refused call appended to the log");
+    } finally {
+      c.close();
+      bare.close();
+    }
+  });
+
+  test("events: Subscribe filtered by namespace gets only that namespace; plain NATS sees the same envelopes", async () => {
+    const protos = loadProtos();
+    const nc = await connect({ servers: nats.url });
+    const natsSeen: Buffer[] = [];
+    const sub = nc.subscribe("containerd.io.ev-foo.>");
+    void (async () => {
+      for await (const m of sub) natsSeen.push(Buffer.from(m.data));
+    })();
+    await nc.flush();
+    const abort = new AbortController();
+    const got: any[] = [];
+    let live!: () => void;
+    const ready = new Promise<void>((r) => (live = r));
+    const reading = (async () => {
+      for await (const env of api.stream("events", "Subscribe", { filters: ['namespace=="ev-foo"'] }, { signal: abort.signal, onMetadata: () => live() })) {
+        got.push(env);
+        if (got.length === 3) abort.abort();
+      }
+    })();
+    await ready;
+    const foo = daemon.client("ev-foo");
+    const bar = daemon.client("ev-bar");
+    try {
+      await bar.call("images", "Create", { image: { name: "bar-1", target } });
+      await foo.call("images", "Create", { image: { name: "foo-1", target } });
+      await bar.call("images", "Create", { image: { name: "bar-2", target } });
+      await foo.call("images", "Update", { image: { name: "foo-1", labels: { a: "b" } }, update_mask: { paths: ["labels.a"] } });
+      await foo.call("images", "Delete", { name: "foo-1" });
+      await reading;
+    } finally {
+      foo.close();
+      bar.close();
+    }
+    assert.deepEqual(got.map((e) => [e.namespace, e.topic]), [
+      ["ev-foo", "/images/create"],
+      ["ev-foo", "/images/update"],
+      ["ev-foo", "/images/delete"],
+    ]);
+    assert.equal(got[0].event.type_url, "containerd.services.images.v1.ImageCreate");
+    const deadline = Date.now() + 5000;
+    while (natsSeen.length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(natsSeen.length, 3);
+    const decoded = natsSeen.map((b) => protos.decode("containerd.services.events.v1.Envelope", b));
+    assert.deepEqual(decoded.map((e: any) => e.topic), ["/images/create", "/images/update", "/images/delete"]);
+    assert.deepEqual(Buffer.from(decoded[0].event.value), Buffer.from(got[0].event.value));
+    await nc.close();
+  });
+
+  test("ck events --namespace with --from-seq replays history first, only that namespace", async () => {
+    const first = (await log.lastSeq()) + 1;
+    const foo = daemon.client("hist-foo");
+    const bar = daemon.client("hist-bar");
+    try {
+      await foo.call("images", "Create", { image: { name: "h1", target } });
+      await bar.call("images", "Create", { image: { name: "h2", target } });
+      await foo.call("images", "Delete", { name: "h1" });
+    } finally {
+      foo.close();
+      bar.close();
+    }
+    const { spawn } = await import("node:child_process");
+    const p = spawn(process.execPath, [CK, "--address", daemon.address, "events", "--namespace", "hist-foo", "--from-seq", String(first)]);
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    const deadline = Date.now() + 15_000;
+    while (out.split("\n").filter(Boolean).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    p.kill("SIGTERM");
+    const lines = out.split("\n").filter(Boolean);
+    assert.equal(lines.length, 2, out);
+    assert.match(lines[0]!, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \+0000 UTC hist-foo \/images\/create \{"name":"h1"\}$/);
+    assert.match(lines[1]!, / hist-foo \/images\/delete \{"name":"h1"\}$/);
+  });
+
+  test("ck CLI: namespaces, images and containers, ctr-like tables", async () => {
+    const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "cli" };
+    let r = await runNode(CK, ["namespaces", "create", "cli", "owner=me"], env);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runNode(CK, ["images", "create", "docker.io/library/x:1", "--digest", DIGEST, "--size", "1234", "--media-type", target.media_type], env);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runNode(CK, ["images", "tag", "docker.io/library/x:1", "docker.io/library/x:2"], env);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runNode(CK, ["images", "ls"], env);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split("\n");
+    assert.match(lines[0]!, /^REF\s+TYPE\s+DIGEST\s+SIZE/);
+    assert.equal(lines.length, 3);
+    assert.ok(lines[1]!.includes(DIGEST));
+    r = await runNode(CK, ["images", "ls", "-q"], env);
+    assert.deepEqual(r.stdout.trim().split("\n"), ["docker.io/library/x:1", "docker.io/library/x:2"]);
+    r = await runNode(CK, ["namespaces", "ls"], env);
+    assert.match(r.stdout, /^NAME\s+LABELS\n/);
+    assert.match(r.stdout, /\ncli\s+owner=me\n/);
+    r = await runNode(CK, ["namespaces", "rm", "cli"], env);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /must be empty/);
+    r = await runNode(CK, ["containers", "create", "docker.io/library/x:1", "c1", "--", "echo", "hi"], env);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runNode(CK, ["containers", "ls"], env);
+    assert.match(r.stdout, /^CONTAINER\s+IMAGE\s+RUNTIME\n/);
+    assert.match(r.stdout, /c1\s+docker.io\/library\/x:1\s+io.containerd.runc.v2/);
+    r = await runNode(CK, ["containers", "info", "c1"], env);
+    assert.deepEqual(JSON.parse(r.stdout).Spec.process.args, ["echo", "hi"]);
+    r = await runNode(CK, ["images", "create", "bad", "--digest", "nope", "--size", "1", "--media-type", "x"], env);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /invalid argument/);
+    for (const args of [["containers", "rm", "c1"], ["images", "rm", "docker.io/library/x:1", "docker.io/library/x:2"], ["namespaces", "rm", "cli"]]) {
+      r = await runNode(CK, args, env);
+      assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+    }
+  });
+
+  test("introspection lists the plugins that loaded; version answers", async () => {
+    const p = await api.call("introspection", "Plugins", { filters: ["type==io.containerd.grpc.v1"] });
+    const ids = p.plugins.map((x: any) => x.id);
+    for (const id of ["namespaces", "images", "containers", "events"]) assert.ok(ids.includes(id), id);
+    const v = await api.call("version", "Version", {});
+    assert.match(v.version, /^ck /);
+    const s = await api.call("introspection", "Server", {});
+    assert.match(s.uuid, /^[0-9a-f-]{36}$/);
+  });
+});

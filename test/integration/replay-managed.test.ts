@@ -1,0 +1,145 @@
+// ckd with its own managed nats-server (orphan after kill -9, clean SIGTERM, TOML config),
+// and ck-replay against a stopped ckd's root: rebuild, verify (and catching a difference),
+// state as of a past sequence or time.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TestDaemon, runNode, CK_REPLAY, CKD } from "../helpers/daemon.js";
+import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
+import { ProjectionDb } from "../../src/projections/db.js";
+import { keys } from "../../src/projections/views.js";
+import { readState } from "../../src/eventstore/nats-server.js";
+
+const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "1".repeat(64), size: 10 };
+
+/** Running and not a zombie (pid 1 here may take seconds to reap a killed orphan). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+test("managed nats-server: kill -9 of ckd leaves an orphan that the next start replaces without losing the log; SIGTERM stops both", async () => {
+  const root = await mkdtemp(join(tmpdir(), "ck-managed-"));
+  const config = join(root, "ckd.toml");
+  await writeFile(config, `stream = "MANAGED_TEST"\nlog_level = "info"\n`);
+  const d = await TestDaemon.start({ root, extraArgs: ["--config", config] });
+  try {
+    const rec = await readRootRecord(root);
+    assert.ok(rec?.managed);
+    assert.equal(rec.stream, "MANAGED_TEST");
+    const c = d.client("managed");
+    for (let i = 0; i < 20; i++) await c.call("images", "Create", { image: { name: `m${i}`, target } });
+    c.close();
+    const orphan = (await readState(rootPaths(root).natsStore))!.pid!;
+    assert.ok(alive(orphan));
+
+    await d.kill9();
+    assert.ok(alive(orphan), "the managed server died with ckd");
+    await d.launch();
+    assert.ok(!alive(orphan) || (await readState(rootPaths(root).natsStore))!.pid === orphan, "orphan neither replaced nor reused");
+    const c2 = d.client("managed");
+    assert.equal((await c2.call("images", "List", {})).images.length, 20);
+    await c2.call("images", "Create", { image: { name: "m-after", target } });
+    c2.close();
+
+    const serverPid = (await readState(rootPaths(root).natsStore))!.pid!;
+    assert.equal(await d.stop(), 0);
+    assert.ok(!existsSync(d.address), "socket left behind");
+    const deadline = Date.now() + 5000;
+    while (alive(serverPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(!alive(serverPid), "managed nats-server still running after SIGTERM");
+
+    // ck-replay finds the log from ckd.json alone, starting the stopped server's store itself.
+    const r = await runNode(CK_REPLAY, ["verify", "--root", root]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  } finally {
+    await d.cleanup();
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("ck-replay: rebuild reports events/s, verify catches a tampered projection, show and --until give past states", async () => {
+  const { startTestNats } = await import("../helpers/nats.js");
+  const nats = await startTestNats();
+  const d = await TestDaemon.start({ natsUrl: nats.url });
+  try {
+    const c = d.client("hist");
+    await c.call("images", "Create", { image: { name: "a", target } });
+    await c.call("images", "Create", { image: { name: "b", target } });
+    const midTime = new Date();
+    await new Promise((r) => setTimeout(r, 50));
+    await c.call("images", "Delete", { name: "a" });
+    await c.call("images", "Update", { image: { name: "b", labels: { v: "2" } }, update_mask: { paths: ["labels.v"] } });
+    c.close();
+    assert.equal(await d.stop(), 0);
+
+    let r = await runNode(CK_REPLAY, ["rebuild", "--root", d.root]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /rebuilt 4 events .* \(\d+ events\/s\), applied sequence 4/);
+
+    r = await runNode(CK_REPLAY, ["verify", "--root", d.root]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+
+    r = await runNode(CK_REPLAY, ["show", "--root", d.root, "--namespace", "hist", "--until", "2"]);
+    assert.equal(r.code, 0, r.stderr);
+    let state = JSON.parse(r.stdout);
+    assert.equal(state.sequence, 2);
+    assert.deepEqual(state.namespaces[0].images.map((i: any) => i.name), ["a", "b"]);
+
+    r = await runNode(CK_REPLAY, ["show", "--root", d.root, "--namespace", "hist", "--until", midTime.toISOString()]);
+    state = JSON.parse(r.stdout);
+    assert.deepEqual(state.namespaces[0].images.map((i: any) => i.name), ["a", "b"]);
+
+    r = await runNode(CK_REPLAY, ["show", "--root", d.root, "--namespace", "hist"]);
+    state = JSON.parse(r.stdout);
+    assert.equal(state.sequence, 4);
+    assert.deepEqual(state.namespaces[0].images.map((i: any) => [i.name, i.labels]), [["b", { v: "2" }]]);
+
+    r = await runNode(CK_REPLAY, ["show", "--root", d.root, "--until", "not-a-time"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--until "not-a-time"/);
+
+    // Tamper with the live projection: verify must fail and name the key.
+    const db = await ProjectionDb.open(rootPaths(d.root).meta);
+    const rec: any = await db.get(keys.image("hist", "b"));
+    rec.labels.v = "tampered";
+    await db.apply([[keys.image("hist", "b"), rec]], db.appliedSeq);
+    await db.close();
+    r = await runNode(CK_REPLAY, ["verify", "--root", d.root]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /value differs: img\/hist\/b/);
+
+    // A damaged projection is rebuilt from 1 at the next start.
+    await rm(join(rootPaths(d.root).meta, "CURRENT"));
+    await d.launch();
+    const lines = d.logLines().filter((l) => l.msg === "projection caught up");
+    assert.equal(lines[lines.length - 1]!.rebuilt, true);
+    const c2 = d.client("hist");
+    assert.deepEqual((await c2.call("images", "Get", { name: "b" })).image.labels, { v: "2" });
+    c2.close();
+  } finally {
+    await d.cleanup();
+    await nats.cleanup();
+  }
+});
+
+test("ckd refuses a config file with an unknown key, naming it, before touching the root", async () => {
+  const root = await mkdtemp(join(tmpdir(), "ck-badconf-"));
+  try {
+    const config = join(root, "bad.toml");
+    await writeFile(config, `stream = "X"\nnats_url = "nats://127.0.0.1:1"\n`);
+    const r = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), "--config", config]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unknown key "nats_url"/);
+    assert.ok(!existsSync(join(root, "r")), "the root was created despite the bad config");
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,151 @@
+// LocalContentStore against the content store conformance suite, plus what only a store on
+// disk can show: resume and leftovers after a restart, the on-disk layout, grouped fsyncs.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { LocalContentStore } from "../../src/content/local-store.js";
+import { contentStoreConformance } from "../conformance/content-store.js";
+
+const sha = (b: Buffer): string => "sha256:" + createHash("sha256").update(b).digest("hex");
+
+async function tempRoot(): Promise<{ base: string; root: string }> {
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), "ck-content-"));
+  return { base, root: path.join(base, "store") };
+}
+
+for (const [name, opts] of [
+  ["LocalContentStore", {}],
+  ["LocalContentStore, every ingest on disk", { memoryIngestMaxBytes: 0 }],
+] as const) {
+  contentStoreConformance(name, async () => {
+    const { base, root } = await tempRoot();
+    const store = await LocalContentStore.open(root, opts);
+    return {
+      store,
+      root,
+      async cleanup() {
+        await store.close();
+        await fs.rm(base, { recursive: true, force: true });
+      },
+    };
+  });
+}
+
+describe("LocalContentStore on disk", () => {
+  test("layout: blobs/sha256/<hex> and ingest/<sha256(ref)>/{data,ref.json}", async () => {
+    const { base, root } = await tempRoot();
+    const store = await LocalContentStore.open(root);
+    try {
+      const data = Buffer.from("layout");
+      const w1 = await store.writer({ ref: "../weird ref", total: data.length });
+      await w1.write(0, data.subarray(0, 3));
+      assert.deepEqual(await fs.readdir(path.join(root, "ingest")), [], "a small open ingest is in memory");
+      await w1.close();
+      const key = createHash("sha256").update("../weird ref").digest("hex");
+      assert.deepEqual((await fs.readdir(path.join(root, "ingest", key))).sort(), ["data", "ref.json"]);
+      assert.equal(await fs.readFile(path.join(root, "ingest", key, "data"), "utf8"), "lay");
+      const saved = JSON.parse(await fs.readFile(path.join(root, "ingest", key, "ref.json"), "utf8"));
+      assert.equal(saved.ref, "../weird ref");
+      assert.equal(saved.total, data.length);
+      const w = await store.writer({ ref: "../weird ref" });
+      await w.write(3, data.subarray(3));
+      const { digest } = await w.commit();
+      assert.equal(store.path(digest), path.join(root, "blobs", "sha256", digest.slice(7)));
+      assert.ok((await fs.readFile(store.path(digest))).equals(data));
+      assert.deepEqual(await fs.readdir(path.join(root, "ingest")), []);
+    } finally {
+      await store.close();
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
+  test("after a restart a partial ingest resumes with the right digest; leftovers are harmless", async () => {
+    const { base, root } = await tempRoot();
+    try {
+      const data = randomBytes(3 * 1024 * 1024 + 11);
+      const cut = 2 * 1024 * 1024 + 5;
+      const s1 = await LocalContentStore.open(root);
+      const w1 = await s1.writer({ ref: "layer-x", expected: sha(data), total: data.length });
+      await w1.write(0, data.subarray(0, cut));
+      await w1.close();
+      await s1.close();
+
+      // What a crash can leave: a stray file in blobs/, an ingest dir whose ref.json never landed.
+      await fs.writeFile(path.join(root, "blobs", "sha256", ".tmp-123"), "junk");
+      const orphan = path.join(root, "ingest", "f".repeat(64));
+      await fs.mkdir(orphan);
+      await fs.writeFile(path.join(orphan, "data"), "half");
+
+      const s2 = await LocalContentStore.open(root);
+      try {
+        const st = await s2.status("layer-x");
+        assert.deepEqual([st.offset, st.total, st.expected], [cut, data.length, sha(data)]);
+        assert.deepEqual((await s2.listStatuses()).map((s) => s.ref), ["layer-x"]);
+        const w2 = await s2.writer({ ref: "layer-x" });
+        assert.equal(w2.offset, cut);
+        assert.equal(w2.digest(), sha(data.subarray(0, cut)));
+        await w2.write(cut, data.subarray(cut));
+        assert.deepEqual(await w2.commit(), { digest: sha(data), size: data.length });
+        const walked = [];
+        for await (const b of s2.walk()) walked.push(b);
+        assert.deepEqual(walked, [{ digest: sha(data), size: data.length }]);
+        assert.deepEqual(await s2.cleanupStale(0), [], "the orphan goes, unnamed");
+        assert.deepEqual(await fs.readdir(path.join(root, "ingest")), []);
+      } finally {
+        await s2.close();
+      }
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
+  test("a small ingest reaches disk once, at commit, leaving nothing in ingest/", async () => {
+    const { base, root } = await tempRoot();
+    const store = await LocalContentStore.open(root);
+    try {
+      const data = randomBytes(10_000);
+      const w = await store.writer({ ref: "small", expected: sha(data) });
+      await w.write(0, data.subarray(0, 4000));
+      await w.write(4000, data.subarray(4000));
+      assert.equal((await store.status("small")).offset, data.length);
+      assert.deepEqual((await store.listStatuses()).map((s) => s.ref), ["small"]);
+      assert.deepEqual(await fs.readdir(path.join(root, "ingest")), []);
+      await w.commit();
+      assert.deepEqual(await fs.readdir(path.join(root, "ingest")), []);
+      assert.ok((await fs.readFile(store.path(sha(data)))).equals(data));
+      // A stale temp file from a crash is ignored, then cleaned.
+      const stale = path.join(root, "ingest", "e".repeat(64) + ".tmp");
+      await fs.writeFile(stale, "x");
+      assert.deepEqual(await store.listStatuses(), []);
+      assert.deepEqual(await store.cleanupStale(0), []);
+      assert.deepEqual(await fs.readdir(path.join(root, "ingest")), []);
+    } finally {
+      await store.close();
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
+  test("concurrent commits share directory fsyncs", async () => {
+    const { base, root } = await tempRoot();
+    const store = await LocalContentStore.open(root);
+    try {
+      await Promise.all(
+        Array.from({ length: 64 }, async (_, i) => {
+          const data = randomBytes(4096);
+          const w = await store.writer({ ref: `blob-${i}`, expected: sha(data), total: data.length });
+          await w.write(0, data);
+          await w.commit();
+        }),
+      );
+      const { rounds, requests } = store.syncStats;
+      assert.equal(requests, 64);
+      assert.ok(rounds < requests, `${rounds} directory syncs for ${requests} commits`);
+    } finally {
+      await store.close();
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+// ck-replay: rebuild projections from the log, verify a live projection against a fresh
+// rebuild byte for byte, and show the state as of a past sequence or time.
+//
+//   ck-replay rebuild [--root DIR] [--out DIR] [--until SEQ|TIME]
+//   ck-replay verify  --root DIR
+//   ck-replay show    --root DIR [--namespace NS] [--until SEQ|TIME]
+//
+// With --root the log is found from what ckd recorded there (ckd.json); if ckd ran its own
+// nats-server and it is not running any more, a temporary one is started on that store.
+// --nats URL and --stream NAME override.
+import { Command } from "commander";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { ProjectionDb } from "../../src/projections/db.js";
+import { Queries } from "../../src/projections/queries.js";
+import { rootPaths } from "../../src/api/daemon.js";
+import { compareProjections, openLogFor, parseUntil, rebuild, type LogFlags } from "./replay.js";
+
+async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), "ck-replay-"));
+  try {
+    return await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function logOptions(cmd: Command): Command {
+  return cmd
+    .option("--root <dir>", "ckd root: the log is found from ckd.json there")
+    .option("--nats <url>", "NATS server holding the log")
+    .option("--stream <name>", "stream name (default from the root, else CK_EVENTS)");
+}
+
+async function main(): Promise<void> {
+  const program = new Command("ck-replay").description("rebuild, verify and inspect projections from ck's event log");
+
+  logOptions(program.command("rebuild"))
+    .description("fold the log into a fresh projection directory and report events/s")
+    .option("--out <dir>", "projection directory to write (default: a temporary one, removed after)")
+    .option("--until <seq|time>", "stop at this sequence or time")
+    .action(async (opts: LogFlags & { out?: string; until?: string }) => {
+      const until = parseUntil(opts.until);
+      const opened = await openLogFor(opts);
+      try {
+        const run = async (dir: string) => {
+          const r = await rebuild(opened.log, dir, until);
+          await r.db.close();
+          const rate = r.seconds > 0 ? Math.round(r.events / r.seconds) : r.events;
+          process.stdout.write(`rebuilt ${r.events} events to ${dir} in ${r.seconds.toFixed(3)} s (${rate} events/s), applied sequence ${r.appliedSeq}\n`);
+        };
+        if (opts.out) await run(opts.out);
+        else await withTempDir(run);
+      } finally {
+        await opened.close();
+      }
+    });
+
+  logOptions(program.command("verify"))
+    .description("rebuild from the log and compare with the live projection of a stopped ckd, byte for byte")
+    .action(async (opts: LogFlags) => {
+      if (!opts.root) throw new Error("verify needs --root DIR (the ckd root whose projection to check)");
+      const live = rootPaths(opts.root).meta;
+      if (!existsSync(live)) throw new Error(`${live}: no projection to verify`);
+      let liveDb: ProjectionDb;
+      try {
+        liveDb = await ProjectionDb.open(live);
+      } catch (err) {
+        throw new Error(`cannot open ${live} (is ckd still running? stop it first): ${(err as Error).message}`);
+      }
+      const opened = await openLogFor(opts);
+      try {
+        const diffs = await withTempDir(async (dir) => {
+          const r = await rebuild(opened.log, join(dir, "meta"), { seq: liveDb.appliedSeq });
+          try {
+            if (r.appliedSeq !== liveDb.appliedSeq) {
+              return [`live projection is at sequence ${liveDb.appliedSeq}, the log only reaches ${r.appliedSeq}`];
+            }
+            return await compareProjections(liveDb, r.db);
+          } finally {
+            await r.db.close();
+          }
+        });
+        if (diffs.length) {
+          process.stdout.write(`verify FAILED at sequence ${liveDb.appliedSeq}:\n${diffs.map((d) => `  ${d}\n`).join("")}`);
+          process.exitCode = 1;
+        } else {
+          process.stdout.write(`verify OK: live projection equals a rebuild from the log at sequence ${liveDb.appliedSeq}\n`);
+        }
+      } finally {
+        await liveDb.close();
+        await opened.close();
+      }
+    });
+
+  logOptions(program.command("show"))
+    .description("print the state of one namespace (or all) as JSON, rebuilt from the log")
+    .option("--namespace <ns>", "only this namespace")
+    .option("--until <seq|time>", "state as of this sequence or time")
+    .action(async (opts: LogFlags & { namespace?: string; until?: string }) => {
+      const until = parseUntil(opts.until);
+      const opened = await openLogFor(opts);
+      try {
+        await withTempDir(async (dir) => {
+          const r = await rebuild(opened.log, dir, until);
+          try {
+            const q = new Queries(r.db);
+            const names = opts.namespace ? [opts.namespace] : (await q.listNamespaces()).map((n) => n.name);
+            const state = [];
+            for (const name of names) {
+              const ns = await q.getNamespace(name).catch(() => undefined);
+              state.push({
+                namespace: name,
+                exists: ns !== undefined,
+                labels: ns?.labels ?? {},
+                images: (await q.listImages(name)).map((i) => ({ name: i.name, target: i.target, labels: i.labels })),
+                containers: (await q.listContainers(name)).map((c) => ({ id: c.id, image: c.image, runtime: c.runtime.name, labels: c.labels })),
+              });
+            }
+            process.stdout.write(JSON.stringify({ sequence: r.appliedSeq, namespaces: state }, null, 2) + "\n");
+          } finally {
+            await r.db.close();
+          }
+        });
+      } finally {
+        await opened.close();
+      }
+    });
+
+  await program.parseAsync();
+}
+
+main().catch((err) => {
+  process.stderr.write(`ck-replay: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(2);
+});

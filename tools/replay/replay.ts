@@ -1,0 +1,129 @@
+// The replay library: find ckd's log, fold it into a fresh projection up to a point, and
+// compare two projections byte for byte. tools/replay/main.ts is its command line.
+import { EventLog, DEFAULT_STREAM } from "../../src/eventstore/log.js";
+import { NatsServerProcess } from "../../src/eventstore/nats-server.js";
+import { ProjectionDb, META_PREFIX } from "../../src/projections/db.js";
+import { Projector } from "../../src/projections/projector.js";
+import { loadProtos } from "../../src/protos/protos.js";
+import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
+
+export interface LogFlags {
+  root?: string;
+  nats?: string;
+  stream?: string;
+}
+
+export interface OpenedLog {
+  log: EventLog;
+  close(): Promise<void>;
+}
+
+/** Finds and opens the log from flags or from ckd's record under --root. */
+export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
+  let url = flags.nats;
+  let stream = flags.stream;
+  let temp: NatsServerProcess | undefined;
+  if (flags.root && (!url || !stream)) {
+    const rec = await readRootRecord(flags.root);
+    if (!rec && !url) throw new Error(`${rootPaths(flags.root).record} not found: is ${flags.root} a ckd root? (or pass --nats URL)`);
+    stream ??= rec?.stream;
+    if (!url && rec) {
+      url = rec.natsUrl;
+      if (rec.managed && rec.natsStoreDir && !(await reachable(url))) {
+        temp = await NatsServerProcess.start({ storeDir: rec.natsStoreDir });
+        url = temp.url;
+      }
+    }
+  }
+  if (!url) throw new Error("no log: pass --root DIR or --nats URL");
+  const log = await EventLog.open({ url, stream: stream ?? DEFAULT_STREAM, name: "ck-replay" });
+  return {
+    log,
+    close: async () => {
+      await log.close();
+      await temp?.stop();
+    },
+  };
+}
+
+async function reachable(url: string): Promise<boolean> {
+  const { connect } = await import("@nats-io/transport-node");
+  try {
+    const nc = await connect({ servers: url, timeout: 1500, reconnect: false });
+    await nc.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Parses --until: a positive integer is a sequence, anything else a time. */
+export function parseUntil(v: string | undefined): { seq?: number; time?: Date } {
+  if (v === undefined) return {};
+  if (/^\d+$/.test(v)) return { seq: Number(v) };
+  const t = new Date(v);
+  if (Number.isNaN(t.getTime())) throw new Error(`--until "${v}" is neither a sequence number nor a time`);
+  return { time: t };
+}
+
+export interface RebuildResult {
+  db: ProjectionDb;
+  events: number;
+  seconds: number;
+  appliedSeq: number;
+}
+
+/** Folds the log into a fresh projection at `out`, up to a point. */
+export async function rebuild(log: EventLog, out: string, until: { seq?: number; time?: Date } = {}): Promise<RebuildResult> {
+  await ProjectionDb.destroy(out);
+  const db = await ProjectionDb.open(out);
+  const info = await log.info();
+  await db.setLogIdentity({ stream: log.stream, created: String(info.created) });
+  const last = info.state.last_seq;
+  const untilSeq = Math.min(last, until.seq ?? last);
+  const started = process.hrtime.bigint();
+  if (untilSeq > 0) {
+    const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time, maxBatch: 8192 });
+    projector.start();
+    await projector.finished();
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return { db, events: db.appliedSeq, seconds, appliedSeq: db.appliedSeq };
+}
+
+/** Compares two projections byte for byte (bookkeeping keys aside); lists differences. */
+export async function compareProjections(a: ProjectionDb, b: ProjectionDb, max = 20): Promise<string[]> {
+  const diffs: string[] = [];
+  const ia = a.scanRaw("");
+  const ib = b.scanRaw("");
+  const next = (it: Iterator<[string, Buffer]>) => {
+    for (;;) {
+      const r = it.next();
+      if (r.done) return undefined;
+      if (!r.value[0].startsWith(META_PREFIX)) return r.value;
+    }
+  };
+  let x = next(ia);
+  let y = next(ib);
+  while ((x || y) && diffs.length < max) {
+    if (x && (!y || x[0] < y[0])) {
+      diffs.push(`only in live: ${printable(x[0])}`);
+      x = next(ia);
+    } else if (y && (!x || y[0] < x[0])) {
+      diffs.push(`only in rebuild: ${printable(y[0])}`);
+      y = next(ib);
+    } else {
+      if (!x![1].equals(y![1])) diffs.push(`value differs: ${printable(x![0])}`);
+      x = next(ia);
+      y = next(ib);
+    }
+  }
+  ia.return?.(undefined);
+  ib.return?.(undefined);
+  return diffs;
+}
+
+function printable(key: string): string {
+  return key.replace(/\u0000/g, "/");
+}
+
