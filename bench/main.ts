@@ -16,6 +16,7 @@ import { subjectFor } from "../src/emitter/subjects.js";
 import { imageRecord, TYPE } from "../src/projections/views.js";
 import { ApiClient } from "../src/cli/client.js";
 import { rebuild } from "../tools/replay/replay.js";
+import { pullBench, median } from "./pull.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(here, "..", "..");
@@ -198,6 +199,10 @@ async function main(): Promise<void> {
     if (ctd) {
       log("bench-peer against containerd");
       ref = await runPeer(peer, ctd.socket, ctd.proc.pid!, "containerd");
+    }
+    const skipPull = process.argv.includes("--no-pull");
+    const pulls = skipPull ? undefined : await pullBench(work, sock, ctd?.socket, quick ? 1 : 3, log);
+    if (ctd) {
       await stopProcess(ctd.proc);
       ctd = undefined;
     }
@@ -243,6 +248,27 @@ async function main(): Promise<void> {
     ratioRow("Content.Write 4 KiB x2000 c=16", "content_write_small.blobs_per_s", "blobs/s", 4);
     ratioRow("Content.Info x2000 c=16", "content_info_small.ops_per_s", "ops/s");
     ratioRow("Content.Delete x2000 c=16", "content_delete_small.ops_per_s", "ops/s");
+    if (pulls) {
+      const mb = (pulls.totalBytes / 1e6).toFixed(1);
+      const ckCold = median(pulls.ckCold);
+      const ctdCold = median(pulls.ctdCold);
+      const ckWarm = median(pulls.ckWarm);
+      const sec = (ms: number | undefined) => (ms === undefined ? undefined : ms / 1000);
+      rows.push({
+        what: `pull cold, ${mb} MB 3 layers, no unpack (s, median of ${pulls.ckCold.length})`,
+        ck: fmt(sec(ckCold)),
+        containerd: fmt(sec(ctdCold)),
+        target: "<= containerd",
+        verdict: ckCold !== undefined && ctdCold !== undefined ? `${(ctdCold / ckCold).toFixed(2)}x ${ckCold <= ctdCold ? "met" : "MISSED"}` : "",
+      });
+      rows.push({
+        what: "pull warm into a 2nd namespace (s)",
+        ck: fmt(sec(ckWarm)),
+        containerd: fmt(sec(median(pulls.ctdWarm))),
+        target: "<= 0.3",
+        verdict: ckWarm === undefined ? "" : ckWarm <= 300 ? "met" : "MISSED",
+      });
+    }
     const machine = await machineSpeeds(work);
     const bound = Math.min(machine.sha256, machine.disk);
     const big = g(ck, "content_write_big.MB_per_s");

@@ -10,13 +10,18 @@ import { NamespacedBlobs } from "../content/namespaced.js";
 import { isClass, invalidArgument, outOfRange, alreadyExists, CkError } from "../errdefs/errdefs.js";
 import { parseFilters } from "../projections/filters.js";
 import { validateDigest } from "../commands/validation.js";
-import { failStream, requests, maskPaths, namespaceOf, serverStream, unary, writeStream } from "./grpc.js";
+import { failStream, requests, maskPaths, metadataValue, namespaceOf, LEASE_HEADER, serverStream, unary, writeStream } from "./grpc.js";
 import type { BlobRecord, Timestamp } from "../projections/views.js";
+import { leaseHandlers } from "../commands/leases.js";
 
 export interface ContentDeps {
   sequencer: Sequencer;
   queries: Queries;
   store: ContentStore;
+  /** Shared with the garbage collector (one lock per digest); created here when absent. */
+  blobs?: NamespacedBlobs;
+  /** Called after a content delete (GC may now find more garbage). */
+  afterDelete?: () => void;
 }
 
 const READ_CHUNK = 1 << 20;
@@ -41,7 +46,7 @@ function status(s: IngestStatus) {
 }
 
 export function contentService(d: ContentDeps): grpc.UntypedServiceImplementation {
-  const blobs = new NamespacedBlobs(d.sequencer, d.queries, d.store);
+  const blobs = d.blobs ?? new NamespacedBlobs(d.sequencer, d.queries, d.store);
   const commitMetadata = blobs.commit.bind(blobs);
   return {
     Info: unary(async (call) => {
@@ -69,6 +74,7 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
       const ns = namespaceOf(call);
       const digest = call.request.digest ?? "";
       await blobs.delete(ns, digest);
+      d.afterDelete?.();
       return {};
     }),
     Read: serverStream(async (call) => {
@@ -131,9 +137,14 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
 async function runWrite(
   d: ContentDeps,
   call: grpc.ServerDuplexStream<any, any>,
-  commitMetadata: (ns: string, digest: string, size: number, labels: Record<string, string>) => Promise<unknown>,
+  commitMetadata: (ns: string, digest: string, size: number, labels: Record<string, string>, lease?: string) => Promise<unknown>,
 ): Promise<void> {
   const ns = namespaceOf(call);
+  const lease = metadataValue(call, LEASE_HEADER) || undefined;
+  /** containerd leases content it finds already committed before answering AlreadyExists. */
+  const leaseExisting = async (digest: string) => {
+    if (lease) await d.sequencer.submit(leaseHandlers.addResource({ namespace: ns, id: lease, resource: { id: digest, type: "content" } }));
+  };
   let writer: IngestWriter | undefined;
   /** Set when the expected blob is already on disk: the client may commit without bytes. */
   let shared: { digest: string; size: number } | undefined;
@@ -146,12 +157,17 @@ async function runWrite(
       if (!ref) {
         if (!req.ref) throw invalidArgument("first message of a write must carry ref");
         ref = req.ref;
+        // As containerd's writer: a write under a lease that does not exist fails at once.
+        if (lease) await d.queries.getLease(ns, lease);
         total = Number(req.total ?? 0);
         expected = req.expected ?? "";
         if (expected) {
           validateDigest("expected", expected);
           const visible = await d.queries.getBlob(ns, expected).catch(() => undefined);
-          if (visible) throw alreadyExists(`content ${expected}`);
+          if (visible) {
+            await leaseExisting(expected);
+            throw alreadyExists(`content ${expected}`);
+          }
           const onDisk = await d.store.stat(expected);
           if (onDisk && (total === 0 || total === onDisk.size)) shared = onDisk;
         }
@@ -196,7 +212,12 @@ async function runWrite(
           }
           writer = undefined;
         }
-        await commitMetadata(ns, committed.digest, committed.size, req.labels ?? {});
+        try {
+          await commitMetadata(ns, committed.digest, committed.size, req.labels ?? {}, lease);
+        } catch (err) {
+          if (isClass(err, "AlreadyExists")) await leaseExisting(committed.digest);
+          throw err;
+        }
         await writeStream(call, { action: WRITE_ACTION.COMMIT, offset: committed.size, digest: committed.digest });
         call.end();
         return;

@@ -24,6 +24,9 @@ import { contentService } from "./content-service.js";
 import { LocalContentStore } from "../content/local-store.js";
 import type { ContentStore } from "../content/types.js";
 import { introspectionService, versionService, CK_VERSION, type PluginInfo } from "./info-services.js";
+import { leasesService, gcService } from "./leases-service.js";
+import { GcScheduler } from "./gc-scheduler.js";
+import { NamespacedBlobs } from "../content/namespaced.js";
 
 export interface DaemonConfig {
   root: string;
@@ -36,6 +39,8 @@ export interface DaemonConfig {
   replicas?: number;
   /** Ingests idle this long are removed (default 24 h). */
   staleIngestMs?: number;
+  /** How often leases are checked for expiry (default 60 s; 0 turns the check off). */
+  gcExpiryIntervalMs?: number;
 }
 
 /** What ckd records under its root so tools (ck-replay) find the log without flags. */
@@ -114,6 +119,7 @@ export class Daemon {
   private server: grpc.Server | undefined;
   private sweeper: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
+  private gc: GcScheduler | undefined;
 
   private constructor(
     readonly config: DaemonConfig,
@@ -187,13 +193,15 @@ export class Daemon {
       { type: "io.containerd.event.v1", id: "jetstream", exports: { stream, durability } },
       { type: "io.containerd.metadata.v1", id: "rocksdb", requires: ["io.containerd.event.v1"] },
       { type: "io.containerd.content.v1", id: "content", exports: { root: paths.content } },
-      ...["namespaces", "images", "containers", "content", "events", "version", "introspection"].map((id) => ({
+      { type: "io.containerd.gc.v1", id: "scheduler", requires: ["io.containerd.metadata.v1"], exports: { expiry_interval_ms: String(config.gcExpiryIntervalMs ?? 60_000) } },
+      ...["namespaces", "images", "containers", "content", "leases", "events", "version", "introspection"].map((id) => ({
         type: "io.containerd.grpc.v1",
         id,
         requires: ["io.containerd.metadata.v1"],
       })),
       // Listed with its limit: no runtime yet, so it can only say that no task exists.
       { type: "io.containerd.grpc.v1", id: "tasks", exports: { runtime: "none" } },
+      { type: "io.containerd.grpc.v1", id: "ck.gc", requires: ["io.containerd.gc.v1"] },
     ];
     const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content);
     d.sweepStaleIngests(config.staleIngestMs ?? 24 * 3600_000);
@@ -219,7 +227,14 @@ export class Daemon {
       "grpc.max_send_message_length": 16 << 20,
     });
     const queries = new Queries(this.db);
-    const deps = { sequencer: this.sequencer, queries };
+    const blobs = new NamespacedBlobs(this.sequencer, queries, this.content);
+    const gc = new GcScheduler(
+      { sequencer: this.sequencer, queries, blobs, logger: this.logger },
+      { expiryIntervalMs: this.config.gcExpiryIntervalMs },
+    );
+    gc.start();
+    this.gc = gc;
+    const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync) };
     const add = (name: string, impl: grpc.UntypedServiceImplementation) =>
       server.addService(this.protos.serviceDefinition(name), impl);
     add("containerd.services.namespaces.v1.Namespaces", namespacesService(deps));
@@ -229,7 +244,12 @@ export class Daemon {
       "containerd.services.events.v1.Events",
       eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos) }),
     );
-    add("containerd.services.content.v1.Content", contentService({ sequencer: this.sequencer, queries, store: this.content }));
+    add(
+      "containerd.services.content.v1.Content",
+      contentService({ sequencer: this.sequencer, queries, store: this.content, blobs, afterDelete: () => gc.trigger() }),
+    );
+    add("containerd.services.leases.v1.Leases", leasesService({ sequencer: this.sequencer, queries, gc }));
+    add("ck.services.gc.v1.GC", gcService({ gc }));
     add("containerd.services.tasks.v1.Tasks", tasksService());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));
     add("containerd.services.introspection.v1.Introspection", introspectionService({ uuid: this.uuid, plugins: () => this.plugins }));
@@ -253,6 +273,7 @@ export class Daemon {
 
   private async doStop(): Promise<void> {
     clearInterval(this.sweeper);
+    await this.gc?.stop().catch(() => undefined);
     const server = this.server;
     if (server) {
       await new Promise<void>((resolve) => {

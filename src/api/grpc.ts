@@ -5,6 +5,8 @@ import { invalidArgument, toGrpcError } from "../errdefs/errdefs.js";
 import { validateIdentifier } from "../commands/validation.js";
 
 export const NAMESPACE_HEADER = "containerd-namespace";
+/** The lease a call's writes are added to (containerd's client.WithLease). */
+export const LEASE_HEADER = "containerd-lease";
 
 /** The namespace a call is made in; InvalidArgument when required and missing. */
 export function namespaceOf(call: { metadata: grpc.Metadata }): string {

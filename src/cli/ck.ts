@@ -9,6 +9,9 @@ import { CkError, classPhrase, isAlreadyExists, isNotFound } from "../errdefs/er
 import { goTime, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
+import { registerDistributionCommands } from "./distribution-commands.js";
+import { fromApiDescriptor, imageContents } from "./transfer.js";
+import { defaultPlatform } from "../remotes/platform.js";
 
 interface Globals {
   address: string;
@@ -110,12 +113,41 @@ images
       const res = await api.call("images", "List", { filters: filters ?? [] });
       const list = (res.images ?? []) as any[];
       if (opts.quiet) return out(list.map((i) => i.name + "\n").join(""));
-      out(
-        table([
-          ["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"],
-          ...list.map((i) => [i.name, i.target?.media_type ?? "", i.target?.digest ?? "", binarySize(Number(i.target?.size ?? 0)), "-", labelsString(i.labels)]),
-        ]),
-      );
+      const rows: string[][] = [];
+      for (const i of list) {
+        // SIZE and PLATFORMS come from the image's content, as ctr reads them; "-" when absent.
+        const c = await imageContents(api, fromApiDescriptor(i.target), defaultPlatform()).catch(() => undefined);
+        const complete = c !== undefined && c.present.length === c.objects.length;
+        const size = c && complete ? binarySize(c.objects.reduce((a, d) => a + d.size, 0)) : "-";
+        rows.push([i.name, i.target?.media_type ?? "", i.target?.digest ?? "", size, c?.platforms.join(",") || "-", labelsString(i.labels)]);
+      }
+      out(table([["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"], ...rows]));
+    }),
+  );
+images
+  .command("check")
+  .argument("[filters...]")
+  .option("-q, --quiet", "print only refs")
+  .description("check that an image's content is all present: REF TYPE DIGEST STATUS SIZE")
+  .action(
+    action(async (api, filters: string[], opts: { quiet?: boolean }) => {
+      const res = await api.call("images", "List", { filters: filters ?? [] });
+      const rows: string[][] = [["REF", "TYPE", "DIGEST", "STATUS", "SIZE"]];
+      let incomplete = false;
+      for (const i of (res.images ?? []) as any[]) {
+        const c = await imageContents(api, fromApiDescriptor(i.target), defaultPlatform());
+        const n = c.objects.length;
+        const k = c.present.length;
+        // Below the root a missing manifest hides its children: count only what is known.
+        const status = k === n && c.manifest ? `complete (${k}/${n})` : `incomplete (${k}/${n})`;
+        if (!status.startsWith("complete")) incomplete = true;
+        const have = c.present.reduce((a, d) => a + d.size, 0);
+        const all = c.objects.reduce((a, d) => a + d.size, 0);
+        rows.push([i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, `${binarySize(have)}/${binarySize(all)}`]);
+      }
+      if (opts.quiet) out(rows.slice(1).map((r) => r[0] + "\n").join(""));
+      else out(table(rows));
+      if (incomplete) process.exitCode = 1;
     }),
   );
 images
@@ -300,6 +332,10 @@ program
 
 // --- content
 registerContentCommands(program, action as never, out);
+(await import("./lease-commands.js")).registerLeaseCommands(program, action as never, out);
+
+// --- registries: fetch, pull, push, fetch-object
+registerDistributionCommands(program, action as never);
 
 // --- version
 program

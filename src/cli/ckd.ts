@@ -17,6 +17,7 @@ interface Flags {
   replicas?: string;
   config?: string;
   logLevel?: string;
+  gcExpiryInterval?: string;
 }
 
 /** Keys a config file may set, all optional; flags win over the file. */
@@ -28,12 +29,13 @@ interface FileConfig {
   replicas?: number;
   log_level?: string;
   stale_ingest_hours?: number;
+  gc_expiry_interval_seconds?: number;
 }
 
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "stream", "replicas", "log_level", "stale_ingest_hours"]);
+  const known = new Set(["root", "address", "nats", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
   }
@@ -43,6 +45,13 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
 // A larger young generation: ckd allocates many short-lived request objects, and the
 // default 16 MiB semi-space makes scavenges frequent enough to show in tail latencies.
 setFlagsFromString("--max-semi-space-size=64");
+
+function secondsToMs(v: string | number | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`gc expiry interval "${v}" must be a number of seconds >= 0`);
+  return n * 1000;
+}
 
 async function main(): Promise<void> {
   const program = new Command("ckd")
@@ -54,6 +63,7 @@ async function main(): Promise<void> {
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
     .option("--config <file>", "TOML file with the same options (root, address, nats, stream, replicas, log_level)")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
+    .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .version("0.1.0");
   program.parse();
   const flags = program.opts<Flags>();
@@ -66,6 +76,7 @@ async function main(): Promise<void> {
     stream: flags.stream ?? file.stream,
     replicas: flags.replicas ? Number(flags.replicas) : file.replicas,
     staleIngestMs: file.stale_ingest_hours !== undefined ? file.stale_ingest_hours * 3600_000 : undefined,
+    gcExpiryIntervalMs: secondsToMs(flags.gcExpiryInterval ?? file.gc_expiry_interval_seconds),
   };
   const logger = pino({ level: flags.logLevel ?? file.log_level ?? "info" }, pino.destination(2));
   const daemon = await Daemon.start(config, logger);

@@ -16,6 +16,7 @@ export const SERVICES = {
   snapshots: "containerd.services.snapshots.v1.Snapshots",
   diff: "containerd.services.diff.v1.Diff",
   tasks: "containerd.services.tasks.v1.Tasks",
+  gc: "ck.services.gc.v1.GC",
 } as const;
 
 export type ServiceName = keyof typeof SERVICES;

@@ -3,7 +3,7 @@
 // namespace with its labels. Update changes labels under a field mask; delete hides it from
 // that namespace (the bytes go once no namespace refers to them).
 import { alreadyExists, notFound } from "../errdefs/errdefs.js";
-import { blobRecord, keys, TYPE, type BlobRecord } from "../projections/views.js";
+import { blobRecord, keys, TYPE, type BlobRecord, type LeaseRecord } from "../projections/views.js";
 import { validateDigest, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 import type { Decision, StateView } from "./sequencer.js";
 import { applyLabelMask } from "./masks.js";
@@ -17,6 +17,8 @@ export interface CommitContent {
   digest: string;
   size: number;
   labels: Record<string, string>;
+  /** The lease the commit is made under (containerd-lease header): the blob is added to it. */
+  lease?: string;
 }
 export interface UpdateContent {
   namespace: string;
@@ -29,14 +31,18 @@ export interface DeleteContent {
   digest: string;
 }
 
-export function decideCommitContent(cmd: CommitContent, current: BlobRecord | undefined): Decision<BlobRecord> {
+/** `lease` is the record of cmd.lease (undefined when absent or when no lease is named). */
+export function decideCommitContent(cmd: CommitContent, current: BlobRecord | undefined, lease?: LeaseRecord): Decision<BlobRecord> {
   validateDigest("digest", cmd.digest);
   const labels = dropEmpty(cmd.labels);
   validateLabels(labels);
+  if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
   if (current) throw alreadyExists(`content ${cmd.digest}`);
   const rec = blobRecord({ digest: cmd.digest, size: cmd.size, labels });
+  const payload: Record<string, unknown> = { digest: rec.digest, size: rec.size, labels: rec.labels };
+  if (cmd.lease) payload.lease = cmd.lease;
   return {
-    event: { namespace: cmd.namespace, topic: "/content/commit", typeName: TYPE.ContentCommit, payload: { digest: rec.digest, size: rec.size, labels: rec.labels } },
+    event: { namespace: cmd.namespace, topic: "/content/commit", typeName: TYPE.ContentCommit, payload },
     result: rec,
   };
 }
@@ -66,7 +72,12 @@ export function decideDeleteContent(cmd: DeleteContent, current: BlobRecord | un
 const currentBlob = (view: StateView, ns: string, digest: string) => view.get<BlobRecord>(keys.blob(ns, digest));
 
 export const contentHandlers = {
-  commit: (cmd: CommitContent) => (view: StateView) => decideCommitContent(cmd, currentBlob(view, cmd.namespace, cmd.digest)),
+  commit: (cmd: CommitContent) => (view: StateView) =>
+    decideCommitContent(
+      cmd,
+      currentBlob(view, cmd.namespace, cmd.digest),
+      cmd.lease && !cmd.lease.includes("\u0000") ? view.get<LeaseRecord>(keys.lease(cmd.namespace, cmd.lease)) : undefined,
+    ),
   update: (cmd: UpdateContent) => (view: StateView) => decideUpdateContent(cmd, currentBlob(view, cmd.namespace, cmd.digest)),
   delete: (cmd: DeleteContent) => (view: StateView) => decideDeleteContent(cmd, currentBlob(view, cmd.namespace, cmd.digest)),
 };

@@ -47,11 +47,15 @@ export function decideUpdateNamespace(cmd: UpdateNamespace, current: NamespaceRe
   return { event: namespaceEvent(cmd.caller, "/namespaces/update", TYPE.NamespaceUpdate, rec), result: rec };
 }
 
-/** `remaining` lists what still lives in the namespace ("images", "containers", ...). */
+/**
+ * `remaining` lists what still lives in the namespace ("images", "containers", ...); `leases`
+ * the ids of its leases, which go with it (as containerd drops the namespace's bucket).
+ */
 export function decideDeleteNamespace(
   cmd: DeleteNamespace,
   current: NamespaceRecord | undefined,
   remaining: string[],
+  leases: string[] = [],
 ): Decision<void> {
   validateIdentifier("namespace", cmd.name);
   if (!current) throw notFound(`namespace "${cmd.name}"`);
@@ -60,7 +64,12 @@ export function decideDeleteNamespace(
   }
   // containerd publishes the delete under the deleted namespace itself.
   return {
-    event: { namespace: cmd.name, topic: "/namespaces/delete", typeName: TYPE.NamespaceDelete, payload: { name: cmd.name } },
+    event: {
+      namespace: cmd.name,
+      topic: "/namespaces/delete",
+      typeName: TYPE.NamespaceDelete,
+      payload: leases.length ? { name: cmd.name, ck_leases: leases } : { name: cmd.name },
+    },
     result: undefined,
   };
 }
@@ -88,7 +97,8 @@ export const namespaceHandlers = {
     for (const [what, prefix] of namespaceContents(cmd.name)) {
       if (await view.hasAny([prefix])) remaining.push(what);
     }
-    return decideDeleteNamespace(cmd, view.get<NamespaceRecord>(keys.namespace(cmd.name)), remaining);
+    const leases = view.scan<{ id: string }>(keys.leasesPrefix(cmd.name)).map(([, l]) => l.id);
+    return decideDeleteNamespace(cmd, view.get<NamespaceRecord>(keys.namespace(cmd.name)), remaining, leases);
   },
 };
 

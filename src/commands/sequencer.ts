@@ -26,6 +26,8 @@ export interface StateView {
   get<T>(key: string): T | undefined;
   /** True when any live record has one of these key prefixes. */
   hasAny(prefixes: readonly string[]): Promise<boolean>;
+  /** Every live record under a prefix, in key order (for whole-namespace decisions like GC). */
+  scan<T>(prefix: string): [string, T][];
 }
 
 export interface Decision<T> {
@@ -123,6 +125,16 @@ export class Sequencer {
         if (await this.projector.db.hasPrefix(p, deleted)) return true;
       }
       return false;
+    },
+    scan: <T>(prefix: string): [string, T][] => {
+      const merged = new Map<string, unknown>();
+      for (const [k, v] of this.projector.db.scan(prefix)) merged.set(k, v);
+      for (const [k, e] of this.overlay) {
+        if (!k.startsWith(prefix)) continue;
+        if (e.value === undefined) merged.delete(k);
+        else merged.set(k, e.value);
+      }
+      return [...merged.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)) as [string, T][];
     },
   };
 

@@ -33,21 +33,34 @@ export class NamespacedBlobs {
   ) {}
 
   /** Makes bytes on disk visible in a namespace (no byte moves), if they are still there. */
-  commit(ns: string, digest: string, size: number, labels: Record<string, string>): Promise<BlobRecord> {
+  commit(ns: string, digest: string, size: number, labels: Record<string, string>, lease?: string): Promise<BlobRecord> {
     return this.locks.run(digest, async () => {
       if (!(await this.store.stat(digest))) throw aborted(`content ${digest} was removed meanwhile`);
-      return this.sequencer.submit(contentHandlers.commit({ namespace: ns, digest, size, labels }));
+      return this.sequencer.submit(contentHandlers.commit({ namespace: ns, digest, size, labels, lease }));
     });
   }
 
   /** Hides a blob from a namespace; removes the bytes once no namespace refers to them. */
   async delete(ns: string, digest: string): Promise<void> {
     await this.sequencer.submit(contentHandlers.delete({ namespace: ns, digest }));
-    await this.locks.run(digest, async () => {
+    await this.removeIfUnreferenced(digest);
+  }
+
+  /**
+   * Deletes the bytes of a blob that no namespace refers to any more (after a delete or a
+   * garbage collection); returns the bytes freed, undefined when kept or already gone.
+   */
+  removeIfUnreferenced(digest: string): Promise<number | undefined> {
+    return this.locks.run(digest, async () => {
       for (const n of await this.queries.listNamespaces()) {
-        if (await this.queries.getBlob(n.name, digest).catch(() => undefined)) return;
+        if (await this.queries.getBlob(n.name, digest).catch(() => undefined)) return undefined;
       }
-      await this.store.delete(digest).catch(() => undefined);
+      const info = await this.store.stat(digest);
+      if (!info) return undefined;
+      return this.store.delete(digest).then(
+        () => info.size,
+        () => undefined,
+      );
     });
   }
 }

@@ -2,8 +2,17 @@
 // containerd's filter syntax. Reads come from the projection only.
 import { notFound } from "../errdefs/errdefs.js";
 import type { ProjectionDb } from "./db.js";
-import { keys, type BlobRecord, type ContainerRecord, type ImageRecord, type NamespaceRecord } from "./views.js";
-import { parseFilters, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, type Filter } from "./filters.js";
+import { keys, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type NamespaceRecord } from "./views.js";
+import { parseFilters, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, labelsAdaptor, type Adaptor, type Filter } from "./filters.js";
+
+/** Leases, as containerd's adaptLease: `id`, `labels.<key>`. */
+function leaseFieldpath(l: LeaseRecord): Adaptor {
+  return (fp) => {
+    if (fp[0] === "id") return { value: l.id, present: l.id.length > 0 };
+    if (fp[0] === "labels") return labelsAdaptor(l.labels)(fp.slice(1));
+    return { value: "", present: false };
+  };
+}
 
 export class Queries {
   constructor(private readonly db: ProjectionDb) {}
@@ -47,6 +56,22 @@ export class Queries {
   /** Content in a namespace; filters on `digest`, `size` and `labels.<k>` as containerd's. */
   async listBlobs(ns: string, filters: string[] = []): Promise<BlobRecord[]> {
     return this.list(keys.blobsPrefix(ns), filters, (f, r: BlobRecord) => f.match(blobFieldpath(r)));
+  }
+
+  async getLease(ns: string, id: string): Promise<LeaseRecord> {
+    const rec = !id || id.includes("\u0000") ? undefined : await this.db.get(keys.lease(ns, id));
+    if (!rec) throw notFound(`lease "${id}"`);
+    return rec as LeaseRecord;
+  }
+
+  /** Leases in a namespace; filters on `id` and `labels.<k>` as containerd's. */
+  async listLeases(ns: string, filters: string[] = []): Promise<LeaseRecord[]> {
+    return this.list(keys.leasesPrefix(ns), filters, (f, r: LeaseRecord) => f.match(leaseFieldpath(r)));
+  }
+
+  /** Every record under a key prefix, in key order (whole-namespace reads such as GC's). */
+  scanRecords<T>(prefix: string): Iterable<[string, T]> {
+    return this.db.scan(prefix) as Iterable<[string, T]>;
   }
 
   private async list<R>(prefix: string, filters: string[], match: (f: Filter, r: R) => boolean): Promise<R[]> {

@@ -55,6 +55,21 @@ export interface BlobRecord {
   updated_at: Timestamp;
 }
 
+/** A lease resource: `content` (a digest), `ingests` (a ref) or `snapshots/<snapshotter>` (a key). */
+export interface LeaseResource {
+  id: string;
+  type: string;
+}
+
+/** A lease in one namespace, with the resources it keeps from garbage collection. */
+export interface LeaseRecord {
+  id: string;
+  labels: Record<string, string>;
+  created_at: Timestamp;
+  /** Sorted by type, then id; no duplicates. */
+  resources: LeaseResource[];
+}
+
 /** An event as read back from the log and decoded. */
 export interface LoggedEvent {
   seq: number;
@@ -76,6 +91,8 @@ export const keys = {
   container: (ns: string, id: string) => `ctr${SEP}${ns}${SEP}${id}`,
   blobsPrefix: (ns: string) => `blob${SEP}${ns}${SEP}`,
   blob: (ns: string, digest: string) => `blob${SEP}${ns}${SEP}${digest}`,
+  leasesPrefix: (ns: string) => `lease${SEP}${ns}${SEP}`,
+  lease: (ns: string, id: string) => `lease${SEP}${ns}${SEP}${id}`,
 } as const;
 
 // --- normalisation: records are built with a fixed key order and sorted maps so the bytes
@@ -130,6 +147,30 @@ export function blobRecord(b: Partial<BlobRecord>): BlobRecord {
   };
 }
 
+function compareResources(a: LeaseResource, b: LeaseResource): number {
+  if (a.type !== b.type) return a.type < b.type ? -1 : 1;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** Resources sorted (type, then id) without duplicates: the record's bytes depend on the set only. */
+export function leaseResources(rs: readonly Partial<LeaseResource>[] | undefined | null): LeaseResource[] {
+  const out: LeaseResource[] = [];
+  for (const r of [...(rs ?? [])].map((x) => ({ id: x.id ?? "", type: x.type ?? "" })).sort(compareResources)) {
+    const last = out[out.length - 1];
+    if (!last || compareResources(last, r) !== 0) out.push(r);
+  }
+  return out;
+}
+
+export function leaseRecord(l: Partial<LeaseRecord>): LeaseRecord {
+  return {
+    id: l.id ?? "",
+    labels: sortedMap(l.labels),
+    created_at: timestamp(l.created_at),
+    resources: leaseResources(l.resources),
+  };
+}
+
 export function containerRecord(c: Partial<ContainerRecord>): ContainerRecord {
   const ext: Record<string, AnyValue> = {};
   for (const [k, v] of Object.entries(sortedMap(c.extensions))) {
@@ -165,6 +206,11 @@ export const TYPE = {
   ContentCommit: "ck.events.ContentCommit",
   ContentUpdate: "ck.events.ContentUpdate",
   ContentDelete: "containerd.events.ContentDelete",
+  ContentCollect: "ck.events.ContentCollect",
+  LeaseCreate: "ck.events.LeaseCreate",
+  LeaseDelete: "ck.events.LeaseDelete",
+  LeaseResourceAdd: "ck.events.LeaseResourceAdd",
+  LeaseResourceDelete: "ck.events.LeaseResourceDelete",
 } as const;
 
 /** The projection keys an event reads and may change. */
@@ -173,8 +219,9 @@ export function keysFor(ev: LoggedEvent): string[] {
   switch (ev.typeName) {
     case TYPE.NamespaceCreate:
     case TYPE.NamespaceUpdate:
-    case TYPE.NamespaceDelete:
       return [keys.namespace(p.name)];
+    case TYPE.NamespaceDelete:
+      return [keys.namespace(p.name), ...((p.ck_leases ?? []) as string[]).map((id) => keys.lease(p.name, id))];
     case TYPE.ImageCreate:
     case TYPE.ImageUpdate:
     case TYPE.ImageDelete:
@@ -184,9 +231,18 @@ export function keysFor(ev: LoggedEvent): string[] {
     case TYPE.ContainerDelete:
       return [keys.namespace(ev.namespace), keys.container(ev.namespace, p.id)];
     case TYPE.ContentCommit:
+      return [keys.namespace(ev.namespace), keys.blob(ev.namespace, p.digest), ...(p.lease ? [keys.lease(ev.namespace, p.lease)] : [])];
     case TYPE.ContentUpdate:
     case TYPE.ContentDelete:
       return [keys.namespace(ev.namespace), keys.blob(ev.namespace, p.digest)];
+    case TYPE.ContentCollect:
+      return (p.digests as string[]).map((d) => keys.blob(ev.namespace, d));
+    case TYPE.LeaseCreate:
+      return [keys.namespace(ev.namespace), keys.lease(ev.namespace, p.id)];
+    case TYPE.LeaseDelete:
+    case TYPE.LeaseResourceAdd:
+    case TYPE.LeaseResourceDelete:
+      return [keys.lease(ev.namespace, p.id)];
     default:
       return [];
   }
@@ -208,7 +264,7 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
     case TYPE.NamespaceUpdate:
       return [[keys.namespace(p.name), namespaceRecord({ name: p.name, labels: p.labels })]];
     case TYPE.NamespaceDelete:
-      return [[keys.namespace(p.name), undefined]];
+      return [[keys.namespace(p.name), undefined], ...((p.ck_leases ?? []) as string[]).map((id): KeyChange => [keys.lease(p.name, id), undefined])];
     case TYPE.ImageCreate:
     case TYPE.ImageUpdate:
       return [...implicitNamespace(), [keys.image(ev.namespace, p.name), imageRecord(p.ck_image)]];
@@ -223,6 +279,7 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
       return [
         ...implicitNamespace(),
         [keys.blob(ev.namespace, p.digest), blobRecord({ digest: p.digest, size: p.size, labels: p.labels, created_at: ev.timestamp, updated_at: ev.timestamp })],
+        ...leaseChange(keys.lease(ev.namespace, p.lease ?? ""), p.lease ? { id: p.digest, type: "content" } : undefined, "add"),
       ];
     case TYPE.ContentUpdate: {
       const cur = read(keys.blob(ev.namespace, p.digest)) as BlobRecord | undefined;
@@ -231,7 +288,26 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
     }
     case TYPE.ContentDelete:
       return [[keys.blob(ev.namespace, p.digest), undefined]];
+    case TYPE.ContentCollect:
+      return (p.digests as string[]).map((d): KeyChange => [keys.blob(ev.namespace, d), undefined]);
+    case TYPE.LeaseCreate:
+      return [...implicitNamespace(), [keys.lease(ev.namespace, p.id), leaseRecord({ id: p.id, labels: p.labels, created_at: p.created_at })]];
+    case TYPE.LeaseDelete:
+      return [[keys.lease(ev.namespace, p.id), undefined]];
+    case TYPE.LeaseResourceAdd:
+      return leaseChange(keys.lease(ev.namespace, p.id), p.resource, "add");
+    case TYPE.LeaseResourceDelete:
+      return leaseChange(keys.lease(ev.namespace, p.id), p.resource, "delete");
     default:
       return [];
+  }
+
+  /** Adds a resource to (or removes one from) an existing lease; nothing when absent. */
+  function leaseChange(key: string, r: LeaseResource | undefined, op: "add" | "delete"): KeyChange[] {
+    if (!r) return [];
+    const cur = read(key) as LeaseRecord | undefined;
+    if (!cur) return [];
+    const rest = cur.resources.filter((x) => x.id !== r.id || x.type !== r.type);
+    return [[key, leaseRecord({ ...cur, resources: op === "add" ? [...rest, r] : rest })]];
   }
 }

@@ -1,0 +1,192 @@
+// When garbage collection runs, as containerd's gc scheduler decides it: right after
+// deletions (coalesced: requests made while a run is under way share the next run), on demand
+// (GC.Collect, `sync` deletes, which wait for a run that started after them), and when a
+// periodic check finds an expired lease. A run goes namespace by namespace: expired leases are
+// deleted (one LeaseDelete each), then unreferenced content is collected by one
+// ContentCollect command; marking outside the sequencer first means a namespace with nothing
+// to collect costs no write, and the command marks again on the current view, so a reference
+// added meanwhile is respected. Blob bytes no namespace refers to any more go last.
+import type { Logger } from "pino";
+import type { Sequencer } from "../commands/sequencer.js";
+import type { Queries } from "../projections/queries.js";
+import type { NamespacedBlobs } from "../content/namespaced.js";
+import { expiredLeases, gcHandlers, loadGcState, unreferencedContent } from "../commands/gc.js";
+import { leaseHandlers } from "../commands/leases.js";
+import { keys } from "../projections/views.js";
+import { unavailable } from "../errdefs/errdefs.js";
+
+export interface GcNamespaceReport {
+  namespace: string;
+  blobs: number;
+  leases: number;
+}
+
+export interface GcReport {
+  namespaces: GcNamespaceReport[];
+  blobsRemoved: number;
+  bytesFreed: number;
+}
+
+export interface GcSchedulerDeps {
+  sequencer: Sequencer;
+  queries: Queries;
+  blobs: NamespacedBlobs;
+  logger?: Pick<Logger, "info" | "warn">;
+  now?: () => Date;
+}
+
+export interface GcSchedulerOptions {
+  /** How long a run after a deletion waits for more deletions to coalesce (default 20 ms). */
+  delayMs?: number;
+  /** How often leases are checked for expiry (default 60 s; 0 turns the check off). */
+  expiryIntervalMs?: number;
+}
+
+interface Pending {
+  promise: Promise<GcReport>;
+  resolve: (r: GcReport) => void;
+  reject: (e: unknown) => void;
+}
+
+function pending(): Pending {
+  let resolve!: (r: GcReport) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<GcReport>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A deferred run nobody waits on must not become an unhandled rejection.
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
+export class GcScheduler {
+  private next: Pending | undefined;
+  private active: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private ticker: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly delayMs: number;
+  private readonly expiryIntervalMs: number;
+  private readonly now: () => Date;
+
+  constructor(
+    private readonly deps: GcSchedulerDeps,
+    opts: GcSchedulerOptions = {},
+  ) {
+    this.delayMs = opts.delayMs ?? 20;
+    this.expiryIntervalMs = opts.expiryIntervalMs ?? 60_000;
+    this.now = deps.now ?? (() => new Date());
+  }
+
+  /** Starts the periodic expiry check. */
+  start(): void {
+    if (this.expiryIntervalMs <= 0 || this.ticker) return;
+    this.ticker = setInterval(() => {
+      if (this.anyLeaseExpired()) this.trigger();
+    }, this.expiryIntervalMs);
+    this.ticker.unref();
+  }
+
+  /** A run soon, after something was deleted; nobody waits for it. */
+  trigger(): void {
+    if (this.stopped) return;
+    void this.request(this.delayMs);
+  }
+
+  /** Resolves with the report of a run that started after this call. */
+  collect(): Promise<GcReport> {
+    if (this.stopped) return Promise.reject(unavailable("garbage collector stopped"));
+    return this.request(0);
+  }
+
+  /** What the metadata services call after a deletion: wait for the run when `sync`. */
+  async afterDelete(sync: boolean): Promise<void> {
+    if (sync) await this.collect();
+    else this.trigger();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.ticker);
+    clearTimeout(this.timer);
+    this.next?.reject(unavailable("garbage collector stopped"));
+    this.next = undefined;
+    await this.active;
+  }
+
+  private request(delayMs: number): Promise<GcReport> {
+    this.next ??= pending();
+    const p = this.next.promise;
+    if (!this.active) this.arm(delayMs);
+    return p;
+  }
+
+  private arm(delayMs: number): void {
+    // An armed timer is kept unless this request wants the run sooner.
+    if (this.timer && delayMs > 0) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.launch();
+    }, delayMs);
+  }
+
+  private launch(): void {
+    if (this.active || !this.next || this.stopped) return;
+    const waiting = this.next;
+    this.next = undefined;
+    this.active = this.run().then(waiting.resolve, waiting.reject).finally(() => {
+      this.active = undefined;
+      // Requests made during the run get the next one, at once: they were coalesced already.
+      if (this.next) this.arm(0);
+    });
+  }
+
+  private anyLeaseExpired(): boolean {
+    const now = this.now();
+    try {
+      for (const [, ns] of this.deps.queries.scanRecords<{ name: string }>(keys.namespacesPrefix)) {
+        const leases = [...this.deps.queries.scanRecords<any>(keys.leasesPrefix(ns.name))].map(([, l]) => l);
+        if (expiredLeases(leases, now).length > 0) return true;
+      }
+    } catch (err) {
+      this.deps.logger?.warn({ err }, "lease expiry check failed");
+    }
+    return false;
+  }
+
+  private async run(): Promise<GcReport> {
+    const { sequencer, queries, blobs } = this.deps;
+    const started = performance.now();
+    const now = this.now();
+    const report: GcReport = { namespaces: [], blobsRemoved: 0, bytesFreed: 0 };
+    const collected = new Set<string>();
+    for (const { name } of await queries.listNamespaces()) {
+      const state = loadGcState(name, (p) => queries.scanRecords(p));
+      let leases = 0;
+      for (const id of expiredLeases(state.leases, now)) {
+        if (await sequencer.submit(leaseHandlers.expire({ namespace: name, id, now }))) leases++;
+      }
+      let count = 0;
+      // Expired leases are no roots in the mark, so the state read before deleting them holds.
+      if (unreferencedContent(state, now).length > 0) {
+        const res = await sequencer.submit(gcHandlers.collect({ namespace: name, now }));
+        count = res.digests.length;
+        for (const d of res.digests) collected.add(d);
+      }
+      if (leases || count) report.namespaces.push({ namespace: name, blobs: count, leases });
+    }
+    for (const digest of [...collected].sort()) {
+      const freed = await blobs.removeIfUnreferenced(digest);
+      if (freed !== undefined) {
+        report.blobsRemoved++;
+        report.bytesFreed += freed;
+      }
+    }
+    if (report.namespaces.length > 0) {
+      this.deps.logger?.info({ ...report, ms: Math.round(performance.now() - started) }, "garbage collected");
+    }
+    return report;
+  }
+}

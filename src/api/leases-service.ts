@@ -1,0 +1,71 @@
+// containerd v1 Leases service and ck's GC extension service: thin adapters over the leases
+// commands, the projection's queries and the GC scheduler.
+import type * as grpc from "@grpc/grpc-js";
+import { randomBytes } from "node:crypto";
+import type { Sequencer } from "../commands/sequencer.js";
+import type { Queries } from "../projections/queries.js";
+import { leaseHandlers } from "../commands/leases.js";
+import { nowTimestamp } from "../emitter/envelope.js";
+import type { LeaseRecord } from "../projections/views.js";
+import { namespaceOf, unary } from "./grpc.js";
+import type { GcScheduler } from "./gc-scheduler.js";
+
+export interface LeasesDeps {
+  sequencer: Sequencer;
+  queries: Queries;
+  gc: GcScheduler;
+}
+
+/** containerd's leases.WithRandomID: `<nanoseconds of now>-<6 random bytes, url-safe base64>`. */
+export function randomLeaseId(): string {
+  const nanos = (Date.now() % 1000) * 1_000_000 + Number(process.hrtime.bigint() % 1_000_000n);
+  return `${nanos}-${randomBytes(6).toString("base64url")}`;
+}
+
+function lease(r: LeaseRecord) {
+  return { id: r.id, created_at: r.created_at, labels: r.labels };
+}
+
+export function leasesService(d: LeasesDeps): grpc.UntypedServiceImplementation {
+  return {
+    Create: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const id = call.request.id || randomLeaseId();
+      const rec = await d.sequencer.submit(leaseHandlers.create({ namespace: ns, id, labels: call.request.labels ?? {}, now: nowTimestamp() }));
+      return { lease: lease(rec) };
+    }),
+    Delete: unary(async (call) => {
+      const ns = namespaceOf(call);
+      await d.sequencer.submit(leaseHandlers.delete({ namespace: ns, id: call.request.id ?? "" }));
+      await d.gc.afterDelete(Boolean(call.request.sync));
+      return {};
+    }),
+    List: unary(async (call) => ({ leases: (await d.queries.listLeases(namespaceOf(call), call.request.filters ?? [])).map(lease) })),
+    AddResource: unary(async (call) => {
+      const ns = namespaceOf(call);
+      await d.sequencer.submit(leaseHandlers.addResource({ namespace: ns, id: call.request.id ?? "", resource: call.request.resource ?? {} }));
+      return {};
+    }),
+    DeleteResource: unary(async (call) => {
+      const ns = namespaceOf(call);
+      await d.sequencer.submit(leaseHandlers.deleteResource({ namespace: ns, id: call.request.id ?? "", resource: call.request.resource ?? {} }));
+      // A resource no longer leased may be garbage now, as containerd marks the db dirty.
+      d.gc.trigger();
+      return {};
+    }),
+    ListResources: unary(async (call) => {
+      const rec = await d.queries.getLease(namespaceOf(call), call.request.id ?? "");
+      return { resources: rec.resources };
+    }),
+  };
+}
+
+/** ck.services.gc.v1.GC: a collection on demand, answered with what it removed. */
+export function gcService(d: { gc: GcScheduler }): grpc.UntypedServiceImplementation {
+  return {
+    Collect: unary(async () => {
+      const r = await d.gc.collect();
+      return { namespaces: r.namespaces, bytes_freed: r.bytesFreed, blobs_removed: r.blobsRemoved };
+    }),
+  };
+}

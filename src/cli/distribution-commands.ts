@@ -1,0 +1,163 @@
+// `ck fetch`, `ck pull`, `ck push`, `ck fetch-object`: registry transfers run here, in the
+// client, and reach the daemon only through the containerd API (see transfer.ts).
+import type { Command } from "commander";
+import { createHash } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { pipeline } from "node:stream/promises";
+import { Transform } from "node:stream";
+import type { ApiClient } from "./client.js";
+import { fetchImage, fetchObject, pushImage } from "./transfer.js";
+import { progressDisplay, silentProgress } from "./progress.js";
+import { parseLabelArgs } from "./format.js";
+import { CkError } from "../errdefs/errdefs.js";
+import { parseReference, type ImageReference } from "../remotes/reference.js";
+import { defaultPlatform, parsePlatform } from "../remotes/platform.js";
+import { loadDockerConfig, type CredentialStore } from "../remotes/auth.js";
+import { Registry } from "../remotes/registry.js";
+import type { Platform } from "../remotes/types.js";
+
+type Action = (fn: (api: ApiClient, ...args: any[]) => Promise<void>) => (...args: unknown[]) => Promise<void>;
+
+interface RegistryFlags {
+  plainHttp?: boolean;
+  user?: string;
+  dockerConfig?: string;
+}
+
+interface PlatformFlags {
+  platform?: string[];
+  allPlatforms?: boolean;
+}
+
+/** `--user name[:password]` wins over the docker config file for the reference's host. */
+export function credentialsFor(ref: ImageReference, flags: RegistryFlags): CredentialStore {
+  const fromFile = loadDockerConfig(flags.dockerConfig);
+  if (!flags.user) return fromFile;
+  const i = flags.user.indexOf(":");
+  const username = i < 0 ? flags.user : flags.user.slice(0, i);
+  const password = i < 0 ? "" : flags.user.slice(i + 1);
+  if (!username) throw new CkError("InvalidArgument", "--user: a user name is required (name[:password])");
+  return (host) => (host === ref.domain ? { username, password } : fromFile(host));
+}
+
+function registryFor(ref: ImageReference, flags: RegistryFlags): Registry {
+  return new Registry({ plainHttp: !!flags.plainHttp, credentials: credentialsFor(ref, flags), userAgent: "ck/0.1.0" });
+}
+
+function platformsOf(flags: PlatformFlags): Platform[] {
+  if (flags.allPlatforms) return [];
+  if (flags.platform?.length) return flags.platform.map(parsePlatform);
+  return [defaultPlatform()];
+}
+
+const collect = (v: string, acc: string[] = []) => [...acc, v];
+
+function concurrency(v: string | undefined): number {
+  const n = Number(v ?? 3);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new CkError("InvalidArgument", `--max-concurrent-downloads: ${v} is not a whole number from 1 to 64`);
+  return n;
+}
+
+function withRegistryFlags(c: Command): Command {
+  return c
+    .option("--plain-http", "talk to the registry over plain HTTP (loopback registries)")
+    .option("-u, --user <user[:password]>", "registry credentials (else the docker config file)")
+    .option("--docker-config <file>", "docker-style config.json with auths (default $DOCKER_CONFIG/config.json or ~/.docker/config.json)");
+}
+
+export function registerDistributionCommands(program: Command, action: Action): void {
+  for (const name of ["fetch", "pull"] as const) {
+    const c = program
+      .command(`${name} <ref>`)
+      .description(
+        name === "fetch"
+          ? "fetch every object of an image into the content store and register the image (no unpacking)"
+          : "pull an image: fetch its content and register it (unpacking into snapshots is not built yet)",
+      )
+      .option("--platform <platform>", "platform to fetch from an index (repeatable; default this machine's)", collect)
+      .option("--all-platforms", "fetch every platform of an index")
+      .option("--max-concurrent-downloads <n>", "blobs downloaded at once", "3")
+      .option("--label <k=v>", "label to set on the image (repeatable)", collect)
+      .option("-q, --quiet", "print only the image name and digest when done");
+    withRegistryFlags(c).action(
+      action(async (api, refArg: string, opts: RegistryFlags & PlatformFlags & { maxConcurrentDownloads?: string; label?: string[]; quiet?: boolean }) => {
+        const ref = parseReference(refArg);
+        const progress = opts.quiet ? silentProgress : progressDisplay(process.stdout);
+        try {
+          const r = await fetchImage(api, registryFor(ref, opts), ref, {
+            platforms: platformsOf(opts),
+            concurrency: concurrency(opts.maxConcurrentDownloads),
+            progress,
+            labels: parseLabelArgs(opts.label ?? []),
+          });
+          progress.finish();
+          if (opts.quiet) process.stdout.write(`${r.name} ${r.target.digest}\n`);
+        } catch (err) {
+          progress.finish();
+          throw err;
+        }
+      }),
+    );
+  }
+
+  withRegistryFlags(
+    program
+      .command("push <ref> [local]")
+      .description("push an image (local name, default ref) to a registry")
+      .option("--platform <platform>", "push only this platform of an index (repeatable)", collect)
+      .option("--max-concurrent-uploaded-layers <n>", "blobs uploaded at once", "3")
+      .option("-q, --quiet", "print only the pushed digest"),
+  ).action(
+    action(async (api, refArg: string, local: string | undefined, opts: RegistryFlags & PlatformFlags & { maxConcurrentUploadedLayers?: string; quiet?: boolean }) => {
+      const ref = parseReference(refArg);
+      const progress = opts.quiet ? silentProgress : progressDisplay(process.stdout);
+      try {
+        const r = await pushImage(api, registryFor(ref, opts), ref, local ?? refArg, {
+          platforms: opts.platform?.length ? opts.platform.map(parsePlatform) : [],
+          concurrency: concurrency(opts.maxConcurrentUploadedLayers),
+          progress,
+        });
+        progress.finish();
+        if (opts.quiet) process.stdout.write(`${r.target.digest}\n`);
+      } catch (err) {
+        progress.finish();
+        throw err;
+      }
+    }),
+  );
+
+  withRegistryFlags(
+    program
+      .command("fetch-object <ref> <digest>")
+      .description("fetch one object of a repository by digest into the content store, or with -o to a file (- = stdout)")
+      .option("-o, --output <file>", "write the verified bytes here instead of the content store"),
+  ).action(
+    action(async (api, refArg: string, digest: string, opts: RegistryFlags & { output?: string }) => {
+      const ref = parseReference(refArg);
+      const registry = registryFor(ref, opts);
+      const desc = await registry.stat(ref, digest);
+      if (!opts.output) {
+        const progress = progressDisplay(process.stderr);
+        await fetchObject(api, registry, ref, desc, progress);
+        progress.finish();
+        return;
+      }
+      const body = await registry.fetch(ref, desc);
+      const hash = createHash("sha256");
+      let n = 0;
+      const check = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          hash.update(chunk);
+          n += chunk.length;
+          cb(null, chunk);
+        },
+        flush(cb) {
+          const got = `sha256:${hash.digest("hex")}`;
+          cb(got === desc.digest && n === desc.size ? null : new CkError("FailedPrecondition", `fetched ${n} bytes with digest ${got}, expected ${desc.size} bytes ${desc.digest}`));
+        },
+      });
+      const sink = opts.output === "-" ? process.stdout : createWriteStream(opts.output);
+      await pipeline(body, check, sink);
+    }),
+  );
+}

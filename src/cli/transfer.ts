@@ -1,0 +1,410 @@
+// Fetch and push, client side, as containerd's client does it: the registry is spoken to by
+// this process, the daemon only through the containerd API (Leases, Content, Images), so this
+// works unchanged against any containerd-API daemon.
+//
+// Fetch: under a lease, the root is resolved, manifests are walked (an index narrowed to the
+// wanted platforms), and every object is written with Content.Write under ref
+// `<kind>-<digest>`: a blob this namespace has is skipped, one the daemon holds for another
+// namespace is committed without a byte (STAT answers offset = total), a partial ingest
+// resumes where it stopped. Manifests are committed with containerd's GC labels towards their
+// children, every object with `containerd.io/distribution.source.<host>`. Then the image is
+// registered (Create, or Update when it exists) and the lease dropped.
+import { randomBytes } from "node:crypto";
+import { Readable } from "node:stream";
+import type { ApiClient } from "./client.js";
+import { ApiContent, type ContentInfo, type RemoteWriter } from "./api-content.js";
+import { type JobStatus, type ProgressJob, type ProgressSink } from "./progress.js";
+import { CkError, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
+import { formatReference, type ImageReference } from "../remotes/reference.js";
+import type { Descriptor, Platform } from "../remotes/types.js";
+import { children, gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
+import { matchPlatform } from "../remotes/platform.js";
+import type { Registry } from "../remotes/registry.js";
+
+export const LEASE_HEADER = "containerd-lease";
+const EXPIRE_LABEL = "containerd.io/gc.expire";
+const SOURCE_LABEL = "containerd.io/distribution.source.";
+
+export interface FetchOptions {
+  /** Platforms to keep from an index; empty = every platform. */
+  platforms: Platform[];
+  /** Blobs transferred at once (default 3, as containerd). */
+  concurrency?: number;
+  progress: ProgressSink;
+  /** Image labels to set. */
+  labels?: Record<string, string>;
+  /** Register the image record after the fetch (default true). */
+  register?: boolean;
+}
+
+export interface FetchResult {
+  name: string;
+  target: Descriptor;
+  /** Size of every object of the fetched platforms. */
+  size: number;
+  /** Bytes that came from the registry. */
+  transferred: number;
+}
+
+/** Ref under which ctr writes an object: manifest-, index-, config- or layer-<digest>. */
+export function refFor(desc: Descriptor): string {
+  return `${kindOf(desc)}-${desc.digest}`;
+}
+
+export function kindOf(desc: Descriptor): "index" | "manifest" | "config" | "layer" {
+  if (isIndex(desc.mediaType)) return "index";
+  if (isManifest(desc.mediaType)) return "manifest";
+  if (/config/.test(desc.mediaType)) return "config";
+  return "layer";
+}
+
+/** Runs `fn` over items with at most `limit` at once; the first failure rejects. */
+export async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+
+/** A lease as ctr takes one for a pull: 24 h expiry, deleted (without sync) at the end. */
+export async function withLease<T>(api: ApiClient, fn: (metadata: Record<string, string>) => Promise<T>): Promise<T> {
+  const id = `${process.hrtime.bigint()}-${randomBytes(2).toString("hex")}`;
+  const expire = new Date(Date.now() + 24 * 3600_000).toISOString().replace(/\.\d+Z$/, "Z");
+  await api.call("leases", "Create", { id, labels: { [EXPIRE_LABEL]: expire } });
+  try {
+    return await fn({ [LEASE_HEADER]: id });
+  } finally {
+    await api.call("leases", "Delete", { id, sync: false }).catch(() => undefined);
+  }
+}
+
+function toApiDescriptor(d: Descriptor) {
+  return { media_type: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {} };
+}
+
+export function fromApiDescriptor(d: any): Descriptor {
+  return { mediaType: d?.media_type ?? "", digest: d?.digest ?? "", size: Number(d?.size ?? 0), annotations: d?.annotations ?? {} };
+}
+
+function mergeSource(current: string | undefined, repo: string): string {
+  const repos = new Set((current ?? "").split(",").filter(Boolean));
+  repos.add(repo);
+  return [...repos].sort().join(",");
+}
+
+class Fetcher {
+  private transferred = 0;
+  private size = 0;
+  private readonly content: ApiContent;
+  private readonly sourceKey: string;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly ref: ImageReference,
+    api: ApiClient,
+    metadata: Record<string, string>,
+    private readonly opts: FetchOptions,
+  ) {
+    this.content = new ApiContent(api, metadata);
+    this.sourceKey = SOURCE_LABEL + ref.domain;
+  }
+
+  result(): { size: number; transferred: number } {
+    return { size: this.size, transferred: this.transferred };
+  }
+
+  /** Fetches `root` and everything below it for the wanted platforms. */
+  async fetchTree(root: Descriptor): Promise<void> {
+    const blobs: Descriptor[] = [];
+    await this.walk(root, blobs);
+    const seen = new Set<string>();
+    const unique = blobs.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
+    await eachLimit(unique, this.opts.concurrency ?? 3, (d) => this.fetchBlob(d, {}));
+  }
+
+  /** Manifests and indexes, depth first; collects the blobs (config, layers) under them. */
+  private async walk(desc: Descriptor, blobs: Descriptor[]): Promise<void> {
+    if (!isIndex(desc.mediaType) && !isManifest(desc.mediaType)) {
+      blobs.push(desc);
+      return;
+    }
+    if (desc.size > MAX_MANIFEST_BYTES) {
+      throw new CkError("InvalidArgument", `manifest ${desc.digest} is ${desc.size} bytes, more than the ${MAX_MANIFEST_BYTES} allowed`);
+    }
+    // The bytes come from the registry unless the daemon has them (this or another namespace).
+    const job = this.opts.progress.add(refFor(desc), desc.size);
+    let bytes: Buffer;
+    const parse = (b: Buffer) => parseManifest(desc, b);
+    let parsed: ParsedManifest | undefined;
+    const labelsFor = (p: ParsedManifest) => gcLabels(this.narrow(p));
+    const w = await this.content.open(refFor(desc), { expected: desc.digest, total: desc.size });
+    if (w === "exists") {
+      bytes = await this.content.readAll(desc.digest, MAX_MANIFEST_BYTES);
+      parsed = parse(bytes);
+      await this.ensureLabels(desc.digest, { ...labelsFor(parsed), [this.sourceKey]: this.ref.repository });
+      job.update(desc.size, "exists");
+    } else if (w.complete) {
+      // Shared from another namespace: commit without bytes, then read it here for its children.
+      await w.commit(desc.size, desc.digest, { [this.sourceKey]: this.ref.repository });
+      bytes = await this.content.readAll(desc.digest, MAX_MANIFEST_BYTES);
+      parsed = parse(bytes);
+      await this.ensureLabels(desc.digest, labelsFor(parsed));
+      job.update(desc.size, "done");
+    } else {
+      try {
+        const fetched: Buffer = await this.registry.fetchBytes(this.ref, desc);
+        parsed = parse(fetched);
+        this.transferred += fetched.length;
+        job.transferred(fetched.length);
+        if (w.offset !== 0) await w.truncate();
+        await w.write(fetched);
+        await w.commit(desc.size, desc.digest, { ...labelsFor(parsed), [this.sourceKey]: this.ref.repository });
+      } catch (err) {
+        w.close();
+        throw err;
+      }
+      job.update(desc.size, "done");
+    }
+    this.size += desc.size;
+    for (const child of children(this.narrow(parsed))) await this.walk(child, blobs);
+  }
+
+  /** An index keeps only the wanted platforms' entries (all when none are named). */
+  private narrow(p: ParsedManifest): ParsedManifest {
+    if (p.kind !== "index" || this.opts.platforms.length === 0) return p;
+    const manifests = p.manifests.filter((m) => !m.platform || this.opts.platforms.some((want) => matchPlatform(m.platform, want)));
+    if (manifests.length === 0) {
+      const have = p.manifests.map((m) => (m.platform ? `${m.platform.os}/${m.platform.architecture}${m.platform.variant ? "/" + m.platform.variant : ""}` : "?")).join(", ");
+      throw new CkError("NotFound", `no manifest for platform ${this.opts.platforms.map((x) => `${x.os}/${x.architecture}`).join(", ")} in ${have || "an empty index"}`);
+    }
+    return { ...p, manifests };
+  }
+
+  /** Labels a blob that was already there, as ctr does after each object. */
+  private async ensureLabels(digest: string, want: Record<string, string>): Promise<void> {
+    const info = await this.content.info(digest);
+    const missing: Record<string, string> = {};
+    for (const [k, v] of Object.entries(want)) {
+      const value = k === this.sourceKey ? mergeSource(info?.labels[k], v) : v;
+      if (info?.labels[k] !== value) missing[k] = value;
+    }
+    await this.content.setLabels(digest, missing);
+  }
+
+  async fetchBlob(desc: Descriptor, extraLabels: Record<string, string>): Promise<void> {
+    const job = this.opts.progress.add(refFor(desc), desc.size);
+    this.size += desc.size;
+    const labels = { ...extraLabels, [this.sourceKey]: this.ref.repository };
+    const w = await this.content.open(refFor(desc), { expected: desc.digest, total: desc.size, onLocked: () => job.update(0, "waiting") });
+    if (w === "exists") {
+      await this.ensureLabels(desc.digest, labels);
+      job.update(desc.size, "exists");
+      return;
+    }
+    if (w.complete) {
+      await w.commit(desc.size, desc.digest, labels);
+      job.update(desc.size, "done");
+      return;
+    }
+    try {
+      await this.download(desc, w, job);
+      job.update(desc.size, "committing");
+      try {
+        await w.commit(desc.size, desc.digest, labels);
+      } catch (err) {
+        // Bad bytes under this ref: drop them so the next try starts clean.
+        if (!isAlreadyExists(err)) await this.content.abort(refFor(desc)).catch(() => undefined);
+        throw err;
+      }
+    } finally {
+      w.close();
+    }
+    job.update(desc.size, "done");
+  }
+
+  private async download(desc: Descriptor, w: RemoteWriter, job: ProgressJob): Promise<void> {
+    let at = w.offset;
+    if (at > desc.size) {
+      await w.truncate();
+      at = 0;
+    }
+    job.update(at, "downloading");
+    const body = await this.registry.fetch(this.ref, desc, { offset: at });
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const flush = async () => {
+      if (pendingBytes === 0) return;
+      const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+      await w.write(data);
+    };
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      at += chunk.length;
+      this.transferred += chunk.length;
+      job.transferred(chunk.length);
+      if (pendingBytes >= 1 << 20) {
+        await flush();
+        job.update(at);
+      }
+    }
+    await flush();
+    job.update(at);
+  }
+}
+
+/** Fetches an image into the content store and (unless told not to) registers it. */
+export async function fetchImage(api: ApiClient, registry: Registry, ref: ImageReference, opts: FetchOptions): Promise<FetchResult> {
+  const name = formatReference(ref);
+  const resolveJob = opts.progress.add(name, 0, "resolving");
+  const target = await registry.resolve(ref);
+  resolveJob.update(0, "resolved");
+  return withLease(api, async (metadata) => {
+    const f = new Fetcher(registry, ref, api, metadata, opts);
+    await f.fetchTree(target);
+    if (opts.register !== false) await registerImage(api, name, target, opts.labels ?? {}, metadata);
+    return { name, target, ...f.result() };
+  });
+}
+
+/** Images.Create, or Update when the name exists (as ctr's pull does). */
+export async function registerImage(api: ApiClient, name: string, target: Descriptor, labels: Record<string, string>, metadata: Record<string, string> = {}): Promise<void> {
+  const image = { name, labels, target: toApiDescriptor(target) };
+  try {
+    await api.call("images", "Create", { image }, { metadata });
+  } catch (err) {
+    if (!isAlreadyExists(err)) throw err;
+    const paths = ["target", ...Object.keys(labels).map((k) => `labels.${k}`)];
+    await api.call("images", "Update", { image, update_mask: { paths } }, { metadata });
+  }
+}
+
+/** Fetches one object by digest into the content store (size from the registry). */
+export async function fetchObject(api: ApiClient, registry: Registry, ref: ImageReference, desc: Descriptor, progress: ProgressSink): Promise<void> {
+  await withLease(api, async (metadata) => {
+    const f = new Fetcher(registry, ref, api, metadata, { platforms: [], progress });
+    await f.fetchBlob(desc, {});
+  });
+}
+
+// --- what an image is made of, read back through the Content API
+
+export interface ImageContents {
+  /** Every object of the image for the platform (index, manifest, config, layers). */
+  objects: Descriptor[];
+  /** Those the content store has. */
+  present: Descriptor[];
+  platforms: string[];
+  /** The manifest chosen for the platform, when one was found. */
+  manifest?: ParsedManifest;
+  config?: Descriptor;
+}
+
+/** Walks an image's content as ctr's images ls/check do: missing objects are counted, not fatal. */
+export async function imageContents(api: ApiClient, target: Descriptor, platform: Platform | undefined): Promise<ImageContents> {
+  const content = new ApiContent(api);
+  const out: ImageContents = { objects: [], present: [], platforms: [] };
+  const infos = new Map<string, ContentInfo | undefined>();
+  const have = async (d: Descriptor) => {
+    if (!infos.has(d.digest)) infos.set(d.digest, await content.info(d.digest));
+    return infos.get(d.digest) !== undefined;
+  };
+  const visit = async (d: Descriptor, top: boolean): Promise<void> => {
+    out.objects.push(d);
+    if (!(await have(d))) return;
+    out.present.push(d);
+    if (!isIndex(d.mediaType) && !isManifest(d.mediaType)) return;
+    const parsed = parseManifest(d, await content.readAll(d.digest, MAX_MANIFEST_BYTES));
+    if (parsed.kind === "index") {
+      for (const m of parsed.manifests) if (m.platform) out.platforms.push(platformString(m.platform));
+      const chosen = platform ? parsed.manifests.filter((m) => !m.platform || matchPlatform(m.platform, platform)).slice(0, 1) : parsed.manifests;
+      for (const m of chosen) await visit(m, false);
+      return;
+    }
+    out.manifest ??= parsed;
+    out.config ??= parsed.config;
+    for (const c of children(parsed)) await visit(c, false);
+    if (top && parsed.config && (await have(parsed.config))) {
+      try {
+        const cfg = JSON.parse((await content.readAll(parsed.config.digest, MAX_MANIFEST_BYTES)).toString("utf8"));
+        if (cfg.os) out.platforms.push(platformString({ os: cfg.os, architecture: cfg.architecture, variant: cfg.variant }));
+      } catch {
+        // an unreadable config leaves PLATFORMS empty
+      }
+    }
+  };
+  await visit(target, true);
+  out.platforms = [...new Set(out.platforms)].sort();
+  return out;
+}
+
+export function platformString(p: Platform): string {
+  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
+}
+
+// --- push
+
+export interface PushOptions {
+  concurrency?: number;
+  progress: ProgressSink;
+  platforms: Platform[];
+}
+
+/** Pushes the image `local` (a name in this namespace) to `ref`: blobs first, manifests after their children. */
+export async function pushImage(api: ApiClient, registry: Registry, ref: ImageReference, local: string, opts: PushOptions): Promise<{ target: Descriptor; uploaded: number }> {
+  const content = new ApiContent(api);
+  let image: any;
+  try {
+    image = (await api.call("images", "Get", { name: local })).image;
+  } catch (err) {
+    if (isNotFound(err)) throw new CkError("NotFound", `image "${local}": not found`);
+    throw err;
+  }
+  const target = fromApiDescriptor(image.target);
+  const manifests: { desc: Descriptor; bytes: Buffer }[] = [];
+  const blobs = new Map<string, Descriptor>();
+  const walk = async (d: Descriptor): Promise<void> => {
+    if (!isIndex(d.mediaType) && !isManifest(d.mediaType)) {
+      blobs.set(d.digest, d);
+      return;
+    }
+    const info = await content.info(d.digest);
+    if (!info) throw new CkError("NotFound", `content ${d.digest} of ${local} is not in the content store`);
+    const bytes = await content.readAll(d.digest, MAX_MANIFEST_BYTES);
+    const parsed = parseManifest(d, bytes);
+    const kids = parsed.kind === "index" && opts.platforms.length ? parsed.manifests.filter((m) => !m.platform || opts.platforms.some((p) => matchPlatform(m.platform, p))) : children(parsed);
+    for (const c of kids) await walk(c);
+    manifests.push({ desc: d, bytes });
+  };
+  await walk(target);
+  let uploaded = 0;
+  await eachLimit([...blobs.values()], opts.concurrency ?? 3, async (d) => {
+    const job = opts.progress.add(refFor(d), d.size);
+    const info = await content.info(d.digest);
+    if (!info) throw new CkError("NotFound", `content ${d.digest} of ${local} is not in the content store`);
+    const mountFrom = (info.labels[SOURCE_LABEL + ref.domain] ?? "").split(",").filter((r) => r && r !== ref.repository);
+    job.update(0, "uploading");
+    let sent = 0;
+    const how = await registry.pushBlob(ref, d, () => Readable.from(content.read(d.digest)), {
+      mountFrom,
+      onProgress: (n: number) => {
+        job.transferred(n - sent);
+        uploaded += n - sent;
+        sent = n;
+        job.update(n);
+      },
+    });
+    const status: JobStatus = how === "uploaded" ? "done" : how;
+    job.update(d.size, status);
+  });
+  for (const m of manifests) {
+    const job = opts.progress.add(refFor(m.desc), m.desc.size, "uploading");
+    const isRoot = m.desc.digest === target.digest;
+    await registry.pushManifest(ref, m.desc, m.bytes, isRoot && ref.tag && !ref.digest ? ref.tag : m.desc.digest);
+    job.update(m.desc.size, "done");
+  }
+  return { target, uploaded };
+}

@@ -1,0 +1,158 @@
+// Garbage collection, the pure part: mark what a namespace still references, starting from
+// its roots (image targets, gc.ref labels of images and containers, blobs labelled gc.root,
+// resources of unexpired leases) and following gc.ref labels between resources, as
+// containerd's metadata/gc.go does. Whatever content stays unmarked is collected by one
+// ContentCollect event, decided on the sequencer's current view so nothing stale is written.
+import { keys, TYPE, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord } from "../projections/views.js";
+import { digestProblem } from "./validation.js";
+import { isLeaseExpired, LABEL_GC_FLAT } from "./leases.js";
+import type { Decision, StateView } from "./sequencer.js";
+
+export const LABEL_GC_ROOT = "containerd.io/gc.root";
+export const LABEL_GC_REF_CONTENT = "containerd.io/gc.ref.content";
+export const LABEL_GC_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot.";
+
+/**
+ * A resource GC knows about. Only content is collected so far; snapshot references are
+ * followed into nodes (keyed `<snapshotter>/<key>`) and kept, so the snapshot kind can be
+ * added by giving it references and a sweep.
+ */
+export type ResourceKind = "content" | "snapshot";
+
+export interface GcNode {
+  kind: ResourceKind;
+  key: string;
+  /** From a gc.flat lease: the node is kept but its references are not followed. */
+  flat?: boolean;
+}
+
+/** What the mark reads of one namespace. */
+export interface NamespaceGcState {
+  images: readonly ImageRecord[];
+  containers: readonly ContainerRecord[];
+  blobs: ReadonlyMap<string, BlobRecord>;
+  leases: readonly LeaseRecord[];
+}
+
+const nodeId = (n: GcNode) => `${n.kind}\u0000${n.key}`;
+
+/** Nodes named by gc.ref labels: content refs (`gc.ref.content`, `.x`, `/x`) and snapshot refs. */
+export function labelRefs(labels: Readonly<Record<string, string>>): GcNode[] {
+  const out: GcNode[] = [];
+  for (const [k, v] of Object.entries(labels)) {
+    if (k.startsWith(LABEL_GC_REF_CONTENT)) {
+      const rest = k.slice(LABEL_GC_REF_CONTENT.length);
+      if (rest !== "" && rest[0] !== "." && rest[0] !== "/") continue;
+      // A value that is not a digest cannot name content: ignored rather than fatal.
+      if (digestProblem(v) === undefined) out.push({ kind: "content", key: v });
+    } else if (k.startsWith(LABEL_GC_REF_SNAPSHOT)) {
+      let snapshotter = k.slice(LABEL_GC_REF_SNAPSHOT.length);
+      const slash = snapshotter.indexOf("/");
+      if (slash >= 0) snapshotter = snapshotter.slice(0, slash);
+      if (snapshotter && v) out.push({ kind: "snapshot", key: `${snapshotter}/${v}` });
+    }
+  }
+  return out;
+}
+
+/** The namespace's roots at `now`: expired leases are no roots (GC deletes them first). */
+export function gcRoots(s: NamespaceGcState, now: Date): GcNode[] {
+  const out: GcNode[] = [];
+  for (const lease of s.leases) {
+    if (isLeaseExpired(lease, now)) continue;
+    const flat = Object.hasOwn(lease.labels, LABEL_GC_FLAT);
+    for (const r of lease.resources) {
+      if (r.type === "content") out.push({ kind: "content", key: r.id, flat });
+      else if (r.type.startsWith("snapshots/")) out.push({ kind: "snapshot", key: `${r.type.slice("snapshots/".length)}/${r.id}`, flat });
+      // ingests: kept by the content store's own stale-ingest sweep, not by this GC.
+    }
+  }
+  for (const img of s.images) {
+    if (img.target.digest) out.push({ kind: "content", key: img.target.digest });
+    out.push(...labelRefs(img.labels));
+  }
+  for (const blob of s.blobs.values()) {
+    if (Object.hasOwn(blob.labels, LABEL_GC_ROOT)) out.push({ kind: "content", key: blob.digest });
+  }
+  for (const c of s.containers) {
+    if (c.snapshotter && c.snapshot_key) out.push({ kind: "snapshot", key: `${c.snapshotter}/${c.snapshot_key}` });
+    out.push(...labelRefs(c.labels));
+  }
+  return out;
+}
+
+/** What a node refers to, per kind. Snapshots have no records yet, hence no references. */
+const references: Record<ResourceKind, (s: NamespaceGcState, key: string) => GcNode[]> = {
+  content: (s, key) => {
+    const blob = s.blobs.get(key);
+    return blob ? labelRefs(blob.labels) : [];
+  },
+  snapshot: () => [],
+};
+
+/** Ids (`<kind>\0<key>`) of every node reachable from the roots. */
+export function gcMark(s: NamespaceGcState, now: Date): Set<string> {
+  const marked = new Set<string>();
+  const stack = gcRoots(s, now);
+  // A flat root is marked but not followed; reached again unflat, it is followed then.
+  const followed = new Set<string>();
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    const id = nodeId(n);
+    marked.add(id);
+    if (n.flat || followed.has(id)) continue;
+    followed.add(id);
+    stack.push(...references[n.kind](s, n.key));
+  }
+  return marked;
+}
+
+/** Digests of the namespace's blobs that nothing reachable refers to, sorted. */
+export function unreferencedContent(s: NamespaceGcState, now: Date): string[] {
+  const marked = gcMark(s, now);
+  return [...s.blobs.keys()].filter((d) => !marked.has(nodeId({ kind: "content", key: d }))).sort();
+}
+
+/** Ids of the namespace's leases expired at `now`. */
+export function expiredLeases(leases: readonly LeaseRecord[], now: Date): string[] {
+  return leases.filter((l) => isLeaseExpired(l, now)).map((l) => l.id);
+}
+
+/** Reads a namespace's GC state from any ordered scan (the sequencer's view or the projection). */
+export function loadGcState(ns: string, scan: <T>(prefix: string) => Iterable<[string, T]>): NamespaceGcState {
+  const values = <T>(prefix: string) => [...scan<T>(prefix)].map(([, v]) => v);
+  const blobs = new Map<string, BlobRecord>();
+  for (const b of values<BlobRecord>(keys.blobsPrefix(ns))) blobs.set(b.digest, b);
+  return {
+    images: values<ImageRecord>(keys.imagesPrefix(ns)),
+    containers: values<ContainerRecord>(keys.containersPrefix(ns)),
+    blobs,
+    leases: values<LeaseRecord>(keys.leasesPrefix(ns)),
+  };
+}
+
+export interface CollectContent {
+  namespace: string;
+  now: Date;
+}
+
+export interface Collected {
+  digests: string[];
+  /** Sizes of the collected blobs as the namespace recorded them. */
+  size: number;
+}
+
+/** One ContentCollect event for everything unreferenced in the namespace; none when nothing is. */
+export function decideCollectContent(cmd: CollectContent, s: NamespaceGcState): Decision<Collected> {
+  const digests = unreferencedContent(s, cmd.now);
+  if (digests.length === 0) return { result: { digests, size: 0 } };
+  const size = digests.reduce((n, d) => n + (s.blobs.get(d)?.size ?? 0), 0);
+  return {
+    event: { namespace: cmd.namespace, topic: "/gc/content", typeName: TYPE.ContentCollect, payload: { digests } },
+    result: { digests, size },
+  };
+}
+
+export const gcHandlers = {
+  collect: (cmd: CollectContent) => (view: StateView) => decideCollectContent(cmd, loadGcState(cmd.namespace, (p) => view.scan(p))),
+};

@@ -1,0 +1,145 @@
+// The leases aggregate: a lease is a named set of references (content, ingests, snapshots)
+// that keeps resources from garbage collection until it is deleted or expires
+// (`containerd.io/gc.expire`, enforced by GC). decide* are pure; the handlers load and call.
+import { alreadyExists, invalidArgument, notFound, notImplemented } from "../errdefs/errdefs.js";
+import { keys, leaseRecord, TYPE, type LeaseRecord, type LeaseResource, type Timestamp } from "../projections/views.js";
+import { digestProblem, validateLabels } from "./validation.js";
+import type { Decision, StateView } from "./sequencer.js";
+import { dropEmpty } from "./namespaces.js";
+
+/** The lease label holding its expiry (RFC 3339); GC deletes the lease once it passed. */
+export const LABEL_GC_EXPIRE = "containerd.io/gc.expire";
+/** A lease label telling GC not to follow references from the lease's resources. */
+export const LABEL_GC_FLAT = "containerd.io/gc.flat";
+
+export interface CreateLease {
+  namespace: string;
+  /** Required here: the service generates one when a request leaves it empty, as containerd's. */
+  id: string;
+  labels: Record<string, string>;
+  now: Timestamp;
+}
+export interface DeleteLease {
+  namespace: string;
+  id: string;
+}
+/** GC's delete: only when the lease is (still) expired at `now`. */
+export interface ExpireLease {
+  namespace: string;
+  id: string;
+  now: Date;
+}
+export interface LeaseResourceChange {
+  namespace: string;
+  id: string;
+  resource: LeaseResource;
+}
+
+export function validateLeaseId(id: string): void {
+  if (!id) throw invalidArgument("lease id must be provided");
+  if (id.includes("\u0000")) throw invalidArgument(`lease id ${JSON.stringify(id)} must not contain NUL`);
+}
+
+/**
+ * containerd's parseLeaseResource: `content` (id a digest), `ingests` (id a ref),
+ * `snapshots/<snapshotter>` (id a key); malformed types are InvalidArgument, other kinds
+ * NotImplemented. Returns the resource as stored.
+ */
+export function validateLeaseResource(r: Partial<LeaseResource> | undefined | null): LeaseResource {
+  const id = r?.id ?? "";
+  const type = r?.type ?? "";
+  const parts = type.split("/");
+  switch (parts[0]) {
+    case "content":
+    case "ingests":
+      if (parts.length !== 1) throw invalidArgument(`invalid resource type ${type}`);
+      if (parts[0] === "content") {
+        const problem = digestProblem(id);
+        if (problem) throw invalidArgument(`invalid content resource id ${id}: ${problem}`);
+      }
+      break;
+    case "snapshots":
+      if (parts.length !== 2 || !parts[1]) throw invalidArgument(`invalid snapshot resource type ${type}`);
+      break;
+    default:
+      throw notImplemented(`resource type ${type} not supported yet`);
+  }
+  if (!id) throw invalidArgument(`resource id must not be empty`);
+  if (id.includes("\u0000")) throw invalidArgument(`resource id ${JSON.stringify(id)} must not contain NUL`);
+  return { id, type };
+}
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/** The lease's expiry from its gc.expire label; undefined when absent or not RFC 3339 (ignored, as containerd). */
+export function leaseExpiry(labels: Readonly<Record<string, string>>): Date | undefined {
+  const v = labels[LABEL_GC_EXPIRE];
+  if (v === undefined || !RFC3339.test(v)) return undefined;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? undefined : new Date(t);
+}
+
+export function isLeaseExpired(lease: LeaseRecord, now: Date): boolean {
+  const exp = leaseExpiry(lease.labels);
+  return exp !== undefined && now.getTime() > exp.getTime();
+}
+
+export function decideCreateLease(cmd: CreateLease, current: LeaseRecord | undefined): Decision<LeaseRecord> {
+  validateLeaseId(cmd.id);
+  const labels = dropEmpty(cmd.labels);
+  validateLabels(labels, "lease.Labels");
+  if (current) throw alreadyExists(`lease "${cmd.id}"`);
+  const rec = leaseRecord({ id: cmd.id, labels, created_at: cmd.now });
+  return {
+    event: { namespace: cmd.namespace, topic: "/leases/create", typeName: TYPE.LeaseCreate, payload: { id: rec.id, labels: rec.labels, created_at: rec.created_at } },
+    result: rec,
+  };
+}
+
+export function decideDeleteLease(cmd: DeleteLease, current: LeaseRecord | undefined): Decision<void> {
+  validateLeaseId(cmd.id);
+  if (!current) throw notFound(`lease "${cmd.id}"`);
+  return { event: { namespace: cmd.namespace, topic: "/leases/delete", typeName: TYPE.LeaseDelete, payload: { id: cmd.id } }, result: undefined };
+}
+
+/** True when the lease was deleted; no event when it is gone or no longer expired. */
+export function decideExpireLease(cmd: ExpireLease, current: LeaseRecord | undefined): Decision<boolean> {
+  if (!current || !isLeaseExpired(current, cmd.now)) return { result: false };
+  return { event: { namespace: cmd.namespace, topic: "/leases/delete", typeName: TYPE.LeaseDelete, payload: { id: cmd.id } }, result: true };
+}
+
+const has = (lease: LeaseRecord, r: LeaseResource) => lease.resources.some((x) => x.id === r.id && x.type === r.type);
+
+export function decideAddLeaseResource(cmd: LeaseResourceChange, current: LeaseRecord | undefined): Decision<void> {
+  validateLeaseId(cmd.id);
+  const resource = validateLeaseResource(cmd.resource);
+  if (!current) throw notFound(`lease "${cmd.id}"`);
+  if (has(current, resource)) return { result: undefined };
+  return {
+    event: { namespace: cmd.namespace, topic: "/leases/resource/add", typeName: TYPE.LeaseResourceAdd, payload: { id: cmd.id, resource } },
+    result: undefined,
+  };
+}
+
+/** Removing a resource the lease does not hold is no error (containerd's bucket delete). */
+export function decideDeleteLeaseResource(cmd: LeaseResourceChange, current: LeaseRecord | undefined): Decision<void> {
+  validateLeaseId(cmd.id);
+  const resource = validateLeaseResource(cmd.resource);
+  if (!current) throw notFound(`lease "${cmd.id}"`);
+  if (!has(current, resource)) return { result: undefined };
+  return {
+    event: { namespace: cmd.namespace, topic: "/leases/resource/delete", typeName: TYPE.LeaseResourceDelete, payload: { id: cmd.id, resource } },
+    result: undefined,
+  };
+}
+
+const currentLease = (view: StateView, ns: string, id: string) =>
+  !id || id.includes("\u0000") ? undefined : view.get<LeaseRecord>(keys.lease(ns, id));
+
+export const leaseHandlers = {
+  create: (cmd: CreateLease) => (view: StateView) => decideCreateLease(cmd, currentLease(view, cmd.namespace, cmd.id)),
+  delete: (cmd: DeleteLease) => (view: StateView) => decideDeleteLease(cmd, currentLease(view, cmd.namespace, cmd.id)),
+  expire: (cmd: ExpireLease) => (view: StateView) => decideExpireLease(cmd, currentLease(view, cmd.namespace, cmd.id)),
+  addResource: (cmd: LeaseResourceChange) => (view: StateView) => decideAddLeaseResource(cmd, currentLease(view, cmd.namespace, cmd.id)),
+  deleteResource: (cmd: LeaseResourceChange) => (view: StateView) => decideDeleteLeaseResource(cmd, currentLease(view, cmd.namespace, cmd.id)),
+};

@@ -1,0 +1,451 @@
+// Applying an OCI image layer (a tar, plain, gzip or zstd) onto a directory or onto a
+// snapshot's mounts: OCI whiteouts, modes, owners, times, xattrs, links. The answer is the
+// digest of the uncompressed tar, the layer's diff_id. Hostile entries are contained: every
+// path is placed inside the root with its parents' symlinks resolved as if the root were "/",
+// entries themselves are never followed, and device nodes and fifos are refused.
+import fss, { constants as fsc, type Stats } from "node:fs";
+import path from "node:path";
+import { Readable, Transform, type TransformCallback } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import { setAttribute } from "@napi-rs/xattr";
+import { Decompress as ZstdDecompressor } from "fzstd";
+import tar from "tar-stream";
+import {
+  CkError,
+  failedPrecondition,
+  invalidArgument,
+  notImplemented,
+} from "../errdefs/errdefs.js";
+import { runCommand, withTempMount } from "../snapshots/mount.js";
+import type { Mount } from "../snapshots/types.js";
+import { Digester } from "./digest.js";
+import { assertInside, cleanEntryName, resolveInRoot } from "./rootpath.js";
+
+export interface ApplyOptions {
+  /** The layer descriptor's media type; only used to name the layer in errors. */
+  mediaType?: string;
+  /**
+   * How OCI whiteouts land: "delete" removes what they name (a plain or native tree);
+   * "overlay" writes overlayfs whiteouts (0/0 character devices, `trusted.overlay.opaque=y`)
+   * into an overlayfs upper directory, as containerd does when applying onto an overlay mount.
+   */
+  whiteouts?: "delete" | "overlay";
+  /**
+   * With "overlay": the lower directories, nearest first. A parent directory missing from the
+   * upper directory is created with the attributes it has in the nearest lower one.
+   */
+  parents?: readonly string[];
+}
+
+export interface Applied {
+  /** sha256 of the uncompressed tar: the layer's diff_id. */
+  digest: string;
+  /** Bytes of the uncompressed tar. */
+  size: number;
+}
+
+const WHITEOUT_PREFIX = ".wh.";
+const OPAQUE_WHITEOUT = ".wh..wh..opq";
+const XATTR_PAX_PREFIX = "SCHILY.xattr.";
+
+/** zstd decompression on fzstd (Node 20's zlib has none). */
+class ZstdDecompress extends Transform {
+  private readonly z = new ZstdDecompressor((data) => {
+    if (data.length > 0) this.push(Buffer.from(data));
+  });
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    try {
+      this.z.push(chunk);
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
+  }
+  override _flush(cb: TransformCallback): void {
+    try {
+      this.z.push(new Uint8Array(0), true);
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
+  }
+}
+
+type Compression = "none" | "gzip" | "zstd";
+
+function detect(head: Buffer, mediaType: string | undefined): Compression {
+  const what = mediaType ? `layer of media type "${mediaType}"` : "layer";
+  if (mediaType?.endsWith("+encrypted")) throw notImplemented(`${what}: encrypted layers`);
+  const starts = (...b: number[]) => head.length >= b.length && b.every((x, i) => head[i] === x);
+  if (starts(0x1f, 0x8b, 0x08)) return "gzip";
+  if (starts(0x28, 0xb5, 0x2f, 0xfd)) return "zstd";
+  if (starts(0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00)) throw notImplemented(`${what}: xz compression`);
+  if (starts(0x42, 0x5a, 0x68)) throw notImplemented(`${what}: bzip2 compression`);
+  return "none";
+}
+
+/** The layer's bytes, decompressed according to their magic number. */
+async function decompressed(layer: Readable, mediaType: string | undefined): Promise<Readable> {
+  const it = layer[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const chunks: Buffer[] = [];
+  let have = 0;
+  let done = false;
+  while (have < 6) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    chunks.push(r.value);
+    have += r.value.length;
+  }
+  const head = Buffer.concat(chunks);
+  const compression = detect(head, mediaType);
+  const raw = Readable.from(
+    (async function* () {
+      if (head.length > 0) yield head;
+      while (!done) {
+        const r = await it.next();
+        if (r.done) break;
+        yield r.value;
+      }
+    })(),
+    { objectMode: false },
+  );
+  if (compression === "none") return raw;
+  const inflater = compression === "gzip" ? createGunzip() : new ZstdDecompress();
+  raw.on("error", (err) => inflater.destroy(err));
+  return raw.pipe(inflater);
+}
+
+interface ApplyState {
+  root: string;
+  whiteouts: "delete" | "overlay";
+  parents: readonly string[];
+  asRoot: boolean;
+  /** Paths this layer wrote: an opaque marker keeps them, whatever order the tar has. */
+  unpacked: Set<string>;
+  /** Directory times are set last, since creating children changes them. */
+  dirTimes: { path: string; atime: number; mtime: number }[];
+  /**
+   * Parent directories already resolved and known to be real directories, by clean relative
+   * name. Only a removal or a new symlink can change how a name resolves, and both clear it.
+   */
+  resolvedParents: Map<string, string>;
+}
+
+type Header = Partial<tar.Header> & { name: string; pax?: Record<string, string> | null };
+/** An entry's data, as tar-stream hands it out (a streamx stream, async-iterable). */
+type Body = AsyncIterable<Buffer>;
+
+function writeAll(fd: number, chunk: Buffer): void {
+  for (let off = 0; off < chunk.length; ) off += fss.writeSync(fd, chunk, off);
+}
+
+// The file system calls below are synchronous on purpose: each is a few microseconds, while
+// a promise-based call costs a thread-pool round trip (~70us measured here), which made
+// applying a layer of small files 20x slower than tar(1). The event loop still turns
+// between entries, since each entry's data arrives asynchronously.
+async function lstatOrNull(p: string): Promise<Stats | null> {
+  try {
+    return fss.lstatSync(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw err;
+  }
+}
+
+/**
+ * Applies the layer read from `layer` onto directory `root` (which must exist). Resolves
+ * with the diff_id and size of the uncompressed tar; rejects with InvalidArgument naming the
+ * entry for a refused or malformed entry, NotImplemented for an unsupported compression.
+ */
+export async function applyLayer(root: string, layer: Readable, opts: ApplyOptions = {}): Promise<Applied> {
+  const rootDir = fss.realpathSync(root);
+  const st = fss.statSync(rootDir);
+  if (!st.isDirectory()) throw invalidArgument(`apply root ${root}: not a directory`);
+  const state: ApplyState = {
+    root: rootDir,
+    whiteouts: opts.whiteouts ?? "delete",
+    parents: opts.parents ?? [],
+    asRoot: process.getuid?.() === 0,
+    unpacked: new Set(),
+    dirTimes: [],
+    resolvedParents: new Map(),
+  };
+  const source = await decompressed(layer, opts.mediaType);
+  const digester = new Digester();
+  const extract = tar.extract();
+  const feeding = pipeline(source, digester, extract);
+  feeding.catch(() => undefined); // awaited below; a failure also ends the entry loop
+  try {
+    for await (const entry of extract) {
+      const consumed = await applyEntry(state, entry.header as Header, entry as AsyncIterable<Buffer>);
+      if (!consumed) for await (const _ of entry) void _;
+    }
+    await feeding;
+  } catch (err) {
+    source.destroy();
+    extract.destroy();
+    await feeding.catch(() => undefined);
+    throw asCkError(err, opts.mediaType);
+  }
+  for (const d of state.dirTimes) {
+    const s = await lstatOrNull(d.path);
+    if (s?.isDirectory()) fss.lutimesSync(d.path, d.atime, d.mtime);
+  }
+  return { digest: digester.digest(), size: digester.size };
+}
+
+function asCkError(err: unknown, mediaType: string | undefined): CkError {
+  if (err instanceof CkError) return err;
+  const e = err as NodeJS.ErrnoException;
+  if (e && typeof e.syscall === "string") {
+    return new CkError("Unknown", `apply layer: ${e.message}`, { cause: err });
+  }
+  // Everything else comes from the tar parser or the decompressor: the layer is malformed.
+  const what = mediaType ? `layer of media type "${mediaType}"` : "layer";
+  return invalidArgument(`${what}: malformed: ${e?.message ?? String(err)}`, { cause: err });
+}
+
+/** Applies one entry; true if it read the entry's data. */
+async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boolean> {
+  const name = h.name;
+  const rel = cleanEntryName(name);
+  if (rel === "") return false; // the root itself ("./"): containerd ignores it too
+  const parentRel = path.posix.dirname(rel);
+  const base = path.posix.basename(rel);
+  let parent = parentRel === "." ? state.root : state.resolvedParents.get(parentRel);
+  const known = parent !== undefined;
+  if (parent === undefined) parent = await resolveInRoot(state.root, parentRel, { followLast: true });
+  const target = path.join(parent, base);
+  assertInside(state.root, target, name);
+  try {
+    if (!known) {
+      await makeParent(state, parent, name);
+      state.resolvedParents.set(parentRel, parent);
+    }
+    if (base === OPAQUE_WHITEOUT) {
+      await opaque(state, parent);
+      return false;
+    }
+    if (base.startsWith(WHITEOUT_PREFIX)) {
+      const gone = base.slice(WHITEOUT_PREFIX.length);
+      if (gone === "" || gone === "." || gone === "..") {
+        throw invalidArgument(`entry "${name}": invalid whiteout name`);
+      }
+      await whiteout(state, path.join(parent, gone), h);
+      return false;
+    }
+    const consumed = await createEntry(state, target, h, body);
+    if (!consumed) await applyMetadata(state, target, h); // a file's was set on its descriptor
+    state.unpacked.add(target);
+    return consumed;
+  } catch (err) {
+    if (err instanceof CkError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    if (e?.code === "ENOTDIR" || e?.code === "EISDIR" || e?.code === "ELOOP") {
+      throw invalidArgument(`entry "${name}": ${e.message}`, { cause: err });
+    }
+    throw new CkError("Unknown", `entry "${name}": ${e?.message ?? String(err)}`, { cause: err });
+  }
+}
+
+/** Ensures `dir` (already resolved inside the root) exists as a directory. */
+async function makeParent(state: ApplyState, dir: string, name: string): Promise<void> {
+  const st = await lstatOrNull(dir);
+  if (st) {
+    if (st.isDirectory()) return;
+    throw invalidArgument(`entry "${name}": parent ${path.relative(state.root, dir)} is not a directory`);
+  }
+  const up = path.dirname(dir);
+  if (up !== state.root) await makeParent(state, up, name);
+  fss.mkdirSync(dir, { mode: 0o755 });
+  if (state.whiteouts !== "overlay") return;
+  // A directory of a lower layer, created in the upper one: keep its attributes, since
+  // overlayfs shows the upper directory's.
+  const rel = path.relative(state.root, dir);
+  for (const lower of state.parents) {
+    const lp = await resolveInRoot(lower, rel, { followLast: true });
+    const ls = await lstatOrNull(lp);
+    if (!ls) continue;
+    if (ls.isDirectory()) {
+      if (state.asRoot) fss.lchownSync(dir, ls.uid, ls.gid);
+      fss.chmodSync(dir, ls.mode & 0o7777);
+      fss.lutimesSync(dir, ls.atime, ls.mtime);
+    }
+    break;
+  }
+}
+
+async function opaque(state: ApplyState, dir: string): Promise<void> {
+  state.resolvedParents.clear();
+  if (state.whiteouts === "overlay") {
+    await setAttribute(dir, "trusted.overlay.opaque", Buffer.from("y"));
+    return;
+  }
+  const prune = async (d: string): Promise<void> => {
+    for (const e of fss.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (!state.unpacked.has(p)) fss.rmSync(p, { recursive: true, force: true });
+      else if (e.isDirectory()) await prune(p);
+    }
+  };
+  await prune(dir);
+}
+
+async function whiteout(state: ApplyState, gone: string, h: Header): Promise<void> {
+  state.resolvedParents.clear();
+  // fs.rm never follows a symlink: it removes the link itself.
+  fss.rmSync(gone, { recursive: true, force: true });
+  if (state.whiteouts === "overlay") {
+    await runCommand("mknod", ["-m", "0", gone, "c", "0", "0"]);
+    fss.lchownSync(gone, ownerOf(h).uid, ownerOf(h).gid);
+  }
+}
+
+function ownerOf(h: Header): { uid: number; gid: number } {
+  const pax = h.pax ?? {};
+  return {
+    uid: pax.uid !== undefined ? Number(pax.uid) : (h.uid ?? 0),
+    gid: pax.gid !== undefined ? Number(pax.gid) : (h.gid ?? 0),
+  };
+}
+
+async function createEntry(state: ApplyState, target: string, h: Header, body: Body): Promise<boolean> {
+  const name = h.name;
+  const existing = await lstatOrNull(target);
+  const replace = async () => {
+    if (!existing) return;
+    state.resolvedParents.clear();
+    fss.rmSync(target, { recursive: true, force: true });
+  };
+  switch (h.type) {
+    case "directory":
+      if (!existing?.isDirectory()) {
+        await replace();
+        fss.mkdirSync(target, { mode: 0o700 });
+      }
+      return false;
+    case "file":
+    case "contiguous-file":
+    case undefined:
+    case null: {
+      await replace();
+      // O_EXCL|O_NOFOLLOW: the file is always new, never something a link points at.
+      const fd = fss.openSync(target, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+      try {
+        for await (const chunk of body) writeAll(fd, chunk);
+        // Metadata through the descriptor: no path lookups, nothing to follow.
+        if (state.asRoot) fss.fchownSync(fd, ownerOf(h).uid, ownerOf(h).gid);
+        await setXattrs(target, h);
+        fss.fchmodSync(fd, (h.mode ?? 0o644) & 0o7777);
+        const t = timesOf(h);
+        fss.futimesSync(fd, t.atime, t.mtime);
+      } finally {
+        fss.closeSync(fd);
+      }
+      return true;
+    }
+    case "symlink":
+      await replace();
+      state.resolvedParents.clear();
+      fss.symlinkSync(h.linkname ?? "", target);
+      return false;
+    case "link": {
+      const linkRel = cleanEntryName(h.linkname ?? "");
+      if (linkRel === "") throw invalidArgument(`entry "${name}": hard link to the root directory`);
+      const dir = path.posix.dirname(linkRel);
+      const src = path.join(
+        dir === "." ? state.root : await resolveInRoot(state.root, dir, { followLast: true }),
+        path.posix.basename(linkRel),
+      );
+      assertInside(state.root, src, name);
+      const s = await lstatOrNull(src);
+      if (!s) {
+        throw invalidArgument(`entry "${name}": hard link target "${h.linkname}" does not exist inside the layer root`);
+      }
+      if (s.isDirectory()) throw invalidArgument(`entry "${name}": hard link to directory "${h.linkname}"`);
+      if (src === target) return false;
+      await replace();
+      fss.linkSync(src, target); // link(2) does not follow a symlink source
+      return false;
+    }
+    case "character-device":
+    case "block-device":
+    case "fifo":
+      // containerd creates these when running as root; ck refuses them: an image's rootfs
+      // never needs them (runtimes create /dev), and a device node is the one entry whose
+      // mere existence inside a snapshot can reach outside it.
+      throw invalidArgument(`entry "${name}": ${h.type} entries are refused`);
+    default:
+      throw invalidArgument(`entry "${name}": unsupported tar entry type ${h.type}`);
+  }
+}
+
+function timesOf(h: Header): { atime: number; mtime: number } {
+  const pax = h.pax ?? {};
+  const mtime = pax.mtime !== undefined ? Number(pax.mtime) : (h.mtime?.getTime() ?? 0) / 1000;
+  const atime = pax.atime !== undefined ? Number(pax.atime) : mtime;
+  return { atime, mtime };
+}
+
+async function setXattrs(target: string, h: Header): Promise<void> {
+  for (const [key, value] of Object.entries(h.pax ?? {})) {
+    if (!key.startsWith(XATTR_PAX_PREFIX)) continue;
+    // Best effort, as "where the filesystem allows": unsupported namespaces (user.* on a
+    // symlink, trusted.* without CAP_SYS_ADMIN, a filesystem without xattrs) are skipped.
+    // The binding uses lsetxattr, so a symlink is never followed.
+    await setAttribute(target, key.slice(XATTR_PAX_PREFIX.length), Buffer.from(value, "utf8")).catch(
+      () => undefined,
+    );
+  }
+}
+
+async function applyMetadata(state: ApplyState, target: string, h: Header): Promise<void> {
+  const st = fss.lstatSync(target);
+  if (state.asRoot) {
+    const { uid, gid } = ownerOf(h);
+    fss.lchownSync(target, uid, gid);
+  }
+  await setXattrs(target, h);
+  // chmod follows symlinks, and a hard link may name a symlink's inode: never chmod those.
+  if (!st.isSymbolicLink()) fss.chmodSync(target, (h.mode ?? 0o644) & 0o7777);
+  const { atime, mtime } = timesOf(h);
+  if (st.isDirectory()) state.dirTimes.push({ path: target, atime, mtime });
+  else fss.lutimesSync(target, atime, mtime);
+}
+
+function mountOption(m: Mount, key: string): string | undefined {
+  const o = m.options.find((x) => x.startsWith(key + "="));
+  return o?.slice(key.length + 1);
+}
+
+/**
+ * Applies a layer onto a snapshot's mounts, as containerd's Diff.Apply: a single overlay
+ * mount is applied straight into its upperdir with overlay whiteouts; a single bind mount
+ * into its source; anything else is mounted on a temporary directory first.
+ */
+export async function applyLayerToMounts(
+  mounts: readonly Mount[],
+  layer: Readable,
+  opts: { mediaType?: string } = {},
+): Promise<Applied> {
+  if (mounts.length === 1) {
+    const m = mounts[0];
+    if (m.options.includes("ro")) throw failedPrecondition(`apply layer: mount of ${m.source} is read-only`);
+    const upper = m.type === "overlay" ? mountOption(m, "upperdir") : undefined;
+    if (m.type === "overlay" && upper === undefined) {
+      throw failedPrecondition("apply layer: overlay mount without upperdir is read-only");
+    }
+    if (upper !== undefined) {
+      const lower = mountOption(m, "lowerdir")?.split(":") ?? [];
+      return applyLayer(upper, layer, { ...opts, whiteouts: "overlay", parents: lower });
+    }
+    if (m.type === "bind" || m.options.includes("bind") || m.options.includes("rbind")) {
+      return applyLayer(m.source, layer, opts);
+    }
+  }
+  return withTempMount(mounts, (dir) => applyLayer(dir, layer, opts));
+}

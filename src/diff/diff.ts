@@ -1,0 +1,289 @@
+// Computing a layer: the changes from a lower tree to an upper tree as an uncompressed OCI
+// tar (added and changed entries, deletions as `.wh.` whiteouts), with its digest and size.
+// Two ways in: two directories compared side by side (native snapshots, or any two mounted
+// trees), or an overlayfs upper directory alone, whose whiteout devices and opaque markers
+// already say what was deleted.
+import { createReadStream, promises as fs, type BigIntStats } from "node:fs";
+import path from "node:path";
+import type { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { getAttribute, listAttributes } from "@napi-rs/xattr";
+import tar from "tar-stream";
+import { withTempMount } from "../snapshots/mount.js";
+import type { Mount } from "../snapshots/types.js";
+import type { Applied } from "./apply.js";
+import { Digester } from "./digest.js";
+
+const WHITEOUT_PREFIX = ".wh.";
+const OPAQUE_WHITEOUT = ".wh..wh..opq";
+
+type Header = Partial<tar.Header> & { name: string; pax?: Record<string, string> };
+
+interface DiffState {
+  pack: tar.Pack;
+  upper: string;
+  /** Directories already written, so each change's parents precede it exactly once. */
+  emittedDirs: Set<string>;
+  /** First path written for each multiply-linked inode: later ones become hard links. */
+  links: Map<string, string>;
+  overlay: boolean;
+}
+
+async function lstat(p: string): Promise<BigIntStats | null> {
+  try {
+    return await fs.lstat(p, { bigint: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw err;
+  }
+}
+
+const byteOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+async function names(dir: string | undefined): Promise<string[]> {
+  if (dir === undefined) return [];
+  return (await fs.readdir(dir)).sort(byteOrder);
+}
+
+/**
+ * Writes the changes from `lower` (undefined: nothing, every entry of `upper` is new) to
+ * `upper` as an uncompressed tar on `out`, and resolves with its digest and size.
+ */
+export async function writeDiff(lower: string | undefined, upper: string, out: Writable): Promise<Applied> {
+  return writeTar(upper, out, false, (st) => compareDir(st, "", lower, upper));
+}
+
+/**
+ * Writes an overlayfs upper directory as a layer: 0/0 character devices become `.wh.`
+ * whiteouts and directories marked `trusted.overlay.opaque=y` get an opaque marker.
+ */
+export async function writeOverlayDiff(upper: string, out: Writable): Promise<Applied> {
+  return writeTar(upper, out, true, (st) => compareDir(st, "", undefined, upper));
+}
+
+async function writeTar(
+  upper: string,
+  out: Writable,
+  overlay: boolean,
+  walk: (st: DiffState) => Promise<void>,
+): Promise<Applied> {
+  const pack = tar.pack();
+  const digester = new Digester();
+  const writing = pipeline(pack, digester, out);
+  writing.catch(() => undefined);
+  const state: DiffState = { pack, upper, emittedDirs: new Set(), links: new Map(), overlay };
+  try {
+    await walk(state);
+    pack.finalize();
+    await writing;
+  } catch (err) {
+    pack.destroy(err as Error);
+    await writing.catch(() => undefined);
+    throw err;
+  }
+  return { digest: digester.digest(), size: digester.size };
+}
+
+async function compareDir(st: DiffState, rel: string, lowerDir: string | undefined, upperDir: string): Promise<void> {
+  const up = await names(upperDir);
+  const low = await names(lowerDir);
+  const upSet = new Set(up);
+  const all = [...new Set([...up, ...low])].sort(byteOrder);
+  if (st.overlay && rel !== "" && (await isOpaque(upperDir))) {
+    await ensureParents(st, rel + "/x");
+    await addWhiteout(st, rel, OPAQUE_WHITEOUT, upperDir);
+  }
+  for (const name of all) {
+    const childRel = rel === "" ? name : `${rel}/${name}`;
+    const uPath = path.join(upperDir, name);
+    const lPath = lowerDir === undefined ? undefined : path.join(lowerDir, name);
+    const u = upSet.has(name) ? await lstat(uPath) : null;
+    const l = lPath === undefined ? null : await lstat(lPath);
+    if (!u) {
+      if (l) await addWhiteout(st, rel, WHITEOUT_PREFIX + name, upperDir);
+      continue;
+    }
+    if (st.overlay && u.isCharacterDevice() && u.rdev === 0n) {
+      await addWhiteout(st, rel, WHITEOUT_PREFIX + name, upperDir);
+      continue;
+    }
+    if (u.isDirectory()) {
+      const bothDirs = l?.isDirectory() ?? false;
+      if (!bothDirs || !sameMeta(l!, u)) await addEntry(st, childRel, uPath, u);
+      await compareDir(st, childRel, bothDirs ? lPath : undefined, uPath);
+      continue;
+    }
+    if (!l || !(await sameEntry(l, lPath!, u, uPath))) await addEntry(st, childRel, uPath, u);
+  }
+}
+
+function kind(s: BigIntStats): string {
+  if (s.isFile()) return "file";
+  if (s.isDirectory()) return "dir";
+  if (s.isSymbolicLink()) return "symlink";
+  if (s.isCharacterDevice()) return "char";
+  if (s.isBlockDevice()) return "block";
+  if (s.isFIFO()) return "fifo";
+  return "other";
+}
+
+function sameMeta(a: BigIntStats, b: BigIntStats): boolean {
+  return (
+    kind(a) === kind(b) &&
+    (a.mode & 0o7777n) === (b.mode & 0o7777n) &&
+    a.uid === b.uid &&
+    a.gid === b.gid &&
+    a.mtimeNs === b.mtimeNs
+  );
+}
+
+async function sameEntry(l: BigIntStats, lPath: string, u: BigIntStats, uPath: string): Promise<boolean> {
+  if (l.dev === u.dev && l.ino === u.ino) return true;
+  if (!sameMeta(l, u) || l.size !== u.size) return false;
+  if (u.isSymbolicLink()) return (await fs.readlink(lPath)) === (await fs.readlink(uPath));
+  if (u.isCharacterDevice() || u.isBlockDevice()) return l.rdev === u.rdev;
+  if (!u.isFile()) return true;
+  // Same size and nanosecond mtime is taken as unchanged, unless the mtime has no sub-second
+  // part (a tar-applied or truncated time), where a rewrite could hide: compare the bytes.
+  if (u.mtimeNs % 1_000_000_000n !== 0n) return true;
+  return sameBytes(lPath, uPath);
+}
+
+async function sameBytes(a: string, b: string): Promise<boolean> {
+  const [fa, fb] = await Promise.all([fs.open(a, "r"), fs.open(b, "r")]);
+  try {
+    const ba = Buffer.alloc(65536);
+    const bb = Buffer.alloc(65536);
+    for (;;) {
+      const [ra, rb] = await Promise.all([fa.read(ba, 0, ba.length), fb.read(bb, 0, bb.length)]);
+      if (ra.bytesRead !== rb.bytesRead) return false;
+      if (ra.bytesRead === 0) return true;
+      if (!ba.subarray(0, ra.bytesRead).equals(bb.subarray(0, rb.bytesRead))) return false;
+    }
+  } finally {
+    await Promise.all([fa.close(), fb.close()]);
+  }
+}
+
+async function isOpaque(dir: string): Promise<boolean> {
+  const v = await getAttribute(dir, "trusted.overlay.opaque").catch(() => null);
+  return v !== null && v.toString() === "y";
+}
+
+/** Writes the not yet written directories above `rel`, from the upper tree. */
+async function ensureParents(st: DiffState, rel: string): Promise<void> {
+  const parts = rel.split("/");
+  for (let i = 1; i < parts.length; i++) {
+    const dir = parts.slice(0, i).join("/");
+    if (st.emittedDirs.has(dir)) continue;
+    const p = path.join(st.upper, dir);
+    await addEntry(st, dir, p, (await lstat(p))!);
+  }
+}
+
+function put(st: DiffState, h: Header, body?: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    st.pack.entry(h, body ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+async function addWhiteout(st: DiffState, parentRel: string, base: string, upperParent: string): Promise<void> {
+  const name = parentRel === "" ? base : `${parentRel}/${base}`;
+  await ensureParents(st, name);
+  // The parent's mtime, not the clock: the same trees always give the same bytes.
+  const ps = await lstat(upperParent);
+  await put(st, { name, type: "file", mode: 0, uid: 0, gid: 0, size: 0, mtime: toDate(ps!.mtimeNs) });
+}
+
+function toDate(ns: bigint): Date {
+  return new Date(Number(ns / 1_000_000_000n) * 1000);
+}
+
+async function xattrPax(p: string, s: BigIntStats): Promise<Record<string, string> | undefined> {
+  if (s.isSymbolicLink()) return undefined;
+  const keys = await listAttributes(p).catch(() => [] as string[]);
+  const pax: Record<string, string> = {};
+  for (const k of keys.sort()) {
+    if (k.startsWith("trusted.overlay.")) continue; // overlayfs' own bookkeeping
+    const v = await getAttribute(p, k).catch(() => null);
+    if (v === null) continue;
+    const text = v.toString("utf8");
+    // tar-stream writes PAX records as UTF-8 text: a binary value cannot survive it.
+    if (!Buffer.from(text, "utf8").equals(v)) continue;
+    pax["SCHILY.xattr." + k] = text;
+  }
+  return Object.keys(pax).length > 0 ? pax : undefined;
+}
+
+function devNumbers(rdev: bigint): { devmajor: number; devminor: number } {
+  const r = Number(rdev);
+  return {
+    devmajor: ((r >>> 8) & 0xfff) | Number((rdev >> 32n) & ~0xfffn),
+    devminor: (r & 0xff) | Number((rdev >> 12n) & ~0xffn),
+  };
+}
+
+async function addEntry(st: DiffState, rel: string, p: string, s: BigIntStats): Promise<void> {
+  await ensureParents(st, rel);
+  const h: Header = {
+    name: rel,
+    mode: Number(s.mode & 0o7777n),
+    uid: Number(s.uid),
+    gid: Number(s.gid),
+    mtime: toDate(s.mtimeNs),
+  };
+  const pax = await xattrPax(p, s);
+  if (pax) h.pax = pax;
+  if (s.isDirectory()) {
+    st.emittedDirs.add(rel);
+    return put(st, { ...h, name: rel + "/", type: "directory" }); // "/" as Go's tar writer does
+  }
+  if (s.isSymbolicLink()) return put(st, { ...h, type: "symlink", linkname: await fs.readlink(p) });
+  if (s.isCharacterDevice() || s.isBlockDevice()) {
+    return put(st, { ...h, type: s.isCharacterDevice() ? "character-device" : "block-device", ...devNumbers(s.rdev) });
+  }
+  if (s.isFIFO()) return put(st, { ...h, type: "fifo" });
+  if (!s.isFile()) return; // sockets and the like have no place in a layer
+  if (s.nlink > 1n) {
+    const key = `${s.dev}:${s.ino}`;
+    const first = st.links.get(key);
+    if (first !== undefined) return put(st, { ...h, type: "link", linkname: first });
+    st.links.set(key, rel);
+  }
+  await new Promise<void>((resolve, reject) => {
+    const entry = st.pack.entry({ ...h, type: "file", size: Number(s.size) }, (err) =>
+      err ? reject(err) : resolve(),
+    );
+    (async () => {
+      for await (const chunk of createReadStream(p)) {
+        if (!entry.write(chunk)) await new Promise<void>((r) => entry.once("drain", () => r()));
+      }
+      entry.end(undefined);
+    })().catch((err) => {
+      entry.destroy(err);
+      reject(err);
+    });
+  });
+}
+
+/** Read-only directories for `mounts`: a bind mount's source as it is, else a temp mount. */
+async function withTree<T>(mounts: readonly Mount[] | undefined, fn: (dir: string | undefined) => Promise<T>): Promise<T> {
+  if (mounts === undefined || mounts.length === 0) return fn(undefined);
+  const m = mounts[0];
+  if (mounts.length === 1 && (m.type === "bind" || m.options.includes("rbind") || m.options.includes("bind"))) {
+    return fn(m.source);
+  }
+  return withTempMount(mounts, (dir) => fn(dir));
+}
+
+/**
+ * The changes between two mount sets as a layer (containerd's walking differ): each side is
+ * read through its mounts, the lower one optional (a base layer).
+ */
+export async function writeDiffFromMounts(
+  lower: readonly Mount[] | undefined,
+  upper: readonly Mount[],
+  out: Writable,
+): Promise<Applied> {
+  return withTree(lower, (l) => withTree(upper, (u) => writeDiff(l, u!, out)));
+}

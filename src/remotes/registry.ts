@@ -1,0 +1,694 @@
+// A client of the OCI distribution API (a registry): resolve a reference to a descriptor,
+// fetch manifests and blobs (resuming broken downloads, verifying what it delivers), and push
+// blobs and manifests. Authentication is answered on demand; secrets never reach a message.
+import http, { type IncomingMessage } from "node:http";
+import https from "node:https";
+import { createHash, type Hash } from "node:crypto";
+import { Readable, Transform } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { CkError, failedPrecondition, invalidArgument, unavailable } from "../errdefs/errdefs.js";
+import type { CredentialStore } from "./auth.js";
+import { Authorizer, MAX_TOKEN_RESPONSE } from "./authorizer.js";
+import { RegistryError, isRetryable, statusError, unauthorized } from "./errors.js";
+import { MAX_MANIFEST_BYTES, MediaTypes, isIndex, isManifest } from "./manifest.js";
+import { formatReference, manifestReference, type ImageReference } from "./reference.js";
+import { isDigest, isSize, sha256Digest, type Descriptor } from "./types.js";
+
+export interface RegistryOptions {
+  /** Speak http instead of https, to every host or to those the function picks. */
+  plainHttp?: boolean | ((host: string) => boolean);
+  credentials?: CredentialStore;
+  userAgent?: string;
+  /** Resume attempts per blob download before giving up with Unavailable; default 5. */
+  retries?: number;
+  /** Longest silence on a connection (connect, headers, body) before it counts as broken; default 30 s. */
+  timeoutMs?: number;
+  log?: (msg: string) => void;
+}
+
+/** Everything a manifest GET or HEAD accepts, so the registry never down-converts. */
+export const MANIFEST_ACCEPT = [
+  MediaTypes.dockerManifest,
+  MediaTypes.dockerManifestList,
+  MediaTypes.ociManifest,
+  MediaTypes.ociIndex,
+].join(", ");
+
+const DEFAULTS = { retries: 5, timeoutMs: 30_000, userAgent: "ck/0.1" };
+const MAX_REDIRECTS = 10;
+const MAX_ERROR_BODY = 64 << 10;
+
+type Action = "pull" | "push";
+
+interface Call {
+  method: "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
+  ref: ImageReference;
+  url: URL;
+  headers?: Record<string, string>;
+  /** Called per attempt so a request can be resent after an auth challenge. */
+  body?: () => Buffer | Readable;
+  scopes: string[];
+  signal?: AbortSignal;
+  /** What the request is about, for errors: `manifest "host/repo:tag"`, `blob sha256:...`. */
+  what: string;
+}
+
+export class Registry {
+  private readonly opts: Required<Pick<RegistryOptions, "retries" | "timeoutMs" | "userAgent">> & RegistryOptions;
+  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+  private readonly httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 32 });
+  private readonly auth: Authorizer;
+  private readonly log: (msg: string) => void;
+
+  constructor(opts: RegistryOptions = {}) {
+    this.opts = { ...DEFAULTS, ...opts };
+    if (!Number.isInteger(this.opts.retries) || this.opts.retries < 0) throw invalidArgument(`registry options: retries ${opts.retries} is not a non-negative integer`);
+    if (!(this.opts.timeoutMs >= 0)) throw invalidArgument(`registry options: timeoutMs ${opts.timeoutMs} is not a non-negative number`);
+    this.log = opts.log ?? (() => {});
+    this.auth = new Authorizer(opts.credentials, (r) => this.smallRequest(r), this.log);
+  }
+
+  /** Closes idle keep-alive connections. The client stays usable. */
+  close(): void {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
+  }
+
+  /** The descriptor a tag or digest names on the registry. */
+  async resolve(ref: ImageReference): Promise<Descriptor> {
+    const name = formatReference(ref);
+    const what = `manifest ${JSON.stringify(name)}`;
+    const url = this.url(ref, `/v2/${ref.repository}/manifests/${manifestReference(ref)}`);
+    const base: Omit<Call, "method"> = { ref, url, headers: { accept: MANIFEST_ACCEPT }, scopes: [scope(ref.repository, ["pull"])], what };
+
+    let desc: Descriptor | undefined;
+    const head = await this.send({ ...base, method: "HEAD" });
+    await drain(head);
+    if (head.statusCode === 404) throw statusError(ref.domain, 404, what);
+    if (ok(head)) {
+      const mediaType = contentType(head);
+      const digest = header(head, "docker-content-digest");
+      const size = Number(header(head, "content-length"));
+      if ((isManifest(mediaType) || isIndex(mediaType)) && isDigest(digest) && isSize(size) && header(head, "content-length") !== undefined) {
+        desc = { mediaType, digest, size };
+      }
+    }
+    if (!desc) {
+      // Some registries do not answer HEAD, or leave out the digest: read the document.
+      const res = await this.send({ ...base, method: "GET" });
+      if (!ok(res)) throw statusError(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true));
+      const body = await readLimited(res, MAX_MANIFEST_BYTES, false);
+      if (!body) throw invalidArgument(`${what}: larger than the ${MAX_MANIFEST_BYTES} byte limit for manifests`);
+      const digest = sha256Digest(body);
+      const claimed = header(res, "docker-content-digest");
+      if (claimed !== undefined && claimed.startsWith("sha256:") && claimed !== digest) {
+        throw failedPrecondition(`${what}: registry says digest ${claimed} but the body has digest ${digest}`);
+      }
+      desc = { mediaType: inferMediaType(contentType(res), body), digest, size: body.length };
+      if (!isManifest(desc.mediaType) && !isIndex(desc.mediaType)) {
+        throw invalidArgument(`${what}: registry served media type ${JSON.stringify(desc.mediaType)}, not a manifest or index`);
+      }
+    }
+    if (ref.digest !== undefined && desc.digest !== ref.digest) {
+      throw failedPrecondition(`${what}: registry resolved it to digest ${desc.digest}, not the ${ref.digest} asked for`);
+    }
+    this.log(`resolved ${name} to ${desc.digest} (${desc.mediaType}, ${desc.size} bytes)`);
+    return desc;
+  }
+
+  /**
+   * The bytes of `desc` from `offset` on, as a stream. A broken or short connection is
+   * resumed with a Range request, up to `retries` times. From offset 0 the stream checks
+   * size and digest before it ends, and fails instead of ending on wrong bytes.
+   */
+  async fetch(ref: ImageReference, desc: Descriptor, opts: { offset?: number; signal?: AbortSignal } = {}): Promise<Readable> {
+    checkDescriptor(desc, "fetch");
+    const offset = opts.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > desc.size) {
+      throw invalidArgument(`fetch ${desc.digest}: offset ${offset} is outside 0..${desc.size}`);
+    }
+    const reader = new BlobReader(this, ref, desc, offset, this.opts.retries, opts.signal, this.log);
+    await reader.start();
+    const stream = Readable.from(reader.chunks(), { objectMode: false });
+    stream.once("close", () => reader.abort());
+    return stream;
+  }
+
+  /** The whole object, size and digest verified; refuses descriptors larger than `limit` up front. */
+  async fetchBytes(ref: ImageReference, desc: Descriptor, limit?: number): Promise<Buffer> {
+    checkDescriptor(desc, "fetch");
+    const max = limit ?? (isManifest(desc.mediaType) || isIndex(desc.mediaType) ? MAX_MANIFEST_BYTES : Number.MAX_SAFE_INTEGER);
+    if (desc.size > max) {
+      throw invalidArgument(`${describe(desc)}: size ${desc.size} is larger than the ${max} byte limit`);
+    }
+    const stream = await this.fetch(ref, desc);
+    const parts: Buffer[] = [];
+    for await (const chunk of stream) parts.push(chunk as Buffer);
+    return Buffer.concat(parts);
+  }
+
+  /** Whether the repository of `ref` holds the blob `digest`. */
+  async blobExists(ref: ImageReference, digest: string): Promise<boolean> {
+    return this.headBlob(ref, digest, ["pull"]);
+  }
+
+  /**
+   * Makes the blob `desc` present in the repository of `ref`: nothing to do if it is there,
+   * a cross-repository mount from one of `mountFrom` if the registry allows it, else an
+   * upload of the bytes `open` streams.
+   */
+  async pushBlob(
+    ref: ImageReference,
+    desc: Descriptor,
+    open: () => Readable,
+    opts: { mountFrom?: string[]; onProgress?: (bytes: number) => void } = {},
+  ): Promise<"exists" | "mounted" | "uploaded"> {
+    checkDescriptor(desc, "push");
+    const what = `blob ${desc.digest} upload to ${JSON.stringify(`${ref.domain}/${ref.repository}`)}`;
+    const pushScope = scope(ref.repository, ["pull", "push"]);
+    if (await this.headBlob(ref, desc.digest, ["pull", "push"])) {
+      this.log(`${ref.domain}/${ref.repository}: blob ${desc.digest} exists`);
+      return "exists";
+    }
+
+    let location: string | undefined;
+    let locationBase: URL | undefined;
+    for (const from of opts.mountFrom ?? []) {
+      if (from === ref.repository) continue;
+      const url = this.url(ref, `/v2/${ref.repository}/blobs/uploads/`);
+      url.searchParams.set("mount", desc.digest);
+      url.searchParams.set("from", from);
+      const res = await this.send({ method: "POST", ref, url, scopes: [pushScope, scope(from, ["pull"])], what, headers: { "content-length": "0" } });
+      if (res.statusCode === 201) {
+        await drain(res);
+        this.log(`${ref.domain}/${ref.repository}: mounted blob ${desc.digest} from ${from}`);
+        return "mounted";
+      }
+      if (res.statusCode === 202) {
+        // The registry could not mount and opened an ordinary upload instead.
+        await drain(res);
+        location = header(res, "location");
+        locationBase = url;
+        if (location) break;
+        continue;
+      }
+      throw statusError(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true));
+    }
+    if (!location) {
+      const url = this.url(ref, `/v2/${ref.repository}/blobs/uploads/`);
+      const res = await this.send({ method: "POST", ref, url, scopes: [pushScope], what, headers: { "content-length": "0" } });
+      if (res.statusCode !== 202) throw statusError(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true));
+      await drain(res);
+      location = header(res, "location");
+      locationBase = url;
+      if (!location) throw new RegistryError("Unknown", ref.domain, `${ref.domain}: ${what}: upload started without a Location header`);
+    }
+    let uploadUrl = new URL(location, locationBase);
+
+    // Stream the bytes, counting and hashing them on the way so a wrong source never commits.
+    let sent = 0;
+    let hash: Hash = createHash("sha256");
+    const body = () => {
+      sent = 0;
+      hash = createHash("sha256");
+      const counter = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          sent += chunk.length;
+          hash.update(chunk);
+          opts.onProgress?.(sent);
+          cb(null, chunk);
+        },
+      });
+      const src = open();
+      src.once("error", (err) => counter.destroy(err));
+      return src.pipe(counter);
+    };
+    const patch = await this.send({
+      method: "PATCH",
+      ref,
+      url: uploadUrl,
+      scopes: [pushScope],
+      what,
+      headers: { "content-type": "application/octet-stream" },
+      body,
+    });
+    if (patch.statusCode !== 202 && patch.statusCode !== 204) {
+      throw statusError(ref.domain, patch.statusCode ?? 0, what, await readLimited(patch, MAX_ERROR_BODY, true));
+    }
+    await drain(patch);
+    uploadUrl = new URL(header(patch, "location") ?? uploadUrl.href, uploadUrl);
+    const actual = "sha256:" + hash.digest("hex");
+    if (sent !== desc.size || actual !== desc.digest) {
+      await this.cancelUpload(ref, uploadUrl, pushScope, what);
+      throw failedPrecondition(`${what}: the source gave ${sent} bytes with digest ${actual}, expected ${desc.size} bytes with digest ${desc.digest}`);
+    }
+
+    uploadUrl.searchParams.set("digest", desc.digest);
+    const put = await this.send({ method: "PUT", ref, url: uploadUrl, scopes: [pushScope], what, headers: { "content-length": "0" } });
+    if (put.statusCode !== 201 && put.statusCode !== 204 && put.statusCode !== 200) {
+      throw statusError(ref.domain, put.statusCode ?? 0, what, await readLimited(put, MAX_ERROR_BODY, true));
+    }
+    await drain(put);
+    this.log(`${ref.domain}/${ref.repository}: uploaded blob ${desc.digest} (${sent} bytes)`);
+    return "uploaded";
+  }
+
+  /** Stores a manifest or index under `reference` (a tag, or its own digest). */
+  async pushManifest(ref: ImageReference, desc: Descriptor, bytes: Uint8Array, reference: string): Promise<void> {
+    checkDescriptor(desc, "push");
+    const name = `${ref.domain}/${ref.repository}`;
+    const what = `manifest ${desc.digest} push to ${JSON.stringify(`${name}${isDigest(reference) ? "@" : ":"}${reference}`)}`;
+    const actual = sha256Digest(bytes);
+    if (bytes.length !== desc.size || actual !== desc.digest) {
+      throw invalidArgument(`${what}: bytes have size ${bytes.length} and digest ${actual}, descriptor says ${desc.size} and ${desc.digest}`);
+    }
+    if (isDigest(reference)) {
+      if (reference !== desc.digest) throw invalidArgument(`${what}: reference digest ${reference} is not the manifest's digest`);
+    } else if (!/^[\w][\w.-]{0,127}$/.test(reference)) {
+      throw invalidArgument(`${what}: reference ${JSON.stringify(reference)} is neither a tag nor a sha256 digest`);
+    }
+    const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const res = await this.send({
+      method: "PUT",
+      ref,
+      url: this.url(ref, `/v2/${ref.repository}/manifests/${reference}`),
+      scopes: [scope(ref.repository, ["pull", "push"])],
+      what,
+      headers: { "content-type": desc.mediaType },
+      body: () => buf,
+    });
+    if (!ok(res)) throw statusError(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true));
+    await drain(res);
+    const stored = header(res, "docker-content-digest");
+    if (stored !== undefined && stored.startsWith("sha256:") && stored !== desc.digest) {
+      throw failedPrecondition(`${what}: registry stored it as ${stored}`);
+    }
+    this.log(`${name}: pushed manifest ${desc.digest} as ${reference}`);
+  }
+
+  // ---- plumbing shared with BlobReader
+
+  /**
+   * One GET of the object `desc` (manifest endpoint for manifests and indexes, blob endpoint
+   * otherwise), with a Range from `from` when it is not 0. Status not checked. For BlobReader.
+   */
+  async openObject(ref: ImageReference, desc: Descriptor, from: number, signal: AbortSignal | undefined): Promise<IncomingMessage> {
+    const manifest = isManifest(desc.mediaType) || isIndex(desc.mediaType);
+    const path = manifest ? `/v2/${ref.repository}/manifests/${desc.digest}` : `/v2/${ref.repository}/blobs/${desc.digest}`;
+    const headers: Record<string, string> = { accept: manifest ? `${desc.mediaType}, ${MANIFEST_ACCEPT}` : "*/*" };
+    if (from > 0) headers.range = `bytes=${from}-`;
+    return this.send({
+      method: "GET",
+      ref,
+      url: this.url(ref, path),
+      headers,
+      scopes: [scope(ref.repository, ["pull"])],
+      what: describe(desc),
+      ...(signal ? { signal } : {}),
+    });
+  }
+
+  private async headBlob(ref: ImageReference, digest: string, actions: Action[]): Promise<boolean> {
+    if (!isDigest(digest)) throw invalidArgument(`blob digest ${JSON.stringify(digest)} is not sha256:<64 lowercase hex>`);
+    const what = `blob ${digest} in ${JSON.stringify(`${ref.domain}/${ref.repository}`)}`;
+    const res = await this.send({
+      method: "HEAD",
+      ref,
+      url: this.url(ref, `/v2/${ref.repository}/blobs/${digest}`),
+      scopes: [scope(ref.repository, actions)],
+      what,
+    });
+    await drain(res);
+    if (ok(res)) return true;
+    if (res.statusCode === 404) return false;
+    throw statusError(ref.domain, res.statusCode ?? 0, what);
+  }
+
+  private async cancelUpload(ref: ImageReference, url: URL, scopeStr: string, what: string): Promise<void> {
+    try {
+      const res = await this.send({ method: "DELETE", ref, url, scopes: [scopeStr], what });
+      await drain(res);
+    } catch (err) {
+      this.log(`${what}: cancelling the upload failed: ${(err as Error).message}`);
+    }
+  }
+
+  private url(ref: ImageReference, path: string): URL {
+    const host = ref.domain === "docker.io" ? "registry-1.docker.io" : ref.domain;
+    const p = this.opts.plainHttp;
+    const plain = typeof p === "function" ? p(ref.domain) : p === true;
+    return new URL(`${plain ? "http" : "https"}://${host}${path}`);
+  }
+
+  /**
+   * One registry request with authentication: authorize up front from the last challenge,
+   * answer a 401 once, and report a second 401 as unauthorized. Redirects are followed for
+   * GET and HEAD, without our Authorization header when they leave the registry's host.
+   */
+  private async send(call: Call): Promise<IncomingMessage> {
+    const host = call.ref.domain;
+    let authorization = await this.auth.upfront(host, call.scopes);
+    let res = await this.follow(call, authorization);
+    if (res.statusCode !== 401) return res;
+    const challenge = header(res, "www-authenticate");
+    await drain(res);
+    authorization = await this.auth.answer(host, challenge, call.scopes);
+    res = await this.follow(call, authorization);
+    if (res.statusCode === 401) {
+      await drain(res);
+      throw unauthorized(host, `${call.what}: registry refused the ${authorization.split(" ")[0]} authorization it asked for (HTTP 401)`);
+    }
+    return res;
+  }
+
+  private async follow(call: Call, authorization: string | undefined): Promise<IncomingMessage> {
+    let url = call.url;
+    let method = call.method;
+    for (let hop = 0; ; hop++) {
+      const headers: Record<string, string> = { "user-agent": this.opts.userAgent, ...call.headers };
+      if (authorization && url.host === call.url.host) headers.authorization = authorization;
+      const body = hop === 0 ? call.body?.() : undefined;
+      if (Buffer.isBuffer(body)) headers["content-length"] = String(body.length);
+      this.log(`${method} ${url.origin}${url.pathname}${headers.range ? ` (${headers.range})` : ""}`);
+      let res: IncomingMessage;
+      try {
+        res = await this.rawRequest(method, url, headers, body, call.signal);
+      } catch (err) {
+        throw networkError(call.ref.domain, call.what, err, call.signal);
+      }
+      const status = res.statusCode ?? 0;
+      const location = header(res, "location");
+      if (!(status >= 300 && status < 400 && location && (method === "GET" || method === "HEAD"))) return res;
+      await drain(res);
+      if (hop >= MAX_REDIRECTS) throw new RegistryError("Unknown", call.ref.domain, `${call.ref.domain}: ${call.what}: more than ${MAX_REDIRECTS} redirects`);
+      url = new URL(location, url);
+      if (url.protocol !== "http:" && url.protocol !== "https:") {
+        throw new RegistryError("Unknown", call.ref.domain, `${call.ref.domain}: ${call.what}: redirect to unsupported scheme ${url.protocol}`);
+      }
+      if (status === 303 && method !== "HEAD") method = "GET";
+    }
+  }
+
+  private rawRequest(
+    method: string,
+    url: URL,
+    headers: Record<string, string>,
+    body: Buffer | Readable | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const secure = url.protocol === "https:";
+      const req = (secure ? https : http).request(url, {
+        method,
+        headers,
+        agent: secure ? this.httpsAgent : this.httpAgent,
+        ...(signal ? { signal } : {}),
+      });
+      let answered = false;
+      let response: IncomingMessage | undefined;
+      req.once("response", (res) => {
+        answered = true;
+        response = res;
+        // An early refusal (a 401 mid-upload): stop reading the source we were sending.
+        if (body instanceof Readable && !body.readableEnded && (res.statusCode ?? 0) >= 400) {
+          body.unpipe(req);
+          body.destroy();
+        }
+        resolve(res);
+      });
+      // After the response, failures surface on the response stream; keep a listener anyway.
+      req.on("error", (err) => {
+        if (!answered) {
+          answered = true;
+          reject(err);
+        }
+      });
+      if (this.opts.timeoutMs > 0) {
+        req.setTimeout(this.opts.timeoutMs, () => {
+          const err = Object.assign(new Error(`no data for ${this.opts.timeoutMs} ms`), { code: "ETIMEDOUT" });
+          // Mid-body, the response stream is where the reader is waiting: fail it with the cause.
+          response?.destroy(err);
+          req.destroy(err);
+        });
+      }
+      if (body instanceof Readable) {
+        body.once("error", (err) => req.destroy(err));
+        body.pipe(req);
+      } else {
+        req.end(body);
+      }
+    });
+  }
+
+  /** The authorizer's HTTP: a GET or POST whose (small) answer is read whole. */
+  private async smallRequest(r: { method: "GET" | "POST"; url: URL; headers: Record<string, string>; body?: Buffer }): Promise<{ status: number; body: Buffer }> {
+    const headers: Record<string, string> = { "user-agent": this.opts.userAgent, ...r.headers };
+    if (r.body) headers["content-length"] = String(r.body.length);
+    let res: IncomingMessage;
+    try {
+      res = await this.rawRequest(r.method, r.url, headers, r.body, undefined);
+    } catch (err) {
+      throw networkError(r.url.host, `token server ${r.url.origin}${r.url.pathname}`, err, undefined);
+    }
+    const body = await readLimited(res, MAX_TOKEN_RESPONSE, true);
+    return { status: res.statusCode ?? 0, body: body ?? Buffer.alloc(0) };
+  }
+}
+
+/**
+ * The download of one object: the first response, then as many resumptions as the budget
+ * allows, yielding exactly the bytes from `offset` to the end.
+ */
+class BlobReader {
+  private pos: number;
+  private attempts = 0;
+  private first?: { res: IncomingMessage; skip: number };
+  private current?: IncomingMessage;
+  private readonly ac = new AbortController();
+  private readonly signal: AbortSignal;
+  private readonly what: string;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly ref: ImageReference,
+    private readonly desc: Descriptor,
+    private readonly offset: number,
+    private readonly retries: number,
+    outer: AbortSignal | undefined,
+    private readonly log: (msg: string) => void,
+  ) {
+    this.pos = offset;
+    this.signal = outer ? AbortSignal.any([outer, this.ac.signal]) : this.ac.signal;
+    this.what = describe(desc);
+  }
+
+  /** Opens the first response eagerly so a missing object or a refusal rejects fetch() itself. */
+  async start(): Promise<void> {
+    if (this.pos < this.desc.size) this.first = await this.openWithRetry();
+  }
+
+  abort(): void {
+    this.ac.abort();
+    this.current?.destroy();
+  }
+
+  async *chunks(): AsyncGenerator<Buffer> {
+    const hash = this.offset === 0 ? createHash("sha256") : undefined;
+    let next = this.first;
+    this.first = undefined;
+    while (this.pos < this.desc.size) {
+      if (!next) next = await this.openWithRetry();
+      const { res } = next;
+      let skip = next.skip;
+      next = undefined;
+      this.current = res;
+      try {
+        for await (const chunk of res as AsyncIterable<Buffer>) {
+          let c = chunk;
+          if (skip > 0) {
+            if (c.length <= skip) {
+              skip -= c.length;
+              continue;
+            }
+            c = c.subarray(skip);
+            skip = 0;
+          }
+          if (this.pos + c.length > this.desc.size) {
+            throw failedPrecondition(`${this.what}: registry sent more than the ${this.desc.size} bytes the descriptor says`);
+          }
+          hash?.update(c);
+          this.pos += c.length;
+          yield c;
+        }
+      } catch (err) {
+        if (err instanceof CkError) throw err;
+        if (this.signal.aborted) throw canceled(this.what);
+        this.note(err);
+      } finally {
+        if (!res.complete) res.destroy();
+        this.current = undefined;
+      }
+      // An IncomingMessage destroyed with an error may end its iterator quietly: keep the cause.
+      if (this.pos < this.desc.size) this.note(res.errored ?? new Error(`connection ended at byte ${this.pos} of ${this.desc.size}`));
+    }
+    if (hash) {
+      const actual = "sha256:" + hash.digest("hex");
+      if (actual !== this.desc.digest) {
+        throw failedPrecondition(`${this.what}: content has digest ${actual}, expected ${this.desc.digest}`);
+      }
+    }
+  }
+
+  private lastProblem = "";
+  private note(err: unknown): void {
+    this.lastProblem = err instanceof Error ? ((err as NodeJS.ErrnoException).code ?? err.message) : String(err);
+  }
+
+  /** Opens a response for the bytes from `pos`, retrying failures that may pass. */
+  private async openWithRetry(): Promise<{ res: IncomingMessage; skip: number }> {
+    for (;;) {
+      if (this.pos > this.offset || this.attempts > 0 || this.lastProblem) {
+        this.attempts++;
+        if (this.attempts > this.retries) {
+          throw unavailable(
+            `${this.ref.domain}: ${this.what}: download broke at byte ${this.pos} of ${this.desc.size} (${this.lastProblem}); gave up after ${this.retries} resume attempts`,
+          );
+        }
+        this.log(`${this.what}: resuming at byte ${this.pos} of ${this.desc.size} after ${this.lastProblem} (attempt ${this.attempts} of ${this.retries})`);
+        await sleep(Math.min(50 * 2 ** (this.attempts - 1), 2000), undefined, { signal: this.signal }).catch(() => {
+          throw canceled(this.what);
+        });
+      }
+      try {
+        return await this.open();
+      } catch (err) {
+        if (this.signal.aborted) throw canceled(this.what);
+        if (!isRetryable(err)) throw err;
+        this.note(err);
+      }
+    }
+  }
+
+  private async open(): Promise<{ res: IncomingMessage; skip: number }> {
+    const res = await this.registry.openObject(this.ref, this.desc, this.pos, this.signal);
+    const status = res.statusCode ?? 0;
+    if (status === 200) return { res, skip: this.pos };
+    if (status === 206) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res, "content-range") ?? "");
+      if (!m || Number(m[1]) !== this.pos) {
+        res.destroy();
+        throw new RegistryError(
+          "Unknown",
+          this.ref.domain,
+          `${this.ref.domain}: ${this.what}: asked for bytes from ${this.pos}, got Content-Range ${JSON.stringify(header(res, "content-range") ?? "")}`,
+        );
+      }
+      return { res, skip: 0 };
+    }
+    const body = await readLimited(res, MAX_ERROR_BODY, true);
+    if (status === 404) throw notFoundIn(this.ref, this.what);
+    throw statusError(this.ref.domain, status, this.what, body);
+  }
+}
+
+function notFoundIn(ref: ImageReference, what: string): RegistryError {
+  return new RegistryError("NotFound", ref.domain, `${what} in ${JSON.stringify(`${ref.domain}/${ref.repository}`)}`, { status: 404 });
+}
+
+function canceled(what: string): CkError {
+  return new CkError("Canceled", `${what}: canceled: context canceled`);
+}
+
+function networkError(host: string, what: string, err: unknown, signal: AbortSignal | undefined): CkError {
+  if (signal?.aborted) return canceled(what);
+  const e = err as NodeJS.ErrnoException;
+  return new RegistryError("Unavailable", host, `${host}: ${what}: ${e.code ?? e.message ?? String(err)}`, { cause: err });
+}
+
+function scope(repository: string, actions: Action[]): string {
+  return `repository:${repository}:${actions.join(",")}`;
+}
+
+function describe(desc: Descriptor): string {
+  return `${isManifest(desc.mediaType) || isIndex(desc.mediaType) ? "manifest" : "blob"} ${desc.digest}`;
+}
+
+function checkDescriptor(desc: Descriptor, op: string): void {
+  if (!desc || typeof desc !== "object") throw invalidArgument(`${op}: descriptor is missing`);
+  if (!isDigest(desc.digest)) throw invalidArgument(`${op}: descriptor digest ${JSON.stringify(desc.digest)} is not sha256:<64 lowercase hex>`);
+  if (!isSize(desc.size)) throw invalidArgument(`${op} ${desc.digest}: descriptor size ${JSON.stringify(desc.size)} is not a non-negative integer`);
+  if (typeof desc.mediaType !== "string" || desc.mediaType === "") throw invalidArgument(`${op} ${desc.digest}: descriptor has no media type`);
+}
+
+function ok(res: IncomingMessage): boolean {
+  const s = res.statusCode ?? 0;
+  return s >= 200 && s < 300;
+}
+
+function header(res: IncomingMessage, name: string): string | undefined {
+  const v = res.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function contentType(res: IncomingMessage): string {
+  return (header(res, "content-type") ?? "").split(";")[0].trim();
+}
+
+/** The media type of a manifest body served with a generic or missing Content-Type. */
+function inferMediaType(served: string, body: Buffer): string {
+  if (isManifest(served) || isIndex(served)) return served;
+  try {
+    const doc = JSON.parse(body.toString("utf8")) as Record<string, unknown>;
+    if (typeof doc.mediaType === "string" && doc.mediaType) return doc.mediaType;
+    if (Array.isArray(doc.manifests)) return MediaTypes.ociIndex;
+    if (doc.config !== undefined) return MediaTypes.ociManifest;
+  } catch {
+    // fall through: not a manifest we understand
+  }
+  return served;
+}
+
+/** Reads a response body up to `limit` bytes; beyond it, undefined, or the first `limit` bytes when `truncate`. */
+function readLimited(res: IncomingMessage, limit: number, truncate: boolean): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let n = 0;
+    let done = false;
+    res.on("data", (c: Buffer) => {
+      if (done) return;
+      if (n + c.length > limit) {
+        done = true;
+        if (truncate) parts.push(c.subarray(0, limit - n));
+        res.destroy();
+        resolve(truncate ? Buffer.concat(parts) : undefined);
+        return;
+      }
+      parts.push(c);
+      n += c.length;
+    });
+    res.once("end", () => {
+      if (!done) {
+        done = true;
+        resolve(Buffer.concat(parts));
+      }
+    });
+    res.once("error", (err) => {
+      if (done) return;
+      done = true;
+      if (truncate) resolve(Buffer.concat(parts));
+      else reject(err);
+    });
+  });
+}
+
+/** Consumes a body we do not need, so the keep-alive connection can be reused. */
+async function drain(res: IncomingMessage): Promise<void> {
+  if (res.complete || res.readableEnded) return;
+  await new Promise<void>((resolve) => {
+    res.once("end", resolve);
+    res.once("error", () => resolve());
+    res.once("close", resolve);
+    res.resume();
+  });
+}
+

@@ -1,0 +1,84 @@
+// The native snapshotter: every snapshot is a full directory tree, `<root>/snapshots/<id>/fs`,
+// made by copying its parent's tree (copy-up); mounts are bind mounts of that tree. Works on
+// any filesystem; costs a full copy per layer.
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { failedPrecondition, invalidArgument } from "../errdefs/errdefs.js";
+import { runCommand } from "./mount.js";
+import { SnapshotDirs, diskUsage } from "./storage.js";
+import { checkSnapshotId, type Mount, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
+
+/**
+ * Copies the tree `src` into the existing directory `dst` keeping modes, owners, times,
+ * symlinks, hard links and xattrs (cp -a; reflinks where the filesystem has them).
+ */
+export async function copyTree(src: string, dst: string): Promise<void> {
+  try {
+    await runCommand("cp", ["-a", "--reflink=auto", "--", `${src}/.`, `${dst}/`]);
+  } catch (err) {
+    throw failedPrecondition(`copy ${src} to ${dst}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+export class NativeSnapshotter implements Snapshotter {
+  readonly name = "native" as const;
+  private readonly dirs: SnapshotDirs;
+
+  constructor(readonly root: string) {
+    this.dirs = new SnapshotDirs(root);
+  }
+
+  async available(): Promise<{ ok: boolean; reason?: string }> {
+    try {
+      await fs.mkdir(this.dirs.dir, { recursive: true, mode: 0o700 });
+      return { ok: true };
+    } catch (err) {
+      return { ok: false, reason: `cannot create ${this.dirs.dir}: ${(err as Error).message}` };
+    }
+  }
+
+  fsDir(id: string): string {
+    return path.join(this.dirs.path(id), "fs");
+  }
+
+  async prepare(id: string, parentIds: readonly string[], opts: { readonly: boolean }): Promise<Mount[]> {
+    checkSnapshotId(id);
+    parentIds.forEach(checkSnapshotId);
+    const parent = parentIds.length > 0 ? await this.dirs.mustExist(parentIds[0]) : undefined;
+    await this.dirs.create(id, async (tmp) => {
+      const fsDir = path.join(tmp, "fs");
+      await fs.mkdir(fsDir, { mode: 0o755 });
+      // The nearest parent holds the whole tree: native snapshots are complete copies.
+      if (parent !== undefined) await copyTree(path.join(parent, "fs"), fsDir);
+    });
+    return this.mounts(id, parentIds, opts.readonly ? "View" : "Active");
+  }
+
+  mounts(id: string, _parentIds: readonly string[], kind: SnapshotKind): Mount[] {
+    return [{ type: "bind", source: this.fsDir(id), options: [kind === "Active" ? "rw" : "ro", "rbind"] }];
+  }
+
+  async commit(id: string): Promise<void> {
+    await this.dirs.mustExist(id);
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.dirs.remove(id);
+  }
+
+  async usage(id: string): Promise<Usage> {
+    await this.dirs.mustExist(id);
+    return diskUsage(this.fsDir(id));
+  }
+
+  async cleanup(keep: ReadonlySet<string>): Promise<string[]> {
+    return this.dirs.cleanup(keep);
+  }
+}
+
+/** Parent ids as a caller passes them: nearest first, no repeats. */
+export function checkParentChain(id: string, parentIds: readonly string[]): void {
+  if (new Set(parentIds).size !== parentIds.length || parentIds.includes(id)) {
+    throw invalidArgument(`snapshot ${id}: parent chain ${parentIds.join(",")} repeats an id`);
+  }
+}

@@ -1,0 +1,129 @@
+// The overlayfs snapshotter, laid out as containerd's: `<root>/snapshots/<id>/fs` holds a
+// snapshot's own layer (the upperdir while Active, a lowerdir once Committed) and
+// `<root>/snapshots/<id>/work` the overlay workdir. Nothing is copied: mounts stack the
+// parents' fs directories under the snapshot's own.
+import { existsSync, promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { runCommand } from "./mount.js";
+import { checkParentChain } from "./native.js";
+import { SnapshotDirs, diskUsage } from "./storage.js";
+import { checkSnapshotId, type Mount, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
+
+export interface OverlayOptions {
+  /**
+   * Add `index=off` to overlay mounts (containerd does when the kernel has the parameter),
+   * so that an upper directory can be mounted again over other lowers. Default: whether
+   * /sys/module/overlay/parameters/index exists.
+   */
+  indexOff?: boolean;
+}
+
+export class OverlaySnapshotter implements Snapshotter {
+  readonly name = "overlayfs" as const;
+  private readonly dirs: SnapshotDirs;
+  private readonly indexOff: boolean;
+
+  constructor(readonly root: string, opts: OverlayOptions = {}) {
+    this.dirs = new SnapshotDirs(root);
+    this.indexOff = opts.indexOff ?? existsSync("/sys/module/overlay/parameters/index");
+  }
+
+  /**
+   * Mounts a two-layer overlay in a scratch directory under the root (the same filesystem the
+   * snapshots will use) and unmounts it; the mount error is the reason when that fails.
+   */
+  async available(): Promise<{ ok: boolean; reason?: string }> {
+    if (os.platform() !== "linux") return { ok: false, reason: `overlayfs needs Linux, not ${os.platform()}` };
+    if (process.getuid?.() !== 0) return { ok: false, reason: `mounting overlayfs needs root (uid ${process.getuid?.()})` };
+    let probe: string | undefined;
+    try {
+      await fs.mkdir(this.root, { recursive: true, mode: 0o700 });
+      probe = await fs.mkdtemp(path.join(this.root, ".probe-"));
+      const [lower1, lower2, upper, work, merged] = ["l1", "l2", "u", "w", "m"].map((d) => path.join(probe!, d));
+      for (const d of [lower1, lower2, upper, work, merged]) await fs.mkdir(d);
+      await fs.writeFile(path.join(lower1, "f"), "probe");
+      const opts = [`lowerdir=${lower1}:${lower2}`, `upperdir=${upper}`, `workdir=${work}`];
+      if (this.indexOff) opts.unshift("index=off");
+      await runCommand("mount", ["-t", "overlay", "overlay", merged, "-o", opts.join(",")]);
+      try {
+        await fs.readFile(path.join(merged, "f"));
+      } finally {
+        await runCommand("umount", [merged]);
+      }
+      return { ok: true };
+    } catch (err) {
+      const e = err as Error & { stderr?: string };
+      return { ok: false, reason: `overlay mount in ${this.root} failed: ${e.stderr ?? e.message}` };
+    } finally {
+      if (probe !== undefined) await fs.rm(probe, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
+  fsDir(id: string): string {
+    return path.join(this.dirs.path(id), "fs");
+  }
+
+  workDir(id: string): string {
+    return path.join(this.dirs.path(id), "work");
+  }
+
+  async prepare(id: string, parentIds: readonly string[], opts: { readonly: boolean }): Promise<Mount[]> {
+    checkSnapshotId(id);
+    parentIds.forEach(checkSnapshotId);
+    checkParentChain(id, parentIds);
+    for (const p of parentIds) await this.dirs.mustExist(p);
+    await this.dirs.create(id, async (tmp) => {
+      const fsDir = path.join(tmp, "fs");
+      await fs.mkdir(fsDir, { mode: 0o755 });
+      if (!opts.readonly) await fs.mkdir(path.join(tmp, "work"), { mode: 0o700 });
+      if (parentIds.length > 0) {
+        // The root of the merged tree shows the upper directory's owner: keep the parent's.
+        const st = await fs.stat(this.fsDir(parentIds[0]));
+        await fs.lchown(fsDir, st.uid, st.gid);
+      }
+    });
+    return this.mounts(id, parentIds, opts.readonly ? "View" : "Active");
+  }
+
+  /**
+   * As containerd's overlay snapshotter answers Mounts: no parent, a bind of fs (rw for an
+   * Active snapshot); an Active one with parents, an overlay with its fs as upperdir; a View
+   * (or, beyond containerd, a Committed snapshot, seen read-only) over one directory, a
+   * read-only bind, over several, an overlay of lowerdirs only, nearest first.
+   */
+  mounts(id: string, parentIds: readonly string[], kind: SnapshotKind): Mount[] {
+    const lowers = (kind === "Committed" ? [id, ...parentIds] : parentIds).map((p) => this.fsDir(p));
+    if (kind === "Active" && parentIds.length === 0) {
+      return [{ type: "bind", source: this.fsDir(id), options: ["rw", "rbind"] }];
+    }
+    if (kind === "View" && parentIds.length === 0) {
+      return [{ type: "bind", source: this.fsDir(id), options: ["ro", "rbind"] }];
+    }
+    const options = this.indexOff ? ["index=off"] : [];
+    if (kind === "Active") {
+      options.push(`workdir=${this.workDir(id)}`, `upperdir=${this.fsDir(id)}`);
+    } else if (lowers.length === 1) {
+      return [{ type: "bind", source: lowers[0], options: ["ro", "rbind"] }];
+    }
+    options.push(`lowerdir=${lowers.join(":")}`);
+    return [{ type: "overlay", source: "overlay", options }];
+  }
+
+  async commit(id: string): Promise<void> {
+    await this.dirs.mustExist(id);
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.dirs.remove(id);
+  }
+
+  async usage(id: string): Promise<Usage> {
+    await this.dirs.mustExist(id);
+    return diskUsage(this.fsDir(id));
+  }
+
+  async cleanup(keep: ReadonlySet<string>): Promise<string[]> {
+    return this.dirs.cleanup(keep);
+  }
+}

@@ -1,0 +1,102 @@
+// The on-disk bookkeeping both snapshotters share: one directory per snapshot id under
+// `<root>/snapshots`, created under a temporary name and renamed into place so that a crash
+// never leaves a half-made directory under a real id, disk usage, removal and cleanup.
+import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { alreadyExists, notFound } from "../errdefs/errdefs.js";
+import { checkSnapshotId, type Usage } from "./types.js";
+
+export class SnapshotDirs {
+  readonly dir: string;
+  constructor(readonly root: string) {
+    this.dir = path.join(root, "snapshots");
+  }
+
+  path(id: string): string {
+    checkSnapshotId(id);
+    return path.join(this.dir, id);
+  }
+
+  /**
+   * Creates `<id>` by letting `fill` populate a temporary directory, then renaming it into
+   * place. AlreadyExists if `<id>` is there; the temporary directory never outlives a failure
+   * (and Cleanup removes it after a crash, since no snapshot owns it).
+   */
+  async create(id: string, fill: (tmp: string) => Promise<void>): Promise<string> {
+    const final = this.path(id);
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    if (await exists(final)) throw alreadyExists(`snapshot directory ${id}`);
+    const tmp = path.join(this.dir, `.new-${id}-${randomBytes(4).toString("hex")}`);
+    await fs.mkdir(tmp, { mode: 0o700 });
+    try {
+      await fill(tmp);
+      if (await exists(final)) throw alreadyExists(`snapshot directory ${id}`);
+      await fs.rename(tmp, final);
+    } catch (err) {
+      await fs.rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+    return final;
+  }
+
+  async mustExist(id: string): Promise<string> {
+    const p = this.path(id);
+    if (!(await exists(p))) throw notFound(`snapshot directory ${id}`);
+    return p;
+  }
+
+  /** Renames away first, so a crash mid-removal leaves a name Cleanup will take. */
+  async remove(id: string): Promise<void> {
+    const p = await this.mustExist(id);
+    const doomed = path.join(this.dir, `.rm-${id}-${randomBytes(4).toString("hex")}`);
+    await fs.rename(p, doomed);
+    await fs.rm(doomed, { recursive: true, force: true });
+  }
+
+  async cleanup(keep: ReadonlySet<string>): Promise<string[]> {
+    let entries: string[];
+    try {
+      entries = await fs.readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+    const removed: string[] = [];
+    for (const name of entries.sort()) {
+      if (keep.has(name)) continue;
+      await fs.rm(path.join(this.dir, name), { recursive: true, force: true });
+      removed.push(name);
+    }
+    return removed;
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.lstat(p);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+}
+
+/** Allocated bytes and inode count of a tree, each inode once (containerd's fs.DiskUsage). */
+export async function diskUsage(dir: string): Promise<Usage> {
+  const seen = new Set<string>();
+  let size = 0;
+  const visit = async (p: string): Promise<void> => {
+    const st = await fs.lstat(p, { bigint: true });
+    const key = `${st.dev}:${st.ino}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      size += Number(st.blocks) * 512;
+    }
+    if (st.isDirectory()) {
+      for (const name of await fs.readdir(p)) await visit(path.join(p, name));
+    }
+  };
+  await visit(dir);
+  return { size, inodes: seen.size };
+}

@@ -1,0 +1,56 @@
+// What a snapshotter is: the on-disk half of containerd's snapshots. It owns directories under
+// its root, one per snapshot id; which snapshots exist, their keys, kinds, parents and labels
+// are metadata held by the caller (an event-sourced projection), passed in on every call.
+import { invalidArgument } from "../errdefs/errdefs.js";
+
+/** One filesystem mount, shaped like containerd's types.Mount. */
+export interface Mount {
+  type: string;
+  source: string;
+  target?: string;
+  options: string[];
+}
+
+export type SnapshotKind = "Active" | "View" | "Committed";
+
+export interface Usage {
+  /** Bytes of disk used (allocated blocks), each inode counted once. */
+  size: number;
+  inodes: number;
+}
+
+export interface Snapshotter {
+  readonly name: "native" | "overlayfs";
+  /** Root directory of this snapshotter; snapshots live in `<root>/snapshots/<id>`. */
+  readonly root: string;
+  /** Whether this host can run the snapshotter, and if not, why (introspection shows it). */
+  available(): Promise<{ ok: boolean; reason?: string }>;
+  /**
+   * Creates the directories of snapshot `id` on top of `parentIds` (nearest first, all
+   * Committed) and returns its mounts: an Active snapshot when `readonly` is false, a View
+   * otherwise. AlreadyExists if `id` already has a directory.
+   */
+  prepare(id: string, parentIds: readonly string[], opts: { readonly: boolean }): Promise<Mount[]>;
+  /** The mounts of an existing snapshot; pure, touches nothing. */
+  mounts(id: string, parentIds: readonly string[], kind: SnapshotKind): Mount[];
+  /** Seals an Active snapshot's directories as Committed (NotFound if it has none). */
+  commit(id: string): Promise<void>;
+  /** Deletes the snapshot's directories (NotFound if there are none). */
+  remove(id: string): Promise<void>;
+  /** Disk usage of what this snapshot itself holds (its own layer, not its parents). */
+  usage(id: string): Promise<Usage>;
+  /** Removes every directory under `<root>/snapshots` whose id is not in `keep`; returns them. */
+  cleanup(keep: ReadonlySet<string>): Promise<string[]>;
+  /** The directory holding the snapshot's own files (native: the tree; overlayfs: upperdir). */
+  fsDir(id: string): string;
+}
+
+/**
+ * Snapshot ids are ck's own (a counter or a hash), never a user's key: they become directory
+ * names and mount options, so only `[A-Za-z0-9._-]`, no leading dot, at most 128 characters.
+ */
+export function checkSnapshotId(id: string): void {
+  if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/.test(id)) {
+    throw invalidArgument(`snapshot id ${JSON.stringify(id)} must match [A-Za-z0-9_-][A-Za-z0-9._-]{0,127}`);
+  }
+}

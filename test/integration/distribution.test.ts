@@ -1,0 +1,238 @@
+// ck fetch/pull/push and ctr's content fetch against a real docker-registry on loopback, with
+// images built by umoci and pushed by skopeo; a recording proxy in front of the registry
+// counts what crossed the network and misbehaves on demand.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { startTestNats } from "../helpers/nats.js";
+import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
+import { startRegistry, buildImage } from "../helpers/registry.js";
+import { startProxy, type TestProxy } from "../helpers/proxy.js";
+import type { ApiClient } from "../../src/cli/client.js";
+
+const CTR = "/usr/bin/ctr";
+const blobPath = (root: string, digest: string) => join(root, "content", "blobs", "sha256", digest.slice("sha256:".length));
+
+describe("distribution against a loopback registry", { timeout: 300_000 }, () => {
+  let nats: Awaited<ReturnType<typeof startTestNats>>;
+  let daemon: TestDaemon;
+  let registry: Awaited<ReturnType<typeof startRegistry>>;
+  let proxy: TestProxy;
+  let image: Awaited<ReturnType<typeof buildImage>>;
+  let small: Awaited<ReturnType<typeof buildImage>>;
+  let api: ApiClient;
+  const ck = (ns: string, args: string[]) => runNode(CK, ["--address", daemon.address, "-n", ns, ...args]);
+  const ref = (repo: string, tag = "v1") => `${proxy.host}/${repo}:${tag}`;
+  const blobGets = (digest: string) => proxy.count("GET", `/blobs/${digest}`);
+
+  before(async () => {
+    nats = await startTestNats();
+    registry = await startRegistry();
+    image = await buildImage({
+      host: registry.host,
+      repo: "dist/app",
+      tag: "v1",
+      layers: [
+        { "data/big.bin": randomBytes(6 << 20), "bin/busybox": "#!/bin/sh\n" },
+        { "etc/motd": "hello\n", "etc/old": "to be deleted\n" },
+        { "etc/old": { delete: true }, "etc/new": "new\n" },
+      ],
+    });
+    small = await buildImage({ host: registry.host, repo: "dist/small", tag: "v1", layers: [{ "a.txt": "a\n" }, { "b.txt": "b\n" }, { "c.txt": "c\n" }] });
+    proxy = await startProxy(registry.host);
+    daemon = await TestDaemon.start({ natsUrl: nats.url });
+    api = daemon.client("dist");
+  });
+  after(async () => {
+    api?.close();
+    await daemon?.cleanup();
+    await proxy?.close();
+    await registry?.stop();
+    await nats?.cleanup();
+  });
+
+  test("ck pull of a three-layer image: digest as the registry's, content linked by GC labels, images check complete", async () => {
+    const r = await ck("dist", ["pull", "--plain-http", ref("dist/app")]);
+    assert.equal(r.code, 0, r.stderr);
+    // Plain lines when not on a terminal: one per object, then the summary.
+    assert.match(r.stdout, /manifest-sha256:[0-9a-f]{64}:\s+done\s+\|\++\|/);
+    assert.match(r.stdout, /layer-sha256:[0-9a-f]{64}:\s+done/);
+    assert.match(r.stdout, /elapsed: \d+\.\d s total: +[\d.]+ MiB \([\d.]+ \w+\/s\)/);
+
+    const ls = await ck("dist", ["images", "ls"]);
+    assert.equal(ls.code, 0, ls.stderr);
+    const row = ls.stdout.split("\n").find((l) => l.startsWith(ref("dist/app")));
+    assert.ok(row, ls.stdout);
+    assert.ok(row.includes(image.manifestDigest), row);
+    const total = image.manifest.config.size + image.manifest.layers.reduce((a: number, l: any) => a + l.size, 0) + image.manifestBytes.length;
+    assert.ok(row.includes(`${(total / (1 << 20)).toFixed(1)} MiB`), `${row} should show ${total} bytes`);
+    assert.match(row, /linux\/amd64|linux\//);
+
+    const info = await api.call("content", "Info", { digest: image.manifestDigest });
+    const labels = info.info.labels;
+    assert.equal(labels["containerd.io/gc.ref.content.config"], image.manifest.config.digest);
+    image.manifest.layers.forEach((l: any, i: number) => assert.equal(labels[`containerd.io/gc.ref.content.l.${i}`], l.digest));
+    assert.equal(labels[`containerd.io/distribution.source.${proxy.host}`], "dist/app");
+    const content = await ck("dist", ["content", "ls", "-q"]);
+    const digests = content.stdout.trim().split("\n").sort();
+    assert.deepEqual(digests, [image.manifestDigest, image.manifest.config.digest, ...image.manifest.layers.map((l: any) => l.digest)].sort());
+
+    const check = await ck("dist", ["images", "check"]);
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+    assert.match(check.stdout, /complete \(5\/5\)/);
+    // Every blob crossed the network once.
+    for (const l of image.manifest.layers) assert.equal(blobGets(l.digest), 1, l.digest);
+  });
+
+  test("a pull into a second namespace transfers no blob bytes", async () => {
+    const before = proxy.seen.length;
+    const r = await ck("other", ["pull", "--plain-http", ref("dist/app")]);
+    assert.equal(r.code, 0, r.stderr);
+    const during = proxy.seen.slice(before);
+    assert.equal(during.filter((s) => s.url.includes("/blobs/")).length, 0, JSON.stringify(during));
+    const check = await ck("other", ["images", "check"]);
+    assert.match(check.stdout, /complete \(5\/5\)/);
+  });
+
+  test("two pulls racing in two processes transfer each blob once", async () => {
+    const [a, b] = await Promise.all([ck("race", ["pull", "--plain-http", ref("dist/small")]), ck("race", ["pull", "--plain-http", ref("dist/small")])]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(b.code, 0, b.stderr);
+    for (const l of small.manifest.layers) assert.equal(blobGets(l.digest), 1, `${l.digest} fetched ${blobGets(l.digest)} times`);
+    assert.equal(blobGets(small.manifest.config.digest), 1);
+  });
+
+  test("a registry that drops the connection in the middle of a blob: the pull resumes with Range", async () => {
+    const big = image.manifest.layers[0];
+    let cut = false;
+    proxy.rule = (req) => {
+      if (!cut && req.method === "GET" && req.url?.includes(`/blobs/${big.digest}`)) {
+        cut = true;
+        return { cutAfter: 1 << 20 };
+      }
+      return undefined;
+    };
+    try {
+      // A fresh daemon root so the blob is not on disk yet.
+      const d2 = await TestDaemon.start({});
+      try {
+        const r = await runNode(CK, ["--address", d2.address, "-n", "resume", "pull", "--plain-http", ref("dist/app")]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.ok(cut);
+        const ranged = proxy.seen.filter((s) => s.url.includes(`/blobs/${big.digest}`) && s.range);
+        assert.ok(ranged.length >= 1, "a Range request followed the cut");
+        assert.match(ranged[0]!.range!, /^bytes=\d+-/);
+        assert.ok(existsSync(blobPath(d2.root, big.digest)));
+        const bytes = await import("node:fs/promises").then((f) => f.readFile(blobPath(d2.root, big.digest)));
+        assert.equal(`sha256:${createHash("sha256").update(bytes).digest("hex")}`, big.digest);
+      } finally {
+        await d2.cleanup();
+      }
+    } finally {
+      proxy.rule = undefined;
+    }
+  });
+
+  test("the real ctr content fetch against ckd; ctr images ls shows the image", async () => {
+    const r = await runCommand(CTR, ["--address", daemon.address, "-n", "ctrfetch", "content", "fetch", "--plain-http", ref("dist/small")], {}, undefined, 60_000);
+    assert.equal(r.code, 0, r.stderr);
+    const ls = await runCommand(CTR, ["--address", daemon.address, "-n", "ctrfetch", "images", "ls"]);
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.ok(ls.stdout.includes(ref("dist/small")) && ls.stdout.includes(small.manifestDigest), ls.stdout);
+    const check = await ck("ctrfetch", ["images", "check"]);
+    assert.match(check.stdout, /complete \(5\/5\)/);
+    // ctr labelled the manifest towards its children, as ck's pull does.
+    const info = await daemon.client("ctrfetch").call("content", "Info", { digest: small.manifestDigest });
+    assert.equal(info.info.labels["containerd.io/gc.ref.content.config"], small.manifest.config.digest);
+  });
+
+  test("ck push to another repository: skopeo sees the same digest; a second push uploads no blob bytes", async () => {
+    const dest = ref("dist/copy", "v2");
+    let r = await ck("dist", ["push", "--plain-http", dest, ref("dist/app")]);
+    assert.equal(r.code, 0, r.stderr);
+    const inspect = await runCommand("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${registry.host}/dist/copy:v2`]);
+    assert.equal(inspect.code, 0, inspect.stderr);
+    assert.equal(`sha256:${createHash("sha256").update(inspect.stdout).digest("hex")}`, image.manifestDigest);
+    const before = proxy.seen.length;
+    r = await ck("dist", ["push", "--plain-http", dest, ref("dist/app")]);
+    assert.equal(r.code, 0, r.stderr);
+    const uploads = proxy.seen.slice(before).filter((s) => (s.method === "PATCH" || s.method === "PUT") && s.url.includes("/blobs/uploads"));
+    assert.deepEqual(uploads, []);
+  });
+
+  test("bad input: a clear error and nothing committed", async (t) => {
+    const expectFail = async (ns: string, args: string[], pattern: RegExp) => {
+      const r = await ck(ns, args);
+      assert.notEqual(r.code, 0, `${args.join(" ")} should fail`);
+      assert.match(r.stderr, pattern);
+      const c = await ck(ns, ["content", "ls", "-q"]);
+      assert.equal(c.stdout.trim(), "", `nothing committed in ${ns}: ${c.stdout}`);
+      const i = await ck(ns, ["images", "ls", "-q"]);
+      assert.equal(i.stdout.trim(), "");
+    };
+    await t.test("a reference that does not parse", () => expectFail("bad1", ["pull", "--plain-http", "UPPER/Case:!!"], /invalid/i));
+    await t.test("404", () => expectFail("bad2", ["pull", "--plain-http", ref("dist/nothing")], /not found/));
+    await t.test("401 without credentials", async () => {
+      proxy.rule = () => ({ answer: { status: 401, headers: { "www-authenticate": 'Basic realm="test"' }, body: "{}" } });
+      try {
+        await expectFail("bad3", ["pull", "--plain-http", ref("dist/small")], /unauthorized|denied|authenticat/i);
+      } finally {
+        proxy.rule = undefined;
+      }
+    });
+    await t.test("a manifest that is not valid JSON", async () => {
+      proxy.rule = (req) =>
+        req.url?.includes("/manifests/")
+          ? { answer: { status: 200, headers: { "content-type": "application/vnd.oci.image.manifest.v1+json", "docker-content-digest": `sha256:${createHash("sha256").update("{nope").digest("hex")}`, "content-length": "5" }, body: req.method === "HEAD" ? "" : "{nope" } }
+          : undefined;
+      try {
+        await expectFail("bad4", ["pull", "--plain-http", ref("dist/small")], /json|invalid/i);
+      } finally {
+        proxy.rule = undefined;
+      }
+    });
+    await t.test("a manifest of an unknown media type", async () => {
+      const body = JSON.stringify({ schemaVersion: 2, mediaType: "application/x-unknown", layers: [] });
+      const digest = `sha256:${createHash("sha256").update(body).digest("hex")}`;
+      proxy.rule = (req) =>
+        req.url?.includes("/manifests/")
+          ? { answer: { status: 200, headers: { "content-type": "application/x-unknown", "docker-content-digest": digest, "content-length": String(body.length) }, body: req.method === "HEAD" ? "" : body } }
+          : undefined;
+      try {
+        await expectFail("bad5", ["pull", "--plain-http", ref("dist/small")], /media type|unsupported|unknown/i);
+      } finally {
+        proxy.rule = undefined;
+      }
+    });
+    await t.test("a manifest larger than 4 MiB", async () => {
+      const size = (4 << 20) + 1;
+      proxy.rule = (req) =>
+        req.url?.includes("/manifests/") && req.method === "HEAD"
+          ? { answer: { status: 200, headers: { "content-type": "application/vnd.oci.image.manifest.v1+json", "docker-content-digest": `sha256:${"a".repeat(64)}`, "content-length": String(size) } } }
+          : undefined;
+      try {
+        await expectFail("bad6", ["pull", "--plain-http", ref("dist/small")], /4194304|4 MiB|too large|larger/i);
+      } finally {
+        proxy.rule = undefined;
+      }
+    });
+    await t.test("a blob whose bytes do not match its digest", async () => {
+      // A fresh daemon root: the blobs must not be on disk already.
+      const d3 = await TestDaemon.start({});
+      proxy.rule = (req) => (req.method === "GET" && req.url?.includes(`/blobs/${small.manifest.layers[1].digest}`) ? { tamper: true } : undefined);
+      try {
+        const r = await runNode(CK, ["--address", d3.address, "-n", "bad7", "pull", "--plain-http", ref("dist/small")]);
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, /digest/);
+        assert.ok(!existsSync(blobPath(d3.root, small.manifest.layers[1].digest)), "the tampered blob is not in the store");
+        const i = await runNode(CK, ["--address", d3.address, "-n", "bad7", "images", "ls", "-q"]);
+        assert.equal(i.stdout.trim(), "");
+      } finally {
+        proxy.rule = undefined;
+        await d3.cleanup();
+      }
+    });
+  });
+});

@@ -1,0 +1,294 @@
+// Leases and garbage collection over ckd, against a real nats-server: the Leases API (and ck's
+// and ctr's leases commands), content committed under the containerd-lease header, GC after
+// deletions and on demand (`ck gc`), lease expiry, `ctr images rm --sync` then
+// `ctr namespaces rm`, and ContentCollect events replaying to an identical projection.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { startTestNats } from "../helpers/nats.js";
+import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
+import { rejectsClass } from "../helpers/errors.js";
+import { writeBlob } from "../../src/cli/content-commands.js";
+import { ApiClient } from "../../src/cli/client.js";
+import { EventLog } from "../../src/eventstore/log.js";
+
+const CTR = "/usr/bin/ctr";
+const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
+const MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+
+describe("leases and garbage collection", () => {
+  let nats: Awaited<ReturnType<typeof startTestNats>>;
+  let daemon: TestDaemon;
+  let log: EventLog;
+  const clients: ApiClient[] = [];
+  const client = (ns: string, lease?: string) => {
+    const c = new ApiClient({ address: daemon.address, namespace: ns, metadata: lease ? { "containerd-lease": lease } : undefined });
+    clients.push(c);
+    return c;
+  };
+  const onDisk = (digest: string) => existsSync(join(daemon.root, "content", "blobs", "sha256", digest.slice(7)));
+  const ck = (args: string[], ns: string) => runNode(CK, ["--address", daemon.address, "-n", ns, ...args]);
+  const ctr = (args: string[], ns: string) => runCommand(CTR, ["--address", daemon.address, "--namespace", ns, ...args], {}, undefined, 30_000);
+  /** Writes a blob and returns its digest. */
+  const blob = async (c: ApiClient, data: Buffer, labels: Record<string, string> = {}) => {
+    const digest = sha(data);
+    assert.equal(await writeBlob(c, `ref-${digest}`, data, { expected: digest, labels }), digest);
+    return digest;
+  };
+  const visible = async (c: ApiClient, digest: string) =>
+    c.call("content", "Info", { digest }).then(
+      () => true,
+      () => false,
+    );
+
+  before(async () => {
+    nats = await startTestNats();
+    daemon = await TestDaemon.start({ natsUrl: nats.url });
+    log = await EventLog.open({ url: nats.url });
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    await log?.close();
+    await daemon?.cleanup();
+    await nats?.cleanup();
+  });
+
+  test("leases: create, list with filters, resources, delete; bad input writes nothing", async () => {
+    const c = client("lns");
+    const created = (await c.call("leases", "Create", { id: "mnt/some/dir", labels: { team: "a", "containerd.io/gc.expire": "2099-01-01T00:00:00Z" } })).lease;
+    assert.equal(created.id, "mnt/some/dir");
+    assert.ok(Number(created.created_at.seconds) > 0);
+    const generated = (await c.call("leases", "Create", { labels: { team: "b" } })).lease.id;
+    assert.match(generated, /^\d+-[A-Za-z0-9_-]+$/);
+    const ids = async (filters: string[] = []) => (await c.call("leases", "List", { filters })).leases.map((l: any) => l.id).sort();
+    assert.deepEqual(await ids(), [generated, "mnt/some/dir"].sort());
+    assert.deepEqual(await ids(["id==mnt/some/dir"]), ["mnt/some/dir"]);
+    assert.deepEqual(await ids(["labels.team==b"]), [generated]);
+    assert.deepEqual(await ids(['labels."containerd.io/gc.expire"']), ["mnt/some/dir"]);
+    // Leases are per namespace.
+    assert.deepEqual((await client("lns-other").call("leases", "List", {})).leases, []);
+
+    const dg = "sha256:" + "c".repeat(64);
+    await c.call("leases", "AddResource", { id: "mnt/some/dir", resource: { id: dg, type: "content" } });
+    await c.call("leases", "AddResource", { id: "mnt/some/dir", resource: { id: "chain-1", type: "snapshots/overlayfs" } });
+    assert.deepEqual((await c.call("leases", "ListResources", { id: "mnt/some/dir" })).resources, [
+      { id: dg, type: "content" },
+      { id: "chain-1", type: "snapshots/overlayfs" },
+    ]);
+    await c.call("leases", "DeleteResource", { id: "mnt/some/dir", resource: { id: dg, type: "content" } });
+    assert.deepEqual((await c.call("leases", "ListResources", { id: "mnt/some/dir" })).resources, [{ id: "chain-1", type: "snapshots/overlayfs" }]);
+
+    const before = await log.lastSeq();
+    await rejectsClass(c.call("leases", "Create", { id: "mnt/some/dir" }), "AlreadyExists", /lease "mnt\/some\/dir"/);
+    await rejectsClass(c.call("leases", "Create", { id: "big", labels: { k: "v".repeat(5000) } }), "InvalidArgument", /label/);
+    await rejectsClass(c.call("leases", "Delete", { id: "nope" }), "NotFound");
+    await rejectsClass(c.call("leases", "AddResource", { id: "nope", resource: { id: dg, type: "content" } }), "NotFound");
+    await rejectsClass(c.call("leases", "DeleteResource", { id: "nope", resource: { id: dg, type: "content" } }), "NotFound");
+    await rejectsClass(c.call("leases", "ListResources", { id: "nope" }), "NotFound");
+    await rejectsClass(c.call("leases", "AddResource", { id: "mnt/some/dir", resource: { id: "sha256:xyz", type: "content" } }), "InvalidArgument", /content resource id/);
+    await rejectsClass(c.call("leases", "AddResource", { id: "mnt/some/dir", resource: { id: "k", type: "snapshots" } }), "InvalidArgument");
+    await rejectsClass(c.call("leases", "AddResource", { id: "mnt/some/dir", resource: { id: "k", type: "containers" } }), "NotImplemented");
+    await rejectsClass(c.call("leases", "List", { filters: ["id=="] }), "InvalidArgument");
+    await rejectsClass(writeBlob(client("lns", "nope"), "r-nope", Buffer.from("under a missing lease")), "NotFound", /lease "nope"/);
+    assert.equal(await log.lastSeq(), before, "a refused call appended to the log");
+
+    await c.call("leases", "Delete", { id: generated });
+    await c.call("leases", "Delete", { id: "mnt/some/dir", sync: true });
+    assert.deepEqual(await ids(), []);
+  });
+
+  test("ck leases create/ls/rm and ctr leases ls/rm agree", async () => {
+    let r = await ck(["leases", "create", "--id", "cli-1", "--expires", "1h", "owner=me"], "lcli");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "cli-1\n");
+    r = await ck(["leases", "create", "--expires", "0"], "lcli");
+    assert.equal(r.code, 0, r.stderr);
+    const generated = r.stdout.trim();
+    r = await ck(["leases", "ls"], "lcli");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ID\s+CREATED AT\s+LABELS\n/);
+    assert.match(r.stdout, /cli-1\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+containerd\.io\/gc\.expire=\d{4}-[^,]+,owner=me\n/);
+    assert.match(r.stdout, new RegExp(`${generated}\\s+\\S+\\s+-\\n`));
+    r = await ctr(["leases", "ls", "-q"], "lcli");
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n").sort(), ["cli-1", generated].sort());
+    r = await ctr(["leases", "create", "--id", "from-ctr"], "lcli");
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["leases", "rm", "from-ctr", generated], "lcli");
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck(["leases", "rm", "--sync", "cli-1"], "lcli");
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck(["leases", "ls", "-q"], "lcli");
+    assert.equal(r.stdout, "");
+    r = await ck(["leases", "rm", "cli-1"], "lcli");
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /not found/);
+  });
+
+  test("a blob committed under a lease survives GC until the lease is deleted, then its file is gone", async () => {
+    const c = client("lgc");
+    await c.call("leases", "Create", { id: "pull-1" });
+    const leased = client("lgc", "pull-1");
+    const data = randomBytes(50_000);
+    const digest = await blob(leased, data);
+    assert.deepEqual((await c.call("leases", "ListResources", { id: "pull-1" })).resources, [{ id: digest, type: "content" }]);
+    // Writing the same blob again under a second lease: AlreadyExists for the client, and
+    // the blob is added to that lease too (containerd's writer does the same).
+    await c.call("leases", "Create", { id: "pull-2" });
+    assert.equal(await blob(client("lgc", "pull-2"), data), digest);
+    assert.deepEqual((await c.call("leases", "ListResources", { id: "pull-2" })).resources, [{ id: digest, type: "content" }]);
+
+    let r = await ck(["gc"], "lgc");
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(await visible(c, digest));
+    assert.ok(onDisk(digest));
+    await c.call("leases", "Delete", { id: "pull-1", sync: true });
+    assert.ok(await visible(c, digest), "still held by pull-2");
+    await c.call("leases", "Delete", { id: "pull-2", sync: true });
+    assert.equal(await visible(c, digest), false);
+    assert.equal(onDisk(digest), false);
+    r = await ck(["gc"], "lgc");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^NAMESPACE\s+BLOBS\s+LEASES\n/);
+  });
+
+  test("image → manifest → config/layers stays; after images rm + ck gc its blobs go, shared ones stay", async () => {
+    const c = client("gcimg");
+    const other = client("gcother");
+    // As a pull does: blobs written under a lease, the images created, the lease dropped.
+    await c.call("leases", "Create", { id: "build" });
+    const w = client("gcimg", "build");
+    const [config1, config2, layer1, layer2, junk] = [0, 1, 2, 3, 4].map(() => randomBytes(20_000));
+    const c1 = await blob(w, config1!);
+    const c2 = await blob(w, config2!);
+    const l1 = await blob(w, layer1!);
+    const l2 = await blob(w, layer2!);
+    const ref = (cfg: string, ...layers: string[]) => ({
+      "containerd.io/gc.ref.content.config": cfg,
+      ...Object.fromEntries(layers.map((l, i) => [`containerd.io/gc.ref.content.l.${i}`, l])),
+    });
+    const m1 = await blob(w, Buffer.from(JSON.stringify({ m: 1, c1, l1, l2 })), ref(c1, l1, l2));
+    const m2 = await blob(w, Buffer.from(JSON.stringify({ m: 2, c2, l2 })), ref(c2, l2));
+    await c.call("images", "Create", { image: { name: "example.com/one:1", target: { media_type: MANIFEST, digest: m1, size: 100 } } });
+    await c.call("images", "Create", { image: { name: "example.com/two:1", target: { media_type: MANIFEST, digest: m2, size: 100 } } });
+    // layer1's bytes are also committed in another namespace, kept there by a gc.root label.
+    assert.equal(await blob(other, layer1!, { "containerd.io/gc.root": "yes" }), l1);
+    const u = await blob(c, junk!); // nothing refers to it
+    await c.call("leases", "Delete", { id: "build", sync: true });
+    assert.equal(await visible(c, u), false);
+    assert.equal(onDisk(u), false);
+    for (const dg of [c1, c2, l1, l2, m1, m2]) assert.ok(await visible(c, dg), `${dg} collected while referenced`);
+
+    await c.call("images", "Delete", { name: "example.com/one:1" });
+    const r = await ck(["gc"], "gcimg");
+    assert.equal(r.code, 0, r.stderr);
+    for (const dg of [m1, c1, l1]) assert.equal(await visible(c, dg), false, `${dg} still visible`);
+    for (const dg of [m1, c1]) assert.equal(onDisk(dg), false, `${dg} still on disk`);
+    assert.ok(onDisk(l1), "bytes shared with another namespace stay");
+    assert.ok(await visible(other, l1));
+    for (const dg of [m2, c2, l2]) {
+      assert.ok(await visible(c, dg), `${dg} of the second image collected`);
+      assert.ok(onDisk(dg));
+    }
+  });
+
+  test("GC runs by itself after a deletion (content rm of an unrelated blob collects the garbage)", async () => {
+    const c = client("gcauto");
+    const keep = await blob(c, randomBytes(1000), { "containerd.io/gc.root": "1" });
+    const junk = await blob(c, randomBytes(1000));
+    const gone = await blob(c, randomBytes(1000));
+    await c.call("content", "Delete", { digest: gone });
+    const deadline = Date.now() + 10_000;
+    while ((await visible(c, junk)) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    assert.equal(await visible(c, junk), false);
+    assert.ok(await visible(c, keep));
+    await c.call("content", "Delete", { digest: keep });
+  });
+
+  test("an expired lease is deleted by GC and what it held is collected", async () => {
+    const c = client("gcexp");
+    // Expiring in two seconds: time to write under it before any GC may delete it.
+    const expires = Date.now() + 2000;
+    await c.call("leases", "Create", { id: "old", labels: { "containerd.io/gc.expire": new Date(expires).toISOString() } });
+    await c.call("leases", "Create", { id: "fresh", labels: { "containerd.io/gc.expire": new Date(Date.now() + 3600_000).toISOString() } });
+    const a = await blob(client("gcexp", "old"), randomBytes(3000));
+    const b = await blob(client("gcexp", "fresh"), randomBytes(3000));
+    await new Promise((res) => setTimeout(res, Math.max(0, expires - Date.now() + 100)));
+    const r = await ck(["gc"], "gcexp");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /gcexp\s+1\s+1\n/);
+    assert.match(r.stdout, /removed 1 blob files, freed 3kB\n/);
+    assert.deepEqual((await c.call("leases", "List", {})).leases.map((l: any) => l.id), ["fresh"]);
+    assert.equal(await visible(c, a), false);
+    assert.equal(onDisk(a), false);
+    assert.ok(await visible(c, b));
+    await c.call("leases", "Delete", { id: "fresh", sync: true });
+    assert.equal(await visible(c, b), false);
+  });
+
+  test("ctr images rm --sync, then ctr namespaces rm succeeds", async () => {
+    const c = client("ctrgc");
+    await c.call("leases", "Create", { id: "import" });
+    const w = client("ctrgc", "import");
+    const cfg = await blob(w, randomBytes(2000));
+    const layer = await blob(w, randomBytes(2000));
+    const m = await blob(w, Buffer.from(`{"ctr":"${cfg}"}`), { "containerd.io/gc.ref.content.config": cfg, "containerd.io/gc.ref.content.l.0": layer });
+    await c.call("images", "Create", { image: { name: "docker.io/library/gc:1", target: { media_type: MANIFEST, digest: m, size: 50 } } });
+    await c.call("leases", "Create", { id: "left/over" }); // leases do not keep a namespace alive
+    let r = await ctr(["leases", "rm", "--sync", "import"], "ctrgc");
+    assert.equal(r.code, 0, r.stderr);
+    for (const dg of [cfg, layer, m]) assert.ok(await visible(c, dg));
+    r = await ctr(["namespaces", "rm", "ctrgc"], "default");
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /must be empty/);
+    r = await ctr(["images", "rm", "--sync", "docker.io/library/gc:1"], "ctrgc");
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["namespaces", "rm", "ctrgc"], "default");
+    assert.equal(r.code, 0, r.stderr);
+    for (const dg of [cfg, layer, m]) assert.equal(onDisk(dg), false);
+    r = await ctr(["namespaces", "ls", "-q"], "default");
+    assert.ok(!r.stdout.split("\n").includes("ctrgc"));
+    // Its leases went with it: a namespace of the same name starts without them.
+    r = await ctr(["namespaces", "create", "ctrgc"], "default");
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((await c.call("leases", "List", {})).leases, []);
+  });
+
+  test("lease and ContentCollect events replay to an identical projection (ck-replay verify)", async () => {
+    assert.equal(await daemon.stop(), 0);
+    const r = await runNode(CK_REPLAY, ["verify", "--root", daemon.root]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /verify OK/);
+    await daemon.launch();
+  });
+});
+
+test("the periodic expiry check deletes an expired lease without any deletion or request", async () => {
+  const nats = await startTestNats();
+  const d = await TestDaemon.start({ natsUrl: nats.url, extraArgs: ["--gc-expiry-interval", "0.5"] });
+  const c = d.client("tick");
+  try {
+    const expires = Date.now() + 1000;
+    await c.call("leases", "Create", { id: "short", labels: { "containerd.io/gc.expire": new Date(expires).toISOString() } });
+    const leased = new ApiClient({ address: d.address, namespace: "tick", metadata: { "containerd-lease": "short" } });
+    const digest = await writeBlob(leased, "r", randomBytes(500)).finally(() => leased.close());
+    assert.ok(await c.call("content", "Info", { digest }));
+    const deadline = Date.now() + 10_000;
+    let left: unknown[] = ["short"];
+    while (left.length > 0 && Date.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 100));
+      left = (await c.call("leases", "List", {})).leases;
+    }
+    assert.deepEqual(left, []);
+    assert.ok(Date.now() >= expires, "deleted before it expired");
+    await rejectsClass(c.call("content", "Info", { digest }), "NotFound");
+    const plugins = (await c.call("introspection", "Plugins", { filters: ["type==io.containerd.gc.v1"] })).plugins;
+    assert.deepEqual(plugins.map((p: any) => [p.id, p.exports.expiry_interval_ms]), [["scheduler", "500"]]);
+  } finally {
+    c.close();
+    await d.cleanup();
+    await nats.cleanup();
+  }
+});

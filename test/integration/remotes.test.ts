@@ -1,0 +1,541 @@
+// The OCI distribution client against a real docker-registry on loopback, with an image built
+// by umoci and pushed by skopeo; small loopback proxies in front of the registry demand
+// authentication, cut connections, ignore Range, refuse HEAD or tamper with bytes.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { CkError } from "../../src/errdefs/errdefs.js";
+import { loadDockerConfig } from "../../src/remotes/auth.js";
+import { isUnauthorized } from "../../src/remotes/errors.js";
+import { MediaTypes, children, parseManifest } from "../../src/remotes/manifest.js";
+import { parseReference, type ImageReference } from "../../src/remotes/reference.js";
+import { Registry, type RegistryOptions } from "../../src/remotes/registry.js";
+import type { Descriptor } from "../../src/remotes/types.js";
+import { buildImage, startRegistry, type BuiltImage, type TestRegistry } from "../helpers/registry.js";
+import { rejectsClass } from "../helpers/errors.js";
+
+const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
+const T = { timeout: 60_000 };
+
+async function collect(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of stream) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+// ---- a loopback proxy in front of the registry that misbehaves on demand
+
+interface ProxyOptions {
+  /** Demand authentication for everything under /v2/. */
+  auth?: { scheme: "bearer" | "basic"; user: string; pass: string; anonymousTokens?: boolean };
+  /** Bytes of body to pass before destroying the connection, per forwarded request (n counts from 0). */
+  cutAfter?: (req: http.IncomingMessage, n: number) => number | undefined;
+  /** Forward without the Range header, so the registry answers 200 with the whole blob. */
+  ignoreRange?: boolean;
+  /** Answer HEAD of manifests with 405, as some registries do. */
+  refuseHead?: boolean;
+  /** Flip the first body byte of matching GET responses. */
+  tamper?: (req: http.IncomingMessage) => boolean;
+  /** Bytes of body to pass before going silent (the connection stays open), per forwarded request. */
+  stallAfter?: (req: http.IncomingMessage, n: number) => number | undefined;
+  /** Answer blob GETs with a 307 to the same path on this other host. */
+  redirectBlobsTo?: string;
+  /** Rewrite absolute Location headers to paths, as some registries send them. */
+  relativeLocation?: boolean;
+}
+
+interface Seen {
+  method: string;
+  url: string;
+  range?: string;
+  authorization?: string;
+}
+
+interface Proxy {
+  host: string;
+  seen: Seen[];
+  tokenRequests: number;
+  issued: string[];
+  close(): Promise<void>;
+}
+
+async function startProxy(upstream: string, opts: ProxyOptions = {}): Promise<Proxy> {
+  const [upHost, upPort] = upstream.split(":");
+  const agent = new http.Agent({ keepAlive: true });
+  const tokens = new Set<string>();
+  const state: Proxy = { host: "", seen: [], tokenRequests: 0, issued: [], close: async () => {} };
+  let forwarded = 0;
+  const basicOk = (h: string | undefined) =>
+    !!opts.auth && h === "Basic " + Buffer.from(`${opts.auth.user}:${opts.auth.pass}`).toString("base64");
+
+  const server = http.createServer(async (req, res) => {
+    const url = req.url ?? "/";
+    if (url.startsWith("/token")) {
+      state.tokenRequests++;
+      if (req.method === "POST") {
+        // OAuth2 refresh-token grant with an identity token
+        const form = new URLSearchParams(await readAll(req));
+        const good = form.get("grant_type") === "refresh_token" && form.get("refresh_token") === IDENTITY_TOKEN && form.get("service") === "test";
+        const token = randomBytes(16).toString("hex");
+        if (good) {
+          tokens.add(token);
+          state.issued.push(token);
+        }
+        res.writeHead(good ? 200 : 401, { "content-type": "application/json" });
+        res.end(JSON.stringify(good ? { access_token: token, expires_in: 300 } : { error: "invalid_grant" }));
+        return;
+      }
+      req.resume();
+      if (!opts.auth?.anonymousTokens && !basicOk(req.headers.authorization)) {
+        res.writeHead(401, { "content-type": "application/json" });
+        res.end(JSON.stringify({ details: "bad credentials" }));
+        return;
+      }
+      const token = randomBytes(16).toString("hex");
+      tokens.add(token);
+      state.issued.push(token);
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ token, expires_in: 300 }));
+      return;
+    }
+    state.seen.push({ method: req.method ?? "", url, range: req.headers.range, authorization: req.headers.authorization });
+    if (opts.auth && url.startsWith("/v2/")) {
+      const a = req.headers.authorization ?? "";
+      const allowed = opts.auth.scheme === "basic" ? basicOk(a) : a.startsWith("Bearer ") && tokens.has(a.slice(7));
+      if (!allowed) {
+        req.resume();
+        const repo = /^\/v2\/(.+?)\/(manifests|blobs|tags)\//.exec(url)?.[1] ?? "";
+        res.writeHead(401, {
+          "content-type": "application/json",
+          "www-authenticate":
+            opts.auth.scheme === "basic"
+              ? 'Basic realm="test registry"'
+              : `Bearer realm="http://${state.host}/token",service="test",scope="repository:${repo}:pull"`,
+        });
+        res.end(JSON.stringify({ errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] }));
+        return;
+      }
+    }
+    if (opts.refuseHead && req.method === "HEAD" && url.includes("/manifests/")) {
+      req.resume();
+      res.writeHead(405);
+      res.end();
+      return;
+    }
+    if (opts.redirectBlobsTo && req.method === "GET" && url.includes("/blobs/sha256:")) {
+      req.resume();
+      res.writeHead(307, { location: `http://${opts.redirectBlobsTo}${url}` });
+      res.end();
+      return;
+    }
+    const headers = { ...req.headers };
+    delete headers.authorization;
+    if (opts.ignoreRange) delete headers.range;
+    const n = forwarded++;
+    const cut = opts.cutAfter?.(req, n);
+    const stall = opts.stallAfter?.(req, n);
+    const tamper = req.method === "GET" && (opts.tamper?.(req) ?? false);
+    const up = http.request({ host: upHost, port: Number(upPort), method: req.method, path: url, headers, agent }, (upRes) => {
+      const outHeaders = { ...upRes.headers };
+      if (opts.relativeLocation && typeof outHeaders.location === "string") {
+        const loc = new URL(outHeaders.location, `http://${state.host}`);
+        outHeaders.location = loc.pathname + loc.search;
+      }
+      res.writeHead(upRes.statusCode ?? 502, outHeaders);
+      let sent = 0;
+      let first = true;
+      let stalled = false;
+      upRes.on("data", (chunk: Buffer) => {
+        let c = chunk;
+        if (tamper && first && c.length > 0) {
+          c = Buffer.from(c);
+          c[0] ^= 0xff;
+        }
+        first = false;
+        if (cut !== undefined && sent + c.length >= cut) {
+          res.write(c.subarray(0, cut - sent), () => res.socket?.destroy());
+          sent = cut;
+          upRes.destroy();
+          return;
+        }
+        if (stalled) return;
+        if (stall !== undefined && sent + c.length >= stall) {
+          res.write(c.subarray(0, stall - sent));
+          sent = stall;
+          stalled = true; // swallow the rest and never end the response
+          return;
+        }
+        sent += c.length;
+        res.write(c);
+      });
+      upRes.on("end", () => stalled || res.end());
+    });
+    up.on("error", () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  state.host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  state.close = () =>
+    new Promise((resolve) => {
+      agent.destroy();
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return state;
+}
+
+const IDENTITY_TOKEN = "id-token-9f8e7d";
+
+function readAll(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    req.on("data", (c: Buffer) => parts.push(c));
+    req.on("end", () => resolve(Buffer.concat(parts).toString("utf8")));
+  });
+}
+
+// ---- the specifications
+
+describe("remotes against a loopback docker-registry", { timeout: 300_000 }, () => {
+  let reg: TestRegistry;
+  let image: BuiltImage;
+  let ref: ImageReference;
+  const clients: Registry[] = [];
+  const proxies: Proxy[] = [];
+  const tmp = mkdtempSync(join(tmpdir(), "ck-remotes-"));
+  const busybox = readFileSync("/bin/busybox");
+  const client = (opts: RegistryOptions = {}) => {
+    const c = new Registry({ plainHttp: true, ...opts });
+    clients.push(c);
+    return c;
+  };
+  const proxy = async (opts: ProxyOptions = {}) => {
+    const p = await startProxy(reg.host, opts);
+    proxies.push(p);
+    return p;
+  };
+  const via = (p: Proxy, r: ImageReference = ref): ImageReference => ({ ...r, domain: p.host });
+  const layerDesc = (i: number): Descriptor => image.manifest.layers[i];
+  const manifestDesc = (): Descriptor => ({ mediaType: image.manifest.mediaType ?? MediaTypes.ociManifest, digest: image.manifestDigest, size: image.manifestBytes.length });
+
+  before(async () => {
+    reg = await startRegistry();
+    image = await buildImage({
+      host: reg.host,
+      repo: "remotes/app",
+      tag: "v1",
+      layers: [
+        { "bin/busybox": busybox, "bin/sh": { symlink: "busybox" }, "data/random.bin": randomBytes(1 << 20) },
+        { "etc/motd": "hello\n", "etc/old": "to be deleted\n" },
+        { "etc/old": { delete: true }, "etc/new": "new\n" },
+      ],
+    });
+    ref = parseReference(image.reference);
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    for (const p of proxies) await p.close();
+    await reg?.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test("resolve finds the manifest skopeo pushed; fetch delivers every blob with its digest", T, async () => {
+    const r = client();
+    const desc = await r.resolve(ref);
+    assert.deepEqual(desc, { mediaType: MediaTypes.ociManifest, digest: image.manifestDigest, size: image.manifestBytes.length });
+    assert.deepEqual(await r.resolve(parseReference(`${reg.host}/remotes/app@${image.manifestDigest}`)), desc, "by digest");
+
+    const bytes = await r.fetchBytes(ref, desc);
+    assert.ok(bytes.equals(image.manifestBytes));
+    const parsed = parseManifest(desc, bytes);
+    assert.equal(parsed.layers.length, 3);
+    assert.equal(parsed.config?.digest, image.configDigest);
+    for (const d of children(parsed)) {
+      const blob = await collect(await r.fetch(ref, d));
+      assert.equal(blob.length, d.size);
+      assert.equal(sha(blob), d.digest);
+    }
+    const config = JSON.parse((await r.fetchBytes(ref, parsed.config!)).toString());
+    assert.deepEqual(config.rootfs, image.config.rootfs);
+    assert.equal(await r.blobExists(ref, layerDesc(0).digest), true);
+    assert.equal(await r.blobExists(ref, "sha256:" + "0".repeat(64)), false);
+  });
+
+  test("fetch from an offset delivers the tail", T, async () => {
+    const r = client();
+    const d = layerDesc(0);
+    const whole = await r.fetchBytes(ref, d);
+    const tail = await collect(await r.fetch(ref, d, { offset: 1000 }));
+    assert.ok(tail.equals(whole.subarray(1000)));
+    assert.equal((await collect(await r.fetch(ref, d, { offset: d.size }))).length, 0);
+    await rejectsClass(r.fetch(ref, d, { offset: d.size + 1 }), "InvalidArgument", /offset/);
+  });
+
+  test("resolve falls back to GET when the registry refuses HEAD", T, async () => {
+    const p = await proxy({ refuseHead: true });
+    const desc = await client().resolve(via(p));
+    assert.equal(desc.digest, image.manifestDigest);
+    assert.equal(desc.size, image.manifestBytes.length);
+    assert.ok(p.seen.some((s) => s.method === "GET" && s.url.includes("/manifests/v1")));
+  });
+
+  test("missing tags and blobs are NotFound naming them", T, async () => {
+    const r = client();
+    await rejectsClass(r.resolve(parseReference(`${reg.host}/remotes/app:missing`)), "NotFound", /remotes\/app:missing/);
+    await rejectsClass(r.resolve(parseReference(`${reg.host}/remotes/nothing:v1`)), "NotFound", /remotes\/nothing:v1/);
+    const ghost = { mediaType: MediaTypes.ociLayerGzip, digest: "sha256:" + "1".repeat(64), size: 10 };
+    await rejectsClass(r.fetch(ref, ghost), "NotFound", new RegExp(ghost.digest));
+    await rejectsClass(r.fetchBytes(ref, ghost), "NotFound", new RegExp(ghost.digest));
+  });
+
+  test("fetchBytes refuses a manifest descriptor over 4 MiB before downloading anything", T, async () => {
+    const p = await proxy();
+    const big = { ...manifestDesc(), size: 5 << 20 };
+    await rejectsClass(client().fetchBytes(via(p), big), "InvalidArgument", new RegExp(`manifest ${big.digest}: size 5242880 is larger than the 4194304 byte limit`));
+    await rejectsClass(client().fetchBytes(via(p), layerDesc(0), 100), "InvalidArgument", /larger than the 100 byte limit/);
+    assert.equal(p.seen.length, 0);
+    await rejectsClass(client().fetch(ref, { ...layerDesc(0), digest: "sha256:xyz" }), "InvalidArgument", /sha256:xyz/);
+  });
+
+  test("tampered bytes fail the stream before it ends, naming both digests", T, async () => {
+    const d = layerDesc(0);
+    const p = await proxy({ tamper: (req) => (req.url ?? "").includes(`/blobs/${d.digest}`) });
+    const r = client();
+    const stream = await r.fetch(via(p), d);
+    let ended = false;
+    stream.on("end", () => (ended = true));
+    await rejectsClass(collect(stream), "FailedPrecondition", new RegExp(`content has digest sha256:[0-9a-f]{64}, expected ${d.digest}`));
+    assert.equal(ended, false, "no clean end on corrupt data");
+    await rejectsClass(r.fetchBytes(via(p), d), "FailedPrecondition", /expected/);
+    // From an offset the caller's content store checks the digest; the stream does not.
+    const tail = await collect(await r.fetch(via(p), d, { offset: 10 }));
+    assert.equal(tail.length, d.size - 10);
+    // A manifest served with a wrong body is refused the same way.
+    const mp = await proxy({ tamper: (req) => (req.url ?? "").includes("/manifests/") });
+    await rejectsClass(r.fetchBytes(via(mp), manifestDesc()), "FailedPrecondition", new RegExp(`expected ${image.manifestDigest}`));
+  });
+
+  describe("a large blob over a connection that breaks", () => {
+    const big = randomBytes(8 << 20);
+    const desc: Descriptor = { mediaType: MediaTypes.ociLayer, digest: sha(big), size: big.length };
+    let bigRef: ImageReference;
+    const isBig = (req: http.IncomingMessage) => req.method === "GET" && (req.url ?? "").includes(`/blobs/${desc.digest}`);
+
+    before(async () => {
+      bigRef = parseReference(`${reg.host}/remotes/big:v1`);
+      const progress: number[] = [];
+      const result = await client().pushBlob(bigRef, desc, () => Readable.from([big.subarray(0, 3 << 20), big.subarray(3 << 20)]), {
+        onProgress: (n) => progress.push(n),
+      });
+      assert.equal(result, "uploaded");
+      assert.equal(progress.at(-1), big.length);
+    });
+
+    test("resumes with Range requests and delivers the verified bytes", T, async () => {
+      const p = await proxy({ cutAfter: (req) => (isBig(req) ? 3 << 20 : undefined) });
+      const log: string[] = [];
+      const got = await collect(await client({ log: (m) => log.push(m) }).fetch(via(p, bigRef), desc));
+      assert.ok(got.equals(big));
+      const ranges = p.seen.filter((s) => s.range).map((s) => s.range);
+      assert.deepEqual(ranges, [`bytes=${3 << 20}-`, `bytes=${6 << 20}-`]);
+      assert.ok(log.some((l) => /resuming at byte 3145728/.test(l)), log.join("\n"));
+    });
+
+    test("a server that ignores Range is skipped to where the download broke", T, async () => {
+      const p = await proxy({ ignoreRange: true, cutAfter: (req, n) => (isBig(req) && n === 0 ? 5 << 20 : undefined) });
+      const got = await collect(await client().fetch(via(p, bigRef), desc));
+      assert.ok(got.equals(big));
+      assert.ok(p.seen.some((s) => s.range === `bytes=${5 << 20}-`), "a Range request was made");
+    });
+
+    test("gives up with Unavailable after the configured resume attempts", T, async () => {
+      const p = await proxy({ cutAfter: (req) => (isBig(req) ? 1 << 20 : undefined) });
+      const stream = await client({ retries: 2 }).fetch(via(p, bigRef), desc);
+      await rejectsClass(collect(stream), "Unavailable", /gave up after 2 resume attempts/);
+      assert.equal(p.seen.filter((s) => s.range).length, 2);
+    });
+
+    test("a connection that goes silent times out and is resumed", T, async () => {
+      const p = await proxy({ stallAfter: (req, n) => (isBig(req) && n === 0 ? 2 << 20 : undefined) });
+      const log: string[] = [];
+      const got = await collect(await client({ timeoutMs: 500, log: (m) => log.push(m) }).fetch(via(p, bigRef), desc));
+      assert.ok(got.equals(big));
+      assert.ok(p.seen.some((s) => s.range === `bytes=${2 << 20}-`));
+      assert.ok(log.some((l) => /resuming at byte 2097152 of 8388608 after ETIMEDOUT/.test(l)), log.join("\n"));
+    });
+
+    test("aborting the signal fails the stream with Canceled", T, async () => {
+      const p = await proxy({ stallAfter: (req) => (isBig(req) ? 1 << 20 : undefined) });
+      const ac = new AbortController();
+      const stream = await client().fetch(via(p, bigRef), desc, { signal: ac.signal });
+      let n = 0;
+      stream.on("data", (c: Buffer) => {
+        n += c.length;
+        if (n >= 1 << 20) ac.abort();
+      });
+      await rejectsClass(new Promise((resolve, reject) => stream.on("end", resolve).on("error", reject)), "Canceled", /canceled/);
+      assert.equal(n, 1 << 20);
+    });
+
+    test("more bytes than the descriptor says is an error", T, async () => {
+      const short = { ...desc, size: desc.size - 1 };
+      await rejectsClass(collect(await client().fetch(bigRef, short)), "FailedPrecondition", /more than the 8388607 bytes/);
+    });
+  });
+
+  test("push uploads every blob once, reports 'exists' the second time, and skopeo reads the copy", T, async () => {
+    const src = client();
+    const dst = parseReference(`${reg.host}/remotes/copy:v2`);
+    const mdesc = await src.resolve(ref);
+    const mbytes = await src.fetchBytes(ref, mdesc);
+    const blobs = children(parseManifest(mdesc, mbytes));
+    const data = new Map<string, Buffer>();
+    for (const d of blobs) data.set(d.digest, await src.fetchBytes(ref, d));
+
+    const push = async () => {
+      const results: string[] = [];
+      for (const d of blobs) results.push(await src.pushBlob(dst, d, () => Readable.from([data.get(d.digest)!])));
+      await src.pushManifest(dst, mdesc, mbytes, "v2");
+      return results;
+    };
+    assert.deepEqual(await push(), blobs.map(() => "uploaded"));
+    assert.deepEqual(await push(), blobs.map(() => "exists"));
+    assert.deepEqual(await src.resolve(dst), mdesc);
+    const raw = execFileSync("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${reg.host}/remotes/copy:v2`]);
+    assert.ok(Buffer.from(raw).equals(mbytes));
+
+    // A source that gives the wrong bytes never commits.
+    const d0 = blobs[1];
+    const wrong = parseReference(`${reg.host}/remotes/wrong:v1`);
+    await rejectsClass(src.pushBlob(wrong, d0, () => Readable.from([Buffer.from("not the layer")])), "FailedPrecondition", /expected \d+ bytes with digest/);
+    assert.equal(await src.blobExists(wrong, d0.digest), false);
+    // Manifest bytes must match their descriptor, and a digest reference must be theirs.
+    await rejectsClass(src.pushManifest(dst, { ...mdesc, size: mdesc.size + 1 }, mbytes, "x"), "InvalidArgument", /descriptor says/);
+    await rejectsClass(src.pushManifest(dst, mdesc, mbytes, "sha256:" + "0".repeat(64)), "InvalidArgument", /reference digest/);
+  });
+
+  test("upload Locations may be relative paths", T, async () => {
+    const p = await proxy({ relativeLocation: true });
+    const blob = randomBytes(100_000);
+    const d = { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length };
+    const dst = parseReference(`${p.host}/remotes/relative:v1`);
+    assert.equal(await client().pushBlob(dst, d, () => Readable.from([blob])), "uploaded");
+    assert.equal(await client().blobExists(dst, d.digest), true);
+    assert.ok(p.seen.some((s) => s.method === "PATCH") && p.seen.some((s) => s.method === "PUT"));
+  });
+
+  test("cross-repository mount, and the upload fallback when the source lacks the blob", T, async () => {
+    const r = client();
+    const d = layerDesc(1);
+    const target = parseReference(`${reg.host}/remotes/mounted:v1`);
+    assert.equal(await r.pushBlob(target, d, () => assert.fail("mounting reads no bytes"), { mountFrom: ["remotes/app"] }), "mounted");
+    assert.equal(await r.blobExists(target, d.digest), true);
+
+    const d2 = layerDesc(2);
+    const bytes = await r.fetchBytes(ref, d2);
+    const fallback = parseReference(`${reg.host}/remotes/mounted2:v1`);
+    assert.equal(await r.pushBlob(fallback, d2, () => Readable.from([bytes]), { mountFrom: ["remotes/empty"] }), "uploaded");
+    assert.equal(await r.blobExists(fallback, d2.digest), true);
+  });
+
+  describe("authentication", () => {
+    const user = "tester";
+    const pass = "pw-Zq8!xK2v-secret";
+    const configFor = (host: string, password = pass) => {
+      const f = join(tmp, `config-${host.replace(/[:.]/g, "_")}-${password.length}.json`);
+      writeFileSync(f, JSON.stringify({ auths: { [host]: { auth: Buffer.from(`${user}:${password}`).toString("base64") } } }));
+      return loadDockerConfig(f);
+    };
+    const noSecrets = (lines: string[], p: Proxy) => {
+      const text = lines.join("\n");
+      assert.ok(!text.includes(pass), "password in log");
+      assert.ok(!text.includes(Buffer.from(`${user}:${pass}`).toString("base64")), "basic header in log");
+      for (const t of p.issued) assert.ok(!text.includes(t), "token in log");
+    };
+
+    test("bearer: refused without credentials, with the wrong ones; works with docker config credentials", T, async () => {
+      const p = await proxy({ auth: { scheme: "bearer", user, pass } });
+      const r = via(p);
+      const anon = client();
+      await rejectsClass(anon.resolve(r), "FailedPrecondition", new RegExp(`^${p.host}: unauthorized: token server http://${p.host}/token refused anonymous access`));
+      await anon.resolve(r).catch((err) => assert.ok(isUnauthorized(err)));
+      const wrong = client({ credentials: configFor(p.host, "wrong-password") });
+      await rejectsClass(wrong.resolve(r), "FailedPrecondition", /unauthorized: .*refused user "tester"/);
+
+      const lines: string[] = [];
+      const authed = client({ credentials: configFor(p.host), log: (m) => lines.push(m) });
+      const before = p.tokenRequests;
+      const desc = await authed.resolve(r);
+      assert.equal(desc.digest, image.manifestDigest);
+      const bytes = await authed.fetchBytes(r, desc);
+      for (const d of children(parseManifest(desc, bytes))) assert.equal(sha(await authed.fetchBytes(r, d)), d.digest);
+      assert.equal(p.tokenRequests - before, 1, "one token for the pull scope, reused");
+      // push through the same proxy: a new scope, a new token, the upload carries it
+      const blob = randomBytes(4096);
+      const dst = { ...r, repository: "remotes/authpush" };
+      assert.equal(await authed.pushBlob(dst, { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length }, () => Readable.from([blob])), "uploaded");
+      assert.ok(lines.length > 0);
+      noSecrets(lines, p);
+    });
+
+    test("bearer: an identity token from the docker config is exchanged for access", T, async () => {
+      const p = await proxy({ auth: { scheme: "bearer", user, pass } });
+      const f = join(tmp, "config-identity.json");
+      writeFileSync(f, JSON.stringify({ auths: { [`https://${p.host}/v2/`]: { identitytoken: IDENTITY_TOKEN } } }));
+      const lines: string[] = [];
+      const desc = await client({ credentials: loadDockerConfig(f), log: (m) => lines.push(m) }).resolve(via(p));
+      assert.equal(desc.digest, image.manifestDigest);
+      assert.ok(!lines.join("\n").includes(IDENTITY_TOKEN));
+      noSecrets(lines, p);
+    });
+
+    test("a redirect to another host follows without our Authorization header", T, async () => {
+      const plain = await proxy();
+      const p = await proxy({ auth: { scheme: "bearer", user, pass }, redirectBlobsTo: plain.host });
+      const r = client({ credentials: configFor(p.host) });
+      const d = layerDesc(0);
+      assert.equal(sha(await r.fetchBytes(via(p), d)), d.digest);
+      const hops = plain.seen.filter((s) => s.url.includes(d.digest));
+      assert.equal(hops.length, 1);
+      assert.equal(hops[0].authorization, undefined, "no credentials leave the registry's host");
+      assert.ok(p.seen.some((s) => s.url.includes(d.digest) && s.authorization?.startsWith("Bearer ")));
+    });
+
+    test("bearer: anonymous tokens work", T, async () => {
+      const p = await proxy({ auth: { scheme: "bearer", user, pass, anonymousTokens: true } });
+      const desc = await client().resolve(via(p));
+      assert.equal(desc.digest, image.manifestDigest);
+      assert.equal(p.tokenRequests, 1);
+    });
+
+    test("basic: refused without credentials; works with them; no secret in the log", T, async () => {
+      const p = await proxy({ auth: { scheme: "basic", user, pass } });
+      const r = via(p);
+      await rejectsClass(client().resolve(r), "FailedPrecondition", new RegExp(`^${p.host}: unauthorized: registry demands basic authentication and no credentials`));
+      await rejectsClass(client({ credentials: configFor(p.host, "nope") }).resolve(r), "FailedPrecondition", /unauthorized/);
+      const lines: string[] = [];
+      const authed = client({ credentials: configFor(p.host), log: (m) => lines.push(m) });
+      const desc = await authed.resolve(r);
+      assert.equal(sha(await authed.fetchBytes(r, desc)), image.manifestDigest);
+      assert.equal(sha(await authed.fetchBytes(r, layerDesc(2))), layerDesc(2).digest);
+      noSecrets(lines, p);
+    });
+
+    test("errors never carry credentials", T, async () => {
+      const p = await proxy({ auth: { scheme: "bearer", user, pass } });
+      const err = await client({ credentials: configFor(p.host, pass + "x") })
+        .resolve(via(p))
+        .then(() => undefined, (e: unknown) => e);
+      assert.ok(err instanceof CkError);
+      assert.ok(!err.message.includes(pass) && !String(err.stack).includes(pass), err.message);
+    });
+  });
+});

@@ -1,0 +1,447 @@
+// Applying layers (plain, gzip, zstd) and computing them: the tree that lands, whiteouts and
+// opaque directories, the diff_id, hostile layers (each checked on the filesystem: nothing
+// outside the root, /etc/passwd untouched), and writeDiff round trips.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Readable, Writable } from "node:stream";
+import { gzipSync } from "node:zlib";
+import { getAttribute, setAttribute } from "@napi-rs/xattr";
+import tar from "tar-stream";
+import { applyLayer, type ApplyOptions } from "../../src/diff/apply.js";
+import { writeDiff, writeOverlayDiff } from "../../src/diff/diff.js";
+import { copyTree } from "../../src/snapshots/native.js";
+import { layerTar, listTree, type LayerEntry } from "../conformance/snapshotter.js";
+import { rejectsClass } from "../helpers/errors.js";
+
+const isRoot = process.getuid?.() === 0;
+const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
+const T = new Date(1_600_000_000_000);
+
+/** base/{root, outside/sentinel}: a root to apply into and a directory nothing may touch. */
+async function sandbox(): Promise<{ base: string; root: string; outside: string; done(): Promise<void> }> {
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), "ck-apply-"));
+  const root = path.join(base, "root");
+  const outside = path.join(base, "outside");
+  await fs.mkdir(root);
+  await fs.mkdir(outside);
+  await fs.writeFile(path.join(outside, "sentinel"), "untouched");
+  return { base, root, outside, done: () => fs.rm(base, { recursive: true, force: true }) };
+}
+
+async function passwdState(): Promise<string> {
+  const st = await fs.stat("/etc/passwd");
+  const body = await fs.readFile("/etc/passwd");
+  return JSON.stringify([st.ino, st.nlink, st.mode, st.uid, st.gid, st.mtimeMs, sha(body)]);
+}
+
+/** Nothing changed outside `root`: the sandbox holds only root and the sentinel, intact. */
+async function assertContained(sb: { base: string; outside: string }, passwd: string): Promise<void> {
+  assert.deepEqual((await fs.readdir(sb.base)).sort(), ["outside", "root"]);
+  assert.deepEqual(await fs.readdir(sb.outside), ["sentinel"]);
+  assert.equal(await fs.readFile(path.join(sb.outside, "sentinel"), "utf8"), "untouched");
+  assert.equal(await passwdState(), passwd, "/etc/passwd changed");
+}
+
+const apply = async (root: string, entries: LayerEntry[], opts?: ApplyOptions) =>
+  applyLayer(root, Readable.from([await layerTar(entries)]), opts);
+
+class Collect extends Writable {
+  chunks: Buffer[] = [];
+  override _write(c: Buffer, _e: BufferEncoding, cb: () => void): void {
+    this.chunks.push(c);
+    cb();
+  }
+  get bytes(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+}
+
+async function tarNames(b: Buffer): Promise<string[]> {
+  const ex = tar.extract();
+  const names: string[] = [];
+  const reading = (async () => {
+    for await (const e of ex) {
+      names.push(e.header.name);
+      for await (const _ of e) void _;
+    }
+  })();
+  ex.end(b);
+  await reading;
+  return names;
+}
+
+describe("applyLayer: a normal tree", () => {
+  test("files, dirs, modes, owners, times, symlinks, hard links, xattrs", async () => {
+    const sb = await sandbox();
+    try {
+      const layer = await layerTar([
+        { name: "./", type: "directory" },
+        { name: "etc/", type: "directory", mode: 0o755, mtime: new Date(1_500_000_000_000) },
+        { name: "etc/hosts", body: "127.0.0.1 localhost\n", mode: 0o644 },
+        { name: "bin/", type: "directory", mode: 0o700 },
+        { name: "bin/tool", body: "tool", mode: 0o4755, uid: 1000, gid: 1001 },
+        { name: "bin/sh", type: "symlink", linkname: "tool" },
+        // a hard link entry carries its inode's metadata, which is applied again
+        { name: "bin/tool2", type: "link", linkname: "bin/tool", mode: 0o4755, uid: 1000, gid: 1001 },
+        { name: "data", body: "x", pax: { "SCHILY.xattr.user.ck": "value", mtime: "1600000000.5" } },
+        { name: "deep/er/file", body: "implicit parents" },
+      ]);
+      const applied = await applyLayer(sb.root, Readable.from([layer]));
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length });
+      const r = (p: string) => path.join(sb.root, p);
+      assert.equal(await fs.readFile(r("etc/hosts"), "utf8"), "127.0.0.1 localhost\n");
+      assert.equal((await fs.stat(r("etc"))).mtimeMs, 1_500_000_000_000, "dir mtime set after its children");
+      assert.equal((await fs.stat(r("bin"))).mode & 0o7777, 0o700);
+      const tool = await fs.lstat(r("bin/tool"));
+      assert.equal(tool.mode & 0o7777, 0o4755);
+      assert.equal(tool.mtimeMs, T.getTime());
+      if (isRoot) assert.deepEqual([tool.uid, tool.gid], [1000, 1001]);
+      assert.equal(await fs.readlink(r("bin/sh")), "tool");
+      assert.equal((await fs.lstat(r("bin/tool2"))).ino, tool.ino);
+      assert.equal(tool.nlink, 2);
+      assert.equal((await fs.lstat(r("data"))).mtimeMs, 1_600_000_000_500, "PAX sub-second mtime");
+      assert.equal((await getAttribute(r("data"), "user.ck"))?.toString(), "value");
+      assert.equal(await fs.readFile(r("deep/er/file"), "utf8"), "implicit parents");
+      assert.equal((await fs.stat(r("deep/er"))).mode & 0o777, 0o755);
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("gzip: the digest is the uncompressed tar's (the diff_id), size its length", async () => {
+    const sb = await sandbox();
+    try {
+      const layer = await layerTar([{ name: "f", body: "gz" }]);
+      const applied = await applyLayer(sb.root, Readable.from([gzipSync(layer)]), {
+        mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+      });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length });
+      assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "gz");
+    } finally {
+      await sb.done();
+    }
+  });
+
+  const zstd = spawnSync("zstd", ["--version"]).status === 0;
+  test("zstd: decompressed in process, digest of the uncompressed tar", { skip: zstd ? false : "no zstd(1) here to make a fixture" }, async () => {
+    const sb = await sandbox();
+    try {
+      const layer = await layerTar([{ name: "f", body: "zstd".repeat(10000) }]);
+      const z = spawnSync("zstd", ["-c", "-q"], { input: layer });
+      assert.equal(z.status, 0);
+      // Split in small chunks: the frame must survive arbitrary chunk boundaries.
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < z.stdout.length; i += 7) chunks.push(z.stdout.subarray(i, i + 7));
+      const applied = await applyLayer(sb.root, Readable.from(chunks));
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length });
+      assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "zstd".repeat(10000));
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("an unsupported compression is NotImplemented naming the media type; garbage is InvalidArgument", async () => {
+    const sb = await sandbox();
+    try {
+      const xz = Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 1, 2, 3]);
+      await rejectsClass(
+        applyLayer(sb.root, Readable.from([xz]), { mediaType: "application/x-test+xz" }),
+        "NotImplemented",
+        /application\/x-test\+xz/,
+      );
+      await rejectsClass(applyLayer(sb.root, Readable.from([Buffer.from([0x1f, 0x8b, 0x08, 0, 9, 9, 9])])), "InvalidArgument");
+      assert.deepEqual(await fs.readdir(sb.root), []);
+    } finally {
+      await sb.done();
+    }
+  });
+});
+
+describe("applyLayer: whiteouts", () => {
+  const lower: LayerEntry[] = [
+    { name: "f", body: "f" },
+    { name: "a/keep", body: "k" },
+    { name: "a/gone", body: "g" },
+    { name: "d/old1", body: "1" },
+    { name: "d/sub/old2", body: "2" },
+    { name: "tree/x/y", body: "y" },
+  ];
+  const upper: LayerEntry[] = [
+    { name: ".wh.f" },
+    { name: "a/.wh.gone" },
+    { name: ".wh.tree" },
+    { name: "d/", type: "directory" },
+    { name: "d/new", body: "n" },
+    // after a sibling from this same layer: the marker must not remove it
+    { name: "d/.wh..wh..opq" },
+  ];
+
+  test('"delete": whiteouts remove, an opaque directory keeps only this layer\'s entries', async () => {
+    const sb = await sandbox();
+    try {
+      await apply(sb.root, lower);
+      await apply(sb.root, upper);
+      assert.deepEqual(await listTree(sb.root), ["a/", "a/keep", "d/", "d/new"]);
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test('"overlay": 0/0 character devices and trusted.overlay.opaque, lower dirs\' attributes kept', { skip: isRoot ? false : "mknod needs root" }, async () => {
+    const sb = await sandbox();
+    try {
+      const low = path.join(sb.root, "lower");
+      const up = path.join(sb.root, "upper");
+      await fs.mkdir(low);
+      await fs.mkdir(up);
+      await apply(low, lower);
+      await fs.chmod(path.join(low, "a"), 0o711);
+      await apply(up, upper, { whiteouts: "overlay", parents: [low] });
+      assert.deepEqual(await listTree(up), ["a/", "a/gone", "d/", "d/new", "f", "tree"]);
+      for (const w of ["f", "a/gone", "tree"]) {
+        const st = await fs.lstat(path.join(up, w));
+        assert.ok(st.isCharacterDevice(), w);
+        assert.equal(st.rdev, 0);
+      }
+      assert.equal((await getAttribute(path.join(up, "d"), "trusted.overlay.opaque"))?.toString(), "y");
+      assert.equal((await fs.stat(path.join(up, "a"))).mode & 0o777, 0o711, "attributes from the lower dir");
+    } finally {
+      await sb.done();
+    }
+  });
+});
+
+describe("applyLayer: hostile layers stay inside the root", () => {
+  const cases: { name: string; entries: (outside: string) => LayerEntry[]; error?: RegExp; check?: (root: string, outside: string) => Promise<void> }[] = [
+    {
+      name: "../ components are clamped at the root",
+      entries: () => [{ name: "../outside/pwned", body: "x" }, { name: "a/../../../../../escape", body: "x" }],
+      check: async (root) => {
+        assert.equal(await fs.readFile(path.join(root, "outside/pwned"), "utf8"), "x");
+        assert.equal(await fs.readFile(path.join(root, "escape"), "utf8"), "x");
+      },
+    },
+    {
+      name: "absolute paths land under the root",
+      entries: (outside) => [{ name: "/abs/path", body: "x" }, { name: path.join(outside, "pwned"), body: "x" }],
+      check: async (root, outside) => {
+        assert.equal(await fs.readFile(path.join(root, "abs/path"), "utf8"), "x");
+        assert.equal(await fs.readFile(path.join(root, outside, "pwned"), "utf8"), "x");
+      },
+    },
+    {
+      name: "writing through a symlink to an outside directory is re-rooted",
+      entries: (outside) => [{ name: "a", type: "symlink", linkname: outside }, { name: "a/pwned", body: "x" }],
+      check: async (root, outside) => {
+        assert.equal(await fs.readlink(path.join(root, "a")), outside);
+        assert.equal(await fs.readFile(path.join(root, outside, "pwned"), "utf8"), "x");
+      },
+    },
+    {
+      name: "a chain of relative symlinks cannot climb out",
+      entries: (outside) => [
+        { name: "l1", type: "symlink", linkname: "../../../../../../.." },
+        { name: "d/l2", type: "symlink", linkname: "../l1" + outside },
+        { name: "d/l2/pwned", body: "x" },
+        { name: "up", type: "symlink", linkname: ".." },
+        { name: "up/outside/sentinel", body: "overwritten?" },
+      ],
+      check: async (root, outside) => {
+        assert.equal(await fs.readFile(path.join(root, outside, "pwned"), "utf8"), "x");
+        assert.equal(await fs.readFile(path.join(root, "outside/sentinel"), "utf8"), "overwritten?");
+      },
+    },
+    {
+      name: "a regular file over a symlink replaces the link, never writes through it",
+      entries: (outside) => [
+        { name: "s", type: "symlink", linkname: path.join(outside, "sentinel") },
+        { name: "s", body: "replaced" },
+        { name: "p", type: "symlink", linkname: "/etc/passwd" },
+        { name: "p", type: "directory", mode: 0o777 },
+      ],
+      check: async (root) => {
+        assert.equal(await fs.readFile(path.join(root, "s"), "utf8"), "replaced");
+        assert.ok((await fs.lstat(path.join(root, "p"))).isDirectory());
+      },
+    },
+    {
+      name: "whiteouts and opaque markers under a symlinked parent stay inside",
+      entries: (outside) => [
+        { name: "w", type: "symlink", linkname: outside },
+        { name: "w/.wh.sentinel" },
+        { name: "w/.wh..wh..opq" },
+      ],
+    },
+    {
+      name: "a hard link to /etc/passwd is refused",
+      entries: () => [{ name: "pw", type: "link", linkname: "/etc/passwd" }],
+      error: /entry "pw".*hard link target/,
+    },
+    {
+      name: "a hard link climbing with .. to /etc/passwd is refused",
+      entries: () => [{ name: "pw", type: "link", linkname: "../../../../../../etc/passwd" }],
+      error: /entry "pw"/,
+    },
+    {
+      name: "a hard link through a symlink to /etc is refused",
+      entries: () => [{ name: "e", type: "symlink", linkname: "/etc" }, { name: "pw", type: "link", linkname: "e/passwd" }],
+      error: /entry "pw"/,
+    },
+    {
+      name: "a hard link to a symlink pointing at /etc/passwd links the symlink; its mode is never applied through it",
+      entries: () => [
+        { name: "s", type: "symlink", linkname: "/etc/passwd" },
+        { name: "h", type: "link", linkname: "s", mode: 0o777, pax: { "SCHILY.xattr.user.x": "y" } },
+      ],
+      check: async (root) => {
+        assert.ok((await fs.lstat(path.join(root, "h"))).isSymbolicLink());
+      },
+    },
+    {
+      name: "a character device is refused",
+      entries: () => [{ name: "dev/null", type: "character-device", devmajor: 1, devminor: 3 }],
+      error: /entry "dev\/null": character-device entries are refused/,
+    },
+    {
+      name: "a block device is refused",
+      entries: () => [{ name: "sda", type: "block-device", devmajor: 8, devminor: 0 }],
+      error: /entry "sda"/,
+    },
+    {
+      name: "a whiteout of .. is refused",
+      entries: () => [{ name: "x/.wh..." }],
+      error: /invalid whiteout/,
+    },
+  ];
+  for (const c of cases) {
+    test(c.name, async () => {
+      const sb = await sandbox();
+      const passwd = await passwdState();
+      try {
+        const p = apply(sb.root, c.entries(sb.outside));
+        if (c.error) {
+          await rejectsClass(p, "InvalidArgument", c.error);
+        } else {
+          await p;
+        }
+        await assertContained(sb, passwd);
+        if (c.error) {
+          // the refused entry itself was not created
+          const tree = await listTree(sb.root);
+          assert.ok(!tree.includes("pw") && !tree.includes("dev/null") && !tree.includes("sda"), tree.join(","));
+        }
+        if (c.check) await c.check(sb.root, sb.outside);
+      } finally {
+        await sb.done();
+      }
+    });
+  }
+});
+
+describe("writeDiff", () => {
+  async function snapshotOf(dir: string): Promise<Record<string, unknown>> {
+    const out: Record<string, unknown> = {};
+    for (const rel of await listTree(dir)) {
+      const p = path.join(dir, rel);
+      const st = await fs.lstat(p);
+      out[rel] = {
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        mtime: st.isDirectory() ? undefined : Math.floor(st.mtimeMs / 1000),
+        body: st.isFile() ? (await fs.readFile(p)).toString("base64") : undefined,
+        link: st.isSymbolicLink() ? await fs.readlink(p) : undefined,
+        nlink: st.isDirectory() ? undefined : st.nlink,
+      };
+    }
+    return out;
+  }
+
+  test("apply(writeDiff(lower, upper)) onto a copy of lower gives upper", async () => {
+    const sb = await sandbox();
+    try {
+      const lower = path.join(sb.root, "lower");
+      const upper = path.join(sb.root, "upper");
+      const target = path.join(sb.root, "target");
+      for (const d of [lower, upper, target]) await fs.mkdir(d);
+      await apply(lower, [
+        { name: "etc/hostname", body: "old" },
+        { name: "etc/same", body: "same" },
+        { name: "etc/mode", body: "m", mode: 0o644 },
+        { name: "gone", body: "g" },
+        { name: "gonedir/a/b", body: "b" },
+        { name: "becomesdir", body: "f" },
+        { name: "becomesfile/x", body: "x" },
+        { name: "link", type: "symlink", linkname: "etc/hostname" },
+      ]);
+      await copyTree(lower, upper);
+      await copyTree(lower, target);
+      const u = (p: string) => path.join(upper, p);
+      await fs.writeFile(u("etc/hostname"), "new"); // same size, new bytes
+      await fs.utimes(u("etc/hostname"), T, T); // and the same whole-second mtime as before
+      await fs.chmod(u("etc/mode"), 0o600);
+      await fs.rm(u("gone"));
+      await fs.rm(u("gonedir"), { recursive: true });
+      await fs.rm(u("becomesdir"));
+      await fs.mkdir(u("becomesdir"));
+      await fs.writeFile(u("becomesdir/inner"), "i");
+      await fs.rm(u("becomesfile"), { recursive: true });
+      await fs.writeFile(u("becomesfile"), "now a file");
+      await fs.rm(u("link"));
+      await fs.symlink("etc/same", u("link"));
+      await fs.mkdir(u("new/deep"), { recursive: true });
+      await fs.writeFile(u("new/deep/h1"), "hard");
+      await fs.link(u("new/deep/h1"), u("new/h2"));
+      await setAttribute(u("new/deep/h1"), "user.note", "kept");
+
+      const out = new Collect();
+      const d = await writeDiff(lower, upper, out);
+      assert.deepEqual(d, { digest: sha(out.bytes), size: out.bytes.length });
+      const names = await tarNames(out.bytes);
+      assert.ok(names.includes(".wh.gone") && names.includes(".wh.gonedir"), names.join(","));
+      assert.ok(!names.includes("etc/same"), "unchanged files are not in the diff");
+      assert.ok(!names.some((n) => n.startsWith("gonedir/")), "a deleted directory is one whiteout");
+
+      const applied = await applyLayer(target, Readable.from([out.bytes]));
+      assert.equal(applied.digest, d.digest);
+      assert.deepEqual(await snapshotOf(target), await snapshotOf(upper));
+      assert.equal((await getAttribute(path.join(target, "new/deep/h1"), "user.note"))?.toString(), "kept");
+
+      // From nothing: the whole upper tree.
+      const fresh = path.join(sb.root, "fresh");
+      await fs.mkdir(fresh);
+      const all = new Collect();
+      await writeDiff(undefined, upper, all);
+      await applyLayer(fresh, Readable.from([all.bytes]));
+      assert.deepEqual(await snapshotOf(fresh), await snapshotOf(upper));
+
+      // The same trees give the same bytes.
+      const again = new Collect();
+      assert.equal((await writeDiff(lower, upper, again)).digest, d.digest);
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("writeOverlayDiff turns whiteout devices and opaque dirs into OCI whiteouts", { skip: isRoot ? false : "mknod needs root" }, async () => {
+    const sb = await sandbox();
+    try {
+      const up = path.join(sb.root, "upper");
+      await fs.mkdir(up);
+      await apply(up, [{ name: ".wh.f" }, { name: "d/new", body: "n" }, { name: "d/.wh..wh..opq" }, { name: "e/.wh.x" }], {
+        whiteouts: "overlay",
+      });
+      const out = new Collect();
+      await writeOverlayDiff(up, out);
+      // in the upper directory's byte order: the device "f" sorts after "d" and "e"
+      assert.deepEqual(await tarNames(out.bytes), ["d/", "d/.wh..wh..opq", "d/new", "e/", "e/.wh.x", ".wh.f"]);
+    } finally {
+      await sb.done();
+    }
+  });
+});

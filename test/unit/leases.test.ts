@@ -1,0 +1,256 @@
+// Given/when/then specifications of leases and garbage collection: pure decide functions and
+// the mark, folded with evolve, no server involved.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  decideAddLeaseResource,
+  decideCreateLease,
+  decideDeleteLease,
+  decideDeleteLeaseResource,
+  decideExpireLease,
+  leaseExpiry,
+} from "../../src/commands/leases.js";
+import { decideCollectContent, gcMark, labelRefs, unreferencedContent, type NamespaceGcState } from "../../src/commands/gc.js";
+import { decideCommitContent } from "../../src/commands/content.js";
+import { decideCreateImage } from "../../src/commands/images.js";
+import { decideDeleteNamespace } from "../../src/commands/namespaces.js";
+import { evolve, keys, keysFor, TYPE, type BlobRecord, type ImageRecord, type LeaseRecord, type LoggedEvent } from "../../src/projections/views.js";
+import type { EventDraft } from "../../src/emitter/envelope.js";
+import type { KeyChange } from "../../src/projections/db.js";
+import { throwsClass } from "../helpers/errors.js";
+
+const T0 = { seconds: 1_700_000_000, nanos: 0 };
+const NOW = new Date("2030-01-01T00:00:00Z");
+const d = (c: string) => "sha256:" + c.repeat(64);
+const NS = "ns1";
+
+/** A tiny in-memory projection, as in commands.test.ts; checks keysFor covers what evolve reads and writes. */
+class Given {
+  state = new Map<string, unknown>();
+  seq = 0;
+  apply(draft: EventDraft | undefined): KeyChange[] {
+    if (!draft) return [];
+    const ev: LoggedEvent = { seq: ++this.seq, namespace: draft.namespace, topic: draft.topic, timestamp: T0, typeName: draft.typeName, payload: draft.payload };
+    const listed = new Set(keysFor(ev));
+    const changes = evolve(ev, (k) => {
+      assert.ok(listed.has(k), `evolve read ${k} not listed by keysFor`);
+      return this.state.get(k);
+    });
+    for (const [k, v] of changes) {
+      assert.ok(listed.has(k), `evolve changed ${k} not listed by keysFor`);
+      v === undefined ? this.state.delete(k) : this.state.set(k, v);
+    }
+    return changes;
+  }
+  get<T>(k: string): T | undefined {
+    return this.state.get(k) as T | undefined;
+  }
+  lease(id: string): LeaseRecord | undefined {
+    return this.get<LeaseRecord>(keys.lease(NS, id));
+  }
+  gcState(): NamespaceGcState {
+    const of = <T>(prefix: string) => [...this.state.entries()].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v as T);
+    return {
+      images: of<ImageRecord>(keys.imagesPrefix(NS)),
+      containers: of(keys.containersPrefix(NS)),
+      blobs: new Map(of<BlobRecord>(keys.blobsPrefix(NS)).map((b) => [b.digest, b])),
+      leases: of<LeaseRecord>(keys.leasesPrefix(NS)),
+    };
+  }
+  commit(digest: string, labels: Record<string, string> = {}, lease?: string) {
+    this.apply(decideCommitContent({ namespace: NS, digest, size: 10, labels, lease }, this.get(keys.blob(NS, digest)), lease ? this.lease(lease) : undefined).event);
+  }
+}
+
+describe("leases", () => {
+  test("create: emits ck.events.LeaseCreate; the record holds id, labels, created_at, no resources", () => {
+    const g = new Given();
+    const dec = decideCreateLease({ namespace: NS, id: "mnt/dir", labels: { a: "1", e: "" }, now: T0 }, undefined);
+    assert.deepEqual(dec.event, { namespace: NS, topic: "/leases/create", typeName: TYPE.LeaseCreate, payload: { id: "mnt/dir", labels: { a: "1" }, created_at: T0 } });
+    g.apply(dec.event);
+    assert.deepEqual(g.lease("mnt/dir"), { id: "mnt/dir", labels: { a: "1" }, created_at: T0, resources: [] });
+    // Writing into a namespace creates it implicitly.
+    assert.ok(g.get(keys.namespace(NS)));
+  });
+
+  test("given a lease, create again is AlreadyExists; empty id, NUL and oversized labels are InvalidArgument", () => {
+    const g = new Given();
+    g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
+    throwsClass(() => decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, g.lease("l1")), "AlreadyExists", /lease "l1"/);
+    throwsClass(() => decideCreateLease({ namespace: NS, id: "", labels: {}, now: T0 }, undefined), "InvalidArgument", /lease id/);
+    throwsClass(() => decideCreateLease({ namespace: NS, id: "a\u0000b", labels: {}, now: T0 }, undefined), "InvalidArgument");
+    throwsClass(() => decideCreateLease({ namespace: NS, id: "l2", labels: { k: "v".repeat(4096) }, now: T0 }, undefined), "InvalidArgument", /label/);
+  });
+
+  test("delete: NotFound when absent; removes the record", () => {
+    const g = new Given();
+    throwsClass(() => decideDeleteLease({ namespace: NS, id: "nope" }, undefined), "NotFound", /lease "nope"/);
+    g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
+    g.apply(decideDeleteLease({ namespace: NS, id: "l1" }, g.lease("l1")).event);
+    assert.equal(g.lease("l1"), undefined);
+  });
+
+  test("resources: add keeps them sorted and unique, delete removes, absent ones give no event", () => {
+    const g = new Given();
+    g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
+    const add = (id: string, type: string) => decideAddLeaseResource({ namespace: NS, id: "l1", resource: { id, type } }, g.lease("l1"));
+    g.apply(add("k2", "snapshots/overlayfs").event);
+    g.apply(add(d("b"), "content").event);
+    g.apply(add(d("a"), "content").event);
+    g.apply(add("ref", "ingests").event);
+    assert.equal(add(d("a"), "content").event, undefined, "adding a held resource changes nothing");
+    assert.deepEqual(g.lease("l1")!.resources, [
+      { id: d("a"), type: "content" },
+      { id: d("b"), type: "content" },
+      { id: "ref", type: "ingests" },
+      { id: "k2", type: "snapshots/overlayfs" },
+    ]);
+    const del = (id: string, type: string) => decideDeleteLeaseResource({ namespace: NS, id: "l1", resource: { id, type } }, g.lease("l1"));
+    g.apply(del(d("b"), "content").event);
+    assert.equal(del(d("b"), "content").event, undefined);
+    assert.deepEqual(g.lease("l1")!.resources.map((r) => r.id), [d("a"), "ref", "k2"]);
+  });
+
+  test("resources: NotFound lease, InvalidArgument for malformed, NotImplemented for unknown kinds", () => {
+    const g = new Given();
+    throwsClass(() => decideAddLeaseResource({ namespace: NS, id: "x", resource: { id: d("a"), type: "content" } }, undefined), "NotFound", /lease "x"/);
+    throwsClass(() => decideDeleteLeaseResource({ namespace: NS, id: "x", resource: { id: d("a"), type: "content" } }, undefined), "NotFound");
+    g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
+    const add = (id: string, type: string) => () => decideAddLeaseResource({ namespace: NS, id: "l1", resource: { id, type } }, g.lease("l1"));
+    throwsClass(add("sha256:nope", "content"), "InvalidArgument", /invalid content resource id/);
+    throwsClass(add(d("a"), "content/x"), "InvalidArgument", /invalid resource type/);
+    throwsClass(add("k", "snapshots"), "InvalidArgument", /invalid snapshot resource type/);
+    throwsClass(add("k", "snapshots/a/b"), "InvalidArgument");
+    throwsClass(add("", "ingests"), "InvalidArgument", /resource id/);
+    throwsClass(add("x", "containers"), "NotImplemented", /not supported/);
+  });
+
+  test("leases go with their namespace: NamespaceDelete lists them (ck_leases) and removes their records", () => {
+    const g = new Given();
+    g.apply(decideCreateLease({ namespace: NS, id: "a/b", labels: {}, now: T0 }, undefined).event);
+    g.apply(decideCreateLease({ namespace: NS, id: "c", labels: {}, now: T0 }, undefined).event);
+    const dec = decideDeleteNamespace({ name: NS }, g.get(keys.namespace(NS)), [], ["a/b", "c"]);
+    assert.deepEqual(dec.event!.payload, { name: NS, ck_leases: ["a/b", "c"] });
+    g.apply(dec.event);
+    assert.deepEqual([...g.state.keys()], []);
+    // Without leases the event is containerd's own.
+    assert.deepEqual(decideDeleteNamespace({ name: "x" }, { name: "x", labels: {} }, []).event!.payload, { name: "x" });
+  });
+
+  test("a content commit under a lease adds the blob to it in the same event; NotFound lease writes nothing", () => {
+    const g = new Given();
+    throwsClass(() => decideCommitContent({ namespace: NS, digest: d("a"), size: 1, labels: {}, lease: "nope" }, undefined, undefined), "NotFound", /lease "nope"/);
+    g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
+    const dec = decideCommitContent({ namespace: NS, digest: d("a"), size: 1, labels: {}, lease: "l1" }, undefined, g.lease("l1"));
+    assert.equal((dec.event!.payload as any).lease, "l1");
+    g.apply(dec.event);
+    assert.deepEqual(g.lease("l1")!.resources, [{ id: d("a"), type: "content" }]);
+    assert.ok(g.get(keys.blob(NS, d("a"))));
+    // Without a lease, the payload carries none.
+    assert.equal("lease" in (decideCommitContent({ namespace: NS, digest: d("b"), size: 1, labels: {} }, undefined).event!.payload as object), false);
+  });
+
+  test("gc.expire: RFC 3339 in the past expires; absent or malformed never does; expire gives no event otherwise", () => {
+    assert.equal(leaseExpiry({ "containerd.io/gc.expire": "2020-01-02T03:04:05Z" })?.toISOString(), "2020-01-02T03:04:05.000Z");
+    assert.equal(leaseExpiry({ "containerd.io/gc.expire": "2020-01-02T05:04:05+02:00" })?.toISOString(), "2020-01-02T03:04:05.000Z");
+    assert.equal(leaseExpiry({ "containerd.io/gc.expire": "tomorrow" }), undefined);
+    assert.equal(leaseExpiry({ "containerd.io/gc.expire": "2020-01-02" }), undefined);
+    const g = new Given();
+    g.apply(decideCreateLease({ namespace: NS, id: "old", labels: { "containerd.io/gc.expire": "2020-01-01T00:00:00Z" }, now: T0 }, undefined).event);
+    g.apply(decideCreateLease({ namespace: NS, id: "new", labels: { "containerd.io/gc.expire": "2040-01-01T00:00:00Z" }, now: T0 }, undefined).event);
+    g.apply(decideCreateLease({ namespace: NS, id: "bad", labels: { "containerd.io/gc.expire": "soon" }, now: T0 }, undefined).event);
+    for (const id of ["new", "bad", "gone"]) {
+      const dec = decideExpireLease({ namespace: NS, id, now: NOW }, g.lease(id));
+      assert.deepEqual(dec, { result: false });
+    }
+    const dec = decideExpireLease({ namespace: NS, id: "old", now: NOW }, g.lease("old"));
+    assert.equal(dec.result, true);
+    assert.equal(dec.event!.typeName, TYPE.LeaseDelete);
+    g.apply(dec.event);
+    assert.equal(g.lease("old"), undefined);
+  });
+});
+
+describe("garbage collection", () => {
+  const manifestLabels = (config: string, ...layers: string[]) => ({
+    "containerd.io/gc.ref.content.config": config,
+    ...Object.fromEntries(layers.map((l, i) => [`containerd.io/gc.ref.content.l.${i}`, l])),
+  });
+
+  test("labelRefs: gc.ref.content, .x and /x name content (digests only); gc.ref.snapshot.<sn>[/x] names snapshots", () => {
+    assert.deepEqual(
+      labelRefs({
+        "containerd.io/gc.ref.content": d("a"),
+        "containerd.io/gc.ref.content.m.0": d("b"),
+        "containerd.io/gc.ref.content/x": d("c"),
+        "containerd.io/gc.ref.contentx": d("d"),
+        "containerd.io/gc.ref.content.bad": "not-a-digest",
+        "containerd.io/gc.ref.snapshot.overlayfs": "chain",
+        "containerd.io/gc.ref.snapshot.native/1": "k",
+        other: d("e"),
+      }),
+      [
+        { kind: "content", key: d("a") },
+        { kind: "content", key: d("b") },
+        { kind: "content", key: d("c") },
+        { kind: "snapshot", key: "overlayfs/chain" },
+        { kind: "snapshot", key: "native/k" },
+      ],
+    );
+  });
+
+  test("given an image → manifest → config/layers, a leased blob, a gc.root blob and garbage: only the garbage is collected", () => {
+    const g = new Given();
+    g.commit(d("1")); // config
+    g.commit(d("2")); // layer
+    g.commit(d("3"), manifestLabels(d("1"), d("2"))); // manifest
+    g.apply(decideCreateImage({ namespace: NS, image: { name: "img", labels: {}, target: { media_type: "m", digest: d("3"), size: 10, annotations: {} } }, now: T0 }, undefined).event);
+    g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
+    g.commit(d("4"), {}, "l1");
+    g.commit(d("5"), { "containerd.io/gc.root": "x" });
+    g.commit(d("6"), manifestLabels(d("7"))); // unreferenced, and so is what it refers to
+    g.commit(d("7"));
+    g.commit(d("8"), { "containerd.io/gc.ref.content.x": "garbage-value" });
+    assert.deepEqual(unreferencedContent(g.gcState(), NOW), [d("6"), d("7"), d("8")]);
+    const dec = decideCollectContent({ namespace: NS, now: NOW }, g.gcState());
+    assert.deepEqual(dec.event, { namespace: NS, topic: "/gc/content", typeName: TYPE.ContentCollect, payload: { digests: [d("6"), d("7"), d("8")] } });
+    assert.deepEqual(dec.result, { digests: [d("6"), d("7"), d("8")], size: 30 });
+    g.apply(dec.event);
+    assert.deepEqual([...g.gcState().blobs.keys()].sort(), [d("1"), d("2"), d("3"), d("4"), d("5")]);
+    // Nothing left to collect: no event.
+    assert.deepEqual(decideCollectContent({ namespace: NS, now: NOW }, g.gcState()), { result: { digests: [], size: 0 } });
+  });
+
+  test("an expired lease keeps nothing; a gc.flat lease keeps its blobs but not what they refer to", () => {
+    const g = new Given();
+    g.apply(decideCreateLease({ namespace: NS, id: "old", labels: { "containerd.io/gc.expire": "2020-01-01T00:00:00Z" }, now: T0 }, undefined).event);
+    g.apply(decideCreateLease({ namespace: NS, id: "flat", labels: { "containerd.io/gc.flat": "true" }, now: T0 }, undefined).event);
+    g.commit(d("1"), {}, "old");
+    g.commit(d("3"));
+    g.commit(d("2"), manifestLabels(d("3")), "flat");
+    assert.deepEqual(unreferencedContent(g.gcState(), NOW), [d("1"), d("3")]);
+    assert.ok(gcMark(g.gcState(), NOW).has(`content\u0000${d("2")}`));
+  });
+
+  test("containers' gc.ref labels are roots; a reference added before the collect is decided is respected", () => {
+    const g = new Given();
+    g.commit(d("1"));
+    g.commit(d("2"));
+    g.state.set(keys.container(NS, "c1"), { id: "c1", labels: { "containerd.io/gc.ref.content.spec": d("1") }, snapshotter: "", snapshot_key: "" });
+    assert.deepEqual(unreferencedContent(g.gcState(), NOW), [d("2")]);
+    // Between a pre-mark and the command, d2 got a gc.root label: the command marks again.
+    g.state.set(keys.blob(NS, d("2")), { ...g.get<BlobRecord>(keys.blob(NS, d("2")))!, labels: { "containerd.io/gc.root": "now" } });
+    assert.deepEqual(decideCollectContent({ namespace: NS, now: NOW }, g.gcState()).event, undefined);
+  });
+
+  test("ContentCollect deletes only the listed blob keys of its namespace", () => {
+    const g = new Given();
+    g.commit(d("1"));
+    g.commit(d("2"));
+    g.apply({ namespace: "other", topic: "/content/commit", typeName: TYPE.ContentCommit, payload: { digest: d("1"), size: 1, labels: {} } });
+    const changes = g.apply({ namespace: NS, topic: "/gc/content", typeName: TYPE.ContentCollect, payload: { digests: [d("1")] } });
+    assert.deepEqual(changes, [[keys.blob(NS, d("1")), undefined]]);
+    assert.ok(g.get(keys.blob("other", d("1"))));
+    assert.ok(g.get(keys.blob(NS, d("2"))));
+  });
+});

@@ -1,0 +1,51 @@
+// Specifications of how registry answers map to errdefs classes: one table from HTTP status
+// to class, the registry's own error code kept, and what may be retried.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { CkError } from "../../src/errdefs/errdefs.js";
+import { RegistryError, isRetryable, isUnauthorized, statusError, unauthorized } from "../../src/remotes/errors.js";
+
+test("HTTP statuses map to one class each", () => {
+  const table: Array<[number, string, RegExp]> = [
+    [401, "FailedPrecondition", /^h:5000: unauthorized: manifest "x": HTTP 401: failed precondition$/],
+    [403, "FailedPrecondition", /^h:5000: unauthorized: manifest "x": HTTP 403/],
+    [404, "NotFound", /^manifest "x": not found$/],
+    [429, "Unavailable", /^h:5000: manifest "x": HTTP 429: unavailable$/],
+    [500, "Unavailable", /HTTP 500/],
+    [503, "Unavailable", /HTTP 503/],
+    [400, "Unknown", /^h:5000: manifest "x": unexpected HTTP status 400: unknown$/],
+    [418, "Unknown", /unexpected HTTP status 418/],
+  ];
+  for (const [status, cls, re] of table) {
+    const err = statusError("h:5000", status, 'manifest "x"');
+    assert.ok(err instanceof RegistryError && err instanceof CkError);
+    assert.equal(err.errorClass, cls, String(status));
+    assert.equal(err.status, status);
+    assert.match(err.message, re);
+    assert.equal(isUnauthorized(err), status === 401 || status === 403);
+  }
+});
+
+test("the registry's error code and message are kept", () => {
+  const body = Buffer.from(JSON.stringify({ errors: [{ code: "MANIFEST_UNKNOWN", message: "manifest unknown", detail: { Tag: "x" } }] }));
+  const err = statusError("h", 404, 'manifest "h/r:x"', body);
+  assert.equal(err.code, "MANIFEST_UNKNOWN");
+  assert.equal(err.message, 'manifest "h/r:x" (MANIFEST_UNKNOWN: manifest unknown): not found');
+  assert.equal(statusError("h", 500, "blob", Buffer.from("<html>")).message, "h: blob: HTTP 500: unavailable");
+});
+
+test("unauthorized errors name the host", () => {
+  const err = unauthorized("reg.io", "token server refused anonymous access");
+  assert.equal(err.errorClass, "FailedPrecondition");
+  assert.equal(err.message, "reg.io: unauthorized: token server refused anonymous access: failed precondition");
+  assert.ok(isUnauthorized(err));
+});
+
+test("overload, server faults and network errors may be retried; refusals may not", () => {
+  assert.ok(isRetryable(statusError("h", 503, "b")));
+  assert.ok(isRetryable(statusError("h", 429, "b")));
+  assert.ok(isRetryable(Object.assign(new Error("socket hang up"), { code: "ECONNRESET" })));
+  assert.ok(!isRetryable(statusError("h", 404, "b")));
+  assert.ok(!isRetryable(statusError("h", 401, "b")));
+  assert.ok(!isRetryable(Object.assign(new Error("aborted"), { name: "AbortError" })));
+});

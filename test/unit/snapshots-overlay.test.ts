@@ -1,0 +1,81 @@
+// The overlayfs snapshotter against the snapshotter conformance suite (skipped, with the
+// kernel's reason, where this host cannot mount overlayfs), plus its mount shapes, which
+// follow containerd's overlay snapshotter since ctr mounts them itself.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { OverlaySnapshotter } from "../../src/snapshots/overlay.js";
+import { snapshotterConformance } from "../conformance/snapshotter.js";
+
+async function fresh(opts = {}): Promise<{ sn: OverlaySnapshotter; base: string }> {
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), "ck-overlay-"));
+  return { sn: new OverlaySnapshotter(path.join(base, "overlayfs"), opts), base };
+}
+
+const probe = await fresh();
+const availability = await probe.sn.available();
+await fs.rm(probe.base, { recursive: true, force: true });
+
+if (availability.ok) {
+  snapshotterConformance("overlayfs", async () => {
+    const { sn, base } = await fresh();
+    return { sn, cleanup: () => fs.rm(base, { recursive: true, force: true }) };
+  });
+} else {
+  test(`Snapshotter conformance: overlayfs`, {
+    skip: `overlayfs is not available on this host: ${availability.reason}`,
+  }, () => undefined);
+}
+
+describe("overlayfs snapshotter mounts (no mounting needed)", () => {
+  test("shapes as containerd's overlay snapshotter returns them", async () => {
+    const { sn, base } = await fresh({ indexOff: true });
+    try {
+      const fsOf = (id: string) => path.join(sn.root, "snapshots", id, "fs");
+      const workOf = (id: string) => path.join(sn.root, "snapshots", id, "work");
+      assert.deepEqual(await sn.prepare("1", [], { readonly: false }), [
+        { type: "bind", source: fsOf("1"), options: ["rw", "rbind"] },
+      ]);
+      await sn.commit("1");
+      assert.deepEqual(await sn.prepare("2", ["1"], { readonly: false }), [
+        {
+          type: "overlay",
+          source: "overlay",
+          options: ["index=off", `workdir=${workOf("2")}`, `upperdir=${fsOf("2")}`, `lowerdir=${fsOf("1")}`],
+        },
+      ]);
+      await sn.commit("2");
+      // A View over one parent is a read-only bind of it; over several, lowerdirs only.
+      assert.deepEqual(await sn.prepare("v1", ["1"], { readonly: true }), [
+        { type: "bind", source: fsOf("1"), options: ["ro", "rbind"] },
+      ]);
+      assert.deepEqual(await sn.prepare("v2", ["2", "1"], { readonly: true }), [
+        { type: "overlay", source: "overlay", options: ["index=off", `lowerdir=${fsOf("2")}:${fsOf("1")}`] },
+      ]);
+      assert.deepEqual(sn.mounts("v0", [], "View"), [{ type: "bind", source: fsOf("v0"), options: ["ro", "rbind"] }]);
+      // A View has no workdir; an Active snapshot does.
+      await assert.rejects(fs.access(workOf("v2")));
+      await fs.access(workOf("2"));
+      // Committed, seen read-only: its own layer on top of its parents.
+      assert.deepEqual(sn.mounts("2", ["1"], "Committed"), [
+        { type: "overlay", source: "overlay", options: ["index=off", `lowerdir=${fsOf("2")}:${fsOf("1")}`] },
+      ]);
+      assert.deepEqual(sn.mounts("1", [], "Committed"), [{ type: "bind", source: fsOf("1"), options: ["ro", "rbind"] }]);
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
+  test("available() reports why when it cannot mount", { skip: process.getuid?.() === 0 ? "running as root" : false }, async () => {
+    const { sn, base } = await fresh();
+    try {
+      const a = await sn.available();
+      assert.equal(a.ok, false);
+      assert.match(a.reason ?? "", /root/);
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+});
