@@ -1,10 +1,8 @@
 // `ck fetch`, `ck pull`, `ck push`, `ck fetch-object`: registry transfers run here, in the
 // client, and reach the daemon only through the containerd API (see transfer.ts).
 import type { Command } from "commander";
-import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
-import { Transform } from "node:stream";
 import type { ApiClient } from "./client.js";
 import { fetchImage, fetchObject, pushImage } from "./transfer.js";
 import { progressDisplay, silentProgress } from "./progress.js";
@@ -83,8 +81,9 @@ export function registerDistributionCommands(program: Command, action: Action): 
       action(async (api, refArg: string, opts: RegistryFlags & PlatformFlags & { maxConcurrentDownloads?: string; label?: string[]; quiet?: boolean }) => {
         const ref = parseReference(refArg);
         const progress = opts.quiet ? silentProgress : progressDisplay(process.stdout);
+        const registry = registryFor(ref, opts);
         try {
-          const r = await fetchImage(api, registryFor(ref, opts), ref, {
+          const r = await fetchImage(api, registry, ref, {
             platforms: platformsOf(opts),
             concurrency: concurrency(opts.maxConcurrentDownloads),
             progress,
@@ -95,6 +94,8 @@ export function registerDistributionCommands(program: Command, action: Action): 
         } catch (err) {
           progress.finish();
           throw err;
+        } finally {
+          registry.close();
         }
       }),
     );
@@ -111,8 +112,9 @@ export function registerDistributionCommands(program: Command, action: Action): 
     action(async (api, refArg: string, local: string | undefined, opts: RegistryFlags & PlatformFlags & { maxConcurrentUploadedLayers?: string; quiet?: boolean }) => {
       const ref = parseReference(refArg);
       const progress = opts.quiet ? silentProgress : progressDisplay(process.stdout);
+      const registry = registryFor(ref, opts);
       try {
-        const r = await pushImage(api, registryFor(ref, opts), ref, local ?? refArg, {
+        const r = await pushImage(api, registry, ref, local ?? refArg, {
           platforms: opts.platform?.length ? opts.platform.map(parsePlatform) : [],
           concurrency: concurrency(opts.maxConcurrentUploadedLayers),
           progress,
@@ -122,6 +124,8 @@ export function registerDistributionCommands(program: Command, action: Action): 
       } catch (err) {
         progress.finish();
         throw err;
+      } finally {
+        registry.close();
       }
     }),
   );
@@ -135,29 +139,25 @@ export function registerDistributionCommands(program: Command, action: Action): 
     action(async (api, refArg: string, digest: string, opts: RegistryFlags & { output?: string }) => {
       const ref = parseReference(refArg);
       const registry = registryFor(ref, opts);
-      const desc = await registry.stat(ref, digest);
-      if (!opts.output) {
-        const progress = progressDisplay(process.stderr);
-        await fetchObject(api, registry, ref, desc, progress);
-        progress.finish();
-        return;
+      try {
+        await fetchOne(api, registry, ref, digest, opts.output);
+      } finally {
+        registry.close();
       }
-      const body = await registry.fetch(ref, desc);
-      const hash = createHash("sha256");
-      let n = 0;
-      const check = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          hash.update(chunk);
-          n += chunk.length;
-          cb(null, chunk);
-        },
-        flush(cb) {
-          const got = `sha256:${hash.digest("hex")}`;
-          cb(got === desc.digest && n === desc.size ? null : new CkError("FailedPrecondition", `fetched ${n} bytes with digest ${got}, expected ${desc.size} bytes ${desc.digest}`));
-        },
-      });
-      const sink = opts.output === "-" ? process.stdout : createWriteStream(opts.output);
-      await pipeline(body, check, sink);
     }),
   );
+}
+
+async function fetchOne(api: ApiClient, registry: Registry, ref: ImageReference, digest: string, output: string | undefined): Promise<void> {
+  const desc = await registry.stat(ref, digest);
+  if (!output) {
+    const progress = progressDisplay(process.stderr);
+    await fetchObject(api, registry, ref, desc, progress);
+    progress.finish();
+    return;
+  }
+  // From offset 0 the registry client verifies size and digest before the stream ends.
+  const body = await registry.fetch(ref, desc);
+  const sink = output === "-" ? process.stdout : createWriteStream(output);
+  await pipeline(body, sink);
 }

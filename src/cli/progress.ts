@@ -47,7 +47,12 @@ export interface JobState {
   total: number;
 }
 
-/** One object's line, without the name column's padding. */
+/** `layer-sha256:<12 hex>` for narrow terminals; other names unchanged. */
+export function shortName(name: string): string {
+  return name.replace(/(sha256:[0-9a-f]{12})[0-9a-f]{52}$/, "$1");
+}
+
+/** One object's line, the name padded to `nameWidth`. */
 export function jobLine(j: JobState, nameWidth = 0): string {
   const name = `${j.name}:`.padEnd(nameWidth + 1);
   const status = j.status.padEnd(12);
@@ -91,8 +96,14 @@ export function progressDisplay(stream: NodeJS.WriteStream = process.stdout): Pr
           clearOnComplete: false,
           stopOnComplete: false,
           fps: 10,
-          format: (_opts, _params, payload: { job?: JobState; summary?: boolean }) =>
-            payload.summary ? summaryLine(Date.now() - started, jobs.reduce((a, j) => a + j.total, 0), transferred) : jobLine(payload.job!, nameWidth),
+          format: (_opts, _params, payload: { job?: JobState; summary?: boolean }) => {
+            if (payload.summary) return summaryLine(Date.now() - started, jobs.reduce((a, j) => a + j.total, 0), transferred);
+            // A terminal too narrow for full digests gets short ones (cli-progress cuts lines at its width).
+            const columns = stream.columns || 80;
+            if (nameWidth + 80 <= columns) return jobLine(payload.job!, nameWidth);
+            const short = shortName(payload.job!.name);
+            return jobLine({ ...payload.job!, name: short }, Math.min(nameWidth, shortName("manifest-sha256:" + "0".repeat(64)).length));
+          },
         },
         cliProgress.Presets.legacy,
       )

@@ -70,6 +70,29 @@ export interface LeaseRecord {
   resources: LeaseResource[];
 }
 
+export type SnapshotKind = "Active" | "View" | "Committed";
+
+/** A snapshot's metadata in one namespace; the files are the snapshotter's, under `id`. */
+export interface SnapshotRecord {
+  snapshotter: string;
+  /** The key (Active, View) or name (Committed): any non-empty string, never a path. */
+  key: string;
+  /** Key of the Committed parent, "" for none. */
+  parent: string;
+  kind: SnapshotKind;
+  /** The snapshotter's on-disk id (ck's own, see src/snapshots/types.ts). */
+  id: string;
+  labels: Record<string, string>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** Who owns an on-disk snapshot id: what Cleanup keeps and what GC may remove. */
+export interface SnapshotIdRecord {
+  namespace: string;
+  key: string;
+}
+
 /** An event as read back from the log and decoded. */
 export interface LoggedEvent {
   seq: number;
@@ -93,6 +116,11 @@ export const keys = {
   blob: (ns: string, digest: string) => `blob${SEP}${ns}${SEP}${digest}`,
   leasesPrefix: (ns: string) => `lease${SEP}${ns}${SEP}`,
   lease: (ns: string, id: string) => `lease${SEP}${ns}${SEP}${id}`,
+  snapshotsPrefix: (ns: string) => `snap${SEP}${ns}${SEP}`,
+  snapshotterPrefix: (ns: string, sn: string) => `snap${SEP}${ns}${SEP}${sn}${SEP}`,
+  snapshot: (ns: string, sn: string, key: string) => `snap${SEP}${ns}${SEP}${sn}${SEP}${key}`,
+  snapshotIdsPrefix: (sn: string) => `snapid${SEP}${sn}${SEP}`,
+  snapshotId: (sn: string, id: string) => `snapid${SEP}${sn}${SEP}${id}`,
 } as const;
 
 // --- normalisation: records are built with a fixed key order and sorted maps so the bytes
@@ -171,6 +199,19 @@ export function leaseRecord(l: Partial<LeaseRecord>): LeaseRecord {
   };
 }
 
+export function snapshotRecord(r: Partial<SnapshotRecord>): SnapshotRecord {
+  return {
+    snapshotter: r.snapshotter ?? "",
+    key: r.key ?? "",
+    parent: r.parent ?? "",
+    kind: r.kind ?? "Active",
+    id: r.id ?? "",
+    labels: sortedMap(r.labels),
+    created_at: timestamp(r.created_at),
+    updated_at: timestamp(r.updated_at),
+  };
+}
+
 export function containerRecord(c: Partial<ContainerRecord>): ContainerRecord {
   const ext: Record<string, AnyValue> = {};
   for (const [k, v] of Object.entries(sortedMap(c.extensions))) {
@@ -211,6 +252,11 @@ export const TYPE = {
   LeaseDelete: "ck.events.LeaseDelete",
   LeaseResourceAdd: "ck.events.LeaseResourceAdd",
   LeaseResourceDelete: "ck.events.LeaseResourceDelete",
+  SnapshotPrepare: "containerd.events.SnapshotPrepare",
+  SnapshotCommit: "containerd.events.SnapshotCommit",
+  SnapshotRemove: "containerd.events.SnapshotRemove",
+  SnapshotUpdate: "ck.events.SnapshotUpdate",
+  SnapshotCollect: "ck.events.SnapshotCollect",
 } as const;
 
 /** The projection keys an event reads and may change. */
@@ -243,6 +289,29 @@ export function keysFor(ev: LoggedEvent): string[] {
     case TYPE.LeaseResourceAdd:
     case TYPE.LeaseResourceDelete:
       return [keys.lease(ev.namespace, p.id)];
+    case TYPE.SnapshotPrepare:
+      return [
+        keys.namespace(ev.namespace),
+        keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.key),
+        keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? ""),
+        ...(p.ck_lease ? [keys.lease(ev.namespace, p.ck_lease)] : []),
+      ];
+    case TYPE.SnapshotCommit:
+      return [
+        keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.key),
+        keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.name),
+        keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? ""),
+        ...(p.ck_lease ? [keys.lease(ev.namespace, p.ck_lease)] : []),
+      ];
+    case TYPE.SnapshotRemove:
+      return [keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.key), keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? "")];
+    case TYPE.SnapshotUpdate:
+      return [keys.snapshot(ev.namespace, p.snapshotter, p.key)];
+    case TYPE.SnapshotCollect:
+      return [
+        ...(p.keys as string[]).map((k) => keys.snapshot(ev.namespace, p.snapshotter, k)),
+        ...((p.ids ?? []) as string[]).map((id) => keys.snapshotId(p.snapshotter, id)),
+      ];
     default:
       return [];
   }
@@ -298,6 +367,56 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
       return leaseChange(keys.lease(ev.namespace, p.id), p.resource, "add");
     case TYPE.LeaseResourceDelete:
       return leaseChange(keys.lease(ev.namespace, p.id), p.resource, "delete");
+    case TYPE.SnapshotPrepare: {
+      const sn: string = p.ck_snapshotter ?? "";
+      const rec = snapshotRecord({
+        snapshotter: sn,
+        key: p.key,
+        parent: p.parent,
+        kind: p.ck_kind === "View" ? "View" : "Active",
+        id: p.ck_id,
+        labels: p.ck_labels,
+        created_at: ev.timestamp,
+        updated_at: ev.timestamp,
+      });
+      return [
+        ...implicitNamespace(),
+        [keys.snapshot(ev.namespace, sn, p.key), rec],
+        [keys.snapshotId(sn, rec.id), { namespace: ev.namespace, key: rec.key }],
+        ...leaseChange(keys.lease(ev.namespace, p.ck_lease ?? ""), p.ck_lease ? { id: p.key, type: `snapshots/${sn}` } : undefined, "add"),
+      ];
+    }
+    case TYPE.SnapshotCommit: {
+      const sn: string = p.ck_snapshotter ?? "";
+      const cur = read(keys.snapshot(ev.namespace, sn, p.key)) as SnapshotRecord | undefined;
+      if (!cur) return [];
+      const rec = snapshotRecord({ ...cur, key: p.name, kind: "Committed", labels: p.ck_labels, created_at: ev.timestamp, updated_at: ev.timestamp });
+      return [
+        [keys.snapshot(ev.namespace, sn, p.key), undefined],
+        [keys.snapshot(ev.namespace, sn, p.name), rec],
+        [keys.snapshotId(sn, rec.id), { namespace: ev.namespace, key: rec.key }],
+        ...leaseChange(keys.lease(ev.namespace, p.ck_lease ?? ""), p.ck_lease ? { id: p.name, type: `snapshots/${sn}` } : undefined, "add"),
+      ];
+    }
+    case TYPE.SnapshotRemove: {
+      const sn: string = p.ck_snapshotter ?? "";
+      const cur = read(keys.snapshot(ev.namespace, sn, p.key)) as SnapshotRecord | undefined;
+      if (!cur) return [];
+      return [
+        [keys.snapshot(ev.namespace, sn, p.key), undefined],
+        [keys.snapshotId(sn, cur.id), undefined],
+      ];
+    }
+    case TYPE.SnapshotUpdate: {
+      const cur = read(keys.snapshot(ev.namespace, p.snapshotter, p.key)) as SnapshotRecord | undefined;
+      if (!cur) return [];
+      return [[keys.snapshot(ev.namespace, p.snapshotter, p.key), snapshotRecord({ ...cur, labels: p.labels, updated_at: ev.timestamp })]];
+    }
+    case TYPE.SnapshotCollect:
+      return [
+        ...(p.keys as string[]).map((k): KeyChange => [keys.snapshot(ev.namespace, p.snapshotter, k), undefined]),
+        ...((p.ids ?? []) as string[]).map((id): KeyChange => [keys.snapshotId(p.snapshotter, id), undefined]),
+      ];
     default:
       return [];
   }

@@ -6,7 +6,7 @@ import https from "node:https";
 import { createHash, type Hash } from "node:crypto";
 import { Readable, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { CkError, failedPrecondition, invalidArgument, unavailable } from "../errdefs/errdefs.js";
+import { CkError, failedPrecondition, invalidArgument, notFound, unavailable } from "../errdefs/errdefs.js";
 import type { CredentialStore } from "./auth.js";
 import { Authorizer, MAX_TOKEN_RESPONSE } from "./authorizer.js";
 import { RegistryError, isRetryable, statusError, unauthorized } from "./errors.js";
@@ -306,6 +306,33 @@ export class Registry {
       what: describe(desc),
       ...(signal ? { signal } : {}),
     });
+  }
+
+  /**
+   * The descriptor of one object by digest (HEAD /blobs, then /manifests, since a registry
+   * serves manifests only there): size from Content-Length, media type from Content-Type.
+   */
+  async stat(ref: ImageReference, digest: string): Promise<Descriptor> {
+    if (!isDigest(digest)) throw invalidArgument(`digest ${JSON.stringify(digest)} is not sha256:<64 lowercase hex>`);
+    const what = `object ${digest} in ${JSON.stringify(`${ref.domain}/${ref.repository}`)}`;
+    for (const kind of ["blobs", "manifests"] as const) {
+      const res = await this.send({
+        method: "HEAD",
+        ref,
+        url: this.url(ref, `/v2/${ref.repository}/${kind}/${digest}`),
+        scopes: [scope(ref.repository, ["pull"])],
+        what,
+        headers: kind === "manifests" ? { accept: MANIFEST_ACCEPT } : {},
+      });
+      await drain(res);
+      if (res.statusCode === 404) continue;
+      if (!ok(res)) throw statusError(ref.domain, res.statusCode ?? 0, what);
+      const size = Number(header(res, "content-length"));
+      if (!Number.isSafeInteger(size) || size < 0) throw invalidArgument(`${what}: the registry sent no usable Content-Length`);
+      const mediaType = (header(res, "content-type") ?? "application/octet-stream").split(";")[0]!.trim();
+      return { mediaType, digest, size };
+    }
+    throw notFound(`${what}`);
   }
 
   private async headBlob(ref: ImageReference, digest: string, actions: Action[]): Promise<boolean> {

@@ -1,0 +1,70 @@
+// The pure parts of ck's pull display and transfer plumbing.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { bar, bytes, jobLine, shortName, summaryLine } from "../../src/cli/progress.js";
+import { eachLimit, kindOf, refFor } from "../../src/cli/transfer.js";
+
+const D = "sha256:" + "ab".repeat(32);
+
+test("bar: containerd's |+++   | at 40 columns, clamped", () => {
+  assert.equal(bar(0), `|${" ".repeat(38)}|`);
+  assert.equal(bar(1), `|${"+".repeat(38)}|`);
+  assert.equal(bar(0.5), `|${"+".repeat(19)}${" ".repeat(19)}|`);
+  assert.equal(bar(2), bar(1));
+  assert.equal(bar(NaN), bar(0));
+  assert.equal(bar(0.5, 12), "|+++++     |");
+});
+
+test("bytes: binary units with one decimal", () => {
+  assert.equal(bytes(0), "0.0 B");
+  assert.equal(bytes(1536), "1.5 KiB");
+  assert.equal(bytes(12 * 1024 * 1024), "12.0 MiB");
+  assert.equal(bytes(3 * 1024 ** 3), "3.0 GiB");
+});
+
+test("jobLine: downloading shows the bar and offset/total; done a full bar; waiting no bar", () => {
+  const name = `layer-${D}`;
+  assert.equal(jobLine({ name, status: "downloading", offset: 12 << 20, total: 30 << 20 }), `${name}: downloading  ${bar(0.4)} 12.0 MiB/30.0 MiB`);
+  assert.equal(jobLine({ name, status: "done", offset: 1, total: 1 }), `${name}: done         ${bar(1)}`);
+  assert.equal(jobLine({ name, status: "waiting", offset: 0, total: 1 }), `${name}: waiting`);
+  assert.equal(jobLine({ name: "a", status: "waiting", offset: 0, total: 1 }, 4), "a:    waiting");
+});
+
+test("summaryLine: elapsed, total and the network rate", () => {
+  assert.equal(summaryLine(900, 86 * 1024 * 1024, 86 * 1024 * 1024), `elapsed: 0.9 s total: 86.0 MiB (95.6 MiB/s)`);
+  assert.equal(summaryLine(0, 10, 10), "elapsed: 0.0 s total: 10.0 B (0.0 B/s)");
+});
+
+test("shortName keeps 12 hex digits of a digest", () => {
+  assert.equal(shortName(`layer-${D}`), `layer-sha256:${"ab".repeat(6)}`);
+  assert.equal(shortName("docker.io/library/redis:latest"), "docker.io/library/redis:latest");
+});
+
+test("refFor: the refs ctr writes under", () => {
+  assert.equal(refFor({ mediaType: "application/vnd.oci.image.index.v1+json", digest: D, size: 1 }), `index-${D}`);
+  assert.equal(refFor({ mediaType: "application/vnd.docker.distribution.manifest.v2+json", digest: D, size: 1 }), `manifest-${D}`);
+  assert.equal(refFor({ mediaType: "application/vnd.oci.image.config.v1+json", digest: D, size: 1 }), `config-${D}`);
+  assert.equal(kindOf({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: D, size: 1 }), "layer");
+});
+
+test("eachLimit: never more than the limit at once, every item once, the first failure rejects", async () => {
+  let running = 0;
+  let peak = 0;
+  const seen: number[] = [];
+  await eachLimit([1, 2, 3, 4, 5, 6, 7], 3, async (i) => {
+    running++;
+    peak = Math.max(peak, running);
+    await new Promise((r) => setTimeout(r, 5));
+    seen.push(i);
+    running--;
+  });
+  assert.equal(peak, 3);
+  assert.deepEqual(seen.sort(), [1, 2, 3, 4, 5, 6, 7]);
+  await assert.rejects(
+    eachLimit([1, 2, 3], 2, async (i) => {
+      if (i === 2) throw new Error("boom");
+    }),
+    /boom/,
+  );
+  await eachLimit([], 3, async () => assert.fail("no items"));
+});
