@@ -25,6 +25,8 @@ const PEER = resolve(REPO, "..", "shared", "bench-peer");
 
 const quick = process.argv.includes("--quick");
 const skipContainerd = process.argv.includes("--no-containerd");
+/** Only the pull rows (image build, ck pull, ctr content fetch). */
+const onlyPull = process.argv.includes("--only-pull");
 const REPLAY_EVENTS = quick ? 20_000 : 100_000;
 
 function log(msg: string): void {
@@ -192,11 +194,14 @@ async function main(): Promise<void> {
     await waitSocket(sock);
     const peer = await peerBench(work);
 
-    log("bench-peer against ckd");
-    const ck = await runPeer(peer, sock, ckd.pid!, "ckd");
+    let ck: any = {};
+    if (!onlyPull) {
+      log("bench-peer against ckd");
+      ck = await runPeer(peer, sock, ckd.pid!, "ckd");
+    }
     ctd = await startContainerd(work);
     let ref: any;
-    if (ctd) {
+    if (ctd && !onlyPull) {
       log("bench-peer against containerd");
       ref = await runPeer(peer, ctd.socket, ctd.proc.pid!, "containerd");
     }
@@ -226,6 +231,7 @@ async function main(): Promise<void> {
       }
       rows.push({ what: `${what} (${unit})`, ck: fmt(a), containerd: fmt(b), target, verdict });
     };
+    if (!onlyPull) {
     ratioRow("Images.Create c=1", "images_create_c1.ops_per_s", "ops/s", 1.5);
     ratioRow("Images.Create c=1 p50", "images_create_c1.p50_ms", "ms");
     ratioRow("Images.Create c=1 p99", "images_create_c1.p99_ms", "ms");
@@ -248,6 +254,7 @@ async function main(): Promise<void> {
     ratioRow("Content.Write 4 KiB x2000 c=16", "content_write_small.blobs_per_s", "blobs/s", 4);
     ratioRow("Content.Info x2000 c=16", "content_info_small.ops_per_s", "ops/s");
     ratioRow("Content.Delete x2000 c=16", "content_delete_small.ops_per_s", "ops/s");
+    }
     if (pulls) {
       const mb = (pulls.totalBytes / 1e6).toFixed(1);
       const ckCold = median(pulls.ckCold);
@@ -269,6 +276,7 @@ async function main(): Promise<void> {
         verdict: ckWarm === undefined ? "" : ckWarm <= 300 ? "met" : "MISSED",
       });
     }
+    if (onlyPull) return printTable(started, rows);
     const machine = await machineSpeeds(work);
     const bound = Math.min(machine.sha256, machine.disk);
     const big = g(ck, "content_write_big.MB_per_s");
@@ -320,6 +328,10 @@ async function main(): Promise<void> {
     await rm(work, { recursive: true, force: true });
   }
 
+  printTable(started, rows);
+}
+
+function printTable(started: Date, rows: Row[]): void {
   const cpu = cpus()[0]?.model ?? "?";
   process.stdout.write(`\nck benchmark, ${started.toISOString().slice(0, 10)}, ${cpus().length} cpu (${cpu}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}\n`);
   process.stdout.write(`containerd: ${skipContainerd ? "skipped" : "1.6 (Debian), same run, same client (shared/bench-peer)"}\n\n`);

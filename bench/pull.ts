@@ -11,7 +11,7 @@ import { freePort } from "../src/eventstore/nats-server.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(here, "..", "..");
-const CK = join(REPO, "dist", "src", "cli", "ck.js");
+const CK = join(REPO, "dist", "ck.mjs");
 const SCRIPT = resolve(REPO, "..", "shared", "bench-peer", "make-registry-image.sh");
 const CTR = "/usr/bin/ctr";
 

@@ -27,6 +27,11 @@ import { introspectionService, versionService, CK_VERSION, type PluginInfo } fro
 import { leasesService, gcService } from "./leases-service.js";
 import { GcScheduler } from "./gc-scheduler.js";
 import { NamespacedBlobs } from "../content/namespaced.js";
+import { snapshotsService } from "./snapshots-service.js";
+import { diffService } from "./diff-service.js";
+import { SnapshotStore, type SnapshotterEntry } from "../snapshots/store.js";
+import { NativeSnapshotter } from "../snapshots/native.js";
+import { OverlaySnapshotter } from "../snapshots/overlay.js";
 
 export interface DaemonConfig {
   root: string;
@@ -63,6 +68,7 @@ export function rootPaths(root: string) {
     natsStore: join(root, "nats"),
     natsLog: join(root, "nats-server.log"),
     content: join(root, "content"),
+    snapshots: join(root, "snapshots"),
   };
 }
 
@@ -133,6 +139,7 @@ export class Daemon {
     readonly plugins: PluginInfo[],
     private readonly nats: NatsServerProcess | undefined,
     readonly content: ContentStore,
+    private readonly snapshotters: ReadonlyMap<string, SnapshotterEntry>,
   ) {}
 
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
@@ -189,6 +196,13 @@ export class Daemon {
 
     const sequencer = new Sequencer(log, projector, protos);
     const content = await LocalContentStore.open(paths.content);
+    // Snapshotters load as plugins: one that cannot run here is listed with the reason and skipped.
+    const snapshotters = new Map<string, SnapshotterEntry>();
+    for (const sn of [new OverlaySnapshotter(join(paths.snapshots, "overlayfs")), new NativeSnapshotter(join(paths.snapshots, "native"))]) {
+      const a = await sn.available();
+      snapshotters.set(sn.name, a.ok ? { sn } : { sn, unavailable: a.reason ?? "not available" });
+      if (!a.ok) logger.warn({ snapshotter: sn.name, reason: a.reason }, "snapshotter skipped");
+    }
     const plugins: PluginInfo[] = [
       { type: "io.containerd.event.v1", id: "jetstream", exports: { stream, durability } },
       { type: "io.containerd.metadata.v1", id: "rocksdb", requires: ["io.containerd.event.v1"] },
@@ -202,8 +216,17 @@ export class Daemon {
       // Listed with its limit: no runtime yet, so it can only say that no task exists.
       { type: "io.containerd.grpc.v1", id: "tasks", exports: { runtime: "none" } },
       { type: "io.containerd.grpc.v1", id: "ck.gc", requires: ["io.containerd.gc.v1"] },
+      ...[...snapshotters.values()].map((e): PluginInfo => ({
+        type: "io.containerd.snapshotter.v1",
+        id: e.sn.name,
+        exports: { root: e.sn.root },
+        ...(e.unavailable ? { initError: e.unavailable } : {}),
+      })),
+      { type: "io.containerd.differ.v1", id: "walking", requires: ["io.containerd.content.v1"] },
+      { type: "io.containerd.grpc.v1", id: "snapshots", requires: ["io.containerd.snapshotter.v1", "io.containerd.metadata.v1"] },
+      { type: "io.containerd.grpc.v1", id: "diff", requires: ["io.containerd.differ.v1"] },
     ];
-    const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content);
+    const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content, snapshotters);
     d.sweepStaleIngests(config.staleIngestMs ?? 24 * 3600_000);
     await d.serve();
     return d;
@@ -228,8 +251,9 @@ export class Daemon {
     });
     const queries = new Queries(this.db);
     const blobs = new NamespacedBlobs(this.sequencer, queries, this.content);
+    const snapshots = new SnapshotStore(this.sequencer, queries, this.snapshotters);
     const gc = new GcScheduler(
-      { sequencer: this.sequencer, queries, blobs, logger: this.logger },
+      { sequencer: this.sequencer, queries, blobs, snapshots, logger: this.logger },
       { expiryIntervalMs: this.config.gcExpiryIntervalMs },
     );
     gc.start();
@@ -250,6 +274,8 @@ export class Daemon {
     );
     add("containerd.services.leases.v1.Leases", leasesService({ sequencer: this.sequencer, queries, gc }));
     add("ck.services.gc.v1.GC", gcService({ gc }));
+    add("containerd.services.snapshots.v1.Snapshots", snapshotsService({ snapshots, afterDelete: () => gc.trigger() }));
+    add("containerd.services.diff.v1.Diff", diffService({ queries, store: this.content, blobs, roots: () => snapshots.roots() }));
     add("containerd.services.tasks.v1.Tasks", tasksService());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));
     add("containerd.services.introspection.v1.Introspection", introspectionService({ uuid: this.uuid, plugins: () => this.plugins }));

@@ -10,7 +10,7 @@ import type { Logger } from "pino";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
 import type { NamespacedBlobs } from "../content/namespaced.js";
-import { expiredLeases, gcHandlers, loadGcState, unreferencedContent } from "../commands/gc.js";
+import { expiredLeases, gcHandlers, loadGcState, unreferencedContent, unreferencedSnapshots } from "../commands/gc.js";
 import { leaseHandlers } from "../commands/leases.js";
 import { keys } from "../projections/views.js";
 import { unavailable } from "../errdefs/errdefs.js";
@@ -19,6 +19,12 @@ export interface GcNamespaceReport {
   namespace: string;
   blobs: number;
   leases: number;
+  snapshots?: number;
+}
+
+/** What GC needs of the snapshots: removing the directories of collected ids. */
+export interface SnapshotSweeper {
+  removeCollected(snapshotter: string, ids: readonly string[]): Promise<void>;
 }
 
 export interface GcReport {
@@ -31,6 +37,7 @@ export interface GcSchedulerDeps {
   sequencer: Sequencer;
   queries: Queries;
   blobs: NamespacedBlobs;
+  snapshots?: SnapshotSweeper;
   logger?: Pick<Logger, "info" | "warn">;
   now?: () => Date;
 }
@@ -175,7 +182,14 @@ export class GcScheduler {
         count = res.digests.length;
         for (const d of res.digests) collected.add(d);
       }
-      if (leases || count) report.namespaces.push({ namespace: name, blobs: count, leases });
+      let snaps = 0;
+      for (const sn of unreferencedSnapshots(state, now).keys()) {
+        const removed = await sequencer.submit(gcHandlers.collectSnapshots({ namespace: name, snapshotter: sn, now }));
+        snaps += removed.length;
+        // Children first: the records are gone already, the directories follow in the same order.
+        await this.deps.snapshots?.removeCollected(sn, removed.map((r) => r.id)).catch((err) => this.deps.logger?.warn({ err, snapshotter: sn }, "removing collected snapshot directories failed"));
+      }
+      if (leases || count || snaps) report.namespaces.push({ namespace: name, blobs: count, leases, ...(snaps ? { snapshots: snaps } : {}) });
     }
     for (const digest of [...collected].sort()) {
       const freed = await blobs.removeIfUnreferenced(digest);

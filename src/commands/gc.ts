@@ -3,7 +3,7 @@
 // resources of unexpired leases) and following gc.ref labels between resources, as
 // containerd's metadata/gc.go does. Whatever content stays unmarked is collected by one
 // ContentCollect event, decided on the sequencer's current view so nothing stale is written.
-import { keys, TYPE, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord } from "../projections/views.js";
+import { keys, TYPE, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type SnapshotRecord } from "../projections/views.js";
 import { digestProblem } from "./validation.js";
 import { isLeaseExpired, LABEL_GC_FLAT } from "./leases.js";
 import type { Decision, StateView } from "./sequencer.js";
@@ -13,9 +13,8 @@ export const LABEL_GC_REF_CONTENT = "containerd.io/gc.ref.content";
 export const LABEL_GC_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot.";
 
 /**
- * A resource GC knows about. Only content is collected so far; snapshot references are
- * followed into nodes (keyed `<snapshotter>/<key>`) and kept, so the snapshot kind can be
- * added by giving it references and a sweep.
+ * A resource GC knows about: content (keyed by digest) and snapshots (keyed
+ * `<snapshotter>/<key>`), as containerd's metadata/gc.go.
  */
 export type ResourceKind = "content" | "snapshot";
 
@@ -32,6 +31,8 @@ export interface NamespaceGcState {
   containers: readonly ContainerRecord[];
   blobs: ReadonlyMap<string, BlobRecord>;
   leases: readonly LeaseRecord[];
+  /** Keyed `<snapshotter>/<key>` (absent: none). */
+  snapshots?: ReadonlyMap<string, SnapshotRecord>;
 }
 
 const nodeId = (n: GcNode) => `${n.kind}\u0000${n.key}`;
@@ -74,6 +75,9 @@ export function gcRoots(s: NamespaceGcState, now: Date): GcNode[] {
   for (const blob of s.blobs.values()) {
     if (Object.hasOwn(blob.labels, LABEL_GC_ROOT)) out.push({ kind: "content", key: blob.digest });
   }
+  for (const [id, snap] of s.snapshots ?? []) {
+    if (Object.hasOwn(snap.labels, LABEL_GC_ROOT)) out.push({ kind: "snapshot", key: id });
+  }
   for (const c of s.containers) {
     if (c.snapshotter && c.snapshot_key) out.push({ kind: "snapshot", key: `${c.snapshotter}/${c.snapshot_key}` });
     out.push(...labelRefs(c.labels));
@@ -81,13 +85,19 @@ export function gcRoots(s: NamespaceGcState, now: Date): GcNode[] {
   return out;
 }
 
-/** What a node refers to, per kind. Snapshots have no records yet, hence no references. */
+/** What a node refers to, per kind: a snapshot its parent and its gc.ref labels. */
 const references: Record<ResourceKind, (s: NamespaceGcState, key: string) => GcNode[]> = {
   content: (s, key) => {
     const blob = s.blobs.get(key);
     return blob ? labelRefs(blob.labels) : [];
   },
-  snapshot: () => [],
+  snapshot: (s, key) => {
+    const snap = s.snapshots?.get(key);
+    if (!snap) return [];
+    const out = labelRefs(snap.labels);
+    if (snap.parent) out.push({ kind: "snapshot", key: `${snap.snapshotter}/${snap.parent}` });
+    return out;
+  },
 };
 
 /** Ids (`<kind>\0<key>`) of every node reachable from the roots. */
@@ -113,6 +123,34 @@ export function unreferencedContent(s: NamespaceGcState, now: Date): string[] {
   return [...s.blobs.keys()].filter((d) => !marked.has(nodeId({ kind: "content", key: d }))).sort();
 }
 
+/**
+ * The namespace's snapshots that nothing reachable refers to, per snapshotter, children before
+ * their parents. A marked snapshot's parents are marked, so a collected one never has a kept child.
+ */
+export function unreferencedSnapshots(s: NamespaceGcState, now: Date): Map<string, SnapshotRecord[]> {
+  const marked = gcMark(s, now);
+  const out = new Map<string, SnapshotRecord[]>();
+  for (const [id, snap] of [...(s.snapshots ?? [])].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
+    if (marked.has(nodeId({ kind: "snapshot", key: id }))) continue;
+    const list = out.get(snap.snapshotter) ?? [];
+    list.push(snap);
+    out.set(snap.snapshotter, list);
+  }
+  for (const [sn, list] of out) out.set(sn, leavesFirst(list));
+  return out;
+}
+
+/** Orders snapshots so every child comes before its parent (depth from the root, deepest first). */
+export function leavesFirst(list: readonly SnapshotRecord[]): SnapshotRecord[] {
+  const byKey = new Map(list.map((r) => [r.key, r]));
+  const depth = (r: SnapshotRecord): number => {
+    let d = 0;
+    for (let p = byKey.get(r.parent); p && d <= list.length; p = byKey.get(p.parent)) d++;
+    return d;
+  };
+  return [...list].map((r) => ({ r, d: depth(r) })).sort((a, b) => b.d - a.d || (a.r.key < b.r.key ? -1 : a.r.key > b.r.key ? 1 : 0)).map((x) => x.r);
+}
+
 /** Ids of the namespace's leases expired at `now`. */
 export function expiredLeases(leases: readonly LeaseRecord[], now: Date): string[] {
   return leases.filter((l) => isLeaseExpired(l, now)).map((l) => l.id);
@@ -123,11 +161,14 @@ export function loadGcState(ns: string, scan: <T>(prefix: string) => Iterable<[s
   const values = <T>(prefix: string) => [...scan<T>(prefix)].map(([, v]) => v);
   const blobs = new Map<string, BlobRecord>();
   for (const b of values<BlobRecord>(keys.blobsPrefix(ns))) blobs.set(b.digest, b);
+  const snapshots = new Map<string, SnapshotRecord>();
+  for (const r of values<SnapshotRecord>(keys.snapshotsPrefix(ns))) snapshots.set(`${r.snapshotter}/${r.key}`, r);
   return {
     images: values<ImageRecord>(keys.imagesPrefix(ns)),
     containers: values<ContainerRecord>(keys.containersPrefix(ns)),
     blobs,
     leases: values<LeaseRecord>(keys.leasesPrefix(ns)),
+    snapshots,
   };
 }
 
@@ -153,6 +194,28 @@ export function decideCollectContent(cmd: CollectContent, s: NamespaceGcState): 
   };
 }
 
+export interface CollectSnapshots {
+  namespace: string;
+  snapshotter: string;
+  now: Date;
+}
+
+/** One SnapshotCollect event for a snapshotter's unreferenced snapshots (leaves first); none when nothing is. */
+export function decideCollectSnapshots(cmd: CollectSnapshots, s: NamespaceGcState): Decision<SnapshotRecord[]> {
+  const list = unreferencedSnapshots(s, cmd.now).get(cmd.snapshotter) ?? [];
+  if (list.length === 0) return { result: [] };
+  return {
+    event: {
+      namespace: cmd.namespace,
+      topic: "/gc/snapshot",
+      typeName: TYPE.SnapshotCollect,
+      payload: { snapshotter: cmd.snapshotter, keys: list.map((r) => r.key), ids: list.map((r) => r.id) },
+    },
+    result: list,
+  };
+}
+
 export const gcHandlers = {
   collect: (cmd: CollectContent) => (view: StateView) => decideCollectContent(cmd, loadGcState(cmd.namespace, (p) => view.scan(p))),
+  collectSnapshots: (cmd: CollectSnapshots) => (view: StateView) => decideCollectSnapshots(cmd, loadGcState(cmd.namespace, (p) => view.scan(p))),
 };

@@ -107,5 +107,6 @@ function namespaceContents(ns: string): [string, string][] {
     ["images", keys.imagesPrefix(ns)],
     ["blobs", keys.blobsPrefix(ns)],
     ["containers", keys.containersPrefix(ns)],
+    ["snapshots", keys.snapshotsPrefix(ns)],
   ];
 }

@@ -2,7 +2,7 @@
 // containerd's filter syntax. Reads come from the projection only.
 import { notFound } from "../errdefs/errdefs.js";
 import type { ProjectionDb } from "./db.js";
-import { keys, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type NamespaceRecord } from "./views.js";
+import { keys, type SnapshotRecord, type SnapshotIdRecord, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type NamespaceRecord } from "./views.js";
 import { parseFilters, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, labelsAdaptor, type Adaptor, type Filter } from "./filters.js";
 
 /** Leases, as containerd's adaptLease: `id`, `labels.<key>`. */
@@ -11,6 +11,24 @@ function leaseFieldpath(l: LeaseRecord): Adaptor {
     if (fp[0] === "id") return { value: l.id, present: l.id.length > 0 };
     if (fp[0] === "labels") return labelsAdaptor(l.labels)(fp.slice(1));
     return { value: "", present: false };
+  };
+}
+
+/** Snapshots, as containerd's adaptSnapshot: `kind` (active, view, committed), `name`, `parent`, `labels.<key>`. */
+function snapshotFieldpath(s: SnapshotRecord): Adaptor {
+  return (fp) => {
+    switch (fp[0]) {
+      case "kind":
+        return { value: s.kind.toLowerCase(), present: true };
+      case "name":
+        return { value: s.key, present: s.key.length > 0 };
+      case "parent":
+        return { value: s.parent, present: s.parent.length > 0 };
+      case "labels":
+        return labelsAdaptor(s.labels)(fp.slice(1));
+      default:
+        return { value: "", present: false };
+    }
   };
 }
 
@@ -67,6 +85,31 @@ export class Queries {
   /** Leases in a namespace; filters on `id` and `labels.<k>` as containerd's. */
   async listLeases(ns: string, filters: string[] = []): Promise<LeaseRecord[]> {
     return this.list(keys.leasesPrefix(ns), filters, (f, r: LeaseRecord) => f.match(leaseFieldpath(r)));
+  }
+
+  async getSnapshot(ns: string, sn: string, key: string): Promise<SnapshotRecord> {
+    const rec = !key || key.includes("\u0000") ? undefined : await this.db.get(keys.snapshot(ns, sn, key));
+    if (!rec) throw notFound(`snapshot ${JSON.stringify(key)} does not exist`);
+    return rec as SnapshotRecord;
+  }
+
+  /** One snapshot record, read synchronously (parent chains); undefined when absent. */
+  snapshotSync(ns: string, sn: string, key: string): SnapshotRecord | undefined {
+    if (!key || key.includes("\u0000")) return undefined;
+    return this.db.getSync(keys.snapshot(ns, sn, key)) as SnapshotRecord | undefined;
+  }
+
+  /** A snapshotter's snapshots in a namespace, filtered as containerd's Walk. */
+  async listSnapshots(ns: string, sn: string, filters: string[] = []): Promise<SnapshotRecord[]> {
+    return this.list(keys.snapshotterPrefix(ns, sn), filters, (f, r: SnapshotRecord) => f.match(snapshotFieldpath(r)));
+  }
+
+  /** Every on-disk id of a snapshotter that some namespace's snapshot owns. */
+  snapshotIds(sn: string): Map<string, SnapshotIdRecord> {
+    const out = new Map<string, SnapshotIdRecord>();
+    const prefix = keys.snapshotIdsPrefix(sn);
+    for (const [k, v] of this.db.scan(prefix)) out.set(k.slice(prefix.length), v as SnapshotIdRecord);
+    return out;
   }
 
   /** Every record under a key prefix, in key order (whole-namespace reads such as GC's). */

@@ -375,7 +375,7 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
         parent: p.parent,
         kind: p.ck_kind === "View" ? "View" : "Active",
         id: p.ck_id,
-        labels: p.ck_labels,
+        labels: p.ck_labels?.labels,
         created_at: ev.timestamp,
         updated_at: ev.timestamp,
       });
@@ -390,7 +390,7 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
       const sn: string = p.ck_snapshotter ?? "";
       const cur = read(keys.snapshot(ev.namespace, sn, p.key)) as SnapshotRecord | undefined;
       if (!cur) return [];
-      const rec = snapshotRecord({ ...cur, key: p.name, kind: "Committed", labels: p.ck_labels, created_at: ev.timestamp, updated_at: ev.timestamp });
+      const rec = snapshotRecord({ ...cur, key: p.name, kind: "Committed", labels: p.ck_labels?.labels, created_at: ev.timestamp, updated_at: ev.timestamp });
       return [
         [keys.snapshot(ev.namespace, sn, p.key), undefined],
         [keys.snapshot(ev.namespace, sn, p.name), rec],

@@ -3,7 +3,7 @@
 // bare type URLs, and @grpc/grpc-js service definitions built from the same Root.
 import protobuf from "protobufjs";
 import type * as grpc from "@grpc/grpc-js";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -58,11 +58,20 @@ export class Protos {
   private readonly types = new Map<string, protobuf.Type>();
   private readonly services = new Map<string, grpc.ServiceDefinition>();
 
-  constructor(protoDir: string) {
-    const root = new protobuf.Root();
-    root.resolvePath = (_origin, target) => (target.startsWith("google/protobuf/") ? target : resolve(protoDir, target));
-    root.loadSync(protoFiles(protoDir), { keepCase: true });
-    root.resolveAll();
+  /**
+   * From the .proto files under `protoDir`, or from `bundle` (the same Root as JSON, written
+   * at build time: about four times faster to load, which every `ck` invocation feels).
+   * Types are resolved lazily, on first use.
+   */
+  constructor(protoDir: string, bundle?: protobuf.INamespace) {
+    let root: protobuf.Root;
+    // Root.fromJSON would resolve every type up front; addJSON leaves it to first use.
+    if (bundle) root = new protobuf.Root().addJSON(bundle.nested ?? {}) as protobuf.Root;
+    else {
+      root = new protobuf.Root();
+      root.resolvePath = (_origin, target) => (target.startsWith("google/protobuf/") ? target : resolve(protoDir, target));
+      root.loadSync(protoFiles(protoDir), { keepCase: true });
+    }
     this.root = root;
     const names: string[] = [];
     const walk = (ns: protobuf.NamespaceBase) => {
@@ -153,8 +162,28 @@ export class Protos {
 
 let cached: Protos | undefined;
 
+/** Where the build writes the JSON form of every proto (tools/protos-json). */
+export const protoBundlePath = (root = packageRoot()) => join(root, "dist", "protos.json");
+
+/** The bundle, unless it is missing or older than a .proto file (then the files are parsed). */
+function freshBundle(root: string): protobuf.INamespace | undefined {
+  const path = protoBundlePath(root);
+  let built: number;
+  try {
+    built = statSync(path).mtimeMs;
+  } catch {
+    return undefined;
+  }
+  if (protoFiles(join(root, "proto")).some((f) => statSync(f).mtimeMs > built)) return undefined;
+  return JSON.parse(readFileSync(path, "utf8")) as protobuf.INamespace;
+}
+
 /** The protos of this package, loaded once per process and immutable after. */
-export function loadProtos(): Protos {
-  cached ??= new Protos(join(packageRoot(), "proto"));
+export function loadProtos(opts: { fromFiles?: boolean } = {}): Protos {
+  if (opts.fromFiles) return new Protos(join(packageRoot(), "proto"));
+  if (!cached) {
+    const root = packageRoot();
+    cached = new Protos(join(root, "proto"), freshBundle(root));
+  }
   return cached;
 }

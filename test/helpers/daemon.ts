@@ -12,7 +12,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** dist/ root of the built project. */
 export const DIST = resolve(here, "..", "..");
 export const CKD = join(DIST, "src", "cli", "ckd.js");
-export const CK = join(DIST, "src", "cli", "ck.js");
+// The bundled CLI, as installed (package.json bin); the build writes it (tools/bundle-cli.mjs).
+export const CK = join(DIST, "ck.mjs");
 export const CK_REPLAY = join(DIST, "tools", "replay", "main.js");
 
 export interface DaemonOptions {

@@ -8,7 +8,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
-import { loadProtos } from "../../src/protos/protos.js";
+import { loadProtos, Protos, protoBundlePath } from "../../src/protos/protos.js";
 
 const UPSTREAM = "/usr/share/gocode/src/github.com/containerd/containerd/api";
 const UPSTREAM_IMPORT = "github.com/containerd/containerd/api/";
@@ -16,7 +16,8 @@ const UPSTREAM_IMPORT = "github.com/containerd/containerd/api/";
 const GOOGLEAPIS = "/usr/share/gocode/src/github.com/gogo/googleapis";
 const INSTALL_HINT = "install the Debian package golang-github-containerd-containerd-dev (apt-get install golang-github-containerd-containerd-dev)";
 
-const p = loadProtos();
+// From the .proto files themselves: the checks below read their sources (and test the parser path).
+const p = loadProtos({ fromFiles: true });
 
 // ---------------------------------------------------------------------------------------
 // Codec round trips
@@ -371,6 +372,9 @@ test("every message in ck's protos is containerd's, except ck's own events", () 
       "ck.events.LeaseResource",
       "ck.events.LeaseResourceAdd",
       "ck.events.LeaseResourceDelete",
+      "ck.events.SnapshotCollect",
+      "ck.events.SnapshotLabels",
+      "ck.events.SnapshotUpdate",
       "ck.services.gc.v1.CollectRequest",
       "ck.services.gc.v1.CollectResponse",
       "ck.services.gc.v1.NamespaceCollected",
@@ -463,4 +467,15 @@ test("ck's protos use no Go-only options and import relative to proto/", () => {
     assert.doesNotMatch(src, /gogoproto|containerd\.plugin|import weak|github\.com\//, relative(dir, f));
     assert.match(src, /^syntax = "proto3";$/m, relative(dir, f));
   }
+});
+
+test("the build's JSON bundle (dist/protos.json) holds exactly what the .proto files define", () => {
+  const bundlePath = protoBundlePath();
+  assert.ok(existsSync(bundlePath), `${bundlePath} is written by npm run build`);
+  const bundled = new Protos("unused", JSON.parse(readFileSync(bundlePath, "utf8")));
+  assert.equal(JSON.stringify(bundled.root.toJSON()), JSON.stringify(p.root.toJSON()));
+  assert.deepEqual(bundled.serviceNames, p.serviceNames);
+  // and it encodes the same bytes
+  const msg = { action: 1, ref: "r", offset: 5, data: Buffer.from("abc"), labels: { a: "b" } };
+  assert.deepEqual(bundled.encode("containerd.services.content.v1.WriteContentRequest", msg), p.encode("containerd.services.content.v1.WriteContentRequest", msg));
 });

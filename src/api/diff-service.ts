@@ -1,0 +1,112 @@
+// containerd v1 Diff service: Apply reads a layer blob from the content store and unpacks it
+// onto a snapshot's mounts (answering with the uncompressed digest, the diff_id, that ctr
+// compares with the image config); Diff writes the changes between two mount sets as a layer
+// into the content store. Mounts must be this daemon's own snapshot directories.
+import type * as grpc from "@grpc/grpc-js";
+import { createReadStream } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGzip } from "node:zlib";
+import type { Queries } from "../projections/queries.js";
+import type { ContentStore } from "../content/types.js";
+import type { NamespacedBlobs } from "../content/namespaced.js";
+import { applyLayerToMounts } from "../diff/apply.js";
+import { writeDiffFromMounts } from "../diff/diff.js";
+import { Digester } from "../diff/digest.js";
+import { checkMountsUnder } from "../snapshots/store.js";
+import type { Mount } from "../snapshots/types.js";
+import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js";
+import { validateDigest } from "../commands/validation.js";
+import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
+
+export const MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
+export const MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
+const UNCOMPRESSED_LABEL = "containerd.io/uncompressed";
+
+export interface DiffDeps {
+  queries: Queries;
+  store: ContentStore;
+  blobs: NamespacedBlobs;
+  /** Directories under which Apply may write and Diff may read (the snapshotters' roots). */
+  roots: () => string[];
+}
+
+function mountsOf(list: any[] | undefined): Mount[] {
+  return (list ?? []).map((m) => ({ type: String(m.type ?? ""), source: String(m.source ?? ""), target: m.target || undefined, options: (m.options ?? []).map(String) }));
+}
+
+export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
+  return {
+    Apply: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const desc = call.request.diff ?? {};
+      const digest = String(desc.digest ?? "");
+      validateDigest("diff.digest", digest);
+      const mounts = mountsOf(call.request.mounts);
+      checkMountsUnder(mounts, d.roots());
+      // The layer must be visible in the caller's namespace, not merely on disk.
+      await d.queries.getBlob(ns, digest);
+      const layer = createReadStream(d.store.path(digest));
+      try {
+        const applied = await applyLayerToMounts(mounts, layer, { mediaType: desc.media_type || undefined });
+        return { applied: { media_type: MEDIA_LAYER_TAR, digest: applied.digest, size: applied.size, annotations: {} } };
+      } finally {
+        layer.destroy();
+      }
+    }),
+    Diff: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const r = call.request;
+      const mediaType = String(r.media_type || MEDIA_LAYER_GZIP);
+      if (mediaType !== MEDIA_LAYER_GZIP && mediaType !== MEDIA_LAYER_TAR) throw notImplemented(`diff media type ${mediaType}`);
+      const left = mountsOf(r.left);
+      const right = mountsOf(r.right);
+      if (right.length === 0) throw invalidArgument("right mounts must not be empty");
+      if (left.length > 0) checkMountsUnder(left, d.roots());
+      checkMountsUnder(right, d.roots());
+      const ref = `${ns}\u0000${r.ref || `diff-${randomBytes(8).toString("hex")}`}`;
+      const writer = await d.store.writer({ ref });
+      try {
+        if (writer.offset > 0) await writer.truncate(0);
+        const sink = ingestSink(writer);
+        let applied;
+        if (mediaType === MEDIA_LAYER_GZIP) {
+          const gz = createGzip();
+          const done = pipeline(gz, sink);
+          applied = await writeDiffFromMounts(left.length ? left : undefined, right, gz);
+          await done;
+        } else {
+          const through = new Digester();
+          const done = pipeline(through, sink);
+          applied = await writeDiffFromMounts(left.length ? left : undefined, right, through);
+          await done;
+        }
+        let info;
+        try {
+          info = await writer.commit();
+        } catch (err) {
+          if (!isClass(err, "AlreadyExists")) throw err;
+          info = { digest: writer.digest(), size: writer.offset };
+        }
+        const labels = { ...(r.labels ?? {}), [UNCOMPRESSED_LABEL]: applied.digest };
+        await d.blobs.commit(ns, info.digest, info.size, labels, metadataValue(call, LEASE_HEADER) || undefined).catch((err) => {
+          if (!isClass(err, "AlreadyExists")) throw err;
+        });
+        return { diff: { media_type: mediaType, digest: info.digest, size: info.size, annotations: {} } };
+      } finally {
+        await writer.close().catch(() => undefined);
+      }
+    }),
+  };
+}
+
+/** A Writable appending to an ingest, one write at a time. */
+function ingestSink(w: { offset: number; write(offset: number, data: Buffer): Promise<number> }): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      w.write(w.offset, chunk).then(() => cb(), cb);
+    },
+  });
+}
+

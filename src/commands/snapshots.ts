@@ -1,0 +1,206 @@
+// The snapshots aggregate: which snapshots a namespace has per snapshotter, their kinds
+// (Active, View, Committed), parents, labels and on-disk ids. The files are the snapshotter's
+// (src/snapshots); a command here runs after its disk step succeeded, so a snapshot never
+// becomes visible before its directory exists. decide* are pure; the handlers load and call.
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../errdefs/errdefs.js";
+import { keys, snapshotRecord, TYPE, type LeaseRecord, type SnapshotKind, type SnapshotRecord, type Timestamp } from "../projections/views.js";
+import { checkSnapshotId } from "../snapshots/types.js";
+import { validateFieldMask, validateLabels, type FieldMaskRule } from "./validation.js";
+import { applyLabelMask } from "./masks.js";
+import { dropEmpty } from "./namespaces.js";
+import type { Decision, StateView } from "./sequencer.js";
+
+/** containerd's snapshot Update accepts `labels` and `labels.<key>` only. */
+const SNAPSHOT_FIELD_MASK: FieldMaskRule = { fields: ["labels"], maps: ["labels"] };
+
+export interface PrepareSnapshot {
+  namespace: string;
+  snapshotter: string;
+  key: string;
+  parent: string;
+  /** Active for Prepare, View for View. */
+  kind: "Active" | "View";
+  /** The on-disk id the snapshotter already created (chosen by ckd, never from the key). */
+  id: string;
+  labels: Record<string, string>;
+  lease?: string;
+  now: Timestamp;
+}
+export interface CommitSnapshot {
+  namespace: string;
+  snapshotter: string;
+  key: string;
+  name: string;
+  labels: Record<string, string>;
+  lease?: string;
+  now: Timestamp;
+}
+export interface RemoveSnapshot {
+  namespace: string;
+  snapshotter: string;
+  key: string;
+}
+export interface UpdateSnapshot {
+  namespace: string;
+  snapshotter: string;
+  key: string;
+  labels: Record<string, string>;
+  paths: string[];
+  now: Timestamp;
+}
+
+/** Keys are any non-empty string without NUL (ctr uses spaces and `/`): they never become paths. */
+export function validateSnapshotKey(field: string, key: string): void {
+  if (!key) throw invalidArgument(`snapshot ${field} must not be empty`);
+  if (key.includes("\u0000")) throw invalidArgument(`snapshot ${field} ${JSON.stringify(key)} must not contain NUL`);
+}
+
+export function validateSnapshotterName(sn: string): void {
+  if (!/^[a-z0-9][a-z0-9._-]*$/.test(sn)) throw invalidArgument(`snapshotter name ${JSON.stringify(sn)} is not valid`);
+}
+
+/** What Prepare and View check before any disk work, and again when deciding. */
+export function checkPrepare(
+  cmd: Omit<PrepareSnapshot, "id" | "now">,
+  current: SnapshotRecord | undefined,
+  parent: SnapshotRecord | undefined,
+  lease: LeaseRecord | undefined,
+): Record<string, string> {
+  validateSnapshotterName(cmd.snapshotter);
+  validateSnapshotKey("key", cmd.key);
+  if (cmd.parent) validateSnapshotKey("parent", cmd.parent);
+  const labels = dropEmpty(cmd.labels);
+  validateLabels(labels, "snapshot.Labels");
+  if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
+  if (current) throw alreadyExists(`snapshot ${JSON.stringify(cmd.key)}`);
+  if (cmd.parent) {
+    if (!parent) throw notFound(`parent snapshot ${JSON.stringify(cmd.parent)} does not exist`);
+    if (parent.kind !== "Committed") throw invalidArgument(`parent ${JSON.stringify(cmd.parent)} is not a committed snapshot`);
+  }
+  return labels;
+}
+
+export function decidePrepareSnapshot(
+  cmd: PrepareSnapshot,
+  current: SnapshotRecord | undefined,
+  parent: SnapshotRecord | undefined,
+  lease: LeaseRecord | undefined,
+  idOwned: boolean,
+): Decision<SnapshotRecord> {
+  const labels = checkPrepare(cmd, current, parent, lease);
+  checkSnapshotId(cmd.id);
+  if (idOwned) throw alreadyExists(`snapshot id ${cmd.id}`);
+  const rec = snapshotRecord({ snapshotter: cmd.snapshotter, key: cmd.key, parent: cmd.parent, kind: cmd.kind, id: cmd.id, labels, created_at: cmd.now, updated_at: cmd.now });
+  const payload: Record<string, unknown> = {
+    key: cmd.key,
+    parent: cmd.parent,
+    ck_snapshotter: cmd.snapshotter,
+    ck_kind: cmd.kind,
+    ck_id: cmd.id,
+    ck_labels: { labels: rec.labels },
+  };
+  if (cmd.lease) payload.ck_lease = cmd.lease;
+  return { event: { namespace: cmd.namespace, topic: "/snapshot/prepare", typeName: TYPE.SnapshotPrepare, payload }, result: rec };
+}
+
+/** Checks made before the snapshotter seals the directories, and again when deciding. */
+export function checkCommit(cmd: Omit<CommitSnapshot, "now">, current: SnapshotRecord | undefined, existing: SnapshotRecord | undefined, lease: LeaseRecord | undefined): Record<string, string> {
+  validateSnapshotterName(cmd.snapshotter);
+  validateSnapshotKey("key", cmd.key);
+  validateSnapshotKey("name", cmd.name);
+  const labels = dropEmpty(cmd.labels);
+  validateLabels(labels, "snapshot.Labels");
+  if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
+  if (!current) throw notFound(`snapshot ${JSON.stringify(cmd.key)} does not exist`);
+  if (current.kind !== "Active") throw failedPrecondition(`snapshot ${JSON.stringify(cmd.key)} is not active`);
+  if (existing) throw alreadyExists(`snapshot ${JSON.stringify(cmd.name)}`);
+  return labels;
+}
+
+export function decideCommitSnapshot(
+  cmd: CommitSnapshot,
+  current: SnapshotRecord | undefined,
+  existing: SnapshotRecord | undefined,
+  lease: LeaseRecord | undefined,
+): Decision<SnapshotRecord> {
+  const labels = checkCommit(cmd, current, existing, lease);
+  const rec = snapshotRecord({ ...current!, key: cmd.name, kind: "Committed", labels, created_at: cmd.now, updated_at: cmd.now });
+  const payload: Record<string, unknown> = { key: cmd.key, name: cmd.name, ck_snapshotter: cmd.snapshotter, ck_labels: { labels: rec.labels }, ck_id: rec.id };
+  if (cmd.lease) payload.ck_lease = cmd.lease;
+  return { event: { namespace: cmd.namespace, topic: "/snapshot/commit", typeName: TYPE.SnapshotCommit, payload }, result: rec };
+}
+
+/** `children`: keys of the snapshots whose parent is cmd.key. The result is the removed record. */
+export function decideRemoveSnapshot(cmd: RemoveSnapshot, current: SnapshotRecord | undefined, children: readonly string[]): Decision<SnapshotRecord> {
+  validateSnapshotterName(cmd.snapshotter);
+  validateSnapshotKey("key", cmd.key);
+  if (!current) throw notFound(`snapshot ${JSON.stringify(cmd.key)} does not exist`);
+  if (children.length > 0) throw failedPrecondition(`cannot remove snapshot with child`);
+  return {
+    event: { namespace: cmd.namespace, topic: "/snapshot/remove", typeName: TYPE.SnapshotRemove, payload: { key: cmd.key, ck_snapshotter: cmd.snapshotter, ck_id: current.id } },
+    result: current,
+  };
+}
+
+export function decideUpdateSnapshot(cmd: UpdateSnapshot, current: SnapshotRecord | undefined): Decision<SnapshotRecord> {
+  validateSnapshotterName(cmd.snapshotter);
+  validateSnapshotKey("key", cmd.key);
+  validateFieldMask(`snapshot ${JSON.stringify(cmd.key)}`, cmd.paths, SNAPSHOT_FIELD_MASK);
+  validateLabels(cmd.labels, "snapshot.Labels");
+  if (!current) throw notFound(`snapshot ${JSON.stringify(cmd.key)} does not exist`);
+  const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
+  const rec = snapshotRecord({ ...current, labels, updated_at: cmd.now });
+  return {
+    event: { namespace: cmd.namespace, topic: "/snapshot/update", typeName: TYPE.SnapshotUpdate, payload: { snapshotter: cmd.snapshotter, key: cmd.key, labels: rec.labels } },
+    result: rec,
+  };
+}
+
+/** Records of one snapshotter in a namespace, keyed by snapshot key. */
+export function snapshotsOf(view: Pick<StateView, "scan">, ns: string, sn: string): Map<string, SnapshotRecord> {
+  const out = new Map<string, SnapshotRecord>();
+  for (const [, r] of view.scan<SnapshotRecord>(keys.snapshotterPrefix(ns, sn))) out.set(r.key, r);
+  return out;
+}
+
+/** The on-disk ids of `key`'s parents, nearest first (what a snapshotter's mounts need). */
+export function parentIds(records: ReadonlyMap<string, SnapshotRecord> | ((key: string) => SnapshotRecord | undefined), rec: SnapshotRecord): string[] {
+  const get = typeof records === "function" ? records : (k: string) => records.get(k);
+  const out: string[] = [];
+  const seen = new Set<string>();
+  for (let p = rec.parent; p; ) {
+    if (seen.has(p)) throw failedPrecondition(`snapshot ${JSON.stringify(rec.key)}: parent chain loops at ${JSON.stringify(p)}`);
+    seen.add(p);
+    const r = get(p);
+    if (!r) throw notFound(`parent snapshot ${JSON.stringify(p)} of ${JSON.stringify(rec.key)} does not exist`);
+    out.push(r.id);
+    p = r.parent;
+  }
+  return out;
+}
+
+export const isKind = (k: string): k is SnapshotKind => k === "Active" || k === "View" || k === "Committed";
+
+const get = (view: StateView, ns: string, sn: string, key: string) =>
+  !key || key.includes("\u0000") ? undefined : view.get<SnapshotRecord>(keys.snapshot(ns, sn, key));
+const leaseOf = (view: StateView, ns: string, id: string | undefined) =>
+  id && !id.includes("\u0000") ? view.get<LeaseRecord>(keys.lease(ns, id)) : undefined;
+
+export const snapshotHandlers = {
+  prepare: (cmd: PrepareSnapshot) => (view: StateView) =>
+    decidePrepareSnapshot(
+      cmd,
+      get(view, cmd.namespace, cmd.snapshotter, cmd.key),
+      get(view, cmd.namespace, cmd.snapshotter, cmd.parent),
+      leaseOf(view, cmd.namespace, cmd.lease),
+      view.get(keys.snapshotId(cmd.snapshotter, cmd.id)) !== undefined,
+    ),
+  commit: (cmd: CommitSnapshot) => (view: StateView) =>
+    decideCommitSnapshot(cmd, get(view, cmd.namespace, cmd.snapshotter, cmd.key), get(view, cmd.namespace, cmd.snapshotter, cmd.name), leaseOf(view, cmd.namespace, cmd.lease)),
+  remove: (cmd: RemoveSnapshot) => (view: StateView) => {
+    const current = get(view, cmd.namespace, cmd.snapshotter, cmd.key);
+    const children = current ? [...snapshotsOf(view, cmd.namespace, cmd.snapshotter).values()].filter((r) => r.parent === cmd.key).map((r) => r.key) : [];
+    return decideRemoveSnapshot(cmd, current, children);
+  },
+  update: (cmd: UpdateSnapshot) => (view: StateView) => decideUpdateSnapshot(cmd, get(view, cmd.namespace, cmd.snapshotter, cmd.key)),
+};

@@ -1,0 +1,207 @@
+// Snapshots per namespace: the event-sourced metadata (src/commands/snapshots.ts) paired with
+// the snapshotters' directories. Disk first, event second: a directory is made under a fresh
+// ck-chosen id before the event that makes the snapshot visible, and removed again when the
+// event is refused; a removal appends its event before deleting the directory. A crash
+// between the two leaves a directory no snapshot owns, which Cleanup (and GC) removes.
+import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import type { Sequencer } from "../commands/sequencer.js";
+import type { Queries } from "../projections/queries.js";
+import { nowTimestamp } from "../emitter/envelope.js";
+import { checkCommit, checkPrepare, parentIds, snapshotHandlers, validateSnapshotKey, validateSnapshotterName } from "../commands/snapshots.js";
+import { failedPrecondition, invalidArgument, isClass } from "../errdefs/errdefs.js";
+import type { SnapshotRecord } from "../projections/views.js";
+import type { Mount, Snapshotter, Usage } from "./types.js";
+
+export interface SnapshotterEntry {
+  sn: Snapshotter;
+  /** Set when available() said no: the snapshotter is listed but refuses every call. */
+  unavailable?: string;
+}
+
+export class SnapshotStore {
+  /** Ids whose directories are being made or removed right now: Cleanup leaves them alone. */
+  private readonly busy = new Set<string>();
+
+  constructor(
+    private readonly sequencer: Sequencer,
+    private readonly queries: Queries,
+    private readonly snapshotters: ReadonlyMap<string, SnapshotterEntry>,
+  ) {}
+
+  /** The snapshotter named in a request; InvalidArgument for an empty or unknown name. */
+  snapshotter(name: string): Snapshotter {
+    if (!name) throw invalidArgument("snapshotter name must not be empty");
+    const e = this.snapshotters.get(name);
+    if (!e) {
+      validateSnapshotterName(name);
+      throw invalidArgument(`snapshotter ${JSON.stringify(name)} is not known (have ${[...this.snapshotters.keys()].join(", ")})`);
+    }
+    if (e.unavailable) throw failedPrecondition(`snapshotter ${name} is not available: ${e.unavailable}`);
+    return e.sn;
+  }
+
+  /** Snapshotters that loaded (for GC and introspection). */
+  names(): string[] {
+    return [...this.snapshotters.entries()].filter(([, e]) => !e.unavailable).map(([n]) => n);
+  }
+
+  /** The real directory roots of loaded snapshotters (Diff.Apply writes only below them). */
+  roots(): string[] {
+    return this.names().map((n) => this.snapshotters.get(n)!.sn.root);
+  }
+
+  async prepare(
+    ns: string,
+    snapshotter: string,
+    req: { key: string; parent: string; labels: Record<string, string>; readonly: boolean; lease?: string },
+  ): Promise<Mount[]> {
+    const sn = this.snapshotter(snapshotter);
+    const cmd = { namespace: ns, snapshotter, key: req.key, parent: req.parent, kind: req.readonly ? ("View" as const) : ("Active" as const), labels: req.labels, lease: req.lease };
+    // Bad input is refused before any directory is made.
+    const current = await this.find(ns, snapshotter, req.key);
+    const parent = req.parent ? await this.find(ns, snapshotter, req.parent) : undefined;
+    const lease = req.lease ? await this.queries.getLease(ns, req.lease).catch(() => undefined) : undefined;
+    checkPrepare(cmd, current, parent, lease);
+    const parents = parent ? [parent.id, ...parentIds((k) => this.findSync(ns, snapshotter, k), parent)] : [];
+    const id = newSnapshotId();
+    this.busy.add(id);
+    try {
+      const mounts = await sn.prepare(id, parents, { readonly: req.readonly });
+      try {
+        await this.sequencer.submit(snapshotHandlers.prepare({ ...cmd, id, now: nowTimestamp() }));
+      } catch (err) {
+        await sn.remove(id).catch(() => undefined);
+        throw err;
+      }
+      return mounts;
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+
+  async commit(ns: string, snapshotter: string, req: { key: string; name: string; labels: Record<string, string>; lease?: string }): Promise<SnapshotRecord> {
+    const sn = this.snapshotter(snapshotter);
+    const cmd = { namespace: ns, snapshotter, ...req };
+    const current = await this.find(ns, snapshotter, req.key);
+    const lease = req.lease ? await this.queries.getLease(ns, req.lease).catch(() => undefined) : undefined;
+    checkCommit(cmd, current, await this.find(ns, snapshotter, req.name), lease);
+    await sn.commit(current!.id);
+    return this.sequencer.submit(snapshotHandlers.commit({ ...cmd, now: nowTimestamp() }));
+  }
+
+  async remove(ns: string, snapshotter: string, key: string): Promise<void> {
+    const sn = this.snapshotter(snapshotter);
+    const removed = await this.sequencer.submit(snapshotHandlers.remove({ namespace: ns, snapshotter, key }));
+    await this.removeDirs(sn, [removed.id]);
+  }
+
+  async mounts(ns: string, snapshotter: string, key: string): Promise<Mount[]> {
+    const sn = this.snapshotter(snapshotter);
+    const rec = await this.get(ns, snapshotter, key);
+    // As containerd's storage.GetSnapshot: only Active and View snapshots have mounts.
+    if (rec.kind === "Committed") throw failedPrecondition(`snapshot ${JSON.stringify(key)} is committed: only active or view snapshots have mounts`);
+    return sn.mounts(rec.id, parentIds((k) => this.findSync(ns, snapshotter, k), rec), rec.kind);
+  }
+
+  async stat(ns: string, snapshotter: string, key: string): Promise<SnapshotRecord> {
+    this.snapshotter(snapshotter);
+    return this.get(ns, snapshotter, key);
+  }
+
+  async update(ns: string, snapshotter: string, req: { key: string; labels: Record<string, string>; paths: string[] }): Promise<SnapshotRecord> {
+    this.snapshotter(snapshotter);
+    return this.sequencer.submit(snapshotHandlers.update({ namespace: ns, snapshotter, ...req, now: nowTimestamp() }));
+  }
+
+  async list(ns: string, snapshotter: string, filters: string[]): Promise<SnapshotRecord[]> {
+    this.snapshotter(snapshotter);
+    return this.queries.listSnapshots(ns, snapshotter, filters);
+  }
+
+  async usage(ns: string, snapshotter: string, key: string): Promise<Usage> {
+    const sn = this.snapshotter(snapshotter);
+    const rec = await this.get(ns, snapshotter, key);
+    return sn.usage(rec.id);
+  }
+
+  /** Removes directories (and leftovers of interrupted work) that no snapshot owns; returns them. */
+  async cleanup(snapshotter: string): Promise<string[]> {
+    const sn = this.snapshotter(snapshotter);
+    const keep = new Set(this.queries.snapshotIds(snapshotter).keys());
+    const dir = path.join(sn.root, "snapshots");
+    const busy = [...this.busy];
+    for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+      // Temporary names of directories being made or removed right now (see storage.ts).
+      if (busy.some((id) => name === id || name.startsWith(`.new-${id}-`) || name.startsWith(`.rm-${id}-`))) keep.add(name);
+    }
+    return sn.cleanup(keep);
+  }
+
+  /** Deletes the directories of snapshots whose records are gone (after Remove or GC). */
+  async removeDirs(sn: Snapshotter, ids: readonly string[]): Promise<void> {
+    const owned = this.queries.snapshotIds(sn.name);
+    for (const id of ids) {
+      if (owned.has(id)) continue;
+      this.busy.add(id);
+      try {
+        await sn.remove(id);
+      } catch (err) {
+        if (!isClass(err, "NotFound")) throw err;
+      } finally {
+        this.busy.delete(id);
+      }
+    }
+  }
+
+  /** GC's sweep, after its SnapshotCollect event: the directories of the collected ids. */
+  async removeCollected(snapshotter: string, ids: readonly string[]): Promise<void> {
+    const e = this.snapshotters.get(snapshotter);
+    if (!e || e.unavailable) return;
+    await this.removeDirs(e.sn, ids);
+  }
+
+  private async get(ns: string, sn: string, key: string): Promise<SnapshotRecord> {
+    validateSnapshotKey("key", key);
+    return this.queries.getSnapshot(ns, sn, key);
+  }
+
+  private async find(ns: string, sn: string, key: string): Promise<SnapshotRecord | undefined> {
+    if (!key || key.includes("\u0000")) return undefined;
+    return this.queries.getSnapshot(ns, sn, key).catch((err) => {
+      if (isClass(err, "NotFound")) return undefined;
+      throw err;
+    });
+  }
+
+  private findSync(ns: string, sn: string, key: string): SnapshotRecord | undefined {
+    return this.queries.snapshotSync(ns, sn, key);
+  }
+}
+
+/** A fresh on-disk id: time-ordered, random, never derived from a user's key. */
+export function newSnapshotId(): string {
+  return `${Date.now().toString(36)}-${randomBytes(8).toString("hex")}`;
+}
+
+/** Rejects mounts whose writable directories lie outside the snapshotters' roots. */
+export function checkMountsUnder(mounts: readonly Mount[], roots: readonly string[]): void {
+  if (mounts.length === 0) throw invalidArgument("mounts must not be empty");
+  const inside = (p: string) => roots.some((r) => {
+    const rel = path.relative(r, path.resolve(p));
+    return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel);
+  });
+  for (const m of mounts) {
+    const dirs: string[] = [];
+    if (m.type === "bind" || m.options.includes("bind") || m.options.includes("rbind")) dirs.push(m.source);
+    else if (m.type === "overlay") {
+      for (const o of m.options) {
+        const [k, v] = [o.slice(0, o.indexOf("=")), o.slice(o.indexOf("=") + 1)];
+        if (k === "upperdir" || k === "workdir") dirs.push(v);
+        if (k === "lowerdir") dirs.push(...v.split(":"));
+      }
+    } else throw invalidArgument(`mount type ${JSON.stringify(m.type)} is not supported here`);
+    for (const d of dirs) if (!inside(d)) throw invalidArgument(`mount source ${JSON.stringify(d)} is not a snapshot of this daemon`);
+  }
+}
