@@ -1,4 +1,4 @@
-// Pull benchmark: `ck pull` (fetch, no unpack) of ../shared/bench-peer's three-layer image from
+// Pull benchmark: `ck fetch` (a pull without unpacking) of ../shared/bench-peer's three-layer image from
 // a loopback docker-registry, cold and warm (into a second namespace while the first holds
 // every blob), next to `ctr content fetch` against a real containerd 1.6 in the same run.
 // Both are timed end to end as a user runs them (process start to exit).
@@ -66,7 +66,7 @@ export async function pullBench(work: string, ckSocket: string, ctdSocket: strin
     );
     const image = env.IMAGE!;
     const figures: PullFigures = { image, totalBytes: Number(env.TOTAL_BYTES), ckCold: [], ckWarm: [], ctdCold: [], ctdWarm: [] };
-    const ck = (ns: string) => run(process.execPath, [CK, "--address", ckSocket, "-n", ns, "pull", "--plain-http", "-q", image]);
+    const ck = (ns: string) => run(process.execPath, [CK, "--address", ckSocket, "-n", ns, "fetch", "--plain-http", "-q", image]);
     const ctr = (ns: string) => run(CTR, ["--address", ctdSocket!, "-n", ns, "content", "fetch", "--plain-http", image]);
     for (let i = 0; i < runs; i++) {
       await clean(ckSocket, image, ["pull-a", "pull-b"]);

@@ -333,6 +333,7 @@ program
 // --- content
 registerContentCommands(program, action as never, out);
 (await import("./lease-commands.js")).registerLeaseCommands(program, action as never, out);
+(await import("./snapshot-commands.js")).registerSnapshotCommands(program, action as never, out);
 
 // --- registries: fetch, pull, push, fetch-object
 registerDistributionCommands(program, action as never);

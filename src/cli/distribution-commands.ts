@@ -5,6 +5,7 @@ import { createWriteStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import type { ApiClient } from "./client.js";
 import { fetchImage, fetchObject, pushImage } from "./transfer.js";
+import { unpackImage } from "./unpack.js";
 import { progressDisplay, silentProgress } from "./progress.js";
 import { parseLabelArgs } from "./format.js";
 import { CkError } from "../errdefs/errdefs.js";
@@ -70,27 +71,38 @@ export function registerDistributionCommands(program: Command, action: Action): 
       .description(
         name === "fetch"
           ? "fetch every object of an image into the content store and register the image (no unpacking)"
-          : "pull an image: fetch its content and register it (unpacking into snapshots is not built yet)",
+          : "pull an image: fetch its content, register it and unpack its layers into snapshots",
       )
       .option("--platform <platform>", "platform to fetch from an index (repeatable; default this machine's)", collect)
       .option("--all-platforms", "fetch every platform of an index")
       .option("--max-concurrent-downloads <n>", "blobs downloaded at once", "3")
       .option("--label <k=v>", "label to set on the image (repeatable)", collect)
       .option("-q, --quiet", "print only the image name and digest when done");
+    if (name === "pull") c.option("--snapshotter <name>", "snapshotter to unpack into (native or overlayfs)", "overlayfs");
     withRegistryFlags(c).action(
-      action(async (api, refArg: string, opts: RegistryFlags & PlatformFlags & { maxConcurrentDownloads?: string; label?: string[]; quiet?: boolean }) => {
+      action(async (api, refArg: string, opts: RegistryFlags & PlatformFlags & { maxConcurrentDownloads?: string; label?: string[]; quiet?: boolean; snapshotter?: string }) => {
         const ref = parseReference(refArg);
         const progress = opts.quiet ? silentProgress : progressDisplay(process.stdout);
         const registry = registryFor(ref, opts);
+        let unpacked = "";
         try {
           const r = await fetchImage(api, registry, ref, {
             platforms: platformsOf(opts),
             concurrency: concurrency(opts.maxConcurrentDownloads),
             progress,
             labels: parseLabelArgs(opts.label ?? []),
+            // ctr unpacks one platform: the first asked for, else this machine's.
+            afterFetch:
+              name === "pull"
+                ? async (metadata, target) => {
+                    const u = await unpackImage(api, target, { snapshotter: opts.snapshotter ?? "overlayfs", platform: platformsOf(opts)[0] ?? defaultPlatform(), metadata });
+                    unpacked = `unpacked ${u.layers} layers (${u.applied} applied) into ${opts.snapshotter}: ${u.chainId}\n`;
+                  }
+                : undefined,
           });
           progress.finish();
           if (opts.quiet) process.stdout.write(`${r.name} ${r.target.digest}\n`);
+          else if (unpacked) process.stdout.write(unpacked);
         } catch (err) {
           progress.finish();
           throw err;

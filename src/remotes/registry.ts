@@ -119,15 +119,16 @@ export class Registry {
   /**
    * The bytes of `desc` from `offset` on, as a stream. A broken or short connection is
    * resumed with a Range request, up to `retries` times. From offset 0 the stream checks
-   * size and digest before it ends, and fails instead of ending on wrong bytes.
+   * size and digest before it ends, and fails instead of ending on wrong bytes, unless
+   * `verify` is false (for a consumer that verifies itself, like a content store's commit).
    */
-  async fetch(ref: ImageReference, desc: Descriptor, opts: { offset?: number; signal?: AbortSignal } = {}): Promise<Readable> {
+  async fetch(ref: ImageReference, desc: Descriptor, opts: { offset?: number; signal?: AbortSignal; verify?: boolean } = {}): Promise<Readable> {
     checkDescriptor(desc, "fetch");
     const offset = opts.offset ?? 0;
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > desc.size) {
       throw invalidArgument(`fetch ${desc.digest}: offset ${offset} is outside 0..${desc.size}`);
     }
-    const reader = new BlobReader(this, ref, desc, offset, this.opts.retries, opts.signal, this.log);
+    const reader = new BlobReader(this, ref, desc, offset, this.opts.retries, opts.signal, this.log, opts.verify ?? true);
     await reader.start();
     const stream = Readable.from(reader.chunks(), { objectMode: false });
     stream.once("close", () => reader.abort());
@@ -503,6 +504,7 @@ class BlobReader {
     private readonly retries: number,
     outer: AbortSignal | undefined,
     private readonly log: (msg: string) => void,
+    private readonly verify: boolean,
   ) {
     this.pos = offset;
     this.signal = outer ? AbortSignal.any([outer, this.ac.signal]) : this.ac.signal;
@@ -520,7 +522,7 @@ class BlobReader {
   }
 
   async *chunks(): AsyncGenerator<Buffer> {
-    const hash = this.offset === 0 ? createHash("sha256") : undefined;
+    const hash = this.offset === 0 && this.verify ? createHash("sha256") : undefined;
     let next = this.first;
     this.first = undefined;
     while (this.pos < this.desc.size) {

@@ -318,6 +318,9 @@ describe("remotes against a loopback docker-registry", { timeout: 300_000 }, () 
     // From an offset the caller's content store checks the digest; the stream does not.
     const tail = await collect(await r.fetch(via(p), d, { offset: 10 }));
     assert.equal(tail.length, d.size - 10);
+    // Nor with verify: false (ck's pull, whose daemon verifies at commit): the bytes arrive as sent.
+    const unverified = await collect(await r.fetch(via(p), d, { verify: false }));
+    assert.equal(unverified.length, d.size);
     // A manifest served with a wrong body is refused the same way.
     const mp = await proxy({ tamper: (req) => (req.url ?? "").includes("/manifests/") });
     await rejectsClass(r.fetchBytes(via(mp), manifestDesc()), "FailedPrecondition", new RegExp(`expected ${image.manifestDigest}`));

@@ -1,0 +1,113 @@
+// Unpacking an image into snapshots, client side, as ctr does it (../shared/CTR-COMPAT.md 3b):
+// for the platform's manifest, the chain IDs of the config's diff_ids; per layer, Stat the
+// chain ID (there: skip), else Prepare an `extract-<nanos>-<rand> <chainID>` snapshot on the
+// parent, Diff.Apply the layer blob onto its mounts, check the answer against the diff_id and
+// Commit it under the chain ID. AlreadyExists on Commit means another client unpacked the
+// same layer first: the own snapshot is removed and the chain goes on. Everything runs under
+// the caller's lease, so nothing half-made outlives a failure for long.
+import { createHash, randomBytes } from "node:crypto";
+import type { ApiClient } from "./client.js";
+import { ApiContent } from "./api-content.js";
+import { imageContents } from "./transfer.js";
+import { CkError, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
+import { MAX_MANIFEST_BYTES } from "../remotes/manifest.js";
+import type { Descriptor, Platform } from "../remotes/types.js";
+
+export const UNCOMPRESSED_LABEL = "containerd.io/uncompressed";
+export const GC_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot.";
+
+export interface UnpackOptions {
+  snapshotter: string;
+  platform?: Platform;
+  /** Sent with every call (the pull's containerd-lease). */
+  metadata?: Record<string, string>;
+  /** Told about each layer as it is handled. */
+  onLayer?: (chainId: string, status: "exists" | "unpacking" | "unpacked") => void;
+}
+
+export interface UnpackResult {
+  /** Chain ID of the top layer: the snapshot a container's rootfs is prepared on. */
+  chainId: string;
+  /** Layers applied by this call (the rest existed). */
+  applied: number;
+  layers: number;
+}
+
+/** The chain IDs of a list of diff_ids (OCI image spec: identity.ChainIDs). */
+export function chainIds(diffIds: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const d of diffIds) {
+    const prev = out[out.length - 1];
+    out.push(prev === undefined ? d : "sha256:" + createHash("sha256").update(`${prev} ${d}`).digest("hex"));
+  }
+  return out;
+}
+
+/** containerd's unpack key: `extract-<nanoseconds>-<random> <chainID>`. */
+function extractKey(chainId: string): string {
+  const nanos = BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
+  return `extract-${nanos}-${randomBytes(6).toString("base64url")} ${chainId}`;
+}
+
+/** The manifest, config descriptor and diff_ids of an image for a platform. */
+export async function imageLayers(api: ApiClient, target: Descriptor, platform: Platform | undefined) {
+  const c = await imageContents(api, target, platform);
+  if (!c.manifest || !c.config) throw new CkError("NotFound", `image ${target.digest}: no manifest for the platform in the content store`);
+  const content = new ApiContent(api);
+  const config = JSON.parse((await content.readAll(c.config.digest, MAX_MANIFEST_BYTES)).toString("utf8"));
+  const diffIds: string[] = config?.rootfs?.diff_ids ?? [];
+  const layers = c.manifest.layers;
+  if (diffIds.length !== layers.length) {
+    throw new CkError("FailedPrecondition", `image ${target.digest}: ${layers.length} layers but ${diffIds.length} diff_ids in the config`);
+  }
+  return { layers, diffIds, config: c.config, chainIds: chainIds(diffIds) };
+}
+
+const apiDescriptor = (d: Descriptor) => ({ media_type: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {} });
+
+/** Unpacks the image `target` into committed snapshots named by chain ID. */
+export async function unpackImage(api: ApiClient, target: Descriptor, opts: UnpackOptions): Promise<UnpackResult> {
+  const metadata = opts.metadata ?? {};
+  const sn = opts.snapshotter;
+  const call = (service: "snapshots" | "diff", method: string, req: object) => api.call(service, method, req, { metadata });
+  const content = new ApiContent(api, metadata);
+  const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform);
+  let applied = 0;
+  for (let i = 0; i < layers.length; i++) {
+    const chainId = chain[i]!;
+    const parent = i > 0 ? chain[i - 1]! : "";
+    try {
+      await call("snapshots", "Stat", { snapshotter: sn, key: chainId });
+      opts.onLayer?.(chainId, "exists");
+      continue;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    opts.onLayer?.(chainId, "unpacking");
+    const key = extractKey(chainId);
+    const { mounts } = await call("snapshots", "Prepare", { snapshotter: sn, key, parent });
+    let committed = false;
+    try {
+      const r = await call("diff", "Apply", { diff: apiDescriptor(layers[i]!), mounts });
+      const got = r.applied?.digest ?? "";
+      if (got !== diffIds[i]) {
+        throw new CkError("FailedPrecondition", `wrong diff id calculated on extraction "${got}", expected "${diffIds[i]}"`);
+      }
+      try {
+        await call("snapshots", "Commit", { snapshotter: sn, name: chainId, key });
+        committed = true;
+        applied++;
+      } catch (err) {
+        // Someone else committed this chain ID meanwhile: theirs is as good as ours.
+        if (!isAlreadyExists(err)) throw err;
+      }
+      await content.setLabels(layers[i]!.digest, { [UNCOMPRESSED_LABEL]: diffIds[i]! });
+      opts.onLayer?.(chainId, "unpacked");
+    } finally {
+      if (!committed) await call("snapshots", "Remove", { snapshotter: sn, key }).catch(() => undefined);
+    }
+  }
+  const top = chain[chain.length - 1] ?? "";
+  if (top) await content.setLabels(config.digest, { [GC_REF_SNAPSHOT + sn]: top });
+  return { chainId: top, applied, layers: layers.length };
+}
