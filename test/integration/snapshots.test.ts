@@ -1,0 +1,285 @@
+// Snapshots, diffs and unpacking against the real ckd: `ck pull` unpacks a three-layer image
+// (umoci-built, a file deleted in a later layer, a directory replaced) into a chain of
+// committed snapshots with each snapshotter; a View of the top, mounted, shows exactly the
+// image's files; the real ctr pulls and lists into ckd's snapshots; kill -9 during an unpack
+// leaves nothing half-made visible; bad input writes nothing.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { spawn } from "node:child_process";
+import { startTestNats } from "../helpers/nats.js";
+import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
+import { startRegistry, buildImage, type BuiltImage } from "../helpers/registry.js";
+import { rejectsClass } from "../helpers/errors.js";
+import type { ApiClient } from "../../src/cli/client.js";
+import { chainIds } from "../../src/cli/unpack.js";
+import { mountAll, unmountAll } from "../../src/snapshots/mount.js";
+
+const CTR = "/usr/bin/ctr";
+const COMMITTED = 3; // containerd.services.snapshots.v1.Kind
+
+async function listSnapshots(api: ApiClient, snapshotter: string, filters: string[] = []): Promise<any[]> {
+  const out: any[] = [];
+  for await (const m of api.stream("snapshots", "List", { snapshotter, filters })) out.push(...(m.info ?? []));
+  return out;
+}
+
+/** Every path in a tree (relative, sorted), directories marked with a trailing "/". */
+async function treeOf(root: string, rel = ""): Promise<string[]> {
+  const out: string[] = [];
+  for (const name of (await fs.readdir(path.join(root, rel))).sort()) {
+    const p = rel ? `${rel}/${name}` : name;
+    const st = await fs.lstat(path.join(root, p));
+    if (st.isDirectory()) out.push(p + "/", ...(await treeOf(root, p)));
+    else out.push(p);
+  }
+  return out;
+}
+
+/** Reads a View of `parent` through its mounts. */
+async function readView(api: ApiClient, snapshotter: string, parent: string): Promise<{ tree: string[]; files: Record<string, string> }> {
+  const key = `view of ${parent} ${randomBytes(3).toString("hex")}`;
+  const { mounts } = await api.call("snapshots", "View", { snapshotter, key, parent });
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ck-view-"));
+  try {
+    await mountAll(mounts.map((m: any) => ({ type: m.type, source: m.source, options: m.options })), dir);
+    try {
+      const tree = (await treeOf(dir)).filter((p) => !p.startsWith("big/"));
+      const files: Record<string, string> = {};
+      for (const p of tree) if (!p.endsWith("/") && !p.startsWith("big")) files[p] = await fs.readFile(path.join(dir, p), "utf8");
+      return { tree, files };
+    } finally {
+      await unmountAll(dir);
+    }
+  } finally {
+    await fs.rmdir(dir).catch(() => undefined);
+    await api.call("snapshots", "Remove", { snapshotter, key });
+  }
+}
+
+const EXPECTED_FILES: Record<string, string> = {
+  "bin/sh": "#!/bin/sh\n",
+  "etc/group": "root:x:0:\n",
+  "etc/motd": "hello\n",
+  "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+  "opq/c": "c\n",
+};
+
+describe("snapshots and unpacking", { timeout: 600_000 }, () => {
+  let nats: Awaited<ReturnType<typeof startTestNats>>;
+  let daemon: TestDaemon;
+  let registry: Awaited<ReturnType<typeof startRegistry>>;
+  let image: BuiltImage;
+  let big: BuiltImage;
+  const ck = (ns: string, args: string[]) => runNode(CK, ["--address", daemon.address, "-n", ns, ...args]);
+  const snapDirs = async (sn: string) => (await fs.readdir(path.join(daemon.root, "snapshots", sn, "snapshots")).catch(() => [] as string[])).sort();
+
+  before(async () => {
+    nats = await startTestNats();
+    registry = await startRegistry();
+    image = await buildImage({
+      host: registry.host,
+      repo: "snap/app",
+      tag: "v1",
+      layers: [
+        { "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "etc/group": "root:x:0:\n", "etc/old": "to be deleted\n", "bin/sh": "#!/bin/sh\n", "opq/a": "a\n", "opq/b": "b\n" },
+        { "etc/old": { delete: true }, "etc/motd": "hello\n" },
+        { opq: { delete: true }, "opq/c": "c\n" },
+      ],
+    });
+    const many: Record<string, Buffer> = {};
+    for (let i = 0; i < 1500; i++) many[`big/f${i}`] = randomBytes(16 << 10);
+    big = await buildImage({ host: registry.host, repo: "snap/big", tag: "v1", layers: [{ "a.txt": "a\n" }, { "big/blob.bin": randomBytes(48 << 20), ...many }, { "c.txt": "c\n" }] });
+    daemon = await TestDaemon.start({ natsUrl: nats.url });
+  });
+  after(async () => {
+    await daemon?.cleanup();
+    await registry?.stop();
+    await nats?.cleanup();
+  });
+
+  for (const sn of ["overlayfs", "native"]) {
+    test(`ck pull --snapshotter ${sn}: a chain of three committed snapshots; a View of the top shows exactly the image's files`, async () => {
+      const ns = `pull-${sn}`;
+      const r = await ck(ns, ["pull", "--plain-http", "--snapshotter", sn, image.reference]);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      const api = daemon.client(ns);
+      try {
+        const chain = chainIds(image.config.rootfs.diff_ids);
+        assert.equal(chain.length, 3);
+        const list = await listSnapshots(api, sn);
+        assert.deepEqual(
+          list.map((i) => [i.name, i.parent, i.kind]).sort(),
+          [
+            [chain[0], "", COMMITTED],
+            [chain[1], chain[0], COMMITTED],
+            [chain[2], chain[1], COMMITTED],
+          ].sort(),
+        );
+        // ck snapshot ls shows the same: KEY PARENT KIND.
+        const ls = await ck(ns, ["snapshot", "--snapshotter", sn, "ls"]);
+        assert.equal(ls.code, 0, ls.stderr);
+        assert.match(ls.stdout, /^KEY\s+PARENT\s+KIND/);
+        assert.ok(ls.stdout.includes(chain[2]!) && ls.stdout.includes("Committed"), ls.stdout);
+        // GC labels: layers carry their diff_id, the config names the top snapshot.
+        for (const [i, l] of image.manifest.layers.entries()) {
+          const info = await api.call("content", "Info", { digest: l.digest });
+          assert.equal(info.info.labels["containerd.io/uncompressed"], image.config.rootfs.diff_ids[i]);
+        }
+        const cfg = await api.call("content", "Info", { digest: image.configDigest });
+        assert.equal(cfg.info.labels[`containerd.io/gc.ref.snapshot.${sn}`], chain[2]);
+
+        const view = await readView(api, sn, chain[2]!);
+        assert.deepEqual(view.files, EXPECTED_FILES);
+        assert.ok(!view.tree.includes("etc/old"), "deleted file absent");
+        assert.ok(!view.tree.includes("opq/a") && !view.tree.includes("opq/b"), "replaced directory's old files absent");
+
+        // A pull again skips every layer (Stat finds the chain).
+        const again = await ck(ns, ["pull", "--plain-http", "--snapshotter", sn, image.reference]);
+        assert.equal(again.code, 0, again.stderr);
+        assert.match(again.stdout, /unpacked 3 layers \(0 applied\)/);
+
+        // GC keeps the chain while the image exists: only the chain remains after a collection.
+        await api.call("gc", "Collect", {});
+        assert.equal((await listSnapshots(api, sn)).length, 3);
+        // Directories on disk: one per snapshot of any namespace, nothing else after Cleanup.
+        await api.call("snapshots", "Cleanup", { snapshotter: sn });
+        const dirs = await snapDirs(sn);
+        assert.ok(dirs.every((d) => !d.startsWith(".")), dirs.join(","));
+
+        // Image removed (sync): GC takes the chain, leaves first, and its directories.
+        const before = (await snapDirs(sn)).length;
+        await api.call("images", "Delete", { name: image.reference, sync: true });
+        assert.deepEqual(await listSnapshots(api, sn), []);
+        assert.equal((await snapDirs(sn)).length, before - 3);
+      } finally {
+        api.close();
+      }
+    });
+  }
+
+  test("the real ctr images pull unpacks into ckd's snapshots; ctr snapshots ls and tree show the chain", async () => {
+    const ctr = (args: string[]) => runCommand(CTR, ["--address", daemon.address, "-n", "ctrpull", ...args], {}, undefined, 120_000);
+    const r = await ctr(["images", "pull", "--plain-http", image.reference]);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const chain = chainIds(image.config.rootfs.diff_ids);
+    const ls = await ctr(["snapshots", "ls"]);
+    assert.equal(ls.code, 0, ls.stderr);
+    const rows = ls.stdout.trim().split("\n").slice(1).map((l) => l.trim().split(/\s+/));
+    assert.deepEqual(rows.map((x) => x.join(" ")).sort(), [`${chain[0]} Committed`, `${chain[1]} ${chain[0]} Committed`, `${chain[2]} ${chain[1]} Committed`].sort());
+    const tree = await ctr(["snapshots", "tree"]);
+    assert.equal(tree.code, 0, tree.stderr);
+    const lines = tree.stdout.split("\n").filter(Boolean);
+    assert.equal(lines.length, 3, tree.stdout);
+    for (const [i, c] of chain.entries()) assert.ok(lines[i]!.includes(c!) && (i === 0 || lines[i]!.includes("\\_")), tree.stdout);
+    const check = await ctr(["images", "check"]);
+    assert.match(check.stdout, /complete \(4\/4\).*\btrue\s*$/m, check.stdout);
+
+    // ctr snapshots rm of a parent: refused while children exist.
+    const rm = await ctr(["snapshots", "rm", chain[0]!]);
+    assert.notEqual(rm.code, 0);
+    assert.match(rm.stderr, /cannot remove snapshot with child: failed precondition/);
+  });
+
+  test("snapshot commands and bad input: rm with children is FailedPrecondition; empty key, unknown snapshotter, missing parent write nothing", async () => {
+    const api = daemon.client("cmds");
+    try {
+      const sn = "native";
+      const cli = (args: string[]) => ck("cmds", ["snapshot", "--snapshotter", sn, ...args]);
+      assert.equal((await cli(["prepare", "base key/with spaces"])).code, 0);
+      assert.equal((await cli(["commit", "base", "base key/with spaces"])).code, 0);
+      assert.equal((await cli(["prepare", "child", "base"])).code, 0);
+      const m = await cli(["mounts", "/mnt/x", "child"]);
+      assert.match(m.stdout, /^mount -t bind \S+ \/mnt\/x -o rw,rbind$/m);
+      await rejectsClass(api.call("snapshots", "Mounts", { snapshotter: sn, key: "base" }), "FailedPrecondition");
+      await rejectsClass(api.call("snapshots", "Remove", { snapshotter: sn, key: "base" }), "FailedPrecondition", /cannot remove snapshot with child/);
+      const label = await cli(["label", "base", "a=b"]);
+      assert.match(label.stdout, /^a=b$/m);
+      const info = JSON.parse((await cli(["info", "base"])).stdout);
+      assert.equal(info.Kind, "Committed");
+      assert.equal(info.Labels.a, "b");
+      assert.match((await cli(["tree"])).stdout, /\\_ base\n {2}\\_ child\n/);
+      assert.match((await cli(["usage", "base"])).stdout, /base\s+\S+\s+\d+/);
+      const filtered = await listSnapshots(api, sn, ["kind==active"]);
+      assert.deepEqual(filtered.map((i) => i.name), ["child"]);
+
+      const dirsBefore = await snapDirs(sn);
+      const countBefore = (await listSnapshots(api, sn)).length;
+      await rejectsClass(api.call("snapshots", "Prepare", { snapshotter: sn, key: "" }), "InvalidArgument");
+      await rejectsClass(api.call("snapshots", "Prepare", { snapshotter: "nope", key: "k" }), "InvalidArgument");
+      await rejectsClass(api.call("snapshots", "Prepare", { snapshotter: sn, key: "k", parent: "missing" }), "NotFound");
+      await rejectsClass(api.call("snapshots", "Prepare", { snapshotter: sn, key: "k", parent: "child" }), "InvalidArgument");
+      await rejectsClass(api.call("snapshots", "Prepare", { snapshotter: sn, key: "child" }), "AlreadyExists");
+      await rejectsClass(api.call("snapshots", "Commit", { snapshotter: sn, key: "child", name: "base" }), "AlreadyExists");
+      await rejectsClass(api.call("snapshots", "Commit", { snapshotter: sn, key: "nope", name: "x" }), "NotFound");
+      await rejectsClass(api.call("snapshots", "Prepare", { snapshotter: sn, key: "k" }, { metadata: { "containerd-lease": "no-such-lease" } }), "NotFound");
+      await rejectsClass(api.call("snapshots", "Update", { snapshotter: sn, info: { name: "base" }, update_mask: { paths: ["parent"] } }), "InvalidArgument");
+      assert.equal((await listSnapshots(api, sn)).length, countBefore);
+      assert.deepEqual(await snapDirs(sn), dirsBefore);
+
+      // Leaves first, then the parent.
+      assert.equal((await cli(["rm", "child"])).code, 0);
+      assert.equal((await cli(["rm", "base"])).code, 0);
+      assert.deepEqual(await listSnapshots(api, sn), []);
+    } finally {
+      api.close();
+    }
+  });
+
+  test("kill -9 of ckd during an unpack: nothing half-made is Committed; Cleanup and GC remove the leftovers; a second pull completes", async () => {
+    const ns = "crash";
+    const sn = "overlayfs";
+    const chain = chainIds(big.config.rootfs.diff_ids);
+    const pull = spawn(process.execPath, [CK, "--address", daemon.address, "-n", ns, "pull", "--plain-http", "-q", big.reference], { stdio: "ignore" });
+    const pullDone = new Promise((r) => pull.once("exit", r));
+    const api = daemon.client(ns);
+    let sawApply = false;
+    try {
+      // Wait until the big layer is being extracted: an Active snapshot for chain[1] exists.
+      const deadline = Date.now() + 120_000;
+      while (Date.now() < deadline) {
+        const active = await listSnapshots(api, sn, ["kind==active"]).catch(() => []);
+        if (active.some((i) => i.name.endsWith(` ${chain[1]}`))) {
+          sawApply = true;
+          break;
+        }
+        await sleep(20);
+      }
+    } finally {
+      api.close();
+    }
+    assert.ok(sawApply, "the big layer's extraction was seen");
+    await sleep(150);
+    await daemon.kill9();
+    await pullDone;
+    await daemon.launch();
+    const api2 = daemon.client(ns);
+    try {
+      const list = await listSnapshots(api2, sn);
+      const committed = list.filter((i) => i.kind === COMMITTED).map((i) => i.name);
+      assert.ok(!committed.includes(chain[1]) && !committed.includes(chain[2]), `half-made snapshot visible as committed: ${committed.join(",")}`);
+      // Cleanup: every remaining directory belongs to a snapshot of some namespace.
+      await api2.call("snapshots", "Cleanup", { snapshotter: sn });
+      assert.ok((await snapDirs(sn)).every((d) => !d.startsWith(".")));
+
+      const again = await ck(ns, ["pull", "--plain-http", big.reference]);
+      assert.equal(again.code, 0, again.stderr + again.stdout);
+      const after = await listSnapshots(api2, sn, ["kind==committed"]);
+      assert.deepEqual(after.map((i) => i.name).sort(), [...chain].sort());
+
+      // The interrupted pull's lease still holds its extract snapshot; once the lease goes,
+      // GC removes it and its directory.
+      for (const l of (await api2.call("leases", "List", {})).leases ?? []) await api2.call("leases", "Delete", { id: l.id, sync: true });
+      const left = await listSnapshots(api2, sn, ["kind==active"]);
+      assert.deepEqual(left, []);
+      const view = await readView(api2, sn, chain[2]!);
+      assert.deepEqual(view.files, { "a.txt": "a\n", "c.txt": "c\n" });
+    } finally {
+      api2.close();
+    }
+  });
+});

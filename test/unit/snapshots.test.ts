@@ -1,0 +1,233 @@
+// Given/when/then specifications of the snapshots aggregate and its garbage collection: pure
+// decide functions folded with evolve, no server and no filesystem involved.
+import { describe, test } from "node:test";
+import { createHash } from "node:crypto";
+import assert from "node:assert/strict";
+import {
+  decideCommitSnapshot,
+  decidePrepareSnapshot,
+  decideRemoveSnapshot,
+  decideUpdateSnapshot,
+  parentIds,
+  snapshotHandlers,
+  type PrepareSnapshot,
+} from "../../src/commands/snapshots.js";
+import { decideCollectSnapshots, leavesFirst, loadGcState, unreferencedSnapshots } from "../../src/commands/gc.js";
+import { decideCreateLease } from "../../src/commands/leases.js";
+import { evolve, keys, keysFor, type LeaseRecord, type LoggedEvent, type SnapshotRecord } from "../../src/projections/views.js";
+import type { EventDraft } from "../../src/emitter/envelope.js";
+import type { StateView } from "../../src/commands/sequencer.js";
+import { throwsClass } from "../helpers/errors.js";
+import { chainIds } from "../../src/cli/unpack.js";
+import { checkMountsUnder } from "../../src/snapshots/store.js";
+
+const T0 = { seconds: 1_700_000_000, nanos: 0 };
+const NS = "ns1";
+const SN = "overlayfs";
+
+/** An in-memory projection that checks keysFor covers what evolve reads and writes. */
+class Given implements StateView {
+  state = new Map<string, unknown>();
+  seq = 0;
+  apply(draft: EventDraft | undefined): void {
+    if (!draft) return;
+    const ev: LoggedEvent = { seq: ++this.seq, namespace: draft.namespace, topic: draft.topic, timestamp: T0, typeName: draft.typeName, payload: draft.payload };
+    const listed = new Set(keysFor(ev));
+    const changes = evolve(ev, (k) => {
+      assert.ok(listed.has(k), `evolve read ${k} not listed by keysFor`);
+      return this.state.get(k);
+    });
+    for (const [k, v] of changes) {
+      assert.ok(listed.has(k), `evolve changed ${k} not listed by keysFor`);
+      if (v === undefined) this.state.delete(k);
+      else this.state.set(k, v);
+    }
+  }
+  run<T>(decide: (v: StateView) => { event?: EventDraft; result: T } | Promise<unknown>): T {
+    const d = decide(this) as { event?: EventDraft; result: T };
+    this.apply(d.event);
+    return d.result;
+  }
+  get<T>(key: string): T | undefined {
+    return this.state.get(key) as T | undefined;
+  }
+  async hasAny(prefixes: readonly string[]): Promise<boolean> {
+    return [...this.state.keys()].some((k) => prefixes.some((p) => k.startsWith(p)));
+  }
+  scan<T>(prefix: string): [string, T][] {
+    return [...this.state.entries()].filter(([k]) => k.startsWith(prefix)).sort((a, b) => (a[0] < b[0] ? -1 : 1)) as [string, T][];
+  }
+  snap(key: string, sn = SN): SnapshotRecord | undefined {
+    return this.get(keys.snapshot(NS, sn, key));
+  }
+}
+
+const prep = (key: string, parent = "", over: Partial<PrepareSnapshot> = {}): PrepareSnapshot => ({
+  namespace: NS,
+  snapshotter: SN,
+  key,
+  parent,
+  kind: "Active",
+  id: `id-${key.replace(/[^A-Za-z0-9]/g, "_")}`,
+  labels: {},
+  now: T0,
+  ...over,
+});
+const commit = (key: string, name: string, labels: Record<string, string> = {}) => ({ namespace: NS, snapshotter: SN, key, name, labels, now: T0 });
+
+/** A committed chain base <- mid, with an active `top` on mid. */
+function chain(): Given {
+  const g = new Given();
+  g.run(snapshotHandlers.prepare(prep("extract-1 base")));
+  g.run(snapshotHandlers.commit(commit("extract-1 base", "base")));
+  g.run(snapshotHandlers.prepare(prep("extract-2 mid", "base")));
+  g.run(snapshotHandlers.commit(commit("extract-2 mid", "mid")));
+  g.run(snapshotHandlers.prepare(prep("top", "mid")));
+  return g;
+}
+
+describe("snapshots: prepare, view, commit", () => {
+  test("given nothing, when Prepare with a key holding spaces and slashes, then one /snapshot/prepare event records kind, id and labels", () => {
+    const d = decidePrepareSnapshot(prep("extract-1 sha256:x/y", "", { labels: { a: "b", empty: "" } }), undefined, undefined, undefined, false);
+    assert.equal(d.event?.topic, "/snapshot/prepare");
+    assert.deepEqual(d.event?.payload, { key: "extract-1 sha256:x/y", parent: "", ck_snapshotter: SN, ck_kind: "Active", ck_id: "id-extract_1_sha256_x_y", ck_labels: { labels: { a: "b" } } });
+    const g = new Given();
+    g.apply(d.event);
+    assert.equal(g.snap("extract-1 sha256:x/y")?.kind, "Active");
+    assert.deepEqual(g.get(keys.snapshotId(SN, "id-extract_1_sha256_x_y")), { namespace: NS, key: "extract-1 sha256:x/y" });
+  });
+
+  test("given a committed chain, when Commit of the active key, then the key is gone and the name is Committed with the same id and parent", () => {
+    const g = chain();
+    assert.equal(g.snap("extract-2 mid"), undefined);
+    const mid = g.snap("mid")!;
+    assert.equal(mid.kind, "Committed");
+    assert.equal(mid.parent, "base");
+    assert.equal(mid.id, "id-extract_2_mid");
+    assert.deepEqual(g.get(keys.snapshotId(SN, mid.id)), { namespace: NS, key: "mid" });
+    assert.deepEqual(parentIds((k) => g.snap(k), g.snap("top")!), ["id-extract_2_mid", "id-extract_1_base"]);
+  });
+
+  test("when View on a committed parent, then the kind is View", () => {
+    const g = chain();
+    g.run(snapshotHandlers.prepare(prep("v", "mid", { kind: "View" })));
+    assert.equal(g.snap("v")?.kind, "View");
+  });
+
+  test("bad input: empty key, NUL, bad snapshotter name, missing or uncommitted parent, taken key or id, missing lease: errors, no event", () => {
+    const g = chain();
+    throwsClass(() => decidePrepareSnapshot(prep(""), undefined, undefined, undefined, false), "InvalidArgument", /key must not be empty/);
+    throwsClass(() => decidePrepareSnapshot(prep("a\u0000b"), undefined, undefined, undefined, false), "InvalidArgument");
+    throwsClass(() => decidePrepareSnapshot(prep("k", "", { snapshotter: "Bad/Name" }), undefined, undefined, undefined, false), "InvalidArgument");
+    throwsClass(() => g.run(snapshotHandlers.prepare(prep("k", "missing"))), "NotFound", /parent snapshot "missing" does not exist/);
+    throwsClass(() => g.run(snapshotHandlers.prepare(prep("k", "top"))), "InvalidArgument", /not a committed snapshot/);
+    throwsClass(() => g.run(snapshotHandlers.prepare(prep("top", "mid"))), "AlreadyExists");
+    throwsClass(() => g.run(snapshotHandlers.prepare(prep("other", "", { id: "id-top" }))), "AlreadyExists", /snapshot id/);
+    throwsClass(() => g.run(snapshotHandlers.prepare(prep("k", "", { id: "../escape" }))), "InvalidArgument");
+    throwsClass(() => g.run(snapshotHandlers.prepare(prep("k", "", { lease: "nope" }))), "NotFound", /lease/);
+    throwsClass(() => g.run(snapshotHandlers.commit(commit("mid", "x"))), "FailedPrecondition", /not active/);
+    throwsClass(() => g.run(snapshotHandlers.commit(commit("top", "base"))), "AlreadyExists");
+    throwsClass(() => g.run(snapshotHandlers.commit(commit("nope", "x"))), "NotFound");
+    throwsClass(() => g.run(snapshotHandlers.commit(commit("top", ""))), "InvalidArgument");
+    assert.equal(g.seq, 5, "no event was written");
+  });
+
+  test("under a lease, Prepare and Commit add `snapshots/<snapshotter>` resources to it in the same event", () => {
+    const g = new Given();
+    g.apply(decideCreateLease({ namespace: NS, id: "L", labels: {}, now: T0 }, undefined).event);
+    g.run(snapshotHandlers.prepare(prep("extract x", "", { lease: "L" })));
+    g.run(snapshotHandlers.commit({ ...commit("extract x", "x"), lease: "L" }));
+    const lease = g.get<LeaseRecord>(keys.lease(NS, "L"))!;
+    assert.deepEqual(lease.resources, [
+      { id: "extract x", type: `snapshots/${SN}` },
+      { id: "x", type: `snapshots/${SN}` },
+    ]);
+  });
+});
+
+describe("snapshots: remove and update", () => {
+  test("given a parent with a child, when Remove of the parent, then FailedPrecondition and nothing written; leaves first succeeds", () => {
+    const g = chain();
+    throwsClass(() => g.run(snapshotHandlers.remove({ namespace: NS, snapshotter: SN, key: "mid" })), "FailedPrecondition", /cannot remove snapshot with child/);
+    throwsClass(() => g.run(snapshotHandlers.remove({ namespace: NS, snapshotter: SN, key: "nope" })), "NotFound");
+    const removed = g.run(snapshotHandlers.remove({ namespace: NS, snapshotter: SN, key: "top" }));
+    assert.equal(removed.id, "id-top");
+    assert.equal(g.get(keys.snapshotId(SN, "id-top")), undefined);
+    g.run(snapshotHandlers.remove({ namespace: NS, snapshotter: SN, key: "mid" }));
+    g.run(snapshotHandlers.remove({ namespace: NS, snapshotter: SN, key: "base" }));
+    assert.deepEqual(g.scan(keys.snapshotsPrefix(NS)), []);
+    assert.deepEqual(g.scan(keys.snapshotIdsPrefix(SN)), []);
+  });
+
+  test("children are per snapshotter: a native snapshot does not hold an overlayfs one", () => {
+    const d = decideRemoveSnapshot({ namespace: NS, snapshotter: SN, key: "k" }, { ...chain().snap("base")!, key: "k" }, []);
+    assert.equal(d.event?.topic, "/snapshot/remove");
+  });
+
+  test("Update with a field mask sets and removes single labels; other paths are InvalidArgument", () => {
+    const g = chain();
+    g.run(snapshotHandlers.update({ namespace: NS, snapshotter: SN, key: "mid", labels: { a: "1", b: "2" }, paths: [], now: T0 }));
+    g.run(snapshotHandlers.update({ namespace: NS, snapshotter: SN, key: "mid", labels: { c: "3" }, paths: ["labels.c", "labels.a"], now: T0 }));
+    assert.deepEqual(g.snap("mid")!.labels, { b: "2", c: "3" });
+    throwsClass(() => decideUpdateSnapshot({ namespace: NS, snapshotter: SN, key: "mid", labels: {}, paths: ["parent"], now: T0 }, g.snap("mid")), "InvalidArgument", /cannot update "parent"/);
+    throwsClass(() => decideUpdateSnapshot({ namespace: NS, snapshotter: SN, key: "x", labels: {}, paths: [], now: T0 }, undefined), "NotFound");
+  });
+
+  test("decideCommitSnapshot keeps the active snapshot's id and takes the commit's labels", () => {
+    const g = chain();
+    const d = decideCommitSnapshot(commit("top", "T", { "containerd.io/gc.root": "now" }), g.snap("top"), undefined, undefined);
+    assert.deepEqual(d.event?.payload, { key: "top", name: "T", ck_snapshotter: SN, ck_labels: { labels: { "containerd.io/gc.root": "now" } }, ck_id: "id-top" });
+  });
+});
+
+describe("snapshots: garbage collection", () => {
+  const NOW = new Date("2030-01-01T00:00:00Z");
+
+  test("unreferenced snapshots are collected children first; a gc.root keeps a snapshot and its parents", () => {
+    const g = chain();
+    const all = unreferencedSnapshots(loadGcState(NS, (p) => g.scan(p)), NOW).get(SN)!;
+    assert.deepEqual(all.map((r) => r.key), ["top", "mid", "base"]);
+    g.run(snapshotHandlers.update({ namespace: NS, snapshotter: SN, key: "mid", labels: { "containerd.io/gc.root": "x" }, paths: [], now: T0 }));
+    const d = decideCollectSnapshots({ namespace: NS, snapshotter: SN, now: NOW }, loadGcState(NS, (p) => g.scan(p)));
+    assert.deepEqual(d.event?.payload, { snapshotter: SN, keys: ["top"], ids: ["id-top"] });
+    g.apply(d.event);
+    assert.ok(g.snap("mid") && g.snap("base"));
+    assert.equal(g.snap("top"), undefined);
+    assert.equal(g.get(keys.snapshotId(SN, "id-top")), undefined);
+  });
+
+  test("content labelled gc.ref.snapshot.<sn> keeps the chain; a snapshot's gc.ref.content keeps content; leases and containers are roots", () => {
+    const g = chain();
+    const digest = "sha256:" + "c".repeat(64);
+    g.state.set(keys.blob(NS, digest), { digest, size: 1, labels: { "containerd.io/gc.root": "1", [`containerd.io/gc.ref.snapshot.${SN}`]: "mid" }, created_at: T0, updated_at: T0 });
+    let left = unreferencedSnapshots(loadGcState(NS, (p) => g.scan(p)), NOW).get(SN)!;
+    assert.deepEqual(left.map((r) => r.key), ["top"]);
+    g.state.set(keys.container(NS, "c1"), { id: "c1", labels: {}, snapshotter: SN, snapshot_key: "top" });
+    assert.equal(unreferencedSnapshots(loadGcState(NS, (p) => g.scan(p)), NOW).get(SN), undefined);
+    g.state.delete(keys.container(NS, "c1"));
+    g.apply(decideCreateLease({ namespace: NS, id: "L", labels: {}, now: T0 }, undefined).event);
+    g.state.set(keys.lease(NS, "L"), { id: "L", labels: {}, created_at: T0, resources: [{ id: "top", type: `snapshots/${SN}` }] });
+    assert.equal(unreferencedSnapshots(loadGcState(NS, (p) => g.scan(p)), NOW).get(SN), undefined);
+    left = leavesFirst([g.snap("base")!, g.snap("top")!, g.snap("mid")!]);
+    assert.deepEqual(left.map((r) => r.key), ["top", "mid", "base"]);
+  });
+});
+
+describe("unpack helpers", () => {
+  test("chain IDs follow the OCI rule: the first is the diff_id, then sha256 of `<parent> <diff_id>`", () => {
+    const a = "sha256:" + "a".repeat(64);
+    const b = "sha256:" + "b".repeat(64);
+    const [c0, c1] = chainIds([a, b]);
+    assert.equal(c0, a);
+    assert.equal(c1, "sha256:" + createHash("sha256").update(`${a} ${b}`).digest("hex"));
+  });
+
+  test("Diff mounts must be this daemon's snapshot directories", () => {
+    const roots = ["/var/lib/ck/snapshots/native"];
+    checkMountsUnder([{ type: "bind", source: "/var/lib/ck/snapshots/native/snapshots/x/fs", options: ["rw", "rbind"] }], roots);
+    throwsClass(() => checkMountsUnder([{ type: "bind", source: "/", options: ["rw", "rbind"] }], roots), "InvalidArgument");
+    throwsClass(() => checkMountsUnder([{ type: "bind", source: "/var/lib/ck/snapshots/native/../../etc", options: ["rbind"] }], roots), "InvalidArgument");
+    throwsClass(() => checkMountsUnder([{ type: "overlay", source: "overlay", options: ["upperdir=/etc", "workdir=/var/lib/ck/snapshots/native/w"] }], roots), "InvalidArgument");
+    throwsClass(() => checkMountsUnder([{ type: "tmpfs", source: "tmpfs", options: [] }], roots), "InvalidArgument");
+  });
+});
