@@ -96,6 +96,31 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.match(check.stdout, /complete \(5\/5\)/);
   });
 
+  test("ck fetch-object: one object to stdout (verified) or into the content store", async () => {
+    let r = await ck("obj", ["fetch-object", "--plain-http", ref("dist/small"), small.configDigest, "-o", "-"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(`sha256:${createHash("sha256").update(r.stdout).digest("hex")}`, small.configDigest);
+    r = await ck("obj", ["fetch-object", "--plain-http", ref("dist/small"), small.manifestDigest]);
+    assert.equal(r.code, 0, r.stderr);
+    const ls = await ck("obj", ["content", "ls", "-q"]);
+    assert.deepEqual(ls.stdout.trim().split("\n"), [small.manifestDigest]);
+    r = await ck("obj", ["fetch-object", "--plain-http", ref("dist/small"), "sha256:" + "0".repeat(64), "-o", "-"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /not found/);
+  });
+
+  test("ck images check: a missing layer makes the image incomplete (exit 1)", async () => {
+    const r = await ck("check", ["fetch", "--plain-http", "-q", ref("dist/small")]);
+    assert.equal(r.code, 0, r.stderr);
+    const rm = await ck("check", ["content", "rm", small.manifest.layers[2].digest]);
+    assert.equal(rm.code, 0, rm.stderr);
+    const check = await ck("check", ["images", "check"]);
+    assert.equal(check.code, 1);
+    assert.match(check.stdout, /incomplete \(4\/5\)/);
+    const ls = await ck("check", ["images", "ls"]);
+    assert.match(ls.stdout.split("\n")[1]!, /\s-\s/, "no size for an incomplete image");
+  });
+
   test("two pulls racing in two processes transfer each blob once", async () => {
     const [a, b] = await Promise.all([ck("race", ["pull", "--plain-http", ref("dist/small")]), ck("race", ["pull", "--plain-http", ref("dist/small")])]);
     assert.equal(a.code, 0, a.stderr);
