@@ -25,7 +25,7 @@ const PEER = resolve(REPO, "..", "shared", "bench-peer");
 
 const quick = process.argv.includes("--quick");
 const skipContainerd = process.argv.includes("--no-containerd");
-/** Only the pull rows (image build, ck pull, ctr content fetch). */
+/** Only the pull rows (image build, ck fetch / pull, ctr content fetch / images pull). */
 const onlyPull = process.argv.includes("--only-pull");
 const REPLAY_EVENTS = quick ? 20_000 : 100_000;
 
@@ -274,6 +274,33 @@ async function main(): Promise<void> {
         containerd: fmt(sec(median(pulls.ctdWarm))),
         target: "<= 0.3",
         verdict: ckWarm === undefined ? "" : ckWarm <= 300 ? "met" : "MISSED",
+      });
+      const ctdPullCold = median(pulls.ctdPullCold);
+      const vsCtd = (ms: number | undefined) =>
+        ms !== undefined && ctdPullCold !== undefined ? `${(ms / ctdPullCold).toFixed(2)}x ${ms <= 0.8 * ctdPullCold ? "met" : "MISSED"}` : "";
+      const pullCold = median(pulls.ckPullCold);
+      rows.push({
+        what: `pull + unpack cold, overlayfs (s, median of ${pulls.ckPullCold.length})`,
+        ck: fmt(sec(pullCold)),
+        containerd: fmt(sec(ctdPullCold)),
+        target: "<= 0.8x containerd",
+        verdict: vsCtd(pullCold),
+      });
+      const nativeCold = median(pulls.ckPullNativeCold);
+      rows.push({
+        what: "pull + unpack cold, native (s; containerd: overlayfs)",
+        ck: fmt(sec(nativeCold)),
+        containerd: fmt(sec(ctdPullCold)),
+        target: "<= 0.8x containerd",
+        verdict: vsCtd(nativeCold),
+      });
+      const pullWarm = median(pulls.ckPullWarm);
+      rows.push({
+        what: `pull + unpack warm into a 2nd namespace, overlayfs (s; layers applied ${pulls.ckPullWarmApplied.join(",")})`,
+        ck: fmt(sec(pullWarm)),
+        containerd: fmt(sec(median(pulls.ctdPullWarm))),
+        target: "<= 0.3",
+        verdict: pullWarm === undefined ? "" : pullWarm <= 300 ? "met" : "MISSED",
       });
     }
     if (onlyPull) return printTable(started, rows);

@@ -1,7 +1,9 @@
 // Pull benchmark: `ck fetch` (a pull without unpacking) of ../shared/bench-peer's three-layer image from
 // a loopback docker-registry, cold and warm (into a second namespace while the first holds
 // every blob), next to `ctr content fetch` against a real containerd 1.6 in the same run.
-// Both are timed end to end as a user runs them (process start to exit).
+// Then `ck pull` (fetch and unpack) cold with the overlayfs and the native snapshotter and
+// warm into a second namespace, next to `ctr images pull` (overlayfs) in the same run.
+// All are timed end to end as a user runs them (process start to exit).
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join, resolve, dirname } from "node:path";
@@ -22,6 +24,16 @@ export interface PullFigures {
   ckWarm: number[];
   ctdCold: number[];
   ctdWarm: number[];
+  /** `ck pull` (fetch + unpack) cold with overlayfs, then warm into a second namespace. */
+  ckPullCold: number[];
+  ckPullWarm: number[];
+  /** `ck pull --snapshotter native`, cold. */
+  ckPullNativeCold: number[];
+  /** Layers the warm `ck pull` applied (0 when committed snapshots are shared). */
+  ckPullWarmApplied: number[];
+  /** `ctr images pull` (fetch + unpack, overlayfs) cold, then warm into a second namespace. */
+  ctdPullCold: number[];
+  ctdPullWarm: number[];
 }
 
 function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; ms: number; out: string }> {
@@ -36,12 +48,31 @@ function run(cmd: string, args: string[], env: Record<string, string> = {}): Pro
   });
 }
 
-/** Removes the image and every blob from these namespaces (as bench-peer's pull-bench.sh clean). */
+const SNAPSHOTTERS = ["overlayfs", "native"];
+
+/**
+ * Removes the image, every snapshot and every blob from these namespaces (as bench-peer's
+ * pull-bench.sh clean). `images rm --sync` lets GC take unreferenced snapshots; whatever is
+ * left (held by a lease, or a snapshotter GC did not visit) is removed explicitly, children
+ * before parents, so that a cold pull really unpacks again.
+ */
 async function clean(socket: string, image: string, namespaces: string[]): Promise<void> {
   for (const ns of namespaces) {
     const c = new ApiClient({ address: socket, namespace: ns });
     try {
       await c.call("images", "Delete", { name: image, sync: true }).catch(() => undefined);
+      for (const sn of SNAPSHOTTERS) {
+        for (let round = 0; round < 16; round++) {
+          const keys: string[] = [];
+          try {
+            for await (const m of c.stream("snapshots", "List", { snapshotter: sn, filters: [] })) for (const i of m.info ?? []) keys.push(i.name);
+          } catch {
+            break; // snapshotter not there
+          }
+          if (keys.length === 0) break;
+          for (const k of keys) await c.call("snapshots", "Remove", { snapshotter: sn, key: k }).catch(() => undefined);
+        }
+      }
       const digests: string[] = [];
       for await (const m of c.stream("content", "List", { filters: [] })) for (const i of m.info ?? []) digests.push(i.digest);
       for (const d of digests) await c.call("content", "Delete", { digest: d }).catch(() => undefined);
@@ -65,9 +96,48 @@ export async function pullBench(work: string, ckSocket: string, ctdSocket: strin
         .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
     );
     const image = env.IMAGE!;
-    const figures: PullFigures = { image, totalBytes: Number(env.TOTAL_BYTES), ckCold: [], ckWarm: [], ctdCold: [], ctdWarm: [] };
+    const figures: PullFigures = {
+      image,
+      totalBytes: Number(env.TOTAL_BYTES),
+      ckCold: [],
+      ckWarm: [],
+      ctdCold: [],
+      ctdWarm: [],
+      ckPullCold: [],
+      ckPullWarm: [],
+      ckPullNativeCold: [],
+      ckPullWarmApplied: [],
+      ctdPullCold: [],
+      ctdPullWarm: [],
+    };
     const ck = (ns: string) => run(process.execPath, [CK, "--address", ckSocket, "-n", ns, "fetch", "--plain-http", "-q", image]);
     const ctr = (ns: string) => run(CTR, ["--address", ctdSocket!, "-n", ns, "content", "fetch", "--plain-http", image]);
+    // Not -q: the last line says how many layers were applied, which checks that a cold
+    // pull really unpacked (and shows whether a warm one did).
+    const ckPull = async (ns: string, sn: string, what: string, wantApplied?: number) => {
+      const r = await run(process.execPath, [CK, "--address", ckSocket, "-n", ns, "pull", "--plain-http", "--snapshotter", sn, image]);
+      if (r.code !== 0) throw new Error(`ck pull (${what}) failed: ${r.out}`);
+      const m = /unpacked (\d+) layers \((\d+) applied\)/.exec(r.out);
+      if (!m) throw new Error(`ck pull (${what}): no unpack summary in its output:\n${r.out.slice(-2000)}`);
+      const applied = Number(m[2]);
+      if (wantApplied !== undefined && applied !== wantApplied) throw new Error(`ck pull (${what}) applied ${applied} of ${m[1]} layers, expected ${wantApplied}`);
+      return { ms: r.ms, applied, layers: Number(m[1]) };
+    };
+    const ctrPull = async (ns: string, what: string) => {
+      const r = await run(CTR, ["--address", ctdSocket!, "-n", ns, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", image]);
+      if (r.code !== 0) throw new Error(`ctr images pull (${what}) failed: ${r.out}`);
+      return r.ms;
+    };
+    const snapshotCount = async (socket: string, ns: string, sn: string) => {
+      const c = new ApiClient({ address: socket, namespace: ns });
+      try {
+        let n = 0;
+        for await (const m of c.stream("snapshots", "List", { snapshotter: sn, filters: [] })) n += (m.info ?? []).length;
+        return n;
+      } finally {
+        c.close();
+      }
+    };
     for (let i = 0; i < runs; i++) {
       await clean(ckSocket, image, ["pull-a", "pull-b"]);
       log(`ck pull cold ${i + 1}/${runs}`);
@@ -86,6 +156,35 @@ export async function pullBench(work: string, ckSocket: string, ctdSocket: strin
         const w = await ctr("pull-b");
         if (w.code !== 0) throw new Error(`ctr content fetch (warm) failed: ${w.out}`);
         figures.ctdWarm.push(w.ms);
+      }
+    }
+    // Pull with unpack: cold (overlayfs, native) and warm into a second namespace, next to
+    // ctr images pull (overlayfs).
+    for (let i = 0; i < runs; i++) {
+      await clean(ckSocket, image, ["pull-a", "pull-b"]);
+      if ((await snapshotCount(ckSocket, "pull-a", "overlayfs")) + (await snapshotCount(ckSocket, "pull-b", "overlayfs")) > 0) {
+        throw new Error("clean left ck snapshots behind");
+      }
+      log(`ck pull (overlayfs) cold ${i + 1}/${runs}`);
+      const cold = await ckPull("pull-a", "overlayfs", "overlayfs cold");
+      if (cold.applied !== cold.layers) throw new Error(`cold ck pull applied ${cold.applied} of ${cold.layers} layers: not cold`);
+      figures.ckPullCold.push(cold.ms);
+      log(`ck pull (overlayfs) warm into a 2nd namespace ${i + 1}/${runs}`);
+      const warm = await ckPull("pull-b", "overlayfs", "overlayfs warm");
+      figures.ckPullWarm.push(warm.ms);
+      figures.ckPullWarmApplied.push(warm.applied);
+      await clean(ckSocket, image, ["pull-a", "pull-b"]);
+      log(`ck pull (native) cold ${i + 1}/${runs}`);
+      const native = await ckPull("pull-a", "native", "native cold");
+      if (native.applied !== native.layers) throw new Error(`cold ck pull (native) applied ${native.applied} of ${native.layers} layers: not cold`);
+      figures.ckPullNativeCold.push(native.ms);
+      if (ctdSocket) {
+        await clean(ctdSocket, image, ["pull-a", "pull-b"]);
+        if ((await snapshotCount(ctdSocket, "pull-a", "overlayfs")) > 0) throw new Error("clean left containerd snapshots behind");
+        log(`ctr images pull cold ${i + 1}/${runs}`);
+        figures.ctdPullCold.push(await ctrPull("pull-a", "cold"));
+        log(`ctr images pull warm into a 2nd namespace ${i + 1}/${runs}`);
+        figures.ctdPullWarm.push(await ctrPull("pull-b", "warm"));
       }
     }
     await clean(ckSocket, image, ["pull-a", "pull-b"]);

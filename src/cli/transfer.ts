@@ -24,6 +24,7 @@ import type { Registry } from "../remotes/registry.js";
 export const LEASE_HEADER = "containerd-lease";
 const EXPIRE_LABEL = "containerd.io/gc.expire";
 const SOURCE_LABEL = "containerd.io/distribution.source.";
+const GC_ROOT_LABEL = "containerd.io/gc.root";
 
 export interface FetchOptions {
   /** Platforms to keep from an index; empty = every platform. */
@@ -286,11 +287,15 @@ export async function registerImage(api: ApiClient, name: string, target: Descri
   }
 }
 
-/** Fetches one object by digest into the content store (size from the registry). */
+/**
+ * Fetches one object by digest into the content store (size from the registry). Nothing else
+ * refers to it, so it is labelled `containerd.io/gc.root` to outlive the next GC; `ck content
+ * rm` removes it.
+ */
 export async function fetchObject(api: ApiClient, registry: Registry, ref: ImageReference, desc: Descriptor, progress: ProgressSink): Promise<void> {
   await withLease(api, async (metadata) => {
     const f = new Fetcher(registry, ref, api, metadata, { platforms: [], progress });
-    await f.fetchBlob(desc, {});
+    await f.fetchBlob(desc, { [GC_ROOT_LABEL]: new Date().toISOString().replace(/\.\d+Z$/, "Z") });
   });
 }
 
