@@ -239,7 +239,7 @@ class Fetcher {
     let pendingBytes = 0;
     const flush = async () => {
       if (pendingBytes === 0) return;
-      const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      const data = pending;
       pending = [];
       pendingBytes = 0;
       await w.write(data);

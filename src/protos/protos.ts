@@ -146,7 +146,9 @@ export class Protos {
         path: `/${fullServiceName}/${m.name}`,
         requestStream: !!m.requestStream,
         responseStream: !!m.responseStream,
-        requestSerialize: (o: unknown) => Buffer.from(req.encode(req.fromObject(o as Record<string, unknown>)).finish()),
+        // A Buffer is a request the caller encoded itself (Content.Write's WRITE, which would
+        // otherwise copy every data chunk once more); anything else is encoded here.
+        requestSerialize: (o: unknown) => (Buffer.isBuffer(o) ? o : Buffer.from(req.encode(req.fromObject(o as Record<string, unknown>)).finish())),
         requestDeserialize: (b: Buffer) => req.toObject(req.decode(b), TO_OBJECT),
         // Responses are built by ckd from normalised records, already in the shape encode()
         // takes: skipping fromObject halves the cost of large List replies.

@@ -68,3 +68,20 @@ test("eachLimit: never more than the limit at once, every item once, the first f
   );
   await eachLimit([], 3, async () => assert.fail("no items"));
 });
+
+test("encodeWrite: the hand-built WRITE decodes as containerd's WriteContentRequest", async () => {
+  const { loadProtos } = await import("../../src/protos/protos.js");
+  const { encodeWrite, WRITE_CHUNK } = await import("../../src/cli/api-content.js");
+  const p = loadProtos();
+  for (const offset of [0, 1, 127, 128, 300, 2 ** 31 + 5, 5 * 2 ** 40]) {
+    const parts = [Buffer.from("hello "), Buffer.alloc(0), Buffer.from("world")];
+    const msg = p.decode("containerd.services.content.v1.WriteContentRequest", encodeWrite(offset, parts, 11));
+    assert.equal(msg.action, 1);
+    assert.equal(msg.offset, offset);
+    assert.equal(Buffer.from(msg.data).toString(), "hello world");
+    assert.equal(msg.ref, "");
+  }
+  const big = Buffer.alloc(WRITE_CHUNK, 7);
+  const msg = p.decode("containerd.services.content.v1.WriteContentRequest", encodeWrite(3, [big], big.length));
+  assert.equal(msg.data.length, WRITE_CHUNK);
+});
