@@ -3,7 +3,6 @@
 // compares with the image config); Diff writes the changes between two mount sets as a layer
 // into the content store. Mounts must be this daemon's own snapshot directories.
 import type * as grpc from "@grpc/grpc-js";
-import { createReadStream } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -47,13 +46,9 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       checkMountsUnder(mounts, d.roots());
       // The layer must be visible in the caller's namespace, not merely on disk.
       await d.queries.getBlob(ns, digest);
-      const layer = createReadStream(d.store.path(digest));
-      try {
-        const applied = await applyLayerToMounts(mounts, layer, { mediaType: desc.media_type || undefined });
-        return { applied: { media_type: MEDIA_LAYER_TAR, digest: applied.digest, size: applied.size, annotations: {} } };
-      } finally {
-        layer.destroy();
-      }
+      // Applied in a worker thread (reading the blob there): the event loop stays free.
+      const applied = await applyLayerToMounts(mounts, { file: d.store.path(digest) }, { mediaType: desc.media_type || undefined });
+      return { applied: { media_type: MEDIA_LAYER_TAR, digest: applied.digest, size: applied.size, annotations: {} } };
     }),
     Diff: unary(async (call) => {
       const ns = namespaceOf(call);

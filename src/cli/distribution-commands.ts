@@ -6,7 +6,7 @@ import { pipeline } from "node:stream/promises";
 import type { ApiClient } from "./client.js";
 import { fetchImage, fetchObject, pushImage } from "./transfer.js";
 import { unpackImage } from "./unpack.js";
-import { progressDisplay, silentProgress } from "./progress.js";
+import { progressDisplay, silentProgress, type ProgressSink } from "./progress.js";
 import { parseLabelArgs } from "./format.js";
 import { CkError } from "../errdefs/errdefs.js";
 import { parseReference, type ImageReference } from "../remotes/reference.js";
@@ -64,6 +64,18 @@ function withRegistryFlags(c: Command): Command {
     .option("--docker-config <file>", "docker-style config.json with auths (default $DOCKER_CONFIG/config.json or ~/.docker/config.json)");
 }
 
+/** Runs a transfer with its progress display and registry client, closing both however it ends. */
+async function transfer<T>(ref: ImageReference, opts: RegistryFlags & { quiet?: boolean }, fn: (registry: Registry, progress: ProgressSink) => Promise<T>): Promise<T> {
+  const progress = opts.quiet ? silentProgress : progressDisplay(process.stdout);
+  const registry = registryFor(ref, opts);
+  try {
+    return await fn(registry, progress);
+  } finally {
+    progress.finish();
+    registry.close();
+  }
+}
+
 export function registerDistributionCommands(program: Command, action: Action): void {
   for (const name of ["fetch", "pull"] as const) {
     const c = program
@@ -82,11 +94,9 @@ export function registerDistributionCommands(program: Command, action: Action): 
     withRegistryFlags(c).action(
       action(async (api, refArg: string, opts: RegistryFlags & PlatformFlags & { maxConcurrentDownloads?: string; label?: string[]; quiet?: boolean; snapshotter?: string }) => {
         const ref = parseReference(refArg);
-        const progress = opts.quiet ? silentProgress : progressDisplay(process.stdout);
-        const registry = registryFor(ref, opts);
         let unpacked = "";
-        try {
-          const r = await fetchImage(api, registry, ref, {
+        const r = await transfer(ref, opts, (registry, progress) =>
+          fetchImage(api, registry, ref, {
             platforms: platformsOf(opts),
             concurrency: concurrency(opts.maxConcurrentDownloads),
             progress,
@@ -99,16 +109,10 @@ export function registerDistributionCommands(program: Command, action: Action): 
                     unpacked = `unpacked ${u.layers} layers (${u.applied} applied) into ${opts.snapshotter}: ${u.chainId}\n`;
                   }
                 : undefined,
-          });
-          progress.finish();
-          if (opts.quiet) process.stdout.write(`${r.name} ${r.target.digest}\n`);
-          else if (unpacked) process.stdout.write(unpacked);
-        } catch (err) {
-          progress.finish();
-          throw err;
-        } finally {
-          registry.close();
-        }
+          }),
+        );
+        if (opts.quiet) process.stdout.write(`${r.name} ${r.target.digest}\n`);
+        else if (unpacked) process.stdout.write(unpacked);
       }),
     );
   }
@@ -123,22 +127,14 @@ export function registerDistributionCommands(program: Command, action: Action): 
   ).action(
     action(async (api, refArg: string, local: string | undefined, opts: RegistryFlags & PlatformFlags & { maxConcurrentUploadedLayers?: string; quiet?: boolean }) => {
       const ref = parseReference(refArg);
-      const progress = opts.quiet ? silentProgress : progressDisplay(process.stdout);
-      const registry = registryFor(ref, opts);
-      try {
-        const r = await pushImage(api, registry, ref, local ?? refArg, {
+      const r = await transfer(ref, opts, (registry, progress) =>
+        pushImage(api, registry, ref, local ?? refArg, {
           platforms: opts.platform?.length ? opts.platform.map(parsePlatform) : [],
           concurrency: concurrency(opts.maxConcurrentUploadedLayers),
           progress,
-        });
-        progress.finish();
-        if (opts.quiet) process.stdout.write(`${r.target.digest}\n`);
-      } catch (err) {
-        progress.finish();
-        throw err;
-      } finally {
-        registry.close();
-      }
+        }),
+      );
+      if (opts.quiet) process.stdout.write(`${r.target.digest}\n`);
     }),
   );
 

@@ -3,6 +3,7 @@
 // `elapsed: 0.9 s total: 86.0 MiB (95.5 MiB/s)`. On a terminal the lines are redrawn in place
 // (cli-progress); otherwise each object prints one plain line when it finishes.
 import cliProgress from "cli-progress";
+import { binarySize } from "./format.js";
 
 export type JobStatus = "waiting" | "resolving" | "resolved" | "downloading" | "uploading" | "committing" | "done" | "exists" | "mounted" | "failed";
 
@@ -28,17 +29,8 @@ export function bar(fraction: number, width = BAR_WIDTH): string {
   return `|${"+".repeat(n)}${" ".repeat(width - 2 - n)}|`;
 }
 
-/** containerd's progress.Bytes: binary units with one decimal ("12.0 MiB"). */
-export function bytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1)} ${units[i]}`;
-}
+/** containerd's progress.Bytes: binary units with one decimal ("12.0 MiB"), as images ls. */
+export const bytes = binarySize;
 
 export interface JobState {
   name: string;

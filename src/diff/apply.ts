@@ -6,6 +6,8 @@
 import fss, { constants as fsc, type Stats } from "node:fs";
 import path from "node:path";
 import { Readable, Transform, type TransformCallback } from "node:stream";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { setAttribute } from "@napi-rs/xattr";
@@ -13,6 +15,7 @@ import { Decompress as ZstdDecompressor } from "fzstd";
 import tar from "tar-stream";
 import {
   CkError,
+  type ErrorClass,
   failedPrecondition,
   invalidArgument,
   notImplemented,
@@ -21,6 +24,7 @@ import { runCommand, withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import { Digester } from "./digest.js";
 import { assertInside, cleanEntryName, resolveInRoot } from "./rootpath.js";
+import type { ApplyReply, ApplyRequest } from "./apply-worker.js";
 
 export interface ApplyOptions {
   /** The layer descriptor's media type; only used to name the layer in errors. */
@@ -127,12 +131,23 @@ interface ApplyState {
   /** Paths this layer wrote: an opaque marker keeps them, whatever order the tar has. */
   unpacked: Set<string>;
   /** Directory times are set last, since creating children changes them. */
-  dirTimes: { path: string; atime: number; mtime: number }[];
+  dirTimes: { path: string; rel: string; atime: number; mtime: number; generation: number }[];
   /**
    * Parent directories already resolved and known to be real directories, by clean relative
    * name. Only a removal or a new symlink can change how a name resolves, and both clear it.
    */
   resolvedParents: Map<string, string>;
+  /**
+   * Directories this apply created (mkdir on a name that did not exist), by absolute path.
+   * Nothing else writes into the root while a layer is applied, so a name in one of them
+   * exists only if this apply put it there (`made`): no lstat is needed to know it is new.
+   * Cleared by every removal, as resolvedParents is.
+   */
+  fresh: Set<string>;
+  /** Every name this apply created (entries and overlay whiteouts), by absolute path. */
+  made: Set<string>;
+  /** Bumped by every removal and every new symlink: both can change how a path resolves. */
+  generation: number;
 }
 
 type Header = Partial<tar.Header> & { name: string; pax?: Record<string, string> | null };
@@ -162,6 +177,10 @@ async function lstatOrNull(p: string): Promise<Stats | null> {
  * entry for a refused or malformed entry, NotImplemented for an unsupported compression.
  */
 export async function applyLayer(root: string, layer: Readable, opts: ApplyOptions = {}): Promise<Applied> {
+  return applyLayerStream(root, layer, opts);
+}
+
+async function applyLayerStream(root: string, layer: Readable, opts: ApplyOptions): Promise<Applied> {
   const rootDir = fss.realpathSync(root);
   const st = fss.statSync(rootDir);
   if (!st.isDirectory()) throw invalidArgument(`apply root ${root}: not a directory`);
@@ -173,6 +192,9 @@ export async function applyLayer(root: string, layer: Readable, opts: ApplyOptio
     unpacked: new Set(),
     dirTimes: [],
     resolvedParents: new Map(),
+    fresh: new Set(),
+    made: new Set(),
+    generation: 0,
   };
   const source = await decompressed(layer, opts.mediaType);
   const digester = new Digester();
@@ -192,6 +214,12 @@ export async function applyLayer(root: string, layer: Readable, opts: ApplyOptio
     throw asCkError(err, opts.mediaType);
   }
   for (const d of state.dirTimes) {
+    // A later removal or symlink may have changed what the recorded path resolves to (a
+    // parent replaced by a link pointing out of the root): then resolve it again, in the root.
+    if (d.generation !== state.generation) {
+      const again = await resolveInRoot(state.root, d.rel, { followLast: false });
+      if (again !== d.path) continue;
+    }
     const s = await lstatOrNull(d.path);
     if (s?.isDirectory()) fss.lutimesSync(d.path, d.atime, d.mtime);
   }
@@ -241,6 +269,7 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
     const consumed = await createEntry(state, target, h, body);
     if (!consumed) await applyMetadata(state, target, h); // a file's was set on its descriptor
     state.unpacked.add(target);
+    state.made.add(target);
     return consumed;
   } catch (err) {
     if (err instanceof CkError) throw err;
@@ -262,6 +291,8 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   const up = path.dirname(dir);
   if (up !== state.root) await makeParent(state, up, name);
   fss.mkdirSync(dir, { mode: 0o755 });
+  state.fresh.add(dir);
+  state.made.add(dir);
   if (state.whiteouts !== "overlay") return;
   // A directory of a lower layer, created in the upper one: keep its attributes, since
   // overlayfs shows the upper directory's.
@@ -279,8 +310,15 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   }
 }
 
-async function opaque(state: ApplyState, dir: string): Promise<void> {
+/** Forgets everything a removal or a new symlink may have made stale. */
+function pathsChanged(state: ApplyState): void {
   state.resolvedParents.clear();
+  state.fresh.clear();
+  state.generation++;
+}
+
+async function opaque(state: ApplyState, dir: string): Promise<void> {
+  pathsChanged(state);
   if (state.whiteouts === "overlay") {
     await setAttribute(dir, "trusted.overlay.opaque", Buffer.from("y"));
     return;
@@ -296,12 +334,13 @@ async function opaque(state: ApplyState, dir: string): Promise<void> {
 }
 
 async function whiteout(state: ApplyState, gone: string, h: Header): Promise<void> {
-  state.resolvedParents.clear();
+  pathsChanged(state);
   // fs.rm never follows a symlink: it removes the link itself.
   fss.rmSync(gone, { recursive: true, force: true });
   if (state.whiteouts === "overlay") {
     await runCommand("mknod", ["-m", "0", gone, "c", "0", "0"]);
     fss.lchownSync(gone, ownerOf(h).uid, ownerOf(h).gid);
+    state.made.add(gone);
   }
 }
 
@@ -315,10 +354,12 @@ function ownerOf(h: Header): { uid: number; gid: number } {
 
 async function createEntry(state: ApplyState, target: string, h: Header, body: Body): Promise<boolean> {
   const name = h.name;
-  const existing = await lstatOrNull(target);
+  // In a directory this apply created, only what it made there exists.
+  const isNew = state.fresh.has(path.dirname(target)) && !state.made.has(target);
+  const existing = isNew ? null : await lstatOrNull(target);
   const replace = async () => {
     if (!existing) return;
-    state.resolvedParents.clear();
+    pathsChanged(state);
     fss.rmSync(target, { recursive: true, force: true });
   };
   switch (h.type) {
@@ -326,6 +367,7 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       if (!existing?.isDirectory()) {
         await replace();
         fss.mkdirSync(target, { mode: 0o700 });
+        state.fresh.add(target);
       }
       return false;
     case "file":
@@ -350,7 +392,7 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
     }
     case "symlink":
       await replace();
-      state.resolvedParents.clear();
+      pathsChanged(state);
       fss.symlinkSync(h.linkname ?? "", target);
       return false;
     case "link": {
@@ -413,13 +455,100 @@ async function applyMetadata(state: ApplyState, target: string, h: Header): Prom
   // chmod follows symlinks, and a hard link may name a symlink's inode: never chmod those.
   if (!st.isSymbolicLink()) fss.chmodSync(target, (h.mode ?? 0o644) & 0o7777);
   const { atime, mtime } = timesOf(h);
-  if (st.isDirectory()) state.dirTimes.push({ path: target, atime, mtime });
+  if (st.isDirectory()) state.dirTimes.push({ path: target, rel: path.relative(state.root, target), atime, mtime, generation: state.generation });
   else fss.lutimesSync(target, atime, mtime);
 }
 
 function mountOption(m: Mount, key: string): string | undefined {
   const o = m.options.find((x) => x.startsWith(key + "="));
   return o?.slice(key.length + 1);
+}
+
+/** How many layers are applied at once in worker threads; more wait for a free worker. */
+const MAX_APPLY_WORKERS = 4;
+const WORKER_FILE = new URL("./apply-worker.js", import.meta.url);
+
+interface PoolWorker {
+  worker: Worker;
+  pending?: { id: number; resolve: (r: Applied) => void; reject: (e: unknown) => void };
+}
+
+const idleWorkers: PoolWorker[] = [];
+let liveWorkers = 0;
+const waitingForWorker: ((w: PoolWorker) => void)[] = [];
+let nextRequest = 1;
+
+function spawnWorker(): PoolWorker {
+  const pw: PoolWorker = { worker: new Worker(WORKER_FILE) };
+  liveWorkers++;
+  pw.worker.unref();
+  pw.worker.on("message", (m: ApplyReply) => {
+    const p = pw.pending;
+    if (!p || p.id !== m.id) return;
+    pw.pending = undefined;
+    releaseWorker(pw);
+    if (m.ok) p.resolve({ digest: m.digest, size: m.size });
+    else if (m.errorClass) p.reject(new CkError(m.errorClass as ErrorClass, m.message));
+    else p.reject(Object.assign(new CkError("Unknown", `apply layer: ${m.message}`), { code: m.code }));
+  });
+  const dead = (err: unknown) => {
+    liveWorkers--;
+    const i = idleWorkers.indexOf(pw);
+    if (i >= 0) idleWorkers.splice(i, 1);
+    const p = pw.pending;
+    pw.pending = undefined;
+    p?.reject(new CkError("Unknown", `apply layer: worker thread ended: ${(err as Error)?.message ?? err}`));
+    // Someone waiting for a worker gets a new one in this one's place.
+    const w = waitingForWorker.shift();
+    if (w) w(spawnWorker());
+  };
+  pw.worker.on("error", dead);
+  pw.worker.on("exit", (code) => {
+    if (pw.pending || idleWorkers.includes(pw)) dead(new Error(`exit code ${code}`));
+  });
+  return pw;
+}
+
+function releaseWorker(pw: PoolWorker): void {
+  const w = waitingForWorker.shift();
+  if (w) w(pw);
+  else idleWorkers.push(pw);
+}
+
+function takeWorker(): Promise<PoolWorker> {
+  const idle = idleWorkers.pop();
+  if (idle) return Promise.resolve(idle);
+  if (liveWorkers < MAX_APPLY_WORKERS) return Promise.resolve(spawnWorker());
+  return new Promise((resolve) => waitingForWorker.push(resolve));
+}
+
+/**
+ * applyLayer with the layer read from the file `file`, run in a worker thread so that the
+ * caller's event loop stays free while the (synchronous) file system calls run. Where the
+ * worker script is not there (a bundle), it runs in this thread.
+ */
+export async function applyLayerFile(root: string, file: string, opts: ApplyOptions = {}): Promise<Applied> {
+  if (!fss.existsSync(fileURLToPath(WORKER_FILE))) {
+    const layer = fss.createReadStream(file);
+    try {
+      return await applyLayer(root, layer, opts);
+    } finally {
+      layer.destroy();
+    }
+  }
+  const pw = await takeWorker();
+  const id = nextRequest++;
+  return new Promise<Applied>((resolve, reject) => {
+    pw.pending = {
+      id,
+      // Referenced while it works (an idle one must not keep the process alive).
+      resolve: (r) => (pw.worker.unref(), resolve(r)),
+      reject: (e) => (pw.worker.unref(), reject(e)),
+    };
+    pw.worker.ref();
+    const req: ApplyRequest = { id, root, file, opts: { mediaType: opts.mediaType, whiteouts: opts.whiteouts, parents: opts.parents ? [...opts.parents] : undefined } };
+    pw.worker.postMessage(req);
+  });
 }
 
 /**
@@ -429,9 +558,11 @@ function mountOption(m: Mount, key: string): string | undefined {
  */
 export async function applyLayerToMounts(
   mounts: readonly Mount[],
-  layer: Readable,
+  layer: Readable | { file: string },
   opts: { mediaType?: string } = {},
 ): Promise<Applied> {
+  const applyLayer = (root: string, l: Readable | { file: string }, o: ApplyOptions) =>
+    l instanceof Readable ? applyLayerStream(root, l, o) : applyLayerFile(root, l.file, o);
   if (mounts.length === 1) {
     const m = mounts[0];
     if (m.options.includes("ro")) throw failedPrecondition(`apply layer: mount of ${m.source} is read-only`);
