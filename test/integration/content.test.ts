@@ -200,6 +200,33 @@ describe("content over the API", () => {
     r = await runNode(CK, ["content", "ls", "-q"], env);
     assert.equal(r.stdout.trim(), "");
   });
+
+  test("ck content edit and ctr content edit store the edited copy under its new digest; a failing editor stores nothing", async () => {
+    const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "edit" };
+    const data = "hello world\n";
+    const digest = sha(Buffer.from(data));
+    let r = await runNode(CK, ["content", "ingest", "--expected-digest", digest, "orig"], env, data);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runNode(CK, ["content", "edit", "--editor", "sed -i s/world/there/", digest], env);
+    assert.equal(r.code, 0, r.stderr);
+    const edited = sha(Buffer.from("hello there\n"));
+    assert.equal(r.stdout.trim(), edited);
+    assert.equal((await runNode(CK, ["content", "get", edited], env)).stdout, "hello there\n");
+    assert.equal((await runNode(CK, ["content", "get", digest], env)).stdout, data, "the original is untouched");
+    // containerd's own client drives the same Write (ref edit-<digest>, committing the running
+    // digest of the last WRITE reply). ctr reads back the temp file through the handle it
+    // opened, so the editor must rewrite that file in place (sed -i would replace it).
+    const c = await ctr(["content", "edit", "--editor", `f() { printf 'HELLO world\\n' > "$1"; }; f`, digest], "edit");
+    assert.equal(c.code, 0, c.stderr);
+    assert.equal(c.stdout.trim(), sha(Buffer.from("HELLO world\n")));
+    const byCtr = sha(Buffer.from("HELLO world\n"));
+    assert.equal((await runNode(CK, ["content", "get", byCtr], env)).stdout, "HELLO world\n");
+    const before = (await runNode(CK, ["content", "ls", "-q"], env)).stdout;
+    r = await runNode(CK, ["content", "edit", "--editor", "false", digest], env);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /editor exited with 1/);
+    assert.equal((await runNode(CK, ["content", "ls", "-q"], env)).stdout, before);
+  });
 });
 
 test("kill -9 of ckd during 200 concurrent ingests: no partial blob visible, committed blobs verify, the rest resume", async () => {

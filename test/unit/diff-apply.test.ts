@@ -12,7 +12,7 @@ import { Readable, Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { getAttribute, setAttribute } from "@napi-rs/xattr";
 import tar from "tar-stream";
-import { applyLayer, type ApplyOptions } from "../../src/diff/apply.js";
+import { applyLayer, applyLayerFile, type ApplyOptions } from "../../src/diff/apply.js";
 import { writeDiff, writeOverlayDiff } from "../../src/diff/diff.js";
 import { copyTree } from "../../src/snapshots/native.js";
 import { layerTar, listTree, type LayerEntry } from "../conformance/snapshotter.js";
@@ -303,6 +303,17 @@ describe("applyLayer: hostile layers stay inside the root", () => {
       },
     },
     {
+      name: "a directory's times are never set through a parent later replaced by a symlink",
+      entries: (outside) => [
+        { name: "x", type: "directory", mtime: T },
+        { name: "x/outside", type: "directory", mtime: T },
+        { name: "x", type: "symlink", linkname: path.dirname(outside) },
+      ],
+      check: async (_root, outside) => {
+        assert.notEqual((await fs.stat(outside)).mtimeMs, T.getTime(), "outside's mtime was set");
+      },
+    },
+    {
       name: "a character device is refused",
       entries: () => [{ name: "dev/null", type: "character-device", devmajor: 1, devminor: 3 }],
       error: /entry "dev\/null": character-device entries are refused/,
@@ -318,12 +329,23 @@ describe("applyLayer: hostile layers stay inside the root", () => {
       error: /invalid whiteout/,
     },
   ];
+  // Each case in this thread and, as ckd's Diff.Apply runs it, in a worker thread.
+  const inWorker = async (root: string, entries: LayerEntry[]) => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ck-apply-layer-"));
+    try {
+      await fs.writeFile(path.join(dir, "layer.tar"), await layerTar(entries));
+      return await applyLayerFile(root, path.join(dir, "layer.tar"));
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  };
+  for (const [how, run] of [["", apply], [" (worker thread)", inWorker]] as const)
   for (const c of cases) {
-    test(c.name, async () => {
+    test(c.name + how, async () => {
       const sb = await sandbox();
       const passwd = await passwdState();
       try {
-        const p = apply(sb.root, c.entries(sb.outside));
+        const p = run(sb.root, c.entries(sb.outside));
         if (c.error) {
           await rejectsClass(p, "InvalidArgument", c.error);
         } else {
