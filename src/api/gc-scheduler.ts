@@ -45,6 +45,12 @@ export interface GcSchedulerDeps {
 export interface GcSchedulerOptions {
   /** How long a run after a deletion waits for more deletions to coalesce (default 20 ms). */
   delayMs?: number;
+  /**
+   * The share of time runs after deletions may take (containerd's pause_threshold, default
+   * 0.02): after runs averaging d, the next deletion-triggered run starts no sooner than
+   * d / share - d after the last one ended. On-demand runs (sync deletes, GC.Collect) do not wait.
+   */
+  pauseThreshold?: number;
   /** How often leases are checked for expiry (default 60 s; 0 turns the check off). */
   expiryIntervalMs?: number;
 }
@@ -74,7 +80,14 @@ export class GcScheduler {
   private ticker: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly delayMs: number;
+  private readonly pauseThreshold: number;
   private readonly expiryIntervalMs: number;
+  /** Time spent in runs and their number, for the interval between deletion-triggered runs. */
+  private gcMs = 0;
+  private runs = 0;
+  private lastEnded = 0;
+  /** Somebody waits for the next run (a sync delete, GC.Collect): it starts without the pause. */
+  private nextWaited = false;
   private readonly now: () => Date;
 
   constructor(
@@ -82,6 +95,7 @@ export class GcScheduler {
     opts: GcSchedulerOptions = {},
   ) {
     this.delayMs = opts.delayMs ?? 20;
+    this.pauseThreshold = Math.min(0.5, Math.max(0.001, opts.pauseThreshold ?? 0.02));
     this.expiryIntervalMs = opts.expiryIntervalMs ?? 60_000;
     this.now = deps.now ?? (() => new Date());
   }
@@ -98,12 +112,20 @@ export class GcScheduler {
   /** A run soon, after something was deleted; nobody waits for it. */
   trigger(): void {
     if (this.stopped) return;
-    void this.request(this.delayMs);
+    void this.request(Math.max(this.delayMs, this.lastEnded + this.interval() - performance.now()));
+  }
+
+  /** The pause after a run that keeps runs at `pauseThreshold` of the time, as containerd's scheduler. */
+  private interval(): number {
+    if (this.runs === 0) return 0;
+    const avg = this.gcMs / this.runs;
+    return avg / this.pauseThreshold - avg;
   }
 
   /** Resolves with the report of a run that started after this call. */
   collect(): Promise<GcReport> {
     if (this.stopped) return Promise.reject(unavailable("garbage collector stopped"));
+    this.nextWaited = true;
     return this.request(0);
   }
 
@@ -143,10 +165,16 @@ export class GcScheduler {
     if (this.active || !this.next || this.stopped) return;
     const waiting = this.next;
     this.next = undefined;
+    this.nextWaited = false;
+    const started = performance.now();
     this.active = this.run().then(waiting.resolve, waiting.reject).finally(() => {
       this.active = undefined;
-      // Requests made during the run get the next one, at once: they were coalesced already.
-      if (this.next) this.arm(0);
+      this.lastEnded = performance.now();
+      this.gcMs += this.lastEnded - started;
+      this.runs++;
+      // Requests made during the run get the next one: at once when somebody waits for it
+      // (coalesced already), else after the pause that keeps GC to its share of the time.
+      if (this.next) this.arm(this.nextWaited ? 0 : Math.max(this.delayMs, this.interval()));
     });
   }
 

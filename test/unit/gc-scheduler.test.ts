@@ -1,0 +1,55 @@
+// When GC runs: deletion-triggered runs keep to containerd's pause threshold (a share of the
+// time), on-demand runs do not wait, and requests made during a run share the next one.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { GcScheduler, type GcSchedulerDeps } from "../../src/api/gc-scheduler.js";
+
+/** A scheduler over an empty store whose every run takes `runMs` (the listing is the run). */
+function scheduler(runMs: number, pauseThreshold: number) {
+  const starts: number[] = [];
+  const deps = {
+    queries: {
+      listNamespaces: async () => {
+        starts.push(performance.now());
+        await new Promise((r) => setTimeout(r, runMs));
+        return [];
+      },
+    },
+  } as unknown as GcSchedulerDeps;
+  const gc = new GcScheduler(deps, { delayMs: 5, pauseThreshold, expiryIntervalMs: 0 });
+  return { gc, starts };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test("deletions during and after a run wait for the pause: runs of 20 ms at a 0.1 share are >= 180 ms apart", async () => {
+  const { gc, starts } = scheduler(20, 0.1);
+  try {
+    gc.trigger();
+    await sleep(10);
+    gc.trigger(); // during the first run: coalesced into the next one
+    gc.trigger();
+    await sleep(100);
+    assert.equal(starts.length, 1, "the second run waits for the pause");
+    await sleep(250);
+    assert.equal(starts.length, 2);
+    assert.ok(starts[1]! - starts[0]! >= 20 + 170, `runs ${Math.round(starts[1]! - starts[0]!)} ms apart`);
+  } finally {
+    await gc.stop();
+  }
+});
+
+test("an on-demand run (sync delete, GC.Collect) does not wait for the pause and starts after the call", async () => {
+  const { gc, starts } = scheduler(20, 0.01);
+  try {
+    await gc.collect();
+    const t = performance.now();
+    gc.trigger(); // would wait ~2 s
+    await gc.collect();
+    assert.equal(starts.length, 2);
+    assert.ok(starts[1]! >= t);
+    assert.ok(performance.now() - t < 1000, "not held back by the pause");
+  } finally {
+    await gc.stop();
+  }
+});
