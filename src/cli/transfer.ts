@@ -117,17 +117,20 @@ class Fetcher {
     return { size: this.size, transferred: this.transferred };
   }
 
-  /** Fetches `root` and everything below it for the wanted platforms. */
-  async fetchTree(root: Descriptor): Promise<void> {
+  /**
+   * Fetches `root` and everything below it for the wanted platforms; `rootBytes` is the root
+   * document when the resolve brought it (verified against the root's digest).
+   */
+  async fetchTree(root: Descriptor, rootBytes?: Buffer): Promise<void> {
     const blobs: Descriptor[] = [];
-    await this.walk(root, blobs);
+    await this.walk(root, blobs, rootBytes);
     const seen = new Set<string>();
     const unique = blobs.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
     await eachLimit(unique, this.opts.concurrency ?? 3, (d) => this.fetchBlob(d, {}));
   }
 
   /** Manifests and indexes, depth first; collects the blobs (config, layers) under them. */
-  private async walk(desc: Descriptor, blobs: Descriptor[]): Promise<void> {
+  private async walk(desc: Descriptor, blobs: Descriptor[], known?: Buffer): Promise<void> {
     if (!isIndex(desc.mediaType) && !isManifest(desc.mediaType)) {
       blobs.push(desc);
       return;
@@ -135,34 +138,38 @@ class Fetcher {
     if (desc.size > MAX_MANIFEST_BYTES) {
       throw new CkError("InvalidArgument", `manifest ${desc.digest} is ${desc.size} bytes, more than the ${MAX_MANIFEST_BYTES} allowed`);
     }
-    // The bytes come from the registry unless the daemon has them (this or another namespace).
+    // The bytes come from the resolve, the daemon (this or another namespace) or the registry.
     const job = this.opts.progress.add(refFor(desc), desc.size);
-    let bytes: Buffer;
-    const parse = (b: Buffer) => parseManifest(desc, b);
-    let parsed: ParsedManifest | undefined;
-    const labelsFor = (p: ParsedManifest) => gcLabels(this.narrow(p));
+    let parsed = known ? parseManifest(desc, known) : undefined;
+    const labels = (p: ParsedManifest) => ({ ...gcLabels(this.narrow(p)), [this.sourceKey]: this.ref.repository });
+    const readBack = async () => parseManifest(desc, await this.content.readAll(desc.digest, MAX_MANIFEST_BYTES));
     const w = await this.content.open(refFor(desc), { expected: desc.digest, total: desc.size });
     if (w === "exists") {
-      bytes = await this.content.readAll(desc.digest, MAX_MANIFEST_BYTES);
-      parsed = parse(bytes);
-      await this.ensureLabels(desc.digest, { ...labelsFor(parsed), [this.sourceKey]: this.ref.repository });
+      parsed ??= await readBack();
+      await this.ensureLabels(desc.digest, labels(parsed));
       job.update(desc.size, "exists");
     } else if (w.complete) {
-      // Shared from another namespace: commit without bytes, then read it here for its children.
-      await w.commit(desc.size, desc.digest, { [this.sourceKey]: this.ref.repository });
-      bytes = await this.content.readAll(desc.digest, MAX_MANIFEST_BYTES);
-      parsed = parse(bytes);
-      await this.ensureLabels(desc.digest, labelsFor(parsed));
+      // Shared from another namespace: committed without bytes (read back here when the
+      // resolve did not bring them, for the children).
+      if (parsed) await w.commit(desc.size, desc.digest, labels(parsed));
+      else {
+        await w.commit(desc.size, desc.digest, { [this.sourceKey]: this.ref.repository });
+        parsed = await readBack();
+        await this.ensureLabels(desc.digest, labels(parsed));
+      }
       job.update(desc.size, "done");
     } else {
       try {
-        const fetched: Buffer = await this.registry.fetchBytes(this.ref, desc);
-        parsed = parse(fetched);
-        this.transferred += fetched.length;
-        job.transferred(fetched.length);
+        let bytes = known;
+        if (!bytes) {
+          bytes = await this.registry.fetchBytes(this.ref, desc);
+          this.transferred += bytes.length;
+          job.transferred(bytes.length);
+        }
+        parsed ??= parseManifest(desc, bytes);
         if (w.offset !== 0) await w.truncate();
-        await w.write(fetched);
-        await w.commit(desc.size, desc.digest, { ...labelsFor(parsed), [this.sourceKey]: this.ref.repository });
+        await w.write(bytes);
+        await w.commit(desc.size, desc.digest, labels(parsed));
       } catch (err) {
         w.close();
         throw err;
@@ -264,11 +271,12 @@ class Fetcher {
 export async function fetchImage(api: ApiClient, registry: Registry, ref: ImageReference, opts: FetchOptions): Promise<FetchResult> {
   const name = formatReference(ref);
   const resolveJob = opts.progress.add(name, 0, "resolving");
-  const target = await registry.resolve(ref);
+  // One GET brings the root document with its descriptor (containerd HEADs, then GETs).
+  const { descriptor: target, bytes: rootBytes } = await registry.resolveWithManifest(ref);
   resolveJob.update(0, "resolved");
   return withLease(api, async (metadata) => {
     const f = new Fetcher(registry, ref, api, metadata, opts);
-    await f.fetchTree(target);
+    await f.fetchTree(target, rootBytes);
     if (opts.register !== false) await registerImage(api, name, target, opts.labels ?? {}, metadata);
     await opts.afterFetch?.(metadata, target);
     return { name, target, ...f.result() };

@@ -93,22 +93,41 @@ export class Registry {
         desc = { mediaType, digest, size };
       }
     }
-    if (!desc) {
-      // Some registries do not answer HEAD, or leave out the digest: read the document.
-      const res = await this.send({ ...base, method: "GET" });
-      if (!ok(res)) throw statusError(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true));
-      const body = await readLimited(res, MAX_MANIFEST_BYTES, false);
-      if (!body) throw invalidArgument(`${what}: larger than the ${MAX_MANIFEST_BYTES} byte limit for manifests`);
-      const digest = sha256Digest(body);
-      const claimed = header(res, "docker-content-digest");
-      if (claimed !== undefined && claimed.startsWith("sha256:") && claimed !== digest) {
-        throw failedPrecondition(`${what}: registry says digest ${claimed} but the body has digest ${digest}`);
-      }
-      desc = { mediaType: inferMediaType(contentType(res), body), digest, size: body.length };
-      if (!isManifest(desc.mediaType) && !isIndex(desc.mediaType)) {
-        throw invalidArgument(`${what}: registry served media type ${JSON.stringify(desc.mediaType)}, not a manifest or index`);
-      }
+    // Some registries do not answer HEAD, or leave out the digest: read the document.
+    if (!desc) desc = (await this.getManifest(ref, base, what)).descriptor;
+    return this.resolved(ref, name, what, desc);
+  }
+
+  /**
+   * Resolves with one GET that also brings the document (size-capped, digest checked): for a
+   * client that needs the root manifest anyway, it saves a request or a trip to the daemon.
+   */
+  async resolveWithManifest(ref: ImageReference): Promise<{ descriptor: Descriptor; bytes: Buffer }> {
+    const name = formatReference(ref);
+    const what = `manifest ${JSON.stringify(name)}`;
+    const url = this.url(ref, `/v2/${ref.repository}/manifests/${manifestReference(ref)}`);
+    const got = await this.getManifest(ref, { ref, url, headers: { accept: MANIFEST_ACCEPT }, scopes: [scope(ref.repository, ["pull"])], what }, what);
+    return { descriptor: this.resolved(ref, name, what, got.descriptor), bytes: got.bytes };
+  }
+
+  private async getManifest(ref: ImageReference, base: Omit<Call, "method">, what: string): Promise<{ descriptor: Descriptor; bytes: Buffer }> {
+    const res = await this.send({ ...base, method: "GET" });
+    if (!ok(res)) throw statusError(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true));
+    const body = await readLimited(res, MAX_MANIFEST_BYTES, false);
+    if (!body) throw invalidArgument(`${what}: larger than the ${MAX_MANIFEST_BYTES} byte limit for manifests`);
+    const digest = sha256Digest(body);
+    const claimed = header(res, "docker-content-digest");
+    if (claimed !== undefined && claimed.startsWith("sha256:") && claimed !== digest) {
+      throw failedPrecondition(`${what}: registry says digest ${claimed} but the body has digest ${digest}`);
     }
+    const descriptor = { mediaType: inferMediaType(contentType(res), body), digest, size: body.length };
+    if (!isManifest(descriptor.mediaType) && !isIndex(descriptor.mediaType)) {
+      throw invalidArgument(`${what}: registry served media type ${JSON.stringify(descriptor.mediaType)}, not a manifest or index`);
+    }
+    return { descriptor, bytes: body };
+  }
+
+  private resolved(ref: ImageReference, name: string, what: string, desc: Descriptor): Descriptor {
     if (ref.digest !== undefined && desc.digest !== ref.digest) {
       throw failedPrecondition(`${what}: registry resolved it to digest ${desc.digest}, not the ${ref.digest} asked for`);
     }

@@ -239,9 +239,10 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     });
     await t.test("a manifest larger than 4 MiB", async () => {
       const size = (4 << 20) + 1;
+      const body = Buffer.alloc(size, 0x20);
       proxy.rule = (req) =>
-        req.url?.includes("/manifests/") && req.method === "HEAD"
-          ? { answer: { status: 200, headers: { "content-type": "application/vnd.oci.image.manifest.v1+json", "docker-content-digest": `sha256:${"a".repeat(64)}`, "content-length": String(size) } } }
+        req.url?.includes("/manifests/")
+          ? { answer: { status: 200, headers: { "content-type": "application/vnd.oci.image.manifest.v1+json", "docker-content-digest": `sha256:${"a".repeat(64)}`, "content-length": String(size) }, body: req.method === "HEAD" ? "" : body } }
           : undefined;
       try {
         await expectFail("bad6", ["pull", "--plain-http", ref("dist/small")], /4194304|4 MiB|too large|larger/i);

@@ -252,6 +252,11 @@ describe("remotes against a loopback docker-registry", { timeout: 300_000 }, () 
     const desc = await r.resolve(ref);
     assert.deepEqual(desc, { mediaType: MediaTypes.ociManifest, digest: image.manifestDigest, size: image.manifestBytes.length });
     assert.deepEqual(await r.resolve(parseReference(`${reg.host}/remotes/app@${image.manifestDigest}`)), desc, "by digest");
+    // One GET: the same descriptor, and the document itself.
+    const withBody = await r.resolveWithManifest(ref);
+    assert.deepEqual(withBody.descriptor, desc);
+    assert.ok(withBody.bytes.equals(image.manifestBytes));
+    await rejectsClass(r.resolveWithManifest(parseReference(`${reg.host}/remotes/app@sha256:${"0".repeat(64)}`)), "NotFound", /manifest/);
 
     const bytes = await r.fetchBytes(ref, desc);
     assert.ok(bytes.equals(image.manifestBytes));
