@@ -2,7 +2,8 @@
 // a loopback docker-registry, cold and warm (into a second namespace while the first holds
 // every blob), next to `ctr content fetch` against a real containerd 1.6 in the same run.
 // Then `ck pull` (fetch and unpack) cold with the overlayfs and the native snapshotter and
-// warm into a second namespace, next to `ctr images pull` (overlayfs) in the same run.
+// warm into a second namespace (which shares the snapshots ckd unpacked for the first: 0
+// layers applied), next to `ctr images pull` (overlayfs) in the same run.
 // All are timed end to end as a user runs them (process start to exit).
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
@@ -117,11 +118,11 @@ export async function pullBench(work: string, ckSocket: string, ctdSocket: strin
     const ckPull = async (ns: string, sn: string, what: string, wantApplied?: number) => {
       const r = await run(process.execPath, [CK, "--address", ckSocket, "-n", ns, "pull", "--plain-http", "--snapshotter", sn, image]);
       if (r.code !== 0) throw new Error(`ck pull (${what}) failed: ${r.out}`);
-      const m = /unpacked (\d+) layers \((\d+) applied\)/.exec(r.out);
+      const m = /unpacked (\d+) layers \((\d+) applied(?:, (\d+) shared)?\)/.exec(r.out);
       if (!m) throw new Error(`ck pull (${what}): no unpack summary in its output:\n${r.out.slice(-2000)}`);
       const applied = Number(m[2]);
       if (wantApplied !== undefined && applied !== wantApplied) throw new Error(`ck pull (${what}) applied ${applied} of ${m[1]} layers, expected ${wantApplied}`);
-      return { ms: r.ms, applied, layers: Number(m[1]) };
+      return { ms: r.ms, applied, shared: Number(m[3] ?? 0), layers: Number(m[1]) };
     };
     const ctrPull = async (ns: string, what: string) => {
       const r = await run(CTR, ["--address", ctdSocket!, "-n", ns, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", image]);
@@ -170,7 +171,10 @@ export async function pullBench(work: string, ckSocket: string, ctdSocket: strin
       if (cold.applied !== cold.layers) throw new Error(`cold ck pull applied ${cold.applied} of ${cold.layers} layers: not cold`);
       figures.ckPullCold.push(cold.ms);
       log(`ck pull (overlayfs) warm into a 2nd namespace ${i + 1}/${runs}`);
-      const warm = await ckPull("pull-b", "overlayfs", "overlayfs warm");
+      // Warm: ckd shares the snapshots it unpacked for pull-a (ck.services.unpack.v1), so
+      // nothing is applied again; a layer applied here means sharing did not happen.
+      const warm = await ckPull("pull-b", "overlayfs", "overlayfs warm", 0);
+      if (warm.shared !== warm.layers) throw new Error(`warm ck pull shared ${warm.shared} of ${warm.layers} layers`);
       figures.ckPullWarm.push(warm.ms);
       figures.ckPullWarmApplied.push(warm.applied);
       await clean(ckSocket, image, ["pull-a", "pull-b"]);

@@ -29,6 +29,7 @@ import { GcScheduler } from "./gc-scheduler.js";
 import { NamespacedBlobs } from "../content/namespaced.js";
 import { snapshotsService } from "./snapshots-service.js";
 import { diffService } from "./diff-service.js";
+import { unpackService } from "./unpack-service.js";
 import { SnapshotStore, type SnapshotterEntry } from "../snapshots/store.js";
 import { NativeSnapshotter } from "../snapshots/native.js";
 import { OverlaySnapshotter } from "../snapshots/overlay.js";
@@ -225,6 +226,8 @@ export class Daemon {
       { type: "io.containerd.differ.v1", id: "walking", requires: ["io.containerd.content.v1"] },
       { type: "io.containerd.grpc.v1", id: "snapshots", requires: ["io.containerd.snapshotter.v1", "io.containerd.metadata.v1"] },
       { type: "io.containerd.grpc.v1", id: "diff", requires: ["io.containerd.differ.v1"] },
+      // ckd's own unpack, whose verified snapshots are shared across namespaces.
+      { type: "io.containerd.grpc.v1", id: "ck.unpack", requires: ["io.containerd.snapshotter.v1", "io.containerd.differ.v1", "io.containerd.content.v1"] },
     ];
     const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content, snapshotters);
     d.sweepStaleIngests(config.staleIngestMs ?? 24 * 3600_000);
@@ -276,6 +279,7 @@ export class Daemon {
     add("ck.services.gc.v1.GC", gcService({ gc }));
     add("containerd.services.snapshots.v1.Snapshots", snapshotsService({ snapshots, afterDelete: () => gc.trigger() }));
     add("containerd.services.diff.v1.Diff", diffService({ queries, store: this.content, blobs, roots: () => snapshots.roots() }));
+    add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots }));
     add("containerd.services.tasks.v1.Tasks", tasksService());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));
     add("containerd.services.introspection.v1.Introspection", introspectionService({ uuid: this.uuid, plugins: () => this.plugins }));

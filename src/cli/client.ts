@@ -17,6 +17,7 @@ export const SERVICES = {
   diff: "containerd.services.diff.v1.Diff",
   tasks: "containerd.services.tasks.v1.Tasks",
   gc: "ck.services.gc.v1.GC",
+  unpack: "ck.services.unpack.v1.Unpack",
 } as const;
 
 export type ServiceName = keyof typeof SERVICES;

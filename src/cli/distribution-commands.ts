@@ -106,7 +106,7 @@ export function registerDistributionCommands(program: Command, action: Action): 
               name === "pull"
                 ? async (metadata, target) => {
                     const u = await unpackImage(api, target, { snapshotter: opts.snapshotter ?? "overlayfs", platform: platformsOf(opts)[0] ?? defaultPlatform(), metadata });
-                    unpacked = `unpacked ${u.layers} layers (${u.applied} applied) into ${opts.snapshotter}: ${u.chainId}\n`;
+                    unpacked = `unpacked ${u.layers} layers (${u.applied} applied${u.shared ? `, ${u.shared} shared` : ""}) into ${opts.snapshotter}: ${u.chainId}\n`;
                   }
                 : undefined,
           }),

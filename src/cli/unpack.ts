@@ -5,11 +5,15 @@
 // Commit it under the chain ID. AlreadyExists on Commit means another client unpacked the
 // same layer first: the own snapshot is removed and the chain goes on. Everything runs under
 // the caller's lease, so nothing half-made outlives a failure for long.
+// `ck pull` asks ckd to unpack each layer itself first (ck.services.unpack.v1, see
+// docs/snapshots.md "Sharing"): the result is verified and shared across namespaces, so a
+// warm pull into another namespace applies nothing. A daemon without it (Unimplemented) gets
+// the ctr-style unpack above.
 import { createHash, randomBytes } from "node:crypto";
 import type { ApiClient } from "./client.js";
 import { ApiContent } from "./api-content.js";
 import { imageContents } from "./transfer.js";
-import { CkError, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
+import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
 import { MAX_MANIFEST_BYTES } from "../remotes/manifest.js";
 import type { Descriptor, Platform } from "../remotes/types.js";
 
@@ -23,13 +27,17 @@ export interface UnpackOptions {
   metadata?: Record<string, string>;
   /** Told about each layer as it is handled. */
   onLayer?: (chainId: string, status: "exists" | "unpacking" | "unpacked") => void;
+  /** Ask ckd to unpack (ck.services.unpack.v1) before doing it ctr's way (default true). */
+  daemonUnpack?: boolean;
 }
 
 export interface UnpackResult {
   /** Chain ID of the top layer: the snapshot a container's rootfs is prepared on. */
   chainId: string;
-  /** Layers applied by this call (the rest existed). */
+  /** Layers applied by this call (the rest existed or were shared). */
   applied: number;
+  /** Layers whose snapshots ckd shared from another namespace (no disk work). */
+  shared: number;
   layers: number;
 }
 
@@ -73,9 +81,30 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
   const content = new ApiContent(api, metadata);
   const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform);
   let applied = 0;
+  let shared = 0;
+  let daemonUnpack = opts.daemonUnpack ?? true;
   for (let i = 0; i < layers.length; i++) {
     const chainId = chain[i]!;
     const parent = i > 0 ? chain[i - 1]! : "";
+    if (daemonUnpack) {
+      try {
+        opts.onLayer?.(chainId, "unpacking");
+        const r = await api.call("unpack", "Apply", { snapshotter: sn, layer: apiDescriptor(layers[i]!), diff_id: diffIds[i]!, parent }, { metadata });
+        if (r.chain_id !== chainId) throw new CkError("Unknown", `ckd unpacked layer ${i} as ${r.chain_id}, expected chain ID ${chainId}`);
+        if (r.status === "exists") {
+          opts.onLayer?.(chainId, "exists");
+          continue;
+        }
+        if (r.status === "shared") shared++;
+        else applied++;
+        await content.setLabels(layers[i]!.digest, { [UNCOMPRESSED_LABEL]: diffIds[i]! });
+        opts.onLayer?.(chainId, "unpacked");
+        continue;
+      } catch (err) {
+        if (!isClass(err, "NotImplemented")) throw err;
+        daemonUnpack = false; // not ckd, or an older one: unpack as ctr does
+      }
+    }
     try {
       await call("snapshots", "Stat", { snapshotter: sn, key: chainId });
       opts.onLayer?.(chainId, "exists");
@@ -109,5 +138,5 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
   }
   const top = chain[chain.length - 1] ?? "";
   if (top) await content.setLabels(config.digest, { [GC_REF_SNAPSHOT + sn]: top });
-  return { chainId: top, applied, layers: layers.length };
+  return { chainId: top, applied, shared, layers: layers.length };
 }

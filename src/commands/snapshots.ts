@@ -3,9 +3,10 @@
 // (src/snapshots); a command here runs after its disk step succeeded, so a snapshot never
 // becomes visible before its directory exists. decide* are pure; the handlers load and call.
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../errdefs/errdefs.js";
-import { keys, snapshotRecord, TYPE, type LeaseRecord, type SnapshotKind, type SnapshotRecord, type Timestamp } from "../projections/views.js";
+import { createHash } from "node:crypto";
+import { keys, snapshotRecord, TYPE, type LeaseRecord, type SnapshotIdRecord, type SnapshotKind, type SnapshotRecord, type Timestamp } from "../projections/views.js";
 import { checkSnapshotId } from "../snapshots/types.js";
-import { validateFieldMask, validateLabels, type FieldMaskRule } from "./validation.js";
+import { validateDigest, validateFieldMask, validateLabels, type FieldMaskRule } from "./validation.js";
 import { applyLabelMask } from "./masks.js";
 import { dropEmpty } from "./namespaces.js";
 import type { Decision, StateView } from "./sequencer.js";
@@ -47,6 +48,87 @@ export interface UpdateSnapshot {
   labels: Record<string, string>;
   paths: string[];
   now: Timestamp;
+}
+
+/**
+ * ckd's own unpack of one layer (ck.services.unpack.v1): `name` committed directly (no Active
+ * snapshot a client could have written to), on a directory made for it (`share` false, the
+ * layer applied and its diff_id checked) or on another namespace's verified one (`share`).
+ */
+export interface UnpackSnapshot {
+  namespace: string;
+  snapshotter: string;
+  /** The chain ID ckd computed from the parent's name and diff_id. */
+  name: string;
+  parent: string;
+  id: string;
+  share: boolean;
+  /** Set when the result is verified: the parent is "" or verified. */
+  verified?: { layer: string; parent_id: string; diff_id: string };
+  labels: Record<string, string>;
+  lease?: string;
+  now: Timestamp;
+}
+
+/** OCI identity.ChainID of a parent chain ID ("" for none) and a layer's diff_id. */
+export function chainIdOf(parent: string, diffId: string): string {
+  return parent ? "sha256:" + createHash("sha256").update(`${parent} ${diffId}`).digest("hex") : diffId;
+}
+
+/** What an unpack checks before any disk work, and again when deciding. */
+export function checkUnpack(
+  cmd: Pick<UnpackSnapshot, "snapshotter" | "name" | "parent" | "labels" | "lease">,
+  existing: SnapshotRecord | undefined,
+  parent: SnapshotRecord | undefined,
+  lease: LeaseRecord | undefined,
+): Record<string, string> {
+  validateSnapshotterName(cmd.snapshotter);
+  validateSnapshotKey("name", cmd.name);
+  if (cmd.parent) validateSnapshotKey("parent", cmd.parent);
+  const labels = dropEmpty(cmd.labels);
+  validateLabels(labels, "snapshot.Labels");
+  if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
+  if (existing) throw alreadyExists(`snapshot ${JSON.stringify(cmd.name)}`);
+  if (cmd.parent) {
+    if (!parent) throw notFound(`parent snapshot ${JSON.stringify(cmd.parent)} does not exist`);
+    if (parent.kind !== "Committed") throw invalidArgument(`parent ${JSON.stringify(cmd.parent)} is not a committed snapshot`);
+  }
+  return labels;
+}
+
+/**
+ * One /snapshot/commit event with an empty key: the record in the caller's namespace. A fresh
+ * id must be unowned; a shared one must be a verified directory made from the same layer on
+ * the same parent directory under the same chain ID, still referred to by some namespace.
+ */
+export function decideUnpackSnapshot(
+  cmd: UnpackSnapshot,
+  existing: SnapshotRecord | undefined,
+  parent: SnapshotRecord | undefined,
+  lease: LeaseRecord | undefined,
+  idRec: SnapshotIdRecord | undefined,
+): Decision<SnapshotRecord> {
+  const labels = checkUnpack(cmd, existing, parent, lease);
+  checkSnapshotId(cmd.id);
+  const v = cmd.verified;
+  if (v) {
+    validateDigest("layer", v.layer);
+    validateDigest("diff_id", v.diff_id);
+    if (chainIdOf(cmd.parent, v.diff_id) !== cmd.name) throw invalidArgument(`snapshot name ${cmd.name} is not the chain ID of ${JSON.stringify(cmd.parent)} and ${v.diff_id}`);
+    if (parent && (!parent.verified || parent.id !== v.parent_id)) throw failedPrecondition(`parent ${JSON.stringify(cmd.parent)} is not the verified snapshot the layer was applied on`);
+    if (!parent && v.parent_id) throw invalidArgument("a first layer has no parent directory");
+  }
+  if (cmd.share) {
+    const have = idRec?.verified;
+    if (!v || !have || have.chain !== cmd.name || have.parent_id !== v.parent_id || have.layer !== v.layer) {
+      throw failedPrecondition(`snapshot directory ${cmd.id} is not a verified ${cmd.name} from layer ${v?.layer ?? ""}`);
+    }
+  } else if (idRec) throw alreadyExists(`snapshot id ${cmd.id}`);
+  const rec = snapshotRecord({ snapshotter: cmd.snapshotter, key: cmd.name, parent: cmd.parent, kind: "Committed", id: cmd.id, labels, created_at: cmd.now, updated_at: cmd.now, verified: v ? true : undefined });
+  const payload: Record<string, unknown> = { key: "", name: cmd.name, ck_snapshotter: cmd.snapshotter, ck_labels: { labels: rec.labels }, ck_id: cmd.id, ck_parent: cmd.parent };
+  if (v) payload.ck_verified = { layer: v.layer, parent_id: v.parent_id, diff_id: v.diff_id };
+  if (cmd.lease) payload.ck_lease = cmd.lease;
+  return { event: { namespace: cmd.namespace, topic: "/snapshot/commit", typeName: TYPE.SnapshotCommit, payload }, result: rec };
 }
 
 /** Keys are any non-empty string without NUL (ctr uses spaces and `/`): they never become paths. */
@@ -197,6 +279,14 @@ export const snapshotHandlers = {
     ),
   commit: (cmd: CommitSnapshot) => (view: StateView) =>
     decideCommitSnapshot(cmd, get(view, cmd.namespace, cmd.snapshotter, cmd.key), get(view, cmd.namespace, cmd.snapshotter, cmd.name), leaseOf(view, cmd.namespace, cmd.lease)),
+  unpack: (cmd: UnpackSnapshot) => (view: StateView) =>
+    decideUnpackSnapshot(
+      cmd,
+      get(view, cmd.namespace, cmd.snapshotter, cmd.name),
+      get(view, cmd.namespace, cmd.snapshotter, cmd.parent),
+      leaseOf(view, cmd.namespace, cmd.lease),
+      view.get<SnapshotIdRecord>(keys.snapshotId(cmd.snapshotter, cmd.id)),
+    ),
   remove: (cmd: RemoveSnapshot) => (view: StateView) => {
     const current = get(view, cmd.namespace, cmd.snapshotter, cmd.key);
     const children = current ? [...snapshotsOf(view, cmd.namespace, cmd.snapshotter).values()].filter((r) => r.parent === cmd.key).map((r) => r.key) : [];

@@ -85,12 +85,44 @@ export interface SnapshotRecord {
   labels: Record<string, string>;
   created_at: Timestamp;
   updated_at: Timestamp;
+  /**
+   * Present (true) only on a snapshot ckd committed itself from a digest-verified layer on a
+   * verified parent, named by the chain ID ckd computed: the only kind shared across namespaces.
+   */
+  verified?: true;
 }
 
-/** Who owns an on-disk snapshot id: what Cleanup keeps and what GC may remove. */
-export interface SnapshotIdRecord {
+/** One record referring to an on-disk snapshot id. */
+export interface SnapshotOwner {
   namespace: string;
   key: string;
+}
+
+/** What ckd knows of a verified directory: how it was made (what a share must match). */
+export interface VerifiedSnapshot {
+  /** The chain ID ckd computed: the name of every record referring to the directory. */
+  chain: string;
+  /** The on-disk id of the parent directory it was applied on ("" for none). */
+  parent_id: string;
+  /** Digest of the layer blob that was applied. */
+  layer: string;
+}
+
+/**
+ * Who refers to an on-disk snapshot id: what Cleanup keeps and what GC may remove. A
+ * directory goes only when no namespace's record refers to it any more.
+ */
+export interface SnapshotIdRecord {
+  /** Sorted by namespace, then key; never empty (the record goes with its last owner). */
+  owners: SnapshotOwner[];
+  verified?: VerifiedSnapshot;
+}
+
+/** Index entry `snapchain\0<sn>\0<chain>\0<id>`: a verified directory with that chain ID. */
+export interface ChainIndexRecord {
+  id: string;
+  parent_id: string;
+  layer: string;
 }
 
 /** An event as read back from the log and decoded. */
@@ -121,6 +153,9 @@ export const keys = {
   snapshot: (ns: string, sn: string, key: string) => `snap${SEP}${ns}${SEP}${sn}${SEP}${key}`,
   snapshotIdsPrefix: (sn: string) => `snapid${SEP}${sn}${SEP}`,
   snapshotId: (sn: string, id: string) => `snapid${SEP}${sn}${SEP}${id}`,
+  /** Verified directories by the chain ID ckd computed for them. */
+  snapshotChainPrefix: (sn: string, chain: string) => `snapchain${SEP}${sn}${SEP}${chain}${SEP}`,
+  snapshotChain: (sn: string, chain: string, id: string) => `snapchain${SEP}${sn}${SEP}${chain}${SEP}${id}`,
 } as const;
 
 // --- normalisation: records are built with a fixed key order and sorted maps so the bytes
@@ -209,7 +244,25 @@ export function snapshotRecord(r: Partial<SnapshotRecord>): SnapshotRecord {
     labels: sortedMap(r.labels),
     created_at: timestamp(r.created_at),
     updated_at: timestamp(r.updated_at),
+    ...(r.verified ? { verified: true as const } : {}),
   };
+}
+
+const compareOwners = (a: SnapshotOwner, b: SnapshotOwner) =>
+  a.namespace !== b.namespace ? (a.namespace < b.namespace ? -1 : 1) : a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
+
+/** The id record with `add` added and `drop` removed; undefined when no owner is left. */
+export function snapshotIdRecord(
+  cur: SnapshotIdRecord | undefined,
+  change: { add?: SnapshotOwner; drop?: SnapshotOwner; verified?: VerifiedSnapshot },
+): SnapshotIdRecord | undefined {
+  let owners = [...(cur?.owners ?? [])];
+  if (change.drop) owners = owners.filter((o) => compareOwners(o, change.drop!) !== 0);
+  if (change.add && !owners.some((o) => compareOwners(o, change.add!) === 0)) owners.push({ namespace: change.add.namespace, key: change.add.key });
+  if (owners.length === 0) return undefined;
+  owners.sort(compareOwners);
+  const v = cur?.verified ?? change.verified;
+  return { owners, ...(v ? { verified: { chain: v.chain, parent_id: v.parent_id, layer: v.layer } } : {}) };
 }
 
 export function containerRecord(c: Partial<ContainerRecord>): ContainerRecord {
@@ -298,19 +351,26 @@ export function keysFor(ev: LoggedEvent): string[] {
       ];
     case TYPE.SnapshotCommit:
       return [
+        ...(p.key ? [] : [keys.namespace(ev.namespace)]),
         keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.key),
         keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.name),
         keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? ""),
+        ...(!p.key && p.ck_verified ? [keys.snapshotChain(p.ck_snapshotter ?? "", p.name, p.ck_id ?? "")] : []),
         ...(p.ck_lease ? [keys.lease(ev.namespace, p.ck_lease)] : []),
       ];
+    // A verified snapshot is named by its chain ID: its chain index entry is known from the event.
     case TYPE.SnapshotRemove:
-      return [keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.key), keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? "")];
+      return [
+        keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.key),
+        keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? ""),
+        keys.snapshotChain(p.ck_snapshotter ?? "", p.key, p.ck_id ?? ""),
+      ];
     case TYPE.SnapshotUpdate:
       return [keys.snapshot(ev.namespace, p.snapshotter, p.key)];
     case TYPE.SnapshotCollect:
       return [
         ...(p.keys as string[]).map((k) => keys.snapshot(ev.namespace, p.snapshotter, k)),
-        ...((p.ids ?? []) as string[]).map((id) => keys.snapshotId(p.snapshotter, id)),
+        ...((p.ids ?? []) as string[]).flatMap((id, i) => [keys.snapshotId(p.snapshotter, id), keys.snapshotChain(p.snapshotter, (p.keys as string[])[i] ?? "", id)]),
       ];
     default:
       return [];
@@ -382,43 +442,79 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
       return [
         ...implicitNamespace(),
         [keys.snapshot(ev.namespace, sn, p.key), rec],
-        [keys.snapshotId(sn, rec.id), { namespace: ev.namespace, key: rec.key }],
+        ...idChange(sn, rec.id, { add: { namespace: ev.namespace, key: rec.key } }),
         ...leaseChange(keys.lease(ev.namespace, p.ck_lease ?? ""), p.ck_lease ? { id: p.key, type: `snapshots/${sn}` } : undefined, "add"),
       ];
     }
     case TYPE.SnapshotCommit: {
       const sn: string = p.ck_snapshotter ?? "";
+      const lease = leaseChange(keys.lease(ev.namespace, p.ck_lease ?? ""), p.ck_lease ? { id: p.name, type: `snapshots/${sn}` } : undefined, "add");
+      if (!p.key) {
+        // ckd's own unpack (ck.services.unpack.v1): committed directly, never Active, on a
+        // directory made for it or shared from another namespace's verified record.
+        const v = p.ck_verified;
+        const rec = snapshotRecord({
+          snapshotter: sn,
+          key: p.name,
+          parent: p.ck_parent ?? "",
+          kind: "Committed",
+          id: p.ck_id,
+          labels: p.ck_labels?.labels,
+          created_at: ev.timestamp,
+          updated_at: ev.timestamp,
+          verified: v ? true : undefined,
+        });
+        const verified = v ? { chain: rec.key, parent_id: v.parent_id ?? "", layer: v.layer ?? "" } : undefined;
+        return [
+          ...implicitNamespace(),
+          [keys.snapshot(ev.namespace, sn, p.name), rec],
+          ...idChange(sn, rec.id, { add: { namespace: ev.namespace, key: rec.key }, verified }),
+          ...(verified ? [[keys.snapshotChain(sn, verified.chain, rec.id), { id: rec.id, parent_id: verified.parent_id, layer: verified.layer }] as KeyChange] : []),
+          ...lease,
+        ];
+      }
       const cur = read(keys.snapshot(ev.namespace, sn, p.key)) as SnapshotRecord | undefined;
       if (!cur) return [];
       const rec = snapshotRecord({ ...cur, key: p.name, kind: "Committed", labels: p.ck_labels?.labels, created_at: ev.timestamp, updated_at: ev.timestamp });
       return [
         [keys.snapshot(ev.namespace, sn, p.key), undefined],
         [keys.snapshot(ev.namespace, sn, p.name), rec],
-        [keys.snapshotId(sn, rec.id), { namespace: ev.namespace, key: rec.key }],
-        ...leaseChange(keys.lease(ev.namespace, p.ck_lease ?? ""), p.ck_lease ? { id: p.name, type: `snapshots/${sn}` } : undefined, "add"),
+        ...idChange(sn, rec.id, { drop: { namespace: ev.namespace, key: p.key }, add: { namespace: ev.namespace, key: rec.key } }),
+        ...lease,
       ];
     }
     case TYPE.SnapshotRemove: {
       const sn: string = p.ck_snapshotter ?? "";
       const cur = read(keys.snapshot(ev.namespace, sn, p.key)) as SnapshotRecord | undefined;
       if (!cur) return [];
-      return [
-        [keys.snapshot(ev.namespace, sn, p.key), undefined],
-        [keys.snapshotId(sn, cur.id), undefined],
-      ];
+      return [[keys.snapshot(ev.namespace, sn, p.key), undefined], ...idChange(sn, cur.id, { drop: { namespace: ev.namespace, key: p.key } })];
     }
     case TYPE.SnapshotUpdate: {
       const cur = read(keys.snapshot(ev.namespace, p.snapshotter, p.key)) as SnapshotRecord | undefined;
       if (!cur) return [];
       return [[keys.snapshot(ev.namespace, p.snapshotter, p.key), snapshotRecord({ ...cur, labels: p.labels, updated_at: ev.timestamp })]];
     }
-    case TYPE.SnapshotCollect:
+    case TYPE.SnapshotCollect: {
+      const ks = p.keys as string[];
       return [
-        ...(p.keys as string[]).map((k): KeyChange => [keys.snapshot(ev.namespace, p.snapshotter, k), undefined]),
-        ...((p.ids ?? []) as string[]).map((id): KeyChange => [keys.snapshotId(p.snapshotter, id), undefined]),
+        ...ks.map((k): KeyChange => [keys.snapshot(ev.namespace, p.snapshotter, k), undefined]),
+        ...((p.ids ?? []) as string[]).flatMap((id, i) => idChange(p.snapshotter, id, { drop: { namespace: ev.namespace, key: ks[i] ?? "" } })),
       ];
+    }
     default:
       return [];
+  }
+
+  /**
+   * The owner index of an on-disk id after a record starts or stops referring to it; with the
+   * last owner, the id record and its chain index entry go (the directory may be removed).
+   */
+  function idChange(sn: string, id: string, change: Parameters<typeof snapshotIdRecord>[1]): KeyChange[] {
+    const cur = read(keys.snapshotId(sn, id)) as SnapshotIdRecord | undefined;
+    const next = snapshotIdRecord(cur, change);
+    const out: KeyChange[] = [[keys.snapshotId(sn, id), next]];
+    if (!next && cur?.verified) out.push([keys.snapshotChain(sn, cur.verified.chain, id), undefined]);
+    return out;
   }
 
   /** Adds a resource to (or removes one from) an existing lease; nothing when absent. */

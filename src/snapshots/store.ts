@@ -9,9 +9,10 @@ import path from "node:path";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
 import { nowTimestamp } from "../emitter/envelope.js";
-import { checkCommit, checkPrepare, parentIds, snapshotHandlers, validateSnapshotKey, validateSnapshotterName } from "../commands/snapshots.js";
+import { chainIdOf, checkCommit, checkPrepare, checkUnpack, parentIds, snapshotHandlers, validateSnapshotKey, validateSnapshotterName } from "../commands/snapshots.js";
+import { validateDigest } from "../commands/validation.js";
 import { failedPrecondition, invalidArgument, isClass } from "../errdefs/errdefs.js";
-import type { SnapshotRecord } from "../projections/views.js";
+import { keys, type ChainIndexRecord, type SnapshotRecord } from "../projections/views.js";
 import type { Mount, Snapshotter, Usage } from "./types.js";
 
 export interface SnapshotterEntry {
@@ -89,6 +90,81 @@ export class SnapshotStore {
     checkCommit(cmd, current, await this.find(ns, snapshotter, req.name), lease);
     await sn.commit(current!.id);
     return this.sequencer.submit(snapshotHandlers.commit({ ...cmd, now: nowTimestamp() }));
+  }
+
+  /**
+   * ckd's own unpack of one layer into the committed snapshot named by its chain ID (see
+   * docs/snapshots.md, "Sharing"). `apply` writes the layer onto the mounts of a directory no
+   * client ever saw and answers the uncompressed digest; it is not called when the snapshot
+   * exists in the namespace already or a verified directory can be shared.
+   */
+  async unpack(
+    ns: string,
+    snapshotter: string,
+    req: { layer: string; diffId: string; parent: string; lease?: string },
+    apply: (mounts: Mount[]) => Promise<string>,
+  ): Promise<{ chainId: string; status: "exists" | "shared" | "applied"; verified: boolean }> {
+    const sn = this.snapshotter(snapshotter);
+    validateDigest("layer.digest", req.layer);
+    validateDigest("diff_id", req.diffId);
+    if (req.parent) validateSnapshotKey("parent", req.parent);
+    const name = chainIdOf(req.parent, req.diffId);
+    const exists = async () => {
+      const e = await this.find(ns, snapshotter, name);
+      return e && { chainId: name, status: "exists" as const, verified: !!e.verified };
+    };
+    const already = await exists();
+    if (already) return already;
+    const parent = req.parent ? await this.find(ns, snapshotter, req.parent) : undefined;
+    const lease = req.lease ? await this.queries.getLease(ns, req.lease).catch(() => undefined) : undefined;
+    const cmd = { namespace: ns, snapshotter, name, parent: req.parent, labels: {}, lease: req.lease };
+    checkUnpack(cmd, undefined, parent, lease);
+    // Only what ckd applied itself on a verified chain is verified (and ever shared).
+    const parentId = parent?.id ?? "";
+    const verified = !parent || parent.verified ? { layer: req.layer, parent_id: parentId, diff_id: req.diffId } : undefined;
+    if (verified) {
+      for (const [, c] of [...this.queries.scanRecords<ChainIndexRecord>(keys.snapshotChainPrefix(snapshotter, name))]) {
+        if (c.parent_id !== parentId || c.layer !== req.layer) continue;
+        try {
+          await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id: c.id, share: true, verified, now: nowTimestamp() }));
+          return { chainId: name, status: "shared", verified: true };
+        } catch (err) {
+          if (isClass(err, "AlreadyExists")) {
+            const e = await exists();
+            if (e) return e;
+          }
+          // The directory lost its last owner meanwhile: try another, or apply.
+          if (!isClass(err, "FailedPrecondition")) throw err;
+        }
+      }
+    }
+    const parents = parent ? [parent.id, ...parentIds((k) => this.findSync(ns, snapshotter, k), parent)] : [];
+    const id = newSnapshotId();
+    this.busy.add(id);
+    try {
+      // Never returned to anyone: nothing but the layer is written through these mounts.
+      const mounts = await sn.prepare(id, parents, { readonly: false });
+      let committed = false;
+      try {
+        const got = await apply(mounts);
+        if (got !== req.diffId) throw failedPrecondition(`wrong diff id calculated on extraction "${got}", expected "${req.diffId}"`);
+        await sn.commit(id);
+        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, share: false, verified, now: nowTimestamp() }));
+        committed = true;
+      } finally {
+        if (!committed) await sn.remove(id).catch(() => undefined);
+      }
+    } catch (err) {
+      // Another unpack in this namespace committed the chain ID first: theirs is as good.
+      if (isClass(err, "AlreadyExists")) {
+        const e = await exists();
+        if (e) return e;
+      }
+      throw err;
+    } finally {
+      this.busy.delete(id);
+    }
+    return { chainId: name, status: "applied", verified: !!verified };
   }
 
   async remove(ns: string, snapshotter: string, key: string): Promise<void> {

@@ -2,7 +2,9 @@
 // (umoci-built, a file deleted in a later layer, a directory replaced) into a chain of
 // committed snapshots with each snapshotter; a View of the top, mounted, shows exactly the
 // image's files; the real ctr pulls and lists into ckd's snapshots; kill -9 during an unpack
-// leaves nothing half-made visible; bad input writes nothing.
+// leaves nothing half-made visible; bad input writes nothing. A pull into a second namespace
+// shares the committed snapshots ckd unpacked itself (0 layers applied), never ones a client
+// committed; GC removes a directory only when no namespace refers to it.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -12,7 +14,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { spawn } from "node:child_process";
 import { startTestNats } from "../helpers/nats.js";
-import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
+import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
 import { startRegistry, buildImage, type BuiltImage } from "../helpers/registry.js";
 import { rejectsClass } from "../helpers/errors.js";
 import type { ApiClient } from "../../src/cli/client.js";
@@ -40,10 +42,10 @@ async function treeOf(root: string, rel = ""): Promise<string[]> {
   return out;
 }
 
-/** Reads a View of `parent` through its mounts. */
+/** Reads a View of `parent` through its mounts (a gc.root: a GC run meanwhile keeps it). */
 async function readView(api: ApiClient, snapshotter: string, parent: string): Promise<{ tree: string[]; files: Record<string, string> }> {
   const key = `view of ${parent} ${randomBytes(3).toString("hex")}`;
-  const { mounts } = await api.call("snapshots", "View", { snapshotter, key, parent });
+  const { mounts } = await api.call("snapshots", "View", { snapshotter, key, parent, labels: { "containerd.io/gc.root": "now" } });
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ck-view-"));
   try {
     await mountAll(mounts.map((m: any) => ({ type: m.type, source: m.source, options: m.options })), dir);
@@ -162,6 +164,105 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
     });
   }
 
+  for (const sn of ["overlayfs", "native"]) {
+    test(`sharing (${sn}): a warm ck pull into another namespace applies 0 layers; GC counts every namespace; client-committed snapshots are never shared`, async () => {
+      const chain = chainIds(image.config.rootfs.diff_ids);
+      const pull = async (ns: string, want: RegExp) => {
+        const t0 = performance.now();
+        const r = await ck(ns, ["pull", "--plain-http", "--snapshotter", sn, image.reference]);
+        const ms = performance.now() - t0;
+        assert.equal(r.code, 0, r.stderr + r.stdout);
+        assert.match(r.stdout, want);
+        return ms;
+      };
+      const [A, B, C, E, X] = ["a", "b", "c", "e", "x"].map((n) => `share-${n}-${sn}`) as [string, string, string, string, string];
+      const dirs0 = (await snapDirs(sn)).length;
+      await pull(A, /unpacked 3 layers \(3 applied\)/);
+      assert.equal((await snapDirs(sn)).length, dirs0 + 3);
+      const warmMs = await pull(B, /unpacked 3 layers \(0 applied, 3 shared\)/);
+      assert.equal((await snapDirs(sn)).length, dirs0 + 3, "no directory made for the shared snapshots");
+      console.log(`# warm ck pull into a 2nd namespace (${sn}): ${warmMs.toFixed(0)} ms end to end`);
+      const a = daemon.client(A);
+      const b = daemon.client(B);
+      const c = daemon.client(C);
+      const x = daemon.client(X);
+      try {
+        // B's metadata is its own: the chain, named by chain ID, with B's own events.
+        assert.deepEqual(
+          (await listSnapshots(b, sn)).map((i) => [i.name, i.parent, i.kind]).sort(),
+          [
+            [chain[0], "", COMMITTED],
+            [chain[1], chain[0], COMMITTED],
+            [chain[2], chain[1], COMMITTED],
+          ].sort(),
+        );
+        assert.deepEqual((await readView(b, sn, chain[2]!)).files, EXPECTED_FILES);
+        // Cleanup keeps shared directories.
+        await b.call("snapshots", "Cleanup", { snapshotter: sn });
+        assert.equal((await snapDirs(sn)).length, dirs0 + 3);
+
+        // rm in A + GC: A's records go, the directories stay for B, B still reads its files.
+        await a.call("images", "Delete", { name: image.reference, sync: true });
+        assert.deepEqual(await listSnapshots(a, sn), []);
+        assert.equal((await snapDirs(sn)).length, dirs0 + 3);
+        assert.deepEqual((await readView(b, sn, chain[2]!)).files, EXPECTED_FILES);
+        await a.call("snapshots", "Cleanup", { snapshotter: sn });
+        assert.deepEqual((await readView(b, sn, chain[2]!)).files, EXPECTED_FILES);
+        // rm in B + GC: no namespace refers to them any more, the directories go.
+        await b.call("images", "Delete", { name: image.reference, sync: true });
+        assert.deepEqual(await listSnapshots(b, sn), []);
+        assert.equal((await snapDirs(sn)).length, dirs0);
+
+        // A client unpacks the first layer as ctr does (Prepare, Diff.Apply, Commit under the
+        // chain ID), but also writes a file of its own through the mounts before committing.
+        const f = await ck(X, ["fetch", "--plain-http", "-q", image.reference]);
+        assert.equal(f.code, 0, f.stderr);
+        const { mounts } = await x.call("snapshots", "Prepare", { snapshotter: sn, key: "mine", parent: "", labels: { "containerd.io/gc.root": "now" } });
+        assert.equal(mounts.length, 1);
+        const l0 = image.manifest.layers[0]!;
+        const applied = await x.call("diff", "Apply", { diff: { media_type: l0.mediaType, digest: l0.digest, size: l0.size }, mounts });
+        assert.equal(applied.applied.digest, image.config.rootfs.diff_ids[0]);
+        await fs.writeFile(path.join(mounts[0].source, "evil"), "written by a client\n");
+        await x.call("snapshots", "Commit", { snapshotter: sn, key: "mine", name: chain[0], labels: { "containerd.io/gc.root": "now" } });
+        // Another namespace's pull does not share it: every layer is applied again.
+        await pull(C, /unpacked 3 layers \(3 applied\)/);
+        const cview = await readView(c, sn, chain[2]!);
+        assert.deepEqual(cview.files, EXPECTED_FILES);
+        // The client's own namespace keeps its chain-ID snapshot (as ctr's Stat would); what is
+        // unpacked on it is not verified, so not shared either.
+        await pull(X, /unpacked 3 layers \(2 applied\)/);
+        assert.ok((await readView(x, sn, chain[2]!)).tree.includes("evil"));
+        await pull(E, /unpacked 3 layers \(0 applied, 3 shared\)/);
+        const e = daemon.client(E);
+        try {
+          assert.deepEqual((await readView(e, sn, chain[2]!)).files, EXPECTED_FILES);
+          for (const cl of [c, x, e]) {
+            await cl.call("images", "Delete", { name: image.reference, sync: true });
+            // The client's own snapshot is kept by its gc.root label until removed.
+            await cl.call("snapshots", "Remove", { snapshotter: sn, key: chain[0] }).catch(() => undefined);
+            assert.deepEqual(await listSnapshots(cl, sn), []);
+          }
+        } finally {
+          e.close();
+        }
+        assert.equal((await snapDirs(sn)).length, dirs0);
+      } finally {
+        a.close();
+        b.close();
+        c.close();
+        x.close();
+      }
+    });
+  }
+
+  test("shared snapshots' events replay to an identical projection (ck-replay verify)", async () => {
+    assert.equal(await daemon.stop(), 0);
+    const r = await runNode(CK_REPLAY, ["verify", "--root", daemon.root]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /verify OK/);
+    await daemon.launch();
+  });
+
   test("the real ctr images pull unpacks into ckd's snapshots; ctr snapshots ls and tree show the chain", async () => {
     const ctr = (args: string[]) => runCommand(CTR, ["--address", daemon.address, "-n", "ctrpull", ...args], {}, undefined, 120_000);
     const r = await ctr(["images", "pull", "--plain-http", image.reference]);
@@ -234,16 +335,19 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
     const ns = "crash";
     const sn = "overlayfs";
     const chain = chainIds(big.config.rootfs.diff_ids);
+    const dirs0 = (await snapDirs(sn)).filter((d) => !d.startsWith(".")).length;
     const pull = spawn(process.execPath, [CK, "--address", daemon.address, "-n", ns, "pull", "--plain-http", "-q", big.reference], { stdio: "ignore" });
     const pullDone = new Promise((r) => pull.once("exit", r));
     const api = daemon.client(ns);
     let sawApply = false;
     try {
-      // Wait until the big layer is being extracted: an Active snapshot for chain[1] exists.
+      // Wait until ckd extracts the big layer: chain[0] is committed and one more directory,
+      // which no record owns yet (ckd's unpack has no Active snapshot), exists.
       const deadline = Date.now() + 120_000;
       while (Date.now() < deadline) {
-        const active = await listSnapshots(api, sn, ["kind==active"]).catch(() => []);
-        if (active.some((i) => i.name.endsWith(` ${chain[1]}`))) {
+        const committed = await listSnapshots(api, sn, ["kind==committed"]).catch(() => []);
+        const dirs = (await snapDirs(sn)).filter((d) => !d.startsWith("."));
+        if (committed.some((i) => i.name === chain[0]) && dirs.length >= dirs0 + 2) {
           sawApply = true;
           break;
         }
@@ -265,14 +369,15 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       // Cleanup: every remaining directory belongs to a snapshot of some namespace.
       await api2.call("snapshots", "Cleanup", { snapshotter: sn });
       assert.ok((await snapDirs(sn)).every((d) => !d.startsWith(".")));
+      assert.equal((await snapDirs(sn)).length, dirs0 + 1, "the half-made directory is gone, chain[0]'s stays");
 
       const again = await ck(ns, ["pull", "--plain-http", big.reference]);
       assert.equal(again.code, 0, again.stderr + again.stdout);
       const after = await listSnapshots(api2, sn, ["kind==committed"]);
       assert.deepEqual(after.map((i) => i.name).sort(), [...chain].sort());
 
-      // The interrupted pull's lease still holds its extract snapshot; once the lease goes,
-      // GC removes it and its directory.
+      // ckd's unpack leaves no Active snapshot behind (the interrupted directory had no record);
+      // once the interrupted pull's lease goes, nothing but the chain is left.
       for (const l of (await api2.call("leases", "List", {})).leases ?? []) await api2.call("leases", "Delete", { id: l.id, sync: true });
       const left = await listSnapshots(api2, sn, ["kind==active"]);
       assert.deepEqual(left, []);

@@ -4,6 +4,7 @@ import { describe, test } from "node:test";
 import { createHash } from "node:crypto";
 import assert from "node:assert/strict";
 import {
+  chainIdOf,
   decideCommitSnapshot,
   decidePrepareSnapshot,
   decideRemoveSnapshot,
@@ -94,7 +95,7 @@ describe("snapshots: prepare, view, commit", () => {
     const g = new Given();
     g.apply(d.event);
     assert.equal(g.snap("extract-1 sha256:x/y")?.kind, "Active");
-    assert.deepEqual(g.get(keys.snapshotId(SN, "id-extract_1_sha256_x_y")), { namespace: NS, key: "extract-1 sha256:x/y" });
+    assert.deepEqual(g.get(keys.snapshotId(SN, "id-extract_1_sha256_x_y")), { owners: [{ namespace: NS, key: "extract-1 sha256:x/y" }] });
   });
 
   test("given a committed chain, when Commit of the active key, then the key is gone and the name is Committed with the same id and parent", () => {
@@ -104,7 +105,7 @@ describe("snapshots: prepare, view, commit", () => {
     assert.equal(mid.kind, "Committed");
     assert.equal(mid.parent, "base");
     assert.equal(mid.id, "id-extract_2_mid");
-    assert.deepEqual(g.get(keys.snapshotId(SN, mid.id)), { namespace: NS, key: "mid" });
+    assert.deepEqual(g.get(keys.snapshotId(SN, mid.id)), { owners: [{ namespace: NS, key: "mid" }] });
     assert.deepEqual(parentIds((k) => g.snap(k), g.snap("top")!), ["id-extract_2_mid", "id-extract_1_base"]);
   });
 
@@ -229,5 +230,69 @@ describe("unpack helpers", () => {
     throwsClass(() => checkMountsUnder([{ type: "bind", source: "/var/lib/ck/snapshots/native/../../etc", options: ["rbind"] }], roots), "InvalidArgument");
     throwsClass(() => checkMountsUnder([{ type: "overlay", source: "overlay", options: ["upperdir=/etc", "workdir=/var/lib/ck/snapshots/native/w"] }], roots), "InvalidArgument");
     throwsClass(() => checkMountsUnder([{ type: "tmpfs", source: "tmpfs", options: [] }], roots), "InvalidArgument");
+  });
+});
+
+describe("snapshots: ckd's verified unpack and sharing across namespaces", () => {
+  const L0 = "sha256:" + "a".repeat(64);
+  const L1 = "sha256:" + "b".repeat(64);
+  const D0 = "sha256:" + "c".repeat(64);
+  const D1 = "sha256:" + "d".repeat(64);
+  const C0 = chainIdOf("", D0);
+  const C1 = chainIdOf(C0, D1);
+  const unpack = (ns: string, name: string, parent: string, id: string, share: boolean, v?: { layer: string; parent_id: string; diff_id: string }) =>
+    snapshotHandlers.unpack({ namespace: ns, snapshotter: SN, name, parent, id, share, verified: v, labels: {}, now: T0 });
+  const rec = (g: Given, ns: string, key: string) => g.get<SnapshotRecord>(keys.snapshot(ns, SN, key));
+
+  function twoNamespaces(): Given {
+    const g = new Given();
+    g.run(unpack("A", C0, "", "id0", false, { layer: L0, parent_id: "", diff_id: D0 }));
+    g.run(unpack("A", C1, C0, "id1", false, { layer: L1, parent_id: "id0", diff_id: D1 }));
+    g.run(unpack("B", C0, "", "id0", true, { layer: L0, parent_id: "", diff_id: D0 }));
+    g.run(unpack("B", C1, C0, "id1", true, { layer: L1, parent_id: "id0", diff_id: D1 }));
+    return g;
+  }
+
+  test("a direct commit is one /snapshot/commit event with an empty key; a share refers to the same id; the id has both owners", () => {
+    const d = snapshotHandlers.unpack({ namespace: "A", snapshotter: SN, name: C0, parent: "", id: "id0", share: false, verified: { layer: L0, parent_id: "", diff_id: D0 }, labels: {}, now: T0 })(new Given());
+    assert.deepEqual(d.event?.payload, { key: "", name: C0, ck_snapshotter: SN, ck_labels: { labels: {} }, ck_id: "id0", ck_parent: "", ck_verified: { layer: L0, parent_id: "", diff_id: D0 } });
+    const g = twoNamespaces();
+    assert.equal(rec(g, "A", C1)?.id, "id1");
+    assert.equal(rec(g, "B", C1)?.id, "id1");
+    assert.equal(rec(g, "B", C1)?.verified, true);
+    assert.equal(rec(g, "B", C1)?.parent, C0);
+    assert.deepEqual(g.get(keys.snapshotId(SN, "id1")), { owners: [{ namespace: "A", key: C1 }, { namespace: "B", key: C1 }], verified: { chain: C1, parent_id: "id0", layer: L1 } });
+    assert.deepEqual(g.scan(keys.snapshotChainPrefix(SN, C1)).map(([, v]) => v), [{ id: "id1", parent_id: "id0", layer: L1 }]);
+  });
+
+  test("remove in one namespace drops only its owner; the last owner takes the id record and the chain index entry", () => {
+    const g = twoNamespaces();
+    g.run(snapshotHandlers.remove({ namespace: "A", snapshotter: SN, key: C1 }));
+    g.run(snapshotHandlers.remove({ namespace: "A", snapshotter: SN, key: C0 }));
+    assert.deepEqual(g.get(keys.snapshotId(SN, "id1")), { owners: [{ namespace: "B", key: C1 }], verified: { chain: C1, parent_id: "id0", layer: L1 } });
+    assert.equal(g.scan(keys.snapshotChainPrefix(SN, C0)).length, 1);
+    const collect = decideCollectSnapshots({ namespace: "B", snapshotter: SN, now: new Date("2030-01-01T00:00:00Z") }, loadGcState("B", (p) => g.scan(p)));
+    g.apply(collect.event);
+    assert.deepEqual(g.scan(keys.snapshotIdsPrefix(SN)), []);
+    assert.deepEqual(g.scan("snapchain\u0000"), []);
+  });
+
+  test("a share must match a verified directory: same chain, layer and parent directory, still owned; a fresh id must be unowned", () => {
+    const g = twoNamespaces();
+    throwsClass(() => g.run(unpack("C", C0, "", "id0", true, { layer: L1, parent_id: "", diff_id: D0 })), "FailedPrecondition", /not a verified/);
+    throwsClass(() => g.run(unpack("C", C0, "", "id9", true, { layer: L0, parent_id: "", diff_id: D0 })), "FailedPrecondition", /not a verified/);
+    throwsClass(() => g.run(unpack("C", C0, "", "id0", false, { layer: L0, parent_id: "", diff_id: D0 })), "AlreadyExists", /snapshot id/);
+    throwsClass(() => g.run(unpack("C", C0, "", "id0", true)), "FailedPrecondition", /not a verified/);
+    throwsClass(() => g.run(unpack("C", C1, "", "idx", false, { layer: L1, parent_id: "", diff_id: D1 })), "InvalidArgument", /chain ID/);
+    throwsClass(() => g.run(unpack("A", C0, "", "idx", false, { layer: L0, parent_id: "", diff_id: D0 })), "AlreadyExists");
+    // A client-committed parent is not verified: nothing on it is.
+    g.run(snapshotHandlers.prepare({ ...prep("extract x"), namespace: "C", id: "idc" }));
+    g.run(snapshotHandlers.commit({ ...commit("extract x", C0), namespace: "C" }));
+    assert.equal(rec(g, "C", C0)?.verified, undefined);
+    throwsClass(() => g.run(unpack("C", C1, C0, "id1", true, { layer: L1, parent_id: "idc", diff_id: D1 })), "FailedPrecondition");
+    throwsClass(() => g.run(unpack("C", C1, C0, "idy", false, { layer: L1, parent_id: "idc", diff_id: D1 })), "FailedPrecondition", /not the verified/);
+    const plain = g.run(unpack("C", C1, C0, "idy", false));
+    assert.equal(plain.verified, undefined);
+    assert.equal(g.scan(keys.snapshotChainPrefix(SN, C1)).length, 1, "an unverified direct commit is not indexed");
   });
 });

@@ -1,0 +1,38 @@
+// ck's extension service ck.services.unpack.v1: ckd unpacks a layer into a committed snapshot
+// itself (docs/snapshots.md, "Sharing"), so the result is verified and can be shared with
+// other namespaces. The layer blob must be visible in the caller's namespace; it is read from
+// the content store (whose commits verified its digest) and applied in the diff worker pool.
+import type * as grpc from "@grpc/grpc-js";
+import type { Queries } from "../projections/queries.js";
+import type { ContentStore } from "../content/types.js";
+import type { SnapshotStore } from "../snapshots/store.js";
+import { applyLayerToMounts } from "../diff/apply.js";
+import { validateDigest } from "../commands/validation.js";
+import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
+
+export interface UnpackDeps {
+  queries: Queries;
+  store: ContentStore;
+  snapshots: SnapshotStore;
+}
+
+export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation {
+  return {
+    Apply: unary(async (call) => {
+      const ns = namespaceOf(call);
+      const r = call.request;
+      const layer = r.layer ?? {};
+      const digest = String(layer.digest ?? "");
+      validateDigest("layer.digest", digest);
+      // Even a share needs the layer in the caller's namespace: nobody gets files by chain ID alone.
+      await d.queries.getBlob(ns, digest);
+      const res = await d.snapshots.unpack(
+        ns,
+        String(r.snapshotter ?? ""),
+        { layer: digest, diffId: String(r.diff_id ?? ""), parent: String(r.parent ?? ""), lease: metadataValue(call, LEASE_HEADER) || undefined },
+        async (mounts) => (await applyLayerToMounts(mounts, { file: d.store.path(digest) }, { mediaType: layer.media_type || undefined })).digest,
+      );
+      return { chain_id: res.chainId, status: res.status, verified: res.verified };
+    }),
+  };
+}
