@@ -5,8 +5,8 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { failedPrecondition, invalidArgument } from "../errdefs/errdefs.js";
 import { runCommand } from "./mount.js";
-import { SnapshotDirs, diskUsage } from "./storage.js";
-import { checkSnapshotId, type Mount, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
+import { DirectorySnapshotter } from "./storage.js";
+import { checkSnapshotId, type Mount, type SnapshotKind } from "./types.js";
 
 /**
  * Copies the tree `src` into the existing directory `dst` keeping modes, owners, times,
@@ -20,13 +20,8 @@ export async function copyTree(src: string, dst: string): Promise<void> {
   }
 }
 
-export class NativeSnapshotter implements Snapshotter {
+export class NativeSnapshotter extends DirectorySnapshotter {
   readonly name = "native" as const;
-  private readonly dirs: SnapshotDirs;
-
-  constructor(readonly root: string) {
-    this.dirs = new SnapshotDirs(root);
-  }
 
   async available(): Promise<{ ok: boolean; reason?: string }> {
     try {
@@ -35,10 +30,6 @@ export class NativeSnapshotter implements Snapshotter {
     } catch (err) {
       return { ok: false, reason: `cannot create ${this.dirs.dir}: ${(err as Error).message}` };
     }
-  }
-
-  fsDir(id: string): string {
-    return path.join(this.dirs.path(id), "fs");
   }
 
   async prepare(id: string, parentIds: readonly string[], opts: { readonly: boolean }): Promise<Mount[]> {
@@ -56,23 +47,6 @@ export class NativeSnapshotter implements Snapshotter {
 
   mounts(id: string, _parentIds: readonly string[], kind: SnapshotKind): Mount[] {
     return [{ type: "bind", source: this.fsDir(id), options: [kind === "Active" ? "rw" : "ro", "rbind"] }];
-  }
-
-  async commit(id: string): Promise<void> {
-    await this.dirs.mustExist(id);
-  }
-
-  async remove(id: string): Promise<void> {
-    await this.dirs.remove(id);
-  }
-
-  async usage(id: string): Promise<Usage> {
-    await this.dirs.mustExist(id);
-    return diskUsage(this.fsDir(id));
-  }
-
-  async cleanup(keep: ReadonlySet<string>): Promise<string[]> {
-    return this.dirs.cleanup(keep);
   }
 }
 

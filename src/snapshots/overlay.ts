@@ -7,8 +7,8 @@ import os from "node:os";
 import path from "node:path";
 import { runCommand } from "./mount.js";
 import { checkParentChain } from "./native.js";
-import { SnapshotDirs, diskUsage } from "./storage.js";
-import { checkSnapshotId, type Mount, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
+import { DirectorySnapshotter } from "./storage.js";
+import { checkSnapshotId, type Mount, type SnapshotKind } from "./types.js";
 
 export interface OverlayOptions {
   /**
@@ -19,13 +19,12 @@ export interface OverlayOptions {
   indexOff?: boolean;
 }
 
-export class OverlaySnapshotter implements Snapshotter {
+export class OverlaySnapshotter extends DirectorySnapshotter {
   readonly name = "overlayfs" as const;
-  private readonly dirs: SnapshotDirs;
   private readonly indexOff: boolean;
 
-  constructor(readonly root: string, opts: OverlayOptions = {}) {
-    this.dirs = new SnapshotDirs(root);
+  constructor(root: string, opts: OverlayOptions = {}) {
+    super(root);
     this.indexOff = opts.indexOff ?? existsSync("/sys/module/overlay/parameters/index");
   }
 
@@ -58,10 +57,6 @@ export class OverlaySnapshotter implements Snapshotter {
     } finally {
       if (probe !== undefined) await fs.rm(probe, { recursive: true, force: true }).catch(() => undefined);
     }
-  }
-
-  fsDir(id: string): string {
-    return path.join(this.dirs.path(id), "fs");
   }
 
   workDir(id: string): string {
@@ -108,22 +103,5 @@ export class OverlaySnapshotter implements Snapshotter {
     }
     options.push(`lowerdir=${lowers.join(":")}`);
     return [{ type: "overlay", source: "overlay", options }];
-  }
-
-  async commit(id: string): Promise<void> {
-    await this.dirs.mustExist(id);
-  }
-
-  async remove(id: string): Promise<void> {
-    await this.dirs.remove(id);
-  }
-
-  async usage(id: string): Promise<Usage> {
-    await this.dirs.mustExist(id);
-    return diskUsage(this.fsDir(id));
-  }
-
-  async cleanup(keep: ReadonlySet<string>): Promise<string[]> {
-    return this.dirs.cleanup(keep);
   }
 }

@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { alreadyExists, notFound } from "../errdefs/errdefs.js";
-import { checkSnapshotId, type Usage } from "./types.js";
+import { checkSnapshotId, type Mount, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
 
 export class SnapshotDirs {
   readonly dir: string;
@@ -99,4 +99,42 @@ export async function diskUsage(dir: string): Promise<Usage> {
   };
   await visit(dir);
   return { size, inodes: seen.size };
+}
+
+/**
+ * What the directory-backed snapshotters share: a snapshot is `<root>/snapshots/<id>` with its
+ * own files under `fs`; commit only checks the directory is there (nothing changes on disk).
+ */
+export abstract class DirectorySnapshotter implements Snapshotter {
+  abstract readonly name: "native" | "overlayfs";
+  protected readonly dirs: SnapshotDirs;
+
+  constructor(readonly root: string) {
+    this.dirs = new SnapshotDirs(root);
+  }
+
+  abstract available(): Promise<{ ok: boolean; reason?: string }>;
+  abstract prepare(id: string, parentIds: readonly string[], opts: { readonly: boolean }): Promise<Mount[]>;
+  abstract mounts(id: string, parentIds: readonly string[], kind: SnapshotKind): Mount[];
+
+  fsDir(id: string): string {
+    return path.join(this.dirs.path(id), "fs");
+  }
+
+  async commit(id: string): Promise<void> {
+    await this.dirs.mustExist(id);
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.dirs.remove(id);
+  }
+
+  async usage(id: string): Promise<Usage> {
+    await this.dirs.mustExist(id);
+    return diskUsage(this.fsDir(id));
+  }
+
+  async cleanup(keep: ReadonlySet<string>): Promise<string[]> {
+    return this.dirs.cleanup(keep);
+  }
 }

@@ -10,7 +10,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import tar from "tar-stream";
 import { applyLayerToMounts } from "../../src/diff/apply.js";
-import { mountAll, unmountAll } from "../../src/snapshots/mount.js";
+import { mountAll, unmountAll, withTempMount } from "../../src/snapshots/mount.js";
 import type { Mount, Snapshotter } from "../../src/snapshots/types.js";
 import { rejectsClass } from "../helpers/errors.js";
 
@@ -68,17 +68,7 @@ export async function layerTar(entries: readonly LayerEntry[]): Promise<Buffer> 
 export async function readThrough<T>(mounts: readonly Mount[], fn: (dir: string) => Promise<T>): Promise<T> {
   const m = mounts[0];
   if (mounts.length === 1 && m.type === "bind") return fn(m.source);
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ck-view-"));
-  try {
-    await mountAll(mounts, dir);
-    try {
-      return await fn(dir);
-    } finally {
-      await unmountAll(dir);
-    }
-  } finally {
-    await fs.rmdir(dir).catch(() => undefined);
-  }
+  return withTempMount(mounts, fn);
 }
 
 /** Every path under `dir` (relative, sorted; directories end in "/"). */
