@@ -5,12 +5,13 @@
 import { Command } from "commander";
 import { ApiClient } from "./client.js";
 import { defaultAddress } from "./defaults.js";
-import { CkError, classPhrase, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
+import { CkError, classPhrase, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
 import { goTime, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
 import { fromApiDescriptor, imageContents } from "./transfer.js";
+import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
 
 interface Globals {
@@ -128,11 +129,12 @@ images
   .command("check")
   .argument("[filters...]")
   .option("-q, --quiet", "print only refs")
-  .description("check that an image's content is all present: REF TYPE DIGEST STATUS SIZE")
+  .option("--snapshotter <name>", "snapshotter to look for the unpacked image in", "overlayfs")
+  .description("check that an image's content is all present: REF TYPE DIGEST STATUS SIZE UNPACKED")
   .action(
-    action(async (api, filters: string[], opts: { quiet?: boolean }) => {
+    action(async (api, filters: string[], opts: { quiet?: boolean; snapshotter: string }) => {
       const res = await api.call("images", "List", { filters: filters ?? [] });
-      const rows: string[][] = [["REF", "TYPE", "DIGEST", "STATUS", "SIZE"]];
+      const rows: string[][] = [["REF", "TYPE", "DIGEST", "STATUS", "SIZE", "UNPACKED"]];
       let incomplete = false;
       for (const i of (res.images ?? []) as any[]) {
         const c = await imageContents(api, fromApiDescriptor(i.target), defaultPlatform());
@@ -143,7 +145,7 @@ images
         if (!status.startsWith("complete")) incomplete = true;
         const have = c.present.reduce((a, d) => a + d.size, 0);
         const all = c.objects.reduce((a, d) => a + d.size, 0);
-        rows.push([i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, `${binarySize(have)}/${binarySize(all)}`]);
+        rows.push([i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, `${binarySize(have)}/${binarySize(all)}`, String(await unpacked(api, i, opts.snapshotter))]);
       }
       if (opts.quiet) out(rows.slice(1).map((r) => r[0] + "\n").join(""));
       else out(table(rows));
@@ -349,6 +351,20 @@ program
       out(`Client:\n  Version:  0.1.0\n\nServer:\n  Version:  ${v.version}\n  Revision: ${v.revision}\n  UUID: ${s.uuid}\n`);
     }),
   );
+
+/** As ctr's images check: the snapshot of the image's top chain ID exists in this snapshotter. */
+async function unpacked(api: ApiClient, image: any, snapshotter: string): Promise<boolean> {
+  try {
+    const { chainIds } = await imageLayers(api, fromApiDescriptor(image.target), defaultPlatform());
+    const top = chainIds[chainIds.length - 1];
+    if (!top) return false;
+    await api.call("snapshots", "Stat", { snapshotter, key: top });
+    return true;
+  } catch (err) {
+    if (isNotFound(err) || isClass(err, "FailedPrecondition")) return false;
+    throw err;
+  }
+}
 
 function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");

@@ -81,7 +81,8 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
 
     const check = await ck("dist", ["images", "check"]);
     assert.equal(check.code, 0, check.stdout + check.stderr);
-    assert.match(check.stdout, /complete \(5\/5\)/);
+    assert.match(check.stdout, /^REF\s+TYPE\s+DIGEST\s+STATUS\s+SIZE\s+UNPACKED\n/);
+    assert.match(check.stdout, /complete \(5\/5\) .* true\n/, "pull unpacked it");
     // Every blob crossed the network once.
     for (const l of image.manifest.layers) assert.equal(blobGets(l.digest), 1, l.digest);
   });
@@ -116,7 +117,7 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.equal(rm.code, 0, rm.stderr);
     const check = await ck("check", ["images", "check"]);
     assert.equal(check.code, 1);
-    assert.match(check.stdout, /incomplete \(4\/5\)/);
+    assert.match(check.stdout, /incomplete \(4\/5\) .* false\n/, "fetch does not unpack");
     const ls = await ck("check", ["images", "ls"]);
     assert.match(ls.stdout.split("\n")[1]!, /\s-\s/, "no size for an incomplete image");
   });
