@@ -16,6 +16,8 @@ export interface SeenRequest {
 export type Misbehave =
   | { answer: { status: number; headers?: Record<string, string>; body?: string | Buffer } }
   | { cutAfter: number }
+  /** Sends this many body bytes, then holds the connection open without sending more. */
+  | { stallAfter: number }
   | { tamper: true };
 
 export interface TestProxy {
@@ -66,6 +68,16 @@ export async function startProxy(upstream: string): Promise<TestProxy> {
       res.writeHead(ur.statusCode ?? 502, outHeaders);
       let flipped = false;
       ur.on("data", (chunk: Buffer) => {
+        if (m && "stallAfter" in m && rec.bytes + chunk.length > m.stallAfter) {
+          const part = chunk.subarray(0, Math.max(0, m.stallAfter - rec.bytes));
+          rec.bytes += part.length;
+          res.write(part);
+          ur.pause();
+          ur.removeAllListeners("data");
+          ur.removeAllListeners("end");
+          res.on("close", () => ur.destroy());
+          return;
+        }
         if (m && "cutAfter" in m && rec.bytes + chunk.length > m.cutAfter) {
           const part = chunk.subarray(0, Math.max(0, m.cutAfter - rec.bytes));
           rec.bytes += part.length;

@@ -167,6 +167,42 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     }
   });
 
+  test("a pull killed in the middle of a blob resumes next time from the bytes ckd holds", async () => {
+    const big = image.manifest.layers[0];
+    const d5 = await TestDaemon.start({});
+    const c5 = d5.client("killed");
+    proxy.rule = (req) => (req.method === "GET" && req.url?.includes(`/blobs/${big.digest}`) ? { stallAfter: 3 << 20 } : undefined);
+    try {
+      const { spawn } = await import("node:child_process");
+      const child = spawn(process.execPath, [CK, "--address", d5.address, "-n", "killed", "fetch", "--plain-http", ref("dist/app")], { stdio: "ignore" });
+      // Wait until ckd holds part of the blob, then kill the client outright.
+      let held = 0;
+      for (let i = 0; i < 200 && held < 1 << 20; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        const st = await c5.call("content", "ListStatuses", { filters: [] });
+        held = Number((st.statuses ?? []).find((s: any) => s.ref === `layer-${big.digest}`)?.offset ?? 0);
+      }
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+      assert.ok(held >= 1 << 20, `ckd held ${held} bytes of the blob before the kill`);
+      proxy.rule = undefined;
+      const before = proxy.seen.length;
+      const r = await runNode(CK, ["--address", d5.address, "-n", "killed", "fetch", "--plain-http", "-q", ref("dist/app")]);
+      assert.equal(r.code, 0, r.stderr);
+      const gets = proxy.seen.slice(before).filter((s) => s.method === "GET" && s.url.includes(`/blobs/${big.digest}`));
+      assert.equal(gets.length, 1, JSON.stringify(gets));
+      const from = Number(/^bytes=(\d+)-$/.exec(gets[0]!.range ?? "")?.[1]);
+      assert.ok(from >= 1 << 20, `resumed from byte ${gets[0]!.range}`);
+      assert.equal(gets[0]!.bytes, big.size - from, "only the rest crossed the network");
+      const check = await runNode(CK, ["--address", d5.address, "-n", "killed", "images", "check"]);
+      assert.match(check.stdout, /complete \(5\/5\)/);
+    } finally {
+      proxy.rule = undefined;
+      c5.close();
+      await d5.cleanup();
+    }
+  });
+
   test("the real ctr content fetch against ckd; ctr images ls shows the image", async () => {
     const r = await runCommand(CTR, ["--address", daemon.address, "-n", "ctrfetch", "content", "fetch", "--plain-http", ref("dist/small")], {}, undefined, 60_000);
     assert.equal(r.code, 0, r.stderr);
