@@ -40,7 +40,18 @@ export class TestDaemon {
   static async start(opts: DaemonOptions = {}): Promise<TestDaemon> {
     const root = opts.root ?? (await mkdtemp(join(tmpdir(), "ck-test-root-")));
     const d = new TestDaemon(root, join(root, "ck.sock"), opts, !opts.root);
-    await d.launch();
+    try {
+      await d.launch();
+    } catch (err) {
+      // A daemon that never came up leaves nothing behind: no process, no root the test made.
+      if (d.proc && d.proc.exitCode === null && d.proc.signalCode === null) {
+        const gone = new Promise((r) => d.proc!.once("exit", r));
+        d.proc.kill("SIGKILL");
+        await gone;
+      }
+      if (!opts.root) await rm(root, { recursive: true, force: true });
+      throw err;
+    }
     return d;
   }
 
