@@ -45,9 +45,12 @@ export class TestDaemon {
     } catch (err) {
       // A daemon that never came up leaves nothing behind: no process, no root the test made.
       if (d.proc && d.proc.exitCode === null && d.proc.signalCode === null) {
+        // SIGTERM first: ckd then stops the nats-server it may have started.
         const gone = new Promise((r) => d.proc!.once("exit", r));
-        d.proc.kill("SIGKILL");
+        d.proc.kill("SIGTERM");
+        const t = setTimeout(() => d.proc?.kill("SIGKILL"), 10_000);
         await gone;
+        clearTimeout(t);
       }
       if (!opts.root) await rm(root, { recursive: true, force: true });
       throw err;
