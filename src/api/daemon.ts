@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import { EventLog, DEFAULT_STREAM } from "../eventstore/log.js";
 import type { StreamInfo } from "@nats-io/jetstream";
 import { NatsServerProcess } from "../eventstore/nats-server.js";
-import { ProjectionDb } from "../projections/db.js";
+import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { Projector } from "../projections/projector.js";
 import { Queries } from "../projections/queries.js";
 import { Sequencer } from "../commands/sequencer.js";
@@ -101,6 +101,8 @@ export async function openProjection(
     if (!have && db.appliedSeq > 0) reason = "projection has no log identity";
     else if (have && (have.stream !== identity.stream || have.created !== identity.created)) {
       reason = `projection was built from another log (${have.stream} created ${have.created})`;
+    } else if (have && (have.format ?? 1) !== PROJECTION_FORMAT) {
+      reason = `projection was built in format ${have.format ?? 1}, this ckd writes format ${PROJECTION_FORMAT}`;
     } else if (db.appliedSeq > info.state.last_seq) {
       reason = `projection is ahead of the log (${db.appliedSeq} > ${info.state.last_seq})`;
     }

@@ -54,8 +54,7 @@ export function leasesService(d: LeasesDeps): grpc.UntypedServiceImplementation 
       return {};
     }),
     ListResources: unary(async (call) => {
-      const rec = await d.queries.getLease(namespaceOf(call), call.request.id ?? "");
-      return { resources: rec.resources };
+      return { resources: await d.queries.listLeaseResources(namespaceOf(call), call.request.id ?? "") };
     }),
   };
 }

@@ -3,7 +3,7 @@
 // resources of unexpired leases) and following gc.ref labels between resources, as
 // containerd's metadata/gc.go does. Whatever content stays unmarked is collected by one
 // ContentCollect event, decided on the sequencer's current view so nothing stale is written.
-import { keys, TYPE, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type SnapshotRecord } from "../projections/views.js";
+import { keys, TYPE, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type SnapshotRecord } from "../projections/views.js";
 import { digestProblem } from "./validation.js";
 import { isLeaseExpired, LABEL_GC_FLAT } from "./leases.js";
 import type { Decision, StateView } from "./sequencer.js";
@@ -30,7 +30,8 @@ export interface NamespaceGcState {
   images: readonly ImageRecord[];
   containers: readonly ContainerRecord[];
   blobs: ReadonlyMap<string, BlobRecord>;
-  leases: readonly LeaseRecord[];
+  /** Each lease with the resources it holds (their own records in the projection). */
+  leases: readonly (LeaseRecord & { resources: readonly LeaseResource[] })[];
   /** Keyed `<snapshotter>/<key>` (absent: none). */
   snapshots?: ReadonlyMap<string, SnapshotRecord>;
 }
@@ -167,7 +168,7 @@ export function loadGcState(ns: string, scan: <T>(prefix: string) => Iterable<[s
     images: values<ImageRecord>(keys.imagesPrefix(ns)),
     containers: values<ContainerRecord>(keys.containersPrefix(ns)),
     blobs,
-    leases: values<LeaseRecord>(keys.leasesPrefix(ns)),
+    leases: values<LeaseRecord>(keys.leasesPrefix(ns)).map((l) => ({ ...l, resources: values<LeaseResource>(keys.leaseResourcesPrefix(ns, l.id)) })),
     snapshots,
   };
 }

@@ -2,7 +2,8 @@
 // that keeps resources from garbage collection until it is deleted or expires
 // (`containerd.io/gc.expire`, enforced by GC). decide* are pure; the handlers load and call.
 import { alreadyExists, invalidArgument, notFound, notImplemented } from "../errdefs/errdefs.js";
-import { keys, leaseRecord, TYPE, type LeaseRecord, type LeaseResource, type Timestamp } from "../projections/views.js";
+import { keys, leaseRecord, leaseResources, TYPE, type LeaseRecord, type LeaseResource, type Timestamp } from "../projections/views.js";
+import type { EventDraft } from "../emitter/envelope.js";
 import { digestProblem, validateLabels } from "./validation.js";
 import type { Decision, StateView } from "./sequencer.js";
 import { dropEmpty } from "./namespaces.js";
@@ -96,25 +97,30 @@ export function decideCreateLease(cmd: CreateLease, current: LeaseRecord | undef
   };
 }
 
-export function decideDeleteLease(cmd: DeleteLease, current: LeaseRecord | undefined): Decision<void> {
+/** `resources`: what the lease holds; the event lists them, since they go with it. */
+export function decideDeleteLease(cmd: DeleteLease, current: LeaseRecord | undefined, resources: LeaseResource[] = []): Decision<void> {
   validateLeaseId(cmd.id);
   if (!current) throw notFound(`lease "${cmd.id}"`);
-  return { event: { namespace: cmd.namespace, topic: "/leases/delete", typeName: TYPE.LeaseDelete, payload: { id: cmd.id } }, result: undefined };
+  return { event: deleteEvent(cmd.namespace, cmd.id, resources), result: undefined };
 }
 
 /** True when the lease was deleted; no event when it is gone or no longer expired. */
-export function decideExpireLease(cmd: ExpireLease, current: LeaseRecord | undefined): Decision<boolean> {
+export function decideExpireLease(cmd: ExpireLease, current: LeaseRecord | undefined, resources: LeaseResource[] = []): Decision<boolean> {
   if (!current || !isLeaseExpired(current, cmd.now)) return { result: false };
-  return { event: { namespace: cmd.namespace, topic: "/leases/delete", typeName: TYPE.LeaseDelete, payload: { id: cmd.id } }, result: true };
+  return { event: deleteEvent(cmd.namespace, cmd.id, resources), result: true };
 }
 
-const has = (lease: LeaseRecord, r: LeaseResource) => lease.resources.some((x) => x.id === r.id && x.type === r.type);
+function deleteEvent(namespace: string, id: string, resources: LeaseResource[]): EventDraft {
+  const payload = resources.length ? { id, resources: leaseResources(resources) } : { id };
+  return { namespace, topic: "/leases/delete", typeName: TYPE.LeaseDelete, payload };
+}
 
-export function decideAddLeaseResource(cmd: LeaseResourceChange, current: LeaseRecord | undefined): Decision<void> {
+/** `held`: whether the lease already holds the resource. */
+export function decideAddLeaseResource(cmd: LeaseResourceChange, current: LeaseRecord | undefined, held = false): Decision<void> {
   validateLeaseId(cmd.id);
   const resource = validateLeaseResource(cmd.resource);
   if (!current) throw notFound(`lease "${cmd.id}"`);
-  if (has(current, resource)) return { result: undefined };
+  if (held) return { result: undefined };
   return {
     event: { namespace: cmd.namespace, topic: "/leases/resource/add", typeName: TYPE.LeaseResourceAdd, payload: { id: cmd.id, resource } },
     result: undefined,
@@ -122,11 +128,11 @@ export function decideAddLeaseResource(cmd: LeaseResourceChange, current: LeaseR
 }
 
 /** Removing a resource the lease does not hold is no error (containerd's bucket delete). */
-export function decideDeleteLeaseResource(cmd: LeaseResourceChange, current: LeaseRecord | undefined): Decision<void> {
+export function decideDeleteLeaseResource(cmd: LeaseResourceChange, current: LeaseRecord | undefined, held = false): Decision<void> {
   validateLeaseId(cmd.id);
   const resource = validateLeaseResource(cmd.resource);
   if (!current) throw notFound(`lease "${cmd.id}"`);
-  if (!has(current, resource)) return { result: undefined };
+  if (!held) return { result: undefined };
   return {
     event: { namespace: cmd.namespace, topic: "/leases/resource/delete", typeName: TYPE.LeaseResourceDelete, payload: { id: cmd.id, resource } },
     result: undefined,
@@ -136,10 +142,27 @@ export function decideDeleteLeaseResource(cmd: LeaseResourceChange, current: Lea
 const currentLease = (view: StateView, ns: string, id: string) =>
   !id || id.includes("\u0000") ? undefined : view.get<LeaseRecord>(keys.lease(ns, id));
 
+/** The resources a lease holds, from their own records. */
+export const leaseResourcesIn = (view: Pick<StateView, "scan">, ns: string, id: string): LeaseResource[] =>
+  view.scan<LeaseResource>(keys.leaseResourcesPrefix(ns, id)).map(([, r]) => r);
+
+/** Whether the lease holds a resource (a malformed one is validated by the decision). */
+const holds = (view: StateView, cmd: LeaseResourceChange): boolean => {
+  const r = cmd.resource;
+  if (!cmd.id || cmd.id.includes("\u0000") || typeof r?.id !== "string" || typeof r?.type !== "string") return false;
+  return view.get(keys.leaseResource(cmd.namespace, cmd.id, { id: r.id, type: r.type })) !== undefined;
+};
+
 export const leaseHandlers = {
   create: (cmd: CreateLease) => (view: StateView) => decideCreateLease(cmd, currentLease(view, cmd.namespace, cmd.id)),
-  delete: (cmd: DeleteLease) => (view: StateView) => decideDeleteLease(cmd, currentLease(view, cmd.namespace, cmd.id)),
-  expire: (cmd: ExpireLease) => (view: StateView) => decideExpireLease(cmd, currentLease(view, cmd.namespace, cmd.id)),
-  addResource: (cmd: LeaseResourceChange) => (view: StateView) => decideAddLeaseResource(cmd, currentLease(view, cmd.namespace, cmd.id)),
-  deleteResource: (cmd: LeaseResourceChange) => (view: StateView) => decideDeleteLeaseResource(cmd, currentLease(view, cmd.namespace, cmd.id)),
+  delete: (cmd: DeleteLease) => (view: StateView) => {
+    const current = currentLease(view, cmd.namespace, cmd.id);
+    return decideDeleteLease(cmd, current, current ? leaseResourcesIn(view, cmd.namespace, cmd.id) : []);
+  },
+  expire: (cmd: ExpireLease) => (view: StateView) => {
+    const current = currentLease(view, cmd.namespace, cmd.id);
+    return decideExpireLease(cmd, current, current ? leaseResourcesIn(view, cmd.namespace, cmd.id) : []);
+  },
+  addResource: (cmd: LeaseResourceChange) => (view: StateView) => decideAddLeaseResource(cmd, currentLease(view, cmd.namespace, cmd.id), holds(view, cmd)),
+  deleteResource: (cmd: LeaseResourceChange) => (view: StateView) => decideDeleteLeaseResource(cmd, currentLease(view, cmd.namespace, cmd.id), holds(view, cmd)),
 };

@@ -2,7 +2,7 @@
 // when empty. decide* are pure; the handlers at the bottom load state and call them.
 import { alreadyExists, failedPrecondition, notFound } from "../errdefs/errdefs.js";
 import type { EventDraft } from "../emitter/envelope.js";
-import { keys, namespaceRecord, TYPE, type NamespaceRecord } from "../projections/views.js";
+import { keys, namespaceRecord, TYPE, type LeaseResource, type NamespaceRecord } from "../projections/views.js";
 import { validateIdentifier, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 
 /** containerd's namespaces service accepts `labels` and `labels.<key>` only. */
@@ -56,6 +56,7 @@ export function decideDeleteNamespace(
   current: NamespaceRecord | undefined,
   remaining: string[],
   leases: string[] = [],
+  leaseResources: { id: string; resources: LeaseResource[] }[] = [],
 ): Decision<void> {
   validateIdentifier("namespace", cmd.name);
   if (!current) throw notFound(`namespace "${cmd.name}"`);
@@ -68,7 +69,11 @@ export function decideDeleteNamespace(
       namespace: cmd.name,
       topic: "/namespaces/delete",
       typeName: TYPE.NamespaceDelete,
-      payload: leases.length ? { name: cmd.name, ck_leases: leases } : { name: cmd.name },
+      payload: {
+        name: cmd.name,
+        ...(leases.length ? { ck_leases: leases } : {}),
+        ...(leaseResources.some((l) => l.resources.length) ? { ck_lease_resources: leaseResources.filter((l) => l.resources.length) } : {}),
+      },
     },
     result: undefined,
   };
@@ -98,7 +103,8 @@ export const namespaceHandlers = {
       if (await view.hasAny([prefix])) remaining.push(what);
     }
     const leases = view.scan<{ id: string }>(keys.leasesPrefix(cmd.name)).map(([, l]) => l.id);
-    return decideDeleteNamespace(cmd, view.get<NamespaceRecord>(keys.namespace(cmd.name)), remaining, leases);
+    const held = leases.map((id) => ({ id, resources: view.scan<LeaseResource>(keys.leaseResourcesPrefix(cmd.name, id)).map(([, r]) => r) }));
+    return decideDeleteNamespace(cmd, view.get<NamespaceRecord>(keys.namespace(cmd.name)), remaining, leases, held);
   },
 };
 

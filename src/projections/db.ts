@@ -11,10 +11,18 @@ const APPLIED_KEY = `${META_PREFIX}applied`;
 const LOG_KEY = `${META_PREFIX}log`;
 
 /** Identity of the log a projection was built from: a different log means rebuild. */
+/**
+ * The layout of the views (keys and record shapes). A projection written with another one is
+ * rebuilt from the log on start. 2: lease resources became records of their own.
+ */
+export const PROJECTION_FORMAT = 2;
+
 export interface LogIdentity {
   stream: string;
   /** The stream's creation time as the server reports it. */
   created: string;
+  /** PROJECTION_FORMAT of the code that built the views (absent before format 2). */
+  format?: number;
 }
 
 // One encoder with fixed options: the same value always gives the same bytes.
@@ -63,7 +71,7 @@ export class ProjectionDb {
   }
 
   async setLogIdentity(id: LogIdentity): Promise<void> {
-    await this.db.batch([{ type: "put", key: LOG_KEY, value: encodeValue({ stream: id.stream, created: id.created }) }], {
+    await this.db.batch([{ type: "put", key: LOG_KEY, value: encodeValue({ stream: id.stream, created: id.created, format: id.format ?? PROJECTION_FORMAT }) }], {
       sync: true,
       valueEncoding: "buffer",
     });

@@ -2,7 +2,7 @@
 // containerd's filter syntax. Reads come from the projection only.
 import { notFound } from "../errdefs/errdefs.js";
 import type { ProjectionDb } from "./db.js";
-import { keys, type SnapshotRecord, type SnapshotIdRecord, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type NamespaceRecord } from "./views.js";
+import { keys, type SnapshotRecord, type SnapshotIdRecord, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type NamespaceRecord } from "./views.js";
 import { parseFilters, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, labelsAdaptor, type Adaptor, type Filter } from "./filters.js";
 
 /** Leases, as containerd's adaptLease: `id`, `labels.<key>`. */
@@ -80,6 +80,12 @@ export class Queries {
     const rec = !id || id.includes("\u0000") ? undefined : await this.db.get(keys.lease(ns, id));
     if (!rec) throw notFound(`lease "${id}"`);
     return rec as LeaseRecord;
+  }
+
+  /** The resources a lease holds, sorted by type, then id (NotFound without the lease). */
+  async listLeaseResources(ns: string, id: string): Promise<LeaseResource[]> {
+    await this.getLease(ns, id);
+    return [...this.scanRecords<LeaseResource>(keys.leaseResourcesPrefix(ns, id))].map(([, r]) => r);
   }
 
   /** Leases in a namespace; filters on `id` and `labels.<k>` as containerd's. */

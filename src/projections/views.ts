@@ -61,13 +61,14 @@ export interface LeaseResource {
   type: string;
 }
 
-/** A lease in one namespace, with the resources it keeps from garbage collection. */
+/**
+ * A lease in one namespace. The resources it keeps from garbage collection are records of
+ * their own (keys.leaseResource): adding one costs the same whatever the lease holds.
+ */
 export interface LeaseRecord {
   id: string;
   labels: Record<string, string>;
   created_at: Timestamp;
-  /** Sorted by type, then id; no duplicates. */
-  resources: LeaseResource[];
 }
 
 export type SnapshotKind = "Active" | "View" | "Committed";
@@ -148,6 +149,8 @@ export const keys = {
   blob: (ns: string, digest: string) => `blob${SEP}${ns}${SEP}${digest}`,
   leasesPrefix: (ns: string) => `lease${SEP}${ns}${SEP}`,
   lease: (ns: string, id: string) => `lease${SEP}${ns}${SEP}${id}`,
+  leaseResourcesPrefix: (ns: string, lease: string) => `leaseres${SEP}${ns}${SEP}${lease}${SEP}`,
+  leaseResource: (ns: string, lease: string, r: LeaseResource) => `leaseres${SEP}${ns}${SEP}${lease}${SEP}${r.type}${SEP}${r.id}`,
   snapshotsPrefix: (ns: string) => `snap${SEP}${ns}${SEP}`,
   snapshotterPrefix: (ns: string, sn: string) => `snap${SEP}${ns}${SEP}${sn}${SEP}`,
   snapshot: (ns: string, sn: string, key: string) => `snap${SEP}${ns}${SEP}${sn}${SEP}${key}`,
@@ -230,8 +233,12 @@ export function leaseRecord(l: Partial<LeaseRecord>): LeaseRecord {
     id: l.id ?? "",
     labels: sortedMap(l.labels),
     created_at: timestamp(l.created_at),
-    resources: leaseResources(l.resources),
   };
+}
+
+/** The resource keys an event that drops leases (with the resources it lists) removes. */
+function leaseResourceKeys(ns: string, lease: string, rs: readonly Partial<LeaseResource>[] | undefined | null): string[] {
+  return leaseResources(rs).map((r) => keys.leaseResource(ns, lease, r));
 }
 
 export function snapshotRecord(r: Partial<SnapshotRecord>): SnapshotRecord {
@@ -312,6 +319,12 @@ export const TYPE = {
   SnapshotCollect: "ck.events.SnapshotCollect",
 } as const;
 
+/** A lease's key and one resource's key, when an event names a lease. */
+function leaseKeys(ns: string, lease: string | undefined, r: Partial<LeaseResource> | undefined): string[] {
+  if (!lease || !r) return [];
+  return [keys.lease(ns, lease), keys.leaseResource(ns, lease, { id: r.id ?? "", type: r.type ?? "" })];
+}
+
 /** The projection keys an event reads and may change. */
 export function keysFor(ev: LoggedEvent): string[] {
   const p = ev.payload;
@@ -320,7 +333,11 @@ export function keysFor(ev: LoggedEvent): string[] {
     case TYPE.NamespaceUpdate:
       return [keys.namespace(p.name)];
     case TYPE.NamespaceDelete:
-      return [keys.namespace(p.name), ...((p.ck_leases ?? []) as string[]).map((id) => keys.lease(p.name, id))];
+      return [
+        keys.namespace(p.name),
+        ...((p.ck_leases ?? []) as string[]).map((id) => keys.lease(p.name, id)),
+        ...((p.ck_lease_resources ?? []) as { id: string; resources: LeaseResource[] }[]).flatMap((l) => leaseResourceKeys(p.name, l.id, l.resources)),
+      ];
     case TYPE.ImageCreate:
     case TYPE.ImageUpdate:
     case TYPE.ImageDelete:
@@ -330,7 +347,7 @@ export function keysFor(ev: LoggedEvent): string[] {
     case TYPE.ContainerDelete:
       return [keys.namespace(ev.namespace), keys.container(ev.namespace, p.id)];
     case TYPE.ContentCommit:
-      return [keys.namespace(ev.namespace), keys.blob(ev.namespace, p.digest), ...(p.lease ? [keys.lease(ev.namespace, p.lease)] : [])];
+      return [keys.namespace(ev.namespace), keys.blob(ev.namespace, p.digest), ...leaseKeys(ev.namespace, p.lease, { id: p.digest, type: "content" })];
     case TYPE.ContentUpdate:
     case TYPE.ContentDelete:
       return [keys.namespace(ev.namespace), keys.blob(ev.namespace, p.digest)];
@@ -339,15 +356,16 @@ export function keysFor(ev: LoggedEvent): string[] {
     case TYPE.LeaseCreate:
       return [keys.namespace(ev.namespace), keys.lease(ev.namespace, p.id)];
     case TYPE.LeaseDelete:
+      return [keys.lease(ev.namespace, p.id), ...leaseResourceKeys(ev.namespace, p.id, p.resources)];
     case TYPE.LeaseResourceAdd:
     case TYPE.LeaseResourceDelete:
-      return [keys.lease(ev.namespace, p.id)];
+      return leaseKeys(ev.namespace, p.id, p.resource);
     case TYPE.SnapshotPrepare:
       return [
         keys.namespace(ev.namespace),
         keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.key),
         keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? ""),
-        ...(p.ck_lease ? [keys.lease(ev.namespace, p.ck_lease)] : []),
+        ...leaseKeys(ev.namespace, p.ck_lease, { id: p.key, type: `snapshots/${p.ck_snapshotter ?? ""}` }),
       ];
     case TYPE.SnapshotCommit:
       return [
@@ -356,7 +374,7 @@ export function keysFor(ev: LoggedEvent): string[] {
         keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.name),
         keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? ""),
         ...(!p.key && p.ck_verified ? [keys.snapshotChain(p.ck_snapshotter ?? "", p.name, p.ck_id ?? "")] : []),
-        ...(p.ck_lease ? [keys.lease(ev.namespace, p.ck_lease)] : []),
+        ...leaseKeys(ev.namespace, p.ck_lease, { id: p.name, type: `snapshots/${p.ck_snapshotter ?? ""}` }),
       ];
     // A verified snapshot is named by its chain ID: its chain index entry is known from the event.
     case TYPE.SnapshotRemove:
@@ -393,7 +411,13 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
     case TYPE.NamespaceUpdate:
       return [[keys.namespace(p.name), namespaceRecord({ name: p.name, labels: p.labels })]];
     case TYPE.NamespaceDelete:
-      return [[keys.namespace(p.name), undefined], ...((p.ck_leases ?? []) as string[]).map((id): KeyChange => [keys.lease(p.name, id), undefined])];
+      return [
+        [keys.namespace(p.name), undefined],
+        ...((p.ck_leases ?? []) as string[]).map((id): KeyChange => [keys.lease(p.name, id), undefined]),
+        ...((p.ck_lease_resources ?? []) as { id: string; resources: LeaseResource[] }[]).flatMap((l) =>
+          leaseResourceKeys(p.name, l.id, l.resources).map((k): KeyChange => [k, undefined]),
+        ),
+      ];
     case TYPE.ImageCreate:
     case TYPE.ImageUpdate:
       return [...implicitNamespace(), [keys.image(ev.namespace, p.name), imageRecord(p.ck_image)]];
@@ -408,7 +432,7 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
       return [
         ...implicitNamespace(),
         [keys.blob(ev.namespace, p.digest), blobRecord({ digest: p.digest, size: p.size, labels: p.labels, created_at: ev.timestamp, updated_at: ev.timestamp })],
-        ...leaseChange(keys.lease(ev.namespace, p.lease ?? ""), p.lease ? { id: p.digest, type: "content" } : undefined, "add"),
+        ...leaseChange(p.lease, { id: p.digest, type: "content" }, "add"),
       ];
     case TYPE.ContentUpdate: {
       const cur = read(keys.blob(ev.namespace, p.digest)) as BlobRecord | undefined;
@@ -422,11 +446,11 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
     case TYPE.LeaseCreate:
       return [...implicitNamespace(), [keys.lease(ev.namespace, p.id), leaseRecord({ id: p.id, labels: p.labels, created_at: p.created_at })]];
     case TYPE.LeaseDelete:
-      return [[keys.lease(ev.namespace, p.id), undefined]];
+      return [[keys.lease(ev.namespace, p.id), undefined], ...leaseResourceKeys(ev.namespace, p.id, p.resources).map((k): KeyChange => [k, undefined])];
     case TYPE.LeaseResourceAdd:
-      return leaseChange(keys.lease(ev.namespace, p.id), p.resource, "add");
+      return leaseChange(p.id, p.resource, "add");
     case TYPE.LeaseResourceDelete:
-      return leaseChange(keys.lease(ev.namespace, p.id), p.resource, "delete");
+      return leaseChange(p.id, p.resource, "delete");
     case TYPE.SnapshotPrepare: {
       const sn: string = p.ck_snapshotter ?? "";
       const rec = snapshotRecord({
@@ -443,12 +467,12 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
         ...implicitNamespace(),
         [keys.snapshot(ev.namespace, sn, p.key), rec],
         ...idChange(sn, rec.id, { add: { namespace: ev.namespace, key: rec.key } }),
-        ...leaseChange(keys.lease(ev.namespace, p.ck_lease ?? ""), p.ck_lease ? { id: p.key, type: `snapshots/${sn}` } : undefined, "add"),
+        ...leaseChange(p.ck_lease, { id: p.key, type: `snapshots/${sn}` }, "add"),
       ];
     }
     case TYPE.SnapshotCommit: {
       const sn: string = p.ck_snapshotter ?? "";
-      const lease = leaseChange(keys.lease(ev.namespace, p.ck_lease ?? ""), p.ck_lease ? { id: p.name, type: `snapshots/${sn}` } : undefined, "add");
+      const lease = leaseChange(p.ck_lease, { id: p.name, type: `snapshots/${sn}` }, "add");
       if (!p.key) {
         // ckd's own unpack (ck.services.unpack.v1): committed directly, never Active, on a
         // directory made for it or shared from another namespace's verified record.
@@ -518,11 +542,10 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
   }
 
   /** Adds a resource to (or removes one from) an existing lease; nothing when absent. */
-  function leaseChange(key: string, r: LeaseResource | undefined, op: "add" | "delete"): KeyChange[] {
-    if (!r) return [];
-    const cur = read(key) as LeaseRecord | undefined;
-    if (!cur) return [];
-    const rest = cur.resources.filter((x) => x.id !== r.id || x.type !== r.type);
-    return [[key, leaseRecord({ ...cur, resources: op === "add" ? [...rest, r] : rest })]];
+  function leaseChange(lease: string | undefined, r: Partial<LeaseResource> | undefined, op: "add" | "delete"): KeyChange[] {
+    if (!lease || !r) return [];
+    if (read(keys.lease(ev.namespace, lease)) === undefined) return [];
+    const res = { id: r.id ?? "", type: r.type ?? "" };
+    return [[keys.leaseResource(ev.namespace, lease, res), op === "add" ? res : undefined]];
   }
 }

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestDaemon, runNode, CK_REPLAY, CKD } from "../helpers/daemon.js";
 import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
-import { ProjectionDb } from "../../src/projections/db.js";
+import { ProjectionDb, PROJECTION_FORMAT } from "../../src/projections/db.js";
 import { keys } from "../../src/projections/views.js";
 import { readState } from "../../src/eventstore/nats-server.js";
 
@@ -124,6 +124,22 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
     const c2 = d.client("hist");
     assert.deepEqual((await c2.call("images", "Get", { name: "b" })).image.labels, { v: "2" });
     c2.close();
+
+    // A projection written in an older layout (format 1: lease resources inside the lease
+    // record) is rebuilt too, and says why.
+    await d.stop();
+    const old = await ProjectionDb.open(rootPaths(d.root).meta);
+    const id = (await old.logIdentity())!;
+    assert.equal(id.format, PROJECTION_FORMAT);
+    await old.setLogIdentity({ stream: id.stream, created: id.created, format: 1 });
+    await old.close();
+    await d.launch();
+    const again = d.logLines().filter((l) => l.msg === "projection caught up");
+    assert.equal(again[again.length - 1]!.rebuilt, true);
+    assert.ok(d.logLines().some((l) => /built in format 1, this ckd writes format 2/.test(l.reason ?? "")), "the log names the format");
+    const c3 = d.client("hist");
+    assert.deepEqual((await c3.call("images", "Get", { name: "b" })).image.labels, { v: "2" });
+    c3.close();
   } finally {
     await d.cleanup();
     await nats.cleanup();

@@ -14,7 +14,7 @@ import { decideCollectContent, gcMark, labelRefs, unreferencedContent, type Name
 import { decideCommitContent } from "../../src/commands/content.js";
 import { decideCreateImage } from "../../src/commands/images.js";
 import { decideDeleteNamespace } from "../../src/commands/namespaces.js";
-import { evolve, keys, keysFor, TYPE, type BlobRecord, type ImageRecord, type LeaseRecord, type LoggedEvent } from "../../src/projections/views.js";
+import { evolve, keys, keysFor, TYPE, type BlobRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type LoggedEvent } from "../../src/projections/views.js";
 import type { EventDraft } from "../../src/emitter/envelope.js";
 import type { KeyChange } from "../../src/projections/db.js";
 import { throwsClass } from "../helpers/errors.js";
@@ -48,13 +48,21 @@ class Given {
   lease(id: string): LeaseRecord | undefined {
     return this.get<LeaseRecord>(keys.lease(NS, id));
   }
+  /** A lease's resources, from their own records, in key order (type, then id). */
+  resources(id: string): LeaseResource[] {
+    const prefix = keys.leaseResourcesPrefix(NS, id);
+    return [...this.state.entries()].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v as LeaseResource);
+  }
+  holds(id: string, r: LeaseResource): boolean {
+    return this.state.has(keys.leaseResource(NS, id, r));
+  }
   gcState(): NamespaceGcState {
     const of = <T>(prefix: string) => [...this.state.entries()].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v as T);
     return {
       images: of<ImageRecord>(keys.imagesPrefix(NS)),
       containers: of(keys.containersPrefix(NS)),
       blobs: new Map(of<BlobRecord>(keys.blobsPrefix(NS)).map((b) => [b.digest, b])),
-      leases: of<LeaseRecord>(keys.leasesPrefix(NS)),
+      leases: of<LeaseRecord>(keys.leasesPrefix(NS)).map((l) => ({ ...l, resources: this.resources(l.id) })),
     };
   }
   commit(digest: string, labels: Record<string, string> = {}, lease?: string) {
@@ -68,7 +76,8 @@ describe("leases", () => {
     const dec = decideCreateLease({ namespace: NS, id: "mnt/dir", labels: { a: "1", e: "" }, now: T0 }, undefined);
     assert.deepEqual(dec.event, { namespace: NS, topic: "/leases/create", typeName: TYPE.LeaseCreate, payload: { id: "mnt/dir", labels: { a: "1" }, created_at: T0 } });
     g.apply(dec.event);
-    assert.deepEqual(g.lease("mnt/dir"), { id: "mnt/dir", labels: { a: "1" }, created_at: T0, resources: [] });
+    assert.deepEqual(g.lease("mnt/dir"), { id: "mnt/dir", labels: { a: "1" }, created_at: T0 });
+    assert.deepEqual(g.resources("mnt/dir"), []);
     // Writing into a namespace creates it implicitly.
     assert.ok(g.get(keys.namespace(NS)));
   });
@@ -82,33 +91,37 @@ describe("leases", () => {
     throwsClass(() => decideCreateLease({ namespace: NS, id: "l2", labels: { k: "v".repeat(4096) }, now: T0 }, undefined), "InvalidArgument", /label/);
   });
 
-  test("delete: NotFound when absent; removes the record", () => {
+  test("delete: NotFound when absent; removes the record and the resource records the event lists", () => {
     const g = new Given();
     throwsClass(() => decideDeleteLease({ namespace: NS, id: "nope" }, undefined), "NotFound", /lease "nope"/);
     g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
-    g.apply(decideDeleteLease({ namespace: NS, id: "l1" }, g.lease("l1")).event);
+    g.apply(decideAddLeaseResource({ namespace: NS, id: "l1", resource: { id: d("a"), type: "content" } }, g.lease("l1")).event);
+    const dec = decideDeleteLease({ namespace: NS, id: "l1" }, g.lease("l1"), g.resources("l1"));
+    assert.deepEqual(dec.event!.payload, { id: "l1", resources: [{ id: d("a"), type: "content" }] });
+    g.apply(dec.event);
     assert.equal(g.lease("l1"), undefined);
+    assert.deepEqual([...g.state.keys()].filter((k) => k !== keys.namespace(NS)), [], "no resource record is left behind");
   });
 
   test("resources: add keeps them sorted and unique, delete removes, absent ones give no event", () => {
     const g = new Given();
     g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
-    const add = (id: string, type: string) => decideAddLeaseResource({ namespace: NS, id: "l1", resource: { id, type } }, g.lease("l1"));
+    const add = (id: string, type: string) => decideAddLeaseResource({ namespace: NS, id: "l1", resource: { id, type } }, g.lease("l1"), g.holds("l1", { id, type }));
     g.apply(add("k2", "snapshots/overlayfs").event);
     g.apply(add(d("b"), "content").event);
     g.apply(add(d("a"), "content").event);
     g.apply(add("ref", "ingests").event);
     assert.equal(add(d("a"), "content").event, undefined, "adding a held resource changes nothing");
-    assert.deepEqual(g.lease("l1")!.resources, [
+    assert.deepEqual(g.resources("l1"), [
       { id: d("a"), type: "content" },
       { id: d("b"), type: "content" },
       { id: "ref", type: "ingests" },
       { id: "k2", type: "snapshots/overlayfs" },
     ]);
-    const del = (id: string, type: string) => decideDeleteLeaseResource({ namespace: NS, id: "l1", resource: { id, type } }, g.lease("l1"));
+    const del = (id: string, type: string) => decideDeleteLeaseResource({ namespace: NS, id: "l1", resource: { id, type } }, g.lease("l1"), g.holds("l1", { id, type }));
     g.apply(del(d("b"), "content").event);
     assert.equal(del(d("b"), "content").event, undefined);
-    assert.deepEqual(g.lease("l1")!.resources.map((r) => r.id), [d("a"), "ref", "k2"]);
+    assert.deepEqual(g.resources("l1").map((r) => r.id), [d("a"), "ref", "k2"]);
   });
 
   test("resources: NotFound lease, InvalidArgument for malformed, NotImplemented for unknown kinds", () => {
@@ -129,8 +142,10 @@ describe("leases", () => {
     const g = new Given();
     g.apply(decideCreateLease({ namespace: NS, id: "a/b", labels: {}, now: T0 }, undefined).event);
     g.apply(decideCreateLease({ namespace: NS, id: "c", labels: {}, now: T0 }, undefined).event);
-    const dec = decideDeleteNamespace({ name: NS }, g.get(keys.namespace(NS)), [], ["a/b", "c"]);
-    assert.deepEqual(dec.event!.payload, { name: NS, ck_leases: ["a/b", "c"] });
+    g.apply(decideAddLeaseResource({ namespace: NS, id: "c", resource: { id: "ref", type: "ingests" } }, g.lease("c")).event);
+    const held = ["a/b", "c"].map((id) => ({ id, resources: g.resources(id) }));
+    const dec = decideDeleteNamespace({ name: NS }, g.get(keys.namespace(NS)), [], ["a/b", "c"], held);
+    assert.deepEqual(dec.event!.payload, { name: NS, ck_leases: ["a/b", "c"], ck_lease_resources: [{ id: "c", resources: [{ id: "ref", type: "ingests" }] }] });
     g.apply(dec.event);
     assert.deepEqual([...g.state.keys()], []);
     // Without leases the event is containerd's own.
@@ -144,7 +159,7 @@ describe("leases", () => {
     const dec = decideCommitContent({ namespace: NS, digest: d("a"), size: 1, labels: {}, lease: "l1" }, undefined, g.lease("l1"));
     assert.equal((dec.event!.payload as any).lease, "l1");
     g.apply(dec.event);
-    assert.deepEqual(g.lease("l1")!.resources, [{ id: d("a"), type: "content" }]);
+    assert.deepEqual(g.resources("l1"), [{ id: d("a"), type: "content" }]);
     assert.ok(g.get(keys.blob(NS, d("a"))));
     // Without a lease, the payload carries none.
     assert.equal("lease" in (decideCommitContent({ namespace: NS, digest: d("b"), size: 1, labels: {} }, undefined).event!.payload as object), false);

@@ -373,6 +373,7 @@ test("every message in ck's protos is containerd's, except ck's own events", () 
       "ck.events.LeaseResource",
       "ck.events.LeaseResourceAdd",
       "ck.events.LeaseResourceDelete",
+      "ck.events.LeaseResources",
       "ck.events.SnapshotCollect",
       "ck.events.SnapshotLabels",
       "ck.events.SnapshotUpdate",

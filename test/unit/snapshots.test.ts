@@ -138,8 +138,10 @@ describe("snapshots: prepare, view, commit", () => {
     g.apply(decideCreateLease({ namespace: NS, id: "L", labels: {}, now: T0 }, undefined).event);
     g.run(snapshotHandlers.prepare(prep("extract x", "", { lease: "L" })));
     g.run(snapshotHandlers.commit({ ...commit("extract x", "x"), lease: "L" }));
-    const lease = g.get<LeaseRecord>(keys.lease(NS, "L"))!;
-    assert.deepEqual(lease.resources, [
+    assert.ok(g.get<LeaseRecord>(keys.lease(NS, "L")));
+    const prefix = keys.leaseResourcesPrefix(NS, "L");
+    const resources = [...g.state.entries()].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v);
+    assert.deepEqual(resources, [
       { id: "extract x", type: `snapshots/${SN}` },
       { id: "x", type: `snapshots/${SN}` },
     ]);
@@ -207,7 +209,7 @@ describe("snapshots: garbage collection", () => {
     assert.equal(unreferencedSnapshots(loadGcState(NS, (p) => g.scan(p)), NOW).get(SN), undefined);
     g.state.delete(keys.container(NS, "c1"));
     g.apply(decideCreateLease({ namespace: NS, id: "L", labels: {}, now: T0 }, undefined).event);
-    g.state.set(keys.lease(NS, "L"), { id: "L", labels: {}, created_at: T0, resources: [{ id: "top", type: `snapshots/${SN}` }] });
+    g.state.set(keys.leaseResource(NS, "L", { id: "top", type: `snapshots/${SN}` }), { id: "top", type: `snapshots/${SN}` });
     assert.equal(unreferencedSnapshots(loadGcState(NS, (p) => g.scan(p)), NOW).get(SN), undefined);
     left = leavesFirst([g.snap("base")!, g.snap("top")!, g.snap("mid")!]);
     assert.deepEqual(left.map((r) => r.key), ["top", "mid", "base"]);
