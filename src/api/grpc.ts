@@ -1,7 +1,7 @@
 // Thin gRPC plumbing shared by the services: the caller's namespace from metadata, and
 // wrappers that turn async handlers into grpc-js handlers with errors mapped through errdefs.
 import type * as grpc from "@grpc/grpc-js";
-import { invalidArgument, toGrpcError } from "../errdefs/errdefs.js";
+import { CkError, invalidArgument, toGrpcError } from "../errdefs/errdefs.js";
 import { validateIdentifier } from "../commands/validation.js";
 
 export const NAMESPACE_HEADER = "containerd-namespace";
@@ -63,10 +63,33 @@ export function failStream(call: { emit(ev: "error", err: unknown): boolean }, e
 }
 
 /** Writes to a server (or duplex) stream, waiting for drain when the buffer is full. */
-export function writeStream(call: { write(msg: unknown): boolean; once(ev: "drain", cb: () => void): unknown }, msg: unknown): Promise<void> | void {
+/**
+ * Writes one message; when the stream is full, waits for room. A call the client cancelled
+ * (or that closed) rejects with Canceled instead of waiting for a drain that never comes, so
+ * the handler ends and lets go of what it holds.
+ */
+export function writeStream(
+  call: { write(msg: unknown): boolean; once(ev: string, cb: () => void): unknown; removeListener(ev: string, cb: () => void): unknown; cancelled?: boolean },
+  msg: unknown,
+): Promise<void> | void {
+  if (call.cancelled) return Promise.reject(cancelledCall());
   if (call.write(msg)) return;
-  return new Promise((resolve) => call.once("drain", resolve));
+  return new Promise((resolve, reject) => {
+    const events = ["cancelled", "close", "error"] as const;
+    const settle = (err?: CkError) => () => {
+      call.removeListener("drain", onDrain);
+      for (const ev of events) call.removeListener(ev, onGone);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = settle();
+    const onGone = settle(cancelledCall());
+    call.once("drain", onDrain);
+    for (const ev of events) call.once(ev, onGone);
+  });
 }
+
+const cancelledCall = () => new CkError("Canceled", "the client cancelled the call");
 
 export function maskPaths(mask: { paths?: string[] } | null | undefined): string[] {
   return mask?.paths ?? [];
@@ -100,9 +123,14 @@ export async function* requests<T>(call: NodeJS.ReadableStream & { on(ev: string
     done = true;
     notify();
   };
+  // A client that goes away (killed, connection lost) cancels the call; its request stream
+  // may then never end or fail, and a handler waiting on it would hold what it holds (an
+  // ingest's ref lock) forever.
+  const onCancelled = () => onError(cancelledCall());
   call.on("data", onData);
   call.on("end", onEnd);
   call.on("error", onError);
+  call.on("cancelled", onCancelled);
   try {
     for (;;) {
       if (queue.length > 0) {
@@ -115,11 +143,17 @@ export async function* requests<T>(call: NodeJS.ReadableStream & { on(ev: string
         if (failure) throw failure;
         return;
       }
+      // Cancelled before this reader listened: the event is gone, the flag stays.
+      if ((call as { cancelled?: boolean }).cancelled) {
+        onCancelled();
+        continue;
+      }
       await new Promise<void>((r) => (wake = r));
     }
   } finally {
     call.removeListener("data", onData);
     call.removeListener("end", onEnd);
     call.removeListener("error", onError);
+    call.removeListener("cancelled", onCancelled);
   }
 }

@@ -156,6 +156,42 @@ describe("content over the API", () => {
     }
   });
 
+  test("a writer killed with WRITEs in flight lets go of its ref: the next writer gets it and resumes", async () => {
+    // A child process pipelines WRITEs without reading a reply, then dies by SIGKILL.
+    const script = `
+      import { ApiClient } from ${JSON.stringify(new URL("../../src/cli/client.js", import.meta.url).href)};
+      const c = new ApiClient({ address: process.argv[1], namespace: "killed" });
+      const w = c.lockstep("content", "Write");
+      await w.send({ action: 0, ref: "dead", total: 64 << 20 });
+      const chunk = Buffer.alloc(256 << 10, 7);
+      for (let i = 0; i < 128; i++) void w.send({ action: 1, offset: i * chunk.length, data: chunk }).catch(() => {});
+      setTimeout(() => process.kill(process.pid, "SIGKILL"), 300);
+    `;
+    const r = await runCommand(process.execPath, ["--input-type=module", "-e", script, daemon.address], {}, undefined, 30_000);
+    assert.equal(r.code, -1, `the writer should have died by SIGKILL: ${r.stderr}`);
+    const c = daemon.client("killed");
+    try {
+      let st: any;
+      for (let i = 0; i < 100; i++) {
+        const w = c.lockstep<object>("content", "Write");
+        try {
+          st = await w.send({ action: 0, ref: "dead", total: 64 << 20 });
+          w.cancel();
+          break;
+        } catch (err) {
+          w.cancel();
+          if (!/locked/.test((err as Error).message)) throw err;
+          await new Promise((res) => setTimeout(res, 100));
+        }
+      }
+      assert.ok(st, "the ref was still locked 10 s after its writer died");
+      assert.ok(Number(st.offset) > 0 && Number(st.offset) % (256 << 10) === 0, `resumes at ${st.offset}`);
+    } finally {
+      await c.call("content", "Abort", { ref: "dead" }).catch(() => undefined);
+      c.close();
+    }
+  });
+
   test("bad input: wrong digest or size, missing ref, unknown algorithm, malformed digest; nothing committed", async () => {
     const c = daemon.client("bad");
     try {
