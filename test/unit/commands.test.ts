@@ -5,33 +5,15 @@ import assert from "node:assert/strict";
 import { decideCreateNamespace, decideDeleteNamespace, decideUpdateNamespace } from "../../src/commands/namespaces.js";
 import { decideCreateImage, decideDeleteImage, decideUpdateImage } from "../../src/commands/images.js";
 import { decideCreateContainer, decideDeleteContainer, decideUpdateContainer, type ContainerInput } from "../../src/commands/containers.js";
-import { evolve, keys, TYPE, type LoggedEvent, type ImageRecord, type ContainerRecord, type NamespaceRecord, type BlobRecord } from "../../src/projections/views.js";
+import { keys, TYPE, type ImageRecord, type ContainerRecord, type NamespaceRecord, type BlobRecord } from "../../src/projections/views.js";
 import { decideCommitContent, decideDeleteContent, decideUpdateContent } from "../../src/commands/content.js";
-import type { EventDraft } from "../../src/emitter/envelope.js";
-import type { KeyChange } from "../../src/projections/db.js";
 import { throwsClass } from "../helpers/errors.js";
+import { Given, T0 } from "../helpers/given.js";
 
-const T0 = { seconds: 1_700_000_000, nanos: 0 };
 const T1 = { seconds: 1_700_000_100, nanos: 5 };
 const DIGEST = "sha256:" + "a".repeat(64);
 const DIGEST2 = "sha256:" + "b".repeat(64);
 const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: DIGEST, size: 100, annotations: {} };
-
-/** A tiny in-memory projection: fold events with evolve, as the projector does. */
-class Given {
-  state = new Map<string, unknown>();
-  seq = 0;
-  apply(draft: EventDraft | undefined): KeyChange[] {
-    if (!draft) return [];
-    const ev: LoggedEvent = { seq: ++this.seq, namespace: draft.namespace, topic: draft.topic, timestamp: T0, typeName: draft.typeName, payload: draft.payload };
-    const changes = evolve(ev, (k) => this.state.get(k));
-    for (const [k, v] of changes) v === undefined ? this.state.delete(k) : this.state.set(k, v);
-    return changes;
-  }
-  get<T>(k: string): T | undefined {
-    return this.state.get(k) as T | undefined;
-  }
-}
 
 describe("namespaces", () => {
   test("create: emits /namespaces/create under the caller's namespace with name and labels", () => {

@@ -14,37 +14,15 @@ import { decideCollectContent, gcMark, labelRefs, unreferencedContent, type Name
 import { decideCommitContent } from "../../src/commands/content.js";
 import { decideCreateImage } from "../../src/commands/images.js";
 import { decideDeleteNamespace } from "../../src/commands/namespaces.js";
-import { evolve, keys, keysFor, TYPE, type BlobRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type LoggedEvent } from "../../src/projections/views.js";
-import type { EventDraft } from "../../src/emitter/envelope.js";
-import type { KeyChange } from "../../src/projections/db.js";
+import { keys, TYPE, type BlobRecord, type ImageRecord, type LeaseRecord, type LeaseResource } from "../../src/projections/views.js";
+import { Given as BaseGiven, T0 } from "../helpers/given.js";
 import { throwsClass } from "../helpers/errors.js";
 
-const T0 = { seconds: 1_700_000_000, nanos: 0 };
 const NOW = new Date("2030-01-01T00:00:00Z");
 const d = (c: string) => "sha256:" + c.repeat(64);
 const NS = "ns1";
 
-/** A tiny in-memory projection, as in commands.test.ts; checks keysFor covers what evolve reads and writes. */
-class Given {
-  state = new Map<string, unknown>();
-  seq = 0;
-  apply(draft: EventDraft | undefined): KeyChange[] {
-    if (!draft) return [];
-    const ev: LoggedEvent = { seq: ++this.seq, namespace: draft.namespace, topic: draft.topic, timestamp: T0, typeName: draft.typeName, payload: draft.payload };
-    const listed = new Set(keysFor(ev));
-    const changes = evolve(ev, (k) => {
-      assert.ok(listed.has(k), `evolve read ${k} not listed by keysFor`);
-      return this.state.get(k);
-    });
-    for (const [k, v] of changes) {
-      assert.ok(listed.has(k), `evolve changed ${k} not listed by keysFor`);
-      v === undefined ? this.state.delete(k) : this.state.set(k, v);
-    }
-    return changes;
-  }
-  get<T>(k: string): T | undefined {
-    return this.state.get(k) as T | undefined;
-  }
+class Given extends BaseGiven {
   lease(id: string): LeaseRecord | undefined {
     return this.get<LeaseRecord>(keys.lease(NS, id));
   }

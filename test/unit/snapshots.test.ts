@@ -15,49 +15,16 @@ import {
 } from "../../src/commands/snapshots.js";
 import { decideCollectSnapshots, leavesFirst, loadGcState, unreferencedSnapshots } from "../../src/commands/gc.js";
 import { decideCreateLease } from "../../src/commands/leases.js";
-import { evolve, keys, keysFor, type LeaseRecord, type LoggedEvent, type SnapshotRecord } from "../../src/projections/views.js";
-import type { EventDraft } from "../../src/emitter/envelope.js";
-import type { StateView } from "../../src/commands/sequencer.js";
+import { keys, type LeaseRecord, type SnapshotRecord } from "../../src/projections/views.js";
+import { Given as BaseGiven, T0 } from "../helpers/given.js";
 import { throwsClass } from "../helpers/errors.js";
 import { chainIds } from "../../src/cli/unpack.js";
 import { checkMountsUnder } from "../../src/snapshots/store.js";
 
-const T0 = { seconds: 1_700_000_000, nanos: 0 };
 const NS = "ns1";
 const SN = "overlayfs";
 
-/** An in-memory projection that checks keysFor covers what evolve reads and writes. */
-class Given implements StateView {
-  state = new Map<string, unknown>();
-  seq = 0;
-  apply(draft: EventDraft | undefined): void {
-    if (!draft) return;
-    const ev: LoggedEvent = { seq: ++this.seq, namespace: draft.namespace, topic: draft.topic, timestamp: T0, typeName: draft.typeName, payload: draft.payload };
-    const listed = new Set(keysFor(ev));
-    const changes = evolve(ev, (k) => {
-      assert.ok(listed.has(k), `evolve read ${k} not listed by keysFor`);
-      return this.state.get(k);
-    });
-    for (const [k, v] of changes) {
-      assert.ok(listed.has(k), `evolve changed ${k} not listed by keysFor`);
-      if (v === undefined) this.state.delete(k);
-      else this.state.set(k, v);
-    }
-  }
-  run<T>(decide: (v: StateView) => { event?: EventDraft; result: T } | Promise<unknown>): T {
-    const d = decide(this) as { event?: EventDraft; result: T };
-    this.apply(d.event);
-    return d.result;
-  }
-  get<T>(key: string): T | undefined {
-    return this.state.get(key) as T | undefined;
-  }
-  async hasAny(prefixes: readonly string[]): Promise<boolean> {
-    return [...this.state.keys()].some((k) => prefixes.some((p) => k.startsWith(p)));
-  }
-  scan<T>(prefix: string): [string, T][] {
-    return [...this.state.entries()].filter(([k]) => k.startsWith(prefix)).sort((a, b) => (a[0] < b[0] ? -1 : 1)) as [string, T][];
-  }
+class Given extends BaseGiven {
   snap(key: string, sn = SN): SnapshotRecord | undefined {
     return this.get(keys.snapshot(NS, sn, key));
   }
