@@ -242,6 +242,13 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     };
     await t.test("a reference that does not parse", () => expectFail("bad1", ["pull", "--plain-http", "UPPER/Case:!!"], /invalid/i));
     await t.test("404", () => expectFail("bad2", ["pull", "--plain-http", ref("dist/nothing")], /not found/));
+    await t.test("bad flags and digests: InvalidArgument naming them", async () => {
+      await expectFail("bad8", ["pull", "--plain-http", "--max-concurrent-downloads", "0", ref("dist/small")], /--max-concurrent-downloads: 0 is not a whole number from 1 to 64/);
+      await expectFail("bad8", ["pull", "--plain-http", "-u", ":secret", ref("dist/small")], /--user: a user name is required/);
+      assert.doesNotMatch((await ck("bad8", ["pull", "--plain-http", "-u", ":secret", ref("dist/small")])).stderr, /secret/, "the password is never printed");
+      await expectFail("bad8", ["pull", "--plain-http", "--platform", "linux/", ref("dist/small")], /platform/i);
+      await expectFail("bad8", ["fetch-object", "--plain-http", ref("dist/small"), "sha256:xyz"], /sha256:<64 lowercase hex>/);
+    });
     await t.test("401 without credentials", async () => {
       proxy.rule = () => ({ answer: { status: 401, headers: { "www-authenticate": 'Basic realm="test"' }, body: "{}" } });
       try {
