@@ -66,6 +66,11 @@ export class Sequencer {
   /** Own message ids seen applied by the projector, for appends with an unknown outcome. */
   private readonly appliedIds = new Map<string, number>();
   private nextExpected = 0;
+  /**
+   * Message id of this sequencer's previous append in the current chain (none right after a
+   * resync): the next append expects it as the stream's last message, not only its sequence.
+   */
+  private chainMsgId: string | undefined;
   /** Bumped whenever the overlay is dropped: a decision taken across a bump is void. */
   private epoch = 0;
   private synced = false;
@@ -205,7 +210,9 @@ export class Sequencer {
     const subject = subjectOf(draft);
     const headers = { [ORIGIN_HEADER]: projected ? ORIGIN_COMMAND : ORIGIN_PUBLISH };
     this.inflight.push(job);
-    job.append = this.log.append(subject, data, { msgId: job.msgId, expectLastSeq: expected, headers }).then(
+    const expectLastMsgId = this.chainMsgId;
+    this.chainMsgId = job.msgId;
+    job.append = this.log.append(subject, data, { msgId: job.msgId, expectLastSeq: expected, expectLastMsgId, headers }).then(
       (ack) => {
         if (!ack.duplicate) {
           this.projector.applyOwn({ seq: ack.seq, subject, data, headers: { ...headers, "Nats-Msg-Id": job.msgId }, time: new Date(), pending: 0 });
@@ -294,6 +301,7 @@ export class Sequencer {
     if (this.projector.error) throw this.projector.error;
     // The log is the truth: a projection ahead of it was damaged and is rebuilt at start.
     this.nextExpected = last;
+    this.chainMsgId = undefined;
     this.overlay.clear();
     this.epoch++;
     this.synced = true;

@@ -19,6 +19,8 @@ export const DEFAULT_STREAM = "CK_EVENTS";
 export const STREAM_SUBJECTS = "containerd.io.>";
 /** JetStream's error code for a failed Nats-Expected-Last-Sequence check. */
 export const WRONG_LAST_SEQUENCE = 10071;
+/** JetStream's error code for a refused Nats-Expected-Last-Msg-Id. */
+export const WRONG_LAST_MSG_ID = 10070;
 
 export interface EventLogOptions {
   url: string;
@@ -38,6 +40,12 @@ export interface AppendOptions {
   msgId: string;
   /** Nats-Expected-Last-Sequence: refused unless the stream's last sequence is this. */
   expectLastSeq?: number;
+  /**
+   * Nats-Expected-Last-Msg-Id: refused unless the stream's last message has this id. A
+   * pipelined append needs it: when the append before it was refused, another writer's
+   * message may sit at exactly the sequence it expects.
+   */
+  expectLastMsgId?: string;
   headers?: Record<string, string>;
 }
 
@@ -173,7 +181,13 @@ export class EventLog {
       h = natsHeaders();
       for (const [k, v] of Object.entries(opts.headers)) h.set(k, v);
     }
-    const expect = opts.expectLastSeq === undefined ? undefined : { lastSequence: opts.expectLastSeq };
+    const expect =
+      opts.expectLastSeq === undefined && opts.expectLastMsgId === undefined
+        ? undefined
+        : {
+            ...(opts.expectLastSeq === undefined ? {} : { lastSequence: opts.expectLastSeq }),
+            ...(opts.expectLastMsgId === undefined ? {} : { lastMsgID: opts.expectLastMsgId }),
+          };
     try {
       const ack = await this.js.publish(subject, data, {
         msgID: opts.msgId,
@@ -250,6 +264,7 @@ export function isStreamNotFound(err: unknown): boolean {
   return err instanceof JetStreamApiError && err.code === 10059;
 }
 
+/** The append was refused because another writer appended first (sequence or message id). */
 export function isWrongLastSequence(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.code === WRONG_LAST_SEQUENCE;
+  return err instanceof JetStreamApiError && (err.code === WRONG_LAST_SEQUENCE || err.code === WRONG_LAST_MSG_ID);
 }

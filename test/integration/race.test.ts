@@ -7,6 +7,7 @@ import { CkError } from "../../src/errdefs/errdefs.js";
 import { ProjectionDb } from "../../src/projections/db.js";
 import { compareProjections } from "../../tools/replay/replay.js";
 import { rootPaths } from "../../src/api/daemon.js";
+import { EventLog, isWrongLastSequence } from "../../src/eventstore/log.js";
 
 const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "d".repeat(64), size: 10 };
 
@@ -56,22 +57,48 @@ test("two ckd on one stream, 200 racing creates of 50 names: one winner each, lo
     }
     assert.equal(la.length, 50);
     assert.deepEqual(la, lb);
-  } finally {
     ca.close();
     cb.close();
     await a.stop();
     await b.stop();
-  }
-  const da = await ProjectionDb.open(rootPaths(a.root).meta);
-  const db = await ProjectionDb.open(rootPaths(b.root).meta);
-  try {
-    assert.equal(da.appliedSeq, db.appliedSeq);
-    assert.deepEqual(await compareProjections(da, db), []);
+    const da = await ProjectionDb.open(rootPaths(a.root).meta);
+    const db = await ProjectionDb.open(rootPaths(b.root).meta);
+    try {
+      assert.equal(da.appliedSeq, db.appliedSeq);
+      assert.deepEqual(await compareProjections(da, db), []);
+    } finally {
+      await da.close();
+      await db.close();
+    }
   } finally {
-    await da.close();
-    await db.close();
+    // Whatever failed above, nothing is left running.
+    ca.close();
+    cb.close();
     await a.cleanup();
     await b.cleanup();
+    await nats.cleanup();
+  }
+});
+
+test("a pipelined append whose predecessor was refused is refused too, even when another writer filled its expected sequence", async () => {
+  const nats = await startTestNats();
+  const log = await EventLog.open({ url: nats.url, stream: "CK_PIPELINE" });
+  try {
+    const subject = "containerd.io.p.images.create";
+    const first = await log.append(subject, Buffer.from("seed"), { msgId: "seed" });
+    // Writer A gets in first; B had pipelined b1 (expecting `first`) and b2 (expecting b1).
+    await log.append(subject, Buffer.from("a1"), { msgId: "a1", expectLastSeq: first.seq });
+    const b1 = log.append(subject, Buffer.from("b1"), { msgId: "b1", expectLastSeq: first.seq, expectLastMsgId: "seed" });
+    const b2 = log.append(subject, Buffer.from("b2"), { msgId: "b2", expectLastSeq: first.seq + 1, expectLastMsgId: "b1" });
+    const [r1, r2] = await Promise.allSettled([b1, b2]);
+    assert.equal(r1.status, "rejected");
+    assert.ok(isWrongLastSequence((r1 as PromiseRejectedResult).reason));
+    // Without the message id expectation b2 would be stored: A's a1 sits at the sequence b2 expects.
+    assert.equal(r2.status, "rejected", "b2 must not be stored on top of a1");
+    assert.ok(isWrongLastSequence((r2 as PromiseRejectedResult).reason), String((r2 as PromiseRejectedResult).reason));
+    assert.equal(await log.lastSeq(), first.seq + 1);
+  } finally {
+    await log.close();
     await nats.cleanup();
   }
 });
