@@ -10,7 +10,7 @@ import { goTime, labelsString, parseLabelArgs, table, binarySize } from "./forma
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
-import { fromApiDescriptor, imageContents } from "./transfer.js";
+import { fromApiDescriptor, imageContents, type ImageContents } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
 
@@ -145,7 +145,7 @@ images
         if (!status.startsWith("complete")) incomplete = true;
         const have = c.present.reduce((a, d) => a + d.size, 0);
         const all = c.objects.reduce((a, d) => a + d.size, 0);
-        rows.push([i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, `${binarySize(have)}/${binarySize(all)}`, String(await unpacked(api, i, opts.snapshotter))]);
+        rows.push([i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, `${binarySize(have)}/${binarySize(all)}`, String(await unpacked(api, i, opts.snapshotter, c))]);
       }
       if (opts.quiet) out(rows.slice(1).map((r) => r[0] + "\n").join(""));
       else out(table(rows));
@@ -353,9 +353,9 @@ program
   );
 
 /** As ctr's images check: the snapshot of the image's top chain ID exists in this snapshotter. */
-async function unpacked(api: ApiClient, image: any, snapshotter: string): Promise<boolean> {
+async function unpacked(api: ApiClient, image: any, snapshotter: string, walked: ImageContents): Promise<boolean> {
   try {
-    const { chainIds } = await imageLayers(api, fromApiDescriptor(image.target), defaultPlatform());
+    const { chainIds } = await imageLayers(api, fromApiDescriptor(image.target), defaultPlatform(), walked);
     const top = chainIds[chainIds.length - 1];
     if (!top) return false;
     await api.call("snapshots", "Stat", { snapshotter, key: top });

@@ -12,7 +12,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { ApiClient } from "./client.js";
 import { ApiContent } from "./api-content.js";
-import { imageContents } from "./transfer.js";
+import { imageContents, type ImageContents } from "./transfer.js";
 import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
 import { MAX_MANIFEST_BYTES } from "../remotes/manifest.js";
 import type { Descriptor, Platform } from "../remotes/types.js";
@@ -57,9 +57,12 @@ function extractKey(chainId: string): string {
   return `extract-${nanos}-${randomBytes(6).toString("base64url")} ${chainId}`;
 }
 
-/** The manifest, config descriptor and diff_ids of an image for a platform. */
-export async function imageLayers(api: ApiClient, target: Descriptor, platform: Platform | undefined) {
-  const c = await imageContents(api, target, platform);
+/**
+ * The manifest, config descriptor and diff_ids of an image for a platform; `walked` is the
+ * image's content when the caller has read it already (images check), so it is not read twice.
+ */
+export async function imageLayers(api: ApiClient, target: Descriptor, platform: Platform | undefined, walked?: ImageContents) {
+  const c = walked ?? (await imageContents(api, target, platform));
   if (!c.manifest || !c.config) throw new CkError("NotFound", `image ${target.digest}: no manifest for the platform in the content store`);
   const content = new ApiContent(api);
   const config = JSON.parse((await content.readAll(c.config.digest, MAX_MANIFEST_BYTES)).toString("utf8"));

@@ -242,6 +242,11 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     };
     await t.test("a reference that does not parse", () => expectFail("bad1", ["pull", "--plain-http", "UPPER/Case:!!"], /invalid/i));
     await t.test("404", () => expectFail("bad2", ["pull", "--plain-http", ref("dist/nothing")], /not found/));
+    await t.test("push of an image this namespace does not have: NotFound, nothing sent to the registry", async () => {
+      const before = proxy.seen.length;
+      await expectFail("bad9", ["push", "--plain-http", ref("dist/pushed"), "no/such:image"], /image "no\/such:image": not found/);
+      assert.deepEqual(proxy.seen.slice(before).filter((r) => r.method !== "GET" && r.method !== "HEAD"), []);
+    });
     await t.test("bad flags and digests: InvalidArgument naming them", async () => {
       await expectFail("bad8", ["pull", "--plain-http", "--max-concurrent-downloads", "0", ref("dist/small")], /--max-concurrent-downloads: 0 is not a whole number from 1 to 64/);
       await expectFail("bad8", ["pull", "--plain-http", "-u", ":secret", ref("dist/small")], /--user: a user name is required/);
