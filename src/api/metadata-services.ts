@@ -10,6 +10,8 @@ import { nowTimestamp } from "../emitter/envelope.js";
 import { descriptor, type ContainerRecord } from "../projections/views.js";
 import { maskPaths, namespaceOf, optionalNamespaceOf, serverStream, unary, writeStream } from "./grpc.js";
 import { invalidArgument } from "../errdefs/errdefs.js";
+import { RecordMemo } from "../projections/record-memo.js";
+import { loadProtos, repeatedMessages } from "../protos/protos.js";
 
 export interface MetadataDeps {
   sequencer: Sequencer;
@@ -52,10 +54,19 @@ function imageInput(img: any): ImageInput {
   return { name: img?.name ?? "", labels: img?.labels ?? {}, target: descriptor(img?.target) };
 }
 
+/** An encoder of one message type for records already in the shape protobufjs encodes. */
+function encoderOf<R>(typeName: string, shape: (r: R) => object = (r) => r as object): (r: R) => Buffer {
+  const t = loadProtos().type(typeName);
+  return (r) => Buffer.from(t.encode(shape(r)).finish());
+}
+
 export function imagesService(d: MetadataDeps): grpc.UntypedServiceImplementation {
+  // List replies are framed from memoised per-image encodings (ListImagesResponse.images = 1).
+  const memo = new RecordMemo();
+  const encode = encoderOf("containerd.services.images.v1.Image");
   return {
     Get: unary(async (call) => ({ image: await d.queries.getImage(namespaceOf(call), requireName(call.request.name, "name")) })),
-    List: unary(async (call) => ({ images: await d.queries.listImages(namespaceOf(call), call.request.filters ?? []) })),
+    List: unary(async (call) => repeatedMessages(1, d.queries.encodedImages(namespaceOf(call), call.request.filters ?? [], memo, encode))),
     Create: unary(async (call) => {
       const ns = namespaceOf(call);
       const rec = await d.sequencer.submit(
@@ -107,13 +118,14 @@ function containerMessage(r: ContainerRecord) {
 }
 
 export function containersService(d: MetadataDeps): grpc.UntypedServiceImplementation {
+  // ListContainersResponse.containers = 1, framed from memoised per-container encodings.
+  const memo = new RecordMemo();
+  const encode = encoderOf("containerd.services.containers.v1.Container", containerMessage);
   return {
     Get: unary(async (call) => ({
       container: containerMessage(await d.queries.getContainer(namespaceOf(call), requireName(call.request.id, "id"))),
     })),
-    List: unary(async (call) => ({
-      containers: (await d.queries.listContainers(namespaceOf(call), call.request.filters ?? [])).map(containerMessage),
-    })),
+    List: unary(async (call) => repeatedMessages(1, d.queries.encodedContainers(namespaceOf(call), call.request.filters ?? [], memo, encode))),
     ListStream: serverStream(async (call) => {
       const list = await d.queries.listContainers(namespaceOf(call), call.request.filters ?? []);
       for (const c of list) {

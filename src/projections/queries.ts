@@ -3,6 +3,7 @@
 import { notFound } from "../errdefs/errdefs.js";
 import type { ProjectionDb } from "./db.js";
 import { keys, type SnapshotRecord, type SnapshotIdRecord, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type NamespaceRecord } from "./views.js";
+import type { RecordMemo } from "./record-memo.js";
 import { parseFilters, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, labelsAdaptor, type Adaptor, type Filter } from "./filters.js";
 
 /** Leases, as containerd's adaptLease: `id`, `labels.<key>`. */
@@ -55,6 +56,14 @@ export class Queries {
     return this.list(keys.imagesPrefix(ns), filters, (f, r: ImageRecord) => f.match(imageFieldpath(r)));
   }
 
+  /**
+   * Images.List's elements already encoded: records whose stored bytes are unchanged since an
+   * earlier List come from the memo, neither decoded nor encoded again.
+   */
+  encodedImages(ns: string, filters: string[], memo: RecordMemo, encode: (r: ImageRecord) => Buffer): Buffer[] {
+    return this.listEncoded(keys.imagesPrefix(ns), filters, (f, r: ImageRecord) => f.match(imageFieldpath(r)), memo, encode);
+  }
+
   async getContainer(ns: string, id: string): Promise<ContainerRecord> {
     const rec = id.includes("\u0000") ? undefined : await this.db.get(keys.container(ns, id));
     if (!rec) throw notFound(`container "${id}"`);
@@ -63,6 +72,11 @@ export class Queries {
 
   async listContainers(ns: string, filters: string[] = []): Promise<ContainerRecord[]> {
     return this.list(keys.containersPrefix(ns), filters, (f, r: ContainerRecord) => f.match(containerFieldpath(r)));
+  }
+
+  /** Containers.List's elements already encoded (see encodedImages). */
+  encodedContainers(ns: string, filters: string[], memo: RecordMemo, encode: (r: ContainerRecord) => Buffer): Buffer[] {
+    return this.listEncoded(keys.containersPrefix(ns), filters, (f, r: ContainerRecord) => f.match(containerFieldpath(r)), memo, encode);
   }
 
   async getBlob(ns: string, digest: string): Promise<BlobRecord> {
@@ -121,6 +135,16 @@ export class Queries {
   /** Every record under a key prefix, in key order (whole-namespace reads such as GC's). */
   scanRecords<T>(prefix: string): Iterable<[string, T]> {
     return this.db.scan(prefix) as Iterable<[string, T]>;
+  }
+
+  private listEncoded<R>(prefix: string, filters: string[], match: (f: Filter, r: R) => boolean, memo: RecordMemo, encode: (r: R) => Buffer): Buffer[] {
+    const filter = parseFilters(filters);
+    const out: Buffer[] = [];
+    for (const [k, raw] of this.db.scanRaw(prefix)) {
+      const e = memo.entry(k, raw);
+      if (match(filter, e.record as R)) out.push((e.derived ??= encode(e.record as R)));
+    }
+    return out;
   }
 
   private async list<R>(prefix: string, filters: string[], match: (f: Filter, r: R) => boolean): Promise<R[]> {

@@ -152,7 +152,8 @@ export class Protos {
         requestDeserialize: (b: Buffer) => req.toObject(req.decode(b), TO_OBJECT),
         // Responses are built by ckd from normalised records, already in the shape encode()
         // takes: skipping fromObject halves the cost of large List replies.
-        responseSerialize: (o: unknown) => Buffer.from(res.encode(o as Record<string, unknown>).finish()),
+        // A Buffer is a reply the service framed itself (List replies of memoised elements).
+        responseSerialize: (o: unknown) => (Buffer.isBuffer(o) ? o : Buffer.from(res.encode(o as Record<string, unknown>).finish())),
         responseDeserialize: (b: Buffer) => res.toObject(res.decode(b), TO_OBJECT),
         originalName: m.name,
       } as grpc.MethodDefinition<unknown, unknown>;
@@ -160,6 +161,38 @@ export class Protos {
     this.services.set(fullServiceName, def);
     return def as grpc.ServiceDefinition;
   }
+}
+
+/**
+ * A message made of one repeated message field, framed from elements that are already
+ * encoded (the bytes protobufjs would write for `{ field: [..elements] }`).
+ */
+export function repeatedMessages(field: number, elements: readonly Buffer[]): Buffer {
+  const tag = varint((field << 3) | 2);
+  let size = 0;
+  const lens = elements.map((e) => {
+    const l = varint(e.length);
+    size += tag.length + l.length + e.length;
+    return l;
+  });
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  elements.forEach((e, i) => {
+    at += tag.copy(out, at);
+    at += lens[i]!.copy(out, at);
+    at += e.copy(out, at);
+  });
+  return out;
+}
+
+function varint(n: number): Buffer {
+  const bytes: number[] = [];
+  while (n > 0x7f) {
+    bytes.push((n & 0x7f) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  bytes.push(n);
+  return Buffer.from(bytes);
 }
 
 let cached: Protos | undefined;

@@ -94,6 +94,15 @@ describe("ckd core", () => {
       const or = (await c.call("images", "List", { filters: ["name==reg.local/app:3", "name==reg.local/app:4"] })).images;
       assert.equal(or.length, 2);
       assert.equal((await other.call("images", "List", {})).images.length, 1);
+      // List replies are framed from per-record encodings kept between calls: an update or a
+      // delete shows in the very next List, filtered or not.
+      await c.call("images", "Update", { image: { name: "reg.local/app:3", labels: { "com.example/group": "even" } }, update_mask: { paths: ["labels"] } });
+      await c.call("images", "Delete", { name: "reg.local/app:4" });
+      const after = (await c.call("images", "List", {})).images;
+      assert.equal(after.length, 9);
+      assert.deepEqual(after.find((i: any) => i.name === "reg.local/app:3").labels, { "com.example/group": "even" });
+      const evenAfter = (await c.call("images", "List", { filters: ['labels."com.example/group"==even'] })).images.map((i: any) => i.name);
+      assert.ok(evenAfter.includes("reg.local/app:3") && !evenAfter.includes("reg.local/app:4"), evenAfter.join(","));
 
       await c.call("containers", "Create", { container: { id: "web-1", image: "reg.local/app:1", runtime: { name: "io.containerd.runc.v2" }, spec, labels: { tier: "web" } } });
       await c.call("containers", "Create", { container: { id: "db-1", image: "reg.local/app:2", runtime: { name: "io.containerd.runc.v2" }, spec } });
@@ -108,8 +117,10 @@ describe("ckd core", () => {
       await rejectsClass(other.call("containers", "Get", { id: "web-1" }), "NotFound");
       await c.call("containers", "Update", { container: { id: "web-1", labels: { tier: "" } }, update_mask: { paths: ["labels.tier"] } });
       assert.deepEqual((await c.call("containers", "Get", { id: "web-1" })).container.labels, {});
+      assert.deepEqual((await c.call("containers", "List", { filters: ["labels.tier==web"] })).containers, [], "List sees the update");
       await c.call("containers", "Delete", { id: "web-1" });
       await rejectsClass(c.call("containers", "Get", { id: "web-1" }), "NotFound");
+      assert.deepEqual((await c.call("containers", "List", {})).containers.map((x: any) => x.id), ["db-1"]);
     } finally {
       c.close();
       other.close();

@@ -484,3 +484,24 @@ test("the build's JSON bundle (dist/protos.json) holds exactly what the .proto f
   const msg = { action: 1, ref: "r", offset: 5, data: Buffer.from("abc"), labels: { a: "b" } };
   assert.deepEqual(bundled.encode("containerd.services.content.v1.WriteContentRequest", msg), p.encode("containerd.services.content.v1.WriteContentRequest", msg));
 });
+
+// ---------------------------------------------------------------------------------------
+// Replies framed from encoded elements (List)
+
+test("repeatedMessages frames elements exactly as protobufjs encodes the repeated field", async () => {
+  const { repeatedMessages } = await import("../../src/protos/protos.js");
+  const image = p.type("containerd.services.images.v1.Image");
+  const list = p.type("containerd.services.images.v1.ListImagesResponse");
+  // Element sizes around the one- and two-byte length boundaries, and one past 16 KiB.
+  const images = [0, 60, 200, 20_000].map((n, i) => ({
+    name: `reg.local/app:${i}`,
+    labels: n ? { pad: "x".repeat(n) } : {},
+    target: { media_type: "application/vnd.oci.image.manifest.v1+json", digest: `sha256:${String(i).repeat(64)}`, size: 1234 + i, annotations: {} },
+    created_at: { seconds: 1_700_000_000 + i, nanos: 5 },
+    updated_at: { seconds: 1_700_000_001 + i, nanos: 0 },
+  }));
+  const framed = repeatedMessages(1, images.map((m) => Buffer.from(image.encode(m).finish())));
+  assert.deepEqual(framed, Buffer.from(list.encode({ images }).finish()));
+  assert.deepEqual(p.decode("containerd.services.images.v1.ListImagesResponse", framed).images.map((i: any) => i.name), images.map((i) => i.name));
+  assert.equal(repeatedMessages(1, []).length, 0, "no elements: the empty message");
+});
