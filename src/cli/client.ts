@@ -4,6 +4,15 @@ import * as grpc from "@grpc/grpc-js";
 import { loadProtos, type Protos } from "../protos/protos.js";
 import { fromGrpcError } from "../errdefs/errdefs.js";
 
+/**
+ * CK_TRACE=1: every unary call's method, outcome and duration on stderr, stamped with the
+ * time since the process started (where a slow command spends its time).
+ */
+const TRACE = Boolean(process.env.CK_TRACE);
+function trace(what: string, startedAt: number): void {
+  process.stderr.write(`[ck trace ${startedAt.toFixed(0).padStart(5)} ms] ${what}\n`);
+}
+
 export const SERVICES = {
   namespaces: "containerd.services.namespaces.v1.Namespaces",
   images: "containerd.services.images.v1.Images",
@@ -69,8 +78,12 @@ export class ApiClient {
     const md = this.metadata(opts.metadata, opts.namespace ?? this.opts.namespace);
     const callOpts: grpc.CallOptions = {};
     if (opts.deadlineMs) callOpts.deadline = Date.now() + opts.deadlineMs;
+    const started = TRACE ? performance.now() : 0;
     return new Promise((resolve, reject) => {
-      fn.call(c, request, md, callOpts, (err: grpc.ServiceError | null, res: T) => (err ? reject(fromGrpcError(err)) : resolve(res)));
+      fn.call(c, request, md, callOpts, (err: grpc.ServiceError | null, res: T) => {
+        if (TRACE) trace(`${service}.${method} ${err ? `${grpc.status[err.code]} ` : ""}${(performance.now() - started).toFixed(1)} ms`, started);
+        err ? reject(fromGrpcError(err)) : resolve(res);
+      });
     });
   }
 
@@ -78,6 +91,10 @@ export class ApiClient {
   async *stream<T = any>(service: ServiceName, method: string, request: object, opts: { metadata?: Record<string, string>; namespace?: string; signal?: AbortSignal; onMetadata?: () => void } = {}): AsyncGenerator<T> {
     const c = this.client(service) as unknown as Record<string, Function>;
     const call = c[method]!.call(c, request, this.metadata(opts.metadata, opts.namespace ?? this.opts.namespace)) as grpc.ClientReadableStream<T>;
+    if (TRACE) {
+      const started = performance.now();
+      call.once("status", (st: grpc.StatusObject) => trace(`${service}.${method} (stream) ${grpc.status[st.code]} ${(performance.now() - started).toFixed(1)} ms`, started));
+    }
     const cancel = () => call.cancel();
     opts.signal?.addEventListener("abort", cancel, { once: true });
     if (opts.onMetadata) call.once("metadata", opts.onMetadata);
@@ -99,6 +116,10 @@ export class ApiClient {
   lockstep<Req extends object, Res = any>(service: ServiceName, method: string, opts: { metadata?: Record<string, string>; namespace?: string } = {}) {
     const c = this.client(service) as unknown as Record<string, Function>;
     const call = c[method]!.call(c, this.metadata(opts.metadata, opts.namespace ?? this.opts.namespace)) as grpc.ClientDuplexStream<Req, Res>;
+    if (TRACE) {
+      const started = performance.now();
+      call.once("status", (st: grpc.StatusObject) => trace(`${service}.${method} (stream) ${grpc.status[st.code]} ${(performance.now() - started).toFixed(1)} ms`, started));
+    }
     const queue: Res[] = [];
     const waiting: { resolve: (r: Res) => void; reject: (e: unknown) => void }[] = [];
     let failed: unknown;

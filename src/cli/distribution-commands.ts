@@ -104,8 +104,8 @@ export function registerDistributionCommands(program: Command, action: Action): 
             // ctr unpacks one platform: the first asked for, else this machine's.
             afterFetch:
               name === "pull"
-                ? async (metadata, target) => {
-                    const u = await unpackImage(api, target, { snapshotter: opts.snapshotter ?? "overlayfs", platform: platformsOf(opts)[0] ?? defaultPlatform(), metadata });
+                ? async (metadata, target, manifests) => {
+                    const u = await unpackImage(api, target, { snapshotter: opts.snapshotter ?? "overlayfs", platform: platformsOf(opts)[0] ?? defaultPlatform(), metadata, manifests });
                     unpacked = `unpacked ${u.layers} layers (${u.applied} applied${u.shared ? `, ${u.shared} shared` : ""}) into ${opts.snapshotter}: ${u.chainId}\n`;
                   }
                 : undefined,

@@ -25,6 +25,8 @@ export const LEASE_HEADER = "containerd-lease";
 const EXPIRE_LABEL = "containerd.io/gc.expire";
 const SOURCE_LABEL = "containerd.io/distribution.source.";
 const GC_ROOT_LABEL = "containerd.io/gc.root";
+/** Objects a fetch has open at once (asking the daemon, waiting for a download slot). */
+const OPEN_AT_ONCE = 8;
 
 export interface FetchOptions {
   /** Platforms to keep from an index; empty = every platform. */
@@ -36,8 +38,11 @@ export interface FetchOptions {
   labels?: Record<string, string>;
   /** Register the image record after the fetch (default true). */
   register?: boolean;
-  /** Runs under the fetch's lease once everything is fetched and registered (pull's unpack). */
-  afterFetch?: (metadata: Record<string, string>, target: Descriptor) => Promise<void>;
+  /**
+   * Runs under the fetch's lease once everything is fetched and registered (pull's unpack);
+   * `manifests` holds the manifests and indexes the fetch parsed, by digest.
+   */
+  afterFetch?: (metadata: Record<string, string>, target: Descriptor, manifests: ReadonlyMap<string, ParsedManifest>) => Promise<void>;
 }
 
 export interface FetchResult {
@@ -70,15 +75,29 @@ export async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => P
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }
 
-/** A lease as ctr takes one for a pull: 24 h expiry, deleted (without sync) at the end. */
-export async function withLease<T>(api: ApiClient, fn: (metadata: Record<string, string>) => Promise<T>): Promise<T> {
+/** Creates a lease as ctr takes one for a pull (24 h expiry); resolves with its id. */
+export async function createLease(api: ApiClient): Promise<string> {
   const id = `${process.hrtime.bigint()}-${randomBytes(2).toString("hex")}`;
   const expire = new Date(Date.now() + 24 * 3600_000).toISOString().replace(/\.\d+Z$/, "Z");
   await api.call("leases", "Create", { id, labels: { [EXPIRE_LABEL]: expire } });
+  return id;
+}
+
+/** Deletes a lease (without sync), ignoring failures: it expires anyway. */
+export async function dropLease(api: ApiClient, id: string): Promise<void> {
+  await api.call("leases", "Delete", { id, sync: false }).catch(() => undefined);
+}
+
+/**
+ * Runs `fn` under a lease, deleted at the end; `created` is a lease creation already under
+ * way (started alongside other work), else one is created here.
+ */
+export async function withLease<T>(api: ApiClient, fn: (metadata: Record<string, string>) => Promise<T>, created?: Promise<string>): Promise<T> {
+  const id = await (created ?? createLease(api));
   try {
     return await fn({ [LEASE_HEADER]: id });
   } finally {
-    await api.call("leases", "Delete", { id, sync: false }).catch(() => undefined);
+    await dropLease(api, id);
   }
 }
 
@@ -113,20 +132,53 @@ class Fetcher {
     this.sourceKey = SOURCE_LABEL + ref.domain;
   }
 
+  /** Manifests and indexes this fetch parsed, by digest (the unpack after a pull reuses them). */
+  readonly manifests = new Map<string, ParsedManifest>();
+  /** Writes of manifests whose bytes were known before their children were walked. */
+  private readonly manifestWrites: Promise<unknown>[] = [];
+  /** Downloads running now, at most `concurrency`; the rest wait for a slot. */
+  private downloading = 0;
+  private readonly slotWaiters: (() => void)[] = [];
+
   result(): { size: number; transferred: number } {
     return { size: this.size, transferred: this.transferred };
   }
 
   /**
    * Fetches `root` and everything below it for the wanted platforms; `rootBytes` is the root
-   * document when the resolve brought it (verified against the root's digest).
+   * document when the resolve brought it (verified against the root's digest). Objects are
+   * opened several at once (most of a warm pull is asking the daemon whether it has them);
+   * only `concurrency` of them download from the registry at a time.
    */
   async fetchTree(root: Descriptor, rootBytes?: Buffer): Promise<void> {
     const blobs: Descriptor[] = [];
-    await this.walk(root, blobs, rootBytes);
-    const seen = new Set<string>();
-    const unique = blobs.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
-    await eachLimit(unique, this.opts.concurrency ?? 3, (d) => this.fetchBlob(d, {}));
+    const all: Promise<unknown>[] = [];
+    try {
+      await this.walk(root, blobs, rootBytes);
+      const seen = new Set<string>();
+      const unique = blobs.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
+      all.push(eachLimit(unique, Math.max(this.opts.concurrency ?? 3, OPEN_AT_ONCE), (d) => this.fetchBlob(d, {})));
+    } finally {
+      // Nothing is left running when this returns or throws (the lease goes next).
+      all.push(...this.manifestWrites);
+      const settled = await Promise.allSettled(all);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) throw failed.reason;
+    }
+  }
+
+  /** Waits for a download slot; the returned function gives it back. */
+  private async downloadSlot(): Promise<() => void> {
+    const limit = Math.max(1, this.opts.concurrency ?? 3);
+    while (this.downloading >= limit) await new Promise<void>((r) => this.slotWaiters.push(r));
+    this.downloading++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.downloading--;
+      this.slotWaiters.shift()?.();
+    };
   }
 
   /** Manifests and indexes, depth first; collects the blobs (config, layers) under them. */
@@ -140,7 +192,24 @@ class Fetcher {
     }
     // The bytes come from the resolve, the daemon (this or another namespace) or the registry.
     const job = this.opts.progress.add(refFor(desc), desc.size);
-    let parsed = known ? parseManifest(desc, known) : undefined;
+    if (known) {
+      // Parsed already: the children are walked while this document is written.
+      const parsed = parseManifest(desc, known);
+      this.manifests.set(desc.digest, parsed);
+      const write = this.writeManifest(desc, job, parsed, known);
+      write.catch(() => undefined); // awaited by fetchTree
+      this.manifestWrites.push(write);
+      for (const child of children(this.narrow(parsed))) await this.walk(child, blobs);
+      return;
+    }
+    const parsed = await this.writeManifest(desc, job);
+    this.manifests.set(desc.digest, parsed);
+    for (const child of children(this.narrow(parsed))) await this.walk(child, blobs);
+  }
+
+  /** Writes one manifest or index (bytes known, or read from the daemon or the registry). */
+  private async writeManifest(desc: Descriptor, job: ProgressJob, known?: ParsedManifest, knownBytes?: Buffer): Promise<ParsedManifest> {
+    let parsed = known;
     const labels = (p: ParsedManifest) => ({ ...gcLabels(this.narrow(p)), [this.sourceKey]: this.ref.repository });
     const readBack = async () => parseManifest(desc, await this.content.readAll(desc.digest, MAX_MANIFEST_BYTES));
     const w = await this.content.open(refFor(desc), { expected: desc.digest, total: desc.size });
@@ -160,7 +229,7 @@ class Fetcher {
       job.update(desc.size, "done");
     } else {
       try {
-        let bytes = known;
+        let bytes = knownBytes;
         if (!bytes) {
           bytes = await this.registry.fetchBytes(this.ref, desc);
           this.transferred += bytes.length;
@@ -177,7 +246,7 @@ class Fetcher {
       job.update(desc.size, "done");
     }
     this.size += desc.size;
-    for (const child of children(this.narrow(parsed))) await this.walk(child, blobs);
+    return parsed;
   }
 
   /** An index keeps only the wanted platforms' entries (all when none are named). */
@@ -218,7 +287,12 @@ class Fetcher {
       return;
     }
     try {
-      await this.download(desc, w, job);
+      const release = await this.downloadSlot();
+      try {
+        await this.download(desc, w, job);
+      } finally {
+        release();
+      }
       job.update(desc.size, "committing");
       try {
         await w.commit(desc.size, desc.digest, labels);
@@ -271,16 +345,30 @@ class Fetcher {
 export async function fetchImage(api: ApiClient, registry: Registry, ref: ImageReference, opts: FetchOptions): Promise<FetchResult> {
   const name = formatReference(ref);
   const resolveJob = opts.progress.add(name, 0, "resolving");
-  // One GET brings the root document with its descriptor (containerd HEADs, then GETs).
-  const { descriptor: target, bytes: rootBytes } = await registry.resolveWithManifest(ref);
+  // The lease is created while the registry answers the resolve.
+  const lease = createLease(api);
+  lease.catch(() => undefined); // awaited below
+  let resolved: Awaited<ReturnType<Registry["resolveWithManifest"]>>;
+  try {
+    // One GET brings the root document with its descriptor (containerd HEADs, then GETs).
+    resolved = await registry.resolveWithManifest(ref);
+  } catch (err) {
+    await lease.then((id) => dropLease(api, id), () => undefined);
+    throw err;
+  }
+  const { descriptor: target, bytes: rootBytes } = resolved;
   resolveJob.update(0, "resolved");
-  return withLease(api, async (metadata) => {
-    const f = new Fetcher(registry, ref, api, metadata, opts);
-    await f.fetchTree(target, rootBytes);
-    if (opts.register !== false) await registerImage(api, name, target, opts.labels ?? {}, metadata);
-    await opts.afterFetch?.(metadata, target);
-    return { name, target, ...f.result() };
-  });
+  return withLease(
+    api,
+    async (metadata) => {
+      const f = new Fetcher(registry, ref, api, metadata, opts);
+      await f.fetchTree(target, rootBytes);
+      if (opts.register !== false) await registerImage(api, name, target, opts.labels ?? {}, metadata);
+      await opts.afterFetch?.(metadata, target, f.manifests);
+      return { name, target, ...f.result() };
+    },
+    lease,
+  );
 }
 
 /** Images.Create, or Update when the name exists (as ctr's pull does). */

@@ -14,7 +14,8 @@ import type { ApiClient } from "./client.js";
 import { ApiContent } from "./api-content.js";
 import { imageContents, type ImageContents } from "./transfer.js";
 import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
-import { MAX_MANIFEST_BYTES } from "../remotes/manifest.js";
+import { MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
+import { matchPlatform } from "../remotes/platform.js";
 import type { Descriptor, Platform } from "../remotes/types.js";
 
 export const UNCOMPRESSED_LABEL = "containerd.io/uncompressed";
@@ -29,6 +30,8 @@ export interface UnpackOptions {
   onLayer?: (chainId: string, status: "exists" | "unpacking" | "unpacked") => void;
   /** Ask ckd to unpack (ck.services.unpack.v1) before doing it ctr's way (default true). */
   daemonUnpack?: boolean;
+  /** Manifests and indexes already parsed (by digest): not read again. */
+  manifests?: ReadonlyMap<string, ParsedManifest>;
 }
 
 export interface UnpackResult {
@@ -58,20 +61,39 @@ function extractKey(chainId: string): string {
 }
 
 /**
- * The manifest, config descriptor and diff_ids of an image for a platform; `walked` is the
- * image's content when the caller has read it already (images check), so it is not read twice.
+ * The platform's manifest of an image, from `known` documents (a pull's fetch parsed them)
+ * or read from the content store; undefined when an index has no manifest for the platform.
  */
-export async function imageLayers(api: ApiClient, target: Descriptor, platform: Platform | undefined, walked?: ImageContents) {
-  const c = walked ?? (await imageContents(api, target, platform));
-  if (!c.manifest || !c.config) throw new CkError("NotFound", `image ${target.digest}: no manifest for the platform in the content store`);
+async function platformManifest(api: ApiClient, target: Descriptor, platform: Platform | undefined, known: ReadonlyMap<string, ParsedManifest>): Promise<ParsedManifest | undefined> {
   const content = new ApiContent(api);
-  const config = JSON.parse((await content.readAll(c.config.digest, MAX_MANIFEST_BYTES)).toString("utf8"));
+  let desc = target;
+  for (let depth = 0; depth < 8; depth++) {
+    const parsed = known.get(desc.digest) ?? parseManifest(desc, await content.readAll(desc.digest, MAX_MANIFEST_BYTES));
+    if (parsed.kind !== "index") return parsed;
+    const chosen = parsed.manifests.find((m) => !platform || !m.platform || matchPlatform(m.platform, platform));
+    if (!chosen) return undefined;
+    desc = chosen;
+  }
+  throw new CkError("InvalidArgument", `image ${target.digest}: indexes nested too deep`);
+}
+
+/**
+ * The manifest, config descriptor and diff_ids of an image for a platform; `walked` is the
+ * image's content when the caller has read it already (images check), so it is not read twice;
+ * `known` holds manifests a pull's fetch parsed (then only the config is read).
+ */
+export async function imageLayers(api: ApiClient, target: Descriptor, platform: Platform | undefined, walked?: ImageContents, known?: ReadonlyMap<string, ParsedManifest>) {
+  const manifest = walked ? walked.manifest : known ? await platformManifest(api, target, platform, known) : (await imageContents(api, target, platform)).manifest;
+  const configDesc = manifest?.config;
+  if (!manifest || !configDesc) throw new CkError("NotFound", `image ${target.digest}: no manifest for the platform in the content store`);
+  const content = new ApiContent(api);
+  const config = JSON.parse((await content.readAll(configDesc.digest, MAX_MANIFEST_BYTES)).toString("utf8"));
   const diffIds: string[] = config?.rootfs?.diff_ids ?? [];
-  const layers = c.manifest.layers;
+  const layers = manifest.layers;
   if (diffIds.length !== layers.length) {
     throw new CkError("FailedPrecondition", `image ${target.digest}: ${layers.length} layers but ${diffIds.length} diff_ids in the config`);
   }
-  return { layers, diffIds, config: c.config, chainIds: chainIds(diffIds) };
+  return { layers, diffIds, config: configDesc, chainIds: chainIds(diffIds) };
 }
 
 const apiDescriptor = (d: Descriptor) => ({ media_type: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {} });
@@ -82,64 +104,80 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
   const sn = opts.snapshotter;
   const call = (service: "snapshots" | "diff", method: string, req: object) => api.call(service, method, req, { metadata });
   const content = new ApiContent(api, metadata);
-  const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform);
+  const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform, undefined, opts.manifests);
   let applied = 0;
   let shared = 0;
   let daemonUnpack = opts.daemonUnpack ?? true;
-  for (let i = 0; i < layers.length; i++) {
-    const chainId = chain[i]!;
-    const parent = i > 0 ? chain[i - 1]! : "";
-    if (daemonUnpack) {
-      try {
-        opts.onLayer?.(chainId, "unpacking");
-        const r = await api.call("unpack", "Apply", { snapshotter: sn, layer: apiDescriptor(layers[i]!), diff_id: diffIds[i]!, parent }, { metadata });
-        if (r.chain_id !== chainId) throw new CkError("Unknown", `ckd unpacked layer ${i} as ${r.chain_id}, expected chain ID ${chainId}`);
-        if (r.status === "exists") {
-          opts.onLayer?.(chainId, "exists");
-          continue;
-        }
-        if (r.status === "shared") shared++;
-        else applied++;
-        await content.setLabels(layers[i]!.digest, { [UNCOMPRESSED_LABEL]: diffIds[i]! });
-        opts.onLayer?.(chainId, "unpacked");
-        continue;
-      } catch (err) {
-        if (!isClass(err, "NotImplemented")) throw err;
-        daemonUnpack = false; // not ckd, or an older one: unpack as ctr does
-      }
-    }
-    try {
-      await call("snapshots", "Stat", { snapshotter: sn, key: chainId });
-      opts.onLayer?.(chainId, "exists");
-      continue;
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-    opts.onLayer?.(chainId, "unpacking");
-    const key = extractKey(chainId);
-    const { mounts } = await call("snapshots", "Prepare", { snapshotter: sn, key, parent });
-    let committed = false;
-    try {
-      const r = await call("diff", "Apply", { diff: apiDescriptor(layers[i]!), mounts });
-      const got = r.applied?.digest ?? "";
-      if (got !== diffIds[i]) {
-        throw new CkError("FailedPrecondition", `wrong diff id calculated on extraction "${got}", expected "${diffIds[i]}"`);
-      }
-      try {
-        await call("snapshots", "Commit", { snapshotter: sn, name: chainId, key });
-        committed = true;
-        applied++;
-      } catch (err) {
-        // Someone else committed this chain ID meanwhile: theirs is as good as ours.
-        if (!isAlreadyExists(err)) throw err;
-      }
-      await content.setLabels(layers[i]!.digest, { [UNCOMPRESSED_LABEL]: diffIds[i]! });
-      opts.onLayer?.(chainId, "unpacked");
-    } finally {
-      if (!committed) await call("snapshots", "Remove", { snapshotter: sn, key }).catch(() => undefined);
-    }
+  // Label updates of ckd-unpacked layers run alongside the next layer's unpack.
+  const labelling: Promise<void>[] = [];
+  const label = (digest: string, labels: Record<string, string>) => {
+    const p = content.setLabels(digest, labels);
+    p.catch(() => undefined); // awaited below
+    labelling.push(p);
+  };
+  try {
+    await unpackLayers();
+  } finally {
+    await Promise.allSettled(labelling);
   }
+  await Promise.all(labelling);
   const top = chain[chain.length - 1] ?? "";
   if (top) await content.setLabels(config.digest, { [GC_REF_SNAPSHOT + sn]: top });
   return { chainId: top, applied, shared, layers: layers.length };
+
+  async function unpackLayers(): Promise<void> {
+    for (let i = 0; i < layers.length; i++) {
+      const chainId = chain[i]!;
+      const parent = i > 0 ? chain[i - 1]! : "";
+      if (daemonUnpack) {
+        try {
+          opts.onLayer?.(chainId, "unpacking");
+          const r = await api.call("unpack", "Apply", { snapshotter: sn, layer: apiDescriptor(layers[i]!), diff_id: diffIds[i]!, parent }, { metadata });
+          if (r.chain_id !== chainId) throw new CkError("Unknown", `ckd unpacked layer ${i} as ${r.chain_id}, expected chain ID ${chainId}`);
+          if (r.status === "exists") {
+            opts.onLayer?.(chainId, "exists");
+            continue;
+          }
+          if (r.status === "shared") shared++;
+          else applied++;
+          label(layers[i]!.digest, { [UNCOMPRESSED_LABEL]: diffIds[i]! });
+          opts.onLayer?.(chainId, "unpacked");
+          continue;
+        } catch (err) {
+          if (!isClass(err, "NotImplemented")) throw err;
+          daemonUnpack = false; // not ckd, or an older one: unpack as ctr does
+        }
+      }
+      try {
+        await call("snapshots", "Stat", { snapshotter: sn, key: chainId });
+        opts.onLayer?.(chainId, "exists");
+        continue;
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+      opts.onLayer?.(chainId, "unpacking");
+      const key = extractKey(chainId);
+      const { mounts } = await call("snapshots", "Prepare", { snapshotter: sn, key, parent });
+      let committed = false;
+      try {
+        const r = await call("diff", "Apply", { diff: apiDescriptor(layers[i]!), mounts });
+        const got = r.applied?.digest ?? "";
+        if (got !== diffIds[i]) {
+          throw new CkError("FailedPrecondition", `wrong diff id calculated on extraction "${got}", expected "${diffIds[i]}"`);
+        }
+        try {
+          await call("snapshots", "Commit", { snapshotter: sn, name: chainId, key });
+          committed = true;
+          applied++;
+        } catch (err) {
+          // Someone else committed this chain ID meanwhile: theirs is as good as ours.
+          if (!isAlreadyExists(err)) throw err;
+        }
+        await content.setLabels(layers[i]!.digest, { [UNCOMPRESSED_LABEL]: diffIds[i]! });
+        opts.onLayer?.(chainId, "unpacked");
+      } finally {
+        if (!committed) await call("snapshots", "Remove", { snapshotter: sn, key }).catch(() => undefined);
+      }
+    }
+  }
 }

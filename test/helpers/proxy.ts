@@ -18,13 +18,17 @@ export type Misbehave =
   | { cutAfter: number }
   /** Sends this many body bytes, then holds the connection open without sending more. */
   | { stallAfter: number }
-  | { tamper: true };
+  | { tamper: true }
+  /** Waits this long, then passes the request through. */
+  | { delayMs: number };
 
 export interface TestProxy {
   host: string;
   seen: SeenRequest[];
   /** Decides per request; undefined = pass through unchanged. */
   rule: ((req: http.IncomingMessage) => Misbehave | undefined) | undefined;
+  /** Most blob GETs ever in flight at once (since the last reset). */
+  maxBlobGets: number;
   /** Requests whose path matches (method + path, e.g. "GET /v2/a/blobs/"). */
   count(method: string, pathPart: string | RegExp): number;
   close(): Promise<void>;
@@ -33,11 +37,13 @@ export interface TestProxy {
 export async function startProxy(upstream: string): Promise<TestProxy> {
   const [upHost, upPort] = upstream.split(":") as [string, string];
   const seen: SeenRequest[] = [];
+  let blobGets = 0;
   const agent = new http.Agent({ keepAlive: true });
   const proxy: TestProxy = {
     host: "",
     seen,
     rule: undefined,
+    maxBlobGets: 0,
     count(method, part) {
       return seen.filter((r) => r.method === method && (typeof part === "string" ? r.url.includes(part) : part.test(r.url))).length;
     },
@@ -51,7 +57,18 @@ export async function startProxy(upstream: string): Promise<TestProxy> {
   const server = http.createServer((req, res) => {
     const rec: SeenRequest = { method: req.method ?? "", url: req.url ?? "", range: req.headers.range, bytes: 0 };
     seen.push(rec);
+    if (req.method === "GET" && req.url?.includes("/blobs/")) {
+      proxy.maxBlobGets = Math.max(proxy.maxBlobGets, ++blobGets);
+      res.on("close", () => blobGets--);
+    }
     const m = proxy.rule?.(req);
+    if (m && "delayMs" in m) {
+      setTimeout(() => forward(req, res, rec, undefined), m.delayMs);
+      return;
+    }
+    forward(req, res, rec, m);
+  });
+  function forward(req: http.IncomingMessage, res: http.ServerResponse, rec: SeenRequest, m: Misbehave | undefined): void {
     if (m && "answer" in m) {
       rec.status = m.answer.status;
       res.writeHead(m.answer.status, m.answer.headers ?? {});
@@ -101,7 +118,7 @@ export async function startProxy(upstream: string): Promise<TestProxy> {
       res.end();
     });
     req.pipe(up);
-  });
+  }
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   proxy.host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
   return proxy;

@@ -246,6 +246,11 @@ describe("ckd core", () => {
     assert.ok(lines[1]!.includes(DIGEST));
     r = await runNode(CK, ["images", "ls", "-q"], env);
     assert.deepEqual(r.stdout.trim().split("\n"), ["docker.io/library/x:1", "docker.io/library/x:2"]);
+    // CK_TRACE: each API call on stderr with its outcome and duration; stdout unchanged.
+    const traced = await runNode(CK, ["images", "ls", "-q"], { ...env, CK_TRACE: "1" });
+    assert.equal(traced.stdout, r.stdout);
+    assert.match(traced.stderr, /^\[ck trace +\d+ ms\] images\.List \d+\.\d ms$/m);
+    assert.equal((await runNode(CK, ["images", "ls", "-q"], env)).stderr, "", "no trace without CK_TRACE");
     r = await runNode(CK, ["namespaces", "ls"], env);
     assert.match(r.stdout, /^NAME\s+LABELS\n/);
     assert.match(r.stdout, /\ncli\s+owner=me\n/);

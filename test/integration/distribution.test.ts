@@ -97,6 +97,25 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.match(check.stdout, /complete \(5\/5\)/);
   });
 
+  test("--max-concurrent-downloads bounds the blob GETs in flight (the daemon is asked about more objects at once)", async () => {
+    await buildImage({ host: registry.host, repo: "dist/conc-a", tag: "v1", layers: [{ "a.txt": "conc a1\n" }, { "b.txt": "conc a2\n" }, { "c.txt": "conc a3\n" }] });
+    await buildImage({ host: registry.host, repo: "dist/conc-b", tag: "v1", layers: [{ "a.txt": "conc b1\n" }, { "b.txt": "conc b2\n" }, { "c.txt": "conc b3\n" }] });
+    // Slow blob answers, so downloads that are allowed to overlap do.
+    proxy.rule = (req) => (req.method === "GET" && req.url?.includes("/blobs/") ? { delayMs: 150 } : undefined);
+    try {
+      proxy.maxBlobGets = 0;
+      const one = await ck("conc-1", ["pull", "--plain-http", "--max-concurrent-downloads", "1", ref("dist/conc-a")]);
+      assert.equal(one.code, 0, one.stderr);
+      assert.equal(proxy.maxBlobGets, 1, "one download at a time");
+      proxy.maxBlobGets = 0;
+      const three = await ck("conc-3", ["pull", "--plain-http", "--max-concurrent-downloads", "3", ref("dist/conc-b")]);
+      assert.equal(three.code, 0, three.stderr);
+      assert.equal(proxy.maxBlobGets, 3, "config and three layers: three at a time, never four");
+    } finally {
+      proxy.rule = undefined;
+    }
+  });
+
   test("ck fetch-object: one object to stdout (verified) or into the content store", async () => {
     let r = await ck("obj", ["fetch-object", "--plain-http", ref("dist/small"), small.configDigest, "-o", "-"]);
     assert.equal(r.code, 0, r.stderr);
