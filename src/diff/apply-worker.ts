@@ -18,7 +18,7 @@ export type ApplyReply =
   | { id: number; ok: false; errorClass?: string; message: string; code?: string; syscall?: string };
 
 parentPort?.on("message", async (req: ApplyRequest) => {
-  const layer = createReadStream(req.file);
+  const layer = createReadStream(req.file, { highWaterMark: 1 << 20 });
   let reply: ApplyReply;
   try {
     const r = await applyLayer(req.root, layer, req.opts);

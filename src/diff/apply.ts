@@ -9,7 +9,7 @@ import { Readable, Transform, type TransformCallback } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { pipeline } from "node:stream/promises";
-import { createGunzip } from "node:zlib";
+import { createGunzip, type ZlibOptions } from "node:zlib";
 import { setAttribute } from "@napi-rs/xattr";
 import { Decompress as ZstdDecompressor } from "fzstd";
 import tar from "tar-stream";
@@ -54,6 +54,9 @@ const OPAQUE_WHITEOUT = ".wh..wh..opq";
 const XATTR_PAX_PREFIX = "SCHILY.xattr.";
 
 /** zstd decompression on fzstd (Node 20's zlib has none). */
+/** Decompressed bytes buffered ahead of the tar reader. */
+const INFLATE_AHEAD = 8 << 20;
+
 class ZstdDecompress extends Transform {
   private readonly z = new ZstdDecompressor((data) => {
     if (data.length > 0) this.push(Buffer.from(data));
@@ -118,7 +121,9 @@ async function decompressed(layer: Readable, mediaType: string | undefined): Pro
     { objectMode: false },
   );
   if (compression === "none") return raw;
-  const inflater = compression === "gzip" ? createGunzip() : new ZstdDecompress();
+  // A large buffer lets decompression (zlib works on the thread pool) run ahead of the file
+  // writes on this thread instead of taking turns with them.
+  const inflater = compression === "gzip" ? createGunzip({ chunkSize: 128 << 10, highWaterMark: INFLATE_AHEAD } as ZlibOptions) : new ZstdDecompress({ highWaterMark: INFLATE_AHEAD });
   raw.on("error", (err) => inflater.destroy(err));
   return raw.pipe(inflater);
 }
@@ -216,10 +221,13 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
   for (const d of state.dirTimes) {
     // A later removal or symlink may have changed what the recorded path resolves to (a
     // parent replaced by a link pointing out of the root): then resolve it again, in the root.
-    if (d.generation !== state.generation) {
-      const again = await resolveInRoot(state.root, d.rel, { followLast: false });
-      if (again !== d.path) continue;
+    // Nothing removed or replaced since it was recorded: it is still that directory.
+    if (d.generation === state.generation) {
+      fss.lutimesSync(d.path, d.atime, d.mtime);
+      continue;
     }
+    const again = await resolveInRoot(state.root, d.rel, { followLast: false });
+    if (again !== d.path) continue;
     const s = await lstatOrNull(d.path);
     if (s?.isDirectory()) fss.lutimesSync(d.path, d.atime, d.mtime);
   }
@@ -270,6 +278,8 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
     if (!consumed) await applyMetadata(state, target, h); // a file's was set on its descriptor
     state.unpacked.add(target);
     state.made.add(target);
+    // A directory this entry made or kept is where its path resolves to, for its children.
+    if (h.type === "directory") state.resolvedParents.set(rel, target);
     return consumed;
   } catch (err) {
     if (err instanceof CkError) throw err;
@@ -391,8 +401,10 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       return true;
     }
     case "symlink":
+      // Only a replaced entry can change what a remembered parent resolves to (replace()
+      // forgets them then): every remembered parent is an existing directory, so a link made
+      // where nothing was cannot lie on its path.
       await replace();
-      pathsChanged(state);
       fss.symlinkSync(h.linkname ?? "", target);
       return false;
     case "link": {
@@ -446,16 +458,20 @@ async function setXattrs(target: string, h: Header): Promise<void> {
 }
 
 async function applyMetadata(state: ApplyState, target: string, h: Header): Promise<void> {
-  const st = fss.lstatSync(target);
+  // createEntry just made a directory or a symlink of these types; a hard link may name any
+  // kind of inode, so it is looked at.
+  const st = h.type === "directory" || h.type === "symlink" ? undefined : fss.lstatSync(target);
+  const isDirectory = h.type === "directory" || st?.isDirectory() === true;
+  const isSymlink = h.type === "symlink" || st?.isSymbolicLink() === true;
   if (state.asRoot) {
     const { uid, gid } = ownerOf(h);
     fss.lchownSync(target, uid, gid);
   }
   await setXattrs(target, h);
   // chmod follows symlinks, and a hard link may name a symlink's inode: never chmod those.
-  if (!st.isSymbolicLink()) fss.chmodSync(target, (h.mode ?? 0o644) & 0o7777);
+  if (!isSymlink) fss.chmodSync(target, (h.mode ?? 0o644) & 0o7777);
   const { atime, mtime } = timesOf(h);
-  if (st.isDirectory()) state.dirTimes.push({ path: target, rel: path.relative(state.root, target), atime, mtime, generation: state.generation });
+  if (isDirectory) state.dirTimes.push({ path: target, rel: path.relative(state.root, target), atime, mtime, generation: state.generation });
   else fss.lutimesSync(target, atime, mtime);
 }
 
@@ -529,7 +545,7 @@ function takeWorker(): Promise<PoolWorker> {
  */
 export async function applyLayerFile(root: string, file: string, opts: ApplyOptions = {}): Promise<Applied> {
   if (!fss.existsSync(fileURLToPath(WORKER_FILE))) {
-    const layer = fss.createReadStream(file);
+    const layer = fss.createReadStream(file, { highWaterMark: 1 << 20 });
     try {
       return await applyLayer(root, layer, opts);
     } finally {

@@ -243,6 +243,26 @@ describe("applyLayer: hostile layers stay inside the root", () => {
       },
     },
     {
+      // The apply remembers where each directory entry resolves to: replacing one with a link
+      // must make it forget, or later children would be written through the link.
+      name: "a directory replaced by a symlink to the outside: later children are re-rooted",
+      entries: (outside) => [
+        { name: "d", type: "directory" },
+        { name: "d/sub", type: "directory" },
+        { name: "d/first", body: "x" },
+        { name: "d", type: "symlink", linkname: outside },
+        { name: "d/pwned", body: "x" },
+        { name: "d/sub/pwned", body: "x" },
+        { name: "n", type: "symlink", linkname: outside },
+        { name: "n/pwned", body: "x" },
+      ],
+      check: async (root, outside) => {
+        assert.equal(await fs.readlink(path.join(root, "d")), outside);
+        assert.equal(await fs.readFile(path.join(root, outside, "pwned"), "utf8"), "x");
+        assert.equal(await fs.readFile(path.join(root, outside, "sub", "pwned"), "utf8"), "x");
+      },
+    },
+    {
       name: "a chain of relative symlinks cannot climb out",
       entries: (outside) => [
         { name: "l1", type: "symlink", linkname: "../../../../../../.." },
