@@ -95,6 +95,9 @@ export function maskPaths(mask: { paths?: string[] } | null | undefined): string
   return mask?.paths ?? [];
 }
 
+/** Requests of a client stream read ahead of the handler before the stream is paused. */
+const REQUESTS_AHEAD = 4;
+
 /**
  * The requests of a client or duplex stream, one at a time. Unlike `for await` over the call,
  * leaving the loop early does not destroy the call, so an error status can still be sent.
@@ -109,9 +112,15 @@ export async function* requests<T>(call: NodeJS.ReadableStream & { on(ev: string
     wake = undefined;
     w?.();
   };
+  // Backpressure without lock-step: the stream is paused only once several requests wait
+  // (pausing at every message halves a pipelined client's throughput).
+  let paused = false;
   const onData = (m: T) => {
     queue.push(m);
-    call.pause();
+    if (queue.length >= REQUESTS_AHEAD && !paused) {
+      paused = true;
+      call.pause();
+    }
     notify();
   };
   const onEnd = () => {
@@ -135,7 +144,10 @@ export async function* requests<T>(call: NodeJS.ReadableStream & { on(ev: string
     for (;;) {
       if (queue.length > 0) {
         const m = queue.shift()!;
-        if (queue.length === 0) call.resume();
+        if (paused && queue.length < REQUESTS_AHEAD) {
+          paused = false;
+          call.resume();
+        }
         yield m;
         continue;
       }

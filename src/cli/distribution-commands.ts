@@ -102,10 +102,17 @@ export function registerDistributionCommands(program: Command, action: Action): 
             progress,
             labels: parseLabelArgs(opts.label ?? []),
             // ctr unpacks one platform: the first asked for, else this machine's.
-            afterFetch:
+            // Each layer is unpacked as soon as it and the layers below it are in.
+            whileFetching:
               name === "pull"
-                ? async (metadata, target, manifests) => {
-                    const u = await unpackImage(api, target, { snapshotter: opts.snapshotter ?? "overlayfs", platform: platformsOf(opts)[0] ?? defaultPlatform(), metadata, manifests });
+                ? async (metadata, target, fetched) => {
+                    const u = await unpackImage(api, target, {
+                      snapshotter: opts.snapshotter ?? "overlayfs",
+                      platform: platformsOf(opts)[0] ?? defaultPlatform(),
+                      metadata,
+                      manifests: fetched.manifests,
+                      ready: (digest) => fetched.committed(digest),
+                    });
                     unpacked = `unpacked ${u.layers} layers (${u.applied} applied${u.shared ? `, ${u.shared} shared` : ""}) into ${opts.snapshotter}: ${u.chainId}\n`;
                   }
                 : undefined,

@@ -39,10 +39,19 @@ export interface FetchOptions {
   /** Register the image record after the fetch (default true). */
   register?: boolean;
   /**
-   * Runs under the fetch's lease once everything is fetched and registered (pull's unpack);
-   * `manifests` holds the manifests and indexes the fetch parsed, by digest.
+   * Runs under the fetch's lease alongside the blob transfers, once the manifests are known
+   * (pull's unpack, which takes each layer as soon as it is in); the image is registered after
+   * both. `progress.committed(digest)` resolves once that blob is in the content store.
    */
-  afterFetch?: (metadata: Record<string, string>, target: Descriptor, manifests: ReadonlyMap<string, ParsedManifest>) => Promise<void>;
+  whileFetching?: (metadata: Record<string, string>, target: Descriptor, progress: FetchProgress) => Promise<void>;
+}
+
+/** What a fetch has so far, for work that runs alongside it. */
+export interface FetchProgress {
+  /** The manifests and indexes the fetch parsed, by digest. */
+  readonly manifests: ReadonlyMap<string, ParsedManifest>;
+  /** Resolves once the blob is in the content store; rejects if the fetch of it failed. */
+  committed(digest: string): Promise<void>;
 }
 
 export interface FetchResult {
@@ -115,7 +124,7 @@ function mergeSource(current: string | undefined, repo: string): string {
   return [...repos].sort().join(",");
 }
 
-class Fetcher {
+class Fetcher implements FetchProgress {
   private transferred = 0;
   private size = 0;
   private readonly content: ApiContent;
@@ -136,6 +145,8 @@ class Fetcher {
   readonly manifests = new Map<string, ParsedManifest>();
   /** Writes of manifests whose bytes were known before their children were walked. */
   private readonly manifestWrites: Promise<unknown>[] = [];
+  /** Settles when each blob of the tree is in the content store (or failed). */
+  private readonly blobDone = new Map<string, Promise<void>>();
   /** Downloads running now, at most `concurrency`; the rest wait for a slot. */
   private downloading = 0;
   private readonly slotWaiters: (() => void)[] = [];
@@ -150,14 +161,31 @@ class Fetcher {
    * opened several at once (most of a warm pull is asking the daemon whether it has them);
    * only `concurrency` of them download from the registry at a time.
    */
-  async fetchTree(root: Descriptor, rootBytes?: Buffer): Promise<void> {
+  async fetchTree(root: Descriptor, rootBytes?: Buffer, alongside?: () => Promise<void>): Promise<void> {
     const blobs: Descriptor[] = [];
     const all: Promise<unknown>[] = [];
     try {
       await this.walk(root, blobs, rootBytes);
       const seen = new Set<string>();
       const unique = blobs.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
-      all.push(eachLimit(unique, Math.max(this.opts.concurrency ?? 3, OPEN_AT_ONCE), (d) => this.fetchBlob(d, {})));
+      const settle = new Map<string, { resolve: () => void; reject: (e: unknown) => void }>();
+      for (const d of unique) {
+        const done = new Promise<void>((resolve, reject) => settle.set(d.digest, { resolve, reject }));
+        done.catch(() => undefined); // a failure is also reported by the transfer itself
+        this.blobDone.set(d.digest, done);
+      }
+      all.push(
+        eachLimit(unique, Math.max(this.opts.concurrency ?? 3, OPEN_AT_ONCE), (d) =>
+          this.fetchBlob(d, {}).then(
+            () => settle.get(d.digest)!.resolve(),
+            (err) => {
+              settle.get(d.digest)!.reject(err);
+              throw err;
+            },
+          ),
+        ),
+      );
+      if (alongside) all.push(alongside());
     } finally {
       // Nothing is left running when this returns or throws (the lease goes next).
       all.push(...this.manifestWrites);
@@ -165,6 +193,10 @@ class Fetcher {
       const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failed) throw failed.reason;
     }
+  }
+
+  committed(digest: string): Promise<void> {
+    return this.blobDone.get(digest) ?? Promise.reject(new CkError("NotFound", `${digest} is not part of this fetch`));
   }
 
   /** Waits for a download slot; the returned function gives it back. */
@@ -362,9 +394,9 @@ export async function fetchImage(api: ApiClient, registry: Registry, ref: ImageR
     api,
     async (metadata) => {
       const f = new Fetcher(registry, ref, api, metadata, opts);
-      await f.fetchTree(target, rootBytes);
+      const alongside = opts.whileFetching;
+      await f.fetchTree(target, rootBytes, alongside ? () => alongside(metadata, target, f) : undefined);
       if (opts.register !== false) await registerImage(api, name, target, opts.labels ?? {}, metadata);
-      await opts.afterFetch?.(metadata, target, f.manifests);
       return { name, target, ...f.result() };
     },
     lease,

@@ -32,6 +32,8 @@ export interface UnpackOptions {
   daemonUnpack?: boolean;
   /** Manifests and indexes already parsed (by digest): not read again. */
   manifests?: ReadonlyMap<string, ParsedManifest>;
+  /** Resolves once a blob is in the content store (a pull unpacks while it still fetches). */
+  ready?: (digest: string) => Promise<void>;
 }
 
 export interface UnpackResult {
@@ -82,10 +84,18 @@ async function platformManifest(api: ApiClient, target: Descriptor, platform: Pl
  * image's content when the caller has read it already (images check), so it is not read twice;
  * `known` holds manifests a pull's fetch parsed (then only the config is read).
  */
-export async function imageLayers(api: ApiClient, target: Descriptor, platform: Platform | undefined, walked?: ImageContents, known?: ReadonlyMap<string, ParsedManifest>) {
+export async function imageLayers(
+  api: ApiClient,
+  target: Descriptor,
+  platform: Platform | undefined,
+  walked?: ImageContents,
+  known?: ReadonlyMap<string, ParsedManifest>,
+  ready?: (digest: string) => Promise<void>,
+) {
   const manifest = walked ? walked.manifest : known ? await platformManifest(api, target, platform, known) : (await imageContents(api, target, platform)).manifest;
   const configDesc = manifest?.config;
   if (!manifest || !configDesc) throw new CkError("NotFound", `image ${target.digest}: no manifest for the platform in the content store`);
+  await ready?.(configDesc.digest);
   const content = new ApiContent(api);
   const config = JSON.parse((await content.readAll(configDesc.digest, MAX_MANIFEST_BYTES)).toString("utf8"));
   const diffIds: string[] = config?.rootfs?.diff_ids ?? [];
@@ -104,7 +114,7 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
   const sn = opts.snapshotter;
   const call = (service: "snapshots" | "diff", method: string, req: object) => api.call(service, method, req, { metadata });
   const content = new ApiContent(api, metadata);
-  const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform, undefined, opts.manifests);
+  const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform, undefined, opts.manifests, opts.ready);
   let applied = 0;
   let shared = 0;
   let daemonUnpack = opts.daemonUnpack ?? true;
@@ -128,6 +138,7 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
   async function unpackLayers(): Promise<void> {
     for (let i = 0; i < layers.length; i++) {
       const chainId = chain[i]!;
+      await opts.ready?.(layers[i]!.digest);
       const parent = i > 0 ? chain[i - 1]! : "";
       if (daemonUnpack) {
         try {

@@ -20,7 +20,9 @@ export type Misbehave =
   | { stallAfter: number }
   | { tamper: true }
   /** Waits this long, then passes the request through. */
-  | { delayMs: number };
+  | { delayMs: number }
+  /** Waits until this settles, then passes the request through. */
+  | { until: () => Promise<unknown> };
 
 export interface TestProxy {
   host: string;
@@ -64,6 +66,10 @@ export async function startProxy(upstream: string): Promise<TestProxy> {
     const m = proxy.rule?.(req);
     if (m && "delayMs" in m) {
       setTimeout(() => forward(req, res, rec, undefined), m.delayMs);
+      return;
+    }
+    if (m && "until" in m) {
+      void m.until().catch(() => undefined).then(() => forward(req, res, rec, undefined));
       return;
     }
     forward(req, res, rec, m);

@@ -10,6 +10,8 @@ import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
 import { startRegistry, buildImage } from "../helpers/registry.js";
 import { startProxy, type TestProxy } from "../helpers/proxy.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import { chainIds } from "../../src/cli/unpack.js";
 import type { ApiClient } from "../../src/cli/client.js";
 
 const CTR = "/usr/bin/ctr";
@@ -113,6 +115,37 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
       assert.equal(proxy.maxBlobGets, 3, "config and three layers: three at a time, never four");
     } finally {
       proxy.rule = undefined;
+    }
+  });
+
+  test("ck pull unpacks a layer as soon as it is in, while later layers still download", async () => {
+    const img = await buildImage({ host: registry.host, repo: "dist/overlap", tag: "v1", layers: [{ "a.txt": "o1\n" }, { "b.txt": "o2\n" }, { "c.txt": "o3\n" }] });
+    const bottom = chainIds(img.config.rootfs.diff_ids)[0]!;
+    const top = img.manifest.layers[2].digest;
+    const c = daemon.client("overlap");
+    let bottomFirst = false;
+    // The top layer's blob is held back until the bottom layer's snapshot is committed (or 15 s).
+    proxy.rule = (req) =>
+      req.method === "GET" && req.url?.includes(`/blobs/${top}`)
+        ? {
+            until: async () => {
+              for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(50)) {
+                if (await c.call("snapshots", "Stat", { snapshotter: "overlayfs", key: bottom }).then(() => true, () => false)) {
+                  bottomFirst = true;
+                  return;
+                }
+              }
+            },
+          }
+        : undefined;
+    try {
+      const r = await ck("overlap", ["pull", "--plain-http", ref("dist/overlap")]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(bottomFirst, "the bottom layer was unpacked while the top layer was still downloading");
+      assert.match(r.stdout, /unpacked 3 layers \(3 applied\)/);
+    } finally {
+      proxy.rule = undefined;
+      c.close();
     }
   });
 
