@@ -148,4 +148,42 @@ describe("LocalContentStore on disk", () => {
       await fs.rm(base, { recursive: true, force: true });
     }
   });
+
+  // A disk that fills up must never leave an ingest whose offset or digest disagrees with its
+  // file (a short write is cut back, the hash restored).
+  test("a write the disk refuses fails with ENOSPC; the next writer resumes from what the file holds", { skip: process.getuid?.() === 0 ? false : "mounting a small tmpfs needs root" }, async () => {
+    const base = await fs.mkdtemp(path.join(os.tmpdir(), "ck-content-full-"));
+    const { execFileSync } = await import("node:child_process");
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", base]);
+    const store = await LocalContentStore.open(path.join(base, "store"), { memoryIngestMaxBytes: 0 });
+    try {
+      const chunk = randomBytes(512 << 10);
+      const w = await store.writer({ ref: "too-big" });
+      let failed: unknown;
+      let answered = 0;
+      for (let i = 0; i < 8 && !failed; i++) {
+        try {
+          answered = await w.write(i * chunk.length, chunk);
+        } catch (err) {
+          failed = err;
+        }
+      }
+      assert.ok(failed, "a 4 MiB ingest on a 2 MiB disk fails");
+      assert.match(String((failed as NodeJS.ErrnoException).code ?? failed), /ENOSPC/);
+      await assert.rejects(w.commit(), /ENOSPC|closed/);
+      await w.close();
+      // What the file holds, no more than what was answered, is what the next writer sees.
+      const held = await fs.readFile(path.join(base, "store", "ingest", createHash("sha256").update("too-big").digest("hex"), "data"));
+      assert.ok(held.length <= answered, `${held.length} bytes held, ${answered} answered`);
+      const again = await store.writer({ ref: "too-big" });
+      assert.equal(again.offset, held.length);
+      assert.equal(again.digest(), sha(held));
+      await again.close();
+      await store.abort("too-big");
+    } finally {
+      await store.close();
+      execFileSync("umount", [base]);
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
 });
