@@ -29,8 +29,11 @@ export interface SnapshotSweeper {
 
 export interface GcReport {
   namespaces: GcNamespaceReport[];
+  /** Blob files deleted: unreferenced ones and orphans. */
   blobsRemoved: number;
   bytesFreed: number;
+  /** Of those, orphans: files no commit event ever named (when the run swept for them). */
+  orphansRemoved?: number;
 }
 
 export interface GcSchedulerDeps {
@@ -53,6 +56,13 @@ export interface GcSchedulerOptions {
   pauseThreshold?: number;
   /** How often leases are checked for expiry (default 60 s; 0 turns the check off). */
   expiryIntervalMs?: number;
+  /**
+   * How often a run also sweeps orphaned blob files (bytes no commit event ever named; default
+   * 1 h; 0: only when GC.Collect asks). The check runs with the expiry check.
+   */
+  orphanIntervalMs?: number;
+  /** Orphaned blob files written within this are kept: their commit may be under way (default 10 min). */
+  orphanGraceMs?: number;
 }
 
 interface Pending {
@@ -82,6 +92,11 @@ export class GcScheduler {
   private readonly delayMs: number;
   private readonly pauseThreshold: number;
   private readonly expiryIntervalMs: number;
+  private readonly orphanIntervalMs: number;
+  private readonly orphanGraceMs: number;
+  /** The next run also sweeps orphaned blob files. */
+  private orphansWanted = false;
+  private lastOrphanSweep = performance.now();
   /** Time spent in runs and their number, for the interval between deletion-triggered runs. */
   private gcMs = 0;
   private runs = 0;
@@ -97,6 +112,8 @@ export class GcScheduler {
     this.delayMs = opts.delayMs ?? 20;
     this.pauseThreshold = Math.min(0.5, Math.max(0.001, opts.pauseThreshold ?? 0.02));
     this.expiryIntervalMs = opts.expiryIntervalMs ?? 60_000;
+    this.orphanIntervalMs = opts.orphanIntervalMs ?? 3_600_000;
+    this.orphanGraceMs = opts.orphanGraceMs ?? 600_000;
     this.now = deps.now ?? (() => new Date());
   }
 
@@ -104,7 +121,9 @@ export class GcScheduler {
   start(): void {
     if (this.expiryIntervalMs <= 0 || this.ticker) return;
     this.ticker = setInterval(() => {
-      if (this.anyLeaseExpired()) this.trigger();
+      const orphansDue = this.orphanIntervalMs > 0 && performance.now() - this.lastOrphanSweep >= this.orphanIntervalMs;
+      if (orphansDue) this.orphansWanted = true;
+      if (orphansDue || this.anyLeaseExpired()) this.trigger();
     }, this.expiryIntervalMs);
     this.ticker.unref();
   }
@@ -122,10 +141,14 @@ export class GcScheduler {
     return avg / this.pauseThreshold - avg;
   }
 
-  /** Resolves with the report of a run that started after this call. */
-  collect(): Promise<GcReport> {
+  /**
+   * Resolves with the report of a run that started after this call; `orphans`: that run also
+   * sweeps orphaned blob files (GC.Collect asks for it).
+   */
+  collect(opts: { orphans?: boolean } = {}): Promise<GcReport> {
     if (this.stopped) return Promise.reject(unavailable("garbage collector stopped"));
     this.nextWaited = true;
+    if (opts.orphans) this.orphansWanted = true;
     return this.request(0);
   }
 
@@ -196,6 +219,8 @@ export class GcScheduler {
     const started = performance.now();
     const now = this.now();
     const report: GcReport = { namespaces: [], blobsRemoved: 0, bytesFreed: 0 };
+    const sweepOrphans = this.orphansWanted;
+    this.orphansWanted = false;
     const collected = new Set<string>();
     for (const { name } of await queries.listNamespaces()) {
       const state = loadGcState(name, (p) => queries.scanRecords(p));
@@ -225,6 +250,14 @@ export class GcScheduler {
         report.blobsRemoved++;
         report.bytesFreed += freed;
       }
+    }
+    if (sweepOrphans) {
+      const orphans = await blobs.sweepOrphans(this.orphanGraceMs, now);
+      this.lastOrphanSweep = performance.now();
+      report.orphansRemoved = orphans.removed;
+      report.blobsRemoved += orphans.removed;
+      report.bytesFreed += orphans.bytes;
+      if (orphans.removed > 0) this.deps.logger?.info({ ...orphans }, "orphaned blob files removed");
     }
     if (report.namespaces.length > 0) {
       this.deps.logger?.info({ ...report, ms: Math.round(performance.now() - started) }, "garbage collected");

@@ -63,8 +63,8 @@ export function leasesService(d: LeasesDeps): grpc.UntypedServiceImplementation 
 export function gcService(d: { gc: GcScheduler }): grpc.UntypedServiceImplementation {
   return {
     Collect: unary(async () => {
-      const r = await d.gc.collect();
-      return { namespaces: r.namespaces, bytes_freed: r.bytesFreed, blobs_removed: r.blobsRemoved };
+      const r = await d.gc.collect({ orphans: true });
+      return { namespaces: r.namespaces, bytes_freed: r.bytesFreed, blobs_removed: r.blobsRemoved, orphans_removed: r.orphansRemoved ?? 0 };
     }),
   };
 }

@@ -112,7 +112,8 @@ export function registerLeaseCommands(program: Command, action: Action<any[]>, o
         if (opts.quiet) return;
         const rows = (res.namespaces ?? []) as { namespace: string; blobs: number; leases: number }[];
         out(table([["NAMESPACE", "BLOBS", "LEASES"], ...rows.map((r) => [r.namespace, String(r.blobs), String(r.leases)])]));
-        out(`removed ${Number(res.blobs_removed ?? 0)} blob files, freed ${humanSize(Number(res.bytes_freed ?? 0))}\n`);
+        const orphans = Number(res.orphans_removed ?? 0);
+        out(`removed ${Number(res.blobs_removed ?? 0)} blob files${orphans ? ` (${orphans} orphaned)` : ""}, freed ${humanSize(Number(res.bytes_freed ?? 0))}\n`);
       }),
     );
 }

@@ -493,7 +493,7 @@ export class LocalContentStore implements ContentStore {
     const file = this.path(digest);
     try {
       const st = await fs.stat(file);
-      return { digest, size: st.size };
+      return { digest, size: st.size, modifiedAt: st.mtime };
     } catch (err) {
       if (isErrno(err, "ENOENT")) return undefined;
       throw err;
@@ -516,7 +516,7 @@ export class LocalContentStore implements ContentStore {
       if (!entry.isFile() || !HEX64.test(entry.name)) continue;
       try {
         const st = await fs.stat(path.join(this.blobDir, entry.name));
-        yield { digest: `sha256:${entry.name}`, size: st.size };
+        yield { digest: `sha256:${entry.name}`, size: st.size, modifiedAt: st.mtime };
       } catch (err) {
         if (!isErrno(err, "ENOENT")) throw err; // deleted while walking
       }

@@ -49,18 +49,48 @@ export class NamespacedBlobs {
   /**
    * Deletes the bytes of a blob that no namespace refers to any more (after a delete or a
    * garbage collection); returns the bytes freed, undefined when kept or already gone.
+   * `writtenBefore`: only if the bytes were last written before then.
    */
-  removeIfUnreferenced(digest: string): Promise<number | undefined> {
+  removeIfUnreferenced(digest: string, writtenBefore?: Date): Promise<number | undefined> {
     return this.locks.run(digest, async () => {
       for (const n of await this.queries.listNamespaces()) {
         if (await this.queries.getBlob(n.name, digest).catch(() => undefined)) return undefined;
       }
       const info = await this.store.stat(digest);
       if (!info) return undefined;
+      if (writtenBefore && (!info.modifiedAt || info.modifiedAt >= writtenBefore)) return undefined;
       return this.store.delete(digest).then(
         () => info.size,
         () => undefined,
       );
     });
+  }
+
+  /**
+   * Removes blob files no namespace has ever been told about: bytes moved into place whose
+   * commit event never followed (ckd killed between the two, or the log unreachable then).
+   * Files written within `graceMs` are left alone: their commit may still be on its way.
+   */
+  async sweepOrphans(graceMs: number, now = new Date()): Promise<{ removed: number; bytes: number }> {
+    const referenced = new Set<string>();
+    for (const n of await this.queries.listNamespaces()) {
+      for (const b of await this.queries.listBlobs(n.name)) referenced.add(b.digest);
+    }
+    const writtenBefore = new Date(now.getTime() - graceMs);
+    const candidates: string[] = [];
+    for await (const b of this.store.walk()) {
+      if (referenced.has(b.digest)) continue;
+      if (!b.modifiedAt || b.modifiedAt >= writtenBefore) continue;
+      candidates.push(b.digest);
+    }
+    let removed = 0;
+    let bytes = 0;
+    for (const digest of candidates) {
+      const freed = await this.removeIfUnreferenced(digest, writtenBefore);
+      if (freed === undefined) continue;
+      removed++;
+      bytes += freed;
+    }
+    return { removed, bytes };
   }
 }

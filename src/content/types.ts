@@ -6,6 +6,8 @@
 export interface BlobInfo {
   digest: string;
   size: number;
+  /** When the bytes were last written (the store's file time), where the store knows it. */
+  modifiedAt?: Date;
 }
 
 /** Random access to one committed blob. */

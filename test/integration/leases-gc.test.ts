@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
@@ -205,6 +205,33 @@ describe("leases and garbage collection", () => {
     assert.equal(await visible(c, junk), false);
     assert.ok(await visible(c, keep));
     await c.call("content", "Delete", { digest: keep });
+  });
+
+  test("ck gc removes orphaned blob files (bytes whose commit event never came) once 10 minutes old, nothing else", async () => {
+    const c = client("orphans");
+    const kept = await blob(c, randomBytes(1000), { "containerd.io/gc.root": "1" });
+    // What a ckd killed between moving the bytes into place and appending the commit leaves.
+    const file = (digest: string) => join(daemon.root, "content", "blobs", "sha256", digest.slice(7));
+    const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
+    const old = randomBytes(2000);
+    const young = randomBytes(2000);
+    const past = new Date(Date.now() - 11 * 60_000);
+    writeFileSync(file(sha(old)), old);
+    utimesSync(file(sha(old)), past, past);
+    writeFileSync(file(sha(young)), young);
+    utimesSync(file(kept), past, past); // old, but a namespace has it
+    try {
+      const r = await ck(["gc"], "orphans");
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /removed 1 blob files \(1 orphaned\), freed 2kB\n/);
+      assert.equal(onDisk(sha(old)), false);
+      assert.equal(onDisk(sha(young)), true, "a young file's commit may still be on its way");
+      assert.equal(onDisk(kept), true);
+      assert.ok(await visible(c, kept));
+    } finally {
+      rmSync(file(sha(young)), { force: true });
+      await c.call("content", "Delete", { digest: kept });
+    }
   });
 
   test("an expired lease is deleted by GC and what it held is collected", async () => {
