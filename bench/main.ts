@@ -148,6 +148,17 @@ export async function fillLog(url: string, stream: string, n: number): Promise<v
   await log.close();
 }
 
+/** A process's peak resident set (VmHWM) in MiB, undefined when it cannot be read. */
+async function peakRssMiB(pid: number | undefined): Promise<number | undefined> {
+  if (!pid) return undefined;
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** This machine's sha256 speed and sequential disk write speed (with fsync), in MB/s. */
 async function machineSpeeds(work: string): Promise<{ sha256: number; disk: number }> {
   const { createHash, randomBytes } = await import("node:crypto");
@@ -195,15 +206,19 @@ async function main(): Promise<void> {
     const peer = await peerBench(work);
 
     let ck: any = {};
+    // Peak resident memory after the API workloads: ckd with its nats-server, and containerd.
+    let rss: { ckd?: number; nats?: number; containerd?: number } = {};
     if (!onlyPull) {
       log("bench-peer against ckd");
       ck = await runPeer(peer, sock, ckd.pid!, "ckd");
+      rss = { ckd: await peakRssMiB(ckd.pid), nats: await peakRssMiB(nats.pid) };
     }
     ctd = await startContainerd(work);
     let ref: any;
     if (ctd && !onlyPull) {
       log("bench-peer against containerd");
       ref = await runPeer(peer, ctd.socket, ctd.proc.pid!, "containerd");
+      rss.containerd = await peakRssMiB(ctd.proc.pid);
     }
     const skipPull = process.argv.includes("--no-pull");
     const pulls = skipPull ? undefined : await pullBench(work, sock, ctd?.socket, quick ? 1 : 3, log);
@@ -254,6 +269,15 @@ async function main(): Promise<void> {
     ratioRow("Content.Write 4 KiB x2000 c=16", "content_write_small.blobs_per_s", "blobs/s", 4);
     ratioRow("Content.Info x2000 c=16", "content_info_small.ops_per_s", "ops/s");
     ratioRow("Content.Delete x2000 c=16", "content_delete_small.ops_per_s", "ops/s");
+    if (rss.ckd !== undefined) {
+      rows.push({
+        what: "peak RSS after the API workloads (MiB; ck: ckd + its nats-server)",
+        ck: rss.nats !== undefined ? `${fmt(rss.ckd + rss.nats)} (${fmt(rss.ckd)} + ${fmt(rss.nats)})` : fmt(rss.ckd),
+        containerd: fmt(rss.containerd),
+        target: "",
+        verdict: "",
+      });
+    }
     }
     if (pulls) {
       const mb = (pulls.totalBytes / 1e6).toFixed(1);
