@@ -28,3 +28,14 @@ test("bounded: past maxEntries the memo starts over instead of growing", () => {
   assert.equal(memo.size, 1);
   assert.equal(e.record, 3);
 });
+
+test("bounded by memory too: large records make it start over sooner", () => {
+  const memo = new RecordMemo(1000, 64 << 10);
+  const big = encodeValue({ spec: "x".repeat(10_000) });
+  memo.entry("a", big);
+  assert.equal(memo.size, 1);
+  memo.entry("b", encodeValue({ spec: "y".repeat(10_000) }));
+  assert.equal(memo.size, 1, "two 40 KiB entries do not fit in 64 KiB: the memo started over");
+  memo.entry("c", encodeValue("small"));
+  assert.equal(memo.size, 2);
+});
