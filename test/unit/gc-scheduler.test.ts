@@ -53,3 +53,34 @@ test("an on-demand run (sync delete, GC.Collect) does not wait for the pause and
     await gc.stop();
   }
 });
+
+test("orphaned blob files are swept when GC.Collect asks and, unasked, once per orphan interval", async () => {
+  const sweeps: number[] = [];
+  const deps = {
+    queries: { listNamespaces: async () => [] },
+    blobs: {
+      sweepOrphans: async (graceMs: number) => {
+        sweeps.push(graceMs);
+        return { removed: 1, bytes: 10 };
+      },
+    },
+  } as unknown as GcSchedulerDeps;
+  const gc = new GcScheduler(deps, { delayMs: 1, expiryIntervalMs: 20, orphanIntervalMs: 150, orphanGraceMs: 1234 });
+  try {
+    const plain = await gc.collect();
+    assert.equal(sweeps.length, 0, "a sync delete's run does not walk the blob directory");
+    assert.equal(plain.orphansRemoved, undefined);
+    const asked = await gc.collect({ orphans: true });
+    assert.deepEqual(sweeps, [1234], "GC.Collect sweeps, keeping files younger than the grace");
+    assert.equal(asked.orphansRemoved, 1);
+    assert.equal(asked.blobsRemoved, 1);
+    assert.equal(asked.bytesFreed, 10);
+    gc.start();
+    await sleep(80);
+    assert.equal(sweeps.length, 1, "not due yet: the last sweep was just now");
+    await sleep(250);
+    assert.ok(sweeps.length >= 2, "due after the orphan interval: the expiry ticker starts a sweeping run");
+  } finally {
+    await gc.stop();
+  }
+});
