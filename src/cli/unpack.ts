@@ -126,16 +126,6 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
     labelling.push(p);
   };
   try {
-    await unpackLayers();
-  } finally {
-    await Promise.allSettled(labelling);
-  }
-  await Promise.all(labelling);
-  const top = chain[chain.length - 1] ?? "";
-  if (top) await content.setLabels(config.digest, { [GC_REF_SNAPSHOT + sn]: top });
-  return { chainId: top, applied, shared, layers: layers.length };
-
-  async function unpackLayers(): Promise<void> {
     for (let i = 0; i < layers.length; i++) {
       const chainId = chain[i]!;
       await opts.ready?.(layers[i]!.digest);
@@ -190,5 +180,11 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
         if (!committed) await call("snapshots", "Remove", { snapshotter: sn, key }).catch(() => undefined);
       }
     }
+  } finally {
+    await Promise.allSettled(labelling);
   }
+  await Promise.all(labelling);
+  const top = chain[chain.length - 1] ?? "";
+  if (top) await content.setLabels(config.digest, { [GC_REF_SNAPSHOT + sn]: top });
+  return { chainId: top, applied, shared, layers: layers.length };
 }
