@@ -65,6 +65,11 @@ export class Sequencer {
   private readonly overlay = new Map<string, OverlayEntry>();
   /** Own message ids seen applied by the projector, for appends with an unknown outcome. */
   private readonly appliedIds = new Map<string, number>();
+  /**
+   * Message ids of appends not settled yet (in flight, or under recovery): only these are
+   * recorded in appliedIds, which otherwise would keep every id ckd ever appended.
+   */
+  private readonly watchedIds = new Set<string>();
   private nextExpected = 0;
   /**
    * Message id of this sequencer's previous append in the current chain (none right after a
@@ -89,10 +94,10 @@ export class Sequencer {
     projector.onApplied((msgs) => {
       const last = msgs[msgs.length - 1]!.seq;
       for (const [k, e] of this.overlay) if (e.seq <= last) this.overlay.delete(k);
-      if (this.inflight.length > 0 || this.recovering) {
+      if (this.watchedIds.size > 0) {
         for (const m of msgs) {
           const id = m.headers["Nats-Msg-Id"];
-          if (id) this.appliedIds.set(id, m.seq);
+          if (id && this.watchedIds.has(id)) this.appliedIds.set(id, m.seq);
         }
       }
     });
@@ -227,6 +232,7 @@ export class Sequencer {
     const subject = subjectOf(draft);
     const headers = { [ORIGIN_HEADER]: projected ? ORIGIN_COMMAND : ORIGIN_PUBLISH };
     this.inflight.push(job);
+    this.watchedIds.add(job.msgId);
     const expectLastMsgId = this.chainMsgId;
     this.chainMsgId = job.msgId;
     job.append = this.log.append(subject, data, { msgId: job.msgId, expectLastSeq: expected, expectLastMsgId, headers }).then(
@@ -263,6 +269,12 @@ export class Sequencer {
   private removeInflight(job: Job): void {
     const i = this.inflight.indexOf(job);
     if (i >= 0) this.inflight.splice(i, 1);
+    this.unwatch(job);
+  }
+
+  private unwatch(job: Job): void {
+    this.watchedIds.delete(job.msgId);
+    this.appliedIds.delete(job.msgId);
   }
 
   /**
@@ -272,6 +284,14 @@ export class Sequencer {
    */
   private async recover(): Promise<void> {
     const jobs = this.inflight.splice(0);
+    try {
+      await this.recoverJobs(jobs);
+    } finally {
+      for (const job of jobs) this.unwatch(job);
+    }
+  }
+
+  private async recoverJobs(jobs: Job[]): Promise<void> {
     const results = await Promise.all(jobs.map((j) => j.append!));
     const redo: Job[] = [];
     const unknown: Job[] = [];
