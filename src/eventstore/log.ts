@@ -73,6 +73,11 @@ export interface ReadOptions {
   onlyNew?: boolean;
   filterSubject?: string;
   signal?: AbortSignal;
+  /**
+   * Messages up to this sequence are passed over without being decoded (the projector's own
+   * appends, applied from their acknowledgements, come back through its consumer too).
+   */
+  skipThrough?: () => number;
 }
 
 export type ConnectionState = "connected" | "disconnected" | "closed";
@@ -227,9 +232,13 @@ export class EventLog {
     const stop = () => messages.stop();
     if (opts.signal?.aborted) stop();
     opts.signal?.addEventListener("abort", stop, { once: true });
+    const skipThrough = opts.skipThrough;
     return (async function* () {
       try {
-        for await (const m of messages) yield toStored(m);
+        for await (const m of messages) {
+          if (skipThrough && m.seq <= skipThrough()) continue;
+          yield toStored(m);
+        }
       } finally {
         opts.signal?.removeEventListener("abort", stop);
         messages.stop();

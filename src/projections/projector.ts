@@ -107,7 +107,8 @@ export class Projector {
     while (!this.abort.signal.aborted) {
       let batch: StoredMessage[] = [];
       const from = this.db.appliedSeq + 1;
-      for await (const m of this.log.read({ fromSeq: from, signal: this.abort.signal })) {
+      const skipThrough = () => this.db.appliedSeq;
+      for await (const m of this.log.read({ fromSeq: from, signal: this.abort.signal, skipThrough })) {
         if (m.seq <= this.db.appliedSeq) continue;
         if (this.pastUntil(m)) {
           await this.flush(batch);
