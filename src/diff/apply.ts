@@ -53,10 +53,10 @@ const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_WHITEOUT = ".wh..wh..opq";
 const XATTR_PAX_PREFIX = "SCHILY.xattr.";
 
-/** zstd decompression on fzstd (Node 20's zlib has none). */
 /** Decompressed bytes buffered ahead of the tar reader. */
 const INFLATE_AHEAD = 8 << 20;
 
+/** zstd decompression on fzstd (Node 20's zlib has none). */
 class ZstdDecompress extends Transform {
   private readonly z = new ZstdDecompressor((data) => {
     if (data.length > 0) this.push(Buffer.from(data));
