@@ -22,6 +22,8 @@ export interface ContentDeps {
   blobs?: NamespacedBlobs;
   /** Called after a content delete (GC may now find more garbage). */
   afterDelete?: () => void;
+  /** Called after label updates, which may drop references (GC counts them). */
+  afterUpdate?: () => void;
 }
 
 const READ_CHUNK = 1 << 20;
@@ -60,6 +62,7 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
       const rec = await d.sequencer.submit(
         contentHandlers.update({ namespace: ns, digest: i.digest ?? "", labels: i.labels ?? {}, paths: maskPaths(call.request.update_mask) }),
       );
+      d.afterUpdate?.();
       return { info: info(rec) };
     }),
     List: serverStream(async (call) => {

@@ -263,7 +263,8 @@ export class Daemon {
     );
     gc.start();
     this.gc = gc;
-    const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync) };
+    const afterUpdate = () => gc.mutated();
+    const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync), afterUpdate };
     const add = (name: string, impl: grpc.UntypedServiceImplementation) =>
       server.addService(this.protos.serviceDefinition(name), impl);
     add("containerd.services.namespaces.v1.Namespaces", namespacesService(deps));
@@ -275,11 +276,11 @@ export class Daemon {
     );
     add(
       "containerd.services.content.v1.Content",
-      contentService({ sequencer: this.sequencer, queries, store: this.content, blobs, afterDelete: () => gc.trigger() }),
+      contentService({ sequencer: this.sequencer, queries, store: this.content, blobs, afterDelete: () => gc.trigger(), afterUpdate }),
     );
     add("containerd.services.leases.v1.Leases", leasesService({ sequencer: this.sequencer, queries, gc }));
     add("ck.services.gc.v1.GC", gcService({ gc }));
-    add("containerd.services.snapshots.v1.Snapshots", snapshotsService({ snapshots, afterDelete: () => gc.trigger() }));
+    add("containerd.services.snapshots.v1.Snapshots", snapshotsService({ snapshots, afterDelete: () => gc.trigger(), afterUpdate }));
     add("containerd.services.diff.v1.Diff", diffService({ queries, store: this.content, blobs, roots: () => snapshots.roots() }));
     add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots }));
     add("containerd.services.tasks.v1.Tasks", tasksService());

@@ -63,6 +63,11 @@ export interface GcSchedulerOptions {
   orphanIntervalMs?: number;
   /** Orphaned blob files written within this are kept: their commit may be under way (default 10 min). */
   orphanGraceMs?: number;
+  /**
+   * Updates (labels, image targets) that may drop references start a run once this many have
+   * been made since the last run (containerd's mutation_threshold, default 100).
+   */
+  mutationThreshold?: number;
 }
 
 interface Pending {
@@ -93,6 +98,9 @@ export class GcScheduler {
   private readonly pauseThreshold: number;
   private readonly expiryIntervalMs: number;
   private readonly orphanIntervalMs: number;
+  private readonly mutationThreshold: number;
+  /** Updates since the last run started. */
+  private mutations = 0;
   private readonly orphanGraceMs: number;
   /** The next run also sweeps orphaned blob files. */
   private orphansWanted = false;
@@ -113,6 +121,7 @@ export class GcScheduler {
     this.pauseThreshold = Math.min(0.5, Math.max(0.001, opts.pauseThreshold ?? 0.02));
     this.expiryIntervalMs = opts.expiryIntervalMs ?? 60_000;
     this.orphanIntervalMs = opts.orphanIntervalMs ?? 3_600_000;
+    this.mutationThreshold = Math.max(1, opts.mutationThreshold ?? 100);
     this.orphanGraceMs = opts.orphanGraceMs ?? 600_000;
     this.now = deps.now ?? (() => new Date());
   }
@@ -150,6 +159,14 @@ export class GcScheduler {
     this.nextWaited = true;
     if (opts.orphans) this.orphansWanted = true;
     return this.request(0);
+  }
+
+  /**
+   * What the services call after an update that may have dropped a reference (a label, an
+   * image's target): every `mutationThreshold` of them start a run, as containerd's scheduler.
+   */
+  mutated(): void {
+    if (++this.mutations >= this.mutationThreshold) this.trigger();
   }
 
   /** What the metadata services call after a deletion: wait for the run when `sync`. */
@@ -221,6 +238,7 @@ export class GcScheduler {
     const report: GcReport = { namespaces: [], blobsRemoved: 0, bytesFreed: 0 };
     const sweepOrphans = this.orphansWanted;
     this.orphansWanted = false;
+    this.mutations = 0;
     const collected = new Set<string>();
     for (const { name } of await queries.listNamespaces()) {
       const state = loadGcState(name, (p) => queries.scanRecords(p));

@@ -18,6 +18,8 @@ export interface MetadataDeps {
   queries: Queries;
   /** Called after deletions that may leave garbage (images rm --sync waits on it). */
   afterDelete?: (sync: boolean) => Promise<void>;
+  /** Called after updates that may drop references (GC counts them). */
+  afterUpdate?: () => void;
 }
 
 export function namespacesService(d: MetadataDeps): grpc.UntypedServiceImplementation {
@@ -84,6 +86,7 @@ export function imagesService(d: MetadataDeps): grpc.UntypedServiceImplementatio
           now: nowTimestamp(),
         }),
       );
+      d.afterUpdate?.();
       return { image: rec };
     }),
     Delete: unary(async (call) => {
@@ -150,6 +153,7 @@ export function containersService(d: MetadataDeps): grpc.UntypedServiceImplement
           now: nowTimestamp(),
         }),
       );
+      d.afterUpdate?.();
       return { container: containerMessage(rec) };
     }),
     Delete: unary(async (call) => {

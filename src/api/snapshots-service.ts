@@ -10,6 +10,8 @@ export interface SnapshotsDeps {
   snapshots: SnapshotStore;
   /** Called after a removal (GC may now find more garbage). */
   afterDelete?: () => void;
+  /** Called after label updates, which may drop references (GC counts them). */
+  afterUpdate?: () => void;
 }
 
 const KIND = { View: 1, Active: 2, Committed: 3 } as const;
@@ -54,6 +56,7 @@ export function snapshotsService(d: SnapshotsDeps): grpc.UntypedServiceImplement
       const ns = namespaceOf(call);
       const info = call.request.info ?? {};
       const rec = await s.update(ns, sn(call.request), { key: info.name ?? "", labels: info.labels ?? {}, paths: maskPaths(call.request.update_mask) });
+      d.afterUpdate?.();
       return { info: snapshotInfo(rec) };
     }),
     List: serverStream(async (call) => {

@@ -84,3 +84,29 @@ test("orphaned blob files are swept when GC.Collect asks and, unasked, once per 
     await gc.stop();
   }
 });
+
+test("updates that may drop references start a run every mutationThreshold of them, as containerd's mutation_threshold", async () => {
+  const starts: number[] = [];
+  const deps = {
+    queries: {
+      listNamespaces: async () => {
+        starts.push(performance.now());
+        return [];
+      },
+    },
+  } as unknown as GcSchedulerDeps;
+  const gc = new GcScheduler(deps, { delayMs: 1, expiryIntervalMs: 0, mutationThreshold: 5 });
+  try {
+    for (let i = 0; i < 4; i++) gc.mutated();
+    await sleep(50);
+    assert.equal(starts.length, 0, "four updates: no run yet");
+    gc.mutated();
+    await sleep(50);
+    assert.equal(starts.length, 1, "the fifth starts one");
+    for (let i = 0; i < 4; i++) gc.mutated();
+    await sleep(50);
+    assert.equal(starts.length, 1, "the count starts over with each run");
+  } finally {
+    await gc.stop();
+  }
+});
