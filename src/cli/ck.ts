@@ -10,7 +10,7 @@ import { goTime, labelsString, parseLabelArgs, table, binarySize } from "./forma
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
-import { fromApiDescriptor, imageContents, type ImageContents } from "./transfer.js";
+import { fromApiDescriptor, imageContents, mapLimit, type ImageContents } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
 
@@ -102,6 +102,23 @@ ns.command("rm <names...>")
   );
 
 // --- images
+/** Image walks (content reads) run at once by images ls and check. */
+const IMAGE_WALKS = 8;
+
+/** An image's content walked once per target digest within one command (tags share a target). */
+function contentsByTarget(api: ApiClient): (target: any) => Promise<ImageContents> {
+  const walks = new Map<string, Promise<ImageContents>>();
+  return (target) => {
+    const d = fromApiDescriptor(target);
+    let p = walks.get(d.digest);
+    if (!p) {
+      p = imageContents(api, d, defaultPlatform());
+      walks.set(d.digest, p);
+    }
+    return p;
+  };
+}
+
 const images = program.command("images").alias("image").alias("i").description("manage images");
 images
   .command("ls")
@@ -114,14 +131,16 @@ images
       const res = await api.call("images", "List", { filters: filters ?? [] });
       const list = (res.images ?? []) as any[];
       if (opts.quiet) return out(list.map((i) => i.name + "\n").join(""));
-      const rows: string[][] = [];
-      for (const i of list) {
-        // SIZE and PLATFORMS come from the image's content, as ctr reads them; "-" when absent.
-        const c = await imageContents(api, fromApiDescriptor(i.target), defaultPlatform()).catch(() => undefined);
+      // SIZE and PLATFORMS come from the image's content, as ctr reads them ("-" when absent):
+      // walked once per target (tags share one), several at once.
+      const walk = contentsByTarget(api);
+      const contents = await mapLimit(list, IMAGE_WALKS, (i) => walk(i.target).catch(() => undefined));
+      const rows = list.map((i, n) => {
+        const c = contents[n];
         const complete = c !== undefined && c.present.length === c.objects.length;
         const size = c && complete ? binarySize(c.objects.reduce((a, d) => a + d.size, 0)) : "-";
-        rows.push([i.name, i.target?.media_type ?? "", i.target?.digest ?? "", size, c?.platforms.join(",") || "-", labelsString(i.labels)]);
-      }
+        return [i.name, i.target?.media_type ?? "", i.target?.digest ?? "", size, c?.platforms.join(",") || "-", labelsString(i.labels)];
+      });
       out(table([["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"], ...rows]));
     }),
   );
@@ -136,16 +155,20 @@ images
       const res = await api.call("images", "List", { filters: filters ?? [] });
       const rows: string[][] = [["REF", "TYPE", "DIGEST", "STATUS", "SIZE", "UNPACKED"]];
       let incomplete = false;
-      for (const i of (res.images ?? []) as any[]) {
-        const c = await imageContents(api, fromApiDescriptor(i.target), defaultPlatform());
+      const walk = contentsByTarget(api);
+      const checked = await mapLimit((res.images ?? []) as any[], IMAGE_WALKS, async (i) => {
+        const c = await walk(i.target);
         const n = c.objects.length;
         const k = c.present.length;
         // Below the root a missing manifest hides its children: count only what is known.
         const status = k === n && c.manifest ? `complete (${k}/${n})` : `incomplete (${k}/${n})`;
-        if (!status.startsWith("complete")) incomplete = true;
         const have = c.present.reduce((a, d) => a + d.size, 0);
         const all = c.objects.reduce((a, d) => a + d.size, 0);
-        rows.push([i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, `${binarySize(have)}/${binarySize(all)}`, String(await unpacked(api, i, opts.snapshotter, c))]);
+        return [i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, `${binarySize(have)}/${binarySize(all)}`, String(await unpacked(api, i, opts.snapshotter, c))];
+      });
+      for (const row of checked) {
+        if (!row[3]!.startsWith("complete")) incomplete = true;
+        rows.push(row);
       }
       if (opts.quiet) out(rows.slice(1).map((r) => r[0] + "\n").join(""));
       else out(table(rows));

@@ -84,6 +84,16 @@ export async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => P
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }
 
+/** `fn` over items, at most `limit` at once; the results in the items' order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  const indexes = items.map((_, i) => i);
+  await eachLimit(indexes, limit, async (i) => {
+    out[i] = await fn(items[i]!);
+  });
+  return out;
+}
+
 /** Creates a lease as ctr takes one for a pull (24 h expiry); resolves with its id. */
 export async function createLease(api: ApiClient): Promise<string> {
   const id = `${process.hrtime.bigint()}-${randomBytes(2).toString("hex")}`;

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { bar, bytes, jobLine, shortName, summaryLine } from "../../src/cli/progress.js";
-import { eachLimit, kindOf, refFor } from "../../src/cli/transfer.js";
+import { eachLimit, mapLimit, kindOf, refFor } from "../../src/cli/transfer.js";
 
 const D = "sha256:" + "ab".repeat(32);
 
@@ -84,4 +84,19 @@ test("encodeWrite: the hand-built WRITE decodes as containerd's WriteContentRequ
   const big = Buffer.alloc(WRITE_CHUNK, 7);
   const msg = p.decode("containerd.services.content.v1.WriteContentRequest", encodeWrite(3, [big], big.length));
   assert.equal(msg.data.length, WRITE_CHUNK);
+});
+
+test("mapLimit: results in the items' order whatever order they finish in, never more than the limit at once", async () => {
+  let running = 0;
+  let peak = 0;
+  const out = await mapLimit([30, 5, 20, 1, 10], 2, async (ms) => {
+    running++;
+    peak = Math.max(peak, running);
+    await new Promise((r) => setTimeout(r, ms));
+    running--;
+    return ms * 2;
+  });
+  assert.deepEqual(out, [60, 10, 40, 2, 20]);
+  assert.equal(peak, 2);
+  assert.deepEqual(await mapLimit([], 4, async () => 1), []);
 });
