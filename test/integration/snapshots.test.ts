@@ -286,6 +286,48 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
     assert.match(rm.stderr, /cannot remove snapshot with child: failed precondition/);
   });
 
+  test("the real ctr: images export then import into another namespace (unpacked), containers create/rm, images mount", async () => {
+    const ctr = (ns: string, args: string[]) => runCommand(CTR, ["--address", daemon.address, "-n", ns, ...args], {}, undefined, 120_000);
+    const chain = chainIds(image.config.rootfs.diff_ids);
+    const work = await fs.mkdtemp(path.join(os.tmpdir(), "ck-ctr-"));
+    try {
+      assert.equal((await ctr("ctrio", ["images", "pull", "--plain-http", image.reference])).code, 0);
+      const tar = path.join(work, "image.tar");
+      const exp = await ctr("ctrio", ["images", "export", tar, image.reference]);
+      assert.equal(exp.code, 0, exp.stderr);
+      const imp = await ctr("ctrio-2", ["images", "import", tar]);
+      assert.equal(imp.code, 0, imp.stderr + imp.stdout);
+      const ls = await ctr("ctrio-2", ["images", "ls", "-q"]);
+      assert.deepEqual(ls.stdout.trim().split("\n"), [image.reference]);
+      const snaps = await ctr("ctrio-2", ["snapshots", "ls"]);
+      for (const c of chain) assert.match(snaps.stdout, new RegExp(`^${c}\\s.*Committed`, "m"), snaps.stdout);
+
+      // A container's snapshot is prepared on the image's top layer and goes with it.
+      const create = await ctr("ctrio-2", ["containers", "create", image.reference, "web"]);
+      assert.equal(create.code, 0, create.stderr);
+      const info = JSON.parse((await ctr("ctrio-2", ["containers", "info", "web"])).stdout);
+      assert.equal(info.SnapshotKey, "web");
+      assert.match((await ctr("ctrio-2", ["snapshots", "ls"])).stdout, new RegExp(`^web\\s+${chain[2]}\\s+Active`, "m"));
+      assert.equal((await ctr("ctrio-2", ["containers", "rm", "web"])).code, 0);
+      assert.doesNotMatch((await ctr("ctrio-2", ["snapshots", "ls"])).stdout, /^web\s/m);
+
+      // ctr mounts the image's View itself: the files of the top layer, deletions applied.
+      const mnt = path.join(work, "mnt");
+      await fs.mkdir(mnt);
+      const mount = await ctr("ctrio-2", ["images", "mount", image.reference, mnt]);
+      assert.equal(mount.code, 0, mount.stderr);
+      try {
+        assert.equal(await fs.readFile(path.join(mnt, "etc/motd"), "utf8"), "hello\n");
+        assert.deepEqual((await fs.readdir(path.join(mnt, "opq"))).sort(), ["c"]);
+        await assert.rejects(fs.stat(path.join(mnt, "etc/old")));
+      } finally {
+        assert.equal((await ctr("ctrio-2", ["images", "unmount", "--rm", mnt])).code, 0);
+      }
+    } finally {
+      await fs.rm(work, { recursive: true, force: true });
+    }
+  });
+
   test("snapshot commands and bad input: rm with children is FailedPrecondition; empty key, unknown snapshotter, missing parent write nothing", async () => {
     const api = daemon.client("cmds");
     try {
