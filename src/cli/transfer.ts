@@ -24,6 +24,16 @@ import type { Registry } from "../remotes/registry.js";
 export const LEASE_HEADER = "containerd-lease";
 const EXPIRE_LABEL = "containerd.io/gc.expire";
 const SOURCE_LABEL = "containerd.io/distribution.source.";
+
+/**
+ * The label naming the repositories a blob came from on a registry, keyed as containerd's
+ * client keys it: by host name without the port (`127.0.0.1:5000` -> `127.0.0.1`, `[::1]:5000`
+ * -> `::1`), so that ck and ctr find each other's labels for cross-repository mounts.
+ */
+export function sourceLabelKey(domain: string): string {
+  const host = new URL(`dummy://${domain}`).hostname;
+  return SOURCE_LABEL + (host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host);
+}
 const GC_ROOT_LABEL = "containerd.io/gc.root";
 /** Objects a fetch has open at once (asking the daemon, waiting for a download slot). */
 const OPEN_AT_ONCE = 8;
@@ -148,7 +158,7 @@ class Fetcher implements FetchProgress {
     private readonly opts: FetchOptions,
   ) {
     this.content = new ApiContent(api, metadata);
-    this.sourceKey = SOURCE_LABEL + ref.domain;
+    this.sourceKey = sourceLabelKey(ref.domain);
   }
 
   /** Manifests and indexes this fetch parsed, by digest (the unpack after a pull reuses them). */
@@ -532,7 +542,7 @@ export async function pushImage(api: ApiClient, registry: Registry, ref: ImageRe
     const job = opts.progress.add(refFor(d), d.size);
     const info = await content.info(d.digest);
     if (!info) throw new CkError("NotFound", `content ${d.digest} of ${local} is not in the content store`);
-    const mountFrom = (info.labels[SOURCE_LABEL + ref.domain] ?? "").split(",").filter((r) => r && r !== ref.repository);
+    const mountFrom = (info.labels[sourceLabelKey(ref.domain)] ?? "").split(",").filter((r) => r && r !== ref.repository);
     job.update(0, "uploading");
     let sent = 0;
     const how = await registry.pushBlob(ref, d, () => Readable.from(content.read(d.digest)), {

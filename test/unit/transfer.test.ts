@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { bar, bytes, jobLine, shortName, summaryLine } from "../../src/cli/progress.js";
-import { eachLimit, mapLimit, kindOf, refFor } from "../../src/cli/transfer.js";
+import { eachLimit, mapLimit, kindOf, refFor, sourceLabelKey } from "../../src/cli/transfer.js";
 
 const D = "sha256:" + "ab".repeat(32);
 
@@ -99,4 +99,11 @@ test("mapLimit: results in the items' order whatever order they finish in, never
   assert.deepEqual(out, [60, 10, 40, 2, 20]);
   assert.equal(peak, 2);
   assert.deepEqual(await mapLimit([], 4, async () => 1), []);
+});
+
+test("sourceLabelKey: containerd's distribution.source key, host name without port", () => {
+  assert.equal(sourceLabelKey("docker.io"), "containerd.io/distribution.source.docker.io");
+  assert.equal(sourceLabelKey("127.0.0.1:5000"), "containerd.io/distribution.source.127.0.0.1");
+  assert.equal(sourceLabelKey("registry.example.com:443"), "containerd.io/distribution.source.registry.example.com");
+  assert.equal(sourceLabelKey("[::1]:5000"), "containerd.io/distribution.source.::1");
 });
