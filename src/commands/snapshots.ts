@@ -75,25 +75,14 @@ export function chainIdOf(parent: string, diffId: string): string {
   return parent ? "sha256:" + createHash("sha256").update(`${parent} ${diffId}`).digest("hex") : diffId;
 }
 
-/** What an unpack checks before any disk work, and again when deciding. */
+/** What an unpack checks before any disk work, and again when deciding (as Prepare, keyed by name). */
 export function checkUnpack(
   cmd: Pick<UnpackSnapshot, "snapshotter" | "name" | "parent" | "labels" | "lease">,
   existing: SnapshotRecord | undefined,
   parent: SnapshotRecord | undefined,
   lease: LeaseRecord | undefined,
 ): Record<string, string> {
-  validateSnapshotterName(cmd.snapshotter);
-  validateSnapshotKey("name", cmd.name);
-  if (cmd.parent) validateSnapshotKey("parent", cmd.parent);
-  const labels = dropEmpty(cmd.labels);
-  validateLabels(labels, "snapshot.Labels");
-  if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
-  if (existing) throw alreadyExists(`snapshot ${JSON.stringify(cmd.name)}`);
-  if (cmd.parent) {
-    if (!parent) throw notFound(`parent snapshot ${JSON.stringify(cmd.parent)} does not exist`);
-    if (parent.kind !== "Committed") throw invalidArgument(`parent ${JSON.stringify(cmd.parent)} is not a committed snapshot`);
-  }
-  return labels;
+  return checkNewSnapshot("name", cmd.name, cmd, existing, parent, lease);
 }
 
 /**
@@ -148,13 +137,25 @@ export function checkPrepare(
   parent: SnapshotRecord | undefined,
   lease: LeaseRecord | undefined,
 ): Record<string, string> {
+  return checkNewSnapshot("key", cmd.key, cmd, current, parent, lease);
+}
+
+/** A new snapshot under `key` (the request's `field`): valid names and labels, no record yet, a committed parent. */
+function checkNewSnapshot(
+  field: string,
+  key: string,
+  cmd: { snapshotter: string; parent: string; labels: Record<string, string>; lease?: string },
+  existing: SnapshotRecord | undefined,
+  parent: SnapshotRecord | undefined,
+  lease: LeaseRecord | undefined,
+): Record<string, string> {
   validateSnapshotterName(cmd.snapshotter);
-  validateSnapshotKey("key", cmd.key);
+  validateSnapshotKey(field, key);
   if (cmd.parent) validateSnapshotKey("parent", cmd.parent);
   const labels = dropEmpty(cmd.labels);
   validateLabels(labels, "snapshot.Labels");
   if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
-  if (current) throw alreadyExists(`snapshot ${JSON.stringify(cmd.key)}`);
+  if (existing) throw alreadyExists(`snapshot ${JSON.stringify(key)}`);
   if (cmd.parent) {
     if (!parent) throw notFound(`parent snapshot ${JSON.stringify(cmd.parent)} does not exist`);
     if (parent.kind !== "Committed") throw invalidArgument(`parent ${JSON.stringify(cmd.parent)} is not a committed snapshot`);
