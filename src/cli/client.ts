@@ -13,6 +13,12 @@ function trace(what: string, startedAt: number): void {
   process.stderr.write(`[ck trace ${startedAt.toFixed(0).padStart(5)} ms] ${what}\n`);
 }
 
+/** Traces a stream when its status arrives. */
+function traceStream(call: { once(ev: "status", cb: (st: grpc.StatusObject) => void): unknown }, what: string): void {
+  const started = performance.now();
+  call.once("status", (st) => trace(`${what} (stream) ${grpc.status[st.code]} ${(performance.now() - started).toFixed(1)} ms`, started));
+}
+
 export const SERVICES = {
   namespaces: "containerd.services.namespaces.v1.Namespaces",
   images: "containerd.services.images.v1.Images",
@@ -91,10 +97,7 @@ export class ApiClient {
   async *stream<T = any>(service: ServiceName, method: string, request: object, opts: { metadata?: Record<string, string>; namespace?: string; signal?: AbortSignal; onMetadata?: () => void } = {}): AsyncGenerator<T> {
     const c = this.client(service) as unknown as Record<string, Function>;
     const call = c[method]!.call(c, request, this.metadata(opts.metadata, opts.namespace ?? this.opts.namespace)) as grpc.ClientReadableStream<T>;
-    if (TRACE) {
-      const started = performance.now();
-      call.once("status", (st: grpc.StatusObject) => trace(`${service}.${method} (stream) ${grpc.status[st.code]} ${(performance.now() - started).toFixed(1)} ms`, started));
-    }
+    if (TRACE) traceStream(call, `${service}.${method}`);
     const cancel = () => call.cancel();
     opts.signal?.addEventListener("abort", cancel, { once: true });
     if (opts.onMetadata) call.once("metadata", opts.onMetadata);
@@ -116,10 +119,7 @@ export class ApiClient {
   lockstep<Req extends object, Res = any>(service: ServiceName, method: string, opts: { metadata?: Record<string, string>; namespace?: string } = {}) {
     const c = this.client(service) as unknown as Record<string, Function>;
     const call = c[method]!.call(c, this.metadata(opts.metadata, opts.namespace ?? this.opts.namespace)) as grpc.ClientDuplexStream<Req, Res>;
-    if (TRACE) {
-      const started = performance.now();
-      call.once("status", (st: grpc.StatusObject) => trace(`${service}.${method} (stream) ${grpc.status[st.code]} ${(performance.now() - started).toFixed(1)} ms`, started));
-    }
+    if (TRACE) traceStream(call, `${service}.${method}`);
     const queue: Res[] = [];
     const waiting: { resolve: (r: Res) => void; reject: (e: unknown) => void }[] = [];
     let failed: unknown;
