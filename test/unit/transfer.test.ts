@@ -107,3 +107,33 @@ test("sourceLabelKey: containerd's distribution.source key, host name without po
   assert.equal(sourceLabelKey("registry.example.com:443"), "containerd.io/distribution.source.registry.example.com");
   assert.equal(sourceLabelKey("[::1]:5000"), "containerd.io/distribution.source.::1");
 });
+
+// imageLayers from the manifests a pull parsed (no daemon call is made while they suffice).
+test("imageLayers: an index without the platform is NotFound; indexes nested past 8 levels are InvalidArgument", async () => {
+  const { imageLayers } = await import("../../src/cli/unpack.js");
+  const { CkError } = await import("../../src/errdefs/errdefs.js");
+  const noApi = {} as never; // any call on it would throw a TypeError, not a CkError
+  const INDEX = "application/vnd.oci.image.index.v1+json";
+  const d = (n: number) => "sha256:" + String(n).padStart(64, "0");
+  const index = (child: number, platform?: { os: string; architecture: string }) => ({
+    kind: "index" as const,
+    mediaType: INDEX,
+    layers: [],
+    manifests: [{ mediaType: INDEX, digest: d(child), size: 1, ...(platform ? { platform } : {}) }],
+  });
+  const target = { mediaType: INDEX, digest: d(0), size: 1 };
+
+  const armOnly = new Map([[d(0), index(1, { os: "linux", architecture: "arm64" })]]);
+  await assert.rejects(imageLayers(noApi, target, { os: "linux", architecture: "amd64" }, undefined, armOnly), (err: unknown) => {
+    assert.ok(err instanceof CkError && err.errorClass === "NotFound", String(err));
+    assert.match((err as Error).message, /no manifest for the platform/);
+    return true;
+  });
+
+  const deep = new Map(Array.from({ length: 9 }, (_, i) => [d(i), index(i + 1)] as const));
+  await assert.rejects(imageLayers(noApi, target, undefined, undefined, deep), (err: unknown) => {
+    assert.ok(err instanceof CkError && err.errorClass === "InvalidArgument", String(err));
+    assert.match((err as Error).message, /nested too deep/);
+    return true;
+  });
+});
