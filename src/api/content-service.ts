@@ -6,7 +6,7 @@ import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
 import type { ContentStore, IngestWriter, IngestStatus } from "../content/types.js";
 import { contentHandlers } from "../commands/content.js";
-import { NamespacedBlobs } from "../content/namespaced.js";
+import { ingestRef, NamespacedBlobs, splitIngestRef } from "../content/namespaced.js";
 import { isClass, invalidArgument, outOfRange, alreadyExists, CkError } from "../errdefs/errdefs.js";
 import { parseFilters } from "../projections/filters.js";
 import { validateDigest } from "../commands/validation.js";
@@ -30,9 +30,7 @@ const READ_CHUNK = 1 << 20;
 const LIST_BATCH = 100;
 const WRITE_ACTION = { STAT: 0, WRITE: 1, COMMIT: 2 } as const;
 
-/** Ingests are per namespace, as in containerd: the store sees `<ns>/<ref>` (it hashes refs). */
-const ingestRef = (ns: string, ref: string) => `${ns}\u0000${ref}`;
-const userRef = (ref: string) => ref.slice(ref.indexOf("\u0000") + 1);
+const userRef = (ref: string) => splitIngestRef(ref).ref ?? ref;
 
 function ts(d: Date): Timestamp {
   const ms = d.getTime();
@@ -174,7 +172,7 @@ async function runWrite(
           const onDisk = await d.store.stat(expected);
           if (onDisk && (total === 0 || total === onDisk.size)) shared = onDisk;
         }
-        if (!shared) writer = await d.store.writer({ ref: ingestRef(ns, ref), expected: expected || undefined, total: total || undefined });
+        if (!shared) writer = await d.store.writer({ ref: ingestRef(ns, ref), expected: expected || undefined, total: total || undefined, lease });
       } else if (req.ref && req.ref !== ref) {
         throw invalidArgument(`ref changed within a write: "${req.ref}" after "${ref}"`);
       }

@@ -232,20 +232,27 @@ export class Daemon {
       { type: "io.containerd.grpc.v1", id: "ck.unpack", requires: ["io.containerd.snapshotter.v1", "io.containerd.differ.v1", "io.containerd.content.v1"] },
     ];
     const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content, snapshotters);
-    d.sweepStaleIngests(config.staleIngestMs ?? 24 * 3600_000);
     await d.serve();
     return d;
   }
 
-  /** Drops ingests nobody wrote to for `maxIdleMs`, now and then every hour (or sooner). */
-  private sweepStaleIngests(maxIdleMs: number): void {
+  private get staleIngestMs(): number {
+    return this.config.staleIngestMs ?? 24 * 3600_000;
+  }
+
+  /**
+   * Ingests nobody holds (their leases ended, or written without one and idle past
+   * `stale_ingest_hours`) are removed by every GC run, and besides now and then every hour
+   * (or sooner, when the idle limit is short).
+   */
+  private sweepIngests(gc: GcScheduler): void {
     const sweep = () =>
-      this.content.cleanupStale(maxIdleMs).then(
-        (refs) => refs.length && this.logger.info({ refs: refs.length }, "removed stale ingests"),
-        (err) => this.logger.warn({ err }, "stale ingest sweep failed"),
+      gc.sweepIngests().then(
+        (n) => n && this.logger.info({ ingests: n }, "removed ingests nobody holds"),
+        (err) => this.logger.warn({ err }, "ingest sweep failed"),
       );
     void sweep();
-    this.sweeper = setInterval(sweep, Math.min(3600_000, Math.max(1000, maxIdleMs / 4)));
+    this.sweeper = setInterval(sweep, Math.min(3600_000, Math.max(1000, this.staleIngestMs / 4)));
     this.sweeper.unref();
   }
 
@@ -258,11 +265,12 @@ export class Daemon {
     const blobs = new NamespacedBlobs(this.sequencer, queries, this.content);
     const snapshots = new SnapshotStore(this.sequencer, queries, this.snapshotters);
     const gc = new GcScheduler(
-      { sequencer: this.sequencer, queries, blobs, snapshots, logger: this.logger },
+      { sequencer: this.sequencer, queries, blobs, snapshots, logger: this.logger, ingests: { store: this.content, maxIdleMs: this.staleIngestMs } },
       { expiryIntervalMs: this.config.gcExpiryIntervalMs },
     );
     gc.start();
     this.gc = gc;
+    this.sweepIngests(gc);
     const afterUpdate = () => gc.mutated();
     const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync), afterUpdate };
     const add = (name: string, impl: grpc.UntypedServiceImplementation) =>
@@ -278,7 +286,7 @@ export class Daemon {
       "containerd.services.content.v1.Content",
       contentService({ sequencer: this.sequencer, queries, store: this.content, blobs, afterDelete: () => gc.trigger(), afterUpdate }),
     );
-    add("containerd.services.leases.v1.Leases", leasesService({ sequencer: this.sequencer, queries, gc }));
+    add("containerd.services.leases.v1.Leases", leasesService({ sequencer: this.sequencer, queries, gc, ingests: this.content }));
     add("ck.services.gc.v1.GC", gcService({ gc }));
     add("containerd.services.snapshots.v1.Snapshots", snapshotsService({ snapshots, afterDelete: () => gc.trigger(), afterUpdate }));
     add("containerd.services.diff.v1.Diff", diffService({ queries, store: this.content, blobs, roots: () => snapshots.roots() }));

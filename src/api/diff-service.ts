@@ -9,7 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import type { Queries } from "../projections/queries.js";
 import type { ContentStore } from "../content/types.js";
-import type { NamespacedBlobs } from "../content/namespaced.js";
+import { ingestRef, type NamespacedBlobs } from "../content/namespaced.js";
 import { applyLayerToMounts } from "../diff/apply.js";
 import { writeDiffFromMounts } from "../diff/diff.js";
 import { Digester } from "../diff/digest.js";
@@ -60,8 +60,9 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       if (right.length === 0) throw invalidArgument("right mounts must not be empty");
       if (left.length > 0) checkMountsUnder(left, d.roots());
       checkMountsUnder(right, d.roots());
-      const ref = `${ns}\u0000${r.ref || `diff-${randomBytes(8).toString("hex")}`}`;
-      const writer = await d.store.writer({ ref });
+      const ref = ingestRef(ns, r.ref || `diff-${randomBytes(8).toString("hex")}`);
+      const lease = metadataValue(call, LEASE_HEADER) || undefined;
+      const writer = await d.store.writer({ ref, lease });
       try {
         if (writer.offset > 0) await writer.truncate(0);
         const sink = ingestSink(writer);
@@ -85,7 +86,7 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
           info = { digest: writer.digest(), size: writer.offset };
         }
         const labels = { ...(r.labels ?? {}), [UNCOMPRESSED_LABEL]: applied.digest };
-        await d.blobs.commit(ns, info.digest, info.size, labels, metadataValue(call, LEASE_HEADER) || undefined).catch((err) => {
+        await d.blobs.commit(ns, info.digest, info.size, labels, lease).catch((err) => {
           if (!isClass(err, "AlreadyExists")) throw err;
         });
         return { diff: { media_type: mediaType, digest: info.digest, size: info.size, annotations: {} } };

@@ -5,12 +5,23 @@
 // deleted (one LeaseDelete each), then unreferenced content is collected by one
 // ContentCollect command; marking outside the sequencer first means a namespace with nothing
 // to collect costs no write, and the command marks again on the current view, so a reference
-// added meanwhile is respected. Blob bytes no namespace refers to any more go last.
+// added meanwhile is respected. Blob bytes no namespace refers to any more go last, then
+// ingests no lease holds any more (or, unleased, idle past their limit).
 import type { Logger } from "pino";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
-import type { NamespacedBlobs } from "../content/namespaced.js";
-import { expiredLeases, gcHandlers, loadGcState, unreferencedContent, unreferencedSnapshots } from "../commands/gc.js";
+import { splitIngestRef, type NamespacedBlobs } from "../content/namespaced.js";
+import type { IngestManager } from "../content/types.js";
+import {
+  expiredLeases,
+  gcHandlers,
+  ingestCollectable,
+  ingestHolders,
+  loadGcState,
+  unreferencedContent,
+  unreferencedSnapshots,
+  type NamespaceGcState,
+} from "../commands/gc.js";
 import { leaseHandlers } from "../commands/leases.js";
 import { keys } from "../projections/views.js";
 import { unavailable } from "../errdefs/errdefs.js";
@@ -34,6 +45,8 @@ export interface GcReport {
   bytesFreed: number;
   /** Of those, orphans: files no commit event ever named (when the run swept for them). */
   orphansRemoved?: number;
+  /** Ingests removed: their leases ended, or (unleased) idle past the limit. */
+  ingestsRemoved: number;
 }
 
 export interface GcSchedulerDeps {
@@ -41,6 +54,8 @@ export interface GcSchedulerDeps {
   queries: Queries;
   blobs: NamespacedBlobs;
   snapshots?: SnapshotSweeper;
+  /** The ingests to sweep, and how long an unleased one may stay idle (containerd: 24 h). */
+  ingests?: { store: IngestManager; maxIdleMs: number };
   logger?: Pick<Logger, "info" | "warn">;
   now?: () => Date;
 }
@@ -235,13 +250,15 @@ export class GcScheduler {
     const { sequencer, queries, blobs } = this.deps;
     const started = performance.now();
     const now = this.now();
-    const report: GcReport = { namespaces: [], blobsRemoved: 0, bytesFreed: 0 };
+    const report: GcReport = { namespaces: [], blobsRemoved: 0, bytesFreed: 0, ingestsRemoved: 0 };
+    const states: [string, NamespaceGcState][] = [];
     const sweepOrphans = this.orphansWanted;
     this.orphansWanted = false;
     this.mutations = 0;
     const collected = new Set<string>();
     for (const { name } of await queries.listNamespaces()) {
       const state = loadGcState(name, (p) => queries.scanRecords(p));
+      states.push([name, state]);
       let leases = 0;
       for (const id of expiredLeases(state.leases, now)) {
         if (await sequencer.submit(leaseHandlers.expire({ namespace: name, id, now }))) leases++;
@@ -277,9 +294,25 @@ export class GcScheduler {
       report.bytesFreed += orphans.bytes;
       if (orphans.removed > 0) this.deps.logger?.info({ ...orphans }, "orphaned blob files removed");
     }
-    if (report.namespaces.length > 0) {
+    // Leases deleted above were expired at `now`, which ingestHolders leaves out as well.
+    report.ingestsRemoved = await this.sweepIngests(states, now);
+    if (report.namespaces.length > 0 || report.ingestsRemoved > 0) {
       this.deps.logger?.info({ ...report, ms: Math.round(performance.now() - started) }, "garbage collected");
     }
     return report;
+  }
+
+  /**
+   * Removes the ingests no live lease holds any more and unleased ones idle past the limit;
+   * also what ckd's periodic stale-ingest sweep runs. Returns how many went.
+   */
+  async sweepIngests(states?: Iterable<readonly [string, NamespaceGcState]>, now = this.now()): Promise<number> {
+    const ingests = this.deps.ingests;
+    if (!ingests) return 0;
+    const { queries } = this.deps;
+    states ??= (await queries.listNamespaces()).map(({ name }) => [name, loadGcState(name, (p) => queries.scanRecords(p))] as const);
+    const holders = ingestHolders(states, now);
+    const removed = await ingests.store.cleanup((c) => ingestCollectable({ ...splitIngestRef(c.ref), leases: c.leases, expires: c.expires, idleMs: c.idleMs }, holders, ingests.maxIdleMs), ingests.maxIdleMs);
+    return removed.length;
   }
 }

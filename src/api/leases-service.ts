@@ -9,11 +9,16 @@ import { nowTimestamp } from "../emitter/envelope.js";
 import type { LeaseRecord } from "../projections/views.js";
 import { namespaceOf, unary } from "./grpc.js";
 import type { GcScheduler } from "./gc-scheduler.js";
+import type { IngestManager } from "../content/types.js";
+import { ingestRef, splitIngestRef } from "../content/namespaced.js";
+import { isClass } from "../errdefs/errdefs.js";
 
 export interface LeasesDeps {
   sequencer: Sequencer;
   queries: Queries;
   gc: GcScheduler;
+  /** Ingests remember the lease they were written under: ListResources shows them as `ingests`. */
+  ingests?: IngestManager;
 }
 
 /** containerd's leases.WithRandomID: `<nanoseconds of now>-<6 random bytes, url-safe base64>`. */
@@ -48,13 +53,30 @@ export function leasesService(d: LeasesDeps): grpc.UntypedServiceImplementation 
     }),
     DeleteResource: unary(async (call) => {
       const ns = namespaceOf(call);
-      await d.sequencer.submit(leaseHandlers.deleteResource({ namespace: ns, id: call.request.id ?? "", resource: call.request.resource ?? {} }));
+      const id = call.request.id ?? "";
+      const resource = call.request.resource ?? {};
+      await d.sequencer.submit(leaseHandlers.deleteResource({ namespace: ns, id, resource }));
+      // An ingest written under the lease is held by it too: that hold goes as well.
+      if (resource.type === "ingests" && d.ingests) {
+        await d.ingests.releaseLease(ingestRef(ns, resource.id), id).catch((err) => {
+          if (!isClass(err, "NotFound")) throw err;
+        });
+      }
       // A resource no longer leased may be garbage now, as containerd marks the db dirty.
       d.gc.trigger();
       return {};
     }),
     ListResources: unary(async (call) => {
-      return { resources: await d.queries.listLeaseResources(namespaceOf(call), call.request.id ?? "") };
+      const ns = namespaceOf(call);
+      const id = call.request.id ?? "";
+      const resources = await d.queries.listLeaseResources(ns, id);
+      const named = new Set(resources.filter((r) => r.type === "ingests").map((r) => r.id));
+      for (const s of (await d.ingests?.listStatuses()) ?? []) {
+        const { namespace, ref } = splitIngestRef(s.ref);
+        if (namespace !== ns || ref === undefined || named.has(ref) || !s.leases.includes(id)) continue;
+        resources.push({ id: ref, type: "ingests" });
+      }
+      return { resources };
     }),
   };
 }
@@ -64,7 +86,13 @@ export function gcService(d: { gc: GcScheduler }): grpc.UntypedServiceImplementa
   return {
     Collect: unary(async () => {
       const r = await d.gc.collect({ orphans: true });
-      return { namespaces: r.namespaces, bytes_freed: r.bytesFreed, blobs_removed: r.blobsRemoved, orphans_removed: r.orphansRemoved ?? 0 };
+      return {
+        namespaces: r.namespaces,
+        bytes_freed: r.bytesFreed,
+        blobs_removed: r.blobsRemoved,
+        orphans_removed: r.orphansRemoved ?? 0,
+        ingests_removed: r.ingestsRemoved,
+      };
     }),
   };
 }

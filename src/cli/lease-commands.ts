@@ -104,7 +104,7 @@ export function registerLeaseCommands(program: Command, action: Action<any[]>, o
 
   program
     .command("gc")
-    .description("run garbage collection now: expired leases, unreferenced content, then unused blob files")
+    .description("run garbage collection now: expired leases, unreferenced content, then unused blob files and ingests no lease holds")
     .option("-q, --quiet", "print nothing")
     .action(
       action(async (api, opts: { quiet?: boolean }) => {
@@ -113,7 +113,11 @@ export function registerLeaseCommands(program: Command, action: Action<any[]>, o
         const rows = (res.namespaces ?? []) as { namespace: string; blobs: number; leases: number }[];
         out(table([["NAMESPACE", "BLOBS", "LEASES"], ...rows.map((r) => [r.namespace, String(r.blobs), String(r.leases)])]));
         const orphans = Number(res.orphans_removed ?? 0);
-        out(`removed ${Number(res.blobs_removed ?? 0)} blob files${orphans ? ` (${orphans} orphaned)` : ""}, freed ${humanSize(Number(res.bytes_freed ?? 0))}\n`);
+        const ingests = Number(res.ingests_removed ?? 0);
+        out(
+          `removed ${Number(res.blobs_removed ?? 0)} blob files${orphans ? ` (${orphans} orphaned)` : ""}, freed ${humanSize(Number(res.bytes_freed ?? 0))}` +
+            `${ingests ? `; removed ${ingests} ingests` : ""}\n`,
+        );
       }),
     );
 }

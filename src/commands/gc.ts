@@ -220,3 +220,52 @@ export const gcHandlers = {
   collect: (cmd: CollectContent) => (view: StateView) => decideCollectContent(cmd, loadGcState(cmd.namespace, (p) => view.scan(p))),
   collectSnapshots: (cmd: CollectSnapshots) => (view: StateView) => decideCollectSnapshots(cmd, loadGcState(cmd.namespace, (p) => view.scan(p))),
 };
+
+// ---- ingests ----
+// As containerd's metadata/content.go: an ingest is kept while a lease holds it (one it was
+// written under, or one naming it as an `ingests` resource). Opened without a lease, it also
+// has an expiry: a day without writes (configurable); only ever written under leases, it has
+// none and goes with them.
+
+/** An ingest as GC sees it, in the client's terms; `namespace`/`ref` undefined when a crash lost its name. */
+export interface IngestView {
+  namespace: string | undefined;
+  ref: string | undefined;
+  /** Leases it was written under. */
+  leases: readonly string[];
+  /** Opened without a lease at least once. */
+  expires: boolean;
+  idleMs: number;
+}
+
+/** What holds ingests at a point in time, keyed `<namespace>\0<id>`. */
+export interface IngestHolders {
+  /** Leases that exist and have not expired. */
+  leases: ReadonlySet<string>;
+  /** Ingest refs named as `ingests` resources by such leases. */
+  refs: ReadonlySet<string>;
+}
+
+const nsKey = (ns: string, id: string) => `${ns}\u0000${id}`;
+
+export function ingestHolders(states: Iterable<readonly [string, NamespaceGcState]>, now: Date): IngestHolders {
+  const leases = new Set<string>();
+  const refs = new Set<string>();
+  for (const [ns, s] of states) {
+    for (const lease of s.leases) {
+      if (isLeaseExpired(lease, now)) continue;
+      leases.add(nsKey(ns, lease.id));
+      for (const r of lease.resources) if (r.type === "ingests") refs.add(nsKey(ns, r.id));
+    }
+  }
+  return { leases, refs };
+}
+
+/** Whether GC removes the ingest now. */
+export function ingestCollectable(i: IngestView, holders: IngestHolders, maxIdleMs: number): boolean {
+  if (i.namespace === undefined || i.ref === undefined) return i.idleMs >= maxIdleMs; // nameless: expires
+  const ns = i.namespace;
+  if (holders.refs.has(nsKey(ns, i.ref))) return false;
+  if (i.leases.some((l) => holders.leases.has(nsKey(ns, l)))) return false;
+  return !i.expires || i.idleMs >= maxIdleMs;
+}

@@ -20,6 +20,7 @@ import type {
   BlobInfo,
   CommitOptions,
   ContentStore,
+  IngestCandidate,
   IngestStatus,
   IngestWriter,
   ReaderAt,
@@ -40,6 +41,10 @@ interface RefFile {
   total: number;
   expected?: string;
   startedAt: string;
+  /** Leases the ingest was written under (absent: none). */
+  leases?: string[];
+  /** Opened without a lease at least once (absent, as in files from before leases: true). */
+  expires?: boolean;
 }
 
 /**
@@ -57,6 +62,10 @@ interface IngestState {
   updatedAt: Date;
   offset: number;
   hash: Hash;
+  /** Leases the ingest was written under (containerd's ingest leases), oldest first. */
+  leases: string[];
+  /** A writer opened it without a lease: it expires once idle (see IngestStatus). */
+  expires: boolean;
   /**
    * The bytes of an ingest that lives in memory only (small, never closed, no directory on
    * disk yet); undefined once it has its directory.
@@ -539,7 +548,7 @@ export class LocalContentStore implements ContentStore {
       if (expected !== undefined && (await this.stat(expected)) !== undefined) {
         throw alreadyExists(`content ${expected}`);
       }
-      const opened = await this.openIngest(ref, key, total, expected);
+      const opened = await this.openIngest(ref, key, total, expected, opts.lease || undefined);
       fh = opened.fh;
       // Abort and cleanup leave a claimed key alone, so the claim is still ours.
       const w = new LocalIngestWriter(this.host, opened.state, fh);
@@ -561,6 +570,7 @@ export class LocalContentStore implements ContentStore {
     key: string,
     total: number,
     expected: string | undefined,
+    lease: string | undefined,
   ): Promise<{ state: IngestState; fh: FileHandle | undefined }> {
     const dir = path.join(this.ingestRoot, key);
     let state = this.states.get(key);
@@ -569,6 +579,8 @@ export class LocalContentStore implements ContentStore {
       state = {
         ref, key, dir, total, expected,
         startedAt: now, updatedAt: now, offset: 0, hash: createHash("sha256"), pending: [],
+        leases: lease === undefined ? [] : [lease],
+        expires: lease === undefined,
       };
       this.states.set(key, state);
       return { state, fh: undefined };
@@ -591,7 +603,17 @@ export class LocalContentStore implements ContentStore {
         offset: -1, // unknown until hashed below
         hash: createHash("sha256"),
         pending: undefined,
+        leases: saved?.leases ?? [],
+        expires: saved?.expires ?? true,
       };
+    }
+    if (lease !== undefined && !state.leases.includes(lease)) {
+      state.leases = [...state.leases, lease];
+      persist = true;
+    }
+    if (lease === undefined && !state.expires) {
+      state.expires = true;
+      persist = true;
     }
     if (total > 0 && state.total > 0 && total !== state.total) {
       throw failedPrecondition(`provided total differs from status: ${total} != ${state.total}`);
@@ -667,24 +689,34 @@ export class LocalContentStore implements ContentStore {
    * Removes unlocked ingests idle for at least `maxIdleMs`, and temp files a crash left. Returns
    * the refs removed; an ingest whose ref.json a crash lost is removed too, unnamed.
    */
-  async cleanupStale(maxIdleMs: number): Promise<string[]> {
+  cleanupStale(maxIdleMs: number): Promise<string[]> {
     checkCount("maxIdleMs", maxIdleMs);
+    return this.cleanup((c) => c.idleMs >= maxIdleMs, maxIdleMs);
+  }
+
+  async cleanup(collectable: (c: IngestCandidate) => boolean, tempMaxIdleMs: number): Promise<string[]> {
+    checkCount("tempMaxIdleMs", tempMaxIdleMs);
     const removed: string[] = [];
-    const idle = (t: Date | undefined) => t !== undefined && Date.now() - t.getTime() >= maxIdleMs;
+    const idleMs = (t: Date | undefined) => (t === undefined ? 0 : Date.now() - t.getTime());
     for (const key of await this.ingestKeys()) {
       if (this.locks.has(key)) continue;
       const dir = path.join(this.ingestRoot, key);
       const known = this.states.get(key);
       const saved = known ? undefined : await readRefFile(dir);
-      if (!idle(known?.updatedAt ?? (await lastModified(dir)))) continue;
+      const candidate: IngestCandidate = {
+        ref: known?.ref ?? saved?.ref,
+        leases: known?.leases ?? saved?.leases ?? [],
+        expires: known?.expires ?? saved?.expires ?? true,
+        idleMs: idleMs(known?.updatedAt ?? (await lastModified(dir))),
+      };
+      if (!collectable(candidate)) continue;
       if (this.locks.has(key)) continue; // a writer took it while we looked
       const claim = { maintenance: "cleanup" };
       this.locks.set(key, claim);
       try {
         this.states.delete(key);
         await fs.rm(dir, { recursive: true, force: true });
-        const ref = known?.ref ?? saved?.ref;
-        if (ref !== undefined) removed.push(ref);
+        if (candidate.ref !== undefined) removed.push(candidate.ref);
       } finally {
         if (this.locks.get(key) === claim) this.locks.delete(key);
       }
@@ -694,9 +726,29 @@ export class LocalContentStore implements ContentStore {
       if (!name.endsWith(TEMP_SUFFIX) || !HEX64.test(key) || this.locks.has(key)) continue;
       const file = path.join(this.ingestRoot, name);
       const mtime = await fs.stat(file).then(modifiedAt, () => undefined);
-      if (idle(mtime) && !this.locks.has(key)) await fs.rm(file, { force: true });
+      if (mtime !== undefined && idleMs(mtime) >= tempMaxIdleMs && !this.locks.has(key)) await fs.rm(file, { force: true });
     }
     return removed;
+  }
+
+  async releaseLease(ref: string, lease: string): Promise<void> {
+    const key = refKey(checkRef(ref));
+    const known = this.states.get(key);
+    if (known !== undefined) {
+      if (!known.leases.includes(lease)) return;
+      known.leases = known.leases.filter((l) => l !== lease);
+      // An ingest still in memory writes its ref.json when it reaches disk.
+      if (known.pending === undefined) await writeRefFile(known);
+      return;
+    }
+    const dir = path.join(this.ingestRoot, key);
+    const saved = await readRefFile(dir);
+    if (saved === undefined) throw notFound(`ingest ref "${ref}"`);
+    if (!saved.leases?.includes(lease)) return;
+    const body: RefFile = { ...saved, leases: saved.leases.filter((l) => l !== lease), expires: saved.expires ?? true };
+    if (body.expected === undefined) delete body.expected;
+    if (body.leases!.length === 0) delete body.leases;
+    await fs.writeFile(path.join(dir, REF_FILE), JSON.stringify(body));
   }
 
   /** Keys of every ingest, on disk or in memory. */
@@ -709,8 +761,8 @@ export class LocalContentStore implements ContentStore {
   private async statusByKey(key: string): Promise<IngestStatus | undefined> {
     const known = this.states.get(key);
     if (known !== undefined) {
-      const { ref, offset, total, expected, startedAt, updatedAt } = known;
-      if (offset >= 0) return { ref, offset, total, expected, startedAt, updatedAt };
+      const { ref, offset, total, expected, startedAt, updatedAt, leases, expires } = known;
+      if (offset >= 0) return { ref, offset, total, expected, startedAt, updatedAt, leases: [...leases], expires };
     }
     const dir = path.join(this.ingestRoot, key);
     const saved = await readRefFile(dir);
@@ -731,6 +783,8 @@ export class LocalContentStore implements ContentStore {
       expected: saved.expected,
       startedAt: new Date(saved.startedAt),
       updatedAt,
+      leases: saved.leases ?? [],
+      expires: saved.expires ?? true,
     };
   }
 }
@@ -738,6 +792,8 @@ export class LocalContentStore implements ContentStore {
 async function writeRefFile(state: IngestState): Promise<void> {
   const body: RefFile = { ref: state.ref, total: state.total, startedAt: state.startedAt.toISOString() };
   if (state.expected !== undefined) body.expected = state.expected;
+  if (state.leases.length > 0) body.leases = state.leases;
+  body.expires = state.expires;
   await fs.writeFile(path.join(state.dir, REF_FILE), JSON.stringify(body));
 }
 
@@ -759,6 +815,8 @@ async function readRefFile(dir: string): Promise<RefFile | undefined> {
       total: typeof v.total === "number" && v.total >= 0 ? v.total : 0,
       expected: typeof v.expected === "string" && v.expected !== "" ? v.expected : undefined,
       startedAt: v.startedAt,
+      leases: Array.isArray(v.leases) ? v.leases.filter((l): l is string => typeof l === "string" && l !== "") : undefined,
+      expires: typeof v.expires === "boolean" ? v.expires : undefined,
     };
   } catch {
     return undefined;

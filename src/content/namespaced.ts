@@ -8,6 +8,16 @@ import type { ContentStore } from "./types.js";
 import { contentHandlers } from "../commands/content.js";
 import { aborted } from "../errdefs/errdefs.js";
 
+/** Ingests are per namespace, as in containerd: the store sees `<ns>\0<ref>` (it hashes refs). */
+export const ingestRef = (ns: string, ref: string): string => `${ns}\u0000${ref}`;
+
+/** The namespace and client ref of a store ref; both undefined for a ref no client named. */
+export function splitIngestRef(storeRef: string | undefined): { namespace: string | undefined; ref: string | undefined } {
+  const at = storeRef === undefined ? -1 : storeRef.indexOf("\u0000");
+  if (at < 0) return { namespace: undefined, ref: undefined };
+  return { namespace: storeRef!.slice(0, at), ref: storeRef!.slice(at + 1) };
+}
+
 /** Serialises work per digest, in this process (one ckd owns a content root). */
 class DigestLocks {
   private readonly tails = new Map<string, Promise<unknown>>();

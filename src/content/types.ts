@@ -30,6 +30,11 @@ export interface WriterOptions {
   expected?: string;
   /** Declared size; 0 or absent means unknown (containerd's convention). */
   total?: number;
+  /**
+   * The lease the writer works under: it holds the ingest (containerd's ingest leases) and is
+   * remembered with it, across restarts, until the ingest is committed or removed.
+   */
+  lease?: string;
 }
 
 export interface Ingester {
@@ -58,6 +63,24 @@ export interface IngestStatus {
   expected: string | undefined;
   startedAt: Date;
   updatedAt: Date;
+  /** Leases the ingest was written under, oldest first; empty when none. */
+  leases: string[];
+  /**
+   * A writer opened it without a lease at least once: it expires once idle past the limit
+   * (containerd's 24 h expireAt). An ingest only ever written under leases has no expiry and
+   * lives exactly as long as a lease holds it.
+   */
+  expires: boolean;
+}
+
+/** What a cleanup decides on: one ingest not held by a writer. */
+export interface IngestCandidate {
+  /** undefined when a crash lost the ingest's name. */
+  ref: string | undefined;
+  leases: readonly string[];
+  expires: boolean;
+  /** Time since the last write. */
+  idleMs: number;
 }
 
 export interface IngestManager {
@@ -68,6 +91,13 @@ export interface IngestManager {
   abort(ref: string): Promise<void>;
   /** Removes unlocked ingests not written for `maxIdleMs`; returns their refs. */
   cleanupStale(maxIdleMs: number): Promise<string[]>;
+  /**
+   * Removes the unlocked ingests `collectable` picks, and temp files a crash left (once idle as
+   * long as `tempMaxIdleMs`); returns the refs removed (unnamed ones are removed, not listed).
+   */
+  cleanup(collectable: (c: IngestCandidate) => boolean, tempMaxIdleMs: number): Promise<string[]>;
+  /** Forgets that `lease` holds the ingest (Leases.DeleteResource); no error when it did not. NotFound without the ingest. */
+  releaseLease(ref: string, lease: string): Promise<void>;
 }
 
 export interface CommitOptions {

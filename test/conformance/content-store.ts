@@ -375,6 +375,49 @@ export function contentStoreConformance(name: string, make: () => Promise<Conten
       assert.deepEqual(await store.cleanupStale(0), []);
     }));
 
+    test("an ingest remembers the leases it was written under; releaseLease forgets one", withStore(async ({ store }) => {
+      const w = await store.writer({ ref: "leased", lease: "l1" });
+      await w.write(0, Buffer.from("part"));
+      assert.deepEqual((await store.status("leased")).leases, ["l1"]);
+      assert.equal((await store.status("leased")).expires, false, "only leased: no expiry");
+      await w.close();
+      const again = await store.writer({ ref: "leased", lease: "l2" });
+      await again.close();
+      const plainW = await store.writer({ ref: "leased" });
+      await plainW.close();
+      assert.deepEqual((await store.status("leased")).leases, ["l1", "l2"], "a writer without a lease keeps the earlier ones");
+      assert.equal((await store.status("leased")).expires, true, "and gives the ingest an expiry");
+      await store.releaseLease("leased", "l1");
+      await store.releaseLease("leased", "never");
+      assert.deepEqual((await store.status("leased")).leases, ["l2"]);
+      const none = await store.writer({ ref: "unleased" });
+      await none.close();
+      assert.deepEqual((await store.status("unleased")).leases, []);
+      assert.equal((await store.status("unleased")).expires, true);
+      await rejectsClass(store.releaseLease("absent", "l1"), "NotFound");
+    }));
+
+    test("cleanup removes the unlocked ingests the predicate picks, seeing their leases and idle time", withStore(async ({ store }) => {
+      for (const [ref, lease] of [["a", "keep"], ["b", "gone"], ["c", undefined]] as const) {
+        const w = await store.writer({ ref, lease });
+        await w.write(0, Buffer.from(ref));
+        await w.close();
+      }
+      const held = await store.writer({ ref: "held", lease: "gone" });
+      await held.write(0, Buffer.from("busy"));
+      await sleep(30);
+      const seen: Array<[string | undefined, readonly string[], boolean]> = [];
+      const removed = await store.cleanup((c) => {
+        assert.ok(c.idleMs >= 25, `idle ${c.idleMs} ms`);
+        seen.push([c.ref, c.leases, c.expires]);
+        return c.expires || c.leases.includes("gone");
+      }, 60_000);
+      assert.deepEqual(removed.sort(), ["b", "c"]);
+      assert.deepEqual(seen.sort(), [["a", ["keep"], false], ["b", ["gone"], false], ["c", [], true]], "a locked ingest is not offered");
+      assert.deepEqual((await store.listStatuses()).map((s) => s.ref), ["a", "held"]);
+      await held.close();
+    }));
+
     test("delete, then stat is undefined and reads are NotFound", withStore(async ({ store }) => {
       const data = Buffer.from("to delete");
       const { digest } = await put(store, "del", data);

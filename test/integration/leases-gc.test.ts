@@ -154,6 +154,85 @@ describe("leases and garbage collection", () => {
     assert.match(r.stdout, /^NAMESPACE\s+BLOBS\s+LEASES\n/);
   });
 
+  test("an ingest written under a lease is held by it (ListResources: ingests) until committed or the lease goes; one without stays", async () => {
+    const c = client("ling");
+    await c.call("leases", "Create", { id: "pull-i" });
+    const leased = client("ling", "pull-i");
+    const refs = async () => (await c.call("content", "ListStatuses", { filters: [] })).statuses.map((s: any) => s.ref).sort();
+    /** Starts an ingest, writes `n` bytes and drops the connection, as a killed pull does. */
+    const interrupted = async (api: ApiClient, ref: string, data: Buffer, n: number) => {
+      const w = api.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref, total: data.length, expected: sha(data) });
+      await w.send({ action: 1, offset: 0, data: data.subarray(0, n) });
+      w.cancel();
+      for (let i = 0; i < 100; i++) {
+        const st = await c.call("content", "Status", { ref }).catch(() => undefined);
+        if (Number(st?.status.offset) === n) return;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.fail(`ingest ${ref} never showed offset ${n}`);
+    };
+    const layer = randomBytes(200_000);
+    const config = randomBytes(3_000);
+    await interrupted(leased, "layer-a", layer, 70_000);
+    await interrupted(leased, "config-a", config, 1_000);
+    await interrupted(c, "unleased", randomBytes(5_000), 2_000);
+    const resources = async () => (await c.call("leases", "ListResources", { id: "pull-i" })).resources;
+    assert.deepEqual(await resources(), [
+      { id: "config-a", type: "ingests" },
+      { id: "layer-a", type: "ingests" },
+    ].sort((a, b) => (a.id < b.id ? -1 : 1)));
+    assert.deepEqual((await client("ling-other").call("content", "ListStatuses", { filters: [] })).statuses, []);
+
+    // GC keeps them all: the lease lives; the unleased ingest is far from a day idle.
+    let r = await ck(["gc"], "ling");
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await refs(), ["config-a", "layer-a", "unleased"]);
+
+    // Resumed and committed under the lease: the ingest is gone, the blob is held instead.
+    const w = leased.lockstep<object>("content", "Write");
+    const st: any = await w.send({ action: 0, ref: "config-a", total: config.length, expected: sha(config) });
+    assert.equal(Number(st.offset), 1_000);
+    await w.send({ action: 1, offset: 1_000, data: config.subarray(1_000) });
+    await w.send({ action: 2, total: config.length, expected: sha(config) });
+    w.end();
+    assert.deepEqual(await resources(), [
+      { id: sha(config), type: "content" },
+      { id: "layer-a", type: "ingests" },
+    ]);
+
+    // DeleteResource lets go of an ingest; AddResource (an event) holds one explicitly.
+    await c.call("leases", "DeleteResource", { id: "pull-i", resource: { id: "layer-a", type: "ingests" } });
+    assert.deepEqual(await resources(), [{ id: sha(config), type: "content" }]);
+    await c.call("leases", "AddResource", { id: "pull-i", resource: { id: "layer-a", type: "ingests" } });
+    assert.deepEqual(await resources(), [{ id: sha(config), type: "content" }, { id: "layer-a", type: "ingests" }]);
+
+    // The lease goes: GC removes the ingest it held, not the unleased one.
+    await c.call("leases", "Delete", { id: "pull-i", sync: true });
+    assert.deepEqual(await refs(), ["unleased"]);
+    r = await ck(["gc"], "ling");
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await refs(), ["unleased"]);
+    await c.call("content", "Abort", { ref: "unleased" });
+  });
+
+  test("ck gc reports the ingests it removed (held by a lease that expired)", async () => {
+    const c = client("ling2");
+    const expiry = Date.now() + 1500;
+    await c.call("leases", "Create", { id: "short", labels: { "containerd.io/gc.expire": new Date(expiry).toISOString() } });
+    const w = client("ling2", "short").lockstep<object>("content", "Write");
+    await w.send({ action: 0, ref: "partial", total: 100 });
+    await w.send({ action: 1, offset: 0, data: Buffer.alloc(10) });
+    w.cancel();
+    for (let i = 0; i < 100 && !(await c.call("content", "Status", { ref: "partial" }).catch(() => undefined)); i++) await new Promise((res) => setTimeout(res, 20));
+    await new Promise((res) => setTimeout(res, Math.max(0, expiry + 100 - Date.now())));
+    const r = await ck(["gc"], "ling2");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ling2\s+0\s+1$/m, "the expired lease was deleted");
+    assert.match(r.stdout, /removed 1 ingests/);
+    await rejectsClass(c.call("content", "Status", { ref: "partial" }), "NotFound");
+  });
+
   test("image → manifest → config/layers stays; after images rm + ck gc its blobs go, shared ones stay", async () => {
     const c = client("gcimg");
     const other = client("gcother");

@@ -102,6 +102,33 @@ describe("LocalContentStore on disk", () => {
     }
   });
 
+  test("an ingest's leases survive a restart, in ref.json, and releaseLease rewrites it", async () => {
+    const { base, root } = await tempRoot();
+    try {
+      const s1 = await LocalContentStore.open(root);
+      const w = await s1.writer({ ref: "layer-l", lease: "pull-1" });
+      await w.write(0, Buffer.from("half a layer"));
+      await w.close();
+      await s1.close();
+      const s2 = await LocalContentStore.open(root);
+      try {
+        assert.deepEqual((await s2.status("layer-l")).leases, ["pull-1"]);
+        assert.equal((await s2.status("layer-l")).expires, false);
+        await s2.releaseLease("layer-l", "pull-1");
+        const key = createHash("sha256").update("layer-l").digest("hex");
+        const saved = JSON.parse(await fs.readFile(path.join(root, "ingest", key, "ref.json"), "utf8"));
+        assert.equal(saved.leases, undefined);
+        assert.equal(saved.expires, false, "let go of, it still has no expiry of its own");
+        assert.deepEqual((await s2.status("layer-l")).leases, []);
+        assert.equal((await s2.status("layer-l")).expires, false);
+      } finally {
+        await s2.close();
+      }
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
   test("a small ingest reaches disk once, at commit, leaving nothing in ingest/", async () => {
     const { base, root } = await tempRoot();
     const store = await LocalContentStore.open(root);

@@ -10,7 +10,7 @@ import {
   decideExpireLease,
   leaseExpiry,
 } from "../../src/commands/leases.js";
-import { decideCollectContent, gcMark, labelRefs, unreferencedContent, type NamespaceGcState } from "../../src/commands/gc.js";
+import { decideCollectContent, gcMark, ingestCollectable, ingestHolders, labelRefs, unreferencedContent, type NamespaceGcState } from "../../src/commands/gc.js";
 import { decideCommitContent } from "../../src/commands/content.js";
 import { decideCreateImage } from "../../src/commands/images.js";
 import { decideDeleteNamespace } from "../../src/commands/namespaces.js";
@@ -245,5 +245,48 @@ describe("garbage collection", () => {
     assert.deepEqual(changes, [[keys.blob(NS, d("1")), undefined]]);
     assert.ok(g.get(keys.blob("other", d("1"))));
     assert.ok(g.get(keys.blob(NS, d("2"))));
+  });
+});
+
+describe("ingests and leases", () => {
+  const DAY = 24 * 3600_000;
+  const given = () => {
+    const g = new Given();
+    g.apply(decideCreateLease({ namespace: NS, id: "pull", labels: {}, now: T0 }, undefined).event);
+    g.apply(decideCreateLease({ namespace: NS, id: "old", labels: { "containerd.io/gc.expire": "2020-01-01T00:00:00Z" }, now: T0 }, undefined).event);
+    g.apply(decideCreateLease({ namespace: NS, id: "holder", labels: {}, now: T0 }, undefined).event);
+    g.apply(decideAddLeaseResource({ namespace: NS, id: "holder", resource: { type: "ingests", id: "named" } }, g.lease("holder")).event!);
+    return ingestHolders([[NS, g.gcState()]], NOW);
+  };
+  /** An ingest as GC sees it; `expires`: opened without a lease at least once. */
+  const ingest = (ref: string, leases: string[], idleMs: number, expires = leases.length === 0, namespace: string | undefined = NS) => ({ namespace, ref, leases, expires, idleMs });
+
+  test("given live, expired and holding leases: holders are the live ones and the refs they name", () => {
+    const h = given();
+    assert.deepEqual([...h.leases].sort(), [`${NS}\u0000holder`, `${NS}\u0000pull`]);
+    assert.deepEqual([...h.refs], [`${NS}\u0000named`]);
+  });
+
+  test("an ingest written under a live lease is kept however idle; only ever leased, it goes once its leases are gone (deleted, expired)", () => {
+    const h = given();
+    assert.equal(ingestCollectable(ingest("layer-1", ["pull"], 2 * DAY), h, DAY), false);
+    assert.equal(ingestCollectable(ingest("layer-1", ["deleted", "pull"], 2 * DAY), h, DAY), false);
+    assert.equal(ingestCollectable(ingest("layer-1", ["deleted"], 0), h, DAY), true);
+    assert.equal(ingestCollectable(ingest("layer-1", ["old"], 0), h, DAY), true);
+    assert.equal(ingestCollectable(ingest("layer-1", [], 0), h, DAY), false, "opened without a lease: it expires instead");
+    assert.equal(ingestCollectable(ingest("layer-1", [], 0, false), h, DAY), true, "its lease let go of it (DeleteResource)");
+    assert.equal(ingestCollectable(ingest("layer-1", ["pull"], 0, false, "other-ns"), h, DAY), true, "leases are per namespace");
+  });
+
+  test("also opened without a lease, it outlives its leases until idle past the limit; a named one is kept; a nameless one goes by idle time", () => {
+    const h = given();
+    assert.equal(ingestCollectable(ingest("mixed", ["deleted"], DAY - 1, true), h, DAY), false);
+    assert.equal(ingestCollectable(ingest("mixed", ["deleted"], DAY, true), h, DAY), true);
+    assert.equal(ingestCollectable(ingest("named", [], 2 * DAY), h, DAY), false);
+    assert.equal(ingestCollectable(ingest("named", ["deleted"], 2 * DAY, false), h, DAY), false);
+    assert.equal(ingestCollectable(ingest("user-ref", [], DAY - 1), h, DAY), false);
+    assert.equal(ingestCollectable(ingest("user-ref", [], DAY), h, DAY), true);
+    assert.equal(ingestCollectable({ namespace: undefined, ref: undefined, leases: [], expires: true, idleMs: DAY - 1 }, h, DAY), false);
+    assert.equal(ingestCollectable({ namespace: undefined, ref: undefined, leases: [], expires: true, idleMs: DAY }, h, DAY), true);
   });
 });
