@@ -22,7 +22,7 @@ import {
   unreferencedSnapshots,
   type NamespaceGcState,
 } from "../commands/gc.js";
-import { leaseHandlers } from "../commands/leases.js";
+import { isLeaseExpired, leaseHandlers } from "../commands/leases.js";
 import { keys } from "../projections/views.js";
 import { unavailable } from "../errdefs/errdefs.js";
 
@@ -311,7 +311,18 @@ export class GcScheduler {
     if (!ingests) return 0;
     const { queries } = this.deps;
     states ??= (await queries.listNamespaces()).map(({ name }) => [name, loadGcState(name, (p) => queries.scanRecords(p))] as const);
-    const holders = ingestHolders(states, now);
+    const known = ingestHolders(states, now);
+    // A lease created after `states` was read (a pull starting now) is looked up again, so the
+    // ingests of a writer that opened and closed meanwhile are not taken from it.
+    const leases = {
+      has: (key: string) => {
+        if (known.leases.has(key)) return true;
+        const at = key.indexOf("\u0000");
+        const lease = queries.leaseSync(key.slice(0, at), key.slice(at + 1));
+        return lease !== undefined && !isLeaseExpired(lease, now);
+      },
+    };
+    const holders = { leases, refs: known.refs };
     const removed = await ingests.store.cleanup((c) => ingestCollectable({ ...splitIngestRef(c.ref), leases: c.leases, expires: c.expires, idleMs: c.idleMs }, holders, ingests.maxIdleMs), ingests.maxIdleMs);
     return removed.length;
   }

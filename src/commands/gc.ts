@@ -241,14 +241,14 @@ export interface IngestView {
 /** What holds ingests at a point in time, keyed `<namespace>\0<id>`. */
 export interface IngestHolders {
   /** Leases that exist and have not expired. */
-  leases: ReadonlySet<string>;
+  leases: Pick<ReadonlySet<string>, "has">;
   /** Ingest refs named as `ingests` resources by such leases. */
-  refs: ReadonlySet<string>;
+  refs: Pick<ReadonlySet<string>, "has">;
 }
 
-const nsKey = (ns: string, id: string) => `${ns}\u0000${id}`;
+const nsKey = (ns: string, id: string): string => `${ns}\u0000${id}`;
 
-export function ingestHolders(states: Iterable<readonly [string, NamespaceGcState]>, now: Date): IngestHolders {
+export function ingestHolders(states: Iterable<readonly [string, NamespaceGcState]>, now: Date): { leases: Set<string>; refs: Set<string> } {
   const leases = new Set<string>();
   const refs = new Set<string>();
   for (const [ns, s] of states) {

@@ -119,6 +119,12 @@ export class Queries {
     return this.db.getSync(keys.snapshot(ns, sn, key)) as SnapshotRecord | undefined;
   }
 
+  /** One lease record, read synchronously (GC's second look); undefined when absent. */
+  leaseSync(ns: string, id: string): LeaseRecord | undefined {
+    if (!id || id.includes("\u0000")) return undefined;
+    return this.db.getSync(keys.lease(ns, id)) as LeaseRecord | undefined;
+  }
+
   /** A snapshotter's snapshots in a namespace, filtered as containerd's Walk. */
   async listSnapshots(ns: string, sn: string, filters: string[] = []): Promise<SnapshotRecord[]> {
     return this.list(keys.snapshotterPrefix(ns, sn), filters, (f, r: SnapshotRecord) => f.match(snapshotFieldpath(r)));

@@ -110,3 +110,38 @@ test("updates that may drop references start a run every mutationThreshold of th
     await gc.stop();
   }
 });
+
+test("the ingest sweep looks a lease up again when the state it read does not have it (a pull that started meanwhile)", async () => {
+  const offered: Array<[string | undefined, boolean]> = [];
+  const deps = {
+    queries: {
+      listNamespaces: async () => [],
+      // Not in the (empty) state the run read, but in the projection by now.
+      leaseSync: (ns: string, id: string) => (ns === "ns" && id === "new" ? { id, labels: {}, created_at: { seconds: 0, nanos: 0 } } : undefined),
+    },
+    ingests: {
+      maxIdleMs: 60_000,
+      store: {
+        cleanup: async (collectable: (c: any) => boolean) => {
+          for (const c of [
+            { ref: "ns\u0000layer-new", leases: ["new"], expires: false, idleMs: 0 },
+            { ref: "ns\u0000layer-gone", leases: ["gone"], expires: false, idleMs: 0 },
+            { ref: "other\u0000layer-new", leases: ["new"], expires: false, idleMs: 0 },
+          ]) offered.push([c.ref, collectable(c)]);
+          return offered.filter(([, r]) => r).map(([ref]) => ref!);
+        },
+      },
+    },
+  } as unknown as GcSchedulerDeps;
+  const gc = new GcScheduler(deps, { expiryIntervalMs: 0 });
+  try {
+    assert.equal((await gc.collect()).ingestsRemoved, 2);
+    assert.deepEqual(offered, [
+      ["ns\u0000layer-new", false],
+      ["ns\u0000layer-gone", true],
+      ["other\u0000layer-new", true],
+    ]);
+  } finally {
+    await gc.stop();
+  }
+});
