@@ -359,7 +359,9 @@ async function main(): Promise<void> {
     if (ckd) await stopProcess(ckd);
     if (ctd) await stopProcess(ctd.proc);
     await nats?.stop();
-    await rm(work, { recursive: true, force: true });
+    // --keep leaves the roots and the daemons' logs for a look afterwards.
+    if (process.argv.includes("--keep")) log(`kept ${work}`);
+    else await rm(work, { recursive: true, force: true });
   }
 
   printTable(started, rows);

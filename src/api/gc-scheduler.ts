@@ -23,7 +23,7 @@ import {
   type NamespaceGcState,
 } from "../commands/gc.js";
 import { isLeaseExpired, leaseHandlers } from "../commands/leases.js";
-import { keys } from "../projections/views.js";
+import { keys, type LeaseRecord, type LeaseResource } from "../projections/views.js";
 import { unavailable } from "../errdefs/errdefs.js";
 
 export interface GcNamespaceReport {
@@ -251,14 +251,12 @@ export class GcScheduler {
     const started = performance.now();
     const now = this.now();
     const report: GcReport = { namespaces: [], blobsRemoved: 0, bytesFreed: 0, ingestsRemoved: 0 };
-    const states: [string, NamespaceGcState][] = [];
     const sweepOrphans = this.orphansWanted;
     this.orphansWanted = false;
     this.mutations = 0;
     const collected = new Set<string>();
     for (const { name } of await queries.listNamespaces()) {
       const state = loadGcState(name, (p) => queries.scanRecords(p));
-      states.push([name, state]);
       let leases = 0;
       for (const id of expiredLeases(state.leases, now)) {
         if (await sequencer.submit(leaseHandlers.expire({ namespace: name, id, now }))) leases++;
@@ -294,8 +292,8 @@ export class GcScheduler {
       report.bytesFreed += orphans.bytes;
       if (orphans.removed > 0) this.deps.logger?.info({ ...orphans }, "orphaned blob files removed");
     }
-    // Leases deleted above were expired at `now`, which ingestHolders leaves out as well.
-    report.ingestsRemoved = await this.sweepIngests(states, now);
+    // Read after the lease deletions above (which ingestHolders would leave out anyway).
+    report.ingestsRemoved = await this.sweepIngests(now);
     if (report.namespaces.length > 0 || report.ingestsRemoved > 0) {
       this.deps.logger?.info({ ...report, ms: Math.round(performance.now() - started) }, "garbage collected");
     }
@@ -304,26 +302,43 @@ export class GcScheduler {
 
   /**
    * Removes the ingests no live lease holds any more and unleased ones idle past the limit;
-   * also what ckd's periodic stale-ingest sweep runs. Returns how many went.
+   * also what ckd's periodic stale-ingest sweep runs. Returns how many went. The leases are
+   * read only once there is an ingest to decide on (none at all is the common case).
    */
-  async sweepIngests(states?: Iterable<readonly [string, NamespaceGcState]>, now = this.now()): Promise<number> {
+  async sweepIngests(now = this.now()): Promise<number> {
     const ingests = this.deps.ingests;
     if (!ingests) return 0;
     const { queries } = this.deps;
-    states ??= (await queries.listNamespaces()).map(({ name }) => [name, loadGcState(name, (p) => queries.scanRecords(p))] as const);
-    const known = ingestHolders(states, now);
-    // A lease created after `states` was read (a pull starting now) is looked up again, so the
-    // ingests of a writer that opened and closed meanwhile are not taken from it.
-    const leases = {
-      has: (key: string) => {
-        if (known.leases.has(key)) return true;
-        const at = key.indexOf("\u0000");
-        const lease = queries.leaseSync(key.slice(0, at), key.slice(at + 1));
-        return lease !== undefined && !isLeaseExpired(lease, now);
-      },
+    let known: ReturnType<typeof ingestHolders> | undefined;
+    const read = () => {
+      if (known) return known;
+      const namespaces: [string, NamespaceGcState["leases"]][] = [];
+      for (const [, ns] of queries.scanRecords<{ name: string }>(keys.namespacesPrefix)) {
+        const leases = [...queries.scanRecords<LeaseRecord>(keys.leasesPrefix(ns.name))].map(([, l]) => ({
+          ...l,
+          resources: [...queries.scanRecords<LeaseResource>(keys.leaseResourcesPrefix(ns.name, l.id))].map(([, r]) => r),
+        }));
+        namespaces.push([ns.name, leases]);
+      }
+      return (known = ingestHolders(namespaces, now));
     };
-    const holders = { leases, refs: known.refs };
-    const removed = await ingests.store.cleanup((c) => ingestCollectable({ ...splitIngestRef(c.ref), leases: c.leases, expires: c.expires, idleMs: c.idleMs }, holders, ingests.maxIdleMs), ingests.maxIdleMs);
+    // A lease created after the leases were read (a pull starting now) is looked up again, so
+    // the ingests of a writer that opened and closed meanwhile are not taken from it.
+    const holders = {
+      leases: {
+        has: (key: string) => {
+          if (read().leases.has(key)) return true;
+          const at = key.indexOf("\u0000");
+          const lease = queries.leaseSync(key.slice(0, at), key.slice(at + 1));
+          return lease !== undefined && !isLeaseExpired(lease, now);
+        },
+      },
+      refs: { has: (key: string) => read().refs.has(key) },
+    };
+    const removed = await ingests.store.cleanup(
+      (c) => ingestCollectable({ ...splitIngestRef(c.ref), leases: c.leases, expires: c.expires, idleMs: c.idleMs }, holders, ingests.maxIdleMs),
+      ingests.maxIdleMs,
+    );
     return removed.length;
   }
 }

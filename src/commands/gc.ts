@@ -248,11 +248,15 @@ export interface IngestHolders {
 
 const nsKey = (ns: string, id: string): string => `${ns}\u0000${id}`;
 
-export function ingestHolders(states: Iterable<readonly [string, NamespaceGcState]>, now: Date): { leases: Set<string>; refs: Set<string> } {
+/** From each namespace's leases with their resources (NamespaceGcState.leases). */
+export function ingestHolders(
+  namespaces: Iterable<readonly [string, NamespaceGcState["leases"]]>,
+  now: Date,
+): { leases: Set<string>; refs: Set<string> } {
   const leases = new Set<string>();
   const refs = new Set<string>();
-  for (const [ns, s] of states) {
-    for (const lease of s.leases) {
+  for (const [ns, list] of namespaces) {
+    for (const lease of list) {
       if (isLeaseExpired(lease, now)) continue;
       leases.add(nsKey(ns, lease.id));
       for (const r of lease.resources) if (r.type === "ingests") refs.add(nsKey(ns, r.id));

@@ -270,6 +270,28 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.equal(info.info.labels["containerd.io/gc.ref.content.config"], small.manifest.config.digest);
   });
 
+  test("the real ctr on an image ck pulled: images check (unpacked), tag, push; skopeo sees the same digest", async () => {
+    const ctr = (args: string[]) => runCommand(CTR, ["--address", daemon.address, "-n", "ctrpush", ...args], {}, undefined, 60_000);
+    let r = await ck("ctrpush", ["pull", "--plain-http", ref("dist/small")]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["images", "check"]);
+    assert.equal(r.code, 0, r.stderr);
+    const row = r.stdout.split("\n").find((l) => l.startsWith(ref("dist/small")));
+    assert.ok(row, r.stdout);
+    assert.match(row!, /complete \(4\/4\)/, "ctr counts config and layers (ck images check counts the manifest too)");
+    assert.match(row!, /\btrue\s*$/, "UNPACKED: ckd's overlayfs snapshots of the chain");
+    const tagged = ref("dist/small-tagged", "v9");
+    r = await ctr(["images", "tag", ref("dist/small"), tagged]);
+    assert.equal(r.code, 0, r.stderr);
+    const ls = await ck("ctrpush", ["images", "ls", "-q"]);
+    assert.deepEqual(ls.stdout.trim().split("\n").sort(), [ref("dist/small"), tagged].sort());
+    r = await ctr(["images", "push", "--plain-http", tagged]);
+    assert.equal(r.code, 0, r.stderr);
+    const inspect = await runCommand("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${registry.host}/dist/small-tagged:v9`]);
+    assert.equal(inspect.code, 0, inspect.stderr);
+    assert.equal(`sha256:${createHash("sha256").update(inspect.stdout).digest("hex")}`, small.manifestDigest);
+  });
+
   test("ck push to another repository: skopeo sees the same digest; a second push uploads no blob bytes", async () => {
     const dest = ref("dist/copy", "v2");
     let r = await ck("dist", ["push", "--plain-http", dest, ref("dist/app")]);

@@ -116,6 +116,7 @@ test("the ingest sweep looks a lease up again when the state it read does not ha
   const deps = {
     queries: {
       listNamespaces: async () => [],
+      scanRecords: () => [],
       // Not in the (empty) state the run read, but in the projection by now.
       leaseSync: (ns: string, id: string) => (ns === "ns" && id === "new" ? { id, labels: {}, created_at: { seconds: 0, nanos: 0 } } : undefined),
     },

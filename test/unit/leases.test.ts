@@ -256,7 +256,7 @@ describe("ingests and leases", () => {
     g.apply(decideCreateLease({ namespace: NS, id: "old", labels: { "containerd.io/gc.expire": "2020-01-01T00:00:00Z" }, now: T0 }, undefined).event);
     g.apply(decideCreateLease({ namespace: NS, id: "holder", labels: {}, now: T0 }, undefined).event);
     g.apply(decideAddLeaseResource({ namespace: NS, id: "holder", resource: { type: "ingests", id: "named" } }, g.lease("holder")).event!);
-    return ingestHolders([[NS, g.gcState()]], NOW);
+    return ingestHolders([[NS, g.gcState().leases]], NOW);
   };
   /** An ingest as GC sees it; `expires`: opened without a lease at least once. */
   const ingest = (ref: string, leases: string[], idleMs: number, expires = leases.length === 0, namespace: string | undefined = NS) => ({ namespace, ref, leases, expires, idleMs });
