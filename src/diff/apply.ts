@@ -13,6 +13,7 @@ import { createGunzip, type ZlibOptions } from "node:zlib";
 import { setAttribute } from "@napi-rs/xattr";
 import { Decompress as ZstdDecompressor } from "fzstd";
 import tar from "tar-stream";
+import { XATTR_PAX_PREFIX } from "./pax.js";
 import {
   CkError,
   type ErrorClass,
@@ -51,7 +52,6 @@ export interface Applied {
 
 const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_WHITEOUT = ".wh..wh..opq";
-const XATTR_PAX_PREFIX = "SCHILY.xattr.";
 
 /** Decompressed bytes buffered ahead of the tar reader. */
 const INFLATE_AHEAD = 8 << 20;
@@ -451,7 +451,8 @@ async function setXattrs(target: string, h: Header): Promise<void> {
     // Best effort, as "where the filesystem allows": unsupported namespaces (user.* on a
     // symlink, trusted.* without CAP_SYS_ADMIN, a filesystem without xattrs) are skipped.
     // The binding uses lsetxattr, so a symlink is never followed.
-    await setAttribute(target, key.slice(XATTR_PAX_PREFIX.length), Buffer.from(value, "utf8")).catch(
+    // Byte-valued (./pax.ts): a binary value such as security.capability arrives intact.
+    await setAttribute(target, key.slice(XATTR_PAX_PREFIX.length), Buffer.from(value, "latin1")).catch(
       () => undefined,
     );
   }

@@ -9,6 +9,7 @@ import type { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { getAttribute, listAttributes } from "@napi-rs/xattr";
 import tar from "tar-stream";
+import { XATTR_PAX_PREFIX } from "./pax.js";
 import { withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import type { Applied } from "./apply.js";
@@ -207,10 +208,8 @@ async function xattrPax(p: string, s: BigIntStats): Promise<Record<string, strin
     if (k.startsWith("trusted.overlay.")) continue; // overlayfs' own bookkeeping
     const v = await getAttribute(p, k).catch(() => null);
     if (v === null) continue;
-    const text = v.toString("utf8");
-    // tar-stream writes PAX records as UTF-8 text: a binary value cannot survive it.
-    if (!Buffer.from(text, "utf8").equals(v)) continue;
-    pax["SCHILY.xattr." + k] = text;
+    // Byte-valued (./pax.ts): binary values (security.capability) are written as they are.
+    pax[XATTR_PAX_PREFIX + k] = v.toString("latin1");
   }
   return Object.keys(pax).length > 0 ? pax : undefined;
 }

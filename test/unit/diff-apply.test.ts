@@ -14,6 +14,7 @@ import { getAttribute, setAttribute } from "@napi-rs/xattr";
 import tar from "tar-stream";
 import { applyLayer, applyLayerFile, type ApplyOptions } from "../../src/diff/apply.js";
 import { writeDiff, writeOverlayDiff } from "../../src/diff/diff.js";
+import { decodePax, encodePax } from "../../src/diff/pax.js";
 import { copyTree } from "../../src/snapshots/native.js";
 import { layerTar, listTree, type LayerEntry } from "../conformance/snapshotter.js";
 import { rejectsClass } from "../helpers/errors.js";
@@ -383,6 +384,54 @@ describe("applyLayer: hostile layers stay inside the root", () => {
       }
     });
   }
+});
+
+describe("binary xattrs (security.capability is a binary struct)", () => {
+  const BINARY = Buffer.from(Array.from({ length: 256 }, (_, i) => i)); // every byte value, NUL and invalid UTF-8 included
+  const gnuTar = spawnSync("tar", ["--version"]).status === 0;
+
+  test("PAX records: xattr values are bytes, other records UTF-8; lengths count bytes", () => {
+    const buf = encodePax({ name: "dír/ünïcode", pax: { "SCHILY.xattr.user.bin": BINARY.toString("latin1"), "SCHILY.xattr.user.txt": Buffer.from("héllo").toString("latin1"), mtime: "1.5" } });
+    const back = decodePax(buf);
+    assert.equal(back.path, "dír/ünïcode");
+    assert.ok(Buffer.from(back["SCHILY.xattr.user.bin"]!, "latin1").equals(BINARY));
+    assert.equal(Buffer.from(back["SCHILY.xattr.user.txt"]!, "latin1").toString("utf8"), "héllo");
+    assert.equal(back.mtime, "1.5");
+    // Each record's length prefix is its length in bytes, digits included.
+    let b = buf;
+    while (b.length) {
+      const len = Number(b.subarray(0, b.indexOf(0x20)).toString());
+      assert.equal(b[len - 1], 0x0a, "a record ends at its declared length");
+      b = b.subarray(len);
+    }
+    assert.deepEqual(decodePax(Buffer.from("6 a=b\n" + "junk")), { a: "b" }, "stops at a malformed record");
+  });
+
+  test("a GNU tar layer's binary xattr lands intact; writeDiff writes it back byte for byte, as GNU tar reads it", { skip: gnuTar ? false : "no GNU tar" }, async () => {
+    const sb = await sandbox();
+    try {
+      const src = path.join(sb.root, "src");
+      await fs.mkdir(src);
+      await fs.writeFile(path.join(src, "ping"), "binary with a capability");
+      await setAttribute(path.join(src, "ping"), "user.cap", BINARY);
+      const made = spawnSync("tar", ["--xattrs", "--xattrs-include=*", "--format=pax", "-C", src, "-cf", "-", "ping"]);
+      assert.equal(made.status, 0, made.stderr.toString());
+      const target = path.join(sb.root, "target");
+      await fs.mkdir(target);
+      await applyLayer(target, Readable.from([made.stdout]));
+      assert.ok((await getAttribute(path.join(target, "ping"), "user.cap"))?.equals(BINARY), "applied from GNU tar's layer");
+
+      const out = new Collect();
+      await writeDiff(undefined, target, out);
+      const back = path.join(sb.root, "back");
+      await fs.mkdir(back);
+      const read = spawnSync("tar", ["--xattrs", "--xattrs-include=*", "-C", back, "-xf", "-"], { input: out.bytes });
+      assert.equal(read.status, 0, read.stderr.toString());
+      assert.ok((await getAttribute(path.join(back, "ping"), "user.cap"))?.equals(BINARY), "GNU tar reads ck's layer");
+    } finally {
+      await sb.done();
+    }
+  });
 });
 
 describe("writeDiff", () => {
