@@ -2,7 +2,7 @@
 // snapshot's mounts: OCI whiteouts, modes, owners, times, xattrs, links. The answer is the
 // digest of the uncompressed tar, the layer's diff_id. Hostile entries are contained: every
 // path is placed inside the root with its parents' symlinks resolved as if the root were "/",
-// entries themselves are never followed, and device nodes and fifos are refused.
+// entries themselves are never followed, and device nodes are refused.
 import fss, { constants as fsc, type Stats } from "node:fs";
 import path from "node:path";
 import { Readable, Transform, type TransformCallback } from "node:stream";
@@ -426,9 +426,15 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       fss.linkSync(src, target); // link(2) does not follow a symlink source
       return false;
     }
+    case "fifo":
+      // A named pipe reaches nothing outside the snapshot. mknod(1) creates it where nothing
+      // is (it fails on an existing path, so it never follows one); metadata follows as for
+      // a directory or a symlink.
+      await replace();
+      await runCommand("mknod", ["-m", "0600", target, "p"]);
+      return false;
     case "character-device":
     case "block-device":
-    case "fifo":
       // containerd creates these when running as root; ck refuses them: an image's rootfs
       // never needs them (runtimes create /dev), and a device node is the one entry whose
       // mere existence inside a snapshot can reach outside it.

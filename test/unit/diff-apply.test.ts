@@ -114,6 +114,28 @@ describe("applyLayer: a normal tree", () => {
     }
   });
 
+  test("a fifo lands as a named pipe with its mode, owner and time, replacing what was there; writeDiff gives it back", async () => {
+    const sb = await sandbox();
+    try {
+      await apply(sb.root, [{ name: "run/ctl", body: "was a file" }]);
+      await apply(sb.root, [{ name: "run/ctl", type: "fifo", mode: 0o620, uid: 7, gid: 8, mtime: T }]);
+      const st = await fs.lstat(path.join(sb.root, "run/ctl"));
+      assert.ok(st.isFIFO(), "a named pipe");
+      assert.equal(st.mode & 0o7777, 0o620);
+      assert.equal(st.mtimeMs, T.getTime());
+      if (isRoot) assert.deepEqual([st.uid, st.gid], [7, 8]);
+      const out = new Collect();
+      await writeDiff(undefined, sb.root, out);
+      const again = path.join(sb.base, "again");
+      await fs.mkdir(again);
+      await applyLayer(again, Readable.from([out.bytes]));
+      assert.ok((await fs.lstat(path.join(again, "run/ctl"))).isFIFO());
+      await fs.rm(again, { recursive: true });
+    } finally {
+      await sb.done();
+    }
+  });
+
   test("gzip: the digest is the uncompressed tar's (the diff_id), size its length", async () => {
     const sb = await sandbox();
     try {
@@ -332,6 +354,17 @@ describe("applyLayer: hostile layers stay inside the root", () => {
       ],
       check: async (_root, outside) => {
         assert.notEqual((await fs.stat(outside)).mtimeMs, T.getTime(), "outside's mtime was set");
+      },
+    },
+    {
+      name: "a fifo below a symlink to the outside is made inside the root",
+      entries: (outside) => [
+        { name: "x", type: "symlink", linkname: outside },
+        { name: "x/pipe", type: "fifo" },
+      ],
+      check: async (root, outside) => {
+        assert.ok((await fs.lstat(path.join(root, outside, "pipe"))).isFIFO(), "made under the root's view of the target");
+        assert.equal(await fs.access(path.join(outside, "pipe")).then(() => true, () => false), false);
       },
     },
     {
