@@ -1,7 +1,7 @@
 // `ck fetch`, `ck pull`, `ck push`, `ck fetch-object`: registry transfers run here, in the
 // client, and reach the daemon only through the containerd API (see transfer.ts).
 import type { Command } from "commander";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, readFileSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import type { ApiClient } from "./client.js";
 import { fetchImage, fetchObject, pushImage } from "./transfer.js";
@@ -12,7 +12,7 @@ import { CkError } from "../errdefs/errdefs.js";
 import { parseReference, type ImageReference } from "../remotes/reference.js";
 import { defaultPlatform, parsePlatform } from "../remotes/platform.js";
 import { loadDockerConfig, type CredentialStore } from "../remotes/auth.js";
-import { Registry } from "../remotes/registry.js";
+import { Registry, type RegistryTls } from "../remotes/registry.js";
 import type { Platform } from "../remotes/types.js";
 
 type Action = (fn: (api: ApiClient, ...args: any[]) => Promise<void>) => (...args: unknown[]) => Promise<void>;
@@ -21,6 +21,8 @@ interface RegistryFlags {
   plainHttp?: boolean;
   user?: string;
   dockerConfig?: string;
+  skipVerify?: boolean;
+  tlscacert?: string[];
 }
 
 interface PlatformFlags {
@@ -39,8 +41,25 @@ export function credentialsFor(ref: ImageReference, flags: RegistryFlags): Crede
   return (host) => (host === ref.domain ? { username, password } : fromFile(host));
 }
 
+/** `--tlscacert FILE` (repeatable) and `--skip-verify`, as ctr's; an unreadable file is InvalidArgument. */
+export function tlsFor(flags: RegistryFlags): RegistryTls | undefined {
+  const ca = (flags.tlscacert ?? []).map((file) => {
+    let pem: string;
+    try {
+      pem = readFileSync(file, "utf8");
+    } catch (err) {
+      throw new CkError("InvalidArgument", `--tlscacert ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new CkError("InvalidArgument", `--tlscacert ${file}: no PEM certificate in it`);
+    return pem;
+  });
+  if (ca.length === 0 && !flags.skipVerify) return undefined;
+  return { ...(ca.length ? { ca } : {}), ...(flags.skipVerify ? { skipVerify: true } : {}) };
+}
+
 function registryFor(ref: ImageReference, flags: RegistryFlags): Registry {
-  return new Registry({ plainHttp: !!flags.plainHttp, credentials: credentialsFor(ref, flags), userAgent: "ck/0.1.0" });
+  const tls = tlsFor(flags);
+  return new Registry({ plainHttp: !!flags.plainHttp, credentials: credentialsFor(ref, flags), userAgent: "ck/0.1.0", ...(tls ? { tls } : {}) });
 }
 
 function platformsOf(flags: PlatformFlags): Platform[] {
@@ -60,6 +79,8 @@ function concurrency(v: string | undefined): number {
 function withRegistryFlags(c: Command): Command {
   return c
     .option("--plain-http", "talk to the registry over plain HTTP (loopback registries)")
+    .option("--tlscacert <file>", "trust this CA certificate (PEM) for the registry, besides the system's (repeatable)", collect)
+    .option("-k, --skip-verify", "do not verify the registry's TLS certificate")
     .option("-u, --user <user[:password]>", "registry credentials (else the docker config file)")
     .option("--docker-config <file>", "docker-style config.json with auths (default $DOCKER_CONFIG/config.json or ~/.docker/config.json)");
 }

@@ -3,6 +3,8 @@
 // blobs and manifests. Authentication is answered on demand; secrets never reach a message.
 import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
+import { readFileSync } from "node:fs";
+import { rootCertificates } from "node:tls";
 import { createHash, type Hash } from "node:crypto";
 import { Readable, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -24,6 +26,15 @@ export interface RegistryOptions {
   /** Longest silence on a connection (connect, headers, body) before it counts as broken; default 30 s. */
   timeoutMs?: number;
   log?: (msg: string) => void;
+  /** How https registries are trusted (ctr's --tlscacert and --skip-verify). */
+  tls?: RegistryTls;
+}
+
+export interface RegistryTls {
+  /** PEM certificates trusted besides the system's (and NODE_EXTRA_CA_CERTS). */
+  ca?: string[];
+  /** Accept any certificate (-k): the connection is encrypted but the registry unverified. */
+  skipVerify?: boolean;
 }
 
 /** Everything a manifest GET or HEAD accepts, so the registry never down-converts. */
@@ -56,7 +67,7 @@ interface Call {
 export class Registry {
   private readonly opts: Required<Pick<RegistryOptions, "retries" | "timeoutMs" | "userAgent">> & RegistryOptions;
   private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 32 });
-  private readonly httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 32 });
+  private readonly httpsAgent: https.Agent;
   private readonly auth: Authorizer;
   private readonly log: (msg: string) => void;
 
@@ -65,6 +76,7 @@ export class Registry {
     if (!Number.isInteger(this.opts.retries) || this.opts.retries < 0) throw invalidArgument(`registry options: retries ${opts.retries} is not a non-negative integer`);
     if (!(this.opts.timeoutMs >= 0)) throw invalidArgument(`registry options: timeoutMs ${opts.timeoutMs} is not a non-negative number`);
     this.log = opts.log ?? (() => {});
+    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 32, ...trustOptions(opts.tls) });
     this.auth = new Authorizer(opts.credentials, (r) => this.smallRequest(r), this.log);
   }
 
@@ -647,9 +659,40 @@ function canceled(what: string): CkError {
   return new CkError("Canceled", `${what}: canceled: context canceled`);
 }
 
+/** Agent options for `tls`: extra CAs join the default ones (an agent's `ca` replaces them). */
+function trustOptions(tls: RegistryTls | undefined): https.AgentOptions {
+  if (!tls) return {};
+  const out: https.AgentOptions = {};
+  if (tls.ca?.length) {
+    const extra = process.env.NODE_EXTRA_CA_CERTS;
+    let fromEnv: string[] = [];
+    if (extra) {
+      try {
+        fromEnv = [readFileSync(extra, "utf8")];
+      } catch {
+        // Node warns about an unreadable NODE_EXTRA_CA_CERTS itself.
+      }
+    }
+    out.ca = [...rootCertificates, ...fromEnv, ...tls.ca];
+  }
+  if (tls.skipVerify) out.rejectUnauthorized = false;
+  return out;
+}
+
+/** OpenSSL's verification failures (and Node's host name check): not worth a retry. */
+const UNTRUSTED = /CERT|SELF_SIGNED|ISSUER|VERIFY_LEAF/;
+
 function networkError(host: string, what: string, err: unknown, signal: AbortSignal | undefined): CkError {
   if (signal?.aborted) return canceled(what);
   const e = err as NodeJS.ErrnoException;
+  if (typeof e.code === "string" && UNTRUSTED.test(e.code)) {
+    return new RegistryError(
+      "FailedPrecondition",
+      host,
+      `${host}: ${what}: the registry's TLS certificate is not trusted (${e.code}): trust its CA with --tlscacert FILE, or skip verification with --skip-verify`,
+      { cause: err },
+    );
+  }
   return new RegistryError("Unavailable", host, `${host}: ${what}: ${e.code ?? e.message ?? String(err)}`, { cause: err });
 }
 

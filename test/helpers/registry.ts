@@ -4,6 +4,7 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, openSync, closeSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -16,15 +17,18 @@ const SKOPEO = "/usr/bin/skopeo";
 export interface TestRegistry {
   /** "127.0.0.1:PORT", as image references spell it. */
   host: string;
-  /** "http://127.0.0.1:PORT" */
+  /** "http://127.0.0.1:PORT" (https with `tls`) */
   url: string;
   dataDir: string;
   pid: number;
   stop(): Promise<void>;
 }
 
-/** Starts docker-registry on a free loopback port with filesystem storage in a temp dir. */
-export async function startRegistry(): Promise<TestRegistry> {
+/**
+ * Starts docker-registry on a free loopback port with filesystem storage in a temp dir;
+ * with `tls` it serves https with that certificate and key (PEM files).
+ */
+export async function startRegistry(opts: { tls?: { cert: string; key: string } } = {}): Promise<TestRegistry> {
   let lastErr: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const dataDir = mkdtempSync(join(tmpdir(), "ck-registry-"));
@@ -46,6 +50,7 @@ export async function startRegistry(): Promise<TestRegistry> {
         "    enabled: true",
         "http:",
         `  addr: ${host}`,
+        ...(opts.tls ? ["  tls:", `    certificate: ${opts.tls.cert}`, `    key: ${opts.tls.key}`] : []),
         "",
       ].join("\n"),
     );
@@ -56,8 +61,9 @@ export async function startRegistry(): Promise<TestRegistry> {
     child.once("exit", () => (exited = true));
     const stop = () => stopChild(child, dataDir);
     try {
-      await waitUp(`http://${host}/v2/`, () => exited, 15_000);
-      return { host, url: `http://${host}`, dataDir, pid: child.pid ?? 0, stop };
+      const url = `${opts.tls ? "https" : "http"}://${host}`;
+      await waitUp(`${url}/v2/`, () => exited, 15_000);
+      return { host, url, dataDir, pid: child.pid ?? 0, stop };
     } catch (err) {
       lastErr = new Error(`${(err as Error).message}; registry log: ${safeRead(join(dataDir, "registry.log"))}`);
       await stop();
@@ -71,7 +77,7 @@ async function waitUp(url: string, exited: () => boolean, timeoutMs: number): Pr
   while (Date.now() < deadline) {
     if (exited()) throw new Error("docker-registry exited during start-up");
     const status = await new Promise<number>((resolve) => {
-      const req = http.get(url, { agent: false }, (res) => {
+      const req = (url.startsWith("https:") ? https : http).get(url, { agent: false, rejectUnauthorized: false }, (res) => {
         res.resume();
         resolve(res.statusCode ?? 0);
       });
@@ -182,4 +188,18 @@ function run(cmd: string, args: string[]): Promise<Buffer> {
       else resolve(stdout);
     });
   });
+}
+
+/**
+ * A CA and a server certificate it signed for 127.0.0.1 (openssl), as PEM files in `dir`:
+ * what a private registry with its own CA looks like.
+ */
+export async function makeServerCertificate(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const f = (n: string) => join(dir, n);
+  const openssl = (args: string[]) => run("openssl", args);
+  await openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ck test CA", "-keyout", f("ca.key"), "-out", f("ca.pem")]);
+  await openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", f("server.key"), "-out", f("server.csr")]);
+  writeFileSync(f("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n");
+  await openssl(["x509", "-req", "-in", f("server.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", f("ext.cnf"), "-out", f("server.pem")]);
+  return { ca: f("ca.pem"), cert: f("server.pem"), key: f("server.key") };
 }
