@@ -1,9 +1,10 @@
 // Registry credentials: docker's config.json as a credential store, and the parsing of the
 // WWW-Authenticate challenges a registry answers with. Secrets never enter an error message.
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { invalidArgument } from "../errdefs/errdefs.js";
+import { failedPrecondition, invalidArgument } from "../errdefs/errdefs.js";
 
 export interface Credentials {
   username?: string;
@@ -33,10 +34,13 @@ export function defaultDockerConfigPath(): string {
 }
 
 /**
- * A credential store over docker's config.json "auths" (auth = base64("user:pass"), or
- * username/password, or identitytoken). A missing file is an empty store; a file that is
- * not JSON, or an entry that cannot be decoded, is InvalidArgument naming the file (and the
- * host, never the secret). Credential helpers (credsStore/credHelpers) are not consulted.
+ * A credential store over docker's config.json: "auths" (auth = base64("user:pass"), or
+ * username/password, or identitytoken), and credential helpers as the docker CLI uses them:
+ * `credHelpers[host]` names the helper for that host, else `credsStore` the one for every
+ * host; a helper that has nothing for the host leaves it to "auths". A missing file is an
+ * empty store; a file that is not JSON, or an entry that cannot be decoded, is InvalidArgument
+ * naming the file (and the host, never the secret). Helpers run only when a registry asks
+ * for credentials, once per host.
  */
 export function loadDockerConfig(file?: string): CredentialStore {
   const path = file ?? defaultDockerConfigPath();
@@ -68,10 +72,76 @@ export function loadDockerConfig(file?: string): CredentialStore {
       if (creds && (!byHost.has(host) || credentialHost(key) === key)) byHost.set(host, creds);
     }
   }
+  const helpers = parseHelpers(path, doc as Record<string, unknown>);
+  const asked = new Map<string, Credentials | undefined>();
   return (host: string) => {
-    const c = byHost.get(credentialHost(host));
+    const h = credentialHost(host);
+    const helper = helpers.byHost.get(h) ?? helpers.store;
+    if (helper !== undefined) {
+      if (!asked.has(h)) asked.set(h, runCredentialHelper(helper, h));
+      const c = asked.get(h);
+      if (c) return { ...c };
+    }
+    const c = byHost.get(h);
     return c ? { ...c } : undefined;
   };
+}
+
+const HELPER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+/** What a helper answers when it has nothing for the host (docker-credential-helpers' ErrCredentialsNotFound). */
+const NOT_FOUND = /credentials not found/i;
+
+function parseHelpers(path: string, doc: Record<string, unknown>): { store?: string; byHost: Map<string, string> } {
+  const name = (v: unknown, where: string) => {
+    if (typeof v !== "string" || !HELPER_NAME.test(v)) {
+      throw invalidArgument(`docker config ${path}: ${where}: ${JSON.stringify(v)} is not a credential helper name (docker-credential-<name>)`);
+    }
+    return v;
+  };
+  const byHost = new Map<string, string>();
+  const ch = doc.credHelpers;
+  if (ch !== undefined) {
+    if (ch === null || typeof ch !== "object" || Array.isArray(ch)) throw invalidArgument(`docker config ${path}: "credHelpers" is not an object`);
+    for (const [key, v] of Object.entries(ch as Record<string, unknown>)) byHost.set(credentialHost(key), name(v, `credHelpers[${JSON.stringify(key)}]`));
+  }
+  const cs = doc.credsStore;
+  return { ...(cs !== undefined && cs !== "" ? { store: name(cs, "credsStore") } : {}), byHost };
+}
+
+/** The server URL a helper is asked about: Docker Hub's legacy index URL, else the host, as the docker CLI does. */
+export function helperServerUrl(host: string): string {
+  return host === "docker.io" ? "https://index.docker.io/v1/" : host;
+}
+
+/**
+ * `docker-credential-<helper> get` with the server URL on stdin: its JSON answer
+ * ({Username, Secret}; Username "<token>" makes Secret an identity token), or undefined when
+ * it has none. A helper that cannot run or fails otherwise is FailedPrecondition; its output
+ * is never quoted beyond its first line of errors.
+ */
+export function runCredentialHelper(helper: string, host: string): Credentials | undefined {
+  const program = `docker-credential-${helper}`;
+  let out: string;
+  try {
+    out = execFileSync(program, ["get"], { input: helperServerUrl(host), encoding: "utf8", timeout: 60_000, maxBuffer: 1 << 20, stdio: ["pipe", "pipe", "pipe"] });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { status?: number | null; stdout?: string; stderr?: string };
+    if (e.code === "ENOENT") throw failedPrecondition(`credential helper ${program} (for ${host}) is not installed (not on PATH)`);
+    if (NOT_FOUND.test(String(e.stdout ?? "")) || NOT_FOUND.test(String(e.stderr ?? ""))) return undefined;
+    const said = String(e.stderr ?? "").trim().split("\n")[0]?.slice(0, 200);
+    throw failedPrecondition(`credential helper ${program} get (for ${host}) failed${e.status != null ? ` with exit code ${e.status}` : ""}${said ? `: ${said}` : ""}`);
+  }
+  let doc: { Username?: unknown; Secret?: unknown };
+  try {
+    doc = JSON.parse(out) as typeof doc;
+  } catch {
+    throw failedPrecondition(`credential helper ${program} get (for ${host}) did not answer JSON`);
+  }
+  const username = typeof doc.Username === "string" ? doc.Username : "";
+  const secret = typeof doc.Secret === "string" ? doc.Secret : "";
+  if (username === "<token>") return secret ? { identityToken: secret } : undefined;
+  if (!username && !secret) return undefined;
+  return { ...(username ? { username } : {}), ...(secret ? { password: secret } : {}) };
 }
 
 function parseAuthEntry(path: string, key: string, entry: unknown): Credentials | undefined {

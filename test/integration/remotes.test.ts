@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -535,6 +535,28 @@ describe("remotes against a loopback docker-registry", { timeout: 300_000 }, () 
       assert.equal(sha(await authed.fetchBytes(r, desc)), image.manifestDigest);
       assert.equal(sha(await authed.fetchBytes(r, layerDesc(2))), layerDesc(2).digest);
       noSecrets(lines, p);
+    });
+
+    test("basic: credentials from a credential helper (credsStore), as the docker CLI gets them", T, async () => {
+      const p = await proxy({ auth: { scheme: "basic", user, pass } });
+      const bin = join(tmp, "helper-bin");
+      mkdirSync(bin, { recursive: true });
+      const script = join(bin, "docker-credential-cktest");
+      writeFileSync(script, `#!/bin/sh\nread url\n[ "$url" = "${p.host}" ] || { echo "credentials not found in native keychain"; exit 1; }\nprintf '{"ServerURL":"%s","Username":"${user}","Secret":"${pass}"}' "$url"\n`);
+      chmodSync(script, 0o755);
+      const f = join(tmp, "config-helper.json");
+      writeFileSync(f, JSON.stringify({ credsStore: "cktest" }));
+      const saved = process.env.PATH;
+      process.env.PATH = `${bin}:${saved}`;
+      try {
+        const lines: string[] = [];
+        const authed = client({ credentials: loadDockerConfig(f), log: (m) => lines.push(m) });
+        const desc = await authed.resolve(via(p));
+        assert.equal(desc.digest, image.manifestDigest);
+        noSecrets(lines, p);
+      } finally {
+        process.env.PATH = saved;
+      }
     });
 
     test("errors never carry credentials", T, async () => {

@@ -1,9 +1,9 @@
 // Specifications of registry credentials: docker's config.json as a credential store (every
 // entry shape, Docker Hub aliases, refusals that never quote a secret), and the parsing of
 // WWW-Authenticate challenges.
-import { after, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defaultDockerConfigPath, loadDockerConfig, parseChallenges } from "../../src/remotes/auth.js";
@@ -30,7 +30,6 @@ test("auths entries in every shape, keyed by host or by URL", () => {
           "ghcr.io": { identitytoken: "refresh-me" },
           "empty.io": {},
         },
-        credsStore: "desktop",
       }),
     ),
   );
@@ -92,6 +91,55 @@ test("unparsable files are InvalidArgument naming the file, never quoting the se
       assert.ok(!err.message.includes(secret) && !err.message.includes(b64(secret)), err.message);
     }
   }
+});
+
+describe("credential helpers (docker-credential-<name> get)", () => {
+  // Helpers as the docker CLI runs them: real executables on PATH speaking the helper protocol.
+  const bin = join(dir, "bin");
+  const helper = (name: string, script: string) => {
+    const p = join(bin, `docker-credential-${name}`);
+    writeFileSync(p, `#!/bin/sh\n${script}\n`);
+    chmodSync(p, 0o755);
+  };
+  const savedPath = process.env.PATH;
+  before(() => {
+    mkdirSync(bin, { recursive: true });
+    // Answers for the servers it knows, echoing the URL it was asked about in the user name.
+    helper("store", 'read url; case "$url" in registry.example.com|https://index.docker.io/v1/) printf \'{"ServerURL":"%s","Username":"from-store %s","Secret":"s1"}\' "$url" "$url";; *) echo "credentials not found in native keychain"; exit 1;; esac');
+    helper("token", 'read url; printf \'{"ServerURL":"%s","Username":"<token>","Secret":"refresh-tok"}\' "$url"');
+    helper("broken", 'echo "keychain is locked" >&2; exit 3');
+    helper("garbage", "echo not json");
+    process.env.PATH = `${bin}:${savedPath}`;
+  });
+  after(() => {
+    process.env.PATH = savedPath;
+  });
+
+  test("credHelpers for a host, else credsStore; a helper without an answer leaves it to auths", () => {
+    const store = loadDockerConfig(
+      file(JSON.stringify({
+        auths: { "other.io": { auth: b64("file:user") }, "registry.example.com": {} },
+        credsStore: "store",
+        credHelpers: { "ghcr.io": "token", "https://locked.io": "broken" },
+      })),
+    );
+    assert.deepEqual(store("registry.example.com"), { username: "from-store registry.example.com", password: "s1" });
+    assert.deepEqual(store("docker.io"), { username: "from-store https://index.docker.io/v1/", password: "s1" }, "Docker Hub is asked about by its index URL");
+    assert.deepEqual(store("other.io"), { username: "file", password: "user" }, "not found in the helper: the auths entry");
+    assert.equal(store("nowhere.io"), undefined);
+    assert.deepEqual(store("ghcr.io"), { identityToken: "refresh-tok" }, "<token> makes the secret an identity token");
+    assert.throws(() => store("locked.io"), (err: unknown) => err instanceof CkError && err.errorClass === "FailedPrecondition" && /docker-credential-broken get \(for locked\.io\) failed with exit code 3: keychain is locked/.test(err.message));
+  });
+
+  test("a helper that is not installed, answers garbage or has a bad name is a clear error", () => {
+    const missing = loadDockerConfig(file(JSON.stringify({ credsStore: "desktop" })));
+    assert.throws(() => missing("any.io"), (err: unknown) => err instanceof CkError && err.errorClass === "FailedPrecondition" && /docker-credential-desktop \(for any\.io\) is not installed/.test(err.message));
+    const garbage = loadDockerConfig(file(JSON.stringify({ credHelpers: { "g.io": "garbage" } })));
+    assert.throws(() => garbage("g.io"), /did not answer JSON/);
+    invalid(() => loadDockerConfig(file(JSON.stringify({ credsStore: "../../bin/sh" }))), /credsStore: "..\/..\/bin\/sh" is not a credential helper name/);
+    invalid(() => loadDockerConfig(file(JSON.stringify({ credHelpers: { "h.io": 5 } }))), /credHelpers\["h.io"\]: 5 is not a credential helper name/);
+    invalid(() => loadDockerConfig(file(JSON.stringify({ credHelpers: [] }))), /"credHelpers" is not an object/);
+  });
 });
 
 test("WWW-Authenticate challenges parse, quoted commas and several challenges included", () => {
