@@ -16,14 +16,14 @@ import {
   expiredLeases,
   gcHandlers,
   ingestCollectable,
-  ingestHolders,
+  ingestRefsHeld,
   loadGcState,
+  loadLeases,
   unreferencedContent,
   unreferencedSnapshots,
-  type NamespaceGcState,
 } from "../commands/gc.js";
 import { isLeaseExpired, leaseHandlers } from "../commands/leases.js";
-import { keys, type LeaseRecord, type LeaseResource } from "../projections/views.js";
+import { keys } from "../projections/views.js";
 import { unavailable } from "../errdefs/errdefs.js";
 
 export interface GcNamespaceReport {
@@ -292,7 +292,7 @@ export class GcScheduler {
       report.bytesFreed += orphans.bytes;
       if (orphans.removed > 0) this.deps.logger?.info({ ...orphans }, "orphaned blob files removed");
     }
-    // Read after the lease deletions above (which ingestHolders would leave out anyway).
+    // After the lease deletions above: the ingests they held go in the same run.
     report.ingestsRemoved = await this.sweepIngests(now);
     if (report.namespaces.length > 0 || report.ingestsRemoved > 0) {
       this.deps.logger?.info({ ...report, ms: Math.round(performance.now() - started) }, "garbage collected");
@@ -302,38 +302,29 @@ export class GcScheduler {
 
   /**
    * Removes the ingests no live lease holds any more and unleased ones idle past the limit;
-   * also what ckd's periodic stale-ingest sweep runs. Returns how many went. The leases are
-   * read only once there is an ingest to decide on (none at all is the common case).
+   * also what ckd's periodic stale-ingest sweep runs. Returns how many went. Leases are read
+   * only when an ingest needs them (no ingest at all is the common case).
    */
   async sweepIngests(now = this.now()): Promise<number> {
     const ingests = this.deps.ingests;
     if (!ingests) return 0;
     const { queries } = this.deps;
-    let known: ReturnType<typeof ingestHolders> | undefined;
-    const read = () => {
-      if (known) return known;
-      const namespaces: [string, NamespaceGcState["leases"]][] = [];
-      for (const [, ns] of queries.scanRecords<{ name: string }>(keys.namespacesPrefix)) {
-        const leases = [...queries.scanRecords<LeaseRecord>(keys.leasesPrefix(ns.name))].map(([, l]) => ({
-          ...l,
-          resources: [...queries.scanRecords<LeaseResource>(keys.leaseResourcesPrefix(ns.name, l.id))].map(([, r]) => r),
-        }));
-        namespaces.push([ns.name, leases]);
-      }
-      return (known = ingestHolders(namespaces, now));
-    };
-    // A lease created after the leases were read (a pull starting now) is looked up again, so
-    // the ingests of a writer that opened and closed meanwhile are not taken from it.
+    let refs: Set<string> | undefined;
+    const held = () =>
+      (refs ??= ingestRefsHeld(
+        [...queries.scanRecords<{ name: string }>(keys.namespacesPrefix)].map(([, ns]) => [ns.name, loadLeases(ns.name, (p) => queries.scanRecords(p))] as const),
+        now,
+      ));
     const holders = {
+      // Looked up per ingest, so a lease created while the sweep runs (a pull starting) counts.
       leases: {
         has: (key: string) => {
-          if (read().leases.has(key)) return true;
           const at = key.indexOf("\u0000");
           const lease = queries.leaseSync(key.slice(0, at), key.slice(at + 1));
           return lease !== undefined && !isLeaseExpired(lease, now);
         },
       },
-      refs: { has: (key: string) => read().refs.has(key) },
+      refs: { has: (key: string) => held().has(key) },
     };
     const removed = await ingests.store.cleanup(
       (c) => ingestCollectable({ ...splitIngestRef(c.ref), leases: c.leases, expires: c.expires, idleMs: c.idleMs }, holders, ingests.maxIdleMs),

@@ -157,6 +157,12 @@ export function expiredLeases(leases: readonly LeaseRecord[], now: Date): string
   return leases.filter((l) => isLeaseExpired(l, now)).map((l) => l.id);
 }
 
+/** A namespace's leases, each with the resources it holds, from any ordered scan. */
+export function loadLeases(ns: string, scan: <T>(prefix: string) => Iterable<[string, T]>): NamespaceGcState["leases"] {
+  const values = <T>(prefix: string) => [...scan<T>(prefix)].map(([, v]) => v);
+  return values<LeaseRecord>(keys.leasesPrefix(ns)).map((l) => ({ ...l, resources: values<LeaseResource>(keys.leaseResourcesPrefix(ns, l.id)) }));
+}
+
 /** Reads a namespace's GC state from any ordered scan (the sequencer's view or the projection). */
 export function loadGcState(ns: string, scan: <T>(prefix: string) => Iterable<[string, T]>): NamespaceGcState {
   const values = <T>(prefix: string) => [...scan<T>(prefix)].map(([, v]) => v);
@@ -168,7 +174,7 @@ export function loadGcState(ns: string, scan: <T>(prefix: string) => Iterable<[s
     images: values<ImageRecord>(keys.imagesPrefix(ns)),
     containers: values<ContainerRecord>(keys.containersPrefix(ns)),
     blobs,
-    leases: values<LeaseRecord>(keys.leasesPrefix(ns)).map((l) => ({ ...l, resources: values<LeaseResource>(keys.leaseResourcesPrefix(ns, l.id)) })),
+    leases: loadLeases(ns, scan),
     snapshots,
   };
 }
@@ -238,31 +244,26 @@ export interface IngestView {
   idleMs: number;
 }
 
-/** What holds ingests at a point in time, keyed `<namespace>\0<id>`. */
+/** What holds ingests, keyed `<namespace>\0<id>`. */
 export interface IngestHolders {
-  /** Leases that exist and have not expired. */
+  /** Whether the lease exists and has not expired (looked up when asked: a pull may start meanwhile). */
   leases: Pick<ReadonlySet<string>, "has">;
-  /** Ingest refs named as `ingests` resources by such leases. */
+  /** Ingest refs named as `ingests` resources by live leases. */
   refs: Pick<ReadonlySet<string>, "has">;
 }
 
 const nsKey = (ns: string, id: string): string => `${ns}\u0000${id}`;
 
-/** From each namespace's leases with their resources (NamespaceGcState.leases). */
-export function ingestHolders(
-  namespaces: Iterable<readonly [string, NamespaceGcState["leases"]]>,
-  now: Date,
-): { leases: Set<string>; refs: Set<string> } {
-  const leases = new Set<string>();
+/** The ingest refs live leases name, from each namespace's leases with their resources. */
+export function ingestRefsHeld(namespaces: Iterable<readonly [string, NamespaceGcState["leases"]]>, now: Date): Set<string> {
   const refs = new Set<string>();
   for (const [ns, list] of namespaces) {
     for (const lease of list) {
       if (isLeaseExpired(lease, now)) continue;
-      leases.add(nsKey(ns, lease.id));
       for (const r of lease.resources) if (r.type === "ingests") refs.add(nsKey(ns, r.id));
     }
   }
-  return { leases, refs };
+  return refs;
 }
 
 /** Whether GC removes the ingest now. */

@@ -285,7 +285,7 @@ class LocalIngestWriter implements IngestWriter {
           }
         }
         const target = this.host.blobPath(digest.slice("sha256:".length));
-        if (await exists(target)) {
+        if (exists(target)) {
           ticket.cancel();
           forget = true;
           if (ingest.pending !== undefined) await fs.rm(source, { force: true });
@@ -385,7 +385,7 @@ function lookup(file: string): { size: number; mtime: Date } | undefined {
   return statSync(file, { throwIfNoEntry: false });
 }
 
-async function exists(file: string): Promise<boolean> {
+function exists(file: string): boolean {
   return lookup(file) !== undefined;
 }
 
@@ -574,7 +574,7 @@ export class LocalContentStore implements ContentStore {
   ): Promise<{ state: IngestState; fh: FileHandle | undefined }> {
     const dir = path.join(this.ingestRoot, key);
     let state = this.states.get(key);
-    if (state === undefined && !(await exists(dir))) {
+    if (state === undefined && !exists(dir)) {
       const now = new Date();
       state = {
         ref, key, dir, total, expected,

@@ -56,9 +56,11 @@ describe("an https registry with a private CA", { timeout: 300_000 }, () => {
     r = await ck("tls-bad", ["pull", "--tlscacert", join(dir, "missing.pem"), ref()]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--tlscacert .*missing\.pem: ENOENT/);
+    assert.match(r.stderr, /invalid argument/);
     r = await ck("tls-bad", ["pull", "--tlscacert", join(dir, "ext.cnf"), ref()]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--tlscacert .*ext\.cnf: no PEM certificate in it/);
+    assert.match(r.stderr, /invalid argument/);
     assert.equal((await ck("tls-bad", ["content", "ls", "-q"])).stdout.trim(), "");
   });
 

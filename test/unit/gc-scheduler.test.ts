@@ -111,13 +111,13 @@ test("updates that may drop references start a run every mutationThreshold of th
   }
 });
 
-test("the ingest sweep looks a lease up again when the state it read does not have it (a pull that started meanwhile)", async () => {
+test("the ingest sweep looks each ingest's leases up in the projection as it goes (a pull that started meanwhile keeps its ingests)", async () => {
   const offered: Array<[string | undefined, boolean]> = [];
   const deps = {
     queries: {
       listNamespaces: async () => [],
       scanRecords: () => [],
-      // Not in the (empty) state the run read, but in the projection by now.
+      // No namespace listed (nothing scanned), but the lease is in the projection when asked.
       leaseSync: (ns: string, id: string) => (ns === "ns" && id === "new" ? { id, labels: {}, created_at: { seconds: 0, nanos: 0 } } : undefined),
     },
     ingests: {

@@ -8,9 +8,10 @@ import {
   decideDeleteLease,
   decideDeleteLeaseResource,
   decideExpireLease,
+  isLeaseExpired,
   leaseExpiry,
 } from "../../src/commands/leases.js";
-import { decideCollectContent, gcMark, ingestCollectable, ingestHolders, labelRefs, unreferencedContent, type NamespaceGcState } from "../../src/commands/gc.js";
+import { decideCollectContent, gcMark, ingestCollectable, ingestRefsHeld, labelRefs, unreferencedContent, type NamespaceGcState } from "../../src/commands/gc.js";
 import { decideCommitContent } from "../../src/commands/content.js";
 import { decideCreateImage } from "../../src/commands/images.js";
 import { decideDeleteNamespace } from "../../src/commands/namespaces.js";
@@ -256,16 +257,21 @@ describe("ingests and leases", () => {
     g.apply(decideCreateLease({ namespace: NS, id: "old", labels: { "containerd.io/gc.expire": "2020-01-01T00:00:00Z" }, now: T0 }, undefined).event);
     g.apply(decideCreateLease({ namespace: NS, id: "holder", labels: {}, now: T0 }, undefined).event);
     g.apply(decideAddLeaseResource({ namespace: NS, id: "holder", resource: { type: "ingests", id: "named" } }, g.lease("holder")).event!);
-    return ingestHolders([[NS, g.gcState().leases]], NOW);
+    g.apply(decideAddLeaseResource({ namespace: NS, id: "old", resource: { type: "ingests", id: "named-by-expired" } }, g.lease("old")).event!);
+    const live = (key: string) => {
+      const [ns, id] = key.split("\u0000");
+      const l = ns === NS ? g.lease(id!) : undefined;
+      return l !== undefined && !isLeaseExpired(l, NOW);
+    };
+    return { leases: { has: live }, refs: ingestRefsHeld([[NS, g.gcState().leases]], NOW) };
   };
+
+  test("ingestRefsHeld: the ingest refs live leases name; an expired lease's do not count", () => {
+    assert.deepEqual([...given().refs], [`${NS}\u0000named`]);
+  });
+
   /** An ingest as GC sees it; `expires`: opened without a lease at least once. */
   const ingest = (ref: string, leases: string[], idleMs: number, expires = leases.length === 0, namespace: string | undefined = NS) => ({ namespace, ref, leases, expires, idleMs });
-
-  test("given live, expired and holding leases: holders are the live ones and the refs they name", () => {
-    const h = given();
-    assert.deepEqual([...h.leases].sort(), [`${NS}\u0000holder`, `${NS}\u0000pull`]);
-    assert.deepEqual([...h.refs], [`${NS}\u0000named`]);
-  });
 
   test("an ingest written under a live lease is kept however idle; only ever leased, it goes once its leases are gone (deleted, expired)", () => {
     const h = given();
