@@ -1,6 +1,6 @@
 // Registry credentials: docker's config.json as a credential store, and the parsing of the
 // WWW-Authenticate challenges a registry answers with. Secrets never enter an error message.
-import { execFileSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -121,16 +121,17 @@ export function helperServerUrl(host: string): string {
  */
 export function runCredentialHelper(helper: string, host: string): Credentials | undefined {
   const program = `docker-credential-${helper}`;
-  let out: string;
-  try {
-    out = execFileSync(program, ["get"], { input: helperServerUrl(host), encoding: "utf8", timeout: 60_000, maxBuffer: 1 << 20, stdio: ["pipe", "pipe", "pipe"] });
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException & { status?: number | null; stdout?: string; stderr?: string };
-    if (e.code === "ENOENT") throw failedPrecondition(`credential helper ${program} (for ${host}) is not installed (not on PATH)`);
-    if (NOT_FOUND.test(String(e.stdout ?? "")) || NOT_FOUND.test(String(e.stderr ?? ""))) return undefined;
-    const said = String(e.stderr ?? "").trim().split("\n")[0]?.slice(0, 200);
-    throw failedPrecondition(`credential helper ${program} get (for ${host}) failed${e.status != null ? ` with exit code ${e.status}` : ""}${said ? `: ${said}` : ""}`);
+  const r = spawnSync(program, ["get"], { input: helperServerUrl(host), encoding: "utf8", timeout: 60_000, maxBuffer: 1 << 20, stdio: ["pipe", "pipe", "pipe"] });
+  // A helper that answers without reading stdin makes writing the URL fail with EPIPE: its answer still counts.
+  const failure = r.error as NodeJS.ErrnoException | undefined;
+  if (failure?.code === "ENOENT") throw failedPrecondition(`credential helper ${program} (for ${host}) is not installed (not on PATH)`);
+  if ((failure && failure.code !== "EPIPE") || r.status !== 0) {
+    if (NOT_FOUND.test(String(r.stdout ?? "")) || NOT_FOUND.test(String(r.stderr ?? ""))) return undefined;
+    const said = String(r.stderr ?? "").trim().split("\n")[0]?.slice(0, 200);
+    const how = r.status != null && r.status !== 0 ? ` with exit code ${r.status}` : r.signal ? ` (${r.signal})` : failure ? ` (${failure.code ?? failure.message})` : "";
+    throw failedPrecondition(`credential helper ${program} get (for ${host}) failed${how}${said ? `: ${said}` : ""}`);
   }
+  const out = String(r.stdout);
   let doc: { Username?: unknown; Secret?: unknown };
   try {
     doc = JSON.parse(out) as typeof doc;

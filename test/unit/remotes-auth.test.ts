@@ -109,6 +109,8 @@ describe("credential helpers (docker-credential-<name> get)", () => {
     helper("token", 'read url; printf \'{"ServerURL":"%s","Username":"<token>","Secret":"refresh-tok"}\' "$url"');
     helper("broken", 'echo "keychain is locked" >&2; exit 3');
     helper("garbage", "echo not json");
+    // Closes stdin before ck writes the URL to it (EPIPE on ck's side), then answers anyway.
+    helper("deaf", `exec 0<&-; printf '{"Username":"deaf","Secret":"s2"}'`);
     process.env.PATH = `${bin}:${savedPath}`;
   });
   after(() => {
@@ -128,6 +130,8 @@ describe("credential helpers (docker-credential-<name> get)", () => {
     assert.deepEqual(store("other.io"), { username: "file", password: "user" }, "not found in the helper: the auths entry");
     assert.equal(store("nowhere.io"), undefined);
     assert.deepEqual(store("ghcr.io"), { identityToken: "refresh-tok" }, "<token> makes the secret an identity token");
+    const deaf = loadDockerConfig(file(JSON.stringify({ credHelpers: { "d.io": "deaf" } })));
+    for (let i = 0; i < 20; i++) assert.deepEqual(deaf("d.io"), { username: "deaf", password: "s2" }, "a helper that never reads its stdin still answers");
     assert.throws(() => store("locked.io"), (err: unknown) => err instanceof CkError && err.errorClass === "FailedPrecondition" && /docker-credential-broken get \(for locked\.io\) failed with exit code 3: keychain is locked/.test(err.message));
   });
 
