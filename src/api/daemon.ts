@@ -201,10 +201,17 @@ export class Daemon {
     const content = await LocalContentStore.open(paths.content);
     // Snapshotters load as plugins: one that cannot run here is listed with the reason and skipped.
     const snapshotters = new Map<string, SnapshotterEntry>();
+    const placement = new Map<string, string>();
     for (const sn of [new OverlaySnapshotter(join(paths.snapshots, "overlayfs")), new NativeSnapshotter(join(paths.snapshots, "native"))]) {
       const a = await sn.available();
       snapshotters.set(sn.name, a.ok ? { sn } : { sn, unavailable: a.reason ?? "not available" });
-      if (!a.ok) logger.warn({ snapshotter: sn.name, reason: a.reason }, "snapshotter skipped");
+      if (!a.ok) {
+        logger.warn({ snapshotter: sn.name, reason: a.reason }, "snapshotter skipped");
+        continue;
+      }
+      const unspread = await sn.prepareStorage();
+      placement.set(sn.name, unspread ? `packed (${unspread})` : "spread (chattr +T)");
+      if (unspread) logger.info({ snapshotter: sn.name, reason: unspread }, "snapshot directories are not spread over block groups");
     }
     const plugins: PluginInfo[] = [
       { type: "io.containerd.event.v1", id: "jetstream", exports: { stream, durability } },
@@ -222,7 +229,7 @@ export class Daemon {
       ...[...snapshotters.values()].map((e): PluginInfo => ({
         type: "io.containerd.snapshotter.v1",
         id: e.sn.name,
-        exports: { root: e.sn.root },
+        exports: { root: e.sn.root, ...(placement.has(e.sn.name) ? { placement: placement.get(e.sn.name)! } : {}) },
         ...(e.unavailable ? { initError: e.unavailable } : {}),
       })),
       { type: "io.containerd.differ.v1", id: "walking", requires: ["io.containerd.content.v1"] },

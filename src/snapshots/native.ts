@@ -25,7 +25,7 @@ export class NativeSnapshotter extends DirectorySnapshotter {
 
   async available(): Promise<{ ok: boolean; reason?: string }> {
     try {
-      await fs.mkdir(this.dirs.dir, { recursive: true, mode: 0o700 });
+      await this.dirs.ensure();
       return { ok: true };
     } catch (err) {
       return { ok: false, reason: `cannot create ${this.dirs.dir}: ${(err as Error).message}` };

@@ -5,12 +5,33 @@ import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { alreadyExists, notFound } from "../errdefs/errdefs.js";
+import { runCommand } from "./mount.js";
 import { checkSnapshotId, type Mount, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
 
 export class SnapshotDirs {
   readonly dir: string;
+  private made: Promise<string | undefined> | undefined;
   constructor(readonly root: string) {
     this.dir = path.join(root, "snapshots");
+  }
+
+  /**
+   * Creates `<root>/snapshots` once and marks it a top of directory hierarchies (ext4's
+   * `chattr +T`), so each snapshot directory, and with it the files unpacked into it, is
+   * placed in its own block group instead of packed into the group of its siblings. Without
+   * it every layer lands where the layers removed a minute ago were, and on ext4 without a
+   * journal each new inode is allocated only after skipping every recently deleted one in
+   * that group: measured here, a 6,160-file layer applied in 1.0-4.5 s right after a pull
+   * was removed, 0.5-0.6 s with the flag. Resolves with why the flag could not be set
+   * (another filesystem, no chattr), which costs nothing but the placement.
+   */
+  ensure(): Promise<string | undefined> {
+    this.made ??= (async () => {
+      await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+      return spreadSubdirectories(this.dir);
+    })();
+    this.made.catch(() => (this.made = undefined));
+    return this.made;
   }
 
   path(id: string): string {
@@ -25,7 +46,7 @@ export class SnapshotDirs {
    */
   async create(id: string, fill: (tmp: string) => Promise<void>): Promise<string> {
     const final = this.path(id);
-    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await this.ensure();
     if (await exists(final)) throw alreadyExists(`snapshot directory ${id}`);
     const tmp = path.join(this.dir, `.new-${id}-${randomBytes(4).toString("hex")}`);
     await fs.mkdir(tmp, { mode: 0o700 });
@@ -69,6 +90,21 @@ export class SnapshotDirs {
       removed.push(name);
     }
     return removed;
+  }
+}
+
+/**
+ * `chattr +T dir`: new subdirectories of `dir` are spread over the filesystem's block groups
+ * (the Orlov allocator's rule for top-level directories). Resolves with the reason when the
+ * filesystem or host does not support it, else undefined.
+ */
+export async function spreadSubdirectories(dir: string): Promise<string | undefined> {
+  try {
+    await runCommand("chattr", ["+T", dir]);
+    return undefined;
+  } catch (err) {
+    const e = err as Error & { code?: string; stderr?: string };
+    return e.code === "ENOENT" ? "chattr is not installed (e2fsprogs)" : (e.stderr ?? e.message);
   }
 }
 
@@ -116,6 +152,10 @@ export abstract class DirectorySnapshotter implements Snapshotter {
   abstract available(): Promise<{ ok: boolean; reason?: string }>;
   abstract prepare(id: string, parentIds: readonly string[], opts: { readonly: boolean }): Promise<Mount[]>;
   abstract mounts(id: string, parentIds: readonly string[], kind: SnapshotKind): Mount[];
+
+  prepareStorage(): Promise<string | undefined> {
+    return this.dirs.ensure();
+  }
 
   fsDir(id: string): string {
     return path.join(this.dirs.path(id), "fs");

@@ -26,6 +26,11 @@ export interface Snapshotter {
   /** Whether this host can run the snapshotter, and if not, why (introspection shows it). */
   available(): Promise<{ ok: boolean; reason?: string }>;
   /**
+   * Makes the snapshot directory ready (once; prepare does it too) and resolves with why new
+   * snapshot directories cannot be spread over the filesystem's block groups, if they cannot.
+   */
+  prepareStorage(): Promise<string | undefined>;
+  /**
    * Creates the directories of snapshot `id` on top of `parentIds` (nearest first, all
    * Committed) and returns its mounts: an Active snapshot when `readonly` is false, a View
    * otherwise. AlreadyExists if `id` already has a directory.

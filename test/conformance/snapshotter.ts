@@ -2,6 +2,7 @@
 // through the mounts and read back through a View, whiteouts and opaque directories seen by
 // children, usage, cleanup and removal. `make` gives a fresh snapshotter whose root belongs
 // to the test alone. Also the tar builder the diff tests share.
+import { execFileSync } from "node:child_process";
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { promises as fs } from "node:fs";
@@ -149,6 +150,23 @@ export function snapshotterConformance(name: string, make: () => Promise<Snapsho
           assert.equal(await fs.readlink(path.join(dir, "bin/sh")), "tool");
           assert.equal((await fs.stat(path.join(dir, "bin/tool"))).mode & 0o777, 0o755);
         });
+      }),
+    );
+
+    test(
+      "snapshot directories are spread over block groups (ext4: the snapshots directory has chattr +T), or the reason why not is given",
+      withFx(async (sn) => {
+        const before = await sn.prepareStorage();
+        await sn.prepare("1", [], { readonly: false });
+        const dir = path.join(sn.root, "snapshots");
+        const fsType = execFileSync("stat", ["-f", "-c", "%T", dir], { encoding: "utf8" }).trim();
+        if (fsType !== "ext2/ext3") {
+          assert.equal(typeof before, "string", `on ${fsType} chattr +T is expected to fail with a reason`);
+          return;
+        }
+        assert.equal(before, undefined, "no reason on ext4");
+        const flags = execFileSync("lsattr", ["-d", dir], { encoding: "utf8" }).split(/\s+/)[0]!;
+        assert.match(flags, /T/, `lsattr -d ${dir}: ${flags}`);
       }),
     );
 
