@@ -40,13 +40,22 @@ export type KeyChange = [key: string, value: unknown | undefined];
 
 const BUF = { valueEncoding: "buffer" } as const;
 
-/** abstract-level's chained batch, which the binding's typings leave out. */
+/**
+ * The binding's chained batch, which its typings leave out: abstract-level's put/del (key and
+ * value checks, encoding lookups, an options copy and a JS-side copy of every operation per
+ * call) under the binding's own _put/_del/_writeSync, which go straight to the native batch.
+ */
 interface ChainedBatch {
   put(key: string, value: Buffer, opts: typeof BUF): unknown;
   del(key: string): unknown;
+  _put?(key: string, value: Buffer, opts: object): void;
+  _del?(key: string, opts: object): void;
+  _writeSync?(opts: { sync: boolean }): void;
   /** Writes and closes the batch. */
   write(opts: { sync: boolean }): Promise<void>;
+  close(): Promise<void>;
 }
+const NO_OPTIONS = {};
 
 export class ProjectionDb {
   private constructor(
@@ -90,6 +99,19 @@ export class ProjectionDb {
    */
   private async write(ops: [key: string, value: Buffer | undefined][], sync: boolean): Promise<void> {
     const batch = (this.db as unknown as { batch(): ChainedBatch }).batch();
+    if (batch._put && batch._del && batch._writeSync) {
+      // Keys are strings and values Buffers already: nothing for abstract-level to encode.
+      try {
+        for (const [key, value] of ops) {
+          if (value === undefined) batch._del(key, NO_OPTIONS);
+          else batch._put(key, value, NO_OPTIONS);
+        }
+        batch._writeSync({ sync });
+      } finally {
+        await batch.close();
+      }
+      return;
+    }
     for (const [key, value] of ops) {
       if (value === undefined) batch.del(key);
       else batch.put(key, value, BUF);
