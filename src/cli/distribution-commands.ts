@@ -2,6 +2,7 @@
 // client, and reach the daemon only through the containerd API (see transfer.ts).
 import type { Command } from "commander";
 import { createWriteStream, readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
 import { pipeline } from "node:stream/promises";
 import type { ApiClient } from "./client.js";
 import { fetchImage, fetchObject, pushImage } from "./transfer.js";
@@ -23,6 +24,8 @@ interface RegistryFlags {
   dockerConfig?: string;
   skipVerify?: boolean;
   tlscacert?: string[];
+  tlscert?: string;
+  tlskey?: string;
 }
 
 interface PlatformFlags {
@@ -41,20 +44,41 @@ export function credentialsFor(ref: ImageReference, flags: RegistryFlags): Crede
   return (host) => (host === ref.domain ? { username, password } : fromFile(host));
 }
 
-/** `--tlscacert FILE` (repeatable) and `--skip-verify`, as ctr's; an unreadable file is InvalidArgument. */
+/**
+ * `--tlscacert FILE` (repeatable), `--skip-verify` and `--tlscert FILE --tlskey FILE`, as
+ * ctr's; an unreadable file, a file without the PEM block it should hold, one of the pair
+ * without the other, or a key that does not belong to the certificate is InvalidArgument.
+ */
 export function tlsFor(flags: RegistryFlags): RegistryTls | undefined {
-  const ca = (flags.tlscacert ?? []).map((file) => {
+  const pemFile = (flag: string, file: string, what: RegExp, noun: string) => {
     let pem: string;
     try {
       pem = readFileSync(file, "utf8");
     } catch (err) {
-      throw new CkError("InvalidArgument", `--tlscacert ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new CkError("InvalidArgument", `${flag} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new CkError("InvalidArgument", `--tlscacert ${file}: no PEM certificate in it`);
+    if (!what.test(pem)) throw new CkError("InvalidArgument", `${flag} ${file}: no PEM ${noun} in it`);
     return pem;
-  });
-  if (ca.length === 0 && !flags.skipVerify) return undefined;
-  return { ...(ca.length ? { ca } : {}), ...(flags.skipVerify ? { skipVerify: true } : {}) };
+  };
+  const CERT = /-----BEGIN CERTIFICATE-----/;
+  const ca = (flags.tlscacert ?? []).map((file) => pemFile("--tlscacert", file, CERT, "certificate"));
+  let clientCert: RegistryTls["clientCert"];
+  if (flags.tlscert !== undefined || flags.tlskey !== undefined) {
+    if (flags.tlscert === undefined) throw new CkError("InvalidArgument", "--tlskey: --tlscert FILE is required with it");
+    if (flags.tlskey === undefined) throw new CkError("InvalidArgument", "--tlscert: --tlskey FILE is required with it");
+    const cert = pemFile("--tlscert", flags.tlscert, CERT, "certificate");
+    const key = pemFile("--tlskey", flags.tlskey, /-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----/, "private key");
+    try {
+      createSecureContext({ cert, key });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const why = /mismatch/i.test(e.message) ? "the key does not belong to the certificate" : e.message;
+      throw new CkError("InvalidArgument", `--tlscert ${flags.tlscert} --tlskey ${flags.tlskey}: ${why}`);
+    }
+    clientCert = { cert, key };
+  }
+  if (ca.length === 0 && !flags.skipVerify && !clientCert) return undefined;
+  return { ...(ca.length ? { ca } : {}), ...(flags.skipVerify ? { skipVerify: true } : {}), ...(clientCert ? { clientCert } : {}) };
 }
 
 function registryFor(ref: ImageReference, flags: RegistryFlags): Registry {
@@ -81,6 +105,8 @@ function withRegistryFlags(c: Command): Command {
     .option("--plain-http", "talk to the registry over plain HTTP (loopback registries)")
     .option("--tlscacert <file>", "trust this CA certificate (PEM) for the registry, besides the system's (repeatable)", collect)
     .option("-k, --skip-verify", "do not verify the registry's TLS certificate")
+    .option("--tlscert <file>", "client certificate (PEM) for registries that ask for one; with --tlskey")
+    .option("--tlskey <file>", "private key (PEM, unencrypted) of --tlscert")
     .option("-u, --user <user[:password]>", "registry credentials (else the docker config file)")
     .option("--docker-config <file>", "docker-style config.json with auths (default $DOCKER_CONFIG/config.json or ~/.docker/config.json)");
 }

@@ -35,6 +35,8 @@ export interface RegistryTls {
   ca?: string[];
   /** Accept any certificate (-k): the connection is encrypted but the registry unverified. */
   skipVerify?: boolean;
+  /** A client certificate chain and its private key (PEM), for registries that ask for one. */
+  clientCert?: { cert: string; key: string };
 }
 
 /** Everything a manifest GET or HEAD accepts, so the registry never down-converts. */
@@ -676,15 +678,29 @@ function trustOptions(tls: RegistryTls | undefined): https.AgentOptions {
     out.ca = [...rootCertificates, ...fromEnv, ...tls.ca];
   }
   if (tls.skipVerify) out.rejectUnauthorized = false;
+  if (tls.clientCert) {
+    out.cert = tls.clientCert.cert;
+    out.key = tls.clientCert.key;
+  }
   return out;
 }
 
 /** OpenSSL's verification failures (and Node's host name check): not worth a retry. */
 const UNTRUSTED = /CERT|SELF_SIGNED|ISSUER|VERIFY_LEAF/;
+/** The registry's TLS alerts about our client certificate (none sent, or not one it trusts). */
+const CLIENT_CERT_REFUSED = /alert (certificate required|bad certificate|unknown ca|certificate unknown|handshake failure)|ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN)/i;
 
 function networkError(host: string, what: string, err: unknown, signal: AbortSignal | undefined): CkError {
   if (signal?.aborted) return canceled(what);
   const e = err as NodeJS.ErrnoException;
+  if (CLIENT_CERT_REFUSED.test(`${e.code ?? ""} ${e.message ?? ""}`)) {
+    return new RegistryError(
+      "FailedPrecondition",
+      host,
+      `${host}: ${what}: the registry refused the TLS handshake over the client certificate (${tlsAlert(e)}): give one it trusts with --tlscert FILE --tlskey FILE`,
+      { cause: err },
+    );
+  }
   if (typeof e.code === "string" && UNTRUSTED.test(e.code)) {
     return new RegistryError(
       "FailedPrecondition",
@@ -694,6 +710,10 @@ function networkError(host: string, what: string, err: unknown, signal: AbortSig
     );
   }
   return new RegistryError("Unavailable", host, `${host}: ${what}: ${e.code ?? e.message ?? String(err)}`, { cause: err });
+}
+
+function tlsAlert(e: NodeJS.ErrnoException): string {
+  return /alert ([a-z ]+)/i.exec(e.message ?? "")?.[0] ?? e.code ?? "handshake failed";
 }
 
 function scope(repository: string, actions: Action[]): string {

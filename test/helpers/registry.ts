@@ -2,7 +2,7 @@
 // with umoci (one repack per layer, whiteouts for deletions) and pushed to it with skopeo.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, openSync, closeSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, openSync, closeSync, copyFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import { tmpdir } from "node:os";
@@ -28,7 +28,7 @@ export interface TestRegistry {
  * Starts docker-registry on a free loopback port with filesystem storage in a temp dir;
  * with `tls` it serves https with that certificate and key (PEM files).
  */
-export async function startRegistry(opts: { tls?: { cert: string; key: string } } = {}): Promise<TestRegistry> {
+export async function startRegistry(opts: { tls?: { cert: string; key: string; clientCa?: string; probe?: { cert: string; key: string } } } = {}): Promise<TestRegistry> {
   let lastErr: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const dataDir = mkdtempSync(join(tmpdir(), "ck-registry-"));
@@ -51,6 +51,8 @@ export async function startRegistry(opts: { tls?: { cert: string; key: string } 
         "http:",
         `  addr: ${host}`,
         ...(opts.tls ? ["  tls:", `    certificate: ${opts.tls.cert}`, `    key: ${opts.tls.key}`] : []),
+        // docker-registry then requires and verifies a client certificate from this CA.
+        ...(opts.tls?.clientCa ? ["    clientcas:", `      - ${opts.tls.clientCa}`] : []),
         "",
       ].join("\n"),
     );
@@ -62,7 +64,7 @@ export async function startRegistry(opts: { tls?: { cert: string; key: string } 
     const stop = () => stopChild(child, dataDir);
     try {
       const url = `${opts.tls ? "https" : "http"}://${host}`;
-      await waitUp(`${url}/v2/`, () => exited, 15_000);
+      await waitUp(`${url}/v2/`, () => exited, 15_000, opts.tls?.probe);
       return { host, url, dataDir, pid: child.pid ?? 0, stop };
     } catch (err) {
       lastErr = new Error(`${(err as Error).message}; registry log: ${safeRead(join(dataDir, "registry.log"))}`);
@@ -72,12 +74,13 @@ export async function startRegistry(opts: { tls?: { cert: string; key: string } 
   throw lastErr;
 }
 
-async function waitUp(url: string, exited: () => boolean, timeoutMs: number): Promise<void> {
+async function waitUp(url: string, exited: () => boolean, timeoutMs: number, clientCert?: { cert: string; key: string }): Promise<void> {
+  const mtls = clientCert ? { cert: readFileSync(clientCert.cert), key: readFileSync(clientCert.key) } : {};
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (exited()) throw new Error("docker-registry exited during start-up");
     const status = await new Promise<number>((resolve) => {
-      const req = (url.startsWith("https:") ? https : http).get(url, { agent: false, rejectUnauthorized: false }, (res) => {
+      const req = (url.startsWith("https:") ? https : http).get(url, { agent: false, rejectUnauthorized: false, ...mtls }, (res) => {
         res.resume();
         resolve(res.statusCode ?? 0);
       });
@@ -129,7 +132,7 @@ export interface BuiltImage {
  * filesystem; `{delete:true}` removes a path so the layer carries a whiteout), and pushes it
  * with skopeo to `host/repo:tag`.
  */
-export async function buildImage(opts: { repo: string; tag: string; host: string; layers: Array<Record<string, LayerEntry>> }): Promise<BuiltImage> {
+export async function buildImage(opts: { repo: string; tag: string; host: string; layers: Array<Record<string, LayerEntry>>; certDir?: string }): Promise<BuiltImage> {
   const work = mkdtempSync(join(tmpdir(), "ck-image-"));
   try {
     const layout = join(work, "oci");
@@ -157,8 +160,11 @@ export async function buildImage(opts: { repo: string; tag: string; host: string
       await run(UMOCI, ["repack", "--refresh-bundle", "--history.created_by", `test layer ${i}`, "--image", image, bundle]);
     }
     const reference = `${opts.host}/${opts.repo}:${opts.tag}`;
-    await run(SKOPEO, ["copy", "--quiet", "--dest-tls-verify=false", `oci:${image}`, `docker://${reference}`]);
-    const manifestBytes = await run(SKOPEO, ["inspect", "--raw", "--tls-verify=false", `docker://${reference}`]);
+    // certDir: skopeo's client certificate directory (NAME.cert + NAME.key) for a registry that asks for one.
+    const dest = opts.certDir ? ["--dest-cert-dir", opts.certDir] : [];
+    const src = opts.certDir ? ["--cert-dir", opts.certDir] : [];
+    await run(SKOPEO, ["copy", "--quiet", "--dest-tls-verify=false", ...dest, `oci:${image}`, `docker://${reference}`]);
+    const manifestBytes = await run(SKOPEO, ["inspect", "--raw", "--tls-verify=false", ...src, `docker://${reference}`]);
     const manifest = JSON.parse(manifestBytes.toString("utf8"));
     const configDigest: string = manifest.config.digest;
     const configBytes = readFileSync(join(layout, "blobs", "sha256", configDigest.slice("sha256:".length)));
@@ -202,4 +208,22 @@ export async function makeServerCertificate(dir: string): Promise<{ ca: string; 
   writeFileSync(f("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n");
   await openssl(["x509", "-req", "-in", f("server.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", f("ext.cnf"), "-out", f("server.pem")]);
   return { ca: f("ca.pem"), cert: f("server.pem"), key: f("server.key") };
+}
+
+/**
+ * A CA of its own (`<name>-ca.pem`) and a client certificate it signed (`<name>.pem`,
+ * `<name>.key`), plus `<name>-certs/` holding the pair as skopeo's --cert-dir wants it.
+ */
+export async function makeClientCertificate(dir: string, name: string): Promise<{ ca: string; cert: string; key: string; certDir: string }> {
+  const f = (n: string) => join(dir, n);
+  const openssl = (args: string[]) => run("openssl", args);
+  await openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", `/CN=${name} CA`, "-keyout", f(`${name}-ca.key`), "-out", f(`${name}-ca.pem`)]);
+  await openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${name}`, "-keyout", f(`${name}.key`), "-out", f(`${name}.csr`)]);
+  writeFileSync(f(`${name}-ext.cnf`), "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n");
+  await openssl(["x509", "-req", "-in", f(`${name}.csr`), "-CA", f(`${name}-ca.pem`), "-CAkey", f(`${name}-ca.key`), "-CAcreateserial", "-days", "2", "-extfile", f(`${name}-ext.cnf`), "-out", f(`${name}.pem`)]);
+  const certDir = f(`${name}-certs`);
+  mkdirSync(certDir, { recursive: true });
+  copyFileSync(f(`${name}.pem`), join(certDir, "client.cert"));
+  copyFileSync(f(`${name}.key`), join(certDir, "client.key"));
+  return { ca: f(`${name}-ca.pem`), cert: f(`${name}.pem`), key: f(`${name}.key`), certDir };
 }
