@@ -64,3 +64,33 @@ describe("native snapshotter", () => {
     }
   });
 });
+
+describe("snapshot directory placement (chattr +T)", () => {
+  test("where the flag cannot be set, the reason is given and snapshots still work", async (t) => {
+    if ((await fs.stat("/dev/shm").catch(() => undefined)) === undefined) return t.skip("no /dev/shm (tmpfs) here");
+    const base = await fs.mkdtemp(path.join("/dev/shm", "ck-native-"));
+    try {
+      const sn = new NativeSnapshotter(path.join(base, "native"));
+      const why = await sn.prepareStorage();
+      assert.equal(typeof why, "string", "tmpfs has no ext4 flags");
+      assert.match(why!, /chattr|Operation not supported|Inappropriate ioctl/);
+      await sn.prepare("1", [], { readonly: false });
+      await sn.commit("1");
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
+  test("without chattr on PATH the reason says so", async () => {
+    const base = await fs.mkdtemp(path.join(os.tmpdir(), "ck-native-"));
+    const saved = process.env.PATH;
+    process.env.PATH = base;
+    try {
+      const { spreadSubdirectories } = await import("../../src/snapshots/storage.js");
+      assert.equal(await spreadSubdirectories(base), "chattr is not installed (e2fsprogs)");
+    } finally {
+      process.env.PATH = saved;
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+});
