@@ -11,29 +11,44 @@ import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
 import { buildImage, makeClientCertificate, makeServerCertificate, startRegistry } from "../helpers/registry.js";
 
-describe("an https registry with a private CA", { timeout: 300_000 }, () => {
-  let nats: Awaited<ReturnType<typeof startTestNats>>;
-  let daemon: TestDaemon;
-  let registry: Awaited<ReturnType<typeof startRegistry>>;
-  let image: Awaited<ReturnType<typeof buildImage>>;
-  let certs: Awaited<ReturnType<typeof makeServerCertificate>>;
-  let dir: string;
-  const ck = (ns: string, args: string[]) => runNode(CK, ["--address", daemon.address, "-n", ns, ...args]);
-  const ref = (repo = "tls/app", tag = "v1") => `${registry.host}/${repo}:${tag}`;
-
+/**
+ * One nats-server, one https docker-registry and one ckd for a describe block, with `make`
+ * choosing the certificates, the registry's TLS settings and the image pushed to it. The
+ * fields are filled in by the block's before() hook.
+ */
+function tlsWorld(
+  prefix: string,
+  repo: string,
+  layers: Parameters<typeof buildImage>[0]["layers"],
+  make: (dir: string) => Promise<{ tls: NonNullable<Parameters<typeof startRegistry>[0]>["tls"]; certDir?: string }>,
+) {
+  const w = {} as { dir: string; nats: Awaited<ReturnType<typeof startTestNats>>; registry: Awaited<ReturnType<typeof startRegistry>>; image: Awaited<ReturnType<typeof buildImage>>; daemon: TestDaemon };
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "ck-tls-"));
-    certs = await makeServerCertificate(dir);
-    nats = await startTestNats();
-    registry = await startRegistry({ tls: { cert: certs.cert, key: certs.key } });
-    image = await buildImage({ host: registry.host, repo: "tls/app", tag: "v1", layers: [{ "a.txt": "a\n" }, { "b.txt": "b\n" }] });
-    daemon = await TestDaemon.start({ natsUrl: nats.url });
+    w.dir = mkdtempSync(join(tmpdir(), prefix));
+    const m = await make(w.dir);
+    w.nats = await startTestNats();
+    w.registry = await startRegistry({ tls: m.tls });
+    w.image = await buildImage({ host: w.registry.host, repo, tag: "v1", layers, ...(m.certDir ? { certDir: m.certDir } : {}) });
+    w.daemon = await TestDaemon.start({ natsUrl: w.nats.url });
   });
   after(async () => {
-    await daemon?.cleanup();
-    await registry?.stop();
-    await nats?.cleanup();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await w.daemon?.cleanup();
+    await w.registry?.stop();
+    await w.nats?.cleanup();
+    if (w.dir) rmSync(w.dir, { recursive: true, force: true });
+  });
+  return {
+    w,
+    ck: (ns: string, args: string[]) => runNode(CK, ["--address", w.daemon.address, "-n", ns, ...args]),
+    ref: (r = repo, tag = "v1") => `${w.registry.host}/${r}:${tag}`,
+  };
+}
+
+describe("an https registry with a private CA", { timeout: 300_000 }, () => {
+  let certs: Awaited<ReturnType<typeof makeServerCertificate>>;
+  const { w, ck, ref } = tlsWorld("ck-tls-", "tls/app", [{ "a.txt": "a\n" }, { "b.txt": "b\n" }], async (dir) => {
+    certs = await makeServerCertificate(dir);
+    return { tls: { cert: certs.cert, key: certs.key } };
   });
 
   test("untrusted: the pull fails at once with the reason and the way out, and commits nothing", async () => {
@@ -49,15 +64,15 @@ describe("an https registry with a private CA", { timeout: 300_000 }, () => {
     let r = await ck("tls-ca", ["pull", "--tlscacert", certs.ca, ref()]);
     assert.equal(r.code, 0, r.stderr);
     const ls = await ck("tls-ca", ["images", "ls"]);
-    assert.ok(ls.stdout.includes(image.manifestDigest), ls.stdout);
+    assert.ok(ls.stdout.includes(w.image.manifestDigest), ls.stdout);
     const check = await ck("tls-ca", ["images", "check"]);
     assert.match(check.stdout, /complete \(4\/4\) .* true\n/);
 
-    r = await ck("tls-bad", ["pull", "--tlscacert", join(dir, "missing.pem"), ref()]);
+    r = await ck("tls-bad", ["pull", "--tlscacert", join(w.dir, "missing.pem"), ref()]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--tlscacert .*missing\.pem: ENOENT/);
     assert.match(r.stderr, /invalid argument/);
-    r = await ck("tls-bad", ["pull", "--tlscacert", join(dir, "ext.cnf"), ref()]);
+    r = await ck("tls-bad", ["pull", "--tlscacert", join(w.dir, "ext.cnf"), ref()]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--tlscacert .*ext\.cnf: no PEM certificate in it/);
     assert.match(r.stderr, /invalid argument/);
@@ -73,49 +88,34 @@ describe("an https registry with a private CA", { timeout: 300_000 }, () => {
     assert.equal(r.code, 0, r.stderr);
     const inspect = await runCommand("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${ref("tls/copy", "v2")}`]);
     assert.equal(inspect.code, 0, inspect.stderr);
-    assert.equal(`sha256:${createHash("sha256").update(inspect.stdout).digest("hex")}`, image.manifestDigest);
+    assert.equal(`sha256:${createHash("sha256").update(inspect.stdout).digest("hex")}`, w.image.manifestDigest);
   });
 });
 
 describe("an https registry that requires a client certificate", { timeout: 300_000 }, () => {
-  let nats: Awaited<ReturnType<typeof startTestNats>>;
-  let daemon: TestDaemon;
-  let registry: Awaited<ReturnType<typeof startRegistry>>;
-  let image: Awaited<ReturnType<typeof buildImage>>;
   let server: Awaited<ReturnType<typeof makeServerCertificate>>;
   let client: Awaited<ReturnType<typeof makeClientCertificate>>;
   let stranger: Awaited<ReturnType<typeof makeClientCertificate>>;
-  let dir: string;
-  const ck = (ns: string, args: string[]) => runNode(CK, ["--address", daemon.address, "-n", ns, ...args]);
-  const ref = (repo = "mtls/app", tag = "v1") => `${registry.host}/${repo}:${tag}`;
-  const empty = async (ns: string) => assert.equal((await ck(ns, ["content", "ls", "-q"])).stdout.trim(), "", `${ns} has content`);
-
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "ck-mtls-"));
+  const { w, ck, ref } = tlsWorld("ck-mtls-", "mtls/app", [{ "a.txt": "a\n" }], async (dir) => {
     server = await makeServerCertificate(dir);
     client = await makeClientCertificate(dir, "client");
     stranger = await makeClientCertificate(dir, "stranger");
-    nats = await startTestNats();
-    registry = await startRegistry({ tls: { cert: server.cert, key: server.key, clientCa: client.ca, probe: client } });
-    image = await buildImage({ host: registry.host, repo: "mtls/app", tag: "v1", layers: [{ "a.txt": "a\n" }], certDir: client.certDir });
-    daemon = await TestDaemon.start({ natsUrl: nats.url });
+    return {
+      tls: { cert: server.cert, key: server.key, clientCa: client.ca, probe: client },
+      certDir: client.certDir,
+    };
   });
-  after(async () => {
-    await daemon?.cleanup();
-    await registry?.stop();
-    await nats?.cleanup();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const empty = async (ns: string) => assert.equal((await ck(ns, ["content", "ls", "-q"])).stdout.trim(), "", `${ns} has content`);
 
   test("--tlscert/--tlskey: pulled with the registry's digest, and pushed back (skopeo sees the same digest)", async () => {
     let r = await ck("mtls", ["pull", "--tlscacert", server.ca, "--tlscert", client.cert, "--tlskey", client.key, ref()]);
     assert.equal(r.code, 0, r.stderr);
-    assert.ok((await ck("mtls", ["images", "ls"])).stdout.includes(image.manifestDigest));
+    assert.ok((await ck("mtls", ["images", "ls"])).stdout.includes(w.image.manifestDigest));
     r = await ck("mtls", ["push", "--tlscacert", server.ca, "--tlscert", client.cert, "--tlskey", client.key, ref("mtls/copy", "v2"), ref()]);
     assert.equal(r.code, 0, r.stderr);
     const inspect = await runCommand("skopeo", ["inspect", "--raw", "--tls-verify=false", "--cert-dir", client.certDir, `docker://${ref("mtls/copy", "v2")}`]);
     assert.equal(inspect.code, 0, inspect.stderr);
-    assert.equal(`sha256:${createHash("sha256").update(inspect.stdout).digest("hex")}`, image.manifestDigest);
+    assert.equal(`sha256:${createHash("sha256").update(inspect.stdout).digest("hex")}`, w.image.manifestDigest);
   });
 
   test("no client certificate, or one from a CA the registry does not trust: FailedPrecondition naming the flags, nothing written", async () => {
@@ -132,7 +132,7 @@ describe("an https registry that requires a client certificate", { timeout: 300_
     const cases: [string[], RegExp][] = [
       [["--tlscert", client.cert], /--tlscert: --tlskey FILE is required with it/],
       [["--tlskey", client.key], /--tlskey: --tlscert FILE is required with it/],
-      [["--tlscert", join(dir, "missing.pem"), "--tlskey", client.key], /--tlscert .*missing\.pem: ENOENT/],
+      [["--tlscert", join(w.dir, "missing.pem"), "--tlskey", client.key], /--tlscert .*missing\.pem: ENOENT/],
       [["--tlscert", client.key, "--tlskey", client.key], /--tlscert .*client\.key: no PEM certificate in it/],
       [["--tlscert", client.cert, "--tlskey", client.cert], /--tlskey .*client\.pem: no PEM private key in it/],
       [["--tlscert", client.cert, "--tlskey", stranger.key], /--tlscert .*client\.pem --tlskey .*stranger\.key: the key does not belong to the certificate/],
