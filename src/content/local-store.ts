@@ -745,10 +745,7 @@ export class LocalContentStore implements ContentStore {
     const saved = await readRefFile(dir);
     if (saved === undefined) throw notFound(`ingest ref "${ref}"`);
     if (!saved.leases?.includes(lease)) return;
-    const body: RefFile = { ...saved, leases: saved.leases.filter((l) => l !== lease), expires: saved.expires ?? true };
-    if (body.expected === undefined) delete body.expected;
-    if (body.leases!.length === 0) delete body.leases;
-    await fs.writeFile(path.join(dir, REF_FILE), JSON.stringify(body));
+    await saveRefFile(dir, { ...saved, leases: saved.leases.filter((l) => l !== lease) });
   }
 
   /** Keys of every ingest, on disk or in memory. */
@@ -790,11 +787,17 @@ export class LocalContentStore implements ContentStore {
 }
 
 async function writeRefFile(state: IngestState): Promise<void> {
-  const body: RefFile = { ref: state.ref, total: state.total, startedAt: state.startedAt.toISOString() };
-  if (state.expected !== undefined) body.expected = state.expected;
-  if (state.leases.length > 0) body.leases = state.leases;
-  body.expires = state.expires;
-  await fs.writeFile(path.join(state.dir, REF_FILE), JSON.stringify(body));
+  const { ref, total, expected, leases, expires } = state;
+  await saveRefFile(state.dir, { ref, total, expected, startedAt: state.startedAt.toISOString(), leases, expires });
+}
+
+/** Writes `ref.json`, leaving out an absent expected digest and an empty lease list. */
+async function saveRefFile(dir: string, f: RefFile): Promise<void> {
+  const body: RefFile = { ref: f.ref, total: f.total, startedAt: f.startedAt };
+  if (f.expected !== undefined) body.expected = f.expected;
+  if (f.leases !== undefined && f.leases.length > 0) body.leases = f.leases;
+  body.expires = f.expires ?? true;
+  await fs.writeFile(path.join(dir, REF_FILE), JSON.stringify(body));
 }
 
 /** ref.json of an ingest dir, or undefined when absent or unreadable (a crash mid-write). */
