@@ -8,7 +8,12 @@ import { ProjectionDb, type KeyChange } from "./db.js";
 import { evolve, keysFor, type LoggedEvent } from "./views.js";
 
 export interface ProjectorOptions {
-  /** Largest number of messages folded into one RocksDB batch. */
+  /**
+   * Largest number of messages folded into one RocksDB batch (default 256). Small batches
+   * are cheaper: what a batch holds (messages, decoded events, its key cache) then dies young
+   * instead of surviving into V8's old generation. Rebuilding 100,000 events took 1.8-2.3 s
+   * of CPU with 128-384 and 2.7-3.5 s with 8,192 (2026-11-30, alternating runs).
+   */
   maxBatch?: number;
   /** Stop after applying this sequence (point-in-time rebuilds). */
   untilSeq?: number;
@@ -74,7 +79,7 @@ export class Projector {
     private readonly protos: Protos,
     private readonly opts: ProjectorOptions = {},
   ) {
-    this.maxBatch = opts.maxBatch ?? 2048;
+    this.maxBatch = opts.maxBatch ?? 256;
   }
 
   get appliedSeq(): number {

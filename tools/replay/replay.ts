@@ -83,7 +83,7 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
   const untilSeq = Math.min(last, until.seq ?? last);
   const started = process.hrtime.bigint();
   if (untilSeq > 0) {
-    const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time, maxBatch: 8192 });
+    const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time });
     projector.start();
     await projector.finished();
   }
