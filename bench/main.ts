@@ -15,6 +15,7 @@ import { encodeEnvelope, nowTimestamp, ORIGIN_COMMAND, ORIGIN_HEADER } from "../
 import { subjectFor } from "../src/emitter/subjects.js";
 import { imageRecord, TYPE } from "../src/projections/views.js";
 import { ApiClient } from "../src/cli/client.js";
+import { isClass } from "../src/errdefs/errdefs.js";
 import { pullBench, median } from "./pull.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -387,6 +388,8 @@ async function waitApplied(sock: string, image: string): Promise<void> {
         await c.call("images", "Get", { name: image });
         return;
       } catch (err) {
+        // NotFound: not applied yet. Anything else is a failure, not something to wait out.
+        if (!isClass(err, "NotFound")) throw err;
         if (Date.now() > deadline) throw new Error(`ckd did not apply the filled log within 2 minutes: ${(err as Error).message}`);
         await new Promise((res) => setTimeout(res, 100));
       }

@@ -11,8 +11,8 @@ export interface ProjectorOptions {
   /**
    * Largest number of messages folded into one RocksDB batch (default 256). Small batches
    * are cheaper: what a batch holds (messages, decoded events, its key cache) then dies young
-   * instead of surviving into V8's old generation. Rebuilding 100,000 events took 1.8-2.3 s
-   * of CPU with 128-384 and 2.7-3.5 s with 8,192 (2026-11-30, alternating runs).
+   * instead of surviving into V8's old generation. Rebuilding 100,000 events took 1.6-2.3 s
+   * of CPU with 256 and 2.6-3.5 s with 8,192 (2026-11-30, alternating warm runs).
    */
   maxBatch?: number;
   /** Stop after applying this sequence (point-in-time rebuilds). */
