@@ -6,7 +6,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Queries } from "../projections/queries.js";
 import type { ContentStore } from "../content/types.js";
 import type { SnapshotStore } from "../snapshots/store.js";
-import { applyLayerToMounts } from "../diff/apply.js";
+import { applyLayerFile, applyLayerToMounts } from "../diff/apply.js";
 import { validateDigest } from "../commands/validation.js";
 import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 
@@ -26,11 +26,26 @@ export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation 
       validateDigest("layer.digest", digest);
       // Even a share needs the layer in the caller's namespace: nobody gets files by chain ID alone.
       await d.queries.getBlob(ns, digest);
+      // A caller that goes away ends a wait for the parent.
+      const gone = new AbortController();
+      call.on("cancelled", () => gone.abort());
+      const file = d.store.path(digest);
+      const mediaType = layer.media_type || undefined;
       const res = await d.snapshots.unpack(
         ns,
         String(r.snapshotter ?? ""),
-        { layer: digest, diffId: String(r.diff_id ?? ""), parent: String(r.parent ?? ""), lease: metadataValue(call, LEASE_HEADER) || undefined },
-        async (mounts) => (await applyLayerToMounts(mounts, { file: d.store.path(digest) }, { mediaType: layer.media_type || undefined })).digest,
+        {
+          layer: digest,
+          diffId: String(r.diff_id ?? ""),
+          parent: String(r.parent ?? ""),
+          lease: metadataValue(call, LEASE_HEADER) || undefined,
+          waitParent: Boolean(r.wait_parent),
+          signal: gone.signal,
+        },
+        (target) =>
+          "mounts" in target
+            ? applyLayerToMounts(target.mounts, { file }, { mediaType })
+            : applyLayerFile(target.overlayUpper, file, { mediaType, whiteouts: "overlay" }),
       );
       return { chain_id: res.chainId, status: res.status, verified: res.verified };
     }),

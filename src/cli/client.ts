@@ -77,7 +77,12 @@ export class ApiClient {
   }
 
   /** A unary call; rejects with a CkError carrying the errdefs class. */
-  call<T = any>(service: ServiceName, method: string, request: object, opts: { metadata?: Record<string, string>; namespace?: string; deadlineMs?: number } = {}): Promise<T> {
+  call<T = any>(
+    service: ServiceName,
+    method: string,
+    request: object,
+    opts: { metadata?: Record<string, string>; namespace?: string; deadlineMs?: number; signal?: AbortSignal } = {},
+  ): Promise<T> {
     const c = this.client(service) as unknown as Record<string, Function>;
     const fn = c[method];
     if (typeof fn !== "function") return Promise.reject(new Error(`no method ${service}.${method}`));
@@ -86,10 +91,16 @@ export class ApiClient {
     if (opts.deadlineMs) callOpts.deadline = Date.now() + opts.deadlineMs;
     const started = TRACE ? performance.now() : 0;
     return new Promise((resolve, reject) => {
-      fn.call(c, request, md, callOpts, (err: grpc.ServiceError | null, res: T) => {
+      const signal = opts.signal;
+      const call = fn.call(c, request, md, callOpts, (err: grpc.ServiceError | null, res: T) => {
+        signal?.removeEventListener("abort", cancel);
         if (TRACE) trace(`${service}.${method} ${err ? `${grpc.status[err.code]} ` : ""}${(performance.now() - started).toFixed(1)} ms`, started);
         err ? reject(fromGrpcError(err)) : resolve(res);
-      });
+      }) as grpc.ClientUnaryCall;
+      // Aborting cancels the call: it rejects with Canceled and the server sees it go.
+      const cancel = () => call.cancel();
+      if (signal?.aborted) cancel();
+      else signal?.addEventListener("abort", cancel, { once: true });
     });
   }
 

@@ -7,8 +7,9 @@
 // the caller's lease, so nothing half-made outlives a failure for long.
 // `ck pull` asks ckd to unpack each layer itself first (ck.services.unpack.v1, see
 // docs/snapshots.md "Sharing"): the result is verified and shared across namespaces, so a
-// warm pull into another namespace applies nothing. A daemon without it (Unimplemented) gets
-// the ctr-style unpack above.
+// warm pull into another namespace applies nothing. Those calls go out side by side, each as
+// soon as its layer is fetched, so ckd applies layers in parallel and commits them in chain
+// order. A daemon without it (Unimplemented) gets the ctr-style unpack above.
 import { createHash, randomBytes } from "node:crypto";
 import type { ApiClient } from "./client.js";
 import { ApiContent } from "./api-content.js";
@@ -117,8 +118,8 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
   const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform, undefined, opts.manifests, opts.ready);
   let applied = 0;
   let shared = 0;
-  let daemonUnpack = opts.daemonUnpack ?? true;
-  // Label updates of ckd-unpacked layers run alongside the next layer's unpack.
+  const daemonUnpack = opts.daemonUnpack ?? true;
+  // Label updates of ckd-unpacked layers run alongside the other layers' unpacks.
   const labelling: Promise<void>[] = [];
   const label = (digest: string, labels: Record<string, string>) => {
     const p = content.setLabels(digest, labels);
@@ -126,29 +127,13 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
     labelling.push(p);
   };
   try {
-    for (let i = 0; i < layers.length; i++) {
+    const byDaemon = daemonUnpack ? await unpackByDaemon(api, sn, layers, diffIds, chain, opts, metadata, label) : undefined;
+    if (byDaemon) ({ applied, shared } = byDaemon);
+    // Not ckd, or an older one: unpack as ctr does.
+    for (let i = 0; !byDaemon && i < layers.length; i++) {
       const chainId = chain[i]!;
       await opts.ready?.(layers[i]!.digest);
       const parent = i > 0 ? chain[i - 1]! : "";
-      if (daemonUnpack) {
-        try {
-          opts.onLayer?.(chainId, "unpacking");
-          const r = await api.call("unpack", "Apply", { snapshotter: sn, layer: apiDescriptor(layers[i]!), diff_id: diffIds[i]!, parent }, { metadata });
-          if (r.chain_id !== chainId) throw new CkError("Unknown", `ckd unpacked layer ${i} as ${r.chain_id}, expected chain ID ${chainId}`);
-          if (r.status === "exists") {
-            opts.onLayer?.(chainId, "exists");
-            continue;
-          }
-          if (r.status === "shared") shared++;
-          else applied++;
-          label(layers[i]!.digest, { [UNCOMPRESSED_LABEL]: diffIds[i]! });
-          opts.onLayer?.(chainId, "unpacked");
-          continue;
-        } catch (err) {
-          if (!isClass(err, "NotImplemented")) throw err;
-          daemonUnpack = false; // not ckd, or an older one: unpack as ctr does
-        }
-      }
       try {
         await call("snapshots", "Stat", { snapshotter: sn, key: chainId });
         opts.onLayer?.(chainId, "exists");
@@ -187,4 +172,58 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
   const top = chain[chain.length - 1] ?? "";
   if (top) await content.setLabels(config.digest, { [GC_REF_SNAPSHOT + sn]: top });
   return { chainId: top, applied, shared, layers: layers.length };
+}
+
+/**
+ * ckd's unpack (ck.services.unpack.v1) of every layer, the calls side by side: each goes out
+ * once its blob is in the content store, all but the first with wait_parent, so ckd applies a
+ * layer while its parent is still being applied (overlayfs) and commits them in chain order.
+ * The first failure cancels the other calls. Undefined when the daemon has no unpack service.
+ */
+async function unpackByDaemon(
+  api: ApiClient,
+  sn: string,
+  layers: readonly Descriptor[],
+  diffIds: readonly string[],
+  chain: readonly string[],
+  opts: UnpackOptions,
+  metadata: Record<string, string>,
+  label: (digest: string, labels: Record<string, string>) => void,
+): Promise<{ applied: number; shared: number } | undefined> {
+  const stop = new AbortController();
+  let applied = 0;
+  let shared = 0;
+  let firstError: unknown;
+  const one = async (i: number) => {
+    const chainId = chain[i]!;
+    await opts.ready?.(layers[i]!.digest);
+    if (stop.signal.aborted) return;
+    opts.onLayer?.(chainId, "unpacking");
+    const r = await api.call(
+      "unpack",
+      "Apply",
+      { snapshotter: sn, layer: apiDescriptor(layers[i]!), diff_id: diffIds[i]!, parent: i > 0 ? chain[i - 1]! : "", wait_parent: i > 0 },
+      { metadata, signal: stop.signal },
+    );
+    if (r.chain_id !== chainId) throw new CkError("Unknown", `ckd unpacked layer ${i} as ${r.chain_id}, expected chain ID ${chainId}`);
+    if (r.status === "exists") {
+      opts.onLayer?.(chainId, "exists");
+      return;
+    }
+    if (r.status === "shared") shared++;
+    else applied++;
+    label(layers[i]!.digest, { [UNCOMPRESSED_LABEL]: diffIds[i]! });
+    opts.onLayer?.(chainId, "unpacked");
+  };
+  await Promise.all(
+    layers.map((_, i) =>
+      one(i).catch((err) => {
+        firstError ??= err;
+        stop.abort();
+      }),
+    ),
+  );
+  if (firstError === undefined) return { applied, shared };
+  if (isClass(firstError, "NotImplemented")) return undefined;
+  throw firstError;
 }

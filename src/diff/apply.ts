@@ -48,6 +48,13 @@ export interface Applied {
   digest: string;
   /** Bytes of the uncompressed tar. */
   size: number;
+  /**
+   * Directories the apply had to create because an entry needed them and the layer has no
+   * entry of its own for them (relative to the root, parents first). With overlay whiteouts
+   * and no `parents` they were made with default attributes: inheritLowerAttributes gives them
+   * the attributes of the lower layers once those are known.
+   */
+  implicitDirs: string[];
 }
 
 const WHITEOUT_PREFIX = ".wh.";
@@ -153,6 +160,8 @@ interface ApplyState {
   made: Set<string>;
   /** Bumped by every removal and every new symlink: both can change how a path resolves. */
   generation: number;
+  /** Directories made for an entry's sake, by relative name, until an entry of their own comes. */
+  implicit: Set<string>;
 }
 
 type Header = Partial<tar.Header> & { name: string; pax?: Record<string, string> | null };
@@ -200,6 +209,7 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     fresh: new Set(),
     made: new Set(),
     generation: 0,
+    implicit: new Set(),
   };
   const source = await decompressed(layer, opts.mediaType);
   const digester = new Digester();
@@ -231,7 +241,7 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     const s = await lstatOrNull(d.path);
     if (s?.isDirectory()) fss.lutimesSync(d.path, d.atime, d.mtime);
   }
-  return { digest: digester.digest(), size: digester.size };
+  return { digest: digester.digest(), size: digester.size, implicitDirs: [...state.implicit] };
 }
 
 function asCkError(err: unknown, mediaType: string | undefined): CkError {
@@ -279,7 +289,10 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
     state.unpacked.add(target);
     state.made.add(target);
     // A directory this entry made or kept is where its path resolves to, for its children.
-    if (h.type === "directory") state.resolvedParents.set(rel, target);
+    if (h.type === "directory") {
+      state.resolvedParents.set(rel, target);
+      state.implicit.delete(path.relative(state.root, target));
+    }
     return consumed;
   } catch (err) {
     if (err instanceof CkError) throw err;
@@ -303,20 +316,46 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   fss.mkdirSync(dir, { mode: 0o755 });
   state.fresh.add(dir);
   state.made.add(dir);
+  state.implicit.add(path.relative(state.root, dir));
   if (state.whiteouts !== "overlay") return;
   // A directory of a lower layer, created in the upper one: keep its attributes, since
   // overlayfs shows the upper directory's.
-  const rel = path.relative(state.root, dir);
-  for (const lower of state.parents) {
+  await inheritDirectory(dir, path.relative(state.root, dir), state.parents, state.asRoot);
+}
+
+/**
+ * Gives directory `dir` (named `rel` in its layer) the owner, mode and times of the directory
+ * of that name in the nearest of `lowers` that has the name, if that is a directory.
+ */
+async function inheritDirectory(dir: string, rel: string, lowers: readonly string[], asRoot: boolean): Promise<void> {
+  for (const lower of lowers) {
     const lp = await resolveInRoot(lower, rel, { followLast: true });
     const ls = await lstatOrNull(lp);
     if (!ls) continue;
     if (ls.isDirectory()) {
-      if (state.asRoot) fss.lchownSync(dir, ls.uid, ls.gid);
+      if (asRoot) fss.lchownSync(dir, ls.uid, ls.gid);
       fss.chmodSync(dir, ls.mode & 0o7777);
       fss.lutimesSync(dir, ls.atime, ls.mtime);
     }
-    break;
+    return;
+  }
+}
+
+/**
+ * For a layer applied into overlay upper directory `upper` before its lower layers were known
+ * (no `parents`): gives each of its implicit directories (Applied.implicitDirs) the attributes
+ * it has in the nearest of `lowers` (nearest first), as an apply with `parents` does while it
+ * runs. Names that are no longer directories of the upper layer are skipped.
+ */
+export async function inheritLowerAttributes(upper: string, implicitDirs: readonly string[], lowers: readonly string[]): Promise<void> {
+  if (lowers.length === 0 || implicitDirs.length === 0) return;
+  const root = fss.realpathSync(upper);
+  const asRoot = process.getuid?.() === 0;
+  for (const rel of implicitDirs) {
+    const dir = await resolveInRoot(root, rel, { followLast: false });
+    assertInside(root, dir, rel);
+    if (!(await lstatOrNull(dir))?.isDirectory()) continue;
+    await inheritDirectory(dir, rel, lowers, asRoot);
   }
 }
 
@@ -510,7 +549,7 @@ function spawnWorker(): PoolWorker {
     if (!p || p.id !== m.id) return;
     pw.pending = undefined;
     releaseWorker(pw);
-    if (m.ok) p.resolve({ digest: m.digest, size: m.size });
+    if (m.ok) p.resolve({ digest: m.digest, size: m.size, implicitDirs: m.implicitDirs });
     else if (m.errorClass) p.reject(new CkError(m.errorClass as ErrorClass, m.message));
     else p.reject(Object.assign(new CkError("Unknown", `apply layer: ${m.message}`), { code: m.code }));
   });

@@ -13,6 +13,9 @@ import { XATTR_PAX_PREFIX } from "./pax.js";
 import { withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import type { Applied } from "./apply.js";
+
+/** A layer written: the digest and size of the uncompressed tar. */
+type Written = Pick<Applied, "digest" | "size">;
 import { Digester } from "./digest.js";
 
 const WHITEOUT_PREFIX = ".wh.";
@@ -50,7 +53,7 @@ async function names(dir: string | undefined): Promise<string[]> {
  * Writes the changes from `lower` (undefined: nothing, every entry of `upper` is new) to
  * `upper` as an uncompressed tar on `out`, and resolves with its digest and size.
  */
-export async function writeDiff(lower: string | undefined, upper: string, out: Writable): Promise<Applied> {
+export async function writeDiff(lower: string | undefined, upper: string, out: Writable): Promise<Written> {
   return writeTar(upper, out, false, (st) => compareDir(st, "", lower, upper));
 }
 
@@ -58,7 +61,7 @@ export async function writeDiff(lower: string | undefined, upper: string, out: W
  * Writes an overlayfs upper directory as a layer: 0/0 character devices become `.wh.`
  * whiteouts and directories marked `trusted.overlay.opaque=y` get an opaque marker.
  */
-export async function writeOverlayDiff(upper: string, out: Writable): Promise<Applied> {
+export async function writeOverlayDiff(upper: string, out: Writable): Promise<Written> {
   return writeTar(upper, out, true, (st) => compareDir(st, "", undefined, upper));
 }
 
@@ -67,7 +70,7 @@ async function writeTar(
   out: Writable,
   overlay: boolean,
   walk: (st: DiffState) => Promise<void>,
-): Promise<Applied> {
+): Promise<Written> {
   const pack = tar.pack();
   const digester = new Digester();
   const writing = pipeline(pack, digester, out);
@@ -283,6 +286,6 @@ export async function writeDiffFromMounts(
   lower: readonly Mount[] | undefined,
   upper: readonly Mount[],
   out: Writable,
-): Promise<Applied> {
+): Promise<Written> {
   return withTree(lower, (l) => withTree(upper, (u) => writeDiff(l, u!, out)));
 }

@@ -87,6 +87,7 @@ export const notImplemented = make("NotImplemented");
 export const conflict = make("Conflict");
 export const aborted = make("Aborted");
 export const outOfRange = make("OutOfRange");
+export const canceled = make("Canceled");
 
 export function isClass(err: unknown, c: ErrorClass): boolean {
   return err instanceof CkError && err.errorClass === c;

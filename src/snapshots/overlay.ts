@@ -72,13 +72,25 @@ export class OverlaySnapshotter extends DirectorySnapshotter {
       const fsDir = path.join(tmp, "fs");
       await fs.mkdir(fsDir, { mode: 0o755 });
       if (!opts.readonly) await fs.mkdir(path.join(tmp, "work"), { mode: 0o700 });
-      if (parentIds.length > 0) {
-        // The root of the merged tree shows the upper directory's owner: keep the parent's.
-        const st = await fs.stat(this.fsDir(parentIds[0]));
-        await fs.lchown(fsDir, st.uid, st.gid);
-      }
+      if (parentIds.length > 0) await this.ownLikeParent(fsDir, parentIds[0]);
     });
     return this.mounts(id, parentIds, opts.readonly ? "View" : "Active");
+  }
+
+  /** An upper directory holds only its own layer: of its parents, only their owner matters. */
+  async rebase(id: string, parentIds: readonly string[]): Promise<void> {
+    checkSnapshotId(id);
+    parentIds.forEach(checkSnapshotId);
+    checkParentChain(id, parentIds);
+    await this.dirs.mustExist(id);
+    for (const p of parentIds) await this.dirs.mustExist(p);
+    if (parentIds.length > 0) await this.ownLikeParent(this.fsDir(id), parentIds[0]);
+  }
+
+  /** The root of the merged tree shows the upper directory's owner: keep the parent's. */
+  private async ownLikeParent(fsDir: string, parentId: string): Promise<void> {
+    const st = await fs.stat(this.fsDir(parentId));
+    await fs.lchown(fsDir, st.uid, st.gid);
   }
 
   /**

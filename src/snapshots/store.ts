@@ -11,7 +11,8 @@ import type { Queries } from "../projections/queries.js";
 import { nowTimestamp } from "../emitter/envelope.js";
 import { chainIdOf, checkCommit, checkPrepare, checkUnpack, parentIds, snapshotHandlers, validateSnapshotKey, validateSnapshotterName } from "../commands/snapshots.js";
 import { validateDigest } from "../commands/validation.js";
-import { failedPrecondition, invalidArgument, isClass } from "../errdefs/errdefs.js";
+import { canceled, failedPrecondition, invalidArgument, isClass } from "../errdefs/errdefs.js";
+import { inheritLowerAttributes } from "../diff/apply.js";
 import { keys, type ChainIndexRecord, type SnapshotRecord } from "../projections/views.js";
 import type { Mount, Snapshotter, Usage } from "./types.js";
 
@@ -21,9 +22,29 @@ export interface SnapshotterEntry {
   unavailable?: string;
 }
 
+/** Longest an unpack waits for its parent (the caller is unpacking it: a download may be slow). */
+const PARENT_WAIT_MS = 30 * 60_000;
+/** How often a waiting unpack looks for a parent committed by another process. */
+const PARENT_POLL_MS = 250;
+
+/** Where unpack applies a layer: a snapshot's mounts, or an overlay upper directory of its own. */
+export type ApplyTarget = { mounts: Mount[] } | { overlayUpper: string };
+
+export interface UnpackOutcome {
+  chainId: string;
+  status: "exists" | "shared" | "applied";
+  verified: boolean;
+}
+
+function checkDiffId(got: string, want: string): void {
+  if (got !== want) throw failedPrecondition(`wrong diff id calculated on extraction "${got}", expected "${want}"`);
+}
+
 export class SnapshotStore {
   /** Ids whose directories are being made or removed right now: Cleanup leaves them alone. */
   private readonly busy = new Set<string>();
+  /** Callers of waitCommitted, by namespace, snapshotter and key. */
+  private readonly waiters = new Map<string, Set<() => void>>();
 
   constructor(
     private readonly sequencer: Sequencer,
@@ -89,7 +110,9 @@ export class SnapshotStore {
     const lease = req.lease ? await this.queries.getLease(ns, req.lease).catch(() => undefined) : undefined;
     checkCommit(cmd, current, await this.find(ns, snapshotter, req.name), lease);
     await sn.commit(current!.id);
-    return this.sequencer.submit(snapshotHandlers.commit({ ...cmd, now: nowTimestamp() }));
+    const rec = await this.sequencer.submit(snapshotHandlers.commit({ ...cmd, now: nowTimestamp() }));
+    this.committed(ns, snapshotter, req.name);
+    return rec;
   }
 
   /**
@@ -97,13 +120,19 @@ export class SnapshotStore {
    * docs/snapshots.md, "Sharing"). `apply` writes the layer onto the mounts of a directory no
    * client ever saw and answers the uncompressed digest; it is not called when the snapshot
    * exists in the namespace already or a verified directory can be shared.
+   *
+   * With `waitParent`, a parent that is not committed yet is waited for (until `signal` aborts,
+   * or PARENT_WAIT_MS): the caller is unpacking it in another call. On a snapshotter that can
+   * rebase (overlayfs) the layer is applied meanwhile into a directory of its own, so that the
+   * layers of an image are applied side by side; its commit still waits for the parent. Where
+   * the chain ID could be shared instead, nothing is applied before the parent is there.
    */
   async unpack(
     ns: string,
     snapshotter: string,
-    req: { layer: string; diffId: string; parent: string; lease?: string },
-    apply: (mounts: Mount[]) => Promise<string>,
-  ): Promise<{ chainId: string; status: "exists" | "shared" | "applied"; verified: boolean }> {
+    req: { layer: string; diffId: string; parent: string; lease?: string; waitParent?: boolean; signal?: AbortSignal },
+    apply: (target: ApplyTarget) => Promise<{ digest: string; implicitDirs: readonly string[] }>,
+  ): Promise<UnpackOutcome> {
     const sn = this.snapshotter(snapshotter);
     validateDigest("layer.digest", req.layer);
     validateDigest("diff_id", req.diffId);
@@ -115,30 +144,21 @@ export class SnapshotStore {
     };
     const already = await exists();
     if (already) return already;
-    const parent = req.parent ? await this.find(ns, snapshotter, req.parent) : undefined;
-    const lease = req.lease ? await this.queries.getLease(ns, req.lease).catch(() => undefined) : undefined;
     const cmd = { namespace: ns, snapshotter, name, parent: req.parent, labels: {}, lease: req.lease };
+    let parent = req.parent ? await this.find(ns, snapshotter, req.parent) : undefined;
+    if (req.parent && !parent && req.waitParent) {
+      if (sn.rebase && !this.shareable(snapshotter, name, req.layer)) return this.unpackAhead(ns, sn, req, cmd, apply, exists);
+      parent = await this.waitCommitted(ns, snapshotter, req.parent, req.signal);
+      const now = await exists();
+      if (now) return now;
+    }
+    const lease = req.lease ? await this.queries.getLease(ns, req.lease).catch(() => undefined) : undefined;
     checkUnpack(cmd, undefined, parent, lease);
     // Only what ckd applied itself on a verified chain is verified (and ever shared).
-    const parentId = parent?.id ?? "";
-    const verified = !parent || parent.verified ? { layer: req.layer, parent_id: parentId, diff_id: req.diffId } : undefined;
-    if (verified) {
-      for (const [, c] of [...this.queries.scanRecords<ChainIndexRecord>(keys.snapshotChainPrefix(snapshotter, name))]) {
-        if (c.parent_id !== parentId || c.layer !== req.layer) continue;
-        try {
-          await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id: c.id, share: true, verified, now: nowTimestamp() }));
-          return { chainId: name, status: "shared", verified: true };
-        } catch (err) {
-          if (isClass(err, "AlreadyExists")) {
-            const e = await exists();
-            if (e) return e;
-          }
-          // The directory lost its last owner meanwhile: try another, or apply.
-          if (!isClass(err, "FailedPrecondition")) throw err;
-        }
-      }
-    }
-    const parents = parent ? [parent.id, ...parentIds((k) => this.findSync(ns, snapshotter, k), parent)] : [];
+    const verified = this.verification(req, parent);
+    const shared = verified && (await this.share(cmd, verified, exists));
+    if (shared) return shared;
+    const parents = this.parentChain(ns, snapshotter, parent);
     const id = newSnapshotId();
     this.busy.add(id);
     try {
@@ -146,8 +166,7 @@ export class SnapshotStore {
       const mounts = await sn.prepare(id, parents, { readonly: false });
       let committed = false;
       try {
-        const got = await apply(mounts);
-        if (got !== req.diffId) throw failedPrecondition(`wrong diff id calculated on extraction "${got}", expected "${req.diffId}"`);
+        checkDiffId((await apply({ mounts })).digest, req.diffId);
         await sn.commit(id);
         await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, share: false, verified, now: nowTimestamp() }));
         committed = true;
@@ -156,15 +175,147 @@ export class SnapshotStore {
       }
     } catch (err) {
       // Another unpack in this namespace committed the chain ID first: theirs is as good.
-      if (isClass(err, "AlreadyExists")) {
-        const e = await exists();
-        if (e) return e;
-      }
-      throw err;
+      return this.lostRace(err, exists);
     } finally {
       this.busy.delete(id);
     }
+    this.committed(ns, snapshotter, name);
     return { chainId: name, status: "applied", verified: !!verified };
+  }
+
+  /**
+   * unpack's side-by-side path: the layer goes into a parentless directory now, and onto its
+   * parent once that is committed (rebase, then the attributes of the directories the layer
+   * implies from the lower layers, then the commit).
+   */
+  private async unpackAhead(
+    ns: string,
+    sn: Snapshotter,
+    req: { layer: string; diffId: string; parent: string; lease?: string; signal?: AbortSignal },
+    cmd: { namespace: string; snapshotter: string; name: string; parent: string; labels: Record<string, string>; lease?: string },
+    apply: (target: ApplyTarget) => Promise<{ digest: string; implicitDirs: readonly string[] }>,
+    exists: () => Promise<UnpackOutcome | undefined>,
+  ): Promise<UnpackOutcome> {
+    const id = newSnapshotId();
+    this.busy.add(id);
+    let verified: ReturnType<SnapshotStore["verification"]>;
+    try {
+      await sn.prepare(id, [], { readonly: false });
+      let committed = false;
+      try {
+        const applied = await apply({ overlayUpper: sn.fsDir(id) });
+        checkDiffId(applied.digest, req.diffId);
+        const parent = await this.waitCommitted(ns, cmd.snapshotter, req.parent, req.signal);
+        const now = await exists();
+        if (now) return now;
+        const lease = req.lease ? await this.queries.getLease(ns, req.lease).catch(() => undefined) : undefined;
+        checkUnpack(cmd, undefined, parent, lease);
+        verified = this.verification(req, parent);
+        // Another namespace may have finished the same layer on the same parent meanwhile.
+        const shared = verified && (await this.share(cmd, verified, exists));
+        if (shared) return shared;
+        const parents = this.parentChain(ns, cmd.snapshotter, parent);
+        await sn.rebase!(id, parents);
+        await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, parents.map((p) => sn.fsDir(p)));
+        await sn.commit(id);
+        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, share: false, verified, now: nowTimestamp() }));
+        committed = true;
+      } finally {
+        if (!committed) await sn.remove(id).catch(() => undefined);
+      }
+    } catch (err) {
+      return this.lostRace(err, exists);
+    } finally {
+      this.busy.delete(id);
+    }
+    this.committed(ns, cmd.snapshotter, cmd.name);
+    return { chainId: cmd.name, status: "applied", verified: !!verified };
+  }
+
+  /** The verification a snapshot of `req` gets on `parent`: only on a verified chain. */
+  private verification(req: { layer: string; diffId: string }, parent: SnapshotRecord | undefined) {
+    return !parent || parent.verified ? { layer: req.layer, parent_id: parent?.id ?? "", diff_id: req.diffId } : undefined;
+  }
+
+  /** Whether some namespace has a verified directory for this chain ID made from this layer. */
+  private shareable(snapshotter: string, name: string, layer: string): boolean {
+    for (const [, c] of this.queries.scanRecords<ChainIndexRecord>(keys.snapshotChainPrefix(snapshotter, name))) if (c.layer === layer) return true;
+    return false;
+  }
+
+  /** Records a verified directory made from the same layer on the same parent, if one is left. */
+  private async share(
+    cmd: { namespace: string; snapshotter: string; name: string; parent: string; labels: Record<string, string>; lease?: string },
+    verified: { layer: string; parent_id: string; diff_id: string },
+    exists: () => Promise<UnpackOutcome | undefined>,
+  ): Promise<UnpackOutcome | undefined> {
+    for (const [, c] of [...this.queries.scanRecords<ChainIndexRecord>(keys.snapshotChainPrefix(cmd.snapshotter, cmd.name))]) {
+      if (c.parent_id !== verified.parent_id || c.layer !== verified.layer) continue;
+      try {
+        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id: c.id, share: true, verified, now: nowTimestamp() }));
+        this.committed(cmd.namespace, cmd.snapshotter, cmd.name);
+        return { chainId: cmd.name, status: "shared", verified: true };
+      } catch (err) {
+        if (isClass(err, "AlreadyExists")) {
+          const e = await exists();
+          if (e) return e;
+        }
+        // The directory lost its last owner meanwhile: try another, or apply.
+        if (!isClass(err, "FailedPrecondition")) throw err;
+      }
+    }
+    return undefined;
+  }
+
+  private parentChain(ns: string, snapshotter: string, parent: SnapshotRecord | undefined): string[] {
+    return parent ? [parent.id, ...parentIds((k) => this.findSync(ns, snapshotter, k), parent)] : [];
+  }
+
+  private async lostRace(err: unknown, exists: () => Promise<UnpackOutcome | undefined>): Promise<UnpackOutcome> {
+    if (isClass(err, "AlreadyExists")) {
+      const e = await exists();
+      if (e) return e;
+    }
+    throw err;
+  }
+
+  /**
+   * Resolves with snapshot `key` of the namespace once it exists: at once when it does, on the
+   * commit when this process makes it, else by looking again every PARENT_POLL_MS (another
+   * process may commit it). Rejects with Canceled when `signal` aborts, with FailedPrecondition
+   * after PARENT_WAIT_MS.
+   */
+  private async waitCommitted(ns: string, snapshotter: string, key: string, signal?: AbortSignal): Promise<SnapshotRecord> {
+    const deadline = Date.now() + PARENT_WAIT_MS;
+    const slot = `${ns}\u0000${snapshotter}\u0000${key}`;
+    for (;;) {
+      // An Active or View snapshot of that name is returned too: checkUnpack refuses it.
+      const rec = await this.find(ns, snapshotter, key);
+      if (rec) return rec;
+      if (signal?.aborted) throw canceled(`waiting for parent ${JSON.stringify(key)}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw failedPrecondition(`parent ${JSON.stringify(key)} was not committed within ${PARENT_WAIT_MS / 1000} s`);
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", done);
+          this.waiters.get(slot)?.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(PARENT_POLL_MS, left));
+        signal?.addEventListener("abort", done, { once: true });
+        const set = this.waiters.get(slot) ?? new Set();
+        set.add(done);
+        this.waiters.set(slot, set);
+      });
+      if (this.waiters.get(slot)?.size === 0) this.waiters.delete(slot);
+    }
+  }
+
+  /** Wakes whoever waits for this snapshot to be committed. */
+  private committed(ns: string, snapshotter: string, key: string): void {
+    const set = this.waiters.get(`${ns}\u0000${snapshotter}\u0000${key}`);
+    if (set) for (const wake of [...set]) wake();
   }
 
   async remove(ns: string, snapshotter: string, key: string): Promise<void> {

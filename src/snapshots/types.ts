@@ -48,6 +48,14 @@ export interface Snapshotter {
   cleanup(keep: ReadonlySet<string>): Promise<string[]>;
   /** The directory holding the snapshot's own files (native: the tree; overlayfs: upperdir). */
   fsDir(id: string): string;
+  /**
+   * Only for snapshotters whose directories do not depend on their parents' (overlayfs): an
+   * Active snapshot prepared without parents, whose layer was applied into fsDir with overlay
+   * whiteouts, is made ready to be committed on top of `parentIds` (nearest first, Committed),
+   * as if prepare had been given them. Lets a layer be applied while its parent is still being
+   * unpacked.
+   */
+  rebase?(id: string, parentIds: readonly string[]): Promise<void>;
 }
 
 /**

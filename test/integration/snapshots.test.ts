@@ -7,7 +7,8 @@
 // committed; GC removes a directory only when no namespace refers to it.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { gzipSync } from "node:zlib";
 import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -19,6 +20,8 @@ import { startRegistry, buildImage, type BuiltImage } from "../helpers/registry.
 import { rejectsClass } from "../helpers/errors.js";
 import type { ApiClient } from "../../src/cli/client.js";
 import { chainIds } from "../../src/cli/unpack.js";
+import { ApiContent } from "../../src/cli/api-content.js";
+import { layerTar } from "../conformance/snapshotter.js";
 import { mountAll, unmountAll } from "../../src/snapshots/mount.js";
 
 const CTR = "/usr/bin/ctr";
@@ -252,6 +255,100 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
         c.close();
         x.close();
       }
+    });
+  }
+
+  for (const sn of ["overlayfs", "native"]) {
+    test(`Unpack.Apply with wait_parent (${sn}): a layer sent before its parent is committed after it, ${sn === "overlayfs" ? "applied meanwhile" : "applied once the parent is there"}; a wait ends with the call and leaves nothing`, async () => {
+      const ns = `ahead-${sn}`;
+      const api = daemon.client(ns);
+      const lease = `ahead-${sn}`;
+      await api.call("leases", "Create", { id: lease, labels: {} });
+      const metadata = { "containerd-lease": lease };
+      const dirs0 = (await snapDirs(sn)).length;
+      try {
+        const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
+        // The second layer has no entries for p and p/q: the lower layer's p must show through.
+        const tars = [
+          await layerTar([{ name: "p", type: "directory", mode: 0o750, uid: 1234, gid: 4321 }, { name: "p/x", body: "x\n" }]),
+          await layerTar([{ name: "p/q/y", body: "y\n" }]),
+        ];
+        const blobs = tars.map((t) => gzipSync(t));
+        const content = new ApiContent(api, metadata);
+        const layers: { media_type: string; digest: string; size: number }[] = [];
+        for (const b of blobs) {
+          const digest = sha(b);
+          const w = await content.open(`ahead-${digest}`, { expected: digest, total: b.length });
+          if (w !== "exists") {
+            await w.write(b);
+            await w.commit(b.length, digest);
+          }
+          layers.push({ media_type: "application/vnd.oci.image.layer.v1.tar+gzip", digest, size: b.length });
+        }
+        const diffIds = tars.map(sha);
+        const chain = chainIds(diffIds);
+        const apply = (i: number, parent = i > 0 ? chain[i - 1]! : "", deadlineMs?: number) =>
+          api.call("unpack", "Apply", { snapshotter: sn, layer: layers[i], diff_id: diffIds[i], parent, wait_parent: i > 0 }, { metadata, deadlineMs });
+        const second = apply(1);
+        second.catch(() => undefined); // awaited below
+        if (sn === "overlayfs") {
+          // Applied into a directory of its own while it waits for the parent.
+          for (let i = 0; i < 100 && (await snapDirs(sn)).length === dirs0; i++) await sleep(50);
+          assert.equal((await snapDirs(sn)).length, dirs0 + 1, "the layer's directory is made before its parent exists");
+        } else {
+          await sleep(500);
+          assert.equal((await snapDirs(sn)).length, dirs0, "native copies its parent: nothing is made before the parent exists");
+        }
+        assert.deepEqual(await listSnapshots(api, sn), [], "nothing is committed while the parent is missing");
+        const first = await apply(0);
+        assert.deepEqual([first.chain_id, first.status], [chain[0], "applied"]);
+        const r = await second;
+        assert.deepEqual([r.chain_id, r.status, r.verified], [chain[1], "applied", true]);
+        assert.deepEqual(
+          (await listSnapshots(api, sn)).map((i) => [i.name, i.parent, i.kind]).sort(),
+          [
+            [chain[0], "", COMMITTED],
+            [chain[1], chain[0], COMMITTED],
+          ].sort(),
+        );
+        assert.equal((await snapDirs(sn)).length, dirs0 + 2);
+        // The merged tree: both layers' files; p has the lower layer's attributes.
+        const key = `ahead view ${sn}`;
+        const { mounts } = await api.call("snapshots", "View", { snapshotter: sn, key, parent: chain[1] }, { metadata });
+        const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ck-ahead-"));
+        try {
+          await mountAll(mounts.map((m: any) => ({ type: m.type, source: m.source, options: m.options })), dir);
+          try {
+            assert.deepEqual(await treeOf(dir), ["p/", "p/q/", "p/q/y", "p/x"]);
+            const p = await fs.stat(path.join(dir, "p"));
+            assert.equal(p.mode & 0o7777, 0o750);
+            assert.deepEqual([p.uid, p.gid], [1234, 4321]);
+          } finally {
+            await unmountAll(dir);
+          }
+        } finally {
+          await fs.rmdir(dir).catch(() => undefined);
+          await api.call("snapshots", "Remove", { snapshotter: sn, key });
+        }
+
+        // A wait for a parent nobody unpacks ends with the call, and leaves no directory or record.
+        const missing = "sha256:" + "0".repeat(64);
+        await rejectsClass(apply(1, missing, 1500), "DeadlineExceeded");
+        for (let i = 0; i < 100 && (await snapDirs(sn)).length !== dirs0 + 2; i++) await sleep(50);
+        assert.equal((await snapDirs(sn)).length, dirs0 + 2, "the directory applied ahead is removed");
+        assert.equal((await listSnapshots(api, sn)).length, 2);
+        // Without wait_parent a missing parent is refused at once, as before.
+        await rejectsClass(
+          api.call("unpack", "Apply", { snapshotter: sn, layer: layers[1], diff_id: diffIds[1], parent: missing }, { metadata }),
+          "NotFound",
+          /parent snapshot/,
+        );
+        assert.equal((await snapDirs(sn)).length, dirs0 + 2);
+      } finally {
+        await api.call("leases", "Delete", { id: lease, sync: true }).catch(() => undefined);
+        api.close();
+      }
+      assert.equal((await snapDirs(sn)).length, dirs0, "the lease's snapshots go with it");
     });
   }
 

@@ -12,7 +12,7 @@ import { Readable, Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { getAttribute, setAttribute } from "@napi-rs/xattr";
 import tar from "tar-stream";
-import { applyLayer, applyLayerFile, type ApplyOptions } from "../../src/diff/apply.js";
+import { applyLayer, applyLayerFile, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
 import { writeDiff, writeOverlayDiff } from "../../src/diff/diff.js";
 import { decodePax, encodePax } from "../../src/diff/pax.js";
 import { copyTree } from "../../src/snapshots/native.js";
@@ -93,7 +93,7 @@ describe("applyLayer: a normal tree", () => {
         { name: "deep/er/file", body: "implicit parents" },
       ]);
       const applied = await applyLayer(sb.root, Readable.from([layer]));
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: ["deep", "deep/er"] });
       const r = (p: string) => path.join(sb.root, p);
       assert.equal(await fs.readFile(r("etc/hosts"), "utf8"), "127.0.0.1 localhost\n");
       assert.equal((await fs.stat(r("etc"))).mtimeMs, 1_500_000_000_000, "dir mtime set after its children");
@@ -143,7 +143,7 @@ describe("applyLayer: a normal tree", () => {
       const applied = await applyLayer(sb.root, Readable.from([gzipSync(layer)]), {
         mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
       });
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [] });
       assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "gz");
     } finally {
       await sb.done();
@@ -161,7 +161,7 @@ describe("applyLayer: a normal tree", () => {
       const chunks: Buffer[] = [];
       for (let i = 0; i < z.stdout.length; i += 7) chunks.push(z.stdout.subarray(i, i + 7));
       const applied = await applyLayer(sb.root, Readable.from(chunks));
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [] });
       assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "zstd".repeat(10000));
     } finally {
       await sb.done();
@@ -233,6 +233,49 @@ describe("applyLayer: whiteouts", () => {
       }
       assert.equal((await getAttribute(path.join(up, "d"), "trusted.overlay.opaque"))?.toString(), "y");
       assert.equal((await fs.stat(path.join(up, "a"))).mode & 0o777, 0o711, "attributes from the lower dir");
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("applied ahead of its lower layers: implicit directories are reported, then given the lowers' attributes as an apply with parents gives them", async () => {
+    const sb = await sandbox();
+    try {
+      const low = path.join(sb.root, "lower");
+      const ahead = path.join(sb.root, "ahead");
+      const withParents = path.join(sb.root, "with-parents");
+      for (const d of [low, ahead, withParents]) await fs.mkdir(d);
+      await apply(low, [
+        { name: "p", type: "directory", mode: 0o750, uid: 1234, gid: 4321, mtime: T },
+        { name: "p/q", type: "directory", mode: 0o701, mtime: T },
+        { name: "p/q/old", body: "old" },
+      ]);
+      // p and p/q/r have no entry of their own; e has one (after its child), so it is explicit.
+      const layer: LayerEntry[] = [
+        { name: "p/q/r/new", body: "new" },
+        { name: "e/f", body: "f" },
+        { name: "e", type: "directory", mode: 0o711, mtime: T },
+      ];
+      const got = await apply(ahead, layer, { whiteouts: "overlay" });
+      assert.deepEqual(got.implicitDirs, ["p", "p/q", "p/q/r"]);
+      assert.equal((await fs.stat(path.join(ahead, "p"))).mode & 0o777, 0o755, "made with defaults while no lower is known");
+      await inheritLowerAttributes(ahead, got.implicitDirs, [low]);
+      const ref = await apply(withParents, layer, { whiteouts: "overlay", parents: [low] });
+      assert.equal(ref.digest, got.digest);
+      for (const d of ["p", "p/q", "p/q/r", "e"]) {
+        const [a, w] = [await fs.stat(path.join(ahead, d)), await fs.stat(path.join(withParents, d))];
+        assert.equal(a.mode & 0o7777, w.mode & 0o7777, `${d}: mode`);
+        if (isRoot) assert.deepEqual([a.uid, a.gid], [w.uid, w.gid], `${d}: owner`);
+      }
+      assert.equal((await fs.stat(path.join(ahead, "p"))).mode & 0o777, 0o750);
+      assert.equal((await fs.stat(path.join(ahead, "p/q"))).mode & 0o777, 0o701);
+      assert.equal((await fs.stat(path.join(ahead, "p/q/r"))).mode & 0o777, 0o755, "not in any lower: defaults kept");
+      if (isRoot) assert.deepEqual([(await fs.stat(path.join(ahead, "p"))).uid, (await fs.stat(path.join(ahead, "p"))).gid], [1234, 4321]);
+      assert.equal((await fs.stat(path.join(ahead, "p"))).mtimeMs, T.getTime(), "the lower's times");
+      // A name that is no longer a directory is skipped; `..` stays inside the root.
+      await inheritLowerAttributes(ahead, ["e/f", "../lower"], [low]);
+      assert.ok((await fs.stat(path.join(ahead, "e/f"))).isFile());
+      assert.equal((await fs.stat(low)).mode & 0o777, 0o755, "the lower root untouched");
     } finally {
       await sb.done();
     }
