@@ -36,6 +36,24 @@ export interface UnpackOutcome {
   verified: boolean;
 }
 
+/** The snapshot an unpack makes in the caller's namespace. */
+interface UnpackCmd {
+  namespace: string;
+  snapshotter: string;
+  /** The chain ID. */
+  name: string;
+  parent: string;
+  labels: Record<string, string>;
+  lease?: string;
+}
+
+/** What makes an unpacked snapshot verified (shareable): its layer, parent directory and diff_id. */
+interface Verification {
+  layer: string;
+  parent_id: string;
+  diff_id: string;
+}
+
 function checkDiffId(got: string, want: string): void {
   if (got !== want) throw failedPrecondition(`wrong diff id calculated on extraction "${got}", expected "${want}"`);
 }
@@ -144,7 +162,7 @@ export class SnapshotStore {
     };
     const already = await exists();
     if (already) return already;
-    const cmd = { namespace: ns, snapshotter, name, parent: req.parent, labels: {}, lease: req.lease };
+    const cmd: UnpackCmd = { namespace: ns, snapshotter, name, parent: req.parent, labels: {}, lease: req.lease };
     let parent = req.parent ? await this.find(ns, snapshotter, req.parent) : undefined;
     if (req.parent && !parent && req.waitParent) {
       if (sn.rebase && !this.shareable(snapshotter, name, req.layer)) return this.unpackAhead(ns, sn, req, cmd, apply, exists);
@@ -152,35 +170,14 @@ export class SnapshotStore {
       const now = await exists();
       if (now) return now;
     }
-    const lease = req.lease ? await this.queries.getLease(ns, req.lease).catch(() => undefined) : undefined;
-    checkUnpack(cmd, undefined, parent, lease);
-    // Only what ckd applied itself on a verified chain is verified (and ever shared).
-    const verified = this.verification(req, parent);
-    const shared = verified && (await this.share(cmd, verified, exists));
-    if (shared) return shared;
+    const decided = await this.onParent(cmd, req, parent, exists);
+    if ("status" in decided) return decided;
     const parents = this.parentChain(ns, snapshotter, parent);
-    const id = newSnapshotId();
-    this.busy.add(id);
-    try {
-      // Never returned to anyone: nothing but the layer is written through these mounts.
-      const mounts = await sn.prepare(id, parents, { readonly: false });
-      let committed = false;
-      try {
-        checkDiffId((await apply({ mounts })).digest, req.diffId);
-        await sn.commit(id);
-        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, share: false, verified, now: nowTimestamp() }));
-        committed = true;
-      } finally {
-        if (!committed) await sn.remove(id).catch(() => undefined);
-      }
-    } catch (err) {
-      // Another unpack in this namespace committed the chain ID first: theirs is as good.
-      return this.lostRace(err, exists);
-    } finally {
-      this.busy.delete(id);
-    }
-    this.committed(ns, snapshotter, name);
-    return { chainId: name, status: "applied", verified: !!verified };
+    // Never returned to anyone: nothing but the layer is written through these mounts.
+    return this.applyFresh(sn, parents, cmd, exists, async (_id, mounts) => {
+      checkDiffId((await apply({ mounts })).digest, req.diffId);
+      return decided;
+    });
   }
 
   /**
@@ -192,49 +189,85 @@ export class SnapshotStore {
     ns: string,
     sn: Snapshotter,
     req: { layer: string; diffId: string; parent: string; lease?: string; signal?: AbortSignal },
-    cmd: { namespace: string; snapshotter: string; name: string; parent: string; labels: Record<string, string>; lease?: string },
+    cmd: UnpackCmd,
     apply: (target: ApplyTarget) => Promise<{ digest: string; implicitDirs: readonly string[] }>,
     exists: () => Promise<UnpackOutcome | undefined>,
   ): Promise<UnpackOutcome> {
+    return this.applyFresh(sn, [], cmd, exists, async (id) => {
+      const applied = await apply({ overlayUpper: sn.fsDir(id) });
+      checkDiffId(applied.digest, req.diffId);
+      const parent = await this.waitCommitted(ns, cmd.snapshotter, req.parent, req.signal);
+      const now = await exists();
+      if (now) return now;
+      // Another namespace may have finished the same layer on the same parent meanwhile.
+      const decided = await this.onParent(cmd, req, parent, exists);
+      if ("status" in decided) return decided;
+      const parents = this.parentChain(ns, cmd.snapshotter, parent);
+      await sn.rebase!(id, parents);
+      await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, parents.map((p) => sn.fsDir(p)));
+      return decided;
+    });
+  }
+
+  /**
+   * A fresh directory on `parents` (in the busy set while no record owns it) that `fill`
+   * applies the layer into. Unless `fill` answers an outcome of its own (the snapshot exists
+   * or was shared meanwhile), the directory is sealed and recorded by an unpack event: "applied".
+   * It is removed again on any other way out; AlreadyExists (a concurrent unpack of the chain
+   * ID in the namespace committed first) answers "exists".
+   */
+  private async applyFresh(
+    sn: Snapshotter,
+    parents: readonly string[],
+    cmd: UnpackCmd,
+    exists: () => Promise<UnpackOutcome | undefined>,
+    fill: (id: string, mounts: Mount[]) => Promise<UnpackOutcome | { verified: Verification | undefined }>,
+  ): Promise<UnpackOutcome> {
     const id = newSnapshotId();
     this.busy.add(id);
-    let verified: ReturnType<SnapshotStore["verification"]>;
+    let outcome: UnpackOutcome;
     try {
-      await sn.prepare(id, [], { readonly: false });
+      const mounts = await sn.prepare(id, parents, { readonly: false });
       let committed = false;
       try {
-        const applied = await apply({ overlayUpper: sn.fsDir(id) });
-        checkDiffId(applied.digest, req.diffId);
-        const parent = await this.waitCommitted(ns, cmd.snapshotter, req.parent, req.signal);
-        const now = await exists();
-        if (now) return now;
-        const lease = req.lease ? await this.queries.getLease(ns, req.lease).catch(() => undefined) : undefined;
-        checkUnpack(cmd, undefined, parent, lease);
-        verified = this.verification(req, parent);
-        // Another namespace may have finished the same layer on the same parent meanwhile.
-        const shared = verified && (await this.share(cmd, verified, exists));
-        if (shared) return shared;
-        const parents = this.parentChain(ns, cmd.snapshotter, parent);
-        await sn.rebase!(id, parents);
-        await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, parents.map((p) => sn.fsDir(p)));
+        const r = await fill(id, mounts);
+        if ("status" in r) return r;
         await sn.commit(id);
-        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, share: false, verified, now: nowTimestamp() }));
+        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, share: false, verified: r.verified, now: nowTimestamp() }));
         committed = true;
+        outcome = { chainId: cmd.name, status: "applied", verified: !!r.verified };
       } finally {
         if (!committed) await sn.remove(id).catch(() => undefined);
       }
     } catch (err) {
-      return this.lostRace(err, exists);
+      if (isClass(err, "AlreadyExists")) {
+        const e = await exists();
+        if (e) return e;
+      }
+      throw err;
     } finally {
       this.busy.delete(id);
     }
-    this.committed(ns, cmd.snapshotter, cmd.name);
-    return { chainId: cmd.name, status: "applied", verified: !!verified };
+    this.committed(cmd.namespace, cmd.snapshotter, cmd.name);
+    return outcome;
   }
 
-  /** The verification a snapshot of `req` gets on `parent`: only on a verified chain. */
-  private verification(req: { layer: string; diffId: string }, parent: SnapshotRecord | undefined) {
-    return !parent || parent.verified ? { layer: req.layer, parent_id: parent?.id ?? "", diff_id: req.diffId } : undefined;
+  /**
+   * Once the parent is known: the checks of a new snapshot on it, then a share if a verified
+   * directory can be shared (that outcome), else the verification the applied one gets. Only
+   * what ckd applied itself on a verified chain is verified (and ever shared).
+   */
+  private async onParent(
+    cmd: UnpackCmd,
+    req: { layer: string; diffId: string; lease?: string },
+    parent: SnapshotRecord | undefined,
+    exists: () => Promise<UnpackOutcome | undefined>,
+  ): Promise<UnpackOutcome | { verified: Verification | undefined }> {
+    const lease = req.lease ? await this.queries.getLease(cmd.namespace, req.lease).catch(() => undefined) : undefined;
+    checkUnpack(cmd, undefined, parent, lease);
+    const verified = !parent || parent.verified ? { layer: req.layer, parent_id: parent?.id ?? "", diff_id: req.diffId } : undefined;
+    const shared = verified && (await this.share(cmd, verified, exists));
+    return shared || { verified };
   }
 
   /** Whether some namespace has a verified directory for this chain ID made from this layer. */
@@ -245,8 +278,8 @@ export class SnapshotStore {
 
   /** Records a verified directory made from the same layer on the same parent, if one is left. */
   private async share(
-    cmd: { namespace: string; snapshotter: string; name: string; parent: string; labels: Record<string, string>; lease?: string },
-    verified: { layer: string; parent_id: string; diff_id: string },
+    cmd: UnpackCmd,
+    verified: Verification,
     exists: () => Promise<UnpackOutcome | undefined>,
   ): Promise<UnpackOutcome | undefined> {
     for (const [, c] of [...this.queries.scanRecords<ChainIndexRecord>(keys.snapshotChainPrefix(cmd.snapshotter, cmd.name))]) {
@@ -269,14 +302,6 @@ export class SnapshotStore {
 
   private parentChain(ns: string, snapshotter: string, parent: SnapshotRecord | undefined): string[] {
     return parent ? [parent.id, ...parentIds((k) => this.findSync(ns, snapshotter, k), parent)] : [];
-  }
-
-  private async lostRace(err: unknown, exists: () => Promise<UnpackOutcome | undefined>): Promise<UnpackOutcome> {
-    if (isClass(err, "AlreadyExists")) {
-      const e = await exists();
-      if (e) return e;
-    }
-    throw err;
   }
 
   /**
