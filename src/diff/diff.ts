@@ -13,10 +13,10 @@ import { XATTR_PAX_PREFIX } from "./pax.js";
 import { withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import type { Applied } from "./apply.js";
+import { Digester } from "./digest.js";
 
 /** A layer written: the digest and size of the uncompressed tar. */
 type Written = Pick<Applied, "digest" | "size">;
-import { Digester } from "./digest.js";
 
 const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_WHITEOUT = ".wh..wh..opq";
