@@ -19,7 +19,7 @@ import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemo
 import { startRegistry, buildImage, type BuiltImage } from "../helpers/registry.js";
 import { rejectsClass } from "../helpers/errors.js";
 import type { ApiClient } from "../../src/cli/client.js";
-import { chainIds } from "../../src/cli/unpack.js";
+import { chainIds, unpackImage } from "../../src/cli/unpack.js";
 import { ApiContent } from "../../src/cli/api-content.js";
 import { layerTar } from "../conformance/snapshotter.js";
 import { mountAll, unmountAll } from "../../src/snapshots/mount.js";
@@ -344,6 +344,27 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
           /parent snapshot/,
         );
         assert.equal((await snapDirs(sn)).length, dirs0 + 2);
+        // Bad input with wait_parent: refused before anything is applied or waited for, or (a
+        // parent that turns out to be Active) once it is known, leaving nothing behind either way.
+        await rejectsClass(
+          api.call("unpack", "Apply", { snapshotter: sn, layer: layers[1], diff_id: diffIds[1], parent: "bad\u0000key", wait_parent: true }, { metadata }),
+          "InvalidArgument",
+          /parent .* must not contain NUL/,
+        );
+        await rejectsClass(
+          api.call("unpack", "Apply", { snapshotter: sn, layer: layers[1], diff_id: "sha256:nope", parent: chain[0], wait_parent: true }, { metadata }),
+          "InvalidArgument",
+          /diff_id/,
+        );
+        await api.call("snapshots", "Prepare", { snapshotter: sn, key: "active parent", parent: "" }, { metadata });
+        await rejectsClass(
+          api.call("unpack", "Apply", { snapshotter: sn, layer: layers[1], diff_id: diffIds[1], parent: "active parent", wait_parent: true }, { metadata }),
+          "InvalidArgument",
+          /not a committed snapshot/,
+        );
+        await api.call("snapshots", "Remove", { snapshotter: sn, key: "active parent" });
+        assert.equal((await snapDirs(sn)).length, dirs0 + 2, "nothing left by the refused calls");
+        assert.equal((await listSnapshots(api, sn)).length, 2);
       } finally {
         await api.call("leases", "Delete", { id: lease, sync: true }).catch(() => undefined);
         api.close();
@@ -351,6 +372,43 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       assert.equal((await snapDirs(sn)).length, dirs0, "the lease's snapshots go with it");
     });
   }
+
+  test("unpack as against a daemon without ck's unpack service (ctr's way: Prepare, Diff.Apply, Commit): the same chain and files, never verified", async () => {
+    const ns = "ctr-way";
+    const f = await ck(ns, ["fetch", "--plain-http", "-q", image.reference]);
+    assert.equal(f.code, 0, f.stderr);
+    const api = daemon.client(ns);
+    const lease = "ctr-way";
+    await api.call("leases", "Create", { id: lease, labels: {} });
+    try {
+      const target = { mediaType: image.manifest.mediaType ?? "application/vnd.oci.image.manifest.v1+json", digest: image.manifestDigest, size: image.manifestBytes.length };
+      const r = await unpackImage(api, target, { snapshotter: "overlayfs", daemonUnpack: false, metadata: { "containerd-lease": lease } });
+      const chain = chainIds(image.config.rootfs.diff_ids);
+      assert.deepEqual(r, { chainId: chain[2], applied: 3, shared: 0, layers: 3 });
+      const list = await listSnapshots(api, "overlayfs");
+      assert.deepEqual(
+        list.map((i) => [i.name, i.parent, i.kind]).sort(),
+        [
+          [chain[0], "", COMMITTED],
+          [chain[1], chain[0], COMMITTED],
+          [chain[2], chain[1], COMMITTED],
+        ].sort(),
+      );
+      assert.deepEqual((await readView(api, "overlayfs", chain[2]!)).files, EXPECTED_FILES);
+      // Committed through Snapshots.Commit: ck's own unpack on top does not count it as verified.
+      const again = await api.call("unpack", "Apply", {
+        snapshotter: "overlayfs",
+        layer: { media_type: image.manifest.layers[2].mediaType, digest: image.manifest.layers[2].digest, size: image.manifest.layers[2].size },
+        diff_id: image.config.rootfs.diff_ids[2],
+        parent: chain[1],
+      });
+      assert.deepEqual([again.status, again.verified], ["exists", false]);
+    } finally {
+      await api.call("images", "Delete", { name: image.reference, sync: true }).catch(() => undefined);
+      await api.call("leases", "Delete", { id: lease, sync: true }).catch(() => undefined);
+      api.close();
+    }
+  });
 
   test("shared snapshots' events replay to an identical projection (ck-replay verify)", async () => {
     assert.equal(await daemon.stop(), 0);
