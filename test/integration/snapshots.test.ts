@@ -33,6 +33,16 @@ async function listSnapshots(api: ApiClient, snapshotter: string, filters: strin
   return out;
 }
 
+/** A snapshotter's snapshots in a namespace as sorted [name, parent, kind] rows. */
+async function chainRows(api: ApiClient, snapshotter: string): Promise<unknown[][]> {
+  return (await listSnapshots(api, snapshotter)).map((i) => [i.name, i.parent, i.kind]).sort();
+}
+
+/** The rows of a chain of committed snapshots named by these chain IDs, as chainRows sorts them. */
+function committedChain(chain: readonly string[]): unknown[][] {
+  return chain.map((c, i) => [c, i > 0 ? chain[i - 1] : "", COMMITTED]).sort();
+}
+
 /** Every path in a tree (relative, sorted), directories marked with a trailing "/". */
 async function treeOf(root: string, rel = ""): Promise<string[]> {
   const out: string[] = [];
@@ -116,15 +126,7 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       try {
         const chain = chainIds(image.config.rootfs.diff_ids);
         assert.equal(chain.length, 3);
-        const list = await listSnapshots(api, sn);
-        assert.deepEqual(
-          list.map((i) => [i.name, i.parent, i.kind]).sort(),
-          [
-            [chain[0], "", COMMITTED],
-            [chain[1], chain[0], COMMITTED],
-            [chain[2], chain[1], COMMITTED],
-          ].sort(),
-        );
+        assert.deepEqual(await chainRows(api, sn), committedChain(chain));
         // ck snapshot ls shows the same: KEY PARENT KIND.
         const ls = await ck(ns, ["snapshot", "--snapshotter", sn, "ls"]);
         assert.equal(ls.code, 0, ls.stderr);
@@ -191,14 +193,7 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       const x = daemon.client(X);
       try {
         // B's metadata is its own: the chain, named by chain ID, with B's own events.
-        assert.deepEqual(
-          (await listSnapshots(b, sn)).map((i) => [i.name, i.parent, i.kind]).sort(),
-          [
-            [chain[0], "", COMMITTED],
-            [chain[1], chain[0], COMMITTED],
-            [chain[2], chain[1], COMMITTED],
-          ].sort(),
-        );
+        assert.deepEqual(await chainRows(b, sn), committedChain(chain));
         assert.deepEqual((await readView(b, sn, chain[2]!)).files, EXPECTED_FILES);
         // Cleanup keeps shared directories.
         await b.call("snapshots", "Cleanup", { snapshotter: sn });
@@ -304,13 +299,7 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
         assert.deepEqual([first.chain_id, first.status], [chain[0], "applied"]);
         const r = await second;
         assert.deepEqual([r.chain_id, r.status, r.verified], [chain[1], "applied", true]);
-        assert.deepEqual(
-          (await listSnapshots(api, sn)).map((i) => [i.name, i.parent, i.kind]).sort(),
-          [
-            [chain[0], "", COMMITTED],
-            [chain[1], chain[0], COMMITTED],
-          ].sort(),
-        );
+        assert.deepEqual(await chainRows(api, sn), committedChain(chain));
         assert.equal((await snapDirs(sn)).length, dirs0 + 2);
         // The merged tree: both layers' files; p has the lower layer's attributes.
         const key = `ahead view ${sn}`;
@@ -385,15 +374,7 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       const r = await unpackImage(api, target, { snapshotter: "overlayfs", daemonUnpack: false, metadata: { "containerd-lease": lease } });
       const chain = chainIds(image.config.rootfs.diff_ids);
       assert.deepEqual(r, { chainId: chain[2], applied: 3, shared: 0, layers: 3 });
-      const list = await listSnapshots(api, "overlayfs");
-      assert.deepEqual(
-        list.map((i) => [i.name, i.parent, i.kind]).sort(),
-        [
-          [chain[0], "", COMMITTED],
-          [chain[1], chain[0], COMMITTED],
-          [chain[2], chain[1], COMMITTED],
-        ].sort(),
-      );
+      assert.deepEqual(await chainRows(api, "overlayfs"), committedChain(chain));
       assert.deepEqual((await readView(api, "overlayfs", chain[2]!)).files, EXPECTED_FILES);
       // Committed through Snapshots.Commit: ck's own unpack on top does not count it as verified.
       const again = await api.call("unpack", "Apply", {
