@@ -1,8 +1,9 @@
 // The content store on a local filesystem: committed blobs under `<root>/blobs/sha256/<hex>`,
 // ingests under `<root>/ingest/<sha256(ref)>/{data,ref.json}`, made visible by one rename.
 // A small ingest stays in memory while its writer is open and reaches disk once, at commit
-// (via `<root>/ingest/<sha256(ref)>.tmp`) or at close; directory fsyncs are shared by commits.
-import { createHash, type Hash } from "node:crypto";
+// (via `<root>/ingest/tmp-<random>/<sha256(ref)>.tmp`, a directory of this process's own: see
+// placement.ts) or at close; directory fsyncs are shared by commits.
+import { createHash, randomBytes, type Hash } from "node:crypto";
 import { constants as fsc, promises as fs, statSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
@@ -15,6 +16,7 @@ import {
   unavailable,
 } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
+import { spreadSubdirectories } from "./placement.js";
 import { SyncBatcher, type SyncTicket } from "./sync-batcher.js";
 import type {
   BlobInfo,
@@ -29,8 +31,10 @@ import type {
 
 const DATA_FILE = "data";
 const REF_FILE = "ref.json";
-/** `ingest/<key>.tmp`: a small ingest's bytes between their one write and their rename. */
+/** `ingest/tmp-<random>/<key>.tmp`: a small ingest's bytes between their one write and their rename. */
 const TEMP_SUFFIX = ".tmp";
+/** The directories of those temp files, one per store opened (older ones: leftovers). */
+const TEMP_DIR = /^tmp-[a-f0-9]{16}$/;
 const HEX64 = /^[a-f0-9]{64}$/;
 /** Chunk size for re-hashing a partial ingest after a restart. */
 const REHASH_CHUNK = 1 << 20;
@@ -77,7 +81,7 @@ interface IngestState {
 interface WriterHost {
   blobPath(hex: string): string;
   /** Where a small in-memory ingest is written before its rename into blobs/. */
-  commitTempPath(key: string): string;
+  commitTempPath(key: string): Promise<string>;
   /** Largest ingest kept in memory until commit or close. */
   readonly memoryIngestMaxBytes: number;
   /** A place in the next grouped fsync of blobs/sha256. */
@@ -267,7 +271,7 @@ class LocalIngestWriter implements IngestWriter {
           // Small ingest: its bytes go to disk once, in one write, straight into a temp file.
           // O_DSYNC makes that write return only once data and size are on disk: the same
           // guarantee as write + fdatasync, one threadpool hop fewer.
-          source = this.host.commitTempPath(ingest.key);
+          source = await this.host.commitTempPath(ingest.key);
           const fh = await fs.open(source, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_DSYNC, 0o644);
           try {
             await writeAll(fh, Buffer.concat(ingest.pending), 0);
@@ -425,6 +429,13 @@ export class LocalContentStore implements ContentStore {
   private readonly states = new Map<string, IngestState>();
   private readonly dirSync: SyncBatcher;
   private readonly host: WriterHost;
+  /**
+   * This process's directory for small ingests' temp files, made on first use under a random
+   * name: its inodes then come from a block group picked afresh, not from the one where the
+   * files of a store removed a minute ago were (see placement.ts).
+   */
+  private readonly tempDir: string;
+  private tempDirMade: Promise<void> | undefined;
 
   private constructor(
     root: string,
@@ -434,10 +445,16 @@ export class LocalContentStore implements ContentStore {
     this.root = root;
     this.blobDir = path.join(root, "blobs", "sha256");
     this.ingestRoot = path.join(root, "ingest");
+    this.tempDir = path.join(this.ingestRoot, `tmp-${randomBytes(8).toString("hex")}`);
     this.dirSync = new SyncBatcher(() => this.blobDirHandle.sync(), { maxDelayMs: opts.syncGroupDelayMs });
     this.host = {
       blobPath: (hex) => path.join(this.blobDir, hex),
-      commitTempPath: (key) => path.join(this.ingestRoot, key + TEMP_SUFFIX),
+      commitTempPath: async (key) => {
+        this.tempDirMade ??= fs.mkdir(this.tempDir, { recursive: true }).then(() => undefined);
+        this.tempDirMade.catch(() => (this.tempDirMade = undefined));
+        await this.tempDirMade;
+        return path.join(this.tempDir, key + TEMP_SUFFIX);
+      },
       memoryIngestMaxBytes: checkCount("memoryIngestMaxBytes", opts.memoryIngestMaxBytes ?? 64 * 1024),
       blobDirSync: () => this.dirSync.ticket(),
       release: (holder, forget) => {
@@ -456,6 +473,8 @@ export class LocalContentStore implements ContentStore {
     const blobDir = path.join(abs, "blobs", "sha256");
     await fs.mkdir(blobDir, { recursive: true });
     await fs.mkdir(path.join(abs, "ingest"), { recursive: true });
+    // Ingest directories and the temp directory each get a block group of their own.
+    await spreadSubdirectories(path.join(abs, "ingest"));
     // Make the directories themselves durable once, so later renames have a durable parent.
     for (const dir of [abs, path.join(abs, "blobs"), blobDir]) {
       const fh = await fs.open(dir, fsc.O_RDONLY);
@@ -721,12 +740,23 @@ export class LocalContentStore implements ContentStore {
         if (this.locks.get(key) === claim) this.locks.delete(key);
       }
     }
-    for (const name of await fs.readdir(this.ingestRoot)) {
-      const key = name.slice(0, -TEMP_SUFFIX.length);
-      if (!name.endsWith(TEMP_SUFFIX) || !HEX64.test(key) || this.locks.has(key)) continue;
-      const file = path.join(this.ingestRoot, name);
-      const mtime = await fs.stat(file).then(modifiedAt, () => undefined);
-      if (mtime !== undefined && idleMs(mtime) >= tempMaxIdleMs && !this.locks.has(key)) await fs.rm(file, { force: true });
+    // Temp files a crash left between their write and their rename (in the ingest directory
+    // itself before temp directories existed), then the empty temp directories of earlier runs.
+    const tempDirs: string[] = [];
+    const removeStaleTemps = async (dir: string) => {
+      for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+        const key = name.slice(0, -TEMP_SUFFIX.length);
+        if (!name.endsWith(TEMP_SUFFIX) || !HEX64.test(key) || this.locks.has(key)) continue;
+        const file = path.join(dir, name);
+        const mtime = await fs.stat(file).then(modifiedAt, () => undefined);
+        if (mtime !== undefined && idleMs(mtime) >= tempMaxIdleMs && !this.locks.has(key)) await fs.rm(file, { force: true });
+      }
+    };
+    for (const name of await fs.readdir(this.ingestRoot)) if (TEMP_DIR.test(name)) tempDirs.push(path.join(this.ingestRoot, name));
+    await removeStaleTemps(this.ingestRoot);
+    for (const dir of tempDirs) {
+      await removeStaleTemps(dir);
+      if (dir !== this.tempDir) await fs.rmdir(dir).catch(() => undefined); // ENOTEMPTY: a file still young
     }
     return removed;
   }

@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { alreadyExists, notFound } from "../errdefs/errdefs.js";
-import { runCommand } from "./mount.js";
+import { spreadSubdirectories } from "../content/placement.js";
 import { checkSnapshotId, type Mount, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
 
 export class SnapshotDirs {
@@ -90,21 +90,6 @@ export class SnapshotDirs {
       removed.push(name);
     }
     return removed;
-  }
-}
-
-/**
- * `chattr +T dir`: new subdirectories of `dir` are spread over the filesystem's block groups
- * (the Orlov allocator's rule for top-level directories). Resolves with the reason when the
- * filesystem or host does not support it, else undefined.
- */
-export async function spreadSubdirectories(dir: string): Promise<string | undefined> {
-  try {
-    await runCommand("chattr", ["+T", dir]);
-    return undefined;
-  } catch (err) {
-    const e = err as Error & { stderr?: string };
-    return /spawn chattr ENOENT/.test(e.message) ? "chattr is not installed (e2fsprogs)" : e.stderr || e.message;
   }
 }
 

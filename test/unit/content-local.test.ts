@@ -141,16 +141,56 @@ describe("LocalContentStore on disk", () => {
       assert.deepEqual((await store.listStatuses()).map((s) => s.ref), ["small"]);
       assert.deepEqual(await fs.readdir(path.join(root, "ingest")), []);
       await w.commit();
-      assert.deepEqual(await fs.readdir(path.join(root, "ingest")), []);
+      // The temp file went through this store's own temp directory and was renamed away.
+      const [tempDir, ...others] = await fs.readdir(path.join(root, "ingest"));
+      assert.match(tempDir, /^tmp-[0-9a-f]{16}$/);
+      assert.deepEqual(others, []);
+      assert.deepEqual(await fs.readdir(path.join(root, "ingest", tempDir)), []);
       assert.ok((await fs.readFile(store.path(sha(data)))).equals(data));
-      // A stale temp file from a crash is ignored, then cleaned.
-      const stale = path.join(root, "ingest", "e".repeat(64) + ".tmp");
-      await fs.writeFile(stale, "x");
+      // Stale temp files from a crash (one in the ingest directory itself, where they were
+      // before temp directories, one in the current temp directory) are ignored, then cleaned.
+      await fs.writeFile(path.join(root, "ingest", "e".repeat(64) + ".tmp"), "x");
+      await fs.writeFile(path.join(root, "ingest", tempDir, "d".repeat(64) + ".tmp"), "x");
       assert.deepEqual(await store.listStatuses(), []);
       assert.deepEqual(await store.cleanupStale(0), []);
-      assert.deepEqual(await fs.readdir(path.join(root, "ingest")), []);
+      assert.deepEqual(await fs.readdir(path.join(root, "ingest")), [tempDir]);
+      assert.deepEqual(await fs.readdir(path.join(root, "ingest", tempDir)), []);
     } finally {
       await store.close();
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
+  test("each store opened writes its temp files in a new directory; cleanup removes the earlier, once empty", async () => {
+    const { base, root } = await tempRoot();
+    try {
+      const commitSmall = async (store: LocalContentStore, text: string) => {
+        const w = await store.writer({ ref: text });
+        await w.write(0, Buffer.from(text));
+        await w.commit();
+      };
+      const s1 = await LocalContentStore.open(root);
+      await commitSmall(s1, "first");
+      await s1.close();
+      const [first] = await fs.readdir(path.join(root, "ingest"));
+      // A crash between a temp file's write and its rename leaves it in the earlier directory.
+      const left = path.join(root, "ingest", first, "c".repeat(64) + ".tmp");
+      await fs.writeFile(left, "x");
+      const s2 = await LocalContentStore.open(root);
+      try {
+        await commitSmall(s2, "second");
+        const dirs = await fs.readdir(path.join(root, "ingest"));
+        assert.equal(dirs.length, 2);
+        const second = dirs.find((d) => d !== first)!;
+        assert.match(second, /^tmp-[0-9a-f]{16}$/);
+        assert.deepEqual(await s2.cleanupStale(60_000), []);
+        assert.deepEqual((await fs.readdir(path.join(root, "ingest"))).sort(), [first, second].sort(), "a young temp file stays, and its directory");
+        assert.deepEqual(await s2.cleanupStale(0), []);
+        assert.deepEqual(await fs.readdir(path.join(root, "ingest")), [second]);
+      } finally {
+        await s2.close();
+      }
+    } finally {
       await fs.rm(base, { recursive: true, force: true });
     }
   });

@@ -86,7 +86,7 @@ describe("snapshot directory placement (chattr +T)", () => {
     const saved = process.env.PATH;
     process.env.PATH = base;
     try {
-      const { spreadSubdirectories } = await import("../../src/snapshots/storage.js");
+      const { spreadSubdirectories } = await import("../../src/content/placement.js");
       assert.equal(await spreadSubdirectories(base), "chattr is not installed (e2fsprogs)");
     } finally {
       process.env.PATH = saved;
