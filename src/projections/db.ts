@@ -30,8 +30,10 @@ const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, pack: false, 
 
 export function encodeValue(v: unknown): Buffer {
   // cbor-x returns a view into a buffer it reuses for the next encode: copy it out.
-  return Buffer.from(cbor.encode(v));
+  return Buffer.from(encodeValueView(v));
 }
+/** The encoding as a view into cbor-x's buffer, valid only until the next encode. */
+const encodeValueView = (v: unknown): Buffer => cbor.encode(v);
 export function decodeValue(b: Uint8Array): unknown {
   return cbor.decode(b);
 }
@@ -98,13 +100,22 @@ export class ProjectionDb {
    * until close (a leak of every applied event's bytes in a long-running ckd).
    */
   private async write(ops: [key: string, value: Buffer | undefined][], sync: boolean): Promise<void> {
+    await this.writeEncoded(ops, (v) => v, sync);
+  }
+
+  /**
+   * Writes `ops` in one batch, each value made bytes by `encode` (undefined: delete). On the
+   * binding's fast path each encoding goes into the native batch, which copies it, before the
+   * next is made: cbor-x's reused buffer needs no copy of its own there.
+   */
+  private async writeEncoded<V>(ops: [key: string, value: V | undefined][], encode: (v: V) => Buffer, sync: boolean): Promise<void> {
     const batch = (this.db as unknown as { batch(): ChainedBatch }).batch();
     if (batch._put && batch._del && batch._writeSync) {
-      // Keys are strings and values Buffers already: nothing for abstract-level to encode.
+      // Keys are strings and values Buffers: nothing for abstract-level to encode.
       try {
         for (const [key, value] of ops) {
           if (value === undefined) batch._del(key, NO_OPTIONS);
-          else batch._put(key, value, NO_OPTIONS);
+          else batch._put(key, encode(value), NO_OPTIONS);
         }
         batch._writeSync({ sync });
       } finally {
@@ -114,7 +125,7 @@ export class ProjectionDb {
     }
     for (const [key, value] of ops) {
       if (value === undefined) batch.del(key);
-      else batch.put(key, value, BUF);
+      else batch.put(key, Buffer.from(encode(value)), BUF);
     }
     await batch.write({ sync });
   }
@@ -193,9 +204,8 @@ export class ProjectionDb {
    * projector leaves it off and relies on replay from the checkpoint after a crash.
    */
   async apply(changes: KeyChange[], appliedSeq: number, sync = false): Promise<void> {
-    const ops: [string, Buffer | undefined][] = changes.map(([key, value]) => [key, value === undefined ? undefined : encodeValue(value)]);
-    ops.push([APPLIED_KEY, encodeValue(appliedSeq)]);
-    await this.write(ops, sync);
+    const ops: [string, unknown][] = [...changes, [APPLIED_KEY, appliedSeq]];
+    await this.writeEncoded(ops, encodeValueView, sync);
     this.applied = appliedSeq;
   }
 
