@@ -47,6 +47,46 @@ export interface DaemonConfig {
   staleIngestMs?: number;
   /** How often leases are checked for expiry (default 60 s; 0 turns the check off). */
   gcExpiryIntervalMs?: number;
+  /**
+   * API plugins not to load, by full plugin name (`io.containerd.grpc.v1.diff`), as
+   * containerd's `disabled_plugins`: the service is not served (clients get Unimplemented) and
+   * introspection does not list it.
+   */
+  disabledPlugins?: string[];
+}
+
+/** The API plugins ckd can run without, by full plugin name, and the gRPC service each serves. */
+export const SERVICE_PLUGINS: ReadonlyMap<string, string> = new Map([
+  ["io.containerd.grpc.v1.namespaces", "containerd.services.namespaces.v1.Namespaces"],
+  ["io.containerd.grpc.v1.images", "containerd.services.images.v1.Images"],
+  ["io.containerd.grpc.v1.containers", "containerd.services.containers.v1.Containers"],
+  ["io.containerd.grpc.v1.events", "containerd.services.events.v1.Events"],
+  ["io.containerd.grpc.v1.content", "containerd.services.content.v1.Content"],
+  ["io.containerd.grpc.v1.leases", "containerd.services.leases.v1.Leases"],
+  ["io.containerd.grpc.v1.ck.gc", "ck.services.gc.v1.GC"],
+  ["io.containerd.grpc.v1.snapshots", "containerd.services.snapshots.v1.Snapshots"],
+  ["io.containerd.grpc.v1.diff", "containerd.services.diff.v1.Diff"],
+  ["io.containerd.grpc.v1.ck.unpack", "ck.services.unpack.v1.Unpack"],
+  ["io.containerd.grpc.v1.tasks", "containerd.services.tasks.v1.Tasks"],
+  ["io.containerd.grpc.v1.version", "containerd.services.version.v1.Version"],
+  ["io.containerd.grpc.v1.introspection", "containerd.services.introspection.v1.Introspection"],
+]);
+
+/**
+ * Checks a `disabled_plugins` list: each entry must name one of SERVICE_PLUGINS (the log, the
+ * projection, the content store and the snapshotters are what everything else stands on).
+ */
+export function checkDisabledPlugins(list: unknown): string[] {
+  if (list === undefined) return [];
+  if (!Array.isArray(list) || list.some((p) => typeof p !== "string")) {
+    throw new Error(`disabled_plugins must be a list of plugin names, got ${JSON.stringify(list)}`);
+  }
+  for (const p of list as string[]) {
+    if (!SERVICE_PLUGINS.has(p)) {
+      throw new Error(`disabled_plugins: "${p}" is not a plugin ckd can run without (these can be disabled: ${[...SERVICE_PLUGINS.keys()].join(", ")})`);
+    }
+  }
+  return list as string[];
 }
 
 /** What ckd records under its root so tools (ck-replay) find the log without flags. */
@@ -146,6 +186,7 @@ export class Daemon {
   ) {}
 
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
+    const disabled = new Set(checkDisabledPlugins(config.disabledPlugins));
     const paths = rootPaths(config.root);
     await mkdir(config.root, { recursive: true, mode: 0o711 });
     const uuid = await loadUuid(paths.uuid);
@@ -213,7 +254,7 @@ export class Daemon {
       placement.set(sn.name, unspread ? `packed (${unspread})` : "spread (chattr +T)");
       if (unspread) logger.info({ snapshotter: sn.name, reason: unspread }, "snapshot directories are not spread over block groups");
     }
-    const plugins: PluginInfo[] = [
+    const allPlugins: PluginInfo[] = [
       { type: "io.containerd.event.v1", id: "jetstream", exports: { stream, durability } },
       { type: "io.containerd.metadata.v1", id: "rocksdb", requires: ["io.containerd.event.v1"] },
       { type: "io.containerd.content.v1", id: "content", exports: { root: paths.content } },
@@ -238,6 +279,8 @@ export class Daemon {
       // ckd's own unpack, whose verified snapshots are shared across namespaces.
       { type: "io.containerd.grpc.v1", id: "ck.unpack", requires: ["io.containerd.snapshotter.v1", "io.containerd.differ.v1", "io.containerd.content.v1"] },
     ];
+    const plugins = allPlugins.filter((p) => !disabled.has(`${p.type}.${p.id}`));
+    if (disabled.size) logger.info({ disabled: [...disabled] }, "plugins disabled by configuration");
     const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content, snapshotters);
     await d.serve();
     return d;
@@ -280,8 +323,10 @@ export class Daemon {
     this.sweepIngests(gc);
     const afterUpdate = () => gc.mutated();
     const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync), afterUpdate };
-    const add = (name: string, impl: grpc.UntypedServiceImplementation) =>
-      server.addService(this.protos.serviceDefinition(name), impl);
+    const disabled = new Set([...SERVICE_PLUGINS].filter(([p]) => this.config.disabledPlugins?.includes(p)).map(([, svc]) => svc));
+    const add = (name: string, impl: grpc.UntypedServiceImplementation) => {
+      if (!disabled.has(name)) server.addService(this.protos.serviceDefinition(name), impl);
+    };
     add("containerd.services.namespaces.v1.Namespaces", namespacesService(deps));
     add("containerd.services.images.v1.Images", imagesService(deps));
     add("containerd.services.containers.v1.Containers", containersService(deps));

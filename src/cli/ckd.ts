@@ -6,7 +6,7 @@ import { setFlagsFromString } from "node:v8";
 import { readFile } from "node:fs/promises";
 import { parse as parseToml } from "smol-toml";
 import { pino } from "pino";
-import { Daemon, type DaemonConfig } from "../api/daemon.js";
+import { Daemon, checkDisabledPlugins, type DaemonConfig } from "../api/daemon.js";
 import { defaultAddress, defaultRoot } from "./defaults.js";
 
 interface Flags {
@@ -30,14 +30,21 @@ interface FileConfig {
   log_level?: string;
   stale_ingest_hours?: number;
   gc_expiry_interval_seconds?: number;
+  /** As containerd's: full names of API plugins not to load. */
+  disabled_plugins?: string[];
 }
 
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds"]);
+  const known = new Set(["root", "address", "nats", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
+  }
+  try {
+    checkDisabledPlugins(raw.disabled_plugins);
+  } catch (err) {
+    throw new Error(`config ${path}: ${(err as Error).message}`);
   }
   return raw as FileConfig;
 }
@@ -61,7 +68,7 @@ async function main(): Promise<void> {
     .option("--nats <url>", "use this NATS server instead of starting one")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, stream, replicas, log_level)")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds and disabled_plugins")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .version("0.1.0");
@@ -77,6 +84,7 @@ async function main(): Promise<void> {
     replicas: flags.replicas ? Number(flags.replicas) : file.replicas,
     staleIngestMs: file.stale_ingest_hours !== undefined ? file.stale_ingest_hours * 3600_000 : undefined,
     gcExpiryIntervalMs: secondsToMs(flags.gcExpiryInterval ?? file.gc_expiry_interval_seconds),
+    disabledPlugins: file.disabled_plugins,
   };
   const logger = pino({ level: flags.logLevel ?? file.log_level ?? "info" }, pino.destination(2));
   const daemon = await Daemon.start(config, logger);

@@ -146,6 +146,25 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
   }
 });
 
+test("ckd refuses disabled_plugins naming a plugin it cannot run without, or not a list, before touching the root", async () => {
+  const root = await mkdtemp(join(tmpdir(), "ck-badconf-"));
+  try {
+    const config = join(root, "bad.toml");
+    for (const [value, re] of [
+      [`["io.containerd.grpc.v1.diff", "io.containerd.metadata.v1.rocksdb"]`, /disabled_plugins: "io\.containerd\.metadata\.v1\.rocksdb" is not a plugin ckd can run without/],
+      [`"io.containerd.grpc.v1.diff"`, /disabled_plugins must be a list of plugin names/],
+    ] as const) {
+      await writeFile(config, `disabled_plugins = ${value}\n`);
+      const r = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), "--config", config]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, re);
+      assert.ok(!existsSync(join(root, "r")), "the root was created despite the bad config");
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
 test("ckd refuses a config file with an unknown key, naming it, before touching the root", async () => {
   const root = await mkdtemp(join(tmpdir(), "ck-badconf-"));
   try {

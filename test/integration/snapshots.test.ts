@@ -391,6 +391,33 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
     }
   });
 
+  test("ck pull against a daemon without ck's unpack service (disabled_plugins): Unimplemented, so ctr's way; the same chain and files", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ck-nounpack-"));
+    const config = path.join(dir, "ckd.toml");
+    await fs.writeFile(config, `disabled_plugins = ["io.containerd.grpc.v1.ck.unpack"]\n`);
+    const other = await TestDaemon.start({ extraArgs: ["--config", config] });
+    const api = other.client("no-unpack");
+    try {
+      const { plugins } = await api.call("introspection", "Plugins", { filters: [] });
+      const ids = plugins.map((p: { type: string; id: string }) => `${p.type}.${p.id}`);
+      assert.ok(!ids.includes("io.containerd.grpc.v1.ck.unpack") && ids.includes("io.containerd.grpc.v1.diff"), ids.join(" "));
+      const layer = image.manifest.layers[0];
+      await rejectsClass(
+        api.call("unpack", "Apply", { snapshotter: "overlayfs", layer: { media_type: layer.mediaType, digest: layer.digest, size: layer.size }, diff_id: image.config.rootfs.diff_ids[0], parent: "" }),
+        "NotImplemented",
+      );
+      const r = await runNode(CK, ["--address", other.address, "-n", "no-unpack", "pull", "--plain-http", image.reference]);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      const chain = chainIds(image.config.rootfs.diff_ids);
+      assert.deepEqual(await chainRows(api, "overlayfs"), committedChain(chain));
+      assert.deepEqual((await readView(api, "overlayfs", chain[2]!)).files, EXPECTED_FILES);
+    } finally {
+      api.close();
+      await other.cleanup();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test("shared snapshots' events replay to an identical projection (ck-replay verify)", async () => {
     assert.equal(await daemon.stop(), 0);
     const r = await runNode(CK_REPLAY, ["verify", "--root", daemon.root]);
