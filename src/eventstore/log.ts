@@ -275,7 +275,8 @@ const utf8 = new TextDecoder();
  * whenever its internals are not as expected.
  */
 export function messageHeaders(m: Pick<JsMsg, "headers">): Record<string, string> {
-  const headers: Record<string, string> = {};
+  // No prototype: a header named like an Object method ("toString") is a header like any other.
+  const headers = Object.create(null) as Record<string, string>;
   const core = (m as { msg?: RawCoreMsg }).msg;
   const hdr = core?._msg?.hdr;
   const raw = core?._rdata;

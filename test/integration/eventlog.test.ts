@@ -18,7 +18,7 @@ test("headers read from the message's bytes equal nats.js's decoding", async () 
       [["Ck-Origin", "command"]],
       [["Ck-Origin", "  publish  "], ["X-Colon", "a: b: c"], ["x-lower", "v"]],
       [["Repeated", "first"], ["Repeated", "second"], ["Unicode", "é ✓"]],
-      [["Empty", ""]],
+      [["Empty", ""], ["toString", "a header like any other"]],
     ];
     for (const [i, shape] of shapes.entries()) {
       const h = natsHeaders();
@@ -54,7 +54,7 @@ test("headers read from the message's bytes equal nats.js's decoding", async () 
       }
       assert.deepEqual(seen[1], { "Ck-Origin": "publish", "X-Colon": "a: b: c", "x-lower": "v" });
       assert.deepEqual(seen[2], { Repeated: "first", Unicode: "é ✓" });
-      assert.deepEqual(seen[3], { Empty: "" });
+      assert.deepEqual(seen[3], { Empty: "", toString: "a header like any other" });
       assert.deepEqual(seen[4], {});
     } finally {
       await log.close();
