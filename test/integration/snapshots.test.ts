@@ -401,6 +401,11 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       const { plugins } = await api.call("introspection", "Plugins", { filters: [] });
       const ids = plugins.map((p: { type: string; id: string }) => `${p.type}.${p.id}`);
       assert.ok(!ids.includes("io.containerd.grpc.v1.ck.unpack") && ids.includes("io.containerd.grpc.v1.diff"), ids.join(" "));
+      // The real ctr lists what introspection says: the diff service, not ck's unpack.
+      const ls = await runCommand(CTR, ["--address", other.address, "plugins", "ls"]);
+      assert.equal(ls.code, 0, ls.stderr);
+      assert.match(ls.stdout, /io\.containerd\.grpc\.v1\s+diff\s/);
+      assert.doesNotMatch(ls.stdout, /ck\.unpack/);
       const layer = image.manifest.layers[0];
       await rejectsClass(
         api.call("unpack", "Apply", { snapshotter: "overlayfs", layer: { media_type: layer.mediaType, digest: layer.digest, size: layer.size }, diff_id: image.config.rootfs.diff_ids[0], parent: "" }),
