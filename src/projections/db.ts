@@ -59,7 +59,24 @@ interface ChainedBatch {
 }
 const NO_OPTIONS = {};
 
+/**
+ * RocksDB settings for a projection: small, rebuilt from the log when lost, read by point
+ * lookups (the write path's decisions, Gets, the fold's reads of keys that mostly do not exist
+ * yet) and prefix scans (Lists). The binding's defaults compress the WAL and every table
+ * with zstd, CPU on two shared cores for a few megabytes saved. "point-lookup" adds a
+ * whole-key bloom filter to the memtable, where a rebuild's reads of absent keys land, and a
+ * hash index to data blocks. Rebuilding 100,000 image creates: 60-65k -> 66-70k events/s
+ * (2026-11-30, six alternating runs each, Intel Xeon 2 vCPU).
+ */
+const TUNING = { walCompression: false, compression: false, optimize: "point-lookup" } as const;
+
+/** How many key prefixes ProjectionDb.generation watches at most. */
+const MAX_WATCHED = 64;
+
 export class ProjectionDb {
+  private readonly generations = new Map<string, number>();
+  private clock = 0;
+
   private constructor(
     private readonly db: RocksLevel,
     readonly location: string,
@@ -68,7 +85,7 @@ export class ProjectionDb {
 
   static async open(location: string): Promise<ProjectionDb> {
     const db = new RocksLevel(location, {});
-    await db.open({ createIfMissing: true });
+    await db.open({ createIfMissing: true, ...TUNING });
     const raw = (await db.getMany([APPLIED_KEY], BUF))[0] as Buffer | undefined;
     const applied = raw ? Number(decodeValue(raw)) : 0;
     return new ProjectionDb(db, location, applied);
@@ -206,7 +223,36 @@ export class ProjectionDb {
   async apply(changes: KeyChange[], appliedSeq: number, sync = false): Promise<void> {
     const ops: [string, unknown][] = [...changes, [APPLIED_KEY, appliedSeq]];
     await this.writeEncoded(ops, encodeValueView, sync);
+    // After the write: a List between the write and this bump caches what the write left
+    // under the old generation, which the bump then retires; never the other way round.
+    if (this.generations.size > 0) this.bumpGenerations(changes);
     this.applied = appliedSeq;
+  }
+
+  /**
+   * A generation for the keys under `prefix`: two calls return the same number only if no
+   * key under it changed in between. Watching starts at the first call; at most
+   * MAX_WATCHED prefixes are watched, and a prefix dropped and watched again gets a number
+   * it never had before, so a value remembered from earlier never matches by accident.
+   */
+  generation(prefix: string): number {
+    const g = this.generations.get(prefix);
+    if (g !== undefined) return g;
+    if (this.generations.size >= MAX_WATCHED) this.generations.clear();
+    const fresh = ++this.clock;
+    this.generations.set(prefix, fresh);
+    return fresh;
+  }
+
+  private bumpGenerations(changes: KeyChange[]): void {
+    for (const prefix of this.generations.keys()) {
+      for (const [key] of changes) {
+        if (key.startsWith(prefix)) {
+          this.generations.set(prefix, ++this.clock);
+          break;
+        }
+      }
+    }
   }
 
   async close(): Promise<void> {

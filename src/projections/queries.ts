@@ -3,7 +3,7 @@
 import { notFound } from "../errdefs/errdefs.js";
 import type { ProjectionDb } from "./db.js";
 import { keys, type SnapshotRecord, type SnapshotIdRecord, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type NamespaceRecord } from "./views.js";
-import type { RecordMemo } from "./record-memo.js";
+import type { MemoEntry, RecordMemo } from "./record-memo.js";
 import { parseFilters, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, labelsAdaptor, type Adaptor, type Filter } from "./filters.js";
 
 /** Leases, as containerd's adaptLease: `id`, `labels.<key>`. */
@@ -33,7 +33,24 @@ function snapshotFieldpath(s: SnapshotRecord): Adaptor {
   };
 }
 
+/** Records a List cache holds at most, over all its prefixes (the memo's own bound). */
+const MAX_CACHED_RECORDS = 20_000;
+
+interface CachedList {
+  /** The prefix's generation when the entries were read. */
+  gen: number;
+  entries: MemoEntry[];
+}
+
 export class Queries {
+  /**
+   * The records under a prefix as last read, reused while the projection's generation for
+   * that prefix is unchanged: a List that repeats (a poller, a CLI) reads nothing from
+   * RocksDB, only the filters run again.
+   */
+  private readonly lists = new Map<string, CachedList>();
+  private cachedRecords = 0;
+
   constructor(private readonly db: ProjectionDb) {}
 
   async getNamespace(name: string): Promise<NamespaceRecord> {
@@ -146,11 +163,29 @@ export class Queries {
   private listEncoded<R>(prefix: string, filters: string[], match: (f: Filter, r: R) => boolean, memo: RecordMemo, encode: (r: R) => Buffer): Buffer[] {
     const filter = parseFilters(filters);
     const out: Buffer[] = [];
-    for (const [k, raw] of this.db.scanRaw(prefix)) {
-      const e = memo.entry(k, raw);
+    for (const e of this.entriesUnder(prefix, memo)) {
       if (match(filter, e.record as R)) out.push((e.derived ??= encode(e.record as R)));
     }
     return out;
+  }
+
+  /** Every record under a prefix, from the List cache while its generation holds. */
+  private entriesUnder(prefix: string, memo: RecordMemo): MemoEntry[] {
+    const gen = this.db.generation(prefix);
+    const known = this.lists.get(prefix);
+    if (known && known.gen === gen) return known.entries;
+    const entries: MemoEntry[] = [];
+    for (const [k, raw] of this.db.scanRaw(prefix)) entries.push(memo.entry(k, raw));
+    if (known) this.cachedRecords -= known.entries.length;
+    if (this.cachedRecords + entries.length > MAX_CACHED_RECORDS) {
+      this.lists.clear();
+      this.cachedRecords = 0;
+    }
+    if (entries.length <= MAX_CACHED_RECORDS) {
+      this.lists.set(prefix, { gen, entries });
+      this.cachedRecords += entries.length;
+    } else this.lists.delete(prefix);
+    return entries;
   }
 
   private async list<R>(prefix: string, filters: string[], match: (f: Filter, r: R) => boolean): Promise<R[]> {

@@ -38,3 +38,28 @@ test("apply writes changes and the applied sequence together, and leaves no batc
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("generation: steady while nothing under the prefix changes, new after a change under it, never reused after eviction", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ck-projdb-"));
+  try {
+    const db = await ProjectionDb.open(join(dir, "meta"));
+    const a = db.generation("img\u0000a\u0000");
+    const b = db.generation("img\u0000b\u0000");
+    assert.equal(db.generation("img\u0000a\u0000"), a, "no write: the same generation");
+    await db.apply([["img\u0000b\u0000x", { n: 1 }]], 1);
+    assert.equal(db.generation("img\u0000a\u0000"), a, "a write under another prefix leaves it");
+    const b2 = db.generation("img\u0000b\u0000");
+    assert.notEqual(b2, b, "a write under the prefix moves it");
+    await db.apply([["img\u0000b\u0000x", undefined]], 2);
+    assert.notEqual(db.generation("img\u0000b\u0000"), b2, "a delete moves it too");
+    // Watching more prefixes than the bound drops the earlier ones; watched again, a prefix
+    // gets a number no earlier call returned.
+    const seen = new Set([a, b, b2]);
+    for (let i = 0; i < 200; i++) seen.add(db.generation(`p${i}\u0000`));
+    const again = db.generation("img\u0000a\u0000");
+    assert.ok(!seen.has(again), "an evicted prefix never comes back with an old number");
+    await db.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
