@@ -134,18 +134,74 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
   };
 }
 
+export type CommitMetadata = (ns: string, digest: string, size: number, labels: Record<string, string>, lease?: string) => Promise<unknown>;
+
+/** containerd leases content it finds already committed before answering AlreadyExists. */
+async function leaseExisting(d: Pick<ContentDeps, "sequencer">, ns: string, lease: string | undefined, digest: string): Promise<void> {
+  if (lease) await d.sequencer.submit(leaseHandlers.addResource({ namespace: ns, id: lease, resource: { id: digest, type: "content" } }));
+}
+
+/**
+ * Before an ingest is taken for `expected`: AlreadyExists (the blob leased first) when this
+ * namespace has it, or the blob on disk when another namespace committed the same bytes (of
+ * size `total`, when given), which this one can commit without a byte; else undefined.
+ */
+export async function sharedBlob(
+  d: Pick<ContentDeps, "sequencer" | "queries" | "store">,
+  ns: string,
+  lease: string | undefined,
+  expected: string,
+  total: number,
+): Promise<{ digest: string; size: number } | undefined> {
+  const visible = await d.queries.getBlob(ns, expected).catch(() => undefined);
+  if (visible) {
+    await leaseExisting(d, ns, lease, expected);
+    throw alreadyExists(`content ${expected}`);
+  }
+  const onDisk = await d.store.stat(expected);
+  return onDisk && (total === 0 || total === onDisk.size) ? onDisk : undefined;
+}
+
+/** Commits an ingest's bytes (size and digest verified); the same bytes already on disk count as committed. */
+export async function commitBytes(d: Pick<ContentDeps, "store">, writer: IngestWriter, expected: string, total: number): Promise<{ digest: string; size: number }> {
+  const written = writer.digest();
+  try {
+    return await writer.commit({ size: total || undefined, expected: expected || undefined });
+  } catch (err) {
+    // The same bytes are already on disk (another namespace or writer): as good as ours,
+    // and this namespace still gets its metadata commit.
+    if (!isClass(err, "AlreadyExists")) throw err;
+    const s = await d.store.stat(expected || written);
+    if (!s) throw err;
+    return s;
+  }
+}
+
+/** The namespace's content-commit event for bytes on disk (AlreadyExists leases the blob first). */
+export async function commitInNamespace(
+  d: Pick<ContentDeps, "sequencer">,
+  commitMetadata: CommitMetadata,
+  ns: string,
+  blob: { digest: string; size: number },
+  labels: Record<string, string>,
+  lease: string | undefined,
+): Promise<void> {
+  try {
+    await commitMetadata(ns, blob.digest, blob.size, labels, lease);
+  } catch (err) {
+    if (isClass(err, "AlreadyExists")) await leaseExisting(d, ns, lease, blob.digest);
+    throw err;
+  }
+}
+
 /** One Write stream: lock-step, one response per request, errors end the stream. */
 async function runWrite(
   d: ContentDeps,
   call: grpc.ServerDuplexStream<any, any>,
-  commitMetadata: (ns: string, digest: string, size: number, labels: Record<string, string>, lease?: string) => Promise<unknown>,
+  commitMetadata: CommitMetadata,
 ): Promise<void> {
   const ns = namespaceOf(call);
   const lease = metadataValue(call, LEASE_HEADER) || undefined;
-  /** containerd leases content it finds already committed before answering AlreadyExists. */
-  const leaseExisting = async (digest: string) => {
-    if (lease) await d.sequencer.submit(leaseHandlers.addResource({ namespace: ns, id: lease, resource: { id: digest, type: "content" } }));
-  };
   let writer: IngestWriter | undefined;
   /** Set when the expected blob is already on disk: the client may commit without bytes. */
   let shared: { digest: string; size: number } | undefined;
@@ -164,13 +220,7 @@ async function runWrite(
         expected = req.expected ?? "";
         if (expected) {
           validateDigest("expected", expected);
-          const visible = await d.queries.getBlob(ns, expected).catch(() => undefined);
-          if (visible) {
-            await leaseExisting(expected);
-            throw alreadyExists(`content ${expected}`);
-          }
-          const onDisk = await d.store.stat(expected);
-          if (onDisk && (total === 0 || total === onDisk.size)) shared = onDisk;
+          shared = await sharedBlob(d, ns, lease, expected, total);
         }
         if (!shared) writer = await d.store.writer({ ref: ingestRef(ns, ref), expected: expected || undefined, total: total || undefined, lease });
       } else if (req.ref && req.ref !== ref) {
@@ -200,25 +250,10 @@ async function runWrite(
           if (expected && expected !== shared.digest) throw new CkError("FailedPrecondition", `unexpected commit digest ${shared.digest}, expected ${expected}: failed precondition`);
           committed = shared;
         } else {
-          const written = writer!.digest();
-          try {
-            committed = await writer!.commit({ size: total || undefined, expected: expected || undefined });
-          } catch (err) {
-            // The same bytes are already on disk (another namespace or writer): as good as ours,
-            // and this namespace still gets its metadata commit below.
-            if (!isClass(err, "AlreadyExists")) throw err;
-            const s = await d.store.stat(expected || written);
-            if (!s) throw err;
-            committed = s;
-          }
+          committed = await commitBytes(d, writer!, expected, total);
           writer = undefined;
         }
-        try {
-          await commitMetadata(ns, committed.digest, committed.size, req.labels ?? {}, lease);
-        } catch (err) {
-          if (isClass(err, "AlreadyExists")) await leaseExisting(committed.digest);
-          throw err;
-        }
+        await commitInNamespace(d, commitMetadata, ns, committed, req.labels ?? {}, lease);
         await writeStream(call, { action: WRITE_ACTION.COMMIT, offset: committed.size, digest: committed.digest });
         call.end();
         return;

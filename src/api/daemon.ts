@@ -29,6 +29,7 @@ import { GcScheduler } from "./gc-scheduler.js";
 import { NamespacedBlobs } from "../content/namespaced.js";
 import { snapshotsService } from "./snapshots-service.js";
 import { diffService } from "./diff-service.js";
+import { fetchService } from "./fetch-service.js";
 import { unpackService } from "./unpack-service.js";
 import { SnapshotStore, type SnapshotterEntry } from "../snapshots/store.js";
 import { NativeSnapshotter } from "../snapshots/native.js";
@@ -67,6 +68,7 @@ export const SERVICE_PLUGINS: ReadonlyMap<string, string> = new Map([
   ["io.containerd.grpc.v1.snapshots", "containerd.services.snapshots.v1.Snapshots"],
   ["io.containerd.grpc.v1.diff", "containerd.services.diff.v1.Diff"],
   ["io.containerd.grpc.v1.ck.unpack", "ck.services.unpack.v1.Unpack"],
+  ["io.containerd.grpc.v1.ck.fetch", "ck.services.fetch.v1.Fetch"],
   ["io.containerd.grpc.v1.tasks", "containerd.services.tasks.v1.Tasks"],
   ["io.containerd.grpc.v1.version", "containerd.services.version.v1.Version"],
   ["io.containerd.grpc.v1.introspection", "containerd.services.introspection.v1.Introspection"],
@@ -278,6 +280,8 @@ export class Daemon {
       { type: "io.containerd.grpc.v1", id: "diff", requires: ["io.containerd.differ.v1"] },
       // ckd's own unpack, whose verified snapshots are shared across namespaces.
       { type: "io.containerd.grpc.v1", id: "ck.unpack", requires: ["io.containerd.snapshotter.v1", "io.containerd.differ.v1", "io.containerd.content.v1"] },
+      // ckd's own download of registry blobs into the content store.
+      { type: "io.containerd.grpc.v1", id: "ck.fetch", requires: ["io.containerd.content.v1"] },
     ];
     const plugins = allPlugins.filter((p) => !disabled.has(`${p.type}.${p.id}`));
     if (disabled.size) logger.info({ disabled: [...disabled] }, "plugins disabled by configuration");
@@ -343,6 +347,7 @@ export class Daemon {
     add("containerd.services.snapshots.v1.Snapshots", snapshotsService({ snapshots, afterDelete: () => gc.trigger(), afterUpdate }));
     add("containerd.services.diff.v1.Diff", diffService({ queries, store: this.content, blobs, roots: () => snapshots.roots() }));
     add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots }));
+    add("ck.services.fetch.v1.Fetch", fetchService({ sequencer: this.sequencer, queries, store: this.content, blobs, userAgent: `ckd/${CK_VERSION}` }));
     add("containerd.services.tasks.v1.Tasks", tasksService());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));
     add("containerd.services.introspection.v1.Introspection", introspectionService({ uuid: this.uuid, plugins: () => this.plugins }));

@@ -33,6 +33,7 @@ export const SERVICES = {
   tasks: "containerd.services.tasks.v1.Tasks",
   gc: "ck.services.gc.v1.GC",
   unpack: "ck.services.unpack.v1.Unpack",
+  fetch: "ck.services.fetch.v1.Fetch",
 } as const;
 
 export type ServiceName = keyof typeof SERVICES;

@@ -136,10 +136,11 @@ export function registerDistributionCommands(program: Command, action: Action): 
       .option("--all-platforms", "fetch every platform of an index")
       .option("--max-concurrent-downloads <n>", "blobs downloaded at once", "3")
       .option("--label <k=v>", "label to set on the image (repeatable)", collect)
+      .option("--client-fetch", "download blobs in this process and write them over Content.Write, as ctr does, even when the daemon can fetch them itself")
       .option("-q, --quiet", "print only the image name and digest when done");
     if (name === "pull") c.option("--snapshotter <name>", "snapshotter to unpack into (native or overlayfs)", "overlayfs");
     withRegistryFlags(c).action(
-      action(async (api, refArg: string, opts: RegistryFlags & PlatformFlags & { maxConcurrentDownloads?: string; label?: string[]; quiet?: boolean; snapshotter?: string }) => {
+      action(async (api, refArg: string, opts: RegistryFlags & PlatformFlags & { maxConcurrentDownloads?: string; label?: string[]; quiet?: boolean; snapshotter?: string; clientFetch?: boolean }) => {
         const ref = parseReference(refArg);
         let unpacked = "";
         const r = await transfer(ref, opts, (registry, progress) =>
@@ -148,6 +149,7 @@ export function registerDistributionCommands(program: Command, action: Action): 
             concurrency: concurrency(opts.maxConcurrentDownloads),
             progress,
             labels: parseLabelArgs(opts.label ?? []),
+            inDaemon: !opts.clientFetch,
             // ctr unpacks one platform: the first asked for, else this machine's.
             // Each layer is unpacked as soon as it and the layers below it are in.
             whileFetching:

@@ -14,12 +14,14 @@ import { Readable } from "node:stream";
 import type { ApiClient } from "./client.js";
 import { ApiContent, type ContentInfo, type RemoteWriter } from "./api-content.js";
 import { type JobStatus, type ProgressJob, type ProgressSink } from "./progress.js";
-import { CkError, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
+import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
 import { formatReference, type ImageReference } from "../remotes/reference.js";
 import type { Descriptor, Platform } from "../remotes/types.js";
 import { children, gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
 import { matchPlatform } from "../remotes/platform.js";
 import type { Registry } from "../remotes/registry.js";
+import type { Credentials } from "../remotes/auth.js";
+import type { RegistryTls } from "../remotes/registry.js";
 
 export const LEASE_HEADER = "containerd-lease";
 const EXPIRE_LABEL = "containerd.io/gc.expire";
@@ -48,6 +50,11 @@ export interface FetchOptions {
   labels?: Record<string, string>;
   /** Register the image record after the fetch (default true). */
   register?: boolean;
+  /**
+   * Let the daemon download blobs itself when it offers ck.services.fetch.v1 (default true);
+   * false, or a daemon without it, writes them from this process over Content.Write.
+   */
+  inDaemon?: boolean;
   /**
    * Runs under the fetch's lease alongside the blob transfers, once the manifests are known
    * (pull's unpack, which takes each layer as soon as it is in); the image is registered after
@@ -83,6 +90,20 @@ export function kindOf(desc: Descriptor): "index" | "manifest" | "config" | "lay
   if (isManifest(desc.mediaType)) return "manifest";
   if (/config/.test(desc.mediaType)) return "config";
   return "layer";
+}
+
+/** ck.services.fetch.v1's RegistryAccess for a registry client's view of one host. */
+function accessMessage(a: { plainHttp: boolean; credentials?: Credentials; tls?: RegistryTls }): Record<string, unknown> {
+  return {
+    plain_http: a.plainHttp,
+    username: a.credentials?.username ?? "",
+    password: a.credentials?.password ?? "",
+    identity_token: a.credentials?.identityToken ?? "",
+    tls_ca: a.tls?.ca ?? [],
+    tls_skip_verify: a.tls?.skipVerify ?? false,
+    tls_client_cert: a.tls?.clientCert?.cert ?? "",
+    tls_client_key: a.tls?.clientCert?.key ?? "",
+  };
 }
 
 /** Runs `fn` over items with at most `limit` at once; the first failure rejects. */
@@ -149,16 +170,19 @@ class Fetcher implements FetchProgress {
   private size = 0;
   private readonly content: ApiContent;
   private readonly sourceKey: string;
+  /** False once the daemon answered that it has no ck.services.fetch.v1 (or when told not to use it). */
+  private inDaemon: boolean;
 
   constructor(
     private readonly registry: Registry,
     private readonly ref: ImageReference,
-    api: ApiClient,
-    metadata: Record<string, string>,
+    private readonly api: ApiClient,
+    private readonly metadata: Record<string, string>,
     private readonly opts: FetchOptions,
   ) {
     this.content = new ApiContent(api, metadata);
     this.sourceKey = sourceLabelKey(ref.domain);
+    this.inDaemon = opts.inDaemon ?? true;
   }
 
   /** Manifests and indexes this fetch parsed, by digest (the unpack after a pull reuses them). */
@@ -327,6 +351,7 @@ class Fetcher implements FetchProgress {
     const job = this.opts.progress.add(refFor(desc), desc.size);
     this.size += desc.size;
     const labels = { ...extraLabels, [this.sourceKey]: this.ref.repository };
+    if (this.inDaemon && (await this.fetchInDaemon(desc, labels, job))) return;
     const w = await this.content.open(refFor(desc), { expected: desc.digest, total: desc.size, onLocked: () => job.update(0, "waiting") });
     if (w === "exists") {
       await this.ensureLabels(desc.digest, labels);
@@ -357,6 +382,64 @@ class Fetcher implements FetchProgress {
       w.close();
     }
     job.update(desc.size, "done");
+  }
+
+  /**
+   * The blob fetched by the daemon (ck.services.fetch.v1): same ingest ref, lock, resume and
+   * commit as a Content.Write from here, without the bytes crossing this process. False when
+   * the daemon does not offer it (the caller then writes the blob itself). A ref another
+   * writer holds is waited on as ApiContent.open waits.
+   */
+  private async fetchInDaemon(desc: Descriptor, labels: Record<string, string>, job: ProgressJob): Promise<boolean> {
+    const request = {
+      reference: formatReference(this.ref),
+      blob: toApiDescriptor(desc),
+      ref: refFor(desc),
+      labels,
+      access: accessMessage(this.registry.accessFor(this.ref.domain)),
+    };
+    let delay = 20;
+    for (;;) {
+      const release = await this.downloadSlot();
+      let last = 0;
+      try {
+        for await (const m of this.api.stream("fetch", "Blob", request, { metadata: this.metadata })) {
+          const offset = Number(m.offset ?? 0);
+          if (m.status === "exists") {
+            await this.ensureLabels(desc.digest, labels);
+            job.update(desc.size, "exists");
+            return true;
+          }
+          if (m.status === "downloading") {
+            if (offset > last) {
+              this.transferred += offset - last;
+              job.transferred(offset - last);
+            }
+            job.update(offset, "downloading");
+          }
+          last = Math.max(last, offset);
+        }
+        job.update(desc.size, "done");
+        return true;
+      } catch (err) {
+        if (isClass(err, "NotImplemented")) {
+          this.inDaemon = false;
+          return false;
+        }
+        if (!isClass(err, "Unavailable") || !/locked/.test((err as Error).message)) throw err;
+        job.update(0, "waiting");
+      } finally {
+        release();
+      }
+      // Another writer holds the ref: once it is done the blob exists, or the ref is free.
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 500);
+      if (await this.content.info(desc.digest)) {
+        await this.ensureLabels(desc.digest, labels);
+        job.update(desc.size, "exists");
+        return true;
+      }
+    }
   }
 
   private async download(desc: Descriptor, w: RemoteWriter, job: ProgressJob): Promise<void> {

@@ -9,7 +9,7 @@ import { createHash, type Hash } from "node:crypto";
 import { Readable, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CkError, failedPrecondition, invalidArgument, notFound, unavailable } from "../errdefs/errdefs.js";
-import type { CredentialStore } from "./auth.js";
+import type { CredentialStore, Credentials } from "./auth.js";
 import { Authorizer, MAX_TOKEN_RESPONSE } from "./authorizer.js";
 import { RegistryError, isRetryable, statusError, unauthorized } from "./errors.js";
 import { MAX_MANIFEST_BYTES, MediaTypes, isIndex, isManifest } from "./manifest.js";
@@ -80,6 +80,20 @@ export class Registry {
     this.log = opts.log ?? (() => {});
     this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 32, ...trustOptions(opts.tls) });
     this.auth = new Authorizer(opts.credentials, (r) => this.smallRequest(r), this.log);
+  }
+
+  /**
+   * How this client reaches `host`: scheme, credentials and trust, which a daemon fetching
+   * for it (ck.services.fetch.v1) needs to reach the registry the same way.
+   */
+  accessFor(host: string): { plainHttp: boolean; credentials?: Credentials; tls?: RegistryTls } {
+    const plain = this.opts.plainHttp;
+    const credentials = this.opts.credentials?.(host);
+    return {
+      plainHttp: typeof plain === "function" ? plain(host) : Boolean(plain),
+      ...(credentials ? { credentials } : {}),
+      ...(this.opts.tls ? { tls: this.opts.tls } : {}),
+    };
   }
 
   /** Closes idle keep-alive connections. The client stays usable. */

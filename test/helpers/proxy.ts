@@ -8,6 +8,8 @@ export interface SeenRequest {
   method: string;
   url: string;
   range?: string;
+  /** The User-Agent header: who asked (ck, ckd, ctr). */
+  userAgent?: string;
   status?: number;
   /** Body bytes sent to the client. */
   bytes: number;
@@ -57,7 +59,7 @@ export async function startProxy(upstream: string): Promise<TestProxy> {
       }),
   };
   const server = http.createServer((req, res) => {
-    const rec: SeenRequest = { method: req.method ?? "", url: req.url ?? "", range: req.headers.range, bytes: 0 };
+    const rec: SeenRequest = { method: req.method ?? "", url: req.url ?? "", range: req.headers.range, userAgent: req.headers["user-agent"], bytes: 0 };
     seen.push(rec);
     if (req.method === "GET" && req.url?.includes("/blobs/")) {
       proxy.maxBlobGets = Math.max(proxy.maxBlobGets, ++blobGets);

@@ -1,0 +1,171 @@
+// ck's extension service ck.services.fetch.v1: ckd downloads a blob from a registry straight
+// into its content store (docs/distribution.md, "Fetching in the daemon"). The ingest, its lock,
+// resume, commit and the namespace's commit event are those of Content.Write; only the bytes'
+// way in differs: registry -> ckd -> disk, instead of registry -> client -> gRPC -> ckd -> disk.
+import { createHash } from "node:crypto";
+import type * as grpc from "@grpc/grpc-js";
+import type { Sequencer } from "../commands/sequencer.js";
+import type { Queries } from "../projections/queries.js";
+import type { ContentStore } from "../content/types.js";
+import { ingestRef, type NamespacedBlobs } from "../content/namespaced.js";
+import { invalidArgument, isClass } from "../errdefs/errdefs.js";
+import { validateDigest } from "../commands/validation.js";
+import { Registry, type RegistryTls } from "../remotes/registry.js";
+import { parseReference } from "../remotes/reference.js";
+import type { Credentials } from "../remotes/auth.js";
+import type { Descriptor } from "../remotes/types.js";
+import { commitBytes, commitInNamespace, sharedBlob } from "./content-service.js";
+import { LEASE_HEADER, metadataValue, namespaceOf, serverStream, writeStream } from "./grpc.js";
+
+export interface FetchDeps {
+  sequencer: Sequencer;
+  queries: Queries;
+  store: ContentStore;
+  blobs: NamespacedBlobs;
+  userAgent: string;
+}
+
+/** Bytes gathered from the registry before one write to the ingest (and one progress message). */
+const WRITE_BATCH = 1 << 20;
+/** Registry clients kept between calls (their connections and bearer tokens), by access. */
+const MAX_REGISTRIES = 8;
+
+/** The request's RegistryAccess as registry options for one host. */
+function accessOptions(a: Record<string, unknown> | undefined): { plainHttp: boolean; credentials?: Credentials; tls?: RegistryTls } {
+  const str = (k: string) => (typeof a?.[k] === "string" ? (a[k] as string) : "");
+  const credentials: Credentials = {};
+  if (str("username")) credentials.username = str("username");
+  if (str("password")) credentials.password = str("password");
+  if (str("identity_token")) credentials.identityToken = str("identity_token");
+  const ca = Array.isArray(a?.tls_ca) ? (a.tls_ca as unknown[]).filter((c): c is string => typeof c === "string" && c !== "") : [];
+  const tls: RegistryTls = {};
+  if (ca.length) tls.ca = ca;
+  if (a?.tls_skip_verify) tls.skipVerify = true;
+  if (str("tls_client_cert") || str("tls_client_key")) {
+    if (!str("tls_client_cert") || !str("tls_client_key")) throw invalidArgument("access.tls_client_cert and access.tls_client_key go together");
+    tls.clientCert = { cert: str("tls_client_cert"), key: str("tls_client_key") };
+  }
+  return {
+    plainHttp: Boolean(a?.plain_http),
+    ...(Object.keys(credentials).length ? { credentials } : {}),
+    ...(Object.keys(tls).length ? { tls } : {}),
+  };
+}
+
+/** The blob descriptor of a request, checked: a digest and a size (the media type picks the registry endpoint). */
+function blobOf(b: Record<string, unknown> | undefined): Descriptor {
+  const digest = String(b?.digest ?? "");
+  validateDigest("blob.digest", digest);
+  const size = Number(b?.size ?? 0);
+  if (!Number.isSafeInteger(size) || size <= 0) throw invalidArgument(`blob.size ${String(b?.size)} invalid: a positive whole number of bytes`);
+  return { mediaType: String(b?.media_type ?? ""), digest, size, annotations: {} };
+}
+
+export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
+  /** Registry clients by a hash of what they were made from (credentials included, never kept in clear as a key). */
+  const registries = new Map<string, Registry>();
+  const registryFor = (host: string, access: ReturnType<typeof accessOptions>): Registry => {
+    const key = createHash("sha256").update(JSON.stringify([host, access])).digest("hex");
+    let r = registries.get(key);
+    if (r) {
+      registries.delete(key); // most recently used last
+      registries.set(key, r);
+      return r;
+    }
+    const creds = access.credentials;
+    r = new Registry({
+      plainHttp: access.plainHttp,
+      credentials: (h) => (h === host ? creds : undefined),
+      userAgent: d.userAgent,
+      ...(access.tls ? { tls: access.tls } : {}),
+    });
+    registries.set(key, r);
+    if (registries.size > MAX_REGISTRIES) {
+      const [oldest, old] = registries.entries().next().value as [string, Registry];
+      registries.delete(oldest);
+      old.close();
+    }
+    return r;
+  };
+
+  return {
+    Blob: serverStream(async (call) => {
+      const ns = namespaceOf(call);
+      const lease = metadataValue(call, LEASE_HEADER) || undefined;
+      const r = call.request;
+      const blob = blobOf(r.blob);
+      const ref = String(r.ref ?? "");
+      if (!ref) throw invalidArgument("ref must not be empty");
+      let image;
+      try {
+        image = parseReference(String(r.reference ?? ""));
+      } catch (err) {
+        throw invalidArgument(`reference: ${(err as Error).message}`);
+      }
+      const access = accessOptions(r.access);
+      const labels: Record<string, string> = r.labels ?? {};
+      if (lease) await d.queries.getLease(ns, lease);
+      const total = blob.size;
+
+      let shared: { digest: string; size: number } | undefined;
+      try {
+        shared = await sharedBlob(d, ns, lease, blob.digest, total);
+      } catch (err) {
+        if (!isClass(err, "AlreadyExists")) throw err;
+        await writeStream(call, { status: "exists", offset: total, total });
+        return;
+      }
+      const commitMetadata = d.blobs.commit.bind(d.blobs);
+      if (shared) {
+        await commitInNamespace(d, commitMetadata, ns, shared, labels, lease);
+        await writeStream(call, { status: "done", offset: total, total });
+        return;
+      }
+
+      const key = ingestRef(ns, ref);
+      const writer = await d.store.writer({ ref: key, expected: blob.digest, total, lease });
+      const gone = new AbortController();
+      call.on("cancelled", () => gone.abort());
+      let spent = false;
+      try {
+        if (writer.offset > total) await writer.truncate(0);
+        let at = writer.offset;
+        await writeStream(call, { status: "downloading", offset: at, total });
+        if (at < total) {
+          // The commit verifies size and digest: hashing while downloading would only cost CPU.
+          const body = await registryFor(image.domain, access).fetch(image, blob, { offset: at, verify: false, signal: gone.signal });
+          let parts: Buffer[] = [];
+          let held = 0;
+          const flush = async () => {
+            if (held === 0) return;
+            const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts, held);
+            parts = [];
+            held = 0;
+            at = await writer.write(at, data);
+            await writeStream(call, { status: "downloading", offset: at, total });
+          };
+          for await (const chunk of body as AsyncIterable<Buffer>) {
+            parts.push(chunk);
+            held += chunk.length;
+            if (held >= WRITE_BATCH) await flush();
+          }
+          await flush();
+        }
+        let committed;
+        try {
+          committed = await commitBytes(d, writer, blob.digest, total);
+          spent = true;
+        } catch (err) {
+          // Bad bytes under this ref: drop them so the next try starts clean.
+          if (isClass(err, "FailedPrecondition")) await d.store.abort(key).catch(() => undefined);
+          throw err;
+        }
+        await commitInNamespace(d, commitMetadata, ns, committed, labels, lease);
+        await writeStream(call, { status: "done", offset: total, total });
+      } finally {
+        // An unfinished ingest stays (unlocked) for a resume; a committed writer is spent.
+        if (!spent) await writer.close().catch(() => undefined);
+      }
+    }),
+  };
+}

@@ -1,0 +1,186 @@
+// ck.services.fetch.v1 against a real docker-registry on loopback (images built by umoci,
+// pushed by skopeo), behind a recording proxy that notes who asked for what (User-Agent):
+// ckd downloads the blobs itself, the client only the manifests; a daemon without the service
+// gets the client-side path; bad requests write nothing; a held ref is waited on; credentials
+// reach the registry and nowhere else.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startTestNats } from "../helpers/nats.js";
+import { TestDaemon, runNode, CK } from "../helpers/daemon.js";
+import { startRegistry, buildImage, type BuiltImage } from "../helpers/registry.js";
+import { startProxy, type TestProxy } from "../helpers/proxy.js";
+import { rejectsClass } from "../helpers/errors.js";
+import { ApiContent } from "../../src/cli/api-content.js";
+import { EventLog } from "../../src/eventstore/log.js";
+
+describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () => {
+  let nats: Awaited<ReturnType<typeof startTestNats>>;
+  let registry: Awaited<ReturnType<typeof startRegistry>>;
+  let proxy: TestProxy;
+  let image: BuiltImage;
+  const daemons: TestDaemon[] = [];
+  const ref = () => `${proxy.host}/fid/app:v1`;
+  /** A daemon with an empty root (and its own nats-server unless told otherwise: every stream takes all of containerd.io.>). */
+  const fresh = async (opts: Parameters<typeof TestDaemon.start>[0] = {}) => {
+    const d = await TestDaemon.start(opts);
+    daemons.push(d);
+    return d;
+  };
+  const ck = (d: TestDaemon, ns: string, args: string[]) => runNode(CK, ["--address", d.address, "-n", ns, ...args]);
+  /** Who fetched which kind of object since `from` (index into proxy.seen). */
+  const agents = (from: number, kind: "blobs" | "manifests") =>
+    new Set(proxy.seen.slice(from).filter((r) => r.method === "GET" && r.url.includes(`/${kind}/`)).map((r) => (r.userAgent ?? "").split("/")[0]));
+  const blobRequest = (over: Record<string, unknown> = {}) => {
+    const layer = image.manifest.layers[0];
+    return {
+      reference: ref(),
+      blob: { media_type: layer.mediaType, digest: layer.digest, size: layer.size },
+      ref: `layer-${layer.digest}`,
+      labels: {},
+      access: { plain_http: true },
+      ...over,
+    };
+  };
+  const drain = async (it: AsyncIterable<unknown>) => {
+    const out: unknown[] = [];
+    for await (const m of it) out.push(m);
+    return out;
+  };
+
+  before(async () => {
+    nats = await startTestNats();
+    registry = await startRegistry();
+    image = await buildImage({
+      host: registry.host,
+      repo: "fid/app",
+      tag: "v1",
+      layers: [{ "a.bin": Buffer.alloc(3 << 20, 7) }, { "b.txt": "b\n" }],
+    });
+    proxy = await startProxy(registry.host);
+  });
+  after(async () => {
+    for (const d of daemons) await d.cleanup();
+    await proxy?.close();
+    await registry?.stop();
+    await nats?.cleanup();
+  });
+
+  test("ck fetch: ckd GETs the blobs, ck only the manifest; --client-fetch GETs them in ck", async () => {
+    const d = await fresh();
+    let from = proxy.seen.length;
+    const r = await ck(d, "a", ["fetch", "--plain-http", ref()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(agents(from, "blobs"), new Set(["ckd"]));
+    assert.deepEqual(agents(from, "manifests"), new Set(["ck"]));
+    const ls = await ck(d, "a", ["content", "ls", "-q"]);
+    const want = [image.manifestDigest, image.configDigest, ...image.manifest.layers.map((l: { digest: string }) => l.digest)].sort();
+    assert.deepEqual(ls.stdout.trim().split("\n").sort(), want);
+    const check = await ck(d, "a", ["images", "check"]);
+    assert.match(check.stdout, /complete \(4\/4\)/);
+    // The layers carry the labels the client asked for (distribution source), as over Content.Write.
+    const info = await d.client("a").call("content", "Info", { digest: image.manifest.layers[0].digest });
+    assert.equal(info.info.labels["containerd.io/distribution.source.127.0.0.1"], "fid/app");
+
+    const d2 = await fresh();
+    from = proxy.seen.length;
+    const r2 = await ck(d2, "a", ["fetch", "--plain-http", "--client-fetch", ref()]);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.deepEqual(agents(from, "blobs"), new Set(["ck"]));
+  });
+
+  test("a daemon without ck.fetch (disabled_plugins): Blob is Unimplemented and ck fetch writes the blobs itself", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ck-nofetch-"));
+    const config = join(dir, "ckd.toml");
+    await writeFile(config, `disabled_plugins = ["io.containerd.grpc.v1.ck.fetch"]\n`);
+    const d = await fresh({ extraArgs: ["--config", config] });
+    const api = d.client("b");
+    try {
+      const { plugins } = await api.call("introspection", "Plugins", { filters: [] });
+      assert.ok(!plugins.some((p: { id: string }) => p.id === "ck.fetch"));
+      await rejectsClass(drain(api.stream("fetch", "Blob", blobRequest())), "NotImplemented");
+      const from = proxy.seen.length;
+      const r = await ck(d, "b", ["fetch", "--plain-http", ref()]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(agents(from, "blobs"), new Set(["ck"]));
+    } finally {
+      api.close();
+    }
+  });
+
+  test("bad input: InvalidArgument (or NotFound) naming the field, nothing fetched or written", async () => {
+    const d = await fresh();
+    const api = d.client("bad");
+    try {
+      const from = proxy.seen.length;
+      const layer = image.manifest.layers[0];
+      const cases: [Record<string, unknown>, "InvalidArgument" | "NotFound", RegExp][] = [
+        [{ blob: { digest: "sha256:xyz", size: 10 } }, "InvalidArgument", /blob\.digest/],
+        [{ blob: { digest: "md5:" + "0".repeat(32), size: 10 } }, "InvalidArgument", /blob\.digest/],
+        [{ blob: { digest: layer.digest, size: 0 } }, "InvalidArgument", /blob\.size/],
+        [{ ref: "" }, "InvalidArgument", /ref must not be empty/],
+        [{ reference: "UPPER/Case:!!" }, "InvalidArgument", /reference/],
+        [{ access: { plain_http: true, tls_client_cert: "-----BEGIN CERTIFICATE-----" } }, "InvalidArgument", /tls_client_key/],
+      ];
+      for (const [over, cls, re] of cases) await rejectsClass(drain(api.stream("fetch", "Blob", blobRequest(over))), cls, re);
+      await rejectsClass(drain(api.stream("fetch", "Blob", blobRequest(), { metadata: { "containerd-lease": "no-such-lease" } })), "NotFound", /lease/);
+      assert.equal(proxy.seen.length, from, "nothing was asked of the registry");
+      assert.deepEqual((await api.call("content", "ListStatuses", { filters: [] })).statuses ?? [], []);
+      assert.equal((await ck(d, "bad", ["content", "ls", "-q"])).stdout.trim(), "");
+    } finally {
+      api.close();
+    }
+  });
+
+  test("a ref another writer holds: Blob answers Unavailable (locked); ck fetch waits, then completes", async () => {
+    const d = await fresh();
+    const api = d.client("lk");
+    const layer = image.manifest.layers[0];
+    try {
+      const w = await new ApiContent(api).open(`layer-${layer.digest}`, { expected: layer.digest, total: layer.size });
+      assert.notEqual(w, "exists");
+      if (w === "exists") return;
+      await rejectsClass(drain(api.stream("fetch", "Blob", blobRequest())), "Unavailable", /locked/);
+      const fetching = ck(d, "lk", ["fetch", "--plain-http", ref()]);
+      await new Promise((r) => setTimeout(r, 700));
+      w.close(); // the holder goes away without committing: the ref is free for the waiting fetch
+      const r = await fetching;
+      assert.equal(r.code, 0, r.stderr);
+      const info = await api.call("content", "Info", { digest: layer.digest });
+      assert.equal(Number(info.info.size), layer.size);
+    } finally {
+      api.close();
+    }
+  });
+
+  test("credentials reach the registry through ckd and appear in neither its log nor the event log", async () => {
+    const secret = "s3cret-pw-" + Date.now();
+    const good = "Basic " + Buffer.from(`fid:${secret}`).toString("base64");
+    proxy.rule = (req) => (req.headers.authorization === good ? undefined : { answer: { status: 401, headers: { "www-authenticate": 'Basic realm="fid"' }, body: "{}" } });
+    const d = await fresh({ natsUrl: nats.url });
+    try {
+      const from = proxy.seen.length;
+      const r = await ck(d, "cr", ["fetch", "--plain-http", "-u", `fid:${secret}`, ref()]);
+      assert.equal(r.code, 0, r.stderr);
+      const blobOk = proxy.seen.slice(from).filter((s) => s.url.includes("/blobs/") && s.status === 200);
+      assert.ok(blobOk.length >= 3 && blobOk.every((s) => s.userAgent?.startsWith("ckd/")), JSON.stringify(blobOk));
+      assert.doesNotMatch(await readFile(d.logFile, "utf8"), new RegExp(secret));
+      const log = await EventLog.open({ url: nats.url, stream: "CK_EVENTS" });
+      try {
+        const last = await log.lastSeq();
+        assert.ok(last > 0);
+        for await (const m of log.read({ fromSeq: 1 })) {
+          assert.ok(!Buffer.from(m.data).includes(secret), `event ${m.seq} holds the password`);
+          assert.ok(!Buffer.from(m.data).includes(Buffer.from(`fid:${secret}`).toString("base64")));
+          if (m.seq >= last) break;
+        }
+      } finally {
+        await log.close();
+      }
+    } finally {
+      proxy.rule = undefined;
+    }
+  });
+});
