@@ -21,8 +21,11 @@ const CTR = "/usr/bin/ctr";
 export interface PullFigures {
   image: string;
   totalBytes: number;
+  /** ck fetch, blobs downloaded by ckd (ck.services.fetch.v1). */
   ckCold: number[];
   ckWarm: number[];
+  /** ck fetch --client-fetch: blobs downloaded by ck and written over Content.Write, as ctr does. */
+  ckClientCold: number[];
   ctdCold: number[];
   ctdWarm: number[];
   /** `ck pull` (fetch + unpack) cold with overlayfs, then warm into a second namespace. */
@@ -102,6 +105,7 @@ export async function pullBench(work: string, ckSocket: string, ctdSocket: strin
       totalBytes: Number(env.TOTAL_BYTES),
       ckCold: [],
       ckWarm: [],
+      ckClientCold: [],
       ctdCold: [],
       ctdWarm: [],
       ckPullCold: [],
@@ -111,7 +115,7 @@ export async function pullBench(work: string, ckSocket: string, ctdSocket: strin
       ctdPullCold: [],
       ctdPullWarm: [],
     };
-    const ck = (ns: string) => run(process.execPath, [CK, "--address", ckSocket, "-n", ns, "fetch", "--plain-http", "-q", image]);
+    const ck = (ns: string, ...extra: string[]) => run(process.execPath, [CK, "--address", ckSocket, "-n", ns, "fetch", "--plain-http", "-q", ...extra, image]);
     const ctr = (ns: string) => run(CTR, ["--address", ctdSocket!, "-n", ns, "content", "fetch", "--plain-http", image]);
     // Not -q: the last line says how many layers were applied, which checks that a cold
     // pull really unpacked (and shows whether a warm one did).
@@ -148,6 +152,11 @@ export async function pullBench(work: string, ckSocket: string, ctdSocket: strin
       const warm = await ck("pull-b");
       if (warm.code !== 0) throw new Error(`ck pull (warm) failed: ${warm.out}`);
       figures.ckWarm.push(warm.ms);
+      await clean(ckSocket, image, ["pull-a", "pull-b"]);
+      log(`ck fetch --client-fetch cold ${i + 1}/${runs}`);
+      const client = await ck("pull-a", "--client-fetch");
+      if (client.code !== 0) throw new Error(`ck fetch --client-fetch failed: ${client.out}`);
+      figures.ckClientCold.push(client.ms);
       if (ctdSocket) {
         await clean(ctdSocket, image, ["pull-a", "pull-b"]);
         log(`ctr content fetch cold ${i + 1}/${runs}`);

@@ -116,14 +116,37 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
         return;
       }
       const commitMetadata = d.blobs.commit.bind(d.blobs);
-      if (shared) {
-        await commitInNamespace(d, commitMetadata, ns, shared, labels, lease);
+      /**
+       * The namespace's commit; "exists" when another writer in this namespace committed the
+       * same blob meanwhile (its labels may differ: the client merges its own in, as after a
+       * Content.Write answered AlreadyExists).
+       */
+      const finish = async (blob: { digest: string; size: number }) => {
+        try {
+          await commitInNamespace(d, commitMetadata, ns, blob, labels, lease);
+        } catch (err) {
+          if (!isClass(err, "AlreadyExists")) throw err;
+          await writeStream(call, { status: "exists", offset: total, total });
+          return;
+        }
         await writeStream(call, { status: "done", offset: total, total });
+      };
+      if (shared) {
+        await finish(shared);
         return;
       }
 
       const key = ingestRef(ns, ref);
-      const writer = await d.store.writer({ ref: key, expected: blob.digest, total, lease });
+      let writer;
+      try {
+        writer = await d.store.writer({ ref: key, expected: blob.digest, total, lease });
+      } catch (err) {
+        // Another writer put the same bytes on disk since the check above: commit those.
+        const onDisk = isClass(err, "AlreadyExists") ? await d.store.stat(blob.digest) : undefined;
+        if (!onDisk) throw err;
+        await finish(onDisk);
+        return;
+      }
       const gone = new AbortController();
       call.on("cancelled", () => gone.abort());
       let spent = false;
@@ -160,8 +183,7 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
           if (isClass(err, "FailedPrecondition")) await d.store.abort(key).catch(() => undefined);
           throw err;
         }
-        await commitInNamespace(d, commitMetadata, ns, committed, labels, lease);
-        await writeStream(call, { status: "done", offset: total, total });
+        await finish(committed);
       } finally {
         // An unfinished ingest stays (unlocked) for a resume; a committed writer is spent.
         if (!spent) await writer.close().catch(() => undefined);

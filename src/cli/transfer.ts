@@ -9,6 +9,10 @@
 // resumes where it stopped. Manifests are committed with containerd's GC labels towards their
 // children, every object with `containerd.io/distribution.source.<host>`. Then the image is
 // registered (Create, or Update when it exists) and the lease dropped.
+//
+// Against a daemon that offers ck.services.fetch.v1 (ckd), the bytes of each object are
+// downloaded by the daemon instead (same ref, lock, resume and commit; docs/distribution.md);
+// an Unimplemented answer, or `inDaemon: false`, keeps them in this process.
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import type { ApiClient } from "./client.js";

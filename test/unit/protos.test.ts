@@ -152,6 +152,7 @@ test("unknown names throw", () => {
 
 test("serviceNames lists every service; definitions carry paths, streaming flags and codecs", () => {
   assert.deepEqual(p.serviceNames, [
+    "ck.services.fetch.v1.Fetch",
     "ck.services.gc.v1.GC",
     "ck.services.unpack.v1.Unpack",
     "containerd.services.containers.v1.Containers",
@@ -378,6 +379,9 @@ test("every message in ck's protos is containerd's, except ck's own events", () 
       "ck.events.SnapshotLabels",
       "ck.events.SnapshotUpdate",
       "ck.events.SnapshotVerified",
+      "ck.services.fetch.v1.BlobProgress",
+      "ck.services.fetch.v1.BlobRequest",
+      "ck.services.fetch.v1.RegistryAccess",
       "ck.services.gc.v1.CollectRequest",
       "ck.services.gc.v1.CollectResponse",
       "ck.services.gc.v1.NamespaceCollected",
@@ -395,7 +399,7 @@ test("services: the same set, the same methods, request/response types and strea
     theirNames,
     "ck serves exactly containerd's gRPC services (ttrpc events excluded), plus its own under ck.*",
   );
-  assert.deepEqual(p.serviceNames.filter((n) => n.startsWith("ck.")), ["ck.services.gc.v1.GC", "ck.services.unpack.v1.Unpack"]);
+  assert.deepEqual(p.serviceNames.filter((n) => n.startsWith("ck.")), ["ck.services.fetch.v1.Fetch", "ck.services.gc.v1.GC", "ck.services.unpack.v1.Unpack"]);
   for (const svc of theirNames) {
     const theirs = upstream.lookupService(svc);
     const mine = p.root.lookupService(svc);
