@@ -10,7 +10,7 @@ import type { ContentStore } from "../content/types.js";
 import { ingestRef, type NamespacedBlobs } from "../content/namespaced.js";
 import { invalidArgument, isClass } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
-import { Registry, type RegistryTls } from "../remotes/registry.js";
+import { Registry, type RegistryAccess, type RegistryTls } from "../remotes/registry.js";
 import { parseReference } from "../remotes/reference.js";
 import type { Credentials } from "../remotes/auth.js";
 import type { Descriptor } from "../remotes/types.js";
@@ -31,7 +31,7 @@ const WRITE_BATCH = 1 << 20;
 const MAX_REGISTRIES = 8;
 
 /** The request's RegistryAccess as registry options for one host. */
-function accessOptions(a: Record<string, unknown> | undefined): { plainHttp: boolean; credentials?: Credentials; tls?: RegistryTls } {
+function accessOptions(a: Record<string, unknown> | undefined): RegistryAccess {
   const str = (k: string) => (typeof a?.[k] === "string" ? (a[k] as string) : "");
   const credentials: Credentials = {};
   if (str("username")) credentials.username = str("username");
@@ -64,7 +64,7 @@ function blobOf(b: Record<string, unknown> | undefined): Descriptor {
 export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
   /** Registry clients by a hash of what they were made from (credentials included, never kept in clear as a key). */
   const registries = new Map<string, Registry>();
-  const registryFor = (host: string, access: ReturnType<typeof accessOptions>): Registry => {
+  const registryFor = (host: string, access: RegistryAccess): Registry => {
     const key = createHash("sha256").update(JSON.stringify([host, access])).digest("hex");
     let r = registries.get(key);
     if (r) {

@@ -33,6 +33,11 @@ export class Authorizer {
     private readonly clientId = "ck",
   ) {}
 
+  /** Whether `host` has asked this client to authenticate (a 401 with a challenge). */
+  challenged(host: string): boolean {
+    return this.challenges.has(host);
+  }
+
   /** The Authorization header to send to `host` before any challenge, from what it asked last time. */
   async upfront(host: string, scopes: string[]): Promise<string | undefined> {
     const ch = this.challenges.get(host);

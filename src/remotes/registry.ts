@@ -39,6 +39,13 @@ export interface RegistryTls {
   clientCert?: { cert: string; key: string };
 }
 
+/** How a client reaches one registry host: what a daemon fetching on its behalf is given. */
+export interface RegistryAccess {
+  plainHttp: boolean;
+  credentials?: Credentials;
+  tls?: RegistryTls;
+}
+
 /** Everything a manifest GET or HEAD accepts, so the registry never down-converts. */
 export const MANIFEST_ACCEPT = [
   MediaTypes.dockerManifest,
@@ -83,12 +90,14 @@ export class Registry {
   }
 
   /**
-   * How this client reaches `host`: scheme, credentials and trust, which a daemon fetching
-   * for it (ck.services.fetch.v1) needs to reach the registry the same way.
+   * How this client reaches `host`: scheme, trust, and the credentials once the host has
+   * asked for them (so a credential helper still runs only for a registry that challenges),
+   * which a daemon fetching for it (ck.services.fetch.v1) needs to reach the registry the
+   * same way.
    */
-  accessFor(host: string): { plainHttp: boolean; credentials?: Credentials; tls?: RegistryTls } {
+  accessFor(host: string): RegistryAccess {
     const plain = this.opts.plainHttp;
-    const credentials = this.opts.credentials?.(host);
+    const credentials = this.auth.challenged(host) ? this.opts.credentials?.(host) : undefined;
     return {
       plainHttp: typeof plain === "function" ? plain(host) : Boolean(plain),
       ...(credentials ? { credentials } : {}),

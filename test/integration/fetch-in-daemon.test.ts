@@ -155,6 +155,27 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
     }
   });
 
+  test("a registry that challenges only for blobs: ckd, sent no credentials, is refused, and ck fetches those blobs itself with them", async () => {
+    const good = "Basic " + Buffer.from("fid:blob-only-pw").toString("base64");
+    proxy.rule = (req) =>
+      req.url?.includes("/blobs/") && req.headers.authorization !== good
+        ? { answer: { status: 401, headers: { "www-authenticate": 'Basic realm="fid"' }, body: "{}" } }
+        : undefined;
+    const d = await fresh();
+    try {
+      const from = proxy.seen.length;
+      const r = await ck(d, "bo", ["fetch", "--plain-http", "-u", "fid:blob-only-pw", ref()]);
+      assert.equal(r.code, 0, r.stderr);
+      const blobs = proxy.seen.slice(from).filter((s) => s.method === "GET" && s.url.includes("/blobs/"));
+      assert.ok(blobs.some((s) => s.status === 401 && s.userAgent?.startsWith("ckd/")), "ckd asked first, without credentials");
+      const served = blobs.filter((s) => s.status === 200);
+      assert.ok(served.length >= 3 && served.every((s) => s.userAgent?.startsWith("ck/")), JSON.stringify(served));
+      assert.match((await ck(d, "bo", ["images", "check"])).stdout, /complete \(4\/4\)/);
+    } finally {
+      proxy.rule = undefined;
+    }
+  });
+
   test("credentials reach the registry through ckd and appear in neither its log nor the event log", async () => {
     const secret = "s3cret-pw-" + Date.now();
     const good = "Basic " + Buffer.from(`fid:${secret}`).toString("base64");
