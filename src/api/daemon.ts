@@ -13,6 +13,7 @@ import type { StreamInfo } from "@nats-io/jetstream";
 import { NatsServerProcess } from "../eventstore/nats-server.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { Projector } from "../projections/projector.js";
+import { readInWorker } from "../eventstore/worker-reader.js";
 import { Queries } from "../projections/queries.js";
 import { Sequencer } from "../commands/sequencer.js";
 import { EventSubscriptions } from "../emitter/subscriptions.js";
@@ -54,6 +55,11 @@ export interface DaemonConfig {
    * introspection does not list it.
    */
   disabledPlugins?: string[];
+  /**
+   * A projection at least this many events behind its log at start catches up through a
+   * worker thread (default BULK_CATCH_UP; 0: always).
+   */
+  catchUpThreadEvents?: number;
 }
 
 /** The API plugins ckd can run without, by full plugin name, and the gRPC service each serves. */
@@ -102,6 +108,12 @@ export interface RootRecord {
 }
 
 export const ROOT_RECORD = "ckd.json";
+
+/**
+ * A projection at least this many events behind its log at start catches up through a worker
+ * thread (NATS there, folding here); below it, starting the thread costs more than it saves.
+ */
+export const BULK_CATCH_UP = 20_000;
 
 export function rootPaths(root: string) {
   return {
@@ -227,6 +239,11 @@ export class Daemon {
     const { db, rebuilt } = await openProjection(paths.meta, log, logger, streamInfo);
     const openMs = Math.round(performance.now() - t0);
     const projector = new Projector(db, log, protos, {
+      // Far behind the log (a rebuild, a long stop): NATS in a worker thread until caught up.
+      bulk: {
+        threshold: config.catchUpThreadEvents ?? BULK_CATCH_UP,
+        source: (fromSeq, signal) => readInWorker({ url: log.url, stream: log.stream, fromSeq, signal, name: "ckd-catch-up" }),
+      },
       // A projection that cannot advance would serve stale reads forever: stop, so that a
       // supervisor restarts ckd, which resumes (or rebuilds) from the checkpoint.
       onError: (err) => {
@@ -238,7 +255,7 @@ export class Daemon {
     projector.start();
     await projector.catchUp();
     const catchUpMs = Math.round(performance.now() - t0) - openMs;
-    logger.info({ resumedFrom: from, applied: projector.appliedSeq, rebuilt, openMs, catchUpMs }, "projection caught up");
+    logger.info({ resumedFrom: from, applied: projector.appliedSeq, rebuilt, openMs, catchUpMs, catchUpThread: projector.bulkBatches > 0 }, "projection caught up");
 
     const sequencer = new Sequencer(log, projector, protos);
     const content = await LocalContentStore.open(paths.content);

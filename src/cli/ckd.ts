@@ -32,14 +32,20 @@ interface FileConfig {
   gc_expiry_interval_seconds?: number;
   /** As containerd's: full names of API plugins not to load. */
   disabled_plugins?: string[];
+  /** At start, read the log in a worker thread when the projection is this many events behind. */
+  catch_up_thread_events?: number;
 }
 
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins"]);
+  const known = new Set(["root", "address", "nats", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
+  }
+  const t = raw.catch_up_thread_events;
+  if (t !== undefined && !(typeof t === "number" && Number.isSafeInteger(t) && t >= 0)) {
+    throw new Error(`config ${path}: catch_up_thread_events must be a whole number >= 0, got ${JSON.stringify(t)}`);
   }
   try {
     checkDisabledPlugins(raw.disabled_plugins);
@@ -68,7 +74,7 @@ async function main(): Promise<void> {
     .option("--nats <url>", "use this NATS server instead of starting one")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds and disabled_plugins")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins and catch_up_thread_events")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .version("0.1.0");
@@ -85,6 +91,7 @@ async function main(): Promise<void> {
     staleIngestMs: file.stale_ingest_hours !== undefined ? file.stale_ingest_hours * 3600_000 : undefined,
     gcExpiryIntervalMs: secondsToMs(flags.gcExpiryInterval ?? file.gc_expiry_interval_seconds),
     disabledPlugins: file.disabled_plugins,
+    catchUpThreadEvents: file.catch_up_thread_events,
   };
   const logger = pino({ level: flags.logLevel ?? file.log_level ?? "info" }, pino.destination(2));
   const daemon = await Daemon.start(config, logger);

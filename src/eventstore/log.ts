@@ -88,12 +88,15 @@ export class EventLog {
   readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
   readonly serverVersion: string;
+  /** The server URL the log was opened with (a worker thread connects there too). */
+  readonly url: string;
   private state: ConnectionState = "connected";
   private readonly listeners = new Set<(s: ConnectionState) => void>();
   private readonly publishTimeoutMs: number;
 
-  private constructor(nc: NatsConnection, jsm: JetStreamManager, stream: string, publishTimeoutMs: number) {
+  private constructor(nc: NatsConnection, jsm: JetStreamManager, url: string, stream: string, publishTimeoutMs: number) {
     this.nc = nc;
+    this.url = url;
     this.jsm = jsm;
     this.js = jetstream(nc);
     this.stream = stream;
@@ -117,7 +120,7 @@ export class EventLog {
       noAsyncTraces: true,
     });
     const jsm = await jetstreamManager(nc);
-    const log = new EventLog(nc, jsm, opts.stream ?? DEFAULT_STREAM, opts.publishTimeoutMs ?? 5000);
+    const log = new EventLog(nc, jsm, opts.url, opts.stream ?? DEFAULT_STREAM, opts.publishTimeoutMs ?? 5000);
     await log.ensureStream(opts);
     return log;
   }

@@ -23,7 +23,21 @@ export interface ProjectorOptions {
   untilTime?: Date;
   /** fsync RocksDB's WAL with every batch. */
   sync?: boolean;
+  /**
+   * Where messages come from, in order from a sequence, in batches (default: the log read in
+   * this thread). readInWorker reads it in a worker thread instead.
+   */
+  source?: BatchSource;
+  /**
+   * A source for catching up when the projection is at least `threshold` messages behind the
+   * log (a rebuild, a start after a long stop): used until the projection has caught up,
+   * then the live tail is followed from `source` again.
+   */
+  bulk?: { source: BatchSource; threshold: number };
 }
+
+/** Messages of the log from a sequence on, in order and in batches, until `signal` aborts. */
+export type BatchSource = (fromSeq: number, signal: AbortSignal) => AsyncIterable<StoredMessage[]>;
 
 type AppliedListener = (msgs: readonly StoredMessage[]) => void;
 
@@ -72,6 +86,10 @@ export class Projector {
   private readonly maxBatch: number;
   private applying: Promise<void> = Promise.resolve();
   private readonly own: StoredMessage[] = [];
+  /** Batches applied from the bulk source so far. */
+  bulkBatches = 0;
+  /** Why the bulk source was given up, if it failed (it is not tried again). */
+  bulkFailed: Error | undefined;
 
   constructor(
     readonly db: ProjectionDb,
@@ -110,30 +128,76 @@ export class Projector {
     // The ordered consumer survives reconnects; if it ever ends without an abort, follow
     // again from the checkpoint.
     while (!this.abort.signal.aborted) {
-      let batch: StoredMessage[] = [];
       const from = this.db.appliedSeq + 1;
-      const skipThrough = () => this.db.appliedSeq;
-      for await (const m of this.log.read({ fromSeq: from, signal: this.abort.signal, skipThrough })) {
+      const bulk = await this.farBehind();
+      const source = bulk ? this.opts.bulk!.source : (this.opts.source ?? this.inThread);
+      try {
+        await this.applyFrom(source(from, this.abort.signal), bulk);
+      } catch (err) {
+        if (!bulk || this.abort.signal.aborted) throw err;
+        // The bulk reader failed (its connection, its thread): go on from the checkpoint in
+        // this thread, whose reader rides out reconnects.
+        this.bulkFailed = err as Error;
+      }
+    }
+  }
+
+  /** Applies what `messages` yields until it ends, the projection catches up (bulk) or an until is reached. */
+  private async applyFrom(messages: AsyncIterable<StoredMessage[]>, bulk: boolean): Promise<void> {
+    outer: for await (const msgs of messages) {
+      const batch: StoredMessage[] = [];
+      for (const m of msgs) {
         if (m.seq <= this.db.appliedSeq) continue;
         if (this.pastUntil(m)) {
           await this.flush(batch);
-          batch = [];
           this.abort.abort();
-          break;
+          break outer;
         }
         batch.push(m);
-        if (m.pending === 0 || batch.length >= this.maxBatch || m.seq === this.opts.untilSeq) {
-          await this.flush(batch);
-          batch = [];
-          if (this.opts.untilSeq !== undefined && this.db.appliedSeq >= this.opts.untilSeq) {
-            this.abort.abort();
-            break;
-          }
-        }
+        if (m.seq === this.opts.untilSeq) break;
       }
+      // Counted before the flush, which may wake a caller that reads it.
+      if (bulk) this.bulkBatches++;
       await this.flush(batch);
+      if (this.opts.untilSeq !== undefined && this.db.appliedSeq >= this.opts.untilSeq) {
+        this.abort.abort();
+        break;
+      }
+      // Caught up with the stream: follow the live tail in this thread again.
+      if (bulk && msgs.length > 0 && msgs[msgs.length - 1]!.pending === 0) break;
     }
   }
+
+  /** True when the bulk source is configured and the log is at least its threshold ahead. */
+  private async farBehind(): Promise<boolean> {
+    const bulk = this.opts.bulk;
+    if (!bulk || this.bulkFailed) return false;
+    let last: number;
+    try {
+      last = await this.log.lastSeq();
+    } catch {
+      return false; // the in-thread reader copes with the connection as before
+    }
+    const target = this.opts.untilSeq !== undefined ? Math.min(last, this.opts.untilSeq) : last;
+    return target - this.db.appliedSeq >= bulk.threshold;
+  }
+
+  /**
+   * The default source: the log read in this thread, in batches that end where the stream
+   * ended when delivered (pending 0) or at maxBatch messages.
+   */
+  private readonly inThread: BatchSource = async function* (this: Projector, from: number, signal: AbortSignal) {
+    let batch: StoredMessage[] = [];
+    const skipThrough = () => this.db.appliedSeq;
+    for await (const m of this.log.read({ fromSeq: from, signal, skipThrough })) {
+      batch.push(m);
+      if (m.pending === 0 || batch.length >= this.maxBatch) {
+        yield batch;
+        batch = [];
+      }
+    }
+    if (batch.length) yield batch;
+  }.bind(this);
 
   private pastUntil(m: StoredMessage): boolean {
     if (this.opts.untilSeq !== undefined && m.seq > this.opts.untilSeq) return true;

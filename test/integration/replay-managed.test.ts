@@ -68,7 +68,8 @@ test("managed nats-server: kill -9 of ckd leaves an orphan that the next start r
 test("ck-replay: rebuild reports events/s, verify catches a tampered projection, show and --until give past states", async () => {
   const { startTestNats } = await import("../helpers/nats.js");
   const nats = await startTestNats();
-  const d = await TestDaemon.start({ natsUrl: nats.url });
+  const opts = { natsUrl: nats.url, extraArgs: [] as string[] };
+  const d = await TestDaemon.start(opts);
   try {
     const c = d.client("hist");
     await c.call("images", "Create", { image: { name: "a", target } });
@@ -121,6 +122,7 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
     await d.launch();
     const lines = d.logLines().filter((l) => l.msg === "projection caught up");
     assert.equal(lines[lines.length - 1]!.rebuilt, true);
+    assert.equal(lines[lines.length - 1]!.catchUpThread, false, "4 events behind: read in ckd's own thread");
     const c2 = d.client("hist");
     assert.deepEqual((await c2.call("images", "Get", { name: "b" })).image.labels, { v: "2" });
     c2.close();
@@ -133,9 +135,15 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
     assert.equal(id.format, PROJECTION_FORMAT);
     await old.setLogIdentity({ stream: id.stream, created: id.created, format: 1 });
     await old.close();
+    // This time through the catch-up thread: the rebuilt records are the same.
+    const config = join(d.root, "catch-up.toml");
+    await writeFile(config, "catch_up_thread_events = 1\n");
+    opts.extraArgs.push("--config", config);
     await d.launch();
     const again = d.logLines().filter((l) => l.msg === "projection caught up");
     assert.equal(again[again.length - 1]!.rebuilt, true);
+    assert.equal(again[again.length - 1]!.catchUpThread, true, "caught up through the worker thread");
+    assert.equal(again[again.length - 1]!.applied, 4);
     assert.ok(d.logLines().some((l) => /built in format 1, this ckd writes format 2/.test(l.reason ?? "")), "the log names the format");
     const c3 = d.client("hist");
     assert.deepEqual((await c3.call("images", "Get", { name: "b" })).image.labels, { v: "2" });
@@ -165,7 +173,7 @@ test("ckd refuses disabled_plugins naming a plugin it cannot run without, or not
   }
 });
 
-test("ckd refuses a config file with an unknown key, naming it, before touching the root", async () => {
+test("ckd refuses a config file with an unknown key or a bad value, naming it, before touching the root", async () => {
   const root = await mkdtemp(join(tmpdir(), "ck-badconf-"));
   try {
     const config = join(root, "bad.toml");
@@ -174,6 +182,13 @@ test("ckd refuses a config file with an unknown key, naming it, before touching 
     assert.equal(r.code, 1);
     assert.match(r.stderr, /unknown key "nats_url"/);
     assert.ok(!existsSync(join(root, "r")), "the root was created despite the bad config");
+    for (const bad of ["-1", "1.5", '"many"']) {
+      await writeFile(config, `catch_up_thread_events = ${bad}\n`);
+      const b = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), "--config", config]);
+      assert.equal(b.code, 1);
+      assert.match(b.stderr, /catch_up_thread_events must be a whole number >= 0/);
+      assert.ok(!existsSync(join(root, "r")), "the root was created despite the bad config");
+    }
   } finally {
     await rm(root, { recursive: true, force: true });
   }

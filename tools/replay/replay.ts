@@ -4,6 +4,7 @@ import { EventLog, DEFAULT_STREAM } from "../../src/eventstore/log.js";
 import { NatsServerProcess } from "../../src/eventstore/nats-server.js";
 import { ProjectionDb, META_PREFIX } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
+import { readInWorker } from "../../src/eventstore/worker-reader.js";
 import { loadProtos } from "../../src/protos/protos.js";
 import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
 
@@ -83,7 +84,9 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
   const untilSeq = Math.min(last, until.seq ?? last);
   const started = process.hrtime.bigint();
   if (untilSeq > 0) {
-    const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time });
+    // NATS in a worker thread, decoding and folding in this one: the two cores share it.
+    const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
+    const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time, source });
     projector.start();
     await projector.finished();
   }

@@ -1,0 +1,149 @@
+// Reading the log in a worker thread, over a real nats-server: the batches carry exactly what
+// the in-thread reader gives (sequence, subject, headers, data, time), in order, from any
+// sequence, live appends included; stopping ends the thread; a log that cannot be reached
+// fails the reader with the server's error. A projector uses it to catch up and hands the live
+// tail back to its own thread.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { startTestNats } from "../helpers/nats.js";
+import { EventLog, type StoredMessage } from "../../src/eventstore/log.js";
+import { packBatch, readInWorker, unpackBatch } from "../../src/eventstore/worker-reader.js";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ProjectionDb } from "../../src/projections/db.js";
+import { Projector } from "../../src/projections/projector.js";
+import { loadProtos } from "../../src/protos/protos.js";
+
+function plain(m: StoredMessage) {
+  return { seq: m.seq, subject: m.subject, data: Buffer.from(m.data).toString("hex"), headers: { ...m.headers }, time: m.time.getTime() };
+}
+
+test("a packed batch unpacks to the same messages", () => {
+  const msgs: StoredMessage[] = [
+    { seq: 1, subject: "containerd.io.a.images.create", data: new Uint8Array([1, 2, 3]), headers: { "Ck-Origin": "command", "Nats-Msg-Id": "x" }, time: new Date(1_700_000_000_123), pending: 2 },
+    { seq: 2, subject: "containerd.io.é✓.t", data: new Uint8Array(0), headers: {}, time: new Date(0), pending: 1 },
+    { seq: 9_007_199_254_740_000, subject: "s", data: new Uint8Array(70_000).fill(7), headers: { toString: "a header like any other", Empty: "" }, time: new Date(1), pending: 0 },
+  ];
+  const back = unpackBatch(packBatch(msgs));
+  assert.deepEqual(back.map(plain), msgs.map(plain));
+  assert.deepEqual(back.map((m) => m.pending), [2, 1, 0]);
+  assert.deepEqual(unpackBatch(packBatch([])), []);
+});
+
+test("the worker reader gives what the in-thread reader gives, in batches, live appends included", async () => {
+  const nats = await startTestNats();
+  const log = await EventLog.open({ url: nats.url });
+  try {
+    const n = 700;
+    for (let i = 0; i < n; i++) {
+      await log.append(`containerd.io.ns${i % 3}.t${i}`, Buffer.from(`event ${i} ✓`), { msgId: `m${i}`, headers: { "Ck-Origin": i % 2 ? "command" : "publish" } });
+    }
+    const inThread: StoredMessage[] = [];
+    const ac0 = new AbortController();
+    for await (const m of log.read({ fromSeq: 1, signal: ac0.signal })) {
+      inThread.push(m);
+      if (m.seq === n) ac0.abort();
+    }
+
+    const ac = new AbortController();
+    const got: StoredMessage[] = [];
+    const sizes: number[] = [];
+    let appendedLive = false;
+    for await (const batch of readInWorker({ url: log.url, stream: log.stream, fromSeq: 1, signal: ac.signal, maxBatch: 100 })) {
+      sizes.push(batch.length);
+      got.push(...batch);
+      if (got.at(-1)!.seq === n && !appendedLive) {
+        appendedLive = true;
+        await log.append("containerd.io.live.t", Buffer.from("live"), { msgId: "live", headers: { "Ck-Origin": "command" } });
+      }
+      if (got.at(-1)!.seq === n + 1) ac.abort();
+    }
+    assert.deepEqual(got.slice(0, n).map(plain), inThread.map(plain));
+    assert.equal(got.length, n + 1);
+    assert.equal(Buffer.from(got[n]!.data).toString(), "live");
+    assert.ok(sizes.every((s) => s >= 1 && s <= 100), `batch sizes ${sizes.join(",")}`);
+    assert.equal(got[n - 1]!.pending, 0, "the caught-up batch ends where the stream ended");
+
+    // From a later sequence; breaking out of the loop stops the thread as an abort does.
+    const from: number[] = [];
+    for await (const batch of readInWorker({ url: log.url, stream: log.stream, fromSeq: 650 })) {
+      from.push(...batch.map((m) => m.seq));
+      if (from.at(-1) === n + 1) break;
+    }
+    assert.deepEqual(from, Array.from({ length: n + 2 - 650 }, (_, i) => 650 + i));
+  } finally {
+    await log.close();
+    await nats.cleanup();
+  }
+});
+
+test("a log the worker cannot reach fails the reader with the connection's error", async () => {
+  const nats = await startTestNats();
+  const url = nats.url;
+  await nats.cleanup(); // the port is free again: nothing listens there
+  const it = readInWorker({ url, stream: "CK_EVENTS", fromSeq: 1 });
+  await assert.rejects(it.next(), (err: Error) => /CONNECTION_REFUSED|ECONNREFUSED|connect/i.test(err.message));
+});
+
+test("a projector far behind catches up through the bulk source, follows the live tail in its own thread, and falls back when the bulk source fails", async () => {
+  const nats = await startTestNats();
+  const log = await EventLog.open({ url: nats.url });
+  const dirs: string[] = [];
+  const open = async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ck-bulk-"));
+    dirs.push(dir);
+    return ProjectionDb.open(dir);
+  };
+  try {
+    // Messages ck's commands did not write are passed over, but they advance the checkpoint.
+    for (let i = 0; i < 50; i++) await log.append(`containerd.io.x.t${i}`, Buffer.from([i]), { msgId: `b${i}` });
+
+    const db = await open();
+    const worker = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, stream: log.stream, fromSeq, signal, maxBatch: 16 });
+    const p = new Projector(db, log, loadProtos(), { bulk: { threshold: 10, source: worker } });
+    p.start();
+    await p.catchUp();
+    assert.equal(p.appliedSeq, 50);
+    assert.ok(p.bulkBatches >= 4, `bulk batches ${p.bulkBatches}`);
+    const after = p.bulkBatches;
+    await log.append("containerd.io.x.live", Buffer.from("live"), { msgId: "live" });
+    await p.catchUp();
+    assert.equal(p.appliedSeq, 51);
+    assert.equal(p.bulkBatches, after, "the live tail came through the projector's own reader");
+    await p.stop();
+    await db.close();
+
+    // Below the threshold the bulk source is not used at all.
+    const db2 = await open();
+    const p2 = new Projector(db2, log, loadProtos(), { bulk: { threshold: 1000, source: worker } });
+    p2.start();
+    await p2.catchUp();
+    assert.equal(p2.appliedSeq, 51);
+    assert.equal(p2.bulkBatches, 0);
+    await p2.stop();
+    await db2.close();
+
+    // A bulk source that fails part way: the projector goes on in its own thread.
+    const db3 = await open();
+    const failing = async function* (fromSeq: number, signal: AbortSignal) {
+      for await (const batch of worker(fromSeq, signal)) {
+        yield batch.slice(0, 5);
+        throw new Error("bulk reader lost");
+      }
+    };
+    const p3 = new Projector(db3, log, loadProtos(), { bulk: { threshold: 10, source: failing } });
+    p3.start();
+    await p3.catchUp();
+    assert.equal(p3.appliedSeq, 51);
+    assert.equal(p3.error, undefined);
+    assert.equal(p3.bulkFailed?.message, "bulk reader lost");
+    assert.equal(p3.bulkBatches, 1);
+    await p3.stop();
+    await db3.close();
+  } finally {
+    await log.close();
+    await nats.cleanup();
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  }
+});
