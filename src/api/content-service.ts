@@ -153,7 +153,7 @@ export async function sharedBlob(
   expected: string,
   total: number,
 ): Promise<{ digest: string; size: number } | undefined> {
-  const visible = await d.queries.getBlob(ns, expected).catch(() => undefined);
+  const visible = await d.queries.findBlob(ns, expected);
   if (visible) {
     await leaseExisting(d, ns, lease, expected);
     throw alreadyExists(`content ${expected}`);

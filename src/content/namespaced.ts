@@ -64,7 +64,7 @@ export class NamespacedBlobs {
   removeIfUnreferenced(digest: string, writtenBefore?: Date): Promise<number | undefined> {
     return this.locks.run(digest, async () => {
       for (const n of await this.queries.listNamespaces()) {
-        if (await this.queries.getBlob(n.name, digest).catch(() => undefined)) return undefined;
+        if (await this.queries.findBlob(n.name, digest)) return undefined;
       }
       const info = await this.store.stat(digest);
       if (!info) return undefined;

@@ -97,9 +97,17 @@ export class Queries {
   }
 
   async getBlob(ns: string, digest: string): Promise<BlobRecord> {
-    const rec = await this.db.get(keys.blob(ns, digest));
+    const rec = await this.findBlob(ns, digest);
     if (!rec) throw notFound(`content ${digest}`);
-    return rec as BlobRecord;
+    return rec;
+  }
+
+  /**
+   * The blob's record, or undefined: for callers to whom absence is the usual answer (every
+   * new blob's write asks), without an error made and caught per call.
+   */
+  async findBlob(ns: string, digest: string): Promise<BlobRecord | undefined> {
+    return (await this.db.get(keys.blob(ns, digest))) as BlobRecord | undefined;
   }
 
   /** Content in a namespace; filters on `digest`, `size` and `labels.<k>` as containerd's. */
