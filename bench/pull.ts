@@ -14,7 +14,7 @@ import { freePort } from "../src/eventstore/nats-server.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(here, "..", "..");
-const CK = join(REPO, "dist", "ck.mjs");
+const CK = join(REPO, "dist", "ck.cjs");
 const SCRIPT = resolve(REPO, "..", "shared", "bench-peer", "make-registry-image.sh");
 const CTR = "/usr/bin/ctr";
 

@@ -10,6 +10,8 @@ import { goTime, labelsString, parseLabelArgs, table, binarySize } from "./forma
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
+import { registerLeaseCommands } from "./lease-commands.js";
+import { registerSnapshotCommands } from "./snapshot-commands.js";
 import { fromApiDescriptor, imageContents, mapLimit, type ImageContents } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
@@ -357,8 +359,8 @@ program
 
 // --- content
 registerContentCommands(program, action as never, out);
-(await import("./lease-commands.js")).registerLeaseCommands(program, action as never, out);
-(await import("./snapshot-commands.js")).registerSnapshotCommands(program, action as never, out);
+registerLeaseCommands(program, action as never, out);
+registerSnapshotCommands(program, action as never, out);
 
 // --- registries: fetch, pull, push, fetch-object
 registerDistributionCommands(program, action as never);

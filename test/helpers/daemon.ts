@@ -13,7 +13,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const DIST = resolve(here, "..", "..");
 export const CKD = join(DIST, "src", "cli", "ckd.js");
 // The bundled CLI, as installed (package.json bin); the build writes it (tools/bundle-cli.mjs).
-export const CK = join(DIST, "ck.mjs");
+export const CK = join(DIST, "ck.cjs");
 export const CK_REPLAY = join(DIST, "tools", "replay", "main.js");
 
 export interface DaemonOptions {
