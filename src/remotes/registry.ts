@@ -1,8 +1,9 @@
 // A client of the OCI distribution API (a registry): resolve a reference to a descriptor,
 // fetch manifests and blobs (resuming broken downloads, verifying what it delivers), and push
 // blobs and manifests. Authentication is answered on demand; secrets never reach a message.
-import http, { type IncomingMessage } from "node:http";
-import https from "node:https";
+import type { IncomingHttpHeaders } from "node:http";
+import type { ConnectionOptions } from "node:tls";
+import type { Agent } from "undici";
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
 import { createHash, type Hash } from "node:crypto";
@@ -73,10 +74,18 @@ interface Call {
   what: string;
 }
 
+/**
+ * A response: its body as a stream, with the status and headers. Bodies arrive through undici,
+ * whose body path is ~3x faster than node:http's (two 64 MiB blobs from a loopback registry:
+ * 0.10 s against 0.28-0.33 s once warm, 2026-11-30, AMD EPYC); its errors carry the codes
+ * node:http's would (see classicCode).
+ */
+type HttpResponse = Readable & { statusCode: number; headers: IncomingHttpHeaders };
+
 export class Registry {
   private readonly opts: Required<Pick<RegistryOptions, "retries" | "timeoutMs" | "userAgent">> & RegistryOptions;
-  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 32 });
-  private readonly httpsAgent: https.Agent;
+  /** Made at the first request: loading undici costs a `ck` that never asks a registry ~30 ms. */
+  private dispatcher: Promise<Agent> | undefined;
   private readonly auth: Authorizer;
   private readonly log: (msg: string) => void;
 
@@ -85,7 +94,6 @@ export class Registry {
     if (!Number.isInteger(this.opts.retries) || this.opts.retries < 0) throw invalidArgument(`registry options: retries ${opts.retries} is not a non-negative integer`);
     if (!(this.opts.timeoutMs >= 0)) throw invalidArgument(`registry options: timeoutMs ${opts.timeoutMs} is not a non-negative number`);
     this.log = opts.log ?? (() => {});
-    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 32, ...trustOptions(opts.tls) });
     this.auth = new Authorizer(opts.credentials, (r) => this.smallRequest(r), this.log);
   }
 
@@ -105,10 +113,48 @@ export class Registry {
     };
   }
 
-  /** Closes idle keep-alive connections. The client stays usable. */
+  /** Keep-alive connections to each origin (32 at most), trusting what `tls` says. */
+  private agent(): Promise<Agent> {
+    this.dispatcher ??= import("undici").then(({ Agent, buildConnector }) => {
+      const connect = buildConnector(trustOptions(this.opts.tls));
+      return new Agent({
+        connections: 32,
+        connect: (opts, callback) =>
+          connect(opts, (err, socket) => {
+            if (socket) this.watch(socket);
+            (callback as (e: Error | null, s: typeof socket) => void)(err, socket);
+          }),
+      });
+    });
+    return this.dispatcher;
+  }
+
+  /**
+   * A socket's own failure, kept for a while by its local address: undici reports a
+   * connection that a TLS alert ended (the registry refusing our client certificate) as
+   * "other side closed", and rootCause puts the alert back.
+   */
+  private readonly socketErrors = new Map<string, Error>();
+
+  private watch(socket: import("node:net").Socket): void {
+    const key = `${socket.localAddress}:${socket.localPort}`;
+    socket.once("error", (err) => {
+      this.socketErrors.set(key, err);
+      setTimeout(() => this.socketErrors.delete(key), 10_000).unref();
+    });
+  }
+
+  /** The error that ended the connection under `err`, when its socket failed first; else `err`. */
+  rootCause(err: unknown): unknown {
+    const info = (err as { socket?: { localAddress?: string; localPort?: number } } | undefined)?.socket;
+    return (info && this.socketErrors.get(`${info.localAddress}:${info.localPort}`)) ?? err;
+  }
+
+  /** Closes idle keep-alive connections (requests in flight finish). The client stays usable. */
   close(): void {
-    this.httpAgent.destroy();
-    this.httpsAgent.destroy();
+    const old = this.dispatcher;
+    this.dispatcher = undefined;
+    void old?.then((a) => a.close()).catch(() => undefined);
   }
 
   /** The descriptor a tag or digest names on the registry. */
@@ -349,7 +395,7 @@ export class Registry {
    * One GET of the object `desc` (manifest endpoint for manifests and indexes, blob endpoint
    * otherwise), with a Range from `from` when it is not 0. Status not checked. For BlobReader.
    */
-  async openObject(ref: ImageReference, desc: Descriptor, from: number, signal: AbortSignal | undefined): Promise<IncomingMessage> {
+  async openObject(ref: ImageReference, desc: Descriptor, from: number, signal: AbortSignal | undefined): Promise<HttpResponse> {
     const manifest = isManifest(desc.mediaType) || isIndex(desc.mediaType);
     const path = manifest ? `/v2/${ref.repository}/manifests/${desc.digest}` : `/v2/${ref.repository}/blobs/${desc.digest}`;
     const headers: Record<string, string> = { accept: manifest ? `${desc.mediaType}, ${MANIFEST_ACCEPT}` : "*/*" };
@@ -429,7 +475,7 @@ export class Registry {
    * answer a 401 once, and report a second 401 as unauthorized. Redirects are followed for
    * GET and HEAD, without our Authorization header when they leave the registry's host.
    */
-  private async send(call: Call): Promise<IncomingMessage> {
+  private async send(call: Call): Promise<HttpResponse> {
     const host = call.ref.domain;
     let authorization = await this.auth.upfront(host, call.scopes);
     let res = await this.follow(call, authorization);
@@ -445,7 +491,7 @@ export class Registry {
     return res;
   }
 
-  private async follow(call: Call, authorization: string | undefined): Promise<IncomingMessage> {
+  private async follow(call: Call, authorization: string | undefined): Promise<HttpResponse> {
     let url = call.url;
     let method = call.method;
     for (let hop = 0; ; hop++) {
@@ -454,7 +500,7 @@ export class Registry {
       const body = hop === 0 ? call.body?.() : undefined;
       if (Buffer.isBuffer(body)) headers["content-length"] = String(body.length);
       this.log(`${method} ${url.origin}${url.pathname}${headers.range ? ` (${headers.range})` : ""}`);
-      let res: IncomingMessage;
+      let res: HttpResponse;
       try {
         res = await this.rawRequest(method, url, headers, body, call.signal);
       } catch (err) {
@@ -473,62 +519,43 @@ export class Registry {
     }
   }
 
-  private rawRequest(
+  private async rawRequest(
     method: string,
     url: URL,
     headers: Record<string, string>,
     body: Buffer | Readable | undefined,
     signal: AbortSignal | undefined,
-  ): Promise<IncomingMessage> {
-    return new Promise((resolve, reject) => {
-      const secure = url.protocol === "https:";
-      const req = (secure ? https : http).request(url, {
-        method,
+  ): Promise<HttpResponse> {
+    // 0 turns a timeout off, for undici as for this option.
+    const timeout = this.opts.timeoutMs;
+    let res;
+    try {
+      res = await (await this.agent()).request({
+        origin: url.origin,
+        path: url.pathname + url.search,
+        method: method as "GET",
         headers,
-        agent: secure ? this.httpsAgent : this.httpAgent,
+        body,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
         ...(signal ? { signal } : {}),
       });
-      let answered = false;
-      let response: IncomingMessage | undefined;
-      req.once("response", (res) => {
-        answered = true;
-        response = res;
-        // An early refusal (a 401 mid-upload): stop reading the source we were sending.
-        if (body instanceof Readable && !body.readableEnded && (res.statusCode ?? 0) >= 400) {
-          body.unpipe(req);
-          body.destroy();
-        }
-        resolve(res);
-      });
-      // After the response, failures surface on the response stream; keep a listener anyway.
-      req.on("error", (err) => {
-        if (!answered) {
-          answered = true;
-          reject(err);
-        }
-      });
-      if (this.opts.timeoutMs > 0) {
-        req.setTimeout(this.opts.timeoutMs, () => {
-          const err = Object.assign(new Error(`no data for ${this.opts.timeoutMs} ms`), { code: "ETIMEDOUT" });
-          // Mid-body, the response stream is where the reader is waiting: fail it with the cause.
-          response?.destroy(err);
-          req.destroy(err);
-        });
-      }
-      if (body instanceof Readable) {
-        body.once("error", (err) => req.destroy(err));
-        body.pipe(req);
-      } else {
-        req.end(body);
-      }
-    });
+    } catch (err) {
+      throw classicCode(this.rootCause(err));
+    }
+    // An early refusal (a 401 mid-upload): stop reading the source we were sending.
+    if (body instanceof Readable && !body.readableEnded && res.statusCode >= 400) body.destroy();
+    const stream = res.body as unknown as HttpResponse;
+    stream.statusCode = res.statusCode;
+    stream.headers = res.headers as IncomingHttpHeaders;
+    return stream;
   }
 
   /** The authorizer's HTTP: a GET or POST whose (small) answer is read whole. */
   private async smallRequest(r: { method: "GET" | "POST"; url: URL; headers: Record<string, string>; body?: Buffer }): Promise<{ status: number; body: Buffer }> {
     const headers: Record<string, string> = { "user-agent": this.opts.userAgent, ...r.headers };
     if (r.body) headers["content-length"] = String(r.body.length);
-    let res: IncomingMessage;
+    let res: HttpResponse;
     try {
       res = await this.rawRequest(r.method, r.url, headers, r.body, undefined);
     } catch (err) {
@@ -546,8 +573,8 @@ export class Registry {
 class BlobReader {
   private pos: number;
   private attempts = 0;
-  private first?: { res: IncomingMessage; skip: number };
-  private current?: IncomingMessage;
+  private first?: { res: HttpResponse; skip: number };
+  private current?: HttpResponse;
   private readonly ac = new AbortController();
   private readonly signal: AbortSignal;
   private readonly what: string;
@@ -610,10 +637,10 @@ class BlobReader {
         if (this.signal.aborted) throw canceled(this.what);
         this.note(err);
       } finally {
-        if (!res.complete) res.destroy();
+        if (!res.readableEnded) res.destroy();
         this.current = undefined;
       }
-      // An IncomingMessage destroyed with an error may end its iterator quietly: keep the cause.
+      // A body destroyed with an error may end its iterator quietly: keep the cause.
       if (this.pos < this.desc.size) this.note(res.errored ?? new Error(`connection ended at byte ${this.pos} of ${this.desc.size}`));
     }
     if (hash) {
@@ -626,11 +653,12 @@ class BlobReader {
 
   private lastProblem = "";
   private note(err: unknown): void {
-    this.lastProblem = err instanceof Error ? ((err as NodeJS.ErrnoException).code ?? err.message) : String(err);
+    const e = classicCode(this.registry.rootCause(err));
+    this.lastProblem = e instanceof Error ? ((e as NodeJS.ErrnoException).code ?? e.message) : String(e);
   }
 
   /** Opens a response for the bytes from `pos`, retrying failures that may pass. */
-  private async openWithRetry(): Promise<{ res: IncomingMessage; skip: number }> {
+  private async openWithRetry(): Promise<{ res: HttpResponse; skip: number }> {
     for (;;) {
       if (this.pos > this.offset || this.attempts > 0 || this.lastProblem) {
         this.attempts++;
@@ -654,7 +682,7 @@ class BlobReader {
     }
   }
 
-  private async open(): Promise<{ res: IncomingMessage; skip: number }> {
+  private async open(): Promise<{ res: HttpResponse; skip: number }> {
     const res = await this.registry.openObject(this.ref, this.desc, this.pos, this.signal);
     const status = res.statusCode ?? 0;
     if (status === 200) return { res, skip: this.pos };
@@ -684,10 +712,29 @@ function canceled(what: string): CkError {
   return new CkError("Canceled", `${what}: canceled: context canceled`);
 }
 
-/** Agent options for `tls`: extra CAs join the default ones (an agent's `ca` replaces them). */
-function trustOptions(tls: RegistryTls | undefined): https.AgentOptions {
+/**
+ * undici's own codes for what node:http reports with system ones: a timeout is ETIMEDOUT, a
+ * connection closed under a response ECONNRESET, as in the messages and logs users know. A
+ * TLS or connect failure already carries the system code (undici passes it through).
+ */
+const CLASSIC_CODES: Record<string, string> = {
+  UND_ERR_HEADERS_TIMEOUT: "ETIMEDOUT",
+  UND_ERR_BODY_TIMEOUT: "ETIMEDOUT",
+  UND_ERR_CONNECT_TIMEOUT: "ETIMEDOUT",
+  UND_ERR_SOCKET: "ECONNRESET",
+};
+
+function classicCode(err: unknown): unknown {
+  const e = err as NodeJS.ErrnoException | undefined;
+  const code = e && typeof e.code === "string" ? CLASSIC_CODES[e.code] : undefined;
+  if (!code) return err;
+  return Object.assign(new Error(`${e!.message} (${e!.code})`, { cause: err }), { code });
+}
+
+/** Connect options for `tls`: extra CAs join the default ones (a `ca` given replaces them). */
+function trustOptions(tls: RegistryTls | undefined): ConnectionOptions {
   if (!tls) return {};
-  const out: https.AgentOptions = {};
+  const out: ConnectionOptions = {};
   if (tls.ca?.length) {
     const extra = process.env.NODE_EXTRA_CA_CERTS;
     let fromEnv: string[] = [];
@@ -715,7 +762,7 @@ const CLIENT_CERT_REFUSED = /alert (certificate required|bad certificate|unknown
 
 function networkError(host: string, what: string, err: unknown, signal: AbortSignal | undefined): CkError {
   if (signal?.aborted) return canceled(what);
-  const e = err as NodeJS.ErrnoException;
+  const e = classicCode(err) as NodeJS.ErrnoException;
   if (CLIENT_CERT_REFUSED.test(`${e.code ?? ""} ${e.message ?? ""}`)) {
     return new RegistryError(
       "FailedPrecondition",
@@ -754,17 +801,17 @@ function checkDescriptor(desc: Descriptor, op: string): void {
   if (typeof desc.mediaType !== "string" || desc.mediaType === "") throw invalidArgument(`${op} ${desc.digest}: descriptor has no media type`);
 }
 
-function ok(res: IncomingMessage): boolean {
+function ok(res: HttpResponse): boolean {
   const s = res.statusCode ?? 0;
   return s >= 200 && s < 300;
 }
 
-function header(res: IncomingMessage, name: string): string | undefined {
+function header(res: HttpResponse, name: string): string | undefined {
   const v = res.headers[name];
   return Array.isArray(v) ? v[0] : v;
 }
 
-function contentType(res: IncomingMessage): string {
+function contentType(res: HttpResponse): string {
   return (header(res, "content-type") ?? "").split(";")[0].trim();
 }
 
@@ -783,7 +830,7 @@ function inferMediaType(served: string, body: Buffer): string {
 }
 
 /** Reads a response body up to `limit` bytes; beyond it, undefined, or the first `limit` bytes when `truncate`. */
-function readLimited(res: IncomingMessage, limit: number, truncate: boolean): Promise<Buffer | undefined> {
+function readLimited(res: HttpResponse, limit: number, truncate: boolean): Promise<Buffer | undefined> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
     let n = 0;
@@ -816,8 +863,8 @@ function readLimited(res: IncomingMessage, limit: number, truncate: boolean): Pr
 }
 
 /** Consumes a body we do not need, so the keep-alive connection can be reused. */
-async function drain(res: IncomingMessage): Promise<void> {
-  if (res.complete || res.readableEnded) return;
+async function drain(res: HttpResponse): Promise<void> {
+  if (res.readableEnded || res.destroyed) return;
   await new Promise<void>((resolve) => {
     res.once("end", resolve);
     res.once("error", () => resolve());
