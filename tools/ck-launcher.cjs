@@ -9,7 +9,8 @@
 // runs only read it. V8 checks it against the source and its own version and flags, and a
 // rejected cache is made again. It lives in the user's cache directory (never a shared temp
 // directory: code cache from another user would be code), keyed by the bundle's path, size
-// and time and by Node's version. CK_NO_CODE_CACHE=1 turns it off.
+// and time and by Node's version; a new build's first run removes its install's old cache.
+// CK_NO_CODE_CACHE=1 turns it off.
 "use strict";
 const fs = require("node:fs");
 const path = require("node:path");
@@ -29,15 +30,13 @@ function cacheDir() {
   return home ? path.join(home, ".cache", "ck") : undefined;
 }
 
+const hash = (parts) => crypto.createHash("sha256").update(parts.join("\0")).digest("hex").slice(0, 16);
+
+/** `ck-<this install>-<this build and Node>.v8cache`: a new build replaces its install's cache. */
 function cachePath(stat) {
   const dir = cacheDir();
   if (!dir) return undefined;
-  const key = crypto
-    .createHash("sha256")
-    .update([BUNDLE, stat.size, stat.mtimeMs, process.version, process.arch].join("\0"))
-    .digest("hex")
-    .slice(0, 24);
-  return path.join(dir, `ck-${key}.v8cache`);
+  return path.join(dir, `ck-${hash([BUNDLE])}-${hash([stat.size, stat.mtimeMs, process.version, process.arch])}.v8cache`);
 }
 
 /** The cache file: a 4-byte run count, then V8's data. */
@@ -65,14 +64,19 @@ function writeCache(file, runs, data) {
   }
 }
 
-/** Caches of other builds not rewritten for 30 days (an install's cache is rewritten by its first runs). */
+/**
+ * Removes the caches of this install's earlier builds, and those of other installs not
+ * rewritten for 30 days (a cache is rewritten by its build's first runs).
+ */
 function removeStale(dir, keep) {
+  const install = path.basename(keep).split("-")[1];
   const cutoff = Date.now() - 30 * 24 * 3600 * 1000;
   for (const name of fs.readdirSync(dir)) {
     const p = path.join(dir, name);
-    if (p === keep || !/^ck-[0-9a-f]+\.v8cache$/.test(name)) continue;
+    const m = /^ck-([0-9a-f]+)-[0-9a-f]+\.v8cache$/.exec(name);
+    if (p === keep || !m) continue;
     try {
-      if (fs.statSync(p).mtimeMs < cutoff) fs.rmSync(p, { force: true });
+      if (m[1] === install || fs.statSync(p).mtimeMs < cutoff) fs.rmSync(p, { force: true });
     } catch {
       // gone meanwhile
     }

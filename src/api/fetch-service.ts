@@ -77,6 +77,8 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
       plainHttp: access.plainHttp,
       credentials: (h) => (h === host ? creds : undefined),
       userAgent: d.userAgent,
+      // A daemon downloads the bytes: the faster body path is worth its start.
+      engine: "undici",
       ...(access.tls ? { tls: access.tls } : {}),
     });
     registries.set(key, r);

@@ -1,7 +1,8 @@
 // A client of the OCI distribution API (a registry): resolve a reference to a descriptor,
 // fetch manifests and blobs (resuming broken downloads, verifying what it delivers), and push
 // blobs and manifests. Authentication is answered on demand; secrets never reach a message.
-import type { IncomingHttpHeaders } from "node:http";
+import http, { type IncomingHttpHeaders, type IncomingMessage } from "node:http";
+import https from "node:https";
 import type { ConnectionOptions } from "node:tls";
 import type { Agent } from "undici";
 import { readFileSync } from "node:fs";
@@ -22,6 +23,14 @@ export interface RegistryOptions {
   plainHttp?: boolean | ((host: string) => boolean);
   credentials?: CredentialStore;
   userAgent?: string;
+  /**
+   * The HTTP client. "node" (default): node:http, which a short process starts quickly. "undici":
+   * its body path is ~3x faster (two 64 MiB blobs from a loopback registry in 0.10 s against
+   * 0.28-0.33 s once warm), and a cold fetch cost ckd half the CPU, but loading it and compiling
+   * its WebAssembly HTTP parser added 0.05-0.2 s to every `ck` process (2026-11-30, AMD EPYC):
+   * ckd, which downloads the blobs, uses it; the CLI does not.
+   */
+  engine?: "node" | "undici";
   /** Resume attempts per blob download before giving up with Unavailable; default 5. */
   retries?: number;
   /** Longest silence on a connection (connect, headers, body) before it counts as broken; default 30 s. */
@@ -74,18 +83,17 @@ interface Call {
   what: string;
 }
 
-/**
- * A response: its body as a stream, with the status and headers. Bodies arrive through undici,
- * whose body path is ~3x faster than node:http's (two 64 MiB blobs from a loopback registry:
- * 0.10 s against 0.28-0.33 s once warm, 2026-11-30, AMD EPYC); its errors carry the codes
- * node:http's would (see classicCode).
- */
+/** A response: its body as a stream, with the status and headers (either engine's). */
 type HttpResponse = Readable & { statusCode: number; headers: IncomingHttpHeaders };
 
 export class Registry {
   private readonly opts: Required<Pick<RegistryOptions, "retries" | "timeoutMs" | "userAgent">> & RegistryOptions;
-  /** Made at the first request: loading undici costs a `ck` that never asks a registry ~30 ms. */
+  /** Made at the first request, from undici's agent and connector only (see types/undici-parts.d.ts). */
   private dispatcher: Promise<Agent> | undefined;
+  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+  private readonly httpsAgent: https.Agent;
+  /** undici's request(), which its index adds to every dispatcher; set with the dispatcher. */
+  private request: ((this: Agent, opts: Parameters<Agent["request"]>[0]) => ReturnType<Agent["request"]>) | undefined;
   private readonly auth: Authorizer;
   private readonly log: (msg: string) => void;
 
@@ -94,6 +102,7 @@ export class Registry {
     if (!Number.isInteger(this.opts.retries) || this.opts.retries < 0) throw invalidArgument(`registry options: retries ${opts.retries} is not a non-negative integer`);
     if (!(this.opts.timeoutMs >= 0)) throw invalidArgument(`registry options: timeoutMs ${opts.timeoutMs} is not a non-negative number`);
     this.log = opts.log ?? (() => {});
+    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 32, ...trustOptions(opts.tls) });
     this.auth = new Authorizer(opts.credentials, (r) => this.smallRequest(r), this.log);
   }
 
@@ -115,7 +124,12 @@ export class Registry {
 
   /** Keep-alive connections to each origin (32 at most), trusting what `tls` says. */
   private agent(): Promise<Agent> {
-    this.dispatcher ??= import("undici").then(({ Agent, buildConnector }) => {
+    this.dispatcher ??= Promise.all([
+      import("undici/lib/dispatcher/agent.js"),
+      import("undici/lib/core/connect.js"),
+      import("undici/lib/api/api-request.js"),
+    ]).then(([{ default: Agent }, { default: buildConnector }, { default: request }]) => {
+      this.request = request;
       const connect = buildConnector(trustOptions(this.opts.tls));
       return new Agent({
         connections: 32,
@@ -152,6 +166,8 @@ export class Registry {
 
   /** Closes idle keep-alive connections (requests in flight finish). The client stays usable. */
   close(): void {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
     const old = this.dispatcher;
     this.dispatcher = undefined;
     void old?.then((a) => a.close()).catch(() => undefined);
@@ -519,7 +535,70 @@ export class Registry {
     }
   }
 
-  private async rawRequest(
+  private rawRequest(
+    method: string,
+    url: URL,
+    headers: Record<string, string>,
+    body: Buffer | Readable | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<HttpResponse> {
+    return this.opts.engine === "undici" ? this.undiciRequest(method, url, headers, body, signal) : this.nodeRequest(method, url, headers, body, signal);
+  }
+
+  /** One request through node:http (the default engine). */
+  private nodeRequest(
+    method: string,
+    url: URL,
+    headers: Record<string, string>,
+    body: Buffer | Readable | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<HttpResponse> {
+    return new Promise((resolve, reject) => {
+      const secure = url.protocol === "https:";
+      const req = (secure ? https : http).request(url, {
+        method,
+        headers,
+        agent: secure ? this.httpsAgent : this.httpAgent,
+        ...(signal ? { signal } : {}),
+      });
+      let answered = false;
+      let response: IncomingMessage | undefined;
+      req.once("response", (res) => {
+        answered = true;
+        response = res;
+        // An early refusal (a 401 mid-upload): stop reading the source we were sending.
+        if (body instanceof Readable && !body.readableEnded && (res.statusCode ?? 0) >= 400) {
+          body.unpipe(req);
+          body.destroy();
+        }
+        resolve(res as HttpResponse);
+      });
+      // After the response, failures surface on the response stream; keep a listener anyway.
+      req.on("error", (err) => {
+        if (!answered) {
+          answered = true;
+          reject(err);
+        }
+      });
+      if (this.opts.timeoutMs > 0) {
+        req.setTimeout(this.opts.timeoutMs, () => {
+          const err = Object.assign(new Error(`no data for ${this.opts.timeoutMs} ms`), { code: "ETIMEDOUT" });
+          // Mid-body, the response stream is where the reader is waiting: fail it with the cause.
+          response?.destroy(err);
+          req.destroy(err);
+        });
+      }
+      if (body instanceof Readable) {
+        body.once("error", (err) => req.destroy(err));
+        body.pipe(req);
+      } else {
+        req.end(body);
+      }
+    });
+  }
+
+  /** One request through undici (see RegistryOptions.engine). */
+  private async undiciRequest(
     method: string,
     url: URL,
     headers: Record<string, string>,
@@ -530,7 +609,8 @@ export class Registry {
     const timeout = this.opts.timeoutMs;
     let res;
     try {
-      res = await (await this.agent()).request({
+      const agent = await this.agent();
+      res = await this.request!.call(agent, {
         origin: url.origin,
         path: url.pathname + url.search,
         method: method as "GET",

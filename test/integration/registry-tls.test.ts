@@ -4,12 +4,15 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
 import { buildImage, makeClientCertificate, makeServerCertificate, startRegistry } from "../helpers/registry.js";
+import { Registry } from "../../src/remotes/registry.js";
+import { parseReference } from "../../src/remotes/reference.js";
+import { isClass } from "../../src/errdefs/errdefs.js";
 
 /**
  * One nats-server, one https docker-registry and one ckd for a describe block, with `make`
@@ -116,6 +119,29 @@ describe("an https registry that requires a client certificate", { timeout: 300_
     const inspect = await runCommand("skopeo", ["inspect", "--raw", "--tls-verify=false", "--cert-dir", client.certDir, `docker://${ref("mtls/copy", "v2")}`]);
     assert.equal(inspect.code, 0, inspect.stderr);
     assert.equal(`sha256:${createHash("sha256").update(inspect.stdout).digest("hex")}`, w.image.manifestDigest);
+  });
+
+  test("the registry client itself, with either HTTP engine: a refused client certificate is FailedPrecondition naming the flags", async () => {
+    for (const engine of ["node", "undici"] as const) {
+      for (const clientCert of [undefined, { cert: readFileSync(stranger.cert, "utf8"), key: readFileSync(stranger.key, "utf8") }]) {
+        const r = new Registry({ engine, retries: 0, tls: { ca: [readFileSync(server.ca, "utf8")], ...(clientCert ? { clientCert } : {}) } });
+        try {
+          await assert.rejects(r.resolve(parseReference(ref())), (err: Error) => {
+            assert.ok(isClass(err, "FailedPrecondition"), `${engine}: ${err.message}`);
+            assert.match(err.message, /refused the TLS handshake over the client certificate \(.+\): give one it trusts with --tlscert FILE --tlskey FILE/);
+            return true;
+          });
+        } finally {
+          r.close();
+        }
+      }
+      const ok = new Registry({ engine, tls: { ca: [readFileSync(server.ca, "utf8")], clientCert: { cert: readFileSync(client.cert, "utf8"), key: readFileSync(client.key, "utf8") } } });
+      try {
+        assert.equal((await ok.resolve(parseReference(ref()))).digest, w.image.manifestDigest, engine);
+      } finally {
+        ok.close();
+      }
+    }
   });
 
   test("no client certificate, or one from a CA the registry does not trust: FailedPrecondition naming the flags, nothing written", async () => {

@@ -203,7 +203,9 @@ function readAll(req: http.IncomingMessage): Promise<string> {
 
 // ---- the specifications
 
-describe("remotes against a loopback docker-registry", { timeout: 300_000 }, () => {
+// Both HTTP engines: node:http (the CLI's) and undici (ckd's), same behaviour.
+for (const engine of ["node", "undici"] as const)
+describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 300_000 }, () => {
   let reg: TestRegistry;
   let image: BuiltImage;
   let ref: ImageReference;
@@ -212,7 +214,7 @@ describe("remotes against a loopback docker-registry", { timeout: 300_000 }, () 
   const tmp = mkdtempSync(join(tmpdir(), "ck-remotes-"));
   const busybox = readFileSync("/bin/busybox");
   const client = (opts: RegistryOptions = {}) => {
-    const c = new Registry({ plainHttp: true, ...opts });
+    const c = new Registry({ plainHttp: true, engine, ...opts });
     clients.push(c);
     return c;
   };

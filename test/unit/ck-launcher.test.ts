@@ -4,9 +4,10 @@
 // again; CK_NO_CODE_CACHE turns it off. Every run answers the same either way.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { CK, runNode } from "../helpers/daemon.js";
 
 const LEARNING_RUNS = 8;
@@ -34,7 +35,17 @@ test("ck keeps a private V8 code cache that its first runs fill, survives a dama
     const expected = await help({ CK_NO_CODE_CACHE: "1" });
     assert.deepEqual(await cacheFiles(dir), [], "CK_NO_CODE_CACHE: no cache written");
 
+    // An earlier build of this install, and a recent cache of another install.
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const install = createHash("sha256").update(join(dirname(CK), "ck-bundle.cjs")).digest("hex").slice(0, 16);
+    const earlier = join(dir, `ck-${install}-${"0".repeat(16)}.v8cache`);
+    const other = join(dir, `ck-${"f".repeat(16)}-${"0".repeat(16)}.v8cache`);
+    await writeFile(earlier, Buffer.alloc(64));
+    await writeFile(other, Buffer.alloc(64));
+
     assert.equal(await help(), expected);
+    assert.deepEqual((await cacheFiles(dir)).filter((f) => f === earlier || f === other), [other], "the earlier build's cache went, the other install's stayed");
+    await rm(other);
     const [file] = await cacheFiles(dir);
     assert.ok(file, "the first run wrote a cache");
     assert.equal((await stat(dir)).mode & 0o777, 0o700);
