@@ -83,6 +83,15 @@ interface Call {
   what: string;
 }
 
+/** One HTTP request as either engine takes it. */
+interface HttpCall {
+  method: string;
+  url: URL;
+  headers: Record<string, string>;
+  body: Buffer | Readable | undefined;
+  signal: AbortSignal | undefined;
+}
+
 /** A response: its body as a stream, with the status and headers (either engine's). */
 type HttpResponse = Readable & { statusCode: number; headers: IncomingHttpHeaders };
 
@@ -518,7 +527,7 @@ export class Registry {
       this.log(`${method} ${url.origin}${url.pathname}${headers.range ? ` (${headers.range})` : ""}`);
       let res: HttpResponse;
       try {
-        res = await this.rawRequest(method, url, headers, body, call.signal);
+        res = await this.rawRequest({ method, url, headers, body, signal: call.signal });
       } catch (err) {
         throw networkError(call.ref.domain, call.what, err, call.signal);
       }
@@ -535,24 +544,12 @@ export class Registry {
     }
   }
 
-  private rawRequest(
-    method: string,
-    url: URL,
-    headers: Record<string, string>,
-    body: Buffer | Readable | undefined,
-    signal: AbortSignal | undefined,
-  ): Promise<HttpResponse> {
-    return this.opts.engine === "undici" ? this.undiciRequest(method, url, headers, body, signal) : this.nodeRequest(method, url, headers, body, signal);
+  private rawRequest(r: HttpCall): Promise<HttpResponse> {
+    return this.opts.engine === "undici" ? this.undiciRequest(r) : this.nodeRequest(r);
   }
 
   /** One request through node:http (the default engine). */
-  private nodeRequest(
-    method: string,
-    url: URL,
-    headers: Record<string, string>,
-    body: Buffer | Readable | undefined,
-    signal: AbortSignal | undefined,
-  ): Promise<HttpResponse> {
+  private nodeRequest({ method, url, headers, body, signal }: HttpCall): Promise<HttpResponse> {
     return new Promise((resolve, reject) => {
       const secure = url.protocol === "https:";
       const req = (secure ? https : http).request(url, {
@@ -598,13 +595,7 @@ export class Registry {
   }
 
   /** One request through undici (see RegistryOptions.engine). */
-  private async undiciRequest(
-    method: string,
-    url: URL,
-    headers: Record<string, string>,
-    body: Buffer | Readable | undefined,
-    signal: AbortSignal | undefined,
-  ): Promise<HttpResponse> {
+  private async undiciRequest({ method, url, headers, body, signal }: HttpCall): Promise<HttpResponse> {
     // 0 turns a timeout off, for undici as for this option.
     const timeout = this.opts.timeoutMs;
     let res;
@@ -637,7 +628,7 @@ export class Registry {
     if (r.body) headers["content-length"] = String(r.body.length);
     let res: HttpResponse;
     try {
-      res = await this.rawRequest(r.method, r.url, headers, r.body, undefined);
+      res = await this.rawRequest({ method: r.method, url: r.url, headers, body: r.body, signal: undefined });
     } catch (err) {
       throw networkError(r.url.host, `token server ${r.url.origin}${r.url.pathname}`, err, undefined);
     }
