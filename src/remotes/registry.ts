@@ -139,7 +139,8 @@ export class Registry {
       import("undici/lib/api/api-request.js"),
     ]).then(([{ default: Agent }, { default: buildConnector }, { default: request }]) => {
       this.request = request;
-      const connect = buildConnector(trustOptions(this.opts.tls));
+      // timeoutMs bounds the connect too, as for node:http (0: no limit, as there).
+      const connect = buildConnector({ ...trustOptions(this.opts.tls), timeout: this.opts.timeoutMs });
       return new Agent({
         connections: 32,
         connect: (opts, callback) =>
