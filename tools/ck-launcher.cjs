@@ -98,7 +98,7 @@ function main() {
   mod.paths = Module._nodeModulePaths(path.dirname(BUNDLE));
   const req = (id) => mod.require(id);
   req.resolve = (request) => Module._resolveFilename(request, mod);
-  req.main = process.mainModule;
+  req.main = require.main;
   req.cache = Module._cache;
   script.runInThisContext().call(mod.exports, mod.exports, req, mod, BUNDLE, path.dirname(BUNDLE));
 }

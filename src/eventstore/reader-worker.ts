@@ -25,7 +25,6 @@ async function run(): Promise<void> {
   try {
     log = await EventLog.open({ url: data.url, stream: data.stream, name: data.name });
     const reader = await log.reader({ fromSeq: data.fromSeq, signal: ac.signal });
-    port.postMessage({ type: "ready" });
     let batch: StoredMessage[] = [];
     const flush = async () => {
       await waitCredit();

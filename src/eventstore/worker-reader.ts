@@ -18,7 +18,6 @@ export interface ReaderWorkerData {
 
 export type ToWorker = { type: "credit" } | { type: "stop" };
 type FromWorker =
-  | { type: "ready" }
   | { type: "batch"; buf: ArrayBuffer }
   | { type: "end" }
   | { type: "error"; message: string };
@@ -141,28 +140,23 @@ export async function* readInWorker(opts: WorkerReadOptions): AsyncGenerator<Sto
   );
   worker.on("message", (m: FromWorker) => push(m));
   worker.on("error", (err) => push({ type: "error", message: err.message }));
-  const aborted = new Promise<void>((resolve) => {
-    if (opts.signal?.aborted) resolve();
-    opts.signal?.addEventListener("abort", () => resolve(), { once: true });
-  });
-  let abortedNow = Boolean(opts.signal?.aborted);
-  void aborted.then(() => {
-    abortedNow = true;
+  const onAbort = () => {
     wake?.();
     wake = undefined;
-  });
+  };
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
   try {
     for (;;) {
-      while (queue.length === 0 && !abortedNow) await new Promise<void>((r) => (wake = r));
-      if (abortedNow) return;
+      while (queue.length === 0 && !opts.signal?.aborted) await new Promise<void>((r) => (wake = r));
+      if (opts.signal?.aborted) return;
       const m = queue.shift()!;
-      if (m.type === "ready") continue;
       if (m.type === "end") return;
       if (m.type === "error") throw new Error(m.message);
       worker.postMessage({ type: "credit" } satisfies ToWorker);
       yield unpackBatch(m.buf);
     }
   } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
     if (!exited) {
       worker.postMessage({ type: "stop" } satisfies ToWorker);
       const timer = setTimeout(() => void worker.terminate(), 2000);

@@ -24,14 +24,9 @@ export interface ProjectorOptions {
   /** fsync RocksDB's WAL with every batch. */
   sync?: boolean;
   /**
-   * Where messages come from, in order from a sequence, in batches (default: the log read in
-   * this thread). readInWorker reads it in a worker thread instead.
-   */
-  source?: BatchSource;
-  /**
    * A source for catching up when the projection is at least `threshold` messages behind the
-   * log (a rebuild, a start after a long stop): used until the projection has caught up,
-   * then the live tail is followed from `source` again.
+   * log (a rebuild, a start after a long stop; readInWorker reads it in a worker thread): used
+   * until the projection has caught up, then the live tail is read in this thread again.
    */
   bulk?: { source: BatchSource; threshold: number };
 }
@@ -130,7 +125,7 @@ export class Projector {
     while (!this.abort.signal.aborted) {
       const from = this.db.appliedSeq + 1;
       const bulk = await this.farBehind();
-      const source = bulk ? this.opts.bulk!.source : (this.opts.source ?? this.inThread);
+      const source = bulk ? this.opts.bulk!.source : this.inThread;
       try {
         await this.applyFrom(source(from, this.abort.signal), bulk);
       } catch (err) {

@@ -83,6 +83,8 @@ interface Call {
   what: string;
 }
 
+type UndiciRequest = (this: Agent, opts: Parameters<Agent["request"]>[0]) => ReturnType<Agent["request"]>;
+
 /** One HTTP request as either engine takes it. */
 interface HttpCall {
   method: string;
@@ -97,12 +99,14 @@ type HttpResponse = Readable & { statusCode: number; headers: IncomingHttpHeader
 
 export class Registry {
   private readonly opts: Required<Pick<RegistryOptions, "retries" | "timeoutMs" | "userAgent">> & RegistryOptions;
-  /** Made at the first request, from undici's agent and connector only (see types/undici-parts.d.ts). */
-  private dispatcher: Promise<Agent> | undefined;
+  /**
+   * Made at the first request, from undici's agent, connector and request modules only (see
+   * types/undici-parts.d.ts): the agent, and request(), which undici's index would add to
+   * every dispatcher.
+   */
+  private dispatcher: Promise<{ agent: Agent; request: UndiciRequest }> | undefined;
   private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 32 });
   private readonly httpsAgent: https.Agent;
-  /** undici's request(), which its index adds to every dispatcher; set with the dispatcher. */
-  private request: ((this: Agent, opts: Parameters<Agent["request"]>[0]) => ReturnType<Agent["request"]>) | undefined;
   private readonly auth: Authorizer;
   private readonly log: (msg: string) => void;
 
@@ -132,16 +136,15 @@ export class Registry {
   }
 
   /** Keep-alive connections to each origin (32 at most), trusting what `tls` says. */
-  private agent(): Promise<Agent> {
+  private agent(): Promise<{ agent: Agent; request: UndiciRequest }> {
     this.dispatcher ??= Promise.all([
       import("undici/lib/dispatcher/agent.js"),
       import("undici/lib/core/connect.js"),
       import("undici/lib/api/api-request.js"),
     ]).then(([{ default: Agent }, { default: buildConnector }, { default: request }]) => {
-      this.request = request;
       // timeoutMs bounds the connect too, as for node:http (0: no limit, as there).
       const connect = buildConnector({ ...trustOptions(this.opts.tls), timeout: this.opts.timeoutMs });
-      return new Agent({
+      const agent = new Agent({
         connections: 32,
         connect: (opts, callback) =>
           connect(opts, (err, socket) => {
@@ -149,6 +152,7 @@ export class Registry {
             (callback as (e: Error | null, s: typeof socket) => void)(err, socket);
           }),
       });
+      return { agent, request };
     });
     return this.dispatcher;
   }
@@ -180,7 +184,7 @@ export class Registry {
     this.httpsAgent.destroy();
     const old = this.dispatcher;
     this.dispatcher = undefined;
-    void old?.then((a) => a.close()).catch(() => undefined);
+    void old?.then(({ agent }) => agent.close()).catch(() => undefined);
   }
 
   /** The descriptor a tag or digest names on the registry. */
@@ -601,8 +605,8 @@ export class Registry {
     const timeout = this.opts.timeoutMs;
     let res;
     try {
-      const agent = await this.agent();
-      res = await this.request!.call(agent, {
+      const { agent, request } = await this.agent();
+      res = await request.call(agent, {
         origin: url.origin,
         path: url.pathname + url.search,
         method: method as "GET",

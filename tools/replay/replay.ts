@@ -86,7 +86,7 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
   if (untilSeq > 0) {
     // NATS in a worker thread, decoding and folding in this one: the two cores share it.
     const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
-    const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time, source });
+    const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time, bulk: { source, threshold: 0 } });
     projector.start();
     await projector.finished();
   }
