@@ -84,7 +84,8 @@ function removeStale(dir, keep) {
 }
 
 function main() {
-  let source = fs.readFileSync(BUNDLE, "utf8");
+  // The build keeps the bundle ASCII (tools/bundle-cli.mjs checks), so latin1 reads it exactly.
+  let source = fs.readFileSync(BUNDLE, "latin1");
   if (source.startsWith("#!")) source = "//" + source.slice(2); // the entry's hashbang; lines kept
   const file = process.env.CK_NO_CODE_CACHE ? undefined : cachePath(fs.statSync(BUNDLE));
   const cached = file ? readCache(file) : undefined;

@@ -15,6 +15,7 @@ import { parseReference } from "../remotes/reference.js";
 import type { Credentials } from "../remotes/auth.js";
 import type { Descriptor } from "../remotes/types.js";
 import { commitBytes, commitInNamespace, sharedBlob } from "./content-service.js";
+import { DownloadGroups } from "./download-groups.js";
 import { LEASE_HEADER, metadataValue, namespaceOf, serverStream, writeStream } from "./grpc.js";
 
 export interface FetchDeps {
@@ -64,6 +65,7 @@ function blobOf(b: Record<string, unknown> | undefined): Descriptor {
 export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
   /** Registry clients by a hash of what they were made from (credentials included, never kept in clear as a key). */
   const registries = new Map<string, Registry>();
+  const downloads = new DownloadGroups();
   const registryFor = (host: string, access: RegistryAccess): Registry => {
     const key = createHash("sha256").update(JSON.stringify([host, access])).digest("hex");
     let r = registries.get(key);
@@ -106,6 +108,8 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
       }
       const access = accessOptions(r.access);
       const labels: Record<string, string> = r.labels ?? {};
+      const group = String(r.download_group ?? "");
+      const maxDownloads = Number(r.max_downloads ?? 0);
       if (lease) await d.queries.getLease(ns, lease);
       const total = blob.size;
 
@@ -152,9 +156,13 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
       const gone = new AbortController();
       call.on("cancelled", () => gone.abort());
       let spent = false;
+      let release: (() => void) | undefined;
       try {
         if (writer.offset > total) await writer.truncate(0);
         let at = writer.offset;
+        if (at < total && group && maxDownloads > 0) {
+          release = await downloads.acquire(`${ns}\u0000${group}`, maxDownloads, gone.signal, () => writeStream(call, { status: "waiting", offset: at, total }));
+        }
         await writeStream(call, { status: "downloading", offset: at, total });
         if (at < total) {
           // The commit verifies size and digest: hashing while downloading would only cost CPU.
@@ -176,6 +184,7 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
           }
           await flush();
         }
+        release?.(); // the download is over: the group's next one starts while this commits
         let committed;
         try {
           committed = await commitBytes(d, writer, blob.digest, total);
@@ -187,6 +196,7 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
         }
         await finish(committed);
       } finally {
+        release?.();
         // An unfinished ingest stays (unlocked) for a resume; a committed writer is spent.
         if (!spent) await writer.close().catch(() => undefined);
       }

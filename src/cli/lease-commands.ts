@@ -23,7 +23,7 @@ export function parseDuration(s: string): number {
   if (rest === "0") return 0;
   if (rest === "") throw bad();
   let total = 0;
-  const part = /^(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/;
+  const part = /^(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)/;
   while (rest.length > 0) {
     const m = part.exec(rest);
     if (!m) throw bad();

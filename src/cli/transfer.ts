@@ -174,6 +174,8 @@ class Fetcher implements FetchProgress {
   private readonly sourceKey: string;
   /** False once the daemon answered that it has no ck.services.fetch.v1 (or when told not to use it). */
   private inDaemon: boolean;
+  /** Names this fetch's Fetch.Blob calls to the daemon, which limits their downloads together. */
+  private readonly downloadGroup = randomBytes(12).toString("hex");
 
   constructor(
     private readonly registry: Registry,
@@ -400,10 +402,13 @@ class Fetcher implements FetchProgress {
       ref: refFor(desc),
       labels,
       access: accessMessage(access),
+      // The daemon holds this fetch's download limit: objects it has are answered at once,
+      // not queued behind downloads (a warm pull asks about all of them together).
+      download_group: this.downloadGroup,
+      max_downloads: Math.max(1, this.opts.concurrency ?? 3),
     };
     let delay = 20;
     for (;;) {
-      const release = await this.downloadSlot();
       let last = 0;
       try {
         for await (const m of this.api.stream("fetch", "Blob", request, { metadata: this.metadata })) {
@@ -413,6 +418,7 @@ class Fetcher implements FetchProgress {
             job.update(desc.size, "exists");
             return true;
           }
+          if (m.status === "waiting") job.update(offset, "waiting");
           if (m.status === "downloading") {
             if (offset > last) {
               this.transferred += offset - last;
@@ -434,8 +440,6 @@ class Fetcher implements FetchProgress {
         if (!access.credentials && isClass(err, "FailedPrecondition") && /unauthorized/.test((err as Error).message)) return false;
         if (!isClass(err, "Unavailable") || !/locked/.test((err as Error).message)) throw err;
         job.update(0, "waiting");
-      } finally {
-        release();
       }
       // Another writer holds the ref: once it is done the blob exists, or the ref is free.
       await new Promise((r) => setTimeout(r, delay));

@@ -155,6 +155,50 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
     }
   });
 
+  test("download groups: at most max_downloads of a group download at once (the rest answer waiting); blobs on disk are answered without waiting", async () => {
+    const d = await fresh();
+    const api = d.client("dg");
+    const layers = image.manifest.layers as { mediaType: string; digest: string; size: number }[];
+    const req = (l: (typeof layers)[number], group: string, max: number) =>
+      blobRequest({ blob: { media_type: l.mediaType, digest: l.digest, size: l.size }, ref: `layer-${l.digest}`, download_group: group, max_downloads: max });
+    const statuses = (msgs: unknown[]) => msgs.map((m) => (m as { status: string }).status);
+    // Slow blob answers, so downloads allowed to overlap do.
+    proxy.rule = (r) => (r.method === "GET" && r.url?.includes("/blobs/") ? { delayMs: 200 } : undefined);
+    try {
+      proxy.maxBlobGets = 0;
+      const one = await Promise.all(layers.map((l) => drain(api.stream("fetch", "Blob", req(l, "g1", 1)))));
+      assert.equal(proxy.maxBlobGets, 1, "one download at a time");
+      assert.equal(one.filter((m) => statuses(m).includes("waiting")).length, layers.length - 1, JSON.stringify(one));
+      for (const m of one) assert.equal(statuses(m).at(-1), "done");
+
+      // The same blobs into another namespace: on disk already, so none waits for a slot.
+      const other = d.client("dg2");
+      try {
+        const from = proxy.seen.length;
+        const warm = await Promise.all(layers.map((l) => drain(other.stream("fetch", "Blob", req(l, "g2", 1)))));
+        for (const m of warm) assert.deepEqual(statuses(m), ["done"]);
+        assert.equal(proxy.seen.slice(from).filter((s) => s.url.includes("/blobs/")).length, 0, "nothing asked of the registry");
+      } finally {
+        other.close();
+      }
+
+      // Two groups (two fetches) do not share a limit: a daemon with an empty store.
+      const d2 = await fresh();
+      const api2 = d2.client("dg");
+      try {
+        proxy.maxBlobGets = 0;
+        const solo = await Promise.all(layers.map((l, i) => drain(api2.stream("fetch", "Blob", req(l, `solo-${i}`, 1)))));
+        assert.equal(proxy.maxBlobGets, layers.length);
+        for (const m of solo) assert.ok(!statuses(m).includes("waiting"));
+      } finally {
+        api2.close();
+      }
+    } finally {
+      proxy.rule = undefined;
+      api.close();
+    }
+  });
+
   test("a registry that challenges only for blobs: ckd, sent no credentials, is refused, and ck fetches those blobs itself with them", async () => {
     const good = "Basic " + Buffer.from("fid:blob-only-pw").toString("base64");
     proxy.rule = (req) =>

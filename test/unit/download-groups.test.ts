@@ -1,0 +1,69 @@
+// DownloadGroups: the daemon-side download limit of one fetch (Fetch.Blob's download_group).
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { DownloadGroups } from "../../src/api/download-groups.js";
+import { isClass } from "../../src/errdefs/errdefs.js";
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe("DownloadGroups", () => {
+  test("at most max slots of a group at once; the others wait, told once each, and go in turn", async () => {
+    const g = new DownloadGroups();
+    const live = new AbortController().signal;
+    let running = 0;
+    let most = 0;
+    const waited: number[] = [];
+    const order: number[] = [];
+    const job = async (i: number) => {
+      const release = await g.acquire("ns\0a", 2, live, () => {
+        waited.push(i);
+      });
+      running++;
+      most = Math.max(most, running);
+      order.push(i);
+      await tick();
+      await tick();
+      running--;
+      release();
+      release(); // a second release gives back nothing more
+    };
+    await Promise.all([0, 1, 2, 3, 4].map(job));
+    assert.equal(most, 2);
+    assert.deepEqual(waited, [2, 3, 4]);
+    assert.deepEqual(order, [0, 1, 2, 3, 4]);
+    assert.equal(g.size, 0, "a group without holders or waiters is forgotten");
+  });
+
+  test("groups do not limit each other", async () => {
+    const g = new DownloadGroups();
+    const live = new AbortController().signal;
+    const a = await g.acquire("ns\0a", 1, live);
+    const b = await g.acquire("ns\0b", 1, live);
+    assert.equal(g.size, 2);
+    a();
+    b();
+    assert.equal(g.size, 0);
+  });
+
+  test("a waiter whose call goes away is Canceled and leaves no trace; the next one still gets the slot", async () => {
+    const g = new DownloadGroups();
+    const live = new AbortController().signal;
+    const held = await g.acquire("k", 1, live);
+    const gone = new AbortController();
+    const cancelled = g.acquire("k", 1, gone.signal);
+    const next = g.acquire("k", 1, live);
+    await tick();
+    gone.abort();
+    await assert.rejects(cancelled, (err) => isClass(err, "Canceled"));
+    held();
+    const release = await next;
+    release();
+    assert.equal(g.size, 0);
+    const already = new AbortController();
+    already.abort();
+    const again = await g.acquire("k", 1, live);
+    await assert.rejects(g.acquire("k", 1, already.signal), (err) => isClass(err, "Canceled"));
+    again();
+    assert.equal(g.size, 0);
+  });
+});
