@@ -363,7 +363,7 @@ export class Daemon {
     add("ck.services.gc.v1.GC", gcService({ gc }));
     add("containerd.services.snapshots.v1.Snapshots", snapshotsService({ snapshots, afterDelete: () => gc.trigger(), afterUpdate }));
     add("containerd.services.diff.v1.Diff", diffService({ queries, store: this.content, blobs, roots: () => snapshots.roots() }));
-    add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots }));
+    add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots, sequencer: this.sequencer, afterUpdate }));
     add("ck.services.fetch.v1.Fetch", fetchService({ sequencer: this.sequencer, queries, store: this.content, blobs, userAgent: `ckd/${CK_VERSION}` }));
     add("containerd.services.tasks.v1.Tasks", tasksService());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));

@@ -9,11 +9,18 @@ import type { SnapshotStore } from "../snapshots/store.js";
 import { applyLayerFile, applyLayerToMounts } from "../diff/apply.js";
 import { validateDigest } from "../commands/validation.js";
 import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
+import type { Sequencer } from "../commands/sequencer.js";
+import { contentHandlers } from "../commands/content.js";
+
+const UNCOMPRESSED_LABEL = "containerd.io/uncompressed";
 
 export interface UnpackDeps {
   queries: Queries;
   store: ContentStore;
   snapshots: SnapshotStore;
+  sequencer: Sequencer;
+  /** After a content label changed (the GC's hook). */
+  afterUpdate?: () => void;
 }
 
 export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation {
@@ -47,7 +54,16 @@ export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation 
             ? applyLayerToMounts(target.mounts, { file }, { mediaType })
             : applyLayerFile(target.overlayUpper, file, { mediaType, whiteouts: "overlay" }),
       );
-      return { chain_id: res.chainId, status: res.status, verified: res.verified };
+      let labelled = false;
+      if (r.label_uncompressed && res.status !== "exists") {
+        const diffId = String(r.diff_id ?? "");
+        await d.sequencer.submit(
+          contentHandlers.update({ namespace: ns, digest, labels: { [UNCOMPRESSED_LABEL]: diffId }, paths: [`labels.${UNCOMPRESSED_LABEL}`] }),
+        );
+        d.afterUpdate?.();
+        labelled = true;
+      }
+      return { chain_id: res.chainId, status: res.status, verified: res.verified, labelled };
     }),
   };
 }

@@ -202,7 +202,7 @@ async function unpackByDaemon(
     const r = await api.call(
       "unpack",
       "Apply",
-      { snapshotter: sn, layer: apiDescriptor(layers[i]!), diff_id: diffIds[i]!, parent: i > 0 ? chain[i - 1]! : "", wait_parent: i > 0 },
+      { snapshotter: sn, layer: apiDescriptor(layers[i]!), diff_id: diffIds[i]!, parent: i > 0 ? chain[i - 1]! : "", wait_parent: i > 0, label_uncompressed: true },
       { metadata, signal: stop.signal },
     );
     if (r.chain_id !== chainId) throw new CkError("Unknown", `ckd unpacked layer ${i} as ${r.chain_id}, expected chain ID ${chainId}`);
@@ -212,7 +212,8 @@ async function unpackByDaemon(
     }
     if (r.status === "shared") shared++;
     else applied++;
-    label(layers[i]!.digest, { [UNCOMPRESSED_LABEL]: diffIds[i]! });
+    // ckd labelled the layer itself; one that does not know label_uncompressed leaves it to us.
+    if (!r.labelled) label(layers[i]!.digest, { [UNCOMPRESSED_LABEL]: diffIds[i]! });
     opts.onLayer?.(chainId, "unpacked");
   };
   await Promise.all(

@@ -282,9 +282,9 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
         }
         const diffIds = tars.map(sha);
         const chain = chainIds(diffIds);
-        const apply = (i: number, parent = i > 0 ? chain[i - 1]! : "", deadlineMs?: number) =>
-          api.call("unpack", "Apply", { snapshotter: sn, layer: layers[i], diff_id: diffIds[i], parent, wait_parent: i > 0 }, { metadata, deadlineMs });
-        const second = apply(1);
+        const apply = (i: number, parent = i > 0 ? chain[i - 1]! : "", deadlineMs?: number, label = false) =>
+          api.call("unpack", "Apply", { snapshotter: sn, layer: layers[i], diff_id: diffIds[i], parent, wait_parent: i > 0, label_uncompressed: label }, { metadata, deadlineMs });
+        const second = apply(1, undefined, undefined, true);
         second.catch(() => undefined); // awaited below
         if (sn === "overlayfs") {
           // Applied into a directory of its own while it waits for the parent.
@@ -299,6 +299,11 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
         assert.deepEqual([first.chain_id, first.status], [chain[0], "applied"]);
         const r = await second;
         assert.deepEqual([r.chain_id, r.status, r.verified], [chain[1], "applied", true]);
+        // label_uncompressed: ckd labelled the second layer's content, and only that one.
+        assert.deepEqual([first.labelled, r.labelled], [false, true]);
+        const labelsOf = async (i: number) => (await api.call("content", "Info", { digest: layers[i]!.digest })).info.labels ?? {};
+        assert.equal((await labelsOf(1))["containerd.io/uncompressed"], diffIds[1]);
+        assert.equal((await labelsOf(0))["containerd.io/uncompressed"], undefined);
         assert.deepEqual(await chainRows(api, sn), committedChain(chain));
         assert.equal((await snapDirs(sn)).length, dirs0 + 2);
         // The merged tree: both layers' files; p has the lower layer's attributes.
