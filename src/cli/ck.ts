@@ -43,6 +43,15 @@ function out(s: string): void {
   process.stdout.write(s);
 }
 
+// A reader that stops early (`ck content get D | head -c 10`, `ck events | grep -m1 x`): ck
+// stops too, quietly, as a Unix tool killed by SIGPIPE would, instead of dying on an unhandled
+// EPIPE with a stack trace.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  process.stderr.write(`ck: writing to stdout: ${err.message}\n`);
+  process.exit(1);
+});
+
 const program = new Command("ck")
   .description("ck: containers metadata over an event-sourced containerd v1 API")
   .option("--address <socket>", "ckd's socket (env CK_ADDRESS)", defaultAddress())
@@ -444,9 +453,26 @@ function safeJson(s: string): unknown {
   }
 }
 
-program.parseAsync().catch((err) => {
-  const msg = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`ck: ${msg}\n`);
-  if (err instanceof CkError && !msg.endsWith(classPhrase(err.errorClass))) process.stderr.write(`(${classPhrase(err.errorClass)})\n`);
-  process.exit(1);
-});
+/** Resolves once everything written to the stream so far has left the process. */
+const drained = (s: NodeJS.WriteStream) => new Promise<void>((resolve) => s.write("", () => resolve()));
+
+/**
+ * Once the command is done (its output written out: stdout and stderr can be asynchronous
+ * pipes), ck exits at once instead of waiting for its gRPC channel and timers to wind down and
+ * for Node to tear its environment down: ~10-15 ms of every command here (2026-11-30). The exit
+ * handlers (the launcher's code cache) still run.
+ */
+async function exitWith(code: number): Promise<never> {
+  await Promise.all([drained(process.stdout), drained(process.stderr)]);
+  process.exit(code);
+}
+
+program.parseAsync().then(
+  () => exitWith(Number(process.exitCode ?? 0)),
+  (err) => {
+    const msg = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`ck: ${msg}\n`);
+    if (err instanceof CkError && !msg.endsWith(classPhrase(err.errorClass))) process.stderr.write(`(${classPhrase(err.errorClass)})\n`);
+    return exitWith(1);
+  },
+);

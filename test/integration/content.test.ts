@@ -239,6 +239,39 @@ describe("content over the API", () => {
     assert.equal(r.stdout.trim(), "");
   });
 
+  test("ck content get through a pipe: a slow reader gets every byte; one that stops early stops ck quietly", async () => {
+    const env = { ...process.env, CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "ckpipe" };
+    const data = randomBytes(3 << 20).toString("hex"); // 6 MiB, far more than a pipe holds
+    const digest = sha(Buffer.from(data));
+    const w = await runNode(CK, ["content", "ingest", "--expected-digest", digest, "pipe-ref"], { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "ckpipe" }, data);
+    assert.equal(w.code, 0, w.stderr);
+    const get = (onStdout: (p: ReturnType<typeof spawn>) => void) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+        const p = spawn(process.execPath, [CK, "content", "get", digest], { env, stdio: ["ignore", "pipe", "pipe"] });
+        let stderr = "";
+        p.stderr!.on("data", (d) => (stderr += d));
+        p.on("error", reject);
+        p.on("close", (code) => resolve({ code, stderr }));
+        onStdout(p);
+      });
+    // Slow: nothing is read for a while, so the pipe fills and ck's writes queue up; all must
+    // still arrive before ck exits.
+    const chunks: Buffer[] = [];
+    const slow = await get((p) => {
+      p.stdout!.pause();
+      setTimeout(() => {
+        p.stdout!.on("data", (d: Buffer) => chunks.push(d));
+        p.stdout!.resume();
+      }, 500);
+    });
+    assert.equal(slow.code, 0, slow.stderr);
+    assert.equal(sha(Buffer.concat(chunks)), digest);
+    // Early stop: the reader closes its end after the first chunk.
+    const early = await get((p) => p.stdout!.once("data", () => p.stdout!.destroy()));
+    assert.equal(early.code, 0, early.stderr);
+    assert.equal(early.stderr, "");
+  });
+
   test("ck content edit and ctr content edit store the edited copy under its new digest; a failing editor stores nothing", async () => {
     const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "edit" };
     const data = "hello world\n";
