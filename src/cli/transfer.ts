@@ -63,6 +63,8 @@ export interface FetchOptions {
    * both. `progress.committed(digest)` resolves once that blob is in the content store.
    */
   whileFetching?: (metadata: Record<string, string>, target: Descriptor, progress: FetchProgress) => Promise<void>;
+  /** Awaited under the lease once the image is registered (work whileFetching left running). */
+  beforeRelease?: () => Promise<unknown>;
 }
 
 /** What a fetch has so far, for work that runs alongside it. */
@@ -510,6 +512,7 @@ export async function fetchImage(api: ApiClient, registry: Registry, ref: ImageR
       const alongside = opts.whileFetching;
       await f.fetchTree(target, rootBytes, alongside ? () => alongside(metadata, target, f) : undefined);
       if (opts.register !== false) await registerImage(api, name, target, opts.labels ?? {}, metadata);
+      await opts.beforeRelease?.();
       return { name, target, ...f.result() };
     },
     lease,

@@ -35,6 +35,11 @@ export interface UnpackOptions {
   manifests?: ReadonlyMap<string, ParsedManifest>;
   /** Resolves once a blob is in the content store (a pull unpacks while it still fetches). */
   ready?: (digest: string) => Promise<void>;
+  /**
+   * Return without waiting for the config's `gc.ref.snapshot` label (UnpackResult.configLabelled
+   * settles with it): a pull registers the image meanwhile and waits for both under its lease.
+   */
+  deferConfigLabel?: boolean;
 }
 
 export interface UnpackResult {
@@ -45,6 +50,8 @@ export interface UnpackResult {
   /** Layers whose snapshots ckd shared from another namespace (no disk work). */
   shared: number;
   layers: number;
+  /** Settles once the config carries its `gc.ref.snapshot.<sn>` label (at once unless deferConfigLabel). */
+  configLabelled: Promise<void>;
 }
 
 /** The chain IDs of a list of diff_ids (OCI image spec: identity.ChainIDs). */
@@ -170,8 +177,10 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
   }
   await Promise.all(labelling);
   const top = chain[chain.length - 1] ?? "";
-  if (top) await content.setLabels(config.digest, { [GC_REF_SNAPSHOT + sn]: top });
-  return { chainId: top, applied, shared, layers: layers.length };
+  const configLabelled = top ? content.setLabels(config.digest, { [GC_REF_SNAPSHOT + sn]: top }) : Promise.resolve();
+  if (opts.deferConfigLabel) configLabelled.catch(() => undefined); // the caller awaits it
+  else await configLabelled;
+  return { chainId: top, applied, shared, layers: layers.length, configLabelled };
 }
 
 /**
