@@ -23,6 +23,7 @@ import { formatReference, type ImageReference } from "../remotes/reference.js";
 import type { Descriptor, Platform } from "../remotes/types.js";
 import { children, gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
 import { matchPlatform } from "../remotes/platform.js";
+import { Slots } from "../remotes/slots.js";
 import type { Registry, RegistryAccess } from "../remotes/registry.js";
 
 export const LEASE_HEADER = "containerd-lease";
@@ -189,6 +190,7 @@ class Fetcher implements FetchProgress {
     this.content = new ApiContent(api, metadata);
     this.sourceKey = sourceLabelKey(ref.domain);
     this.inDaemon = opts.inDaemon ?? true;
+    this.slots = new Slots(Math.max(1, opts.concurrency ?? 3));
   }
 
   /** Manifests and indexes this fetch parsed, by digest (the unpack after a pull reuses them). */
@@ -197,9 +199,8 @@ class Fetcher implements FetchProgress {
   private readonly manifestWrites: Promise<unknown>[] = [];
   /** Settles when each blob of the tree is in the content store (or failed). */
   private readonly blobDone = new Map<string, Promise<void>>();
-  /** Downloads running now, at most `concurrency`; the rest wait for a slot. */
-  private downloading = 0;
-  private readonly slotWaiters: (() => void)[] = [];
+  /** Downloads from this process, at most `concurrency` at once. */
+  private readonly slots: Slots;
 
   result(): { size: number; transferred: number } {
     return { size: this.size, transferred: this.transferred };
@@ -249,18 +250,9 @@ class Fetcher implements FetchProgress {
     return this.blobDone.get(digest) ?? Promise.reject(new CkError("NotFound", `${digest} is not part of this fetch`));
   }
 
-  /** Waits for a download slot; the returned function gives it back. */
-  private async downloadSlot(): Promise<() => void> {
-    const limit = Math.max(1, this.opts.concurrency ?? 3);
-    while (this.downloading >= limit) await new Promise<void>((r) => this.slotWaiters.push(r));
-    this.downloading++;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.downloading--;
-      this.slotWaiters.shift()?.();
-    };
+  /** Waits for a download slot (of the client's own downloads); the returned function gives it back. */
+  private downloadSlot(): Promise<() => void> {
+    return this.slots.acquire();
   }
 
   /** Manifests and indexes, depth first; collects the blobs (config, layers) under them. */

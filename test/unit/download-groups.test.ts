@@ -1,7 +1,9 @@
-// DownloadGroups: the daemon-side download limit of one fetch (Fetch.Blob's download_group).
+// DownloadGroups: the daemon-side download limit of one fetch (Fetch.Blob's download_group),
+// over Slots, the counting semaphore the client's own downloads use too.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { DownloadGroups } from "../../src/api/download-groups.js";
+import { Slots } from "../../src/remotes/slots.js";
 import { isClass } from "../../src/errdefs/errdefs.js";
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -65,5 +67,18 @@ describe("DownloadGroups", () => {
     await assert.rejects(g.acquire("k", 1, already.signal), (err) => isClass(err, "Canceled"));
     again();
     assert.equal(g.size, 0);
+  });
+
+  test("Slots without a signal (the client's downloads): in turn, onIdle once all have left", async () => {
+    let idle = 0;
+    const slots = new Slots(1, () => idle++);
+    const a = await slots.acquire();
+    const b = slots.acquire();
+    await tick();
+    assert.equal(slots.idle, false);
+    a();
+    (await b)();
+    assert.equal(slots.idle, true);
+    assert.equal(idle, 1);
   });
 });
