@@ -56,10 +56,16 @@ function imageInput(img: any): ImageInput {
   return { name: img?.name ?? "", labels: img?.labels ?? {}, target: descriptor(img?.target) };
 }
 
-/** An encoder of one message type for records already in the shape protobufjs encodes. */
+/**
+ * An encoder of one message type for records already in the shape protobufjs encodes. Its
+ * writer's bytes (a fresh Buffer under Node) are kept as they are, not copied once more.
+ */
 function encoderOf<R>(typeName: string, shape: (r: R) => object = (r) => r as object): (r: R) => Buffer {
   const t = loadProtos().type(typeName);
-  return (r) => Buffer.from(t.encode(shape(r)).finish());
+  return (r) => {
+    const bytes = t.encode(shape(r)).finish();
+    return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
 }
 
 export function imagesService(d: MetadataDeps): grpc.UntypedServiceImplementation {
