@@ -3,6 +3,7 @@
 // resume, commit and the namespace's commit event are those of Content.Write; only the bytes'
 // way in differs: registry -> ckd -> disk, instead of registry -> client -> gRPC -> ckd -> disk.
 import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import type * as grpc from "@grpc/grpc-js";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
@@ -28,6 +29,8 @@ export interface FetchDeps {
 
 /** Bytes gathered from the registry before one write to the ingest (and one progress message). */
 const WRITE_BATCH = 1 << 20;
+/** The most bytes a last message carries back (return_bytes_max), whatever the client asks. */
+const RETURN_BYTES_CAP = 4 << 20;
 /** Registry clients kept between calls (their connections and bearer tokens), by access. */
 const MAX_REGISTRIES = 8;
 
@@ -110,15 +113,21 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
       const labels: Record<string, string> = r.labels ?? {};
       const group = String(r.download_group ?? "");
       const maxDownloads = Number(r.max_downloads ?? 0);
+      const returnBytesMax = Math.min(Number(r.return_bytes_max ?? 0), RETURN_BYTES_CAP);
       if (lease) await d.queries.getLease(ns, lease);
       const total = blob.size;
+      /** The last message: "done" or "exists", with the blob's bytes when asked for and small enough. */
+      const last = async (status: "done" | "exists") => {
+        const data = returnBytesMax > 0 && total <= returnBytesMax ? await readFile(d.store.path(blob.digest)) : undefined;
+        await writeStream(call, { status, offset: total, total, ...(data ? { data } : {}) });
+      };
 
       let shared: { digest: string; size: number } | undefined;
       try {
         shared = await sharedBlob(d, ns, lease, blob.digest, total);
       } catch (err) {
         if (!isClass(err, "AlreadyExists")) throw err;
-        await writeStream(call, { status: "exists", offset: total, total });
+        await last("exists");
         return;
       }
       const commitMetadata = d.blobs.commit.bind(d.blobs);
@@ -132,10 +141,10 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
           await commitInNamespace(d, commitMetadata, ns, blob, labels, lease);
         } catch (err) {
           if (!isClass(err, "AlreadyExists")) throw err;
-          await writeStream(call, { status: "exists", offset: total, total });
+          await last("exists");
           return;
         }
-        await writeStream(call, { status: "done", offset: total, total });
+        await last("done");
       };
       if (shared) {
         await finish(shared);

@@ -162,6 +162,7 @@ export function registerDistributionCommands(program: Command, action: Action): 
                       metadata,
                       manifests: fetched.manifests,
                       ready: (digest) => fetched.committed(digest),
+                      configBytes: (digest) => fetched.configBytes(digest),
                       // The config's snapshot label goes alongside the image's registration.
                       deferConfigLabel: true,
                     });

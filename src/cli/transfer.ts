@@ -13,7 +13,7 @@
 // Against a daemon that offers ck.services.fetch.v1 (ckd), the bytes of each object are
 // downloaded by the daemon instead (same ref, lock, resume and commit; docs/distribution.md);
 // an Unimplemented answer, or `inDaemon: false`, keeps them in this process.
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import type { ApiClient } from "./client.js";
 import { ApiContent, type ContentInfo, type RemoteWriter } from "./api-content.js";
@@ -74,6 +74,8 @@ export interface FetchProgress {
   readonly manifests: ReadonlyMap<string, ParsedManifest>;
   /** Resolves once the blob is in the content store; rejects if the fetch of it failed. */
   committed(digest: string): Promise<void>;
+  /** The bytes of a committed image config when the daemon sent them back (undefined otherwise). */
+  configBytes(digest: string): Buffer | undefined;
 }
 
 export interface FetchResult {
@@ -177,6 +179,8 @@ class Fetcher implements FetchProgress {
   private readonly sourceKey: string;
   /** False once the daemon answered that it has no ck.services.fetch.v1 (or when told not to use it). */
   private inDaemon: boolean;
+  /** Image configs the daemon sent back with their last Fetch.Blob message, digest-checked. */
+  private readonly configs = new Map<string, Buffer>();
   /** Names this fetch's Fetch.Blob calls to the daemon, which limits their downloads together. */
   private readonly downloadGroup = randomBytes(12).toString("hex");
 
@@ -248,6 +252,10 @@ class Fetcher implements FetchProgress {
 
   committed(digest: string): Promise<void> {
     return this.blobDone.get(digest) ?? Promise.reject(new CkError("NotFound", `${digest} is not part of this fetch`));
+  }
+
+  configBytes(digest: string): Buffer | undefined {
+    return this.configs.get(digest);
   }
 
   /** Waits for a download slot (of the client's own downloads); the returned function gives it back. */
@@ -400,6 +408,13 @@ class Fetcher implements FetchProgress {
       // not queued behind downloads (a warm pull asks about all of them together).
       download_group: this.downloadGroup,
       max_downloads: Math.max(1, this.opts.concurrency ?? 3),
+      // A config comes back with the last message: an unpack reads it next.
+      return_bytes_max: kindOf(desc) === "config" ? MAX_MANIFEST_BYTES : 0,
+    };
+    /** Keeps a config the daemon sent back, if its bytes are the ones asked for. */
+    const keep = (m: { data?: Buffer }) => {
+      const data = m.data;
+      if (data && data.length === desc.size && "sha256:" + createHash("sha256").update(data).digest("hex") === desc.digest) this.configs.set(desc.digest, data);
     };
     let delay = 20;
     for (;;) {
@@ -408,10 +423,12 @@ class Fetcher implements FetchProgress {
         for await (const m of this.api.stream("fetch", "Blob", request, { metadata: this.metadata })) {
           const offset = Number(m.offset ?? 0);
           if (m.status === "exists") {
+            keep(m);
             await this.ensureLabels(desc.digest, labels);
             job.update(desc.size, "exists");
             return true;
           }
+          if (m.status === "done") keep(m);
           if (m.status === "waiting") job.update(offset, "waiting");
           if (m.status === "downloading") {
             if (offset > last) {

@@ -35,6 +35,8 @@ export interface UnpackOptions {
   manifests?: ReadonlyMap<string, ParsedManifest>;
   /** Resolves once a blob is in the content store (a pull unpacks while it still fetches). */
   ready?: (digest: string) => Promise<void>;
+  /** The config's bytes when the caller has them already (a pull's fetch): not read again. */
+  configBytes?: (digest: string) => Buffer | undefined;
   /**
    * Return without waiting for the config's `gc.ref.snapshot` label (UnpackResult.configLabelled
    * settles with it): a pull registers the image meanwhile and waits for both under its lease.
@@ -99,13 +101,15 @@ export async function imageLayers(
   walked?: ImageContents,
   known?: ReadonlyMap<string, ParsedManifest>,
   ready?: (digest: string) => Promise<void>,
+  configBytes?: (digest: string) => Buffer | undefined,
 ) {
   const manifest = walked ? walked.manifest : known ? await platformManifest(api, target, platform, known) : (await imageContents(api, target, platform)).manifest;
   const configDesc = manifest?.config;
   if (!manifest || !configDesc) throw new CkError("NotFound", `image ${target.digest}: no manifest for the platform in the content store`);
   await ready?.(configDesc.digest);
   const content = new ApiContent(api);
-  const config = JSON.parse((await content.readAll(configDesc.digest, MAX_MANIFEST_BYTES)).toString("utf8"));
+  const bytes = configBytes?.(configDesc.digest) ?? (await content.readAll(configDesc.digest, MAX_MANIFEST_BYTES));
+  const config = JSON.parse(bytes.toString("utf8"));
   const diffIds: string[] = config?.rootfs?.diff_ids ?? [];
   const layers = manifest.layers;
   if (diffIds.length !== layers.length) {
@@ -122,7 +126,7 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
   const sn = opts.snapshotter;
   const call = (service: "snapshots" | "diff", method: string, req: object) => api.call(service, method, req, { metadata });
   const content = new ApiContent(api, metadata);
-  const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform, undefined, opts.manifests, opts.ready);
+  const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform, undefined, opts.manifests, opts.ready, opts.configBytes);
   let applied = 0;
   let shared = 0;
   const daemonUnpack = opts.daemonUnpack ?? true;

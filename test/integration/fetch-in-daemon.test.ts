@@ -7,6 +7,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runNode, CK } from "../helpers/daemon.js";
@@ -195,6 +196,32 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
       }
     } finally {
       proxy.rule = undefined;
+      api.close();
+    }
+  });
+
+  test("return_bytes_max: the last message carries a small blob's bytes (done and exists); a larger one, or none asked, carries none", async () => {
+    const d = await fresh();
+    const api = d.client("rb");
+    try {
+      const cfg = image.manifest.config as { mediaType: string; digest: string; size: number };
+      const layer = image.manifest.layers[0] as { mediaType: string; digest: string; size: number };
+      const req = (b: { mediaType: string; digest: string; size: number }, max: number) =>
+        blobRequest({ blob: { media_type: b.mediaType, digest: b.digest, size: b.size }, ref: `rb-${b.digest}`, return_bytes_max: max });
+      const lastOf = async (it: AsyncIterable<unknown>) => (await drain(it)).at(-1) as { status: string; data?: Buffer };
+      const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
+      const done = await lastOf(api.stream("fetch", "Blob", req(cfg, 1 << 20)));
+      assert.equal(done.status, "done");
+      assert.equal(sha(Buffer.from(done.data ?? [])), cfg.digest, "the config's bytes came back");
+      const exists = await lastOf(api.stream("fetch", "Blob", req(cfg, cfg.size)));
+      assert.equal(exists.status, "exists");
+      assert.equal(sha(Buffer.from(exists.data ?? [])), cfg.digest);
+      const tooBig = await lastOf(api.stream("fetch", "Blob", req(layer, layer.size - 1)));
+      assert.equal(tooBig.status, "done");
+      assert.equal((tooBig.data ?? Buffer.alloc(0)).length, 0, "a blob over the limit comes without its bytes");
+      const notAsked = await lastOf(api.stream("fetch", "Blob", req(cfg, 0)));
+      assert.equal((notAsked.data ?? Buffer.alloc(0)).length, 0);
+    } finally {
       api.close();
     }
   });
