@@ -13,14 +13,14 @@
 // Against a daemon that offers ck.services.fetch.v1 (ckd), the bytes of each object are
 // downloaded by the daemon instead (same ref, lock, resume and commit; docs/distribution.md);
 // an Unimplemented answer, or `inDaemon: false`, keeps them in this process.
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import type { ApiClient } from "./client.js";
 import { ApiContent, type ContentInfo, type RemoteWriter } from "./api-content.js";
 import { type JobStatus, type ProgressJob, type ProgressSink } from "./progress.js";
 import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
 import { formatReference, type ImageReference } from "../remotes/reference.js";
-import type { Descriptor, Platform } from "../remotes/types.js";
+import { sha256Digest, type Descriptor, type Platform } from "../remotes/types.js";
 import { children, gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
 import { matchPlatform } from "../remotes/platform.js";
 import { Slots } from "../remotes/slots.js";
@@ -258,11 +258,6 @@ class Fetcher implements FetchProgress {
     return this.configs.get(digest);
   }
 
-  /** Waits for a download slot (of the client's own downloads); the returned function gives it back. */
-  private downloadSlot(): Promise<() => void> {
-    return this.slots.acquire();
-  }
-
   /** Manifests and indexes, depth first; collects the blobs (config, layers) under them. */
   private async walk(desc: Descriptor, blobs: Descriptor[], known?: Buffer): Promise<void> {
     if (!isIndex(desc.mediaType) && !isManifest(desc.mediaType)) {
@@ -370,7 +365,7 @@ class Fetcher implements FetchProgress {
       return;
     }
     try {
-      const release = await this.downloadSlot();
+      const release = await this.slots.acquire();
       try {
         await this.download(desc, w, job);
       } finally {
@@ -414,7 +409,7 @@ class Fetcher implements FetchProgress {
     /** Keeps a config the daemon sent back, if its bytes are the ones asked for. */
     const keep = (m: { data?: Buffer }) => {
       const data = m.data;
-      if (data && data.length === desc.size && "sha256:" + createHash("sha256").update(data).digest("hex") === desc.digest) this.configs.set(desc.digest, data);
+      if (data && data.length === desc.size && sha256Digest(data) === desc.digest) this.configs.set(desc.digest, data);
     };
     let delay = 20;
     for (;;) {

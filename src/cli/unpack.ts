@@ -89,20 +89,26 @@ async function platformManifest(api: ApiClient, target: Descriptor, platform: Pl
   throw new CkError("InvalidArgument", `image ${target.digest}: indexes nested too deep`);
 }
 
-/**
- * The manifest, config descriptor and diff_ids of an image for a platform; `walked` is the
- * image's content when the caller has read it already (images check), so it is not read twice;
- * `known` holds manifests a pull's fetch parsed (then only the config is read).
- */
+/** What imageLayers may take from its caller instead of reading it from the content store. */
+export interface LayerSources {
+  /** The image's content, read already (images check): not read twice. */
+  walked?: ImageContents;
+  /** Manifests a pull's fetch parsed: then only the config is read. */
+  known?: ReadonlyMap<string, ParsedManifest>;
+  /** Resolves once a blob is in the content store (waited on for the config). */
+  ready?: (digest: string) => Promise<void>;
+  /** The config's bytes, when the caller has them (a pull's fetch): not read at all. */
+  configBytes?: (digest: string) => Buffer | undefined;
+}
+
+/** The manifest, config descriptor and diff_ids of an image for a platform. */
 export async function imageLayers(
   api: ApiClient,
   target: Descriptor,
   platform: Platform | undefined,
-  walked?: ImageContents,
-  known?: ReadonlyMap<string, ParsedManifest>,
-  ready?: (digest: string) => Promise<void>,
-  configBytes?: (digest: string) => Buffer | undefined,
+  from: LayerSources = {},
 ) {
+  const { walked, known, ready, configBytes } = from;
   const manifest = walked ? walked.manifest : known ? await platformManifest(api, target, platform, known) : (await imageContents(api, target, platform)).manifest;
   const configDesc = manifest?.config;
   if (!manifest || !configDesc) throw new CkError("NotFound", `image ${target.digest}: no manifest for the platform in the content store`);
@@ -126,7 +132,7 @@ export async function unpackImage(api: ApiClient, target: Descriptor, opts: Unpa
   const sn = opts.snapshotter;
   const call = (service: "snapshots" | "diff", method: string, req: object) => api.call(service, method, req, { metadata });
   const content = new ApiContent(api, metadata);
-  const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform, undefined, opts.manifests, opts.ready, opts.configBytes);
+  const { layers, diffIds, config, chainIds: chain } = await imageLayers(api, target, opts.platform, { known: opts.manifests, ready: opts.ready, configBytes: opts.configBytes });
   let applied = 0;
   let shared = 0;
   const daemonUnpack = opts.daemonUnpack ?? true;

@@ -124,14 +124,14 @@ test("imageLayers: an index without the platform is NotFound; indexes nested pas
   const target = { mediaType: INDEX, digest: d(0), size: 1 };
 
   const armOnly = new Map([[d(0), index(1, { os: "linux", architecture: "arm64" })]]);
-  await assert.rejects(imageLayers(noApi, target, { os: "linux", architecture: "amd64" }, undefined, armOnly), (err: unknown) => {
+  await assert.rejects(imageLayers(noApi, target, { os: "linux", architecture: "amd64" }, { known: armOnly }), (err: unknown) => {
     assert.ok(err instanceof CkError && err.errorClass === "NotFound", String(err));
     assert.match((err as Error).message, /no manifest for the platform/);
     return true;
   });
 
   const deep = new Map(Array.from({ length: 9 }, (_, i) => [d(i), index(i + 1)] as const));
-  await assert.rejects(imageLayers(noApi, target, undefined, undefined, deep), (err: unknown) => {
+  await assert.rejects(imageLayers(noApi, target, undefined, { known: deep }), (err: unknown) => {
     assert.ok(err instanceof CkError && err.errorClass === "InvalidArgument", String(err));
     assert.match((err as Error).message, /nested too deep/);
     return true;
