@@ -14,6 +14,7 @@ import { freePort } from "../src/eventstore/nats-server.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(here, "..", "..");
+// Run as a program, as the installed `ck` is (its launcher starts Node itself).
 const CK = join(REPO, "dist", "ck.cjs");
 const SCRIPT = resolve(REPO, "..", "shared", "bench-peer", "make-registry-image.sh");
 const CTR = "/usr/bin/ctr";
@@ -117,12 +118,12 @@ export async function pullBench(work: string, ckSocket: string, ctdSocket: strin
       ctdPullCold: [],
       ctdPullWarm: [],
     };
-    const ck = (ns: string, ...extra: string[]) => run(process.execPath, [CK, "--address", ckSocket, "-n", ns, "fetch", "--plain-http", "-q", ...extra, image]);
+    const ck = (ns: string, ...extra: string[]) => run(CK, ["--address", ckSocket, "-n", ns, "fetch", "--plain-http", "-q", ...extra, image]);
     const ctr = (ns: string) => run(CTR, ["--address", ctdSocket!, "-n", ns, "content", "fetch", "--plain-http", image]);
     // Not -q: the last line says how many layers were applied, which checks that a cold
     // pull really unpacked (and shows whether a warm one did).
     const ckPull = async (ns: string, sn: string, what: string, wantApplied?: number) => {
-      const r = await run(process.execPath, [CK, "--address", ckSocket, "-n", ns, "pull", "--plain-http", "--snapshotter", sn, image]);
+      const r = await run(CK, ["--address", ckSocket, "-n", ns, "pull", "--plain-http", "--snapshotter", sn, image]);
       if (r.code !== 0) throw new Error(`ck pull (${what}) failed: ${r.out}`);
       const m = /unpacked (\d+) layers \((\d+) applied(?:, (\d+) shared)?\)/.exec(r.out);
       if (!m) throw new Error(`ck pull (${what}): no unpack summary in its output:\n${r.out.slice(-2000)}`);
@@ -152,7 +153,7 @@ export async function pullBench(work: string, ckSocket: string, ctdSocket: strin
     const warmups = Array.from({ length: CK_LEARNING_RUNS }, (_, i) => `warmup-${i}`);
     log(`ck warm-up: ${warmups.length} fetches and pulls into scratch namespaces (untimed)`);
     for (const [i, ns] of warmups.entries()) {
-      const r = await run(process.execPath, [CK, "--address", ckSocket, "-n", ns, i % 2 ? "pull" : "fetch", "--plain-http", "-q", image]);
+      const r = await run(CK, ["--address", ckSocket, "-n", ns, i % 2 ? "pull" : "fetch", "--plain-http", "-q", image]);
       if (r.code !== 0) throw new Error(`ck warm-up (${ns}) failed: ${r.out}`);
     }
     await clean(ckSocket, image, warmups);

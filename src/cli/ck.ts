@@ -15,6 +15,10 @@ import { registerSnapshotCommands } from "./snapshot-commands.js";
 import { fromApiDescriptor, imageContents, mapLimit, type ImageContents } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
+import { deferExtraCaCerts } from "../remotes/registry.js";
+
+// Before anything reads the environment or dials a registry (tools/ck-launcher.cjs).
+deferExtraCaCerts();
 
 interface Globals {
   address: string;

@@ -807,22 +807,42 @@ function classicCode(err: unknown): unknown {
   return Object.assign(new Error(`${e!.message} (${e!.code})`, { cause: err }), { code });
 }
 
+/**
+ * Whether this process started without the NODE_EXTRA_CA_CERTS it was given (ck's launcher,
+ * tools/ck-launcher.cjs, keeps it from Node's start), so that Node's default trust lacks it.
+ */
+let extraCaDeferred = false;
+
+/**
+ * Called once at ck's start: puts back the NODE_EXTRA_CA_CERTS the launcher kept from Node's
+ * start (for the programs ck runs), and makes its registry connections trust the file's
+ * certificates themselves.
+ */
+export function deferExtraCaCerts(env: NodeJS.ProcessEnv = process.env): void {
+  const file = env.CK_DEFERRED_EXTRA_CA_CERTS;
+  delete env.CK_DEFERRED_EXTRA_CA_CERTS;
+  if (!file) return;
+  env.NODE_EXTRA_CA_CERTS = file;
+  extraCaDeferred = true;
+}
+
 /** Connect options for `tls`: extra CAs join the default ones (a `ca` given replaces them). */
 function trustOptions(tls: RegistryTls | undefined): ConnectionOptions {
-  if (!tls) return {};
   const out: ConnectionOptions = {};
-  if (tls.ca?.length) {
+  if (tls?.ca?.length || extraCaDeferred) {
     const extra = process.env.NODE_EXTRA_CA_CERTS;
     let fromEnv: string[] = [];
     if (extra) {
       try {
         fromEnv = [readFileSync(extra, "utf8")];
-      } catch {
-        // Node warns about an unreadable NODE_EXTRA_CA_CERTS itself.
+      } catch (err) {
+        // Node warns about an unreadable NODE_EXTRA_CA_CERTS itself, unless it never saw it.
+        if (extraCaDeferred) process.emitWarning(`Ignoring extra certs from \`${extra}\`, load failed: ${(err as Error).message}`);
       }
     }
-    out.ca = [...rootCertificates, ...fromEnv, ...tls.ca];
+    out.ca = [...rootCertificates, ...fromEnv, ...(tls?.ca ?? [])];
   }
+  if (!tls) return out;
   if (tls.skipVerify) out.rejectUnauthorized = false;
   if (tls.clientCert) {
     out.cert = tls.clientCert.cert;

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
@@ -92,6 +92,30 @@ describe("an https registry with a private CA", { timeout: 300_000 }, () => {
     const inspect = await runCommand("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${ref("tls/copy", "v2")}`]);
     assert.equal(inspect.code, 0, inspect.stderr);
     assert.equal(`sha256:${createHash("sha256").update(inspect.stdout).digest("hex")}`, w.image.manifestDigest);
+  });
+
+  test("NODE_EXTRA_CA_CERTS: ck run as a program starts Node without it, yet trusts it and hands it on to the programs it runs", async () => {
+    const env = { NODE_EXTRA_CA_CERTS: certs.ca };
+    const asProgram = (ns: string, args: string[]) => runCommand(CK, ["--address", w.daemon.address, "-n", ns, ...args], env);
+    // The registry client here, not ckd's, dials the registry for every object.
+    let r = await asProgram("tls-env", ["fetch", "--client-fetch", ref()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await ck("tls-env", ["images", "ls"])).stdout.includes(w.image.manifestDigest));
+    // Started by node itself, Node loads the file as usual: the same answer.
+    r = await runNode(CK, ["--address", w.daemon.address, "-n", "tls-env-node", "fetch", "--client-fetch", ref()], env);
+    assert.equal(r.code, 0, r.stderr);
+    // Without it, the same program is refused: the trust came from the file.
+    r = await runCommand(CK, ["--address", w.daemon.address, "-n", "tls-env-none", "fetch", "--client-fetch", ref()], { NODE_EXTRA_CA_CERTS: "" });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /TLS certificate is not trusted/);
+
+    // An editor started by `ck content edit` sees the variable as it was given, and not the launcher's.
+    const seen = join(w.dir, "editor-env");
+    const editor = join(w.dir, "editor.sh");
+    writeFileSync(editor, `#!/bin/sh\nprintf '%s|%s' "$NODE_EXTRA_CA_CERTS" "\${CK_DEFERRED_EXTRA_CA_CERTS-unset}" > ${seen}\necho edited >> "$1"\n`, { mode: 0o755 });
+    r = await asProgram("tls-env", ["content", "edit", "--editor", editor, w.image.manifestDigest]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readFileSync(seen, "utf8"), `${certs.ca}|unset`);
   });
 });
 
