@@ -12,7 +12,8 @@ import { build } from "esbuild";
 import { copyFile, chmod, rm, readFile } from "node:fs/promises";
 
 await build({
-  entryPoints: ["dist/src/cli/ck.js"],
+  // The message codecs generated at build time (tools/protos-json.ts) are installed first.
+  stdin: { contents: 'import "./protos-codecs.js";\nimport "./src/cli/ck.js";\n', resolveDir: "dist", sourcefile: "ck-entry.js", loader: "js" },
   outfile: "dist/ck-bundle.cjs",
   bundle: true,
   platform: "node",
@@ -24,6 +25,8 @@ await build({
   banner: { js: "const __ckBundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: "warning",
   sourcemap: "linked",
+  minifyWhitespace: true,
+  minifySyntax: true,
 });
 const bundled = await readFile("dist/ck-bundle.cjs");
 const nonAscii = bundled.findIndex((b) => b > 0x7f);
