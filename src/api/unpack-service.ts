@@ -51,7 +51,7 @@ export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation 
         },
         (target) =>
           "mounts" in target
-            ? applyLayerToMounts(target.mounts, { file }, { mediaType })
+            ? applyLayerToMounts(target.mounts, { file }, { mediaType, sharedInodes: target.sharedInodes })
             : applyLayerFile(target.overlayUpper, file, { mediaType, whiteouts: "overlay" }),
       );
       let labelled = false;

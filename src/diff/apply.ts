@@ -41,6 +41,13 @@ export interface ApplyOptions {
    * upper directory is created with the attributes it has in the nearest lower one.
    */
   parents?: readonly string[];
+  /**
+   * Files of the root that this apply did not create may be hard links shared with another
+   * tree (a native snapshot whose files link its parent's: Snapshotter.prepare's linkFiles).
+   * Entries replace files and never write into one, but a hard link entry's metadata lands on
+   * the inode it links to: such a file is first copied, with every name it has in the root.
+   */
+  sharedInodes?: boolean;
 }
 
 export interface Applied {
@@ -140,6 +147,8 @@ interface ApplyState {
   whiteouts: "delete" | "overlay";
   parents: readonly string[];
   asRoot: boolean;
+  /** See ApplyOptions.sharedInodes. */
+  sharedInodes: boolean;
   /** Paths this layer wrote: an opaque marker keeps them, whatever order the tar has. */
   unpacked: Set<string>;
   /** Directory times are set last, since creating children changes them. */
@@ -203,6 +212,7 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     whiteouts: opts.whiteouts ?? "delete",
     parents: opts.parents ?? [],
     asRoot: process.getuid?.() === 0,
+    sharedInodes: opts.sharedInodes === true,
     unpacked: new Set(),
     dirTimes: [],
     resolvedParents: new Map(),
@@ -461,6 +471,7 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       }
       if (s.isDirectory()) throw invalidArgument(`entry "${name}": hard link to directory "${h.linkname}"`);
       if (src === target) return false;
+      if (state.sharedInodes && s.nlink > 1 && !state.made.has(src)) await unshareInode(state, src, s);
       await replace();
       fss.linkSync(src, target); // link(2) does not follow a symlink source
       return false;
@@ -480,6 +491,38 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       throw invalidArgument(`entry "${name}": ${h.type} entries are refused`);
     default:
       throw invalidArgument(`entry "${name}": unsupported tar entry type ${h.type}`);
+  }
+}
+
+/**
+ * Gives the file `src` (not made by this apply, with other names) an inode of its own in the
+ * root, for every name the inode has there: a copy with its data, metadata and xattrs, linked
+ * in place of each. What other trees link to stays as it was; within the root, the names
+ * stay one file, as in a copied tree. Rare: a hard link entry to a file of a lower layer.
+ */
+async function unshareInode(state: ApplyState, src: string, s: fss.Stats): Promise<void> {
+  const names: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of fss.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (!e.isSymbolicLink() || s.isSymbolicLink()) {
+        const st = fss.lstatSync(p);
+        if (st.ino === s.ino && st.dev === s.dev) names.push(p);
+      }
+    }
+  };
+  walk(state.root);
+  const copy = path.join(path.dirname(src), `.ck-unshare-${process.pid}-${Date.now()}`);
+  await runCommand("cp", ["-a", "--", src, copy]);
+  try {
+    for (const name of names) {
+      fss.rmSync(name);
+      fss.linkSync(copy, name);
+      state.made.add(name);
+    }
+  } finally {
+    fss.rmSync(copy, { force: true });
   }
 }
 
@@ -608,7 +651,12 @@ export async function applyLayerFile(root: string, file: string, opts: ApplyOpti
       reject: (e) => (pw.worker.unref(), reject(e)),
     };
     pw.worker.ref();
-    const req: ApplyRequest = { id, root, file, opts: { mediaType: opts.mediaType, whiteouts: opts.whiteouts, parents: opts.parents ? [...opts.parents] : undefined } };
+    const req: ApplyRequest = {
+      id,
+      root,
+      file,
+      opts: { mediaType: opts.mediaType, whiteouts: opts.whiteouts, parents: opts.parents ? [...opts.parents] : undefined, sharedInodes: opts.sharedInodes },
+    };
     pw.worker.postMessage(req);
   });
 }
@@ -621,7 +669,7 @@ export async function applyLayerFile(root: string, file: string, opts: ApplyOpti
 export async function applyLayerToMounts(
   mounts: readonly Mount[],
   layer: Readable | { file: string },
-  opts: { mediaType?: string } = {},
+  opts: { mediaType?: string; sharedInodes?: boolean } = {},
 ): Promise<Applied> {
   const applyLayer = (root: string, l: Readable | { file: string }, o: ApplyOptions) =>
     l instanceof Readable ? applyLayerStream(root, l, o) : applyLayerFile(root, l.file, o);

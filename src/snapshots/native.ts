@@ -6,15 +6,16 @@ import path from "node:path";
 import { failedPrecondition, invalidArgument } from "../errdefs/errdefs.js";
 import { runCommand } from "./mount.js";
 import { DirectorySnapshotter } from "./storage.js";
-import { checkSnapshotId, type Mount, type SnapshotKind } from "./types.js";
+import { checkSnapshotId, type Mount, type PrepareOptions, type SnapshotKind } from "./types.js";
 
 /**
  * Copies the tree `src` into the existing directory `dst` keeping modes, owners, times,
- * symlinks, hard links and xattrs (cp -a; reflinks where the filesystem has them).
+ * symlinks, hard links and xattrs (cp -a; reflinks where the filesystem has them). With
+ * `link`, the files of the copy are hard links to those of `src` (the directories are new).
  */
-export async function copyTree(src: string, dst: string): Promise<void> {
+export async function copyTree(src: string, dst: string, opts: { link?: boolean } = {}): Promise<void> {
   try {
-    await runCommand("cp", ["-a", "--reflink=auto", "--", `${src}/.`, `${dst}/`]);
+    await runCommand("cp", ["-a", opts.link ? "--link" : "--reflink=auto", "--", `${src}/.`, `${dst}/`]);
   } catch (err) {
     throw failedPrecondition(`copy ${src} to ${dst}: ${(err as Error).message}`, { cause: err });
   }
@@ -32,15 +33,18 @@ export class NativeSnapshotter extends DirectorySnapshotter {
     }
   }
 
-  async prepare(id: string, parentIds: readonly string[], opts: { readonly: boolean }): Promise<Mount[]> {
+  async prepare(id: string, parentIds: readonly string[], opts: PrepareOptions): Promise<Mount[]> {
     checkSnapshotId(id);
     parentIds.forEach(checkSnapshotId);
     const parent = parentIds.length > 0 ? await this.dirs.mustExist(parentIds[0]) : undefined;
     await this.dirs.create(id, async (tmp) => {
       const fsDir = path.join(tmp, "fs");
       await fs.mkdir(fsDir, { mode: 0o755 });
-      // The nearest parent holds the whole tree: native snapshots are complete copies.
-      if (parent !== undefined) await copyTree(path.join(parent, "fs"), fsDir);
+      // The nearest parent holds the whole tree: native snapshots are complete copies. For a
+      // layer that ckd applies, of its files' inodes: the apply replaces a file rather than
+      // change it (a 64 MiB file and 6,160 small ones linked in 0.2-0.4 s, copied in 0.9-1.4 s,
+      // 2026-11-30).
+      if (parent !== undefined) await copyTree(path.join(parent, "fs"), fsDir, { link: opts.linkFiles === true });
     });
     return this.mounts(id, parentIds, opts.readonly ? "View" : "Active");
   }

@@ -8,7 +8,7 @@ import path from "node:path";
 import { runCommand } from "./mount.js";
 import { checkParentChain } from "./native.js";
 import { DirectorySnapshotter } from "./storage.js";
-import { checkSnapshotId, type Mount, type SnapshotKind } from "./types.js";
+import { checkSnapshotId, type Mount, type PrepareOptions, type SnapshotKind } from "./types.js";
 
 export interface OverlayOptions {
   /**
@@ -63,7 +63,7 @@ export class OverlaySnapshotter extends DirectorySnapshotter {
     return path.join(this.dirs.path(id), "work");
   }
 
-  async prepare(id: string, parentIds: readonly string[], opts: { readonly: boolean }): Promise<Mount[]> {
+  async prepare(id: string, parentIds: readonly string[], opts: PrepareOptions): Promise<Mount[]> {
     checkSnapshotId(id);
     parentIds.forEach(checkSnapshotId);
     checkParentChain(id, parentIds);

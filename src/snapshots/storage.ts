@@ -6,7 +6,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { alreadyExists, notFound } from "../errdefs/errdefs.js";
 import { spreadSubdirectories } from "../content/placement.js";
-import { checkSnapshotId, type Mount, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
+import { checkSnapshotId, type Mount, type PrepareOptions, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
 
 export class SnapshotDirs {
   readonly dir: string;
@@ -135,7 +135,7 @@ export abstract class DirectorySnapshotter implements Snapshotter {
   }
 
   abstract available(): Promise<{ ok: boolean; reason?: string }>;
-  abstract prepare(id: string, parentIds: readonly string[], opts: { readonly: boolean }): Promise<Mount[]>;
+  abstract prepare(id: string, parentIds: readonly string[], opts: PrepareOptions): Promise<Mount[]>;
   abstract mounts(id: string, parentIds: readonly string[], kind: SnapshotKind): Mount[];
 
   prepareStorage(): Promise<string | undefined> {

@@ -28,7 +28,11 @@ const PARENT_WAIT_MS = 30 * 60_000;
 const PARENT_POLL_MS = 250;
 
 /** Where unpack applies a layer: a snapshot's mounts, or an overlay upper directory of its own. */
-export type ApplyTarget = { mounts: Mount[] } | { overlayUpper: string };
+/**
+ * Where unpack applies a layer: a snapshot's mounts, whose files may be hard links shared
+ * with its parent (ApplyOptions.sharedInodes), or an overlayfs upper directory of its own.
+ */
+export type ApplyTarget = { mounts: Mount[]; sharedInodes: true } | { overlayUpper: string };
 
 export interface UnpackOutcome {
   chainId: string;
@@ -175,7 +179,7 @@ export class SnapshotStore {
     const parents = this.parentChain(ns, snapshotter, parent);
     // Never returned to anyone: nothing but the layer is written through these mounts.
     return this.applyFresh(sn, parents, cmd, exists, async (_id, mounts) => {
-      checkDiffId((await apply({ mounts })).digest, req.diffId);
+      checkDiffId((await apply({ mounts, sharedInodes: true })).digest, req.diffId);
       return decided;
     });
   }
@@ -227,7 +231,8 @@ export class SnapshotStore {
     this.busy.add(id);
     let outcome: UnpackOutcome;
     try {
-      const mounts = await sn.prepare(id, parents, { readonly: false });
+      // Only the layer is written here, by an apply that replaces files (see ApplyTarget).
+      const mounts = await sn.prepare(id, parents, { readonly: false, linkFiles: true });
       let committed = false;
       try {
         const r = await fill(id, mounts);

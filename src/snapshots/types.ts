@@ -19,6 +19,12 @@ export interface Usage {
   inodes: number;
 }
 
+export interface PrepareOptions {
+  readonly: boolean;
+  /** Files of the parent tree may be hard links to the parent's (see Snapshotter.prepare). */
+  linkFiles?: boolean;
+}
+
 export interface Snapshotter {
   readonly name: "native" | "overlayfs";
   /** Root directory of this snapshotter; snapshots live in `<root>/snapshots/<id>`. */
@@ -33,9 +39,12 @@ export interface Snapshotter {
   /**
    * Creates the directories of snapshot `id` on top of `parentIds` (nearest first, all
    * Committed) and returns its mounts: an Active snapshot when `readonly` is false, a View
-   * otherwise. AlreadyExists if `id` already has a directory.
+   * otherwise. AlreadyExists if `id` already has a directory. With `linkFiles`, a snapshotter
+   * that copies its parent's tree (native) may hard-link the parent's files instead of copying
+   * them: only for a snapshot whose one writer replaces files and never changes one in place
+   * (ckd's own layer application, told so by ApplyOptions.sharedInodes), never for one handed out.
    */
-  prepare(id: string, parentIds: readonly string[], opts: { readonly: boolean }): Promise<Mount[]>;
+  prepare(id: string, parentIds: readonly string[], opts: PrepareOptions): Promise<Mount[]>;
   /** The mounts of an existing snapshot; pure, touches nothing. */
   mounts(id: string, parentIds: readonly string[], kind: SnapshotKind): Mount[];
   /** Seals an Active snapshot's directories as Committed (NotFound if it has none). */

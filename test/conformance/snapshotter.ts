@@ -195,6 +195,22 @@ export function snapshotterConformance(name: string, make: () => Promise<Snapsho
     );
 
     test(
+      "in-place writes to an Active snapshot (an append, a chmod) never reach its parent",
+      withFx(async (sn) => {
+        await apply(await sn.prepare("1", [], { readonly: false }), base);
+        await sn.commit("1");
+        const state = (dir: string) => Promise.all([fs.readFile(path.join(dir, "etc/motd"), "utf8"), fs.stat(path.join(dir, "etc/motd")).then((st) => st.mode)]);
+        const parentWas = await readThrough(await sn.prepare("v0", ["1"], { readonly: true }), state);
+        await readThrough(await sn.prepare("2", ["1"], { readonly: false }), async (dir) => {
+          await fs.appendFile(path.join(dir, "etc/motd"), "more\n");
+          await fs.chmod(path.join(dir, "etc/motd"), 0o600);
+          assert.deepEqual(await state(dir), ["hello\nmore\n", 0o100600]);
+        });
+        assert.deepEqual(await readThrough(await sn.prepare("v1", ["1"], { readonly: true }), state), parentWas);
+      }),
+    );
+
+    test(
       "a View is read-only when mounted",
       { skip: process.getuid?.() !== 0 ? "mounting needs root" : false },
       withFx(async (sn) => {

@@ -185,6 +185,59 @@ describe("applyLayer: a normal tree", () => {
   });
 });
 
+describe("applyLayer onto a tree whose files link its parent's (native, linkFiles)", () => {
+  test("the parent keeps every file as it was: replaced files are new inodes, and a hard link entry to a parent's file first gets it a copy, with all its names", async () => {
+    const sb = await sandbox();
+    try {
+      const parent = path.join(sb.base, "parent");
+      await fs.mkdir(parent);
+      await apply(parent, [
+        { name: "a", body: "shared", mode: 0o644 },
+        { name: "c", type: "link", linkname: "a", mode: 0o644 },
+        { name: "f", body: "old", mode: 0o644 },
+        { name: "gone", body: "bye" },
+      ]);
+      const before = async () => Promise.all(["a", "c", "f", "gone"].map(async (n) => {
+        const st = await fs.lstat(path.join(parent, n));
+        return [n, st.ino, st.mode, st.mtimeMs, await fs.readFile(path.join(parent, n), "utf8")];
+      }));
+      const parentWas = await before();
+      const layer: LayerEntry[] = [
+        { name: "f", body: "new", mode: 0o600 },
+        { name: ".wh.gone", body: "" },
+        { name: "b", type: "link", linkname: "a", mode: 0o600, mtime: new Date(1_700_000_000_000) },
+      ];
+      const r = (p: string) => path.join(sb.root, p);
+      await copyTree(parent, sb.root, { link: true });
+      assert.equal((await fs.lstat(r("f"))).ino, (await fs.lstat(path.join(parent, "f"))).ino, "linked, not copied");
+      await apply(sb.root, layer, { sharedInodes: true });
+
+      assert.deepEqual(await before(), parentWas, "the parent's files are as they were");
+      assert.equal(await fs.readFile(r("f"), "utf8"), "new");
+      assert.equal(await fs.readFile(r("b"), "utf8"), "shared");
+      const [a, b, c] = await Promise.all(["a", "b", "c"].map((n) => fs.lstat(r(n))));
+      assert.deepEqual([b!.ino, c!.ino], [a!.ino, a!.ino], "a, b and c are still one file in the child");
+      assert.notEqual(a!.ino, (await fs.lstat(path.join(parent, "a"))).ino);
+      assert.equal(a!.nlink, 3);
+      assert.equal(a!.mode & 0o777, 0o600);
+      assert.equal(a!.mtimeMs, 1_700_000_000_000);
+      await assert.rejects(fs.lstat(r("gone")), { code: "ENOENT" });
+      assert.deepEqual((await fs.readdir(sb.root)).sort(), ["a", "b", "c", "f"], "no copy left behind");
+
+      // Without sharedInodes the entry's metadata lands on the shared inode: the parent's `a`.
+      const other = path.join(sb.base, "other");
+      await fs.mkdir(other);
+      await copyTree(parent, other, { link: true });
+      await apply(other, layer);
+      assert.equal((await fs.lstat(path.join(parent, "a"))).mode & 0o777, 0o600, "what sharedInodes prevents");
+      await fs.rm(other, { recursive: true });
+      await fs.rm(parent, { recursive: true });
+    } finally {
+      await sb.done();
+    }
+  });
+});
+
 describe("applyLayer: whiteouts", () => {
   const lower: LayerEntry[] = [
     { name: "f", body: "f" },

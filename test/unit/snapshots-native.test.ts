@@ -34,6 +34,24 @@ describe("native snapshotter", () => {
     }
   });
 
+  test("prepare copies the parent's files, or with linkFiles (ckd's own unpack) links them; directories are the child's own either way", async () => {
+    const { sn, base } = await fresh();
+    try {
+      await sn.prepare("1", [], { readonly: false });
+      await fs.mkdir(path.join(sn.fsDir("1"), "d"));
+      await fs.writeFile(path.join(sn.fsDir("1"), "d", "f"), "x");
+      await sn.commit("1");
+      await sn.prepare("copied", ["1"], { readonly: false });
+      await sn.prepare("linked", ["1"], { readonly: false, linkFiles: true });
+      const ino = async (id: string, p: string) => (await fs.lstat(path.join(sn.fsDir(id), p))).ino;
+      assert.notEqual(await ino("copied", "d/f"), await ino("1", "d/f"));
+      assert.equal(await ino("linked", "d/f"), await ino("1", "d/f"));
+      assert.notEqual(await ino("linked", "d"), await ino("1", "d"));
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
   test("prepare copies the parent's tree: modes, owners, times, symlinks, hard links", async () => {
     const { sn, base } = await fresh();
     try {
