@@ -10,6 +10,7 @@ import { join } from "node:path";
 import type { ApiClient } from "./client.js";
 import { CkError, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
 import { humanSize, labelsString, parseLabelArgs, table } from "./format.js";
+import { ApiContent, WRITE_CHUNK } from "./api-content.js";
 
 type Action<A extends unknown[]> = (fn: (api: ApiClient, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
 
@@ -55,10 +56,54 @@ export async function writeBlob(api: ApiClient, ref: string, data: Buffer, opts:
   }
 }
 
-async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of stream) parts.push(Buffer.from(c as Buffer));
-  return Buffer.concat(parts);
+/**
+ * Writes a stream under `ref` as it is read, never holding more than the WRITEs in flight: a
+ * blob the daemon has in this namespace already is done; one it has from another namespace
+ * is committed without a byte; an ingest the daemon holds part of resumes (the stream's first
+ * bytes, which it has, are read and dropped). A stream of another length than `size` commits
+ * nothing and drops the ingest.
+ */
+export async function ingestStream(content: ApiContent, ref: string, input: AsyncIterable<Buffer | string>, opts: { expected?: string; size?: number }): Promise<void> {
+  const w = await content.open(ref, { expected: opts.expected, total: opts.size });
+  if (w === "exists") return;
+  if (w.complete) {
+    await w.commit(w.offset, opts.expected ?? "");
+    return;
+  }
+  let read = 0;
+  let skip = w.offset;
+  let run: Buffer[] = [];
+  let runBytes = 0;
+  try {
+    for await (const c of input) {
+      let b = typeof c === "string" ? Buffer.from(c) : c;
+      read += b.length;
+      if (skip > 0) {
+        const dropped = Math.min(skip, b.length);
+        skip -= dropped;
+        b = b.subarray(dropped);
+      }
+      if (b.length === 0) continue;
+      run.push(b);
+      runBytes += b.length;
+      if (runBytes >= WRITE_CHUNK) {
+        await w.write(run);
+        run = [];
+        runBytes = 0;
+      }
+    }
+    if (runBytes > 0) await w.write(run);
+  } catch (err) {
+    w.close();
+    throw err;
+  }
+  if ((opts.size !== undefined && read !== opts.size) || skip > 0) {
+    w.close();
+    await content.abort(ref);
+    const expected = opts.size ?? `at least ${w.offset} (what the daemon held of ${ref})`;
+    throw new CkError("FailedPrecondition", `read ${read} bytes from stdin, expected ${expected}: failed precondition`);
+  }
+  await w.commit(read, opts.expected ?? "");
 }
 
 async function readBlob(api: ApiClient, digest: string, sink: (b: Buffer) => void): Promise<void> {
@@ -75,11 +120,14 @@ export function registerContentCommands(program: Command, action: Action<any[]>,
     .option("--expected-size <bytes>", "verify the content is this long")
     .action(
       action(async (api, ref: string, opts: { expectedDigest?: string; expectedSize?: string }) => {
-        const data = await readAll(process.stdin);
-        if (opts.expectedSize !== undefined && Number(opts.expectedSize) !== data.length) {
-          throw new CkError("FailedPrecondition", `read ${data.length} bytes from stdin, expected ${opts.expectedSize}: failed precondition`);
+        let size: number | undefined;
+        if (opts.expectedSize !== undefined) {
+          size = Number(opts.expectedSize);
+          if (!/^\d+$/.test(opts.expectedSize) || !Number.isSafeInteger(size)) {
+            throw new CkError("InvalidArgument", `--expected-size "${opts.expectedSize}" must be a number of bytes: invalid argument`);
+          }
         }
-        await writeBlob(api, ref, data, { expected: opts.expectedDigest });
+        await ingestStream(new ApiContent(api), ref, process.stdin, { expected: opts.expectedDigest, size });
       }),
     );
 

@@ -171,6 +171,10 @@ export function runCommand(cmd: string, args: string[], env: Record<string, stri
       clearTimeout(t);
       resolve({ code: code ?? -1, stdout, stderr });
     });
+    // A command may stop reading its input early (a blob the daemon has already): not an error.
+    p.stdin.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code !== "EPIPE") reject(err);
+    });
     if (input !== undefined) p.stdin.end(input);
     else p.stdin.end();
   });

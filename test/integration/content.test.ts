@@ -10,6 +10,8 @@ import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
 import { rejectsClass } from "../helpers/errors.js";
 import { writeBlob } from "../../src/cli/content-commands.js";
+import { ApiContent } from "../../src/cli/api-content.js";
+import { ApiClient } from "../../src/cli/client.js";
 import { EventLog } from "../../src/eventstore/log.js";
 
 const CTR = "/usr/bin/ctr";
@@ -237,6 +239,53 @@ describe("content over the API", () => {
     assert.equal(r.code, 0, r.stderr);
     r = await runNode(CK, ["content", "ls", "-q"], env);
     assert.equal(r.stdout.trim(), "");
+  });
+
+  test("ck content ingest streams stdin: resumes what the daemon holds, commits another namespace's blob without a byte, and a stream of the wrong length commits nothing", async () => {
+    const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "ckstream" };
+    const data = randomBytes(3 << 20);
+    const digest = sha(data);
+    const ingest = (ns: string, ref: string, input: Buffer, extra: string[] = []) =>
+      runNode(CK, ["-n", ns, "content", "ingest", "--expected-digest", digest, ...extra, ref], env, input as unknown as string);
+    const active = async (ns: string) => (await runNode(CK, ["-n", ns, "content", "active"], env)).stdout;
+
+    // Half of it written under the ref, and the writer gone: the ingest waits for a resume.
+    const half = 1536 << 10;
+    const api = new ApiClient({ address: daemon.address, namespace: "ckstream" });
+    try {
+      const w = await new ApiContent(api).open("streamed", { expected: digest, total: data.length });
+      assert.ok(w !== "exists" && w.offset === 0);
+      await w.write(data.subarray(0, half));
+      w.close();
+    } finally {
+      api.close();
+    }
+    // What the daemon holds is read from stdin and dropped, not sent: garbage there still
+    // gives the expected digest.
+    const input = Buffer.concat([randomBytes(half), data.subarray(half)]);
+    let r = await ingest("ckstream", "streamed", input, ["--expected-size", String(data.length)]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match((await runNode(CK, ["-n", "ckstream", "content", "ls"], env)).stdout, new RegExp(`${digest}\\s+3\\.146MB`));
+    assert.doesNotMatch(await active("ckstream"), /streamed/);
+
+    // Another namespace: the bytes are on disk, so nothing is read past the first message.
+    r = await ingest("ckstream2", "again", data);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match((await runNode(CK, ["-n", "ckstream2", "content", "ls", "-q"], env)).stdout, new RegExp(digest));
+
+    // Shorter or longer than --expected-size: FailedPrecondition, nothing committed, no ingest left.
+    const other = randomBytes(1 << 20);
+    for (const size of [other.length + 1, other.length - 1]) {
+      r = await runNode(CK, ["-n", "ckshort", "content", "ingest", "--expected-size", String(size), "short"], env, other as unknown as string);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, new RegExp(`read ${other.length} bytes from stdin, expected ${size}`));
+      assert.match(r.stderr, /failed precondition/);
+      assert.equal((await runNode(CK, ["-n", "ckshort", "content", "ls", "-q"], env)).stdout, "");
+      assert.doesNotMatch(await active("ckshort"), /short/);
+    }
+    r = await runNode(CK, ["-n", "ckshort", "content", "ingest", "--expected-size", "12k", "short"], env, "x");
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--expected-size "12k" must be a number of bytes: invalid argument/);
   });
 
   test("ck content get through a pipe: a slow reader gets every byte; one that stops early stops ck quietly", async () => {
