@@ -21,6 +21,8 @@ import { pullBench, median } from "./pull.js";
 const here = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(here, "..", "..");
 const CKD = join(REPO, "dist", "src", "cli", "ckd.js");
+// The CLI as installed, run as a program (its launcher starts Node itself).
+const CK = join(REPO, "dist", "ck.cjs");
 const REPLAY = join(REPO, "dist", "tools", "replay", "main.js");
 const PEER = resolve(REPO, "..", "shared", "bench-peer");
 
@@ -180,6 +182,43 @@ async function machineSpeeds(work: string): Promise<{ sha256: number; disk: numb
   return { sha256, disk };
 }
 
+/**
+ * `ck content ingest` of a 512 MiB file of random bytes (stdin redirected from the file, as a
+ * user runs it), into a namespace of its own: MB/s end to end, process start included, and the
+ * ck process's peak RSS (MiB).
+ */
+async function ckIngest(work: string, sock: string): Promise<{ mbps: number; rssMiB: number }> {
+  const { createHash, randomBytes } = await import("node:crypto");
+  const { open } = await import("node:fs/promises");
+  const file = join(work, "ingest-512MiB");
+  const f = await open(file, "w");
+  const h = createHash("sha256");
+  for (let i = 0; i < 512; i++) {
+    const chunk = randomBytes(1 << 20);
+    h.update(chunk);
+    await f.write(chunk);
+  }
+  await f.close();
+  const digest = `sha256:${h.digest("hex")}`;
+  const input = await open(file, "r");
+  try {
+    const t = process.hrtime.bigint();
+    // /usr/bin/time reports the peak RSS of the process it runs.
+    const p = spawn("/usr/bin/time", ["-f", "%M", CK, "--address", sock, "-n", "bench-ingest", "content", "ingest", "--expected-digest", digest, "--expected-size", String(512 << 20), "bench-ingest"], {
+      stdio: [input.fd, "ignore", "pipe"],
+    });
+    let stderr = "";
+    p.stderr!.on("data", (d) => (stderr += d));
+    const code = await new Promise<number | null>((r) => p.on("close", r));
+    const secs = Number(process.hrtime.bigint() - t) / 1e9;
+    if (code !== 0) throw new Error(`ck content ingest exited with ${code}: ${stderr}`);
+    return { mbps: (512 * 1.048576) / secs, rssMiB: Number(stderr.trim().split("\n").pop()) / 1024 };
+  } finally {
+    await input.close();
+    await rm(file, { force: true });
+  }
+}
+
 interface Row {
   what: string;
   ck: string;
@@ -332,6 +371,9 @@ async function main(): Promise<void> {
       target: ">= 70%",
       verdict: big === undefined ? "" : big / bound >= 0.7 ? "met" : "MISSED",
     });
+    log("ck content ingest of 512 MiB");
+    const ingest = await ckIngest(work, sock);
+    rows.push({ what: "ck content ingest, 512 MiB file on stdin (MB/s; ck's peak RSS MiB)", ck: `${fmt(ingest.mbps)} (${fmt(ingest.rssMiB)})`, containerd: "", target: "", verdict: "" });
 
     // ck's own: replay and cold start with REPLAY_EVENTS events in the log.
     log(`filling the log with ${REPLAY_EVENTS} events`);
