@@ -19,12 +19,13 @@ import {
   type ErrorClass,
   failedPrecondition,
   invalidArgument,
+  isClass,
   notImplemented,
 } from "../errdefs/errdefs.js";
 import { runCommand, withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import { Digester } from "./digest.js";
-import { assertInside, cleanEntryName, resolveInRoot } from "./rootpath.js";
+import { assertInside, cleanEntryName, resolveInLayers, resolveInRoot } from "./rootpath.js";
 import type { ApplyReply, ApplyRequest } from "./apply-worker.js";
 
 export interface ApplyOptions {
@@ -274,7 +275,7 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
   const base = path.posix.basename(rel);
   let parent = parentRel === "." ? state.root : state.resolvedParents.get(parentRel);
   const known = parent !== undefined;
-  if (parent === undefined) parent = await resolveInRoot(state.root, parentRel, { followLast: true });
+  if (parent === undefined) parent = await resolveParent(state, parentRel);
   const target = path.join(parent, base);
   assertInside(state.root, target, name);
   try {
@@ -314,6 +315,17 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
   }
 }
 
+/**
+ * Where a directory of the layer is, resolved inside the root. Onto an overlay upper directory
+ * with known lower layers, as the mounted overlay resolves it: a symlink a lower layer has on
+ * the path is followed (`lib/x` lands in `usr/lib/x` where a lower layer has `lib -> usr/lib`),
+ * as containerd's apply through the mounted overlay does.
+ */
+function resolveParent(state: ApplyState, rel: string): Promise<string> {
+  if (state.whiteouts === "overlay" && state.parents.length > 0) return resolveInLayers(state.root, state.parents, rel);
+  return resolveInRoot(state.root, rel, { followLast: true });
+}
+
 /** Ensures `dir` (already resolved inside the root) exists as a directory. */
 async function makeParent(state: ApplyState, dir: string, name: string): Promise<void> {
   const st = await lstatOrNull(dir);
@@ -349,6 +361,30 @@ async function inheritDirectory(dir: string, rel: string, lowers: readonly strin
     }
     return;
   }
+}
+
+const MISSING_LINK_TARGET = "does not exist inside the layer root";
+
+/**
+ * Whether an apply failed on a hard link entry whose target is nowhere in the root: applied
+ * before its lower layers were known, a layer that links a lower layer's file fails so.
+ */
+export function isMissingLinkTarget(err: unknown): boolean {
+  return isClass(err, "InvalidArgument") && (err as Error).message.includes(MISSING_LINK_TARGET);
+}
+
+/**
+ * Whether a layer applied into an overlay upper directory before its lower layers were known
+ * made one of its implicit directories (Applied.implicitDirs) where those layers show a symlink
+ * on the path: mounted, the directory would hide the symlink, where an apply with the lowers
+ * known follows it (resolveInLayers). Such a layer is applied again onto them.
+ */
+export async function crossesLowerSymlink(implicitDirs: readonly string[], lowers: readonly string[]): Promise<boolean> {
+  if (lowers.length === 0) return false;
+  for (const rel of implicitDirs) {
+    if ((await resolveInLayers(lowers[0]!, lowers.slice(1), rel)) !== path.join(lowers[0]!, rel)) return true;
+  }
+  return false;
 }
 
 /**
@@ -460,15 +496,12 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       const linkRel = cleanEntryName(h.linkname ?? "");
       if (linkRel === "") throw invalidArgument(`entry "${name}": hard link to the root directory`);
       const dir = path.posix.dirname(linkRel);
-      const src = path.join(
-        dir === "." ? state.root : await resolveInRoot(state.root, dir, { followLast: true }),
-        path.posix.basename(linkRel),
-      );
+      const src = path.join(dir === "." ? state.root : await resolveParent(state, dir), path.posix.basename(linkRel));
       assertInside(state.root, src, name);
-      const s = await lstatOrNull(src);
-      if (!s) {
-        throw invalidArgument(`entry "${name}": hard link target "${h.linkname}" does not exist inside the layer root`);
-      }
+      let s = await lstatOrNull(src);
+      // A file of a lower layer: copied up first, as overlayfs does before it links one.
+      if (!s && (await copyUp(state, src, name))) s = await lstatOrNull(src);
+      if (!s) throw invalidArgument(`entry "${name}": hard link target "${h.linkname}" ${MISSING_LINK_TARGET}`);
       if (s.isDirectory()) throw invalidArgument(`entry "${name}": hard link to directory "${h.linkname}"`);
       if (src === target) return false;
       if (state.sharedInodes && s.nlink > 1 && !state.made.has(src)) await unshareInode(state, src, s);
@@ -524,6 +557,26 @@ async function unshareInode(state: ApplyState, src: string, s: fss.Stats): Promi
   } finally {
     fss.rmSync(copy, { force: true });
   }
+}
+
+/**
+ * Onto an overlay upper directory with known lower layers: copies `src` (a path in the root)
+ * from the nearest lower layer that shows it, with its metadata, into the root, its missing
+ * parent directories made as for an entry. False when no lower layer shows a non-directory there.
+ */
+async function copyUp(state: ApplyState, src: string, name: string): Promise<boolean> {
+  if (state.whiteouts !== "overlay" || state.parents.length === 0) return false;
+  const rel = path.relative(state.root, src);
+  for (const lower of state.parents) {
+    const st = await lstatOrNull(path.join(lower, rel));
+    if (!st) continue;
+    if (st.isDirectory() || (st.isCharacterDevice() && st.rdev === 0)) return false;
+    await makeParent(state, path.dirname(src), name);
+    await runCommand("cp", ["-a", "--", path.join(lower, rel), src]);
+    state.made.add(src);
+    return true;
+  }
+  return false;
 }
 
 function timesOf(h: Header): { atime: number; mtime: number } {

@@ -3,6 +3,7 @@
 // This is how layer entries and hard-link targets are placed (containerd's fs.RootPath).
 import fss from "node:fs";
 import path from "node:path";
+import { getAttribute } from "@napi-rs/xattr";
 import { invalidArgument } from "../errdefs/errdefs.js";
 
 /** Symlinks followed while resolving one path, as Linux's MAXSYMLINKS. */
@@ -65,6 +66,92 @@ export async function resolveInRoot(
     const target = fss.readlinkSync(candidate);
     if (target.startsWith("/")) resolved.length = 0;
     queue.unshift(...components(target));
+  }
+  const out = path.join(root, ...resolved);
+  assertInside(root, out, rel);
+  return out;
+}
+
+/** An overlayfs whiteout: a character device 0/0. */
+const isWhiteout = (st: fss.Stats) => st.isCharacterDevice() && st.rdev === 0;
+
+async function isOpaque(dir: string): Promise<boolean> {
+  const v = await getAttribute(dir, "trusted.overlay.opaque").catch(() => undefined);
+  return v?.toString() === "y";
+}
+
+/**
+ * resolveInRoot over an overlay's layers, as the mounted overlay would resolve the path:
+ * `root` is the upper directory, `lowers` the lower ones, nearest first. Each component is
+ * looked up in the layers from the top; the first that has the name decides what it is (a
+ * whiteout there hides it), a symlink is read from that layer, and a directory that is opaque
+ * in a layer hides the layers below it for what lies under it. A component no layer shows,
+ * and everything after it, is taken literally. The result is a path in `root`.
+ */
+export async function resolveInLayers(root: string, lowers: readonly string[], rel: string): Promise<string> {
+  const layers = [root, ...lowers];
+  const resolved: string[] = [];
+  /** How many layers (from the top) show what lies under each resolved directory. */
+  const visible: number[] = [];
+  const queue = components(rel);
+  let links = 0;
+  let missing = false;
+  while (queue.length > 0) {
+    const c = queue.shift()!;
+    if (c === "..") {
+      resolved.pop();
+      visible.pop();
+      continue;
+    }
+    const shown = visible.length > 0 ? visible[visible.length - 1]! : layers.length;
+    if (missing) {
+      resolved.push(c);
+      visible.push(shown);
+      continue;
+    }
+    let found: { layer: number; st: fss.Stats } | undefined;
+    for (let i = 0; i < shown && !found; i++) {
+      const st = fss.lstatSync(path.join(layers[i]!, ...resolved, c), { throwIfNoEntry: false });
+      if (st) found = { layer: i, st };
+    }
+    if (!found || isWhiteout(found.st)) {
+      missing = true;
+      resolved.push(c);
+      visible.push(shown);
+      continue;
+    }
+    if (found.st.isSymbolicLink()) {
+      if (++links > MAX_SYMLINKS) throw invalidArgument(`path "${rel}": too many levels of symbolic links`);
+      const target = fss.readlinkSync(path.join(layers[found.layer]!, ...resolved, c));
+      if (target.startsWith("/")) {
+        resolved.length = 0;
+        visible.length = 0;
+      }
+      queue.unshift(...components(target));
+      continue;
+    }
+    // A directory shows itself in the layers from here down to the first that is opaque, or
+    // that has something else (or a whiteout) under this name.
+    let below = shown;
+    if (found.st.isDirectory()) {
+      for (let i = found.layer; i < shown; i++) {
+        const p = path.join(layers[i]!, ...resolved, c);
+        const st = i === found.layer ? found.st : fss.lstatSync(p, { throwIfNoEntry: false });
+        if (!st) continue;
+        if (!st.isDirectory()) {
+          below = i;
+          break;
+        }
+        if (await isOpaque(p)) {
+          below = i + 1;
+          break;
+        }
+      }
+    } else {
+      missing = true; // nothing lies under a file
+    }
+    resolved.push(c);
+    visible.push(below);
   }
   const out = path.join(root, ...resolved);
   assertInside(root, out, rel);

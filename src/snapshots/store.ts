@@ -12,7 +12,7 @@ import { nowTimestamp } from "../emitter/envelope.js";
 import { chainIdOf, checkCommit, checkPrepare, checkUnpack, parentIds, snapshotHandlers, validateSnapshotKey, validateSnapshotterName } from "../commands/snapshots.js";
 import { validateDigest } from "../commands/validation.js";
 import { canceled, failedPrecondition, invalidArgument, isClass } from "../errdefs/errdefs.js";
-import { inheritLowerAttributes } from "../diff/apply.js";
+import { crossesLowerSymlink, inheritLowerAttributes, isMissingLinkTarget } from "../diff/apply.js";
 import { keys, type ChainIndexRecord, type SnapshotRecord } from "../projections/views.js";
 import type { Mount, Snapshotter, Usage } from "./types.js";
 
@@ -198,8 +198,13 @@ export class SnapshotStore {
     exists: () => Promise<UnpackOutcome | undefined>,
   ): Promise<UnpackOutcome> {
     return this.applyFresh(sn, [], cmd, exists, async (id) => {
-      const applied = await apply({ overlayUpper: sn.fsDir(id) });
-      checkDiffId(applied.digest, req.diffId);
+      // A layer that links a lower layer's file cannot be applied without its lowers: it is
+      // applied onto them once they are there.
+      const applied = await apply({ overlayUpper: sn.fsDir(id) }).catch((err: unknown) => {
+        if (isMissingLinkTarget(err)) return undefined;
+        throw err;
+      });
+      if (applied) checkDiffId(applied.digest, req.diffId);
       const parent = await this.waitCommitted(ns, cmd.snapshotter, req.parent, req.signal);
       const now = await exists();
       if (now) return now;
@@ -207,6 +212,13 @@ export class SnapshotStore {
       const decided = await this.onParent(cmd, req, parent, exists);
       if ("status" in decided) return decided;
       const parents = this.parentChain(ns, cmd.snapshotter, parent);
+      if (!applied || (await crossesLowerSymlink(applied.implicitDirs, parents.map((p) => sn.fsDir(p))))) {
+        // Applied (again) onto its lower layers, which resolve the path as the mounted overlay does.
+        return this.applyFresh(sn, parents, cmd, exists, async (_id, mounts) => {
+          checkDiffId((await apply({ mounts, sharedInodes: true })).digest, req.diffId);
+          return decided;
+        });
+      }
       await sn.rebase!(id, parents);
       await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, parents.map((p) => sn.fsDir(p)));
       return decided;

@@ -65,7 +65,11 @@ async function readView(api: ApiClient, snapshotter: string, parent: string): Pr
     try {
       const tree = (await treeOf(dir)).filter((p) => !p.startsWith("big/"));
       const files: Record<string, string> = {};
-      for (const p of tree) if (!p.endsWith("/") && !p.startsWith("big")) files[p] = await fs.readFile(path.join(dir, p), "utf8");
+      for (const p of tree) {
+        if (p.endsWith("/") || p.startsWith("big")) continue;
+        const at = path.join(dir, p);
+        files[p] = (await fs.lstat(at)).isSymbolicLink() ? `-> ${await fs.readlink(at)}` : await fs.readFile(at, "utf8");
+      }
       return { tree, files };
     } finally {
       await unmountAll(dir);
@@ -74,6 +78,26 @@ async function readView(api: ApiClient, snapshotter: string, parent: string): Pr
     await fs.rmdir(dir).catch(() => undefined);
     await api.call("snapshots", "Remove", { snapshotter, key });
   }
+}
+
+const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
+
+/** Layer tars gzipped into the content store under the lease in `metadata`; their descriptors, diff_ids and chain IDs. */
+async function storeLayers(api: ApiClient, metadata: Record<string, string>, tars: Buffer[]) {
+  const content = new ApiContent(api, metadata);
+  const layers: { media_type: string; digest: string; size: number }[] = [];
+  for (const b of tars.map((t) => gzipSync(t))) {
+    const digest = sha(b);
+    const w = await content.open(`layer-${digest}`, { expected: digest, total: b.length });
+    if (w !== "exists") {
+      // complete: another namespace has the blob, so it commits without a byte.
+      if (!w.complete) await w.write(b);
+      await w.commit(b.length, digest);
+    }
+    layers.push({ media_type: "application/vnd.oci.image.layer.v1.tar+gzip", digest, size: b.length });
+  }
+  const diffIds = tars.map(sha);
+  return { layers, diffIds, chain: chainIds(diffIds) };
 }
 
 const EXPECTED_FILES: Record<string, string> = {
@@ -254,6 +278,41 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
   }
 
   for (const sn of ["overlayfs", "native"]) {
+    test(`a layer writing through a lower layer's symlink (lib -> usr/lib) lands where it points, as through containerd's mounted overlay (${sn}${sn === "overlayfs" ? ", applied ahead, then again onto its parent" : ""})`, async () => {
+      const ns = `symlinked-${sn}`;
+      const api = daemon.client(ns);
+      await api.call("leases", "Create", { id: ns, labels: {} });
+      const metadata = { "containerd-lease": ns };
+      const { layers, diffIds, chain } = await storeLayers(api, metadata, [
+        await layerTar([
+          { name: "usr/", type: "directory" },
+          { name: "usr/lib/", type: "directory", mode: 0o750 },
+          { name: "usr/lib/old", body: "old\n" },
+          { name: "lib", type: "symlink", linkname: "usr/lib" },
+        ]),
+        // No entry for lib/: it is the lower layer's symlink. The hard link names a lower file.
+        await layerTar([
+          { name: "lib/new", body: "new\n" },
+          { name: "lib/hl", type: "link", linkname: "lib/old" },
+        ]),
+      ]);
+      const apply = (i: number) =>
+        api.call("unpack", "Apply", { snapshotter: sn, layer: layers[i], diff_id: diffIds[i], parent: i > 0 ? chain[i - 1] : "", wait_parent: i > 0 }, { metadata });
+      const dirs0 = (await snapDirs(sn)).length;
+      const second = apply(1);
+      second.catch(() => undefined); // awaited below
+      // overlayfs applies it meanwhile into a directory of its own.
+      if (sn === "overlayfs") for (let i = 0; i < 100 && (await snapDirs(sn)).length === dirs0; i++) await sleep(50);
+      assert.equal((await apply(0)).status, "applied");
+      assert.deepEqual([(await second).chain_id, (await second).status], [chain[1], "applied"]);
+      const view = await readView(api, sn, chain[1]!);
+      assert.deepEqual(view.tree, ["lib", "usr/", "usr/lib/", "usr/lib/hl", "usr/lib/new", "usr/lib/old"]);
+      assert.deepEqual(view.files, { lib: "-> usr/lib", "usr/lib/hl": "old\n", "usr/lib/new": "new\n", "usr/lib/old": "old\n" });
+      // The lower layer is as it was.
+      assert.deepEqual((await readView(api, sn, chain[0]!)).files, { lib: "-> usr/lib", "usr/lib/old": "old\n" });
+      await api.call("leases", "Delete", { id: ns, sync: true });
+    });
+
     test(`Unpack.Apply with wait_parent (${sn}): a layer sent before its parent is committed after it, ${sn === "overlayfs" ? "applied meanwhile" : "applied once the parent is there"}; a wait ends with the call and leaves nothing`, async () => {
       const ns = `ahead-${sn}`;
       const api = daemon.client(ns);
@@ -262,26 +321,12 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       const metadata = { "containerd-lease": lease };
       const dirs0 = (await snapDirs(sn)).length;
       try {
-        const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
         // The second layer has no entries for p and p/q: the lower layer's p must show through.
         const tars = [
           await layerTar([{ name: "p", type: "directory", mode: 0o750, uid: 1234, gid: 4321 }, { name: "p/x", body: "x\n" }]),
           await layerTar([{ name: "p/q/y", body: "y\n" }]),
         ];
-        const blobs = tars.map((t) => gzipSync(t));
-        const content = new ApiContent(api, metadata);
-        const layers: { media_type: string; digest: string; size: number }[] = [];
-        for (const b of blobs) {
-          const digest = sha(b);
-          const w = await content.open(`ahead-${digest}`, { expected: digest, total: b.length });
-          if (w !== "exists") {
-            await w.write(b);
-            await w.commit(b.length, digest);
-          }
-          layers.push({ media_type: "application/vnd.oci.image.layer.v1.tar+gzip", digest, size: b.length });
-        }
-        const diffIds = tars.map(sha);
-        const chain = chainIds(diffIds);
+        const { layers, diffIds, chain } = await storeLayers(api, metadata, tars);
         const apply = (i: number, parent = i > 0 ? chain[i - 1]! : "", deadlineMs?: number, label = false) =>
           api.call("unpack", "Apply", { snapshotter: sn, layer: layers[i], diff_id: diffIds[i], parent, wait_parent: i > 0, label_uncompressed: label }, { metadata, deadlineMs });
         const second = apply(1, undefined, undefined, true);

@@ -12,7 +12,7 @@ import { Readable, Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { getAttribute, setAttribute } from "@napi-rs/xattr";
 import tar from "tar-stream";
-import { applyLayer, applyLayerFile, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
+import { applyLayer, applyLayerFile, crossesLowerSymlink, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
 import { writeDiff, writeOverlayDiff } from "../../src/diff/diff.js";
 import { decodePax, encodePax } from "../../src/diff/pax.js";
 import { copyTree } from "../../src/snapshots/native.js";
@@ -329,6 +329,52 @@ describe("applyLayer: whiteouts", () => {
       await inheritLowerAttributes(ahead, ["e/f", "../lower"], [low]);
       assert.ok((await fs.stat(path.join(ahead, "e/f"))).isFile());
       assert.equal((await fs.stat(low)).mode & 0o777, 0o755, "the lower root untouched");
+    } finally {
+      await sb.done();
+    }
+  });
+});
+
+describe("applyLayer onto an overlay upper directory with its lower layers", () => {
+  test("paths resolve as the mounted overlay resolves them: a lower symlink is followed unless a nearer layer whites it out or an opaque directory hides it; a lower file a hard link names is copied up", { skip: isRoot ? false : "mknod and trusted xattrs need root" }, async () => {
+    const sb = await sandbox();
+    try {
+      const dir = async (name: string) => {
+        const d = path.join(sb.base, name);
+        await fs.mkdir(d);
+        return d;
+      };
+      const [deep, near, up1, up2, up3] = await Promise.all(["deep", "near", "up1", "up2", "up3"].map(dir));
+      await fs.mkdir(path.join(deep!, "usr/lib"), { recursive: true });
+      await fs.chmod(path.join(deep!, "usr/lib"), 0o750);
+      await fs.writeFile(path.join(deep!, "usr/lib/old"), "old");
+      await fs.symlink("usr/lib", path.join(deep!, "lib"));
+      await fs.mkdir(path.join(deep!, "etc"));
+      await fs.symlink("../usr/lib", path.join(deep!, "etc/conf"));
+      // near: lib whited out, etc opaque (hiding deep's etc/conf).
+      spawnSync("mknod", ["-m", "0", path.join(near!, "lib"), "c", "0", "0"]);
+      await fs.mkdir(path.join(near!, "etc"));
+      await setAttribute(path.join(near!, "etc"), "trusted.overlay.opaque", Buffer.from("y"));
+      const overlay = (upper: string, lowers: string[], entries: LayerEntry[]) => apply(upper, entries, { whiteouts: "overlay", parents: lowers });
+
+      await overlay(up1!, [deep!], [{ name: "lib/new", body: "new" }, { name: "etc/conf/more", body: "more" }, { name: "hl", type: "link", linkname: "lib/old" }]);
+      assert.deepEqual(await listTree(up1!), ["hl", "usr/", "usr/lib/", "usr/lib/more", "usr/lib/new", "usr/lib/old"]);
+      assert.equal((await fs.stat(path.join(up1!, "usr/lib"))).mode & 0o7777, 0o750, "made as a copy-up makes it");
+      const [old, hl, lowerOld] = await Promise.all([path.join(up1!, "usr/lib/old"), path.join(up1!, "hl"), path.join(deep!, "usr/lib/old")].map((p) => fs.lstat(p)));
+      assert.equal(hl!.ino, old!.ino);
+      assert.notEqual(old!.ino, lowerOld!.ino, "copied up, not linked");
+      assert.equal(lowerOld!.nlink, 1);
+      assert.equal(await fs.readFile(path.join(up1!, "hl"), "utf8"), "old");
+
+      await overlay(up2!, [near!, deep!], [{ name: "lib/new", body: "new" }, { name: "etc/conf/more", body: "more" }]);
+      assert.deepEqual(await listTree(up2!), ["etc/", "etc/conf/", "etc/conf/more", "lib/", "lib/new"], "what the nearer layer hides is not followed");
+
+      // Applied before the lowers are known, the same layer makes lib/ a directory: to be applied again.
+      const ahead = await overlay(up3!, [], [{ name: "lib/new", body: "new" }]);
+      assert.deepEqual(ahead.implicitDirs, ["lib"]);
+      assert.equal(await crossesLowerSymlink(ahead.implicitDirs, [deep!]), true);
+      assert.equal(await crossesLowerSymlink(ahead.implicitDirs, [near!, deep!]), false);
+      assert.equal(await crossesLowerSymlink(["usr/lib"], [deep!]), false);
     } finally {
       await sb.done();
     }
