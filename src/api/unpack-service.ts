@@ -52,7 +52,7 @@ export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation 
         (target) =>
           "mounts" in target
             ? applyLayerToMounts(target.mounts, { file }, { mediaType, sharedInodes: target.sharedInodes })
-            : applyLayerFile(target.overlayUpper, file, { mediaType, whiteouts: "overlay" }),
+            : applyLayerFile(target.dir, file, { mediaType, whiteouts: target.whiteouts }),
       );
       let labelled = false;
       if (r.label_uncompressed && res.status !== "exists") {

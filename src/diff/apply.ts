@@ -63,6 +63,10 @@ export interface Applied {
    * the attributes of the lower layers once those are known.
    */
   implicitDirs: string[];
+  /** What the layer's whiteout entries removed, relative to the root. */
+  whiteouts: string[];
+  /** The directories the layer made opaque, relative to the root. */
+  opaques: string[];
 }
 
 const WHITEOUT_PREFIX = ".wh.";
@@ -172,6 +176,9 @@ interface ApplyState {
   generation: number;
   /** Directories made for an entry's sake, by relative name, until an entry of their own comes. */
   implicit: Set<string>;
+  /** Applied.whiteouts and Applied.opaques, by absolute path. */
+  removedByWhiteouts: Set<string>;
+  opaques: Set<string>;
 }
 
 type Header = Partial<tar.Header> & { name: string; pax?: Record<string, string> | null };
@@ -221,6 +228,8 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     made: new Set(),
     generation: 0,
     implicit: new Set(),
+    removedByWhiteouts: new Set(),
+    opaques: new Set(),
   };
   const source = await decompressed(layer, opts.mediaType);
   const digester = new Digester();
@@ -252,7 +261,8 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     const s = await lstatOrNull(d.path);
     if (s?.isDirectory()) fss.lutimesSync(d.path, d.atime, d.mtime);
   }
-  return { digest: digester.digest(), size: digester.size, implicitDirs: [...state.implicit] };
+  const rel = (set: Set<string>) => [...set].map((p) => path.relative(state.root, p));
+  return { digest: digester.digest(), size: digester.size, implicitDirs: [...state.implicit], whiteouts: rel(state.removedByWhiteouts), opaques: rel(state.opaques) };
 }
 
 function asCkError(err: unknown, mediaType: string | undefined): CkError {
@@ -414,6 +424,7 @@ function pathsChanged(state: ApplyState): void {
 
 async function opaque(state: ApplyState, dir: string): Promise<void> {
   pathsChanged(state);
+  state.opaques.add(dir);
   if (state.whiteouts === "overlay") {
     await setAttribute(dir, "trusted.overlay.opaque", Buffer.from("y"));
     return;
@@ -430,6 +441,7 @@ async function opaque(state: ApplyState, dir: string): Promise<void> {
 
 async function whiteout(state: ApplyState, gone: string, h: Header): Promise<void> {
   pathsChanged(state);
+  state.removedByWhiteouts.add(gone);
   // fs.rm never follows a symlink: it removes the link itself.
   fss.rmSync(gone, { recursive: true, force: true });
   if (state.whiteouts === "overlay") {
@@ -645,7 +657,7 @@ function spawnWorker(): PoolWorker {
     if (!p || p.id !== m.id) return;
     pw.pending = undefined;
     releaseWorker(pw);
-    if (m.ok) p.resolve({ digest: m.digest, size: m.size, implicitDirs: m.implicitDirs });
+    if (m.ok) p.resolve({ digest: m.digest, size: m.size, implicitDirs: m.implicitDirs, whiteouts: m.whiteouts, opaques: m.opaques });
     else if (m.errorClass) p.reject(new CkError(m.errorClass as ErrorClass, m.message));
     else p.reject(Object.assign(new CkError("Unknown", `apply layer: ${m.message}`), { code: m.code }));
   });

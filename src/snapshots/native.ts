@@ -1,12 +1,12 @@
 // The native snapshotter: every snapshot is a full directory tree, `<root>/snapshots/<id>/fs`,
-// made by copying its parent's tree (copy-up); mounts are bind mounts of that tree. Works on
-// any filesystem; costs a full copy per layer.
+// made by copying its parent's tree (copy-up), or for ckd's own unpack by linking its files;
+// mounts are bind mounts of that tree. Works on any filesystem.
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { failedPrecondition, invalidArgument } from "../errdefs/errdefs.js";
 import { runCommand } from "./mount.js";
 import { DirectorySnapshotter } from "./storage.js";
-import { checkSnapshotId, type Mount, type PrepareOptions, type SnapshotKind } from "./types.js";
+import { checkSnapshotId, type AheadLayer, type Mount, type PrepareOptions, type SnapshotKind } from "./types.js";
 
 /**
  * Copies the tree `src` into the existing directory `dst` keeping modes, owners, times,
@@ -21,8 +21,47 @@ export async function copyTree(src: string, dst: string, opts: { link?: boolean 
   }
 }
 
+/**
+ * Puts the tree `parent` under the tree `child`, a layer applied into an empty directory:
+ * what the child lacks is linked in from the parent (files and symlinks as hard links,
+ * missing directories as `cp -a --link` copies), except what the layer's whiteouts removed and
+ * what lies in the directories it made opaque; where both have a directory, the two merge;
+ * anywhere else the child's entry stays. The result is the tree an apply of the layer onto a
+ * linked copy of the parent makes (Snapshotter.prepare's linkFiles); the child's directories
+ * keep their times, and its root takes the parent's owner and mode.
+ */
+export async function linkParentTree(child: string, parent: string, layer: AheadLayer): Promise<void> {
+  const hidden = new Set(layer.whiteouts);
+  const opaque = new Set(layer.opaques);
+  const merge = async (rel: string): Promise<void> => {
+    const into = path.join(child, rel);
+    const times = await fs.lstat(into);
+    let added = false;
+    for (const e of await fs.readdir(path.join(parent, rel), { withFileTypes: true })) {
+      const r = path.join(rel, e.name);
+      if (hidden.has(r)) continue;
+      const mine = await fs.lstat(path.join(child, r)).catch(() => undefined);
+      if (!mine) {
+        if (e.isDirectory()) await runCommand("cp", ["-a", "--link", "--", path.join(parent, r), path.join(child, r)]);
+        else await fs.link(path.join(parent, r), path.join(child, r)); // link(2) never follows a symlink
+        added = true;
+      } else if (mine.isDirectory() && e.isDirectory() && !opaque.has(r)) {
+        await merge(r);
+      }
+    }
+    if (added) await fs.lutimes(into, times.atime, times.mtime);
+  };
+  // An opaque root: the layer's own entries are the whole tree.
+  if (!opaque.has("")) await merge("");
+  const root = await fs.lstat(parent);
+  if (process.getuid?.() === 0) await fs.lchown(child, root.uid, root.gid);
+  await fs.chmod(child, root.mode & 0o7777);
+}
+
 export class NativeSnapshotter extends DirectorySnapshotter {
   readonly name = "native" as const;
+  /** A layer applied ahead of its parent removes what its whiteouts name and records it. */
+  readonly aheadWhiteouts = "delete" as const;
 
   async available(): Promise<{ ok: boolean; reason?: string }> {
     try {
@@ -47,6 +86,18 @@ export class NativeSnapshotter extends DirectorySnapshotter {
       if (parent !== undefined) await copyTree(path.join(parent, "fs"), fsDir, { link: opts.linkFiles === true });
     });
     return this.mounts(id, parentIds, opts.readonly ? "View" : "Active");
+  }
+
+  /** The layer applied ahead into this snapshot's tree gets the parent's tree under it (linkParentTree). */
+  async rebase(id: string, parentIds: readonly string[], layer: AheadLayer): Promise<void> {
+    checkSnapshotId(id);
+    parentIds.forEach(checkSnapshotId);
+    checkParentChain(id, parentIds);
+    await this.dirs.mustExist(id);
+    if (parentIds.length === 0) return;
+    // The nearest parent holds the whole tree.
+    const parent = await this.dirs.mustExist(parentIds[0]!);
+    await linkParentTree(this.fsDir(id), path.join(parent, "fs"), layer);
   }
 
   mounts(id: string, _parentIds: readonly string[], kind: SnapshotKind): Mount[] {

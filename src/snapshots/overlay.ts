@@ -8,7 +8,7 @@ import path from "node:path";
 import { runCommand } from "./mount.js";
 import { checkParentChain } from "./native.js";
 import { DirectorySnapshotter } from "./storage.js";
-import { checkSnapshotId, type Mount, type PrepareOptions, type SnapshotKind } from "./types.js";
+import { checkSnapshotId, type AheadLayer, type Mount, type PrepareOptions, type SnapshotKind } from "./types.js";
 
 export interface OverlayOptions {
   /**
@@ -78,7 +78,10 @@ export class OverlaySnapshotter extends DirectorySnapshotter {
   }
 
   /** An upper directory holds only its own layer: of its parents, only their owner matters. */
-  async rebase(id: string, parentIds: readonly string[]): Promise<void> {
+  readonly aheadWhiteouts = "overlay" as const;
+
+  /** The upper directory is complete as it is: overlayfs merges it with the parents when mounted. */
+  async rebase(id: string, parentIds: readonly string[], _layer?: AheadLayer): Promise<void> {
     checkSnapshotId(id);
     parentIds.forEach(checkSnapshotId);
     checkParentChain(id, parentIds);

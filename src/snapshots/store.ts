@@ -30,9 +30,13 @@ const PARENT_POLL_MS = 250;
 /** Where unpack applies a layer: a snapshot's mounts, or an overlay upper directory of its own. */
 /**
  * Where unpack applies a layer: a snapshot's mounts, whose files may be hard links shared
- * with its parent (ApplyOptions.sharedInodes), or an overlayfs upper directory of its own.
+ * with its parent (ApplyOptions.sharedInodes), or a parentless directory of its own that
+ * rebase puts on the parents later, with whiteouts applied as the snapshotter says.
  */
-export type ApplyTarget = { mounts: Mount[]; sharedInodes: true } | { overlayUpper: string };
+export type ApplyTarget = { mounts: Mount[]; sharedInodes: true } | { dir: string; whiteouts: "overlay" | "delete" };
+
+/** What unpack needs of an apply's result. */
+type ApplyResult = { digest: string; implicitDirs: readonly string[]; whiteouts: readonly string[]; opaques: readonly string[] };
 
 export interface UnpackOutcome {
   chainId: string;
@@ -153,7 +157,7 @@ export class SnapshotStore {
     ns: string,
     snapshotter: string,
     req: { layer: string; diffId: string; parent: string; lease?: string; waitParent?: boolean; signal?: AbortSignal },
-    apply: (target: ApplyTarget) => Promise<{ digest: string; implicitDirs: readonly string[] }>,
+    apply: (target: ApplyTarget) => Promise<ApplyResult>,
   ): Promise<UnpackOutcome> {
     const sn = this.snapshotter(snapshotter);
     validateDigest("layer.digest", req.layer);
@@ -194,13 +198,13 @@ export class SnapshotStore {
     sn: Snapshotter,
     req: { layer: string; diffId: string; parent: string; lease?: string; signal?: AbortSignal },
     cmd: UnpackCmd,
-    apply: (target: ApplyTarget) => Promise<{ digest: string; implicitDirs: readonly string[] }>,
+    apply: (target: ApplyTarget) => Promise<ApplyResult>,
     exists: () => Promise<UnpackOutcome | undefined>,
   ): Promise<UnpackOutcome> {
     return this.applyFresh(sn, [], cmd, exists, async (id) => {
       // A layer that links a lower layer's file cannot be applied without its lowers: it is
       // applied onto them once they are there.
-      const applied = await apply({ overlayUpper: sn.fsDir(id) }).catch((err: unknown) => {
+      const applied = await apply({ dir: sn.fsDir(id), whiteouts: sn.aheadWhiteouts ?? "overlay" }).catch((err: unknown) => {
         if (isMissingLinkTarget(err)) return undefined;
         throw err;
       });
@@ -219,7 +223,7 @@ export class SnapshotStore {
           return decided;
         });
       }
-      await sn.rebase!(id, parents);
+      await sn.rebase!(id, parents, applied);
       await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, parents.map((p) => sn.fsDir(p)));
       return decided;
     });

@@ -19,6 +19,12 @@ export interface Usage {
   inodes: number;
 }
 
+/** What rebase needs to know of a layer applied ahead (Applied's fields of that name). */
+export interface AheadLayer {
+  whiteouts: readonly string[];
+  opaques: readonly string[];
+}
+
 export interface PrepareOptions {
   readonly: boolean;
   /** Files of the parent tree may be hard links to the parent's (see Snapshotter.prepare). */
@@ -58,13 +64,16 @@ export interface Snapshotter {
   /** The directory holding the snapshot's own files (native: the tree; overlayfs: upperdir). */
   fsDir(id: string): string;
   /**
-   * Only for snapshotters whose directories do not depend on their parents' (overlayfs): an
-   * Active snapshot prepared without parents, whose layer was applied into fsDir with overlay
-   * whiteouts, is made ready to be committed on top of `parentIds` (nearest first, Committed),
-   * as if prepare had been given them. Lets a layer be applied while its parent is still being
-   * unpacked.
+   * An Active snapshot prepared without parents, whose layer was applied into fsDir with
+   * `aheadWhiteouts`, is made ready to be committed on top of `parentIds` (nearest first,
+   * Committed), as if prepare had been given them: overlayfs only records the parent, native
+   * links the parent's tree under the layer's (`layer`: what its whiteouts removed, the
+   * directories it made opaque). Lets a layer be applied while its parent is still being
+   * unpacked. Absent where that cannot be done.
    */
-  rebase?(id: string, parentIds: readonly string[]): Promise<void>;
+  rebase?(id: string, parentIds: readonly string[], layer: AheadLayer): Promise<void>;
+  /** How whiteouts are applied into a directory that rebase will put on its parents. */
+  readonly aheadWhiteouts?: "overlay" | "delete";
 }
 
 /**

@@ -93,7 +93,7 @@ describe("applyLayer: a normal tree", () => {
         { name: "deep/er/file", body: "implicit parents" },
       ]);
       const applied = await applyLayer(sb.root, Readable.from([layer]));
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: ["deep", "deep/er"] });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: ["deep", "deep/er"], whiteouts: [], opaques: [] });
       const r = (p: string) => path.join(sb.root, p);
       assert.equal(await fs.readFile(r("etc/hosts"), "utf8"), "127.0.0.1 localhost\n");
       assert.equal((await fs.stat(r("etc"))).mtimeMs, 1_500_000_000_000, "dir mtime set after its children");
@@ -143,7 +143,7 @@ describe("applyLayer: a normal tree", () => {
       const applied = await applyLayer(sb.root, Readable.from([gzipSync(layer)]), {
         mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
       });
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [] });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], whiteouts: [], opaques: [] });
       assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "gz");
     } finally {
       await sb.done();
@@ -161,7 +161,7 @@ describe("applyLayer: a normal tree", () => {
       const chunks: Buffer[] = [];
       for (let i = 0; i < z.stdout.length; i += 7) chunks.push(z.stdout.subarray(i, i + 7));
       const applied = await applyLayer(sb.root, Readable.from(chunks));
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [] });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], whiteouts: [], opaques: [] });
       assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "zstd".repeat(10000));
     } finally {
       await sb.done();

@@ -4,8 +4,10 @@ import assert from "node:assert/strict";
 import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { NativeSnapshotter } from "../../src/snapshots/native.js";
-import { snapshotterConformance } from "../conformance/snapshotter.js";
+import { Readable } from "node:stream";
+import { NativeSnapshotter, copyTree, linkParentTree } from "../../src/snapshots/native.js";
+import { applyLayer, inheritLowerAttributes, isMissingLinkTarget } from "../../src/diff/apply.js";
+import { layerTar, listTree, snapshotterConformance, type LayerEntry } from "../conformance/snapshotter.js";
 
 async function fresh(): Promise<{ sn: NativeSnapshotter; base: string }> {
   const base = await fs.mkdtemp(path.join(os.tmpdir(), "ck-native-"));
@@ -15,6 +17,90 @@ async function fresh(): Promise<{ sn: NativeSnapshotter; base: string }> {
 snapshotterConformance("native", async () => {
   const { sn, base } = await fresh();
   return { sn, cleanup: () => fs.rm(base, { recursive: true, force: true }) };
+});
+
+/** Every entry of a tree with what tells two trees apart: type, mode, owner, content or link. */
+async function describeTree(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const rel of await listTree(root)) {
+    const p = path.join(root, rel);
+    const st = await fs.lstat(p);
+    const what = st.isSymbolicLink() ? `-> ${await fs.readlink(p)}` : st.isDirectory() ? "dir" : await fs.readFile(p, "utf8");
+    out[rel] = `${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${what}${st.isDirectory() ? ` ${st.mtimeMs}` : ""}`;
+  }
+  return out;
+}
+
+describe("native: a layer applied ahead of its parent, then linked onto it", () => {
+  test("gives the tree an apply onto a linked copy of the parent gives: whiteouts, opaque directories, implicit directories, merges", async () => {
+    const base = await fs.mkdtemp(path.join(os.tmpdir(), "ck-native-ahead-"));
+    try {
+      const [parent, seq, ahead] = ["parent", "seq", "ahead"].map((d) => path.join(base, d));
+      for (const d of [parent!, seq!, ahead!]) await fs.mkdir(d);
+      const T = new Date(1_650_000_000_000);
+      const apply = async (root: string, entries: LayerEntry[], sharedInodes = false) =>
+        applyLayer(root, Readable.from([await layerTar(entries)]), { sharedInodes });
+      await apply(parent!, [
+        { name: "a/", type: "directory", mode: 0o750, mtime: T },
+        { name: "a/f", body: "f" },
+        { name: "a/g", body: "g" },
+        { name: "b/", type: "directory", mtime: T },
+        { name: "b/x", body: "x" },
+        { name: "c", body: "c" },
+        { name: "lnk", type: "symlink", linkname: "a" },
+        { name: "e/deep/file", body: "deep" },
+        { name: "h", body: "h", mode: 0o600 },
+        { name: "h2", type: "link", linkname: "h" },
+      ]);
+      await fs.chmod(parent!, 0o711);
+      const layer: LayerEntry[] = [
+        { name: ".wh.c" },
+        { name: "a/.wh.g" },
+        { name: "a/new", body: "new" },
+        { name: "b/.wh..wh..opq" },
+        { name: "b/y", body: "y" },
+        { name: "e/deep/", type: "directory", mode: 0o700, mtime: T },
+        { name: "e/deep/more", body: "more" },
+        { name: "n/z", body: "z" },
+        { name: "h3", type: "link", linkname: "h" },
+      ];
+      // As ckd unpacks with the parent there: a linked copy, then the layer.
+      await copyTree(parent!, seq!, { link: true });
+      await apply(seq!, layer, true);
+      // Ahead: the layer alone, then the parent linked under it and the implicit directories'
+      // attributes taken from it, as store.unpackAhead does.
+      const applied = await apply(ahead!, layer).catch((err: unknown) => err);
+      // The hard link to the parent's h cannot be made without the parent: that layer is applied again onto it.
+      assert.ok(isMissingLinkTarget(applied), String(applied));
+      await fs.rm(ahead!, { recursive: true });
+      await fs.mkdir(ahead!);
+      const layerNoLink = layer.filter((e) => e.name !== "h3");
+      await fs.rm(seq!, { recursive: true });
+      await fs.mkdir(seq!);
+      await copyTree(parent!, seq!, { link: true });
+      await apply(seq!, layerNoLink, true);
+      const a = await apply(ahead!, layerNoLink);
+      assert.deepEqual(a.whiteouts.sort(), ["a/g", "c"]);
+      assert.deepEqual(a.opaques, ["b"]);
+      await linkParentTree(ahead!, parent!, a);
+      await inheritLowerAttributes(ahead!, a.implicitDirs, [parent!]);
+
+      const want = await describeTree(seq!);
+      assert.deepEqual(Object.keys(want).sort(), ["a/", "a/f", "a/new", "b/", "b/y", "e/", "e/deep/", "e/deep/file", "e/deep/more", "h", "h2", "lnk", "n/", "n/z"].sort());
+      const got = await describeTree(ahead!);
+      // Directory times differ where an entry was added without the directory's own entry: the
+      // apply's time onto the copy, the parent's when applied ahead (as overlayfs's copy-up).
+      const noTimes = (t: Record<string, string>) => Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.replace(/ [\d.]+$/, "")]));
+      assert.deepEqual(noTimes(got), noTimes(want));
+      assert.equal(got["e/deep/"], want["e/deep/"], "the layer's own directory keeps its time");
+      assert.equal((await fs.stat(ahead!)).mode & 0o7777, 0o711, "the root is the parent's");
+      assert.equal((await fs.lstat(path.join(ahead!, "a/f"))).ino, (await fs.lstat(path.join(parent!, "a/f"))).ino, "linked, not copied");
+      assert.equal((await fs.lstat(path.join(ahead!, "h2"))).ino, (await fs.lstat(path.join(ahead!, "h"))).ino);
+      assert.equal(await fs.readFile(path.join(parent!, "a/g"), "utf8"), "g", "the parent keeps what the layer whited out");
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("native snapshotter", () => {
