@@ -32,9 +32,8 @@ type UnaryCall = grpc.ServerUnaryCall<any, any>;
 
 export function unary(fn: (call: UnaryCall) => Promise<unknown>): grpc.handleUnaryCall<any, any> {
   return (call, callback) => {
-    const t0 = performance.now();
     fn(call).then(
-      (res) => { if (process.env.CKD_TRACE) console.error(`[ckd ${(performance.now()).toFixed(1)}] ${call.getPath()} ${(performance.now()-t0).toFixed(1)} ms`); callback(null, res ?? {}); },
+      (res) => callback(null, res ?? {}),
       (err) => callback(toGrpcError(err) as grpc.ServiceError),
     );
   };
@@ -44,9 +43,8 @@ type StreamCall = grpc.ServerWritableStream<any, any>;
 
 export function serverStream(fn: (call: StreamCall) => Promise<void>): grpc.handleServerStreamingCall<any, any> {
   return (call) => {
-    const t0 = performance.now();
     fn(call).then(
-      () => { if (process.env.CKD_TRACE) console.error(`[ckd ${(performance.now()).toFixed(1)}] ${call.getPath()} ${(performance.now()-t0).toFixed(1)} ms`); call.end(); },
+      () => call.end(),
       (err) => {
         if (call.cancelled) return;
         failStream(call, err);
