@@ -77,10 +77,13 @@ export class OverlaySnapshotter extends DirectorySnapshotter {
     return this.mounts(id, parentIds, opts.readonly ? "View" : "Active");
   }
 
-  /** An upper directory holds only its own layer: of its parents, only their owner matters. */
+  /** A layer applied ahead of its parent writes overlay whiteouts, as onto a mounted overlay. */
   readonly aheadWhiteouts = "overlay" as const;
 
-  /** The upper directory is complete as it is: overlayfs merges it with the parents when mounted. */
+  /**
+   * An upper directory holds only its own layer (overlayfs merges it with the parents when
+   * mounted): of its parents, only their owner matters.
+   */
   async rebase(id: string, parentIds: readonly string[], _layer?: AheadLayer): Promise<void> {
     checkSnapshotId(id);
     parentIds.forEach(checkSnapshotId);

@@ -27,7 +27,6 @@ const PARENT_WAIT_MS = 30 * 60_000;
 /** How often a waiting unpack looks for a parent committed by another process. */
 const PARENT_POLL_MS = 250;
 
-/** Where unpack applies a layer: a snapshot's mounts, or an overlay upper directory of its own. */
 /**
  * Where unpack applies a layer: a snapshot's mounts, whose files may be hard links shared
  * with its parent (ApplyOptions.sharedInodes), or a parentless directory of its own that

@@ -286,6 +286,8 @@ describe("content over the API", () => {
     r = await runNode(CK, ["-n", "ckshort", "content", "ingest", "--expected-size", "12k", "short"], env, "x");
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--expected-size "12k" must be a number of bytes: invalid argument/);
+    assert.equal((await runNode(CK, ["-n", "ckshort", "content", "ls", "-q"], env)).stdout, "");
+    assert.doesNotMatch(await active("ckshort"), /short/);
   });
 
   test("ck content get through a pipe: a slow reader gets every byte; one that stops early stops ck quietly", async () => {
