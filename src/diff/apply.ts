@@ -25,7 +25,7 @@ import {
 import { runCommand, withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import { Digester } from "./digest.js";
-import { assertInside, cleanEntryName, resolveInLayers, resolveInRoot } from "./rootpath.js";
+import { assertInside, cleanEntryName, isOpaque, isWhiteout, resolveInLayers, resolveInRoot } from "./rootpath.js";
 import type { ApplyReply, ApplyRequest } from "./apply-worker.js";
 
 export interface ApplyOptions {
@@ -345,6 +345,10 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   }
   const up = path.dirname(dir);
   if (up !== state.root) await makeParent(state, up, name);
+  // Onto an upper directory, the merged tree decides: a lower layer's file there is no parent.
+  if (state.whiteouts === "overlay" && (await lowerNonDirectory(state.parents, path.relative(state.root, dir)))) {
+    throw invalidArgument(`entry "${name}": parent ${path.relative(state.root, dir)} is not a directory`);
+  }
   fss.mkdirSync(dir, { mode: 0o755 });
   state.fresh.add(dir);
   state.made.add(dir);
@@ -384,15 +388,36 @@ export function isMissingLinkTarget(err: unknown): boolean {
 }
 
 /**
- * Whether a layer applied into an overlay upper directory before its lower layers were known
- * made one of its implicit directories (Applied.implicitDirs) where those layers show a symlink
- * on the path: mounted, the directory would hide the symlink, where an apply with the lowers
- * known follows it (resolveInLayers). Such a layer is applied again onto them.
+ * Whether a layer applied into a directory of its own before its lower layers were known made
+ * one of its implicit directories (Applied.implicitDirs) where those layers do not show a
+ * directory: a symlink on the path, which an apply with the lowers known follows
+ * (resolveInLayers), or a file, which it refuses as a parent, as containerd does. Merged onto
+ * the lowers, the directory would hide either. Such a layer is applied again onto them.
  */
-export async function crossesLowerSymlink(implicitDirs: readonly string[], lowers: readonly string[]): Promise<boolean> {
+export async function needsItsLowers(implicitDirs: readonly string[], lowers: readonly string[]): Promise<boolean> {
   if (lowers.length === 0) return false;
   for (const rel of implicitDirs) {
     if ((await resolveInLayers(lowers[0]!, lowers.slice(1), rel)) !== path.join(lowers[0]!, rel)) return true;
+    if (await lowerNonDirectory(lowers, rel)) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether the lower layers (nearest first), merged, show something other than a directory at
+ * `rel`: the nearest that has the name decides, unless a nearer one hides it (an opaque or
+ * whited-out directory above it).
+ */
+async function lowerNonDirectory(lowers: readonly string[], rel: string): Promise<boolean> {
+  const parts = rel.split(path.sep);
+  for (const lower of lowers) {
+    const st = await lstatOrNull(path.join(lower, rel));
+    if (st) return !st.isDirectory() && !isWhiteout(st);
+    for (let k = parts.length - 1; k >= 1; k--) {
+      const above = path.join(lower, ...parts.slice(0, k));
+      const a = await lstatOrNull(above);
+      if (a && (!a.isDirectory() || (await isOpaque(above)))) return false;
+    }
   }
   return false;
 }
@@ -582,7 +607,7 @@ async function copyUp(state: ApplyState, src: string, name: string): Promise<boo
   for (const lower of state.parents) {
     const st = await lstatOrNull(path.join(lower, rel));
     if (!st) continue;
-    if (st.isDirectory() || (st.isCharacterDevice() && st.rdev === 0)) return false;
+    if (st.isDirectory() || isWhiteout(st)) return false;
     await makeParent(state, path.dirname(src), name);
     await runCommand("cp", ["-a", "--", path.join(lower, rel), src]);
     state.made.add(src);

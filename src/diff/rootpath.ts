@@ -73,9 +73,10 @@ export async function resolveInRoot(
 }
 
 /** An overlayfs whiteout: a character device 0/0. */
-const isWhiteout = (st: fss.Stats) => st.isCharacterDevice() && st.rdev === 0;
+export const isWhiteout = (st: fss.Stats) => st.isCharacterDevice() && st.rdev === 0;
 
-async function isOpaque(dir: string): Promise<boolean> {
+/** An overlayfs opaque directory (`trusted.overlay.opaque=y`): the layers below it are hidden. */
+export async function isOpaque(dir: string): Promise<boolean> {
   const v = await getAttribute(dir, "trusted.overlay.opaque").catch(() => undefined);
   return v?.toString() === "y";
 }

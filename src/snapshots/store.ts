@@ -12,7 +12,7 @@ import { nowTimestamp } from "../emitter/envelope.js";
 import { chainIdOf, checkCommit, checkPrepare, checkUnpack, parentIds, snapshotHandlers, validateSnapshotKey, validateSnapshotterName } from "../commands/snapshots.js";
 import { validateDigest } from "../commands/validation.js";
 import { canceled, failedPrecondition, invalidArgument, isClass } from "../errdefs/errdefs.js";
-import { crossesLowerSymlink, inheritLowerAttributes, isMissingLinkTarget } from "../diff/apply.js";
+import { needsItsLowers, inheritLowerAttributes, isMissingLinkTarget } from "../diff/apply.js";
 import { keys, type ChainIndexRecord, type SnapshotRecord } from "../projections/views.js";
 import type { Mount, Snapshotter, Usage } from "./types.js";
 
@@ -215,7 +215,7 @@ export class SnapshotStore {
       const decided = await this.onParent(cmd, req, parent, exists);
       if ("status" in decided) return decided;
       const parents = this.parentChain(ns, cmd.snapshotter, parent);
-      if (!applied || (await crossesLowerSymlink(applied.implicitDirs, parents.map((p) => sn.fsDir(p))))) {
+      if (!applied || (await needsItsLowers(applied.implicitDirs, parents.map((p) => sn.fsDir(p))))) {
         // Applied (again) onto its lower layers, which resolve the path as the mounted overlay does.
         return this.applyFresh(sn, parents, cmd, exists, async (_id, mounts) => {
           checkDiffId((await apply({ mounts, sharedInodes: true })).digest, req.diffId);

@@ -12,7 +12,7 @@ import { Readable, Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { getAttribute, setAttribute } from "@napi-rs/xattr";
 import tar from "tar-stream";
-import { applyLayer, applyLayerFile, crossesLowerSymlink, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
+import { applyLayer, applyLayerFile, needsItsLowers, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
 import { writeDiff, writeOverlayDiff } from "../../src/diff/diff.js";
 import { decodePax, encodePax } from "../../src/diff/pax.js";
 import { copyTree } from "../../src/snapshots/native.js";
@@ -344,7 +344,7 @@ describe("applyLayer onto an overlay upper directory with its lower layers", () 
         await fs.mkdir(d);
         return d;
       };
-      const [deep, near, up1, up2, up3] = await Promise.all(["deep", "near", "up1", "up2", "up3"].map(dir));
+      const [deep, near, up1, up2, up3] = await Promise.all(["deep", "near", "up1", "up2", "up3", "up4"].map(dir));
       await fs.mkdir(path.join(deep!, "usr/lib"), { recursive: true });
       await fs.chmod(path.join(deep!, "usr/lib"), 0o750);
       await fs.writeFile(path.join(deep!, "usr/lib/old"), "old");
@@ -372,9 +372,13 @@ describe("applyLayer onto an overlay upper directory with its lower layers", () 
       // Applied before the lowers are known, the same layer makes lib/ a directory: to be applied again.
       const ahead = await overlay(up3!, [], [{ name: "lib/new", body: "new" }]);
       assert.deepEqual(ahead.implicitDirs, ["lib"]);
-      assert.equal(await crossesLowerSymlink(ahead.implicitDirs, [deep!]), true);
-      assert.equal(await crossesLowerSymlink(ahead.implicitDirs, [near!, deep!]), false);
-      assert.equal(await crossesLowerSymlink(["usr/lib"], [deep!]), false);
+      assert.equal(await needsItsLowers(ahead.implicitDirs, [deep!]), true);
+      assert.equal(await needsItsLowers(ahead.implicitDirs, [near!, deep!]), false);
+      assert.equal(await needsItsLowers(["usr/lib"], [deep!]), false);
+      // A directory where the lowers have a file: applied onto them, the entry is refused (as
+      // containerd refuses it); applied ahead, it is applied again onto them.
+      assert.equal(await needsItsLowers(["usr/lib/old"], [deep!]), true);
+      await rejectsClass(overlay(path.join(sb.base, "up4"), [deep!], [{ name: "usr/lib/old/x", body: "x" }]), "InvalidArgument");
     } finally {
       await sb.done();
     }
