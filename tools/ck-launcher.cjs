@@ -1,12 +1,14 @@
 #!/bin/sh
-":" //; if [ -n "${NODE_EXTRA_CA_CERTS-}" ]; then export CK_DEFERRED_EXTRA_CA_CERTS="$NODE_EXTRA_CA_CERTS"; unset NODE_EXTRA_CA_CERTS; fi; exec node "$0" "$@"
+":" //; if [ -n "${NODE_EXTRA_CA_CERTS-}" ] && [ -z "${NODE_USE_SYSTEM_CA-}" ]; then case "${NODE_OPTIONS-}" in *use-openssl-ca*|*use-system-ca*) ;; *) export CK_DEFERRED_EXTRA_CA_CERTS="$NODE_EXTRA_CA_CERTS"; unset NODE_EXTRA_CA_CERTS ;; esac; fi; exec node "$0" "$@"
 // The two lines above are sh, and JavaScript to Node (a string, then a comment). Run as a
 // program, `ck` starts Node without NODE_EXTRA_CA_CERTS: Node reads and parses that file at every
 // start, before any code runs (a system bundle of ~140 certificates: ~60-70 ms of each command,
 // 2026-11-30, AMD EPYC). The file's name goes along as CK_DEFERRED_EXTRA_CA_CERTS; the CLI puts
 // NODE_EXTRA_CA_CERTS back for the programs it starts and adds the file's certificates to its
 // registry connections itself (src/remotes/registry.ts, deferExtraCaCerts), so what ck trusts
-// is unchanged. `node ck.cjs` skips the sh part and Node loads the file as usual.
+// is unchanged. Not when Node is told to trust the system's CA store (NODE_USE_SYSTEM_CA, or
+// --use-openssl-ca / --use-system-ca in NODE_OPTIONS): ck's list starts from Node's bundled
+// one. `node ck.cjs` skips the sh part and Node loads the file as usual.
 //
 // `ck`: loads the CLI bundle (dist/ck-bundle.cjs, made by tools/bundle-cli.mjs) with V8's code
 // cache. Compiling the 1.2 MB bundle and, as commands run, its functions (grpc-js, protobufjs,

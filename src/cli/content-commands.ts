@@ -59,17 +59,33 @@ export async function writeBlob(api: ApiClient, ref: string, data: Buffer, opts:
 /**
  * Writes a stream under `ref` as it is read, never holding more than the WRITEs in flight: a
  * blob the daemon has in this namespace already is done; one it has from another namespace
- * is committed without a byte; an ingest the daemon holds part of resumes (the stream's first
- * bytes, which it has, are read and dropped). A stream of another length than `size` commits
+ * is committed without a byte; an ingest the daemon holds part of resumes when the expected
+ * digest is given (the stream's first bytes, which it has, are read and dropped; the commit
+ * checks the digest), else starts over. A stream of another length than `size` commits
  * nothing and drops the ingest.
  */
 export async function ingestStream(content: ApiContent, ref: string, input: AsyncIterable<Buffer | string>, opts: { expected?: string; size?: number }): Promise<void> {
-  const w = await content.open(ref, { expected: opts.expected, total: opts.size });
-  if (w === "exists") return;
-  if (w.complete) {
-    await w.commit(w.offset, opts.expected ?? "");
+  const w = await content.open(ref, {
+    expected: opts.expected,
+    total: opts.size,
+    onLocked: () => process.stderr.write(`ck: ref ${ref} is locked by another writer; waiting\n`),
+  });
+  const wrongSize = (read: number, expected: number | string) =>
+    new CkError("FailedPrecondition", `read ${read} bytes from stdin, expected ${expected}: failed precondition`);
+  if (w === "exists" || w.complete) {
+    // Nothing to send; the input is still read to its end (a writer into a pipe gets no
+    // SIGPIPE) and its length checked.
+    let read = 0;
+    for await (const c of input) read += c.length;
+    if (opts.size !== undefined && read !== opts.size) {
+      if (w !== "exists") w.close();
+      throw wrongSize(read, opts.size);
+    }
+    if (w !== "exists") await w.commit(w.offset, opts.expected ?? "");
     return;
   }
+  // Without an expected digest nothing would tell whether the held bytes are this input's.
+  if (w.offset > 0 && !opts.expected) await w.truncate();
   let read = 0;
   let skip = w.offset;
   let run: Buffer[] = [];
@@ -100,8 +116,7 @@ export async function ingestStream(content: ApiContent, ref: string, input: Asyn
   if ((opts.size !== undefined && read !== opts.size) || skip > 0) {
     w.close();
     await content.abort(ref);
-    const expected = opts.size ?? `at least ${w.offset} (what the daemon held of ${ref})`;
-    throw new CkError("FailedPrecondition", `read ${read} bytes from stdin, expected ${expected}: failed precondition`);
+    throw wrongSize(read, opts.size ?? `at least ${w.offset} (what the daemon held of ${ref})`);
   }
   await w.commit(read, opts.expected ?? "");
 }

@@ -25,7 +25,7 @@ import {
 import { runCommand, withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import { Digester } from "./digest.js";
-import { assertInside, cleanEntryName, isOpaque, isWhiteout, resolveInLayers, resolveInRoot } from "./rootpath.js";
+import { assertInside, cleanEntryName, resolveInLayers, resolveInRoot, shownInLowers } from "./rootpath.js";
 import type { ApplyReply, ApplyRequest } from "./apply-worker.js";
 
 export interface ApplyOptions {
@@ -403,23 +403,10 @@ export async function needsItsLowers(implicitDirs: readonly string[], lowers: re
   return false;
 }
 
-/**
- * Whether the lower layers (nearest first), merged, show something other than a directory at
- * `rel`: the nearest that has the name decides, unless a nearer one hides it (an opaque or
- * whited-out directory above it).
- */
+/** Whether the lower layers (nearest first), merged, show something other than a directory at `rel`. */
 async function lowerNonDirectory(lowers: readonly string[], rel: string): Promise<boolean> {
-  const parts = rel.split(path.sep);
-  for (const lower of lowers) {
-    const st = await lstatOrNull(path.join(lower, rel));
-    if (st) return !st.isDirectory() && !isWhiteout(st);
-    for (let k = parts.length - 1; k >= 1; k--) {
-      const above = path.join(lower, ...parts.slice(0, k));
-      const a = await lstatOrNull(above);
-      if (a && (!a.isDirectory() || (await isOpaque(above)))) return false;
-    }
-  }
-  return false;
+  const shown = await shownInLowers(lowers, rel);
+  return shown !== undefined && !shown.st.isDirectory();
 }
 
 /**
@@ -540,8 +527,9 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       if (!s && (await copyUp(state, src, name))) s = await lstatOrNull(src);
       if (!s) throw invalidArgument(`entry "${name}": hard link target "${h.linkname}" ${MISSING_LINK_TARGET}`);
       if (s.isDirectory()) throw invalidArgument(`entry "${name}": hard link to directory "${h.linkname}"`);
-      if (src === target) return false;
+      // Before anything else, a link to itself too: the entry's metadata lands on this inode.
       if (state.sharedInodes && s.nlink > 1 && !state.made.has(src)) await unshareInode(state, src, s);
+      if (src === target) return false;
       await replace();
       fss.linkSync(src, target); // link(2) does not follow a symlink source
       return false;
@@ -603,17 +591,12 @@ async function unshareInode(state: ApplyState, src: string, s: fss.Stats): Promi
  */
 async function copyUp(state: ApplyState, src: string, name: string): Promise<boolean> {
   if (state.whiteouts !== "overlay" || state.parents.length === 0) return false;
-  const rel = path.relative(state.root, src);
-  for (const lower of state.parents) {
-    const st = await lstatOrNull(path.join(lower, rel));
-    if (!st) continue;
-    if (st.isDirectory() || isWhiteout(st)) return false;
-    await makeParent(state, path.dirname(src), name);
-    await runCommand("cp", ["-a", "--", path.join(lower, rel), src]);
-    state.made.add(src);
-    return true;
-  }
-  return false;
+  const shown = await shownInLowers(state.parents, path.relative(state.root, src));
+  if (!shown || shown.st.isDirectory()) return false;
+  await makeParent(state, path.dirname(src), name);
+  await runCommand("cp", ["-a", "--", shown.path, src]);
+  state.made.add(src);
+  return true;
 }
 
 function timesOf(h: Header): { atime: number; mtime: number } {

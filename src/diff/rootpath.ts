@@ -159,6 +159,52 @@ export async function resolveInLayers(root: string, lowers: readonly string[], r
   return out;
 }
 
+/**
+ * What the overlay of `layers` (nearest first) shows at `rel`, taken literally (no symlink on
+ * the way is followed: a component some layer has as a symlink or a file shows nothing under
+ * it): the entry of the nearest layer that has the name, as long as every directory above it
+ * shows through (not opaque, not whited out or replaced in a nearer layer). Undefined when
+ * nothing shows there or a whiteout does. Every lstat is made under directories known to be
+ * real directories in that layer, so none leaves the layer.
+ */
+export async function shownInLowers(layers: readonly string[], rel: string): Promise<{ path: string; st: fss.Stats } | undefined> {
+  const parts = components(rel);
+  if (parts.length === 0) return undefined;
+  /** Layers whose path so far is a real directory; below `visible`, the layers hidden. */
+  const open = layers.map(() => true);
+  let visible = layers.length;
+  for (let k = 0; k < parts.length; k++) {
+    const rels = parts.slice(0, k + 1);
+    let shown: { path: string; st: fss.Stats } | undefined;
+    for (let i = 0; i < visible; i++) {
+      if (!open[i]) continue;
+      const p = path.join(layers[i]!, ...rels);
+      const st = fss.lstatSync(p, { throwIfNoEntry: false });
+      if (!st) {
+        open[i] = false;
+        continue;
+      }
+      if (!shown) {
+        if (isWhiteout(st)) return undefined;
+        shown = { path: p, st };
+        if (k === parts.length - 1) return shown;
+        if (!st.isDirectory()) return undefined;
+      } else if (!st.isDirectory()) {
+        // A file, symlink or whiteout under a directory of a nearer layer: hidden, and so is
+        // everything below it.
+        visible = i;
+        break;
+      }
+      if (await isOpaque(p)) {
+        visible = i + 1;
+        break;
+      }
+    }
+    if (!shown) return undefined;
+  }
+  return undefined;
+}
+
 /** Throws unless `p` is `root` or below it; the last guard before any write. */
 export function assertInside(root: string, p: string, what: string): void {
   const r = path.resolve(root);

@@ -64,6 +64,8 @@ export type CodecFactories = readonly [
 
 /** The JSON bundle that came with the generated codecs, if any (registerCodecs). */
 let embedded: protobuf.INamespace | undefined;
+/** The Roots loaded from that bundle: only their types are what the codecs were made for. */
+const codecRoots = new WeakSet<protobuf.Root>();
 
 /**
  * Installs codecs generated at build time (dist/protos-codecs.js, which the `ck` bundle
@@ -80,7 +82,7 @@ export function registerCodecs(table: Record<string, CodecFactories>, protos?: p
   const generate = Type.setup;
   const wrappers = protobuf.wrappers as Record<string, { fromObject: Fn; toObject: Fn }>;
   Type.setup = function setup(this: protobuf.Type & Record<string, unknown>) {
-    const f = table[this.fullName];
+    const f = codecRoots.has(this.root) ? table[this.fullName] : undefined;
     if (!f) return generate.call(this);
     // The message class, before the fields resolve (each sets its default on its prototype).
     if (!this._ctor) this.ctor = f[4]() as unknown as protobuf.Constructor<object>;
@@ -270,7 +272,10 @@ function freshBundle(root: string): protobuf.INamespace | undefined {
 /** The protos of this package, loaded once per process and immutable after. */
 export function loadProtos(opts: { fromFiles?: boolean } = {}): Protos {
   if (opts.fromFiles) return new Protos(join(packageRoot(), "proto"));
-  if (!cached && embedded) cached = new Protos("", embedded);
+  if (!cached && embedded) {
+    cached = new Protos("", embedded);
+    codecRoots.add(cached.root);
+  }
   if (!cached) {
     const root = packageRoot();
     cached = new Protos(join(root, "proto"), freshBundle(root));

@@ -3,7 +3,7 @@
 // blobs and manifests. Authentication is answered on demand; secrets never reach a message.
 import http, { type IncomingHttpHeaders, type IncomingMessage } from "node:http";
 import https from "node:https";
-import type { ConnectionOptions } from "node:tls";
+import { createSecureContext, type ConnectionOptions, type SecureContext } from "node:tls";
 import type { Agent } from "undici";
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
@@ -826,28 +826,53 @@ export function deferExtraCaCerts(env: NodeJS.ProcessEnv = process.env): void {
   extraCaDeferred = true;
 }
 
+/** NODE_EXTRA_CA_CERTS's certificates, read once per file name (an unreadable one warned of once). */
+const extraCaFiles = new Map<string, string[]>();
+
+function extraCaPem(): string[] {
+  const file = process.env.NODE_EXTRA_CA_CERTS;
+  if (!file) return [];
+  let pem = extraCaFiles.get(file);
+  if (!pem) {
+    try {
+      pem = [readFileSync(file, "utf8")];
+    } catch (err) {
+      pem = [];
+      // Node warns about an unreadable NODE_EXTRA_CA_CERTS itself, unless it never saw it.
+      if (extraCaDeferred) process.emitWarning(`Ignoring extra certs from \`${file}\`, load failed: ${(err as Error).message}`);
+    }
+    extraCaFiles.set(file, pem);
+  }
+  return pem;
+}
+
+/**
+ * TLS contexts by what they hold. Given a `ca` list (the ~150 default certificates and more),
+ * Node builds a context for every connection, parsing each certificate again: ~23 ms per
+ * connection here. One context per trust serves them all.
+ */
+const secureContexts = new Map<string, SecureContext>();
+
+function secureContextFor(ca: string[], clientCert: RegistryTls["clientCert"]): SecureContext {
+  const key = createHash("sha256").update(JSON.stringify([ca, clientCert ?? null])).digest("hex");
+  let ctx = secureContexts.get(key);
+  if (!ctx) {
+    ctx = createSecureContext({ ca, ...(clientCert ? { cert: clientCert.cert, key: clientCert.key } : {}) });
+    secureContexts.set(key, ctx);
+  }
+  return ctx;
+}
+
 /** Connect options for `tls`: extra CAs join the default ones (a `ca` given replaces them). */
 function trustOptions(tls: RegistryTls | undefined): ConnectionOptions {
   const out: ConnectionOptions = {};
   if (tls?.ca?.length || extraCaDeferred) {
-    const extra = process.env.NODE_EXTRA_CA_CERTS;
-    let fromEnv: string[] = [];
-    if (extra) {
-      try {
-        fromEnv = [readFileSync(extra, "utf8")];
-      } catch (err) {
-        // Node warns about an unreadable NODE_EXTRA_CA_CERTS itself, unless it never saw it.
-        if (extraCaDeferred) process.emitWarning(`Ignoring extra certs from \`${extra}\`, load failed: ${(err as Error).message}`);
-      }
-    }
-    out.ca = [...rootCertificates, ...fromEnv, ...(tls?.ca ?? [])];
-  }
-  if (!tls) return out;
-  if (tls.skipVerify) out.rejectUnauthorized = false;
-  if (tls.clientCert) {
+    out.secureContext = secureContextFor([...rootCertificates, ...extraCaPem(), ...(tls?.ca ?? [])], tls?.clientCert);
+  } else if (tls?.clientCert) {
     out.cert = tls.clientCert.cert;
     out.key = tls.clientCert.key;
   }
+  if (tls?.skipVerify) out.rejectUnauthorized = false;
   return out;
 }
 

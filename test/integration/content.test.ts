@@ -268,10 +268,28 @@ describe("content over the API", () => {
     assert.match((await runNode(CK, ["-n", "ckstream", "content", "ls"], env)).stdout, new RegExp(`${digest}\\s+3\\.146MB`));
     assert.doesNotMatch(await active("ckstream"), /streamed/);
 
-    // Another namespace: the bytes are on disk, so nothing is read past the first message.
+    // Another namespace: the bytes are on disk, so none is sent; stdin is still read to its end
+    // and its length checked.
     r = await ingest("ckstream2", "again", data);
     assert.equal(r.code, 0, r.stderr);
     assert.match((await runNode(CK, ["-n", "ckstream2", "content", "ls", "-q"], env)).stdout, new RegExp(digest));
+    r = await ingest("ckstream2", "again", data, ["--expected-size", String(data.length + 1)]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, new RegExp(`read ${data.length} bytes from stdin, expected ${data.length + 1}: failed precondition`));
+
+    // Without an expected digest nothing tells whether held bytes are this input's: it starts over.
+    const api2 = new ApiClient({ address: daemon.address, namespace: "ckstream3" });
+    try {
+      const w = await new ApiContent(api2).open("nodigest", {});
+      assert.ok(w !== "exists");
+      await w.write(randomBytes(half));
+      w.close();
+    } finally {
+      api2.close();
+    }
+    r = await runNode(CK, ["-n", "ckstream3", "content", "ingest", "nodigest"], env, data as unknown as string);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await runNode(CK, ["-n", "ckstream3", "content", "ls", "-q"], env)).stdout.trim(), digest);
 
     // Shorter or longer than --expected-size: FailedPrecondition, nothing committed, no ingest left.
     const other = randomBytes(1 << 20);

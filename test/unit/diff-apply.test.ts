@@ -196,8 +196,9 @@ describe("applyLayer onto a tree whose files link its parent's (native, linkFile
         { name: "c", type: "link", linkname: "a", mode: 0o644 },
         { name: "f", body: "old", mode: 0o644 },
         { name: "gone", body: "bye" },
+        { name: "self", body: "self", mode: 0o644 },
       ]);
-      const before = async () => Promise.all(["a", "c", "f", "gone"].map(async (n) => {
+      const before = async () => Promise.all(["a", "c", "f", "gone", "self"].map(async (n) => {
         const st = await fs.lstat(path.join(parent, n));
         return [n, st.ino, st.mode, st.mtimeMs, await fs.readFile(path.join(parent, n), "utf8")];
       }));
@@ -206,6 +207,8 @@ describe("applyLayer onto a tree whose files link its parent's (native, linkFile
         { name: "f", body: "new", mode: 0o600 },
         { name: ".wh.gone", body: "" },
         { name: "b", type: "link", linkname: "a", mode: 0o600, mtime: new Date(1_700_000_000_000) },
+        // A link to itself: its metadata too lands on the inode it names.
+        { name: "self", type: "link", linkname: "self", mode: 0o4777 },
       ];
       const r = (p: string) => path.join(sb.root, p);
       await copyTree(parent, sb.root, { link: true });
@@ -222,7 +225,8 @@ describe("applyLayer onto a tree whose files link its parent's (native, linkFile
       assert.equal(a!.mode & 0o777, 0o600);
       assert.equal(a!.mtimeMs, 1_700_000_000_000);
       await assert.rejects(fs.lstat(r("gone")), { code: "ENOENT" });
-      assert.deepEqual((await fs.readdir(sb.root)).sort(), ["a", "b", "c", "f"], "no copy left behind");
+      assert.deepEqual((await fs.readdir(sb.root)).sort(), ["a", "b", "c", "f", "self"], "no copy left behind");
+      assert.equal((await fs.lstat(r("self"))).mode & 0o7777, 0o4777);
 
       // Without sharedInodes the entry's metadata lands on the shared inode: the parent's `a`.
       const other = path.join(sb.base, "other");
@@ -379,6 +383,21 @@ describe("applyLayer onto an overlay upper directory with its lower layers", () 
       // containerd refuses it); applied ahead, it is applied again onto them.
       assert.equal(await needsItsLowers(["usr/lib/old"], [deep!]), true);
       await rejectsClass(overlay(path.join(sb.base, "up4"), [deep!], [{ name: "usr/lib/old/x", body: "x" }]), "InvalidArgument");
+
+      // A lower symlink to a directory outside, hidden by a directory of the layer: nothing is
+      // read through it (a hard link there names nothing the overlay shows).
+      const [evil, up5] = await Promise.all(["evil", "up5"].map(dir));
+      await fs.symlink(sb.outside, path.join(evil!, "a"));
+      await rejectsClass(overlay(up5!, [evil!], [{ name: "a/", type: "directory" }, { name: "a/x", type: "link", linkname: "a/sentinel" }]), "InvalidArgument");
+      assert.deepEqual(await listTree(up5!), ["a/"]);
+
+      // A file of one lower layer replaced by a directory in a nearer one: entries go under it.
+      const [file1, dir2, up6] = await Promise.all(["file1", "dir2", "up6"].map(dir));
+      await fs.writeFile(path.join(file1!, "a"), "file");
+      await fs.mkdir(path.join(dir2!, "a"));
+      await overlay(up6!, [dir2!, file1!], [{ name: "a/b/c", body: "c" }]);
+      assert.deepEqual(await listTree(up6!), ["a/", "a/b/", "a/b/c"]);
+      assert.equal(await needsItsLowers(["a/b"], [dir2!, file1!]), false);
     } finally {
       await sb.done();
     }

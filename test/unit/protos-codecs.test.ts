@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import protobuf from "protobufjs";
-import { Protos, protoBundlePath } from "../../src/protos/protos.js";
+import { Protos, loadProtos, protoBundlePath } from "../../src/protos/protos.js";
 
 const CODECS = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "protos-codecs.js");
 const bundle = () => JSON.parse(readFileSync(protoBundlePath(), "utf8")) as protobuf.INamespace;
@@ -70,13 +70,19 @@ test("the generated codecs are protobufjs's own for every message type, and inst
   }) as typeof codegen;
   try {
     await import(CODECS);
-    const installed = new Protos("", bundle());
+    // The process's protos, from the bundle the codecs came with.
+    const installed = loadProtos();
     const after = SAMPLES.map(([name, obj]) => installed.encode(name, obj));
     assert.deepEqual(after, before);
     assert.deepEqual(after.map((b, i) => installed.decode(SAMPLES[i]![0], b)), decodedBefore);
     assert.equal(decodedBefore[0].image.target.size, 2 ** 40 + 7);
     assert.deepEqual(decodedBefore[3].resources.map((r: { type: string }) => r.type), ["content", "snapshots/overlayfs"]);
     assert.equal(generated, 0, "no code generated for types the table holds");
+    // A Root loaded any other way is not what the table was made for: protobufjs generates its codecs.
+    const other = new Protos("", bundle());
+    assert.deepEqual(other.encode(SAMPLES[0]![0], SAMPLES[0]![1]), before[0]);
+    assert.ok(generated > 0, "another Root's types are set up by protobufjs");
+    generated = 0;
     // verify, which ck never calls, is still there: generated on demand.
     assert.equal(installed.type(SAMPLES[0]![0]).verify({ image: { name: 5 } }), "image.name: string expected");
     assert.ok(generated > 0);
