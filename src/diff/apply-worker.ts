@@ -14,7 +14,7 @@ export interface ApplyRequest {
 }
 
 export type ApplyReply =
-  | { id: number; ok: true; digest: string; size: number; implicitDirs: string[]; whiteouts: string[]; opaques: string[] }
+  | { id: number; ok: true; digest: string; size: number; implicitDirs: string[]; madeForEntries: string[]; whiteouts: string[]; opaques: string[] }
   | { id: number; ok: false; errorClass?: string; message: string; code?: string; syscall?: string };
 
 parentPort?.on("message", async (req: ApplyRequest) => {
@@ -22,7 +22,7 @@ parentPort?.on("message", async (req: ApplyRequest) => {
   let reply: ApplyReply;
   try {
     const r = await applyLayer(req.root, layer, req.opts);
-    reply = { id: req.id, ok: true, digest: r.digest, size: r.size, implicitDirs: r.implicitDirs, whiteouts: r.whiteouts, opaques: r.opaques };
+    reply = { id: req.id, ok: true, digest: r.digest, size: r.size, implicitDirs: r.implicitDirs, madeForEntries: r.madeForEntries, whiteouts: r.whiteouts, opaques: r.opaques };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     reply = {

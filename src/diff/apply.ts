@@ -63,6 +63,11 @@ export interface Applied {
    * the attributes of the lower layers once those are known.
    */
   implicitDirs: string[];
+  /**
+   * Every directory the apply made for an entry's sake, relative to the root, including those
+   * an entry of their own came for later (which implicitDirs no longer lists).
+   */
+  madeForEntries: string[];
   /** What the layer's whiteout entries removed, relative to the root. */
   whiteouts: string[];
   /** The directories the layer made opaque, relative to the root. */
@@ -176,6 +181,8 @@ interface ApplyState {
   generation: number;
   /** Directories made for an entry's sake, by relative name, until an entry of their own comes. */
   implicit: Set<string>;
+  /** Applied.madeForEntries, relative. */
+  madeForEntries: Set<string>;
   /** Applied.whiteouts and Applied.opaques, by absolute path. */
   removedByWhiteouts: Set<string>;
   opaques: Set<string>;
@@ -228,6 +235,7 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     made: new Set(),
     generation: 0,
     implicit: new Set(),
+    madeForEntries: new Set(),
     removedByWhiteouts: new Set(),
     opaques: new Set(),
   };
@@ -262,7 +270,14 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     if (s?.isDirectory()) fss.lutimesSync(d.path, d.atime, d.mtime);
   }
   const rel = (set: Set<string>) => [...set].map((p) => path.relative(state.root, p));
-  return { digest: digester.digest(), size: digester.size, implicitDirs: [...state.implicit], whiteouts: rel(state.removedByWhiteouts), opaques: rel(state.opaques) };
+  return {
+    digest: digester.digest(),
+    size: digester.size,
+    implicitDirs: [...state.implicit],
+    madeForEntries: [...state.madeForEntries],
+    whiteouts: rel(state.removedByWhiteouts),
+    opaques: rel(state.opaques),
+  };
 }
 
 function asCkError(err: unknown, mediaType: string | undefined): CkError {
@@ -353,6 +368,7 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   state.fresh.add(dir);
   state.made.add(dir);
   state.implicit.add(path.relative(state.root, dir));
+  state.madeForEntries.add(path.relative(state.root, dir));
   if (state.whiteouts !== "overlay") return;
   // A directory of a lower layer, created in the upper one: keep its attributes, since
   // overlayfs shows the upper directory's.
@@ -364,17 +380,12 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
  * of that name in the nearest of `lowers` that has the name, if that is a directory.
  */
 async function inheritDirectory(dir: string, rel: string, lowers: readonly string[], asRoot: boolean): Promise<void> {
-  for (const lower of lowers) {
-    const lp = await resolveInRoot(lower, rel, { followLast: true });
-    const ls = await lstatOrNull(lp);
-    if (!ls) continue;
-    if (ls.isDirectory()) {
-      if (asRoot) fss.lchownSync(dir, ls.uid, ls.gid);
-      fss.chmodSync(dir, ls.mode & 0o7777);
-      fss.lutimesSync(dir, ls.atime, ls.mtime);
-    }
-    return;
-  }
+  // What the lowers, merged, show there (read without following any symlink).
+  const ls = (await shownInLowers(lowers, rel))?.st;
+  if (!ls?.isDirectory()) return;
+  if (asRoot) fss.lchownSync(dir, ls.uid, ls.gid);
+  fss.chmodSync(dir, ls.mode & 0o7777);
+  fss.lutimesSync(dir, ls.atime, ls.mtime);
 }
 
 const MISSING_LINK_TARGET = "does not exist inside the layer root";
@@ -389,7 +400,7 @@ export function isMissingLinkTarget(err: unknown): boolean {
 
 /**
  * Whether a layer applied into a directory of its own before its lower layers were known made
- * one of its implicit directories (Applied.implicitDirs) where those layers do not show a
+ * a directory for its entries (Applied.madeForEntries) where those layers do not show a
  * directory: a symlink on the path, which an apply with the lowers known follows
  * (resolveInLayers), or a file, which it refuses as a parent, as containerd does. Merged onto
  * the lowers, the directory would hide either. Such a layer is applied again onto them.
@@ -665,7 +676,7 @@ function spawnWorker(): PoolWorker {
     if (!p || p.id !== m.id) return;
     pw.pending = undefined;
     releaseWorker(pw);
-    if (m.ok) p.resolve({ digest: m.digest, size: m.size, implicitDirs: m.implicitDirs, whiteouts: m.whiteouts, opaques: m.opaques });
+    if (m.ok) p.resolve({ digest: m.digest, size: m.size, implicitDirs: m.implicitDirs, madeForEntries: m.madeForEntries, whiteouts: m.whiteouts, opaques: m.opaques });
     else if (m.errorClass) p.reject(new CkError(m.errorClass as ErrorClass, m.message));
     else p.reject(Object.assign(new CkError("Unknown", `apply layer: ${m.message}`), { code: m.code }));
   });

@@ -4,6 +4,7 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { failedPrecondition, invalidArgument } from "../errdefs/errdefs.js";
+import { getAttribute, listAttributes, setAttribute } from "@napi-rs/xattr";
 import { runCommand } from "./mount.js";
 import { DirectorySnapshotter } from "./storage.js";
 import { checkSnapshotId, type AheadLayer, type Mount, type PrepareOptions, type SnapshotKind } from "./types.js";
@@ -35,6 +36,7 @@ export async function linkParentTree(child: string, parent: string, layer: Ahead
   const opaque = new Set(layer.opaques);
   const merge = async (rel: string): Promise<void> => {
     const into = path.join(child, rel);
+    await inheritXattrs(into, path.join(parent, rel));
     const times = await fs.lstat(into);
     let added = false;
     for (const e of await fs.readdir(path.join(parent, rel), { withFileTypes: true })) {
@@ -45,17 +47,36 @@ export async function linkParentTree(child: string, parent: string, layer: Ahead
         if (e.isDirectory()) await runCommand("cp", ["-a", "--link", "--", path.join(parent, r), path.join(child, r)]);
         else await fs.link(path.join(parent, r), path.join(child, r)); // link(2) never follows a symlink
         added = true;
-      } else if (mine.isDirectory() && e.isDirectory() && !opaque.has(r)) {
-        await merge(r);
+      } else if (mine.isDirectory() && e.isDirectory()) {
+        if (opaque.has(r)) await inheritXattrs(path.join(child, r), path.join(parent, r));
+        else await merge(r);
       }
     }
     if (added) await fs.lutimes(into, times.atime, times.mtime);
   };
   // An opaque root: the layer's own entries are the whole tree.
   if (!opaque.has("")) await merge("");
+  else await inheritXattrs(child, parent);
   const root = await fs.lstat(parent);
   if (process.getuid?.() === 0) await fs.lchown(child, root.uid, root.gid);
   await fs.chmod(child, root.mode & 0o7777);
+}
+
+/**
+ * Gives directory `dir` the extended attributes of `from` (the same directory in the parent's
+ * tree) that it does not have: where the layer has a directory the parent has too, an apply
+ * onto a copy of the parent keeps the parent's attributes and adds the layer's. Best effort,
+ * as for a layer's own (a namespace the filesystem or the process cannot set is skipped).
+ */
+async function inheritXattrs(dir: string, from: string): Promise<void> {
+  const names = await listAttributes(from).catch(() => [] as string[]);
+  if (names.length === 0) return;
+  const have = new Set(await listAttributes(dir).catch(() => [] as string[]));
+  for (const name of names) {
+    if (have.has(name)) continue;
+    const value = await getAttribute(from, name).catch(() => null);
+    if (value) await setAttribute(dir, name, value).catch(() => undefined);
+  }
 }
 
 export class NativeSnapshotter extends DirectorySnapshotter {
@@ -86,6 +107,10 @@ export class NativeSnapshotter extends DirectorySnapshotter {
       if (parent !== undefined) await copyTree(path.join(parent, "fs"), fsDir, { link: opts.linkFiles === true });
     });
     return this.mounts(id, parentIds, opts.readonly ? "View" : "Active");
+  }
+
+  lowerDirs(parentIds: readonly string[]): string[] {
+    return parentIds.length > 0 ? [this.fsDir(parentIds[0]!)] : [];
   }
 
   /** The layer applied ahead into this snapshot's tree gets the parent's tree under it (linkParentTree). */

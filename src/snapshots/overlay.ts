@@ -77,6 +77,10 @@ export class OverlaySnapshotter extends DirectorySnapshotter {
     return this.mounts(id, parentIds, opts.readonly ? "View" : "Active");
   }
 
+  lowerDirs(parentIds: readonly string[]): string[] {
+    return parentIds.map((p) => this.fsDir(p));
+  }
+
   /** A layer applied ahead of its parent writes overlay whiteouts, as onto a mounted overlay. */
   readonly aheadWhiteouts = "overlay" as const;
 

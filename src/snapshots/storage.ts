@@ -137,6 +137,7 @@ export abstract class DirectorySnapshotter implements Snapshotter {
   abstract available(): Promise<{ ok: boolean; reason?: string }>;
   abstract prepare(id: string, parentIds: readonly string[], opts: PrepareOptions): Promise<Mount[]>;
   abstract mounts(id: string, parentIds: readonly string[], kind: SnapshotKind): Mount[];
+  abstract lowerDirs(parentIds: readonly string[]): string[];
 
   prepareStorage(): Promise<string | undefined> {
     return this.dirs.ensure();

@@ -35,7 +35,7 @@ const PARENT_POLL_MS = 250;
 export type ApplyTarget = { mounts: Mount[]; sharedInodes: true } | { dir: string; whiteouts: "overlay" | "delete" };
 
 /** What unpack needs of an apply's result. */
-type ApplyResult = { digest: string; implicitDirs: readonly string[]; whiteouts: readonly string[]; opaques: readonly string[] };
+type ApplyResult = { digest: string; implicitDirs: readonly string[]; madeForEntries: readonly string[]; whiteouts: readonly string[]; opaques: readonly string[] };
 
 export interface UnpackOutcome {
   chainId: string;
@@ -215,7 +215,8 @@ export class SnapshotStore {
       const decided = await this.onParent(cmd, req, parent, exists);
       if ("status" in decided) return decided;
       const parents = this.parentChain(ns, cmd.snapshotter, parent);
-      if (!applied || (await needsItsLowers(applied.implicitDirs, parents.map((p) => sn.fsDir(p))))) {
+      const lowers = sn.lowerDirs(parents);
+      if (!applied || (await needsItsLowers(applied.madeForEntries, lowers))) {
         // Applied (again) onto its lower layers, which resolve the path as the mounted overlay does.
         return this.applyFresh(sn, parents, cmd, exists, async (_id, mounts) => {
           checkDiffId((await apply({ mounts, sharedInodes: true })).digest, req.diffId);
@@ -223,7 +224,7 @@ export class SnapshotStore {
         });
       }
       await sn.rebase!(id, parents, applied);
-      await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, parents.map((p) => sn.fsDir(p)));
+      await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, lowers);
       return decided;
     });
   }

@@ -64,6 +64,12 @@ export interface Snapshotter {
   /** The directory holding the snapshot's own files (native: the tree; overlayfs: upperdir). */
   fsDir(id: string): string;
   /**
+   * The directories that, stacked nearest first as an overlay, show the tree of `parentIds`
+   * (nearest first): overlayfs, every parent's upper directory; native, the nearest parent's
+   * tree, which is complete.
+   */
+  lowerDirs(parentIds: readonly string[]): string[];
+  /**
    * An Active snapshot prepared without parents, whose layer was applied into fsDir with
    * `aheadWhiteouts`, is made ready to be committed on top of `parentIds` (nearest first,
    * Committed), as if prepare had been given them: overlayfs only records the parent, native

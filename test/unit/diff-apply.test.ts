@@ -93,7 +93,7 @@ describe("applyLayer: a normal tree", () => {
         { name: "deep/er/file", body: "implicit parents" },
       ]);
       const applied = await applyLayer(sb.root, Readable.from([layer]));
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: ["deep", "deep/er"], whiteouts: [], opaques: [] });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: ["deep", "deep/er"], madeForEntries: ["deep", "deep/er"], whiteouts: [], opaques: [] });
       const r = (p: string) => path.join(sb.root, p);
       assert.equal(await fs.readFile(r("etc/hosts"), "utf8"), "127.0.0.1 localhost\n");
       assert.equal((await fs.stat(r("etc"))).mtimeMs, 1_500_000_000_000, "dir mtime set after its children");
@@ -143,7 +143,7 @@ describe("applyLayer: a normal tree", () => {
       const applied = await applyLayer(sb.root, Readable.from([gzipSync(layer)]), {
         mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
       });
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], whiteouts: [], opaques: [] });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], madeForEntries: [], whiteouts: [], opaques: [] });
       assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "gz");
     } finally {
       await sb.done();
@@ -161,7 +161,7 @@ describe("applyLayer: a normal tree", () => {
       const chunks: Buffer[] = [];
       for (let i = 0; i < z.stdout.length; i += 7) chunks.push(z.stdout.subarray(i, i + 7));
       const applied = await applyLayer(sb.root, Readable.from(chunks));
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], whiteouts: [], opaques: [] });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], madeForEntries: [], whiteouts: [], opaques: [] });
       assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "zstd".repeat(10000));
     } finally {
       await sb.done();
@@ -373,11 +373,12 @@ describe("applyLayer onto an overlay upper directory with its lower layers", () 
       await overlay(up2!, [near!, deep!], [{ name: "lib/new", body: "new" }, { name: "etc/conf/more", body: "more" }]);
       assert.deepEqual(await listTree(up2!), ["etc/", "etc/conf/", "etc/conf/more", "lib/", "lib/new"], "what the nearer layer hides is not followed");
 
-      // Applied before the lowers are known, the same layer makes lib/ a directory: to be applied again.
-      const ahead = await overlay(up3!, [], [{ name: "lib/new", body: "new" }]);
-      assert.deepEqual(ahead.implicitDirs, ["lib"]);
-      assert.equal(await needsItsLowers(ahead.implicitDirs, [deep!]), true);
-      assert.equal(await needsItsLowers(ahead.implicitDirs, [near!, deep!]), false);
+      // Applied before the lowers are known, the same layer makes lib/ a directory: to be applied
+      // again, also where an entry of its own for lib/ comes after lib/new in the tar.
+      const ahead = await overlay(up3!, [], [{ name: "lib/new", body: "new" }, { name: "lib/", type: "directory" }]);
+      assert.deepEqual([ahead.implicitDirs, ahead.madeForEntries], [[], ["lib"]]);
+      assert.equal(await needsItsLowers(ahead.madeForEntries, [deep!]), true);
+      assert.equal(await needsItsLowers(ahead.madeForEntries, [near!, deep!]), false);
       assert.equal(await needsItsLowers(["usr/lib"], [deep!]), false);
       // A directory where the lowers have a file: applied onto them, the entry is refused (as
       // containerd refuses it); applied ahead, it is applied again onto them.

@@ -5,6 +5,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
+import { getAttribute } from "@napi-rs/xattr";
 import { NativeSnapshotter, copyTree, linkParentTree } from "../../src/snapshots/native.js";
 import { applyLayer, inheritLowerAttributes, isMissingLinkTarget } from "../../src/diff/apply.js";
 import { layerTar, listTree, snapshotterConformance, type LayerEntry } from "../conformance/snapshotter.js";
@@ -41,7 +42,7 @@ describe("native: a layer applied ahead of its parent, then linked onto it", () 
       const apply = async (root: string, entries: LayerEntry[], sharedInodes = false) =>
         applyLayer(root, Readable.from([await layerTar(entries)]), { sharedInodes });
       await apply(parent!, [
-        { name: "a/", type: "directory", mode: 0o750, mtime: T },
+        { name: "a/", type: "directory", mode: 0o750, mtime: T, pax: { "SCHILY.xattr.user.parent": "p" } },
         { name: "a/f", body: "f" },
         { name: "a/g", body: "g" },
         { name: "b/", type: "directory", mtime: T },
@@ -94,6 +95,9 @@ describe("native: a layer applied ahead of its parent, then linked onto it", () 
       assert.deepEqual(noTimes(got), noTimes(want));
       assert.equal(got["e/deep/"], want["e/deep/"], "the layer's own directory keeps its time");
       assert.equal((await fs.stat(ahead!)).mode & 0o7777, 0o711, "the root is the parent's");
+      for (const tree of [seq!, ahead!]) {
+        assert.equal((await getAttribute(path.join(tree, "a"), "user.parent"))?.toString(), "p", `${tree}: the parent's directory xattrs are kept`);
+      }
       assert.equal((await fs.lstat(path.join(ahead!, "a/f"))).ino, (await fs.lstat(path.join(parent!, "a/f"))).ino, "linked, not copied");
       assert.equal((await fs.lstat(path.join(ahead!, "h2"))).ino, (await fs.lstat(path.join(ahead!, "h"))).ino);
       assert.equal(await fs.readFile(path.join(parent!, "a/g"), "utf8"), "g", "the parent keeps what the layer whited out");
