@@ -6,7 +6,7 @@
 import { writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import protobuf from "protobufjs";
-import { Protos, loadProtos, protoBundlePath } from "../src/protos/protos.js";
+import { Protos, loadProtos, messageTypes, protoBundlePath } from "../src/protos/protos.js";
 
 const protos = loadProtos({ fromFiles: true });
 const path = protoBundlePath();
@@ -18,14 +18,7 @@ process.stdout.write(`protos: ${protos.serviceNames.length} services -> ${path}\
 // fields are in the order the generated code indexes them by.
 const root = new Protos("", json).root;
 root.resolveAll();
-const types: protobuf.Type[] = [];
-const walk = (ns: protobuf.NamespaceBase) => {
-  for (const o of ns.nestedArray) {
-    if (o instanceof protobuf.Type) types.push(o);
-    if (o instanceof protobuf.Namespace || o instanceof protobuf.Type) walk(o as protobuf.NamespaceBase);
-  }
-};
-walk(root);
+const types = messageTypes(root);
 // protobufjs's generators (not in its typings): each returns the Codegen whose toString()
 // is the function's source, with free variables named as in Type#setup's scopes. Not
 // verify, which ck never calls: protobufjs generates it if something does.

@@ -108,6 +108,17 @@ export function registerCodecs(table: Record<string, CodecFactories>, protos?: p
   };
 }
 
+/** Every object declared under `ns` (namespaces, types, services, enums), depth first. */
+export function* nestedObjects(ns: protobuf.NamespaceBase): Generator<protobuf.ReflectionObject> {
+  for (const o of ns.nestedArray) {
+    yield o;
+    if (o instanceof protobuf.Namespace || o instanceof protobuf.Type) yield* nestedObjects(o as protobuf.NamespaceBase);
+  }
+}
+
+/** Every message type declared under `ns`. */
+export const messageTypes = (ns: protobuf.NamespaceBase): protobuf.Type[] => [...nestedObjects(ns)].filter((o): o is protobuf.Type => o instanceof protobuf.Type);
+
 export class Protos {
   readonly root: protobuf.Root;
   readonly serviceNames: string[];
@@ -129,15 +140,7 @@ export class Protos {
       root.loadSync(protoFiles(protoDir), { keepCase: true });
     }
     this.root = root;
-    const names: string[] = [];
-    const walk = (ns: protobuf.NamespaceBase) => {
-      for (const o of ns.nestedArray) {
-        if (o instanceof protobuf.Service) names.push(o.fullName.slice(1));
-        if (o instanceof protobuf.Namespace || o instanceof protobuf.Type) walk(o as protobuf.NamespaceBase);
-      }
-    };
-    walk(root);
-    this.serviceNames = names.sort();
+    this.serviceNames = [...nestedObjects(root)].filter((o) => o instanceof protobuf.Service).map((o) => o.fullName.slice(1)).sort();
   }
 
   type(fullName: string): protobuf.Type {

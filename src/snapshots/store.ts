@@ -12,7 +12,7 @@ import { nowTimestamp } from "../emitter/envelope.js";
 import { chainIdOf, checkCommit, checkPrepare, checkUnpack, parentIds, snapshotHandlers, validateSnapshotKey, validateSnapshotterName } from "../commands/snapshots.js";
 import { validateDigest } from "../commands/validation.js";
 import { canceled, failedPrecondition, invalidArgument, isClass } from "../errdefs/errdefs.js";
-import { needsItsLowers, inheritLowerAttributes, isMissingLinkTarget } from "../diff/apply.js";
+import { inheritLowerAttributes, isMissingLinkTarget, needsItsLowers, type Applied } from "../diff/apply.js";
 import { keys, type ChainIndexRecord, type SnapshotRecord } from "../projections/views.js";
 import type { Mount, Snapshotter, Usage } from "./types.js";
 
@@ -34,8 +34,6 @@ const PARENT_POLL_MS = 250;
  */
 export type ApplyTarget = { mounts: Mount[]; sharedInodes: true } | { dir: string; whiteouts: "overlay" | "delete" };
 
-/** What unpack needs of an apply's result. */
-type ApplyResult = { digest: string; implicitDirs: readonly string[]; madeForEntries: readonly string[]; whiteouts: readonly string[]; opaques: readonly string[] };
 
 export interface UnpackOutcome {
   chainId: string;
@@ -156,7 +154,7 @@ export class SnapshotStore {
     ns: string,
     snapshotter: string,
     req: { layer: string; diffId: string; parent: string; lease?: string; waitParent?: boolean; signal?: AbortSignal },
-    apply: (target: ApplyTarget) => Promise<ApplyResult>,
+    apply: (target: ApplyTarget) => Promise<Applied>,
   ): Promise<UnpackOutcome> {
     const sn = this.snapshotter(snapshotter);
     validateDigest("layer.digest", req.layer);
@@ -197,7 +195,7 @@ export class SnapshotStore {
     sn: Snapshotter,
     req: { layer: string; diffId: string; parent: string; lease?: string; signal?: AbortSignal },
     cmd: UnpackCmd,
-    apply: (target: ApplyTarget) => Promise<ApplyResult>,
+    apply: (target: ApplyTarget) => Promise<Applied>,
     exists: () => Promise<UnpackOutcome | undefined>,
   ): Promise<UnpackOutcome> {
     return this.applyFresh(sn, [], cmd, exists, async (id) => {

@@ -108,6 +108,13 @@ describe("an https registry with a private CA", { timeout: 300_000 }, () => {
     r = await runCommand(CK, ["--address", w.daemon.address, "-n", "tls-env-none", "fetch", "--client-fetch", ref()], { NODE_EXTRA_CA_CERTS: "" });
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /TLS certificate is not trusted/);
+    // An unreadable file: the warning Node would have printed at its start, and no trust from it.
+    const missing = join(w.dir, "no-such-ca.pem");
+    r = await runCommand(CK, ["--address", w.daemon.address, "-n", "tls-env-missing", "fetch", "--client-fetch", ref()], { NODE_EXTRA_CA_CERTS: missing });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, new RegExp(`Ignoring extra certs from \`${missing}\`, load failed: ENOENT`));
+    assert.match(r.stderr, /TLS certificate is not trusted/);
+    assert.equal((await ck("tls-env-missing", ["content", "ls", "-q"])).stdout, "");
 
     // An editor started by `ck content edit` sees the variable as it was given, and not the launcher's.
     const seen = join(w.dir, "editor-env");

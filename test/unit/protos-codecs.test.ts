@@ -8,19 +8,11 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import protobuf from "protobufjs";
-import { Protos, loadProtos, protoBundlePath } from "../../src/protos/protos.js";
+import { Protos, loadProtos, messageTypes, protoBundlePath } from "../../src/protos/protos.js";
 
 const CODECS = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "protos-codecs.js");
 const bundle = () => JSON.parse(readFileSync(protoBundlePath(), "utf8")) as protobuf.INamespace;
 
-function messageTypes(root: protobuf.NamespaceBase): protobuf.Type[] {
-  const out: protobuf.Type[] = [];
-  for (const o of root.nestedArray) {
-    if (o instanceof protobuf.Type) out.push(o);
-    if (o instanceof protobuf.Namespace || o instanceof protobuf.Type) out.push(...messageTypes(o as protobuf.NamespaceBase));
-  }
-  return out;
-}
 
 // Messages that cross the CLI's hottest calls: nested messages, maps, repeated fields, Any,
 // timestamps, int64, bytes, enums.
