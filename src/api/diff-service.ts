@@ -18,10 +18,10 @@ import type { Mount } from "../snapshots/types.js";
 import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
 import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
+import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
 
 export const MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
 export const MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
-const UNCOMPRESSED_LABEL = "containerd.io/uncompressed";
 
 export interface DiffDeps {
   queries: Queries;

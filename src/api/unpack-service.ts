@@ -11,8 +11,8 @@ import { validateDigest } from "../commands/validation.js";
 import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 import type { Sequencer } from "../commands/sequencer.js";
 import { contentHandlers } from "../commands/content.js";
+import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
 
-const UNCOMPRESSED_LABEL = "containerd.io/uncompressed";
 
 export interface UnpackDeps {
   queries: Queries;

@@ -402,7 +402,7 @@ class Fetcher implements FetchProgress {
       // The daemon holds this fetch's download limit: objects it has are answered at once,
       // not queued behind downloads (a warm pull asks about all of them together).
       download_group: this.downloadGroup,
-      max_downloads: Math.max(1, this.opts.concurrency ?? 3),
+      max_downloads: this.slots.limit,
       // A config comes back with the last message: an unpack reads it next.
       return_bytes_max: kindOf(desc) === "config" ? MAX_MANIFEST_BYTES : 0,
     };

@@ -18,8 +18,8 @@ import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdef
 import { MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
 import { matchPlatform } from "../remotes/platform.js";
 import type { Descriptor, Platform } from "../remotes/types.js";
+import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
 
-export const UNCOMPRESSED_LABEL = "containerd.io/uncompressed";
 export const GC_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot.";
 
 export interface UnpackOptions {

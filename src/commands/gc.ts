@@ -11,6 +11,8 @@ import type { Decision, StateView } from "./sequencer.js";
 export const LABEL_GC_ROOT = "containerd.io/gc.root";
 export const LABEL_GC_REF_CONTENT = "containerd.io/gc.ref.content";
 export const LABEL_GC_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot.";
+/** On a layer's content: the digest of its uncompressed tar (its diff_id), as unpacking sets it. */
+export const UNCOMPRESSED_LABEL = "containerd.io/uncompressed";
 
 /**
  * A resource GC knows about: content (keyed by digest) and snapshots (keyed

@@ -5,6 +5,8 @@ import { canceled } from "../errdefs/errdefs.js";
 
 export class Slots {
   private active = 0;
+  /** Callers told they must wait, still in their onWait. */
+  private telling = 0;
   private readonly waiters: (() => void)[] = [];
 
   /** `onIdle` runs whenever the last holder or waiter leaves. */
@@ -15,7 +17,7 @@ export class Slots {
 
   /** No holders and no waiters. */
   get idle(): boolean {
-    return this.active === 0 && this.waiters.length === 0;
+    return this.active === 0 && this.waiters.length === 0 && this.telling === 0;
   }
 
   /**
@@ -27,7 +29,16 @@ export class Slots {
     while (this.active >= this.limit) {
       if (!told) {
         told = true;
-        await onWait?.();
+        // Counted meanwhile, so that the last holder leaving does not find the group idle.
+        this.telling++;
+        try {
+          await onWait?.();
+        } catch (err) {
+          this.telling--;
+          if (this.idle) this.onIdle?.();
+          throw err;
+        }
+        this.telling--;
         continue; // a slot may have come free meanwhile
       }
       await new Promise<void>((resolve, reject) => {

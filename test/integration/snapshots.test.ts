@@ -313,6 +313,24 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       await api.call("leases", "Delete", { id: ns, sync: true });
     });
 
+    test(`Unpack.Apply with a diff_id the layer does not have (${sn}): FailedPrecondition; no snapshot, no directory, no label`, async () => {
+      const ns = `wrongdiff-${sn}`;
+      const api = daemon.client(ns);
+      await api.call("leases", "Create", { id: ns, labels: {} });
+      const metadata = { "containerd-lease": ns };
+      const { layers } = await storeLayers(api, metadata, [await layerTar([{ name: `wrong-${sn}`, body: "x\n" }])]);
+      const dirs0 = (await snapDirs(sn)).length;
+      await rejectsClass(
+        api.call("unpack", "Apply", { snapshotter: sn, layer: layers[0], diff_id: sha(Buffer.from("another layer")), parent: "", label_uncompressed: true }, { metadata }),
+        "FailedPrecondition",
+      );
+      assert.deepEqual(await listSnapshots(api, sn), []);
+      assert.equal((await snapDirs(sn)).length, dirs0);
+      const { info } = await api.call("content", "Info", { digest: layers[0]!.digest });
+      assert.equal((info.labels ?? {})["containerd.io/uncompressed"], undefined);
+      await api.call("leases", "Delete", { id: ns, sync: true });
+    });
+
     test(`Unpack.Apply with wait_parent (${sn}): a layer sent before its parent is applied meanwhile and committed after it; a wait ends with the call and leaves nothing`, async () => {
       const ns = `ahead-${sn}`;
       const api = daemon.client(ns);

@@ -82,3 +82,27 @@ describe("DownloadGroups", () => {
     assert.equal(idle, 1);
   });
 });
+
+test("Slots: a caller still in its onWait keeps the slots from going idle; one whose onWait fails leaves them idle", async () => {
+  let idle = 0;
+  const slots = new Slots(1, () => idle++);
+  const release = await slots.acquire();
+  let told!: () => void;
+  const second = slots.acquire(undefined, () => new Promise<void>((r) => (told = r)));
+  await new Promise((r) => setImmediate(r));
+  release(); // the holder leaves while the second caller is still being told to wait
+  assert.equal(idle, 0, "not idle: a caller is on its way");
+  told();
+  const release2 = await second;
+  assert.equal(idle, 0);
+  release2();
+  assert.equal(idle, 1);
+
+  const holder = await slots.acquire();
+  const failing = slots.acquire(undefined, async () => {
+    holder();
+    throw new Error("stream closed");
+  });
+  await assert.rejects(failing, /stream closed/);
+  assert.equal(idle, 2, "the last one out, a failed waiter, reports the slots idle");
+});
