@@ -206,8 +206,12 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
         await finish(committed);
       } finally {
         release?.();
-        // An unfinished ingest stays (unlocked) for a resume; a committed writer is spent.
-        if (!spent) await writer.close().catch(() => undefined);
+        // An unfinished ingest stays (unlocked) for a resume; one that holds no byte (the
+        // registry refused the blob) has nothing to resume and goes; a committed writer is spent.
+        if (!spent) {
+          if (writer.offset === 0) await d.store.abort(key).catch(() => undefined);
+          else await writer.close().catch(() => undefined);
+        }
       }
     }),
   };

@@ -143,7 +143,6 @@ export function registerDistributionCommands(program: Command, action: Action): 
       action(async (api, refArg: string, opts: RegistryFlags & PlatformFlags & { maxConcurrentDownloads?: string; label?: string[]; quiet?: boolean; snapshotter?: string; clientFetch?: boolean }) => {
         const ref = parseReference(refArg);
         let unpacked = "";
-        let configLabelled: Promise<void> = Promise.resolve();
         const r = await transfer(ref, opts, (registry, progress) =>
           fetchImage(api, registry, ref, {
             platforms: platformsOf(opts),
@@ -166,11 +165,10 @@ export function registerDistributionCommands(program: Command, action: Action): 
                       // The config's snapshot label goes alongside the image's registration.
                       deferConfigLabel: true,
                     });
-                    configLabelled = u.configLabelled;
+                    fetched.holdLease(u.configLabelled);
                     unpacked = `unpacked ${u.layers} layers (${u.applied} applied${u.shared ? `, ${u.shared} shared` : ""}) into ${opts.snapshotter}: ${u.chainId}\n`;
                   }
                 : undefined,
-            beforeRelease: () => configLabelled,
           }),
         );
         if (opts.quiet) process.stdout.write(`${r.name} ${r.target.digest}\n`);

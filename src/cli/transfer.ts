@@ -64,8 +64,6 @@ export interface FetchOptions {
    * both. `progress.committed(digest)` resolves once that blob is in the content store.
    */
   whileFetching?: (metadata: Record<string, string>, target: Descriptor, progress: FetchProgress) => Promise<void>;
-  /** Awaited under the lease once the image is registered (work whileFetching left running). */
-  beforeRelease?: () => Promise<unknown>;
 }
 
 /** What a fetch has so far, for work that runs alongside it. */
@@ -76,6 +74,11 @@ export interface FetchProgress {
   committed(digest: string): Promise<void>;
   /** The bytes of a committed image config when the daemon sent them back (undefined otherwise). */
   configBytes(digest: string): Buffer | undefined;
+  /**
+   * Work left running that must end under the fetch's lease, but need not hold up the image's
+   * registration (pull's label of the config): awaited after it, before the lease goes.
+   */
+  holdLease(work: Promise<unknown>): void;
 }
 
 export interface FetchResult {
@@ -181,6 +184,7 @@ class Fetcher implements FetchProgress {
   private inDaemon: boolean;
   /** Image configs the daemon sent back with their last Fetch.Blob message, digest-checked. */
   private readonly configs = new Map<string, Buffer>();
+  private readonly held: Promise<unknown>[] = [];
   /** Names this fetch's Fetch.Blob calls to the daemon, which limits their downloads together. */
   private readonly downloadGroup = randomBytes(12).toString("hex");
 
@@ -256,6 +260,16 @@ class Fetcher implements FetchProgress {
 
   configBytes(digest: string): Buffer | undefined {
     return this.configs.get(digest);
+  }
+
+  holdLease(work: Promise<unknown>): void {
+    work.catch(() => undefined); // awaited by released()
+    this.held.push(work);
+  }
+
+  /** Settles once the work handed to holdLease has; rejects with the first failure. */
+  async released(): Promise<void> {
+    await Promise.all(this.held);
   }
 
   /** Manifests and indexes, depth first; collects the blobs (config, layers) under them. */
@@ -515,8 +529,11 @@ export async function fetchImage(api: ApiClient, registry: Registry, ref: ImageR
       const f = new Fetcher(registry, ref, api, metadata, opts);
       const alongside = opts.whileFetching;
       await f.fetchTree(target, rootBytes, alongside ? () => alongside(metadata, target, f) : undefined);
-      if (opts.register !== false) await registerImage(api, name, target, opts.labels ?? {}, metadata);
-      await opts.beforeRelease?.();
+      try {
+        if (opts.register !== false) await registerImage(api, name, target, opts.labels ?? {}, metadata);
+      } finally {
+        await f.released(); // held work ends under the lease, whether or not registration failed
+      }
       return { name, target, ...f.result() };
     },
     lease,

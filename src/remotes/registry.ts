@@ -693,8 +693,10 @@ class BlobReader {
       let skip = next.skip;
       next = undefined;
       this.current = res;
+      let received = 0; // bytes of this response's body, skipped ones included
       try {
         for await (const chunk of res as AsyncIterable<Buffer>) {
+          received += chunk.length;
           let c = chunk;
           if (skip > 0) {
             if (c.length <= skip) {
@@ -711,6 +713,10 @@ class BlobReader {
           this.pos += c.length;
           yield c;
         }
+        // The whole body came, as long as it said: the object is shorter than its descriptor,
+        // and resuming would only be told so (416).
+        const length = Number(header(res, "content-length") ?? Number.NaN);
+        if (this.pos < this.desc.size && received === length) throw shorter(this.what, this.pos, this.desc.size);
       } catch (err) {
         if (err instanceof CkError) throw err;
         if (this.signal.aborted) throw canceled(this.what);
@@ -779,8 +785,14 @@ class BlobReader {
     }
     const body = await readLimited(res, MAX_ERROR_BODY, true);
     if (status === 404) throw notFoundIn(this.ref, this.what);
+    // Range Not Satisfiable: nothing from this offset on, so the object ends before it.
+    if (status === 416 && this.pos > 0) throw shorter(this.what, this.pos, this.desc.size, " or before");
     throw statusError(this.ref.domain, status, this.what, body);
   }
+}
+
+function shorter(what: string, end: number, size: number, orBefore = ""): CkError {
+  return failedPrecondition(`${what}: the registry's object ends at byte ${end}${orBefore}, the descriptor says its size is ${size}`);
 }
 
 function notFoundIn(ref: ImageReference, what: string): RegistryError {

@@ -200,6 +200,41 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
     }
   });
 
+  test("download groups: a download that fails (blob not in the registry, wrong size) frees its slot, writes nothing, and the group's next blob goes ahead", async () => {
+    const d = await fresh();
+    const api = d.client("dgbad");
+    const [big, small] = image.manifest.layers as { mediaType: string; digest: string; size: number }[];
+    const req = (blob: { mediaType: string; digest: string; size: number }) =>
+      blobRequest({ blob: { media_type: blob.mediaType, digest: blob.digest, size: blob.size }, ref: `layer-${blob.digest}`, download_group: "g", max_downloads: 1 });
+    const missing = { mediaType: big!.mediaType, digest: "sha256:" + createHash("sha256").update("not in the registry").digest("hex"), size: 123 };
+    const tooLong = { ...small!, size: small!.size + 1 };
+    proxy.rule = (r) => (r.method === "GET" && r.url?.includes("/blobs/") ? { delayMs: 100 } : undefined);
+    try {
+      // Each bad one holds the group's only slot while it downloads; the good one waits behind them.
+      const [a, b, c] = await Promise.allSettled([
+        drain(api.stream("fetch", "Blob", req(missing))),
+        drain(api.stream("fetch", "Blob", req(tooLong))),
+        drain(api.stream("fetch", "Blob", req(big!))),
+      ]);
+      assert.equal(a.status, "rejected");
+      await rejectsClass(Promise.reject((a as PromiseRejectedResult).reason), "NotFound");
+      assert.equal(b.status, "rejected");
+      await rejectsClass(Promise.reject((b as PromiseRejectedResult).reason), "FailedPrecondition", /size/);
+      assert.equal(c.status, "fulfilled", String((c as PromiseRejectedResult).reason));
+      assert.equal(((c as PromiseFulfilledResult<unknown[]>).value.at(-1) as { status: string }).status, "done");
+      // Nothing of the failed ones: no blob, no ingest left behind.
+      for (const digest of [missing.digest, tooLong.digest]) await rejectsClass(api.call("content", "Info", { digest }), "NotFound");
+      assert.deepEqual((await api.call("content", "ListStatuses", { filters: [] })).statuses ?? [], []);
+      // The slot is free: the group's next download starts without waiting.
+      const next = await drain(api.stream("fetch", "Blob", req(small!)));
+      assert.ok(!next.some((m) => (m as { status: string }).status === "waiting"), JSON.stringify(next));
+      assert.equal((next.at(-1) as { status: string }).status, "done");
+    } finally {
+      proxy.rule = undefined;
+      api.close();
+    }
+  });
+
   test("return_bytes_max: the last message carries a small blob's bytes (done and exists); a larger one, or none asked, carries none", async () => {
     const d = await fresh();
     const api = d.client("rb");

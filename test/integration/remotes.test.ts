@@ -399,6 +399,15 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
       const short = { ...desc, size: desc.size - 1 };
       await rejectsClass(collect(await client().fetch(bigRef, short)), "FailedPrecondition", /more than the 8388607 bytes/);
     });
+
+    test("fewer bytes than the descriptor says is an error at once (no resume), also when resuming past the end", T, async () => {
+      const long = { ...desc, size: desc.size + 1 };
+      const p = await proxy({});
+      await rejectsClass(collect(await client().fetch(via(p, bigRef), long)), "FailedPrecondition", /ends at byte 8388608, the descriptor says its size is 8388609/);
+      assert.ok(!p.seen.some((s) => s.range), "no resume was asked for");
+      // A resume from the object's end (a store held all its bytes): the registry answers 416.
+      await rejectsClass(client().fetch(via(p, bigRef), long, { offset: desc.size }), "FailedPrecondition", /ends at byte 8388608 or before/);
+    });
   });
 
   test("push uploads every blob once, reports 'exists' the second time, and skopeo reads the copy", T, async () => {
