@@ -24,6 +24,7 @@ const CKD = join(REPO, "dist", "src", "cli", "ckd.js");
 // The CLI as installed, run as a program (its launcher starts Node itself).
 const CK = join(REPO, "dist", "ck.cjs");
 const REPLAY = join(REPO, "dist", "tools", "replay", "main.js");
+const FLOOR = join(REPO, "dist", "bench", "floor-server.js");
 const PEER = resolve(REPO, "..", "shared", "bench-peer");
 
 const quick = process.argv.includes("--quick");
@@ -87,9 +88,8 @@ async function peerBench(work: string): Promise<string> {
   return join(dir, "bench.mjs");
 }
 
-async function runPeer(script: string, socket: string, serverPid: number, label: string): Promise<any> {
+async function runPeer(script: string, socket: string, serverPid: number, label: string, only = "images,containers,events,content"): Promise<any> {
   const out = join(dirname(script), `${label}.json`);
-  const only = "images,containers,events,content";
   await new Promise<void>((resolveRun, reject) => {
     const p = spawn(process.execPath, [script, "--socket", socket, "--namespace", "bench", "--server-pid", String(serverPid), "--only", only, "--out", out, "--label", label], {
       stdio: ["ignore", "ignore", "inherit"],
@@ -223,6 +223,8 @@ interface Row {
   what: string;
   ck: string;
   containerd: string;
+  /** The same measure against the floor server (bench/floor-server.ts), where it means something. */
+  floor?: string;
   target: string;
   verdict: string;
 }
@@ -260,6 +262,19 @@ async function main(): Promise<void> {
       ref = await runPeer(peer, ctd.socket, ctd.proc.pid!, "containerd");
       rss.containerd = await peakRssMiB(ctd.proc.pid);
     }
+    // The floor: the same client against a grpc-js server with ckd's codecs that does no work.
+    let floor: any;
+    if (!onlyPull) {
+      log("bench-peer against the floor (a grpc-js server that does no work)");
+      const floorSock = join(work, "floor.sock");
+      const fp = startProcess(process.execPath, [FLOOR, floorSock], join(work, "floor.log"));
+      try {
+        await waitSocket(floorSock);
+        floor = await runPeer(peer, floorSock, fp.pid!, "floor", "images,containers,content");
+      } finally {
+        await stopProcess(fp);
+      }
+    }
     const skipPull = process.argv.includes("--no-pull");
     const pulls = skipPull ? undefined : await pullBench(work, sock, ctd?.socket, quick ? 1 : 3, log);
     if (ctd) {
@@ -268,9 +283,12 @@ async function main(): Promise<void> {
     }
 
     const g = (o: any, path: string): number | undefined => path.split(".").reduce((x: any, k) => (x == null ? x : x[k]), o);
+    // Lists answered empty by the floor server say nothing: no floor for them.
+    const floorOf = (path: string) => (/_list_/.test(path) ? undefined : g(floor, path));
     const ratioRow = (what: string, path: string, unit: string, minRatio?: number, maxAbs?: number, lowerIsBetter = false) => {
       const a = g(ck, path);
       const b = ref ? g(ref, path) : undefined;
+      const f = floorOf(path);
       let target = "";
       let verdict = "";
       if (minRatio !== undefined) {
@@ -284,7 +302,7 @@ async function main(): Promise<void> {
         target = `<= ${maxAbs} ${unit}`;
         if (a !== undefined) verdict = a <= maxAbs ? "met" : "MISSED";
       }
-      rows.push({ what: `${what} (${unit})`, ck: fmt(a), containerd: fmt(b), target, verdict });
+      rows.push({ what: `${what} (${unit})`, ck: fmt(a), containerd: fmt(b), floor: fmt(f), target, verdict });
     };
     if (!onlyPull) {
     ratioRow("Images.Create c=1", "images_create_c1.ops_per_s", "ops/s", 1.5);
@@ -364,10 +382,12 @@ async function main(): Promise<void> {
     const big = g(ck, "content_write_big.MB_per_s");
     rows.push({ what: "sha256, one core (MB/s)", ck: fmt(machine.sha256), containerd: "", target: "", verdict: "" });
     rows.push({ what: "disk write + fsync, 256 MiB (MB/s)", ck: fmt(machine.disk), containerd: "", target: "", verdict: "" });
+    const floorBig = floorOf("content_write_big.MB_per_s");
     rows.push({
       what: "large ingest / min(sha256, disk)",
       ck: big === undefined ? "-" : `${Math.round((big / bound) * 100)}%`,
       containerd: "",
+      floor: floorBig === undefined ? "" : `${Math.round((floorBig / bound) * 100)}%`,
       target: ">= 70%",
       verdict: big === undefined ? "" : big / bound >= 0.7 ? "met" : "MISSED",
     });
@@ -452,13 +472,17 @@ async function waitApplied(sock: string, image: string): Promise<void> {
 function printTable(started: Date, rows: Row[]): void {
   const cpu = cpus()[0]?.model ?? "?";
   process.stdout.write(`\nck benchmark, ${started.toISOString().slice(0, 10)}, ${cpus().length} cpu (${cpu}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}\n`);
-  process.stdout.write(`containerd: ${skipContainerd ? "skipped" : "1.6 (Debian), same run, same client (shared/bench-peer)"}\n\n`);
-  const header: Row = { what: "measure", ck: "ck", containerd: "containerd", target: "target", verdict: "verdict" };
+  process.stdout.write(`containerd: ${skipContainerd ? "skipped" : "1.6 (Debian), same run, same client (shared/bench-peer)"}\n`);
+  process.stdout.write("floor: the same client against a grpc-js server with ckd's codecs that answers at once and does no work (bench/floor-server.ts)\n\n");
+  const header: Row = { what: "measure", ck: "ck", containerd: "containerd", floor: "floor", target: "target", verdict: "verdict" };
   const all = [header, ...rows];
-  const w = (k: keyof Row) => Math.max(...all.map((r) => r[k].length));
-  const line = (r: Row) => `| ${r.what.padEnd(w("what"))} | ${r.ck.padStart(w("ck"))} | ${r.containerd.padStart(w("containerd"))} | ${r.target.padEnd(w("target"))} | ${r.verdict.padEnd(w("verdict"))} |`;
+  const w = (k: keyof Row) => Math.max(...all.map((r) => (r[k] ?? "").length));
+  const line = (r: Row) =>
+    `| ${r.what.padEnd(w("what"))} | ${r.ck.padStart(w("ck"))} | ${r.containerd.padStart(w("containerd"))} | ${(r.floor ?? "").padStart(w("floor"))} | ${r.target.padEnd(w("target"))} | ${r.verdict.padEnd(w("verdict"))} |`;
   process.stdout.write(line(header) + "\n");
-  process.stdout.write(`|${"-".repeat(w("what") + 2)}|${"-".repeat(w("ck") + 1)}:|${"-".repeat(w("containerd") + 1)}:|${"-".repeat(w("target") + 2)}|${"-".repeat(w("verdict") + 2)}|\n`);
+  process.stdout.write(
+    `|${"-".repeat(w("what") + 2)}|${"-".repeat(w("ck") + 1)}:|${"-".repeat(w("containerd") + 1)}:|${"-".repeat(w("floor") + 1)}:|${"-".repeat(w("target") + 2)}|${"-".repeat(w("verdict") + 2)}|\n`,
+  );
   for (const r of rows) process.stdout.write(line(r) + "\n");
 }
 

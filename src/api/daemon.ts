@@ -416,7 +416,7 @@ export class Daemon {
  * messages wait for ~16 window updates per message. grpc-js has no server option for it, so
  * each new session is given larger windows through Node's public http2 session API.
  */
-function widenFlowControl(server: grpc.Server): void {
+export function widenFlowControl(server: grpc.Server): void {
   const servers = (server as unknown as { http2Servers?: Map<import("node:net").Server, unknown> }).http2Servers;
   if (!servers) return;
   for (const h2 of servers.keys()) {
