@@ -220,17 +220,6 @@ export class EventLog {
    * Reconnects are handled by the ordered consumer itself.
    */
   async reader(opts: ReadOptions = {}): Promise<AsyncGenerator<StoredMessage>> {
-    const messages = await this.jsReader(opts);
-    return (async function* () {
-      for await (const m of messages) yield toStored(m);
-    })();
-  }
-
-  /**
-   * reader() without the conversion to StoredMessage: nats.js's own messages, for a reader
-   * that takes what it needs straight from their bytes (the log reader's worker thread).
-   */
-  async jsReader(opts: ReadOptions = {}): Promise<AsyncGenerator<JsMsg>> {
     const co: Record<string, unknown> = {};
     if (opts.filterSubject) co.filter_subjects = opts.filterSubject;
     if (opts.onlyNew) co.deliver_policy = DeliverPolicy.New;
@@ -251,7 +240,7 @@ export class EventLog {
       try {
         for await (const m of messages) {
           if (skipThrough && m.seq <= skipThrough()) continue;
-          yield m;
+          yield toStored(m);
         }
       } finally {
         opts.signal?.removeEventListener("abort", stop);
@@ -289,41 +278,25 @@ const utf8 = new TextDecoder();
  * whenever its internals are not as expected.
  */
 export function messageHeaders(m: Pick<JsMsg, "headers">): Record<string, string> {
-  const block = headerBlock(m);
-  if (block !== undefined) return parseHeaderBlock(block);
   // No prototype: a header named like an Object method ("toString") is a header like any other.
   const headers = Object.create(null) as Record<string, string>;
-  if (m.headers) {
-    for (const [k, v] of m.headers) headers[k] = v[0] ?? "";
-  }
-  return headers;
-}
-
-/**
- * A message's header block as it came over the wire (`NATS/1.0…\r\n`, then `Key: value`
- * lines; empty when it has no headers), a view into the message's bytes; undefined when
- * nats.js's internals are not as expected (then read m.headers).
- */
-export function headerBlock(m: Pick<JsMsg, "headers">): Uint8Array | undefined {
   const core = (m as { msg?: RawCoreMsg }).msg;
   const hdr = core?._msg?.hdr;
   const raw = core?._rdata;
-  if (typeof hdr !== "number" || !(raw instanceof Uint8Array)) return undefined;
-  return hdr <= 0 ? raw.subarray(0, 0) : raw.subarray(0, hdr);
-}
-
-/** A header block's headers, first value of each, as nats.js's decoder reads them. */
-export function parseHeaderBlock(block: Uint8Array): Record<string, string> {
-  // No prototype: a header named like an Object method ("toString") is a header like any other.
-  const headers = Object.create(null) as Record<string, string>;
-  if (block.length === 0) return headers;
-  const lines = utf8.decode(block).split("\r\n");
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const idx = line.indexOf(":");
-    if (idx < 0) continue;
-    const k = line.slice(0, idx);
-    if (!(k in headers)) headers[k] = line.slice(idx + 1).trim();
+  if (typeof hdr === "number" && raw instanceof Uint8Array) {
+    if (hdr <= 0) return headers;
+    const lines = utf8.decode(raw.subarray(0, hdr)).split("\r\n");
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
+      const idx = line.indexOf(":");
+      if (idx < 0) continue;
+      const k = line.slice(0, idx);
+      if (!(k in headers)) headers[k] = line.slice(idx + 1).trim();
+    }
+    return headers;
+  }
+  if (m.headers) {
+    for (const [k, v] of m.headers) headers[k] = v[0] ?? "";
   }
   return headers;
 }

@@ -3,9 +3,8 @@
 // packed batches. Speaking NATS (parsing the protocol, JetStream's per-message metadata,
 // headers) is a third of a rebuild's main-thread time; here it runs on the other core.
 import { parentPort, workerData } from "node:worker_threads";
-import type { JsMsg } from "@nats-io/jetstream";
-import { EventLog } from "./log.js";
-import { packJsBatch, type ReaderWorkerData, type ToWorker } from "./worker-reader.js";
+import { EventLog, type StoredMessage } from "./log.js";
+import { packBatch, type ReaderWorkerData, type ToWorker } from "./worker-reader.js";
 
 async function run(): Promise<void> {
   const port = parentPort!;
@@ -25,19 +24,19 @@ async function run(): Promise<void> {
   let log: EventLog | undefined;
   try {
     log = await EventLog.open({ url: data.url, stream: data.stream, name: data.name });
-    const reader = await log.jsReader({ fromSeq: data.fromSeq, signal: ac.signal });
-    let batch: JsMsg[] = [];
+    const reader = await log.reader({ fromSeq: data.fromSeq, signal: ac.signal });
+    let batch: StoredMessage[] = [];
     const flush = async () => {
       await waitCredit();
       if (ac.signal.aborted) return;
       credits--;
-      const buf = packJsBatch(batch);
+      const buf = packBatch(batch);
       batch = [];
       port.postMessage({ type: "batch", buf }, [buf]);
     };
     for await (const m of reader) {
       batch.push(m);
-      if (m.info.pending === 0 || batch.length >= data.maxBatch) await flush();
+      if (m.pending === 0 || batch.length >= data.maxBatch) await flush();
       if (ac.signal.aborted) break;
     }
     if (batch.length && !ac.signal.aborted) await flush();

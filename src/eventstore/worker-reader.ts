@@ -4,8 +4,7 @@
 // that buffer. For long reads (a rebuild, a projection far behind its log) the two cores
 // then share the work: NATS in the worker, decoding and folding here.
 import { Worker } from "node:worker_threads";
-import type { JsMsg } from "@nats-io/jetstream";
-import { headerBlock, messageHeaders, parseHeaderBlock, type StoredMessage } from "./log.js";
+import type { StoredMessage } from "./log.js";
 
 export interface ReaderWorkerData {
   url: string;
@@ -24,76 +23,48 @@ type FromWorker =
   | { type: "error"; message: string };
 
 // Per message: seq f64, time (ms) f64, pending u32, then the byte lengths of subject,
-// header block and data (u32 each), then those bytes. The header block is NATS's own
-// (`NATS/1.0\r\n`, `Key: value\r\n` lines; empty for none): the worker copies it from the
-// message's bytes as it came, and this side reads it as the in-thread reader does.
+// headers and data (u32 each), then those bytes.
 const FIXED = 8 + 8 + 4 + 4 + 4 + 4;
-const noHeaders = new Uint8Array(0);
+const SEP = "\u0000";
 
-/** A header block for headers that did not come as one (packBatch of StoredMessages). */
-function headerBlockOf(h: Record<string, string>): Uint8Array {
+/** Headers as `k\0v\0…` (NATS header names and values hold no NUL). */
+function packHeaders(h: Record<string, string>): string {
   let s = "";
-  for (const k in h) s += `${k}: ${h[k]}\r\n`;
-  return s ? Buffer.from(`NATS/1.0\r\n${s}\r\n`, "utf8") : noHeaders;
-}
-
-interface Packable {
-  seq: number;
-  time: number;
-  pending: number;
-  subject: string;
-  headers: Uint8Array;
-  data: Uint8Array;
-}
-
-function pack(msgs: readonly Packable[]): ArrayBuffer {
-  let size = 0;
-  for (const m of msgs) size += FIXED + Buffer.byteLength(m.subject, "utf8") + m.headers.length + m.data.length;
-  const ab = new ArrayBuffer(size);
-  const view = new DataView(ab);
-  const bytes = Buffer.from(ab);
-  let off = 0;
-  for (const m of msgs) {
-    view.setFloat64(off, m.seq, true);
-    view.setFloat64(off + 8, m.time, true);
-    view.setUint32(off + 16, m.pending, true);
-    // The subject is written in place, its length set once known.
-    const sl = bytes.write(m.subject, off + FIXED, "utf8");
-    view.setUint32(off + 20, sl, true);
-    view.setUint32(off + 24, m.headers.length, true);
-    view.setUint32(off + 28, m.data.length, true);
-    off += FIXED + sl;
-    bytes.set(m.headers, off);
-    off += m.headers.length;
-    bytes.set(m.data, off);
-    off += m.data.length;
-  }
-  return ab;
+  for (const k in h) s += k + SEP + h[k] + SEP;
+  return s;
 }
 
 /** Packs messages into one buffer for transfer to another thread. */
 export function packBatch(msgs: readonly StoredMessage[]): ArrayBuffer {
-  return pack(msgs.map((m) => ({ seq: m.seq, time: m.time.getTime(), pending: m.pending, subject: m.subject, headers: headerBlockOf(m.headers), data: m.data })));
-}
-
-/**
- * Packs nats.js's messages as they came (the worker's path): header blocks are copied from
- * their bytes, neither decoded nor encoded again.
- */
-export function packJsBatch(msgs: readonly JsMsg[]): ArrayBuffer {
-  return pack(
-    msgs.map((m) => {
-      const info = m.info;
-      return {
-        seq: info.streamSequence,
-        time: Math.floor(info.timestampNanos / 1e6),
-        pending: info.pending,
-        subject: m.subject,
-        headers: headerBlock(m) ?? headerBlockOf(messageHeaders(m)),
-        data: m.data,
-      };
-    }),
-  );
+  const parts: [Buffer, Buffer][] = [];
+  let size = 0;
+  for (const m of msgs) {
+    const subject = Buffer.from(m.subject, "utf8");
+    const headers = Buffer.from(packHeaders(m.headers), "utf8");
+    parts.push([subject, headers]);
+    size += FIXED + subject.length + headers.length + m.data.length;
+  }
+  const ab = new ArrayBuffer(size);
+  const view = new DataView(ab);
+  const bytes = new Uint8Array(ab);
+  let off = 0;
+  msgs.forEach((m, i) => {
+    const [subject, headers] = parts[i]!;
+    view.setFloat64(off, m.seq, true);
+    view.setFloat64(off + 8, m.time.getTime(), true);
+    view.setUint32(off + 16, m.pending, true);
+    view.setUint32(off + 20, subject.length, true);
+    view.setUint32(off + 24, headers.length, true);
+    view.setUint32(off + 28, m.data.length, true);
+    off += FIXED;
+    bytes.set(subject, off);
+    off += subject.length;
+    bytes.set(headers, off);
+    off += headers.length;
+    bytes.set(m.data, off);
+    off += m.data.length;
+  });
+  return ab;
 }
 
 /** The inverse of packBatch; each message's data is a view into `ab`. */
@@ -112,7 +83,11 @@ export function unpackBatch(ab: ArrayBuffer): StoredMessage[] {
     off += FIXED;
     const subject = buf.toString("utf8", off, off + sl);
     off += sl;
-    const headers = parseHeaderBlock(new Uint8Array(ab, off, hl));
+    const headers = Object.create(null) as Record<string, string>;
+    if (hl > 0) {
+      const parts = buf.toString("utf8", off, off + hl).split(SEP);
+      for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]!] = parts[i + 1]!;
+    }
     off += hl;
     const data = new Uint8Array(ab, off, dl);
     off += dl;

@@ -7,8 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startTestNats } from "../helpers/nats.js";
 import { EventLog, type StoredMessage } from "../../src/eventstore/log.js";
-import type { JsMsg } from "@nats-io/jetstream";
-import { packBatch, packJsBatch, readInWorker, unpackBatch } from "../../src/eventstore/worker-reader.js";
+import { packBatch, readInWorker, unpackBatch } from "../../src/eventstore/worker-reader.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,19 +29,6 @@ test("a packed batch unpacks to the same messages", () => {
   assert.deepEqual(back.map(plain), msgs.map(plain));
   assert.deepEqual(back.map((m) => m.pending), [2, 1, 0]);
   assert.deepEqual(unpackBatch(packBatch([])), []);
-});
-
-test("nats.js messages without the internals the header block is copied from are packed from their decoded headers", () => {
-  const h = new Map([["Ck-Origin", ["command"]], ["Nats-Msg-Id", ["m1", "ignored second value"]]]);
-  const msg = {
-    info: { streamSequence: 7, timestampNanos: 1_700_000_000_123_456_789, pending: 3 },
-    subject: "containerd.io.ns.images.create",
-    data: new Uint8Array([4, 5]),
-    headers: h,
-  } as unknown as JsMsg;
-  const [back] = unpackBatch(packJsBatch([msg]));
-  assert.deepEqual(plain(back!), { seq: 7, subject: "containerd.io.ns.images.create", data: "0405", headers: { "Ck-Origin": "command", "Nats-Msg-Id": "m1" }, time: 1_700_000_000_123 });
-  assert.equal(back!.pending, 3);
 });
 
 test("the worker reader gives what the in-thread reader gives, in batches, live appends included", async () => {
