@@ -165,6 +165,8 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
       const gone = new AbortController();
       call.on("cancelled", () => gone.abort());
       let spent = false;
+      /** Bytes that can never commit (FailedPrecondition: wrong size or digest): dropped, not kept. */
+      let doomed = false;
       let release: (() => void) | undefined;
       try {
         if (writer.offset > total) await writer.truncate(0);
@@ -194,22 +196,19 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
           await flush();
         }
         release?.(); // the download is over: the group's next one starts while this commits
-        let committed;
-        try {
-          committed = await commitBytes(d, writer, blob.digest, total);
-          spent = true;
-        } catch (err) {
-          // Bad bytes under this ref: drop them so the next try starts clean.
-          if (isClass(err, "FailedPrecondition")) await d.store.abort(key).catch(() => undefined);
-          throw err;
-        }
+        const committed = await commitBytes(d, writer, blob.digest, total);
+        spent = true;
         await finish(committed);
+      } catch (err) {
+        doomed = isClass(err, "FailedPrecondition");
+        throw err;
       } finally {
         release?.();
-        // An unfinished ingest stays (unlocked) for a resume; one that holds no byte (the
-        // registry refused the blob) has nothing to resume and goes; a committed writer is spent.
+        // An unfinished ingest stays (unlocked) for a resume. One whose bytes can never commit,
+        // or that holds none (the registry refused the blob), goes, so the next try starts
+        // clean; a committed writer is spent.
         if (!spent) {
-          if (writer.offset === 0) await d.store.abort(key).catch(() => undefined);
+          if (doomed || writer.offset === 0) await d.store.abort(key).catch(() => undefined);
           else await writer.close().catch(() => undefined);
         }
       }

@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runNode, CK } from "../helpers/daemon.js";
@@ -200,7 +200,7 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
     }
   });
 
-  test("download groups: a download that fails (blob not in the registry, wrong size) frees its slot, writes nothing, and the group's next blob goes ahead", async () => {
+  test("download groups: a download that fails (blob not in the registry, wrong size) frees its slot, leaves no blob or ingest, and the group's next blob goes ahead", async () => {
     const d = await fresh();
     const api = d.client("dgbad");
     const [big, small] = image.manifest.layers as { mediaType: string; digest: string; size: number }[];
@@ -222,8 +222,18 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
       await rejectsClass(Promise.reject((b as PromiseRejectedResult).reason), "FailedPrecondition", /size/);
       assert.equal(c.status, "fulfilled", String((c as PromiseRejectedResult).reason));
       assert.equal(((c as PromiseFulfilledResult<unknown[]>).value.at(-1) as { status: string }).status, "done");
+      // A blob longer than one write batch (incompressible): some of its bytes reach the
+      // ingest before the short end shows, and they go too.
+      const noisy = await buildImage({ host: registry.host, repo: "fid/noisy", tag: "v1", layers: [{ "r.bin": randomBytes(3 << 20) }] });
+      const layer = noisy.manifest.layers[0] as { mediaType: string; digest: string; size: number };
+      assert.ok(layer.size > 2 << 20, `layer of ${layer.size} bytes`);
+      await rejectsClass(
+        drain(api.stream("fetch", "Blob", { ...req({ ...layer, size: layer.size + 1 }), reference: `${proxy.host}/fid/noisy:v1` })),
+        "FailedPrecondition",
+        /size/,
+      );
       // Nothing of the failed ones: no blob, no ingest left behind.
-      for (const digest of [missing.digest, tooLong.digest]) await rejectsClass(api.call("content", "Info", { digest }), "NotFound");
+      for (const digest of [missing.digest, tooLong.digest, layer.digest]) await rejectsClass(api.call("content", "Info", { digest }), "NotFound");
       assert.deepEqual((await api.call("content", "ListStatuses", { filters: [] })).statuses ?? [], []);
       // The slot is free: the group's next download starts without waiting.
       const next = await drain(api.stream("fetch", "Blob", req(small!)));
