@@ -382,6 +382,10 @@ class Fetcher implements FetchProgress {
       const release = await this.slots.acquire();
       try {
         await this.download(desc, w, job);
+      } catch (err) {
+        // Bytes that can never commit (the object is shorter than its descriptor): drop them.
+        if (isClass(err, "FailedPrecondition")) await this.content.abort(refFor(desc)).catch(() => undefined);
+        throw err;
       } finally {
         release();
       }

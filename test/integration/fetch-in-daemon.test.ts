@@ -45,6 +45,9 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
       ...over,
     };
   };
+  /** An image whose one layer is incompressible (3 MiB), built once when first asked for. */
+  let noisyImage: Promise<BuiltImage> | undefined;
+  const noisy = () => (noisyImage ??= buildImage({ host: registry.host, repo: "fid/noisy", tag: "v1", layers: [{ "r.bin": randomBytes(3 << 20) }] }));
   const drain = async (it: AsyncIterable<unknown>) => {
     const out: unknown[] = [];
     for await (const m of it) out.push(m);
@@ -224,8 +227,7 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
       assert.equal(((c as PromiseFulfilledResult<unknown[]>).value.at(-1) as { status: string }).status, "done");
       // A blob longer than one write batch (incompressible): some of its bytes reach the
       // ingest before the short end shows, and they go too.
-      const noisy = await buildImage({ host: registry.host, repo: "fid/noisy", tag: "v1", layers: [{ "r.bin": randomBytes(3 << 20) }] });
-      const layer = noisy.manifest.layers[0] as { mediaType: string; digest: string; size: number };
+      const layer = (await noisy()).manifest.layers[0] as { mediaType: string; digest: string; size: number };
       assert.ok(layer.size > 2 << 20, `layer of ${layer.size} bytes`);
       await rejectsClass(
         drain(api.stream("fetch", "Blob", { ...req({ ...layer, size: layer.size + 1 }), reference: `${proxy.host}/fid/noisy:v1` })),
@@ -239,6 +241,32 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
       const next = await drain(api.stream("fetch", "Blob", req(small!)));
       assert.ok(!next.some((m) => (m as { status: string }).status === "waiting"), JSON.stringify(next));
       assert.equal((next.at(-1) as { status: string }).status, "done");
+    } finally {
+      proxy.rule = undefined;
+      api.close();
+    }
+  });
+
+  test("a registry that serves a layer shorter than its descriptor (as long as its Content-Length says): FailedPrecondition, no ingest left, in ckd and in ck --client-fetch", async () => {
+    const img = await noisy();
+    const layer = img.manifest.layers[0] as { digest: string; size: number };
+    const bytes = Buffer.from(await (await fetch(`http://${registry.host}/v2/fid/noisy/blobs/${layer.digest}`)).arrayBuffer());
+    assert.equal(bytes.length, layer.size);
+    const half = bytes.subarray(0, 2 << 20);
+    proxy.rule = (r) =>
+      r.method === "GET" && r.url?.includes(`/blobs/${layer.digest}`)
+        ? { answer: { status: 200, headers: { "content-length": String(half.length), "content-type": "application/octet-stream" }, body: half } }
+        : undefined;
+    const d = await fresh();
+    const api = d.client("short");
+    try {
+      for (const extra of [[], ["--client-fetch"]]) {
+        const r = await ck(d, "short", ["fetch", "--plain-http", ...extra, `${proxy.host}/fid/noisy:v1`]);
+        assert.notEqual(r.code, 0, `${extra.join(" ")}: ${r.stdout}`);
+        assert.match(r.stderr, /ends at byte 2097152, the descriptor says its size is/, extra.join(" "));
+        assert.deepEqual((await api.call("content", "ListStatuses", { filters: [] })).statuses ?? [], [], `${extra.join(" ")}: no ingest left`);
+        await rejectsClass(api.call("content", "Info", { digest: layer.digest }), "NotFound");
+      }
     } finally {
       proxy.rule = undefined;
       api.close();
