@@ -11,7 +11,7 @@ import type { ContentStore } from "../content/types.js";
 import { ingestRef, type NamespacedBlobs } from "../content/namespaced.js";
 import { invalidArgument, isClass } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
-import { Registry, type RegistryAccess, type RegistryTls } from "../remotes/registry.js";
+import { isShortObject, Registry, type RegistryAccess, type RegistryTls } from "../remotes/registry.js";
 import { parseReference } from "../remotes/reference.js";
 import type { Credentials } from "../remotes/auth.js";
 import type { Descriptor } from "../remotes/types.js";
@@ -165,7 +165,11 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
       const gone = new AbortController();
       call.on("cancelled", () => gone.abort());
       let spent = false;
-      /** Bytes that can never commit (FailedPrecondition: wrong size or digest): dropped, not kept. */
+      let committing = false;
+      /**
+       * Bytes that can never commit (the registry's object is shorter than its descriptor, or
+       * the commit found the wrong size or digest): dropped, not kept for a resume.
+       */
       let doomed = false;
       let release: (() => void) | undefined;
       try {
@@ -196,11 +200,12 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
           await flush();
         }
         release?.(); // the download is over: the group's next one starts while this commits
+        committing = true;
         const committed = await commitBytes(d, writer, blob.digest, total);
         spent = true;
         await finish(committed);
       } catch (err) {
-        doomed = isClass(err, "FailedPrecondition");
+        doomed = isShortObject(err) || (committing && isClass(err, "FailedPrecondition"));
         throw err;
       } finally {
         release?.();

@@ -24,7 +24,7 @@ import { sha256Digest, type Descriptor, type Platform } from "../remotes/types.j
 import { children, gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
 import { matchPlatform } from "../remotes/platform.js";
 import { Slots } from "../remotes/slots.js";
-import type { Registry, RegistryAccess } from "../remotes/registry.js";
+import { isShortObject, type Registry, type RegistryAccess } from "../remotes/registry.js";
 
 export const LEASE_HEADER = "containerd-lease";
 const EXPIRE_LABEL = "containerd.io/gc.expire";
@@ -384,7 +384,7 @@ class Fetcher implements FetchProgress {
         await this.download(desc, w, job);
       } catch (err) {
         // Bytes that can never commit (the object is shorter than its descriptor): drop them.
-        if (isClass(err, "FailedPrecondition")) await this.content.abort(refFor(desc)).catch(() => undefined);
+        if (isShortObject(err)) await this.content.abort(refFor(desc)).catch(() => undefined);
         throw err;
       } finally {
         release();

@@ -791,8 +791,19 @@ class BlobReader {
   }
 }
 
+const SHORT_OBJECT = Symbol("short object");
+
 function shorter(what: string, end: number, size: number, orBefore = ""): CkError {
-  return failedPrecondition(`${what}: the registry's object ends at byte ${end}${orBefore}, the descriptor says its size is ${size}`);
+  return Object.assign(failedPrecondition(`${what}: the registry's object ends at byte ${end}${orBefore}, the descriptor says its size is ${size}`), { [SHORT_OBJECT]: true });
+}
+
+/**
+ * Whether a fetch failed because the registry's object is shorter than its descriptor: bytes
+ * already taken from it can never commit (unlike other FailedPreconditions of a fetch, such as
+ * an untrusted certificate or missing credentials, after which a resume may still succeed).
+ */
+export function isShortObject(err: unknown): boolean {
+  return typeof err === "object" && err !== null && (err as Record<symbol, unknown>)[SHORT_OBJECT] === true;
 }
 
 function notFoundIn(ref: ImageReference, what: string): RegistryError {

@@ -273,6 +273,45 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
     }
   });
 
+  test("a fetch refused for a reason a resume may outlive (unauthorized) keeps the bytes the ingest holds, and the next fetch resumes from them", async () => {
+    const img = await noisy();
+    const layer = img.manifest.layers[0] as { mediaType: string; digest: string; size: number };
+    const bytes = Buffer.from(await (await fetch(`http://${registry.host}/v2/fid/noisy/blobs/${layer.digest}`)).arrayBuffer());
+    const d = await fresh();
+    const api = d.client("keep");
+    const held = async () => ((await api.call("content", "ListStatuses", { filters: [] })).statuses ?? []).map((st: { offset: unknown }) => Number(st.offset));
+    try {
+      const w = await new ApiContent(api).open(`layer-${layer.digest}`, { expected: layer.digest, total: layer.size });
+      assert.notEqual(w, "exists");
+      if (w === "exists") return;
+      await w.write(bytes.subarray(0, 1 << 20));
+      w.close();
+      for (let i = 0; i < 100 && (await held())[0] !== 1 << 20; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(await held(), [1 << 20]);
+      proxy.rule = (r) => (r.url?.includes(`/blobs/${layer.digest}`) ? { answer: { status: 401, headers: { "www-authenticate": 'Basic realm="test"' } } } : undefined);
+      const reference = `${proxy.host}/fid/noisy:v1`;
+      await rejectsClass(
+        drain(api.stream("fetch", "Blob", { ...blobRequest({ blob: { media_type: layer.mediaType, digest: layer.digest, size: layer.size }, ref: `layer-${layer.digest}` }), reference })),
+        "FailedPrecondition",
+        /unauthorized/,
+      );
+      assert.deepEqual(await held(), [1 << 20], "ckd kept the held bytes");
+      const r = await ck(d, "keep", ["fetch", "--plain-http", "--client-fetch", reference]);
+      assert.notEqual(r.code, 0, r.stdout);
+      assert.match(r.stderr, /unauthorized/);
+      assert.deepEqual(await held(), [1 << 20], "ck --client-fetch kept the held bytes");
+      proxy.rule = undefined;
+      const from = proxy.seen.length;
+      const ok = await ck(d, "keep", ["fetch", "--plain-http", reference]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.ok(proxy.seen.slice(from).some((q) => q.url.includes(`/blobs/${layer.digest}`) && q.range === `bytes=${1 << 20}-`), "resumed from the held bytes");
+      assert.equal(Number((await api.call("content", "Info", { digest: layer.digest })).info.size), layer.size);
+    } finally {
+      proxy.rule = undefined;
+      api.close();
+    }
+  });
+
   test("return_bytes_max: the last message carries a small blob's bytes (done and exists); a larger one, or none asked, carries none", async () => {
     const d = await fresh();
     const api = d.client("rb");
