@@ -5,7 +5,7 @@
 // reach the registry and nowhere else.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
@@ -111,6 +111,7 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
       assert.deepEqual(agents(from, "blobs"), new Set(["ck"]));
     } finally {
       api.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 
