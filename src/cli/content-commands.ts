@@ -62,7 +62,7 @@ export async function writeBlob(api: ApiClient, ref: string, data: Buffer, opts:
  * is committed without a byte; an ingest the daemon holds part of resumes when the expected
  * digest is given (the stream's first bytes, which it has, are read and dropped; the commit
  * checks the digest), else starts over. A stream of another length than `size` commits
- * nothing and drops the ingest.
+ * nothing and drops the ingest; one longer is read and sent no further than `size`.
  */
 export async function ingestStream(content: ApiContent, ref: string, input: AsyncIterable<Buffer | string>, opts: { expected?: string; size?: number }): Promise<void> {
   const w = await content.open(ref, {
@@ -90,10 +90,16 @@ export async function ingestStream(content: ApiContent, ref: string, input: Asyn
   let skip = w.offset;
   let run: Buffer[] = [];
   let runBytes = 0;
+  let tooLong = false;
   try {
     for await (const c of input) {
       let b = typeof c === "string" ? Buffer.from(c) : c;
       read += b.length;
+      // Past --expected-size nothing more is read or sent (the daemon would take it all).
+      if (opts.size !== undefined && read > opts.size) {
+        tooLong = true;
+        break;
+      }
       if (skip > 0) {
         const dropped = Math.min(skip, b.length);
         skip -= dropped;
@@ -108,7 +114,7 @@ export async function ingestStream(content: ApiContent, ref: string, input: Asyn
         runBytes = 0;
       }
     }
-    if (runBytes > 0) await w.write(run);
+    if (runBytes > 0 && !tooLong) await w.write(run);
   } catch (err) {
     w.close();
     throw err;

@@ -301,6 +301,34 @@ describe("content over the API", () => {
       assert.equal((await runNode(CK, ["-n", "ckshort", "content", "ls", "-q"], env)).stdout, "");
       assert.doesNotMatch(await active("ckshort"), /short/);
     }
+    // Far longer than --expected-size: ck stops reading and sending once past it.
+    const long = randomBytes(16 << 20);
+    r = await runNode(CK, ["-n", "ckshort", "content", "ingest", "--expected-size", "10", "short"], env, long as unknown as string);
+    assert.notEqual(r.code, 0);
+    const m = /read (\d+) bytes from stdin, expected 10: failed precondition/.exec(r.stderr);
+    assert.ok(m, r.stderr);
+    assert.ok(Number(m[1]) < long.length, `stopped after ${m[1]} of ${long.length} bytes`);
+    assert.equal((await runNode(CK, ["-n", "ckshort", "content", "ls", "-q"], env)).stdout, "");
+    assert.doesNotMatch(await active("ckshort"), /short/);
+    // Shorter than what the daemon holds of the ref (resumed with --expected-digest): nothing
+    // committed, the ingest dropped.
+    const heldData = randomBytes(3 << 20);
+    const heldDigest = sha(heldData);
+    const api4 = new ApiClient({ address: daemon.address, namespace: "ckheld" });
+    try {
+      const w = await new ApiContent(api4).open("held", { expected: heldDigest, total: heldData.length });
+      assert.ok(w !== "exists" && w.offset === 0);
+      await w.write(heldData.subarray(0, half));
+      w.close();
+    } finally {
+      api4.close();
+    }
+    for (let i = 0; i < 100 && !/held/.test(await active("ckheld")); i++) await new Promise((res) => setTimeout(res, 20));
+    r = await runNode(CK, ["-n", "ckheld", "content", "ingest", "--expected-digest", heldDigest, "held"], env, heldData.subarray(0, 1000) as unknown as string);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, new RegExp(`read 1000 bytes from stdin, expected at least ${half} \\(what the daemon held of held\\): failed precondition`));
+    assert.equal((await runNode(CK, ["-n", "ckheld", "content", "ls", "-q"], env)).stdout, "");
+    assert.doesNotMatch(await active("ckheld"), /held/);
     r = await runNode(CK, ["-n", "ckshort", "content", "ingest", "--expected-size", "12k", "short"], env, "x");
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--expected-size "12k" must be a number of bytes: invalid argument/);
