@@ -11,7 +11,7 @@ import type { ContentStore } from "../content/types.js";
 import { ingestRef, type NamespacedBlobs } from "../content/namespaced.js";
 import { invalidArgument, isClass } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
-import { isShortObject, Registry, type RegistryAccess, type RegistryTls } from "../remotes/registry.js";
+import { bytesCanNeverCommit, Registry, type RegistryAccess, type RegistryTls } from "../remotes/registry.js";
 import { parseReference } from "../remotes/reference.js";
 import type { Credentials } from "../remotes/auth.js";
 import type { Descriptor } from "../remotes/types.js";
@@ -164,13 +164,9 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
       }
       const gone = new AbortController();
       call.on("cancelled", () => gone.abort());
+      /** The writer is done with: committed, or its ingest dropped. */
       let spent = false;
       let committing = false;
-      /**
-       * Bytes that can never commit (the registry's object is shorter than its descriptor, or
-       * the commit found the wrong size or digest): dropped, not kept for a resume.
-       */
-      let doomed = false;
       let release: (() => void) | undefined;
       try {
         if (writer.offset > total) await writer.truncate(0);
@@ -205,17 +201,16 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
         spent = true;
         await finish(committed);
       } catch (err) {
-        doomed = isShortObject(err) || (committing && isClass(err, "FailedPrecondition"));
+        // An ingest that holds no byte, or bytes that can never commit, goes, so the next try
+        // starts clean; any other stays (unlocked) for a resume.
+        if (!spent && (writer.offset === 0 || bytesCanNeverCommit(err, committing))) {
+          spent = true;
+          await d.store.abort(key).catch(() => undefined);
+        }
         throw err;
       } finally {
         release?.();
-        // An unfinished ingest stays (unlocked) for a resume. One whose bytes can never commit,
-        // or that holds none (the registry refused the blob), goes, so the next try starts
-        // clean; a committed writer is spent.
-        if (!spent) {
-          if (doomed || writer.offset === 0) await d.store.abort(key).catch(() => undefined);
-          else await writer.close().catch(() => undefined);
-        }
+        if (!spent) await writer.close().catch(() => undefined);
       }
     }),
   };

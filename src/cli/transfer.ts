@@ -24,7 +24,7 @@ import { sha256Digest, type Descriptor, type Platform } from "../remotes/types.j
 import { children, gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
 import { matchPlatform } from "../remotes/platform.js";
 import { Slots } from "../remotes/slots.js";
-import { isShortObject, type Registry, type RegistryAccess } from "../remotes/registry.js";
+import { bytesCanNeverCommit, type Registry, type RegistryAccess } from "../remotes/registry.js";
 
 export const LEASE_HEADER = "containerd-lease";
 const EXPIRE_LABEL = "containerd.io/gc.expire";
@@ -378,25 +378,22 @@ class Fetcher implements FetchProgress {
       job.update(desc.size, "done");
       return;
     }
+    let committing = false;
     try {
       const release = await this.slots.acquire();
       try {
         await this.download(desc, w, job);
-      } catch (err) {
-        // Bytes that can never commit (the object is shorter than its descriptor): drop them.
-        if (isShortObject(err)) await this.content.abort(refFor(desc)).catch(() => undefined);
-        throw err;
       } finally {
         release();
       }
       job.update(desc.size, "committing");
-      try {
-        await w.commit(desc.size, desc.digest, labels);
-      } catch (err) {
-        // Bad bytes under this ref: drop them so the next try starts clean.
-        if (!isAlreadyExists(err)) await this.content.abort(refFor(desc)).catch(() => undefined);
-        throw err;
-      }
+      committing = true;
+      await w.commit(desc.size, desc.digest, labels);
+    } catch (err) {
+      // As the daemon's fetch: an ingest that holds no byte, or bytes that can never commit,
+      // goes, so the next try starts clean; any other stays for a resume.
+      if (w.offset === 0 || bytesCanNeverCommit(err, committing)) await this.content.abort(refFor(desc)).catch(() => undefined);
+      throw err;
     } finally {
       w.close();
     }
@@ -532,12 +529,15 @@ export async function fetchImage(api: ApiClient, registry: Registry, ref: ImageR
     async (metadata) => {
       const f = new Fetcher(registry, ref, api, metadata, opts);
       const alongside = opts.whileFetching;
-      await f.fetchTree(target, rootBytes, alongside ? () => alongside(metadata, target, f) : undefined);
       try {
+        await f.fetchTree(target, rootBytes, alongside ? () => alongside(metadata, target, f) : undefined);
         if (opts.register !== false) await registerImage(api, name, target, opts.labels ?? {}, metadata);
-      } finally {
-        await f.released(); // held work ends under the lease, whether or not registration failed
+      } catch (err) {
+        // Held work ends under the lease whatever failed; the first failure is the one reported.
+        await f.released().catch(() => undefined);
+        throw err;
       }
+      await f.released();
       return { name, target, ...f.result() };
     },
     lease,

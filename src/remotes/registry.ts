@@ -10,7 +10,7 @@ import { rootCertificates } from "node:tls";
 import { createHash, type Hash } from "node:crypto";
 import { Readable, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { CkError, failedPrecondition, invalidArgument, notFound, unavailable } from "../errdefs/errdefs.js";
+import { CkError, failedPrecondition, invalidArgument, isClass, notFound, unavailable } from "../errdefs/errdefs.js";
 import type { CredentialStore, Credentials } from "./auth.js";
 import { Authorizer, MAX_TOKEN_RESPONSE } from "./authorizer.js";
 import { RegistryError, isRetryable, statusError, unauthorized } from "./errors.js";
@@ -802,8 +802,17 @@ function shorter(what: string, end: number, size: number, orBefore = ""): CkErro
  * already taken from it can never commit (unlike other FailedPreconditions of a fetch, such as
  * an untrusted certificate or missing credentials, after which a resume may still succeed).
  */
-export function isShortObject(err: unknown): boolean {
+function isShortObject(err: unknown): boolean {
   return typeof err === "object" && err !== null && (err as Record<symbol, unknown>)[SHORT_OBJECT] === true;
+}
+
+/**
+ * Whether the bytes a failed fetch put into an ingest can never commit, so that the ingest is
+ * dropped rather than kept for a resume: the object is shorter than its descriptor, or the
+ * commit (`atCommit`) refused them for their size or digest.
+ */
+export function bytesCanNeverCommit(err: unknown, atCommit: boolean): boolean {
+  return isShortObject(err) || (atCommit && isClass(err, "FailedPrecondition"));
 }
 
 function notFoundIn(ref: ImageReference, what: string): RegistryError {

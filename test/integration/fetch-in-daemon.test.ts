@@ -274,6 +274,25 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
     }
   });
 
+  test("a layer the registry does not have: NotFound and no ingest left, in ckd and in ck --client-fetch", async () => {
+    const img = await noisy();
+    const layer = img.manifest.layers[0] as { digest: string };
+    proxy.rule = (r) => (r.method === "GET" && r.url?.includes(`/blobs/${layer.digest}`) ? { answer: { status: 404, body: '{"errors":[{"code":"BLOB_UNKNOWN"}]}' } } : undefined);
+    const d = await fresh();
+    const api = d.client("gone");
+    try {
+      for (const extra of [[], ["--client-fetch"]]) {
+        const r = await ck(d, "gone", ["fetch", "--plain-http", ...extra, `${proxy.host}/fid/noisy:v1`]);
+        assert.notEqual(r.code, 0, `${extra.join(" ")}: ${r.stdout}`);
+        assert.match(r.stderr, /not found/, extra.join(" "));
+        assert.deepEqual((await api.call("content", "ListStatuses", { filters: [] })).statuses ?? [], [], `${extra.join(" ")}: no ingest left`);
+      }
+    } finally {
+      proxy.rule = undefined;
+      api.close();
+    }
+  });
+
   test("a fetch refused for a reason a resume may outlive (unauthorized) keeps the bytes the ingest holds, and the next fetch resumes from them", async () => {
     const img = await noisy();
     const layer = img.manifest.layers[0] as { mediaType: string; digest: string; size: number };
