@@ -16,13 +16,11 @@ import { subjectFor } from "../src/emitter/subjects.js";
 import { imageRecord, TYPE } from "../src/projections/views.js";
 import { ApiClient } from "../src/cli/client.js";
 import { isClass } from "../src/errdefs/errdefs.js";
-import { pullBench, median } from "./pull.js";
+import { CK, pullBench, median } from "./pull.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(here, "..", "..");
 const CKD = join(REPO, "dist", "src", "cli", "ckd.js");
-// The CLI as installed, run as a program (its launcher starts Node itself).
-const CK = join(REPO, "dist", "ck.cjs");
 const REPLAY = join(REPO, "dist", "tools", "replay", "main.js");
 const FLOOR = join(REPO, "dist", "bench", "floor-server.js");
 const PEER = resolve(REPO, "..", "shared", "bench-peer");

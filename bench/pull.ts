@@ -15,7 +15,7 @@ import { freePort } from "../src/eventstore/nats-server.js";
 const here = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(here, "..", "..");
 // Run as a program, as the installed `ck` is (its launcher starts Node itself).
-const CK = join(REPO, "dist", "ck.cjs");
+export const CK = join(REPO, "dist", "ck.cjs");
 const SCRIPT = resolve(REPO, "..", "shared", "bench-peer", "make-registry-image.sh");
 const CTR = "/usr/bin/ctr";
 /** The launcher's learning runs (LEARNING_RUNS in tools/ck-launcher.cjs). */

@@ -51,7 +51,7 @@ export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation 
         },
         (target) =>
           "mounts" in target
-            ? applyLayerToMounts(target.mounts, { file }, { mediaType, sharedInodes: target.sharedInodes })
+            ? applyLayerToMounts(target.mounts, { file }, { mediaType, sharedInodes: true })
             : applyLayerFile(target.dir, file, { mediaType, whiteouts: target.whiteouts }),
       );
       let labelled = false;

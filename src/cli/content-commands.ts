@@ -64,7 +64,7 @@ export async function writeBlob(api: ApiClient, ref: string, data: Buffer, opts:
  * checks the digest), else starts over. A stream of another length than `size` commits
  * nothing and drops the ingest; one longer is read and sent no further than `size`.
  */
-export async function ingestStream(content: ApiContent, ref: string, input: AsyncIterable<Buffer | string>, opts: { expected?: string; size?: number }): Promise<void> {
+async function ingestStream(content: ApiContent, ref: string, input: AsyncIterable<Buffer | string>, opts: { expected?: string; size?: number }): Promise<void> {
   const w = await content.open(ref, {
     expected: opts.expected,
     total: opts.size,

@@ -159,6 +159,8 @@ interface ApplyState {
   asRoot: boolean;
   /** See ApplyOptions.sharedInodes. */
   sharedInodes: boolean;
+  /** The root's names of each inode with several (`dev:ino`), read at the first unshareInode. */
+  sharedNames?: Map<string, string[]>;
   /** Paths this layer wrote: an opaque marker keeps them, whatever order the tar has. */
   unpacked: Set<string>;
   /** Directory times are set last, since creating children changes them. */
@@ -360,19 +362,18 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   }
   const up = path.dirname(dir);
   if (up !== state.root) await makeParent(state, up, name);
+  const rel = path.relative(state.root, dir);
   // Onto an upper directory, the merged tree decides: a lower layer's file there is no parent.
-  if (state.whiteouts === "overlay" && (await lowerNonDirectory(state.parents, path.relative(state.root, dir)))) {
-    throw invalidArgument(`entry "${name}": parent ${path.relative(state.root, dir)} is not a directory`);
-  }
+  const lower = state.whiteouts === "overlay" ? (await shownInLowers(state.parents, rel))?.st : undefined;
+  if (lower && !lower.isDirectory()) throw invalidArgument(`entry "${name}": parent ${rel} is not a directory`);
   fss.mkdirSync(dir, { mode: 0o755 });
   state.fresh.add(dir);
   state.made.add(dir);
-  state.implicit.add(path.relative(state.root, dir));
-  state.madeForEntries.add(path.relative(state.root, dir));
-  if (state.whiteouts !== "overlay") return;
+  state.implicit.add(rel);
+  state.madeForEntries.add(rel);
   // A directory of a lower layer, created in the upper one: keep its attributes, since
   // overlayfs shows the upper directory's.
-  await inheritDirectory(dir, path.relative(state.root, dir), state.parents, state.asRoot);
+  if (lower) copyDirectoryAttributes(dir, lower, state.asRoot);
 }
 
 /**
@@ -382,10 +383,13 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
 async function inheritDirectory(dir: string, rel: string, lowers: readonly string[], asRoot: boolean): Promise<void> {
   // What the lowers, merged, show there (read without following any symlink).
   const ls = (await shownInLowers(lowers, rel))?.st;
-  if (!ls?.isDirectory()) return;
-  if (asRoot) fss.lchownSync(dir, ls.uid, ls.gid);
-  fss.chmodSync(dir, ls.mode & 0o7777);
-  fss.lutimesSync(dir, ls.atime, ls.mtime);
+  if (ls?.isDirectory()) copyDirectoryAttributes(dir, ls, asRoot);
+}
+
+function copyDirectoryAttributes(dir: string, from: fss.Stats, asRoot: boolean): void {
+  if (asRoot) fss.lchownSync(dir, from.uid, from.gid);
+  fss.chmodSync(dir, from.mode & 0o7777);
+  fss.lutimesSync(dir, from.atime, from.mtime);
 }
 
 const MISSING_LINK_TARGET = "does not exist inside the layer root";
@@ -570,18 +574,15 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
  * stay one file, as in a copied tree. Rare: a hard link entry to a file of a lower layer.
  */
 async function unshareInode(state: ApplyState, src: string, s: fss.Stats): Promise<void> {
-  const names: string[] = [];
-  const walk = (dir: string) => {
-    for (const e of fss.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (!e.isSymbolicLink() || s.isSymbolicLink()) {
-        const st = fss.lstatSync(p);
-        if (st.ino === s.ino && st.dev === s.dev) names.push(p);
-      }
-    }
-  };
-  walk(state.root);
+  // One walk of the root per apply, however many such entries the layer has. A name the apply
+  // replaced since no longer has the inode, and is left alone.
+  state.sharedNames ??= namesOfSharedInodes(state.root);
+  const key = `${s.dev}:${s.ino}`;
+  const names = (state.sharedNames.get(key) ?? []).filter((p) => {
+    const st = fss.lstatSync(p, { throwIfNoEntry: false });
+    return st !== undefined && st.ino === s.ino && st.dev === s.dev;
+  });
+  state.sharedNames.delete(key);
   const copy = path.join(path.dirname(src), `.ck-unshare-${process.pid}-${Date.now()}`);
   await runCommand("cp", ["-a", "--", src, copy]);
   try {
@@ -593,6 +594,28 @@ async function unshareInode(state: ApplyState, src: string, s: fss.Stats): Promi
   } finally {
     fss.rmSync(copy, { force: true });
   }
+}
+
+/** The names under `root` of every inode that has more than one, by `dev:ino`. */
+function namesOfSharedInodes(root: string): Map<string, string[]> {
+  const byInode = new Map<string, string[]>();
+  const walk = (dir: string) => {
+    for (const e of fss.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) {
+        walk(p);
+        continue;
+      }
+      const st = fss.lstatSync(p);
+      if (st.nlink < 2) continue;
+      const key = `${st.dev}:${st.ino}`;
+      const names = byInode.get(key);
+      if (names) names.push(p);
+      else byInode.set(key, [p]);
+    }
+  };
+  walk(root);
+  return byInode;
 }
 
 /**

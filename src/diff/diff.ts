@@ -14,6 +14,7 @@ import { withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import type { Applied } from "./apply.js";
 import { Digester } from "./digest.js";
+import { isOpaque } from "./rootpath.js";
 
 /** A layer written: the digest and size of the uncompressed tar. */
 type Written = Pick<Applied, "digest" | "size">;
@@ -93,7 +94,7 @@ async function compareDir(st: DiffState, rel: string, lowerDir: string | undefin
   const low = await names(lowerDir);
   const upSet = new Set(up);
   const all = [...new Set([...up, ...low])].sort(byteOrder);
-  if (st.overlay && rel !== "" && (await isOpaque(upperDir))) {
+  if (st.overlay && rel !== "" && isOpaque(upperDir)) {
     await ensureParents(st, rel + "/x");
     await addWhiteout(st, rel, OPAQUE_WHITEOUT, upperDir);
   }
@@ -167,11 +168,6 @@ async function sameBytes(a: string, b: string): Promise<boolean> {
   } finally {
     await Promise.all([fa.close(), fb.close()]);
   }
-}
-
-async function isOpaque(dir: string): Promise<boolean> {
-  const v = await getAttribute(dir, "trusted.overlay.opaque").catch(() => null);
-  return v !== null && v.toString() === "y";
 }
 
 /** Writes the not yet written directories above `rel`, from the upper tree. */

@@ -109,7 +109,7 @@ export function registerCodecs(table: Record<string, CodecFactories>, protos?: p
 }
 
 /** Every object declared under `ns` (namespaces, types, services, enums), depth first. */
-export function* nestedObjects(ns: protobuf.NamespaceBase): Generator<protobuf.ReflectionObject> {
+function* nestedObjects(ns: protobuf.NamespaceBase): Generator<protobuf.ReflectionObject> {
   for (const o of ns.nestedArray) {
     yield o;
     if (o instanceof protobuf.Namespace || o instanceof protobuf.Type) yield* nestedObjects(o as protobuf.NamespaceBase);

@@ -6,7 +6,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { alreadyExists, notFound } from "../errdefs/errdefs.js";
 import { spreadSubdirectories } from "../content/placement.js";
-import { checkSnapshotId, type Mount, type PrepareOptions, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
+import { checkSnapshotId, type AheadLayer, type Mount, type PrepareOptions, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
 
 export class SnapshotDirs {
   readonly dir: string;
@@ -138,6 +138,8 @@ export abstract class DirectorySnapshotter implements Snapshotter {
   abstract prepare(id: string, parentIds: readonly string[], opts: PrepareOptions): Promise<Mount[]>;
   abstract mounts(id: string, parentIds: readonly string[], kind: SnapshotKind): Mount[];
   abstract lowerDirs(parentIds: readonly string[]): string[];
+  abstract rebase(id: string, parentIds: readonly string[], layer: AheadLayer): Promise<void>;
+  abstract readonly aheadWhiteouts: "overlay" | "delete";
 
   prepareStorage(): Promise<string | undefined> {
     return this.dirs.ensure();

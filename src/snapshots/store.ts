@@ -29,10 +29,10 @@ const PARENT_POLL_MS = 250;
 
 /**
  * Where unpack applies a layer: a snapshot's mounts, whose files may be hard links shared
- * with its parent (ApplyOptions.sharedInodes), or a parentless directory of its own that
- * rebase puts on the parents later, with whiteouts applied as the snapshotter says.
+ * with its parent (apply with ApplyOptions.sharedInodes), or a parentless directory of its
+ * own that rebase puts on the parents later, with whiteouts applied as the snapshotter says.
  */
-export type ApplyTarget = { mounts: Mount[]; sharedInodes: true } | { dir: string; whiteouts: "overlay" | "delete" };
+export type ApplyTarget = { mounts: Mount[] } | { dir: string; whiteouts: "overlay" | "delete" };
 
 
 export interface UnpackOutcome {
@@ -170,7 +170,7 @@ export class SnapshotStore {
     const cmd: UnpackCmd = { namespace: ns, snapshotter, name, parent: req.parent, labels: {}, lease: req.lease };
     let parent = req.parent ? await this.find(ns, snapshotter, req.parent) : undefined;
     if (req.parent && !parent && req.waitParent) {
-      if (sn.rebase && !this.shareable(snapshotter, name, req.layer)) return this.unpackAhead(ns, sn, req, cmd, apply, exists);
+      if (!this.shareable(snapshotter, name, req.layer)) return this.unpackAhead(ns, sn, req, cmd, apply, exists);
       parent = await this.waitCommitted(ns, snapshotter, req.parent, req.signal);
       const now = await exists();
       if (now) return now;
@@ -180,7 +180,7 @@ export class SnapshotStore {
     const parents = this.parentChain(ns, snapshotter, parent);
     // Never returned to anyone: nothing but the layer is written through these mounts.
     return this.applyFresh(sn, parents, cmd, exists, async (_id, mounts) => {
-      checkDiffId((await apply({ mounts, sharedInodes: true })).digest, req.diffId);
+      checkDiffId((await apply({ mounts })).digest, req.diffId);
       return decided;
     });
   }
@@ -201,7 +201,7 @@ export class SnapshotStore {
     return this.applyFresh(sn, [], cmd, exists, async (id) => {
       // A layer that links a lower layer's file cannot be applied without its lowers: it is
       // applied onto them once they are there.
-      const applied = await apply({ dir: sn.fsDir(id), whiteouts: sn.aheadWhiteouts ?? "overlay" }).catch((err: unknown) => {
+      const applied = await apply({ dir: sn.fsDir(id), whiteouts: sn.aheadWhiteouts }).catch((err: unknown) => {
         if (isMissingLinkTarget(err)) return undefined;
         throw err;
       });
@@ -217,11 +217,11 @@ export class SnapshotStore {
       if (!applied || (await needsItsLowers(applied.madeForEntries, lowers))) {
         // Applied (again) onto its lower layers, which resolve the path as the mounted overlay does.
         return this.applyFresh(sn, parents, cmd, exists, async (_id, mounts) => {
-          checkDiffId((await apply({ mounts, sharedInodes: true })).digest, req.diffId);
+          checkDiffId((await apply({ mounts })).digest, req.diffId);
           return decided;
         });
       }
-      await sn.rebase!(id, parents, applied);
+      await sn.rebase(id, parents, applied);
       await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, lowers);
       return decided;
     });

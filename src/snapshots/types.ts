@@ -75,11 +75,11 @@ export interface Snapshotter {
    * Committed), as if prepare had been given them: overlayfs only records the parent, native
    * links the parent's tree under the layer's (`layer`: what its whiteouts removed, the
    * directories it made opaque). Lets a layer be applied while its parent is still being
-   * unpacked. Absent where that cannot be done.
+   * unpacked.
    */
-  rebase?(id: string, parentIds: readonly string[], layer: AheadLayer): Promise<void>;
+  rebase(id: string, parentIds: readonly string[], layer: AheadLayer): Promise<void>;
   /** How whiteouts are applied into a directory that rebase will put on its parents. */
-  readonly aheadWhiteouts?: "overlay" | "delete";
+  readonly aheadWhiteouts: "overlay" | "delete";
 }
 
 /**
