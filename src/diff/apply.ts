@@ -392,14 +392,15 @@ function copyDirectoryAttributes(dir: string, from: fss.Stats, asRoot: boolean):
   fss.lutimesSync(dir, from.atime, from.mtime);
 }
 
-const MISSING_LINK_TARGET = "does not exist inside the layer root";
+/** The code of the error for a hard link whose target is nowhere in the root (it crosses the worker). */
+const MISSING_LINK_TARGET = "CK_MISSING_LINK_TARGET";
 
 /**
  * Whether an apply failed on a hard link entry whose target is nowhere in the root: applied
  * before its lower layers were known, a layer that links a lower layer's file fails so.
  */
 export function isMissingLinkTarget(err: unknown): boolean {
-  return isClass(err, "InvalidArgument") && (err as Error).message.includes(MISSING_LINK_TARGET);
+  return isClass(err, "InvalidArgument") && (err as NodeJS.ErrnoException).code === MISSING_LINK_TARGET;
 }
 
 /**
@@ -540,7 +541,7 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       let s = await lstatOrNull(src);
       // A file of a lower layer: copied up first, as overlayfs does before it links one.
       if (!s && (await copyUp(state, src, name))) s = await lstatOrNull(src);
-      if (!s) throw invalidArgument(`entry "${name}": hard link target "${h.linkname}" ${MISSING_LINK_TARGET}`);
+      if (!s) throw Object.assign(invalidArgument(`entry "${name}": hard link target "${h.linkname}" does not exist inside the layer root`), { code: MISSING_LINK_TARGET });
       if (s.isDirectory()) throw invalidArgument(`entry "${name}": hard link to directory "${h.linkname}"`);
       // Before anything else, a link to itself too: the entry's metadata lands on this inode.
       if (state.sharedInodes && s.nlink > 1 && !state.made.has(src)) await unshareInode(state, src, s);
@@ -700,7 +701,7 @@ function spawnWorker(): PoolWorker {
     pw.pending = undefined;
     releaseWorker(pw);
     if (m.ok) p.resolve({ digest: m.digest, size: m.size, implicitDirs: m.implicitDirs, madeForEntries: m.madeForEntries, whiteouts: m.whiteouts, opaques: m.opaques });
-    else if (m.errorClass) p.reject(new CkError(m.errorClass as ErrorClass, m.message));
+    else if (m.errorClass) p.reject(Object.assign(new CkError(m.errorClass as ErrorClass, m.message), m.code ? { code: m.code } : {}));
     else p.reject(Object.assign(new CkError("Unknown", `apply layer: ${m.message}`), { code: m.code }));
   });
   const dead = (err: unknown) => {
