@@ -1,10 +1,13 @@
-// The log reader's worker thread (see worker-reader.ts): follows the stream with an ordered
-// consumer, exactly as EventLog.reader does in the main thread, and posts the messages in
-// packed batches. Speaking NATS (parsing the protocol, JetStream's per-message metadata,
-// headers) is a third of a rebuild's main-thread time; here it runs on the other core.
+// The log reader's worker thread (see worker-reader.ts): reads the stream from a sequence
+// and posts the messages in packed batches. It reads through its own pull consumer
+// (pull-reader.ts), which packs messages straight from the socket's bytes; where that reader
+// cannot start (TLS, a list of servers, anything unexpected before the first message) it
+// follows the stream with nats.js's ordered consumer, exactly as EventLog.reader does in the
+// main thread. Either way, speaking NATS runs here, on the other core.
 import { parentPort, workerData } from "node:worker_threads";
-import { EventLog, type StoredMessage } from "./log.js";
-import { packBatch, type ReaderWorkerData, type ToWorker } from "./worker-reader.js";
+import { EventLog } from "./log.js";
+import { PullSetupError, readPacked } from "./pull-reader.js";
+import { BatchPacker, type ReaderWorkerData, type ToWorker } from "./worker-reader.js";
 
 async function run(): Promise<void> {
   const port = parentPort!;
@@ -21,31 +24,48 @@ async function run(): Promise<void> {
   const waitCredit = async () => {
     while (credits <= 0 && !ac.signal.aborted) await new Promise<void>((r) => (wake = r));
   };
-  let log: EventLog | undefined;
+  const post = async (buf: ArrayBuffer) => {
+    await waitCredit();
+    if (ac.signal.aborted) return;
+    credits--;
+    port.postMessage({ type: "batch", buf }, [buf]);
+  };
   try {
-    log = await EventLog.open({ url: data.url, stream: data.stream, name: data.name });
-    const reader = await log.reader({ fromSeq: data.fromSeq, signal: ac.signal });
-    let batch: StoredMessage[] = [];
-    const flush = async () => {
-      await waitCredit();
-      if (ac.signal.aborted) return;
-      credits--;
-      const buf = packBatch(batch);
-      batch = [];
-      port.postMessage({ type: "batch", buf }, [buf]);
-    };
-    for await (const m of reader) {
-      batch.push(m);
-      if (m.pending === 0 || batch.length >= data.maxBatch) await flush();
-      if (ac.signal.aborted) break;
+    let pulled = false;
+    if (data.engine !== "nats.js") {
+      try {
+        for await (const buf of readPacked({ url: data.url, stream: data.stream, fromSeq: data.fromSeq, maxBatch: data.maxBatch, name: data.name, signal: ac.signal })) {
+          pulled = true;
+          await post(buf);
+          if (ac.signal.aborted) break;
+        }
+        pulled = true;
+      } catch (err) {
+        if (!(err instanceof PullSetupError) || data.engine === "pull") throw err;
+      }
     }
-    if (batch.length && !ac.signal.aborted) await flush();
+    if (!pulled && !ac.signal.aborted) await readWithNatsJs(data, ac.signal, post);
     port.postMessage({ type: "end" });
   } catch (err) {
     port.postMessage({ type: "error", message: (err as Error).message ?? String(err) });
   } finally {
-    await log?.close().catch(() => undefined);
     port.close();
+  }
+}
+
+async function readWithNatsJs(data: ReaderWorkerData, signal: AbortSignal, post: (buf: ArrayBuffer) => Promise<void>): Promise<void> {
+  const log = await EventLog.open({ url: data.url, stream: data.stream, name: data.name });
+  try {
+    const reader = await log.reader({ fromSeq: data.fromSeq, signal });
+    const packer = new BatchPacker();
+    for await (const m of reader) {
+      packer.add(m);
+      if (m.pending === 0 || packer.count >= data.maxBatch) await post(packer.finish());
+      if (signal.aborted) break;
+    }
+    if (packer.count && !signal.aborted) await post(packer.finish());
+  } finally {
+    await log.close().catch(() => undefined);
   }
 }
 

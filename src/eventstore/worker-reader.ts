@@ -14,6 +14,11 @@ export interface ReaderWorkerData {
   /** Batches the worker may post ahead of the reader (flow control). */
   credits: number;
   name: string;
+  /**
+   * How the worker reads: its own pull consumer, falling back to nats.js when that cannot
+   * start (default); only one of them (tests, comparisons).
+   */
+  engine?: "pull" | "nats.js";
 }
 
 export type ToWorker = { type: "credit" } | { type: "stop" };
@@ -23,48 +28,119 @@ type FromWorker =
   | { type: "error"; message: string };
 
 // Per message: seq f64, time (ms) f64, pending u32, then the byte lengths of subject,
-// headers and data (u32 each), then those bytes.
+// headers and data (u32 each), then those bytes. Headers are `k\0v\0…` (NATS header names
+// and values hold no NUL); a name given twice keeps its first value.
 const FIXED = 8 + 8 + 4 + 4 + 4 + 4;
 const SEP = "\u0000";
+const LF = 10;
+const CR = 13;
+const COLON = 58;
 
-/** Headers as `k\0v\0…` (NATS header names and values hold no NUL). */
-function packHeaders(h: Record<string, string>): string {
-  let s = "";
-  for (const k in h) s += k + SEP + h[k] + SEP;
-  return s;
+/** Builds one packed batch at a time in a buffer it reuses. */
+export class BatchPacker {
+  private buf = Buffer.allocUnsafe(1 << 16);
+  private off = 0;
+  private n = 0;
+
+  get count(): number {
+    return this.n;
+  }
+
+  private reserve(bytes: number): void {
+    if (this.off + bytes <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.off + bytes));
+    this.buf.copy(bigger, 0, 0, this.off);
+    this.buf = bigger;
+  }
+
+  private fixed(seq: number, time: number, pending: number, subject: number, headers: number, data: number): void {
+    const b = this.buf;
+    b.writeDoubleLE(seq, this.off);
+    b.writeDoubleLE(time, this.off + 8);
+    b.writeUInt32LE(pending, this.off + 16);
+    b.writeUInt32LE(subject, this.off + 20);
+    b.writeUInt32LE(headers, this.off + 24);
+    b.writeUInt32LE(data, this.off + 28);
+    this.off += FIXED;
+    this.n++;
+  }
+
+  add(m: StoredMessage): void {
+    let h = "";
+    for (const k in m.headers) h += k + SEP + m.headers[k] + SEP;
+    const sl = Buffer.byteLength(m.subject);
+    const hl = Buffer.byteLength(h);
+    this.reserve(FIXED + sl + hl + m.data.length);
+    this.fixed(m.seq, m.time.getTime(), m.pending, sl, hl, m.data.length);
+    this.off += this.buf.write(m.subject, this.off, "utf8");
+    this.off += this.buf.write(h, this.off, "utf8");
+    this.buf.set(m.data, this.off);
+    this.off += m.data.length;
+  }
+
+  /**
+   * Adds a message from a NATS MSG/HMSG's bytes: subject [subS, subE), the header block
+   * (`NATS/1.0` line, `Key: value` lines, values trimmed) [hdrS, hdrE), data [hdrE, dataE).
+   */
+  addRaw(seq: number, time: number, pending: number, b: Buffer, subS: number, subE: number, hdrS: number, hdrE: number, dataE: number): void {
+    const sl = subE - subS;
+    const dl = dataE - hdrE;
+    this.reserve(FIXED + sl + (hdrE - hdrS) + dl);
+    const at = this.off;
+    this.off += FIXED;
+    b.copy(this.buf, this.off, subS, subE);
+    this.off += sl;
+    const hStart = this.off;
+    if (hdrE > hdrS) {
+      let i = b.indexOf(LF, hdrS); // past the NATS/1.0 line
+      while (i >= 0 && i + 1 < hdrE) {
+        const ls = i + 1;
+        let le = b.indexOf(LF, ls);
+        if (le < 0 || le > hdrE) le = hdrE;
+        i = le;
+        let e = le > ls && b[le - 1] === CR ? le - 1 : le;
+        let colon = ls;
+        while (colon < e && b[colon] !== COLON) colon++;
+        if (colon >= e) continue;
+        let vs = colon + 1;
+        while (vs < e && isSpace(b[vs]!)) vs++;
+        while (e > vs && isSpace(b[e - 1]!)) e--;
+        b.copy(this.buf, this.off, ls, colon);
+        this.off += colon - ls;
+        this.buf[this.off++] = 0;
+        b.copy(this.buf, this.off, vs, e);
+        this.off += e - vs;
+        this.buf[this.off++] = 0;
+      }
+    }
+    const hl = this.off - hStart;
+    b.copy(this.buf, this.off, hdrE, dataE);
+    this.off += dl;
+    const end = this.off;
+    this.off = at;
+    this.fixed(seq, time, pending, sl, hl, dl);
+    this.off = end;
+  }
+
+  /** The batch so far as an ArrayBuffer of its own (to transfer); the packer starts over. */
+  finish(): ArrayBuffer {
+    const ab = new ArrayBuffer(this.off);
+    new Uint8Array(ab).set(this.buf.subarray(0, this.off));
+    this.off = 0;
+    this.n = 0;
+    return ab;
+  }
+}
+
+function isSpace(c: number): boolean {
+  return c === 32 || c === 9;
 }
 
 /** Packs messages into one buffer for transfer to another thread. */
 export function packBatch(msgs: readonly StoredMessage[]): ArrayBuffer {
-  const parts: [Buffer, Buffer][] = [];
-  let size = 0;
-  for (const m of msgs) {
-    const subject = Buffer.from(m.subject, "utf8");
-    const headers = Buffer.from(packHeaders(m.headers), "utf8");
-    parts.push([subject, headers]);
-    size += FIXED + subject.length + headers.length + m.data.length;
-  }
-  const ab = new ArrayBuffer(size);
-  const view = new DataView(ab);
-  const bytes = new Uint8Array(ab);
-  let off = 0;
-  msgs.forEach((m, i) => {
-    const [subject, headers] = parts[i]!;
-    view.setFloat64(off, m.seq, true);
-    view.setFloat64(off + 8, m.time.getTime(), true);
-    view.setUint32(off + 16, m.pending, true);
-    view.setUint32(off + 20, subject.length, true);
-    view.setUint32(off + 24, headers.length, true);
-    view.setUint32(off + 28, m.data.length, true);
-    off += FIXED;
-    bytes.set(subject, off);
-    off += subject.length;
-    bytes.set(headers, off);
-    off += headers.length;
-    bytes.set(m.data, off);
-    off += m.data.length;
-  });
-  return ab;
+  const p = new BatchPacker();
+  for (const m of msgs) p.add(m);
+  return p.finish();
 }
 
 /** The inverse of packBatch; each message's data is a view into `ab`. */
@@ -86,7 +162,7 @@ export function unpackBatch(ab: ArrayBuffer): StoredMessage[] {
     const headers = Object.create(null) as Record<string, string>;
     if (hl > 0) {
       const parts = buf.toString("utf8", off, off + hl).split(SEP);
-      for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]!] = parts[i + 1]!;
+      for (let i = 0; i + 1 < parts.length; i += 2) if (!(parts[i]! in headers)) headers[parts[i]!] = parts[i + 1]!;
     }
     off += hl;
     const data = new Uint8Array(ab, off, dl);
@@ -105,6 +181,7 @@ export interface WorkerReadOptions {
   maxBatch?: number;
   /** Connection name shown by the server. */
   name?: string;
+  engine?: ReaderWorkerData["engine"];
 }
 
 /**
@@ -121,6 +198,7 @@ export async function* readInWorker(opts: WorkerReadOptions): AsyncGenerator<Sto
     maxBatch: opts.maxBatch ?? 256,
     credits: 8,
     name: opts.name ?? "ck-reader",
+    engine: opts.engine,
   };
   const worker = new Worker(new URL("./reader-worker.js", import.meta.url), { workerData: data });
   const queue: FromWorker[] = [];

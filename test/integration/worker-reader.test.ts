@@ -14,6 +14,11 @@ import { join } from "node:path";
 import { ProjectionDb } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
 import { loadProtos } from "../../src/protos/protos.js";
+import { PullSetupError, pullServerAddress } from "../../src/eventstore/pull-reader.js";
+import { freePort, resolveNatsServerBinary } from "../../src/eventstore/nats-server.js";
+import { spawn, type ChildProcess } from "node:child_process";
+import { connect, headers as natsHeaders } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 
 function plain(m: StoredMessage) {
   return { seq: m.seq, subject: m.subject, data: Buffer.from(m.data).toString("hex"), headers: { ...m.headers }, time: m.time.getTime() };
@@ -31,52 +36,137 @@ test("a packed batch unpacks to the same messages", () => {
   assert.deepEqual(unpackBatch(packBatch([])), []);
 });
 
-test("the worker reader gives what the in-thread reader gives, in batches, live appends included", async () => {
+for (const engine of ["pull", "nats.js"] as const) {
+  test(`the worker reader (${engine}) gives what the in-thread reader gives, in batches, live appends included`, async () => {
+    const nats = await startTestNats();
+    const log = await EventLog.open({ url: nats.url });
+    try {
+      const n = 700;
+      for (let i = 0; i < n; i++) {
+        await log.append(`containerd.io.ns${i % 3}.t${i}`, Buffer.from(`event ${i} ✓`), { msgId: `m${i}`, headers: { "Ck-Origin": i % 2 ? "command" : "publish" } });
+      }
+      // Headers as other writers may send them: a name twice, a value with spaces around it,
+      // no headers at all, a subject beyond ASCII, and an empty body.
+      const h = natsHeaders();
+      h.append("X-Twice", "first");
+      h.append("X-Twice", "second");
+      h.set("X-Spaced", "  padded  value ");
+      await log.js.publish("containerd.io.other.t", Buffer.from("foreign"), { headers: h });
+      await log.js.publish("containerd.io.é✓.t", new Uint8Array(0));
+      const total = n + 2;
+      const inThread: StoredMessage[] = [];
+      const ac0 = new AbortController();
+      for await (const m of log.read({ fromSeq: 1, signal: ac0.signal })) {
+        inThread.push(m);
+        if (m.seq === total) ac0.abort();
+      }
+      assert.equal(inThread[n]!.headers["X-Twice"], "first");
+      assert.equal(inThread[n]!.headers["X-Spaced"], "padded  value");
+
+      const ac = new AbortController();
+      const got: StoredMessage[] = [];
+      const sizes: number[] = [];
+      let appendedLive = false;
+      for await (const batch of readInWorker({ url: log.url, stream: log.stream, fromSeq: 1, signal: ac.signal, maxBatch: 100, engine })) {
+        sizes.push(batch.length);
+        got.push(...batch);
+        if (got.at(-1)!.seq === total && !appendedLive) {
+          appendedLive = true;
+          await log.append("containerd.io.live.t", Buffer.from("live"), { msgId: "live", headers: { "Ck-Origin": "command" } });
+        }
+        if (got.at(-1)!.seq === total + 1) ac.abort();
+      }
+      assert.deepEqual(got.slice(0, total).map(plain), inThread.map(plain));
+      assert.equal(got.length, total + 1);
+      assert.equal(Buffer.from(got[total]!.data).toString(), "live");
+      assert.ok(sizes.every((s) => s >= 1 && s <= 100), `batch sizes ${sizes.join(",")}`);
+      assert.equal(got[total - 1]!.pending, 0, "the caught-up batch ends where the stream ended");
+      assert.deepEqual(got.map((m) => m.pending).slice(0, 3), inThread.map((m) => m.pending).slice(0, 3));
+
+      // From a later sequence; breaking out of the loop stops the thread as an abort does.
+      const from: number[] = [];
+      for await (const batch of readInWorker({ url: log.url, stream: log.stream, fromSeq: 650, engine })) {
+        from.push(...batch.map((m) => m.seq));
+        if (from.at(-1) === total + 1) break;
+      }
+      assert.deepEqual(from, Array.from({ length: total + 2 - 650 }, (_, i) => 650 + i));
+    } finally {
+      await log.close();
+      await nats.cleanup();
+    }
+  });
+}
+
+test("the pull reader: what it cannot use falls back to nats.js, a server that goes away fails the read, credentials in the URL", async () => {
   const nats = await startTestNats();
   const log = await EventLog.open({ url: nats.url });
+  const dir = await mkdtemp(join(tmpdir(), "ck-auth-"));
+  let authServer: ChildProcess | undefined;
   try {
-    const n = 700;
-    for (let i = 0; i < n; i++) {
-      await log.append(`containerd.io.ns${i % 3}.t${i}`, Buffer.from(`event ${i} ✓`), { msgId: `m${i}`, headers: { "Ck-Origin": i % 2 ? "command" : "publish" } });
-    }
-    const inThread: StoredMessage[] = [];
-    const ac0 = new AbortController();
-    for await (const m of log.read({ fromSeq: 1, signal: ac0.signal })) {
-      inThread.push(m);
-      if (m.seq === n) ac0.abort();
-    }
+    for (let i = 0; i < 3000; i++) void log.append(`containerd.io.x.t`, Buffer.from(String(i)), { msgId: `p${i}` });
+    await new Promise((r) => setTimeout(r, 0));
+    while ((await log.lastSeq()) < 3000) await new Promise((r) => setTimeout(r, 20));
 
-    const ac = new AbortController();
-    const got: StoredMessage[] = [];
-    const sizes: number[] = [];
-    let appendedLive = false;
-    for await (const batch of readInWorker({ url: log.url, stream: log.stream, fromSeq: 1, signal: ac.signal, maxBatch: 100 })) {
-      sizes.push(batch.length);
-      got.push(...batch);
-      if (got.at(-1)!.seq === n && !appendedLive) {
-        appendedLive = true;
-        await log.append("containerd.io.live.t", Buffer.from("live"), { msgId: "live", headers: { "Ck-Origin": "command" } });
+    // A list of servers is not for the pull reader: alone it refuses, by default nats.js reads.
+    const list = `${nats.url},${nats.url}`;
+    await assert.rejects(readInWorker({ url: list, stream: log.stream, fromSeq: 1, engine: "pull" }).next(), /more than one server/);
+    const seqs: number[] = [];
+    for await (const batch of readInWorker({ url: list, stream: log.stream, fromSeq: 2990 })) {
+      seqs.push(...batch.map((m) => m.seq));
+      if (seqs.at(-1) === 3000) break;
+    }
+    assert.deepEqual(seqs, Array.from({ length: 11 }, (_, i) => 2990 + i));
+    assert.throws(() => pullServerAddress("tls://127.0.0.1:4222"), PullSetupError);
+    assert.deepEqual(pullServerAddress("nats://u%40x:p%3A@[::1]:5000"), { host: "::1", port: 5000, user: "u@x", pass: "p:" });
+    assert.deepEqual(pullServerAddress("localhost"), { host: "localhost", port: 4222 });
+    assert.deepEqual(pullServerAddress("nats://secret@127.0.0.1:1"), { host: "127.0.0.1", port: 1, token: "secret" });
+
+    // The server stops while the reader holds a connection: the read fails, after the batches
+    // it had, in order; it does not hang.
+    const got: number[] = [];
+    const failed = (async () => {
+      for await (const batch of readInWorker({ url: nats.url, stream: log.stream, fromSeq: 1, maxBatch: 16, engine: "pull" })) {
+        got.push(...batch.map((m) => m.seq));
+        if (got.length === 16) await nats.server.stop();
       }
-      if (got.at(-1)!.seq === n + 1) ac.abort();
-    }
-    assert.deepEqual(got.slice(0, n).map(plain), inThread.map(plain));
-    assert.equal(got.length, n + 1);
-    assert.equal(Buffer.from(got[n]!.data).toString(), "live");
-    assert.ok(sizes.every((s) => s >= 1 && s <= 100), `batch sizes ${sizes.join(",")}`);
-    assert.equal(got[n - 1]!.pending, 0, "the caught-up batch ends where the stream ended");
+    })();
+    await assert.rejects(failed, /closed|ECONNRESET|log read/);
+    assert.ok(got.length < 3000, `read ${got.length} messages`);
+    assert.deepEqual(got, Array.from({ length: got.length }, (_, i) => i + 1));
 
-    // From a later sequence; breaking out of the loop stops the thread as an abort does.
-    const from: number[] = [];
-    for await (const batch of readInWorker({ url: log.url, stream: log.stream, fromSeq: 650 })) {
-      from.push(...batch.map((m) => m.seq));
-      if (from.at(-1) === n + 1) break;
+    // A server with a user and password: read with them in the URL; refused without.
+    const port = await freePort("127.0.0.1");
+    authServer = spawn(resolveNatsServerBinary(), ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", join(dir, "js"), "--user", "ck", "--pass", "s3cret"], { stdio: "ignore" });
+    const nc = await retry(() => connect({ servers: `127.0.0.1:${port}`, user: "ck", pass: "s3cret" }));
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "AUTH", subjects: ["a.>"] });
+    await jetstream(nc).publish("a.b", Buffer.from("x"));
+    await nc.close();
+    const authed: string[] = [];
+    for await (const batch of readInWorker({ url: `nats://ck:s3cret@127.0.0.1:${port}`, stream: "AUTH", fromSeq: 1, engine: "pull" })) {
+      authed.push(...batch.map((m) => `${m.seq} ${m.subject} ${Buffer.from(m.data).toString()}`));
+      break;
     }
-    assert.deepEqual(from, Array.from({ length: n + 2 - 650 }, (_, i) => 650 + i));
+    assert.deepEqual(authed, ["1 a.b x"]);
+    await assert.rejects(readInWorker({ url: `nats://ck:wrong@127.0.0.1:${port}`, stream: "AUTH", fromSeq: 1, engine: "pull" }).next(), /Authorization/i);
   } finally {
+    authServer?.kill();
     await log.close();
     await nats.cleanup();
+    await rm(dir, { recursive: true, force: true });
   }
 });
+
+async function retry<T>(f: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await f();
+    } catch (err) {
+      if (i >= 100) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
 
 test("a log the worker cannot reach fails the reader with the connection's error", async () => {
   const nats = await startTestNats();
