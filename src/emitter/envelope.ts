@@ -60,7 +60,7 @@ export function subjectOf(draft: { namespace: string; topic: string }): string {
  * ck's commands (Events.Publish, foreign tools) or of unknown type give undefined.
  */
 export function toLoggedEvent(protos: Protos, msg: StoredMessage): LoggedEvent | undefined {
-  if (msg.headers[ORIGIN_HEADER] !== ORIGIN_COMMAND) return undefined;
+  if ((msg.header ? msg.header(ORIGIN_HEADER) : msg.headers[ORIGIN_HEADER]) !== ORIGIN_COMMAND) return undefined;
   // The projection's hot path: message objects, no plain-object copies (evolve normalises).
   const env = protos.decodeMessage(ENVELOPE_TYPE, msg.data);
   if (!env.event) return undefined;

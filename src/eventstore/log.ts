@@ -64,6 +64,8 @@ export interface StoredMessage {
   time: Date;
   /** Messages after this one that the consumer knew of when it was delivered. */
   pending: number;
+  /** One header's first value, where that is cheaper than making `headers`. */
+  header?(name: string): string | undefined;
 }
 
 export interface ReadOptions {

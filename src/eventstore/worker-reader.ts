@@ -182,6 +182,27 @@ class PackedMessage implements StoredMessage {
   get time(): Date {
     return new Date(this.ms);
   }
+
+  /** One header's first value, found in the packed bytes without making the map. */
+  header(name: string): string | undefined {
+    if (this.headerMap) return this.headerMap[name];
+    const b = this.buf;
+    let i = this.subjectAt + this.subjectLength;
+    const end = i + this.headersLength;
+    while (i < end) {
+      const keyEnd = b.indexOf(0, i);
+      const valueEnd = b.indexOf(0, keyEnd + 1);
+      if (keyEnd < 0 || valueEnd < 0 || valueEnd >= end) break;
+      if (keyEnd - i === name.length && asciiEquals(b, i, name)) return b.toString("utf8", keyEnd + 1, valueEnd);
+      i = valueEnd + 1;
+    }
+    return undefined;
+  }
+}
+
+function asciiEquals(b: Buffer, at: number, s: string): boolean {
+  for (let k = 0; k < s.length; k++) if (b[at + k] !== s.charCodeAt(k)) return false;
+  return true;
 }
 
 /** The inverse of packBatch; each message's data is a view into `ab`. */

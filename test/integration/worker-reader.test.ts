@@ -33,6 +33,13 @@ test("a packed batch unpacks to the same messages", () => {
   const back = unpackBatch(packBatch(msgs));
   assert.deepEqual(back.map(plain), msgs.map(plain));
   assert.deepEqual(back.map((m) => m.pending), [2, 1, 0]);
+  // One header without the map, as the fold asks for its origin.
+  assert.equal(back[0]!.header?.("Ck-Origin"), "command");
+  assert.equal(back[0]!.header?.("Nats-Msg-Id"), "x");
+  assert.equal(back[0]!.header?.("Ck-Origi"), undefined);
+  assert.equal(back[1]!.header?.("Ck-Origin"), undefined);
+  assert.equal(back[2]!.header?.("toString"), "a header like any other");
+  assert.equal(back[2]!.header?.("Empty"), "");
   assert.deepEqual(unpackBatch(packBatch([])), []);
 });
 
@@ -76,6 +83,11 @@ for (const engine of ["pull", "nats.js"] as const) {
         }
         if (got.at(-1)!.seq === total + 1) ac.abort();
       }
+      assert.deepEqual(
+        got.map((m) => m.header?.("X-Twice") ?? null).slice(0, total),
+        inThread.map((m) => m.headers["X-Twice"] ?? null),
+        "one header read from the bytes is the map's first value",
+      );
       assert.deepEqual(got.slice(0, total).map(plain), inThread.map(plain));
       assert.equal(got.length, total + 1);
       assert.equal(Buffer.from(got[total]!.data).toString(), "live");
