@@ -86,6 +86,10 @@ interface PullRequest {
 class PullConnection {
   private buf: Buffer = Buffer.alloc(0);
   private pos = 0;
+  /** Chunks held back until a message's `need` bytes are in (one copy, not one per chunk). */
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private need = 0;
   private info: Record<string, unknown> | undefined;
   private readonly inbox: string;
   private readonly waiting = new Map<string, { resolve: (m: { status: number; data: Buffer }) => void; reject: (e: Error) => void }>();
@@ -231,8 +235,18 @@ class PullConnection {
 
   private onData(chunk: Buffer): void {
     if (this.failure) return;
-    this.buf = this.pos >= this.buf.length ? chunk : Buffer.concat([this.buf.subarray(this.pos), chunk]);
+    if (this.need > 0) {
+      this.held.push(chunk);
+      this.heldBytes += chunk.length;
+      if (this.buf.length - this.pos + this.heldBytes < this.need) return;
+      this.buf = Buffer.concat([this.buf.subarray(this.pos), ...this.held]);
+      this.held = [];
+      this.heldBytes = 0;
+    } else {
+      this.buf = this.pos >= this.buf.length ? chunk : Buffer.concat([this.buf.subarray(this.pos), chunk]);
+    }
     this.pos = 0;
+    this.need = 0;
     try {
       this.parse();
     } catch (err) {
@@ -262,7 +276,10 @@ class PullConnection {
         const total = readInt(b, t[2 * (n - 1)]!, t[2 * (n - 1) + 1]!);
         const hdrLen = withHeaders ? readInt(b, t[2 * (n - 2)]!, t[2 * (n - 2) + 1]!) : 0;
         const payload = lf + 1;
-        if (payload + total + 2 > b.length) break; // the rest has not arrived yet
+        if (payload + total + 2 > b.length) {
+          this.need = payload + total + 2 - p; // the rest has not arrived yet
+          break;
+        }
         this.onMessage(b, t[0]!, t[1]!, hasReply ? t[4]! : -1, hasReply ? t[5]! : -1, payload, hdrLen, total);
         p = payload + total + 2;
         continue;

@@ -60,7 +60,9 @@ for (const engine of ["pull", "nats.js"] as const) {
       h.set("X-Spaced", "  padded  value ");
       await log.js.publish("containerd.io.other.t", Buffer.from("foreign"), { headers: h });
       await log.js.publish("containerd.io.é✓.t", new Uint8Array(0));
-      const total = n + 2;
+      // A message larger than any socket read: it arrives in many chunks.
+      await log.js.publish("containerd.io.big.t", Buffer.alloc(900 * 1024, "b"));
+      const total = n + 3;
       const inThread: StoredMessage[] = [];
       const ac0 = new AbortController();
       for await (const m of log.read({ fromSeq: 1, signal: ac0.signal })) {
@@ -68,6 +70,7 @@ for (const engine of ["pull", "nats.js"] as const) {
         if (m.seq === total) ac0.abort();
       }
       assert.equal(inThread[n]!.headers["X-Twice"], "first");
+      assert.equal(inThread[n + 2]!.data.length, 900 * 1024);
       assert.equal(inThread[n]!.headers["X-Spaced"], "padded  value");
 
       const ac = new AbortController();
