@@ -22,10 +22,19 @@ export async function copyTree(src: string, dst: string, opts: { link?: boolean 
   }
 }
 
+/** Copies the entries `srcs` (whole trees) into the directory `dst`, as copyTree does. */
+async function copyInto(srcs: string[], dst: string, opts: { link?: boolean } = {}): Promise<void> {
+  try {
+    await runCommand("cp", ["-a", opts.link ? "--link" : "--reflink=auto", "-t", dst, "--", ...srcs]);
+  } catch (err) {
+    throw failedPrecondition(`copy ${srcs.length} entries into ${dst}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 /**
  * Puts the tree `parent` under the tree `child`, a layer applied into an empty directory:
  * what the child lacks is linked in from the parent (files and symlinks as hard links,
- * missing directories as `cp -a --link` copies), except what the layer's whiteouts removed and
+ * missing directories as `cp -a --link` copies, one `cp` per directory that lacks any), except what the layer's whiteouts removed and
  * what lies in the directories it made opaque; where both have a directory, the two merge;
  * anywhere else the child's entry stays. The result is the tree an apply of the layer onto a
  * linked copy of the parent makes (Snapshotter.prepare's linkFiles); the child's directories
@@ -40,21 +49,23 @@ export async function linkParentTree(child: string, parent: string, layer: Ahead
     // Per entry, synchronous calls: a promise each costs more than the call (as in the apply).
     const times = fss.lstatSync(into);
     let added = false;
+    const missingDirs: string[] = [];
     for (const e of fss.readdirSync(path.join(parent, rel), { withFileTypes: true })) {
       const r = path.join(rel, e.name);
       if (hidden.has(r)) continue;
       const mine = fss.lstatSync(path.join(child, r), { throwIfNoEntry: false });
       if (!mine) {
-        if (e.isDirectory()) {
-          fss.mkdirSync(path.join(child, r));
-          await copyTree(path.join(parent, r), path.join(child, r), { link: true });
-        } else fss.linkSync(path.join(parent, r), path.join(child, r)); // link(2) never follows a symlink
+        if (e.isDirectory()) missingDirs.push(path.join(parent, r));
+        else fss.linkSync(path.join(parent, r), path.join(child, r)); // link(2) never follows a symlink
         added = true;
       } else if (mine.isDirectory() && e.isDirectory()) {
         if (opaque.has(r)) await inheritXattrs(path.join(child, r), path.join(parent, r));
         else await merge(r);
       }
     }
+    // The directories the child lacks here, in one `cp` (one process per merged directory,
+    // not per missing one).
+    if (missingDirs.length > 0) await copyInto(missingDirs, into, { link: true });
     if (added) fss.lutimesSync(into, times.atime, times.mtime);
   };
   // An opaque root: the layer's own entries are the whole tree.

@@ -52,6 +52,12 @@ describe("native: a layer applied ahead of its parent, then linked onto it", () 
         { name: "e/deep/file", body: "deep" },
         { name: "h", body: "h", mode: 0o600 },
         { name: "h2", type: "link", linkname: "h" },
+        // Directories the layer lacks, at the root and inside a merged one: linked in as trees.
+        { name: "m1/", type: "directory", mode: 0o701, mtime: T },
+        { name: "m1/sub/file", body: "m1" },
+        { name: "m2/", type: "directory", mode: 0o755, mtime: T, pax: { "SCHILY.xattr.user.m2": "two" } },
+        { name: "m2/file", body: "m2" },
+        { name: "a/sub/deeper/x", body: "x" },
       ]);
       await fs.chmod(parent!, 0o711);
       const layer: LayerEntry[] = [
@@ -87,7 +93,10 @@ describe("native: a layer applied ahead of its parent, then linked onto it", () 
       await inheritLowerAttributes(ahead!, a.implicitDirs, [parent!]);
 
       const want = await describeTree(seq!);
-      assert.deepEqual(Object.keys(want).sort(), ["a/", "a/f", "a/new", "b/", "b/y", "e/", "e/deep/", "e/deep/file", "e/deep/more", "h", "h2", "lnk", "n/", "n/z"].sort());
+      assert.deepEqual(
+        Object.keys(want).sort(),
+        ["a/", "a/f", "a/new", "a/sub/", "a/sub/deeper/", "a/sub/deeper/x", "b/", "b/y", "e/", "e/deep/", "e/deep/file", "e/deep/more", "h", "h2", "lnk", "m1/", "m1/sub/", "m1/sub/file", "m2/", "m2/file", "n/", "n/z"].sort(),
+      );
       const got = await describeTree(ahead!);
       // Directory times differ where an entry was added without the directory's own entry: the
       // apply's time onto the copy, the parent's when applied ahead (as overlayfs's copy-up).
@@ -99,6 +108,9 @@ describe("native: a layer applied ahead of its parent, then linked onto it", () 
         assert.equal((await getAttribute(path.join(tree, "a"), "user.parent"))?.toString(), "p", `${tree}: the parent's directory xattrs are kept`);
       }
       assert.equal((await fs.lstat(path.join(ahead!, "a/f"))).ino, (await fs.lstat(path.join(parent!, "a/f"))).ino, "linked, not copied");
+      assert.equal((await fs.lstat(path.join(ahead!, "m1/sub/file"))).ino, (await fs.lstat(path.join(parent!, "m1/sub/file"))).ino, "a missing tree's files are linked too");
+      assert.equal(got["m1/"], want["m1/"], "a missing directory keeps the parent's mode and time");
+      assert.equal((await getAttribute(path.join(ahead!, "m2"), "user.m2"))?.toString(), "two");
       assert.equal((await fs.lstat(path.join(ahead!, "h2"))).ino, (await fs.lstat(path.join(ahead!, "h"))).ino);
       assert.equal(await fs.readFile(path.join(parent!, "a/g"), "utf8"), "g", "the parent keeps what the layer whited out");
     } finally {
