@@ -331,6 +331,33 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       await api.call("leases", "Delete", { id: ns, sync: true });
     });
 
+    test(`Unpack.Apply of a layer writing under a lower layer's file (${sn}): InvalidArgument, onto its parent and applied ahead of it; nothing of it is left`, async () => {
+      const ns = `underfile-${sn}`;
+      const api = daemon.client(ns);
+      await api.call("leases", "Create", { id: ns, labels: {} });
+      const metadata = { "containerd-lease": ns };
+      const { layers, diffIds, chain } = await storeLayers(api, metadata, [
+        await layerTar([{ name: "usr/lib/old", body: "old\n" }]),
+        // usr/ and usr/lib/ are made in the new snapshot before usr/lib/old shows a file.
+        await layerTar([{ name: "usr/lib/old/x", body: "x\n" }]),
+      ]);
+      const apply = (i: number, waitParent = false) =>
+        api.call("unpack", "Apply", { snapshotter: sn, layer: layers[i], diff_id: diffIds[i], parent: i > 0 ? chain[i - 1] : "", wait_parent: waitParent }, { metadata });
+      const dirs0 = (await snapDirs(sn)).length;
+      // Ahead of its parent: the layer alone applies, and is refused once its parent is there.
+      const ahead = apply(1, true);
+      ahead.catch(() => undefined); // awaited below
+      for (let i = 0; i < 100 && (await snapDirs(sn)).length === dirs0; i++) await sleep(50);
+      assert.equal((await apply(0)).status, "applied");
+      await rejectsClass(ahead, "InvalidArgument", /usr\/lib\/old/);
+      // Onto its parent: refused the same way.
+      await rejectsClass(apply(1), "InvalidArgument", /usr\/lib\/old/);
+      assert.deepEqual((await listSnapshots(api, sn)).map((i) => i.name), [chain[0]]);
+      assert.equal((await snapDirs(sn)).length, dirs0 + 1, "only the lower layer's snapshot directory");
+      assert.deepEqual((await readView(api, sn, chain[0]!)).files, { "usr/lib/old": "old\n" });
+      await api.call("leases", "Delete", { id: ns, sync: true });
+    });
+
     test(`Unpack.Apply with wait_parent (${sn}): a layer sent before its parent is applied meanwhile and committed after it; a wait ends with the call and leaves nothing`, async () => {
       const ns = `ahead-${sn}`;
       const api = daemon.client(ns);
