@@ -5,7 +5,6 @@
 // follows the stream with nats.js's ordered consumer, exactly as EventLog.reader does in the
 // main thread. Either way, speaking NATS runs here, on the other core.
 import { parentPort, workerData } from "node:worker_threads";
-import { EventLog } from "./log.js";
 import { PullSetupError, readPacked } from "./pull-reader.js";
 import { BatchPacker, type ReaderWorkerData, type ToWorker } from "./worker-reader.js";
 
@@ -54,6 +53,9 @@ async function run(): Promise<void> {
 }
 
 async function readWithNatsJs(data: ReaderWorkerData, signal: AbortSignal, post: (buf: ArrayBuffer) => Promise<void>): Promise<void> {
+  // Loaded only when needed: nats.js's modules take longer to load than the pull reader takes
+  // to deliver its first batch.
+  const { EventLog } = await import("./log.js");
   const log = await EventLog.open({ url: data.url, stream: data.stream, name: data.name });
   try {
     const reader = await log.reader({ fromSeq: data.fromSeq, signal });
