@@ -18,6 +18,7 @@ import {
 import { validateDigest } from "../commands/validation.js";
 import { spreadSubdirectories } from "./placement.js";
 import { SyncBatcher, type SyncTicket } from "./sync-batcher.js";
+import { AlignedBuffers, DirectAppender } from "./direct-io.js";
 import type {
   BlobInfo,
   CommitOptions,
@@ -88,6 +89,8 @@ interface WriterHost {
   blobDirSync(): SyncTicket;
   /** Lets go of the lock if `holder` still has it; `forget` also drops the remembered state. */
   release(holder: LocalIngestWriter, forget: boolean): void;
+  /** Staging memory for writes past the page cache; undefined: every write is buffered. */
+  readonly directBuffers: AlignedBuffers | undefined;
 }
 
 const isErrno = (err: unknown, code: string): boolean =>
@@ -176,6 +179,8 @@ class LocalReaderAt implements ReaderAt {
 class LocalIngestWriter implements IngestWriter {
   private queue: Promise<unknown> = Promise.resolve();
   private phase: "open" | "closed" | "aborted" = "open";
+  /** Writes to the data file past the page cache (direct-io.ts), once the ingest is on disk. */
+  private appender: DirectAppender | undefined;
 
   /** `fh` is the open data file, absent while the ingest still lives in memory. */
   constructor(
@@ -222,12 +227,13 @@ class LocalIngestWriter implements IngestWriter {
         const fh = this.fh ?? (await this.spill());
         // Hash on this thread while the write runs on the pool; undo the hash if the write fails.
         const before = ingest.hash.copy();
-        const written = writeAll(fh, data, offset);
+        const written = this.append(fh, data, offset);
         ingest.hash.update(data);
         try {
           await written;
         } catch (err) {
           ingest.hash = before;
+          await this.dropAppender();
           // A short write leaves bytes past the offset we report; cut them so file and hash agree.
           await fh.truncate(ingest.offset).catch(() => undefined);
           throw err;
@@ -237,6 +243,19 @@ class LocalIngestWriter implements IngestWriter {
       ingest.updatedAt = new Date();
       return ingest.offset;
     });
+  }
+
+  private async append(fh: FileHandle, data: Buffer, offset: number): Promise<void> {
+    const buffers = this.host.directBuffers;
+    if (!buffers) return writeAll(fh, data, offset);
+    this.appender ??= await DirectAppender.open(path.join(this.ingest.dir, DATA_FILE), fh, offset, buffers);
+    await this.appender.write(data, offset);
+  }
+
+  private async dropAppender(): Promise<void> {
+    const a = this.appender;
+    this.appender = undefined;
+    await a?.close().catch(() => undefined);
   }
 
   truncate(size: 0): Promise<void> {
@@ -280,6 +299,7 @@ class LocalIngestWriter implements IngestWriter {
           }
         } else {
           source = path.join(ingest.dir, DATA_FILE);
+          await this.dropAppender();
           const fh = this.fh ?? (await fs.open(source, fsc.O_RDWR));
           this.fh = undefined;
           try {
@@ -318,6 +338,7 @@ class LocalIngestWriter implements IngestWriter {
         if (this.ingest.pending !== undefined) await this.spill();
       } finally {
         try {
+          await this.dropAppender();
           await this.fh?.close();
         } finally {
           this.fh = undefined;
@@ -333,6 +354,7 @@ class LocalIngestWriter implements IngestWriter {
     if (wasOpen) this.phase = "aborted";
     return this.serial(async () => {
       if (!wasOpen) return;
+      await this.dropAppender();
       await this.fh?.close().catch(() => undefined);
       this.fh = undefined;
     });
@@ -360,6 +382,7 @@ class LocalIngestWriter implements IngestWriter {
   }
 
   private async restart(): Promise<void> {
+    await this.dropAppender();
     if (this.ingest.pending !== undefined) this.ingest.pending = [];
     else await (this.fh ?? (await this.spill())).truncate(0);
     this.ingest.offset = 0;
@@ -414,6 +437,11 @@ export interface LocalContentStoreOptions {
    * with them (default 0: a round starts at once and gathers only what arrived meanwhile).
    */
   syncGroupDelayMs?: number;
+  /**
+   * Write ingests on disk past the page cache where the filesystem allows it (direct-io.ts).
+   * Default true.
+   */
+  directWrites?: boolean;
 }
 
 /** A maintenance operation (abort, cleanup) holding a ref's lock. */
@@ -461,6 +489,7 @@ export class LocalContentStore implements ContentStore {
         if (this.locks.get(holder.key) === holder) this.locks.delete(holder.key);
         if (forget) this.states.delete(holder.key);
       },
+      directBuffers: opts.directWrites === false ? undefined : new AlignedBuffers(),
     };
   }
 

@@ -19,6 +19,7 @@ async function tempRoot(): Promise<{ base: string; root: string }> {
 for (const [name, opts] of [
   ["LocalContentStore", {}],
   ["LocalContentStore, every ingest on disk", { memoryIngestMaxBytes: 0 }],
+  ["LocalContentStore, through the page cache only", { memoryIngestMaxBytes: 0, directWrites: false }],
 ] as const) {
   contentStoreConformance(name, async () => {
     const { base, root } = await tempRoot();
