@@ -222,7 +222,8 @@ async function runWrite(
           validateDigest("expected", expected);
           shared = await sharedBlob(d, ns, lease, expected, total);
         }
-        if (!shared) writer = await d.store.writer({ ref: ingestRef(ns, ref), expected: expected || undefined, total: total || undefined, lease });
+        // A client's upload: past the page cache (a download ckd unpacks next is not).
+        if (!shared) writer = await d.store.writer({ ref: ingestRef(ns, ref), expected: expected || undefined, total: total || undefined, lease, writeThrough: true });
       } else if (req.ref && req.ref !== ref) {
         throw invalidArgument(`ref changed within a write: "${req.ref}" after "${ref}"`);
       }

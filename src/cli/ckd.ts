@@ -34,18 +34,24 @@ interface FileConfig {
   disabled_plugins?: string[];
   /** At start, read the log in a worker thread when the projection is this many events behind. */
   catch_up_thread_events?: number;
+  /** Content.Write ingests on disk bypass the page cache where the filesystem allows (default true). */
+  content_write_through?: boolean;
 }
 
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events"]);
+  const known = new Set(["root", "address", "nats", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
   }
   const t = raw.catch_up_thread_events;
   if (t !== undefined && !(typeof t === "number" && Number.isSafeInteger(t) && t >= 0)) {
     throw new Error(`config ${path}: catch_up_thread_events must be a whole number >= 0, got ${JSON.stringify(t)}`);
+  }
+  const w = raw.content_write_through;
+  if (w !== undefined && typeof w !== "boolean") {
+    throw new Error(`config ${path}: content_write_through must be true or false, got ${JSON.stringify(w)}`);
   }
   try {
     checkDisabledPlugins(raw.disabled_plugins);
@@ -74,7 +80,7 @@ async function main(): Promise<void> {
     .option("--nats <url>", "use this NATS server instead of starting one")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins and catch_up_thread_events")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .version("0.1.0");
@@ -92,6 +98,7 @@ async function main(): Promise<void> {
     gcExpiryIntervalMs: secondsToMs(flags.gcExpiryInterval ?? file.gc_expiry_interval_seconds),
     disabledPlugins: file.disabled_plugins,
     catchUpThreadEvents: file.catch_up_thread_events,
+    contentWriteThrough: file.content_write_through,
   };
   const logger = pino({ level: flags.logLevel ?? file.log_level ?? "info" }, pino.destination(2));
   const daemon = await Daemon.start(config, logger);

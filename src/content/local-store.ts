@@ -187,6 +187,8 @@ class LocalIngestWriter implements IngestWriter {
     private readonly host: WriterHost,
     private readonly ingest: IngestState,
     private fh: FileHandle | undefined,
+    /** Whole blocks past the page cache (WriterOptions.writeThrough), where the store allows. */
+    private readonly writeThrough = false,
   ) {}
 
   get ref(): string {
@@ -246,7 +248,7 @@ class LocalIngestWriter implements IngestWriter {
   }
 
   private async append(fh: FileHandle, data: Buffer, offset: number): Promise<void> {
-    const buffers = this.host.directBuffers;
+    const buffers = this.writeThrough ? this.host.directBuffers : undefined;
     if (!buffers) return writeAll(fh, data, offset);
     this.appender ??= await DirectAppender.open(path.join(this.ingest.dir, DATA_FILE), fh, offset, buffers);
     await this.appender.write(data, offset);
@@ -438,8 +440,8 @@ export interface LocalContentStoreOptions {
    */
   syncGroupDelayMs?: number;
   /**
-   * Write ingests on disk past the page cache where the filesystem allows it (direct-io.ts).
-   * Default true.
+   * Let writers opened with `writeThrough` write past the page cache where the filesystem
+   * allows it (direct-io.ts). Default true.
    */
   directWrites?: boolean;
 }
@@ -599,7 +601,7 @@ export class LocalContentStore implements ContentStore {
       const opened = await this.openIngest(ref, key, total, expected, opts.lease || undefined);
       fh = opened.fh;
       // Abort and cleanup leave a claimed key alone, so the claim is still ours.
-      const w = new LocalIngestWriter(this.host, opened.state, fh);
+      const w = new LocalIngestWriter(this.host, opened.state, fh, opts.writeThrough === true);
       this.locks.set(key, w);
       return w;
     } catch (err) {

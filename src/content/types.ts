@@ -35,6 +35,11 @@ export interface WriterOptions {
    * remembered with it, across restarts, until the ingest is committed or removed.
    */
   lease?: string;
+  /**
+   * The bytes will not be read again soon (a client's upload, not a download about to be
+   * unpacked): a store may write them past the page cache.
+   */
+  writeThrough?: boolean;
 }
 
 export interface Ingester {

@@ -6,6 +6,8 @@ import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { readdirSync, existsSync } from "node:fs";
 import { join } from "node:path";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
 import { rejectsClass } from "../helpers/errors.js";
@@ -38,6 +40,37 @@ describe("content over the API", () => {
     await log?.close();
     await daemon?.cleanup();
     await nats?.cleanup();
+  });
+
+  test("Content.Write of a large blob bypasses the page cache; with content_write_through = false it does not", async () => {
+    const data = randomBytes(8 << 20);
+    const cachedBytes = async (d: TestDaemon) => {
+      const file = join(d.root, "content", "blobs", "sha256", sha(data).slice("sha256:".length));
+      const r = await runCommand("fincore", ["--bytes", "--noheadings", "--output", "RES", file]);
+      assert.equal(r.code, 0, r.stderr);
+      return Number(r.stdout.trim());
+    };
+    const api = new ApiClient({ address: daemon.address, namespace: "through" });
+    try {
+      assert.equal(await writeBlob(api, "through-ref", data, { expected: sha(data) }), sha(data));
+      const cached = await cachedBytes(daemon);
+      assert.ok(cached < 1 << 20, `${cached} bytes of the blob in the page cache`);
+    } finally {
+      api.close();
+    }
+    const dir = await mkdtemp(join(tmpdir(), "ck-wt-"));
+    await writeFile(join(dir, "ckd.toml"), "content_write_through = false\n");
+    const buffered = await TestDaemon.start({ extraArgs: ["--config", join(dir, "ckd.toml")] });
+    const api2 = new ApiClient({ address: buffered.address, namespace: "buffered" });
+    try {
+      assert.equal(await writeBlob(api2, "buffered-ref", data, { expected: sha(data) }), sha(data));
+      const cached = await cachedBytes(buffered);
+      assert.ok(cached > 7 << 20, `${cached} bytes of the blob in the page cache`);
+    } finally {
+      api2.close();
+      await buffered.cleanup();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test("ctr content ingest, ls, get (same bytes), label, rm", async () => {

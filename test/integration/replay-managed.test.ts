@@ -189,6 +189,11 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
       assert.match(b.stderr, /catch_up_thread_events must be a whole number >= 0/);
       assert.ok(!existsSync(join(root, "r")), "the root was created despite the bad config");
     }
+    await writeFile(config, `content_write_through = "yes"\n`);
+    const c = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), "--config", config]);
+    assert.equal(c.code, 1);
+    assert.match(c.stderr, /content_write_through must be true or false/);
+    assert.ok(!existsSync(join(root, "r")), "the root was created despite the bad config");
   } finally {
     await rm(root, { recursive: true, force: true });
   }

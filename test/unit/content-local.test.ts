@@ -7,6 +7,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { LocalContentStore } from "../../src/content/local-store.js";
+import type { WriterOptions } from "../../src/content/types.js";
 import { contentStoreConformance, plain } from "../conformance/content-store.js";
 
 const sha = (b: Buffer): string => "sha256:" + createHash("sha256").update(b).digest("hex");
@@ -16,14 +17,22 @@ async function tempRoot(): Promise<{ base: string; root: string }> {
   return { base, root: path.join(base, "store") };
 }
 
-for (const [name, opts] of [
-  ["LocalContentStore", {}],
-  ["LocalContentStore, every ingest on disk", { memoryIngestMaxBytes: 0 }],
-  ["LocalContentStore, through the page cache only", { memoryIngestMaxBytes: 0, directWrites: false }],
+for (const [name, opts, writeThrough] of [
+  ["LocalContentStore", {}, false],
+  ["LocalContentStore, every ingest on disk", { memoryIngestMaxBytes: 0 }, false],
+  ["LocalContentStore, every ingest on disk, written through (O_DIRECT)", { memoryIngestMaxBytes: 0 }, true],
+  ["LocalContentStore, written through where the store refuses it", { memoryIngestMaxBytes: 0, directWrites: false }, true],
 ] as const) {
   contentStoreConformance(name, async () => {
     const { base, root } = await tempRoot();
-    const store = await LocalContentStore.open(root, opts);
+    const local = await LocalContentStore.open(root, opts);
+    // Every writer the suite opens asks for write-through, as Content.Write's do.
+    const store = writeThrough
+      ? new Proxy(local, {
+          get: (target, prop, receiver) =>
+            prop === "writer" ? (o: WriterOptions) => target.writer({ ...o, writeThrough: true }) : Reflect.get(target, prop, receiver),
+        })
+      : local;
     return {
       store,
       root,
