@@ -14,6 +14,7 @@ import {
   type ConsumerMessages,
 } from "@nats-io/jetstream";
 import { unavailable } from "../errdefs/errdefs.js";
+import { AckPublisher } from "./publisher.js";
 
 export const DEFAULT_STREAM = "CK_EVENTS";
 export const STREAM_SUBJECTS = "containerd.io.>";
@@ -94,7 +95,7 @@ export class EventLog {
   readonly url: string;
   private state: ConnectionState = "connected";
   private readonly listeners = new Set<(s: ConnectionState) => void>();
-  private readonly publishTimeoutMs: number;
+  private readonly publisher: AckPublisher;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, url: string, stream: string, publishTimeoutMs: number) {
     this.nc = nc;
@@ -103,7 +104,7 @@ export class EventLog {
     this.js = jetstream(nc);
     this.stream = stream;
     this.serverVersion = nc.info?.version ?? "unknown";
-    this.publishTimeoutMs = publishTimeoutMs;
+    this.publisher = new AckPublisher(nc, publishTimeoutMs);
     void this.watchStatus();
   }
 
@@ -152,7 +153,12 @@ export class EventLog {
 
   private async watchStatus(): Promise<void> {
     for await (const s of this.nc.status()) {
-      if (s.type === "disconnect" || s.type === "reconnecting") this.setState("disconnected");
+      if (s.type === "disconnect" || s.type === "reconnecting") {
+        this.setState("disconnected");
+        // What was appended but not acknowledged has an unknown outcome: say so now, not at
+        // the timeout (the sequencer then learns from the log what was stored).
+        this.publisher.failAll(new Error("connection to the log lost"));
+      }
       else if (s.type === "reconnect") this.setState("connected");
       else if (s.type === "close") this.setState("closed");
     }
@@ -189,26 +195,13 @@ export class EventLog {
    */
   async append(subject: string, data: Uint8Array, opts: AppendOptions): Promise<AppendResult> {
     if (this.state !== "connected") throw unavailable(`event log ${this.stream} (${this.state})`);
-    let h: MsgHdrs | undefined;
-    if (opts.headers) {
-      h = natsHeaders();
-      for (const [k, v] of Object.entries(opts.headers)) h.set(k, v);
-    }
-    const expect =
-      opts.expectLastSeq === undefined && opts.expectLastMsgId === undefined
-        ? undefined
-        : {
-            ...(opts.expectLastSeq === undefined ? {} : { lastSequence: opts.expectLastSeq }),
-            ...(opts.expectLastMsgId === undefined ? {} : { lastMsgID: opts.expectLastMsgId }),
-          };
+    const h: MsgHdrs = natsHeaders();
+    if (opts.headers) for (const k in opts.headers) h.set(k, opts.headers[k]!);
+    h.set("Nats-Msg-Id", opts.msgId);
+    if (opts.expectLastSeq !== undefined) h.set("Nats-Expected-Last-Sequence", String(opts.expectLastSeq));
+    if (opts.expectLastMsgId !== undefined) h.set("Nats-Expected-Last-Msg-Id", opts.expectLastMsgId);
     try {
-      const ack = await this.js.publish(subject, data, {
-        msgID: opts.msgId,
-        expect,
-        headers: h,
-        timeout: this.publishTimeoutMs,
-      });
-      return { seq: ack.seq, duplicate: ack.duplicate };
+      return await this.publisher.publish(subject, data, h);
     } catch (err) {
       if (err instanceof JetStreamApiError) throw err;
       throw unavailable(`append to ${this.stream}: ${(err as Error).message}`, { cause: err });
@@ -258,6 +251,7 @@ export class EventLog {
 
   async close(): Promise<void> {
     if (this.nc.isClosed()) return;
+    this.publisher.close();
     await this.nc.close();
   }
 }

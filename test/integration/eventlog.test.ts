@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { connect, headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { startTestNats } from "../helpers/nats.js";
-import { EventLog, messageHeaders } from "../../src/eventstore/log.js";
+import { rejectsClass } from "../helpers/errors.js";
+import { EventLog, isWrongLastSequence, messageHeaders } from "../../src/eventstore/log.js";
 
 test("headers read from the message's bytes equal nats.js's decoding", async () => {
   const nats = await startTestNats();
@@ -61,6 +62,38 @@ test("headers read from the message's bytes equal nats.js's decoding", async () 
     }
   } finally {
     await nc.close();
+    await nats.cleanup();
+  }
+});
+
+test("appends: acknowledged with their sequence; a repeated message id is a duplicate; a failed expectation is JetStream's error; no stream, a quick failure", async () => {
+  const nats = await startTestNats();
+  const log = await EventLog.open({ url: nats.url, publishTimeoutMs: 2000 });
+  try {
+    const first = await log.append("containerd.io.pub.a", Buffer.from("1"), { msgId: "one", expectLastSeq: 0 });
+    assert.deepEqual(first, { seq: 1, duplicate: false });
+    // Pipelined: each expects the one before it, by sequence and message id.
+    const acks = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        log.append("containerd.io.pub.a", Buffer.from(String(i)), { msgId: `m${i}`, expectLastSeq: i + 1, expectLastMsgId: i === 0 ? "one" : `m${i - 1}`, headers: { "Ck-Origin": "command" } }),
+      ),
+    );
+    assert.deepEqual(acks.map((a) => a.seq), Array.from({ length: 50 }, (_, i) => i + 2));
+    assert.deepEqual(await log.append("containerd.io.pub.a", Buffer.from("again"), { msgId: "m49" }), { seq: 51, duplicate: true });
+    await assert.rejects(log.append("containerd.io.pub.a", Buffer.from("stale"), { msgId: "stale", expectLastSeq: 7 }), (err: unknown) => isWrongLastSequence(err));
+    await assert.rejects(log.append("containerd.io.pub.a", Buffer.from("stale"), { msgId: "stale2", expectLastMsgId: "m3" }), (err: unknown) => isWrongLastSequence(err));
+    // The stored message carries the headers given and the message id.
+    for await (const m of log.read({ fromSeq: 2 })) {
+      assert.deepEqual([m.headers["Ck-Origin"], m.headers["Nats-Msg-Id"], Buffer.from(m.data).toString()], ["command", "m0", "0"]);
+      break;
+    }
+    // A subject no stream takes: the server says no responders at once, not at the timeout.
+    const t0 = Date.now();
+    await rejectsClass(log.append("elsewhere.x", Buffer.from("x"), { msgId: "x" }), "Unavailable", /no JetStream stream answers/);
+    assert.ok(Date.now() - t0 < 1500, `took ${Date.now() - t0} ms`);
+    assert.equal(await log.lastSeq(), 51, "nothing refused was stored");
+  } finally {
+    await log.close();
     await nats.cleanup();
   }
 });
