@@ -24,6 +24,8 @@ export interface PullReadOptions {
   signal: AbortSignal;
   /** Messages asked for per pull request (default 2,048). */
   pullBatch?: number;
+  /** The server's heartbeat interval while a pull waits (default 5 s); three missed fail the read. */
+  heartbeatMs?: number;
 }
 
 /** The reader could not start (an unsupported URL or server, a refused connection): use another. */
@@ -41,6 +43,11 @@ const TAB = 9;
 const DOT = 46;
 /** How long one pull request waits for messages (a live tail re-pulls after it). */
 const PULL_EXPIRES_NS = 30e9;
+/**
+ * The server sends a heartbeat this often while a pull waits for messages; silence for three
+ * of them (a server that hangs with the connection open) fails the read.
+ */
+const DEFAULT_HEARTBEAT_MS = 5000;
 /** Packed batches kept ready ahead of the caller before pulling pauses. */
 const READY_LIMIT = 4;
 /** A consumer nobody pulls from for this long is removed by the server (as nats.js's ordered consumer). */
@@ -106,6 +113,9 @@ class PullConnection {
   private wake: (() => void) | undefined;
   private readonly tokens = new Int32Array(12);
   private readonly pullBatch: number;
+  private lastData = Date.now();
+  private readonly watchdog: NodeJS.Timeout;
+  private readonly heartbeatMs: number;
 
   constructor(
     private readonly socket: Socket,
@@ -117,6 +127,14 @@ class PullConnection {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.fail(err));
     socket.on("close", () => this.fail(new Error("connection to the log closed")));
+    this.heartbeatMs = opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.watchdog = setInterval(() => {
+      if (this.pulls.length > 0 && Date.now() - this.lastData > 3 * this.heartbeatMs) {
+        this.fail(new Error(`no message or heartbeat from the log for ${(3 * this.heartbeatMs) / 1000} s`));
+        this.socket.destroy();
+      }
+    }, this.heartbeatMs);
+    this.watchdog.unref();
   }
 
   get failed(): Error | undefined {
@@ -126,6 +144,7 @@ class PullConnection {
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
+    clearInterval(this.watchdog);
     this.infoWaiter?.reject(err);
     for (const p of this.pongs.splice(0)) p.reject(err);
     for (const w of this.waiting.values()) w.reject(err);
@@ -220,7 +239,7 @@ class PullConnection {
     const id = ++this.nextId;
     this.pulls.push({ id, remaining: this.pullBatch });
     this.outstanding += this.pullBatch;
-    this.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.opts.stream}.${this.consumer}`, `${this.inbox}.${id}`, JSON.stringify({ batch: this.pullBatch, expires: PULL_EXPIRES_NS }));
+    this.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.opts.stream}.${this.consumer}`, `${this.inbox}.${id}`, JSON.stringify({ batch: this.pullBatch, expires: PULL_EXPIRES_NS, idle_heartbeat: this.heartbeatMs * 1e6 }));
   }
 
   /** Removes the consumer (best effort: the server removes it anyway once inactive) and closes. */
@@ -230,11 +249,13 @@ class PullConnection {
       const flushed = this.ping();
       await Promise.race([flushed.catch(() => undefined), new Promise((r) => setTimeout(r, 500).unref())]);
     }
+    clearInterval(this.watchdog);
     this.socket.destroy();
   }
 
   private onData(chunk: Buffer): void {
     if (this.failure) return;
+    this.lastData = Date.now();
     if (this.need > 0) {
       this.held.push(chunk);
       this.heldBytes += chunk.length;

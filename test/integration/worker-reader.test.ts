@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { ProjectionDb } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
 import { loadProtos } from "../../src/protos/protos.js";
-import { PullSetupError, pullServerAddress } from "../../src/eventstore/pull-reader.js";
+import { PullSetupError, pullServerAddress, readPacked } from "../../src/eventstore/pull-reader.js";
 import { freePort, resolveNatsServerBinary } from "../../src/eventstore/nats-server.js";
 import { spawn, type ChildProcess } from "node:child_process";
 import { connect, headers as natsHeaders } from "@nats-io/transport-node";
@@ -169,6 +169,32 @@ test("the pull reader: what it cannot use falls back to nats.js, a server that g
     await log.close();
     await nats.cleanup();
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("the pull reader: a server that hangs with the connection open fails the read after three missed heartbeats", { timeout: 30_000 }, async () => {
+  const nats = await startTestNats();
+  const log = await EventLog.open({ url: nats.url });
+  const pid = nats.server.pid!;
+  try {
+    await log.append("containerd.io.hb.t", Buffer.from("x"), { msgId: "hb" });
+    const ac = new AbortController();
+    const it = readPacked({ url: nats.url, stream: log.stream, fromSeq: 1, maxBatch: 16, name: "hb-test", signal: ac.signal, heartbeatMs: 300 });
+    assert.equal(unpackBatch((await it.next()).value as ArrayBuffer).length, 1);
+    // Caught up: the pull waits, and heartbeats keep it alive past three intervals.
+    const waiting = it.next();
+    await new Promise((r) => setTimeout(r, 1500));
+    process.kill(pid, "SIGSTOP");
+    try {
+      const t0 = Date.now();
+      await assert.rejects(waiting, /no message or heartbeat from the log/);
+      assert.ok(Date.now() - t0 < 5000, `failed after ${Date.now() - t0} ms`);
+    } finally {
+      process.kill(pid, "SIGCONT");
+    }
+  } finally {
+    await log.close();
+    await nats.cleanup();
   }
 });
 
