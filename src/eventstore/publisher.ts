@@ -22,8 +22,8 @@ interface Pending {
 const utf8 = new TextDecoder();
 
 export class AckPublisher {
-  private readonly inbox = createInbox();
-  private readonly sub: Subscription;
+  private inbox = createInbox();
+  private sub: Subscription;
   private readonly pending = new Map<string, Pending>();
   private nextId = 0;
   private readonly sweeper: NodeJS.Timeout;
@@ -32,7 +32,7 @@ export class AckPublisher {
     private readonly nc: NatsConnection,
     private readonly timeoutMs: number,
   ) {
-    this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => this.onReply(err, msg) });
+    this.sub = this.subscribe();
     this.sweeper = setInterval(() => this.sweep(), Math.max(20, timeoutMs / 4));
     this.sweeper.unref();
   }
@@ -42,8 +42,18 @@ export class AckPublisher {
     return this.pending.size;
   }
 
+  private subscribe(): Subscription {
+    return this.nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => this.onReply(err, msg) });
+  }
+
   /** Publishes `data` to `subject` and resolves with JetStream's acknowledgement. */
   publish(subject: string, data: Uint8Array, headers: MsgHdrs): Promise<PubAck> {
+    if (this.sub.isClosed() && !this.nc.isClosed()) {
+      // The server ended the subscription (a permissions error, say): a new inbox, not appends
+      // that can only time out.
+      this.inbox = createInbox();
+      this.sub = this.subscribe();
+    }
     const token = (++this.nextId).toString(36);
     return new Promise<PubAck>((resolve, reject) => {
       this.pending.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs });

@@ -26,6 +26,10 @@ export interface PullReadOptions {
   pullBatch?: number;
   /** The server's heartbeat interval while a pull waits (default 5 s); three missed fail the read. */
   heartbeatMs?: number;
+  /** How long one pull request waits for messages (default 30 s). */
+  pullExpiresMs?: number;
+  /** Longest connecting, the handshake and creating the consumer may take (default 5 s). */
+  setupTimeoutMs?: number;
 }
 
 /** The reader could not start (an unsupported URL or server, a refused connection): use another. */
@@ -42,12 +46,14 @@ const SP = 32;
 const TAB = 9;
 const DOT = 46;
 /** How long one pull request waits for messages (a live tail re-pulls after it). */
-const PULL_EXPIRES_NS = 30e9;
+const DEFAULT_PULL_EXPIRES_MS = 30_000;
 /**
  * The server sends a heartbeat this often while a pull waits for messages; silence for three
  * of them (a server that hangs with the connection open) fails the read.
  */
 const DEFAULT_HEARTBEAT_MS = 5000;
+/** Longest the connection, handshake and consumer creation may take before nats.js is used. */
+const DEFAULT_SETUP_TIMEOUT_MS = 5000;
 /** Packed batches kept ready ahead of the caller before pulling pauses. */
 const READY_LIMIT = 4;
 /** A consumer nobody pulls from for this long is removed by the server (as nats.js's ordered consumer). */
@@ -81,11 +87,6 @@ export function pullServerAddress(url: string): ServerAddress {
   return { host, port };
 }
 
-interface PullRequest {
-  id: number;
-  remaining: number;
-}
-
 /**
  * One connection reading one stream. Tokens of a protocol line are found by scanning bytes;
  * a message's subject, headers and data go from the socket's buffer into the packer.
@@ -104,7 +105,11 @@ class PullConnection {
   private infoWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
   private failure: Error | undefined;
   private nextId = 0;
-  private readonly pulls: PullRequest[] = [];
+  /**
+   * Messages asked for and not delivered yet, over all pull requests: which request a message
+   * answers is not on the wire (and servers need not serve them in order), so only the sum
+   * is kept, lowered by what a request that ends short says it left (Nats-Pending-Messages).
+   */
   private outstanding = 0;
   private consumer: string | undefined;
   private expectSeq: number;
@@ -122,14 +127,14 @@ class PullConnection {
     private readonly opts: PullReadOptions,
   ) {
     this.inbox = `_INBOX.ck_pull_${process.pid}_${Math.random().toString(36).slice(2)}`;
-    this.expectSeq = Math.max(1, opts.fromSeq);
+    this.expectSeq = 0; // until the first message
     this.pullBatch = opts.pullBatch ?? 2048;
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.fail(err));
     socket.on("close", () => this.fail(new Error("connection to the log closed")));
     this.heartbeatMs = opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.watchdog = setInterval(() => {
-      if (this.pulls.length > 0 && Date.now() - this.lastData > 3 * this.heartbeatMs) {
+      if (this.outstanding > 0 && Date.now() - this.lastData > 3 * this.heartbeatMs) {
         this.fail(new Error(`no message or heartbeat from the log for ${(3 * this.heartbeatMs) / 1000} s`));
         this.socket.destroy();
       }
@@ -166,6 +171,12 @@ class PullConnection {
 
   interrupt(): void {
     this.notify();
+  }
+
+  /** Fails everything waiting on this connection and closes it. */
+  abandon(err: Error): void {
+    this.fail(err);
+    this.socket.destroy();
   }
 
   /** INFO, CONNECT, PING/PONG, and the inbox subscription. */
@@ -237,9 +248,10 @@ class PullConnection {
     if (!this.consumer || this.failure) return;
     if (this.ready.length >= READY_LIMIT || this.outstanding > this.pullBatch / 2) return;
     const id = ++this.nextId;
-    this.pulls.push({ id, remaining: this.pullBatch });
+    // The heartbeats the watchdog waits for start with this request, not with the last data.
+    if (this.outstanding === 0) this.lastData = Date.now();
     this.outstanding += this.pullBatch;
-    this.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.opts.stream}.${this.consumer}`, `${this.inbox}.${id}`, JSON.stringify({ batch: this.pullBatch, expires: PULL_EXPIRES_NS, idle_heartbeat: this.heartbeatMs * 1e6 }));
+    this.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.opts.stream}.${this.consumer}`, `${this.inbox}.${id}`, JSON.stringify({ batch: this.pullBatch, expires: (this.opts.pullExpiresMs ?? DEFAULT_PULL_EXPIRES_MS) * 1e6, idle_heartbeat: this.heartbeatMs * 1e6 }));
   }
 
   /** Removes the consumer (best effort: the server removes it anyway once inactive) and closes. */
@@ -247,6 +259,7 @@ class PullConnection {
     if (this.consumer && !this.failure) {
       this.publish(`$JS.API.CONSUMER.DELETE.${this.opts.stream}.${this.consumer}`, `${this.inbox}.d`, "");
       const flushed = this.ping();
+      this.socket.write("PING\r\n");
       await Promise.race([flushed.catch(() => undefined), new Promise((r) => setTimeout(r, 500).unref())]);
     }
     clearInterval(this.watchdog);
@@ -351,21 +364,17 @@ class PullConnection {
       waiter.resolve({ status, data: Buffer.from(b.subarray(payload + hdrLen, payload + total)) });
       return;
     }
-    if (status === 100) return; // an idle heartbeat
-    const id = Number(suffix);
-    if (status === 404 || status === 408 || status === 409) {
-      // A pull request ended short (expired, or the consumer went away: the next pull says so).
-      const i = this.pulls.findIndex((r) => r.id === id);
-      if (i >= 0) {
-        this.outstanding -= this.pulls[i]!.remaining;
-        this.pulls.splice(i, 1);
-      }
-      if (status === 409 && this.pulls.length === 0) {
-        throw new Error(`pull from ${this.opts.stream}: ${b.toString("latin1", payload, payload + hdrLen).split("\r\n")[0]}`);
-      }
+    if (status === 100 || !/^\d+$/.test(suffix)) return; // an idle heartbeat, a late reply
+    if (status === 408) {
+      // A pull request expired with messages still owed: what it says it left is not coming.
+      // Without the header, start the count over (a few messages too many may then come).
+      const left = headerValue(b, payload, payload + hdrLen, "Nats-Pending-Messages");
+      this.outstanding = left === undefined ? 0 : Math.max(0, this.outstanding - Number(left));
       return;
     }
-    if (status !== 0) throw new Error(`pull from ${this.opts.stream}: status ${status}`);
+    // 409 (the consumer was deleted, a limit was exceeded) and anything else end the read.
+    const line = b.toString("latin1", payload, payload + hdrLen).split("\r\n")[0];
+    throw new Error(`pull from ${this.opts.stream}: ${status ? line : "unexpected message"}`);
   }
 
   private onStreamMessage(b: Buffer, subS: number, subE: number, repS: number, repE: number, payload: number, hdrLen: number, total: number): void {
@@ -382,13 +391,13 @@ class PullConnection {
     // As nats.js computes JsMsg.time: the nanoseconds as a double, floored to milliseconds.
     const time = Math.floor(Number(b.toString("latin1", ts, te)) / 1e6);
     const pending = readInt(b, ...tok(base + 3));
-    if (seq !== this.expectSeq) throw new Error(`log read gap: expected sequence ${this.expectSeq}, got ${seq}`);
-    this.expectSeq = seq + 1;
-    const head = this.pulls[0];
-    if (head) {
-      this.outstanding--;
-      if (--head.remaining === 0) this.pulls.shift();
+    // The first message may come later than asked for (the stream's first messages were
+    // removed): the projector decides what that means. After it, no gap.
+    if (this.expectSeq === 0 ? seq < this.opts.fromSeq : seq !== this.expectSeq) {
+      throw new Error(`log read gap: expected sequence ${this.expectSeq || this.opts.fromSeq}, got ${seq}`);
     }
+    this.expectSeq = seq + 1;
+    if (this.outstanding > 0) this.outstanding--;
     this.packer.addRaw(seq, time, pending, b, subS, subE, payload, payload + hdrLen, payload + total);
     if (this.packer.count >= this.opts.maxBatch || pending === 0) this.flushBatch();
   }
@@ -416,6 +425,16 @@ function startsWith(b: Buffer, s: number, e: number, prefix: string): boolean {
   return true;
 }
 
+/** The first value of header `name` in the header block [s, e), trimmed. */
+function headerValue(b: Buffer, s: number, e: number, name: string): string | undefined {
+  const lines = b.toString("latin1", s, e).split("\r\n");
+  for (let i = 1; i < lines.length; i++) {
+    const colon = lines[i]!.indexOf(":");
+    if (colon > 0 && lines[i]!.slice(0, colon).toLowerCase() === name.toLowerCase()) return lines[i]!.slice(colon + 1).trim();
+  }
+  return undefined;
+}
+
 /** The status code of a header block (`NATS/1.0 404 No Messages`), 0 when it has none. */
 function statusOf(b: Buffer, s: number, e: number): number {
   const head = "NATS/1.0";
@@ -441,28 +460,41 @@ function statusOf(b: Buffer, s: number, e: number): number {
  */
 export async function* readPacked(opts: PullReadOptions): AsyncGenerator<ArrayBuffer> {
   const addr = pullServerAddress(opts.url);
+  const setupMs = opts.setupTimeoutMs ?? DEFAULT_SETUP_TIMEOUT_MS;
   let socket: Socket;
   try {
     socket = await new Promise<Socket>((resolve, reject) => {
       const s = netConnect({ host: addr.host, port: addr.port, noDelay: true });
+      const timer = setTimeout(() => s.destroy(new Error(`no connection within ${setupMs} ms`)), setupMs);
       s.once("connect", () => {
+        clearTimeout(timer);
         s.removeListener("error", reject);
         resolve(s);
       });
-      s.once("error", reject);
+      s.once("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
     });
   } catch (err) {
     throw new PullSetupError(`connect to ${addr.host}:${addr.port}: ${(err as Error).message}`, { cause: err });
   }
   const conn = new PullConnection(socket, opts);
-  const onAbort = () => conn.interrupt();
+  let settingUp = true;
+  const onAbort = () => (settingUp ? conn.abandon(new Error("aborted")) : conn.interrupt());
   opts.signal.addEventListener("abort", onAbort, { once: true });
   try {
+    // A server that accepts the connection but never answers (a TLS-first port, a cluster
+    // without a JetStream leader) must not hold the caller: give up, and let nats.js try.
+    const deadline = setTimeout(() => conn.abandon(new Error(`no answer from ${addr.host}:${addr.port} within ${setupMs} ms`)), setupMs);
     try {
       await conn.handshake(addr);
       await conn.start();
     } catch (err) {
       throw err instanceof PullSetupError ? err : new PullSetupError((err as Error).message, { cause: err });
+    } finally {
+      clearTimeout(deadline);
+      settingUp = false;
     }
     for (;;) {
       await conn.next(opts.signal);

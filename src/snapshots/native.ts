@@ -22,12 +22,23 @@ export async function copyTree(src: string, dst: string, opts: { link?: boolean 
   }
 }
 
+/** Path bytes per `cp` run of copyInto, well under the kernel's limit on arguments. */
+const COPY_ARGS_BYTES = 64 * 1024;
+
 /** Copies the entries `srcs` (whole trees) into the directory `dst`, as copyTree does. */
 async function copyInto(srcs: string[], dst: string, opts: { link?: boolean } = {}): Promise<void> {
-  try {
-    await runCommand("cp", ["-a", opts.link ? "--link" : "--reflink=auto", "-t", dst, "--", ...srcs]);
-  } catch (err) {
-    throw failedPrecondition(`copy ${srcs.length} entries into ${dst}: ${(err as Error).message}`, { cause: err });
+  for (let i = 0; i < srcs.length; ) {
+    const run: string[] = [];
+    let bytes = 0;
+    while (i < srcs.length && (run.length === 0 || bytes + srcs[i]!.length < COPY_ARGS_BYTES)) {
+      bytes += srcs[i]!.length + 1;
+      run.push(srcs[i++]!);
+    }
+    try {
+      await runCommand("cp", ["-a", opts.link ? "--link" : "--reflink=auto", "-t", dst, "--", ...run]);
+    } catch (err) {
+      throw failedPrecondition(`copy ${run.length} entries into ${dst}: ${(err as Error).message.slice(0, 500)}`, { cause: err });
+    }
   }
 }
 

@@ -17,6 +17,7 @@ import { loadProtos } from "../../src/protos/protos.js";
 import { PullSetupError, pullServerAddress, readPacked } from "../../src/eventstore/pull-reader.js";
 import { freePort, resolveNatsServerBinary } from "../../src/eventstore/nats-server.js";
 import { spawn, type ChildProcess } from "node:child_process";
+import { createServer, type AddressInfo } from "node:net";
 import { connect, headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 
@@ -193,6 +194,44 @@ test("the pull reader: a server that hangs with the connection open fails the re
       process.kill(pid, "SIGCONT");
     }
   } finally {
+    await log.close();
+    await nats.cleanup();
+  }
+});
+
+test("the pull reader: expired pulls are asked again, a stream whose first messages were removed is read from its first, a silent server fails the setup, stopping is quick", { timeout: 30_000 }, async () => {
+  const nats = await startTestNats();
+  const log = await EventLog.open({ url: nats.url });
+  const silent = createServer(() => undefined); // accepts, never says INFO
+  try {
+    for (let i = 1; i <= 5; i++) await log.append("containerd.io.exp.t", Buffer.from(String(i)), { msgId: `e${i}` });
+    await log.jsm.streams.purge(log.stream, { seq: 3 }); // keeps 3, 4, 5
+    const ac = new AbortController();
+    const it = readPacked({ url: nats.url, stream: log.stream, fromSeq: 1, maxBatch: 16, name: "exp-test", signal: ac.signal, heartbeatMs: 200, pullExpiresMs: 400 });
+    const first = unpackBatch((await it.next()).value as ArrayBuffer);
+    assert.deepEqual(first.map((m) => m.seq), [3, 4, 5]);
+    // Caught up: the pull expires (408) more than once; later appends still arrive.
+    await new Promise((r) => setTimeout(r, 1300));
+    await log.append("containerd.io.exp.t", Buffer.from("late"), { msgId: "late" });
+    const late = unpackBatch((await it.next()).value as ArrayBuffer);
+    assert.deepEqual(late.map((m) => [m.seq, Buffer.from(m.data).toString()]), [[6, "late"]]);
+    const t0 = Date.now();
+    await it.return(undefined);
+    assert.ok(Date.now() - t0 < 400, `stopping took ${Date.now() - t0} ms`);
+    const consumers: unknown[] = [];
+    for await (const c of log.jsm.consumers.list(log.stream)) consumers.push(c);
+    assert.deepEqual(consumers, [], "the reader's consumer is gone with it");
+
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const port = (silent.address() as AddressInfo).port;
+    const t1 = Date.now();
+    await assert.rejects(
+      readPacked({ url: `nats://127.0.0.1:${port}`, stream: log.stream, fromSeq: 1, maxBatch: 16, name: "silent", signal: new AbortController().signal, setupTimeoutMs: 300 }).next(),
+      (err: Error) => err instanceof PullSetupError && /no answer/.test(err.message),
+    );
+    assert.ok(Date.now() - t1 < 2000, `gave up after ${Date.now() - t1} ms`);
+  } finally {
+    silent.close();
     await log.close();
     await nats.cleanup();
   }

@@ -119,6 +119,24 @@ describe("native: a layer applied ahead of its parent, then linked onto it", () 
   });
 });
 
+describe("native: linking a parent's tree with many missing directories", () => {
+  test("thousands of directories the layer lacks are all linked in (more paths than one cp run takes)", async () => {
+    const base = await fs.mkdtemp(path.join(os.tmpdir(), "ck-native-many-"));
+    try {
+      const [parent, child] = ["parent", "child"].map((d) => path.join(base, d));
+      await fs.mkdir(child!);
+      const names = Array.from({ length: 3000 }, (_, i) => `dir-with-a-rather-long-name-to-fill-the-argument-list-${i}`);
+      for (const n of names) await fs.mkdir(path.join(parent!, n), { recursive: true });
+      await fs.writeFile(path.join(parent!, names[2999]!, "f"), "last");
+      await linkParentTree(child!, parent!, { whiteouts: [], opaques: [] });
+      assert.deepEqual((await fs.readdir(child!)).sort(), [...names].sort());
+      assert.equal(await fs.readFile(path.join(child!, names[2999]!, "f"), "utf8"), "last");
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("native snapshotter", () => {
   test("mounts are binds of the snapshot's own tree, rw when Active, ro otherwise", async () => {
     const { sn, base } = await fresh();
