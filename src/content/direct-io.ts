@@ -51,10 +51,11 @@ export class AlignedBuffers {
   }
 }
 
-const isErrno = (err: unknown, code: string): boolean =>
+export const isErrno = (err: unknown, code: string): boolean =>
   typeof err === "object" && err !== null && (err as NodeJS.ErrnoException).code === code;
 
-async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+/** Writes all of `data` at `position` (a write may take less than it was given). */
+export async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
   let done = 0;
   while (done < data.length) {
     const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);

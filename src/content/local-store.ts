@@ -18,7 +18,7 @@ import {
 import { validateDigest } from "../commands/validation.js";
 import { spreadSubdirectories } from "./placement.js";
 import { SyncBatcher, type SyncTicket } from "./sync-batcher.js";
-import { AlignedBuffers, DirectAppender } from "./direct-io.js";
+import { AlignedBuffers, DirectAppender, isErrno, writeAll } from "./direct-io.js";
 import type {
   BlobInfo,
   CommitOptions,
@@ -93,8 +93,6 @@ interface WriterHost {
   readonly directBuffers: AlignedBuffers | undefined;
 }
 
-const isErrno = (err: unknown, code: string): boolean =>
-  typeof err === "object" && err !== null && (err as NodeJS.ErrnoException).code === code;
 
 /** The hex of a sha256 digest; InvalidArgument naming `field` for anything else. */
 function sha256Hex(field: string, digest: string): string {
@@ -132,14 +130,6 @@ async function readAll(fh: FileHandle, buf: Buffer, position: number): Promise<n
     got += bytesRead;
   }
   return got;
-}
-
-async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    done += bytesWritten;
-  }
 }
 
 /** sha256 of the first `size` bytes of `fh`, read once. */
