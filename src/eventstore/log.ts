@@ -1,6 +1,7 @@
 // The event log: one JetStream stream holding every event under `containerd.io.>`.
-// This module is the only place that talks to JetStream: stream setup (idempotent), appends
-// with a dedupe id and a last-sequence expectation, and ordered reads from any sequence.
+// This module is where ck talks to JetStream: stream setup (idempotent), appends with a dedupe
+// id and a last-sequence expectation (acknowledged through publisher.ts), and ordered reads
+// from any sequence. The one other reader is pull-reader.ts, for long reads in a worker thread.
 import { connect, headers as natsHeaders, nanos, type NatsConnection, type MsgHdrs } from "@nats-io/transport-node";
 import {
   jetstream,
