@@ -92,6 +92,10 @@ test("appends: acknowledged with their sequence; a repeated message id is a dupl
     await rejectsClass(log.append("elsewhere.x", Buffer.from("x"), { msgId: "x" }), "Unavailable", /no JetStream stream answers/);
     assert.ok(Date.now() - t0 < 1500, `took ${Date.now() - t0} ms`);
     assert.equal(await log.lastSeq(), 51, "nothing refused was stored");
+    // An inbox subscription the server ended (a permissions error, say) is made again, not
+    // left to time every later append out.
+    (log as unknown as { publisher: { sub: { unsubscribe(): void } } }).publisher.sub.unsubscribe();
+    assert.deepEqual(await log.append("containerd.io.pub.a", Buffer.from("after"), { msgId: "after" }), { seq: 52, duplicate: false });
   } finally {
     await log.close();
     await nats.cleanup();
