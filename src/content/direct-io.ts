@@ -63,6 +63,17 @@ export async function writeAll(fh: FileHandle, data: Buffer, position: number): 
   }
 }
 
+/** Reads into all of `buf` from `position`, or up to the end of the file; returns the bytes read. */
+export async function readAll(fh: FileHandle, buf: Buffer, position: number): Promise<number> {
+  let got = 0;
+  while (got < buf.length) {
+    const { bytesRead } = await fh.read(buf, got, buf.length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
+}
+
 /** The last `n` bytes of a + b, copied. */
 function lastBytes(a: Buffer, b: Buffer, n: number): Buffer {
   if (n <= b.length) return Buffer.from(b.subarray(b.length - n));
@@ -99,11 +110,11 @@ export class DirectAppender {
     }
     const tailLength = size % DIRECT_ALIGN;
     const tail = Buffer.alloc(tailLength);
-    let got = 0;
-    while (got < tailLength) {
-      const { bytesRead } = await fh.read(tail, got, tailLength - got, size - tailLength + got);
-      if (bytesRead === 0) throw new Error(`${path} is shorter than ${size} bytes`);
-      got += bytesRead;
+    try {
+      if ((await readAll(fh, tail, size - tailLength)) < tailLength) throw new Error(`${path} is shorter than ${size} bytes`);
+    } catch (err) {
+      await dh?.close();
+      throw err;
     }
     return new DirectAppender(fh, dh, tail, buffers);
   }

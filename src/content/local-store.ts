@@ -18,7 +18,7 @@ import {
 import { validateDigest } from "../commands/validation.js";
 import { spreadSubdirectories } from "./placement.js";
 import { SyncBatcher, type SyncTicket } from "./sync-batcher.js";
-import { AlignedBuffers, DirectAppender, isErrno, writeAll } from "./direct-io.js";
+import { AlignedBuffers, DirectAppender, isErrno, readAll, writeAll } from "./direct-io.js";
 import type {
   BlobInfo,
   CommitOptions,
@@ -121,16 +121,6 @@ function checkRef(ref: unknown): string {
 }
 
 const refKey = (ref: string): string => createHash("sha256").update(ref, "utf8").digest("hex");
-
-async function readAll(fh: FileHandle, buf: Buffer, position: number): Promise<number> {
-  let got = 0;
-  while (got < buf.length) {
-    const { bytesRead } = await fh.read(buf, got, buf.length - got, position + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
-  return got;
-}
 
 /** sha256 of the first `size` bytes of `fh`, read once. */
 async function hashFile(fh: FileHandle, size: number): Promise<Hash> {

@@ -16,6 +16,7 @@ import {
 } from "@nats-io/jetstream";
 import { unavailable } from "../errdefs/errdefs.js";
 import { AckPublisher } from "./publisher.js";
+import { parseHeaderBlock } from "./headers.js";
 
 export const DEFAULT_STREAM = "CK_EVENTS";
 export const STREAM_SUBJECTS = "containerd.io.>";
@@ -281,16 +282,7 @@ export function messageHeaders(m: Pick<JsMsg, "headers">): Record<string, string
   const hdr = core?._msg?.hdr;
   const raw = core?._rdata;
   if (typeof hdr === "number" && raw instanceof Uint8Array) {
-    if (hdr <= 0) return headers;
-    const lines = utf8.decode(raw.subarray(0, hdr)).split("\r\n");
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!;
-      const idx = line.indexOf(":");
-      if (idx < 0) continue;
-      const k = line.slice(0, idx);
-      if (!(k in headers)) headers[k] = line.slice(idx + 1).trim();
-    }
-    return headers;
+    return hdr <= 0 ? headers : parseHeaderBlock(utf8.decode(raw.subarray(0, hdr)));
   }
   if (m.headers) {
     for (const [k, v] of m.headers) headers[k] = v[0] ?? "";

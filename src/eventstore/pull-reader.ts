@@ -12,6 +12,7 @@
 // from the server) fails the read: the projector then goes on from its checkpoint.
 import { connect as netConnect, type Socket } from "node:net";
 import { BatchPacker } from "./worker-reader.js";
+import { parseHeaderBlock } from "./headers.js";
 
 export interface PullReadOptions {
   url: string;
@@ -368,7 +369,7 @@ class PullConnection {
     if (status === 408) {
       // A pull request expired with messages still owed: what it says it left is not coming.
       // Without the header, start the count over (a few messages too many may then come).
-      const left = headerValue(b, payload, payload + hdrLen, "Nats-Pending-Messages");
+      const left = parseHeaderBlock(b.toString("latin1", payload, payload + hdrLen))["Nats-Pending-Messages"];
       this.outstanding = left === undefined ? 0 : Math.max(0, this.outstanding - Number(left));
       return;
     }
@@ -423,16 +424,6 @@ function startsWith(b: Buffer, s: number, e: number, prefix: string): boolean {
   if (e - s < prefix.length) return false;
   for (let i = 0; i < prefix.length; i++) if (b[s + i] !== prefix.charCodeAt(i)) return false;
   return true;
-}
-
-/** The first value of header `name` in the header block [s, e), trimmed. */
-function headerValue(b: Buffer, s: number, e: number, name: string): string | undefined {
-  const lines = b.toString("latin1", s, e).split("\r\n");
-  for (let i = 1; i < lines.length; i++) {
-    const colon = lines[i]!.indexOf(":");
-    if (colon > 0 && lines[i]!.slice(0, colon).toLowerCase() === name.toLowerCase()) return lines[i]!.slice(colon + 1).trim();
-  }
-  return undefined;
 }
 
 /** The status code of a header block (`NATS/1.0 404 No Messages`), 0 when it has none. */
