@@ -39,9 +39,15 @@ export class AlignedBuffers {
   /** A free slot, or undefined when all are lent (the caller writes through the page cache). */
   take(): Buffer | undefined {
     if (!this.free) {
-      // Made on first use: a store that never sees a large ingest reserves nothing.
-      const memory = new WebAssembly.Memory({ initial: Math.ceil((this.slots * this.slotSize) / WASM_PAGE) });
-      this.free = Array.from({ length: this.slots }, (_, i) => Buffer.from(memory.buffer, i * this.slotSize, this.slotSize));
+      // Made on first use: a store that never sees a large ingest reserves nothing. Where the
+      // process may not reserve that address space (ulimit -v), there are no slots: every
+      // write goes through the page cache.
+      try {
+        const memory = new WebAssembly.Memory({ initial: Math.ceil((this.slots * this.slotSize) / WASM_PAGE) });
+        this.free = Array.from({ length: this.slots }, (_, i) => Buffer.from(memory.buffer, i * this.slotSize, this.slotSize));
+      } catch {
+        this.free = [];
+      }
     }
     return this.free.pop();
   }

@@ -216,8 +216,9 @@ class LocalIngestWriter implements IngestWriter {
         } catch (err) {
           ingest.hash = before;
           await this.dropAppender();
-          // A short write leaves bytes past the offset we report; cut them so file and hash agree.
-          await fh.truncate(ingest.offset).catch(() => undefined);
+          // A short write leaves bytes past the offset we report; cut them so file and hash
+          // agree. Where even that fails this writer stops: the next one hashes what the file holds.
+          await fh.truncate(ingest.offset).catch(() => this.stop());
           throw err;
         }
       }
@@ -285,6 +286,10 @@ class LocalIngestWriter implements IngestWriter {
           const fh = this.fh ?? (await fs.open(source, fsc.O_RDWR));
           this.fh = undefined;
           try {
+            // The bytes hashed are the bytes committed: a file holding more (a failed write's
+            // remains) is not renamed under a digest it does not have.
+            const held = (await fh.stat()).size;
+            if (held !== ingest.offset) throw failedPrecondition(`ingest "${ingest.ref}" holds ${held} bytes on disk, ${ingest.offset} written`);
             await fh.datasync();
           } finally {
             await fh.close();
@@ -330,6 +335,15 @@ class LocalIngestWriter implements IngestWriter {
     });
   }
 
+  /** Ends this writer after a failure that left the file unlike the ingest's state (see write). */
+  private async stop(): Promise<void> {
+    this.phase = "closed";
+    await this.dropAppender();
+    await this.fh?.close().catch(() => undefined);
+    this.fh = undefined;
+    this.host.release(this, false);
+  }
+
   /** The ingest was aborted under this writer: fail what follows and let go of the file. */
   kill(): Promise<void> {
     const wasOpen = this.phase === "open";
@@ -348,10 +362,12 @@ class LocalIngestWriter implements IngestWriter {
     const pending = ingest.pending ?? [];
     await fs.mkdir(ingest.dir, { recursive: true });
     const dataPath = path.join(ingest.dir, DATA_FILE);
-    const [fh] = await Promise.all([
-      fs.open(dataPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC, 0o644),
-      writeRefFile(ingest),
-    ]);
+    const [opened, ref] = await Promise.allSettled([fs.open(dataPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC, 0o644), writeRefFile(ingest)]);
+    if (opened.status === "rejected" || ref.status === "rejected") {
+      if (opened.status === "fulfilled") await opened.value.close().catch(() => undefined);
+      throw opened.status === "rejected" ? opened.reason : (ref as PromiseRejectedResult).reason;
+    }
+    const fh = opened.value;
     try {
       await writeAll(fh, Buffer.concat(pending), 0);
     } catch (err) {

@@ -103,3 +103,24 @@ test("with every staging buffer lent, or on a filesystem without O_DIRECT, write
     assert.ok((await fs.readFile(file)).equals(written));
   });
 });
+
+test("where the staging memory cannot be reserved (an address-space limit), there are no slots and writes go through the page cache", async () => {
+  const Memory = WebAssembly.Memory;
+  (WebAssembly as { Memory: unknown }).Memory = function () {
+    throw new RangeError("WebAssembly.Memory(): could not allocate memory");
+  };
+  try {
+    const buffers = new AlignedBuffers(2, 1 << 20);
+    assert.equal(buffers.take(), undefined);
+    assert.equal(buffers.take(), undefined, "not tried again on every write");
+    await withDir(os.tmpdir(), async (dir) => {
+      const file = path.join(dir, "data");
+      const { written, appender } = await appendChunks(file, [1 << 20, 70_000], buffers);
+      assert.equal(appender.directBytes, 0);
+      assert.ok((await fs.readFile(file)).equals(written));
+    });
+  } finally {
+    (WebAssembly as { Memory: unknown }).Memory = Memory;
+  }
+});
+

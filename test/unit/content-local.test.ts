@@ -6,6 +6,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { readlinkSync } from "node:fs";
 import { LocalContentStore } from "../../src/content/local-store.js";
 import type { WriterOptions } from "../../src/content/types.js";
 import { contentStoreConformance, plain } from "../conformance/content-store.js";
@@ -265,4 +266,79 @@ describe("LocalContentStore on disk", () => {
       await fs.rm(base, { recursive: true, force: true });
     }
   });
+
+  test("a failed write whose cut-back also fails stops the writer; nothing is committed under a digest its bytes do not have", async () => {
+    const { base, root } = await tempRoot();
+    const store = await LocalContentStore.open(root, { memoryIngestMaxBytes: 0 });
+    // Faults injected into every FileHandle: a write that lands and then reports EIO, a truncate that fails.
+    const probe = await fs.open(path.join(base, "probe"), "w");
+    const proto = Object.getPrototypeOf(probe) as { write: (...a: unknown[]) => Promise<unknown>; truncate: (n: number) => Promise<void> };
+    await probe.close();
+    const { write, truncate } = proto;
+    let failWrite = false;
+    let failTruncate = false;
+    const eio = () => Object.assign(new Error("EIO (injected)"), { code: "EIO" });
+    proto.write = async function (this: unknown, ...args: unknown[]) {
+      const r = await write.apply(this, args);
+      if (!failWrite) return r;
+      failWrite = false;
+      throw eio();
+    };
+    proto.truncate = async function (this: unknown, n: number) {
+      if (!failTruncate) return truncate.call(this, n);
+      failTruncate = false;
+      throw eio();
+    };
+    try {
+      const a = randomBytes(10_000);
+      const b = randomBytes(50_000);
+      const w = await store.writer({ ref: "cut" });
+      await w.write(0, a);
+      failWrite = failTruncate = true;
+      await assert.rejects(w.write(a.length, b), /EIO/);
+      await assert.rejects(w.write(a.length, randomBytes(100)), (err: Error & { errorClass?: string }) => err.errorClass === "FailedPrecondition");
+      // The next writer takes the file as it is: offset and digest of every byte it holds.
+      const again = await store.writer({ ref: "cut" });
+      const held = Buffer.concat([a, b]);
+      assert.equal(again.offset, held.length);
+      assert.equal(again.digest(), sha(held));
+      const info = await again.commit({});
+      assert.equal(info.digest, sha(held));
+      assert.ok((await fs.readFile(path.join(root, "blobs", "sha256", info.digest.slice(7)))).equals(held));
+    } finally {
+      proto.write = write;
+      proto.truncate = truncate;
+      await store.close();
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
+  test("an ingest that cannot move to disk (its ref.json write fails) leaves no file open", async () => {
+    const { base, root } = await tempRoot();
+    const store = await LocalContentStore.open(root, { memoryIngestMaxBytes: 1 << 20 });
+    const openData = async () =>
+      (await fs.readdir("/proc/self/fd")).filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`).startsWith(path.join(root, "ingest"));
+        } catch {
+          return false;
+        }
+      });
+    const writeFile = fs.writeFile;
+    (fs as { writeFile: unknown }).writeFile = async () => {
+      throw Object.assign(new Error("ENOSPC (injected)"), { code: "ENOSPC" });
+    };
+    try {
+      const w = await store.writer({ ref: "spill" });
+      await w.write(0, randomBytes(1000));
+      await assert.rejects(w.write(1000, randomBytes(2 << 20)), /ENOSPC/);
+      await w.close().catch(() => undefined);
+      assert.deepEqual(await openData(), []);
+    } finally {
+      (fs as { writeFile: unknown }).writeFile = writeFile;
+      await store.close();
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
 });
+
