@@ -162,9 +162,13 @@ export class EventLog {
         this.publisher.failAll(new Error("connection to the log lost"));
       }
       else if (s.type === "reconnect") this.setState("connected");
-      else if (s.type === "close") this.setState("closed");
+      else if (s.type === "close") {
+        this.setState("closed");
+        this.publisher.failAll(new Error("connection to the log closed"));
+      }
     }
     this.setState("closed");
+    this.publisher.failAll(new Error("connection to the log closed"));
   }
 
   private setState(s: ConnectionState): void {
@@ -252,8 +256,10 @@ export class EventLog {
   }
 
   async close(): Promise<void> {
-    if (this.nc.isClosed()) return;
+    // Appends made from here on fail at once (the state check, then the closed publisher).
+    this.setState("closed");
     this.publisher.close();
+    if (this.nc.isClosed()) return;
     await this.nc.close();
   }
 }

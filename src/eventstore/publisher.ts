@@ -27,6 +27,7 @@ export class AckPublisher {
   private readonly pending = new Map<string, Pending>();
   private nextId = 0;
   private readonly sweeper: NodeJS.Timeout;
+  private closed = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -48,7 +49,9 @@ export class AckPublisher {
 
   /** Publishes `data` to `subject` and resolves with JetStream's acknowledgement. */
   publish(subject: string, data: Uint8Array, headers: MsgHdrs): Promise<PubAck> {
-    if (this.sub.isClosed() && !this.nc.isClosed()) {
+    // Nothing could settle it: no sweep runs and no acknowledgement is listened for.
+    if (this.closed) return Promise.reject(new Error("publisher closed"));
+    if (this.sub.isClosed() && !this.nc.isClosed() && !this.nc.isDraining()) {
       // The server ended the subscription (a permissions error, say): a new inbox, not appends
       // that can only time out.
       this.inbox = createInbox();
@@ -56,7 +59,7 @@ export class AckPublisher {
     }
     const token = (++this.nextId).toString(36);
     return new Promise<PubAck>((resolve, reject) => {
-      this.pending.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs });
+      this.pending.set(token, { resolve, reject, deadline: performance.now() + this.timeoutMs });
       try {
         this.nc.publish(subject, data, { reply: `${this.inbox}.${token}`, headers });
       } catch (err) {
@@ -76,7 +79,7 @@ export class AckPublisher {
     if (!p) return; // timed out already
     this.pending.delete(token);
     if (msg.data.length === 0 && msg.headers?.code === 503) {
-      p.reject(new Error(`no JetStream stream answers for ${msg.subject}: is JetStream enabled?`));
+      p.reject(new Error(`no JetStream stream answers the append: is JetStream enabled?`));
       return;
     }
     let v: { stream?: string; seq?: number; duplicate?: boolean; error?: { code: number; err_code: number; description: string } };
@@ -87,13 +90,15 @@ export class AckPublisher {
       return;
     }
     if (v.error) p.reject(new JetStreamApiError(v.error));
-    else if (!v.stream || typeof v.seq !== "number") p.reject(new Error("invalid JetStream acknowledgement"));
+    // A sequence of 0 (some clustered servers' answer to a duplicate still in flight) says
+    // nothing of where the message is: an unknown outcome, as a timeout.
+    else if (!v.stream || typeof v.seq !== "number" || v.seq <= 0) p.reject(new Error(`invalid JetStream acknowledgement (seq ${v.seq})`));
     else p.resolve({ seq: v.seq, duplicate: v.duplicate === true });
   }
 
   private sweep(): void {
     if (this.pending.size === 0) return;
-    const now = Date.now();
+    const now = performance.now();
     for (const [token, p] of this.pending) {
       if (p.deadline > now) continue;
       this.pending.delete(token);
@@ -109,6 +114,7 @@ export class AckPublisher {
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.sweeper);
     this.sub.unsubscribe();
     this.failAll(new Error("publisher closed"));

@@ -96,6 +96,15 @@ test("appends: acknowledged with their sequence; a repeated message id is a dupl
     // left to time every later append out.
     (log as unknown as { publisher: { sub: { unsubscribe(): void } } }).publisher.sub.unsubscribe();
     assert.deepEqual(await log.append("containerd.io.pub.a", Buffer.from("after"), { msgId: "after" }), { seq: 52, duplicate: false });
+    // An append made while the log closes fails at once; it is not left pending (and stored).
+    const closing = log.close();
+    const t1 = Date.now();
+    await rejectsClass(log.append("containerd.io.pub.a", Buffer.from("late"), { msgId: "late" }), "Unavailable");
+    assert.ok(Date.now() - t1 < 1500, `took ${Date.now() - t1} ms`);
+    await closing;
+    const check = await EventLog.open({ url: nats.url });
+    assert.equal(await check.lastSeq(), 52, "the late append was not stored");
+    await check.close();
   } finally {
     await log.close();
     await nats.cleanup();
