@@ -20,7 +20,9 @@ import { EventSubscriptions } from "../emitter/subscriptions.js";
 import { loadProtos, type Protos } from "../protos/protos.js";
 import { namespacesService, imagesService, containersService } from "./metadata-services.js";
 import { eventsService } from "./events-service.js";
-import { tasksService } from "./tasks-service.js";
+import { Tasks } from "./tasks-service.js";
+import { RuncRuntime } from "../runtime/runc.js";
+import { runCommand } from "../snapshots/mount.js";
 import { contentService } from "./content-service.js";
 import { LocalContentStore } from "../content/local-store.js";
 import type { ContentStore } from "../content/types.js";
@@ -189,6 +191,7 @@ export class Daemon {
   private sweeper: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
   private gc: GcScheduler | undefined;
+  private tasks: Tasks | undefined;
 
   private constructor(
     readonly config: DaemonConfig,
@@ -279,6 +282,11 @@ export class Daemon {
       placement.set(sn.name, unspread ? `packed (${unspread})` : "spread (chattr +T)");
       if (unspread) logger.info({ snapshotter: sn.name, reason: unspread }, "snapshot directories are not spread over block groups");
     }
+    const runcProblem = await runCommand("runc", ["--version"]).then(
+      () => undefined,
+      (err: Error) => `runc is not usable: ${err.message}`,
+    );
+    if (runcProblem) logger.warn({ reason: runcProblem }, "tasks cannot run");
     const allPlugins: PluginInfo[] = [
       { type: "io.containerd.event.v1", id: "jetstream", exports: { stream, durability } },
       { type: "io.containerd.metadata.v1", id: "rocksdb", requires: ["io.containerd.event.v1"] },
@@ -289,8 +297,9 @@ export class Daemon {
         id,
         requires: ["io.containerd.metadata.v1"],
       })),
-      // Listed with its limit: no runtime yet, so it can only say that no task exists.
-      { type: "io.containerd.grpc.v1", id: "tasks", exports: { runtime: "none" } },
+      // Tasks on runc without a shim: a task ends with the ckd that started it.
+      { type: "io.containerd.runtime.v2", id: "task", exports: { runtime: "runc", shim: "none" }, ...(runcProblem ? { initError: runcProblem } : {}) },
+      { type: "io.containerd.grpc.v1", id: "tasks", requires: ["io.containerd.runtime.v2", "io.containerd.metadata.v1"] },
       { type: "io.containerd.grpc.v1", id: "ck.gc", requires: ["io.containerd.gc.v1"] },
       ...[...snapshotters.values()].map((e): PluginInfo => ({
         type: "io.containerd.snapshotter.v1",
@@ -371,9 +380,15 @@ export class Daemon {
     add("containerd.services.diff.v1.Diff", diffService({ queries, store: this.content, blobs, roots: () => snapshots.roots() }));
     add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots, sequencer: this.sequencer, afterUpdate }));
     add("ck.services.fetch.v1.Fetch", fetchService({ sequencer: this.sequencer, queries, store: this.content, blobs, userAgent: `ckd/${CK_VERSION}` }));
-    add("containerd.services.tasks.v1.Tasks", tasksService());
+    const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime: new RuncRuntime(this.config.root), logger: this.logger });
+    this.tasks = tasks;
+    add("containerd.services.tasks.v1.Tasks", tasks.service());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));
     add("containerd.services.introspection.v1.Introspection", introspectionService({ uuid: this.uuid, plugins: () => this.plugins }));
+
+    // Tasks whose process went with an earlier ckd are stopped before anyone can ask.
+    const lost = await tasks.reconcile();
+    if (lost) this.logger.warn({ tasks: lost }, "tasks of an earlier ckd stopped (exit status 255)");
 
     const sock = this.config.address;
     await mkdir(dirname(sock), { recursive: true, mode: 0o711 });
@@ -408,6 +423,8 @@ export class Daemon {
         });
       });
     }
+    // Nothing would see the exits of tasks left running: they end with ckd, recorded.
+    await this.tasks?.stop().catch((err) => this.logger.warn({ err }, "stopping tasks failed"));
     await this.projector.stop();
     await this.log.close().catch(() => undefined);
     await this.db.close().catch(() => undefined);

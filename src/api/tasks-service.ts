@@ -1,34 +1,322 @@
-// containerd v1 Tasks service, before ck has a runtime: no task can exist yet, so Get and
-// Delete answer NotFound and List is empty (what ctr's `containers rm` needs to proceed);
-// every method that would start or touch a process answers Unimplemented, saying why.
+// containerd v1 Tasks service on ck's runc runtime (src/runtime/runc.ts), without a shim, as
+// ../shared/CTR-COMPAT.md section 4 describes what ctr needs: Create makes the bundle and
+// records /tasks/create; Start runs the init and records /tasks/start; its exit is recorded as
+// /tasks/exit by the ckd that started it; Delete removes the bundle and records /tasks/delete.
+// Every state a client reads (Get, List, Wait's answer) is the projection's, folded from those
+// events. Execs, terminals, checkpoints, metrics and updates answer NotImplemented, saying so.
 import type * as grpc from "@grpc/grpc-js";
-import { notFound, notImplemented } from "../errdefs/errdefs.js";
+import type { Logger } from "pino";
+import { failedPrecondition, invalidArgument, isClass, notFound, notImplemented } from "../errdefs/errdefs.js";
+import type { Sequencer } from "../commands/sequencer.js";
+import { checkCreateTask, checkDeleteTask, existingTask, taskHandlers, validateTaskId } from "../commands/tasks.js";
+import type { Queries } from "../projections/queries.js";
+import type { TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
+import type { RuncRuntime } from "../runtime/runc.js";
+import type { Mount } from "../snapshots/types.js";
 import { namespaceOf, unary } from "./grpc.js";
 
-const NO_RUNTIME = "ck has no task runtime yet (tasks on runc are a later issue)";
+export interface TasksDeps {
+  sequencer: Sequencer;
+  queries: Queries;
+  runtime: RuncRuntime;
+  logger: Logger;
+}
 
-export function tasksService(): grpc.UntypedServiceImplementation {
-  const unsupported = (method: string) =>
-    unary(async (call) => {
-      namespaceOf(call);
-      throw notImplemented(`tasks.${method}: ${NO_RUNTIME}`);
-    });
-  const impl: grpc.UntypedServiceImplementation = {
-    Get: unary(async (call) => {
-      namespaceOf(call);
-      throw notFound(`task "${call.request.container_id ?? ""}"`);
-    }),
-    Delete: unary(async (call) => {
-      namespaceOf(call);
-      throw notFound(`task "${call.request.container_id ?? ""}"`);
-    }),
-    List: unary(async (call) => {
-      namespaceOf(call);
-      return { tasks: [] };
-    }),
+/** containerd.v1.types.Status */
+const STATUS: Record<TaskStatus, number> = { CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4 };
+/** The exit status containerd reports when a task's process was lost (its shim gone). */
+export const LOST_EXIT_STATUS = 255;
+
+const ts = (d: Date): Timestamp => ({ seconds: Math.floor(d.getTime() / 1000), nanos: (d.getTime() % 1000) * 1e6 });
+
+function process(t: TaskRecord) {
+  return {
+    container_id: t.container_id,
+    id: t.container_id,
+    pid: t.pid,
+    status: STATUS[t.status],
+    stdin: t.stdin,
+    stdout: t.stdout,
+    stderr: t.stderr,
+    terminal: t.terminal,
+    exit_status: t.exit_status,
+    exited_at: t.exited_at,
   };
-  for (const m of ["Create", "Start", "DeleteProcess", "Kill", "Exec", "ResizePty", "CloseIO", "Pause", "Resume", "ListPids", "Checkpoint", "Update", "Metrics", "Wait"]) {
-    impl[m] = unsupported(m);
+}
+
+function noExec(req: { exec_id?: string }): void {
+  if (req.exec_id) throw notImplemented(`exec processes ("${req.exec_id}") are not supported by ck's runtime yet`);
+}
+
+function mounts(list: unknown): Mount[] {
+  return ((list ?? []) as Partial<Mount>[]).map((m, i) => {
+    if (!m.type) throw invalidArgument(`rootfs[${i}].type must be set`);
+    return { type: m.type, source: m.source ?? "", target: m.target ?? "", options: m.options ?? [] };
+  });
+}
+
+function ioPath(field: string, p: string | undefined): string {
+  const v = p ?? "";
+  if (v && !v.startsWith("/") && !v.startsWith("file://")) {
+    throw invalidArgument(`${field} ${JSON.stringify(v)}: an absolute FIFO or file path, or a file:// URI`);
   }
-  return impl;
+  return v;
+}
+
+/** The Tasks service and what ckd's start and stop do with tasks. */
+export class Tasks {
+  /** Callers of Wait, by namespace/id, woken once the task's exit is recorded. */
+  private readonly waiters = new Map<string, Array<() => void>>();
+  /** Exits being recorded (stop waits for them). */
+  private readonly recording = new Set<Promise<void>>();
+
+  constructor(private readonly d: TasksDeps) {}
+
+  service(): grpc.UntypedServiceImplementation {
+    const d = this.d;
+    const unsupported = (method: string, why: string) =>
+      unary(async (call) => {
+        namespaceOf(call);
+        throw notImplemented(`tasks.${method}: ${why}`);
+      });
+    return {
+      Create: unary(async (call) => {
+        const ns = namespaceOf(call);
+        const req = call.request;
+        const id: string = req.container_id ?? "";
+        validateTaskId(id);
+        if (req.checkpoint?.digest) throw notImplemented("tasks.Create from a checkpoint: ck has no checkpoint support (CRIU)");
+        if (req.terminal) throw notImplemented(`task "${id}": a terminal (ctr -t) is not supported by ck's runtime yet`);
+        const io = { stdin: ioPath("stdin", req.stdin), stdout: ioPath("stdout", req.stdout), stderr: ioPath("stderr", req.stderr), terminal: false };
+        const rootfs = mounts(req.rootfs);
+        const container = checkCreateTask(id, await d.queries.getContainer(ns, id).catch(() => undefined), await d.queries.findTask(ns, id));
+        if (!container.spec?.value?.length) throw invalidArgument(`container "${id}" has no spec`);
+        const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs);
+        try {
+          d.runtime.openIo(ns, id, io);
+          await d.sequencer.submit(taskHandlers.create({ namespace: ns, container_id: id, bundle, rootfs, io }));
+        } catch (err) {
+          await d.runtime.cleanup(ns, id).catch(() => undefined);
+          throw err;
+        }
+        return { container_id: id, pid: 0 };
+      }),
+
+      Start: unary(async (call) => {
+        const ns = namespaceOf(call);
+        noExec(call.request);
+        const id: string = call.request.container_id ?? "";
+        const task = existingTask(id, await d.queries.findTask(ns, id));
+        if (task.status !== "CREATED") throw failedPrecondition(`task "${id}" is ${task.status.toLowerCase()}, not created`);
+        this.owned(task);
+        return { pid: await this.start(ns, task) };
+      }),
+
+      Wait: unary(async (call) => {
+        const ns = namespaceOf(call);
+        noExec(call.request);
+        const id: string = call.request.container_id ?? "";
+        validateTaskId(id);
+        for (let first = true; ; first = false) {
+          // Listening before reading: an exit recorded in between still wakes this call.
+          const woken = this.waitFor(ns, id);
+          const found = await d.queries.findTask(ns, id);
+          if (!found || found.status === "STOPPED") {
+            woken.cancel();
+            if (!found) throw notFound(first ? `task "${id}"` : `task "${id}" was deleted`);
+            return { exit_status: found.exit_status, exited_at: found.exited_at };
+          }
+          // Another ckd's task: its exit arrives through the log, seen at the next look.
+          await Promise.race([woken.promise, new Promise((r) => setTimeout(r, 1000))]);
+          woken.cancel();
+        }
+      }),
+
+      Get: unary(async (call) => {
+        const ns = namespaceOf(call);
+        noExec(call.request);
+        const id: string = call.request.container_id ?? "";
+        return { process: process(existingTask(id, await d.queries.findTask(ns, id))) };
+      }),
+
+      List: unary(async (call) => ({ tasks: d.queries.listTasks(namespaceOf(call)).map(process) })),
+
+      Kill: unary(async (call) => {
+        const ns = namespaceOf(call);
+        noExec(call.request);
+        const id: string = call.request.container_id ?? "";
+        const signal = Number(call.request.signal ?? 0);
+        if (!Number.isInteger(signal) || signal < 0 || signal > 64) throw invalidArgument(`signal ${signal} is not a signal number`);
+        const task = existingTask(id, await d.queries.findTask(ns, id));
+        if (task.status === "STOPPED") throw notFound(`task "${id}": process already finished`);
+        this.owned(task);
+        if (task.status === "CREATED") {
+          // Never started: there is no process to signal. A signal that ends a process ends it.
+          if (signal === 0) return {};
+          await this.recordExit(ns, id, 0, 128 + signal, new Date());
+          return {};
+        }
+        await d.runtime.kill(ns, id, signal, call.request.all === true);
+        return {};
+      }),
+
+      Delete: unary(async (call) => {
+        const ns = namespaceOf(call);
+        const id: string = call.request.container_id ?? "";
+        const task = checkDeleteTask(id, await d.queries.findTask(ns, id));
+        this.owned(task);
+        await d.runtime.cleanup(ns, id);
+        const deleted = await d.sequencer.submit(taskHandlers.delete({ namespace: ns, container_id: id }));
+        this.wake(ns, id);
+        return { id, pid: deleted.pid, exit_status: deleted.exit_status, exited_at: deleted.exited_at };
+      }),
+
+      Pause: unary(async (call) => {
+        const ns = namespaceOf(call);
+        const id: string = call.request.container_id ?? "";
+        const task = existingTask(id, await d.queries.findTask(ns, id));
+        if (task.status !== "RUNNING") throw failedPrecondition(`task "${id}" is ${task.status.toLowerCase()}, not running`);
+        this.owned(task);
+        await d.runtime.pause(ns, id);
+        await d.sequencer.submit(taskHandlers.pause({ namespace: ns, container_id: id }));
+        return {};
+      }),
+
+      Resume: unary(async (call) => {
+        const ns = namespaceOf(call);
+        const id: string = call.request.container_id ?? "";
+        const task = existingTask(id, await d.queries.findTask(ns, id));
+        if (task.status !== "PAUSED") throw failedPrecondition(`task "${id}" is ${task.status.toLowerCase()}, not paused`);
+        this.owned(task);
+        await d.runtime.resume(ns, id);
+        await d.sequencer.submit(taskHandlers.resume({ namespace: ns, container_id: id }));
+        return {};
+      }),
+
+      ListPids: unary(async (call) => {
+        const ns = namespaceOf(call);
+        const id: string = call.request.container_id ?? "";
+        const task = existingTask(id, await d.queries.findTask(ns, id));
+        if (task.status !== "RUNNING" && task.status !== "PAUSED") return { processes: [] };
+        this.owned(task);
+        const pids = await d.runtime.pids(ns, id).catch((err) => (isClass(err, "NotFound") ? [] : Promise.reject(err)));
+        return { processes: pids.map((pid) => ({ pid })) };
+      }),
+
+      CloseIO: unary(async (call) => {
+        const ns = namespaceOf(call);
+        noExec(call.request);
+        const id: string = call.request.container_id ?? "";
+        existingTask(id, await d.queries.findTask(ns, id));
+        if (call.request.stdin) d.runtime.closeStdin(ns, id);
+        return {};
+      }),
+
+      Exec: unsupported("Exec", "exec processes are not supported by ck's runtime yet"),
+      DeleteProcess: unsupported("DeleteProcess", "exec processes are not supported by ck's runtime yet"),
+      ResizePty: unsupported("ResizePty", "terminals are not supported by ck's runtime yet"),
+      Checkpoint: unsupported("Checkpoint", "ck has no checkpoint support (CRIU)"),
+      Update: unsupported("Update", "changing a running task's resources is not supported by ck's runtime yet"),
+      Metrics: unsupported("Metrics", "task metrics are not collected by ck's runtime yet"),
+    };
+  }
+
+  /** A task made by another ckd (on the same log) is that ckd's to run. */
+  private owned(task: TaskRecord): void {
+    if (!this.d.runtime.owns(task.bundle)) {
+      throw failedPrecondition(`task "${task.container_id}" belongs to the ckd whose bundle is ${task.bundle}`);
+    }
+  }
+
+  private async start(ns: string, task: TaskRecord): Promise<number> {
+    const d = this.d;
+    const id = task.container_id;
+    const started = await d.runtime.start(ns, id);
+    const recorded = d.sequencer.submit(taskHandlers.start({ namespace: ns, container_id: id, pid: started.pid }));
+    // The exit is recorded after the start, however quickly the process ends.
+    void started.exited.then(async (exit) => {
+      await recorded.catch(() => undefined);
+      await this.recordExit(ns, id, started.pid, exit.status, exit.at);
+    });
+    try {
+      await recorded;
+    } catch (err) {
+      // Not recorded as started: it must not run unrecorded.
+      await d.runtime.kill(ns, id, 9, true).catch(() => undefined);
+      throw err;
+    }
+    return started.pid;
+  }
+
+  /** Records an exit (retrying while the log is away) and wakes the task's waiters. */
+  private recordExit(ns: string, id: string, pid: number, status: number, at: Date): Promise<void> {
+    const p = (async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.d.sequencer.submit(taskHandlers.exit({ namespace: ns, container_id: id, pid, exit_status: status, exited_at: ts(at) }));
+          break;
+        } catch (err) {
+          if (attempt >= 50 || !(isClass(err, "Unavailable") || isClass(err, "Aborted"))) {
+            this.d.logger.error({ err, namespace: ns, id, status }, "could not record a task's exit");
+            break;
+          }
+          await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** Math.min(attempt, 6))));
+        }
+      }
+      this.wake(ns, id);
+    })();
+    this.recording.add(p);
+    void p.finally(() => this.recording.delete(p));
+    return p;
+  }
+
+  private waitFor(ns: string, id: string): { promise: Promise<void>; cancel(): void } {
+    const key = `${ns}/${id}`;
+    let wake!: () => void;
+    const promise = new Promise<void>((r) => (wake = r));
+    this.waiters.set(key, [...(this.waiters.get(key) ?? []), wake]);
+    return {
+      promise,
+      cancel: () => {
+        const left = (this.waiters.get(key) ?? []).filter((w) => w !== wake);
+        if (left.length) this.waiters.set(key, left);
+        else this.waiters.delete(key);
+      },
+    };
+  }
+
+  private wake(ns: string, id: string): void {
+    const key = `${ns}/${id}`;
+    const list = this.waiters.get(key);
+    this.waiters.delete(key);
+    for (const w of list ?? []) w();
+  }
+
+  /**
+   * At start: a task this ckd's runtime had (its bundle under this root) that is not stopped
+   * lost its process with the ckd that ran it. What is left of it is stopped and its exit
+   * recorded as containerd records a task whose shim is gone (status 255).
+   */
+  async reconcile(): Promise<number> {
+    let n = 0;
+    for (const { name } of await this.d.queries.listNamespaces()) {
+      for (const task of this.d.queries.listTasks(name)) {
+        if (task.status === "STOPPED" || !this.d.runtime.owns(task.bundle) || this.d.runtime.isRunning(name, task.container_id)) continue;
+        await this.d.runtime.stopLeftover(name, task.container_id);
+        await this.recordExit(name, task.container_id, task.pid, LOST_EXIT_STATUS, new Date());
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** At stop: the tasks this ckd runs end with it (nothing would see their exits), recorded. */
+  async stop(timeoutMs = 5000): Promise<void> {
+    await this.d.runtime.killAll();
+    const deadline = Date.now() + timeoutMs;
+    // A timer each turn (never only promises already settled): the exits arrive as events.
+    while ((this.d.runtime.active > 0 || this.recording.size > 0) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
 }

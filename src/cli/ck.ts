@@ -12,6 +12,7 @@ import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
 import { registerLeaseCommands } from "./lease-commands.js";
 import { registerSnapshotCommands } from "./snapshot-commands.js";
+import { registerTaskCommands } from "./task-commands.js";
 import { fromApiDescriptor, imageContents, mapLimit, type ImageContents } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
@@ -374,6 +375,7 @@ program
 registerContentCommands(program, action as never, out);
 registerLeaseCommands(program, action as never, out);
 registerSnapshotCommands(program, action as never, out);
+registerTaskCommands(program, action as never, out);
 
 // --- registries: fetch, pull, push, fetch-object
 registerDistributionCommands(program, action as never);

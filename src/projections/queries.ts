@@ -2,7 +2,7 @@
 // containerd's filter syntax. Reads come from the projection only.
 import { notFound } from "../errdefs/errdefs.js";
 import type { ProjectionDb } from "./db.js";
-import { keys, type SnapshotRecord, type SnapshotIdRecord, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type NamespaceRecord } from "./views.js";
+import { keys, type SnapshotRecord, type SnapshotIdRecord, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type NamespaceRecord, type TaskRecord } from "./views.js";
 import type { MemoEntry, RecordMemo } from "./record-memo.js";
 import { parseFilters, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, labelsAdaptor, type Adaptor, type Filter } from "./filters.js";
 
@@ -130,6 +130,23 @@ export class Queries {
   /** Leases in a namespace; filters on `id` and `labels.<k>` as containerd's. */
   async listLeases(ns: string, filters: string[] = []): Promise<LeaseRecord[]> {
     return this.list(keys.leasesPrefix(ns), filters, (f, r: LeaseRecord) => f.match(leaseFieldpath(r)));
+  }
+
+  /** A container's task, or undefined when it has none. */
+  async findTask(ns: string, id: string): Promise<TaskRecord | undefined> {
+    if (!id || id.includes("\u0000")) return undefined;
+    return (await this.db.get(keys.task(ns, id))) as TaskRecord | undefined;
+  }
+
+  async getTask(ns: string, id: string): Promise<TaskRecord> {
+    const rec = await this.findTask(ns, id);
+    if (!rec) throw notFound(`task "${id}"`);
+    return rec;
+  }
+
+  /** The tasks of a namespace, by container id. */
+  listTasks(ns: string): TaskRecord[] {
+    return [...this.scanRecords<TaskRecord>(keys.tasksPrefix(ns))].map(([, r]) => r);
   }
 
   async getSnapshot(ns: string, sn: string, key: string): Promise<SnapshotRecord> {

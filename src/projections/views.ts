@@ -126,6 +126,27 @@ export interface ChainIndexRecord {
   layer: string;
 }
 
+export type TaskStatus = "CREATED" | "RUNNING" | "PAUSED" | "STOPPED";
+
+/**
+ * A container's task (its init process) in one namespace, as its events left it. The process
+ * itself is the runtime's (src/runtime): `bundle` says which ckd's runtime holds it.
+ */
+export interface TaskRecord {
+  container_id: string;
+  /** The bundle directory of the ckd that created the task (absolute, under its root). */
+  bundle: string;
+  pid: number;
+  status: TaskStatus;
+  stdin: string;
+  stdout: string;
+  stderr: string;
+  terminal: boolean;
+  exit_status: number;
+  exited_at: Timestamp;
+  created_at: Timestamp;
+}
+
 /** An event as read back from the log and decoded. */
 export interface LoggedEvent {
   seq: number;
@@ -159,6 +180,8 @@ export const keys = {
   /** Verified directories by the chain ID ckd computed for them. */
   snapshotChainPrefix: (sn: string, chain: string) => `snapchain${SEP}${sn}${SEP}${chain}${SEP}`,
   snapshotChain: (sn: string, chain: string, id: string) => `snapchain${SEP}${sn}${SEP}${chain}${SEP}${id}`,
+  tasksPrefix: (ns: string) => `task${SEP}${ns}${SEP}`,
+  task: (ns: string, id: string) => `task${SEP}${ns}${SEP}${id}`,
 } as const;
 
 // --- normalisation: records are built with a fixed key order and sorted maps so the bytes
@@ -292,6 +315,22 @@ export function containerRecord(c: Partial<ContainerRecord>): ContainerRecord {
   };
 }
 
+export function taskRecord(t: Partial<TaskRecord>): TaskRecord {
+  return {
+    container_id: t.container_id ?? "",
+    bundle: t.bundle ?? "",
+    pid: Number(t.pid ?? 0),
+    status: t.status ?? "CREATED",
+    stdin: t.stdin ?? "",
+    stdout: t.stdout ?? "",
+    stderr: t.stderr ?? "",
+    terminal: t.terminal === true,
+    exit_status: Number(t.exit_status ?? 0),
+    exited_at: timestamp(t.exited_at),
+    created_at: timestamp(t.created_at),
+  };
+}
+
 // --- evolve
 
 export const TYPE = {
@@ -317,6 +356,12 @@ export const TYPE = {
   SnapshotRemove: "containerd.events.SnapshotRemove",
   SnapshotUpdate: "ck.events.SnapshotUpdate",
   SnapshotCollect: "ck.events.SnapshotCollect",
+  TaskCreate: "containerd.events.TaskCreate",
+  TaskStart: "containerd.events.TaskStart",
+  TaskExit: "containerd.events.TaskExit",
+  TaskDelete: "containerd.events.TaskDelete",
+  TaskPaused: "containerd.events.TaskPaused",
+  TaskResumed: "containerd.events.TaskResumed",
 } as const;
 
 /** A lease's key and one resource's key, when an event names a lease. */
@@ -390,6 +435,14 @@ export function keysFor(ev: LoggedEvent): string[] {
         ...(p.keys as string[]).map((k) => keys.snapshot(ev.namespace, p.snapshotter, k)),
         ...((p.ids ?? []) as string[]).flatMap((id, i) => [keys.snapshotId(p.snapshotter, id), keys.snapshotChain(p.snapshotter, (p.keys as string[])[i] ?? "", id)]),
       ];
+    case TYPE.TaskCreate:
+      return [keys.namespace(ev.namespace), keys.task(ev.namespace, p.container_id)];
+    case TYPE.TaskStart:
+    case TYPE.TaskExit:
+    case TYPE.TaskDelete:
+    case TYPE.TaskPaused:
+    case TYPE.TaskResumed:
+      return [keys.task(ev.namespace, p.container_id)];
     default:
       return [];
   }
@@ -525,8 +578,37 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
         ...((p.ids ?? []) as string[]).flatMap((id, i) => idChange(p.snapshotter, id, { drop: { namespace: ev.namespace, key: ks[i] ?? "" } })),
       ];
     }
+    case TYPE.TaskCreate:
+      return [
+        ...implicitNamespace(),
+        [
+          keys.task(ev.namespace, p.container_id),
+          taskRecord({ container_id: p.container_id, bundle: p.bundle, pid: p.pid, status: "CREATED", ...p.io, created_at: ev.timestamp }),
+        ],
+      ];
+    case TYPE.TaskStart:
+      return taskChange({ status: "RUNNING", pid: p.pid });
+    case TYPE.TaskExit:
+      // An exec's exit (id != container_id) leaves the task as it is.
+      if (p.id && p.id !== p.container_id) return [];
+      return taskChange({ status: "STOPPED", exit_status: p.exit_status, exited_at: p.exited_at });
+    case TYPE.TaskPaused:
+      return taskChange({ status: "PAUSED" });
+    case TYPE.TaskResumed:
+      return taskChange({ status: "RUNNING" });
+    case TYPE.TaskDelete:
+      if (p.id && p.id !== p.container_id) return [];
+      return [[keys.task(ev.namespace, p.container_id), undefined]];
     default:
       return [];
+  }
+
+  /** The task record with `change` applied; nothing when the task is gone. */
+  function taskChange(change: Partial<TaskRecord>): KeyChange[] {
+    const key = keys.task(ev.namespace, p.container_id);
+    const cur = read(key) as TaskRecord | undefined;
+    if (!cur) return [];
+    return [[key, taskRecord({ ...cur, ...change })]];
   }
 
   /**

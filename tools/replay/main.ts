@@ -118,6 +118,7 @@ async function main(): Promise<void> {
                 labels: ns?.labels ?? {},
                 images: (await q.listImages(name)).map((i) => ({ name: i.name, target: i.target, labels: i.labels })),
                 containers: (await q.listContainers(name)).map((c) => ({ id: c.id, image: c.image, runtime: c.runtime.name, labels: c.labels })),
+                tasks: q.listTasks(name).map((t) => ({ id: t.container_id, pid: t.pid, status: t.status, exit_status: t.exit_status, exited_at: t.exited_at })),
               });
             }
             process.stdout.write(JSON.stringify({ sequence: r.appliedSeq, namespaces: state }, null, 2) + "\n");

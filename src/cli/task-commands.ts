@@ -1,0 +1,170 @@
+// `ck tasks ls|start|kill|ps|pause|resume|rm` over the Tasks API, as ctr's tasks commands.
+// `start` in the foreground does what ctr's does: FIFOs for the task's stdio in a temporary
+// directory, copied to and from this terminal, CloseIO at the end of stdin, and the task's
+// exit status as ck's own; `-d` starts it detached, its output dropped or appended to --log.
+import { execFileSync } from "node:child_process";
+import { closeSync, constants as fsc, mkdtempSync, openSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import type { Command } from "commander";
+import type { ApiClient } from "./client.js";
+import { CkError } from "../errdefs/errdefs.js";
+import { table } from "./format.js";
+
+type Action<A extends unknown[]> = (fn: (api: ApiClient, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
+
+const STATUS = ["UNKNOWN", "CREATED", "RUNNING", "STOPPED", "PAUSED", "PAUSING"];
+
+/** Signal names ctr accepts (SIGKILL, KILL, 9). */
+export function parseSignal(s: string): number {
+  if (/^\d+$/.test(s)) return Number(s);
+  const name = s.toUpperCase().replace(/^SIG/, "");
+  const n = os.constants.signals[`SIG${name}` as keyof typeof os.constants.signals];
+  if (n === undefined) throw new CkError("InvalidArgument", `unknown signal "${s}": invalid argument`);
+  return n;
+}
+
+/** The rootfs mounts of a container's snapshot (none when it has no snapshot). */
+async function rootfsOf(api: ApiClient, id: string): Promise<unknown[]> {
+  const c = (await api.call("containers", "Get", { id })).container;
+  if (!c.snapshot_key) return [];
+  return (await api.call("snapshots", "Mounts", { snapshotter: c.snapshotter, key: c.snapshot_key })).mounts ?? [];
+}
+
+/** A FIFO read until every writer is gone; a writer of our own holds it open until `release`. */
+function fifoReader(file: string, to: NodeJS.WritableStream): { done: Promise<void>; release(): void } {
+  const fd = openSync(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
+  let hold: number | undefined = openSync(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
+  const sock = new net.Socket({ fd, readable: true, writable: false });
+  sock.pipe(to, { end: false });
+  const done = new Promise<void>((resolve) => {
+    sock.once("end", resolve);
+    sock.once("error", () => resolve());
+  });
+  return {
+    done,
+    release() {
+      if (hold !== undefined) closeSync(hold);
+      hold = undefined;
+    },
+  };
+}
+
+export function registerTaskCommands(program: Command, action: Action<any[]>, out: (s: string) => void): void {
+  const tasks = program.command("tasks").alias("task").alias("t").description("manage tasks (a container's running process, on runc)");
+  tasks
+    .command("ls")
+    .alias("list")
+    .option("-q, --quiet", "print only ids")
+    .description("list tasks: TASK PID STATUS")
+    .action(
+      action(async (api, opts: { quiet?: boolean }) => {
+        const list: any[] = (await api.call("tasks", "List", {})).tasks ?? [];
+        if (opts.quiet) return out(list.map((t) => t.container_id + "\n").join(""));
+        out(table([["TASK", "PID", "STATUS"], ...list.map((t) => [t.container_id, String(t.pid ?? 0), STATUS[t.status ?? 0] ?? String(t.status)])]));
+      }),
+    );
+  tasks
+    .command("start <id>")
+    .description("start a container's task; in the foreground, with this terminal's stdio, exiting with its status")
+    .option("-d, --detach", "start it and return")
+    .option("--log <file>", "with -d: append the task's output to this file")
+    .action(
+      action(async (api, id: string, opts: { detach?: boolean; log?: string }) => {
+        const rootfs = await rootfsOf(api, id);
+        if (opts.detach) {
+          const logUri = opts.log ? `file://${path.resolve(opts.log)}` : "";
+          await api.call("tasks", "Create", { container_id: id, rootfs, stdout: logUri, stderr: logUri });
+          try {
+            const { pid } = await api.call("tasks", "Start", { container_id: id });
+            out(`${pid}\n`);
+          } catch (err) {
+            await api.call("tasks", "Delete", { container_id: id }).catch(() => undefined);
+            throw err;
+          }
+          return;
+        }
+        const dir = mkdtempSync(path.join(os.tmpdir(), "ck-fifo-"));
+        try {
+          const [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map((n) => path.join(dir, `${id}-${n}`)) as [string, string, string];
+          execFileSync("mkfifo", ["-m", "0600", stdin, stdout, stderr]);
+          const outR = fifoReader(stdout, process.stdout);
+          const errR = fifoReader(stderr, process.stderr);
+          await api.call("tasks", "Create", { container_id: id, rootfs, stdin, stdout, stderr });
+          // ckd reads stdin from Create on: our writer opens now without waiting.
+          const inFd = openSync(stdin, fsc.O_WRONLY | fsc.O_NONBLOCK);
+          const inSock = new net.Socket({ fd: inFd, readable: false, writable: true });
+          inSock.on("error", () => undefined);
+          process.stdin.pipe(inSock);
+          process.stdin.once("end", () => {
+            inSock.end();
+            void api.call("tasks", "CloseIO", { container_id: id, stdin: true }).catch(() => undefined);
+          });
+          const waited = api.call("tasks", "Wait", { container_id: id });
+          try {
+            await api.call("tasks", "Start", { container_id: id });
+          } catch (err) {
+            await api.call("tasks", "Delete", { container_id: id }).catch(() => undefined);
+            throw err;
+          } finally {
+            outR.release();
+            errR.release();
+          }
+          const { exit_status } = await waited;
+          await Promise.all([outR.done, errR.done]);
+          process.stdin.unpipe(inSock);
+          process.stdin.destroy();
+          inSock.destroy();
+          await api.call("tasks", "Delete", { container_id: id });
+          process.exitCode = exit_status ?? 0;
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }),
+    );
+  tasks
+    .command("kill <id>")
+    .description("signal a task")
+    .option("-s, --signal <signal>", "signal name or number", "SIGTERM")
+    .option("-a, --all", "signal every process of the task")
+    .action(
+      action(async (api, id: string, opts: { signal: string; all?: boolean }) => {
+        await api.call("tasks", "Kill", { container_id: id, signal: parseSignal(opts.signal), all: opts.all === true });
+      }),
+    );
+  tasks
+    .command("ps <id>")
+    .description("list the processes of a task: PID")
+    .action(
+      action(async (api, id: string) => {
+        const ps: any[] = (await api.call("tasks", "ListPids", { container_id: id })).processes ?? [];
+        out(table([["PID"], ...ps.map((p) => [String(p.pid)])]));
+      }),
+    );
+  for (const [verb, method] of [
+    ["pause", "Pause"],
+    ["resume", "Resume"],
+  ] as const) {
+    tasks
+      .command(`${verb} <id>`)
+      .description(`${verb} a task`)
+      .action(
+        action(async (api, id: string) => {
+          await api.call("tasks", method, { container_id: id });
+        }),
+      );
+  }
+  tasks
+    .command("rm <ids...>")
+    .alias("delete")
+    .description("delete stopped tasks, printing a non-zero exit status")
+    .action(
+      action(async (api, ids: string[]) => {
+        for (const id of ids) {
+          const r = await api.call("tasks", "Delete", { container_id: id });
+          if (r.exit_status) process.stderr.write(`ck: task ${id} exited with status ${r.exit_status}\n`);
+        }
+      }),
+    );
+}

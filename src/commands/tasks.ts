@@ -1,0 +1,146 @@
+// The tasks aggregate: a container's task (its init process) goes CREATED -> RUNNING (<->
+// PAUSED) -> STOPPED -> deleted. The process is the runtime's (src/runtime); what it did is
+// recorded here as containerd's own task events, so the log says when each task started, how
+// it exited and when it went. decide* are pure; the handlers load and call.
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../errdefs/errdefs.js";
+import { keys, TYPE, type ContainerRecord, type TaskRecord, type Timestamp } from "../projections/views.js";
+import type { Mount } from "../snapshots/types.js";
+import { validateIdentifier } from "./validation.js";
+import type { Decision, StateView } from "./sequencer.js";
+
+export interface TaskIo {
+  stdin: string;
+  stdout: string;
+  stderr: string;
+  terminal: boolean;
+}
+
+export interface CreateTask {
+  namespace: string;
+  container_id: string;
+  /** Where the runtime made the task's bundle (absolute). */
+  bundle: string;
+  rootfs: Mount[];
+  io: TaskIo;
+}
+export interface StartTask {
+  namespace: string;
+  container_id: string;
+  pid: number;
+}
+export interface TaskExited {
+  namespace: string;
+  container_id: string;
+  pid: number;
+  exit_status: number;
+  exited_at: Timestamp;
+}
+export interface TaskRef {
+  namespace: string;
+  container_id: string;
+}
+
+export function validateTaskId(id: string): void {
+  if (!id) throw invalidArgument("container_id must be set");
+  validateIdentifier("container_id", id);
+}
+
+/** What a task request needs before the runtime touches anything: the container, no task yet. */
+export function checkCreateTask(id: string, container: ContainerRecord | undefined, current: TaskRecord | undefined): ContainerRecord {
+  validateTaskId(id);
+  if (!container) throw notFound(`container "${id}"`);
+  if (current) throw alreadyExists(`task "${id}"`);
+  return container;
+}
+
+export function decideCreateTask(cmd: CreateTask, container: ContainerRecord | undefined, current: TaskRecord | undefined): Decision<void> {
+  checkCreateTask(cmd.container_id, container, current);
+  if (!cmd.bundle.startsWith("/")) throw invalidArgument(`bundle ${JSON.stringify(cmd.bundle)} must be absolute`);
+  return {
+    event: {
+      namespace: cmd.namespace,
+      topic: "/tasks/create",
+      typeName: TYPE.TaskCreate,
+      payload: { container_id: cmd.container_id, bundle: cmd.bundle, rootfs: cmd.rootfs, io: cmd.io, pid: 0 },
+    },
+    result: undefined,
+  };
+}
+
+/** The task, or NotFound naming it. */
+export function existingTask(id: string, current: TaskRecord | undefined): TaskRecord {
+  validateTaskId(id);
+  if (!current) throw notFound(`task "${id}"`);
+  return current;
+}
+
+export function decideStartTask(cmd: StartTask, current: TaskRecord | undefined): Decision<void> {
+  const task = existingTask(cmd.container_id, current);
+  if (task.status !== "CREATED") throw failedPrecondition(`task "${cmd.container_id}" is ${task.status.toLowerCase()}, not created`);
+  return {
+    event: { namespace: cmd.namespace, topic: "/tasks/start", typeName: TYPE.TaskStart, payload: { container_id: cmd.container_id, pid: cmd.pid } },
+    result: undefined,
+  };
+}
+
+/** An exit is recorded once: a task already stopped (or gone) gives no event. */
+export function decideTaskExit(cmd: TaskExited, current: TaskRecord | undefined): Decision<boolean> {
+  if (!current || current.status === "STOPPED") return { result: false };
+  return {
+    event: {
+      namespace: cmd.namespace,
+      topic: "/tasks/exit",
+      typeName: TYPE.TaskExit,
+      payload: { container_id: cmd.container_id, id: cmd.container_id, pid: cmd.pid, exit_status: cmd.exit_status, exited_at: cmd.exited_at },
+    },
+    result: true,
+  };
+}
+
+export function decidePauseTask(cmd: TaskRef, current: TaskRecord | undefined): Decision<void> {
+  const task = existingTask(cmd.container_id, current);
+  if (task.status !== "RUNNING") throw failedPrecondition(`task "${cmd.container_id}" is ${task.status.toLowerCase()}, not running`);
+  return { event: { namespace: cmd.namespace, topic: "/tasks/paused", typeName: TYPE.TaskPaused, payload: { container_id: cmd.container_id } }, result: undefined };
+}
+
+export function decideResumeTask(cmd: TaskRef, current: TaskRecord | undefined): Decision<void> {
+  const task = existingTask(cmd.container_id, current);
+  if (task.status !== "PAUSED") throw failedPrecondition(`task "${cmd.container_id}" is ${task.status.toLowerCase()}, not paused`);
+  return { event: { namespace: cmd.namespace, topic: "/tasks/resumed", typeName: TYPE.TaskResumed, payload: { container_id: cmd.container_id } }, result: undefined };
+}
+
+/** Deleting needs a task that is not running: stopped, or created and never started. */
+export function checkDeleteTask(id: string, current: TaskRecord | undefined): TaskRecord {
+  const task = existingTask(id, current);
+  if (task.status === "RUNNING" || task.status === "PAUSED") {
+    throw failedPrecondition(`task "${id}" must be stopped before deletion: ${task.status.toLowerCase()}`);
+  }
+  return task;
+}
+
+export function decideDeleteTask(cmd: TaskRef, current: TaskRecord | undefined): Decision<TaskRecord> {
+  const task = checkDeleteTask(cmd.container_id, current);
+  return {
+    event: {
+      namespace: cmd.namespace,
+      topic: "/tasks/delete",
+      typeName: TYPE.TaskDelete,
+      payload: { container_id: cmd.container_id, id: cmd.container_id, pid: task.pid, exit_status: task.exit_status, exited_at: task.exited_at },
+    },
+    result: task,
+  };
+}
+
+const currentTask = (view: StateView, ns: string, id: string) => (id.includes("\u0000") ? undefined : view.get<TaskRecord>(keys.task(ns, id)));
+const currentContainer = (view: StateView, ns: string, id: string) =>
+  id.includes("\u0000") ? undefined : view.get<ContainerRecord>(keys.container(ns, id));
+
+export const taskHandlers = {
+  create: (cmd: CreateTask) => (view: StateView) =>
+    decideCreateTask(cmd, currentContainer(view, cmd.namespace, cmd.container_id), currentTask(view, cmd.namespace, cmd.container_id)),
+  start: (cmd: StartTask) => (view: StateView) => decideStartTask(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
+  exit: (cmd: TaskExited) => (view: StateView) => decideTaskExit(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
+  pause: (cmd: TaskRef) => (view: StateView) => decidePauseTask(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
+  resume: (cmd: TaskRef) => (view: StateView) => decideResumeTask(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
+  delete: (cmd: TaskRef) => (view: StateView) => decideDeleteTask(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
+};

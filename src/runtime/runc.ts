@@ -1,0 +1,342 @@
+// Tasks on runc, without a shim: ckd stays the parent of each task's `runc run` (foreground),
+// which stays the parent of the container's init, so ckd learns every exit status from
+// runc's own exit. The cost: a task does not outlive the ckd that started it (see
+// reconcile in src/api/tasks-service.ts). Layout under ckd's root:
+//   tasks/<namespace>/<id>/        the bundle: config.json (the container's spec), rootfs/
+//                                  (the task's rootfs mounts), init.pid
+//   runc/<namespace>/              runc's state directory (`runc --root`), one per namespace
+//                                  as containerd's, so ids need only be unique in a namespace
+import { spawn, type ChildProcess } from "node:child_process";
+import { constants as fsc, promises as fs, openSync, closeSync } from "node:fs";
+import net from "node:net";
+import { PassThrough } from "node:stream";
+import path from "node:path";
+import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
+import { mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
+import type { Mount } from "../snapshots/types.js";
+
+export interface TaskIo {
+  stdin: string;
+  stdout: string;
+  stderr: string;
+  terminal: boolean;
+}
+
+export interface Exit {
+  status: number;
+  at: Date;
+}
+
+/** A started task: its init's pid and, once it ends, how. */
+export interface Started {
+  pid: number;
+  exited: Promise<Exit>;
+}
+
+interface Running {
+  child: ChildProcess;
+}
+
+interface TaskStdin {
+  sock: net.Socket;
+  /** What was read from the FIFO, kept until runc's stdin takes it. */
+  buffered: PassThrough;
+  /** Our own writer on the FIFO until the client's surely connected (see openIo). */
+  holder: number | undefined;
+}
+
+/** A task's stdio from openIo until its process ends (or the task goes unstarted). */
+interface TaskIoHandles {
+  out: number | undefined;
+  err: number | undefined;
+  stdin: TaskStdin | undefined;
+}
+
+const PID_WAIT_MS = 10_000;
+
+export class RuncRuntime {
+  private readonly running = new Map<string, Running>();
+  private readonly ios = new Map<string, TaskIoHandles>();
+
+  constructor(
+    /** ckd's root: bundles and runc's state live under it. */
+    readonly root: string,
+    readonly runc = "runc",
+  ) {}
+
+  bundleDir(ns: string, id: string): string {
+    return path.join(this.root, "tasks", ns, id);
+  }
+
+  private runcRoot(ns: string): string {
+    return path.join(this.root, "runc", ns);
+  }
+
+  /** Whether a bundle path is this runtime's (a task another ckd created is not). */
+  owns(bundle: string): boolean {
+    return bundle.startsWith(path.join(this.root, "tasks") + path.sep);
+  }
+
+  /**
+   * Makes the bundle: config.json from the container's spec (runtime-spec JSON, as containerd
+   * stores it), rootfs/ with the task's mounts on it. Undone entirely when any step fails.
+   */
+  async prepare(ns: string, id: string, spec: Uint8Array, rootfs: readonly Mount[]): Promise<string> {
+    let parsed: { root?: { path?: string }; process?: { args?: unknown[]; terminal?: boolean } };
+    try {
+      parsed = JSON.parse(Buffer.from(spec).toString("utf8"));
+    } catch (err) {
+      throw invalidArgument(`container "${id}": spec is not runtime-spec JSON: ${(err as Error).message}`);
+    }
+    if (!parsed || typeof parsed !== "object") throw invalidArgument(`container "${id}": spec is not a JSON object`);
+    if (!Array.isArray(parsed.process?.args) || parsed.process!.args!.length === 0) {
+      throw invalidArgument(`container "${id}": spec.process.args must name the program to run`);
+    }
+    const bundle = this.bundleDir(ns, id);
+    await fs.mkdir(path.dirname(bundle), { recursive: true, mode: 0o711 });
+    try {
+      await fs.mkdir(bundle, { mode: 0o711 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") throw failedPrecondition(`bundle ${bundle} exists: a task of "${id}" was not cleaned up`);
+      throw err;
+    }
+    try {
+      await fs.writeFile(path.join(bundle, "config.json"), spec);
+      if (rootfs.length > 0) {
+        const target = path.join(bundle, "rootfs");
+        await fs.mkdir(target, { mode: 0o711 });
+        await mountAll(rootfs, target);
+      }
+    } catch (err) {
+      await this.cleanup(ns, id).catch(() => undefined);
+      throw err;
+    }
+    return bundle;
+  }
+
+  /**
+   * Opens the task's stdio as containerd's shim does at create: stdout and stderr are the
+   * FIFOs (or files) the client named, opened read-write so that writing never fails for want
+   * of a reader; stdin's FIFO is read from now on (the client may write, and even close its
+   * end, before Start). The client's writer opens only once a reader exists, so a writer of
+   * our own keeps the FIFO from reading as ended until the client's has surely connected: its
+   * first bytes, Start (the client waited for Create before its own writer could be left
+   * out), or CloseIO. From then on stdin ends when the client closes it, after every byte.
+   */
+  openIo(ns: string, id: string, io: TaskIo): void {
+    const key = `${ns}/${id}`;
+    if (io.terminal) throw notImplemented(`task "${id}": a terminal (ctr -t) is not supported by ck's runtime yet`);
+    const fds: number[] = [];
+    try {
+      const out = openOutput(io.stdout, fds);
+      const err = openOutput(io.stderr, fds);
+      let stdin: TaskStdin | undefined;
+      if (io.stdin) {
+        if (!path.isAbsolute(io.stdin)) throw invalidArgument(`io path ${JSON.stringify(io.stdin)} must be absolute`);
+        const reader = openWithContext(io.stdin, fsc.O_RDONLY | fsc.O_NONBLOCK);
+        fds.push(reader);
+        const holder = openWithContext(io.stdin, fsc.O_WRONLY | fsc.O_NONBLOCK);
+        fds.push(holder);
+        const sock = new net.Socket({ fd: reader, readable: true, writable: false });
+        sock.on("error", () => undefined);
+        const buffered = new PassThrough();
+        sock.pipe(buffered);
+        stdin = { sock, buffered, holder };
+        const first = stdin;
+        sock.once("data", () => releaseHolder(first));
+      }
+      this.ios.set(key, { out, err, stdin });
+    } catch (e) {
+      for (const fd of fds) closeSync(fd);
+      throw e;
+    }
+  }
+
+  private closeIoHandles(key: string): void {
+    const io = this.ios.get(key);
+    if (!io) return;
+    this.ios.delete(key);
+    for (const fd of [io.out, io.err]) if (fd !== undefined) closeSync(fd);
+    if (io.stdin) {
+      if (io.stdin.holder !== undefined) closeSync(io.stdin.holder);
+      io.stdin.sock.destroy();
+    }
+  }
+
+  /** Starts the task's init with `runc run` in the foreground, on the stdio openIo opened. */
+  async start(ns: string, id: string): Promise<Started> {
+    const key = `${ns}/${id}`;
+    if (this.running.has(key)) throw failedPrecondition(`task "${id}" is already started`);
+    const io = this.ios.get(key);
+    if (!io) throw failedPrecondition(`task "${id}" has no stdio here: it was created by an earlier ckd`);
+    const bundle = this.bundleDir(ns, id);
+    const pidFile = path.join(bundle, "init.pid");
+    await fs.mkdir(this.runcRoot(ns), { recursive: true, mode: 0o700 });
+    const child = spawn(this.runc, ["--root", this.runcRoot(ns), "run", "--bundle", bundle, "--pid-file", pidFile, id], {
+      stdio: [io.stdin ? "pipe" : "ignore", io.out ?? "ignore", io.err ?? "pipe"],
+      // Its own process group: a ^C meant for ckd is not the container's.
+      detached: true,
+    });
+    // The child holds its own copies of the output descriptors.
+    for (const fd of [io.out, io.err]) if (fd !== undefined) closeSync(fd);
+    io.out = io.err = undefined;
+    let runcErr = "";
+    if (child.stderr) child.stderr.on("data", (b: Buffer) => (runcErr = (runcErr + b.toString("utf8")).slice(-4096)));
+    if (io.stdin && child.stdin) {
+      child.stdin.on("error", () => undefined);
+      io.stdin.buffered.pipe(child.stdin);
+      releaseHolder(io.stdin);
+    }
+    const exited = new Promise<Exit>((resolve) => {
+      child.once("exit", (code, signal) => {
+        this.running.delete(key);
+        this.closeIoHandles(key);
+        resolve({ status: code ?? 128 + (signal ? signalNumber(signal) : 127), at: new Date() });
+      });
+    });
+    const spawnFailed = new Promise<never>((_, reject) => child.once("error", (e) => reject(unavailable(`runc: ${e.message}`))));
+    this.running.set(key, { child });
+    const pid = await Promise.race([waitForPid(pidFile, exited), spawnFailed]).catch((e) => {
+      this.running.delete(key);
+      this.closeIoHandles(key);
+      throw e;
+    });
+    if (pid === undefined) {
+      const exit = await exited;
+      throw failedPrecondition(`runc run ${id} failed (exit ${exit.status})${runcErr ? `: ${runcErr.trim()}` : ""}`);
+    }
+    return { pid, exited };
+  }
+
+  /** CloseIO: the task's stdin ends once what was written to it is read. */
+  closeStdin(ns: string, id: string): void {
+    const stdin = this.ios.get(`${ns}/${id}`)?.stdin;
+    if (stdin) releaseHolder(stdin);
+  }
+
+  isRunning(ns: string, id: string): boolean {
+    return this.running.has(`${ns}/${id}`);
+  }
+
+  async kill(ns: string, id: string, signal: number, all: boolean): Promise<void> {
+    await this.runcCommand(ns, id, ["kill", ...(all ? ["--all"] : []), id, String(signal)]);
+  }
+
+  async pause(ns: string, id: string): Promise<void> {
+    await this.runcCommand(ns, id, ["pause", id]);
+  }
+
+  async resume(ns: string, id: string): Promise<void> {
+    await this.runcCommand(ns, id, ["resume", id]);
+  }
+
+  /** The pids in the task's container (`runc ps`). */
+  async pids(ns: string, id: string): Promise<number[]> {
+    const out = await this.runcCommand(ns, id, ["ps", "--format", "json", id]);
+    const pids = JSON.parse(out || "[]") as unknown;
+    return Array.isArray(pids) ? pids.map(Number) : [];
+  }
+
+  private async runcCommand(ns: string, id: string, args: string[]): Promise<string> {
+    try {
+      return await runCommand(this.runc, ["--root", this.runcRoot(ns), ...args]);
+    } catch (err) {
+      const msg = (err as { stderr?: string }).stderr ?? (err as Error).message;
+      if (/does not exist|not exist|container not running/i.test(msg)) throw notFound(`task "${id}": ${msg}`);
+      throw failedPrecondition(`runc ${args[0]} ${id}: ${msg}`);
+    }
+  }
+
+  /**
+   * Removes what a task left: runc's state (killing what still runs), the rootfs mounts, the
+   * bundle. Unmounting comes before any removal, and the rootfs directory is removed with
+   * rmdir, never recursively: a failed unmount must not delete through into a snapshot.
+   */
+  async cleanup(ns: string, id: string): Promise<void> {
+    this.closeIoHandles(`${ns}/${id}`);
+    const bundle = this.bundleDir(ns, id);
+    await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
+    const rootfs = path.join(bundle, "rootfs");
+    await unmountAll(rootfs).catch((err) => {
+      throw unavailable(`task "${id}": ${(err as Error).message}`);
+    });
+    await fs.rmdir(rootfs).catch((err) => {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    });
+    await fs.rm(bundle, { recursive: true, force: true });
+  }
+
+  /** Stops what a task's runc container left running (its ckd gone); the bundle stays for Delete. */
+  async stopLeftover(ns: string, id: string): Promise<void> {
+    await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
+  }
+
+  /** SIGKILL to every process of every task this runtime started. */
+  async killAll(): Promise<void> {
+    await Promise.all(
+      [...this.running.keys()].map((key) => {
+        const [ns, id] = key.split("/") as [string, string];
+        return this.kill(ns, id, 9, true).catch(() => undefined);
+      }),
+    );
+  }
+
+  /** Tasks this runtime started that still run. */
+  get active(): number {
+    return this.running.size;
+  }
+}
+
+function releaseHolder(stdin: TaskStdin): void {
+  if (stdin.holder === undefined) return;
+  closeSync(stdin.holder);
+  stdin.holder = undefined;
+}
+
+/** An output path as a descriptor for the child, or undefined for none. */
+function openOutput(p: string, fds: number[]): number | undefined {
+  if (!p) return undefined;
+  let fd: number;
+  if (p.startsWith("file://")) {
+    const file = decodeURIComponent(new URL(p).pathname);
+    fd = openSync(file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o644);
+  } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(p)) {
+    throw notImplemented(`io ${p}: only FIFO or file paths and file:// URIs are supported`);
+  } else {
+    if (!path.isAbsolute(p)) throw invalidArgument(`io path ${JSON.stringify(p)} must be absolute`);
+    // Read-write: a FIFO opens without waiting for a reader and never fails for lack of one.
+    fd = openWithContext(p, fsc.O_RDWR);
+  }
+  fds.push(fd);
+  return fd;
+}
+
+function openWithContext(p: string, flags: number): number {
+  try {
+    return openSync(p, flags);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw invalidArgument(`io path ${p} does not exist`);
+    throw invalidArgument(`io path ${p}: ${(err as Error).message}`);
+  }
+}
+
+/** The init's pid once runc wrote it; undefined when runc exited first. */
+async function waitForPid(file: string, exited: Promise<Exit>): Promise<number | undefined> {
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const deadline = Date.now() + PID_WAIT_MS;
+  for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
+    const text = await fs.readFile(file, "utf8").catch(() => "");
+    const pid = Number.parseInt(text, 10);
+    if (pid > 0) return pid;
+    if (gone) return undefined;
+    if (Date.now() > deadline) throw unavailable(`runc wrote no pid file within ${PID_WAIT_MS / 1000} s`);
+    await new Promise((r) => setTimeout(r, delay));
+  }
+}
+
+const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGABRT: 6, SIGKILL: 9, SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
+function signalNumber(signal: string): number {
+  return SIGNALS[signal] ?? 127;
+}

@@ -1,0 +1,273 @@
+// Tasks on real runc through ckd, driven by containerd's real ctr: run with an exit code and
+// stdin, run detached, ls/ps/pause/resume/kill/rm, the /tasks/* events in the log, what bad
+// requests get (and that they append nothing), and a task whose ckd was killed.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync, existsSync } from "node:fs";
+import { startTestNats } from "../helpers/nats.js";
+import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
+import { startRegistry, buildImage } from "../helpers/registry.js";
+import { rejectsClass } from "../helpers/errors.js";
+import { EventLog } from "../../src/eventstore/log.js";
+import { loadProtos } from "../../src/protos/protos.js";
+import type { ApiClient } from "../../src/cli/client.js";
+
+const CTR = "/usr/bin/ctr";
+// Not "tasks": with cgroup v1, /sys/fs/cgroup/<controller>/tasks is a file, and ctr puts a
+// container's cgroup at /<namespace>/<id> (containerd fails there the same way).
+const NS = "runtasks";
+const root = process.getuid?.() === 0;
+
+describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : "runc containers and overlay mounts need root" }, () => {
+  let nats: Awaited<ReturnType<typeof startTestNats>>;
+  let registry: Awaited<ReturnType<typeof startRegistry>>;
+  let daemon: TestDaemon;
+  let api: ApiClient;
+  let log: EventLog;
+  let ref = "";
+  const ctr = (args: string[], input?: string) => runCommand(CTR, ["--address", daemon.address, "--namespace", NS, ...args], {}, input, 60_000);
+  const protos = loadProtos();
+
+  /** Log sequences of t-exit's /tasks/start and /tasks/exit (for ck-replay show --until). */
+  const seqs = { start: 0, exit: 0 };
+
+  /** The events appended since `from`, decoded: [topic, event, sequence]. */
+  async function eventsSince(from: number): Promise<Array<[string, any, number]>> {
+    const out: Array<[string, any, number]> = [];
+    const last = await log.lastSeq();
+    if (last < from) return out;
+    for await (const m of log.read({ fromSeq: from })) {
+      const env = protos.decode("containerd.services.events.v1.Envelope", m.data) as any;
+      const type = env.event.type_url.replace(/^.*\//, "");
+      out.push([env.topic, protos.decode(type, env.event.value), m.seq]);
+      if (m.seq >= last) break;
+    }
+    return out;
+  }
+
+  async function status(id: string): Promise<string> {
+    const r = await ctr(["tasks", "ls"]);
+    assert.equal(r.code, 0, r.stderr);
+    const row = r.stdout.split("\n").find((l) => l.startsWith(`${id} `));
+    return row?.trim().split(/\s+/)[2] ?? "";
+  }
+
+  before(async () => {
+    nats = await startTestNats();
+    registry = await startRegistry();
+    const busybox = readFileSync("/bin/busybox");
+    const image = await buildImage({
+      host: registry.host,
+      repo: "tasks/busybox",
+      tag: "v1",
+      layers: [
+        Object.fromEntries([
+          ["bin/busybox", busybox],
+          ...["sh", "echo", "cat", "sleep", "true"].map((c) => [`bin/${c}`, { symlink: "busybox" }]),
+        ]),
+      ],
+    });
+    ref = image.reference;
+    daemon = await TestDaemon.start({ natsUrl: nats.url });
+    api = daemon.client(NS);
+    log = await EventLog.open({ url: nats.url });
+    const r = await ctr(["images", "pull", "--plain-http", ref]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  });
+  after(async () => {
+    try {
+      // Whatever a failed test left: its tasks stopped and deleted (their rootfs unmounted).
+      if (daemon?.proc?.exitCode === null) {
+        const c = daemon.client(NS);
+        for (const t of (await c.call("tasks", "List", {}).catch(() => ({ tasks: [] }))).tasks ?? []) {
+          await c.call("tasks", "Kill", { container_id: t.container_id, signal: 9, all: true }).catch(() => undefined);
+          await c.call("tasks", "Wait", { container_id: t.container_id }).catch(() => undefined);
+          await c.call("tasks", "Delete", { container_id: t.container_id }).catch(() => undefined);
+        }
+        c.close();
+      }
+    } finally {
+      api?.close();
+      await log?.close();
+      await daemon?.cleanup().catch(() => undefined);
+      await registry?.stop();
+      await nats?.cleanup();
+    }
+  });
+
+  test("ctr run: the container's output and exit code; stdin reaches it; /tasks/* events in order", async () => {
+    const from = (await log.lastSeq()) + 1;
+    let r = await ctr(["run", "--rm", ref, "t-exit", "sh", "-c", "echo hello from runc; exit 3"], "");
+    assert.equal(r.stdout, "hello from runc\n", r.stderr);
+    assert.equal(r.code, 3, r.stderr);
+    const events = await eventsSince(from);
+    const tasks = events.filter(([topic]) => topic.startsWith("/tasks/"));
+    assert.deepEqual(tasks.map(([t]) => t), ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+    const [, create] = tasks[0]!;
+    const [, start] = tasks[1]!;
+    const [, exit] = tasks[2]!;
+    const [, del] = tasks[3]!;
+    assert.equal(create.container_id, "t-exit");
+    assert.ok(create.bundle.startsWith(daemon.root), create.bundle);
+    assert.ok(start.pid > 0);
+    assert.deepEqual([exit.container_id, exit.pid, exit.exit_status], ["t-exit", start.pid, 3]);
+    assert.ok(Number(exit.exited_at.seconds) > 0);
+    assert.deepEqual([del.container_id, del.pid, del.exit_status], ["t-exit", start.pid, 3]);
+    seqs.start = tasks[1]![2];
+    seqs.exit = tasks[2]![2];
+    // --rm took the container and its snapshot; the bundle went with the task.
+    assert.ok(!existsSync(create.bundle), "bundle removed");
+    r = await ctr(["containers", "ls", "-q"]);
+    assert.ok(!r.stdout.includes("t-exit"), r.stdout);
+
+    r = await ctr(["run", "--rm", ref, "t-stdin", "cat"], "piped through stdin\n");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "piped through stdin\n");
+  });
+
+  test("ctr run -d, then tasks ls, ps, pause, resume, kill, rm", async () => {
+    let r = await ctr(["run", "-d", ref, "t-bg", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await status("t-bg"), "RUNNING");
+    const got = await api.call("tasks", "Get", { container_id: "t-bg" });
+    const pid = got.process.pid;
+    assert.ok(pid > 0 && existsSync(`/proc/${pid}`), `pid ${pid} runs`);
+    assert.match(readFileSync(`/proc/${pid}/cmdline`, "utf8"), /^sleep\u0000600/);
+    r = await ctr(["tasks", "ps", "t-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.includes(String(pid)), r.stdout);
+
+    r = await ctr(["tasks", "pause", "t-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await status("t-bg"), "PAUSED");
+    await rejectsClass(api.call("tasks", "Delete", { container_id: "t-bg" }), "FailedPrecondition", /must be stopped/);
+    r = await ctr(["tasks", "resume", "t-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await status("t-bg"), "RUNNING");
+
+    // Wait, asked before the kill, answers with the exit the kill caused.
+    const waited = api.call("tasks", "Wait", { container_id: "t-bg" });
+    r = await ctr(["tasks", "kill", "-s", "SIGKILL", "t-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    const w = await waited;
+    assert.equal(w.exit_status, 137);
+    assert.equal(await status("t-bg"), "STOPPED");
+    assert.ok(!existsSync(`/proc/${pid}`) || !readFileSync(`/proc/${pid}/cmdline`, "utf8").startsWith("sleep"), "the process is gone");
+    await rejectsClass(api.call("tasks", "Kill", { container_id: "t-bg", signal: 9 }), "NotFound", /already finished/);
+    r = await ctr(["tasks", "rm", "t-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    await rejectsClass(api.call("tasks", "Get", { container_id: "t-bg" }), "NotFound");
+    r = await ctr(["containers", "rm", "t-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  test("ck tasks: start in the foreground (stdio, exit status), start -d, ls, ps, kill, rm", async () => {
+    const ck = (args: string[], input?: string) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args], {}, input);
+    let r = await ctr(["containers", "create", ref, "ck-fg", "--", "sh", "-c", "cat; echo to stderr >&2; exit 5"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck(["tasks", "start", "ck-fg"], "through ck's stdin\n");
+    assert.deepEqual([r.code, r.stdout, r.stderr], [5, "through ck's stdin\n", "to stderr\n"]);
+    await rejectsClass(api.call("tasks", "Get", { container_id: "ck-fg" }), "NotFound");
+
+    r = await ctr(["containers", "create", ref, "ck-bg", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck(["tasks", "start", "-d", "ck-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    const pid = Number(r.stdout.trim());
+    assert.ok(pid > 0 && existsSync(`/proc/${pid}`), r.stdout);
+    r = await ck(["tasks", "ls"]);
+    assert.match(r.stdout, new RegExp(`^TASK +PID +STATUS\n(.*\n)*ck-bg +${pid} +RUNNING\n`, "m"));
+    r = await ck(["tasks", "ps", "ck-bg"]);
+    assert.ok(r.stdout.split("\n").includes(String(pid)), r.stdout);
+    r = await ck(["tasks", "kill", "-s", "KILL", "ck-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await api.call("tasks", "Wait", { container_id: "ck-bg" })).exit_status, 137);
+    r = await ck(["tasks", "rm", "ck-bg"]);
+    assert.deepEqual([r.code, r.stderr], [0, "ck: task ck-bg exited with status 137\n"]);
+    r = await ck(["tasks", "kill", "-s", "NOPE", "ck-bg"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unknown signal "NOPE"/);
+    for (const id of ["ck-fg", "ck-bg"]) assert.equal((await ctr(["containers", "rm", id])).code, 0);
+  });
+
+  test("bad requests get the right class and append nothing", async () => {
+    let r = await ctr(["containers", "create", ref, "t-bad", "true"]);
+    assert.equal(r.code, 0, r.stderr);
+    const before = await log.lastSeq();
+    await rejectsClass(api.call("tasks", "Create", { container_id: "" }), "InvalidArgument", /container_id/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "no-such" }), "NotFound", /container "no-such"/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", terminal: true }), "NotImplemented", /terminal/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", stdout: "relative/path" }), "InvalidArgument", /stdout/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: [{ type: "", source: "x" }] }), "InvalidArgument", /rootfs\[0\]\.type/);
+    await rejectsClass(api.call("tasks", "Start", { container_id: "t-bad" }), "NotFound", /task "t-bad"/);
+    await rejectsClass(api.call("tasks", "Delete", { container_id: "t-bad" }), "NotFound");
+    await rejectsClass(api.call("tasks", "Kill", { container_id: "t-bad", signal: 15 }), "NotFound");
+    await rejectsClass(api.call("tasks", "Wait", { container_id: "t-bad" }), "NotFound");
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bad", exec_id: "e" }), "NotImplemented", /exec/);
+    assert.equal(await log.lastSeq(), before, "a refused call appended to the log");
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bad`), "no bundle left behind");
+
+    // Created, then created again: AlreadyExists; a created task that is never started is
+    // killed without a process (its exit recorded) and deleted.
+    const mounts = await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-bad" });
+    await api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts });
+    const created = await api.call("tasks", "Get", { container_id: "t-bad" });
+    assert.deepEqual([created.process.status, created.process.pid], [1, 0]);
+    const afterCreate = await log.lastSeq();
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "AlreadyExists");
+    assert.equal(await log.lastSeq(), afterCreate);
+    await api.call("tasks", "Kill", { container_id: "t-bad", signal: 15 });
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-bad" })).exit_status, 128 + 15);
+    await rejectsClass(api.call("tasks", "Start", { container_id: "t-bad" }), "FailedPrecondition", /stopped, not created/);
+    const del = await api.call("tasks", "Delete", { container_id: "t-bad" });
+    assert.equal(del.exit_status, 143);
+    r = await ctr(["containers", "rm", "t-bad"]);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  test("a task whose ckd was killed is stopped at the next start, exit status 255; the log replays to the same projection", async () => {
+    let r = await ctr(["run", "-d", ref, "t-orphan", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    const pid = (await api.call("tasks", "Get", { container_id: "t-orphan" })).process.pid;
+    api.close();
+    await daemon.kill9();
+    assert.ok(existsSync(`/proc/${pid}`), "the container outlived ckd");
+    await daemon.restart();
+    api = daemon.client(NS);
+    const task = (await api.call("tasks", "Get", { container_id: "t-orphan" })).process;
+    assert.deepEqual([task.status, task.exit_status], [3, 255]);
+    const deadline = Date.now() + 10_000;
+    while (existsSync(`/proc/${pid}`) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    assert.ok(!existsSync(`/proc/${pid}`), "the left-over container was stopped");
+    r = await ctr(["tasks", "rm", "t-orphan"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["containers", "rm", "t-orphan"]);
+    assert.equal(r.code, 0, r.stderr);
+
+    // A task running when ckd stops (SIGTERM) ends with it, its exit recorded.
+    r = await ctr(["run", "-d", ref, "t-stop", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    api.close();
+    await daemon.stop();
+    const v = await runNode(CK_REPLAY, ["verify", "--root", daemon.root]);
+    assert.equal(v.code, 0, v.stdout + v.stderr);
+    // The log says what ran when: t-exit as of its start, and as of its exit.
+    for (const [until, want] of [
+      [seqs.start, { status: "RUNNING", exit_status: 0 }],
+      [seqs.exit, { status: "STOPPED", exit_status: 3 }],
+    ] as const) {
+      const shown = await runNode(CK_REPLAY, ["show", "--root", daemon.root, "--namespace", NS, "--until", String(until)]);
+      assert.equal(shown.code, 0, shown.stderr);
+      const t = JSON.parse(shown.stdout).namespaces[0].tasks.find((x: { id: string }) => x.id === "t-exit");
+      assert.deepEqual({ status: t?.status, exit_status: t?.exit_status }, want);
+    }
+    await daemon.restart();
+    api = daemon.client(NS);
+    const stopped = (await api.call("tasks", "Get", { container_id: "t-stop" })).process;
+    assert.deepEqual([stopped.status, stopped.exit_status], [3, 137]);
+    r = await ctr(["tasks", "rm", "t-stop"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["containers", "rm", "t-stop"]);
+    assert.equal(r.code, 0, r.stderr);
+  });
+});

@@ -1,0 +1,105 @@
+// Given/when/then specifications of the tasks aggregate: pure decide functions folded with
+// evolve (what the projection holds after each event), no runc involved.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { decideCreateContainer } from "../../src/commands/containers.js";
+import { taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
+import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
+import { throwsClass } from "../helpers/errors.js";
+import { Given, T0 } from "../helpers/given.js";
+
+const NS = "ns";
+const io = { stdin: "/run/fifo/c1-stdin", stdout: "/run/fifo/c1-stdout", stderr: "", terminal: false };
+const create = (id = "c1"): CreateTask => ({ namespace: NS, container_id: id, bundle: `/var/lib/ck/tasks/${NS}/${id}`, rootfs: [], io });
+const exited = { seconds: 1_700_000_050, nanos: 7 };
+
+function givenContainer(id = "c1"): Given {
+  const g = new Given();
+  g.apply(
+    decideCreateContainer(
+      {
+        namespace: NS,
+        container: { id, labels: {}, image: "", runtime: { name: "io.containerd.runc.v2", options: null }, spec: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from("{}") }, snapshotter: "", snapshot_key: "", extensions: {} },
+        now: T0,
+      },
+      undefined,
+    ).event,
+  );
+  return g;
+}
+const task = (g: Given, id = "c1") => g.get<TaskRecord>(keys.task(NS, id));
+
+describe("tasks", () => {
+  test("create -> start -> exit -> delete: the record follows, each event containerd's", () => {
+    const g = givenContainer();
+    const d = taskHandlers.create(create())(g);
+    assert.equal(d.event?.typeName, TYPE.TaskCreate);
+    assert.equal(d.event?.topic, "/tasks/create");
+    g.apply(d.event);
+    assert.deepEqual(task(g), {
+      container_id: "c1",
+      bundle: "/var/lib/ck/tasks/ns/c1",
+      pid: 0,
+      status: "CREATED",
+      ...io,
+      exit_status: 0,
+      exited_at: { seconds: 0, nanos: 0 },
+      created_at: T0,
+    });
+    g.run(taskHandlers.start({ namespace: NS, container_id: "c1", pid: 4242 }));
+    assert.deepEqual([task(g)?.status, task(g)?.pid], ["RUNNING", 4242]);
+    assert.equal(g.run(taskHandlers.exit({ namespace: NS, container_id: "c1", pid: 4242, exit_status: 3, exited_at: exited })), true);
+    assert.deepEqual([task(g)?.status, task(g)?.exit_status, task(g)?.exited_at], ["STOPPED", 3, exited]);
+    const del = taskHandlers.delete({ namespace: NS, container_id: "c1" })(g);
+    assert.deepEqual(del.event?.payload, { container_id: "c1", id: "c1", pid: 4242, exit_status: 3, exited_at: exited });
+    g.apply(del.event);
+    assert.equal(task(g), undefined);
+  });
+
+  test("an exit is recorded once; an exit of a task that is gone records nothing", () => {
+    const g = givenContainer();
+    g.run(taskHandlers.create(create()));
+    g.run(taskHandlers.start({ namespace: NS, container_id: "c1", pid: 7 }));
+    assert.equal(g.run(taskHandlers.exit({ namespace: NS, container_id: "c1", pid: 7, exit_status: 137, exited_at: exited })), true);
+    const again = taskHandlers.exit({ namespace: NS, container_id: "c1", pid: 7, exit_status: 255, exited_at: exited })(g);
+    assert.deepEqual(again, { result: false });
+    assert.equal(task(g)?.exit_status, 137);
+    assert.deepEqual(taskHandlers.exit({ namespace: NS, container_id: "none", pid: 1, exit_status: 1, exited_at: exited })(g), { result: false });
+  });
+
+  test("pause and resume move RUNNING <-> PAUSED; anything else is FailedPrecondition", () => {
+    const g = givenContainer();
+    g.run(taskHandlers.create(create()));
+    throwsClass(() => taskHandlers.pause({ namespace: NS, container_id: "c1" })(g), "FailedPrecondition", /created, not running/);
+    g.run(taskHandlers.start({ namespace: NS, container_id: "c1", pid: 9 }));
+    throwsClass(() => taskHandlers.resume({ namespace: NS, container_id: "c1" })(g), "FailedPrecondition", /running, not paused/);
+    g.run(taskHandlers.pause({ namespace: NS, container_id: "c1" }));
+    assert.equal(task(g)?.status, "PAUSED");
+    throwsClass(() => taskHandlers.delete({ namespace: NS, container_id: "c1" })(g), "FailedPrecondition", /must be stopped before deletion: paused/);
+    g.run(taskHandlers.resume({ namespace: NS, container_id: "c1" }));
+    assert.equal(task(g)?.status, "RUNNING");
+    throwsClass(() => taskHandlers.delete({ namespace: NS, container_id: "c1" })(g), "FailedPrecondition", /must be stopped before deletion: running/);
+    throwsClass(() => taskHandlers.start({ namespace: NS, container_id: "c1", pid: 10 })(g), "FailedPrecondition", /running, not created/);
+  });
+
+  test("a created task that never started may be deleted", () => {
+    const g = givenContainer();
+    g.run(taskHandlers.create(create()));
+    const rec = g.run(taskHandlers.delete({ namespace: NS, container_id: "c1" }));
+    assert.deepEqual([rec.status, rec.pid], ["CREATED", 0]);
+    assert.equal(task(g), undefined);
+  });
+
+  test("bad requests: no container (NotFound), a second task (AlreadyExists), bad ids and a relative bundle (InvalidArgument)", () => {
+    const g = givenContainer();
+    throwsClass(() => taskHandlers.create(create("other"))(g), "NotFound", /container "other"/);
+    g.run(taskHandlers.create(create()));
+    throwsClass(() => taskHandlers.create(create())(g), "AlreadyExists", /task "c1"/);
+    throwsClass(() => taskHandlers.create({ ...create(), container_id: "" })(g), "InvalidArgument", /container_id must be set/);
+    throwsClass(() => taskHandlers.create({ ...create(), container_id: "a/b" })(g), "InvalidArgument", /container_id/);
+    const g2 = givenContainer("c2");
+    throwsClass(() => taskHandlers.create({ ...create("c2"), bundle: "tasks/c2" })(g2), "InvalidArgument", /must be absolute/);
+    throwsClass(() => taskHandlers.start({ namespace: NS, container_id: "c2", pid: 1 })(g2), "NotFound", /task "c2"/);
+    throwsClass(() => taskHandlers.delete({ namespace: NS, container_id: "c2" })(g2), "NotFound", /task "c2"/);
+  });
+});
