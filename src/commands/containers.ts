@@ -1,11 +1,12 @@
 // The containers aggregate: create, update under a field mask (labels, extensions, spec, image,
 // snapshotkey; runtime and snapshotter are immutable), delete. decide* are pure.
-import { alreadyExists, invalidArgument, notFound } from "../errdefs/errdefs.js";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../errdefs/errdefs.js";
 import {
   containerRecord,
   keys,
   TYPE,
   type ContainerRecord,
+  type TaskRecord,
   type Timestamp,
 } from "../projections/views.js";
 import { validateIdentifier, validateLabels, validateFieldMask, CONTAINER_FIELD_MASK } from "./validation.js";
@@ -96,9 +97,11 @@ export function decideUpdateContainer(cmd: UpdateContainer, current: ContainerRe
   return { event: containerEvent(cmd.namespace, "/containers/update", TYPE.ContainerUpdate, rec), result: rec };
 }
 
-export function decideDeleteContainer(cmd: DeleteContainer, current: ContainerRecord | undefined): Decision<void> {
+/** `task`: the container's task, if it has one: its rootfs is the container's snapshot. */
+export function decideDeleteContainer(cmd: DeleteContainer, current: ContainerRecord | undefined, task?: TaskRecord): Decision<void> {
   validateIdentifier("container.ID", cmd.id);
   if (!current) throw notFound(`container "${cmd.id}"`);
+  if (task) throw failedPrecondition(`container "${cmd.id}" has a ${task.status.toLowerCase()} task: delete the task first`);
   return {
     event: { namespace: cmd.namespace, topic: "/containers/delete", typeName: TYPE.ContainerDelete, payload: { id: cmd.id } },
     result: undefined,
@@ -114,5 +117,5 @@ export const containerHandlers = {
   update: (cmd: UpdateContainer) => (view: StateView) =>
     decideUpdateContainer(cmd, currentContainer(view, cmd.namespace, cmd.container.id)),
   delete: (cmd: DeleteContainer) => (view: StateView) =>
-    decideDeleteContainer(cmd, currentContainer(view, cmd.namespace, cmd.id)),
+    decideDeleteContainer(cmd, currentContainer(view, cmd.namespace, cmd.id), cmd.id.includes("\u0000") ? undefined : view.get<TaskRecord>(keys.task(cmd.namespace, cmd.id))),
 };

@@ -215,6 +215,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.deepEqual([created.process.status, created.process.pid], [1, 0]);
     const afterCreate = await log.lastSeq();
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "AlreadyExists");
+    await rejectsClass(api.call("containers", "Delete", { id: "t-bad" }), "FailedPrecondition", /created task: delete the task first/);
     assert.equal(await log.lastSeq(), afterCreate);
     await api.call("tasks", "Kill", { container_id: "t-bad", signal: 15 });
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-bad" })).exit_status, 128 + 15);

@@ -2,7 +2,7 @@
 // evolve (what the projection holds after each event), no runc involved.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { decideCreateContainer } from "../../src/commands/containers.js";
+import { containerHandlers, decideCreateContainer } from "../../src/commands/containers.js";
 import { taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
@@ -80,6 +80,15 @@ describe("tasks", () => {
     assert.equal(task(g)?.status, "RUNNING");
     throwsClass(() => taskHandlers.delete({ namespace: NS, container_id: "c1" })(g), "FailedPrecondition", /must be stopped before deletion: running/);
     throwsClass(() => taskHandlers.start({ namespace: NS, container_id: "c1", pid: 10 })(g), "FailedPrecondition", /running, not created/);
+  });
+
+  test("a container with a task cannot be deleted until the task is", () => {
+    const g = givenContainer();
+    g.run(taskHandlers.create(create()));
+    throwsClass(() => containerHandlers.delete({ namespace: NS, id: "c1" })(g), "FailedPrecondition", /has a created task: delete the task first/);
+    g.run(taskHandlers.delete({ namespace: NS, container_id: "c1" }));
+    g.run(containerHandlers.delete({ namespace: NS, id: "c1" }));
+    assert.equal(g.get(keys.container(NS, "c1")), undefined);
   });
 
   test("a created task that never started may be deleted", () => {
