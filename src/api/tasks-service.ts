@@ -7,8 +7,8 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { failedPrecondition, invalidArgument, isClass, notFound, notImplemented } from "../errdefs/errdefs.js";
-import type { Sequencer } from "../commands/sequencer.js";
-import { checkCreateTask, checkDeleteTask, existingTask, taskHandlers, validateTaskId } from "../commands/tasks.js";
+import type { Decide, Sequencer } from "../commands/sequencer.js";
+import { checkCreateTask, checkDeleteTask, existingTask, requireStatus, taskHandlers, validateTaskId } from "../commands/tasks.js";
 import type { Queries } from "../projections/queries.js";
 import type { TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
 import type { RuncRuntime } from "../runtime/runc.js";
@@ -24,6 +24,8 @@ export interface TasksDeps {
 
 /** containerd.v1.types.Status */
 const STATUS: Record<TaskStatus, number> = { CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4 };
+/** Signals whose default action ends a process (what Kill of a never-started task honours). */
+const TERMINATING = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31]);
 /** The exit status containerd reports when a task's process was lost (its shim gone). */
 export const LOST_EXIT_STATUS = 255;
 
@@ -69,6 +71,8 @@ export class Tasks {
   private readonly waiters = new Map<string, Array<() => void>>();
   /** Exits being recorded (stop waits for them). */
   private readonly recording = new Set<Promise<void>>();
+  /** Per task: the request that changes it now (see serial). */
+  private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(private readonly d: TasksDeps) {}
 
@@ -89,27 +93,30 @@ export class Tasks {
         if (req.terminal) throw notImplemented(`task "${id}": a terminal (ctr -t) is not supported by ck's runtime yet`);
         const io = { stdin: ioPath("stdin", req.stdin), stdout: ioPath("stdout", req.stdout), stderr: ioPath("stderr", req.stderr), terminal: false };
         const rootfs = mounts(req.rootfs);
-        const container = checkCreateTask(id, await d.queries.getContainer(ns, id).catch(() => undefined), await d.queries.findTask(ns, id));
-        if (!container.spec?.value?.length) throw invalidArgument(`container "${id}" has no spec`);
-        const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs);
-        try {
-          d.runtime.openIo(ns, id, io);
-          await d.sequencer.submit(taskHandlers.create({ namespace: ns, container_id: id, bundle, rootfs, io }));
-        } catch (err) {
-          await d.runtime.cleanup(ns, id).catch(() => undefined);
-          throw err;
-        }
-        return { container_id: id, pid: 0 };
+        return this.serial(ns, id, async () => {
+          const container = checkCreateTask(id, await d.queries.getContainer(ns, id).catch(() => undefined), await d.queries.findTask(ns, id));
+          if (!container.spec?.value?.length) throw invalidArgument(`container "${id}" has no spec`);
+          const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs);
+          try {
+            d.runtime.openIo(ns, id, io);
+            await d.sequencer.submit(taskHandlers.create({ namespace: ns, container_id: id, bundle, rootfs, io }));
+          } catch (err) {
+            await d.runtime.cleanup(ns, id).catch((e) => d.logger.warn({ err: e, namespace: ns, id }, "a refused task's bundle was not removed"));
+            throw err;
+          }
+          return { container_id: id, pid: 0 };
+        });
       }),
 
       Start: unary(async (call) => {
         const ns = namespaceOf(call);
         noExec(call.request);
         const id: string = call.request.container_id ?? "";
-        const task = existingTask(id, await d.queries.findTask(ns, id));
-        if (task.status !== "CREATED") throw failedPrecondition(`task "${id}" is ${task.status.toLowerCase()}, not created`);
-        this.owned(task);
-        return { pid: await this.start(ns, task) };
+        return this.serial(ns, id, async () => {
+          const task = requireStatus(existingTask(id, await d.queries.findTask(ns, id)), "CREATED");
+          this.owned(task);
+          return { pid: await this.start(ns, task) };
+        });
       }),
 
       Wait: unary(async (call) => {
@@ -147,51 +154,38 @@ export class Tasks {
         const id: string = call.request.container_id ?? "";
         const signal = Number(call.request.signal ?? 0);
         if (!Number.isInteger(signal) || signal < 0 || signal > 64) throw invalidArgument(`signal ${signal} is not a signal number`);
-        const task = existingTask(id, await d.queries.findTask(ns, id));
-        if (task.status === "STOPPED") throw notFound(`task "${id}": process already finished`);
-        this.owned(task);
-        if (task.status === "CREATED") {
-          // Never started: there is no process to signal. A signal that ends a process ends it.
-          if (signal === 0) return {};
-          await this.recordExit(ns, id, 0, 128 + signal, new Date());
+        return this.serial(ns, id, async () => {
+          const task = existingTask(id, await d.queries.findTask(ns, id));
+          if (task.status === "STOPPED") throw notFound(`task "${id}": process already finished`);
+          this.owned(task);
+          if (task.status === "CREATED") {
+            // Never started: there is no process to signal. A signal that would end a process
+            // ends the task, recorded before this answers; any other changes nothing.
+            if (!TERMINATING.has(signal)) return {};
+            await d.sequencer.submit(taskHandlers.exit({ namespace: ns, container_id: id, pid: 0, exit_status: 128 + signal, exited_at: ts(new Date()) }));
+            this.wake(ns, id);
+            return {};
+          }
+          await d.runtime.kill(ns, id, signal, call.request.all === true);
           return {};
-        }
-        await d.runtime.kill(ns, id, signal, call.request.all === true);
-        return {};
+        });
       }),
 
       Delete: unary(async (call) => {
         const ns = namespaceOf(call);
         const id: string = call.request.container_id ?? "";
-        const task = checkDeleteTask(id, await d.queries.findTask(ns, id));
-        this.owned(task);
-        await d.runtime.cleanup(ns, id);
-        const deleted = await d.sequencer.submit(taskHandlers.delete({ namespace: ns, container_id: id }));
-        this.wake(ns, id);
-        return { id, pid: deleted.pid, exit_status: deleted.exit_status, exited_at: deleted.exited_at };
+        return this.serial(ns, id, async () => {
+          const task = checkDeleteTask(id, await d.queries.findTask(ns, id));
+          this.owned(task);
+          await d.runtime.cleanup(ns, id);
+          const deleted = await d.sequencer.submit(taskHandlers.delete({ namespace: ns, container_id: id }));
+          this.wake(ns, id);
+          return { id, pid: deleted.pid, exit_status: deleted.exit_status, exited_at: deleted.exited_at };
+        });
       }),
 
-      Pause: unary(async (call) => {
-        const ns = namespaceOf(call);
-        const id: string = call.request.container_id ?? "";
-        const task = existingTask(id, await d.queries.findTask(ns, id));
-        if (task.status !== "RUNNING") throw failedPrecondition(`task "${id}" is ${task.status.toLowerCase()}, not running`);
-        this.owned(task);
-        await d.runtime.pause(ns, id);
-        await d.sequencer.submit(taskHandlers.pause({ namespace: ns, container_id: id }));
-        return {};
-      }),
-
-      Resume: unary(async (call) => {
-        const ns = namespaceOf(call);
-        const id: string = call.request.container_id ?? "";
-        const task = existingTask(id, await d.queries.findTask(ns, id));
-        if (task.status !== "PAUSED") throw failedPrecondition(`task "${id}" is ${task.status.toLowerCase()}, not paused`);
-        this.owned(task);
-        await d.runtime.resume(ns, id);
-        await d.sequencer.submit(taskHandlers.resume({ namespace: ns, container_id: id }));
-        return {};
-      }),
+      Pause: this.transition("RUNNING", (ns, id) => d.runtime.pause(ns, id), taskHandlers.pause),
+      Resume: this.transition("PAUSED", (ns, id) => d.runtime.resume(ns, id), taskHandlers.resume),
 
       ListPids: unary(async (call) => {
         const ns = namespaceOf(call);
@@ -219,6 +213,40 @@ export class Tasks {
       Update: unsupported("Update", "changing a running task's resources is not supported by ck's runtime yet"),
       Metrics: unsupported("Metrics", "task metrics are not collected by ck's runtime yet"),
     };
+  }
+
+  /** Pause and Resume: the runtime's change, then its event, from the state `from` only. */
+  private transition(
+    from: TaskStatus,
+    change: (ns: string, id: string) => Promise<void>,
+    handler: (cmd: { namespace: string; container_id: string }) => Decide<void>,
+  ): grpc.handleUnaryCall<any, any> {
+    return unary(async (call) => {
+      const ns = namespaceOf(call);
+      const id: string = call.request.container_id ?? "";
+      return this.serial(ns, id, async () => {
+        this.owned(requireStatus(existingTask(id, await this.d.queries.findTask(ns, id)), from));
+        await change(ns, id);
+        await this.d.sequencer.submit(handler({ namespace: ns, container_id: id }));
+        return {};
+      });
+    });
+  }
+
+  /**
+   * Runs requests that change one task one after another (two Starts, a Delete racing a
+   * Start or another Delete): each sees what the one before it left, in the runtime and the
+   * projection alike.
+   */
+  private serial<T>(ns: string, id: string, fn: () => Promise<T>): Promise<T> {
+    const key = `${ns}/${id}`;
+    const run = (this.locks.get(key) ?? Promise.resolve()).then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.locks.set(key, tail);
+    void tail.then(() => {
+      if (this.locks.get(key) === tail) this.locks.delete(key);
+    });
+    return run;
   }
 
   /** A task made by another ckd (on the same log) is that ckd's to run. */
@@ -298,6 +326,11 @@ export class Tasks {
    * recorded as containerd records a task whose shim is gone (status 255).
    */
   async reconcile(): Promise<number> {
+    // A bundle without a task record: made by a Create whose ckd died before recording it.
+    for (const [ns, id] of await this.d.runtime.bundles()) {
+      if (await this.d.queries.findTask(ns, id)) continue;
+      await this.d.runtime.cleanup(ns, id).catch((err) => this.d.logger.warn({ err, namespace: ns, id }, "a left-over bundle was not removed"));
+    }
     let n = 0;
     for (const { name } of await this.d.queries.listNamespaces()) {
       for (const task of this.d.queries.listTasks(name)) {

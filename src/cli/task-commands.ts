@@ -102,6 +102,8 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
             void api.call("tasks", "CloseIO", { container_id: id, stdin: true }).catch(() => undefined);
           });
           const waited = api.call("tasks", "Wait", { container_id: id });
+          // A failed Start deletes the task, which ends this Wait with NotFound: not the error to show.
+          waited.catch(() => undefined);
           try {
             await api.call("tasks", "Start", { container_id: id });
           } catch (err) {

@@ -3,7 +3,7 @@
 // recorded here as containerd's own task events, so the log says when each task started, how
 // it exited and when it went. decide* are pure; the handlers load and call.
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../errdefs/errdefs.js";
-import { keys, TYPE, type ContainerRecord, type TaskRecord, type Timestamp } from "../projections/views.js";
+import { keys, TYPE, type ContainerRecord, type TaskRecord, type TaskStatus, type Timestamp } from "../projections/views.js";
 import type { Mount } from "../snapshots/types.js";
 import { validateIdentifier } from "./validation.js";
 import type { Decision, StateView } from "./sequencer.js";
@@ -57,12 +57,7 @@ export function decideCreateTask(cmd: CreateTask, container: ContainerRecord | u
   checkCreateTask(cmd.container_id, container, current);
   if (!cmd.bundle.startsWith("/")) throw invalidArgument(`bundle ${JSON.stringify(cmd.bundle)} must be absolute`);
   return {
-    event: {
-      namespace: cmd.namespace,
-      topic: "/tasks/create",
-      typeName: TYPE.TaskCreate,
-      payload: { container_id: cmd.container_id, bundle: cmd.bundle, rootfs: cmd.rootfs, io: cmd.io, pid: 0 },
-    },
+    event: event(cmd.namespace, "/tasks/create", TYPE.TaskCreate, { container_id: cmd.container_id, bundle: cmd.bundle, rootfs: cmd.rootfs, io: cmd.io, pid: 0 }),
     result: undefined,
   };
 }
@@ -74,39 +69,43 @@ export function existingTask(id: string, current: TaskRecord | undefined): TaskR
   return current;
 }
 
-export function decideStartTask(cmd: StartTask, current: TaskRecord | undefined): Decision<void> {
-  const task = existingTask(cmd.container_id, current);
-  if (task.status !== "CREATED") throw failedPrecondition(`task "${cmd.container_id}" is ${task.status.toLowerCase()}, not created`);
-  return {
-    event: { namespace: cmd.namespace, topic: "/tasks/start", typeName: TYPE.TaskStart, payload: { container_id: cmd.container_id, pid: cmd.pid } },
-    result: undefined,
-  };
+/** The task when it is in state `want`, else FailedPrecondition saying what it is. */
+export function requireStatus(task: TaskRecord, want: TaskStatus): TaskRecord {
+  if (task.status !== want) throw failedPrecondition(`task "${task.container_id}" is ${task.status.toLowerCase()}, not ${want.toLowerCase()}`);
+  return task;
 }
 
-/** An exit is recorded once: a task already stopped (or gone) gives no event. */
+function event(namespace: string, topic: string, typeName: string, payload: Record<string, unknown>) {
+  return { namespace, topic, typeName, payload };
+}
+
+/** What /tasks/exit and /tasks/delete say of the process's end. */
+function ending(id: string, pid: number, exit_status: number, exited_at: Timestamp) {
+  return { container_id: id, id, pid, exit_status, exited_at };
+}
+
+export function decideStartTask(cmd: StartTask, current: TaskRecord | undefined): Decision<void> {
+  requireStatus(existingTask(cmd.container_id, current), "CREATED");
+  return { event: event(cmd.namespace, "/tasks/start", TYPE.TaskStart, { container_id: cmd.container_id, pid: cmd.pid }), result: undefined };
+}
+
+/**
+ * An exit is recorded once, and only for the process it is of: a task already stopped, gone,
+ * or started since as another process (another pid) gives no event.
+ */
 export function decideTaskExit(cmd: TaskExited, current: TaskRecord | undefined): Decision<boolean> {
-  if (!current || current.status === "STOPPED") return { result: false };
-  return {
-    event: {
-      namespace: cmd.namespace,
-      topic: "/tasks/exit",
-      typeName: TYPE.TaskExit,
-      payload: { container_id: cmd.container_id, id: cmd.container_id, pid: cmd.pid, exit_status: cmd.exit_status, exited_at: cmd.exited_at },
-    },
-    result: true,
-  };
+  if (!current || current.status === "STOPPED" || current.pid !== cmd.pid) return { result: false };
+  return { event: event(cmd.namespace, "/tasks/exit", TYPE.TaskExit, ending(cmd.container_id, cmd.pid, cmd.exit_status, cmd.exited_at)), result: true };
 }
 
 export function decidePauseTask(cmd: TaskRef, current: TaskRecord | undefined): Decision<void> {
-  const task = existingTask(cmd.container_id, current);
-  if (task.status !== "RUNNING") throw failedPrecondition(`task "${cmd.container_id}" is ${task.status.toLowerCase()}, not running`);
-  return { event: { namespace: cmd.namespace, topic: "/tasks/paused", typeName: TYPE.TaskPaused, payload: { container_id: cmd.container_id } }, result: undefined };
+  requireStatus(existingTask(cmd.container_id, current), "RUNNING");
+  return { event: event(cmd.namespace, "/tasks/paused", TYPE.TaskPaused, { container_id: cmd.container_id }), result: undefined };
 }
 
 export function decideResumeTask(cmd: TaskRef, current: TaskRecord | undefined): Decision<void> {
-  const task = existingTask(cmd.container_id, current);
-  if (task.status !== "PAUSED") throw failedPrecondition(`task "${cmd.container_id}" is ${task.status.toLowerCase()}, not paused`);
-  return { event: { namespace: cmd.namespace, topic: "/tasks/resumed", typeName: TYPE.TaskResumed, payload: { container_id: cmd.container_id } }, result: undefined };
+  requireStatus(existingTask(cmd.container_id, current), "PAUSED");
+  return { event: event(cmd.namespace, "/tasks/resumed", TYPE.TaskResumed, { container_id: cmd.container_id }), result: undefined };
 }
 
 /** Deleting needs a task that is not running: stopped, or created and never started. */
@@ -120,15 +119,7 @@ export function checkDeleteTask(id: string, current: TaskRecord | undefined): Ta
 
 export function decideDeleteTask(cmd: TaskRef, current: TaskRecord | undefined): Decision<TaskRecord> {
   const task = checkDeleteTask(cmd.container_id, current);
-  return {
-    event: {
-      namespace: cmd.namespace,
-      topic: "/tasks/delete",
-      typeName: TYPE.TaskDelete,
-      payload: { container_id: cmd.container_id, id: cmd.container_id, pid: task.pid, exit_status: task.exit_status, exited_at: task.exited_at },
-    },
-    result: task,
-  };
+  return { event: event(cmd.namespace, "/tasks/delete", TYPE.TaskDelete, ending(cmd.container_id, task.pid, task.exit_status, task.exited_at)), result: task };
 }
 
 const currentTask = (view: StateView, ns: string, id: string) => (id.includes("\u0000") ? undefined : view.get<TaskRecord>(keys.task(ns, id)));

@@ -7,7 +7,7 @@
 //   runc/<namespace>/              runc's state directory (`runc --root`), one per namespace
 //                                  as containerd's, so ids need only be unique in a namespace
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsc, promises as fs, openSync, closeSync } from "node:fs";
+import { constants as fsc, promises as fs, openSync, closeSync, fstatSync, mkdirSync } from "node:fs";
 import net from "node:net";
 import { PassThrough } from "node:stream";
 import path from "node:path";
@@ -58,11 +58,15 @@ export class RuncRuntime {
   private readonly running = new Map<string, Running>();
   private readonly ios = new Map<string, TaskIoHandles>();
 
+  /** ckd's root (absolute): bundles and runc's state live under it. */
+  readonly root: string;
+
   constructor(
-    /** ckd's root: bundles and runc's state live under it. */
-    readonly root: string,
+    root: string,
     readonly runc = "runc",
-  ) {}
+  ) {
+    this.root = path.resolve(root);
+  }
 
   bundleDir(ns: string, id: string): string {
     return path.join(this.root, "tasks", ns, id);
@@ -93,9 +97,10 @@ export class RuncRuntime {
       throw invalidArgument(`container "${id}": spec.process.args must name the program to run`);
     }
     const bundle = this.bundleDir(ns, id);
-    await fs.mkdir(path.dirname(bundle), { recursive: true, mode: 0o711 });
+    // 0700: the bundle exposes the rootfs (setuid binaries among it) and the spec (its env).
+    await fs.mkdir(path.dirname(bundle), { recursive: true, mode: 0o700 });
     try {
-      await fs.mkdir(bundle, { mode: 0o711 });
+      await fs.mkdir(bundle, { mode: 0o700 });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EEXIST") throw failedPrecondition(`bundle ${bundle} exists: a task of "${id}" was not cleaned up`);
       throw err;
@@ -104,7 +109,7 @@ export class RuncRuntime {
       await fs.writeFile(path.join(bundle, "config.json"), spec);
       if (rootfs.length > 0) {
         const target = path.join(bundle, "rootfs");
-        await fs.mkdir(target, { mode: 0o711 });
+        await fs.mkdir(target, { mode: 0o700 });
         await mountAll(rootfs, target);
       }
     } catch (err) {
@@ -171,7 +176,8 @@ export class RuncRuntime {
     if (!io) throw failedPrecondition(`task "${id}" has no stdio here: it was created by an earlier ckd`);
     const bundle = this.bundleDir(ns, id);
     const pidFile = path.join(bundle, "init.pid");
-    await fs.mkdir(this.runcRoot(ns), { recursive: true, mode: 0o700 });
+    // Synchronously from the check to the spawn: no second Start, no Delete in between.
+    mkdirSync(this.runcRoot(ns), { recursive: true, mode: 0o700 });
     const child = spawn(this.runc, ["--root", this.runcRoot(ns), "run", "--bundle", bundle, "--pid-file", pidFile, id], {
       stdio: [io.stdin ? "pipe" : "ignore", io.out ?? "ignore", io.err ?? "pipe"],
       // Its own process group: a ^C meant for ckd is not the container's.
@@ -187,18 +193,30 @@ export class RuncRuntime {
       io.stdin.buffered.pipe(child.stdin);
       releaseHolder(io.stdin);
     }
+    const running: Running = { child };
     const exited = new Promise<Exit>((resolve) => {
       child.once("exit", (code, signal) => {
-        this.running.delete(key);
-        this.closeIoHandles(key);
+        // Only what is still this start's: a later task of the same id has its own.
+        if (this.running.get(key) === running) {
+          this.running.delete(key);
+          if (this.ios.get(key) === io) this.closeIoHandles(key);
+        }
         resolve({ status: code ?? 128 + (signal ? signalNumber(signal) : 127), at: new Date() });
       });
     });
     const spawnFailed = new Promise<never>((_, reject) => child.once("error", (e) => reject(unavailable(`runc: ${e.message}`))));
-    this.running.set(key, { child });
-    const pid = await Promise.race([waitForPid(pidFile, exited), spawnFailed]).catch((e) => {
-      this.running.delete(key);
-      this.closeIoHandles(key);
+    this.running.set(key, running);
+    const pid = await Promise.race([waitForPid(pidFile, exited), spawnFailed]).catch(async (e) => {
+      // No pid in time: nothing of it may run on unrecorded.
+      if (child.exitCode === null && child.signalCode === null && child.pid) {
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {
+          // gone already
+        }
+        await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
+        await exited;
+      }
       throw e;
     });
     if (pid === undefined) {
@@ -260,10 +278,17 @@ export class RuncRuntime {
     await unmountAll(rootfs).catch((err) => {
       throw unavailable(`task "${id}": ${(err as Error).message}`);
     });
-    await fs.rmdir(rootfs).catch((err) => {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    });
-    await fs.rm(bundle, { recursive: true, force: true });
+    await removeBundle(bundle);
+  }
+
+  /** Every bundle directory under this runtime's root, as [namespace, id]. */
+  async bundles(): Promise<Array<[string, string]>> {
+    const out: Array<[string, string]> = [];
+    const top = path.join(this.root, "tasks");
+    for (const ns of await fs.readdir(top).catch(() => [] as string[])) {
+      for (const id of await fs.readdir(path.join(top, ns)).catch(() => [] as string[])) out.push([ns, id]);
+    }
+    return out;
   }
 
   /** Stops what a task's runc container left running (its ckd gone); the bundle stays for Delete. */
@@ -287,6 +312,32 @@ export class RuncRuntime {
   }
 }
 
+/**
+ * Removes a bundle whose rootfs is unmounted: the files ck put there, then the directories,
+ * each with rmdir, never recursively, so nothing can delete through a mount that stayed.
+ */
+async function removeBundle(bundle: string): Promise<void> {
+  try {
+    await removeBundleFiles(bundle);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOTEMPTY") throw failedPrecondition(`bundle ${bundle} holds files ck did not put there; not removed`);
+    throw err;
+  }
+}
+
+async function removeBundleFiles(bundle: string): Promise<void> {
+  for (const f of ["config.json", "init.pid"]) {
+    await fs.unlink(path.join(bundle, f)).catch((err) => {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    });
+  }
+  for (const d of [path.join(bundle, "rootfs"), bundle]) {
+    await fs.rmdir(d).catch((err) => {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    });
+  }
+}
+
 function releaseHolder(stdin: TaskStdin): void {
   if (stdin.holder === undefined) return;
   closeSync(stdin.holder);
@@ -306,6 +357,11 @@ function openOutput(p: string, fds: number[]): number | undefined {
     if (!path.isAbsolute(p)) throw invalidArgument(`io path ${JSON.stringify(p)} must be absolute`);
     // Read-write: a FIFO opens without waiting for a reader and never fails for lack of one.
     fd = openWithContext(p, fsc.O_RDWR);
+    if (!fstatSync(fd).isFIFO()) {
+      // A plain file is appended to, as containerd does.
+      closeSync(fd);
+      fd = openWithContext(p, fsc.O_WRONLY | fsc.O_APPEND);
+    }
   }
   fds.push(fd);
   return fd;

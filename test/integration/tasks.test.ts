@@ -3,7 +3,10 @@
 // requests get (and that they append nothing), and a task whose ckd was killed.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, existsSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { readFileSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
 import { startRegistry, buildImage } from "../helpers/registry.js";
@@ -133,6 +136,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const pid = got.process.pid;
     assert.ok(pid > 0 && existsSync(`/proc/${pid}`), `pid ${pid} runs`);
     assert.match(readFileSync(`/proc/${pid}/cmdline`, "utf8"), /^sleep\u0000600/);
+    // The bundle shows the rootfs and the spec: root's alone.
+    assert.equal(statSync(`${daemon.root}/tasks/${NS}/t-bg`).mode & 0o777, 0o700);
     r = await ctr(["tasks", "ps", "t-bg"]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(r.stdout.includes(String(pid)), r.stdout);
@@ -190,6 +195,26 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     for (const id of ["ck-fg", "ck-bg"]) assert.equal((await ctr(["containers", "rm", id])).code, 0);
   });
 
+  test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
+    let r = await ctr(["containers", "create", ref, "t-race", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    const mounts = (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-race" })).mounts;
+    await api.call("tasks", "Create", { container_id: "t-race", rootfs: mounts });
+    const starts = await Promise.allSettled([0, 1].map(() => api.call("tasks", "Start", { container_id: "t-race" })));
+    assert.deepEqual(starts.map((x) => x.status).sort(), ["fulfilled", "rejected"]);
+    const lost = starts.find((x) => x.status === "rejected") as PromiseRejectedResult;
+    assert.match(String(lost.reason?.message), /running, not created/);
+    const pid = (starts.find((x) => x.status === "fulfilled") as PromiseFulfilledResult<any>).value.pid;
+    assert.equal((await api.call("tasks", "Get", { container_id: "t-race" })).process.pid, pid);
+    assert.ok(existsSync(`/proc/${pid}`));
+    await api.call("tasks", "Kill", { container_id: "t-race", signal: 9 });
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-race" })).exit_status, 137);
+    const deletes = await Promise.allSettled([0, 1].map(() => api.call("tasks", "Delete", { container_id: "t-race" })));
+    assert.deepEqual(deletes.map((x) => x.status).sort(), ["fulfilled", "rejected"]);
+    r = await ctr(["containers", "rm", "t-race"]);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
   test("bad requests get the right class and append nothing", async () => {
     let r = await ctr(["containers", "create", ref, "t-bad", "true"]);
     assert.equal(r.code, 0, r.stderr);
@@ -202,6 +227,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "Start", { container_id: "t-bad" }), "NotFound", /task "t-bad"/);
     await rejectsClass(api.call("tasks", "Delete", { container_id: "t-bad" }), "NotFound");
     await rejectsClass(api.call("tasks", "Kill", { container_id: "t-bad", signal: 15 }), "NotFound");
+    await rejectsClass(api.call("tasks", "Kill", { container_id: "t-bad", signal: 99 }), "InvalidArgument", /signal 99/);
+    await rejectsClass(api.call("tasks", "Pause", { container_id: "t-bad" }), "NotFound");
     await rejectsClass(api.call("tasks", "Wait", { container_id: "t-bad" }), "NotFound");
     await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bad", exec_id: "e" }), "NotImplemented", /exec/);
     assert.equal(await log.lastSeq(), before, "a refused call appended to the log");
@@ -233,7 +260,17 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     api.close();
     await daemon.kill9();
     assert.ok(existsSync(`/proc/${pid}`), "the container outlived ckd");
+    // A bundle with its rootfs mounted and no task record, as a Create cut short by the kill leaves.
+    const ghost = `${daemon.root}/tasks/${NS}/ghost`;
+    const lower = mkdtempSync(join(tmpdir(), "ck-ghost-"));
+    writeFileSync(join(lower, "keep"), "not to be deleted\n");
+    mkdirSync(`${ghost}/rootfs`, { recursive: true });
+    writeFileSync(`${ghost}/config.json`, "{}");
+    execFileSync("mount", ["--bind", lower, `${ghost}/rootfs`]);
     await daemon.restart();
+    assert.ok(!existsSync(ghost), "the left-over bundle was removed");
+    assert.equal(readFileSync(join(lower, "keep"), "utf8"), "not to be deleted\n", "through an unmount, never into the mount");
+    rmSync(lower, { recursive: true, force: true });
     api = daemon.client(NS);
     const task = (await api.call("tasks", "Get", { container_id: "t-orphan" })).process;
     assert.deepEqual([task.status, task.exit_status], [3, 255]);

@@ -65,6 +65,12 @@ describe("tasks", () => {
     assert.deepEqual(again, { result: false });
     assert.equal(task(g)?.exit_status, 137);
     assert.deepEqual(taskHandlers.exit({ namespace: NS, container_id: "none", pid: 1, exit_status: 1, exited_at: exited })(g), { result: false });
+    // A late exit of an earlier process does not stop the task of the same id started since.
+    g.run(taskHandlers.delete({ namespace: NS, container_id: "c1" }));
+    g.run(taskHandlers.create(create()));
+    g.run(taskHandlers.start({ namespace: NS, container_id: "c1", pid: 8 }));
+    assert.deepEqual(taskHandlers.exit({ namespace: NS, container_id: "c1", pid: 7, exit_status: 1, exited_at: exited })(g), { result: false });
+    assert.equal(task(g)?.status, "RUNNING");
   });
 
   test("pause and resume move RUNNING <-> PAUSED; anything else is FailedPrecondition", () => {
