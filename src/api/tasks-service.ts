@@ -6,7 +6,7 @@
 // events. Execs, terminals, checkpoints, metrics and updates answer NotImplemented, saying so.
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { failedPrecondition, invalidArgument, isClass, notFound, notImplemented } from "../errdefs/errdefs.js";
+import { canceled, failedPrecondition, invalidArgument, isClass, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import type { Decide, Sequencer } from "../commands/sequencer.js";
 import { checkCreateTask, checkDeleteTask, existingTask, requireStatus, taskHandlers, validateTaskId } from "../commands/tasks.js";
 import type { Queries } from "../projections/queries.js";
@@ -73,6 +73,7 @@ export class Tasks {
   private readonly recording = new Set<Promise<void>>();
   /** Per task: the request that changes it now (see serial). */
   private readonly locks = new Map<string, Promise<unknown>>();
+  private stopping = false;
 
   constructor(private readonly d: TasksDeps) {}
 
@@ -136,6 +137,7 @@ export class Tasks {
           // Another ckd's task: its exit arrives through the log, seen at the next look.
           await Promise.race([woken.promise, new Promise((r) => setTimeout(r, 1000))]);
           woken.cancel();
+          if (call.cancelled) throw canceled(`wait for task "${id}": the client went away`);
         }
       }),
 
@@ -184,8 +186,8 @@ export class Tasks {
         });
       }),
 
-      Pause: this.transition("RUNNING", (ns, id) => d.runtime.pause(ns, id), taskHandlers.pause),
-      Resume: this.transition("PAUSED", (ns, id) => d.runtime.resume(ns, id), taskHandlers.resume),
+      Pause: this.transition("RUNNING", (ns, id) => d.runtime.pause(ns, id), (ns, id) => d.runtime.resume(ns, id), taskHandlers.pause),
+      Resume: this.transition("PAUSED", (ns, id) => d.runtime.resume(ns, id), (ns, id) => d.runtime.pause(ns, id), taskHandlers.resume),
 
       ListPids: unary(async (call) => {
         const ns = namespaceOf(call);
@@ -219,6 +221,7 @@ export class Tasks {
   private transition(
     from: TaskStatus,
     change: (ns: string, id: string) => Promise<void>,
+    undo: (ns: string, id: string) => Promise<void>,
     handler: (cmd: { namespace: string; container_id: string }) => Decide<void>,
   ): grpc.handleUnaryCall<any, any> {
     return unary(async (call) => {
@@ -227,7 +230,13 @@ export class Tasks {
       return this.serial(ns, id, async () => {
         this.owned(requireStatus(existingTask(id, await this.d.queries.findTask(ns, id)), from));
         await change(ns, id);
-        await this.d.sequencer.submit(handler({ namespace: ns, container_id: id }));
+        try {
+          await this.d.sequencer.submit(handler({ namespace: ns, container_id: id }));
+        } catch (err) {
+          // Not recorded: not done either, so the record and the process agree.
+          await undo(ns, id).catch((e) => this.d.logger.warn({ err: e, namespace: ns, id }, "undoing an unrecorded pause or resume failed"));
+          throw err;
+        }
         return {};
       });
     });
@@ -240,7 +249,8 @@ export class Tasks {
    */
   private serial<T>(ns: string, id: string, fn: () => Promise<T>): Promise<T> {
     const key = `${ns}/${id}`;
-    const run = (this.locks.get(key) ?? Promise.resolve()).then(fn, fn);
+    const guarded = () => (this.stopping ? Promise.reject(unavailable("ckd is stopping")) : fn());
+    const run = (this.locks.get(key) ?? Promise.resolve()).then(guarded, guarded);
     const tail = run.catch(() => undefined);
     this.locks.set(key, tail);
     void tail.then(() => {
@@ -345,6 +355,9 @@ export class Tasks {
 
   /** At stop: the tasks this ckd runs end with it (nothing would see their exits), recorded. */
   async stop(timeoutMs = 5000): Promise<void> {
+    // No Start from now on; one under way finishes first, so that its process is killed too.
+    this.stopping = true;
+    await Promise.race([Promise.all([...this.locks.values()]), new Promise((r) => setTimeout(r, timeoutMs))]);
     await this.d.runtime.killAll();
     const deadline = Date.now() + timeoutMs;
     // A timer each turn (never only promises already settled): the exits arrive as events.

@@ -113,7 +113,11 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
             outR.release();
             errR.release();
           }
+          // As ctr: ^C and SIGTERM go to the task, which decides what they mean.
+          const forward = (sig: NodeJS.Signals) => void api.call("tasks", "Kill", { container_id: id, signal: os.constants.signals[sig] }).catch(() => undefined);
+          for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
           const { exit_status } = await waited;
+          for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
           await Promise.all([outR.done, errR.done]);
           process.stdin.unpipe(inSock);
           process.stdin.destroy();

@@ -140,6 +140,7 @@ export class RuncRuntime {
         if (!path.isAbsolute(io.stdin)) throw invalidArgument(`io path ${JSON.stringify(io.stdin)} must be absolute`);
         const reader = openWithContext(io.stdin, fsc.O_RDONLY | fsc.O_NONBLOCK);
         fds.push(reader);
+        if (!fstatSync(reader).isFIFO()) throw invalidArgument(`stdin ${io.stdin} is not a FIFO`);
         const holder = openWithContext(io.stdin, fsc.O_WRONLY | fsc.O_NONBLOCK);
         fds.push(holder);
         const sock = new net.Socket({ fd: reader, readable: true, writable: false });
@@ -188,6 +189,7 @@ export class RuncRuntime {
     io.out = io.err = undefined;
     let runcErr = "";
     if (child.stderr) child.stderr.on("data", (b: Buffer) => (runcErr = (runcErr + b.toString("utf8")).slice(-4096)));
+    const closed = new Promise((resolve) => child.once("close", resolve));
     if (io.stdin && child.stdin) {
       child.stdin.on("error", () => undefined);
       io.stdin.buffered.pipe(child.stdin);
@@ -221,6 +223,8 @@ export class RuncRuntime {
     });
     if (pid === undefined) {
       const exit = await exited;
+      // All of runc's own error text: its stderr has ended once the child is closed.
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 1000))]);
       throw failedPrecondition(`runc run ${id} failed (exit ${exit.status})${runcErr ? `: ${runcErr.trim()}` : ""}`);
     }
     return { pid, exited };
@@ -349,8 +353,13 @@ function openOutput(p: string, fds: number[]): number | undefined {
   if (!p) return undefined;
   let fd: number;
   if (p.startsWith("file://")) {
-    const file = decodeURIComponent(new URL(p).pathname);
-    fd = openSync(file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o644);
+    let file: string;
+    try {
+      file = decodeURIComponent(new URL(p).pathname);
+    } catch (err) {
+      throw invalidArgument(`io ${p}: ${(err as Error).message}`);
+    }
+    fd = openWithContext(file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT);
   } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(p)) {
     throw notImplemented(`io ${p}: only FIFO or file paths and file:// URIs are supported`);
   } else {
@@ -369,7 +378,7 @@ function openOutput(p: string, fds: number[]): number | undefined {
 
 function openWithContext(p: string, flags: number): number {
   try {
-    return openSync(p, flags);
+    return openSync(p, flags, 0o644);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") throw invalidArgument(`io path ${p} does not exist`);

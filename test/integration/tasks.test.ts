@@ -237,6 +237,14 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     // Created, then created again: AlreadyExists; a created task that is never started is
     // killed without a process (its exit recorded) and deleted.
     const mounts = await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-bad" });
+    // Stdio that cannot be used, found once the rootfs is mounted: all of it undone.
+    const plain = join(daemon.root, "plain-file");
+    writeFileSync(plain, "");
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdin: plain }), "InvalidArgument", /not a FIFO/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "/no/such/dir/out" }), "InvalidArgument", /does not exist/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "file://%zz" }), "InvalidArgument", /file:\/\/%zz/);
+    assert.equal(await log.lastSeq(), before, "a refused call appended to the log");
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bad`), "no bundle left behind");
     await api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts });
     const created = await api.call("tasks", "Get", { container_id: "t-bad" });
     assert.deepEqual([created.process.status, created.process.pid], [1, 0]);
