@@ -6,9 +6,9 @@
 // events. Execs, terminals, checkpoints, metrics and updates answer NotImplemented, saying so.
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { canceled, failedPrecondition, invalidArgument, isClass, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
+import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import type { Decide, Sequencer } from "../commands/sequencer.js";
-import { checkCreateTask, checkDeleteTask, existingTask, requireStatus, taskHandlers, validateTaskId } from "../commands/tasks.js";
+import { checkCreateTask, checkDeleteTask, execHandlers, existingTask, requireStatus, taskHandlers, validateExecId, validateTaskId } from "../commands/tasks.js";
 import type { Queries } from "../projections/queries.js";
 import type { TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
 import type { RuncRuntime } from "../runtime/runc.js";
@@ -31,7 +31,7 @@ export const LOST_EXIT_STATUS = 255;
 
 const ts = (d: Date): Timestamp => ({ seconds: Math.floor(d.getTime() / 1000), nanos: (d.getTime() % 1000) * 1e6 });
 
-function process(t: TaskRecord) {
+function taskProcess(t: TaskRecord) {
   return {
     container_id: t.container_id,
     id: t.container_id,
@@ -46,8 +46,17 @@ function process(t: TaskRecord) {
   };
 }
 
-function noExec(req: { exec_id?: string }): void {
-  if (req.exec_id) throw notImplemented(`exec processes ("${req.exec_id}") are not supported by ck's runtime yet`);
+/** An exec process, as the service knows it (see src/commands/tasks.ts: not projected). */
+interface ExecState {
+  status: "CREATED" | "RUNNING" | "STOPPED";
+  pid: number;
+  io: { stdin: string; stdout: string; stderr: string; terminal: boolean };
+  exit_status: number;
+  exited_at: Timestamp;
+}
+
+function execProcess(exec: string, e: ExecState) {
+  return { id: exec, pid: e.pid, status: STATUS[e.status], ...e.io, exit_status: e.exit_status, exited_at: e.exited_at };
 }
 
 function mounts(list: unknown): Mount[] {
@@ -71,6 +80,8 @@ export class Tasks {
   private readonly waiters = new Map<string, Array<() => void>>();
   /** Exits being recorded (stop waits for them). */
   private readonly recording = new Set<Promise<void>>();
+  /** Exec processes by namespace/id/exec. */
+  private readonly execs = new Map<string, ExecState>();
   /** Per task: the request that changes it now (see serial). */
   private readonly locks = new Map<string, Promise<unknown>>();
   private stopping = false;
@@ -111,8 +122,9 @@ export class Tasks {
 
       Start: unary(async (call) => {
         const ns = namespaceOf(call);
-        noExec(call.request);
         const id: string = call.request.container_id ?? "";
+        const exec: string = call.request.exec_id ?? "";
+        if (exec) return this.serial(ns, id, () => this.startExec(ns, id, exec));
         return this.serial(ns, id, async () => {
           const task = requireStatus(existingTask(id, await d.queries.findTask(ns, id)), "CREATED");
           this.owned(task);
@@ -122,9 +134,22 @@ export class Tasks {
 
       Wait: unary(async (call) => {
         const ns = namespaceOf(call);
-        noExec(call.request);
         const id: string = call.request.container_id ?? "";
         validateTaskId(id);
+        const exec: string = call.request.exec_id ?? "";
+        if (exec) {
+          const key = `${ns}/${id}/${exec}`;
+          for (;;) {
+            const woken = this.waitFor(ns, `${id}/${exec}`);
+            const e = this.execs.get(key);
+            if (!e || e.status === "STOPPED") {
+              woken.cancel();
+              if (!e) throw notFound(`exec "${exec}" of task "${id}"`);
+              return { exit_status: e.exit_status, exited_at: e.exited_at };
+            }
+            await woken.promise;
+          }
+        }
         for (let first = true; ; first = false) {
           // Listening before reading: an exit recorded in between still wakes this call.
           const woken = this.waitFor(ns, id);
@@ -143,19 +168,21 @@ export class Tasks {
 
       Get: unary(async (call) => {
         const ns = namespaceOf(call);
-        noExec(call.request);
         const id: string = call.request.container_id ?? "";
-        return { process: process(existingTask(id, await d.queries.findTask(ns, id))) };
+        const exec: string = call.request.exec_id ?? "";
+        if (exec) return { process: execProcess(exec, this.exec(ns, id, exec)) };
+        return { process: taskProcess(existingTask(id, await d.queries.findTask(ns, id))) };
       }),
 
-      List: unary(async (call) => ({ tasks: d.queries.listTasks(namespaceOf(call)).map(process) })),
+      List: unary(async (call) => ({ tasks: d.queries.listTasks(namespaceOf(call)).map(taskProcess) })),
 
       Kill: unary(async (call) => {
         const ns = namespaceOf(call);
-        noExec(call.request);
         const id: string = call.request.container_id ?? "";
         const signal = Number(call.request.signal ?? 0);
         if (!Number.isInteger(signal) || signal < 0 || signal > 64) throw invalidArgument(`signal ${signal} is not a signal number`);
+        const exec: string = call.request.exec_id ?? "";
+        if (exec) return this.serial(ns, id, () => this.killExec(ns, id, exec, signal));
         return this.serial(ns, id, async () => {
           const task = existingTask(id, await d.queries.findTask(ns, id));
           if (task.status === "STOPPED") throw notFound(`task "${id}": process already finished`);
@@ -180,6 +207,7 @@ export class Tasks {
           const task = checkDeleteTask(id, await d.queries.findTask(ns, id));
           this.owned(task);
           await d.runtime.cleanup(ns, id);
+          for (const key of [...this.execs.keys()]) if (key.startsWith(`${ns}/${id}/`)) this.execs.delete(key);
           const deleted = await d.sequencer.submit(taskHandlers.delete({ namespace: ns, container_id: id }));
           this.wake(ns, id);
           return { id, pid: deleted.pid, exit_status: deleted.exit_status, exited_at: deleted.exited_at };
@@ -201,20 +229,109 @@ export class Tasks {
 
       CloseIO: unary(async (call) => {
         const ns = namespaceOf(call);
-        noExec(call.request);
         const id: string = call.request.container_id ?? "";
-        existingTask(id, await d.queries.findTask(ns, id));
-        if (call.request.stdin) d.runtime.closeStdin(ns, id);
+        const exec: string = call.request.exec_id ?? "";
+        if (exec) this.exec(ns, id, exec);
+        else existingTask(id, await d.queries.findTask(ns, id));
+        if (call.request.stdin) d.runtime.closeStdin(ns, id, exec || undefined);
         return {};
       }),
 
-      Exec: unsupported("Exec", "exec processes are not supported by ck's runtime yet"),
-      DeleteProcess: unsupported("DeleteProcess", "exec processes are not supported by ck's runtime yet"),
+      Exec: unary(async (call) => {
+        const ns = namespaceOf(call);
+        const req = call.request;
+        const id: string = req.container_id ?? "";
+        const exec: string = req.exec_id ?? "";
+        validateTaskId(id);
+        validateExecId(exec);
+        if (req.terminal) throw notImplemented(`exec "${exec}": a terminal (ctr -t) is not supported by ck's runtime yet`);
+        if (!req.spec?.value?.length) throw invalidArgument(`exec "${exec}": spec must be set`);
+        const io = { stdin: ioPath("stdin", req.stdin), stdout: ioPath("stdout", req.stdout), stderr: ioPath("stderr", req.stderr), terminal: false };
+        return this.serial(ns, id, async () => {
+          const task = requireStatus(existingTask(id, await d.queries.findTask(ns, id)), "RUNNING");
+          this.owned(task);
+          const key = `${ns}/${id}/${exec}`;
+          if (this.execs.has(key)) throw alreadyExists(`exec "${exec}" of task "${id}"`);
+          await d.runtime.prepareExec(ns, id, exec, req.spec.value);
+          try {
+            d.runtime.openIo(ns, id, io, exec);
+            await d.sequencer.submit(execHandlers.added({ namespace: ns, container_id: id, exec_id: exec }));
+          } catch (err) {
+            await d.runtime.removeExec(ns, id, exec);
+            throw err;
+          }
+          this.execs.set(key, { status: "CREATED", pid: 0, io, exit_status: 0, exited_at: { seconds: 0, nanos: 0 } });
+          return {};
+        });
+      }),
+
+      DeleteProcess: unary(async (call) => {
+        const ns = namespaceOf(call);
+        const id: string = call.request.container_id ?? "";
+        const exec: string = call.request.exec_id ?? "";
+        validateExecId(exec);
+        return this.serial(ns, id, async () => {
+          const e = this.exec(ns, id, exec);
+          if (e.status === "RUNNING") throw failedPrecondition(`exec "${exec}" of task "${id}" must be stopped before deletion: running`);
+          await d.runtime.removeExec(ns, id, exec);
+          this.execs.delete(`${ns}/${id}/${exec}`);
+          this.wake(ns, `${id}/${exec}`);
+          return { id: exec, pid: e.pid, exit_status: e.exit_status, exited_at: e.exited_at };
+        });
+      }),
       ResizePty: unsupported("ResizePty", "terminals are not supported by ck's runtime yet"),
       Checkpoint: unsupported("Checkpoint", "ck has no checkpoint support (CRIU)"),
       Update: unsupported("Update", "changing a running task's resources is not supported by ck's runtime yet"),
       Metrics: unsupported("Metrics", "task metrics are not collected by ck's runtime yet"),
     };
+  }
+
+  /** An exec process of the task, or NotFound naming both. */
+  private exec(ns: string, id: string, exec: string): ExecState {
+    validateTaskId(id);
+    validateExecId(exec);
+    const e = this.execs.get(`${ns}/${id}/${exec}`);
+    if (!e) throw notFound(`exec "${exec}" of task "${id}"`);
+    return e;
+  }
+
+  private async startExec(ns: string, id: string, exec: string): Promise<{ pid: number }> {
+    const e = this.exec(ns, id, exec);
+    if (e.status !== "CREATED") throw failedPrecondition(`exec "${exec}" of task "${id}" is ${e.status.toLowerCase()}, not created`);
+    const started = await this.d.runtime.start(ns, id, exec);
+    e.status = "RUNNING";
+    e.pid = started.pid;
+    const recorded = this.d.sequencer.submit(execHandlers.started({ namespace: ns, container_id: id, exec_id: exec, pid: started.pid }));
+    void started.exited.then(async (exit) => {
+      await recorded.catch(() => undefined);
+      Object.assign(e, { status: "STOPPED", exit_status: exit.status, exited_at: ts(exit.at) });
+      await this.d.sequencer
+        .submit(execHandlers.exit({ namespace: ns, container_id: id, exec_id: exec, pid: started.pid, exit_status: exit.status, exited_at: ts(exit.at) }))
+        .catch((err) => this.d.logger.warn({ err, namespace: ns, id, exec }, "could not record an exec's exit"));
+      this.wake(ns, `${id}/${exec}`);
+    });
+    try {
+      await recorded;
+    } catch (err) {
+      // Not recorded as started: it must not run unrecorded.
+      if (this.d.runtime.isExecRunning(ns, id, exec)) process.kill(started.pid, "SIGKILL");
+      throw err;
+    }
+    return { pid: started.pid };
+  }
+
+  private async killExec(ns: string, id: string, exec: string, signal: number): Promise<object> {
+    const e = this.exec(ns, id, exec);
+    if (e.status === "STOPPED") throw notFound(`exec "${exec}" of task "${id}": process already finished`);
+    if (e.status === "CREATED") {
+      if (TERMINATING.has(signal)) {
+        Object.assign(e, { status: "STOPPED", exit_status: 128 + signal, exited_at: ts(new Date()) });
+        this.wake(ns, `${id}/${exec}`);
+      }
+      return {};
+    }
+    if (this.d.runtime.isExecRunning(ns, id, exec)) process.kill(e.pid, signal);
+    return {};
   }
 
   /** Pause and Resume: the runtime's change, then its event, from the state `from` only. */

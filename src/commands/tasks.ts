@@ -135,3 +135,46 @@ export const taskHandlers = {
   resume: (cmd: TaskRef) => (view: StateView) => decideResumeTask(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
   delete: (cmd: TaskRef) => (view: StateView) => decideDeleteTask(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
 };
+
+// --- exec processes: extra processes in a running task's container. Their events are
+// containerd's (/tasks/exec-added, /tasks/exec-started, /tasks/exit with the exec's id); the
+// projection does not fold them (an exec ends with the ckd that runs it, like the task, and
+// containerd publishes nothing when one is deleted), so the service keeps their state.
+
+export interface ExecRef {
+  namespace: string;
+  container_id: string;
+  exec_id: string;
+}
+
+export function validateExecId(id: string): void {
+  if (!id) throw invalidArgument("exec_id must be set");
+  validateIdentifier("exec_id", id);
+}
+
+export function decideExecAdded(cmd: ExecRef, current: TaskRecord | undefined): Decision<void> {
+  validateExecId(cmd.exec_id);
+  requireStatus(existingTask(cmd.container_id, current), "RUNNING");
+  return { event: event(cmd.namespace, "/tasks/exec-added", TYPE.TaskExecAdded, { container_id: cmd.container_id, exec_id: cmd.exec_id }), result: undefined };
+}
+
+export function decideExecStarted(cmd: ExecRef & { pid: number }, current: TaskRecord | undefined): Decision<void> {
+  existingTask(cmd.container_id, current);
+  return {
+    event: event(cmd.namespace, "/tasks/exec-started", TYPE.TaskExecStarted, { container_id: cmd.container_id, exec_id: cmd.exec_id, pid: cmd.pid }),
+    result: undefined,
+  };
+}
+
+export function decideExecExit(cmd: ExecRef & { pid: number; exit_status: number; exited_at: Timestamp }): Decision<void> {
+  return {
+    event: event(cmd.namespace, "/tasks/exit", TYPE.TaskExit, { container_id: cmd.container_id, id: cmd.exec_id, pid: cmd.pid, exit_status: cmd.exit_status, exited_at: cmd.exited_at }),
+    result: undefined,
+  };
+}
+
+export const execHandlers = {
+  added: (cmd: ExecRef) => (view: StateView) => decideExecAdded(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
+  started: (cmd: ExecRef & { pid: number }) => (view: StateView) => decideExecStarted(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
+  exit: (cmd: ExecRef & { pid: number; exit_status: number; exited_at: Timestamp }) => () => decideExecExit(cmd),
+};

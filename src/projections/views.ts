@@ -362,6 +362,8 @@ export const TYPE = {
   TaskDelete: "containerd.events.TaskDelete",
   TaskPaused: "containerd.events.TaskPaused",
   TaskResumed: "containerd.events.TaskResumed",
+  TaskExecAdded: "containerd.events.TaskExecAdded",
+  TaskExecStarted: "containerd.events.TaskExecStarted",
 } as const;
 
 /** A lease's key and one resource's key, when an event names a lease. */

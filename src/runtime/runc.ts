@@ -128,8 +128,8 @@ export class RuncRuntime {
    * first bytes, Start (the client waited for Create before its own writer could be left
    * out), or CloseIO. From then on stdin ends when the client closes it, after every byte.
    */
-  openIo(ns: string, id: string, io: TaskIo): void {
-    const key = `${ns}/${id}`;
+  openIo(ns: string, id: string, io: TaskIo, exec?: string): void {
+    const key = procKey(ns, id, exec);
     if (io.terminal) throw notImplemented(`task "${id}": a terminal (ctr -t) is not supported by ck's runtime yet`);
     const fds: number[] = [];
     try {
@@ -169,17 +169,23 @@ export class RuncRuntime {
     }
   }
 
-  /** Starts the task's init with `runc run` in the foreground, on the stdio openIo opened. */
-  async start(ns: string, id: string): Promise<Started> {
-    const key = `${ns}/${id}`;
-    if (this.running.has(key)) throw failedPrecondition(`task "${id}" is already started`);
+  /**
+   * Starts the task's init with `runc run` in the foreground (or, given `exec`, that exec
+   * process with `runc exec`, prepared by prepareExec), on the stdio openIo opened.
+   */
+  async start(ns: string, id: string, exec?: string): Promise<Started> {
+    const key = procKey(ns, id, exec);
+    if (this.running.has(key)) throw failedPrecondition(`task "${id}"${exec ? ` exec "${exec}"` : ""} is already started`);
     const io = this.ios.get(key);
     if (!io) throw failedPrecondition(`task "${id}" has no stdio here: it was created by an earlier ckd`);
     const bundle = this.bundleDir(ns, id);
-    const pidFile = path.join(bundle, "init.pid");
+    const pidFile = exec ? path.join(bundle, "execs", `${exec}.pid`) : path.join(bundle, "init.pid");
+    const args = exec
+      ? ["exec", "--process", path.join(bundle, "execs", `${exec}.json`), "--pid-file", pidFile, id]
+      : ["run", "--bundle", bundle, "--pid-file", pidFile, id];
     // Synchronously from the check to the spawn: no second Start, no Delete in between.
     mkdirSync(this.runcRoot(ns), { recursive: true, mode: 0o700 });
-    const child = spawn(this.runc, ["--root", this.runcRoot(ns), "run", "--bundle", bundle, "--pid-file", pidFile, id], {
+    const child = spawn(this.runc, ["--root", this.runcRoot(ns), ...args], {
       stdio: [io.stdin ? "pipe" : "ignore", io.out ?? "ignore", io.err ?? "pipe"],
       // Its own process group: a ^C meant for ckd is not the container's.
       detached: true,
@@ -216,7 +222,7 @@ export class RuncRuntime {
         } catch {
           // gone already
         }
-        await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
+        if (!exec) await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
         await exited;
       }
       throw e;
@@ -231,8 +237,8 @@ export class RuncRuntime {
   }
 
   /** CloseIO: the task's stdin ends once what was written to it is read. */
-  closeStdin(ns: string, id: string): void {
-    const stdin = this.ios.get(`${ns}/${id}`)?.stdin;
+  closeStdin(ns: string, id: string, exec?: string): void {
+    const stdin = this.ios.get(procKey(ns, id, exec))?.stdin;
     if (stdin) releaseHolder(stdin);
   }
 
@@ -274,7 +280,36 @@ export class RuncRuntime {
    * bundle. Unmounting comes before any removal, and the rootfs directory is removed with
    * rmdir, never recursively: a failed unmount must not delete through into a snapshot.
    */
+  /** Writes an exec's process spec (runtime-spec Process JSON) where `runc exec` reads it. */
+  async prepareExec(ns: string, id: string, exec: string, spec: Uint8Array): Promise<void> {
+    let parsed: { args?: unknown[]; terminal?: boolean };
+    try {
+      parsed = JSON.parse(Buffer.from(spec).toString("utf8"));
+    } catch (err) {
+      throw invalidArgument(`exec "${exec}": spec is not a runtime-spec Process: ${(err as Error).message}`);
+    }
+    if (!parsed || !Array.isArray(parsed.args) || parsed.args.length === 0) throw invalidArgument(`exec "${exec}": spec.args must name the program to run`);
+    if (parsed.terminal) throw notImplemented(`exec "${exec}": a terminal (ctr -t) is not supported by ck's runtime yet`);
+    const dir = path.join(this.bundleDir(ns, id), "execs");
+    await fs.mkdir(dir, { mode: 0o700 }).catch((err) => {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    });
+    await fs.writeFile(path.join(dir, `${exec}.json`), spec, { mode: 0o600 });
+  }
+
+  /** Drops what an exec left: its stdio, its spec and pid files. */
+  async removeExec(ns: string, id: string, exec: string): Promise<void> {
+    this.closeIoHandles(procKey(ns, id, exec));
+    const dir = path.join(this.bundleDir(ns, id), "execs");
+    for (const f of [`${exec}.json`, `${exec}.pid`]) await fs.unlink(path.join(dir, f)).catch(() => undefined);
+  }
+
+  isExecRunning(ns: string, id: string, exec: string): boolean {
+    return this.running.has(procKey(ns, id, exec));
+  }
+
   async cleanup(ns: string, id: string): Promise<void> {
+    for (const key of [...this.ios.keys()]) if (key.startsWith(`${ns}/${id}/`)) this.closeIoHandles(key);
     this.closeIoHandles(`${ns}/${id}`);
     const bundle = this.bundleDir(ns, id);
     await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
@@ -303,7 +338,7 @@ export class RuncRuntime {
   /** SIGKILL to every process of every task this runtime started. */
   async killAll(): Promise<void> {
     await Promise.all(
-      [...this.running.keys()].map((key) => {
+      [...this.running.keys()].filter((key) => key.split("/").length === 2).map((key) => {
         const [ns, id] = key.split("/") as [string, string];
         return this.kill(ns, id, 9, true).catch(() => undefined);
       }),
@@ -330,6 +365,13 @@ async function removeBundle(bundle: string): Promise<void> {
 }
 
 async function removeBundleFiles(bundle: string): Promise<void> {
+  const execs = path.join(bundle, "execs");
+  for (const f of await fs.readdir(execs).catch(() => [] as string[])) {
+    if (/\.(json|pid)$/.test(f)) await fs.unlink(path.join(execs, f));
+  }
+  await fs.rmdir(execs).catch((err) => {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  });
   for (const f of ["config.json", "init.pid"]) {
     await fs.unlink(path.join(bundle, f)).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
@@ -340,6 +382,11 @@ async function removeBundleFiles(bundle: string): Promise<void> {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     });
   }
+}
+
+/** The runtime's key of a task's init (`ns/id`) or of one of its execs (`ns/id/exec`). */
+function procKey(ns: string, id: string, exec?: string): string {
+  return exec ? `${ns}/${id}/${exec}` : `${ns}/${id}`;
 }
 
 function releaseHolder(stdin: TaskStdin): void {

@@ -142,6 +142,24 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(r.code, 0, r.stderr);
     assert.ok(r.stdout.includes(String(pid)), r.stdout);
 
+    // Exec processes in the running task: output, stdin, exit code, and their events.
+    const from = (await log.lastSeq()) + 1;
+    r = await ctr(["tasks", "exec", "--exec-id", "e1", "t-bg", "sh", "-c", "echo in exec; exit 4"], "");
+    assert.deepEqual([r.code, r.stdout], [4, "in exec\n"], r.stderr);
+    r = await ctr(["tasks", "exec", "--exec-id", "e2", "t-bg", "cat"], "exec stdin\n");
+    assert.deepEqual([r.code, r.stdout], [0, "exec stdin\n"], r.stderr);
+    const execEvents = (await eventsSince(from)).filter(([t]) => t.startsWith("/tasks/"));
+    assert.deepEqual(
+      execEvents.slice(0, 3).map(([t, e]) => [t, e.exec_id ?? e.id, e.exit_status ?? null]),
+      [
+        ["/tasks/exec-added", "e1", null],
+        ["/tasks/exec-started", "e1", null],
+        ["/tasks/exit", "e1", 4],
+      ],
+    );
+    await rejectsClass(api.call("tasks", "Get", { container_id: "t-bg", exec_id: "e1" }), "NotFound", /exec "e1"/);
+    assert.equal(await status("t-bg"), "RUNNING", "an exec's exit is not the task's");
+
     r = await ctr(["tasks", "pause", "t-bg"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await status("t-bg"), "PAUSED");
@@ -230,7 +248,11 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "Kill", { container_id: "t-bad", signal: 99 }), "InvalidArgument", /signal 99/);
     await rejectsClass(api.call("tasks", "Pause", { container_id: "t-bad" }), "NotFound");
     await rejectsClass(api.call("tasks", "Wait", { container_id: "t-bad" }), "NotFound");
-    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bad", exec_id: "e" }), "NotImplemented", /exec/);
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bad", exec_id: "e" }), "InvalidArgument", /spec must be set/);
+    const execSpec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args: ["true"], cwd: "/" })) };
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bad", exec_id: "e", spec: execSpec }), "NotFound", /task "t-bad"/);
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bad", exec_id: "", spec: execSpec }), "InvalidArgument", /exec_id/);
+    await rejectsClass(api.call("tasks", "Start", { container_id: "t-bad", exec_id: "e" }), "NotFound", /exec "e"/);
     assert.equal(await log.lastSeq(), before, "a refused call appended to the log");
     assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bad`), "no bundle left behind");
 
