@@ -10,7 +10,12 @@ import path from "node:path";
 import type { Command } from "commander";
 import type { ApiClient } from "./client.js";
 import { CkError } from "../errdefs/errdefs.js";
-import { table } from "./format.js";
+import { parseLabelArgs, table } from "./format.js";
+import { ApiContent } from "./api-content.js";
+import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
+import { fromApiDescriptor, withLease } from "./transfer.js";
+import { imageLayers } from "./unpack.js";
+import { defaultPlatform } from "../remotes/platform.js";
 
 type Action<A extends unknown[]> = (fn: (api: ApiClient, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
 
@@ -51,6 +56,86 @@ function fifoReader(file: string, to: NodeJS.WritableStream): { done: Promise<vo
   };
 }
 
+/**
+ * Creates and starts a container's task. Detached: prints the pid and returns 0. Otherwise,
+ * as ctr: FIFOs for its stdio in a temporary directory, copied to and from this process's,
+ * CloseIO at the end of stdin, ^C/SIGTERM/SIGHUP forwarded, and its exit status returned once
+ * it ended and was deleted.
+ */
+export async function runTask(api: ApiClient, id: string, opts: { detach?: boolean; log?: string }): Promise<number> {
+  const rootfs = await rootfsOf(api, id);
+  if (opts.detach) {
+    const logUri = opts.log ? `file://${path.resolve(opts.log)}` : "";
+    await api.call("tasks", "Create", { container_id: id, rootfs, stdout: logUri, stderr: logUri });
+    try {
+      const { pid } = await api.call("tasks", "Start", { container_id: id });
+      process.stdout.write(`${pid}\n`);
+    } catch (err) {
+      await api.call("tasks", "Delete", { container_id: id }).catch(() => undefined);
+      throw err;
+    }
+    return 0;
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), "ck-fifo-"));
+  try {
+    const [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map((n) => path.join(dir, `${id}-${n}`)) as [string, string, string];
+    execFileSync("mkfifo", ["-m", "0600", stdin, stdout, stderr]);
+    const outR = fifoReader(stdout, process.stdout);
+    const errR = fifoReader(stderr, process.stderr);
+    await api.call("tasks", "Create", { container_id: id, rootfs, stdin, stdout, stderr });
+    // ckd reads stdin from Create on: our writer opens now without waiting.
+    const inFd = openSync(stdin, fsc.O_WRONLY | fsc.O_NONBLOCK);
+    const inSock = new net.Socket({ fd: inFd, readable: false, writable: true });
+    inSock.on("error", () => undefined);
+    process.stdin.pipe(inSock);
+    process.stdin.once("end", () => {
+      inSock.end();
+      void api.call("tasks", "CloseIO", { container_id: id, stdin: true }).catch(() => undefined);
+    });
+    const waited = api.call("tasks", "Wait", { container_id: id });
+    // A failed Start deletes the task, which ends this Wait with NotFound: not the error to show.
+    waited.catch(() => undefined);
+    try {
+      await api.call("tasks", "Start", { container_id: id });
+    } catch (err) {
+      await api.call("tasks", "Delete", { container_id: id }).catch(() => undefined);
+      throw err;
+    } finally {
+      outR.release();
+      errR.release();
+    }
+    // As ctr: ^C and SIGTERM go to the task, which decides what they mean.
+    const forward = (sig: NodeJS.Signals) => void api.call("tasks", "Kill", { container_id: id, signal: os.constants.signals[sig] }).catch(() => undefined);
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
+    const { exit_status } = await waited;
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
+    await Promise.all([outR.done, errR.done]);
+    process.stdin.unpipe(inSock);
+    process.stdin.destroy();
+    inSock.destroy();
+    await api.call("tasks", "Delete", { container_id: id });
+    return exit_status ?? 0;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The process of a container made from an image config: its args, env, working directory, user. */
+export function processFromImage(config: any, args: string[]): { args: string[]; env: string[]; cwd: string; user: { uid: number; gid: number } } {
+  const c = config?.config ?? {};
+  const argv = args.length ? args : [...(c.Entrypoint ?? []), ...(c.Cmd ?? [])];
+  if (argv.length === 0) throw new CkError("InvalidArgument", "no command given and the image sets none: invalid argument");
+  const user = String(c.User ?? "");
+  const m = /^(\d+)(?::(\d+))?$/.exec(user);
+  if (user && !m) throw new CkError("NotImplemented", `image user "${user}": only numeric uid[:gid] is supported by ck run: not implemented`);
+  return {
+    args: argv,
+    env: c.Env?.length ? c.Env : ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    cwd: c.WorkingDir || "/",
+    user: { uid: m ? Number(m[1]) : 0, gid: m?.[2] ? Number(m[2]) : 0 },
+  };
+}
+
 export function registerTaskCommands(program: Command, action: Action<any[]>, out: (s: string) => void): void {
   const tasks = program.command("tasks").alias("task").alias("t").description("manage tasks (a container's running process, on runc)");
   tasks
@@ -72,61 +157,66 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("--log <file>", "with -d: append the task's output to this file")
     .action(
       action(async (api, id: string, opts: { detach?: boolean; log?: string }) => {
-        const rootfs = await rootfsOf(api, id);
-        if (opts.detach) {
-          const logUri = opts.log ? `file://${path.resolve(opts.log)}` : "";
-          await api.call("tasks", "Create", { container_id: id, rootfs, stdout: logUri, stderr: logUri });
+        process.exitCode = await runTask(api, id, opts);
+      }),
+    );
+  program
+    .command("run <image> <id> [args...]")
+    .description("create a container from an unpacked image and run its task (as ctr run)")
+    .option("--rm", "remove the container and its snapshot when the task ends")
+    .option("-d, --detach", "start the task and return")
+    .option("--log <file>", "with -d: append the task's output to this file")
+    .option("--snapshotter <name>", "snapshotter holding the unpacked image", process.env.CONTAINERD_SNAPSHOTTER || "overlayfs")
+    .option("--label <k=v...>", "container labels", [])
+    .action(
+      action(async (api, image: string, id: string, args: string[], opts: { rm?: boolean; detach?: boolean; log?: string; snapshotter: string; label: string[] }) => {
+        if (opts.rm && opts.detach) throw new CkError("InvalidArgument", "--rm and --detach cannot be used together: invalid argument");
+        const img = (await api.call("images", "Get", { name: image })).image;
+        const { chainIds, config } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());
+        const top = chainIds.at(-1);
+        if (!top) throw new CkError("FailedPrecondition", `image ${image} has no layers: failed precondition`);
+        await api.call("snapshots", "Stat", { snapshotter: opts.snapshotter, key: top }).catch((err) => {
+          throw new CkError("FailedPrecondition", `image ${image} is not unpacked for ${opts.snapshotter} (ck pull --snapshotter ${opts.snapshotter} unpacks it): ${(err as Error).message}`);
+        });
+        const cfg = JSON.parse((await new ApiContent(api).readAll(config.digest, 4 << 20)).toString("utf8"));
+        const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> };
+        Object.assign(spec.process, processFromImage(cfg, args ?? []));
+        // Under a lease until the container refers to the snapshot: GC takes neither before.
+        await withLease(api, async (metadata) => {
+          await api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent: top }, { metadata });
           try {
-            const { pid } = await api.call("tasks", "Start", { container_id: id });
-            out(`${pid}\n`);
+            await api.call(
+              "containers",
+              "Create",
+              {
+                container: {
+                  id,
+                  image,
+                  labels: parseLabelArgs(opts.label),
+                  runtime: { name: "io.containerd.runc.v2" },
+                  spec: { type_url: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) },
+                  snapshotter: opts.snapshotter,
+                  snapshot_key: id,
+                },
+              },
+              { metadata },
+            );
           } catch (err) {
-            await api.call("tasks", "Delete", { container_id: id }).catch(() => undefined);
+            await api.call("snapshots", "Remove", { snapshotter: opts.snapshotter, key: id }).catch(() => undefined);
             throw err;
           }
-          return;
-        }
-        const dir = mkdtempSync(path.join(os.tmpdir(), "ck-fifo-"));
+        });
+        let status = 0;
         try {
-          const [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map((n) => path.join(dir, `${id}-${n}`)) as [string, string, string];
-          execFileSync("mkfifo", ["-m", "0600", stdin, stdout, stderr]);
-          const outR = fifoReader(stdout, process.stdout);
-          const errR = fifoReader(stderr, process.stderr);
-          await api.call("tasks", "Create", { container_id: id, rootfs, stdin, stdout, stderr });
-          // ckd reads stdin from Create on: our writer opens now without waiting.
-          const inFd = openSync(stdin, fsc.O_WRONLY | fsc.O_NONBLOCK);
-          const inSock = new net.Socket({ fd: inFd, readable: false, writable: true });
-          inSock.on("error", () => undefined);
-          process.stdin.pipe(inSock);
-          process.stdin.once("end", () => {
-            inSock.end();
-            void api.call("tasks", "CloseIO", { container_id: id, stdin: true }).catch(() => undefined);
-          });
-          const waited = api.call("tasks", "Wait", { container_id: id });
-          // A failed Start deletes the task, which ends this Wait with NotFound: not the error to show.
-          waited.catch(() => undefined);
-          try {
-            await api.call("tasks", "Start", { container_id: id });
-          } catch (err) {
-            await api.call("tasks", "Delete", { container_id: id }).catch(() => undefined);
-            throw err;
-          } finally {
-            outR.release();
-            errR.release();
-          }
-          // As ctr: ^C and SIGTERM go to the task, which decides what they mean.
-          const forward = (sig: NodeJS.Signals) => void api.call("tasks", "Kill", { container_id: id, signal: os.constants.signals[sig] }).catch(() => undefined);
-          for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
-          const { exit_status } = await waited;
-          for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
-          await Promise.all([outR.done, errR.done]);
-          process.stdin.unpipe(inSock);
-          process.stdin.destroy();
-          inSock.destroy();
-          await api.call("tasks", "Delete", { container_id: id });
-          process.exitCode = exit_status ?? 0;
+          status = await runTask(api, id, opts);
         } finally {
-          rmSync(dir, { recursive: true, force: true });
+          if (opts.rm) {
+            await api.call("tasks", "Delete", { container_id: id }).catch(() => undefined);
+            await api.call("containers", "Delete", { id });
+            await api.call("snapshots", "Remove", { snapshotter: opts.snapshotter, key: id });
+          }
         }
+        process.exitCode = status;
       }),
     );
   tasks

@@ -184,7 +184,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(r.code, 0, r.stderr);
   });
 
-  test("ck tasks: start in the foreground (stdio, exit status), start -d, ls, ps, kill, rm", async () => {
+  test("ck tasks: start in the foreground (stdio, exit status), start -d, ls, ps, kill, rm; ck run", async () => {
     const ck = (args: string[], input?: string) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args], {}, input);
     let r = await ctr(["containers", "create", ref, "ck-fg", "--", "sh", "-c", "cat; echo to stderr >&2; exit 5"]);
     assert.equal(r.code, 0, r.stderr);
@@ -211,6 +211,19 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(r.code, 1);
     assert.match(r.stderr, /unknown signal "NOPE"/);
     for (const id of ["ck-fg", "ck-bg"]) assert.equal((await ctr(["containers", "rm", id])).code, 0);
+
+    // ck run: a container from the unpacked image, its task in the foreground, --rm after.
+    r = await ck(["run", "--rm", ref, "ck-run", "--", "sh", "-c", "echo ran from the image; exit 2"]);
+    assert.deepEqual([r.code, r.stdout], [2, "ran from the image\n"], r.stderr);
+    assert.ok(!(await ctr(["containers", "ls", "-q"])).stdout.includes("ck-run"), "--rm removed the container");
+    assert.ok(!(await ctr(["snapshots", "ls"])).stdout.split("\n").some((l) => l.startsWith("ck-run ")), "--rm removed the snapshot");
+    r = await ck(["run", "--snapshotter", "native", ref, "ck-native", "true"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /not unpacked for native/);
+    r = await ck(["run", "--rm", "-d", ref, "ck-both", "true"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--rm and --detach/);
+    assert.equal((await ctr(["containers", "ls", "-q"])).stdout.includes("ck-native"), false, "nothing created");
   });
 
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
