@@ -147,7 +147,9 @@ export class Tasks {
               if (!e) throw notFound(`exec "${exec}" of task "${id}"`);
               return { exit_status: e.exit_status, exited_at: e.exited_at };
             }
-            await woken.promise;
+            await Promise.race([woken.promise, new Promise((r) => setTimeout(r, 1000))]);
+            woken.cancel();
+            if (call.cancelled) throw canceled(`wait for exec "${exec}": the client went away`);
           }
         }
         for (let first = true; ; first = false) {
@@ -207,7 +209,11 @@ export class Tasks {
           const task = checkDeleteTask(id, await d.queries.findTask(ns, id));
           this.owned(task);
           await d.runtime.cleanup(ns, id);
-          for (const key of [...this.execs.keys()]) if (key.startsWith(`${ns}/${id}/`)) this.execs.delete(key);
+          for (const key of [...this.execs.keys()]) {
+            if (!key.startsWith(`${ns}/${id}/`)) continue;
+            this.execs.delete(key);
+            this.wake(ns, key.slice(ns.length + 1));
+          }
           const deleted = await d.sequencer.submit(taskHandlers.delete({ namespace: ns, container_id: id }));
           this.wake(ns, id);
           return { id, pid: deleted.pid, exit_status: deleted.exit_status, exited_at: deleted.exited_at };
@@ -251,7 +257,7 @@ export class Tasks {
           const task = requireStatus(existingTask(id, await d.queries.findTask(ns, id)), "RUNNING");
           this.owned(task);
           const key = `${ns}/${id}/${exec}`;
-          if (this.execs.has(key)) throw alreadyExists(`exec "${exec}" of task "${id}"`);
+          if (this.execs.has(key) || exec === id) throw alreadyExists(`exec "${exec}" of task "${id}"${exec === id ? ": the task's own process has that id" : ""}`);
           await d.runtime.prepareExec(ns, id, exec, req.spec.value);
           try {
             d.runtime.openIo(ns, id, io, exec);
@@ -298,23 +304,27 @@ export class Tasks {
   private async startExec(ns: string, id: string, exec: string): Promise<{ pid: number }> {
     const e = this.exec(ns, id, exec);
     if (e.status !== "CREATED") throw failedPrecondition(`exec "${exec}" of task "${id}" is ${e.status.toLowerCase()}, not created`);
-    const started = await this.d.runtime.start(ns, id, exec);
+    let started: Awaited<ReturnType<RuncRuntime["start"]>>;
+    try {
+      started = await this.d.runtime.start(ns, id, exec);
+    } catch (err) {
+      // As containerd's: an exec that could not start is done, and its Waits answer.
+      Object.assign(e, { status: "STOPPED", exit_status: LOST_EXIT_STATUS, exited_at: ts(new Date()) });
+      this.wake(ns, `${id}/${exec}`);
+      throw err;
+    }
     e.status = "RUNNING";
     e.pid = started.pid;
     const recorded = this.d.sequencer.submit(execHandlers.started({ namespace: ns, container_id: id, exec_id: exec, pid: started.pid }));
     void started.exited.then(async (exit) => {
       await recorded.catch(() => undefined);
-      Object.assign(e, { status: "STOPPED", exit_status: exit.status, exited_at: ts(exit.at) });
-      await this.d.sequencer
-        .submit(execHandlers.exit({ namespace: ns, container_id: id, exec_id: exec, pid: started.pid, exit_status: exit.status, exited_at: ts(exit.at) }))
-        .catch((err) => this.d.logger.warn({ err, namespace: ns, id, exec }, "could not record an exec's exit"));
-      this.wake(ns, `${id}/${exec}`);
+      await this.recordExit(ns, id, started.pid, exit.status, exit.at, exec);
     });
     try {
       await recorded;
     } catch (err) {
       // Not recorded as started: it must not run unrecorded.
-      if (this.d.runtime.isExecRunning(ns, id, exec)) process.kill(started.pid, "SIGKILL");
+      await this.d.runtime.signalExec(ns, id, exec, started.pid, 9).catch(() => undefined);
       throw err;
     }
     return { pid: started.pid };
@@ -323,14 +333,8 @@ export class Tasks {
   private async killExec(ns: string, id: string, exec: string, signal: number): Promise<object> {
     const e = this.exec(ns, id, exec);
     if (e.status === "STOPPED") throw notFound(`exec "${exec}" of task "${id}": process already finished`);
-    if (e.status === "CREATED") {
-      if (TERMINATING.has(signal)) {
-        Object.assign(e, { status: "STOPPED", exit_status: 128 + signal, exited_at: ts(new Date()) });
-        this.wake(ns, `${id}/${exec}`);
-      }
-      return {};
-    }
-    if (this.d.runtime.isExecRunning(ns, id, exec)) process.kill(e.pid, signal);
+    if (e.status === "CREATED") throw failedPrecondition(`exec "${exec}" of task "${id}" is not started`);
+    await this.d.runtime.signalExec(ns, id, exec, e.pid, signal);
     return {};
   }
 
@@ -404,21 +408,26 @@ export class Tasks {
   }
 
   /** Records an exit (retrying while the log is away) and wakes the task's waiters. */
-  private recordExit(ns: string, id: string, pid: number, status: number, at: Date): Promise<void> {
+  private recordExit(ns: string, id: string, pid: number, status: number, at: Date, exec?: string): Promise<void> {
     const p = (async () => {
       for (let attempt = 0; ; attempt++) {
         try {
-          await this.d.sequencer.submit(taskHandlers.exit({ namespace: ns, container_id: id, pid, exit_status: status, exited_at: ts(at) }));
+          const exit = { namespace: ns, container_id: id, pid, exit_status: status, exited_at: ts(at) };
+          if (exec) await this.d.sequencer.submit(execHandlers.exit({ ...exit, exec_id: exec }));
+          else await this.d.sequencer.submit(taskHandlers.exit(exit));
           break;
         } catch (err) {
           if (attempt >= 50 || !(isClass(err, "Unavailable") || isClass(err, "Aborted"))) {
-            this.d.logger.error({ err, namespace: ns, id, status }, "could not record a task's exit");
+            this.d.logger.error({ err, namespace: ns, id, exec, status }, "could not record an exit");
             break;
           }
           await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** Math.min(attempt, 6))));
         }
       }
-      this.wake(ns, id);
+      // An exec is stopped once its exit is in the log (or could not be put there).
+      const e = exec ? this.execs.get(`${ns}/${id}/${exec}`) : undefined;
+      if (e && e.pid === pid) Object.assign(e, { status: "STOPPED", exit_status: status, exited_at: ts(at) });
+      this.wake(ns, exec ? `${id}/${exec}` : id);
     })();
     this.recording.add(p);
     void p.finally(() => this.recording.delete(p));

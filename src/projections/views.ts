@@ -591,8 +591,10 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
     case TYPE.TaskStart:
       return taskChange({ status: "RUNNING", pid: p.pid });
     case TYPE.TaskExit:
-      // An exec's exit (id != container_id) leaves the task as it is.
+      // An exec's exit (id != container_id) leaves the task as it is, and so does an exit of
+      // another process than the task's (its pid).
       if (p.id && p.id !== p.container_id) return [];
+      if (Number(p.pid ?? 0) !== (read(keys.task(ev.namespace, p.container_id)) as TaskRecord | undefined)?.pid) return [];
       return taskChange({ status: "STOPPED", exit_status: p.exit_status, exited_at: p.exited_at });
     case TYPE.TaskPaused:
       return taskChange({ status: "PAUSED" });

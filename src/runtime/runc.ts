@@ -231,7 +231,7 @@ export class RuncRuntime {
       const exit = await exited;
       // All of runc's own error text: its stderr has ended once the child is closed.
       await Promise.race([closed, new Promise((r) => setTimeout(r, 1000))]);
-      throw failedPrecondition(`runc run ${id} failed (exit ${exit.status})${runcErr ? `: ${runcErr.trim()}` : ""}`);
+      throw failedPrecondition(`runc ${args[0]} ${id}${exec ? ` (exec "${exec}")` : ""} failed (exit ${exit.status})${runcErr ? `: ${runcErr.trim()}` : ""}`);
     }
     return { pid, exited };
   }
@@ -304,8 +304,25 @@ export class RuncRuntime {
     for (const f of [`${exec}.json`, `${exec}.pid`]) await fs.unlink(path.join(dir, f)).catch(() => undefined);
   }
 
-  isExecRunning(ns: string, id: string, exec: string): boolean {
-    return this.running.has(procKey(ns, id, exec));
+  /**
+   * Signals an exec's process, only while it is still the child of the `runc exec` that ckd
+   * has not yet seen exit (runc makes it so): a pid freed since, perhaps another process's
+   * now, is never signalled.
+   */
+  async signalExec(ns: string, id: string, exec: string, pid: number, signal: number): Promise<void> {
+    const running = this.running.get(procKey(ns, id, exec));
+    const gone = () => notFound(`exec "${exec}" of task "${id}": process already finished`);
+    if (!running?.child.pid || pid <= 0) throw gone();
+    const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read past the last ")".
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid !== running.child.pid) throw gone();
+    try {
+      process.kill(pid, signal);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ESRCH") throw gone();
+      throw err;
+    }
   }
 
   async cleanup(ns: string, id: string): Promise<void> {
@@ -372,7 +389,8 @@ async function removeBundleFiles(bundle: string): Promise<void> {
   await fs.rmdir(execs).catch((err) => {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   });
-  for (const f of ["config.json", "init.pid"]) {
+  // .init.pid: runc's temporary pid file, left when runc died between writing and renaming it.
+  for (const f of ["config.json", "init.pid", ".init.pid"]) {
     await fs.unlink(path.join(bundle, f)).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     });

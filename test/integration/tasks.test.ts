@@ -158,6 +158,21 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       ],
     );
     await rejectsClass(api.call("tasks", "Get", { container_id: "t-bg", exec_id: "e1" }), "NotFound", /exec "e1"/);
+    // Over the API: an exec signalled while it runs; one never started cannot be; an exec
+    // may not take the task's own id.
+    const spec = (args: string[]) => ({ type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args, cwd: "/", env: ["PATH=/bin"] })) });
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "t-bg", spec: spec(["true"]) }), "AlreadyExists", /task's own process/);
+    await api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "e3", spec: spec(["sleep", "600"]) });
+    await rejectsClass(api.call("tasks", "Kill", { container_id: "t-bg", exec_id: "e3", signal: 9 }), "FailedPrecondition", /not started/);
+    const e3 = await api.call("tasks", "Start", { container_id: "t-bg", exec_id: "e3" });
+    assert.match(readFileSync(`/proc/${e3.pid}/cmdline`, "utf8"), /^sleep\u0000600/);
+    const e3waited = api.call("tasks", "Wait", { container_id: "t-bg", exec_id: "e3" });
+    await api.call("tasks", "Kill", { container_id: "t-bg", exec_id: "e3", signal: 9 });
+    assert.equal((await e3waited).exit_status, 137);
+    await rejectsClass(api.call("tasks", "Kill", { container_id: "t-bg", exec_id: "e3", signal: 9 }), "NotFound", /already finished/);
+    const e3del = await api.call("tasks", "DeleteProcess", { container_id: "t-bg", exec_id: "e3" });
+    assert.deepEqual([e3del.id, e3del.pid, e3del.exit_status], ["e3", e3.pid, 137]);
+    assert.equal(await status("t-bg"), "RUNNING");
     assert.equal(await status("t-bg"), "RUNNING", "an exec's exit is not the task's");
 
     r = await ctr(["tasks", "pause", "t-bg"]);
