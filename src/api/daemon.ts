@@ -268,6 +268,11 @@ export class Daemon {
 
     const sequencer = new Sequencer(log, projector, protos);
     const content = await LocalContentStore.open(paths.content, { directWrites: config.contentWriteThrough !== false });
+    // Whether tasks can run here, found out while the snapshotters load.
+    const runcChecked = runCommand("runc", ["--version"]).then(
+      () => undefined,
+      (err: Error) => `runc is not usable: ${err.message}`,
+    );
     // Snapshotters load as plugins: one that cannot run here is listed with the reason and skipped.
     const snapshotters = new Map<string, SnapshotterEntry>();
     const placement = new Map<string, string>();
@@ -282,10 +287,7 @@ export class Daemon {
       placement.set(sn.name, unspread ? `packed (${unspread})` : "spread (chattr +T)");
       if (unspread) logger.info({ snapshotter: sn.name, reason: unspread }, "snapshot directories are not spread over block groups");
     }
-    const runcProblem = await runCommand("runc", ["--version"]).then(
-      () => undefined,
-      (err: Error) => `runc is not usable: ${err.message}`,
-    );
+    const runcProblem = await runcChecked;
     if (runcProblem) logger.warn({ reason: runcProblem }, "tasks cannot run");
     const allPlugins: PluginInfo[] = [
       { type: "io.containerd.event.v1", id: "jetstream", exports: { stream, durability } },
@@ -380,7 +382,8 @@ export class Daemon {
     add("containerd.services.diff.v1.Diff", diffService({ queries, store: this.content, blobs, roots: () => snapshots.roots() }));
     add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots, sequencer: this.sequencer, afterUpdate }));
     add("ck.services.fetch.v1.Fetch", fetchService({ sequencer: this.sequencer, queries, store: this.content, blobs, userAgent: `ckd/${CK_VERSION}` }));
-    const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime: new RuncRuntime(this.config.root), logger: this.logger });
+    const runcProblem = this.plugins.find((p) => p.type === "io.containerd.runtime.v2")?.initError;
+    const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime: new RuncRuntime(this.config.root), logger: this.logger, runcProblem });
     this.tasks = tasks;
     add("containerd.services.tasks.v1.Tasks", tasks.service());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));

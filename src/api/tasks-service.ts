@@ -2,16 +2,17 @@
 // ../shared/CTR-COMPAT.md section 4 describes what ctr needs: Create makes the bundle and
 // records /tasks/create; Start runs the init and records /tasks/start; its exit is recorded as
 // /tasks/exit by the ckd that started it; Delete removes the bundle and records /tasks/delete.
-// Every state a client reads (Get, List, Wait's answer) is the projection's, folded from those
-// events. Execs, terminals, checkpoints, metrics and updates answer NotImplemented, saying so.
+// Every state a task's client reads (Get, List, Wait's answer) is the projection's, folded from
+// those events; exec processes are the service's own (see src/commands/tasks.ts). Terminals,
+// checkpoints, metrics and updates answer NotImplemented, saying so.
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
+import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, isNotFound, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import type { Decide, Sequencer } from "../commands/sequencer.js";
-import { checkCreateTask, checkDeleteTask, execHandlers, existingTask, requireStatus, taskHandlers, validateExecId, validateTaskId } from "../commands/tasks.js";
+import { checkCreateTask, checkDeleteTask, execHandlers, existingTask, requireStatus, taskHandlers, validateExecId, validateTaskId, type TaskIo } from "../commands/tasks.js";
 import type { Queries } from "../projections/queries.js";
 import type { TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
-import type { RuncRuntime } from "../runtime/runc.js";
+import type { RuncRuntime, Started } from "../runtime/runc.js";
 import type { Mount } from "../snapshots/types.js";
 import { namespaceOf, unary } from "./grpc.js";
 
@@ -20,6 +21,8 @@ export interface TasksDeps {
   queries: Queries;
   runtime: RuncRuntime;
   logger: Logger;
+  /** Why runc cannot run here (ckd checked at start), if it cannot: Create refuses, saying so. */
+  runcProblem?: string;
 }
 
 /** containerd.v1.types.Status */
@@ -27,7 +30,7 @@ const STATUS: Record<TaskStatus, number> = { CREATED: 1, RUNNING: 2, STOPPED: 3,
 /** Signals whose default action ends a process (what Kill of a never-started task honours). */
 const TERMINATING = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31]);
 /** The exit status containerd reports when a task's process was lost (its shim gone). */
-export const LOST_EXIT_STATUS = 255;
+const LOST_EXIT_STATUS = 255;
 
 const ts = (d: Date): Timestamp => ({ seconds: Math.floor(d.getTime() / 1000), nanos: (d.getTime() % 1000) * 1e6 });
 
@@ -50,7 +53,7 @@ function taskProcess(t: TaskRecord) {
 interface ExecState {
   status: "CREATED" | "RUNNING" | "STOPPED";
   pid: number;
-  io: { stdin: string; stdout: string; stderr: string; terminal: boolean };
+  io: TaskIo;
   exit_status: number;
   exited_at: Timestamp;
 }
@@ -66,12 +69,18 @@ function mounts(list: unknown): Mount[] {
   });
 }
 
+/** A stdio path as sent: absolute, or (stdout/stderr) a URI the runtime judges (file:// only). */
 function ioPath(field: string, p: string | undefined): string {
   const v = p ?? "";
-  if (v && !v.startsWith("/") && !v.startsWith("file://")) {
-    throw invalidArgument(`${field} ${JSON.stringify(v)}: an absolute FIFO or file path, or a file:// URI`);
+  const uri = field !== "stdin" && /^[a-z][a-z0-9+.-]*:\/\//i.test(v);
+  if (v && !v.startsWith("/") && !uri) {
+    throw invalidArgument(`${field} ${JSON.stringify(v)}: an absolute FIFO or file path${field === "stdin" ? "" : ", or a file:// URI"}`);
   }
   return v;
+}
+
+function ioOf(req: { stdin?: string; stdout?: string; stderr?: string }): TaskIo {
+  return { stdin: ioPath("stdin", req.stdin), stdout: ioPath("stdout", req.stdout), stderr: ioPath("stderr", req.stderr), terminal: false };
 }
 
 /** The Tasks service and what ckd's start and stop do with tasks. */
@@ -103,10 +112,11 @@ export class Tasks {
         validateTaskId(id);
         if (req.checkpoint?.digest) throw notImplemented("tasks.Create from a checkpoint: ck has no checkpoint support (CRIU)");
         if (req.terminal) throw notImplemented(`task "${id}": a terminal (ctr -t) is not supported by ck's runtime yet`);
-        const io = { stdin: ioPath("stdin", req.stdin), stdout: ioPath("stdout", req.stdout), stderr: ioPath("stderr", req.stderr), terminal: false };
+        const io = ioOf(req);
         const rootfs = mounts(req.rootfs);
         return this.serial(ns, id, async () => {
-          const container = checkCreateTask(id, await d.queries.getContainer(ns, id).catch(() => undefined), await d.queries.findTask(ns, id));
+          const container = checkCreateTask(id, await d.queries.getContainer(ns, id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err))), await d.queries.findTask(ns, id));
+          if (d.runcProblem) throw failedPrecondition(`tasks cannot run here: ${d.runcProblem}`);
           if (!container.spec?.value?.length) throw invalidArgument(`container "${id}" has no spec`);
           const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs);
           try {
@@ -252,7 +262,7 @@ export class Tasks {
         validateExecId(exec);
         if (req.terminal) throw notImplemented(`exec "${exec}": a terminal (ctr -t) is not supported by ck's runtime yet`);
         if (!req.spec?.value?.length) throw invalidArgument(`exec "${exec}": spec must be set`);
-        const io = { stdin: ioPath("stdin", req.stdin), stdout: ioPath("stdout", req.stdout), stderr: ioPath("stderr", req.stderr), terminal: false };
+        const io = ioOf(req);
         return this.serial(ns, id, async () => {
           const task = requireStatus(existingTask(id, await d.queries.findTask(ns, id)), "RUNNING");
           this.owned(task);
@@ -304,7 +314,7 @@ export class Tasks {
   private async startExec(ns: string, id: string, exec: string): Promise<{ pid: number }> {
     const e = this.exec(ns, id, exec);
     if (e.status !== "CREATED") throw failedPrecondition(`exec "${exec}" of task "${id}" is ${e.status.toLowerCase()}, not created`);
-    let started: Awaited<ReturnType<RuncRuntime["start"]>>;
+    let started: Started;
     try {
       started = await this.d.runtime.start(ns, id, exec);
     } catch (err) {
@@ -470,8 +480,9 @@ export class Tasks {
     let n = 0;
     for (const { name } of await this.d.queries.listNamespaces()) {
       for (const task of this.d.queries.listTasks(name)) {
-        if (task.status === "STOPPED" || !this.d.runtime.owns(task.bundle) || this.d.runtime.isRunning(name, task.container_id)) continue;
-        await this.d.runtime.stopLeftover(name, task.container_id);
+        if (task.status === "STOPPED" || !this.d.runtime.owns(task.bundle)) continue;
+        // Its container may still run, unsupervised since the earlier ckd went: stopped now.
+        await this.d.runtime.forceDelete(name, task.container_id);
         await this.recordExit(name, task.container_id, task.pid, LOST_EXIT_STATUS, new Date());
         n++;
       }

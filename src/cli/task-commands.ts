@@ -7,6 +7,7 @@ import { closeSync, constants as fsc, mkdtempSync, openSync, rmSync } from "node
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import type { Command } from "commander";
 import type { ApiClient } from "./client.js";
 import { CkError } from "../errdefs/errdefs.js";
@@ -65,7 +66,7 @@ function fifoReader(file: string, to: NodeJS.WritableStream): { done: Promise<vo
 export async function runTask(api: ApiClient, id: string, opts: { detach?: boolean; log?: string }): Promise<number> {
   const rootfs = await rootfsOf(api, id);
   if (opts.detach) {
-    const logUri = opts.log ? `file://${path.resolve(opts.log)}` : "";
+    const logUri = opts.log ? pathToFileURL(path.resolve(opts.log)).href : "";
     await api.call("tasks", "Create", { container_id: id, rootfs, stdout: logUri, stderr: logUri });
     try {
       const { pid } = await api.call("tasks", "Start", { container_id: id });

@@ -162,10 +162,7 @@ export class EventLog {
         this.publisher.failAll(new Error("connection to the log lost"));
       }
       else if (s.type === "reconnect") this.setState("connected");
-      else if (s.type === "close") {
-        this.setState("closed");
-        this.publisher.failAll(new Error("connection to the log closed"));
-      }
+      else if (s.type === "close") break;
     }
     this.setState("closed");
     this.publisher.failAll(new Error("connection to the log closed"));

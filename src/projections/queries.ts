@@ -138,12 +138,6 @@ export class Queries {
     return (await this.db.get(keys.task(ns, id))) as TaskRecord | undefined;
   }
 
-  async getTask(ns: string, id: string): Promise<TaskRecord> {
-    const rec = await this.findTask(ns, id);
-    if (!rec) throw notFound(`task "${id}"`);
-    return rec;
-  }
-
   /** The tasks of a namespace, by container id. */
   listTasks(ns: string): TaskRecord[] {
     return [...this.scanRecords<TaskRecord>(keys.tasksPrefix(ns))].map(([, r]) => r);

@@ -9,18 +9,15 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { constants as fsc, promises as fs, openSync, closeSync, fstatSync, mkdirSync } from "node:fs";
 import net from "node:net";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
 import { PassThrough } from "node:stream";
 import path from "node:path";
 import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import { mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 
-export interface TaskIo {
-  stdin: string;
-  stdout: string;
-  stderr: string;
-  terminal: boolean;
-}
+import type { TaskIo } from "../commands/tasks.js";
 
 export interface Exit {
   status: number;
@@ -86,16 +83,8 @@ export class RuncRuntime {
    * stores it), rootfs/ with the task's mounts on it. Undone entirely when any step fails.
    */
   async prepare(ns: string, id: string, spec: Uint8Array, rootfs: readonly Mount[]): Promise<string> {
-    let parsed: { root?: { path?: string }; process?: { args?: unknown[]; terminal?: boolean } };
-    try {
-      parsed = JSON.parse(Buffer.from(spec).toString("utf8"));
-    } catch (err) {
-      throw invalidArgument(`container "${id}": spec is not runtime-spec JSON: ${(err as Error).message}`);
-    }
-    if (!parsed || typeof parsed !== "object") throw invalidArgument(`container "${id}": spec is not a JSON object`);
-    if (!Array.isArray(parsed.process?.args) || parsed.process!.args!.length === 0) {
-      throw invalidArgument(`container "${id}": spec.process.args must name the program to run`);
-    }
+    const parsed = parseJson<{ process?: { args?: unknown[] } }>(spec, `container "${id}": spec is not runtime-spec JSON`);
+    checkArgs(parsed.process?.args, `container "${id}": spec.process.args must name the program to run`);
     const bundle = this.bundleDir(ns, id);
     // 0700: the bundle exposes the rootfs (setuid binaries among it) and the spec (its env).
     await fs.mkdir(path.dirname(bundle), { recursive: true, mode: 0o700 });
@@ -202,17 +191,25 @@ export class RuncRuntime {
       releaseHolder(io.stdin);
     }
     const running: Running = { child };
+    // Only what is still this start's is let go: a later task of the same id has its own.
+    const release = () => {
+      if (this.running.get(key) !== running) return;
+      this.running.delete(key);
+      if (this.ios.get(key) === io) this.closeIoHandles(key);
+    };
     const exited = new Promise<Exit>((resolve) => {
       child.once("exit", (code, signal) => {
-        // Only what is still this start's: a later task of the same id has its own.
-        if (this.running.get(key) === running) {
-          this.running.delete(key);
-          if (this.ios.get(key) === io) this.closeIoHandles(key);
-        }
-        resolve({ status: code ?? 128 + (signal ? signalNumber(signal) : 127), at: new Date() });
+        release();
+        resolve({ status: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127), at: new Date() });
       });
     });
-    const spawnFailed = new Promise<never>((_, reject) => child.once("error", (e) => reject(unavailable(`runc: ${e.message}`))));
+    // A spawn that fails (no runc) emits 'error' and never 'exit'.
+    const spawnFailed = new Promise<never>((_, reject) =>
+      child.once("error", (e) => {
+        release();
+        reject(unavailable(`runc: ${e.message}`));
+      }),
+    );
     this.running.set(key, running);
     const pid = await Promise.race([waitForPid(pidFile, exited), spawnFailed]).catch(async (e) => {
       // No pid in time: nothing of it may run on unrecorded.
@@ -222,7 +219,7 @@ export class RuncRuntime {
         } catch {
           // gone already
         }
-        if (!exec) await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
+        if (!exec) await this.forceDelete(ns, id);
         await exited;
       }
       throw e;
@@ -240,10 +237,6 @@ export class RuncRuntime {
   closeStdin(ns: string, id: string, exec?: string): void {
     const stdin = this.ios.get(procKey(ns, id, exec))?.stdin;
     if (stdin) releaseHolder(stdin);
-  }
-
-  isRunning(ns: string, id: string): boolean {
-    return this.running.has(`${ns}/${id}`);
   }
 
   async kill(ns: string, id: string, signal: number, all: boolean): Promise<void> {
@@ -275,20 +268,10 @@ export class RuncRuntime {
     }
   }
 
-  /**
-   * Removes what a task left: runc's state (killing what still runs), the rootfs mounts, the
-   * bundle. Unmounting comes before any removal, and the rootfs directory is removed with
-   * rmdir, never recursively: a failed unmount must not delete through into a snapshot.
-   */
   /** Writes an exec's process spec (runtime-spec Process JSON) where `runc exec` reads it. */
   async prepareExec(ns: string, id: string, exec: string, spec: Uint8Array): Promise<void> {
-    let parsed: { args?: unknown[]; terminal?: boolean };
-    try {
-      parsed = JSON.parse(Buffer.from(spec).toString("utf8"));
-    } catch (err) {
-      throw invalidArgument(`exec "${exec}": spec is not a runtime-spec Process: ${(err as Error).message}`);
-    }
-    if (!parsed || !Array.isArray(parsed.args) || parsed.args.length === 0) throw invalidArgument(`exec "${exec}": spec.args must name the program to run`);
+    const parsed = parseJson<{ args?: unknown[]; terminal?: boolean }>(spec, `exec "${exec}": spec is not a runtime-spec Process`);
+    checkArgs(parsed.args, `exec "${exec}": spec.args must name the program to run`);
     if (parsed.terminal) throw notImplemented(`exec "${exec}": a terminal (ctr -t) is not supported by ck's runtime yet`);
     const dir = path.join(this.bundleDir(ns, id), "execs");
     await fs.mkdir(dir, { mode: 0o700 }).catch((err) => {
@@ -325,16 +308,23 @@ export class RuncRuntime {
     }
   }
 
+  /**
+   * Removes what a task left: runc's state (killing what still runs), the rootfs mounts, the
+   * bundle. Unmounting comes before any removal, and the rootfs directory is removed with
+   * rmdir, never recursively: a failed unmount must not delete through into a snapshot.
+   */
   async cleanup(ns: string, id: string): Promise<void> {
     for (const key of [...this.ios.keys()]) if (key.startsWith(`${ns}/${id}/`)) this.closeIoHandles(key);
     this.closeIoHandles(`${ns}/${id}`);
     const bundle = this.bundleDir(ns, id);
-    await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
-    const rootfs = path.join(bundle, "rootfs");
-    await unmountAll(rootfs).catch((err) => {
-      throw unavailable(`task "${id}": ${(err as Error).message}`);
-    });
+    await this.forceDelete(ns, id);
+    await unmountAll(path.join(bundle, "rootfs"));
     await removeBundle(bundle);
+  }
+
+  /** `runc delete --force`: kills what the container still runs and drops runc's state for it. */
+  async forceDelete(ns: string, id: string): Promise<void> {
+    await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
   }
 
   /** Every bundle directory under this runtime's root, as [namespace, id]. */
@@ -345,11 +335,6 @@ export class RuncRuntime {
       for (const id of await fs.readdir(path.join(top, ns)).catch(() => [] as string[])) out.push([ns, id]);
     }
     return out;
-  }
-
-  /** Stops what a task's runc container left running (its ckd gone); the bundle stays for Delete. */
-  async stopLeftover(ns: string, id: string): Promise<void> {
-    await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
   }
 
   /** SIGKILL to every process of every task this runtime started. */
@@ -402,6 +387,22 @@ async function removeBundleFiles(bundle: string): Promise<void> {
   }
 }
 
+/** A JSON object from a spec's bytes, or InvalidArgument with `what` and the parser's reason. */
+function parseJson<T>(bytes: Uint8Array, what: string): T {
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(bytes).toString("utf8"));
+  } catch (err) {
+    throw invalidArgument(`${what}: ${(err as Error).message}`);
+  }
+  if (!v || typeof v !== "object") throw invalidArgument(`${what}: not a JSON object`);
+  return v as T;
+}
+
+function checkArgs(args: unknown[] | undefined, message: string): void {
+  if (!Array.isArray(args) || args.length === 0) throw invalidArgument(message);
+}
+
 /** The runtime's key of a task's init (`ns/id`) or of one of its execs (`ns/id/exec`). */
 function procKey(ns: string, id: string, exec?: string): string {
   return exec ? `${ns}/${id}/${exec}` : `${ns}/${id}`;
@@ -420,7 +421,7 @@ function openOutput(p: string, fds: number[]): number | undefined {
   if (p.startsWith("file://")) {
     let file: string;
     try {
-      file = decodeURIComponent(new URL(p).pathname);
+      file = fileURLToPath(p);
     } catch (err) {
       throw invalidArgument(`io ${p}: ${(err as Error).message}`);
     }
@@ -466,7 +467,3 @@ async function waitForPid(file: string, exited: Promise<Exit>): Promise<number |
   }
 }
 
-const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGABRT: 6, SIGKILL: 9, SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
-function signalNumber(signal: string): number {
-  return SIGNALS[signal] ?? 127;
-}

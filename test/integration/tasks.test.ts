@@ -162,9 +162,22 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     // may not take the task's own id.
     const spec = (args: string[]) => ({ type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args, cwd: "/", env: ["PATH=/bin"] })) });
     await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "t-bg", spec: spec(["true"]) }), "AlreadyExists", /task's own process/);
+    const beforeExecs = await log.lastSeq();
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: spec(["true"]), terminal: true }), "NotImplemented", /terminal/);
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: spec([]) }), "InvalidArgument", /spec\.args/);
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: { type_url: "x", value: Buffer.from("{") } }), "InvalidArgument", /not a runtime-spec Process/);
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: spec(["true"]), stdout: "/no/such/dir/out" }), "InvalidArgument", /does not exist/);
+    assert.equal(await log.lastSeq(), beforeExecs, "a refused exec appended to the log");
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bg/execs/ex.json`), "no exec spec left behind");
+    for (const method of ["Wait", "Kill", "DeleteProcess", "Get"]) {
+      await rejectsClass(api.call("tasks", method, { container_id: "t-bg", exec_id: "nope", signal: 9 }), "NotFound", /exec "nope"/);
+    }
+    await rejectsClass(api.call("tasks", "DeleteProcess", { container_id: "t-bg", exec_id: "" }), "InvalidArgument", /exec_id/);
     await api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "e3", spec: spec(["sleep", "600"]) });
     await rejectsClass(api.call("tasks", "Kill", { container_id: "t-bg", exec_id: "e3", signal: 9 }), "FailedPrecondition", /not started/);
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "e3", spec: spec(["true"]) }), "AlreadyExists", /exec "e3"/);
     const e3 = await api.call("tasks", "Start", { container_id: "t-bg", exec_id: "e3" });
+    await rejectsClass(api.call("tasks", "DeleteProcess", { container_id: "t-bg", exec_id: "e3" }), "FailedPrecondition", /must be stopped/);
     assert.match(readFileSync(`/proc/${e3.pid}/cmdline`, "utf8"), /^sleep\u0000600/);
     const e3waited = api.call("tasks", "Wait", { container_id: "t-bg", exec_id: "e3" });
     await api.call("tasks", "Kill", { container_id: "t-bg", exec_id: "e3", signal: 9 });
@@ -264,6 +277,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
   test("bad requests get the right class and append nothing", async () => {
     let r = await ctr(["containers", "create", ref, "t-bad", "true"]);
     assert.equal(r.code, 0, r.stderr);
+    const goodSpec = (await api.call("containers", "Get", { id: "t-bad" })).container.spec;
     const before = await log.lastSeq();
     await rejectsClass(api.call("tasks", "Create", { container_id: "" }), "InvalidArgument", /container_id/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "no-such" }), "NotFound", /container "no-such"/);
@@ -293,7 +307,31 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdin: plain }), "InvalidArgument", /not a FIFO/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "/no/such/dir/out" }), "InvalidArgument", /does not exist/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "file://%zz" }), "InvalidArgument", /file:\/\/%zz/);
-    assert.equal(await log.lastSeq(), before, "a refused call appended to the log");
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "binary:///usr/bin/logger" }), "NotImplemented", /binary:/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, checkpoint: { digest: "sha256:" + "a".repeat(64) } }), "NotImplemented", /checkpoint/);
+    // A spec runc cannot run: refused at Create, before anything is mounted.
+    for (const [spec, re] of [
+      ["not json", /not runtime-spec JSON/],
+      [JSON.stringify({ process: { args: [] } }), /process\.args/],
+    ] as const) {
+      await api.call("containers", "Update", { container: { id: "t-bad", spec: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from(spec) } }, update_mask: { paths: ["spec"] } });
+      const seq = await log.lastSeq();
+      await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "InvalidArgument", re);
+      assert.equal(await log.lastSeq(), seq);
+    }
+    await api.call("containers", "Update", { container: { id: "t-bad", spec: goodSpec }, update_mask: { paths: ["spec"] } });
+    for (const [method, re] of [
+      ["ResizePty", /terminals/],
+      ["Checkpoint", /checkpoint/],
+      ["Update", /resources/],
+      ["Metrics", /metrics/],
+    ] as const) {
+      await rejectsClass(api.call("tasks", method, { container_id: "t-bad" }), "NotImplemented", re);
+    }
+    await rejectsClass(api.call("tasks", "CloseIO", { container_id: "t-bad", stdin: true }), "NotFound");
+    await rejectsClass(api.call("tasks", "ListPids", { container_id: "t-bad" }), "NotFound");
+    const before2 = await log.lastSeq();
+    assert.equal(await log.lastSeq(), before2, "a refused call appended to the log");
     assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bad`), "no bundle left behind");
     await api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts });
     const created = await api.call("tasks", "Get", { container_id: "t-bad" });
@@ -301,6 +339,11 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const afterCreate = await log.lastSeq();
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "AlreadyExists");
     await rejectsClass(api.call("containers", "Delete", { id: "t-bad" }), "FailedPrecondition", /created task: delete the task first/);
+    await rejectsClass(api.call("tasks", "Resume", { container_id: "t-bad" }), "FailedPrecondition", /created, not paused/);
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bad", exec_id: "e", spec: execSpec }), "FailedPrecondition", /created, not running/);
+    // A signal that would not end a process changes nothing of a task never started.
+    for (const signal of [0, 17, 28]) await api.call("tasks", "Kill", { container_id: "t-bad", signal });
+    assert.equal((await api.call("tasks", "Get", { container_id: "t-bad" })).process.status, 1);
     assert.equal(await log.lastSeq(), afterCreate);
     await api.call("tasks", "Kill", { container_id: "t-bad", signal: 15 });
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-bad" })).exit_status, 128 + 15);

@@ -3,7 +3,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { containerHandlers, decideCreateContainer } from "../../src/commands/containers.js";
-import { taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
+import { execHandlers, taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
 import { Given, T0 } from "../helpers/given.js";
@@ -119,5 +119,25 @@ describe("tasks", () => {
     throwsClass(() => taskHandlers.create({ ...create("c2"), bundle: "tasks/c2" })(g2), "InvalidArgument", /must be absolute/);
     throwsClass(() => taskHandlers.start({ namespace: NS, container_id: "c2", pid: 1 })(g2), "NotFound", /task "c2"/);
     throwsClass(() => taskHandlers.delete({ namespace: NS, container_id: "c2" })(g2), "NotFound", /task "c2"/);
+  });
+
+  test("execs: added only to a running task; their exits, carrying the exec's id, leave the task as it is", () => {
+    const g = givenContainer();
+    g.run(taskHandlers.create(create()));
+    const exec = { namespace: NS, container_id: "c1", exec_id: "e1" };
+    throwsClass(() => execHandlers.added(exec)(g), "FailedPrecondition", /created, not running/);
+    g.run(taskHandlers.start({ namespace: NS, container_id: "c1", pid: 9 }));
+    throwsClass(() => execHandlers.added({ ...exec, exec_id: "" })(g), "InvalidArgument", /exec_id must be set/);
+    throwsClass(() => execHandlers.added({ ...exec, container_id: "none" })(g), "NotFound", /task "none"/);
+    const added = execHandlers.added(exec)(g);
+    assert.deepEqual([added.event?.topic, added.event?.typeName, added.event?.payload], ["/tasks/exec-added", TYPE.TaskExecAdded, { container_id: "c1", exec_id: "e1" }]);
+    assert.deepEqual(g.apply(added.event), []);
+    const started = execHandlers.started({ ...exec, pid: 10 })(g);
+    assert.deepEqual([started.event?.topic, started.event?.payload], ["/tasks/exec-started", { container_id: "c1", exec_id: "e1", pid: 10 }]);
+    assert.deepEqual(g.apply(started.event), []);
+    const exit = execHandlers.exit({ ...exec, pid: 10, exit_status: 4, exited_at: exited })();
+    assert.deepEqual(exit.event?.payload, { container_id: "c1", id: "e1", pid: 10, exit_status: 4, exited_at: exited });
+    assert.deepEqual(g.apply(exit.event), []);
+    assert.deepEqual([task(g)?.status, task(g)?.pid], ["RUNNING", 9]);
   });
 });
