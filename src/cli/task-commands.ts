@@ -57,33 +57,48 @@ function fifoReader(file: string, to: NodeJS.WritableStream): { done: Promise<vo
   };
 }
 
+/** A task's init, or one exec process in it: how to make, start, wait for, signal and drop it. */
+function processCalls(api: ApiClient, id: string, exec?: { id: string; spec: unknown }) {
+  const ref = exec ? { container_id: id, exec_id: exec.id } : { container_id: id };
+  return {
+    create: async (io: { stdin?: string; stdout: string; stderr: string }) =>
+      exec ? api.call("tasks", "Exec", { ...ref, spec: exec.spec, ...io }) : api.call("tasks", "Create", { ...ref, rootfs: await rootfsOf(api, id), ...io }),
+    start: () => api.call("tasks", "Start", ref),
+    wait: () => api.call("tasks", "Wait", ref),
+    closeStdin: () => api.call("tasks", "CloseIO", { ...ref, stdin: true }),
+    kill: (signal: number) => api.call("tasks", "Kill", { ...ref, signal }),
+    remove: () => (exec ? api.call("tasks", "DeleteProcess", ref) : api.call("tasks", "Delete", ref)),
+  };
+}
+
 /**
- * Creates and starts a container's task. Detached: prints the pid and returns 0. Otherwise,
- * as ctr: FIFOs for its stdio in a temporary directory, copied to and from this process's,
- * CloseIO at the end of stdin, ^C/SIGTERM/SIGHUP forwarded, and its exit status returned once
- * it ended and was deleted.
+ * Creates and starts a container's task (or, given `exec`, an exec process in its running
+ * task). Detached: prints the pid and returns 0. Otherwise, as ctr: FIFOs for its stdio in a
+ * temporary directory, copied to and from this process's, CloseIO at the end of stdin,
+ * ^C/SIGTERM/SIGHUP forwarded, and its exit status returned once it ended and was deleted.
  */
-export async function runTask(api: ApiClient, id: string, opts: { detach?: boolean; log?: string }): Promise<number> {
-  const rootfs = await rootfsOf(api, id);
+export async function runTask(api: ApiClient, id: string, opts: { detach?: boolean; log?: string; exec?: { id: string; spec: unknown } }): Promise<number> {
+  const p = processCalls(api, id, opts.exec);
   if (opts.detach) {
     const logUri = opts.log ? pathToFileURL(path.resolve(opts.log)).href : "";
-    await api.call("tasks", "Create", { container_id: id, rootfs, stdout: logUri, stderr: logUri });
+    await p.create({ stdout: logUri, stderr: logUri });
     try {
-      const { pid } = await api.call("tasks", "Start", { container_id: id });
+      const { pid } = await p.start();
       process.stdout.write(`${pid}\n`);
     } catch (err) {
-      await api.call("tasks", "Delete", { container_id: id }).catch(() => undefined);
+      await p.remove().catch(() => undefined);
       throw err;
     }
     return 0;
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), "ck-fifo-"));
   try {
-    const [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map((n) => path.join(dir, `${id}-${n}`)) as [string, string, string];
+    const name = opts.exec?.id ?? id;
+    const [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map((n) => path.join(dir, `${name}-${n}`)) as [string, string, string];
     execFileSync("mkfifo", ["-m", "0600", stdin, stdout, stderr]);
     const outR = fifoReader(stdout, process.stdout);
     const errR = fifoReader(stderr, process.stderr);
-    await api.call("tasks", "Create", { container_id: id, rootfs, stdin, stdout, stderr });
+    await p.create({ stdin, stdout, stderr });
     // ckd reads stdin from Create on: our writer opens now without waiting.
     const inFd = openSync(stdin, fsc.O_WRONLY | fsc.O_NONBLOCK);
     const inSock = new net.Socket({ fd: inFd, readable: false, writable: true });
@@ -91,22 +106,22 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
     process.stdin.pipe(inSock);
     process.stdin.once("end", () => {
       inSock.end();
-      void api.call("tasks", "CloseIO", { container_id: id, stdin: true }).catch(() => undefined);
+      void p.closeStdin().catch(() => undefined);
     });
-    const waited = api.call("tasks", "Wait", { container_id: id });
-    // A failed Start deletes the task, which ends this Wait with NotFound: not the error to show.
+    const waited = p.wait();
+    // A failed Start deletes the process, which ends this Wait with NotFound: not the error to show.
     waited.catch(() => undefined);
     try {
-      await api.call("tasks", "Start", { container_id: id });
+      await p.start();
     } catch (err) {
-      await api.call("tasks", "Delete", { container_id: id }).catch(() => undefined);
+      await p.remove().catch(() => undefined);
       throw err;
     } finally {
       outR.release();
       errR.release();
     }
-    // As ctr: ^C and SIGTERM go to the task, which decides what they mean.
-    const forward = (sig: NodeJS.Signals) => void api.call("tasks", "Kill", { container_id: id, signal: os.constants.signals[sig] }).catch(() => undefined);
+    // As ctr: ^C and SIGTERM go to the process, which decides what they mean.
+    const forward = (sig: NodeJS.Signals) => void p.kill(os.constants.signals[sig]).catch(() => undefined);
     for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
     const { exit_status } = await waited;
     for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
@@ -114,7 +129,7 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
     process.stdin.unpipe(inSock);
     process.stdin.destroy();
     inSock.destroy();
-    await api.call("tasks", "Delete", { container_id: id });
+    await p.remove();
     return exit_status ?? 0;
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -218,6 +233,22 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
           }
         }
         process.exitCode = status;
+      }),
+    );
+  tasks
+    .command("exec <id> [args...]")
+    .description("run a further process in a running task, with the container's process settings (as ctr tasks exec)")
+    .requiredOption("--exec-id <id>", "the exec process's id")
+    .option("-d, --detach", "start it and return")
+    .option("--cwd <dir>", "working directory in the container")
+    .action(
+      action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; cwd?: string }) => {
+        if (!args?.length) throw new CkError("InvalidArgument", "exec needs the program to run: invalid argument");
+        const c = (await api.call("containers", "Get", { id })).container;
+        const spec = JSON.parse(Buffer.from(c.spec?.value ?? []).toString("utf8") || "{}");
+        const proc = { ...(spec.process ?? {}), args, terminal: false, ...(opts.cwd ? { cwd: opts.cwd } : {}) };
+        const any = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify(proc)) };
+        process.exitCode = await runTask(api, id, { detach: opts.detach, exec: { id: opts.execId, spec: any } });
       }),
     );
   tasks

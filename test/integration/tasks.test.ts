@@ -230,6 +230,12 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.match(r.stdout, new RegExp(`^TASK +PID +STATUS\n(.*\n)*ck-bg +${pid} +RUNNING\n`, "m"));
     r = await ck(["tasks", "ps", "ck-bg"]);
     assert.ok(r.stdout.split("\n").includes(String(pid)), r.stdout);
+    r = await ck(["tasks", "exec", "--exec-id", "ce1", "ck-bg", "--", "sh", "-c", "cat; echo exec err >&2; exit 6"], "into the exec\n");
+    assert.deepEqual([r.code, r.stdout, r.stderr], [6, "into the exec\n", "exec err\n"]);
+    await rejectsClass(api.call("tasks", "Get", { container_id: "ck-bg", exec_id: "ce1" }), "NotFound");
+    r = await ck(["tasks", "exec", "ck-bg", "true"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--exec-id/);
     r = await ck(["tasks", "kill", "-s", "KILL", "ck-bg"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await api.call("tasks", "Wait", { container_id: "ck-bg" })).exit_status, 137);
