@@ -383,7 +383,7 @@ export class Daemon {
     add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots, sequencer: this.sequencer, afterUpdate }));
     add("ck.services.fetch.v1.Fetch", fetchService({ sequencer: this.sequencer, queries, store: this.content, blobs, userAgent: `ckd/${CK_VERSION}` }));
     const runcProblem = this.plugins.find((p) => p.type === "io.containerd.runtime.v2")?.initError;
-    const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime: new RuncRuntime(this.config.root), logger: this.logger, runcProblem });
+    const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime: new RuncRuntime(this.config.root), logger: this.logger, runcProblem, protos: this.protos });
     this.tasks = tasks;
     add("containerd.services.tasks.v1.Tasks", tasks.service());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));

@@ -3,8 +3,9 @@
 // records /tasks/create; Start runs the init and records /tasks/start; its exit is recorded as
 // /tasks/exit by the ckd that started it; Delete removes the bundle and records /tasks/delete.
 // Every state a task's client reads (Get, List, Wait's answer) is the projection's, folded from
-// those events; exec processes are the service's own (see src/commands/tasks.ts). Terminals,
-// checkpoints, metrics and updates answer NotImplemented, saying so.
+// those events; exec processes are the service's own (see src/commands/tasks.ts). Metrics are
+// read from the cgroup v1 hierarchy. Terminals, checkpoints and updates answer NotImplemented,
+// saying so.
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, isNotFound, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
@@ -14,6 +15,9 @@ import type { Queries } from "../projections/queries.js";
 import type { TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
 import type { RuncRuntime, Started } from "../runtime/runc.js";
 import type { Mount } from "../snapshots/types.js";
+import type { Protos } from "../protos/protos.js";
+import { parseFilters } from "../projections/filters.js";
+import { METRICS_V1_TYPE } from "../runtime/cgroups-v1.js";
 import { namespaceOf, unary } from "./grpc.js";
 
 export interface TasksDeps {
@@ -21,6 +25,8 @@ export interface TasksDeps {
   queries: Queries;
   runtime: RuncRuntime;
   logger: Logger;
+  /** For the Metrics' payload (io.containerd.cgroups.v1.Metrics). */
+  protos: Protos;
   /** Why runc cannot run here (ckd checked at start), if it cannot: Create refuses, saying so. */
   runcProblem?: string;
 }
@@ -298,7 +304,21 @@ export class Tasks {
       ResizePty: unsupported("ResizePty", "terminals are not supported by ck's runtime yet"),
       Checkpoint: unsupported("Checkpoint", "ck has no checkpoint support (CRIU)"),
       Update: unsupported("Update", "changing a running task's resources is not supported by ck's runtime yet"),
-      Metrics: unsupported("Metrics", "task metrics are not collected by ck's runtime yet"),
+      Metrics: unary(async (call) => {
+        const ns = namespaceOf(call);
+        // containerd's filters on the task: id (the container's) and status.
+        const filter = parseFilters(call.request.filters ?? []);
+        const tasks = d.queries
+          .listTasks(ns)
+          .filter((t) => filter.match((fp) => (fp.length === 1 && fp[0] === "id" ? { value: t.container_id, present: true } : fp.length === 1 && fp[0] === "status" ? { value: t.status.toLowerCase(), present: true } : { value: "", present: false })));
+        const metrics = [];
+        for (const t of tasks) {
+          if ((t.status !== "RUNNING" && t.status !== "PAUSED") || !d.runtime.owns(t.bundle)) continue;
+          const data = await d.runtime.metrics(ns, t.container_id);
+          metrics.push({ timestamp: ts(new Date()), id: t.container_id, data: { type_url: METRICS_V1_TYPE, value: d.protos.encode(METRICS_V1_TYPE, data) } });
+        }
+        return { metrics };
+      }),
     };
   }
 

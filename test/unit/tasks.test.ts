@@ -6,6 +6,7 @@ import { containerHandlers, decideCreateContainer } from "../../src/commands/con
 import { execHandlers, taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
+import { metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
 import { Given, T0 } from "../helpers/given.js";
 
 const NS = "ns";
@@ -139,5 +140,30 @@ describe("tasks", () => {
     assert.deepEqual(exit.event?.payload, { container_id: "c1", id: "e1", pid: 10, exit_status: 4, exited_at: exited });
     assert.deepEqual(g.apply(exit.event), []);
     assert.deepEqual([task(g)?.status, task(g)?.pid], ["RUNNING", 9]);
+  });
+
+  test("cgroup v1 metrics: files to containerd's Metrics fields; absent controllers left out", () => {
+    const files: Record<string, string> = {
+      "pids/pids.current": "3\n",
+      "pids/pids.max": "max\n",
+      "cpuacct/cpuacct.usage": "123456789\n",
+      "cpuacct/cpuacct.stat": "user 20\nsystem 5\n",
+      "cpuacct/cpuacct.usage_percpu": "100 200 \n",
+      "cpu/cpu.stat": "nr_periods 7\nnr_throttled 2\nthrottled_time 900\n",
+      "memory/memory.usage_in_bytes": "4096\n",
+      "memory/memory.limit_in_bytes": "9223372036854771712\n",
+      "memory/memory.stat": "cache 10\nrss 20\npgfault 30\ntotal_pgmajfault 4\ntotal_cache 11\n",
+      "memory/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+    };
+    const m = metricsFromFiles((c, f) => files[`${c}/${f}`]) as any;
+    assert.deepEqual(m.pids, { current: 3, limit: 0 });
+    assert.deepEqual(m.cpu.usage, { total: 123456789, kernel: 5e7, user: 2e8, per_cpu: [100, 200] });
+    assert.deepEqual(m.cpu.throttling, { periods: 7, throttled_periods: 2, throttled_time: 900 });
+    assert.deepEqual([m.memory.cache, m.memory.rss, m.memory.pg_fault, m.memory.total_pg_maj_fault, m.memory.total_cache], [10, 20, 30, 4, 11]);
+    assert.deepEqual(m.memory.usage, { limit: 9223372036854771712, usage: 4096, max: 0, failcnt: 0 });
+    assert.equal(m.memory.swap, undefined, "no memsw files: no swap entry");
+    assert.deepEqual(m.memory_oom_control, { oom_kill_disable: 0, under_oom: 0, oom_kill: 1 });
+    assert.deepEqual(metricsFromFiles(() => undefined), {});
+    assert.deepEqual([...parseKeyValues("a 1\nb x\n\nc 3").entries()], [["a", 1], ["c", 3]]);
   });
 });

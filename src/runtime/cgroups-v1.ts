@@ -1,0 +1,113 @@
+// A task's statistics from the cgroup v1 hierarchy (/sys/fs/cgroup/<controller>/<path>), in
+// the shape of containerd's io.containerd.cgroups.v1.Metrics (proto/api/types/
+// cgroups-v1-metrics.proto): what `ctr tasks metrics` prints. Parsing is pure; reading is the
+// thin part. A controller that is not mounted, or a file a kernel lacks, leaves its part out.
+import { promises as fs } from "node:fs";
+import path from "node:path";
+
+export const CGROUP_ROOT = "/sys/fs/cgroup";
+export const METRICS_V1_TYPE = "io.containerd.cgroups.v1.Metrics";
+
+/** "key value" lines (memory.stat, cpu.stat, cpuacct.stat, memory.oom_control) as numbers. */
+export function parseKeyValues(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    const [k, v] = line.trim().split(/\s+/);
+    if (k && v !== undefined && /^\d+$/.test(v)) out.set(k, Number(v));
+  }
+  return out;
+}
+
+/** One number from a file's text; "max" (no limit) is 0, as containerd reports it. */
+export function parseValue(text: string | undefined): number | undefined {
+  const t = text?.trim();
+  if (t === undefined || t === "") return undefined;
+  if (t === "max") return 0;
+  return /^\d+$/.test(t) ? Number(t) : undefined;
+}
+
+/** USER_HZ ticks (cpuacct.stat) to nanoseconds. */
+const TICK_NS = 1e9 / 100;
+
+/** The Metrics message, from the files' texts (undefined where a file was absent). */
+export function metricsFromFiles(read: (controller: string, file: string) => string | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const pidsCurrent = parseValue(read("pids", "pids.current"));
+  if (pidsCurrent !== undefined) out.pids = { current: pidsCurrent, limit: parseValue(read("pids", "pids.max")) ?? 0 };
+
+  const total = parseValue(read("cpuacct", "cpuacct.usage"));
+  if (total !== undefined) {
+    const stat = parseKeyValues(read("cpuacct", "cpuacct.stat") ?? "");
+    const throttle = parseKeyValues(read("cpu", "cpu.stat") ?? "");
+    out.cpu = {
+      usage: {
+        total,
+        kernel: (stat.get("system") ?? 0) * TICK_NS,
+        user: (stat.get("user") ?? 0) * TICK_NS,
+        per_cpu: (read("cpuacct", "cpuacct.usage_percpu") ?? "").trim().split(/\s+/).filter(Boolean).map(Number),
+      },
+      throttling: { periods: throttle.get("nr_periods") ?? 0, throttled_periods: throttle.get("nr_throttled") ?? 0, throttled_time: throttle.get("throttled_time") ?? 0 },
+    };
+  }
+
+  const usage = parseValue(read("memory", "memory.usage_in_bytes"));
+  if (usage !== undefined) {
+    const stat = parseKeyValues(read("memory", "memory.stat") ?? "");
+    const entry = (prefix: string) => ({
+      limit: parseValue(read("memory", `${prefix}.limit_in_bytes`)) ?? 0,
+      usage: parseValue(read("memory", `${prefix}.usage_in_bytes`)) ?? 0,
+      max: parseValue(read("memory", `${prefix}.max_usage_in_bytes`)) ?? 0,
+      failcnt: parseValue(read("memory", `${prefix}.failcnt`)) ?? 0,
+    });
+    const memory: Record<string, unknown> = {};
+    for (const key of [
+      "cache", "rss", "rss_huge", "mapped_file", "dirty", "writeback", "inactive_anon", "active_anon", "inactive_file", "active_file",
+      "unevictable", "hierarchical_memory_limit", "hierarchical_swap_limit", "total_cache", "total_rss", "total_rss_huge",
+      "total_mapped_file", "total_dirty", "total_writeback", "total_inactive_anon", "total_active_anon", "total_inactive_file",
+      "total_active_file", "total_unevictable",
+    ]) {
+      memory[key] = stat.get(key) ?? 0;
+    }
+    // memory.stat spells these pgpgin, pgpgout, pgfault, pgmajfault.
+    for (const [key, file] of [["pg_pg_in", "pgpgin"], ["pg_pg_out", "pgpgout"], ["pg_fault", "pgfault"], ["pg_maj_fault", "pgmajfault"]] as const) {
+      memory[key] = stat.get(file) ?? 0;
+      memory[`total_${key}`] = stat.get(`total_${file}`) ?? 0;
+    }
+    memory.usage = entry("memory");
+    if (read("memory", "memory.memsw.usage_in_bytes") !== undefined) memory.swap = entry("memory.memsw");
+    if (read("memory", "memory.kmem.usage_in_bytes") !== undefined) memory.kernel = entry("memory.kmem");
+    if (read("memory", "memory.kmem.tcp.usage_in_bytes") !== undefined) memory.kernel_tcp = entry("memory.kmem.tcp");
+    out.memory = memory;
+    const oom = parseKeyValues(read("memory", "memory.oom_control") ?? "");
+    if (oom.size) out.memory_oom_control = { oom_kill_disable: oom.get("oom_kill_disable") ?? 0, under_oom: oom.get("under_oom") ?? 0, oom_kill: oom.get("oom_kill") ?? 0 };
+  }
+  return out;
+}
+
+/** Whether this host's cgroups are v1 (or hybrid): a unified-only host has cgroup.controllers at the root. */
+export async function isCgroupV1(root = CGROUP_ROOT): Promise<boolean> {
+  return fs.access(path.join(root, "cgroup.controllers")).then(
+    () => false,
+    () => true,
+  );
+}
+
+/** Reads the Metrics of the cgroup at `cgroupPath` (absolute within each controller's hierarchy). */
+export async function readMetricsV1(cgroupPath: string, root = CGROUP_ROOT): Promise<Record<string, unknown>> {
+  const files = new Map<string, string | undefined>();
+  const wanted: Array<[string, string]> = [
+    ["pids", "pids.current"], ["pids", "pids.max"],
+    ["cpuacct", "cpuacct.usage"], ["cpuacct", "cpuacct.stat"], ["cpuacct", "cpuacct.usage_percpu"], ["cpu", "cpu.stat"],
+    ["memory", "memory.usage_in_bytes"], ["memory", "memory.stat"], ["memory", "memory.oom_control"],
+    ...["memory", "memory.memsw", "memory.kmem", "memory.kmem.tcp"].flatMap((p) =>
+      ["limit_in_bytes", "usage_in_bytes", "max_usage_in_bytes", "failcnt"].map((f): [string, string] => ["memory", `${p}.${f}`]),
+    ),
+  ];
+  await Promise.all(
+    wanted.map(async ([c, f]) => {
+      const file = path.join(root, c, cgroupPath, f);
+      files.set(`${c}/${f}`, await fs.readFile(file, "utf8").catch(() => undefined));
+    }),
+  );
+  return metricsFromFiles((c, f) => files.get(`${c}/${f}`));
+}
