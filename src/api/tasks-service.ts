@@ -308,14 +308,17 @@ export class Tasks {
         const ns = namespaceOf(call);
         // containerd's filters on the task: id (the container's) and status.
         const filter = parseFilters(call.request.filters ?? []);
-        const tasks = d.queries
-          .listTasks(ns)
-          .filter((t) => filter.match((fp) => (fp.length === 1 && fp[0] === "id" ? { value: t.container_id, present: true } : fp.length === 1 && fp[0] === "status" ? { value: t.status.toLowerCase(), present: true } : { value: "", present: false })));
+        const field = (t: TaskRecord, fp: string[]) => (fp.length !== 1 ? undefined : fp[0] === "id" ? t.container_id : fp[0] === "namespace" ? ns : fp[0] === "status" ? t.status.toLowerCase() : undefined);
+        const tasks = d.queries.listTasks(ns).filter((t) => filter.match((fp) => ({ value: field(t, fp) ?? "", present: field(t, fp) !== undefined })));
         const metrics = [];
         for (const t of tasks) {
           if ((t.status !== "RUNNING" && t.status !== "PAUSED") || !d.runtime.owns(t.bundle)) continue;
-          const data = await d.runtime.metrics(ns, t.container_id);
-          metrics.push({ timestamp: ts(new Date()), id: t.container_id, data: { type_url: METRICS_V1_TYPE, value: d.protos.encode(METRICS_V1_TYPE, data) } });
+          // As containerd: a task whose statistics cannot be read is left out, not the answer.
+          const data = await d.runtime.metrics(t.container_id, t.pid).catch((err) => {
+            d.logger.warn({ err, namespace: ns, id: t.container_id }, "task metrics not read");
+            return undefined;
+          });
+          if (data) metrics.push({ timestamp: ts(new Date()), id: t.container_id, data: { type_url: METRICS_V1_TYPE, value: d.protos.encode(METRICS_V1_TYPE, data) } });
         }
         return { metrics };
       }),

@@ -93,8 +93,8 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), "ck-fifo-"));
   try {
-    const name = opts.exec?.id ?? id;
-    const [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map((n) => path.join(dir, `${name}-${n}`)) as [string, string, string];
+    // Fixed names in a directory of its own: nothing the user typed becomes a path.
+    const [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map((n) => path.join(dir, n)) as [string, string, string];
     execFileSync("mkfifo", ["-m", "0600", stdin, stdout, stderr]);
     const outR = fifoReader(stdout, process.stdout);
     const errR = fifoReader(stderr, process.stderr);
@@ -123,17 +123,35 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
     // As ctr: ^C and SIGTERM go to the process, which decides what they mean.
     const forward = (sig: NodeJS.Signals) => void p.kill(os.constants.signals[sig]).catch(() => undefined);
     for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
-    const { exit_status } = await waited;
-    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
-    await Promise.all([outR.done, errR.done]);
-    process.stdin.unpipe(inSock);
-    process.stdin.destroy();
-    inSock.destroy();
-    await p.remove();
-    return exit_status ?? 0;
+    try {
+      const { exit_status } = await waited;
+      await Promise.all([outR.done, errR.done]);
+      process.stdin.unpipe(inSock);
+      process.stdin.destroy();
+      inSock.destroy();
+      await p.remove();
+      return exit_status ?? 0;
+    } catch (err) {
+      // As ctr: what was started is deleted on the way out, whatever ended the wait.
+      await p.remove().catch(() => undefined);
+      throw err;
+    } finally {
+      for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The program and its arguments, given after `--`: without it the parser would take the
+ * program's own options (`-d`, `-n`, `-c`) as ck's.
+ */
+function commandAfterDashes(args: string[] | undefined, usage: string): string[] {
+  if (args?.length && !process.argv.includes("--")) {
+    throw new CkError("InvalidArgument", `give the program and its arguments after --: ${usage}: invalid argument`);
+  }
+  return args ?? [];
 }
 
 /** The process of a container made from an image config: its args, env, working directory, user. */
@@ -186,6 +204,8 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("--label <k=v...>", "container labels", [])
     .action(
       action(async (api, image: string, id: string, args: string[], opts: { rm?: boolean; detach?: boolean; log?: string; snapshotter: string; label: string[] }) => {
+        // First: without --, the program's own options may have been taken as ck's (-d here).
+        args = commandAfterDashes(args, "ck run IMAGE ID -- PROGRAM [ARGS...]");
         if (opts.rm && opts.detach) throw new CkError("InvalidArgument", "--rm and --detach cannot be used together: invalid argument");
         const img = (await api.call("images", "Get", { name: image })).image;
         const { chainIds, config } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());
@@ -243,7 +263,8 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("--cwd <dir>", "working directory in the container")
     .action(
       action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; cwd?: string }) => {
-        if (!args?.length) throw new CkError("InvalidArgument", "exec needs the program to run: invalid argument");
+        args = commandAfterDashes(args, "ck tasks exec --exec-id E ID -- PROGRAM [ARGS...]");
+        if (!args.length) throw new CkError("InvalidArgument", "exec needs the program to run: invalid argument");
         const c = (await api.call("containers", "Get", { id })).container;
         const spec = JSON.parse(Buffer.from(c.spec?.value ?? []).toString("utf8") || "{}");
         const proc = { ...(spec.process ?? {}), args, terminal: false, ...(opts.cwd ? { cwd: opts.cwd } : {}) };

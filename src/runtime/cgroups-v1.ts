@@ -62,13 +62,14 @@ export function metricsFromFiles(read: (controller: string, file: string) => str
     const memory: Record<string, unknown> = {};
     for (const key of [
       "cache", "rss", "rss_huge", "mapped_file", "dirty", "writeback", "inactive_anon", "active_anon", "inactive_file", "active_file",
-      "unevictable", "hierarchical_memory_limit", "hierarchical_swap_limit", "total_cache", "total_rss", "total_rss_huge",
+      "unevictable", "hierarchical_memory_limit", "total_cache", "total_rss", "total_rss_huge",
       "total_mapped_file", "total_dirty", "total_writeback", "total_inactive_anon", "total_active_anon", "total_inactive_file",
       "total_active_file", "total_unevictable",
     ]) {
       memory[key] = stat.get(key) ?? 0;
     }
-    // memory.stat spells these pgpgin, pgpgout, pgfault, pgmajfault.
+    // memory.stat spells these hierarchical_memsw_limit, pgpgin, pgpgout, pgfault, pgmajfault.
+    memory.hierarchical_swap_limit = stat.get("hierarchical_memsw_limit") ?? 0;
     for (const [key, file] of [["pg_pg_in", "pgpgin"], ["pg_pg_out", "pgpgout"], ["pg_fault", "pgfault"], ["pg_maj_fault", "pgmajfault"]] as const) {
       memory[key] = stat.get(file) ?? 0;
       memory[`total_${key}`] = stat.get(`total_${file}`) ?? 0;
@@ -92,8 +93,22 @@ export async function isCgroupV1(root = CGROUP_ROOT): Promise<boolean> {
   );
 }
 
-/** Reads the Metrics of the cgroup at `cgroupPath` (absolute within each controller's hierarchy). */
-export async function readMetricsV1(cgroupPath: string, root = CGROUP_ROOT): Promise<Record<string, unknown>> {
+/**
+ * Each v1 controller's cgroup path from a /proc/<pid>/cgroup text ("4:memory:/ns/id",
+ * "2:cpu,cpuacct:/ns/id"); the unified ("0::") and named ("name=systemd") lines are skipped.
+ */
+export function controllerPaths(procCgroup: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of procCgroup.split("\n")) {
+    const m = /^\d+:([^:]*):(.*)$/.exec(line.trim());
+    if (!m || !m[1]) continue;
+    for (const c of m[1].split(",")) if (!c.startsWith("name=")) out.set(c, m[2]!);
+  }
+  return out;
+}
+
+/** Reads the Metrics of a cgroup, given each controller's path within its hierarchy. */
+export async function readMetricsV1(paths: ReadonlyMap<string, string>, root = CGROUP_ROOT): Promise<Record<string, unknown>> {
   const files = new Map<string, string | undefined>();
   const wanted: Array<[string, string]> = [
     ["pids", "pids.current"], ["pids", "pids.max"],
@@ -105,7 +120,10 @@ export async function readMetricsV1(cgroupPath: string, root = CGROUP_ROOT): Pro
   ];
   await Promise.all(
     wanted.map(async ([c, f]) => {
-      const file = path.join(root, c, cgroupPath, f);
+      const at = paths.get(c);
+      if (at === undefined) return;
+      // path.join keeps the result under the controller's mount, whatever the path holds.
+      const file = path.join(root, c, path.join("/", at), f);
       files.set(`${c}/${f}`, await fs.readFile(file, "utf8").catch(() => undefined));
     }),
   );

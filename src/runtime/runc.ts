@@ -15,7 +15,7 @@ import { PassThrough } from "node:stream";
 import path from "node:path";
 import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import { mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
-import { isCgroupV1, readMetricsV1 } from "./cgroups-v1.js";
+import { controllerPaths, isCgroupV1, readMetricsV1 } from "./cgroups-v1.js";
 import type { Mount } from "../snapshots/types.js";
 
 import type { TaskIo } from "../commands/tasks.js";
@@ -252,16 +252,16 @@ export class RuncRuntime {
     await this.runcCommand(ns, id, ["resume", id]);
   }
 
-  /** The task's cgroup statistics (io.containerd.cgroups.v1.Metrics fields); cgroup v1 only. */
-  async metrics(ns: string, id: string): Promise<Record<string, unknown>> {
+  /**
+   * The task's cgroup statistics (io.containerd.cgroups.v1.Metrics fields), from the cgroups
+   * its init is in (/proc/<pid>/cgroup, as containerd's shim finds them); cgroup v1 only.
+   */
+  async metrics(id: string, pid: number): Promise<Record<string, unknown>> {
     if (!(await isCgroupV1())) throw notImplemented(`task "${id}": metrics on a cgroup v2 host are not collected by ck's runtime yet`);
-    const spec = await fs.readFile(path.join(this.bundleDir(ns, id), "config.json"), "utf8").then(
-      (t) => JSON.parse(t) as { linux?: { cgroupsPath?: string } },
-      () => undefined,
-    );
-    const configured = spec?.linux?.cgroupsPath;
-    if (configured?.includes(":")) throw notImplemented(`task "${id}": systemd cgroup paths (${configured}) are not read`);
-    return readMetricsV1(path.join("/", configured || id));
+    const text = pid > 0 ? await fs.readFile(`/proc/${pid}/cgroup`, "utf8").catch(() => "") : "";
+    const data = await readMetricsV1(controllerPaths(text));
+    if (Object.keys(data).length === 0) throw notFound(`task "${id}": no cgroup statistics (process ${pid} gone?)`);
+    return data;
   }
 
   /** The pids in the task's container (`runc ps`). */

@@ -262,13 +262,17 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.deepEqual([r.code, r.stdout], [2, "ran from the image\n"], r.stderr);
     assert.ok(!(await ctr(["containers", "ls", "-q"])).stdout.includes("ck-run"), "--rm removed the container");
     assert.ok(!(await ctr(["snapshots", "ls"])).stdout.split("\n").some((l) => l.startsWith("ck-run ")), "--rm removed the snapshot");
-    r = await ck(["run", "--snapshotter", "native", ref, "ck-native", "true"]);
+    r = await ck(["run", "--rm", ref, "ck-nodash", "ls", "-d", "/"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /after --/);
+    r = await ck(["run", "--snapshotter", "native", ref, "ck-native", "--", "true"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /not unpacked for native/);
-    r = await ck(["run", "--rm", "-d", ref, "ck-both", "true"]);
+    r = await ck(["run", "--rm", "-d", ref, "ck-both", "--", "true"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--rm and --detach/);
-    assert.equal((await ctr(["containers", "ls", "-q"])).stdout.includes("ck-native"), false, "nothing created");
+    const left = (await ctr(["containers", "ls", "-q"])).stdout;
+    assert.ok(!left.includes("ck-native") && !left.includes("ck-nodash"), "nothing created");
   });
 
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {

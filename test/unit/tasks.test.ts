@@ -6,7 +6,7 @@ import { containerHandlers, decideCreateContainer } from "../../src/commands/con
 import { execHandlers, taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
-import { metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
+import { controllerPaths, metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
 import { Given, T0 } from "../helpers/given.js";
 
 const NS = "ns";
@@ -165,5 +165,13 @@ describe("tasks", () => {
     assert.deepEqual(m.memory_oom_control, { oom_kill_disable: 0, under_oom: 0, oom_kill: 1 });
     assert.deepEqual(metricsFromFiles(() => undefined), {});
     assert.deepEqual([...parseKeyValues("a 1\nb x\n\nc 3").entries()], [["a", 1], ["c", 3]]);
+    const swapFiles: Record<string, string> = { ...files, "memory/memory.stat": "hierarchical_memsw_limit 77\n" };
+    assert.equal((metricsFromFiles((c, f) => swapFiles[`${c}/${f}`]) as any).memory.hierarchical_swap_limit, 77);
+    // Where the init's cgroups are: each v1 controller's path, joint controllers split, the
+    // unified and named hierarchies skipped.
+    assert.deepEqual(
+      [...controllerPaths("12:pids:/ns/c1\n4:cpu,cpuacct:/ns/c1\n1:name=systemd:/x\n0::/\n").entries()],
+      [["pids", "/ns/c1"], ["cpu", "/ns/c1"], ["cpuacct", "/ns/c1"]],
+    );
   });
 });
