@@ -10,7 +10,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Command } from "commander";
 import type { ApiClient } from "./client.js";
-import { CkError } from "../errdefs/errdefs.js";
+import { CkError, isNotFound } from "../errdefs/errdefs.js";
 import { parseLabelArgs, table } from "./format.js";
 import { ApiContent } from "./api-content.js";
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
@@ -248,8 +248,12 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         } finally {
           if (opts.rm) {
             await api.call("tasks", "Delete", { container_id: id }).catch(() => undefined);
+            // The snapshot first, as ctr does: once the container is gone, a garbage collection
+            // may take the snapshot before we could (then it is gone already: fine).
+            await api.call("snapshots", "Remove", { snapshotter: opts.snapshotter, key: id }).catch((err) => {
+              if (!isNotFound(err)) throw err;
+            });
             await api.call("containers", "Delete", { id });
-            await api.call("snapshots", "Remove", { snapshotter: opts.snapshotter, key: id });
           }
         }
         process.exitCode = status;
