@@ -48,6 +48,19 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     return out;
   }
 
+  /**
+   * A process's command line once it runs its program: runc writes the pid file as the process
+   * starts, and for a moment after, it may still be runc's own init.
+   */
+  async function cmdline(pid: number): Promise<string> {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const text = existsSync(`/proc/${pid}/cmdline`) ? readFileSync(`/proc/${pid}/cmdline`, "utf8") : "";
+      if (!text.startsWith("runc") || Date.now() > deadline) return text;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   async function status(id: string): Promise<string> {
     const r = await ctr(["tasks", "ls"]);
     assert.equal(r.code, 0, r.stderr);
@@ -135,7 +148,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const got = await api.call("tasks", "Get", { container_id: "t-bg" });
     const pid = got.process.pid;
     assert.ok(pid > 0 && existsSync(`/proc/${pid}`), `pid ${pid} runs`);
-    assert.match(readFileSync(`/proc/${pid}/cmdline`, "utf8"), /^sleep\u0000600/);
+    assert.match(await cmdline(pid), /^sleep\u0000600/);
     // The bundle shows the rootfs and the spec: root's alone.
     assert.equal(statSync(`${daemon.root}/tasks/${NS}/t-bg`).mode & 0o777, 0o700);
     r = await ctr(["tasks", "ps", "t-bg"]);
@@ -178,7 +191,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "e3", spec: spec(["true"]) }), "AlreadyExists", /exec "e3"/);
     const e3 = await api.call("tasks", "Start", { container_id: "t-bg", exec_id: "e3" });
     await rejectsClass(api.call("tasks", "DeleteProcess", { container_id: "t-bg", exec_id: "e3" }), "FailedPrecondition", /must be stopped/);
-    assert.match(readFileSync(`/proc/${e3.pid}/cmdline`, "utf8"), /^sleep\u0000600/);
+    assert.match(await cmdline(e3.pid), /^sleep\u0000600/);
     const e3waited = api.call("tasks", "Wait", { container_id: "t-bg", exec_id: "e3" });
     await api.call("tasks", "Kill", { container_id: "t-bg", exec_id: "e3", signal: 9 });
     assert.equal((await e3waited).exit_status, 137);
