@@ -10,8 +10,9 @@ import { ingestRef, NamespacedBlobs, splitIngestRef } from "../content/namespace
 import { isClass, invalidArgument, outOfRange, alreadyExists, CkError } from "../errdefs/errdefs.js";
 import { parseFilters } from "../projections/filters.js";
 import { validateDigest } from "../commands/validation.js";
+import { toTimestamp } from "../emitter/envelope.js";
 import { failStream, requests, maskPaths, metadataValue, namespaceOf, LEASE_HEADER, serverStream, unary, writeStream } from "./grpc.js";
-import type { BlobRecord, Timestamp } from "../projections/views.js";
+import type { BlobRecord } from "../projections/views.js";
 import { leaseHandlers } from "../commands/leases.js";
 
 export interface ContentDeps {
@@ -32,10 +33,7 @@ const WRITE_ACTION = { STAT: 0, WRITE: 1, COMMIT: 2 } as const;
 
 const userRef = (ref: string) => splitIngestRef(ref).ref ?? ref;
 
-function ts(d: Date): Timestamp {
-  const ms = d.getTime();
-  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
-}
+const ts = toTimestamp;
 
 function info(r: BlobRecord) {
   return { digest: r.digest, size: r.size, created_at: r.created_at, updated_at: r.updated_at, labels: r.labels };

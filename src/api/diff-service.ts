@@ -14,7 +14,7 @@ import { applyLayerToMounts } from "../diff/apply.js";
 import { writeDiffFromMounts } from "../diff/diff.js";
 import { Digester } from "../diff/digest.js";
 import { checkMountsUnder } from "../snapshots/store.js";
-import type { Mount } from "../snapshots/types.js";
+import { mountsFromApi } from "./snapshots-service.js";
 import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
 import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
@@ -31,10 +31,6 @@ export interface DiffDeps {
   roots: () => string[];
 }
 
-function mountsOf(list: any[] | undefined): Mount[] {
-  return (list ?? []).map((m) => ({ type: String(m.type ?? ""), source: String(m.source ?? ""), target: m.target || undefined, options: (m.options ?? []).map(String) }));
-}
-
 export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
   return {
     Apply: unary(async (call) => {
@@ -42,7 +38,7 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       const desc = call.request.diff ?? {};
       const digest = String(desc.digest ?? "");
       validateDigest("diff.digest", digest);
-      const mounts = mountsOf(call.request.mounts);
+      const mounts = mountsFromApi(call.request.mounts);
       checkMountsUnder(mounts, d.roots());
       // The layer must be visible in the caller's namespace, not merely on disk.
       await d.queries.getBlob(ns, digest);
@@ -55,8 +51,8 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       const r = call.request;
       const mediaType = String(r.media_type || MEDIA_LAYER_GZIP);
       if (mediaType !== MEDIA_LAYER_GZIP && mediaType !== MEDIA_LAYER_TAR) throw notImplemented(`diff media type ${mediaType}`);
-      const left = mountsOf(r.left);
-      const right = mountsOf(r.right);
+      const left = mountsFromApi(r.left);
+      const right = mountsFromApi(r.right);
       if (right.length === 0) throw invalidArgument("right mounts must not be empty");
       if (left.length > 0) checkMountsUnder(left, d.roots());
       checkMountsUnder(right, d.roots());

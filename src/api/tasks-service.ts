@@ -19,6 +19,8 @@ import type { Protos } from "../protos/protos.js";
 import { parseFilters } from "../projections/filters.js";
 import { METRICS_V1_TYPE } from "../runtime/cgroups-v1.js";
 import { namespaceOf, unary } from "./grpc.js";
+import { mountsFromApi } from "./snapshots-service.js";
+import { toTimestamp } from "../emitter/envelope.js";
 
 export interface TasksDeps {
   sequencer: Sequencer;
@@ -38,22 +40,15 @@ const TERMINATING = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 
 /** The exit status containerd reports when a task's process was lost (its shim gone). */
 const LOST_EXIT_STATUS = 255;
 
-const ts = (d: Date): Timestamp => ({ seconds: Math.floor(d.getTime() / 1000), nanos: (d.getTime() % 1000) * 1e6 });
+const ts = toTimestamp;
 
-function taskProcess(t: TaskRecord) {
-  return {
-    container_id: t.container_id,
-    id: t.container_id,
-    pid: t.pid,
-    status: STATUS[t.status],
-    stdin: t.stdin,
-    stdout: t.stdout,
-    stderr: t.stderr,
-    terminal: t.terminal,
-    exit_status: t.exit_status,
-    exited_at: t.exited_at,
-  };
+/** containerd.v1.types.Process of a task's init (id = the container's) or of an exec. */
+function apiProcess(containerId: string, id: string, p: Pick<TaskRecord, "pid" | "status" | "stdin" | "stdout" | "stderr" | "terminal" | "exit_status" | "exited_at">) {
+  const { pid, status, stdin, stdout, stderr, terminal, exit_status, exited_at } = p;
+  return { container_id: containerId, id, pid, status: STATUS[status], stdin, stdout, stderr, terminal, exit_status, exited_at };
 }
+
+const taskProcess = (t: TaskRecord) => apiProcess(t.container_id, t.container_id, t);
 
 /** An exec process, as the service knows it (see src/commands/tasks.ts: not projected). */
 interface ExecState {
@@ -64,15 +59,14 @@ interface ExecState {
   exited_at: Timestamp;
 }
 
-function execProcess(exec: string, e: ExecState) {
-  return { id: exec, pid: e.pid, status: STATUS[e.status], ...e.io, exit_status: e.exit_status, exited_at: e.exited_at };
-}
 
-function mounts(list: unknown): Mount[] {
-  return ((list ?? []) as Partial<Mount>[]).map((m, i) => {
+
+function mounts(list: readonly unknown[] | undefined): Mount[] {
+  const out = mountsFromApi(list);
+  out.forEach((m, i) => {
     if (!m.type) throw invalidArgument(`rootfs[${i}].type must be set`);
-    return { type: m.type, source: m.source ?? "", target: m.target ?? "", options: m.options ?? [] };
   });
+  return out;
 }
 
 /** A stdio path as sent: absolute, or (stdout/stderr) a URI the runtime judges (file:// only). */
@@ -153,34 +147,22 @@ export class Tasks {
         const id: string = call.request.container_id ?? "";
         validateTaskId(id);
         const exec: string = call.request.exec_id ?? "";
-        if (exec) {
-          const key = `${ns}/${id}/${exec}`;
-          for (;;) {
-            const woken = this.waitFor(ns, `${id}/${exec}`);
-            const e = this.execs.get(key);
-            if (!e || e.status === "STOPPED") {
-              woken.cancel();
-              if (!e) throw notFound(`exec "${exec}" of task "${id}"`);
-              return { exit_status: e.exit_status, exited_at: e.exited_at };
-            }
-            await Promise.race([woken.promise, new Promise((r) => setTimeout(r, 1000))]);
-            woken.cancel();
-            if (call.cancelled) throw canceled(`wait for exec "${exec}": the client went away`);
-          }
-        }
+        // The task from the projection, an exec from the service's own state; one way to wait.
+        const what = exec ? `exec "${exec}" of task "${id}"` : `task "${id}"`;
+        const read = async () => (exec ? this.execs.get(`${ns}/${id}/${exec}`) : await d.queries.findTask(ns, id));
         for (let first = true; ; first = false) {
           // Listening before reading: an exit recorded in between still wakes this call.
-          const woken = this.waitFor(ns, id);
-          const found = await d.queries.findTask(ns, id);
+          const woken = this.waitFor(ns, exec ? `${id}/${exec}` : id);
+          const found = await read();
           if (!found || found.status === "STOPPED") {
             woken.cancel();
-            if (!found) throw notFound(first ? `task "${id}"` : `task "${id}" was deleted`);
+            if (!found) throw notFound(first ? what : `${what} was deleted`);
             return { exit_status: found.exit_status, exited_at: found.exited_at };
           }
           // Another ckd's task: its exit arrives through the log, seen at the next look.
           await Promise.race([woken.promise, new Promise((r) => setTimeout(r, 1000))]);
           woken.cancel();
-          if (call.cancelled) throw canceled(`wait for task "${id}": the client went away`);
+          if (call.cancelled) throw canceled(`wait for ${what}: the client went away`);
         }
       }),
 
@@ -188,7 +170,10 @@ export class Tasks {
         const ns = namespaceOf(call);
         const id: string = call.request.container_id ?? "";
         const exec: string = call.request.exec_id ?? "";
-        if (exec) return { process: execProcess(exec, this.exec(ns, id, exec)) };
+        if (exec) {
+          const e = this.exec(ns, id, exec);
+          return { process: apiProcess(id, exec, { ...e, ...e.io }) };
+        }
         return { process: taskProcess(existingTask(id, await d.queries.findTask(ns, id))) };
       }),
 

@@ -12,7 +12,6 @@ import type { Command } from "commander";
 import type { ApiClient } from "./client.js";
 import { CkError, isNotFound } from "../errdefs/errdefs.js";
 import { parseLabelArgs, table } from "./format.js";
-import { ApiContent } from "./api-content.js";
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { fromApiDescriptor, withLease } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
@@ -208,15 +207,14 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         args = commandAfterDashes(args, "ck run IMAGE ID -- PROGRAM [ARGS...]");
         if (opts.rm && opts.detach) throw new CkError("InvalidArgument", "--rm and --detach cannot be used together: invalid argument");
         const img = (await api.call("images", "Get", { name: image })).image;
-        const { chainIds, config } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());
+        const { chainIds, configJson } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());
         const top = chainIds.at(-1);
         if (!top) throw new CkError("FailedPrecondition", `image ${image} has no layers: failed precondition`);
         await api.call("snapshots", "Stat", { snapshotter: opts.snapshotter, key: top }).catch((err) => {
           throw new CkError("FailedPrecondition", `image ${image} is not unpacked for ${opts.snapshotter} (ck pull --snapshotter ${opts.snapshotter} unpacks it): ${(err as Error).message}`);
         });
-        const cfg = JSON.parse((await new ApiContent(api).readAll(config.digest, 4 << 20)).toString("utf8"));
         const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> };
-        Object.assign(spec.process, processFromImage(cfg, args ?? []));
+        Object.assign(spec.process, processFromImage(configJson, args ?? []));
         // Under a lease until the container refers to the snapshot: GC takes neither before.
         await withLease(api, async (metadata) => {
           await api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent: top }, { metadata });

@@ -121,7 +121,7 @@ export async function imageLayers(
   if (diffIds.length !== layers.length) {
     throw new CkError("FailedPrecondition", `image ${target.digest}: ${layers.length} layers but ${diffIds.length} diff_ids in the config`);
   }
-  return { layers, diffIds, config: configDesc, chainIds: chainIds(diffIds) };
+  return { layers, diffIds, config: configDesc, configJson: config, chainIds: chainIds(diffIds) };
 }
 
 const apiDescriptor = (d: Descriptor) => ({ media_type: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {} });

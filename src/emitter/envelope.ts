@@ -33,9 +33,13 @@ export interface Envelope {
   event: { type_url: string; value: Uint8Array } | null;
 }
 
-export function nowTimestamp(): Timestamp {
-  const ms = Date.now();
+export function toTimestamp(d: Date): Timestamp {
+  const ms = d.getTime();
   return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
+}
+
+export function nowTimestamp(): Timestamp {
+  return toTimestamp(new Date());
 }
 
 export function encodeEnvelope(protos: Protos, draft: EventDraft, timestamp: Timestamp): Buffer {

@@ -17,7 +17,7 @@ import type { ApiClient } from "../../src/cli/client.js";
 
 const CTR = "/usr/bin/ctr";
 // Not "tasks": with cgroup v1, /sys/fs/cgroup/<controller>/tasks is a file, and ctr puts a
-// container's cgroup at /<namespace>/<id> (containerd fails there the same way).
+// container's cgroup at /<namespace>/<id> (runc under containerd would meet the same file).
 const NS = "runtasks";
 const root = process.getuid?.() === 0;
 
