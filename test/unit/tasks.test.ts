@@ -6,6 +6,7 @@ import { containerHandlers, decideCreateContainer } from "../../src/commands/con
 import { execHandlers, taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
+import { processFromImage } from "../../src/cli/task-commands.js";
 import { controllerPaths, metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
 import { Given, T0 } from "../helpers/given.js";
 
@@ -174,4 +175,14 @@ describe("tasks", () => {
       [["pids", "/ns/c1"], ["cpu", "/ns/c1"], ["cpuacct", "/ns/c1"]],
     );
   });
+
+  test("ck run's process from an image config: args, env, working directory, numeric user; a named user or no command refused", () => {
+    const cfg = { config: { Entrypoint: ["/bin/sh", "-c"], Cmd: ["echo hi"], Env: ["A=1"], WorkingDir: "/w", User: "1000:50" } };
+    assert.deepEqual(processFromImage(cfg, []), { args: ["/bin/sh", "-c", "echo hi"], env: ["A=1"], cwd: "/w", user: { uid: 1000, gid: 50 } });
+    assert.deepEqual(processFromImage(cfg, ["true"]).args, ["true"]);
+    assert.deepEqual(processFromImage({ config: {} }, ["x"]), { args: ["x"], env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], cwd: "/", user: { uid: 0, gid: 0 } });
+    throwsClass(() => processFromImage({ config: { User: "nobody" } }, ["x"]), "NotImplemented", /image user "nobody"/);
+    throwsClass(() => processFromImage({ config: {} }, []), "InvalidArgument", /no command given/);
+  });
 });
+
