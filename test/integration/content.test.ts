@@ -245,7 +245,9 @@ describe("content over the API", () => {
       await rejectsClass(c.lockstep<object>("content", "Write").send({ action: 0, ref: "r4", expected: "sha256:zz" }), "InvalidArgument", /digest/);
       await rejectsClass(c.call("content", "Info", { digest: "sha256:12" }), "InvalidArgument");
       await rejectsClass(writeBlob(c, "../../../../etc/evil", Buffer.from("x"), { expected: sha(Buffer.from("y")) }), "FailedPrecondition");
-      assert.deepEqual(blobFiles(daemon.root), before);
+      // No blob file that was not there before (a GC an earlier test's delete scheduled may
+      // remove unreferenced ones meanwhile: containerd's semantics, not this test's subject).
+      assert.deepEqual(blobFiles(daemon.root).filter((f) => !before.includes(f)), []);
       assert.equal(await log.lastSeq(), seq, "a refused write appended to the log");
       assert.ok(!existsSync("/etc/evil"));
     } finally {
