@@ -135,7 +135,8 @@ describe("content over the API", () => {
       w.end();
       assert.equal(done.digest, digest);
       assert.equal((await b.call("content", "Info", { digest })).info.size, data.length);
-      assert.deepEqual(blobFiles(daemon.root), files);
+      // No file added (a GC may take other, unreferenced blobs meanwhile).
+      assert.deepEqual(blobFiles(daemon.root).filter((f) => !files.includes(f)), []);
       // A second commit into the same namespace: AlreadyExists at the first message.
       await rejectsClass(b.lockstep<object>("content", "Write").send({ action: 0, ref: "again", total: data.length, expected: digest }), "AlreadyExists");
       // Without an expected digest (ctr images import): the bytes are written, found on disk
