@@ -4,8 +4,7 @@
 // /tasks/exit by the ckd that started it; Delete removes the bundle and records /tasks/delete.
 // Every state a task's client reads (Get, List, Wait's answer) is the projection's, folded from
 // those events; exec processes are the service's own (see src/commands/tasks.ts). Metrics are
-// read from the cgroup v1 hierarchy. Terminals, checkpoints and updates answer NotImplemented,
-// saying so.
+// read from the cgroup v1 hierarchy. Checkpoints and updates answer NotImplemented, saying so.
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, isNotFound, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
@@ -37,6 +36,8 @@ export interface TasksDeps {
 const STATUS: Record<TaskStatus, number> = { CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4 };
 /** Signals whose default action ends a process (what Kill of a never-started task honours). */
 const TERMINATING = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31]);
+/** What containerd's runc shim says of an exec's pid in ListPids. */
+const PROCESS_DETAILS_TYPE = "containerd.runc.v1.ProcessDetails";
 /** The exit status containerd reports when a task's process was lost (its shim gone). */
 const LOST_EXIT_STATUS = 255;
 
@@ -79,8 +80,8 @@ function ioPath(field: string, p: string | undefined): string {
   return v;
 }
 
-function ioOf(req: { stdin?: string; stdout?: string; stderr?: string }): TaskIo {
-  return { stdin: ioPath("stdin", req.stdin), stdout: ioPath("stdout", req.stdout), stderr: ioPath("stderr", req.stderr), terminal: false };
+function ioOf(req: { stdin?: string; stdout?: string; stderr?: string; terminal?: boolean }): TaskIo {
+  return { stdin: ioPath("stdin", req.stdin), stdout: ioPath("stdout", req.stdout), stderr: ioPath("stderr", req.stderr), terminal: req.terminal === true };
 }
 
 /** The Tasks service and what ckd's start and stop do with tasks. */
@@ -111,14 +112,13 @@ export class Tasks {
         const id: string = req.container_id ?? "";
         validateTaskId(id);
         if (req.checkpoint?.digest) throw notImplemented("tasks.Create from a checkpoint: ck has no checkpoint support (CRIU)");
-        if (req.terminal) throw notImplemented(`task "${id}": a terminal (ctr -t) is not supported by ck's runtime yet`);
         const io = ioOf(req);
         const rootfs = mounts(req.rootfs);
         return this.serial(ns, id, async () => {
           const container = checkCreateTask(id, await d.queries.getContainer(ns, id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err))), await d.queries.findTask(ns, id));
           if (d.runcProblem) throw failedPrecondition(`tasks cannot run here: ${d.runcProblem}`);
           if (!container.spec?.value?.length) throw invalidArgument(`container "${id}" has no spec`);
-          const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs);
+          const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs, io.terminal);
           try {
             d.runtime.openIo(ns, id, io);
             await d.sequencer.submit(taskHandlers.create({ namespace: ns, container_id: id, bundle, rootfs, io }));
@@ -231,7 +231,17 @@ export class Tasks {
         if (task.status !== "RUNNING" && task.status !== "PAUSED") return { processes: [] };
         this.owned(task);
         const pids = await d.runtime.pids(ns, id).catch((err) => (isClass(err, "NotFound") ? [] : Promise.reject(err)));
-        return { processes: pids.map((pid) => ({ pid })) };
+        // As containerd's shim: an exec's pid says which exec it is (containerd.runc.v1.ProcessDetails).
+        const execOf = new Map<number, string>();
+        for (const [key, e] of this.execs) {
+          if (e.status === "RUNNING" && key.startsWith(`${ns}/${id}/`)) execOf.set(e.pid, key.slice(ns.length + id.length + 2));
+        }
+        return {
+          processes: pids.map((pid) => {
+            const exec_id = execOf.get(pid);
+            return exec_id === undefined ? { pid } : { pid, info: { type_url: PROCESS_DETAILS_TYPE, value: d.protos.encode(PROCESS_DETAILS_TYPE, { exec_id }) } };
+          }),
+        };
       }),
 
       CloseIO: unary(async (call) => {
@@ -251,7 +261,6 @@ export class Tasks {
         const exec: string = req.exec_id ?? "";
         validateTaskId(id);
         validateExecId(exec);
-        if (req.terminal) throw notImplemented(`exec "${exec}": a terminal (ctr -t) is not supported by ck's runtime yet`);
         if (!req.spec?.value?.length) throw invalidArgument(`exec "${exec}": spec must be set`);
         const io = ioOf(req);
         return this.serial(ns, id, async () => {
@@ -259,7 +268,7 @@ export class Tasks {
           this.owned(task);
           const key = `${ns}/${id}/${exec}`;
           if (this.execs.has(key) || exec === id) throw alreadyExists(`exec "${exec}" of task "${id}"${exec === id ? ": the task's own process has that id" : ""}`);
-          await d.runtime.prepareExec(ns, id, exec, req.spec.value);
+          await d.runtime.prepareExec(ns, id, exec, req.spec.value, io.terminal);
           try {
             d.runtime.openIo(ns, id, io, exec);
             await d.sequencer.submit(execHandlers.added({ namespace: ns, container_id: id, exec_id: exec }));
@@ -286,7 +295,20 @@ export class Tasks {
           return { id: exec, pid: e.pid, exit_status: e.exit_status, exited_at: e.exited_at };
         });
       }),
-      ResizePty: unsupported("ResizePty", "terminals are not supported by ck's runtime yet"),
+      ResizePty: unary(async (call) => {
+        const ns = namespaceOf(call);
+        const { container_id: id = "", exec_id: exec = "", width = 0, height = 0 } = call.request as { container_id?: string; exec_id?: string; width?: number; height?: number };
+        validateTaskId(id);
+        if (exec) validateExecId(exec);
+        for (const [field, v] of [["width", width], ["height", height]] as const) {
+          if (!Number.isInteger(v) || v < 1 || v > 0xffff) throw invalidArgument(`${field} ${v}: a console is 1 to 65535 columns and rows`);
+        }
+        if (exec) this.exec(ns, id, exec);
+        else this.owned(existingTask(id, await d.queries.findTask(ns, id)));
+        // A process that has ended (or has no console) has nothing to resize, as in containerd.
+        d.runtime.resize(ns, id, exec || undefined, width, height);
+        return {};
+      }),
       Checkpoint: unsupported("Checkpoint", "ck has no checkpoint support (CRIU)"),
       Update: unsupported("Update", "changing a running task's resources is not supported by ck's runtime yet"),
       Metrics: unary(async (call) => {

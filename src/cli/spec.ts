@@ -1,5 +1,5 @@
 // A default OCI runtime spec for `ck containers create`, as ctr builds one before an image's
-// config is known: the process, a root at "rootfs", the usual mounts and namespaces.
+// config is known: the process, a root at "rootfs", containerd's default mounts, namespaces.
 export const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 
 export function defaultSpec(namespace: string, id: string, args: string[]): Record<string, unknown> {
@@ -19,7 +19,12 @@ export function defaultSpec(namespace: string, id: string, args: string[]): Reco
     mounts: [
       { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
       { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+      // A console (-t) is a pty of the container's own devpts instance.
+      { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+      { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
       { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+      { destination: "/run", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
     ],
     linux: {
       cgroupsPath: `/${namespace}/${id}`,

@@ -60,9 +60,10 @@ function fifoReader(file: string, to: NodeJS.WritableStream): { done: Promise<vo
 function processCalls(api: ApiClient, id: string, exec?: { id: string; spec: unknown }) {
   const ref = exec ? { container_id: id, exec_id: exec.id } : { container_id: id };
   return {
-    create: async (io: { stdin?: string; stdout: string; stderr: string }) =>
+    create: async (io: { stdin?: string; stdout: string; stderr: string; terminal?: boolean }) =>
       exec ? api.call("tasks", "Exec", { ...ref, spec: exec.spec, ...io }) : api.call("tasks", "Create", { ...ref, rootfs: await rootfsOf(api, id), ...io }),
     start: () => api.call("tasks", "Start", ref),
+    resize: (width: number, height: number) => api.call("tasks", "ResizePty", { ...ref, width, height }),
     wait: () => api.call("tasks", "Wait", ref),
     closeStdin: () => api.call("tasks", "CloseIO", { ...ref, stdin: true }),
     kill: (signal: number) => api.call("tasks", "Kill", { ...ref, signal }),
@@ -71,16 +72,41 @@ function processCalls(api: ApiClient, id: string, exec?: { id: string; spec: unk
 }
 
 /**
+ * This terminal in raw mode (keys go to the console as typed, ^C included) and its size sent
+ * to the task's console, as ctr does for -t; `stop` undoes it. The first size is sent before
+ * the process starts (ckd gives it to the console it starts with), later ones as this terminal
+ * changes. Without a terminal here, nothing to do.
+ */
+async function followTerminal(resize: (w: number, h: number) => Promise<unknown>): Promise<() => void> {
+  const input = process.stdin as NodeJS.ReadStream;
+  const out = process.stdout;
+  const send = () => (out.isTTY && out.columns > 0 && out.rows > 0 ? resize(out.columns, out.rows) : Promise.resolve());
+  await send();
+  const later = () => void send().catch(() => undefined);
+  out.on("resize", later);
+  const raw = input.isTTY === true;
+  if (raw) input.setRawMode(true);
+  return () => {
+    out.off("resize", later);
+    if (raw) input.setRawMode(false);
+  };
+}
+
+/**
  * Creates and starts a container's task (or, given `exec`, an exec process in its running
  * task). Detached: prints the pid and returns 0. Otherwise, as ctr: FIFOs for its stdio in a
  * temporary directory, copied to and from this process's, CloseIO at the end of stdin,
  * ^C/SIGTERM/SIGHUP forwarded, and its exit status returned once it ended and was deleted.
+ * With `tty`, the process has a console (its spec must say so too): stdout carries it, this
+ * terminal is put in raw mode and its size follows, and signals are not forwarded (^C is a
+ * key the console's program reads).
  */
-export async function runTask(api: ApiClient, id: string, opts: { detach?: boolean; log?: string; exec?: { id: string; spec: unknown } }): Promise<number> {
+export async function runTask(api: ApiClient, id: string, opts: { detach?: boolean; log?: string; tty?: boolean; exec?: { id: string; spec: unknown } }): Promise<number> {
   const p = processCalls(api, id, opts.exec);
+  const terminal = opts.tty === true;
   if (opts.detach) {
     const logUri = opts.log ? pathToFileURL(path.resolve(opts.log)).href : "";
-    await p.create({ stdout: logUri, stderr: logUri });
+    await p.create({ stdout: logUri, stderr: terminal ? "" : logUri, terminal });
     try {
       const { pid } = await p.start();
       process.stdout.write(`${pid}\n`);
@@ -94,10 +120,11 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
   try {
     // Fixed names in a directory of its own: nothing the user typed becomes a path.
     const [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map((n) => path.join(dir, n)) as [string, string, string];
-    execFileSync("mkfifo", ["-m", "0600", stdin, stdout, stderr]);
+    execFileSync("mkfifo", ["-m", "0600", stdin, stdout, ...(terminal ? [] : [stderr])]);
     const outR = fifoReader(stdout, process.stdout);
-    const errR = fifoReader(stderr, process.stderr);
-    await p.create({ stdin, stdout, stderr });
+    // A console has one output.
+    const errR = terminal ? undefined : fifoReader(stderr, process.stderr);
+    await p.create({ stdin, stdout, stderr: terminal ? "" : stderr, terminal });
     // ckd reads stdin from Create on: our writer opens now without waiting.
     const inFd = openSync(stdin, fsc.O_WRONLY | fsc.O_NONBLOCK);
     const inSock = new net.Socket({ fd: inFd, readable: false, writable: true });
@@ -110,21 +137,25 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
     const waited = p.wait();
     // A failed Start deletes the process, which ends this Wait with NotFound: not the error to show.
     waited.catch(() => undefined);
+    let unfollow = () => undefined as void;
     try {
+      if (terminal) unfollow = await followTerminal(p.resize);
       await p.start();
     } catch (err) {
+      unfollow();
       await p.remove().catch(() => undefined);
       throw err;
     } finally {
       outR.release();
-      errR.release();
+      errR?.release();
     }
-    // As ctr: ^C and SIGTERM go to the process, which decides what they mean.
+    // As ctr: ^C and SIGTERM go to the process, which decides what they mean (on a console,
+    // ^C is a key it reads; SIGTERM and SIGHUP are still forwarded).
     const forward = (sig: NodeJS.Signals) => void p.kill(os.constants.signals[sig]).catch(() => undefined);
     for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
     try {
       const { exit_status } = await waited;
-      await Promise.all([outR.done, errR.done]);
+      await Promise.all([outR.done, errR?.done]);
       process.stdin.unpipe(inSock);
       process.stdin.destroy();
       inSock.destroy();
@@ -135,6 +166,7 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
       await p.remove().catch(() => undefined);
       throw err;
     } finally {
+      unfollow();
       for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
     }
   } finally {
@@ -190,7 +222,10 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("--log <file>", "with -d: append the task's output to this file")
     .action(
       action(async (api, id: string, opts: { detach?: boolean; log?: string }) => {
-        process.exitCode = await runTask(api, id, opts);
+        // As ctr: a console when the container's process spec asks for one.
+        const c = (await api.call("containers", "Get", { id })).container;
+        const tty = JSON.parse(Buffer.from(c.spec?.value ?? []).toString("utf8") || "{}")?.process?.terminal === true;
+        process.exitCode = await runTask(api, id, { ...opts, tty });
       }),
     );
   program
@@ -198,11 +233,12 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .description("create a container from an unpacked image and run its task (as ctr run)")
     .option("--rm", "remove the container and its snapshot when the task ends")
     .option("-d, --detach", "start the task and return")
+    .option("-t, --tty", "give the process a console (this terminal, raw, its size followed)")
     .option("--log <file>", "with -d: append the task's output to this file")
     .option("--snapshotter <name>", "snapshotter holding the unpacked image", process.env.CONTAINERD_SNAPSHOTTER || "overlayfs")
     .option("--label <k=v...>", "container labels", [])
     .action(
-      action(async (api, image: string, id: string, args: string[], opts: { rm?: boolean; detach?: boolean; log?: string; snapshotter: string; label: string[] }) => {
+      action(async (api, image: string, id: string, args: string[], opts: { rm?: boolean; detach?: boolean; tty?: boolean; log?: string; snapshotter: string; label: string[] }) => {
         // First: without --, the program's own options may have been taken as ck's (-d here).
         args = commandAfterDashes(args, "ck run IMAGE ID -- PROGRAM [ARGS...]");
         if (opts.rm && opts.detach) throw new CkError("InvalidArgument", "--rm and --detach cannot be used together: invalid argument");
@@ -214,7 +250,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
           throw new CkError("FailedPrecondition", `image ${image} is not unpacked for ${opts.snapshotter} (ck pull --snapshotter ${opts.snapshotter} unpacks it): ${(err as Error).message}`);
         });
         const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> };
-        Object.assign(spec.process, processFromImage(configJson, args ?? []));
+        Object.assign(spec.process, processFromImage(configJson, args ?? []), { terminal: opts.tty === true });
         // Under a lease until the container refers to the snapshot: GC takes neither before.
         await withLease(api, async (metadata) => {
           await api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent: top }, { metadata });
@@ -262,16 +298,18 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .description("run a further process in a running task, with the container's process settings (as ctr tasks exec)")
     .requiredOption("--exec-id <id>", "the exec process's id")
     .option("-d, --detach", "start it and return")
+    .option("-t, --tty", "give the process a console (this terminal, raw, its size followed)")
     .option("--cwd <dir>", "working directory in the container")
     .action(
-      action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; cwd?: string }) => {
+      action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; tty?: boolean; cwd?: string }) => {
         args = commandAfterDashes(args, "ck tasks exec --exec-id E ID -- PROGRAM [ARGS...]");
         if (!args.length) throw new CkError("InvalidArgument", "exec needs the program to run: invalid argument");
         const c = (await api.call("containers", "Get", { id })).container;
         const spec = JSON.parse(Buffer.from(c.spec?.value ?? []).toString("utf8") || "{}");
-        const proc = { ...(spec.process ?? {}), args, terminal: false, ...(opts.cwd ? { cwd: opts.cwd } : {}) };
+        const tty = opts.tty === true;
+        const proc = { ...(spec.process ?? {}), args, terminal: tty, ...(opts.cwd ? { cwd: opts.cwd } : {}) };
         const any = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify(proc)) };
-        process.exitCode = await runTask(api, id, { detach: opts.detach, exec: { id: opts.execId, spec: any } });
+        process.exitCode = await runTask(api, id, { detach: opts.detach, tty, exec: { id: opts.execId, spec: any } });
       }),
     );
   tasks

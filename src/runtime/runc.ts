@@ -19,6 +19,7 @@ import { controllerPaths, isCgroupV1, readMetricsV1 } from "./cgroups-v1.js";
 import type { Mount } from "../snapshots/types.js";
 
 import type { TaskIo } from "../commands/tasks.js";
+import type { IPty } from "node-pty";
 
 export interface Exit {
   status: number;
@@ -32,7 +33,10 @@ export interface Started {
 }
 
 interface Running {
-  child: ChildProcess;
+  /** runc's own pid (the leader of its process group), once spawned. */
+  pid: number | undefined;
+  /** The host side of a terminal task's console (runc relays it to the container's). */
+  pty?: IPty;
 }
 
 interface TaskStdin {
@@ -48,6 +52,21 @@ interface TaskIoHandles {
   out: number | undefined;
   err: number | undefined;
   stdin: TaskStdin | undefined;
+  /** A console (ctr -t): runc runs on a pty of ckd's; stdout carries its output. */
+  terminal: boolean;
+  /** The console's size, from a ResizePty before Start. */
+  size?: { cols: number; rows: number };
+  /** A started console's stdout (ckd writes what the pty prints). */
+  outSocket?: net.Socket;
+}
+
+/** node-pty, loaded when the first terminal task starts (a native addon). */
+let ptyModule: Promise<typeof import("node-pty")> | undefined;
+async function loadPty(): Promise<typeof import("node-pty")> {
+  ptyModule ??= import("node-pty").then((m) => ((m as { default?: typeof import("node-pty") }).default ?? m));
+  return ptyModule.catch((err) => {
+    throw failedPrecondition(`terminals need the node-pty module, which did not load: ${(err as Error).message}`);
+  });
 }
 
 const PID_WAIT_MS = 10_000;
@@ -55,6 +74,8 @@ const PID_WAIT_MS = 10_000;
 export class RuncRuntime {
   private readonly running = new Map<string, Running>();
   private readonly ios = new Map<string, TaskIoHandles>();
+  /** Consoles' stdout sockets writing their last bytes after the process ended. */
+  private readonly draining = new Map<string, net.Socket>();
 
   /** ckd's root (absolute): bundles and runc's state live under it. */
   readonly root: string;
@@ -83,9 +104,10 @@ export class RuncRuntime {
    * Makes the bundle: config.json from the container's spec (runtime-spec JSON, as containerd
    * stores it), rootfs/ with the task's mounts on it. Undone entirely when any step fails.
    */
-  async prepare(ns: string, id: string, spec: Uint8Array, rootfs: readonly Mount[]): Promise<string> {
-    const parsed = parseJson<{ process?: { args?: unknown[] } }>(spec, `container "${id}": spec is not runtime-spec JSON`);
+  async prepare(ns: string, id: string, spec: Uint8Array, rootfs: readonly Mount[], terminal: boolean): Promise<string> {
+    const parsed = parseJson<{ process?: { args?: unknown[]; terminal?: unknown } }>(spec, `container "${id}": spec is not runtime-spec JSON`);
     checkArgs(parsed.process?.args, `container "${id}": spec.process.args must name the program to run`);
+    checkTerminal(parsed.process?.terminal, terminal, `container "${id}": spec.process.terminal`);
     const bundle = this.bundleDir(ns, id);
     // 0700: the bundle exposes the rootfs (setuid binaries among it) and the spec (its env).
     await fs.mkdir(path.dirname(bundle), { recursive: true, mode: 0o700 });
@@ -120,11 +142,11 @@ export class RuncRuntime {
    */
   openIo(ns: string, id: string, io: TaskIo, exec?: string): void {
     const key = procKey(ns, id, exec);
-    if (io.terminal) throw notImplemented(`task "${id}": a terminal (ctr -t) is not supported by ck's runtime yet`);
     const fds: number[] = [];
     try {
       const out = openOutput(io.stdout, fds);
-      const err = openOutput(io.stderr, fds);
+      // A console has one output, stdout, as containerd's shim copies it.
+      const err = io.terminal ? undefined : openOutput(io.stderr, fds);
       let stdin: TaskStdin | undefined;
       if (io.stdin) {
         if (!path.isAbsolute(io.stdin)) throw invalidArgument(`io path ${JSON.stringify(io.stdin)} must be absolute`);
@@ -141,7 +163,7 @@ export class RuncRuntime {
         const first = stdin;
         sock.once("data", () => releaseHolder(first));
       }
-      this.ios.set(key, { out, err, stdin });
+      this.ios.set(key, { out, err, stdin, terminal: io.terminal });
     } catch (e) {
       for (const fd of fds) closeSync(fd);
       throw e;
@@ -153,6 +175,15 @@ export class RuncRuntime {
     if (!io) return;
     this.ios.delete(key);
     for (const fd of [io.out, io.err]) if (fd !== undefined) closeSync(fd);
+    const out = io.outSocket;
+    if (out) {
+      // Its last bytes still go to the reader; the task's deletion drops what none read.
+      this.draining.set(key, out);
+      out.once("close", () => {
+        if (this.draining.get(key) === out) this.draining.delete(key);
+      });
+      out.end();
+    }
     if (io.stdin) {
       if (io.stdin.holder !== undefined) closeSync(io.stdin.holder);
       io.stdin.sock.destroy();
@@ -161,13 +192,19 @@ export class RuncRuntime {
 
   /**
    * Starts the task's init with `runc run` in the foreground (or, given `exec`, that exec
-   * process with `runc exec`, prepared by prepareExec), on the stdio openIo opened.
+   * process with `runc exec`, prepared by prepareExec), on the stdio openIo opened. A terminal
+   * process's runc runs on a pty of ckd's: runc itself makes the container's console and
+   * relays it to that pty (raw, resized on SIGWINCH), as it does for a user at a terminal;
+   * ckd copies stdin to the pty and the pty to stdout.
    */
   async start(ns: string, id: string, exec?: string): Promise<Started> {
     const key = procKey(ns, id, exec);
     if (this.running.has(key)) throw failedPrecondition(`task "${id}"${exec ? ` exec "${exec}"` : ""} is already started`);
     const io = this.ios.get(key);
     if (!io) throw failedPrecondition(`task "${id}" has no stdio here: it was created by an earlier ckd`);
+    const pty = io.terminal ? await loadPty() : undefined;
+    // Checked again after the wait: a Start is serial per task, but this must hold anyway.
+    if (this.running.has(key) || this.ios.get(key) !== io) throw failedPrecondition(`task "${id}"${exec ? ` exec "${exec}"` : ""} is already started`);
     const bundle = this.bundleDir(ns, id);
     const pidFile = exec ? path.join(bundle, "execs", `${exec}.pid`) : path.join(bundle, "init.pid");
     const args = exec
@@ -175,63 +212,56 @@ export class RuncRuntime {
       : ["run", "--bundle", bundle, "--pid-file", pidFile, id];
     // Synchronously from the check to the spawn: no second Start, no Delete in between.
     mkdirSync(this.runcRoot(ns), { recursive: true, mode: 0o700 });
-    const child = spawn(this.runc, ["--root", this.runcRoot(ns), ...args], {
-      stdio: [io.stdin ? "pipe" : "ignore", io.out ?? "ignore", io.err ?? "pipe"],
-      // Its own process group: a ^C meant for ckd is not the container's.
-      detached: true,
-    });
-    // The child holds its own copies of the output descriptors.
-    for (const fd of [io.out, io.err]) if (fd !== undefined) closeSync(fd);
-    io.out = io.err = undefined;
-    let runcErr = "";
-    if (child.stderr) child.stderr.on("data", (b: Buffer) => (runcErr = (runcErr + b.toString("utf8")).slice(-4096)));
-    const closed = new Promise((resolve) => child.once("close", resolve));
-    if (io.stdin && child.stdin) {
-      child.stdin.on("error", () => undefined);
-      io.stdin.buffered.pipe(child.stdin);
-      releaseHolder(io.stdin);
-    }
-    const running: Running = { child };
+    const argv = ["--root", this.runcRoot(ns), ...args];
+    const running: Running = { pid: undefined };
     // Only what is still this start's is let go: a later task of the same id has its own.
     const release = () => {
       if (this.running.get(key) !== running) return;
       this.running.delete(key);
       if (this.ios.get(key) === io) this.closeIoHandles(key);
     };
-    const exited = new Promise<Exit>((resolve) => {
-      child.once("exit", (code, signal) => {
-        release();
-        resolve({ status: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127), at: new Date() });
-      });
-    });
-    // A spawn that fails (no runc) emits 'error' and never 'exit'.
-    const spawnFailed = new Promise<never>((_, reject) =>
-      child.once("error", (e) => {
-        release();
-        reject(unavailable(`runc: ${e.message}`));
-      }),
-    );
+    const launched = pty ? launchOnPty(pty, this.runc, argv, io, running) : launchPlain(this.runc, argv, io, running);
     this.running.set(key, running);
-    const pid = await Promise.race([waitForPid(pidFile, exited), spawnFailed]).catch(async (e) => {
+    void launched.exited.then(release);
+    launched.failed.catch(release);
+    const pid = await Promise.race([waitForPid(pidFile, launched.exited), launched.failed]).catch(async (e) => {
       // No pid in time: nothing of it may run on unrecorded.
-      if (child.exitCode === null && child.signalCode === null && child.pid) {
+      if (running.pid && !launched.ended()) {
         try {
-          process.kill(-child.pid, "SIGKILL");
+          process.kill(-running.pid, "SIGKILL");
         } catch {
           // gone already
         }
         if (!exec) await this.forceDelete(ns, id);
-        await exited;
+        await launched.exited;
       }
       throw e;
     });
     if (pid === undefined) {
-      const exit = await exited;
-      // All of runc's own error text: its stderr has ended once the child is closed.
-      await Promise.race([closed, new Promise((r) => setTimeout(r, 1000))]);
-      throw failedPrecondition(`runc ${args[0]} ${id}${exec ? ` (exec "${exec}")` : ""} failed (exit ${exit.status})${runcErr ? `: ${runcErr.trim()}` : ""}`);
+      const exit = await launched.exited;
+      // All of runc's own error text: its output has ended once the child is closed.
+      await Promise.race([launched.closed, new Promise((r) => setTimeout(r, 1000))]);
+      const runcErr = launched.errorText();
+      throw failedPrecondition(`runc ${args[0]} ${id}${exec ? ` (exec "${exec}")` : ""} failed (exit ${exit.status})${runcErr ? `: ${runcErr}` : ""}`);
     }
-    return { pid, exited };
+    return { pid, exited: launched.exited };
+  }
+
+  /**
+   * ResizePty: a terminal process's console takes the size (runc passes it on to the
+   * container's); before Start, the size it starts with. Processes without one ignore it, as
+   * containerd's do. False when there is no such process here.
+   */
+  resize(ns: string, id: string, exec: string | undefined, cols: number, rows: number): boolean {
+    const key = procKey(ns, id, exec);
+    const running = this.running.get(key);
+    if (running) {
+      running.pty?.resize(cols, rows);
+      return true;
+    }
+    const io = this.ios.get(key);
+    if (io?.terminal) io.size = { cols, rows };
+    return io !== undefined;
   }
 
   /** CloseIO: the task's stdin ends once what was written to it is read. */
@@ -282,10 +312,10 @@ export class RuncRuntime {
   }
 
   /** Writes an exec's process spec (runtime-spec Process JSON) where `runc exec` reads it. */
-  async prepareExec(ns: string, id: string, exec: string, spec: Uint8Array): Promise<void> {
-    const parsed = parseJson<{ args?: unknown[]; terminal?: boolean }>(spec, `exec "${exec}": spec is not a runtime-spec Process`);
+  async prepareExec(ns: string, id: string, exec: string, spec: Uint8Array, terminal: boolean): Promise<void> {
+    const parsed = parseJson<{ args?: unknown[]; terminal?: unknown }>(spec, `exec "${exec}": spec is not a runtime-spec Process`);
     checkArgs(parsed.args, `exec "${exec}": spec.args must name the program to run`);
-    if (parsed.terminal) throw notImplemented(`exec "${exec}": a terminal (ctr -t) is not supported by ck's runtime yet`);
+    checkTerminal(parsed.terminal, terminal, `exec "${exec}": spec.terminal`);
     const dir = path.join(this.bundleDir(ns, id), "execs");
     await fs.mkdir(dir, { mode: 0o700 }).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
@@ -295,7 +325,9 @@ export class RuncRuntime {
 
   /** Drops what an exec left: its stdio, its spec and pid files. */
   async removeExec(ns: string, id: string, exec: string): Promise<void> {
-    this.closeIoHandles(procKey(ns, id, exec));
+    const key = procKey(ns, id, exec);
+    this.closeIoHandles(key);
+    this.draining.get(key)?.destroy();
     const dir = path.join(this.bundleDir(ns, id), "execs");
     for (const f of [`${exec}.json`, `${exec}.pid`]) await fs.unlink(path.join(dir, f)).catch(() => undefined);
   }
@@ -308,11 +340,11 @@ export class RuncRuntime {
   async signalExec(ns: string, id: string, exec: string, pid: number, signal: number): Promise<void> {
     const running = this.running.get(procKey(ns, id, exec));
     const gone = () => notFound(`exec "${exec}" of task "${id}": process already finished`);
-    if (!running?.child.pid || pid <= 0) throw gone();
+    if (!running?.pid || pid <= 0) throw gone();
     const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
     // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read past the last ")".
     const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    if (ppid !== running.child.pid) throw gone();
+    if (ppid !== running.pid) throw gone();
     try {
       process.kill(pid, signal);
     } catch (err) {
@@ -327,8 +359,9 @@ export class RuncRuntime {
    * rmdir, never recursively: a failed unmount must not delete through into a snapshot.
    */
   async cleanup(ns: string, id: string): Promise<void> {
-    for (const key of [...this.ios.keys()]) if (key.startsWith(`${ns}/${id}/`)) this.closeIoHandles(key);
-    this.closeIoHandles(`${ns}/${id}`);
+    const mine = (key: string) => key === `${ns}/${id}` || key.startsWith(`${ns}/${id}/`);
+    for (const key of [...this.ios.keys()]) if (mine(key)) this.closeIoHandles(key);
+    for (const [key, sock] of [...this.draining]) if (mine(key)) sock.destroy();
     const bundle = this.bundleDir(ns, id);
     await this.forceDelete(ns, id);
     await unmountAll(path.join(bundle, "rootfs"));
@@ -416,6 +449,17 @@ function checkArgs(args: unknown[] | undefined, message: string): void {
   if (!Array.isArray(args) || args.length === 0) throw invalidArgument(message);
 }
 
+/**
+ * A process's spec and its request must agree on a terminal (containerd's runc refuses the
+ * mismatch at create too: a console socket without a tty, or a tty with no console socket).
+ */
+function checkTerminal(inSpec: unknown, requested: boolean, field: string): void {
+  if (inSpec !== undefined && typeof inSpec !== "boolean") throw invalidArgument(`${field} must be a boolean`);
+  if ((inSpec === true) !== requested) {
+    throw invalidArgument(`${field} is ${inSpec === true} but the request's terminal is ${requested}: they must agree`);
+  }
+}
+
 /** The runtime's key of a task's init (`ns/id`) or of one of its execs (`ns/id/exec`). */
 function procKey(ns: string, id: string, exec?: string): string {
   return exec ? `${ns}/${id}/${exec}` : `${ns}/${id}`;
@@ -480,3 +524,116 @@ async function waitForPid(file: string, exited: Promise<Exit>): Promise<number |
   }
 }
 
+
+/** A spawned runc: how it ends, and what it said. */
+interface Launched {
+  exited: Promise<Exit>;
+  /** Rejects (Unavailable) when runc could not be spawned at all. */
+  failed: Promise<never>;
+  /** Settles once all of runc's own output is read. */
+  closed: Promise<unknown>;
+  ended(): boolean;
+  /** The end of what runc wrote (its errors), trimmed. */
+  errorText(): string;
+}
+
+/** The last 4 KiB of a process's output, for its error message. */
+function tail(): { add(b: Buffer | string): void; text(): string } {
+  let t = "";
+  return {
+    add: (b) => (t = (t + b.toString()).slice(-4096)),
+    text: () => t.trim(),
+  };
+}
+
+/**
+ * runc with the task's stdio: stdin piped from what ckd read of the FIFO, stdout and stderr
+ * the descriptors openIo opened (the child holds its own copies; ours close at once).
+ */
+function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: Running): Launched {
+  const child: ChildProcess = spawn(runc, argv, {
+    stdio: [io.stdin ? "pipe" : "ignore", io.out ?? "ignore", io.err ?? "pipe"],
+    // Its own process group: a ^C meant for ckd is not the container's.
+    detached: true,
+  });
+  running.pid = child.pid;
+  for (const fd of [io.out, io.err]) if (fd !== undefined) closeSync(fd);
+  io.out = io.err = undefined;
+  const said = tail();
+  if (child.stderr) child.stderr.on("data", (b: Buffer) => said.add(b));
+  if (io.stdin && child.stdin) {
+    child.stdin.on("error", () => undefined);
+    io.stdin.buffered.pipe(child.stdin);
+    releaseHolder(io.stdin);
+  }
+  const exited = new Promise<Exit>((resolve) => {
+    child.once("exit", (code, signal) => {
+      resolve({ status: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127), at: new Date() });
+    });
+  });
+  // A spawn that fails (no runc) emits 'error' and never 'exit'.
+  const failed = new Promise<never>((_, reject) => child.once("error", (e) => reject(unavailable(`runc: ${e.message}`))));
+  failed.catch(() => undefined);
+  return {
+    exited,
+    failed,
+    closed: new Promise((resolve) => child.once("close", resolve)),
+    ended: () => child.exitCode !== null || child.signalCode !== null,
+    errorText: said.text,
+  };
+}
+
+/**
+ * runc on a pty (node-pty: a new session whose controlling terminal it is). What the pty
+ * prints goes to stdout, paced by its reader (the pty pauses while stdout's buffer is full);
+ * stdin's bytes are typed into it. Stdout ends once the pty has closed and its last bytes are
+ * written; a reader that never comes gets them dropped when the task is deleted.
+ */
+function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[], io: TaskIoHandles, running: Running): Launched {
+  const size = io.size ?? { cols: 80, rows: 24 };
+  let term: IPty;
+  try {
+    term = pty.spawn(runc, argv, { name: "xterm", cols: size.cols, rows: size.rows, cwd: "/", env: process.env as Record<string, string>, encoding: null });
+  } catch (e) {
+    const failed = Promise.reject(unavailable(`runc on a pty: ${(e as Error).message}`));
+    failed.catch(() => undefined);
+    const never = new Promise<Exit>(() => undefined);
+    return { exited: never, failed, closed: Promise.resolve(), ended: () => true, errorText: () => "" };
+  }
+  running.pid = term.pid;
+  running.pty = term;
+  const out = io.out !== undefined ? new net.Socket({ fd: io.out, readable: false, writable: true }) : undefined;
+  // The socket owns the descriptor from here (closing it with itself).
+  io.out = undefined;
+  io.outSocket = out;
+  out?.on("error", () => undefined);
+  const said = tail();
+  let ended = false;
+  term.onData((d: string | Buffer) => {
+    said.add(d);
+    if (out && !out.destroyed && !out.write(d)) {
+      term.pause();
+      out.once("drain", () => term.resume());
+    }
+  });
+  if (io.stdin) {
+    io.stdin.buffered.on("data", (b: Buffer) => {
+      if (!ended) term.write(b);
+    });
+    releaseHolder(io.stdin);
+  }
+  const exited = new Promise<Exit>((resolve) => {
+    // node-pty reports the exit once the pty is closed: every byte was handed to onData.
+    term.onExit(({ exitCode, signal }) => {
+      ended = true;
+      resolve({ status: signal ? 128 + signal : exitCode, at: new Date() });
+    });
+  });
+  return {
+    exited,
+    failed: new Promise<never>(() => undefined),
+    closed: exited,
+    ended: () => ended,
+    errorText: said.text,
+  };
+}

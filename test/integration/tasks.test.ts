@@ -79,7 +79,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       layers: [
         Object.fromEntries([
           ["bin/busybox", busybox],
-          ...["sh", "echo", "cat", "sleep", "true"].map((c) => [`bin/${c}`, { symlink: "busybox" }]),
+          ...["sh", "echo", "cat", "sleep", "true", "stty", "tty"].map((c) => [`bin/${c}`, { symlink: "busybox" }]),
         ]),
       ],
     });
@@ -176,7 +176,10 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const spec = (args: string[]) => ({ type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args, cwd: "/", env: ["PATH=/bin"] })) });
     await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "t-bg", spec: spec(["true"]) }), "AlreadyExists", /task's own process/);
     const beforeExecs = await log.lastSeq();
-    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: spec(["true"]), terminal: true }), "NotImplemented", /terminal/);
+    // A console asked for by the request but not the process spec (or the reverse) is refused.
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: spec(["true"]), terminal: true }), "InvalidArgument", /spec\.terminal is false but the request's terminal is true/);
+    const ttySpec = { ...spec(["true"]), value: Buffer.from(JSON.stringify({ args: ["true"], cwd: "/", terminal: true })) };
+    await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: ttySpec }), "InvalidArgument", /spec\.terminal is true but the request's terminal is false/);
     await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: spec([]) }), "InvalidArgument", /spec\.args/);
     await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: { type_url: "x", value: Buffer.from("{") } }), "InvalidArgument", /not a runtime-spec Process/);
     await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: spec(["true"]), stdout: "/no/such/dir/out" }), "InvalidArgument", /does not exist/);
@@ -192,6 +195,12 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const e3 = await api.call("tasks", "Start", { container_id: "t-bg", exec_id: "e3" });
     await rejectsClass(api.call("tasks", "DeleteProcess", { container_id: "t-bg", exec_id: "e3" }), "FailedPrecondition", /must be stopped/);
     assert.match(await cmdline(e3.pid), /^sleep\u0000600/);
+    // ctr tasks ps: the exec's pid says which exec it is (containerd.runc.v1.ProcessDetails), the init's nothing.
+    r = await ctr(["tasks", "ps", "t-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    const psRow = (p: number) => r.stdout.split("\n").find((l) => l.split(/\s+/)[0] === String(p)) ?? "";
+    assert.match(psRow(e3.pid), /ExecID:e3\b/, r.stdout);
+    assert.match(psRow(pid), /^\d+\s+-\s*$/, r.stdout);
     const e3waited = api.call("tasks", "Wait", { container_id: "t-bg", exec_id: "e3" });
     await api.call("tasks", "Kill", { container_id: "t-bg", exec_id: "e3", signal: 9 });
     assert.equal((await e3waited).exit_status, 137);
@@ -234,6 +243,86 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "Get", { container_id: "t-bg" }), "NotFound");
     r = await ctr(["containers", "rm", "t-bg"]);
     assert.equal(r.code, 0, r.stderr);
+  });
+
+  /**
+   * A program on a terminal of its own (ctr -t needs one): its output so far, a wait for some
+   * text in it, typing, resizing, and its exit.
+   */
+  async function onTerminal(file: string, args: string[], size: { cols: number; rows: number }) {
+    const pty = await import("node-pty");
+    const term = (pty.default ?? pty).spawn(file, args, { ...size, cwd: "/", env: { ...process.env, TERM: "xterm" } as Record<string, string> });
+    let output = "";
+    term.onData((d) => (output += d));
+    const exited = new Promise<number>((resolve) => term.onExit(({ exitCode }) => resolve(exitCode)));
+    return {
+      term,
+      output: () => output,
+      /** Until `re` matches what came after `from` (an index in the output); then where it ended. */
+      async waitFor(re: RegExp, from = 0, ms = 15_000): Promise<number> {
+        const deadline = Date.now() + ms;
+        for (;;) {
+          const m = re.exec(output.slice(from));
+          if (m) return from + m.index + m[0].length;
+          if (Date.now() > deadline) throw new Error(`no ${re} on the terminal within ${ms} ms; it shows: ${JSON.stringify(output.slice(from))}`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      },
+      exited,
+      /**
+       * Until the shell on it says (stty size) that its console is `rows cols`: a size ctr sends
+       * after Start, so it arrives soon, not at once. Where that answer ended.
+       */
+      async sizeBecomes(rows: number, cols: number, from: number): Promise<number> {
+        for (let tries = 0; ; tries++) {
+          term.write("stty size\r");
+          const end = await this.waitFor(new RegExp(`\\n${rows} ${cols}\\r*\\n`), from, 500).catch(() => undefined);
+          if (end !== undefined) return end;
+          assert.ok(tries < 20, `the console never became ${rows}x${cols}: ${JSON.stringify(output.slice(from))}`);
+        }
+      },
+    };
+  }
+
+  test("ctr run -t and tasks exec -t: a console sized as ctr's terminal, resized with it, typed into, with its exit code", async () => {
+    const from = (await log.lastSeq()) + 1;
+    const t = await onTerminal(CTR, ["--address", daemon.address, "--namespace", NS, "run", "-t", "--rm", ref, "t-tty", "sh"], { cols: 97, rows: 33 });
+    let at = await t.waitFor(/\/ # /);
+    t.term.write("tty; echo A$((40+2))B\r");
+    at = await t.waitFor(/A42B\r*\n/, at);
+    // The container's own console.
+    assert.match(t.output(), /\/dev\/pts\/0\r*\n/);
+    // The size of ctr's terminal (ctr's ResizePty after Start), then its new size once resized:
+    // ctr passes it on (SIGWINCH, ResizePty), ckd to runc's pty, runc to the console.
+    at = await t.sizeBecomes(33, 97, at);
+    t.term.resize(120, 40);
+    at = await t.sizeBecomes(40, 120, at);
+    // A running task's console, for an exec with one of its own.
+    assert.equal((await api.call("tasks", "Get", { container_id: "t-tty" })).process.terminal, true);
+    const e = await onTerminal(CTR, ["--address", daemon.address, "--namespace", NS, "tasks", "exec", "-t", "--exec-id", "tty-exec", "t-tty", "sh"], { cols: 50, rows: 10 });
+    let eat = await e.waitFor(/\/ # /);
+    eat = await e.sizeBecomes(10, 50, eat);
+    e.term.write("tty\r");
+    eat = await e.waitFor(/\/dev\/pts\/1\r*\n/, eat);
+    e.term.write("exit 6\r");
+    assert.equal(await e.exited, 6, e.output());
+    t.term.write("exit 5\r");
+    assert.equal(await t.exited, 5, t.output());
+    const events = (await eventsSince(from)).filter(([topic]) => topic.startsWith("/tasks/"));
+    assert.deepEqual(
+      // An exec's id: exec_id, or an exit's id when it is not the container's.
+      events.map(([topic, ev]) => [topic, ev.exec_id || (ev.id && ev.id !== ev.container_id ? ev.id : null), ev.exit_status ?? null]),
+      [
+        ["/tasks/create", null, null],
+        ["/tasks/start", null, null],
+        ["/tasks/exec-added", "tty-exec", null],
+        ["/tasks/exec-started", "tty-exec", null],
+        ["/tasks/exit", "tty-exec", 6],
+        ["/tasks/exit", null, 5],
+        ["/tasks/delete", null, 5],
+      ],
+    );
+    assert.equal(events[0]![1].io?.terminal, true);
   });
 
   test("ck tasks: start in the foreground (stdio, exit status), start -d, ls, ps, kill, rm; ck run", async () => {
@@ -286,6 +375,29 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.match(r.stderr, /--rm and --detach/);
     const left = (await ctr(["containers", "ls", "-q"])).stdout;
     assert.ok(!left.includes("ck-native") && !left.includes("ck-nodash"), "nothing created");
+
+    // ck run -t: this terminal raw, the console at its size from the start (ck sends it
+    // before Start), resized with it; ck tasks exec -t into it from another terminal.
+    const ckArgs = [CK, "--address", daemon.address, "-n", NS];
+    const t = await onTerminal(process.execPath, [...ckArgs, "run", "-t", "--rm", ref, "ck-tty", "--", "sh"], { cols: 70, rows: 20 });
+    let at = await t.waitFor(/\/ # /);
+    t.term.write("stty size\r");
+    at = await t.waitFor(/\n20 70\r*\n/, at);
+    t.term.resize(90, 25);
+    at = await t.sizeBecomes(25, 90, at);
+    const e = await onTerminal(process.execPath, [...ckArgs, "tasks", "exec", "-t", "--exec-id", "ck-tty-e", "ck-tty", "--", "sh", "-c", "stty size; tty; exit 9"], { cols: 44, rows: 11 });
+    assert.equal(await e.exited, 9, e.output());
+    assert.match(e.output(), /^11 44\r*\n\/dev\/pts\/1\r*\n/);
+    // Raw: ^C is a key for the console's program (here it interrupts the shell's sleep), not ck's signal.
+    t.term.write("sleep 30; echo slept\r");
+    await new Promise((r) => setTimeout(r, 300));
+    t.term.write("\x03");
+    at = await t.waitFor(/\/ # /, at);
+    t.term.write("echo A$((3+4))B; exit 8\r");
+    assert.equal(await t.exited, 8, t.output());
+    assert.match(t.output().slice(at), /A7B/);
+    assert.doesNotMatch(t.output(), /\nslept\r*\n/, "the sleep was interrupted");
+    assert.ok(!(await ctr(["containers", "ls", "-q"])).stdout.includes("ck-tty"), "--rm removed the container");
   });
 
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
@@ -315,7 +427,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const before = await log.lastSeq();
     await rejectsClass(api.call("tasks", "Create", { container_id: "" }), "InvalidArgument", /container_id/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "no-such" }), "NotFound", /container "no-such"/);
-    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", terminal: true }), "NotImplemented", /terminal/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", terminal: true }), "InvalidArgument", /spec\.process\.terminal is false but the request's terminal is true/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", stdout: "relative/path" }), "InvalidArgument", /stdout/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: [{ type: "", source: "x" }] }), "InvalidArgument", /rootfs\[0\]\.type/);
     await rejectsClass(api.call("tasks", "Start", { container_id: "t-bad" }), "NotFound", /task "t-bad"/);
@@ -354,8 +466,11 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       assert.equal(await log.lastSeq(), seq);
     }
     await api.call("containers", "Update", { container: { id: "t-bad", spec: goodSpec }, update_mask: { paths: ["spec"] } });
+    await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 80, height: 24 }), "NotFound", /task "t-bad"/);
+    await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 0, height: 24 }), "InvalidArgument", /width 0/);
+    await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 80, height: 70000 }), "InvalidArgument", /height 70000/);
+    await rejectsClass(api.call("tasks", "ResizePty", { container_id: "", width: 80, height: 24 }), "InvalidArgument", /container_id/);
     for (const [method, re] of [
-      ["ResizePty", /terminals/],
       ["Checkpoint", /checkpoint/],
       ["Update", /resources/],
     ] as const) {

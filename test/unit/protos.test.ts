@@ -357,41 +357,55 @@ test("every containerd message and enum has a counterpart in ck's protos with th
   }
 });
 
-/** containerd's cgroup v1 statistics (github.com/containerd/cgroups, a dependency of its API package). */
-const CGROUPS_V1 = "/usr/share/gocode/src/github.com/containerd/cgroups/stats/v1/metrics.proto";
+/**
+ * containerd's messages that ck sends from outside its API package, by package prefix: the
+ * cgroup v1 statistics of a task's Metrics (github.com/containerd/cgroups, a dependency of
+ * the API package) and what its runc shim says of an exec's pid in ListPids.
+ */
+const OUTSIDE_API: Record<string, { file: string; messages: number; fields: number }> = {
+  ".io.containerd.cgroups.v1.": { file: "/usr/share/gocode/src/github.com/containerd/cgroups/stats/v1/metrics.proto", messages: 8, fields: 50 },
+  ".containerd.runc.v1.": { file: "/usr/share/gocode/src/github.com/containerd/containerd/runtime/v2/runc/options/oci.proto", messages: 1, fields: 1 },
+};
 
-function loadCgroupsUpstream(): protobuf.Root {
-  assert.ok(existsSync(CGROUPS_V1), `${CGROUPS_V1} is missing: ${INSTALL_HINT}`);
+function loadOutsideUpstream(file: string): protobuf.Root {
+  assert.ok(existsSync(file), `${file} is missing: ${INSTALL_HINT}`);
   const root = new protobuf.Root();
-  protobuf.parse(stripGoOptions(readFileSync(CGROUPS_V1, "utf8")), root, { keepCase: true });
+  protobuf.parse(stripGoOptions(readFileSync(file, "utf8")), root, { keepCase: true });
   root.resolveAll();
   return root;
 }
 
-test("the cgroup v1 metrics ck reports are containerd's messages: every field ck has, as containerd numbers and types it", () => {
-  const upstream = loadCgroupsUpstream();
-  const mine = all(p.root, protobuf.Type).filter((t) => t.fullName.startsWith(".io.containerd.cgroups.v1."));
-  assert.ok(mine.length >= 8, `only ${mine.length} cgroup messages`);
-  let fields = 0;
-  for (const t of mine) {
-    const theirs = upstream.lookup(t.fullName);
-    assert.ok(theirs instanceof protobuf.Type, `${name(t)} is not in containerd's cgroups stats`);
-    for (const f of t.fieldsArray) {
-      const g: protobuf.Field | undefined = theirs.fields[f.name];
-      assert.ok(g, `${name(t)}.${f.name} is not containerd's`);
-      assert.deepEqual(fieldShape(f), fieldShape(g), `${name(t)}.${f.name}`);
-      fields++;
+/** The upstream a message of ck's is held to: containerd's API, or one of OUTSIDE_API's files. */
+function upstreamFor(fullName: string, api: protobuf.Root): protobuf.Root {
+  const prefix = Object.keys(OUTSIDE_API).find((p) => fullName.startsWith(p));
+  return prefix ? loadOutsideUpstream(OUTSIDE_API[prefix]!.file) : api;
+}
+
+for (const [prefix, { file, messages, fields: least }] of Object.entries(OUTSIDE_API)) {
+  test(`${prefix.slice(1, -1)} messages ck reports are containerd's: every field ck has, as ${file.replace(/^.*gocode\/src\//, "")} numbers and types it`, () => {
+    const upstream = loadOutsideUpstream(file);
+    const mine = all(p.root, protobuf.Type).filter((t) => t.fullName.startsWith(prefix));
+    assert.ok(mine.length >= messages, `only ${mine.length} messages under ${prefix}`);
+    let fields = 0;
+    for (const t of mine) {
+      const theirs = upstream.lookup(t.fullName);
+      assert.ok(theirs instanceof protobuf.Type, `${name(t)} is not in ${file}`);
+      for (const f of t.fieldsArray) {
+        const g: protobuf.Field | undefined = theirs.fields[f.name];
+        assert.ok(g, `${name(t)}.${f.name} is not containerd's`);
+        assert.deepEqual(fieldShape(f), fieldShape(g), `${name(t)}.${f.name}`);
+        fields++;
+      }
     }
-  }
-  assert.ok(fields >= 50, `only ${fields} fields compared`);
-});
+    assert.ok(fields >= least, `only ${fields} fields compared`);
+  });
+}
 
 test("every message in ck's protos is containerd's, except ck's own events", () => {
   const upstream = loadUpstream().root;
-  const cgroups = loadCgroupsUpstream();
   for (const mine of all(p.root, protobuf.Type)) {
     if (isWkt(mine) || mine.fullName.startsWith(".ck.")) continue;
-    const theirs = mine.fullName.startsWith(".io.containerd.cgroups.v1.") ? cgroups : upstream;
+    const theirs = upstreamFor(mine.fullName, upstream);
     assert.ok(theirs.lookup(mine.fullName) instanceof protobuf.Type, `${name(mine)} is not in containerd's API`);
   }
   assert.deepEqual(
