@@ -51,6 +51,15 @@ function apiProcess(containerId: string, id: string, p: Pick<TaskRecord, "pid" |
 
 const taskProcess = (t: TaskRecord) => apiProcess(t.container_id, t.container_id, t);
 
+/**
+ * A created init's watch: its end is recorded with runc's status, or Kill's (a number), or by
+ * Start's own watch once Start takes over; a Delete drops it unrecorded ("taken" for both).
+ */
+interface CreatedWatch {
+  fate: "taken" | number | undefined;
+  recorded: Promise<void>;
+}
+
 /** An exec process, as the service knows it (see src/commands/tasks.ts: not projected). */
 interface ExecState {
   status: "CREATED" | "RUNNING" | "STOPPED";
@@ -92,6 +101,8 @@ export class Tasks {
   private readonly recording = new Set<Promise<void>>();
   /** Exec processes by namespace/id/exec. */
   private readonly execs = new Map<string, ExecState>();
+  /** Created, not yet started inits of this ckd, by namespace/id (see watchCreated). */
+  private readonly created = new Map<string, CreatedWatch>();
   /** Per task: the request that changes it now (see serial). */
   private readonly locks = new Map<string, Promise<unknown>>();
   private stopping = false;
@@ -119,14 +130,17 @@ export class Tasks {
           if (d.runcProblem) throw failedPrecondition(`tasks cannot run here: ${d.runcProblem}`);
           if (!container.spec?.value?.length) throw invalidArgument(`container "${id}" has no spec`);
           const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs, io.terminal);
+          let created: Started;
           try {
             d.runtime.openIo(ns, id, io);
-            await d.sequencer.submit(taskHandlers.create({ namespace: ns, container_id: id, bundle, rootfs, io }));
+            created = await d.runtime.create(ns, id);
+            await d.sequencer.submit(taskHandlers.create({ namespace: ns, container_id: id, bundle, rootfs, io, pid: created.pid }));
           } catch (err) {
             await d.runtime.cleanup(ns, id).catch((e) => d.logger.warn({ err: e, namespace: ns, id }, "a refused task's bundle was not removed"));
             throw err;
           }
-          return { container_id: id, pid: 0 };
+          this.watchCreated(ns, id, created);
+          return { container_id: id, pid: created.pid };
         });
       }),
 
@@ -191,11 +205,19 @@ export class Tasks {
           if (task.status === "STOPPED") throw notFound(`task "${id}": process already finished`);
           this.owned(task);
           if (task.status === "CREATED") {
-            // Never started: there is no process to signal. A signal that would end a process
-            // ends the task, recorded before this answers; any other changes nothing.
+            // Never started: its init waits before its program. A signal that would end a
+            // process ends it, its exit (128 + signal) recorded before this answers; any other
+            // changes nothing.
             if (!TERMINATING.has(signal)) return {};
-            await d.sequencer.submit(taskHandlers.exit({ namespace: ns, container_id: id, pid: 0, exit_status: 128 + signal, exited_at: ts(new Date()) }));
-            this.wake(ns, id);
+            const key = `${ns}/${id}`;
+            const watch = this.created.get(key);
+            if (watch) {
+              watch.fate = 128 + signal;
+              await d.runtime.stopCreated(ns, id);
+              await watch.recorded;
+            } else {
+              await this.recordExit(ns, id, task.pid, 128 + signal, new Date());
+            }
             return {};
           }
           await d.runtime.kill(ns, id, signal, call.request.all === true);
@@ -209,6 +231,9 @@ export class Tasks {
         return this.serial(ns, id, async () => {
           const task = checkDeleteTask(id, await d.queries.findTask(ns, id));
           this.owned(task);
+          // A created init stopped by the cleanup goes with the task: no exit of its own.
+          const watch = this.created.get(`${ns}/${id}`);
+          if (watch) watch.fate = "taken";
           await d.runtime.cleanup(ns, id);
           for (const key of [...this.execs.keys()]) {
             if (!key.startsWith(`${ns}/${id}/`)) continue;
@@ -301,12 +326,13 @@ export class Tasks {
         validateTaskId(id);
         if (exec) validateExecId(exec);
         for (const [field, v] of [["width", width], ["height", height]] as const) {
-          if (!Number.isInteger(v) || v < 1 || v > 0xffff) throw invalidArgument(`${field} ${v}: a console is 1 to 65535 columns and rows`);
+          if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw invalidArgument(`${field} ${v}: a console is at most 65535 columns and rows`);
         }
         if (exec) this.exec(ns, id, exec);
         else this.owned(existingTask(id, await d.queries.findTask(ns, id)));
-        // A process that has ended (or has no console) has nothing to resize, as in containerd.
-        d.runtime.resize(ns, id, exec || undefined, width, height);
+        // A process that has ended (or has no console) has nothing to resize, as in containerd;
+        // nor does a 0x0 size (what some terminals report), which containerd passes on.
+        if (width > 0 && height > 0) d.runtime.resize(ns, id, exec || undefined, width, height);
         return {};
       }),
       Checkpoint: unsupported("Checkpoint", "ck has no checkpoint support (CRIU)"),
@@ -427,10 +453,34 @@ export class Tasks {
     }
   }
 
+  /**
+   * A created init's end before Start (killed, or runc gave up) is recorded when it comes,
+   * with the status Kill chose if Kill ended it; once Start takes over, Start's own watch does.
+   */
+  private watchCreated(ns: string, id: string, created: Started): void {
+    const key = `${ns}/${id}`;
+    const watch: CreatedWatch = { fate: undefined, recorded: Promise.resolve() };
+    this.created.set(key, watch);
+    watch.recorded = created.exited.then(async (exit) => {
+      if (this.created.get(key) === watch) this.created.delete(key);
+      if (watch.fate === "taken") return;
+      await this.recordExit(ns, id, created.pid, watch.fate ?? exit.status, exit.at);
+    });
+  }
+
   private async start(ns: string, task: TaskRecord): Promise<number> {
     const d = this.d;
     const id = task.container_id;
-    const started = await d.runtime.start(ns, id);
+    const watch = this.created.get(`${ns}/${id}`);
+    if (watch) watch.fate = "taken";
+    let started: Started;
+    try {
+      started = await d.runtime.start(ns, id);
+    } catch (err) {
+      // The created init is gone with the failed start (runc said why): its end is recorded.
+      if (watch) await this.recordExit(ns, id, task.pid, LOST_EXIT_STATUS, new Date());
+      throw err;
+    }
     const recorded = d.sequencer.submit(taskHandlers.start({ namespace: ns, container_id: id, pid: started.pid }));
     // The exit is recorded after the start, however quickly the process ends.
     void started.exited.then(async (exit) => {
@@ -511,7 +561,9 @@ export class Tasks {
     for (const { name } of await this.d.queries.listNamespaces()) {
       for (const task of this.d.queries.listTasks(name)) {
         if (task.status === "STOPPED" || !this.d.runtime.owns(task.bundle)) continue;
-        // Its container may still run, unsupervised since the earlier ckd went: stopped now.
+        // Its container may still run (or wait at its gate, created), unsupervised since the
+        // earlier ckd went: stopped now.
+        await this.d.runtime.stopOrphan(name, task.container_id);
         await this.d.runtime.forceDelete(name, task.container_id);
         await this.recordExit(name, task.container_id, task.pid, LOST_EXIT_STATUS, new Date());
         n++;
@@ -525,6 +577,8 @@ export class Tasks {
     // No Start from now on; one under way finishes first, so that its process is killed too.
     this.stopping = true;
     await Promise.race([Promise.all([...this.locks.values()]), new Promise((r) => setTimeout(r, timeoutMs))]);
+    // Created, never started inits end as the started ones do: killed by ckd (137).
+    for (const watch of this.created.values()) watch.fate ??= 137;
     await this.d.runtime.killAll();
     const deadline = Date.now() + timeoutMs;
     // A timer each turn (never only promises already settled): the exits arrive as events.

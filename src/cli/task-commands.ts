@@ -98,8 +98,8 @@ async function followTerminal(resize: (w: number, h: number) => Promise<unknown>
  * temporary directory, copied to and from this process's, CloseIO at the end of stdin,
  * ^C/SIGTERM/SIGHUP forwarded, and its exit status returned once it ended and was deleted.
  * With `tty`, the process has a console (its spec must say so too): stdout carries it, this
- * terminal is put in raw mode and its size follows, and signals are not forwarded (^C is a
- * key the console's program reads).
+ * terminal is put in raw mode (^C is then a key the console's program reads, not a signal
+ * here) and its size follows.
  */
 export async function runTask(api: ApiClient, id: string, opts: { detach?: boolean; log?: string; tty?: boolean; exec?: { id: string; spec: unknown } }): Promise<number> {
   const p = processCalls(api, id, opts.exec);
@@ -156,6 +156,8 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
     try {
       const { exit_status } = await waited;
       await Promise.all([outR.done, errR?.done]);
+      // This terminal back to how it was while stdin can still be told.
+      unfollow();
       process.stdin.unpipe(inSock);
       process.stdin.destroy();
       inSock.destroy();

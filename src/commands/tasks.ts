@@ -22,6 +22,8 @@ export interface CreateTask {
   bundle: string;
   rootfs: Mount[];
   io: TaskIo;
+  /** The init's pid: it exists from Create on, held before its program runs. */
+  pid: number;
 }
 export interface StartTask {
   namespace: string;
@@ -57,7 +59,7 @@ export function decideCreateTask(cmd: CreateTask, container: ContainerRecord | u
   checkCreateTask(cmd.container_id, container, current);
   if (!cmd.bundle.startsWith("/")) throw invalidArgument(`bundle ${JSON.stringify(cmd.bundle)} must be absolute`);
   return {
-    event: event(cmd.namespace, "/tasks/create", TYPE.TaskCreate, { container_id: cmd.container_id, bundle: cmd.bundle, rootfs: cmd.rootfs, io: cmd.io, pid: 0 }),
+    event: event(cmd.namespace, "/tasks/create", TYPE.TaskCreate, { container_id: cmd.container_id, bundle: cmd.bundle, rootfs: cmd.rootfs, io: cmd.io, pid: cmd.pid }),
     result: undefined,
   };
 }

@@ -7,7 +7,7 @@
 //   runc/<namespace>/              runc's state directory (`runc --root`), one per namespace
 //                                  as containerd's, so ids need only be unique in a namespace
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsc, promises as fs, openSync, closeSync, fstatSync, mkdirSync } from "node:fs";
+import { constants as fsc, promises as fs, openSync, closeSync, createWriteStream, fstatSync, mkdirSync, readFileSync, writeSync, type WriteStream } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -35,8 +35,13 @@ export interface Started {
 interface Running {
   /** runc's own pid (the leader of its process group), once spawned. */
   pid: number | undefined;
+  launched?: Launched;
   /** The host side of a terminal task's console (runc relays it to the container's). */
   pty?: IPty;
+  /** A created init's gate FIFO (ckd's end), until Start or the process's end. */
+  gate?: number;
+  /** The container process's pid (the init's or the exec's), once known. */
+  proc?: number;
 }
 
 interface TaskStdin {
@@ -57,7 +62,7 @@ interface TaskIoHandles {
   /** The console's size, from a ResizePty before Start. */
   size?: { cols: number; rows: number };
   /** A started console's stdout (ckd writes what the pty prints). */
-  outSocket?: net.Socket;
+  outSocket?: net.Socket | WriteStream;
 }
 
 /** node-pty, loaded when the first terminal task starts (a native addon). */
@@ -71,11 +76,21 @@ async function loadPty(): Promise<typeof import("node-pty")> {
 
 const PID_WAIT_MS = 10_000;
 
+/** In a bundle: the FIFO a created init's hook waits at, and the state the hook saved. */
+const GATE = "start.fifo";
+const CREATED = "created.json";
+/**
+ * ckd's createRuntime hook (runc runs it with the container's state on stdin, the init's pid
+ * in it): saves the state whole, then waits for a line at the gate; anything but "start"
+ * fails the hook, and runc then kills the init and exits.
+ */
+const GATE_SCRIPT = 'cat > "$1.tmp" && mv "$1.tmp" "$1" && read -r go < "$2" && [ "$go" = start ]';
+
 export class RuncRuntime {
   private readonly running = new Map<string, Running>();
   private readonly ios = new Map<string, TaskIoHandles>();
   /** Consoles' stdout sockets writing their last bytes after the process ended. */
-  private readonly draining = new Map<string, net.Socket>();
+  private readonly draining = new Map<string, net.Socket | WriteStream>();
 
   /** ckd's root (absolute): bundles and runc's state live under it. */
   readonly root: string;
@@ -105,9 +120,14 @@ export class RuncRuntime {
    * stores it), rootfs/ with the task's mounts on it. Undone entirely when any step fails.
    */
   async prepare(ns: string, id: string, spec: Uint8Array, rootfs: readonly Mount[], terminal: boolean): Promise<string> {
-    const parsed = parseJson<{ process?: { args?: unknown[]; terminal?: unknown } }>(spec, `container "${id}": spec is not runtime-spec JSON`);
+    const parsed = parseJson<{ process?: { args?: unknown[]; terminal?: unknown }; hooks?: Record<string, unknown> }>(spec, `container "${id}": spec is not runtime-spec JSON`);
     checkArgs(parsed.process?.args, `container "${id}": spec.process.args must name the program to run`);
     checkTerminal(parsed.process?.terminal, terminal, `container "${id}": spec.process.terminal`);
+    if (parsed.hooks !== undefined && (typeof parsed.hooks !== "object" || parsed.hooks === null || Array.isArray(parsed.hooks))) {
+      throw invalidArgument(`container "${id}": spec.hooks must be an object`);
+    }
+    const createRuntime = parsed.hooks?.createRuntime ?? [];
+    if (!Array.isArray(createRuntime)) throw invalidArgument(`container "${id}": spec.hooks.createRuntime must be a list`);
     const bundle = this.bundleDir(ns, id);
     // 0700: the bundle exposes the rootfs (setuid binaries among it) and the spec (its env).
     await fs.mkdir(path.dirname(bundle), { recursive: true, mode: 0o700 });
@@ -118,7 +138,17 @@ export class RuncRuntime {
       throw err;
     }
     try {
-      await fs.writeFile(path.join(bundle, "config.json"), spec);
+      // The container's spec, with ckd's gate last among its createRuntime hooks (after the
+      // container's own, which have run by the time Create answers): the init's pid handed
+      // over, then a wait for Start.
+      const gate = {
+        path: "/bin/sh",
+        args: ["sh", "-c", GATE_SCRIPT, "ck-gate", path.join(bundle, CREATED), path.join(bundle, GATE)],
+        env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+      };
+      const withGate = { ...parsed, hooks: { ...parsed.hooks, createRuntime: [...createRuntime, gate] } };
+      await runCommand("mkfifo", ["-m", "0600", path.join(bundle, GATE)]);
+      await fs.writeFile(path.join(bundle, "config.json"), JSON.stringify(withGate));
       if (rootfs.length > 0) {
         const target = path.join(bundle, "rootfs");
         await fs.mkdir(target, { mode: 0o700 });
@@ -191,60 +221,129 @@ export class RuncRuntime {
   }
 
   /**
-   * Starts the task's init with `runc run` in the foreground (or, given `exec`, that exec
-   * process with `runc exec`, prepared by prepareExec), on the stdio openIo opened. A terminal
-   * process's runc runs on a pty of ckd's: runc itself makes the container's console and
-   * relays it to that pty (raw, resized on SIGWINCH), as it does for a user at a terminal;
-   * ckd copies stdin to the pty and the pty to stdout.
+   * Makes the task's init process, as `runc create` would, but as ckd's child: `runc run` in
+   * the foreground, held by a createRuntime hook of ckd's (see prepare) once the container's
+   * namespaces and cgroups exist and before its program runs. The hook hands over the init's
+   * pid and waits at the bundle's gate FIFO for start (or stop). Runs on the stdio openIo
+   * opened; a terminal process's runc on a pty of ckd's (runc makes the container's console
+   * and relays it to that pty, raw, resized on SIGWINCH; ckd copies stdin in and the output
+   * to stdout). Failures of runc (a spec it refuses, a rootfs it cannot use) surface here.
+   */
+  async create(ns: string, id: string): Promise<Started> {
+    const key = procKey(ns, id);
+    const bundle = this.bundleDir(ns, id);
+    // Open before the hook can look (read-write: never blocks, and what is written stays
+    // until read, however late the hook opens it): the pipe lives while ckd holds it.
+    const gate = openSync(path.join(bundle, GATE), fsc.O_RDWR | fsc.O_NONBLOCK);
+    let launch: Awaited<ReturnType<RuncRuntime["launch"]>>;
+    try {
+      launch = await this.launch(ns, id, undefined, ["run", "--bundle", bundle, "--pid-file", path.join(bundle, "init.pid"), id]);
+    } catch (err) {
+      closeSync(gate);
+      throw err;
+    }
+    const { running } = launch;
+    if (running.launched?.ended()) closeSync(gate);
+    else running.gate = gate;
+    const pid = await this.awaitPid(ns, id, undefined, launch, () => readCreatedPid(path.join(bundle, CREATED)));
+    running.proc = pid;
+    if (this.running.get(key) !== running) throw failedPrecondition(`task "${id}" ended while it was created`);
+    return { pid, exited: launch.launched.exited };
+  }
+
+  /**
+   * Starts a created task's init (the hook lets runc go on), or, given `exec`, that exec
+   * process with `runc exec` in the foreground (prepared by prepareExec) on its stdio.
    */
   async start(ns: string, id: string, exec?: string): Promise<Started> {
-    const key = procKey(ns, id, exec);
-    if (this.running.has(key)) throw failedPrecondition(`task "${id}"${exec ? ` exec "${exec}"` : ""} is already started`);
-    const io = this.ios.get(key);
-    if (!io) throw failedPrecondition(`task "${id}" has no stdio here: it was created by an earlier ckd`);
-    const pty = io.terminal ? await loadPty() : undefined;
-    // Checked again after the wait: a Start is serial per task, but this must hold anyway.
-    if (this.running.has(key) || this.ios.get(key) !== io) throw failedPrecondition(`task "${id}"${exec ? ` exec "${exec}"` : ""} is already started`);
     const bundle = this.bundleDir(ns, id);
-    const pidFile = exec ? path.join(bundle, "execs", `${exec}.pid`) : path.join(bundle, "init.pid");
-    const args = exec
-      ? ["exec", "--process", path.join(bundle, "execs", `${exec}.json`), "--pid-file", pidFile, id]
-      : ["run", "--bundle", bundle, "--pid-file", pidFile, id];
-    // Synchronously from the check to the spawn: no second Start, no Delete in between.
+    if (exec) {
+      const pidFile = path.join(bundle, "execs", `${exec}.pid`);
+      const launch = await this.launch(ns, id, exec, ["exec", "--process", path.join(bundle, "execs", `${exec}.json`), "--pid-file", pidFile, id]);
+      this.startedStdin(procKey(ns, id, exec));
+      const pid = await this.awaitPid(ns, id, exec, launch, () => readPid(pidFile));
+      launch.running.proc = pid;
+      launch.launched.started();
+      return { pid, exited: launch.launched.exited };
+    }
+    const running = this.running.get(procKey(ns, id));
+    if (!running?.launched || running.gate === undefined) {
+      throw failedPrecondition(`task "${id}" has no created process here${running ? ": it is already started" : ""}`);
+    }
+    const launch = { running, launched: running.launched, args: ["run"] };
+    this.startedStdin(procKey(ns, id));
+    writeSync(running.gate, "start\n");
+    const pid = await this.awaitPid(ns, id, undefined, launch, () => readPid(path.join(bundle, "init.pid")));
+    closeGate(running);
+    running.proc = pid;
+    running.launched.started();
+    return { pid, exited: running.launched.exited };
+  }
+
+  /**
+   * A created (never started) init ended: its hook told to stop, so runc kills the init and
+   * exits; killed outright if it has not within a few seconds. Nothing when there is none.
+   */
+  async stopCreated(ns: string, id: string): Promise<void> {
+    const running = this.running.get(procKey(ns, id));
+    if (!running?.launched || running.gate === undefined) return;
+    writeSync(running.gate, "stop\n");
+    const gone = await Promise.race([running.launched.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+    if (!gone && running.pid) {
+      killGroup(running.pid);
+      await running.launched.exited;
+    }
+  }
+
+  /** Spawns runc for a process (plain or on a pty), registered as running until it exits. */
+  private async launch(ns: string, id: string, exec: string | undefined, args: string[]): Promise<{ running: Running; launched: Launched; args: string[] }> {
+    const key = procKey(ns, id, exec);
+    const what = `task "${id}"${exec ? ` exec "${exec}"` : ""}`;
+    if (this.running.has(key)) throw failedPrecondition(`${what} is already started`);
+    const io = this.ios.get(key);
+    if (!io) throw failedPrecondition(`${what} has no stdio here: it was created by an earlier ckd`);
+    const pty = io.terminal ? await loadPty() : undefined;
+    // Checked again after the wait; from here to the spawn, synchronously: no second
+    // Create or Start, no Delete in between.
+    if (this.running.has(key) || this.ios.get(key) !== io) throw failedPrecondition(`${what} is already started`);
     mkdirSync(this.runcRoot(ns), { recursive: true, mode: 0o700 });
     const argv = ["--root", this.runcRoot(ns), ...args];
     const running: Running = { pid: undefined };
-    // Only what is still this start's is let go: a later task of the same id has its own.
+    // Only what is still this launch's is let go: a later task of the same id has its own.
     const release = () => {
+      closeGate(running);
       if (this.running.get(key) !== running) return;
       this.running.delete(key);
       if (this.ios.get(key) === io) this.closeIoHandles(key);
     };
     const launched = pty ? launchOnPty(pty, this.runc, argv, io, running) : launchPlain(this.runc, argv, io, running);
+    running.launched = launched;
     this.running.set(key, running);
     void launched.exited.then(release);
     launched.failed.catch(release);
-    const pid = await Promise.race([waitForPid(pidFile, launched.exited), launched.failed]).catch(async (e) => {
-      // No pid in time: nothing of it may run on unrecorded.
+    return { running, launched, args };
+  }
+
+  /**
+   * The pid `read` finds once runc wrote it; runc's own error when runc exited first. A pid
+   * that does not come in time: what runc runs is killed, nothing of it may run unrecorded.
+   */
+  private async awaitPid(ns: string, id: string, exec: string | undefined, launch: { running: Running; launched: Launched; args: string[] }, read: () => Promise<number | undefined>): Promise<number> {
+    const { running, launched, args } = launch;
+    const pid = await Promise.race([waitFor(read, launched.exited), launched.failed]).catch(async (e) => {
       if (running.pid && !launched.ended()) {
-        try {
-          process.kill(-running.pid, "SIGKILL");
-        } catch {
-          // gone already
-        }
+        killGroup(running.pid);
         if (!exec) await this.forceDelete(ns, id);
         await launched.exited;
       }
       throw e;
     });
-    if (pid === undefined) {
-      const exit = await launched.exited;
-      // All of runc's own error text: its output has ended once the child is closed.
-      await Promise.race([launched.closed, new Promise((r) => setTimeout(r, 1000))]);
-      const runcErr = launched.errorText();
-      throw failedPrecondition(`runc ${args[0]} ${id}${exec ? ` (exec "${exec}")` : ""} failed (exit ${exit.status})${runcErr ? `: ${runcErr}` : ""}`);
-    }
-    return { pid, exited: launched.exited };
+    if (pid !== undefined) return pid;
+    const exit = await launched.exited;
+    // All of runc's own error text: its output has ended once the child is closed.
+    await Promise.race([launched.closed, new Promise((r) => setTimeout(r, 1000))]);
+    const runcErr = launched.errorText();
+    throw failedPrecondition(`runc ${args[0]} ${id}${exec ? ` (exec "${exec}")` : ""} failed (exit ${exit.status})${runcErr ? `: ${runcErr}` : ""}`);
   }
 
   /**
@@ -256,12 +355,25 @@ export class RuncRuntime {
     const key = procKey(ns, id, exec);
     const running = this.running.get(key);
     if (running) {
-      running.pty?.resize(cols, rows);
+      try {
+        running.pty?.resize(cols, rows);
+      } catch {
+        // Its pty closed as the process ended: nothing left to size.
+      }
       return true;
     }
     const io = this.ios.get(key);
     if (io?.terminal) io.size = { cols, rows };
     return io !== undefined;
+  }
+
+  /**
+   * At Start, the client's stdin writer is surely there (it waited for Create, after which
+   * ckd reads): our own writer lets go, so stdin ends when the client's does.
+   */
+  private startedStdin(key: string): void {
+    const stdin = this.ios.get(key)?.stdin;
+    if (stdin) releaseHolder(stdin);
   }
 
   /** CloseIO: the task's stdin ends once what was written to it is read. */
@@ -359,6 +471,10 @@ export class RuncRuntime {
    * rmdir, never recursively: a failed unmount must not delete through into a snapshot.
    */
   async cleanup(ns: string, id: string): Promise<void> {
+    // A created init is told to stop (or killed); one an earlier ckd created, waiting at its
+    // gate since, is told through the FIFO in its bundle.
+    if (this.running.get(procKey(ns, id))?.gate !== undefined) await this.stopCreated(ns, id);
+    else await this.stopOrphan(ns, id);
     const mine = (key: string) => key === `${ns}/${id}` || key.startsWith(`${ns}/${id}/`);
     for (const key of [...this.ios.keys()]) if (mine(key)) this.closeIoHandles(key);
     for (const [key, sock] of [...this.draining]) if (mine(key)) sock.destroy();
@@ -366,6 +482,11 @@ export class RuncRuntime {
     await this.forceDelete(ns, id);
     await unmountAll(path.join(bundle, "rootfs"));
     await removeBundle(bundle);
+  }
+
+  /** What an earlier ckd's created, never started init left waiting at its gate: stopped. */
+  async stopOrphan(ns: string, id: string): Promise<void> {
+    if (!this.running.has(procKey(ns, id))) await stopOrphanGate(path.join(this.bundleDir(ns, id), GATE));
   }
 
   /** `runc delete --force`: kills what the container still runs and drops runc's state for it. */
@@ -383,11 +504,12 @@ export class RuncRuntime {
     return out;
   }
 
-  /** SIGKILL to every process of every task this runtime started. */
+  /** SIGKILL to every process of every task this runtime started; created ones stopped. */
   async killAll(): Promise<void> {
     await Promise.all(
-      [...this.running.keys()].filter((key) => key.split("/").length === 2).map((key) => {
+      [...this.running].filter(([key]) => key.split("/").length === 2).map(([key, running]) => {
         const [ns, id] = key.split("/") as [string, string];
+        if (running.gate !== undefined) return this.stopCreated(ns, id);
         return this.kill(ns, id, 9, true).catch(() => undefined);
       }),
     );
@@ -421,7 +543,7 @@ async function removeBundleFiles(bundle: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   });
   // .init.pid: runc's temporary pid file, left when runc died between writing and renaming it.
-  for (const f of ["config.json", "init.pid", ".init.pid"]) {
+  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`]) {
     await fs.unlink(path.join(bundle, f)).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     });
@@ -509,21 +631,77 @@ function openWithContext(p: string, flags: number): number {
   }
 }
 
-/** The init's pid once runc wrote it; undefined when runc exited first. */
-async function waitForPid(file: string, exited: Promise<Exit>): Promise<number | undefined> {
+/** What `read` finds (a pid), once there; undefined when runc exited first. */
+async function waitFor(read: () => Promise<number | undefined>, exited: Promise<Exit>): Promise<number | undefined> {
   let gone = false;
   void exited.then(() => (gone = true));
-  const deadline = Date.now() + PID_WAIT_MS;
+  const deadline = performance.now() + PID_WAIT_MS;
   for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
-    const text = await fs.readFile(file, "utf8").catch(() => "");
-    const pid = Number.parseInt(text, 10);
-    if (pid > 0) return pid;
+    const pid = await read();
+    if (pid !== undefined && pid > 0) return pid;
     if (gone) return undefined;
-    if (Date.now() > deadline) throw unavailable(`runc wrote no pid file within ${PID_WAIT_MS / 1000} s`);
+    if (performance.now() > deadline) throw unavailable(`runc gave no pid within ${PID_WAIT_MS / 1000} s`);
     await new Promise((r) => setTimeout(r, delay));
   }
 }
 
+/** A pid file's pid (runc's --pid-file), undefined until written. */
+async function readPid(file: string): Promise<number | undefined> {
+  const pid = Number.parseInt(await fs.readFile(file, "utf8").catch(() => ""), 10);
+  return pid > 0 ? pid : undefined;
+}
+
+/** The pid in the state the createRuntime hook saved (runtime-spec State JSON), once saved. */
+async function readCreatedPid(file: string): Promise<number | undefined> {
+  const text = await fs.readFile(file, "utf8").catch(() => "");
+  if (!text) return undefined;
+  const pid = Number((JSON.parse(text) as { pid?: unknown }).pid);
+  return pid > 0 ? pid : undefined;
+}
+
+/**
+ * The gate of a bundle whose init an earlier ckd created and never started: its hook, if one
+ * still waits there (a write-only open finds a reader, or fails with ENXIO), reads "stop" and
+ * fails, so its runc kills the init and exits. Waits (bounded) until that runc has let go.
+ */
+async function stopOrphanGate(file: string): Promise<void> {
+  let fd: number;
+  try {
+    fd = openSync(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
+  } catch {
+    return; // no FIFO, or nothing waits at it
+  }
+  try {
+    if (!fstatSync(fd).isFIFO()) return;
+    writeSync(fd, "stop\n");
+  } finally {
+    closeSync(fd);
+  }
+  // Gone once no reader is left (the hook has read and exited; runc follows).
+  const deadline = performance.now() + 5000;
+  while (performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+    try {
+      closeSync(openSync(file, fsc.O_WRONLY | fsc.O_NONBLOCK));
+    } catch {
+      return;
+    }
+  }
+}
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // gone already
+  }
+}
+
+function closeGate(running: Running): void {
+  if (running.gate === undefined) return;
+  closeSync(running.gate);
+  running.gate = undefined;
+}
 
 /** A spawned runc: how it ends, and what it said. */
 interface Launched {
@@ -535,6 +713,8 @@ interface Launched {
   ended(): boolean;
   /** The end of what runc wrote (its errors), trimmed. */
   errorText(): string;
+  /** The process runs its program: stdin may flow (a console's is raw by now). */
+  started(): void;
 }
 
 /** The last 4 KiB of a process's output, for its error message. */
@@ -542,7 +722,8 @@ function tail(): { add(b: Buffer | string): void; text(): string } {
   let t = "";
   return {
     add: (b) => (t = (t + b.toString()).slice(-4096)),
-    text: () => t.trim(),
+    // runc's log lines on a pty come coloured, with CR LF.
+    text: () => t.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "").trim(),
   };
 }
 
@@ -564,7 +745,6 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
   if (io.stdin && child.stdin) {
     child.stdin.on("error", () => undefined);
     io.stdin.buffered.pipe(child.stdin);
-    releaseHolder(io.stdin);
   }
   const exited = new Promise<Exit>((resolve) => {
     child.once("exit", (code, signal) => {
@@ -580,17 +760,35 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
     closed: new Promise((resolve) => child.once("close", resolve)),
     ended: () => child.exitCode !== null || child.signalCode !== null,
     errorText: said.text,
+    started: () => undefined,
   };
 }
 
+/** Output a console keeps for a reader that lags once its process has ended; the rest is dropped. */
+const CONSOLE_TAIL_BYTES = 1 << 20;
+
 /**
  * runc on a pty (node-pty: a new session whose controlling terminal it is). What the pty
- * prints goes to stdout, paced by its reader (the pty pauses while stdout's buffer is full);
- * stdin's bytes are typed into it. Stdout ends once the pty has closed and its last bytes are
- * written; a reader that never comes gets them dropped when the task is deleted.
+ * prints goes to stdout, paced by its reader while the process runs (the pty pauses while
+ * stdout's buffer is full, so the container blocks, as under containerd). Once the process
+ * has ended, nothing waits on a reader that lags (runc exits only after copying all of its
+ * console): up to CONSOLE_TAIL_BYTES more are kept for it, the rest dropped. Stdin's bytes go
+ * into the pty from Start on (runc has made its terminal raw by then), paced by the pty; its
+ * end is typed as ^D (end of file at the console), where containerd hangs the console up.
+ * Stdout ends once the pty has closed and its last bytes are written; a reader that never
+ * comes gets them dropped when the task is deleted.
  */
 function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[], io: TaskIoHandles, running: Running): Launched {
   const size = io.size ?? { cols: 80, rows: 24 };
+  // Stdout first (a FIFO through a socket, a file through a stream): nothing runs before it.
+  let out: (net.Socket | WriteStream) | undefined;
+  if (io.out !== undefined) {
+    // Each owns the descriptor from here, closing it with itself.
+    out = fstatSync(io.out).isFIFO() ? new net.Socket({ fd: io.out, readable: false, writable: true }) : createWriteStream("", { fd: io.out });
+    io.out = undefined;
+    io.outSocket = out;
+    out.on("error", () => undefined);
+  }
   let term: IPty;
   try {
     term = pty.spawn(runc, argv, { name: "xterm", cols: size.cols, rows: size.rows, cwd: "/", env: process.env as Record<string, string>, encoding: null });
@@ -598,34 +796,66 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
     const failed = Promise.reject(unavailable(`runc on a pty: ${(e as Error).message}`));
     failed.catch(() => undefined);
     const never = new Promise<Exit>(() => undefined);
-    return { exited: never, failed, closed: Promise.resolve(), ended: () => true, errorText: () => "" };
+    return { exited: never, failed, closed: Promise.resolve(), ended: () => true, errorText: () => "", started: () => undefined };
   }
   running.pid = term.pid;
   running.pty = term;
-  const out = io.out !== undefined ? new net.Socket({ fd: io.out, readable: false, writable: true }) : undefined;
-  // The socket owns the descriptor from here (closing it with itself).
-  io.out = undefined;
-  io.outSocket = out;
-  out?.on("error", () => undefined);
   const said = tail();
   let ended = false;
+  let paused = false;
+  let draining = false;
+  let watch: NodeJS.Timeout | undefined;
+  const resume = () => {
+    paused = false;
+    clearInterval(watch);
+    term.resume();
+  };
+  out?.on("drain", () => {
+    if (paused) resume();
+  });
   term.onData((d: string | Buffer) => {
     said.add(d);
-    if (out && !out.destroyed && !out.write(d)) {
-      term.pause();
-      out.once("drain", () => term.resume());
+    if (!out || out.destroyed) return;
+    if (draining) {
+      if (out.writableLength < CONSOLE_TAIL_BYTES) out.write(d);
+      return;
     }
+    if (out.write(d) || paused) return;
+    paused = true;
+    term.pause();
+    // While paused: once the process has ended, its runc waits only for this copy.
+    watch = setInterval(() => {
+      if (running.proc !== undefined && !isAlive(running.proc)) {
+        draining = true;
+        resume();
+      }
+    }, 100);
   });
-  if (io.stdin) {
-    io.stdin.buffered.on("data", (b: Buffer) => {
-      if (!ended) term.write(b);
-    });
-    releaseHolder(io.stdin);
-  }
+  // The pty's own stream, written through libuv (paced, no busy retry); node-pty's write if absent.
+  const ptyIn = (term as unknown as { _socket?: net.Socket })._socket;
+  let typing = false;
+  const started = () => {
+    if (!io.stdin || typing) return;
+    typing = true;
+    const eof = () => {
+      if (!ended) (ptyIn ?? term).write(Buffer.from([4]));
+    };
+    if (ptyIn?.writable) {
+      io.stdin.buffered.pipe(ptyIn, { end: false });
+    } else {
+      io.stdin.buffered.on("data", (b: Buffer) => {
+        if (!ended) term.write(b);
+      });
+    }
+    io.stdin.buffered.once("end", eof);
+  };
   const exited = new Promise<Exit>((resolve) => {
-    // node-pty reports the exit once the pty is closed: every byte was handed to onData.
+    // node-pty reports the exit once the pty is closed (every byte handed to onData), or
+    // 200 ms after runc's exit if it is not: see the paused case above.
     term.onExit(({ exitCode, signal }) => {
       ended = true;
+      clearInterval(watch);
+      if (io.stdin && ptyIn) io.stdin.buffered.unpipe(ptyIn);
       resolve({ status: signal ? 128 + signal : exitCode, at: new Date() });
     });
   });
@@ -635,5 +865,16 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
     closed: exited,
     ended: () => ended,
     errorText: said.text,
+    started,
   };
+}
+
+/** Whether a process exists and has not ended (a zombie has). */
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
 }

@@ -126,6 +126,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(create.container_id, "t-exit");
     assert.ok(create.bundle.startsWith(daemon.root), create.bundle);
     assert.ok(start.pid > 0);
+    // The init exists from Create on: the same pid in both events.
+    assert.equal(create.pid, start.pid);
     assert.deepEqual([exit.container_id, exit.pid, exit.exit_status], ["t-exit", start.pid, 3]);
     assert.ok(Number(exit.exited_at.seconds) > 0);
     assert.deepEqual([del.container_id, del.pid, del.exit_status], ["t-exit", start.pid, 3]);
@@ -142,11 +144,14 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
   });
 
   test("ctr run -d, then tasks ls, ps, pause, resume, kill, rm", async () => {
-    let r = await ctr(["run", "-d", ref, "t-bg", "sleep", "600"]);
+    const pidFile = join(daemon.root, "t-bg.pid");
+    let r = await ctr(["run", "-d", "--pid-file", pidFile, ref, "t-bg", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await status("t-bg"), "RUNNING");
     const got = await api.call("tasks", "Get", { container_id: "t-bg" });
     const pid = got.process.pid;
+    // ctr writes the pid Create answered: the init's, as with containerd.
+    assert.equal(readFileSync(pidFile, "utf8").trim(), String(pid));
     assert.ok(pid > 0 && existsSync(`/proc/${pid}`), `pid ${pid} runs`);
     assert.match(await cmdline(pid), /^sleep\u0000600/);
     // The bundle shows the rootfs and the spec: root's alone.
@@ -325,6 +330,63 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(events[0]![1].io?.terminal, true);
   });
 
+  test("consoles: every byte of a burst at exit, a reader that never reads, a log file, runc's errors as text", async () => {
+    // ~100 KB printed right before the process exits, all of it through ckd's pty and ctr's.
+    const big = await onTerminal(CTR, ["--address", daemon.address, "--namespace", NS, "run", "-t", "--rm", ref, "t-burst", "sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo line-$i-abcdefghijklmnopqrstuvwxyz0123456789; i=$((i+1)); done"], { cols: 100, rows: 30 });
+    assert.equal(await big.exited, 0);
+    const lines = big.output().split(/\r*\n/).filter((l) => /^line-\d+-abcdefghijklmnopqrstuvwxyz0123456789$/.test(l));
+    assert.equal(lines.length, 2000, `${lines.length} lines arrived; the last: ${JSON.stringify(big.output().slice(-200))}`);
+    assert.equal(lines.at(-1), "line-1999-abcdefghijklmnopqrstuvwxyz0123456789");
+
+    // A console whose stdout FIFO nobody reads: the container blocks (paced), and a kill still
+    // ends it, its exit recorded.
+    /** A container from the image whose process is `args` on a console (spec.process.terminal). */
+    const consoleContainer = async (id: string, args: string[]) => {
+      const made = await ctr(["containers", "create", ref, id, "true"]);
+      assert.equal(made.code, 0, made.stderr);
+      const c = (await api.call("containers", "Get", { id })).container;
+      const spec = JSON.parse(Buffer.from(c.spec.value).toString("utf8"));
+      Object.assign(spec.process, { args, terminal: true });
+      await api.call("containers", "Update", { container: { id, spec: { ...c.spec, value: Buffer.from(JSON.stringify(spec)) } }, update_mask: { paths: ["spec"] } });
+    };
+    await consoleContainer("t-stall", ["sh", "-c", "while :; do echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; done"]);
+    const fifo = join(daemon.root, "t-stall.out");
+    execFileSync("mkfifo", [fifo]);
+    const mounts = (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-stall" })).mounts;
+    await api.call("tasks", "Create", { container_id: "t-stall", rootfs: mounts, stdout: fifo, terminal: true });
+    await api.call("tasks", "Start", { container_id: "t-stall" });
+    await new Promise((res) => setTimeout(res, 1000));
+    const waited = api.call("tasks", "Wait", { container_id: "t-stall" });
+    await api.call("tasks", "Kill", { container_id: "t-stall", signal: 9 });
+    const within = new Promise((_, reject) => setTimeout(() => reject(new Error("no exit within 20 s of the kill: runc waits on the unread console")), 20_000).unref());
+    assert.equal(((await Promise.race([waited, within])) as { exit_status: number }).exit_status, 137);
+    await api.call("tasks", "Delete", { container_id: "t-stall" });
+    assert.equal((await ctr(["containers", "rm", "t-stall"])).code, 0);
+
+    // ck run -d -t --log: the console's output appended to a file.
+    const ck = (args: string[]) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args]);
+    const logFile = join(daemon.root, "tty.log");
+    let r = await ck(["run", "-d", "-t", "--log", logFile, ref, "ck-tlog", "--", "sh", "-c", "echo logged; tty"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await api.call("tasks", "Wait", { container_id: "ck-tlog" })).exit_status, 0);
+    assert.match(readFileSync(logFile, "utf8"), /^logged\r\n\/dev\/pts\/0\r\n$/);
+    await api.call("tasks", "Delete", { container_id: "ck-tlog" });
+    assert.equal((await ctr(["containers", "rm", "ck-tlog"])).code, 0);
+
+    // runc's own failure on a console reaches the client as text (runc colours it on a pty).
+    await consoleContainer("t-nobin", ["/no/such/program"]);
+    const nobinMounts = (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-nobin" })).mounts;
+    await api.call("tasks", "Create", { container_id: "t-nobin", rootfs: nobinMounts, terminal: true });
+    const err = await api.call("tasks", "Start", { container_id: "t-nobin" }).then(
+      () => assert.fail("a missing program started"),
+      (e: Error) => e,
+    );
+    assert.match(err.message, /runc run t-nobin failed \(exit \d+\): .*\/no\/such\/program/);
+    assert.doesNotMatch(err.message, /\x1b|\r/);
+    await api.call("tasks", "Delete", { container_id: "t-nobin" });
+    assert.equal((await ctr(["containers", "rm", "t-nobin"])).code, 0);
+  });
+
   test("ck tasks: start in the foreground (stdio, exit status), start -d, ls, ps, kill, rm; ck run", async () => {
     const ck = (args: string[], input?: string) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args], {}, input);
     let r = await ctr(["containers", "create", ref, "ck-fg", "--", "sh", "-c", "cat; echo to stderr >&2; exit 5"]);
@@ -387,10 +449,11 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     at = await t.sizeBecomes(25, 90, at);
     const e = await onTerminal(process.execPath, [...ckArgs, "tasks", "exec", "-t", "--exec-id", "ck-tty-e", "ck-tty", "--", "sh", "-c", "stty size; tty; exit 9"], { cols: 44, rows: 11 });
     assert.equal(await e.exited, 9, e.output());
-    assert.match(e.output(), /^11 44\r*\n\/dev\/pts\/1\r*\n/);
+    assert.match(e.output(), /(^|\n)11 44\r*\n\/dev\/pts\/1\r*\n/);
     // Raw: ^C is a key for the console's program (here it interrupts the shell's sleep), not ck's signal.
-    t.term.write("sleep 30; echo slept\r");
-    await new Promise((r) => setTimeout(r, 300));
+    t.term.write("echo go-$((2*3)); sleep 30; echo slept\r");
+    at = await t.waitFor(/\ngo-6\r*\n/, at);
+    await new Promise((r) => setTimeout(r, 200));
     t.term.write("\x03");
     at = await t.waitFor(/\/ # /, at);
     t.term.write("echo A$((3+4))B; exit 8\r");
@@ -467,7 +530,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     }
     await api.call("containers", "Update", { container: { id: "t-bad", spec: goodSpec }, update_mask: { paths: ["spec"] } });
     await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 80, height: 24 }), "NotFound", /task "t-bad"/);
-    await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 0, height: 24 }), "InvalidArgument", /width 0/);
+    await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 70000, height: 24 }), "InvalidArgument", /width 70000/);
     await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 80, height: 70000 }), "InvalidArgument", /height 70000/);
     await rejectsClass(api.call("tasks", "ResizePty", { container_id: "", width: 80, height: 24 }), "InvalidArgument", /container_id/);
     for (const [method, re] of [
@@ -483,7 +546,10 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bad`), "no bundle left behind");
     await api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts });
     const created = await api.call("tasks", "Get", { container_id: "t-bad" });
-    assert.deepEqual([created.process.status, created.process.pid], [1, 0]);
+    // The init exists from Create on (as with containerd's runc create), held before its program.
+    assert.equal(created.process.status, 1);
+    assert.ok(created.process.pid > 0);
+    assert.match(readFileSync(`/proc/${created.process.pid}/cmdline`, "utf8"), /^runc\u0000init/);
     const afterCreate = await log.lastSeq();
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "AlreadyExists");
     await rejectsClass(api.call("containers", "Delete", { id: "t-bad" }), "FailedPrecondition", /created task: delete the task first/);
@@ -495,6 +561,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(await log.lastSeq(), afterCreate);
     await api.call("tasks", "Kill", { container_id: "t-bad", signal: 15 });
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-bad" })).exit_status, 128 + 15);
+    assert.ok(!existsSync(`/proc/${created.process.pid}`) || !readFileSync(`/proc/${created.process.pid}/cmdline`, "utf8").startsWith("runc"), "the init is gone");
     await rejectsClass(api.call("tasks", "Start", { container_id: "t-bad" }), "FailedPrecondition", /stopped, not created/);
     const del = await api.call("tasks", "Delete", { container_id: "t-bad" });
     assert.equal(del.exit_status, 143);
@@ -506,9 +573,18 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     let r = await ctr(["run", "-d", ref, "t-orphan", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
     const pid = (await api.call("tasks", "Get", { container_id: "t-orphan" })).process.pid;
+    // And one created, never started: its init held at ckd's gate (a createRuntime hook) by its runc.
+    r = await ctr(["containers", "create", ref, "t-held", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    const heldMounts = (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-held" })).mounts;
+    const held = (await api.call("tasks", "Create", { container_id: "t-held", rootfs: heldMounts })).pid;
+    const ppid = (p: number) => Number(readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
+    const heldRunc = ppid(held);
+    assert.match(readFileSync(`/proc/${heldRunc}/cmdline`, "utf8"), /^runc\u0000/);
     api.close();
     await daemon.kill9();
     assert.ok(existsSync(`/proc/${pid}`), "the container outlived ckd");
+    // The held init ends by itself or at the next start (ckd's end of its gate closed with ckd).
     // A bundle with its rootfs mounted and no task record, as a Create cut short by the kill leaves.
     const ghost = `${daemon.root}/tasks/${NS}/ghost`;
     const lower = mkdtempSync(join(tmpdir(), "ck-ghost-"));
@@ -523,19 +599,29 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     api = daemon.client(NS);
     const task = (await api.call("tasks", "Get", { container_id: "t-orphan" })).process;
     assert.deepEqual([task.status, task.exit_status], [3, 255]);
+    const heldTask = (await api.call("tasks", "Get", { container_id: "t-held" })).process;
+    assert.deepEqual([heldTask.status, heldTask.exit_status, heldTask.pid], [3, 255, held]);
     const deadline = Date.now() + 10_000;
-    while (existsSync(`/proc/${pid}`) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
-    assert.ok(!existsSync(`/proc/${pid}`), "the left-over container was stopped");
-    r = await ctr(["tasks", "rm", "t-orphan"]);
-    assert.equal(r.code, 0, r.stderr);
-    r = await ctr(["containers", "rm", "t-orphan"]);
-    assert.equal(r.code, 0, r.stderr);
+    const alive = () => [pid, held, heldRunc].filter((p) => existsSync(`/proc/${p}`));
+    while (alive().length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    assert.deepEqual(alive(), [], "the left-over container, the held init and its runc were stopped");
+    for (const id of ["t-orphan", "t-held"]) {
+      r = await ctr(["tasks", "rm", id]);
+      assert.equal(r.code, 0, r.stderr);
+      r = await ctr(["containers", "rm", id]);
+      assert.equal(r.code, 0, r.stderr);
+    }
 
-    // A task running when ckd stops (SIGTERM) ends with it, its exit recorded.
+    // A task running when ckd stops (SIGTERM) ends with it, its exit recorded; so does one
+    // created and never started.
     r = await ctr(["run", "-d", ref, "t-stop", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["containers", "create", ref, "t-stop-held", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    const stopHeld = (await api.call("tasks", "Create", { container_id: "t-stop-held", rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-stop-held" })).mounts })).pid;
     api.close();
     await daemon.stop();
+    assert.ok(!existsSync(`/proc/${stopHeld}`), "the created init ended with ckd");
     const v = await runNode(CK_REPLAY, ["verify", "--root", daemon.root]);
     assert.equal(v.code, 0, v.stdout + v.stderr);
     // The log says what ran when: t-exit as of its start, and as of its exit.
@@ -550,11 +636,13 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     }
     await daemon.restart();
     api = daemon.client(NS);
-    const stopped = (await api.call("tasks", "Get", { container_id: "t-stop" })).process;
-    assert.deepEqual([stopped.status, stopped.exit_status], [3, 137]);
-    r = await ctr(["tasks", "rm", "t-stop"]);
-    assert.equal(r.code, 0, r.stderr);
-    r = await ctr(["containers", "rm", "t-stop"]);
-    assert.equal(r.code, 0, r.stderr);
+    for (const id of ["t-stop", "t-stop-held"]) {
+      const stopped = (await api.call("tasks", "Get", { container_id: id })).process;
+      assert.deepEqual([stopped.status, stopped.exit_status], [3, 137], id);
+      r = await ctr(["tasks", "rm", id]);
+      assert.equal(r.code, 0, r.stderr);
+      r = await ctr(["containers", "rm", id]);
+      assert.equal(r.code, 0, r.stderr);
+    }
   });
 });

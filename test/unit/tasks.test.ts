@@ -12,7 +12,7 @@ import { Given, T0 } from "../helpers/given.js";
 
 const NS = "ns";
 const io = { stdin: "/run/fifo/c1-stdin", stdout: "/run/fifo/c1-stdout", stderr: "", terminal: false };
-const create = (id = "c1"): CreateTask => ({ namespace: NS, container_id: id, bundle: `/var/lib/ck/tasks/${NS}/${id}`, rootfs: [], io });
+const create = (id = "c1", pid = 4242): CreateTask => ({ namespace: NS, container_id: id, bundle: `/var/lib/ck/tasks/${NS}/${id}`, rootfs: [], io, pid });
 const exited = { seconds: 1_700_000_050, nanos: 7 };
 
 function givenContainer(id = "c1"): Given {
@@ -41,7 +41,8 @@ describe("tasks", () => {
     assert.deepEqual(task(g), {
       container_id: "c1",
       bundle: "/var/lib/ck/tasks/ns/c1",
-      pid: 0,
+      // The init exists from Create on (held before its program runs).
+      pid: 4242,
       status: "CREATED",
       ...io,
       exit_status: 0,
@@ -102,12 +103,17 @@ describe("tasks", () => {
     assert.equal(g.get(keys.container(NS, "c1")), undefined);
   });
 
-  test("a created task that never started may be deleted", () => {
+  test("a created task that never started may be deleted; its init's end before Start is its exit", () => {
     const g = givenContainer();
     g.run(taskHandlers.create(create()));
     const rec = g.run(taskHandlers.delete({ namespace: NS, container_id: "c1" }));
-    assert.deepEqual([rec.status, rec.pid], ["CREATED", 0]);
+    assert.deepEqual([rec.status, rec.pid], ["CREATED", 4242]);
     assert.equal(task(g), undefined);
+    g.run(taskHandlers.create(create("c1", 77)));
+    assert.deepEqual(taskHandlers.exit({ namespace: NS, container_id: "c1", pid: 78, exit_status: 143, exited_at: exited })(g), { result: false });
+    assert.equal(g.run(taskHandlers.exit({ namespace: NS, container_id: "c1", pid: 77, exit_status: 143, exited_at: exited })), true);
+    assert.deepEqual([task(g)?.status, task(g)?.exit_status], ["STOPPED", 143]);
+    throwsClass(() => taskHandlers.start({ namespace: NS, container_id: "c1", pid: 77 })(g), "FailedPrecondition", /stopped, not created/);
   });
 
   test("bad requests: no container (NotFound), a second task (AlreadyExists), bad ids and a relative bundle (InvalidArgument)", () => {
