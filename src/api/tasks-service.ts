@@ -11,8 +11,10 @@ import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, 
 import type { Decide, Sequencer } from "../commands/sequencer.js";
 import { checkCreateTask, checkDeleteTask, execHandlers, existingTask, requireStatus, taskHandlers, validateExecId, validateTaskId, type TaskIo } from "../commands/tasks.js";
 import type { Queries } from "../projections/queries.js";
-import type { TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
-import type { RuncRuntime, Started } from "../runtime/runc.js";
+import type { ContainerRecord, TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
+import type { RuncOptions, RuncRuntime, Started } from "../runtime/runc.js";
+import { constants as fsc, promises as fs } from "node:fs";
+import path from "node:path";
 import type { Mount } from "../snapshots/types.js";
 import type { Protos } from "../protos/protos.js";
 import { parseFilters } from "../projections/filters.js";
@@ -79,6 +81,41 @@ function mounts(list: readonly unknown[] | undefined): Mount[] {
   return out;
 }
 
+/** The runtimes ck runs on runc (a container created without one, too). */
+const RUNC_RUNTIMES = new Set(["", "io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"]);
+const RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options";
+
+/** Whether `binary` (a path, or a name looked up on PATH) is an executable file. */
+async function findExecutable(binary: string): Promise<boolean> {
+  const candidates = binary.includes("/") ? [binary] : (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").filter(Boolean).map((d) => path.join(d, binary));
+  for (const c of candidates) {
+    const ok = await fs.access(c, fsc.X_OK).then(
+      () => fs.stat(c).then((st) => st.isFile()),
+      () => false,
+    );
+    if (ok) return true;
+  }
+  return false;
+}
+
+/**
+ * The runc options a container's task runs with: its runtime must be runc's, and its options
+ * (if any) containerd's runc options, whose binary, state root, cgroup driver, no-pivot and
+ * keyring settings ck follows (the shim's own settings have no shim to apply to here).
+ */
+async function runcOptions(id: string, runtime: ContainerRecord["runtime"] | undefined, defaults: RuncOptions, protos: Protos): Promise<RuncOptions> {
+  const name = runtime?.name ?? "";
+  if (!RUNC_RUNTIMES.has(name)) throw notImplemented(`container "${id}": runtime "${name}": ck runs tasks on runc only (io.containerd.runc.v2)`);
+  const any = runtime?.options;
+  if (!any?.type_url) return defaults;
+  if (any.type_url !== RUNC_OPTIONS_TYPE) throw invalidArgument(`container "${id}": runtime.options are ${any.type_url}, not ${RUNC_OPTIONS_TYPE}`);
+  const o = protos.decode(RUNC_OPTIONS_TYPE, any.value) as { binary_name?: string; root?: string; systemd_cgroup?: boolean; no_pivot_root?: boolean; no_new_keyring?: boolean };
+  const binary = o.binary_name || defaults.binary;
+  if (!(await findExecutable(binary))) throw failedPrecondition(`container "${id}": runtime.options.binary_name "${binary}" is not an executable here`);
+  if (o.root && !path.isAbsolute(o.root)) throw invalidArgument(`container "${id}": runtime.options.root "${o.root}" must be absolute`);
+  return { binary, root: o.root || defaults.root, systemdCgroup: o.systemd_cgroup === true, noPivotRoot: o.no_pivot_root === true, noNewKeyring: o.no_new_keyring === true };
+}
+
 /** A stdio path as sent: absolute, or (stdout/stderr) a URI the runtime judges (file:// only). */
 function ioPath(field: string, p: string | undefined): string {
   const v = p ?? "";
@@ -129,7 +166,8 @@ export class Tasks {
           const container = checkCreateTask(id, await d.queries.getContainer(ns, id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err))), await d.queries.findTask(ns, id));
           if (d.runcProblem) throw failedPrecondition(`tasks cannot run here: ${d.runcProblem}`);
           if (!container.spec?.value?.length) throw invalidArgument(`container "${id}" has no spec`);
-          const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs, io.terminal);
+          const options = await runcOptions(id, container.runtime, d.runtime.defaultOptions(), d.protos);
+          const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs, io.terminal, options);
           let created: Started;
           try {
             d.runtime.openIo(ns, id, io);
@@ -234,7 +272,14 @@ export class Tasks {
           // A created init stopped by the cleanup goes with the task: no exit of its own.
           const watch = this.created.get(`${ns}/${id}`);
           if (watch) watch.fate = "taken";
-          await d.runtime.cleanup(ns, id);
+          try {
+            await d.runtime.cleanup(ns, id);
+          } catch (err) {
+            // The init is gone with the cleanup's first step, the task not deleted: its end is
+            // recorded, so that Wait answers and the next Delete finds it stopped.
+            if (task.status === "CREATED") await this.recordExit(ns, id, task.pid, LOST_EXIT_STATUS, new Date());
+            throw err;
+          }
           for (const key of [...this.execs.keys()]) {
             if (!key.startsWith(`${ns}/${id}/`)) continue;
             this.execs.delete(key);
@@ -477,8 +522,9 @@ export class Tasks {
     try {
       started = await d.runtime.start(ns, id);
     } catch (err) {
-      // The created init is gone with the failed start (runc said why): its end is recorded.
-      if (watch) await this.recordExit(ns, id, task.pid, LOST_EXIT_STATUS, new Date());
+      // The created init is gone with the failed start (runc said why), or was not here to
+      // start: its end is recorded (once: a recorded exit is not recorded again).
+      await this.recordExit(ns, id, task.pid, LOST_EXIT_STATUS, new Date());
       throw err;
     }
     const recorded = d.sequencer.submit(taskHandlers.start({ namespace: ns, container_id: id, pid: started.pid }));
@@ -563,7 +609,7 @@ export class Tasks {
         if (task.status === "STOPPED" || !this.d.runtime.owns(task.bundle)) continue;
         // Its container may still run (or wait at its gate, created), unsupervised since the
         // earlier ckd went: stopped now.
-        await this.d.runtime.stopOrphan(name, task.container_id);
+        await this.d.runtime.stopOrphan(name, task.container_id).catch((err) => this.d.logger.warn({ err, namespace: name, id: task.container_id }, "a created task's gate was not released"));
         await this.d.runtime.forceDelete(name, task.container_id);
         await this.recordExit(name, task.container_id, task.pid, LOST_EXIT_STATUS, new Date());
         n++;

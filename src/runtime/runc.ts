@@ -75,6 +75,7 @@ async function loadPty(): Promise<typeof import("node-pty")> {
 }
 
 const PID_WAIT_MS = 10_000;
+const CREATE_WAIT_MS = 60_000;
 
 /** In a bundle: the FIFO a created init's hook waits at, and the state the hook saved. */
 const GATE = "start.fifo";
@@ -86,9 +87,28 @@ const CREATED = "created.json";
  */
 const GATE_SCRIPT = 'cat > "$1.tmp" && mv "$1.tmp" "$1" && read -r go < "$2" && [ "$go" = start ]';
 
+/**
+ * How a task's runc is run: what ck reads of containerd's runc options
+ * (containerd.runc.v1.Options on the container's runtime).
+ */
+export interface RuncOptions {
+  /** The runc binary: a name looked up on PATH, or a path. */
+  binary: string;
+  /** runc's state root; the namespace is appended, as containerd's shim does. */
+  root: string;
+  systemdCgroup: boolean;
+  noPivotRoot: boolean;
+  noNewKeyring: boolean;
+}
+
+/** Where a bundle keeps the options its task's runc runs with (for every later runc command). */
+const OPTIONS_FILE = "ck-runc.json";
+
 export class RuncRuntime {
   private readonly running = new Map<string, Running>();
   private readonly ios = new Map<string, TaskIoHandles>();
+  /** Each task's runc options, by namespace/id (from its bundle after a restart). */
+  private readonly options = new Map<string, RuncOptions>();
   /** Consoles' stdout sockets writing their last bytes after the process ended. */
   private readonly draining = new Map<string, net.Socket | WriteStream>();
 
@@ -106,8 +126,31 @@ export class RuncRuntime {
     return path.join(this.root, "tasks", ns, id);
   }
 
-  private runcRoot(ns: string): string {
-    return path.join(this.root, "runc", ns);
+  /** The options a new task's runc runs with when its container names none. */
+  defaultOptions(): RuncOptions {
+    return { binary: this.runc, root: path.join(this.root, "runc"), systemdCgroup: false, noPivotRoot: false, noNewKeyring: false };
+  }
+
+  /** A task's runc options: as its Create set them, or as its bundle recorded them. */
+  private optionsOf(ns: string, id: string): RuncOptions {
+    const key = procKey(ns, id);
+    let o = this.options.get(key);
+    if (!o) {
+      try {
+        o = { ...this.defaultOptions(), ...(JSON.parse(readFileSync(path.join(this.bundleDir(ns, id), OPTIONS_FILE), "utf8")) as Partial<RuncOptions>) };
+      } catch {
+        o = this.defaultOptions();
+      }
+      this.options.set(key, o);
+    }
+    return o;
+  }
+
+  /** runc's binary and global flags for a task: its state root (one per namespace), its cgroup driver. */
+  private runcOf(ns: string, id: string): { binary: string; globals: string[]; root: string } {
+    const o = this.optionsOf(ns, id);
+    const root = path.join(o.root, ns);
+    return { binary: o.binary, root, globals: ["--root", root, ...(o.systemdCgroup ? ["--systemd-cgroup"] : [])] };
   }
 
   /** Whether a bundle path is this runtime's (a task another ckd created is not). */
@@ -119,7 +162,7 @@ export class RuncRuntime {
    * Makes the bundle: config.json from the container's spec (runtime-spec JSON, as containerd
    * stores it), rootfs/ with the task's mounts on it. Undone entirely when any step fails.
    */
-  async prepare(ns: string, id: string, spec: Uint8Array, rootfs: readonly Mount[], terminal: boolean): Promise<string> {
+  async prepare(ns: string, id: string, spec: Uint8Array, rootfs: readonly Mount[], terminal: boolean, options: RuncOptions = this.defaultOptions()): Promise<string> {
     const parsed = parseJson<{ process?: { args?: unknown[]; terminal?: unknown }; hooks?: Record<string, unknown> }>(spec, `container "${id}": spec is not runtime-spec JSON`);
     checkArgs(parsed.process?.args, `container "${id}": spec.process.args must name the program to run`);
     checkTerminal(parsed.process?.terminal, terminal, `container "${id}": spec.process.terminal`);
@@ -146,9 +189,10 @@ export class RuncRuntime {
         args: ["sh", "-c", GATE_SCRIPT, "ck-gate", path.join(bundle, CREATED), path.join(bundle, GATE)],
         env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
       };
-      const withGate = { ...parsed, hooks: { ...parsed.hooks, createRuntime: [...createRuntime, gate] } };
       await runCommand("mkfifo", ["-m", "0600", path.join(bundle, GATE)]);
-      await fs.writeFile(path.join(bundle, "config.json"), JSON.stringify(withGate));
+      await fs.writeFile(path.join(bundle, "config.json"), withHooks(spec, parsed, { ...parsed.hooks, createRuntime: [...createRuntime, gate] }));
+      await fs.writeFile(path.join(bundle, OPTIONS_FILE), JSON.stringify(options), { mode: 0o600 });
+      this.options.set(procKey(ns, id), options);
       if (rootfs.length > 0) {
         const target = path.join(bundle, "rootfs");
         await fs.mkdir(target, { mode: 0o700 });
@@ -237,7 +281,9 @@ export class RuncRuntime {
     const gate = openSync(path.join(bundle, GATE), fsc.O_RDWR | fsc.O_NONBLOCK);
     let launch: Awaited<ReturnType<RuncRuntime["launch"]>>;
     try {
-      launch = await this.launch(ns, id, undefined, ["run", "--bundle", bundle, "--pid-file", path.join(bundle, "init.pid"), id]);
+      const o = this.optionsOf(ns, id);
+      const flags = [...(o.noPivotRoot ? ["--no-pivot"] : []), ...(o.noNewKeyring ? ["--no-new-keyring"] : [])];
+      launch = await this.launch(ns, id, undefined, ["run", ...flags, "--bundle", bundle, "--pid-file", path.join(bundle, "init.pid"), id]);
     } catch (err) {
       closeSync(gate);
       throw err;
@@ -245,7 +291,8 @@ export class RuncRuntime {
     const { running } = launch;
     if (running.launched?.ended()) closeSync(gate);
     else running.gate = gate;
-    const pid = await this.awaitPid(ns, id, undefined, launch, () => readCreatedPid(path.join(bundle, CREATED)));
+    // The container's own createRuntime hooks (networking, devices) run before ckd's: a minute.
+    const pid = await this.awaitPid(ns, id, undefined, launch, () => readCreatedPid(path.join(bundle, CREATED)), CREATE_WAIT_MS);
     running.proc = pid;
     if (this.running.get(key) !== running) throw failedPrecondition(`task "${id}" ended while it was created`);
     return { pid, exited: launch.launched.exited };
@@ -306,8 +353,9 @@ export class RuncRuntime {
     // Checked again after the wait; from here to the spawn, synchronously: no second
     // Create or Start, no Delete in between.
     if (this.running.has(key) || this.ios.get(key) !== io) throw failedPrecondition(`${what} is already started`);
-    mkdirSync(this.runcRoot(ns), { recursive: true, mode: 0o700 });
-    const argv = ["--root", this.runcRoot(ns), ...args];
+    const runc = this.runcOf(ns, id);
+    mkdirSync(runc.root, { recursive: true, mode: 0o700 });
+    const argv = [...runc.globals, ...args];
     const running: Running = { pid: undefined };
     // Only what is still this launch's is let go: a later task of the same id has its own.
     const release = () => {
@@ -316,7 +364,7 @@ export class RuncRuntime {
       this.running.delete(key);
       if (this.ios.get(key) === io) this.closeIoHandles(key);
     };
-    const launched = pty ? launchOnPty(pty, this.runc, argv, io, running) : launchPlain(this.runc, argv, io, running);
+    const launched = pty ? launchOnPty(pty, runc.binary, argv, io, running) : launchPlain(runc.binary, argv, io, running);
     running.launched = launched;
     this.running.set(key, running);
     void launched.exited.then(release);
@@ -328,9 +376,9 @@ export class RuncRuntime {
    * The pid `read` finds once runc wrote it; runc's own error when runc exited first. A pid
    * that does not come in time: what runc runs is killed, nothing of it may run unrecorded.
    */
-  private async awaitPid(ns: string, id: string, exec: string | undefined, launch: { running: Running; launched: Launched; args: string[] }, read: () => Promise<number | undefined>): Promise<number> {
+  private async awaitPid(ns: string, id: string, exec: string | undefined, launch: { running: Running; launched: Launched; args: string[] }, read: () => Promise<number | undefined>, waitMs = PID_WAIT_MS): Promise<number> {
     const { running, launched, args } = launch;
-    const pid = await Promise.race([waitFor(read, launched.exited), launched.failed]).catch(async (e) => {
+    const pid = await Promise.race([waitFor(read, launched.exited, waitMs), launched.failed]).catch(async (e) => {
       if (running.pid && !launched.ended()) {
         killGroup(running.pid);
         if (!exec) await this.forceDelete(ns, id);
@@ -415,7 +463,8 @@ export class RuncRuntime {
 
   private async runcCommand(ns: string, id: string, args: string[]): Promise<string> {
     try {
-      return await runCommand(this.runc, ["--root", this.runcRoot(ns), ...args]);
+      const runc = this.runcOf(ns, id);
+      return await runCommand(runc.binary, [...runc.globals, ...args]);
     } catch (err) {
       const msg = (err as { stderr?: string }).stderr ?? (err as Error).message;
       if (/does not exist|not exist|container not running/i.test(msg)) throw notFound(`task "${id}": ${msg}`);
@@ -482,6 +531,7 @@ export class RuncRuntime {
     await this.forceDelete(ns, id);
     await unmountAll(path.join(bundle, "rootfs"));
     await removeBundle(bundle);
+    this.options.delete(procKey(ns, id));
   }
 
   /** What an earlier ckd's created, never started init left waiting at its gate: stopped. */
@@ -491,7 +541,8 @@ export class RuncRuntime {
 
   /** `runc delete --force`: kills what the container still runs and drops runc's state for it. */
   async forceDelete(ns: string, id: string): Promise<void> {
-    await runCommand(this.runc, ["--root", this.runcRoot(ns), "delete", "--force", id]).catch(() => undefined);
+    const runc = this.runcOf(ns, id);
+    await runCommand(runc.binary, [...runc.globals, "delete", "--force", id]).catch(() => undefined);
   }
 
   /** Every bundle directory under this runtime's root, as [namespace, id]. */
@@ -543,7 +594,7 @@ async function removeBundleFiles(bundle: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   });
   // .init.pid: runc's temporary pid file, left when runc died between writing and renaming it.
-  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`]) {
+  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`, OPTIONS_FILE]) {
     await fs.unlink(path.join(bundle, f)).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     });
@@ -565,6 +616,17 @@ function parseJson<T>(bytes: Uint8Array, what: string): T {
   }
   if (!v || typeof v !== "object") throw invalidArgument(`${what}: not a JSON object`);
   return v as T;
+}
+
+/**
+ * The spec's own text with `hooks` set, appended as the object's last member (runc's decoder
+ * takes the last of a repeated key): the rest stays byte for byte, so numbers past 2^53
+ * (rlimits, memory limits, seccomp masks) are not rounded by a JSON round trip.
+ */
+function withHooks(spec: Uint8Array, parsed: object, hooks: object): string {
+  const text = Buffer.from(spec).toString("utf8").trimEnd();
+  const open = text.slice(0, -1); // without the final "}" (the text parsed as an object)
+  return `${open}${Object.keys(parsed).length ? "," : ""}"hooks":${JSON.stringify(hooks)}}`;
 }
 
 function checkArgs(args: unknown[] | undefined, message: string): void {
@@ -632,15 +694,15 @@ function openWithContext(p: string, flags: number): number {
 }
 
 /** What `read` finds (a pid), once there; undefined when runc exited first. */
-async function waitFor(read: () => Promise<number | undefined>, exited: Promise<Exit>): Promise<number | undefined> {
+async function waitFor(read: () => Promise<number | undefined>, exited: Promise<Exit>, waitMs: number): Promise<number | undefined> {
   let gone = false;
   void exited.then(() => (gone = true));
-  const deadline = performance.now() + PID_WAIT_MS;
+  const deadline = performance.now() + waitMs;
   for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
     const pid = await read();
     if (pid !== undefined && pid > 0) return pid;
     if (gone) return undefined;
-    if (performance.now() > deadline) throw unavailable(`runc gave no pid within ${PID_WAIT_MS / 1000} s`);
+    if (performance.now() > deadline) throw unavailable(`runc gave no pid within ${waitMs / 1000} s`);
     await new Promise((r) => setTimeout(r, delay));
   }
 }
@@ -674,6 +736,8 @@ async function stopOrphanGate(file: string): Promise<void> {
   try {
     if (!fstatSync(fd).isFIFO()) return;
     writeSync(fd, "stop\n");
+  } catch {
+    return; // the reader went in between (EPIPE): nothing waits any more
   } finally {
     closeSync(fd);
   }
@@ -804,6 +868,7 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
   let ended = false;
   let paused = false;
   let draining = false;
+  let dropping = false;
   let watch: NodeJS.Timeout | undefined;
   const resume = () => {
     paused = false;
@@ -817,7 +882,9 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
     said.add(d);
     if (!out || out.destroyed) return;
     if (draining) {
-      if (out.writableLength < CONSOLE_TAIL_BYTES) out.write(d);
+      // Past the tail's size, the rest is dropped: a cut, not holes.
+      if (!dropping && out.writableLength + d.length > CONSOLE_TAIL_BYTES) dropping = true;
+      if (!dropping) out.write(d);
       return;
     }
     if (out.write(d) || paused) return;
@@ -837,8 +904,13 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
   const started = () => {
     if (!io.stdin || typing) return;
     typing = true;
+    // ^D ends input at a line's start; after a partial line the first only sends the line.
+    let last = 0x0a;
+    io.stdin.buffered.on("data", (b: Buffer) => {
+      if (b.length) last = b[b.length - 1]!;
+    });
     const eof = () => {
-      if (!ended) (ptyIn ?? term).write(Buffer.from([4]));
+      if (!ended) (ptyIn ?? term).write(Buffer.from(last === 0x0a || last === 0x0d ? [4] : [4, 4]));
     };
     if (ptyIn?.writable) {
       io.stdin.buffered.pipe(ptyIn, { end: false });
@@ -856,7 +928,16 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
       ended = true;
       clearInterval(watch);
       if (io.stdin && ptyIn) io.stdin.buffered.unpipe(ptyIn);
-      resolve({ status: signal ? 128 + signal : exitCode, at: new Date() });
+      const exit = { status: signal ? 128 + signal : exitCode, at: new Date() };
+      // Recorded once stdout has its last bytes (a log file read right after Wait has them),
+      // or after a second for a reader that lags.
+      if (!out || out.destroyed || out.writableFinished) return resolve(exit);
+      const timer = setTimeout(() => resolve(exit), 1000);
+      out.once("finish", () => {
+        clearTimeout(timer);
+        resolve(exit);
+      });
+      out.end();
     });
   });
   return {

@@ -438,18 +438,21 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const left = (await ctr(["containers", "ls", "-q"])).stdout;
     assert.ok(!left.includes("ck-native") && !left.includes("ck-nodash"), "nothing created");
 
-    // ck run -t: this terminal raw, the console at its size from the start (ck sends it
-    // before Start), resized with it; ck tasks exec -t into it from another terminal.
+    // ck run -t: this terminal raw, the console at its size (ck sends it before Start; runc
+    // sizes the console just after the program starts), resized with it; ck tasks exec -t
+    // into it from another terminal.
     const ckArgs = [CK, "--address", daemon.address, "-n", NS];
     const t = await onTerminal(process.execPath, [...ckArgs, "run", "-t", "--rm", ref, "ck-tty", "--", "sh"], { cols: 70, rows: 20 });
     let at = await t.waitFor(/\/ # /);
-    t.term.write("stty size\r");
-    at = await t.waitFor(/\n20 70\r*\n/, at);
+    at = await t.sizeBecomes(20, 70, at);
     t.term.resize(90, 25);
     at = await t.sizeBecomes(25, 90, at);
-    const e = await onTerminal(process.execPath, [...ckArgs, "tasks", "exec", "-t", "--exec-id", "ck-tty-e", "ck-tty", "--", "sh", "-c", "stty size; tty; exit 9"], { cols: 44, rows: 11 });
+    const e = await onTerminal(process.execPath, [...ckArgs, "tasks", "exec", "-t", "--exec-id", "ck-tty-e", "ck-tty", "--", "sh"], { cols: 44, rows: 11 });
+    let eat = await e.waitFor(/\/ # /);
+    eat = await e.sizeBecomes(11, 44, eat);
+    e.term.write("tty; exit 9\r");
     assert.equal(await e.exited, 9, e.output());
-    assert.match(e.output(), /(^|\n)11 44\r*\n\/dev\/pts\/1\r*\n/);
+    assert.match(e.output().slice(eat), /\n\/dev\/pts\/1\r*\n/);
     // Raw: ^C is a key for the console's program (here it interrupts the shell's sleep), not ck's signal.
     t.term.write("echo go-$((2*3)); sleep 30; echo slept\r");
     at = await t.waitFor(/\ngo-6\r*\n/, at);
@@ -461,6 +464,46 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.match(t.output().slice(at), /A7B/);
     assert.doesNotMatch(t.output(), /\nslept\r*\n/, "the sleep was interrupted");
     assert.ok(!(await ctr(["containers", "ls", "-q"])).stdout.includes("ck-tty"), "--rm removed the container");
+  });
+
+  test("runtime options: ctr run --runc-binary and --runc-systemd-cgroup reach runc; other runtimes and option types are refused", async () => {
+    // A runc that notes how it is called, then is runc.
+    const calls = join(daemon.root, "runc-calls.log");
+    const wrapper = join(daemon.root, "runc-wrapper");
+    writeFileSync(wrapper, `#!/bin/sh\necho "$*" >> ${calls}\nexec runc "$@"\n`, { mode: 0o755 });
+    let r = await ctr(["run", "--rm", "--runc-binary", wrapper, ref, "t-wrap", "sh", "-c", "echo through the wrapper"], "");
+    assert.deepEqual([r.code, r.stdout], [0, "through the wrapper\n"], r.stderr);
+    let seen = readFileSync(calls, "utf8");
+    assert.match(seen, new RegExp(`^--root ${daemon.root}/runc/${NS} run --bundle \\S+ --pid-file \\S+ t-wrap$`, "m"));
+    assert.match(seen, /^--root \S+ delete --force t-wrap$/m);
+
+    // The cgroup driver: runc is told (whether systemd runs here decides the rest).
+    r = await ctr(["run", "--rm", "--runc-binary", wrapper, "--runc-systemd-cgroup", "--cgroup", "system.slice:ck:t-sd", ref, "t-sd", "true"], "");
+    seen = readFileSync(calls, "utf8");
+    assert.match(seen, /--systemd-cgroup run --bundle \S+ --pid-file \S+ t-sd$/m);
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-sd`), `no bundle left (ctr said ${r.code}: ${r.stderr})`);
+
+    r = await ctr(["run", "--rm", "--runtime", "io.containerd.kata.v2", ref, "t-kata", "true"], "");
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /runtime "io\.containerd\.kata\.v2": ck runs tasks on runc only/);
+    r = await ctr(["run", "--rm", "--runc-binary", "/no/such/runc", ref, "t-norunc", "true"], "");
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /runtime\.options\.binary_name "\/no\/such\/runc" is not an executable here/);
+    for (const id of ["t-kata", "t-norunc", "t-sd"]) assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/${id}`), `${id}: no bundle`);
+
+    // Over the API: options of another type than runc's.
+    r = await ctr(["containers", "create", ref, "t-opts", "true"]);
+    assert.equal(r.code, 0, r.stderr);
+    const made = (await api.call("containers", "Get", { id: "t-opts" })).container;
+    await api.call("containers", "Delete", { id: "t-opts" });
+    await api.call("containers", "Create", { container: { ...made, runtime: { name: "io.containerd.runc.v2", options: { type_url: "example.com/Other", value: Buffer.from([8, 1]) } } } });
+    const seq = await log.lastSeq();
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-opts" }), "InvalidArgument", /runtime\.options are example\.com\/Other, not containerd\.runc\.v1\.Options/);
+    assert.equal(await log.lastSeq(), seq, "a refused Create appended to the log");
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-opts`), "no bundle");
+    await api.call("containers", "Delete", { id: "t-opts" });
+    // Its snapshot: removed here, or already by a garbage collection the deletes started.
+    await api.call("snapshots", "Remove", { snapshotter: "overlayfs", key: "t-opts" }).catch((err) => assert.match(String(err.message), /not found/i));
   });
 
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
@@ -584,7 +627,11 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     api.close();
     await daemon.kill9();
     assert.ok(existsSync(`/proc/${pid}`), "the container outlived ckd");
-    // The held init ends by itself or at the next start (ckd's end of its gate closed with ckd).
+    // ckd's end of the gate closed with it: the hook reads end-of-file, and runc ends the init.
+    for (const until = Date.now() + 10_000; (existsSync(`/proc/${held}`) || existsSync(`/proc/${heldRunc}`)) && Date.now() < until; ) {
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.ok(!existsSync(`/proc/${held}`) && !existsSync(`/proc/${heldRunc}`), "the created init and its runc ended with ckd");
     // A bundle with its rootfs mounted and no task record, as a Create cut short by the kill leaves.
     const ghost = `${daemon.root}/tasks/${NS}/ghost`;
     const lower = mkdtempSync(join(tmpdir(), "ck-ghost-"));
