@@ -3,7 +3,7 @@
 // requests get (and that they append nothing), and a task whose ckd was killed.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { readFileSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -504,6 +504,24 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await api.call("containers", "Delete", { id: "t-opts" });
     // Its snapshot: removed here, or already by a garbage collection the deletes started.
     await api.call("snapshots", "Remove", { snapshotter: "overlayfs", key: "t-opts" }).catch((err) => assert.match(String(err.message), /not found/i));
+  });
+
+  test("ctr tasks attach: a detached task's output, read again by another ctr", async () => {
+    let r = await ctr(["run", "-d", ref, "t-att", "sh", "-c", "i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.1; done"]);
+    assert.equal(r.code, 0, r.stderr);
+    const attach = spawn(CTR, ["--address", daemon.address, "--namespace", NS, "tasks", "attach", "t-att"], { stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    attach.stdout.on("data", (d) => (out += d));
+    let err = "";
+    attach.stderr.on("data", (d) => (err += d));
+    for (const until = Date.now() + 10_000; !/tick-\d+\n(.|\n)*tick-\d+\n/.test(out) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+    attach.kill("SIGKILL");
+    assert.match(out, /tick-\d+\ntick-\d+\n/, `attach printed ${JSON.stringify(out)} ${err}`);
+    const waited = api.call("tasks", "Wait", { container_id: "t-att" });
+    await api.call("tasks", "Kill", { container_id: "t-att", signal: 9 });
+    assert.equal((await waited).exit_status, 137);
+    assert.equal((await ctr(["tasks", "rm", "t-att"])).code, 0);
+    assert.equal((await ctr(["containers", "rm", "t-att"])).code, 0);
   });
 
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
