@@ -4,7 +4,7 @@
 // /tasks/exit by the ckd that started it; Delete removes the bundle and records /tasks/delete.
 // Every state a task's client reads (Get, List, Wait's answer) is the projection's, folded from
 // those events; exec processes are the service's own (see src/commands/tasks.ts). Metrics are
-// read from the cgroup v1 hierarchy. Checkpoints and updates answer NotImplemented, saying so.
+// read from the cgroup v1 hierarchy; Update is `runc update`. Checkpoints answer NotImplemented.
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, isNotFound, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
@@ -38,6 +38,8 @@ export interface TasksDeps {
 const STATUS: Record<TaskStatus, number> = { CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4 };
 /** Signals whose default action ends a process (what Kill of a never-started task honours). */
 const TERMINATING = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31]);
+/** A task's new resources, as containerd's client sends them (runtime-spec JSON). */
+const LINUX_RESOURCES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 /** What containerd's runc shim says of an exec's pid in ListPids. */
 const PROCESS_DETAILS_TYPE = "containerd.runc.v1.ProcessDetails";
 /** The exit status containerd reports when a task's process was lost (its shim gone). */
@@ -381,7 +383,29 @@ export class Tasks {
         return {};
       }),
       Checkpoint: unsupported("Checkpoint", "ck has no checkpoint support (CRIU)"),
-      Update: unsupported("Update", "changing a running task's resources is not supported by ck's runtime yet"),
+      Update: unary(async (call) => {
+        const ns = namespaceOf(call);
+        const id: string = call.request.container_id ?? "";
+        validateTaskId(id);
+        const any = call.request.resources as { type_url?: string; value?: Uint8Array } | null | undefined;
+        // Annotations alone change nothing runc knows of (containerd's shim ignores them too).
+        if (!any?.type_url) return this.serial(ns, id, async () => (existingTask(id, await d.queries.findTask(ns, id)), {}));
+        if (any.type_url !== LINUX_RESOURCES_TYPE) throw invalidArgument(`resources are ${any.type_url}, not ${LINUX_RESOURCES_TYPE}`);
+        let resources: unknown;
+        try {
+          resources = JSON.parse(Buffer.from(any.value ?? []).toString("utf8"));
+        } catch (err) {
+          throw invalidArgument(`resources: not runtime-spec LinuxResources JSON: ${(err as Error).message}`);
+        }
+        if (!resources || typeof resources !== "object" || Array.isArray(resources)) throw invalidArgument("resources: not a runtime-spec LinuxResources object");
+        return this.serial(ns, id, async () => {
+          const task = existingTask(id, await d.queries.findTask(ns, id));
+          if (task.status !== "RUNNING" && task.status !== "PAUSED") throw failedPrecondition(`task "${id}" is ${task.status.toLowerCase()}: only a running or paused task's resources can change`);
+          this.owned(task);
+          await d.runtime.update(ns, id, resources as object);
+          return {};
+        });
+      }),
       Metrics: unary(async (call) => {
         const ns = namespaceOf(call);
         // containerd's filters on the task: id (the container's) and status.

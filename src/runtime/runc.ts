@@ -434,6 +434,17 @@ export class RuncRuntime {
     await this.runcCommand(ns, id, ["kill", ...(all ? ["--all"] : []), id, String(signal)]);
   }
 
+  /** `runc update`: a running task's resources (runtime-spec LinuxResources) changed. */
+  async update(ns: string, id: string, resources: object): Promise<void> {
+    const file = path.join(this.bundleDir(ns, id), `update-${process.pid}-${Date.now()}.json`);
+    await fs.writeFile(file, JSON.stringify(resources), { mode: 0o600 });
+    try {
+      await this.runcCommand(ns, id, ["update", "--resources", file, id]);
+    } finally {
+      await fs.unlink(file).catch(() => undefined);
+    }
+  }
+
   async pause(ns: string, id: string): Promise<void> {
     await this.runcCommand(ns, id, ["pause", id]);
   }

@@ -226,6 +226,11 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.ok(metrics.pids.current >= 1 && metrics.cpu.usage.total > 0 && metrics.memory.usage.usage > 0, r.stdout);
     assert.deepEqual((await api.call("tasks", "Metrics", { filters: ["id==nope"] })).metrics, []);
 
+    // Update: the task's new memory limit, in its cgroup (runc update).
+    const memCgroup = readFileSync(`/proc/${pid}/cgroup`, "utf8").split("\n").find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l))!.split(":")[2];
+    const limitFile = `/sys/fs/cgroup/memory${memCgroup}/memory.limit_in_bytes`;
+    await api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from(JSON.stringify({ memory: { limit: 96 * 1024 * 1024 } })) } });
+    assert.equal(readFileSync(limitFile, "utf8").trim(), String(96 * 1024 * 1024));
     r = await ctr(["tasks", "pause", "t-bg"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await status("t-bg"), "PAUSED");
@@ -594,9 +599,13 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 70000, height: 24 }), "InvalidArgument", /width 70000/);
     await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 80, height: 70000 }), "InvalidArgument", /height 70000/);
     await rejectsClass(api.call("tasks", "ResizePty", { container_id: "", width: 80, height: 24 }), "InvalidArgument", /container_id/);
+    const resources = (v: unknown, type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources") => ({ type_url, value: Buffer.from(typeof v === "string" ? v : JSON.stringify(v)) });
+    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bad", resources: resources({ memory: { limit: 1 << 26 } }) }), "NotFound", /task "t-bad"/);
+    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bad", resources: resources({}, "example.com/Other") }), "InvalidArgument", /resources are example\.com\/Other/);
+    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bad", resources: resources("{") }), "InvalidArgument", /not runtime-spec LinuxResources JSON/);
+    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bad", resources: resources("[1]") }), "InvalidArgument", /not a runtime-spec LinuxResources object/);
     for (const [method, re] of [
       ["Checkpoint", /checkpoint/],
-      ["Update", /resources/],
     ] as const) {
       await rejectsClass(api.call("tasks", method, { container_id: "t-bad" }), "NotImplemented", re);
     }
@@ -615,6 +624,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "AlreadyExists");
     await rejectsClass(api.call("containers", "Delete", { id: "t-bad" }), "FailedPrecondition", /created task: delete the task first/);
     await rejectsClass(api.call("tasks", "Resume", { container_id: "t-bad" }), "FailedPrecondition", /created, not paused/);
+    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bad", resources: resources({ memory: { limit: 1 << 26 } }) }), "FailedPrecondition", /is created: only a running or paused task's resources/);
     await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bad", exec_id: "e", spec: execSpec }), "FailedPrecondition", /created, not running/);
     // A signal that would not end a process changes nothing of a task never started.
     for (const signal of [0, 17, 28]) await api.call("tasks", "Kill", { container_id: "t-bad", signal });
