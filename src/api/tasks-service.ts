@@ -300,6 +300,8 @@ export class Tasks {
         const ns = namespaceOf(call);
         const id: string = call.request.container_id ?? "";
         const task = existingTask(id, await d.queries.findTask(ns, id));
+        // A created task's init waits at ckd's gate, before runc knows the container: itself.
+        if (task.status === "CREATED" && task.pid > 0 && this.created.has(`${ns}/${id}`)) return { processes: [{ pid: task.pid }] };
         if (task.status !== "RUNNING" && task.status !== "PAUSED") return { processes: [] };
         this.owned(task);
         const pids = await d.runtime.pids(ns, id).catch((err) => (isClass(err, "NotFound") ? [] : Promise.reject(err)));
@@ -414,7 +416,9 @@ export class Tasks {
         const tasks = d.queries.listTasks(ns).filter((t) => filter.match((fp) => ({ value: field(t, fp) ?? "", present: field(t, fp) !== undefined })));
         const metrics = [];
         for (const t of tasks) {
-          if ((t.status !== "RUNNING" && t.status !== "PAUSED") || !d.runtime.owns(t.bundle)) continue;
+          // A created task's cgroups exist already (its init waits at ckd's gate), as under containerd.
+          const live = t.status === "RUNNING" || t.status === "PAUSED" || (t.status === "CREATED" && this.created.has(`${ns}/${t.container_id}`));
+          if (!live || !d.runtime.owns(t.bundle)) continue;
           // As containerd: a task whose statistics cannot be read is left out, not the answer.
           const data = await d.runtime.metrics(t.container_id, t.pid).catch((err) => {
             d.logger.warn({ err, namespace: ns, id: t.container_id }, "task metrics not read");

@@ -620,6 +620,11 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(created.process.status, 1);
     assert.ok(created.process.pid > 0);
     assert.match(readFileSync(`/proc/${created.process.pid}/cmdline`, "utf8"), /^runc\u0000init/);
+    // Its process and its cgroups, before Start.
+    assert.deepEqual((await api.call("tasks", "ListPids", { container_id: "t-bad" })).processes.map((p: { pid: number }) => p.pid), [created.process.pid]);
+    const createdMetrics = (await api.call("tasks", "Metrics", { filters: ["id==t-bad"] })).metrics;
+    assert.equal(createdMetrics.length, 1);
+    assert.equal(createdMetrics[0].id, "t-bad");
     const afterCreate = await log.lastSeq();
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "AlreadyExists");
     await rejectsClass(api.call("containers", "Delete", { id: "t-bad" }), "FailedPrecondition", /created task: delete the task first/);
