@@ -14,7 +14,7 @@ import { applyLayerToMounts } from "../diff/apply.js";
 import { writeDiffFromMounts } from "../diff/diff.js";
 import { Digester } from "../diff/digest.js";
 import { checkMountsUnder } from "../snapshots/store.js";
-import { mountsFromApi } from "./snapshots-service.js";
+import { mountsFromApi } from "../snapshots/mount.js";
 import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
 import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";

@@ -25,10 +25,6 @@ export function apiMounts(ms: readonly Mount[]) {
   return ms.map((m) => ({ type: m.type, source: m.source, target: m.target ?? "", options: m.options }));
 }
 
-/** Mounts as a request carries them (containerd.types.Mount), the other way. */
-export function mountsFromApi(list: readonly any[] | undefined | null): Mount[] {
-  return (list ?? []).map((m) => ({ type: String(m.type ?? ""), source: String(m.source ?? ""), target: m.target || undefined, options: (m.options ?? []).map(String) }));
-}
 
 export function snapshotsService(d: SnapshotsDeps): grpc.UntypedServiceImplementation {
   const s = d.snapshots;

@@ -20,7 +20,7 @@ import type { Protos } from "../protos/protos.js";
 import { parseFilters } from "../projections/filters.js";
 import { METRICS_V1_TYPE } from "../runtime/cgroups-v1.js";
 import { namespaceOf, unary } from "./grpc.js";
-import { mountsFromApi } from "./snapshots-service.js";
+import { mountsFromApi } from "../snapshots/mount.js";
 import { toTimestamp } from "../emitter/envelope.js";
 
 export interface TasksDeps {

@@ -16,6 +16,8 @@ import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { fromApiDescriptor, withLease } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
+import { userFromSnapshot } from "./image-user.js";
+import { mountsFromApi } from "../snapshots/mount.js";
 
 type Action<A extends unknown[]> = (fn: (api: ApiClient, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
 
@@ -187,19 +189,19 @@ function commandAfterDashes(args: string[] | undefined, usage: string): string[]
   return args ?? [];
 }
 
-/** The process of a container made from an image config: its args, env, working directory, user. */
-export function processFromImage(config: any, args: string[]): { args: string[]; env: string[]; cwd: string; user: { uid: number; gid: number } } {
+/**
+ * The process of a container made from an image config: its args, env, working directory,
+ * and the config's `User` as written (resolved against the image's files by image-user.ts).
+ */
+export function processFromImage(config: any, args: string[]): { args: string[]; env: string[]; cwd: string; imageUser: string } {
   const c = config?.config ?? {};
   const argv = args.length ? args : [...(c.Entrypoint ?? []), ...(c.Cmd ?? [])];
   if (argv.length === 0) throw new CkError("InvalidArgument", "no command given and the image sets none: invalid argument");
-  const user = String(c.User ?? "");
-  const m = /^(\d+)(?::(\d+))?$/.exec(user);
-  if (user && !m) throw new CkError("NotImplemented", `image user "${user}": only numeric uid[:gid] is supported by ck run: not implemented`);
   return {
     args: argv,
     env: c.Env?.length ? c.Env : ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
     cwd: c.WorkingDir || "/",
-    user: { uid: m ? Number(m[1]) : 0, gid: m?.[2] ? Number(m[2]) : 0 },
+    imageUser: String(c.User ?? ""),
   };
 }
 
@@ -252,11 +254,14 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
           throw new CkError("FailedPrecondition", `image ${image} is not unpacked for ${opts.snapshotter} (ck pull --snapshotter ${opts.snapshotter} unpacks it): ${(err as Error).message}`);
         });
         const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> };
-        Object.assign(spec.process, processFromImage(configJson, args ?? []), { terminal: opts.tty === true });
+        const { imageUser, ...proc } = processFromImage(configJson, args ?? []);
+        Object.assign(spec.process, proc, { terminal: opts.tty === true });
         // Under a lease until the container refers to the snapshot: GC takes neither before.
         await withLease(api, async (metadata) => {
-          await api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent: top }, { metadata });
+          const prepared = await api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent: top }, { metadata });
           try {
+            // A named user is looked up in the image's own /etc/passwd, as ctr does.
+            spec.process.user = await userFromSnapshot(imageUser, mountsFromApi(prepared.mounts));
             await api.call(
               "containers",
               "Create",

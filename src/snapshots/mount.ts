@@ -91,3 +91,8 @@ export async function withTempMount<T>(
     await fs.rmdir(dir).catch(() => undefined);
   }
 }
+
+/** Mounts as a request carries them (containerd.types.Mount), the other way. */
+export function mountsFromApi(list: readonly any[] | undefined | null): Mount[] {
+  return (list ?? []).map((m) => ({ type: String(m.type ?? ""), source: String(m.source ?? ""), target: m.target || undefined, options: (m.options ?? []).map(String) }));
+}

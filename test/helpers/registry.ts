@@ -132,7 +132,7 @@ export interface BuiltImage {
  * filesystem; `{delete:true}` removes a path so the layer carries a whiteout), and pushes it
  * with skopeo to `host/repo:tag`.
  */
-export async function buildImage(opts: { repo: string; tag: string; host: string; layers: Array<Record<string, LayerEntry>>; certDir?: string }): Promise<BuiltImage> {
+export async function buildImage(opts: { repo: string; tag: string; host: string; layers: Array<Record<string, LayerEntry>>; certDir?: string; user?: string }): Promise<BuiltImage> {
   const work = mkdtempSync(join(tmpdir(), "ck-image-"));
   try {
     const layout = join(work, "oci");
@@ -159,6 +159,8 @@ export async function buildImage(opts: { repo: string; tag: string; host: string
       }
       await run(UMOCI, ["repack", "--refresh-bundle", "--history.created_by", `test layer ${i}`, "--image", image, bundle]);
     }
+    // The config's User (umoci config).
+    if (opts.user !== undefined) await run(UMOCI, ["config", "--image", image, "--config.user", opts.user]);
     const reference = `${opts.host}/${opts.repo}:${opts.tag}`;
     // certDir: skopeo's client certificate directory (NAME.cert + NAME.key) for a registry that asks for one.
     const dest = opts.certDir ? ["--dest-cert-dir", opts.certDir] : [];

@@ -529,6 +529,32 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal((await ctr(["containers", "rm", "t-att"])).code, 0);
   });
 
+  test("ck run: an image's named user, from the image's own /etc/passwd and /etc/group", async () => {
+    const busybox = readFileSync("/bin/busybox");
+    const layer = (passwd: boolean) =>
+      Object.fromEntries([
+        ["bin/busybox", busybox],
+        ...["sh", "id"].map((c) => [`bin/${c}`, { symlink: "busybox" }]),
+        ...(passwd
+          ? [
+              ["etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1234:2345::/:/bin/sh\n"],
+              ["etc/group", "root:x:0:\napp:x:2345:\nextra:x:777:app\n"],
+            ]
+          : []),
+      ]);
+    const named = await buildImage({ host: registry.host, repo: "tasks/user", tag: "app", layers: [layer(true)], user: "app" });
+    const ghost = await buildImage({ host: registry.host, repo: "tasks/user", tag: "ghost", layers: [layer(false)], user: "ghost" });
+    for (const image of [named, ghost]) assert.equal((await ctr(["images", "pull", "--plain-http", image.reference])).code, 0);
+    const ck = (args: string[]) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args]);
+    let r = await ck(["run", "--rm", named.reference, "ck-user", "--", "sh", "-c", "id -u; id -g; id -G"]);
+    assert.deepEqual([r.code, r.stdout], [0, "1234\n2345\n2345 777\n"], r.stderr);
+    r = await ck(["run", "--rm", ghost.reference, "ck-ghost", "--", "true"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /image user "ghost": not in the image's \/etc\/passwd \(it has none\)/);
+    assert.ok(!(await ctr(["containers", "ls", "-q"])).stdout.includes("ck-ghost"), "no container made");
+    assert.ok(!(await ctr(["snapshots", "ls"])).stdout.split("\n").some((l) => l.startsWith("ck-ghost ")), "its snapshot removed");
+  });
+
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
     let r = await ctr(["containers", "create", ref, "t-race", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);

@@ -7,6 +7,10 @@ import { execHandlers, taskHandlers, type CreateTask } from "../../src/commands/
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
 import { processFromImage } from "../../src/cli/task-commands.js";
+import { needsAccountFiles, readInRoot, resolveUser } from "../../src/cli/image-user.js";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { controllerPaths, metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
 import { Given, T0 } from "../helpers/given.js";
 
@@ -182,13 +186,57 @@ describe("tasks", () => {
     );
   });
 
-  test("ck run's process from an image config: args, env, working directory, numeric user; a named user or no command refused", () => {
+  test("ck run's process from an image config: args, env, working directory, the user as written; no command refused", () => {
     const cfg = { config: { Entrypoint: ["/bin/sh", "-c"], Cmd: ["echo hi"], Env: ["A=1"], WorkingDir: "/w", User: "1000:50" } };
-    assert.deepEqual(processFromImage(cfg, []), { args: ["/bin/sh", "-c", "echo hi"], env: ["A=1"], cwd: "/w", user: { uid: 1000, gid: 50 } });
+    assert.deepEqual(processFromImage(cfg, []), { args: ["/bin/sh", "-c", "echo hi"], env: ["A=1"], cwd: "/w", imageUser: "1000:50" });
     assert.deepEqual(processFromImage(cfg, ["true"]).args, ["true"]);
-    assert.deepEqual(processFromImage({ config: {} }, ["x"]), { args: ["x"], env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], cwd: "/", user: { uid: 0, gid: 0 } });
-    throwsClass(() => processFromImage({ config: { User: "nobody" } }, ["x"]), "NotImplemented", /image user "nobody"/);
+    assert.deepEqual(processFromImage({ config: {} }, ["x"]), { args: ["x"], env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], cwd: "/", imageUser: "" });
     throwsClass(() => processFromImage({ config: {} }, []), "InvalidArgument", /no command given/);
+  });
+
+  test("an image user resolved as containerd's client does: uid[:gid], names from /etc/passwd and /etc/group, supplementary groups", () => {
+    const passwd = "root:x:0:0:root:/root:/bin/sh\n# a comment\napp:x:1234:2345::/home/app:/bin/sh\nbroken:x:nope:1::/:/bin/sh\n";
+    const group = "root:x:0:\napp:x:2345:\nextra:x:777:app,other\nmore:x:778:other,app\n";
+    assert.equal(needsAccountFiles("1000:50"), false);
+    assert.equal(needsAccountFiles("1000"), true);
+    assert.equal(needsAccountFiles("app"), true);
+    assert.deepEqual(resolveUser("", undefined, undefined), { uid: 0, gid: 0 });
+    assert.deepEqual(resolveUser("1000:50", undefined, undefined), { uid: 1000, gid: 50 });
+    assert.deepEqual(resolveUser("app", passwd, group), { uid: 1234, gid: 2345, additionalGids: [777, 778] });
+    assert.deepEqual(resolveUser("1234", passwd, group), { uid: 1234, gid: 2345, additionalGids: [777, 778] });
+    assert.deepEqual(resolveUser("4321", passwd, group), { uid: 4321, gid: 0 });
+    assert.deepEqual(resolveUser("app:extra", passwd, group), { uid: 1234, gid: 777 });
+    assert.deepEqual(resolveUser("app:9", passwd, group), { uid: 1234, gid: 9 });
+    assert.deepEqual(resolveUser("0:extra", passwd, group), { uid: 0, gid: 777 });
+    throwsClass(() => resolveUser("nobody", passwd, group), "FailedPrecondition", /image user "nobody": not in the image's \/etc\/passwd/);
+    throwsClass(() => resolveUser("nobody", undefined, undefined), "FailedPrecondition", /\(it has none\)/);
+    throwsClass(() => resolveUser("app:nogroup", passwd, group), "FailedPrecondition", /image group "nogroup"/);
+    throwsClass(() => resolveUser("a:b:c", passwd, group), "InvalidArgument", /not user\[:group\]/);
+    throwsClass(() => resolveUser(":5", passwd, group), "InvalidArgument", /not user\[:group\]/);
+  });
+
+  test("a file read in an image's root follows its symlinks inside that root, never out of it", async () => {
+    const root = mkdtempSync(join(tmpdir(), "ck-root-"));
+    const outside = mkdtempSync(join(tmpdir(), "ck-outside-"));
+    try {
+      mkdirSync(join(root, "data"));
+      writeFileSync(join(root, "data", "passwd"), "in the root\n");
+      writeFileSync(join(outside, "passwd"), "outside\n");
+      mkdirSync(join(root, "etc"));
+      symlinkSync("/data/passwd", join(root, "etc", "passwd"));
+      assert.equal(await readInRoot(root, "etc/passwd"), "in the root\n");
+      symlinkSync("../../../../../../data/passwd", join(root, "etc", "group"));
+      assert.equal(await readInRoot(root, "etc/group"), "in the root\n");
+      symlinkSync(join(outside, "passwd"), join(root, "etc", "shadow"));
+      assert.equal(await readInRoot(root, "etc/shadow"), undefined, "an absolute link resolved in the root, where it does not exist");
+      symlinkSync("loop", join(root, "etc", "loop"));
+      assert.equal(await readInRoot(root, "etc/loop"), undefined);
+      assert.equal(await readInRoot(root, "etc/none"), undefined);
+      assert.equal(await readInRoot(root, "data"), undefined, "a directory is not a file");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      rmSync(outside, { recursive: true, force: true });
+    }
   });
 });
 

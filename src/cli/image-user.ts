@@ -1,0 +1,122 @@
+// The user a container from an image runs as, as containerd's client resolves an image
+// config's `User` (oci.WithUser, WithAdditionalGIDs): "uid", "uid:gid", "name", "name:group",
+// "uid:group", "name:gid". Names are looked up in the image's own /etc/passwd and /etc/group,
+// read from the container's snapshot through a read-only temporary mount (as ctr does).
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { CkError } from "../errdefs/errdefs.js";
+import { withTempMount } from "../snapshots/mount.js";
+import type { Mount } from "../snapshots/types.js";
+
+export interface ProcessUser {
+  uid: number;
+  gid: number;
+  additionalGids?: number[];
+}
+
+interface PasswdEntry {
+  name: string;
+  uid: number;
+  gid: number;
+}
+interface GroupEntry {
+  name: string;
+  gid: number;
+  members: string[];
+}
+
+const isId = (s: string) => /^\d+$/.test(s);
+
+/** Whether resolving `user` needs the image's /etc/passwd or /etc/group ("uid:gid" does not). */
+export function needsAccountFiles(user: string): boolean {
+  return user !== "" && !/^\d+:\d+$/.test(user);
+}
+
+function parsePasswd(text: string): PasswdEntry[] {
+  const out: PasswdEntry[] = [];
+  for (const line of text.split("\n")) {
+    const f = line.split(":");
+    if (f.length < 4 || line.startsWith("#") || !isId(f[2]!) || !isId(f[3]!)) continue;
+    out.push({ name: f[0]!, uid: Number(f[2]), gid: Number(f[3]) });
+  }
+  return out;
+}
+
+function parseGroup(text: string): GroupEntry[] {
+  const out: GroupEntry[] = [];
+  for (const line of text.split("\n")) {
+    const f = line.split(":");
+    if (f.length < 3 || line.startsWith("#") || !isId(f[2]!)) continue;
+    out.push({ name: f[0]!, gid: Number(f[2]), members: (f[3] ?? "").split(",").filter(Boolean) });
+  }
+  return out;
+}
+
+/**
+ * The uid, gid and supplementary gids for an image's `User`, given the image's /etc/passwd
+ * and /etc/group texts (undefined: the image has none). A name that is not there is
+ * FailedPrecondition, naming it; a numeric uid without a gid takes its passwd entry's gid, or 0.
+ */
+export function resolveUser(user: string, passwd: string | undefined, group: string | undefined): ProcessUser {
+  if (user === "") return { uid: 0, gid: 0 };
+  const [u, g, ...rest] = user.split(":");
+  if (rest.length || u === "" || g === "") throw new CkError("InvalidArgument", `image user "${user}": not user[:group]: invalid argument`);
+  const users = parsePasswd(passwd ?? "");
+  const groups = parseGroup(group ?? "");
+  const entry = isId(u!) ? users.find((e) => e.uid === Number(u)) : users.find((e) => e.name === u);
+  if (!entry && !isId(u!)) {
+    throw new CkError("FailedPrecondition", `image user "${u}": not in the image's /etc/passwd${passwd === undefined ? " (it has none)" : ""}: failed precondition`);
+  }
+  const uid = entry?.uid ?? Number(u);
+  let gid = entry?.gid ?? 0;
+  if (g !== undefined) {
+    const ge = isId(g) ? undefined : groups.find((e) => e.name === g);
+    if (!isId(g) && !ge) throw new CkError("FailedPrecondition", `image group "${g}": not in the image's /etc/group${group === undefined ? " (it has none)" : ""}: failed precondition`);
+    gid = ge?.gid ?? Number(g);
+  }
+  // Supplementary groups: those that list the user by name (containerd's WithAdditionalGIDs),
+  // when no group was given explicitly.
+  const additionalGids = g === undefined && entry ? [...new Set(groups.filter((e) => e.members.includes(entry.name) && e.gid !== gid).map((e) => e.gid))] : [];
+  return additionalGids.length ? { uid, gid, additionalGids } : { uid, gid };
+}
+
+/**
+ * A file under `root`, its symlinks followed inside `root` as a chroot would (an absolute
+ * target starts again at `root`, ".." stops there): never out of it. Undefined if absent.
+ */
+export async function readInRoot(root: string, rel: string): Promise<string | undefined> {
+  const todo = rel.split("/").filter(Boolean).reverse(); // components still to walk, next last
+  const at: string[] = []; // components walked, each a directory or the final file
+  for (let hops = 0; todo.length; ) {
+    const part = todo.pop()!;
+    if (part === ".") continue;
+    if (part === "..") {
+      at.pop();
+      continue;
+    }
+    const full = path.join(root, ...at, part);
+    const st = await fs.lstat(full).catch(() => undefined);
+    if (!st) return undefined;
+    if (st.isSymbolicLink()) {
+      if (++hops > 40) return undefined;
+      const target = await fs.readlink(full);
+      if (target.startsWith("/")) at.length = 0;
+      todo.push(...target.split("/").filter(Boolean).reverse());
+      continue;
+    }
+    at.push(part);
+  }
+  const file = path.join(root, ...at);
+  const st = await fs.lstat(file).catch(() => undefined);
+  return st?.isFile() ? fs.readFile(file, "utf8") : undefined;
+}
+
+/** The image user of a prepared snapshot (its mounts), read through a read-only temporary mount. */
+export async function userFromSnapshot(user: string, mounts: readonly Mount[]): Promise<ProcessUser> {
+  if (!needsAccountFiles(user)) return resolveUser(user, undefined, undefined);
+  const ro = mounts.map((m) => ({ ...m, options: [...m.options.filter((o) => o !== "rw"), "ro"] }));
+  const [passwd, group] = await withTempMount(ro, (root) => Promise.all([readInRoot(root, "etc/passwd"), readInRoot(root, "etc/group")])).catch((err) => {
+    throw new CkError("FailedPrecondition", `image user "${user}": the image's /etc/passwd could not be read (${(err as Error).message}): failed precondition`);
+  });
+  return resolveUser(user, passwd, group);
+}
