@@ -330,6 +330,27 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
       }),
     );
   tasks
+    .command("metrics <id>")
+    .description("a task's cgroup statistics, as ctr tasks metrics prints them (cgroup v1)")
+    .option("--format <format>", "table or json", "table")
+    .action(
+      action(async (api, id: string, opts: { format: string }) => {
+        if (opts.format !== "table" && opts.format !== "json") throw new CkError("InvalidArgument", `--format ${opts.format}: table or json: invalid argument`);
+        const m = (await api.call("tasks", "Metrics", { filters: [`id==${id}`] })).metrics?.[0];
+        // As containerd: no statistics for a task that does not run (or is not there).
+        if (!m) throw new CkError("NotFound", `task "${id}": no metrics (not running?): not found`);
+        if (m.data?.type_url !== "io.containerd.cgroups.v1.Metrics") throw new CkError("NotImplemented", `metrics of type ${m.data?.type_url}: not implemented`);
+        const data = api.protos.decode("io.containerd.cgroups.v1.Metrics", m.data.value);
+        if (opts.format === "json") return out(JSON.stringify(data, null, 2) + "\n");
+        const rows: string[][] = [["METRIC", "VALUE"]];
+        if (data.memory) rows.push(["memory.usage_in_bytes", String(data.memory.usage?.usage ?? 0)], ["memory.limit_in_bytes", String(data.memory.usage?.limit ?? 0)], ["memory.stat.cache", String(data.memory.total_cache ?? 0)]);
+        if (data.cpu) rows.push(["cpuacct.usage", String(data.cpu.usage?.total ?? 0)], ["cpuacct.usage_percpu", `[${(data.cpu.usage?.per_cpu ?? []).join(" ")}]`]);
+        if (data.pids) rows.push(["pids.current", String(data.pids.current ?? 0)], ["pids.limit", String(data.pids.limit ?? 0)]);
+        const at = new Date(Number(m.timestamp?.seconds ?? 0) * 1000 + Math.floor((m.timestamp?.nanos ?? 0) / 1e6)).toISOString();
+        out(table([["ID", "TIMESTAMP"], [m.id, at]]) + "\n" + table(rows));
+      }),
+    );
+  tasks
     .command("ps <id>")
     .description("list the processes of a task: PID")
     .action(

@@ -410,6 +410,16 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.match(r.stdout, new RegExp(`^TASK +PID +STATUS\n(.*\n)*ck-bg +${pid} +RUNNING\n`, "m"));
     r = await ck(["tasks", "ps", "ck-bg"]);
     assert.ok(r.stdout.split("\n").includes(String(pid)), r.stdout);
+    r = await ck(["tasks", "metrics", "ck-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ID +TIMESTAMP\nck-bg +\d{4}-\d\d-\d\dT[\d:.]+Z\n\nMETRIC +VALUE\n/);
+    assert.match(r.stdout, /^pids\.current +[1-9]\d*$/m);
+    assert.match(r.stdout, /^memory\.usage_in_bytes +[1-9]\d*$/m);
+    r = await ck(["tasks", "metrics", "--format", "json", "ck-bg"]);
+    assert.ok(JSON.parse(r.stdout).pids.current >= 1, r.stdout);
+    r = await ck(["tasks", "metrics", "no-such-task"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /task "no-such-task": no metrics/);
     r = await ck(["tasks", "exec", "--exec-id", "ce1", "ck-bg", "--", "sh", "-c", "cat; echo exec err >&2; exit 6"], "into the exec\n");
     assert.deepEqual([r.code, r.stdout, r.stderr], [6, "into the exec\n", "exec err\n"]);
     await rejectsClass(api.call("tasks", "Get", { container_id: "ck-bg", exec_id: "ce1" }), "NotFound");
