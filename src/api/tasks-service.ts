@@ -11,7 +11,7 @@ import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, 
 import type { Decide, Sequencer } from "../commands/sequencer.js";
 import { checkCreateTask, checkDeleteTask, execHandlers, existingTask, requireStatus, taskHandlers, validateExecId, validateTaskId, type TaskIo } from "../commands/tasks.js";
 import type { Queries } from "../projections/queries.js";
-import type { ContainerRecord, TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
+import type { TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
 import type { RuncOptions, RuncRuntime, Started } from "../runtime/runc.js";
 import { constants as fsc, promises as fs } from "node:fs";
 import path from "node:path";
@@ -101,20 +101,25 @@ async function findExecutable(binary: string): Promise<boolean> {
 }
 
 /**
- * The runc options a container's task runs with: its runtime must be runc's, and its options
- * (if any) containerd's runc options, whose binary, state root, cgroup driver, no-pivot and
- * keyring settings ck follows (the shim's own settings have no shim to apply to here).
+ * The runc options a container's task runs with: its runtime must be runc's, and the options
+ * (the Create request's when it has them, as containerd's shim takes them over the
+ * container's runtime options; else the container's) containerd's runc options, whose binary,
+ * state root, cgroup driver, no-pivot and keyring settings ck follows (the shim's own
+ * settings have no shim to apply to here). `field` names where they came from.
  */
-async function runcOptions(id: string, runtime: ContainerRecord["runtime"] | undefined, defaults: RuncOptions, protos: Protos): Promise<RuncOptions> {
-  const name = runtime?.name ?? "";
-  if (!RUNC_RUNTIMES.has(name)) throw notImplemented(`container "${id}": runtime "${name}": ck runs tasks on runc only (io.containerd.runc.v2)`);
-  const any = runtime?.options;
+async function runcOptions(id: string, runtimeName: string, any: { type_url?: string; value?: Uint8Array } | null | undefined, field: string, defaults: RuncOptions, protos: Protos): Promise<RuncOptions> {
+  if (!RUNC_RUNTIMES.has(runtimeName)) throw notImplemented(`container "${id}": runtime "${runtimeName}": ck runs tasks on runc only (io.containerd.runc.v2)`);
   if (!any?.type_url) return defaults;
-  if (any.type_url !== RUNC_OPTIONS_TYPE) throw invalidArgument(`container "${id}": runtime.options are ${any.type_url}, not ${RUNC_OPTIONS_TYPE}`);
-  const o = protos.decode(RUNC_OPTIONS_TYPE, any.value) as { binary_name?: string; root?: string; systemd_cgroup?: boolean; no_pivot_root?: boolean; no_new_keyring?: boolean };
+  if (any.type_url !== RUNC_OPTIONS_TYPE) throw invalidArgument(`container "${id}": ${field} are ${any.type_url}, not ${RUNC_OPTIONS_TYPE}`);
+  let o: { binary_name?: string; root?: string; systemd_cgroup?: boolean; no_pivot_root?: boolean; no_new_keyring?: boolean };
+  try {
+    o = protos.decode(RUNC_OPTIONS_TYPE, any.value ?? new Uint8Array());
+  } catch (err) {
+    throw invalidArgument(`container "${id}": ${field}: not a ${RUNC_OPTIONS_TYPE}: ${(err as Error).message}`);
+  }
   const binary = o.binary_name || defaults.binary;
-  if (!(await findExecutable(binary))) throw failedPrecondition(`container "${id}": runtime.options.binary_name "${binary}" is not an executable here`);
-  if (o.root && !path.isAbsolute(o.root)) throw invalidArgument(`container "${id}": runtime.options.root "${o.root}" must be absolute`);
+  if (!(await findExecutable(binary))) throw failedPrecondition(`container "${id}": ${field}.binary_name "${binary}" is not an executable here`);
+  if (o.root && !path.isAbsolute(o.root)) throw invalidArgument(`container "${id}": ${field}.root "${o.root}" must be absolute`);
   return { binary, root: o.root || defaults.root, systemdCgroup: o.systemd_cgroup === true, noPivotRoot: o.no_pivot_root === true, noNewKeyring: o.no_new_keyring === true };
 }
 
@@ -168,7 +173,8 @@ export class Tasks {
           const container = checkCreateTask(id, await d.queries.getContainer(ns, id).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err))), await d.queries.findTask(ns, id));
           if (d.runcProblem) throw failedPrecondition(`tasks cannot run here: ${d.runcProblem}`);
           if (!container.spec?.value?.length) throw invalidArgument(`container "${id}" has no spec`);
-          const options = await runcOptions(id, container.runtime, d.runtime.defaultOptions(), d.protos);
+          const fromTask = Boolean(req.options?.type_url);
+          const options = await runcOptions(id, container.runtime?.name ?? "", fromTask ? req.options : container.runtime?.options, fromTask ? "options" : "runtime.options", d.runtime.defaultOptions(), d.protos);
           const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs, io.terminal, options);
           let created: Started;
           try {
@@ -404,7 +410,8 @@ export class Tasks {
           const task = existingTask(id, await d.queries.findTask(ns, id));
           if (task.status !== "RUNNING" && task.status !== "PAUSED") throw failedPrecondition(`task "${id}" is ${task.status.toLowerCase()}: only a running or paused task's resources can change`);
           this.owned(task);
-          await d.runtime.update(ns, id, resources as object);
+          // The client's bytes as sent: a JSON round trip would round limits past 2^53.
+          await d.runtime.update(ns, id, any.value ?? new Uint8Array());
           return {};
         });
       }),

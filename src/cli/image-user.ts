@@ -27,14 +27,14 @@ interface GroupEntry {
 
 const isId = (s: string) => /^\d+$/.test(s);
 
-/** Whether resolving `user` needs the image's /etc/passwd or /etc/group ("uid:gid" does not). */
-export function needsAccountFiles(user: string): boolean {
-  return user !== "" && !/^\d+:\d+$/.test(user);
+/** Whether `user` names a user or group (looked up in the image's files), not only ids. */
+export function hasNames(user: string): boolean {
+  return user.split(":").some((part) => part !== "" && !isId(part));
 }
 
 function parsePasswd(text: string): PasswdEntry[] {
   const out: PasswdEntry[] = [];
-  for (const line of text.split("\n")) {
+  for (const line of text.split(/\r?\n/)) {
     const f = line.split(":");
     if (f.length < 4 || line.startsWith("#") || !isId(f[2]!) || !isId(f[3]!)) continue;
     out.push({ name: f[0]!, uid: Number(f[2]), gid: Number(f[3]) });
@@ -44,7 +44,7 @@ function parsePasswd(text: string): PasswdEntry[] {
 
 function parseGroup(text: string): GroupEntry[] {
   const out: GroupEntry[] = [];
-  for (const line of text.split("\n")) {
+  for (const line of text.split(/\r?\n/)) {
     const f = line.split(":");
     if (f.length < 3 || line.startsWith("#") || !isId(f[2]!)) continue;
     out.push({ name: f[0]!, gid: Number(f[2]), members: (f[3] ?? "").split(",").filter(Boolean) });
@@ -54,30 +54,36 @@ function parseGroup(text: string): GroupEntry[] {
 
 /**
  * The uid, gid and supplementary gids for an image's `User`, given the image's /etc/passwd
- * and /etc/group texts (undefined: the image has none). A name that is not there is
+ * and /etc/group texts (undefined: not read, or the image has none), as containerd's
+ * WithImageConfig sets them: WithUser, then WithAdditionalGIDs of the resolved uid's user
+ * ("root" when `User` is empty): every group that lists that user, but the group named after
+ * it, with the primary gid first unless among them. A name that is not there is
  * FailedPrecondition, naming it; a numeric uid without a gid takes its passwd entry's gid, or 0.
  */
-export function resolveUser(user: string, passwd: string | undefined, group: string | undefined): ProcessUser {
-  if (user === "") return { uid: 0, gid: 0 };
-  const [u, g, ...rest] = user.split(":");
-  if (rest.length || u === "" || g === "") throw new CkError("InvalidArgument", `image user "${user}": not user[:group]: invalid argument`);
+export function resolveUser(user: string, passwd: string | undefined, group: string | undefined): Required<ProcessUser> {
   const users = parsePasswd(passwd ?? "");
   const groups = parseGroup(group ?? "");
-  const entry = isId(u!) ? users.find((e) => e.uid === Number(u)) : users.find((e) => e.name === u);
-  if (!entry && !isId(u!)) {
-    throw new CkError("FailedPrecondition", `image user "${u}": not in the image's /etc/passwd${passwd === undefined ? " (it has none)" : ""}: failed precondition`);
+  let uid = 0;
+  let gid = 0;
+  let entry: PasswdEntry | undefined;
+  if (user !== "") {
+    const [u, g, ...rest] = user.split(":");
+    if (rest.length || u === "" || g === "") throw new CkError("InvalidArgument", `image user "${user}": not user[:group]: invalid argument`);
+    entry = isId(u!) ? users.find((e) => e.uid === Number(u)) : users.find((e) => e.name === u);
+    if (!entry && !isId(u!)) {
+      throw new CkError("FailedPrecondition", `image user "${u}": not in the image's /etc/passwd${passwd === undefined ? " (it has none)" : ""}: failed precondition`);
+    }
+    uid = entry?.uid ?? Number(u);
+    gid = entry?.gid ?? 0;
+    if (g !== undefined) {
+      const ge = isId(g) ? undefined : groups.find((e) => e.name === g);
+      if (!isId(g) && !ge) throw new CkError("FailedPrecondition", `image group "${g}": not in the image's /etc/group${group === undefined ? " (it has none)" : ""}: failed precondition`);
+      gid = ge?.gid ?? Number(g);
+    }
   }
-  const uid = entry?.uid ?? Number(u);
-  let gid = entry?.gid ?? 0;
-  if (g !== undefined) {
-    const ge = isId(g) ? undefined : groups.find((e) => e.name === g);
-    if (!isId(g) && !ge) throw new CkError("FailedPrecondition", `image group "${g}": not in the image's /etc/group${group === undefined ? " (it has none)" : ""}: failed precondition`);
-    gid = ge?.gid ?? Number(g);
-  }
-  // Supplementary groups: those that list the user by name (containerd's WithAdditionalGIDs),
-  // when no group was given explicitly.
-  const additionalGids = g === undefined && entry ? [...new Set(groups.filter((e) => e.members.includes(entry.name) && e.gid !== gid).map((e) => e.gid))] : [];
-  return additionalGids.length ? { uid, gid, additionalGids } : { uid, gid };
+  const username = user === "" ? "root" : users.find((e) => e.uid === uid)?.name;
+  const extra = username === undefined ? [] : groups.filter((e) => e.name !== username && e.members.includes(username)).map((e) => e.gid);
+  return { uid, gid, additionalGids: extra.includes(gid) ? extra : [gid, ...extra] };
 }
 
 /**
@@ -111,9 +117,17 @@ export async function readInRoot(root: string, rel: string): Promise<string | un
   return st?.isFile() ? fs.readFile(file, "utf8") : undefined;
 }
 
-/** The image user of a prepared snapshot (its mounts), read through a read-only temporary mount. */
+/**
+ * The image user of a prepared snapshot (its mounts), its names and groups read through a
+ * read-only temporary mount, as ctr does (which needs root). Without root, ids alone are
+ * used as given (no supplementary groups from the image); a name cannot be resolved.
+ */
 export async function userFromSnapshot(user: string, mounts: readonly Mount[]): Promise<ProcessUser> {
-  if (!needsAccountFiles(user)) return resolveUser(user, undefined, undefined);
+  if (process.getuid?.() !== 0) {
+    if (hasNames(user)) throw new CkError("FailedPrecondition", `image user "${user}": reading the image's /etc/passwd needs root: failed precondition`);
+    return resolveUser(user, undefined, undefined);
+  }
+  if (mounts.length === 0) return resolveUser(user, undefined, undefined);
   const ro = mounts.map((m) => ({ ...m, options: [...m.options.filter((o) => o !== "rw"), "ro"] }));
   const [passwd, group] = await withTempMount(ro, (root) => Promise.all([readInRoot(root, "etc/passwd"), readInRoot(root, "etc/group")])).catch((err) => {
     throw new CkError("FailedPrecondition", `image user "${user}": the image's /etc/passwd could not be read (${(err as Error).message}): failed precondition`);

@@ -341,11 +341,13 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         if (!m) throw new CkError("NotFound", `task "${id}": no metrics (not running?): not found`);
         if (m.data?.type_url !== "io.containerd.cgroups.v1.Metrics") throw new CkError("NotImplemented", `metrics of type ${m.data?.type_url}: not implemented`);
         const data = api.protos.decode("io.containerd.cgroups.v1.Metrics", m.data.value);
+        // uint64s past 2^53 (an unlimited memory limit) printed whole, as ctr prints them.
+        const int = (n: unknown) => (typeof n === "number" && Number.isInteger(n) && !Number.isSafeInteger(n) ? BigInt(n).toString() : String(n ?? 0));
         if (opts.format === "json") return out(JSON.stringify(data, null, 2) + "\n");
         const rows: string[][] = [["METRIC", "VALUE"]];
-        if (data.memory) rows.push(["memory.usage_in_bytes", String(data.memory.usage?.usage ?? 0)], ["memory.limit_in_bytes", String(data.memory.usage?.limit ?? 0)], ["memory.stat.cache", String(data.memory.total_cache ?? 0)]);
-        if (data.cpu) rows.push(["cpuacct.usage", String(data.cpu.usage?.total ?? 0)], ["cpuacct.usage_percpu", `[${(data.cpu.usage?.per_cpu ?? []).join(" ")}]`]);
-        if (data.pids) rows.push(["pids.current", String(data.pids.current ?? 0)], ["pids.limit", String(data.pids.limit ?? 0)]);
+        if (data.memory) rows.push(["memory.usage_in_bytes", int(data.memory.usage?.usage)], ["memory.limit_in_bytes", int(data.memory.usage?.limit)], ["memory.stat.cache", int(data.memory.total_cache)]);
+        if (data.cpu) rows.push(["cpuacct.usage", int(data.cpu.usage?.total)], ["cpuacct.usage_percpu", `[${(data.cpu.usage?.per_cpu ?? []).map(int).join(" ")}]`]);
+        if (data.pids) rows.push(["pids.current", int(data.pids.current)], ["pids.limit", int(data.pids.limit)]);
         const at = new Date(Number(m.timestamp?.seconds ?? 0) * 1000 + Math.floor((m.timestamp?.nanos ?? 0) / 1e6)).toISOString();
         out(table([["ID", "TIMESTAMP"], [m.id, at]]) + "\n" + table(rows));
       }),

@@ -103,6 +103,8 @@ export interface RuncOptions {
 
 /** Where a bundle keeps the options its task's runc runs with (for every later runc command). */
 const OPTIONS_FILE = "ck-runc.json";
+/** An Update's resources on their way to `runc update` (removed after; swept with the bundle). */
+const UPDATE_PREFIX = "update-";
 
 export class RuncRuntime {
   private readonly running = new Map<string, Running>();
@@ -136,10 +138,17 @@ export class RuncRuntime {
     const key = procKey(ns, id);
     let o = this.options.get(key);
     if (!o) {
+      let text: string | undefined;
       try {
-        o = { ...this.defaultOptions(), ...(JSON.parse(readFileSync(path.join(this.bundleDir(ns, id), OPTIONS_FILE), "utf8")) as Partial<RuncOptions>) };
-      } catch {
-        o = this.defaultOptions();
+        text = readFileSync(path.join(this.bundleDir(ns, id), OPTIONS_FILE), "utf8");
+      } catch (err) {
+        // No bundle, or one made before ck recorded options: the defaults, as then.
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw failedPrecondition(`task "${id}": its runc options (${OPTIONS_FILE}) cannot be read: ${(err as Error).message}`);
+      }
+      try {
+        o = { ...this.defaultOptions(), ...(text === undefined ? {} : (JSON.parse(text) as Partial<RuncOptions>)) };
+      } catch (err) {
+        throw failedPrecondition(`task "${id}": its runc options (${OPTIONS_FILE}) are damaged: ${(err as Error).message}`);
       }
       this.options.set(key, o);
     }
@@ -169,6 +178,11 @@ export class RuncRuntime {
     if (parsed.hooks !== undefined && (typeof parsed.hooks !== "object" || parsed.hooks === null || Array.isArray(parsed.hooks))) {
       throw invalidArgument(`container "${id}": spec.hooks must be an object`);
     }
+    // runc's decoder matches keys without regard to case (the last one winning): spelled
+    // otherwise, a key could replace the hooks ckd adds.
+    const odd = (o: object, canonical: string[]) => Object.keys(o).find((k) => canonical.some((c) => c.toLowerCase() === k.toLowerCase() && c !== k));
+    const oddKey = odd(parsed, ["hooks"]) ?? (parsed.hooks ? odd(parsed.hooks, ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]) : undefined);
+    if (oddKey) throw invalidArgument(`container "${id}": spec key "${oddKey}" must be spelled as the runtime spec does`);
     const createRuntime = parsed.hooks?.createRuntime ?? [];
     if (!Array.isArray(createRuntime)) throw invalidArgument(`container "${id}": spec.hooks.createRuntime must be a list`);
     const bundle = this.bundleDir(ns, id);
@@ -434,10 +448,10 @@ export class RuncRuntime {
     await this.runcCommand(ns, id, ["kill", ...(all ? ["--all"] : []), id, String(signal)]);
   }
 
-  /** `runc update`: a running task's resources (runtime-spec LinuxResources) changed. */
-  async update(ns: string, id: string, resources: object): Promise<void> {
-    const file = path.join(this.bundleDir(ns, id), `update-${process.pid}-${Date.now()}.json`);
-    await fs.writeFile(file, JSON.stringify(resources), { mode: 0o600 });
+  /** `runc update`: a running task's resources (runtime-spec LinuxResources JSON) changed. */
+  async update(ns: string, id: string, resources: Uint8Array): Promise<void> {
+    const file = path.join(this.bundleDir(ns, id), `${UPDATE_PREFIX}${process.pid}-${Date.now()}.json`);
+    await fs.writeFile(file, resources, { mode: 0o600 });
     try {
       await this.runcCommand(ns, id, ["update", "--resources", file, id]);
     } finally {
@@ -604,6 +618,10 @@ async function removeBundleFiles(bundle: string): Promise<void> {
   await fs.rmdir(execs).catch((err) => {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   });
+  // An Update's resources left by a ckd that died before removing them.
+  for (const f of await fs.readdir(bundle).catch(() => [] as string[])) {
+    if (f.startsWith(UPDATE_PREFIX) && f.endsWith(".json")) await fs.unlink(path.join(bundle, f));
+  }
   // .init.pid: runc's temporary pid file, left when runc died between writing and renaming it.
   for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`, OPTIONS_FILE]) {
     await fs.unlink(path.join(bundle, f)).catch((err) => {

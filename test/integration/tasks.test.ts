@@ -4,7 +4,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { readFileSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
@@ -231,6 +231,10 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const limitFile = `/sys/fs/cgroup/memory${memCgroup}/memory.limit_in_bytes`;
     await api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from(JSON.stringify({ memory: { limit: 96 * 1024 * 1024 } })) } });
     assert.equal(readFileSync(limitFile, "utf8").trim(), String(96 * 1024 * 1024));
+    // Past 2^53 (int64's largest: no limit), the client's number reaches runc as written.
+    await api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from('{"memory":{"limit":9223372036854775807}}') } });
+    assert.equal(readFileSync(limitFile, "utf8").trim(), "9223372036854771712");
+    assert.deepEqual(readdirSync(`${daemon.root}/tasks/${NS}/t-bg`).filter((f) => f.startsWith("update-")), [], "no resources file left");
     r = await ctr(["tasks", "pause", "t-bg"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await status("t-bg"), "PAUSED");
@@ -506,6 +510,26 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.match(r.stderr, /runtime\.options\.binary_name "\/no\/such\/runc" is not an executable here/);
     for (const id of ["t-kata", "t-norunc", "t-sd"]) assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/${id}`), `${id}: no bundle`);
 
+    // A Create's own options take the place of the container's (as containerd's shim takes
+    // them): here the wrapper, no pivot_root, no new keyring.
+    r = await ctr(["containers", "create", ref, "t-topts", "--", "sh", "-c", "echo task options"]);
+    assert.equal(r.code, 0, r.stderr);
+    const toptsMounts = (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-topts" })).mounts;
+    const taskOptions = { type_url: "containerd.runc.v1.Options", value: api.protos.encode("containerd.runc.v1.Options", { binary_name: wrapper, no_pivot_root: true, no_new_keyring: true }) };
+    await api.call("tasks", "Create", { container_id: "t-topts", rootfs: toptsMounts, options: taskOptions });
+    await api.call("tasks", "Start", { container_id: "t-topts" });
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-topts" })).exit_status, 0);
+    await api.call("tasks", "Delete", { container_id: "t-topts" });
+    assert.equal((await ctr(["containers", "rm", "t-topts"])).code, 0);
+    assert.match(readFileSync(calls, "utf8"), /^--root \S+ run --no-pivot --no-new-keyring --bundle \S+ --pid-file \S+ t-topts$/m);
+    r = await ctr(["run", "--rm", "--no-pivot", ref, "t-nopivot", "sh", "-c", "echo without pivot_root"], "");
+    assert.deepEqual([r.code, r.stdout], [0, "without pivot_root\n"], r.stderr);
+    await rejectsClass(
+      api.call("tasks", "Create", { container_id: "t-nope", options: { type_url: "containerd.runc.v1.Options", value: Buffer.from([0xff, 0xff]) } }),
+      "NotFound",
+      /container "t-nope"/,
+    );
+
     // Over the API: options of another type than runc's.
     r = await ctr(["containers", "create", ref, "t-opts", "true"]);
     assert.equal(r.code, 0, r.stderr);
@@ -624,6 +648,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     for (const [spec, re] of [
       ["not json", /not runtime-spec JSON/],
       [JSON.stringify({ process: { args: [] } }), /process\.args/],
+      [JSON.stringify({ process: { args: ["true"] }, Hooks: {} }), /spec key "Hooks" must be spelled as the runtime spec does/],
+      [JSON.stringify({ process: { args: ["true"] }, hooks: { CreateRuntime: [] } }), /spec key "CreateRuntime"/],
     ] as const) {
       await api.call("containers", "Update", { container: { id: "t-bad", spec: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from(spec) } }, update_mask: { paths: ["spec"] } });
       const seq = await log.lastSeq();

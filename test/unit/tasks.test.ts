@@ -7,7 +7,7 @@ import { execHandlers, taskHandlers, type CreateTask } from "../../src/commands/
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
 import { processFromImage } from "../../src/cli/task-commands.js";
-import { needsAccountFiles, readInRoot, resolveUser } from "../../src/cli/image-user.js";
+import { hasNames, readInRoot, resolveUser } from "../../src/cli/image-user.js";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -195,19 +195,24 @@ describe("tasks", () => {
   });
 
   test("an image user resolved as containerd's client does: uid[:gid], names from /etc/passwd and /etc/group, supplementary groups", () => {
-    const passwd = "root:x:0:0:root:/root:/bin/sh\n# a comment\napp:x:1234:2345::/home/app:/bin/sh\nbroken:x:nope:1::/:/bin/sh\n";
-    const group = "root:x:0:\napp:x:2345:\nextra:x:777:app,other\nmore:x:778:other,app\n";
-    assert.equal(needsAccountFiles("1000:50"), false);
-    assert.equal(needsAccountFiles("1000"), true);
-    assert.equal(needsAccountFiles("app"), true);
-    assert.deepEqual(resolveUser("", undefined, undefined), { uid: 0, gid: 0 });
-    assert.deepEqual(resolveUser("1000:50", undefined, undefined), { uid: 1000, gid: 50 });
-    assert.deepEqual(resolveUser("app", passwd, group), { uid: 1234, gid: 2345, additionalGids: [777, 778] });
-    assert.deepEqual(resolveUser("1234", passwd, group), { uid: 1234, gid: 2345, additionalGids: [777, 778] });
-    assert.deepEqual(resolveUser("4321", passwd, group), { uid: 4321, gid: 0 });
-    assert.deepEqual(resolveUser("app:extra", passwd, group), { uid: 1234, gid: 777 });
-    assert.deepEqual(resolveUser("app:9", passwd, group), { uid: 1234, gid: 9 });
-    assert.deepEqual(resolveUser("0:extra", passwd, group), { uid: 0, gid: 777 });
+    const passwd = "root:x:0:0:root:/root:/bin/sh\r\n# a comment\napp:x:1234:2345::/home/app:/bin/sh\nbroken:x:nope:1::/:/bin/sh\n";
+    const group = "root:x:0:\nwheel:x:10:root\napp:x:2345:app\nextra:x:777:app,other\nmore:x:778:other,app\r\n";
+    assert.equal(hasNames("1000:50"), false);
+    assert.equal(hasNames("1000"), false);
+    assert.equal(hasNames("app"), true);
+    assert.equal(hasNames("0:extra"), true);
+    // The primary gid always first among the supplementary ones (containerd's ensureAdditionalGids).
+    assert.deepEqual(resolveUser("", undefined, undefined), { uid: 0, gid: 0, additionalGids: [0] });
+    assert.deepEqual(resolveUser("1000:50", undefined, undefined), { uid: 1000, gid: 50, additionalGids: [50] });
+    // No User: root's groups in the image.
+    assert.deepEqual(resolveUser("", passwd, group), { uid: 0, gid: 0, additionalGids: [0, 10] });
+    // The group named after the user is left out of the supplementary ones; CRLF lines read too.
+    assert.deepEqual(resolveUser("app", passwd, group), { uid: 1234, gid: 2345, additionalGids: [2345, 777, 778] });
+    assert.deepEqual(resolveUser("1234", passwd, group), { uid: 1234, gid: 2345, additionalGids: [2345, 777, 778] });
+    assert.deepEqual(resolveUser("4321", passwd, group), { uid: 4321, gid: 0, additionalGids: [0] });
+    assert.deepEqual(resolveUser("app:extra", passwd, group), { uid: 1234, gid: 777, additionalGids: [777, 778] });
+    assert.deepEqual(resolveUser("app:9", passwd, group), { uid: 1234, gid: 9, additionalGids: [9, 777, 778] });
+    assert.deepEqual(resolveUser("0:extra", passwd, group), { uid: 0, gid: 777, additionalGids: [777, 10] });
     throwsClass(() => resolveUser("nobody", passwd, group), "FailedPrecondition", /image user "nobody": not in the image's \/etc\/passwd/);
     throwsClass(() => resolveUser("nobody", undefined, undefined), "FailedPrecondition", /\(it has none\)/);
     throwsClass(() => resolveUser("app:nogroup", passwd, group), "FailedPrecondition", /image group "nogroup"/);
