@@ -4,7 +4,7 @@
 // /tasks/exit by the ckd that started it; Delete removes the bundle and records /tasks/delete.
 // Every state a task's client reads (Get, List, Wait's answer) is the projection's, folded from
 // those events; exec processes are the service's own (see src/commands/tasks.ts). Metrics are
-// read from the cgroup v1 hierarchy; Update is `runc update`. Checkpoints answer NotImplemented.
+// read from the cgroup hierarchy (v1, or the unified v2); Update is `runc update`. Checkpoints answer NotImplemented.
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, isNotFound, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
@@ -18,7 +18,6 @@ import path from "node:path";
 import type { Mount } from "../snapshots/types.js";
 import type { Protos } from "../protos/protos.js";
 import { parseFilters } from "../projections/filters.js";
-import { METRICS_V1_TYPE } from "../runtime/cgroups-v1.js";
 import { namespaceOf, unary } from "./grpc.js";
 import { mountsFromApi } from "../snapshots/mount.js";
 import { toTimestamp } from "../emitter/envelope.js";
@@ -431,7 +430,7 @@ export class Tasks {
             d.logger.warn({ err, namespace: ns, id: t.container_id }, "task metrics not read");
             return undefined;
           });
-          if (data) metrics.push({ timestamp: ts(new Date()), id: t.container_id, data: { type_url: METRICS_V1_TYPE, value: d.protos.encode(METRICS_V1_TYPE, data) } });
+          if (data) metrics.push({ timestamp: ts(new Date()), id: t.container_id, data: { type_url: data.type, value: d.protos.encode(data.type, data.data) } });
         }
         return { metrics };
       }),

@@ -331,7 +331,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     );
   tasks
     .command("metrics <id>")
-    .description("a task's cgroup statistics, as ctr tasks metrics prints them (cgroup v1)")
+    .description("a task's cgroup statistics, as ctr tasks metrics prints them")
     .option("--format <format>", "table or json", "table")
     .action(
       action(async (api, id: string, opts: { format: string }) => {
@@ -339,15 +339,23 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         const m = (await api.call("tasks", "Metrics", { filters: [`id==${id}`] })).metrics?.[0];
         // As containerd: no statistics for a task that does not run (or is not there).
         if (!m) throw new CkError("NotFound", `task "${id}": no metrics (not running?): not found`);
-        if (m.data?.type_url !== "io.containerd.cgroups.v1.Metrics") throw new CkError("NotImplemented", `metrics of type ${m.data?.type_url}: not implemented`);
-        const data = api.protos.decode("io.containerd.cgroups.v1.Metrics", m.data.value);
+        const type = m.data?.type_url;
+        if (type !== "io.containerd.cgroups.v1.Metrics" && type !== "io.containerd.cgroups.v2.Metrics") throw new CkError("NotImplemented", `metrics of type ${type}: not implemented`);
+        const data = api.protos.decode(type, m.data.value);
         // uint64s past 2^53 (an unlimited memory limit) printed whole, as ctr prints them.
         const int = (n: unknown) => (typeof n === "number" && Number.isInteger(n) && !Number.isSafeInteger(n) ? BigInt(n).toString() : String(n ?? 0));
         if (opts.format === "json") return out(JSON.stringify(data, null, 2) + "\n");
         const rows: string[][] = [["METRIC", "VALUE"]];
-        if (data.memory) rows.push(["memory.usage_in_bytes", int(data.memory.usage?.usage)], ["memory.limit_in_bytes", int(data.memory.usage?.limit)], ["memory.stat.cache", int(data.memory.total_cache)]);
-        if (data.cpu) rows.push(["cpuacct.usage", int(data.cpu.usage?.total)], ["cpuacct.usage_percpu", `[${(data.cpu.usage?.per_cpu ?? []).map(int).join(" ")}]`]);
-        if (data.pids) rows.push(["pids.current", int(data.pids.current)], ["pids.limit", int(data.pids.limit)]);
+        if (type === "io.containerd.cgroups.v2.Metrics") {
+          // ctr's rows for the unified hierarchy.
+          if (data.pids) rows.push(["pids.current", int(data.pids.current)], ["pids.limit", int(data.pids.limit)]);
+          if (data.cpu) for (const k of ["usage_usec", "user_usec", "system_usec", "nr_periods", "nr_throttled", "throttled_usec"]) rows.push([`cpu.${k}`, int(data.cpu[k])]);
+          if (data.memory) for (const k of ["usage", "usage_limit", "swap_usage", "swap_limit"]) rows.push([`memory.${k}`, int(data.memory[k])]);
+        } else if (data.memory) rows.push(["memory.usage_in_bytes", int(data.memory.usage?.usage)], ["memory.limit_in_bytes", int(data.memory.usage?.limit)], ["memory.stat.cache", int(data.memory.total_cache)]);
+        if (type === "io.containerd.cgroups.v1.Metrics") {
+          if (data.cpu) rows.push(["cpuacct.usage", int(data.cpu.usage?.total)], ["cpuacct.usage_percpu", `[${(data.cpu.usage?.per_cpu ?? []).map(int).join(" ")}]`]);
+          if (data.pids) rows.push(["pids.current", int(data.pids.current)], ["pids.limit", int(data.pids.limit)]);
+        }
         const at = new Date(Number(m.timestamp?.seconds ?? 0) * 1000 + Math.floor((m.timestamp?.nanos ?? 0) / 1e6)).toISOString();
         out(table([["ID", "TIMESTAMP"], [m.id, at]]) + "\n" + table(rows));
       }),

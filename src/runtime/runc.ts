@@ -15,7 +15,8 @@ import { PassThrough } from "node:stream";
 import path from "node:path";
 import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import { mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
-import { controllerPaths, isCgroupV1, readMetricsV1 } from "./cgroups-v1.js";
+import { controllerPaths, isCgroupV1, METRICS_V1_TYPE, readMetricsV1 } from "./cgroups-v1.js";
+import { METRICS_V2_TYPE, readMetricsV2, unifiedPath } from "./cgroups-v2.js";
 import type { Mount } from "../snapshots/types.js";
 
 import type { TaskIo } from "../commands/tasks.js";
@@ -471,12 +472,19 @@ export class RuncRuntime {
    * The task's cgroup statistics (io.containerd.cgroups.v1.Metrics fields), from the cgroups
    * its init is in (/proc/<pid>/cgroup, as containerd's shim finds them); cgroup v1 only.
    */
-  async metrics(id: string, pid: number): Promise<Record<string, unknown>> {
-    if (!(await isCgroupV1())) throw notImplemented(`task "${id}": metrics on a cgroup v2 host are not collected by ck's runtime yet`);
+  async metrics(id: string, pid: number): Promise<{ type: string; data: Record<string, unknown> }> {
     const text = pid > 0 ? await fs.readFile(`/proc/${pid}/cgroup`, "utf8").catch(() => "") : "";
+    const gone = () => notFound(`task "${id}": no cgroup statistics (process ${pid} gone?)`);
+    if (!(await isCgroupV1())) {
+      // The unified hierarchy (cgroup v2): containerd's io.containerd.cgroups.v2.Metrics.
+      const at = unifiedPath(text);
+      const data = at === undefined ? undefined : await readMetricsV2(at);
+      if (!data) throw gone();
+      return { type: METRICS_V2_TYPE, data };
+    }
     const data = await readMetricsV1(controllerPaths(text));
-    if (Object.keys(data).length === 0) throw notFound(`task "${id}": no cgroup statistics (process ${pid} gone?)`);
-    return data;
+    if (Object.keys(data).length === 0) throw gone();
+    return { type: METRICS_V1_TYPE, data };
   }
 
   /** The pids in the task's container (`runc ps`). */

@@ -12,6 +12,8 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { controllerPaths, metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
+import { METRICS_V2_TYPE, metricsV2FromFiles, readMetricsV2, unifiedPath } from "../../src/runtime/cgroups-v2.js";
+import { loadProtos } from "../../src/protos/protos.js";
 import { Given, T0 } from "../helpers/given.js";
 
 const NS = "ns";
@@ -184,6 +186,49 @@ describe("tasks", () => {
       [...controllerPaths("12:pids:/ns/c1\n4:cpu,cpuacct:/ns/c1\n1:name=systemd:/x\n0::/\n").entries()],
       [["pids", "/ns/c1"], ["cpu", "/ns/c1"], ["cpuacct", "/ns/c1"]],
     );
+  });
+
+  test("cgroup v2 metrics: the unified hierarchy's files to containerd's io.containerd.cgroups.v2.Metrics, through the wire", async () => {
+    // The files as the kernel writes them (Documentation/admin-guide/cgroup-v2.rst).
+    const root = mkdtempSync(join(tmpdir(), "ck-cg2-"));
+    try {
+      const dir = join(root, "ns", "c1");
+      mkdirSync(dir, { recursive: true });
+      const files: Record<string, string> = {
+        "pids.current": "3\n",
+        "pids.max": "max\n",
+        "cpu.stat": "usage_usec 123456\nuser_usec 100000\nsystem_usec 23456\nnr_periods 7\nnr_throttled 2\nthrottled_usec 900\n",
+        "memory.stat": "anon 4096\nfile 8192\nkernel_stack 16384\npgfault 30\npgmajfault 4\nworkingset_refault_anon 1\nthp_fault_alloc 2\n",
+        "memory.current": "1048576\n",
+        "memory.max": "67108864\n",
+        "memory.swap.current": "0\n",
+        "memory.swap.max": "max\n",
+        "memory.events": "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n",
+        "io.stat": "8:0 rbytes=1024 wbytes=2048 rios=3 wios=4 dbytes=0 dios=0\n253:1 rbytes=5 wbytes=6 rios=7 wios=8\n",
+      };
+      for (const [f, text] of Object.entries(files)) writeFileSync(join(dir, f), text);
+      assert.equal(unifiedPath("12:pids:/x\n1:name=systemd:/y\n0::/ns/c1\n"), "/ns/c1");
+      assert.equal(unifiedPath("4:memory:/ns/c1\n"), undefined);
+      const m = (await readMetricsV2("/ns/c1", root)) as any;
+      assert.deepEqual(m.pids, { current: 3, limit: 0 });
+      assert.deepEqual(m.cpu, { usage_usec: 123456, user_usec: 100000, system_usec: 23456, nr_periods: 7, nr_throttled: 2, throttled_usec: 900 });
+      assert.deepEqual([m.memory.anon, m.memory.file, m.memory.kernel_stack, m.memory.pgfault, m.memory.pgmajfault, m.memory.thp_fault_alloc], [4096, 8192, 16384, 30, 4, 2]);
+      assert.deepEqual([m.memory.usage, m.memory.usage_limit, m.memory.swap_usage, m.memory.swap_limit], [1048576, 67108864, 0, 0]);
+      assert.deepEqual(m.memory_events, { low: 0, high: 0, max: 5, oom: 1, oom_kill: 1 });
+      assert.deepEqual(m.io.usage, [
+        { major: 8, minor: 0, rbytes: 1024, wbytes: 2048, rios: 3, wios: 4 },
+        { major: 253, minor: 1, rbytes: 5, wbytes: 6, rios: 7, wios: 8 },
+      ]);
+      // Through the wire as ckd sends it, and back as ctr's decoder reads it.
+      const protos = loadProtos();
+      const back = protos.decode(METRICS_V2_TYPE, protos.encode(METRICS_V2_TYPE, m));
+      assert.deepEqual([back.cpu.usage_usec, back.memory.usage_limit, back.io.usage[1].wios, back.memory_events.oom_kill], [123456, 67108864, 8, 1]);
+      // "../" in a path stays under the hierarchy; a cgroup that is gone has no statistics.
+      assert.equal(await readMetricsV2("/../../ns/c1/../gone", root), undefined);
+      assert.deepEqual(metricsV2FromFiles(() => undefined).memory_events, undefined);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   test("ck run's process from an image config: args, env, working directory, the user as written; no command refused", () => {
