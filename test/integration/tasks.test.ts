@@ -711,6 +711,13 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     let r = await ctr(["run", "-d", ref, "t-orphan", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
     const pid = (await api.call("tasks", "Get", { container_id: "t-orphan" })).process.pid;
+    // One with runc options of its own: the next ckd stops it with the same runc (its bundle says which).
+    const calls = join(daemon.root, "orphan-runc-calls.log");
+    const wrapper = join(daemon.root, "orphan-runc");
+    writeFileSync(wrapper, `#!/bin/sh\necho "$*" >> ${calls}\nexec runc "$@"\n`, { mode: 0o755 });
+    r = await ctr(["run", "-d", "--runc-binary", wrapper, ref, "t-orphan-w", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    const pidW = (await api.call("tasks", "Get", { container_id: "t-orphan-w" })).process.pid;
     // And one created, never started: its init held at ckd's gate (a createRuntime hook) by its runc.
     r = await ctr(["containers", "create", ref, "t-held", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
@@ -744,10 +751,12 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const heldTask = (await api.call("tasks", "Get", { container_id: "t-held" })).process;
     assert.deepEqual([heldTask.status, heldTask.exit_status, heldTask.pid], [3, 255, held]);
     const deadline = Date.now() + 10_000;
-    const alive = () => [pid, held, heldRunc].filter((p) => existsSync(`/proc/${p}`));
+    const alive = () => [pid, pidW, held, heldRunc].filter((p) => existsSync(`/proc/${p}`));
     while (alive().length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
-    assert.deepEqual(alive(), [], "the left-over container, the held init and its runc were stopped");
-    for (const id of ["t-orphan", "t-held"]) {
+    assert.deepEqual(alive(), [], "the left-over containers, the held init and its runc were stopped");
+    assert.deepEqual([(await api.call("tasks", "Get", { container_id: "t-orphan-w" })).process.exit_status], [255]);
+    assert.match(readFileSync(calls, "utf8"), /^--root \S+ delete --force t-orphan-w$/m, "stopped through its own runc");
+    for (const id of ["t-orphan", "t-orphan-w", "t-held"]) {
       r = await ctr(["tasks", "rm", id]);
       assert.equal(r.code, 0, r.stderr);
       r = await ctr(["containers", "rm", id]);
