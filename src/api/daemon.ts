@@ -389,9 +389,10 @@ export class Daemon {
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));
     add("containerd.services.introspection.v1.Introspection", introspectionService({ uuid: this.uuid, plugins: () => this.plugins }));
 
-    // Tasks whose process went with an earlier ckd are stopped before anyone can ask.
+    // Tasks of an earlier ckd: adopted when their keeper still runs them (or left their exit),
+    // else stopped, before anyone can ask.
     const lost = await tasks.reconcile();
-    if (lost) this.logger.warn({ tasks: lost }, "tasks of an earlier ckd stopped (exit status 255)");
+    if (lost) this.logger.warn({ tasks: lost }, "tasks of an earlier ckd without a keeper stopped (exit status 255)");
 
     const sock = this.config.address;
     await mkdir(dirname(sock), { recursive: true, mode: 0o711 });

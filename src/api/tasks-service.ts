@@ -1,7 +1,8 @@
 // containerd v1 Tasks service on ck's runc runtime (src/runtime/runc.ts), without a shim, as
 // ../shared/CTR-COMPAT.md section 4 describes what ctr needs: Create makes the bundle and
 // records /tasks/create; Start runs the init and records /tasks/start; its exit is recorded as
-// /tasks/exit by the ckd that started it; Delete removes the bundle and records /tasks/delete.
+// /tasks/exit by the ckd that started it or, after a restart, the one that adopted it; Delete
+// removes the bundle and records /tasks/delete.
 // Every state a task's client reads (Get, List, Wait's answer) is the projection's, folded from
 // those events; exec processes are the service's own (see src/commands/tasks.ts). Metrics are
 // read from the cgroup hierarchy (v1, or the unified v2); Update is `runc update`. Checkpoints answer NotImplemented.
@@ -641,28 +642,40 @@ export class Tasks {
     for (const { name } of await this.d.queries.listNamespaces()) {
       for (const task of this.d.queries.listTasks(name)) {
         if (task.status === "STOPPED" || !this.d.runtime.owns(task.bundle)) continue;
-        // Its container may still run (or wait at its gate, created), unsupervised since the
-        // earlier ckd went: stopped now.
-        await this.d.runtime.stopOrphan(name, task.container_id).catch((err) => this.d.logger.warn({ err, namespace: name, id: task.container_id }, "a created task's gate was not released"));
-        await this.d.runtime.forceDelete(name, task.container_id);
-        await this.recordExit(name, task.container_id, task.pid, LOST_EXIT_STATUS, new Date());
+        const id = task.container_id;
+        // A started task under its keeper: adopted, its exit recorded when it comes (or now,
+        // if it ended while no ckd ran).
+        const adopted = task.status === "CREATED" ? undefined : this.d.runtime.adopt(name, id);
+        if (adopted) {
+          void adopted.then((exit) => this.recordExit(name, id, task.pid, exit.status, exit.at));
+          continue;
+        }
+        // Without a keeper (created, on a console, or an older ckd's), its container may still
+        // run (or wait at its gate), unsupervised since the earlier ckd went: stopped now.
+        await this.d.runtime.stopOrphan(name, id).catch((err) => this.d.logger.warn({ err, namespace: name, id }, "a created task's gate was not released"));
+        await this.d.runtime.forceDelete(name, id);
+        await this.recordExit(name, id, task.pid, LOST_EXIT_STATUS, new Date());
         n++;
       }
     }
     return n;
   }
 
-  /** At stop: the tasks this ckd runs end with it (nothing would see their exits), recorded. */
+  /**
+   * At stop: started tasks run on under their keepers, for the next ckd to adopt (as
+   * containerd's shims keep tasks through its restarts). What cannot outlive ckd ends with it,
+   * its exit recorded: tasks on a console (their pty is ckd's), exec processes, and created
+   * inits never started (killed by ckd: 137).
+   */
   async stop(timeoutMs = 5000): Promise<void> {
-    // No Start from now on; one under way finishes first, so that its process is killed too.
+    // No Start from now on; one under way finishes first, so that its process is seen to.
     this.stopping = true;
     await Promise.race([Promise.all([...this.locks.values()]), new Promise((r) => setTimeout(r, timeoutMs))]);
-    // Created, never started inits end as the started ones do: killed by ckd (137).
     for (const watch of this.created.values()) watch.fate ??= 137;
-    await this.d.runtime.killAll();
+    await this.d.runtime.stopOwnedByCkd();
     const deadline = Date.now() + timeoutMs;
     // A timer each turn (never only promises already settled): the exits arrive as events.
-    while ((this.d.runtime.active > 0 || this.recording.size > 0) && Date.now() < deadline) {
+    while ((this.d.runtime.activeOwnedByCkd > 0 || this.recording.size > 0) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
   }

