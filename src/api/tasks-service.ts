@@ -628,9 +628,12 @@ export class Tasks {
   }
 
   /**
-   * At start: a task this ckd's runtime had (its bundle under this root) that is not stopped
-   * lost its process with the ckd that ran it. What is left of it is stopped and its exit
-   * recorded as containerd records a task whose shim is gone (status 255).
+   * At start, the tasks of an earlier ckd on this root that are not stopped: a started one
+   * whose keeper still runs it (or left its exit) is adopted, its exit recorded when it comes
+   * (before anyone can ask, if it came while no ckd ran); any other (created, on a console,
+   * without a keeper) lost its process with that ckd: what is left of it is stopped and its
+   * exit recorded as containerd records a task whose shim is gone (255). Bundles without a
+   * task record are removed.
    */
   async reconcile(): Promise<number> {
     // A bundle without a task record: made by a Create whose ckd died before recording it.
@@ -647,7 +650,9 @@ export class Tasks {
         // if it ended while no ckd ran).
         const adopted = task.status === "CREATED" ? undefined : this.d.runtime.adopt(name, id);
         if (adopted) {
-          void adopted.then((exit) => this.recordExit(name, id, task.pid, exit.status, exit.at));
+          const recorded = adopted.exited.then((exit) => this.recordExit(name, id, task.pid, exit.status, exit.at));
+          // One that ended while no ckd ran is recorded before anyone can ask.
+          if (adopted.endedAlready) await recorded;
           continue;
         }
         // Without a keeper (created, on a console, or an older ckd's), its container may still

@@ -10,7 +10,7 @@
 //   runc/<namespace>/              runc's state directory (`runc --root`), one per namespace
 //                                  as containerd's, so ids need only be unique in a namespace
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsc, promises as fs, openSync, closeSync, createWriteStream, fstatSync, mkdirSync, readFileSync, writeFileSync, writeSync, type WriteStream } from "node:fs";
+import { constants as fsc, promises as fs, openSync, closeSync, createWriteStream, existsSync, fstatSync, mkdirSync, readFileSync, writeFileSync, writeSync, type WriteStream } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -87,7 +87,11 @@ const CREATE_WAIT_MS = 60_000;
  * status, 128 + signal for a killed one, as runc reports its container's). `$1` is the exit
  * file, the rest runc's command line.
  */
-const SHIM_SCRIPT = 'f=$1; shift; "$@"; s=$?; echo $s > "$f.tmp" && mv "$f.tmp" "$f"; exit $s';
+// TERM, HUP and INT do not end the keeper under a running runc (a trap with a command, not
+// an ignored signal: runc and the container get the default dispositions); runc stays in the
+// foreground, so its stdin is the keeper's (a background job's would be /dev/null, with INT
+// and QUIT ignored for the container too).
+const SHIM_SCRIPT = 'f=$1; shift; trap : TERM HUP INT; "$@"; s=$?; echo $s > "$f.tmp" && mv "$f.tmp" "$f"; exit $s';
 /** In a bundle: the keeper's pid and start time, the exit status it left, runc's own log. */
 const SHIM_PID = "shim.pid";
 const EXIT_FILE = "exit";
@@ -356,7 +360,13 @@ export class RuncRuntime {
     closeGate(running);
     running.proc = pid;
     running.launched.started();
-    return { pid, exited: running.launched.exited };
+    const launched = running.launched;
+    // A keeper killed under its runc: what it ran is stopped before its end is reported.
+    const exited = launched.exited.then(async (exit) => {
+      if (launched.lost?.()) await this.forceDelete(ns, id);
+      return exit;
+    });
+    return { pid, exited };
   }
 
   /**
@@ -635,14 +645,15 @@ export class RuncRuntime {
    * as containerd records a task whose shim is gone). Undefined when it has no keeper (a task
    * of an older ckd, or on a console): nothing to adopt.
    */
-  adopt(ns: string, id: string): Promise<Exit> | undefined {
+  adopt(ns: string, id: string): { exited: Promise<Exit>; endedAlready: boolean } | undefined {
     const bundle = this.bundleDir(ns, id);
     const keeper = readFileSafe(path.join(bundle, SHIM_PID))?.trim().split(" ");
-    if (!keeper) return undefined;
+    if (!keeper || !keeper[1]) return undefined;
     const pid = Number(keeper[0]);
-    const alive = () => pid > 0 && startTime(pid) === keeper[1];
-    const left = async (): Promise<Exit | undefined> => {
-      const file = path.join(bundle, EXIT_FILE);
+    // A zombie (its new parent never reaped it) has ended too.
+    const alive = () => pid > 0 && startTime(pid) === keeper[1] && !/^[ZX]$/.test(procState(pid) ?? "X");
+    const left = async (name: string): Promise<Exit | undefined> => {
+      const file = path.join(bundle, name);
       const text = await fs.readFile(file, "utf8").catch(() => undefined);
       const status = Number.parseInt(text ?? "", 10);
       if (Number.isInteger(status)) return { status, at: (await fs.stat(file).catch(() => undefined))?.mtime ?? new Date() };
@@ -650,11 +661,19 @@ export class RuncRuntime {
     };
     const key = procKey(ns, id);
     const running: Running = { pid, proc: readPidSync(path.join(bundle, "init.pid")) };
+    const endedAlready = existsSync(path.join(bundle, EXIT_FILE)) || !alive();
     const exited = (async (): Promise<Exit> => {
       for (;;) {
-        const exit = await left();
+        const exit = await left(EXIT_FILE);
         if (exit) return exit;
-        if (!alive()) return (await left()) ?? { status: 255, at: new Date() };
+        if (!alive()) {
+          // Gone between writing its status and moving it into place, or without one: what it
+          // ran may still run (a keeper killed outright), and is stopped first.
+          const last = (await left(EXIT_FILE)) ?? (await left(`${EXIT_FILE}.tmp`));
+          if (last) return last;
+          await this.forceDelete(ns, id);
+          return { status: 255, at: new Date() };
+        }
         await new Promise((r) => setTimeout(r, ADOPTED_POLL_MS).unref());
       }
     })();
@@ -663,7 +682,7 @@ export class RuncRuntime {
     void exited.then(() => {
       if (this.running.get(key) === running) this.running.delete(key);
     });
-    return exited;
+    return { exited, endedAlready };
   }
 
 }
@@ -892,6 +911,8 @@ interface Launched {
   errorText(): string;
   /** The process runs its program: stdin may flow (a console's is raw by now). */
   started(): void;
+  /** Whether its end was the keeper's, not runc's: the container may still run. */
+  lost?(): boolean;
 }
 
 /** The last 4 KiB of a process's output, for its error message. */
@@ -921,7 +942,9 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
     detached: true,
   });
   running.pid = child.pid;
-  if (keeper && child.pid) writeFileSync(path.join(keeper.bundle, SHIM_PID), `${child.pid} ${startTime(child.pid) ?? 0}\n`, { mode: 0o600 });
+  const since = keeper && child.pid ? startTime(child.pid) : undefined;
+  // Without its start time a keeper could not be told from a later process of its pid: none.
+  if (keeper && since) writeFileSync(path.join(keeper.bundle, SHIM_PID), `${child.pid} ${since}\n`, { mode: 0o600 });
   for (const fd of [io.out, io.err]) if (fd !== undefined) closeSync(fd);
   io.out = io.err = undefined;
   const said = tail();
@@ -931,8 +954,11 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
     child.stdin.on("error", () => undefined);
     io.stdin.buffered.pipe(child.stdin);
   }
+  let keeperLost = false;
   const exited = new Promise<Exit>((resolve) => {
     child.once("exit", (code, signal) => {
+      // A keeper killed outright (SIGKILL) may leave runc and its container running.
+      keeperLost = keeper !== undefined && signal !== null;
       resolve({ status: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127), at: new Date() });
     });
   });
@@ -946,6 +972,7 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
     ended: () => child.exitCode !== null || child.signalCode !== null,
     errorText,
     started: () => undefined,
+    lost: () => keeperLost,
   };
 }
 
@@ -967,6 +994,16 @@ function runcLogErrors(file: string): string {
     }
   }
   return msgs.join("; ").slice(-4096);
+}
+
+/** A process's state letter (/proc/<pid>/stat field 3), undefined when it is gone. */
+function procState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+  } catch {
+    return undefined;
+  }
 }
 
 /** A process's start time (clock ticks since boot, /proc/<pid>/stat field 22): who a pid is. */

@@ -718,9 +718,28 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     let r = await ctr(["run", "-d", ref, "t-orphan", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
     const pid = (await api.call("tasks", "Get", { container_id: "t-orphan" })).process.pid;
-    // One that ends while no ckd runs: its real exit status is recorded at the next start.
-    r = await ctr(["run", "-d", ref, "t-brief", "sh", "-c", "sleep 1; exit 7"]);
+    // One that ends while no ckd runs (told to, below): its real exit status is recorded at the next start.
+    r = await ctr(["run", "-d", ref, "t-brief", "sh", "-c", "while [ ! -e /go ]; do sleep 0.1; done; exit 7"]);
     assert.equal(r.code, 0, r.stderr);
+    // One whose keeper is killed outright while no ckd runs: stopped at the next start, 255.
+    r = await ctr(["run", "-d", ref, "t-gone", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    const gonePid = (await api.call("tasks", "Get", { container_id: "t-gone" })).process.pid;
+    const keeperOf = (id: string) => Number(readFileSync(`${daemon.root}/tasks/${NS}/${id}/shim.pid`, "utf8").split(" ")[0]);
+    // A keeper is not ended by TERM or HUP (a service manager's stop of ckd may send them).
+    for (const sig of ["SIGTERM", "SIGHUP"] as const) process.kill(keeperOf("t-gone"), sig);
+    await new Promise((res) => setTimeout(res, 300));
+    assert.ok(existsSync(`/proc/${keeperOf("t-gone")}`), "the keeper outlived TERM and HUP");
+    // A keeper killed outright while ckd runs: its container is stopped and the exit recorded.
+    r = await ctr(["run", "-d", ref, "t-lost", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    const lostPid = (await api.call("tasks", "Get", { container_id: "t-lost" })).process.pid;
+    const lostWait = api.call("tasks", "Wait", { container_id: "t-lost" });
+    process.kill(keeperOf("t-lost"), "SIGKILL");
+    assert.equal((await lostWait).exit_status, 137);
+    for (const until = Date.now() + 10_000; existsSync(`/proc/${lostPid}`) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+    assert.ok(!existsSync(`/proc/${lostPid}`), "the container of a lost keeper was stopped");
+    assert.equal((await api.call("tasks", "Get", { container_id: "t-brief" })).process.status, 2, "t-brief runs until told");
     // One with runc options of its own, whose keeper's record is lost below (as a task of an
     // older ckd has none): the next ckd stops it, with the same runc (its bundle says which).
     const calls = join(daemon.root, "orphan-runc-calls.log");
@@ -746,8 +765,11 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     }
     assert.ok(!existsSync(`/proc/${held}`) && !existsSync(`/proc/${heldRunc}`), "the created init and its runc ended with ckd");
     rmSync(`${daemon.root}/tasks/${NS}/t-orphan-w/shim.pid`);
-    // t-brief ends meanwhile (its keeper leaves the status in the bundle).
+    process.kill(keeperOf("t-gone"), "SIGKILL");
+    // t-brief is told to end now (through its rootfs), with no ckd: its keeper leaves the status.
+    writeFileSync(`${daemon.root}/tasks/${NS}/t-brief/rootfs/go`, "");
     for (const until = Date.now() + 10_000; !existsSync(`${daemon.root}/tasks/${NS}/t-brief/exit`) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+    assert.ok(existsSync(`${daemon.root}/tasks/${NS}/t-brief/exit`), "the keeper left the exit status");
     // A bundle with its rootfs mounted and no task record, as a Create cut short by the kill leaves.
     const ghost = `${daemon.root}/tasks/${NS}/ghost`;
     const lower = mkdtempSync(join(tmpdir(), "ck-ghost-"));
@@ -769,17 +791,20 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ctr(["tasks", "kill", "-s", "SIGKILL", "t-orphan"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await waited).exit_status, 137);
-    const brief = (await api.call("tasks", "Wait", { container_id: "t-brief" }));
-    assert.equal(brief.exit_status, 7, "the exit status it left while no ckd ran");
+    // Recorded before the restarted ckd answered anything.
+    const brief = (await api.call("tasks", "Get", { container_id: "t-brief" })).process;
+    assert.deepEqual([brief.status, brief.exit_status], [3, 7], "the exit status it left while no ckd ran");
+    const gone = (await api.call("tasks", "Wait", { container_id: "t-gone" }));
+    assert.equal(gone.exit_status, 255, "a keeper gone without an exit status");
     const heldTask = (await api.call("tasks", "Get", { container_id: "t-held" })).process;
     assert.deepEqual([heldTask.status, heldTask.exit_status, heldTask.pid], [3, 255, held]);
     const deadline = Date.now() + 10_000;
-    const alive = () => [pid, pidW, held, heldRunc].filter((p) => existsSync(`/proc/${p}`));
+    const alive = () => [pid, pidW, gonePid, held, heldRunc].filter((p) => existsSync(`/proc/${p}`));
     while (alive().length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
     assert.deepEqual(alive(), [], "the keeperless container, the held init and its runc were stopped");
     assert.deepEqual([(await api.call("tasks", "Get", { container_id: "t-orphan-w" })).process.exit_status], [255]);
     assert.match(readFileSync(calls, "utf8"), /^--root \S+ delete --force t-orphan-w$/m, "stopped through its own runc");
-    for (const id of ["t-orphan", "t-brief", "t-orphan-w", "t-held"]) {
+    for (const id of ["t-orphan", "t-brief", "t-gone", "t-lost", "t-orphan-w", "t-held"]) {
       r = await ctr(["tasks", "rm", id]);
       assert.equal(r.code, 0, r.stderr);
       r = await ctr(["containers", "rm", id]);
