@@ -299,7 +299,7 @@ export class Daemon {
         id,
         requires: ["io.containerd.metadata.v1"],
       })),
-      // Tasks on runc without a shim: a task ends with the ckd that started it.
+      // Tasks on runc without a shim process: started tasks outlive ckd under keepers.
       { type: "io.containerd.runtime.v2", id: "task", exports: { runtime: "runc", shim: "none" }, ...(runcProblem ? { initError: runcProblem } : {}) },
       { type: "io.containerd.grpc.v1", id: "tasks", requires: ["io.containerd.runtime.v2", "io.containerd.metadata.v1"] },
       { type: "io.containerd.grpc.v1", id: "ck.gc", requires: ["io.containerd.gc.v1"] },

@@ -25,7 +25,6 @@ export function apiMounts(ms: readonly Mount[]) {
   return ms.map((m) => ({ type: m.type, source: m.source, target: m.target ?? "", options: m.options }));
 }
 
-
 export function snapshotsService(d: SnapshotsDeps): grpc.UntypedServiceImplementation {
   const s = d.snapshots;
   const sn = (req: any) => String(req.snapshotter ?? "");

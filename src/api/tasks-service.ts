@@ -73,8 +73,6 @@ interface ExecState {
   exited_at: Timestamp;
 }
 
-
-
 function mounts(list: readonly unknown[] | undefined): Mount[] {
   const out = mountsFromApi(list);
   out.forEach((m, i) => {
@@ -397,7 +395,10 @@ export class Tasks {
         validateTaskId(id);
         const any = call.request.resources as { type_url?: string; value?: Uint8Array } | null | undefined;
         // Annotations alone change nothing runc knows of (containerd's shim ignores them too).
-        if (!any?.type_url) return this.serial(ns, id, async () => (existingTask(id, await d.queries.findTask(ns, id)), {}));
+        if (!any?.type_url) {
+          existingTask(id, await d.queries.findTask(ns, id));
+          return {};
+        }
         if (any.type_url !== LINUX_RESOURCES_TYPE) throw invalidArgument(`resources are ${any.type_url}, not ${LINUX_RESOURCES_TYPE}`);
         let resources: unknown;
         try {

@@ -89,6 +89,8 @@ export function resolveUser(user: string, passwd: string | undefined, group: str
 /**
  * A file under `root`, its symlinks followed inside `root` as a chroot would (an absolute
  * target starts again at `root`, ".." stops there): never out of it. Undefined if absent.
+ * (src/diff/rootpath.ts resolves the same way for ckd's unpack; it loads the xattr addon,
+ * which ck's start-up does without.)
  */
 export async function readInRoot(root: string, rel: string): Promise<string | undefined> {
   const todo = rel.split("/").filter(Boolean).reverse(); // components still to walk, next last

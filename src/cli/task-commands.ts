@@ -351,8 +351,8 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
           if (data.pids) rows.push(["pids.current", int(data.pids.current)], ["pids.limit", int(data.pids.limit)]);
           if (data.cpu) for (const k of ["usage_usec", "user_usec", "system_usec", "nr_periods", "nr_throttled", "throttled_usec"]) rows.push([`cpu.${k}`, int(data.cpu[k])]);
           if (data.memory) for (const k of ["usage", "usage_limit", "swap_usage", "swap_limit"]) rows.push([`memory.${k}`, int(data.memory[k])]);
-        } else if (data.memory) rows.push(["memory.usage_in_bytes", int(data.memory.usage?.usage)], ["memory.limit_in_bytes", int(data.memory.usage?.limit)], ["memory.stat.cache", int(data.memory.total_cache)]);
-        if (type === "io.containerd.cgroups.v1.Metrics") {
+        } else {
+          if (data.memory) rows.push(["memory.usage_in_bytes", int(data.memory.usage?.usage)], ["memory.limit_in_bytes", int(data.memory.usage?.limit)], ["memory.stat.cache", int(data.memory.total_cache)]);
           if (data.cpu) rows.push(["cpuacct.usage", int(data.cpu.usage?.total)], ["cpuacct.usage_percpu", `[${(data.cpu.usage?.per_cpu ?? []).map(int).join(" ")}]`]);
           if (data.pids) rows.push(["pids.current", int(data.pids.current)], ["pids.limit", int(data.pids.limit)]);
         }

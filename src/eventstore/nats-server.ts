@@ -18,6 +18,7 @@ import { createServer } from "node:net";
 import { basename, delimiter, dirname, join, resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { isAlive, isSameProcess, procStat } from "../runtime/proc.js";
 import { failedPrecondition, unavailable } from "../errdefs/errdefs.js";
 
 export const STATE_FILE = "nats-server.json";
@@ -545,30 +546,6 @@ function readCmdline(pid: number): string[] | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** /proc/<pid>/stat: state letter, parent pid, start time in clock ticks since boot. */
-function procStat(pid: number): { state: string; ppid: number; startTime: number } | undefined {
-  try {
-    const raw = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // The command name (field 2) is in parentheses and may itself contain spaces or ')'.
-    const rest = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
-    return { state: rest[0]!, ppid: Number(rest[1]), startTime: Number(rest[19]) };
-  } catch {
-    return undefined;
-  }
-}
-
-/** Alive means it exists and is not a zombie waiting for a parent that may never reap it. */
-function isAlive(pid: number): boolean {
-  const st = procStat(pid);
-  return st !== undefined && st.state !== "Z" && st.state !== "X";
-}
-
-function isSameProcess(pid: number, startTime: number | undefined): boolean {
-  const st = procStat(pid);
-  if (!st || st.state === "Z" || st.state === "X") return false;
-  return startTime === undefined || st.startTime === startTime;
 }
 
 async function killAndWait(pid: number, termTimeoutMs: number): Promise<void> {

@@ -7,8 +7,10 @@
 //   tasks/<namespace>/<id>/        the bundle: config.json (the container's spec and ckd's gate
 //                                  hook), rootfs/ (the task's rootfs mounts), init.pid, the
 //                                  keeper's shim.pid and exit, runc.log, ck-runc.json
+//     (and start.fifo, created.json: the gate; execs/: exec specs and pids; update-*.json)
 //   runc/<namespace>/              runc's state directory (`runc --root`), one per namespace
 //                                  as containerd's, so ids need only be unique in a namespace
+//                                  (a container's runc options may name another root)
 import { spawn, type ChildProcess } from "node:child_process";
 import { constants as fsc, promises as fs, openSync, closeSync, createWriteStream, existsSync, fstatSync, mkdirSync, readFileSync, writeFileSync, writeSync, type WriteStream } from "node:fs";
 import net from "node:net";
@@ -19,6 +21,7 @@ import path from "node:path";
 import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import { mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
 import { controllerPaths, isCgroupV1, METRICS_V1_TYPE, readMetricsV1 } from "./cgroups-v1.js";
+import { isAlive, isSameProcess, procStat } from "./proc.js";
 import { METRICS_V2_TYPE, readMetricsV2, unifiedPath } from "./cgroups-v2.js";
 import type { Mount } from "../snapshots/types.js";
 
@@ -131,6 +134,8 @@ const UPDATE_PREFIX = "update-";
 export class RuncRuntime {
   private readonly running = new Map<string, Running>();
   private readonly ios = new Map<string, TaskIoHandles>();
+  /** Whether the host's cgroups are v1 (or hybrid), once looked at. */
+  private cgroupV1: Promise<boolean> | undefined;
   /** Each task's runc options, by namespace/id (from its bundle after a restart). */
   private readonly options = new Map<string, RuncOptions>();
   /** Consoles' stdout sockets writing their last bytes after the process ended. */
@@ -498,13 +503,16 @@ export class RuncRuntime {
   }
 
   /**
-   * The task's cgroup statistics (io.containerd.cgroups.v1.Metrics fields), from the cgroups
-   * its init is in (/proc/<pid>/cgroup, as containerd's shim finds them); cgroup v1 only.
+   * The task's cgroup statistics, from the cgroups its init is in (/proc/<pid>/cgroup, as
+   * containerd's shim finds them): io.containerd.cgroups.v1.Metrics on a v1 (or hybrid) host,
+   * io.containerd.cgroups.v2.Metrics on a unified one.
    */
   async metrics(id: string, pid: number): Promise<{ type: string; data: Record<string, unknown> }> {
     const text = pid > 0 ? await fs.readFile(`/proc/${pid}/cgroup`, "utf8").catch(() => "") : "";
     const gone = () => notFound(`task "${id}": no cgroup statistics (process ${pid} gone?)`);
-    if (!(await isCgroupV1())) {
+    // The hierarchy does not change while ckd runs: looked at once.
+    this.cgroupV1 ??= isCgroupV1();
+    if (!(await this.cgroupV1)) {
       // The unified hierarchy (cgroup v2): containerd's io.containerd.cgroups.v2.Metrics.
       const at = unifiedPath(text);
       const data = at === undefined ? undefined : await readMetricsV2(at);
@@ -564,10 +572,7 @@ export class RuncRuntime {
     const running = this.running.get(procKey(ns, id, exec));
     const gone = () => notFound(`exec "${exec}" of task "${id}": process already finished`);
     if (!running?.pid || pid <= 0) throw gone();
-    const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-    // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read past the last ")".
-    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    if (ppid !== running.pid) throw gone();
+    if (procStat(pid)?.ppid !== running.pid) throw gone();
     try {
       process.kill(pid, signal);
     } catch (err) {
@@ -648,10 +653,11 @@ export class RuncRuntime {
   adopt(ns: string, id: string): { exited: Promise<Exit>; endedAlready: boolean } | undefined {
     const bundle = this.bundleDir(ns, id);
     const keeper = readFileSafe(path.join(bundle, SHIM_PID))?.trim().split(" ");
-    if (!keeper || !keeper[1]) return undefined;
-    const pid = Number(keeper[0]);
+    const pid = Number(keeper?.[0]);
+    const since = Number(keeper?.[1]);
+    if (!(pid > 0) || !(since > 0)) return undefined;
     // A zombie (its new parent never reaped it) has ended too.
-    const alive = () => pid > 0 && startTime(pid) === keeper[1] && !/^[ZX]$/.test(procState(pid) ?? "X");
+    const alive = () => isSameProcess(pid, since);
     const left = async (name: string): Promise<Exit | undefined> => {
       const file = path.join(bundle, name);
       const text = await fs.readFile(file, "utf8").catch(() => undefined);
@@ -660,7 +666,7 @@ export class RuncRuntime {
       return undefined;
     };
     const key = procKey(ns, id);
-    const running: Running = { pid, proc: readPidSync(path.join(bundle, "init.pid")) };
+    const running: Running = { pid };
     const endedAlready = existsSync(path.join(bundle, EXIT_FILE)) || !alive();
     const exited = (async (): Promise<Exit> => {
       for (;;) {
@@ -677,7 +683,7 @@ export class RuncRuntime {
         await new Promise((r) => setTimeout(r, ADOPTED_POLL_MS).unref());
       }
     })();
-    running.launched = { exited, failed: new Promise<never>(() => undefined), closed: exited, ended: () => !alive(), errorText: () => "", started: () => undefined };
+    // Registered as running (so that nothing starts or stops it twice), until its exit.
     this.running.set(key, running);
     void exited.then(() => {
       if (this.running.get(key) === running) this.running.delete(key);
@@ -880,10 +886,6 @@ function readFileSafe(file: string): string | undefined {
   }
 }
 
-function readPidSync(file: string): number | undefined {
-  const pid = Number.parseInt(readFileSafe(file) ?? "", 10);
-  return pid > 0 ? pid : undefined;
-}
 
 function killGroup(pid: number): void {
   try {
@@ -942,7 +944,7 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
     detached: true,
   });
   running.pid = child.pid;
-  const since = keeper && child.pid ? startTime(child.pid) : undefined;
+  const since = keeper && child.pid ? procStat(child.pid)?.startTime : undefined;
   // Without its start time a keeper could not be told from a later process of its pid: none.
   if (keeper && since) writeFileSync(path.join(keeper.bundle, SHIM_PID), `${child.pid} ${since}\n`, { mode: 0o600 });
   for (const fd of [io.out, io.err]) if (fd !== undefined) closeSync(fd);
@@ -996,25 +998,7 @@ function runcLogErrors(file: string): string {
   return msgs.join("; ").slice(-4096);
 }
 
-/** A process's state letter (/proc/<pid>/stat field 3), undefined when it is gone. */
-function procState(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
-  } catch {
-    return undefined;
-  }
-}
 
-/** A process's start time (clock ticks since boot, /proc/<pid>/stat field 22): who a pid is. */
-function startTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
-  }
-}
 
 /** Output a console keeps for a reader that lags once its process has ended; the rest is dropped. */
 const CONSOLE_TAIL_BYTES = 1 << 20;
@@ -1143,12 +1127,3 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
   };
 }
 
-/** Whether a process exists and has not ended (a zombie has). */
-function isAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
-}

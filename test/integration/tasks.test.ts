@@ -234,6 +234,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     // Past 2^53 (int64's largest: no limit), the client's number reaches runc as written.
     await api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from('{"memory":{"limit":9223372036854775807}}') } });
     assert.equal(readFileSync(limitFile, "utf8").trim(), "9223372036854771712");
+    // One runc refuses (a memory limit below what the cgroup uses): FailedPrecondition, no file left.
+    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from('{"memory":{"limit":4096}}') } }), "FailedPrecondition", /runc update t-bg/);
     assert.deepEqual(readdirSync(`${daemon.root}/tasks/${NS}/t-bg`).filter((f) => f.startsWith("update-")), [], "no resources file left");
     r = await ctr(["tasks", "pause", "t-bg"]);
     assert.equal(r.code, 0, r.stderr);
@@ -427,6 +429,9 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.match(r.stdout, /^memory\.usage_in_bytes +[1-9]\d*$/m);
     r = await ck(["tasks", "metrics", "--format", "json", "ck-bg"]);
     assert.ok(JSON.parse(r.stdout).pids.current >= 1, r.stdout);
+    r = await ck(["tasks", "metrics", "--format", "xml", "ck-bg"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--format xml: table or json/);
     r = await ck(["tasks", "metrics", "no-such-task"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /task "no-such-task": no metrics/);
@@ -536,6 +541,16 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       "NotFound",
       /container "t-nope"/,
     );
+    // Options that cannot be used: refused before anything is made or appended.
+    r = await ctr(["containers", "create", ref, "t-badopts", "true"]);
+    assert.equal(r.code, 0, r.stderr);
+    const badOptsSeq = await log.lastSeq();
+    const optionsOf = (o: object) => ({ type_url: "containerd.runc.v1.Options", value: api.protos.encode("containerd.runc.v1.Options", o) });
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-badopts", options: optionsOf({ root: "relative/root" }) }), "InvalidArgument", /options\.root "relative\/root" must be absolute/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-badopts", options: { type_url: "containerd.runc.v1.Options", value: Buffer.from([0x08, 0xff]) } }), "InvalidArgument", /options: not a containerd\.runc\.v1\.Options/);
+    assert.equal(await log.lastSeq(), badOptsSeq, "a refused Create appended to the log");
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-badopts`), "no bundle");
+    assert.equal((await ctr(["containers", "rm", "t-badopts"])).code, 0);
 
     // Over the API: options of another type than runc's.
     r = await ctr(["containers", "create", ref, "t-opts", "true"]);
@@ -656,6 +671,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       ["not json", /not runtime-spec JSON/],
       [JSON.stringify({ process: { args: [] } }), /process\.args/],
       [JSON.stringify({ process: { args: ["true"] }, Hooks: {} }), /spec key "Hooks" must be spelled as the runtime spec does/],
+      [JSON.stringify({ process: { args: ["true"] }, hooks: [] }), /spec\.hooks must be an object/],
+      [JSON.stringify({ process: { args: ["true"] }, hooks: { createRuntime: {} } }), /spec\.hooks\.createRuntime must be a list/],
       [JSON.stringify({ process: { args: ["true"] }, hooks: { CreateRuntime: [] } }), /spec key "CreateRuntime"/],
     ] as const) {
       await api.call("containers", "Update", { container: { id: "t-bad", spec: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from(spec) } }, update_mask: { paths: ["spec"] } });
@@ -664,6 +681,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       assert.equal(await log.lastSeq(), seq);
     }
     await api.call("containers", "Update", { container: { id: "t-bad", spec: goodSpec }, update_mask: { paths: ["spec"] } });
+    const before2 = await log.lastSeq();
     await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 80, height: 24 }), "NotFound", /task "t-bad"/);
     await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 70000, height: 24 }), "InvalidArgument", /width 70000/);
     await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 80, height: 70000 }), "InvalidArgument", /height 70000/);
@@ -680,7 +698,6 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     }
     await rejectsClass(api.call("tasks", "CloseIO", { container_id: "t-bad", stdin: true }), "NotFound");
     await rejectsClass(api.call("tasks", "ListPids", { container_id: "t-bad" }), "NotFound");
-    const before2 = await log.lastSeq();
     assert.equal(await log.lastSeq(), before2, "a refused call appended to the log");
     assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bad`), "no bundle left behind");
     await api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts });
