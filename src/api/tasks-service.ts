@@ -14,7 +14,7 @@ import { checkCreateTask, checkDeleteTask, execHandlers, existingTask, requireSt
 import type { Queries } from "../projections/queries.js";
 import type { TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
 import type { RuncOptions, RuncRuntime, Started } from "../runtime/runc.js";
-import { constants as fsc, promises as fs } from "node:fs";
+import { findExecutable } from "../runtime/proc.js";
 import path from "node:path";
 import type { Mount } from "../snapshots/types.js";
 import type { Protos } from "../protos/protos.js";
@@ -85,18 +85,6 @@ function mounts(list: readonly unknown[] | undefined): Mount[] {
 const RUNC_RUNTIMES = new Set(["", "io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"]);
 const RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options";
 
-/** Whether `binary` (a path, or a name looked up on PATH) is an executable file. */
-async function findExecutable(binary: string): Promise<boolean> {
-  const candidates = binary.includes("/") ? [binary] : (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").filter(Boolean).map((d) => path.join(d, binary));
-  for (const c of candidates) {
-    const ok = await fs.access(c, fsc.X_OK).then(
-      () => fs.stat(c).then((st) => st.isFile()),
-      () => false,
-    );
-    if (ok) return true;
-  }
-  return false;
-}
 
 /**
  * The runc options a container's task runs with: its runtime must be runc's, and the options
@@ -116,7 +104,7 @@ async function runcOptions(id: string, runtimeName: string, any: { type_url?: st
     throw invalidArgument(`container "${id}": ${field}: not a ${RUNC_OPTIONS_TYPE}: ${(err as Error).message}`);
   }
   const binary = o.binary_name || defaults.binary;
-  if (!(await findExecutable(binary))) throw failedPrecondition(`container "${id}": ${field}.binary_name "${binary}" is not an executable here`);
+  if (!findExecutable(binary, ["/usr/sbin", "/sbin"])) throw failedPrecondition(`container "${id}": ${field}.binary_name "${binary}" is not an executable here`);
   if (o.root && !path.isAbsolute(o.root)) throw invalidArgument(`container "${id}": ${field}.root "${o.root}" must be absolute`);
   return { binary, root: o.root || defaults.root, systemdCgroup: o.systemd_cgroup === true, noPivotRoot: o.no_pivot_root === true, noNewKeyring: o.no_new_keyring === true };
 }

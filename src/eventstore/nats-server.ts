@@ -15,10 +15,10 @@ import { createHash } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
-import { basename, delimiter, dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { isAlive, isSameProcess, procStat } from "../runtime/proc.js";
+import { findExecutable, isAlive, isSameProcess, procStat } from "../runtime/proc.js";
 import { failedPrecondition, unavailable } from "../errdefs/errdefs.js";
 
 export const STATE_FILE = "nats-server.json";
@@ -482,16 +482,9 @@ export async function versionOf(binary = "nats-server"): Promise<string> {
  */
 export function resolveNatsServerBinary(binary = "nats-server"): string {
   if (binary.includes("/")) return binary;
-  const dirs = [...(process.env.PATH ?? "").split(delimiter).filter(Boolean), "/usr/sbin", "/usr/local/sbin", "/sbin"];
-  for (const d of dirs) {
-    const p = join(d, binary);
-    try {
-      if (statSync(p).isFile()) return p;
-    } catch {
-      // not here
-    }
-  }
-  throw failedPrecondition(`${binary} not found in PATH or /usr/sbin (Debian package nats-server)`);
+  const found = findExecutable(binary, ["/usr/sbin", "/usr/local/sbin", "/sbin"]);
+  if (!found) throw failedPrecondition(`${binary} not found in PATH or /usr/sbin (Debian package nats-server)`);
+  return found;
 }
 
 /** Binds port 0 on `host`, reads the port the kernel chose, and releases it. */

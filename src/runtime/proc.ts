@@ -1,8 +1,9 @@
 // What /proc says of a process: its state, parent and start time (which tells a process from
 // a later one given the same pid), and whether it is alive (a zombie is not: a parent that
-// never reaps may leave one for good). Shared by the managed nats-server's supervision and
-// the task runtime.
-import { readFileSync } from "node:fs";
+// never reaps may leave one for good); and where a program is. Shared by the managed
+// nats-server's supervision and the task runtime.
+import { accessSync, constants, readFileSync, statSync } from "node:fs";
+import { delimiter, join } from "node:path";
 
 /** /proc/<pid>/stat: state letter, parent pid, start time in clock ticks since boot. */
 export function procStat(pid: number): { state: string; ppid: number; startTime: number } | undefined {
@@ -27,4 +28,22 @@ export function isSameProcess(pid: number, startTime: number | undefined): boole
   const st = procStat(pid);
   if (!st || st.state === "Z" || st.state === "X") return false;
   return startTime === undefined || st.startTime === startTime;
+}
+
+/**
+ * Where an executable named `binary` is: a path as given (if it is an executable file), a
+ * bare name in PATH and then in `extraDirs`. Undefined when nowhere.
+ */
+export function findExecutable(binary: string, extraDirs: readonly string[] = []): string | undefined {
+  const candidates = binary.includes("/") ? [binary] : [...(process.env.PATH ?? "").split(delimiter).filter(Boolean), ...extraDirs].map((d) => join(d, binary));
+  for (const c of candidates) {
+    try {
+      if (!statSync(c).isFile()) continue;
+      accessSync(c, constants.X_OK);
+      return c;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
 }
