@@ -58,6 +58,14 @@ function fifoReader(file: string, to: NodeJS.WritableStream): { done: Promise<vo
   };
 }
 
+/** An existing FIFO of a task's, read into `to` (another reader may share it). */
+function attachReader(file: string, to: NodeJS.WritableStream): net.Socket {
+  const sock = new net.Socket({ fd: openSync(file, fsc.O_RDONLY | fsc.O_NONBLOCK), readable: true, writable: false });
+  sock.on("error", () => undefined);
+  sock.pipe(to, { end: false });
+  return sock;
+}
+
 /** A task's init, or one exec process in it: how to make, start, wait for, signal and drop it. */
 function processCalls(api: ApiClient, id: string, exec?: { id: string; spec: unknown }) {
   const ref = exec ? { container_id: id, exec_id: exec.id } : { container_id: id };
@@ -327,6 +335,39 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .action(
       action(async (api, id: string, opts: { signal: string; all?: boolean }) => {
         await api.call("tasks", "Kill", { container_id: id, signal: parseSignal(opts.signal), all: opts.all === true });
+      }),
+    );
+  tasks
+    .command("attach <id>")
+    .description("attach to a running task's stdio (its FIFOs) until it exits, exiting with its status (as ctr tasks attach)")
+    .action(
+      action(async (api, id: string) => {
+        const p = (await api.call("tasks", "Get", { container_id: id })).process;
+        const fifo = (f: string | undefined) => (f && f.startsWith("/") ? f : undefined);
+        const [stdout, stderr] = [fifo(p.stdout), fifo(p.stderr)];
+        if (!stdout && !stderr) throw new CkError("FailedPrecondition", `task "${id}" has no stdio FIFOs to attach to (started detached without them?): failed precondition`);
+        const waited = api.call("tasks", "Wait", { container_id: id });
+        const readers = [stdout && attachReader(stdout, process.stdout), stderr && stderr !== stdout && attachReader(stderr, process.stderr)].filter(Boolean) as net.Socket[];
+        // stdin, when the task has one that still has a reader (ckd's, until the first writer closed it).
+        let stdin: net.Socket | undefined;
+        try {
+          if (fifo(p.stdin)) stdin = new net.Socket({ fd: openSync(p.stdin, fsc.O_WRONLY | fsc.O_NONBLOCK), readable: false, writable: true });
+        } catch {
+          stdin = undefined;
+        }
+        stdin?.on("error", () => undefined);
+        if (stdin) process.stdin.pipe(stdin);
+        const unfollow = p.terminal ? await followTerminal((width, height) => api.call("tasks", "ResizePty", { container_id: id, width, height })) : () => undefined;
+        try {
+          const { exit_status } = await waited;
+          process.exitCode = exit_status ?? 0;
+        } finally {
+          unfollow();
+          if (stdin) process.stdin.unpipe(stdin);
+          process.stdin.destroy();
+          stdin?.destroy();
+          for (const r of readers) r.destroy();
+        }
       }),
     );
   tasks

@@ -567,7 +567,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await api.call("snapshots", "Remove", { snapshotter: "overlayfs", key: "t-opts" }).catch((err) => assert.match(String(err.message), /not found/i));
   });
 
-  test("ctr tasks attach: a detached task's output, read again by another ctr", async () => {
+  test("ctr tasks attach and ck tasks attach: a detached task's output, read again", async () => {
     let r = await ctr(["run", "-d", ref, "t-att", "sh", "-c", "i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.1; done"]);
     assert.equal(r.code, 0, r.stderr);
     const attach = spawn(CTR, ["--address", daemon.address, "--namespace", NS, "tasks", "attach", "t-att"], { stdio: ["pipe", "pipe", "pipe"] });
@@ -578,9 +578,20 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     for (const until = Date.now() + 10_000; !/tick-\d+\n(.|\n)*tick-\d+\n/.test(out) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
     attach.kill("SIGKILL");
     assert.match(out, /tick-\d+\ntick-\d+\n/, `attach printed ${JSON.stringify(out)} ${err}`);
+    // ck tasks attach: the same output, and the task's exit status as its own.
+    const ckAttach = spawn(process.execPath, [CK, "--address", daemon.address, "-n", NS, "tasks", "attach", "t-att"], { stdio: ["pipe", "pipe", "pipe"] });
+    let ckOut = "";
+    ckAttach.stdout.on("data", (d) => (ckOut += d));
+    const ckExit = new Promise<number | null>((res) => ckAttach.once("exit", (code) => res(code)));
+    for (const until = Date.now() + 10_000; !/tick-\d+\n(.|\n)*tick-\d+\n/.test(ckOut) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+    assert.match(ckOut, /tick-\d+\ntick-\d+\n/);
     const waited = api.call("tasks", "Wait", { container_id: "t-att" });
     await api.call("tasks", "Kill", { container_id: "t-att", signal: 9 });
     assert.equal((await waited).exit_status, 137);
+    assert.equal(await ckExit, 137, "ck tasks attach exits with the task's status");
+    r = await runNode(CK, ["--address", daemon.address, "-n", NS, "tasks", "attach", "no-such"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /task "no-such"/);
     assert.equal((await ctr(["tasks", "rm", "t-att"])).code, 0);
     assert.equal((await ctr(["containers", "rm", "t-att"])).code, 0);
   });
