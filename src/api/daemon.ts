@@ -393,6 +393,7 @@ export class Daemon {
     // else stopped, before anyone can ask.
     const lost = await tasks.reconcile();
     if (lost) this.logger.warn({ tasks: lost }, "tasks of an earlier ckd without a keeper stopped (exit status 255)");
+    tasks.watchOom();
 
     const sock = this.config.address;
     await mkdir(dirname(sock), { recursive: true, mode: 0o711 });

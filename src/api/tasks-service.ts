@@ -137,7 +137,46 @@ export class Tasks {
   private readonly locks = new Map<string, Promise<unknown>>();
   private stopping = false;
 
+  /** Out-of-memory kills seen per task (namespace/id/pid), for /tasks/oom. */
+  private readonly oomSeen = new Map<string, number>();
+  private oomTimer: NodeJS.Timeout | undefined;
+
   constructor(private readonly d: TasksDeps) {}
+
+  /**
+   * Watches the tasks this ckd runs for out-of-memory kills in their cgroups (every
+   * `intervalMs`; cgroup v1 offers them only through an eventfd, which Node cannot open) and
+   * records each new one as containerd's /tasks/oom. A task whose init is itself killed may
+   * have its cgroup removed by runc before the next look: that one is seen in its exit (137).
+   */
+  watchOom(intervalMs = 1000): void {
+    let busy = false;
+    this.oomTimer = setInterval(() => {
+      if (busy || this.stopping) return;
+      busy = true;
+      void this.lookForOom().finally(() => (busy = false));
+    }, intervalMs);
+    this.oomTimer.unref();
+  }
+
+  private async lookForOom(): Promise<void> {
+    const live = new Set<string>();
+    for (const { ns, id, adopted } of this.d.runtime.startedInits()) {
+      const task = await this.d.queries.findTask(ns, id).catch(() => undefined);
+      if (!task || (task.status !== "RUNNING" && task.status !== "PAUSED") || !(task.pid > 0)) continue;
+      const key = `${ns}/${id}/${task.pid}`;
+      live.add(key);
+      const kills = await this.d.runtime.oomKills(task.pid);
+      if (kills === undefined) continue;
+      // A task started here had none before; an adopted one's earlier kills were the earlier ckd's.
+      const seen = this.oomSeen.get(key) ?? (adopted ? kills : 0);
+      this.oomSeen.set(key, kills);
+      if (kills > seen) {
+        await this.d.sequencer.submit(taskHandlers.oom({ namespace: ns, container_id: id })).catch((err) => this.d.logger.warn({ err, namespace: ns, id }, "an out-of-memory kill was not recorded"));
+      }
+    }
+    for (const key of [...this.oomSeen.keys()]) if (!live.has(key)) this.oomSeen.delete(key);
+  }
 
   service(): grpc.UntypedServiceImplementation {
     const d = this.d;
@@ -664,6 +703,7 @@ export class Tasks {
   async stop(timeoutMs = 5000): Promise<void> {
     // No Start from now on; one under way finishes first, so that its process is seen to.
     this.stopping = true;
+    clearInterval(this.oomTimer);
     await Promise.race([Promise.all([...this.locks.values()]), new Promise((r) => setTimeout(r, timeoutMs))]);
     for (const watch of this.created.values()) watch.fate ??= 137;
     await this.d.runtime.stopOwnedByCkd();

@@ -132,6 +132,7 @@ export const taskHandlers = {
   create: (cmd: CreateTask) => (view: StateView) =>
     decideCreateTask(cmd, currentContainer(view, cmd.namespace, cmd.container_id), currentTask(view, cmd.namespace, cmd.container_id)),
   start: (cmd: StartTask) => (view: StateView) => decideStartTask(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
+  oom: (cmd: TaskRef) => (view: StateView) => decideTaskOOM(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
   exit: (cmd: TaskExited) => (view: StateView) => decideTaskExit(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
   pause: (cmd: TaskRef) => (view: StateView) => decidePauseTask(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
   resume: (cmd: TaskRef) => (view: StateView) => decideResumeTask(cmd, currentTask(view, cmd.namespace, cmd.container_id)),
@@ -173,6 +174,15 @@ export function decideExecExit(cmd: ExecRef & { pid: number; exit_status: number
     event: event(cmd.namespace, "/tasks/exit", TYPE.TaskExit, { container_id: cmd.container_id, id: cmd.exec_id, pid: cmd.pid, exit_status: cmd.exit_status, exited_at: cmd.exited_at }),
     result: undefined,
   };
+}
+
+/**
+ * An out-of-memory kill in a task's cgroup (containerd's /tasks/oom): recorded while the task
+ * is running or paused; it changes no state.
+ */
+export function decideTaskOOM(cmd: TaskRef, current: TaskRecord | undefined): Decision<boolean> {
+  if (!current || (current.status !== "RUNNING" && current.status !== "PAUSED")) return { result: false };
+  return { event: event(cmd.namespace, "/tasks/oom", TYPE.TaskOOM, { container_id: cmd.container_id }), result: true };
 }
 
 export const execHandlers = {

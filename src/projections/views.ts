@@ -362,6 +362,7 @@ export const TYPE = {
   TaskDelete: "containerd.events.TaskDelete",
   TaskPaused: "containerd.events.TaskPaused",
   TaskResumed: "containerd.events.TaskResumed",
+  TaskOOM: "containerd.events.TaskOOM",
   TaskExecAdded: "containerd.events.TaskExecAdded",
   TaskExecStarted: "containerd.events.TaskExecStarted",
 } as const;

@@ -20,7 +20,7 @@ import { PassThrough } from "node:stream";
 import path from "node:path";
 import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import { mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
-import { controllerPaths, isCgroupV1, METRICS_V1_TYPE, readMetricsV1 } from "./cgroups-v1.js";
+import { CGROUP_ROOT, controllerPaths, isCgroupV1, METRICS_V1_TYPE, parseKeyValues, readMetricsV1 } from "./cgroups-v1.js";
 import { isAlive, isSameProcess, procStat } from "./proc.js";
 import { METRICS_V2_TYPE, readMetricsV2, unifiedPath } from "./cgroups-v2.js";
 import type { Mount } from "../snapshots/types.js";
@@ -522,6 +522,32 @@ export class RuncRuntime {
     const data = await readMetricsV1(controllerPaths(text));
     if (Object.keys(data).length === 0) throw gone();
     return { type: METRICS_V1_TYPE, data };
+  }
+
+  /**
+   * How many processes the kernel's out-of-memory killer has killed in the cgroup of `pid`
+   * (memory.oom_control's oom_kill on cgroup v1, memory.events' on v2); undefined when that
+   * cannot be read (the process or its cgroup gone).
+   */
+  async oomKills(pid: number): Promise<number | undefined> {
+    const text = await fs.readFile(`/proc/${pid}/cgroup`, "utf8").catch(() => "");
+    this.cgroupV1 ??= isCgroupV1();
+    const file = (await this.cgroupV1)
+      ? ((at) => (at === undefined ? undefined : path.join(CGROUP_ROOT, "memory", path.join("/", at), "memory.oom_control")))(controllerPaths(text).get("memory"))
+      : ((at) => (at === undefined ? undefined : path.join(CGROUP_ROOT, path.join("/", at), "memory.events")))(unifiedPath(text));
+    if (!file) return undefined;
+    const kv = parseKeyValues(await fs.readFile(file, "utf8").catch(() => ""));
+    return kv.get("oom_kill");
+  }
+
+  /** The tasks whose started init this runtime runs or adopted (`adopted`: from an earlier ckd). */
+  startedInits(): Array<{ ns: string; id: string; adopted: boolean }> {
+    const out: Array<{ ns: string; id: string; adopted: boolean }> = [];
+    for (const [key, r] of this.running) {
+      const [ns, id, exec] = key.split("/") as [string, string, string | undefined];
+      if (exec === undefined && r.gate === undefined) out.push({ ns, id, adopted: r.launched === undefined });
+    }
+    return out;
   }
 
   /** The pids in the task's container (`runc ps`). */

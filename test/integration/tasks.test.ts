@@ -622,6 +622,27 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.ok(!(await ctr(["snapshots", "ls"])).stdout.split("\n").some((l) => l.startsWith("ck-ghost ")), "its snapshot removed");
   });
 
+  test("an out-of-memory kill in a task's cgroup is recorded as containerd's /tasks/oom; the task runs on", async () => {
+    const from = (await log.lastSeq()) + 1;
+    // A child that doubles a string until the 32 MiB limit's OOM killer takes it; the init goes on.
+    let r = await ctr(["run", "-d", "--memory-limit", String(32 * 1024 * 1024), ref, "t-oom", "sh", "-c", "sh -c 'x=a; while :; do x=$x$x; done'; echo survived; sleep 600"]);
+    assert.equal(r.code, 0, r.stderr);
+    let oom: [string, any, number] | undefined;
+    for (const until = Date.now() + 20_000; !oom && Date.now() < until; ) {
+      await new Promise((res) => setTimeout(res, 200));
+      oom = (await eventsSince(from)).find(([topic]) => topic === "/tasks/oom");
+    }
+    assert.ok(oom, "a /tasks/oom event");
+    assert.equal(oom[1].container_id, "t-oom");
+    assert.equal(await status("t-oom"), "RUNNING");
+    await api.call("tasks", "Kill", { container_id: "t-oom", signal: 9 });
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-oom" })).exit_status, 137);
+    assert.equal((await ctr(["tasks", "rm", "t-oom"])).code, 0);
+    assert.equal((await ctr(["containers", "rm", "t-oom"])).code, 0);
+    // Exactly one: the watch does not repeat a kill it has seen.
+    assert.equal((await eventsSince(from)).filter(([topic]) => topic === "/tasks/oom").length, 1);
+  });
+
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
     let r = await ctr(["containers", "create", ref, "t-race", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);

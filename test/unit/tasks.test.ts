@@ -85,6 +85,22 @@ describe("tasks", () => {
     assert.equal(task(g)?.status, "RUNNING");
   });
 
+  test("an out-of-memory kill is recorded for a running or paused task only, and changes nothing", () => {
+    const g = givenContainer();
+    const oom = taskHandlers.oom({ namespace: NS, container_id: "c1" });
+    assert.deepEqual(oom(g), { result: false }, "no task");
+    g.run(taskHandlers.create(create()));
+    assert.deepEqual(oom(g), { result: false }, "created");
+    g.run(taskHandlers.start({ namespace: NS, container_id: "c1", pid: 4242 }));
+    const d = oom(g);
+    assert.deepEqual([d.event?.topic, d.event?.typeName, d.event?.payload], ["/tasks/oom", TYPE.TaskOOM, { container_id: "c1" }]);
+    const before = task(g);
+    g.apply(d.event);
+    assert.deepEqual(task(g), before);
+    g.run(taskHandlers.pause({ namespace: NS, container_id: "c1" }));
+    assert.equal(oom(g).result, true, "paused");
+  });
+
   test("pause and resume move RUNNING <-> PAUSED; anything else is FailedPrecondition", () => {
     const g = givenContainer();
     g.run(taskHandlers.create(create()));
