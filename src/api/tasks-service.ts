@@ -104,9 +104,11 @@ async function runcOptions(id: string, runtimeName: string, any: { type_url?: st
     throw invalidArgument(`container "${id}": ${field}: not a ${RUNC_OPTIONS_TYPE}: ${(err as Error).message}`);
   }
   const binary = o.binary_name || defaults.binary;
-  if (!findExecutable(binary, ["/usr/sbin", "/sbin"])) throw failedPrecondition(`container "${id}": ${field}.binary_name "${binary}" is not an executable here`);
+  // Run as found (a name only in sbin, or with no PATH, would not be found again at launch).
+  const found = findExecutable(binary, ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]);
+  if (!found) throw failedPrecondition(`container "${id}": ${field}.binary_name "${binary}" is not an executable here`);
   if (o.root && !path.isAbsolute(o.root)) throw invalidArgument(`container "${id}": ${field}.root "${o.root}" must be absolute`);
-  return { binary, root: o.root || defaults.root, systemdCgroup: o.systemd_cgroup === true, noPivotRoot: o.no_pivot_root === true, noNewKeyring: o.no_new_keyring === true };
+  return { binary: found, root: o.root || defaults.root, systemdCgroup: o.systemd_cgroup === true, noPivotRoot: o.no_pivot_root === true, noNewKeyring: o.no_new_keyring === true };
 }
 
 /** A stdio path as sent: absolute, or (stdout/stderr) a URI the runtime judges (file:// only). */
@@ -140,6 +142,7 @@ export class Tasks {
   /** Out-of-memory kills seen per task (namespace/id/pid), for /tasks/oom. */
   private readonly oomSeen = new Map<string, number>();
   private oomTimer: NodeJS.Timeout | undefined;
+  private oomLook: Promise<void> | undefined;
 
   constructor(private readonly d: TasksDeps) {}
 
@@ -150,11 +153,9 @@ export class Tasks {
    * have its cgroup removed by runc before the next look: that one is seen in its exit (137).
    */
   watchOom(intervalMs = 1000): void {
-    let busy = false;
     this.oomTimer = setInterval(() => {
-      if (busy || this.stopping) return;
-      busy = true;
-      void this.lookForOom().finally(() => (busy = false));
+      if (this.oomLook || this.stopping) return;
+      this.oomLook = this.lookForOom().finally(() => (this.oomLook = undefined));
     }, intervalMs);
     this.oomTimer.unref();
   }
@@ -170,10 +171,15 @@ export class Tasks {
       if (kills === undefined) continue;
       // A task started here had none before; an adopted one's earlier kills were the earlier ckd's.
       const seen = this.oomSeen.get(key) ?? (adopted ? kills : 0);
-      this.oomSeen.set(key, kills);
-      if (kills > seen) {
-        await this.d.sequencer.submit(taskHandlers.oom({ namespace: ns, container_id: id })).catch((err) => this.d.logger.warn({ err, namespace: ns, id }, "an out-of-memory kill was not recorded"));
+      if (kills <= seen) {
+        this.oomSeen.set(key, kills);
+        continue;
       }
+      // Seen once recorded: a kill that could not be (the log away) is tried again next time.
+      await this.d.sequencer.submit(taskHandlers.oom({ namespace: ns, container_id: id })).then(
+        () => this.oomSeen.set(key, kills),
+        (err) => this.d.logger.warn({ err, namespace: ns, id }, "an out-of-memory kill was not recorded yet"),
+      );
     }
     for (const key of [...this.oomSeen.keys()]) if (!live.has(key)) this.oomSeen.delete(key);
   }
@@ -623,6 +629,7 @@ export class Tasks {
           await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** Math.min(attempt, 6))));
         }
       }
+      if (!exec) for (const key of [...this.oomSeen.keys()]) if (key.startsWith(`${ns}/${id}/`)) this.oomSeen.delete(key);
       // An exec is stopped once its exit is in the log (or could not be put there).
       const e = exec ? this.execs.get(`${ns}/${id}/${exec}`) : undefined;
       if (e && e.pid === pid) Object.assign(e, { status: "STOPPED", exit_status: status, exited_at: ts(at) });
@@ -704,6 +711,7 @@ export class Tasks {
     // No Start from now on; one under way finishes first, so that its process is seen to.
     this.stopping = true;
     clearInterval(this.oomTimer);
+    await this.oomLook;
     await Promise.race([Promise.all([...this.locks.values()]), new Promise((r) => setTimeout(r, timeoutMs))]);
     for (const watch of this.created.values()) watch.fate ??= 137;
     await this.d.runtime.stopOwnedByCkd();

@@ -3,7 +3,7 @@
 // directory, copied to and from this terminal, CloseIO at the end of stdin, and the task's
 // exit status as ck's own; `-d` starts it detached, its output dropped or appended to --log.
 import { execFileSync } from "node:child_process";
-import { closeSync, constants as fsc, mkdtempSync, openSync, rmSync } from "node:fs";
+import { closeSync, constants as fsc, fstatSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -58,12 +58,29 @@ function fifoReader(file: string, to: NodeJS.WritableStream): { done: Promise<vo
   };
 }
 
-/** An existing FIFO of a task's, read into `to` (another reader may share it). */
-function attachReader(file: string, to: NodeJS.WritableStream): net.Socket {
-  const sock = new net.Socket({ fd: openSync(file, fsc.O_RDONLY | fsc.O_NONBLOCK), readable: true, writable: false });
+/**
+ * An existing FIFO of a task's, read into `to` (another reader may share it); undefined when
+ * the path is not a FIFO (a plain file the task appends to has nothing to attach to).
+ */
+function attachReader(file: string, to: NodeJS.WritableStream): { sock: net.Socket; done: Promise<void> } | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  if (!fstatSync(fd).isFIFO()) {
+    closeSync(fd);
+    return undefined;
+  }
+  const sock = new net.Socket({ fd, readable: true, writable: false });
   sock.on("error", () => undefined);
   sock.pipe(to, { end: false });
-  return sock;
+  const done = new Promise<void>((resolve) => {
+    sock.once("end", resolve);
+    sock.once("close", () => resolve());
+  });
+  return { sock, done };
 }
 
 /** A task's init, or one exec process in it: how to make, start, wait for, signal and drop it. */
@@ -347,7 +364,8 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         const [stdout, stderr] = [fifo(p.stdout), fifo(p.stderr)];
         if (!stdout && !stderr) throw new CkError("FailedPrecondition", `task "${id}" has no stdio FIFOs to attach to (started detached without them?): failed precondition`);
         const waited = api.call("tasks", "Wait", { container_id: id });
-        const readers = [stdout && attachReader(stdout, process.stdout), stderr && stderr !== stdout && attachReader(stderr, process.stderr)].filter(Boolean) as net.Socket[];
+        const readers = [stdout ? attachReader(stdout, process.stdout) : undefined, stderr && stderr !== stdout ? attachReader(stderr, process.stderr) : undefined].filter((r) => r !== undefined);
+        if (readers.length === 0) throw new CkError("FailedPrecondition", `task "${id}": its stdio is not FIFOs (a file the task appends to?): failed precondition`);
         // stdin, when the task has one that still has a reader (ckd's, until the first writer closed it).
         let stdin: net.Socket | undefined;
         try {
@@ -358,15 +376,22 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         stdin?.on("error", () => undefined);
         if (stdin) process.stdin.pipe(stdin);
         const unfollow = p.terminal ? await followTerminal((width, height) => api.call("tasks", "ResizePty", { container_id: id, width, height })) : () => undefined;
+        // As ctr's attach: signals go to the task (on a console ^C is a key, raw mode).
+        const forward = (sig: NodeJS.Signals) => void api.call("tasks", "Kill", { container_id: id, signal: os.constants.signals[sig] }).catch(() => undefined);
+        for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
         try {
           const { exit_status } = await waited;
+          // What is still in the FIFOs, for a reader that lags (bounded: another reader of the
+          // same FIFO may hold it open).
+          await Promise.race([Promise.all(readers.map((r) => r.done)), new Promise((res) => setTimeout(res, 1000))]);
           process.exitCode = exit_status ?? 0;
         } finally {
+          for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
           unfollow();
           if (stdin) process.stdin.unpipe(stdin);
           process.stdin.destroy();
           stdin?.destroy();
-          for (const r of readers) r.destroy();
+          for (const r of readers) r.sock.destroy();
         }
       }),
     );

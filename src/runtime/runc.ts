@@ -90,10 +90,11 @@ const CREATE_WAIT_MS = 60_000;
  * status, 128 + signal for a killed one, as runc reports its container's). `$1` is the exit
  * file, the rest runc's command line.
  */
-// TERM, HUP and INT do not end the keeper under a running runc (a trap with a command, not
-// an ignored signal: runc and the container get the default dispositions); runc stays in the
-// foreground, so its stdin is the keeper's (a background job's would be /dev/null, with INT
-// and QUIT ignored for the container too).
+// TERM, HUP and INT sent to the keeper alone do not end it under a running runc (a trap with
+// a command, not an ignored signal: runc and the container get the default dispositions); a
+// service manager that signals ckd's whole cgroup reaches runc too (run ckd with systemd's
+// KillMode=process, as containerd's unit does). runc stays in the foreground, so its stdin is
+// the keeper's (a background job's would be /dev/null, with INT and QUIT ignored).
 const SHIM_SCRIPT = 'f=$1; shift; trap : TERM HUP INT; "$@"; s=$?; echo $s > "$f.tmp" && mv "$f.tmp" "$f"; exit $s';
 /** In a bundle: the keeper's pid and start time, the exit status it left, runc's own log. */
 const SHIM_PID = "shim.pid";
@@ -366,9 +367,10 @@ export class RuncRuntime {
     running.proc = pid;
     running.launched.started();
     const launched = running.launched;
-    // A keeper killed under its runc: what it ran is stopped before its end is reported.
+    // Whatever ended (the container, runc itself, or its keeper killed under it), what it ran
+    // is stopped before its end is reported: runc killed or crashed leaves no one to stop it.
     const exited = launched.exited.then(async (exit) => {
-      if (launched.lost?.()) await this.forceDelete(ns, id);
+      await this.forceDelete(ns, id);
       return exit;
     });
     return { pid, exited };
@@ -697,7 +699,11 @@ export class RuncRuntime {
     const exited = (async (): Promise<Exit> => {
       for (;;) {
         const exit = await left(EXIT_FILE);
-        if (exit) return exit;
+        if (exit) {
+          // runc itself may have died (its container running on): stopped either way.
+          await this.forceDelete(ns, id);
+          return exit;
+        }
         if (!alive()) {
           // Gone between writing its status and moving it into place, or without one: what it
           // ran may still run (a keeper killed outright), and is stopped first.
@@ -939,8 +945,6 @@ interface Launched {
   errorText(): string;
   /** The process runs its program: stdin may flow (a console's is raw by now). */
   started(): void;
-  /** Whether its end was the keeper's, not runc's: the container may still run. */
-  lost?(): boolean;
 }
 
 /** The last 4 KiB of a process's output, for its error message. */
@@ -982,11 +986,8 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
     child.stdin.on("error", () => undefined);
     io.stdin.buffered.pipe(child.stdin);
   }
-  let keeperLost = false;
   const exited = new Promise<Exit>((resolve) => {
     child.once("exit", (code, signal) => {
-      // A keeper killed outright (SIGKILL) may leave runc and its container running.
-      keeperLost = keeper !== undefined && signal !== null;
       resolve({ status: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127), at: new Date() });
     });
   });
@@ -1000,7 +1001,6 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
     ended: () => child.exitCode !== null || child.signalCode !== null,
     errorText,
     started: () => undefined,
-    lost: () => keeperLost,
   };
 }
 
