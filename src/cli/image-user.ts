@@ -93,10 +93,10 @@ export function resolveUser(user: string, passwd: string | undefined, group: str
  * which ck's start-up does without.)
  */
 export async function readInRoot(root: string, rel: string): Promise<string | undefined> {
-  const todo = rel.split("/").filter(Boolean).reverse(); // components still to walk, next last
+  const pending = rel.split("/").filter(Boolean).reverse(); // components still to walk, next last
   const at: string[] = []; // components walked, each a directory or the final file
-  for (let hops = 0; todo.length; ) {
-    const part = todo.pop()!;
+  for (let hops = 0; pending.length; ) {
+    const part = pending.pop()!;
     if (part === ".") continue;
     if (part === "..") {
       at.pop();
@@ -109,7 +109,7 @@ export async function readInRoot(root: string, rel: string): Promise<string | un
       if (++hops > 40) return undefined;
       const target = await fs.readlink(full);
       if (target.startsWith("/")) at.length = 0;
-      todo.push(...target.split("/").filter(Boolean).reverse());
+      pending.push(...target.split("/").filter(Boolean).reverse());
       continue;
     }
     at.push(part);
