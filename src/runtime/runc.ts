@@ -96,6 +96,15 @@ const CREATE_WAIT_MS = 60_000;
 // KillMode=process, as containerd's unit does). runc stays in the foreground, so its stdin is
 // the keeper's (a background job's would be /dev/null, with INT and QUIT ignored).
 const SHIM_SCRIPT = 'f=$1; shift; trap : TERM HUP INT; "$@"; s=$?; echo $s > "$f.tmp" && mv "$f.tmp" "$f"; exit $s';
+/**
+ * The keeper's shell: bash where there is one (Debian's is essential), which first closes
+ * every descriptor it inherited past stdio: ckd's consoles' pty masters (node-pty opens them
+ * without close-on-exec), which a keeper outliving ckd would otherwise hold for good. dash
+ * cannot name descriptors past 9.
+ */
+const KEEPER = existsSync("/bin/bash")
+  ? { shell: "/bin/bash", script: `for fd in /proc/$$/fd/*; do n=\${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; ${SHIM_SCRIPT}` }
+  : { shell: "/bin/sh", script: SHIM_SCRIPT };
 /** In a bundle: the keeper's pid and start time, the exit status it left, runc's own log. */
 const SHIM_PID = "shim.pid";
 const EXIT_FILE = "exit";
@@ -966,7 +975,7 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
   // it would break with ckd); its stderr is the task's, or nothing.
   const log = keeper ? path.join(keeper.bundle, RUNC_LOG) : undefined;
   const [file, args] = keeper
-    ? ["/bin/sh", ["-c", SHIM_SCRIPT, "ck-shim", path.join(keeper.bundle, EXIT_FILE), runc, "--log", log!, "--log-format", "json", ...argv]]
+    ? [KEEPER.shell, ["-c", KEEPER.script, "ck-shim", path.join(keeper.bundle, EXIT_FILE), runc, "--log", log!, "--log-format", "json", ...argv]]
     : [runc, argv];
   const child: ChildProcess = spawn(file, args, {
     stdio: [io.stdin ? "pipe" : "ignore", io.out ?? "ignore", io.err ?? (keeper ? "ignore" : "pipe")],

@@ -316,6 +316,17 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     at = await t.sizeBecomes(33, 97, at);
     t.term.resize(120, 40);
     at = await t.sizeBecomes(40, 120, at);
+    // A task started while this console is open: its keeper (outliving ckd) holds no
+    // descriptor of ckd's, this console's pty master among them, only its stdio.
+    let rr = await ctr(["run", "-d", ref, "t-fds", "sleep", "600"]);
+    assert.equal(rr.code, 0, rr.stderr);
+    const fdKeeper = Number(readFileSync(`${daemon.root}/tasks/${NS}/t-fds/shim.pid`, "utf8").split(" ")[0]);
+    assert.deepEqual(readdirSync(`/proc/${fdKeeper}/fd`).map(Number).sort((a, b) => a - b), [0, 1, 2]);
+    await api.call("tasks", "Kill", { container_id: "t-fds", signal: 9 });
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-fds" })).exit_status, 137);
+    rr = await ctr(["tasks", "rm", "t-fds"]);
+    assert.equal(rr.code, 0, rr.stderr);
+    assert.equal((await ctr(["containers", "rm", "t-fds"])).code, 0);
     // A running task's console, for an exec with one of its own.
     assert.equal((await api.call("tasks", "Get", { container_id: "t-tty" })).process.terminal, true);
     const e = await onTerminal(CTR, ["--address", daemon.address, "--namespace", NS, "tasks", "exec", "-t", "--exec-id", "tty-exec", "t-tty", "sh"], { cols: 50, rows: 10 });
@@ -327,7 +338,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(await e.exited, 6, e.output());
     t.term.write("exit 5\r");
     assert.equal(await t.exited, 5, t.output());
-    const events = (await eventsSince(from)).filter(([topic]) => topic.startsWith("/tasks/"));
+    const events = (await eventsSince(from)).filter(([topic, ev]) => topic.startsWith("/tasks/") && ev.container_id === "t-tty");
     assert.deepEqual(
       // An exec's id: exec_id, or an exit's id when it is not the container's.
       events.map(([topic, ev]) => [topic, ev.exec_id || (ev.id && ev.id !== ev.container_id ? ev.id : null), ev.exit_status ?? null]),
