@@ -52,9 +52,12 @@ interface Running {
 }
 
 interface TaskStdin {
-  sock: net.Socket;
-  /** What was read from the FIFO, kept until runc's stdin takes it. */
-  buffered: PassThrough;
+  /** A console's stdin, read by ckd and typed into the pty: the FIFO's reader. */
+  sock?: net.Socket;
+  /** What was read from the FIFO, kept until the pty takes it. */
+  buffered?: PassThrough;
+  /** Any other process's stdin: a blocking reader of the FIFO, handed to runc as it is. */
+  direct?: number;
   /** Our own writer on the FIFO until the client's surely connected (see openIo). */
   holder: number | undefined;
 }
@@ -259,11 +262,13 @@ export class RuncRuntime {
   /**
    * Opens the task's stdio as containerd's shim does at create: stdout and stderr are the
    * FIFOs (or files) the client named, opened read-write so that writing never fails for want
-   * of a reader; stdin's FIFO is read from now on (the client may write, and even close its
-   * end, before Start). The client's writer opens only once a reader exists, so a writer of
-   * our own keeps the FIFO from reading as ended until the client's has surely connected: its
-   * first bytes, Start (the client waited for Create before its own writer could be left
-   * out), or CloseIO. From then on stdin ends when the client closes it, after every byte.
+   * of a reader; stdin's FIFO has a reader from now on (the client may write, and even close
+   * its end, before Start): a blocking one handed to runc as the process's stdin (so it does
+   * not depend on ckd), or, for a console, ckd's own, typed into the pty. The client's writer
+   * opens only once a reader exists, so a writer of our own keeps the FIFO from reading as
+   * ended until the client's has surely connected: Start (the client waited for Create before
+   * its own writer could be left out), CloseIO, or (a console) its first bytes. From then on
+   * stdin ends when the client closes it, after every byte.
    */
   openIo(ns: string, id: string, io: TaskIo, exec?: string): void {
     const key = procKey(ns, id, exec);
@@ -280,13 +285,23 @@ export class RuncRuntime {
         if (!fstatSync(reader).isFIFO()) throw invalidArgument(`stdin ${io.stdin} is not a FIFO`);
         const holder = openWithContext(io.stdin, fsc.O_WRONLY | fsc.O_NONBLOCK);
         fds.push(holder);
-        const sock = new net.Socket({ fd: reader, readable: true, writable: false });
-        sock.on("error", () => undefined);
-        const buffered = new PassThrough();
-        sock.pipe(buffered);
-        stdin = { sock, buffered, holder };
-        const first = stdin;
-        sock.once("data", () => releaseHolder(first));
+        if (io.terminal) {
+          const sock = new net.Socket({ fd: reader, readable: true, writable: false });
+          sock.on("error", () => undefined);
+          const buffered = new PassThrough();
+          sock.pipe(buffered);
+          stdin = { sock, buffered, holder };
+          const first = stdin;
+          sock.once("data", () => releaseHolder(first));
+        } else {
+          // The process reads the FIFO itself (through runc), so its stdin does not depend on
+          // ckd: a blocking reader (opened at once: our writer is there), the other one closed.
+          const direct = openWithContext(io.stdin, fsc.O_RDONLY);
+          fds.push(direct);
+          closeSync(reader);
+          fds.splice(fds.indexOf(reader), 1);
+          stdin = { direct, holder };
+        }
       }
       this.ios.set(key, { out, err, stdin, terminal: io.terminal });
     } catch (e) {
@@ -311,7 +326,8 @@ export class RuncRuntime {
     }
     if (io.stdin) {
       if (io.stdin.holder !== undefined) closeSync(io.stdin.holder);
-      io.stdin.sock.destroy();
+      if (io.stdin.direct !== undefined) closeSync(io.stdin.direct);
+      io.stdin.sock?.destroy();
     }
   }
 
@@ -978,7 +994,7 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
     ? [KEEPER.shell, ["-c", KEEPER.script, "ck-shim", path.join(keeper.bundle, EXIT_FILE), runc, "--log", log!, "--log-format", "json", ...argv]]
     : [runc, argv];
   const child: ChildProcess = spawn(file, args, {
-    stdio: [io.stdin ? "pipe" : "ignore", io.out ?? "ignore", io.err ?? (keeper ? "ignore" : "pipe")],
+    stdio: [io.stdin?.direct ?? "ignore", io.out ?? "ignore", io.err ?? (keeper ? "ignore" : "pipe")],
     // Its own process group: a ^C meant for ckd is not the container's.
     detached: true,
   });
@@ -986,15 +1002,12 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
   const since = keeper && child.pid ? procStat(child.pid)?.startTime : undefined;
   // Without its start time a keeper could not be told from a later process of its pid: none.
   if (keeper && since) writeFileSync(path.join(keeper.bundle, SHIM_PID), `${child.pid} ${since}\n`, { mode: 0o600 });
-  for (const fd of [io.out, io.err]) if (fd !== undefined) closeSync(fd);
+  for (const fd of [io.out, io.err, io.stdin?.direct]) if (fd !== undefined) closeSync(fd);
   io.out = io.err = undefined;
+  if (io.stdin) io.stdin.direct = undefined;
   const said = tail();
   if (child.stderr) child.stderr.on("data", (b: Buffer) => said.add(b));
   const errorText = log ? () => runcLogErrors(log) || said.text() : said.text;
-  if (io.stdin && child.stdin) {
-    child.stdin.on("error", () => undefined);
-    io.stdin.buffered.pipe(child.stdin);
-  }
   const exited = new Promise<Exit>((resolve) => {
     child.once("exit", (code, signal) => {
       resolve({ status: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127), at: new Date() });
@@ -1114,24 +1127,25 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
   const ptyIn = (term as unknown as { _socket?: net.Socket })._socket;
   let typing = false;
   const started = () => {
-    if (!io.stdin || typing) return;
+    const buffered = io.stdin?.buffered;
+    if (!buffered || typing) return;
     typing = true;
     // ^D ends input at a line's start; after a partial line the first only sends the line.
     let last = 0x0a;
-    io.stdin.buffered.on("data", (b: Buffer) => {
+    buffered.on("data", (b: Buffer) => {
       if (b.length) last = b[b.length - 1]!;
     });
     const eof = () => {
       if (!ended) (ptyIn ?? term).write(Buffer.from(last === 0x0a || last === 0x0d ? [4] : [4, 4]));
     };
     if (ptyIn?.writable) {
-      io.stdin.buffered.pipe(ptyIn, { end: false });
+      buffered.pipe(ptyIn, { end: false });
     } else {
-      io.stdin.buffered.on("data", (b: Buffer) => {
+      buffered.on("data", (b: Buffer) => {
         if (!ended) term.write(b);
       });
     }
-    io.stdin.buffered.once("end", eof);
+    buffered.once("end", eof);
   };
   const exited = new Promise<Exit>((resolve) => {
     // node-pty reports the exit once the pty is closed (every byte handed to onData), or
@@ -1139,7 +1153,7 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
     term.onExit(({ exitCode, signal }) => {
       ended = true;
       clearInterval(watch);
-      if (io.stdin && ptyIn) io.stdin.buffered.unpipe(ptyIn);
+      if (io.stdin?.buffered && ptyIn) io.stdin.buffered.unpipe(ptyIn);
       const exit = { status: signal ? 128 + signal : exitCode, at: new Date() };
       // Recorded once stdout has its last bytes (a log file read right after Wait has them),
       // or after a second for a reader that lags.

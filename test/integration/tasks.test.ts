@@ -4,7 +4,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { readFileSync, readdirSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, constants as fsConstants } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
@@ -807,6 +807,18 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     for (const until = Date.now() + 10_000; existsSync(`/proc/${lostPid}`) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
     assert.ok(!existsSync(`/proc/${lostPid}`), "the container of a lost keeper was stopped");
     assert.equal((await api.call("tasks", "Get", { container_id: "t-brief" })).process.status, 2, "t-brief runs until told");
+    // One reading stdin from a FIFO of the test's: what is written while no ckd runs still
+    // reaches it (its stdin is the FIFO itself, not a relay of ckd's), and its end ends it.
+    r = await ctr(["containers", "create", ref, "t-stdin", "cat"]);
+    assert.equal(r.code, 0, r.stderr);
+    const inFifo = join(daemon.root, "t-stdin.in");
+    const outFile = join(daemon.root, "t-stdin.out");
+    execFileSync("mkfifo", [inFifo]);
+    writeFileSync(outFile, "");
+    await api.call("tasks", "Create", { container_id: "t-stdin", rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-stdin" })).mounts, stdin: inFifo, stdout: outFile });
+    const inWriter = openSync(inFifo, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+    writeSync(inWriter, "before\n");
+    await api.call("tasks", "Start", { container_id: "t-stdin" });
     // One with runc options of its own, whose keeper's record is lost below (as a task of an
     // older ckd has none): the next ckd stops it, with the same runc (its bundle says which).
     const calls = join(daemon.root, "orphan-runc-calls.log");
@@ -832,6 +844,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     }
     assert.ok(!existsSync(`/proc/${held}`) && !existsSync(`/proc/${heldRunc}`), "the created init and its runc ended with ckd");
     rmSync(`${daemon.root}/tasks/${NS}/t-orphan-w/shim.pid`);
+    writeSync(inWriter, "after\n");
+    closeSync(inWriter);
     process.kill(keeperOf("t-gone"), "SIGKILL");
     // t-brief is told to end now (through its rootfs), with no ckd: its keeper leaves the status.
     writeFileSync(`${daemon.root}/tasks/${NS}/t-brief/rootfs/go`, "");
@@ -861,6 +875,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     // Recorded before the restarted ckd answered anything.
     const brief = (await api.call("tasks", "Get", { container_id: "t-brief" })).process;
     assert.deepEqual([brief.status, brief.exit_status], [3, 7], "the exit status it left while no ckd ran");
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-stdin" })).exit_status, 0, "cat read its stdin to the end");
+    assert.equal(readFileSync(outFile, "utf8"), "before\nafter\n");
     const gone = (await api.call("tasks", "Wait", { container_id: "t-gone" }));
     assert.equal(gone.exit_status, 255, "a keeper gone without an exit status");
     const heldTask = (await api.call("tasks", "Get", { container_id: "t-held" })).process;
@@ -871,7 +887,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.deepEqual(alive(), [], "the keeperless container, the held init and its runc were stopped");
     assert.deepEqual([(await api.call("tasks", "Get", { container_id: "t-orphan-w" })).process.exit_status], [255]);
     assert.match(readFileSync(calls, "utf8"), /^--root \S+ delete --force t-orphan-w$/m, "stopped through its own runc");
-    for (const id of ["t-orphan", "t-brief", "t-gone", "t-lost", "t-orphan-w", "t-held"]) {
+    for (const id of ["t-orphan", "t-brief", "t-stdin", "t-gone", "t-lost", "t-orphan-w", "t-held"]) {
       r = await ctr(["tasks", "rm", id]);
       assert.equal(r.code, 0, r.stderr);
       r = await ctr(["containers", "rm", id]);
