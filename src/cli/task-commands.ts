@@ -58,6 +58,12 @@ function fifoReader(file: string, to: NodeJS.WritableStream): { done: Promise<vo
   };
 }
 
+/** A container's runtime spec (its JSON), {} when it has none. */
+async function containerSpec(api: ApiClient, id: string): Promise<{ process?: Record<string, unknown> & { terminal?: boolean } }> {
+  const c = (await api.call("containers", "Get", { id })).container;
+  return JSON.parse(Buffer.from(c.spec?.value ?? []).toString("utf8") || "{}");
+}
+
 /**
  * An existing FIFO of a task's, read into `to` (another reader may share it); undefined when
  * the path is not a FIFO (a plain file the task appends to has nothing to attach to).
@@ -252,8 +258,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .action(
       action(async (api, id: string, opts: { detach?: boolean; log?: string }) => {
         // As ctr: a console when the container's process spec asks for one.
-        const c = (await api.call("containers", "Get", { id })).container;
-        const tty = JSON.parse(Buffer.from(c.spec?.value ?? []).toString("utf8") || "{}")?.process?.terminal === true;
+        const tty = (await containerSpec(api, id)).process?.terminal === true;
         process.exitCode = await runTask(api, id, { ...opts, tty });
       }),
     );
@@ -336,8 +341,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
       action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; tty?: boolean; cwd?: string }) => {
         args = commandAfterDashes(args, "ck tasks exec --exec-id E ID -- PROGRAM [ARGS...]");
         if (!args.length) throw new CkError("InvalidArgument", "exec needs the program to run: invalid argument");
-        const c = (await api.call("containers", "Get", { id })).container;
-        const spec = JSON.parse(Buffer.from(c.spec?.value ?? []).toString("utf8") || "{}");
+        const spec = await containerSpec(api, id);
         const tty = opts.tty === true;
         const proc = { ...(spec.process ?? {}), args, terminal: tty, ...(opts.cwd ? { cwd: opts.cwd } : {}) };
         const any = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify(proc)) };

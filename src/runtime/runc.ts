@@ -12,7 +12,7 @@
 //                                  as containerd's, so ids need only be unique in a namespace
 //                                  (a container's runc options may name another root)
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsc, promises as fs, openSync, closeSync, createWriteStream, existsSync, fstatSync, mkdirSync, readFileSync, writeFileSync, writeSync, type WriteStream } from "node:fs";
+import { constants as fsc, promises as fs, openSync, closeSync, createWriteStream, existsSync, fstatSync, readFileSync, writeFileSync, writeSync, type WriteStream } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -247,6 +247,8 @@ export class RuncRuntime {
       await fs.writeFile(path.join(bundle, "config.json"), withHooks(spec, parsed, { ...parsed.hooks, createRuntime: [...createRuntime, gate] }));
       await fs.writeFile(path.join(bundle, OPTIONS_FILE), JSON.stringify(options), { mode: 0o600 });
       this.options.set(procKey(ns, id), options);
+      // runc's state directory for the namespace, once here rather than at every launch.
+      await fs.mkdir(path.join(options.root, ns), { recursive: true, mode: 0o700 });
       if (rootfs.length > 0) {
         const target = path.join(bundle, "rootfs");
         await fs.mkdir(target, { mode: 0o700 });
@@ -428,7 +430,6 @@ export class RuncRuntime {
     // Create or Start, no Delete in between.
     if (this.running.has(key) || this.ios.get(key) !== io) throw failedPrecondition(`${what} is already started`);
     const runc = this.runcOf(ns, id);
-    mkdirSync(runc.root, { recursive: true, mode: 0o700 });
     const argv = [...runc.globals, ...args];
     const running: Running = { pid: undefined };
     // Only what is still this launch's is let go: a later task of the same id has its own.
