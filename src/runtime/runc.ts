@@ -393,14 +393,7 @@ export class RuncRuntime {
     closeGate(running);
     running.proc = pid;
     running.launched.started();
-    const launched = running.launched;
-    // Whatever ended (the container, runc itself, or its keeper killed under it), what it ran
-    // is stopped before its end is reported: runc killed or crashed leaves no one to stop it.
-    const exited = launched.exited.then(async (exit) => {
-      await this.forceDelete(ns, id);
-      return exit;
-    });
-    return { pid, exited };
+    return { pid, exited: running.launched.exited };
   }
 
   /**
@@ -442,6 +435,16 @@ export class RuncRuntime {
     // A started init outlives ckd through its keeper (not a console: its pty is ckd's).
     const keeper = !exec && !pty ? { bundle: this.bundleDir(ns, id) } : undefined;
     const launched = pty ? launchOnPty(pty, runc.binary, argv, io, running) : launchPlain(runc.binary, argv, io, running, keeper);
+    // An init's end (the container's, runc's own, or its keeper killed under it) is reported
+    // once what it ran is stopped: runc killed or crashed leaves no one else to stop it. It
+    // stays running here until then, so ckd's stop waits for it too.
+    if (!exec) {
+      const ended = launched.exited;
+      launched.exited = ended.then(async (exit) => {
+        await this.forceDelete(ns, id);
+        return exit;
+      });
+    }
     running.launched = launched;
     this.running.set(key, running);
     void launched.exited.then(release);

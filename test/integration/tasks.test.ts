@@ -455,6 +455,10 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ck(["tasks", "exec", "ck-bg", "true"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--exec-id/);
+    // Started detached without stdio: nothing to attach to.
+    r = await ck(["tasks", "attach", "ck-bg"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /task "ck-bg" has no stdio FIFOs to attach to/);
     r = await ck(["tasks", "kill", "-s", "KILL", "ck-bg"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await api.call("tasks", "Wait", { container_id: "ck-bg" })).exit_status, 137);
@@ -737,6 +741,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const resources = (v: unknown, type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources") => ({ type_url, value: Buffer.from(typeof v === "string" ? v : JSON.stringify(v)) });
     await rejectsClass(api.call("tasks", "Update", { container_id: "t-bad", resources: resources({ memory: { limit: 1 << 26 } }) }), "NotFound", /task "t-bad"/);
     await rejectsClass(api.call("tasks", "Update", { container_id: "t-bad", resources: resources({}, "example.com/Other") }), "InvalidArgument", /resources are example\.com\/Other/);
+    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bad", annotations: { a: "b" } }), "NotFound", /task "t-bad"/);
+    await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", exec_id: "bad/id", width: 80, height: 24 }), "InvalidArgument", /exec_id/);
     await rejectsClass(api.call("tasks", "Update", { container_id: "t-bad", resources: resources("{") }), "InvalidArgument", /not runtime-spec LinuxResources JSON/);
     await rejectsClass(api.call("tasks", "Update", { container_id: "t-bad", resources: resources("[1]") }), "InvalidArgument", /not a runtime-spec LinuxResources object/);
     for (const [method, re] of [
@@ -902,10 +908,34 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ctr(["containers", "create", ref, "t-stop-held", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
     const stopHeld = (await api.call("tasks", "Create", { container_id: "t-stop-held", rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-stop-held" })).mounts })).pid;
+    // An exec process in the task, and a task on a console: both end with ckd, recorded (137).
+    const execSpec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args: ["sleep", "600"], cwd: "/", env: ["PATH=/bin"] })) };
+    await api.call("tasks", "Exec", { container_id: "t-stop", exec_id: "e-stop", spec: execSpec });
+    const stopExec = (await api.call("tasks", "Start", { container_id: "t-stop", exec_id: "e-stop" })).pid;
+    r = await ctr(["containers", "create", ref, "t-stop-tty", "true"]);
+    assert.equal(r.code, 0, r.stderr);
+    const ttyContainer = (await api.call("containers", "Get", { id: "t-stop-tty" })).container;
+    const ttySpec = JSON.parse(Buffer.from(ttyContainer.spec.value).toString("utf8"));
+    Object.assign(ttySpec.process, { args: ["sleep", "600"], terminal: true });
+    await api.call("containers", "Update", { container: { id: "t-stop-tty", spec: { ...ttyContainer.spec, value: Buffer.from(JSON.stringify(ttySpec)) } }, update_mask: { paths: ["spec"] } });
+    await api.call("tasks", "Create", { container_id: "t-stop-tty", rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-stop-tty" })).mounts, terminal: true });
+    const stopTty = (await api.call("tasks", "Start", { container_id: "t-stop-tty" })).pid;
+    const beforeStop = (await log.lastSeq()) + 1;
     api.close();
     await daemon.stop();
     assert.ok(!existsSync(`/proc/${stopHeld}`), "the created init ended with ckd");
     assert.ok(existsSync(`/proc/${stopPid}`), "the started task runs on");
+    assert.ok(!existsSync(`/proc/${stopExec}`), "the exec process ended with ckd");
+    assert.ok(!existsSync(`/proc/${stopTty}`), "the task on a console ended with ckd");
+    const stopExits = (await eventsSince(beforeStop)).filter(([topic]) => topic === "/tasks/exit").map(([, e]) => [e.container_id, e.id, e.exit_status]);
+    assert.deepEqual(
+      stopExits.sort(),
+      [
+        ["t-stop", "e-stop", 137],
+        ["t-stop-held", "t-stop-held", 137],
+        ["t-stop-tty", "t-stop-tty", 137],
+      ],
+    );
     const v = await runNode(CK_REPLAY, ["verify", "--root", daemon.root]);
     assert.equal(v.code, 0, v.stdout + v.stderr);
     // The log says what ran when: t-exit as of its start, and as of its exit.
@@ -925,7 +955,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.deepEqual([stopTask.status, stopTask.pid], [2, stopPid]);
     await api.call("tasks", "Kill", { container_id: "t-stop", signal: 9 });
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-stop" })).exit_status, 137);
-    for (const id of ["t-stop", "t-stop-held"]) {
+    for (const id of ["t-stop", "t-stop-held", "t-stop-tty"]) {
       r = await ctr(["tasks", "rm", id]);
       assert.equal(r.code, 0, r.stderr);
       r = await ctr(["containers", "rm", id]);
