@@ -116,13 +116,25 @@ function accessMessage(a: RegistryAccess): Record<string, unknown> {
   };
 }
 
-/** Runs `fn` over items with at most `limit` at once; the first failure rejects. */
+/**
+ * Runs `fn` over items with at most `limit` at once. After a failure no further item starts;
+ * the ones already running are waited for (so nothing is left writing when this settles),
+ * then the first failure rejects.
+ */
 export async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
+  let failed: { reason: unknown } | undefined;
   const worker = async () => {
-    while (next < items.length) await fn(items[next++]!);
+    while (!failed && next < items.length) {
+      try {
+        await fn(items[next++]!);
+      } catch (reason) {
+        failed ??= { reason };
+      }
+    }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (failed) throw failed.reason;
 }
 
 /** `fn` over items, at most `limit` at once; the results in the items' order. */

@@ -69,6 +69,30 @@ test("eachLimit: never more than the limit at once, every item once, the first f
   await eachLimit([], 3, async () => assert.fail("no items"));
 });
 
+test("eachLimit: after a failure no item starts, and the running ones finish before it rejects (nothing left writing)", async () => {
+  const started: number[] = [];
+  const finished: number[] = [];
+  await assert.rejects(
+    eachLimit([1, 2, 3, 4, 5], 2, async (i) => {
+      started.push(i);
+      if (i === 2) throw new Error("boom");
+      await new Promise((r) => setTimeout(r, 30));
+      finished.push(i);
+    }),
+    /boom/,
+  );
+  assert.deepEqual(started, [1, 2], "nothing starts after the failure");
+  assert.deepEqual(finished, [1], "the running item finished before the rejection");
+  await assert.rejects(
+    eachLimit([1, 2, 3], 3, async (i) => {
+      await new Promise((r) => setTimeout(r, 10 * i));
+      throw new Error(`fail ${i}`);
+    }),
+    /fail 1/,
+    "the first failure is the one reported",
+  );
+});
+
 test("encodeWrite: the hand-built WRITE decodes as containerd's WriteContentRequest", async () => {
   const { loadProtos } = await import("../../src/protos/protos.js");
   const { encodeWrite, WRITE_CHUNK } = await import("../../src/cli/api-content.js");
