@@ -64,13 +64,33 @@ interface CreatedWatch {
   recorded: Promise<void>;
 }
 
-/** An exec process, as the service knows it (see src/commands/tasks.ts: not projected). */
+/**
+ * An exec process, as the service knows it (see src/commands/tasks.ts: not projected). It is
+ * also kept, as JSON, in the exec's directory of the bundle (as a shim keeps its execs through
+ * containerd's restarts), so the next ckd knows it: see restoreExecs.
+ */
 interface ExecState {
   status: "CREATED" | "RUNNING" | "STOPPED";
   pid: number;
   io: TaskIo;
   exit_status: number;
   exited_at: Timestamp;
+}
+
+/** An exec record as an earlier ckd wrote it, or undefined when it is not one. */
+function execStateOf(v: unknown): ExecState | undefined {
+  const r = v as Partial<ExecState> | undefined;
+  if (!r || typeof r !== "object" || !["CREATED", "RUNNING", "STOPPED"].includes(r.status as string)) return undefined;
+  const io = (r.io ?? {}) as Partial<TaskIo>;
+  const str = (x: unknown) => (typeof x === "string" ? x : "");
+  const at = (r.exited_at ?? {}) as Partial<Timestamp>;
+  return {
+    status: r.status!,
+    pid: Number(r.pid) || 0,
+    io: { stdin: str(io.stdin), stdout: str(io.stdout), stderr: str(io.stderr), terminal: io.terminal === true },
+    exit_status: Number(r.exit_status) || 0,
+    exited_at: { seconds: Number(at.seconds) || 0, nanos: Number(at.nanos) || 0 },
+  };
 }
 
 function mounts(list: readonly unknown[] | undefined): Mount[] {
@@ -387,7 +407,9 @@ export class Tasks {
             await d.runtime.removeExec(ns, id, exec);
             throw err;
           }
-          this.execs.set(key, { status: "CREATED", pid: 0, io, exit_status: 0, exited_at: { seconds: 0, nanos: 0 } });
+          const e: ExecState = { status: "CREATED", pid: 0, io, exit_status: 0, exited_at: { seconds: 0, nanos: 0 } };
+          this.execs.set(key, e);
+          await this.keepExec(ns, id, exec, e);
           return {};
         });
       }),
@@ -491,10 +513,12 @@ export class Tasks {
       // As containerd's: an exec that could not start is done, and its Waits answer.
       Object.assign(e, { status: "STOPPED", exit_status: LOST_EXIT_STATUS, exited_at: ts(new Date()) });
       this.wake(ns, `${id}/${exec}`);
+      await this.keepExec(ns, id, exec, e);
       throw err;
     }
     e.status = "RUNNING";
     e.pid = started.pid;
+    await this.keepExec(ns, id, exec, e);
     const recorded = this.d.sequencer.submit(execHandlers.started({ namespace: ns, container_id: id, exec_id: exec, pid: started.pid }));
     void started.exited.then(async (exit) => {
       await recorded.catch(() => undefined);
@@ -632,7 +656,10 @@ export class Tasks {
       if (!exec) for (const key of [...this.oomSeen.keys()]) if (key.startsWith(`${ns}/${id}/`)) this.oomSeen.delete(key);
       // An exec is stopped once its exit is in the log (or could not be put there).
       const e = exec ? this.execs.get(`${ns}/${id}/${exec}`) : undefined;
-      if (e && e.pid === pid) Object.assign(e, { status: "STOPPED", exit_status: status, exited_at: ts(at) });
+      if (e && e.pid === pid) {
+        Object.assign(e, { status: "STOPPED", exit_status: status, exited_at: ts(at) });
+        await this.keepExec(ns, id, exec!, e);
+      }
       this.wake(ns, exec ? `${id}/${exec}` : id);
     })();
     this.recording.add(p);
@@ -685,8 +712,15 @@ export class Tasks {
         // if it ended while no ckd ran).
         const adopted = task.status === "CREATED" ? undefined : this.d.runtime.adopt(name, id);
         if (adopted) {
-          const recorded = adopted.exited.then((exit) => this.recordExit(name, id, task.pid, exit.status, exit.at));
+          // Its exec processes too; the ends of those that ended while no ckd ran are recorded
+          // before the init's (its end ends them).
+          const execsEnded = this.restoreExecs(name, id);
+          const recorded = adopted.exited.then(async (exit) => {
+            await execsEnded;
+            await this.recordExit(name, id, task.pid, exit.status, exit.at);
+          });
           // One that ended while no ckd ran is recorded before anyone can ask.
+          await execsEnded;
           if (adopted.endedAlready) await recorded;
           continue;
         }
@@ -701,10 +735,50 @@ export class Tasks {
     return n;
   }
 
+  /** Keeps an exec's state in its bundle for the next ckd (a failure is logged: it runs on). */
+  private async keepExec(ns: string, id: string, exec: string, e: ExecState): Promise<void> {
+    await this.d.runtime.writeExecRecord(ns, id, exec, e).catch((err) => this.d.logger.warn({ err, namespace: ns, id, exec }, "an exec's record was not kept"));
+  }
+
   /**
-   * At stop: started tasks run on under their keepers, for the next ckd to adopt (as
-   * containerd's shims keep tasks through its restarts). What cannot outlive ckd ends with it,
-   * its exit recorded: tasks on a console (their pty is ckd's), exec processes, and created
+   * An adopted task's exec processes, as the earlier ckd kept them: a started one under its
+   * keeper is adopted as the init is (its exit recorded when it comes; at once, before this
+   * resolves, if it came while no ckd ran); one whose end is recorded stays for Get, Wait and
+   * DeleteProcess; one on a console (its pty was ckd's) is recorded as lost (255), and one
+   * never started is done without an event (as a failed Start). A directory without a record
+   * (an Exec cut short before it answered) is removed.
+   */
+  private async restoreExecs(ns: string, id: string): Promise<void> {
+    const ended: Promise<void>[] = [];
+    for (const left of await this.d.runtime.execRecords(ns, id)) {
+      const { exec } = left;
+      const e = execStateOf(left.record);
+      if (!e) {
+        await this.d.runtime.removeExec(ns, id, exec);
+        continue;
+      }
+      const key = `${ns}/${id}/${exec}`;
+      this.execs.set(key, e);
+      if (e.status === "STOPPED") continue;
+      const adopted = left.kept ? this.d.runtime.adopt(ns, id, exec) : undefined;
+      if (adopted) {
+        Object.assign(e, { status: "RUNNING", pid: e.pid || left.pid || 0 });
+        const recorded = adopted.exited.then((exit) => this.recordExit(ns, id, e.pid, exit.status, exit.at, exec));
+        if (adopted.endedAlready) ended.push(recorded);
+      } else if (e.status === "RUNNING") {
+        ended.push(this.recordExit(ns, id, e.pid, LOST_EXIT_STATUS, new Date(), exec));
+      } else {
+        Object.assign(e, { status: "STOPPED", exit_status: LOST_EXIT_STATUS, exited_at: ts(new Date()) });
+        await this.keepExec(ns, id, exec, e);
+      }
+    }
+    await Promise.all(ended);
+  }
+
+  /**
+   * At stop: started tasks and exec processes run on under their keepers, for the next ckd
+   * to adopt (as containerd's shims keep them through its restarts). What cannot outlive ckd
+   * ends with it, its exit recorded: processes on a console (their pty is ckd's) and created
    * inits never started (killed by ckd: 137).
    */
   async stop(timeoutMs = 5000): Promise<void> {

@@ -2,12 +2,15 @@
 // keeper, a shell that is ckd's child while ckd runs and outlives it, waits for runc (the
 // parent of the container's init) and leaves runc's exit status in the bundle; so ckd learns
 // every exit status, and the next ckd adopts the task (see adopt, and reconcile in
-// src/api/tasks-service.ts). Consoles and exec processes are ckd's own children and end with
-// it. Layout under ckd's root:
+// src/api/tasks-service.ts). Exec processes run under keepers of their own the same way.
+// Consoles are ckd's own children and end with it. Layout under ckd's root:
 //   tasks/<namespace>/<id>/        the bundle: config.json (the container's spec and ckd's gate
 //                                  hook), rootfs/ (the task's rootfs mounts), init.pid, the
 //                                  keeper's shim.pid and exit, runc.log, ck-runc.json
-//     (and start.fifo, created.json: the gate; execs/: exec specs and pids; update-*.json)
+//     (and start.fifo, created.json: the gate; update-*.json)
+//     execs/<exec>/                an exec process: process.json (its spec), pid (runc's pid
+//                                  file), its keeper's shim.pid and exit, runc.log, and
+//                                  state.json (the service's record of it, see writeExecRecord)
 //   runc/<namespace>/              runc's state directory (`runc --root`), one per namespace
 //                                  as containerd's, so ids need only be unique in a namespace
 //                                  (a container's runc options may name another root)
@@ -112,6 +115,23 @@ const KEEPER = existsSync("/bin/bash")
 const SHIM_PID = "shim.pid";
 const EXIT_FILE = "exit";
 const RUNC_LOG = "runc.log";
+/** In an exec's directory: its process spec, runc's pid file, the service's record of it. */
+const EXEC_SPEC = "process.json";
+const EXEC_PID = "pid";
+const EXEC_RECORD = "state.json";
+/** Every file ck puts in an exec's directory (runc's temporary pid file among them). */
+const EXEC_FILES = [EXEC_SPEC, EXEC_PID, `.${EXEC_PID}`, EXEC_RECORD, `${EXEC_RECORD}.tmp`, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG];
+
+/** What an earlier ckd left of an exec process (see execRecords). */
+export interface ExecLeft {
+  exec: string;
+  /** The service's record (writeExecRecord), undefined when none was written. */
+  record: unknown;
+  /** The process's pid, from runc's pid file, once it was started. */
+  pid: number | undefined;
+  /** Whether it was started under a keeper (which adopt can take over). */
+  kept: boolean;
+}
 /** How often an adopted task's exit file is looked for. */
 const ADOPTED_POLL_MS = 250;
 
@@ -166,6 +186,11 @@ export class RuncRuntime {
 
   bundleDir(ns: string, id: string): string {
     return path.join(this.root, "tasks", ns, id);
+  }
+
+  /** An exec process's directory in its task's bundle (exec ids are identifiers: one name each). */
+  private execDir(ns: string, id: string, exec: string): string {
+    return path.join(this.bundleDir(ns, id), "execs", exec);
   }
 
   /** The options a new task's runc runs with when its container names none. */
@@ -374,8 +399,9 @@ export class RuncRuntime {
   async start(ns: string, id: string, exec?: string): Promise<Started> {
     const bundle = this.bundleDir(ns, id);
     if (exec) {
-      const pidFile = path.join(bundle, "execs", `${exec}.pid`);
-      const launch = await this.launch(ns, id, exec, ["exec", "--process", path.join(bundle, "execs", `${exec}.json`), "--pid-file", pidFile, id]);
+      const dir = this.execDir(ns, id, exec);
+      const pidFile = path.join(dir, EXEC_PID);
+      const launch = await this.launch(ns, id, exec, ["exec", "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id]);
       this.startedStdin(procKey(ns, id, exec));
       const pid = await this.awaitPid(ns, id, exec, launch, () => readPid(pidFile));
       launch.running.proc = pid;
@@ -432,8 +458,8 @@ export class RuncRuntime {
       this.running.delete(key);
       if (this.ios.get(key) === io) this.closeIoHandles(key);
     };
-    // A started init outlives ckd through its keeper (not a console: its pty is ckd's).
-    const keeper = !exec && !pty ? { bundle: this.bundleDir(ns, id) } : undefined;
+    // A started process outlives ckd through its keeper (not a console: its pty is ckd's).
+    const keeper = !pty ? { bundle: exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id) } : undefined;
     const launched = pty ? launchOnPty(pty, runc.binary, argv, io, running) : launchPlain(runc.binary, argv, io, running, keeper);
     // An init's end (the container's, runc's own, or its keeper killed under it) is reported
     // once what it ran is stopped: runc killed or crashed leaves no one else to stop it. It
@@ -604,32 +630,70 @@ export class RuncRuntime {
     const parsed = parseJson<{ args?: unknown[]; terminal?: unknown }>(spec, `exec "${exec}": spec is not a runtime-spec Process`);
     checkArgs(parsed.args, `exec "${exec}": spec.args must name the program to run`);
     checkTerminal(parsed.terminal, terminal, `exec "${exec}": spec.terminal`);
-    const dir = path.join(this.bundleDir(ns, id), "execs");
-    await fs.mkdir(dir, { mode: 0o700 }).catch((err) => {
+    await fs.mkdir(path.join(this.bundleDir(ns, id), "execs"), { mode: 0o700 }).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     });
-    await fs.writeFile(path.join(dir, `${exec}.json`), spec, { mode: 0o600 });
+    const dir = this.execDir(ns, id, exec);
+    // What an exec of this id left (one whose Exec was cut short by a crash) goes first.
+    await removeExecFiles(dir);
+    await fs.mkdir(dir, { mode: 0o700 });
+    await fs.writeFile(path.join(dir, EXEC_SPEC), spec, { mode: 0o600 });
   }
 
-  /** Drops what an exec left: its stdio, its spec and pid files. */
+  /** Drops what an exec left: its stdio and its directory. */
   async removeExec(ns: string, id: string, exec: string): Promise<void> {
     const key = procKey(ns, id, exec);
     this.closeIoHandles(key);
     this.draining.get(key)?.destroy();
-    const dir = path.join(this.bundleDir(ns, id), "execs");
-    for (const f of [`${exec}.json`, `${exec}.pid`]) await fs.unlink(path.join(dir, f)).catch(() => undefined);
+    await removeExecFiles(this.execDir(ns, id, exec)).catch(() => undefined);
   }
 
   /**
-   * Signals an exec's process, only while it is still the child of the `runc exec` that ckd
-   * has not yet seen exit (runc makes it so): a pid freed since, perhaps another process's
-   * now, is never signalled.
+   * Keeps the service's record of an exec (JSON) in its directory, so that the next ckd knows
+   * it (see execRecords). Nothing when the exec's directory is gone (deleted meanwhile).
+   */
+  async writeExecRecord(ns: string, id: string, exec: string, record: unknown): Promise<void> {
+    const file = path.join(this.execDir(ns, id, exec), EXEC_RECORD);
+    try {
+      await fs.writeFile(`${file}.tmp`, JSON.stringify(record), { mode: 0o600 });
+      await fs.rename(`${file}.tmp`, file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+
+  /** The exec processes an earlier ckd left in a task's bundle: records, pids, keepers. */
+  async execRecords(ns: string, id: string): Promise<ExecLeft[]> {
+    const top = path.join(this.bundleDir(ns, id), "execs");
+    const out: ExecLeft[] = [];
+    for (const entry of await fs.readdir(top, { withFileTypes: true }).catch(() => [])) {
+      if (!entry.isDirectory()) continue;
+      const dir = path.join(top, entry.name);
+      const text = readFileSafe(path.join(dir, EXEC_RECORD));
+      let record: unknown;
+      try {
+        record = text === undefined ? undefined : JSON.parse(text);
+      } catch {
+        record = undefined; // damaged: as if none was written
+      }
+      out.push({ exec: entry.name, record, pid: await readPid(path.join(dir, EXEC_PID)), kept: existsSync(path.join(dir, SHIM_PID)) });
+    }
+    return out;
+  }
+
+  /**
+   * Signals an exec's process, only while it is still the child of the `runc exec` that its
+   * keeper runs and that has not yet ended (runc makes it so): a pid freed since, perhaps
+   * another process's now, is never signalled.
    */
   async signalExec(ns: string, id: string, exec: string, pid: number, signal: number): Promise<void> {
     const running = this.running.get(procKey(ns, id, exec));
     const gone = () => notFound(`exec "${exec}" of task "${id}": process already finished`);
     if (!running?.pid || pid <= 0) throw gone();
-    if (procStat(pid)?.ppid !== running.pid) throw gone();
+    const parent = procStat(pid)?.ppid;
+    // runc is the keeper's child (a console's runc is ckd's own, running.pid itself).
+    const ours = parent !== undefined && (running.pty ? parent === running.pid : procStat(parent)?.ppid === running.pid);
+    if (!ours) throw gone();
     try {
       process.kill(pid, signal);
     } catch (err) {
@@ -681,14 +745,14 @@ export class RuncRuntime {
 
   /**
    * At ckd's stop: what cannot outlive it ends. Created inits are stopped (their gate is
-   * ckd's), tasks on a console killed (their pty is ckd's), exec processes killed (their
-   * state is ckd's). Started inits run on under their keepers, for the next ckd to adopt.
+   * ckd's), processes on a console killed (their pty is ckd's). Started inits and exec
+   * processes run on under their keepers, for the next ckd to adopt.
    */
   async stopOwnedByCkd(): Promise<void> {
     await Promise.all(
       [...this.running].map(([key, running]) => {
         const [ns, id, exec] = key.split("/") as [string, string, string | undefined];
-        if (exec !== undefined) return running.pid && running.proc ? this.signalExec(ns, id, exec, running.proc, 9).catch(() => undefined) : undefined;
+        if (exec !== undefined) return running.pty && running.proc ? this.signalExec(ns, id, exec, running.proc, 9).catch(() => undefined) : undefined;
         if (running.gate !== undefined) return this.stopCreated(ns, id);
         if (running.pty) return this.kill(ns, id, 9, true).catch(() => undefined);
         return undefined;
@@ -696,19 +760,23 @@ export class RuncRuntime {
     );
   }
 
-  /** Tasks (inits) on a console, or created and not started, or exec processes: what dies with ckd. */
+  /** Processes on a console, and inits created and not started: what dies with ckd. */
   get activeOwnedByCkd(): number {
-    return [...this.running].filter(([key, r]) => key.split("/").length === 3 || r.gate !== undefined || r.pty !== undefined).length;
+    return [...this.running].filter(([, r]) => r.gate !== undefined || r.pty !== undefined).length;
   }
 
   /**
-   * A started task an earlier ckd ran, taken over: its exit, once its keeper has left it in
-   * the bundle (at once if it ended while no ckd ran; 255 if the keeper is gone without one,
-   * as containerd records a task whose shim is gone). Undefined when it has no keeper (a task
-   * of an older ckd, or on a console): nothing to adopt.
+   * A started process (a task's init, or given `exec` one of its exec processes) an earlier
+   * ckd ran, taken over: its exit, once its keeper has left it (at once if it ended while no
+   * ckd ran; 255 if the keeper is gone without one, as containerd records a task whose shim
+   * is gone). Undefined when it has no keeper (one of an older ckd, or on a console): nothing
+   * to adopt.
    */
-  adopt(ns: string, id: string): { exited: Promise<Exit>; endedAlready: boolean } | undefined {
-    const bundle = this.bundleDir(ns, id);
+  adopt(ns: string, id: string, exec?: string): { exited: Promise<Exit>; endedAlready: boolean } | undefined {
+    const bundle = exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id);
+    // An init's end stops what its container still runs (runc itself may have died); an
+    // exec's is its own.
+    const stopAll = () => (exec ? Promise.resolve() : this.forceDelete(ns, id));
     const keeper = readFileSafe(path.join(bundle, SHIM_PID))?.trim().split(" ");
     const pid = Number(keeper?.[0]);
     const since = Number(keeper?.[1]);
@@ -722,15 +790,14 @@ export class RuncRuntime {
       if (Number.isInteger(status)) return { status, at: (await fs.stat(file).catch(() => undefined))?.mtime ?? new Date() };
       return undefined;
     };
-    const key = procKey(ns, id);
+    const key = procKey(ns, id, exec);
     const running: Running = { pid };
     const endedAlready = existsSync(path.join(bundle, EXIT_FILE)) || !alive();
     const exited = (async (): Promise<Exit> => {
       for (;;) {
         const exit = await left(EXIT_FILE);
         if (exit) {
-          // runc itself may have died (its container running on): stopped either way.
-          await this.forceDelete(ns, id);
+          await stopAll();
           return exit;
         }
         if (!alive()) {
@@ -738,7 +805,7 @@ export class RuncRuntime {
           // ran may still run (a keeper killed outright), and is stopped first.
           const last = (await left(EXIT_FILE)) ?? (await left(`${EXIT_FILE}.tmp`));
           if (last) return last;
-          await this.forceDelete(ns, id);
+          await stopAll();
           return { status: 255, at: new Date() };
         }
         await new Promise((r) => setTimeout(r, ADOPTED_POLL_MS).unref());
@@ -767,10 +834,24 @@ async function removeBundle(bundle: string): Promise<void> {
   }
 }
 
+/** An exec's directory: the files ck put there, then the directory (ENOTEMPTY if others are). */
+async function removeExecFiles(dir: string): Promise<void> {
+  for (const f of EXEC_FILES) {
+    await fs.unlink(path.join(dir, f)).catch((err) => {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    });
+  }
+  await fs.rmdir(dir).catch((err) => {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  });
+}
+
 async function removeBundleFiles(bundle: string): Promise<void> {
   const execs = path.join(bundle, "execs");
-  for (const f of await fs.readdir(execs).catch(() => [] as string[])) {
-    if (/\.(json|pid)$/.test(f)) await fs.unlink(path.join(execs, f));
+  for (const entry of await fs.readdir(execs, { withFileTypes: true }).catch(() => [])) {
+    if (entry.isDirectory()) await removeExecFiles(path.join(execs, entry.name));
+    // An exec's spec and pid file as ckd kept them before execs had directories.
+    else if (/\.(json|pid)$/.test(entry.name)) await fs.unlink(path.join(execs, entry.name));
   }
   await fs.rmdir(execs).catch((err) => {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;

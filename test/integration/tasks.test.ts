@@ -192,7 +192,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: { type_url: "x", value: Buffer.from("{") } }), "InvalidArgument", /not a runtime-spec Process/);
     await rejectsClass(api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "ex", spec: spec(["true"]), stdout: "/no/such/dir/out" }), "InvalidArgument", /does not exist/);
     assert.equal(await log.lastSeq(), beforeExecs, "a refused exec appended to the log");
-    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bg/execs/ex.json`), "no exec spec left behind");
+    assert.deepEqual(readdirSync(`${daemon.root}/tasks/${NS}/t-bg/execs`), [], "nothing of a refused exec left behind");
     for (const method of ["Wait", "Kill", "DeleteProcess", "Get"]) {
       await rejectsClass(api.call("tasks", method, { container_id: "t-bg", exec_id: "nope", signal: 9 }), "NotFound", /exec "nope"/);
     }
@@ -215,6 +215,13 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "Kill", { container_id: "t-bg", exec_id: "e3", signal: 9 }), "NotFound", /already finished/);
     const e3del = await api.call("tasks", "DeleteProcess", { container_id: "t-bg", exec_id: "e3" });
     assert.deepEqual([e3del.id, e3del.pid, e3del.exit_status], ["e3", e3.pid, 137]);
+    // A program the container does not have: Start fails with runc's own words (from its log,
+    // as runc runs under the exec's keeper), the exec is done (255), DeleteProcess clears it.
+    await api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "e-missing", spec: spec(["/no/such/program"]) });
+    await rejectsClass(api.call("tasks", "Start", { container_id: "t-bg", exec_id: "e-missing" }), "FailedPrecondition", /runc exec t-bg \(exec "e-missing"\) failed .*no such file or directory/);
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-bg", exec_id: "e-missing" })).exit_status, 255);
+    await api.call("tasks", "DeleteProcess", { container_id: "t-bg", exec_id: "e-missing" });
+    assert.deepEqual(readdirSync(`${daemon.root}/tasks/${NS}/t-bg/execs`), [], "DeleteProcess left nothing of the execs");
     assert.equal(await status("t-bg"), "RUNNING");
     assert.equal(await status("t-bg"), "RUNNING", "an exec's exit is not the task's");
 
@@ -841,6 +848,10 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const ppid = (p: number) => Number(readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
     const heldRunc = ppid(held);
     assert.ok(isRunc(readFileSync(`/proc/${heldRunc}/cmdline`, "utf8")));
+    // An exec process in t-orphan, under its own keeper: adopted too.
+    const orphanSpec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args: ["sleep", "600"], cwd: "/", env: ["PATH=/bin"] })) };
+    await api.call("tasks", "Exec", { container_id: "t-orphan", exec_id: "e-orphan", spec: orphanSpec });
+    const orphanExec = (await api.call("tasks", "Start", { container_id: "t-orphan", exec_id: "e-orphan" })).pid;
     api.close();
     await daemon.kill9();
     assert.ok(existsSync(`/proc/${pid}`), "the container outlived ckd");
@@ -874,10 +885,14 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.deepEqual([task.status, task.pid], [2, pid]);
     assert.ok(existsSync(`/proc/${pid}`), "the adopted container runs on");
     assert.match((await ctr(["tasks", "ps", "t-orphan"])).stdout, new RegExp(`^${pid}\\s`, "m"));
+    const orphanExecNow = (await api.call("tasks", "Get", { container_id: "t-orphan", exec_id: "e-orphan" })).process;
+    assert.deepEqual([orphanExecNow.status, orphanExecNow.pid], [2, orphanExec], "the exec process, adopted");
     const waited = api.call("tasks", "Wait", { container_id: "t-orphan" });
+    const execWaited = api.call("tasks", "Wait", { container_id: "t-orphan", exec_id: "e-orphan" });
     r = await ctr(["tasks", "kill", "-s", "SIGKILL", "t-orphan"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await waited).exit_status, 137);
+    assert.equal((await execWaited).exit_status, 137, "the exec ended with its container, recorded");
     // Recorded before the restarted ckd answered anything.
     const brief = (await api.call("tasks", "Get", { container_id: "t-brief" })).process;
     assert.deepEqual([brief.status, brief.exit_status], [3, 7], "the exit status it left while no ckd ran");
@@ -908,10 +923,21 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ctr(["containers", "create", ref, "t-stop-held", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
     const stopHeld = (await api.call("tasks", "Create", { container_id: "t-stop-held", rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-stop-held" })).mounts })).pid;
-    // An exec process in the task, and a task on a console: both end with ckd, recorded (137).
-    const execSpec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args: ["sleep", "600"], cwd: "/", env: ["PATH=/bin"] })) };
-    await api.call("tasks", "Exec", { container_id: "t-stop", exec_id: "e-stop", spec: execSpec });
-    const stopExec = (await api.call("tasks", "Start", { container_id: "t-stop", exec_id: "e-stop" })).pid;
+    // Exec processes in the task, under keepers of their own: one runs on and is adopted by the
+    // next ckd; one that ends while no ckd runs has its status recorded at the next start; one
+    // that ended before keeps its recorded status for DeleteProcess (recorded once); one never
+    // started is done at the next start (255, as a failed start).
+    const execSpec = (args: string[]) => ({ type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args, cwd: "/", env: ["PATH=/bin"] })) });
+    const startExec = async (exec: string, args: string[]) => {
+      await api.call("tasks", "Exec", { container_id: "t-stop", exec_id: exec, spec: execSpec(args) });
+      return (await api.call("tasks", "Start", { container_id: "t-stop", exec_id: exec })).pid as number;
+    };
+    const stopExec = await startExec("e-stop", ["sleep", "600"]);
+    const briefExec = await startExec("e-brief", ["sh", "-c", "while [ ! -e /go-exec ]; do sleep 0.1; done; exit 5"]);
+    await startExec("e-done", ["sh", "-c", "exit 3"]);
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-stop", exec_id: "e-done" })).exit_status, 3);
+    await api.call("tasks", "Exec", { container_id: "t-stop", exec_id: "e-new", spec: execSpec(["true"]) });
+    // And a task on a console: it ends with ckd, recorded (137).
     r = await ctr(["containers", "create", ref, "t-stop-tty", "true"]);
     assert.equal(r.code, 0, r.stderr);
     const ttyContainer = (await api.call("containers", "Get", { id: "t-stop-tty" })).container;
@@ -925,17 +951,21 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await daemon.stop();
     assert.ok(!existsSync(`/proc/${stopHeld}`), "the created init ended with ckd");
     assert.ok(existsSync(`/proc/${stopPid}`), "the started task runs on");
-    assert.ok(!existsSync(`/proc/${stopExec}`), "the exec process ended with ckd");
+    assert.ok(existsSync(`/proc/${stopExec}`) && existsSync(`/proc/${briefExec}`), "the exec processes run on");
     assert.ok(!existsSync(`/proc/${stopTty}`), "the task on a console ended with ckd");
-    const stopExits = (await eventsSince(beforeStop)).filter(([topic]) => topic === "/tasks/exit").map(([, e]) => [e.container_id, e.id, e.exit_status]);
+    const exitsSince = async (seq: number) => (await eventsSince(seq)).filter(([topic]) => topic === "/tasks/exit").map(([, e]) => [e.container_id, e.id, e.exit_status]);
     assert.deepEqual(
-      stopExits.sort(),
+      (await exitsSince(beforeStop)).sort(),
       [
-        ["t-stop", "e-stop", 137],
         ["t-stop-held", "t-stop-held", 137],
         ["t-stop-tty", "t-stop-tty", 137],
       ],
     );
+    // e-brief is told to end now, with no ckd: its keeper leaves the status.
+    writeFileSync(`${daemon.root}/tasks/${NS}/t-stop/rootfs/go-exec`, "");
+    const briefExit = `${daemon.root}/tasks/${NS}/t-stop/execs/e-brief/exit`;
+    for (const until = Date.now() + 10_000; !existsSync(briefExit) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+    assert.equal(readFileSync(briefExit, "utf8").trim(), "5", "the exec's keeper left its status");
     const v = await runNode(CK_REPLAY, ["verify", "--root", daemon.root]);
     assert.equal(v.code, 0, v.stdout + v.stderr);
     // The log says what ran when: t-exit as of its start, and as of its exit.
@@ -953,6 +983,35 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.deepEqual([(await api.call("tasks", "Get", { container_id: "t-stop-held" })).process.exit_status], [137]);
     const stopTask = (await api.call("tasks", "Get", { container_id: "t-stop" })).process;
     assert.deepEqual([stopTask.status, stopTask.pid], [2, stopPid]);
+    // The exec processes as the earlier ckd left them; the one that ended meanwhile recorded
+    // before the restarted ckd answered anything.
+    const execNow = async (exec: string) => {
+      const p = (await api.call("tasks", "Get", { container_id: "t-stop", exec_id: exec })).process;
+      return [p.status, p.pid, p.exit_status];
+    };
+    assert.deepEqual(await execNow("e-stop"), [2, stopExec, 0], "adopted, running");
+    assert.deepEqual(await execNow("e-brief"), [3, briefExec, 5], "its status, from while no ckd ran");
+    assert.deepEqual((await execNow("e-done")).filter((_, i) => i !== 1), [3, 3]);
+    assert.deepEqual((await execNow("e-new")).filter((_, i) => i !== 1), [3, 255]);
+    const listed = (await api.call("tasks", "ListPids", { container_id: "t-stop" })).processes as Array<{ pid: number; info?: { type_url: string } }>;
+    assert.equal(listed.find((p) => p.pid === stopExec)?.info?.type_url, "containerd.runc.v1.ProcessDetails", "the adopted exec is tagged in ListPids");
+    const deleted = await api.call("tasks", "DeleteProcess", { container_id: "t-stop", exec_id: "e-done" });
+    assert.deepEqual([deleted.id, deleted.exit_status], ["e-done", 3]);
+    await rejectsClass(api.call("tasks", "Get", { container_id: "t-stop", exec_id: "e-done" }), "NotFound");
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-stop/execs/e-done`), "DeleteProcess removed what the exec left");
+    const execWait = api.call("tasks", "Wait", { container_id: "t-stop", exec_id: "e-stop" });
+    r = await ctr(["tasks", "kill", "--exec-id", "e-stop", "-s", "SIGKILL", "t-stop"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await execWait).exit_status, 137, "the adopted exec's end, recorded by this ckd");
+    assert.ok(existsSync(`/proc/${stopPid}`), "only the exec was killed");
+    assert.deepEqual(
+      (await exitsSince(beforeStop)).filter(([c]) => c === "t-stop").sort(),
+      [
+        ["t-stop", "e-brief", 5],
+        ["t-stop", "e-stop", 137],
+      ],
+      "each exec's end recorded once (e-done's before the stop)",
+    );
     await api.call("tasks", "Kill", { container_id: "t-stop", signal: 9 });
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-stop" })).exit_status, 137);
     for (const id of ["t-stop", "t-stop-held", "t-stop-tty"]) {
