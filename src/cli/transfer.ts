@@ -245,16 +245,21 @@ class Fetcher implements FetchProgress {
         done.catch(() => undefined); // a failure is also reported by the transfer itself
         this.blobDone.set(d.digest, done);
       }
+      const fetchAll = eachLimit(unique, Math.max(this.opts.concurrency ?? 3, OPEN_AT_ONCE), (d) => {
+        const s = settle.get(d.digest)!;
+        settle.delete(d.digest);
+        return this.fetchBlob(d, {}).then(s.resolve, (err) => {
+          s.reject(err);
+          throw err;
+        });
+      });
+      // After a failure the blobs not yet begun are never fetched: whatever waits on them (an
+      // unpack) learns so, rather than waiting for good.
       all.push(
-        eachLimit(unique, Math.max(this.opts.concurrency ?? 3, OPEN_AT_ONCE), (d) =>
-          this.fetchBlob(d, {}).then(
-            () => settle.get(d.digest)!.resolve(),
-            (err) => {
-              settle.get(d.digest)!.reject(err);
-              throw err;
-            },
-          ),
-        ),
+        fetchAll.catch((err) => {
+          for (const s of settle.values()) s.reject(err);
+          throw err;
+        }),
       );
       if (alongside) all.push(alongside());
     } finally {

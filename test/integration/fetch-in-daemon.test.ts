@@ -293,6 +293,30 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
     }
   });
 
+  test("a pull of many layers, one of which the registry does not have: it fails (the layers never begun are not waited for), in ckd and in ck --client-fetch", async () => {
+    // More layers than are opened at once: those after the failure are never fetched, and the
+    // unpack that waits for each layer in turn must hear so.
+    const many = await buildImage({ host: registry.host, repo: "fid/many", tag: "v1", layers: Array.from({ length: 12 }, (_, i) => ({ [`f${i}`]: `layer ${i}\n` })) });
+    const layers = many.manifest.layers as Array<{ digest: string }>;
+    assert.equal(layers.length, 12);
+    const missing = layers[1]!.digest;
+    proxy.rule = (r) => (r.method === "GET" && r.url?.includes(`/blobs/${missing}`) ? { answer: { status: 404, body: '{"errors":[{"code":"BLOB_UNKNOWN"}]}' } } : undefined);
+    const d = await fresh();
+    try {
+      for (const extra of [[], ["--client-fetch"]]) {
+        const pulled = ck(d, "many", ["pull", "--plain-http", ...extra, `${proxy.host}/fid/many:v1`]);
+        const hung = new Promise<"hung">((res) => setTimeout(() => res("hung"), 60_000).unref());
+        const r = await Promise.race([pulled, hung]);
+        assert.notEqual(r, "hung", `${extra.join(" ")}: the pull never ended`);
+        if (r === "hung") return;
+        assert.notEqual(r.code, 0, `${extra.join(" ")}: ${r.stdout}`);
+        assert.match(r.stderr, /not found/, extra.join(" "));
+      }
+    } finally {
+      proxy.rule = undefined;
+    }
+  });
+
   test("a fetch refused for a reason a resume may outlive (unauthorized) keeps the bytes the ingest holds, and the next fetch resumes from them", async () => {
     const img = await noisy();
     const layer = img.manifest.layers[0] as { mediaType: string; digest: string; size: number };
