@@ -108,9 +108,15 @@ const SHIM_SCRIPT = 'f=$1; shift; trap : TERM HUP INT; "$@"; s=$?; echo $s > "$f
  * without close-on-exec), which a keeper outliving ckd would otherwise hold for good. dash
  * cannot name descriptors past 9.
  */
-const KEEPER = existsSync("/bin/bash")
-  ? { shell: "/bin/bash", script: `for fd in /proc/$$/fd/*; do n=\${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; ${SHIM_SCRIPT}` }
-  : { shell: "/bin/sh", script: SHIM_SCRIPT };
+const CLOSE_INHERITED = `for fd in /proc/$$/fd/*; do n=\${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; `;
+const BASH = existsSync("/bin/bash");
+const KEEPER = BASH ? { shell: "/bin/bash", script: `${CLOSE_INHERITED}${SHIM_SCRIPT}` } : { shell: "/bin/sh", script: SHIM_SCRIPT };
+/**
+ * A console's runc is started through bash (where there is one), which closes what it
+ * inherited past stdio and then becomes runc (same pid): other consoles' pty masters would
+ * otherwise stay open in it, and their ptys allocated, for as long as it runs.
+ */
+const CONSOLE_EXEC = BASH ? { shell: "/bin/bash", script: `${CLOSE_INHERITED}exec "$@"` } : undefined;
 /** In a bundle: the keeper's pid and start time, the exit status it left, runc's own log. */
 const SHIM_PID = "shim.pid";
 const EXIT_FILE = "exit";
@@ -1162,7 +1168,8 @@ function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[
   }
   let term: IPty;
   try {
-    term = pty.spawn(runc, argv, { name: "xterm", cols: size.cols, rows: size.rows, cwd: "/", env: process.env as Record<string, string>, encoding: null });
+    const [file, args] = CONSOLE_EXEC ? [CONSOLE_EXEC.shell, ["-c", CONSOLE_EXEC.script, "ck-console", runc, ...argv]] : [runc, argv];
+    term = pty.spawn(file, args, { name: "xterm", cols: size.cols, rows: size.rows, cwd: "/", env: process.env as Record<string, string>, encoding: null });
   } catch (e) {
     const failed = Promise.reject(unavailable(`runc on a pty: ${(e as Error).message}`));
     failed.catch(() => undefined);

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { readFileSync, readdirSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, constants as fsConstants } from "node:fs";
+import { readFileSync, readdirSync, readlinkSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, constants as fsConstants } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
@@ -341,6 +341,19 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     eat = await e.sizeBecomes(10, 50, eat);
     e.term.write("tty\r");
     eat = await e.waitFor(/\/dev\/pts\/1\r*\n/, eat);
+    // Its runc (on a pty of ckd's, started while t-tty's console is open) holds no pty master
+    // of ckd's: what it inherited past stdio was closed before runc ran.
+    const execPid = (await api.call("tasks", "Get", { container_id: "t-tty", exec_id: "tty-exec" })).process.pid;
+    const execRunc = Number(readFileSync(`/proc/${execPid}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
+    assert.ok(isRunc(readFileSync(`/proc/${execRunc}/cmdline`, "utf8")));
+    const hostMasters = readdirSync(`/proc/${execRunc}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${execRunc}/fd/${fd}`) === "/dev/ptmx";
+      } catch {
+        return false;
+      }
+    });
+    assert.deepEqual(hostMasters, [], "no pty master of ckd's in a console's runc");
     e.term.write("exit 6\r");
     assert.equal(await e.exited, 6, e.output());
     t.term.write("exit 5\r");
