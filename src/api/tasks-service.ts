@@ -44,6 +44,8 @@ const LINUX_RESOURCES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/
 const PROCESS_DETAILS_TYPE = "containerd.runc.v1.ProcessDetails";
 /** The exit status containerd reports when a task's process was lost (its shim gone). */
 const LOST_EXIT_STATUS = 255;
+/** How long a task's recorded end waits for its exec processes' (stopped with it) to be recorded. */
+const EXEC_END_WAIT_MS = 10_000;
 
 const ts = toTimestamp;
 
@@ -153,6 +155,10 @@ export class Tasks {
   private readonly recording = new Set<Promise<void>>();
   /** Exec processes by namespace/id/exec. */
   private readonly execs = new Map<string, ExecState>();
+  /** Per exec (namespace/id/exec): its record's writes, in order (see keepExec). */
+  private readonly execWrites = new Map<string, Promise<void>>();
+  /** Per task (namespace/id): its started execs' ends, until recorded (see execsEnded). */
+  private readonly execEnds = new Map<string, Set<Promise<void>>>();
   /** Created, not yet started inits of this ckd, by namespace/id (see watchCreated). */
   private readonly created = new Map<string, CreatedWatch>();
   /** Per task: the request that changes it now (see serial). */
@@ -331,6 +337,9 @@ export class Tasks {
           // A created init stopped by the cleanup goes with the task: no exit of its own.
           const watch = this.created.get(`${ns}/${id}`);
           if (watch) watch.fate = "taken";
+          // Its execs' records are written no more (their directories go with the bundle).
+          const execKeys = [...this.execs.keys()].filter((key) => key.startsWith(`${ns}/${id}/`));
+          for (const key of execKeys) await this.forgetExec(key);
           try {
             await d.runtime.cleanup(ns, id);
           } catch (err) {
@@ -339,11 +348,7 @@ export class Tasks {
             if (task.status === "CREATED") await this.recordExit(ns, id, task.pid, LOST_EXIT_STATUS, new Date());
             throw err;
           }
-          for (const key of [...this.execs.keys()]) {
-            if (!key.startsWith(`${ns}/${id}/`)) continue;
-            this.execs.delete(key);
-            this.wake(ns, key.slice(ns.length + 1));
-          }
+          for (const key of execKeys) this.wake(ns, key.slice(ns.length + 1));
           const deleted = await d.sequencer.submit(taskHandlers.delete({ namespace: ns, container_id: id }));
           this.wake(ns, id);
           return { id, pid: deleted.pid, exit_status: deleted.exit_status, exited_at: deleted.exited_at };
@@ -422,8 +427,8 @@ export class Tasks {
         return this.serial(ns, id, async () => {
           const e = this.exec(ns, id, exec);
           if (e.status === "RUNNING") throw failedPrecondition(`exec "${exec}" of task "${id}" must be stopped before deletion: running`);
+          await this.forgetExec(`${ns}/${id}/${exec}`);
           await d.runtime.removeExec(ns, id, exec);
-          this.execs.delete(`${ns}/${id}/${exec}`);
           this.wake(ns, `${id}/${exec}`);
           return { id: exec, pid: e.pid, exit_status: e.exit_status, exited_at: e.exited_at };
         });
@@ -518,12 +523,15 @@ export class Tasks {
     }
     e.status = "RUNNING";
     e.pid = started.pid;
-    await this.keepExec(ns, id, exec, e);
     const recorded = this.d.sequencer.submit(execHandlers.started({ namespace: ns, container_id: id, exec_id: exec, pid: started.pid }));
-    void started.exited.then(async (exit) => {
-      await recorded.catch(() => undefined);
-      await this.recordExit(ns, id, started.pid, exit.status, exit.at, exec);
-    });
+    this.trackExecEnd(
+      ns,
+      id,
+      started.exited.then(async (exit) => {
+        await recorded.catch(() => undefined);
+        await this.recordExit(ns, id, started.pid, exit.status, exit.at, exec);
+      }),
+    );
     try {
       await recorded;
     } catch (err) {
@@ -531,6 +539,9 @@ export class Tasks {
       await this.d.runtime.signalExec(ns, id, exec, started.pid, 9).catch(() => undefined);
       throw err;
     }
+    // Kept as running once the log says it started (a next ckd finding it "created" under a
+    // keeper knows its start may not be recorded).
+    await this.keepExec(ns, id, exec, e);
     return { pid: started.pid };
   }
 
@@ -639,6 +650,9 @@ export class Tasks {
   /** Records an exit (retrying while the log is away) and wakes the task's waiters. */
   private recordExit(ns: string, id: string, pid: number, status: number, at: Date, exec?: string): Promise<void> {
     const p = (async () => {
+      // As containerd's shim: a task's exec processes' ends come before its init's (the init's
+      // end has stopped them, so they are near).
+      if (!exec) await this.execsEnded(ns, id);
       for (let attempt = 0; ; attempt++) {
         try {
           const exit = { namespace: ns, container_id: id, pid, exit_status: status, exited_at: ts(at) };
@@ -712,22 +726,20 @@ export class Tasks {
         // if it ended while no ckd ran).
         const adopted = task.status === "CREATED" ? undefined : this.d.runtime.adopt(name, id);
         if (adopted) {
-          // Its exec processes too; the ends of those that ended while no ckd ran are recorded
-          // before the init's (its end ends them).
-          const execsEnded = this.restoreExecs(name, id);
-          const recorded = adopted.exited.then(async (exit) => {
-            await execsEnded;
-            await this.recordExit(name, id, task.pid, exit.status, exit.at);
-          });
+          // Its exec processes too (their ends are recorded before the init's: see
+          // recordExit); those that ended while no ckd ran, before anyone can ask.
+          await this.restoreExecs(name, id);
+          const recorded = adopted.exited.then((exit) => this.recordExit(name, id, task.pid, exit.status, exit.at));
           // One that ended while no ckd ran is recorded before anyone can ask.
-          await execsEnded;
           if (adopted.endedAlready) await recorded;
           continue;
         }
         // Without a keeper (created, on a console, or an older ckd's), its container may still
-        // run (or wait at its gate), unsupervised since the earlier ckd went: stopped now.
+        // run (or wait at its gate), unsupervised since the earlier ckd went: stopped now,
+        // its execs with it (their ends recorded first).
         await this.d.runtime.stopOrphan(name, id).catch((err) => this.d.logger.warn({ err, namespace: name, id }, "a created task's gate was not released"));
         await this.d.runtime.forceDelete(name, id);
+        await this.restoreExecs(name, id);
         await this.recordExit(name, id, task.pid, LOST_EXIT_STATUS, new Date());
         n++;
       }
@@ -735,21 +747,61 @@ export class Tasks {
     return n;
   }
 
-  /** Keeps an exec's state in its bundle for the next ckd (a failure is logged: it runs on). */
-  private async keepExec(ns: string, id: string, exec: string, e: ExecState): Promise<void> {
-    await this.d.runtime.writeExecRecord(ns, id, exec, e).catch((err) => this.d.logger.warn({ err, namespace: ns, id, exec }, "an exec's record was not kept"));
+  /**
+   * Keeps an exec's state in its bundle for the next ckd (a failure is logged: it runs on).
+   * An exec's writes go in order, and none once it is forgotten (deleted): see forgetExec.
+   */
+  private keepExec(ns: string, id: string, exec: string, e: ExecState): Promise<void> {
+    const key = `${ns}/${id}/${exec}`;
+    const write = (this.execWrites.get(key) ?? Promise.resolve()).then(async () => {
+      if (this.execs.get(key) !== e) return;
+      await this.d.runtime.writeExecRecord(ns, id, exec, e).catch((err) => this.d.logger.warn({ err, namespace: ns, id, exec }, "an exec's record was not kept"));
+    });
+    this.execWrites.set(key, write);
+    void write.then(() => {
+      if (this.execWrites.get(key) === write) this.execWrites.delete(key);
+    });
+    return write;
+  }
+
+  /** An exec deleted: no more writes of its record; resolves once the last one is done. */
+  private async forgetExec(key: string): Promise<void> {
+    this.execs.delete(key);
+    await this.execWrites.get(key);
+  }
+
+  /** Until its exit is recorded, a started exec's end holds back its task's (see recordExit). */
+  private trackExecEnd(ns: string, id: string, ended: Promise<void>): void {
+    const key = `${ns}/${id}`;
+    const set = this.execEnds.get(key) ?? new Set<Promise<void>>();
+    this.execEnds.set(key, set);
+    set.add(ended);
+    void ended.finally(() => {
+      set.delete(ended);
+      if (set.size === 0 && this.execEnds.get(key) === set) this.execEnds.delete(key);
+    });
+  }
+
+  /** The task's started execs' ends recorded (bounded: EXEC_END_WAIT_MS, an exec that will not end is not waited for). */
+  private async execsEnded(ns: string, id: string): Promise<void> {
+    const pending = [...(this.execEnds.get(`${ns}/${id}`) ?? [])];
+    if (pending.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled(pending), new Promise((r) => (timer = setTimeout(r, EXEC_END_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   /**
-   * An adopted task's exec processes, as the earlier ckd kept them: a started one under its
-   * keeper is adopted as the init is (its exit recorded when it comes; at once, before this
-   * resolves, if it came while no ckd ran); one whose end is recorded stays for Get, Wait and
-   * DeleteProcess; one on a console (its pty was ckd's) is recorded as lost (255), and one
-   * never started is done without an event (as a failed Start). A directory without a record
-   * (an Exec cut short before it answered) is removed.
+   * A task's exec processes, as the earlier ckd kept them: a started one under its keeper is
+   * adopted as the init is (its exit recorded when it comes; at once, before this resolves, if
+   * it came while no ckd ran); one whose end is recorded stays for Get, Wait and
+   * DeleteProcess; one on a console (its pty was ckd's) is recorded as lost (255); one never
+   * started is done without an event (as a failed Start); one spawned whose start the earlier
+   * ckd may not have recorded (kept as created, under a keeper) is killed, its end recorded. A
+   * directory without a record (an Exec cut short before it answered) is removed.
    */
   private async restoreExecs(ns: string, id: string): Promise<void> {
-    const ended: Promise<void>[] = [];
+    const endedAlready: Promise<void>[] = [];
     for (const left of await this.d.runtime.execRecords(ns, id)) {
       const { exec } = left;
       const e = execStateOf(left.record);
@@ -762,17 +814,21 @@ export class Tasks {
       if (e.status === "STOPPED") continue;
       const adopted = left.kept ? this.d.runtime.adopt(ns, id, exec) : undefined;
       if (adopted) {
+        const cutShort = e.status === "CREATED";
         Object.assign(e, { status: "RUNNING", pid: e.pid || left.pid || 0 });
         const recorded = adopted.exited.then((exit) => this.recordExit(ns, id, e.pid, exit.status, exit.at, exec));
-        if (adopted.endedAlready) ended.push(recorded);
+        this.trackExecEnd(ns, id, recorded);
+        if (adopted.endedAlready) endedAlready.push(recorded);
+        else if (cutShort) await this.d.runtime.signalExec(ns, id, exec, e.pid, 9).catch(() => undefined);
       } else if (e.status === "RUNNING") {
-        ended.push(this.recordExit(ns, id, e.pid, LOST_EXIT_STATUS, new Date(), exec));
+        // On a console: what it ran may run on (nothing left tells it from another process).
+        endedAlready.push(this.recordExit(ns, id, e.pid, LOST_EXIT_STATUS, new Date(), exec));
       } else {
         Object.assign(e, { status: "STOPPED", exit_status: LOST_EXIT_STATUS, exited_at: ts(new Date()) });
         await this.keepExec(ns, id, exec, e);
       }
     }
-    await Promise.all(ended);
+    await Promise.all(endedAlready);
   }
 
   /**

@@ -125,8 +125,11 @@ const RUNC_LOG = "runc.log";
 const EXEC_SPEC = "process.json";
 const EXEC_PID = "pid";
 const EXEC_RECORD = "state.json";
-/** Every file ck puts in an exec's directory (runc's temporary pid file among them). */
-const EXEC_FILES = [EXEC_SPEC, EXEC_PID, `.${EXEC_PID}`, EXEC_RECORD, `${EXEC_RECORD}.tmp`, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG];
+/**
+ * Every file ck puts in an exec's directory (runc's temporary pid file among them), its
+ * record first: a removal cut short leaves no record of a deleted exec for the next ckd.
+ */
+const EXEC_FILES = [EXEC_RECORD, `${EXEC_RECORD}.tmp`, EXEC_SPEC, EXEC_PID, `.${EXEC_PID}`, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG];
 
 /** What an earlier ckd left of an exec process (see execRecords). */
 export interface ExecLeft {

@@ -861,12 +861,23 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const ppid = (p: number) => Number(readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
     const heldRunc = ppid(held);
     assert.ok(isRunc(readFileSync(`/proc/${heldRunc}/cmdline`, "utf8")));
-    // An exec process in t-orphan, under its own keeper: adopted too.
+    // Exec processes under keepers of their own: one in t-orphan, adopted too; one whose start
+    // the crash cut short (its record still says created: the log may not say it started),
+    // killed at the next start, its end recorded; one in t-orphan-w (not adopted, below),
+    // stopped with its task, its end recorded before the task's.
     const orphanSpec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args: ["sleep", "600"], cwd: "/", env: ["PATH=/bin"] })) };
-    await api.call("tasks", "Exec", { container_id: "t-orphan", exec_id: "e-orphan", spec: orphanSpec });
-    const orphanExec = (await api.call("tasks", "Start", { container_id: "t-orphan", exec_id: "e-orphan" })).pid;
+    const execIn = async (task: string, exec: string) => {
+      await api.call("tasks", "Exec", { container_id: task, exec_id: exec, spec: orphanSpec });
+      return (await api.call("tasks", "Start", { container_id: task, exec_id: exec })).pid as number;
+    };
+    const orphanExec = await execIn("t-orphan", "e-orphan");
+    const cutExec = await execIn("t-orphan", "e-cut");
+    const wExec = await execIn("t-orphan-w", "e-w");
+    const beforeKill = (await log.lastSeq()) + 1;
     api.close();
     await daemon.kill9();
+    const cutRecord = `${daemon.root}/tasks/${NS}/t-orphan/execs/e-cut/state.json`;
+    writeFileSync(cutRecord, JSON.stringify({ ...JSON.parse(readFileSync(cutRecord, "utf8")), status: "CREATED", pid: 0 }));
     assert.ok(existsSync(`/proc/${pid}`), "the container outlived ckd");
     // ckd's end of the gate closed with it: the hook reads end-of-file, and runc ends the init.
     for (const until = Date.now() + 10_000; (existsSync(`/proc/${held}`) || existsSync(`/proc/${heldRunc}`)) && Date.now() < until; ) {
@@ -906,6 +917,15 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await waited).exit_status, 137);
     assert.equal((await execWaited).exit_status, 137, "the exec ended with its container, recorded");
+    const cut = (await api.call("tasks", "Get", { container_id: "t-orphan", exec_id: "e-cut" })).process;
+    assert.deepEqual([cut.status, cut.pid, cut.exit_status], [3, cutExec, 137], "a start cut short: killed, its end recorded");
+    const wExecNow = (await api.call("tasks", "Get", { container_id: "t-orphan-w", exec_id: "e-w" })).process;
+    assert.deepEqual([wExecNow.status, wExecNow.pid, wExecNow.exit_status], [3, wExec, 137], "stopped with its task, recorded");
+    // Each task's execs' ends come before its own, as containerd's shim orders them.
+    const exitOrder = (await eventsSince(beforeKill)).filter(([topic]) => topic === "/tasks/exit").map(([, e]) => `${e.container_id}/${e.id}`);
+    for (const [execExit, taskExit] of [["t-orphan/e-orphan", "t-orphan/t-orphan"], ["t-orphan/e-cut", "t-orphan/t-orphan"], ["t-orphan-w/e-w", "t-orphan-w/t-orphan-w"]]) {
+      assert.ok(exitOrder.includes(execExit) && exitOrder.indexOf(execExit) < exitOrder.indexOf(taskExit), `${execExit} before ${taskExit}: ${exitOrder.join(", ")}`);
+    }
     // Recorded before the restarted ckd answered anything.
     const brief = (await api.call("tasks", "Get", { container_id: "t-brief" })).process;
     assert.deepEqual([brief.status, brief.exit_status], [3, 7], "the exit status it left while no ckd ran");
@@ -916,7 +936,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const heldTask = (await api.call("tasks", "Get", { container_id: "t-held" })).process;
     assert.deepEqual([heldTask.status, heldTask.exit_status, heldTask.pid], [3, 255, held]);
     const deadline = Date.now() + 10_000;
-    const alive = () => [pid, pidW, gonePid, held, heldRunc].filter((p) => existsSync(`/proc/${p}`));
+    const alive = () => [pid, pidW, gonePid, held, heldRunc, wExec, cutExec].filter((p) => existsSync(`/proc/${p}`));
     while (alive().length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
     assert.deepEqual(alive(), [], "the keeperless container, the held init and its runc were stopped");
     assert.deepEqual([(await api.call("tasks", "Get", { container_id: "t-orphan-w" })).process.exit_status], [255]);
@@ -959,6 +979,9 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await api.call("containers", "Update", { container: { id: "t-stop-tty", spec: { ...ttyContainer.spec, value: Buffer.from(JSON.stringify(ttySpec)) } }, update_mask: { paths: ["spec"] } });
     await api.call("tasks", "Create", { container_id: "t-stop-tty", rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-stop-tty" })).mounts, terminal: true });
     const stopTty = (await api.call("tasks", "Start", { container_id: "t-stop-tty" })).pid;
+    // A plain exec in the task on a console: it ends with that task, its end recorded first.
+    await api.call("tasks", "Exec", { container_id: "t-stop-tty", exec_id: "e-tty-plain", spec: execSpec(["sleep", "600"]) });
+    await api.call("tasks", "Start", { container_id: "t-stop-tty", exec_id: "e-tty-plain" });
     const beforeStop = (await log.lastSeq()) + 1;
     api.close();
     await daemon.stop();
@@ -968,12 +991,14 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.ok(!existsSync(`/proc/${stopTty}`), "the task on a console ended with ckd");
     const exitsSince = async (seq: number) => (await eventsSince(seq)).filter(([topic]) => topic === "/tasks/exit").map(([, e]) => [e.container_id, e.id, e.exit_status]);
     assert.deepEqual(
-      (await exitsSince(beforeStop)).sort(),
+      await exitsSince(beforeStop).then((exits) => exits.filter(([c]) => c !== "t-stop-held")),
       [
-        ["t-stop-held", "t-stop-held", 137],
+        ["t-stop-tty", "e-tty-plain", 137],
         ["t-stop-tty", "t-stop-tty", 137],
       ],
+      "recorded before ckd stopped, the exec's first",
     );
+    assert.deepEqual((await exitsSince(beforeStop)).filter(([c]) => c === "t-stop-held"), [["t-stop-held", "t-stop-held", 137]]);
     // e-brief is told to end now, with no ckd: its keeper leaves the status.
     writeFileSync(`${daemon.root}/tasks/${NS}/t-stop/rootfs/go-exec`, "");
     const briefExit = `${daemon.root}/tasks/${NS}/t-stop/execs/e-brief/exit`;
