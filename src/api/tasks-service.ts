@@ -138,7 +138,7 @@ function ioPath(field: string, p: string | undefined): string {
   const v = p ?? "";
   const uri = field !== "stdin" && /^[a-z][a-z0-9+.-]*:\/\//i.test(v);
   if (v && !v.startsWith("/") && !uri) {
-    throw invalidArgument(`${field} ${JSON.stringify(v)}: an absolute FIFO or file path${field === "stdin" ? "" : ", or a file:// URI"}`);
+    throw invalidArgument(`${field} ${JSON.stringify(v)}: an absolute FIFO or file path${field === "stdin" ? "" : ", or a file:// or binary:// URI"}`);
   }
   return v;
 }
@@ -235,7 +235,7 @@ export class Tasks {
           const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs, io.terminal, options);
           let created: Started;
           try {
-            d.runtime.openIo(ns, id, io);
+            await d.runtime.openIo(ns, id, io);
             created = await d.runtime.create(ns, id);
             await d.sequencer.submit(taskHandlers.create({ namespace: ns, container_id: id, bundle, rootfs, io, pid: created.pid }));
           } catch (err) {
@@ -406,7 +406,7 @@ export class Tasks {
           if (this.execs.has(key) || exec === id) throw alreadyExists(`exec "${exec}" of task "${id}"${exec === id ? ": the task's own process has that id" : ""}`);
           await d.runtime.prepareExec(ns, id, exec, req.spec.value, io.terminal);
           try {
-            d.runtime.openIo(ns, id, io, exec);
+            await d.runtime.openIo(ns, id, io, exec);
             await d.sequencer.submit(execHandlers.added({ namespace: ns, container_id: id, exec_id: exec }));
           } catch (err) {
             await d.runtime.removeExec(ns, id, exec);

@@ -134,20 +134,39 @@ async function followTerminal(resize: (w: number, h: number) => Promise<unknown>
  * terminal is put in raw mode (^C is then a key the console's program reads, not a signal
  * here) and its size follows.
  */
-export async function runTask(api: ApiClient, id: string, opts: { detach?: boolean; log?: string; tty?: boolean; exec?: { id: string; spec: unknown } }): Promise<number> {
+export async function runTask(api: ApiClient, id: string, opts: { detach?: boolean; log?: string; logUri?: string; tty?: boolean; exec?: { id: string; spec: unknown } }): Promise<number> {
   const p = processCalls(api, id, opts.exec);
   const terminal = opts.tty === true;
-  if (opts.detach) {
-    const logUri = opts.log ? pathToFileURL(path.resolve(opts.log)).href : "";
+  if (opts.log && opts.logUri) throw new CkError("InvalidArgument", "--log and --log-uri cannot be used together: invalid argument");
+  if (opts.detach || opts.logUri) {
+    // As ctr --log-uri: the process's output goes where the URI says (file://, or binary://
+    // for a logging program ckd starts), in the foreground too, with no stdin.
+    const logUri = opts.logUri ?? (opts.log ? pathToFileURL(path.resolve(opts.log)).href : "");
     await p.create({ stdout: logUri, stderr: terminal ? "" : logUri, terminal });
+    const waited = opts.detach ? undefined : p.wait();
+    waited?.catch(() => undefined);
     try {
       const { pid } = await p.start();
-      process.stdout.write(`${pid}\n`);
+      if (!waited) {
+        process.stdout.write(`${pid}\n`);
+        return 0;
+      }
     } catch (err) {
       await p.remove().catch(() => undefined);
       throw err;
     }
-    return 0;
+    const forward = (sig: NodeJS.Signals) => void p.kill(os.constants.signals[sig]).catch(() => undefined);
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
+    try {
+      const { exit_status } = await waited!;
+      await p.remove();
+      return exit_status ?? 0;
+    } catch (err) {
+      await p.remove().catch(() => undefined);
+      throw err;
+    } finally {
+      for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
+    }
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), "ck-fifo-"));
   try {
@@ -255,8 +274,9 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .description("start a container's task; in the foreground, with this terminal's stdio, exiting with its status")
     .option("-d, --detach", "start it and return")
     .option("--log <file>", "with -d: append the task's output to this file")
+    .option("--log-uri <uri>", "the task's output to a file:// or binary:// (logging program) URI, as ctr's --log-uri")
     .action(
-      action(async (api, id: string, opts: { detach?: boolean; log?: string }) => {
+      action(async (api, id: string, opts: { detach?: boolean; log?: string; logUri?: string }) => {
         // As ctr: a console when the container's process spec asks for one.
         const tty = (await containerSpec(api, id)).process?.terminal === true;
         process.exitCode = await runTask(api, id, { ...opts, tty });
@@ -269,10 +289,11 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("-d, --detach", "start the task and return")
     .option("-t, --tty", "give the process a console (this terminal, raw, its size followed)")
     .option("--log <file>", "with -d: append the task's output to this file")
+    .option("--log-uri <uri>", "the task's output to a file:// or binary:// (logging program) URI, as ctr's --log-uri")
     .option("--snapshotter <name>", "snapshotter holding the unpacked image", process.env.CONTAINERD_SNAPSHOTTER || "overlayfs")
     .option("--label <k=v...>", "container labels", [])
     .action(
-      action(async (api, image: string, id: string, args: string[], opts: { rm?: boolean; detach?: boolean; tty?: boolean; log?: string; snapshotter: string; label: string[] }) => {
+      action(async (api, image: string, id: string, args: string[], opts: { rm?: boolean; detach?: boolean; tty?: boolean; log?: string; logUri?: string; snapshotter: string; label: string[] }) => {
         // First: without --, the program's own options may have been taken as ck's (-d here).
         args = commandAfterDashes(args, "ck run IMAGE ID -- PROGRAM [ARGS...]");
         if (opts.rm && opts.detach) throw new CkError("InvalidArgument", "--rm and --detach cannot be used together: invalid argument");
@@ -337,15 +358,16 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("-d, --detach", "start it and return")
     .option("-t, --tty", "give the process a console (this terminal, raw, its size followed)")
     .option("--cwd <dir>", "working directory in the container")
+    .option("--log-uri <uri>", "the process's output to a file:// or binary:// (logging program) URI, as ctr's --log-uri")
     .action(
-      action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; tty?: boolean; cwd?: string }) => {
+      action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; tty?: boolean; cwd?: string; logUri?: string }) => {
         args = commandAfterDashes(args, "ck tasks exec --exec-id E ID -- PROGRAM [ARGS...]");
         if (!args.length) throw new CkError("InvalidArgument", "exec needs the program to run: invalid argument");
         const spec = await containerSpec(api, id);
         const tty = opts.tty === true;
         const proc = { ...(spec.process ?? {}), args, terminal: tty, ...(opts.cwd ? { cwd: opts.cwd } : {}) };
         const any = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify(proc)) };
-        process.exitCode = await runTask(api, id, { detach: opts.detach, tty, exec: { id: opts.execId, spec: any } });
+        process.exitCode = await runTask(api, id, { detach: opts.detach, tty, logUri: opts.logUri, exec: { id: opts.execId, spec: any } });
       }),
     );
   tasks

@@ -121,6 +121,17 @@ const CONSOLE_EXEC = BASH ? { shell: "/bin/bash", script: `${CLOSE_INHERITED}exe
 const SHIM_PID = "shim.pid";
 const EXIT_FILE = "exit";
 const RUNC_LOG = "runc.log";
+/**
+ * A process's binary:// logger (in the bundle, or the exec's directory): its pid and start
+ * time, so that whichever ckd deletes the process can end it; and the FIFOs its pipes are
+ * made from (removed once open; left only by a crash in between).
+ */
+const LOGGER_PID = "logger.pid";
+const LOGGER_FIFOS = ["log-stdout", "log-stderr", "log-ready"];
+/** How long a logger may take to say it is ready (containerd's shim waits without a bound). */
+const LOGGER_READY_MS = 30_000;
+/** How long a logger has to end after SIGTERM when its process is deleted (containerd: 12 s). */
+const LOGGER_TERM_MS = 12_000;
 /** In an exec's directory: its process spec, runc's pid file, the service's record of it. */
 const EXEC_SPEC = "process.json";
 const EXEC_PID = "pid";
@@ -129,7 +140,7 @@ const EXEC_RECORD = "state.json";
  * Every file ck puts in an exec's directory (runc's temporary pid file among them), its
  * record first: a removal cut short leaves no record of a deleted exec for the next ckd.
  */
-const EXEC_FILES = [EXEC_RECORD, `${EXEC_RECORD}.tmp`, EXEC_SPEC, EXEC_PID, `.${EXEC_PID}`, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG];
+const EXEC_FILES = [EXEC_RECORD, `${EXEC_RECORD}.tmp`, EXEC_SPEC, EXEC_PID, `.${EXEC_PID}`, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG, LOGGER_PID, ...LOGGER_FIFOS];
 
 /** What an earlier ckd left of an exec process (see execRecords). */
 export interface ExecLeft {
@@ -306,8 +317,16 @@ export class RuncRuntime {
    * its own writer could be left out), CloseIO, or (a console) its first bytes. From then on
    * stdin ends when the client closes it, after every byte.
    */
-  openIo(ns: string, id: string, io: TaskIo, exec?: string): void {
+  async openIo(ns: string, id: string, io: TaskIo, exec?: string): Promise<void> {
     const key = procKey(ns, id, exec);
+    const logger = binaryLogger(io.stdout);
+    if (logger) {
+      // As containerd's shim: stdout's scheme decides; a logging binary takes both outputs
+      // (stdin is not used). It is started now, as the shim starts it with the process's IO.
+      const pipes = await startLogger(logger, exec ?? id, ns, exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id));
+      this.ios.set(key, { out: pipes.out, err: io.terminal ? (closeSync(pipes.err), undefined) : pipes.err, stdin: undefined, terminal: io.terminal });
+      return;
+    }
     const fds: number[] = [];
     try {
       const out = openOutput(io.stdout, fds);
@@ -649,12 +668,14 @@ export class RuncRuntime {
     await fs.writeFile(path.join(dir, EXEC_SPEC), spec, { mode: 0o600 });
   }
 
-  /** Drops what an exec left: its stdio and its directory. */
+  /** Drops what an exec left: its stdio, its logging binary, its directory. */
   async removeExec(ns: string, id: string, exec: string): Promise<void> {
     const key = procKey(ns, id, exec);
     this.closeIoHandles(key);
     this.draining.get(key)?.destroy();
-    await removeExecFiles(this.execDir(ns, id, exec)).catch(() => undefined);
+    const dir = this.execDir(ns, id, exec);
+    await stopLogger(dir);
+    await removeExecFiles(dir).catch(() => undefined);
   }
 
   /**
@@ -726,6 +747,9 @@ export class RuncRuntime {
     for (const [key, sock] of [...this.draining]) if (mine(key)) sock.destroy();
     const bundle = this.bundleDir(ns, id);
     await this.forceDelete(ns, id);
+    // The processes' logging binaries, as containerd's shim ends them at the deletion.
+    const execDirs = (await fs.readdir(path.join(bundle, "execs"), { withFileTypes: true }).catch(() => [])).filter((e) => e.isDirectory());
+    await Promise.all([bundle, ...execDirs.map((e) => path.join(bundle, "execs", e.name))].map((dir) => stopLogger(dir)));
     await unmountAll(path.join(bundle, "rootfs"));
     await removeBundle(bundle);
     this.options.delete(procKey(ns, id));
@@ -870,7 +894,7 @@ async function removeBundleFiles(bundle: string): Promise<void> {
     if (f.startsWith(UPDATE_PREFIX) && f.endsWith(".json")) await fs.unlink(path.join(bundle, f));
   }
   // .init.pid: runc's temporary pid file, left when runc died between writing and renaming it.
-  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`, OPTIONS_FILE, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG]) {
+  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`, OPTIONS_FILE, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG, LOGGER_PID, ...LOGGER_FIFOS]) {
     await fs.unlink(path.join(bundle, f)).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     });
@@ -944,7 +968,7 @@ function openOutput(p: string, fds: number[]): number | undefined {
     }
     fd = openWithContext(file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT);
   } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(p)) {
-    throw notImplemented(`io ${p}: only FIFO or file paths and file:// URIs are supported`);
+    throw notImplemented(`io ${p}: only FIFO or file paths, file:// URIs and (for stdout) binary:// URIs are supported`);
   } else {
     if (!path.isAbsolute(p)) throw invalidArgument(`io path ${JSON.stringify(p)} must be absolute`);
     // Read-write: a FIFO opens without waiting for a reader and never fails for lack of one.
@@ -967,6 +991,136 @@ function openWithContext(p: string, flags: number): number {
     if (code === "ENOENT") throw invalidArgument(`io path ${p} does not exist`);
     throw invalidArgument(`io path ${p}: ${(err as Error).message}`);
   }
+}
+
+/**
+ * A `binary://` stdout URI (containerd's logging binaries), or undefined for any other
+ * stdout. Malformed, or without a program path: InvalidArgument naming the field.
+ */
+function binaryLogger(stdout: string): URL | undefined {
+  if (!/^binary:/i.test(stdout)) return undefined;
+  let u: URL;
+  try {
+    u = new URL(stdout);
+  } catch (err) {
+    throw invalidArgument(`stdout ${JSON.stringify(stdout)}: not a URI: ${(err as Error).message}`);
+  }
+  if (!u.pathname || u.pathname === "/") throw invalidArgument(`stdout ${JSON.stringify(stdout)}: a binary:// URI names the logging program's absolute path`);
+  return u;
+}
+
+/**
+ * A pipe made from a FIFO in `dir` (Node has no pipe(2)): a blocking reader and writer, the
+ * FIFO removed once both are open (a read-write opener first, so neither open waits).
+ */
+async function fifoPipe(dir: string, name: string, fds: number[]): Promise<{ r: number; w: number }> {
+  const file = path.join(dir, name);
+  await fs.unlink(file).catch(() => undefined);
+  await runCommand("mkfifo", ["-m", "0600", file]);
+  try {
+    const rw = openSync(file, fsc.O_RDWR);
+    try {
+      const r = openSync(file, fsc.O_RDONLY);
+      fds.push(r);
+      const w = openSync(file, fsc.O_WRONLY);
+      fds.push(w);
+      return { r, w };
+    } finally {
+      closeSync(rw);
+    }
+  } finally {
+    await fs.unlink(file).catch(() => undefined);
+  }
+}
+
+/**
+ * Starts a process's logging binary as containerd's shim does: the URI's path run with each
+ * query key and its (first) value as arguments, an environment of CONTAINER_ID (the process's
+ * id: the container's, or the exec's) and CONTAINER_NAMESPACE only, the process's stdout pipe
+ * on fd 3, its stderr pipe on fd 4, and fd 5 a pipe it closes (or writes to) once ready,
+ * which is waited for. It runs detached, outliving ckd as the task does; its pid is kept in
+ * `dir` for the deletion (stopLogger). Resolves with the pipes' write ends, for the process.
+ */
+async function startLogger(uri: URL, id: string, ns: string, dir: string): Promise<{ out: number; err: number }> {
+  const program = decodeURIComponent(uri.pathname);
+  const args: string[] = [];
+  const seen = new Set<string>();
+  for (const [k, v] of uri.searchParams) {
+    if (seen.has(k)) continue;
+    seen.add(k);
+    args.push(k, v);
+  }
+  const fds: number[] = [];
+  let child: ChildProcess | undefined;
+  try {
+    const out = await fifoPipe(dir, LOGGER_FIFOS[0]!, fds);
+    const err = await fifoPipe(dir, LOGGER_FIFOS[1]!, fds);
+    const readyFile = path.join(dir, LOGGER_FIFOS[2]!);
+    await fs.unlink(readyFile).catch(() => undefined);
+    await runCommand("mkfifo", ["-m", "0600", readyFile]);
+    const readyR = openSync(readyFile, fsc.O_RDONLY | fsc.O_NONBLOCK);
+    fds.push(readyR);
+    const readyW = openSync(readyFile, fsc.O_WRONLY | fsc.O_NONBLOCK);
+    fds.push(readyW);
+    await fs.unlink(readyFile).catch(() => undefined);
+    const spawned = spawn(program, args, {
+      stdio: ["ignore", "ignore", "ignore", out.r, err.r, readyW],
+      env: { CONTAINER_ID: id, CONTAINER_NAMESPACE: ns },
+      detached: true,
+    });
+    child = spawned;
+    // Its ends are the logger's now (the readers, and the ready pipe's writer, whose closing
+    // is the sign).
+    for (const fd of [out.r, err.r, readyW]) {
+      closeSync(fd);
+      fds.splice(fds.indexOf(fd), 1);
+    }
+    const ready = new net.Socket({ fd: readyR, readable: true, writable: false });
+    fds.splice(fds.indexOf(readyR), 1);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(failedPrecondition(`stdout ${uri.href}: the logging binary did not get ready within ${LOGGER_READY_MS / 1000} s`)), LOGGER_READY_MS);
+        const done = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        ready.once("data", done).once("end", done).once("close", done).on("error", () => undefined);
+        spawned.once("error", (e) => {
+          clearTimeout(timer);
+          reject(failedPrecondition(`stdout ${uri.href}: the logging binary ${program} did not start: ${e.message}`));
+        });
+        ready.resume();
+      });
+    } finally {
+      ready.destroy();
+    }
+    const since = spawned.pid ? procStat(spawned.pid)?.startTime : undefined;
+    if (spawned.pid && since) await fs.writeFile(path.join(dir, LOGGER_PID), `${spawned.pid} ${since}\n`, { mode: 0o600 });
+    spawned.unref();
+    return { out: out.w, err: err.w };
+  } catch (e) {
+    for (const fd of fds) closeSync(fd);
+    if (child?.pid) killGroup(child.pid);
+    throw e;
+  }
+}
+
+/**
+ * Ends the logging binary a process's directory names, as containerd's shim does at the
+ * deletion: SIGTERM, then SIGKILL if it has not ended within LOGGER_TERM_MS. Most have ended
+ * already (their pipes closed with the process). Nothing when there is none.
+ */
+async function stopLogger(dir: string): Promise<void> {
+  const [pid, since] = (readFileSafe(path.join(dir, LOGGER_PID)) ?? "").trim().split(" ").map(Number);
+  if (!(pid! > 0) || !(since! > 0) || !isSameProcess(pid!, since!)) return;
+  try {
+    process.kill(pid!, "SIGTERM");
+  } catch {
+    return;
+  }
+  const deadline = performance.now() + LOGGER_TERM_MS;
+  while (isSameProcess(pid!, since!) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  if (isSameProcess(pid!, since!)) killGroup(pid!);
 }
 
 /** What `read` finds (a pid), once there; undefined when runc exited first. */

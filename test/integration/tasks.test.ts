@@ -634,6 +634,77 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal((await ctr(["containers", "rm", "t-att"])).code, 0);
   });
 
+  test("ctr run --log-uri binary://: a logging binary gets the process's stdout and stderr (fds 3, 4), its id and namespace, the URI's arguments; ended at the deletion; an exec's too", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ck-logger-"));
+    const logger = join(dir, "logger.sh");
+    // Ready (fd 5 closed) before its readers start, so that they do not hold it open.
+    writeFileSync(
+      logger,
+      `#!/bin/sh
+d=${dir}/$CONTAINER_ID
+exec 5>&-
+/bin/mkdir -p "$d"
+echo "$CONTAINER_NAMESPACE $CONTAINER_ID $#:$*" > "$d/args"
+/usr/bin/env > "$d/env"
+trap '/bin/echo term > "$d/term"; exit 0' TERM
+/bin/cat <&3 > "$d/stdout" &
+/bin/cat <&4 > "$d/stderr" &
+wait
+[ "$1" = hold ] && while :; do /bin/sleep 0.1; done
+exit 0
+`,
+      { mode: 0o755 },
+    );
+    const settled = async (file: string, want: string) => {
+      for (const until = Date.now() + 10_000; (existsSync(file) ? readFileSync(file, "utf8") : "") !== want && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+      return existsSync(file) ? readFileSync(file, "utf8") : undefined;
+    };
+    try {
+      let r = await ctr(["run", "--log-uri", `binary://${logger}?mode=plain`, ref, "t-log", "sh", "-c", "echo to-out; echo to-err >&2; exit 3"]);
+      assert.equal(r.code, 3, r.stderr);
+      assert.equal(await settled(join(dir, "t-log", "stdout"), "to-out\n"), "to-out\n");
+      assert.equal(await settled(join(dir, "t-log", "stderr"), "to-err\n"), "to-err\n");
+      assert.equal(readFileSync(join(dir, "t-log", "args"), "utf8"), `${NS} t-log 2:mode plain\n`);
+      const env = readFileSync(join(dir, "t-log", "env"), "utf8");
+      assert.match(env, /^CONTAINER_ID=t-log$/m);
+      assert.match(env, new RegExp(`^CONTAINER_NAMESPACE=${NS}$`, "m"));
+      assert.doesNotMatch(env, /^PATH=/m, "nothing of ckd's environment");
+      assert.ok(!existsSync(join(dir, "t-log", "term")), "it ended at its pipes' end, before the deletion");
+      assert.equal((await ctr(["containers", "rm", "t-log"])).code, 0);
+
+      // One that runs on past its pipes' end is ended (SIGTERM) when its process is deleted.
+      r = await ctr(["run", "-d", "--log-uri", `binary://${logger}?hold=`, ref, "t-log-hold", "sh", "-c", "echo held; sleep 600"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await settled(join(dir, "t-log-hold", "stdout"), "held\n"), "held\n");
+      assert.equal(readFileSync(join(dir, "t-log-hold", "args"), "utf8"), `${NS} t-log-hold 2:hold \n`);
+      // An exec's logger: its id is the exec's, as containerd's shim names it.
+      r = await ctr(["tasks", "exec", "--exec-id", "e-log", "--log-uri", `binary://${logger}?mode=exec`, "t-log-hold", "sh", "-c", "echo exec-out; echo exec-err >&2; exit 2"]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(await settled(join(dir, "e-log", "stdout"), "exec-out\n"), "exec-out\n");
+      assert.equal(await settled(join(dir, "e-log", "stderr"), "exec-err\n"), "exec-err\n");
+      assert.equal(readFileSync(join(dir, "e-log", "args"), "utf8"), `${NS} e-log 2:mode exec\n`);
+      const holder = Number(readFileSync(`${daemon.root}/tasks/${NS}/t-log-hold/logger.pid`, "utf8").split(" ")[0]);
+      assert.ok(existsSync(`/proc/${holder}`));
+      await api.call("tasks", "Kill", { container_id: "t-log-hold", signal: 9 });
+      assert.equal((await api.call("tasks", "Wait", { container_id: "t-log-hold" })).exit_status, 137);
+      assert.ok(!existsSync(join(dir, "t-log-hold", "term")), "not ended before the deletion");
+      r = await ctr(["tasks", "rm", "t-log-hold"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(readFileSync(join(dir, "t-log-hold", "term"), "utf8"), "term\n", "SIGTERM at the deletion");
+      for (const until = Date.now() + 5000; existsSync(`/proc/${holder}`) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+      assert.ok(!existsSync(`/proc/${holder}`), "the logger ended");
+      assert.equal((await ctr(["containers", "rm", "t-log-hold"])).code, 0);
+      // ck's own: ck run --log-uri in the foreground, exiting with the task's status.
+      const ckRun = await runNode(CK, ["--address", daemon.address, "-n", NS, "run", "--rm", "--log-uri", `binary://${logger}?mode=ck`, ref, "t-log-ck", "--", "sh", "-c", "echo ck-out; exit 4"]);
+      assert.equal(ckRun.code, 4, ckRun.stderr);
+      assert.equal(await settled(join(dir, "t-log-ck", "stdout"), "ck-out\n"), "ck-out\n");
+      assert.equal(readFileSync(join(dir, "t-log-ck", "args"), "utf8"), `${NS} t-log-ck 2:mode ck\n`);
+      await rejectsClass(api.call("containers", "Get", { id: "t-log-ck" }), "NotFound");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("ck run: an image's named user, from the image's own /etc/passwd and /etc/group", async () => {
     const busybox = readFileSync("/bin/busybox");
     const layer = (passwd: boolean) =>
@@ -736,7 +807,9 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdin: plain }), "InvalidArgument", /not a FIFO/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "/no/such/dir/out" }), "InvalidArgument", /does not exist/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "file://%zz" }), "InvalidArgument", /file:\/\/%zz/);
-    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "binary:///usr/bin/logger" }), "NotImplemented", /binary:/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "binary:///no/such/logger" }), "FailedPrecondition", /stdout binary:\/\/\/no\/such\/logger: the logging binary \/no\/such\/logger did not start/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "binary://" }), "InvalidArgument", /stdout "binary:\/\/": a binary:\/\/ URI names the logging program's absolute path/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "tcp://127.0.0.1:9" }), "NotImplemented", /tcp:/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, checkpoint: { digest: "sha256:" + "a".repeat(64) } }), "NotImplemented", /checkpoint/);
     // A spec runc cannot run: refused at Create, before anything is mounted.
     for (const [spec, re] of [
