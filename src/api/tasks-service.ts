@@ -46,6 +46,7 @@ const PROCESS_DETAILS_TYPE = "containerd.runc.v1.ProcessDetails";
 const LOST_EXIT_STATUS = 255;
 /** How long a task's recorded end waits for its exec processes' (stopped with it) to be recorded. */
 const EXEC_END_WAIT_MS = 10_000;
+const EXEC_END_WAIT_STOPPING_MS = 2_000;
 
 const ts = toTimestamp;
 
@@ -340,6 +341,8 @@ export class Tasks {
           // Its execs' records are written no more (their directories go with the bundle).
           const execKeys = [...this.execs.keys()].filter((key) => key.startsWith(`${ns}/${id}/`));
           for (const key of execKeys) await this.forgetExec(key);
+          // Nor does a later task of this id wait for their ends.
+          this.execEnds.delete(`${ns}/${id}`);
           try {
             await d.runtime.cleanup(ns, id);
           } catch (err) {
@@ -787,7 +790,9 @@ export class Tasks {
     const pending = [...(this.execEnds.get(`${ns}/${id}`) ?? [])];
     if (pending.length === 0) return;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled(pending), new Promise((r) => (timer = setTimeout(r, EXEC_END_WAIT_MS)))]);
+    // While ckd stops, within its stop's own wait (the task's end must be recorded before it goes).
+    const waitMs = this.stopping ? EXEC_END_WAIT_STOPPING_MS : EXEC_END_WAIT_MS;
+    await Promise.race([Promise.allSettled(pending), new Promise((r) => (timer = setTimeout(r, waitMs)))]);
     clearTimeout(timer);
   }
 

@@ -137,7 +137,7 @@ async function followTerminal(resize: (w: number, h: number) => Promise<unknown>
 export async function runTask(api: ApiClient, id: string, opts: { detach?: boolean; log?: string; logUri?: string; tty?: boolean; exec?: { id: string; spec: unknown } }): Promise<number> {
   const p = processCalls(api, id, opts.exec);
   const terminal = opts.tty === true;
-  if (opts.log && opts.logUri) throw new CkError("InvalidArgument", "--log and --log-uri cannot be used together: invalid argument");
+  checkOutputFlags(opts);
   if (opts.detach || opts.logUri) {
     // As ctr --log-uri: the process's output goes where the URI says (file://, or binary://
     // for a logging program ckd starts), in the foreground too, with no stdin.
@@ -228,6 +228,12 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
   }
 }
 
+/** Where a process's output goes: one of --log and --log-uri, and no --log-uri on a console (as ctr tasks exec). */
+function checkOutputFlags(opts: { log?: string; logUri?: string; tty?: boolean }): void {
+  if (opts.log && opts.logUri) throw new CkError("InvalidArgument", "--log and --log-uri cannot be used together: invalid argument");
+  if (opts.tty && opts.logUri) throw new CkError("InvalidArgument", "--log-uri and --tty cannot be used together: invalid argument");
+}
+
 /**
  * The program and its arguments, given after `--`: without it the parser would take the
  * program's own options (`-d`, `-n`, `-c`) as ck's.
@@ -297,6 +303,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         // First: without --, the program's own options may have been taken as ck's (-d here).
         args = commandAfterDashes(args, "ck run IMAGE ID -- PROGRAM [ARGS...]");
         if (opts.rm && opts.detach) throw new CkError("InvalidArgument", "--rm and --detach cannot be used together: invalid argument");
+        checkOutputFlags(opts);
         const img = (await api.call("images", "Get", { name: image })).image;
         const { chainIds, configJson } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());
         const top = chainIds.at(-1);

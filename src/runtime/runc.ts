@@ -320,20 +320,25 @@ export class RuncRuntime {
   async openIo(ns: string, id: string, io: TaskIo, exec?: string): Promise<void> {
     const key = procKey(ns, id, exec);
     const logger = binaryLogger(io.stdout);
-    if (logger) {
-      // As containerd's shim: stdout's scheme decides; a logging binary takes both outputs
-      // (stdin is not used). It is started now, as the shim starts it with the process's IO.
-      const pipes = await startLogger(logger, exec ?? id, ns, exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id));
-      this.ios.set(key, { out: pipes.out, err: io.terminal ? (closeSync(pipes.err), undefined) : pipes.err, stdin: undefined, terminal: io.terminal });
-      return;
-    }
     const fds: number[] = [];
     try {
-      const out = openOutput(io.stdout, fds);
-      // A console has one output, stdout, as containerd's shim copies it.
-      const err = io.terminal ? undefined : openOutput(io.stderr, fds);
+      let out: number | undefined;
+      let err: number | undefined;
+      if (logger) {
+        // As containerd's shim: stdout's scheme decides; a logging binary takes both outputs
+        // (and stdin is not used, but on a console). It starts now, with the process's IO.
+        const pipes = await startLogger(logger, exec ?? id, ns, exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id), this.bundleDir(ns, id));
+        out = pipes.out;
+        fds.push(pipes.out);
+        if (io.terminal) closeSync(pipes.err);
+        else fds.push((err = pipes.err));
+      } else {
+        out = openOutput(io.stdout, fds);
+        // A console has one output, stdout, as containerd's shim copies it.
+        err = io.terminal ? undefined : openOutput(io.stderr, fds);
+      }
       let stdin: TaskStdin | undefined;
-      if (io.stdin) {
+      if (io.stdin && (!logger || io.terminal)) {
         if (!path.isAbsolute(io.stdin)) throw invalidArgument(`io path ${JSON.stringify(io.stdin)} must be absolute`);
         const reader = openWithContext(io.stdin, fsc.O_RDONLY | fsc.O_NONBLOCK);
         fds.push(reader);
@@ -997,16 +1002,19 @@ function openWithContext(p: string, flags: number): number {
  * A `binary://` stdout URI (containerd's logging binaries), or undefined for any other
  * stdout. Malformed, or without a program path: InvalidArgument naming the field.
  */
-function binaryLogger(stdout: string): URL | undefined {
+function binaryLogger(stdout: string): { uri: URL; program: string } | undefined {
   if (!/^binary:/i.test(stdout)) return undefined;
-  let u: URL;
+  const bad = (why: string) => invalidArgument(`stdout ${JSON.stringify(stdout)}: ${why}`);
+  let uri: URL;
+  let program: string;
   try {
-    u = new URL(stdout);
+    uri = new URL(stdout);
+    program = decodeURIComponent(uri.pathname);
   } catch (err) {
-    throw invalidArgument(`stdout ${JSON.stringify(stdout)}: not a URI: ${(err as Error).message}`);
+    throw bad(`not a URI: ${(err as Error).message}`);
   }
-  if (!u.pathname || u.pathname === "/") throw invalidArgument(`stdout ${JSON.stringify(stdout)}: a binary:// URI names the logging program's absolute path`);
-  return u;
+  if (!path.isAbsolute(program) || program === "/" || program.includes("\0")) throw bad("a binary:// URI names the logging program's absolute path");
+  return { uri, program };
 }
 
 /**
@@ -1041,8 +1049,11 @@ async function fifoPipe(dir: string, name: string, fds: number[]): Promise<{ r: 
  * which is waited for. It runs detached, outliving ckd as the task does; its pid is kept in
  * `dir` for the deletion (stopLogger). Resolves with the pipes' write ends, for the process.
  */
-async function startLogger(uri: URL, id: string, ns: string, dir: string): Promise<{ out: number; err: number }> {
-  const program = decodeURIComponent(uri.pathname);
+async function startLogger({ uri, program }: { uri: URL; program: string }, id: string, ns: string, dir: string, bundle: string): Promise<{ out: number; err: number }> {
+  // Looked at first: started through a shell, a missing program would only seem to end at once.
+  await fs.access(program, fsc.X_OK).catch((e: Error) => {
+    throw failedPrecondition(`stdout ${uri.href}: the logging binary ${program} did not start: ${e.message}`);
+  });
   const args: string[] = [];
   const seen = new Set<string>();
   for (const [k, v] of uri.searchParams) {
@@ -1063,12 +1074,28 @@ async function startLogger(uri: URL, id: string, ns: string, dir: string): Promi
     const readyW = openSync(readyFile, fsc.O_WRONLY | fsc.O_NONBLOCK);
     fds.push(readyW);
     await fs.unlink(readyFile).catch(() => undefined);
-    const spawned = spawn(program, args, {
-      stdio: ["ignore", "ignore", "ignore", out.r, err.r, readyW],
-      env: { CONTAINER_ID: id, CONTAINER_NAMESPACE: ns },
-      detached: true,
-    });
+    let spawned: ChildProcess;
+    try {
+      // Through bash where there is one: what the logger inherits past its three pipes (ckd's
+      // consoles' pty masters, which node-pty opens without close-on-exec) is closed first; env
+      // -i, as bash would add variables of its own. Run in the task's bundle, as containerd's
+      // shim runs it.
+      const [file, argv] = BASH
+        ? ["/bin/bash", ["-c", `${CLOSE_INHERITED.replace('-gt 2', '-gt 5')}exec /usr/bin/env -i "CONTAINER_ID=$1" "CONTAINER_NAMESPACE=$2" "\${@:3}"`, "ck-logger", id, ns, program, ...args]]
+        : [program, args];
+      spawned = spawn(file, argv, {
+        stdio: ["ignore", "ignore", "ignore", out.r, err.r, readyW],
+        env: { CONTAINER_ID: id, CONTAINER_NAMESPACE: ns },
+        cwd: bundle,
+        detached: true,
+      });
+    } catch (e) {
+      throw failedPrecondition(`stdout ${uri.href}: the logging binary ${program} did not start: ${(e as Error).message}`);
+    }
     child = spawned;
+    // Kept at once: whichever ckd deletes the process ends it, even if this one goes now.
+    const since = spawned.pid ? procStat(spawned.pid)?.startTime : undefined;
+    if (spawned.pid && since) await fs.writeFile(path.join(dir, LOGGER_PID), `${spawned.pid} ${since}\n`, { mode: 0o600 });
     // Its ends are the logger's now (the readers, and the ready pipe's writer, whose closing
     // is the sign).
     for (const fd of [out.r, err.r, readyW]) {
@@ -1094,8 +1121,6 @@ async function startLogger(uri: URL, id: string, ns: string, dir: string): Promi
     } finally {
       ready.destroy();
     }
-    const since = spawned.pid ? procStat(spawned.pid)?.startTime : undefined;
-    if (spawned.pid && since) await fs.writeFile(path.join(dir, LOGGER_PID), `${spawned.pid} ${since}\n`, { mode: 0o600 });
     spawned.unref();
     return { out: out.w, err: err.w };
   } catch (e) {

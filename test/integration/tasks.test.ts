@@ -324,11 +324,16 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     t.term.resize(120, 40);
     at = await t.sizeBecomes(40, 120, at);
     // A task started while this console is open: its keeper (outliving ckd) holds no
-    // descriptor of ckd's, this console's pty master among them, only its stdio.
-    let rr = await ctr(["run", "-d", ref, "t-fds", "sleep", "600"]);
+    // descriptor of ckd's, this console's pty master among them, only its stdio; nor does its
+    // logging program, only its stdio and its pipes.
+    const fdLogger = join(daemon.root, "fd-logger.sh");
+    writeFileSync(fdLogger, "#!/bin/sh\nexec 5>&-\nexec /bin/sleep 600\n", { mode: 0o755 });
+    let rr = await ctr(["run", "-d", "--log-uri", `binary://${fdLogger}`, ref, "t-fds", "sleep", "600"]);
     assert.equal(rr.code, 0, rr.stderr);
     const fdKeeper = Number(readFileSync(`${daemon.root}/tasks/${NS}/t-fds/shim.pid`, "utf8").split(" ")[0]);
     assert.deepEqual(readdirSync(`/proc/${fdKeeper}/fd`).map(Number).sort((a, b) => a - b), [0, 1, 2]);
+    const loggerPid = Number(readFileSync(`${daemon.root}/tasks/${NS}/t-fds/logger.pid`, "utf8").split(" ")[0]);
+    assert.deepEqual(readdirSync(`/proc/${loggerPid}/fd`).map(Number).sort((a, b) => a - b), [0, 1, 2, 3, 4]);
     await api.call("tasks", "Kill", { container_id: "t-fds", signal: 9 });
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-fds" })).exit_status, 137);
     rr = await ctr(["tasks", "rm", "t-fds"]);
@@ -503,6 +508,12 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ck(["run", "--rm", "-d", ref, "ck-both", "--", "true"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--rm and --detach/);
+    r = await ck(["run", "-t", "--log-uri", "binary:///bin/true", ref, "ck-both", "--", "true"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--log-uri and --tty cannot be used together/);
+    r = await ck(["run", "-d", "--log", "/tmp/x", "--log-uri", "binary:///bin/true", ref, "ck-both", "--", "true"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--log and --log-uri cannot be used together/);
     const left = (await ctr(["containers", "ls", "-q"])).stdout;
     assert.ok(!left.includes("ck-native") && !left.includes("ck-nodash"), "nothing created");
 
@@ -669,7 +680,6 @@ exit 0
       assert.match(env, /^CONTAINER_ID=t-log$/m);
       assert.match(env, new RegExp(`^CONTAINER_NAMESPACE=${NS}$`, "m"));
       assert.doesNotMatch(env, /^PATH=/m, "nothing of ckd's environment");
-      assert.ok(!existsSync(join(dir, "t-log", "term")), "it ended at its pipes' end, before the deletion");
       assert.equal((await ctr(["containers", "rm", "t-log"])).code, 0);
 
       // One that runs on past its pipes' end is ended (SIGTERM) when its process is deleted.
@@ -809,6 +819,8 @@ exit 0
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "file://%zz" }), "InvalidArgument", /file:\/\/%zz/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "binary:///no/such/logger" }), "FailedPrecondition", /stdout binary:\/\/\/no\/such\/logger: the logging binary \/no\/such\/logger did not start/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "binary://" }), "InvalidArgument", /stdout "binary:\/\/": a binary:\/\/ URI names the logging program's absolute path/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "binary:///x%zz" }), "InvalidArgument", /stdout "binary:\/\/\/x%zz": not a URI/);
+    await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "binary:logger" }), "InvalidArgument", /stdout "binary:logger": an absolute FIFO or file path, or a file:\/\/ or binary:\/\/ URI/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "tcp://127.0.0.1:9" }), "NotImplemented", /tcp:/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, checkpoint: { digest: "sha256:" + "a".repeat(64) } }), "NotImplemented", /checkpoint/);
     // A spec runc cannot run: refused at Create, before anything is mounted.
@@ -984,6 +996,10 @@ exit 0
     assert.match((await ctr(["tasks", "ps", "t-orphan"])).stdout, new RegExp(`^${pid}\\s`, "m"));
     const orphanExecNow = (await api.call("tasks", "Get", { container_id: "t-orphan", exec_id: "e-orphan" })).process;
     assert.deepEqual([orphanExecNow.status, orphanExecNow.pid], [2, orphanExec], "the exec process, adopted");
+    // The start cut short: killed by the new ckd, its end recorded, its task running on.
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-orphan", exec_id: "e-cut" })).exit_status, 137);
+    assert.ok(!existsSync(`/proc/${cutExec}`));
+    assert.equal((await api.call("tasks", "Get", { container_id: "t-orphan" })).process.status, 2, "only the exec was killed");
     const waited = api.call("tasks", "Wait", { container_id: "t-orphan" });
     const execWaited = api.call("tasks", "Wait", { container_id: "t-orphan", exec_id: "e-orphan" });
     r = await ctr(["tasks", "kill", "-s", "SIGKILL", "t-orphan"]);
