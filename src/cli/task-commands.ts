@@ -155,18 +155,7 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
       await p.remove().catch(() => undefined);
       throw err;
     }
-    const forward = (sig: NodeJS.Signals) => void p.kill(os.constants.signals[sig]).catch(() => undefined);
-    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
-    try {
-      const { exit_status } = await waited!;
-      await p.remove();
-      return exit_status ?? 0;
-    } catch (err) {
-      await p.remove().catch(() => undefined);
-      throw err;
-    } finally {
-      for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
-    }
+    return await untilEnded(p, waited!);
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), "ck-fifo-"));
   try {
@@ -201,30 +190,43 @@ export async function runTask(api: ApiClient, id: string, opts: { detach?: boole
       outR.release();
       errR?.release();
     }
-    // As ctr: ^C and SIGTERM go to the process, which decides what they mean (on a console,
-    // ^C is a key it reads; SIGTERM and SIGHUP are still forwarded).
-    const forward = (sig: NodeJS.Signals) => void p.kill(os.constants.signals[sig]).catch(() => undefined);
-    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
-    try {
-      const { exit_status } = await waited;
-      await Promise.all([outR.done, errR?.done]);
-      // This terminal back to how it was while stdin can still be told.
-      unfollow();
-      process.stdin.unpipe(inSock);
-      process.stdin.destroy();
-      inSock.destroy();
-      await p.remove();
-      return exit_status ?? 0;
-    } catch (err) {
-      // As ctr: what was started is deleted on the way out, whatever ended the wait.
-      await p.remove().catch(() => undefined);
-      throw err;
-    } finally {
-      unfollow();
-      for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
-    }
+    return await untilEnded(
+      p,
+      waited,
+      async () => {
+        await Promise.all([outR.done, errR?.done]);
+        // This terminal back to how it was while stdin can still be told.
+        unfollow();
+        process.stdin.unpipe(inSock);
+        process.stdin.destroy();
+        inSock.destroy();
+      },
+      unfollow,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A started process in the foreground, as ctr: ^C, SIGTERM and SIGHUP go to it, which decides
+ * what they mean (on a console ^C is a key it reads); once it has ended (and `ended` is done)
+ * it is deleted, as it is whatever else ended the wait; its exit status.
+ */
+async function untilEnded(p: ReturnType<typeof processCalls>, waited: Promise<{ exit_status?: number }>, ended = async () => undefined as void, always = () => undefined as void): Promise<number> {
+  const forward = (sig: NodeJS.Signals) => void p.kill(os.constants.signals[sig]).catch(() => undefined);
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, forward);
+  try {
+    const { exit_status } = await waited;
+    await ended();
+    await p.remove();
+    return exit_status ?? 0;
+  } catch (err) {
+    await p.remove().catch(() => undefined);
+    throw err;
+  } finally {
+    always();
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, forward);
   }
 }
 
