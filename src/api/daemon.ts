@@ -428,7 +428,7 @@ export class Daemon {
         });
       });
     }
-    // Nothing would see the exits of tasks left running: they end with ckd, recorded.
+    // Started tasks run on under their keepers; what cannot (created inits) ends, recorded.
     await this.tasks?.stop().catch((err) => this.logger.warn({ err }, "stopping tasks failed"));
     await this.projector.stop();
     await this.log.close().catch(() => undefined);

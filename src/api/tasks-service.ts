@@ -709,7 +709,7 @@ export class Tasks {
   /**
    * At start, the tasks of an earlier ckd on this root that are not stopped: a started one
    * whose keeper still runs it (or left its exit) is adopted, its exit recorded when it comes
-   * (before anyone can ask, if it came while no ckd ran); any other (created, on a console,
+   * (before anyone can ask, if it came while no ckd ran); any other (created, or
    * without a keeper) lost its process with that ckd: what is left of it is stopped and its
    * exit recorded as containerd records a task whose shim is gone (255). Bundles without a
    * task record are removed.
@@ -737,7 +737,7 @@ export class Tasks {
           if (adopted.endedAlready) await recorded;
           continue;
         }
-        // Without a keeper (created, on a console, or an older ckd's), its container may still
+        // Without a keeper (created, or an older ckd's), its container may still
         // run (or wait at its gate), unsupervised since the earlier ckd went: stopped now,
         // its execs with it (their ends recorded first).
         await this.d.runtime.stopOrphan(name, id).catch((err) => this.d.logger.warn({ err, namespace: name, id }, "a created task's gate was not released"));
@@ -800,7 +800,7 @@ export class Tasks {
    * A task's exec processes, as the earlier ckd kept them: a started one under its keeper is
    * adopted as the init is (its exit recorded when it comes; at once, before this resolves, if
    * it came while no ckd ran); one whose end is recorded stays for Get, Wait and
-   * DeleteProcess; one on a console (its pty was ckd's) is recorded as lost (255); one never
+   * DeleteProcess; one started without a keeper (an older ckd's) is recorded as lost (255); one never
    * started is done without an event (as a failed Start); one spawned whose start the earlier
    * ckd may not have recorded (kept as created, under a keeper) is killed, its end recorded. A
    * directory without a record (an Exec cut short before it answered) is removed.
@@ -826,7 +826,7 @@ export class Tasks {
         if (adopted.endedAlready) endedAlready.push(recorded);
         else if (cutShort) await this.d.runtime.signalExec(ns, id, exec, e.pid, 9).catch(() => undefined);
       } else if (e.status === "RUNNING") {
-        // On a console: what it ran may run on (nothing left tells it from another process).
+        // Without a keeper (an older ckd's): what it ran may run on (nothing left tells it from another process).
         endedAlready.push(this.recordExit(ns, id, e.pid, LOST_EXIT_STATUS, new Date(), exec));
       } else {
         Object.assign(e, { status: "STOPPED", exit_status: LOST_EXIT_STATUS, exited_at: ts(new Date()) });
@@ -837,10 +837,10 @@ export class Tasks {
   }
 
   /**
-   * At stop: started tasks and exec processes run on under their keepers, for the next ckd
-   * to adopt (as containerd's shims keep them through its restarts). What cannot outlive ckd
-   * ends with it, its exit recorded: processes on a console (their pty is ckd's) and created
-   * inits never started (killed by ckd: 137).
+   * At stop: started tasks and exec processes, on a console or not, run on under their
+   * keepers, for the next ckd to adopt (as containerd's shims keep them through its restarts).
+   * What cannot outlive ckd ends with it, its exit recorded: created inits never started
+   * (killed by ckd: 137).
    */
   async stop(timeoutMs = 5000): Promise<void> {
     // No Start from now on; one under way finishes first, so that its process is seen to.

@@ -2,12 +2,14 @@
 // keeper, a shell that is ckd's child while ckd runs and outlives it, waits for runc (the
 // parent of the container's init) and leaves runc's exit status in the bundle; so ckd learns
 // every exit status, and the next ckd adopts the task (see adopt, and reconcile in
-// src/api/tasks-service.ts). Exec processes run under keepers of their own the same way.
-// Consoles are ckd's own children and end with it. Layout under ckd's root:
+// src/api/tasks-service.ts). Exec processes run under keepers of their own the same way, and
+// a process on a console under a console keeper (console-keeper.ts, a Node process holding
+// its pty). Layout under ckd's root:
 //   tasks/<namespace>/<id>/        the bundle: config.json (the container's spec and ckd's gate
 //                                  hook), rootfs/ (the task's rootfs mounts), init.pid, the
 //                                  keeper's shim.pid and exit, runc.log, ck-runc.json
-//     (and start.fifo, created.json: the gate; update-*.json)
+//     (and start.fifo, created.json: the gate; update-*.json; a console's console.sock,
+//     console.err, console.log; a logging program's logger.pid)
 //     execs/<exec>/                an exec process: process.json (its spec), pid (runc's pid
 //                                  file), its keeper's shim.pid and exit, runc.log, and
 //                                  state.json (the service's record of it, see writeExecRecord)
@@ -15,26 +17,22 @@
 //                                  as containerd's, so ids need only be unique in a namespace
 //                                  (a container's runc options may name another root)
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsc, promises as fs, openSync, closeSync, createWriteStream, existsSync, fstatSync, readFileSync, writeFileSync, writeSync, type WriteStream } from "node:fs";
+import { constants as fsc, promises as fs, openSync, closeSync, existsSync, fstatSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
-import { PassThrough } from "node:stream";
 import path from "node:path";
 import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import { mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
 import { CGROUP_ROOT, controllerPaths, isCgroupV1, METRICS_V1_TYPE, parseKeyValues, readMetricsV1 } from "./cgroups-v1.js";
-import { isAlive, isSameProcess, procStat } from "./proc.js";
+import { isSameProcess, procStat } from "./proc.js";
 import { METRICS_V2_TYPE, readMetricsV2, unifiedPath } from "./cgroups-v2.js";
 import type { Mount } from "../snapshots/types.js";
 
 import type { TaskIo } from "../commands/tasks.js";
-import type { IPty } from "node-pty";
+import { CONSOLE_ERR, CONSOLE_LOG, CONSOLE_SOCK, KEEPER_EXIT, tail, type ConsoleKeeperConfig, type Exit, type Launched } from "./console.js";
 
-export interface Exit {
-  status: number;
-  at: Date;
-}
+export type { Exit } from "./console.js";
 
 /** A started task: its init's pid and, once it ends, how. */
 export interface Started {
@@ -46,8 +44,8 @@ interface Running {
   /** runc's own pid (the leader of its process group), once spawned. */
   pid: number | undefined;
   launched?: Launched;
-  /** The host side of a terminal task's console (runc relays it to the container's). */
-  pty?: IPty;
+  /** A process on a console: its keeper's socket (resize, stdin's start and end). */
+  console?: ConsoleChannel;
   /** A created init's gate FIFO (ckd's end), until Start or the process's end. */
   gate?: number;
   /** The container process's pid (the init's or the exec's), once known. */
@@ -55,10 +53,8 @@ interface Running {
 }
 
 interface TaskStdin {
-  /** A console's stdin, read by ckd and typed into the pty: the FIFO's reader. */
-  sock?: net.Socket;
-  /** What was read from the FIFO, kept until the pty takes it. */
-  buffered?: PassThrough;
+  /** A console's stdin: the FIFO's reader (non-blocking), handed to its keeper, which types it into the pty. */
+  reader?: number;
   /** Any other process's stdin: a blocking reader of the FIFO, handed to runc as it is. */
   direct?: number;
   /** Our own writer on the FIFO until the client's surely connected (see openIo). */
@@ -70,12 +66,10 @@ interface TaskIoHandles {
   out: number | undefined;
   err: number | undefined;
   stdin: TaskStdin | undefined;
-  /** A console (ctr -t): runc runs on a pty of ckd's; stdout carries its output. */
+  /** A console (ctr -t): runc runs on its keeper's pty; stdout carries its output. */
   terminal: boolean;
-  /** The console's size, from a ResizePty before Start. */
+  /** The console's size, from a ResizePty before its launch. */
   size?: { cols: number; rows: number };
-  /** A started console's stdout (ckd writes what the pty prints). */
-  outSocket?: net.Socket | WriteStream;
 }
 
 /** node-pty, loaded when the first terminal task starts (a native addon). */
@@ -108,18 +102,22 @@ const SHIM_SCRIPT = 'f=$1; shift; trap : TERM HUP INT; "$@"; s=$?; echo $s > "$f
  * without close-on-exec), which a keeper outliving ckd would otherwise hold for good. dash
  * cannot name descriptors past 9.
  */
-const CLOSE_INHERITED = `for fd in /proc/$$/fd/*; do n=\${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; `;
+/** bash: closes every descriptor past `last` that the shell inherited. */
+const closePast = (last: number) => `for fd in /proc/$$/fd/*; do n=\${fd##*/}; [ "$n" -gt ${last} ] && eval "exec $n>&-"; done; `;
+const CLOSE_INHERITED = closePast(2);
 const BASH = existsSync("/bin/bash");
 const KEEPER = BASH ? { shell: "/bin/bash", script: `${CLOSE_INHERITED}${SHIM_SCRIPT}` } : { shell: "/bin/sh", script: SHIM_SCRIPT };
 /**
  * A console's runc is started through bash (where there is one), which closes what it
  * inherited past stdio and then becomes runc (same pid): other consoles' pty masters would
- * otherwise stay open in it, and their ptys allocated, for as long as it runs.
+ * otherwise stay open in it, and their ptys allocated, for as long as it runs. The console's
+ * keeper (a Node process, console-keeper.js) is started the same way, keeping its fds 3-5.
  */
+const CONSOLE_KEEPER = fileURLToPath(new URL("./console-keeper.js", import.meta.url));
 const CONSOLE_EXEC = BASH ? { shell: "/bin/bash", script: `${CLOSE_INHERITED}exec "$@"` } : undefined;
 /** In a bundle: the keeper's pid and start time, the exit status it left, runc's own log. */
 const SHIM_PID = "shim.pid";
-const EXIT_FILE = "exit";
+const EXIT_FILE = KEEPER_EXIT;
 const RUNC_LOG = "runc.log";
 /**
  * A process's binary:// logger (in the bundle, or the exec's directory): its pid and start
@@ -140,7 +138,7 @@ const EXEC_RECORD = "state.json";
  * Every file ck puts in an exec's directory (runc's temporary pid file among them), its
  * record first: a removal cut short leaves no record of a deleted exec for the next ckd.
  */
-const EXEC_FILES = [EXEC_RECORD, `${EXEC_RECORD}.tmp`, EXEC_SPEC, EXEC_PID, `.${EXEC_PID}`, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG, LOGGER_PID, ...LOGGER_FIFOS];
+const EXEC_FILES = [EXEC_RECORD, `${EXEC_RECORD}.tmp`, EXEC_SPEC, EXEC_PID, `.${EXEC_PID}`, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG, LOGGER_PID, ...LOGGER_FIFOS, CONSOLE_SOCK, CONSOLE_ERR, CONSOLE_LOG];
 
 /** What an earlier ckd left of an exec process (see execRecords). */
 export interface ExecLeft {
@@ -191,8 +189,6 @@ export class RuncRuntime {
   private cgroupV1: Promise<boolean> | undefined;
   /** Each task's runc options, by namespace/id (from its bundle after a restart). */
   private readonly options = new Map<string, RuncOptions>();
-  /** Consoles' stdout sockets writing their last bytes after the process ended. */
-  private readonly draining = new Map<string, net.Socket | WriteStream>();
 
   /** ckd's root (absolute): bundles and runc's state live under it. */
   readonly root: string;
@@ -346,13 +342,8 @@ export class RuncRuntime {
         const holder = openWithContext(io.stdin, fsc.O_WRONLY | fsc.O_NONBLOCK);
         fds.push(holder);
         if (io.terminal) {
-          const sock = new net.Socket({ fd: reader, readable: true, writable: false });
-          sock.on("error", () => undefined);
-          const buffered = new PassThrough();
-          sock.pipe(buffered);
-          stdin = { sock, buffered, holder };
-          const first = stdin;
-          sock.once("data", () => releaseHolder(first));
+          // Read by the console's keeper (which lets our writer go at its first bytes too).
+          stdin = { reader, holder };
         } else {
           // The process reads the FIFO itself (through runc), so its stdin does not depend on
           // ckd: a blocking reader (opened at once: our writer is there), the other one closed.
@@ -375,19 +366,8 @@ export class RuncRuntime {
     if (!io) return;
     this.ios.delete(key);
     for (const fd of [io.out, io.err]) if (fd !== undefined) closeSync(fd);
-    const out = io.outSocket;
-    if (out) {
-      // Its last bytes still go to the reader; the task's deletion drops what none read.
-      this.draining.set(key, out);
-      out.once("close", () => {
-        if (this.draining.get(key) === out) this.draining.delete(key);
-      });
-      out.end();
-    }
     if (io.stdin) {
-      if (io.stdin.holder !== undefined) closeSync(io.stdin.holder);
-      if (io.stdin.direct !== undefined) closeSync(io.stdin.direct);
-      io.stdin.sock?.destroy();
+      for (const fd of [io.stdin.holder, io.stdin.direct, io.stdin.reader]) if (fd !== undefined) closeSync(fd);
     }
   }
 
@@ -420,7 +400,7 @@ export class RuncRuntime {
     else running.gate = gate;
     // The container's own createRuntime hooks (networking, devices) run before ckd's: a minute.
     const pid = await this.awaitPid(ns, id, undefined, launch, () => readCreatedPid(path.join(bundle, CREATED)), CREATE_WAIT_MS);
-    running.proc = pid;
+    setProc(running, pid);
     if (this.running.get(key) !== running) throw failedPrecondition(`task "${id}" ended while it was created`);
     return { pid, exited: launch.launched.exited };
   }
@@ -437,7 +417,7 @@ export class RuncRuntime {
       const launch = await this.launch(ns, id, exec, ["exec", "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id]);
       this.startedStdin(procKey(ns, id, exec));
       const pid = await this.awaitPid(ns, id, exec, launch, () => readPid(pidFile));
-      launch.running.proc = pid;
+      setProc(launch.running, pid);
       launch.launched.started();
       return { pid, exited: launch.launched.exited };
     }
@@ -450,7 +430,7 @@ export class RuncRuntime {
     writeSync(running.gate, "start\n");
     const pid = await this.awaitPid(ns, id, undefined, launch, () => readPid(path.join(bundle, "init.pid")));
     closeGate(running);
-    running.proc = pid;
+    setProc(running, pid);
     running.launched.started();
     return { pid, exited: running.launched.exited };
   }
@@ -477,7 +457,8 @@ export class RuncRuntime {
     if (this.running.has(key)) throw failedPrecondition(`${what} is already started`);
     const io = this.ios.get(key);
     if (!io) throw failedPrecondition(`${what} has no stdio here: it was created by an earlier ckd`);
-    const pty = io.terminal ? await loadPty() : undefined;
+    // A console's keeper runs node-pty: said here, before anything runs, if it cannot load.
+    if (io.terminal) await loadPty();
     // Checked again after the wait; from here to the spawn, synchronously: no second
     // Create or Start, no Delete in between.
     if (this.running.has(key) || this.ios.get(key) !== io) throw failedPrecondition(`${what} is already started`);
@@ -487,13 +468,14 @@ export class RuncRuntime {
     // Only what is still this launch's is let go: a later task of the same id has its own.
     const release = () => {
       closeGate(running);
+      running.console?.close();
       if (this.running.get(key) !== running) return;
       this.running.delete(key);
       if (this.ios.get(key) === io) this.closeIoHandles(key);
     };
-    // A started process outlives ckd through its keeper (not a console: its pty is ckd's).
-    const keeper = !pty ? { bundle: exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id) } : undefined;
-    const launched = pty ? launchOnPty(pty, runc.binary, argv, io, running) : launchPlain(runc.binary, argv, io, running, keeper);
+    // A started process outlives ckd through its keeper (a console's holds its pty).
+    const dir = exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id);
+    const launched = io.terminal ? launchConsole(runc.binary, argv, io, running, dir) : launchPlain(runc.binary, argv, io, running, { bundle: dir });
     // An init's end (the container's, runc's own, or its keeper killed under it) is reported
     // once what it ran is stopped: runc killed or crashed leaves no one else to stop it. It
     // stays running here until then, so ckd's stop waits for it too.
@@ -542,11 +524,7 @@ export class RuncRuntime {
     const key = procKey(ns, id, exec);
     const running = this.running.get(key);
     if (running) {
-      try {
-        running.pty?.resize(cols, rows);
-      } catch {
-        // Its pty closed as the process ended: nothing left to size.
-      }
+      this.consoleOf(ns, id, exec, running)?.send(`resize ${cols} ${rows}`);
       return true;
     }
     const io = this.ios.get(key);
@@ -565,8 +543,23 @@ export class RuncRuntime {
 
   /** CloseIO: the task's stdin ends once what was written to it is read. */
   closeStdin(ns: string, id: string, exec?: string): void {
-    const stdin = this.ios.get(procKey(ns, id, exec))?.stdin;
+    const key = procKey(ns, id, exec);
+    const stdin = this.ios.get(key)?.stdin;
     if (stdin) releaseHolder(stdin);
+    // A console's stdin is its keeper's.
+    const running = this.running.get(key);
+    if (running) this.consoleOf(ns, id, exec, running)?.send("closeio");
+  }
+
+  /**
+   * The keeper's socket of a process on a console: the one launched here, or (adopted from an
+   * earlier ckd) connected on first use. Undefined for any other process.
+   */
+  private consoleOf(ns: string, id: string, exec: string | undefined, running: Running): ConsoleChannel | undefined {
+    if (running.console || running.launched) return running.console;
+    const sock = path.join(exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id), CONSOLE_SOCK);
+    if (existsSync(sock)) running.console = new ConsoleChannel(sock);
+    return running.console;
   }
 
   async kill(ns: string, id: string, signal: number, all: boolean): Promise<void> {
@@ -677,9 +670,8 @@ export class RuncRuntime {
   async removeExec(ns: string, id: string, exec: string): Promise<void> {
     const key = procKey(ns, id, exec);
     this.closeIoHandles(key);
-    this.draining.get(key)?.destroy();
     const dir = this.execDir(ns, id, exec);
-    await stopLogger(dir);
+    await Promise.all([stopLogger(dir), stopLingeringKeeper(dir)]);
     await removeExecFiles(dir).catch(() => undefined);
   }
 
@@ -726,8 +718,8 @@ export class RuncRuntime {
     const gone = () => notFound(`exec "${exec}" of task "${id}": process already finished`);
     if (!running?.pid || pid <= 0) throw gone();
     const parent = procStat(pid)?.ppid;
-    // runc is the keeper's child (a console's runc is ckd's own, running.pid itself).
-    const ours = parent !== undefined && (running.pty ? parent === running.pid : procStat(parent)?.ppid === running.pid);
+    // runc is the keeper's child (a plain keeper's, or a console keeper's on its pty).
+    const ours = parent !== undefined && procStat(parent)?.ppid === running.pid;
     if (!ours) throw gone();
     try {
       process.kill(pid, signal);
@@ -749,12 +741,12 @@ export class RuncRuntime {
     else await this.stopOrphan(ns, id);
     const mine = (key: string) => key === `${ns}/${id}` || key.startsWith(`${ns}/${id}/`);
     for (const key of [...this.ios.keys()]) if (mine(key)) this.closeIoHandles(key);
-    for (const [key, sock] of [...this.draining]) if (mine(key)) sock.destroy();
     const bundle = this.bundleDir(ns, id);
     await this.forceDelete(ns, id);
-    // The processes' logging binaries, as containerd's shim ends them at the deletion.
+    // The processes' logging binaries, as containerd's shim ends them at the deletion, and
+    // consoles' keepers still giving a lagging reader the last output.
     const execDirs = (await fs.readdir(path.join(bundle, "execs"), { withFileTypes: true }).catch(() => [])).filter((e) => e.isDirectory());
-    await Promise.all([bundle, ...execDirs.map((e) => path.join(bundle, "execs", e.name))].map((dir) => stopLogger(dir)));
+    await Promise.all([bundle, ...execDirs.map((e) => path.join(bundle, "execs", e.name))].flatMap((dir) => [stopLogger(dir), stopLingeringKeeper(dir)]));
     await unmountAll(path.join(bundle, "rootfs"));
     await removeBundle(bundle);
     this.options.delete(procKey(ns, id));
@@ -782,25 +774,23 @@ export class RuncRuntime {
   }
 
   /**
-   * At ckd's stop: what cannot outlive it ends. Created inits are stopped (their gate is
-   * ckd's), processes on a console killed (their pty is ckd's). Started inits and exec
-   * processes run on under their keepers, for the next ckd to adopt.
+   * At ckd's stop: what cannot outlive it ends: created inits are stopped (their gate is
+   * ckd's). Started processes, on a console or not, run on under their keepers, for the next
+   * ckd to adopt.
    */
   async stopOwnedByCkd(): Promise<void> {
     await Promise.all(
       [...this.running].map(([key, running]) => {
         const [ns, id, exec] = key.split("/") as [string, string, string | undefined];
-        if (exec !== undefined) return running.pty && running.proc ? this.signalExec(ns, id, exec, running.proc, 9).catch(() => undefined) : undefined;
-        if (running.gate !== undefined) return this.stopCreated(ns, id);
-        if (running.pty) return this.kill(ns, id, 9, true).catch(() => undefined);
-        return undefined;
+        return exec === undefined && running.gate !== undefined ? this.stopCreated(ns, id) : undefined;
       }),
     );
+    for (const running of this.running.values()) running.console?.close();
   }
 
-  /** Processes on a console, and inits created and not started: what dies with ckd. */
+  /** Inits created and not started: what dies with ckd. */
   get activeOwnedByCkd(): number {
-    return [...this.running].filter(([, r]) => r.gate !== undefined || r.pty !== undefined).length;
+    return [...this.running].filter(([, r]) => r.gate !== undefined).length;
   }
 
   /**
@@ -899,7 +889,7 @@ async function removeBundleFiles(bundle: string): Promise<void> {
     if (f.startsWith(UPDATE_PREFIX) && f.endsWith(".json")) await fs.unlink(path.join(bundle, f));
   }
   // .init.pid: runc's temporary pid file, left when runc died between writing and renaming it.
-  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`, OPTIONS_FILE, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG, LOGGER_PID, ...LOGGER_FIFOS]) {
+  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`, OPTIONS_FILE, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG, LOGGER_PID, ...LOGGER_FIFOS, CONSOLE_SOCK, CONSOLE_ERR, CONSOLE_LOG]) {
     await fs.unlink(path.join(bundle, f)).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     });
@@ -1081,7 +1071,7 @@ async function startLogger({ uri, program }: { uri: URL; program: string }, id: 
       // -i, as bash would add variables of its own. Run in the task's bundle, as containerd's
       // shim runs it.
       const [file, argv] = BASH
-        ? ["/bin/bash", ["-c", `${CLOSE_INHERITED.replace('-gt 2', '-gt 5')}exec /usr/bin/env -i "CONTAINER_ID=$1" "CONTAINER_NAMESPACE=$2" "\${@:3}"`, "ck-logger", id, ns, program, ...args]]
+        ? ["/bin/bash", ["-c", `${closePast(5)}exec /usr/bin/env -i "CONTAINER_ID=$1" "CONTAINER_NAMESPACE=$2" "\${@:3}"`, "ck-logger", id, ns, program, ...args]]
         : [program, args];
       spawned = spawn(file, argv, {
         stdio: ["ignore", "ignore", "ignore", out.r, err.r, readyW],
@@ -1231,30 +1221,6 @@ function closeGate(running: Running): void {
   running.gate = undefined;
 }
 
-/** A spawned runc: how it ends, and what it said. */
-interface Launched {
-  exited: Promise<Exit>;
-  /** Rejects (Unavailable) when runc could not be spawned at all. */
-  failed: Promise<never>;
-  /** Settles once all of runc's own output is read. */
-  closed: Promise<unknown>;
-  ended(): boolean;
-  /** The end of what runc wrote (its errors), trimmed. */
-  errorText(): string;
-  /** The process runs its program: stdin may flow (a console's is raw by now). */
-  started(): void;
-}
-
-/** The last 4 KiB of a process's output, for its error message. */
-function tail(): { add(b: Buffer | string): void; text(): string } {
-  let t = "";
-  return {
-    add: (b) => (t = (t + b.toString()).slice(-4096)),
-    // runc's log lines on a pty come coloured, with CR LF.
-    text: () => t.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "").trim(),
-  };
-}
-
 /**
  * runc with the task's stdio: stdin piped from what ckd read of the FIFO, stdout and stderr
  * the descriptors openIo opened (the child holds its own copies; ours close at once).
@@ -1319,134 +1285,132 @@ function runcLogErrors(file: string): string {
   return msgs.join("; ").slice(-4096);
 }
 
-
-
-/** Output a console keeps for a reader that lags once its process has ended; the rest is dropped. */
-const CONSOLE_TAIL_BYTES = 1 << 20;
-/** Output held for a console's reader before the console is paused (the container waits). */
-const CONSOLE_PAUSE_BYTES = 1 << 20;
+/** Keeps the container process's pid, and tells a console's keeper (its paced copy watches it). */
+function setProc(running: Running, pid: number): void {
+  running.proc = pid;
+  running.console?.send(`proc ${pid}`);
+}
 
 /**
- * runc on a pty (node-pty: a new session whose controlling terminal it is). What the pty
- * prints goes to stdout, paced by its reader while the process runs (the pty pauses while
- * stdout's buffer is full, so the container blocks, as under containerd). Once the process
- * has ended, nothing waits on a reader that lags (runc exits only after copying all of its
- * console): up to CONSOLE_TAIL_BYTES more are kept for it, the rest dropped. Stdin's bytes go
- * into the pty from Start on (runc has made its terminal raw by then), paced by the pty; its
- * end is typed as ^D (end of file at the console), where containerd hangs the console up.
- * Stdout ends once the pty has closed and its last bytes are written; a reader that never
- * comes gets them dropped when the task is deleted.
+ * runc on a console, under its keeper (console-keeper.js, a Node process of its own started
+ * through bash closing what it inherited past fd 5): the keeper runs runc on a pty, copies the
+ * pty to stdout (fd 3) and stdin (fds 4, 5: the FIFO's reader and our holding writer) into
+ * it, leaves runc's exit status in `dir` and outlives ckd, as the plain keepers do. ckd speaks
+ * to it over its socket (resize, start, CloseIO) and hears its exit there (or from the exit
+ * file, if the keeper itself was ended).
  */
-function launchOnPty(pty: typeof import("node-pty"), runc: string, argv: string[], io: TaskIoHandles, running: Running): Launched {
+function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running: Running, dir: string): Launched {
   const size = io.size ?? { cols: 80, rows: 24 };
-  // Stdout first (a FIFO through a socket, a file through a stream): nothing runs before it.
-  let out: (net.Socket | WriteStream) | undefined;
-  if (io.out !== undefined) {
-    // Each owns the descriptor from here, closing it with itself.
-    out = fstatSync(io.out).isFIFO() ? new net.Socket({ fd: io.out, readable: false, writable: true }) : createWriteStream("", { fd: io.out });
-    io.out = undefined;
-    io.outSocket = out;
-    out.on("error", () => undefined);
-  }
-  let term: IPty;
+  const [file, args] = CONSOLE_EXEC ? [CONSOLE_EXEC.shell, ["-c", CONSOLE_EXEC.script, "ck-console", runc, ...argv]] : [runc, argv];
+  const cfg: ConsoleKeeperConfig = { file, args, dir, cols: size.cols, rows: size.rows, out: io.out !== undefined, stdin: io.stdin?.reader !== undefined };
+  const node = [process.execPath, CONSOLE_KEEPER, JSON.stringify(cfg)];
+  const [keeperFile, keeperArgs] = BASH ? ["/bin/bash", ["-c", `${closePast(5)}exec "$@"`, "ck-console-keeper", ...node]] : [node[0]!, node.slice(1)];
+  const log = openSync(path.join(dir, CONSOLE_LOG), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
+  let child: ChildProcess;
   try {
-    const [file, args] = CONSOLE_EXEC ? [CONSOLE_EXEC.shell, ["-c", CONSOLE_EXEC.script, "ck-console", runc, ...argv]] : [runc, argv];
-    term = pty.spawn(file, args, { name: "xterm", cols: size.cols, rows: size.rows, cwd: "/", env: process.env as Record<string, string>, encoding: null });
-  } catch (e) {
-    const failed = Promise.reject(unavailable(`runc on a pty: ${(e as Error).message}`));
-    failed.catch(() => undefined);
-    const never = new Promise<Exit>(() => undefined);
-    return { exited: never, failed, closed: Promise.resolve(), ended: () => true, errorText: () => "", started: () => undefined };
+    child = spawn(keeperFile, keeperArgs, {
+      stdio: ["ignore", log, log, io.out ?? "ignore", io.stdin?.reader ?? "ignore", io.stdin?.holder ?? "ignore"],
+      // Its own process group: a ^C meant for ckd is not the container's.
+      detached: true,
+    });
+  } finally {
+    closeSync(log);
   }
-  running.pid = term.pid;
-  running.pty = term;
-  const said = tail();
+  // The keeper holds them now.
+  for (const fd of [io.out, io.stdin?.reader, io.stdin?.holder]) if (fd !== undefined) closeSync(fd);
+  io.out = undefined;
+  if (io.stdin) io.stdin.reader = io.stdin.holder = undefined;
+  running.pid = child.pid;
+  const since = child.pid ? procStat(child.pid)?.startTime : undefined;
+  if (child.pid && since) writeFileSync(path.join(dir, SHIM_PID), `${child.pid} ${since}\n`, { mode: 0o600 });
+  const channel = new ConsoleChannel(path.join(dir, CONSOLE_SOCK));
+  running.console = channel;
   let ended = false;
-  let paused = false;
-  let draining = false;
-  let dropping = false;
-  let watch: NodeJS.Timeout | undefined;
-  const resume = () => {
-    paused = false;
-    clearInterval(watch);
-    term.resume();
-  };
-  out?.on("drain", () => {
-    if (paused && out.writableLength < CONSOLE_PAUSE_BYTES / 2) resume();
-  });
-  term.onData((d: string | Buffer) => {
-    said.add(d);
-    if (!out || out.destroyed) return;
-    if (draining) {
-      // Past the tail's size, the rest is dropped: a cut, not holes.
-      if (!dropping && out.writableLength + d.length > CONSOLE_TAIL_BYTES) dropping = true;
-      if (!dropping) out.write(d);
-      return;
-    }
-    // Paced at a buffer's worth, not at the stream's 16 KiB mark: a pty paused when runc exits
-    // gets its last bytes dropped by node-pty 200 ms later, so a burst must not pause it.
-    out.write(d);
-    if (paused || out.writableLength < CONSOLE_PAUSE_BYTES) return;
-    paused = true;
-    term.pause();
-    // While paused: once the process has ended, its runc waits only for this copy.
-    watch = setInterval(() => {
-      if (running.proc !== undefined && !isAlive(running.proc)) {
-        draining = true;
-        resume();
-      }
-    }, 100);
-  });
-  // The pty's own stream, written through libuv (paced, no busy retry); node-pty's write if absent.
-  const ptyIn = (term as unknown as { _socket?: net.Socket })._socket;
-  let typing = false;
-  const started = () => {
-    const buffered = io.stdin?.buffered;
-    if (!buffered || typing) return;
-    typing = true;
-    // ^D ends input at a line's start; after a partial line the first only sends the line.
-    let last = 0x0a;
-    buffered.on("data", (b: Buffer) => {
-      if (b.length) last = b[b.length - 1]!;
-    });
-    const eof = () => {
-      if (!ended) (ptyIn ?? term).write(Buffer.from(last === 0x0a || last === 0x0d ? [4] : [4, 4]));
-    };
-    if (ptyIn?.writable) {
-      buffered.pipe(ptyIn, { end: false });
-    } else {
-      buffered.on("data", (b: Buffer) => {
-        if (!ended) term.write(b);
-      });
-    }
-    buffered.once("end", eof);
-  };
   const exited = new Promise<Exit>((resolve) => {
-    // node-pty reports the exit once the pty is closed (every byte handed to onData), or
-    // 200 ms after runc's exit if it is not: see the paused case above.
-    term.onExit(({ exitCode, signal }) => {
+    channel.onExit = (status) => {
       ended = true;
-      clearInterval(watch);
-      if (io.stdin?.buffered && ptyIn) io.stdin.buffered.unpipe(ptyIn);
-      const exit = { status: signal ? 128 + signal : exitCode, at: new Date() };
-      // Recorded once stdout has its last bytes (a log file read right after Wait has them),
-      // or after a second for a reader that lags.
-      if (!out || out.destroyed || out.writableFinished) return resolve(exit);
-      const timer = setTimeout(() => resolve(exit), 1000);
-      out.once("finish", () => {
-        clearTimeout(timer);
-        resolve(exit);
-      });
-      out.end();
+      resolve({ status, at: new Date() });
+    };
+    child.once("exit", (code, signal) => {
+      ended = true;
+      const left = Number.parseInt(readFileSafe(path.join(dir, EXIT_FILE)) ?? "", 10);
+      resolve({ status: Number.isInteger(left) ? left : (code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127)), at: new Date() });
     });
   });
+  const failed = new Promise<never>((_, reject) => child.once("error", (e) => reject(unavailable(`console keeper: ${e.message}`))));
+  failed.catch(() => undefined);
   return {
     exited,
-    failed: new Promise<never>(() => undefined),
+    failed,
     closed: exited,
     ended: () => ended,
-    errorText: said.text,
-    started,
+    // runc's last words, as the keeper left them; its own failure, in its log.
+    errorText: () => readFileSafe(path.join(dir, CONSOLE_ERR))?.trim() || (readFileSafe(path.join(dir, CONSOLE_LOG)) ?? "").trim().slice(-4096),
+    started: () => channel.send("start"),
   };
 }
 
+/** How long ckd tries to reach a console keeper's socket (the keeper makes it as it starts). */
+const CONSOLE_CONNECT_MS = 10_000;
+
+/**
+ * ckd's end of a console keeper's socket: requests (one per line) are sent once connected,
+ * in order; `exit STATUS` from the keeper is handed to onExit.
+ */
+class ConsoleChannel {
+  private sock: net.Socket | undefined;
+  private pending: string[] = [];
+  private closed = false;
+  onExit: ((status: number) => void) | undefined;
+
+  constructor(private readonly file: string) {
+    this.connect(performance.now() + CONSOLE_CONNECT_MS);
+  }
+
+  private connect(deadline: number): void {
+    const s = net.createConnection(this.file);
+    s.on("connect", () => {
+      if (this.closed) return void s.destroy();
+      this.sock = s;
+      for (const line of this.pending) s.write(line);
+      this.pending = [];
+    });
+    s.on("error", () => {
+      if (this.sock !== s && !this.closed && performance.now() < deadline) setTimeout(() => this.connect(deadline), 20).unref();
+    });
+    s.on("close", () => {
+      if (this.sock === s) this.sock = undefined;
+    });
+    let buf = "";
+    s.on("data", (d) => {
+      buf += d.toString("utf8");
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+        const [word, status] = buf.slice(0, nl).split(" ");
+        buf = buf.slice(nl + 1);
+        if (word === "exit" && Number.isInteger(Number(status))) this.onExit?.(Number(status));
+      }
+    });
+    s.unref();
+  }
+
+  send(line: string): void {
+    if (this.closed) return;
+    if (this.sock && !this.sock.destroyed) this.sock.write(`${line}\n`);
+    else this.pending.push(`${line}\n`);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.sock?.destroy();
+  }
+}
+
+/**
+ * A keeper still running in `dir` after leaving its exit status: a console's, still giving
+ * a lagging reader the last output. Ended (the process's deletion drops what none read).
+ */
+async function stopLingeringKeeper(dir: string): Promise<void> {
+  const [pid, since] = (readFileSafe(path.join(dir, SHIM_PID)) ?? "").trim().split(" ").map(Number);
+  if (!(pid! > 0) || !(since! > 0) || !existsSync(path.join(dir, EXIT_FILE))) return;
+  if (isSameProcess(pid!, since!)) killGroup(pid!);
+}

@@ -1059,16 +1059,36 @@ exit 0
     await startExec("e-done", ["sh", "-c", "exit 3"]);
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-stop", exec_id: "e-done" })).exit_status, 3);
     await api.call("tasks", "Exec", { container_id: "t-stop", exec_id: "e-new", spec: execSpec(["true"]) });
-    // And a task on a console: it ends with ckd, recorded (137).
+    // And a task on a console (a shell, its stdin a FIFO of the test's, its console's output a
+    // file), with a console exec and a plain exec in it: all run on under their keepers (a
+    // console's holds its pty), typed into and printing while no ckd runs.
     r = await ctr(["containers", "create", ref, "t-stop-tty", "true"]);
     assert.equal(r.code, 0, r.stderr);
     const ttyContainer = (await api.call("containers", "Get", { id: "t-stop-tty" })).container;
     const ttySpec = JSON.parse(Buffer.from(ttyContainer.spec.value).toString("utf8"));
-    Object.assign(ttySpec.process, { args: ["sleep", "600"], terminal: true });
+    Object.assign(ttySpec.process, { args: ["sh"], terminal: true });
     await api.call("containers", "Update", { container: { id: "t-stop-tty", spec: { ...ttyContainer.spec, value: Buffer.from(JSON.stringify(ttySpec)) } }, update_mask: { paths: ["spec"] } });
-    await api.call("tasks", "Create", { container_id: "t-stop-tty", rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-stop-tty" })).mounts, terminal: true });
+    const consoleIo = (name: string) => {
+      const stdin = join(daemon.root, `${name}.in`);
+      const stdout = join(daemon.root, `${name}.out`);
+      execFileSync("mkfifo", [stdin]);
+      writeFileSync(stdout, "");
+      return { stdin, stdout, terminal: true };
+    };
+    const ttyIo = consoleIo("t-stop-tty");
+    await api.call("tasks", "Create", { container_id: "t-stop-tty", rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-stop-tty" })).mounts, ...ttyIo });
+    const ttyIn = openSync(ttyIo.stdin, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
     const stopTty = (await api.call("tasks", "Start", { container_id: "t-stop-tty" })).pid;
-    // A plain exec in the task on a console: it ends with that task, its end recorded first.
+    const printed = async (file: string, re: RegExp) => {
+      for (const until = Date.now() + 10_000; !re.test(readFileSync(file, "utf8")) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+      assert.match(readFileSync(file, "utf8"), re);
+    };
+    writeSync(ttyIn, "echo one$((1+1))\n");
+    await printed(ttyIo.stdout, /one2\r?\n/);
+    const execTtyIo = consoleIo("e-tty");
+    await api.call("tasks", "Exec", { container_id: "t-stop-tty", exec_id: "e-tty", spec: { ...execSpec(["sh"]), value: Buffer.from(JSON.stringify({ args: ["sh"], cwd: "/", env: ["PATH=/bin"], terminal: true })) }, ...execTtyIo });
+    const execTtyIn = openSync(execTtyIo.stdin, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+    await api.call("tasks", "Start", { container_id: "t-stop-tty", exec_id: "e-tty" });
     await api.call("tasks", "Exec", { container_id: "t-stop-tty", exec_id: "e-tty-plain", spec: execSpec(["sleep", "600"]) });
     await api.call("tasks", "Start", { container_id: "t-stop-tty", exec_id: "e-tty-plain" });
     const beforeStop = (await log.lastSeq()) + 1;
@@ -1077,17 +1097,14 @@ exit 0
     assert.ok(!existsSync(`/proc/${stopHeld}`), "the created init ended with ckd");
     assert.ok(existsSync(`/proc/${stopPid}`), "the started task runs on");
     assert.ok(existsSync(`/proc/${stopExec}`) && existsSync(`/proc/${briefExec}`), "the exec processes run on");
-    assert.ok(!existsSync(`/proc/${stopTty}`), "the task on a console ended with ckd");
+    assert.ok(existsSync(`/proc/${stopTty}`), "the task on a console runs on");
     const exitsSince = async (seq: number) => (await eventsSince(seq)).filter(([topic]) => topic === "/tasks/exit").map(([, e]) => [e.container_id, e.id, e.exit_status]);
-    assert.deepEqual(
-      await exitsSince(beforeStop).then((exits) => exits.filter(([c]) => c !== "t-stop-held")),
-      [
-        ["t-stop-tty", "e-tty-plain", 137],
-        ["t-stop-tty", "t-stop-tty", 137],
-      ],
-      "recorded before ckd stopped, the exec's first",
-    );
-    assert.deepEqual((await exitsSince(beforeStop)).filter(([c]) => c === "t-stop-held"), [["t-stop-held", "t-stop-held", 137]]);
+    assert.deepEqual(await exitsSince(beforeStop), [["t-stop-held", "t-stop-held", 137]], "only the created init ended with ckd");
+    // Typed into, printing, with no ckd: the consoles are their keepers'.
+    writeSync(ttyIn, "echo two$((1+1))\n");
+    await printed(ttyIo.stdout, /two2\r?\n/);
+    writeSync(execTtyIn, "echo exec$((2+2))\n");
+    await printed(execTtyIo.stdout, /exec4\r?\n/);
     // e-brief is told to end now, with no ckd: its keeper leaves the status.
     writeFileSync(`${daemon.root}/tasks/${NS}/t-stop/rootfs/go-exec`, "");
     const briefExit = `${daemon.root}/tasks/${NS}/t-stop/execs/e-brief/exit`;
@@ -1141,6 +1158,30 @@ exit 0
     );
     await api.call("tasks", "Kill", { container_id: "t-stop", signal: 9 });
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-stop" })).exit_status, 137);
+    // The consoles, adopted: resized through this ckd, typed into, ended by their programs.
+    assert.deepEqual((await api.call("tasks", "Get", { container_id: "t-stop-tty" })).process.status, 2);
+    await api.call("tasks", "ResizePty", { container_id: "t-stop-tty", width: 101, height: 31 });
+    writeSync(ttyIn, "stty size\n");
+    await printed(ttyIo.stdout, /31 101\r?\n/);
+    const ttyExecWait = api.call("tasks", "Wait", { container_id: "t-stop-tty", exec_id: "e-tty" });
+    await api.call("tasks", "ResizePty", { container_id: "t-stop-tty", exec_id: "e-tty", width: 77, height: 17 });
+    writeSync(execTtyIn, "stty size; exit 4\n");
+    await printed(execTtyIo.stdout, /17 77\r?\n/);
+    assert.equal((await ttyExecWait).exit_status, 4, "the console exec's end, recorded by this ckd");
+    const ttyWait = api.call("tasks", "Wait", { container_id: "t-stop-tty" });
+    writeSync(ttyIn, "exit 3\n");
+    assert.equal((await ttyWait).exit_status, 3, "the console task's own status");
+    closeSync(ttyIn);
+    closeSync(execTtyIn);
+    assert.deepEqual(
+      (await exitsSince(beforeStop)).filter(([c]) => c === "t-stop-tty"),
+      [
+        ["t-stop-tty", "e-tty", 4],
+        ["t-stop-tty", "e-tty-plain", 137],
+        ["t-stop-tty", "t-stop-tty", 3],
+      ],
+      "the execs' ends first",
+    );
     for (const id of ["t-stop", "t-stop-held", "t-stop-tty"]) {
       r = await ctr(["tasks", "rm", id]);
       assert.equal(r.code, 0, r.stderr);
