@@ -389,7 +389,7 @@ export class Tasks {
         const exec: string = call.request.exec_id ?? "";
         if (exec) this.exec(ns, id, exec);
         else existingTask(id, await d.queries.findTask(ns, id));
-        if (call.request.stdin) d.runtime.closeStdin(ns, id, exec || undefined);
+        if (call.request.stdin) await d.runtime.closeStdin(ns, id, exec || undefined);
         return {};
       }),
 
@@ -448,7 +448,7 @@ export class Tasks {
         else this.owned(existingTask(id, await d.queries.findTask(ns, id)));
         // A process that has ended (or has no console) has nothing to resize, as in containerd;
         // nor does a 0x0 size (what some terminals report), which containerd passes on.
-        if (width > 0 && height > 0) d.runtime.resize(ns, id, exec || undefined, width, height);
+        if (width > 0 && height > 0) await d.runtime.resize(ns, id, exec || undefined, width, height);
         return {};
       }),
       Checkpoint: unsupported("Checkpoint", "ck has no checkpoint support (CRIU)"),

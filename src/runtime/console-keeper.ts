@@ -7,15 +7,19 @@
 //   closeio        stdin ends once what was written is read (CloseIO)
 //   resize C R     the console's size (ResizePty)
 //   proc PID       the container process's pid (what a paced copy watches)
-// and tells every connection `exit STATUS` once the exit file is there. After that it stays
-// only while a lagging reader of stdout still takes the last output, then ends.
+// each answered `ok` once done, and tells every connection `exit STATUS` once the exit file
+// is there. After that it stays only while a lagging reader of stdout still takes the last
+// output, then ends. runc's pid is left in `<dir>/console.pid` (its own session's leader, for
+// ckd to stop it should the keeper be ended first).
 //
-// Run as: node console-keeper.js CONFIG_JSON, with fd 3 the process's stdout (if any), fd 4
-// and 5 its stdin FIFO's reader and ckd's holding writer (if any).
-import { closeSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+// Run as: node console-keeper.js CONFIG_JSON, with fd 3 the process's stdout, fd 4 its stdin
+// FIFO's reader and fd 5 ckd's writer holding it open (each if the config says so), every
+// other descriptor closed (ckd starts it through bash): runc, forked by node-pty, inherits
+// these (node-pty closes nothing), and is itself started through bash closing them.
+import { closeSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { CONSOLE_ERR, CONSOLE_SOCK, KEEPER_EXIT, consoleStdin, releaseConsoleHolder, runOnPty, type ConsoleKeeperConfig, type ConsoleStdin } from "./console.js";
+import { CONSOLE_ERR, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleStdin, releaseConsoleHolder, runOnPty, type ConsoleKeeperConfig, type ConsoleStdin } from "./console.js";
 
 const OUT_FD = 3;
 const STDIN_FD = 4;
@@ -27,17 +31,19 @@ async function main(): Promise<void> {
   for (const sig of ["SIGTERM", "SIGHUP", "SIGINT"] as const) process.on(sig, () => undefined);
   const mod = (await import("node-pty")) as typeof import("node-pty") & { default?: typeof import("node-pty") };
   const pty = mod.default ?? mod;
-  const stdin: ConsoleStdin | undefined = cfg.stdin ? consoleStdin(STDIN_FD, HOLDER_FD) : undefined;
+  const stdin: ConsoleStdin | undefined = cfg.stdin ? consoleStdin(STDIN_FD, cfg.holder ? HOLDER_FD : undefined) : undefined;
   let proc: number | undefined;
   const clients = new Set<net.Socket>();
   let exitLine: string | undefined;
-  const sockPath = path.join(cfg.dir, CONSOLE_SOCK);
+  const sockPath = cfg.sock;
+  mkdirSync(path.dirname(sockPath), { recursive: true, mode: 0o700 });
   try {
     unlinkSync(sockPath);
   } catch {
     // none left
   }
   const launched = runOnPty(pty, cfg.file, cfg.args, { out: cfg.out ? OUT_FD : undefined, stdin, size: { cols: cfg.cols, rows: cfg.rows } }, () => proc);
+  if (launched.term) writeFileSync(path.join(cfg.dir, CONSOLE_RUNC_PID), `${launched.term.pid}\n`);
   const server = net.createServer((conn) => {
     clients.add(conn);
     conn.on("error", () => undefined);
@@ -63,9 +69,12 @@ async function main(): Promise<void> {
         } else if (cmd === "proc") {
           proc = Number(a) || undefined;
         }
+        conn.write("ok\n");
       }
     });
   });
+  // Without its socket the console runs on, unresizable; ckd's requests then go unanswered.
+  server.on("error", (err) => process.stderr.write(`console keeper: ${cfg.sock}: ${err.message}\n`));
   server.listen(sockPath);
   const finish = (status: number, error: string) => {
     // runc's last words first, then the status (its presence is the end, for any ckd).

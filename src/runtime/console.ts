@@ -2,8 +2,11 @@
 // process's stdout and into which its stdin is typed. This runs in a console's keeper
 // (console-keeper.ts), a process of its own that outlives ckd as the plain keepers do; ckd
 // speaks to it over a unix socket in the process's directory (see runc.ts, launchConsole).
+import { createHash } from "node:crypto";
 import { createWriteStream, closeSync, fstatSync, type WriteStream } from "node:fs";
 import net from "node:net";
+import os from "node:os";
+import path from "node:path";
 import { PassThrough } from "node:stream";
 import type { IPty } from "node-pty";
 import { unavailable } from "../errdefs/errdefs.js";
@@ -16,15 +19,30 @@ export interface ConsoleKeeperConfig {
   args: string[];
   /** The process's directory: the bundle, or an exec's. */
   dir: string;
+  /** The keeper's socket (see consoleSocket). */
+  sock: string;
   cols: number;
   rows: number;
+  /** Which of fds 3 (stdout), 4 (stdin's reader) and 5 (ckd's writer holding stdin open) it has. */
   out: boolean;
   stdin: boolean;
+  holder: boolean;
 }
 
-/** In a console process's directory: its keeper's socket, runc's last words, the keeper's own log. */
-export const CONSOLE_SOCK = "console.sock";
+/**
+ * A console keeper's socket: under ckd's root, named by a hash of the process's directory
+ * (a unix socket's path is at most 107 bytes, a bundle's may be longer), or under the
+ * system's temporary directory when even that is too long.
+ */
+export function consoleSocket(root: string, dir: string): string {
+  const name = `${createHash("sha256").update(dir).digest("hex").slice(0, 32)}.sock`;
+  const inRoot = path.join(root, "consoles", name);
+  return Buffer.byteLength(inRoot) <= 100 ? inRoot : path.join(os.tmpdir(), `ck-consoles-${process.getuid?.() ?? 0}`, name);
+}
+
+/** In a console process's directory: runc's last words, runc's pid, the keeper's own log. */
 export const CONSOLE_ERR = "console.err";
+export const CONSOLE_RUNC_PID = "console.pid";
 export const CONSOLE_LOG = "console.log";
 /** In a keeper's directory: the exit status it leaves (plain keepers and consoles' alike). */
 export const KEEPER_EXIT = "exit";

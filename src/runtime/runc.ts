@@ -8,8 +8,9 @@
 //   tasks/<namespace>/<id>/        the bundle: config.json (the container's spec and ckd's gate
 //                                  hook), rootfs/ (the task's rootfs mounts), init.pid, the
 //                                  keeper's shim.pid and exit, runc.log, ck-runc.json
-//     (and start.fifo, created.json: the gate; update-*.json; a console's console.sock,
-//     console.err, console.log; a logging program's logger.pid)
+//     (and start.fifo, created.json: the gate; update-*.json; a console's console.err,
+//     console.pid, console.log; a logging program's logger.pid)
+//   consoles/<hash>.sock           console keepers' sockets (see consoleSocket)
 //     execs/<exec>/                an exec process: process.json (its spec), pid (runc's pid
 //                                  file), its keeper's shim.pid and exit, runc.log, and
 //                                  state.json (the service's record of it, see writeExecRecord)
@@ -30,7 +31,7 @@ import { METRICS_V2_TYPE, readMetricsV2, unifiedPath } from "./cgroups-v2.js";
 import type { Mount } from "../snapshots/types.js";
 
 import type { TaskIo } from "../commands/tasks.js";
-import { CONSOLE_ERR, CONSOLE_LOG, CONSOLE_SOCK, KEEPER_EXIT, tail, type ConsoleKeeperConfig, type Exit, type Launched } from "./console.js";
+import { CONSOLE_ERR, CONSOLE_LOG, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleSocket, tail, type ConsoleKeeperConfig, type Exit, type Launched } from "./console.js";
 
 export type { Exit } from "./console.js";
 
@@ -46,6 +47,8 @@ interface Running {
   launched?: Launched;
   /** A process on a console: its keeper's socket (resize, stdin's start and end). */
   console?: ConsoleChannel;
+  /** A process on a console: its directory (where its keeper leaves runc's pid). */
+  consoleDir?: string;
   /** A created init's gate FIFO (ckd's end), until Start or the process's end. */
   gate?: number;
   /** The container process's pid (the init's or the exec's), once known. */
@@ -96,15 +99,14 @@ const CREATE_WAIT_MS = 60_000;
 // KillMode=process, as containerd's unit does). runc stays in the foreground, so its stdin is
 // the keeper's (a background job's would be /dev/null, with INT and QUIT ignored).
 const SHIM_SCRIPT = 'f=$1; shift; trap : TERM HUP INT; "$@"; s=$?; echo $s > "$f.tmp" && mv "$f.tmp" "$f"; exit $s';
-/**
- * The keeper's shell: bash where there is one (Debian's is essential), which first closes
- * every descriptor it inherited past stdio: ckd's consoles' pty masters (node-pty opens them
- * without close-on-exec), which a keeper outliving ckd would otherwise hold for good. dash
- * cannot name descriptors past 9.
- */
 /** bash: closes every descriptor past `last` that the shell inherited. */
 const closePast = (last: number) => `for fd in /proc/$$/fd/*; do n=\${fd##*/}; [ "$n" -gt ${last} ] && eval "exec $n>&-"; done; `;
 const CLOSE_INHERITED = closePast(2);
+/**
+ * The keeper's shell: bash where there is one (Debian's is essential), which first closes
+ * every descriptor it inherited past stdio (anything not close-on-exec, which a keeper
+ * outliving ckd would otherwise hold for good). dash cannot name descriptors past 9.
+ */
 const BASH = existsSync("/bin/bash");
 const KEEPER = BASH ? { shell: "/bin/bash", script: `${CLOSE_INHERITED}${SHIM_SCRIPT}` } : { shell: "/bin/sh", script: SHIM_SCRIPT };
 /**
@@ -138,7 +140,7 @@ const EXEC_RECORD = "state.json";
  * Every file ck puts in an exec's directory (runc's temporary pid file among them), its
  * record first: a removal cut short leaves no record of a deleted exec for the next ckd.
  */
-const EXEC_FILES = [EXEC_RECORD, `${EXEC_RECORD}.tmp`, EXEC_SPEC, EXEC_PID, `.${EXEC_PID}`, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG, LOGGER_PID, ...LOGGER_FIFOS, CONSOLE_SOCK, CONSOLE_ERR, CONSOLE_LOG];
+const EXEC_FILES = [EXEC_RECORD, `${EXEC_RECORD}.tmp`, EXEC_SPEC, EXEC_PID, `.${EXEC_PID}`, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG, LOGGER_PID, ...LOGGER_FIFOS, CONSOLE_ERR, CONSOLE_LOG, CONSOLE_RUNC_PID];
 
 /** What an earlier ckd left of an exec process (see execRecords). */
 export interface ExecLeft {
@@ -307,7 +309,7 @@ export class RuncRuntime {
    * FIFOs (or files) the client named, opened read-write so that writing never fails for want
    * of a reader; stdin's FIFO has a reader from now on (the client may write, and even close
    * its end, before Start): a blocking one handed to runc as the process's stdin (so it does
-   * not depend on ckd), or, for a console, ckd's own, typed into the pty. The client's writer
+   * not depend on ckd), or, for a console, a reader its keeper types into the pty. The client's writer
    * opens only once a reader exists, so a writer of our own keeps the FIFO from reading as
    * ended until the client's has surely connected: Start (the client waited for Create before
    * its own writer could be left out), CloseIO, or (a console) its first bytes. From then on
@@ -376,9 +378,10 @@ export class RuncRuntime {
    * the foreground, held by a createRuntime hook of ckd's (see prepare) once the container's
    * namespaces and cgroups exist and before its program runs. The hook hands over the init's
    * pid and waits at the bundle's gate FIFO for start (or stop). Runs on the stdio openIo
-   * opened; a terminal process's runc on a pty of ckd's (runc makes the container's console
-   * and relays it to that pty, raw, resized on SIGWINCH; ckd copies stdin in and the output
-   * to stdout). Failures of runc (a spec it refuses, a rootfs it cannot use) surface here.
+   * opened; a terminal process's runc on its console keeper's pty (runc makes the container's
+   * console and relays it to that pty, raw, resized on SIGWINCH; the keeper copies stdin in
+   * and the output to stdout). Failures of runc (a spec it refuses, a rootfs it cannot use)
+   * surface here.
    */
   async create(ns: string, id: string): Promise<Started> {
     const key = procKey(ns, id);
@@ -445,7 +448,7 @@ export class RuncRuntime {
     writeSync(running.gate, "stop\n");
     const gone = await Promise.race([running.launched.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
     if (!gone && running.pid) {
-      killGroup(running.pid);
+      killRunning(running);
       await running.launched.exited;
     }
   }
@@ -458,7 +461,11 @@ export class RuncRuntime {
     const io = this.ios.get(key);
     if (!io) throw failedPrecondition(`${what} has no stdio here: it was created by an earlier ckd`);
     // A console's keeper runs node-pty: said here, before anything runs, if it cannot load.
-    if (io.terminal) await loadPty();
+    if (io.terminal) {
+      // Without bash nothing could close what node-pty's child inherits (stdin's holder among it).
+      if (!BASH) throw failedPrecondition(`${what}: consoles need /bin/bash`);
+      await loadPty();
+    }
     // Checked again after the wait; from here to the spawn, synchronously: no second
     // Create or Start, no Delete in between.
     if (this.running.has(key) || this.ios.get(key) !== io) throw failedPrecondition(`${what} is already started`);
@@ -475,7 +482,7 @@ export class RuncRuntime {
     };
     // A started process outlives ckd through its keeper (a console's holds its pty).
     const dir = exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id);
-    const launched = io.terminal ? launchConsole(runc.binary, argv, io, running, dir) : launchPlain(runc.binary, argv, io, running, { bundle: dir });
+    const launched = io.terminal ? launchConsole(runc.binary, argv, io, running, dir, consoleSocket(this.root, dir)) : launchPlain(runc.binary, argv, io, running, { bundle: dir });
     // An init's end (the container's, runc's own, or its keeper killed under it) is reported
     // once what it ran is stopped: runc killed or crashed leaves no one else to stop it. It
     // stays running here until then, so ckd's stop waits for it too.
@@ -501,7 +508,7 @@ export class RuncRuntime {
     const { running, launched, args } = launch;
     const pid = await Promise.race([waitFor(read, launched.exited, waitMs), launched.failed]).catch(async (e) => {
       if (running.pid && !launched.ended()) {
-        killGroup(running.pid);
+        killRunning(running);
         if (!exec) await this.forceDelete(ns, id);
         await launched.exited;
       }
@@ -520,11 +527,12 @@ export class RuncRuntime {
    * container's); before Start, the size it starts with. Processes without one ignore it, as
    * containerd's do. False when there is no such process here.
    */
-  resize(ns: string, id: string, exec: string | undefined, cols: number, rows: number): boolean {
+  async resize(ns: string, id: string, exec: string | undefined, cols: number, rows: number): Promise<boolean> {
     const key = procKey(ns, id, exec);
     const running = this.running.get(key);
     if (running) {
-      this.consoleOf(ns, id, exec, running)?.send(`resize ${cols} ${rows}`);
+      // Answered once the console has its size.
+      await answered(this.consoleOf(ns, id, exec, running)?.request(`resize ${cols} ${rows}`));
       return true;
     }
     const io = this.ios.get(key);
@@ -542,13 +550,13 @@ export class RuncRuntime {
   }
 
   /** CloseIO: the task's stdin ends once what was written to it is read. */
-  closeStdin(ns: string, id: string, exec?: string): void {
+  async closeStdin(ns: string, id: string, exec?: string): Promise<void> {
     const key = procKey(ns, id, exec);
     const stdin = this.ios.get(key)?.stdin;
     if (stdin) releaseHolder(stdin);
     // A console's stdin is its keeper's.
     const running = this.running.get(key);
-    if (running) this.consoleOf(ns, id, exec, running)?.send("closeio");
+    if (running) await answered(this.consoleOf(ns, id, exec, running)?.request("closeio"));
   }
 
   /**
@@ -557,8 +565,8 @@ export class RuncRuntime {
    */
   private consoleOf(ns: string, id: string, exec: string | undefined, running: Running): ConsoleChannel | undefined {
     if (running.console || running.launched) return running.console;
-    const sock = path.join(exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id), CONSOLE_SOCK);
-    if (existsSync(sock)) running.console = new ConsoleChannel(sock);
+    const sock = consoleSocket(this.root, exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id));
+    if (existsSync(sock)) running.console = new ConsoleChannel(sock, () => false);
     return running.console;
   }
 
@@ -671,7 +679,7 @@ export class RuncRuntime {
     const key = procKey(ns, id, exec);
     this.closeIoHandles(key);
     const dir = this.execDir(ns, id, exec);
-    await Promise.all([stopLogger(dir), stopLingeringKeeper(dir)]);
+    await Promise.all([stopLogger(dir), this.stopLeftKeeper(dir)]);
     await removeExecFiles(dir).catch(() => undefined);
   }
 
@@ -746,10 +754,25 @@ export class RuncRuntime {
     // The processes' logging binaries, as containerd's shim ends them at the deletion, and
     // consoles' keepers still giving a lagging reader the last output.
     const execDirs = (await fs.readdir(path.join(bundle, "execs"), { withFileTypes: true }).catch(() => [])).filter((e) => e.isDirectory());
-    await Promise.all([bundle, ...execDirs.map((e) => path.join(bundle, "execs", e.name))].flatMap((dir) => [stopLogger(dir), stopLingeringKeeper(dir)]));
+    await Promise.all([bundle, ...execDirs.map((e) => path.join(bundle, "execs", e.name))].flatMap((dir) => [stopLogger(dir), this.stopLeftKeeper(dir)]));
     await unmountAll(path.join(bundle, "rootfs"));
     await removeBundle(bundle);
     this.options.delete(procKey(ns, id));
+  }
+
+  /**
+   * A keeper still running in `dir` when its process is deleted (its process is over): a
+   * console's, still giving a lagging reader the last output, or one an earlier ckd's Create
+   * left as it died. Ended (what none read is dropped), waited for, its socket removed.
+   */
+  private async stopLeftKeeper(dir: string): Promise<void> {
+    const [pid, since] = (readFileSafe(path.join(dir, SHIM_PID)) ?? "").trim().split(" ").map(Number);
+    if (pid! > 0 && since! > 0 && isSameProcess(pid!, since!)) {
+      killGroup(pid!);
+      const deadline = performance.now() + 2000;
+      while (isSameProcess(pid!, since!) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    }
+    await fs.unlink(consoleSocket(this.root, dir)).catch(() => undefined);
   }
 
   /** What an earlier ckd's created, never started init left waiting at its gate: stopped. */
@@ -797,7 +820,7 @@ export class RuncRuntime {
    * A started process (a task's init, or given `exec` one of its exec processes) an earlier
    * ckd ran, taken over: its exit, once its keeper has left it (at once if it ended while no
    * ckd ran; 255 if the keeper is gone without one, as containerd records a task whose shim
-   * is gone). Undefined when it has no keeper (one of an older ckd, or on a console): nothing
+   * is gone). Undefined when it has no keeper (one of an older ckd): nothing
    * to adopt.
    */
   adopt(ns: string, id: string, exec?: string): { exited: Promise<Exit>; endedAlready: boolean } | undefined {
@@ -889,7 +912,7 @@ async function removeBundleFiles(bundle: string): Promise<void> {
     if (f.startsWith(UPDATE_PREFIX) && f.endsWith(".json")) await fs.unlink(path.join(bundle, f));
   }
   // .init.pid: runc's temporary pid file, left when runc died between writing and renaming it.
-  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`, OPTIONS_FILE, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG, LOGGER_PID, ...LOGGER_FIFOS, CONSOLE_SOCK, CONSOLE_ERR, CONSOLE_LOG]) {
+  for (const f of ["config.json", "init.pid", ".init.pid", GATE, CREATED, `${CREATED}.tmp`, OPTIONS_FILE, SHIM_PID, EXIT_FILE, `${EXIT_FILE}.tmp`, RUNC_LOG, LOGGER_PID, ...LOGGER_FIFOS, CONSOLE_ERR, CONSOLE_LOG, CONSOLE_RUNC_PID]) {
     await fs.unlink(path.join(bundle, f)).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     });
@@ -1288,7 +1311,7 @@ function runcLogErrors(file: string): string {
 /** Keeps the container process's pid, and tells a console's keeper (its paced copy watches it). */
 function setProc(running: Running, pid: number): void {
   running.proc = pid;
-  running.console?.send(`proc ${pid}`);
+  void running.console?.request(`proc ${pid}`);
 }
 
 /**
@@ -1299,10 +1322,20 @@ function setProc(running: Running, pid: number): void {
  * to it over its socket (resize, start, CloseIO) and hears its exit there (or from the exit
  * file, if the keeper itself was ended).
  */
-function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running: Running, dir: string): Launched {
+function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running: Running, dir: string, sock: string): Launched {
   const size = io.size ?? { cols: 80, rows: 24 };
   const [file, args] = CONSOLE_EXEC ? [CONSOLE_EXEC.shell, ["-c", CONSOLE_EXEC.script, "ck-console", runc, ...argv]] : [runc, argv];
-  const cfg: ConsoleKeeperConfig = { file, args, dir, cols: size.cols, rows: size.rows, out: io.out !== undefined, stdin: io.stdin?.reader !== undefined };
+  const cfg: ConsoleKeeperConfig = {
+    file,
+    args,
+    dir,
+    sock,
+    cols: size.cols,
+    rows: size.rows,
+    out: io.out !== undefined,
+    stdin: io.stdin?.reader !== undefined,
+    holder: io.stdin?.reader !== undefined && io.stdin.holder !== undefined,
+  };
   const node = [process.execPath, CONSOLE_KEEPER, JSON.stringify(cfg)];
   const [keeperFile, keeperArgs] = BASH ? ["/bin/bash", ["-c", `${closePast(5)}exec "$@"`, "ck-console-keeper", ...node]] : [node[0]!, node.slice(1)];
   const log = openSync(path.join(dir, CONSOLE_LOG), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
@@ -1321,20 +1354,24 @@ function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running:
   io.out = undefined;
   if (io.stdin) io.stdin.reader = io.stdin.holder = undefined;
   running.pid = child.pid;
+  running.consoleDir = dir;
   const since = child.pid ? procStat(child.pid)?.startTime : undefined;
   if (child.pid && since) writeFileSync(path.join(dir, SHIM_PID), `${child.pid} ${since}\n`, { mode: 0o600 });
-  const channel = new ConsoleChannel(path.join(dir, CONSOLE_SOCK));
-  running.console = channel;
   let ended = false;
+  // Reached for as long as the keeper runs (it makes its socket as it starts).
+  const channel = new ConsoleChannel(sock, () => !ended);
+  running.console = channel;
   const exited = new Promise<Exit>((resolve) => {
     channel.onExit = (status) => {
       ended = true;
       resolve({ status, at: new Date() });
     };
-    child.once("exit", (code, signal) => {
+    child.once("exit", (_code, signal) => {
       ended = true;
+      // Its status as the keeper left it; a keeper killed outright, 128 + signal as for the
+      // shell keepers; one that failed without leaving it, lost (255).
       const left = Number.parseInt(readFileSafe(path.join(dir, EXIT_FILE)) ?? "", 10);
-      resolve({ status: Number.isInteger(left) ? left : (code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127)), at: new Date() });
+      resolve({ status: Number.isInteger(left) ? left : signal ? 128 + (os.constants.signals[signal] ?? 127) : 255, at: new Date() });
     });
   });
   const failed = new Promise<never>((_, reject) => child.once("error", (e) => reject(unavailable(`console keeper: ${e.message}`))));
@@ -1346,24 +1383,46 @@ function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running:
     ended: () => ended,
     // runc's last words, as the keeper left them; its own failure, in its log.
     errorText: () => readFileSafe(path.join(dir, CONSOLE_ERR))?.trim() || (readFileSafe(path.join(dir, CONSOLE_LOG)) ?? "").trim().slice(-4096),
-    started: () => channel.send("start"),
+    started: () => void channel.request("start"),
   };
 }
 
-/** How long ckd tries to reach a console keeper's socket (the keeper makes it as it starts). */
+/** A console keeper's answer, waited for at most 2 s (a keeper without its socket never answers). */
+async function answered(request: Promise<void> | undefined): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([request, new Promise((r) => (timer = setTimeout(r, 2000)))]);
+  clearTimeout(timer);
+}
+
+/** Kills what runs for a process: its keeper's group and, for a console, runc's own session. */
+function killRunning(running: Running): void {
+  if (running.pid) killGroup(running.pid);
+  if (running.consoleDir) {
+    const runcPid = Number.parseInt(readFileSafe(path.join(running.consoleDir, CONSOLE_RUNC_PID)) ?? "", 10);
+    if (runcPid > 0) killGroup(runcPid);
+  }
+}
+
+/** How long ckd tries to reach an adopted console keeper's socket. */
 const CONSOLE_CONNECT_MS = 10_000;
 
 /**
  * ckd's end of a console keeper's socket: requests (one per line) are sent once connected,
- * in order; `exit STATUS` from the keeper is handed to onExit.
+ * in order, each answered `ok` by the keeper; `exit STATUS` is handed to onExit. It tries to
+ * connect while `keeperRuns()` says so (a keeper ckd started) or for CONSOLE_CONNECT_MS (one
+ * adopted); requests left then are answered as if done (the console went with its keeper).
  */
 class ConsoleChannel {
   private sock: net.Socket | undefined;
   private pending: string[] = [];
+  private answers: Array<() => void> = [];
   private closed = false;
   onExit: ((status: number) => void) | undefined;
 
-  constructor(private readonly file: string) {
+  constructor(
+    private readonly file: string,
+    private readonly keeperRuns: () => boolean,
+  ) {
     this.connect(performance.now() + CONSOLE_CONNECT_MS);
   }
 
@@ -1376,10 +1435,14 @@ class ConsoleChannel {
       this.pending = [];
     });
     s.on("error", () => {
-      if (this.sock !== s && !this.closed && performance.now() < deadline) setTimeout(() => this.connect(deadline), 20).unref();
+      if (this.sock === s || this.closed) return;
+      if (this.keeperRuns() || performance.now() < deadline) setTimeout(() => this.connect(deadline), 20).unref();
+      else this.giveUp();
     });
     s.on("close", () => {
-      if (this.sock === s) this.sock = undefined;
+      if (this.sock !== s) return;
+      this.sock = undefined;
+      this.giveUp();
     });
     let buf = "";
     s.on("data", (d) => {
@@ -1387,30 +1450,31 @@ class ConsoleChannel {
       for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
         const [word, status] = buf.slice(0, nl).split(" ");
         buf = buf.slice(nl + 1);
-        if (word === "exit" && Number.isInteger(Number(status))) this.onExit?.(Number(status));
+        if (word === "ok") this.answers.shift()?.();
+        else if (word === "exit" && Number.isInteger(Number(status))) this.onExit?.(Number(status));
       }
     });
     s.unref();
   }
 
-  send(line: string): void {
-    if (this.closed) return;
+  /** Sends a request; resolves once the keeper has done it (or is gone). */
+  request(line: string): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const done = new Promise<void>((resolve) => this.answers.push(resolve));
     if (this.sock && !this.sock.destroyed) this.sock.write(`${line}\n`);
     else this.pending.push(`${line}\n`);
+    return done;
+  }
+
+  private giveUp(): void {
+    this.closed = true;
+    this.pending = [];
+    for (const answer of this.answers.splice(0)) answer();
   }
 
   close(): void {
-    this.closed = true;
+    this.giveUp();
     this.sock?.destroy();
   }
 }
 
-/**
- * A keeper still running in `dir` after leaving its exit status: a console's, still giving
- * a lagging reader the last output. Ended (the process's deletion drops what none read).
- */
-async function stopLingeringKeeper(dir: string): Promise<void> {
-  const [pid, since] = (readFileSafe(path.join(dir, SHIM_PID)) ?? "").trim().split(" ").map(Number);
-  if (!(pid! > 0) || !(since! > 0) || !existsSync(path.join(dir, EXIT_FILE))) return;
-  if (isSameProcess(pid!, since!)) killGroup(pid!);
-}

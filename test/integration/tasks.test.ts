@@ -346,19 +346,24 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     eat = await e.sizeBecomes(10, 50, eat);
     e.term.write("tty\r");
     eat = await e.waitFor(/\/dev\/pts\/1\r*\n/, eat);
-    // Its runc (on a pty of ckd's, started while t-tty's console is open) holds no pty master
-    // of ckd's: what it inherited past stdio was closed before runc ran.
+    // Each console's pty is its keeper's (runc's parent), started while the other is open:
+    // each keeper holds its own pty master and no other, its runc none, ckd none.
+    const masters = (pid: number) =>
+      readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+        try {
+          return readlinkSync(`/proc/${pid}/fd/${fd}`) === "/dev/ptmx";
+        } catch {
+          return false;
+        }
+      }).length;
+    const ppidOf = (p: number) => Number(readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
     const execPid = (await api.call("tasks", "Get", { container_id: "t-tty", exec_id: "tty-exec" })).process.pid;
-    const execRunc = Number(readFileSync(`/proc/${execPid}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
+    const execRunc = ppidOf(execPid);
     assert.ok(isRunc(readFileSync(`/proc/${execRunc}/cmdline`, "utf8")));
-    const hostMasters = readdirSync(`/proc/${execRunc}/fd`).filter((fd) => {
-      try {
-        return readlinkSync(`/proc/${execRunc}/fd/${fd}`) === "/dev/ptmx";
-      } catch {
-        return false;
-      }
-    });
-    assert.deepEqual(hostMasters, [], "no pty master of ckd's in a console's runc");
+    const execKeeper = ppidOf(execRunc);
+    const ttyKeeper = Number(readFileSync(`${daemon.root}/tasks/${NS}/t-tty/shim.pid`, "utf8").split(" ")[0]);
+    assert.equal(execKeeper, Number(readFileSync(`${daemon.root}/tasks/${NS}/t-tty/execs/tty-exec/shim.pid`, "utf8").split(" ")[0]));
+    assert.deepEqual([masters(ttyKeeper), masters(execKeeper), masters(execRunc), masters(daemon.pid)], [1, 1, 0, 0], "a pty master each keeper, none elsewhere");
     e.term.write("exit 6\r");
     assert.equal(await e.exited, 6, e.output());
     t.term.write("exit 5\r");
@@ -441,6 +446,22 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.doesNotMatch(err.message, /\x1b|\r/);
     await api.call("tasks", "Delete", { container_id: "t-nobin" });
     assert.equal((await ctr(["containers", "rm", "t-nobin"])).code, 0);
+
+    // An id of 76 characters (the longest): its bundle's path is past a unix socket's 107
+    // bytes, its keeper's socket is not; resized through it, the size seen by the program.
+    const longId = `t-long-${"x".repeat(69)}`;
+    await consoleContainer(longId, ["sh", "-c", "sleep 0.5; stty size"]);
+    const longOut = join(daemon.root, "long.out");
+    writeFileSync(longOut, "");
+    await api.call("tasks", "Create", { container_id: longId, rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: longId })).mounts, terminal: true, stdout: longOut });
+    await api.call("tasks", "ResizePty", { container_id: longId, width: 66, height: 22 });
+    await api.call("tasks", "Start", { container_id: longId });
+    assert.equal((await api.call("tasks", "Wait", { container_id: longId })).exit_status, 0);
+    assert.match(readFileSync(longOut, "utf8"), /^22 66\r\n$/);
+    await api.call("tasks", "Delete", { container_id: longId });
+    // (Node cuts a longer socket path short, silently: a socket would land beside the bundle.)
+    assert.deepEqual(readdirSync(`${daemon.root}/tasks/${NS}`).filter((n) => n.startsWith("t-long-")), [], "nothing left beside the bundle");
+    assert.equal((await ctr(["containers", "rm", longId])).code, 0);
   });
 
   test("ck tasks: start in the foreground (stdio, exit status), start -d, ls, ps, kill, rm; ck run", async () => {
