@@ -26,7 +26,7 @@ import { runCommand } from "../snapshots/mount.js";
 import { contentService } from "./content-service.js";
 import { LocalContentStore } from "../content/local-store.js";
 import type { ContentStore } from "../content/types.js";
-import { introspectionService, versionService, CK_VERSION, type PluginInfo } from "./info-services.js";
+import { healthService, introspectionService, versionService, CK_VERSION, type PluginInfo } from "./info-services.js";
 import { leasesService, gcService } from "./leases-service.js";
 import { GcScheduler } from "./gc-scheduler.js";
 import { NamespacedBlobs } from "../content/namespaced.js";
@@ -190,6 +190,8 @@ export class Daemon {
   private server: grpc.Server | undefined;
   private sweeper: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
+  /** Told when the stop begins (health watchers say NOT_SERVING). */
+  private readonly onStopping: Array<() => void> = [];
   private gc: GcScheduler | undefined;
   private tasks: Tasks | undefined;
 
@@ -388,6 +390,8 @@ export class Daemon {
     add("containerd.services.tasks.v1.Tasks", tasks.service());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));
     add("containerd.services.introspection.v1.Introspection", introspectionService({ uuid: this.uuid, plugins: () => this.plugins }));
+    // gRPC's health service, as containerd serves it (not a plugin: it cannot be disabled).
+    server.addService(this.protos.serviceDefinition("grpc.health.v1.Health"), healthService({ stopping: () => this.stopping !== undefined, onStopping: (fn) => this.onStopping.push(fn) }));
 
     // Tasks of an earlier ckd: adopted when their keeper still runs them (or left their exit),
     // else stopped, before anyone can ask.
@@ -413,6 +417,7 @@ export class Daemon {
   }
 
   private async doStop(): Promise<void> {
+    for (const fn of this.onStopping) fn();
     clearInterval(this.sweeper);
     await this.gc?.stop().catch(() => undefined);
     const server = this.server;

@@ -1,6 +1,7 @@
 // containerd v1 Version and Introspection services: what ckd is and which plugins loaded.
 import type * as grpc from "@grpc/grpc-js";
 import { parseFilters } from "../projections/filters.js";
+import { notFound } from "../errdefs/errdefs.js";
 import { unary } from "./grpc.js";
 
 export const CK_VERSION = "0.1.0";
@@ -49,5 +50,47 @@ export function introspectionService(d: { uuid: string; plugins: () => PluginInf
       };
     }),
     Server: unary(async () => ({ uuid: d.uuid })),
+  };
+}
+
+/** grpc.health.v1.HealthCheckResponse.ServingStatus */
+const SERVING = 1;
+const NOT_SERVING = 2;
+const SERVICE_UNKNOWN = 3;
+
+/**
+ * gRPC's health service, as containerd serves it (its Go client's IsServing asks it; a
+ * supervisor may restart a daemon that does not answer SERVING): the server as a whole (the
+ * empty service name) is SERVING while ckd serves, NOT_SERVING once it is stopping; any other
+ * name is unknown (Check: NotFound; Watch: SERVICE_UNKNOWN). Watch sends the status at once;
+ * when ckd stops, it sends NOT_SERVING and ends (so that the server's shutdown need not wait).
+ */
+export function healthService(d: { stopping: () => boolean; onStopping: (fn: () => void) => void }): grpc.UntypedServiceImplementation {
+  const status = (service: string) => (service !== "" ? SERVICE_UNKNOWN : d.stopping() ? NOT_SERVING : SERVING);
+  const watchers = new Set<() => void>();
+  d.onStopping(() => {
+    for (const w of [...watchers]) w();
+  });
+  return {
+    Check: unary(async (call) => {
+      const service: string = call.request.service ?? "";
+      if (service !== "") throw notFound(`unknown service ${JSON.stringify(service)}`);
+      return { status: status(service) };
+    }),
+    Watch: (call: grpc.ServerWritableStream<{ service?: string }, unknown>) => {
+      const service = call.request.service ?? "";
+      call.write({ status: status(service) });
+      const stop = () => {
+        watchers.delete(stop);
+        if (call.cancelled || call.destroyed) return;
+        if (service === "") call.write({ status: NOT_SERVING });
+        call.end();
+      };
+      watchers.add(stop);
+      const gone = () => watchers.delete(stop);
+      call.on("cancelled", gone);
+      call.on("close", gone);
+      call.on("error", gone);
+    },
   };
 }

@@ -34,6 +34,7 @@ export const SERVICES = {
   gc: "ck.services.gc.v1.GC",
   unpack: "ck.services.unpack.v1.Unpack",
   fetch: "ck.services.fetch.v1.Fetch",
+  health: "grpc.health.v1.Health",
 } as const;
 
 export type ServiceName = keyof typeof SERVICES;

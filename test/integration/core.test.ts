@@ -283,6 +283,30 @@ describe("ckd core", () => {
     assert.match(s.uuid, /^[0-9a-f-]{36}$/);
   });
 
+  test("gRPC health (as containerd serves it; its Go client's IsServing asks): SERVING; an unknown service NotFound; Watch says NOT_SERVING and ends when ckd stops", async () => {
+    assert.deepEqual(await api.call("health", "Check", { service: "" }), { status: 1 });
+    await rejectsClass(api.call("health", "Check", { service: "containerd.nope" }), "NotFound", /unknown service "containerd\.nope"/);
+    const other = await TestDaemon.start({ natsUrl: nats.url });
+    const c = other.client("default");
+    try {
+      const seen: number[] = [];
+      const watched = (async () => {
+        for await (const m of c.stream("health", "Watch", { service: "" })) seen.push(m.status);
+      })();
+      const unknown = c.stream("health", "Watch", { service: "x" })[Symbol.asyncIterator]();
+      assert.deepEqual((await unknown.next()).value, { status: 3 }, "SERVICE_UNKNOWN");
+      await unknown.return?.(undefined);
+      for (const until = Date.now() + 5000; seen.length === 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(seen, [1]);
+      await other.stop();
+      await watched;
+      assert.deepEqual(seen, [1, 2], "NOT_SERVING, then the stream ended");
+    } finally {
+      c.close();
+      await other.stop().catch(() => undefined);
+    }
+  });
+
   test("everything the tests above wrote replays to the live projection, byte for byte (ck-replay verify)", async () => {
     // The live projection took ckd's own events as the sequencer folded them when deciding;
     // a rebuild folds them from the log's bytes: both must give the same records.
