@@ -192,6 +192,7 @@ export class Daemon {
   private stopping: Promise<void> | undefined;
   /** Told when the stop begins (health watchers say NOT_SERVING). */
   private readonly onStopping: Array<() => void> = [];
+  private stopBegun = false;
   private gc: GcScheduler | undefined;
   private tasks: Tasks | undefined;
 
@@ -391,7 +392,7 @@ export class Daemon {
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));
     add("containerd.services.introspection.v1.Introspection", introspectionService({ uuid: this.uuid, plugins: () => this.plugins }));
     // gRPC's health service, as containerd serves it (not a plugin: it cannot be disabled).
-    server.addService(this.protos.serviceDefinition("grpc.health.v1.Health"), healthService({ stopping: () => this.stopping !== undefined, onStopping: (fn) => this.onStopping.push(fn) }));
+    server.addService(this.protos.serviceDefinition("grpc.health.v1.Health"), healthService({ stopping: () => this.stopBegun, onStopping: (fn) => this.onStopping.push(fn) }));
 
     // Tasks of an earlier ckd: adopted when their keeper still runs them (or left their exit),
     // else stopped, before anyone can ask.
@@ -417,6 +418,7 @@ export class Daemon {
   }
 
   private async doStop(): Promise<void> {
+    this.stopBegun = true;
     for (const fn of this.onStopping) fn();
     clearInterval(this.sweeper);
     await this.gc?.stop().catch(() => undefined);

@@ -80,6 +80,8 @@ export function healthService(d: { stopping: () => boolean; onStopping: (fn: () 
     Watch: (call: grpc.ServerWritableStream<{ service?: string }, unknown>) => {
       const service = call.request.service ?? "";
       call.write({ status: status(service) });
+      // Asked while ckd stops: that status was the last.
+      if (d.stopping()) return void call.end();
       const stop = () => {
         watchers.delete(stop);
         if (call.cancelled || call.destroyed) return;

@@ -16,10 +16,11 @@
 // FIFO's reader and fd 5 ckd's writer holding it open (each if the config says so), every
 // other descriptor closed (ckd starts it through bash): runc, forked by node-pty, inherits
 // these (node-pty closes nothing), and is itself started through bash closing them.
-import { closeSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { CONSOLE_ERR, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleStdin, releaseConsoleHolder, runOnPty, type ConsoleKeeperConfig, type ConsoleStdin } from "./console.js";
+import { procStat } from "./proc.js";
 
 const OUT_FD = 3;
 const STDIN_FD = 4;
@@ -37,13 +38,17 @@ async function main(): Promise<void> {
   let exitLine: string | undefined;
   const sockPath = cfg.sock;
   mkdirSync(path.dirname(sockPath), { recursive: true, mode: 0o700 });
+  // Only a directory of our own, closed to others: no one else may stand in for this socket.
+  const at = lstatSync(path.dirname(sockPath));
+  if (!at.isDirectory() || at.uid !== process.getuid?.() || (at.mode & 0o077) !== 0) throw new Error(`${path.dirname(sockPath)} is not a directory of this user's, closed to others`);
   try {
     unlinkSync(sockPath);
   } catch {
     // none left
   }
   const launched = runOnPty(pty, cfg.file, cfg.args, { out: cfg.out ? OUT_FD : undefined, stdin, size: { cols: cfg.cols, rows: cfg.rows } }, () => proc);
-  if (launched.term) writeFileSync(path.join(cfg.dir, CONSOLE_RUNC_PID), `${launched.term.pid}\n`);
+  // With its start time: a pid freed and reused since is never taken for runc's.
+  if (launched.term) writeFileSync(path.join(cfg.dir, CONSOLE_RUNC_PID), `${launched.term.pid} ${procStat(launched.term.pid)?.startTime ?? 0}\n`);
   const server = net.createServer((conn) => {
     clients.add(conn);
     conn.on("error", () => undefined);
@@ -91,7 +96,7 @@ async function main(): Promise<void> {
   });
   const exit = await launched.exited;
   finish(exit.status, launched.errorText());
-  if (stdin?.holder !== undefined) closeSync(stdin.holder);
+  if (stdin) releaseConsoleHolder(stdin);
   // A reader that lags may take the last output for as long as it reads; ckd ends this keeper
   // when the process is deleted.
   await launched.drained;

@@ -31,13 +31,18 @@ export interface ConsoleKeeperConfig {
 
 /**
  * A console keeper's socket: under ckd's root, named by a hash of the process's directory
- * (a unix socket's path is at most 107 bytes, a bundle's may be longer), or under the
- * system's temporary directory when even that is too long.
+ * (a unix socket's path is at most 107 bytes, and Node cuts a longer one short, silently),
+ * or, when even that is too long, under /run (root) or the user's runtime directory: places
+ * that stay the same across ckd's restarts. The keeper uses the directory only if it is the
+ * user's own and closed to others.
  */
 export function consoleSocket(root: string, dir: string): string {
   const name = `${createHash("sha256").update(dir).digest("hex").slice(0, 32)}.sock`;
   const inRoot = path.join(root, "consoles", name);
-  return Buffer.byteLength(inRoot) <= 100 ? inRoot : path.join(os.tmpdir(), `ck-consoles-${process.getuid?.() ?? 0}`, name);
+  if (Buffer.byteLength(inRoot) <= 100) return inRoot;
+  const uid = process.getuid?.() ?? 0;
+  const runtimeDir = uid === 0 ? "/run" : (process.env.XDG_RUNTIME_DIR ?? os.tmpdir());
+  return path.join(runtimeDir, `ck-consoles-${uid}`, name);
 }
 
 /** In a console process's directory: runc's last words, runc's pid, the keeper's own log. */

@@ -769,6 +769,7 @@ export class RuncRuntime {
     const [pid, since] = (readFileSafe(path.join(dir, SHIM_PID)) ?? "").trim().split(" ").map(Number);
     if (pid! > 0 && since! > 0 && isSameProcess(pid!, since!)) {
       killGroup(pid!);
+      killConsoleRunc(dir);
       const deadline = performance.now() + 2000;
       while (isSameProcess(pid!, since!) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     }
@@ -865,6 +866,7 @@ export class RuncRuntime {
     // Registered as running (so that nothing starts or stops it twice), until its exit.
     this.running.set(key, running);
     void exited.then(() => {
+      running.console?.close();
       if (this.running.get(key) === running) this.running.delete(key);
     });
     return { exited, endedAlready };
@@ -1397,10 +1399,13 @@ async function answered(request: Promise<void> | undefined): Promise<void> {
 /** Kills what runs for a process: its keeper's group and, for a console, runc's own session. */
 function killRunning(running: Running): void {
   if (running.pid) killGroup(running.pid);
-  if (running.consoleDir) {
-    const runcPid = Number.parseInt(readFileSafe(path.join(running.consoleDir, CONSOLE_RUNC_PID)) ?? "", 10);
-    if (runcPid > 0) killGroup(runcPid);
-  }
+  if (running.consoleDir) killConsoleRunc(running.consoleDir);
+}
+
+/** A console keeper's runc (its own session's leader, as the keeper left its pid and start time), killed if it still runs. */
+function killConsoleRunc(dir: string): void {
+  const [pid, since] = (readFileSafe(path.join(dir, CONSOLE_RUNC_PID)) ?? "").trim().split(" ").map(Number);
+  if (pid! > 0 && since! > 0 && isSameProcess(pid!, since!)) killGroup(pid!);
 }
 
 /** How long ckd tries to reach an adopted console keeper's socket. */

@@ -166,6 +166,7 @@ test("serviceNames lists every service; definitions carry paths, streaming flags
     "containerd.services.snapshots.v1.Snapshots",
     "containerd.services.tasks.v1.Tasks",
     "containerd.services.version.v1.Version",
+    "grpc.health.v1.Health",
   ]);
   const content = p.serviceDefinition("containerd.services.content.v1.Content");
   const write = content.Write!;
@@ -362,10 +363,15 @@ test("every containerd message and enum has a counterpart in ck's protos with th
  * cgroup v1 statistics of a task's Metrics (github.com/containerd/cgroups, a dependency of
  * the API package) and what its runc shim says of an exec's pid in ListPids.
  */
+/** grpc-go's copy of gRPC's health protocol (golang-google-grpc-dev, which containerd's sources depend on). */
+const HEALTH_PROTO = "/usr/share/gocode/src/google.golang.org/grpc/debian/missing-sources/grpc/grpc-proto/master/grpc/health/v1/health.proto";
+
 const OUTSIDE_API: Record<string, { file: string; messages: number; fields: number }> = {
   ".io.containerd.cgroups.v1.": { file: "/usr/share/gocode/src/github.com/containerd/cgroups/stats/v1/metrics.proto", messages: 8, fields: 50 },
   ".io.containerd.cgroups.v2.": { file: "/usr/share/gocode/src/github.com/containerd/cgroups/v2/stats/metrics.proto", messages: 7, fields: 60 },
   ".containerd.runc.v1.": { file: "/usr/share/gocode/src/github.com/containerd/containerd/runtime/v2/runc/options/oci.proto", messages: 2, fields: 12 },
+  // gRPC's health service, which containerd serves (its client's IsServing asks it).
+  ".grpc.health.v1.": { file: HEALTH_PROTO, messages: 2, fields: 2 },
 };
 
 function loadOutsideUpstream(file: string): protobuf.Root {
@@ -441,13 +447,15 @@ test("services: the same set, the same methods, request/response types and strea
   const upstream = loadUpstream().root;
   const theirNames = all(upstream, protobuf.Service).map(name).sort();
   assert.deepEqual(
-    p.serviceNames.filter((n) => !n.startsWith("ck.")),
+    p.serviceNames.filter((n) => !n.startsWith("ck.") && !n.startsWith("grpc.")),
     theirNames,
-    "ck serves exactly containerd's gRPC services (ttrpc events excluded), plus its own under ck.*",
+    "ck serves exactly containerd's gRPC services (ttrpc events excluded), plus its own under ck.* and gRPC's health",
   );
   assert.deepEqual(p.serviceNames.filter((n) => n.startsWith("ck.")), ["ck.services.fetch.v1.Fetch", "ck.services.gc.v1.GC", "ck.services.unpack.v1.Unpack"]);
-  for (const svc of theirNames) {
-    const theirs = upstream.lookupService(svc);
+  assert.deepEqual(p.serviceNames.filter((n) => n.startsWith("grpc.")), ["grpc.health.v1.Health"]);
+  const health = loadOutsideUpstream(HEALTH_PROTO);
+  for (const [svc, from] of [...theirNames.map((n) => [n, upstream] as const), ["grpc.health.v1.Health", health] as const]) {
+    const theirs = from.lookupService(svc);
     const mine = p.root.lookupService(svc);
     assert.deepEqual(Object.keys(mine.methods).sort(), Object.keys(theirs.methods).sort(), `${svc}: methods`);
     for (const m of theirs.methodsArray) {
