@@ -60,7 +60,7 @@ function parseGroup(text: string): GroupEntry[] {
  * it, with the primary gid first unless among them. A name that is not there is
  * FailedPrecondition, naming it; a numeric uid without a gid takes its passwd entry's gid, or 0.
  */
-export function resolveUser(user: string, passwd: string | undefined, group: string | undefined): Required<ProcessUser> {
+export function resolveUser(user: string, passwd: string | undefined, group: string | undefined, what = "image user"): Required<ProcessUser> {
   const users = parsePasswd(passwd ?? "");
   const groups = parseGroup(group ?? "");
   let uid = 0;
@@ -68,10 +68,10 @@ export function resolveUser(user: string, passwd: string | undefined, group: str
   let entry: PasswdEntry | undefined;
   if (user !== "") {
     const [u, g, ...rest] = user.split(":");
-    if (rest.length || u === "" || g === "") throw new CkError("InvalidArgument", `image user "${user}": not user[:group]: invalid argument`);
+    if (rest.length || u === "" || g === "") throw new CkError("InvalidArgument", `${what} "${user}": not user[:group]: invalid argument`);
     entry = isId(u!) ? users.find((e) => e.uid === Number(u)) : users.find((e) => e.name === u);
     if (!entry && !isId(u!)) {
-      throw new CkError("FailedPrecondition", `image user "${u}": not in the image's /etc/passwd${passwd === undefined ? " (it has none)" : ""}: failed precondition`);
+      throw new CkError("FailedPrecondition", `${what} "${u}": not in the image's /etc/passwd${passwd === undefined ? " (it has none)" : ""}: failed precondition`);
     }
     uid = entry?.uid ?? Number(u);
     gid = entry?.gid ?? 0;
@@ -124,15 +124,15 @@ export async function readInRoot(root: string, rel: string): Promise<string | un
  * read-only temporary mount, as ctr does (which needs root). Without root, ids alone are
  * used as given (no supplementary groups from the image); a name cannot be resolved.
  */
-export async function userFromSnapshot(user: string, mounts: readonly Mount[]): Promise<ProcessUser> {
+export async function userFromSnapshot(user: string, mounts: readonly Mount[], what = "image user"): Promise<ProcessUser> {
   if (process.getuid?.() !== 0) {
-    if (hasNames(user)) throw new CkError("FailedPrecondition", `image user "${user}": reading the image's /etc/passwd needs root: failed precondition`);
-    return resolveUser(user, undefined, undefined);
+    if (hasNames(user)) throw new CkError("FailedPrecondition", `${what} "${user}": reading the image's /etc/passwd needs root: failed precondition`);
+    return resolveUser(user, undefined, undefined, what);
   }
-  if (mounts.length === 0) return resolveUser(user, undefined, undefined);
+  if (mounts.length === 0) return resolveUser(user, undefined, undefined, what);
   const ro = mounts.map((m) => ({ ...m, options: [...m.options.filter((o) => o !== "rw"), "ro"] }));
   const [passwd, group] = await withTempMount(ro, (root) => Promise.all([readInRoot(root, "etc/passwd"), readInRoot(root, "etc/group")])).catch((err) => {
-    throw new CkError("FailedPrecondition", `image user "${user}": the image's /etc/passwd could not be read (${(err as Error).message}): failed precondition`);
+    throw new CkError("FailedPrecondition", `${what} "${user}": the image's /etc/passwd could not be read (${(err as Error).message}): failed precondition`);
   });
-  return resolveUser(user, passwd, group);
+  return resolveUser(user, passwd, group, what);
 }

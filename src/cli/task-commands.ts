@@ -12,7 +12,7 @@ import type { Command } from "commander";
 import type { ApiClient } from "./client.js";
 import { CkError, isNotFound } from "../errdefs/errdefs.js";
 import { parseLabelArgs, table } from "./format.js";
-import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
+import { defaultSpec, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, type SpecMount } from "./spec.js";
 import { fromApiDescriptor, withLease } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
@@ -230,6 +230,30 @@ async function untilEnded(p: ReturnType<typeof processCalls>, waited: Promise<{ 
   }
 }
 
+/** `ck run` flags. */
+interface RunOptions {
+  rm?: boolean;
+  detach?: boolean;
+  tty?: boolean;
+  log?: string;
+  logUri?: string;
+  snapshotter: string;
+  label: string[];
+  env: string[];
+  cwd?: string;
+  user?: string;
+  mount: string[];
+  netHost?: boolean;
+}
+
+/** A repeatable option's values, in order. */
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+/** --cwd: a path in the container, absolute (runc would fail on another only at start). */
+function checkCwd(cwd: string | undefined): void {
+  if (cwd !== undefined && !cwd.startsWith("/")) throw new CkError("InvalidArgument", `--cwd ${JSON.stringify(cwd)}: must be an absolute path: invalid argument`);
+}
+
 /** Where a process's output goes: one of --log and --log-uri, and no --log-uri on a console (as ctr tasks exec). */
 function checkOutputFlags(opts: { log?: string; logUri?: string; tty?: boolean }): void {
   if (opts.log && opts.logUri) throw new CkError("InvalidArgument", "--log and --log-uri cannot be used together: invalid argument");
@@ -300,12 +324,20 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("--log-uri <uri>", "the task's output to a file:// or binary:// (logging program) URI, as ctr's --log-uri")
     .option("--snapshotter <name>", "snapshotter holding the unpacked image", process.env.CONTAINERD_SNAPSHOTTER || "overlayfs")
     .option("--label <k=v...>", "container labels", [])
+    .option("--env <KEY=VALUE>", "set an environment variable (KEY alone unsets it), as ctr run --env; repeatable", collect, [])
+    .option("--cwd <dir>", "the process's working directory in the container")
+    .option("-u, --user <user[:group]>", "run as this user (a name or uid, and group), looked up in the image as its own user is")
+    .option("--mount <spec>", "add a mount, as ctr run --mount: type=bind,src=/host/dir,dst=/dir,options=rbind:ro; repeatable", collect, [])
+    .option("--net-host", "the host's network: no network namespace of its own, the host's /etc/hosts and /etc/resolv.conf")
     .action(
-      action(async (api, image: string, id: string, args: string[], opts: { rm?: boolean; detach?: boolean; tty?: boolean; log?: string; logUri?: string; snapshotter: string; label: string[] }) => {
+      action(async (api, image: string, id: string, args: string[], opts: RunOptions) => {
         // First: without --, the program's own options may have been taken as ck's (-d here).
         args = commandAfterDashes(args, "ck run IMAGE ID -- PROGRAM [ARGS...]");
         if (opts.rm && opts.detach) throw new CkError("InvalidArgument", "--rm and --detach cannot be used together: invalid argument");
         checkOutputFlags(opts);
+        // Checked before anything is made.
+        const mounts: SpecMount[] = opts.mount.map(parseMountFlag);
+        checkCwd(opts.cwd);
         const img = (await api.call("images", "Get", { name: image })).image;
         const { chainIds, configJson } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());
         const top = chainIds.at(-1);
@@ -313,15 +345,20 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         await api.call("snapshots", "Stat", { snapshotter: opts.snapshotter, key: top }).catch((err) => {
           throw new CkError("FailedPrecondition", `image ${image} is not unpacked for ${opts.snapshotter} (ck pull --snapshotter ${opts.snapshotter} unpacks it): ${(err as Error).message}`);
         });
-        const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> };
+        const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> & { env?: string[] }; mounts: SpecMount[]; linux: { namespaces: Array<{ type: string }> } };
         const { imageUser, ...proc } = processFromImage(configJson, args ?? []);
         Object.assign(spec.process, proc, { terminal: opts.tty === true });
+        // As ctr run: the flags over the image's settings.
+        spec.process.env = withEnv(spec.process.env ?? [], opts.env);
+        if (opts.cwd) spec.process.cwd = opts.cwd;
+        spec.mounts.push(...mounts);
+        if (opts.netHost) withHostNetwork(spec, os.hostname());
         // Under a lease until the container refers to the snapshot: GC takes neither before.
         await withLease(api, async (metadata) => {
           const prepared = await api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent: top }, { metadata });
           try {
             // A named user is looked up in the image's own /etc/passwd, as ctr does.
-            spec.process.user = await userFromSnapshot(imageUser, mountsFromApi(prepared.mounts));
+            spec.process.user = await userFromSnapshot(opts.user ?? imageUser, mountsFromApi(prepared.mounts), opts.user !== undefined ? "--user" : "image user");
             await api.call(
               "containers",
               "Create",
@@ -367,14 +404,17 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("-d, --detach", "start it and return")
     .option("-t, --tty", "give the process a console (this terminal, raw, its size followed)")
     .option("--cwd <dir>", "working directory in the container")
+    .option("--env <KEY=VALUE>", "set an environment variable (KEY alone unsets it) over the container's; repeatable", collect, [])
     .option("--log-uri <uri>", "the process's output to a file:// or binary:// (logging program) URI, as ctr's --log-uri")
     .action(
-      action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; tty?: boolean; cwd?: string; logUri?: string }) => {
+      action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; tty?: boolean; cwd?: string; env: string[]; logUri?: string }) => {
         args = commandAfterDashes(args, "ck tasks exec --exec-id E ID -- PROGRAM [ARGS...]");
         if (!args.length) throw new CkError("InvalidArgument", "exec needs the program to run: invalid argument");
+        checkCwd(opts.cwd);
         const spec = await containerSpec(api, id);
         const tty = opts.tty === true;
-        const proc = { ...(spec.process ?? {}), args, terminal: tty, ...(opts.cwd ? { cwd: opts.cwd } : {}) };
+        const env = withEnv((spec.process?.env as string[] | undefined) ?? [], opts.env);
+        const proc = { ...(spec.process ?? {}), args, env, terminal: tty, ...(opts.cwd ? { cwd: opts.cwd } : {}) };
         const any = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify(proc)) };
         process.exitCode = await runTask(api, id, { detach: opts.detach, tty, logUri: opts.logUri, exec: { id: opts.execId, spec: any } });
       }),

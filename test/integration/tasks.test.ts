@@ -4,8 +4,8 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { readFileSync, readdirSync, readlinkSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, constants as fsConstants } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, readFileSync, readdirSync, readlinkSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, constants as fsConstants } from "node:fs";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
@@ -760,6 +760,38 @@ exit 0
     assert.match(r.stderr, /image user "ghost": not in the image's \/etc\/passwd \(it has none\)/);
     assert.ok(!(await ctr(["containers", "ls", "-q"])).stdout.includes("ck-ghost"), "no container made");
     assert.ok(!(await ctr(["snapshots", "ls"])).stdout.split("\n").some((l) => l.startsWith("ck-ghost ")), "its snapshot removed");
+
+    // ctr run's flags: --env (set; a bare KEY unsets), --cwd, --user over the image's (names
+    // from its files), --mount, --net-host (the host's network devices, its name, its hosts file).
+    const data = mkdtempSync(join(tmpdir(), "ck-mount-"));
+    writeFileSync(join(data, "f"), "from the host\n", { mode: 0o644 });
+    chmodSync(data, 0o755); // read by the container's user 1234
+    const script = 'echo $FOO; echo ${BAR-unset}; pwd; id -u; id -g; read l < /data/f; echo $l; for v in $(export -p); do case $v in HOSTNAME=*) echo $v;; esac; done; n=0; while read x; do n=$((n+1)); done < /proc/net/dev; echo $n; read h < /etc/hosts; echo "$h"';
+    try {
+      r = await ck(["run", "--rm", "--env", "FOO=bar", "--env", "BAR=1", "--env", "BAR", "--cwd", "/etc", "--user", "app:extra", "--mount", `type=bind,src=${data},dst=/data,options=rbind:ro`, "--net-host", named.reference, "ck-flags", "--", "sh", "-c", script]);
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.split("\n");
+      const devices = readFileSync("/proc/net/dev", "utf8").trim().split("\n").length;
+      assert.deepEqual(lines.slice(0, 7), ["bar", "unset", "/etc", "1234", "777", "from the host", `HOSTNAME='${hostname()}'`]);
+      assert.deepEqual([Number(lines[7]), lines[8]], [devices, readFileSync("/etc/hosts", "utf8").split("\n")[0]], "the host's network devices and hosts file");
+      // Without --net-host: a network namespace of its own (loopback alone).
+      r = await ck(["run", "--rm", named.reference, "ck-noflags", "--", "sh", "-c", "n=0; while read x; do n=$((n+1)); done < /proc/net/dev; echo $n; for v in $(export -p); do case $v in HOSTNAME=*) echo $v;; esac; done"]);
+      assert.deepEqual([r.code, r.stdout], [0, "3\n"], r.stderr);
+      // Bad flags: refused before anything is made.
+      for (const [flags, re] of [
+        [["--mount", "type=bind,src=/x,target=/y"], /--mount "type=bind,src=\/x,target=\/y": mount option "target" is not supported/],
+        [["--mount", "type=bind,src=/x"], /the destination must be an absolute path/],
+        [["--cwd", "etc"], /--cwd "etc": must be an absolute path/],
+        [["--user", "nobody"], /--user "nobody": not in the image's \/etc\/passwd/],
+      ] as const) {
+        r = await ck(["run", "--rm", ...flags, named.reference, "ck-badflags", "--", "true"]);
+        assert.equal(r.code, 1, flags.join(" "));
+        assert.match(r.stderr, re);
+      }
+      assert.ok(!(await ctr(["containers", "ls", "-q"])).stdout.includes("ck-badflags"), "no container made");
+    } finally {
+      rmSync(data, { recursive: true, force: true });
+    }
   });
 
   // Skipped with swap: ctr's --memory-limit leaves swap unlimited, so the hog would swap, not die.

@@ -7,6 +7,7 @@ import { execHandlers, taskHandlers, type CreateTask } from "../../src/commands/
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
 import { processFromImage } from "../../src/cli/task-commands.js";
+import { defaultSpec, parseMountFlag, withEnv, withHostNetwork } from "../../src/cli/spec.js";
 import { hasNames, readInRoot, resolveUser } from "../../src/cli/image-user.js";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -306,3 +307,31 @@ describe("tasks", () => {
   });
 });
 
+
+describe("ck run's spec flags (as ctr run's)", () => {
+  test("withEnv: KEY=VALUE replaces in place or appends; a bare KEY unsets; later flags win", () => {
+    assert.deepEqual(withEnv(["PATH=/bin", "A=1", "B=2"], ["A=9", "C=3", "B", "C=4", "NOPE"]), ["PATH=/bin", "A=9", "C=4"]);
+    assert.deepEqual(withEnv(["A=1"], ["B=1", "B"]), ["A=1"], "one set then unset by the flags");
+    assert.deepEqual(withEnv(["A=1"], ["B", "B=2"]), ["A=1", "B=2"]);
+    assert.deepEqual(withEnv([], []), []);
+  });
+
+  test("parseMountFlag: ctr's keys and spellings; anything else InvalidArgument naming it", () => {
+    assert.deepEqual(parseMountFlag("type=bind,src=/h,dst=/c,options=rbind:ro"), { type: "bind", source: "/h", destination: "/c", options: ["rbind", "ro"] });
+    assert.deepEqual(parseMountFlag("type=tmpfs,source=tmpfs,destination=/t"), { type: "tmpfs", source: "tmpfs", destination: "/t", options: [] });
+    throwsClass(() => parseMountFlag("type=bind,src=/h,target=/c"), "InvalidArgument", /mount option "target" is not supported/);
+    throwsClass(() => parseMountFlag("bind"), "InvalidArgument", /"bind" is not key=value/);
+    throwsClass(() => parseMountFlag("type=bind,src=/h,dst=c"), "InvalidArgument", /destination must be an absolute path/);
+  });
+
+  test("withHostNetwork: no network namespace, the host's hosts and resolv.conf read-only, HOSTNAME", () => {
+    const spec = defaultSpec("ns", "id", ["sh"]) as unknown as Parameters<typeof withHostNetwork>[0];
+    withHostNetwork(spec, "box");
+    assert.deepEqual(spec.linux.namespaces.map((n) => n.type), ["pid", "ipc", "uts", "mount"]);
+    assert.deepEqual(spec.mounts.slice(-2), [
+      { destination: "/etc/hosts", type: "bind", source: "/etc/hosts", options: ["rbind", "ro"] },
+      { destination: "/etc/resolv.conf", type: "bind", source: "/etc/resolv.conf", options: ["rbind", "ro"] },
+    ]);
+    assert.ok(spec.process.env?.includes("HOSTNAME=box"));
+  });
+});
