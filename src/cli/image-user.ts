@@ -124,6 +124,23 @@ export async function readInRoot(root: string, rel: string): Promise<string | un
  * read-only temporary mount, as ctr does (which needs root). Without root, ids alone are
  * used as given (no supplementary groups from the image); a name cannot be resolved.
  */
+/**
+ * A user for a process in a running task: names and groups read from the container's own
+ * /etc/passwd and /etc/group as it sees them (through /proc/PID/root of its init, symlinks
+ * kept inside it), which needs root; without root, ids alone as given.
+ */
+export async function userInTask(user: string, initPid: number, what: string): Promise<ProcessUser> {
+  if (process.getuid?.() !== 0 || !(initPid > 0)) {
+    if (hasNames(user)) throw new CkError("FailedPrecondition", `${what} "${user}": reading the container's /etc/passwd needs root: failed precondition`);
+    return resolveUser(user, undefined, undefined, what);
+  }
+  const root = `/proc/${initPid}/root`;
+  const [passwd, group] = await Promise.all([readInRoot(root, "etc/passwd"), readInRoot(root, "etc/group")]).catch((err) => {
+    throw new CkError("FailedPrecondition", `${what} "${user}": the container's /etc/passwd could not be read (${(err as Error).message}): failed precondition`);
+  });
+  return resolveUser(user, passwd, group, what);
+}
+
 export async function userFromSnapshot(user: string, mounts: readonly Mount[], what = "image user"): Promise<ProcessUser> {
   if (process.getuid?.() !== 0) {
     if (hasNames(user)) throw new CkError("FailedPrecondition", `${what} "${user}": reading the image's /etc/passwd needs root: failed precondition`);

@@ -16,7 +16,7 @@ import { defaultSpec, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, t
 import { fromApiDescriptor, withLease } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
-import { userFromSnapshot } from "./image-user.js";
+import { userFromSnapshot, userInTask } from "./image-user.js";
 import { mountsFromApi } from "../snapshots/mount.js";
 
 type Action<A extends unknown[]> = (fn: (api: ApiClient, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
@@ -405,16 +405,19 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("-t, --tty", "give the process a console (this terminal, raw, its size followed)")
     .option("--cwd <dir>", "working directory in the container")
     .option("--env <KEY=VALUE>", "set an environment variable (KEY alone unsets it) over the container's; repeatable", collect, [])
+    .option("-u, --user <user[:group]>", "run as this user (a name or uid, and group), looked up in the container's /etc/passwd and /etc/group")
     .option("--log-uri <uri>", "the process's output to a file:// or binary:// (logging program) URI, as ctr's --log-uri")
     .action(
-      action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; tty?: boolean; cwd?: string; env: string[]; logUri?: string }) => {
+      action(async (api, id: string, args: string[], opts: { execId: string; detach?: boolean; tty?: boolean; cwd?: string; env: string[]; user?: string; logUri?: string }) => {
         args = commandAfterDashes(args, "ck tasks exec --exec-id E ID -- PROGRAM [ARGS...]");
         if (!args.length) throw new CkError("InvalidArgument", "exec needs the program to run: invalid argument");
         checkCwd(opts.cwd);
         const spec = await containerSpec(api, id);
         const tty = opts.tty === true;
         const env = withEnv((spec.process?.env as string[] | undefined) ?? [], opts.env);
-        const proc = { ...(spec.process ?? {}), args, env, terminal: tty, ...(opts.cwd ? { cwd: opts.cwd } : {}) };
+        // As ctr tasks exec --user: the names as the running container has them.
+        const user = opts.user === undefined ? {} : { user: await userInTask(opts.user, (await api.call("tasks", "Get", { container_id: id })).process?.pid ?? 0, "--user") };
+        const proc = { ...(spec.process ?? {}), args, env, terminal: tty, ...(opts.cwd ? { cwd: opts.cwd } : {}), ...user };
         const any = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify(proc)) };
         process.exitCode = await runTask(api, id, { detach: opts.detach, tty, logUri: opts.logUri, exec: { id: opts.execId, spec: any } });
       }),

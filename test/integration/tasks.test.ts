@@ -741,7 +741,7 @@ exit 0
     const layer = (passwd: boolean) =>
       Object.fromEntries([
         ["bin/busybox", busybox],
-        ...["sh", "id"].map((c) => [`bin/${c}`, { symlink: "busybox" }]),
+        ...["sh", "id", "sleep"].map((c) => [`bin/${c}`, { symlink: "busybox" }]),
         ...(passwd
           ? [
               ["etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1234:2345::/:/bin/sh\n"],
@@ -789,6 +789,20 @@ exit 0
         assert.match(r.stderr, re);
       }
       assert.ok(!(await ctr(["containers", "ls", "-q"])).stdout.includes("ck-badflags"), "no container made");
+      // ck tasks exec --user: names from the running container's own files.
+      r = await ck(["run", "-d", named.reference, "ck-exec-user", "--", "sleep", "600"]);
+      assert.equal(r.code, 0, r.stderr);
+      r = await ck(["tasks", "exec", "--exec-id", "eu", "--user", "root:extra", "ck-exec-user", "--", "sh", "-c", "id -u; id -g"]);
+      assert.deepEqual([r.code, r.stdout], [0, "0\n777\n"], r.stderr);
+      r = await ck(["tasks", "exec", "--exec-id", "eu2", "--user", "nobody", "ck-exec-user", "--", "true"]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /--user "nobody": not in the image's \/etc\/passwd/);
+      await rejectsClass(api.call("tasks", "Get", { container_id: "ck-exec-user", exec_id: "eu2" }), "NotFound");
+      await api.call("tasks", "Kill", { container_id: "ck-exec-user", signal: 9 });
+      await api.call("tasks", "Wait", { container_id: "ck-exec-user" });
+      r = await ck(["tasks", "rm", "ck-exec-user"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((await ctr(["containers", "rm", "ck-exec-user"])).code, 0);
     } finally {
       rmSync(data, { recursive: true, force: true });
     }
