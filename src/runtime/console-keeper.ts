@@ -2,7 +2,7 @@
 // runc.ts, launchConsole) and outliving it, as a shim keeps a console through containerd's
 // restarts. It copies the pty to the process's stdout and stdin into the pty (console.ts),
 // leaves runc's exit status in `<dir>/exit` (and runc's own last words in `<dir>/console.err`)
-// as the plain keepers do, and takes ckd's requests on `<dir>/console.sock`, one per line:
+// as the plain keepers do, and takes ckd's requests on its socket (consoleSocket in console.ts), one per line:
 //   start          the process runs its program: stdin flows (and our hold on it lets go)
 //   closeio        stdin ends once what was written is read (CloseIO)
 //   resize C R     the console's size (ResizePty)

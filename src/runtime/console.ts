@@ -1,7 +1,7 @@
 // A process on a console: its runc runs on a pty (node-pty) whose output is copied to the
 // process's stdout and into which its stdin is typed. This runs in a console's keeper
 // (console-keeper.ts), a process of its own that outlives ckd as the plain keepers do; ckd
-// speaks to it over a unix socket in the process's directory (see runc.ts, launchConsole).
+// speaks to it over a unix socket (consoleSocket; see runc.ts, launchConsole).
 import { createHash } from "node:crypto";
 import { createWriteStream, closeSync, fstatSync, type WriteStream } from "node:fs";
 import net from "node:net";

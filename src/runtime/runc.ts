@@ -1247,7 +1247,7 @@ function closeGate(running: Running): void {
 }
 
 /**
- * runc with the task's stdio: stdin piped from what ckd read of the FIFO, stdout and stderr
+ * runc with the task's stdio: stdin the FIFO's blocking reader itself, stdout and stderr
  * the descriptors openIo opened (the child holds its own copies; ours close at once).
  */
 function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: Running, keeper?: { bundle: string }): Launched {
