@@ -1025,9 +1025,32 @@ exit 0
     const orphanExec = await execIn("t-orphan", "e-orphan");
     const cutExec = await execIn("t-orphan", "e-cut");
     const wExec = await execIn("t-orphan-w", "e-w");
+    // And a task on a console (its stdin a FIFO of the test's, its output a file): its keeper
+    // holds the pty through the kill, typed into and printing while no ckd runs.
+    r = await ctr(["containers", "create", ref, "t-kill-tty", "true"]);
+    assert.equal(r.code, 0, r.stderr);
+    const killTtyC = (await api.call("containers", "Get", { id: "t-kill-tty" })).container;
+    const killTtySpec = JSON.parse(Buffer.from(killTtyC.spec.value).toString("utf8"));
+    Object.assign(killTtySpec.process, { args: ["sh"], terminal: true });
+    await api.call("containers", "Update", { container: { id: "t-kill-tty", spec: { ...killTtyC.spec, value: Buffer.from(JSON.stringify(killTtySpec)) } }, update_mask: { paths: ["spec"] } });
+    const killTtyIn = join(daemon.root, "t-kill-tty.in");
+    const killTtyOut = join(daemon.root, "t-kill-tty.out");
+    execFileSync("mkfifo", [killTtyIn]);
+    writeFileSync(killTtyOut, "");
+    await api.call("tasks", "Create", { container_id: "t-kill-tty", rootfs: (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-kill-tty" })).mounts, stdin: killTtyIn, stdout: killTtyOut, terminal: true });
+    const killTtyW = openSync(killTtyIn, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+    const killTtyPid = (await api.call("tasks", "Start", { container_id: "t-kill-tty" })).pid;
+    const printedIn = async (file: string, re: RegExp) => {
+      for (const until = Date.now() + 10_000; !re.test(readFileSync(file, "utf8")) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+      assert.match(readFileSync(file, "utf8"), re);
+    };
+    writeSync(killTtyW, "echo a$((1+1))\n");
+    await printedIn(killTtyOut, /a2\r?\n/);
     const beforeKill = (await log.lastSeq()) + 1;
     api.close();
     await daemon.kill9();
+    writeSync(killTtyW, "echo b$((2+2))\n");
+    await printedIn(killTtyOut, /b4\r?\n/);
     const cutRecord = `${daemon.root}/tasks/${NS}/t-orphan/execs/e-cut/state.json`;
     writeFileSync(cutRecord, JSON.stringify({ ...JSON.parse(readFileSync(cutRecord, "utf8")), status: "CREATED", pid: 0 }));
     assert.ok(existsSync(`/proc/${pid}`), "the container outlived ckd");
@@ -1073,6 +1096,15 @@ exit 0
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await waited).exit_status, 137);
     assert.equal((await execWaited).exit_status, 137, "the exec ended with its container, recorded");
+    // The console task, adopted after the kill: resized through this ckd, ended by its program.
+    const killTty = (await api.call("tasks", "Get", { container_id: "t-kill-tty" })).process;
+    assert.deepEqual([killTty.status, killTty.pid], [2, killTtyPid]);
+    await api.call("tasks", "ResizePty", { container_id: "t-kill-tty", width: 91, height: 19 });
+    const killTtyWait = api.call("tasks", "Wait", { container_id: "t-kill-tty" });
+    writeSync(killTtyW, "stty size; exit 6\n");
+    await printedIn(killTtyOut, /19 91\r?\n/);
+    assert.equal((await killTtyWait).exit_status, 6);
+    closeSync(killTtyW);
     const cut = (await api.call("tasks", "Get", { container_id: "t-orphan", exec_id: "e-cut" })).process;
     assert.deepEqual([cut.status, cut.pid, cut.exit_status], [3, cutExec, 137], "a start cut short: killed, its end recorded");
     const wExecNow = (await api.call("tasks", "Get", { container_id: "t-orphan-w", exec_id: "e-w" })).process;
@@ -1097,7 +1129,7 @@ exit 0
     assert.deepEqual(alive(), [], "the keeperless container, the held init and its runc were stopped");
     assert.deepEqual([(await api.call("tasks", "Get", { container_id: "t-orphan-w" })).process.exit_status], [255]);
     assert.match(readFileSync(calls, "utf8"), /^--root \S+ delete --force t-orphan-w$/m, "stopped through its own runc");
-    for (const id of ["t-orphan", "t-brief", "t-stdin", "t-gone", "t-lost", "t-orphan-w", "t-held"]) {
+    for (const id of ["t-orphan", "t-brief", "t-stdin", "t-gone", "t-lost", "t-orphan-w", "t-held", "t-kill-tty"]) {
       r = await ctr(["tasks", "rm", id]);
       assert.equal(r.code, 0, r.stderr);
       r = await ctr(["containers", "rm", id]);
