@@ -20,7 +20,7 @@ import { lstatSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from "nod
 import net from "node:net";
 import path from "node:path";
 import { CONSOLE_ERR, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleStdin, releaseConsoleHolder, runOnPty, type ConsoleKeeperConfig, type ConsoleStdin } from "./console.js";
-import { procStat } from "./proc.js";
+import { keptProcessLine } from "./proc.js";
 
 const OUT_FD = 3;
 const STDIN_FD = 4;
@@ -48,7 +48,8 @@ async function main(): Promise<void> {
   }
   const launched = runOnPty(pty, cfg.file, cfg.args, { out: cfg.out ? OUT_FD : undefined, stdin, size: { cols: cfg.cols, rows: cfg.rows } }, () => proc);
   // With its start time: a pid freed and reused since is never taken for runc's.
-  if (launched.term) writeFileSync(path.join(cfg.dir, CONSOLE_RUNC_PID), `${launched.term.pid} ${procStat(launched.term.pid)?.startTime ?? 0}\n`);
+  const runcLine = keptProcessLine(launched.term?.pid);
+  if (runcLine) writeFileSync(path.join(cfg.dir, CONSOLE_RUNC_PID), runcLine);
   const server = net.createServer((conn) => {
     clients.add(conn);
     conn.on("error", () => undefined);

@@ -47,3 +47,43 @@ export function findExecutable(binary: string, extraDirs: readonly string[] = []
   }
   return undefined;
 }
+
+/** A process as ck's pid files keep it: its pid and start time (which tells it from a later one of its pid). */
+export interface KeptProcess {
+  pid: number;
+  since: number;
+}
+
+/** The line a pid file of ck's holds for `pid`; undefined when /proc does not know it (then none is kept). */
+export function keptProcessLine(pid: number | undefined): string | undefined {
+  const since = pid ? procStat(pid)?.startTime : undefined;
+  return pid && since ? `${pid} ${since}\n` : undefined;
+}
+
+/** The process a pid file of ck's names (whether or not it still runs); undefined when none is named. */
+export function readKeptProcess(file: string): KeptProcess | undefined {
+  let text = "";
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+  const [pid, since] = text.trim().split(" ").map(Number);
+  return pid! > 0 && since! > 0 ? { pid: pid!, since: since! } : undefined;
+}
+
+/** The process a pid file of ck's names, if that very process still runs. */
+export function runningKeptProcess(file: string): KeptProcess | undefined {
+  const p = readKeptProcess(file);
+  return p && isSameProcess(p.pid, p.since) ? p : undefined;
+}
+
+/** Waits (at most `ms`) for a kept process to end; whether it has. */
+export async function keptProcessGone(p: KeptProcess, ms: number, stepMs = 20): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  while (isSameProcess(p.pid, p.since)) {
+    if (performance.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return true;
+}

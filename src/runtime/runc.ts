@@ -26,7 +26,7 @@ import path from "node:path";
 import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import { mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
 import { CGROUP_ROOT, controllerPaths, isCgroupV1, METRICS_V1_TYPE, parseKeyValues, readMetricsV1 } from "./cgroups-v1.js";
-import { isSameProcess, procStat } from "./proc.js";
+import { isSameProcess, keptProcessGone, keptProcessLine, procStat, readKeptProcess, runningKeptProcess } from "./proc.js";
 import { METRICS_V2_TYPE, readMetricsV2, unifiedPath } from "./cgroups-v2.js";
 import type { Mount } from "../snapshots/types.js";
 
@@ -766,12 +766,11 @@ export class RuncRuntime {
    * left as it died. Ended (what none read is dropped), waited for, its socket removed.
    */
   private async stopLeftKeeper(dir: string): Promise<void> {
-    const [pid, since] = (readFileSafe(path.join(dir, SHIM_PID)) ?? "").trim().split(" ").map(Number);
-    if (pid! > 0 && since! > 0 && isSameProcess(pid!, since!)) {
-      killGroup(pid!);
+    const keeper = runningKeptProcess(path.join(dir, SHIM_PID));
+    if (keeper) {
+      killGroup(keeper.pid);
       killConsoleRunc(dir);
-      const deadline = performance.now() + 2000;
-      while (isSameProcess(pid!, since!) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await keptProcessGone(keeper, 2000);
     }
     await fs.unlink(consoleSocket(this.root, dir)).catch(() => undefined);
   }
@@ -829,10 +828,9 @@ export class RuncRuntime {
     // An init's end stops what its container still runs (runc itself may have died); an
     // exec's is its own.
     const stopAll = () => (exec ? Promise.resolve() : this.forceDelete(ns, id));
-    const keeper = readFileSafe(path.join(bundle, SHIM_PID))?.trim().split(" ");
-    const pid = Number(keeper?.[0]);
-    const since = Number(keeper?.[1]);
-    if (!(pid > 0) || !(since > 0)) return undefined;
+    const keeper = readKeptProcess(path.join(bundle, SHIM_PID));
+    if (!keeper) return undefined;
+    const { pid, since } = keeper;
     // A zombie (its new parent never reaped it) has ended too.
     const alive = () => isSameProcess(pid, since);
     const left = async (name: string): Promise<Exit | undefined> => {
@@ -1081,14 +1079,8 @@ async function startLogger({ uri, program }: { uri: URL; program: string }, id: 
   try {
     const out = await fifoPipe(dir, LOGGER_FIFOS[0]!, fds);
     const err = await fifoPipe(dir, LOGGER_FIFOS[1]!, fds);
-    const readyFile = path.join(dir, LOGGER_FIFOS[2]!);
-    await fs.unlink(readyFile).catch(() => undefined);
-    await runCommand("mkfifo", ["-m", "0600", readyFile]);
-    const readyR = openSync(readyFile, fsc.O_RDONLY | fsc.O_NONBLOCK);
-    fds.push(readyR);
-    const readyW = openSync(readyFile, fsc.O_WRONLY | fsc.O_NONBLOCK);
-    fds.push(readyW);
-    await fs.unlink(readyFile).catch(() => undefined);
+    // Read through a socket below (libuv makes its end non-blocking).
+    const { r: readyR, w: readyW } = await fifoPipe(dir, LOGGER_FIFOS[2]!, fds);
     let spawned: ChildProcess;
     try {
       // Through bash where there is one: what the logger inherits past its three pipes (ckd's
@@ -1109,8 +1101,8 @@ async function startLogger({ uri, program }: { uri: URL; program: string }, id: 
     }
     child = spawned;
     // Kept at once: whichever ckd deletes the process ends it, even if this one goes now.
-    const since = spawned.pid ? procStat(spawned.pid)?.startTime : undefined;
-    if (spawned.pid && since) await fs.writeFile(path.join(dir, LOGGER_PID), `${spawned.pid} ${since}\n`, { mode: 0o600 });
+    const kept = keptProcessLine(spawned.pid);
+    if (kept) await fs.writeFile(path.join(dir, LOGGER_PID), kept, { mode: 0o600 });
     // Its ends are the logger's now (the readers, and the ready pipe's writer, whose closing
     // is the sign).
     for (const fd of [out.r, err.r, readyW]) {
@@ -1151,16 +1143,14 @@ async function startLogger({ uri, program }: { uri: URL; program: string }, id: 
  * already (their pipes closed with the process). Nothing when there is none.
  */
 async function stopLogger(dir: string): Promise<void> {
-  const [pid, since] = (readFileSafe(path.join(dir, LOGGER_PID)) ?? "").trim().split(" ").map(Number);
-  if (!(pid! > 0) || !(since! > 0) || !isSameProcess(pid!, since!)) return;
+  const logger = runningKeptProcess(path.join(dir, LOGGER_PID));
+  if (!logger) return;
   try {
-    process.kill(pid!, "SIGTERM");
+    process.kill(logger.pid, "SIGTERM");
   } catch {
     return;
   }
-  const deadline = performance.now() + LOGGER_TERM_MS;
-  while (isSameProcess(pid!, since!) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  if (isSameProcess(pid!, since!)) killGroup(pid!);
+  if (!(await keptProcessGone(logger, LOGGER_TERM_MS, 50))) killGroup(logger.pid);
 }
 
 /** What `read` finds (a pid), once there; undefined when runc exited first. */
@@ -1263,9 +1253,9 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
     detached: true,
   });
   running.pid = child.pid;
-  const since = keeper && child.pid ? procStat(child.pid)?.startTime : undefined;
   // Without its start time a keeper could not be told from a later process of its pid: none.
-  if (keeper && since) writeFileSync(path.join(keeper.bundle, SHIM_PID), `${child.pid} ${since}\n`, { mode: 0o600 });
+  const kept = keeper ? keptProcessLine(child.pid) : undefined;
+  if (keeper && kept) writeFileSync(path.join(keeper.bundle, SHIM_PID), kept, { mode: 0o600 });
   for (const fd of [io.out, io.err, io.stdin?.direct]) if (fd !== undefined) closeSync(fd);
   io.out = io.err = undefined;
   if (io.stdin) io.stdin.direct = undefined;
@@ -1357,8 +1347,8 @@ function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running:
   if (io.stdin) io.stdin.reader = io.stdin.holder = undefined;
   running.pid = child.pid;
   running.consoleDir = dir;
-  const since = child.pid ? procStat(child.pid)?.startTime : undefined;
-  if (child.pid && since) writeFileSync(path.join(dir, SHIM_PID), `${child.pid} ${since}\n`, { mode: 0o600 });
+  const kept = keptProcessLine(child.pid);
+  if (kept) writeFileSync(path.join(dir, SHIM_PID), kept, { mode: 0o600 });
   let ended = false;
   // Reached for as long as the keeper runs (it makes its socket as it starts).
   const channel = new ConsoleChannel(sock, () => !ended);
@@ -1404,8 +1394,8 @@ function killRunning(running: Running): void {
 
 /** A console keeper's runc (its own session's leader, as the keeper left its pid and start time), killed if it still runs. */
 function killConsoleRunc(dir: string): void {
-  const [pid, since] = (readFileSafe(path.join(dir, CONSOLE_RUNC_PID)) ?? "").trim().split(" ").map(Number);
-  if (pid! > 0 && since! > 0 && isSameProcess(pid!, since!)) killGroup(pid!);
+  const runc = runningKeptProcess(path.join(dir, CONSOLE_RUNC_PID));
+  if (runc) killGroup(runc.pid);
 }
 
 /** How long ckd tries to reach an adopted console keeper's socket. */

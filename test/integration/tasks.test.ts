@@ -881,6 +881,7 @@ exit 0
     // Stdio that cannot be used, found once the rootfs is mounted: all of it undone.
     const plain = join(daemon.root, "plain-file");
     writeFileSync(plain, "");
+    const beforeStdio = await log.lastSeq();
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdin: plain }), "InvalidArgument", /not a FIFO/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "/no/such/dir/out" }), "InvalidArgument", /does not exist/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "file://%zz" }), "InvalidArgument", /file:\/\/%zz/);
@@ -890,6 +891,8 @@ exit 0
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "binary:logger" }), "InvalidArgument", /stdout "binary:logger": an absolute FIFO or file path, or a file:\/\/ or binary:\/\/ URI/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, stdout: "tcp://127.0.0.1:9" }), "NotImplemented", /tcp:/);
     await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts, checkpoint: { digest: "sha256:" + "a".repeat(64) } }), "NotImplemented", /checkpoint/);
+    assert.equal(await log.lastSeq(), beforeStdio, "refused stdio appended to the log");
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bad`), "no bundle (nor logging pipes) left behind");
     // A spec runc cannot run: refused at Create, before anything is mounted.
     for (const [spec, re] of [
       ["not json", /not runtime-spec JSON/],
