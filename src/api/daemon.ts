@@ -231,7 +231,18 @@ export class Daemon {
       });
       natsUrl = nats.url;
     }
-    const log = await EventLog.open({ url: natsUrl, stream, replicas: config.replicas, name: `ckd ${uuid}` });
+    const log = await EventLog.open({
+      url: natsUrl,
+      stream,
+      replicas: config.replicas,
+      name: `ckd ${uuid}`,
+      onWait: (err) => logger.warn({ nats: natsUrl, err: err.message }, "waiting for JetStream to answer"),
+      onReaderEvent: (e) => {
+        if (e.kind === "retrying") logger.warn({ err: e.err.message, attempt: e.attempt }, "log reader: creating its consumer again");
+        else if (e.kind === "replacing") logger.warn({ fromSeq: e.fromSeq, why: e.why }, "log reader: replacing its consumer");
+        else logger.info({ fromSeq: e.fromSeq, ms: e.ms }, "log reader: consumer replaced");
+      },
+    });
     const streamInfo = await log.info();
     const replicas = streamInfo.config.num_replicas ?? 1;
     const durability = durabilityOf(log.serverVersion, replicas);

@@ -47,6 +47,8 @@ interface Job {
   /** Set once an append was made; cleared when the job is decided again. */
   append?: Promise<{ ok: true; seq: number } | { ok: false; err: unknown }>;
   result?: unknown;
+  /** Why its last append was refused or lost (for the message when it gives up). */
+  lastRefusal?: string;
 }
 
 interface OverlayEntry {
@@ -297,8 +299,12 @@ export class Sequencer {
     const unknown: Job[] = [];
     jobs.forEach((job, i) => {
       const r = results[i]!;
-      if (r.ok) this.projector.waitFor(r.seq).then(() => this.finish(job));
-      else if (isWrongLastSequence(r.err)) redo.push(job);
+      if (r.ok) {
+        this.projector.waitFor(r.seq).then(() => this.finish(job));
+        return;
+      }
+      job.lastRefusal = (r.err as Error)?.message ?? String(r.err);
+      if (isWrongLastSequence(r.err)) redo.push(job);
       else unknown.push(job);
     });
     this.synced = false;
@@ -324,7 +330,7 @@ export class Sequencer {
       job.attempts++;
       job.append = undefined;
       if (job.attempts >= this.maxAttempts) {
-        job.reject(aborted(`command decided ${job.attempts} times on state other writers kept changing`));
+        job.reject(aborted(`command decided ${job.attempts} times on state other writers kept changing (last refusal: ${job.lastRefusal})`));
         continue;
       }
       this.queue.unshift(job);

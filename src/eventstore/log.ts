@@ -25,7 +25,26 @@ export const WRONG_LAST_SEQUENCE = 10071;
 /** JetStream's error code for a refused Nats-Expected-Last-Msg-Id. */
 export const WRONG_LAST_MSG_ID = 10070;
 
+/**
+ * The servers of a NATS URL as ck takes it: one URL, or a cluster's several separated by
+ * commas (as the nats CLI's --server), each tried in turn on connect and reconnect.
+ */
+export function natsServers(url: string): string[] {
+  const servers = url.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (servers.length === 0) throw new Error(`no NATS server in "${url}"`);
+  return servers;
+}
+
+/**
+ * A reader's consumer sends a heartbeat this often while it has nothing to deliver; two missed
+ * and the reader replaces the consumer.
+ */
+const READER_HEARTBEAT_MS = 1000;
+/** How long a reader waits for its consumer to be created before it asks again. */
+const CONSUMER_CREATE_TIMEOUT_MS = 2000;
+
 export interface EventLogOptions {
+  /** One server URL, or several separated by commas (natsServers). */
   url: string;
   stream?: string;
   /** Replicas for a newly created stream (R3 on a cluster for power-loss durability). */
@@ -36,7 +55,19 @@ export interface EventLogOptions {
   name?: string;
   /** Timeout for one publish acknowledgement. */
   publishTimeoutMs?: number;
+  /** How long open() waits for JetStream to answer (a cluster electing leaders); default 60 s. */
+  readyTimeoutMs?: number;
+  /** Called each time open() waits again for JetStream. */
+  onWait?: (err: Error) => void;
+  /** Called when a reader replaces its consumer, and when creating one failed and is retried. */
+  onReaderEvent?: (e: ReaderEvent) => void;
 }
+
+/** What a reader did to keep reading (for the daemon's log). */
+export type ReaderEvent =
+  | { kind: "replacing"; fromSeq: number; why: "heartbeats missed" | "reconnected" }
+  | { kind: "replaced"; fromSeq: number; ms: number }
+  | { kind: "retrying"; err: Error; attempt: number };
 
 export interface AppendOptions {
   /** Nats-Msg-Id: a retried append with the same id is stored once. */
@@ -98,6 +129,10 @@ export class EventLog {
   private state: ConnectionState = "connected";
   private readonly listeners = new Set<(s: ConnectionState) => void>();
   private readonly publisher: AckPublisher;
+  /** Set by open(): told when a reader replaces its consumer. */
+  onReaderEvent: ((e: ReaderEvent) => void) | undefined;
+  /** The JetStream client readers create their consumers through (a short API timeout). */
+  private readerJs: JetStreamClient | undefined;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, url: string, stream: string, publishTimeoutMs: number) {
     this.nc = nc;
@@ -112,22 +147,52 @@ export class EventLog {
 
   /** Connects and ensures the stream exists (created once, idempotently). */
   static async open(opts: EventLogOptions): Promise<EventLog> {
-    const nc = await connect({
-      servers: opts.url,
-      name: opts.name ?? "ck",
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      waitOnFirstConnect: false,
-      // Outgoing data is not buffered during a disconnect: callers fail fast instead.
-      reconnectJitter: 50,
-      // No Error (with its stack) made up front for every request, only for one that fails:
-      // at thousands of appends a second that was ~7% of ckd's main-thread time.
-      noAsyncTraces: true,
-    });
-    const jsm = await jetstreamManager(nc);
-    const log = new EventLog(nc, jsm, opts.url, opts.stream ?? DEFAULT_STREAM, opts.publishTimeoutMs ?? 5000);
-    await log.ensureStream(opts);
-    return log;
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers: natsServers(opts.url),
+        name: opts.name ?? "ck",
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        waitOnFirstConnect: false,
+        // Outgoing data is not buffered during a disconnect: callers fail fast instead.
+        reconnectJitter: 50,
+        // No Error (with its stack) made up front for every request, only for one that fails:
+        // at thousands of appends a second that was ~7% of ckd's main-thread time.
+        noAsyncTraces: true,
+      });
+    } catch (err) {
+      throw new Error(`cannot connect to NATS at ${opts.url}: ${(err as Error).message}`, { cause: err });
+    }
+    // A cluster electing its leaders (a node just lost) answers nothing for a few seconds:
+    // wait for it, up to readyTimeoutMs. A refused connection failed above, at once.
+    const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
+    const retrying = async <T>(what: () => Promise<T>): Promise<T> => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await what();
+        } catch (err) {
+          if (!isTransientApiError(err) || Date.now() > deadline) throw err;
+          opts.onWait?.(err as Error);
+          await new Promise((r) => setTimeout(r, Math.min(2000, 250 * 2 ** attempt)));
+        }
+      }
+    };
+    try {
+      const jsm = await retrying(() => jetstreamManager(nc));
+      const log = new EventLog(nc, jsm, opts.url, opts.stream ?? DEFAULT_STREAM, opts.publishTimeoutMs ?? 5000);
+      log.onReaderEvent = opts.onReaderEvent;
+      try {
+        await retrying(() => log.ensureStream(opts));
+      } catch (err) {
+        await log.close();
+        throw err;
+      }
+      return log;
+    } catch (err) {
+      if (!nc.isClosed()) await nc.close();
+      throw err;
+    }
   }
 
   private async ensureStream(opts: EventLogOptions): Promise<StreamInfo> {
@@ -218,33 +283,126 @@ export class EventLog {
    * Reconnects are handled by the ordered consumer itself.
    */
   async reader(opts: ReadOptions = {}): Promise<AsyncGenerator<StoredMessage>> {
-    const co: Record<string, unknown> = {};
-    if (opts.filterSubject) co.filter_subjects = opts.filterSubject;
-    if (opts.onlyNew) co.deliver_policy = DeliverPolicy.New;
+    const first: Record<string, unknown> = {};
+    if (opts.filterSubject) first.filter_subjects = opts.filterSubject;
+    if (opts.onlyNew) first.deliver_policy = DeliverPolicy.New;
     else if (opts.sinceTime) {
-      co.deliver_policy = DeliverPolicy.StartTime;
-      co.opt_start_time = opts.sinceTime.toISOString();
+      first.deliver_policy = DeliverPolicy.StartTime;
+      first.opt_start_time = opts.sinceTime.toISOString();
     } else if (opts.fromSeq && opts.fromSeq > 1) {
-      co.deliver_policy = DeliverPolicy.StartSequence;
-      co.opt_start_seq = opts.fromSeq;
+      first.deliver_policy = DeliverPolicy.StartSequence;
+      first.opt_start_seq = opts.fromSeq;
     }
-    const consumer = await this.js.consumers.get(this.stream, co);
-    const messages: ConsumerMessages = await consumer.consume({ max_messages: 4096 });
+    const signal = opts.signal;
+    const log = this;
+    // The consumer of the moment; replaced (from the message after the last one delivered)
+    // when it stops answering. nats.js's ordered consumer recreates itself only when the
+    // server says it is gone: on a cluster, a consumer whose node died (or one left behind
+    // by a reconnect to another node) is merely silent, and it would wait for good.
+    const opened = await this.consumeRetrying(first, signal);
+    if (!opened) return (async function* () {})();
+    let messages: ConsumerMessages = opened;
+    let last = 0;
+    let waiting = false;
+    let replace = false;
     const stop = () => messages.stop();
-    if (opts.signal?.aborted) stop();
-    opts.signal?.addEventListener("abort", stop, { once: true });
+    if (signal?.aborted) stop();
+    signal?.addEventListener("abort", stop, { once: true });
+    let why: "heartbeats missed" | "reconnected" = "heartbeats missed";
+    const replaceNow = (reason: typeof why) => {
+      why = reason;
+      replace = true;
+      messages.stop();
+    };
+    // Heartbeats missed while this reader waits for a message: its consumer is not there.
+    // (While the caller is busy no pull may be outstanding, so no heartbeat is owed.)
+    const watch = (m: ConsumerMessages) =>
+      void (async () => {
+        for await (const n of m.status()) {
+          if (n.type === "heartbeats_missed" && n.count >= 2 && waiting && m === messages) replaceNow("heartbeats missed");
+        }
+      })().catch(() => undefined);
+    watch(messages);
+    // After a reconnect the consumer may sit on a server this connection no longer reaches.
+    const offState = this.onConnectionState((st) => {
+      if (st !== "connected") return;
+      if (waiting) replaceNow("reconnected");
+      else {
+        why = "reconnected";
+        replace = true;
+      }
+    });
     const skipThrough = opts.skipThrough;
     return (async function* () {
       try {
-        for await (const m of messages) {
-          if (skipThrough && m.seq <= skipThrough()) continue;
-          yield toStored(m);
+        for (;;) {
+          if (replace && !signal?.aborted) {
+            replace = false;
+            messages.stop();
+            const from: Record<string, unknown> = last > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: last + 1 } : { ...first };
+            if (opts.filterSubject) from.filter_subjects = opts.filterSubject;
+            const fromSeq = last + 1;
+            const t0 = Date.now();
+            log.onReaderEvent?.({ kind: "replacing", fromSeq, why });
+            const next = await log.consumeRetrying(from, signal);
+            if (!next) return;
+            log.onReaderEvent?.({ kind: "replaced", fromSeq, ms: Date.now() - t0 });
+            messages = next;
+            watch(messages);
+          }
+          const it = messages[Symbol.asyncIterator]();
+          for (;;) {
+            if (replace) break;
+            waiting = true;
+            const r = await it.next();
+            waiting = false;
+            if (r.done) break;
+            const m = r.value;
+            if (m.seq <= last) continue; // a replacement's overlap
+            last = m.seq;
+            if (skipThrough && m.seq <= skipThrough()) continue;
+            yield toStored(m);
+          }
+          if (!replace) return; // stopped: the caller's signal, or the connection closed
         }
       } finally {
-        opts.signal?.removeEventListener("abort", stop);
+        offState();
+        signal?.removeEventListener("abort", stop);
         messages.stop();
       }
     })();
+  }
+
+  /**
+   * Opens an ordered consumer and starts consuming it (heartbeats every second). Its creation
+   * answers in milliseconds or not at all: on a cluster with a node just lost, the server may
+   * place the consumer on that node (nats-server 2.9 does not know it is gone yet), and the
+   * request goes unanswered; a short timeout lets the retry be placed elsewhere.
+   */
+  private async consume(co: Record<string, unknown>): Promise<ConsumerMessages> {
+    this.readerJs ??= jetstream(this.nc, { timeout: CONSUMER_CREATE_TIMEOUT_MS });
+    // A copy: nats.js writes the consumer's name into the options it is given, and a retry
+    // under the same name would meet the server's assignment of the lost one.
+    const consumer = await this.readerJs.consumers.get(this.stream, { ...co });
+    return consumer.consume({ max_messages: 4096, idle_heartbeat: READER_HEARTBEAT_MS });
+  }
+
+  /**
+   * consume(), asked again while JetStream does not answer (a cluster electing leaders, a
+   * consumer placed on a lost node) or the connection is down; undefined once `signal`
+   * aborts or the log closes. Any other refusal (no such stream, a bad filter) is thrown.
+   */
+  private async consumeRetrying(co: Record<string, unknown>, signal?: AbortSignal): Promise<ConsumerMessages | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      if (signal?.aborted || this.state === "closed") return undefined;
+      try {
+        return await this.consume(co);
+      } catch (err) {
+        if (!isTransientApiError(err) && this.state === "connected") throw err;
+        this.onReaderEvent?.({ kind: "retrying", err: err as Error, attempt });
+        await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+      }
+    }
   }
 
   /** Same as reader(), as one async iterable. */
@@ -303,6 +461,15 @@ function toStored(m: JsMsg): StoredMessage {
     time: m.time,
     pending: m.info.pending,
   };
+}
+
+/**
+ * JetStream did not answer, or said it cannot yet (10008: a cluster without a meta leader):
+ * worth asking again. Anything else (no JetStream at all, a refused request) is not.
+ */
+export function isTransientApiError(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) return err.code === 10008;
+  return err instanceof Error && err.name === "TimeoutError";
 }
 
 export function isStreamNotFound(err: unknown): boolean {

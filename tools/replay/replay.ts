@@ -1,6 +1,6 @@
 // The replay library: find ckd's log, fold it into a fresh projection up to a point, and
 // compare two projections byte for byte. tools/replay/main.ts is its command line.
-import { EventLog, DEFAULT_STREAM } from "../../src/eventstore/log.js";
+import { EventLog, DEFAULT_STREAM, natsServers } from "../../src/eventstore/log.js";
 import { NatsServerProcess } from "../../src/eventstore/nats-server.js";
 import { ProjectionDb, META_PREFIX } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
@@ -50,7 +50,7 @@ export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
 async function reachable(url: string): Promise<boolean> {
   const { connect } = await import("@nats-io/transport-node");
   try {
-    const nc = await connect({ servers: url, timeout: 1500, reconnect: false });
+    const nc = await connect({ servers: natsServers(url), timeout: 1500, reconnect: false });
     await nc.close();
     return true;
   } catch {

@@ -1,0 +1,214 @@
+// The path past one machine, as DESIGN.md draws it: ckd on a three-node JetStream cluster with
+// a replicated (R3) stream. Against real nats-server processes on loopback: writes through two
+// ckds go on across a kill -9 of the stream's leader, nothing acknowledged is lost or stored
+// twice, both projections end identical and replay verifies them; a node whose store is lost
+// catches up from its peers.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { TestNatsCluster } from "../helpers/nats-cluster.js";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TestDaemon, runNode, CK_REPLAY, CKD } from "../helpers/daemon.js";
+import { freePort } from "../../src/eventstore/nats-server.js";
+import { CkError } from "../../src/errdefs/errdefs.js";
+import { ProjectionDb } from "../../src/projections/db.js";
+import { compareProjections } from "../../tools/replay/replay.js";
+import { rootPaths } from "../../src/api/daemon.js";
+import { DEFAULT_STREAM } from "../../src/eventstore/log.js";
+import type { ApiClient } from "../../src/cli/client.js";
+
+const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "c".repeat(64), size: 10 };
+const NS = "cl";
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function streamInfo(cluster: TestNatsCluster) {
+  const live = cluster.nodes.filter((n) => n.proc && n.proc.exitCode === null && n.proc.signalCode === null);
+  const nc = await connect({ servers: live.map((n) => n.url), reconnect: false, timeout: 1000 });
+  try {
+    return await (await jetstreamManager(nc)).streams.info(DEFAULT_STREAM, { subjects_filter: ">" });
+  } finally {
+    await nc.close();
+  }
+}
+
+interface WriteLog {
+  acked: Set<string>;
+  /** Calls refused as Unavailable (retried), by class of what the client saw. */
+  refused: Map<string, number>;
+  /** Longest run of refusals one writer saw before a call succeeded again, in ms. */
+  longestOutage: number;
+}
+
+/**
+ * One writer: creates its names one after the other, retrying a refused call as a client of
+ * a cluster would. A retry answered AlreadyExists means an earlier attempt was stored (its
+ * answer lost with the leader): that name counts as written.
+ */
+async function writer(c: ApiClient, names: string[], log: WriteLog, deadline: number): Promise<void> {
+  for (const name of names) {
+    let since = 0;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await c.call("images", "Create", { image: { name, target } }, { deadlineMs: 10_000 });
+        log.acked.add(name);
+        break;
+      } catch (err) {
+        const cls = err instanceof CkError ? err.errorClass : String(err);
+        if (cls === "AlreadyExists" && attempt > 0) {
+          log.acked.add(name);
+          break;
+        }
+        log.refused.set(cls, (log.refused.get(cls) ?? 0) + 1);
+        if (cls !== "Unavailable" && cls !== "DeadlineExceeded") throw err;
+        if (Date.now() > deadline) throw new Error(`${name}: still refused at the deadline (${(err as Error).message})`);
+        since ||= Date.now();
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    if (since) log.longestOutage = Math.max(log.longestOutage, Date.now() - since);
+  }
+}
+
+test("ckd on a three-node cluster (R3): writes through two ckds go on across a kill -9 of the stream leader; nothing lost or doubled; a wiped node catches up", async () => {
+  const cluster = await TestNatsCluster.start(3);
+  let a: TestDaemon | undefined;
+  let b: TestDaemon | undefined;
+  let c: TestDaemon | undefined;
+  const clients: ApiClient[] = [];
+  try {
+    // a is given every node; b only n2 (it learns the others from the cluster).
+    a = await TestDaemon.start({ natsUrl: cluster.url, extraArgs: ["--replicas", "3"] });
+    b = await TestDaemon.start({ natsUrl: cluster.node("n2").url });
+    const info0 = await streamInfo(cluster);
+    assert.equal(info0.config.num_replicas, 3);
+    const ready = a.logLines().find((l) => l.msg === "event log ready");
+    assert.match(String(ready?.durability), /^replicated \(R3\)/);
+    const ca = a.client(NS);
+    const cb = b.client(NS);
+    clients.push(ca, cb);
+
+    const writers = 3;
+    const perWriter = 120;
+    const names = (d: string, w: number) => Array.from({ length: perWriter }, (_, i) => `cl/${d}${w}:${i}`);
+    const all = ["a", "b"].flatMap((d) => Array.from({ length: writers }, (_, w) => names(d, w))).flat();
+    const log: WriteLog = { acked: new Set(), refused: new Map(), longestOutage: 0 };
+    const deadline = Date.now() + 120_000;
+    const writing = Promise.all([
+      ...Array.from({ length: writers }, (_, w) => writer(ca, names("a", w), log, deadline)),
+      ...Array.from({ length: writers }, (_, w) => writer(cb, names("b", w), log, deadline)),
+    ]);
+    // A third of the way in, the stream's leader dies; at two thirds it comes back.
+    await until("a third written", async () => (log.acked.size >= all.length / 3 ? true : undefined), 60_000);
+    const leader = await cluster.leaderOf(DEFAULT_STREAM);
+    await cluster.kill9(leader);
+    const atKill = log.acked.size;
+    await until("writes after the leader's death", async () => (log.acked.size >= Math.min(all.length, atKill + all.length / 3) ? true : undefined), 60_000);
+    const newLeader = await until("a new leader", async () => {
+      const l = await cluster.leaderOf(DEFAULT_STREAM);
+      return l !== leader ? l : undefined;
+    });
+    cluster.restart(leader);
+    await writing;
+    assert.equal(log.acked.size, all.length);
+
+    // Both projections hold every name; the log holds each create once.
+    for (const [which, cl] of [["a", ca], ["b", cb]] as const) {
+      let seen = 0;
+      await until("every name in both projections", async () => {
+        const imgs = (await cl.call("images", "List", {})).images as { name: string }[];
+        seen = imgs.length;
+        return imgs.length === all.length ? imgs : undefined;
+      }).catch((err) => {
+        throw new Error(`${which}: ${seen} of ${all.length} names: ${(err as Error).message}`);
+      });
+    }
+    const la = ((await ca.call("images", "List", {})).images as { name: string }[]).map((i) => i.name).sort();
+    assert.deepEqual(la, [...all].sort());
+    const info1 = await streamInfo(cluster);
+    assert.equal(info1.state.subjects?.[`containerd.io.${NS}.images.create`], all.length, "each create stored exactly once");
+
+    // The restarted node catches up; then a node whose store is lost does too.
+    const current = async (name: string) => {
+      const info = await streamInfo(cluster);
+      const r = info.cluster?.replicas?.find((p) => p.name === name);
+      return info.cluster?.leader === name || (r?.current && (r.lag ?? 0) === 0) ? true : undefined;
+    };
+    await until(`${leader} current again`, () => current(leader));
+    const follower = cluster.nodes.map((n) => n.name).find((n) => n !== newLeader && n !== leader)!;
+    await cluster.kill9(follower);
+    await cluster.wipe(follower);
+    cluster.restart(follower);
+    await until(`wiped ${follower} current`, () => current(follower), 60_000);
+    // With the leader gone again the two others (one of them the wiped node) hold the log:
+    // a new ckd on a fresh root rebuilds every name from them.
+    await cluster.kill9(newLeader);
+    c = await TestDaemon.start({ natsUrl: cluster.url });
+    const cc = c.client(NS);
+    clients.push(cc);
+    await until("a fresh ckd rebuilt every name", async () => {
+      const imgs = (await cc.call("images", "List", {})).images as unknown[];
+      return imgs.length === all.length ? true : undefined;
+    });
+    await cc.call("images", "Create", { image: { name: "cl/after:1", target } }, { deadlineMs: 10_000 });
+
+    // a and b followed the log through every change (b knows only n2 by its flag).
+    for (const cl of [ca, cb]) {
+      await until("the last write in a and b", async () => ((await cl.call("images", "Get", { name: "cl/after:1" })).image ? true : undefined));
+    }
+    for (const cl of clients) cl.close();
+    await a.stop();
+    await b.stop();
+    await c.stop();
+    const dbs = await Promise.all([a, b, c].map((d) => ProjectionDb.open(rootPaths(d.root).meta)));
+    try {
+      assert.deepEqual(await compareProjections(dbs[0]!, dbs[1]!), []);
+      assert.deepEqual(await compareProjections(dbs[0]!, dbs[2]!), []);
+    } finally {
+      for (const d of dbs) await d.close();
+    }
+    const r = await runNode(CK_REPLAY, ["verify", "--root", a.root]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /verify OK/);
+    console.log(`cluster: ${all.length} creates; refused and retried: ${JSON.stringify(Object.fromEntries(log.refused))}; longest outage one writer saw ${log.longestOutage} ms`);
+  } finally {
+    for (const cl of clients) cl.close();
+    await a?.cleanup();
+    await b?.cleanup();
+    await c?.cleanup();
+    await cluster.cleanup();
+  }
+});
+
+test("ckd given NATS servers that all refuse connections exits at once, naming them", async () => {
+  const [p1, p2] = [await freePort(), await freePort()];
+  const url = `nats://127.0.0.1:${p1},nats://127.0.0.1:${p2}`;
+  const root = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+  try {
+    const t0 = Date.now();
+    const r = await runNode(CKD, ["--root", root, "--address", join(root, "ck.sock"), "--nats", url]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, new RegExp(`cannot connect to NATS at ${url.replace(/[.]/g, "\\.")}: `));
+    assert.ok(Date.now() - t0 < 30_000, "it does not wait for servers that refuse");
+    assert.equal(existsSync(join(root, "ck.sock")), false);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
