@@ -43,6 +43,8 @@ interface Job {
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
   attempts: number;
+  /** When it was submitted (the retry budget runs from here). */
+  since: number;
   msgId: string;
   /** Set once an append was made; cleared when the job is decided again. */
   append?: Promise<{ ok: true; seq: number } | { ok: false; err: unknown }>;
@@ -57,8 +59,14 @@ interface OverlayEntry {
 }
 
 export interface SequencerOptions {
-  /** How often a command is decided again after other writers broke the chain. */
+  /**
+   * A command whose appends other writers keep refusing is decided again until it has been
+   * tried this often and for retryBudgetMs: a writer slower than another that appends without
+   * pause (a second ckd under load, a cluster's longer round trips) would otherwise lose every
+   * race for a few milliseconds and give up while its caller could still wait.
+   */
   maxAttempts?: number;
+  retryBudgetMs?: number;
 }
 
 export class Sequencer {
@@ -85,6 +93,7 @@ export class Sequencer {
   private pumpScheduled = false;
   private recovering: Promise<void> | undefined;
   private readonly maxAttempts: number;
+  private readonly retryBudgetMs: number;
 
   constructor(
     private readonly log: EventLog,
@@ -93,6 +102,7 @@ export class Sequencer {
     opts: SequencerOptions = {},
   ) {
     this.maxAttempts = opts.maxAttempts ?? 20;
+    this.retryBudgetMs = opts.retryBudgetMs ?? 15_000;
     projector.onApplied((msgs) => {
       const last = msgs[msgs.length - 1]!.seq;
       for (const [k, e] of this.overlay) if (e.seq <= last) this.overlay.delete(k);
@@ -116,6 +126,7 @@ export class Sequencer {
         resolve: resolve as (v: unknown) => void,
         reject,
         attempts: 0,
+        since: Date.now(),
         msgId: randomUUID(),
       });
       this.schedulePump();
@@ -310,6 +321,10 @@ export class Sequencer {
     this.synced = false;
     this.overlay.clear();
     this.epoch++;
+    // Refused again and again: another writer keeps appending. A short random pause before
+    // learning the state again lets two writers that break each other's chains fall out of step.
+    const most = redo.reduce((m, j) => Math.max(m, j.attempts), 0);
+    if (most >= 3) await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 ** most)));
     try {
       await this.resync();
     } catch (err) {
@@ -329,7 +344,7 @@ export class Sequencer {
       const job = redo[i]!;
       job.attempts++;
       job.append = undefined;
-      if (job.attempts >= this.maxAttempts) {
+      if (job.attempts >= this.maxAttempts && Date.now() - job.since >= this.retryBudgetMs) {
         job.reject(aborted(`command decided ${job.attempts} times on state other writers kept changing (last refusal: ${job.lastRefusal})`));
         continue;
       }

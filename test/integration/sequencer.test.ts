@@ -48,3 +48,54 @@ test("1,000 pipelined commands: all applied, nothing of them kept once they sett
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("a writer racing another that appends without pause is not starved: it keeps deciding again within its retry budget", async () => {
+  const nats = await startTestNats();
+  const dir = await mkdtemp(join(tmpdir(), "ck-seq-"));
+  const protos = loadProtos();
+  const side = async (name: string, opts: { maxAttempts: number; retryBudgetMs: number }) => {
+    const log = await EventLog.open({ url: nats.url, stream: "SEQ_RACE" });
+    const db = await ProjectionDb.open(join(dir, name));
+    const projector = new Projector(db, log, protos);
+    projector.start();
+    return { log, db, projector, sequencer: new Sequencer(log, projector, protos, opts) };
+  };
+  // Few attempts, a long budget: only the budget can carry the slow side through.
+  // (With retryBudgetMs 0, as before the budget, several of its commands ended Aborted.)
+  const slow = await side("slow", { maxAttempts: 3, retryBudgetMs: 20_000 });
+  const busy = await side("busy", { maxAttempts: 20, retryBudgetMs: 15_000 });
+  const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "e".repeat(64), size: 1, annotations: {} };
+  const create = (s: Sequencer, name: string) => s.submit(imageHandlers.create({ namespace: "race", image: { name, labels: {}, target }, now: nowTimestamp() }));
+  try {
+    // The busy side: 16 callers creating without pause until the slow side is done.
+    let done = false;
+    let n = 0;
+    const busyRun = Promise.all(Array.from({ length: 16 }, async () => {
+      while (!done) await create(busy.sequencer, `race/busy:${n++}`);
+    }));
+    const outcomes: string[] = [];
+    try {
+      for (let i = 0; i < 30; i++) {
+        await create(slow.sequencer, `race/slow:${i}`).then(
+          () => outcomes.push("ok"),
+          (err: Error) => outcomes.push(err.message),
+        );
+      }
+    } finally {
+      done = true;
+      await busyRun;
+    }
+    assert.deepEqual(outcomes.filter((o) => o !== "ok"), [], "every command of the slow side went through");
+    assert.ok(n > 30, `the busy side appended meanwhile (${n})`);
+    await slow.projector.waitFor(await slow.log.lastSeq());
+    for (let i = 0; i < 30; i++) assert.ok(slow.db.getSync(keys.image("race", `race/slow:${i}`)));
+  } finally {
+    for (const s of [slow, busy]) {
+      await s.projector.stop();
+      await s.db.close();
+      await s.log.close();
+    }
+    await nats.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
