@@ -13,6 +13,7 @@
 import { connect as netConnect, type Socket } from "node:net";
 import { BatchPacker } from "./worker-reader.js";
 import { parseHeaderBlock } from "./headers.js";
+import { natsServers } from "./log.js";
 
 export interface PullReadOptions {
   url: string;
@@ -68,7 +69,7 @@ interface ServerAddress {
   token?: string;
 }
 
-/** Parses the one server URL this reader can use; anything else is a setup error. */
+/** Parses one server URL this reader can use; anything else is a setup error. */
 export function pullServerAddress(url: string): ServerAddress {
   if (url.includes(",")) throw new PullSetupError(`more than one server in ${url}`);
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? url : `nats://${url}`;
@@ -450,26 +451,39 @@ function statusOf(b: Buffer, s: number, e: number): number {
  * start, with another error when the read breaks off.
  */
 export async function* readPacked(opts: PullReadOptions): AsyncGenerator<ArrayBuffer> {
-  const addr = pullServerAddress(opts.url);
-  const setupMs = opts.setupTimeoutMs ?? DEFAULT_SETUP_TIMEOUT_MS;
-  let socket: Socket;
+  // A cluster's servers (comma-separated) are tried in turn; the first that connects reads.
+  let servers: ServerAddress[];
   try {
-    socket = await new Promise<Socket>((resolve, reject) => {
-      const s = netConnect({ host: addr.host, port: addr.port, noDelay: true });
-      const timer = setTimeout(() => s.destroy(new Error(`no connection within ${setupMs} ms`)), setupMs);
-      s.once("connect", () => {
-        clearTimeout(timer);
-        s.removeListener("error", reject);
-        resolve(s);
-      });
-      s.once("error", (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-    });
+    servers = natsServers(opts.url).map(pullServerAddress);
   } catch (err) {
-    throw new PullSetupError(`connect to ${addr.host}:${addr.port}: ${(err as Error).message}`, { cause: err });
+    throw err instanceof PullSetupError ? err : new PullSetupError((err as Error).message, { cause: err });
   }
+  const setupMs = opts.setupTimeoutMs ?? DEFAULT_SETUP_TIMEOUT_MS;
+  let socket: Socket | undefined;
+  let addr = servers[0]!;
+  const refused: string[] = [];
+  for (const a of servers) {
+    try {
+      socket = await new Promise<Socket>((resolve, reject) => {
+        const s = netConnect({ host: a.host, port: a.port, noDelay: true });
+        const timer = setTimeout(() => s.destroy(new Error(`no connection within ${setupMs} ms`)), setupMs);
+        s.once("connect", () => {
+          clearTimeout(timer);
+          s.removeListener("error", reject);
+          resolve(s);
+        });
+        s.once("error", (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      });
+      addr = a;
+      break;
+    } catch (err) {
+      refused.push(`${a.host}:${a.port}: ${(err as Error).message}`);
+    }
+  }
+  if (!socket) throw new PullSetupError(`connect to ${refused.join("; ")}`);
   const conn = new PullConnection(socket, opts);
   let settingUp = true;
   const onAbort = () => (settingUp ? conn.abandon(new Error("aborted")) : conn.interrupt());

@@ -188,6 +188,13 @@ test("ckd on a three-node cluster (R3): writes through two ckds go on across a k
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /verify OK/);
     console.log(`cluster: ${all.length} creates; refused and retried: ${JSON.stringify(Object.fromEntries(log.refused))}; longest outage one writer saw ${log.longestOutage} ms`);
+  } catch (err) {
+    // What the daemons said about the log (reader replacements, waits) explains most failures here.
+    for (const [n, d] of [["a", a], ["b", b], ["c", c]] as const) {
+      const lines = d?.logLines().filter((l) => l.level >= 40 || /log reader|event log|projection/.test(String(l.msg))) ?? [];
+      console.error(`ckd ${n}:\n` + lines.slice(-40).map((l) => JSON.stringify(l)).join("\n"));
+    }
+    throw err;
   } finally {
     for (const cl of clients) cl.close();
     await a?.cleanup();
