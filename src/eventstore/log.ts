@@ -398,7 +398,8 @@ export class EventLog {
       try {
         return await this.consume(co);
       } catch (err) {
-        if (!isTransientApiError(err) && this.state === "connected") throw err;
+        // No responders too: a node of a cluster in trouble may not serve JetStream for a while.
+        if (!isTransientApiError(err) && !isNoResponders(err) && this.state === "connected") throw err;
         this.onReaderEvent?.({ kind: "retrying", err: err as Error, attempt });
         await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
       }
@@ -470,6 +471,11 @@ function toStored(m: JsMsg): StoredMessage {
 export function isTransientApiError(err: unknown): boolean {
   if (err instanceof JetStreamApiError) return err.code === 10008;
   return err instanceof Error && err.name === "TimeoutError";
+}
+
+function isNoResponders(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) return err.status === 503;
+  return err instanceof Error && (err.name === "NoRespondersError" || (err.cause as Error | undefined)?.name === "NoRespondersError");
 }
 
 export function isStreamNotFound(err: unknown): boolean {
