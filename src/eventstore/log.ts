@@ -280,7 +280,9 @@ export class EventLog {
    * Opens an ordered consumer (from a sequence, a time, or only new messages) and returns
    * its messages in order. The consumer exists when this resolves, so nothing appended
    * afterwards is missed. The iterator ends when `signal` aborts or the caller stops.
-   * Reconnects are handled by the ordered consumer itself.
+   * A consumer that goes silent (its node lost, a reconnect elsewhere) is replaced from the
+   * message after the last one delivered; creating one is asked again while JetStream cannot
+   * answer, so the iterator rides out a cluster's elections.
    */
   async reader(opts: ReadOptions = {}): Promise<AsyncGenerator<StoredMessage>> {
     const first: Record<string, unknown> = {};
