@@ -167,17 +167,8 @@ export class EventLog {
     // A cluster electing its leaders (a node just lost) answers nothing for a few seconds:
     // wait for it, up to readyTimeoutMs. A refused connection failed above, at once.
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
-    const retrying = async <T>(what: () => Promise<T>): Promise<T> => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return await what();
-        } catch (err) {
-          if (!isTransientApiError(err) || Date.now() > deadline) throw err;
-          opts.onWait?.(err as Error);
-          await new Promise((r) => setTimeout(r, Math.min(2000, 250 * 2 ** attempt)));
-        }
-      }
-    };
+    const retrying = async <T>(what: () => Promise<T>): Promise<T> =>
+      (await askAgain(what, (err) => isTransientApiError(err) && Date.now() <= deadline, (err) => opts.onWait?.(err), 250))!;
     try {
       const jsm = await retrying(() => jetstreamManager(nc));
       const log = new EventLog(nc, jsm, opts.url, opts.stream ?? DEFAULT_STREAM, opts.publishTimeoutMs ?? 5000);
@@ -394,18 +385,15 @@ export class EventLog {
    * consumer placed on a lost node) or the connection is down; undefined once `signal`
    * aborts or the log closes. Any other refusal (no such stream, a bad filter) is thrown.
    */
-  private async consumeRetrying(co: Record<string, unknown>, signal?: AbortSignal): Promise<ConsumerMessages | undefined> {
-    for (let attempt = 0; ; attempt++) {
-      if (signal?.aborted || this.state === "closed") return undefined;
-      try {
-        return await this.consume(co);
-      } catch (err) {
-        // No responders too: a node of a cluster in trouble may not serve JetStream for a while.
-        if (!isTransientApiError(err) && !isNoResponders(err) && this.state === "connected") throw err;
-        this.onReaderEvent?.({ kind: "retrying", err: err as Error, attempt });
-        await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
-      }
-    }
+  private consumeRetrying(co: Record<string, unknown>, signal?: AbortSignal): Promise<ConsumerMessages | undefined> {
+    return askAgain(
+      () => this.consume(co),
+      // No responders too: a node of a cluster in trouble may not serve JetStream for a while.
+      (err) => isTransientApiError(err) || isNoResponders(err) || this.state !== "connected",
+      (err, attempt) => this.onReaderEvent?.({ kind: "retrying", err, attempt }),
+      100,
+      () => signal?.aborted === true || this.state === "closed",
+    );
   }
 
   /** Same as reader(), as one async iterable. */
@@ -473,6 +461,30 @@ function toStored(m: JsMsg): StoredMessage {
 export function isTransientApiError(err: unknown): boolean {
   if (err instanceof JetStreamApiError) return err.code === 10008;
   return err instanceof Error && err.name === "TimeoutError";
+}
+
+/**
+ * Calls `what` until it succeeds. A failure `again` accepts is retried after a pause that
+ * doubles from `firstPauseMs` up to 2 s (`onRetry` told first); any other is thrown.
+ * Undefined when `stopped` says so before an attempt.
+ */
+async function askAgain<T>(
+  what: () => Promise<T>,
+  again: (err: unknown) => boolean,
+  onRetry: (err: Error, attempt: number) => void,
+  firstPauseMs: number,
+  stopped: () => boolean = () => false,
+): Promise<T | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    if (stopped()) return undefined;
+    try {
+      return await what();
+    } catch (err) {
+      if (!again(err)) throw err;
+      onRetry(err as Error, attempt);
+      await new Promise((r) => setTimeout(r, Math.min(2000, firstPauseMs * 2 ** attempt)));
+    }
+  }
 }
 
 function isNoResponders(err: unknown): boolean {

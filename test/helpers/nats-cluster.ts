@@ -78,6 +78,21 @@ export class TestNatsCluster {
     n.proc = p;
   }
 
+  /** Client URLs of the nodes running now. */
+  liveUrls(): string[] {
+    return this.nodes.filter((n) => n.proc && n.proc.exitCode === null && n.proc.signalCode === null).map((n) => n.url);
+  }
+
+  /** A stream's info from whichever running node answers (with per-subject counts). */
+  async streamInfo(stream: string) {
+    const nc = await connect({ servers: this.liveUrls(), reconnect: false, timeout: 1000 });
+    try {
+      return await (await jetstreamManager(nc)).streams.info(stream, { subjects_filter: ">" });
+    } finally {
+      await nc.close();
+    }
+  }
+
   /**
    * Waits until the cluster can hold a three-replica stream (a meta leader elected and every
    * peer known): a probe stream is created and removed again.
@@ -86,9 +101,8 @@ export class TestNatsCluster {
     const deadline = Date.now() + timeoutMs;
     let last: unknown;
     while (Date.now() < deadline) {
-      const live = this.nodes.filter((n) => n.proc && n.proc.exitCode === null && n.proc.signalCode === null);
       try {
-        const nc = await connect({ servers: live.map((n) => n.url), reconnect: false, timeout: 1000 });
+        const nc = await connect({ servers: this.liveUrls(), reconnect: false, timeout: 1000 });
         try {
           const jsm = await jetstreamManager(nc, { timeout: 2000 });
           const name = `PROBE_${Date.now()}`;
@@ -108,16 +122,9 @@ export class TestNatsCluster {
 
   /** The name of the node leading a stream now. */
   async leaderOf(stream: string): Promise<string> {
-    const live = this.nodes.filter((n) => n.proc && n.proc.exitCode === null && n.proc.signalCode === null);
-    const nc = await connect({ servers: live.map((n) => n.url), reconnect: false, timeout: 1000 });
-    try {
-      const info = await (await jetstreamManager(nc)).streams.info(stream);
-      const leader = info.cluster?.leader;
-      if (!leader) throw new Error(`stream ${stream} has no leader`);
-      return leader;
-    } finally {
-      await nc.close();
-    }
+    const leader = (await this.streamInfo(stream)).cluster?.leader;
+    if (!leader) throw new Error(`stream ${stream} has no leader`);
+    return leader;
   }
 
   async kill9(name: string): Promise<void> {

@@ -5,8 +5,6 @@
 // catches up from its peers.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { connect } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
 import { TestNatsCluster } from "../helpers/nats-cluster.js";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -36,16 +34,6 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 
     }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
     await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function streamInfo(cluster: TestNatsCluster) {
-  const live = cluster.nodes.filter((n) => n.proc && n.proc.exitCode === null && n.proc.signalCode === null);
-  const nc = await connect({ servers: live.map((n) => n.url), reconnect: false, timeout: 1000 });
-  try {
-    return await (await jetstreamManager(nc)).streams.info(DEFAULT_STREAM, { subjects_filter: ">" });
-  } finally {
-    await nc.close();
   }
 }
 
@@ -99,7 +87,7 @@ test("ckd on a three-node cluster (R3): writes through two ckds go on across a k
     // a is given every node; b only n2 (it learns the others from the cluster).
     a = await TestDaemon.start({ natsUrl: cluster.url, extraArgs: ["--replicas", "3"] });
     b = await TestDaemon.start({ natsUrl: cluster.node("n2").url });
-    const info0 = await streamInfo(cluster);
+    const info0 = await cluster.streamInfo(DEFAULT_STREAM);
     assert.equal(info0.config.num_replicas, 3);
     const ready = a.logLines().find((l) => l.msg === "event log ready");
     assert.match(String(ready?.durability), /^replicated \(R3\)/);
@@ -154,13 +142,13 @@ test("ckd on a three-node cluster (R3): writes through two ckds go on across a k
     }
     const la = ((await ca.call("images", "List", {})).images as { name: string }[]).map((i) => i.name).sort();
     assert.deepEqual(la, [...all].sort());
-    const info1 = await streamInfo(cluster);
+    const info1 = await cluster.streamInfo(DEFAULT_STREAM);
     assert.ok(all.length >= 500, `${all.length} creates`);
     assert.equal(info1.state.subjects?.[`containerd.io.${NS}.images.create`], all.length, "each create stored exactly once");
 
     // The restarted node catches up; then a node whose store is lost does too.
     const current = async (name: string) => {
-      const info = await streamInfo(cluster);
+      const info = await cluster.streamInfo(DEFAULT_STREAM);
       const r = info.cluster?.replicas?.find((p) => p.name === name);
       return info.cluster?.leader === name || (r?.current && (r.lag ?? 0) === 0) ? true : undefined;
     };
@@ -219,18 +207,21 @@ test("ckd on a three-node cluster (R3): writes through two ckds go on across a k
   }
 });
 
-test("ckd given NATS servers that all refuse connections exits at once, naming them", async () => {
+test("ckd given NATS servers that all refuse connections, or none, exits at once naming them, and writes nothing", async () => {
   const [p1, p2] = [await freePort(), await freePort()];
-  const url = `nats://127.0.0.1:${p1},nats://127.0.0.1:${p2}`;
-  const root = await mkdtemp(join(tmpdir(), "ck-test-root-"));
-  try {
-    const t0 = Date.now();
-    const r = await runNode(CKD, ["--root", root, "--address", join(root, "ck.sock"), "--nats", url]);
-    assert.equal(r.code, 1, r.stdout + r.stderr);
-    assert.match(r.stderr, new RegExp(`cannot connect to NATS at ${url.replace(/[.]/g, "\\.")}: `));
-    assert.ok(Date.now() - t0 < 30_000, "it does not wait for servers that refuse");
-    assert.equal(existsSync(join(root, "ck.sock")), false);
-  } finally {
-    await rm(root, { recursive: true, force: true });
+  for (const url of [`nats://127.0.0.1:${p1},nats://127.0.0.1:${p2}`, " , "]) {
+    const root = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+    try {
+      const t0 = Date.now();
+      const r = await runNode(CKD, ["--root", root, "--address", join(root, "ck.sock"), "--nats", url]);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      const named = url.replace(/[.]/g, "\\.");
+      assert.match(r.stderr, new RegExp(`cannot connect to NATS at ${named}: `));
+      if (url.trim() === ",") assert.match(r.stderr, /no NATS server in " , "/);
+      assert.ok(Date.now() - t0 < 30_000, "it does not wait for servers that refuse");
+      for (const f of ["ck.sock", "ckd.json", "meta"]) assert.equal(existsSync(join(root, f)), false, `${f} was made`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   }
 });
