@@ -8,7 +8,7 @@ import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
-import { EventLog, DEFAULT_STREAM } from "../eventstore/log.js";
+import { EventLog, DEFAULT_STREAM, checkNatsTls, natsConnectOptions, redactNatsUrl, type NatsTls } from "../eventstore/log.js";
 import type { StreamInfo } from "@nats-io/jetstream";
 import { NatsServerProcess } from "../eventstore/nats-server.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
@@ -42,8 +42,13 @@ export interface DaemonConfig {
   root: string;
   /** Unix socket path. */
   address: string;
-  /** An existing NATS server or cluster; without it ckd runs its own nats-server. */
+  /**
+   * An existing NATS server or cluster (credentials as `nats://user:password@host`); without it
+   * ckd runs its own nats-server, which asks its clients for a password (see NatsServerProcess).
+   */
   natsUrl?: string;
+  /** TLS files for the connection to natsUrl. */
+  natsTls?: NatsTls;
   stream?: string;
   /** Stream replicas when ckd creates the stream (3 on a cluster for power-loss durability). */
   replicas?: number;
@@ -107,7 +112,9 @@ export function checkDisabledPlugins(list: unknown): string[] {
 
 /** What ckd records under its root so tools (ck-replay) find the log without flags. */
 export interface RootRecord {
+  /** Without its password or token (`***` in their place). */
   natsUrl: string;
+  natsTls?: NatsTls;
   stream: string;
   managed: boolean;
   natsStoreDir?: string;
@@ -213,6 +220,20 @@ export class Daemon {
 
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const disabled = new Set(checkDisabledPlugins(config.disabledPlugins));
+    // Checked before the root is touched: a bad setting writes nothing.
+    if (config.natsUrl !== undefined) {
+      try {
+        natsConnectOptions(config.natsUrl, config.natsTls);
+      } catch (err) {
+        throw new Error(`--nats (nats): ${(err as Error).message}`);
+      }
+    }
+    if (config.natsTls) {
+      if (!config.natsUrl) {
+        throw new Error("--nats-tls-* (nats_tls_*) are for a NATS server given with --nats; ckd's own nats-server listens on loopback without TLS");
+      }
+      await checkNatsTls(config.natsTls);
+    }
     const paths = rootPaths(config.root);
     await mkdir(config.root, { recursive: true, mode: 0o711 });
     const uuid = await loadUuid(paths.uuid);
@@ -228,15 +249,18 @@ export class Daemon {
         supervise: true,
         onExit: (code, signal) => logger.warn({ code, signal }, "managed nats-server exited; restarting"),
         onRestart: () => logger.info("managed nats-server restarted"),
+        auth: true,
       });
       natsUrl = nats.url;
     }
+    const shownUrl = redactNatsUrl(natsUrl);
     const log = await EventLog.open({
       url: natsUrl,
+      tls: config.natsTls,
       stream,
       replicas: config.replicas,
       name: `ckd ${uuid}`,
-      onWait: (err) => logger.warn({ nats: natsUrl, err: err.message }, "waiting for JetStream to answer"),
+      onWait: (err) => logger.warn({ nats: shownUrl, err: err.message }, "waiting for JetStream to answer"),
       onReaderEvent: (e) => {
         if (e.kind === "retrying") logger.warn({ err: e.err.message, attempt: e.attempt }, "log reader: creating its consumer again");
         else if (e.kind === "replacing") logger.warn({ fromSeq: e.fromSeq, why: e.why }, "log reader: replacing its consumer");
@@ -246,10 +270,13 @@ export class Daemon {
     const streamInfo = await log.info();
     const replicas = streamInfo.config.num_replicas ?? 1;
     const durability = durabilityOf(log.serverVersion, replicas);
-    logger.info({ nats: natsUrl, managed: !!nats, stream, durability }, "event log ready");
+    logger.info({ nats: shownUrl, managed: !!nats, stream, durability }, "event log ready");
 
     const record: RootRecord = {
-      natsUrl,
+      // Never a password: the file is readable by more than root. ck-replay takes a managed
+      // server's credentials from its store (NatsServerProcess.clientUrlFor).
+      natsUrl: shownUrl,
+      natsTls: config.natsTls,
       stream,
       managed: !!nats,
       natsStoreDir: nats ? paths.natsStore : undefined,
@@ -265,7 +292,7 @@ export class Daemon {
       // Far behind the log (a rebuild, a long stop): NATS in a worker thread until caught up.
       bulk: {
         threshold: config.catchUpThreadEvents ?? BULK_CATCH_UP,
-        source: (fromSeq, signal) => readInWorker({ url: log.url, stream: log.stream, fromSeq, signal, name: "ckd-catch-up" }),
+        source: (fromSeq, signal) => readInWorker({ url: log.url, tls: log.tls, stream: log.stream, fromSeq, signal, name: "ckd-catch-up" }),
       },
       // A projection that cannot advance would serve stale reads forever: stop, so that a
       // supervisor restarts ckd, which resumes (or rebuilds) from the checkpoint.

@@ -8,11 +8,15 @@ import { parse as parseToml } from "smol-toml";
 import { pino } from "pino";
 import { Daemon, checkDisabledPlugins, type DaemonConfig } from "../api/daemon.js";
 import { defaultAddress, defaultRoot } from "./defaults.js";
+import type { NatsTls } from "../eventstore/log.js";
 
 interface Flags {
   root?: string;
   address?: string;
   nats?: string;
+  natsTlsCa?: string;
+  natsTlsCert?: string;
+  natsTlsKey?: string;
   stream?: string;
   replicas?: string;
   config?: string;
@@ -25,6 +29,9 @@ interface FileConfig {
   root?: string;
   address?: string;
   nats?: string;
+  nats_tls_ca?: string;
+  nats_tls_cert?: string;
+  nats_tls_key?: string;
   stream?: string;
   replicas?: number;
   log_level?: string;
@@ -41,13 +48,16 @@ interface FileConfig {
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through"]);
+  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
   }
   const t = raw.catch_up_thread_events;
   if (t !== undefined && !(typeof t === "number" && Number.isSafeInteger(t) && t >= 0)) {
     throw new Error(`config ${path}: catch_up_thread_events must be a whole number >= 0, got ${JSON.stringify(t)}`);
+  }
+  for (const k of ["nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key"]) {
+    if (raw[k] !== undefined && typeof raw[k] !== "string") throw new Error(`config ${path}: ${k} must be a string, got ${JSON.stringify(raw[k])}`);
   }
   const w = raw.content_write_through;
   if (w !== undefined && typeof w !== "boolean") {
@@ -72,15 +82,22 @@ function secondsToMs(v: string | number | undefined): number | undefined {
   return n * 1000;
 }
 
+function natsTlsOf(caFile?: string, certFile?: string, keyFile?: string): NatsTls | undefined {
+  return caFile || certFile || keyFile ? { caFile, certFile, keyFile } : undefined;
+}
+
 async function main(): Promise<void> {
   const program = new Command("ckd")
     .description("ck daemon: the containerd v1 API over an event-sourced store")
     .option("--root <dir>", "state directory (projections, managed nats-server store)")
     .option("--address <socket>", "unix socket to serve the API on")
-    .option("--nats <url>", "use this NATS server instead of starting one")
+    .option("--nats <url>", "use this NATS server (or cluster: URLs separated by commas; credentials as nats://user:password@host:port) instead of starting one")
+    .option("--nats-tls-ca <file>", "CA certificate(s) (PEM) the NATS server's certificate must chain to")
+    .option("--nats-tls-cert <file>", "client certificate (PEM) for a NATS server that verifies clients")
+    .option("--nats-tls-key <file>", "the client certificate's key (PEM)")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .version("0.1.0");
@@ -92,6 +109,7 @@ async function main(): Promise<void> {
     root,
     address: flags.address ?? file.address ?? defaultAddress(root),
     natsUrl: flags.nats ?? file.nats,
+    natsTls: natsTlsOf(flags.natsTlsCa ?? file.nats_tls_ca, flags.natsTlsCert ?? file.nats_tls_cert, flags.natsTlsKey ?? file.nats_tls_key),
     stream: flags.stream ?? file.stream,
     replicas: flags.replicas ? Number(flags.replicas) : file.replicas,
     staleIngestMs: file.stale_ingest_hours !== undefined ? file.stale_ingest_hours * 3600_000 : undefined,

@@ -35,6 +35,94 @@ export function natsServers(url: string): string[] {
   return servers;
 }
 
+/** TLS files for a NATS connection (PEM), as the nats CLI's --tlsca, --tlscert and --tlskey. */
+export interface NatsTls {
+  /** CA certificate(s) the server's certificate must chain to (else the system's CAs). */
+  caFile?: string;
+  /** Client certificate and key, for servers that verify clients. */
+  certFile?: string;
+  keyFile?: string;
+}
+
+/** What nats.js's connect() takes from a ck NATS URL; see natsConnectOptions. */
+export interface NatsConnectTarget {
+  servers: string[];
+  user?: string;
+  pass?: string;
+  token?: string;
+  tls?: NatsTls;
+}
+
+/**
+ * A NATS URL as ck takes it (natsServers), with credentials as the nats CLI takes them:
+ * `nats://user:password@host:port` or `nats://token@host:port` (percent-encoded where needed).
+ * nats.js ignores a URL's user part, so it is taken off every server here and passed as
+ * options; servers that name different credentials are refused. `tls://` (or any TLS file)
+ * asks for TLS; without either, TLS is still used where the server requires it.
+ */
+export function natsConnectOptions(url: string, tls?: NatsTls): NatsConnectTarget {
+  const servers: string[] = [];
+  let cred: { user?: string; pass?: string; token?: string } | undefined;
+  let credOf = "";
+  let wantsTls = !!(tls && (tls.caFile || tls.certFile || tls.keyFile));
+  for (const s of natsServers(url)) {
+    const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : `nats://${s}`;
+    let u: URL;
+    try {
+      u = new URL(withScheme);
+    } catch {
+      throw new Error(`NATS server "${redactNatsUrl(s)}" is not a URL (nats://[user:password@]host:port)`);
+    }
+    if (u.protocol !== "nats:" && u.protocol !== "tls:") {
+      throw new Error(`NATS server "${redactNatsUrl(s)}": scheme ${u.protocol} (nats:// or tls://)`);
+    }
+    if (u.protocol === "tls:") wantsTls = true;
+    const user = decodeURIComponent(u.username);
+    const pass = decodeURIComponent(u.password);
+    const c = user && u.password ? { user, pass } : user ? { token: user } : {};
+    const key = JSON.stringify(c);
+    if (cred === undefined) {
+      cred = c;
+      credOf = key;
+    } else if (key !== credOf) {
+      throw new Error(`NATS servers "${redactNatsUrl(url)}" name different credentials: give them once, or the same on every server`);
+    }
+    servers.push(`${u.protocol}//${u.host}`);
+  }
+  return { servers, ...cred, ...(wantsTls ? { tls: { ...tls } } : {}) };
+}
+
+/**
+ * Checks TLS files before anything connects: each readable, a certificate and its key given
+ * together. Errors name the ckd flag (and config key) that gave the file.
+ */
+export async function checkNatsTls(tls: NatsTls): Promise<void> {
+  const { readFile } = await import("node:fs/promises");
+  if (!!tls.certFile !== !!tls.keyFile) {
+    throw new Error("--nats-tls-cert (nats_tls_cert) and --nats-tls-key (nats_tls_key) go together: a client certificate needs its key");
+  }
+  const files: [string | undefined, string][] = [
+    [tls.caFile, "--nats-tls-ca (nats_tls_ca)"],
+    [tls.certFile, "--nats-tls-cert (nats_tls_cert)"],
+    [tls.keyFile, "--nats-tls-key (nats_tls_key)"],
+  ];
+  for (const [file, flag] of files) {
+    if (file === undefined) continue;
+    const text = await readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
+      throw new Error(`${flag} ${file}: cannot read it (${err.code ?? err.message})`);
+    });
+    if (!text.includes("-----BEGIN ")) throw new Error(`${flag} ${file}: not a PEM file`);
+  }
+}
+
+/** The URL with its password or token replaced by `***`, for logs and messages. */
+export function redactNatsUrl(url: string): string {
+  return url.replace(/(\/\/)([^@/,\s]*)@/g, (_m, slashes: string, userinfo: string) => {
+    const colon = userinfo.indexOf(":");
+    return `${slashes}${colon >= 0 ? `${userinfo.slice(0, colon)}:***` : "***"}@`;
+  });
+}
+
 /**
  * A reader's consumer sends a heartbeat this often while it has nothing to deliver; two missed
  * and the reader replaces the consumer.
@@ -44,8 +132,10 @@ const READER_HEARTBEAT_MS = 1000;
 const CONSUMER_CREATE_TIMEOUT_MS = 2000;
 
 export interface EventLogOptions {
-  /** One server URL, or several separated by commas (natsServers). */
+  /** One server URL, or several separated by commas, credentials included (natsConnectOptions). */
   url: string;
+  /** TLS files for the connection. */
+  tls?: NatsTls;
   stream?: string;
   /** Replicas for a newly created stream (R3 on a cluster for power-loss durability). */
   replicas?: number;
@@ -124,8 +214,10 @@ export class EventLog {
   readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
   readonly serverVersion: string;
-  /** The server URL the log was opened with (a worker thread connects there too). */
+  /** The server URL the log was opened with, credentials included (a worker thread connects there too). */
   readonly url: string;
+  /** The TLS files it was opened with. */
+  tls: NatsTls | undefined;
   private state: ConnectionState = "connected";
   private readonly listeners = new Set<(s: ConnectionState) => void>();
   private readonly publisher: AckPublisher;
@@ -150,7 +242,7 @@ export class EventLog {
     let nc: NatsConnection;
     try {
       nc = await connect({
-        servers: natsServers(opts.url),
+        ...natsConnectOptions(opts.url, opts.tls),
         name: opts.name ?? "ck",
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
@@ -162,7 +254,7 @@ export class EventLog {
         noAsyncTraces: true,
       });
     } catch (err) {
-      throw new Error(`cannot connect to NATS at ${opts.url}: ${(err as Error).message}`, { cause: err });
+      throw new Error(`cannot connect to NATS at ${redactNatsUrl(opts.url)}: ${(err as Error).message}`, { cause: err });
     }
     // A cluster electing its leaders (a node just lost) answers nothing for a few seconds:
     // wait for it, up to readyTimeoutMs. A refused connection failed above, at once.
@@ -172,6 +264,7 @@ export class EventLog {
     try {
       const jsm = await retrying(() => jetstreamManager(nc));
       const log = new EventLog(nc, jsm, opts.url, opts.stream ?? DEFAULT_STREAM, opts.publishTimeoutMs ?? 5000);
+      log.tls = opts.tls;
       log.onReaderEvent = opts.onReaderEvent;
       try {
         await retrying(() => log.ensureStream(opts));

@@ -7,11 +7,18 @@
 //                     and to reuse the same port after a restart, so clients' URLs stay stable
 //   nats-server.pid   written by nats-server itself (--pid), a second place to find an orphan
 //                     whose owner died before it could write the state file
+// and, with `auth` (ckd's own server: a loopback port is open to every local user, and the log
+// is what every view and every task's spec is rebuilt from), both mode 0600:
+//   nats-server.conf  the server's authorization block: user `ck` and a random password,
+//                     given in a file because a command line is readable by every user
+//   client.url        the URL clients connect with, password included
+//                     (`nats://ck:<password>@127.0.0.1:<port>`); the password is kept in it
+//                     across starts, and a `nats` CLI or any NATS client can be given it
 //
 // Linux only for orphan handling: a pid is trusted only when /proc/<pid>/cmdline shows a
 // nats-server over exactly this store directory, so a reused pid is never killed.
 import { spawn, execFile, type ChildProcess } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
@@ -20,9 +27,14 @@ import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { findExecutable, isAlive, isSameProcess, procStat } from "../runtime/proc.js";
 import { failedPrecondition, unavailable } from "../errdefs/errdefs.js";
+import { natsConnectOptions, type NatsTls } from "./log.js";
 
 export const STATE_FILE = "nats-server.json";
 export const PID_FILE = "nats-server.pid";
+export const CONFIG_FILE = "nats-server.conf";
+export const CLIENT_URL_FILE = "client.url";
+/** The one user of a server started with `auth`. */
+export const AUTH_USER = "ck";
 
 export interface NatsServerOptions {
   /** JetStream store directory (`-sd`); created if missing. */
@@ -49,6 +61,15 @@ export interface NatsServerOptions {
   readyTimeoutMs?: number;
   /** How long stop() waits after SIGTERM before SIGKILL; default 10 s. */
   stopTimeoutMs?: number;
+  /**
+   * Clients must log in (user `ck`, a random password kept in the store, see the top of this
+   * file); `url` then carries the password. Without it the server lets every client in.
+   */
+  auth?: boolean;
+  /** More of nats-server's configuration (TLS, other users), written to its config file. */
+  config?: string;
+  /** TLS files the readiness check connects with (a server whose `config` turns TLS on). */
+  clientTls?: NatsTls;
 }
 
 /** The state file's contents (`<storeDir>/nats-server.json`). */
@@ -56,6 +77,7 @@ export interface NatsServerState {
   storeDir: string;
   host: string;
   port: number;
+  /** Without a password (see client.url for the one to connect with). */
   url: string;
   binary: string;
   serverName: string;
@@ -118,6 +140,8 @@ export class NatsServerProcess {
     readonly binary: string,
     readonly serverName: string,
     private readonly opts: NatsServerOptions,
+    /** Set with `auth`: the password of user `ck`. */
+    private readonly password: string | undefined,
   ) {}
 
   /**
@@ -134,14 +158,16 @@ export class NatsServerProcess {
     const { state } = existsSync(join(storeDir, STATE_FILE)) || existsSync(join(storeDir, PID_FILE))
       ? await reclaimOrphan(storeDir)
       : { state: undefined };
+    const password = opts.auth ? await loadOrCreatePassword(storeDir) : undefined;
+    if (password || opts.config) await writePrivate(join(storeDir, CONFIG_FILE), serverConfig(password, opts.config));
 
     if (opts.port) {
-      const s = new NatsServerProcess(storeDir, host, opts.port, binary, serverName, opts);
+      const s = new NatsServerProcess(storeDir, host, opts.port, binary, serverName, opts, password);
       await s.serialized(() => s.launch(FIXED_PORT_WAIT_MS)).catch(rethrowPublic);
       return s;
     }
     if (state?.port && state.host === host && (await waitPortFree(state.port, host, RECORDED_PORT_WAIT_MS))) {
-      const s = new NatsServerProcess(storeDir, host, state.port, binary, serverName, opts);
+      const s = new NatsServerProcess(storeDir, host, state.port, binary, serverName, opts, password);
       try {
         await s.serialized(() => s.launch(0));
         return s;
@@ -152,7 +178,7 @@ export class NatsServerProcess {
     // A free port can be taken between probing it and the server binding it: try a few.
     let last: unknown;
     for (let i = 0; i < 3; i++) {
-      const s = new NatsServerProcess(storeDir, host, await freePort(host), binary, serverName, opts);
+      const s = new NatsServerProcess(storeDir, host, await freePort(host), binary, serverName, opts, password);
       try {
         await s.serialized(() => s.launch(0));
         return s;
@@ -173,8 +199,23 @@ export class NatsServerProcess {
     return NatsServerProcess.start({ ...opts, storeDir });
   }
 
+  /** The URL to connect with: with `auth`, user and password included. */
   get url(): string {
+    return natsUrl(this.host, this.port, this.password);
+  }
+
+  /** The URL without credentials, for logs and the state file. */
+  get address(): string {
     return natsUrl(this.host, this.port);
+  }
+
+  /**
+   * The URL (password included) of the server a `auth` NatsServerProcess ran last on
+   * `storeDir`, from its client.url; undefined when there is none.
+   */
+  static async clientUrlOf(storeDir: string): Promise<string | undefined> {
+    const text = await readFile(join(resolve(storeDir), CLIENT_URL_FILE), "utf8").catch(() => undefined);
+    return text?.trim() || undefined;
   }
 
   /** Pid of the current server process (the latest one after restarts); 0 if never spawned. */
@@ -230,6 +271,7 @@ export class NatsServerProcess {
       throw new PortTakenError(`port ${this.host}:${this.port} is in use`);
     }
     const args = [
+      ...(this.password || this.opts.config ? ["-c", join(this.storeDir, CONFIG_FILE)] : []),
       "-js",
       "-a", this.host,
       "-p", String(this.port),
@@ -279,6 +321,7 @@ export class NatsServerProcess {
       if (child.pid === undefined) await spawnError;
       await this.recordRunning(child.pid!);
       await Promise.race([spawnError, earlyExit, this.waitReady(deadline, exited)]);
+      if (this.password) await writePrivate(join(this.storeDir, CLIENT_URL_FILE), this.url + "\n");
       this.readyChild = child;
       if (!isRunning(child)) throw new EarlyExitError(child.exitCode, child.signalCode);
     } catch (err) {
@@ -309,7 +352,7 @@ export class NatsServerProcess {
       if (Date.now() > deadline) throw new Error(`JetStream not ready in time: ${String(lastErr)}`);
       let nc: Awaited<ReturnType<typeof connect>> | undefined;
       try {
-        nc = await connect({ servers: this.url, reconnect: false, timeout: 1_000, name: "ck nats-server readiness" });
+        nc = await connect({ ...natsConnectOptions(this.url, this.opts.clientTls), reconnect: false, timeout: 1_000, name: "ck nats-server readiness" });
         const name = nc.info?.server_name;
         if (name !== this.serverName) throw new PortTakenError(`port ${this.port} is served by another nats-server ("${name}")`);
         await jetstreamManager(nc, { timeout: 2_000 }); // checks $JS.API.INFO
@@ -377,7 +420,7 @@ export class NatsServerProcess {
       storeDir: this.storeDir,
       host: this.host,
       port: this.port,
-      url: this.url,
+      url: this.address,
       binary: this.binary,
       serverName: this.serverName,
     };
@@ -499,9 +542,48 @@ export async function freePort(host = DEFAULT_HOST): Promise<number> {
   });
 }
 
-function natsUrl(host: string, port: number): string {
+function natsUrl(host: string, port: number, password?: string): string {
   const h = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "::1" : host;
-  return `nats://${h.includes(":") ? `[${h}]` : h}:${port}`;
+  return `nats://${password ? `${AUTH_USER}:${password}@` : ""}${h.includes(":") ? `[${h}]` : h}:${port}`;
+}
+
+/** A password of this shape only: it goes into a URL and a config string unescaped. */
+const PASSWORD_SHAPE = /^[A-Za-z0-9_-]{32,}$/;
+
+/** The password kept in the store's client.url, or a new random one (256 bits). */
+async function loadOrCreatePassword(storeDir: string): Promise<string> {
+  const kept = await NatsServerProcess.clientUrlOf(storeDir);
+  if (kept) {
+    try {
+      const u = new URL(kept);
+      if (u.username === AUTH_USER && PASSWORD_SHAPE.test(u.password)) return u.password;
+    } catch {
+      // unreadable: a new one
+    }
+  }
+  return randomBytes(32).toString("base64url");
+}
+
+function serverConfig(password: string | undefined, extra: string | undefined): string {
+  const lines = ["# Written by ck at every start of this server (changes are overwritten)."];
+  if (password) {
+    lines.push(
+      `# Clients log in as user ${AUTH_USER}; ${CLIENT_URL_FILE} next to this file has the URL to connect with.`,
+      "authorization {",
+      `  user: "${AUTH_USER}"`,
+      `  password: "${password}"`,
+      "}",
+    );
+  }
+  if (extra) lines.push(extra);
+  return lines.join("\n") + "\n";
+}
+
+/** Writes a file only its owner can read (a new inode each time, so an old mode never lingers). */
+async function writePrivate(path: string, text: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, text, { mode: 0o600 });
+  await rename(tmp, path);
 }
 
 function defaultServerName(storeDir: string): string {

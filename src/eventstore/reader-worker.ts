@@ -31,7 +31,8 @@ async function run(): Promise<void> {
   };
   try {
     let pulled = false;
-    if (data.engine !== "nats.js") {
+    // The pull reader speaks plain NATS only: a TLS connection is nats.js's.
+    if (data.engine !== "nats.js" && !data.tls) {
       try {
         for await (const buf of readPacked({ url: data.url, stream: data.stream, fromSeq: data.fromSeq, maxBatch: data.maxBatch, name: data.name, signal: ac.signal })) {
           pulled = true;
@@ -56,7 +57,7 @@ async function readWithNatsJs(data: ReaderWorkerData, signal: AbortSignal, post:
   // Loaded only when needed: nats.js's modules take longer to load than the pull reader takes
   // to deliver its first batch.
   const { EventLog } = await import("./log.js");
-  const log = await EventLog.open({ url: data.url, stream: data.stream, name: data.name });
+  const log = await EventLog.open({ url: data.url, tls: data.tls, stream: data.stream, name: data.name });
   try {
     const reader = await log.reader({ fromSeq: data.fromSeq, signal });
     const packer = new BatchPacker();

@@ -202,12 +202,12 @@ function run(cmd: string, args: string[]): Promise<Buffer> {
  * A CA and a server certificate it signed for 127.0.0.1 (openssl), as PEM files in `dir`:
  * what a private registry with its own CA looks like.
  */
-export async function makeServerCertificate(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+export async function makeServerCertificate(dir: string, subjectAltName = "IP:127.0.0.1"): Promise<{ ca: string; cert: string; key: string }> {
   const f = (n: string) => join(dir, n);
   const openssl = (args: string[]) => run("openssl", args);
   await openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ck test CA", "-keyout", f("ca.key"), "-out", f("ca.pem")]);
   await openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", f("server.key"), "-out", f("server.csr")]);
-  writeFileSync(f("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n");
+  writeFileSync(f("ext.cnf"), `subjectAltName=${subjectAltName}\nbasicConstraints=CA:FALSE\n`);
   await openssl(["x509", "-req", "-in", f("server.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", f("ext.cnf"), "-out", f("server.pem")]);
   return { ca: f("ca.pem"), cert: f("server.pem"), key: f("server.key") };
 }

@@ -8,7 +8,8 @@
 //
 // With --root the log is found from what ckd recorded there (ckd.json); if ckd ran its own
 // nats-server and it is not running any more, a temporary one is started on that store.
-// --nats URL and --stream NAME override.
+// --nats URL (credentials as nats://user:password@host:port), --nats-tls-* and --stream NAME
+// override.
 import { Command } from "commander";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -31,7 +32,10 @@ async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
 function logOptions(cmd: Command): Command {
   return cmd
     .option("--root <dir>", "ckd root: the log is found from ckd.json there")
-    .option("--nats <url>", "NATS server holding the log")
+    .option("--nats <url>", "NATS server(s) holding the log (nats://[user:password@]host:port, several separated by commas)")
+    .option("--nats-tls-ca <file>", "CA certificate(s) (PEM) for a NATS server with TLS")
+    .option("--nats-tls-cert <file>", "client certificate (PEM) for a NATS server that verifies clients")
+    .option("--nats-tls-key <file>", "the client certificate's key (PEM)")
     .option("--stream <name>", "stream name (default from the root, else CK_EVENTS)");
 }
 

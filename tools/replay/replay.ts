@@ -1,6 +1,6 @@
 // The replay library: find ckd's log, fold it into a fresh projection up to a point, and
 // compare two projections byte for byte. tools/replay/main.ts is its command line.
-import { EventLog, DEFAULT_STREAM, natsServers } from "../../src/eventstore/log.js";
+import { EventLog, DEFAULT_STREAM, natsConnectOptions, checkNatsTls, type NatsTls } from "../../src/eventstore/log.js";
 import { NatsServerProcess } from "../../src/eventstore/nats-server.js";
 import { ProjectionDb, META_PREFIX } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
@@ -12,6 +12,9 @@ export interface LogFlags {
   root?: string;
   nats?: string;
   stream?: string;
+  natsTlsCa?: string;
+  natsTlsCert?: string;
+  natsTlsKey?: string;
 }
 
 export interface OpenedLog {
@@ -23,21 +26,34 @@ export interface OpenedLog {
 export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
   let url = flags.nats;
   let stream = flags.stream;
+  let tls: NatsTls | undefined = flags.natsTlsCa || flags.natsTlsCert || flags.natsTlsKey
+    ? { caFile: flags.natsTlsCa, certFile: flags.natsTlsCert, keyFile: flags.natsTlsKey }
+    : undefined;
+  if (tls) await checkNatsTls(tls);
   let temp: NatsServerProcess | undefined;
   if (flags.root && (!url || !stream)) {
     const rec = await readRootRecord(flags.root);
     if (!rec && !url) throw new Error(`${rootPaths(flags.root).record} not found: is ${flags.root} a ckd root? (or pass --nats URL)`);
     stream ??= rec?.stream;
     if (!url && rec) {
-      url = rec.natsUrl;
-      if (rec.managed && rec.natsStoreDir && !(await reachable(url))) {
-        temp = await NatsServerProcess.start({ storeDir: rec.natsStoreDir });
-        url = temp.url;
+      tls ??= rec.natsTls;
+      if (rec.managed && rec.natsStoreDir) {
+        // ckd's own server asks for the password it keeps in its store (root's to read).
+        url = (await NatsServerProcess.clientUrlOf(rec.natsStoreDir)) ?? rec.natsUrl;
+        if (!(await reachable(url))) {
+          temp = await NatsServerProcess.start({ storeDir: rec.natsStoreDir, auth: true });
+          url = temp.url;
+        }
+      } else {
+        if (rec.natsUrl.includes("***@")) {
+          throw new Error(`${rootPaths(flags.root).record} does not keep the NATS password: pass --nats URL with it (nats://user:password@host:port)`);
+        }
+        url = rec.natsUrl;
       }
     }
   }
   if (!url) throw new Error("no log: pass --root DIR or --nats URL");
-  const log = await EventLog.open({ url, stream: stream ?? DEFAULT_STREAM, name: "ck-replay" });
+  const log = await EventLog.open({ url, tls, stream: stream ?? DEFAULT_STREAM, name: "ck-replay" });
   return {
     log,
     close: async () => {
@@ -50,7 +66,7 @@ export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
 async function reachable(url: string): Promise<boolean> {
   const { connect } = await import("@nats-io/transport-node");
   try {
-    const nc = await connect({ servers: natsServers(url), timeout: 1500, reconnect: false });
+    const nc = await connect({ ...natsConnectOptions(url), timeout: 1500, reconnect: false });
     await nc.close();
     return true;
   } catch {
@@ -85,7 +101,7 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
   const started = process.hrtime.bigint();
   if (untilSeq > 0) {
     // NATS in a worker thread, decoding and folding in this one: the two cores share it.
-    const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
+    const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, tls: log.tls, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
     const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time, bulk: { source, threshold: 0 } });
     projector.start();
     await projector.finished();

@@ -1,0 +1,297 @@
+// Who may reach the log. ckd's own nats-server listens on a loopback port any local user can
+// connect to, and the log is what every view (and every task's spec) is rebuilt from: it asks
+// for a password kept in the root, readable by root alone. An existing server is reached with
+// the credentials in --nats's URL (as the nats CLI takes them) and TLS files; none of it is
+// ever logged or recorded. Real nats-servers with their own authorization and TLS blocks.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { TestDaemon, runNode, CK_REPLAY, CKD } from "../helpers/daemon.js";
+import { startTestNats } from "../helpers/nats.js";
+import { makeClientCertificate, makeServerCertificate } from "../helpers/registry.js";
+import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
+import { CLIENT_URL_FILE, CONFIG_FILE, freePort, readState, resolveNatsServerBinary } from "../../src/eventstore/nats-server.js";
+import { natsConnectOptions } from "../../src/eventstore/log.js";
+import { readInWorker } from "../../src/eventstore/worker-reader.js";
+
+const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "2".repeat(64), size: 10 };
+
+async function createImages(d: TestDaemon, ns: string, n: number): Promise<void> {
+  const c = d.client(ns);
+  try {
+    for (let i = 0; i < n; i++) await c.call("images", "Create", { image: { name: `img${i}`, target } });
+  } finally {
+    c.close();
+  }
+}
+
+async function imageNames(d: TestDaemon, ns: string): Promise<string[]> {
+  const c = d.client(ns);
+  try {
+    return ((await c.call("images", "List", {})).images as { name: string }[]).map((i) => i.name).sort();
+  } finally {
+    c.close();
+  }
+}
+
+/** How a connection attempt ends: "ok", or the error's message. */
+async function tryConnect(opts: Parameters<typeof connect>[0]): Promise<string> {
+  try {
+    const nc = await connect({ ...opts, reconnect: false, timeout: 3000 });
+    await nc.close();
+    return "ok";
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+function assertNoSecret(text: string, secret: string, what: string): void {
+  assert.ok(!text.includes(secret), `${what} shows the password`);
+}
+
+test("ckd's own nats-server lets in only clients with its password, which only root can read", async () => {
+  const d = await TestDaemon.start({});
+  const store = rootPaths(d.root).natsStore;
+  try {
+    const clientUrl = (await readFile(join(store, CLIENT_URL_FILE), "utf8")).trim();
+    const m = /^nats:\/\/ck:([A-Za-z0-9_-]{43})@127\.0\.0\.1:(\d+)$/.exec(clientUrl);
+    assert.ok(m, `client.url: ${clientUrl}`);
+    const [, password, port] = m;
+    for (const f of [CLIENT_URL_FILE, CONFIG_FILE]) {
+      assert.equal((await stat(join(store, f))).mode & 0o077, 0, `${f} is readable by others`);
+    }
+    // Nowhere else: not the server's command line, the state file, ckd.json or ckd's log.
+    const state = (await readState(store))!;
+    assert.equal(state.url, `nats://127.0.0.1:${port}`);
+    assertNoSecret(readFileSync(`/proc/${state.pid}/cmdline`, "utf8"), password!, "nats-server's command line");
+    assertNoSecret(readFileSync(join(store, "nats-server.json"), "utf8"), password!, "nats-server.json");
+    assertNoSecret(readFileSync(rootPaths(d.root).record, "utf8"), password!, "ckd.json");
+
+    const address = `nats://127.0.0.1:${port}`;
+    assert.match(await tryConnect({ servers: address }), /authorization/i, "a client without the password got in");
+    assert.match(await tryConnect({ servers: address, user: "ck", pass: "guess" }), /authorization/i, "a wrong password got in");
+    assert.match(await tryConnect({ servers: address, token: password }), /authorization/i);
+
+    // With it, any NATS client follows the log.
+    const nc = await connect({ ...natsConnectOptions(clientUrl), reconnect: false });
+    try {
+      const sub = nc.subscribe("containerd.io.authns.>", { max: 1 });
+      await nc.flush();
+      const c = d.client("authns");
+      await c.call("namespaces", "Create", { namespace: { name: "authns", labels: {} } });
+      c.close();
+      const got = await Promise.race([
+        (async () => {
+          for await (const msg of sub) return msg.subject;
+          return "";
+        })(),
+        new Promise<string>((r) => setTimeout(() => r("(nothing in 10 s)"), 10_000)),
+      ]);
+      assert.equal(got, "containerd.io.authns.namespaces.create");
+    } finally {
+      await nc.close();
+    }
+    await createImages(d, "authns", 5);
+
+    // The password stays across restarts (a client given client.url keeps working).
+    await d.restart();
+    assert.equal((await readFile(join(store, CLIENT_URL_FILE), "utf8")).trim().split("@")[0], clientUrl.split("@")[0]);
+    assert.deepEqual(await imageNames(d, "authns"), ["img0", "img1", "img2", "img3", "img4"]);
+    assertNoSecret(d.logText(), password!, "ckd's log");
+
+    // ck-replay on the stopped root starts the server itself, with the same password.
+    assert.equal(await d.stop(), 0);
+    const r = await runNode(CK_REPLAY, ["verify", "--root", d.root]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /verify OK/);
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test("ckd against a NATS server that asks for a password: the URL's credentials are used by every reader and never shown", async () => {
+  const nats = await startTestNats({ auth: true });
+  const password = new URL(nats.url).password;
+  assert.ok(password.length >= 32);
+  const roots: string[] = [];
+  try {
+    const a = await TestDaemon.start({ natsUrl: nats.url });
+    try {
+      await createImages(a, "pw", 40);
+      const rec = (await readRootRecord(a.root))!;
+      assert.equal(rec.natsUrl, nats.url.replace(password, "***"));
+      assertNoSecret(a.logText(), password, "ckd's log");
+    } finally {
+      await a.cleanup();
+    }
+
+    // A fresh root catches up through the worker thread's own NATS reader (it logs in too).
+    const root = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+    roots.push(root);
+    const config = join(root, "ckd.toml");
+    await writeFile(config, "catch_up_thread_events = 0\n");
+    const b = await TestDaemon.start({ root, natsUrl: nats.url, extraArgs: ["--config", config] });
+    try {
+      assert.equal((await imageNames(b, "pw")).length, 40);
+      const caughtUp = b.logLines().find((l) => l.msg === "projection caught up");
+      assert.equal(caughtUp?.catchUpThread, true, JSON.stringify(caughtUp));
+      assertNoSecret(b.logText(), password, "ckd's log");
+    } finally {
+      await b.stop();
+    }
+    // The pull reader itself (no nats.js to fall back on) with the URL's credentials.
+    let read = 0;
+    for await (const batch of readInWorker({ url: nats.url, stream: "CK_EVENTS", fromSeq: 1, engine: "pull" })) {
+      read += batch.length;
+      if (batch.at(-1)!.pending === 0) break;
+    }
+    assert.equal(read, 40, "the pull reader read the 40 creates");
+
+    // ckd.json does not keep the password: ck-replay says so, and takes it from --nats.
+    const hidden = await runNode(CK_REPLAY, ["verify", "--root", root]);
+    assert.equal(hidden.code, 2, hidden.stdout + hidden.stderr);
+    assert.match(hidden.stderr, /does not keep the NATS password: pass --nats URL/);
+    const r = await runNode(CK_REPLAY, ["verify", "--root", root, "--nats", nats.url]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+
+    // A wrong password: ckd exits at once naming the server, not the password, and writes nothing.
+    const bad = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+    roots.push(bad);
+    const wrong = nats.url.replace(password, "not-the-password");
+    const w = await runNode(CKD, ["--root", bad, "--address", join(bad, "ck.sock"), "--nats", wrong]);
+    assert.equal(w.code, 1, w.stdout + w.stderr);
+    assert.match(w.stderr, /cannot connect to NATS at nats:\/\/ck:\*\*\*@127\.0\.0\.1:\d+: .*authorization/i);
+    assert.ok(!w.stderr.includes("not-the-password"), w.stderr);
+    for (const f of ["ck.sock", "ckd.json", "meta"]) assert.equal(existsSync(join(bad, f)), false, `${f} was made`);
+  } finally {
+    for (const r of roots) await rm(r, { recursive: true, force: true });
+    await nats.cleanup();
+  }
+});
+
+test("ckd against a NATS server that asks for a token (nats://TOKEN@host), both readers included", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ck-test-token-"));
+  const port = await freePort();
+  const token = "tok-" + randomBytes(16).toString("hex");
+  const server = spawn(resolveNatsServerBinary(), ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", join(dir, "store"), "--auth", token], { stdio: "ignore" });
+  const roots: string[] = [];
+  try {
+    const url = `nats://${token}@127.0.0.1:${port}`;
+    const deadline = Date.now() + 30_000;
+    while ((await tryConnect(natsConnectOptions(url))) !== "ok") {
+      assert.ok(Date.now() < deadline, "nats-server did not come up");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(await tryConnect({ servers: `127.0.0.1:${port}` }), /authorization/i);
+    const a = await TestDaemon.start({ natsUrl: url });
+    try {
+      await createImages(a, "tok", 10);
+      assert.equal((await readRootRecord(a.root))!.natsUrl, `nats://***@127.0.0.1:${port}`);
+      assertNoSecret(a.logText(), token, "ckd's log");
+    } finally {
+      await a.cleanup();
+    }
+    const root = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+    roots.push(root);
+    await writeFile(join(root, "ckd.toml"), "catch_up_thread_events = 0\n");
+    const b = await TestDaemon.start({ root, natsUrl: url, extraArgs: ["--config", join(root, "ckd.toml")] });
+    try {
+      assert.equal((await imageNames(b, "tok")).length, 10);
+      assert.equal(b.logLines().find((l) => l.msg === "projection caught up")?.catchUpThread, true);
+    } finally {
+      await b.stop();
+    }
+    let read = 0;
+    for await (const batch of readInWorker({ url, stream: "CK_EVENTS", fromSeq: 1, engine: "pull" })) {
+      read += batch.length;
+      if (batch.at(-1)!.pending === 0) break;
+    }
+    assert.equal(read, 10);
+  } finally {
+    server.kill("SIGTERM");
+    await new Promise((r) => (server.exitCode !== null || server.signalCode !== null ? r(undefined) : server.once("exit", r)));
+    for (const r of roots) await rm(r, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("ckd against a NATS server with TLS that verifies clients; bad TLS settings are refused before anything is written", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ck-test-tls-"));
+  const roots: string[] = [];
+  try {
+    // nats.js checks a certificate against the server's host name (for an IP address: "localhost").
+    const server = await makeServerCertificate(dir, "DNS:localhost,IP:127.0.0.1");
+    const client = await makeClientCertificate(dir, "ckd");
+    const tlsConfig = [
+      "tls {",
+      `  cert_file: "${server.cert}"`,
+      `  key_file: "${server.key}"`,
+      `  ca_file: "${client.ca}"`,
+      "  verify: true",
+      "}",
+    ].join("\n");
+    const clientTls = { caFile: server.ca, certFile: client.cert, keyFile: client.key };
+    const nats = await startTestNats({ config: tlsConfig, clientTls });
+    try {
+      const url = nats.url.replace("nats://127.0.0.1", "tls://localhost");
+      const tlsArgs = ["--nats-tls-ca", server.ca, "--nats-tls-cert", client.cert, "--nats-tls-key", client.key];
+      assert.match(await tryConnect({ servers: nats.url }), /certificate|tls|self.signed/i, "a client without the CA got in");
+      assert.match(await tryConnect({ servers: nats.url, tls: { caFile: server.ca } }), /certificate|tls|closed|handshake|alert|ECONNRESET/i, "a client without a certificate got in");
+
+      const a = await TestDaemon.start({ natsUrl: url, extraArgs: tlsArgs });
+      try {
+        await createImages(a, "tls", 30);
+      } finally {
+        await a.cleanup();
+      }
+      // A fresh root catches up in the worker thread, which reads through nats.js over TLS.
+      const root = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+      roots.push(root);
+      const config = join(root, "ckd.toml");
+      await writeFile(config, `catch_up_thread_events = 0\nnats = "${url}"\nnats_tls_ca = "${server.ca}"\nnats_tls_cert = "${client.cert}"\nnats_tls_key = "${client.key}"\n`);
+      const b = await TestDaemon.start({ root, extraArgs: ["--config", config] });
+      try {
+        assert.equal((await imageNames(b, "tls")).length, 30);
+        assert.equal(b.logLines().find((l) => l.msg === "projection caught up")?.catchUpThread, true);
+      } finally {
+        await b.stop();
+      }
+      // ck-replay takes the TLS files from ckd.json.
+      assert.deepEqual((await readRootRecord(root))!.natsTls, clientTls);
+      const r = await runNode(CK_REPLAY, ["verify", "--root", root]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+
+      // Refused, each before the root is touched.
+      const cases: [string[], RegExp][] = [
+        [["--nats", url], /cannot connect to NATS at tls:\/\/localhost:\d+: /],
+        [["--nats", url, "--nats-tls-ca", server.ca], /cannot connect to NATS at tls:\/\/localhost:\d+: /],
+        [["--nats", url, "--nats-tls-ca", server.ca, "--nats-tls-cert", client.cert], /--nats-tls-cert \(nats_tls_cert\) and --nats-tls-key \(nats_tls_key\) go together/],
+        [["--nats", url, "--nats-tls-ca", join(dir, "missing.pem")], /--nats-tls-ca \(nats_tls_ca\) .*missing\.pem: cannot read it \(ENOENT\)/],
+        [["--nats", url, "--nats-tls-ca", join(dir, "ext.cnf")], /--nats-tls-ca \(nats_tls_ca\) .*ext\.cnf: not a PEM file/],
+        [["--nats-tls-ca", server.ca], /--nats-tls-\* \(nats_tls_\*\) are for a NATS server given with --nats/],
+        [["--nats", `${url},nats://ck:x@127.0.0.1:1`], /--nats \(nats\): NATS servers .* name different credentials/],
+      ];
+      for (const [args, message] of cases) {
+        const bad = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+        roots.push(bad);
+        const res = await runNode(CKD, ["--root", bad, "--address", join(bad, "ck.sock"), ...args]);
+        assert.equal(res.code, 1, `${args.join(" ")}: ${res.stdout}${res.stderr}`);
+        assert.match(res.stderr, message, args.join(" "));
+        const written = ["ck.sock", "ckd.json", "meta", "nats", "uuid"].filter((f) => existsSync(join(bad, f)));
+        if (!/cannot connect/.test(message.source)) assert.deepEqual(written, [], `${args.join(" ")} wrote ${written}`);
+        else assert.deepEqual(written.filter((f) => f !== "uuid"), [], `${args.join(" ")} wrote ${written}`);
+      }
+    } finally {
+      await nats.cleanup();
+    }
+  } finally {
+    for (const r of roots) await rm(r, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
+  }
+});
