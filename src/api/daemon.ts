@@ -8,7 +8,7 @@ import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
-import { EventLog, DEFAULT_STREAM, checkNatsTls, natsConnectOptions, redactNatsUrl, type NatsTls } from "../eventstore/log.js";
+import { EventLog, DEFAULT_STREAM, checkNatsFiles, natsConnectOptions, redactNatsUrl, type NatsFiles } from "../eventstore/log.js";
 import type { StreamInfo } from "@nats-io/jetstream";
 import { NatsServerProcess } from "../eventstore/nats-server.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
@@ -47,8 +47,8 @@ export interface DaemonConfig {
    * ckd runs its own nats-server, which asks its clients for a password (see NatsServerProcess).
    */
   natsUrl?: string;
-  /** TLS files for the connection to natsUrl. */
-  natsTls?: NatsTls;
+  /** TLS, creds or NKEY files for the connection to natsUrl. */
+  natsFiles?: NatsFiles;
   stream?: string;
   /** Stream replicas when ckd creates the stream (3 on a cluster for power-loss durability). */
   replicas?: number;
@@ -114,7 +114,7 @@ export function checkDisabledPlugins(list: unknown): string[] {
 export interface RootRecord {
   /** Without its password or token (`***` in their place). */
   natsUrl: string;
-  natsTls?: NatsTls;
+  natsFiles?: NatsFiles;
   stream: string;
   managed: boolean;
   natsStoreDir?: string;
@@ -221,18 +221,16 @@ export class Daemon {
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const disabled = new Set(checkDisabledPlugins(config.disabledPlugins));
     // Checked before the root is touched: a bad setting writes nothing.
+    if (config.natsFiles && !config.natsUrl) {
+      throw new Error("--nats-tls-*, --nats-creds and --nats-nkey (nats_tls_*, nats_creds, nats_nkey) are for a NATS server given with --nats; ckd's own nats-server listens on loopback and asks for its own password");
+    }
     if (config.natsUrl !== undefined) {
       try {
-        natsConnectOptions(config.natsUrl, config.natsTls);
+        natsConnectOptions(config.natsUrl);
       } catch (err) {
         throw new Error(`--nats (nats): ${(err as Error).message}`);
       }
-    }
-    if (config.natsTls) {
-      if (!config.natsUrl) {
-        throw new Error("--nats-tls-* (nats_tls_*) are for a NATS server given with --nats; ckd's own nats-server listens on loopback without TLS");
-      }
-      await checkNatsTls(config.natsTls);
+      if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
     const paths = rootPaths(config.root);
     await mkdir(config.root, { recursive: true, mode: 0o711 });
@@ -256,7 +254,7 @@ export class Daemon {
     const shownUrl = redactNatsUrl(natsUrl);
     const log = await EventLog.open({
       url: natsUrl,
-      tls: config.natsTls,
+      files: config.natsFiles,
       stream,
       replicas: config.replicas,
       name: `ckd ${uuid}`,
@@ -276,7 +274,7 @@ export class Daemon {
       // Never a password: the file is readable by more than root. ck-replay takes a managed
       // server's credentials from its store (NatsServerProcess.clientUrlFor).
       natsUrl: shownUrl,
-      natsTls: config.natsTls,
+      natsFiles: config.natsFiles,
       stream,
       managed: !!nats,
       natsStoreDir: nats ? paths.natsStore : undefined,
@@ -292,7 +290,7 @@ export class Daemon {
       // Far behind the log (a rebuild, a long stop): NATS in a worker thread until caught up.
       bulk: {
         threshold: config.catchUpThreadEvents ?? BULK_CATCH_UP,
-        source: (fromSeq, signal) => readInWorker({ url: log.url, tls: log.tls, stream: log.stream, fromSeq, signal, name: "ckd-catch-up" }),
+        source: (fromSeq, signal) => readInWorker({ url: log.url, files: log.files, stream: log.stream, fromSeq, signal, name: "ckd-catch-up" }),
       },
       // A projection that cannot advance would serve stale reads forever: stop, so that a
       // supervisor restarts ckd, which resumes (or rebuilds) from the checkpoint.

@@ -8,7 +8,7 @@ import { parse as parseToml } from "smol-toml";
 import { pino } from "pino";
 import { Daemon, checkDisabledPlugins, type DaemonConfig } from "../api/daemon.js";
 import { defaultAddress, defaultRoot } from "./defaults.js";
-import type { NatsTls } from "../eventstore/log.js";
+import { natsFilesOf } from "../eventstore/log.js";
 
 interface Flags {
   root?: string;
@@ -17,6 +17,8 @@ interface Flags {
   natsTlsCa?: string;
   natsTlsCert?: string;
   natsTlsKey?: string;
+  natsCreds?: string;
+  natsNkey?: string;
   stream?: string;
   replicas?: string;
   config?: string;
@@ -32,6 +34,8 @@ interface FileConfig {
   nats_tls_ca?: string;
   nats_tls_cert?: string;
   nats_tls_key?: string;
+  nats_creds?: string;
+  nats_nkey?: string;
   stream?: string;
   replicas?: number;
   log_level?: string;
@@ -48,7 +52,7 @@ interface FileConfig {
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through"]);
+  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
   }
@@ -56,7 +60,7 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
   if (t !== undefined && !(typeof t === "number" && Number.isSafeInteger(t) && t >= 0)) {
     throw new Error(`config ${path}: catch_up_thread_events must be a whole number >= 0, got ${JSON.stringify(t)}`);
   }
-  for (const k of ["nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key"]) {
+  for (const k of ["nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey"]) {
     if (raw[k] !== undefined && typeof raw[k] !== "string") throw new Error(`config ${path}: ${k} must be a string, got ${JSON.stringify(raw[k])}`);
   }
   const w = raw.content_write_through;
@@ -82,10 +86,6 @@ function secondsToMs(v: string | number | undefined): number | undefined {
   return n * 1000;
 }
 
-function natsTlsOf(caFile?: string, certFile?: string, keyFile?: string): NatsTls | undefined {
-  return caFile || certFile || keyFile ? { caFile, certFile, keyFile } : undefined;
-}
-
 async function main(): Promise<void> {
   const program = new Command("ckd")
     .description("ck daemon: the containerd v1 API over an event-sourced store")
@@ -95,9 +95,11 @@ async function main(): Promise<void> {
     .option("--nats-tls-ca <file>", "CA certificate(s) (PEM) the NATS server's certificate must chain to")
     .option("--nats-tls-cert <file>", "client certificate (PEM) for a NATS server that verifies clients")
     .option("--nats-tls-key <file>", "the client certificate's key (PEM)")
+    .option("--nats-creds <file>", "log in to NATS with a user's JWT credentials file (.creds)")
+    .option("--nats-nkey <file>", "log in to NATS with a user NKEY seed read from this file")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .version("0.1.0");
@@ -109,7 +111,13 @@ async function main(): Promise<void> {
     root,
     address: flags.address ?? file.address ?? defaultAddress(root),
     natsUrl: flags.nats ?? file.nats,
-    natsTls: natsTlsOf(flags.natsTlsCa ?? file.nats_tls_ca, flags.natsTlsCert ?? file.nats_tls_cert, flags.natsTlsKey ?? file.nats_tls_key),
+    natsFiles: natsFilesOf({
+      caFile: flags.natsTlsCa ?? file.nats_tls_ca,
+      certFile: flags.natsTlsCert ?? file.nats_tls_cert,
+      keyFile: flags.natsTlsKey ?? file.nats_tls_key,
+      credsFile: flags.natsCreds ?? file.nats_creds,
+      nkeyFile: flags.natsNkey ?? file.nats_nkey,
+    }),
     stream: flags.stream ?? file.stream,
     replicas: flags.replicas ? Number(flags.replicas) : file.replicas,
     staleIngestMs: file.stale_ingest_hours !== undefined ? file.stale_ingest_hours * 3600_000 : undefined,

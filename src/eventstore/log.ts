@@ -2,7 +2,17 @@
 // This module is where ck talks to JetStream: stream setup (idempotent), appends with a dedupe
 // id and a last-sequence expectation (acknowledged through publisher.ts), and ordered reads
 // from any sequence. The one other reader is pull-reader.ts, for long reads in a worker thread.
-import { connect, headers as natsHeaders, nanos, type NatsConnection, type MsgHdrs } from "@nats-io/transport-node";
+import { readFileSync } from "node:fs";
+import {
+  connect,
+  credsAuthenticator,
+  headers as natsHeaders,
+  nanos,
+  nkeyAuthenticator,
+  type Authenticator,
+  type NatsConnection,
+  type MsgHdrs,
+} from "@nats-io/transport-node";
 import {
   jetstream,
   jetstreamManager,
@@ -35,36 +45,67 @@ export function natsServers(url: string): string[] {
   return servers;
 }
 
-/** TLS files for a NATS connection (PEM), as the nats CLI's --tlsca, --tlscert and --tlskey. */
-export interface NatsTls {
-  /** CA certificate(s) the server's certificate must chain to (else the system's CAs). */
+/**
+ * Files a NATS connection is made with, as the nats CLI's --tlsca, --tlscert, --tlskey, --creds
+ * and --nkey. Paths only: they cross to the worker thread and into ckd.json.
+ */
+export interface NatsFiles {
+  /** CA certificate(s) (PEM) the server's certificate must chain to (else the system's CAs). */
   caFile?: string;
-  /** Client certificate and key, for servers that verify clients. */
+  /** Client certificate and key (PEM), for servers that verify clients. */
   certFile?: string;
   keyFile?: string;
+  /** A user's JWT credentials (`.creds`: the user JWT and its NKEY seed), for operator-mode servers. */
+  credsFile?: string;
+  /** A user NKEY seed (`SU...`), for servers that list users by NKEY. */
+  nkeyFile?: string;
 }
 
-/** What nats.js's connect() takes from a ck NATS URL; see natsConnectOptions. */
+/** What nats.js's connect() takes from a ck NATS URL and its files; see natsConnectOptions. */
 export interface NatsConnectTarget {
   servers: string[];
   user?: string;
   pass?: string;
   token?: string;
-  tls?: NatsTls;
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
+  authenticator?: Authenticator;
+}
+
+/** Where each file comes from, for messages: ckd's flag and its config key. */
+const FILE_FLAGS: Record<keyof NatsFiles, string> = {
+  caFile: "--nats-tls-ca (nats_tls_ca)",
+  certFile: "--nats-tls-cert (nats_tls_cert)",
+  keyFile: "--nats-tls-key (nats_tls_key)",
+  credsFile: "--nats-creds (nats_creds)",
+  nkeyFile: "--nats-nkey (nats_nkey)",
+};
+
+/** The files given (from flags or a config file), or undefined when none is. */
+export function natsFilesOf(files: NatsFiles): NatsFiles | undefined {
+  const given = Object.fromEntries(Object.entries(files).filter(([, v]) => v !== undefined && v !== "")) as NatsFiles;
+  return Object.keys(given).length ? given : undefined;
+}
+
+/** True when the files ask for what only nats.js speaks (TLS, NKEY signatures). */
+export function needsNatsJs(files: NatsFiles | undefined): boolean {
+  return !!files && Object.values(files).some((f) => f !== undefined && f !== "");
 }
 
 /**
  * A NATS URL as ck takes it (natsServers), with credentials as the nats CLI takes them:
  * `nats://user:password@host:port` or `nats://token@host:port` (percent-encoded where needed).
  * nats.js ignores a URL's user part, so it is taken off every server here and passed as
- * options; servers that name different credentials are refused. `tls://` (or any TLS file)
- * asks for TLS; without either, TLS is still used where the server requires it.
+ * options; servers that name different credentials are refused, and so are credentials given
+ * twice (in the URL and as a creds or NKEY file, or both files). `tls://` (or any TLS file)
+ * asks for TLS; without either, TLS is still used where the server requires it. Reads the
+ * creds or NKEY file.
  */
-export function natsConnectOptions(url: string, tls?: NatsTls): NatsConnectTarget {
+export function natsConnectOptions(url: string, files: NatsFiles = {}): NatsConnectTarget {
   const servers: string[] = [];
   let cred: { user?: string; pass?: string; token?: string } | undefined;
   let credOf = "";
-  let wantsTls = !!(tls && (tls.caFile || tls.certFile || tls.keyFile));
+  const tls = { caFile: files.caFile, certFile: files.certFile, keyFile: files.keyFile };
+  let wantsTls = !!(tls.caFile || tls.certFile || tls.keyFile);
   for (const s of natsServers(url)) {
     const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : `nats://${s}`;
     let u: URL;
@@ -89,30 +130,59 @@ export function natsConnectOptions(url: string, tls?: NatsTls): NatsConnectTarge
     }
     servers.push(`${u.protocol}//${u.host}`);
   }
-  return { servers, ...cred, ...(wantsTls ? { tls: { ...tls } } : {}) };
+  const target: NatsConnectTarget = { servers, ...cred };
+  if (wantsTls) target.tls = Object.fromEntries(Object.entries(tls).filter(([, v]) => v)) as NatsConnectTarget["tls"];
+  if (files.credsFile && files.nkeyFile) {
+    throw new Error(`${FILE_FLAGS.credsFile} and ${FILE_FLAGS.nkeyFile}: give one way to log in`);
+  }
+  const keyFile = files.credsFile ?? files.nkeyFile;
+  if (keyFile) {
+    const flag = files.credsFile ? FILE_FLAGS.credsFile : FILE_FLAGS.nkeyFile;
+    if (credOf !== "{}") throw new Error(`${flag} and credentials in --nats (nats): give one way to log in`);
+    const bytes = readKeyFile(keyFile, flag);
+    target.authenticator = files.credsFile ? credsAuthenticator(bytes) : nkeyAuthenticator(bytes);
+  }
+  return target;
+}
+
+/** A creds file as it is, or an NKEY seed without the whitespace around it; checked for shape. */
+function readKeyFile(file: string, flag: string): Uint8Array {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new Error(`${flag} ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (flag === FILE_FLAGS.credsFile) {
+    if (!/-----BEGIN NATS USER JWT-----/.test(text) || !/-----BEGIN USER NKEY SEED-----/.test(text)) {
+      throw new Error(`${flag} ${file}: not a NATS credentials file (a user JWT and its NKEY seed)`);
+    }
+    return new TextEncoder().encode(text);
+  }
+  const seed = text.trim();
+  if (!/^SU[A-Z2-7]{56}$/.test(seed)) throw new Error(`${flag} ${file}: not a user NKEY seed (SU followed by 56 base32 characters)`);
+  return new TextEncoder().encode(seed);
 }
 
 /**
- * Checks TLS files before anything connects: each readable, a certificate and its key given
- * together. Errors name the ckd flag (and config key) that gave the file.
+ * Checks the files before anything connects: each readable and of its kind (PEM, creds, NKEY
+ * seed), a certificate and its key given together, one way to log in. Errors name the ckd flag
+ * (and config key) that gave the file.
  */
-export async function checkNatsTls(tls: NatsTls): Promise<void> {
+export async function checkNatsFiles(files: NatsFiles, url = "nats://127.0.0.1"): Promise<void> {
   const { readFile } = await import("node:fs/promises");
-  if (!!tls.certFile !== !!tls.keyFile) {
-    throw new Error("--nats-tls-cert (nats_tls_cert) and --nats-tls-key (nats_tls_key) go together: a client certificate needs its key");
+  if (!!files.certFile !== !!files.keyFile) {
+    throw new Error(`${FILE_FLAGS.certFile} and ${FILE_FLAGS.keyFile} go together: a client certificate needs its key`);
   }
-  const files: [string | undefined, string][] = [
-    [tls.caFile, "--nats-tls-ca (nats_tls_ca)"],
-    [tls.certFile, "--nats-tls-cert (nats_tls_cert)"],
-    [tls.keyFile, "--nats-tls-key (nats_tls_key)"],
-  ];
-  for (const [file, flag] of files) {
+  for (const k of ["caFile", "certFile", "keyFile"] as const) {
+    const file = files[k];
     if (file === undefined) continue;
     const text = await readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
-      throw new Error(`${flag} ${file}: cannot read it (${err.code ?? err.message})`);
+      throw new Error(`${FILE_FLAGS[k]} ${file}: cannot read it (${err.code ?? err.message})`);
     });
-    if (!text.includes("-----BEGIN ")) throw new Error(`${flag} ${file}: not a PEM file`);
+    if (!text.includes("-----BEGIN ")) throw new Error(`${FILE_FLAGS[k]} ${file}: not a PEM file`);
   }
+  natsConnectOptions(url, files); // the creds or NKEY file, and one way to log in
 }
 
 /** The URL with its password or token replaced by `***`, for logs and messages. */
@@ -134,8 +204,8 @@ const CONSUMER_CREATE_TIMEOUT_MS = 2000;
 export interface EventLogOptions {
   /** One server URL, or several separated by commas, credentials included (natsConnectOptions). */
   url: string;
-  /** TLS files for the connection. */
-  tls?: NatsTls;
+  /** TLS, creds and NKEY files for the connection. */
+  files?: NatsFiles;
   stream?: string;
   /** Replicas for a newly created stream (R3 on a cluster for power-loss durability). */
   replicas?: number;
@@ -216,8 +286,8 @@ export class EventLog {
   readonly serverVersion: string;
   /** The server URL the log was opened with, credentials included (a worker thread connects there too). */
   readonly url: string;
-  /** The TLS files it was opened with. */
-  tls: NatsTls | undefined;
+  /** The files it was opened with. */
+  files: NatsFiles | undefined;
   private state: ConnectionState = "connected";
   private readonly listeners = new Set<(s: ConnectionState) => void>();
   private readonly publisher: AckPublisher;
@@ -242,7 +312,7 @@ export class EventLog {
     let nc: NatsConnection;
     try {
       nc = await connect({
-        ...natsConnectOptions(opts.url, opts.tls),
+        ...natsConnectOptions(opts.url, opts.files),
         name: opts.name ?? "ck",
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
@@ -264,7 +334,7 @@ export class EventLog {
     try {
       const jsm = await retrying(() => jetstreamManager(nc));
       const log = new EventLog(nc, jsm, opts.url, opts.stream ?? DEFAULT_STREAM, opts.publishTimeoutMs ?? 5000);
-      log.tls = opts.tls;
+      log.files = opts.files;
       log.onReaderEvent = opts.onReaderEvent;
       try {
         await retrying(() => log.ensureStream(opts));

@@ -27,7 +27,7 @@ import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { findExecutable, isAlive, isSameProcess, procStat } from "../runtime/proc.js";
 import { failedPrecondition, unavailable } from "../errdefs/errdefs.js";
-import { natsConnectOptions, type NatsTls } from "./log.js";
+import { natsConnectOptions, type NatsFiles } from "./log.js";
 
 export const STATE_FILE = "nats-server.json";
 export const PID_FILE = "nats-server.pid";
@@ -69,7 +69,7 @@ export interface NatsServerOptions {
   /** More of nats-server's configuration (TLS, other users), written to its config file. */
   config?: string;
   /** TLS files the readiness check connects with (a server whose `config` turns TLS on). */
-  clientTls?: NatsTls;
+  clientFiles?: NatsFiles;
 }
 
 /** The state file's contents (`<storeDir>/nats-server.json`). */
@@ -352,7 +352,7 @@ export class NatsServerProcess {
       if (Date.now() > deadline) throw new Error(`JetStream not ready in time: ${String(lastErr)}`);
       let nc: Awaited<ReturnType<typeof connect>> | undefined;
       try {
-        nc = await connect({ ...natsConnectOptions(this.url, this.opts.clientTls), reconnect: false, timeout: 1_000, name: "ck nats-server readiness" });
+        nc = await connect({ ...natsConnectOptions(this.url, this.opts.clientFiles), reconnect: false, timeout: 1_000, name: "ck nats-server readiness" });
         const name = nc.info?.server_name;
         if (name !== this.serverName) throw new PortTakenError(`port ${this.port} is served by another nats-server ("${name}")`);
         await jetstreamManager(nc, { timeout: 2_000 }); // checks $JS.API.INFO

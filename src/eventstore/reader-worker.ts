@@ -1,12 +1,14 @@
 // The log reader's worker thread (see worker-reader.ts): reads the stream from a sequence
 // and posts the messages in packed batches. It reads through its own pull consumer
 // (pull-reader.ts), which packs messages straight from the socket's bytes; where that reader
-// cannot start (TLS, a list of servers, anything unexpected before the first message) it
+// cannot be used (TLS, NKEY or creds files) or start (anything unexpected before the first
+// message) it
 // follows the stream with nats.js's ordered consumer, exactly as EventLog.reader does in the
 // main thread. Either way, speaking NATS runs here, on the other core.
 import { parentPort, workerData } from "node:worker_threads";
 import { PullSetupError, readPacked } from "./pull-reader.js";
 import { BatchPacker, type ReaderWorkerData, type ToWorker } from "./worker-reader.js";
+import { needsNatsJs } from "./log.js";
 
 async function run(): Promise<void> {
   const port = parentPort!;
@@ -32,7 +34,7 @@ async function run(): Promise<void> {
   try {
     let pulled = false;
     // The pull reader speaks plain NATS only: a TLS connection is nats.js's.
-    if (data.engine !== "nats.js" && !data.tls) {
+    if (data.engine !== "nats.js" && !needsNatsJs(data.files)) {
       try {
         for await (const buf of readPacked({ url: data.url, stream: data.stream, fromSeq: data.fromSeq, maxBatch: data.maxBatch, name: data.name, signal: ac.signal })) {
           pulled = true;
@@ -57,7 +59,7 @@ async function readWithNatsJs(data: ReaderWorkerData, signal: AbortSignal, post:
   // Loaded only when needed: nats.js's modules take longer to load than the pull reader takes
   // to deliver its first batch.
   const { EventLog } = await import("./log.js");
-  const log = await EventLog.open({ url: data.url, tls: data.tls, stream: data.stream, name: data.name });
+  const log = await EventLog.open({ url: data.url, files: data.files, stream: data.stream, name: data.name });
   try {
     const reader = await log.reader({ fromSeq: data.fromSeq, signal });
     const packer = new BatchPacker();

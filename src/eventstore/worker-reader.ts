@@ -4,11 +4,11 @@
 // that buffer. For long reads (a rebuild, a projection far behind its log) the two cores
 // then share the work: NATS in the worker, decoding and folding here.
 import { Worker } from "node:worker_threads";
-import type { NatsTls, StoredMessage } from "./log.js";
+import type { NatsFiles, StoredMessage } from "./log.js";
 
 export interface ReaderWorkerData {
   url: string;
-  tls?: NatsTls;
+  files?: NatsFiles;
   stream: string;
   fromSeq: number;
   maxBatch: number;
@@ -229,7 +229,7 @@ export function unpackBatch(ab: ArrayBuffer): StoredMessage[] {
 export interface WorkerReadOptions {
   url: string;
   /** TLS files: the pull reader does not speak TLS, so these make the worker read through nats.js. */
-  tls?: NatsTls;
+  files?: NatsFiles;
   stream: string;
   fromSeq: number;
   signal?: AbortSignal;
@@ -249,7 +249,7 @@ export interface WorkerReadOptions {
 export async function* readInWorker(opts: WorkerReadOptions): AsyncGenerator<StoredMessage[]> {
   const data: ReaderWorkerData = {
     url: opts.url,
-    tls: opts.tls,
+    files: opts.files,
     stream: opts.stream,
     fromSeq: opts.fromSeq,
     maxBatch: opts.maxBatch ?? 256,

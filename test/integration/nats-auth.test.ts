@@ -1,8 +1,9 @@
 // Who may reach the log. ckd's own nats-server listens on a loopback port any local user can
 // connect to, and the log is what every view (and every task's spec) is rebuilt from: it asks
 // for a password kept in the root, readable by root alone. An existing server is reached with
-// the credentials in --nats's URL (as the nats CLI takes them) and TLS files; none of it is
-// ever logged or recorded. Real nats-servers with their own authorization and TLS blocks.
+// the credentials in --nats's URL (as the nats CLI takes them), TLS files, an NKEY seed or JWT
+// credentials; no secret is ever logged or recorded. Real nats-servers with their own
+// authorization, operator and TLS configurations.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -19,6 +20,8 @@ import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
 import { CLIENT_URL_FILE, CONFIG_FILE, freePort, readState, resolveNatsServerBinary } from "../../src/eventstore/nats-server.js";
 import { natsConnectOptions } from "../../src/eventstore/log.js";
 import { readInWorker } from "../../src/eventstore/worker-reader.js";
+import { createAccount, createOperator, createUser } from "@nats-io/nkeys";
+import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from "@nats-io/jwt";
 
 const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "2".repeat(64), size: 10 };
 
@@ -236,8 +239,8 @@ test("ckd against a NATS server with TLS that verifies clients; bad TLS settings
       "  verify: true",
       "}",
     ].join("\n");
-    const clientTls = { caFile: server.ca, certFile: client.cert, keyFile: client.key };
-    const nats = await startTestNats({ config: tlsConfig, clientTls });
+    const clientFiles = { caFile: server.ca, certFile: client.cert, keyFile: client.key };
+    const nats = await startTestNats({ config: tlsConfig, clientFiles });
     try {
       const url = nats.url.replace("nats://127.0.0.1", "tls://localhost");
       const tlsArgs = ["--nats-tls-ca", server.ca, "--nats-tls-cert", client.cert, "--nats-tls-key", client.key];
@@ -263,7 +266,7 @@ test("ckd against a NATS server with TLS that verifies clients; bad TLS settings
         await b.stop();
       }
       // ck-replay takes the TLS files from ckd.json.
-      assert.deepEqual((await readRootRecord(root))!.natsTls, clientTls);
+      assert.deepEqual((await readRootRecord(root))!.natsFiles, clientFiles);
       const r = await runNode(CK_REPLAY, ["verify", "--root", root]);
       assert.equal(r.code, 0, r.stdout + r.stderr);
 
@@ -274,7 +277,7 @@ test("ckd against a NATS server with TLS that verifies clients; bad TLS settings
         [["--nats", url, "--nats-tls-ca", server.ca, "--nats-tls-cert", client.cert], /--nats-tls-cert \(nats_tls_cert\) and --nats-tls-key \(nats_tls_key\) go together/],
         [["--nats", url, "--nats-tls-ca", join(dir, "missing.pem")], /--nats-tls-ca \(nats_tls_ca\) .*missing\.pem: cannot read it \(ENOENT\)/],
         [["--nats", url, "--nats-tls-ca", join(dir, "ext.cnf")], /--nats-tls-ca \(nats_tls_ca\) .*ext\.cnf: not a PEM file/],
-        [["--nats-tls-ca", server.ca], /--nats-tls-\* \(nats_tls_\*\) are for a NATS server given with --nats/],
+        [["--nats-tls-ca", server.ca], /--nats-tls-\*, --nats-creds and --nats-nkey \(nats_tls_\*, nats_creds, nats_nkey\) are for a NATS server given with --nats/],
         [["--nats", `${url},nats://ck:x@127.0.0.1:1`], /--nats \(nats\): NATS servers .* name different credentials/],
       ];
       for (const [args, message] of cases) {
@@ -289,6 +292,112 @@ test("ckd against a NATS server with TLS that verifies clients; bad TLS settings
       }
     } finally {
       await nats.cleanup();
+    }
+  } finally {
+    for (const r of roots) await rm(r, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** nats-server configurations that log users in by NKEY, and by JWT (operator mode), with the files a client needs. */
+async function keyedServers(dir: string): Promise<{ nkey: { config: string; file: string }; creds: { config: string; file: string } }> {
+  const user = createUser();
+  const nkeyFile = join(dir, "user.nk");
+  await writeFile(nkeyFile, new TextDecoder().decode(user.getSeed()) + "\n", { mode: 0o600 });
+
+  const operator = createOperator();
+  const account = createAccount();
+  const system = createAccount();
+  const jwtUser = createUser();
+  const opJwt = await encodeOperator("ck-test-operator", operator, { system_account: system.getPublicKey() });
+  // A limit left out is zero (no connections, and JetStream off): -1 is no limit.
+  const limits = { subs: -1, conn: -1, leaf: -1, imports: -1, exports: -1, data: -1, payload: -1, wildcards: true, disk_storage: -1, mem_storage: -1, streams: -1, consumer: -1 };
+  const accJwt = await encodeAccount("ck", account, { limits } as never, { signer: operator });
+  const sysJwt = await encodeAccount("SYS", system, {}, { signer: operator });
+  const userJwt = await encodeUser("ckd", jwtUser, account);
+  const credsFile = join(dir, "ckd.creds");
+  await writeFile(credsFile, fmtCreds(userJwt, jwtUser), { mode: 0o600 });
+  return {
+    nkey: { config: `authorization {\n  users = [ { nkey: "${user.getPublicKey()}" } ]\n}`, file: nkeyFile },
+    creds: {
+      config: [
+        `operator: "${opJwt}"`,
+        `system_account: "${system.getPublicKey()}"`,
+        "resolver: MEMORY",
+        "resolver_preload: {",
+        `  "${account.getPublicKey()}": "${accJwt}"`,
+        `  "${system.getPublicKey()}": "${sysJwt}"`,
+        "}",
+      ].join("\n"),
+      file: credsFile,
+    },
+  };
+}
+
+test("ckd against NATS servers that log users in by NKEY and by JWT credentials (operator mode), both readers and ck-replay", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ck-test-keys-"));
+  const roots: string[] = [];
+  try {
+    const servers = await keyedServers(dir);
+    for (const [kind, flag, key] of [["nkey", "--nats-nkey", "nkeyFile"], ["creds", "--nats-creds", "credsFile"]] as const) {
+      const { config, file } = servers[kind];
+      const nats = await startTestNats({ config, clientFiles: { [key]: file } });
+      try {
+        assert.match(await tryConnect({ servers: nats.url }), /authorization|authentication/i, `${kind}: a client without the key got in`);
+        const a = await TestDaemon.start({ natsUrl: nats.url, extraArgs: [flag, file] });
+        try {
+          await createImages(a, kind, 10);
+        } finally {
+          await a.cleanup();
+        }
+        // A fresh root catches up in the worker thread (through nats.js: the pull reader signs nothing).
+        const root = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+        roots.push(root);
+        await writeFile(join(root, "ckd.toml"), `catch_up_thread_events = 0\nnats = "${nats.url}"\nnats_${kind} = "${file}"\n`);
+        const b = await TestDaemon.start({ root, extraArgs: ["--config", join(root, "ckd.toml")] });
+        try {
+          assert.deepEqual(await imageNames(b, kind), Array.from({ length: 10 }, (_, i) => `img${i}`).sort());
+          assert.equal(b.logLines().find((l) => l.msg === "projection caught up")?.catchUpThread, true);
+        } finally {
+          await b.stop();
+        }
+        assert.deepEqual((await readRootRecord(root))!.natsFiles, { [key]: file });
+        const r = await runNode(CK_REPLAY, ["verify", "--root", root]);
+        assert.equal(r.code, 0, `${kind}: ${r.stdout}${r.stderr}`);
+        // The wrong key: refused at connect, the key's file named nowhere as a secret.
+        const other = join(dir, `other-${kind}`);
+        if (kind === "nkey") await writeFile(other, new TextDecoder().decode(createUser().getSeed()));
+        const bad = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+        roots.push(bad);
+        if (kind === "nkey") {
+          const w = await runNode(CKD, ["--root", bad, "--address", join(bad, "ck.sock"), "--nats", nats.url, flag, other]);
+          assert.equal(w.code, 1, w.stdout + w.stderr);
+          assert.match(w.stderr, /cannot connect to NATS at nats:\/\/127\.0\.0\.1:\d+: .*authorization/i);
+        }
+      } finally {
+        await nats.cleanup();
+      }
+    }
+
+    // Files of the wrong kind, or two ways to log in: refused before the root is touched.
+    const pem = join(dir, "not-creds.pem");
+    await writeFile(pem, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    const cases: [string[], RegExp][] = [
+      [["--nats", "nats://127.0.0.1:1", "--nats-creds", pem], /--nats-creds \(nats_creds\) .*not-creds\.pem: not a NATS credentials file/],
+      [["--nats", "nats://127.0.0.1:1", "--nats-nkey", pem], /--nats-nkey \(nats_nkey\) .*not-creds\.pem: not a user NKEY seed/],
+      [["--nats", "nats://127.0.0.1:1", "--nats-nkey", join(dir, "absent.nk")], /--nats-nkey \(nats_nkey\) .*absent\.nk: cannot read it \(ENOENT\)/],
+      [["--nats", "nats://127.0.0.1:1", "--nats-creds", servers.creds.file, "--nats-nkey", servers.nkey.file], /--nats-creds \(nats_creds\) and --nats-nkey \(nats_nkey\): give one way to log in/],
+      [["--nats", "nats://u:p@127.0.0.1:1", "--nats-nkey", servers.nkey.file], /--nats-nkey \(nats_nkey\) and credentials in --nats \(nats\): give one way to log in/],
+      [["--nats-creds", servers.creds.file], /are for a NATS server given with --nats/],
+    ];
+    for (const [args, message] of cases) {
+      const bad = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+      roots.push(bad);
+      const res = await runNode(CKD, ["--root", bad, "--address", join(bad, "ck.sock"), ...args]);
+      assert.equal(res.code, 1, `${args.join(" ")}: ${res.stdout}${res.stderr}`);
+      assert.match(res.stderr, message, args.join(" "));
+      const written = ["ck.sock", "ckd.json", "meta", "nats", "uuid"].filter((f) => existsSync(join(bad, f)));
+      assert.deepEqual(written, [], `${args.join(" ")} wrote ${written}`);
     }
   } finally {
     for (const r of roots) await rm(r, { recursive: true, force: true });

@@ -8,8 +8,8 @@
 //
 // With --root the log is found from what ckd recorded there (ckd.json); if ckd ran its own
 // nats-server and it is not running any more, a temporary one is started on that store.
-// --nats URL (credentials as nats://user:password@host:port), --nats-tls-* and --stream NAME
-// override.
+// --nats URL (credentials as nats://user:password@host:port), --nats-tls-*, --nats-creds,
+// --nats-nkey and --stream NAME override.
 import { Command } from "commander";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -36,6 +36,8 @@ function logOptions(cmd: Command): Command {
     .option("--nats-tls-ca <file>", "CA certificate(s) (PEM) for a NATS server with TLS")
     .option("--nats-tls-cert <file>", "client certificate (PEM) for a NATS server that verifies clients")
     .option("--nats-tls-key <file>", "the client certificate's key (PEM)")
+    .option("--nats-creds <file>", "a user's JWT credentials file (.creds) to log in with")
+    .option("--nats-nkey <file>", "a file holding a user NKEY seed to log in with")
     .option("--stream <name>", "stream name (default from the root, else CK_EVENTS)");
 }
 

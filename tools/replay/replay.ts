@@ -1,6 +1,6 @@
 // The replay library: find ckd's log, fold it into a fresh projection up to a point, and
 // compare two projections byte for byte. tools/replay/main.ts is its command line.
-import { EventLog, DEFAULT_STREAM, natsConnectOptions, checkNatsTls, type NatsTls } from "../../src/eventstore/log.js";
+import { EventLog, DEFAULT_STREAM, natsConnectOptions, natsFilesOf, checkNatsFiles, type NatsFiles } from "../../src/eventstore/log.js";
 import { NatsServerProcess } from "../../src/eventstore/nats-server.js";
 import { ProjectionDb, META_PREFIX } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
@@ -15,6 +15,8 @@ export interface LogFlags {
   natsTlsCa?: string;
   natsTlsCert?: string;
   natsTlsKey?: string;
+  natsCreds?: string;
+  natsNkey?: string;
 }
 
 export interface OpenedLog {
@@ -26,17 +28,21 @@ export interface OpenedLog {
 export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
   let url = flags.nats;
   let stream = flags.stream;
-  let tls: NatsTls | undefined = flags.natsTlsCa || flags.natsTlsCert || flags.natsTlsKey
-    ? { caFile: flags.natsTlsCa, certFile: flags.natsTlsCert, keyFile: flags.natsTlsKey }
-    : undefined;
-  if (tls) await checkNatsTls(tls);
+  let files: NatsFiles | undefined = natsFilesOf({
+    caFile: flags.natsTlsCa,
+    certFile: flags.natsTlsCert,
+    keyFile: flags.natsTlsKey,
+    credsFile: flags.natsCreds,
+    nkeyFile: flags.natsNkey,
+  });
+  if (files) await checkNatsFiles(files);
   let temp: NatsServerProcess | undefined;
   if (flags.root && (!url || !stream)) {
     const rec = await readRootRecord(flags.root);
     if (!rec && !url) throw new Error(`${rootPaths(flags.root).record} not found: is ${flags.root} a ckd root? (or pass --nats URL)`);
     stream ??= rec?.stream;
     if (!url && rec) {
-      tls ??= rec.natsTls;
+      files ??= rec.natsFiles;
       if (rec.managed && rec.natsStoreDir) {
         // ckd's own server asks for the password it keeps in its store (root's to read).
         url = (await NatsServerProcess.clientUrlOf(rec.natsStoreDir)) ?? rec.natsUrl;
@@ -53,7 +59,7 @@ export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
     }
   }
   if (!url) throw new Error("no log: pass --root DIR or --nats URL");
-  const log = await EventLog.open({ url, tls, stream: stream ?? DEFAULT_STREAM, name: "ck-replay" });
+  const log = await EventLog.open({ url, files, stream: stream ?? DEFAULT_STREAM, name: "ck-replay" });
   return {
     log,
     close: async () => {
@@ -101,7 +107,7 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
   const started = process.hrtime.bigint();
   if (untilSeq > 0) {
     // NATS in a worker thread, decoding and folding in this one: the two cores share it.
-    const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, tls: log.tls, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
+    const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, files: log.files, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
     const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time, bulk: { source, threshold: 0 } });
     projector.start();
     await projector.finished();
