@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import { EventLog, DEFAULT_STREAM, checkNatsFiles, natsConnectOptions, redactNatsUrl, type NatsFiles } from "../eventstore/log.js";
 import type { StreamInfo } from "@nats-io/jetstream";
-import { NatsServerProcess } from "../eventstore/nats-server.js";
+import { CLIENT_URL_FILE, NatsServerProcess } from "../eventstore/nats-server.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { Projector } from "../projections/projector.js";
 import { readInWorker } from "../eventstore/worker-reader.js";
@@ -268,7 +268,9 @@ export class Daemon {
     const streamInfo = await log.info();
     const replicas = streamInfo.config.num_replicas ?? 1;
     const durability = durabilityOf(log.serverVersion, replicas);
-    logger.info({ nats: shownUrl, managed: !!nats, stream, durability }, "event log ready");
+    // Where NATS clients find the managed server's password (the URL to connect with).
+    const credentials = nats ? join(paths.natsStore, CLIENT_URL_FILE) : undefined;
+    logger.info({ nats: shownUrl, managed: !!nats, credentials, stream, durability }, "event log ready");
 
     const record: RootRecord = {
       // Never a password: the file is readable by more than root. ck-replay takes a managed

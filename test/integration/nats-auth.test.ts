@@ -75,6 +75,8 @@ test("ckd's own nats-server lets in only clients with its password, which only r
     assertNoSecret(readFileSync(`/proc/${state.pid}/cmdline`, "utf8"), password!, "nats-server's command line");
     assertNoSecret(readFileSync(join(store, "nats-server.json"), "utf8"), password!, "nats-server.json");
     assertNoSecret(readFileSync(rootPaths(d.root).record, "utf8"), password!, "ckd.json");
+    // ckd says where the URL is.
+    assert.equal(d.logLines().find((l) => l.msg === "event log ready")?.credentials, join(store, CLIENT_URL_FILE));
 
     const address = `nats://127.0.0.1:${port}`;
     assert.match(await tryConnect({ servers: address }), /authorization/i, "a client without the password got in");
