@@ -233,14 +233,15 @@ export class Daemon {
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
     const paths = rootPaths(config.root);
-    await mkdir(config.root, { recursive: true, mode: 0o711 });
-    const uuid = await loadUuid(paths.uuid);
+    // The uuid is written once the log answers: a server that refuses leaves the root as it was.
+    const { uuid, isNew: newUuid } = await readUuid(paths.uuid);
     const protos = loadProtos();
     const stream = config.stream ?? DEFAULT_STREAM;
 
     let nats: NatsServerProcess | undefined;
     let natsUrl = config.natsUrl;
     if (!natsUrl) {
+      await mkdir(config.root, { recursive: true, mode: 0o711 });
       nats = await NatsServerProcess.start({
         storeDir: paths.natsStore,
         logFile: paths.natsLog,
@@ -265,6 +266,8 @@ export class Daemon {
         else logger.info({ fromSeq: e.fromSeq, ms: e.ms }, "log reader: consumer replaced");
       },
     });
+    await mkdir(config.root, { recursive: true, mode: 0o711 });
+    if (newUuid) await writeFile(paths.uuid, uuid + "\n");
     const streamInfo = await log.info();
     const replicas = streamInfo.config.num_replicas ?? 1;
     const durability = durabilityOf(log.serverVersion, replicas);
@@ -504,14 +507,13 @@ export function widenFlowControl(server: grpc.Server): void {
   }
 }
 
-async function loadUuid(path: string): Promise<string> {
+/** The daemon's uuid from its root, or a new one (isNew: not written yet). */
+async function readUuid(path: string): Promise<{ uuid: string; isNew: boolean }> {
   try {
     const v = (await readFile(path, "utf8")).trim();
-    if (v) return v;
+    if (v) return { uuid: v, isNew: false };
   } catch {
     // first start
   }
-  const id = randomUUID();
-  await writeFile(path, id + "\n");
-  return id;
+  return { uuid: randomUUID(), isNew: true };
 }

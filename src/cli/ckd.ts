@@ -4,6 +4,7 @@
 import { Command } from "commander";
 import { setFlagsFromString } from "node:v8";
 import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { pino } from "pino";
 import { Daemon, checkDisabledPlugins, type DaemonConfig } from "../api/daemon.js";
@@ -91,7 +92,7 @@ async function main(): Promise<void> {
     .description("ck daemon: the containerd v1 API over an event-sourced store")
     .option("--root <dir>", "state directory (projections, managed nats-server store)")
     .option("--address <socket>", "unix socket to serve the API on")
-    .option("--nats <url>", "use this NATS server (or cluster: URLs separated by commas; credentials as nats://user:password@host:port) instead of starting one")
+    .option("--nats <url>", "use this NATS server (or cluster: URLs separated by commas; credentials as nats://user:password@host:port, best given in $CK_NATS or the config file, off the command line) instead of starting one")
     .option("--nats-tls-ca <file>", "CA certificate(s) (PEM) the NATS server's certificate must chain to")
     .option("--nats-tls-cert <file>", "client certificate (PEM) for a NATS server that verifies clients")
     .option("--nats-tls-key <file>", "the client certificate's key (PEM)")
@@ -106,17 +107,21 @@ async function main(): Promise<void> {
   program.parse();
   const flags = program.opts<Flags>();
   const file = flags.config ? await loadConfigFile(flags.config) : {};
+  // Recorded in ckd.json for ck-replay: absolute, a config file's relative to the file.
+  const pathFrom = (flag: string | undefined, fromFile: string | undefined) =>
+    flag ? resolve(flag) : fromFile ? resolve(dirname(resolve(flags.config!)), fromFile) : undefined;
   const root = flags.root ?? file.root ?? defaultRoot();
   const config: DaemonConfig = {
     root,
     address: flags.address ?? file.address ?? defaultAddress(root),
-    natsUrl: flags.nats ?? file.nats,
+    // CK_NATS, or the config file (mode 0600), keep a password off the command line.
+    natsUrl: flags.nats ?? (process.env.CK_NATS || undefined) ?? file.nats,
     natsFiles: natsFilesOf({
-      caFile: flags.natsTlsCa ?? file.nats_tls_ca,
-      certFile: flags.natsTlsCert ?? file.nats_tls_cert,
-      keyFile: flags.natsTlsKey ?? file.nats_tls_key,
-      credsFile: flags.natsCreds ?? file.nats_creds,
-      nkeyFile: flags.natsNkey ?? file.nats_nkey,
+      caFile: pathFrom(flags.natsTlsCa, file.nats_tls_ca),
+      certFile: pathFrom(flags.natsTlsCert, file.nats_tls_cert),
+      keyFile: pathFrom(flags.natsTlsKey, file.nats_tls_key),
+      credsFile: pathFrom(flags.natsCreds, file.nats_creds),
+      nkeyFile: pathFrom(flags.natsNkey, file.nats_nkey),
     }),
     stream: flags.stream ?? file.stream,
     replicas: flags.replicas ? Number(flags.replicas) : file.replicas,

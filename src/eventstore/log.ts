@@ -91,6 +91,59 @@ export function needsNatsJs(files: NatsFiles | undefined): boolean {
   return !!files && Object.values(files).some((f) => f !== undefined && f !== "");
 }
 
+/** One server of a NATS URL, its credentials apart. */
+interface ParsedServer {
+  /** `nats://host:port` or `tls://host:port`, without credentials. */
+  server: string;
+  tls: boolean;
+  cred: { user?: string; pass?: string; token?: string };
+}
+
+/**
+ * Parses one server of a NATS URL. The credentials are read from the text itself (everything
+ * between the scheme and the last `@`): `user:password` (percent-decoded; `user:` is a user
+ * with an empty password, as Go's client reads it) or a token. Error messages never repeat
+ * the text: it may hold a password.
+ */
+function parseServer(text: string, where: string): ParsedServer {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text);
+  const protocol = scheme ? scheme[1]!.toLowerCase() : "nats";
+  if (protocol !== "nats" && protocol !== "tls") throw new Error(`${where}: scheme ${protocol}: (nats:// or tls://)`);
+  const rest = scheme ? text.slice(scheme[0].length) : text;
+  const at = rest.lastIndexOf("@");
+  const userinfo = at >= 0 ? rest.slice(0, at) : undefined;
+  const hostPart = at >= 0 ? rest.slice(at + 1) : rest;
+  let cred: ParsedServer["cred"] = {};
+  if (userinfo !== undefined) {
+    const colon = userinfo.indexOf(":");
+    let user: string;
+    let pass: string | undefined;
+    try {
+      user = decodeURIComponent(colon >= 0 ? userinfo.slice(0, colon) : userinfo);
+      pass = colon >= 0 ? decodeURIComponent(userinfo.slice(colon + 1)) : undefined;
+    } catch {
+      throw new Error(`${where}: its credentials are not valid percent-encoding (write % as %25)`);
+    }
+    if (user === "") throw new Error(`${where}: ${pass !== undefined ? "a password without a user" : "an empty user or token before @"}`);
+    cred = pass !== undefined ? { user, pass } : { token: user };
+  }
+  let u: URL;
+  try {
+    u = new URL(`${protocol}://${hostPart}`);
+  } catch {
+    throw new Error(`${where} is not a URL (nats://[user:password@]host:port; percent-encode : @ / , and spaces in a password)`);
+  }
+  if (!u.hostname || u.pathname.replace(/^\/$/, "") !== "" || u.search || u.hash || u.username) {
+    throw new Error(`${where} is not a URL (nats://[user:password@]host:port; percent-encode : @ / , and spaces in a password)`);
+  }
+  return { server: `${protocol}://${u.host}`, tls: protocol === "tls", cred };
+}
+
+function parseServers(url: string): ParsedServer[] {
+  const list = natsServers(url);
+  return list.map((s, i) => parseServer(s, list.length > 1 ? `NATS server ${i + 1} of ${list.length}` : "the NATS server"));
+}
+
 /**
  * A NATS URL as ck takes it (natsServers), with credentials as the nats CLI takes them:
  * `nats://user:password@host:port` or `nats://token@host:port` (percent-encoded where needed).
@@ -101,36 +154,14 @@ export function needsNatsJs(files: NatsFiles | undefined): boolean {
  * creds or NKEY file.
  */
 export function natsConnectOptions(url: string, files: NatsFiles = {}): NatsConnectTarget {
-  const servers: string[] = [];
-  let cred: { user?: string; pass?: string; token?: string } | undefined;
-  let credOf = "";
-  const tls = { caFile: files.caFile, certFile: files.certFile, keyFile: files.keyFile };
-  let wantsTls = !!(tls.caFile || tls.certFile || tls.keyFile);
-  for (const s of natsServers(url)) {
-    const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : `nats://${s}`;
-    let u: URL;
-    try {
-      u = new URL(withScheme);
-    } catch {
-      throw new Error(`NATS server "${redactNatsUrl(s)}" is not a URL (nats://[user:password@]host:port)`);
-    }
-    if (u.protocol !== "nats:" && u.protocol !== "tls:") {
-      throw new Error(`NATS server "${redactNatsUrl(s)}": scheme ${u.protocol} (nats:// or tls://)`);
-    }
-    if (u.protocol === "tls:") wantsTls = true;
-    const user = decodeURIComponent(u.username);
-    const pass = decodeURIComponent(u.password);
-    const c = user && u.password ? { user, pass } : user ? { token: user } : {};
-    const key = JSON.stringify(c);
-    if (cred === undefined) {
-      cred = c;
-      credOf = key;
-    } else if (key !== credOf) {
-      throw new Error(`NATS servers "${redactNatsUrl(url)}" name different credentials: give them once, or the same on every server`);
-    }
-    servers.push(`${u.protocol}//${u.host}`);
+  const parsed = parseServers(url);
+  const credOf = JSON.stringify(parsed[0]!.cred);
+  if (parsed.some((p) => JSON.stringify(p.cred) !== credOf)) {
+    throw new Error("the NATS servers name different credentials: give them once, or the same on every server (percent-encode , in a password)");
   }
-  const target: NatsConnectTarget = { servers, ...cred };
+  const tls = { caFile: files.caFile, certFile: files.certFile, keyFile: files.keyFile };
+  const wantsTls = !!(tls.caFile || tls.certFile || tls.keyFile) || parsed.some((p) => p.tls);
+  const target: NatsConnectTarget = { servers: parsed.map((p) => p.server), ...parsed[0]!.cred };
   if (wantsTls) target.tls = Object.fromEntries(Object.entries(tls).filter(([, v]) => v)) as NatsConnectTarget["tls"];
   if (files.credsFile && files.nkeyFile) {
     throw new Error(`${FILE_FLAGS.credsFile} and ${FILE_FLAGS.nkeyFile}: give one way to log in`);
@@ -185,12 +216,28 @@ export async function checkNatsFiles(files: NatsFiles, url = "nats://127.0.0.1")
   natsConnectOptions(url, files); // the creds or NKEY file, and one way to log in
 }
 
-/** The URL with its password or token replaced by `***`, for logs and messages. */
+/**
+ * The URL as logs, messages and ckd.json show it: each server rebuilt from what parsing took
+ * from it, a password or token as `***` (`nats://ck:***@127.0.0.1:4222`). Text that does not
+ * parse is not shown at all: where a password ends in it is unknown.
+ */
 export function redactNatsUrl(url: string): string {
-  return url.replace(/(\/\/)([^@/,\s]*)@/g, (_m, slashes: string, userinfo: string) => {
-    const colon = userinfo.indexOf(":");
-    return `${slashes}${colon >= 0 ? `${userinfo.slice(0, colon)}:***` : "***"}@`;
-  });
+  const secret = url.includes("@");
+  return url
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "")
+    .map((s) => {
+      try {
+        const p = parseServer(s, "");
+        const [scheme, host] = p.server.split("://");
+        const who = p.cred.user !== undefined ? `${encodeURIComponent(p.cred.user)}:***@` : p.cred.token !== undefined ? "***@" : "";
+        return `${scheme}://${who}${host}`;
+      } catch {
+        return secret ? "(a server that does not parse)" : s;
+      }
+    })
+    .join(",");
 }
 
 /**

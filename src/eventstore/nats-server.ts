@@ -20,7 +20,7 @@
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { basename, dirname, join, resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
@@ -214,9 +214,17 @@ export class NatsServerProcess {
    * `storeDir`, from its client.url; undefined when there is none.
    */
   static async clientUrlOf(storeDir: string): Promise<string | undefined> {
-    const text = await readFile(join(resolve(storeDir), CLIENT_URL_FILE), "utf8").catch(() => undefined);
-    return text?.trim() || undefined;
+    const file = join(resolve(storeDir), CLIENT_URL_FILE);
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw new Error(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): the password of ckd's own nats-server is root's to read`);
+    }
+    return text.trim() || undefined;
   }
+
 
   /** Pid of the current server process (the latest one after restarts); 0 if never spawned. */
   get pid(): number {
@@ -579,11 +587,28 @@ function serverConfig(password: string | undefined, extra: string | undefined): 
   return lines.join("\n") + "\n";
 }
 
-/** Writes a file only its owner can read (a new inode each time, so an old mode never lingers). */
+/**
+ * Writes a file only its owner can read: a fresh temporary file (never one left over, whose
+ * mode could be another), synced, then renamed over the old one and the directory synced, so
+ * that a crash leaves the old file or the new one.
+ */
 async function writePrivate(path: string, text: string): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, text, { mode: 0o600 });
+  await rm(tmp, { force: true });
+  const fh = await open(tmp, "wx", 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
   await rename(tmp, path);
+  const dir = await open(dirname(path), "r");
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
 }
 
 function defaultServerName(storeDir: string): string {

@@ -13,7 +13,7 @@
 import { connect as netConnect, type Socket } from "node:net";
 import { BatchPacker } from "./worker-reader.js";
 import { parseHeaderBlock } from "./headers.js";
-import { natsServers } from "./log.js";
+import { natsConnectOptions } from "./log.js";
 
 export interface PullReadOptions {
   url: string;
@@ -69,24 +69,25 @@ interface ServerAddress {
   token?: string;
 }
 
-/** Parses one server URL this reader can use; anything else is a setup error. */
-export function pullServerAddress(url: string): ServerAddress {
-  if (url.includes(",")) throw new PullSetupError(`more than one server in ${url}`);
-  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? url : `nats://${url}`;
-  let u: URL;
+/**
+ * The servers of a NATS URL this reader can use, with their credentials (parsed as everywhere
+ * else, natsConnectOptions: messages never repeat a password); TLS is a setup error.
+ */
+export function pullServerAddresses(url: string): ServerAddress[] {
+  let target: ReturnType<typeof natsConnectOptions>;
   try {
-    u = new URL(withScheme);
+    target = natsConnectOptions(url);
   } catch (err) {
-    throw new PullSetupError(`server URL ${url}: ${(err as Error).message}`);
+    throw new PullSetupError((err as Error).message, { cause: err });
   }
-  if (u.protocol !== "nats:") throw new PullSetupError(`scheme ${u.protocol} of ${url}`);
-  const host = u.hostname.replace(/^\[(.*)\]$/, "$1");
-  const port = u.port ? Number(u.port) : 4222;
-  const user = decodeURIComponent(u.username);
-  const pass = decodeURIComponent(u.password);
-  if (user && pass) return { host, port, user, pass };
-  if (user) return { host, port, token: user };
-  return { host, port };
+  if (target.tls) throw new PullSetupError("TLS: this reader speaks plain NATS only");
+  return target.servers.map((s) => {
+    const u = new URL(s);
+    const a: ServerAddress = { host: u.hostname.replace(/^\[(.*)\]$/, "$1"), port: u.port ? Number(u.port) : 4222 };
+    if (target.user !== undefined) Object.assign(a, { user: target.user, pass: target.pass });
+    if (target.token !== undefined) a.token = target.token;
+    return a;
+  });
 }
 
 /**
@@ -452,12 +453,7 @@ function statusOf(b: Buffer, s: number, e: number): number {
  */
 export async function* readPacked(opts: PullReadOptions): AsyncGenerator<ArrayBuffer> {
   // A cluster's servers (comma-separated) are tried in turn; the first that connects reads.
-  let servers: ServerAddress[];
-  try {
-    servers = natsServers(opts.url).map(pullServerAddress);
-  } catch (err) {
-    throw err instanceof PullSetupError ? err : new PullSetupError((err as Error).message, { cause: err });
-  }
+  const servers = pullServerAddresses(opts.url);
   const setupMs = opts.setupTimeoutMs ?? DEFAULT_SETUP_TIMEOUT_MS;
   let socket: Socket | undefined;
   let addr = servers[0]!;

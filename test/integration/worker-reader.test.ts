@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { ProjectionDb } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
 import { loadProtos } from "../../src/protos/protos.js";
-import { PullSetupError, pullServerAddress, readPacked } from "../../src/eventstore/pull-reader.js";
+import { PullSetupError, pullServerAddresses, readPacked } from "../../src/eventstore/pull-reader.js";
 import { freePort, resolveNatsServerBinary } from "../../src/eventstore/nats-server.js";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer, type AddressInfo } from "node:net";
@@ -135,10 +135,14 @@ test("the pull reader: what it cannot use falls back to nats.js, a server that g
       assert.deepEqual(seqs, Array.from({ length: 11 }, (_, i) => 2990 + i), engine);
     }
     await assert.rejects(readInWorker({ url: `nats://127.0.0.1:${await freePort()}`, stream: log.stream, fromSeq: 1, engine: "pull" }).next(), /connect to 127\.0\.0\.1:\d+: /);
-    assert.throws(() => pullServerAddress("tls://127.0.0.1:4222"), PullSetupError);
-    assert.deepEqual(pullServerAddress("nats://u%40x:p%3A@[::1]:5000"), { host: "::1", port: 5000, user: "u@x", pass: "p:" });
-    assert.deepEqual(pullServerAddress("localhost"), { host: "localhost", port: 4222 });
-    assert.deepEqual(pullServerAddress("nats://secret@127.0.0.1:1"), { host: "127.0.0.1", port: 1, token: "secret" });
+    assert.throws(() => pullServerAddresses("tls://127.0.0.1:4222"), PullSetupError);
+    assert.deepEqual(pullServerAddresses("nats://u%40x:p%3A@[::1]:5000"), [{ host: "::1", port: 5000, user: "u@x", pass: "p:" }]);
+    assert.deepEqual(pullServerAddresses("localhost"), [{ host: "localhost", port: 4222 }]);
+    assert.deepEqual(pullServerAddresses("nats://secret@127.0.0.1:1,nats://secret@127.0.0.1:2"), [
+      { host: "127.0.0.1", port: 1, token: "secret" },
+      { host: "127.0.0.1", port: 2, token: "secret" },
+    ]);
+    assert.throws(() => pullServerAddresses("nats://u:sec ret@h:1/x"), (err: Error) => err instanceof PullSetupError && !err.message.includes("sec"));
 
     // The server stops while the reader holds a connection: the read fails, after the batches
     // it had, in order; it does not hang. How it ends depends on who sees the stop first: the

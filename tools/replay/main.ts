@@ -32,7 +32,7 @@ async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
 function logOptions(cmd: Command): Command {
   return cmd
     .option("--root <dir>", "ckd root: the log is found from ckd.json there")
-    .option("--nats <url>", "NATS server(s) holding the log (nats://[user:password@]host:port, several separated by commas)")
+    .option("--nats <url>", "NATS server(s) holding the log (nats://[user:password@]host:port, several separated by commas; default $CK_NATS, which keeps a password off the command line)")
     .option("--nats-tls-ca <file>", "CA certificate(s) (PEM) for a NATS server with TLS")
     .option("--nats-tls-cert <file>", "client certificate (PEM) for a NATS server that verifies clients")
     .option("--nats-tls-key <file>", "the client certificate's key (PEM)")

@@ -1,6 +1,7 @@
 // The replay library: find ckd's log, fold it into a fresh projection up to a point, and
 // compare two projections byte for byte. tools/replay/main.ts is its command line.
-import { EventLog, DEFAULT_STREAM, natsConnectOptions, natsFilesOf, checkNatsFiles, type NatsFiles } from "../../src/eventstore/log.js";
+import { resolve } from "node:path";
+import { EventLog, DEFAULT_STREAM, natsConnectOptions, natsFilesOf, checkNatsFiles, redactNatsUrl, type NatsFiles } from "../../src/eventstore/log.js";
 import { NatsServerProcess } from "../../src/eventstore/nats-server.js";
 import { ProjectionDb, META_PREFIX } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
@@ -24,38 +25,44 @@ export interface OpenedLog {
   close(): Promise<void>;
 }
 
-/** Finds and opens the log from flags or from ckd's record under --root. */
+/** Finds and opens the log from flags (CK_NATS for --nats) or from ckd's record under --root. */
 export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
-  let url = flags.nats;
+  let url = flags.nats || process.env.CK_NATS || undefined;
   let stream = flags.stream;
   let files: NatsFiles | undefined = natsFilesOf({
-    caFile: flags.natsTlsCa,
-    certFile: flags.natsTlsCert,
-    keyFile: flags.natsTlsKey,
-    credsFile: flags.natsCreds,
-    nkeyFile: flags.natsNkey,
+    caFile: absolute(flags.natsTlsCa),
+    certFile: absolute(flags.natsTlsCert),
+    keyFile: absolute(flags.natsTlsKey),
+    credsFile: absolute(flags.natsCreds),
+    nkeyFile: absolute(flags.natsNkey),
   });
-  if (files) await checkNatsFiles(files);
+  if (url) {
+    try {
+      natsConnectOptions(url);
+    } catch (err) {
+      throw new Error(`--nats (CK_NATS): ${(err as Error).message}`);
+    }
+  }
+  if (files) await checkNatsFiles(files, url);
   let temp: NatsServerProcess | undefined;
-  if (flags.root && (!url || !stream)) {
-    const rec = await readRootRecord(flags.root);
-    if (!rec && !url) throw new Error(`${rootPaths(flags.root).record} not found: is ${flags.root} a ckd root? (or pass --nats URL)`);
-    stream ??= rec?.stream;
-    if (!url && rec) {
-      files ??= rec.natsFiles;
-      if (rec.managed && rec.natsStoreDir) {
-        // ckd's own server asks for the password it keeps in its store (root's to read).
-        url = (await NatsServerProcess.clientUrlOf(rec.natsStoreDir)) ?? rec.natsUrl;
-        if (!(await reachable(url))) {
-          temp = await NatsServerProcess.start({ storeDir: rec.natsStoreDir, auth: true });
-          url = temp.url;
-        }
-      } else {
-        if (rec.natsUrl.includes("***@")) {
-          throw new Error(`${rootPaths(flags.root).record} does not keep the NATS password: pass --nats URL with it (nats://user:password@host:port)`);
-        }
-        url = rec.natsUrl;
+  const rec = flags.root ? await readRootRecord(flags.root) : undefined;
+  if (flags.root && !rec && !url) throw new Error(`${rootPaths(flags.root).record} not found: is ${flags.root} a ckd root? (or pass --nats URL)`);
+  if (rec) {
+    stream ??= rec.stream;
+    // The files ckd was given, for the servers it was given (a URL with the password it hides).
+    if (!files && (!url || redactNatsUrl(url) === rec.natsUrl)) files = rec.natsFiles;
+    if (!url && rec.managed && rec.natsStoreDir) {
+      // ckd's own server asks for the password it keeps in its store (root's to read).
+      url = (await NatsServerProcess.clientUrlOf(rec.natsStoreDir)) ?? rec.natsUrl;
+      if (!(await reachable(url))) {
+        temp = await NatsServerProcess.start({ storeDir: rec.natsStoreDir, auth: true });
+        url = temp.url;
       }
+    } else if (!url) {
+      if (rec.natsUrl.includes("***@")) {
+        throw new Error(`${rootPaths(flags.root!).record} does not keep the NATS password: pass --nats URL with it (or CK_NATS)`);
+      }
+      url = rec.natsUrl;
     }
   }
   if (!url) throw new Error("no log: pass --root DIR or --nats URL");
@@ -67,6 +74,10 @@ export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
       await temp?.stop();
     },
   };
+}
+
+function absolute(path: string | undefined): string | undefined {
+  return path ? resolve(path) : undefined;
 }
 
 async function reachable(url: string): Promise<boolean> {
