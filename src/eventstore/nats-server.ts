@@ -9,11 +9,14 @@
 //                     whose owner died before it could write the state file
 // and, with `auth` (ckd's own server: a loopback port is open to every local user, and the log
 // is what every view and every task's spec is rebuilt from), both mode 0600:
-//   nats-server.conf  the server's authorization block: user `ck` and a random password,
-//                     given in a file because a command line is readable by every user
-//   client.url        the URL clients connect with, password included
+//   nats-server.conf  the server's authorization block: users `ck` and `reader` with random
+//                     passwords, given in a file because a command line is readable by every user
+//   client.url        the URL ck connects with, password included
 //                     (`nats://ck:<password>@127.0.0.1:<port>`); the password is kept in it
-//                     across starts, and a `nats` CLI or any NATS client can be given it
+//                     across starts
+// and, mode 0640 (for a group an administrator gives it to):
+//   reader.url        the same for user `reader`, who may follow and replay the log (subscribe
+//                     to `containerd.io.>`, read the stream through consumers) and not change it
 //
 // Linux only for orphan handling: a pid is trusted only when /proc/<pid>/cmdline shows a
 // nats-server over exactly this store directory, so a reused pid is never killed.
@@ -33,8 +36,36 @@ export const STATE_FILE = "nats-server.json";
 export const PID_FILE = "nats-server.pid";
 export const CONFIG_FILE = "nats-server.conf";
 export const CLIENT_URL_FILE = "client.url";
-/** The one user of a server started with `auth`. */
+export const READER_URL_FILE = "reader.url";
+/** The user of a server started with `auth` that may do anything (ckd). */
 export const AUTH_USER = "ck";
+/** The user that may only read the log. */
+export const READER_USER = "reader";
+
+/**
+ * What user `reader` may do: subscribe to the events, and use JetStream's read API (stream
+ * info, consumers it creates, fetching and acknowledging their messages, flow control). Not
+ * allowed: publishing an event, changing or removing the stream, deleting consumers (ckd's
+ * own among them).
+ */
+const READER_PERMISSIONS = {
+  publish: [
+    "$JS.API.INFO",
+    "$JS.API.STREAM.INFO.*",
+    "$JS.API.STREAM.NAMES",
+    "$JS.API.STREAM.LIST",
+    "$JS.API.STREAM.MSG.GET.*",
+    "$JS.API.DIRECT.GET.>",
+    "$JS.API.CONSUMER.CREATE.>",
+    "$JS.API.CONSUMER.INFO.>",
+    "$JS.API.CONSUMER.NAMES.*",
+    "$JS.API.CONSUMER.LIST.*",
+    "$JS.API.CONSUMER.MSG.NEXT.>",
+    "$JS.ACK.>",
+    "$JS.FC.>",
+  ],
+  subscribe: ["containerd.io.>", "_INBOX.>"],
+};
 
 export interface NatsServerOptions {
   /** JetStream store directory (`-sd`); created if missing. */
@@ -62,8 +93,9 @@ export interface NatsServerOptions {
   /** How long stop() waits after SIGTERM before SIGKILL; default 10 s. */
   stopTimeoutMs?: number;
   /**
-   * Clients must log in (user `ck`, a random password kept in the store, see the top of this
-   * file); `url` then carries the password. Without it the server lets every client in.
+   * Clients must log in (user `ck`, or `reader` to read only; random passwords kept in the
+   * store, see the top of this file); `url` then carries ck's password. Without it the server
+   * lets every client in.
    */
   auth?: boolean;
   /** More of nats-server's configuration (TLS, other users), written to its config file. */
@@ -140,8 +172,8 @@ export class NatsServerProcess {
     readonly binary: string,
     readonly serverName: string,
     private readonly opts: NatsServerOptions,
-    /** Set with `auth`: the password of user `ck`. */
-    private readonly password: string | undefined,
+    /** Set with `auth`: the passwords of users `ck` and `reader`. */
+    private readonly passwords: Passwords | undefined,
   ) {}
 
   /**
@@ -158,7 +190,9 @@ export class NatsServerProcess {
     const { state } = existsSync(join(storeDir, STATE_FILE)) || existsSync(join(storeDir, PID_FILE))
       ? await reclaimOrphan(storeDir)
       : { state: undefined };
-    const password = opts.auth ? await loadOrCreatePassword(storeDir) : undefined;
+    const password = opts.auth
+      ? { ck: await loadOrCreatePassword(storeDir, CLIENT_URL_FILE, AUTH_USER), reader: await loadOrCreatePassword(storeDir, READER_URL_FILE, READER_USER) }
+      : undefined;
     if (password || opts.config) await writePrivate(join(storeDir, CONFIG_FILE), serverConfig(password, opts.config));
 
     if (opts.port) {
@@ -201,7 +235,12 @@ export class NatsServerProcess {
 
   /** The URL to connect with: with `auth`, user and password included. */
   get url(): string {
-    return natsUrl(this.host, this.port, this.password);
+    return natsUrl(this.host, this.port, this.passwords && { user: AUTH_USER, password: this.passwords.ck });
+  }
+
+  /** With `auth`: the URL of user `reader` (read only); else the same as url. */
+  get readerUrl(): string {
+    return natsUrl(this.host, this.port, this.passwords && { user: READER_USER, password: this.passwords.reader });
   }
 
   /** The URL without credentials, for logs and the state file. */
@@ -211,10 +250,10 @@ export class NatsServerProcess {
 
   /**
    * The URL (password included) of the server a `auth` NatsServerProcess ran last on
-   * `storeDir`, from its client.url; undefined when there is none.
+   * `storeDir`, from its client.url (or reader.url); undefined when there is none.
    */
-  static async clientUrlOf(storeDir: string): Promise<string | undefined> {
-    const file = join(resolve(storeDir), CLIENT_URL_FILE);
+  static async clientUrlOf(storeDir: string, which: typeof CLIENT_URL_FILE | typeof READER_URL_FILE = CLIENT_URL_FILE): Promise<string | undefined> {
+    const file = join(resolve(storeDir), which);
     let text: string;
     try {
       text = await readFile(file, "utf8");
@@ -279,7 +318,7 @@ export class NatsServerProcess {
       throw new PortTakenError(`port ${this.host}:${this.port} is in use`);
     }
     const args = [
-      ...(this.password || this.opts.config ? ["-c", join(this.storeDir, CONFIG_FILE)] : []),
+      ...(this.passwords || this.opts.config ? ["-c", join(this.storeDir, CONFIG_FILE)] : []),
       "-js",
       "-a", this.host,
       "-p", String(this.port),
@@ -329,7 +368,10 @@ export class NatsServerProcess {
       if (child.pid === undefined) await spawnError;
       await this.recordRunning(child.pid!);
       await Promise.race([spawnError, earlyExit, this.waitReady(deadline, exited)]);
-      if (this.password) await writePrivate(join(this.storeDir, CLIENT_URL_FILE), this.url + "\n");
+      if (this.passwords) {
+        await writePrivate(join(this.storeDir, CLIENT_URL_FILE), this.url + "\n");
+        await writePrivate(join(this.storeDir, READER_URL_FILE), this.readerUrl + "\n", 0o640);
+      }
       this.readyChild = child;
       if (!isRunning(child)) throw new EarlyExitError(child.exitCode, child.signalCode);
     } catch (err) {
@@ -550,21 +592,26 @@ export async function freePort(host = DEFAULT_HOST): Promise<number> {
   });
 }
 
-function natsUrl(host: string, port: number, password?: string): string {
+interface Passwords {
+  ck: string;
+  reader: string;
+}
+
+function natsUrl(host: string, port: number, login?: { user: string; password: string }): string {
   const h = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "::1" : host;
-  return `nats://${password ? `${AUTH_USER}:${password}@` : ""}${h.includes(":") ? `[${h}]` : h}:${port}`;
+  return `nats://${login ? `${login.user}:${login.password}@` : ""}${h.includes(":") ? `[${h}]` : h}:${port}`;
 }
 
 /** A password of this shape only: it goes into a URL and a config string unescaped. */
 const PASSWORD_SHAPE = /^[A-Za-z0-9_-]{32,}$/;
 
-/** The password kept in the store's client.url, or a new random one (256 bits). */
-async function loadOrCreatePassword(storeDir: string): Promise<string> {
-  const kept = await NatsServerProcess.clientUrlOf(storeDir);
+/** The password of `user` kept in the store's `file` (client.url, reader.url), or a new random one (256 bits). */
+async function loadOrCreatePassword(storeDir: string, file: typeof CLIENT_URL_FILE | typeof READER_URL_FILE, user: string): Promise<string> {
+  const kept = await NatsServerProcess.clientUrlOf(storeDir, file);
   if (kept) {
     try {
       const u = new URL(kept);
-      if (u.username === AUTH_USER && PASSWORD_SHAPE.test(u.password)) return u.password;
+      if (u.username === user && PASSWORD_SHAPE.test(u.password)) return u.password;
     } catch {
       // unreadable: a new one
     }
@@ -572,14 +619,21 @@ async function loadOrCreatePassword(storeDir: string): Promise<string> {
   return randomBytes(32).toString("base64url");
 }
 
-function serverConfig(password: string | undefined, extra: string | undefined): string {
+function serverConfig(passwords: Passwords | undefined, extra: string | undefined): string {
   const lines = ["# Written by ck at every start of this server (changes are overwritten)."];
-  if (password) {
+  if (passwords) {
+    const list = (subjects: string[]) => `[${subjects.map((x) => JSON.stringify(x)).join(", ")}]`;
     lines.push(
-      `# Clients log in as user ${AUTH_USER}; ${CLIENT_URL_FILE} next to this file has the URL to connect with.`,
+      `# Clients log in as user ${AUTH_USER} (${CLIENT_URL_FILE} next to this file has the URL to connect with),`,
+      `# or as ${READER_USER} to follow and replay the log only (${READER_URL_FILE}).`,
       "authorization {",
-      `  user: "${AUTH_USER}"`,
-      `  password: "${password}"`,
+      "  users = [",
+      `    { user: "${AUTH_USER}", password: "${passwords.ck}" }`,
+      `    { user: "${READER_USER}", password: "${passwords.reader}", permissions: {`,
+      `        publish: { allow: ${list(READER_PERMISSIONS.publish)} }`,
+      `        subscribe: { allow: ${list(READER_PERMISSIONS.subscribe)} }`,
+      "    } }",
+      "  ]",
       "}",
     );
   }
@@ -588,14 +642,14 @@ function serverConfig(password: string | undefined, extra: string | undefined): 
 }
 
 /**
- * Writes a file only its owner can read: a fresh temporary file (never one left over, whose
+ * Writes a file only its owner (by default) can read: a fresh temporary file (never one left over, whose
  * mode could be another), synced, then renamed over the old one and the directory synced, so
  * that a crash leaves the old file or the new one.
  */
-async function writePrivate(path: string, text: string): Promise<void> {
+async function writePrivate(path: string, text: string, mode = 0o600): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`;
   await rm(tmp, { force: true });
-  const fh = await open(tmp, "wx", 0o600);
+  const fh = await open(tmp, "wx", mode);
   try {
     await fh.writeFile(text);
     await fh.sync();

@@ -17,7 +17,8 @@ import { TestDaemon, runNode, CK_REPLAY, CKD } from "../helpers/daemon.js";
 import { startTestNats } from "../helpers/nats.js";
 import { makeClientCertificate, makeServerCertificate } from "../helpers/registry.js";
 import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
-import { CLIENT_URL_FILE, CONFIG_FILE, freePort, readState, resolveNatsServerBinary } from "../../src/eventstore/nats-server.js";
+import { CLIENT_URL_FILE, CONFIG_FILE, READER_URL_FILE, freePort, readState, resolveNatsServerBinary } from "../../src/eventstore/nats-server.js";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { natsConnectOptions } from "../../src/eventstore/log.js";
 import { readInWorker } from "../../src/eventstore/worker-reader.js";
 import { createAccount, createOperator, createUser } from "@nats-io/nkeys";
@@ -408,5 +409,69 @@ test("ckd against NATS servers that log users in by NKEY and by JWT credentials 
   } finally {
     for (const r of roots) await rm(r, { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("ckd's own nats-server has a read-only user: it follows and replays the log, and cannot change it", async () => {
+  const d = await TestDaemon.start({});
+  const store = rootPaths(d.root).natsStore;
+  try {
+    const readerUrl = (await readFile(join(store, READER_URL_FILE), "utf8")).trim();
+    assert.match(readerUrl, /^nats:\/\/reader:[A-Za-z0-9_-]{43}@127\.0\.0\.1:\d+$/);
+    assert.equal((await stat(join(store, READER_URL_FILE))).mode & 0o777, 0o640);
+    await createImages(d, "ro", 3);
+
+    const nc = await connect({ ...natsConnectOptions(readerUrl), reconnect: false });
+    const errors: string[] = [];
+    void (async () => {
+      for await (const st of nc.status()) if (st.type === "error") errors.push(String((st as { error?: unknown }).error ?? ""));
+    })();
+    try {
+      // History through a consumer of its own (as `nats stream view` or any replaying client).
+      const js = jetstream(nc);
+      const consumer = await js.consumers.get("CK_EVENTS", { opt_start_seq: 1 });
+      const history: string[] = [];
+      const msgs = await consumer.consume();
+      for await (const m of msgs) {
+        history.push(m.subject);
+        if (m.info.pending === 0) break;
+      }
+      assert.deepEqual(history, ["containerd.io.ro.images.create", "containerd.io.ro.images.create", "containerd.io.ro.images.create"]);
+      // Live events on a plain subscription.
+      const sub = nc.subscribe("containerd.io.ro.>", { max: 1 });
+      await nc.flush();
+      const c = d.client("ro");
+      await c.call("images", "Create", { image: { name: "img3", target } });
+      c.close();
+      const live = await Promise.race([
+        (async () => {
+          for await (const m of sub) return m.subject;
+          return "";
+        })(),
+        new Promise<string>((r) => setTimeout(() => r("(nothing in 10 s)"), 10_000)),
+      ]);
+      assert.equal(live, "containerd.io.ro.images.create");
+
+      // Writing is refused: an event, the stream's removal or purge, a consumer's deletion.
+      const before = (await (await jetstreamManager(nc)).streams.info("CK_EVENTS")).state.messages;
+      await assert.rejects(js.publish("containerd.io.ro.images.delete", new Uint8Array([1]), { timeout: 2000 }));
+      nc.publish("containerd.io.ro.images.delete", new Uint8Array([1]));
+      await nc.flush();
+      const jsm = await jetstreamManager(nc);
+      await assert.rejects(jsm.streams.delete("CK_EVENTS"));
+      await assert.rejects(jsm.streams.purge("CK_EVENTS"));
+      const names: string[] = [];
+      for await (const n of jsm.consumers.list("CK_EVENTS")) names.push(n.name);
+      assert.ok(names.length > 0, "no consumers listed");
+      await assert.rejects(jsm.consumers.delete("CK_EVENTS", names[0]!));
+      assert.equal((await jsm.streams.info("CK_EVENTS")).state.messages, before, "a reader changed the log");
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(errors.some((e) => /permissions violation/i.test(e)), `no permission violation reported: ${errors.join("; ")}`);
+    } finally {
+      await nc.close();
+    }
+    assert.deepEqual(await imageNames(d, "ro"), ["img0", "img1", "img2", "img3"]);
+  } finally {
+    await d.cleanup();
   }
 });
