@@ -11,6 +11,7 @@ import type { Logger } from "pino";
 import { EventLog, DEFAULT_STREAM, checkNatsFiles, natsConnectOptions, redactNatsUrl, type NatsFiles } from "../eventstore/log.js";
 import type { StreamInfo } from "@nats-io/jetstream";
 import { CLIENT_URL_FILE, NatsServerProcess } from "../eventstore/nats-server.js";
+import { Metrics, METRICS_PATH } from "./metrics.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { Projector } from "../projections/projector.js";
 import { readInWorker } from "../eventstore/worker-reader.js";
@@ -49,6 +50,8 @@ export interface DaemonConfig {
   natsUrl?: string;
   /** TLS, creds or NKEY files for the connection to natsUrl. */
   natsFiles?: NatsFiles;
+  /** Serve Prometheus metrics at http://HOST:PORT/v1/metrics (containerd's `[metrics] address`). */
+  metricsAddress?: string;
   stream?: string;
   /** Stream replicas when ckd creates the stream (3 on a cluster for power-loss durability). */
   replicas?: number;
@@ -216,6 +219,7 @@ export class Daemon {
     private readonly nats: NatsServerProcess | undefined,
     readonly content: ContentStore,
     private readonly snapshotters: ReadonlyMap<string, SnapshotterEntry>,
+    private readonly metrics: Metrics | undefined,
   ) {}
 
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
@@ -232,6 +236,17 @@ export class Daemon {
       }
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
+    // Bound now, before the root is touched: a taken port fails the start, writing nothing.
+    const metrics = config.metricsAddress !== undefined ? await Metrics.listen(config.metricsAddress) : undefined;
+    try {
+      return await Daemon.startWith(config, logger, disabled, metrics);
+    } catch (err) {
+      await metrics?.close();
+      throw err;
+    }
+  }
+
+  private static async startWith(config: DaemonConfig, logger: Logger, disabled: Set<string>, metrics: Metrics | undefined): Promise<Daemon> {
     const paths = rootPaths(config.root);
     // The uuid is written once the log answers: a server that refuses leaves the root as it was.
     const { uuid, isNew: newUuid } = await readUuid(paths.uuid);
@@ -363,7 +378,7 @@ export class Daemon {
     ];
     const plugins = allPlugins.filter((p) => !disabled.has(`${p.type}.${p.id}`));
     if (disabled.size) logger.info({ disabled: [...disabled] }, "plugins disabled by configuration");
-    const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content, snapshotters);
+    const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content, snapshotters, metrics);
     await d.serve();
     return d;
   }
@@ -392,6 +407,8 @@ export class Daemon {
     const server = new grpc.Server({
       "grpc.max_receive_message_length": 16 << 20,
       "grpc.max_send_message_length": 16 << 20,
+      // Only with metrics on: an interceptor is a layer on every call.
+      interceptors: this.metrics ? [this.metrics.interceptor()] : [],
     });
     const queries = new Queries(this.db);
     const blobs = new NamespacedBlobs(this.sequencer, queries, this.content);
@@ -451,6 +468,17 @@ export class Daemon {
     widenFlowControl(server);
     this.server = server;
     this.logger.info({ address: sock }, "serving containerd v1 API");
+    if (this.metrics) {
+      this.metrics.attach({
+        stream: this.log.stream,
+        appliedSeq: () => this.projector.appliedSeq,
+        lastSeq: async () => (await this.log.info()).state.last_seq,
+        connected: () => this.log.connectionState === "connected",
+        sequencer: this.sequencer,
+        activeIngests: async () => (await this.content.listStatuses()).length,
+      });
+      this.logger.info({ address: `http://${this.config.metricsAddress}${METRICS_PATH}` }, "serving metrics");
+    }
   }
 
   stop(): Promise<void> {
@@ -482,6 +510,7 @@ export class Daemon {
     await this.log.close().catch(() => undefined);
     await this.db.close().catch(() => undefined);
     await this.nats?.stop();
+    await this.metrics?.close();
     await rm(this.config.address, { force: true }).catch(() => undefined);
     this.logger.info("stopped");
   }

@@ -20,6 +20,7 @@ interface Flags {
   natsTlsKey?: string;
   natsCreds?: string;
   natsNkey?: string;
+  metricsAddress?: string;
   stream?: string;
   replicas?: string;
   config?: string;
@@ -37,6 +38,7 @@ interface FileConfig {
   nats_tls_key?: string;
   nats_creds?: string;
   nats_nkey?: string;
+  metrics_address?: string;
   stream?: string;
   replicas?: number;
   log_level?: string;
@@ -53,7 +55,7 @@ interface FileConfig {
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through"]);
+  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
   }
@@ -61,7 +63,7 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
   if (t !== undefined && !(typeof t === "number" && Number.isSafeInteger(t) && t >= 0)) {
     throw new Error(`config ${path}: catch_up_thread_events must be a whole number >= 0, got ${JSON.stringify(t)}`);
   }
-  for (const k of ["nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey"]) {
+  for (const k of ["nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address"]) {
     if (raw[k] !== undefined && typeof raw[k] !== "string") throw new Error(`config ${path}: ${k} must be a string, got ${JSON.stringify(raw[k])}`);
   }
   const w = raw.content_write_through;
@@ -98,9 +100,10 @@ async function main(): Promise<void> {
     .option("--nats-tls-key <file>", "the client certificate's key (PEM)")
     .option("--nats-creds <file>", "log in to NATS with a user's JWT credentials file (.creds)")
     .option("--nats-nkey <file>", "log in to NATS with a user NKEY seed read from this file")
+    .option("--metrics-address <host:port>", "serve Prometheus metrics at http://HOST:PORT/v1/metrics (as containerd's [metrics] address)")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .version("0.1.0");
@@ -123,6 +126,7 @@ async function main(): Promise<void> {
       credsFile: pathFrom(flags.natsCreds, file.nats_creds),
       nkeyFile: pathFrom(flags.natsNkey, file.nats_nkey),
     }),
+    metricsAddress: flags.metricsAddress ?? file.metrics_address,
     stream: flags.stream ?? file.stream,
     replicas: flags.replicas ? Number(flags.replicas) : file.replicas,
     staleIngestMs: file.stale_ingest_hours !== undefined ? file.stale_ingest_hours * 3600_000 : undefined,

@@ -70,6 +70,8 @@ export interface SequencerOptions {
 }
 
 export class Sequencer {
+  /** Running counts, for metrics: appends acknowledged, appends refused because another writer got there first, chain recoveries, commands given up. */
+  readonly stats = { appended: 0, refused: 0, recoveries: 0, aborted: 0 };
   private readonly queue: Job[] = [];
   private readonly inflight: Job[] = [];
   private readonly overlay = new Map<string, OverlayEntry>();
@@ -263,10 +265,12 @@ export class Sequencer {
   private settle(job: Job, r: { ok: true; seq: number } | { ok: false; err: unknown }): void {
     if (this.recovering) return; // recovery owns every in-flight job now
     if (r.ok) {
+      this.stats.appended++;
       this.removeInflight(job);
       this.projector.waitFor(r.seq).then(() => this.finish(job));
       return;
     }
+    this.stats.recoveries++;
     this.recovering = this.recover().finally(() => {
       this.recovering = undefined;
       void this.pump();
@@ -311,11 +315,15 @@ export class Sequencer {
     jobs.forEach((job, i) => {
       const r = results[i]!;
       if (r.ok) {
+        this.stats.appended++;
         this.projector.waitFor(r.seq).then(() => this.finish(job));
         return;
       }
       job.lastRefusal = (r.err as Error)?.message ?? String(r.err);
-      if (isWrongLastSequence(r.err)) redo.push(job);
+      if (isWrongLastSequence(r.err)) {
+        this.stats.refused++;
+        redo.push(job);
+      }
       else unknown.push(job);
     });
     this.synced = false;
@@ -345,6 +353,7 @@ export class Sequencer {
       job.attempts++;
       job.append = undefined;
       if (job.attempts >= this.maxAttempts && Date.now() - job.since >= this.retryBudgetMs) {
+        this.stats.aborted++;
         job.reject(aborted(`command decided ${job.attempts} times on state other writers kept changing (last refusal: ${job.lastRefusal})`));
         continue;
       }

@@ -1,0 +1,205 @@
+// ckd's metrics for Prometheus, as containerd serves them (`[metrics] address`, GET /v1/metrics):
+// the gRPC server's calls under go-grpc-prometheus's names (so containerd's dashboards read
+// them), the log and the projection (how far the projection is behind the stream, whether the
+// NATS connection is up, what the sequencer appended, had refused or gave up), active ingests,
+// and the process (prom-client's defaults). Off unless an address is given.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { isIP } from "node:net";
+import * as grpc from "@grpc/grpc-js";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export const METRICS_PATH = "/v1/metrics";
+
+/** What the metrics read when scraped. */
+export interface MetricsSources {
+  /** The stream holding the log (a label of the sequence gauges). */
+  stream: string;
+  /** The stream sequence the projection has applied. */
+  appliedSeq(): number;
+  /** The stream's last sequence (asks JetStream). */
+  lastSeq(): Promise<number>;
+  /** Whether the NATS connection is up. */
+  connected(): boolean;
+  sequencer: { readonly stats: { appended: number; refused: number; recoveries: number; aborted: number } };
+  /** Ingests in progress (content Writers open or resumable). */
+  activeIngests(): Promise<number>;
+}
+
+/** Go's names of the gRPC codes (codes.Code.String()), as go-grpc-prometheus labels them. */
+const CODE_NAMES = [
+  "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+  "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange",
+  "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+];
+
+/** `host:port` (`[v6]:port` for IPv6), as containerd's metrics address; throws naming the setting. */
+export function parseMetricsAddress(value: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) {
+    throw new Error(`--metrics-address (metrics_address) "${value}": want HOST:PORT, e.g. 127.0.0.1:1338 or [::1]:1338`);
+  }
+  const host = m[1] ?? m[2]!;
+  if (m[1] !== undefined && isIP(host) !== 6) throw new Error(`--metrics-address (metrics_address) "${value}": [${host}] is not an IPv6 address`);
+  return { host, port };
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  private sources: MetricsSources | undefined;
+  private readonly started: Counter<string>;
+  private readonly handled: Counter<string>;
+  private readonly seconds: Histogram<string>;
+
+  private constructor(private readonly server: Server) {
+    const registers = [this.registry];
+    const grpcLabels = ["grpc_type", "grpc_service", "grpc_method"];
+    this.started = new Counter({ name: "grpc_server_started_total", help: "Total number of RPCs started on the server.", labelNames: grpcLabels, registers });
+    this.handled = new Counter({ name: "grpc_server_handled_total", help: "Total number of RPCs completed on the server, regardless of success or failure.", labelNames: [...grpcLabels, "grpc_code"], registers });
+    this.seconds = new Histogram({
+      name: "grpc_server_handling_seconds",
+      help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+      labelNames: grpcLabels,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    const self = this;
+    new Gauge({
+      name: "ck_projection_applied_sequence",
+      help: "The stream sequence the projection has applied.",
+      labelNames: ["stream"],
+      registers,
+      collect() {
+        if (self.sources) this.set({ stream: self.sources.stream }, self.sources.appliedSeq());
+      },
+    });
+    new Gauge({
+      name: "ck_log_last_sequence",
+      help: "The last sequence of the event log's stream (absent while JetStream does not answer).",
+      labelNames: ["stream"],
+      registers,
+      async collect() {
+        if (!self.sources) return;
+        const ac = new AbortController();
+        const timeout = new Promise<undefined>((r) => {
+          const t = setTimeout(r, 1000);
+          ac.signal.addEventListener("abort", () => clearTimeout(t));
+        });
+        const last = await Promise.race([self.sources.lastSeq(), timeout]).catch(() => undefined);
+        ac.abort();
+        if (last === undefined) this.reset();
+        else this.set({ stream: self.sources.stream }, last);
+      },
+    });
+    new Gauge({
+      name: "ck_log_connected",
+      help: "1 while the connection to NATS is up, else 0.",
+      registers,
+      collect() {
+        if (self.sources) this.set(self.sources.connected() ? 1 : 0);
+      },
+    });
+    const sequencerCounter = (name: string, help: string, key: keyof MetricsSources["sequencer"]["stats"]) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          if (!self.sources) return;
+          this.reset();
+          this.inc(self.sources.sequencer.stats[key]);
+        },
+      });
+    sequencerCounter("ck_sequencer_appends_total", "Events appended to the log and acknowledged.", "appended");
+    sequencerCounter("ck_sequencer_refusals_total", "Appends refused because another writer appended first (decided again).", "refused");
+    sequencerCounter("ck_sequencer_recoveries_total", "Times the append chain broke (a refusal, a timeout, a lost connection) and was rebuilt.", "recoveries");
+    sequencerCounter("ck_sequencer_aborted_total", "Commands given up (Aborted) after their retries.", "aborted");
+    new Gauge({
+      name: "ck_content_ingests_active",
+      help: "Content ingests in progress.",
+      registers,
+      async collect() {
+        if (self.sources) this.set(await self.sources.activeIngests());
+      },
+    });
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  /**
+   * Binds the HTTP listener (at start, before anything is written: a taken port fails ckd
+   * at once). Until attach(), scrapes answer 503.
+   */
+  static async listen(address: string): Promise<Metrics> {
+    const { host, port } = parseMetricsAddress(address);
+    let metrics: Metrics | undefined;
+    const server = createServer((req, res) => void metrics!.answer(req, res));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (err: NodeJS.ErrnoException) =>
+        reject(new Error(`--metrics-address (metrics_address) ${address}: ${err.code === "EADDRINUSE" ? "address in use" : err.message}`)),
+      );
+      server.listen({ host, port }, () => resolve());
+    });
+    metrics = new Metrics(server);
+    return metrics;
+  }
+
+  attach(sources: MetricsSources): void {
+    this.sources = sources;
+  }
+
+  /** The port it listens on. */
+  get port(): number {
+    const a = this.server.address();
+    return a && typeof a === "object" ? a.port : 0;
+  }
+
+  private async answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? "").split("?")[0];
+    if (path !== METRICS_PATH) {
+      res.writeHead(404, { "content-type": "text/plain" }).end(`not found: metrics are at ${METRICS_PATH}\n`);
+      return;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain" }).end("method not allowed\n");
+      return;
+    }
+    if (!this.sources) {
+      res.writeHead(503, { "content-type": "text/plain" }).end("ckd is starting\n");
+      return;
+    }
+    try {
+      const body = await this.registry.metrics();
+      res.writeHead(200, { "content-type": this.registry.contentType }).end(req.method === "HEAD" ? undefined : body);
+    } catch (err) {
+      res.writeHead(500, { "content-type": "text/plain" }).end(`${(err as Error).message}\n`);
+    }
+  }
+
+  /** A server interceptor counting and timing every call by service, method, type and code. */
+  interceptor(): grpc.ServerInterceptor {
+    return (method, call) => {
+      const slash = method.path.lastIndexOf("/");
+      const labels = {
+        grpc_type: method.requestStream ? (method.responseStream ? "bidi_stream" : "client_stream") : method.responseStream ? "server_stream" : "unary",
+        grpc_service: method.path.slice(1, slash),
+        grpc_method: method.path.slice(slash + 1),
+      };
+      this.started.inc(labels);
+      const t0 = performance.now();
+      return new grpc.ServerInterceptingCall(call, {
+        sendStatus: (status, next) => {
+          this.handled.inc({ ...labels, grpc_code: CODE_NAMES[status.code] ?? String(status.code) });
+          this.seconds.observe(labels, (performance.now() - t0) / 1000);
+          next(status);
+        },
+      });
+    };
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+}
