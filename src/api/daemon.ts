@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import { EventLog, DEFAULT_STREAM, checkNatsFiles, natsConnectOptions, redactNatsUrl, type NatsFiles } from "../eventstore/log.js";
 import type { StreamInfo } from "@nats-io/jetstream";
-import { CLIENT_URL_FILE, NatsServerProcess } from "../eventstore/nats-server.js";
+import { CLIENT_URL_FILE, MANAGED_INBOX_PREFIX, NatsServerProcess } from "../eventstore/nats-server.js";
 import { Metrics, METRICS_PATH } from "./metrics.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { Projector } from "../projections/projector.js";
@@ -237,7 +237,8 @@ export class Daemon {
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
     // Bound now, before the root is touched: a taken port fails the start, writing nothing.
-    const metrics = config.metricsAddress !== undefined ? await Metrics.listen(config.metricsAddress) : undefined;
+    // An empty address is off, as containerd's default.
+    const metrics = config.metricsAddress ? await Metrics.listen(config.metricsAddress) : undefined;
     try {
       return await Daemon.startWith(config, logger, disabled, metrics);
     } catch (err) {
@@ -267,10 +268,13 @@ export class Daemon {
       });
       natsUrl = nats.url;
     }
+    // On ckd's own server the read-only user may subscribe to _INBOX.>: ck's replies go elsewhere.
+    const inboxPrefix = nats ? MANAGED_INBOX_PREFIX : undefined;
     const shownUrl = redactNatsUrl(natsUrl);
     const log = await EventLog.open({
       url: natsUrl,
       files: config.natsFiles,
+      inboxPrefix,
       stream,
       replicas: config.replicas,
       name: `ckd ${uuid}`,
@@ -310,7 +314,7 @@ export class Daemon {
       // Far behind the log (a rebuild, a long stop): NATS in a worker thread until caught up.
       bulk: {
         threshold: config.catchUpThreadEvents ?? BULK_CATCH_UP,
-        source: (fromSeq, signal) => readInWorker({ url: log.url, files: log.files, stream: log.stream, fromSeq, signal, name: "ckd-catch-up" }),
+        source: (fromSeq, signal) => readInWorker({ url: log.url, files: log.files, inboxPrefix: log.inboxPrefix, stream: log.stream, fromSeq, signal, name: "ckd-catch-up" }),
       },
       // A projection that cannot advance would serve stale reads forever: stop, so that a
       // supervisor restarts ckd, which resumes (or rebuilds) from the checkpoint.
@@ -488,6 +492,8 @@ export class Daemon {
 
   private async doStop(): Promise<void> {
     this.stopBegun = true;
+    // First: scrapes would read a log and a database being closed.
+    await this.metrics?.close().catch(() => undefined);
     for (const fn of this.onStopping) fn();
     clearInterval(this.sweeper);
     await this.gc?.stop().catch(() => undefined);
@@ -510,7 +516,6 @@ export class Daemon {
     await this.log.close().catch(() => undefined);
     await this.db.close().catch(() => undefined);
     await this.nats?.stop();
-    await this.metrics?.close();
     await rm(this.config.address, { force: true }).catch(() => undefined);
     this.logger.info("stopped");
   }

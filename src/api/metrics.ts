@@ -119,7 +119,10 @@ export class Metrics {
       help: "Content ingests in progress.",
       registers,
       async collect() {
-        if (self.sources) this.set(await self.sources.activeIngests());
+        // A scan of the ingest directory: a failure leaves this one out, not the whole scrape.
+        const n = self.sources ? await self.sources.activeIngests().catch(() => undefined) : undefined;
+        if (n === undefined) this.reset();
+        else this.set(n);
       },
     });
     collectDefaultMetrics({ register: this.registry });
@@ -186,10 +189,27 @@ export class Metrics {
       };
       this.started.inc(labels);
       const t0 = performance.now();
+      // Once per call: the status the handler sends, or (a call the client cancelled or whose
+      // deadline passed, whose status grpc-js sends past the interceptors or not at all) the
+      // cancellation. A normal end is followed by onCancel too, hence the flag.
+      let done = false;
+      const record = (code: number) => {
+        if (done) return;
+        done = true;
+        this.handled.inc({ ...labels, grpc_code: CODE_NAMES[code] ?? String(code) });
+        this.seconds.observe(labels, (performance.now() - t0) / 1000);
+      };
       return new grpc.ServerInterceptingCall(call, {
+        start: (next) =>
+          next({
+            onCancel: () => {
+              const deadline = call.getDeadline();
+              const passed = deadline instanceof Date ? deadline.getTime() <= Date.now() : Number.isFinite(deadline) && deadline <= Date.now();
+              record(passed ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED);
+            },
+          }),
         sendStatus: (status, next) => {
-          this.handled.inc({ ...labels, grpc_code: CODE_NAMES[status.code] ?? String(status.code) });
-          this.seconds.observe(labels, (performance.now() - t0) / 1000);
+          record(status.code);
           next(status);
         },
       });

@@ -253,6 +253,11 @@ export interface EventLogOptions {
   url: string;
   /** TLS, creds and NKEY files for the connection. */
   files?: NatsFiles;
+  /**
+   * The prefix of the connection's reply subjects (nats.js: `_INBOX`). ckd's own server gives
+   * its read-only user `_INBOX.>`, so ck's connections there use another (MANAGED_INBOX_PREFIX).
+   */
+  inboxPrefix?: string;
   stream?: string;
   /** Replicas for a newly created stream (R3 on a cluster for power-loss durability). */
   replicas?: number;
@@ -335,6 +340,8 @@ export class EventLog {
   readonly url: string;
   /** The files it was opened with. */
   files: NatsFiles | undefined;
+  /** The reply-subject prefix it was opened with (a worker thread's connection uses it too). */
+  inboxPrefix: string | undefined;
   private state: ConnectionState = "connected";
   private readonly listeners = new Set<(s: ConnectionState) => void>();
   private readonly publisher: AckPublisher;
@@ -343,14 +350,14 @@ export class EventLog {
   /** The JetStream client readers create their consumers through (a short API timeout). */
   private readerJs: JetStreamClient | undefined;
 
-  private constructor(nc: NatsConnection, jsm: JetStreamManager, url: string, stream: string, publishTimeoutMs: number) {
+  private constructor(nc: NatsConnection, jsm: JetStreamManager, url: string, stream: string, publishTimeoutMs: number, inboxPrefix?: string) {
     this.nc = nc;
     this.url = url;
     this.jsm = jsm;
     this.js = jetstream(nc);
     this.stream = stream;
     this.serverVersion = nc.info?.version ?? "unknown";
-    this.publisher = new AckPublisher(nc, publishTimeoutMs);
+    this.publisher = new AckPublisher(nc, publishTimeoutMs, inboxPrefix);
     void this.watchStatus();
   }
 
@@ -360,6 +367,7 @@ export class EventLog {
     try {
       nc = await connect({
         ...natsConnectOptions(opts.url, opts.files),
+        ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}),
         name: opts.name ?? "ck",
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
@@ -380,8 +388,9 @@ export class EventLog {
       (await askAgain(what, (err) => isTransientApiError(err) && Date.now() <= deadline, (err) => opts.onWait?.(err), 250))!;
     try {
       const jsm = await retrying(() => jetstreamManager(nc));
-      const log = new EventLog(nc, jsm, opts.url, opts.stream ?? DEFAULT_STREAM, opts.publishTimeoutMs ?? 5000);
+      const log = new EventLog(nc, jsm, opts.url, opts.stream ?? DEFAULT_STREAM, opts.publishTimeoutMs ?? 5000, opts.inboxPrefix);
       log.files = opts.files;
+      log.inboxPrefix = opts.inboxPrefix;
       log.onReaderEvent = opts.onReaderEvent;
       try {
         await retrying(() => log.ensureStream(opts));

@@ -15,15 +15,16 @@
 //                     (`nats://ck:<password>@127.0.0.1:<port>`); the password is kept in it
 //                     across starts
 // and, mode 0640 (for a group an administrator gives it to):
-//   reader.url        the same for user `reader`, who may follow and replay the log (subscribe
-//                     to `containerd.io.>`, read the stream through consumers) and not change it
+//   reader.url        the same for user `reader`, who may follow the events and read the
+//                     stream's messages (not through consumers) and not change anything; its
+//                     group is kept when it is rewritten (chgrp it to share it)
 //
 // Linux only for orphan handling: a pid is trusted only when /proc/<pid>/cmdline shows a
 // nats-server over exactly this store directory, so a reused pid is never killed.
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
-import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { basename, dirname, join, resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
@@ -43,29 +44,22 @@ export const AUTH_USER = "ck";
 export const READER_USER = "reader";
 
 /**
- * What user `reader` may do: subscribe to the events, and use JetStream's read API (stream
- * info, consumers it creates, fetching and acknowledging their messages, flow control). Not
- * allowed: publishing an event, changing or removing the stream, deleting consumers (ckd's
- * own among them).
+ * What user `reader` may do: subscribe to the events as they come, and read the stream's
+ * messages by sequence or subject (JetStream's message get and direct get) and its info. No
+ * consumer API: in nats-server 2.9 creating a consumer under an existing name updates it, and
+ * fetching or acknowledging works on any consumer, so a reader could change or drain ckd's own.
+ * Replies come on `_INBOX.>`, where ck's own connections never receive (MANAGED_INBOX_PREFIX).
  */
 const READER_PERMISSIONS = {
-  publish: [
-    "$JS.API.INFO",
-    "$JS.API.STREAM.INFO.*",
-    "$JS.API.STREAM.NAMES",
-    "$JS.API.STREAM.LIST",
-    "$JS.API.STREAM.MSG.GET.*",
-    "$JS.API.DIRECT.GET.>",
-    "$JS.API.CONSUMER.CREATE.>",
-    "$JS.API.CONSUMER.INFO.>",
-    "$JS.API.CONSUMER.NAMES.*",
-    "$JS.API.CONSUMER.LIST.*",
-    "$JS.API.CONSUMER.MSG.NEXT.>",
-    "$JS.ACK.>",
-    "$JS.FC.>",
-  ],
+  publish: ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.API.STREAM.MSG.GET.*", "$JS.API.DIRECT.GET.>"],
   subscribe: ["containerd.io.>", "_INBOX.>"],
 };
+
+/**
+ * The reply-subject prefix of ck's connections to its own server: not `_INBOX`, which the
+ * reader may subscribe to (it would see ck's acknowledgements and JetStream replies).
+ */
+export const MANAGED_INBOX_PREFIX = "_CK_INBOX";
 
 export interface NatsServerOptions {
   /** JetStream store directory (`-sd`); created if missing. */
@@ -370,7 +364,7 @@ export class NatsServerProcess {
       await Promise.race([spawnError, earlyExit, this.waitReady(deadline, exited)]);
       if (this.passwords) {
         await writePrivate(join(this.storeDir, CLIENT_URL_FILE), this.url + "\n");
-        await writePrivate(join(this.storeDir, READER_URL_FILE), this.readerUrl + "\n", 0o640);
+        await writePrivate(join(this.storeDir, READER_URL_FILE), this.readerUrl + "\n", 0o640, { keepGroup: true });
       }
       this.readyChild = child;
       if (!isRunning(child)) throw new EarlyExitError(child.exitCode, child.signalCode);
@@ -646,11 +640,15 @@ function serverConfig(passwords: Passwords | undefined, extra: string | undefine
  * mode could be another), synced, then renamed over the old one and the directory synced, so
  * that a crash leaves the old file or the new one.
  */
-async function writePrivate(path: string, text: string, mode = 0o600): Promise<void> {
+async function writePrivate(path: string, text: string, mode = 0o600, opts: { keepGroup?: boolean } = {}): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`;
   await rm(tmp, { force: true });
-  const fh = await open(tmp, "wx", mode);
+  const gid = opts.keepGroup ? await stat(path).then((st) => st.gid, () => undefined) : undefined;
+  const fh = await open(tmp, "wx", 0o600);
   try {
+    // The group an administrator gave the old file, then the mode (not left to the umask).
+    if (gid !== undefined) await fh.chown(-1, gid);
+    await fh.chmod(mode);
     await fh.writeFile(text);
     await fh.sync();
   } finally {

@@ -22,7 +22,7 @@ interface Pending {
 const utf8 = new TextDecoder();
 
 export class AckPublisher {
-  private inbox = createInbox();
+  private inbox: string;
   private sub: Subscription;
   private readonly pending = new Map<string, Pending>();
   private nextId = 0;
@@ -32,7 +32,10 @@ export class AckPublisher {
   constructor(
     private readonly nc: NatsConnection,
     private readonly timeoutMs: number,
+    /** Where replies come (nats.js's `_INBOX` unless the connection has another prefix). */
+    private readonly inboxPrefix?: string,
   ) {
+    this.inbox = createInbox(inboxPrefix);
     this.sub = this.subscribe();
     this.sweeper = setInterval(() => this.sweep(), Math.max(20, timeoutMs / 4));
     this.sweeper.unref();
@@ -54,7 +57,7 @@ export class AckPublisher {
     if (this.sub.isClosed() && !this.nc.isClosed() && !this.nc.isDraining()) {
       // The server ended the subscription (a permissions error, say): a new inbox, not appends
       // that can only time out.
-      this.inbox = createInbox();
+      this.inbox = createInbox(this.inboxPrefix);
       this.sub = this.subscribe();
     }
     const token = (++this.nextId).toString(36);

@@ -11,12 +11,15 @@
 // through nats.js instead. Once reading, any irregularity (a gap, a lost connection, an error
 // from the server) fails the read: the projector then goes on from its checkpoint.
 import { connect as netConnect, type Socket } from "node:net";
+import { randomBytes } from "node:crypto";
 import { BatchPacker } from "./worker-reader.js";
 import { parseHeaderBlock } from "./headers.js";
 import { natsConnectOptions } from "./log.js";
 
 export interface PullReadOptions {
   url: string;
+  /** The prefix of the reply subjects (default `_INBOX`). */
+  inboxPrefix?: string;
   stream: string;
   fromSeq: number;
   /** Largest number of messages in one packed batch. */
@@ -129,7 +132,8 @@ class PullConnection {
     private readonly socket: Socket,
     private readonly opts: PullReadOptions,
   ) {
-    this.inbox = `_INBOX.ck_pull_${process.pid}_${Math.random().toString(36).slice(2)}`;
+    // Unguessable: another client that may publish could otherwise send replies into it.
+    this.inbox = `${opts.inboxPrefix ?? "_INBOX"}.ck_pull_${randomBytes(12).toString("hex")}`;
     this.expectSeq = 0; // until the first message
     this.pullBatch = opts.pullBatch ?? 2048;
     socket.on("data", (chunk: Buffer) => this.onData(chunk));

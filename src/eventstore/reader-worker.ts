@@ -36,7 +36,7 @@ async function run(): Promise<void> {
     // The pull reader speaks plain NATS only: a TLS connection is nats.js's.
     if (data.engine !== "nats.js" && !needsNatsJs(data.files)) {
       try {
-        for await (const buf of readPacked({ url: data.url, stream: data.stream, fromSeq: data.fromSeq, maxBatch: data.maxBatch, name: data.name, signal: ac.signal })) {
+        for await (const buf of readPacked({ url: data.url, inboxPrefix: data.inboxPrefix, stream: data.stream, fromSeq: data.fromSeq, maxBatch: data.maxBatch, name: data.name, signal: ac.signal })) {
           pulled = true;
           await post(buf);
           if (ac.signal.aborted) break;
@@ -59,7 +59,7 @@ async function readWithNatsJs(data: ReaderWorkerData, signal: AbortSignal, post:
   // Loaded only when needed: nats.js's modules take longer to load than the pull reader takes
   // to deliver its first batch.
   const { EventLog } = await import("./log.js");
-  const log = await EventLog.open({ url: data.url, files: data.files, stream: data.stream, name: data.name });
+  const log = await EventLog.open({ url: data.url, files: data.files, inboxPrefix: data.inboxPrefix, stream: data.stream, name: data.name });
   try {
     const reader = await log.reader({ fromSeq: data.fromSeq, signal });
     const packer = new BatchPacker();

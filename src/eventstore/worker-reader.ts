@@ -9,6 +9,7 @@ import type { NatsFiles, StoredMessage } from "./log.js";
 export interface ReaderWorkerData {
   url: string;
   files?: NatsFiles;
+  inboxPrefix?: string;
   stream: string;
   fromSeq: number;
   maxBatch: number;
@@ -228,8 +229,10 @@ export function unpackBatch(ab: ArrayBuffer): StoredMessage[] {
 
 export interface WorkerReadOptions {
   url: string;
-  /** TLS files: the pull reader does not speak TLS, so these make the worker read through nats.js. */
+  /** TLS, creds or NKEY files: the pull reader speaks none of them, so these make the worker read through nats.js. */
   files?: NatsFiles;
+  /** The reply-subject prefix (EventLogOptions.inboxPrefix). */
+  inboxPrefix?: string;
   stream: string;
   fromSeq: number;
   signal?: AbortSignal;
@@ -250,6 +253,7 @@ export async function* readInWorker(opts: WorkerReadOptions): AsyncGenerator<Sto
   const data: ReaderWorkerData = {
     url: opts.url,
     files: opts.files,
+    inboxPrefix: opts.inboxPrefix,
     stream: opts.stream,
     fromSeq: opts.fromSeq,
     maxBatch: opts.maxBatch ?? 256,

@@ -2,7 +2,7 @@
 // compare two projections byte for byte. tools/replay/main.ts is its command line.
 import { resolve } from "node:path";
 import { EventLog, DEFAULT_STREAM, natsConnectOptions, natsFilesOf, checkNatsFiles, redactNatsUrl, type NatsFiles } from "../../src/eventstore/log.js";
-import { NatsServerProcess } from "../../src/eventstore/nats-server.js";
+import { MANAGED_INBOX_PREFIX, NatsServerProcess } from "../../src/eventstore/nats-server.js";
 import { ProjectionDb, META_PREFIX } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
 import { readInWorker } from "../../src/eventstore/worker-reader.js";
@@ -45,6 +45,7 @@ export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
   }
   if (files) await checkNatsFiles(files, url);
   let temp: NatsServerProcess | undefined;
+  let managed = false;
   const rec = flags.root ? await readRootRecord(flags.root) : undefined;
   if (flags.root && !rec && !url) throw new Error(`${rootPaths(flags.root).record} not found: is ${flags.root} a ckd root? (or pass --nats URL)`);
   if (rec) {
@@ -52,6 +53,7 @@ export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
     // The files ckd was given, for the servers it was given (a URL with the password it hides).
     if (!files && (!url || redactNatsUrl(url) === rec.natsUrl)) files = rec.natsFiles;
     if (!url && rec.managed && rec.natsStoreDir) {
+      managed = true;
       // ckd's own server asks for the password it keeps in its store (root's to read).
       url = (await NatsServerProcess.clientUrlOf(rec.natsStoreDir)) ?? rec.natsUrl;
       if (!(await reachable(url))) {
@@ -66,7 +68,7 @@ export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
     }
   }
   if (!url) throw new Error("no log: pass --root DIR or --nats URL");
-  const log = await EventLog.open({ url, files, stream: stream ?? DEFAULT_STREAM, name: "ck-replay" });
+  const log = await EventLog.open({ url, files, inboxPrefix: managed ? MANAGED_INBOX_PREFIX : undefined, stream: stream ?? DEFAULT_STREAM, name: "ck-replay" });
   return {
     log,
     close: async () => {
@@ -118,7 +120,7 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
   const started = process.hrtime.bigint();
   if (untilSeq > 0) {
     // NATS in a worker thread, decoding and folding in this one: the two cores share it.
-    const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, files: log.files, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
+    const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, files: log.files, inboxPrefix: log.inboxPrefix, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
     const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time, bulk: { source, threshold: 0 } });
     projector.start();
     await projector.finished();
