@@ -4,7 +4,7 @@
 // what it is, and introspection reports what loaded.
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
-import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
@@ -12,6 +12,7 @@ import { EventLog, DEFAULT_STREAM, checkNatsFiles, natsConnectOptions, redactNat
 import type { StreamInfo } from "@nats-io/jetstream";
 import { CLIENT_URL_FILE, MANAGED_INBOX_PREFIX, NatsServerProcess } from "../eventstore/nats-server.js";
 import { Metrics, METRICS_PATH } from "./metrics.js";
+import { parseGroup } from "../cli/image-user.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { Projector } from "../projections/projector.js";
 import { readInWorker } from "../eventstore/worker-reader.js";
@@ -52,6 +53,11 @@ export interface DaemonConfig {
   natsFiles?: NatsFiles;
   /** Serve Prometheus metrics at http://HOST:PORT/v1/metrics (containerd's `[metrics] address`). */
   metricsAddress?: string;
+  /**
+   * The API socket's group (a name from /etc/group or a number), as containerd's `[grpc] gid`:
+   * its members may use the socket (mode 0660) without being root.
+   */
+  socketGroup?: string;
   stream?: string;
   /** Stream replicas when ckd creates the stream (3 on a cluster for power-loss durability). */
   replicas?: number;
@@ -237,6 +243,7 @@ export class Daemon {
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
     // Bound now, before the root is touched: a taken port fails the start, writing nothing.
+    if (config.socketGroup !== undefined) await groupId(config.socketGroup);
     // An empty address is off, as containerd's default.
     const metrics = config.metricsAddress ? await Metrics.listen(config.metricsAddress) : undefined;
     try {
@@ -469,6 +476,7 @@ export class Daemon {
       server.bindAsync(`unix://${sock}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
     );
     await chmod(sock, 0o660);
+    if (this.config.socketGroup !== undefined) await chown(sock, -1, await groupId(this.config.socketGroup));
     widenFlowControl(server);
     this.server = server;
     this.logger.info({ address: sock }, "serving containerd v1 API");
@@ -539,6 +547,15 @@ export function widenFlowControl(server: grpc.Server): void {
       }
     });
   }
+}
+
+/** A group name (from /etc/group) or number, as `socket_group` takes it. */
+export async function groupId(value: string): Promise<number> {
+  if (/^\d+$/.test(value)) return Number(value);
+  const text = await readFile("/etc/group", "utf8").catch(() => "");
+  const found = parseGroup(text).find((g) => g.name === value);
+  if (!found) throw new Error(`--socket-group (socket_group) "${value}": no such group in /etc/group (a name or a number)`);
+  return found.gid;
 }
 
 /** The daemon's uuid from its root, or a new one (isNew: not written yet). */

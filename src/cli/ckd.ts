@@ -21,6 +21,7 @@ interface Flags {
   natsCreds?: string;
   natsNkey?: string;
   metricsAddress?: string;
+  socketGroup?: string;
   stream?: string;
   replicas?: string;
   config?: string;
@@ -39,6 +40,7 @@ interface FileConfig {
   nats_creds?: string;
   nats_nkey?: string;
   metrics_address?: string;
+  socket_group?: string | number;
   stream?: string;
   replicas?: number;
   log_level?: string;
@@ -55,7 +57,7 @@ interface FileConfig {
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through"]);
+  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "socket_group", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
   }
@@ -65,6 +67,10 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
   }
   for (const k of ["nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address"]) {
     if (raw[k] !== undefined && typeof raw[k] !== "string") throw new Error(`config ${path}: ${k} must be a string, got ${JSON.stringify(raw[k])}`);
+  }
+  const g = raw.socket_group;
+  if (g !== undefined && !(typeof g === "string" || (typeof g === "number" && Number.isSafeInteger(g) && g >= 0))) {
+    throw new Error(`config ${path}: socket_group must be a group name or number, got ${JSON.stringify(g)}`);
   }
   const w = raw.content_write_through;
   if (w !== undefined && typeof w !== "boolean") {
@@ -100,10 +106,11 @@ async function main(): Promise<void> {
     .option("--nats-tls-key <file>", "the client certificate's key (PEM)")
     .option("--nats-creds <file>", "log in to NATS with a user's JWT credentials file (.creds)")
     .option("--nats-nkey <file>", "log in to NATS with a user NKEY seed read from this file")
+    .option("--socket-group <group>", "group of the API socket (a name or number; mode 0660 lets its members in), as containerd's [grpc] gid")
     .option("--metrics-address <host:port>", "serve Prometheus metrics at http://HOST:PORT/v1/metrics (as containerd's [metrics] address)")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .version("0.1.0");
@@ -127,6 +134,7 @@ async function main(): Promise<void> {
       nkeyFile: pathFrom(flags.natsNkey, file.nats_nkey),
     }),
     metricsAddress: flags.metricsAddress ?? file.metrics_address,
+    socketGroup: flags.socketGroup ?? (file.socket_group !== undefined ? String(file.socket_group) : undefined),
     stream: flags.stream ?? file.stream,
     replicas: flags.replicas ? Number(flags.replicas) : file.replicas,
     staleIngestMs: file.stale_ingest_hours !== undefined ? file.stale_ingest_hours * 3600_000 : undefined,

@@ -42,7 +42,7 @@ function parsePasswd(text: string): PasswdEntry[] {
   return out;
 }
 
-function parseGroup(text: string): GroupEntry[] {
+export function parseGroup(text: string): GroupEntry[] {
   const out: GroupEntry[] = [];
   for (const line of text.split(/\r?\n/)) {
     const f = line.split(":");

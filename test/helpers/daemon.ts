@@ -19,6 +19,8 @@ export const CK_REPLAY = join(DIST, "tools", "replay", "main.js");
 export interface DaemonOptions {
   natsUrl?: string;
   root?: string;
+  /** The API socket (default `<root>/ck.sock`). */
+  address?: string;
   stream?: string;
   extraArgs?: string[];
 }
@@ -39,7 +41,7 @@ export class TestDaemon {
 
   static async start(opts: DaemonOptions = {}): Promise<TestDaemon> {
     const root = opts.root ?? (await mkdtemp(join(tmpdir(), "ck-test-root-")));
-    const d = new TestDaemon(root, join(root, "ck.sock"), opts, !opts.root);
+    const d = new TestDaemon(root, opts.address ?? join(root, "ck.sock"), opts, !opts.root);
     try {
       await d.launch();
     } catch (err) {

@@ -161,6 +161,12 @@ test("ckd on a three-node cluster (R3): writes through two ckds go on across a k
     // With the leader gone again the two others (one of them the wiped node) hold the log:
     // a new ckd on a fresh root rebuilds every name from them.
     await cluster.kill9(newLeader);
+    // The two left elect leaders again, one of them freshly wiped: seen to take from a few
+    // seconds to ~45 s under load. c starts then (a ckd started meanwhile waits up to 60 s).
+    await until("a leader elected by the two left", async () => {
+      const l = await cluster.leaderOf(DEFAULT_STREAM);
+      return l !== newLeader ? l : undefined;
+    }, 120_000);
     c = await TestDaemon.start({ natsUrl: cluster.url });
     const cc = c.client(NS);
     clients.push(cc);
