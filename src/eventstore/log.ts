@@ -131,10 +131,10 @@ function parseServer(text: string, where: string): ParsedServer {
   try {
     u = new URL(`${protocol}://${hostPart}`);
   } catch {
-    throw new Error(`${where} is not a URL (nats://[user:password@]host:port; percent-encode : @ / , and spaces in a password)`);
+    throw new Error(`${where} is not a URL (nats://[user:password@]host:port; percent-encode % and , in a password)`);
   }
   if (!u.hostname || u.pathname.replace(/^\/$/, "") !== "" || u.search || u.hash || u.username) {
-    throw new Error(`${where} is not a URL (nats://[user:password@]host:port; percent-encode : @ / , and spaces in a password)`);
+    throw new Error(`${where} is not a URL (nats://[user:password@]host:port; percent-encode % and , in a password)`);
   }
   return { server: `${protocol}://${u.host}`, tls: protocol === "tls", cred };
 }
