@@ -484,7 +484,10 @@ export class Daemon {
       this.metrics.attach({
         stream: this.log.stream,
         appliedSeq: () => this.projector.appliedSeq,
-        lastSeq: async () => (await this.log.info()).state.last_seq,
+        logState: async () => {
+          const { state } = await this.log.info();
+          return { lastSeq: state.last_seq, bytes: state.bytes };
+        },
         connected: () => this.log.connectionState === "connected",
         sequencer: this.sequencer,
         activeIngests: async () => (await this.content.listStatuses()).length,

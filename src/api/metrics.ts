@@ -16,8 +16,8 @@ export interface MetricsSources {
   stream: string;
   /** The stream sequence the projection has applied. */
   appliedSeq(): number;
-  /** The stream's last sequence (asks JetStream). */
-  lastSeq(): Promise<number>;
+  /** The stream's last sequence and size on disk (asks JetStream). */
+  logState(): Promise<{ lastSeq: number; bytes: number }>;
   /** Whether the NATS connection is up. */
   connected(): boolean;
   sequencer: { readonly stats: { appended: number; refused: number; recoveries: number; aborted: number } };
@@ -50,6 +50,8 @@ export class Metrics {
   private readonly started: Counter<string>;
   private readonly handled: Counter<string>;
   private readonly seconds: Histogram<string>;
+  /** The question to JetStream in flight for the log gauges, if any. */
+  private logState: Promise<{ lastSeq: number; bytes: number } | undefined> | undefined;
 
   private constructor(private readonly server: Server) {
     const registers = [this.registry];
@@ -73,24 +75,20 @@ export class Metrics {
         if (self.sources) this.set({ stream: self.sources.stream }, self.sources.appliedSeq());
       },
     });
-    new Gauge({
-      name: "ck_log_last_sequence",
-      help: "The last sequence of the event log's stream (absent while JetStream does not answer).",
-      labelNames: ["stream"],
-      registers,
-      async collect() {
-        if (!self.sources) return;
-        const ac = new AbortController();
-        const timeout = new Promise<undefined>((r) => {
-          const t = setTimeout(r, 1000);
-          ac.signal.addEventListener("abort", () => clearTimeout(t));
-        });
-        const last = await Promise.race([self.sources.lastSeq(), timeout]).catch(() => undefined);
-        ac.abort();
-        if (last === undefined) this.reset();
-        else this.set({ stream: self.sources.stream }, last);
-      },
-    });
+    const logGauge = (name: string, help: string, key: "lastSeq" | "bytes") =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["stream"],
+        registers,
+        async collect() {
+          const state = await self.currentLogState();
+          if (state === undefined || !self.sources) this.reset();
+          else this.set({ stream: self.sources.stream }, state[key]);
+        },
+      });
+    logGauge("ck_log_last_sequence", "The last sequence of the event log's stream (absent while JetStream does not answer).", "lastSeq");
+    logGauge("ck_log_bytes", "The event log's stream size in bytes (absent while JetStream does not answer).", "bytes");
     new Gauge({
       name: "ck_log_connected",
       help: "1 while the connection to NATS is up, else 0.",
@@ -144,6 +142,25 @@ export class Metrics {
     });
     metrics = new Metrics(server);
     return metrics;
+  }
+
+  /**
+   * The stream's state for the log gauges of one scrape: prom-client collects them together,
+   * so one question to JetStream in flight serves both (1 s timeout).
+   */
+  private currentLogState(): Promise<{ lastSeq: number; bytes: number } | undefined> {
+    const sources = this.sources;
+    if (!sources) return Promise.resolve(undefined);
+    this.logState ??= new Promise<{ lastSeq: number; bytes: number } | undefined>((resolve) => {
+      const done = (s: { lastSeq: number; bytes: number } | undefined) => {
+        clearTimeout(t);
+        this.logState = undefined;
+        resolve(s);
+      };
+      const t = setTimeout(() => done(undefined), 1000);
+      sources.logState().then(done, () => done(undefined));
+    });
+    return this.logState;
   }
 
   attach(sources: MetricsSources): void {

@@ -80,6 +80,8 @@ test("ckd's metrics: calls by service, method and code; the projection against t
 
     assert.equal(m.get('ck_projection_applied_sequence{stream="CK_EVENTS"}'), 3);
     assert.equal(m.get('ck_log_last_sequence{stream="CK_EVENTS"}'), 3);
+    const bytes = m.get('ck_log_bytes{stream="CK_EVENTS"}') ?? 0;
+    assert.ok(bytes > 3 * 100 && bytes < 3 * 4096, `ck_log_bytes ${bytes} for three image creates`);
     assert.equal(m.get("ck_log_connected"), 1);
     assert.equal(m.get("ck_sequencer_appends_total"), 3);
     assert.equal(m.get("ck_sequencer_aborted_total"), 0);
@@ -97,6 +99,7 @@ test("ckd's metrics: calls by service, method and code; the projection against t
     } while (Date.now() < deadline);
     assert.equal(m.get("ck_log_connected"), 0);
     assert.equal(m.has('ck_log_last_sequence{stream="CK_EVENTS"}'), false);
+    assert.equal(m.has('ck_log_bytes{stream="CK_EVENTS"}'), false);
     await nats.server.restart();
     const back = Date.now() + 15_000;
     do {
