@@ -315,6 +315,11 @@ export class Daemon {
     await writeFile(paths.record, JSON.stringify(record, null, 2) + "\n");
 
     const t0 = performance.now();
+    // The projection holds what the log holds (container specs and their environment): root's
+    // only, as the log's own store is. RocksDB makes its files 0644; the directory keeps others
+    // out (and is tightened in roots made before it was).
+    await mkdir(paths.meta, { recursive: true, mode: 0o700 });
+    await chmod(paths.meta, 0o700);
     const { db, rebuilt } = await openProjection(paths.meta, log, logger, streamInfo);
     const openMs = Math.round(performance.now() - t0);
     const projector = new Projector(db, log, protos, {

@@ -325,7 +325,7 @@ export class NatsServerProcess {
     let out: number | "ignore" = "ignore";
     if (logFile) {
       await mkdir(dirname(logFile), { recursive: true });
-      out = openSync(logFile, "a");
+      out = openSync(logFile, "a", 0o640);
       logOffset = statSync(logFile).size;
     }
     let child: ChildProcess;

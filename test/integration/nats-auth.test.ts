@@ -86,6 +86,10 @@ test("ckd's own nats-server lets in only clients with its password, which only r
     for (const f of [CLIENT_URL_FILE, CONFIG_FILE]) {
       assert.equal((await stat(join(store, f))).mode & 0o077, 0, `${f} is readable by others`);
     }
+    // What the log holds is in the projection too, and the server's store: root's only.
+    assert.equal((await stat(rootPaths(d.root).meta)).mode & 0o077, 0, "the projection is open to others");
+    assert.equal((await stat(store)).mode & 0o007, 0, "the NATS store is open to others");
+    assert.equal((await stat(rootPaths(d.root).natsLog)).mode & 0o007, 0, "nats-server's log is open to others");
     // Nowhere else: not the server's command line, the state file, ckd.json or ckd's log.
     const state = (await readState(store))!;
     assert.equal(state.url, `nats://127.0.0.1:${port}`);
