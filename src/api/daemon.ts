@@ -242,8 +242,8 @@ export class Daemon {
       }
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
-    // Bound now, before the root is touched: a taken port fails the start, writing nothing.
     if (config.socketGroup !== undefined) await groupId(config.socketGroup);
+    // Bound now, before the root is touched: a taken port fails the start, writing nothing.
     // An empty address is off, as containerd's default.
     const metrics = config.metricsAddress ? await Metrics.listen(config.metricsAddress) : undefined;
     try {
@@ -292,6 +292,7 @@ export class Daemon {
         else logger.info({ fromSeq: e.fromSeq, ms: e.ms }, "log reader: consumer replaced");
       },
     });
+    // (For an external server, the root is made only now that the log answered.)
     await mkdir(config.root, { recursive: true, mode: 0o711 });
     if (newUuid) await writeFile(paths.uuid, uuid + "\n");
     const streamInfo = await log.info();
@@ -303,7 +304,7 @@ export class Daemon {
 
     const record: RootRecord = {
       // Never a password: the file is readable by more than root. ck-replay takes a managed
-      // server's credentials from its store (NatsServerProcess.clientUrlFor).
+      // server's credentials from its store (NatsServerProcess.clientUrlOf).
       natsUrl: shownUrl,
       natsFiles: config.natsFiles,
       stream,

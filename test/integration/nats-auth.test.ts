@@ -71,6 +71,18 @@ async function firstSubject(sub: AsyncIterable<{ subject: string }>): Promise<st
   }
 }
 
+/** Each ckd command line exits 1 with its message, nothing written under its (new) root. */
+async function assertRefused(cases: [string[], RegExp][], roots: string[]): Promise<void> {
+  for (const [args, message] of cases) {
+    const bad = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+    roots.push(bad);
+    const res = await runNode(CKD, ["--root", bad, "--address", join(bad, "ck.sock"), ...args]);
+    assert.equal(res.code, 1, `${args.join(" ")}: ${res.stdout}${res.stderr}`);
+    assert.match(res.stderr, message, args.join(" "));
+    assert.deepEqual(readdirSync(bad), [], `${args.join(" ")} wrote into the root`);
+  }
+}
+
 function assertNoSecret(text: string, secret: string, what: string): void {
   assert.ok(!text.includes(secret), `${what} shows the password`);
 }
@@ -299,14 +311,7 @@ test("ckd against a NATS server with TLS that verifies clients; bad TLS settings
         [["--nats-tls-ca", server.ca], /--nats-tls-\*, --nats-creds and --nats-nkey \(nats_tls_\*, nats_creds, nats_nkey\) are for a NATS server given with --nats/],
         [["--nats", `${url},nats://ck:x@127.0.0.1:1`], /--nats \(nats\): the NATS servers name different credentials/],
       ];
-      for (const [args, message] of cases) {
-        const bad = await mkdtemp(join(tmpdir(), "ck-test-root-"));
-        roots.push(bad);
-        const res = await runNode(CKD, ["--root", bad, "--address", join(bad, "ck.sock"), ...args]);
-        assert.equal(res.code, 1, `${args.join(" ")}: ${res.stdout}${res.stderr}`);
-        assert.match(res.stderr, message, args.join(" "));
-        assert.deepEqual(readdirSync(bad), [], `${args.join(" ")} wrote into the root`);
-      }
+      await assertRefused(cases, roots);
     } finally {
       await nats.cleanup();
     }
@@ -411,14 +416,7 @@ test("ckd against NATS servers that log users in by NKEY and by JWT credentials 
       [["--nats", "nats://u:p@127.0.0.1:1", "--nats-nkey", servers.nkey.file], /--nats-nkey \(nats_nkey\) and credentials in --nats \(nats\): give one way to log in/],
       [["--nats-creds", servers.creds.file], /are for a NATS server given with --nats/],
     ];
-    for (const [args, message] of cases) {
-      const bad = await mkdtemp(join(tmpdir(), "ck-test-root-"));
-      roots.push(bad);
-      const res = await runNode(CKD, ["--root", bad, "--address", join(bad, "ck.sock"), ...args]);
-      assert.equal(res.code, 1, `${args.join(" ")}: ${res.stdout}${res.stderr}`);
-      assert.match(res.stderr, message, args.join(" "));
-      assert.deepEqual(readdirSync(bad), [], `${args.join(" ")} wrote into the root`);
-    }
+    await assertRefused(cases, roots);
   } finally {
     for (const r of roots) await rm(r, { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
