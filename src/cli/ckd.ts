@@ -9,7 +9,8 @@ import { parse as parseToml } from "smol-toml";
 import { pino } from "pino";
 import { Daemon, checkDisabledPlugins, type DaemonConfig } from "../api/daemon.js";
 import { defaultAddress, defaultRoot } from "./defaults.js";
-import { natsFilesOf } from "../eventstore/log.js";
+import { natsConnectOptions, natsFilesOf } from "../eventstore/log.js";
+import { stat } from "node:fs/promises";
 
 interface Flags {
   root?: string;
@@ -95,6 +96,32 @@ function secondsToMs(v: string | number | undefined): number | undefined {
   return n * 1000;
 }
 
+/** Files holding a secret (a NATS password in the config file, a key) that others may read. */
+async function exposedSecrets(config: DaemonConfig, configPath: string | undefined, natsInFile: string | undefined): Promise<{ file: string; holds: string }[]> {
+  const candidates: { file: string | undefined; holds: string }[] = [
+    { file: config.natsFiles?.credsFile, holds: "the NATS credentials file holds a key" },
+    { file: config.natsFiles?.nkeyFile, holds: "the NKEY seed file holds a key" },
+    { file: config.natsFiles?.keyFile, holds: "the TLS key file holds a key" },
+  ];
+  if (configPath && natsInFile) {
+    let withSecret = false;
+    try {
+      const t = natsConnectOptions(natsInFile);
+      withSecret = t.pass !== undefined || t.token !== undefined;
+    } catch {
+      // refused by ckd's start, naming it
+    }
+    if (withSecret) candidates.push({ file: configPath, holds: "the config file holds a NATS password or token" });
+  }
+  const out: { file: string; holds: string }[] = [];
+  for (const c of candidates) {
+    if (!c.file) continue;
+    const mode = await stat(c.file).then((st) => st.mode, () => 0);
+    if (mode & 0o004) out.push({ file: c.file, holds: c.holds });
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const program = new Command("ckd")
     .description("ck daemon: the containerd v1 API over an event-sourced store")
@@ -144,6 +171,10 @@ async function main(): Promise<void> {
     contentWriteThrough: file.content_write_through,
   };
   const logger = pino({ level: flags.logLevel ?? file.log_level ?? "info" }, pino.destination(2));
+  // Secrets other users can read: said at start (ckd still starts; the administrator decides).
+  for (const { file: path, holds } of await exposedSecrets(config, flags.config, file.nats)) {
+    logger.warn({ file: path }, `${holds}, and other users can read the file: chmod o-r it`);
+  }
   const daemon = await Daemon.start(config, logger);
   let signals = 0;
   const shutdown = (sig: string) => {

@@ -223,8 +223,13 @@ test("ckd against a NATS server that asks for a token (nats://TOKEN@host), both 
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.match(await tryConnect({ servers: `127.0.0.1:${port}` }), /authorization/i);
-    const a = await TestDaemon.start({ natsUrl: url });
+    // The URL in a config file others can read: ckd says so at start (and starts).
+    const cfg = join(dir, "ckd.toml");
+    await writeFile(cfg, `nats = "${url}"\n`, { mode: 0o644 });
+    const a = await TestDaemon.start({ extraArgs: ["--config", cfg] });
     try {
+      const warned = a.logLines().find((l) => l.level === 40 && l.file === cfg);
+      assert.match(String(warned?.msg), /the config file holds a NATS password or token, and other users can read the file/);
       await createImages(a, "tok", 10);
       assert.equal((await readRootRecord(a.root))!.natsUrl, `nats://***@127.0.0.1:${port}`);
       assertNoSecret(a.logText(), token, "ckd's log");
@@ -375,6 +380,8 @@ test("ckd against NATS servers that log users in by NKEY and by JWT credentials 
         assert.match(await tryConnect({ servers: nats.url }), /authorization|authentication/i, `${kind}: a client without the key got in`);
         const a = await TestDaemon.start({ natsUrl: nats.url, extraArgs: [flag, file] });
         try {
+          // The key file is 0600: nothing to say about it.
+          assert.deepEqual(a.logLines().filter((l) => /other users can read/.test(String(l.msg))), []);
           await createImages(a, kind, 10);
         } finally {
           await a.cleanup();
