@@ -173,7 +173,15 @@ export async function openProjection(
   const identity = { stream: log.stream, created: String(info.created) };
   let db: ProjectionDb | undefined;
   let reason: string | undefined;
+  // The projection holds what the log holds (container specs and their environment): root's
+  // only, as the log's own store is. RocksDB makes its files 0644; the directory keeps others
+  // out (tightened in roots made before, and made so again after a rebuild removed it).
+  const privateDir = async () => {
+    await mkdir(location, { recursive: true, mode: 0o700 });
+    await chmod(location, 0o700);
+  };
   try {
+    await privateDir();
     db = await ProjectionDb.open(location);
     const have = await db.logIdentity();
     if (!have && db.appliedSeq > 0) reason = "projection has no log identity";
@@ -191,6 +199,7 @@ export async function openProjection(
     logger?.warn({ reason }, "rebuilding projection from sequence 1");
     await db?.close().catch(() => undefined);
     await ProjectionDb.destroy(location);
+    await privateDir();
     db = await ProjectionDb.open(location);
   }
   await db.setLogIdentity(identity);
@@ -316,11 +325,6 @@ export class Daemon {
     await writeFile(paths.record, JSON.stringify(record, null, 2) + "\n");
 
     const t0 = performance.now();
-    // The projection holds what the log holds (container specs and their environment): root's
-    // only, as the log's own store is. RocksDB makes its files 0644; the directory keeps others
-    // out (and is tightened in roots made before it was).
-    await mkdir(paths.meta, { recursive: true, mode: 0o700 });
-    await chmod(paths.meta, 0o700);
     const { db, rebuilt } = await openProjection(paths.meta, log, logger, streamInfo);
     const openMs = Math.round(performance.now() - t0);
     const projector = new Projector(db, log, protos, {
@@ -560,11 +564,22 @@ export function widenFlowControl(server: grpc.Server): void {
 
 /** A group name (from /etc/group) or number, as `socket_group` takes it. */
 export async function groupId(value: string): Promise<number> {
-  if (/^\d+$/.test(value)) return Number(value);
-  const text = await readFile("/etc/group", "utf8").catch(() => "");
-  const found = parseGroup(text).find((g) => g.name === value);
-  if (!found) throw new Error(`--socket-group (socket_group) "${value}": no such group in /etc/group (a name or a number)`);
-  return found.gid;
+  let gid: number;
+  if (/^\d+$/.test(value)) {
+    gid = Number(value);
+    // 2^32-1 is chown's "leave as it is"; more is no gid.
+    if (gid > 0xfffffffe) throw new Error(`--socket-group (socket_group) "${value}": not a group id (0 to 4294967294)`);
+  } else {
+    const text = await readFile("/etc/group", "utf8").catch(() => "");
+    const found = parseGroup(text).find((g) => g.name === value);
+    if (!found) throw new Error(`--socket-group (socket_group) "${value}": no such group in /etc/group (a name or a number)`);
+    gid = found.gid;
+  }
+  // Only root gives a file to any group; others to their own.
+  if (process.getuid?.() !== 0 && gid !== process.getegid?.() && !process.getgroups?.().includes(gid)) {
+    throw new Error(`--socket-group (socket_group) "${value}": ckd is not root and not in that group, so it cannot give the socket to it`);
+  }
+  return gid;
 }
 
 /** The daemon's uuid from its root, or a new one (isNew: not written yet). */

@@ -16,7 +16,7 @@ export interface MetricsSources {
   stream: string;
   /** The stream sequence the projection has applied. */
   appliedSeq(): number;
-  /** The stream's last sequence and size on disk (asks JetStream). */
+  /** The stream's last sequence and the bytes of its stored messages (asks JetStream). */
   logState(): Promise<{ lastSeq: number; bytes: number }>;
   /** Whether the NATS connection is up. */
   connected(): boolean;
@@ -151,16 +151,19 @@ export class Metrics {
   private currentLogState(): Promise<{ lastSeq: number; bytes: number } | undefined> {
     const sources = this.sources;
     if (!sources) return Promise.resolve(undefined);
-    this.logState ??= new Promise<{ lastSeq: number; bytes: number } | undefined>((resolve) => {
+    if (this.logState) return this.logState;
+    const asked: Promise<{ lastSeq: number; bytes: number } | undefined> = new Promise((resolve) => {
       const done = (s: { lastSeq: number; bytes: number } | undefined) => {
         clearTimeout(t);
-        this.logState = undefined;
+        // A late answer to an older question leaves a newer one in place.
+        if (this.logState === asked) this.logState = undefined;
         resolve(s);
       };
       const t = setTimeout(() => done(undefined), 1000);
       sources.logState().then(done, () => done(undefined));
     });
-    return this.logState;
+    this.logState = asked;
+    return asked;
   }
 
   attach(sources: MetricsSources): void {

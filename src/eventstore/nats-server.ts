@@ -23,7 +23,7 @@
 // nats-server over exactly this store directory, so a reused pid is never killed.
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
+import { closeSync, existsSync, fchmodSync, openSync, readFileSync, statSync } from "node:fs";
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { basename, dirname, join, resolve } from "node:path";
@@ -326,6 +326,7 @@ export class NatsServerProcess {
     if (logFile) {
       await mkdir(dirname(logFile), { recursive: true });
       out = openSync(logFile, "a", 0o640);
+      fchmodSync(out, 0o640); // also a log made before, by an older ckd
       logOffset = statSync(logFile).size;
     }
     let child: ChildProcess;

@@ -6,7 +6,7 @@
 // authorization, operator and TLS configurations.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { spawn } from "node:child_process";
@@ -130,8 +130,11 @@ test("ckd's own nats-server lets in only clients with its password, which only r
     }
     await createImages(d, "authns", 5);
 
-    // The password stays across restarts (a client given client.url keeps working).
+    // The password stays across restarts (a client given client.url keeps working); a
+    // projection made open by an older ckd is closed again.
+    await chmod(rootPaths(d.root).meta, 0o755);
     await d.restart();
+    assert.equal((await stat(rootPaths(d.root).meta)).mode & 0o777, 0o700);
     assert.equal((await readFile(join(store, CLIENT_URL_FILE), "utf8")).trim().split("@")[0], clientUrl.split("@")[0]);
     assert.deepEqual(await imageNames(d, "authns"), ["img0", "img1", "img2", "img3", "img4"]);
     assertNoSecret(d.logText(), password!, "ckd's log");
@@ -225,7 +228,8 @@ test("ckd against a NATS server that asks for a token (nats://TOKEN@host), both 
     assert.match(await tryConnect({ servers: `127.0.0.1:${port}` }), /authorization/i);
     // The URL in a config file others can read: ckd says so at start (and starts).
     const cfg = join(dir, "ckd.toml");
-    await writeFile(cfg, `nats = "${url}"\n`, { mode: 0o644 });
+    await writeFile(cfg, `nats = "${url}"\n`);
+    await chmod(cfg, 0o644);
     const a = await TestDaemon.start({ extraArgs: ["--config", cfg] });
     try {
       const warned = a.logLines().find((l) => l.level === 40 && l.file === cfg);
@@ -403,8 +407,11 @@ test("ckd against NATS servers that log users in by NKEY and by JWT credentials 
         // The wrong key: refused at connect, nothing written.
         const bad = await mkdtemp(join(tmpdir(), "ck-test-root-"));
         roots.push(bad);
+        // (Readable by others, too: said before anything else.)
+        await chmod(servers[kind].wrong, 0o644);
         const w = await runNode(CKD, ["--root", bad, "--address", join(bad, "ck.sock"), "--nats", nats.url, flag, servers[kind].wrong]);
         assert.equal(w.code, 1, w.stdout + w.stderr);
+        assert.match(w.stderr, kind === "nkey" ? /the NKEY seed file holds a key, and other users can read the file/ : /the NATS credentials file holds a key, and other users can read the file/);
         assert.match(w.stderr, /cannot connect to NATS at nats:\/\/127\.0\.0\.1:\d+: .*(authorization|authentication)/i);
         assert.deepEqual(readdirSync(bad), [], `${kind}: a refused login wrote into the root`);
       } finally {

@@ -3,7 +3,7 @@
 // state as of a past sequence or time.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -123,6 +123,8 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
     const lines = d.logLines().filter((l) => l.msg === "projection caught up");
     assert.equal(lines[lines.length - 1]!.rebuilt, true);
     assert.equal(lines[lines.length - 1]!.catchUpThread, false, "4 events behind: read in ckd's own thread");
+    // The rebuilt projection's directory (removed and made again) is root's only as before.
+    assert.equal((await stat(rootPaths(d.root).meta)).mode & 0o777, 0o700);
     const c2 = d.client("hist");
     assert.deepEqual((await c2.call("images", "Get", { name: "b" })).image.labels, { v: "2" });
     c2.close();

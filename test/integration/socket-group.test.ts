@@ -2,7 +2,7 @@
 // others do not. The real ctr, run as `nobody` with and without the group (setpriv).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -31,19 +31,42 @@ test("--socket-group gives the socket to a group: its members may call ckd, othe
     assert.notEqual(stranger.code, 0, "a user outside the group reached ckd");
     assert.match(stranger.stderr, /permission denied/i);
 
-    // A group that does not exist: refused before anything is written.
-    const root = await mkdtemp(join(tmpdir(), "ck-test-root-"));
-    try {
-      const r = await runNode(CKD, ["--root", root, "--address", join(root, "ck.sock"), "--nats", nats.url, "--socket-group", "no-such-group-ck"]);
-      assert.equal(r.code, 1, r.stdout + r.stderr);
-      assert.match(r.stderr, /--socket-group \(socket_group\) "no-such-group-ck": no such group in \/etc\/group/);
-      assert.deepEqual(readdirSync(root), []);
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
   } finally {
     await d.cleanup();
     await rm(sockDir, { recursive: true, force: true });
+    await nats.cleanup();
+  }
+});
+
+test("a socket group that does not exist, or is not a group id, is refused before anything is written", async () => {
+  const nats = await startTestNats();
+  try {
+    const dir = await mkdtemp(join(tmpdir(), "ck-test-cfg-"));
+    const cases: [string[], RegExp][] = [
+      [["--socket-group", "no-such-group-ck"], /--socket-group \(socket_group\) "no-such-group-ck": no such group in \/etc\/group/],
+      [["--socket-group", "4294967295"], /--socket-group \(socket_group\) "4294967295": not a group id/],
+    ];
+    for (const [value, message] of [["-1", /socket_group must be a group name or number, got -1/], ["1.5", /got 1\.5/], ["true", /got true/]] as const) {
+      const cfg = join(dir, `bad-${cases.length}.toml`);
+      await writeFile(cfg, `socket_group = ${value}\n`);
+      cases.push([["--config", cfg], message]);
+    }
+    try {
+      for (const [args, message] of cases) {
+        const root = await mkdtemp(join(tmpdir(), "ck-test-root-"));
+        try {
+          const r = await runNode(CKD, ["--root", root, "--address", join(root, "ck.sock"), "--nats", nats.url, ...args]);
+          assert.equal(r.code, 1, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
+          assert.match(r.stderr, message, args.join(" "));
+          assert.deepEqual(readdirSync(root), [], `${args.join(" ")} wrote into the root`);
+        } finally {
+          await rm(root, { recursive: true, force: true });
+        }
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  } finally {
     await nats.cleanup();
   }
 });
