@@ -251,19 +251,19 @@ export class Daemon {
       }
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
-    if (config.socketGroup !== undefined) await groupId(config.socketGroup);
+    const socketGid = config.socketGroup !== undefined ? await groupId(config.socketGroup) : undefined;
     // Bound now, before the root is touched: a taken port fails the start, writing nothing.
     // An empty address is off, as containerd's default.
     const metrics = config.metricsAddress ? await Metrics.listen(config.metricsAddress) : undefined;
     try {
-      return await Daemon.startWith(config, logger, disabled, metrics);
+      return await Daemon.startWith(config, logger, disabled, metrics, socketGid);
     } catch (err) {
       await metrics?.close();
       throw err;
     }
   }
 
-  private static async startWith(config: DaemonConfig, logger: Logger, disabled: Set<string>, metrics: Metrics | undefined): Promise<Daemon> {
+  private static async startWith(config: DaemonConfig, logger: Logger, disabled: Set<string>, metrics: Metrics | undefined, socketGid: number | undefined): Promise<Daemon> {
     const paths = rootPaths(config.root);
     // The uuid is written once the log answers: a server that refuses leaves the root as it was.
     const { uuid, isNew: newUuid } = await readUuid(paths.uuid);
@@ -400,7 +400,7 @@ export class Daemon {
     const plugins = allPlugins.filter((p) => !disabled.has(`${p.type}.${p.id}`));
     if (disabled.size) logger.info({ disabled: [...disabled] }, "plugins disabled by configuration");
     const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content, snapshotters, metrics);
-    await d.serve();
+    await d.serve(socketGid);
     return d;
   }
 
@@ -424,7 +424,8 @@ export class Daemon {
     this.sweeper.unref();
   }
 
-  private async serve(): Promise<void> {
+  /** `socketGid`: the socket's group (--socket-group, resolved at start). */
+  private async serve(socketGid: number | undefined): Promise<void> {
     const server = new grpc.Server({
       "grpc.max_receive_message_length": 16 << 20,
       "grpc.max_send_message_length": 16 << 20,
@@ -486,7 +487,7 @@ export class Daemon {
       server.bindAsync(`unix://${sock}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
     );
     await chmod(sock, 0o660);
-    if (this.config.socketGroup !== undefined) await chown(sock, -1, await groupId(this.config.socketGroup));
+    if (socketGid !== undefined) await chown(sock, -1, socketGid);
     widenFlowControl(server);
     this.server = server;
     this.logger.info({ address: sock }, "serving containerd v1 API");

@@ -201,16 +201,18 @@ function readKeyFile(file: string, flag: string): Uint8Array {
  * (and config key) that gave the file.
  */
 export async function checkNatsFiles(files: NatsFiles, url = "nats://127.0.0.1"): Promise<void> {
-  const { readFile } = await import("node:fs/promises");
   if (!!files.certFile !== !!files.keyFile) {
     throw new Error(`${FILE_FLAGS.certFile} and ${FILE_FLAGS.keyFile} go together: a client certificate needs its key`);
   }
   for (const k of ["caFile", "certFile", "keyFile"] as const) {
     const file = files[k];
     if (file === undefined) continue;
-    const text = await readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
-      throw new Error(`${FILE_FLAGS[k]} ${file}: cannot read it (${err.code ?? err.message})`);
-    });
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (err) {
+      throw new Error(`${FILE_FLAGS[k]} ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
     if (!text.includes("-----BEGIN ")) throw new Error(`${FILE_FLAGS[k]} ${file}: not a PEM file`);
   }
   natsConnectOptions(url, files); // the creds or NKEY file, and one way to log in

@@ -516,3 +516,26 @@ test("ckd's own nats-server has a read-only user: it follows the events and read
     await d.cleanup();
   }
 });
+
+test("ck-replay refuses a NATS URL or files it cannot use, naming the flag, without repeating a password", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ck-test-replay-"));
+  try {
+    const cert = join(dir, "client.pem");
+    await writeFile(cert, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [["rebuild"], { CK_NATS: "nats://:s3cret@127.0.0.1:1" }, /--nats \(CK_NATS\): the NATS server: a password without a user/],
+      [["rebuild", "--nats", "nats://u:s3cret@127.0.0.1:1/x"], {}, /--nats \(CK_NATS\): the NATS server is not a URL/],
+      [["rebuild", "--nats", "nats://127.0.0.1:1", "--nats-tls-cert", cert], {}, /--nats-tls-cert \(nats_tls_cert\) and --nats-tls-key \(nats_tls_key\) go together/],
+      [["rebuild", "--nats", "nats://127.0.0.1:1", "--nats-nkey", cert], {}, /--nats-nkey \(nats_nkey\) .*client\.pem: not a user NKEY seed/],
+    ];
+    for (const [args, env, message] of cases) {
+      const r = await runNode(CK_REPLAY, [...args, "--out", join(dir, "out")], env);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, message, args.join(" "));
+      assert.ok(!r.stderr.includes("s3cret"), r.stderr);
+    }
+    assert.deepEqual(readdirSync(dir), ["client.pem"], "ck-replay wrote something");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
