@@ -15,6 +15,8 @@ import { Metrics, METRICS_PATH } from "./metrics.js";
 import { parseGroup } from "../cli/image-user.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { Projector } from "../projections/projector.js";
+import { chooseBase, loadBase } from "../projections/base.js";
+import { BaseStore } from "../eventstore/base-store.js";
 import { readInWorker } from "../eventstore/worker-reader.js";
 import { Queries } from "../projections/queries.js";
 import { Sequencer } from "../commands/sequencer.js";
@@ -196,11 +198,25 @@ export async function openProjection(
     reason = `projection unreadable: ${(err as Error).message}`;
   }
   if (reason || !db) {
-    logger?.warn({ reason }, "rebuilding projection from sequence 1");
+    logger?.warn({ reason }, "rebuilding projection from the log");
     await db?.close().catch(() => undefined);
     await ProjectionDb.destroy(location);
     await privateDir();
     db = await ProjectionDb.open(location);
+  }
+  // The log's history the projection still needs was compacted away: start from a base.
+  const first = info.state.first_seq;
+  if (first > db.appliedSeq + 1) {
+    const store = new BaseStore(log);
+    const chosen = chooseBase(await store.list(), { firstSeq: first, identity });
+    if ("error" in chosen) {
+      await db.close();
+      throw new Error(`the projection (at sequence ${db.appliedSeq}) cannot catch up with the log: ${chosen.error}`);
+    }
+    logger?.warn({ applied: db.appliedSeq, logFirstSeq: first, base: chosen.base.seq, baseTaken: chosen.base.taken }, "loading the projection from a base: the log's history before it was compacted");
+    await db.close();
+    db = await loadBase(location, store, chosen.base, identity, privateDir);
+    reason ??= `history before sequence ${first} compacted: loaded the base at sequence ${chosen.base.seq}`;
   }
   await db.setLogIdentity(identity);
   return { db, rebuilt: reason !== undefined, reason };

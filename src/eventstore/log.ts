@@ -470,6 +470,14 @@ export class EventLog {
   }
 
   /**
+   * Removes every message before `seq` (compaction, once a base holds the state they made).
+   * Returns how many were removed.
+   */
+  async purgeBefore(seq: number): Promise<number> {
+    return (await this.jsm.streams.purge(this.stream, { seq })).purged;
+  }
+
+  /**
    * Appends one message. Fails fast with Unavailable while the server is unreachable.
    * A failed expectation surfaces as a JetStreamApiError with code WRONG_LAST_SEQUENCE.
    */

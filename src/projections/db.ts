@@ -230,6 +230,17 @@ export class ProjectionDb {
   }
 
   /**
+   * Writes records as raw bytes (a base being loaded), and with the last batch the sequence
+   * the base is at. Only for a fresh database: nothing here is folded.
+   */
+  async loadRaw(records: [key: string, value: Buffer][], appliedSeq?: number): Promise<void> {
+    const ops: [string, Buffer][] = records;
+    if (appliedSeq !== undefined) ops.push([APPLIED_KEY, encodeValue(appliedSeq)]);
+    await this.write(ops, false);
+    if (appliedSeq !== undefined) this.applied = appliedSeq;
+  }
+
+  /**
    * A generation for the keys under `prefix`: two calls return the same number only if no
    * key under it changed in between. Watching starts at the first call; at most
    * MAX_WATCHED prefixes are watched, and a prefix dropped and watched again gets a number

@@ -5,6 +5,9 @@
 //   ck-replay rebuild [--root DIR] [--out DIR] [--until SEQ|TIME]
 //   ck-replay verify  --root DIR
 //   ck-replay show    --root DIR [--namespace NS] [--until SEQ|TIME]
+//   ck-replay base    --root DIR                  (store the state at the last sequence)
+//   ck-replay bases   --root DIR
+//   ck-replay compact --root DIR [--keep N]       (a base, then cut the history before it)
 //
 // With --root the log is found from what ckd recorded there (ckd.json); if ckd ran its own
 // nats-server and it is not running any more, a temporary one is started on that store.
@@ -18,7 +21,8 @@ import { existsSync } from "node:fs";
 import { ProjectionDb } from "../../src/projections/db.js";
 import { Queries } from "../../src/projections/queries.js";
 import { rootPaths } from "../../src/api/daemon.js";
-import { compareProjections, openLogFor, parseUntil, rebuild, type LogFlags } from "./replay.js";
+import { BaseStore } from "../../src/eventstore/base-store.js";
+import { baseAtLast, compact, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 
 async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "ck-replay-"));
@@ -56,7 +60,8 @@ async function main(): Promise<void> {
           const r = await rebuild(opened.log, dir, until);
           await r.db.close();
           const rate = r.seconds > 0 ? Math.round(r.events / r.seconds) : r.events;
-          process.stdout.write(`rebuilt ${r.events} events to ${dir} in ${r.seconds.toFixed(3)} s (${rate} events/s), applied sequence ${r.appliedSeq}\n`);
+          const from = r.base ? ` from the base at sequence ${r.base.seq}` : "";
+          process.stdout.write(`rebuilt ${r.events} events${from} to ${dir} in ${r.seconds.toFixed(3)} s (${rate} events/s), applied sequence ${r.appliedSeq}\n`);
         };
         if (opts.out) await run(opts.out);
         else await withTempDir(run);
@@ -132,6 +137,47 @@ async function main(): Promise<void> {
             await r.db.close();
           }
         });
+      } finally {
+        await opened.close();
+      }
+    });
+
+  logOptions(program.command("base"))
+    .description("store a base: the state at the log's last sequence, kept in NATS beside the log (<stream>_BASES)")
+    .action(async (opts: LogFlags) => {
+      const opened = await openLogFor(opts);
+      try {
+        const { marker, fresh } = await baseAtLast(opened.log);
+        process.stdout.write(`${fresh ? "stored" : "already stored:"} ${describeBase(marker)}\n`);
+      } finally {
+        await opened.close();
+      }
+    });
+
+  logOptions(program.command("bases"))
+    .description("list the bases stored beside the log")
+    .action(async (opts: LogFlags) => {
+      const opened = await openLogFor(opts);
+      try {
+        const bases = await new BaseStore(opened.log).list();
+        const rows = [["SEQUENCE", "AT", "RECORDS", "BYTES", "FORMAT", "TAKEN"], ...bases.map((b) => [String(b.seq), b.seqTime, String(b.records), String(b.bytes), String(b.format), b.taken])];
+        const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+        for (const r of rows) process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ") + "\n");
+      } finally {
+        await opened.close();
+      }
+    });
+
+  logOptions(program.command("compact"))
+    .description("store a base at the log's last sequence, then remove the log's history before it (keeping --keep messages of it)")
+    .option("--keep <n>", "messages before the base to keep in the log, for followers a little behind (default 1000)", "1000")
+    .action(async (opts: LogFlags & { keep: string }) => {
+      const keep = parseCount(opts.keep, "--keep");
+      const opened = await openLogFor(opts);
+      try {
+        const r = await compact(opened.log, keep);
+        const kept = r.firstSeq <= r.lastSeq ? `the log now holds sequences ${r.firstSeq} to ${r.lastSeq}` : `the log now holds no message (next is ${r.lastSeq + 1})`;
+        process.stdout.write(`${describeBase(r.base)}\nremoved ${r.removed} message${r.removed === 1 ? "" : "s"}; ${kept}; ${r.prunedBases} older base${r.prunedBases === 1 ? "" : "s"} removed\n`);
       } finally {
         await opened.close();
       }

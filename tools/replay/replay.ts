@@ -5,6 +5,12 @@ import { EventLog, DEFAULT_STREAM, natsConnectOptions, natsFilesOf, checkNatsFil
 import { MANAGED_INBOX_PREFIX, NatsServerProcess } from "../../src/eventstore/nats-server.js";
 import { ProjectionDb, META_PREFIX } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
+import { chooseBase, loadBase, takeBase } from "../../src/projections/base.js";
+import { PROJECTION_FORMAT } from "../../src/projections/db.js";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BaseStore, type BaseMarker } from "../../src/eventstore/base-store.js";
 import { readInWorker } from "../../src/eventstore/worker-reader.js";
 import { loadProtos } from "../../src/protos/protos.js";
 import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
@@ -104,21 +110,40 @@ export function parseUntil(v: string | undefined): { seq?: number; time?: Date }
 
 export interface RebuildResult {
   db: ProjectionDb;
+  /** Events folded (after the base, when one was loaded). */
   events: number;
   seconds: number;
   appliedSeq: number;
+  /** The base the rebuild started from (the log's history before it was compacted). */
+  base?: BaseMarker;
 }
 
-/** Folds the log into a fresh projection at `out`, up to a point. */
+/**
+ * Folds the log into a fresh projection at `out`, up to a point: from sequence 1, or, when
+ * the history before the log's first message was compacted away, from the latest base that
+ * covers it and is not past the point.
+ */
 export async function rebuild(log: EventLog, out: string, until: { seq?: number; time?: Date } = {}): Promise<RebuildResult> {
-  await ProjectionDb.destroy(out);
-  const db = await ProjectionDb.open(out);
   const info = await log.info();
-  await db.setLogIdentity({ stream: log.stream, created: String(info.created) });
+  const identity = { stream: log.stream, created: String(info.created) };
   const last = info.state.last_seq;
   const untilSeq = Math.min(last, until.seq ?? last);
+  const first = info.state.first_seq;
+  let base: BaseMarker | undefined;
+  let db: ProjectionDb;
   const started = process.hrtime.bigint();
-  if (untilSeq > 0) {
+  if (first > 1) {
+    const store = new BaseStore(log);
+    const chosen = chooseBase(await store.list(), { firstSeq: first, identity, untilSeq, untilTime: until.time });
+    if ("error" in chosen) throw new Error(chosen.error);
+    base = chosen.base;
+    db = await loadBase(out, store, base, identity);
+  } else {
+    await ProjectionDb.destroy(out);
+    db = await ProjectionDb.open(out);
+    await db.setLogIdentity(identity);
+  }
+  if (untilSeq > db.appliedSeq) {
     // NATS in a worker thread, decoding and folding in this one: the two cores share it.
     const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, files: log.files, inboxPrefix: log.inboxPrefix, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
     const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time, bulk: { source, threshold: 0 } });
@@ -126,7 +151,7 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
     await projector.finished();
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return { db, events: db.appliedSeq, seconds, appliedSeq: db.appliedSeq };
+  return { db, events: db.appliedSeq - (base?.seq ?? 0), seconds, appliedSeq: db.appliedSeq, base };
 }
 
 /** Compares two projections byte for byte (bookkeeping keys aside); lists differences. */
@@ -165,3 +190,64 @@ function printable(key: string): string {
   return key.replace(/\u0000/g, "/");
 }
 
+
+/** Parses a count of messages (0 or more), naming the flag when it is not one. */
+export function parseCount(v: string, flag: string): number {
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new Error(`${flag}: expected a number of messages (0 or more), got "${v}"`);
+  return Number(v);
+}
+
+export function describeBase(b: BaseMarker): string {
+  return `base at sequence ${b.seq} (${b.seqTime}): ${b.records} records, ${b.bytes} bytes in ${b.chunks} chunk${b.chunks === 1 ? "" : "s"}, format ${b.format}`;
+}
+
+/**
+ * A base at the log's last sequence: the one stored already, or a new one folded from the
+ * latest base (or sequence 1) and read back in full before it is trusted.
+ */
+export async function baseAtLast(log: EventLog): Promise<{ marker: BaseMarker; fresh: boolean }> {
+  const store = new BaseStore(log);
+  const info = await log.info();
+  const last = info.state.last_seq;
+  if (last === 0) throw new Error(`the log (${log.stream}) holds no message yet: nothing to keep a base of`);
+  const identity = { stream: log.stream, created: String(info.created) };
+  const have = (await store.list()).filter((b) => b.seq === last && b.stream === identity.stream && b.created === identity.created && b.format === PROJECTION_FORMAT);
+  if (have.length) return { marker: have[have.length - 1]!, fresh: false };
+  const dir = await mkdtemp(join(tmpdir(), "ck-replay-base-"));
+  try {
+    const r = await rebuild(log, join(dir, "meta"), { seq: last });
+    try {
+      if (r.appliedSeq !== last) throw new Error(`the rebuild reached sequence ${r.appliedSeq}, not the log's last ${last}`);
+      const seqTime = r.appliedSeq >= info.state.first_seq ? (await log.jsm.streams.getMessage(log.stream, { seq: last }))?.time : undefined;
+      const marker = await takeBase(r.db, store, identity, seqTime ?? new Date(r.base?.seqTime ?? Date.now()));
+      // Read back in full (count, bytes, sha256) before anything relies on it.
+      for await (const _ of store.chunks(marker)) void _;
+      return { marker, fresh: true };
+    } finally {
+      await r.db.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export interface CompactResult {
+  base: BaseMarker;
+  removed: number;
+  firstSeq: number;
+  lastSeq: number;
+  prunedBases: number;
+}
+
+/**
+ * Stores a base at the log's last sequence, then removes the log's messages before it except
+ * the last `keep` of them, then the bases that can no longer start a rebuild.
+ */
+export async function compact(log: EventLog, keep: number): Promise<CompactResult> {
+  const { marker } = await baseAtLast(log);
+  const cut = marker.seq + 1 - keep;
+  const removed = cut > 1 ? await log.purgeBefore(cut) : 0;
+  const info = await log.info();
+  const prunedBases = await new BaseStore(log).prune(Math.min(marker.seq, info.state.first_seq - 1));
+  return { base: marker, removed, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq, prunedBases };
+}

@@ -1,0 +1,207 @@
+// Bases: the projected state at one sequence of the log, kept in NATS beside the log, so that
+// the log's history before it can be cut (compaction) and a projection still be rebuilt: from
+// the base, then the messages after it. Stored in a stream of their own, `<log stream>_BASES`:
+//   ck.bases.<log stream>.chunks.<id>   the state's bytes, in messages of at most chunkBytes
+//   ck.bases.<log stream>.markers       one JSON marker per complete base, written last
+// A base without its marker (a writer stopped half way) is never read, and pruned later. What
+// the bytes mean is the projection's business (src/projections/base.ts): this module stores,
+// lists, reads back (checking count and sha256) and prunes them.
+import { createHash, randomBytes } from "node:crypto";
+import type { StoredMsg } from "@nats-io/jetstream";
+import { isStreamNotFound, type EventLog } from "./log.js";
+
+export interface BaseMarker {
+  /** Names the base's chunk subject. */
+  id: string;
+  /** The log sequence the state is at: every message up to it is folded in, none after. */
+  seq: number;
+  /** When the log stored message `seq` (point-in-time by time chooses by it). */
+  seqTime: string;
+  /** The log the state was folded from: its stream name and creation time. */
+  stream: string;
+  created: string;
+  /** The layout of the state's records (the projection's format). */
+  format: number;
+  records: number;
+  bytes: number;
+  chunks: number;
+  sha256: string;
+  /** When the base was written. */
+  taken: string;
+  /** Where its first chunk sits in the bases stream. */
+  firstChunk: number;
+  /** Where the marker itself sits in the bases stream (filled in when read back). */
+  markerSeq?: number;
+}
+
+export type BaseMeta = Omit<BaseMarker, "id" | "records" | "bytes" | "chunks" | "sha256" | "taken" | "firstChunk" | "markerSeq">;
+
+const utf8 = new TextDecoder();
+const utf8e = new TextEncoder();
+
+export class BaseStore {
+  readonly name: string;
+  private readonly prefix: string;
+
+  constructor(private readonly log: EventLog) {
+    this.name = `${log.stream}_BASES`;
+    this.prefix = `ck.bases.${log.stream}`;
+  }
+
+  get markersSubject(): string {
+    return `${this.prefix}.markers`;
+  }
+
+  chunkSubject(id: string): string {
+    return `${this.prefix}.chunks.${id}`;
+  }
+
+  /** Largest chunk: under the server's message size limit, with room for headers. */
+  get chunkBytes(): number {
+    const max = this.log.nc.info?.max_payload ?? 1024 * 1024;
+    return Math.max(4096, Math.min(1024 * 1024, max) - 4096);
+  }
+
+  /** True when the bases stream exists (a log never compacted may have none). */
+  async exists(): Promise<boolean> {
+    try {
+      await this.log.jsm.streams.info(this.name);
+      return true;
+    } catch (err) {
+      if (isStreamNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  /** Creates the bases stream like the log's (file storage, the log's replicas). */
+  async ensure(): Promise<void> {
+    if (await this.exists()) return;
+    const replicas = (await this.log.info()).config.num_replicas ?? 1;
+    try {
+      await this.log.jsm.streams.add({
+        name: this.name,
+        subjects: [`${this.prefix}.>`],
+        storage: "file" as never,
+        num_replicas: replicas,
+        discard: "old" as never,
+        retention: "limits" as never,
+        allow_direct: true,
+      });
+    } catch (err) {
+      if (!(await this.exists())) throw err;
+    }
+  }
+
+  /** Every complete base, oldest first. */
+  async list(): Promise<BaseMarker[]> {
+    if (!(await this.exists())) return [];
+    const out: BaseMarker[] = [];
+    let from = 1;
+    for (;;) {
+      const m = await this.next(from, this.markersSubject);
+      if (!m) break;
+      from = m.seq + 1;
+      let marker: BaseMarker;
+      try {
+        marker = JSON.parse(utf8.decode(m.data)) as BaseMarker;
+      } catch {
+        continue; // not one of ours
+      }
+      if (typeof marker.seq !== "number" || typeof marker.id !== "string") continue;
+      out.push({ ...marker, markerSeq: m.seq });
+    }
+    return out.sort((a, b) => a.seq - b.seq || (a.markerSeq ?? 0) - (b.markerSeq ?? 0));
+  }
+
+  /** The next message on `subject` at or after `seq` in the bases stream, if any. */
+  private async next(seq: number, subject: string): Promise<StoredMsg | null> {
+    try {
+      return await this.log.jsm.direct.getMessage(this.name, { seq, next_by_subj: subject });
+    } catch (err) {
+      if ((err as { code?: number | string }).code === 404 || /no message found|not found/i.test((err as Error).message)) return null;
+      throw err;
+    }
+  }
+
+  /**
+   * Writes a base: its chunks, then its marker. The marker (written last) makes it visible;
+   * a writer stopped before it leaves chunks nobody reads, pruned by the next prune.
+   * `records` is asked once every chunk is written (the chunks count them as they go).
+   */
+  async write(meta: BaseMeta, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, records: () => number): Promise<BaseMarker> {
+    await this.ensure();
+    const id = randomBytes(12).toString("hex");
+    const subject = this.chunkSubject(id);
+    const hash = createHash("sha256");
+    let bytes = 0;
+    let count = 0;
+    let firstChunk = 0;
+    for await (const chunk of chunks) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      const ack = await this.log.js.publish(subject, chunk, { expect: { streamName: this.name } });
+      if (count === 0) firstChunk = ack.seq;
+      count++;
+    }
+    const marker: BaseMarker = {
+      ...meta,
+      id,
+      records: records(),
+      bytes,
+      chunks: count,
+      sha256: hash.digest("hex"),
+      taken: new Date().toISOString(),
+      firstChunk,
+    };
+    const ack = await this.log.js.publish(this.markersSubject, utf8e.encode(JSON.stringify(marker)), { expect: { streamName: this.name } });
+    return { ...marker, markerSeq: ack.seq };
+  }
+
+  /** A base's chunks in order; fails unless their count and sha256 are the marker's. */
+  async *chunks(marker: BaseMarker): AsyncGenerator<Uint8Array> {
+    const subject = this.chunkSubject(marker.id);
+    const hash = createHash("sha256");
+    let from = marker.firstChunk || 1;
+    let count = 0;
+    let bytes = 0;
+    while (count < marker.chunks) {
+      const m = await this.next(from, subject);
+      if (!m) break;
+      from = m.seq + 1;
+      count++;
+      bytes += m.data.length;
+      hash.update(m.data);
+      yield m.data;
+    }
+    const sha = hash.digest("hex");
+    if (count !== marker.chunks || bytes !== marker.bytes || sha !== marker.sha256) {
+      throw new Error(
+        `base at sequence ${marker.seq} (${marker.id}) is damaged: read ${count} chunks, ${bytes} bytes, sha256 ${sha}; its marker says ${marker.chunks}, ${marker.bytes}, ${marker.sha256}`,
+      );
+    }
+  }
+
+  /**
+   * Removes every base whose sequence is below `seq` (they can no longer start a rebuild once
+   * the log's history before `seq` is cut), and chunks that no marker names. Returns the
+   * number of bases removed.
+   */
+  async prune(seq: number): Promise<number> {
+    const all = await this.list();
+    const drop = all.filter((b) => b.seq < seq);
+    const keep = all.filter((b) => b.seq >= seq);
+    for (const b of drop) {
+      await this.log.jsm.streams.purge(this.name, { filter: this.chunkSubject(b.id) });
+      await this.log.jsm.streams.deleteMessage(this.name, b.markerSeq!, false);
+    }
+    // Chunks no marker names: writers stopped half way (or one at work right now, whose
+    // read-back then fails before anything relies on it). Purged by exact subject: nats-server
+    // 2.9 purges every message of a wildcard filter when asked for those before sequence 1.
+    const named = new Set(keep.map((b) => this.chunkSubject(b.id)));
+    const info = await this.log.jsm.streams.info(this.name, { subjects_filter: `${this.prefix}.chunks.>` });
+    for (const subject of Object.keys(info.state.subjects ?? {})) {
+      if (!named.has(subject)) await this.log.jsm.streams.purge(this.name, { filter: subject });
+    }
+    return drop.length;
+  }
+}

@@ -1,0 +1,163 @@
+// A base is a projection's records at one log sequence, kept in NATS (src/eventstore/base-store.ts)
+// so that the log's history before it can be cut and a projection still be rebuilt: load the
+// base, then fold the messages after it. The records go as they are in RocksDB (key, cbor
+// bytes), bookkeeping keys aside, so a projection loaded from a base and folded on is byte for
+// byte the one a fold from sequence 1 gives (ck-replay verify compares them). The bytes are
+// the projection's format: a base of another format cannot start a rebuild.
+//
+// Framing of the records, one after the other across chunk boundaries:
+//   u32 key length | key (UTF-8) | u32 value length | value        (lengths big-endian)
+import type { BaseMarker, BaseStore } from "../eventstore/base-store.js";
+import { ProjectionDb, META_PREFIX, PROJECTION_FORMAT, type LogIdentity } from "./db.js";
+
+/** Frames records into chunks of exactly `chunkBytes` (the last one shorter). */
+export function* frameRecords(records: Iterable<[string, Uint8Array]>, chunkBytes: number): Generator<Uint8Array> {
+  let buf = Buffer.allocUnsafe(chunkBytes);
+  let at = 0;
+  const put = function* (bytes: Uint8Array): Generator<Uint8Array> {
+    let off = 0;
+    while (off < bytes.length) {
+      const n = Math.min(bytes.length - off, chunkBytes - at);
+      buf.set(bytes.subarray(off, off + n), at);
+      at += n;
+      off += n;
+      if (at === chunkBytes) {
+        yield buf;
+        buf = Buffer.allocUnsafe(chunkBytes);
+        at = 0;
+      }
+    }
+  };
+  const len = Buffer.alloc(4);
+  for (const [key, value] of records) {
+    const k = Buffer.from(key, "utf8");
+    len.writeUInt32BE(k.length);
+    yield* put(len);
+    yield* put(k);
+    len.writeUInt32BE(value.length);
+    yield* put(len);
+    yield* put(value);
+  }
+  if (at > 0) yield buf.subarray(0, at);
+}
+
+/** Parses framed records from chunks as they come; `end()` fails on a record cut short. */
+export class RecordParser {
+  private carry: Buffer = Buffer.alloc(0);
+
+  push(chunk: Uint8Array): [string, Buffer][] {
+    const b = this.carry.length ? Buffer.concat([this.carry, chunk]) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+    const out: [string, Buffer][] = [];
+    let at = 0;
+    for (;;) {
+      if (b.length - at < 4) break;
+      const kl = b.readUInt32BE(at);
+      if (b.length - at < 8 + kl) break;
+      const vl = b.readUInt32BE(at + 4 + kl);
+      if (b.length - at < 8 + kl + vl) break;
+      const key = b.toString("utf8", at + 4, at + 4 + kl);
+      // A copy: the chunk's memory is not kept alive by one small record.
+      const value = Buffer.from(b.subarray(at + 8 + kl, at + 8 + kl + vl));
+      out.push([key, value]);
+      at += 8 + kl + vl;
+    }
+    this.carry = Buffer.from(b.subarray(at));
+    return out;
+  }
+
+  end(): void {
+    if (this.carry.length) throw new Error(`base ends inside a record (${this.carry.length} bytes left over)`);
+  }
+}
+
+/** What a rebuild needs of a base: where the log now starts, where it must stop. */
+export interface BaseWanted {
+  /** The log's first sequence still stored. */
+  firstSeq: number;
+  identity: { stream: string; created: string };
+  untilSeq?: number;
+  untilTime?: Date;
+  format?: number;
+}
+
+/**
+ * The base a rebuild starts from when the log's history before `firstSeq` is gone: the latest
+ * one of this log and format at or after `firstSeq - 1` (the messages after it are all there)
+ * and not past the point wanted. Pure: returns the base, or why none will do.
+ */
+export function chooseBase(bases: readonly BaseMarker[], w: BaseWanted): { base: BaseMarker } | { error: string } {
+  const format = w.format ?? PROJECTION_FORMAT;
+  const ofLog = bases.filter((b) => b.stream === w.identity.stream && b.created === w.identity.created);
+  const reaching = ofLog.filter((b) => b.seq >= w.firstSeq - 1);
+  const inTime = reaching.filter((b) => (w.untilSeq === undefined || b.seq <= w.untilSeq) && (w.untilTime === undefined || new Date(b.seqTime).getTime() <= w.untilTime.getTime()));
+  const usable = inTime.filter((b) => b.format === format);
+  const cut = `the log's history before sequence ${w.firstSeq} was compacted away`;
+  if (usable.length) return { base: usable.reduce((a, b) => (b.seq > a.seq ? b : a)) };
+  if (inTime.length) {
+    return { error: `${cut}, and its base${inTime.length > 1 ? "s are" : " is"} in projection format ${[...new Set(inTime.map((b) => b.format))].join(", ")}; this ck reads format ${format}` };
+  }
+  if (reaching.length) {
+    const earliest = reaching.reduce((a, b) => (b.seq < a.seq ? b : a));
+    return { error: `${cut}: the earliest state it can show is at sequence ${earliest.seq} (${earliest.seqTime})` };
+  }
+  return { error: `${cut}, and no base of this log covers it (${bases.length} base${bases.length === 1 ? "" : "s"} stored)` };
+}
+
+/** Writes a projection's records as a base at its applied sequence. */
+export async function takeBase(db: ProjectionDb, store: BaseStore, identity: LogIdentity, seqTime: Date): Promise<BaseMarker> {
+  let records = 0;
+  const all = function* (): Generator<[string, Uint8Array]> {
+    for (const r of db.scanRaw("")) {
+      if (r[0].startsWith(META_PREFIX)) continue;
+      records++;
+      yield r;
+    }
+  };
+  const marker = await store.write(
+    { seq: db.appliedSeq, seqTime: seqTime.toISOString(), stream: identity.stream, created: identity.created, format: PROJECTION_FORMAT },
+    frameRecords(all(), store.chunkBytes),
+    () => records,
+  );
+  return marker;
+}
+
+/**
+ * Makes `location` a projection holding exactly the base's records at its sequence (whatever
+ * was there is removed first). A load stopped half way leaves a projection at sequence 0 of a
+ * log that starts later: the next start loads the base again.
+ */
+export async function loadBase(
+  location: string,
+  store: BaseStore,
+  base: BaseMarker,
+  identity: LogIdentity,
+  /** Run once the old directory is gone, before RocksDB makes the new one (its mode, say). */
+  beforeOpen?: () => Promise<void>,
+): Promise<ProjectionDb> {
+  await ProjectionDb.destroy(location);
+  await beforeOpen?.();
+  const db = await ProjectionDb.open(location);
+  try {
+    const parser = new RecordParser();
+    let pending: [string, Buffer][] = [];
+    let records = 0;
+    for await (const chunk of store.chunks(base)) {
+      for (const r of parser.push(chunk)) pending.push(r);
+      if (pending.length >= 4096) {
+        records += pending.length;
+        await db.loadRaw(pending);
+        pending = [];
+      }
+    }
+    parser.end();
+    records += pending.length;
+    if (records !== base.records) throw new Error(`base at sequence ${base.seq} holds ${records} records, its marker says ${base.records}`);
+    await db.loadRaw(pending, base.seq);
+    await db.setLogIdentity(identity);
+    return db;
+  } catch (err) {
+    await db.close().catch(() => undefined);
+    await ProjectionDb.destroy(location);
+    throw err;
+  }
+}

@@ -1,0 +1,170 @@
+// Compaction: a base (the projected state at one sequence, kept in NATS beside the log) lets
+// the log's history before it go. ckds behind the cut and ckds that lost their projection
+// load the base and fold on; ck-replay rebuilds, verifies and shows past states from it, and
+// says what it cannot show any more. Real nats-server, real ckds, real RocksDB.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { rm } from "node:fs/promises";
+import { connect } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { TestDaemon, runNode, CK_REPLAY } from "../helpers/daemon.js";
+import { startTestNats } from "../helpers/nats.js";
+import { rootPaths } from "../../src/api/daemon.js";
+
+const target = (n: number) => ({ media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + n.toString(16).padStart(64, "0"), size: 100 + n });
+const spec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from(JSON.stringify({ ociVersion: "1.0.2", process: { args: ["sh"] } })) };
+
+/** Everything the API shows of the namespaces written here, in a comparable shape. */
+async function state(d: TestDaemon): Promise<unknown> {
+  const c = d.client("default");
+  const out: Record<string, unknown> = {};
+  try {
+    const names = (await c.call("namespaces", "List", {})).namespaces.map((n: any) => ({ name: n.name, labels: n.labels }));
+    out.namespaces = names.sort((a: any, b: any) => (a.name < b.name ? -1 : 1));
+    for (const ns of ["alpha", "beta"]) {
+      const cn = d.client(ns);
+      try {
+        out[`${ns}/images`] = (await cn.call("images", "List", {})).images.map((i: any) => [i.name, i.target.digest, i.labels]);
+        out[`${ns}/containers`] = (await cn.call("containers", "List", {})).containers.map((x: any) => [x.id, x.image, x.labels]);
+        out[`${ns}/leases`] = (await cn.call("leases", "List", {})).leases.map((l: any) => [l.id, l.labels]).sort();
+      } finally {
+        cn.close();
+      }
+    }
+  } finally {
+    c.close();
+  }
+  return out;
+}
+
+async function writeSome(d: TestDaemon, from: number, n: number): Promise<void> {
+  for (const ns of ["alpha", "beta"]) {
+    const c = d.client(ns);
+    try {
+      for (let i = from; i < from + n; i++) {
+        await c.call("images", "Create", { image: { name: `reg.local/${ns}/app:${i}`, target: target(i), labels: { i: String(i) } } });
+        if (i % 3 === 0) await c.call("images", "Delete", { name: `reg.local/${ns}/app:${i}` });
+        if (i % 4 === 1 && i % 3 !== 0) await c.call("images", "Update", { image: { name: `reg.local/${ns}/app:${i}`, labels: { touched: "yes" } }, update_mask: { paths: ["labels"] } });
+        if (i % 5 === 0) await c.call("containers", "Create", { container: { id: `c-${i}`, image: `reg.local/${ns}/app:${i}`, runtime: { name: "io.containerd.runc.v2" }, spec, labels: { n: String(i) } } });
+        if (i % 7 === 0) await c.call("leases", "Create", { id: `lease-${i}`, labels: { why: "test" } });
+      }
+    } finally {
+      c.close();
+    }
+  }
+}
+
+test("compaction: a base at the last sequence, the history before it gone; ckds behind the cut or without a projection load the base, ck-replay rebuilds and verifies from it", async () => {
+  const nats = await startTestNats();
+  const nc = await connect({ servers: nats.url });
+  const jsm = await jetstreamManager(nc);
+  const d1 = await TestDaemon.start({ natsUrl: nats.url });
+  const d2 = await TestDaemon.start({ natsUrl: nats.url });
+  try {
+    const c = d1.client("default");
+    await c.call("namespaces", "Create", { namespace: { name: "alpha", labels: { team: "a" } } });
+    await c.call("namespaces", "Create", { namespace: { name: "beta" } });
+    await c.call("namespaces", "Create", { namespace: { name: "gone" } });
+    await c.call("namespaces", "Delete", { name: "gone" });
+    c.close();
+    await writeSome(d1, 0, 30);
+    // The second ckd stops here: it will be behind the cut.
+    assert.equal(await d2.stop(), 0);
+    await writeSome(d1, 30, 20);
+    const before = (await jsm.streams.info("CK_EVENTS")).state;
+    assert.equal(before.first_seq, 1);
+
+    // Compact while the first ckd runs, found from its root's record.
+    const r = await runNode(CK_REPLAY, ["compact", "--root", d1.root, "--keep", "0"]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const L = before.last_seq;
+    assert.match(r.stdout, new RegExp(`base at sequence ${L} \\(`));
+    assert.match(r.stdout, new RegExp(`removed ${L} messages; the log now holds no message \\(next is ${L + 1}\\)`));
+    let now = (await jsm.streams.info("CK_EVENTS")).state;
+    assert.equal(now.first_seq, L + 1);
+    assert.equal(now.messages, 0);
+    const bases = await runNode(CK_REPLAY, ["bases", "--nats", nats.url]);
+    assert.equal(bases.code, 0, bases.stderr);
+    assert.match(bases.stdout, /^SEQUENCE\s+AT\s+RECORDS\s+BYTES\s+FORMAT\s+TAKEN\n/);
+    assert.equal(bases.stdout.trim().split("\n").length, 2, bases.stdout);
+    assert.match(bases.stdout, new RegExp(`\\n${L}\\s`));
+    // Asking again at the same sequence stores nothing new.
+    const again = await runNode(CK_REPLAY, ["base", "--nats", nats.url]);
+    assert.match(again.stdout, new RegExp(`^already stored: base at sequence ${L} `));
+
+    // The running ckd goes on: writes after the cut, read back at once.
+    await writeSome(d1, 50, 10);
+    const want = await state(d1);
+
+    // The stopped ckd is behind the cut: it loads the base and folds the rest.
+    await d2.launch();
+    assert.deepEqual(await state(d2), want);
+    const loaded = d2.logLines().find((l) => l.msg === "loading the projection from a base: the log's history before it was compacted");
+    assert.ok(loaded, "d2 did not say it loaded a base");
+    assert.equal(loaded.base, L);
+
+    // A ckd whose projection is lost rebuilds from the base too, and ck-replay verify agrees.
+    assert.equal(await d1.stop(), 0);
+    await rm(rootPaths(d1.root).meta, { recursive: true, force: true });
+    await d1.launch();
+    assert.deepEqual(await state(d1), want);
+    assert.equal(await d1.stop(), 0);
+    const v = await runNode(CK_REPLAY, ["verify", "--root", d1.root]);
+    assert.equal(v.code, 0, v.stdout + v.stderr);
+    assert.match(v.stdout, /verify OK/);
+    const rb = await runNode(CK_REPLAY, ["rebuild", "--nats", nats.url]);
+    assert.equal(rb.code, 0, rb.stderr);
+    assert.match(rb.stdout, new RegExp(`from the base at sequence ${L} .*applied sequence ${(await jsm.streams.info("CK_EVENTS")).state.last_seq}`));
+
+    // Past states: at the base and after it, yes; before it, a clear refusal.
+    const atBase = await runNode(CK_REPLAY, ["show", "--nats", nats.url, "--namespace", "alpha", "--until", String(L)]);
+    assert.equal(atBase.code, 0, atBase.stderr);
+    assert.equal(JSON.parse(atBase.stdout).sequence, L);
+    const tooOld = await runNode(CK_REPLAY, ["show", "--nats", nats.url, "--until", String(L - 5)]);
+    assert.equal(tooOld.code, 2);
+    assert.match(tooOld.stderr, new RegExp(`history before sequence ${L + 1} was compacted away: the earliest state it can show is at sequence ${L}`));
+
+    // Bad input: refused by name, nothing cut, no base written.
+    const basesBefore = (await jsm.streams.info("CK_EVENTS_BASES")).state.messages;
+    for (const keep of ["-1", "x", "1.5"]) {
+      const bad = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", keep]);
+      assert.equal(bad.code, 2, bad.stdout);
+      assert.match(bad.stderr, new RegExp(`--keep: expected a number of messages \\(0 or more\\), got "${keep.replace(".", "\\.")}"`));
+    }
+    const mid = (await jsm.streams.info("CK_EVENTS")).state;
+    assert.equal(mid.first_seq, L + 1);
+    assert.equal((await jsm.streams.info("CK_EVENTS_BASES")).state.messages, basesBefore);
+
+    // A second compaction keeping some history: the old base can no longer start a rebuild and goes.
+    await d1.launch();
+    await writeSome(d1, 60, 5);
+    const L2 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    const r2 = await runNode(CK_REPLAY, ["compact", "--root", d1.root, "--keep", "3"]);
+    assert.equal(r2.code, 0, r2.stdout + r2.stderr);
+    assert.match(r2.stdout, new RegExp(`the log now holds sequences ${L2 - 2} to ${L2}; 1 older base removed`));
+    now = (await jsm.streams.info("CK_EVENTS")).state;
+    assert.equal(now.first_seq, L2 - 2);
+    const bases2 = await runNode(CK_REPLAY, ["bases", "--nats", nats.url]);
+    assert.equal(bases2.stdout.trim().split("\n").length, 2, bases2.stdout);
+    assert.match(bases2.stdout, new RegExp(`\\n${L2}\\s`));
+    // A point inside the kept history but before the base: no base reaches back there.
+    const inKept = await runNode(CK_REPLAY, ["show", "--nats", nats.url, "--until", String(L2 - 1)]);
+    assert.equal(inKept.code, 2);
+    assert.match(inKept.stderr, /the earliest state it can show is at sequence/);
+
+    // A marker whose bytes do not add up is refused, not loaded.
+    const js = jetstream(nc);
+    const real = JSON.parse(new TextDecoder().decode((await jsm.streams.getMessage("CK_EVENTS_BASES", { last_by_subj: "ck.bases.CK_EVENTS.markers" }))!.data));
+    await d1.client("alpha").call("images", "Create", { image: { name: "reg.local/after-base", target: target(999) } });
+    const L3 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    await js.publish("ck.bases.CK_EVENTS.markers", JSON.stringify({ ...real, seq: L3, sha256: "0".repeat(64) }));
+    const damaged = await runNode(CK_REPLAY, ["rebuild", "--nats", nats.url]);
+    assert.equal(damaged.code, 2, damaged.stdout);
+    assert.match(damaged.stderr, new RegExp(`base at sequence ${L3} \\(${real.id}\\) is damaged: read ${real.chunks} chunks, ${real.bytes} bytes, sha256 ${real.sha256}; its marker says ${real.chunks}, ${real.bytes}, 0{64}`));
+  } finally {
+    await d1.cleanup();
+    await d2.cleanup();
+    await nc.close();
+    await nats.cleanup();
+  }
+});
