@@ -210,7 +210,11 @@ export class Projector {
       const fresh = batch.filter((m) => m.seq > this.db.appliedSeq);
       if (fresh.length === 0) return;
       if (fresh[0]!.seq !== this.db.appliedSeq + 1) {
-        throw new Error(`projection gap: applied ${this.db.appliedSeq}, next message ${fresh[0]!.seq}`);
+        // Messages in between were removed from the log (a compaction while this projection was
+        // behind it, a purge): folding on would skip their changes.
+        throw new Error(
+          `projection gap: applied ${this.db.appliedSeq}, next message in the log ${fresh[0]!.seq} (the messages between were removed, by ck-replay compact or a purge; started again, ckd loads the latest base)`,
+        );
       }
       const changes = foldBatch(this.protos, this.db, fresh);
       await this.db.apply(changes, fresh[fresh.length - 1]!.seq, this.opts.sync ?? false);

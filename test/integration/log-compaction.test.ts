@@ -138,12 +138,17 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     // A second compaction keeping some history: the old base can no longer start a rebuild and goes.
     await d1.launch();
     await writeSome(d1, 60, 5);
+    // A writer that stopped half way left a chunk no marker names: the next compaction removes it.
+    await jetstream(nc).publish("ck.bases.CK_EVENTS.chunks.0123456789abcdef01234567", new Uint8Array(100));
     const L2 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
     const r2 = await runNode(CK_REPLAY, ["compact", "--root", d1.root, "--keep", "3"]);
     assert.equal(r2.code, 0, r2.stdout + r2.stderr);
     assert.match(r2.stdout, new RegExp(`the log now holds sequences ${L2 - 2} to ${L2}; 1 older base removed`));
     now = (await jsm.streams.info("CK_EVENTS")).state;
     assert.equal(now.first_seq, L2 - 2);
+    const chunkSubjects = (await jsm.streams.info("CK_EVENTS_BASES", { subjects_filter: "ck.bases.CK_EVENTS.chunks.>" })).state.subjects ?? {};
+    assert.deepEqual(Object.keys(chunkSubjects).length, 1, JSON.stringify(chunkSubjects));
+    assert.ok(!("ck.bases.CK_EVENTS.chunks.0123456789abcdef01234567" in chunkSubjects));
     const bases2 = await runNode(CK_REPLAY, ["bases", "--nats", nats.url]);
     assert.equal(bases2.stdout.trim().split("\n").length, 2, bases2.stdout);
     assert.match(bases2.stdout, new RegExp(`\\n${L2}\\s`));
@@ -165,6 +170,43 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     await d1.cleanup();
     await d2.cleanup();
     await nc.close();
+    await nats.cleanup();
+  }
+});
+
+test("a running projection behind a compaction stops with a gap, not folding on past the missing messages", async () => {
+  const { EventLog } = await import("../../src/eventstore/log.js");
+  const { ProjectionDb } = await import("../../src/projections/db.js");
+  const { Projector } = await import("../../src/projections/projector.js");
+  const { loadProtos } = await import("../../src/protos/protos.js");
+  const { mkdtemp } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const nats = await startTestNats();
+  const dir = await mkdtemp(join(tmpdir(), "ck-gap-"));
+  const log = await EventLog.open({ url: nats.url, stream: "GAP_TEST" });
+  const db = await ProjectionDb.open(dir);
+  try {
+    const append = (i: number) => log.append("containerd.io.gap.x", Buffer.from(String(i)), { msgId: `m${i}`, headers: { "Ck-Origin": "publish" } });
+    for (let i = 1; i <= 3; i++) await append(i);
+    const first = new Projector(db, log, loadProtos());
+    first.start();
+    await first.catchUp();
+    await first.stop();
+    assert.equal(db.appliedSeq, 3);
+    for (let i = 4; i <= 10; i++) await append(i);
+    assert.equal(await log.purgeBefore(8), 7);
+    const failed = new Promise<Error>((resolve) => {
+      const p = new Projector(db, log, loadProtos(), { onError: resolve });
+      p.start();
+    });
+    const err = await failed;
+    assert.match(err.message, /^projection gap: applied 3, next message in the log 8 \(the messages between were removed, by ck-replay compact or a purge; started again, ckd loads the latest base\)$/);
+    assert.equal(db.appliedSeq, 3, "folded past the gap");
+  } finally {
+    await db.close();
+    await log.close();
+    await rm(dir, { recursive: true, force: true });
     await nats.cleanup();
   }
 });
