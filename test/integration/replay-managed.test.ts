@@ -59,6 +59,19 @@ test("managed nats-server: kill -9 of ckd leaves an orphan that the next start r
     // ck-replay finds the log from ckd.json alone, starting the stopped server's store itself.
     const r = await runNode(CK_REPLAY, ["verify", "--root", root]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
+    // Compaction on the stopped root's own server (its password from the store), then a verify
+    // that must start from the base, and a ckd that starts on the compacted log.
+    const compacted = await runNode(CK_REPLAY, ["compact", "--root", root, "--keep", "0"]);
+    assert.equal(compacted.code, 0, compacted.stdout + compacted.stderr);
+    assert.match(compacted.stdout, /removed \d+ messages; the log now holds no message/);
+    await rm(rootPaths(root).meta, { recursive: true, force: true });
+    await d.launch();
+    const c3 = d.client("managed");
+    assert.equal((await c3.call("images", "List", {})).images.length, 21);
+    c3.close();
+    assert.equal(await d.stop(), 0);
+    const again = await runNode(CK_REPLAY, ["verify", "--root", root]);
+    assert.equal(again.code, 0, again.stdout + again.stderr);
   } finally {
     await d.cleanup();
     await rm(root, { recursive: true, force: true });
