@@ -15,7 +15,7 @@ import { Metrics, METRICS_PATH } from "./metrics.js";
 import { parseGroup } from "../cli/image-user.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { Projector } from "../projections/projector.js";
-import { chooseBase, loadBase } from "../projections/base.js";
+import { chooseBase, loadBestBase } from "../projections/base.js";
 import { BaseStore } from "../eventstore/base-store.js";
 import { readInWorker } from "../eventstore/worker-reader.js";
 import { Queries } from "../projections/queries.js";
@@ -197,27 +197,37 @@ export async function openProjection(
   } catch (err) {
     reason = `projection unreadable: ${(err as Error).message}`;
   }
-  if (reason || !db) {
-    logger?.warn({ reason }, "rebuilding projection from the log");
+  // The log's history before its first message was compacted away: a projection that needs
+  // any of it starts from a base. Which one is settled before anything is removed, so a ckd
+  // that cannot start (no base of its format, say) leaves the projection as it found it.
+  const first = info.state.first_seq;
+  const needsBase = first > 1 && (reason !== undefined || !db || first > db.appliedSeq + 1);
+  const store = new BaseStore(log);
+  if (needsBase) {
+    const chosen = chooseBase(await store.list(), { firstSeq: first, identity });
+    if ("error" in chosen) {
+      await db?.close().catch(() => undefined);
+      throw new Error(`the projection (${reason ?? `at sequence ${db?.appliedSeq ?? 0}`}) cannot catch up with the log: ${chosen.error}`);
+    }
+  }
+  if ((reason || !db) && !needsBase) {
+    logger?.warn({ reason }, "rebuilding projection from sequence 1");
     await db?.close().catch(() => undefined);
     await ProjectionDb.destroy(location);
     await privateDir();
     db = await ProjectionDb.open(location);
   }
-  // The log's history the projection still needs was compacted away: start from a base.
-  const first = info.state.first_seq;
-  if (first > db.appliedSeq + 1) {
-    const store = new BaseStore(log);
-    const chosen = chooseBase(await store.list(), { firstSeq: first, identity });
-    if ("error" in chosen) {
-      await db.close();
-      throw new Error(`the projection (at sequence ${db.appliedSeq}) cannot catch up with the log: ${chosen.error}`);
-    }
-    logger?.warn({ applied: db.appliedSeq, logFirstSeq: first, base: chosen.base.seq, baseTaken: chosen.base.taken }, "loading the projection from a base: the log's history before it was compacted");
-    await db.close();
-    db = await loadBase(location, store, chosen.base, identity, privateDir);
-    reason ??= `history before sequence ${first} compacted: loaded the base at sequence ${chosen.base.seq}`;
+  if (needsBase) {
+    await db?.close().catch(() => undefined);
+    const loaded = await loadBestBase(location, store, { firstSeq: first, identity }, identity, privateDir);
+    db = loaded.db;
+    logger?.warn(
+      { reason, logFirstSeq: first, base: loaded.base.seq, baseTaken: loaded.base.taken, passedOver: loaded.passedOver.length ? loaded.passedOver : undefined },
+      "loading the projection from a base: the log's history before it was compacted",
+    );
+    reason ??= `history before sequence ${first} compacted: loaded the base at sequence ${loaded.base.seq}`;
   }
+  if (!db) throw new Error("projection not opened"); // each branch above opens one
   await db.setLogIdentity(identity);
   return { db, rebuilt: reason !== undefined, reason };
 }
@@ -469,7 +479,7 @@ export class Daemon {
     add("containerd.services.containers.v1.Containers", containersService(deps));
     add(
       "containerd.services.events.v1.Events",
-      eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos) }),
+      eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos), firstSeq: async () => (await this.log.info()).state.first_seq }),
     );
     add(
       "containerd.services.content.v1.Content",

@@ -4,7 +4,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { EventSubscriptions } from "../emitter/subscriptions.js";
-import { invalidArgument } from "../errdefs/errdefs.js";
+import { invalidArgument, outOfRange } from "../errdefs/errdefs.js";
 import { validateTopic } from "../emitter/subjects.js";
 import { validateIdentifier } from "../commands/validation.js";
 import { metadataValue, namespaceOf, serverStream, unary, writeStream } from "./grpc.js";
@@ -16,6 +16,8 @@ export const SINCE_HEADER = "ck-since";
 export interface EventsDeps {
   sequencer: Sequencer;
   subscriptions: EventSubscriptions;
+  /** The log's first stored sequence (past 1 once ck-replay compact cut its history). */
+  firstSeq: () => Promise<number>;
 }
 
 function packedDraft(namespace: string, topic: string, event: any, timestamp?: any): EventDraft {
@@ -54,6 +56,12 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
       if (fromSeqRaw !== undefined) {
         fromSeq = Number(fromSeqRaw);
         if (!Number.isInteger(fromSeq) || fromSeq < 1) throw invalidArgument(`${FROM_SEQ_HEADER} "${fromSeqRaw}" must be a positive integer`);
+        // JetStream would start at the first message still stored without a word: a history
+        // with a hole at its start is not what was asked for.
+        const first = await d.firstSeq();
+        if (fromSeq < first) {
+          throw outOfRange(`${FROM_SEQ_HEADER} ${fromSeq}: the log's history before sequence ${first} was compacted away (ck-replay compact); its first event is at ${first}`);
+        }
       }
       if (sinceRaw !== undefined) {
         since = new Date(sinceRaw);

@@ -3,6 +3,7 @@
 // the base, then the messages after it. Stored in a stream of their own, `<log stream>_BASES`:
 //   ck.bases.<log stream>.chunks.<id>   the state's bytes, in messages of at most chunkBytes
 //   ck.bases.<log stream>.markers       one JSON marker per complete base, written last
+//   ck.bases.<log stream>.lock          who writes or prunes bases now (one at a time)
 // A base without its marker (a writer stopped half way) is never read, and pruned later. What
 // the bytes mean is the projection's business (src/projections/base.ts): this module stores,
 // lists, reads back (checking count and sha256) and prunes them.
@@ -85,7 +86,6 @@ export class BaseStore {
         num_replicas: replicas,
         discard: "old" as never,
         retention: "limits" as never,
-        allow_direct: true,
       });
     } catch (err) {
       if (!(await this.exists())) throw err;
@@ -113,10 +113,13 @@ export class BaseStore {
     return out.sort((a, b) => a.seq - b.seq || (a.markerSeq ?? 0) - (b.markerSeq ?? 0));
   }
 
-  /** The next message on `subject` at or after `seq` in the bases stream, if any. */
+  /**
+   * The next message on `subject` at or after `seq` in the bases stream, if any. Asked of the
+   * stream's leader (a message get, not a direct get, which any replica may answer from behind).
+   */
   private async next(seq: number, subject: string): Promise<StoredMsg | null> {
     try {
-      return await this.log.jsm.direct.getMessage(this.name, { seq, next_by_subj: subject });
+      return await this.log.jsm.streams.getMessage(this.name, { seq, next_by_subj: subject } as never);
     } catch (err) {
       if ((err as { code?: number | string }).code === 404 || /no message found|not found/i.test((err as Error).message)) return null;
       throw err;
@@ -155,6 +158,47 @@ export class BaseStore {
     };
     const ack = await this.log.js.publish(this.markersSubject, utf8e.encode(JSON.stringify(marker)), { expect: { streamName: this.name } });
     return { ...marker, markerSeq: ack.seq };
+  }
+
+  /**
+   * Takes the bases' lock (one writer or pruner at a time): a message on the lock subject,
+   * published only if the subject's last message is the one read (JetStream's expected last
+   * subject sequence), so two takers cannot both win. A lock older than `staleMs` (its holder
+   * died) is taken over. Returns the release.
+   */
+  async lock(holder: string, staleMs = 30 * 60_000): Promise<() => Promise<void>> {
+    await this.ensure();
+    const subject = `${this.prefix}.lock`;
+    let last: StoredMsg | null = null;
+    try {
+      last = await this.log.jsm.streams.getMessage(this.name, { last_by_subj: subject });
+    } catch (err) {
+      if (!((err as { code?: number | string }).code === 404 || /no message found|not found/i.test((err as Error).message))) throw err;
+    }
+    if (last) {
+      const held = JSON.parse(utf8.decode(last.data)) as { holder?: string; since?: string; released?: boolean };
+      const age = Date.now() - new Date(held.since ?? 0).getTime();
+      if (!held.released && age < staleMs) {
+        throw new Error(`another base or compaction is at work on ${this.log.stream} (${held.holder}, since ${held.since}); try again once it is done`);
+      }
+    }
+    const publish = (body: object, lastSeq: number) =>
+      this.log.js.publish(subject, utf8e.encode(JSON.stringify(body)), { expect: { streamName: this.name, lastSubjectSequence: lastSeq } });
+    let ack;
+    try {
+      ack = await publish({ holder, since: new Date().toISOString() }, last?.seq ?? 0);
+    } catch (err) {
+      throw new Error(`another base or compaction took the lock on ${this.log.stream} first: ${(err as Error).message}`);
+    }
+    let seq = ack.seq;
+    return async () => {
+      seq = (await publish({ holder, since: new Date().toISOString(), released: true }, seq)).seq;
+    };
+  }
+
+  /** Reads a base back in full: throws unless its count, bytes and sha256 are its marker's. */
+  async verify(marker: BaseMarker): Promise<void> {
+    for await (const _ of this.chunks(marker)) void _;
   }
 
   /** A base's chunks in order; fails unless their count and sha256 are the marker's. */

@@ -92,7 +92,8 @@ export function chooseBase(bases: readonly BaseMarker[], w: BaseWanted): { base:
   const inTime = reaching.filter((b) => (w.untilSeq === undefined || b.seq <= w.untilSeq) && (w.untilTime === undefined || new Date(b.seqTime).getTime() <= w.untilTime.getTime()));
   const usable = inTime.filter((b) => b.format === format);
   const cut = `the log's history before sequence ${w.firstSeq} was compacted away`;
-  if (usable.length) return { base: usable.reduce((a, b) => (b.seq > a.seq ? b : a)) };
+  // The latest; of two at one sequence, the one written last.
+  if (usable.length) return { base: usable.reduce((a, b) => (b.seq > a.seq || (b.seq === a.seq && (b.markerSeq ?? 0) > (a.markerSeq ?? 0)) ? b : a)) };
   if (inTime.length) {
     return { error: `${cut}, and its base${inTime.length > 1 ? "s are" : " is"} in projection format ${[...new Set(inTime.map((b) => b.format))].join(", ")}; this ck reads format ${format}` };
   }
@@ -159,5 +160,30 @@ export async function loadBase(
     await db.close().catch(() => undefined);
     await ProjectionDb.destroy(location);
     throw err;
+  }
+}
+
+/**
+ * Loads the best base for `wanted` into `location`; a base that fails to load (damaged,
+ * removed meanwhile) is passed over for the next best. Throws with every reason when none loads.
+ */
+export async function loadBestBase(
+  location: string,
+  store: BaseStore,
+  wanted: BaseWanted,
+  identity: LogIdentity,
+  beforeOpen?: () => Promise<void>,
+): Promise<{ db: ProjectionDb; base: BaseMarker; passedOver: string[] }> {
+  let bases = await store.list();
+  const passedOver: string[] = [];
+  for (;;) {
+    const chosen = chooseBase(bases, wanted);
+    if ("error" in chosen) throw new Error(passedOver.length ? `${chosen.error}; passed over: ${passedOver.join("; ")}` : chosen.error);
+    try {
+      return { db: await loadBase(location, store, chosen.base, identity, beforeOpen), base: chosen.base, passedOver };
+    } catch (err) {
+      passedOver.push((err as Error).message);
+      bases = bases.filter((b) => b !== chosen.base);
+    }
   }
 }

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { rm } from "node:fs/promises";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { TestDaemon, runNode, CK_REPLAY } from "../helpers/daemon.js";
+import { TestDaemon, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
 import { startTestNats } from "../helpers/nats.js";
 import { rootPaths } from "../../src/api/daemon.js";
 
@@ -75,7 +75,7 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     assert.equal(before.first_seq, 1);
 
     // Compact while the first ckd runs, found from its root's record.
-    const r = await runNode(CK_REPLAY, ["compact", "--root", d1.root, "--keep", "0"]);
+    const r = await runNode(CK_REPLAY, ["compact", "--root", d1.root, "--keep", "0", "--sync-wait", "0"]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const L = before.last_seq;
     assert.match(r.stdout, new RegExp(`base at sequence ${L} \\(`));
@@ -103,8 +103,13 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     assert.ok(loaded, "d2 did not say it loaded a base");
     assert.equal(loaded.base, L);
 
-    // A ckd whose projection is lost rebuilds from the base too, and ck-replay verify agrees.
+    // Determinism: d1 folded everything from sequence 1 (it never stopped); a rebuild from the
+    // base plus the messages after it must equal that projection byte for byte.
     assert.equal(await d1.stop(), 0);
+    const v0 = await runNode(CK_REPLAY, ["verify", "--root", d1.root]);
+    assert.equal(v0.code, 0, v0.stdout + v0.stderr);
+    assert.match(v0.stdout, /verify OK/);
+    // A ckd whose projection is lost rebuilds from the base too, and ck-replay verify agrees.
     await rm(rootPaths(d1.root).meta, { recursive: true, force: true });
     await d1.launch();
     assert.deepEqual(await state(d1), want);
@@ -126,46 +131,96 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
 
     // Bad input: refused by name, nothing cut, no base written.
     const basesBefore = (await jsm.streams.info("CK_EVENTS_BASES")).state.messages;
-    for (const keep of ["-1", "x", "1.5"]) {
-      const bad = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", keep]);
+    for (const [flag, v, unit] of [["--keep", "-1", "messages"], ["--keep", "x", "messages"], ["--keep", "1.5", "messages"], ["--sync-wait", "soon", "seconds"]]) {
+      const bad = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, flag!, v!]);
       assert.equal(bad.code, 2, bad.stdout);
-      assert.match(bad.stderr, new RegExp(`--keep: expected a number of messages \\(0 or more\\), got "${keep.replace(".", "\\.")}"`));
+      assert.match(bad.stderr, new RegExp(`${flag}: expected a number of ${unit} \\(0 or more\\), got "${v!.replace(".", "\\.")}"`));
     }
+    // Another compaction at work (its lock fresh): refused, nothing cut, no base written.
+    const lockAck = await jetstream(nc).publish("ck.bases.CK_EVENTS.lock", JSON.stringify({ holder: "someone else", since: new Date().toISOString() }));
+    const busy = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0"]);
+    assert.equal(busy.code, 2, busy.stdout);
+    assert.match(busy.stderr, /another base or compaction is at work on CK_EVENTS \(someone else, since /);
+    await jetstream(nc).publish("ck.bases.CK_EVENTS.lock", JSON.stringify({ holder: "someone else", since: new Date().toISOString(), released: true }), { expect: { lastSubjectSequence: lockAck.seq } });
+    const basesAfterRefusals = (await jsm.streams.info("CK_EVENTS_BASES")).state.messages;
+    assert.equal(basesAfterRefusals, basesBefore + 2, "only the two lock messages of the test were added");
     const mid = (await jsm.streams.info("CK_EVENTS")).state;
     assert.equal(mid.first_seq, L + 1);
-    assert.equal((await jsm.streams.info("CK_EVENTS_BASES")).state.messages, basesBefore);
 
-    // A second compaction keeping some history: the old base can no longer start a rebuild and goes.
+    // A second compaction keeping some history, while d1 takes writes: every acknowledged
+    // write survives, and the old base, which can no longer start a rebuild, goes.
     await d1.launch();
     await writeSome(d1, 60, 5);
     // A writer that stopped half way left a chunk no marker names: the next compaction removes it.
     await jetstream(nc).publish("ck.bases.CK_EVENTS.chunks.0123456789abcdef01234567", new Uint8Array(100));
-    const L2 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
-    const r2 = await runNode(CK_REPLAY, ["compact", "--root", d1.root, "--keep", "3"]);
+    const acked: string[] = [];
+    let writing = true;
+    const writer = (async () => {
+      const cw = d1.client("beta");
+      try {
+        for (let i = 0; writing; i++) {
+          await cw.call("images", "Create", { image: { name: `reg.local/during:${i}`, target: target(i) } });
+          acked.push(`reg.local/during:${i}`);
+        }
+      } finally {
+        cw.close();
+      }
+    })();
+    const r2 = await runNode(CK_REPLAY, ["compact", "--root", d1.root, "--keep", "3", "--sync-wait", "2"]);
+    writing = false;
+    await writer;
     assert.equal(r2.code, 0, r2.stdout + r2.stderr);
-    assert.match(r2.stdout, new RegExp(`the log now holds sequences ${L2 - 2} to ${L2}; 1 older base removed`));
+    assert.match(r2.stdout, /^waiting [12] s until nats-server has synced the base to disk/m);
+    const B2 = Number(/base at sequence (\d+) /.exec(r2.stdout)![1]);
+    assert.match(r2.stdout, new RegExp(`the log now holds sequences ${B2 - 2} to \\d+; 1 older base removed`));
+    assert.ok(acked.length > 0, "no write was acknowledged during the compaction");
     now = (await jsm.streams.info("CK_EVENTS")).state;
-    assert.equal(now.first_seq, L2 - 2);
+    assert.equal(now.first_seq, B2 - 2);
     const chunkSubjects = (await jsm.streams.info("CK_EVENTS_BASES", { subjects_filter: "ck.bases.CK_EVENTS.chunks.>" })).state.subjects ?? {};
     assert.deepEqual(Object.keys(chunkSubjects).length, 1, JSON.stringify(chunkSubjects));
     assert.ok(!("ck.bases.CK_EVENTS.chunks.0123456789abcdef01234567" in chunkSubjects));
     const bases2 = await runNode(CK_REPLAY, ["bases", "--nats", nats.url]);
     assert.equal(bases2.stdout.trim().split("\n").length, 2, bases2.stdout);
-    assert.match(bases2.stdout, new RegExp(`\\n${L2}\\s`));
+    assert.match(bases2.stdout, new RegExp(`\\n${B2}\\s`));
+    const want2 = await state(d1);
+    assert.equal(await d1.stop(), 0);
+    await rm(rootPaths(d1.root).meta, { recursive: true, force: true });
+    await d1.launch();
+    const c1 = d1.client("beta");
+    const names = new Set((await c1.call("images", "List", { filters: ['name~="^reg.local/during:"'] })).images.map((i: any) => i.name));
+    c1.close();
+    assert.deepEqual(acked.filter((n) => !names.has(n)), [], "acknowledged writes lost");
+    assert.deepEqual(await state(d1), want2);
     // A point inside the kept history but before the base: no base reaches back there.
-    const inKept = await runNode(CK_REPLAY, ["show", "--nats", nats.url, "--until", String(L2 - 1)]);
+    const inKept = await runNode(CK_REPLAY, ["show", "--nats", nats.url, "--until", String(B2 - 1)]);
     assert.equal(inKept.code, 2);
     assert.match(inKept.stderr, /the earliest state it can show is at sequence/);
+    // Events from before the cut: refused (OutOfRange), not a history with a hole at its start.
+    const ev = await runNode(CK, ["--address", d1.address, "events", "--namespace", "alpha", "--from-seq", "1"]);
+    assert.notEqual(ev.code, 0);
+    assert.match(ev.stderr, new RegExp(`ck-from-seq 1: the log's history before sequence ${B2 - 2} was compacted away \\(ck-replay compact\\); its first event is at ${B2 - 2}`));
 
-    // A marker whose bytes do not add up is refused, not loaded.
+    // A marker whose bytes do not add up is passed over for the next base, by a rebuild and by
+    // a compaction, which writes a good one instead of cutting on it.
     const js = jetstream(nc);
     const real = JSON.parse(new TextDecoder().decode((await jsm.streams.getMessage("CK_EVENTS_BASES", { last_by_subj: "ck.bases.CK_EVENTS.markers" }))!.data));
-    await d1.client("alpha").call("images", "Create", { image: { name: "reg.local/after-base", target: target(999) } });
+    const cA = d1.client("alpha");
+    await cA.call("images", "Create", { image: { name: "reg.local/after-base", target: target(999) } });
+    cA.close();
     const L3 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
     await js.publish("ck.bases.CK_EVENTS.markers", JSON.stringify({ ...real, seq: L3, sha256: "0".repeat(64) }));
-    const damaged = await runNode(CK_REPLAY, ["rebuild", "--nats", nats.url]);
-    assert.equal(damaged.code, 2, damaged.stdout);
-    assert.match(damaged.stderr, new RegExp(`base at sequence ${L3} \\(${real.id}\\) is damaged: read ${real.chunks} chunks, ${real.bytes} bytes, sha256 ${real.sha256}; its marker says ${real.chunks}, ${real.bytes}, 0{64}`));
+    const damagedMsg = `base at sequence ${L3} \\(${real.id}\\) is damaged: read ${real.chunks} chunks, ${real.bytes} bytes, sha256 ${real.sha256}; its marker says ${real.chunks}, ${real.bytes}, 0{64}`;
+    const passed = await runNode(CK_REPLAY, ["rebuild", "--nats", nats.url]);
+    assert.equal(passed.code, 0, passed.stdout + passed.stderr);
+    assert.match(passed.stdout, new RegExp(`from the base at sequence ${real.seq} `));
+    assert.match(passed.stderr, new RegExp(`passed over: ${damagedMsg}`));
+    const r3 = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0"]);
+    assert.equal(r3.code, 0, r3.stdout + r3.stderr);
+    assert.match(r3.stdout, new RegExp(`^base at sequence ${L3} `));
+    const after = await runNode(CK_REPLAY, ["rebuild", "--nats", nats.url]);
+    assert.equal(after.code, 0, after.stdout + after.stderr);
+    assert.match(after.stdout, new RegExp(`rebuilt 0 events from the base at sequence ${L3} `));
+    assert.equal(after.stderr, "");
   } finally {
     await d1.cleanup();
     await d2.cleanup();

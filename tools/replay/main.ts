@@ -22,7 +22,7 @@ import { ProjectionDb } from "../../src/projections/db.js";
 import { Queries } from "../../src/projections/queries.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { BaseStore } from "../../src/eventstore/base-store.js";
-import { baseAtLast, compact, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
+import { baseAtLast, withBaseLock, compact, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 
 async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "ck-replay-"));
@@ -59,6 +59,7 @@ async function main(): Promise<void> {
         const run = async (dir: string) => {
           const r = await rebuild(opened.log, dir, until);
           await r.db.close();
+          for (const why of r.passedOver) process.stderr.write(`ck-replay: passed over: ${why}\n`);
           const rate = r.seconds > 0 ? Math.round(r.events / r.seconds) : r.events;
           const from = r.base ? ` from the base at sequence ${r.base.seq}` : "";
           process.stdout.write(`rebuilt ${r.events} events${from} to ${dir} in ${r.seconds.toFixed(3)} s (${rate} events/s), applied sequence ${r.appliedSeq}\n`);
@@ -147,7 +148,8 @@ async function main(): Promise<void> {
     .action(async (opts: LogFlags) => {
       const opened = await openLogFor(opts);
       try {
-        const { marker, fresh } = await baseAtLast(opened.log);
+        const store = new BaseStore(opened.log);
+        const { marker, fresh } = await withBaseLock(store, "base", () => baseAtLast(opened.log, store));
         process.stdout.write(`${fresh ? "stored" : "already stored:"} ${describeBase(marker)}\n`);
       } finally {
         await opened.close();
@@ -171,11 +173,14 @@ async function main(): Promise<void> {
   logOptions(program.command("compact"))
     .description("store a base at the log's last sequence, then remove the log's history before it (keeping --keep messages of it)")
     .option("--keep <n>", "messages before the base to keep in the log, for followers a little behind (default 1000)", "1000")
-    .action(async (opts: LogFlags & { keep: string }) => {
+    .option("--sync-wait <seconds>", "on a stream of one replica on a server not ckd's own: how long the base must have been stored before the history goes (nats-server syncs every 2 min)", "130")
+    .action(async (opts: LogFlags & { keep: string; syncWait: string }) => {
       const keep = parseCount(opts.keep, "--keep");
+      const syncWait = parseCount(opts.syncWait, "--sync-wait", "seconds");
       const opened = await openLogFor(opts);
       try {
-        const r = await compact(opened.log, keep);
+        const onWait = (ms: number) => process.stdout.write(`waiting ${Math.ceil(ms / 1000)} s until nats-server has synced the base to disk (one replica, syncs every 2 min; --sync-wait 0 skips)\n`);
+        const r = await compact(opened.log, { keep, storeDir: opened.storeDir, syncWaitMs: syncWait * 1000, onWait });
         const kept = r.firstSeq <= r.lastSeq ? `the log now holds sequences ${r.firstSeq} to ${r.lastSeq}` : `the log now holds no message (next is ${r.lastSeq + 1})`;
         process.stdout.write(`${describeBase(r.base)}\nremoved ${r.removed} message${r.removed === 1 ? "" : "s"}; ${kept}; ${r.prunedBases} older base${r.prunedBases === 1 ? "" : "s"} removed\n`);
       } finally {

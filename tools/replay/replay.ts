@@ -5,9 +5,11 @@ import { EventLog, DEFAULT_STREAM, natsConnectOptions, natsFilesOf, checkNatsFil
 import { MANAGED_INBOX_PREFIX, NatsServerProcess } from "../../src/eventstore/nats-server.js";
 import { ProjectionDb, META_PREFIX } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
-import { chooseBase, loadBase, takeBase } from "../../src/projections/base.js";
+import { loadBestBase, takeBase } from "../../src/projections/base.js";
 import { PROJECTION_FORMAT } from "../../src/projections/db.js";
 import { mkdtemp, rm } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { hostname } from "node:os";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BaseStore, type BaseMarker } from "../../src/eventstore/base-store.js";
@@ -28,6 +30,8 @@ export interface LogFlags {
 
 export interface OpenedLog {
   log: EventLog;
+  /** The store of ckd's own nats-server, when the log is there (it runs on this machine). */
+  storeDir?: string;
   close(): Promise<void>;
 }
 
@@ -77,6 +81,7 @@ export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
   const log = await EventLog.open({ url, files, inboxPrefix: managed ? MANAGED_INBOX_PREFIX : undefined, stream: stream ?? DEFAULT_STREAM, name: "ck-replay" });
   return {
     log,
+    storeDir: managed ? rec?.natsStoreDir : undefined,
     close: async () => {
       await log.close();
       await temp?.stop();
@@ -116,6 +121,8 @@ export interface RebuildResult {
   appliedSeq: number;
   /** The base the rebuild started from (the log's history before it was compacted). */
   base?: BaseMarker;
+  /** Why later bases were passed over (damaged, removed meanwhile). */
+  passedOver: string[];
 }
 
 /**
@@ -130,14 +137,14 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
   const untilSeq = Math.min(last, until.seq ?? last);
   const first = info.state.first_seq;
   let base: BaseMarker | undefined;
+  let passedOver: string[] = [];
   let db: ProjectionDb;
   const started = process.hrtime.bigint();
   if (first > 1) {
-    const store = new BaseStore(log);
-    const chosen = chooseBase(await store.list(), { firstSeq: first, identity, untilSeq, untilTime: until.time });
-    if ("error" in chosen) throw new Error(chosen.error);
-    base = chosen.base;
-    db = await loadBase(out, store, base, identity);
+    const loaded = await loadBestBase(out, new BaseStore(log), { firstSeq: first, identity, untilSeq, untilTime: until.time }, identity);
+    base = loaded.base;
+    db = loaded.db;
+    passedOver = loaded.passedOver;
   } else {
     await ProjectionDb.destroy(out);
     db = await ProjectionDb.open(out);
@@ -151,7 +158,7 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
     await projector.finished();
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return { db, events: db.appliedSeq - (base?.seq ?? 0), seconds, appliedSeq: db.appliedSeq, base };
+  return { db, events: db.appliedSeq - (base?.seq ?? 0), seconds, appliedSeq: db.appliedSeq, base, passedOver };
 }
 
 /** Compares two projections byte for byte (bookkeeping keys aside); lists differences. */
@@ -192,8 +199,8 @@ function printable(key: string): string {
 
 
 /** Parses a count of messages (0 or more), naming the flag when it is not one. */
-export function parseCount(v: string, flag: string): number {
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new Error(`${flag}: expected a number of messages (0 or more), got "${v}"`);
+export function parseCount(v: string, flag: string, unit = "messages"): number {
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new Error(`${flag}: expected a number of ${unit} (0 or more), got "${v}"`);
   return Number(v);
 }
 
@@ -202,17 +209,26 @@ export function describeBase(b: BaseMarker): string {
 }
 
 /**
- * A base at the log's last sequence: the one stored already, or a new one folded from the
- * latest base (or sequence 1) and read back in full before it is trusted.
+ * A base at the log's last sequence: the one stored already (read back in full first; a
+ * damaged one is passed over), or a new one folded from the latest base (or sequence 1) and
+ * read back in full before it is trusted. The caller holds the bases' lock.
  */
-export async function baseAtLast(log: EventLog): Promise<{ marker: BaseMarker; fresh: boolean }> {
-  const store = new BaseStore(log);
+export async function baseAtLast(log: EventLog, store: BaseStore): Promise<{ marker: BaseMarker; fresh: boolean }> {
   const info = await log.info();
   const last = info.state.last_seq;
   if (last === 0) throw new Error(`the log (${log.stream}) holds no message yet: nothing to keep a base of`);
   const identity = { stream: log.stream, created: String(info.created) };
-  const have = (await store.list()).filter((b) => b.seq === last && b.stream === identity.stream && b.created === identity.created && b.format === PROJECTION_FORMAT);
-  if (have.length) return { marker: have[have.length - 1]!, fresh: false };
+  const have = (await store.list())
+    .filter((b) => b.seq === last && b.stream === identity.stream && b.created === identity.created && b.format === PROJECTION_FORMAT)
+    .reverse();
+  for (const b of have) {
+    try {
+      await store.verify(b);
+      return { marker: b, fresh: false };
+    } catch {
+      // damaged: a new one is written below
+    }
+  }
   const dir = await mkdtemp(join(tmpdir(), "ck-replay-base-"));
   try {
     const r = await rebuild(log, join(dir, "meta"), { seq: last });
@@ -220,14 +236,23 @@ export async function baseAtLast(log: EventLog): Promise<{ marker: BaseMarker; f
       if (r.appliedSeq !== last) throw new Error(`the rebuild reached sequence ${r.appliedSeq}, not the log's last ${last}`);
       const seqTime = r.appliedSeq >= info.state.first_seq ? (await log.jsm.streams.getMessage(log.stream, { seq: last }))?.time : undefined;
       const marker = await takeBase(r.db, store, identity, seqTime ?? new Date(r.base?.seqTime ?? Date.now()));
-      // Read back in full (count, bytes, sha256) before anything relies on it.
-      for await (const _ of store.chunks(marker)) void _;
+      await store.verify(marker);
       return { marker, fresh: true };
     } finally {
       await r.db.close();
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs `fn` holding the bases' lock (one base writer or compaction at a time). */
+export async function withBaseLock<T>(store: BaseStore, what: string, fn: () => Promise<T>): Promise<T> {
+  const release = await store.lock(`ck-replay ${what} on ${hostname()}, pid ${process.pid}`);
+  try {
+    return await fn();
+  } finally {
+    await release();
   }
 }
 
@@ -239,15 +264,50 @@ export interface CompactResult {
   prunedBases: number;
 }
 
+export interface CompactOptions {
+  /** Messages before the base kept in the log. */
+  keep: number;
+  /** The store of the nats-server holding the log, when it runs here (ckd's own): synced to disk before the cut. */
+  storeDir?: string;
+  /**
+   * Otherwise, on a stream of one replica, how long a base must have been stored before the
+   * history goes: nats-server syncs its files every 2 minutes, and a power loss in between
+   * could keep the cut but lose the base.
+   */
+  syncWaitMs: number;
+  onWait?: (ms: number) => void;
+}
+
 /**
- * Stores a base at the log's last sequence, then removes the log's messages before it except
- * the last `keep` of them, then the bases that can no longer start a rebuild.
+ * Stores a base at the log's last sequence, makes sure it is on disk, reads it back once more,
+ * then removes the log's messages before it except the last `keep` of them, then the bases
+ * that can no longer start a rebuild.
  */
-export async function compact(log: EventLog, keep: number): Promise<CompactResult> {
-  const { marker } = await baseAtLast(log);
-  const cut = marker.seq + 1 - keep;
-  const removed = cut > 1 ? await log.purgeBefore(cut) : 0;
-  const info = await log.info();
-  const prunedBases = await new BaseStore(log).prune(Math.min(marker.seq, info.state.first_seq - 1));
-  return { base: marker, removed, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq, prunedBases };
+export async function compact(log: EventLog, opts: CompactOptions): Promise<CompactResult> {
+  const store = new BaseStore(log);
+  return withBaseLock(store, "compact", async () => {
+    const { marker } = await baseAtLast(log, store);
+    const replicas = (await log.info()).config.num_replicas ?? 1;
+    if (opts.storeDir) await syncFileSystem(opts.storeDir);
+    else if (replicas < 2) {
+      const wait = new Date(marker.taken).getTime() + opts.syncWaitMs - Date.now();
+      if (wait > 0) {
+        opts.onWait?.(wait);
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+    await store.verify(marker);
+    const cut = marker.seq + 1 - opts.keep;
+    const removed = cut > 1 ? await log.purgeBefore(cut) : 0;
+    const info = await log.info();
+    const prunedBases = await store.prune(info.state.first_seq - 1);
+    return { base: marker, removed, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq, prunedBases };
+  });
+}
+
+/** syncfs(2) of the file system holding `dir` (coreutils' `sync --file-system`). */
+async function syncFileSystem(dir: string): Promise<void> {
+  await new Promise<void>((resolvePromise, reject) => {
+    execFile("sync", ["--file-system", dir], (err, _out, stderr) => (err ? reject(new Error(`sync --file-system ${dir}: ${stderr || err.message}`)) : resolvePromise()));
+  });
 }
