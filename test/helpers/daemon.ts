@@ -83,22 +83,25 @@ export class TestDaemon {
       proc.once("exit", (code, sig) => reject(new Error(`ckd exited early (${code ?? sig}); log:\n${this.logText().slice(-3000)}`))),
     );
     const client = new ApiClient({ address: this.address, namespace: "default" });
+    const stopWaiting = { stopped: false };
     try {
-      await Promise.race([this.waitServing(client), exited]);
+      await Promise.race([this.waitServing(client, stopWaiting), exited]);
     } finally {
+      // A ckd that exited early: the wait for its socket ends too (not at its deadline).
+      stopWaiting.stopped = true;
       client.close();
     }
     proc.removeAllListeners("exit");
   }
 
-  private async waitServing(client: ApiClient): Promise<void> {
+  private async waitServing(client: ApiClient, until: { stopped: boolean }): Promise<void> {
     const deadline = Date.now() + 60_000;
     for (;;) {
       try {
         await client.call("version", "Version", {}, { deadlineMs: 1000 });
         return;
       } catch (err) {
-        if (Date.now() > deadline) throw err;
+        if (Date.now() > deadline || until.stopped) throw err;
         await new Promise((r) => setTimeout(r, 100));
       }
     }

@@ -265,3 +265,45 @@ test("a running projection behind a compaction stops with a gap, not folding on 
     await nats.cleanup();
   }
 });
+
+test("a ckd that cannot start from a base (only bases of another projection format) refuses to start and leaves its projection as it was", async () => {
+  const { ProjectionDb } = await import("../../src/projections/db.js");
+  const nats = await startTestNats();
+  const nc = await connect({ servers: nats.url });
+  const jsm = await jetstreamManager(nc);
+  const d = await TestDaemon.start({ natsUrl: nats.url });
+  try {
+    await writeSome(d, 0, 10);
+    const r = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0"]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(await d.stop(), 0);
+    // The only base is now one of a format this ck does not read.
+    const m = (await jsm.streams.getMessage("CK_EVENTS_BASES", { last_by_subj: "ck.bases.CK_EVENTS.markers" }))!;
+    const marker = JSON.parse(new TextDecoder().decode(m.data));
+    await jsm.streams.deleteMessage("CK_EVENTS_BASES", m.seq);
+    await jetstream(nc).publish("ck.bases.CK_EVENTS.markers", JSON.stringify({ ...marker, format: 99 }));
+    // The projection was written by an older ck (another format): it would be rebuilt, and
+    // the history it would be rebuilt from is gone.
+    const meta = rootPaths(d.root).meta;
+    let db = await ProjectionDb.open(meta);
+    const applied = db.appliedSeq;
+    const identity = (await db.logIdentity())!;
+    await db.setLogIdentity({ ...identity, format: 1 });
+    await db.close();
+    await assert.rejects(d.launch(), (err: Error) => {
+      assert.match(err.message, /the projection \(projection was built in format 1, this ckd writes format \d+\) cannot catch up with the log: the log's history before sequence \d+ was compacted away, and its base is in projection format 99; this ck reads format \d+/);
+      return true;
+    });
+    db = await ProjectionDb.open(meta);
+    try {
+      assert.equal(db.appliedSeq, applied, "the projection was removed or changed");
+      assert.equal((await db.logIdentity())!.format, 1);
+    } finally {
+      await db.close();
+    }
+  } finally {
+    await d.cleanup();
+    await nc.close();
+    await nats.cleanup();
+  }
+});
