@@ -41,32 +41,50 @@ export function* frameRecords(records: Iterable<[string, Uint8Array]>, chunkByte
   if (at > 0) yield buf.subarray(0, at);
 }
 
-/** Parses framed records from chunks as they come; `end()` fails on a record cut short. */
+/**
+ * Parses framed records from chunks as they come; `end()` fails on a record cut short. A
+ * record longer than a chunk is joined once, when all of it is there (not once per chunk).
+ */
 export class RecordParser {
-  private carry: Buffer = Buffer.alloc(0);
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes the record at the head of `pending` needs in all (0: not known yet). */
+  private need = 0;
 
   push(chunk: Uint8Array): [string, Buffer][] {
-    const b = this.carry.length ? Buffer.concat([this.carry, chunk]) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+    this.pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+    this.pendingBytes += chunk.length;
+    if (this.need > this.pendingBytes) return [];
+    const b = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
     const out: [string, Buffer][] = [];
     let at = 0;
+    this.need = 0;
     for (;;) {
       if (b.length - at < 4) break;
       const kl = b.readUInt32BE(at);
-      if (b.length - at < 8 + kl) break;
+      if (b.length - at < 8 + kl) {
+        this.need = 8 + kl;
+        break;
+      }
       const vl = b.readUInt32BE(at + 4 + kl);
-      if (b.length - at < 8 + kl + vl) break;
+      if (b.length - at < 8 + kl + vl) {
+        this.need = 8 + kl + vl;
+        break;
+      }
       const key = b.toString("utf8", at + 4, at + 4 + kl);
       // A copy: the chunk's memory is not kept alive by one small record.
       const value = Buffer.from(b.subarray(at + 8 + kl, at + 8 + kl + vl));
       out.push([key, value]);
       at += 8 + kl + vl;
     }
-    this.carry = Buffer.from(b.subarray(at));
+    const rest = b.subarray(at);
+    this.pending = rest.length ? [Buffer.from(rest)] : [];
+    this.pendingBytes = rest.length;
     return out;
   }
 
   end(): void {
-    if (this.carry.length) throw new Error(`base ends inside a record (${this.carry.length} bytes left over)`);
+    if (this.pendingBytes) throw new Error(`base ends inside a record (${this.pendingBytes} bytes left over)`);
   }
 }
 

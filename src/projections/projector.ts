@@ -213,7 +213,7 @@ export class Projector {
         // Messages in between were removed from the log (a compaction while this projection was
         // behind it, a purge): folding on would skip their changes.
         throw new Error(
-          `projection gap: applied ${this.db.appliedSeq}, next message in the log ${fresh[0]!.seq} (the messages between were removed, by ck-replay compact or a purge; started again, ckd loads the latest base)`,
+          `projection gap: applied ${this.db.appliedSeq}, next message in the log ${fresh[0]!.seq} (the messages between were removed, by ck-replay compact or a purge: a fresh start from the latest base gets past them)`,
         );
       }
       const changes = foldBatch(this.protos, this.db, fresh);

@@ -149,7 +149,7 @@ async function main(): Promise<void> {
       const opened = await openLogFor(opts);
       try {
         const store = new BaseStore(opened.log);
-        const { marker, fresh } = await withBaseLock(store, "base", () => baseAtLast(opened.log, store));
+        const { marker, fresh } = await withBaseLock(store, "base", () => baseAtLast(opened.log, store, opened.workDir));
         process.stdout.write(`${fresh ? "stored" : "already stored:"} ${describeBase(marker)}\n`);
       } finally {
         await opened.close();
@@ -180,7 +180,7 @@ async function main(): Promise<void> {
       const opened = await openLogFor(opts);
       try {
         const onWait = (ms: number) => process.stdout.write(`waiting ${Math.ceil(ms / 1000)} s until nats-server has synced the base to disk (one replica, syncs every 2 min; --sync-wait 0 skips)\n`);
-        const r = await compact(opened.log, { keep, storeDir: opened.storeDir, syncWaitMs: syncWait * 1000, onWait });
+        const r = await compact(opened.log, { keep, storeDir: opened.storeDir, workDir: opened.workDir, syncWaitMs: syncWait * 1000, onWait });
         const kept = r.firstSeq <= r.lastSeq ? `the log now holds sequences ${r.firstSeq} to ${r.lastSeq}` : `the log now holds no message (next is ${r.lastSeq + 1})`;
         process.stdout.write(`${describeBase(r.base)}\nremoved ${r.removed} message${r.removed === 1 ? "" : "s"}; ${kept}; ${r.prunedBases} older base${r.prunedBases === 1 ? "" : "s"} removed\n`);
       } finally {

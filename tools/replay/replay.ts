@@ -32,6 +32,8 @@ export interface OpenedLog {
   log: EventLog;
   /** The store of ckd's own nats-server, when the log is there (it runs on this machine). */
   storeDir?: string;
+  /** Where a base is folded before it is stored: the ckd root when given (its disk, not a tmpfs). */
+  workDir?: string;
   close(): Promise<void>;
 }
 
@@ -82,6 +84,7 @@ export async function openLogFor(flags: LogFlags): Promise<OpenedLog> {
   return {
     log,
     storeDir: managed ? rec?.natsStoreDir : undefined,
+    workDir: flags.root ? resolve(flags.root) : undefined,
     close: async () => {
       await log.close();
       await temp?.stop();
@@ -213,7 +216,7 @@ export function describeBase(b: BaseMarker): string {
  * damaged one is passed over), or a new one folded from the latest base (or sequence 1) and
  * read back in full before it is trusted. The caller holds the bases' lock.
  */
-export async function baseAtLast(log: EventLog, store: BaseStore): Promise<{ marker: BaseMarker; fresh: boolean }> {
+export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: string): Promise<{ marker: BaseMarker; fresh: boolean }> {
   const info = await log.info();
   const last = info.state.last_seq;
   if (last === 0) throw new Error(`the log (${log.stream}) holds no message yet: nothing to keep a base of`);
@@ -229,7 +232,8 @@ export async function baseAtLast(log: EventLog, store: BaseStore): Promise<{ mar
       // damaged: a new one is written below
     }
   }
-  const dir = await mkdtemp(join(tmpdir(), "ck-replay-base-"));
+  // A private directory (mkdtemp: 0700): the projection holds what the log holds.
+  const dir = await mkdtemp(join(workDir ?? tmpdir(), ".ck-replay-base-"));
   try {
     const r = await rebuild(log, join(dir, "meta"), { seq: last });
     try {
@@ -276,6 +280,8 @@ export interface CompactOptions {
    */
   syncWaitMs: number;
   onWait?: (ms: number) => void;
+  /** Where the base is folded (see OpenedLog.workDir). */
+  workDir?: string;
 }
 
 /**
@@ -286,7 +292,7 @@ export interface CompactOptions {
 export async function compact(log: EventLog, opts: CompactOptions): Promise<CompactResult> {
   const store = new BaseStore(log);
   return withBaseLock(store, "compact", async () => {
-    const { marker } = await baseAtLast(log, store);
+    const { marker } = await baseAtLast(log, store, opts.workDir);
     const replicas = (await log.info()).config.num_replicas ?? 1;
     if (opts.storeDir) await syncFileSystem(opts.storeDir);
     else if (replicas < 2) {
