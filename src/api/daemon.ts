@@ -523,7 +523,7 @@ export class Daemon {
         appliedSeq: () => this.projector.appliedSeq,
         logState: async () => {
           const { state } = await this.log.info();
-          return { lastSeq: state.last_seq, bytes: state.bytes };
+          return { lastSeq: state.last_seq, firstSeq: state.first_seq, bytes: state.bytes };
         },
         connected: () => this.log.connectionState === "connected",
         sequencer: this.sequencer,

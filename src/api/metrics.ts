@@ -17,7 +17,7 @@ export interface MetricsSources {
   /** The stream sequence the projection has applied. */
   appliedSeq(): number;
   /** The stream's last sequence and the bytes of its stored messages (asks JetStream). */
-  logState(): Promise<{ lastSeq: number; bytes: number }>;
+  logState(): Promise<{ lastSeq: number; firstSeq: number; bytes: number }>;
   /** Whether the NATS connection is up. */
   connected(): boolean;
   sequencer: { readonly stats: { appended: number; refused: number; recoveries: number; aborted: number } };
@@ -51,7 +51,7 @@ export class Metrics {
   private readonly handled: Counter<string>;
   private readonly seconds: Histogram<string>;
   /** The question to JetStream in flight for the log gauges, if any. */
-  private logState: Promise<{ lastSeq: number; bytes: number } | undefined> | undefined;
+  private logState: Promise<{ lastSeq: number; firstSeq: number; bytes: number } | undefined> | undefined;
 
   private constructor(private readonly server: Server) {
     const registers = [this.registry];
@@ -75,7 +75,7 @@ export class Metrics {
         if (self.sources) this.set({ stream: self.sources.stream }, self.sources.appliedSeq());
       },
     });
-    const logGauge = (name: string, help: string, key: "lastSeq" | "bytes") =>
+    const logGauge = (name: string, help: string, key: "lastSeq" | "firstSeq" | "bytes") =>
       new Gauge({
         name,
         help,
@@ -88,6 +88,7 @@ export class Metrics {
         },
       });
     logGauge("ck_log_last_sequence", "The last sequence of the event log's stream (absent while JetStream does not answer).", "lastSeq");
+    logGauge("ck_log_first_sequence", "The first sequence still stored in the event log's stream: past 1 once ck-replay compact cut its history (absent while JetStream does not answer).", "firstSeq");
     logGauge("ck_log_bytes", "The event log's stream size in bytes (absent while JetStream does not answer).", "bytes");
     new Gauge({
       name: "ck_log_connected",
@@ -148,12 +149,12 @@ export class Metrics {
    * The stream's state for the log gauges of one scrape: prom-client collects them together,
    * so one question to JetStream in flight serves both (1 s timeout).
    */
-  private currentLogState(): Promise<{ lastSeq: number; bytes: number } | undefined> {
+  private currentLogState(): Promise<{ lastSeq: number; firstSeq: number; bytes: number } | undefined> {
     const sources = this.sources;
     if (!sources) return Promise.resolve(undefined);
     if (this.logState) return this.logState;
-    const asked: Promise<{ lastSeq: number; bytes: number } | undefined> = new Promise((resolve) => {
-      const done = (s: { lastSeq: number; bytes: number } | undefined) => {
+    const asked: Promise<{ lastSeq: number; firstSeq: number; bytes: number } | undefined> = new Promise((resolve) => {
+      const done = (s: { lastSeq: number; firstSeq: number; bytes: number } | undefined) => {
         clearTimeout(t);
         // A late answer to an older question leaves a newer one in place.
         if (this.logState === asked) this.logState = undefined;

@@ -271,11 +271,17 @@ test("a ckd that cannot start from a base (only bases of another projection form
   const nats = await startTestNats();
   const nc = await connect({ servers: nats.url });
   const jsm = await jetstreamManager(nc);
-  const d = await TestDaemon.start({ natsUrl: nats.url });
+  const { freePort } = await import("../../src/eventstore/nats-server.js");
+  const port = await freePort();
+  const d = await TestDaemon.start({ natsUrl: nats.url, extraArgs: ["--metrics-address", `127.0.0.1:${port}`] });
   try {
     await writeSome(d, 0, 10);
     const r = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0"]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
+    // The metrics show the cut: the log's first sequence is past its last.
+    const text = await (await fetch(`http://127.0.0.1:${port}/v1/metrics`)).text();
+    const gauge = (name: string) => Number(new RegExp(`^${name}\\{stream="CK_EVENTS"\\} (\\d+)$`, "m").exec(text)?.[1]);
+    assert.equal(gauge("ck_log_first_sequence"), gauge("ck_log_last_sequence") + 1, text);
     assert.equal(await d.stop(), 0);
     // The only base is now one of a format this ck does not read.
     const m = (await jsm.streams.getMessage("CK_EVENTS_BASES", { last_by_subj: "ck.bases.CK_EVENTS.markers" }))!;

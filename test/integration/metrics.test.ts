@@ -80,6 +80,7 @@ test("ckd's metrics: calls by service, method and code; the projection against t
 
     assert.equal(m.get('ck_projection_applied_sequence{stream="CK_EVENTS"}'), 3);
     assert.equal(m.get('ck_log_last_sequence{stream="CK_EVENTS"}'), 3);
+    assert.equal(m.get('ck_log_first_sequence{stream="CK_EVENTS"}'), 1);
     const bytes = m.get('ck_log_bytes{stream="CK_EVENTS"}') ?? 0;
     assert.ok(bytes > 3 * 100 && bytes < 3 * 4096, `ck_log_bytes ${bytes} for three image creates`);
     assert.equal(m.get("ck_log_connected"), 1);
