@@ -178,9 +178,9 @@ export async function openProjection(
   // The projection holds what the log holds (container specs and their environment): root's
   // only, as the log's own store is. RocksDB makes its files 0644; the directory keeps others
   // out (tightened in roots made before, and made so again after a rebuild removed it).
-  const privateDir = async () => {
-    await mkdir(location, { recursive: true, mode: 0o700 });
-    await chmod(location, 0o700);
+  const privateDir = async (dir = location) => {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await chmod(dir, 0o700);
   };
   try {
     await privateDir();
@@ -204,7 +204,7 @@ export async function openProjection(
   const needsBase = first > 1 && (reason !== undefined || !db || first > db.appliedSeq + 1);
   const store = new BaseStore(log);
   if (needsBase) {
-    const chosen = chooseBase(await store.list(), { firstSeq: first, identity });
+    const chosen = chooseBase(await store.list(), { firstSeq: first, identity, untilSeq: info.state.last_seq });
     if ("error" in chosen) {
       await db?.close().catch(() => undefined);
       throw new Error(`the projection (${reason ?? `at sequence ${db?.appliedSeq ?? 0}`}) cannot catch up with the log: ${chosen.error}`);
@@ -219,7 +219,9 @@ export async function openProjection(
   }
   if (needsBase) {
     await db?.close().catch(() => undefined);
-    const loaded = await loadBestBase(location, store, { firstSeq: first, identity }, identity, privateDir);
+    // Not past the log's end: a base that outlived the log's last messages (a power loss on a
+    // single server, which syncs the two streams on timers of their own) would be ahead of it.
+    const loaded = await loadBestBase(location, store, { firstSeq: first, identity, untilSeq: info.state.last_seq }, identity, privateDir);
     db = loaded.db;
     logger?.warn(
       { reason, logFirstSeq: first, base: loaded.base.seq, baseTaken: loaded.base.taken, passedOver: loaded.passedOver.length ? loaded.passedOver : undefined },
@@ -479,7 +481,10 @@ export class Daemon {
     add("containerd.services.containers.v1.Containers", containersService(deps));
     add(
       "containerd.services.events.v1.Events",
-      eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos), firstSeq: async () => (await this.log.info()).state.first_seq }),
+      eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos), historyStart: () => this.log.historyStart(async (seq) => {
+          const at = (await new BaseStore(this.log).list()).find((b) => b.seq === seq);
+          return at ? new Date(at.seqTime) : undefined;
+        }) }),
     );
     add(
       "containerd.services.content.v1.Content",

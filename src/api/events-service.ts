@@ -16,8 +16,11 @@ export const SINCE_HEADER = "ck-since";
 export interface EventsDeps {
   sequencer: Sequencer;
   subscriptions: EventSubscriptions;
-  /** The log's first stored sequence (past 1 once ck-replay compact cut its history). */
-  firstSeq: () => Promise<number>;
+  /**
+   * Where the log's stored history starts: its first sequence (past 1 once ck-replay compact
+   * cut it) and the latest time a removed message can have.
+   */
+  historyStart: () => Promise<{ firstSeq: number; cutUntil?: Date }>;
 }
 
 function packedDraft(namespace: string, topic: string, event: any, timestamp?: any): EventDraft {
@@ -56,21 +59,37 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
       if (fromSeqRaw !== undefined) {
         fromSeq = Number(fromSeqRaw);
         if (!Number.isInteger(fromSeq) || fromSeq < 1) throw invalidArgument(`${FROM_SEQ_HEADER} "${fromSeqRaw}" must be a positive integer`);
-        // JetStream would start at the first message still stored without a word: a history
-        // with a hole at its start is not what was asked for.
-        const first = await d.firstSeq();
-        if (fromSeq < first) {
-          throw outOfRange(`${FROM_SEQ_HEADER} ${fromSeq}: the log's history before sequence ${first} was compacted away (ck-replay compact); its first event is at ${first}`);
-        }
       }
       if (sinceRaw !== undefined) {
         since = new Date(sinceRaw);
         if (Number.isNaN(since.getTime())) throw invalidArgument(`${SINCE_HEADER} "${sinceRaw}" must be an RFC 3339 time`);
       }
+      // JetStream would start at the first message still stored without a word: a history with
+      // a hole at its start is not what was asked for. Asked again once the consumer exists
+      // (a compaction in between would otherwise slip through).
+      const checkHistory = async () => {
+        if (fromSeq === undefined && since === undefined) return;
+        const start = await d.historyStart();
+        if (fromSeq !== undefined && fromSeq < start.firstSeq) {
+          throw outOfRange(`${FROM_SEQ_HEADER} ${fromSeq}: the log's history before sequence ${start.firstSeq} was compacted away (ck-replay compact); its first event is at ${start.firstSeq}`);
+        }
+        if (since !== undefined && start.cutUntil !== undefined && since.getTime() <= start.cutUntil.getTime()) {
+          throw outOfRange(
+            `${SINCE_HEADER} ${since.toISOString()}: the log's history before sequence ${start.firstSeq} was compacted away (ck-replay compact), events up to ${start.cutUntil.toISOString()} with it; ask for a later time`,
+          );
+        }
+      };
+      await checkHistory();
       const abort = new AbortController();
       call.on("cancelled", () => abort.abort());
       call.on("close", () => abort.abort());
       const events = await d.subscriptions.subscribe({ filters: call.request.filters ?? [], fromSeq, since, signal: abort.signal });
+      try {
+        await checkHistory();
+      } catch (err) {
+        abort.abort();
+        throw err;
+      }
       // Tell the client the subscription is live before the first event arrives.
       call.sendMetadata(new (call.metadata.constructor as typeof grpc.Metadata)());
       for await (const ev of events) {

@@ -35,6 +35,12 @@ export interface BaseMarker {
   markerSeq?: number;
 }
 
+export interface BaseLock {
+  /** Says the holder is still at work; fails if another took the lock over. */
+  refresh(): Promise<void>;
+  release(): Promise<void>;
+}
+
 export type BaseMeta = Omit<BaseMarker, "id" | "records" | "bytes" | "chunks" | "sha256" | "taken" | "firstChunk" | "markerSeq">;
 
 const utf8 = new TextDecoder();
@@ -55,6 +61,16 @@ export class BaseStore {
 
   chunkSubject(id: string): string {
     return `${this.prefix}.chunks.${id}`;
+  }
+
+  /** The bases stream's replicas (1 when it does not exist yet). */
+  async replicas(): Promise<number> {
+    try {
+      return (await this.log.jsm.streams.info(this.name)).config.num_replicas ?? 1;
+    } catch (err) {
+      if (isStreamNotFound(err)) return 1;
+      throw err;
+    }
   }
 
   /** Largest chunk: under the server's message size limit, with room for headers. */
@@ -163,10 +179,13 @@ export class BaseStore {
   /**
    * Takes the bases' lock (one writer or pruner at a time): a message on the lock subject,
    * published only if the subject's last message is the one read (JetStream's expected last
-   * subject sequence), so two takers cannot both win. A lock older than `staleMs` (its holder
-   * died) is taken over. Returns the release.
+   * subject sequence), so two takers cannot both win. Its age is the server's time of that
+   * message; a holder refreshes it (`refresh`, the same way, so a refresh fails once another
+   * took it over) before each step that removes anything. A lock not refreshed for `staleMs`
+   * (its holder died) is taken over; `breakLock` takes over any lock.
    */
-  async lock(holder: string, staleMs = 30 * 60_000): Promise<() => Promise<void>> {
+  async lock(holder: string, opts: { staleMs?: number; breakLock?: boolean } = {}): Promise<BaseLock> {
+    const staleMs = opts.staleMs ?? 30 * 60_000;
     await this.ensure();
     const subject = `${this.prefix}.lock`;
     let last: StoredMsg | null = null;
@@ -175,24 +194,34 @@ export class BaseStore {
     } catch (err) {
       if (!((err as { code?: number | string }).code === 404 || /no message found|not found/i.test((err as Error).message))) throw err;
     }
-    if (last) {
-      const held = JSON.parse(utf8.decode(last.data)) as { holder?: string; since?: string; released?: boolean };
-      const age = Date.now() - new Date(held.since ?? 0).getTime();
+    if (last && !opts.breakLock) {
+      const held = JSON.parse(utf8.decode(last.data)) as { holder?: string; released?: boolean };
+      const age = Date.now() - last.time.getTime();
       if (!held.released && age < staleMs) {
-        throw new Error(`another base or compaction is at work on ${this.log.stream} (${held.holder}, since ${held.since}); try again once it is done`);
+        throw new Error(
+          `another base or compaction is at work on ${this.log.stream} (${held.holder}, last seen ${last.time.toISOString()}); try again once it is done, or pass --break-lock if it died`,
+        );
       }
     }
     const publish = (body: object, lastSeq: number) =>
       this.log.js.publish(subject, utf8e.encode(JSON.stringify(body)), { expect: { streamName: this.name, lastSubjectSequence: lastSeq } });
-    let ack;
+    let seq: number;
     try {
-      ack = await publish({ holder, since: new Date().toISOString() }, last?.seq ?? 0);
+      seq = (await publish({ holder }, last?.seq ?? 0)).seq;
     } catch (err) {
       throw new Error(`another base or compaction took the lock on ${this.log.stream} first: ${(err as Error).message}`);
     }
-    let seq = ack.seq;
-    return async () => {
-      seq = (await publish({ holder, since: new Date().toISOString(), released: true }, seq)).seq;
+    return {
+      refresh: async () => {
+        try {
+          seq = (await publish({ holder }, seq)).seq;
+        } catch (err) {
+          throw new Error(`the lock on ${this.log.stream}'s bases was taken over (--break-lock, or this took longer than ${staleMs / 60_000} min without a step): ${(err as Error).message}`);
+        }
+      },
+      release: async () => {
+        seq = (await publish({ holder, released: true }, seq)).seq;
+      },
     };
   }
 

@@ -7,6 +7,7 @@
 //
 // Framing of the records, one after the other across chunk boundaries:
 //   u32 key length | key (UTF-8) | u32 value length | value        (lengths big-endian)
+import { rename } from "node:fs/promises";
 import type { BaseMarker, BaseStore } from "../eventstore/base-store.js";
 import { ProjectionDb, META_PREFIX, PROJECTION_FORMAT, type LogIdentity } from "./db.js";
 
@@ -141,21 +142,23 @@ export async function takeBase(db: ProjectionDb, store: BaseStore, identity: Log
 }
 
 /**
- * Makes `location` a projection holding exactly the base's records at its sequence (whatever
- * was there is removed first). A load stopped half way leaves a projection at sequence 0 of a
- * log that starts later: the next start loads the base again.
+ * Makes `location` a projection holding exactly the base's records at its sequence. The base
+ * is loaded into a directory beside it (`<location>.loading`) and put in place only once all
+ * of it is in and checked: a base that fails to load leaves `location` as it was, and a load
+ * stopped half way is never taken for a projection.
  */
 export async function loadBase(
   location: string,
   store: BaseStore,
   base: BaseMarker,
   identity: LogIdentity,
-  /** Run once the old directory is gone, before RocksDB makes the new one (its mode, say). */
-  beforeOpen?: () => Promise<void>,
+  /** Run on a directory before RocksDB makes its files there (its mode, say). */
+  prepareDir?: (dir: string) => Promise<void>,
 ): Promise<ProjectionDb> {
-  await ProjectionDb.destroy(location);
-  await beforeOpen?.();
-  const db = await ProjectionDb.open(location);
+  const loading = `${location}.loading`;
+  await ProjectionDb.destroy(loading);
+  await prepareDir?.(loading);
+  const db = await ProjectionDb.open(loading);
   try {
     const parser = new RecordParser();
     let pending: [string, Buffer][] = [];
@@ -173,12 +176,17 @@ export async function loadBase(
     if (records !== base.records) throw new Error(`base at sequence ${base.seq} holds ${records} records, its marker says ${base.records}`);
     await db.loadRaw(pending, base.seq);
     await db.setLogIdentity(identity);
-    return db;
+    await db.close();
   } catch (err) {
     await db.close().catch(() => undefined);
-    await ProjectionDb.destroy(location);
+    await ProjectionDb.destroy(loading);
     throw err;
   }
+  // Swapped in: if this stops between the two steps, `location` is missing and the next
+  // start loads the base again.
+  await ProjectionDb.destroy(location);
+  await rename(loading, location);
+  return ProjectionDb.open(location);
 }
 
 /**
@@ -190,7 +198,7 @@ export async function loadBestBase(
   store: BaseStore,
   wanted: BaseWanted,
   identity: LogIdentity,
-  beforeOpen?: () => Promise<void>,
+  prepareDir?: (dir: string) => Promise<void>,
 ): Promise<{ db: ProjectionDb; base: BaseMarker; passedOver: string[] }> {
   let bases = await store.list();
   const passedOver: string[] = [];
@@ -198,7 +206,7 @@ export async function loadBestBase(
     const chosen = chooseBase(bases, wanted);
     if ("error" in chosen) throw new Error(passedOver.length ? `${chosen.error}; passed over: ${passedOver.join("; ")}` : chosen.error);
     try {
-      return { db: await loadBase(location, store, chosen.base, identity, beforeOpen), base: chosen.base, passedOver };
+      return { db: await loadBase(location, store, chosen.base, identity, prepareDir), base: chosen.base, passedOver };
     } catch (err) {
       passedOver.push((err as Error).message);
       bases = bases.filter((b) => b !== chosen.base);

@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { TestDaemon, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
@@ -140,7 +141,7 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     const lockAck = await jetstream(nc).publish("ck.bases.CK_EVENTS.lock", JSON.stringify({ holder: "someone else", since: new Date().toISOString() }));
     const busy = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0"]);
     assert.equal(busy.code, 2, busy.stdout);
-    assert.match(busy.stderr, /another base or compaction is at work on CK_EVENTS \(someone else, since /);
+    assert.match(busy.stderr, /another base or compaction is at work on CK_EVENTS \(someone else, last seen [^)]+\); try again once it is done, or pass --break-lock if it died/);
     await jetstream(nc).publish("ck.bases.CK_EVENTS.lock", JSON.stringify({ holder: "someone else", since: new Date().toISOString(), released: true }), { expect: { lastSubjectSequence: lockAck.seq } });
     const basesAfterRefusals = (await jsm.streams.info("CK_EVENTS_BASES")).state.messages;
     assert.equal(basesAfterRefusals, basesBefore + 2, "only the two lock messages of the test were added");
@@ -199,6 +200,9 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     const ev = await runNode(CK, ["--address", d1.address, "events", "--namespace", "alpha", "--from-seq", "1"]);
     assert.notEqual(ev.code, 0);
     assert.match(ev.stderr, new RegExp(`ck-from-seq 1: the log's history before sequence ${B2 - 2} was compacted away \\(ck-replay compact\\); its first event is at ${B2 - 2}`));
+    const evSince = await runNode(CK, ["--address", d1.address, "events", "--since", "2020-01-01T00:00:00Z"]);
+    assert.notEqual(evSince.code, 0);
+    assert.match(evSince.stderr, new RegExp(`ck-since 2020-01-01T00:00:00.000Z: the log's history before sequence ${B2 - 2} was compacted away \\(ck-replay compact\\), events up to \\S+ with it; ask for a later time`));
 
     // A marker whose bytes do not add up is passed over for the next base, by a rebuild and by
     // a compaction, which writes a good one instead of cutting on it.
@@ -308,6 +312,65 @@ test("a ckd that cannot start from a base (only bases of another projection form
       await db.close();
     }
   } finally {
+    await d.cleanup();
+    await nc.close();
+    await nats.cleanup();
+  }
+});
+
+test("the bases' lock: a holder that stops refreshing is taken over, its next step fails; --break-lock takes over a fresh one; a ckd passes over a damaged base at start", async () => {
+  const { EventLog } = await import("../../src/eventstore/log.js");
+  const { BaseStore } = await import("../../src/eventstore/base-store.js");
+  const nats = await startTestNats();
+  const nc = await connect({ servers: nats.url });
+  const jsm = await jetstreamManager(nc);
+  const d = await TestDaemon.start({ natsUrl: nats.url });
+  const log = await EventLog.open({ url: nats.url });
+  try {
+    await writeSome(d, 0, 8);
+    const store = new BaseStore(log);
+    const first = await store.lock("first holder");
+    await assert.rejects(store.lock("second holder"), /another base or compaction is at work on CK_EVENTS \(first holder, last seen /);
+    // Stale (here: at once): taken over; the first holder's next step is refused.
+    const second = await store.lock("second holder", { staleMs: 0 });
+    await assert.rejects(first.refresh(), /the lock on CK_EVENTS's bases was taken over/);
+    await second.refresh();
+    // A compaction while the second holds it: refused; with --break-lock: done.
+    const busy = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0"]);
+    assert.equal(busy.code, 2, busy.stdout);
+    assert.match(busy.stderr, /\(second holder, last seen /);
+    assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, 1, "cut while refused");
+    const broke = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0", "--break-lock"]);
+    assert.equal(broke.code, 0, broke.stdout + broke.stderr);
+    await assert.rejects(second.refresh(), /taken over/);
+    const L = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, L + 1);
+
+    // A newer marker at the same sequence whose bytes do not add up: ckd's start passes it over.
+    const m = (await jsm.streams.getMessage("CK_EVENTS_BASES", { last_by_subj: "ck.bases.CK_EVENTS.markers" }))!;
+    const marker = JSON.parse(new TextDecoder().decode(m.data));
+    await jetstream(nc).publish("ck.bases.CK_EVENTS.markers", JSON.stringify({ ...marker, sha256: "f".repeat(64) }));
+    const want = await state(d);
+    assert.equal(await d.stop(), 0);
+    await rm(rootPaths(d.root).meta, { recursive: true, force: true });
+    await d.launch();
+    assert.deepEqual(await state(d), want);
+    const loaded = d.logLines().find((l) => l.msg === "loading the projection from a base: the log's history before it was compacted");
+    assert.ok(loaded, "no base loaded");
+    assert.equal(loaded.base, L);
+    assert.equal(loaded.passedOver.length, 1);
+    assert.match(loaded.passedOver[0], new RegExp(`base at sequence ${L} \\(${marker.id}\\) is damaged: .* its marker says \\d+, \\d+, f{64}`));
+
+    // A base that cannot be made durable (its server's store cannot be synced) cuts nothing.
+    const { compact } = await import("../../tools/replay/replay.js");
+    await writeSome(d, 8, 3);
+    const before = (await jsm.streams.info("CK_EVENTS")).state;
+    await assert.rejects(compact(log, { keep: 0, storeDir: join(nats.dir, "no-such-store"), syncWaitMs: 0 }), /sync --file-system .*no-such-store/);
+    const after = (await jsm.streams.info("CK_EVENTS")).state;
+    assert.equal(after.first_seq, before.first_seq);
+    assert.equal(after.messages, before.messages);
+  } finally {
+    await log.close();
     await d.cleanup();
     await nc.close();
     await nats.cleanup();

@@ -64,6 +64,9 @@ test("managed nats-server: kill -9 of ckd leaves an orphan that the next start r
     const compacted = await runNode(CK_REPLAY, ["compact", "--root", root, "--keep", "0"]);
     assert.equal(compacted.code, 0, compacted.stdout + compacted.stderr);
     assert.match(compacted.stdout, /removed \d+ messages; the log now holds no message/);
+    // ckd's own server: the base is synced to disk with the server's file system, no waiting.
+    assert.match(compacted.stdout, new RegExp(`^synced the file system of ${rootPaths(root).natsStore} \\(sync --file-system\\)$`, "m"));
+    assert.doesNotMatch(compacted.stdout, /waiting/);
     await rm(rootPaths(root).meta, { recursive: true, force: true });
     await d.launch();
     const c3 = d.client("managed");

@@ -145,11 +145,13 @@ async function main(): Promise<void> {
 
   logOptions(program.command("base"))
     .description("store a base: the state at the log's last sequence, kept in NATS beside the log (<stream>_BASES)")
-    .action(async (opts: LogFlags) => {
+    .option("--break-lock", "take over the bases' lock from a base or compaction that died holding it")
+    .action(async (opts: LogFlags & { breakLock?: boolean }) => {
       const opened = await openLogFor(opts);
       try {
         const store = new BaseStore(opened.log);
-        const { marker, fresh } = await withBaseLock(store, "base", () => baseAtLast(opened.log, store, opened.workDir));
+        const warn = (m: string) => process.stderr.write(`ck-replay: warning: ${m}\n`);
+        const { marker, fresh } = await withBaseLock(store, "base", () => baseAtLast(opened.log, store, opened.workDir), { breakLock: opts.breakLock, onWarning: warn });
         process.stdout.write(`${fresh ? "stored" : "already stored:"} ${describeBase(marker)}\n`);
       } finally {
         await opened.close();
@@ -174,13 +176,14 @@ async function main(): Promise<void> {
     .description("store a base at the log's last sequence, then remove the log's history before it (keeping --keep messages of it)")
     .option("--keep <n>", "messages before the base to keep in the log, for followers a little behind (default 1000)", "1000")
     .option("--sync-wait <seconds>", "on a stream of one replica on a server not ckd's own: how long the base must have been stored before the history goes (nats-server syncs every 2 min)", "130")
-    .action(async (opts: LogFlags & { keep: string; syncWait: string }) => {
+    .option("--break-lock", "take over the bases' lock from a base or compaction that died holding it")
+    .action(async (opts: LogFlags & { keep: string; syncWait: string; breakLock?: boolean }) => {
       const keep = parseCount(opts.keep, "--keep");
       const syncWait = parseCount(opts.syncWait, "--sync-wait", "seconds");
       const opened = await openLogFor(opts);
       try {
-        const onWait = (ms: number) => process.stdout.write(`waiting ${Math.ceil(ms / 1000)} s until nats-server has synced the base to disk (one replica, syncs every 2 min; --sync-wait 0 skips)\n`);
-        const r = await compact(opened.log, { keep, storeDir: opened.storeDir, workDir: opened.workDir, syncWaitMs: syncWait * 1000, onWait });
+        const onProgress = (m: string) => process.stdout.write(`${m}\n`);
+        const r = await compact(opened.log, { keep, storeDir: opened.storeDir, workDir: opened.workDir, syncWaitMs: syncWait * 1000, onProgress, breakLock: opts.breakLock });
         const kept = r.firstSeq <= r.lastSeq ? `the log now holds sequences ${r.firstSeq} to ${r.lastSeq}` : `the log now holds no message (next is ${r.lastSeq + 1})`;
         process.stdout.write(`${describeBase(r.base)}\nremoved ${r.removed} message${r.removed === 1 ? "" : "s"}; ${kept}; ${r.prunedBases} older base${r.prunedBases === 1 ? "" : "s"} removed\n`);
       } finally {

@@ -12,7 +12,7 @@ import { execFile } from "node:child_process";
 import { hostname } from "node:os";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BaseStore, type BaseMarker } from "../../src/eventstore/base-store.js";
+import { BaseStore, type BaseLock, type BaseMarker } from "../../src/eventstore/base-store.js";
 import { readInWorker } from "../../src/eventstore/worker-reader.js";
 import { loadProtos } from "../../src/protos/protos.js";
 import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
@@ -250,13 +250,22 @@ export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: stri
   }
 }
 
-/** Runs `fn` holding the bases' lock (one base writer or compaction at a time). */
-export async function withBaseLock<T>(store: BaseStore, what: string, fn: () => Promise<T>): Promise<T> {
-  const release = await store.lock(`ck-replay ${what} on ${hostname()}, pid ${process.pid}`);
+/**
+ * Runs `fn` holding the bases' lock (one base writer or compaction at a time). A release that
+ * fails (the lock was taken over) is told to `onWarning`, never put in place of `fn`'s result
+ * or error.
+ */
+export async function withBaseLock<T>(
+  store: BaseStore,
+  what: string,
+  fn: (lock: BaseLock) => Promise<T>,
+  opts: { breakLock?: boolean; staleMs?: number; onWarning?: (msg: string) => void } = {},
+): Promise<T> {
+  const lock = await store.lock(`ck-replay ${what} on ${hostname()}, pid ${process.pid}`, { breakLock: opts.breakLock, staleMs: opts.staleMs });
   try {
-    return await fn();
+    return await fn(lock);
   } finally {
-    await release();
+    await lock.release().catch((err: Error) => opts.onWarning?.(`releasing the bases' lock: ${err.message}`));
   }
 }
 
@@ -274,41 +283,56 @@ export interface CompactOptions {
   /** The store of the nats-server holding the log, when it runs here (ckd's own): synced to disk before the cut. */
   storeDir?: string;
   /**
-   * Otherwise, on a stream of one replica, how long a base must have been stored before the
-   * history goes: nats-server syncs its files every 2 minutes, and a power loss in between
-   * could keep the cut but lose the base.
+   * Otherwise, when the log or the bases stream has one replica, how long a base must have
+   * been stored before the history goes: nats-server syncs its files every 2 minutes, and a
+   * power loss in between could keep the cut but lose the base.
    */
   syncWaitMs: number;
-  onWait?: (ms: number) => void;
+  /** Told what is being done to make the base durable. */
+  onProgress?: (msg: string) => void;
   /** Where the base is folded (see OpenedLog.workDir). */
   workDir?: string;
+  /** Take over the bases' lock whoever holds it. */
+  breakLock?: boolean;
+  /** A lock not refreshed for this long is taken over (default 30 min). */
+  lockStaleMs?: number;
 }
 
 /**
  * Stores a base at the log's last sequence, makes sure it is on disk, reads it back once more,
  * then removes the log's messages before it except the last `keep` of them, then the bases
- * that can no longer start a rebuild.
+ * that can no longer start a rebuild. The lock is refreshed before each step that removes
+ * anything, so a compaction whose lock was taken over stops before it.
  */
 export async function compact(log: EventLog, opts: CompactOptions): Promise<CompactResult> {
   const store = new BaseStore(log);
-  return withBaseLock(store, "compact", async () => {
-    const { marker } = await baseAtLast(log, store, opts.workDir);
-    const replicas = (await log.info()).config.num_replicas ?? 1;
-    if (opts.storeDir) await syncFileSystem(opts.storeDir);
-    else if (replicas < 2) {
-      const wait = new Date(marker.taken).getTime() + opts.syncWaitMs - Date.now();
-      if (wait > 0) {
-        opts.onWait?.(wait);
-        await new Promise((r) => setTimeout(r, wait));
+  return withBaseLock(
+    store,
+    "compact",
+    async (lock) => {
+      const { marker } = await baseAtLast(log, store, opts.workDir);
+      const replicas = Math.min((await log.info()).config.num_replicas ?? 1, await store.replicas());
+      if (opts.storeDir) {
+        await syncFileSystem(opts.storeDir);
+        opts.onProgress?.(`synced the file system of ${opts.storeDir} (sync --file-system)`);
+      } else if (replicas < 2) {
+        const wait = new Date(marker.taken).getTime() + opts.syncWaitMs - Date.now();
+        if (wait > 0) {
+          opts.onProgress?.(`waiting ${Math.ceil(wait / 1000)} s until nats-server has synced the base to disk (one replica, syncs every 2 min; --sync-wait 0 skips)`);
+          await new Promise((r) => setTimeout(r, wait));
+        }
       }
-    }
-    await store.verify(marker);
-    const cut = marker.seq + 1 - opts.keep;
-    const removed = cut > 1 ? await log.purgeBefore(cut) : 0;
-    const info = await log.info();
-    const prunedBases = await store.prune(info.state.first_seq - 1);
-    return { base: marker, removed, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq, prunedBases };
-  });
+      await store.verify(marker);
+      await lock.refresh();
+      const cut = marker.seq + 1 - opts.keep;
+      const removed = cut > 1 ? await log.purgeBefore(cut) : 0;
+      const info = await log.info();
+      await lock.refresh();
+      const prunedBases = await store.prune(info.state.first_seq - 1);
+      return { base: marker, removed, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq, prunedBases };
+    },
+    { breakLock: opts.breakLock, staleMs: opts.lockStaleMs, onWarning: (m) => opts.onProgress?.(`warning: ${m}`) },
+  );
 }
 
 /** syncfs(2) of the file system holding `dir` (coreutils' `sync --file-system`). */
