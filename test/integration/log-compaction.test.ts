@@ -361,6 +361,25 @@ test("the bases' lock: a holder that stops refreshing is taken over, its next st
     assert.equal(loaded.passedOver.length, 1);
     assert.match(loaded.passedOver[0], new RegExp(`base at sequence ${L} \\(${marker.id}\\) is damaged: .* its marker says \\d+, \\d+, f{64}`));
 
+    // Chunks that do not sit at consecutive sequences (another message between) read back whole.
+    const parts = [new Uint8Array(3000).fill(1), new Uint8Array(3000).fill(2), new Uint8Array(10).fill(3)];
+    const interleaved = await store.write(
+      { seq: 1, seqTime: new Date().toISOString(), stream: "CK_EVENTS", created: "test", format: 0 },
+      (async function* () {
+        for (const p of parts) {
+          yield p;
+          await jetstream(nc).publish("ck.bases.CK_EVENTS.chunks.between", new Uint8Array(5));
+        }
+      })(),
+      () => 0,
+    );
+    const back: number[] = [];
+    for await (const c of store.chunks(interleaved)) back.push(...c);
+    assert.deepEqual(back, parts.flatMap((p) => [...p]));
+    // ...and a chunk missing in the middle is a damaged base, not a shorter one.
+    await jsm.streams.deleteMessage("CK_EVENTS_BASES", interleaved.firstChunk + 2);
+    await assert.rejects(store.verify(interleaved), /is damaged: read 2 chunks, 3010 bytes/);
+
     // A base that cannot be made durable (its server's store cannot be synced) cuts nothing.
     const { compact } = await import("../../tools/replay/replay.js");
     await writeSome(d, 8, 3);
