@@ -33,6 +33,7 @@ import type { ContentStore } from "../content/types.js";
 import { healthService, introspectionService, versionService, CK_VERSION, type PluginInfo } from "./info-services.js";
 import { leasesService, gcService } from "./leases-service.js";
 import { GcScheduler } from "./gc-scheduler.js";
+import { CompactScheduler } from "./compact-scheduler.js";
 import { NamespacedBlobs } from "../content/namespaced.js";
 import { snapshotsService } from "./snapshots-service.js";
 import { diffService } from "./diff-service.js";
@@ -84,6 +85,13 @@ export interface DaemonConfig {
    * uploaded then unpacked (ctr pull, ck pull --client-fetch) is read back from disk.
    */
   contentWriteThrough?: boolean;
+  /**
+   * Every this often, `ck-replay compact --root <root>` in a child process (0 or absent: never;
+   * see CompactScheduler).
+   */
+  compactIntervalMs?: number;
+  /** Messages before the base each scheduled compaction keeps (default 10,000). */
+  compactKeep?: number;
 }
 
 /** The API plugins ckd can run without, by full plugin name, and the gRPC service each serves. */
@@ -248,6 +256,7 @@ export class Daemon {
   private stopBegun = false;
   private gc: GcScheduler | undefined;
   private tasks: Tasks | undefined;
+  private compaction: CompactScheduler | undefined;
 
   private constructor(
     readonly config: DaemonConfig,
@@ -470,6 +479,14 @@ export class Daemon {
     gc.start();
     this.gc = gc;
     this.sweepIngests(gc);
+    if (this.config.compactIntervalMs) {
+      this.compaction = new CompactScheduler(
+        { intervalMs: this.config.compactIntervalMs, keep: this.config.compactKeep ?? 10_000, root: this.config.root, natsUrl: this.config.natsUrl },
+        this.logger,
+      );
+      this.compaction.start();
+      this.logger.info({ everySeconds: this.config.compactIntervalMs / 1000, keep: this.config.compactKeep ?? 10_000 }, "log compaction scheduled");
+    }
     const afterUpdate = () => gc.mutated();
     const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync), afterUpdate };
     const disabled = new Set([...SERVICE_PLUGINS].filter(([p]) => this.config.disabledPlugins?.includes(p)).map(([, svc]) => svc));
@@ -550,6 +567,7 @@ export class Daemon {
     for (const fn of this.onStopping) fn();
     clearInterval(this.sweeper);
     await this.gc?.stop().catch(() => undefined);
+    await this.compaction?.stop().catch(() => undefined);
     const server = this.server;
     if (server) {
       await new Promise<void>((resolve) => {

@@ -28,6 +28,8 @@ interface Flags {
   config?: string;
   logLevel?: string;
   gcExpiryInterval?: string;
+  compactInterval?: string;
+  compactKeep?: string;
 }
 
 /** Keys a config file may set, all optional; flags win over the file. */
@@ -53,14 +55,24 @@ interface FileConfig {
   catch_up_thread_events?: number;
   /** Content.Write ingests on disk bypass the page cache where the filesystem allows (default true). */
   content_write_through?: boolean;
+  /** Run ck-replay compact every this many seconds (0: never, the default). */
+  compact_interval_seconds?: number;
+  /** Messages before the base a scheduled compaction keeps. */
+  compact_keep?: number;
 }
 
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "socket_group", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through"]);
+  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "socket_group", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through", "compact_interval_seconds", "compact_keep"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
+  }
+  for (const k of ["compact_interval_seconds", "compact_keep"]) {
+    const v = raw[k];
+    if (v !== undefined && !(typeof v === "number" && Number.isSafeInteger(v) && v >= 0)) {
+      throw new Error(`config ${path}: ${k} must be a whole number >= 0, got ${JSON.stringify(v)}`);
+    }
   }
   const t = raw.catch_up_thread_events;
   if (t !== undefined && !(typeof t === "number" && Number.isSafeInteger(t) && t >= 0)) {
@@ -94,6 +106,13 @@ function secondsToMs(v: string | number | undefined): number | undefined {
   const n = Number(v);
   if (!Number.isFinite(n) || n < 0) throw new Error(`gc expiry interval "${v}" must be a number of seconds >= 0`);
   return n * 1000;
+}
+
+/** A flag's whole number >= 0 (else the config file's), times `scale`; a bad flag is refused by name. */
+function wholeNumber(flag: string, fromFlag: string | undefined, fromFile: number | undefined, scale: number): number | undefined {
+  if (fromFlag === undefined) return fromFile === undefined ? undefined : fromFile * scale;
+  if (!/^\d+$/.test(fromFlag) || !Number.isSafeInteger(Number(fromFlag))) throw new Error(`${flag} "${fromFlag}" must be a whole number >= 0`);
+  return Number(fromFlag) * scale;
 }
 
 /** Files holding a secret (a NATS password in the config file, a key) that others may read. */
@@ -137,9 +156,11 @@ async function main(): Promise<void> {
     .option("--metrics-address <host:port>", "serve Prometheus metrics at http://HOST:PORT/v1/metrics (as containerd's [metrics] address)")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level, compact_interval_seconds, compact_keep), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
+    .option("--compact-interval <seconds>", "run ck-replay compact on this root every this many seconds (default 0: never; see README, Compaction)")
+    .option("--compact-keep <n>", "messages before the base a scheduled compaction keeps (default 10000)")
     .version("0.1.0");
   program.parse();
   const flags = program.opts<Flags>();
@@ -169,6 +190,8 @@ async function main(): Promise<void> {
     disabledPlugins: file.disabled_plugins,
     catchUpThreadEvents: file.catch_up_thread_events,
     contentWriteThrough: file.content_write_through,
+    compactIntervalMs: wholeNumber("--compact-interval", flags.compactInterval, file.compact_interval_seconds, 1000),
+    compactKeep: wholeNumber("--compact-keep", flags.compactKeep, file.compact_keep, 1),
   };
   const logger = pino({ level: flags.logLevel ?? file.log_level ?? "info" }, pino.destination(2));
   // Secrets other users can read: said at start (ckd still starts; the administrator decides).

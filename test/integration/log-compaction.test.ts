@@ -5,10 +5,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { TestDaemon, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
+import { TestDaemon, runNode, CK, CKD, CK_REPLAY } from "../helpers/daemon.js";
 import { startTestNats } from "../helpers/nats.js";
 import { rootPaths } from "../../src/api/daemon.js";
 
@@ -393,5 +393,52 @@ test("the bases' lock: a holder that stops refreshing is taken over, its next st
     await d.cleanup();
     await nc.close();
     await nats.cleanup();
+  }
+});
+
+test("ckd compacts on a schedule (compact_interval_seconds) through ck-replay, and refuses bad schedule settings before touching the root", async () => {
+  const { mkdtemp, writeFile } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const { existsSync } = await import("node:fs");
+  // Bad values, by flag and by config key: refused by name, no root made.
+  const none = join(await mkdtemp(join(tmpdir(), "ck-compact-bad-")), "root");
+  const conf = join(dirname(none), "ckd.toml");
+  for (const [args, re] of [
+    [["--compact-interval", "soon"], /--compact-interval "soon" must be a whole number >= 0/],
+    [["--compact-keep", "-3"], /--compact-keep "-3" must be a whole number >= 0/],
+    [["--config", conf], /compact_interval_seconds must be a whole number >= 0, got "daily"/],
+  ] as const) {
+    await writeFile(conf, `compact_interval_seconds = "daily"\n`);
+    const r = await runNode(CKD, ["--root", none, "--address", join(dirname(none), "s.sock"), ...args]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, re);
+    assert.equal(existsSync(none), false, "root made for a refused setting");
+  }
+  await rm(dirname(none), { recursive: true, force: true });
+
+  // ckd's own nats-server: the scheduled run syncs its store, no waiting.
+  const d = await TestDaemon.start({ extraArgs: ["--compact-interval", "2", "--compact-keep", "0"] });
+  try {
+    await writeSome(d, 0, 10);
+    const deadline = Date.now() + 60_000;
+    let done: Record<string, any> | undefined;
+    while (!done && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+      done = d.logLines().find((l) => l.msg === "log compaction done");
+      const failed = d.logLines().find((l) => l.msg?.startsWith("log compaction failed"));
+      assert.equal(failed, undefined, JSON.stringify(failed));
+    }
+    assert.ok(done, "no scheduled compaction in 60 s");
+    assert.match(done.output, /^synced the file system of .* \(sync --file-system\)\nbase at sequence \d+ .*\nremoved \d+ messages; the log now holds/);
+    // Writes go on; a start without the projection loads the base the schedule stored.
+    await writeSome(d, 10, 3);
+    const want = await state(d);
+    assert.equal(await d.stop(), 0);
+    await rm(rootPaths(d.root).meta, { recursive: true, force: true });
+    await d.launch();
+    assert.deepEqual(await state(d), want);
+    assert.ok(d.logLines().some((l) => l.msg === "loading the projection from a base: the log's history before it was compacted"));
+  } finally {
+    await d.cleanup();
   }
 });
