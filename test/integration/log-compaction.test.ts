@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { rm } from "node:fs/promises";
+import { spawn } from "node:child_process";
 import { dirname, join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -379,6 +380,26 @@ test("the bases' lock: a holder that stops refreshing is taken over, its next st
     // ...and a chunk missing in the middle is a damaged base, not a shorter one.
     await jsm.streams.deleteMessage("CK_EVENTS_BASES", interleaved.firstChunk + 2);
     await assert.rejects(store.verify(interleaved), /is damaged: read 2 chunks, 3010 bytes/);
+
+    // A compaction stopped (SIGTERM, as ckd stops its scheduled one) while it waits for the
+    // sync: nothing cut, and its lock released on the way out.
+    await writeSome(d, 20, 2);
+    const waiting = spawn(process.execPath, [CK_REPLAY, "compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "60"], { stdio: ["ignore", "pipe", "pipe"] });
+    let waitOut = "";
+    await new Promise<void>((resolve, reject) => {
+      waiting.stdout!.on("data", (b: Buffer) => {
+        waitOut += b;
+        if (/^waiting \d+ s until nats-server has synced/m.test(waitOut)) resolve();
+      });
+      waiting.once("exit", (code) => reject(new Error(`ck-replay exited ${code} before waiting: ${waitOut}`)));
+    });
+    const firstBefore = (await jsm.streams.info("CK_EVENTS")).state.first_seq;
+    const exited = new Promise<number | null>((r) => waiting.once("exit", (code) => r(code)));
+    waiting.kill("SIGTERM");
+    assert.equal(await exited, 143);
+    assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, firstBefore, "cut after SIGTERM");
+    const lockNow = JSON.parse(new TextDecoder().decode((await jsm.streams.getMessage("CK_EVENTS_BASES", { last_by_subj: "ck.bases.CK_EVENTS.lock" }))!.data));
+    assert.equal(lockNow.released, true, JSON.stringify(lockNow));
 
     // A base that cannot be made durable (its server's store cannot be synced) cuts nothing.
     const { compact } = await import("../../tools/replay/replay.js");

@@ -22,7 +22,7 @@ import { ProjectionDb } from "../../src/projections/db.js";
 import { Queries } from "../../src/projections/queries.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { BaseStore } from "../../src/eventstore/base-store.js";
-import { baseAtLast, withBaseLock, compact, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
+import { baseAtLast, withBaseLock, releaseHeldLocks, compact, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 
 async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "ck-replay-"));
@@ -192,6 +192,13 @@ async function main(): Promise<void> {
     });
 
   await program.parseAsync();
+}
+
+// Stopped (ckd stopping its scheduled compaction, ^C): the bases' lock is released on the way out.
+for (const sig of ["SIGTERM", "SIGINT"] as const) {
+  process.once(sig, () => {
+    void releaseHeldLocks().finally(() => process.exit(sig === "SIGTERM" ? 143 : 130));
+  });
 }
 
 main().catch((err) => {

@@ -234,6 +234,7 @@ export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: stri
   }
   // A private directory (mkdtemp: 0700): the projection holds what the log holds.
   const dir = await mkdtemp(join(workDir ?? tmpdir(), ".ck-replay-base-"));
+  temps.add(dir);
   try {
     const r = await rebuild(log, join(dir, "meta"), { seq: last });
     try {
@@ -247,6 +248,7 @@ export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: stri
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
+    temps.delete(dir);
   }
 }
 
@@ -262,11 +264,28 @@ export async function withBaseLock<T>(
   opts: { breakLock?: boolean; staleMs?: number; onWarning?: (msg: string) => void } = {},
 ): Promise<T> {
   const lock = await store.lock(`ck-replay ${what} on ${hostname()}, pid ${process.pid}`, { breakLock: opts.breakLock, staleMs: opts.staleMs });
+  held.add(lock);
   try {
     return await fn(lock);
   } finally {
+    held.delete(lock);
     await lock.release().catch((err: Error) => opts.onWarning?.(`releasing the bases' lock: ${err.message}`));
   }
+}
+
+const held = new Set<BaseLock>();
+const temps = new Set<string>();
+
+/**
+ * For a stop signal: releases the bases' locks this process holds, so the next compaction
+ * need not wait for them to go stale, and removes its temporary projections. Every step of a
+ * compaction is one request to the server, so stopping between them leaves a state every
+ * reader copes with.
+ */
+export async function releaseHeldLocks(): Promise<void> {
+  await Promise.all([...held].map((l) => l.release().catch(() => undefined)));
+  held.clear();
+  await Promise.all([...temps].map((d) => rm(d, { recursive: true, force: true }).catch(() => undefined)));
 }
 
 export interface CompactResult {
