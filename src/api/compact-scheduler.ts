@@ -17,6 +17,8 @@ export interface CompactSchedule {
   intervalMs: number;
   /** Messages before the base kept in the log (ck-replay compact --keep). */
   keep: number;
+  /** The cut follows the k-th newest base (ck-replay compact --keep-bases; default 1). */
+  keepBases?: number;
   root: string;
   /** The NATS URL ckd was given (with its password): handed to the tool in CK_NATS, not on its command line. */
   natsUrl?: string;
@@ -59,7 +61,7 @@ export class CompactScheduler {
 
   private run(): Promise<CompactOutcome> {
     const t0 = performance.now();
-    const args = [REPLAY_MAIN, "compact", "--root", this.schedule.root, "--keep", String(this.schedule.keep)];
+    const args = [REPLAY_MAIN, "compact", "--root", this.schedule.root, "--keep", String(this.schedule.keep), "--keep-bases", String(this.schedule.keepBases ?? 1)];
     const env = { ...process.env };
     if (this.schedule.natsUrl) env.CK_NATS = this.schedule.natsUrl;
     return new Promise<CompactOutcome>((resolve) => {

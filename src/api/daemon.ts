@@ -92,6 +92,8 @@ export interface DaemonConfig {
   compactIntervalMs?: number;
   /** Messages before the base each scheduled compaction keeps (default 10,000). */
   compactKeep?: number;
+  /** Each scheduled compaction cuts after the k-th newest base (default 1). */
+  compactKeepBases?: number;
 }
 
 /** The API plugins ckd can run without, by full plugin name, and the gRPC service each serves. */
@@ -481,11 +483,11 @@ export class Daemon {
     this.sweepIngests(gc);
     if (this.config.compactIntervalMs) {
       this.compaction = new CompactScheduler(
-        { intervalMs: this.config.compactIntervalMs, keep: this.config.compactKeep ?? 10_000, root: this.config.root, natsUrl: this.config.natsUrl },
+        { intervalMs: this.config.compactIntervalMs, keep: this.config.compactKeep ?? 10_000, keepBases: this.config.compactKeepBases ?? 1, root: this.config.root, natsUrl: this.config.natsUrl },
         this.logger,
       );
       this.compaction.start();
-      this.logger.info({ everySeconds: this.config.compactIntervalMs / 1000, keep: this.config.compactKeep ?? 10_000 }, "log compaction scheduled");
+      this.logger.info({ everySeconds: this.config.compactIntervalMs / 1000, keep: this.config.compactKeep ?? 10_000, keepBases: this.config.compactKeepBases ?? 1 }, "log compaction scheduled");
     }
     const afterUpdate = () => gc.mutated();
     const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync), afterUpdate };

@@ -30,6 +30,7 @@ interface Flags {
   gcExpiryInterval?: string;
   compactInterval?: string;
   compactKeep?: string;
+  compactKeepBases?: string;
 }
 
 /** Keys a config file may set, all optional; flags win over the file. */
@@ -59,14 +60,20 @@ interface FileConfig {
   compact_interval_seconds?: number;
   /** Messages before the base a scheduled compaction keeps. */
   compact_keep?: number;
+  /** A scheduled compaction cuts after the k-th newest base (1 or more). */
+  compact_keep_bases?: number;
 }
 
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "socket_group", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through", "compact_interval_seconds", "compact_keep"]);
+  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "socket_group", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through", "compact_interval_seconds", "compact_keep", "compact_keep_bases"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
+  }
+  const kb = raw.compact_keep_bases;
+  if (kb !== undefined && !(typeof kb === "number" && Number.isSafeInteger(kb) && kb >= 1)) {
+    throw new Error(`config ${path}: compact_keep_bases must be a whole number >= 1, got ${JSON.stringify(kb)}`);
   }
   for (const k of ["compact_interval_seconds", "compact_keep"]) {
     const v = raw[k];
@@ -156,11 +163,12 @@ async function main(): Promise<void> {
     .option("--metrics-address <host:port>", "serve Prometheus metrics at http://HOST:PORT/v1/metrics (as containerd's [metrics] address)")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level, compact_interval_seconds, compact_keep), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level, compact_interval_seconds, compact_keep, compact_keep_bases), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .option("--compact-interval <seconds>", "run ck-replay compact on this root every this many seconds (default 0: never; see README, Compaction)")
     .option("--compact-keep <n>", "messages before the base a scheduled compaction keeps (default 10000)")
+    .option("--compact-keep-bases <k>", "a scheduled compaction cuts after the k-th newest base, keeping the history since it (default 1)")
     .version("0.1.0");
   program.parse();
   const flags = program.opts<Flags>();
@@ -192,7 +200,9 @@ async function main(): Promise<void> {
     contentWriteThrough: file.content_write_through,
     compactIntervalMs: wholeNumber("--compact-interval", flags.compactInterval, file.compact_interval_seconds, 1000),
     compactKeep: wholeNumber("--compact-keep", flags.compactKeep, file.compact_keep, 1),
+    compactKeepBases: wholeNumber("--compact-keep-bases", flags.compactKeepBases, file.compact_keep_bases, 1),
   };
+  if (config.compactKeepBases === 0) throw new Error(`--compact-keep-bases must be 1 or more`);
   const logger = pino({ level: flags.logLevel ?? file.log_level ?? "info" }, pino.destination(2));
   // Secrets other users can read: said at start (ckd still starts; the administrator decides).
   for (const { file: path, holds } of await exposedSecrets(config, flags.config, file.nats)) {

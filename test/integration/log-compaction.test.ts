@@ -463,3 +463,56 @@ test("ckd compacts on a schedule (compact_interval_seconds) through ck-replay, a
     await d.cleanup();
   }
 });
+
+test("compact --keep-bases 2: the cut follows the previous base, so states since it can still be shown", async () => {
+  const nats = await startTestNats();
+  const nc = await connect({ servers: nats.url });
+  const jsm = await jetstreamManager(nc);
+  const d = await TestDaemon.start({ natsUrl: nats.url });
+  const compact2 = () => runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--keep-bases", "2", "--sync-wait", "0"]);
+  const showAt = (seq: number) => runNode(CK_REPLAY, ["show", "--nats", nats.url, "--namespace", "alpha", "--until", String(seq)]);
+  const imagesAt = async (seq: number) => {
+    const r = await showAt(seq);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout).namespaces[0].images.map((i: any) => i.name).sort();
+  };
+  try {
+    await writeSome(d, 0, 5);
+    const B1 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    const wantAtB1 = await imagesAt(B1);
+    const r1 = await compact2();
+    assert.equal(r1.code, 0, r1.stdout + r1.stderr);
+    assert.match(r1.stdout, /\nfewer than 2 bases: nothing cut yet; removed 0 messages; the log now holds sequences 1 to \d+;/);
+    assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, 1);
+
+    await writeSome(d, 5, 5);
+    const mid = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    const wantAtMid = await imagesAt(mid);
+    await writeSome(d, 10, 5);
+    const B2 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    const r2 = await compact2();
+    assert.equal(r2.code, 0, r2.stdout + r2.stderr);
+    assert.match(r2.stdout, new RegExp(`\\ncut after the base at sequence ${B1} \\(--keep-bases 2\\): states from it on can still be shown; removed ${B1} messages; the log now holds sequences ${B1 + 1} to ${B2}; 0 older bases removed`));
+    // States from B1 on: from the base at B1 and the history after it, as before the cut.
+    assert.deepEqual(await imagesAt(B1), wantAtB1);
+    assert.deepEqual(await imagesAt(mid), wantAtMid);
+    const before = await showAt(B1 - 1);
+    assert.equal(before.code, 2);
+
+    await writeSome(d, 15, 3);
+    const r3 = await compact2();
+    assert.equal(r3.code, 0, r3.stdout + r3.stderr);
+    assert.match(r3.stdout, new RegExp(`cut after the base at sequence ${B2} \\(--keep-bases 2\\).*; 1 older base removed`));
+    assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, B2 + 1);
+    assert.equal((await showAt(mid)).code, 2, "a state before the kept base was shown");
+    // Bad input: refused by name, nothing cut.
+    const bad = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep-bases", "0"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--keep-bases: expected a number of bases \(1 or more\), got "0"/);
+    assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, B2 + 1);
+  } finally {
+    await d.cleanup();
+    await nc.close();
+    await nats.cleanup();
+  }
+});

@@ -175,17 +175,25 @@ async function main(): Promise<void> {
   logOptions(program.command("compact"))
     .description("store a base at the log's last sequence, then remove the log's history before it (keeping --keep messages of it)")
     .option("--keep <n>", "messages before the base to keep in the log, for followers a little behind (default 1000)", "1000")
+    .option("--keep-bases <k>", "cut after the k-th newest base instead of the new one: the history since it stays, and states from it on can still be shown (default 1)", "1")
     .option("--sync-wait <seconds>", "on a stream of one replica on a server not ckd's own: how long the base must have been stored before the history goes (nats-server syncs every 2 min)", "130")
     .option("--break-lock", "take over the bases' lock from a base or compaction that died holding it")
-    .action(async (opts: LogFlags & { keep: string; syncWait: string; breakLock?: boolean }) => {
+    .action(async (opts: LogFlags & { keep: string; keepBases: string; syncWait: string; breakLock?: boolean }) => {
       const keep = parseCount(opts.keep, "--keep");
+      const keepBases = parseCount(opts.keepBases, "--keep-bases", "bases");
+      if (keepBases < 1) throw new Error(`--keep-bases: expected a number of bases (1 or more), got "${opts.keepBases}"`);
       const syncWait = parseCount(opts.syncWait, "--sync-wait", "seconds");
       const opened = await openLogFor(opts);
       try {
         const onProgress = (m: string) => process.stdout.write(`${m}\n`);
-        const r = await compact(opened.log, { keep, storeDir: opened.storeDir, workDir: opened.workDir, syncWaitMs: syncWait * 1000, onProgress, breakLock: opts.breakLock });
+        const r = await compact(opened.log, { keep, storeDir: opened.storeDir, workDir: opened.workDir, syncWaitMs: syncWait * 1000, onProgress, breakLock: opts.breakLock, keepBases });
         const kept = r.firstSeq <= r.lastSeq ? `the log now holds sequences ${r.firstSeq} to ${r.lastSeq}` : `the log now holds no message (next is ${r.lastSeq + 1})`;
-        process.stdout.write(`${describeBase(r.base)}\nremoved ${r.removed} message${r.removed === 1 ? "" : "s"}; ${kept}; ${r.prunedBases} older base${r.prunedBases === 1 ? "" : "s"} removed\n`);
+        const after = !r.anchor
+          ? `fewer than ${keepBases} bases: nothing cut yet; `
+          : r.anchor.seq !== r.base.seq
+            ? `cut after the base at sequence ${r.anchor.seq} (--keep-bases ${keepBases}): states from it on can still be shown; `
+            : "";
+        process.stdout.write(`${describeBase(r.base)}\n${after}removed ${r.removed} message${r.removed === 1 ? "" : "s"}; ${kept}; ${r.prunedBases} older base${r.prunedBases === 1 ? "" : "s"} removed\n`);
       } finally {
         await opened.close();
       }

@@ -290,6 +290,8 @@ export async function releaseHeldLocks(): Promise<void> {
 
 export interface CompactResult {
   base: BaseMarker;
+  /** The base the cut followed (the new one unless keepBases > 1); none: fewer bases than keepBases, nothing cut. */
+  anchor?: BaseMarker;
   removed: number;
   firstSeq: number;
   lastSeq: number;
@@ -299,6 +301,11 @@ export interface CompactResult {
 export interface CompactOptions {
   /** Messages before the base kept in the log. */
   keep: number;
+  /**
+   * The cut follows the K-th newest base (default 1: the new one), keeping the history since
+   * it, from which past states can still be shown.
+   */
+  keepBases?: number;
   /** The store of the nats-server holding the log, when it runs here (ckd's own): synced to disk before the cut. */
   storeDir?: string;
   /**
@@ -342,16 +349,35 @@ export async function compact(log: EventLog, opts: CompactOptions): Promise<Comp
         }
       }
       await store.verify(marker);
+      // The base the cut follows: the new one, or with keepBases K the K-th newest (so the
+      // history since it stays, and states from it on can still be shown).
+      const anchor = await cutAnchor(store, marker, opts.keepBases ?? 1);
       await lock.refresh();
-      const cut = marker.seq + 1 - opts.keep;
+      const cut = anchor ? anchor.seq + 1 - opts.keep : 0;
       const removed = cut > 1 ? await log.purgeBefore(cut) : 0;
       const info = await log.info();
       await lock.refresh();
       const prunedBases = await store.prune(info.state.first_seq - 1);
-      return { base: marker, removed, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq, prunedBases };
+      return { base: marker, anchor, removed, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq, prunedBases };
     },
     { breakLock: opts.breakLock, staleMs: opts.lockStaleMs, onWarning: (m) => opts.onProgress?.(`warning: ${m}`) },
   );
+}
+
+/**
+ * The K-th newest base of the new base's log and format, read back whole first (the cut keeps
+ * the states from it on showable); undefined when there are fewer than K: nothing is cut yet.
+ */
+async function cutAnchor(store: BaseStore, newest: BaseMarker, k: number): Promise<BaseMarker | undefined> {
+  if (k <= 1) return newest;
+  const bySeq = new Map<number, BaseMarker>();
+  for (const b of await store.list()) {
+    if (b.stream === newest.stream && b.created === newest.created && b.format === newest.format && b.seq <= newest.seq) bySeq.set(b.seq, b);
+  }
+  bySeq.set(newest.seq, newest);
+  const anchor = [...bySeq.values()].sort((a, b) => b.seq - a.seq)[k - 1];
+  if (anchor) await store.verify(anchor);
+  return anchor;
 }
 
 /** syncfs(2) of the file system holding `dir` (coreutils' `sync --file-system`). */
