@@ -2,16 +2,32 @@
 // `ck-replay compact --root <its root>` as a child process at a lower CPU priority, so the
 // fold that makes the base, and the base's reads, are the tool's own, independent of ckd's
 // live projection (a base is folded from the previous base and the log, not copied from
-// what ckd serves). One run at a time; a run still going when the next is due is not
-// doubled. The outcome is logged; a failed run changes nothing (the tool cuts only after a
-// durable, verified base) and the next interval tries again.
+// what ckd serves). One run at a time. The interval runs from the latest base's time, so a
+// ckd restarted more often than the interval still compacts. The outcome is logged; a failed
+// run changes nothing (the tool cuts only after a durable, verified base) and the next
+// interval tries again.
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import { setPriority } from "node:os";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 
 /** tools/replay/main.js beside this file's tree in dist. */
 export const REPLAY_MAIN = fileURLToPath(new URL("../../tools/replay/main.js", import.meta.url));
+
+/** The longest a Node timer waits (2^31-1 ms, ~24.8 days); longer waits are chained. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A first run is never sooner than this (or the interval, if shorter) after ckd starts: its start has the machine first. */
+const AFTER_START_MS = 60_000;
+
+/**
+ * When the next compaction is due: an interval after the latest base (or after now, with
+ * none), and no sooner than a minute (or the interval, if shorter) after ckd started.
+ */
+export function nextDue(now: number, startedAt: number, lastTaken: number | undefined, intervalMs: number): number {
+  const notBefore = startedAt + Math.min(AFTER_START_MS, intervalMs);
+  return Math.max(notBefore, (lastTaken ?? now) + intervalMs);
+}
 
 export interface CompactSchedule {
   intervalMs: number;
@@ -22,6 +38,8 @@ export interface CompactSchedule {
   root: string;
   /** The NATS URL ckd was given (with its password): handed to the tool in CK_NATS, not on its command line. */
   natsUrl?: string;
+  /** When the latest base was taken, if any (the next run is due an interval after it). */
+  lastTaken?: () => Promise<Date | undefined>;
 }
 
 export interface CompactOutcome {
@@ -36,6 +54,7 @@ export class CompactScheduler {
   private child: ChildProcess | undefined;
   private running: Promise<CompactOutcome> | undefined;
   private stopped = false;
+  private readonly startedAt = Date.now();
   /** Runs so far, by outcome (for tests and metrics). */
   readonly counts = { ok: 0, failed: 0 };
 
@@ -46,7 +65,32 @@ export class CompactScheduler {
 
   start(): void {
     if (this.schedule.intervalMs <= 0) return;
-    this.timer = setInterval(() => void this.runOnce(), this.schedule.intervalMs);
+    if (!existsSync(REPLAY_MAIN)) {
+      this.logger.warn({ tool: REPLAY_MAIN }, "log compaction cannot run: ck-replay is not where ckd expects it");
+      return;
+    }
+    void this.planNext();
+  }
+
+  /** Sets the timer for the next run: an interval after the latest base, not before AFTER_START_MS. */
+  private async planNext(): Promise<void> {
+    if (this.stopped) return;
+    let last: Date | undefined;
+    try {
+      last = await this.schedule.lastTaken?.();
+    } catch {
+      // unknown: an interval from now
+    }
+    this.wait(nextDue(Date.now(), this.startedAt, last?.getTime(), this.schedule.intervalMs));
+  }
+
+  private wait(due: number): void {
+    if (this.stopped) return;
+    const ms = Math.max(0, due - Date.now());
+    this.timer = setTimeout(() => {
+      if (Date.now() < due) return this.wait(due);
+      void this.runOnce().finally(() => void this.planNext());
+    }, Math.min(ms, MAX_TIMER_MS));
     this.timer.unref();
   }
 
@@ -78,7 +122,10 @@ export class CompactScheduler {
       let err = "";
       child.stdout!.on("data", (d: Buffer) => (out += d));
       child.stderr!.on("data", (d: Buffer) => (err = (err + d).slice(-4000)));
+      let settled = false;
       const done = (code: number | null, why?: string) => {
+        if (settled) return; // a spawn that fails reports both "error" and "close"
+        settled = true;
         this.child = undefined;
         const ms = Math.round(performance.now() - t0);
         const ok = code === 0;
@@ -86,6 +133,8 @@ export class CompactScheduler {
         if (ok) {
           this.counts.ok++;
           this.logger.info({ ms, output: outcome.output }, "log compaction done");
+        } else if (this.stopped) {
+          this.logger.info({ ms, output: out.trim() || undefined }, "log compaction stopped with ckd (what it printed, if anything, was done)");
         } else {
           this.counts.failed++;
           this.logger.warn({ ms, code, output: outcome.output }, "log compaction failed (nothing was cut unless it says so; the next interval tries again)");
@@ -98,14 +147,18 @@ export class CompactScheduler {
   }
 
   /**
-   * Stops the schedule and a run under way (the tool stops where it is: before the cut nothing
-   * was removed; its lock on the bases goes stale after 30 minutes, or ck-replay --break-lock).
+   * Stops the schedule and a run under way: SIGTERM (the tool releases its lock and stops
+   * where it is: before the cut nothing was removed), SIGKILL after 10 s.
    */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.timer);
+    clearTimeout(this.timer);
     const running = this.running;
-    this.child?.kill("SIGTERM");
+    const child = this.child;
+    if (!child || !running) return;
+    child.kill("SIGTERM");
+    const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
     await running;
+    clearTimeout(killer);
   }
 }

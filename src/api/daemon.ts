@@ -483,7 +483,17 @@ export class Daemon {
     this.sweepIngests(gc);
     if (this.config.compactIntervalMs) {
       this.compaction = new CompactScheduler(
-        { intervalMs: this.config.compactIntervalMs, keep: this.config.compactKeep ?? 10_000, keepBases: this.config.compactKeepBases ?? 1, root: this.config.root, natsUrl: this.config.natsUrl },
+        {
+          intervalMs: this.config.compactIntervalMs,
+          keep: this.config.compactKeep ?? 10_000,
+          keepBases: this.config.compactKeepBases ?? 1,
+          root: this.config.root,
+          natsUrl: this.config.natsUrl,
+          lastTaken: async () => {
+            const taken = (await new BaseStore(this.log).list()).filter((b) => b.stream === this.log.stream).map((b) => new Date(b.taken).getTime());
+            return taken.length ? new Date(Math.max(...taken)) : undefined;
+          },
+        },
         this.logger,
       );
       this.compaction.start();

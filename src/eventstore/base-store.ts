@@ -8,7 +8,7 @@
 // the bytes mean is the projection's business (src/projections/base.ts): this module stores,
 // lists, reads back (checking count and sha256) and prunes them.
 import { createHash, randomBytes } from "node:crypto";
-import type { StoredMsg } from "@nats-io/jetstream";
+import type { StoredMsg, StreamInfo } from "@nats-io/jetstream";
 import { isStreamNotFound, type EventLog } from "./log.js";
 
 export interface BaseMarker {
@@ -49,6 +49,7 @@ const utf8e = new TextEncoder();
 export class BaseStore {
   readonly name: string;
   private readonly prefix: string;
+  private directOk: boolean | undefined;
 
   constructor(private readonly log: EventLog) {
     this.name = `${log.stream}_BASES`;
@@ -92,7 +93,21 @@ export class BaseStore {
 
   /** Creates the bases stream like the log's (file storage, the log's replicas). */
   async ensure(): Promise<void> {
-    if (await this.exists()) return;
+    let info: StreamInfo | undefined;
+    try {
+      info = await this.log.jsm.streams.info(this.name);
+    } catch (err) {
+      if (!isStreamNotFound(err)) throw err;
+    }
+    if (info) {
+      // A stream made without direct gets (an earlier ck): allowed now, or every chunk read
+      // would wait out a request's timeout before asking the leader.
+      if (!info.config.allow_direct) {
+        await this.log.jsm.streams.update(this.name, { ...info.config, allow_direct: true });
+        this.directOk = true;
+      }
+      return;
+    }
     const replicas = (await this.log.info()).config.num_replicas ?? 1;
     try {
       await this.log.jsm.streams.add({
@@ -108,6 +123,18 @@ export class BaseStore {
     } catch (err) {
       if (!(await this.exists())) throw err;
     }
+  }
+
+  /** Whether the bases stream answers direct gets (asked once). */
+  private async directAllowed(): Promise<boolean> {
+    if (this.directOk === undefined) {
+      try {
+        this.directOk = (await this.log.jsm.streams.info(this.name)).config.allow_direct === true;
+      } catch {
+        this.directOk = false;
+      }
+    }
+    return this.directOk;
   }
 
   /** Every complete base, oldest first. */
@@ -251,9 +278,11 @@ export class BaseStore {
     // the leader by subject instead. The sha256 below holds either way.
     const ahead: Promise<StoredMsg | null>[] = [];
     let nextAsk = from;
+    // A stream without direct gets never answers one (each would wait out the timeout).
+    const direct = await this.directAllowed();
     while (count < marker.chunks) {
       const lastExpected = from + (marker.chunks - count) - 1;
-      while (ahead.length < 4 && nextAsk <= lastExpected) ahead.push(this.direct(nextAsk++));
+      while (direct && ahead.length < 4 && nextAsk <= lastExpected) ahead.push(this.direct(nextAsk++));
       let m = ahead.length ? await ahead.shift()! : null;
       if (!m || m.seq !== from || m.subject !== subject) {
         await Promise.all(ahead.splice(0));

@@ -22,7 +22,7 @@ import { ProjectionDb } from "../../src/projections/db.js";
 import { Queries } from "../../src/projections/queries.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { BaseStore } from "../../src/eventstore/base-store.js";
-import { baseAtLast, withBaseLock, releaseHeldLocks, compact, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
+import { baseAtLast, withBaseLock, releaseHeldLocks, isStopping, compact, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 
 async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "ck-replay-"));
@@ -187,13 +187,17 @@ async function main(): Promise<void> {
       try {
         const onProgress = (m: string) => process.stdout.write(`${m}\n`);
         const r = await compact(opened.log, { keep, storeDir: opened.storeDir, workDir: opened.workDir, syncWaitMs: syncWait * 1000, onProgress, breakLock: opts.breakLock, keepBases });
+        if (!r.base) {
+          process.stdout.write(`the log (${opened.log.stream}) holds no message yet: nothing to compact\n`);
+          return;
+        }
         const kept = r.firstSeq <= r.lastSeq ? `the log now holds sequences ${r.firstSeq} to ${r.lastSeq}` : `the log now holds no message (next is ${r.lastSeq + 1})`;
         const after = !r.anchor
           ? `fewer than ${keepBases} bases: nothing cut yet; `
-          : r.anchor.seq !== r.base.seq
+          : r.anchor.seq !== r.base!.seq
             ? `cut after the base at sequence ${r.anchor.seq} (--keep-bases ${keepBases}): states from it on can still be shown; `
             : "";
-        process.stdout.write(`${describeBase(r.base)}\n${after}removed ${r.removed} message${r.removed === 1 ? "" : "s"}; ${kept}; ${r.prunedBases} older base${r.prunedBases === 1 ? "" : "s"} removed\n`);
+        process.stdout.write(`${describeBase(r.base!)}\n${after}removed ${r.removed} message${r.removed === 1 ? "" : "s"}; ${kept}; ${r.prunedBases} older base${r.prunedBases === 1 ? "" : "s"} removed\n`);
       } finally {
         await opened.close();
       }
@@ -210,6 +214,7 @@ for (const sig of ["SIGTERM", "SIGINT"] as const) {
 }
 
 main().catch((err) => {
+  if (isStopping()) return; // the signal handler exits; an error from what it cut short says nothing
   process.stderr.write(`ck-replay: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(2);
 });

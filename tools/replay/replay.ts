@@ -263,33 +263,62 @@ export async function withBaseLock<T>(
   fn: (lock: BaseLock) => Promise<T>,
   opts: { breakLock?: boolean; staleMs?: number; onWarning?: (msg: string) => void } = {},
 ): Promise<T> {
-  const lock = await store.lock(`ck-replay ${what} on ${hostname()}, pid ${process.pid}`, { breakLock: opts.breakLock, staleMs: opts.staleMs });
+  if (stopping) throw new Error("stopped");
+  const taking = store.lock(`ck-replay ${what} on ${hostname()}, pid ${process.pid}`, { breakLock: opts.breakLock, staleMs: opts.staleMs });
+  beingTaken.add(taking);
+  let lock: BaseLock;
+  try {
+    lock = await taking;
+  } finally {
+    beingTaken.delete(taking);
+  }
+  // Once stopping, no step that removes anything starts: refresh() comes before each.
+  const guarded: BaseLock = {
+    refresh: async () => {
+      if (stopping) throw new Error("stopped");
+      await lock.refresh();
+    },
+    release: () => lock.release(),
+  };
   held.add(lock);
   try {
-    return await fn(lock);
+    return await fn(guarded);
   } finally {
-    held.delete(lock);
-    await lock.release().catch((err: Error) => opts.onWarning?.(`releasing the bases' lock: ${err.message}`));
+    if (held.delete(lock)) await lock.release().catch((err: Error) => opts.onWarning?.(`releasing the bases' lock: ${err.message}`));
   }
 }
 
 const held = new Set<BaseLock>();
+const beingTaken = new Set<Promise<BaseLock>>();
 const temps = new Set<string>();
+let stopping = false;
+
+/** True once a stop signal came (the command's own errors are then beside the point). */
+export function isStopping(): boolean {
+  return stopping;
+}
 
 /**
- * For a stop signal: releases the bases' locks this process holds, so the next compaction
- * need not wait for them to go stale, and removes its temporary projections. Every step of a
- * compaction is one request to the server, so stopping between them leaves a state every
- * reader copes with.
+ * For a stop signal: no further step that removes anything starts, the bases' locks this
+ * process holds (or is taking) are released, so the next compaction need not wait for them
+ * to go stale, and its temporary projections are removed. Every step of a compaction is one
+ * request to the server, so stopping between them leaves a state every reader copes with.
  */
 export async function releaseHeldLocks(): Promise<void> {
-  await Promise.all([...held].map((l) => l.release().catch(() => undefined)));
+  stopping = true;
+  for (const taking of [...beingTaken]) {
+    const lock = await taking.catch(() => undefined);
+    if (lock) held.add(lock);
+  }
+  const locks = [...held];
   held.clear();
+  await Promise.all(locks.map((l) => l.release().catch(() => undefined)));
   await Promise.all([...temps].map((d) => rm(d, { recursive: true, force: true }).catch(() => undefined)));
 }
 
 export interface CompactResult {
-  base: BaseMarker;
+  /** None when the log holds no message yet (nothing to compact). */
+  base?: BaseMarker;
   /** The base the cut followed (the new one unless keepBases > 1); none: fewer bases than keepBases, nothing cut. */
   anchor?: BaseMarker;
   removed: number;
@@ -332,6 +361,7 @@ export interface CompactOptions {
  */
 export async function compact(log: EventLog, opts: CompactOptions): Promise<CompactResult> {
   const store = new BaseStore(log);
+  if ((await log.info()).state.last_seq === 0) return { removed: 0, firstSeq: 0, lastSeq: 0, prunedBases: 0 };
   return withBaseLock(
     store,
     "compact",
