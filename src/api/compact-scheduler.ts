@@ -2,8 +2,9 @@
 // `ck-replay compact --root <its root>` as a child process at a lower CPU priority, so the
 // fold that makes the base, and the base's reads, are the tool's own, independent of ckd's
 // live projection (a base is folded from the previous base and the log, not copied from
-// what ckd serves). One run at a time. The interval runs from the latest base's time, so a
-// ckd restarted more often than the interval still compacts. The outcome is logged; a failed
+// what ckd serves). One run at a time. The interval runs from the latest base's time (or this
+// ckd's last run, if later), so a ckd restarted more often than the interval still compacts,
+// and a run that stored no base (an idle log, a failure) is not repeated at once. The outcome is logged; a failed
 // run changes nothing (the tool cuts only after a durable, verified base) and the next
 // interval tries again.
 import { spawn, type ChildProcess } from "node:child_process";
@@ -21,12 +22,15 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const AFTER_START_MS = 60_000;
 
 /**
- * When the next compaction is due: an interval after the latest base (or after now, with
- * none), and no sooner than a minute (or the interval, if shorter) after ckd started.
+ * When the next compaction is due: an interval after the later of the latest base and this
+ * ckd's last run (a run that stored no new base, on an idle log or a failure, still counts),
+ * or after now with neither; and no sooner than a minute (or the interval, if shorter) after
+ * ckd started.
  */
-export function nextDue(now: number, startedAt: number, lastTaken: number | undefined, intervalMs: number): number {
+export function nextDue(now: number, startedAt: number, lastTaken: number | undefined, intervalMs: number, lastRunStarted?: number): number {
   const notBefore = startedAt + Math.min(AFTER_START_MS, intervalMs);
-  return Math.max(notBefore, (lastTaken ?? now) + intervalMs);
+  const last = lastTaken === undefined && lastRunStarted === undefined ? now : Math.max(lastTaken ?? -Infinity, lastRunStarted ?? -Infinity);
+  return Math.max(notBefore, last + intervalMs);
 }
 
 export interface CompactSchedule {
@@ -55,6 +59,8 @@ export class CompactScheduler {
   private running: Promise<CompactOutcome> | undefined;
   private stopped = false;
   private readonly startedAt = Date.now();
+  /** When this ckd's latest run started. */
+  private lastRunStarted: number | undefined;
   /** Runs so far, by outcome (for tests and metrics). */
   readonly counts = { ok: 0, failed: 0 };
 
@@ -81,7 +87,7 @@ export class CompactScheduler {
     } catch {
       // unknown: an interval from now
     }
-    this.wait(nextDue(Date.now(), this.startedAt, last?.getTime(), this.schedule.intervalMs));
+    this.wait(nextDue(Date.now(), this.startedAt, last?.getTime(), this.schedule.intervalMs, this.lastRunStarted));
   }
 
   private wait(due: number): void {
@@ -105,6 +111,7 @@ export class CompactScheduler {
 
   private run(): Promise<CompactOutcome> {
     const t0 = performance.now();
+    this.lastRunStarted = Date.now();
     const args = [REPLAY_MAIN, "compact", "--root", this.schedule.root, "--keep", String(this.schedule.keep), "--keep-bases", String(this.schedule.keepBases ?? 1)];
     const env = { ...process.env };
     if (this.schedule.natsUrl) env.CK_NATS = this.schedule.natsUrl;

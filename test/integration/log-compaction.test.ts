@@ -427,6 +427,7 @@ test("ckd compacts on a schedule (compact_interval_seconds) through ck-replay, a
   for (const [args, re] of [
     [["--compact-interval", "soon"], /--compact-interval "soon" must be a whole number >= 0/],
     [["--compact-keep", "-3"], /--compact-keep "-3" must be a whole number >= 0/],
+    [["--compact-keep-bases", "0"], /--compact-keep-bases must be 1 or more/],
     [["--config", conf], /compact_interval_seconds must be a whole number >= 0, got "daily"/],
   ] as const) {
     await writeFile(conf, `compact_interval_seconds = "daily"\n`);

@@ -100,6 +100,7 @@ test("ckd's metrics: calls by service, method and code; the projection against t
     } while (Date.now() < deadline);
     assert.equal(m.get("ck_log_connected"), 0);
     assert.equal(m.has('ck_log_last_sequence{stream="CK_EVENTS"}'), false);
+    assert.equal(m.has('ck_log_first_sequence{stream="CK_EVENTS"}'), false);
     assert.equal(m.has('ck_log_bytes{stream="CK_EVENTS"}'), false);
     await nats.server.restart();
     const back = Date.now() + 15_000;

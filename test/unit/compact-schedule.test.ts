@@ -16,6 +16,9 @@ test("nextDue: an interval after the latest base, never sooner than a minute aft
   assert.equal(nextDue(start, start, start - 3 * D, D), start + 60_000);
   // An interval shorter than a minute: that interval after start at the soonest.
   assert.equal(nextDue(start, start, start - D, 2_000), start + 2_000);
+  // A run that stored no new base (an idle log reuses the stored one; a run that failed): an
+  // interval after that run, not at once again.
+  assert.equal(nextDue(start + 2 * H, start, start - 3 * D, D, start + H), start + H + D);
   // Intervals past a Node timer's ~24.8 days are planned as such (the timer chains its waits).
   assert.equal(nextDue(start, start, start, 60 * D), start + 60 * D);
 });

@@ -5,9 +5,10 @@
 //   ck-replay rebuild [--root DIR] [--out DIR] [--until SEQ|TIME]
 //   ck-replay verify  --root DIR
 //   ck-replay show    --root DIR [--namespace NS] [--until SEQ|TIME]
-//   ck-replay base    --root DIR                  (store the state at the last sequence)
+//   ck-replay base    --root DIR [--break-lock]   (store the state at the last sequence)
 //   ck-replay bases   --root DIR
-//   ck-replay compact --root DIR [--keep N]       (a base, then cut the history before it)
+//   ck-replay compact --root DIR [--keep N] [--keep-bases K] [--sync-wait S] [--break-lock]
+//                                                 (a base, then cut the history before it)
 //
 // With --root the log is found from what ckd recorded there (ckd.json); if ckd ran its own
 // nats-server and it is not running any more, a temporary one is started on that store.
