@@ -238,3 +238,36 @@ test("ckd given NATS servers that all refuse connections, or none, exits at once
     }
   }
 });
+
+test("compaction on a three-node cluster (R3): the bases stream is replicated like the log, no sync wait, and a fresh ckd on another node starts from the base", async () => {
+  const cluster = await TestNatsCluster.start(3);
+  let a: TestDaemon | undefined;
+  let b: TestDaemon | undefined;
+  try {
+    a = await TestDaemon.start({ natsUrl: cluster.url, extraArgs: ["--replicas", "3"] });
+    const ca = a.client(NS);
+    const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "c".repeat(64), size: 1 };
+    for (let i = 0; i < 30; i++) await ca.call("images", "Create", { image: { name: `cl/base:${i}`, target, labels: { i: String(i) } } });
+    for (let i = 0; i < 30; i += 3) await ca.call("images", "Delete", { name: `cl/base:${i}` });
+    const last = (await cluster.streamInfo(DEFAULT_STREAM)).state.last_seq;
+    const r = await runNode(CK_REPLAY, ["compact", "--nats", cluster.url, "--keep", "0"]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.doesNotMatch(r.stdout, /waiting/, "a replicated stream waited for a sync");
+    assert.match(r.stdout, new RegExp(`^base at sequence ${last} `));
+    assert.equal((await cluster.streamInfo(DEFAULT_STREAM)).state.first_seq, last + 1);
+    assert.equal((await cluster.streamInfo(`${DEFAULT_STREAM}_BASES`)).config.num_replicas, 3);
+    await ca.call("images", "Create", { image: { name: "cl/after-cut", target } });
+    const want = (await ca.call("images", "List", {})).images.map((i: any) => [i.name, i.labels]);
+    ca.close();
+    // A fresh ckd given only the third node: its projection needs the history, which is gone.
+    b = await TestDaemon.start({ natsUrl: cluster.node("n3").url });
+    const cb = b.client(NS);
+    assert.deepEqual((await cb.call("images", "List", {})).images.map((i: any) => [i.name, i.labels]), want);
+    cb.close();
+    assert.ok(b.logLines().some((l) => l.msg === "loading the projection from a base: the log's history before it was compacted"));
+  } finally {
+    await a?.cleanup();
+    await b?.cleanup();
+    await cluster.cleanup();
+  }
+});
