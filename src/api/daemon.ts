@@ -511,7 +511,11 @@ export class Daemon {
     add(
       "containerd.services.events.v1.Events",
       eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos), historyStart: () => this.log.historyStart(async (seq) => {
-          const at = (await new BaseStore(this.log).list()).find((b) => b.seq === seq);
+          // The stored time of message `seq`, the last one cut: recorded by the cut, or a base's.
+          const store = new BaseStore(this.log);
+          const cut = await store.lastCut();
+          if (cut && cut.before === seq + 1) return new Date(cut.lastTime);
+          const at = (await store.list()).find((b) => b.seq === seq);
           return at ? new Date(at.seqTime) : undefined;
         }) }),
     );

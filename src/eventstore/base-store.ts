@@ -4,6 +4,8 @@
 //   ck.bases.<log stream>.chunks.<id>   the state's bytes, in messages of at most chunkBytes
 //   ck.bases.<log stream>.markers       one JSON marker per complete base, written last
 //   ck.bases.<log stream>.lock          who writes or prunes bases now (one at a time)
+//   ck.bases.<log stream>.cuts          one JSON record per cut: where it was, and the stored
+//                                       time of the last message it removed
 // A base without its marker (a writer stopped half way) is never read, and pruned later. What
 // the bytes mean is the projection's business (src/projections/base.ts): this module stores,
 // lists, reads back (checking count and sha256) and prunes them.
@@ -257,6 +259,30 @@ export class BaseStore {
         seq = (await publish({ holder, released: true }, seq)).seq;
       },
     };
+  }
+
+  /**
+   * Records a cut of the log: every message before `before` removed, the last of them stored
+   * at `lastTime` (so a subscription asking for events since a time knows exactly whether any
+   * it wants are gone).
+   */
+  async recordCut(before: number, lastTime: Date): Promise<void> {
+    await this.ensure();
+    await this.log.js.publish(`${this.prefix}.cuts`, utf8e.encode(JSON.stringify({ before, lastTime: lastTime.toISOString() })), { expect: { streamName: this.name } });
+  }
+
+  /** The latest cut recorded, if any. */
+  async lastCut(): Promise<{ before: number; lastTime: string } | undefined> {
+    if (!(await this.exists())) return undefined;
+    try {
+      const m = await this.log.jsm.streams.getMessage(this.name, { last_by_subj: `${this.prefix}.cuts` });
+      if (!m) return undefined;
+      const v = JSON.parse(utf8.decode(m.data)) as { before?: unknown; lastTime?: unknown };
+      return typeof v.before === "number" && typeof v.lastTime === "string" ? { before: v.before, lastTime: v.lastTime } : undefined;
+    } catch (err) {
+      if ((err as { code?: number | string }).code === 404 || /no message found|not found/i.test((err as Error).message)) return undefined;
+      throw err;
+    }
   }
 
   /** Reads a base back in full: throws unless its count, bytes and sha256 are its marker's. */

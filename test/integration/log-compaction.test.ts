@@ -519,6 +519,45 @@ test("compact --keep-bases 2: the cut follows the previous base, so states since
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--keep-bases: expected a number of bases \(1 or more\), got "0"/);
     assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, B2 + 1);
+
+    // A cut that keeps history before its base: the stored time of the last message it
+    // removed is recorded, so events --since just after it are served, and from it refused.
+    const c = d.client("alpha");
+    await c.call("images", "Create", { image: { name: "reg.local/alpha/t1", target: target(501) } });
+    const tCut = (await jsm.streams.getMessage("CK_EVENTS", { seq: (await jsm.streams.info("CK_EVENTS")).state.last_seq }))!.time;
+    await new Promise((r) => setTimeout(r, 100));
+    await c.call("images", "Create", { image: { name: "reg.local/alpha/t2", target: target(502) } });
+    await c.call("images", "Create", { image: { name: "reg.local/alpha/t3", target: target(503) } });
+    const r4 = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "2", "--sync-wait", "0"]);
+    assert.equal(r4.code, 0, r4.stdout + r4.stderr);
+    const L4 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, L4 - 1);
+    const subscribe = async (since: Date) => {
+      const abort = new AbortController();
+      const got: string[] = [];
+      let live!: () => void;
+      const isLive = new Promise<void>((r) => (live = r));
+      const reading = (async () => {
+        for await (const env of c.stream("events", "Subscribe", { filters: ['namespace=="alpha"'] }, { metadata: { "ck-since": since.toISOString() }, signal: abort.signal, onMetadata: () => live() })) {
+          got.push(env.topic);
+          if (got.length === 2) abort.abort();
+        }
+      })();
+      await Promise.race([isLive, reading]);
+      await reading.catch((err) => {
+        if (!abort.signal.aborted) throw err;
+      });
+      return got;
+    };
+    // Just after the last removed message: served, the two kept creates first.
+    assert.deepEqual(await subscribe(new Date(tCut.getTime() + 50)), ["/images/create", "/images/create"]);
+    // At it: refused, that time named.
+    await assert.rejects(subscribe(tCut), (err: Error) => {
+      assert.match(err.message, new RegExp(`events up to ${tCut.toISOString().replace(/\./g, "\\.")} with it`));
+      assert.equal((err as { errorClass?: string }).errorClass, "OutOfRange");
+      return true;
+    });
+    c.close();
   } finally {
     await d.cleanup();
     await nc.close();

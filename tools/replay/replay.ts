@@ -384,7 +384,12 @@ export async function compact(log: EventLog, opts: CompactOptions): Promise<Comp
       const anchor = await cutAnchor(store, marker, opts.keepBases ?? 1);
       await lock.refresh();
       const cut = anchor ? anchor.seq + 1 - opts.keep : 0;
+      // The stored time of the last message the cut removes, read before it goes (recorded
+      // after, for subscriptions that ask for events since a time).
+      const firstNow = (await log.info()).state.first_seq;
+      const lastCutTime = cut > 1 && cut - 1 >= firstNow ? (await log.jsm.streams.getMessage(log.stream, { seq: cut - 1 }))?.time : undefined;
       const removed = cut > 1 ? await log.purgeBefore(cut) : 0;
+      if (lastCutTime) await store.recordCut(cut, lastCutTime);
       const info = await log.info();
       await lock.refresh();
       const prunedBases = await store.prune(info.state.first_seq - 1);
