@@ -48,6 +48,11 @@ export type BaseMeta = Omit<BaseMarker, "id" | "records" | "bytes" | "chunks" | 
 const utf8 = new TextDecoder();
 const utf8e = new TextEncoder();
 
+/** A message get that found no such message (JetStream answers 404, "no message found"). */
+function isNoMessage(err: unknown): boolean {
+  return (err as { code?: number | string }).code === 404 || /no message found|not found/i.test((err as Error).message);
+}
+
 export class BaseStore {
   readonly name: string;
   private readonly prefix: string;
@@ -173,7 +178,7 @@ export class BaseStore {
     try {
       return await this.log.jsm.streams.getMessage(this.name, { seq, next_by_subj: subject } as never);
     } catch (err) {
-      if ((err as { code?: number | string }).code === 404 || /no message found|not found/i.test((err as Error).message)) return null;
+      if (isNoMessage(err)) return null;
       throw err;
     }
   }
@@ -228,7 +233,7 @@ export class BaseStore {
     try {
       last = await this.log.jsm.streams.getMessage(this.name, { last_by_subj: subject });
     } catch (err) {
-      if (!((err as { code?: number | string }).code === 404 || /no message found|not found/i.test((err as Error).message))) throw err;
+      if (!isNoMessage(err)) throw err;
     }
     if (last && !opts.breakLock) {
       const held = JSON.parse(utf8.decode(last.data)) as { holder?: string; released?: boolean };
@@ -280,7 +285,7 @@ export class BaseStore {
       const v = JSON.parse(utf8.decode(m.data)) as { before?: unknown; lastTime?: unknown };
       return typeof v.before === "number" && typeof v.lastTime === "string" ? { before: v.before, lastTime: v.lastTime } : undefined;
     } catch (err) {
-      if ((err as { code?: number | string }).code === 404 || /no message found|not found/i.test((err as Error).message)) return undefined;
+      if (isNoMessage(err)) return undefined;
       throw err;
     }
   }
