@@ -499,6 +499,16 @@ test("compact --keep-bases 2: the cut follows the previous base, so states since
     const wantAtMid = await imagesAt(mid);
     await writeSome(d, 10, 5);
     const B2 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    // A dry run says what the compaction will do, and changes nothing.
+    const basesBeforeDry = (await jsm.streams.info("CK_EVENTS_BASES")).state.messages;
+    const dry = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--keep-bases", "2", "--dry-run"]);
+    assert.equal(dry.code, 0, dry.stdout + dry.stderr);
+    assert.equal(
+      dry.stdout,
+      `dry run: would store a base at sequence ${B2}; would remove ${B1} messages (sequences 1 to ${B1}), cutting after the base at sequence ${B1}; the log would hold sequences ${B1 + 1} to ${B2}; 0 older bases would be removed; nothing was changed\n`,
+    );
+    assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, 1);
+    assert.equal((await jsm.streams.info("CK_EVENTS_BASES")).state.messages, basesBeforeDry);
     const r2 = await compact2();
     assert.equal(r2.code, 0, r2.stdout + r2.stderr);
     assert.match(r2.stdout, new RegExp(`\\ncut after the base at sequence ${B1} \\(--keep-bases 2\\): states from it on can still be shown; removed ${B1} messages; the log now holds sequences ${B1 + 1} to ${B2}; 0 older bases removed`));

@@ -108,3 +108,13 @@ test("records split at arbitrary places (empty chunks too) come back whole", () 
     assert.deepEqual(back, recs, `round ${round}`);
   }
 });
+
+test("anchorSeq: the k-th newest base, the new one counted; none when there are fewer", async () => {
+  const { anchorSeq } = await import("../../tools/replay/replay.js");
+  assert.equal(anchorSeq([100, 500], 900, 1), 900);
+  assert.equal(anchorSeq([100, 500], 900, 2), 500);
+  assert.equal(anchorSeq([100, 500, 900], 900, 2), 500, "the new base stored already counts once");
+  assert.equal(anchorSeq([100, 500], 900, 3), 100);
+  assert.equal(anchorSeq([100, 500], 900, 4), undefined);
+  assert.equal(anchorSeq([100, 1200], 900, 2), 100, "a base past the new one is not counted");
+});

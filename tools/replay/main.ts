@@ -7,7 +7,7 @@
 //   ck-replay show    --root DIR [--namespace NS] [--until SEQ|TIME]
 //   ck-replay base    --root DIR [--break-lock]   (store the state at the last sequence)
 //   ck-replay bases   --root DIR
-//   ck-replay compact --root DIR [--keep N] [--keep-bases K] [--sync-wait S] [--break-lock]
+//   ck-replay compact --root DIR [--keep N] [--keep-bases K] [--sync-wait S] [--break-lock] [--dry-run]
 //                                                 (a base, then cut the history before it)
 //
 // With --root the log is found from what ckd recorded there (ckd.json); if ckd ran its own
@@ -23,7 +23,7 @@ import { ProjectionDb } from "../../src/projections/db.js";
 import { Queries } from "../../src/projections/queries.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { BaseStore } from "../../src/eventstore/base-store.js";
-import { baseAtLast, withBaseLock, releaseHeldLocks, isStopping, compact, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
+import { baseAtLast, withBaseLock, releaseHeldLocks, isStopping, compact, planCompaction, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 
 async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "ck-replay-"));
@@ -179,13 +179,31 @@ async function main(): Promise<void> {
     .option("--keep-bases <k>", "cut after the k-th newest base instead of the new one: the history since it stays, and states from it on can still be shown (default 1)", "1")
     .option("--sync-wait <seconds>", "on a stream of one replica on a server not ckd's own: how long the base must have been stored before the history goes (nats-server syncs every 2 min)", "130")
     .option("--break-lock", "take over the bases' lock from a base or compaction that died holding it")
-    .action(async (opts: LogFlags & { keep: string; keepBases: string; syncWait: string; breakLock?: boolean }) => {
+    .option("--dry-run", "say what would be stored, cut and removed, and change nothing")
+    .action(async (opts: LogFlags & { keep: string; keepBases: string; syncWait: string; breakLock?: boolean; dryRun?: boolean }) => {
       const keep = parseCount(opts.keep, "--keep");
       const keepBases = parseCount(opts.keepBases, "--keep-bases", "bases");
       if (keepBases < 1) throw new Error(`--keep-bases: expected a number of bases (1 or more), got "${opts.keepBases}"`);
       const syncWait = parseCount(opts.syncWait, "--sync-wait", "seconds");
       const opened = await openLogFor(opts);
       try {
+        if (opts.dryRun) {
+          const p = await planCompaction(opened.log, keep, keepBases);
+          if (!p) {
+            process.stdout.write(`the log (${opened.log.stream}) holds no message yet: nothing to compact\n`);
+            return;
+          }
+          const cut =
+            p.anchor === undefined
+              ? `fewer than ${keepBases} bases: nothing would be cut`
+              : p.removes === 0
+                ? `nothing would be cut (the cut, before sequence ${p.cut}, is not past the log's first message)`
+                : `would remove ${p.removes} message${p.removes === 1 ? "" : "s"} (sequences ${p.firstAfter - p.removes} to ${p.cut - 1}), cutting after the base at sequence ${p.anchor}; the log would hold sequences ${p.firstAfter} to ${p.last}`;
+          process.stdout.write(
+            `dry run: ${p.baseStored ? `a base at sequence ${p.last} is stored` : `would store a base at sequence ${p.last}`}; ${cut}; ${p.prunes} older base${p.prunes === 1 ? "" : "s"} would be removed; nothing was changed\n`,
+          );
+          return;
+        }
         const onProgress = (m: string) => process.stdout.write(`${m}\n`);
         const r = await compact(opened.log, { keep, storeDir: opened.storeDir, workDir: opened.workDir, syncWaitMs: syncWait * 1000, onProgress, breakLock: opts.breakLock, keepBases });
         if (!r.base) {

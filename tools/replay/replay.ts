@@ -406,13 +406,65 @@ export async function compact(log: EventLog, opts: CompactOptions): Promise<Comp
 async function cutAnchor(store: BaseStore, newest: BaseMarker, k: number): Promise<BaseMarker | undefined> {
   if (k <= 1) return newest;
   const bySeq = new Map<number, BaseMarker>();
-  for (const b of await store.list()) {
-    if (b.stream === newest.stream && b.created === newest.created && b.format === newest.format && b.seq <= newest.seq) bySeq.set(b.seq, b);
-  }
+  for (const b of await store.list()) if (sameLogAndFormat(b, newest) && b.seq <= newest.seq) bySeq.set(b.seq, b);
   bySeq.set(newest.seq, newest);
-  const anchor = [...bySeq.values()].sort((a, b) => b.seq - a.seq)[k - 1];
+  const seq = anchorSeq([...bySeq.keys()], newest.seq, k);
+  const anchor = seq === undefined ? undefined : bySeq.get(seq);
   if (anchor) await store.verify(anchor);
   return anchor;
+}
+
+function sameLogAndFormat(a: Pick<BaseMarker, "stream" | "created" | "format">, b: Pick<BaseMarker, "stream" | "created" | "format">): boolean {
+  return a.stream === b.stream && a.created === b.created && a.format === b.format;
+}
+
+/** The sequence of the k-th newest base, the one at `newest` counted (undefined: fewer than k). Pure. */
+export function anchorSeq(baseSeqs: readonly number[], newest: number, k: number): number | undefined {
+  const seqs = [...new Set([...baseSeqs.filter((s) => s <= newest), newest])].sort((a, b) => b - a);
+  return seqs[Math.max(1, k) - 1];
+}
+
+export interface CompactionPlan {
+  /** The log's last sequence: where the base would be. */
+  last: number;
+  /** Whether a base of this log and format is stored there already. */
+  baseStored: boolean;
+  /** The base the cut would follow (undefined: fewer than keepBases, nothing cut). */
+  anchor?: number;
+  /** Messages before this sequence would be removed (0: none). */
+  cut: number;
+  removes: number;
+  /** The log's first sequence after the cut. */
+  firstAfter: number;
+  /** Bases that could no longer start a rebuild, removed with it. */
+  prunes: number;
+}
+
+/** What `compact` would do now, changing nothing (`--dry-run`); undefined for an empty log. */
+export async function planCompaction(log: EventLog, keep: number, keepBases: number): Promise<CompactionPlan | undefined> {
+  const info = await log.info();
+  const last = info.state.last_seq;
+  if (last === 0) return undefined;
+  const first = Math.max(1, info.state.first_seq);
+  const identity = { stream: log.stream, created: String(info.created), format: PROJECTION_FORMAT };
+  const bases = await new BaseStore(log).list();
+  const mine = bases.filter((b) => sameLogAndFormat(b, identity));
+  const anchor = anchorSeq(
+    mine.map((b) => b.seq),
+    last,
+    keepBases,
+  );
+  const cut = anchor === undefined ? 0 : anchor + 1 - keep;
+  const firstAfter = Math.max(first, cut);
+  return {
+    last,
+    baseStored: mine.some((b) => b.seq === last),
+    anchor,
+    cut,
+    removes: Math.max(0, cut - first),
+    firstAfter,
+    prunes: bases.filter((b) => b.seq < firstAfter - 1).length,
+  };
 }
 
 /** syncfs(2) of the file system holding `dir` (coreutils' `sync --file-system`). */
