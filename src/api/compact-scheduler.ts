@@ -61,8 +61,6 @@ export class CompactScheduler {
   private readonly startedAt = Date.now();
   /** When this ckd's latest run started. */
   private lastRunStarted: number | undefined;
-  /** Runs so far, by outcome (for tests and metrics). */
-  readonly counts = { ok: 0, failed: 0 };
 
   constructor(
     private readonly schedule: CompactSchedule,
@@ -138,12 +136,10 @@ export class CompactScheduler {
         const ok = code === 0;
         const outcome = { ok, output: (ok ? out : why ?? (err || out)).trim(), ms };
         if (ok) {
-          this.counts.ok++;
           this.logger.info({ ms, output: outcome.output }, "log compaction done");
         } else if (this.stopped) {
           this.logger.info({ ms, output: out.trim() || undefined }, "log compaction stopped with ckd (what it printed, if anything, was done)");
         } else {
-          this.counts.failed++;
           this.logger.warn({ ms, code, output: outcome.output }, "log compaction failed (nothing was cut unless it says so; the next interval tries again)");
         }
         resolve(outcome);

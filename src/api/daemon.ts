@@ -15,7 +15,7 @@ import { Metrics, METRICS_PATH } from "./metrics.js";
 import { parseGroup } from "../cli/image-user.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { Projector } from "../projections/projector.js";
-import { chooseBase, loadBestBase } from "../projections/base.js";
+import { loadBestBase } from "../projections/base.js";
 import { BaseStore } from "../eventstore/base-store.js";
 import { readInWorker } from "../eventstore/worker-reader.js";
 import { Queries } from "../projections/queries.js";
@@ -208,36 +208,31 @@ export async function openProjection(
     reason = `projection unreadable: ${(err as Error).message}`;
   }
   // The log's history before its first message was compacted away: a projection that needs
-  // any of it starts from a base. Which one is settled before anything is removed, so a ckd
-  // that cannot start (no base of its format, say) leaves the projection as it found it.
+  // any of it starts from a base, loaded beside it and swapped in only when whole, so a ckd
+  // that cannot start from one (none of its format, say) leaves the projection as it found it.
   const first = info.state.first_seq;
-  const needsBase = first > 1 && (reason !== undefined || !db || first > db.appliedSeq + 1);
-  const store = new BaseStore(log);
-  if (needsBase) {
-    const chosen = chooseBase(await store.list(), { firstSeq: first, identity, untilSeq: info.state.last_seq });
-    if ("error" in chosen) {
-      await db?.close().catch(() => undefined);
-      throw new Error(`the projection (${reason ?? `at sequence ${db?.appliedSeq ?? 0}`}) cannot catch up with the log: ${chosen.error}`);
+  if (first > 1 && (reason !== undefined || !db || first > db.appliedSeq + 1)) {
+    await db?.close().catch(() => undefined);
+    let loaded;
+    try {
+      // Not past the log's end: a base that outlived the log's last messages (a power loss on
+      // a single server, which syncs the two streams on timers of their own) would be ahead of it.
+      loaded = await loadBestBase(location, new BaseStore(log), { firstSeq: first, identity, untilSeq: info.state.last_seq }, identity, privateDir);
+    } catch (err) {
+      throw new Error(`the projection (${reason ?? `at sequence ${db?.appliedSeq ?? 0}`}) cannot catch up with the log: ${(err as Error).message}`);
     }
-  }
-  if ((reason || !db) && !needsBase) {
-    logger?.warn({ reason }, "rebuilding projection from sequence 1");
-    await db?.close().catch(() => undefined);
-    await ProjectionDb.destroy(location);
-    await privateDir();
-    db = await ProjectionDb.open(location);
-  }
-  if (needsBase) {
-    await db?.close().catch(() => undefined);
-    // Not past the log's end: a base that outlived the log's last messages (a power loss on a
-    // single server, which syncs the two streams on timers of their own) would be ahead of it.
-    const loaded = await loadBestBase(location, store, { firstSeq: first, identity, untilSeq: info.state.last_seq }, identity, privateDir);
     db = loaded.db;
     logger?.warn(
       { reason, logFirstSeq: first, base: loaded.base.seq, baseTaken: loaded.base.taken, passedOver: loaded.passedOver.length ? loaded.passedOver : undefined },
       "loading the projection from a base: the log's history before it was compacted",
     );
     reason ??= `history before sequence ${first} compacted: loaded the base at sequence ${loaded.base.seq}`;
+  } else if (reason || !db) {
+    logger?.warn({ reason }, "rebuilding projection from sequence 1");
+    await db?.close().catch(() => undefined);
+    await ProjectionDb.destroy(location);
+    await privateDir();
+    db = await ProjectionDb.open(location);
   }
   if (!db) throw new Error("projection not opened"); // each branch above opens one
   await db.setLogIdentity(identity);
@@ -510,14 +505,7 @@ export class Daemon {
     add("containerd.services.containers.v1.Containers", containersService(deps));
     add(
       "containerd.services.events.v1.Events",
-      eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos), historyStart: () => this.log.historyStart(async (seq) => {
-          // The stored time of message `seq`, the last one cut: recorded by the cut, or a base's.
-          const store = new BaseStore(this.log);
-          const cut = await store.lastCut();
-          if (cut && cut.before === seq + 1) return new Date(cut.lastTime);
-          const at = (await store.list()).find((b) => b.seq === seq);
-          return at ? new Date(at.seqTime) : undefined;
-        }) }),
+      eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos), historyStart: (withTime) => new BaseStore(this.log).historyStart(withTime) }),
     );
     add(
       "containerd.services.content.v1.Content",

@@ -18,9 +18,9 @@ export interface EventsDeps {
   subscriptions: EventSubscriptions;
   /**
    * Where the log's stored history starts: its first sequence (past 1 once ck-replay compact
-   * cut it) and the latest time a removed message can have.
+   * cut it) and, when asked, the latest time a removed message can have.
    */
-  historyStart: () => Promise<{ firstSeq: number; cutUntil?: Date }>;
+  historyStart: (withTime: boolean) => Promise<{ firstSeq: number; cutUntil?: Date }>;
 }
 
 function packedDraft(namespace: string, topic: string, event: any, timestamp?: any): EventDraft {
@@ -69,7 +69,7 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
       // (a compaction in between would otherwise slip through).
       const checkHistory = async () => {
         if (fromSeq === undefined && since === undefined) return;
-        const start = await d.historyStart();
+        const start = await d.historyStart(since !== undefined);
         if (fromSeq !== undefined && fromSeq < start.firstSeq) {
           throw outOfRange(`${FROM_SEQ_HEADER} ${fromSeq}: the log's history before sequence ${start.firstSeq} was compacted away (ck-replay compact); its first event is at ${start.firstSeq}`);
         }

@@ -75,15 +75,11 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
   if (kb !== undefined && !(typeof kb === "number" && Number.isSafeInteger(kb) && kb >= 1)) {
     throw new Error(`config ${path}: compact_keep_bases must be a whole number >= 1, got ${JSON.stringify(kb)}`);
   }
-  for (const k of ["compact_interval_seconds", "compact_keep"]) {
+  for (const k of ["catch_up_thread_events", "compact_interval_seconds", "compact_keep"]) {
     const v = raw[k];
     if (v !== undefined && !(typeof v === "number" && Number.isSafeInteger(v) && v >= 0)) {
       throw new Error(`config ${path}: ${k} must be a whole number >= 0, got ${JSON.stringify(v)}`);
     }
-  }
-  const t = raw.catch_up_thread_events;
-  if (t !== undefined && !(typeof t === "number" && Number.isSafeInteger(t) && t >= 0)) {
-    throw new Error(`config ${path}: catch_up_thread_events must be a whole number >= 0, got ${JSON.stringify(t)}`);
   }
   for (const k of ["nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address"]) {
     if (raw[k] !== undefined && typeof raw[k] !== "string") throw new Error(`config ${path}: ${k} must be a string, got ${JSON.stringify(raw[k])}`);

@@ -290,6 +290,24 @@ export class BaseStore {
     }
   }
 
+  /**
+   * Where the log's stored history starts: its first sequence and, once history was cut and
+   * `withTime` asks, the latest stored time a removed message can have (recorded by the cut;
+   * else a base's at the cut; else, conservatively, the first stored message's or, with none
+   * stored, the last one's).
+   */
+  async historyStart(withTime: boolean): Promise<{ firstSeq: number; cutUntil?: Date }> {
+    const info = await this.log.info();
+    const first = info.state.first_seq;
+    if (first <= 1 || !withTime) return { firstSeq: first };
+    const cut = await this.lastCut();
+    if (cut && cut.before === first) return { firstSeq: first, cutUntil: new Date(cut.lastTime) };
+    const at = (await this.list()).find((b) => b.seq === first - 1);
+    if (at) return { firstSeq: first, cutUntil: new Date(at.seqTime) };
+    const firstStored = info.state.messages > 0 ? (await this.log.jsm.streams.getMessage(this.log.stream, { seq: first }))?.time : undefined;
+    return { firstSeq: first, cutUntil: firstStored ?? new Date(info.state.last_ts) };
+  }
+
   /** Reads a base back in full: throws unless its count, bytes and sha256 are its marker's. */
   async verify(marker: BaseMarker): Promise<void> {
     for await (const _ of this.chunks(marker)) void _;

@@ -470,22 +470,6 @@ export class EventLog {
   }
 
   /**
-   * Where the stored history starts: the first sequence still stored and, once history was
-   * cut, the latest time a removed message can have (the stored time of the message before
-   * the first, from the base taken there, else, conservatively, the first stored message's or,
-   * with none stored, the last one's).
-   */
-  async historyStart(cutTimeOf: (seq: number) => Promise<Date | undefined>): Promise<{ firstSeq: number; cutUntil?: Date }> {
-    const info = await this.info();
-    const first = info.state.first_seq;
-    if (first <= 1) return { firstSeq: first };
-    let cutUntil = await cutTimeOf(first - 1);
-    if (!cutUntil && info.state.messages > 0) cutUntil = (await this.jsm.streams.getMessage(this.stream, { seq: first }))?.time;
-    if (!cutUntil) cutUntil = new Date(info.state.last_ts);
-    return { firstSeq: first, cutUntil };
-  }
-
-  /**
    * Removes every message before `seq` (compaction, once a base holds the state they made).
    * Returns how many were removed.
    */

@@ -222,7 +222,7 @@ export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: stri
   if (last === 0) throw new Error(`the log (${log.stream}) holds no message yet: nothing to keep a base of`);
   const identity = { stream: log.stream, created: String(info.created) };
   const have = (await store.list())
-    .filter((b) => b.seq === last && b.stream === identity.stream && b.created === identity.created && b.format === PROJECTION_FORMAT)
+    .filter((b) => b.seq === last && sameLogAndFormat(b, { ...identity, format: PROJECTION_FORMAT }))
     .reverse();
   for (const b of have) {
     try {
