@@ -428,9 +428,11 @@ test("ckd compacts on a schedule (compact_interval_seconds) through ck-replay, a
     [["--compact-interval", "soon"], /--compact-interval "soon" must be a whole number >= 0/],
     [["--compact-keep", "-3"], /--compact-keep "-3" must be a whole number >= 0/],
     [["--compact-keep-bases", "0"], /--compact-keep-bases must be 1 or more/],
+    [["--config", conf + ".keepbases"], /compact_keep_bases must be a whole number >= 1, got 0/],
     [["--config", conf], /compact_interval_seconds must be a whole number >= 0, got "daily"/],
   ] as const) {
     await writeFile(conf, `compact_interval_seconds = "daily"\n`);
+    await writeFile(conf + ".keepbases", `compact_keep_bases = 0\n`);
     const r = await runNode(CKD, ["--root", none, "--address", join(dirname(none), "s.sock"), ...args]);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stderr, re);
@@ -482,6 +484,11 @@ test("compact --keep-bases 2: the cut follows the previous base, so states since
     const empty = await compact2();
     assert.equal(empty.code, 0, empty.stdout + empty.stderr);
     assert.equal(empty.stdout, "the log (CK_EVENTS) holds no message yet: nothing to compact\n");
+    // A base of an empty log: refused, nothing written (no lock, no bases stream).
+    const emptyBase = await runNode(CK_REPLAY, ["base", "--nats", nats.url]);
+    assert.equal(emptyBase.code, 2, emptyBase.stdout);
+    assert.match(emptyBase.stderr, /the log \(CK_EVENTS\) holds no message yet: nothing to keep a base of/);
+    await assert.rejects(jsm.streams.info("CK_EVENTS_BASES"), /stream not found/);
     // A bases stream made without direct gets (by an earlier ck) is given them by the first base.
     await jsm.streams.add({ name: "CK_EVENTS_BASES", subjects: ["ck.bases.CK_EVENTS.>"], storage: "file" as never });
     assert.notEqual((await jsm.streams.info("CK_EVENTS_BASES")).config.allow_direct, true);

@@ -23,7 +23,7 @@ import { ProjectionDb } from "../../src/projections/db.js";
 import { Queries } from "../../src/projections/queries.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { BaseStore } from "../../src/eventstore/base-store.js";
-import { baseAtLast, withBaseLock, releaseHeldLocks, isStopping, compact, planCompaction, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
+import { baseNow, releaseHeldLocks, isStopping, compact, planCompaction, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 
 async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "ck-replay-"));
@@ -150,9 +150,8 @@ async function main(): Promise<void> {
     .action(async (opts: LogFlags & { breakLock?: boolean }) => {
       const opened = await openLogFor(opts);
       try {
-        const store = new BaseStore(opened.log);
         const warn = (m: string) => process.stderr.write(`ck-replay: warning: ${m}\n`);
-        const { marker, fresh } = await withBaseLock(store, "base", () => baseAtLast(opened.log, store, opened.workDir), { breakLock: opts.breakLock, onWarning: warn });
+        const { marker, fresh } = await baseNow(opened.log, opened.workDir, { breakLock: opts.breakLock, onWarning: warn });
         process.stdout.write(`${fresh ? "stored" : "already stored:"} ${describeBase(marker)}\n`);
       } finally {
         await opened.close();

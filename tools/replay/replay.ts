@@ -253,6 +253,16 @@ export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: stri
 }
 
 /**
+ * `ck-replay base`: a base at the log's last sequence, under the bases' lock. An empty log is
+ * refused before anything is written (no lock taken, no bases stream made).
+ */
+export async function baseNow(log: EventLog, workDir: string | undefined, opts: { breakLock?: boolean; onWarning?: (msg: string) => void } = {}): Promise<{ marker: BaseMarker; fresh: boolean }> {
+  if ((await log.lastSeq()) === 0) throw new Error(`the log (${log.stream}) holds no message yet: nothing to keep a base of`);
+  const store = new BaseStore(log);
+  return withBaseLock(store, "base", () => baseAtLast(log, store, workDir), opts);
+}
+
+/**
  * Runs `fn` holding the bases' lock (one base writer or compaction at a time). A release that
  * fails (the lock was taken over) is told to `onWarning`, never put in place of `fn`'s result
  * or error.
