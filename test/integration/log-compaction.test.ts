@@ -281,6 +281,12 @@ test("a ckd that cannot start from a base (only bases of another projection form
   const d = await TestDaemon.start({ natsUrl: nats.url, extraArgs: ["--metrics-address", `127.0.0.1:${port}`] });
   try {
     await writeSome(d, 0, 10);
+    const L0 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    const dry = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--dry-run"]);
+    assert.equal(
+      dry.stdout,
+      `dry run: would store a base at sequence ${L0}; would remove ${L0} messages (sequences 1 to ${L0}), cutting after the base at sequence ${L0}; the log would hold no message (next is ${L0 + 1}); 0 older bases would be removed; nothing was changed\n`,
+    );
     const r = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0"]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     // The metrics show the cut: the log's first sequence is past its last.
