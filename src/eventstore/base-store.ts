@@ -12,6 +12,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { StoredMsg, StreamInfo } from "@nats-io/jetstream";
 import { isStreamNotFound, type EventLog } from "./log.js";
+import { holderGone, ownIdentity, processStart, type HolderIdentity, type LockBody } from "./lock-holder.js";
 
 export interface BaseMarker {
   /** Names the base's chunk subject. */
@@ -41,6 +42,8 @@ export interface BaseLock {
   /** Says the holder is still at work; fails if another took the lock over. */
   refresh(): Promise<void>;
   release(): Promise<void>;
+  /** Set when the lock was taken from a holder known to be gone (killed outright): who. */
+  tookOverFrom?: string;
 }
 
 export type BaseMeta = Omit<BaseMarker, "id" | "records" | "bytes" | "chunks" | "sha256" | "taken" | "firstChunk" | "markerSeq">;
@@ -222,11 +225,14 @@ export class BaseStore {
    * published only if the subject's last message is the one read (JetStream's expected last
    * subject sequence), so two takers cannot both win. Its age is the server's time of that
    * message; a holder refreshes it (`refresh`, the same way, so a refresh fails once another
-   * took it over) before each step that removes anything. A lock not refreshed for `staleMs`
-   * (its holder died) is taken over; `breakLock` takes over any lock.
+   * took it over) before each step that removes anything. The message names the holder's
+   * process (lock-holder.ts): a holder on this machine and in this process table that no
+   * longer runs (killed outright) is taken over at once. Any other lock not refreshed for
+   * `staleMs` (its holder died elsewhere) is taken over; `breakLock` takes over any lock.
    */
-  async lock(holder: string, opts: { staleMs?: number; breakLock?: boolean } = {}): Promise<BaseLock> {
+  async lock(holder: string, opts: { staleMs?: number; breakLock?: boolean; identity?: HolderIdentity; look?: typeof processStart } = {}): Promise<BaseLock> {
     const staleMs = opts.staleMs ?? 30 * 60_000;
+    const me = opts.identity ?? ownIdentity();
     await this.ensure();
     const subject = `${this.prefix}.lock`;
     let last: StoredMsg | null = null;
@@ -235,33 +241,45 @@ export class BaseStore {
     } catch (err) {
       if (!isNoMessage(err)) throw err;
     }
+    let tookOverFrom: string | undefined;
     if (last && !opts.breakLock) {
-      const held = JSON.parse(utf8.decode(last.data)) as { holder?: string; released?: boolean };
+      let held: LockBody = {};
+      try {
+        const parsed: unknown = JSON.parse(utf8.decode(last.data));
+        if (parsed && typeof parsed === "object") held = parsed as LockBody;
+      } catch {
+        // Not a lock this code wrote: it is judged by its age alone.
+      }
       const age = Date.now() - last.time.getTime();
-      if (!held.released && age < staleMs) {
-        throw new Error(
-          `another base or compaction is at work on ${this.log.stream} (${held.holder}, last seen ${last.time.toISOString()}); try again once it is done, or pass --break-lock if it died`,
-        );
+      if (held.released !== true && age < staleMs) {
+        if (!holderGone(held, me, opts.look ?? processStart)) {
+          throw new Error(
+            `another base or compaction is at work on ${this.log.stream} (${held.holder}, last seen ${last.time.toISOString()}); try again once it is done, or pass --break-lock if it died`,
+          );
+        }
+        tookOverFrom = `${String(held.holder)} (no longer running; last seen ${last.time.toISOString()})`;
       }
     }
-    const publish = (body: object, lastSeq: number) =>
-      this.log.js.publish(subject, utf8e.encode(JSON.stringify(body)), { expect: { streamName: this.name, lastSubjectSequence: lastSeq } });
+    const body = (released?: boolean) => utf8e.encode(JSON.stringify({ holder, ...me, ...(released ? { released } : {}) }));
+    const publish = (released: boolean, lastSeq: number) =>
+      this.log.js.publish(subject, body(released), { expect: { streamName: this.name, lastSubjectSequence: lastSeq } });
     let seq: number;
     try {
-      seq = (await publish({ holder }, last?.seq ?? 0)).seq;
+      seq = (await publish(false, last?.seq ?? 0)).seq;
     } catch (err) {
       throw new Error(`another base or compaction took the lock on ${this.log.stream} first: ${(err as Error).message}`);
     }
     return {
+      tookOverFrom,
       refresh: async () => {
         try {
-          seq = (await publish({ holder }, seq)).seq;
+          seq = (await publish(false, seq)).seq;
         } catch (err) {
           throw new Error(`the lock on ${this.log.stream}'s bases was taken over (--break-lock, or this took longer than ${staleMs / 60_000} min without a step): ${(err as Error).message}`);
         }
       },
       release: async () => {
-        seq = (await publish({ holder, released: true }, seq)).seq;
+        seq = (await publish(true, seq)).seq;
       },
     };
   }

@@ -121,7 +121,8 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     assert.match(v.stdout, /verify OK/);
     const rb = await runNode(CK_REPLAY, ["rebuild", "--nats", nats.url]);
     assert.equal(rb.code, 0, rb.stderr);
-    assert.match(rb.stdout, new RegExp(`from the base at sequence ${L} .*applied sequence ${(await jsm.streams.info("CK_EVENTS")).state.last_seq}`));
+    // The rate is the fold's alone: the base's load is timed on its own.
+    assert.match(rb.stdout, new RegExp(`from the base at sequence ${L} \\(loaded in \\d+\\.\\d{3} s\\) to \\S+ in \\d+\\.\\d{3} s \\(\\d+ events/s\\), applied sequence ${(await jsm.streams.info("CK_EVENTS")).state.last_seq}`));
 
     // Past states: at the base and after it, yes; before it, a clear refusal.
     const atBase = await runNode(CK_REPLAY, ["show", "--nats", nats.url, "--namespace", "alpha", "--until", String(L)]);
@@ -325,7 +326,7 @@ test("a ckd that cannot start from a base (only bases of another projection form
   }
 });
 
-test("the bases' lock: a holder that stops refreshing is taken over, its next step fails; --break-lock takes over a fresh one; a ckd passes over a damaged base at start", async () => {
+test("the bases' lock: a holder that stops refreshing is taken over, its next step fails; one killed outright is taken over at once; --break-lock takes over a fresh one; a ckd passes over a damaged base at start", async () => {
   const { EventLog } = await import("../../src/eventstore/log.js");
   const { BaseStore } = await import("../../src/eventstore/base-store.js");
   const nats = await startTestNats();
@@ -406,6 +407,29 @@ test("the bases' lock: a holder that stops refreshing is taken over, its next st
     assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, firstBefore, "cut after SIGTERM");
     const lockNow = JSON.parse(new TextDecoder().decode((await jsm.streams.getMessage("CK_EVENTS_BASES", { last_by_subj: "ck.bases.CK_EVENTS.lock" }))!.data));
     assert.equal(lockNow.released, true, JSON.stringify(lockNow));
+
+    // One killed outright (SIGKILL: no release) leaves its lock, which names its process: the
+    // next compaction on this machine sees that process gone and takes the lock over at once.
+    const killed = spawn(process.execPath, [CK_REPLAY, "compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "60"], { stdio: ["ignore", "pipe", "pipe"] });
+    let killedOut = "";
+    await new Promise<void>((resolve, reject) => {
+      killed.stdout!.on("data", (b: Buffer) => {
+        killedOut += b;
+        if (/^waiting \d+ s until nats-server has synced/m.test(killedOut)) resolve();
+      });
+      killed.once("exit", (code) => reject(new Error(`ck-replay exited ${code} before waiting: ${killedOut}`)));
+    });
+    const killedExit = new Promise<NodeJS.Signals | null>((r) => killed.once("exit", (_code, signal) => r(signal)));
+    killed.kill("SIGKILL");
+    assert.equal(await killedExit, "SIGKILL");
+    const left = JSON.parse(new TextDecoder().decode((await jsm.streams.getMessage("CK_EVENTS_BASES", { last_by_subj: "ck.bases.CK_EVENTS.lock" }))!.data));
+    assert.equal(left.released, undefined, "the killed compaction's lock is left held");
+    assert.equal(left.pid, killed.pid);
+    assert.equal((await jsm.streams.info("CK_EVENTS")).state.first_seq, firstBefore, "cut by the killed compaction");
+    const afterKill = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0"]);
+    assert.equal(afterKill.code, 0, afterKill.stdout + afterKill.stderr);
+    assert.match(afterKill.stdout, new RegExp(`warning: took over the bases' lock from ck-replay compact on [^,]+, pid ${killed.pid} \\(no longer running; last seen `));
+    assert.ok((await jsm.streams.info("CK_EVENTS")).state.first_seq > firstBefore, "the next compaction cut the log");
 
     // A base that cannot be made durable (its server's store cannot be synced) cuts nothing.
     const { compact } = await import("../../tools/replay/replay.js");

@@ -62,7 +62,7 @@ async function main(): Promise<void> {
           await r.db.close();
           for (const why of r.passedOver) process.stderr.write(`ck-replay: passed over: ${why}\n`);
           const rate = r.seconds > 0 ? Math.round(r.events / r.seconds) : r.events;
-          const from = r.base ? ` from the base at sequence ${r.base.seq}` : "";
+          const from = r.base ? ` from the base at sequence ${r.base.seq} (loaded in ${r.baseSeconds!.toFixed(3)} s)` : "";
           process.stdout.write(`rebuilt ${r.events} events${from} to ${dir} in ${r.seconds.toFixed(3)} s (${rate} events/s), applied sequence ${r.appliedSeq}\n`);
         };
         if (opts.out) await run(opts.out);

@@ -120,7 +120,10 @@ export interface RebuildResult {
   db: ProjectionDb;
   /** Events folded (after the base, when one was loaded). */
   events: number;
+  /** Time spent folding those events (the rate's denominator): opening or loading excluded. */
   seconds: number;
+  /** Time spent loading the base, when one was loaded. */
+  baseSeconds?: number;
   appliedSeq: number;
   /** The base the rebuild started from (the log's history before it was compacted). */
   base?: BaseMarker;
@@ -142,17 +145,20 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
   let base: BaseMarker | undefined;
   let passedOver: string[] = [];
   let db: ProjectionDb;
-  const started = process.hrtime.bigint();
+  let baseSeconds: number | undefined;
   if (first > 1) {
+    const loading = process.hrtime.bigint();
     const loaded = await loadBestBase(out, new BaseStore(log), { firstSeq: first, identity, untilSeq, untilTime: until.time }, identity);
     base = loaded.base;
     db = loaded.db;
     passedOver = loaded.passedOver;
+    baseSeconds = Number(process.hrtime.bigint() - loading) / 1e9;
   } else {
     await ProjectionDb.destroy(out);
     db = await ProjectionDb.open(out);
     await db.setLogIdentity(identity);
   }
+  const started = process.hrtime.bigint();
   if (untilSeq > db.appliedSeq) {
     // NATS in a worker thread, decoding and folding in this one: the two cores share it.
     const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, files: log.files, inboxPrefix: log.inboxPrefix, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
@@ -161,7 +167,7 @@ export async function rebuild(log: EventLog, out: string, until: { seq?: number;
     await projector.finished();
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return { db, events: db.appliedSeq - (base?.seq ?? 0), seconds, appliedSeq: db.appliedSeq, base, passedOver };
+  return { db, events: db.appliedSeq - (base?.seq ?? 0), seconds, baseSeconds, appliedSeq: db.appliedSeq, base, passedOver };
 }
 
 /** Compares two projections byte for byte (bookkeeping keys aside); lists differences. */
@@ -282,6 +288,7 @@ export async function withBaseLock<T>(
   } finally {
     beingTaken.delete(taking);
   }
+  if (lock.tookOverFrom) opts.onWarning?.(`took over the bases' lock from ${lock.tookOverFrom}`);
   // Once stopping, no step that removes anything starts: refresh() comes before each.
   const guarded: BaseLock = {
     refresh: async () => {
