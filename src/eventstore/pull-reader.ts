@@ -14,7 +14,7 @@ import { connect as netConnect, type Socket } from "node:net";
 import { randomBytes } from "node:crypto";
 import { BatchPacker } from "./worker-reader.js";
 import { parseHeaderBlock } from "./headers.js";
-import { natsConnectOptions } from "./log.js";
+import { parseNatsUrl } from "./nats-url.js";
 
 export interface PullReadOptions {
   url: string;
@@ -74,12 +74,12 @@ interface ServerAddress {
 
 /**
  * The servers of a NATS URL this reader can use, with their credentials (parsed as everywhere
- * else, natsConnectOptions: messages never repeat a password); TLS is a setup error.
+ * else, parseNatsUrl: messages never repeat a password); TLS is a setup error.
  */
 export function pullServerAddresses(url: string): ServerAddress[] {
-  let target: ReturnType<typeof natsConnectOptions>;
+  let target: ReturnType<typeof parseNatsUrl>;
   try {
-    target = natsConnectOptions(url);
+    target = parseNatsUrl(url);
   } catch (err) {
     throw new PullSetupError((err as Error).message, { cause: err });
   }
@@ -87,8 +87,8 @@ export function pullServerAddresses(url: string): ServerAddress[] {
   return target.servers.map((s) => {
     const u = new URL(s);
     const a: ServerAddress = { host: u.hostname.replace(/^\[(.*)\]$/, "$1"), port: u.port ? Number(u.port) : 4222 };
-    if (target.user !== undefined) Object.assign(a, { user: target.user, pass: target.pass });
-    if (target.token !== undefined) a.token = target.token;
+    if (target.cred.user !== undefined) Object.assign(a, { user: target.cred.user, pass: target.cred.pass });
+    if (target.cred.token !== undefined) a.token = target.cred.token;
     return a;
   });
 }

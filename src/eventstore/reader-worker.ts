@@ -8,7 +8,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { PullSetupError, readPacked } from "./pull-reader.js";
 import { BatchPacker, type ReaderWorkerData, type ToWorker } from "./worker-reader.js";
-import { needsNatsJs } from "./log.js";
+import { needsNatsJs } from "./nats-url.js";
 
 async function run(): Promise<void> {
   const port = parentPort!;

@@ -4,7 +4,8 @@
 // that buffer. For long reads (a rebuild, a projection far behind its log) the two cores
 // then share the work: NATS in the worker, decoding and folding here.
 import { Worker } from "node:worker_threads";
-import type { NatsFiles, StoredMessage } from "./log.js";
+import type { StoredMessage } from "./log.js";
+import type { NatsFiles } from "./nats-url.js";
 
 export interface ReaderWorkerData {
   url: string;
