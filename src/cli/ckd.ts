@@ -10,6 +10,7 @@ import { pino } from "pino";
 import { Daemon, checkDisabledPlugins, type DaemonConfig } from "../api/daemon.js";
 import { defaultAddress, defaultRoot } from "./defaults.js";
 import { natsConnectOptions, natsFilesOf } from "../eventstore/log.js";
+import { SystemdNotifier } from "./sd-notify.js";
 import { stat } from "node:fs/promises";
 
 interface Flags {
@@ -204,12 +205,16 @@ async function main(): Promise<void> {
   for (const { file: path, holds } of await exposedSecrets(config, flags.config, file.nats)) {
     logger.warn({ file: path }, `${holds}, and other users can read the file: chmod o-r it`);
   }
+  // Read (and taken out of the environment, before anything is started) at once.
+  const notifier = SystemdNotifier.fromEnv(logger);
   const daemon = await Daemon.start(config, logger);
+  notifier?.ready(`serving the containerd v1 API on ${config.address}`);
   let signals = 0;
   const shutdown = (sig: string) => {
     signals++;
     if (signals > 1) process.exit(1);
     logger.info({ signal: sig }, "shutting down");
+    notifier?.stopping(`stopping (${sig})`);
     daemon.stop().then(
       () => process.exit(0),
       (err) => {

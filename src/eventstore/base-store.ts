@@ -12,7 +12,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { StoredMsg, StreamInfo } from "@nats-io/jetstream";
 import { isStreamNotFound, type EventLog } from "./log.js";
-import { holderGone, ownIdentity, processStart, type HolderIdentity, type LockBody } from "./lock-holder.js";
+import { holderGone, ownIdentity, processStart, type LockBody } from "./lock-holder.js";
 
 export interface BaseMarker {
   /** Names the base's chunk subject. */
@@ -230,9 +230,9 @@ export class BaseStore {
    * longer runs (killed outright) is taken over at once. Any other lock not refreshed for
    * `staleMs` (its holder died elsewhere) is taken over; `breakLock` takes over any lock.
    */
-  async lock(holder: string, opts: { staleMs?: number; breakLock?: boolean; identity?: HolderIdentity; look?: typeof processStart } = {}): Promise<BaseLock> {
+  async lock(holder: string, opts: { staleMs?: number; breakLock?: boolean } = {}): Promise<BaseLock> {
     const staleMs = opts.staleMs ?? 30 * 60_000;
-    const me = opts.identity ?? ownIdentity();
+    const me = ownIdentity();
     await this.ensure();
     const subject = `${this.prefix}.lock`;
     let last: StoredMsg | null = null;
@@ -252,7 +252,7 @@ export class BaseStore {
       }
       const age = Date.now() - last.time.getTime();
       if (held.released !== true && age < staleMs) {
-        if (!holderGone(held, me, opts.look ?? processStart)) {
+        if (!holderGone(held, me, processStart)) {
           throw new Error(
             `another base or compaction is at work on ${this.log.stream} (${held.holder}, last seen ${last.time.toISOString()}); try again once it is done, or pass --break-lock if it died`,
           );

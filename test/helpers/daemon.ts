@@ -23,6 +23,8 @@ export interface DaemonOptions {
   address?: string;
   stream?: string;
   extraArgs?: string[];
+  /** Added to ckd's environment. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export class TestDaemon {
@@ -75,7 +77,7 @@ export class TestDaemon {
   async launch(): Promise<void> {
     this.starts++;
     const log = createWriteStream(this.logFile, { flags: "a" });
-    const proc = spawn(process.execPath, [CKD, ...this.args()], { stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(process.execPath, [CKD, ...this.args()], { stdio: ["ignore", "pipe", "pipe"], env: this.opts.env ? { ...process.env, ...this.opts.env } : undefined });
     proc.stdout!.pipe(log);
     proc.stderr!.pipe(log);
     this.proc = proc;
