@@ -207,6 +207,7 @@ async function main(): Promise<void> {
   }
   // Read (and taken out of the environment, before anything is started) at once.
   const notifier = SystemdNotifier.fromEnv(logger);
+  notifier?.starting("starting: opening the log and catching up with it");
   const daemon = await Daemon.start(config, logger);
   notifier?.ready(`serving the containerd v1 API on ${config.address}`);
   let signals = 0;

@@ -12,7 +12,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { StoredMsg, StreamInfo } from "@nats-io/jetstream";
 import { isStreamNotFound, type EventLog } from "./log.js";
-import { holderGone, ownIdentity, processStart, type LockBody } from "./lock-holder.js";
+import { holderGone, ownIdentity, processNow, type LockBody } from "./lock-holder.js";
 
 export interface BaseMarker {
   /** Names the base's chunk subject. */
@@ -252,7 +252,7 @@ export class BaseStore {
       }
       const age = Date.now() - last.time.getTime();
       if (held.released !== true && age < staleMs) {
-        if (!holderGone(held, me, processStart)) {
+        if (!holderGone(held, me, processNow)) {
           throw new Error(
             `another base or compaction is at work on ${this.log.stream} (${held.holder}, last seen ${last.time.toISOString()}); try again once it is done, or pass --break-lock if it died`,
           );

@@ -21,12 +21,16 @@ test("notifyTarget: the socket path and the watchdog's period from systemd's var
   // What cannot be sent or timed is said, by name.
   assert.match(notifyTarget({ NOTIFY_SOCKET: "@/org/freedesktop/notify" }, 10).problem!, /NOTIFY_SOCKET @\/org\/freedesktop\/notify: abstract sockets are not supported/);
   assert.match(notifyTarget({ NOTIFY_SOCKET: "run/notify" }, 10).problem!, /NOTIFY_SOCKET run\/notify: not an absolute path/);
+  assert.match(notifyTarget({ NOTIFY_SOCKET: "/" + "x".repeat(107) }, 10).problem!, /longer than a socket path can be \(107 bytes\)/);
+  assert.equal(notifyTarget({ NOTIFY_SOCKET: "/" + "x".repeat(106) }, 10).problem, undefined);
+  // A watchdog period past a Node timer's reach pings at that reach (not every millisecond).
+  assert.deepEqual(notifyTarget({ NOTIFY_SOCKET: "/s", WATCHDOG_USEC: String(100 * 86400 * 1e6) }, 10).target, { socket: "/s", watchdogMs: 2 ** 31 - 1 });
   const bad = notifyTarget({ NOTIFY_SOCKET: "/s", WATCHDOG_USEC: "soon" }, 10);
   assert.deepEqual(bad.target, { socket: "/s" });
   assert.match(bad.problem!, /WATCHDOG_USEC soon: not a positive whole number of microseconds/);
 });
 
-test("ckd tells systemd it is ready once its socket answers, pings the watchdog, says it is stopping; its children never see the variables", async () => {
+test("ckd asks systemd for time while it starts, tells it it is ready once its socket answers, pings the watchdog, says it is stopping; its children never see the variables", async () => {
   const dir = await mkdtemp(join(tmpdir(), "ck-notify-"));
   const path = join(dir, "notify");
   const got: { at: number; text: string }[] = [];
@@ -45,7 +49,9 @@ test("ckd tells systemd it is ready once its socket answers, pings the watchdog,
     await until("READY=1", () => got.some((m) => m.text.includes("READY=1")));
     const ready = got.find((m) => m.text.includes("READY=1"))!;
     assert.match(ready.text, new RegExp(`^READY=1\nSTATUS=serving the containerd v1 API on ${d.address}\n$`));
-    assert.equal(got.indexOf(ready), 0, "READY=1 is the first message");
+    // Before it: more time asked for the start (a catch-up may outlast systemd's 90 s).
+    assert.match(got[0]!.text, /^EXTEND_TIMEOUT_USEC=30000000\nSTATUS=starting: opening the log and catching up with it\n$/);
+    assert.ok(got.slice(0, got.indexOf(ready)).every((m) => m.text.startsWith("EXTEND_TIMEOUT_USEC=")), JSON.stringify(got));
     // The socket answers once READY=1 is sent (the test helper waited for it before; here
     // again, after the message).
     const c = d.client();
@@ -58,7 +64,7 @@ test("ckd tells systemd it is ready once its socket answers, pings the watchdog,
     // WatchdogSec=0.4: a ping every 200 ms.
     await until("three WATCHDOG=1", () => got.filter((m) => m.text === "WATCHDOG=1\n").length >= 3);
     const pings = got.filter((m) => m.text === "WATCHDOG=1\n").map((m) => m.at);
-    assert.ok(pings[2]! - pings[0]! < 1500, `pings ${JSON.stringify(pings)}`);
+    assert.ok(pings[2]! - pings[0]! < 3000, `pings ${JSON.stringify(pings)}`);
 
     // Its managed nats-server, started after the variables were read, does not have them.
     const state = JSON.parse(await readFile(join(d.root, "nats", "nats-server.json"), "utf8")) as { pid: number };
@@ -88,7 +94,7 @@ test("ckd serves when systemd's socket is unusable, and says why", async () => {
     const warned = gone.logLines().filter((l) => l.msg === "systemd notification failed");
     assert.equal(warned.length, 1, gone.logText());
     assert.equal(warned[0]!.socket, join(dir, "nobody"));
-    assert.match(warned[0]!.err, /ENOENT|ECONNREFUSED|-2|-111/);
+    assert.match(warned[0]!.err, /^(ENOENT|ECONNREFUSED)$/);
     // A relative path: refused by name at start; ckd serves.
     relative = await TestDaemon.start({ env: { NOTIFY_SOCKET: "notify" } });
     const problem = relative.logLines().find((l) => l.msg === "systemd notification");

@@ -10,11 +10,14 @@ import { fileURLToPath } from "node:url";
 
 const src = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "src");
 
-/** Every module reached from `file` by static imports (`import ... from "x"`, `export ... from "x"`). */
+/** Every module reached from `file` by static imports (`import ... from "x"`, `import "x"`, `export ... from "x"`). */
 function staticGraph(file: string, seen = new Map<string, string[]>()): Map<string, string[]> {
   if (seen.has(file)) return seen;
   const text = readFileSync(file, "utf8");
-  const specs = [...text.matchAll(/^(?:import|export)\s+(?!type\b)[^;]*?\sfrom\s+"([^"]+)";/gms)].map((m) => m[1]!);
+  const specs = [
+    ...[...text.matchAll(/^(?:import|export)\s+(?!type\b)[^;]*?\sfrom\s+"([^"]+)";/gms)].map((m) => m[1]!),
+    ...[...text.matchAll(/^import\s+"([^"]+)";/gm)].map((m) => m[1]!),
+  ];
   seen.set(file, specs);
   for (const s of specs) if (s.startsWith(".")) staticGraph(join(dirname(file), s), seen);
   return seen;
