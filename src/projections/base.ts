@@ -3,13 +3,15 @@
 // base, then fold the messages after it. The records go as they are in RocksDB (key, cbor
 // bytes), bookkeeping keys aside, so a projection loaded from a base and folded on is byte for
 // byte the one a fold from sequence 1 gives (ck-replay verify compares them). The bytes are
-// the projection's format: a base of another format cannot start a rebuild.
+// the projection's format: a base of an older format is loaded through the migrations from it
+// (migrations.ts), one of a format with no way here cannot start a rebuild.
 //
 // Framing of the records, one after the other across chunk boundaries:
 //   u32 key length | key (UTF-8) | u32 value length | value        (lengths big-endian)
 import { rename } from "node:fs/promises";
 import type { BaseMarker, BaseStore } from "../eventstore/base-store.js";
-import { ProjectionDb, META_PREFIX, PROJECTION_FORMAT, type LogIdentity } from "./db.js";
+import { ProjectionDb, META_PREFIX, PROJECTION_FORMAT, decodeValue, encodeValue, type LogIdentity } from "./db.js";
+import { MIGRATIONS, migrateRecord, migrationChain, type FormatMigration } from "./migrations.js";
 
 /** Frames records into chunks of exactly `chunkBytes` (the last one shorter). */
 export function* frameRecords(records: Iterable<[string, Uint8Array]>, chunkBytes: number): Generator<Uint8Array> {
@@ -96,25 +98,32 @@ export interface BaseWanted {
   identity: { stream: string; created: string };
   untilSeq?: number;
   untilTime?: Date;
+  /** The format to load into (default PROJECTION_FORMAT). */
   format?: number;
+  /** The migrations between formats (default MIGRATIONS). */
+  migrations?: ReadonlyMap<number, FormatMigration>;
 }
 
 /**
  * The base a rebuild starts from when the log's history before `firstSeq` is gone: the latest
- * one of this log and format at or after `firstSeq - 1` (the messages after it are all there)
- * and not past the point wanted. Pure: returns the base, or why none will do.
+ * one of this log at or after `firstSeq - 1` (the messages after it are all there), not past
+ * the point wanted, and of this format or one the migrations lead from. Pure: returns the
+ * base, or why none will do.
  */
 export function chooseBase(bases: readonly BaseMarker[], w: BaseWanted): { base: BaseMarker } | { error: string } {
   const format = w.format ?? PROJECTION_FORMAT;
   const ofLog = bases.filter((b) => b.stream === w.identity.stream && b.created === w.identity.created);
   const reaching = ofLog.filter((b) => b.seq >= w.firstSeq - 1);
   const inTime = reaching.filter((b) => (w.untilSeq === undefined || b.seq <= w.untilSeq) && (w.untilTime === undefined || new Date(b.seqTime).getTime() <= w.untilTime.getTime()));
-  const usable = inTime.filter((b) => b.format === format);
+  const migrations = w.migrations ?? MIGRATIONS;
+  const usable = inTime.filter((b) => b.format === format || migrationChain(b.format, format, migrations) !== undefined);
   const cut = `the log's history before sequence ${w.firstSeq} was compacted away`;
   // The latest; of two at one sequence, the one written last.
   if (usable.length) return { base: usable.reduce((a, b) => (b.seq > a.seq || (b.seq === a.seq && (b.markerSeq ?? 0) > (a.markerSeq ?? 0)) ? b : a)) };
   if (inTime.length) {
-    return { error: `${cut}, and its base${inTime.length > 1 ? "s are" : " is"} in projection format ${[...new Set(inTime.map((b) => b.format))].join(", ")}; this ck reads format ${format}` };
+    return {
+      error: `${cut}, and its base${inTime.length > 1 ? "s are" : " is"} in projection format ${[...new Set(inTime.map((b) => b.format))].join(", ")}; this ck reads format ${format} and has no migration from ${inTime.length > 1 ? "them" : "it"}`,
+    };
   }
   if (reaching.length) {
     const earliest = reaching.reduce((a, b) => (b.seq < a.seq ? b : a));
@@ -154,7 +163,19 @@ export async function loadBase(
   identity: LogIdentity,
   /** Run on a directory before RocksDB makes its files there (its mode, say). */
   prepareDir?: (dir: string) => Promise<void>,
+  into: { format?: number; migrations?: ReadonlyMap<number, FormatMigration> } = {},
 ): Promise<ProjectionDb> {
+  const format = into.format ?? PROJECTION_FORMAT;
+  const chain = migrationChain(base.format, format, into.migrations ?? MIGRATIONS);
+  if (!chain) throw new Error(`base at sequence ${base.seq} is in projection format ${base.format}, and there is no migration from it to format ${format}`);
+  const migrate = (records: [string, Buffer][]): [string, Buffer][] =>
+    records.flatMap(([key, value]) => {
+      try {
+        return migrateRecord(chain, key, decodeValue(value)).map(([k, v]): [string, Buffer] => [k, encodeValue(v)]);
+      } catch (err) {
+        throw new Error(`base at sequence ${base.seq}: migrating record ${JSON.stringify(key)} from format ${base.format} to ${format}: ${(err as Error).message}`);
+      }
+    });
   const loading = `${location}.loading`;
   await ProjectionDb.destroy(loading);
   await prepareDir?.(loading);
@@ -167,15 +188,15 @@ export async function loadBase(
       for (const r of parser.push(chunk)) pending.push(r);
       if (pending.length >= 4096) {
         records += pending.length;
-        await db.loadRaw(pending);
+        await db.loadRaw(chain.length ? migrate(pending) : pending);
         pending = [];
       }
     }
     parser.end();
     records += pending.length;
     if (records !== base.records) throw new Error(`base at sequence ${base.seq} holds ${records} records, its marker says ${base.records}`);
-    await db.loadRaw(pending, base.seq);
-    await db.setLogIdentity(identity);
+    await db.loadRaw(chain.length ? migrate(pending) : pending, base.seq);
+    await db.setLogIdentity({ ...identity, format });
     await db.close();
   } catch (err) {
     await db.close().catch(() => undefined);
@@ -206,7 +227,7 @@ export async function loadBestBase(
     const chosen = chooseBase(bases, wanted);
     if ("error" in chosen) throw new Error(passedOver.length ? `${chosen.error}; passed over: ${passedOver.join("; ")}` : chosen.error);
     try {
-      return { db: await loadBase(location, store, chosen.base, identity, prepareDir), base: chosen.base, passedOver };
+      return { db: await loadBase(location, store, chosen.base, identity, prepareDir, wanted), base: chosen.base, passedOver };
     } catch (err) {
       passedOver.push((err as Error).message);
       bases = bases.filter((b) => b !== chosen.base);

@@ -326,6 +326,92 @@ test("a ckd that cannot start from a base (only bases of another projection form
   }
 });
 
+test("a base of an older projection format loads through the migrations from it, record by record; a failing migration leaves the projection as it was", async () => {
+  const { ProjectionDb, PROJECTION_FORMAT } = await import("../../src/projections/db.js");
+  const { EventLog } = await import("../../src/eventstore/log.js");
+  const { BaseStore } = await import("../../src/eventstore/base-store.js");
+  const { loadBestBase } = await import("../../src/projections/base.js");
+  const { keys } = await import("../../src/projections/views.js");
+  const { mkdtemp } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const nats = await startTestNats();
+  const d = await TestDaemon.start({ natsUrl: nats.url });
+  const dir = await mkdtemp(join(tmpdir(), "ck-migrate-"));
+  const log = await EventLog.open({ url: nats.url, stream: "CK_EVENTS" });
+  try {
+    await writeSome(d, 0, 12);
+    const r = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0"]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const live = rootPaths(d.root).meta;
+    assert.equal(await d.stop(), 0);
+    // What the base holds, as ckd's projection has it (format PROJECTION_FORMAT).
+    const before = await ProjectionDb.open(live);
+    const records = [...before.scan("")].filter(([k]) => !k.startsWith("\u0000meta"));
+    await before.close();
+    const images = records.filter(([k]) => k.startsWith("img\u0000"));
+    assert.ok(images.length > 5 && records.length > images.length, `${images.length} images of ${records.length} records`);
+
+    const info = await log.info();
+    const identity = { stream: "CK_EVENTS", created: String(info.created) };
+    const wanted = { firstSeq: info.state.first_seq, identity, untilSeq: info.state.last_seq };
+    const next = PROJECTION_FORMAT + 1;
+    // A next format that labels every image and moves the alpha namespace's to a new name.
+    const migrations = new Map([
+      [
+        PROJECTION_FORMAT,
+        {
+          record: (k: string, v: unknown): [string, unknown][] => {
+            if (!k.startsWith("img\u0000")) return [[k, v]];
+            const img = v as { name: string; labels: Record<string, string> };
+            return [[k.replace("img\u0000alpha\u0000", "img\u0000alpha2\u0000"), { ...img, labels: { ...img.labels, migrated: String(next) } }]];
+          },
+        },
+      ],
+    ]);
+    const store = new BaseStore(log);
+    // Without a migration: refused by name.
+    await assert.rejects(loadBestBase(join(dir, "none"), store, { ...wanted, format: next, migrations: new Map() }, identity), new RegExp(`its base is in projection format ${PROJECTION_FORMAT}; this ck reads format ${next} and has no migration from it`));
+
+    const loaded = await loadBestBase(join(dir, "p"), store, { ...wanted, format: next, migrations }, identity);
+    try {
+      assert.equal(loaded.db.appliedSeq, loaded.base.seq);
+      assert.equal((await loaded.db.logIdentity())!.format, next, "the projection says the format it is in now");
+      const after = [...loaded.db.scan("")].filter(([k]) => !k.startsWith("\u0000meta"));
+      assert.equal(after.length, records.length);
+      const expected = records.map(([k, v]) => migrations.get(PROJECTION_FORMAT)!.record(k, v)[0]!).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      assert.deepEqual(after, expected);
+      const moved = after.filter(([k]) => k.startsWith(keys.imagesPrefix("alpha2")));
+      assert.ok(moved.length > 0 && moved.every(([, v]) => (v as { labels: Record<string, string> }).labels.migrated === String(next)));
+      assert.equal(after.filter(([k]) => k.startsWith(keys.imagesPrefix("alpha"))).length, 0);
+    } finally {
+      await loaded.db.close();
+    }
+
+    // A migration that fails on one record: the load fails naming it, and the projection
+    // already at the location is left as it was.
+    const failing = new Map([[PROJECTION_FORMAT, { record: (k: string, v: unknown): [string, unknown][] => {
+      if (k === keys.image("beta", "reg.local/beta/app:4")) throw new Error("cannot read this one");
+      return [[k, v]];
+    } }]]);
+    await assert.rejects(
+      loadBestBase(join(dir, "p"), store, { ...wanted, format: next, migrations: failing }, identity),
+      /base at sequence \d+: migrating record "img\\u0000beta\\u0000reg.local\/beta\/app:4" from format \d+ to \d+: cannot read this one/,
+    );
+    const still = await ProjectionDb.open(join(dir, "p"));
+    try {
+      assert.equal((await still.logIdentity())!.format, next);
+      assert.ok(still.getSync(keys.image("alpha2", "reg.local/alpha/app:1")), "the earlier load is still there");
+    } finally {
+      await still.close();
+    }
+  } finally {
+    await log.close();
+    await d.cleanup();
+    await nats.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test("the bases' lock: a holder that stops refreshing is taken over, its next step fails; one killed outright is taken over at once; --break-lock takes over a fresh one; a ckd passes over a damaged base at start", async () => {
   const { EventLog } = await import("../../src/eventstore/log.js");
   const { BaseStore } = await import("../../src/eventstore/base-store.js");
