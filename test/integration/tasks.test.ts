@@ -82,7 +82,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       layers: [
         Object.fromEntries([
           ["bin/busybox", busybox],
-          ...["sh", "echo", "cat", "sleep", "true", "stty", "tty"].map((c) => [`bin/${c}`, { symlink: "busybox" }]),
+          ...["sh", "echo", "cat", "sleep", "true", "stty", "tty", "ip", "ping"].map((c) => [`bin/${c}`, { symlink: "busybox" }]),
         ]),
       ],
     });
@@ -829,6 +829,41 @@ exit 0
     assert.equal((await ctr(["containers", "rm", "t-oom"])).code, 0);
     // Exactly one: the watch does not repeat a kill it has seen.
     assert.equal((await eventsSince(from)).filter(([topic]) => topic === "/tasks/oom").length, 1);
+  });
+
+  test("ctr run --cni: ctr's own CNI setup reaches the task's network namespace by the pid ckd reports", async () => {
+    // ctr (not ckd) runs the CNI plugins, on /proc/<task pid>/ns/net. All of it happens in a
+    // network and mount namespace of the test's own: the network config exists only there (an
+    // overlay on /etc), and the bridge plugin makes its bridge there, so the machine's own
+    // network is never touched and nothing leaves it.
+    const dir = mkdtempSync(join(tmpdir(), "ck-cni-"));
+    try {
+      mkdirSync(join(dir, "upper", "cni", "net.d"), { recursive: true });
+      mkdirSync(join(dir, "work"));
+      const conf = {
+        cniVersion: "0.4.0",
+        name: "ck-test",
+        plugins: [{ type: "bridge", bridge: "ckcni0", isGateway: true, ipMasq: false, ipam: { type: "host-local", subnet: "10.99.0.0/24", dataDir: join(dir, "ipam") } }],
+      };
+      writeFileSync(join(dir, "upper", "cni", "net.d", "10-ck-test.conflist"), JSON.stringify(conf));
+      const script = [
+        "set -e",
+        `mount -t overlay overlay -o lowerdir=/etc,upperdir=${dir}/upper,workdir=${dir}/work /etc`,
+        `exec ${CTR} --address ${daemon.address} --namespace ${NS} run --cni --rm ${ref} t-cni sh -c 'ip -4 addr show eth0 && ping -c 1 -W 5 10.99.0.1'`,
+      ].join("\n");
+      const r = await runCommand("unshare", ["--mount", "--net", "--propagation", "private", "sh", "-c", script], {}, undefined, 60_000);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      // The container has the address the plugin gave it, and reaches the bridge's.
+      assert.match(r.stdout, /inet 10\.99\.0\.\d+\/24/, r.stdout + r.stderr);
+      assert.match(r.stdout, /1 packets transmitted, 1 packets received/, r.stdout + r.stderr);
+      // The machine's own namespace never had the bridge.
+      assert.notEqual((await runCommand("ip", ["link", "show", "ckcni0"])).code, 0);
+      // --rm: the container is gone.
+      const ls = await ctr(["containers", "ls", "-q"]);
+      assert.doesNotMatch(ls.stdout, /^t-cni$/m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
