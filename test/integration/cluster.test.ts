@@ -271,3 +271,60 @@ test("compaction on a three-node cluster (R3): the bases stream is replicated li
     await cluster.cleanup();
   }
 });
+
+test("compaction while the log's leader is killed: it completes, or fails having cut nothing a whole base does not cover; run again it completes, and a fresh ckd starts from the base", async (t) => {
+  const { EventLog } = await import("../../src/eventstore/log.js");
+  const { BaseStore } = await import("../../src/eventstore/base-store.js");
+  const cluster = await TestNatsCluster.start(3);
+  let a: TestDaemon | undefined;
+  let b: TestDaemon | undefined;
+  try {
+    a = await TestDaemon.start({ natsUrl: cluster.url, extraArgs: ["--replicas", "3"] });
+    const ca = a.client(NS);
+    for (let i = 0; i < 60; i++) await ca.call("images", "Create", { image: { name: `cl/lc:${i}`, target, labels: { i: String(i) } } });
+    const want = (await ca.call("images", "List", {})).images.map((i: any) => [i.name, i.labels]);
+    ca.close();
+    assert.equal(await a.stop(), 0);
+    // A base first (the bases stream made and replicated), then the log's leader dies and a
+    // compaction starts at once, while the cluster elects another.
+    const first = await runNode(CK_REPLAY, ["base", "--nats", cluster.url]);
+    assert.equal(first.code, 0, first.stdout + first.stderr);
+    const leader = await cluster.leaderOf(DEFAULT_STREAM);
+    await cluster.kill9(leader);
+    const during = await runNode(CK_REPLAY, ["compact", "--nats", cluster.url, "--keep", "0"]);
+    t.diagnostic(`compaction during the election: exit ${during.code}; ${(during.stdout + during.stderr).trim().split("\n").slice(-2).join(" | ")}`);
+    // Whatever it did: the log holds everything after some base that reads back whole.
+    const log = await EventLog.open({ url: cluster.url, stream: DEFAULT_STREAM });
+    try {
+      const store = new BaseStore(log);
+      const firstSeq = (await log.info()).state.first_seq;
+      if (firstSeq > 1) {
+        const covering = (await store.list()).filter((m) => m.seq >= firstSeq - 1);
+        assert.ok(covering.length > 0, `cut to ${firstSeq} with no base covering it (compact: ${during.code} ${during.stdout} ${during.stderr})`);
+        await store.verify(covering[0]!);
+      }
+    } finally {
+      await log.close();
+    }
+    // The node back, the compaction run again (a lock its killed run may have left is taken
+    // over: the holder's process is gone) completes.
+    cluster.restart(leader);
+    await cluster.waitReplicated();
+    const last = (await cluster.streamInfo(DEFAULT_STREAM)).state.last_seq;
+    const again = await until("a compaction that completes", async () => {
+      const r = await runNode(CK_REPLAY, ["compact", "--nats", cluster.url, "--keep", "0"]);
+      return r.code === 0 ? r : undefined;
+    }, 90_000);
+    assert.match(again.stdout, new RegExp(`^base at sequence ${last} `), again.stdout);
+    assert.equal((await cluster.streamInfo(DEFAULT_STREAM)).state.first_seq, last + 1);
+    // A fresh ckd on the node that was killed: the history is gone, the base gives the state.
+    b = await TestDaemon.start({ natsUrl: cluster.node(leader).url });
+    const cb = b.client(NS);
+    assert.deepEqual((await cb.call("images", "List", {})).images.map((i: any) => [i.name, i.labels]), want);
+    cb.close();
+  } finally {
+    await a?.cleanup();
+    await b?.cleanup();
+    await cluster.cleanup();
+  }
+});
