@@ -40,6 +40,15 @@ export function decodeValue(b: Uint8Array): unknown {
 
 export type KeyChange = [key: string, value: unknown | undefined];
 
+/**
+ * RocksDB's order of keys (bytewise, of their UTF-8): by code point, which JavaScript's `<`
+ * (UTF-16 code units) is not past U+FFFF. For walking two projections side by side.
+ */
+export function compareKeys(a: string, b: string): number {
+  if (a === b) return 0;
+  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+}
+
 const BUF = { valueEncoding: "buffer" } as const;
 
 /**

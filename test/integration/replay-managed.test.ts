@@ -123,6 +123,26 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--until "not-a-time"/);
 
+    // What changed between two points: a removed, b's labels changed (and its update time).
+    r = await runNode(CK_REPLAY, ["diff", "--root", d.root, "--from", "2"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "from sequence 2 to 4: 2 changes\n- image  hist  a\n~ image  hist  b  (labels, updated_at)\n");
+    r = await runNode(CK_REPLAY, ["diff", "--root", d.root, "--from", midTime.toISOString(), "--to", "3", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const changes = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    assert.deepEqual(changes.map((x: any) => [x.from, x.to, x.op, x.kind, x.namespace, x.name, x.before?.name, x.after]), [[2, 3, "-", "image", "hist", "a", "a", undefined]]);
+    r = await runNode(CK_REPLAY, ["diff", "--root", d.root, "--from", "0", "--namespace", "other"]);
+    assert.equal(r.stdout, "from sequence 0 to 4: 0 changes\n");
+    r = await runNode(CK_REPLAY, ["diff", "--root", d.root, "--from", "4", "--to", "2"]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--from \(sequence 4\) is after --to \(sequence 2\)/);
+    r = await runNode(CK_REPLAY, ["diff", "--root", d.root, "--from", "yesterday-ish"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--from "yesterday-ish" is neither a sequence number nor a time/);
+    r = await runNode(CK_REPLAY, ["diff", "--root", d.root]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--from/);
+
     // Tamper with the live projection: verify must fail and name the key.
     const db = await ProjectionDb.open(rootPaths(d.root).meta);
     const rec: any = await db.get(keys.image("hist", "b"));

@@ -5,6 +5,7 @@
 //   ck-replay rebuild [--root DIR] [--out DIR] [--until SEQ|TIME]
 //   ck-replay verify  --root DIR
 //   ck-replay show    --root DIR [--namespace NS] [--until SEQ|TIME]
+//   ck-replay diff    --root DIR --from SEQ|TIME [--to SEQ|TIME] [--namespace NS] [--json]
 //   ck-replay base    --root DIR [--break-lock]   (store the state at the last sequence)
 //   ck-replay bases   --root DIR
 //   ck-replay compact --root DIR [--keep N] [--keep-bases K] [--sync-wait S] [--break-lock] [--dry-run]
@@ -23,6 +24,7 @@ import { ProjectionDb } from "../../src/projections/db.js";
 import { Queries } from "../../src/projections/queries.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { BaseStore } from "../../src/eventstore/base-store.js";
+import { diffProjections, formatDiff } from "./diff.js";
 import { baseNow, releaseHeldLocks, isStopping, compact, planCompaction, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 
 async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
@@ -137,6 +139,42 @@ async function main(): Promise<void> {
             process.stdout.write(JSON.stringify({ sequence: r.appliedSeq, namespaces: state }, null, 2) + "\n");
           } finally {
             await r.db.close();
+          }
+        });
+      } finally {
+        await opened.close();
+      }
+    });
+
+  logOptions(program.command("diff"))
+    .description("what changed in the state between two points of the log (+ added, - removed, ~ changed: its fields)")
+    .requiredOption("--from <seq|time>", "the earlier point")
+    .option("--to <seq|time>", "the later point (default: the log's end)")
+    .option("--namespace <ns>", "only this namespace")
+    .option("--json", "one JSON object per change, with the values before and after")
+    .action(async (opts: LogFlags & { from: string; to?: string; namespace?: string; json?: boolean }) => {
+      const from = parseUntil(opts.from, "--from");
+      const to = parseUntil(opts.to, "--to");
+      const opened = await openLogFor(opts);
+      try {
+        await withTempDir(async (dir) => {
+          const a = await rebuild(opened.log, join(dir, "from"), from);
+          try {
+            const b = await rebuild(opened.log, join(dir, "to"), to);
+            try {
+              if (a.appliedSeq > b.appliedSeq) throw new Error(`--from (sequence ${a.appliedSeq}) is after --to (sequence ${b.appliedSeq})`);
+              const lines = diffProjections(a.db, b.db, opts.namespace);
+              if (opts.json) {
+                for (const l of lines) process.stdout.write(JSON.stringify({ from: a.appliedSeq, to: b.appliedSeq, ...l }) + "\n");
+                return;
+              }
+              process.stdout.write(`from sequence ${a.appliedSeq} to ${b.appliedSeq}: ${lines.length} change${lines.length === 1 ? "" : "s"}\n`);
+              for (const l of formatDiff(lines)) process.stdout.write(l + "\n");
+            } finally {
+              await b.db.close();
+            }
+          } finally {
+            await a.db.close();
           }
         });
       } finally {

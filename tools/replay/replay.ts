@@ -3,10 +3,9 @@
 import { resolve } from "node:path";
 import { EventLog, DEFAULT_STREAM, natsConnectOptions, natsFilesOf, checkNatsFiles, redactNatsUrl, type NatsFiles } from "../../src/eventstore/log.js";
 import { MANAGED_INBOX_PREFIX, NatsServerProcess } from "../../src/eventstore/nats-server.js";
-import { ProjectionDb, META_PREFIX } from "../../src/projections/db.js";
+import { ProjectionDb, META_PREFIX, PROJECTION_FORMAT, compareKeys } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
 import { loadBestBase, takeBase } from "../../src/projections/base.js";
-import { PROJECTION_FORMAT } from "../../src/projections/db.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { execFile } from "node:child_process";
 import { hostname } from "node:os";
@@ -107,12 +106,12 @@ async function reachable(url: string): Promise<boolean> {
   }
 }
 
-/** Parses --until: a positive integer is a sequence, anything else a time. */
-export function parseUntil(v: string | undefined): { seq?: number; time?: Date } {
+/** Parses --until (or the flag named): a positive integer is a sequence, anything else a time. */
+export function parseUntil(v: string | undefined, flag = "--until"): { seq?: number; time?: Date } {
   if (v === undefined) return {};
   if (/^\d+$/.test(v)) return { seq: Number(v) };
   const t = new Date(v);
-  if (Number.isNaN(t.getTime())) throw new Error(`--until "${v}" is neither a sequence number nor a time`);
+  if (Number.isNaN(t.getTime())) throw new Error(`${flag} "${v}" is neither a sequence number nor a time`);
   return { time: t };
 }
 
@@ -185,10 +184,11 @@ export async function compareProjections(a: ProjectionDb, b: ProjectionDb, max =
   let x = next(ia);
   let y = next(ib);
   while ((x || y) && diffs.length < max) {
-    if (x && (!y || x[0] < y[0])) {
+    const order = x && y ? compareKeys(x[0], y[0]) : 0;
+    if (x && (!y || order < 0)) {
       diffs.push(`only in live: ${printable(x[0])}`);
       x = next(ia);
-    } else if (y && (!x || y[0] < x[0])) {
+    } else if (y && (!x || order > 0)) {
       diffs.push(`only in rebuild: ${printable(y[0])}`);
       y = next(ib);
     } else {
