@@ -223,7 +223,14 @@ export async function openProjection(
     }
     db = loaded.db;
     logger?.warn(
-      { reason, logFirstSeq: first, base: loaded.base.seq, baseTaken: loaded.base.taken, passedOver: loaded.passedOver.length ? loaded.passedOver : undefined },
+      {
+        reason,
+        logFirstSeq: first,
+        base: loaded.base.seq,
+        baseTaken: loaded.base.taken,
+        ...(loaded.base.format !== PROJECTION_FORMAT ? { migratedFromFormat: loaded.base.format } : {}),
+        passedOver: loaded.passedOver.length ? loaded.passedOver : undefined,
+      },
       "loading the projection from a base: the log's history before it was compacted",
     );
     reason ??= `history before sequence ${first} compacted: loaded the base at sequence ${loaded.base.seq}`;

@@ -118,11 +118,16 @@ export function chooseBase(bases: readonly BaseMarker[], w: BaseWanted): { base:
   const migrations = w.migrations ?? MIGRATIONS;
   const usable = inTime.filter((b) => b.format === format || migrationChain(b.format, format, migrations) !== undefined);
   const cut = `the log's history before sequence ${w.firstSeq} was compacted away`;
-  // The latest; of two at one sequence, the one written last.
-  if (usable.length) return { base: usable.reduce((a, b) => (b.seq > a.seq || (b.seq === a.seq && (b.markerSeq ?? 0) > (a.markerSeq ?? 0)) ? b : a)) };
+  // The latest; of two at one sequence, one in this format (nothing to migrate), then the one
+  // written last.
+  const better = (a: BaseMarker, b: BaseMarker) =>
+    b.seq !== a.seq ? b.seq > a.seq : (b.format === format) !== (a.format === format) ? b.format === format : (b.markerSeq ?? 0) > (a.markerSeq ?? 0);
+  if (usable.length) return { base: usable.reduce((a, b) => (better(a, b) ? b : a)) };
   if (inTime.length) {
+    const formats = [...new Set(inTime.map((b) => b.format))];
+    const newer = formats.some((f) => f > format) ? " (a newer format: written by a later ck)" : "";
     return {
-      error: `${cut}, and its base${inTime.length > 1 ? "s are" : " is"} in projection format ${[...new Set(inTime.map((b) => b.format))].join(", ")}; this ck reads format ${format} and has no migration from ${inTime.length > 1 ? "them" : "it"}`,
+      error: `${cut}, and its base${inTime.length > 1 ? "s are" : " is"} in projection format ${formats.join(", ")}${newer}; this ck reads format ${format} and has no migration from ${inTime.length > 1 ? "them" : "it"}`,
     };
   }
   if (reaching.length) {
@@ -168,10 +173,18 @@ export async function loadBase(
   const format = into.format ?? PROJECTION_FORMAT;
   const chain = migrationChain(base.format, format, into.migrations ?? MIGRATIONS);
   if (!chain) throw new Error(`base at sequence ${base.seq} is in projection format ${base.format}, and there is no migration from it to format ${format}`);
+  // Keys the migrated records were written under: two records migrating to one key would
+  // silently keep the last, and bookkeeping keys are not a migration's to write.
+  const written = new Set<string>();
   const migrate = (records: [string, Buffer][]): [string, Buffer][] =>
     records.flatMap(([key, value]) => {
       try {
-        return migrateRecord(chain, key, decodeValue(value)).map(([k, v]): [string, Buffer] => [k, encodeValue(v)]);
+        return migrateRecord(chain, key, decodeValue(value)).map(([k, v]): [string, Buffer] => {
+          if (k.startsWith(META_PREFIX)) throw new Error(`it gave a bookkeeping key (${JSON.stringify(k)})`);
+          if (written.has(k)) throw new Error(`it gave the key ${JSON.stringify(k)} of another record`);
+          written.add(k);
+          return [k, encodeValue(v)];
+        });
       } catch (err) {
         throw new Error(`base at sequence ${base.seq}: migrating record ${JSON.stringify(key)} from format ${base.format} to ${format}: ${(err as Error).message}`);
       }
@@ -184,18 +197,31 @@ export async function loadBase(
     const parser = new RecordParser();
     let pending: [string, Buffer][] = [];
     let records = 0;
+    // A migration that fails stops the loading, but the chunks are still read to their end:
+    // damaged bytes (the base's checksum, checked at its end) are told as such, not as the
+    // migration's failure to read them.
+    let failed: Error | undefined;
+    const load = async (batch: [string, Buffer][], appliedSeq?: number) => {
+      if (failed) return;
+      try {
+        await db.loadRaw(chain.length ? migrate(batch) : batch, appliedSeq);
+      } catch (err) {
+        failed = err as Error;
+      }
+    };
     for await (const chunk of store.chunks(base)) {
       for (const r of parser.push(chunk)) pending.push(r);
       if (pending.length >= 4096) {
         records += pending.length;
-        await db.loadRaw(chain.length ? migrate(pending) : pending);
+        await load(pending);
         pending = [];
       }
     }
     parser.end();
     records += pending.length;
     if (records !== base.records) throw new Error(`base at sequence ${base.seq} holds ${records} records, its marker says ${base.records}`);
-    await db.loadRaw(chain.length ? migrate(pending) : pending, base.seq);
+    await load(pending, base.seq);
+    if (failed) throw failed;
     await db.setLogIdentity({ ...identity, format });
     await db.close();
   } catch (err) {

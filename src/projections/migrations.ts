@@ -7,8 +7,10 @@
 // Loading a base of an older format runs its records through the chain of migrations up to
 // the current one (base.ts), so the rebuild goes on from there as if the base had been taken
 // by this ck. A migration must give exactly the records a fold in the new format would have
-// written (the same record builders, the same key layout): `ck-replay verify` holds a
-// projection loaded from a migrated base to that.
+// written (the same record builders, the same key layout). `ck-replay verify` cannot check
+// that (once the history is cut its rebuild starts from the same base), so each migration
+// comes with a test: records of the old format, migrated, equal a fold of the same events in
+// the new format. FIRST_BASE_FORMAT never changes: bases of it may be stored anywhere.
 //
 // The chain is per record: a format change that needs more than one record at a time (a
 // new index over many records, say) is not expressible here and needs the history kept.

@@ -282,30 +282,36 @@ test("compaction while the log's leader is killed: it completes, or fails having
     a = await TestDaemon.start({ natsUrl: cluster.url, extraArgs: ["--replicas", "3"] });
     const ca = a.client(NS);
     for (let i = 0; i < 60; i++) await ca.call("images", "Create", { image: { name: `cl/lc:${i}`, target, labels: { i: String(i) } } });
+    // A base first (the bases stream made and replicated), then more events: the compaction
+    // below must fold and store a base of its own, not reuse this one.
+    const first = await runNode(CK_REPLAY, ["base", "--nats", cluster.url]);
+    assert.equal(first.code, 0, first.stdout + first.stderr);
+    for (let i = 60; i < 90; i++) await ca.call("images", "Create", { image: { name: `cl/lc:${i}`, target, labels: { i: String(i) } } });
     const want = (await ca.call("images", "List", {})).images.map((i: any) => [i.name, i.labels]);
     ca.close();
     assert.equal(await a.stop(), 0);
-    // A base first (the bases stream made and replicated), then the log's leader dies and a
-    // compaction starts at once, while the cluster elects another.
-    const first = await runNode(CK_REPLAY, ["base", "--nats", cluster.url]);
-    assert.equal(first.code, 0, first.stdout + first.stderr);
+    // The log's leader dies and a compaction starts at once, while the cluster elects another.
     const leader = await cluster.leaderOf(DEFAULT_STREAM);
     await cluster.kill9(leader);
     const during = await runNode(CK_REPLAY, ["compact", "--nats", cluster.url, "--keep", "0"]);
     t.diagnostic(`compaction during the election: exit ${during.code}; ${(during.stdout + during.stderr).trim().split("\n").slice(-2).join(" | ")}`);
-    // Whatever it did: the log holds everything after some base that reads back whole.
-    const log = await EventLog.open({ url: cluster.url, stream: DEFAULT_STREAM });
-    try {
-      const store = new BaseStore(log);
-      const firstSeq = (await log.info()).state.first_seq;
-      if (firstSeq > 1) {
+    // Whatever it did: the log holds everything after some base that reads back whole (read
+    // again while the cluster may still be electing).
+    const seen = await until("the log and its bases readable", async () => {
+      const log = await EventLog.open({ url: cluster.url, stream: DEFAULT_STREAM, readyTimeoutMs: 5_000 });
+      try {
+        const store = new BaseStore(log);
+        const firstSeq = (await log.info()).state.first_seq;
         const covering = (await store.list()).filter((m) => m.seq >= firstSeq - 1);
-        assert.ok(covering.length > 0, `cut to ${firstSeq} with no base covering it (compact: ${during.code} ${during.stdout} ${during.stderr})`);
-        await store.verify(covering[0]!);
+        // A read that fails (the election) is asked again; a damaged base fails the wait.
+        if (covering.length) await store.verify(covering[0]!);
+        const whole = covering.length > 0;
+        return { firstSeq, covering: covering.map((m) => m.seq), whole };
+      } finally {
+        await log.close();
       }
-    } finally {
-      await log.close();
-    }
+    }, 90_000);
+    if (seen.firstSeq > 1) assert.ok(seen.whole, `cut to ${seen.firstSeq} with no base covering it (bases at ${JSON.stringify(seen.covering)}; compact: ${during.code} ${during.stdout} ${during.stderr})`);
     // The node back, the compaction run again (a lock its killed run may have left is taken
     // over: the holder's process is gone) completes.
     cluster.restart(leader);
@@ -315,7 +321,7 @@ test("compaction while the log's leader is killed: it completes, or fails having
       const r = await runNode(CK_REPLAY, ["compact", "--nats", cluster.url, "--keep", "0"]);
       return r.code === 0 ? r : undefined;
     }, 90_000);
-    assert.match(again.stdout, new RegExp(`^base at sequence ${last} `), again.stdout);
+    assert.match(again.stdout, new RegExp(`^base at sequence ${last} `, "m"), again.stdout);
     assert.equal((await cluster.streamInfo(DEFAULT_STREAM)).state.first_seq, last + 1);
     // A fresh ckd on the node that was killed: the history is gone, the base gives the state.
     b = await TestDaemon.start({ natsUrl: cluster.node(leader).url });

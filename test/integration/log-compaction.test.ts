@@ -309,7 +309,7 @@ test("a ckd that cannot start from a base (only bases of another projection form
     await db.setLogIdentity({ ...identity, format: 1 });
     await db.close();
     await assert.rejects(d.launch(), (err: Error) => {
-      assert.match(err.message, /the projection \(projection was built in format 1, this ckd writes format \d+\) cannot catch up with the log: the log's history before sequence \d+ was compacted away, and its base is in projection format 99; this ck reads format \d+/);
+      assert.match(err.message, /the projection \(projection was built in format 1, this ckd writes format \d+\) cannot catch up with the log: the log's history before sequence \d+ was compacted away, and its base is in projection format 99 \(a newer format: written by a later ck\); this ck reads format \d+ and has no migration from it/);
       return true;
     });
     db = await ProjectionDb.open(meta);

@@ -135,6 +135,10 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
     assert.equal(r.stdout, "from sequence 0 to 4: 0 changes\n");
     r = await runNode(CK_REPLAY, ["diff", "--root", d.root, "--from", "4", "--to", "2"]);
     assert.equal(r.code, 2);
+    assert.match(r.stderr, /--from 4 is after --to 2/);
+    // A time and a sequence: told once both are folded.
+    r = await runNode(CK_REPLAY, ["diff", "--root", d.root, "--from", new Date().toISOString(), "--to", "2"]);
+    assert.equal(r.code, 2);
     assert.match(r.stderr, /--from \(sequence 4\) is after --to \(sequence 2\)/);
     r = await runNode(CK_REPLAY, ["diff", "--root", d.root, "--from", "yesterday-ish"]);
     assert.notEqual(r.code, 0);

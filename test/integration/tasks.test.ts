@@ -833,31 +833,37 @@ exit 0
 
   test("ctr run --cni: ctr's own CNI setup reaches the task's network namespace by the pid ckd reports", async () => {
     // ctr (not ckd) runs the CNI plugins, on /proc/<task pid>/ns/net. All of it happens in a
-    // network and mount namespace of the test's own: the network config exists only there (an
-    // overlay on /etc), and the bridge plugin makes its bridge there, so the machine's own
-    // network is never touched and nothing leaves it.
+    // network and mount namespace of the test's own: /etc/cni/net.d holds only the test's
+    // config there (an overlay on /etc, whatever the machine's own holds hidden), libcni's
+    // cache (/var/lib/cni) goes to an overlay on /var/lib, the bridge plugin makes its bridge there: the
+    // machine's network and files are not touched.
     const dir = mkdtempSync(join(tmpdir(), "ck-cni-"));
     try {
-      mkdirSync(join(dir, "upper", "cni", "net.d"), { recursive: true });
-      mkdirSync(join(dir, "work"));
       const conf = {
         cniVersion: "0.4.0",
         name: "ck-test",
-        plugins: [{ type: "bridge", bridge: "ckcni0", isGateway: true, ipMasq: false, ipam: { type: "host-local", subnet: "10.99.0.0/24", dataDir: join(dir, "ipam") } }],
+        plugins: [{ type: "bridge", bridge: "ckcni0", isGateway: true, ipMasq: false, ipam: { type: "host-local", subnet: "10.99.0.0/24", dataDir: "/var/lib/cni/ck-test-ipam" } }],
       };
-      writeFileSync(join(dir, "upper", "cni", "net.d", "10-ck-test.conflist"), JSON.stringify(conf));
+      writeFileSync(join(dir, "10-ck-test.conflist"), JSON.stringify(conf));
       const script = [
         "set -e",
-        `mount -t overlay overlay -o lowerdir=/etc,upperdir=${dir}/upper,workdir=${dir}/work /etc`,
+        // The overlay's own directories on a tmpfs: /tmp may itself be an overlay.
+        `mkdir ${dir}/t && mount -t tmpfs tmpfs ${dir}/t && mkdir ${dir}/t/etc ${dir}/t/etc-work ${dir}/t/lib ${dir}/t/lib-work`,
+        `mount -t overlay overlay -o lowerdir=/etc,upperdir=${dir}/t/etc,workdir=${dir}/t/etc-work /etc`,
+        `mount -t overlay overlay -o lowerdir=/var/lib,upperdir=${dir}/t/lib,workdir=${dir}/t/lib-work /var/lib`,
+        "mkdir -p /etc/cni/net.d && rm -rf /etc/cni/net.d/*",
+        `cp ${dir}/10-ck-test.conflist /etc/cni/net.d/`,
         `exec ${CTR} --address ${daemon.address} --namespace ${NS} run --cni --rm ${ref} t-cni sh -c 'ip -4 addr show eth0 && ping -c 1 -W 5 10.99.0.1'`,
       ].join("\n");
+      const cniCacheBefore = existsSync("/var/lib/cni");
       const r = await runCommand("unshare", ["--mount", "--net", "--propagation", "private", "sh", "-c", script], {}, undefined, 60_000);
       assert.equal(r.code, 0, r.stdout + r.stderr);
       // The container has the address the plugin gave it, and reaches the bridge's.
       assert.match(r.stdout, /inet 10\.99\.0\.\d+\/24/, r.stdout + r.stderr);
       assert.match(r.stdout, /1 packets transmitted, 1 packets received/, r.stdout + r.stderr);
-      // The machine's own namespace never had the bridge.
+      // The machine's own namespace never had the bridge, nor its files libcni's cache.
       assert.notEqual((await runCommand("ip", ["link", "show", "ckcni0"])).code, 0);
+      if (!cniCacheBefore) assert.equal(existsSync("/var/lib/cni/results"), false, "libcni's cache was written on the machine");
       // --rm: the container is gone.
       const ls = await ctr(["containers", "ls", "-q"]);
       assert.doesNotMatch(ls.stdout, /^t-cni$/m);

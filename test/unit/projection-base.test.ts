@@ -81,7 +81,7 @@ test("chooseBase says why no base will do", () => {
   assert.match((other as { error: string }).error, /no base of this log covers it/);
   // Another projection format cannot be loaded.
   const format = chooseBase([base(900, { format: PROJECTION_FORMAT + 1 })], { firstSeq: 501, identity });
-  assert.match((format as { error: string }).error, new RegExp(`in projection format ${PROJECTION_FORMAT + 1}; this ck reads format ${PROJECTION_FORMAT}`));
+  assert.match((format as { error: string }).error, new RegExp(`in projection format ${PROJECTION_FORMAT + 1} \\(a newer format: written by a later ck\\); this ck reads format ${PROJECTION_FORMAT}`));
 });
 
 test("records split at arbitrary places (empty chunks too) come back whole", () => {

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { changedFields, diffRecords, entryOf, formatDiff } from "../../tools/replay/diff.js";
+import { changedFields, diffRecords, entryOf, formatDiff, jsonBytes } from "../../tools/replay/diff.js";
 import { ProjectionDb, compareKeys, encodeValue, META_PREFIX } from "../../src/projections/db.js";
 import { keys } from "../../src/projections/views.js";
 
@@ -21,6 +21,11 @@ test("entryOf names the user's records and leaves bookkeeping and internal index
   assert.equal(entryOf(`${META_PREFIX}applied`), undefined);
   assert.equal(entryOf(keys.snapshotId("overlayfs", "1")), undefined);
   assert.equal(entryOf(keys.snapshotChain("overlayfs", "c", "1")), undefined);
+});
+
+test("jsonBytes: bytes in a record (an Any's value) as base64 in --json output", () => {
+  const v = { spec: { type_url: "t", value: Buffer.from("{}") }, labels: { a: "1" } };
+  assert.equal(JSON.stringify(v, jsonBytes), '{"spec":{"type_url":"t","value":{"base64":"e30="}},"labels":{"a":"1"}}');
 });
 
 test("changedFields: the top-level fields whose values differ, added and removed ones included", () => {

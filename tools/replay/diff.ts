@@ -101,6 +101,15 @@ export function* diffRecords(
   }
 }
 
+/**
+ * A JSON.stringify replacer for record values: bytes (an Any's value, a spec) as base64, not
+ * as Node's `{"type":"Buffer","data":[...]}`.
+ */
+export function jsonBytes(this: unknown, key: string, value: unknown): unknown {
+  const raw = (this as Record<string, unknown>)[key];
+  return raw instanceof Uint8Array ? { base64: Buffer.from(raw).toString("base64") } : value;
+}
+
 /** The lines of the text output: `OP KIND NAMESPACE NAME [FIELDS]`, columns aligned. Pure. */
 export function formatDiff(lines: readonly DiffLine[]): string[] {
   const kindW = Math.max(0, ...lines.map((l) => l.kind.length));

@@ -16,25 +16,15 @@
 // --nats URL (credentials as nats://user:password@host:port), --nats-tls-*, --nats-creds,
 // --nats-nkey and --stream NAME override.
 import { Command } from "commander";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { ProjectionDb } from "../../src/projections/db.js";
 import { Queries } from "../../src/projections/queries.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { BaseStore } from "../../src/eventstore/base-store.js";
-import { diffProjections, formatDiff } from "./diff.js";
-import { baseNow, releaseHeldLocks, isStopping, compact, planCompaction, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
+import { diffProjections, formatDiff, jsonBytes } from "./diff.js";
+import { baseNow, releaseHeldLocks, isStopping, withTempDir, compact, planCompaction, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 
-async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), "ck-replay-"));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
 
 function logOptions(cmd: Command): Command {
   return cmd
@@ -155,6 +145,9 @@ async function main(): Promise<void> {
     .action(async (opts: LogFlags & { from: string; to?: string; namespace?: string; json?: boolean }) => {
       const from = parseUntil(opts.from, "--from");
       const to = parseUntil(opts.to, "--to");
+      const later = (x: { seq?: number; time?: Date }, y: { seq?: number; time?: Date }) =>
+        (x.seq !== undefined && y.seq !== undefined && x.seq > y.seq) || (x.time && y.time && x.time > y.time);
+      if (later(from, to)) throw new Error(`--from ${opts.from} is after --to ${opts.to}`);
       const opened = await openLogFor(opts);
       try {
         await withTempDir(async (dir) => {
@@ -165,7 +158,7 @@ async function main(): Promise<void> {
               if (a.appliedSeq > b.appliedSeq) throw new Error(`--from (sequence ${a.appliedSeq}) is after --to (sequence ${b.appliedSeq})`);
               const lines = diffProjections(a.db, b.db, opts.namespace);
               if (opts.json) {
-                for (const l of lines) process.stdout.write(JSON.stringify({ from: a.appliedSeq, to: b.appliedSeq, ...l }) + "\n");
+                for (const l of lines) process.stdout.write(JSON.stringify({ from: a.appliedSeq, to: b.appliedSeq, ...l }, jsonBytes) + "\n");
                 return;
               }
               process.stdout.write(`from sequence ${a.appliedSeq} to ${b.appliedSeq}: ${lines.length} change${lines.length === 1 ? "" : "s"}\n`);

@@ -239,9 +239,7 @@ export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: stri
     }
   }
   // A private directory (mkdtemp: 0700): the projection holds what the log holds.
-  const dir = await mkdtemp(join(workDir ?? tmpdir(), ".ck-replay-base-"));
-  temps.add(dir);
-  try {
+  return withTempDir(async (dir) => {
     const r = await rebuild(log, join(dir, "meta"), { seq: last });
     try {
       if (r.appliedSeq !== last) throw new Error(`the rebuild reached sequence ${r.appliedSeq}, not the log's last ${last}`);
@@ -252,6 +250,18 @@ export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: stri
     } finally {
       await r.db.close();
     }
+  }, workDir, ".ck-replay-base-");
+}
+
+/**
+ * Runs `fn` with a private temporary directory (mkdtemp: 0700) under `parent`, removed after,
+ * and by a stop signal (releaseHeldLocks) if one comes first.
+ */
+export async function withTempDir<T>(fn: (dir: string) => Promise<T>, parent = tmpdir(), prefix = "ck-replay-"): Promise<T> {
+  const dir = await mkdtemp(join(parent, prefix));
+  temps.add(dir);
+  try {
+    return await fn(dir);
   } finally {
     await rm(dir, { recursive: true, force: true });
     temps.delete(dir);
