@@ -94,6 +94,27 @@ export interface DaemonConfig {
   compactKeep?: number;
   /** Each scheduled compaction cuts after the k-th newest base (default 1). */
   compactKeepBases?: number;
+  /**
+   * containerd's opt directory (`ctr install` puts an image's bin/ and lib/ there): its bin/
+   * goes first in ckd's PATH (runc and runtimes installed that way are found), its lib/ in
+   * LD_LIBRARY_PATH. Default: <root>/opt (containerd's is /opt/containerd; ck keeps what is its
+   * own under its root); "" turns it off.
+   */
+  optPath?: string;
+}
+
+/**
+ * As containerd's opt plugin: makes <path>/bin and <path>/lib (0711) and puts them first in
+ * this process's PATH and LD_LIBRARY_PATH, which the programs it starts inherit.
+ */
+export async function setUpOpt(path: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const bin = join(path, "bin");
+  const lib = join(path, "lib");
+  await mkdir(bin, { recursive: true, mode: 0o711 });
+  await mkdir(lib, { recursive: true, mode: 0o711 });
+  const first = (dir: string, list: string | undefined) => [dir, ...(list ?? "").split(":").filter((d) => d !== "" && d !== dir)].join(":");
+  env.PATH = first(bin, env.PATH);
+  env.LD_LIBRARY_PATH = first(lib, env.LD_LIBRARY_PATH);
 }
 
 /** The API plugins ckd can run without, by full plugin name, and the gRPC service each serves. */
@@ -390,6 +411,9 @@ export class Daemon {
     const sequencer = new Sequencer(log, projector, protos);
     const content = await LocalContentStore.open(paths.content, { directWrites: config.contentWriteThrough !== false });
     // Whether tasks can run here, found out while the snapshotters load.
+    // Before anything looks up a program: what `ctr install` put in opt/bin comes first.
+    const optPath = config.optPath ?? join(config.root, "opt");
+    if (optPath) await setUpOpt(optPath);
     const runcChecked = runCommand("runc", ["--version"]).then(
       () => undefined,
       (err: Error) => `runc is not usable: ${err.message}`,
@@ -412,6 +436,7 @@ export class Daemon {
     if (runcProblem) logger.warn({ reason: runcProblem }, "tasks cannot run");
     const allPlugins: PluginInfo[] = [
       { type: "io.containerd.event.v1", id: "jetstream", exports: { stream, durability } },
+      ...(optPath ? [{ type: "io.containerd.internal.v1", id: "opt", exports: { path: optPath } }] : []),
       { type: "io.containerd.metadata.v1", id: "rocksdb", requires: ["io.containerd.event.v1"] },
       { type: "io.containerd.content.v1", id: "content", exports: { root: paths.content } },
       { type: "io.containerd.gc.v1", id: "scheduler", requires: ["io.containerd.metadata.v1"], exports: { expiry_interval_ms: String(config.gcExpiryIntervalMs ?? 60_000) } },

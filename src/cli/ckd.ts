@@ -63,12 +63,13 @@ interface FileConfig {
   compact_keep?: number;
   /** A scheduled compaction cuts after the k-th newest base (1 or more). */
   compact_keep_bases?: number;
+  opt_path?: string;
 }
 
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "socket_group", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through", "compact_interval_seconds", "compact_keep", "compact_keep_bases"]);
+  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "socket_group", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through", "compact_interval_seconds", "compact_keep", "compact_keep_bases", "opt_path"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
   }
@@ -82,7 +83,7 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
       throw new Error(`config ${path}: ${k} must be a whole number >= 0, got ${JSON.stringify(v)}`);
     }
   }
-  for (const k of ["nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address"]) {
+  for (const k of ["nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "opt_path"]) {
     if (raw[k] !== undefined && typeof raw[k] !== "string") throw new Error(`config ${path}: ${k} must be a string, got ${JSON.stringify(raw[k])}`);
   }
   const g = raw.socket_group;
@@ -160,7 +161,7 @@ async function main(): Promise<void> {
     .option("--metrics-address <host:port>", "serve Prometheus metrics at http://HOST:PORT/v1/metrics (as containerd's [metrics] address)")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level, compact_interval_seconds, compact_keep, compact_keep_bases), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events and content_write_through")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level, compact_interval_seconds, compact_keep, compact_keep_bases), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events, content_write_through and opt_path")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .option("--compact-interval <seconds>", "run ck-replay compact on this root every this many seconds (default 0: never; see README, Compaction)")
@@ -198,6 +199,7 @@ async function main(): Promise<void> {
     compactIntervalMs: wholeNumber("--compact-interval", flags.compactInterval, file.compact_interval_seconds, 1000),
     compactKeep: wholeNumber("--compact-keep", flags.compactKeep, file.compact_keep, 1),
     compactKeepBases: wholeNumber("--compact-keep-bases", flags.compactKeepBases, file.compact_keep_bases, 1),
+    optPath: file.opt_path === undefined || file.opt_path === "" ? file.opt_path : pathFrom(undefined, file.opt_path),
   };
   if (config.compactKeepBases === 0) throw new Error(`--compact-keep-bases must be 1 or more`);
   const logger = pino({ level: flags.logLevel ?? file.log_level ?? "info" }, pino.destination(2));

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
@@ -304,6 +304,34 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.equal(r.code, 0, r.stderr);
     const uploads = proxy.seen.slice(before).filter((s) => (s.method === "PATCH" || s.method === "PUT") && s.url.includes("/blobs/uploads"));
     assert.deepEqual(uploads, []);
+  });
+
+  test("ctr install: an image's bin/ (and lib/ with --libs) into the opt directory ckd exports; a second install refuses to replace without --replace", async () => {
+    const tool = await buildImage({
+      host: registry.host,
+      repo: "dist/tool",
+      tag: "v1",
+      layers: [{ "bin/ck-hello": "#!/bin/sh\necho hello from opt\n", "lib/libck-hello.so": "not really a library\n", "share/readme": "not installed\n" }],
+    });
+    const opt = join(daemon.root, "opt");
+    // Exported as containerd's opt plugin exports it.
+    const plugins = (await api.call("introspection", "Plugins", { filters: ["id==opt"] })).plugins;
+    assert.deepEqual(plugins.map((p: any) => [p.type, p.id, p.exports.path]), [["io.containerd.internal.v1", "opt", opt]]);
+    assert.equal(statSync(join(opt, "bin")).mode & 0o777, 0o711);
+    const ctr = (args: string[]) => runCommand(CTR, ["--address", daemon.address, "-n", "dist", ...args]);
+    let r = await ctr(["images", "pull", "--plain-http", tool.reference]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["install", tool.reference]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(readFileSync(join(opt, "bin", "ck-hello"), "utf8"), "#!/bin/sh\necho hello from opt\n");
+    assert.equal(existsSync(join(opt, "lib", "libck-hello.so")), false, "lib/ without --libs");
+    assert.equal(existsSync(join(opt, "share")), false);
+    r = await ctr(["install", tool.reference]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /cannot replace bin\/ck-hello/);
+    r = await ctr(["install", "--replace", "--libs", tool.reference]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(readFileSync(join(opt, "lib", "libck-hello.so"), "utf8"), "not really a library\n");
   });
 
   test("bad input: a clear error and nothing committed", async (t) => {
