@@ -872,6 +872,21 @@ exit 0
     }
   });
 
+  test("a runc in the opt directory (where ctr install puts an image's bin/) is the one tasks run", async () => {
+    const wrapper = join(daemon.root, "opt", "bin", "runc");
+    const calls = join(daemon.root, "opt-runc-calls");
+    const real = execFileSync("sh", ["-c", "command -v runc"], { encoding: "utf8" }).trim();
+    writeFileSync(wrapper, `#!/bin/sh\necho "$*" >> ${calls}\nexec ${real} "$@"\n`, { mode: 0o755 });
+    try {
+      const r = await ctr(["run", "--rm", ref, "t-opt", "echo", "through opt"]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /through opt/);
+      assert.match(readFileSync(calls, "utf8"), /\bt-opt\b/);
+    } finally {
+      rmSync(wrapper, { force: true });
+    }
+  });
+
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
     let r = await ctr(["containers", "create", ref, "t-race", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
