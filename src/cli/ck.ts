@@ -6,7 +6,7 @@ import { Command } from "commander";
 import { ApiClient } from "./client.js";
 import { defaultAddress } from "./defaults.js";
 import { CkError, classPhrase, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
-import { goTime, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
+import { goJson, goTime, inFieldOrder, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
@@ -361,7 +361,7 @@ program
         if (env.event) {
           try {
             const { typeName, value } = api.protos.unpackAny(env.event);
-            body = JSON.stringify(goJson(inFieldOrder(api, typeName, value)));
+            body = JSON.stringify(goJson(inFieldOrder(api.protos, typeName, value)));
           } catch {
             body = `{"type_url":${JSON.stringify(env.event.type_url)}}`;
           }
@@ -408,31 +408,6 @@ async function unpacked(api: ApiClient, image: any, snapshotter: string, walked:
 
 function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-}
-
-/** Drops empty fields and ck's extension fields, as Go's JSON of containerd's event would. */
-function goJson(v: any): any {
-  if (Buffer.isBuffer(v) || v instanceof Uint8Array) return Buffer.from(v).toString("base64");
-  if (Array.isArray(v)) return v.map(goJson);
-  if (v && typeof v === "object") {
-    const o: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) {
-      if (k.startsWith("ck_")) continue;
-      if (x === "" || x === 0 || x === null || x === undefined || x === false) continue;
-      if (typeof x === "object" && !Buffer.isBuffer(x) && Object.keys(x as object).length === 0) continue;
-      o[k] = goJson(x);
-    }
-    return o;
-  }
-  return v;
-}
-
-/** Orders an event's fields by field number, as Go's JSON encoder of the struct would. */
-function inFieldOrder(api: ApiClient, typeName: string, v: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  const fields = [...api.protos.type(typeName).fieldsArray].sort((a, b) => a.id - b.id);
-  for (const f of fields) if (f.name in v) out[f.name] = v[f.name];
-  return out;
 }
 
 function containerJson(c: any): any {

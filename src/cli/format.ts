@@ -1,4 +1,5 @@
 // Output helpers for `ck`, matching ctr's look: tab-aligned tables (tabwriter with padding 1), human sizes as go-units prints them, Go's time.Time format for events.
+import type { Protos } from "../protos/protos.js";
 
 /** Aligns rows like ctr's tabwriter.NewWriter(w, 1, 8, 1, ' ', 0). */
 export function table(rows: string[][]): string {
@@ -65,5 +66,30 @@ export function parseLabelArgs(args: string[]): Record<string, string> {
     if (i <= 0) throw new Error(`label "${a}" must be key=value`);
     out[a.slice(0, i)] = a.slice(i + 1);
   }
+  return out;
+}
+
+/** Drops empty fields and ck's extension fields, as Go's JSON of containerd's event would. */
+export function goJson(v: any): any {
+  if (Buffer.isBuffer(v) || v instanceof Uint8Array) return Buffer.from(v).toString("base64");
+  if (Array.isArray(v)) return v.map(goJson);
+  if (v && typeof v === "object") {
+    const o: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) {
+      if (k.startsWith("ck_")) continue;
+      if (x === "" || x === 0 || x === null || x === undefined || x === false) continue;
+      if (typeof x === "object" && !Buffer.isBuffer(x) && Object.keys(x as object).length === 0) continue;
+      o[k] = goJson(x);
+    }
+    return o;
+  }
+  return v;
+}
+
+/** Orders an event's fields by field number, as Go's JSON encoder of the struct would. */
+export function inFieldOrder(protos: Protos, typeName: string, v: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const fields = [...protos.type(typeName).fieldsArray].sort((a, b) => a.id - b.id);
+  for (const f of fields) if (f.name in v) out[f.name] = v[f.name];
   return out;
 }

@@ -119,6 +119,12 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     const v = await runNode(CK_REPLAY, ["verify", "--root", d1.root]);
     assert.equal(v.code, 0, v.stdout + v.stderr);
     assert.match(v.stdout, /verify OK/);
+    // The events from before the cut are gone, and said to be.
+    const evs = await runNode(CK_REPLAY, ["events", "--nats", nats.url, "--from", "1"]);
+    assert.equal(evs.code, 0, evs.stderr);
+    const firstNow = (await jsm.streams.info("CK_EVENTS")).state.first_seq;
+    assert.match(evs.stderr, new RegExp(`the log's history before sequence ${firstNow} was compacted away; events from ${firstNow} on`));
+    assert.ok(evs.stdout.split("\n").filter(Boolean).every((l) => Number(l.split(" ")[0]) >= firstNow));
     const rb = await runNode(CK_REPLAY, ["rebuild", "--nats", nats.url]);
     assert.equal(rb.code, 0, rb.stderr);
     // The rate is the fold's alone: the base's load is timed on its own.

@@ -123,6 +123,29 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--until "not-a-time"/);
 
+    // The log's events with their sequences, ckd stopped.
+    r = await runNode(CK_REPLAY, ["events", "--root", d.root]);
+    assert.equal(r.code, 0, r.stderr);
+    const evs = r.stdout.trim().split("\n");
+    assert.deepEqual(evs.map((l) => l.replace(/^(\d+) \S+ \S+ \+0000 UTC /, "$1 ")), [
+      '1 hist /images/create {"name":"a"}',
+      '2 hist /images/create {"name":"b"}',
+      '3 hist /images/delete {"name":"a"}',
+      '4 hist /images/update {"name":"b","labels":{"v":"2"}}',
+    ]);
+    r = await runNode(CK_REPLAY, ["events", "--root", d.root, "--from", "2", "--to", "3"]);
+    assert.deepEqual(r.stdout.trim().split("\n").map((l) => l.split(" ")[0]), ["2", "3"]);
+    r = await runNode(CK_REPLAY, ["events", "--root", d.root, "--topic", "/images/delete"]);
+    assert.deepEqual(r.stdout.trim().split("\n").map((l) => l.split(" ")[0]), ["3"]);
+    r = await runNode(CK_REPLAY, ["events", "--root", d.root, "--from", midTime.toISOString()]);
+    assert.deepEqual(r.stdout.trim().split("\n").map((l) => l.split(" ")[0]), ["3", "4"]);
+    // Nothing to show: no wait for events that are not there.
+    for (const args of [["--namespace", "other"], ["--from", "5"], ["--from", new Date(Date.now() + 60_000).toISOString()]]) {
+      r = await runNode(CK_REPLAY, ["events", "--root", d.root, ...args]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "", args.join(" "));
+    }
+
     // What changed between two points: a removed, b's labels changed (and its update time).
     r = await runNode(CK_REPLAY, ["diff", "--root", d.root, "--from", "2"]);
     assert.equal(r.code, 0, r.stderr);

@@ -6,6 +6,7 @@
 //   ck-replay verify  --root DIR
 //   ck-replay show    --root DIR [--namespace NS] [--until SEQ|TIME]
 //   ck-replay diff    --root DIR --from SEQ|TIME [--to SEQ|TIME] [--namespace NS] [--json]
+//   ck-replay events  --root DIR [--from SEQ|TIME] [--to SEQ|TIME] [--namespace NS] [--topic T]
 //   ck-replay base    --root DIR [--break-lock]   (store the state at the last sequence)
 //   ck-replay bases   --root DIR
 //   ck-replay compact --root DIR [--keep N] [--keep-bases K] [--sync-wait S] [--break-lock] [--dry-run]
@@ -23,6 +24,8 @@ import { Queries } from "../../src/projections/queries.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { BaseStore } from "../../src/eventstore/base-store.js";
 import { diffProjections, formatDiff, jsonBytes } from "./diff.js";
+import { logEvents } from "./events.js";
+import { loadProtos } from "../../src/protos/protos.js";
 import { baseNow, releaseHeldLocks, isStopping, withTempDir, compact, planCompaction, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 
 
@@ -131,6 +134,24 @@ async function main(): Promise<void> {
             await r.db.close();
           }
         });
+      } finally {
+        await opened.close();
+      }
+    });
+
+  logOptions(program.command("events"))
+    .description("the log's events with their sequence numbers: SEQ TIMESTAMP NAMESPACE TOPIC EVENT (ckd need not run)")
+    .option("--from <seq|time>", "from this sequence or stored time (default: the first stored)")
+    .option("--to <seq|time>", "up to this sequence or stored time (default: the last)")
+    .option("--namespace <ns>", "only this namespace")
+    .option("--topic <prefix>", "only topics starting with this (e.g. /images)")
+    .action(async (opts: LogFlags & { from?: string; to?: string; namespace?: string; topic?: string }) => {
+      const from = parseUntil(opts.from, "--from");
+      const to = parseUntil(opts.to, "--to");
+      const opened = await openLogFor(opts);
+      try {
+        const gap = (first: number) => process.stderr.write(`ck-replay: the log's history before sequence ${first} was compacted away; events from ${first} on\n`);
+        for await (const line of logEvents(opened.log, loadProtos(), { from, to, namespace: opts.namespace, topic: opts.topic }, gap)) process.stdout.write(line + "\n");
       } finally {
         await opened.close();
       }

@@ -1,0 +1,62 @@
+// ck-replay events: the log's events as stored, with their sequence numbers, from a live or a
+// stopped root (ckd need not run: ck-replay starts its nats-server for a stopped managed root).
+// `ck events` shows the same events through ckd, as ctr does, without sequences; these are the
+// numbers `show --until`, `diff --from/--to` and `rebuild --until` take.
+import type { EventLog } from "../../src/eventstore/log.js";
+import { decodeEnvelope } from "../../src/emitter/envelope.js";
+import type { Protos } from "../../src/protos/protos.js";
+import { goJson, goTime, inFieldOrder } from "../../src/cli/format.js";
+
+export interface EventsOptions {
+  from?: { seq?: number; time?: Date };
+  to?: { seq?: number; time?: Date };
+  namespace?: string;
+  /** Only topics starting with this. */
+  topic?: string;
+}
+
+/** One stored event, decoded: its line is SEQ TIMESTAMP NAMESPACE TOPIC EVENT (JSON, as `ck events` prints it). */
+export function decodeEvent(protos: Protos, seq: number, data: Uint8Array): { namespace: string; topic: string; line: string } {
+  const env = decodeEnvelope(protos, data);
+  let body = "";
+  if (env.event) {
+    try {
+      const { typeName, value } = protos.unpackAny(env.event);
+      body = JSON.stringify(goJson(inFieldOrder(protos, typeName, value)));
+    } catch {
+      body = `{"type_url":${JSON.stringify(env.event.type_url)}}`;
+    }
+  }
+  return { namespace: env.namespace, topic: env.topic, line: `${seq} ${goTime(env.timestamp ?? { seconds: 0, nanos: 0 })} ${env.namespace} ${env.topic} ${body}` };
+}
+
+/**
+ * The lines of the stored events between two points (inclusive; to the log's last message as
+ * it was when called). The whole range is read and filtered here (a subject-filtered reader
+ * would wait for a next message that may never come). `onGap` is told when the log's history
+ * before the wanted start was cut.
+ */
+export async function* logEvents(log: EventLog, protos: Protos, opts: EventsOptions, onGap?: (firstSeq: number) => void): AsyncGenerator<string> {
+  const { state } = await log.info();
+  const last = Math.min(state.last_seq, opts.to?.seq ?? Number.MAX_SAFE_INTEGER);
+  if (state.messages === 0 || last < state.first_seq) return;
+  // A start past the last stored message: nothing (a reader from there would wait for more).
+  if (opts.from?.time && opts.from.time.getTime() > new Date(state.last_ts).getTime()) return;
+  const fromSeq = opts.from?.seq ?? 1;
+  const before = opts.from?.time ? opts.from.time.getTime() < new Date(state.first_ts).getTime() : fromSeq < state.first_seq;
+  if (before && state.first_seq > 1) onGap?.(state.first_seq);
+  if (fromSeq > last) return;
+  const ac = new AbortController();
+  const read = log.read({ ...(opts.from?.time ? { sinceTime: opts.from.time } : { fromSeq: Math.max(fromSeq, state.first_seq) }), signal: ac.signal });
+  try {
+    for await (const m of read) {
+      if (m.seq > last || (opts.to?.time && m.time > opts.to.time)) break;
+      const e = decodeEvent(protos, m.seq, m.data);
+      if ((opts.namespace === undefined || e.namespace === opts.namespace) && (opts.topic === undefined || e.topic.startsWith(opts.topic))) yield e.line;
+      if (m.seq >= last) break;
+    }
+  } finally {
+    ac.abort();
+    await read.return(undefined);
+  }
+}
