@@ -4,7 +4,7 @@
 // what it is, and introspection reports what loaded.
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
-import { chmod, chown, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
@@ -14,6 +14,7 @@ import { CLIENT_URL_FILE, MANAGED_INBOX_PREFIX, NatsServerProcess } from "../eve
 import { Metrics, METRICS_PATH } from "./metrics.js";
 import { parseGroup } from "../cli/image-user.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
+import { optBinary } from "../runtime/proc.js";
 import { Projector } from "../projections/projector.js";
 import { loadBestBase } from "../projections/base.js";
 import { BaseStore } from "../eventstore/base-store.js";
@@ -95,26 +96,47 @@ export interface DaemonConfig {
   /** Each scheduled compaction cuts after the k-th newest base (default 1). */
   compactKeepBases?: number;
   /**
-   * containerd's opt directory (`ctr install` puts an image's bin/ and lib/ there): its bin/
-   * goes first in ckd's PATH (runc and runtimes installed that way are found), its lib/ in
-   * LD_LIBRARY_PATH. Default: <root>/opt (containerd's is /opt/containerd; ck keeps what is its
-   * own under its root); "" turns it off.
+   * containerd's opt directory (`ctr install` puts an image's bin/ there, and lib/ with
+   * --libs): a runc or runtime binary named by name is looked up in its bin/ first. Default:
+   * <root>/opt (containerd's is /opt/containerd; ck keeps what is its own under its root); ""
+   * turns it off.
    */
   optPath?: string;
 }
 
 /**
- * As containerd's opt plugin: makes <path>/bin and <path>/lib (0711) and puts them first in
- * this process's PATH and LD_LIBRARY_PATH, which the programs it starts inherit.
+ * containerd's opt plugin, narrowed: makes <path>/bin and <path>/lib (0711) and returns bin/,
+ * where the task runtime looks up runc (and a runtime's binary) by name first. containerd puts
+ * them first in its own PATH and LD_LIBRARY_PATH; ckd runs other programs by name (mount, cp,
+ * chattr, nats-server, its keepers' shells), which an installed image must not replace, so it
+ * leaves its environment alone. Returns why the directory is unsafe to run from, if it is
+ * (writable by others than ckd's user).
  */
-export async function setUpOpt(path: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+/** containerd's name for the opt plugin: disabled_plugins may name it (as opt_path = ""). */
+export const OPT_PLUGIN = "io.containerd.internal.v1.opt";
+
+/** The opt directory a config asks for ("" when off). */
+export function optPathOf(config: Pick<DaemonConfig, "optPath" | "root" | "disabledPlugins">): string {
+  if (Array.isArray(config.disabledPlugins) && config.disabledPlugins.includes(OPT_PLUGIN)) return "";
+  return config.optPath ?? join(config.root, "opt");
+}
+
+export async function setUpOpt(path: string): Promise<{ bin: string; unsafe?: string }> {
   const bin = join(path, "bin");
-  const lib = join(path, "lib");
-  await mkdir(bin, { recursive: true, mode: 0o711 });
-  await mkdir(lib, { recursive: true, mode: 0o711 });
-  const first = (dir: string, list: string | undefined) => [dir, ...(list ?? "").split(":").filter((d) => d !== "" && d !== dir)].join(":");
-  env.PATH = first(bin, env.PATH);
-  env.LD_LIBRARY_PATH = first(lib, env.LD_LIBRARY_PATH);
+  for (const dir of [bin, join(path, "lib")]) {
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o711 });
+    } catch (err) {
+      throw new Error(`opt_path ${path}: cannot make ${dir}: ${(err as Error).message}`);
+    }
+  }
+  for (const dir of [path, bin]) {
+    const st = await stat(dir);
+    if (st.mode & 0o022 || (process.getuid && st.uid !== process.getuid())) {
+      return { bin, unsafe: `${dir} is writable by others than ckd's user (mode ${(st.mode & 0o777).toString(8)}, owner ${st.uid}): a runc placed there would run as ckd` };
+    }
+  }
+  return { bin };
 }
 
 /** The API plugins ckd can run without, by full plugin name, and the gRPC service each serves. */
@@ -145,8 +167,8 @@ export function checkDisabledPlugins(list: unknown): string[] {
     throw new Error(`disabled_plugins must be a list of plugin names, got ${JSON.stringify(list)}`);
   }
   for (const p of list as string[]) {
-    if (!SERVICE_PLUGINS.has(p)) {
-      throw new Error(`disabled_plugins: "${p}" is not a plugin ckd can run without (these can be disabled: ${[...SERVICE_PLUGINS.keys()].join(", ")})`);
+    if (!SERVICE_PLUGINS.has(p) && p !== OPT_PLUGIN) {
+      throw new Error(`disabled_plugins: "${p}" is not a plugin ckd can run without (these can be disabled: ${[...SERVICE_PLUGINS.keys(), OPT_PLUGIN].join(", ")})`);
     }
   }
   return list as string[];
@@ -411,10 +433,11 @@ export class Daemon {
     const sequencer = new Sequencer(log, projector, protos);
     const content = await LocalContentStore.open(paths.content, { directWrites: config.contentWriteThrough !== false });
     // Whether tasks can run here, found out while the snapshotters load.
-    // Before anything looks up a program: what `ctr install` put in opt/bin comes first.
-    const optPath = config.optPath ?? join(config.root, "opt");
-    if (optPath) await setUpOpt(optPath);
-    const runcChecked = runCommand("runc", ["--version"]).then(
+    // What `ctr install` put in opt/bin comes first for runc.
+    const optPath = optPathOf(config);
+    const opt = optPath ? await setUpOpt(optPath) : undefined;
+    if (opt?.unsafe) logger.warn({ opt: optPath, reason: opt.unsafe }, "opt directory");
+    const runcChecked = runCommand(optBinary("runc", opt?.bin), ["--version"]).then(
       () => undefined,
       (err: Error) => `runc is not usable: ${err.message}`,
     );
@@ -550,7 +573,7 @@ export class Daemon {
     add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots, sequencer: this.sequencer, afterUpdate }));
     add("ck.services.fetch.v1.Fetch", fetchService({ sequencer: this.sequencer, queries, store: this.content, blobs, userAgent: `ckd/${CK_VERSION}` }));
     const runcProblem = this.plugins.find((p) => p.type === "io.containerd.runtime.v2")?.initError;
-    const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime: new RuncRuntime(this.config.root), logger: this.logger, runcProblem, protos: this.protos });
+    const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime: new RuncRuntime(this.config.root, "runc", optPathOf(this.config) ? join(optPathOf(this.config), "bin") : undefined), logger: this.logger, runcProblem, protos: this.protos });
     this.tasks = tasks;
     add("containerd.services.tasks.v1.Tasks", tasks.service());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));

@@ -14,7 +14,7 @@ import { checkCreateTask, checkDeleteTask, execHandlers, existingTask, requireSt
 import type { Queries } from "../projections/queries.js";
 import type { TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
 import type { RuncOptions, RuncRuntime, Started } from "../runtime/runc.js";
-import { findExecutable } from "../runtime/proc.js";
+import { findExecutable, optBinary } from "../runtime/proc.js";
 import path from "node:path";
 import type { Mount } from "../snapshots/types.js";
 import type { Protos } from "../protos/protos.js";
@@ -116,7 +116,7 @@ const RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options";
  * state root, cgroup driver, no-pivot and keyring settings ck follows (the shim's own
  * settings have no shim to apply to here). `field` names where they came from.
  */
-async function runcOptions(id: string, runtimeName: string, any: { type_url?: string; value?: Uint8Array } | null | undefined, field: string, defaults: RuncOptions, protos: Protos): Promise<RuncOptions> {
+async function runcOptions(id: string, runtimeName: string, any: { type_url?: string; value?: Uint8Array } | null | undefined, field: string, defaults: RuncOptions, protos: Protos, optBin?: string): Promise<RuncOptions> {
   if (!RUNC_RUNTIMES.has(runtimeName)) throw notImplemented(`container "${id}": runtime "${runtimeName}": ck runs tasks on runc only (io.containerd.runc.v2)`);
   if (!any?.type_url) return defaults;
   if (any.type_url !== RUNC_OPTIONS_TYPE) throw invalidArgument(`container "${id}": ${field} are ${any.type_url}, not ${RUNC_OPTIONS_TYPE}`);
@@ -128,7 +128,8 @@ async function runcOptions(id: string, runtimeName: string, any: { type_url?: st
   }
   const binary = o.binary_name || defaults.binary;
   // Run as found (a name only in sbin, or with no PATH, would not be found again at launch).
-  const found = findExecutable(binary, ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]);
+  // The opt directory first (ctr install), as containerd's PATH has it.
+  const found = findExecutable(optBinary(binary, optBin), ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]);
   if (!found) throw failedPrecondition(`container "${id}": ${field}.binary_name "${binary}" is not an executable here`);
   if (o.root && !path.isAbsolute(o.root)) throw invalidArgument(`container "${id}": ${field}.root "${o.root}" must be absolute`);
   return { binary: found, root: o.root || defaults.root, systemdCgroup: o.systemd_cgroup === true, noPivotRoot: o.no_pivot_root === true, noNewKeyring: o.no_new_keyring === true };
@@ -232,7 +233,7 @@ export class Tasks {
           if (d.runcProblem) throw failedPrecondition(`tasks cannot run here: ${d.runcProblem}`);
           if (!container.spec?.value?.length) throw invalidArgument(`container "${id}" has no spec`);
           const fromTask = Boolean(req.options?.type_url);
-          const options = await runcOptions(id, container.runtime?.name ?? "", fromTask ? req.options : container.runtime?.options, fromTask ? "options" : "runtime.options", d.runtime.defaultOptions(), d.protos);
+          const options = await runcOptions(id, container.runtime?.name ?? "", fromTask ? req.options : container.runtime?.options, fromTask ? "options" : "runtime.options", d.runtime.defaultOptions(), d.protos, d.runtime.optBin);
           const bundle = await d.runtime.prepare(ns, id, container.spec.value, rootfs, io.terminal, options);
           let created: Started;
           try {

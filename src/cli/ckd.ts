@@ -174,7 +174,9 @@ async function main(): Promise<void> {
   // Recorded in ckd.json for ck-replay: absolute, a config file's relative to the file.
   const pathFrom = (flag: string | undefined, fromFile: string | undefined) =>
     flag ? resolve(flag) : fromFile ? resolve(dirname(resolve(flags.config!)), fromFile) : undefined;
-  const root = flags.root ?? file.root ?? defaultRoot();
+  // Absolute: the opt directory under it is exported to clients, and children resolve paths
+  // from their own working directories.
+  const root = pathFrom(flags.root, file.root) ?? defaultRoot();
   const config: DaemonConfig = {
     root,
     address: flags.address ?? file.address ?? defaultAddress(root),

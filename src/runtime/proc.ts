@@ -48,6 +48,15 @@ export function findExecutable(binary: string, extraDirs: readonly string[] = []
   return undefined;
 }
 
+/**
+ * A program named by name, as containerd's opt plugin finds it: `<bin>/<name>` when that is an
+ * executable file, else the name (looked up in PATH when run). A path is kept as given.
+ */
+export function optBinary(name: string, bin: string | undefined): string {
+  if (!bin || name.includes("/")) return name;
+  return findExecutable(join(bin, name)) ?? name;
+}
+
 /** A process as ck's pid files keep it: its pid and start time (which tells it from a later one of its pid). */
 export interface KeptProcess {
   pid: number;

@@ -26,7 +26,7 @@ import path from "node:path";
 import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
 import { mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
 import { CGROUP_ROOT, controllerPaths, isCgroupV1, METRICS_V1_TYPE, parseKeyValues, readMetricsV1 } from "./cgroups-v1.js";
-import { isSameProcess, keptProcessGone, keptProcessLine, procStat, readKeptProcess, runningKeptProcess } from "./proc.js";
+import { isSameProcess, keptProcessGone, keptProcessLine, optBinary, procStat, readKeptProcess, runningKeptProcess } from "./proc.js";
 import { METRICS_V2_TYPE, readMetricsV2, unifiedPath } from "./cgroups-v2.js";
 import type { Mount } from "../snapshots/types.js";
 
@@ -198,6 +198,8 @@ export class RuncRuntime {
   constructor(
     root: string,
     readonly runc = "runc",
+    /** The opt directory's bin/ (`ctr install`): runc binaries named by name are looked up there first, at each use. */
+    readonly optBin?: string,
   ) {
     this.root = path.resolve(root);
   }
@@ -242,7 +244,7 @@ export class RuncRuntime {
   private runcOf(ns: string, id: string): { binary: string; globals: string[]; root: string } {
     const o = this.optionsOf(ns, id);
     const root = path.join(o.root, ns);
-    return { binary: o.binary, root, globals: ["--root", root, ...(o.systemdCgroup ? ["--systemd-cgroup"] : [])] };
+    return { binary: optBinary(o.binary, this.optBin), root, globals: ["--root", root, ...(o.systemdCgroup ? ["--systemd-cgroup"] : [])] };
   }
 
   /** Whether a bundle path is this runtime's (a task another ckd created is not). */

@@ -25,6 +25,8 @@ export interface DaemonOptions {
   extraArgs?: string[];
   /** Added to ckd's environment. */
   env?: NodeJS.ProcessEnv;
+  /** Where ckd's output goes (default `<root>/ckd-test.log`). */
+  logFile?: string;
 }
 
 export class TestDaemon {
@@ -38,7 +40,7 @@ export class TestDaemon {
     private readonly opts: DaemonOptions,
     private readonly ownsRoot: boolean,
   ) {
-    this.logFile = join(root, "ckd-test.log");
+    this.logFile = opts.logFile ?? join(root, "ckd-test.log");
   }
 
   static async start(opts: DaemonOptions = {}): Promise<TestDaemon> {

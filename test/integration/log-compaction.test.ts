@@ -124,7 +124,13 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     assert.equal(evs.code, 0, evs.stderr);
     const firstNow = (await jsm.streams.info("CK_EVENTS")).state.first_seq;
     assert.match(evs.stderr, new RegExp(`the log's history before sequence ${firstNow} was compacted away; events from ${firstNow} on`));
-    assert.ok(evs.stdout.split("\n").filter(Boolean).every((l) => Number(l.split(" ")[0]) >= firstNow));
+    const seqs = evs.stdout.split("\n").filter(Boolean).map((l) => Number(l.split(" ")[0]));
+    assert.equal(seqs[0], firstNow, evs.stdout);
+    assert.ok(seqs.every((s) => s >= firstNow));
+    // Wholly before the cut: nothing to show, and the cut said.
+    const gone = await runNode(CK_REPLAY, ["events", "--nats", nats.url, "--from", "1", "--to", "2"]);
+    assert.equal(gone.stdout, "");
+    assert.match(gone.stderr, /compacted away/);
     const rb = await runNode(CK_REPLAY, ["rebuild", "--nats", nats.url]);
     assert.equal(rb.code, 0, rb.stderr);
     // The rate is the fold's alone: the base's load is timed on its own.

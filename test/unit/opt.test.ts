@@ -1,27 +1,41 @@
-// containerd's opt directory as ckd sets it up: bin/ and lib/ made, and put first in PATH and
-// LD_LIBRARY_PATH (which the programs ckd starts inherit).
+// containerd's opt directory as ckd sets it up: bin/ and lib/ made, runc looked up in bin/
+// first, ckd's own environment left alone, a directory others can write to named.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { chmod, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setUpOpt } from "../../src/api/daemon.js";
+import { optBinary } from "../../src/runtime/proc.js";
 
-test("setUpOpt: bin/ and lib/ (0711), first in PATH and LD_LIBRARY_PATH, not listed twice", async () => {
+test("setUpOpt: bin/ and lib/ made, writable by ckd's user only; ckd's PATH and LD_LIBRARY_PATH untouched; an unsafe directory named", async () => {
   const dir = await mkdtemp(join(tmpdir(), "ck-opt-"));
   try {
     const opt = join(dir, "opt");
-    const env: NodeJS.ProcessEnv = { PATH: "/usr/sbin:/usr/bin" };
-    await setUpOpt(opt, env);
-    assert.equal((await stat(join(opt, "bin"))).mode & 0o777, 0o711);
-    assert.equal((await stat(join(opt, "lib"))).mode & 0o777, 0o711);
-    assert.equal(env.PATH, `${opt}/bin:/usr/sbin:/usr/bin`);
-    assert.equal(env.LD_LIBRARY_PATH, `${opt}/lib`);
-    // Again (a restart with the same environment): moved first, not repeated.
-    env.PATH = `/usr/bin:${opt}/bin`;
-    await setUpOpt(opt, env);
-    assert.equal(env.PATH, `${opt}/bin:/usr/bin`);
-    assert.equal(env.LD_LIBRARY_PATH, `${opt}/lib`);
+    const path = process.env.PATH;
+    const ld = process.env.LD_LIBRARY_PATH;
+    const r = await setUpOpt(opt);
+    assert.deepEqual(r, { bin: join(opt, "bin") });
+    for (const d of ["bin", "lib"]) assert.equal((await stat(join(opt, d))).mode & 0o022, 0, d);
+    assert.equal(process.env.PATH, path);
+    assert.equal(process.env.LD_LIBRARY_PATH, ld);
+    await chmod(join(opt, "bin"), 0o777);
+    assert.match((await setUpOpt(opt)).unsafe ?? "", /opt\/bin is writable by others than ckd's user \(mode 777/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("optBinary: a name found executable in the opt bin/ is run from there; otherwise the name, or the path as given", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ck-opt-"));
+  try {
+    await writeFile(join(dir, "runc"), "#!/bin/sh\n", { mode: 0o755 });
+    await writeFile(join(dir, "notexec"), "x", { mode: 0o644 });
+    assert.equal(optBinary("runc", dir), join(dir, "runc"));
+    assert.equal(optBinary("crun", dir), "crun");
+    assert.equal(optBinary("notexec", dir), "notexec");
+    assert.equal(optBinary("/usr/sbin/runc", dir), "/usr/sbin/runc");
+    assert.equal(optBinary("runc", undefined), "runc");
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -16,8 +16,14 @@ export interface EventsOptions {
 }
 
 /** One stored event, decoded: its line is SEQ TIMESTAMP NAMESPACE TOPIC EVENT (JSON, as `ck events` prints it). */
-export function decodeEvent(protos: Protos, seq: number, data: Uint8Array): { namespace: string; topic: string; line: string } {
-  const env = decodeEnvelope(protos, data);
+export function decodeEvent(protos: Protos, seq: number, data: Uint8Array, subject = ""): { namespace: string; topic: string; line: string } {
+  let env;
+  try {
+    env = decodeEnvelope(protos, data);
+  } catch (err) {
+    // Not an envelope (another tool's message on a containerd.io subject): shown, not fatal.
+    return { namespace: "", topic: "", line: `${seq} - - ${subject} {"undecodable":${JSON.stringify((err as Error).message)}}` };
+  }
   let body = "";
   if (env.event) {
     try {
@@ -38,21 +44,22 @@ export function decodeEvent(protos: Protos, seq: number, data: Uint8Array): { na
  */
 export async function* logEvents(log: EventLog, protos: Protos, opts: EventsOptions, onGap?: (firstSeq: number) => void): AsyncGenerator<string> {
   const { state } = await log.info();
+  const fromSeq = opts.from?.seq ?? 1;
+  // Told first, whatever is left to show: the start wanted is before what the log holds.
+  const before = opts.from?.time ? state.messages === 0 || opts.from.time.getTime() < new Date(state.first_ts).getTime() : fromSeq < state.first_seq;
+  if (before && state.first_seq > 1) onGap?.(state.first_seq);
   const last = Math.min(state.last_seq, opts.to?.seq ?? Number.MAX_SAFE_INTEGER);
-  if (state.messages === 0 || last < state.first_seq) return;
+  if (state.messages === 0 || last < state.first_seq || fromSeq > last) return;
   // A start past the last stored message: nothing (a reader from there would wait for more).
   if (opts.from?.time && opts.from.time.getTime() > new Date(state.last_ts).getTime()) return;
-  const fromSeq = opts.from?.seq ?? 1;
-  const before = opts.from?.time ? opts.from.time.getTime() < new Date(state.first_ts).getTime() : fromSeq < state.first_seq;
-  if (before && state.first_seq > 1) onGap?.(state.first_seq);
-  if (fromSeq > last) return;
   const ac = new AbortController();
   const read = log.read({ ...(opts.from?.time ? { sinceTime: opts.from.time } : { fromSeq: Math.max(fromSeq, state.first_seq) }), signal: ac.signal });
   try {
     for await (const m of read) {
       if (m.seq > last || (opts.to?.time && m.time > opts.to.time)) break;
-      const e = decodeEvent(protos, m.seq, m.data);
-      if ((opts.namespace === undefined || e.namespace === opts.namespace) && (opts.topic === undefined || e.topic.startsWith(opts.topic))) yield e.line;
+      const e = decodeEvent(protos, m.seq, m.data, m.subject);
+      const wanted = e.topic === "" ? opts.namespace === undefined && opts.topic === undefined : (opts.namespace === undefined || e.namespace === opts.namespace) && (opts.topic === undefined || e.topic.startsWith(opts.topic));
+      if (wanted) yield e.line;
       if (m.seq >= last) break;
     }
   } finally {

@@ -141,8 +141,8 @@ async function main(): Promise<void> {
 
   logOptions(program.command("events"))
     .description("the log's events with their sequence numbers: SEQ TIMESTAMP NAMESPACE TOPIC EVENT (ckd need not run)")
-    .option("--from <seq|time>", "from this sequence or stored time (default: the first stored)")
-    .option("--to <seq|time>", "up to this sequence or stored time (default: the last)")
+    .option("--from <seq|time>", "from this sequence, or the time the log stored it (default: the first stored)")
+    .option("--to <seq|time>", "up to this sequence or stored time (default: the last); the times printed are the events' own")
     .option("--namespace <ns>", "only this namespace")
     .option("--topic <prefix>", "only topics starting with this (e.g. /images)")
     .action(async (opts: LogFlags & { from?: string; to?: string; namespace?: string; topic?: string }) => {
@@ -275,6 +275,13 @@ async function main(): Promise<void> {
 
   await program.parseAsync();
 }
+
+// A reader that stops early (`ck-replay events | head`): stop quietly too, locks and temporary
+// projections released, as for a stop signal.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code !== "EPIPE") process.stderr.write(`ck-replay: writing to stdout: ${err.message}\n`);
+  void releaseHeldLocks().finally(() => process.exit(err.code === "EPIPE" ? 0 : 2));
+});
 
 // Stopped (ckd stopping its scheduled compaction, ^C): the bases' lock is released on the way out.
 for (const sig of ["SIGTERM", "SIGINT"] as const) {
