@@ -29,6 +29,16 @@ import { loadProtos } from "../../src/protos/protos.js";
 import { baseNow, releaseHeldLocks, isStopping, withTempDir, compact, planCompaction, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 
 
+/** Runs `fn` with the log the flags name, closed after (a temporary server stopped). */
+async function withLog<T>(flags: LogFlags, fn: (opened: Awaited<ReturnType<typeof openLogFor>>) => Promise<T>): Promise<T> {
+  const opened = await openLogFor(flags);
+  try {
+    return await fn(opened);
+  } finally {
+    await opened.close();
+  }
+}
+
 function logOptions(cmd: Command): Command {
   return cmd
     .option("--root <dir>", "ckd root: the log is found from ckd.json there")
@@ -50,8 +60,7 @@ async function main(): Promise<void> {
     .option("--until <seq|time>", "stop at this sequence or time")
     .action(async (opts: LogFlags & { out?: string; until?: string }) => {
       const until = parseUntil(opts.until);
-      const opened = await openLogFor(opts);
-      try {
+      await withLog(opts, async (opened) => {
         const run = async (dir: string) => {
           const r = await rebuild(opened.log, dir, until);
           await r.db.close();
@@ -62,9 +71,7 @@ async function main(): Promise<void> {
         };
         if (opts.out) await run(opts.out);
         else await withTempDir(run);
-      } finally {
-        await opened.close();
-      }
+      });
     });
 
   logOptions(program.command("verify"))
@@ -110,8 +117,7 @@ async function main(): Promise<void> {
     .option("--until <seq|time>", "state as of this sequence or time")
     .action(async (opts: LogFlags & { namespace?: string; until?: string }) => {
       const until = parseUntil(opts.until);
-      const opened = await openLogFor(opts);
-      try {
+      await withLog(opts, async (opened) => {
         await withTempDir(async (dir) => {
           const r = await rebuild(opened.log, dir, until);
           try {
@@ -134,9 +140,7 @@ async function main(): Promise<void> {
             await r.db.close();
           }
         });
-      } finally {
-        await opened.close();
-      }
+      });
     });
 
   logOptions(program.command("events"))
@@ -148,13 +152,10 @@ async function main(): Promise<void> {
     .action(async (opts: LogFlags & { from?: string; to?: string; namespace?: string; topic?: string }) => {
       const from = parseUntil(opts.from, "--from");
       const to = parseUntil(opts.to, "--to");
-      const opened = await openLogFor(opts);
-      try {
+      await withLog(opts, async (opened) => {
         const gap = (first: number) => process.stderr.write(`ck-replay: the log's history before sequence ${first} was compacted away; events from ${first} on\n`);
         for await (const line of logEvents(opened.log, loadProtos(), { from, to, namespace: opts.namespace, topic: opts.topic }, gap)) process.stdout.write(line + "\n");
-      } finally {
-        await opened.close();
-      }
+      });
     });
 
   logOptions(program.command("diff"))
@@ -169,8 +170,7 @@ async function main(): Promise<void> {
       const later = (x: { seq?: number; time?: Date }, y: { seq?: number; time?: Date }) =>
         (x.seq !== undefined && y.seq !== undefined && x.seq > y.seq) || (x.time && y.time && x.time > y.time);
       if (later(from, to)) throw new Error(`--from ${opts.from} is after --to ${opts.to}`);
-      const opened = await openLogFor(opts);
-      try {
+      await withLog(opts, async (opened) => {
         await withTempDir(async (dir) => {
           const a = await rebuild(opened.log, join(dir, "from"), from);
           try {
@@ -191,37 +191,29 @@ async function main(): Promise<void> {
             await a.db.close();
           }
         });
-      } finally {
-        await opened.close();
-      }
+      });
     });
 
   logOptions(program.command("base"))
     .description("store a base: the state at the log's last sequence, kept in NATS beside the log (<stream>_BASES)")
     .option("--break-lock", "take over the bases' lock from a base or compaction that died holding it")
     .action(async (opts: LogFlags & { breakLock?: boolean }) => {
-      const opened = await openLogFor(opts);
-      try {
+      await withLog(opts, async (opened) => {
         const warn = (m: string) => process.stderr.write(`ck-replay: warning: ${m}\n`);
         const { marker, fresh } = await baseNow(opened.log, opened.workDir, { breakLock: opts.breakLock, onWarning: warn });
         process.stdout.write(`${fresh ? "stored" : "already stored:"} ${describeBase(marker)}\n`);
-      } finally {
-        await opened.close();
-      }
+      });
     });
 
   logOptions(program.command("bases"))
     .description("list the bases stored beside the log")
     .action(async (opts: LogFlags) => {
-      const opened = await openLogFor(opts);
-      try {
+      await withLog(opts, async (opened) => {
         const bases = await new BaseStore(opened.log).list();
         const rows = [["SEQUENCE", "AT", "RECORDS", "BYTES", "FORMAT", "TAKEN"], ...bases.map((b) => [String(b.seq), b.seqTime, String(b.records), String(b.bytes), String(b.format), b.taken])];
         const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
         for (const r of rows) process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ") + "\n");
-      } finally {
-        await opened.close();
-      }
+      });
     });
 
   logOptions(program.command("compact"))
@@ -236,8 +228,7 @@ async function main(): Promise<void> {
       const keepBases = parseCount(opts.keepBases, "--keep-bases", "bases");
       if (keepBases < 1) throw new Error(`--keep-bases: expected a number of bases (1 or more), got "${opts.keepBases}"`);
       const syncWait = parseCount(opts.syncWait, "--sync-wait", "seconds");
-      const opened = await openLogFor(opts);
-      try {
+      await withLog(opts, async (opened) => {
         if (opts.dryRun) {
           const p = await planCompaction(opened.log, keep, keepBases);
           if (!p) {
@@ -268,9 +259,7 @@ async function main(): Promise<void> {
             ? `cut after the base at sequence ${r.anchor.seq} (--keep-bases ${keepBases}): states from it on can still be shown; `
             : "";
         process.stdout.write(`${describeBase(r.base!)}\n${after}removed ${r.removed} message${r.removed === 1 ? "" : "s"}; ${kept}; ${r.prunedBases} older base${r.prunedBases === 1 ? "" : "s"} removed\n`);
-      } finally {
-        await opened.close();
-      }
+      });
     });
 
   await program.parseAsync();
