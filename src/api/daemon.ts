@@ -15,6 +15,7 @@ import { Metrics, METRICS_PATH } from "./metrics.js";
 import { parseGroup } from "../cli/image-user.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { optBinary } from "../runtime/proc.js";
+import { JetStreamWatchdog } from "./jetstream-watchdog.js";
 import { Projector } from "../projections/projector.js";
 import { loadBestBase } from "../projections/base.js";
 import { BaseStore } from "../eventstore/base-store.js";
@@ -102,6 +103,11 @@ export interface DaemonConfig {
    * turns it off.
    */
   optPath?: string;
+  /**
+   * How often JetStream on ckd's own nats-server is asked whether it answers (default 10 s; 0:
+   * never); three silent answers in a row while connected restart the server (JetStreamWatchdog).
+   */
+  natsWatchdogMs?: number;
 }
 
 /**
@@ -304,6 +310,7 @@ export class Daemon {
   private gc: GcScheduler | undefined;
   private tasks: Tasks | undefined;
   private compaction: CompactScheduler | undefined;
+  private watchdog: JetStreamWatchdog | undefined;
 
   private constructor(
     readonly config: DaemonConfig,
@@ -549,6 +556,18 @@ export class Daemon {
       this.compaction.start();
       this.logger.info({ everySeconds: this.config.compactIntervalMs / 1000, keep: this.config.compactKeep ?? 10_000, keepBases: this.config.compactKeepBases ?? 1 }, "log compaction scheduled");
     }
+    const nats = this.nats;
+    const watchMs = this.config.natsWatchdogMs ?? 10_000;
+    if (nats && watchMs > 0) {
+      this.watchdog = new JetStreamWatchdog({
+        probe: () => this.log.info(),
+        connected: () => this.log.connectionState === "connected",
+        restart: () => nats.restart(),
+        logger: this.logger,
+        everyMs: watchMs,
+      });
+      this.watchdog.start();
+    }
     const afterUpdate = () => gc.mutated();
     const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync), afterUpdate };
     const disabled = new Set([...SERVICE_PLUGINS].filter(([p]) => this.config.disabledPlugins?.includes(p)).map(([, svc]) => svc));
@@ -627,6 +646,7 @@ export class Daemon {
     clearInterval(this.sweeper);
     await this.gc?.stop().catch(() => undefined);
     await this.compaction?.stop().catch(() => undefined);
+    await this.watchdog?.stop().catch(() => undefined);
     const server = this.server;
     if (server) {
       await new Promise<void>((resolve) => {

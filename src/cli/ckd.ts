@@ -64,12 +64,13 @@ interface FileConfig {
   /** A scheduled compaction cuts after the k-th newest base (1 or more). */
   compact_keep_bases?: number;
   opt_path?: string;
+  nats_watchdog_seconds?: number;
 }
 
 async function loadConfigFile(path: string): Promise<FileConfig> {
   const text = await readFile(path, "utf8");
   const raw = parseToml(text) as Record<string, unknown>;
-  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "socket_group", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through", "compact_interval_seconds", "compact_keep", "compact_keep_bases", "opt_path"]);
+  const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "socket_group", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through", "compact_interval_seconds", "compact_keep", "compact_keep_bases", "opt_path", "nats_watchdog_seconds"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
   }
@@ -77,7 +78,7 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
   if (kb !== undefined && !(typeof kb === "number" && Number.isSafeInteger(kb) && kb >= 1)) {
     throw new Error(`config ${path}: compact_keep_bases must be a whole number >= 1, got ${JSON.stringify(kb)}`);
   }
-  for (const k of ["catch_up_thread_events", "compact_interval_seconds", "compact_keep"]) {
+  for (const k of ["catch_up_thread_events", "compact_interval_seconds", "compact_keep", "nats_watchdog_seconds"]) {
     const v = raw[k];
     if (v !== undefined && !(typeof v === "number" && Number.isSafeInteger(v) && v >= 0)) {
       throw new Error(`config ${path}: ${k} must be a whole number >= 0, got ${JSON.stringify(v)}`);
@@ -161,7 +162,7 @@ async function main(): Promise<void> {
     .option("--metrics-address <host:port>", "serve Prometheus metrics at http://HOST:PORT/v1/metrics (as containerd's [metrics] address)")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level, compact_interval_seconds, compact_keep, compact_keep_bases), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events, content_write_through and opt_path")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level, compact_interval_seconds, compact_keep, compact_keep_bases), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events, content_write_through, opt_path and nats_watchdog_seconds")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .option("--compact-interval <seconds>", "run ck-replay compact on this root every this many seconds (default 0: never; see README, Compaction)")
@@ -201,6 +202,7 @@ async function main(): Promise<void> {
     compactIntervalMs: wholeNumber("--compact-interval", flags.compactInterval, file.compact_interval_seconds, 1000),
     compactKeep: wholeNumber("--compact-keep", flags.compactKeep, file.compact_keep, 1),
     compactKeepBases: wholeNumber("--compact-keep-bases", flags.compactKeepBases, file.compact_keep_bases, 1),
+    natsWatchdogMs: wholeNumber("nats_watchdog_seconds", undefined, file.nats_watchdog_seconds, 1000),
     optPath: file.opt_path === undefined || file.opt_path === "" ? file.opt_path : pathFrom(undefined, file.opt_path),
   };
   if (config.compactKeepBases === 0) throw new Error(`--compact-keep-bases must be 1 or more`);

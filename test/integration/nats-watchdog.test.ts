@@ -1,0 +1,79 @@
+// ckd's own nats-server wedged by a full disk (nats-server 2.9 then neither acknowledges
+// appends nor answers JetStream's API, and stays so once space is freed): ckd sees JetStream
+// silent while connected and restarts it; writes go on, nothing acknowledged lost.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TestDaemon } from "../helpers/daemon.js";
+
+const root = process.getuid?.() === 0;
+const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "e".repeat(64), size: 1 };
+
+test("ckd restarts its own nats-server when JetStream stops answering (its store's disk filled, then freed)", { skip: root ? false : "mounting a small tmpfs needs root", timeout: 240_000 }, async (t) => {
+  const work = await mkdtemp(join(tmpdir(), "ck-wedge-"));
+  const mnt = join(work, "mnt");
+  await mkdir(mnt);
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt]);
+  } catch (err) {
+    await rm(work, { recursive: true, force: true });
+    t.skip(`cannot mount a tmpfs here: ${(err as Error).message}`);
+    return;
+  }
+  let d: TestDaemon | undefined;
+  try {
+    // Only the log's store is on the small disk (ckd's projection and output are not).
+    const ckRoot = join(work, "root");
+    await mkdir(join(mnt, "nats"));
+    await mkdir(ckRoot);
+    await symlink(join(mnt, "nats"), join(ckRoot, "nats"));
+    const config = join(work, "ckd.toml");
+    await writeFile(config, "nats_watchdog_seconds = 1\n");
+    d = await TestDaemon.start({ root: ckRoot, logFile: join(work, "ckd.log"), extraArgs: ["--config", config] });
+    const c = d.client("wedge");
+    await c.call("images", "Create", { image: { name: "wedge/before", target } });
+    const avail = Number(execFileSync("df", ["-k", "--output=avail", mnt], { encoding: "utf8" }).trim().split("\n").pop()) * 1024;
+    execFileSync("fallocate", ["-l", String(avail - 1_000_000), join(mnt, "filler")]);
+    const acked = ["wedge/before"];
+    let refused: unknown;
+    for (let k = 0; k < 5000 && !refused; k++) {
+      const name = `wedge/img-${k}`;
+      try {
+        await c.call("images", "Create", { image: { name, target, labels: { pad: "z".repeat(3000) } } }, { deadlineMs: 15_000 });
+        acked.push(name);
+      } catch (err) {
+        refused = err;
+      }
+    }
+    assert.ok(refused, "writes went on with the disk full");
+    await rm(join(mnt, "filler"));
+    // Writes are taken again without anyone restarting anything by hand.
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      try {
+        await c.call("images", "Create", { image: { name: "wedge/after", target } }, { deadlineMs: 10_000 });
+        break;
+      } catch (err) {
+        assert.ok(Date.now() < deadline, `still refused: ${(err as Error).message}\n${d.logText().slice(-3000)}`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    assert.ok(d.logLines().some((l) => /does not answer while it runs: restarting it/.test(l.msg)), d.logText().slice(-3000));
+    const names = new Set((await c.call("images", "List", {})).images.map((i: any) => i.name));
+    for (const n of [...acked, "wedge/after"]) assert.ok(names.has(n), `${n} lost`);
+    c.close();
+    assert.equal(await d.stop(), 0);
+  } finally {
+    await d?.stop().catch(() => undefined);
+    await d?.cleanup().catch(() => undefined);
+    try {
+      execFileSync("umount", [mnt]);
+    } catch {
+      execFileSync("umount", ["-l", mnt]);
+    }
+    await rm(work, { recursive: true, force: true });
+  }
+});
