@@ -16,6 +16,7 @@ import { parseGroup } from "../cli/image-user.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
 import { optBinary } from "../runtime/proc.js";
 import { JetStreamWatchdog } from "./jetstream-watchdog.js";
+import { JetStreamApiError } from "@nats-io/jetstream";
 import { Projector } from "../projections/projector.js";
 import { loadBestBase } from "../projections/base.js";
 import { BaseStore } from "../eventstore/base-store.js";
@@ -556,18 +557,6 @@ export class Daemon {
       this.compaction.start();
       this.logger.info({ everySeconds: this.config.compactIntervalMs / 1000, keep: this.config.compactKeep ?? 10_000, keepBases: this.config.compactKeepBases ?? 1 }, "log compaction scheduled");
     }
-    const nats = this.nats;
-    const watchMs = this.config.natsWatchdogMs ?? 10_000;
-    if (nats && watchMs > 0) {
-      this.watchdog = new JetStreamWatchdog({
-        probe: () => this.log.info(),
-        connected: () => this.log.connectionState === "connected",
-        restart: () => nats.restart(),
-        logger: this.logger,
-        everyMs: watchMs,
-      });
-      this.watchdog.start();
-    }
     const afterUpdate = () => gc.mutated();
     const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync), afterUpdate };
     const disabled = new Set([...SERVICE_PLUGINS].filter(([p]) => this.config.disabledPlugins?.includes(p)).map(([, svc]) => svc));
@@ -617,6 +606,23 @@ export class Daemon {
     widenFlowControl(server);
     this.server = server;
     this.logger.info({ address: sock }, "serving containerd v1 API");
+    // Watched once serving (a watch started before would outlive a start that failed).
+    const nats = this.nats;
+    const watchMs = this.config.natsWatchdogMs ?? 10_000;
+    if (nats && watchMs > 0) {
+      this.watchdog = new JetStreamWatchdog({
+        probe: () => this.log.info().then(
+          () => "answered" as const,
+          // An error JetStream sent (a removed stream, say) is an answer: the server is not wedged.
+          (err: unknown) => (err instanceof JetStreamApiError ? ("answered" as const) : ("silent" as const)),
+        ),
+        connected: () => this.log.connectionState === "connected",
+        restart: () => nats.restart(),
+        logger: this.logger,
+        everyMs: watchMs,
+      });
+      this.watchdog.start();
+    }
     if (this.metrics) {
       this.metrics.attach({
         stream: this.log.stream,

@@ -12,20 +12,23 @@ export interface WatchState {
 
 /**
  * What one probe's outcome means (pure): the next state, and whether to restart now. A probe
- * made while the connection is down does not count (the server is down or restarting: its
- * own supervision deals with that).
+ * made while the connection is down does not count and starts the count afresh (the server
+ * is down or restarting: its own supervision deals with that).
  */
 export function watchVerdict(state: WatchState, outcome: "answered" | "silent" | "disconnected", failuresToRestart: number): { state: WatchState; restart: boolean } {
-  if (outcome === "answered") return { state: { failures: 0 }, restart: false };
-  if (outcome === "disconnected") return { state, restart: false };
+  // An answer, or a lost connection (the server restarting: a new process starts afresh).
+  if (outcome !== "silent") return { state: { failures: 0 }, restart: false };
   const failures = state.failures + 1;
   if (failures >= failuresToRestart) return { state: { failures: 0 }, restart: true };
   return { state: { failures }, restart: false };
 }
 
 export interface WatchdogOptions {
-  /** Asks JetStream something (the stream's info); rejects when it does not answer in time. */
-  probe: () => Promise<unknown>;
+  /**
+   * Asks JetStream something (the stream's info): "answered" for any answer, an error included
+   * (a removed stream is not a silent server); "silent" when none came in time.
+   */
+  probe: () => Promise<"answered" | "silent">;
   connected: () => boolean;
   restart: () => Promise<void>;
   logger: Logger;
@@ -52,13 +55,10 @@ export class JetStreamWatchdog {
   }
 
   private async tick(): Promise<void> {
-    let outcome: "answered" | "silent" | "disconnected";
-    try {
-      await this.opts.probe();
-      outcome = "answered";
-    } catch (err) {
+    let outcome: "answered" | "silent" | "disconnected" = await this.opts.probe().catch(() => "silent" as const);
+    if (outcome === "silent") {
       outcome = this.opts.connected() ? "silent" : "disconnected";
-      if (outcome === "silent") this.opts.logger.warn({ err: (err as Error).message, inARow: this.state.failures + 1 }, "JetStream on ckd's own nats-server did not answer");
+      if (outcome === "silent") this.opts.logger.warn({ inARow: this.state.failures + 1 }, "JetStream on ckd's own nats-server did not answer");
     }
     const v = watchVerdict(this.state, outcome, this.opts.failuresToRestart ?? 3);
     this.state = v.state;
@@ -69,7 +69,7 @@ export class JetStreamWatchdog {
       this.restarts++;
       this.opts.logger.info("ckd's own nats-server restarted");
     } catch (err) {
-      this.opts.logger.error({ err: (err as Error).message }, "restarting ckd's own nats-server failed; tried again after more silent probes");
+      this.opts.logger.error({ err: (err as Error).message }, "restarting ckd's own nats-server failed; its supervision keeps trying");
     }
   }
 

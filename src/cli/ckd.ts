@@ -206,6 +206,8 @@ async function main(): Promise<void> {
     optPath: file.opt_path === undefined || file.opt_path === "" ? file.opt_path : pathFrom(undefined, file.opt_path),
   };
   if (config.compactKeepBases === 0) throw new Error(`--compact-keep-bases must be 1 or more`);
+  // A Node timer's longest wait: past it, setInterval fires every millisecond.
+  if ((config.natsWatchdogMs ?? 0) > 2 ** 31 - 1) throw new Error(`nats_watchdog_seconds must be at most ${Math.floor((2 ** 31 - 1) / 1000)}`);
   const logger = pino({ level: flags.logLevel ?? file.log_level ?? "info" }, pino.destination(2));
   // Secrets other users can read: said at start (ckd still starts; the administrator decides).
   for (const { file: path, holds } of await exposedSecrets(config, flags.config, file.nats)) {

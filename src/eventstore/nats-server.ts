@@ -288,13 +288,22 @@ export class NatsServerProcess {
     await exited;
   }
 
-  /** Stops the server if it runs and starts it again on the same port and store. */
+  /**
+   * Stops the server if it runs and starts it again on the same port and store. A supervised
+   * server whose new start fails is left to supervision, which tries again with its backoff
+   * (the error is still thrown to the caller).
+   */
   async restart(): Promise<void> {
     this.stopped = false;
     this.cancelRestart();
     await this.serialized(async () => {
       await this.terminate();
-      await this.launch(FIXED_PORT_WAIT_MS).catch(rethrowPublic);
+      try {
+        await this.launch(FIXED_PORT_WAIT_MS);
+      } catch (err) {
+        this.scheduleRestart();
+        rethrowPublic(err);
+      }
       this.backoffMs = BACKOFF_FIRST_MS;
       this.attempts = 0;
     });
