@@ -73,9 +73,12 @@ export class JetStreamWatchdog {
     }
   }
 
-  async stop(): Promise<void> {
+  /** Stops probing; waits for a probe or restart under way, at most `waitMs` (ckd's stop goes on). */
+  async stop(waitMs = 15_000): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
-    await this.running;
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([this.running, new Promise<void>((r) => (t = setTimeout(r, waitMs)))]);
+    clearTimeout(t);
   }
 }
