@@ -111,14 +111,6 @@ export interface DaemonConfig {
   natsWatchdogMs?: number;
 }
 
-/**
- * containerd's opt plugin, narrowed: makes <path>/bin and <path>/lib (0711) and returns bin/,
- * where the task runtime looks up runc (and a runtime's binary) by name first. containerd puts
- * them first in its own PATH and LD_LIBRARY_PATH; ckd runs other programs by name (mount, cp,
- * chattr, nats-server, its keepers' shells), which an installed image must not replace, so it
- * leaves its environment alone. Returns why the directory is unsafe to run from, if it is
- * (writable by others than ckd's user).
- */
 /** containerd's name for the opt plugin: disabled_plugins may name it (as opt_path = ""). */
 export const OPT_PLUGIN = "io.containerd.internal.v1.opt";
 
@@ -128,6 +120,14 @@ export function optPathOf(config: Pick<DaemonConfig, "optPath" | "root" | "disab
   return config.optPath ?? join(config.root, "opt");
 }
 
+/**
+ * containerd's opt plugin, narrowed: makes <path>/bin and <path>/lib (0711) and returns bin/,
+ * where the task runtime looks up runc (and a runtime's binary) by name first. containerd puts
+ * them first in its own PATH and LD_LIBRARY_PATH; ckd runs other programs by name (mount, cp,
+ * chattr, nats-server, its keepers' shells), which an installed image must not replace, so it
+ * leaves its environment alone. Returns why the directory is unsafe to run from, if it is
+ * (writable by others than ckd's user).
+ */
 export async function setUpOpt(path: string): Promise<{ bin: string; unsafe?: string }> {
   const bin = join(path, "bin");
   for (const dir of [bin, join(path, "lib")]) {
@@ -581,7 +581,9 @@ export class Daemon {
     add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots, sequencer: this.sequencer, afterUpdate }));
     add("ck.services.fetch.v1.Fetch", fetchService({ sequencer: this.sequencer, queries, store: this.content, blobs, userAgent: `ckd/${CK_VERSION}` }));
     const runcProblem = this.plugins.find((p) => p.type === "io.containerd.runtime.v2")?.initError;
-    const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime: new RuncRuntime(this.config.root, "runc", optPathOf(this.config) ? join(optPathOf(this.config), "bin") : undefined), logger: this.logger, runcProblem, protos: this.protos });
+    const optPath = optPathOf(this.config);
+    const runtime = new RuncRuntime(this.config.root, "runc", optPath ? join(optPath, "bin") : undefined);
+    const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime, logger: this.logger, runcProblem, protos: this.protos });
     this.tasks = tasks;
     add("containerd.services.tasks.v1.Tasks", tasks.service());
     add("containerd.services.version.v1.Version", versionService(CK_VERSION));
