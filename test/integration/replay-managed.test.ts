@@ -139,6 +139,10 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
     assert.deepEqual(r.stdout.trim().split("\n").map((l) => l.split(" ")[0]), ["3"]);
     r = await runNode(CK_REPLAY, ["events", "--root", d.root, "--from", midTime.toISOString()]);
     assert.deepEqual(r.stdout.trim().split("\n").map((l) => l.split(" ")[0]), ["3", "4"]);
+    r = await runNode(CK_REPLAY, ["events", "--root", d.root, "--to", "soon"]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--to "soon" is neither a sequence number nor a time/);
+    assert.equal(r.stdout, "");
     // Nothing to show: no wait for events that are not there.
     for (const args of [["--namespace", "other"], ["--from", "5"], ["--from", new Date(Date.now() + 60_000).toISOString()]]) {
       r = await runNode(CK_REPLAY, ["events", "--root", d.root, ...args]);
@@ -259,6 +263,20 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
     assert.equal(c.code, 1);
     assert.match(c.stderr, /content_write_through must be true or false/);
     assert.ok(!existsSync(join(root, "r")), "the root was created despite the bad config");
+    // The opt directory and the watch on ckd's own nats-server, by name.
+    for (const [line, said] of [
+      ["opt_path = 5", /opt_path must be a string/],
+      ["nats_watchdog_seconds = -1", /nats_watchdog_seconds must be a whole number >= 0/],
+      ["nats_watchdog_seconds = 1.5", /nats_watchdog_seconds must be a whole number >= 0/],
+      ["nats_watchdog_seconds = 99999999", /nats_watchdog_seconds must be at most 2147483/],
+      ['disabled_plugins = ["io.containerd.internal.v1.optx"]', /disabled_plugins: "io.containerd.internal.v1.optx" is not a plugin ckd can run without \(these can be disabled: .*io.containerd.internal.v1.opt\)/],
+    ] as const) {
+      await writeFile(config, `${line}\n`);
+      const o = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), "--config", config]);
+      assert.equal(o.code, 1, line);
+      assert.match(o.stderr, said, line);
+      assert.ok(!existsSync(join(root, "r")), `the root was created despite ${line}`);
+    }
   } finally {
     await rm(root, { recursive: true, force: true });
   }

@@ -40,3 +40,12 @@ test("optBinary: a name found executable in the opt bin/ is run from there; othe
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("optPathOf: <root>/opt by default, the configured path, off with \"\" or when disabled_plugins names the opt plugin", async () => {
+  const { optPathOf, OPT_PLUGIN } = await import("../../src/api/daemon.js");
+  assert.equal(optPathOf({ root: "/var/lib/ck" }), "/var/lib/ck/opt");
+  assert.equal(optPathOf({ root: "/var/lib/ck", optPath: "/opt/ck" }), "/opt/ck");
+  assert.equal(optPathOf({ root: "/var/lib/ck", optPath: "" }), "");
+  assert.equal(optPathOf({ root: "/var/lib/ck", optPath: "/opt/ck", disabledPlugins: [OPT_PLUGIN] }), "");
+  assert.equal(OPT_PLUGIN, "io.containerd.internal.v1.opt");
+});
