@@ -6,10 +6,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { smallDisk } from "../helpers/small-disk.js";
 import { TestDaemon, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
 import { startTestNats } from "../helpers/nats.js";
 import { CkError } from "../../src/errdefs/errdefs.js";
@@ -18,16 +17,9 @@ const root = process.getuid?.() === 0;
 const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "d".repeat(64), size: 1 };
 
 test("a full disk: a failed ingest commits nothing; a projection that cannot be written stops ckd; once there is room every acknowledged write is there", { skip: root ? false : "mounting a small tmpfs needs root", timeout: 180_000 }, async (t) => {
-  const work = await mkdtemp(join(tmpdir(), "ck-full-"));
-  const mnt = join(work, "mnt");
-  await mkdir(mnt);
-  try {
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=48m", "tmpfs", mnt]);
-  } catch (err) {
-    await rm(work, { recursive: true, force: true });
-    t.skip(`cannot mount a tmpfs here: ${(err as Error).message}`);
-    return;
-  }
+  const disk = await smallDisk("ck-full-", 48);
+  if (typeof disk === "string") return t.skip(disk);
+  const { work, mnt } = disk;
   let nats: Awaited<ReturnType<typeof startTestNats>> | undefined;
   let d: TestDaemon | undefined;
   try {
@@ -40,8 +32,7 @@ test("a full disk: a failed ingest commits nothing; a projection that cannot be 
     const c = d.client("full");
     await c.call("images", "Create", { image: { name: "full/before", target } });
     // All but ~1.5 MB taken.
-    const avail = Number(execFileSync("df", ["-k", "--output=avail", mnt], { encoding: "utf8" }).trim().split("\n").pop()) * 1024;
-    execFileSync("fallocate", ["-l", String(avail - 1_500_000), join(mnt, "filler")]);
+    disk.fill(1_500_000);
 
     // Ingests of 512 KiB until one cannot be written.
     const blobs = Array.from({ length: 6 }, (_, k) => `${k}`.repeat(512 * 1024));
@@ -85,7 +76,7 @@ test("a full disk: a failed ingest commits nothing; a projection that cannot be 
 
     // Room again: a fresh start has every acknowledged write (and the one whose answer was
     // lost: it was in the log), takes new ones, and the ingest that failed completes under its ref.
-    await rm(join(mnt, "filler"));
+    await disk.free();
     await d.launch();
     const c2 = d.client("full");
     const names = new Set((await c2.call("images", "List", {})).images.map((i: any) => i.name));
@@ -101,11 +92,6 @@ test("a full disk: a failed ingest commits nothing; a projection that cannot be 
   } finally {
     await d?.stop().catch(() => undefined);
     await nats?.cleanup().catch(() => undefined);
-    try {
-      execFileSync("umount", [mnt]);
-    } catch {
-      execFileSync("umount", ["-l", mnt]);
-    }
-    await rm(work, { recursive: true, force: true });
+    await disk.cleanup();
   }
 });

@@ -3,27 +3,18 @@
 // silent while connected and restarts it; writes go on, nothing acknowledged lost.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
-import { readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { TestDaemon } from "../helpers/daemon.js";
+import { smallDisk } from "../helpers/small-disk.js";
 
 const root = process.getuid?.() === 0;
 const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "e".repeat(64), size: 1 };
 
 test("ckd restarts its own nats-server when JetStream stops answering (its store's disk filled, then freed)", { skip: root ? false : "mounting a small tmpfs needs root", timeout: 240_000 }, async (t) => {
-  const work = await mkdtemp(join(tmpdir(), "ck-wedge-"));
-  const mnt = join(work, "mnt");
-  await mkdir(mnt);
-  try {
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt]);
-  } catch (err) {
-    await rm(work, { recursive: true, force: true });
-    t.skip(`cannot mount a tmpfs here: ${(err as Error).message}`);
-    return;
-  }
+  const disk = await smallDisk("ck-wedge-", 40);
+  if (typeof disk === "string") return t.skip(disk);
+  const { work, mnt } = disk;
   let d: TestDaemon | undefined;
   try {
     // Only the log's store is on the small disk (ckd's projection and output are not).
@@ -36,8 +27,7 @@ test("ckd restarts its own nats-server when JetStream stops answering (its store
     d = await TestDaemon.start({ root: ckRoot, logFile: join(work, "ckd.log"), extraArgs: ["--config", config] });
     const c = d.client("wedge");
     await c.call("images", "Create", { image: { name: "wedge/before", target } });
-    const avail = Number(execFileSync("df", ["-k", "--output=avail", mnt], { encoding: "utf8" }).trim().split("\n").pop()) * 1024;
-    execFileSync("fallocate", ["-l", String(avail - 1_000_000), join(mnt, "filler")]);
+    disk.fill(1_000_000);
     const acked = ["wedge/before"];
     let refused: unknown;
     for (let k = 0; k < 5000 && !refused; k++) {
@@ -58,7 +48,7 @@ test("ckd restarts its own nats-server when JetStream stops answering (its store
       await new Promise((r) => setTimeout(r, 250));
     }
     await new Promise((r) => setTimeout(r, 3000));
-    await rm(join(mnt, "filler"));
+    await disk.free();
     // Writes are taken again without anyone restarting anything by hand.
     const deadline = Date.now() + 120_000;
     for (;;) {
@@ -77,18 +67,7 @@ test("ckd restarts its own nats-server when JetStream stops answering (its store
   } finally {
     await d?.stop().catch(() => undefined);
     await d?.cleanup().catch(() => undefined);
-    // A nats-server left running (ckd killed mid-restart) would keep the mount busy.
-    try {
-      const pid = Number(readFileSync(join(mnt, "nats", "nats-server.pid"), "utf8").trim());
-      if (pid > 0 && /nats-server/.test(readFileSync(`/proc/${pid}/cmdline`, "utf8"))) process.kill(pid, "SIGKILL");
-    } catch {
-      // no pid file, or no such process: nothing left running
-    }
-    try {
-      execFileSync("umount", [mnt]);
-    } catch {
-      execFileSync("umount", ["-l", mnt]);
-    }
-    await rm(work, { recursive: true, force: true });
+    // A nats-server left running (ckd killed mid-restart) would keep the disk busy.
+    await disk.cleanup(join("nats", "nats-server.pid"));
   }
 });
