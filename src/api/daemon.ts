@@ -111,6 +111,28 @@ export interface DaemonConfig {
   natsWatchdogMs?: number;
 }
 
+/**
+ * mkdir -p, one level at a time: Node's recursive mkdir never returns for a path under /proc
+ * (seen with Node 20: it retries the parent's ENOENT forever).
+ */
+async function makeDirs(dir: string, mode: number): Promise<void> {
+  const missing: string[] = [];
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      await stat(d);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT" || dirname(d) === d) throw err;
+      missing.unshift(d);
+    }
+  }
+  for (const d of missing) {
+    await mkdir(d, { mode }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "EEXIST") throw err;
+    });
+  }
+}
+
 /** containerd's name for the opt plugin: disabled_plugins may name it (as opt_path = ""). */
 export const OPT_PLUGIN = "io.containerd.internal.v1.opt";
 
@@ -132,7 +154,7 @@ export async function setUpOpt(path: string): Promise<{ bin: string; unsafe?: st
   const bin = join(path, "bin");
   for (const dir of [bin, join(path, "lib")]) {
     try {
-      await mkdir(dir, { recursive: true, mode: 0o711 });
+      await makeDirs(dir, 0o711);
     } catch (err) {
       throw new Error(`opt_path ${path}: cannot make ${dir}: ${(err as Error).message}`);
     }

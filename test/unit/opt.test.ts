@@ -26,6 +26,11 @@ test("setUpOpt: bin/ and lib/ made, writable by ckd's user only; ckd's PATH and 
   }
 });
 
+test("setUpOpt: a directory that cannot be made is refused naming opt_path (under /proc too, where Node's recursive mkdir never returns)", async () => {
+  await assert.rejects(setUpOpt("/proc/ck-opt-test"), /opt_path \/proc\/ck-opt-test: cannot make \/proc\/ck-opt-test\/bin: ENOENT/);
+  await assert.rejects(setUpOpt("/etc/passwd/opt"), /opt_path \/etc\/passwd\/opt: cannot make \/etc\/passwd\/opt\/bin: ENOTDIR/);
+});
+
 test("optBinary: a name found executable in the opt bin/ is run from there; otherwise the name, or the path as given", async () => {
   const dir = await mkdtemp(join(tmpdir(), "ck-opt-"));
   try {
