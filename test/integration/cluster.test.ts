@@ -22,6 +22,11 @@ import type { ApiClient } from "../../src/cli/client.js";
 const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "c".repeat(64), size: 10 };
 const NS = "cl";
 
+/** Creates images `<prefix>:<i>` for i in [from, to), each labelled with its number. */
+async function createImages(c: ApiClient, prefix: string, from: number, to: number): Promise<void> {
+  for (let i = from; i < to; i++) await c.call("images", "Create", { image: { name: `${prefix}:${i}`, target, labels: { i: String(i) } } });
+}
+
 async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
   const deadline = Date.now() + ms;
   let last: unknown;
@@ -246,8 +251,7 @@ test("compaction on a three-node cluster (R3): the bases stream is replicated li
   try {
     a = await TestDaemon.start({ natsUrl: cluster.url, extraArgs: ["--replicas", "3"] });
     const ca = a.client(NS);
-    const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "c".repeat(64), size: 1 };
-    for (let i = 0; i < 30; i++) await ca.call("images", "Create", { image: { name: `cl/base:${i}`, target, labels: { i: String(i) } } });
+    await createImages(ca, "cl/base", 0, 30);
     for (let i = 0; i < 30; i += 3) await ca.call("images", "Delete", { name: `cl/base:${i}` });
     const last = (await cluster.streamInfo(DEFAULT_STREAM)).state.last_seq;
     const r = await runNode(CK_REPLAY, ["compact", "--nats", cluster.url, "--keep", "0"]);
@@ -281,12 +285,12 @@ test("compaction while the log's leader is killed: it completes, or fails having
   try {
     a = await TestDaemon.start({ natsUrl: cluster.url, extraArgs: ["--replicas", "3"] });
     const ca = a.client(NS);
-    for (let i = 0; i < 60; i++) await ca.call("images", "Create", { image: { name: `cl/lc:${i}`, target, labels: { i: String(i) } } });
+    await createImages(ca, "cl/lc", 0, 60);
     // A base first (the bases stream made and replicated), then more events: the compaction
     // below must fold and store a base of its own, not reuse this one.
     const first = await runNode(CK_REPLAY, ["base", "--nats", cluster.url]);
     assert.equal(first.code, 0, first.stdout + first.stderr);
-    for (let i = 60; i < 90; i++) await ca.call("images", "Create", { image: { name: `cl/lc:${i}`, target, labels: { i: String(i) } } });
+    await createImages(ca, "cl/lc", 60, 90);
     const want = (await ca.call("images", "List", {})).images.map((i: any) => [i.name, i.labels]);
     ca.close();
     assert.equal(await a.stop(), 0);

@@ -22,6 +22,17 @@ export interface DiffLine extends StateEntry {
 
 const SEP = "\u0000";
 
+/** The user's kinds by key prefix (keys in src/projections/views.ts): `<prefix>\0<namespace>\0<name parts>`. */
+const KINDS: ReadonlyMap<string, string> = new Map([
+  ["img", "image"],
+  ["ctr", "container"],
+  ["blob", "content"],
+  ["lease", "lease"],
+  ["leaseres", "lease resource"],
+  ["snap", "snapshot"],
+  ["task", "task"],
+]);
+
 /**
  * The user's name for a projection key (keys in src/projections/views.ts); undefined for
  * bookkeeping and internal indexes. Pure.
@@ -30,27 +41,10 @@ export function entryOf(key: string): StateEntry | undefined {
   if (key.startsWith(META_PREFIX)) return undefined;
   const parts = key.split(SEP);
   const [prefix, ns] = parts;
-  const rest = parts.slice(2).join("/");
-  switch (prefix) {
-    case "ns":
-      return parts.length === 2 ? { kind: "namespace", namespace: ns!, name: ns! } : undefined;
-    case "img":
-      return { kind: "image", namespace: ns!, name: rest };
-    case "ctr":
-      return { kind: "container", namespace: ns!, name: rest };
-    case "blob":
-      return { kind: "content", namespace: ns!, name: rest };
-    case "lease":
-      return { kind: "lease", namespace: ns!, name: rest };
-    case "leaseres":
-      return { kind: "lease resource", namespace: ns!, name: rest };
-    case "snap":
-      return { kind: "snapshot", namespace: ns!, name: rest };
-    case "task":
-      return { kind: "task", namespace: ns!, name: rest };
-    default:
-      return undefined; // snapid, snapchain: the snapshotters' own indexes
-  }
+  if (prefix === "ns") return parts.length === 2 ? { kind: "namespace", namespace: ns!, name: ns! } : undefined;
+  // snapid, snapchain (the snapshotters' own indexes) are not named.
+  const kind = prefix === undefined ? undefined : KINDS.get(prefix);
+  return kind ? { kind, namespace: ns!, name: parts.slice(2).join("/") } : undefined;
 }
 
 /** The top-level fields of two record values that differ (by their JSON). Pure. */
