@@ -290,9 +290,16 @@ export class EventLog {
         retention: "limits" as never,
         allow_direct: true,
       });
-    } catch (err) {
+    } catch (addErr) {
       // Another ckd created it between our info and add: that one is as good as ours.
-      return await this.jsm.streams.info(this.stream);
+      try {
+        return await this.jsm.streams.info(this.stream);
+      } catch (err) {
+        // Still no such stream: the add's own error is the one that says why (most often
+        // another stream on this server already takes containerd.io.>).
+        if (isStreamNotFound(err)) throw streamAddError(this.stream, addErr as Error);
+        throw err;
+      }
     }
   }
 
@@ -585,6 +592,20 @@ async function askAgain<T>(
 function isNoResponders(err: unknown): boolean {
   if (err instanceof JetStreamApiError) return err.status === 503;
   return err instanceof Error && (err.name === "NoRespondersError" || (err.cause as Error | undefined)?.name === "NoRespondersError");
+}
+
+/** JetStream's code for a new stream whose subjects another stream already takes. */
+const SUBJECTS_OVERLAP = 10065;
+
+/** Why a stream could not be created, in words an operator can act on. */
+export function streamAddError(stream: string, err: Error): Error {
+  if (err instanceof JetStreamApiError && err.code === SUBJECTS_OVERLAP) {
+    return new Error(
+      `cannot create stream ${stream}: another stream on this NATS server already takes ${STREAM_SUBJECTS} (${err.message}); use that stream's name with --stream, or a NATS server (or account) of its own`,
+      { cause: err },
+    );
+  }
+  return new Error(`cannot create stream ${stream}: ${err.message}`, { cause: err });
 }
 
 export function isStreamNotFound(err: unknown): boolean {

@@ -110,3 +110,27 @@ test("appends: acknowledged with their sequence; a repeated message id is a dupl
     await nats.cleanup();
   }
 });
+
+test("a second stream for containerd.io.> on one server: opening it says another stream takes those subjects, and creates nothing", async () => {
+  const nats = await startTestNats();
+  const first = await EventLog.open({ url: nats.url, stream: "CK_FIRST" });
+  try {
+    await assert.rejects(EventLog.open({ url: nats.url, stream: "CK_SECOND" }), (err: Error) => {
+      assert.match(err.message, /cannot create stream CK_SECOND: another stream on this NATS server already takes containerd\.io\.>/);
+      assert.match(err.message, /--stream/);
+      return true;
+    });
+    const nc = await connect({ servers: nats.url });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const names: string[] = [];
+      for await (const s of jsm.streams.list()) names.push(s.config.name);
+      assert.deepEqual(names, ["CK_FIRST"]);
+    } finally {
+      await nc.close();
+    }
+  } finally {
+    await first.close();
+    await nats.cleanup();
+  }
+});
