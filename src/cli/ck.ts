@@ -4,9 +4,9 @@
 // (CK_ADDRESS), -q for names only.
 import { Command } from "commander";
 import { ApiClient } from "./client.js";
-import { defaultAddress } from "./defaults.js";
+import { defaultAddress, defaultSnapshotter } from "./defaults.js";
 import { CkError, classPhrase, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
-import { goJson, goTime, inFieldOrder, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
+import { collect, goJson, goTime, inFieldOrder, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
@@ -164,7 +164,7 @@ images
   .command("check")
   .argument("[filters...]")
   .option("-q, --quiet", "print only refs")
-  .option("--snapshotter <name>", "snapshotter to look for the unpacked image in", "overlayfs")
+  .option("--snapshotter <name>", "snapshotter to look for the unpacked image in ($CONTAINERD_SNAPSHOTTER, else overlayfs)", defaultSnapshotter())
   .description("check that an image's content is all present: REF TYPE DIGEST STATUS SIZE UNPACKED")
   .action(
     action(async (api, filters: string[], opts: { quiet?: boolean; snapshotter: string }) => {
@@ -197,7 +197,7 @@ images
   .requiredOption("--digest <digest>", "target digest (sha256:...)")
   .requiredOption("--size <bytes>", "target size in bytes")
   .requiredOption("--media-type <type>", "target media type")
-  .option("--label <k=v...>", "labels", [])
+  .option("--label <k=v>", "label (repeatable)", collect, [])
   .action(
     action(async (api, name: string, opts: { digest: string; size: string; mediaType: string; label: string[] }) => {
       const size = Number(opts.size);
@@ -269,7 +269,7 @@ containers
   .option("--runtime <name>", "runtime", "io.containerd.runc.v2")
   .option("--snapshotter <name>", "snapshotter", "")
   .option("--snapshot-key <key>", "snapshot key", "")
-  .option("--label <k=v...>", "labels", [])
+  .option("--label <k=v>", "label (repeatable)", collect, [])
   .action(
     action(async (api, image: string, id: string, args: string[], opts: { runtime: string; snapshotter: string; snapshotKey: string; label: string[] }) => {
       const spec = defaultSpec(api.opts.namespace ?? "default", id, args.length ? args : ["sh"]);

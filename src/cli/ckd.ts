@@ -84,7 +84,12 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
       throw new Error(`config ${path}: ${k} must be a whole number >= 0, got ${JSON.stringify(v)}`);
     }
   }
-  for (const k of ["nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "opt_path"]) {
+  const stale = raw.stale_ingest_hours;
+  if (stale !== undefined && !(typeof stale === "number" && Number.isFinite(stale) && stale > 0)) {
+    throw new Error(`config ${path}: stale_ingest_hours must be a number of hours > 0, got ${JSON.stringify(stale)}`);
+  }
+  if (raw.replicas !== undefined) replicasOf(`config ${path}: replicas`, raw.replicas);
+  for (const k of ["root", "address", "stream", "log_level", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "opt_path"]) {
     if (raw[k] !== undefined && typeof raw[k] !== "string") throw new Error(`config ${path}: ${k} must be a string, got ${JSON.stringify(raw[k])}`);
   }
   const g = raw.socket_group;
@@ -115,6 +120,13 @@ function secondsToMs(v: string | number | undefined): number | undefined {
 }
 
 /** A flag's whole number >= 0 (else the config file's), times `scale`; a bad flag is refused by name. */
+/** A stream's replica count: JetStream takes 1 to 5. */
+function replicasOf(what: string, v: unknown): number {
+  const n = typeof v === "string" && /^\d+$/.test(v) ? Number(v) : v;
+  if (!(typeof n === "number" && Number.isInteger(n) && n >= 1 && n <= 5)) throw new Error(`${what} must be a whole number from 1 to 5, got ${JSON.stringify(v)}`);
+  return n;
+}
+
 function wholeNumber(flag: string, fromFlag: string | undefined, fromFile: number | undefined, scale: number): number | undefined {
   if (fromFlag === undefined) return fromFile === undefined ? undefined : fromFile * scale;
   if (!/^\d+$/.test(fromFlag) || !Number.isSafeInteger(Number(fromFlag))) throw new Error(`${flag} "${fromFlag}" must be a whole number >= 0`);
@@ -180,7 +192,8 @@ async function main(): Promise<void> {
   const root = pathFrom(flags.root, file.root) ?? defaultRoot();
   const config: DaemonConfig = {
     root,
-    address: flags.address ?? file.address ?? defaultAddress(root),
+    // As --nats: the flag, then the environment ($CK_ADDRESS, which ck reads too), then the file.
+    address: flags.address ?? (process.env.CK_ADDRESS || undefined) ?? pathFrom(undefined, file.address) ?? defaultAddress(root),
     // CK_NATS, or the config file (mode 0600), keep a password off the command line.
     natsUrl: flags.nats ?? (process.env.CK_NATS || undefined) ?? file.nats,
     natsFiles: natsFilesOf({
@@ -193,7 +206,7 @@ async function main(): Promise<void> {
     metricsAddress: flags.metricsAddress ?? file.metrics_address,
     socketGroup: flags.socketGroup ?? (file.socket_group !== undefined ? String(file.socket_group) : undefined),
     stream: flags.stream ?? file.stream,
-    replicas: flags.replicas ? Number(flags.replicas) : file.replicas,
+    replicas: flags.replicas !== undefined ? replicasOf("--replicas", flags.replicas) : file.replicas,
     staleIngestMs: file.stale_ingest_hours !== undefined ? file.stale_ingest_hours * 3600_000 : undefined,
     gcExpiryIntervalMs: secondsToMs(flags.gcExpiryInterval ?? file.gc_expiry_interval_seconds),
     disabledPlugins: file.disabled_plugins,
@@ -215,15 +228,21 @@ async function main(): Promise<void> {
   }
   // Read (and taken out of the environment, before anything is started) at once.
   const notifier = SystemdNotifier.fromEnv(logger);
-  notifier?.starting("starting: opening the log and catching up with it");
-  const daemon = await Daemon.start(config, logger);
-  notifier?.ready(`serving the containerd v1 API on ${config.address}`);
+  // Handled from the start: a catch-up can outlast a service manager's patience, and a signal
+  // that killed ckd outright while starting would leave its nats-server running. Stopped
+  // while starting, ckd exits at once (its exit hooks stop the server it started; what the
+  // projection holds is as after a kill -9: consistent, caught up on the next start).
+  let daemon: Daemon | undefined;
   let signals = 0;
   const shutdown = (sig: string) => {
     signals++;
     if (signals > 1) process.exit(1);
-    logger.info({ signal: sig }, "shutting down");
     notifier?.stopping(`stopping (${sig})`);
+    if (!daemon) {
+      logger.info({ signal: sig }, "stopped while starting");
+      process.exit(0);
+    }
+    logger.info({ signal: sig }, "shutting down");
     daemon.stop().then(
       () => process.exit(0),
       (err) => {
@@ -234,6 +253,9 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
+  notifier?.starting("starting: opening the log and catching up with it");
+  daemon = await Daemon.start(config, logger);
+  notifier?.ready(`serving the containerd v1 API on ${config.address}`);
 }
 
 main().catch((err) => {

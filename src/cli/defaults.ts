@@ -16,3 +16,8 @@ export function defaultAddress(root?: string): string {
   const run = process.env.XDG_RUNTIME_DIR;
   return run ? join(run, "ck", "ck.sock") : join(root ?? defaultRoot(), "ck.sock");
 }
+
+/** The snapshotter ck's commands use unless told otherwise: $CONTAINERD_SNAPSHOTTER, as ctr, else overlayfs. */
+export function defaultSnapshotter(): string {
+  return process.env.CONTAINERD_SNAPSHOTTER || "overlayfs";
+}

@@ -8,7 +8,8 @@ import type { ApiClient } from "./client.js";
 import { fetchImage, fetchObject, pushImage } from "./transfer.js";
 import { unpackImage } from "./unpack.js";
 import { progressDisplay, silentProgress, type ProgressSink } from "./progress.js";
-import { parseLabelArgs } from "./format.js";
+import { collect, parseLabelArgs } from "./format.js";
+import { defaultSnapshotter } from "./defaults.js";
 import { CkError } from "../errdefs/errdefs.js";
 import { parseReference, type ImageReference } from "../remotes/reference.js";
 import { defaultPlatform, parsePlatform } from "../remotes/platform.js";
@@ -92,7 +93,6 @@ function platformsOf(flags: PlatformFlags): Platform[] {
   return [defaultPlatform()];
 }
 
-const collect = (v: string, acc: string[] = []) => [...acc, v];
 
 function concurrency(v: string | undefined): number {
   const n = Number(v ?? 3);
@@ -138,7 +138,7 @@ export function registerDistributionCommands(program: Command, action: Action): 
       .option("--label <k=v>", "label to set on the image (repeatable)", collect)
       .option("--client-fetch", "download blobs in this process and write them over Content.Write, as ctr does, even when the daemon can fetch them itself")
       .option("-q, --quiet", "print only the image name and digest when done");
-    if (name === "pull") c.option("--snapshotter <name>", "snapshotter to unpack into (native or overlayfs)", "overlayfs");
+    if (name === "pull") c.option("--snapshotter <name>", "snapshotter to unpack into (native or overlayfs; $CONTAINERD_SNAPSHOTTER, else overlayfs)", defaultSnapshotter());
     withRegistryFlags(c).action(
       action(async (api, refArg: string, opts: RegistryFlags & PlatformFlags & { maxConcurrentDownloads?: string; label?: string[]; quiet?: boolean; snapshotter?: string; clientFetch?: boolean }) => {
         const ref = parseReference(refArg);
@@ -156,7 +156,7 @@ export function registerDistributionCommands(program: Command, action: Action): 
               name === "pull"
                 ? async (metadata, target, fetched) => {
                     const u = await unpackImage(api, target, {
-                      snapshotter: opts.snapshotter ?? "overlayfs",
+                      snapshotter: opts.snapshotter ?? defaultSnapshotter(),
                       platform: platformsOf(opts)[0] ?? defaultPlatform(),
                       metadata,
                       manifests: fetched.manifests,

@@ -59,6 +59,9 @@ export function goTime(ts: { seconds: number; nanos: number }): string {
 }
 
 /** Parses `k=v` arguments into labels; `k=` (empty value) is kept to mean "remove". */
+/** A repeatable option's values, in order (commander's argParser for `--x <v>` given many times). */
+export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
 export function parseLabelArgs(args: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const a of args) {

@@ -74,7 +74,7 @@ export const silentProgress: ProgressSink = {
  * The display on `stream`: redrawn bars on a terminal, plain lines (one per finished object,
  * then the summary) elsewhere.
  */
-export function progressDisplay(stream: NodeJS.WriteStream = process.stdout): ProgressSink {
+export function progressDisplay(stream: NodeJS.WriteStream = process.stdout, exit: (code: number) => void = process.exit): ProgressSink {
   const started = Date.now();
   const jobs: JobState[] = [];
   let transferred = 0;
@@ -100,6 +100,9 @@ export function progressDisplay(stream: NodeJS.WriteStream = process.stdout): Pr
         cliProgress.Presets.legacy,
       )
     : undefined;
+  // cli-progress hides the cursor and turns line wrapping off until stop(): a ^C must not
+  // leave the terminal that way.
+  const unhook = multi ? stopOnSignal(() => multi.stop(), exit) : () => undefined;
   // cli-progress draws bars in creation order: the summary is re-created last after each add.
   let summaryBar: cliProgress.SingleBar | undefined;
   return {
@@ -130,6 +133,7 @@ export function progressDisplay(stream: NodeJS.WriteStream = process.stdout): Pr
       };
     },
     finish() {
+      unhook();
       const line = summaryLine(Date.now() - started, jobs.reduce((a, j) => a + j.total, 0), transferred);
       if (multi) {
         summaryBar?.update(1, { summary: true });
@@ -137,4 +141,26 @@ export function progressDisplay(stream: NodeJS.WriteStream = process.stdout): Pr
       } else stream.write(line + "\n");
     },
   };
+}
+
+/**
+ * Until the returned function is called, SIGINT and SIGTERM run `stop` (putting the terminal
+ * back) and then exit as the signal would have: 130 or 143.
+ */
+export function stopOnSignal(stop: () => void, exit: (code: number) => void = process.exit): () => void {
+  const on = (sig: NodeJS.Signals) => {
+    off();
+    try {
+      stop();
+    } finally {
+      exit(sig === "SIGINT" ? 130 : 143);
+    }
+  };
+  const off = () => {
+    process.removeListener("SIGINT", on);
+    process.removeListener("SIGTERM", on);
+  };
+  process.once("SIGINT", on);
+  process.once("SIGTERM", on);
+  return off;
 }

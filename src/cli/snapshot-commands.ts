@@ -4,6 +4,7 @@
 import type { Command } from "commander";
 import type { ApiClient } from "./client.js";
 import { humanSize, parseLabelArgs, table } from "./format.js";
+import { defaultSnapshotter } from "./defaults.js";
 import { mountArgs } from "../snapshots/mount.js";
 
 type Action<A extends unknown[]> = (fn: (api: ApiClient, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
@@ -53,7 +54,7 @@ export function registerSnapshotCommands(program: Command, action: Action<any[]>
     .command("snapshots")
     .alias("snapshot")
     .description("manage snapshots")
-    .option("--snapshotter <name>", "snapshotter (native or overlayfs)", process.env.CONTAINERD_SNAPSHOTTER || "overlayfs");
+    .option("--snapshotter <name>", "snapshotter (native or overlayfs)", defaultSnapshotter());
   const sn = () => String(snap.opts().snapshotter);
 
   snap

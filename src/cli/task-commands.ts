@@ -11,7 +11,8 @@ import { pathToFileURL } from "node:url";
 import type { Command } from "commander";
 import type { ApiClient } from "./client.js";
 import { CkError, isNotFound } from "../errdefs/errdefs.js";
-import { parseLabelArgs, table } from "./format.js";
+import { collect, parseLabelArgs, table } from "./format.js";
+import { defaultSnapshotter } from "./defaults.js";
 import { defaultSpec, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, type SpecMount } from "./spec.js";
 import { fromApiDescriptor, withLease } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
@@ -246,8 +247,6 @@ interface RunOptions {
   netHost?: boolean;
 }
 
-/** A repeatable option's values, in order. */
-const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
 /** --cwd: a path in the container, absolute (runc would fail on another only at start). */
 function checkCwd(cwd: string | undefined): void {
@@ -255,8 +254,9 @@ function checkCwd(cwd: string | undefined): void {
 }
 
 /** Where a process's output goes: one of --log and --log-uri, and no --log-uri on a console (as ctr tasks exec). */
-function checkOutputFlags(opts: { log?: string; logUri?: string; tty?: boolean }): void {
+function checkOutputFlags(opts: { log?: string; logUri?: string; tty?: boolean; detach?: boolean }): void {
   if (opts.log && opts.logUri) throw new CkError("InvalidArgument", "--log and --log-uri cannot be used together: invalid argument");
+  if (opts.log && !opts.detach) throw new CkError("InvalidArgument", "--log is for -d (in the foreground the output comes here; --log-uri file:///PATH sends it to a file): invalid argument");
   if (opts.tty && opts.logUri) throw new CkError("InvalidArgument", "--log-uri and --tty cannot be used together: invalid argument");
 }
 
@@ -322,8 +322,8 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("-t, --tty", "give the process a console (this terminal, raw, its size followed)")
     .option("--log <file>", "with -d: append the task's output to this file")
     .option("--log-uri <uri>", "the task's output to a file:// or binary:// (logging program) URI, as ctr's --log-uri")
-    .option("--snapshotter <name>", "snapshotter holding the unpacked image", process.env.CONTAINERD_SNAPSHOTTER || "overlayfs")
-    .option("--label <k=v...>", "container labels", [])
+    .option("--snapshotter <name>", "snapshotter holding the unpacked image", defaultSnapshotter())
+    .option("--label <k=v>", "container label (repeatable)", collect, [])
     .option("--env <KEY=VALUE>", "set an environment variable (KEY alone unsets it), as ctr run --env; repeatable", collect, [])
     .option("--cwd <dir>", "the process's working directory in the container")
     .option("-u, --user <user[:group]>", "run as this user (a name or uid, and group), looked up in the image as its own user is")

@@ -259,6 +259,14 @@ describe("ckd core", () => {
     assert.match(r.stderr, /must be empty/);
     r = await runNode(CK, ["containers", "create", "docker.io/library/x:1", "c1", "--", "echo", "hi"], env);
     assert.equal(r.code, 0, r.stderr);
+    // --label is repeatable and takes one value: the arguments after it stay positional.
+    r = await runNode(CK, ["containers", "create", "--label", "a=1", "--label", "b=2", "docker.io/library/x:1", "c2"], env);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runNode(CK, ["containers", "info", "c2"], env);
+    assert.deepEqual([JSON.parse(r.stdout).Image, JSON.parse(r.stdout).Labels], ["docker.io/library/x:1", { a: "1", b: "2" }]);
+    r = await runNode(CK, ["images", "create", "--label", "k=v", "docker.io/library/x:3", "--digest", DIGEST, "--size", "1", "--media-type", target.media_type], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((await api.call("images", "Get", { name: "docker.io/library/x:3" }, { namespace: "cli" })).image.labels, { k: "v" });
     r = await runNode(CK, ["containers", "ls"], env);
     assert.match(r.stdout, /^CONTAINER\s+IMAGE\s+RUNTIME\n/);
     assert.match(r.stdout, /c1\s+docker.io\/library\/x:1\s+io.containerd.runc.v2/);
@@ -267,7 +275,7 @@ describe("ckd core", () => {
     r = await runNode(CK, ["images", "create", "bad", "--digest", "nope", "--size", "1", "--media-type", "x"], env);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /invalid argument/);
-    for (const args of [["containers", "rm", "c1"], ["images", "rm", "docker.io/library/x:1", "docker.io/library/x:2"], ["namespaces", "rm", "cli"]]) {
+    for (const args of [["containers", "rm", "c1", "c2"], ["images", "rm", "docker.io/library/x:1", "docker.io/library/x:2", "docker.io/library/x:3"], ["namespaces", "rm", "cli"]]) {
       r = await runNode(CK, args, env);
       assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
     }

@@ -81,6 +81,40 @@ test("managed nats-server: kill -9 of ckd leaves an orphan that the next start r
   }
 });
 
+test("SIGTERM while ckd starts (its own nats-server not answering yet): ckd exits 0 at once, and the server it started goes with it", { timeout: 60_000 }, async () => {
+  const root = await mkdtemp(join(tmpdir(), "ck-managed-"));
+  const { spawn } = await import("node:child_process");
+  const ckd = spawn(process.execPath, [CKD, "--root", root, "--address", join(root, "ck.sock"), "--log-level", "info"], { stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  ckd.stderr!.on("data", (b) => (log += b));
+  const exited = new Promise<number | null>((r) => ckd.once("exit", (code) => r(code)));
+  let server = 0;
+  try {
+    // The server is recorded as soon as it is spawned: stopped there, ckd waits for it.
+    for (const until = Date.now() + 20_000; !server && Date.now() < until; await new Promise((r) => setTimeout(r, 5))) {
+      server = (await readState(rootPaths(root).natsStore).catch(() => undefined))?.pid ?? 0;
+    }
+    assert.ok(server, "ckd recorded no nats-server");
+    process.kill(server, "SIGSTOP");
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(!existsSync(join(root, "ck.sock")), "ckd is serving already");
+    ckd.kill("SIGTERM");
+    assert.equal(await exited, 0, log);
+    assert.match(log, /stopped while starting/);
+    // The server was sent SIGTERM on ckd's exit; it takes it once it runs again.
+    process.kill(server, "SIGCONT");
+    for (const until = Date.now() + 10_000; alive(server) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(!alive(server), "the nats-server ckd started outlived it");
+  } finally {
+    if (ckd.exitCode === null && ckd.signalCode === null) ckd.kill("SIGKILL");
+    if (server && alive(server)) {
+      process.kill(server, "SIGCONT");
+      process.kill(server, "SIGKILL");
+    }
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
 test("ck-replay: rebuild reports events/s, verify catches a tampered projection, show and --until give past states", async () => {
   const { startTestNats } = await import("../helpers/nats.js");
   const nats = await startTestNats();
@@ -269,6 +303,11 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
       ["nats_watchdog_seconds = -1", /nats_watchdog_seconds must be a whole number >= 0/],
       ["nats_watchdog_seconds = 1.5", /nats_watchdog_seconds must be a whole number >= 0/],
       ["nats_watchdog_seconds = 99999999", /nats_watchdog_seconds must be at most 2147483/],
+      ['stale_ingest_hours = "24h"', /stale_ingest_hours must be a number of hours > 0, got "24h"/],
+      ["stale_ingest_hours = -1", /stale_ingest_hours must be a number of hours > 0/],
+      ['replicas = "three"', /replicas must be a whole number from 1 to 5, got "three"/],
+      ["replicas = 7", /replicas must be a whole number from 1 to 5/],
+      ["stream = 5", /stream must be a string/],
       ['disabled_plugins = ["io.containerd.internal.v1.optx"]', /disabled_plugins: "io.containerd.internal.v1.optx" is not a plugin ckd can run without \(these can be disabled: .*io.containerd.internal.v1.opt\)/],
     ] as const) {
       await writeFile(config, `${line}\n`);
@@ -277,6 +316,10 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
       assert.match(o.stderr, said, line);
       assert.ok(!existsSync(join(root, "r")), `the root was created despite ${line}`);
     }
+    const f = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), "--replicas", "three"]);
+    assert.equal(f.code, 1);
+    assert.match(f.stderr, /--replicas must be a whole number from 1 to 5, got "three"/);
+    assert.ok(!existsSync(join(root, "r")), "the root was created despite --replicas three");
   } finally {
     await rm(root, { recursive: true, force: true });
   }

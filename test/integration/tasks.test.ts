@@ -526,6 +526,13 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ck(["run", "--snapshotter", "native", ref, "ck-native", "--", "true"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /not unpacked for native/);
+    // $CONTAINERD_SNAPSHOTTER is the default, as with ctr.
+    r = await runNode(CK, ["--address", daemon.address, "-n", NS, "run", ref, "ck-native", "--", "true"], { CONTAINERD_SNAPSHOTTER: "native" });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /not unpacked for native/);
+    r = await ck(["run", "--log", "/tmp/x", ref, "ck-both", "--", "true"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--log is for -d/);
     r = await ck(["run", "--rm", "-d", ref, "ck-both", "--", "true"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--rm and --detach/);
