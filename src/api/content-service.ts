@@ -10,7 +10,7 @@ import { ingestRef, NamespacedBlobs, splitIngestRef } from "../content/namespace
 import { isClass, invalidArgument, outOfRange, alreadyExists, CkError } from "../errdefs/errdefs.js";
 import { parseFilters } from "../projections/filters.js";
 import { validateDigest } from "../commands/validation.js";
-import { toTimestamp } from "../emitter/envelope.js";
+import { nowTimestamp, toTimestamp } from "../emitter/envelope.js";
 import { failStream, requests, maskPaths, metadataValue, namespaceOf, LEASE_HEADER, serverStream, unary, writeStream } from "./grpc.js";
 import type { BlobRecord } from "../projections/views.js";
 import { leaseHandlers } from "../commands/leases.js";
@@ -56,7 +56,7 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
       const ns = namespaceOf(call);
       const i = call.request.info ?? {};
       const rec = await d.sequencer.submit(
-        contentHandlers.update({ namespace: ns, digest: i.digest ?? "", labels: i.labels ?? {}, paths: maskPaths(call.request.update_mask) }),
+        contentHandlers.update({ namespace: ns, digest: i.digest ?? "", labels: i.labels ?? {}, paths: maskPaths(call.request.update_mask), now: nowTimestamp() }),
       );
       d.afterUpdate?.();
       return { info: info(rec) };

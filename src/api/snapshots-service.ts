@@ -47,7 +47,7 @@ export function snapshotsService(d: SnapshotsDeps): grpc.UntypedServiceImplement
       return {};
     }),
     Remove: unary(async (call) => {
-      await s.remove(namespaceOf(call), sn(call.request), call.request.key ?? "");
+      await s.remove(namespaceOf(call), sn(call.request), call.request.key ?? "", lease(call));
       d.afterDelete?.();
       return {};
     }),

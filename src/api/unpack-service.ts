@@ -12,6 +12,7 @@ import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 import type { Sequencer } from "../commands/sequencer.js";
 import { contentHandlers } from "../commands/content.js";
 import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
+import { nowTimestamp } from "../emitter/envelope.js";
 
 
 export interface UnpackDeps {
@@ -58,7 +59,7 @@ export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation 
       if (r.label_uncompressed && res.status !== "exists") {
         const diffId = String(r.diff_id ?? "");
         await d.sequencer.submit(
-          contentHandlers.update({ namespace: ns, digest, labels: { [UNCOMPRESSED_LABEL]: diffId }, paths: [`labels.${UNCOMPRESSED_LABEL}`] }),
+          contentHandlers.update({ namespace: ns, digest, labels: { [UNCOMPRESSED_LABEL]: diffId }, paths: [`labels.${UNCOMPRESSED_LABEL}`], now: nowTimestamp() }),
         );
         d.afterUpdate?.();
         labelled = true;

@@ -3,7 +3,7 @@
 // namespace with its labels. Update changes labels under a field mask; delete hides it from
 // that namespace (the bytes go once no namespace refers to them).
 import { alreadyExists, notFound } from "../errdefs/errdefs.js";
-import { blobRecord, keys, TYPE, type BlobRecord, type LeaseRecord } from "../projections/views.js";
+import { blobRecord, keys, TYPE, type BlobRecord, type LeaseRecord, type Timestamp } from "../projections/views.js";
 import { validateDigest, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 import type { Decision, StateView } from "./sequencer.js";
 import { applyLabelMask } from "./masks.js";
@@ -25,6 +25,8 @@ export interface UpdateContent {
   digest: string;
   labels: Record<string, string>;
   paths: string[];
+  /** The update's time: the event's, and so the record's updated_at (returned as stored). */
+  now: Timestamp;
 }
 export interface DeleteContent {
   namespace: string;
@@ -53,9 +55,9 @@ export function decideUpdateContent(cmd: UpdateContent, current: BlobRecord | un
   validateLabels(cmd.labels);
   if (!current) throw notFound(`content ${cmd.digest}`);
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
-  const rec = blobRecord({ ...current, labels });
+  const rec = blobRecord({ ...current, labels, updated_at: cmd.now });
   return {
-    event: { namespace: cmd.namespace, topic: "/content/update", typeName: TYPE.ContentUpdate, payload: { digest: rec.digest, labels: rec.labels } },
+    event: { namespace: cmd.namespace, topic: "/content/update", typeName: TYPE.ContentUpdate, payload: { digest: rec.digest, labels: rec.labels }, timestamp: cmd.now },
     result: rec,
   };
 }

@@ -18,7 +18,8 @@ export function applyLabelMask(
       for (const [k, v] of Object.entries(requested)) if (v !== "") out[k] = v;
     } else if (p.startsWith(`${field}.`)) {
       const key = p.slice(field.length + 1);
-      const v = requested[key];
+      // Own keys only: a path naming an absent "constructor" must not find Object's.
+      const v = Object.hasOwn(requested, key) ? requested[key] : undefined;
       if (v === undefined || v === "") delete out[key];
       else out[key] = v;
     }
@@ -38,7 +39,7 @@ export function applyMapMask<V>(
     if (p === field) out = { ...requested };
     else if (p.startsWith(`${field}.`)) {
       const key = p.slice(field.length + 1);
-      if (key in requested) out[key] = requested[key]!;
+      if (Object.hasOwn(requested, key)) out[key] = requested[key]!;
       else delete out[key];
     }
   }

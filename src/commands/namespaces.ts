@@ -5,8 +5,8 @@ import type { EventDraft } from "../emitter/envelope.js";
 import { keys, namespaceRecord, TYPE, type LeaseResource, type NamespaceRecord } from "../projections/views.js";
 import { validateIdentifier, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 
-/** containerd's namespaces service accepts `labels` and `labels.<key>` only. */
-const NAMESPACE_FIELD_MASK: FieldMaskRule = { fields: ["labels"], maps: ["labels"] };
+/** containerd's namespaces service accepts `labels.<key>` paths only (not `labels` whole). */
+const NAMESPACE_FIELD_MASK: FieldMaskRule = { fields: [], maps: ["labels"] };
 import type { Decision, StateView } from "./sequencer.js";
 import { applyLabelMask } from "./masks.js";
 
@@ -41,8 +41,9 @@ export function decideUpdateNamespace(cmd: UpdateNamespace, current: NamespaceRe
   validateIdentifier("namespace", cmd.name);
   validateFieldMask(`namespace "${cmd.name}"`, cmd.paths, NAMESPACE_FIELD_MASK);
   validateLabels(cmd.labels);
-  if (!current) throw notFound(`namespace "${cmd.name}"`);
-  const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
+  // As containerd's store, whose SetLabel makes the namespace's bucket: an update of a
+  // namespace that does not exist creates it (`ctr namespaces label new k=v`).
+  const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current?.labels ?? {}, cmd.labels, cmd.paths, "labels");
   const rec = namespaceRecord({ name: cmd.name, labels });
   return { event: namespaceEvent(cmd.caller, "/namespaces/update", TYPE.NamespaceUpdate, rec), result: rec };
 }

@@ -19,7 +19,10 @@ import {
 } from "../emitter/envelope.js";
 import type { Projector } from "../projections/projector.js";
 import { evolve, type LoggedEvent } from "../projections/views.js";
-import { aborted, unavailable, CkError } from "../errdefs/errdefs.js";
+import { aborted, invalidArgument, unavailable, CkError } from "../errdefs/errdefs.js";
+
+/** Bytes kept for an append's headers (origin, message id, expectations) under max_payload. */
+const HEADER_ROOM = 512;
 
 /** What a command handler sees while deciding: the projection plus in-flight changes. */
 export interface StateView {
@@ -228,9 +231,19 @@ export class Sequencer {
   }
 
   private appendDecided(job: Job, draft: EventDraft): void {
+    const timestamp = draft.timestamp ?? nowTimestamp();
+    const data = encodeEnvelope(this.protos, draft, timestamp);
+    // Refused before anything is chained on it: the server would refuse it anyway, and an
+    // append that never left cannot be an unknown outcome to recover from.
+    const room = this.log.maxPayload - HEADER_ROOM;
+    if (data.length > room) {
+      job.reject(
+        invalidArgument(`the ${draft.topic} event would be ${data.length} bytes, more than the log takes (the NATS server's max_payload ${this.log.maxPayload} bytes, less ${HEADER_ROOM} for headers)`),
+      );
+      return;
+    }
     const expected = this.nextExpected++;
     const seq = expected + 1;
-    const timestamp = draft.timestamp ?? nowTimestamp();
     const projected = draft.packed === undefined;
     const logged: LoggedEvent = {
       seq,
@@ -243,7 +256,6 @@ export class Sequencer {
     if (projected) {
       for (const [k, v] of evolve(logged, (key) => this.view.get(key))) this.overlay.set(k, { value: v, seq });
     }
-    const data = encodeEnvelope(this.protos, draft, timestamp);
     const subject = subjectOf(draft);
     const headers = { [ORIGIN_HEADER]: projected ? ORIGIN_COMMAND : ORIGIN_PUBLISH };
     this.inflight.push(job);

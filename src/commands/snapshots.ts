@@ -40,6 +40,8 @@ export interface RemoveSnapshot {
   namespace: string;
   snapshotter: string;
   key: string;
+  /** The caller's lease (containerd-lease header): the key leaves it. */
+  lease?: string;
 }
 export interface UpdateSnapshot {
   namespace: string;
@@ -116,7 +118,7 @@ export function decideUnpackSnapshot(
   const rec = snapshotRecord({ snapshotter: cmd.snapshotter, key: cmd.name, parent: cmd.parent, kind: "Committed", id: cmd.id, labels, created_at: cmd.now, updated_at: cmd.now, verified: v ? true : undefined });
   const payload: Record<string, unknown> = { key: "", name: cmd.name, ck_snapshotter: cmd.snapshotter, ck_labels: { labels: rec.labels }, ck_id: cmd.id, ck_parent: cmd.parent };
   if (v) payload.ck_verified = { layer: v.layer, parent_id: v.parent_id, diff_id: v.diff_id };
-  if (cmd.lease) payload.ck_lease = cmd.lease;
+  if (cmd.lease) Object.assign(payload, { ck_lease: cmd.lease, ck_lease_moves: true });
   return { event: { namespace: cmd.namespace, topic: "/snapshot/commit", typeName: TYPE.SnapshotCommit, payload }, result: rec };
 }
 
@@ -209,7 +211,7 @@ export function decideCommitSnapshot(
   const labels = checkCommit(cmd, current, existing, lease);
   const rec = snapshotRecord({ ...current!, key: cmd.name, kind: "Committed", labels, created_at: cmd.now, updated_at: cmd.now });
   const payload: Record<string, unknown> = { key: cmd.key, name: cmd.name, ck_snapshotter: cmd.snapshotter, ck_labels: { labels: rec.labels }, ck_id: rec.id };
-  if (cmd.lease) payload.ck_lease = cmd.lease;
+  if (cmd.lease) Object.assign(payload, { ck_lease: cmd.lease, ck_lease_moves: true });
   return { event: { namespace: cmd.namespace, topic: "/snapshot/commit", typeName: TYPE.SnapshotCommit, payload }, result: rec };
 }
 
@@ -220,7 +222,12 @@ export function decideRemoveSnapshot(cmd: RemoveSnapshot, current: SnapshotRecor
   if (!current) throw notFound(`snapshot ${JSON.stringify(cmd.key)} does not exist`);
   if (children.length > 0) throw failedPrecondition(`cannot remove snapshot with child`);
   return {
-    event: { namespace: cmd.namespace, topic: "/snapshot/remove", typeName: TYPE.SnapshotRemove, payload: { key: cmd.key, ck_snapshotter: cmd.snapshotter, ck_id: current.id } },
+    event: {
+      namespace: cmd.namespace,
+      topic: "/snapshot/remove",
+      typeName: TYPE.SnapshotRemove,
+      payload: { key: cmd.key, ck_snapshotter: cmd.snapshotter, ck_id: current.id, ...(cmd.lease ? { ck_lease: cmd.lease } : {}) },
+    },
     result: current,
   };
 }

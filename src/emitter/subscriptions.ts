@@ -48,7 +48,14 @@ export class EventSubscriptions {
 
   private async *deliver(read: AsyncGenerator<StoredMessage>, filter: Filter): AsyncGenerator<DeliveredEvent> {
     for await (const m of read) {
-      const envelope = decodeEnvelope(this.protos, m.data);
+      // Anyone may publish on containerd.io.>: what is not an envelope is no event, and ends
+      // no subscription (ck-replay events skips it the same way).
+      let envelope: Envelope;
+      try {
+        envelope = decodeEnvelope(this.protos, m.data);
+      } catch {
+        continue;
+      }
       let decoded: unknown;
       const lazyEvent = () => {
         if (decoded === undefined && envelope.event) {

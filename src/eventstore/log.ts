@@ -324,6 +324,11 @@ export class EventLog {
     for (const l of this.listeners) l(s);
   }
 
+  /** The largest message the server takes (its max_payload; NATS's default 1 MiB until known). */
+  get maxPayload(): number {
+    return this.nc.info?.max_payload ?? 1 << 20;
+  }
+
   get connectionState(): ConnectionState {
     return this.state;
   }
@@ -380,8 +385,14 @@ export class EventLog {
   async reader(opts: ReadOptions = {}): Promise<AsyncGenerator<StoredMessage>> {
     const first: Record<string, unknown> = {};
     if (opts.filterSubject) first.filter_subjects = opts.filterSubject;
-    if (opts.onlyNew) first.deliver_policy = DeliverPolicy.New;
-    else if (opts.sinceTime) {
+    if (opts.onlyNew) {
+      // "Only new" as the sequence after the stream's last: a consumer that has to be made
+      // again before its first message then starts there too, not at what is new by then.
+      // (JetStream not answering now, as in a cluster's election: what is new, as before.)
+      const last = await this.lastSeq().catch(() => undefined);
+      if (last === undefined) first.deliver_policy = DeliverPolicy.New;
+      else Object.assign(first, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: last + 1 });
+    } else if (opts.sinceTime) {
       first.deliver_policy = DeliverPolicy.StartTime;
       first.opt_start_time = opts.sinceTime.toISOString();
     } else if (opts.fromSeq && opts.fromSeq > 1) {
@@ -400,9 +411,6 @@ export class EventLog {
     let last = 0;
     let waiting = false;
     let replace = false;
-    const stop = () => messages.stop();
-    if (signal?.aborted) stop();
-    signal?.addEventListener("abort", stop, { once: true });
     let why: "heartbeats missed" | "reconnected" = "heartbeats missed";
     const replaceNow = (reason: typeof why) => {
       why = reason;
@@ -427,6 +435,14 @@ export class EventLog {
         replace = true;
       }
     });
+    // An abort ends the reader even when its generator never started (a caller that gave up
+    // before the first next()), whose finally would then never run.
+    const stop = () => {
+      messages.stop();
+      offState();
+    };
+    if (signal?.aborted) stop();
+    signal?.addEventListener("abort", stop, { once: true });
     const skipThrough = opts.skipThrough;
     return (async function* () {
       try {
@@ -441,6 +457,11 @@ export class EventLog {
             log.onReaderEvent?.({ kind: "replacing", fromSeq, why });
             const next = await log.consumeRetrying(from, signal);
             if (!next) return;
+            // Aborted while it was being made: the abort stopped the one before, not this one.
+            if (signal?.aborted) {
+              next.stop();
+              return;
+            }
             log.onReaderEvent?.({ kind: "replaced", fromSeq, ms: Date.now() - t0 });
             messages = next;
             watch(messages);

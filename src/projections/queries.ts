@@ -21,10 +21,11 @@ function snapshotFieldpath(s: SnapshotRecord): Adaptor {
     switch (fp[0]) {
       case "kind":
         return { value: s.kind.toLowerCase(), present: true };
+      // Always present, empty or not (containerd's adaptSnapshot): `parent==""` finds the roots.
       case "name":
-        return { value: s.key, present: s.key.length > 0 };
+        return { value: s.key, present: true };
       case "parent":
-        return { value: s.parent, present: s.parent.length > 0 };
+        return { value: s.parent, present: true };
       case "labels":
         return labelsAdaptor(s.labels)(fp.slice(1));
       default:

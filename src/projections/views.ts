@@ -423,6 +423,7 @@ export function keysFor(ev: LoggedEvent): string[] {
         keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? ""),
         ...(!p.key && p.ck_verified ? [keys.snapshotChain(p.ck_snapshotter ?? "", p.name, p.ck_id ?? "")] : []),
         ...leaseKeys(ev.namespace, p.ck_lease, { id: p.name, type: `snapshots/${p.ck_snapshotter ?? ""}` }),
+        ...(p.key && p.ck_lease_moves ? leaseKeys(ev.namespace, p.ck_lease, { id: p.key, type: `snapshots/${p.ck_snapshotter ?? ""}` }) : []),
       ];
     // A verified snapshot is named by its chain ID: its chain index entry is known from the event.
     case TYPE.SnapshotRemove:
@@ -430,6 +431,7 @@ export function keysFor(ev: LoggedEvent): string[] {
         keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.key),
         keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? ""),
         keys.snapshotChain(p.ck_snapshotter ?? "", p.key, p.ck_id ?? ""),
+        ...leaseKeys(ev.namespace, p.ck_lease, { id: p.key, type: `snapshots/${p.ck_snapshotter ?? ""}` }),
       ];
     case TYPE.SnapshotUpdate:
       return [keys.snapshot(ev.namespace, p.snapshotter, p.key)];
@@ -560,6 +562,8 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
         [keys.snapshot(ev.namespace, sn, p.key), undefined],
         [keys.snapshot(ev.namespace, sn, p.name), rec],
         ...idChange(sn, rec.id, { drop: { namespace: ev.namespace, key: p.key }, add: { namespace: ev.namespace, key: rec.key } }),
+        // The caller's lease moves from the active key to the committed name (recorded since ck_lease_moves).
+        ...(p.ck_lease_moves ? leaseChange(p.ck_lease, { id: p.key, type: `snapshots/${sn}` }, "delete") : []),
         ...lease,
       ];
     }
@@ -567,7 +571,11 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
       const sn: string = p.ck_snapshotter ?? "";
       const cur = read(keys.snapshot(ev.namespace, sn, p.key)) as SnapshotRecord | undefined;
       if (!cur) return [];
-      return [[keys.snapshot(ev.namespace, sn, p.key), undefined], ...idChange(sn, cur.id, { drop: { namespace: ev.namespace, key: p.key } })];
+      return [
+        [keys.snapshot(ev.namespace, sn, p.key), undefined],
+        ...idChange(sn, cur.id, { drop: { namespace: ev.namespace, key: p.key } }),
+        ...leaseChange(p.ck_lease, { id: p.key, type: `snapshots/${sn}` }, "delete"),
+      ];
     }
     case TYPE.SnapshotUpdate: {
       const cur = read(keys.snapshot(ev.namespace, p.snapshotter, p.key)) as SnapshotRecord | undefined;

@@ -362,9 +362,10 @@ export class SnapshotStore {
     if (set) for (const wake of [...set]) wake();
   }
 
-  async remove(ns: string, snapshotter: string, key: string): Promise<void> {
+  /** `lease`: the caller's (containerd-lease header), which the key leaves. */
+  async remove(ns: string, snapshotter: string, key: string, lease?: string): Promise<void> {
     const sn = this.snapshotter(snapshotter);
-    const removed = await this.sequencer.submit(snapshotHandlers.remove({ namespace: ns, snapshotter, key }));
+    const removed = await this.sequencer.submit(snapshotHandlers.remove({ namespace: ns, snapshotter, key, lease }));
     await this.removeDirs(sn, [removed.id]);
   }
 

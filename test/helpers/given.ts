@@ -18,7 +18,7 @@ export class Given implements StateView {
   /** Folds one decided event into the state; returns the key changes. */
   apply(draft: EventDraft | undefined): KeyChange[] {
     if (!draft) return [];
-    const ev: LoggedEvent = { seq: ++this.seq, namespace: draft.namespace, topic: draft.topic, timestamp: this.timestamp, typeName: draft.typeName, payload: draft.payload };
+    const ev: LoggedEvent = { seq: ++this.seq, namespace: draft.namespace, topic: draft.topic, timestamp: draft.timestamp ?? this.timestamp, typeName: draft.typeName, payload: draft.payload };
     const listed = new Set(keysFor(ev));
     const changes = evolve(ev, (k) => {
       assert.ok(listed.has(k), `evolve read ${k} not listed by keysFor`);

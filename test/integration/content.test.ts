@@ -529,6 +529,12 @@ test("bad input to Events and Content: InvalidArgument or OutOfRange, and nothin
     await rejectsClass(c.call("content", "Update", { info: { digest, labels: {} }, update_mask: { paths: ["size"] } }), "InvalidArgument", /cannot update "size"/);
     await rejectsClass(c.call("content", "Update", { info: { digest, labels: { k: "v".repeat(5000) } }, update_mask: { paths: ["labels.k"] } }), "InvalidArgument", /label/i);
     assert.equal(await log.lastSeq(), before, "a refused call appended to the log");
+    // An accepted update answers with the record as stored: its new updated_at included.
+    const created = (await c.call("content", "Info", { digest })).info;
+    await new Promise((r) => setTimeout(r, 20));
+    const updated = (await c.call("content", "Update", { info: { digest, labels: { k: "v" } }, update_mask: { paths: ["labels.k"] } })).info;
+    assert.deepEqual((await c.call("content", "Info", { digest })).info, updated);
+    assert.ok(Number(updated.updated_at.seconds) * 1e9 + updated.updated_at.nanos > Number(created.updated_at.seconds) * 1e9 + created.updated_at.nanos, "updated_at moved");
   } finally {
     c.close();
     await log.close();

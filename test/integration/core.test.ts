@@ -3,6 +3,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
 import { EventLog } from "../../src/eventstore/log.js";
@@ -203,6 +204,36 @@ describe("ckd core", () => {
     assert.deepEqual(decoded.map((e: any) => e.topic), ["/images/create", "/images/update", "/images/delete"]);
     assert.deepEqual(Buffer.from(decoded[0].event.value), Buffer.from(got[0].event.value));
     await nc.close();
+  });
+
+  test("events: a message on containerd.io.> that is not an envelope (anyone may publish there) is skipped; the subscription goes on", async () => {
+    const nc = await connect({ servers: nats.url });
+    const js = jetstream(nc);
+    const abort = new AbortController();
+    const got: any[] = [];
+    let live!: () => void;
+    const ready = new Promise<void>((r) => (live = r));
+    const reading = (async () => {
+      for await (const env of api.stream("events", "Subscribe", { filters: ['namespace=="ev-junk"'] }, { signal: abort.signal, onMetadata: () => live() })) {
+        got.push(env);
+        if (got.length === 2) abort.abort();
+      }
+    })();
+    await ready;
+    const junk = daemon.client("ev-junk");
+    try {
+      await junk.call("images", "Create", { image: { name: "junk-1", target } });
+      await js.publish("containerd.io.ev-junk.junk", Buffer.from([0xff, 0xff, 0xff, 0x07]));
+      await junk.call("images", "Create", { image: { name: "junk-2", target } });
+      await reading;
+    } finally {
+      junk.close();
+      await nc.close();
+    }
+    assert.deepEqual(got.map((e) => [e.namespace, e.topic]), [
+      ["ev-junk", "/images/create"],
+      ["ev-junk", "/images/create"],
+    ]);
   });
 
   test("ck events --namespace with --from-seq replays history first, only that namespace", async () => {

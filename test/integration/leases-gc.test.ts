@@ -154,6 +154,22 @@ describe("leases and garbage collection", () => {
     assert.match(r.stdout, /^NAMESPACE\s+BLOBS\s+LEASES\n/);
   });
 
+  test("snapshots under a lease: Prepare adds the key, Commit moves the lease to the name, Remove takes the key out (as containerd)", async () => {
+    const c = client("lsnap");
+    await c.call("leases", "Create", { id: "unpack-1" });
+    const leased = client("lsnap", "unpack-1");
+    const snapshotter = "native";
+    const resources = async () => (await c.call("leases", "ListResources", { id: "unpack-1" })).resources;
+    await leased.call("snapshots", "Prepare", { snapshotter, key: "extract-1 layer" });
+    assert.deepEqual(await resources(), [{ id: "extract-1 layer", type: `snapshots/${snapshotter}` }]);
+    await leased.call("snapshots", "Commit", { snapshotter, key: "extract-1 layer", name: "layer" });
+    assert.deepEqual(await resources(), [{ id: "layer", type: `snapshots/${snapshotter}` }]);
+    await leased.call("snapshots", "Prepare", { snapshotter, key: "work", parent: "layer" });
+    await leased.call("snapshots", "Remove", { snapshotter, key: "work" });
+    assert.deepEqual(await resources(), [{ id: "layer", type: `snapshots/${snapshotter}` }]);
+    await c.call("leases", "Delete", { id: "unpack-1", sync: true });
+  });
+
   test("an ingest written under a lease is held by it (ListResources: ingests) until committed or the lease goes; one without stays", async () => {
     const c = client("ling");
     await c.call("leases", "Create", { id: "pull-i" });

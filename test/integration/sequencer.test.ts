@@ -14,6 +14,7 @@ import { loadProtos } from "../../src/protos/protos.js";
 import { imageHandlers } from "../../src/commands/images.js";
 import { nowTimestamp } from "../../src/emitter/envelope.js";
 import { keys } from "../../src/projections/views.js";
+import { rejectsClass } from "../helpers/errors.js";
 
 test("1,000 pipelined commands: all applied, nothing of them kept once they settled", async () => {
   const nats = await startTestNats();
@@ -108,6 +109,37 @@ test("a writer racing another that appends without pause is not starved: it keep
       await s.db.close();
       await s.log.close();
     }
+    await nats.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("an event larger than the server's max_payload: InvalidArgument at once naming the sizes, nothing appended, the appends around it unharmed", async () => {
+  const nats = await startTestNats();
+  const dir = await mkdtemp(join(tmpdir(), "ck-seq-"));
+  const log = await EventLog.open({ url: nats.url, stream: "SEQ_BIG" });
+  const db = await ProjectionDb.open(join(dir, "meta"));
+  const protos = loadProtos();
+  const projector = new Projector(db, log, protos);
+  projector.start();
+  const sequencer = new Sequencer(log, projector, protos);
+  try {
+    const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "e".repeat(64), size: 1, annotations: {} };
+    const create = (name: string, labels: Record<string, string> = {}) => sequencer.submit(imageHandlers.create({ namespace: "seq", image: { name, labels, target }, now: nowTimestamp() }));
+    // Labels of 4 KiB each (the most one may hold): 300 of them make an event over 1 MiB.
+    const big = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`k${i}`, "v".repeat(4000)]));
+    const t0 = Date.now();
+    const results = await Promise.allSettled([create("before"), create("huge", big), create("after")]);
+    assert.ok(Date.now() - t0 < 3000, `took ${Date.now() - t0} ms`);
+    assert.equal(results[0]!.status, "fulfilled");
+    assert.equal(results[2]!.status, "fulfilled", "the append queued behind it went through");
+    await rejectsClass(Promise.reject((results[1] as PromiseRejectedResult).reason), "InvalidArgument", /the \/images\/create event would be \d+ bytes, more than the log takes \(the NATS server's max_payload 1048576 bytes/);
+    assert.equal(await log.lastSeq(), 2, "nothing of the refused event was appended");
+    assert.equal(db.getSync(keys.image("seq", "huge")), undefined);
+  } finally {
+    await projector.stop();
+    await db.close();
+    await log.close();
     await nats.cleanup();
     await rm(dir, { recursive: true, force: true });
   }

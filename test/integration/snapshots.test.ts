@@ -609,6 +609,9 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       assert.match((await cli(["usage", "base"])).stdout, /base\s+\S+\s+\d+/);
       const filtered = await listSnapshots(api, sn, ["kind==active"]);
       assert.deepEqual(filtered.map((i) => i.name), ["child"]);
+      // name and parent are always present, empty or not (containerd's adaptSnapshot): the roots.
+      assert.deepEqual((await listSnapshots(api, sn, ['parent==""'])).map((i) => i.name), ["base"]);
+      assert.deepEqual((await listSnapshots(api, sn, ["parent"])).map((i) => i.name).sort(), ["base", "child"]);
 
       const dirsBefore = await snapDirs(sn);
       const countBefore = (await listSnapshots(api, sn)).length;

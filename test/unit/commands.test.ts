@@ -44,7 +44,16 @@ describe("namespaces", () => {
     g.apply(d.event);
     assert.deepEqual(g.get<NamespaceRecord>(keys.namespace("foo"))!.labels, { b: "2", c: "3" });
     throwsClass(() => decideUpdateNamespace({ caller: "default", name: "foo", labels: {}, paths: ["name"] }, g.get(keys.namespace("foo"))), "InvalidArgument", /cannot update "name"/);
-    throwsClass(() => decideUpdateNamespace({ caller: "default", name: "nope", labels: {}, paths: [] }, undefined), "NotFound");
+    throwsClass(() => decideUpdateNamespace({ caller: "default", name: "foo", labels: {}, paths: ["labels"] }, g.get(keys.namespace("foo"))), "InvalidArgument", /cannot update "labels"/);
+    // A path naming a label the request lacks removes it, even one named like an Object member.
+    d = decideUpdateNamespace({ caller: "default", name: "foo", labels: {}, paths: ["labels.constructor", "labels.toString", "labels.b"] }, g.get(keys.namespace("foo")));
+    g.apply(d.event);
+    assert.deepEqual(g.get<NamespaceRecord>(keys.namespace("foo"))!.labels, { c: "3" });
+    // As containerd's store: an update of a namespace that does not exist creates it.
+    d = decideUpdateNamespace({ caller: "default", name: "fresh", labels: { k: "v", gone: "" }, paths: ["labels.k", "labels.gone"] }, undefined);
+    assert.equal(d.event!.topic, "/namespaces/update");
+    g.apply(d.event);
+    assert.deepEqual(g.get<NamespaceRecord>(keys.namespace("fresh")), { name: "fresh", labels: { k: "v" } });
   });
 
   test("delete: NotFound when missing, FailedPrecondition naming what remains, else /namespaces/delete under the deleted namespace", () => {
@@ -91,6 +100,10 @@ describe("images", () => {
     assert.deepEqual(rec.target, target);
     assert.deepEqual(rec.created_at, T0);
     assert.deepEqual(rec.updated_at, T1);
+    // Paths naming labels the request lacks, named like Object members: removed (absent here), no error.
+    const d2 = decideUpdateImage({ namespace: "n", image: { name: "a", labels: {}, target: empty }, paths: ["labels.toString", "labels.constructor"], now: T1 }, g.get(keys.image("n", "a")));
+    g.apply(d2.event);
+    assert.deepEqual(g.get<ImageRecord>(keys.image("n", "a"))!.labels, { k: "v" });
   });
 
   test("update target replaces it; unknown mask paths are InvalidArgument; missing image NotFound", () => {
@@ -181,11 +194,13 @@ describe("content metadata", () => {
   test("labels update under a mask; bad digests, unknown paths and missing blobs are refused", () => {
     const g = new Given();
     g.apply(decideCommitContent({ namespace: "a", digest: DIGEST, size: 4, labels: { k: "v" } }, undefined).event);
-    g.apply(decideUpdateContent({ namespace: "a", digest: DIGEST, labels: { "containerd.io/gc.ref.content.l.0": DIGEST2, k: "" }, paths: ["labels.containerd.io/gc.ref.content.l.0", "labels.k"] }, g.get(keys.blob("a", DIGEST))).event);
+    g.apply(decideUpdateContent({ namespace: "a", digest: DIGEST, labels: { "containerd.io/gc.ref.content.l.0": DIGEST2, k: "" }, paths: ["labels.containerd.io/gc.ref.content.l.0", "labels.k"], now: T1 }, g.get(keys.blob("a", DIGEST))).event);
+    // The answer carries the update's time, as the stored record does.
+    assert.deepEqual(g.get<BlobRecord>(keys.blob("a", DIGEST))!.updated_at, T1);
     assert.deepEqual(g.get<BlobRecord>(keys.blob("a", DIGEST))!.labels, { "containerd.io/gc.ref.content.l.0": DIGEST2 });
     throwsClass(() => decideCommitContent({ namespace: "a", digest: "sha256:abc", size: 1, labels: {} }, undefined), "InvalidArgument", /digest/);
-    throwsClass(() => decideUpdateContent({ namespace: "a", digest: DIGEST, labels: {}, paths: ["size"] }, g.get(keys.blob("a", DIGEST))), "InvalidArgument", /cannot update "size"/);
-    throwsClass(() => decideUpdateContent({ namespace: "a", digest: DIGEST2, labels: {}, paths: [] }, undefined), "NotFound");
+    throwsClass(() => decideUpdateContent({ namespace: "a", digest: DIGEST, labels: {}, paths: ["size"], now: T1 }, g.get(keys.blob("a", DIGEST))), "InvalidArgument", /cannot update "size"/);
+    throwsClass(() => decideUpdateContent({ namespace: "a", digest: DIGEST2, labels: {}, paths: [], now: T1 }, undefined), "NotFound");
     g.apply(decideDeleteContent({ namespace: "a", digest: DIGEST }, g.get(keys.blob("a", DIGEST))).event);
     assert.equal(g.get(keys.blob("a", DIGEST)), undefined);
     throwsClass(() => decideDeleteContent({ namespace: "a", digest: DIGEST }, undefined), "NotFound");
