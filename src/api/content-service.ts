@@ -7,7 +7,7 @@ import type { Queries } from "../projections/queries.js";
 import type { ContentStore, IngestWriter, IngestStatus } from "../content/types.js";
 import { contentHandlers } from "../commands/content.js";
 import { ingestRef, NamespacedBlobs, splitIngestRef } from "../content/namespaced.js";
-import { isClass, invalidArgument, outOfRange, alreadyExists, CkError } from "../errdefs/errdefs.js";
+import { aborted, isClass, invalidArgument, outOfRange, alreadyExists, failedPrecondition, unavailable, CkError } from "../errdefs/errdefs.js";
 import { parseFilters } from "../projections/filters.js";
 import { validateDigest } from "../commands/validation.js";
 import { nowTimestamp, toTimestamp } from "../emitter/envelope.js";
@@ -45,7 +45,6 @@ function status(s: IngestStatus) {
 
 export function contentService(d: ContentDeps): grpc.UntypedServiceImplementation {
   const blobs = d.blobs ?? new NamespacedBlobs(d.sequencer, d.queries, d.store);
-  const commitMetadata = blobs.commit.bind(blobs);
   return {
     Info: unary(async (call) => {
       const ns = namespaceOf(call);
@@ -81,11 +80,12 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
       const digest = call.request.digest ?? "";
       validateDigest("digest", digest);
       await d.queries.getBlob(ns, digest);
-      const offset = Number(call.request.offset ?? 0);
+      // As containerd's Read: a negative offset reads from 0, one past the end is OutOfRange.
+      const offset = Math.max(0, Number(call.request.offset ?? 0));
       const want = Number(call.request.size ?? 0);
       const reader = await d.store.readerAt(digest);
       try {
-        if (offset < 0 || offset > reader.size) throw outOfRange(`read offset ${offset} of ${digest} (size ${reader.size})`);
+        if (offset > reader.size) throw outOfRange(`read past object length ${reader.size} bytes: offset ${offset} of ${digest}`);
         const end = want > 0 ? Math.min(reader.size, offset + want) : reader.size;
         for (let at = offset; at < end; ) {
           if (call.cancelled) return;
@@ -125,7 +125,7 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
       return {};
     }),
     Write: (call: grpc.ServerDuplexStream<any, any>) => {
-      void runWrite(d, call, commitMetadata).catch((err) => {
+      void runWrite(d, call, blobs).catch((err) => {
         if (!call.cancelled) failStream(call, err);
       });
     },
@@ -160,7 +160,11 @@ export async function sharedBlob(
   return onDisk && (total === 0 || total === onDisk.size) ? onDisk : undefined;
 }
 
-/** Commits an ingest's bytes (size and digest verified); the same bytes already on disk count as committed. */
+/**
+ * Commits an ingest's bytes (size and digest verified); the same bytes already on disk count
+ * as committed. Call it holding the digest's lock (NamespacedBlobs.locked), with the
+ * namespace's commit that follows, so the bytes cannot go in between.
+ */
 export async function commitBytes(d: Pick<ContentDeps, "store">, writer: IngestWriter, expected: string, total: number): Promise<{ digest: string; size: number }> {
   const written = writer.digest();
   try {
@@ -170,9 +174,28 @@ export async function commitBytes(d: Pick<ContentDeps, "store">, writer: IngestW
     // and this namespace still gets its metadata commit.
     if (!isClass(err, "AlreadyExists")) throw err;
     const s = await d.store.stat(expected || written);
-    if (!s) throw err;
+    // Never AlreadyExists (a client's "done") for bytes that are not there.
+    if (!s) throw aborted(`content ${expected || written} was removed meanwhile: write it again`);
     return s;
   }
+}
+
+/** An ingest's bytes into place and into the namespace, under the digest's one lock. */
+export function commitWritten(
+  d: Pick<ContentDeps, "store" | "sequencer">,
+  blobs: NamespacedBlobs,
+  writer: IngestWriter,
+  expected: string,
+  total: number,
+  ns: string,
+  labels: Record<string, string>,
+  lease: string | undefined,
+): Promise<{ digest: string; size: number }> {
+  return blobs.locked(expected || writer.digest(), async () => {
+    const blob = await commitBytes(d, writer, expected, total);
+    await commitInNamespace(d, blobs.commitLocked, ns, blob, labels, lease);
+    return blob;
+  });
 }
 
 /** The namespace's content-commit event for bytes on disk (AlreadyExists leases the blob first). */
@@ -193,11 +216,8 @@ export async function commitInNamespace(
 }
 
 /** One Write stream: lock-step, one response per request, errors end the stream. */
-async function runWrite(
-  d: ContentDeps,
-  call: grpc.ServerDuplexStream<any, any>,
-  commitMetadata: CommitMetadata,
-): Promise<void> {
+async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>, blobs: NamespacedBlobs): Promise<void> {
+  const commitMetadata: CommitMetadata = blobs.commit.bind(blobs);
   const ns = namespaceOf(call);
   const lease = metadataValue(call, LEASE_HEADER) || undefined;
   let writer: IngestWriter | undefined;
@@ -221,7 +241,21 @@ async function runWrite(
           shared = await sharedBlob(d, ns, lease, expected, total);
         }
         // A client's upload: past the page cache (a download ckd unpacks next is not).
-        if (!shared) writer = await d.store.writer({ ref: ingestRef(ns, ref), expected: expected || undefined, total: total || undefined, lease, writeThrough: true });
+        if (!shared) {
+          try {
+            writer = await d.store.writer({ ref: ingestRef(ns, ref), expected: expected || undefined, total: total || undefined, lease, writeThrough: true });
+          } catch (err) {
+            if (!expected || !isClass(err, "AlreadyExists")) throw err;
+            // The blob is on disk after all: another namespace committed it since the look
+            // above (then this one commits it without a byte), or it is not `total` bytes.
+            shared = await sharedBlob(d, ns, lease, expected, total);
+            if (!shared) {
+              const onDisk = await d.store.stat(expected);
+              if (!onDisk) throw unavailable(`content ${expected} was removed meanwhile: write it again`);
+              throw failedPrecondition(`content ${expected} is ${onDisk.size} bytes, not the ${total} given as total`);
+            }
+          }
+        }
       } else if (req.ref && req.ref !== ref) {
         throw invalidArgument(`ref changed within a write: "${req.ref}" after "${ref}"`);
       }
@@ -247,12 +281,20 @@ async function runWrite(
         let committed: { digest: string; size: number };
         if (shared) {
           if (expected && expected !== shared.digest) throw new CkError("FailedPrecondition", `unexpected commit digest ${shared.digest}, expected ${expected}: failed precondition`);
+          if (total && total !== shared.size) throw failedPrecondition(`failed size validation: ${shared.size} != ${total}`);
           committed = shared;
+          await commitInNamespace(d, commitMetadata, ns, committed, req.labels ?? {}, lease);
+          // As containerd: what an earlier try left under this ref goes once the blob is committed.
+          await d.store.abort(ingestRef(ns, ref)).catch(() => undefined);
         } else {
-          committed = await commitBytes(d, writer!, expected, total);
+          const w = writer!;
           writer = undefined;
+          committed = await commitWritten(d, blobs, w, expected, total, ns, req.labels ?? {}, lease).catch(async (err) => {
+            // Not spent (its checks failed before the bytes moved): held for a retry, unlocked.
+            await w.close().catch(() => undefined);
+            throw err;
+          });
         }
-        await commitInNamespace(d, commitMetadata, ns, committed, req.labels ?? {}, lease);
         await writeStream(call, { action: WRITE_ACTION.COMMIT, offset: committed.size, digest: committed.digest });
         call.end();
         return;

@@ -19,6 +19,7 @@ import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js"
 import { validateDigest } from "../commands/validation.js";
 import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
+import { commitBytes } from "./content-service.js";
 
 export const MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
 export const MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -74,16 +75,14 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
           applied = await writeDiffFromMounts(left.length ? left : undefined, right, through);
           await done;
         }
-        let info;
-        try {
-          info = await writer.commit();
-        } catch (err) {
-          if (!isClass(err, "AlreadyExists")) throw err;
-          info = { digest: writer.digest(), size: writer.offset };
-        }
         const labels = { ...(r.labels ?? {}), [UNCOMPRESSED_LABEL]: applied.digest };
-        await d.blobs.commit(ns, info.digest, info.size, labels, lease).catch((err) => {
-          if (!isClass(err, "AlreadyExists")) throw err;
+        // The bytes into place and the namespace's commit under the digest's one lock.
+        const info = await d.blobs.locked(writer.digest(), async () => {
+          const blob = await commitBytes(d, writer, "", 0);
+          await d.blobs.commitLocked(ns, blob.digest, blob.size, labels, lease).catch((err) => {
+            if (!isClass(err, "AlreadyExists")) throw err;
+          });
+          return blob;
         });
         return { diff: { media_type: mediaType, digest: info.digest, size: info.size, annotations: {} } };
       } finally {

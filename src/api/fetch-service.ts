@@ -130,22 +130,21 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
         await last("exists");
         return;
       }
-      const commitMetadata = d.blobs.commit.bind(d.blobs);
       /**
        * The namespace's commit; "exists" when another writer in this namespace committed the
        * same blob meanwhile (its labels may differ: the client merges its own in, as after a
-       * Content.Write answered AlreadyExists).
+       * Content.Write answered AlreadyExists). `locked`: the digest's lock is held already.
        */
-      const finish = async (blob: { digest: string; size: number }) => {
+      const commitNs = async (blob: { digest: string; size: number }, locked = false): Promise<"done" | "exists"> => {
         try {
-          await commitInNamespace(d, commitMetadata, ns, blob, labels, lease);
+          await commitInNamespace(d, locked ? d.blobs.commitLocked : d.blobs.commit.bind(d.blobs), ns, blob, labels, lease);
+          return "done";
         } catch (err) {
           if (!isClass(err, "AlreadyExists")) throw err;
-          await last("exists");
-          return;
+          return "exists";
         }
-        await last("done");
       };
+      const finish = async (blob: { digest: string; size: number }) => last(await commitNs(blob));
       if (shared) {
         await finish(shared);
         return;
@@ -197,9 +196,14 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
         }
         release?.(); // the download is over: the group's next one starts while this commits
         committing = true;
-        const committed = await commitBytes(d, writer, blob.digest, total);
-        spent = true;
-        await finish(committed);
+        // The bytes into place and the namespace's commit under the digest's one lock: no
+        // removal of the same bytes elsewhere falls between them.
+        const outcome = await d.blobs.locked(blob.digest, async () => {
+          const committed = await commitBytes(d, writer, blob.digest, total);
+          spent = true;
+          return commitNs(committed, true);
+        });
+        await last(outcome);
       } catch (err) {
         // An ingest that holds no byte, or bytes that can never commit, goes, so the next try
         // starts clean; any other stays (unlocked) for a resume.

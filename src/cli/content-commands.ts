@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ApiClient } from "./client.js";
-import { CkError, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
+import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
 import { humanSize, labelsString, parseLabelArgs, table } from "./format.js";
 import { ApiContent, WRITE_CHUNK } from "./api-content.js";
 
@@ -28,11 +28,25 @@ function age(ts: { seconds: number } | undefined): string {
   return `${Math.floor(s / 86400)} days`;
 }
 
+const sha256Of = (data: Uint8Array): string => "sha256:" + createHash("sha256").update(data).digest("hex");
+
 /**
  * Writes `data` under `ref` through Content.Write, resuming at the offset the server already
  * holds. AlreadyExists on the first message means the blob is there: success.
  */
 export async function writeBlob(api: ApiClient, ref: string, data: Buffer, opts: { expected?: string; labels?: Record<string, string> } = {}): Promise<string> {
+  try {
+    return await writeBlobOnce(api, ref, data, opts);
+  } catch (err) {
+    // What an earlier try left under the ref was of another size (the daemon holds an
+    // ingest to its total): not these bytes. Dropped, and written afresh.
+    if (!isClass(err, "FailedPrecondition") || !/provided total differs/.test((err as Error).message)) throw err;
+    await api.call("content", "Abort", { ref });
+    return writeBlobOnce(api, ref, data, opts);
+  }
+}
+
+async function writeBlobOnce(api: ApiClient, ref: string, data: Buffer, opts: { expected?: string; labels?: Record<string, string> }): Promise<string> {
   const w = api.lockstep<object>("content", "Write");
   try {
     let st: any;
@@ -43,7 +57,9 @@ export async function writeBlob(api: ApiClient, ref: string, data: Buffer, opts:
       throw err;
     }
     let offset = Number(st.offset ?? 0);
-    if (offset > data.length) offset = 0;
+    // Resume only on a prefix of these bytes (what an earlier try of the same data left): a
+    // WRITE at offset 0 drops what the ref holds and starts over (Truncate(0)).
+    if (offset > data.length || (offset > 0 && st.digest !== sha256Of(data.subarray(0, offset)))) offset = 0;
     while (offset < data.length) {
       const chunk = data.subarray(offset, offset + CHUNK);
       const r: any = await w.send({ action: WRITE, offset, data: chunk });
@@ -248,7 +264,7 @@ export function registerContentCommands(program: Command, action: Action<any[]>,
           const r = spawnSync("/bin/sh", ["-c", `${editor} "$1"`, "sh", file], { stdio: "inherit" });
           if (r.status !== 0) throw new Error(`editor exited with ${r.status ?? r.signal}`);
           const data = await readFile(file);
-          const next = "sha256:" + createHash("sha256").update(data).digest("hex");
+          const next = sha256Of(data);
           await writeBlob(api, `edit-${digest}`, data, { expected: next });
           out(next + "\n");
         } finally {

@@ -156,6 +156,12 @@ class LocalReaderAt implements ReaderAt {
   }
 }
 
+/**
+ * A ref as error messages show it: refs are any strings, and ckd's own are `<namespace>\0<ref>`
+ * (content/namespaced.ts): the client's part is what its user gave.
+ */
+const shown = (ref: string): string => (ref.includes("\u0000") ? ref.slice(ref.indexOf("\u0000") + 1) : ref);
+
 class LocalIngestWriter implements IngestWriter {
   private queue: Promise<unknown> = Promise.resolve();
   private phase: "open" | "closed" | "aborted" = "open";
@@ -289,7 +295,7 @@ class LocalIngestWriter implements IngestWriter {
             // The bytes hashed are the bytes committed: a file holding more (a failed write's
             // remains) is not renamed under a digest it does not have.
             const held = (await fh.stat()).size;
-            if (held !== ingest.offset) throw failedPrecondition(`ingest "${ingest.ref}" holds ${held} bytes on disk, ${ingest.offset} written`);
+            if (held !== ingest.offset) throw failedPrecondition(`ingest "${shown(ingest.ref)}" holds ${held} bytes on disk, ${ingest.offset} written`);
             await fh.datasync();
           } finally {
             await fh.close();
@@ -389,8 +395,8 @@ class LocalIngestWriter implements IngestWriter {
   }
 
   private assertOpen(): void {
-    if (this.phase === "aborted") throw notFound(`ingest ref "${this.ingest.ref}" was aborted`);
-    if (this.phase !== "open") throw failedPrecondition(`writer for ref "${this.ingest.ref}" is closed`);
+    if (this.phase === "aborted") throw notFound(`ingest ref "${shown(this.ingest.ref)}" was aborted`);
+    if (this.phase !== "open") throw failedPrecondition(`writer for ref "${shown(this.ingest.ref)}" is closed`);
   }
 
   private serial<T>(op: () => Promise<T>): Promise<T> {
@@ -415,9 +421,11 @@ function exists(file: string): boolean {
 }
 
 async function removeIngestDir(dir: string): Promise<void> {
-  await fs.unlink(path.join(dir, REF_FILE)).catch((err: unknown) => {
-    if (!isErrno(err, "ENOENT")) throw err;
-  });
+  for (const name of [REF_FILE, `${REF_FILE}.tmp`]) {
+    await fs.unlink(path.join(dir, name)).catch((err: unknown) => {
+      if (!isErrno(err, "ENOENT")) throw err;
+    });
+  }
   await fs.rmdir(dir).catch((err: unknown) => {
     if (!isErrno(err, "ENOENT")) throw err;
   });
@@ -584,7 +592,7 @@ export class LocalContentStore implements ContentStore {
     const expected = optionalDigest("expected", opts.expected);
     const total = checkCount("total", opts.total);
     const key = refKey(ref);
-    if (this.locks.has(key)) throw unavailable(`ref "${ref}" locked`);
+    if (this.locks.has(key)) throw unavailable(`ref "${shown(ref)}" locked`);
     // Lock before looking for the blob: a holder commits under the lock, so whoever gets the
     // lock next sees its blob and never writes the bytes a second time.
     const claim = { maintenance: "opening writer" };
@@ -668,7 +676,9 @@ export class LocalContentStore implements ContentStore {
       state.total = total;
       persist = true;
     }
-    if (expected !== undefined && state.expected !== expected) {
+    // The expected digest is this writer's, as the one containerd's Commit is given: one
+    // declared by an earlier writer of the ref (a failed try, say) is not held against it.
+    if (state.expected !== expected) {
       state.expected = expected;
       persist = true;
     }
@@ -698,7 +708,7 @@ export class LocalContentStore implements ContentStore {
   async status(ref: string): Promise<IngestStatus> {
     const key = refKey(checkRef(ref));
     const st = await this.statusByKey(key);
-    if (st === undefined) throw notFound(`ingest ref "${ref}"`);
+    if (st === undefined) throw notFound(`ingest ref "${shown(ref)}"`);
     return st;
   }
 
@@ -712,7 +722,7 @@ export class LocalContentStore implements ContentStore {
     const key = refKey(checkRef(ref));
     const holder = this.locks.get(key);
     if (holder !== undefined && !(holder instanceof LocalIngestWriter)) {
-      throw unavailable(`ref "${ref}" locked`);
+      throw unavailable(`ref "${shown(ref)}" locked`);
     }
     const claim = { maintenance: "abort" };
     this.locks.set(key, claim);
@@ -723,7 +733,7 @@ export class LocalContentStore implements ContentStore {
       try {
         await fs.rm(path.join(this.ingestRoot, key), { recursive: true, force: inMemory });
       } catch (err) {
-        if (isErrno(err, "ENOENT")) throw notFound(`ingest ref "${ref}"`);
+        if (isErrno(err, "ENOENT")) throw notFound(`ingest ref "${shown(ref)}"`);
         throw err;
       }
     } finally {
@@ -800,7 +810,7 @@ export class LocalContentStore implements ContentStore {
     }
     const dir = path.join(this.ingestRoot, key);
     const saved = await readRefFile(dir);
-    if (saved === undefined) throw notFound(`ingest ref "${ref}"`);
+    if (saved === undefined) throw notFound(`ingest ref "${shown(ref)}"`);
     if (!saved.leases?.includes(lease)) return;
     await saveRefFile(dir, { ...saved, leases: saved.leases.filter((l) => l !== lease) });
   }
@@ -854,7 +864,10 @@ async function saveRefFile(dir: string, f: RefFile): Promise<void> {
   if (f.expected !== undefined) body.expected = f.expected;
   if (f.leases !== undefined && f.leases.length > 0) body.leases = f.leases;
   body.expires = f.expires ?? true;
-  await fs.writeFile(path.join(dir, REF_FILE), JSON.stringify(body));
+  // Whole or not at all: a reader (a restart, a status, the cleanup) never sees half a file.
+  const tmp = path.join(dir, `${REF_FILE}.tmp`);
+  await fs.writeFile(tmp, JSON.stringify(body));
+  await fs.rename(tmp, path.join(dir, REF_FILE));
 }
 
 /** ref.json of an ingest dir, or undefined when absent or unreadable (a crash mid-write). */

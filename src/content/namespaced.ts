@@ -44,10 +44,22 @@ export class NamespacedBlobs {
 
   /** Makes bytes on disk visible in a namespace (no byte moves), if they are still there. */
   commit(ns: string, digest: string, size: number, labels: Record<string, string>, lease?: string): Promise<BlobRecord> {
-    return this.locks.run(digest, async () => {
-      if (!(await this.store.stat(digest))) throw aborted(`content ${digest} was removed meanwhile`);
-      return this.sequencer.submit(contentHandlers.commit({ namespace: ns, digest, size, labels, lease }));
-    });
+    return this.locks.run(digest, () => this.commitLocked(ns, digest, size, labels, lease));
+  }
+
+  /**
+   * `commit` for a caller already holding the digest's lock (`locked`): an ingest's bytes
+   * moved into place and made visible under one hold, so no removal of the same bytes (a
+   * delete or a collection in another namespace, the orphan sweep) falls between the two.
+   */
+  readonly commitLocked = async (ns: string, digest: string, size: number, labels: Record<string, string>, lease?: string): Promise<BlobRecord> => {
+    if (!(await this.store.stat(digest))) throw aborted(`content ${digest} was removed meanwhile`);
+    return this.sequencer.submit(contentHandlers.commit({ namespace: ns, digest, size, labels, lease }));
+  };
+
+  /** Runs `fn` holding `digest`'s lock (what commit, delete and the sweeps take). */
+  locked<T>(digest: string, fn: () => Promise<T>): Promise<T> {
+    return this.locks.run(digest, fn);
   }
 
   /** Hides a blob from a namespace; removes the bytes once no namespace refers to them. */

@@ -161,6 +161,90 @@ describe("content over the API", () => {
     }
   });
 
+  test("a shared blob: a total that does not match is FailedPrecondition (never AlreadyExists); its commit drops what an earlier try left under the ref", async () => {
+    const a = daemon.client("share2-a");
+    const b = daemon.client("share2-b");
+    try {
+      const data = randomBytes(200_000);
+      const digest = sha(data);
+      const labels = { "containerd.io/gc.root": "test" };
+      // b holds half an ingest under "r" (an earlier try, its stream gone).
+      let w = b.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "r", total: data.length, expected: digest });
+      await w.send({ action: 1, offset: 0, data: data.subarray(0, 100_000) });
+      w.cancel();
+      for (const until = Date.now() + 5000; Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
+        if (Number((await b.call("content", "Status", { ref: "r" })).status.offset) === 100_000) break;
+      }
+      // a commits the whole blob.
+      assert.equal(await writeBlob(a, "ra", data, { expected: digest, labels }), digest);
+      // b's STAT with a wrong total: the digest fixes the size, so no write could ever commit.
+      await rejectsClass(b.lockstep<object>("content", "Write").send({ action: 0, ref: "x", total: data.length + 1, expected: digest }), "FailedPrecondition", /is 200000 bytes, not the 200001 given as total/);
+      // b's shared commit with a wrong total at COMMIT.
+      w = b.lockstep<object>("content", "Write");
+      assert.equal(Number(((await w.send({ action: 0, ref: "r", total: 0, expected: digest })) as any).offset), data.length);
+      await rejectsClass(w.send({ action: 2, total: 5, expected: digest, labels }), "FailedPrecondition", /failed size validation: 200000 != 5/);
+      await rejectsClass(b.call("content", "Info", { digest }), "NotFound");
+      // And right: committed without a byte; the half ingest under "r" is gone with it.
+      w = b.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "r", total: data.length, expected: digest });
+      assert.equal(((await w.send({ action: 2, total: data.length, expected: digest, labels })) as any).digest, digest);
+      w.end();
+      await rejectsClass(b.call("content", "Status", { ref: "r" }), "NotFound");
+      // Read from a negative offset reads from 0, as containerd's.
+      const parts: Buffer[] = [];
+      for await (const m of b.stream<any>("content", "Read", { digest, offset: -5, size: 10 })) parts.push(Buffer.from(m.data));
+      assert.deepEqual(Buffer.concat(parts), data.subarray(0, 10));
+      await a.call("content", "Delete", { digest });
+      await b.call("content", "Delete", { digest });
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  test("a new writer of a ref is held to its own expected digest, not one an earlier failed try declared; a resume checks the bytes held", async () => {
+    const c = daemon.client("redo");
+    try {
+      const good = randomBytes(50_000);
+      const wrong = randomBytes(50_000);
+      // A try that declared the digest of other bytes fails at commit; its ingest stays.
+      let w = c.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "redo", total: wrong.length, expected: sha(good) });
+      await w.send({ action: 1, offset: 0, data: wrong });
+      await rejectsClass(w.send({ action: 2, total: wrong.length, expected: sha(good) }), "FailedPrecondition", /unexpected commit digest/);
+      // The next writer declares nothing: it truncates, writes and commits what it sent.
+      w = c.lockstep<object>("content", "Write");
+      const st: any = await w.send({ action: 0, ref: "redo", total: good.length });
+      assert.equal(Number(st.offset), wrong.length, "the failed try's bytes were kept for a resume");
+      await w.send({ action: 1, offset: 0, data: good });
+      assert.equal(((await w.send({ action: 2, total: good.length })) as any).digest, sha(good));
+      w.end();
+      // writeBlob (ck content edit's writer) resumes only on a prefix of its own bytes.
+      const other = randomBytes(40_000);
+      w = c.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "edit", total: other.length });
+      await w.send({ action: 1, offset: 0, data: other.subarray(0, 20_000) });
+      w.cancel();
+      for (const until = Date.now() + 5000; Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
+        if (Number((await c.call("content", "Status", { ref: "edit" })).status.offset) === 20_000) break;
+      }
+      const mine = randomBytes(30_000);
+      // (The cancelled stream lets go of the ref a moment after its bytes are counted.)
+      let written: string | undefined;
+      for (const until = Date.now() + 5000; written === undefined; await new Promise((r) => setTimeout(r, 20))) {
+        written = await writeBlob(c, "edit", mine, { expected: sha(mine) }).catch((err) => {
+          if (err?.errorClass !== "Unavailable" || Date.now() > until) throw err;
+          return undefined;
+        });
+      }
+      assert.equal(written, sha(mine));
+      for (const d of [sha(good), sha(mine)]) await c.call("content", "Delete", { digest: d });
+    } finally {
+      c.close();
+    }
+  });
+
   test("an interrupted write resumes at the offset reached; truncate by writing at 0 restarts", async () => {
     const c = daemon.client("resume");
     try {

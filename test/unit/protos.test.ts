@@ -509,7 +509,7 @@ test("bytes cross-decode: containerd's encoding decodes in ck and back, extensio
     const { ...mine } = p.decode(name(theirs), wire);
     for (const k of Object.keys(mine)) {
       if (!k.startsWith("ck_")) continue;
-      const absent = Array.isArray(mine[k]) ? mine[k].length === 0 : mine[k] === null || mine[k] === "" || mine[k] === 0;
+      const absent = Array.isArray(mine[k]) ? mine[k].length === 0 : mine[k] === null || mine[k] === "" || mine[k] === 0 || mine[k] === false;
       assert.ok(absent, `${name(theirs)}.${k}: a ck extension absent from containerd's bytes`);
       delete mine[k];
     }
