@@ -211,12 +211,14 @@ export class Sequencer {
           this.queue.unshift(job);
           continue;
         }
-        if (!decision) {
-          job.reject(failure);
-          continue;
-        }
-        if (!decision.event) {
-          job.resolve(decision.result);
+        if (!decision || !decision.event) {
+          // Nothing to append: an error, or nothing to change. Either may rest on appends
+          // still in flight (the overlay): answered once they are applied, decided again if
+          // any of them did not land (the answer would describe a state that never was).
+          const restsOn = this.inflight.slice();
+          if (restsOn.length > 0) void this.answerAfter(job, epoch, restsOn, decision, failure);
+          else if (decision) job.resolve(decision.result);
+          else job.reject(failure);
           continue;
         }
         job.result = decision.result;
@@ -228,6 +230,20 @@ export class Sequencer {
     } finally {
       this.pumping = false;
     }
+  }
+
+  /** Answers a decision that appended nothing once the appends it rested on are applied. */
+  private async answerAfter(job: Job, epoch: number, restsOn: Job[], decision: Decision<unknown> | undefined, failure: unknown): Promise<void> {
+    const results = await Promise.all(restsOn.map((j) => j.append!));
+    const landed = results.every((r) => r.ok);
+    if (landed) await this.projector.waitFor(Math.max(...results.map((r) => (r.ok ? r.seq : 0))));
+    if (!landed || this.epoch !== epoch) {
+      this.queue.unshift(job);
+      this.schedulePump();
+      return;
+    }
+    if (decision) job.resolve(decision.result);
+    else job.reject(failure);
   }
 
   private appendDecided(job: Job, draft: EventDraft): void {

@@ -144,3 +144,35 @@ test("an event larger than the server's max_payload: InvalidArgument at once nam
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("an answer that appends nothing (AlreadyExists here) comes only once the append it rests on is applied: the record it names is readable then", async () => {
+  const nats = await startTestNats();
+  const dir = await mkdtemp(join(tmpdir(), "ck-seq-"));
+  const log = await EventLog.open({ url: nats.url, stream: "SEQ_NOOP" });
+  const db = await ProjectionDb.open(join(dir, "meta"));
+  const protos = loadProtos();
+  const projector = new Projector(db, log, protos);
+  projector.start();
+  const sequencer = new Sequencer(log, projector, protos);
+  try {
+    const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "e".repeat(64), size: 1, annotations: {} };
+    const create = (name: string) => sequencer.submit(imageHandlers.create({ namespace: "seq", image: { name, labels: {}, target }, now: nowTimestamp() }));
+    for (let i = 0; i < 20; i++) {
+      const first = create(`dup-${i}`);
+      let seenAtRefusal: unknown = "not refused";
+      const second = create(`dup-${i}`).catch((err) => {
+        seenAtRefusal = db.getSync(keys.image("seq", `dup-${i}`));
+        throw err;
+      });
+      await first;
+      await rejectsClass(second, "AlreadyExists");
+      assert.ok(seenAtRefusal && typeof seenAtRefusal === "object", `round ${i}: refused before the image it names was readable`);
+    }
+  } finally {
+    await projector.stop();
+    await db.close();
+    await log.close();
+    await nats.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
