@@ -246,6 +246,8 @@ images
   .description("remove images")
   .action(
     action(async (api, names: string[], opts: { sync?: boolean }) => {
+      // As ctr: every name is tried; a failure is reported and makes the exit status 1.
+      let failed = false;
       for (const name of names) {
         try {
           await api.call("images", "Delete", { name, sync: !!opts.sync });
@@ -255,9 +257,11 @@ images
             process.stderr.write(`WARN: ${name}: image not found\n`);
             continue;
           }
-          throw err;
+          failed = true;
+          process.stderr.write(`ck: unable to delete ${name}: ${(err as Error).message}\n`);
         }
       }
+      if (failed) process.exitCode = 1;
     }),
   );
 
@@ -328,7 +332,17 @@ containers
   .description("remove containers")
   .action(
     action(async (api, ids: string[]) => {
-      for (const id of ids) await api.call("containers", "Delete", { id });
+      // As ctr: every id is tried; a failure is reported and makes the exit status 1.
+      let failed = false;
+      for (const id of ids) {
+        try {
+          await api.call("containers", "Delete", { id });
+        } catch (err) {
+          failed = true;
+          process.stderr.write(`ck: failed to delete container ${JSON.stringify(id)}: ${(err as Error).message}\n`);
+        }
+      }
+      if (failed) process.exitCode = 1;
     }),
   );
 

@@ -377,12 +377,14 @@ export class BaseStore {
    * the log's history before `seq` is cut), and chunks that no marker names. Returns the
    * number of bases removed.
    */
-  async prune(seq: number): Promise<number> {
+  async prune(seq: number, beforeEachRemoval: () => void = () => undefined): Promise<number> {
     const all = await this.list();
     const drop = all.filter((b) => b.seq < seq);
     const keep = all.filter((b) => b.seq >= seq);
     for (const b of drop) {
+      beforeEachRemoval();
       await this.log.jsm.streams.purge(this.name, { filter: this.chunkSubject(b.id) });
+      beforeEachRemoval();
       await this.log.jsm.streams.deleteMessage(this.name, b.markerSeq!, false);
     }
     // Chunks no marker names: writers stopped half way (or one at work right now, whose
@@ -391,7 +393,9 @@ export class BaseStore {
     const named = new Set(keep.map((b) => this.chunkSubject(b.id)));
     const info = await this.log.jsm.streams.info(this.name, { subjects_filter: `${this.prefix}.chunks.>` });
     for (const subject of Object.keys(info.state.subjects ?? {})) {
-      if (!named.has(subject)) await this.log.jsm.streams.purge(this.name, { filter: subject });
+      if (named.has(subject)) continue;
+      beforeEachRemoval();
+      await this.log.jsm.streams.purge(this.name, { filter: subject });
     }
     return drop.length;
   }

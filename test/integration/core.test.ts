@@ -306,7 +306,12 @@ describe("ckd core", () => {
     r = await runNode(CK, ["images", "create", "bad", "--digest", "nope", "--size", "1", "--media-type", "x"], env);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /invalid argument/);
-    for (const args of [["containers", "rm", "c1", "c2"], ["images", "rm", "docker.io/library/x:1", "docker.io/library/x:2", "docker.io/library/x:3"], ["namespaces", "rm", "cli"]]) {
+    // A failing id does not stop the others (as ctr); the exit status says it failed.
+    r = await runNode(CK, ["containers", "rm", "nope-x", "c2"], env);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /failed to delete container "nope-x"/);
+    assert.doesNotMatch((await runNode(CK, ["containers", "ls", "-q"], env)).stdout, /c2/);
+    for (const args of [["containers", "rm", "c1"], ["images", "rm", "docker.io/library/x:1", "docker.io/library/x:2", "docker.io/library/x:3"], ["namespaces", "rm", "cli"]]) {
       r = await runNode(CK, args, env);
       assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
     }

@@ -302,7 +302,7 @@ export async function withBaseLock<T>(
   // Once stopping, no step that removes anything starts: refresh() comes before each.
   const guarded: BaseLock = {
     refresh: async () => {
-      if (stopping) throw new Error("stopped");
+      notStopping();
       await lock.refresh();
     },
     release: () => lock.release(),
@@ -319,6 +319,11 @@ const held = new Set<BaseLock>();
 const beingTaken = new Set<Promise<BaseLock>>();
 const temps = new Set<string>();
 let stopping = false;
+
+/** Throws once a stop signal came: called right before each request that removes something. */
+function notStopping(): void {
+  if (stopping) throw new Error("stopped");
+}
 
 /** True once a stop signal came (the command's own errors are then beside the point). */
 export function isStopping(): boolean {
@@ -415,11 +420,13 @@ export async function compact(log: EventLog, opts: CompactOptions): Promise<Comp
       // after, for subscriptions that ask for events since a time).
       const firstNow = (await log.info()).state.first_seq;
       const lastCutTime = cut > 1 && cut - 1 >= firstNow ? (await log.jsm.streams.getMessage(log.stream, { seq: cut - 1 }))?.time : undefined;
+      // A stop signal that came during the reads above released the lock: no purge then.
+      notStopping();
       const removed = cut > 1 ? await log.purgeBefore(cut) : 0;
       if (lastCutTime) await store.recordCut(cut, lastCutTime);
       const info = await log.info();
       await lock.refresh();
-      const prunedBases = await store.prune(info.state.first_seq - 1);
+      const prunedBases = await store.prune(info.state.first_seq - 1, notStopping);
       return { base: marker, anchor, removed, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq, prunedBases };
     },
     { breakLock: opts.breakLock, staleMs: opts.lockStaleMs, onWarning: (m) => opts.onProgress?.(`warning: ${m}`) },
