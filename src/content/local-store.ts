@@ -758,6 +758,7 @@ export class LocalContentStore implements ContentStore {
       if (this.locks.has(key)) continue;
       const dir = path.join(this.ingestRoot, key);
       const known = this.states.get(key);
+      const seenUpdated = known?.updatedAt.getTime();
       const saved = known ? undefined : await readRefFile(dir);
       const candidate: IngestCandidate = {
         ref: known?.ref ?? saved?.ref,
@@ -767,6 +768,10 @@ export class LocalContentStore implements ContentStore {
       };
       if (!collectable(candidate)) continue;
       if (this.locks.has(key)) continue; // a writer took it while we looked
+      // A writer that opened, wrote and closed while we looked left another state (or a newer
+      // write): the ingest is not idle any more.
+      const now = this.states.get(key);
+      if (now !== known || (known !== undefined && known.updatedAt.getTime() !== seenUpdated)) continue;
       const claim = { maintenance: "cleanup" };
       this.locks.set(key, claim);
       try {
