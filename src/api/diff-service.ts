@@ -13,7 +13,7 @@ import { ingestRef, type NamespacedBlobs } from "../content/namespaced.js";
 import { applyLayerToMounts } from "../diff/apply.js";
 import { writeDiffFromMounts } from "../diff/diff.js";
 import { Digester } from "../diff/digest.js";
-import { checkMountsUnder } from "../snapshots/store.js";
+import { checkMountsUnder, type SnapshotStore } from "../snapshots/store.js";
 import { mountsFromApi } from "../snapshots/mount.js";
 import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
@@ -30,6 +30,8 @@ export interface DiffDeps {
   blobs: NamespacedBlobs;
   /** Directories under which Apply may write and Diff may read (the snapshotters' roots). */
   roots: () => string[];
+  /** The snapshots whose mounts Apply and Diff take (SnapshotStore.checkClientMounts). */
+  snapshots: Pick<SnapshotStore, "checkClientMounts">;
 }
 
 export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
@@ -41,6 +43,7 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       validateDigest("diff.digest", digest);
       const mounts = mountsFromApi(call.request.mounts);
       checkMountsUnder(mounts, d.roots());
+      await d.snapshots.checkClientMounts(ns, mounts, ["Active"], "mounts");
       // The layer must be visible in the caller's namespace, not merely on disk.
       await d.queries.getBlob(ns, digest);
       // Applied in a worker thread (reading the blob there): the event loop stays free.
@@ -57,6 +60,8 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       if (right.length === 0) throw invalidArgument("right mounts must not be empty");
       if (left.length > 0) checkMountsUnder(left, d.roots());
       checkMountsUnder(right, d.roots());
+      if (left.length > 0) await d.snapshots.checkClientMounts(ns, left, ["Active", "View"], "left mounts");
+      await d.snapshots.checkClientMounts(ns, right, ["Active", "View"], "right mounts");
       const ref = ingestRef(ns, r.ref || `diff-${randomBytes(8).toString("hex")}`);
       const lease = metadataValue(call, LEASE_HEADER) || undefined;
       const writer = await d.store.writer({ ref, lease });

@@ -10,8 +10,8 @@ import { unpackImage } from "./unpack.js";
 import { progressDisplay, silentProgress, type ProgressSink } from "./progress.js";
 import { collect, parseLabelArgs } from "./format.js";
 import { defaultSnapshotter } from "./defaults.js";
-import { CkError } from "../errdefs/errdefs.js";
-import { parseReference, type ImageReference } from "../remotes/reference.js";
+import { CkError, isNotFound } from "../errdefs/errdefs.js";
+import { formatReference, parseReference, type ImageReference } from "../remotes/reference.js";
 import { defaultPlatform, parsePlatform } from "../remotes/platform.js";
 import { loadDockerConfig, type CredentialStore } from "../remotes/auth.js";
 import { Registry, type RegistryTls } from "../remotes/registry.js";
@@ -187,8 +187,11 @@ export function registerDistributionCommands(program: Command, action: Action): 
   ).action(
     action(async (api, refArg: string, local: string | undefined, opts: RegistryFlags & PlatformFlags & { maxConcurrentUploadedLayers?: string; quiet?: boolean }) => {
       const ref = parseReference(refArg);
+      // The image as ck pull names it (`localhost:5000/app` is `localhost:5000/app:latest`),
+      // else as typed (an image another client stored under that string).
+      const name = local ?? (await localName(api, formatReference(ref), refArg));
       const r = await transfer(ref, opts, (registry, progress) =>
-        pushImage(api, registry, ref, local ?? refArg, {
+        pushImage(api, registry, ref, name, {
           platforms: opts.platform?.length ? opts.platform.map(parsePlatform) : [],
           concurrency: concurrency(opts.maxConcurrentUploadedLayers),
           progress,
@@ -228,4 +231,16 @@ async function fetchOne(api: ApiClient, registry: Registry, ref: ImageReference,
   const body = await registry.fetch(ref, desc);
   const sink = output === "-" ? process.stdout : createWriteStream(output);
   await pipeline(body, sink);
+}
+
+/** `normalized` when an image has that name, else `typed`. */
+async function localName(api: ApiClient, normalized: string, typed: string): Promise<string> {
+  if (normalized === typed) return typed;
+  try {
+    await api.call("images", "Get", { name: normalized });
+    return normalized;
+  } catch (err) {
+    if (isNotFound(err)) return typed;
+    throw err;
+  }
 }

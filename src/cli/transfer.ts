@@ -22,7 +22,7 @@ import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdef
 import { formatReference, type ImageReference } from "../remotes/reference.js";
 import { sha256Digest, type Descriptor, type Platform } from "../remotes/types.js";
 import { children, gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
-import { matchPlatform } from "../remotes/platform.js";
+import { manifestsFor, selectManifests } from "../remotes/platform.js";
 import { Slots } from "../remotes/slots.js";
 import { bytesCanNeverCommit, type Registry, type RegistryAccess } from "../remotes/registry.js";
 
@@ -360,7 +360,7 @@ class Fetcher implements FetchProgress {
   /** An index keeps only the wanted platforms' entries (all when none are named). */
   private narrow(p: ParsedManifest): ParsedManifest {
     if (p.kind !== "index" || this.opts.platforms.length === 0) return p;
-    const manifests = p.manifests.filter((m) => !m.platform || this.opts.platforms.some((want) => matchPlatform(m.platform, want)));
+    const manifests = manifestsFor(p, this.opts.platforms);
     if (manifests.length === 0) {
       const have = p.manifests.map((m) => (m.platform ? `${m.platform.os}/${m.platform.architecture}${m.platform.variant ? "/" + m.platform.variant : ""}` : "?")).join(", ");
       throw new CkError("NotFound", `no manifest for platform ${this.opts.platforms.map((x) => `${x.os}/${x.architecture}`).join(", ")} in ${have || "an empty index"}`);
@@ -615,7 +615,8 @@ export async function imageContents(api: ApiClient, target: Descriptor, platform
     const parsed = parseManifest(d, await content.readAll(d.digest, MAX_MANIFEST_BYTES));
     if (parsed.kind === "index") {
       for (const m of parsed.manifests) if (m.platform) out.platforms.push(platformString(m.platform));
-      const chosen = platform ? parsed.manifests.filter((m) => !m.platform || matchPlatform(m.platform, platform)).slice(0, 1) : parsed.manifests;
+      // The entry containerd would unpack: the best for the platform, not the first that runs.
+      const chosen = platform ? selectManifests(parsed, platform).slice(0, 1) : parsed.manifests;
       for (const m of chosen) await visit(m, false);
       return;
     }
@@ -670,7 +671,7 @@ export async function pushImage(api: ApiClient, registry: Registry, ref: ImageRe
     if (!info) throw new CkError("NotFound", `content ${d.digest} of ${local} is not in the content store`);
     const bytes = await content.readAll(d.digest, MAX_MANIFEST_BYTES);
     const parsed = parseManifest(d, bytes);
-    const kids = parsed.kind === "index" && opts.platforms.length ? parsed.manifests.filter((m) => !m.platform || opts.platforms.some((p) => matchPlatform(m.platform, p))) : children(parsed);
+    const kids = parsed.kind === "index" && opts.platforms.length ? manifestsFor(parsed, opts.platforms) : children(parsed);
     for (const c of kids) await walk(c);
     manifests.push({ desc: d, bytes });
   };

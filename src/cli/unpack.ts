@@ -16,7 +16,7 @@ import { ApiContent } from "./api-content.js";
 import { imageContents, type ImageContents } from "./transfer.js";
 import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
 import { MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
-import { matchPlatform } from "../remotes/platform.js";
+import { selectManifests } from "../remotes/platform.js";
 import type { Descriptor, Platform } from "../remotes/types.js";
 import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
 
@@ -82,7 +82,8 @@ async function platformManifest(api: ApiClient, target: Descriptor, platform: Pl
   for (let depth = 0; depth < 8; depth++) {
     const parsed = known.get(desc.digest) ?? parseManifest(desc, await content.readAll(desc.digest, MAX_MANIFEST_BYTES));
     if (parsed.kind !== "index") return parsed;
-    const chosen = parsed.manifests.find((m) => !platform || !m.platform || matchPlatform(m.platform, platform));
+    // As containerd's images.Manifest: the entry that serves the platform best, not the first that runs on it.
+    const chosen = platform ? selectManifests(parsed, platform)[0] : parsed.manifests[0];
     if (!chosen) return undefined;
     desc = chosen;
   }

@@ -90,6 +90,22 @@ export function selectManifests(index: ParsedManifest, want: Platform): Descript
   return scored.map((s) => s.d);
 }
 
+/**
+ * What a fetch or push for `wants` takes of an index, in the index's order: for each wanted
+ * platform the one entry that serves it best (containerd's Only order: the platform itself,
+ * then older compatible ones), and the entries without a platform (containerd's
+ * FilterPlatforms keeps those). Not every compatible entry: on amd64 a 386 image is not
+ * fetched beside the amd64 one, nor arm/v6 and arm/v7 beside arm64.
+ */
+export function manifestsFor(index: ParsedManifest, wants: readonly Platform[]): Descriptor[] {
+  const best = new Set<Descriptor>();
+  for (const w of wants) {
+    const first = selectManifests(index, w).find((d) => d.platform);
+    if (first) best.add(first);
+  }
+  return index.manifests.filter((d) => !d.platform || best.has(d));
+}
+
 function rank(candidate: Platform, want: Platform): number {
   return rankIn(candidate, platformVector(normalizePlatform(want)));
 }

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { CkError, failedPrecondition, invalidArgument, isClass, notFound, unavailable } from "../errdefs/errdefs.js";
 import type { CredentialStore, Credentials } from "./auth.js";
 import { Authorizer, MAX_TOKEN_RESPONSE } from "./authorizer.js";
-import { RegistryError, isRetryable, statusError, unauthorized } from "./errors.js";
+import { RegistryError, isRetryable, isUnauthorized, statusError, unauthorized } from "./errors.js";
 import { MAX_MANIFEST_BYTES, MediaTypes, isIndex, isManifest } from "./manifest.js";
 import { formatReference, manifestReference, type ImageReference } from "./reference.js";
 import { isDigest, isSize, sha256Digest, type Descriptor } from "./types.js";
@@ -314,7 +314,16 @@ export class Registry {
       const url = this.url(ref, `/v2/${ref.repository}/blobs/uploads/`);
       url.searchParams.set("mount", desc.digest);
       url.searchParams.set("from", from);
-      const res = await this.send({ method: "POST", ref, url, scopes: [pushScope, scope(from, ["pull"])], what, headers: { "content-length": "0" } });
+      let res: HttpResponse;
+      try {
+        res = await this.send({ method: "POST", ref, url, scopes: [pushScope, scope(from, ["pull"])], what, headers: { "content-length": "0" } });
+      } catch (err) {
+        // No pull on the source repository for these credentials: an ordinary upload may
+        // still be allowed (containerd's pusher drops the mount on a 401 the same way).
+        if (!isUnauthorized(err)) throw err;
+        this.log(`${ref.domain}/${ref.repository}: mounting blob ${desc.digest} from ${from} not authorized; uploading it`);
+        continue;
+      }
       if (res.statusCode === 201) {
         await drain(res);
         this.log(`${ref.domain}/${ref.repository}: mounted blob ${desc.digest} from ${from}`);
@@ -510,6 +519,10 @@ export class Registry {
    */
   private async send(call: Call): Promise<HttpResponse> {
     const host = call.ref.domain;
+    // The registry's credentials go to the registry only: an upload Location elsewhere (a
+    // storage service) gets none, and its 401 is not taken as the registry's challenge
+    // (containerd's pusher drops its authorizer when the upload's host changes).
+    if (call.url.origin !== this.url(call.ref, "/").origin) return this.follow(call, undefined);
     let authorization = await this.auth.upfront(host, call.scopes);
     let res = await this.follow(call, authorization);
     if (res.statusCode !== 401) return res;

@@ -13,7 +13,7 @@ import { chainIdOf, checkCommit, checkPrepare, checkUnpack, parentIds, snapshotH
 import { validateDigest } from "../commands/validation.js";
 import { canceled, failedPrecondition, invalidArgument, isClass } from "../errdefs/errdefs.js";
 import { inheritLowerAttributes, isMissingLinkTarget, needsItsLowers, type Applied } from "../diff/apply.js";
-import { keys, type ChainIndexRecord, type SnapshotRecord } from "../projections/views.js";
+import { keys, type ChainIndexRecord, type SnapshotKind, type SnapshotRecord } from "../projections/views.js";
 import type { Mount, Snapshotter, Usage } from "./types.js";
 
 export interface SnapshotterEntry {
@@ -439,6 +439,32 @@ export class SnapshotStore {
     return this.queries.getSnapshot(ns, sn, key);
   }
 
+  /**
+   * Mounts a client hands back to be written or read (Diff.Apply, Diff.Diff) are taken only
+   * when they are exactly what Mounts (or Prepare/View) gave for a snapshot of one of `kinds`
+   * in the caller's namespace. A check of the paths alone let a client pass options the
+   * check did not read (an overlay with `bind`), a path through a symlink a layer planted, or
+   * another namespace's (or a shared, verified) directory.
+   */
+  async checkClientMounts(ns: string, mounts: readonly Mount[], kinds: readonly SnapshotKind[], what: string): Promise<void> {
+    if (mounts.length === 0) throw invalidArgument(`${what} must not be empty`);
+    const wanted = sameMounts(mounts);
+    for (const name of this.names()) {
+      const sn = this.snapshotter(name);
+      for (const rec of await this.queries.listSnapshots(ns, name)) {
+        if (!kinds.includes(rec.kind)) continue;
+        let own: Mount[];
+        try {
+          own = sn.mounts(rec.id, parentIds((k) => this.findSync(ns, name, k), rec), rec.kind);
+        } catch {
+          continue; // a broken chain has no mounts to match
+        }
+        if (sameMounts(own) === wanted) return;
+      }
+    }
+    throw invalidArgument(`${what}: not the mounts of ${kinds.map((k) => (k === "Active" ? "an active" : `a ${k.toLowerCase()}`)).join(" or ")} snapshot in namespace ${JSON.stringify(ns)} (pass them as Mounts gave them)`);
+  }
+
   private async find(ns: string, sn: string, key: string): Promise<SnapshotRecord | undefined> {
     if (!key || key.includes("\u0000")) return undefined;
     return this.queries.getSnapshot(ns, sn, key).catch((err) => {
@@ -455,6 +481,11 @@ export class SnapshotStore {
 /** A fresh on-disk id: time-ordered, random, never derived from a user's key. */
 export function newSnapshotId(): string {
   return `${Date.now().toString(36)}-${randomBytes(8).toString("hex")}`;
+}
+
+/** Mounts as one comparable string: type, source and options in order (a target is the caller's). */
+function sameMounts(mounts: readonly Mount[]): string {
+  return JSON.stringify(mounts.map((m) => [m.type, m.source, m.options]));
 }
 
 /** Rejects mounts whose writable directories lie outside the snapshotters' roots. */

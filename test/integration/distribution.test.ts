@@ -304,6 +304,13 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.equal(r.code, 0, r.stderr);
     const uploads = proxy.seen.slice(before).filter((s) => (s.method === "PATCH" || s.method === "PUT") && s.url.includes("/blobs/uploads"));
     assert.deepEqual(uploads, []);
+    // Without a local name: the image as ck pull names it (no tag typed: ":latest").
+    r = await ck("dist", ["images", "tag", ref("dist/app"), `${registry.host}/dist/notag:latest`]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck("dist", ["push", "--plain-http", `${registry.host}/dist/notag`]);
+    assert.equal(r.code, 0, r.stderr);
+    const pushed = await runCommand("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${registry.host}/dist/notag:latest`]);
+    assert.equal(pushed.code, 0, pushed.stderr);
   });
 
   test("ctr install: an image's bin/ (and lib/ with --libs) into the opt directory ckd exports; a second install refuses to replace without --replace", async () => {

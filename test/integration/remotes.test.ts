@@ -49,6 +49,10 @@ interface ProxyOptions {
   redirectBlobsTo?: string;
   /** Rewrite absolute Location headers to paths, as some registries send them. */
   relativeLocation?: boolean;
+  /** Point upload Locations at this other host (an upload service beside the registry). */
+  uploadsTo?: string;
+  /** Answer 401 to a mount from this repository whatever the token (no pull on it). */
+  refuseMountFrom?: string;
 }
 
 interface Seen {
@@ -123,6 +127,12 @@ async function startProxy(upstream: string, opts: ProxyOptions = {}): Promise<Pr
         return;
       }
     }
+    if (opts.refuseMountFrom && req.method === "POST" && new URL(url, "http://x").searchParams.get("from") === opts.refuseMountFrom) {
+      req.resume();
+      res.writeHead(401, { "content-type": "application/json", "www-authenticate": `Bearer realm="http://${state.host}/token",service="test",scope="repository:${opts.refuseMountFrom}:pull"` });
+      res.end(JSON.stringify({ errors: [{ code: "UNAUTHORIZED", message: "no pull on the source" }] }));
+      return;
+    }
     if (opts.refuseHead && req.method === "HEAD" && url.includes("/manifests/")) {
       req.resume();
       res.writeHead(405);
@@ -147,6 +157,10 @@ async function startProxy(upstream: string, opts: ProxyOptions = {}): Promise<Pr
       if (opts.relativeLocation && typeof outHeaders.location === "string") {
         const loc = new URL(outHeaders.location, `http://${state.host}`);
         outHeaders.location = loc.pathname + loc.search;
+      }
+      if (opts.uploadsTo && typeof outHeaders.location === "string" && url.includes("/blobs/uploads/")) {
+        const loc = new URL(outHeaders.location, `http://${state.host}`);
+        outHeaders.location = `http://${opts.uploadsTo}${loc.pathname}${loc.search}`;
       }
       res.writeHead(upRes.statusCode ?? 502, outHeaders);
       let sent = 0;
@@ -526,6 +540,28 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
       assert.equal(hops.length, 1);
       assert.equal(hops[0].authorization, undefined, "no credentials leave the registry's host");
       assert.ok(p.seen.some((s) => s.url.includes(d.digest) && s.authorization?.startsWith("Bearer ")));
+    });
+
+    test("an upload Location on another host gets the bytes without our Authorization header", T, async () => {
+      const uploads = await proxy();
+      const p = await proxy({ auth: { scheme: "basic", user, pass }, uploadsTo: uploads.host });
+      const blob = randomBytes(8192);
+      const dst = { ...via(p), repository: "remotes/foreignupload" };
+      assert.equal(await client({ credentials: configFor(p.host) }).pushBlob(dst, { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length }, () => Readable.from([blob])), "uploaded");
+      const there = uploads.seen.filter((x) => x.method === "PATCH" || x.method === "PUT");
+      assert.ok(there.length >= 2, "the upload went to the other host");
+      assert.deepEqual(there.map((x) => x.authorization), there.map(() => undefined), "no credentials sent there");
+      assert.ok(p.seen.some((x) => x.method === "POST" && x.authorization?.startsWith("Basic ")), "the registry itself got them");
+    });
+
+    test("a mount from a repository the credentials may not pull (401) falls back to an upload", T, async () => {
+      const p = await proxy({ auth: { scheme: "bearer", user, pass }, refuseMountFrom: "private/app" });
+      const blob = randomBytes(4096);
+      const dst = { ...via(p), repository: "remotes/mountfallback" };
+      const lines: string[] = [];
+      const pushed = await client({ credentials: configFor(p.host), log: (m) => lines.push(m) }).pushBlob(dst, { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length }, () => Readable.from([blob]), { mountFrom: ["private/app"] });
+      assert.equal(pushed, "uploaded");
+      assert.ok(lines.some((l) => /mounting blob .* from private\/app not authorized; uploading it/.test(l)), lines.join("\n"));
     });
 
     test("bearer: anonymous tokens work", T, async () => {

@@ -244,6 +244,31 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
         const l0 = image.manifest.layers[0]!;
         const applied = await x.call("diff", "Apply", { diff: { media_type: l0.mediaType, digest: l0.digest, size: l0.size }, mounts });
         assert.equal(applied.applied.digest, image.config.rootfs.diff_ids[0]);
+        // Mounts that are not exactly an active snapshot's of the caller's namespace are refused
+        // before anything is written: options the path check did not read (an overlay with
+        // bind writing into upperdir=/tmp/...), a snapshotter's whole root, another
+        // namespace's snapshot.
+        const diff = { media_type: l0.mediaType, digest: l0.digest, size: l0.size };
+        const root = path.dirname(path.dirname(path.dirname(mounts[0].source)));
+        const elsewhere = await fs.mkdtemp(path.join(os.tmpdir(), "ck-not-a-snapshot-"));
+        const other = daemon.client(`${X}-other`);
+        try {
+          await other.call("leases", "Create", { id: "o" });
+          const theirs = (await other.call("snapshots", "Prepare", { snapshotter: sn, key: "theirs", parent: "" })).mounts;
+          for (const bad of [
+            [{ type: "overlay", source: mounts[0].source, options: ["rbind", `upperdir=${elsewhere}`, `lowerdir=${elsewhere}`] }],
+            [{ type: "bind", source: root, options: ["rw", "rbind"] }],
+            theirs,
+          ]) {
+            await rejectsClass(x.call("diff", "Apply", { diff, mounts: bad }), "InvalidArgument", /not the mounts of an active snapshot in namespace|not a snapshot of this daemon/);
+            await rejectsClass(x.call("diff", "Diff", { left: [], right: bad }), "InvalidArgument", /not the mounts of an active or a view snapshot in namespace|not a snapshot of this daemon/);
+          }
+          assert.deepEqual(await fs.readdir(elsewhere), [], "nothing written outside the snapshots");
+          await other.call("snapshots", "Remove", { snapshotter: sn, key: "theirs" });
+        } finally {
+          other.close();
+          await fs.rm(elsewhere, { recursive: true, force: true });
+        }
         await fs.writeFile(path.join(mounts[0].source, "evil"), "written by a client\n");
         await x.call("snapshots", "Commit", { snapshotter: sn, key: "mine", name: chain[0], labels: { "containerd.io/gc.root": "now" } });
         // Another namespace's pull does not share it: every layer is applied again.

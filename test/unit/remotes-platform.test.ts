@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { arch } from "node:os";
-import { defaultPlatform, formatPlatform, matchPlatform, parsePlatform, selectManifests } from "../../src/remotes/platform.js";
+import { defaultPlatform, formatPlatform, manifestsFor, matchPlatform, parsePlatform, selectManifests } from "../../src/remotes/platform.js";
 import { MediaTypes, type ParsedManifest } from "../../src/remotes/manifest.js";
 import type { Descriptor, Platform } from "../../src/remotes/types.js";
 import { invalid } from "../helpers/errors.js";
@@ -97,4 +97,15 @@ test("selectManifests keeps the matching entries, best first, platform-less last
   assert.deepEqual(selectManifests(index, { os: "linux", architecture: "arm64", variant: "v8" }), [arm64, v7, v6, noPlatform]);
   assert.deepEqual(selectManifests(index, { os: "linux", architecture: "amd64" }), [amd, i386, noPlatform]);
   assert.deepEqual(selectManifests(index, { os: "linux", architecture: "s390x" }), [noPlatform]);
+
+  // What a fetch or push takes: the best entry per wanted platform (not every compatible one:
+  // arm/v6 and arm/v7 listed before arm64 are not fetched on arm64, nor 386 on amd64), and the
+  // entries without a platform, in the index's order.
+  assert.deepEqual(manifestsFor(index, [{ os: "linux", architecture: "arm64", variant: "v8" }]), [noPlatform, arm64]);
+  assert.deepEqual(manifestsFor(index, [{ os: "linux", architecture: "amd64" }]), [noPlatform, amd]);
+  assert.deepEqual(manifestsFor(index, [{ os: "linux", architecture: "amd64" }, { os: "linux", architecture: "arm", variant: "v7" }]), [noPlatform, amd, v7]);
+  // Only older compatible entries: the best of them.
+  const armOnly: ParsedManifest = { ...index, manifests: [v6, v7] };
+  assert.deepEqual(manifestsFor(armOnly, [{ os: "linux", architecture: "arm64", variant: "v8" }]), [v7]);
+  assert.deepEqual(manifestsFor(armOnly, [{ os: "linux", architecture: "s390x" }]), []);
 });
