@@ -107,13 +107,25 @@ const references: Record<ResourceKind, (s: NamespaceGcState, key: string) => GcN
 export function gcMark(s: NamespaceGcState, now: Date): Set<string> {
   const marked = new Set<string>();
   const stack = gcRoots(s, now);
-  // A flat root is marked but not followed; reached again unflat, it is followed then.
+  // A flat node's labels are not followed, but a flat snapshot's parent is, flat too (as
+  // containerd's resourceSnapshotFlat: a live snapshot's parents are never collected under
+  // it). Reached again unflat, a node is followed in full then.
   const followed = new Set<string>();
+  const followedFlat = new Set<string>();
   while (stack.length > 0) {
     const n = stack.pop()!;
     const id = nodeId(n);
     marked.add(id);
-    if (n.flat || followed.has(id)) continue;
+    if (followed.has(id)) continue;
+    if (n.flat) {
+      if (followedFlat.has(id)) continue;
+      followedFlat.add(id);
+      if (n.kind === "snapshot") {
+        const snap = s.snapshots?.get(n.key);
+        if (snap?.parent) stack.push({ kind: "snapshot", key: `${snap.snapshotter}/${snap.parent}`, flat: true });
+      }
+      continue;
+    }
     followed.add(id);
     stack.push(...references[n.kind](s, n.key));
   }

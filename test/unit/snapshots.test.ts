@@ -13,7 +13,7 @@ import {
   snapshotHandlers,
   type PrepareSnapshot,
 } from "../../src/commands/snapshots.js";
-import { decideCollectSnapshots, leavesFirst, loadGcState, unreferencedSnapshots } from "../../src/commands/gc.js";
+import { decideCollectSnapshots, gcMark, leavesFirst, loadGcState, unreferencedSnapshots } from "../../src/commands/gc.js";
 import { decideCreateLease } from "../../src/commands/leases.js";
 import { keys, type LeaseRecord, type SnapshotRecord } from "../../src/projections/views.js";
 import { Given as BaseGiven, T0 } from "../helpers/given.js";
@@ -192,6 +192,19 @@ describe("snapshots: garbage collection", () => {
     assert.equal(unreferencedSnapshots(loadGcState(NS, (p) => g.scan(p)), NOW).get(SN), undefined);
     left = leavesFirst([g.snap("base")!, g.snap("top")!, g.snap("mid")!]);
     assert.deepEqual(left.map((r) => r.key), ["top", "mid", "base"]);
+  });
+
+  test("a gc.flat lease holding an active snapshot keeps its parents (flat: not what their labels name), as containerd's resourceSnapshotFlat", () => {
+    const g = chain();
+    const digest = "sha256:" + "d".repeat(64);
+    g.state.set(keys.blob(NS, digest), { digest, size: 1, labels: {}, created_at: T0, updated_at: T0 });
+    // mid names the blob by a gc.ref label.
+    g.state.set(keys.snapshot(NS, SN, "mid"), { ...g.snap("mid")!, labels: { "containerd.io/gc.ref.content.x": digest } });
+    g.apply(decideCreateLease({ namespace: NS, id: "F", labels: { "containerd.io/gc.flat": "yes" }, now: T0 }, undefined).event);
+    g.state.set(keys.leaseResource(NS, "F", { id: "top", type: `snapshots/${SN}` }), { id: "top", type: `snapshots/${SN}` });
+    const state = loadGcState(NS, (p) => g.scan(p));
+    assert.equal(unreferencedSnapshots(state, NOW).get(SN), undefined, "top, mid and base all kept");
+    assert.ok(!gcMark(state, NOW).has(`content\u0000${digest}`), "a flat chain's labels are not followed");
   });
 });
 
