@@ -13,7 +13,8 @@ import type { StreamInfo } from "@nats-io/jetstream";
 import { CLIENT_URL_FILE, MANAGED_INBOX_PREFIX, NatsServerProcess } from "../eventstore/nats-server.js";
 import { Metrics, METRICS_PATH } from "./metrics.js";
 import { parseGroup } from "../cli/image-user.js";
-import { ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
+import { isLockedByOther, ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
+import { CkError } from "../errdefs/errdefs.js";
 import { optBinary } from "../runtime/proc.js";
 import { JetStreamWatchdog } from "./jetstream-watchdog.js";
 import { JetStreamApiError } from "@nats-io/jetstream";
@@ -277,6 +278,11 @@ export async function openProjection(
       reason = `projection is ahead of the log (${db.appliedSeq} > ${info.state.last_seq})`;
     }
   } catch (err) {
+    // In use by another process (a second ckd on this root, ck-replay verify): not damaged,
+    // and no reason to remove it.
+    if (isLockedByOther(err)) {
+      throw new CkError("FailedPrecondition", `projection ${location} is in use by another process (another ckd on this root, or ck-replay on it): ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}: failed precondition`);
+    }
     reason = `projection unreadable: ${(err as Error).message}`;
   }
   // The log's history before its first message was compacted away: a projection that needs
@@ -436,11 +442,12 @@ export class Daemon {
       pid: process.pid,
       startedAt: new Date().toISOString(),
     };
-    await writeFile(paths.record, JSON.stringify(record, null, 2) + "\n");
-
     const t0 = performance.now();
     const { db, rebuilt } = await openProjection(paths.meta, log, logger, streamInfo);
     const openMs = Math.round(performance.now() - t0);
+    // Written once the projection is ours: a second ckd on this root (refused at its open)
+    // does not point ck-replay at its log instead.
+    await writeFile(paths.record, JSON.stringify(record, null, 2) + "\n");
     const projector = new Projector(db, log, protos, {
       // Far behind the log (a rebuild, a long stop): NATS in a worker thread until caught up.
       bulk: {

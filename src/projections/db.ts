@@ -41,6 +41,18 @@ export function decodeValue(b: Uint8Array): unknown {
 export type KeyChange = [key: string, value: unknown | undefined];
 
 /**
+ * The open failed because another process (or another handle here) holds the database's
+ * lock: RocksDB's "While lock file: …/LOCK: Resource temporarily unavailable", under the
+ * binding's "Database is not open". Such a projection is in use, not damaged.
+ */
+export function isLockedByOther(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (/While lock file: .*LOCK: Resource temporarily unavailable|lock hold by current process/i.test(e.message)) return true;
+  }
+  return false;
+}
+
+/**
  * RocksDB's order of keys (bytewise, of their UTF-8): by code point, which JavaScript's `<`
  * (UTF-16 code units) is not past U+FFFF. For walking two projections side by side.
  */

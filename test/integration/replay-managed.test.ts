@@ -324,3 +324,24 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
     await rm(root, { recursive: true, force: true });
   }
 });
+
+test("a second ckd on a root whose projection another ckd has open refuses to start, leaving that projection alone", async () => {
+  const { startTestNats } = await import("../helpers/nats.js");
+  const nats = await startTestNats();
+  const d = await TestDaemon.start({ natsUrl: nats.url });
+  try {
+    const c = d.client("twice");
+    await c.call("images", "Create", { image: { name: "kept", target } });
+    const before = await readRootRecord(d.root);
+    const r = await runNode(CKD, ["--root", d.root, "--address", join(d.root, "second.sock"), "--nats", nats.url]);
+    assert.equal(r.code, 1);
+    assert.deepEqual(await readRootRecord(d.root), before, "ckd.json still names the first ckd");
+    assert.match(r.stderr, /projection .*meta.* is in use by another process \(another ckd on this root, or ck-replay on it\): .*LOCK/);
+    // The first one still serves what it had.
+    assert.equal((await c.call("images", "Get", { name: "kept" })).image.name, "kept");
+    c.close();
+  } finally {
+    await d.cleanup();
+    await nats.cleanup();
+  }
+});
