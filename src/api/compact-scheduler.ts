@@ -93,7 +93,9 @@ export class CompactScheduler {
     const ms = Math.max(0, due - Date.now());
     this.timer = setTimeout(() => {
       if (Date.now() < due) return this.wait(due);
-      void this.runOnce().finally(() => void this.planNext());
+      void this.runOnce()
+        .catch((err) => this.logger.warn({ err }, "log compaction failed"))
+        .finally(() => void this.planNext());
     }, Math.min(ms, MAX_TIMER_MS));
     this.timer.unref();
   }
@@ -115,7 +117,14 @@ export class CompactScheduler {
     if (this.schedule.natsUrl) env.CK_NATS = this.schedule.natsUrl;
     return new Promise<CompactOutcome>((resolve) => {
       if (this.stopped) return resolve({ ok: false, output: "ckd is stopping", ms: 0 });
-      const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+      let child: ReturnType<typeof spawn>;
+      try {
+        child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+      } catch (e) {
+        // Thrown at once (out of memory, say): a failed run, never an unhandled rejection.
+        this.logger.warn({ err: e }, "log compaction failed to start (the next interval tries again)");
+        return resolve({ ok: false, output: `cannot run ${REPLAY_MAIN}: ${(e as Error).message}`, ms: 0 });
+      }
       this.child = child;
       try {
         // Background work: ckd's own requests go first on a busy machine.
@@ -125,8 +134,9 @@ export class CompactScheduler {
       }
       let out = "";
       let err = "";
-      child.stdout!.on("data", (d: Buffer) => (out += d));
-      child.stderr!.on("data", (d: Buffer) => (err = (err + d).slice(-4000)));
+      // No pipes when the spawn failed early (out of file descriptors): its "error" says why.
+      child.stdout?.on("data", (d: Buffer) => (out += d));
+      child.stderr?.on("data", (d: Buffer) => (err = (err + d).slice(-4000)));
       let settled = false;
       const done = (code: number | null, why?: string) => {
         if (settled) return; // a spawn that fails reports both "error" and "close"

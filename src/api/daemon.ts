@@ -4,7 +4,7 @@
 // what it is, and introspection reports what loaded.
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
-import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
@@ -332,6 +332,7 @@ export function durabilityOf(serverVersion: string, replicas: number): string {
 export class Daemon {
   private server: grpc.Server | undefined;
   private sweeper: NodeJS.Timeout | undefined;
+  private sweeping: Promise<unknown> | undefined;
   private stopping: Promise<void> | undefined;
   /** Told when the stop begins (health watchers say NOT_SERVING). */
   private readonly onStopping: Array<() => void> = [];
@@ -545,8 +546,12 @@ export class Daemon {
         (n) => n && this.logger.info({ ingests: n }, "removed ingests nobody holds"),
         (err) => this.logger.warn({ err }, "ingest sweep failed"),
       );
-    void sweep();
-    this.sweeper = setInterval(sweep, Math.min(3600_000, Math.max(1000, this.staleIngestMs / 4)));
+    // The one running is kept, for stop() to wait for (it reads the projection).
+    const run = () => {
+      this.sweeping ??= sweep().finally(() => (this.sweeping = undefined));
+    };
+    run();
+    this.sweeper = setInterval(run, Math.min(3600_000, Math.max(1000, this.staleIngestMs / 4)));
     this.sweeper.unref();
   }
 
@@ -629,11 +634,23 @@ export class Daemon {
     const sock = this.config.address;
     await mkdir(dirname(sock), { recursive: true, mode: 0o711 });
     if (existsSync(sock)) await rm(sock, { force: true });
-    await new Promise<void>((resolve, reject) =>
-      server.bindAsync(`unix://${sock}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-    );
-    await chmod(sock, 0o660);
-    if (socketGid !== undefined) await chown(sock, -1, socketGid);
+    // Bound in a directory only root can enter, given its mode and group there, then moved
+    // into place: the socket (root's power, tasks run as root) is never reachable with the
+    // mode a umask would give it.
+    // (A unix socket's path holds at most 107 bytes: one that long is bound where it goes.)
+    const staging = Buffer.byteLength(join(dirname(sock), ".ck-sock-XXXXXX", "s")) <= 107 ? await mkdtemp(join(dirname(sock), ".ck-sock-")) : undefined;
+    try {
+      if (staging) await chmod(staging, 0o700);
+      const bound = staging ? join(staging, "s") : sock;
+      await new Promise<void>((resolve, reject) =>
+        server.bindAsync(`unix://${bound}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+      );
+      await chmod(bound, 0o660);
+      if (socketGid !== undefined) await chown(bound, -1, socketGid);
+      if (bound !== sock) await rename(bound, sock);
+    } finally {
+      if (staging) await rm(staging, { recursive: true, force: true }).catch(() => undefined);
+    }
     widenFlowControl(server);
     this.server = server;
     this.logger.info({ address: sock }, "serving containerd v1 API");
@@ -680,10 +697,8 @@ export class Daemon {
     // First: scrapes would read a log and a database being closed.
     await this.metrics?.close().catch(() => undefined);
     for (const fn of this.onStopping) fn();
-    clearInterval(this.sweeper);
-    await this.gc?.stop().catch(() => undefined);
-    await this.compaction?.stop().catch(() => undefined);
-    await this.watchdog?.stop().catch(() => undefined);
+    // The API first: calls in flight finish with the collector, compaction and watch still
+    // there (a delete with sync waits for its collection), and no call comes after them.
     const server = this.server;
     if (server) {
       await new Promise<void>((resolve) => {
@@ -697,13 +712,22 @@ export class Daemon {
         });
       });
     }
-    // Started tasks run on under their keepers; what cannot (created inits) ends, recorded.
-    await this.tasks?.stop().catch((err) => this.logger.warn({ err }, "stopping tasks failed"));
-    await this.projector.stop();
-    await this.log.close().catch(() => undefined);
-    await this.db.close().catch(() => undefined);
-    await this.nats?.stop();
-    await rm(this.config.address, { force: true }).catch(() => undefined);
+    clearInterval(this.sweeper);
+    await this.sweeping?.catch(() => undefined);
+    await this.gc?.stop().catch(() => undefined);
+    await this.compaction?.stop().catch(() => undefined);
+    await this.watchdog?.stop().catch(() => undefined);
+    try {
+      // Started tasks run on under their keepers; what cannot (created inits) ends, recorded.
+      await this.tasks?.stop().catch((err) => this.logger.warn({ err }, "stopping tasks failed"));
+      await this.projector.stop().catch((err) => this.logger.warn({ err }, "stopping the projector failed"));
+      await this.log.close().catch(() => undefined);
+      await this.db.close().catch(() => undefined);
+      // Its state file written on a full disk may fail: the socket still goes.
+      await this.nats?.stop();
+    } finally {
+      await rm(this.config.address, { force: true }).catch(() => undefined);
+    }
     this.logger.info("stopped");
   }
 }

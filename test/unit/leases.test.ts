@@ -149,6 +149,11 @@ describe("leases", () => {
     assert.equal(leaseExpiry({ "containerd.io/gc.expire": "2020-01-02T05:04:05+02:00" })?.toISOString(), "2020-01-02T03:04:05.000Z");
     assert.equal(leaseExpiry({ "containerd.io/gc.expire": "tomorrow" }), undefined);
     assert.equal(leaseExpiry({ "containerd.io/gc.expire": "2020-01-02" }), undefined);
+    // Fields out of range: Go's time.Parse refuses them (containerd keeps such a lease); no roll-over.
+    for (const bad of ["2024-02-30T00:00:00Z", "2023-02-29T00:00:00Z", "2020-01-02T24:00:00Z", "2020-13-01T00:00:00Z", "2020-01-02T03:60:00Z", "2020-01-02T03:04:60Z", "2020-01-02T03:04:05+24:00"]) {
+      assert.equal(leaseExpiry({ "containerd.io/gc.expire": bad }), undefined, bad);
+    }
+    assert.equal(leaseExpiry({ "containerd.io/gc.expire": "2024-02-29T23:59:59.5Z" })?.toISOString(), "2024-02-29T23:59:59.500Z", "a leap day is a day");
     const g = new Given();
     g.apply(decideCreateLease({ namespace: NS, id: "old", labels: { "containerd.io/gc.expire": "2020-01-01T00:00:00Z" }, now: T0 }, undefined).event);
     g.apply(decideCreateLease({ namespace: NS, id: "new", labels: { "containerd.io/gc.expire": "2040-01-01T00:00:00Z" }, now: T0 }, undefined).event);
