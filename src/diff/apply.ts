@@ -13,7 +13,7 @@ import { createGunzip, type ZlibOptions } from "node:zlib";
 import { setAttribute } from "@napi-rs/xattr";
 import { Decompress as ZstdDecompressor } from "fzstd";
 import tar from "tar-stream";
-import { XATTR_PAX_PREFIX } from "./pax.js";
+import { goTarReading, XATTR_PAX_PREFIX } from "./pax.js";
 import {
   CkError,
   type ErrorClass,
@@ -244,6 +244,7 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
   const source = await decompressed(layer, opts.mediaType);
   const digester = new Digester();
   const extract = tar.extract();
+  goTarReading(extract);
   const feeding = pipeline(source, digester, extract);
   feeding.catch(() => undefined); // awaited below; a failure also ends the entry loop
   try {
@@ -505,10 +506,13 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
         state.fresh.add(target);
       }
       return false;
+    case null:
+      // A typeflag neither tar-stream nor containerd knows (GNU sparse `S`, say): containerd
+      // refuses it ("unhandled tar header type"); written as a plain file it would differ.
+      throw invalidArgument(`tar entry ${JSON.stringify(h.name)}: unhandled tar header type`);
     case "file":
     case "contiguous-file":
-    case undefined:
-    case null: {
+    case undefined: {
       await replace();
       // O_EXCL|O_NOFOLLOW: the file is always new, never something a link points at.
       const fd = fss.openSync(target, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);

@@ -146,12 +146,22 @@ async function sameEntry(l: BigIntStats, lPath: string, u: BigIntStats, uPath: s
   if (l.dev === u.dev && l.ino === u.ino) return true;
   if (!sameMeta(l, u) || l.size !== u.size) return false;
   if (u.isSymbolicLink()) return (await fs.readlink(lPath)) === (await fs.readlink(uPath));
+  // A capability set or dropped (setcap) changes neither size nor mtime: compared as
+  // containerd's differ compares it.
+  if (!(await sameCapability(lPath, uPath))) return false;
   if (u.isCharacterDevice() || u.isBlockDevice()) return l.rdev === u.rdev;
   if (!u.isFile()) return true;
   // Same size and nanosecond mtime is taken as unchanged, unless the mtime has no sub-second
   // part (a tar-applied or truncated time), where a rewrite could hide: compare the bytes.
   if (u.mtimeNs % 1_000_000_000n !== 0n) return true;
   return sameBytes(lPath, uPath);
+}
+
+async function sameCapability(a: string, b: string): Promise<boolean> {
+  const read = (p: string) => getAttribute(p, "security.capability").catch(() => null);
+  const [ca, cb] = await Promise.all([read(a), read(b)]);
+  if (!ca || !cb) return !ca && !cb;
+  return ca.equals(cb);
 }
 
 async function sameBytes(a: string, b: string): Promise<boolean> {
@@ -271,7 +281,22 @@ async function withTree<T>(mounts: readonly Mount[] | undefined, fn: (dir: strin
   if (mounts.length === 1 && (m.type === "bind" || m.options.includes("rbind") || m.options.includes("bind"))) {
     return fn(m.source);
   }
-  return withTempMount(mounts, (dir) => fn(dir));
+  return withTempMount(mounts.map(readOnly), (dir) => fn(dir));
+}
+
+/**
+ * A mount to read a tree through, never to write (containerd's WithReadonlyTempMount): an
+ * active overlay's upper directory becomes its top lower one, without its work directory, so
+ * a running container's overlay is never mounted read-write a second time.
+ */
+export function readOnly(m: Mount): Mount {
+  if (m.type !== "overlay") return { ...m, options: [...m.options.filter((o) => o !== "rw" && o !== "ro"), "ro"] };
+  const opt = (k: string) => m.options.find((o) => o.startsWith(`${k}=`))?.slice(k.length + 1);
+  const upper = opt("upperdir");
+  const lower = opt("lowerdir");
+  const rest = m.options.filter((o) => !/^(upperdir|workdir|lowerdir)=/.test(o) && o !== "rw" && o !== "ro");
+  const lowers = [upper, lower].filter((x): x is string => !!x).join(":");
+  return { ...m, options: [...rest, `lowerdir=${lowers}`, "ro"] };
 }
 
 /**

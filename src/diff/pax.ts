@@ -30,23 +30,90 @@ export function encodePax(opts: { name?: string; linkname?: string; pax?: Record
   return Buffer.concat(out);
 }
 
-/** tar-stream's decodePax (stops at the first malformed record, as it does), byte-valued xattrs. */
+/**
+ * tar-stream's decodePax with byte-valued xattrs, and as strict as Go's archive/tar (which
+ * containerd reads layers with): a malformed record is an error, not the end of the records
+ * (an entry would otherwise fall back to its ustar name where containerd refuses the layer).
+ * NUL padding after the last record is allowed, as Go allows it.
+ */
 export function decodePax(buf: Uint8Array): Record<string, string> {
   const result: Record<string, string> = {};
   let b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const bad = (why: string) => new Error(`invalid tar PAX record: ${why}`);
   while (b.length > 0) {
+    if (b.every((x) => x === 0)) break;
     const space = b.indexOf(0x20);
-    if (space <= 0) return result;
+    if (space <= 0 || !/^[0-9]+$/.test(b.subarray(0, space).toString("latin1"))) throw bad("no length");
     const len = parseInt(b.subarray(0, space).toString("latin1"), 10);
-    if (!len || len > b.length || len <= space + 1) return result;
+    if (!len || len > b.length || len <= space + 1) throw bad(`length ${len} out of range`);
+    if (b[len - 1] !== 0x0a) throw bad("no newline at its end");
     const rec = b.subarray(space + 1, len - 1); // without the trailing newline
     const eq = rec.indexOf(0x3d);
-    if (eq < 0) return result;
+    if (eq <= 0) throw bad("no key=value");
     const key = rec.subarray(0, eq).toString("utf8");
     result[key] = rec.subarray(eq + 1).toString(isByteValued(key) ? "latin1" : "utf8");
     b = b.subarray(len);
   }
   return result;
+}
+
+/** tar-stream's Extract internals that goTarReading hooks (tar-stream 3.x). */
+interface ExtractInternals {
+  _consumeHeader(): boolean;
+  _decodeLongHeader(buf: Uint8Array): void;
+  _final(cb: (err?: Error | null) => void): void;
+  _continueWrite(err: Error | null): void;
+  _header: { type?: string | null } | null;
+  _locked: boolean;
+  _buffer: { buffered: number; shift(n: number): Uint8Array | null };
+}
+
+/**
+ * Makes a tar-stream extract read as Go's archive/tar does, where they differ:
+ * - two zero blocks end the archive: whatever follows is not extracted (containerd drains it
+ *   for the digest only; tar-stream would go on extracting entries hidden past the end), and
+ *   a zero block followed by a header is an invalid archive;
+ * - a global PAX header (`g`) is not merged into later entries (Go hands it to the caller,
+ *   containerd ignores it), though it must still parse.
+ */
+export function goTarReading(extract: unknown): void {
+  const x = extract as ExtractInternals;
+  if (typeof x._consumeHeader !== "function" || typeof x._decodeLongHeader !== "function" || typeof x._final !== "function" || typeof x._continueWrite !== "function" || !x._buffer) {
+    throw new Error("tar-stream's Extract no longer has the internals goTarReading hooks: tar reading needs a look");
+  }
+  const consume = x._consumeHeader;
+  const decodeLong = x._decodeLongHeader;
+  const final = x._final;
+  let zeroBlock = false;
+  let ended = false;
+  x._consumeHeader = function (this: ExtractInternals) {
+    if (this._locked) return false;
+    if (ended) {
+      this._buffer.shift(this._buffer.buffered);
+      return true;
+    }
+    const r = consume.call(this);
+    if (this._header === null && r === true) {
+      if (zeroBlock) ended = true;
+      zeroBlock = true;
+    } else if (this._header !== null && zeroBlock) {
+      // (As tar-stream reports its own header errors: the write fails, the extract with it.)
+      this._continueWrite(new Error("invalid tar archive: a header after a zero block (one zero block does not end an archive)"));
+      return false;
+    }
+    return r;
+  };
+  x._decodeLongHeader = function (this: ExtractInternals, buf: Uint8Array) {
+    if (this._header?.type === "pax-global-header") {
+      decodePax(buf);
+      return;
+    }
+    decodeLong.call(this, buf);
+  };
+  x._final = function (this: ExtractInternals, cb: (err?: Error | null) => void) {
+    if (ended) return cb(null);
+    final.call(this, cb);
+  };
 }
 
 let installed = false;

@@ -271,6 +271,24 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
         }
         await fs.writeFile(path.join(mounts[0].source, "evil"), "written by a client\n");
         await x.call("snapshots", "Commit", { snapshotter: sn, key: "mine", name: chain[0], labels: { "containerd.io/gc.root": "now" } });
+        // Diff.Diff of an active snapshot on it against a view of its parent, as containerd's
+        // walking differ is asked: the new file, read through a read-only mount of the active one.
+        {
+          // Under a lease, as a client makes them: else a collection could take them meanwhile.
+          await x.call("leases", "Create", { id: "o-diff" });
+          const leased = { metadata: { "containerd-lease": "o-diff" } };
+          const work = (await x.call("snapshots", "Prepare", { snapshotter: sn, key: "diff-work", parent: chain[0] }, leased)).mounts;
+          const base = (await x.call("snapshots", "View", { snapshotter: sn, key: "diff-base", parent: chain[0] }, leased)).mounts;
+          const upperDir = work[0].type === "overlay" ? work[0].options.find((o: string) => o.startsWith("upperdir=")).slice("upperdir=".length) : work[0].source;
+          await fs.writeFile(path.join(upperDir, "added-by-diff-test"), "new\n");
+          const made = await x.call("diff", "Diff", { left: base, right: work, media_type: "application/vnd.oci.image.layer.v1.tar" }, leased);
+          const parts: Buffer[] = [];
+          for await (const m of x.stream<any>("content", "Read", { digest: made.diff.digest })) parts.push(Buffer.from(m.data));
+          const layer = Buffer.concat(parts);
+          assert.ok(layer.includes(Buffer.from("added-by-diff-test")), "the new file is in the diff");
+          assert.ok(!layer.includes(Buffer.from("evil")), "what the parent held is not");
+          await x.call("leases", "Delete", { id: "o-diff", sync: true });
+        }
         // Another namespace's pull does not share it: every layer is applied again.
         await pull(C, /unpacked 3 layers \(3 applied\)/);
         const cview = await readView(c, sn, chain[2]!);

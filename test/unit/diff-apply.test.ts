@@ -603,7 +603,74 @@ describe("binary xattrs (security.capability is a binary struct)", () => {
       assert.equal(b[len - 1], 0x0a, "a record ends at its declared length");
       b = b.subarray(len);
     }
-    assert.deepEqual(decodePax(Buffer.from("6 a=b\n" + "junk")), { a: "b" }, "stops at a malformed record");
+    // As strict as Go's archive/tar: a malformed record is an error (NUL padding is not).
+    assert.throws(() => decodePax(Buffer.from("6 a=b\n" + "junk")), /invalid tar PAX record/);
+    assert.throws(() => decodePax(Buffer.from("7 a=bc ")), /no newline/);
+    assert.throws(() => decodePax(Buffer.from("6 =bc\n")), /no key=value/);
+    assert.deepEqual(decodePax(Buffer.concat([Buffer.from("6 a=b\n"), Buffer.alloc(10)])), { a: "b" });
+  });
+
+  /** A raw ustar header block (checksum filled in) for hand-made archives. */
+  const block = (name: string, size: number, typeflag: string): Buffer => {
+    const b = Buffer.alloc(512);
+    b.write(name, 0, "utf8");
+    b.write("0000644\0", 100);
+    b.write("0000000\0", 108);
+    b.write("0000000\0", 116);
+    b.write(size.toString(8).padStart(11, "0") + "\0", 124);
+    b.write("14000000000\0", 136);
+    b.write("        ", 148);
+    b.write(typeflag, 156);
+    b.write("ustar\0" + "00", 257, "latin1");
+    let sum = 0;
+    for (const x of b) sum += x;
+    b.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, "latin1");
+    return b;
+  };
+  const body = (text: string) => {
+    const b = Buffer.alloc(Math.ceil(text.length / 512) * 512);
+    b.write(text);
+    return b;
+  };
+  const paxBody = (records: Record<string, string>) => body(Object.entries(records).map(([k, v]) => {
+    const rec = ` ${k}=${v}\n`;
+    let len = rec.length + 1;
+    while (String(len).length + rec.length > len) len++;
+    return `${len}${rec}`;
+  }).join(""));
+  const zero = Buffer.alloc(512);
+
+  test("read as Go's archive/tar: nothing past two zero blocks is extracted (the digest still covers it); one zero block then a header is invalid", async () => {
+    const sb = await sandbox();
+    try {
+      const archive = Buffer.concat([block("seen", 3, "0"), body("abc"), zero, zero, block("hidden", 3, "0"), body("xyz"), zero, zero]);
+      const applied = await applyLayer(sb.root, Readable.from([archive]));
+      assert.deepEqual(await fs.readdir(sb.root), ["seen"]);
+      assert.equal(applied.digest, sha(archive), "the diff ID is of every byte");
+      const sb2 = await sandbox();
+      try {
+        await assert.rejects(applyLayer(sb2.root, Readable.from([Buffer.concat([block("a", 0, "0"), zero, block("b", 0, "0"), zero, zero])])), /a header after a zero block/);
+      } finally {
+        await sb2.done();
+      }
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("read as Go's archive/tar: a global PAX header does not rename later entries; an unknown typeflag and a malformed PAX record refuse the layer", async () => {
+    const sb = await sandbox();
+    try {
+      const g = paxBody({ path: "evil" });
+      await applyLayer(sb.root, Readable.from([Buffer.concat([block("pax_global_header", g.length, "g"), g, block("mine", 2, "0"), body("ok"), zero, zero])]));
+      assert.deepEqual(await fs.readdir(sb.root), ["mine"]);
+      await rejectsClass(applyLayer(sb.root, Readable.from([Buffer.concat([block("sparse", 0, "S"), zero, zero])])), "InvalidArgument", /unhandled tar header type/);
+      const bad = body("6 a=b\njunk");
+      await assert.rejects(applyLayer(sb.root, Readable.from([Buffer.concat([block("PaxHeaders/x", 11, "x"), bad, block("x", 0, "0"), zero, zero])])), /invalid tar PAX record/);
+      assert.ok(!(await fs.readdir(sb.root)).includes("x"), "nothing of the refused layer's entry");
+    } finally {
+      await sb.done();
+    }
   });
 
   test("a GNU tar layer's binary xattr lands intact; writeDiff writes it back byte for byte, as GNU tar reads it", { skip: gnuTar ? false : "no GNU tar" }, async () => {
@@ -713,6 +780,31 @@ describe("writeDiff", () => {
       // The same trees give the same bytes.
       const again = new Collect();
       assert.equal((await writeDiff(lower, upper, again)).digest, d.digest);
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("a file capability set on an otherwise unchanged file (setcap) is in the diff, as containerd's differ finds it", { skip: isRoot ? false : "security.capability needs root" }, async () => {
+    const sb = await sandbox();
+    try {
+      const lower = path.join(sb.root, "lower");
+      const upper = path.join(sb.root, "upper");
+      for (const d of [lower, upper]) await fs.mkdir(d);
+      await apply(lower, [{ name: "usr/bin/ping", body: "a ping", mode: 0o755 }, { name: "usr/bin/other", body: "x" }]);
+      await copyTree(lower, upper);
+      // cap_net_raw+ep as setcap writes it (VFS_CAP_REVISION_2, effective): size and mtime unchanged.
+      const cap = Buffer.alloc(20);
+      cap.writeUInt32LE(0x02000001, 0);
+      cap.writeUInt32LE(1 << 13, 4);
+      const st = await fs.stat(path.join(upper, "usr/bin/ping"));
+      await setAttribute(path.join(upper, "usr/bin/ping"), "security.capability", cap);
+      await fs.utimes(path.join(upper, "usr/bin/ping"), st.atime, st.mtime);
+      const out = new Collect();
+      await writeDiff(lower, upper, out);
+      const names = await tarNames(out.bytes);
+      assert.ok(names.includes("usr/bin/ping"), names.join(","));
+      assert.ok(!names.includes("usr/bin/other"), "unchanged files stay out");
     } finally {
       await sb.done();
     }

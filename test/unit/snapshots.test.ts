@@ -20,6 +20,7 @@ import { Given as BaseGiven, T0 } from "../helpers/given.js";
 import { throwsClass } from "../helpers/errors.js";
 import { chainIds } from "../../src/cli/unpack.js";
 import { checkMountsUnder } from "../../src/snapshots/store.js";
+import { readOnly } from "../../src/diff/diff.js";
 
 const NS = "ns1";
 const SN = "overlayfs";
@@ -215,6 +216,15 @@ describe("unpack helpers", () => {
     const [c0, c1] = chainIds([a, b]);
     assert.equal(c0, a);
     assert.equal(c1, "sha256:" + createHash("sha256").update(`${a} ${b}`).digest("hex"));
+  });
+
+  test("a tree is read through its mounts read-only: an active overlay's upper becomes its top lower, without a work directory", () => {
+    assert.deepEqual(readOnly({ type: "overlay", source: "overlay", options: ["index=off", "workdir=/s/1/work", "upperdir=/s/1/fs", "lowerdir=/s/2/fs:/s/3/fs"] }), {
+      type: "overlay",
+      source: "overlay",
+      options: ["index=off", "lowerdir=/s/1/fs:/s/2/fs:/s/3/fs", "ro"],
+    });
+    assert.deepEqual(readOnly({ type: "bind", source: "/s/1/fs", options: ["rw", "rbind"] }), { type: "bind", source: "/s/1/fs", options: ["rbind", "ro"] });
   });
 
   test("Diff mounts must be this daemon's snapshot directories", () => {
