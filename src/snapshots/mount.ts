@@ -8,9 +8,9 @@ import { failedPrecondition, invalidArgument, unavailable } from "../errdefs/err
 import type { Mount } from "./types.js";
 
 /** Runs a host command; resolves with stdout, rejects with its stderr as the message. */
-export function runCommand(file: string, args: string[]): Promise<string> {
+export function runCommand(file: string, args: string[], cwd?: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(file, args, { encoding: "utf8" }, (err, stdout, stderr) => {
+    execFile(file, args, { encoding: "utf8", cwd }, (err, stdout, stderr) => {
       if (err) {
         const msg = (stderr || err.message).trim();
         reject(Object.assign(new Error(`${file} ${args.join(" ")}: ${msg}`), { stderr: msg }));
@@ -30,6 +30,35 @@ export function mountArgs(m: Mount, target: string): string[] {
   return args;
 }
 
+/** The kernel takes at most a page of mount options; past this, overlay paths are made relative. */
+const MAX_OPTIONS_BYTES = 4096 - 512;
+
+/**
+ * An overlay whose options would not fit a page (an image of ~55 layers and more, each lower
+ * ~70 bytes): its directories relative to their longest common parent, to be mounted from
+ * there (containerd's compactLowerdirOption; the kernel resolves them from the mounting
+ * process's working directory). Anything else as it is.
+ */
+export function compactOverlay(m: Mount): { mount: Mount; cwd?: string } {
+  if (m.type !== "overlay" || Buffer.byteLength(m.options.join(",")) <= MAX_OPTIONS_BYTES) return { mount: m };
+  const keys = ["lowerdir", "upperdir", "workdir"];
+  const dirs: string[] = [];
+  for (const o of m.options) {
+    const k = o.slice(0, o.indexOf("="));
+    if (keys.includes(k)) dirs.push(...o.slice(k.length + 1).split(":"));
+  }
+  if (dirs.length === 0 || !dirs.every((d) => path.isAbsolute(d))) return { mount: m };
+  let common = path.dirname(dirs[0]!);
+  while (!dirs.every((d) => d.startsWith(common.endsWith("/") ? common : `${common}/`)) && common !== "/") common = path.dirname(common);
+  if (common === "/") return { mount: m };
+  const options = m.options.map((o) => {
+    const k = o.slice(0, o.indexOf("="));
+    if (!keys.includes(k)) return o;
+    return `${k}=${o.slice(k.length + 1).split(":").map((d) => path.relative(common, d)).join(":")}`;
+  });
+  return { mount: { ...m, options }, cwd: common };
+}
+
 /**
  * Mounts every entry of `mounts` on `target`, in order (later ones stack on earlier ones, as
  * containerd's mount.All does). On failure, whatever was mounted is taken down again.
@@ -42,7 +71,8 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
   let done = 0;
   try {
     for (const m of mounts) {
-      await runCommand("mount", mountArgs(m, target));
+      const { mount, cwd } = compactOverlay(m);
+      await runCommand("mount", mountArgs(mount, path.resolve(target)), cwd);
       done++;
     }
   } catch (err) {

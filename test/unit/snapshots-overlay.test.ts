@@ -79,3 +79,37 @@ describe("overlayfs snapshotter mounts (no mounting needed)", () => {
     }
   });
 });
+
+test("an overlay of 120 layers (options past a page) mounts: its directories relative to their common parent, as containerd compacts them", { skip: availability.ok ? false : `overlayfs is not available on this host: ${availability.reason}` }, async () => {
+  const { mountAll, unmountAll, compactOverlay } = await import("../../src/snapshots/mount.js");
+  const { sn, base } = await fresh({ indexOff: true });
+  const target = await fs.mkdtemp(path.join(os.tmpdir(), "ck-overlay-target-"));
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < 120; i++) {
+      const id = `${Date.now().toString(36)}-${String(i).padStart(16, "0")}`;
+      await sn.prepare(id, [...ids].reverse(), { readonly: false });
+      await fs.writeFile(path.join(sn.root, "snapshots", id, "fs", `layer-${i}`), String(i));
+      await sn.commit(id);
+      ids.push(id);
+    }
+    const top = `${Date.now().toString(36)}-top`;
+    const mounts = await sn.prepare(top, [...ids].reverse(), { readonly: false });
+    assert.ok(mounts[0]!.options.join(",").length > 4096, "the options alone are past a page");
+    const compact = compactOverlay(mounts[0]!);
+    assert.equal(compact.cwd, path.join(sn.root, "snapshots"));
+    assert.ok(compact.mount.options.join(",").length < 4096);
+    await mountAll(mounts, target);
+    try {
+      const names = await fs.readdir(target);
+      assert.equal(names.filter((n) => n.startsWith("layer-")).length, 120);
+      await fs.writeFile(path.join(target, "written-on-top"), "x");
+    } finally {
+      await unmountAll(target);
+    }
+    assert.ok((await fs.readdir(path.join(sn.root, "snapshots", top, "fs"))).includes("written-on-top"), "writes land in the upper directory");
+  } finally {
+    await fs.rmdir(target).catch(() => undefined);
+    await fs.rm(base, { recursive: true, force: true });
+  }
+});
