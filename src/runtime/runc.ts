@@ -24,7 +24,7 @@ import os from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
-import { mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
+import { isMountPoint, mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
 import { CGROUP_ROOT, controllerPaths, isCgroupV1, METRICS_V1_TYPE, parseKeyValues, readMetricsV1 } from "./cgroups-v1.js";
 import { isSameProcess, keptProcessGone, keptProcessLine, optBinary, procStat, readKeptProcess, runningKeptProcess } from "./proc.js";
 import { METRICS_V2_TYPE, readMetricsV2, unifiedPath } from "./cgroups-v2.js";
@@ -856,9 +856,8 @@ export class RuncRuntime {
           // Gone between writing its status and moving it into place, or without one: what it
           // ran may still run (a keeper killed outright), and is stopped first.
           const last = (await left(EXIT_FILE)) ?? (await left(`${EXIT_FILE}.tmp`));
-          if (last) return last;
           await stopAll();
-          return { status: 255, at: new Date() };
+          return last ?? { status: 255, at: new Date() };
         }
         await new Promise((r) => setTimeout(r, ADOPTED_POLL_MS).unref());
       }
@@ -919,7 +918,15 @@ async function removeBundleFiles(bundle: string): Promise<void> {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     });
   }
-  for (const d of [path.join(bundle, "rootfs"), bundle]) {
+  // What else is there was written by the task's logging program, which runs in the bundle
+  // (as containerd's shim runs it): removed once the rootfs is surely not mounted, as
+  // containerd removes the bundle; never through a mounted rootfs.
+  const rootfs = path.join(bundle, "rootfs");
+  const others = (await fs.readdir(bundle).catch(() => [] as string[])).filter((f) => f !== "rootfs");
+  if (others.length > 0 && !(await isMountPoint(rootfs).catch(() => true))) {
+    for (const f of others) await fs.rm(path.join(bundle, f), { recursive: true, force: true });
+  }
+  for (const d of [rootfs, bundle]) {
     await fs.rmdir(d).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     });
@@ -986,7 +993,20 @@ function openOutput(p: string, fds: number[]): number | undefined {
     } catch (err) {
       throw invalidArgument(`io ${p}: ${(err as Error).message}`);
     }
-    fd = openWithContext(file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT);
+    // Non-blocking: a FIFO there with no reader would otherwise block ckd's whole event loop
+    // in open(2). A FIFO is then held read-write, as a plain path's is (it never blocks, never
+    // fails for want of a reader); a file is appended to, blocking as files do.
+    let fifo: boolean;
+    try {
+      const probe = openSync(file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NONBLOCK, 0o644);
+      fifo = fstatSync(probe).isFIFO();
+      closeSync(probe);
+    } catch (err) {
+      // ENXIO: a FIFO nobody reads yet.
+      if ((err as NodeJS.ErrnoException).code !== "ENXIO") throw invalidArgument(`io path ${file}: ${(err as Error).message}`);
+      fifo = true;
+    }
+    fd = openWithContext(file, fifo ? fsc.O_RDWR : fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT);
   } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(p)) {
     throw notImplemented(`io ${p}: only FIFO or file paths, file:// URIs and (for stdout) binary:// URIs are supported`);
   } else {

@@ -7,6 +7,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { chmodSync, readFileSync, readdirSync, readlinkSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, constants as fsConstants } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
 import { startRegistry, buildImage } from "../helpers/registry.js";
@@ -685,6 +686,8 @@ exec 5>&-
 /bin/mkdir -p "$d"
 echo "$CONTAINER_NAMESPACE $CONTAINER_ID $#:$*" > "$d/args"
 /usr/bin/env > "$d/env"
+/bin/pwd > "$d/cwd"
+echo "a logger's own file" > ./written-by-the-logger
 trap '/bin/echo term > "$d/term"; exit 0' TERM
 /bin/cat <&3 > "$d/stdout" &
 /bin/cat <&4 > "$d/stderr" &
@@ -731,6 +734,10 @@ exit 0
       assert.equal(readFileSync(join(dir, "t-log-hold", "term"), "utf8"), "term\n", "SIGTERM at the deletion");
       for (const until = Date.now() + 5000; existsSync(`/proc/${holder}`) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
       assert.ok(!existsSync(`/proc/${holder}`), "the logger ended");
+      // It ran in the bundle (as containerd's shim runs it) and left a file there: the task's
+      // deletion removed the bundle all the same.
+      assert.equal(readFileSync(join(dir, "t-log-hold", "cwd"), "utf8").trim(), `${daemon.root}/tasks/${NS}/t-log-hold`);
+      assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-log-hold`), "the bundle went, the logger's file with it");
       assert.equal((await ctr(["containers", "rm", "t-log-hold"])).code, 0);
       // ck's own: ck run --log-uri in the foreground, exiting with the task's status.
       const ckRun = await runNode(CK, ["--address", daemon.address, "-n", NS, "run", "--rm", "--log-uri", `binary://${logger}?mode=ck`, ref, "t-log-ck", "--", "sh", "-c", "echo ck-out; exit 4"]);
@@ -738,6 +745,16 @@ exit 0
       assert.equal(await settled(join(dir, "t-log-ck", "stdout"), "ck-out\n"), "ck-out\n");
       assert.equal(readFileSync(join(dir, "t-log-ck", "args"), "utf8"), `${NS} t-log-ck 2:mode ck\n`);
       await rejectsClass(api.call("containers", "Get", { id: "t-log-ck" }), "NotFound");
+
+      // A file:// URI naming a FIFO nobody reads yet: held read-write (ckd never blocks on it);
+      // the output waits there for a reader.
+      const fifo = join(dir, "out.fifo");
+      execFileSync("mkfifo", [fifo]);
+      const t0 = Date.now();
+      const fifoRun = await runNode(CK, ["--address", daemon.address, "-n", NS, "run", "--rm", "--log-uri", pathToFileURL(fifo).href, ref, "t-log-fifo", "--", "sh", "-c", "echo into-fifo; exit 5"]);
+      assert.equal(fifoRun.code, 5, fifoRun.stderr);
+      assert.ok(Date.now() - t0 < 30_000);
+      assert.equal((await api.call("version", "Version", {})).version.startsWith("ck "), true, "ckd still answers");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
