@@ -37,7 +37,8 @@ export interface TasksDeps {
 /** containerd.v1.types.Status */
 const STATUS: Record<TaskStatus, number> = { CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4 };
 /** Signals whose default action ends a process (what Kill of a never-started task honours). */
-const TERMINATING = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31]);
+// Real-time signals (34-64) terminate by default too.
+const TERMINATING = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31, ...Array.from({ length: 31 }, (_, i) => 34 + i)]);
 /** A task's new resources, as containerd's client sends them (runtime-spec JSON). */
 const LINUX_RESOURCES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 /** What containerd's runc shim says of an exec's pid in ListPids. */

@@ -28,6 +28,13 @@ const STATUS = ["UNKNOWN", "CREATED", "RUNNING", "STOPPED", "PAUSED", "PAUSING"]
 export function parseSignal(s: string): number {
   if (/^\d+$/.test(s)) return Number(s);
   const name = s.toUpperCase().replace(/^SIG/, "");
+  // Real-time signals as ctr names them (moby's table: RTMIN is 34, RTMAX 64, as glibc has them).
+  const rt = /^RT(MIN|MAX)(?:([+-])(\d+))?$/.exec(name);
+  if (rt) {
+    const n = (rt[1] === "MIN" ? 34 : 64) + (rt[2] === "-" ? -1 : 1) * Number(rt[3] ?? 0);
+    if (n >= 34 && n <= 64) return n;
+    throw new CkError("InvalidArgument", `unknown signal "${s}": invalid argument`);
+  }
   const n = os.constants.signals[`SIG${name}` as keyof typeof os.constants.signals];
   if (n === undefined) throw new CkError("InvalidArgument", `unknown signal "${s}": invalid argument`);
   return n;

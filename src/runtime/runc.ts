@@ -433,7 +433,9 @@ export class RuncRuntime {
     const launch = { running, launched: running.launched, args: ["run"] };
     this.startedStdin(procKey(ns, id));
     writeSync(running.gate, "start\n");
-    const pid = await this.awaitPid(ns, id, undefined, launch, () => readPid(path.join(bundle, "init.pid")));
+    // After the gate, runc still runs the container's createContainer and startContainer
+    // hooks: as long as Create allows for its own.
+    const pid = await this.awaitPid(ns, id, undefined, launch, () => readPid(path.join(bundle, "init.pid")), CREATE_WAIT_MS);
     closeGate(running);
     setProc(running, pid);
     running.launched.started();

@@ -6,7 +6,7 @@ import { containerHandlers, decideCreateContainer } from "../../src/commands/con
 import { execHandlers, taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
-import { processFromImage } from "../../src/cli/task-commands.js";
+import { parseSignal, processFromImage } from "../../src/cli/task-commands.js";
 import { defaultSpec, parseMountFlag, withEnv, withHostNetwork } from "../../src/cli/spec.js";
 import { hasNames, readInRoot, resolveUser } from "../../src/cli/image-user.js";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -307,6 +307,12 @@ describe("tasks", () => {
   });
 });
 
+
+test("signal names as ctr takes them: SIGKILL, KILL, 9, and the real-time ones (RTMIN+n, RTMAX-n)", () => {
+  assert.deepEqual(["SIGKILL", "kill", "9", "SIGTERM"].map(parseSignal), [9, 9, 9, 15]);
+  assert.deepEqual(["RTMIN", "SIGRTMIN+3", "RTMAX-1", "rtmax"].map(parseSignal), [34, 37, 63, 64]);
+  for (const bad of ["NOPE", "RTMIN+31", "RTMAX+1"]) throwsClass(() => parseSignal(bad), "InvalidArgument", /unknown signal/);
+});
 
 describe("ck run's spec flags (as ctr run's)", () => {
   test("withEnv: KEY=VALUE replaces in place or appends; a bare KEY unsets; later flags win", () => {
