@@ -56,12 +56,18 @@ function accessOptions(a: Record<string, unknown> | undefined): RegistryAccess {
   };
 }
 
+/** sha256 of no bytes. */
+const EMPTY_DIGEST = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /** The blob descriptor of a request, checked: a digest and a size (the media type picks the registry endpoint). */
 function blobOf(b: Record<string, unknown> | undefined): Descriptor {
   const digest = String(b?.digest ?? "");
   validateDigest("blob.digest", digest);
   const size = Number(b?.size ?? 0);
-  if (!Number.isSafeInteger(size) || size <= 0) throw invalidArgument(`blob.size ${String(b?.size)} invalid: a positive whole number of bytes`);
+  // Zero bytes only for the empty blob (an image may have an empty layer or config): any
+  // other digest with no size is a request that left the size out.
+  const empty = size === 0 && digest === EMPTY_DIGEST;
+  if (!Number.isSafeInteger(size) || (size <= 0 && !empty)) throw invalidArgument(`blob.size ${String(b?.size)} invalid: a positive whole number of bytes`);
   return { mediaType: String(b?.media_type ?? ""), digest, size, annotations: {} };
 }
 

@@ -134,6 +134,15 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
       assert.equal(proxy.seen.length, from, "nothing was asked of the registry");
       assert.deepEqual((await api.call("content", "ListStatuses", { filters: [] })).statuses ?? [], []);
       assert.equal((await ck(d, "bad", ["content", "ls", "-q"])).stdout.trim(), "");
+      // Zero bytes is a size for the empty blob only (an image's empty layer or config): done
+      // without asking the registry.
+      const empty = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+      const got: any[] = [];
+      for await (const m of api.stream<any>("fetch", "Blob", blobRequest({ blob: { media_type: "application/vnd.oci.image.layer.v1.tar", digest: empty, size: 0 }, ref: "empty" }))) got.push(m);
+      assert.equal(got.at(-1).status, "done");
+      assert.equal(Number((await api.call("content", "Info", { digest: empty })).info.size), 0);
+      assert.equal(proxy.seen.length, from, "nothing was asked of the registry");
+      await api.call("content", "Delete", { digest: empty });
     } finally {
       api.close();
     }
