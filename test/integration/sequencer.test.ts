@@ -16,19 +16,31 @@ import { nowTimestamp } from "../../src/emitter/envelope.js";
 import { keys } from "../../src/projections/views.js";
 import { rejectsClass } from "../helpers/errors.js";
 
-test("1,000 pipelined commands: all applied, nothing of them kept once they settled", async () => {
+/** A sequencer over its own test nats-server, stream and projection, torn down after `fn`. */
+async function withSequencer(stream: string, fn: (s: { log: EventLog; db: ProjectionDb; sequencer: Sequencer }) => Promise<void>): Promise<void> {
   const nats = await startTestNats();
   const dir = await mkdtemp(join(tmpdir(), "ck-seq-"));
-  const log = await EventLog.open({ url: nats.url, stream: "SEQ_TEST" });
+  const log = await EventLog.open({ url: nats.url, stream });
   const db = await ProjectionDb.open(join(dir, "meta"));
   const protos = loadProtos();
   const projector = new Projector(db, log, protos);
   projector.start();
-  const sequencer = new Sequencer(log, projector, protos);
   try {
-    const target = { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "e".repeat(64), size: 1, annotations: {} };
-    const create = (i: number) =>
-      sequencer.submit(imageHandlers.create({ namespace: "seq", image: { name: `seq/img:${i}`, labels: {}, target: { media_type: target.mediaType, digest: target.digest, size: target.size, annotations: {} } }, now: nowTimestamp() }));
+    await fn({ log, db, sequencer: new Sequencer(log, projector, protos) });
+  } finally {
+    await projector.stop();
+    await db.close();
+    await log.close();
+    await nats.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "e".repeat(64), size: 1, annotations: {} };
+
+test("1,000 pipelined commands: all applied, nothing of them kept once they settled", () =>
+  withSequencer("SEQ_TEST", async ({ db, sequencer }) => {
+    const create = (i: number) => sequencer.submit(imageHandlers.create({ namespace: "seq", image: { name: `seq/img:${i}`, labels: {}, target }, now: nowTimestamp() }));
     // 32 callers at a time, as a busy daemon sees them.
     let next = 0;
     await Promise.all(Array.from({ length: 32 }, async () => {
@@ -41,14 +53,7 @@ test("1,000 pipelined commands: all applied, nothing of them kept once they sett
     assert.equal(internals.appliedIds.size, 0, "no applied id kept");
     assert.equal(internals.watchedIds.size, 0, "no append left watched");
     assert.equal(internals.overlay.size, 0, "the overlay is empty once everything is applied");
-  } finally {
-    await projector.stop();
-    await db.close();
-    await log.close();
-    await nats.cleanup();
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+  }));
 
 test("a writer racing another that appends without pause is not starved: it keeps deciding again within its retry budget", async () => {
   const nats = await startTestNats();
@@ -65,7 +70,7 @@ test("a writer racing another that appends without pause is not starved: it keep
   // (With retryBudgetMs 0, as before the budget, several of its commands ended Aborted.)
   const slow = await side("slow", { maxAttempts: 3, retryBudgetMs: 20_000 });
   const busy = await side("busy", { maxAttempts: 20, retryBudgetMs: 15_000 });
-  const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "e".repeat(64), size: 1, annotations: {} };
+
   const create = (s: Sequencer, name: string) => s.submit(imageHandlers.create({ namespace: "race", image: { name, labels: {}, target }, now: nowTimestamp() }));
   try {
     // The busy side: 16 callers creating without pause until the slow side is done.
@@ -114,17 +119,8 @@ test("a writer racing another that appends without pause is not starved: it keep
   }
 });
 
-test("an event larger than the server's max_payload: InvalidArgument at once naming the sizes, nothing appended, the appends around it unharmed", async () => {
-  const nats = await startTestNats();
-  const dir = await mkdtemp(join(tmpdir(), "ck-seq-"));
-  const log = await EventLog.open({ url: nats.url, stream: "SEQ_BIG" });
-  const db = await ProjectionDb.open(join(dir, "meta"));
-  const protos = loadProtos();
-  const projector = new Projector(db, log, protos);
-  projector.start();
-  const sequencer = new Sequencer(log, projector, protos);
-  try {
-    const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "e".repeat(64), size: 1, annotations: {} };
+test("an event larger than the server's max_payload: InvalidArgument at once naming the sizes, nothing appended, the appends around it unharmed", () =>
+  withSequencer("SEQ_BIG", async ({ log, db, sequencer }) => {
     const create = (name: string, labels: Record<string, string> = {}) => sequencer.submit(imageHandlers.create({ namespace: "seq", image: { name, labels, target }, now: nowTimestamp() }));
     // Labels of 4 KiB each (the most one may hold): 300 of them make an event over 1 MiB.
     const big = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`k${i}`, "v".repeat(4000)]));
@@ -136,26 +132,10 @@ test("an event larger than the server's max_payload: InvalidArgument at once nam
     await rejectsClass(Promise.reject((results[1] as PromiseRejectedResult).reason), "InvalidArgument", /the \/images\/create event would be \d+ bytes, more than the log takes \(the NATS server's max_payload 1048576 bytes/);
     assert.equal(await log.lastSeq(), 2, "nothing of the refused event was appended");
     assert.equal(db.getSync(keys.image("seq", "huge")), undefined);
-  } finally {
-    await projector.stop();
-    await db.close();
-    await log.close();
-    await nats.cleanup();
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+  }));
 
-test("an answer that appends nothing (AlreadyExists here) comes only once the append it rests on is applied: the record it names is readable then", async () => {
-  const nats = await startTestNats();
-  const dir = await mkdtemp(join(tmpdir(), "ck-seq-"));
-  const log = await EventLog.open({ url: nats.url, stream: "SEQ_NOOP" });
-  const db = await ProjectionDb.open(join(dir, "meta"));
-  const protos = loadProtos();
-  const projector = new Projector(db, log, protos);
-  projector.start();
-  const sequencer = new Sequencer(log, projector, protos);
-  try {
-    const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "e".repeat(64), size: 1, annotations: {} };
+test("an answer that appends nothing (AlreadyExists here) comes only once the append it rests on is applied: the record it names is readable then", () =>
+  withSequencer("SEQ_NOOP", async ({ db, sequencer }) => {
     const create = (name: string) => sequencer.submit(imageHandlers.create({ namespace: "seq", image: { name, labels: {}, target }, now: nowTimestamp() }));
     for (let i = 0; i < 20; i++) {
       const first = create(`dup-${i}`);
@@ -168,11 +148,4 @@ test("an answer that appends nothing (AlreadyExists here) comes only once the ap
       await rejectsClass(second, "AlreadyExists");
       assert.ok(seenAtRefusal && typeof seenAtRefusal === "object", `round ${i}: refused before the image it names was readable`);
     }
-  } finally {
-    await projector.stop();
-    await db.close();
-    await log.close();
-    await nats.cleanup();
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+  }));
