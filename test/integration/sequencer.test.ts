@@ -70,7 +70,6 @@ test("a writer racing another that appends without pause is not starved: it keep
   // (With retryBudgetMs 0, as before the budget, several of its commands ended Aborted.)
   const slow = await side("slow", { maxAttempts: 3, retryBudgetMs: 20_000 });
   const busy = await side("busy", { maxAttempts: 20, retryBudgetMs: 15_000 });
-
   const create = (s: Sequencer, name: string) => s.submit(imageHandlers.create({ namespace: "race", image: { name, labels: {}, target }, now: nowTimestamp() }));
   try {
     // The busy side: 16 callers creating without pause until the slow side is done.
