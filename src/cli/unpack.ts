@@ -245,6 +245,9 @@ async function unpackByDaemon(
     ),
   );
   if (firstError === undefined) return { applied, shared };
-  if (isClass(firstError, "NotImplemented")) return undefined;
+  // A daemon without the unpack service (an older ckd, the plugin disabled): the caller
+  // unpacks as ctr does. ckd's own refusals (a compression it does not read, say) would only
+  // fail again that way: they stand.
+  if (isClass(firstError, "NotImplemented") && /does not implement the method|unknown service/i.test((firstError as Error).message)) return undefined;
   throw firstError;
 }
