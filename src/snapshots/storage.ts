@@ -75,7 +75,8 @@ export class SnapshotDirs {
     await fs.rm(doomed, { recursive: true, force: true });
   }
 
-  async cleanup(keep: ReadonlySet<string>): Promise<string[]> {
+  async cleanup(keep: ReadonlySet<string> | ((name: string) => boolean)): Promise<string[]> {
+    const kept = typeof keep === "function" ? keep : (name: string) => keep.has(name);
     let entries: string[];
     try {
       entries = await fs.readdir(this.dir);
@@ -85,7 +86,7 @@ export class SnapshotDirs {
     }
     const removed: string[] = [];
     for (const name of entries.sort()) {
-      if (keep.has(name)) continue;
+      if (kept(name)) continue;
       await fs.rm(path.join(this.dir, name), { recursive: true, force: true });
       removed.push(name);
     }
@@ -162,7 +163,7 @@ export abstract class DirectorySnapshotter implements Snapshotter {
     return diskUsage(this.fsDir(id));
   }
 
-  async cleanup(keep: ReadonlySet<string>): Promise<string[]> {
+  async cleanup(keep: ReadonlySet<string> | ((name: string) => boolean)): Promise<string[]> {
     return this.dirs.cleanup(keep);
   }
 }

@@ -4,7 +4,6 @@
 // event is refused; a removal appends its event before deleting the directory. A crash
 // between the two leaves a directory no snapshot owns, which Cleanup (and GC) removes.
 import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
 import path from "node:path";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
@@ -401,14 +400,16 @@ export class SnapshotStore {
   /** Removes directories (and leftovers of interrupted work) that no snapshot owns; returns them. */
   async cleanup(snapshotter: string): Promise<string[]> {
     const sn = this.snapshotter(snapshotter);
-    const keep = new Set(this.queries.snapshotIds(snapshotter).keys());
-    const dir = path.join(sn.root, "snapshots");
-    const busy = [...this.busy];
-    for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
-      // Temporary names of directories being made or removed right now (see storage.ts).
-      if (busy.some((id) => name === id || name.startsWith(`.new-${id}-`) || name.startsWith(`.rm-${id}-`))) keep.add(name);
-    }
-    return sn.cleanup(keep);
+    const owned = new Set(this.queries.snapshotIds(snapshotter).keys());
+    // Asked right before each removal: a directory a Prepare renamed into place (or an id
+    // recorded) since the look above is kept, as are temporary names of directories being
+    // made or removed right now (see storage.ts).
+    return sn.cleanup(
+      (name) =>
+        owned.has(name) ||
+        [...this.busy].some((id) => name === id || name.startsWith(`.new-${id}-`) || name.startsWith(`.rm-${id}-`)) ||
+        this.queries.snapshotIds(snapshotter).has(name),
+    );
   }
 
   /** Deletes the directories of snapshots whose records are gone (after Remove or GC). */

@@ -59,8 +59,11 @@ export interface Snapshotter {
   remove(id: string): Promise<void>;
   /** Disk usage of what this snapshot itself holds (its own layer, not its parents). */
   usage(id: string): Promise<Usage>;
-  /** Removes every directory under `<root>/snapshots` whose id is not in `keep`; returns them. */
-  cleanup(keep: ReadonlySet<string>): Promise<string[]>;
+  /**
+   * Removes every directory under `<root>/snapshots` whose name is not kept (in the set, or
+   * `keep(name)` true when asked, right before its removal); returns them.
+   */
+  cleanup(keep: ReadonlySet<string> | ((name: string) => boolean)): Promise<string[]>;
   /** The directory holding the snapshot's own files (native: the tree; overlayfs: upperdir). */
   fsDir(id: string): string;
   /**
