@@ -284,8 +284,9 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
           if (total && total !== shared.size) throw failedPrecondition(`failed size validation: ${shared.size} != ${total}`);
           committed = shared;
           await commitInNamespace(d, commitMetadata, ns, committed, req.labels ?? {}, lease);
-          // As containerd: what an earlier try left under this ref goes once the blob is committed.
-          await d.store.abort(ingestRef(ns, ref)).catch(() => undefined);
+          // As containerd: what an earlier try left under this ref goes once the blob is
+          // committed (not another client's upload under way on it).
+          await d.store.abort(ingestRef(ns, ref), { unlessWritten: true }).catch(() => undefined);
         } else {
           const w = writer!;
           writer = undefined;

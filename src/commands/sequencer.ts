@@ -215,8 +215,11 @@ export class Sequencer {
           // Nothing to append: an error, or nothing to change. Either may rest on appends
           // still in flight (the overlay): answered once they are applied, decided again if
           // any of them did not land (the answer would describe a state that never was).
+          // (Appends acknowledged but not applied yet count too: their changes are in the overlay.)
           const restsOn = this.inflight.slice();
-          if (restsOn.length > 0) void this.answerAfter(job, epoch, restsOn, decision, failure);
+          let upTo = 0;
+          for (const e of this.overlay.values()) if (e.seq > upTo) upTo = e.seq;
+          if (restsOn.length > 0 || upTo > this.projector.db.appliedSeq) void this.answerAfter(job, epoch, restsOn, upTo, decision, failure);
           else if (decision) job.resolve(decision.result);
           else job.reject(failure);
           continue;
@@ -233,10 +236,10 @@ export class Sequencer {
   }
 
   /** Answers a decision that appended nothing once the appends it rested on are applied. */
-  private async answerAfter(job: Job, epoch: number, restsOn: Job[], decision: Decision<unknown> | undefined, failure: unknown): Promise<void> {
+  private async answerAfter(job: Job, epoch: number, restsOn: Job[], upTo: number, decision: Decision<unknown> | undefined, failure: unknown): Promise<void> {
     const results = await Promise.all(restsOn.map((j) => j.append!));
     const landed = results.every((r) => r.ok);
-    if (landed) await this.projector.waitFor(Math.max(...results.map((r) => (r.ok ? r.seq : 0))));
+    if (landed) await this.projector.waitFor(Math.max(upTo, ...results.map((r) => (r.ok ? r.seq : 0))));
     if (!landed || this.epoch !== epoch) {
       this.queue.unshift(job);
       this.schedulePump();

@@ -718,9 +718,10 @@ export class LocalContentStore implements ContentStore {
     return all.filter((s): s is IngestStatus => s !== undefined).sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
   }
 
-  async abort(ref: string): Promise<void> {
+  async abort(ref: string, opts: { unlessWritten?: boolean } = {}): Promise<void> {
     const key = refKey(checkRef(ref));
     const holder = this.locks.get(key);
+    if (holder !== undefined && opts.unlessWritten) return;
     if (holder !== undefined && !(holder instanceof LocalIngestWriter)) {
       throw unavailable(`ref "${shown(ref)}" locked`);
     }

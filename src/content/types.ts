@@ -92,8 +92,11 @@ export interface IngestManager {
   /** NotFound when no ingest has that ref. */
   status(ref: string): Promise<IngestStatus>;
   listStatuses(): Promise<IngestStatus[]>;
-  /** Drops the ingest and its bytes, even under an active writer (which then fails). NotFound if absent. */
-  abort(ref: string): Promise<void>;
+  /**
+   * Drops the ingest and its bytes, even under an active writer (which then fails), unless
+   * `unlessWritten` (then one a writer holds is left alone). NotFound if absent.
+   */
+  abort(ref: string, opts?: { unlessWritten?: boolean }): Promise<void>;
   /** Removes unlocked ingests not written for `maxIdleMs`; returns their refs. */
   cleanupStale(maxIdleMs: number): Promise<string[]>;
   /**

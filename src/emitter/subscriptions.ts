@@ -10,8 +10,6 @@ import { decodeEnvelope, type Envelope } from "./envelope.js";
 import { namespaceSubjectFilter } from "./subjects.js";
 import { outOfRange } from "../errdefs/errdefs.js";
 
-/** How stale the stream's first sequence may be when a narrowed subscription checks a skip. */
-const GAP_CHECK_MS = 100;
 const FROM_SEQ_HINT = "ck-from-seq";
 
 export interface SubscribeOptions {
@@ -51,25 +49,15 @@ export class EventSubscriptions {
     return this.deliver(read, filter, pinned !== undefined);
   }
 
-  /**
-   * The stream's first sequence now, asked at most every GAP_CHECK_MS: a subscription narrowed
-   * to one namespace skips other namespaces' sequences, so only the log can tell a skip from
-   * a removal.
-   */
-  private firstSeq: { at: number; seq: number } | undefined;
-  private async streamFirstSeq(): Promise<number> {
-    if (!this.firstSeq || Date.now() - this.firstSeq.at > GAP_CHECK_MS) {
-      this.firstSeq = { at: Date.now(), seq: (await this.log.info()).state.first_seq };
-    }
-    return this.firstSeq.seq;
-  }
-
   private async *deliver(read: AsyncGenerator<StoredMessage>, filter: Filter, narrowed: boolean): AsyncGenerator<DeliveredEvent> {
     let last = 0;
     for await (const m of read) {
       // Messages removed before this subscriber read them (a compaction cut past it while it
-      // lagged): its history has a hole, which it is told of rather than left to miss.
-      if (last > 0 && m.seq > last + 1 && (!narrowed || (await this.streamFirstSeq()) > last + 1)) {
+      // lagged): its history has a hole, which it is told of rather than left to miss. Only
+      // for a subscription of the whole log, where every sequence is delivered: one narrowed
+      // to a namespace skips the others' as a matter of course, and the log cannot say
+      // whether a cut removed any of its own (not told, as before).
+      if (!narrowed && last > 0 && m.seq > last + 1) {
         throw outOfRange(
           `events from sequence ${last + 1} were removed from the log (ck-replay compact) before this subscription read them; it resumes at ${m.seq}: subscribe again (with ${FROM_SEQ_HINT} for the history still kept)`,
         );

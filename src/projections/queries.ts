@@ -167,6 +167,12 @@ export class Queries {
     return this.list(keys.snapshotterPrefix(ns, sn), filters, (f, r: SnapshotRecord) => f.match(snapshotFieldpath(r)));
   }
 
+  /** Who owns one on-disk id of a snapshotter (undefined: nobody), read synchronously. */
+  snapshotIdSync(sn: string, id: string): SnapshotIdRecord | undefined {
+    if (!id || id.includes("\u0000")) return undefined;
+    return this.db.getSync(keys.snapshotId(sn, id)) as SnapshotIdRecord | undefined;
+  }
+
   /** Every on-disk id of a snapshotter that some namespace's snapshot owns. */
   snapshotIds(sn: string): Map<string, SnapshotIdRecord> {
     const out = new Map<string, SnapshotIdRecord>();

@@ -442,25 +442,37 @@ export class SnapshotStore {
 
   /**
    * Mounts a client hands back to be written or read (Diff.Apply, Diff.Diff) are taken only
-   * when they are exactly what Mounts (or Prepare/View) gave for a snapshot of one of `kinds`
-   * in the caller's namespace. A check of the paths alone let a client pass options the
-   * check did not read (an overlay with `bind`), a path through a symlink a layer planted, or
-   * another namespace's (or a shared, verified) directory.
+   * when they are what Mounts (or Prepare/View) gave for a snapshot of one of `kinds` in the
+   * caller's namespace: exactly, to be written; or the same directories read-only (an
+   * overlay's upper as its top lower, `ro`: what a client's read-only wrapper makes of
+   * them), to be read. A check of the paths alone let a client pass options the check did
+   * not read (an overlay with `bind`), a path through a symlink a layer planted, or another
+   * namespace's (or a shared, verified) directory. Only the snapshots the paths name are
+   * looked at (by their directories' ids), not the whole namespace.
    */
   async checkClientMounts(ns: string, mounts: readonly Mount[], kinds: readonly SnapshotKind[], what: string): Promise<void> {
     if (mounts.length === 0) throw invalidArgument(`${what} must not be empty`);
-    const wanted = sameMounts(mounts);
+    const writing = kinds.length === 1 && kinds[0] === "Active";
+    const wanted = writing ? sameMounts(mounts) : sameTree(mounts);
+    // To be read, a committed snapshot's own directories qualify too: a View over one parent
+    // is mounted as that parent's directories (overlayfs), which the parent's record owns.
+    const allowed: readonly SnapshotKind[] = writing ? kinds : [...kinds, "Committed"];
     for (const name of this.names()) {
       const sn = this.snapshotter(name);
-      for (const rec of await this.queries.listSnapshots(ns, name)) {
-        if (!kinds.includes(rec.kind)) continue;
-        let own: Mount[];
-        try {
-          own = sn.mounts(rec.id, parentIds((k) => this.findSync(ns, name, k), rec), rec.kind);
-        } catch {
-          continue; // a broken chain has no mounts to match
+      for (const id of idsIn(mounts, path.join(sn.root, "snapshots"))) {
+        const owners = this.queries.snapshotIdSync(name, id)?.owners ?? [];
+        for (const owner of owners) {
+          if (owner.namespace !== ns) continue;
+          const rec = this.findSync(ns, name, owner.key);
+          if (!rec || rec.id !== id || !allowed.includes(rec.kind)) continue;
+          let own: Mount[];
+          try {
+            own = sn.mounts(rec.id, parentIds((k) => this.findSync(ns, name, k), rec), rec.kind);
+          } catch {
+            continue; // a broken chain has no mounts to match
+          }
+          if ((writing ? sameMounts(own) : sameTree(own)) === wanted) return;
         }
-        if (sameMounts(own) === wanted) return;
       }
     }
     throw invalidArgument(`${what}: not the mounts of ${kinds.map((k) => (k === "Active" ? "an active" : `a ${k.toLowerCase()}`)).join(" or ")} snapshot in namespace ${JSON.stringify(ns)} (pass them as Mounts gave them)`);
@@ -487,6 +499,43 @@ export function newSnapshotId(): string {
 /** Mounts as one comparable string: type, source and options in order (a target is the caller's). */
 function sameMounts(mounts: readonly Mount[]): string {
   return JSON.stringify(mounts.map((m) => [m.type, m.source, m.options]));
+}
+
+/**
+ * What a mount list shows, as one comparable string, whether mounted to write or only to
+ * read: an overlay's directories top first (upper, then lowers; no work directory), a bind's
+ * source, the other options sorted, `ro`/`rw` left out.
+ */
+function sameTree(mounts: readonly Mount[]): string {
+  return JSON.stringify(
+    mounts.map((m) => {
+      const plain = m.options.filter((o) => o !== "ro" && o !== "rw" && !/^(upperdir|workdir|lowerdir)=/.test(o)).sort();
+      if (m.type !== "overlay") return [m.type, m.source, plain];
+      const opt = (k: string) => m.options.find((o) => o.startsWith(`${k}=`))?.slice(k.length + 1);
+      const dirs = [opt("upperdir"), ...(opt("lowerdir")?.split(":") ?? [])].filter((d): d is string => !!d);
+      return [m.type, m.source, plain, dirs];
+    }),
+  );
+}
+
+/** Ids of the snapshot directories (`<dir>/<id>/…`) a mount list names, upper ones first. */
+function idsIn(mounts: readonly Mount[], dir: string): string[] {
+  const paths: string[] = [];
+  for (const m of mounts) {
+    if (m.type !== "overlay") paths.push(m.source);
+    for (const o of m.options) {
+      if (o.startsWith("upperdir=")) paths.unshift(o.slice("upperdir=".length));
+      else if (o.startsWith("lowerdir=")) paths.push(...o.slice("lowerdir=".length).split(":"));
+    }
+  }
+  const ids: string[] = [];
+  for (const p of paths) {
+    const rel = path.relative(dir, path.resolve(p));
+    const id = rel.split(path.sep)[0];
+    if (!id || rel.startsWith("..") || path.isAbsolute(rel) || ids.includes(id)) continue;
+    ids.push(id);
+  }
+  return ids;
 }
 
 /** Rejects mounts whose writable directories lie outside the snapshotters' roots. */

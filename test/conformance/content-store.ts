@@ -339,8 +339,14 @@ export function contentStoreConformance(name: string, make: () => Promise<Conten
       await w2.close();
       const w3 = await store.writer({ ref: "stalled" });
       assert.equal(w3.offset, 0);
+      // unlessWritten: a writer's ingest is left alone; an unheld one goes.
+      await w3.write(0, Buffer.from("kept"));
+      await store.abort("stalled", { unlessWritten: true });
+      assert.equal(await w3.write(4, Buffer.from("!")), 5);
       await w3.close();
       assert.deepEqual((await store.listStatuses()).map((s) => s.ref), ["stalled"]);
+      await store.abort("stalled", { unlessWritten: true });
+      await rejectsClass(store.status("stalled"), "NotFound");
     }));
 
     test("listStatuses and status show an active ingest with its offset", withStore(async ({ store }) => {

@@ -104,7 +104,9 @@ test("a writer racing another that appends without pause is not starved: it keep
       await busyRun;
     }
     assert.deepEqual(outcomes.filter((o) => o !== "ok"), [], "every command of the slow side went through");
-    assert.ok(during >= 30, `the busy side appended meanwhile (${during})`);
+    // Only that the race was on: how many the busy side gets in meanwhile moves with the
+    // machine (16 seen once here, on a loaded machine, with every slow command through).
+    assert.ok(during >= 10, `the busy side appended meanwhile (${during})`);
     await slow.projector.waitFor(await slow.log.lastSeq());
     for (let i = 0; i < 30; i++) assert.ok(slow.db.getSync(keys.image("race", `race/slow:${i}`)));
   } finally {

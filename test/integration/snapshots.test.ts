@@ -286,6 +286,13 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
           for await (const m of x.stream<any>("content", "Read", { digest: made.diff.digest })) parts.push(Buffer.from(m.data));
           const layer = Buffer.concat(parts);
           assert.ok(layer.includes(Buffer.from("added-by-diff-test")), "the new file is in the diff");
+          // The same mounts made read-only by the client (its upper as the top lower, ro), as a
+          // read-only wrapper makes them: taken to be read, and the same layer comes out.
+          const { readOnly } = await import("../../src/diff/diff.js");
+          const again = await x.call("diff", "Diff", { left: base, right: work.map(readOnly), media_type: "application/vnd.oci.image.layer.v1.tar" }, leased);
+          assert.equal(again.diff.digest, made.diff.digest);
+          // But not to be written.
+          await rejectsClass(x.call("diff", "Apply", { diff: { media_type: l0.mediaType, digest: l0.digest, size: l0.size }, mounts: work.map(readOnly) }), "InvalidArgument", /not the mounts of an active snapshot/);
           assert.ok(!layer.includes(Buffer.from("evil")), "what the parent held is not");
           await x.call("leases", "Delete", { id: "o-diff", sync: true });
         }
