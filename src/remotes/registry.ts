@@ -65,6 +65,8 @@ export const MANIFEST_ACCEPT = [
 ].join(", ");
 
 const DEFAULTS = { retries: 5, timeoutMs: 30_000, userAgent: "ck/0.1" };
+/** How long the PUT that ends a blob upload may wait for the registry's answer. */
+const UPLOAD_END_TIMEOUT_MS = 10 * 60_000;
 const MAX_REDIRECTS = 10;
 const MAX_ERROR_BODY = 64 << 10;
 
@@ -81,6 +83,8 @@ interface Call {
   signal?: AbortSignal;
   /** What the request is about, for errors: `manifest "host/repo:tag"`, `blob sha256:...`. */
   what: string;
+  /** The idle timeout for this request, instead of the client's (0: none). */
+  timeoutMs?: number;
 }
 
 type UndiciRequest = (this: Agent, opts: Parameters<Agent["request"]>[0]) => ReturnType<Agent["request"]>;
@@ -92,6 +96,7 @@ interface HttpCall {
   headers: Record<string, string>;
   body: Buffer | Readable | undefined;
   signal: AbortSignal | undefined;
+  timeoutMs?: number;
 }
 
 /** A response: its body as a stream, with the status and headers (either engine's). */
@@ -389,7 +394,10 @@ export class Registry {
     }
 
     uploadUrl.searchParams.set("digest", desc.digest);
-    const put = await this.send({ method: "PUT", ref, url: uploadUrl, scopes: [pushScope], what, headers: { "content-length": "0" } });
+    // The PUT that ends an upload waits while the registry stores (moves, verifies) the whole
+    // blob: minutes for a big one on object storage. containerd's client sets no limit there.
+    const putTimeout = this.opts.timeoutMs > 0 ? Math.max(this.opts.timeoutMs, UPLOAD_END_TIMEOUT_MS) : 0;
+    const put = await this.send({ method: "PUT", ref, url: uploadUrl, scopes: [pushScope], what, headers: { "content-length": "0" }, timeoutMs: putTimeout });
     if (put.statusCode !== 201 && put.statusCode !== 204 && put.statusCode !== 200) {
       throw statusError(ref.domain, put.statusCode ?? 0, what, await readLimited(put, MAX_ERROR_BODY, true));
     }
@@ -548,7 +556,7 @@ export class Registry {
       this.log(`${method} ${url.origin}${url.pathname}${headers.range ? ` (${headers.range})` : ""}`);
       let res: HttpResponse;
       try {
-        res = await this.rawRequest({ method, url, headers, body, signal: call.signal });
+        res = await this.rawRequest({ method, url, headers, body, signal: call.signal, timeoutMs: call.timeoutMs });
       } catch (err) {
         throw networkError(call.ref.domain, call.what, err, call.signal);
       }
@@ -570,7 +578,7 @@ export class Registry {
   }
 
   /** One request through node:http (the default engine). */
-  private nodeRequest({ method, url, headers, body, signal }: HttpCall): Promise<HttpResponse> {
+  private nodeRequest({ method, url, headers, body, signal, timeoutMs = this.opts.timeoutMs }: HttpCall): Promise<HttpResponse> {
     return new Promise((resolve, reject) => {
       const secure = url.protocol === "https:";
       const req = (secure ? https : http).request(url, {
@@ -598,9 +606,9 @@ export class Registry {
           reject(err);
         }
       });
-      if (this.opts.timeoutMs > 0) {
-        req.setTimeout(this.opts.timeoutMs, () => {
-          const err = Object.assign(new Error(`no data for ${this.opts.timeoutMs} ms`), { code: "ETIMEDOUT" });
+      if (timeoutMs > 0) {
+        req.setTimeout(timeoutMs, () => {
+          const err = Object.assign(new Error(`no data for ${timeoutMs} ms`), { code: "ETIMEDOUT" });
           // Mid-body, the response stream is where the reader is waiting: fail it with the cause.
           response?.destroy(err);
           req.destroy(err);
@@ -616,9 +624,9 @@ export class Registry {
   }
 
   /** One request through undici (see RegistryOptions.engine). */
-  private async undiciRequest({ method, url, headers, body, signal }: HttpCall): Promise<HttpResponse> {
+  private async undiciRequest({ method, url, headers, body, signal, timeoutMs }: HttpCall): Promise<HttpResponse> {
     // 0 turns a timeout off, for undici as for this option.
-    const timeout = this.opts.timeoutMs;
+    const timeout = timeoutMs ?? this.opts.timeoutMs;
     let res;
     try {
       const { agent, request } = await this.agent();

@@ -53,6 +53,8 @@ interface ProxyOptions {
   uploadsTo?: string;
   /** Answer 401 to a mount from this repository whatever the token (no pull on it). */
   refuseMountFrom?: string;
+  /** Hold the PUT that ends a blob upload this long before passing it on (a registry storing a big blob). */
+  delayUploadEndMs?: number;
 }
 
 interface Seen {
@@ -145,6 +147,7 @@ async function startProxy(upstream: string, opts: ProxyOptions = {}): Promise<Pr
       res.end();
       return;
     }
+    if (opts.delayUploadEndMs && req.method === "PUT" && url.includes("/blobs/uploads/")) await new Promise((r) => setTimeout(r, opts.delayUploadEndMs));
     const headers = { ...req.headers };
     delete headers.authorization;
     if (opts.ignoreRange) delete headers.range;
@@ -552,6 +555,14 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
       assert.ok(there.length >= 2, "the upload went to the other host");
       assert.deepEqual(there.map((x) => x.authorization), there.map(() => undefined), "no credentials sent there");
       assert.ok(p.seen.some((x) => x.method === "POST" && x.authorization?.startsWith("Basic ")), "the registry itself got them");
+    });
+
+    test("the PUT that ends an upload may wait past the idle timeout while the registry stores the blob", T, async () => {
+      const p = await proxy({ delayUploadEndMs: 1500 });
+      const blob = randomBytes(4096);
+      const dst = { ...via(p), repository: "remotes/slowput" };
+      const pushed = await client({ timeoutMs: 500 }).pushBlob(dst, { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length }, () => Readable.from([blob]));
+      assert.equal(pushed, "uploaded");
     });
 
     test("a mount from a repository the credentials may not pull (401) falls back to an upload", T, async () => {
