@@ -514,7 +514,9 @@ export class Daemon {
         type: "io.containerd.snapshotter.v1",
         id: e.sn.name,
         exports: { root: e.sn.root, ...(placement.has(e.sn.name) ? { placement: placement.get(e.sn.name)! } : {}) },
-        ...(e.unavailable ? { initError: e.unavailable } : {}),
+        // containerd's snapshotters skip themselves with plugin.ErrSkipPlugin ("…: skip plugin"),
+        // which ctr plugins ls shows as STATUS skip.
+        ...(e.unavailable ? { initError: `${e.unavailable}: skip plugin` } : {}),
       })),
       { type: "io.containerd.differ.v1", id: "walking", requires: ["io.containerd.content.v1"] },
       { type: "io.containerd.grpc.v1", id: "snapshots", requires: ["io.containerd.snapshotter.v1", "io.containerd.metadata.v1"] },

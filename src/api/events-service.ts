@@ -10,6 +10,9 @@ import { validateIdentifier } from "../commands/validation.js";
 import { metadataValue, namespaceOf, serverStream, unary, writeStream } from "./grpc.js";
 import type { EventDraft } from "../emitter/envelope.js";
 
+/** Seconds of Go's zero time.Time (0001-01-01T00:00:00Z) as a protobuf Timestamp carries it. */
+const GO_ZERO_TIME_SECONDS = -62135596800;
+
 export const FROM_SEQ_HEADER = "ck-from-seq";
 export const SINCE_HEADER = "ck-since";
 
@@ -47,6 +50,10 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
     Forward: unary(async (call) => {
       const env = call.request.envelope;
       if (!env) throw invalidArgument("envelope must be set");
+      // As containerd's exchange: a forwarded event carries its own time (Go's zero time,
+      // year 1, is none).
+      const seconds = Number(env.timestamp?.seconds ?? 0);
+      if (!env.timestamp || seconds <= GO_ZERO_TIME_SECONDS) throw invalidArgument("timestamp must be set on forwarded event");
       const draft = packedDraft(env.namespace ?? "", env.topic ?? "", env.event, env.timestamp);
       await d.sequencer.submit(() => ({ event: draft, result: undefined }));
       return {};

@@ -1,17 +1,17 @@
 // Thin gRPC plumbing shared by the services: the caller's namespace from metadata, and
 // wrappers that turn async handlers into grpc-js handlers with errors mapped through errdefs.
 import type * as grpc from "@grpc/grpc-js";
-import { CkError, invalidArgument, toGrpcError } from "../errdefs/errdefs.js";
+import { CkError, failedPrecondition, toGrpcError } from "../errdefs/errdefs.js";
 import { validateIdentifier } from "../commands/validation.js";
 
 export const NAMESPACE_HEADER = "containerd-namespace";
 /** The lease a call's writes are added to (containerd's client.WithLease). */
 export const LEASE_HEADER = "containerd-lease";
 
-/** The namespace a call is made in; InvalidArgument when required and missing. */
+/** The namespace a call is made in; FailedPrecondition when required and missing, as containerd's NamespaceRequired. */
 export function namespaceOf(call: { metadata: grpc.Metadata }): string {
   const ns = optionalNamespaceOf(call);
-  if (!ns) throw invalidArgument("namespace is required");
+  if (!ns) throw failedPrecondition("namespace is required");
   return ns;
 }
 

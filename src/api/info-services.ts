@@ -3,6 +3,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { parseFilters } from "../projections/filters.js";
 import { notFound } from "../errdefs/errdefs.js";
 import { unary } from "./grpc.js";
+import { defaultPlatform } from "../remotes/platform.js";
 
 export const CK_VERSION = "0.1.0";
 
@@ -22,6 +23,7 @@ export function versionService(revision: string): grpc.UntypedServiceImplementat
 }
 
 export function introspectionService(d: { uuid: string; plugins: () => PluginInfo[] }): grpc.UntypedServiceImplementation {
+  const here = defaultPlatform();
   return {
     Plugins: unary(async (call) => {
       const filter = parseFilters(call.request.filters ?? []);
@@ -29,7 +31,9 @@ export function introspectionService(d: { uuid: string; plugins: () => PluginInf
         type: p.type,
         id: p.id,
         requires: p.requires ?? [],
-        platforms: [{ os: "linux", architecture: process.arch === "x64" ? "amd64" : process.arch, variant: "" }],
+        // This machine's platform in Go's names (ia32 is 386, ppc64 little-endian ppc64le), as
+        // containerd's client matches it against images (GetSnapshotterSupportedPlatforms).
+        platforms: [{ os: here.os, architecture: here.architecture, variant: here.variant ?? "" }],
         exports: p.exports ?? {},
         capabilities: [],
         init_err: p.initError ? { code: 2, message: p.initError, details: [] } : undefined,

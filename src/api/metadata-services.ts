@@ -9,7 +9,7 @@ import { containerHandlers, type ContainerInput } from "../commands/containers.j
 import { nowTimestamp } from "../emitter/envelope.js";
 import { descriptor, type ContainerRecord } from "../projections/views.js";
 import { maskPaths, namespaceOf, optionalNamespaceOf, serverStream, unary, writeStream } from "./grpc.js";
-import { invalidArgument } from "../errdefs/errdefs.js";
+import { invalidArgument, isClass } from "../errdefs/errdefs.js";
 import { RecordMemo } from "../projections/record-memo.js";
 import { loadProtos, repeatedMessages } from "../protos/protos.js";
 
@@ -24,7 +24,17 @@ export interface MetadataDeps {
 
 export function namespacesService(d: MetadataDeps): grpc.UntypedServiceImplementation {
   return {
-    Get: unary(async (call) => ({ namespace: await d.queries.getNamespace(requireName(call.request.name, "name")) })),
+    // As containerd's store, whose Labels of a namespace without a bucket is empty: a namespace
+    // nothing holds is answered with no labels, not NotFound (containerd's Go client asks for
+    // the default namespace's labels when it connects).
+    Get: unary(async (call) => {
+      const name = requireName(call.request.name, "name");
+      const found = await d.queries.getNamespace(name).catch((err) => {
+        if (isClass(err, "NotFound")) return undefined;
+        throw err;
+      });
+      return { namespace: found ?? { name, labels: {} } };
+    }),
     List: unary(async (call) => ({ namespaces: await d.queries.listNamespaces(filterList(call.request.filter)) })),
     Create: unary(async (call) => {
       const n = call.request.namespace ?? {};
