@@ -50,11 +50,11 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
     Forward: unary(async (call) => {
       const env = call.request.envelope;
       if (!env) throw invalidArgument("envelope must be set");
-      // As containerd's exchange: a forwarded event carries its own time (Go's zero time,
-      // year 1, is none).
-      const seconds = Number(env.timestamp?.seconds ?? 0);
-      if (!env.timestamp || seconds <= GO_ZERO_TIME_SECONDS) throw invalidArgument("timestamp must be set on forwarded event");
       const draft = packedDraft(env.namespace ?? "", env.topic ?? "", env.event, env.timestamp);
+      // As containerd 1.6's exchange, after namespace and topic: a forwarded event carries its
+      // own time (absent, or Go's zero time, year 1, is none).
+      const t = env.timestamp;
+      if (!t || (Number(t.seconds ?? 0) === GO_ZERO_TIME_SECONDS && Number(t.nanos ?? 0) === 0)) throw invalidArgument("timestamp must be set on forwarded event");
       await d.sequencer.submit(() => ({ event: draft, result: undefined }));
       return {};
     }),

@@ -10,6 +10,7 @@ import { nowTimestamp } from "../emitter/envelope.js";
 import { descriptor, type ContainerRecord } from "../projections/views.js";
 import { maskPaths, namespaceOf, optionalNamespaceOf, serverStream, unary, writeStream } from "./grpc.js";
 import { invalidArgument, isClass } from "../errdefs/errdefs.js";
+import { validateIdentifier } from "../commands/validation.js";
 import { RecordMemo } from "../projections/record-memo.js";
 import { loadProtos, repeatedMessages } from "../protos/protos.js";
 
@@ -29,6 +30,8 @@ export function namespacesService(d: MetadataDeps): grpc.UntypedServiceImplement
     // the default namespace's labels when it connects).
     Get: unary(async (call) => {
       const name = requireName(call.request.name, "name");
+      // containerd's store validates the name first: InvalidArgument, not an answer.
+      validateIdentifier("namespace", name);
       const found = await d.queries.getNamespace(name).catch((err) => {
         if (isClass(err, "NotFound")) return undefined;
         throw err;

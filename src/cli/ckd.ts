@@ -193,7 +193,8 @@ async function main(): Promise<void> {
   const config: DaemonConfig = {
     root,
     // As --nats: the flag, then the environment ($CK_ADDRESS, which ck reads too), then the file.
-    address: flags.address ?? (process.env.CK_ADDRESS || undefined) ?? pathFrom(undefined, file.address) ?? defaultAddress(root),
+    // Absolute: a unix:// URI would read a relative one's first component as a host.
+    address: resolve(flags.address ?? (process.env.CK_ADDRESS || undefined) ?? pathFrom(undefined, file.address) ?? defaultAddress(root)),
     // CK_NATS, or the config file (mode 0600), keep a password off the command line.
     natsUrl: flags.nats ?? (process.env.CK_NATS || undefined) ?? file.nats,
     natsFiles: natsFilesOf({

@@ -604,6 +604,7 @@ test("bad input to Events and Content: InvalidArgument or OutOfRange, and nothin
     await rejectsClass(c.call("events", "Forward", { envelope: { namespace: "Bad..ns", topic: "/a", event, timestamp: at } }), "InvalidArgument", /namespace/);
     // As containerd's exchange: a forwarded event carries its time (Go's zero time is none).
     await rejectsClass(c.call("events", "Forward", { envelope: { namespace: "badev", topic: "/a", event } }), "InvalidArgument", /timestamp must be set on forwarded event/);
+    await rejectsClass(c.call("events", "Forward", { envelope: { namespace: "Bad..ns", topic: "/a", event } }), "InvalidArgument", /namespace/);
     await rejectsClass(c.call("events", "Forward", { envelope: { namespace: "badev", topic: "/a", event, timestamp: { seconds: -62135596800, nanos: 0 } } }), "InvalidArgument", /timestamp must be set/);
     const drain = async (it: AsyncGenerator<unknown>) => {
       for await (const _ of it) return;

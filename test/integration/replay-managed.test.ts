@@ -345,3 +345,25 @@ test("a second ckd on a root whose projection another ckd has open refuses to st
     await nats.cleanup();
   }
 });
+
+test("a relative --address is taken from ckd's working directory", async () => {
+  const { startTestNats } = await import("../helpers/nats.js");
+  const { spawn } = await import("node:child_process");
+  const nats = await startTestNats();
+  const dir = await mkdtemp(join(tmpdir(), "ck-reladdr-"));
+  const ckd = spawn(process.execPath, [CKD, "--root", join(dir, "root"), "--address", "rel.sock", "--nats", nats.url], { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  ckd.stderr!.on("data", (b) => (log += b));
+  const exited = new Promise<number | null>((r) => ckd.once("exit", (code) => r(code)));
+  try {
+    for (const until = Date.now() + 30_000; !existsSync(join(dir, "rel.sock")) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(existsSync(join(dir, "rel.sock")), log);
+    ckd.kill("SIGTERM");
+    assert.equal(await exited, 0, log);
+    assert.ok(!existsSync(join(dir, "rel.sock")), "the socket went with ckd");
+  } finally {
+    if (ckd.exitCode === null && ckd.signalCode === null) ckd.kill("SIGKILL");
+    await nats.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
