@@ -995,34 +995,27 @@ function openOutput(p: string, fds: number[]): number | undefined {
     } catch (err) {
       throw invalidArgument(`io ${p}: ${(err as Error).message}`);
     }
-    // Non-blocking: a FIFO there with no reader would otherwise block ckd's whole event loop
-    // in open(2). A FIFO is then held read-write, as a plain path's is (it never blocks, never
-    // fails for want of a reader); a file is appended to, blocking as files do.
-    let fifo: boolean;
-    try {
-      const probe = openSync(file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NONBLOCK, 0o644);
-      fifo = fstatSync(probe).isFIFO();
-      closeSync(probe);
-    } catch (err) {
-      // ENXIO: a FIFO nobody reads yet.
-      if ((err as NodeJS.ErrnoException).code !== "ENXIO") throw invalidArgument(`io path ${file}: ${(err as Error).message}`);
-      fifo = true;
-    }
-    fd = openWithContext(file, fifo ? fsc.O_RDWR : fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT);
+    fd = openForOutput(file, fsc.O_CREAT); // made if absent, as containerd makes it
   } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(p)) {
     throw notImplemented(`io ${p}: only FIFO or file paths, file:// URIs and (for stdout) binary:// URIs are supported`);
   } else {
     if (!path.isAbsolute(p)) throw invalidArgument(`io path ${JSON.stringify(p)} must be absolute`);
-    // Read-write: a FIFO opens without waiting for a reader and never fails for lack of one.
-    fd = openWithContext(p, fsc.O_RDWR);
-    if (!fstatSync(fd).isFIFO()) {
-      // A plain file is appended to, as containerd does.
-      closeSync(fd);
-      fd = openWithContext(p, fsc.O_WRONLY | fsc.O_APPEND);
-    }
+    fd = openForOutput(p, 0);
   }
   fds.push(fd);
   return fd;
+}
+
+/**
+ * Read-write first: a FIFO opens without waiting for a reader (never blocking ckd's event
+ * loop in open(2)) and never fails for lack of one. A plain file is then appended to, as
+ * containerd does.
+ */
+function openForOutput(file: string, create: number): number {
+  const fd = openWithContext(file, fsc.O_RDWR | create);
+  if (fstatSync(fd).isFIFO()) return fd;
+  closeSync(fd);
+  return openWithContext(file, fsc.O_WRONLY | fsc.O_APPEND);
 }
 
 function openWithContext(p: string, flags: number): number {

@@ -162,6 +162,22 @@ describe("ckd core", () => {
     }
   });
 
+  /** A live Subscribe with `filters` that collects `n` envelopes, then ends; resolves once it is live. */
+  async function subscribeFor(filters: string[], n: number): Promise<{ got: any[]; reading: Promise<void> }> {
+    const abort = new AbortController();
+    const got: any[] = [];
+    let live!: () => void;
+    const ready = new Promise<void>((r) => (live = r));
+    const reading = (async () => {
+      for await (const env of api.stream("events", "Subscribe", { filters }, { signal: abort.signal, onMetadata: () => live() })) {
+        got.push(env);
+        if (got.length === n) abort.abort();
+      }
+    })();
+    await ready;
+    return { got, reading };
+  }
+
   test("events: Subscribe filtered by namespace gets only that namespace; plain NATS sees the same envelopes", async () => {
     const protos = loadProtos();
     const nc = await connect({ servers: nats.url });
@@ -171,17 +187,7 @@ describe("ckd core", () => {
       for await (const m of sub) natsSeen.push(Buffer.from(m.data));
     })();
     await nc.flush();
-    const abort = new AbortController();
-    const got: any[] = [];
-    let live!: () => void;
-    const ready = new Promise<void>((r) => (live = r));
-    const reading = (async () => {
-      for await (const env of api.stream("events", "Subscribe", { filters: ['namespace=="ev-foo"'] }, { signal: abort.signal, onMetadata: () => live() })) {
-        got.push(env);
-        if (got.length === 3) abort.abort();
-      }
-    })();
-    await ready;
+    const { got, reading } = await subscribeFor(['namespace=="ev-foo"'], 3);
     const foo = daemon.client("ev-foo");
     const bar = daemon.client("ev-bar");
     try {
@@ -213,17 +219,7 @@ describe("ckd core", () => {
   test("events: a message on containerd.io.> that is not an envelope (anyone may publish there) is skipped; the subscription goes on", async () => {
     const nc = await connect({ servers: nats.url });
     const js = jetstream(nc);
-    const abort = new AbortController();
-    const got: any[] = [];
-    let live!: () => void;
-    const ready = new Promise<void>((r) => (live = r));
-    const reading = (async () => {
-      for await (const env of api.stream("events", "Subscribe", { filters: ['namespace=="ev-junk"'] }, { signal: abort.signal, onMetadata: () => live() })) {
-        got.push(env);
-        if (got.length === 2) abort.abort();
-      }
-    })();
-    await ready;
+    const { got, reading } = await subscribeFor(['namespace=="ev-junk"'], 2);
     const junk = daemon.client("ev-junk");
     try {
       await junk.call("images", "Create", { image: { name: "junk-1", target } });
