@@ -622,7 +622,7 @@ export class Daemon {
     const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime, logger: this.logger, runcProblem, protos: this.protos });
     this.tasks = tasks;
     add("containerd.services.tasks.v1.Tasks", tasks.service());
-    add("containerd.services.version.v1.Version", versionService(CK_VERSION));
+    add("containerd.services.version.v1.Version", versionService());
     add("containerd.services.introspection.v1.Introspection", introspectionService({ uuid: this.uuid, plugins: () => this.plugins }));
     // gRPC's health service, as containerd serves it (not a plugin: it cannot be disabled).
     server.addService(this.protos.serviceDefinition("grpc.health.v1.Health"), healthService({ stopping: () => this.stopBegun, onStopping: (fn) => this.onStopping.push(fn) }));

@@ -5,7 +5,9 @@ import { notFound } from "../errdefs/errdefs.js";
 import { unary } from "./grpc.js";
 import { defaultPlatform } from "../remotes/platform.js";
 
-export const CK_VERSION = "0.1.0";
+import { CK_VERSION, CK_REVISION } from "../version.js";
+
+export { CK_VERSION };
 
 export interface PluginInfo {
   type: string;
@@ -16,9 +18,9 @@ export interface PluginInfo {
   initError?: string;
 }
 
-export function versionService(revision: string): grpc.UntypedServiceImplementation {
+export function versionService(): grpc.UntypedServiceImplementation {
   return {
-    Version: unary(async () => ({ version: `ck ${CK_VERSION}`, revision })),
+    Version: unary(async () => ({ version: CK_VERSION, revision: CK_REVISION })),
   };
 }
 

@@ -17,6 +17,7 @@ import { fromApiDescriptor, imageContents, mapLimit, type ImageContents } from "
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
 import { deferExtraCaCerts } from "../remotes/registry.js";
+import { CK_VERSION } from "../version.js";
 
 // Before anything reads the environment or dials a registry (tools/ck-launcher.cjs).
 deferExtraCaCerts();
@@ -61,7 +62,7 @@ const program = new Command("ck")
   .description("ck: containers metadata over an event-sourced containerd v1 API")
   .option("--address <socket>", "ckd's socket (env CK_ADDRESS)", defaultAddress())
   .option("-n, --namespace <ns>", "namespace (env CONTAINERD_NAMESPACE)", process.env.CONTAINERD_NAMESPACE || "default")
-  .version("0.1.0");
+  .version(CK_VERSION);
 
 // --- namespaces
 const ns = program.command("namespaces").alias("namespace").alias("ns").description("manage namespaces");
@@ -402,7 +403,7 @@ program
     action(async (api) => {
       const v = await api.call("version", "Version", {});
       const s = await api.call("introspection", "Server", {});
-      out(`Client:\n  Version:  0.1.0\n\nServer:\n  Version:  ${v.version}\n  Revision: ${v.revision}\n  UUID: ${s.uuid}\n`);
+      out(`Client:\n  Version:  ${CK_VERSION}\n\nServer:\n  Version:  ${v.version}\n  Revision: ${v.revision}\n  UUID: ${s.uuid}\n`);
     }),
   );
 

@@ -16,6 +16,7 @@ import { defaultPlatform, parsePlatform } from "../remotes/platform.js";
 import { loadDockerConfig, type CredentialStore } from "../remotes/auth.js";
 import { Registry, type RegistryTls } from "../remotes/registry.js";
 import type { Platform } from "../remotes/types.js";
+import { CK_VERSION } from "../version.js";
 
 type Action = (fn: (api: ApiClient, ...args: any[]) => Promise<void>) => (...args: unknown[]) => Promise<void>;
 
@@ -84,7 +85,7 @@ export function tlsFor(flags: RegistryFlags): RegistryTls | undefined {
 
 function registryFor(ref: ImageReference, flags: RegistryFlags): Registry {
   const tls = tlsFor(flags);
-  return new Registry({ plainHttp: !!flags.plainHttp, credentials: credentialsFor(ref, flags), userAgent: "ck/0.1.0", ...(tls ? { tls } : {}) });
+  return new Registry({ plainHttp: !!flags.plainHttp, credentials: credentialsFor(ref, flags), userAgent: `ck/${CK_VERSION}`, ...(tls ? { tls } : {}) });
 }
 
 function platformsOf(flags: PlatformFlags): Platform[] {

@@ -17,6 +17,7 @@ import { RegistryError, isRetryable, isUnauthorized, statusError, unauthorized }
 import { MAX_MANIFEST_BYTES, MediaTypes, isIndex, isManifest } from "./manifest.js";
 import { formatReference, manifestReference, type ImageReference } from "./reference.js";
 import { isDigest, isSize, sha256Digest, type Descriptor } from "./types.js";
+import { CK_VERSION } from "../version.js";
 
 export interface RegistryOptions {
   /** Speak http instead of https, to every host or to those the function picks. */
@@ -64,7 +65,7 @@ export const MANIFEST_ACCEPT = [
   MediaTypes.ociIndex,
 ].join(", ");
 
-const DEFAULTS = { retries: 5, timeoutMs: 30_000, userAgent: "ck/0.1" };
+const DEFAULTS = { retries: 5, timeoutMs: 30_000, userAgent: `ck/${CK_VERSION}` };
 /** How long the PUT that ends a blob upload may wait for the registry's answer. */
 const UPLOAD_END_TIMEOUT_MS = 10 * 60_000;
 const MAX_REDIRECTS = 10;

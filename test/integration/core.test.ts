@@ -2,6 +2,7 @@
 // CRUD with filters, events over gRPC and plain NATS, and bad input that writes nothing.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { connect } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { startTestNats } from "../helpers/nats.js";
@@ -322,7 +323,10 @@ describe("ckd core", () => {
     const ids = p.plugins.map((x: any) => x.id);
     for (const id of ["namespaces", "images", "containers", "events"]) assert.ok(ids.includes(id), id);
     const v = await api.call("version", "Version", {});
-    assert.match(v.version, /^ck /);
+    // A semver, as containerd's (clients parse it); the revision names ck.
+    assert.match(v.version, /^\d+\.\d+\.\d+$/);
+    assert.equal(v.version, JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")).version);
+    assert.match(v.revision, /^ck-/);
     const s = await api.call("introspection", "Server", {});
     assert.match(s.uuid, /^[0-9a-f-]{36}$/);
   });

@@ -754,7 +754,7 @@ exit 0
       const fifoRun = await runNode(CK, ["--address", daemon.address, "-n", NS, "run", "--rm", "--log-uri", pathToFileURL(fifo).href, ref, "t-log-fifo", "--", "sh", "-c", "echo into-fifo; exit 5"]);
       assert.equal(fifoRun.code, 5, fifoRun.stderr);
       assert.ok(Date.now() - t0 < 30_000);
-      assert.equal((await api.call("version", "Version", {})).version.startsWith("ck "), true, "ckd still answers");
+      assert.equal((await api.call("version", "Version", {})).revision.startsWith("ck-"), true, "ckd still answers");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
