@@ -30,7 +30,7 @@ import { namespacesService, imagesService, containersService } from "./metadata-
 import { eventsService } from "./events-service.js";
 import { Tasks } from "./tasks-service.js";
 import { RuncRuntime } from "../runtime/runc.js";
-import { runCommand } from "../snapshots/mount.js";
+import { runCommand, useTempMountDir } from "../snapshots/mount.js";
 import { contentService } from "./content-service.js";
 import { LocalContentStore } from "../content/local-store.js";
 import type { ContentStore } from "../content/types.js";
@@ -233,6 +233,7 @@ export function rootPaths(root: string) {
     natsLog: join(root, "nats-server.log"),
     content: join(root, "content"),
     snapshots: join(root, "snapshots"),
+    tmpmounts: join(root, "tmpmounts"),
   };
 }
 
@@ -469,6 +470,10 @@ export class Daemon {
     logger.info({ resumedFrom: from, applied: projector.appliedSeq, rebuilt, openMs, catchUpMs, catchUpThread: projector.bulkBatches > 0 }, "projection caught up");
 
     const sequencer = new Sequencer(log, projector, protos);
+    // Temporary mounts (Diff, Apply) under the root: what a killed ckd left mounted goes now.
+    const swept = await useTempMountDir(paths.tmpmounts);
+    if (swept.removed > 0) logger.info({ dir: paths.tmpmounts, removed: swept.removed }, "temporary mounts left by an earlier ckd removed");
+    if (swept.failed.length > 0) logger.warn({ failed: swept.failed }, "temporary mounts left by an earlier ckd could not be removed");
     const content = await LocalContentStore.open(paths.content, { directWrites: config.contentWriteThrough !== false });
     // Whether tasks can run here, found out while the snapshotters load.
     // What `ctr install` put in opt/bin comes first for runc.

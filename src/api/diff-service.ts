@@ -65,21 +65,20 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       const ref = ingestRef(ns, r.ref || `diff-${randomBytes(8).toString("hex")}`);
       const lease = metadataValue(call, LEASE_HEADER) || undefined;
       const writer = await d.store.writer({ ref, lease });
+      let failed = true;
       try {
         if (writer.offset > 0) await writer.truncate(0);
         const sink = ingestSink(writer);
-        let applied;
-        if (mediaType === MEDIA_LAYER_GZIP) {
-          const gz = createGzip();
-          const done = pipeline(gz, sink);
-          applied = await writeDiffFromMounts(left.length ? left : undefined, right, gz);
-          await done;
-        } else {
-          const through = new Digester();
-          const done = pipeline(through, sink);
-          applied = await writeDiffFromMounts(left.length ? left : undefined, right, through);
-          await done;
-        }
+        // The layer's walk and its way into the ingest fail together (a file changed under the
+        // walk, the disk full, the ingest aborted): both are awaited, neither left unhandled.
+        const out = mediaType === MEDIA_LAYER_GZIP ? createGzip() : new Digester();
+        const [walked, stored] = await Promise.allSettled([
+          writeDiffFromMounts(left.length ? left : undefined, right, out),
+          pipeline(out, sink),
+        ]);
+        if (walked.status === "rejected") throw walked.reason;
+        if (stored.status === "rejected") throw stored.reason;
+        const applied = walked.value;
         const labels = { ...(r.labels ?? {}), [UNCOMPRESSED_LABEL]: applied.digest };
         // The bytes into place and the namespace's commit under the digest's one lock.
         const info = await d.blobs.locked(writer.digest(), async () => {
@@ -89,9 +88,12 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
           });
           return blob;
         });
+        failed = false;
         return { diff: { media_type: mediaType, digest: info.digest, size: info.size, annotations: {} } };
       } finally {
         await writer.close().catch(() => undefined);
+        // An ingest ckd named itself is nobody's to resume (containerd's walking differ aborts it).
+        if (failed && !r.ref) await d.store.abort(ref).catch(() => undefined);
       }
     }),
   };

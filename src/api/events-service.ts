@@ -86,10 +86,13 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
           );
         }
       };
-      await checkHistory();
+      // Listening first: a client gone during the history checks' round trips ends it too.
       const abort = new AbortController();
       call.on("cancelled", () => abort.abort());
       call.on("close", () => abort.abort());
+      if (call.cancelled) abort.abort();
+      await checkHistory();
+      if (abort.signal.aborted) return;
       const events = await d.subscriptions.subscribe({ filters: call.request.filters ?? [], fromSeq, since, signal: abort.signal });
       try {
         await checkHistory();

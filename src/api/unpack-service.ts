@@ -32,11 +32,12 @@ export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation 
       const layer = r.layer ?? {};
       const digest = String(layer.digest ?? "");
       validateDigest("layer.digest", digest);
-      // Even a share needs the layer in the caller's namespace: nobody gets files by chain ID alone.
-      await d.queries.getBlob(ns, digest);
-      // A caller that goes away ends a wait for the parent.
+      // A caller that goes away ends a wait for the parent (listened for before any await).
       const gone = new AbortController();
       call.on("cancelled", () => gone.abort());
+      if (call.cancelled) gone.abort();
+      // Even a share needs the layer in the caller's namespace: nobody gets files by chain ID alone.
+      await d.queries.getBlob(ns, digest);
       const file = d.store.path(digest);
       const mediaType = layer.media_type || undefined;
       const res = await d.snapshots.unpack(

@@ -5,6 +5,7 @@
 // already say what was deleted.
 import { createReadStream, promises as fs, type BigIntStats } from "node:fs";
 import path from "node:path";
+import { once } from "node:events";
 import type { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { getAttribute, listAttributes } from "@napi-rs/xattr";
@@ -193,8 +194,17 @@ async function ensureParents(st: DiffState, rel: string): Promise<void> {
 
 function put(st: DiffState, h: Header, body?: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
-    st.pack.entry(h, body ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
+    quiet(st.pack.entry(h, body ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve())));
   });
+}
+
+/**
+ * An entry of the pack: its error reaches the entry's callback; a destroyed pack also makes
+ * every pending entry emit it as an 'error' event, which unheard would end the process.
+ */
+function quiet<T extends { on(ev: "error", fn: (err: Error) => void): unknown }>(entry: T): T {
+  entry.on("error", () => undefined);
+  return entry;
 }
 
 async function addWhiteout(st: DiffState, parentRel: string, base: string, upperParent: string): Promise<void> {
@@ -258,19 +268,49 @@ async function addEntry(st: DiffState, rel: string, p: string, s: BigIntStats): 
     if (first !== undefined) return put(st, { ...h, type: "link", linkname: first });
     st.links.set(key, rel);
   }
-  await new Promise<void>((resolve, reject) => {
-    const entry = st.pack.entry({ ...h, type: "file", size: Number(s.size) }, (err) =>
-      err ? reject(err) : resolve(),
-    );
-    (async () => {
-      for await (const chunk of createReadStream(p)) {
-        if (!entry.write(chunk)) await new Promise<void>((r) => entry.once("drain", () => r()));
-      }
-      entry.end(undefined);
-    })().catch((err) => {
-      entry.destroy(err);
-      reject(err);
-    });
+  await putFile(st, { ...h, type: "file", size: Number(s.size) }, p);
+}
+
+/**
+ * A regular file's entry, its bytes read from `p`. Settles only once the file is closed: an
+ * open descriptor would keep a temporary mount busy for its unmount.
+ */
+async function putFile(st: DiffState, h: Header, p: string): Promise<void> {
+  let entry!: ReturnType<ReturnType<typeof tar.pack>["entry"]>;
+  const written = new Promise<void>((resolve, reject) => {
+    entry = quiet(st.pack.entry(h, (err) => (err ? reject(err) : resolve())));
+  });
+  written.catch(() => undefined);
+  const file = createReadStream(p);
+  try {
+    for await (const chunk of file) {
+      // A destroyed entry (the layer's output failed) emits close, never drain; its callback
+      // has the error.
+      if (!entry.write(chunk)) await drainOrClose(entry);
+      if (entry.destroying) break;
+    }
+    // Fewer or more bytes than its header said (the file changed under the walk): the entry
+    // fails ("Size mismatch"), as Go's tar writer refuses them.
+    if (!entry.destroying) entry.end(undefined);
+  } catch (err) {
+    entry.destroy(err as Error);
+  } finally {
+    file.destroy();
+    if (!file.closed) await once(file, "close");
+  }
+  await written;
+}
+
+/** Until a (streamx) writable wants more, or is closed. */
+function drainOrClose(w: { once(ev: string, fn: () => void): unknown; off(ev: string, fn: () => void): unknown }): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      w.off("drain", done);
+      w.off("close", done);
+      resolve();
+    };
+    w.once("drain", done);
+    w.once("close", done);
   });
 }
 

@@ -89,15 +89,51 @@ export async function isMountPoint(target: string): Promise<boolean> {
   return info.split("\n").some((line) => unescape(line.split(" ")[4] ?? "") === real);
 }
 
+/** A busy mount point is tried again this many times, this far apart (containerd's unmount). */
+const BUSY_TRIES = 50;
+const BUSY_WAIT_MS = 50;
+
 /** Unmounts everything stacked on `target` until it is no longer a mount point. */
 export async function unmountAll(target: string): Promise<void> {
-  for (let i = 0; i < 64 && (await isMountPoint(target)); i++) {
+  for (let i = 0, busy = 0; i < 64 && (await isMountPoint(target)); i++) {
     try {
       await runCommand("umount", [target]);
     } catch (err) {
+      // Busy for a moment (a descriptor being closed, a process leaving): as containerd does.
+      if (/busy/i.test((err as Error).message) && ++busy < BUSY_TRIES) {
+        await new Promise((r) => setTimeout(r, BUSY_WAIT_MS));
+        continue;
+      }
       throw unavailable(`umount ${target}: ${(err as Error).message}`, { cause: err });
     }
   }
+}
+
+/** Where temporary mounts go: the system's temp directory, or ckd's own (useTempMountDir). */
+let tempMountParent: string | undefined;
+
+/**
+ * Makes `dir` (ckd's `<root>/tmpmounts`, as containerd's) the home of this process's temporary
+ * mounts, first unmounting and removing what a ckd killed on this root left there (what
+ * cannot be is reported, not fatal). Only for the one process that owns the root.
+ */
+export async function useTempMountDir(dir: string): Promise<{ removed: number; failed: string[] }> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  let removed = 0;
+  const failed: string[] = [];
+  for (const name of await fs.readdir(dir)) {
+    const left = path.join(dir, name);
+    try {
+      await unmountAll(left);
+      // rmdir, never a recursive rm: what is still mounted stays untouched.
+      await fs.rmdir(left);
+      removed++;
+    } catch (err) {
+      failed.push(`${left}: ${(err as Error).message}`);
+    }
+  }
+  tempMountParent = dir;
+  return { removed, failed };
 }
 
 /**
@@ -108,7 +144,7 @@ export async function withTempMount<T>(
   mounts: readonly Mount[],
   fn: (root: string) => Promise<T>,
 ): Promise<T> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ck-mount-"));
+  const dir = await fs.mkdtemp(path.join(tempMountParent ?? os.tmpdir(), "ck-mount-"));
   try {
     await mountAll(mounts, dir);
     try {

@@ -686,6 +686,76 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
     }
   });
 
+  test("Diff.Diff failing half-way (its ingest aborted by a client; a file cut short under the walk): an error, ckd lives on, no temp mount, no ingest left", async () => {
+    const api = daemon.client("difffail");
+    const sn = "overlayfs";
+    const leased = { metadata: { "containerd-lease": "df" } };
+    // ckd's temporary mounts are under its root (containerd's tmpmounts).
+    const tmpDir = path.join(daemon.root, "tmpmounts");
+    const tmpMounts = async () => (await fs.readFile("/proc/self/mountinfo", "utf8")).split("\n").filter((l) => l.includes(tmpDir));
+    const statuses = async () => {
+      const out: any[] = [];
+      for (const s of (await api.call("content", "ListStatuses", {})).statuses ?? []) out.push(s);
+      return out;
+    };
+    /** Until an ingest has bytes in it (the walk is under way); its ref. */
+    const ingesting = async (): Promise<string> => {
+      for (let i = 0; i < 1000; i++) {
+        const live = (await statuses()).find((s) => Number(s.offset) > 0);
+        if (live) return live.ref;
+        await sleep(10);
+      }
+      throw new Error("no ingest got bytes");
+    };
+    try {
+      await api.call("leases", "Create", { id: "df" });
+      const base = (await api.call("snapshots", "Prepare", { snapshotter: sn, key: "df-base-work", parent: "" }, leased)).mounts;
+      await fs.writeFile(path.join(base[0].source, "base-file"), "base\n");
+      await api.call("snapshots", "Commit", { snapshotter: sn, key: "df-base-work", name: "df-base" }, leased);
+      const work = (await api.call("snapshots", "Prepare", { snapshotter: sn, key: "df-work", parent: "df-base" }, leased)).mounts;
+      const left = (await api.call("snapshots", "View", { snapshotter: sn, key: "df-view", parent: "df-base" }, leased)).mounts;
+      assert.equal(work[0].type, "overlay", "read through a temp mount");
+      const upper = work[0].options.find((o: string) => o.startsWith("upperdir=")).slice("upperdir=".length);
+      const big = path.join(upper, "big");
+      // Random bytes gzip slowly (tens of MB/s here): the walk takes a while.
+      await fs.writeFile(big, randomBytes(96 << 20));
+
+      // 1. A client aborts the ingest under the Diff: its next write fails.
+      const diffing = api.call("diff", "Diff", { left, right: work, ref: "df-ref" }, leased);
+      diffing.catch(() => undefined);
+      assert.equal(await ingesting(), "df-ref");
+      await api.call("content", "Abort", { ref: "df-ref" });
+      await assert.rejects(diffing);
+      assert.ok((await api.call("version", "Version", {})).version, "ckd still answers");
+      assert.deepEqual(await tmpMounts(), [], "the temp mounts are gone");
+
+      // 2. The file is cut short while the walk reads it (its tar header said 96 MiB): the
+      // Diff fails, and the ingest ckd named itself is aborted.
+      const cutting = api.call("diff", "Diff", { left, right: work }, leased);
+      cutting.catch(() => undefined);
+      assert.match(await ingesting(), /^diff-/);
+      await fs.truncate(big, 1 << 20);
+      await assert.rejects(cutting);
+      assert.ok((await api.call("version", "Version", {})).version, "ckd still answers");
+      assert.deepEqual(await statuses(), [], "no ingest left");
+      assert.deepEqual(await tmpMounts(), []);
+      assert.deepEqual(await fs.readdir(tmpDir), []);
+      await fs.rm(big);
+      for (const key of ["df-view", "df-work", "df-base"]) await api.call("snapshots", "Remove", { snapshotter: sn, key });
+      await api.call("leases", "Delete", { id: "df", sync: true });
+    } finally {
+      api.close();
+    }
+    // What a ckd killed during a Diff leaves mounted there is unmounted and removed at the next start.
+    await daemon.kill9();
+    const left = path.join(tmpDir, "ck-mount-left");
+    await fs.mkdir(left);
+    await runCommand("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", left]);
+    await daemon.launch();
+    assert.deepEqual(await tmpMounts(), []);
+    assert.deepEqual(await fs.readdir(tmpDir), []);
+  });
+
   test("kill -9 of ckd during an unpack: nothing half-made is Committed; Cleanup and GC remove the leftovers; a second pull completes", async () => {
     const ns = "crash";
     const sn = "overlayfs";
