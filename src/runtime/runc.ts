@@ -18,7 +18,7 @@
 //                                  as containerd's, so ids need only be unique in a namespace
 //                                  (a container's runc options may name another root)
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsc, promises as fs, openSync, closeSync, existsSync, fstatSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { constants as fsc, promises as fs, openSync, closeSync, existsSync, fstatSync, readFileSync, readSync, writeFileSync, writeSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -73,6 +73,8 @@ interface TaskIoHandles {
   terminal: boolean;
   /** The console's size, from a ResizePty before its launch. */
   size?: { cols: number; rows: number };
+  /** The output paths that are FIFOs (see drainStuckOutput). */
+  fifos: string[];
 }
 
 /** node-pty, loaded when the first terminal task starts (a native addon). */
@@ -337,6 +339,13 @@ export class RuncRuntime {
         // A console has one output, stdout, as containerd's shim copies it.
         err = io.terminal ? undefined : openOutput(io.stderr, fds);
       }
+      // The client's output FIFOs (a logging program's pipes are read by it).
+      const fifos: string[] = [];
+      if (!logger) {
+        for (const [fd, p] of [[out, io.stdout], [err, io.stderr]] as const) {
+          if (fd !== undefined && fstatSync(fd).isFIFO()) fifos.push(p.startsWith("file://") ? fileURLToPath(p) : p);
+        }
+      }
       let stdin: TaskStdin | undefined;
       if (io.stdin && (!logger || io.terminal)) {
         if (!path.isAbsolute(io.stdin)) throw invalidArgument(`io path ${JSON.stringify(io.stdin)} must be absolute`);
@@ -358,7 +367,7 @@ export class RuncRuntime {
           stdin = { direct, holder };
         }
       }
-      this.ios.set(key, { out, err, stdin, terminal: io.terminal });
+      this.ios.set(key, { out, err, stdin, terminal: io.terminal, fifos });
     } catch (e) {
       for (const fd of fds) closeSync(fd);
       throw e;
@@ -499,6 +508,7 @@ export class RuncRuntime {
     }
     running.launched = launched;
     this.running.set(key, running);
+    if (!io.terminal && io.fifos.length > 0) watchStuckOutput(running, launched, io.fifos);
     void launched.exited.then(release);
     launched.failed.catch(release);
     return { running, launched, args };
@@ -1318,6 +1328,64 @@ function runcLogErrors(file: string): string {
 }
 
 /** Keeps the container process's pid, and tells a console's keeper (its paced copy watches it). */
+/** How long a process may be gone with its runc still writing its output before it is drained. */
+export const STUCK_OUTPUT_MS = 2000;
+const STUCK_CHECK_MS = 500;
+
+/**
+ * runc in the foreground copies a process's output through pipes of its own and exits only
+ * once that copy is written: into a FIFO nobody reads (a client gone, `ctr run -d`), a full
+ * FIFO keeps runc, and so the process's end, from ever being seen, though the process is gone
+ * (containerd's shim reaps the process whatever its output does). Once the process has been
+ * gone this long and runc has not ended, what its FIFOs hold is read and dropped, until runc
+ * ends: output of an ended process that no reader took in that time.
+ */
+function watchStuckOutput(running: Running, launched: Launched, fifos: readonly string[]): void {
+  let goneSince: number | undefined;
+  const timer = setInterval(() => {
+    if (launched.ended()) return clearInterval(timer);
+    if (running.proc === undefined || processAlive(running.proc)) {
+      goneSince = undefined;
+      return;
+    }
+    goneSince ??= Date.now();
+    if (Date.now() - goneSince >= STUCK_OUTPUT_MS) for (const f of fifos) drainFifo(f);
+  }, STUCK_CHECK_MS);
+  timer.unref();
+  void launched.exited.finally(() => clearInterval(timer));
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Reads what a FIFO holds now (at most 16 MiB) and drops it; never waits. */
+function drainFifo(file: string): void {
+  let fd: number;
+  try {
+    fd = openSync(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
+  } catch {
+    return; // gone: a client removed its FIFOs
+  }
+  try {
+    const buf = Buffer.allocUnsafe(64 << 10);
+    for (let total = 0; total < 16 << 20; ) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n <= 0) break;
+      total += n;
+    }
+  } catch {
+    // EAGAIN: empty for now
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function setProc(running: Running, pid: number): void {
   running.proc = pid;
   void running.console?.request(`proc ${pid}`);

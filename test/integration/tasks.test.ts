@@ -674,6 +674,22 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal((await ctr(["containers", "rm", "t-att"])).code, 0);
   });
 
+  test("a task whose output nobody reads (ctr run -d, more than its FIFO holds) ends when killed: recorded as stopped, deleted", async () => {
+    const chatty = "i=0; while [ $i -lt 20000 ]; do echo line-$i-of-output-that-nobody-reads; i=$((i+1)); done; sleep 600";
+    const r = await ctr(["run", "-d", ref, "t-unread", "sh", "-c", chatty]);
+    assert.equal(r.code, 0, r.stderr);
+    // ctr has gone: the FIFO fills, runc's copy of the output waits on it, the shell on runc.
+    await new Promise((res) => setTimeout(res, 1000));
+    assert.equal(await status("t-unread"), "RUNNING");
+    const waited = api.call("tasks", "Wait", { container_id: "t-unread" });
+    await api.call("tasks", "Kill", { container_id: "t-unread", signal: 9 });
+    const exit = await Promise.race([waited, new Promise((res) => setTimeout(() => res("still running after 20 s"), 20_000))]);
+    assert.equal((exit as { exit_status?: number }).exit_status, 137, JSON.stringify(exit));
+    assert.equal(await status("t-unread"), "STOPPED");
+    assert.equal((await ctr(["tasks", "rm", "t-unread"])).code, 0);
+    assert.equal((await ctr(["containers", "rm", "t-unread"])).code, 0);
+  });
+
   test("ctr run --log-uri binary://: a logging binary gets the process's stdout and stderr (fds 3, 4), its id and namespace, the URI's arguments; ended at the deletion; an exec's too", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ck-logger-"));
     const logger = join(dir, "logger.sh");
