@@ -33,9 +33,13 @@ export interface GcNamespaceReport {
   snapshots?: number;
 }
 
-/** What GC needs of the snapshots: removing the directories of collected ids. */
+/** What GC needs of the snapshots: removing the directories of collected ids, and of none. */
 export interface SnapshotSweeper {
   removeCollected(snapshotter: string, ids: readonly string[]): Promise<void>;
+  /** The loaded snapshotters. */
+  names(): string[];
+  /** Removes directories no snapshot owns (a removal or a Prepare cut short by a kill); returns them. */
+  cleanup(snapshotter: string): Promise<string[]>;
 }
 
 export interface GcReport {
@@ -47,6 +51,8 @@ export interface GcReport {
   orphansRemoved?: number;
   /** Ingests removed: their leases ended, or (unleased) idle past the limit. */
   ingestsRemoved: number;
+  /** Snapshot directories no snapshot owned (when the run looked for them). */
+  snapshotDirsRemoved?: number;
 }
 
 export interface GcSchedulerDeps {
@@ -119,6 +125,12 @@ export class GcScheduler {
   private readonly orphanGraceMs: number;
   /** The next run also sweeps orphaned blob files. */
   private orphansWanted = false;
+  /**
+   * Whether the next run looks for snapshot directories no snapshot owns: its first (a ckd
+   * killed before may have left some), after one that collected snapshots, and with the
+   * orphan sweep; containerd's GC cleans a snapshotter after any removal from it.
+   */
+  private snapshotDirsWanted = true;
   private lastOrphanSweep = performance.now();
   /** Time spent in runs and their number, for the interval between deletion-triggered runs. */
   private gcMs = 0;
@@ -253,6 +265,8 @@ export class GcScheduler {
     const report: GcReport = { namespaces: [], blobsRemoved: 0, bytesFreed: 0, ingestsRemoved: 0 };
     const sweepOrphans = this.orphansWanted;
     this.orphansWanted = false;
+    let sweepSnapshotDirs = this.snapshotDirsWanted || sweepOrphans;
+    this.snapshotDirsWanted = false;
     this.mutations = 0;
     const collected = new Set<string>();
     for (const { name } of await queries.listNamespaces()) {
@@ -272,6 +286,7 @@ export class GcScheduler {
       for (const sn of unreferencedSnapshots(state, now).keys()) {
         const removed = await sequencer.submit(gcHandlers.collectSnapshots({ namespace: name, snapshotter: sn, now }));
         snaps += removed.length;
+        if (removed.length > 0) sweepSnapshotDirs = true;
         // Children first: the records are gone already, the directories follow in the same order.
         await this.deps.snapshots?.removeCollected(sn, removed.map((r) => r.id)).catch((err) => this.deps.logger?.warn({ err, snapshotter: sn }, "removing collected snapshot directories failed"));
       }
@@ -291,6 +306,18 @@ export class GcScheduler {
       report.blobsRemoved += orphans.removed;
       report.bytesFreed += orphans.bytes;
       if (orphans.removed > 0) this.deps.logger?.info({ ...orphans }, "orphaned blob files removed");
+    }
+    if (sweepSnapshotDirs && this.deps.snapshots) {
+      let dirs = 0;
+      for (const sn of this.deps.snapshots.names()) {
+        const gone = await this.deps.snapshots.cleanup(sn).catch((err) => {
+          this.deps.logger?.warn({ err, snapshotter: sn }, "removing snapshot directories no snapshot owns failed");
+          return [];
+        });
+        if (gone.length > 0) this.deps.logger?.info({ snapshotter: sn, removed: gone }, "snapshot directories no snapshot owned removed");
+        dirs += gone.length;
+      }
+      report.snapshotDirsRemoved = dirs;
     }
     // After the lease deletions above: the ingests they held go in the same run.
     report.ingestsRemoved = await this.sweepIngests(now);
