@@ -134,9 +134,14 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
 
 export type CommitMetadata = (ns: string, digest: string, size: number, labels: Record<string, string>, lease?: string) => Promise<unknown>;
 
-/** containerd leases content it finds already committed before answering AlreadyExists. */
-async function leaseExisting(d: Pick<ContentDeps, "sequencer">, ns: string, lease: string | undefined, digest: string): Promise<void> {
-  if (lease) await d.sequencer.submit(leaseHandlers.addResource({ namespace: ns, id: lease, resource: { id: digest, type: "content" } }));
+/**
+ * containerd leases content it finds already committed before answering AlreadyExists, in the
+ * same transaction: false when the namespace no longer has it (a GC collected it since it was
+ * seen), so the caller writes or commits it after all. Without a lease nothing holds it.
+ */
+async function leaseExisting(d: Pick<ContentDeps, "sequencer">, ns: string, lease: string | undefined, digest: string): Promise<boolean> {
+  if (!lease) return true;
+  return d.sequencer.submit(leaseHandlers.leaseContentIfPresent({ namespace: ns, id: lease, resource: { id: digest, type: "content" } }));
 }
 
 /**
@@ -152,10 +157,8 @@ export async function sharedBlob(
   total: number,
 ): Promise<{ digest: string; size: number } | undefined> {
   const visible = await d.queries.findBlob(ns, expected);
-  if (visible) {
-    await leaseExisting(d, ns, lease, expected);
-    throw alreadyExists(`content ${expected}`);
-  }
+  // Gone between the look and the lease: written (or committed from disk) as a new one.
+  if (visible && (await leaseExisting(d, ns, lease, expected))) throw alreadyExists(`content ${expected}`);
   const onDisk = await d.store.stat(expected);
   return onDisk && (total === 0 || total === onDisk.size) ? onDisk : undefined;
 }
@@ -198,7 +201,10 @@ export function commitWritten(
   });
 }
 
-/** The namespace's content-commit event for bytes on disk (AlreadyExists leases the blob first). */
+/**
+ * The namespace's content-commit event for bytes on disk (AlreadyExists leases the blob
+ * first). A blob collected between the commit's answer and the lease is committed again.
+ */
 export async function commitInNamespace(
   d: Pick<ContentDeps, "sequencer">,
   commitMetadata: CommitMetadata,
@@ -207,11 +213,13 @@ export async function commitInNamespace(
   labels: Record<string, string>,
   lease: string | undefined,
 ): Promise<void> {
-  try {
-    await commitMetadata(ns, blob.digest, blob.size, labels, lease);
-  } catch (err) {
-    if (isClass(err, "AlreadyExists")) await leaseExisting(d, ns, lease, blob.digest);
-    throw err;
+  for (let tries = 1; ; tries++) {
+    try {
+      await commitMetadata(ns, blob.digest, blob.size, labels, lease);
+      return;
+    } catch (err) {
+      if (!isClass(err, "AlreadyExists") || tries >= 3 || (await leaseExisting(d, ns, lease, blob.digest))) throw err;
+    }
   }
 }
 

@@ -19,12 +19,14 @@ import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js"
 import { validateDigest } from "../commands/validation.js";
 import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
-import { commitBytes } from "./content-service.js";
+import { commitBytes, commitInNamespace } from "./content-service.js";
+import type { Sequencer } from "../commands/sequencer.js";
 
 export const MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
 export const MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 export interface DiffDeps {
+  sequencer: Sequencer;
   queries: Queries;
   store: ContentStore;
   blobs: NamespacedBlobs;
@@ -83,7 +85,8 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
         // The bytes into place and the namespace's commit under the digest's one lock.
         const info = await d.blobs.locked(writer.digest(), async () => {
           const blob = await commitBytes(d, writer, "", 0);
-          await d.blobs.commitLocked(ns, blob.digest, blob.size, labels, lease).catch((err) => {
+          // Already there: leased all the same, as containerd's commit does.
+          await commitInNamespace(d, d.blobs.commitLocked.bind(d.blobs), ns, blob, labels, lease).catch((err) => {
             if (!isClass(err, "AlreadyExists")) throw err;
           });
           return blob;

@@ -162,7 +162,19 @@ const holds = (view: StateView, cmd: LeaseResourceChange): boolean => {
   return view.get(keys.leaseResource(cmd.namespace, cmd.id, { id: r.id, type: r.type })) !== undefined;
 };
 
+/**
+ * Leases a blob only if the namespace still has it, in one decision (containerd checks and
+ * leases in one transaction): true when it was there (and is now held), false when it is
+ * gone (collected since it was seen), with no event.
+ */
+export function decideLeaseContentIfPresent(cmd: LeaseResourceChange, current: LeaseRecord | undefined, present: boolean, held: boolean): Decision<boolean> {
+  if (!present) return { result: false };
+  return { ...decideAddLeaseResource(cmd, current, held), result: true };
+}
+
 export const leaseHandlers = {
+  leaseContentIfPresent: (cmd: LeaseResourceChange) => (view: StateView) =>
+    decideLeaseContentIfPresent(cmd, currentLease(view, cmd.namespace, cmd.id), view.get(keys.blob(cmd.namespace, cmd.resource.id)) !== undefined, holds(view, cmd)),
   create: (cmd: CreateLease) => (view: StateView) => decideCreateLease(cmd, currentLease(view, cmd.namespace, cmd.id)),
   delete: (cmd: DeleteLease) => (view: StateView) => {
     const current = currentLease(view, cmd.namespace, cmd.id);

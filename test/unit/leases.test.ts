@@ -4,6 +4,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
   decideAddLeaseResource,
+  decideLeaseContentIfPresent,
   decideCreateLease,
   decideDeleteLease,
   decideDeleteLeaseResource,
@@ -101,6 +102,26 @@ describe("leases", () => {
     g.apply(del(d("b"), "content").event);
     assert.equal(del(d("b"), "content").event, undefined);
     assert.deepEqual(g.resources("l1").map((r) => r.id), [d("a"), "ref", "k2"]);
+  });
+
+  test("given a blob seen in the namespace and collected before it is leased: lease-if-present says gone and appends nothing; present, it is leased once", () => {
+    const g = new Given();
+    g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
+    g.commit(d("a"));
+    const cmd = { namespace: NS, id: "l1", resource: { id: d("a"), type: "content" } };
+    const leaseIt = () => decideLeaseContentIfPresent(cmd, g.lease("l1"), g.get(keys.blob(NS, d("a"))) !== undefined, g.holds("l1", cmd.resource));
+    // Collected by a GC between the writer's look and its lease.
+    g.apply(decideCollectContent({ namespace: NS, now: NOW }, g.gcState()).event);
+    assert.equal(g.get(keys.blob(NS, d("a"))), undefined);
+    assert.deepEqual(leaseIt(), { result: false });
+    // Committed again (by the writer, as new): now it is there and gets leased, once.
+    g.commit(d("a"));
+    const dec = leaseIt();
+    assert.equal(dec.result, true);
+    assert.equal(dec.event?.topic, "/leases/resource/add");
+    g.apply(dec.event);
+    assert.deepEqual(leaseIt(), { result: true });
+    throwsClass(() => decideLeaseContentIfPresent({ ...cmd, id: "nope" }, undefined, true, false), "NotFound", /lease "nope"/);
   });
 
   test("resources: NotFound lease, InvalidArgument for malformed, NotImplemented for unknown kinds", () => {
