@@ -116,7 +116,7 @@ export class SnapshotStore {
       try {
         await this.sequencer.submit(snapshotHandlers.prepare({ ...cmd, id, now: nowTimestamp() }));
       } catch (err) {
-        await sn.remove(id).catch(() => undefined);
+        if (!outcomeUnknown(err)) await sn.remove(id).catch(() => undefined);
         throw err;
       }
       return mounts;
@@ -247,15 +247,19 @@ export class SnapshotStore {
       // Only the layer is written here, by an apply that replaces files (see ApplyTarget).
       const mounts = await sn.prepare(id, parents, { readonly: false, linkFiles: true });
       let committed = false;
+      let unknown = false;
       try {
         const r = await fill(id, mounts);
         if ("status" in r) return r;
         await sn.commit(id);
-        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, share: false, verified: r.verified, now: nowTimestamp() }));
+        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, share: false, verified: r.verified, now: nowTimestamp() })).catch((err) => {
+          unknown = outcomeUnknown(err);
+          throw err;
+        });
         committed = true;
         outcome = { chainId: cmd.name, status: "applied", verified: !!r.verified };
       } finally {
-        if (!committed) await sn.remove(id).catch(() => undefined);
+        if (!committed && !unknown) await sn.remove(id).catch(() => undefined);
       }
     } catch (err) {
       if (isClass(err, "AlreadyExists")) {
@@ -557,4 +561,13 @@ export function checkMountsUnder(mounts: readonly Mount[], roots: readonly strin
     } else throw invalidArgument(`mount type ${JSON.stringify(m.type)} is not supported here`);
     for (const d of dirs) if (!inside(d)) throw invalidArgument(`mount source ${JSON.stringify(d)} is not a snapshot of this daemon`);
   }
+}
+
+/**
+ * An append that failed Unavailable may have been stored all the same (the connection lost
+ * after it was sent): its directory is kept, since a record without its directory cannot be
+ * mended, while a directory no record names is removed by GC's cleanup (or Cleanup).
+ */
+function outcomeUnknown(err: unknown): boolean {
+  return isClass(err, "Unavailable");
 }

@@ -1,6 +1,8 @@
 // Acknowledged means durable: kill -9 of ckd, then of nats-server, in the middle of writes.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runNode, CK_REPLAY } from "../helpers/daemon.js";
 import { CkError } from "../../src/errdefs/errdefs.js";
@@ -96,6 +98,14 @@ test("kill -9 of nats-server during writes: calls fail fast with Unavailable, su
       return true;
     });
     assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms to fail`);
+    // A Prepare whose append fails Unavailable keeps its directory (such an append may have
+    // been stored: a record without its directory could not be mended); GC's cleanup removes
+    // it once the log is back and no record names it.
+    const snapDir = join(d.root, "snapshots", "native", "snapshots");
+    const dirs = () => (existsSync(snapDir) ? readdirSync(snapDir) : []);
+    const dirsBefore = dirs();
+    await assert.rejects(c.call("snapshots", "Prepare", { snapshotter: "native", key: "while-down" }), (err: unknown) => err instanceof CkError && err.errorClass === "Unavailable");
+    assert.equal(dirs().length, dirsBefore.length + 1);
     // Reads keep being served from the projection.
     assert.ok((await c.call("images", "List", {})).images.length >= 300);
 
@@ -118,6 +128,8 @@ test("kill -9 of nats-server during writes: calls fail fast with Unavailable, su
     const have = new Set(names);
     for (const n of [...first.acked, ...burstAcked, ...after.acked, "after-back"]) assert.ok(have.has(n), `acknowledged ${n} lost`);
     assert.ok(!have.has("while-down"));
+    await c.call("gc", "Collect", {});
+    assert.deepEqual(dirs(), dirsBefore, "the directory no record names is gone");
   } finally {
     c.close();
     await d.cleanup();
