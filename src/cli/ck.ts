@@ -194,7 +194,7 @@ images
   );
 images
   .command("create <name>")
-  .description("register an image pointing at a target descriptor (until pull exists)")
+  .description("register an image pointing at a target descriptor already in the content store (ck pull does this for a registry's image)")
   .requiredOption("--digest <digest>", "target digest (sha256:...)")
   .requiredOption("--size <bytes>", "target size in bytes")
   .requiredOption("--media-type <type>", "target media type")
@@ -270,7 +270,7 @@ images
 const containers = program.command("containers").alias("container").alias("c").description("manage containers");
 containers
   .command("create <image> <id> [args...]")
-  .description("create a container record (no task is started)")
+  .description("create a container record (no task is started): the spec runs ARGS (default sh), the rootfs is the snapshot --snapshotter/--snapshot-key name; ck run makes one from an unpacked image, as ctr containers create does")
   .option("--runtime <name>", "runtime", "io.containerd.runc.v2")
   .option("--snapshotter <name>", "snapshotter", "")
   .option("--snapshot-key <key>", "snapshot key", "")

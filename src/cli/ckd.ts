@@ -174,7 +174,7 @@ async function main(): Promise<void> {
     .option("--metrics-address <host:port>", "serve Prometheus metrics at http://HOST:PORT/v1/metrics (as containerd's [metrics] address)")
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
-    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level, compact_interval_seconds, compact_keep, compact_keep_bases), stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events, content_write_through, opt_path and nats_watchdog_seconds")
+    .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level, compact_interval_seconds, compact_keep, compact_keep_bases) and stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events, content_write_through, opt_path and nats_watchdog_seconds")
     .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .option("--compact-interval <seconds>", "run ck-replay compact on this root every this many seconds (default 0: never; see README, Compaction)")

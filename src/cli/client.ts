@@ -13,10 +13,20 @@ function trace(what: string, startedAt: number): void {
   process.stderr.write(`[ck trace ${startedAt.toFixed(0).padStart(5)} ms] ${what}\n`);
 }
 
-/** Traces a stream when its status arrives. */
-function traceStream(call: { once(ev: "status", cb: (st: grpc.StatusObject) => void): unknown }, what: string): void {
+/**
+ * Traces a stream when its status arrives; or, called, at once (a client ending its side of a
+ * stream it is done with may exit before the status comes).
+ */
+function traceStream(call: { once(ev: "status", cb: (st: grpc.StatusObject) => void): unknown }, what: string): (outcome: string) => void {
   const started = performance.now();
-  call.once("status", (st) => trace(`${what} (stream) ${grpc.status[st.code]} ${(performance.now() - started).toFixed(1)} ms`, started));
+  let traced = false;
+  const done = (outcome: string) => {
+    if (traced) return;
+    traced = true;
+    trace(`${what} (stream) ${outcome} ${(performance.now() - started).toFixed(1)} ms`, started);
+  };
+  call.once("status", (st) => done(grpc.status[st.code]!));
+  return done;
 }
 
 export const SERVICES = {
@@ -96,7 +106,7 @@ export class ApiClient {
       const signal = opts.signal;
       const call = fn.call(c, request, md, callOpts, (err: grpc.ServiceError | null, res: T) => {
         signal?.removeEventListener("abort", cancel);
-        if (TRACE) trace(`${service}.${method} ${err ? `${grpc.status[err.code]} ` : ""}${(performance.now() - started).toFixed(1)} ms`, started);
+        if (TRACE) trace(`${service}.${method} ${err ? grpc.status[err.code] : "OK"} ${(performance.now() - started).toFixed(1)} ms`, started);
         err ? reject(fromGrpcError(err)) : resolve(res);
       }) as grpc.ClientUnaryCall;
       // Aborting cancels the call: it rejects with Canceled and the server sees it go.
@@ -132,7 +142,7 @@ export class ApiClient {
   lockstep<Req extends object, Res = any>(service: ServiceName, method: string, opts: { metadata?: Record<string, string>; namespace?: string } = {}) {
     const c = this.client(service) as unknown as Record<string, Function>;
     const call = c[method]!.call(c, this.metadata(opts.metadata, opts.namespace ?? this.opts.namespace)) as grpc.ClientDuplexStream<Req, Res>;
-    if (TRACE) traceStream(call, `${service}.${method}`);
+    const traced = TRACE ? traceStream(call, `${service}.${method}`) : undefined;
     const queue: Res[] = [];
     const waiting: { resolve: (r: Res) => void; reject: (e: unknown) => void }[] = [];
     let failed: unknown;
@@ -160,9 +170,11 @@ export class ApiClient {
         return new Promise<Res>((resolve, reject) => waiting.push({ resolve, reject }));
       },
       end(): void {
+        traced?.(failed ? "FAILED" : "OK (client ended)");
         call.end();
       },
       cancel(): void {
+        traced?.("CANCELLED (by the client)");
         call.cancel();
       },
     };

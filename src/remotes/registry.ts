@@ -933,6 +933,8 @@ function trustOptions(tls: RegistryTls | undefined): ConnectionOptions {
   return out;
 }
 
+/** OpenSSL's words for a plain-HTTP answer to its TLS hello. */
+const PLAIN_HTTP_ANSWER = /wrong version number|packet length too long|http request/i;
 /** OpenSSL's verification failures (and Node's host name check): not worth a retry. */
 const UNTRUSTED = /CERT|SELF_SIGNED|ISSUER|VERIFY_LEAF/;
 /** The registry's TLS alerts about our client certificate (none sent, or not one it trusts). */
@@ -946,6 +948,15 @@ function networkError(host: string, what: string, err: unknown, signal: AbortSig
       "FailedPrecondition",
       host,
       `${host}: ${what}: the registry refused the TLS handshake over the client certificate (${tlsAlert(e)}): give one it trusts with --tlscert FILE --tlskey FILE`,
+      { cause: err },
+    );
+  }
+  // TLS spoken to a plain-HTTP registry: OpenSSL reads "HTTP/1.1 400" as a record header.
+  if (e.code === "EPROTO" && PLAIN_HTTP_ANSWER.test(e.message ?? "")) {
+    return new RegistryError(
+      "FailedPrecondition",
+      host,
+      `${host}: ${what}: the registry answered in plain HTTP, not TLS (server gave HTTP response to HTTPS client): for a plain-HTTP registry use --plain-http`,
       { cause: err },
     );
   }

@@ -281,7 +281,11 @@ describe("ckd core", () => {
     // CK_TRACE: each API call on stderr with its outcome and duration; stdout unchanged.
     const traced = await runNode(CK, ["images", "ls", "-q"], { ...env, CK_TRACE: "1" });
     assert.equal(traced.stdout, r.stdout);
-    assert.match(traced.stderr, /^\[ck trace +\d+ ms\] images\.List \d+\.\d ms$/m);
+    assert.match(traced.stderr, /^\[ck trace +\d+ ms\] images\.List OK \d+\.\d ms$/m);
+    // A stream the command ends itself (Content.Write's ingest) is traced too.
+    const ingest = await runNode(CK, ["content", "ingest", "traced-ref"], { ...env, CK_TRACE: "1" }, "traced bytes\n");
+    assert.equal(ingest.code, 0, ingest.stderr);
+    assert.match(ingest.stderr, /^\[ck trace +\d+ ms\] content\.Write \(stream\) OK( \(client ended\))? \d+\.\d ms$/m);
     assert.equal((await runNode(CK, ["images", "ls", "-q"], env)).stderr, "", "no trace without CK_TRACE");
     r = await runNode(CK, ["namespaces", "ls"], env);
     assert.match(r.stdout, /^NAME\s+LABELS\n/);

@@ -353,6 +353,7 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     };
     await t.test("a reference that does not parse", () => expectFail("bad1", ["pull", "--plain-http", "UPPER/Case:!!"], /invalid/i));
     await t.test("404", () => expectFail("bad2", ["pull", "--plain-http", ref("dist/nothing")], /not found/));
+    await t.test("TLS to a plain-HTTP registry: says to use --plain-http", () => expectFail("bad2b", ["pull", ref("dist/small")], /plain HTTP, not TLS.*--plain-http/));
     await t.test("push of an image this namespace does not have: NotFound, nothing sent to the registry", async () => {
       const before = proxy.seen.length;
       await expectFail("bad9", ["push", "--plain-http", ref("dist/pushed"), "no/such:image"], /image "no\/such:image": not found/);

@@ -218,8 +218,8 @@ async function main(): Promise<void> {
 
   logOptions(program.command("compact"))
     .description("store a base at the log's last sequence, then remove the log's history before it (keeping --keep messages of it)")
-    .option("--keep <n>", "messages before the base to keep in the log, for followers a little behind (default 1000)", "1000")
-    .option("--keep-bases <k>", "cut after the k-th newest base instead of the new one: the history since it stays, and states from it on can still be shown (default 1)", "1")
+    .option("--keep <n>", "messages before the base to keep in the log, for followers a little behind", "1000")
+    .option("--keep-bases <k>", "cut after the k-th newest base instead of the new one: the history since it stays, and states from it on can still be shown", "1")
     .option("--sync-wait <seconds>", "on a stream of one replica on a server not ckd's own: how long the base must have been stored before the history goes (nats-server syncs every 2 min)", "130")
     .option("--break-lock", "take over the bases' lock from a base or compaction that died holding it")
     .option("--dry-run", "say what would be stored, cut and removed, and change nothing")
