@@ -3,8 +3,8 @@
 // restarts. It copies the pty to the process's stdout and stdin into the pty (console.ts),
 // leaves runc's exit status in `<dir>/exit` (and runc's own last words in `<dir>/console.err`)
 // as the plain keepers do, and takes ckd's requests on its socket (consoleSocket in console.ts), one per line:
-//   start          the process runs its program: stdin flows (and our hold on it lets go)
-//   closeio        stdin ends once what was written is read (CloseIO)
+//   start          the process runs its program: stdin flows
+//   closeio        our hold on stdin lets go: it ends once what was written is read (CloseIO)
 //   resize C R     the console's size (ResizePty)
 //   proc PID       the container process's pid (what a paced copy watches)
 // each answered `ok` once done, and tells every connection `exit STATUS` once the exit file
@@ -62,7 +62,7 @@ async function main(): Promise<void> {
         const [cmd, a, b] = buf.slice(0, nl).trim().split(" ");
         buf = buf.slice(nl + 1);
         if (cmd === "start") {
-          if (stdin) releaseConsoleHolder(stdin);
+          // stdin stays held until CloseIO (or the end), as containerd's shim holds it.
           launched.started();
         } else if (cmd === "closeio") {
           if (stdin) releaseConsoleHolder(stdin);

@@ -85,7 +85,7 @@ export function tail(): { add(b: Buffer | string): void; text(): string } {
 export interface ConsoleStdin {
   sock: net.Socket;
   buffered: PassThrough;
-  /** Our own writer on the FIFO until the client's surely connected (Start, CloseIO, or its first bytes). */
+  /** The writer holding the FIFO open until CloseIO or the process's end, as containerd's shim holds its own. */
   holder: number | undefined;
 }
 
@@ -95,9 +95,9 @@ export function consoleStdin(reader: number, holder: number | undefined): Consol
   sock.on("error", () => undefined);
   const buffered = new PassThrough();
   sock.pipe(buffered);
-  const stdin: ConsoleStdin = { sock, buffered, holder };
-  sock.once("data", () => releaseConsoleHolder(stdin));
-  return stdin;
+  // Held until CloseIO or the process's end (console-keeper.ts), as containerd's shim holds
+  // its writer: a client's writer that comes and goes does not end the console's input.
+  return { sock, buffered, holder };
 }
 
 export function releaseConsoleHolder(stdin: ConsoleStdin): void {

@@ -674,6 +674,20 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal((await ctr(["containers", "rm", "t-att"])).code, 0);
   });
 
+  test("a console's stdin is held until CloseIO, as containerd's shim holds it: ctr run -d -t leaves a shell that runs on after ctr has gone; CloseIO ends its input", async () => {
+    // ctr leaves once the task started, its stdin's writer with it: the shell has not read ^D.
+    const tty = await runCommand("script", ["-q", "-e", "-c", `${CTR} --address ${daemon.address} --namespace ${NS} run -d -t ${ref} t-hold-tty sh`, "/dev/null"], {}, "", 30_000);
+    assert.equal(tty.code, 0, tty.stderr + tty.stdout);
+    await new Promise((res) => setTimeout(res, 1000));
+    assert.equal(await status("t-hold-tty"), "RUNNING", "the detached shell runs on");
+    const ttyWaited = api.call("tasks", "Wait", { container_id: "t-hold-tty" });
+    // CloseIO: its input ends (typed as ^D), and the shell exits.
+    await api.call("tasks", "CloseIO", { container_id: "t-hold-tty", stdin: true });
+    assert.equal((await ttyWaited).exit_status, 0);
+    assert.equal((await ctr(["tasks", "rm", "t-hold-tty"])).code, 0);
+    assert.equal((await ctr(["containers", "rm", "t-hold-tty"])).code, 0);
+  });
+
   test("a task whose output nobody reads (ctr run -d, more than its FIFO holds) ends when killed: recorded as stopped, deleted", async () => {
     const chatty = "i=0; while [ $i -lt 20000 ]; do echo line-$i-of-output-that-nobody-reads; i=$((i+1)); done; sleep 600";
     const r = await ctr(["run", "-d", ref, "t-unread", "sh", "-c", chatty]);
