@@ -2,7 +2,7 @@
 // (Active, View, Committed), parents, labels and on-disk ids. The files are the snapshotter's
 // (src/snapshots); a command here runs after its disk step succeeded, so a snapshot never
 // becomes visible before its directory exists. decide* are pure; the handlers load and call.
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../errdefs/errdefs.js";
+import { aborted, alreadyExists, failedPrecondition, invalidArgument, notFound } from "../errdefs/errdefs.js";
 import { createHash } from "node:crypto";
 import { keys, snapshotRecord, TYPE, type LeaseRecord, type SnapshotIdRecord, type SnapshotKind, type SnapshotRecord, type Timestamp } from "../projections/views.js";
 import { checkSnapshotId } from "../snapshots/types.js";
@@ -23,6 +23,8 @@ export interface PrepareSnapshot {
   kind: "Active" | "View";
   /** The on-disk id the snapshotter already created (chosen by ckd, never from the key). */
   id: string;
+  /** The parent's directory id the snapshotter built on, when ckd built it (see checkParentId). */
+  parentId?: string;
   labels: Record<string, string>;
   lease?: string;
   now: Timestamp;
@@ -64,6 +66,8 @@ export interface UnpackSnapshot {
   name: string;
   parent: string;
   id: string;
+  /** The parent's directory id the layer was applied on (see checkParentId). */
+  parentId?: string;
   share: boolean;
   /** Set when the result is verified: the parent is "" or verified. */
   verified?: { layer: string; parent_id: string; diff_id: string };
@@ -101,6 +105,7 @@ export function decideUnpackSnapshot(
 ): Decision<SnapshotRecord> {
   const labels = checkUnpack(cmd, existing, parent, lease);
   checkSnapshotId(cmd.id);
+  checkParentId(cmd, parent);
   const v = cmd.verified;
   if (v) {
     validateDigest("layer", v.layer);
@@ -120,6 +125,16 @@ export function decideUnpackSnapshot(
   if (v) payload.ck_verified = { layer: v.layer, parent_id: v.parent_id, diff_id: v.diff_id };
   if (cmd.lease) Object.assign(payload, { ck_lease: cmd.lease, ck_lease_moves: true });
   return { event: { namespace: cmd.namespace, topic: "/snapshot/commit", typeName: TYPE.SnapshotCommit, payload }, result: rec };
+}
+
+/**
+ * The directory was built on the parent's directory as it was looked up before the disk work;
+ * a parent removed and committed again under its name meanwhile is another directory, and a
+ * record saying the new snapshot is its child would be false: refused (Aborted, to try again).
+ */
+function checkParentId(cmd: { parent: string; parentId?: string }, parent: SnapshotRecord | undefined): void {
+  if (cmd.parentId === undefined || !parent || parent.id === cmd.parentId) return;
+  throw aborted(`parent snapshot ${JSON.stringify(cmd.parent)} was replaced while this one was made on it: try again`);
 }
 
 /** Keys are any non-empty string without NUL (ctr uses spaces and `/`): they never become paths. */
@@ -174,6 +189,7 @@ export function decidePrepareSnapshot(
 ): Decision<SnapshotRecord> {
   const labels = checkPrepare(cmd, current, parent, lease);
   checkSnapshotId(cmd.id);
+  checkParentId(cmd, parent);
   if (idOwned) throw alreadyExists(`snapshot id ${cmd.id}`);
   const rec = snapshotRecord({ snapshotter: cmd.snapshotter, key: cmd.key, parent: cmd.parent, kind: cmd.kind, id: cmd.id, labels, created_at: cmd.now, updated_at: cmd.now });
   const payload: Record<string, unknown> = {

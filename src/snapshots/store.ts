@@ -114,7 +114,8 @@ export class SnapshotStore {
     try {
       const mounts = await sn.prepare(id, parents, { readonly: req.readonly });
       try {
-        await this.sequencer.submit(snapshotHandlers.prepare({ ...cmd, id, now: nowTimestamp() }));
+        // Decided against the parent directory it was built on, not just the parent's name.
+        await this.sequencer.submit(snapshotHandlers.prepare({ ...cmd, id, parentId: parent?.id, now: nowTimestamp() }));
       } catch (err) {
         if (!outcomeUnknown(err)) await sn.remove(id).catch(() => undefined);
         throw err;
@@ -252,7 +253,7 @@ export class SnapshotStore {
         const r = await fill(id, mounts);
         if ("status" in r) return r;
         await sn.commit(id);
-        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, share: false, verified: r.verified, now: nowTimestamp() })).catch((err) => {
+        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, parentId: parents[0], share: false, verified: r.verified, now: nowTimestamp() })).catch((err) => {
           unknown = outcomeUnknown(err);
           throw err;
         });

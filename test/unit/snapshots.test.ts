@@ -77,6 +77,15 @@ describe("snapshots: prepare, view, commit", () => {
     assert.deepEqual(parentIds((k) => g.snap(k), g.snap("top")!), ["id-extract_2_mid", "id-extract_1_base"]);
   });
 
+  test("given a parent removed and committed again under its name while a child was made on the old one, when the child is decided, then Aborted, no event; on the parent it was built on, recorded", () => {
+    const g = chain();
+    const mid = g.snap("mid")!;
+    throwsClass(() => g.run(snapshotHandlers.prepare(prep("child", "mid", { parentId: "id-some-older-mid" }))), "Aborted", /parent snapshot "mid" was replaced/);
+    assert.equal(g.snap("child"), undefined);
+    g.run(snapshotHandlers.prepare(prep("child", "mid", { parentId: mid.id })));
+    assert.equal(g.snap("child")?.parent, "mid");
+  });
+
   test("when View on a committed parent, then the kind is View", () => {
     const g = chain();
     g.run(snapshotHandlers.prepare(prep("v", "mid", { kind: "View" })));
