@@ -118,6 +118,14 @@ const KEEPER = BASH ? { shell: "/bin/bash", script: `${CLOSE_INHERITED}${SHIM_SC
  * keeper (a Node process, console-keeper.js) is started the same way, keeping its fds 3-5.
  */
 const CONSOLE_KEEPER = fileURLToPath(new URL("./console-keeper.js", import.meta.url));
+/**
+ * An exec process's keeper where it was built (npm run build; ck-reaper.c): a child
+ * subreaper running `runc exec --detach`, which waits for the process itself, so its end is
+ * seen whatever else still holds its output. Without it, the shell keeper and runc exec in
+ * the foreground, whose end waits for every holder of the output to let go.
+ */
+const REAPER_PATH = fileURLToPath(new URL("../../ck-reaper", import.meta.url));
+const REAPER = existsSync(REAPER_PATH) ? REAPER_PATH : undefined;
 const CONSOLE_EXEC = BASH ? { shell: "/bin/bash", script: `${CLOSE_INHERITED}exec "$@"` } : undefined;
 /** In a bundle: the keeper's pid and start time, the exit status it left, runc's own log. */
 const SHIM_PID = "shim.pid";
@@ -428,7 +436,9 @@ export class RuncRuntime {
     if (exec) {
       const dir = this.execDir(ns, id, exec);
       const pidFile = path.join(dir, EXEC_PID);
-      const launch = await this.launch(ns, id, exec, ["exec", "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id]);
+      // Not on a console: runc exec on a pty stays in the foreground under its console keeper.
+      const reaped = REAPER !== undefined && this.ios.get(procKey(ns, id, exec))?.terminal === false;
+      const launch = await this.launch(ns, id, exec, ["exec", ...(reaped ? ["--detach"] : []), "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id], reaped ? pidFile : undefined);
       this.startedStdin(procKey(ns, id, exec));
       const pid = await this.awaitPid(ns, id, exec, launch, () => readPid(pidFile));
       setProc(launch.running, pid);
@@ -467,7 +477,7 @@ export class RuncRuntime {
   }
 
   /** Spawns runc for a process (plain or on a pty), registered as running until it exits. */
-  private async launch(ns: string, id: string, exec: string | undefined, args: string[]): Promise<{ running: Running; launched: Launched; args: string[] }> {
+  private async launch(ns: string, id: string, exec: string | undefined, args: string[], reapedPidFile?: string): Promise<{ running: Running; launched: Launched; args: string[] }> {
     const key = procKey(ns, id, exec);
     const what = `task "${id}"${exec ? ` exec "${exec}"` : ""}`;
     if (this.running.has(key)) throw failedPrecondition(`${what} is already started`);
@@ -495,7 +505,7 @@ export class RuncRuntime {
     };
     // A started process outlives ckd through its keeper (a console's holds its pty).
     const dir = exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id);
-    const launched = io.terminal ? launchConsole(runc.binary, argv, io, running, dir, consoleSocket(this.root, dir)) : launchPlain(runc.binary, argv, io, running, { bundle: dir });
+    const launched = io.terminal ? launchConsole(runc.binary, argv, io, running, dir, consoleSocket(this.root, dir)) : launchPlain(runc.binary, argv, io, running, { bundle: dir, reapedPidFile });
     // An init's end (the container's, runc's own, or its keeper killed under it) is reported
     // once what it ran is stopped: runc killed or crashed leaves no one else to stop it. It
     // stays running here until then, so ckd's stop waits for it too.
@@ -732,16 +742,18 @@ export class RuncRuntime {
 
   /**
    * Signals an exec's process, only while it is still the child of the `runc exec` that its
-   * keeper runs and that has not yet ended (runc makes it so): a pid freed since, perhaps
-   * another process's now, is never signalled.
+   * keeper runs and that has not yet ended (runc makes it so), or, under the reaper, the
+   * reaper's own child not yet reaped: a pid freed since, perhaps another process's now, is
+   * never signalled.
    */
   async signalExec(ns: string, id: string, exec: string, pid: number, signal: number): Promise<void> {
     const running = this.running.get(procKey(ns, id, exec));
     const gone = () => notFound(`exec "${exec}" of task "${id}": process already finished`);
     if (!running?.pid || pid <= 0) throw gone();
     const parent = procStat(pid)?.ppid;
-    // runc is the keeper's child (a plain keeper's, or a console keeper's on its pty).
-    const ours = parent !== undefined && procStat(parent)?.ppid === running.pid;
+    // runc is the keeper's child (a plain keeper's, or a console keeper's on its pty); once
+    // `runc exec --detach` has left, the reaper holds the process itself.
+    const ours = parent !== undefined && (parent === running.pid || procStat(parent)?.ppid === running.pid);
     if (!ours) throw gone();
     try {
       process.kill(pid, signal);
@@ -1267,13 +1279,16 @@ function closeGate(running: Running): void {
  * runc with the task's stdio: stdin the FIFO's blocking reader itself, stdout and stderr
  * the descriptors openIo opened (the child holds its own copies; ours close at once).
  */
-function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: Running, keeper?: { bundle: string }): Launched {
+function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: Running, keeper?: { bundle: string; reapedPidFile?: string }): Launched {
   // Through a keeper, runc logs to the bundle (nothing of runc's may write to a pipe of ckd's:
   // it would break with ckd); its stderr is the task's, or nothing.
   const log = keeper ? path.join(keeper.bundle, RUNC_LOG) : undefined;
-  const [file, args] = keeper
-    ? [KEEPER.shell, ["-c", KEEPER.script, "ck-shim", path.join(keeper.bundle, EXIT_FILE), runc, "--log", log!, "--log-format", "json", ...argv]]
-    : [runc, argv];
+  const runcArgs = [runc, "--log", log!, "--log-format", "json", ...argv];
+  const [file, args] = keeper?.reapedPidFile && REAPER
+    ? [REAPER, [path.join(keeper.bundle, EXIT_FILE), keeper.reapedPidFile, ...runcArgs]]
+    : keeper
+      ? [KEEPER.shell, ["-c", KEEPER.script, "ck-shim", path.join(keeper.bundle, EXIT_FILE), ...runcArgs]]
+      : [runc, argv];
   const child: ChildProcess = spawn(file, args, {
     stdio: [io.stdin?.direct ?? "ignore", io.out ?? "ignore", io.err ?? (keeper ? "ignore" : "pipe")],
     // Its own process group: a ^C meant for ckd is not the container's.

@@ -688,6 +688,29 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal((await ctr(["containers", "rm", "t-hold-tty"])).code, 0);
   });
 
+  test("an exec that leaves a background process holding its output ends when it ends (its keeper a subreaper, as containerd's shim), not when the output's last holder lets go", async () => {
+    const r = await ctr(["run", "-d", ref, "t-bgexec", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    const out = join(daemon.root, "t-bgexec.out");
+    writeFileSync(out, "");
+    const spec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args: ["sh", "-c", "sleep 600 & echo started; exit 4"], cwd: "/", env: ["PATH=/bin"] })) };
+    await api.call("tasks", "Exec", { container_id: "t-bgexec", exec_id: "bg", spec, stdout: out, stderr: out });
+    const waited = api.call("tasks", "Wait", { container_id: "t-bgexec", exec_id: "bg" });
+    await api.call("tasks", "Start", { container_id: "t-bgexec", exec_id: "bg" });
+    const exit = await Promise.race([waited, new Promise((res) => setTimeout(() => res("still running after 15 s"), 15_000))]);
+    assert.equal((exit as { exit_status?: number }).exit_status, 4, JSON.stringify(exit));
+    assert.equal(readFileSync(out, "utf8"), "started\n");
+    // The sleep it left runs on in the container until the task ends.
+    const ps = await ctr(["tasks", "ps", "t-bgexec"]);
+    assert.equal(ps.stdout.trim().split("\n").length, 3, ps.stdout);
+    await api.call("tasks", "DeleteProcess", { container_id: "t-bgexec", exec_id: "bg" });
+    const ended = api.call("tasks", "Wait", { container_id: "t-bgexec" });
+    await api.call("tasks", "Kill", { container_id: "t-bgexec", signal: 9 });
+    assert.equal((await ended).exit_status, 137);
+    assert.equal((await ctr(["tasks", "rm", "t-bgexec"])).code, 0);
+    assert.equal((await ctr(["containers", "rm", "t-bgexec"])).code, 0);
+  });
+
   test("a task whose output nobody reads (ctr run -d, more than its FIFO holds) ends when killed: recorded as stopped, deleted", async () => {
     const chatty = "i=0; while [ $i -lt 20000 ]; do echo line-$i-of-output-that-nobody-reads; i=$((i+1)); done; sleep 600";
     const r = await ctr(["run", "-d", ref, "t-unread", "sh", "-c", chatty]);
