@@ -17,7 +17,7 @@ import { checkMountsUnder, type SnapshotStore } from "../snapshots/store.js";
 import { mountsFromApi } from "../snapshots/mount.js";
 import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
-import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
+import { cancelSignal, LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
 import { commitBytes, commitInNamespace } from "./content-service.js";
 import type { Sequencer } from "../commands/sequencer.js";
@@ -53,6 +53,8 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       return { applied: { media_type: MEDIA_LAYER_TAR, digest: applied.digest, size: applied.size, annotations: {} } };
     }),
     Diff: unary(async (call) => {
+      // A client that goes away ends the walk and its ingest; nothing is committed for it.
+      const gone = cancelSignal(call);
       const ns = namespaceOf(call);
       const r = call.request;
       const mediaType = String(r.media_type || MEDIA_LAYER_GZIP);
@@ -76,8 +78,9 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
         const out = mediaType === MEDIA_LAYER_GZIP ? createGzip() : new Digester();
         const [walked, stored] = await Promise.allSettled([
           writeDiffFromMounts(left.length ? left : undefined, right, out),
-          pipeline(out, sink),
+          pipeline(out, sink, { signal: gone }),
         ]);
+        gone.throwIfAborted();
         if (walked.status === "rejected") throw walked.reason;
         if (stored.status === "rejected") throw stored.reason;
         const applied = walked.value;

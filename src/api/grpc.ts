@@ -91,6 +91,17 @@ export function writeStream(
 
 const cancelledCall = () => new CkError("Canceled", "the client cancelled the call");
 
+/**
+ * Aborted (with Canceled) once the client cancels the call or goes away. Listens at once, so
+ * take it before the handler's first await: a cancel that comes during one is not missed.
+ */
+export function cancelSignal(call: { on(ev: "cancelled", fn: () => void): unknown; cancelled?: boolean }): AbortSignal {
+  const ctl = new AbortController();
+  if (call.cancelled) ctl.abort(cancelledCall());
+  else call.on("cancelled", () => ctl.abort(cancelledCall()));
+  return ctl.signal;
+}
+
 export function maskPaths(mask: { paths?: string[] } | null | undefined): string[] {
   return mask?.paths ?? [];
 }

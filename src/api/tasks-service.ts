@@ -9,8 +9,8 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, isNotFound, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
-import type { Decide, Sequencer } from "../commands/sequencer.js";
-import { checkCreateTask, checkDeleteTask, execHandlers, existingTask, requireStatus, taskHandlers, validateExecId, validateTaskId, type TaskIo } from "../commands/tasks.js";
+import { surelyNotStored, type Decide, type Sequencer } from "../commands/sequencer.js";
+import { checkCreateTask, checkDeleteTask, decideTransition, execHandlers, existingTask, requireStatus, taskHandlers, validateExecId, validateTaskId, type TaskIo } from "../commands/tasks.js";
 import type { Queries } from "../projections/queries.js";
 import type { TaskRecord, TaskStatus, Timestamp } from "../projections/views.js";
 import type { RuncOptions, RuncRuntime, Started } from "../runtime/runc.js";
@@ -360,8 +360,8 @@ export class Tasks {
         });
       }),
 
-      Pause: this.transition("RUNNING", (ns, id) => d.runtime.pause(ns, id), (ns, id) => d.runtime.resume(ns, id), taskHandlers.pause),
-      Resume: this.transition("PAUSED", (ns, id) => d.runtime.resume(ns, id), (ns, id) => d.runtime.pause(ns, id), taskHandlers.resume),
+      Pause: this.transition("PAUSED", (ns, id) => d.runtime.pause(ns, id), (ns, id) => d.runtime.resume(ns, id), taskHandlers.pause),
+      Resume: this.transition("RUNNING", (ns, id) => d.runtime.resume(ns, id), (ns, id) => d.runtime.pause(ns, id), taskHandlers.resume),
 
       ListPids: unary(async (call) => {
         const ns = namespaceOf(call);
@@ -558,9 +558,12 @@ export class Tasks {
     return {};
   }
 
-  /** Pause and Resume: the runtime's change, then its event, from the state `from` only. */
+  /**
+   * Pause and Resume: the runtime's change, then its event (decideTransition: either may be
+   * done already, after an append whose outcome was not known).
+   */
   private transition(
-    from: TaskStatus,
+    want: "PAUSED" | "RUNNING",
     change: (ns: string, id: string) => Promise<void>,
     undo: (ns: string, id: string) => Promise<void>,
     handler: (cmd: { namespace: string; container_id: string }) => Decide<void>,
@@ -569,13 +572,22 @@ export class Tasks {
       const ns = namespaceOf(call);
       const id: string = call.request.container_id ?? "";
       return this.serial(ns, id, async () => {
-        this.owned(requireStatus(existingTask(id, await this.d.queries.findTask(ns, id)), from));
-        await change(ns, id);
+        const task = existingTask(id, await this.d.queries.findTask(ns, id));
+        if (task.status !== "RUNNING" && task.status !== "PAUSED") requireStatus(task, want === "PAUSED" ? "RUNNING" : "PAUSED");
+        this.owned(task);
+        const actual = (await this.d.runtime.paused(ns, id)) ? "PAUSED" : "RUNNING";
+        const todo = decideTransition(task, actual, want);
+        if (todo.change) await change(ns, id);
+        if (!todo.record) return {};
         try {
           await this.d.sequencer.submit(handler({ namespace: ns, container_id: id }));
         } catch (err) {
-          // Not recorded: not done either, so the record and the process agree.
-          await undo(ns, id).catch((e) => this.d.logger.warn({ err: e, namespace: ns, id }, "undoing an unrecorded pause or resume failed"));
+          // Surely not recorded: not done either, so the record and the process agree. An
+          // append that may have been stored leaves the change in place; the task's next
+          // Pause or Resume finds where they differ and brings the lagging side along.
+          if (todo.change && (!isClass(err, "Unavailable") || surelyNotStored(err))) {
+            await undo(ns, id).catch((e) => this.d.logger.warn({ err: e, namespace: ns, id }, "undoing an unrecorded pause or resume failed"));
+          }
           throw err;
         }
         return {};

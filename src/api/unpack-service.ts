@@ -8,7 +8,7 @@ import type { ContentStore } from "../content/types.js";
 import type { SnapshotStore } from "../snapshots/store.js";
 import { applyLayerFile, applyLayerToMounts } from "../diff/apply.js";
 import { validateDigest } from "../commands/validation.js";
-import { LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
+import { cancelSignal, LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 import type { Sequencer } from "../commands/sequencer.js";
 import { contentHandlers } from "../commands/content.js";
 import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
@@ -33,9 +33,7 @@ export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation 
       const digest = String(layer.digest ?? "");
       validateDigest("layer.digest", digest);
       // A caller that goes away ends a wait for the parent (listened for before any await).
-      const gone = new AbortController();
-      call.on("cancelled", () => gone.abort());
-      if (call.cancelled) gone.abort();
+      const gone = cancelSignal(call);
       // Even a share needs the layer in the caller's namespace: nobody gets files by chain ID alone.
       await d.queries.getBlob(ns, digest);
       const file = d.store.path(digest);
@@ -49,7 +47,7 @@ export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation 
           parent: String(r.parent ?? ""),
           lease: metadataValue(call, LEASE_HEADER) || undefined,
           waitParent: Boolean(r.wait_parent),
-          signal: gone.signal,
+          signal: gone,
         },
         (target) =>
           "mounts" in target

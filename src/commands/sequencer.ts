@@ -123,7 +123,7 @@ export class Sequencer {
   /** Runs a command: decide on current state, append its event, wait until applied. */
   submit<T>(decide: Decide<T>): Promise<T> {
     if (this.log.connectionState !== "connected") {
-      return Promise.reject(unavailable(`event log (${this.log.connectionState})`));
+      return Promise.reject(notStored(unavailable(`event log (${this.log.connectionState})`)));
     }
     return new Promise<T>((resolve, reject) => {
       this.queue.push({
@@ -186,7 +186,7 @@ export class Sequencer {
     try {
       while (this.queue.length > 0 && !this.recovering) {
         if (this.log.connectionState !== "connected") {
-          this.queue.shift()!.reject(unavailable(`event log (${this.log.connectionState})`));
+          this.queue.shift()!.reject(notStored(unavailable(`event log (${this.log.connectionState})`)));
           continue;
         }
         if (!this.synced) {
@@ -228,8 +228,9 @@ export class Sequencer {
         this.appendDecided(job, decision.event);
       }
     } catch (err) {
-      // Resync failed (log unreachable): everything waiting fails fast.
-      for (const j of this.queue.splice(0)) j.reject(asUnavailable(err));
+      // Resync failed (log unreachable): everything waiting fails fast (queued: not appended,
+      // or known not to be stored).
+      for (const j of this.queue.splice(0)) j.reject(notStored(asUnavailable(err, true)));
     } finally {
       this.pumping = false;
     }
@@ -367,7 +368,9 @@ export class Sequencer {
     try {
       await this.resync();
     } catch (err) {
-      for (const j of [...redo, ...unknown]) j.reject(asUnavailable(err));
+      // Refused appends were not stored; the others may have been.
+      for (const j of redo) j.reject(notStored(asUnavailable(err, true)));
+      for (const j of unknown) j.reject(asUnavailable(err, true));
       this.appliedIds.clear();
       return;
     }
@@ -406,7 +409,25 @@ export class Sequencer {
   }
 }
 
-function asUnavailable(err: unknown): CkError {
-  if (err instanceof CkError) return err;
+function asUnavailable(err: unknown, fresh = false): CkError {
+  if (err instanceof CkError && !fresh) return err;
+  if (err instanceof CkError) return new CkError(err.errorClass, err.message, { cause: err });
   return unavailable(`event log: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+/** submit's errors whose event surely is not in the log (refused, or not sent at all). */
+const notStoredErrors = new WeakSet<object>();
+
+function notStored(err: CkError): CkError {
+  notStoredErrors.add(err);
+  return err;
+}
+
+/**
+ * Whether a submit that failed surely appended nothing. An Unavailable that is not (the log
+ * lost after the append left) may have been stored: a change made before the submit is then
+ * neither undone nor taken for recorded.
+ */
+export function surelyNotStored(err: unknown): boolean {
+  return typeof err === "object" && err !== null && notStoredErrors.has(err);
 }

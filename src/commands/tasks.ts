@@ -110,6 +110,25 @@ export function decideResumeTask(cmd: TaskRef, current: TaskRecord | undefined):
   return { event: event(cmd.namespace, "/tasks/resumed", TYPE.TaskResumed, { container_id: cmd.container_id }), result: undefined };
 }
 
+/**
+ * Pause or Resume (`want`: PAUSED or RUNNING) of a task whose record says `recorded` and whose
+ * runtime says `actual`: what to change. They differ only after a change whose event's
+ * append had an unknown outcome (the log lost meanwhile): the change was kept, and the event
+ * may or may not be in the log. The call then brings the lagging side along, so the task ends
+ * where the caller asked, record and process alike. Both already there: FailedPrecondition,
+ * as for any task not in the state the call starts from.
+ */
+export function decideTransition(
+  task: TaskRecord,
+  actual: "RUNNING" | "PAUSED",
+  want: "RUNNING" | "PAUSED",
+): { change: boolean; record: boolean } {
+  const from = want === "PAUSED" ? "RUNNING" : "PAUSED";
+  if (task.status !== from && task.status !== want) requireStatus(task, from);
+  if (task.status === want && actual === want) requireStatus(task, from);
+  return { change: actual !== want, record: task.status !== want };
+}
+
 /** Deleting needs a task that is not running: stopped, or created and never started. */
 export function checkDeleteTask(id: string, current: TaskRecord | undefined): TaskRecord {
   const task = existingTask(id, current);

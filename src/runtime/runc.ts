@@ -609,6 +609,16 @@ export class RuncRuntime {
     }
   }
 
+  /** Whether runc has the task's container paused (`runc state`). */
+  async paused(ns: string, id: string): Promise<boolean> {
+    const out = await this.runcCommand(ns, id, ["state", id]);
+    try {
+      return (JSON.parse(out) as { status?: unknown } | null)?.status === "paused";
+    } catch {
+      throw failedPrecondition(`runc state ${id}: not the JSON runc prints: ${out.slice(0, 200)}`);
+    }
+  }
+
   async pause(ns: string, id: string): Promise<void> {
     await this.runcCommand(ns, id, ["pause", id]);
   }

@@ -254,7 +254,8 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
         const other = daemon.client(`${X}-other`);
         try {
           await other.call("leases", "Create", { id: "o" });
-          const theirs = (await other.call("snapshots", "Prepare", { snapshotter: sn, key: "theirs", parent: "" })).mounts;
+          // Under its lease: a GC between this Prepare and the Remove must not take it.
+          const theirs = (await other.call("snapshots", "Prepare", { snapshotter: sn, key: "theirs", parent: "" }, { metadata: { "containerd-lease": "o" } })).mounts;
           for (const bad of [
             [{ type: "overlay", source: mounts[0].source, options: ["rbind", `upperdir=${elsewhere}`, `lowerdir=${elsewhere}`] }],
             [{ type: "bind", source: root, options: ["rw", "rbind"] }],
@@ -265,6 +266,7 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
           }
           assert.deepEqual(await fs.readdir(elsewhere), [], "nothing written outside the snapshots");
           await other.call("snapshots", "Remove", { snapshotter: sn, key: "theirs" });
+          await other.call("leases", "Delete", { id: "o" });
         } finally {
           other.close();
           await fs.rm(elsewhere, { recursive: true, force: true });
@@ -740,6 +742,27 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       assert.deepEqual(await statuses(), [], "no ingest left");
       assert.deepEqual(await tmpMounts(), []);
       assert.deepEqual(await fs.readdir(tmpDir), []);
+
+      // 3. The client cancels the call under the walk: the walk stops, its ingest is aborted
+      // and nothing is committed (run to its end, the Diff would commit a blob under the lease).
+      await fs.writeFile(big, randomBytes(96 << 20));
+      const blobs = async () => {
+        const out: string[] = [];
+        for await (const r of api.stream("content", "List", {})) for (const i of r.info ?? []) out.push(i.digest);
+        return out.sort();
+      };
+      const blobsBefore = await blobs();
+      const cancel = new AbortController();
+      const cancelled = api.call("diff", "Diff", { left, right: work }, { ...leased, signal: cancel.signal });
+      cancelled.catch(() => undefined);
+      assert.match(await ingesting(), /^diff-/);
+      cancel.abort();
+      await rejectsClass(cancelled, "Canceled", /cancel/i);
+      for (let i = 0; i < 600 && (await statuses()).length > 0; i++) await sleep(50);
+      assert.deepEqual(await statuses(), [], "the cancelled Diff's ingest is aborted");
+      assert.deepEqual(await blobs(), blobsBefore, "a cancelled Diff committed nothing");
+      assert.deepEqual(await tmpMounts(), []);
+      assert.ok((await api.call("version", "Version", {})).version, "ckd still answers");
       await fs.rm(big);
       for (const key of ["df-view", "df-work", "df-base"]) await api.call("snapshots", "Remove", { snapshotter: sn, key });
       await api.call("leases", "Delete", { id: "df", sync: true });

@@ -255,6 +255,27 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ctr(["tasks", "resume", "t-bg"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await status("t-bg"), "RUNNING");
+    // Record and process apart, as an append of unknown outcome (the log lost under it) leaves
+    // them: a Pause or Resume brings the lagging side along and ends where the caller asked.
+    const runcCli = async (...args: string[]) => {
+      const out = await runCommand("runc", ["--root", `${daemon.root}/runc/${NS}`, ...args]);
+      assert.equal(out.code, 0, out.stderr);
+      return out.stdout;
+    };
+    const runcStatus = async () => JSON.parse(await runcCli("state", "t-bg")).status;
+    await runcCli("pause", "t-bg"); // paused, the event lost
+    let seq = await log.lastSeq();
+    await api.call("tasks", "Pause", { container_id: "t-bg" });
+    assert.deepEqual([await status("t-bg"), await runcStatus(), (await log.lastSeq()) - seq], ["PAUSED", "paused", 1], "recorded only");
+    await runcCli("resume", "t-bg"); // recorded paused, the process resumed
+    seq = await log.lastSeq();
+    await api.call("tasks", "Resume", { container_id: "t-bg" });
+    assert.deepEqual([await status("t-bg"), await runcStatus(), (await log.lastSeq()) - seq], ["RUNNING", "running", 1], "recorded only");
+    await runcCli("pause", "t-bg"); // paused, the event lost: Resume resumes, nothing to record
+    seq = await log.lastSeq();
+    await api.call("tasks", "Resume", { container_id: "t-bg" });
+    assert.deepEqual([await status("t-bg"), await runcStatus(), (await log.lastSeq()) - seq], ["RUNNING", "running", 0], "resumed only");
+    await rejectsClass(api.call("tasks", "Resume", { container_id: "t-bg" }), "FailedPrecondition", /running, not paused/);
 
     // Wait, asked before the kill, answers with the exit the kill caused.
     const waited = api.call("tasks", "Wait", { container_id: "t-bg" });

@@ -3,7 +3,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { containerHandlers, decideCreateContainer } from "../../src/commands/containers.js";
-import { execHandlers, taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
+import { decideTransition, execHandlers, taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
 import { parseSignal, processFromImage } from "../../src/cli/task-commands.js";
@@ -115,6 +115,26 @@ describe("tasks", () => {
     assert.equal(task(g)?.status, "RUNNING");
     throwsClass(() => taskHandlers.delete({ namespace: NS, container_id: "c1" })(g), "FailedPrecondition", /must be stopped before deletion: running/);
     throwsClass(() => taskHandlers.start({ namespace: NS, container_id: "c1", pid: 10 })(g), "FailedPrecondition", /running, not created/);
+  });
+
+  test("a Pause or Resume whose record and process differ (an append of unknown outcome) brings the lagging side along", () => {
+    const rec = (status: TaskRecord["status"]) => ({ container_id: "c1", status }) as TaskRecord;
+    // In step: the usual change and its event; already there: FailedPrecondition.
+    assert.deepEqual(decideTransition(rec("RUNNING"), "RUNNING", "PAUSED"), { change: true, record: true });
+    assert.deepEqual(decideTransition(rec("PAUSED"), "PAUSED", "RUNNING"), { change: true, record: true });
+    throwsClass(() => decideTransition(rec("PAUSED"), "PAUSED", "PAUSED"), "FailedPrecondition", /paused, not running/);
+    throwsClass(() => decideTransition(rec("RUNNING"), "RUNNING", "RUNNING"), "FailedPrecondition", /running, not paused/);
+    // Paused, the event maybe lost: Pause records it, Resume resumes (nothing was recorded).
+    assert.deepEqual(decideTransition(rec("RUNNING"), "PAUSED", "PAUSED"), { change: false, record: true });
+    assert.deepEqual(decideTransition(rec("RUNNING"), "PAUSED", "RUNNING"), { change: true, record: false });
+    // Recorded paused, the process running (resumed under a lost answer): Pause pauses, Resume records.
+    assert.deepEqual(decideTransition(rec("PAUSED"), "RUNNING", "PAUSED"), { change: true, record: false });
+    assert.deepEqual(decideTransition(rec("PAUSED"), "RUNNING", "RUNNING"), { change: false, record: true });
+    // Neither running nor paused: refused whatever the runtime says.
+    for (const status of ["CREATED", "STOPPED"] as const) {
+      throwsClass(() => decideTransition(rec(status), "RUNNING", "PAUSED"), "FailedPrecondition", new RegExp(`${status.toLowerCase()}, not running`));
+      throwsClass(() => decideTransition(rec(status), "PAUSED", "RUNNING"), "FailedPrecondition", new RegExp(`${status.toLowerCase()}, not paused`));
+    }
   });
 
   test("a container with a task cannot be deleted until the task is", () => {
