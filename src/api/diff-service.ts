@@ -39,6 +39,8 @@ export interface DiffDeps {
 export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
   return {
     Apply: unary(async (call) => {
+      // A caller that goes away stops the apply before its next entry (listened for at once).
+      const gone = cancelSignal(call);
       const ns = namespaceOf(call);
       const desc = call.request.diff ?? {};
       const digest = String(desc.digest ?? "");
@@ -49,7 +51,7 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       // The layer must be visible in the caller's namespace, not merely on disk.
       await d.queries.getBlob(ns, digest);
       // Applied in a worker thread (reading the blob there): the event loop stays free.
-      const applied = await applyLayerToMounts(mounts, { file: d.store.path(digest) }, { mediaType: desc.media_type || undefined });
+      const applied = await applyLayerToMounts(mounts, { file: d.store.path(digest) }, { mediaType: desc.media_type || undefined, signal: gone });
       return { applied: { media_type: MEDIA_LAYER_TAR, digest: applied.digest, size: applied.size, annotations: {} } };
     }),
     Diff: unary(async (call) => {

@@ -13,15 +13,30 @@ export interface ApplyRequest {
   opts: ApplyOptions;
 }
 
+/** The caller of request `cancel` went away: it stops before its next entry. */
+export interface ApplyCancel {
+  cancel: number;
+}
+
 export type ApplyReply =
   | { id: number; ok: true; digest: string; size: number; implicitDirs: string[]; madeForEntries: string[]; whiteouts: string[]; opaques: string[] }
   | { id: number; ok: false; errorClass?: string; message: string; code?: string; syscall?: string };
 
-parentPort?.on("message", async (req: ApplyRequest) => {
+/** The request under way (one at a time) and how to stop it. */
+let current: { id: number; stop: AbortController } | undefined;
+
+parentPort?.on("message", async (msg: ApplyRequest | ApplyCancel) => {
+  if ("cancel" in msg) {
+    if (current?.id === msg.cancel) current.stop.abort(new CkError("Canceled", "apply layer: the caller went away"));
+    return;
+  }
+  const req = msg;
+  const stop = new AbortController();
+  current = { id: req.id, stop };
   const layer = createReadStream(req.file, { highWaterMark: 1 << 20 });
   let reply: ApplyReply;
   try {
-    const r = await applyLayer(req.root, layer, req.opts);
+    const r = await applyLayer(req.root, layer, { ...req.opts, signal: stop.signal });
     reply = { id: req.id, ok: true, digest: r.digest, size: r.size, implicitDirs: r.implicitDirs, madeForEntries: r.madeForEntries, whiteouts: r.whiteouts, opaques: r.opaques };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
@@ -35,6 +50,7 @@ parentPort?.on("message", async (req: ApplyRequest) => {
     };
   } finally {
     layer.destroy();
+    current = undefined;
   }
   parentPort!.postMessage(reply);
 });

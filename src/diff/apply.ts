@@ -26,7 +26,7 @@ import { runCommand, withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import { Digester } from "./digest.js";
 import { assertInside, cleanEntryName, resolveInLayers, resolveInRoot, shownInLowers } from "./rootpath.js";
-import type { ApplyReply, ApplyRequest } from "./apply-worker.js";
+import type { ApplyCancel, ApplyReply, ApplyRequest } from "./apply-worker.js";
 
 export interface ApplyOptions {
   /** The layer descriptor's media type; only used to name the layer in errors. */
@@ -49,6 +49,11 @@ export interface ApplyOptions {
    * the inode it links to: such a file is first copied, with every name it has in the root.
    */
   sharedInodes?: boolean;
+  /**
+   * Stops the apply before its next entry once aborted (the caller gone), failing with the
+   * signal's reason; what was applied so far stays, as containerd's apply leaves it.
+   */
+  signal?: AbortSignal;
 }
 
 export interface Applied {
@@ -249,6 +254,7 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
   feeding.catch(() => undefined); // awaited below; a failure also ends the entry loop
   try {
     for await (const entry of extract) {
+      opts.signal?.throwIfAborted();
       const consumed = await applyEntry(state, entry.header as Header, entry as AsyncIterable<Buffer>);
       if (!consumed) for await (const _ of entry) void _;
     }
@@ -745,6 +751,7 @@ function takeWorker(): Promise<PoolWorker> {
  * worker script is not there (a bundle), it runs in this thread.
  */
 export async function applyLayerFile(root: string, file: string, opts: ApplyOptions = {}): Promise<Applied> {
+  opts.signal?.throwIfAborted();
   if (!fss.existsSync(fileURLToPath(WORKER_FILE))) {
     const layer = fss.createReadStream(file, { highWaterMark: 1 << 20 });
     try {
@@ -755,12 +762,19 @@ export async function applyLayerFile(root: string, file: string, opts: ApplyOpti
   }
   const pw = await takeWorker();
   const id = nextRequest++;
+  const signal = opts.signal;
+  // The worker is told, and stops before its next entry; it answers with the error then.
+  const cancel = () => pw.worker.postMessage({ cancel: id } satisfies ApplyCancel);
   return new Promise<Applied>((resolve, reject) => {
+    const settled = () => {
+      signal?.removeEventListener("abort", cancel);
+      pw.worker.unref();
+    };
     pw.pending = {
       id,
       // Referenced while it works (an idle one must not keep the process alive).
-      resolve: (r) => (pw.worker.unref(), resolve(r)),
-      reject: (e) => (pw.worker.unref(), reject(e)),
+      resolve: (r) => (settled(), resolve(r)),
+      reject: (e) => (settled(), reject(e)),
     };
     pw.worker.ref();
     const req: ApplyRequest = {
@@ -770,6 +784,9 @@ export async function applyLayerFile(root: string, file: string, opts: ApplyOpti
       opts: { mediaType: opts.mediaType, whiteouts: opts.whiteouts, parents: opts.parents ? [...opts.parents] : undefined, sharedInodes: opts.sharedInodes },
     };
     pw.worker.postMessage(req);
+    // After the request: the worker reads its messages in order.
+    if (signal?.aborted) cancel();
+    else signal?.addEventListener("abort", cancel, { once: true });
   });
 }
 
@@ -781,7 +798,7 @@ export async function applyLayerFile(root: string, file: string, opts: ApplyOpti
 export async function applyLayerToMounts(
   mounts: readonly Mount[],
   layer: Readable | { file: string },
-  opts: { mediaType?: string; sharedInodes?: boolean } = {},
+  opts: { mediaType?: string; sharedInodes?: boolean; signal?: AbortSignal } = {},
 ): Promise<Applied> {
   const applyLayer = (root: string, l: Readable | { file: string }, o: ApplyOptions) =>
     l instanceof Readable ? applyLayerStream(root, l, o) : applyLayerFile(root, l.file, o);

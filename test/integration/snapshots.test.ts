@@ -764,6 +764,38 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       assert.deepEqual(await tmpMounts(), []);
       assert.ok((await api.call("version", "Version", {})).version, "ckd still answers");
       await fs.rm(big);
+
+      // 4. Diff.Apply whose caller cancels stops before its next entry: a layer of 40,000
+      // empty files, cancelled once the first are there, leaves fewer and no more come.
+      const many = 40_000;
+      const layer = gzipSync(await layerTar([{ name: "many/", type: "directory" }, ...Array.from({ length: many }, (_, i) => ({ name: `many/f${i}` }))]));
+      const layerDigest = sha(layer);
+      const w = await new ApiContent(api, leased.metadata).open(`layer-${layerDigest}`, { expected: layerDigest, total: layer.length });
+      assert.notEqual(w, "exists");
+      if (w === "exists") return;
+      await w.write(layer);
+      await w.commit(layer.length, layerDigest);
+      const target = (await api.call("snapshots", "Prepare", { snapshotter: sn, key: "df-apply", parent: "df-base" }, leased)).mounts;
+      const targetUpper = target[0].options.find((o: string) => o.startsWith("upperdir=")).slice("upperdir=".length);
+      const count = async () => (await fs.readdir(path.join(targetUpper, "many")).catch(() => [])).length;
+      const stopApply = new AbortController();
+      const applying = api.call("diff", "Apply", { diff: { media_type: "application/vnd.oci.image.layer.v1.tar+gzip", digest: layerDigest, size: layer.length }, mounts: target }, { ...leased, signal: stopApply.signal });
+      applying.catch(() => undefined);
+      for (let i = 0; i < 1000 && (await count()) === 0; i++) await sleep(5);
+      stopApply.abort();
+      await rejectsClass(applying, "Canceled", /cancel/i);
+      let seen = await count();
+      for (let i = 0; i < 20; i++) {
+        await sleep(100);
+        const now = await count();
+        if (now === seen && i >= 5) break;
+        seen = now;
+      }
+      assert.ok(seen > 0 && seen < many, `the apply stopped part-way (${seen} of ${many} files)`);
+      await sleep(500);
+      assert.equal(await count(), seen, "no more files after the apply stopped");
+      assert.ok((await api.call("version", "Version", {})).version, "ckd still answers");
+      await api.call("snapshots", "Remove", { snapshotter: sn, key: "df-apply" });
       for (const key of ["df-view", "df-work", "df-base"]) await api.call("snapshots", "Remove", { snapshotter: sn, key });
       await api.call("leases", "Delete", { id: "df", sync: true });
     } finally {

@@ -99,10 +99,12 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       // Whatever a failed test left: its tasks stopped and deleted (their rootfs unmounted).
       if (daemon?.proc?.exitCode === null) {
         const c = daemon.client(NS);
-        for (const t of (await c.call("tasks", "List", {}).catch(() => ({ tasks: [] }))).tasks ?? []) {
-          await c.call("tasks", "Kill", { container_id: t.container_id, signal: 9, all: true }).catch(() => undefined);
-          await c.call("tasks", "Wait", { container_id: t.container_id }).catch(() => undefined);
-          await c.call("tasks", "Delete", { container_id: t.container_id }).catch(() => undefined);
+        // Bounded: a hook that hangs would leave ckd, nats-server and the registry running.
+        const bounded = { deadlineMs: 20_000 };
+        for (const t of (await c.call("tasks", "List", {}, bounded).catch(() => ({ tasks: [] }))).tasks ?? []) {
+          await c.call("tasks", "Kill", { container_id: t.container_id, signal: 9, all: true }, bounded).catch(() => undefined);
+          await c.call("tasks", "Wait", { container_id: t.container_id }, bounded).catch(() => undefined);
+          await c.call("tasks", "Delete", { container_id: t.container_id }, bounded).catch(() => undefined);
         }
         c.close();
       }
