@@ -342,6 +342,7 @@ export class Tasks {
           if (watch) watch.fate = "taken";
           // Its execs' records are written no more (their directories go with the bundle).
           const execKeys = [...this.execs.keys()].filter((key) => key.startsWith(`${ns}/${id}/`));
+          const forgotten = execKeys.map((key) => [key, this.execs.get(key)!] as const);
           for (const key of execKeys) await this.forgetExec(key);
           // Nor does a later task of this id wait for their ends.
           this.execEnds.delete(`${ns}/${id}`);
@@ -351,6 +352,8 @@ export class Tasks {
             // The init is gone with the cleanup's first step, the task not deleted: its end is
             // recorded, so that Wait answers and the next Delete finds it stopped.
             if (task.status === "CREATED") await this.recordExit(ns, id, task.pid, LOST_EXIT_STATUS, new Date());
+            // The task stays, and so do its execs (Get, DeleteProcess), as they were.
+            for (const [key, e] of forgotten) if (!this.execs.has(key)) this.execs.set(key, e);
             throw err;
           }
           for (const key of execKeys) this.wake(ns, key.slice(ns.length + 1));

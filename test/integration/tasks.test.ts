@@ -334,6 +334,33 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     };
   }
 
+  test("a Delete whose cleanup fails (its rootfs held busy) keeps the task and its execs as they were; the next Delete completes", async () => {
+    let r = await ctr(["run", "-d", ref, "t-busy", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    const spec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args: ["true"], cwd: "/", env: ["PATH=/bin"] })) };
+    await api.call("tasks", "Exec", { container_id: "t-busy", exec_id: "b1", spec });
+    await api.call("tasks", "Start", { container_id: "t-busy", exec_id: "b1" });
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-busy", exec_id: "b1" })).exit_status, 0);
+    const waited = api.call("tasks", "Wait", { container_id: "t-busy" });
+    await api.call("tasks", "Kill", { container_id: "t-busy", signal: 9 });
+    assert.equal((await waited).exit_status, 137);
+    // A descriptor of this process inside the rootfs: its unmount is busy (tried for ~2.5 s).
+    const fd = openSync(`${daemon.root}/tasks/${NS}/t-busy/rootfs/bin/busybox`, "r");
+    try {
+      await rejectsClass(api.call("tasks", "Delete", { container_id: "t-busy" }), "Unavailable", /umount/);
+      assert.equal(await status("t-busy"), "STOPPED");
+      const exec = (await api.call("tasks", "Get", { container_id: "t-busy", exec_id: "b1" })).process;
+      assert.deepEqual([exec.id, exec.status, exec.exit_status], ["b1", 3, 0], "the exec is kept (3: STOPPED)");
+    } finally {
+      closeSync(fd);
+    }
+    const deleted = await api.call("tasks", "Delete", { container_id: "t-busy" });
+    assert.equal(deleted.exit_status, 137);
+    await rejectsClass(api.call("tasks", "Get", { container_id: "t-busy", exec_id: "b1" }), "NotFound");
+    r = await ctr(["containers", "rm", "t-busy"]);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
   test("ctr run -t and tasks exec -t: a console sized as ctr's terminal, resized with it, typed into, with its exit code", async () => {
     const from = (await log.lastSeq()) + 1;
     const t = await onTerminal(CTR, ["--address", daemon.address, "--namespace", NS, "run", "-t", "--rm", ref, "t-tty", "sh"], { cols: 97, rows: 33 });
