@@ -575,11 +575,12 @@ export class Tasks {
       const ns = namespaceOf(call);
       const id: string = call.request.container_id ?? "";
       return this.serial(ns, id, async () => {
-        const task = existingTask(id, await this.d.queries.findTask(ns, id));
+        // Read through the sequencer: an earlier append of unknown outcome is settled first, so
+        // a record that is only late is not taken for one that lags.
+        const task = existingTask(id, await this.d.sequencer.submit(taskHandlers.read({ namespace: ns, container_id: id })));
         if (task.status !== "RUNNING" && task.status !== "PAUSED") requireStatus(task, want === "PAUSED" ? "RUNNING" : "PAUSED");
         this.owned(task);
-        const actual = (await this.d.runtime.paused(ns, id)) ? "PAUSED" : "RUNNING";
-        const todo = decideTransition(task, actual, want);
+        const todo = decideTransition(task, await this.d.runtime.status(ns, id), want);
         if (todo.change) await change(ns, id);
         if (!todo.record) return {};
         try {
@@ -588,7 +589,7 @@ export class Tasks {
           // Surely not recorded: not done either, so the record and the process agree. An
           // append that may have been stored leaves the change in place; the task's next
           // Pause or Resume finds where they differ and brings the lagging side along.
-          if (todo.change && (!isClass(err, "Unavailable") || surelyNotStored(err))) {
+          if (todo.change && surelyNotStored(err)) {
             await undo(ns, id).catch((e) => this.d.logger.warn({ err: e, namespace: ns, id }, "undoing an unrecorded pause or resume failed"));
           }
           throw err;

@@ -221,11 +221,16 @@ export class Sequencer {
           for (const e of this.overlay.values()) if (e.seq > upTo) upTo = e.seq;
           if (restsOn.length > 0 || upTo > this.projector.db.appliedSeq) void this.answerAfter(job, epoch, restsOn, upTo, decision, failure);
           else if (decision) job.resolve(decision.result);
-          else job.reject(failure);
+          else job.reject(notStored(failure));
           continue;
         }
         job.result = decision.result;
-        this.appendDecided(job, decision.event);
+        try {
+          this.appendDecided(job, decision.event);
+        } catch (err) {
+          // Its event could not be encoded or folded: nothing left, nothing was changed.
+          job.reject(notStored(err));
+        }
       }
     } catch (err) {
       // Resync failed (log unreachable): everything waiting fails fast (queued: not appended,
@@ -247,7 +252,7 @@ export class Sequencer {
       return;
     }
     if (decision) job.resolve(decision.result);
-    else job.reject(failure);
+    else job.reject(notStored(failure));
   }
 
   private appendDecided(job: Job, draft: EventDraft): void {
@@ -258,11 +263,12 @@ export class Sequencer {
     const room = this.log.maxPayload - HEADER_ROOM;
     if (data.length > room) {
       job.reject(
-        invalidArgument(`the ${draft.topic} event would be ${data.length} bytes, more than the log takes (the NATS server's max_payload ${this.log.maxPayload} bytes, less ${HEADER_ROOM} for headers)`),
+        notStored(invalidArgument(`the ${draft.topic} event would be ${data.length} bytes, more than the log takes (the NATS server's max_payload ${this.log.maxPayload} bytes, less ${HEADER_ROOM} for headers)`)),
       );
       return;
     }
-    const expected = this.nextExpected++;
+    // Everything that may throw comes before the first change to the sequencer's state.
+    const expected = this.nextExpected;
     const seq = expected + 1;
     const projected = draft.packed === undefined;
     const logged: LoggedEvent = {
@@ -273,10 +279,10 @@ export class Sequencer {
       typeName: draft.typeName,
       payload: draft.payload,
     };
-    if (projected) {
-      for (const [k, v] of evolve(logged, (key) => this.view.get(key))) this.overlay.set(k, { value: v, seq });
-    }
+    const changes = projected ? evolve(logged, (key) => this.view.get(key)) : [];
     const subject = subjectOf(draft);
+    this.nextExpected++;
+    for (const [k, v] of changes) this.overlay.set(k, { value: v, seq });
     const headers = { [ORIGIN_HEADER]: projected ? ORIGIN_COMMAND : ORIGIN_PUBLISH };
     this.inflight.push(job);
     this.watchedIds.add(job.msgId);
@@ -388,7 +394,7 @@ export class Sequencer {
       job.append = undefined;
       if (job.attempts >= this.maxAttempts && Date.now() - job.since >= this.retryBudgetMs) {
         this.stats.aborted++;
-        job.reject(aborted(`command decided ${job.attempts} times on state other writers kept changing (last refusal: ${job.lastRefusal})`));
+        job.reject(notStored(aborted(`command decided ${job.attempts} times on state other writers kept changing (last refusal: ${job.lastRefusal})`)));
         continue;
       }
       this.queue.unshift(job);
@@ -418,15 +424,15 @@ function asUnavailable(err: unknown, fresh = false): CkError {
 /** submit's errors whose event surely is not in the log (refused, or not sent at all). */
 const notStoredErrors = new WeakSet<object>();
 
-function notStored(err: CkError): CkError {
-  notStoredErrors.add(err);
+function notStored<E>(err: E): E {
+  if (typeof err === "object" && err !== null) notStoredErrors.add(err);
   return err;
 }
 
 /**
- * Whether a submit that failed surely appended nothing. An Unavailable that is not (the log
- * lost after the append left) may have been stored: a change made before the submit is then
- * neither undone nor taken for recorded.
+ * Whether a submit that failed surely appended nothing: refused by its decision, refused by
+ * the log, or never sent. Any other failure (the log lost after the append left) may have
+ * been stored: a change made before the submit is then neither undone nor taken for recorded.
  */
 export function surelyNotStored(err: unknown): boolean {
   return typeof err === "object" && err !== null && notStoredErrors.has(err);

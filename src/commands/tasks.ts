@@ -120,11 +120,15 @@ export function decideResumeTask(cmd: TaskRef, current: TaskRecord | undefined):
  */
 export function decideTransition(
   task: TaskRecord,
-  actual: "RUNNING" | "PAUSED",
+  runtime: string,
   want: "RUNNING" | "PAUSED",
 ): { change: boolean; record: boolean } {
   const from = want === "PAUSED" ? "RUNNING" : "PAUSED";
   if (task.status !== from && task.status !== want) requireStatus(task, from);
+  // runc's own word ("running", "paused"; "stopped" for a process gone whose exit is not
+  // recorded yet, which neither call can change).
+  const actual = runtime === "paused" ? "PAUSED" : runtime === "running" ? "RUNNING" : undefined;
+  if (actual === undefined) throw failedPrecondition(`task "${task.container_id}" is ${runtime || "unknown"} in runc, not ${from.toLowerCase()}`);
   if (task.status === want && actual === want) requireStatus(task, from);
   return { change: actual !== want, record: task.status !== want };
 }
@@ -148,6 +152,12 @@ const currentContainer = (view: StateView, ns: string, id: string) =>
   id.includes("\u0000") ? undefined : view.get<ContainerRecord>(keys.container(ns, id));
 
 export const taskHandlers = {
+  /**
+   * The task as the log has it once every append in flight has settled (a read through the
+   * sequencer: an append of unknown outcome is looked up first; Unavailable while the log is
+   * down). Appends nothing.
+   */
+  read: (cmd: TaskRef) => (view: StateView) => ({ result: currentTask(view, cmd.namespace, cmd.container_id) }),
   create: (cmd: CreateTask) => (view: StateView) =>
     decideCreateTask(cmd, currentContainer(view, cmd.namespace, cmd.container_id), currentTask(view, cmd.namespace, cmd.container_id)),
   start: (cmd: StartTask) => (view: StateView) => decideStartTask(cmd, currentTask(view, cmd.namespace, cmd.container_id)),

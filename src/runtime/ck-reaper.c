@@ -93,18 +93,22 @@ int main(int argc, char **argv) {
   while (waitpid(runc, &ws, 0) < 0) {
     if (errno != EINTR) leave(exit_file, 255);
   }
-  if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) leave(exit_file, status_of(ws));
+  /* runc's own failure (its error paths stop the process first): its status. */
+  if (WIFEXITED(ws) && WEXITSTATUS(ws) != 0) leave(exit_file, WEXITSTATUS(ws));
+  /* runc done, or killed or crashed under the running process: the process is kept all the
+     same (re-parented here as runc left), found by the pid runc wrote. */
   pid_t proc = read_pid(pid_file);
-  if (proc == 0) leave(exit_file, 255);
-  /* Every child that comes (runc's, re-parented here) is reaped; the exec's status is kept. */
+  /* Every child that comes (runc's, re-parented here) is reaped; the exec's status is kept.
+     Without a pid, the keeper stays until no child is left, so the process stays kept. */
   for (;;) {
-    pid_t p = waitpid(-1, &ws, 0);
+    int st;
+    pid_t p = waitpid(-1, &st, 0);
     if (p < 0) {
       if (errno == EINTR) continue;
-      /* No child left without the process seen: it was not re-parented here (it ended as
-         runc's zombie before runc did, which the kernel hands on too; so only if lost). */
-      leave(exit_file, 255);
+      /* No child left without the process seen: it was not re-parented here, or runc was
+         killed before it started one. */
+      leave(exit_file, WIFEXITED(ws) ? 255 : status_of(ws));
     }
-    if (p == proc) leave(exit_file, status_of(ws));
+    if (proc != 0 && p == proc) leave(exit_file, status_of(st));
   }
 }

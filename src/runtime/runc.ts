@@ -18,7 +18,7 @@
 //                                  as containerd's, so ids need only be unique in a namespace
 //                                  (a container's runc options may name another root)
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsc, promises as fs, openSync, closeSync, existsSync, fstatSync, readFileSync, readSync, writeFileSync, writeSync } from "node:fs";
+import { constants as fsc, promises as fs, openSync, closeSync, existsSync, fstatSync, readFileSync, readlinkSync, readSync, realpathSync, writeFileSync, writeSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -126,6 +126,17 @@ const CONSOLE_KEEPER = fileURLToPath(new URL("./console-keeper.js", import.meta.
  */
 const REAPER_PATH = fileURLToPath(new URL("../../ck-reaper", import.meta.url));
 const REAPER = existsSync(REAPER_PATH) ? REAPER_PATH : undefined;
+/** Whether process `pid` runs ck-reaper (also one built over since it started: "(deleted)"). */
+function isReaper(pid: number): boolean {
+  if (REAPER === undefined) return false;
+  try {
+    const exe = readlinkSync(`/proc/${pid}/exe`);
+    return exe === REAPER_REAL || exe === `${REAPER_REAL} (deleted)`;
+  } catch {
+    return false;
+  }
+}
+const REAPER_REAL = REAPER === undefined ? "" : realpathSync(REAPER);
 const CONSOLE_EXEC = BASH ? { shell: "/bin/bash", script: `${CLOSE_INHERITED}exec "$@"` } : undefined;
 /** In a bundle: the keeper's pid and start time, the exit status it left, runc's own log. */
 const SHIM_PID = "shim.pid";
@@ -609,11 +620,11 @@ export class RuncRuntime {
     }
   }
 
-  /** Whether runc has the task's container paused (`runc state`). */
-  async paused(ns: string, id: string): Promise<boolean> {
+  /** The status runc gives the task's container (`runc state`: created, running, paused, stopped). */
+  async status(ns: string, id: string): Promise<string> {
     const out = await this.runcCommand(ns, id, ["state", id]);
     try {
-      return (JSON.parse(out) as { status?: unknown } | null)?.status === "paused";
+      return String((JSON.parse(out) as { status?: unknown } | null)?.status ?? "");
     } catch {
       throw failedPrecondition(`runc state ${id}: not the JSON runc prints: ${out.slice(0, 200)}`);
     }
@@ -762,8 +773,9 @@ export class RuncRuntime {
     if (!running?.pid || pid <= 0) throw gone();
     const parent = procStat(pid)?.ppid;
     // runc is the keeper's child (a plain keeper's, or a console keeper's on its pty); once
-    // `runc exec --detach` has left, the reaper holds the process itself.
-    const ours = parent !== undefined && (parent === running.pid || procStat(parent)?.ppid === running.pid);
+    // `runc exec --detach` has left, the reaper holds the process itself (only the reaper: a
+    // shell keeper forks again after runc, a child that could be given the freed pid).
+    const ours = parent !== undefined && ((parent === running.pid && isReaper(parent)) || procStat(parent)?.ppid === running.pid);
     if (!ours) throw gone();
     try {
       process.kill(pid, signal);

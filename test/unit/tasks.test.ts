@@ -120,20 +120,23 @@ describe("tasks", () => {
   test("a Pause or Resume whose record and process differ (an append of unknown outcome) brings the lagging side along", () => {
     const rec = (status: TaskRecord["status"]) => ({ container_id: "c1", status }) as TaskRecord;
     // In step: the usual change and its event; already there: FailedPrecondition.
-    assert.deepEqual(decideTransition(rec("RUNNING"), "RUNNING", "PAUSED"), { change: true, record: true });
-    assert.deepEqual(decideTransition(rec("PAUSED"), "PAUSED", "RUNNING"), { change: true, record: true });
-    throwsClass(() => decideTransition(rec("PAUSED"), "PAUSED", "PAUSED"), "FailedPrecondition", /paused, not running/);
-    throwsClass(() => decideTransition(rec("RUNNING"), "RUNNING", "RUNNING"), "FailedPrecondition", /running, not paused/);
+    assert.deepEqual(decideTransition(rec("RUNNING"), "running", "PAUSED"), { change: true, record: true });
+    assert.deepEqual(decideTransition(rec("PAUSED"), "paused", "RUNNING"), { change: true, record: true });
+    throwsClass(() => decideTransition(rec("PAUSED"), "paused", "PAUSED"), "FailedPrecondition", /paused, not running/);
+    throwsClass(() => decideTransition(rec("RUNNING"), "running", "RUNNING"), "FailedPrecondition", /running, not paused/);
     // Paused, the event maybe lost: Pause records it, Resume resumes (nothing was recorded).
-    assert.deepEqual(decideTransition(rec("RUNNING"), "PAUSED", "PAUSED"), { change: false, record: true });
-    assert.deepEqual(decideTransition(rec("RUNNING"), "PAUSED", "RUNNING"), { change: true, record: false });
+    assert.deepEqual(decideTransition(rec("RUNNING"), "paused", "PAUSED"), { change: false, record: true });
+    assert.deepEqual(decideTransition(rec("RUNNING"), "paused", "RUNNING"), { change: true, record: false });
     // Recorded paused, the process running (resumed under a lost answer): Pause pauses, Resume records.
-    assert.deepEqual(decideTransition(rec("PAUSED"), "RUNNING", "PAUSED"), { change: true, record: false });
-    assert.deepEqual(decideTransition(rec("PAUSED"), "RUNNING", "RUNNING"), { change: false, record: true });
+    assert.deepEqual(decideTransition(rec("PAUSED"), "running", "PAUSED"), { change: true, record: false });
+    assert.deepEqual(decideTransition(rec("PAUSED"), "running", "RUNNING"), { change: false, record: true });
+    // runc says the process is gone (its exit not recorded yet): neither call does anything.
+    throwsClass(() => decideTransition(rec("PAUSED"), "stopped", "RUNNING"), "FailedPrecondition", /stopped in runc, not paused/);
+    throwsClass(() => decideTransition(rec("RUNNING"), "stopped", "PAUSED"), "FailedPrecondition", /stopped in runc, not running/);
     // Neither running nor paused: refused whatever the runtime says.
     for (const status of ["CREATED", "STOPPED"] as const) {
-      throwsClass(() => decideTransition(rec(status), "RUNNING", "PAUSED"), "FailedPrecondition", new RegExp(`${status.toLowerCase()}, not running`));
-      throwsClass(() => decideTransition(rec(status), "PAUSED", "RUNNING"), "FailedPrecondition", new RegExp(`${status.toLowerCase()}, not paused`));
+      throwsClass(() => decideTransition(rec(status), "running", "PAUSED"), "FailedPrecondition", new RegExp(`${status.toLowerCase()}, not running`));
+      throwsClass(() => decideTransition(rec(status), "paused", "RUNNING"), "FailedPrecondition", new RegExp(`${status.toLowerCase()}, not paused`));
     }
   });
 
