@@ -754,6 +754,17 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const ps = await ctr(["tasks", "ps", "t-bgexec"]);
     assert.equal(ps.stdout.trim().split("\n").length, 3, ps.stdout);
     await api.call("tasks", "DeleteProcess", { container_id: "t-bgexec", exec_id: "bg" });
+    // The real client too: ctr waits for the end of the exec's output after its exit, which
+    // comes once the keeper lets the client's FIFOs go (at most 2 s after the exit), not when
+    // the sleep that still holds the output's pipe ends.
+    const viaCtr = await runCommand(CTR, ["--address", daemon.address, "--namespace", NS, "tasks", "exec", "--exec-id", "bg2", "t-bgexec", "sh", "-c", "sleep 600 & echo started2; exit 5"], {}, "", 30_000);
+    assert.equal(viaCtr.code, 5, `ctr tasks exec: ${viaCtr.stderr} (-1: still waiting after 30 s)`);
+    assert.equal(viaCtr.stdout, "started2\n");
+    // Through the keeper's pipes, more output than a pipe holds arrives whole and in order.
+    const big = await ctr(["tasks", "exec", "--exec-id", "big", "t-bgexec", "sh", "-c", "seq 1 50000; seq 1 20000 >&2"], "");
+    assert.equal(big.code, 0, big.stderr.slice(0, 500));
+    assert.equal(big.stdout, Array.from({ length: 50000 }, (_, i) => `${i + 1}\n`).join(""));
+    assert.equal(big.stderr, Array.from({ length: 20000 }, (_, i) => `${i + 1}\n`).join(""));
     const ended = api.call("tasks", "Wait", { container_id: "t-bgexec" });
     await api.call("tasks", "Kill", { container_id: "t-bgexec", signal: 9 });
     assert.equal((await ended).exit_status, 137);
