@@ -417,6 +417,16 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.deepEqual([masters(ttyKeeper), masters(execKeeper), masters(execRunc), masters(daemon.pid)], [1, 1, 0, 0], "a pty master each keeper, none elsewhere");
     e.term.write("exit 6\r");
     assert.equal(await e.exited, 6, e.output());
+    // A background process left holding an exec's console keeps neither the exec nor ctr
+    // (waiting for its output's end) from ending: runc shuts its copy of the console down
+    // once the process has ended.
+    const bg = await onTerminal(CTR, ["--address", daemon.address, "--namespace", NS, "tasks", "exec", "-t", "--exec-id", "tty-bg", "t-tty", "sh"], { cols: 50, rows: 10 });
+    await bg.waitFor(/\/ # /);
+    bg.term.write("sleep 600 &\r");
+    bg.term.write("exit 7\r");
+    const bgExit = await Promise.race([bg.exited, new Promise((res) => setTimeout(() => res("still waiting after 30 s"), 30_000))]);
+    if (bgExit !== 7) bg.term.kill("SIGKILL");
+    assert.equal(bgExit, 7, bg.output());
     t.term.write("exit 5\r");
     assert.equal(await t.exited, 5, t.output());
     const events = (await eventsSince(from)).filter(([topic, ev]) => topic.startsWith("/tasks/") && ev.container_id === "t-tty");
@@ -429,6 +439,9 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
         ["/tasks/exec-added", "tty-exec", null],
         ["/tasks/exec-started", "tty-exec", null],
         ["/tasks/exit", "tty-exec", 6],
+        ["/tasks/exec-added", "tty-bg", null],
+        ["/tasks/exec-started", "tty-bg", null],
+        ["/tasks/exit", "tty-bg", 7],
         ["/tasks/exit", null, 5],
         ["/tasks/delete", null, 5],
       ],
