@@ -529,7 +529,8 @@ export class RuncRuntime {
     }
     running.launched = launched;
     this.running.set(key, running);
-    if (!io.terminal && io.fifos.length > 0) watchStuckOutput(running, launched, io.fifos);
+    // The reaper bounds its own copy of the output (2 s after the process's end): nothing to watch.
+    if (!io.terminal && io.fifos.length > 0 && !(reapedPidFile && REAPER)) watchStuckOutput(running, launched, io.fifos);
     void launched.exited.then(release);
     launched.failed.catch(release);
     return { running, launched, args };

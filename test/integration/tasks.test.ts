@@ -778,6 +778,17 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(big.code, 0, big.stderr.slice(0, 500));
     assert.equal(big.stdout, Array.from({ length: 50000 }, (_, i) => `${i + 1}\n`).join(""));
     assert.equal(big.stderr, Array.from({ length: 20000 }, (_, i) => `${i + 1}\n`).join(""));
+    // Output nobody reads (ctr exec -d has gone) holds the process back as a full FIFO would,
+    // and keeps neither a kill nor its recorded end from coming.
+    const detached = await ctr(["tasks", "exec", "-d", "--exec-id", "unread", "t-bgexec", "sh", "-c", "seq 1 200000; sleep 600"]);
+    assert.equal(detached.code, 0, detached.stderr);
+    await new Promise((res) => setTimeout(res, 1000));
+    assert.equal((await api.call("tasks", "Get", { container_id: "t-bgexec", exec_id: "unread" })).process.status, 2, "RUNNING");
+    const unreadEnd = api.call("tasks", "Wait", { container_id: "t-bgexec", exec_id: "unread" });
+    await api.call("tasks", "Kill", { container_id: "t-bgexec", exec_id: "unread", signal: 9 });
+    const unreadExit = await Promise.race([unreadEnd, new Promise((res) => setTimeout(() => res("still running after 20 s"), 20_000))]);
+    assert.equal((unreadExit as { exit_status?: number }).exit_status, 137, JSON.stringify(unreadExit));
+    await api.call("tasks", "DeleteProcess", { container_id: "t-bgexec", exec_id: "unread" });
     const ended = api.call("tasks", "Wait", { container_id: "t-bgexec" });
     await api.call("tasks", "Kill", { container_id: "t-bgexec", signal: 9 });
     assert.equal((await ended).exit_status, 137);
