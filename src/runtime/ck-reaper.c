@@ -6,14 +6,17 @@
  * killed process as 128 + its signal, as runc reports one. When runc itself fails, its own
  * status is left instead.
  *
- * Output: where stdout or stderr is a FIFO or pipe (the client's), the process gets a pipe of
- * the keeper's instead and the keeper copies it on, as the shim does. Once the process has
+ * Output (with --relay: stdout and stderr are the client's FIFOs): the process gets a pipe of
+ * the keeper's instead (one for both when they are the same FIFO) and the keeper copies it
+ * on, as the shim does; it keeps no other hold on the client's FIFOs. Once the process has
  * ended, the copy goes on until nothing holds those pipes or for at most 2 s (the shim's wait
  * at an exec's deletion), then the keeper exits and the client's FIFOs are let go: a
  * background process the exec left (`sh -c 'daemon &'`) may hold its pipe, not the client's
  * FIFO, so neither the exec's end nor the client's wait for its output's end waits for it.
- * What the FIFO's reader does not take is held back as it would be on the FIFO itself.
- * Usage: ck-reaper EXITFILE PIDFILE RUNC [ARGS...]
+ * What the FIFO's reader does not take is held back as it would be on the FIFO itself. The
+ * status is left once the copy is done, as the keeper exits, so whoever reads it finds the
+ * output delivered. A logging program's pipes are given to the process as they are.
+ * Usage: ck-reaper [--relay] EXITFILE PIDFILE RUNC [ARGS...]
  *
  * It closes every descriptor it inherited past stdio first, and is not ended by TERM, HUP or
  * INT sent to it alone (no-op handlers, reset to the default for runc by exec).
@@ -152,8 +155,14 @@ static pid_t read_pid(const char *file) {
 #define DRAIN_MS 2000
 
 int main(int argc, char **argv) {
+  int relaying = 0;
+  if (argc > 1 && strcmp(argv[1], "--relay") == 0) {
+    relaying = 1;
+    argv++;
+    argc--;
+  }
   if (argc < 4) {
-    fprintf(stderr, "usage: ck-reaper EXITFILE PIDFILE RUNC [ARGS...]\n");
+    fprintf(stderr, "usage: ck-reaper [--relay] EXITFILE PIDFILE RUNC [ARGS...]\n");
     return 2;
   }
   const char *exit_file = argv[1];
@@ -180,9 +189,16 @@ int main(int argc, char **argv) {
     leave(exit_file, 255);
   }
   struct relay out[2];
-  int child_end[2];
-  relay_open(&out[0], 1, &child_end[0]);
-  relay_open(&out[1], 2, &child_end[1]);
+  int child_end[2] = {-1, -1};
+  out[0].src = out[0].dst = out[1].src = out[1].dst = -1;
+  out[0].off = out[0].len = out[1].off = out[1].len = 0;
+  if (relaying) {
+    relay_open(&out[0], 1, &child_end[0]);
+    /* stderr the same FIFO as stdout: one pipe for both, their writes kept in order. */
+    struct stat a, b;
+    if (fstat(1, &a) == 0 && fstat(2, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino && child_end[0] >= 0) child_end[1] = child_end[0];
+    else relay_open(&out[1], 2, &child_end[1]);
+  }
   pid_t runc = fork();
   if (runc < 0) leave(exit_file, 255);
   if (runc == 0) {
@@ -194,8 +210,16 @@ int main(int argc, char **argv) {
     execvp(argv[3], &argv[3]);
     _exit(127);
   }
-  for (int i = 0; i < 2; i++) {
-    if (child_end[i] >= 0) close(child_end[i]);
+  if (child_end[0] >= 0) close(child_end[0]);
+  if (child_end[1] >= 0 && child_end[1] != child_end[0]) close(child_end[1]);
+  /* Only runc and the process hold the client's stdin and what we relay (an output whose
+     process closed it ends for the client then, not when we exit). */
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null >= 0) {
+    dup2(null, 0);
+    if (out[0].src >= 0) dup2(null, 1);
+    if (out[1].src >= 0 || child_end[1] >= 0) dup2(null, 2);
+    if (null > 2) close(null);
   }
   /* Until runc has left, only runc is waited for; then every child that comes (runc's,
      re-parented here) is reaped and the exec's status kept. */
@@ -231,16 +255,13 @@ int main(int argc, char **argv) {
           status = status_of(st);
         }
       }
-      if (status >= 0) {
-        write_exit(exit_file, status);
-        deadline = now_ms() + DRAIN_MS;
-      }
+      if (status >= 0) deadline = now_ms() + DRAIN_MS;
     } else {
       /* Ended: whatever else comes here is still reaped while the output drains. */
       while (waitpid(-1, NULL, WNOHANG) > 0) {
       }
     }
-    if (status >= 0 && ((out[0].src < 0 && out[1].src < 0) || now_ms() >= deadline)) exit(status);
+    if (status >= 0 && ((out[0].src < 0 && out[1].src < 0) || now_ms() >= deadline)) leave(exit_file, status);
     struct pollfd fds[5];
     int n = 0;
     fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};

@@ -1308,7 +1308,8 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
   const log = keeper ? path.join(keeper.bundle, RUNC_LOG) : undefined;
   const runcArgs = [runc, "--log", log!, "--log-format", "json", ...argv];
   const [file, args] = keeper?.reapedPidFile && REAPER
-    ? [REAPER, [path.join(keeper.bundle, EXIT_FILE), keeper.reapedPidFile, ...runcArgs]]
+    ? // Output to the client's FIFOs goes through the reaper's pipes; a logger's as it is.
+      [REAPER, [...(io.fifos.length > 0 ? ["--relay"] : []), path.join(keeper.bundle, EXIT_FILE), keeper.reapedPidFile, ...runcArgs]]
     : keeper
       ? [KEEPER.shell, ["-c", KEEPER.script, "ck-shim", path.join(keeper.bundle, EXIT_FILE), ...runcArgs]]
       : [runc, argv];
@@ -1329,7 +1330,10 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
   const errorText = log ? () => runcLogErrors(log) || said.text() : said.text;
   const exited = new Promise<Exit>((resolve) => {
     child.once("exit", (code, signal) => {
-      resolve({ status: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127), at: new Date() });
+      // A keeper killed after it left the status (the reaper, ended in its copy of the
+      // output): that status, not its own death.
+      const left = signal && keeper ? Number.parseInt(readFileSafe(path.join(keeper.bundle, EXIT_FILE)) ?? "", 10) : Number.NaN;
+      resolve({ status: Number.isInteger(left) ? left : (code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127)), at: new Date() });
     });
   });
   // A spawn that fails (no runc) emits 'error' and never 'exit'.

@@ -778,6 +778,17 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(big.code, 0, big.stderr.slice(0, 500));
     assert.equal(big.stdout, Array.from({ length: 50000 }, (_, i) => `${i + 1}\n`).join(""));
     assert.equal(big.stderr, Array.from({ length: 20000 }, (_, i) => `${i + 1}\n`).join(""));
+    // stdout and stderr the same FIFO: one pipe for both, so their writes keep their order.
+    const fifo = join(daemon.root, "t-bgexec.fifo");
+    execFileSync("mkfifo", [fifo]);
+    const reader = runCommand("cat", [fifo], {}, undefined, 30_000);
+    const both = { ...spec, value: Buffer.from(JSON.stringify({ args: ["sh", "-c", "echo one; echo two >&2; echo three; echo four >&2"], cwd: "/", env: ["PATH=/bin"] })) };
+    await api.call("tasks", "Exec", { container_id: "t-bgexec", exec_id: "same", spec: both, stdout: fifo, stderr: fifo });
+    const sameEnd = api.call("tasks", "Wait", { container_id: "t-bgexec", exec_id: "same" });
+    await api.call("tasks", "Start", { container_id: "t-bgexec", exec_id: "same" });
+    assert.equal((await sameEnd).exit_status, 0);
+    assert.equal((await reader).stdout, "one\ntwo\nthree\nfour\n");
+    await api.call("tasks", "DeleteProcess", { container_id: "t-bgexec", exec_id: "same" });
     // Output nobody reads (ctr exec -d has gone) holds the process back as a full FIFO would,
     // and keeps neither a kill nor its recorded end from coming.
     const detached = await ctr(["tasks", "exec", "-d", "--exec-id", "unread", "t-bgexec", "sh", "-c", "seq 1 200000; sleep 600"]);
