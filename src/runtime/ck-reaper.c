@@ -109,7 +109,7 @@ static void relay_step(struct relay *r, short revents_src, short revents_dst) {
     r->off = 0;
     r->len = (size_t)n;
   }
-  if (r->len > 0 && (revents_dst & (POLLOUT | POLLERR | POLLHUP) || revents_src)) {
+  if (r->len > 0 && ((revents_dst & (POLLOUT | POLLERR | POLLHUP)) || revents_src)) {
     ssize_t n = write(r->dst, r->buf + r->off, r->len);
     if (n < 0) {
       /* No reader left (EPIPE): the process's next write fails as it would on the FIFO. */
