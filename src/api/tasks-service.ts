@@ -52,9 +52,15 @@ const EXEC_END_WAIT_STOPPING_MS = 2_000;
 const ts = toTimestamp;
 
 /** containerd.v1.types.Process of a task's init (id = the container's) or of an exec. */
+/**
+ * Go's zero time (0001-01-01) as a Timestamp: containerd's exit time of a process that has
+ * not exited, so that a Go client's ExitTime.IsZero() holds (the Unix epoch would not).
+ */
+export const NOT_EXITED = { seconds: -62135596800, nanos: 0 };
+
 function apiProcess(containerId: string, id: string, p: Pick<TaskRecord, "pid" | "status" | "stdin" | "stdout" | "stderr" | "terminal" | "exit_status" | "exited_at">) {
   const { pid, status, stdin, stdout, stderr, terminal, exit_status, exited_at } = p;
-  return { container_id: containerId, id, pid, status: STATUS[status], stdin, stdout, stderr, terminal, exit_status, exited_at };
+  return { container_id: containerId, id, pid, status: STATUS[status], stdin, stdout, stderr, terminal, exit_status, exited_at: status === "STOPPED" ? exited_at : NOT_EXITED };
 }
 
 const taskProcess = (t: TaskRecord) => apiProcess(t.container_id, t.container_id, t);

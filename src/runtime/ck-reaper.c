@@ -15,7 +15,10 @@
  * FIFO, so neither the exec's end nor the client's wait for its output's end waits for it.
  * What the FIFO's reader does not take is held back as it would be on the FIFO itself. The
  * status is left once the copy is done, as the keeper exits, so whoever reads it finds the
- * output delivered. A logging program's pipes are given to the process as they are.
+ * output delivered. Nothing is copied before runc has left, and nothing at all when runc
+ * fails (its own error, which it also prints, is the client's through ckd's answer), as the
+ * shim starts its copy only after runc. A logging program's pipes go to the process as they
+ * are.
  * Usage: ck-reaper [--relay] EXITFILE PIDFILE RUNC [ARGS...]
  *
  * It closes every descriptor it inherited past stdio first, and is not ended by TERM, HUP or
@@ -245,8 +248,14 @@ int main(int argc, char **argv) {
         if (!runc_done) {
           runc_done = 1;
           runc_ws = st;
-          /* runc's own failure (its error paths stop the process first): its status. */
-          if (WIFEXITED(st) && WEXITSTATUS(st) != 0) status = WEXITSTATUS(st);
+          /* runc's own failure (its error paths stop the process first): its status, and
+             nothing of what was written is copied: runc's own words (the client has them in
+             the error), as containerd's shim copies only once runc has started the process. */
+          if (WIFEXITED(st) && WEXITSTATUS(st) != 0) {
+            status = WEXITSTATUS(st);
+            relay_close(&out[0]);
+            relay_close(&out[1]);
+          }
           /* runc done, or killed under the running process: the process is kept all the same
              (re-parented here as runc left), found by the pid runc wrote; without one, the
              keeper stays until no child is left. */
@@ -268,7 +277,8 @@ int main(int argc, char **argv) {
     int at[2][2];
     for (int i = 0; i < 2; i++) {
       at[i][0] = at[i][1] = -1;
-      if (out[i].src < 0) continue;
+      /* Copied once runc has left (the process kept in the pipe meanwhile). */
+      if (out[i].src < 0 || !runc_done) continue;
       if (out[i].len == 0) {
         at[i][0] = n;
         fds[n++] = (struct pollfd){.fd = out[i].src, .events = POLLIN};

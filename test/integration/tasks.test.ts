@@ -156,6 +156,12 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal(await status("t-bg"), "RUNNING");
     const got = await api.call("tasks", "Get", { container_id: "t-bg" });
     const pid = got.process.pid;
+    // Not exited: Go's zero time, as containerd answers (the epoch is no zero ExitTime to a Go
+    // client); ctr shows it as it does for containerd.
+    assert.equal(Number(got.process.exited_at.seconds), -62135596800);
+    r = await ctr(["containers", "rm", "t-bg"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /cannot delete a non stopped container: \{running 0 0001-01-01 00:00:00 \+0000 UTC\}/);
     // ctr writes the pid Create answered: the init's, as with containerd.
     assert.equal(readFileSync(pidFile, "utf8").trim(), String(pid));
     assert.ok(pid > 0 && existsSync(`/proc/${pid}`), `pid ${pid} runs`);
@@ -224,6 +230,11 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("tasks", "Start", { container_id: "t-bg", exec_id: "e-missing" }), "FailedPrecondition", /runc exec t-bg \(exec "e-missing"\) failed .*no such file or directory/);
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-bg", exec_id: "e-missing" })).exit_status, 255);
     await api.call("tasks", "DeleteProcess", { container_id: "t-bg", exec_id: "e-missing" });
+    // Through ctr: runc's words once, in ctr's message, none in the exec's own stderr (the
+    // reaper copies output only once runc has started the process, as containerd's shim).
+    r = await ctr(["tasks", "exec", "--exec-id", "e-nope", "t-bg", "/no/such/program"]);
+    assert.notEqual(r.code, 0);
+    assert.equal(r.stderr.match(/no such file or directory/g)?.length, 1, r.stderr);
     assert.deepEqual(readdirSync(`${daemon.root}/tasks/${NS}/t-bg/execs`), [], "DeleteProcess left nothing of the execs");
     assert.equal(await status("t-bg"), "RUNNING");
     assert.equal(await status("t-bg"), "RUNNING", "an exec's exit is not the task's");
