@@ -515,6 +515,8 @@ export class Daemon {
       { type: "io.containerd.runtime.v2", id: "task", exports: { runtime: "runc", shim: "none" }, ...(runcProblem ? { initError: runcProblem } : {}) },
       { type: "io.containerd.grpc.v1", id: "tasks", requires: ["io.containerd.runtime.v2", "io.containerd.metadata.v1"] },
       { type: "io.containerd.grpc.v1", id: "ck.gc", requires: ["io.containerd.gc.v1"] },
+      // grpc.health.v1, listed under containerd's name for it (always served).
+      { type: "io.containerd.grpc.v1", id: "healthcheck" },
       ...[...snapshotters.values()].map((e): PluginInfo => ({
         type: "io.containerd.snapshotter.v1",
         id: e.sn.name,

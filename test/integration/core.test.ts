@@ -325,7 +325,7 @@ describe("ckd core", () => {
   test("introspection lists the plugins that loaded; version answers", async () => {
     const p = await api.call("introspection", "Plugins", { filters: ["type==io.containerd.grpc.v1"] });
     const ids = p.plugins.map((x: any) => x.id);
-    for (const id of ["namespaces", "images", "containers", "events"]) assert.ok(ids.includes(id), id);
+    for (const id of ["namespaces", "images", "containers", "events", "healthcheck"]) assert.ok(ids.includes(id), id);
     const v = await api.call("version", "Version", {});
     // A semver, as containerd's (clients parse it); the revision names ck.
     assert.match(v.version, /^\d+\.\d+\.\d+$/);
