@@ -1,6 +1,7 @@
 // containerd v1 Events service: Publish and Forward append client events to the log (never
-// projected), Subscribe streams envelopes from the log with filters. ck extension: gRPC
-// metadata `ck-from-seq: N` or `ck-since: RFC3339` replays history before live events.
+// projected), Subscribe streams envelopes from the log with filters. ck extensions in gRPC
+// metadata: `ck-from-seq: N` or `ck-since: RFC3339` replays history before live events;
+// `ck-events: all` adds ck's own event types to containerd's.
 import type * as grpc from "@grpc/grpc-js";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { EventSubscriptions } from "../emitter/subscriptions.js";
@@ -8,13 +9,17 @@ import { invalidArgument, outOfRange } from "../errdefs/errdefs.js";
 import { validateTopic } from "../emitter/subjects.js";
 import { validateIdentifier } from "../commands/validation.js";
 import { metadataValue, namespaceOf, serverStream, unary, writeStream } from "./grpc.js";
-import type { EventDraft } from "../emitter/envelope.js";
-
-/** Seconds of Go's zero time.Time (0001-01-01T00:00:00Z) as a protobuf Timestamp carries it. */
-const GO_ZERO_TIME_SECONDS = -62135596800;
+import { GO_ZERO_TIME_SECONDS, type EventDraft } from "../emitter/envelope.js";
 
 export const FROM_SEQ_HEADER = "ck-from-seq";
 export const SINCE_HEADER = "ck-since";
+/**
+ * `ck-events: all` also streams ck's own events (`ck.events.*`, where containerd publishes
+ * none). Without it a subscriber gets what containerd would send: a containerd client cannot
+ * decode ck's types (`ctr events` warns at each), and ck's CLI asks for them.
+ */
+export const CK_EVENTS_HEADER = "ck-events";
+const CK_EVENT_TYPES = "ck.events.";
 
 export interface EventsDeps {
   sequencer: Sequencer;
@@ -61,6 +66,9 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
     Subscribe: serverStream(async (call) => {
       const fromSeqRaw = metadataValue(call, FROM_SEQ_HEADER);
       const sinceRaw = metadataValue(call, SINCE_HEADER);
+      const ckEventsRaw = metadataValue(call, CK_EVENTS_HEADER);
+      if (ckEventsRaw !== undefined && ckEventsRaw !== "all") throw invalidArgument(`${CK_EVENTS_HEADER} "${ckEventsRaw}" must be "all" (or absent: containerd's events only)`);
+      const withCkEvents = ckEventsRaw === "all";
       let fromSeq: number | undefined;
       let since: Date | undefined;
       if (fromSeqRaw !== undefined) {
@@ -104,6 +112,7 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
       call.sendMetadata(new (call.metadata.constructor as typeof grpc.Metadata)());
       for await (const ev of events) {
         if (call.cancelled) break;
+        if (!withCkEvents && ev.envelope.event?.type_url.startsWith(CK_EVENT_TYPES)) continue;
         await writeStream(call, ev.envelope);
       }
     }),

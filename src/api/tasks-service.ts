@@ -21,7 +21,7 @@ import type { Protos } from "../protos/protos.js";
 import { parseFilters } from "../projections/filters.js";
 import { namespaceOf, unary } from "./grpc.js";
 import { mountsFromApi } from "../snapshots/mount.js";
-import { toTimestamp } from "../emitter/envelope.js";
+import { GO_ZERO_TIME_SECONDS, toTimestamp } from "../emitter/envelope.js";
 
 export interface TasksDeps {
   sequencer: Sequencer;
@@ -56,7 +56,7 @@ const ts = toTimestamp;
  * Go's zero time (0001-01-01) as a Timestamp: containerd's exit time of a process that has
  * not exited, so that a Go client's ExitTime.IsZero() holds (the Unix epoch would not).
  */
-export const NOT_EXITED = { seconds: -62135596800, nanos: 0 };
+const NOT_EXITED = { seconds: GO_ZERO_TIME_SECONDS, nanos: 0 };
 
 function apiProcess(containerId: string, id: string, p: Pick<TaskRecord, "pid" | "status" | "stdin" | "stdout" | "stderr" | "terminal" | "exit_status" | "exited_at">) {
   const { pid, status, stdin, stdout, stderr, terminal, exit_status, exited_at } = p;

@@ -365,7 +365,8 @@ program
       if (opts.topic) clauses.push(`topic~=${JSON.stringify("^" + escapeRegex(opts.topic))}`);
       let all = filters ?? [];
       if (clauses.length) all = all.length ? all.map((f) => [f, ...clauses].join(",")) : [clauses.join(",")];
-      const md: Record<string, string> = {};
+      // ck's own events too (content commits, leases, GC), which ctr is not sent.
+      const md: Record<string, string> = { "ck-events": "all" };
       if (opts.fromSeq) md["ck-from-seq"] = opts.fromSeq;
       if (opts.since) md["ck-since"] = opts.since;
       const abort = new AbortController();

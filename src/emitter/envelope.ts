@@ -33,6 +33,9 @@ export interface Envelope {
   event: { type_url: string; value: Uint8Array } | null;
 }
 
+/** Seconds of Go's zero time.Time (0001-01-01T00:00:00Z) as a protobuf Timestamp carries it. */
+export const GO_ZERO_TIME_SECONDS = -62135596800;
+
 export function toTimestamp(d: Date): Timestamp {
   const ms = d.getTime();
   return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };

@@ -164,13 +164,13 @@ describe("ckd core", () => {
   });
 
   /** A live Subscribe with `filters` that collects `n` envelopes, then ends; resolves once it is live. */
-  async function subscribeFor(filters: string[], n: number): Promise<{ got: any[]; reading: Promise<void> }> {
+  async function subscribeFor(filters: string[], n: number, metadata?: Record<string, string>): Promise<{ got: any[]; reading: Promise<void> }> {
     const abort = new AbortController();
     const got: any[] = [];
     let live!: () => void;
     const ready = new Promise<void>((r) => (live = r));
     const reading = (async () => {
-      for await (const env of api.stream("events", "Subscribe", { filters }, { signal: abort.signal, onMetadata: () => live() })) {
+      for await (const env of api.stream("events", "Subscribe", { filters }, { signal: abort.signal, onMetadata: () => live(), ...(metadata ? { metadata } : {}) })) {
         got.push(env);
         if (got.length === n) abort.abort();
       }
@@ -178,6 +178,25 @@ describe("ckd core", () => {
     await ready;
     return { got, reading };
   }
+
+  test("events: ck's own event types reach a Subscribe only with ck-events: all (containerd's clients cannot decode them; ck events asks for them)", async () => {
+    const plain = await subscribeFor(['namespace=="ev-own"'], 1);
+    const all = await subscribeFor(['namespace=="ev-own"'], 2, { "ck-events": "all" });
+    const c = daemon.client("ev-own");
+    try {
+      await c.call("leases", "Create", { id: "own-lease" });
+      await c.call("images", "Create", { image: { name: "own-1", target } });
+      await Promise.all([plain.reading, all.reading]);
+      await c.call("leases", "Delete", { id: "own-lease" });
+    } finally {
+      c.close();
+    }
+    assert.deepEqual(plain.got.map((e) => e.topic), ["/images/create"]);
+    assert.deepEqual(all.got.map((e) => [e.topic, e.event.type_url]), [
+      ["/leases/create", "ck.events.LeaseCreate"],
+      ["/images/create", "containerd.services.images.v1.ImageCreate"],
+    ]);
+  });
 
   test("events: Subscribe filtered by namespace gets only that namespace; plain NATS sees the same envelopes", async () => {
     const protos = loadProtos();
