@@ -202,7 +202,7 @@ export class Tasks {
       if (!task || (task.status !== "RUNNING" && task.status !== "PAUSED") || !(task.pid > 0)) continue;
       const key = `${ns}/${id}/${task.pid}`;
       live.add(key);
-      const kills = await this.d.runtime.oomKills(task.pid);
+      const kills = await this.d.runtime.oomKills(ns, id, task.pid);
       if (kills === undefined) continue;
       // A task started here had none before; an adopted one's earlier kills were the earlier ckd's.
       const seen = this.oomSeen.get(key) ?? (adopted ? kills : 0);
@@ -217,6 +217,22 @@ export class Tasks {
       );
     }
     for (const key of [...this.oomSeen.keys()]) if (!live.has(key)) this.oomSeen.delete(key);
+  }
+
+  /**
+   * The last look for out-of-memory kills in an ended init's cgroup (kept until the task's
+   * deletion), so that a kill in a task that ends before the next look is still recorded
+   * (containerd's /tasks/oom comes before the exit). `baseline`: the kills counted before this
+   * ckd looked (0 for a task it started; undefined: not known, nothing recorded).
+   */
+  private async oomAtExit(ns: string, id: string, pid: number, baseline: number | undefined): Promise<void> {
+    // After a look under way, which may be recording this very kill.
+    await this.oomLook;
+    const seen = this.oomSeen.get(`${ns}/${id}/${pid}`) ?? baseline;
+    if (seen === undefined) return;
+    const kills = await this.d.runtime.oomKills(ns, id, pid).catch(() => undefined);
+    if (kills === undefined || kills <= seen) return;
+    await this.d.sequencer.submit(taskHandlers.oom({ namespace: ns, container_id: id })).catch((err) => this.d.logger.warn({ err, namespace: ns, id }, "an out-of-memory kill was not recorded"));
   }
 
   service(): grpc.UntypedServiceImplementation {
@@ -498,11 +514,16 @@ export class Tasks {
         const tasks = d.queries.listTasks(ns).filter((t) => filter.match((fp) => ({ value: field(t, fp) ?? "", present: field(t, fp) !== undefined })));
         const metrics = [];
         for (const t of tasks) {
-          // A created task's cgroups exist already (its init waits at ckd's gate), as under containerd.
-          const live = t.status === "RUNNING" || t.status === "PAUSED" || (t.status === "CREATED" && this.created.has(`${ns}/${t.container_id}`));
+          // A created task's cgroups exist already (its init waits at ckd's gate), as under
+          // containerd; a stopped one's stay until its deletion, where known here.
+          const live =
+            t.status === "RUNNING" ||
+            t.status === "PAUSED" ||
+            (t.status === "CREATED" && this.created.has(`${ns}/${t.container_id}`)) ||
+            (t.status === "STOPPED" && d.runtime.knowsCgroups(ns, t.container_id, t.pid));
           if (!live || !d.runtime.owns(t.bundle)) continue;
           // As containerd: a task whose statistics cannot be read is left out, not the answer.
-          const data = await d.runtime.metrics(t.container_id, t.pid).catch((err) => {
+          const data = await d.runtime.metrics(ns, t.container_id, t.pid).catch((err) => {
             d.logger.warn({ err, namespace: ns, id: t.container_id }, "task metrics not read");
             return undefined;
           });
@@ -659,9 +680,11 @@ export class Tasks {
       throw err;
     }
     const recorded = d.sequencer.submit(taskHandlers.start({ namespace: ns, container_id: id, pid: started.pid }));
-    // The exit is recorded after the start, however quickly the process ends.
+    // The exit is recorded after the start, however quickly the process ends; an
+    // out-of-memory kill in its cgroup since the last look, before it (none before this start).
     void started.exited.then(async (exit) => {
       await recorded.catch(() => undefined);
+      await this.oomAtExit(ns, id, started.pid, 0);
       await this.recordExit(ns, id, started.pid, exit.status, exit.at);
     });
     try {
@@ -756,7 +779,11 @@ export class Tasks {
           // Its exec processes too (their ends are recorded before the init's: see
           // recordExit); those that ended while no ckd ran, before anyone can ask.
           await this.restoreExecs(name, id);
-          const recorded = adopted.exited.then((exit) => this.recordExit(name, id, task.pid, exit.status, exit.at));
+          const recorded = adopted.exited.then(async (exit) => {
+            // Kills looked for once this ckd ran it: an earlier ckd's were its own to record.
+            await this.oomAtExit(name, id, task.pid, undefined);
+            await this.recordExit(name, id, task.pid, exit.status, exit.at);
+          });
           // One that ended while no ckd ran is recorded before anyone can ask.
           if (adopted.endedAlready) await recorded;
           continue;

@@ -212,6 +212,8 @@ export class RuncRuntime {
   private cgroupV1: Promise<boolean> | undefined;
   /** Each task's runc options, by namespace/id (from its bundle after a restart). */
   private readonly options = new Map<string, RuncOptions>();
+  /** The cgroups of each task's init, as /proc/PID/cgroup gave them (see cgroupText). */
+  private readonly cgroups = new Map<string, { pid: number; text: string }>();
 
   /** ckd's root (absolute): bundles and runc's state live under it. */
   readonly root: string;
@@ -423,7 +425,10 @@ export class RuncRuntime {
     try {
       const o = this.optionsOf(ns, id);
       const flags = [...(o.noPivotRoot ? ["--no-pivot"] : []), ...(o.noNewKeyring ? ["--no-new-keyring"] : [])];
-      launch = await this.launch(ns, id, undefined, ["run", ...flags, "--bundle", bundle, "--pid-file", path.join(bundle, "init.pid"), id]);
+      // --keep: the container, its cgroup with it, stays once the init has ended, until the
+      // task's deletion (runc delete), as containerd's shim keeps it: its statistics and
+      // out-of-memory count are still there to read after a short-lived task.
+      launch = await this.launch(ns, id, undefined, ["run", "--keep", ...flags, "--bundle", bundle, "--pid-file", path.join(bundle, "init.pid"), id]);
     } catch (err) {
       closeSync(gate);
       throw err;
@@ -434,6 +439,8 @@ export class RuncRuntime {
     // The container's own createRuntime hooks (networking, devices) run before ckd's: a minute.
     const pid = await this.awaitPid(ns, id, undefined, launch, () => readCreatedPid(path.join(bundle, CREATED)), CREATE_WAIT_MS);
     setProc(running, pid);
+    // Its cgroups (runc made them before its gate), known while the pid is surely its.
+    await this.cgroupText(ns, id, pid);
     if (this.running.get(key) !== running) throw failedPrecondition(`task "${id}" ended while it was created`);
     return { pid, exited: launch.launched.exited };
   }
@@ -523,7 +530,7 @@ export class RuncRuntime {
     if (!exec) {
       const ended = launched.exited;
       launched.exited = ended.then(async (exit) => {
-        await this.forceDelete(ns, id);
+        await this.stopEnded(ns, id);
         return exit;
       });
     }
@@ -644,8 +651,26 @@ export class RuncRuntime {
    * containerd's shim finds them): io.containerd.cgroups.v1.Metrics on a v1 (or hybrid) host,
    * io.containerd.cgroups.v2.Metrics on a unified one.
    */
-  async metrics(id: string, pid: number): Promise<{ type: string; data: Record<string, unknown> }> {
+  /**
+   * The cgroups of a task's init (`/proc/PID/cgroup`), kept from when it ran: they stay until
+   * the task's deletion (runc run --keep), after the init has ended. "" when not known.
+   */
+  private async cgroupText(ns: string, id: string, pid: number): Promise<string> {
+    const key = procKey(ns, id);
+    const kept = this.cgroups.get(key);
+    if (kept?.pid === pid) return kept.text;
     const text = pid > 0 ? await fs.readFile(`/proc/${pid}/cgroup`, "utf8").catch(() => "") : "";
+    if (text) this.cgroups.set(key, { pid, text });
+    return text;
+  }
+
+  /** Whether the cgroups of the task's init `pid` are known here (see cgroupText). */
+  knowsCgroups(ns: string, id: string, pid: number): boolean {
+    return this.cgroups.get(procKey(ns, id))?.pid === pid;
+  }
+
+  async metrics(ns: string, id: string, pid: number): Promise<{ type: string; data: Record<string, unknown> }> {
+    const text = await this.cgroupText(ns, id, pid);
     const gone = () => notFound(`task "${id}": no cgroup statistics (process ${pid} gone?)`);
     // The hierarchy does not change while ckd runs: looked at once.
     this.cgroupV1 ??= isCgroupV1();
@@ -666,8 +691,8 @@ export class RuncRuntime {
    * (memory.oom_control's oom_kill on cgroup v1, memory.events' on v2); undefined when that
    * cannot be read (the process or its cgroup gone).
    */
-  async oomKills(pid: number): Promise<number | undefined> {
-    const text = await fs.readFile(`/proc/${pid}/cgroup`, "utf8").catch(() => "");
+  async oomKills(ns: string, id: string, pid: number): Promise<number | undefined> {
+    const text = await this.cgroupText(ns, id, pid);
     this.cgroupV1 ??= isCgroupV1();
     const file = (await this.cgroupV1)
       ? ((at) => (at === undefined ? undefined : path.join(CGROUP_ROOT, "memory", path.join("/", at), "memory.oom_control")))(controllerPaths(text).get("memory"))
@@ -807,6 +832,7 @@ export class RuncRuntime {
     await unmountAll(path.join(bundle, "rootfs"));
     await removeBundle(bundle);
     this.options.delete(procKey(ns, id));
+    this.cgroups.delete(procKey(ns, id));
   }
 
   /**
@@ -827,6 +853,18 @@ export class RuncRuntime {
   /** What an earlier ckd's created, never started init left waiting at its gate: stopped. */
   async stopOrphan(ns: string, id: string): Promise<void> {
     if (!this.running.has(procKey(ns, id))) await stopOrphanGate(path.join(this.bundleDir(ns, id), GATE));
+  }
+
+  /**
+   * What an init's end leaves. Ended as runc saw it (run --keep): the container stays,
+   * stopped, with its cgroup, until the task's deletion; what the init left in it (without a
+   * pid namespace of its own) is killed, as containerd's shim does. Otherwise (runc gone under
+   * a running container, or before it was one) it is stopped and deleted now.
+   */
+  private async stopEnded(ns: string, id: string): Promise<void> {
+    const state = await this.status(ns, id).catch(() => "");
+    if (state === "stopped") await this.runcCommand(ns, id, ["kill", "--all", id, "KILL"]).catch(() => undefined);
+    else await this.forceDelete(ns, id);
   }
 
   /** `runc delete --force`: kills what the container still runs and drops runc's state for it. */
@@ -876,7 +914,7 @@ export class RuncRuntime {
     const bundle = exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id);
     // An init's end stops what its container still runs (runc itself may have died); an
     // exec's is its own.
-    const stopAll = () => (exec ? Promise.resolve() : this.forceDelete(ns, id));
+    const stopAll = () => (exec ? Promise.resolve() : this.stopEnded(ns, id));
     const keeper = readKeptProcess(path.join(bundle, SHIM_PID));
     if (!keeper) return undefined;
     const { pid, since } = keeper;

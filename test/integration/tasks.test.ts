@@ -657,13 +657,15 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.deepEqual([r.code, r.stdout], [0, "through the wrapper\n"], r.stderr);
     let seen = readFileSync(calls, "utf8");
     // A started init's runc logs to its bundle (it outlives ckd's pipes).
-    assert.match(seen, new RegExp(`^--log ${daemon.root}/tasks/${NS}/t-wrap/runc\\.log --log-format json --root ${daemon.root}/runc/${NS} run --bundle \\S+ --pid-file \\S+ t-wrap$`, "m"));
-    assert.match(seen, /^--root \S+ delete --force t-wrap$/m);
+    assert.match(seen, new RegExp(`^--log ${daemon.root}/tasks/${NS}/t-wrap/runc\\.log --log-format json --root ${daemon.root}/runc/${NS} run --keep --bundle \\S+ --pid-file \\S+ t-wrap$`, "m"));
+    // Its end: the container kept (run --keep) with its cgroup, what the init left in it
+    // killed; deleted with the task.
+    assert.match(seen, /^--root \S+ state t-wrap\n--root \S+ kill --all t-wrap KILL\n--root \S+ delete --force t-wrap$/m);
 
     // The cgroup driver: runc is told (whether systemd runs here decides the rest).
     r = await ctr(["run", "--rm", "--runc-binary", wrapper, "--runc-systemd-cgroup", "--cgroup", "system.slice:ck:t-sd", ref, "t-sd", "true"], "");
     seen = readFileSync(calls, "utf8");
-    assert.match(seen, /--systemd-cgroup run --bundle \S+ --pid-file \S+ t-sd$/m);
+    assert.match(seen, /--systemd-cgroup run --keep --bundle \S+ --pid-file \S+ t-sd$/m);
     assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-sd`), `no bundle left (ctr said ${r.code}: ${r.stderr})`);
 
     r = await ctr(["run", "--rm", "--runtime", "io.containerd.kata.v2", ref, "t-kata", "true"], "");
@@ -685,7 +687,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-topts" })).exit_status, 0);
     await api.call("tasks", "Delete", { container_id: "t-topts" });
     assert.equal((await ctr(["containers", "rm", "t-topts"])).code, 0);
-    assert.match(readFileSync(calls, "utf8"), /^--log \S+ --log-format json --root \S+ run --no-pivot --no-new-keyring --bundle \S+ --pid-file \S+ t-topts$/m);
+    assert.match(readFileSync(calls, "utf8"), /^--log \S+ --log-format json --root \S+ run --keep --no-pivot --no-new-keyring --bundle \S+ --pid-file \S+ t-topts$/m);
     r = await ctr(["run", "--rm", "--no-pivot", ref, "t-nopivot", "sh", "-c", "echo without pivot_root"], "");
     assert.deepEqual([r.code, r.stdout], [0, "without pivot_root\n"], r.stderr);
     await rejectsClass(
@@ -1013,6 +1015,20 @@ exit 0
     assert.equal((await ctr(["containers", "rm", "t-oom"])).code, 0);
     // Exactly one: the watch does not repeat a kill it has seen.
     assert.equal((await eventsSince(from)).filter(([topic]) => topic === "/tasks/oom").length, 1);
+    // A task that ends right after the kill, before the next look: its cgroup is kept until
+    // its deletion (runc run --keep), so the kill is still recorded, before its exit. Its
+    // statistics can be read too once it has stopped, as from containerd's shim.
+    const from2 = (await log.lastSeq()) + 1;
+    r = await ctr(["run", "-d", "--memory-limit", String(32 * 1024 * 1024), ref, "t-oom2", "sh", "-c", "sh -c 'x=a; while :; do x=$x$x; done'; exit 3"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-oom2" })).exit_status, 3);
+    const topics = (await eventsSince(from2)).filter(([topic, ev]) => ev.container_id === "t-oom2" && (topic === "/tasks/oom" || topic === "/tasks/exit")).map(([topic]) => topic);
+    assert.deepEqual(topics, ["/tasks/oom", "/tasks/exit"]);
+    r = await ctr(["tasks", "metrics", "t-oom2"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^pids\.current\s+0\s*$/m);
+    assert.equal((await ctr(["tasks", "rm", "t-oom2"])).code, 0);
+    assert.equal((await ctr(["containers", "rm", "t-oom2"])).code, 0);
   });
 
   test("ctr run --cni: ctr's own CNI setup reaches the task's network namespace by the pid ckd reports", async () => {
