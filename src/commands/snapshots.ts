@@ -212,9 +212,11 @@ export function checkCommit(cmd: Omit<CommitSnapshot, "now">, current: SnapshotR
   const labels = dropEmpty(cmd.labels);
   validateLabels(labels, "snapshot.Labels");
   if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
+  // The name first, as containerd's metadata store makes the committed one before it looks
+  // for the active one.
+  if (existing) throw alreadyExists(`snapshot ${JSON.stringify(cmd.name)}`);
   if (!current) throw notFound(`snapshot ${JSON.stringify(cmd.key)} does not exist`);
   if (current.kind !== "Active") throw failedPrecondition(`snapshot ${JSON.stringify(cmd.key)} is not active`);
-  if (existing) throw alreadyExists(`snapshot ${JSON.stringify(cmd.name)}`);
   return labels;
 }
 

@@ -170,6 +170,12 @@ describe("snapshots: remove and update", () => {
     const d = decideCommitSnapshot(commit("top", "T", { "containerd.io/gc.root": "now" }), g.snap("top"), undefined, undefined);
     assert.deepEqual(d.event?.payload, { key: "top", name: "T", ck_snapshotter: SN, ck_labels: { labels: { "containerd.io/gc.root": "now" } }, ck_id: "id-top" });
   });
+
+  test("decideCommitSnapshot: a name taken is AlreadyExists before a missing active key is NotFound, as containerd's order", () => {
+    const g = chain();
+    throwsClass(() => decideCommitSnapshot(commit("gone", "mid"), undefined, g.snap("mid"), undefined), "AlreadyExists", /snapshot "mid"/);
+    throwsClass(() => decideCommitSnapshot(commit("gone", "free"), undefined, undefined, undefined), "NotFound", /snapshot "gone" does not exist/);
+  });
 });
 
 describe("snapshots: garbage collection", () => {
