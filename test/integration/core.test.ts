@@ -264,6 +264,8 @@ describe("ckd core", () => {
       await foo.call("images", "Create", { image: { name: "h1", target } });
       await bar.call("images", "Create", { image: { name: "h2", target } });
       await foo.call("images", "Delete", { name: "h1" });
+      // One of ck's own events, which ck events asks for (ctr is not sent them).
+      await foo.call("leases", "Create", { id: "hist-lease" });
     } finally {
       foo.close();
       bar.close();
@@ -273,12 +275,13 @@ describe("ckd core", () => {
     let out = "";
     p.stdout.on("data", (d) => (out += d));
     const deadline = Date.now() + 15_000;
-    while (out.split("\n").filter(Boolean).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (out.split("\n").filter(Boolean).length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     p.kill("SIGTERM");
     const lines = out.split("\n").filter(Boolean);
-    assert.equal(lines.length, 2, out);
+    assert.equal(lines.length, 3, out);
     assert.match(lines[0]!, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \+0000 UTC hist-foo \/images\/create \{"name":"h1"\}$/);
     assert.match(lines[1]!, / hist-foo \/images\/delete \{"name":"h1"\}$/);
+    assert.match(lines[2]!, / hist-foo \/leases\/create \{.*"id":"hist-lease"/);
   });
 
   test("ck CLI: namespaces, images and containers, ctr-like tables", async () => {
