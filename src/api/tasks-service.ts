@@ -58,9 +58,14 @@ const ts = toTimestamp;
  */
 const NOT_EXITED = { seconds: GO_ZERO_TIME_SECONDS, nanos: 0 };
 
+/** An exit time as the API answers it: Go's zero time where there is none. */
+function exitTime(at: Timestamp | undefined): Timestamp {
+  return at && (Number(at.seconds) !== 0 || Number(at.nanos) !== 0) ? at : NOT_EXITED;
+}
+
 function apiProcess(containerId: string, id: string, p: Pick<TaskRecord, "pid" | "status" | "stdin" | "stdout" | "stderr" | "terminal" | "exit_status" | "exited_at">) {
   const { pid, status, stdin, stdout, stderr, terminal, exit_status, exited_at } = p;
-  return { container_id: containerId, id, pid, status: STATUS[status], stdin, stdout, stderr, terminal, exit_status, exited_at: status === "STOPPED" ? exited_at : NOT_EXITED };
+  return { container_id: containerId, id, pid, status: STATUS[status], stdin, stdout, stderr, terminal, exit_status, exited_at: status === "STOPPED" ? exitTime(exited_at) : NOT_EXITED };
 }
 
 const taskProcess = (t: TaskRecord) => apiProcess(t.container_id, t.container_id, t);
@@ -230,7 +235,7 @@ export class Tasks {
     await this.oomLook;
     const seen = this.oomSeen.get(`${ns}/${id}/${pid}`) ?? baseline;
     if (seen === undefined) return;
-    const kills = await this.d.runtime.oomKills(ns, id, pid).catch(() => undefined);
+    const kills = await this.d.runtime.oomKills(ns, id, pid, true).catch(() => undefined);
     if (kills === undefined || kills <= seen) return;
     await this.d.sequencer.submit(taskHandlers.oom({ namespace: ns, container_id: id })).catch((err) => this.d.logger.warn({ err, namespace: ns, id }, "an out-of-memory kill was not recorded"));
   }
@@ -381,7 +386,7 @@ export class Tasks {
           for (const key of execKeys) this.wake(ns, key.slice(ns.length + 1));
           const deleted = await d.sequencer.submit(taskHandlers.delete({ namespace: ns, container_id: id }));
           this.wake(ns, id);
-          return { id, pid: deleted.pid, exit_status: deleted.exit_status, exited_at: deleted.exited_at };
+          return { id, pid: deleted.pid, exit_status: deleted.exit_status, exited_at: exitTime(deleted.exited_at) };
         });
       }),
 
@@ -460,7 +465,7 @@ export class Tasks {
           await this.forgetExec(`${ns}/${id}/${exec}`);
           await d.runtime.removeExec(ns, id, exec);
           this.wake(ns, `${id}/${exec}`);
-          return { id: exec, pid: e.pid, exit_status: e.exit_status, exited_at: e.exited_at };
+          return { id: exec, pid: e.pid, exit_status: e.exit_status, exited_at: exitTime(e.exited_at) };
         });
       }),
       ResizePty: unary(async (call) => {
@@ -523,7 +528,7 @@ export class Tasks {
             (t.status === "STOPPED" && d.runtime.knowsCgroups(ns, t.container_id, t.pid));
           if (!live || !d.runtime.owns(t.bundle)) continue;
           // As containerd: a task whose statistics cannot be read is left out, not the answer.
-          const data = await d.runtime.metrics(ns, t.container_id, t.pid).catch((err) => {
+          const data = await d.runtime.metrics(ns, t.container_id, t.pid, t.status === "STOPPED").catch((err) => {
             d.logger.warn({ err, namespace: ns, id: t.container_id }, "task metrics not read");
             return undefined;
           });
@@ -684,8 +689,7 @@ export class Tasks {
     // out-of-memory kill in its cgroup since the last look, before it (none before this start).
     void started.exited.then(async (exit) => {
       await recorded.catch(() => undefined);
-      await this.oomAtExit(ns, id, started.pid, 0);
-      await this.recordExit(ns, id, started.pid, exit.status, exit.at);
+      await this.recordExit(ns, id, started.pid, exit.status, exit.at, undefined, () => this.oomAtExit(ns, id, started.pid, 0));
     });
     try {
       await recorded;
@@ -697,9 +701,13 @@ export class Tasks {
     return started.pid;
   }
 
-  /** Records an exit (retrying while the log is away) and wakes the task's waiters. */
-  private recordExit(ns: string, id: string, pid: number, status: number, at: Date, exec?: string): Promise<void> {
+  /**
+   * Records an exit (retrying while the log is away) and wakes the task's waiters. `first`
+   * runs before (an init's last look for out-of-memory kills), as part of it for ckd's stop.
+   */
+  private recordExit(ns: string, id: string, pid: number, status: number, at: Date, exec?: string, first?: () => Promise<void>): Promise<void> {
     const p = (async () => {
+      if (first) await first().catch((err) => this.d.logger.warn({ err, namespace: ns, id }, "before recording an exit"));
       // As containerd's shim: a task's exec processes' ends come before its init's (the init's
       // end has stopped them, so they are near).
       if (!exec) await this.execsEnded(ns, id);
@@ -779,11 +787,8 @@ export class Tasks {
           // Its exec processes too (their ends are recorded before the init's: see
           // recordExit); those that ended while no ckd ran, before anyone can ask.
           await this.restoreExecs(name, id);
-          const recorded = adopted.exited.then(async (exit) => {
-            // Kills looked for once this ckd ran it: an earlier ckd's were its own to record.
-            await this.oomAtExit(name, id, task.pid, undefined);
-            await this.recordExit(name, id, task.pid, exit.status, exit.at);
-          });
+          // Kills looked for once this ckd ran it: an earlier ckd's were its own to record.
+          const recorded = adopted.exited.then((exit) => this.recordExit(name, id, task.pid, exit.status, exit.at, undefined, () => this.oomAtExit(name, id, task.pid, undefined)));
           // One that ended while no ckd ran is recorded before anyone can ask.
           if (adopted.endedAlready) await recorded;
           continue;

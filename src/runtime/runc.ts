@@ -214,6 +214,8 @@ export class RuncRuntime {
   private readonly options = new Map<string, RuncOptions>();
   /** The cgroups of each task's init, as /proc/PID/cgroup gave them (see cgroupText). */
   private readonly cgroups = new Map<string, { pid: number; text: string }>();
+  /** Whether each runtime binary takes `run --keep`, by its path. */
+  private readonly keepFlag = new Map<string, Promise<boolean>>();
 
   /** ckd's root (absolute): bundles and runc's state live under it. */
   readonly root: string;
@@ -427,8 +429,10 @@ export class RuncRuntime {
       const flags = [...(o.noPivotRoot ? ["--no-pivot"] : []), ...(o.noNewKeyring ? ["--no-new-keyring"] : [])];
       // --keep: the container, its cgroup with it, stays once the init has ended, until the
       // task's deletion (runc delete), as containerd's shim keeps it: its statistics and
-      // out-of-memory count are still there to read after a short-lived task.
-      launch = await this.launch(ns, id, undefined, ["run", "--keep", ...flags, "--bundle", bundle, "--pid-file", path.join(bundle, "init.pid"), id]);
+      // out-of-memory count are still there to read after a short-lived task. Only where
+      // the runtime has it (runc 1.1 and crun; not an older runc or runsc).
+      const keep = (await this.supportsKeep(this.runcOf(ns, id).binary)) ? ["--keep"] : [];
+      launch = await this.launch(ns, id, undefined, ["run", ...keep, ...flags, "--bundle", bundle, "--pid-file", path.join(bundle, "init.pid"), id]);
     } catch (err) {
       closeSync(gate);
       throw err;
@@ -651,26 +655,46 @@ export class RuncRuntime {
    * containerd's shim finds them): io.containerd.cgroups.v1.Metrics on a v1 (or hybrid) host,
    * io.containerd.cgroups.v2.Metrics on a unified one.
    */
+  /** Whether a runtime binary takes `run --keep` (asked once per binary). */
+  private supportsKeep(binary: string): Promise<boolean> {
+    let known = this.keepFlag.get(binary);
+    if (!known) {
+      known = runCommand(binary, ["run", "--help"]).then(
+        (out) => /(^|\s)--keep\b/m.test(out),
+        () => false,
+      );
+      this.keepFlag.set(binary, known);
+    }
+    return known;
+  }
+
   /**
    * The cgroups of a task's init (`/proc/PID/cgroup`), kept from when it ran: they stay until
-   * the task's deletion (runc run --keep), after the init has ended. "" when not known.
+   * the task's deletion (runc run --keep), after the init has ended. `keptOnly`: for an init
+   * that has ended, whose pid may be another process's now: only what was kept. "" when not
+   * known.
    */
-  private async cgroupText(ns: string, id: string, pid: number): Promise<string> {
+  private async cgroupText(ns: string, id: string, pid: number, keptOnly = false): Promise<string> {
     const key = procKey(ns, id);
     const kept = this.cgroups.get(key);
     if (kept?.pid === pid) return kept.text;
-    const text = pid > 0 ? await fs.readFile(`/proc/${pid}/cgroup`, "utf8").catch(() => "") : "";
+    if (keptOnly || !(pid > 0)) return "";
+    const text = await fs.readFile(`/proc/${pid}/cgroup`, "utf8").catch(() => "");
     if (text) this.cgroups.set(key, { pid, text });
     return text;
   }
 
-  /** Whether the cgroups of the task's init `pid` are known here (see cgroupText). */
+  /**
+   * Whether the cgroups of the task's ended init `pid` are known here and kept: not under
+   * systemd's cgroup driver, whose scope systemd removes once it is empty.
+   */
   knowsCgroups(ns: string, id: string, pid: number): boolean {
-    return this.cgroups.get(procKey(ns, id))?.pid === pid;
+    const key = procKey(ns, id);
+    return this.cgroups.get(key)?.pid === pid && this.options.get(key)?.systemdCgroup !== true;
   }
 
-  async metrics(ns: string, id: string, pid: number): Promise<{ type: string; data: Record<string, unknown> }> {
-    const text = await this.cgroupText(ns, id, pid);
+  async metrics(ns: string, id: string, pid: number, keptOnly = false): Promise<{ type: string; data: Record<string, unknown> }> {
+    const text = await this.cgroupText(ns, id, pid, keptOnly);
     const gone = () => notFound(`task "${id}": no cgroup statistics (process ${pid} gone?)`);
     // The hierarchy does not change while ckd runs: looked at once.
     this.cgroupV1 ??= isCgroupV1();
@@ -691,8 +715,8 @@ export class RuncRuntime {
    * (memory.oom_control's oom_kill on cgroup v1, memory.events' on v2); undefined when that
    * cannot be read (the process or its cgroup gone).
    */
-  async oomKills(ns: string, id: string, pid: number): Promise<number | undefined> {
-    const text = await this.cgroupText(ns, id, pid);
+  async oomKills(ns: string, id: string, pid: number, keptOnly = false): Promise<number | undefined> {
+    const text = await this.cgroupText(ns, id, pid, keptOnly);
     this.cgroupV1 ??= isCgroupV1();
     const file = (await this.cgroupV1)
       ? ((at) => (at === undefined ? undefined : path.join(CGROUP_ROOT, "memory", path.join("/", at), "memory.oom_control")))(controllerPaths(text).get("memory"))
@@ -863,8 +887,25 @@ export class RuncRuntime {
    */
   private async stopEnded(ns: string, id: string): Promise<void> {
     const state = await this.status(ns, id).catch(() => "");
-    if (state === "stopped") await this.runcCommand(ns, id, ["kill", "--all", id, "KILL"]).catch(() => undefined);
-    else await this.forceDelete(ns, id);
+    if (state !== "stopped") {
+      this.cgroups.delete(procKey(ns, id));
+      await this.forceDelete(ns, id);
+    } else if (!(await this.hasOwnPidNamespace(ns, id))) {
+      // With a pid namespace of its own, the kernel ended everything with the init; without,
+      // what it left runs on (a kill --all of a cgroup shared with others is not wanted).
+      await this.runcCommand(ns, id, ["kill", "--all", id, "KILL"]).catch(() => undefined);
+    }
+  }
+
+  /** Whether the task's spec gives it a pid namespace of its own (one not joined by path). */
+  private async hasOwnPidNamespace(ns: string, id: string): Promise<boolean> {
+    const text = await fs.readFile(path.join(this.bundleDir(ns, id), "config.json"), "utf8").catch(() => "");
+    try {
+      const spec = JSON.parse(text) as { linux?: { namespaces?: Array<{ type?: string; path?: string }> } };
+      return (spec.linux?.namespaces ?? []).some((n) => n.type === "pid" && !n.path);
+    } catch {
+      return false;
+    }
   }
 
   /** `runc delete --force`: kills what the container still runs and drops runc's state for it. */
