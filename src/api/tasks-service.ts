@@ -51,7 +51,6 @@ const EXEC_END_WAIT_STOPPING_MS = 2_000;
 
 const ts = toTimestamp;
 
-/** containerd.v1.types.Process of a task's init (id = the container's) or of an exec. */
 /**
  * Go's zero time (0001-01-01) as a Timestamp: containerd's exit time of a process that has
  * not exited, so that a Go client's ExitTime.IsZero() holds (the Unix epoch would not).
@@ -63,6 +62,7 @@ function exitTime(at: Timestamp | undefined): Timestamp {
   return at && (Number(at.seconds) !== 0 || Number(at.nanos) !== 0) ? at : NOT_EXITED;
 }
 
+/** containerd.v1.types.Process of a task's init (id = the container's) or of an exec. */
 function apiProcess(containerId: string, id: string, p: Pick<TaskRecord, "pid" | "status" | "stdin" | "stdout" | "stderr" | "terminal" | "exit_status" | "exited_at">) {
   const { pid, status, stdin, stdout, stderr, terminal, exit_status, exited_at } = p;
   return { container_id: containerId, id, pid, status: STATUS[status], stdin, stdout, stderr, terminal, exit_status, exited_at: status === "STOPPED" ? exitTime(exited_at) : NOT_EXITED };

@@ -650,11 +650,6 @@ export class RuncRuntime {
     await this.runcCommand(ns, id, ["resume", id]);
   }
 
-  /**
-   * The task's cgroup statistics, from the cgroups its init is in (/proc/<pid>/cgroup, as
-   * containerd's shim finds them): io.containerd.cgroups.v1.Metrics on a v1 (or hybrid) host,
-   * io.containerd.cgroups.v2.Metrics on a unified one.
-   */
   /** Whether a runtime binary takes `run --keep` (asked once per binary). */
   private supportsKeep(binary: string): Promise<boolean> {
     let known = this.keepFlag.get(binary);
@@ -693,6 +688,11 @@ export class RuncRuntime {
     return this.cgroups.get(key)?.pid === pid && this.options.get(key)?.systemdCgroup !== true;
   }
 
+  /**
+   * The task's cgroup statistics, from the cgroups its init is in (/proc/<pid>/cgroup, as
+   * containerd's shim finds them): io.containerd.cgroups.v1.Metrics on a v1 (or hybrid) host,
+   * io.containerd.cgroups.v2.Metrics on a unified one.
+   */
   async metrics(ns: string, id: string, pid: number, keptOnly = false): Promise<{ type: string; data: Record<string, unknown> }> {
     const text = await this.cgroupText(ns, id, pid, keptOnly);
     const gone = () => notFound(`task "${id}": no cgroup statistics (process ${pid} gone?)`);
