@@ -431,8 +431,14 @@ export class RuncRuntime {
       // task's deletion (runc delete), as containerd's shim keeps it: its statistics and
       // out-of-memory count are still there to read after a short-lived task. Only where
       // the runtime has it (runc 1.1 and crun; not an older runc or runsc).
-      const keep = (await this.supportsKeep(this.runcOf(ns, id).binary)) ? ["--keep"] : [];
-      launch = await this.launch(ns, id, undefined, ["run", ...keep, ...flags, "--bundle", bundle, "--pid-file", path.join(bundle, "init.pid"), id]);
+      // Not on a console, under ck-reaper where it was built (as an exec): `run --detach`
+      // leaves once the init runs (a detached container is kept until its deletion too), the
+      // reaper waits for the init itself and copies its output, so the init's end is its own,
+      // whatever holds its output, and runc's failure text is not copied into it.
+      const pidFile = path.join(bundle, "init.pid");
+      const reaped = REAPER !== undefined && this.ios.get(key)?.terminal === false;
+      const keep = !reaped && (await this.supportsKeep(this.runcOf(ns, id).binary)) ? ["--keep"] : [];
+      launch = await this.launch(ns, id, undefined, ["run", ...(reaped ? ["--detach"] : keep), ...flags, "--bundle", bundle, "--pid-file", pidFile, id], reaped ? pidFile : undefined);
     } catch (err) {
       closeSync(gate);
       throw err;
