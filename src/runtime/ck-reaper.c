@@ -1,10 +1,11 @@
 /*
- * ck-reaper: the keeper of an exec process, as containerd's shim keeps one. It becomes a
- * child subreaper, runs `runc ... exec --detach --pid-file PIDFILE ...` (runc exits once the
- * process runs, which then is re-parented to this keeper), waits for that process and leaves
- * its exit status in EXITFILE (written to EXITFILE.tmp, then renamed), exiting with it: a
- * killed process as 128 + its signal, as runc reports one. When runc itself fails, its own
- * status is left instead.
+ * ck-reaper: the keeper of a task's init or an exec process, as containerd's shim keeps one.
+ * It becomes a child subreaper, runs `runc ... run|exec --detach --pid-file PIDFILE ...`
+ * (runc exits once the process runs, which then is re-parented to this keeper), waits for
+ * that process and leaves its exit status and the time it ended in EXITFILE (written to
+ * EXITFILE.tmp, then renamed), exiting with the status: a killed process as 128 + its signal,
+ * as runc reports one. When runc itself fails, its own status is left instead (and when it
+ * cannot be run at all, 127 and why, in runc's --log file).
  *
  * Output (with --relay: stdout and stderr are the client's FIFOs): the process gets a pipe of
  * the keeper's instead (one for both when they are the same FIFO) and the keeper copies it
@@ -61,12 +62,22 @@ static int status_of(int ws) {
   return 255;
 }
 
+/* When the status was known (the process reaped), as left after it in EXITFILE. */
+static struct timespec ended_at;
+static int ended_known;
+
+static void mark_ended(void) {
+  if (!ended_known && clock_gettime(CLOCK_REALTIME, &ended_at) == 0) ended_known = 1;
+}
+
+/* EXITFILE: "STATUS SECONDS.NANOSECONDS\n" (the time the process ended, not the keeper). */
 static void write_exit(const char *exit_file, int status) {
   char tmp[4096];
   if (snprintf(tmp, sizeof tmp, "%s.tmp", exit_file) >= (int)sizeof tmp) return;
+  mark_ended();
   FILE *f = fopen(tmp, "w");
   if (f) {
-    fprintf(f, "%d\n", status);
+    fprintf(f, "%d %lld.%09ld\n", status, (long long)ended_at.tv_sec, (long)ended_at.tv_nsec);
     if (fclose(f) == 0) rename(tmp, exit_file);
   }
 }
@@ -211,6 +222,17 @@ int main(int argc, char **argv) {
       if (child_end[i] >= 0 && dup2(child_end[i], i + 1) < 0) _exit(127);
     }
     execvp(argv[3], &argv[3]);
+    /* runc could not be run: said where ckd reads runc's own errors (its --log file). */
+    int e = errno;
+    for (int i = 4; i + 1 < argc; i++) {
+      if (strcmp(argv[i], "--log") != 0) continue;
+      FILE *log = fopen(argv[i + 1], "a");
+      if (log) {
+        fprintf(log, "{\"level\":\"error\",\"msg\":\"ck-reaper: cannot run %s: %s\"}\n", argv[3], strerror(e));
+        fclose(log);
+      }
+      break;
+    }
     _exit(127);
   }
   if (child_end[0] >= 0) close(child_end[0]);
@@ -264,7 +286,10 @@ int main(int argc, char **argv) {
           status = status_of(st);
         }
       }
-      if (status >= 0) deadline = now_ms() + DRAIN_MS;
+      if (status >= 0) {
+        mark_ended();
+        deadline = now_ms() + DRAIN_MS;
+      }
     } else {
       /* Ended: whatever else comes here is still reaped while the output drains. */
       while (waitpid(-1, NULL, WNOHANG) > 0) {

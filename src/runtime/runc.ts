@@ -90,10 +90,11 @@ const PID_WAIT_MS = 10_000;
 const CREATE_WAIT_MS = 60_000;
 
 /**
- * A started init's keeper: a shell between ckd and `runc run` that outlives ckd, waits for
- * runc and leaves its exit status in the bundle, so the next ckd can adopt the task (runc's
- * status, 128 + signal for a killed one, as runc reports its container's). `$1` is the exit
- * file, the rest runc's command line.
+ * The shell keeper (where ck-reaper was not built, or for a task with a user namespace): a
+ * shell between ckd and runc in the foreground that outlives ckd, waits for runc and leaves
+ * its exit status in the bundle, so the next ckd can adopt the task (runc's status, 128 +
+ * signal for a killed one, as runc reports its container's). `$1` is the exit file, the rest
+ * runc's command line.
  */
 // TERM, HUP and INT sent to the keeper alone do not end it under a running runc (a trap with
 // a command, not an ignored signal: runc and the container get the default dispositions); a
@@ -119,10 +120,11 @@ const KEEPER = BASH ? { shell: "/bin/bash", script: `${CLOSE_INHERITED}${SHIM_SC
  */
 const CONSOLE_KEEPER = fileURLToPath(new URL("./console-keeper.js", import.meta.url));
 /**
- * An exec process's keeper where it was built (npm run build; ck-reaper.c): a child
- * subreaper running `runc exec --detach`, which waits for the process itself, so its end is
- * seen whatever else still holds its output. Without it, the shell keeper and runc exec in
- * the foreground, whose end waits for every holder of the output to let go.
+ * The keeper of a task's init and of an exec process (not on a console) where it was built
+ * (npm run build; ck-reaper.c): a child subreaper running `runc run|exec --detach`, which
+ * waits for the process itself and copies its output, so its end is seen whatever else still
+ * holds its output. Without it, the shell keeper and runc in the foreground, whose end waits
+ * for every holder of the output to let go.
  */
 const REAPER_PATH = fileURLToPath(new URL("../../ck-reaper", import.meta.url));
 const REAPER = existsSync(REAPER_PATH) ? REAPER_PATH : undefined;
@@ -408,8 +410,9 @@ export class RuncRuntime {
   }
 
   /**
-   * Makes the task's init process, as `runc create` would, but as ckd's child: `runc run` in
-   * the foreground, held by a createRuntime hook of ckd's (see prepare) once the container's
+   * Makes the task's init process, as `runc create` would, but as ckd's child: `runc run
+   * --detach` under ck-reaper (runc in the foreground on a console, without the reaper, or
+   * with a user namespace), held by a createRuntime hook of ckd's (see prepare) once the container's
    * namespaces and cgroups exist and before its program runs. The hook hands over the init's
    * pid and waits at the bundle's gate FIFO for start (or stop). Runs on the stdio openIo
    * opened; a terminal process's runc on its console keeper's pty (runc makes the container's
@@ -436,7 +439,7 @@ export class RuncRuntime {
       // reaper waits for the init itself and copies its output, so the init's end is its own,
       // whatever holds its output, and runc's failure text is not copied into it.
       const pidFile = path.join(bundle, "init.pid");
-      const reaped = REAPER !== undefined && this.ios.get(key)?.terminal === false;
+      const reaped = REAPER !== undefined && this.ios.get(key)?.terminal === false && !this.hasUserNamespace(ns, id);
       const keep = !reaped && (await this.supportsKeep(this.runcOf(ns, id).binary)) ? ["--keep"] : [];
       launch = await this.launch(ns, id, undefined, ["run", ...(reaped ? ["--detach"] : keep), ...flags, "--bundle", bundle, "--pid-file", pidFile, id], reaped ? pidFile : undefined);
     } catch (err) {
@@ -465,7 +468,7 @@ export class RuncRuntime {
       const dir = this.execDir(ns, id, exec);
       const pidFile = path.join(dir, EXEC_PID);
       // Not on a console: runc exec on a pty stays in the foreground under its console keeper.
-      const reaped = REAPER !== undefined && this.ios.get(procKey(ns, id, exec))?.terminal === false;
+      const reaped = REAPER !== undefined && this.ios.get(procKey(ns, id, exec))?.terminal === false && !this.hasUserNamespace(ns, id);
       const launch = await this.launch(ns, id, exec, ["exec", ...(reaped ? ["--detach"] : []), "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id], reaped ? pidFile : undefined);
       this.startedStdin(procKey(ns, id, exec));
       const pid = await this.awaitPid(ns, id, exec, launch, () => readPid(pidFile));
@@ -886,7 +889,7 @@ export class RuncRuntime {
   }
 
   /**
-   * What an init's end leaves. Ended as runc saw it (run --keep): the container stays,
+   * What an init's end leaves. Ended as runc saw it (run --detach, or --keep): the container stays,
    * stopped, with its cgroup, until the task's deletion; what the init left in it (without a
    * pid namespace of its own) is killed, as containerd's shim does. Otherwise (runc gone under
    * a running container, or before it was one) it is stopped and deleted now.
@@ -900,6 +903,20 @@ export class RuncRuntime {
       // With a pid namespace of its own, the kernel ended everything with the init; without,
       // what it left runs on (a kill --all of a cgroup shared with others is not wanted).
       await this.runcCommand(ns, id, ["kill", "--all", id, "KILL"]).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Whether the task's spec has a user namespace: its processes then keep runc in the
+   * foreground, whose pipes runc gives to the container's root (the reaper's belong to the
+   * host's, which such a container could not reopen as /dev/stdout).
+   */
+  private hasUserNamespace(ns: string, id: string): boolean {
+    try {
+      const spec = JSON.parse(readFileSync(path.join(this.bundleDir(ns, id), "config.json"), "utf8")) as { linux?: { namespaces?: Array<{ type?: string }> } };
+      return (spec.linux?.namespaces ?? []).some((n) => n.type === "user");
+    } catch {
+      return false;
     }
   }
 
@@ -969,9 +986,8 @@ export class RuncRuntime {
     const alive = () => isSameProcess(pid, since);
     const left = async (name: string): Promise<Exit | undefined> => {
       const file = path.join(bundle, name);
-      const text = await fs.readFile(file, "utf8").catch(() => undefined);
-      const status = Number.parseInt(text ?? "", 10);
-      if (Number.isInteger(status)) return { status, at: (await fs.stat(file).catch(() => undefined))?.mtime ?? new Date() };
+      const exit = parseExitFile(await fs.readFile(file, "utf8").catch(() => undefined));
+      if (exit) return { status: exit.status, at: exit.at ?? (await fs.stat(file).catch(() => undefined))?.mtime ?? new Date() };
       return undefined;
     };
     const key = procKey(ns, id, exec);
@@ -1360,6 +1376,17 @@ async function stopOrphanGate(file: string): Promise<void> {
   }
 }
 
+/**
+ * A keeper's exit file: "STATUS" (the shell and console keepers) or "STATUS SECONDS.NANOS"
+ * (ck-reaper: when the process ended).
+ */
+export function parseExitFile(text: string | undefined): { status: number; at?: Date } | undefined {
+  const m = /^\s*(-?\d+)(?:\s+(\d+)\.(\d{9}))?\s*$/.exec(text ?? "");
+  if (!m) return undefined;
+  const at = m[2] === undefined ? undefined : new Date(Number(m[2]) * 1000 + Math.floor(Number(m[3]) / 1e6));
+  return { status: Number(m[1]), ...(at ? { at } : {}) };
+}
+
 function readFileSafe(file: string): string | undefined {
   try {
     return readFileSync(file, "utf8");
@@ -1415,10 +1442,12 @@ function launchPlain(runc: string, argv: string[], io: TaskIoHandles, running: R
   const errorText = log ? () => runcLogErrors(log) || said.text() : said.text;
   const exited = new Promise<Exit>((resolve) => {
     child.once("exit", (code, signal) => {
-      // A keeper killed after it left the status (the reaper, ended in its copy of the
-      // output): that status, not its own death.
-      const left = signal && keeper ? Number.parseInt(readFileSafe(path.join(keeper.bundle, EXIT_FILE)) ?? "", 10) : Number.NaN;
-      resolve({ status: Number.isInteger(left) ? left : (code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127)), at: new Date() });
+      // What the keeper left: the reaper, the time its process ended (it exits up to 2 s
+      // later, once the output is copied); a keeper killed after it left the status, that
+      // status, not its own death.
+      const left = keeper ? parseExitFile(readFileSafe(path.join(keeper.bundle, EXIT_FILE))) : undefined;
+      const status = signal && left ? left.status : (code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127));
+      resolve({ status, at: left?.at ?? new Date() });
     });
   });
   // A spawn that fails (no runc) emits 'error' and never 'exit'.

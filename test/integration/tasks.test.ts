@@ -839,12 +839,18 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     const fifo = join(daemon.root, "t-bgexec.fifo");
     execFileSync("mkfifo", [fifo]);
     const reader = runCommand("cat", [fifo], {}, undefined, 30_000);
-    const both = { ...spec, value: Buffer.from(JSON.stringify({ args: ["sh", "-c", "echo one; echo two >&2; echo three; echo four >&2"], cwd: "/", env: ["PATH=/bin"] })) };
+    // (A sleep left holding them: the keeper copies on for 2 s after sh's end.)
+    const both = { ...spec, value: Buffer.from(JSON.stringify({ args: ["sh", "-c", "sleep 600 & echo one; echo two >&2; echo three; echo four >&2"], cwd: "/", env: ["PATH=/bin"] })) };
     await api.call("tasks", "Exec", { container_id: "t-bgexec", exec_id: "same", spec: both, stdout: fifo, stderr: fifo });
     const sameEnd = api.call("tasks", "Wait", { container_id: "t-bgexec", exec_id: "same" });
     await api.call("tasks", "Start", { container_id: "t-bgexec", exec_id: "same" });
-    assert.equal((await sameEnd).exit_status, 0);
+    const sameExit = await sameEnd;
+    const answeredAt = Date.now();
+    assert.equal(sameExit.exit_status, 0);
     assert.equal((await reader).stdout, "one\ntwo\nthree\nfour\n");
+    // The time recorded is sh's end, not the keeper's (2 s later, once it let the output go).
+    const endedAt = Number(sameExit.exited_at.seconds) * 1000 + Math.floor(sameExit.exited_at.nanos / 1e6);
+    assert.ok(answeredAt - endedAt >= 1000, `exited_at ${new Date(endedAt).toISOString()}, answered ${new Date(answeredAt).toISOString()}`);
     await api.call("tasks", "DeleteProcess", { container_id: "t-bgexec", exec_id: "same" });
     // Output nobody reads (ctr exec -d has gone) holds the process back as a full FIFO would,
     // and keeps neither a kill nor its recorded end from coming.

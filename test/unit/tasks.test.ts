@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { controllerPaths, metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
 import { METRICS_V2_TYPE, metricsV2FromFiles, readMetricsV2, unifiedPath } from "../../src/runtime/cgroups-v2.js";
 import { loadProtos } from "../../src/protos/protos.js";
+import { parseExitFile } from "../../src/runtime/runc.js";
 import { Given, T0 } from "../helpers/given.js";
 
 const NS = "ns";
@@ -362,5 +363,13 @@ describe("ck run's spec flags (as ctr run's)", () => {
       { destination: "/etc/resolv.conf", type: "bind", source: "/etc/resolv.conf", options: ["rbind", "ro"] },
     ]);
     assert.ok(spec.process.env?.includes("HOSTNAME=box"));
+  });
+});
+
+describe("keepers' exit files", () => {
+  test("a status alone (shell and console keepers), or with the time the process ended (ck-reaper); anything else is none", () => {
+    assert.deepEqual(parseExitFile("137\n"), { status: 137 });
+    assert.deepEqual(parseExitFile("4 1764633600.250000000\n"), { status: 4, at: new Date(Date.UTC(2025, 11, 2, 0, 0, 0, 250)) });
+    for (const bad of [undefined, "", "x", "4 1764633600", "4 1764633600.25", "1\n2\n"]) assert.equal(parseExitFile(bad), undefined, String(bad));
   });
 });
