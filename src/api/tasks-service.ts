@@ -612,16 +612,16 @@ export class Tasks {
         const task = existingTask(id, await this.d.sequencer.submit(taskHandlers.read({ namespace: ns, container_id: id })));
         if (task.status !== "RUNNING" && task.status !== "PAUSED") requireStatus(task, want === "PAUSED" ? "RUNNING" : "PAUSED");
         this.owned(task);
-        const todo = decideTransition(task, await this.d.runtime.status(ns, id), want);
-        if (todo.change) await change(ns, id);
-        if (!todo.record) return {};
+        const steps = decideTransition(task, await this.d.runtime.status(ns, id), want);
+        if (steps.change) await change(ns, id);
+        if (!steps.record) return {};
         try {
           await this.d.sequencer.submit(handler({ namespace: ns, container_id: id }));
         } catch (err) {
           // Surely not recorded: not done either, so the record and the process agree. An
           // append that may have been stored leaves the change in place; the task's next
           // Pause or Resume finds where they differ and brings the lagging side along.
-          if (todo.change && surelyNotStored(err)) {
+          if (steps.change && surelyNotStored(err)) {
             await undo(ns, id).catch((e) => this.d.logger.warn({ err: e, namespace: ns, id }, "undoing an unrecorded pause or resume failed"));
           }
           throw err;

@@ -430,16 +430,15 @@ export class RuncRuntime {
     try {
       const o = this.optionsOf(ns, id);
       const flags = [...(o.noPivotRoot ? ["--no-pivot"] : []), ...(o.noNewKeyring ? ["--no-new-keyring"] : [])];
-      // --keep: the container, its cgroup with it, stays once the init has ended, until the
-      // task's deletion (runc delete), as containerd's shim keeps it: its statistics and
-      // out-of-memory count are still there to read after a short-lived task. Only where
-      // the runtime has it (runc 1.1 and crun; not an older runc or runsc).
-      // Not on a console, under ck-reaper where it was built (as an exec): `run --detach`
-      // leaves once the init runs (a detached container is kept until its deletion too), the
-      // reaper waits for the init itself and copies its output, so the init's end is its own,
-      // whatever holds its output, and runc's failure text is not copied into it.
+      // Under ck-reaper where it was built (as an exec; not on a console, not with a user
+      // namespace): `run --detach` leaves once the init runs, the reaper waits for the init
+      // itself and copies its output, so the init's end is its own whatever holds its output,
+      // and runc's failure text is not copied into it. In the foreground, --keep where the
+      // runtime has it (runc 1.1, crun; not an older runc or runsc). Either way the container,
+      // its cgroups with it, stays once the init has ended, until the task's deletion, as
+      // containerd's shim keeps it: its statistics and out-of-memory count can still be read.
       const pidFile = path.join(bundle, "init.pid");
-      const reaped = REAPER !== undefined && this.ios.get(key)?.terminal === false && !this.hasUserNamespace(ns, id);
+      const reaped = REAPER !== undefined && this.ios.get(key)?.terminal === false && !this.specNamespaces(ns, id).some((n) => n.type === "user");
       const keep = !reaped && (await this.supportsKeep(this.runcOf(ns, id).binary)) ? ["--keep"] : [];
       launch = await this.launch(ns, id, undefined, ["run", ...(reaped ? ["--detach"] : keep), ...flags, "--bundle", bundle, "--pid-file", pidFile, id], reaped ? pidFile : undefined);
     } catch (err) {
@@ -468,7 +467,7 @@ export class RuncRuntime {
       const dir = this.execDir(ns, id, exec);
       const pidFile = path.join(dir, EXEC_PID);
       // Not on a console: runc exec on a pty stays in the foreground under its console keeper.
-      const reaped = REAPER !== undefined && this.ios.get(procKey(ns, id, exec))?.terminal === false && !this.hasUserNamespace(ns, id);
+      const reaped = REAPER !== undefined && this.ios.get(procKey(ns, id, exec))?.terminal === false && !this.specNamespaces(ns, id).some((n) => n.type === "user");
       const launch = await this.launch(ns, id, exec, ["exec", ...(reaped ? ["--detach"] : []), "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id], reaped ? pidFile : undefined);
       this.startedStdin(procKey(ns, id, exec));
       const pid = await this.awaitPid(ns, id, exec, launch, () => readPid(pidFile));
@@ -899,7 +898,7 @@ export class RuncRuntime {
     if (state !== "stopped") {
       this.cgroups.delete(procKey(ns, id));
       await this.forceDelete(ns, id);
-    } else if (!(await this.hasOwnPidNamespace(ns, id))) {
+    } else if (!this.specNamespaces(ns, id).some((n) => n.type === "pid" && !n.path)) {
       // With a pid namespace of its own, the kernel ended everything with the init; without,
       // what it left runs on (a kill --all of a cgroup shared with others is not wanted).
       await this.runcCommand(ns, id, ["kill", "--all", id, "KILL"]).catch(() => undefined);
@@ -907,27 +906,18 @@ export class RuncRuntime {
   }
 
   /**
-   * Whether the task's spec has a user namespace: its processes then keep runc in the
-   * foreground, whose pipes runc gives to the container's root (the reaper's belong to the
-   * host's, which such a container could not reopen as /dev/stdout).
+   * The namespaces the task's spec gives it (its bundle's config.json; none when it cannot be
+   * read). A user namespace keeps its processes' runc in the foreground, whose pipes runc gives
+   * to the container's root (the reaper's belong to the host's, which such a container could
+   * not reopen as /dev/stdout); one of its own for pids (not joined by path) ends everything
+   * with the init.
    */
-  private hasUserNamespace(ns: string, id: string): boolean {
+  private specNamespaces(ns: string, id: string): Array<{ type?: string; path?: string }> {
     try {
-      const spec = JSON.parse(readFileSync(path.join(this.bundleDir(ns, id), "config.json"), "utf8")) as { linux?: { namespaces?: Array<{ type?: string }> } };
-      return (spec.linux?.namespaces ?? []).some((n) => n.type === "user");
+      const spec = JSON.parse(readFileSync(path.join(this.bundleDir(ns, id), "config.json"), "utf8")) as { linux?: { namespaces?: Array<{ type?: string; path?: string }> } };
+      return spec.linux?.namespaces ?? [];
     } catch {
-      return false;
-    }
-  }
-
-  /** Whether the task's spec gives it a pid namespace of its own (one not joined by path). */
-  private async hasOwnPidNamespace(ns: string, id: string): Promise<boolean> {
-    const text = await fs.readFile(path.join(this.bundleDir(ns, id), "config.json"), "utf8").catch(() => "");
-    try {
-      const spec = JSON.parse(text) as { linux?: { namespaces?: Array<{ type?: string; path?: string }> } };
-      return (spec.linux?.namespaces ?? []).some((n) => n.type === "pid" && !n.path);
-    } catch {
-      return false;
+      return [];
     }
   }
 
