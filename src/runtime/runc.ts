@@ -28,6 +28,7 @@ import { isMountPoint, mountAll, runCommand, unmountAll } from "../snapshots/mou
 import { CGROUP_ROOT, controllerPaths, isCgroupV1, METRICS_V1_TYPE, parseKeyValues, readMetricsV1 } from "./cgroups-v1.js";
 import { isSameProcess, keptProcessGone, keptProcessLine, optBinary, procStat, readKeptProcess, runningKeptProcess } from "./proc.js";
 import { METRICS_V2_TYPE, readMetricsV2, unifiedPath } from "./cgroups-v2.js";
+import { missingProgram, type ProgramSpec } from "./lookpath.js";
 import type { Mount } from "../snapshots/types.js";
 
 import type { TaskIo } from "../commands/tasks.js";
@@ -200,6 +201,13 @@ export interface RuncOptions {
   systemdCgroup: boolean;
   noPivotRoot: boolean;
   noNewKeyring: boolean;
+}
+
+/** What ckd reads of a bundle's config.json once it is written. */
+interface BundleSpec {
+  root?: { path?: string };
+  process?: ProgramSpec;
+  linux?: { namespaces?: Array<{ type?: string; path?: string }> };
 }
 
 /** Where a bundle keeps the options its task's runc runs with (for every later runc command). */
@@ -454,6 +462,12 @@ export class RuncRuntime {
     // Its cgroups (runc made them before its gate), known while the pid is surely its.
     await this.cgroupText(ns, id, pid);
     if (this.running.get(key) !== running) throw failedPrecondition(`task "${id}" ended while it was created`);
+    // runc looks the program up only after the gate: looked up here, in the init's view of
+    // its root (its mounts made), so a missing one fails Create as under containerd. The
+    // caller's cleanup stops the held init.
+    const spec = this.bundleSpec(ns, id);
+    const missing = await missingProgram(path.join(`/proc/${pid}/root`, path.resolve(bundle, spec.root?.path ?? "rootfs")), spec.process ?? {});
+    if (missing) throw failedPrecondition(`task "${id}": unable to start container process: ${missing}`);
     return { pid, exited: launch.launched.exited };
   }
 
@@ -913,11 +927,15 @@ export class RuncRuntime {
    * with the init.
    */
   private specNamespaces(ns: string, id: string): Array<{ type?: string; path?: string }> {
+    return this.bundleSpec(ns, id).linux?.namespaces ?? [];
+  }
+
+  /** The parts of a bundle's spec ckd reads after Create ({} when it cannot be read). */
+  private bundleSpec(ns: string, id: string): BundleSpec {
     try {
-      const spec = JSON.parse(readFileSync(path.join(this.bundleDir(ns, id), "config.json"), "utf8")) as { linux?: { namespaces?: Array<{ type?: string; path?: string }> } };
-      return spec.linux?.namespaces ?? [];
+      return JSON.parse(readFileSync(path.join(this.bundleDir(ns, id), "config.json"), "utf8")) as BundleSpec;
     } catch {
-      return [];
+      return {};
     }
   }
 

@@ -236,11 +236,26 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.notEqual(r.code, 0);
     assert.equal(r.stderr.match(/no such file or directory/g)?.length, 1, r.stderr);
     assert.deepEqual(readdirSync(`${daemon.root}/tasks/${NS}/t-bg/execs`), [], "DeleteProcess left nothing of the execs");
-    // The same for a task's own process (its init kept by the reaper too).
+    // A task's own program missing: its Create fails, as containerd's `runc create` does
+    // (ckd looks it up while runc holds the init at ckd's gate), with no task events, no task,
+    // no bundle; the held init is gone (its cgroup with it).
+    let since = (await log.lastSeq()) + 1;
     r = await ctr(["run", "--rm", ref, "t-nobin-plain", "/no/such/program"], "");
     assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /t-nobin-plain.*unable to start container process: exec: "\/no\/such\/program": stat \/no\/such\/program: no such file or directory/, r.stderr);
     assert.equal(r.stderr.match(/no such file or directory/g)?.length, 1, r.stderr);
-    await ctr(["tasks", "rm", "-f", "t-nobin-plain"]);
+    r = await ctr(["run", ref, "t-nobin-path", "no-such-program"], "");
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /exec: "no-such-program": executable file not found in \$PATH/, r.stderr);
+    await rejectsClass(api.call("tasks", "Get", { container_id: "t-nobin-path" }), "NotFound");
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-nobin-path`), "the refused task's bundle is removed");
+    assert.deepEqual((await eventsSince(since)).map(([t]) => t).filter((t) => t.startsWith("/tasks/")), [], "a refused Create records no task events");
+    assert.equal((await ctr(["containers", "rm", "t-nobin-path"])).code, 0);
+    // A program found through an absolute symlink inside the image (sh -> busybox) and by PATH.
+    since = (await log.lastSeq()) + 1;
+    r = await ctr(["run", "--rm", ref, "t-bin-path", "true"], "");
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((await eventsSince(since)).map(([t]) => t).filter((t) => t.startsWith("/tasks/")), ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
     await ctr(["containers", "rm", "t-nobin-plain"]);
     assert.equal(await status("t-bg"), "RUNNING");
     assert.equal(await status("t-bg"), "RUNNING", "an exec's exit is not the task's");
@@ -520,15 +535,22 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await api.call("tasks", "Delete", { container_id: "ck-tlog" });
     assert.equal((await ctr(["containers", "rm", "ck-tlog"])).code, 0);
 
-    // runc's own failure on a console reaches the client as text (runc colours it on a pty).
-    await consoleContainer("t-nobin", ["/no/such/program"]);
+    // runc's own failure on a console reaches the client as text (runc colours it on a pty):
+    // an rlimit it cannot set (soft above hard), which runc meets only after ckd's gate.
+    await consoleContainer("t-nobin", ["sh", "-c", "exit 0"]);
+    {
+      const c = (await api.call("containers", "Get", { id: "t-nobin" })).container;
+      const spec = JSON.parse(Buffer.from(c.spec.value).toString("utf8"));
+      spec.process.rlimits = [{ type: "RLIMIT_NOFILE", soft: 2048, hard: 1024 }];
+      await api.call("containers", "Update", { container: { id: "t-nobin", spec: { ...c.spec, value: Buffer.from(JSON.stringify(spec)) } }, update_mask: { paths: ["spec"] } });
+    }
     const nobinMounts = (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-nobin" })).mounts;
     await api.call("tasks", "Create", { container_id: "t-nobin", rootfs: nobinMounts, terminal: true });
     const err = await api.call("tasks", "Start", { container_id: "t-nobin" }).then(
-      () => assert.fail("a missing program started"),
+      () => assert.fail("a process with an impossible rlimit started"),
       (e: Error) => e,
     );
-    assert.match(err.message, /runc run t-nobin failed \(exit \d+\): .*\/no\/such\/program/);
+    assert.match(err.message, /runc run t-nobin failed \(exit \d+\): .*rlimit/);
     assert.doesNotMatch(err.message, /\x1b|\r/);
     await api.call("tasks", "Delete", { container_id: "t-nobin" });
     assert.equal((await ctr(["containers", "rm", "t-nobin"])).code, 0);
@@ -1212,6 +1234,22 @@ exit 0
       const seq = await log.lastSeq();
       await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "InvalidArgument", re);
       assert.equal(await log.lastSeq(), seq);
+    }
+    // A program the image does not have (runc would find it missing only after ckd's gate):
+    // FailedPrecondition at Create, naming it; the held init stopped, nothing appended.
+    const goodJson = JSON.parse(Buffer.from(goodSpec.value).toString("utf8"));
+    for (const [args, re] of [
+      [["/bin/no-such"], /unable to start container process: exec: "\/bin\/no-such": stat \/bin\/no-such: no such file or directory/],
+      [["no-such"], /exec: "no-such": executable file not found in \$PATH/],
+      [["/bin"], /exec: "\/bin": permission denied/],
+    ] as const) {
+      const spec = { ...goodJson, process: { ...goodJson.process, args } };
+      await api.call("containers", "Update", { container: { id: "t-bad", spec: { ...goodSpec, value: Buffer.from(JSON.stringify(spec)) } }, update_mask: { paths: ["spec"] } });
+      const seq = await log.lastSeq();
+      await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "FailedPrecondition", re);
+      assert.equal(await log.lastSeq(), seq);
+      assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bad`), "no bundle left behind");
+      assert.equal(execFileSync("runc", ["--root", `${daemon.root}/runc/${NS}`, "list", "-q"], { encoding: "utf8" }).includes("t-bad"), false, "runc keeps no container");
     }
     await api.call("containers", "Update", { container: { id: "t-bad", spec: goodSpec }, update_mask: { paths: ["spec"] } });
     const before2 = await log.lastSeq();
