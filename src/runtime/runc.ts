@@ -29,6 +29,7 @@ import { CGROUP_ROOT, controllerPaths, isCgroupV1, METRICS_V1_TYPE, parseKeyValu
 import { isSameProcess, keptProcessGone, keptProcessLine, optBinary, procStat, readKeptProcess, runningKeptProcess } from "./proc.js";
 import { METRICS_V2_TYPE, readMetricsV2, unifiedPath } from "./cgroups-v2.js";
 import { missingProgram, type ProgramSpec } from "./lookpath.js";
+import { firstUnsearchable, remappedRoot, type UserNsSpec } from "./userns.js";
 import type { Mount } from "../snapshots/types.js";
 
 import type { TaskIo } from "../commands/tasks.js";
@@ -306,8 +307,23 @@ export class RuncRuntime {
     const createRuntime = parsed.hooks?.createRuntime ?? [];
     if (!Array.isArray(createRuntime)) throw invalidArgument(`container "${id}": spec.hooks.createRuntime must be a list`);
     const bundle = this.bundleDir(ns, id);
-    // 0700: the bundle exposes the rootfs (setuid binaries among it) and the spec (its env).
-    await fs.mkdir(path.dirname(bundle), { recursive: true, mode: 0o700 });
+    const nsDir = path.dirname(bundle);
+    // The directories above bundles 0711, as containerd's state directories: a container with
+    // a user namespace has runc's init, as its mapped root, pass through them to the rootfs.
+    await fs.mkdir(nsDir, { recursive: true, mode: 0o711 });
+    const userRoot = remappedRoot(parsed as UserNsSpec);
+    if (userRoot) {
+      // Made 0700 by ck before 2026-12-02.
+      for (const d of [path.dirname(nsDir), nsDir]) await fs.chmod(d, 0o711);
+      const blocked = firstUnsearchable(nsDir, userRoot);
+      if (blocked) {
+        throw failedPrecondition(
+          `container "${id}" has a user namespace: its root (host uid ${userRoot.uid}, gid ${userRoot.gid}) cannot pass through ${blocked.dir} (mode ${blocked.mode.toString(8).padStart(4, "0")}) to the bundle, so runc could not mount its rootfs; let others search it (chmod o+x ${blocked.dir}), as ckd's own root is made 0711`,
+        );
+      }
+    }
+    // 0700: the bundle exposes the rootfs (setuid binaries among it) and the spec (its env);
+    // with a user namespace 0710 and the mapped root's group, as containerd's bundles.
     try {
       await fs.mkdir(bundle, { mode: 0o700 });
     } catch (err) {
@@ -315,6 +331,10 @@ export class RuncRuntime {
       throw err;
     }
     try {
+      if (userRoot && userRoot.gid !== 0) {
+        await fs.chown(bundle, -1, userRoot.gid);
+        await fs.chmod(bundle, 0o710);
+      }
       // The container's spec, with ckd's gate last among its createRuntime hooks (after the
       // container's own, which have run by the time Create answers): the init's pid handed
       // over, then a wait for Start.

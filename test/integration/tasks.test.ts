@@ -1159,6 +1159,43 @@ exit 0
     }
   });
 
+  test("a user namespace (ctr run --uidmap/--gidmap): refused clearly while ckd's root shuts its mapped root out; then runs, execs, its bundle the mapped root group's", async () => {
+    const maps = ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+    chmodSync(daemon.root, 0o700);
+    let since = (await log.lastSeq()) + 1;
+    let r = await ctr(["run", ...maps, ref, "t-userns0", "true"], "");
+    assert.notEqual(r.code, 0);
+    assert.ok(r.stderr.includes(`container "t-userns0" has a user namespace: its root (host uid 100000, gid 100000) cannot pass through ${daemon.root} (mode 0700)`), r.stderr);
+    assert.deepEqual((await eventsSince(since)).map(([t]) => t).filter((t) => t.startsWith("/tasks/")), [], "a refused Create records no task events");
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-userns0`), "no bundle left behind");
+    assert.equal((await ctr(["containers", "rm", "t-userns0"])).code, 0);
+
+    // As ckd makes its root (0711): the init runs as the namespace's root, host uid 100000;
+    // ctr chowned the snapshot's files to the mapped ids itself.
+    chmodSync(daemon.root, 0o711);
+    since = (await log.lastSeq()) + 1;
+    r = await ctr(["run", "--rm", ...maps, ref, "t-userns1", "sh", "-c", "id; cat /proc/self/uid_map; stat -c '%u %g' /bin/busybox; echo reopened > /dev/stdout; exit 4"], "");
+    assert.equal(r.code, 4, r.stderr);
+    // /dev/stdout opened anew: runc (in the foreground here) hands the namespace's root pipes it owns.
+    assert.equal(r.stdout.replace(/[ \t]+/g, " "), "uid=0 gid=0 groups=0\n 0 100000 65536\n0 0\nreopened\n");
+    assert.deepEqual((await eventsSince(since)).map(([t]) => t).filter((t) => t.startsWith("/tasks/")), ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+
+    r = await ctr(["run", "-d", ...maps, ref, "t-userns2", "sleep", "60"], "");
+    assert.equal(r.code, 0, r.stderr);
+    const bundle = statSync(`${daemon.root}/tasks/${NS}/t-userns2`);
+    assert.deepEqual([bundle.mode & 0o7777, bundle.uid, bundle.gid], [0o710, 0, 100000], "the bundle: 0710, the mapped root's group");
+    assert.equal(statSync(`${daemon.root}/tasks/${NS}`).mode & 0o7777, 0o711);
+    const pid = Number((await api.call("tasks", "Get", { container_id: "t-userns2" })).process.pid);
+    assert.match(readFileSync(`/proc/${pid}/status`, "utf8"), /^Uid:\s+100000\s/m, "the init runs as the host's uid 100000");
+    r = await ctr(["tasks", "exec", "--exec-id", "x1", "t-userns2", "sh", "-c", "id -u; echo from exec >&2; exit 3"], "");
+    assert.deepEqual([r.code, r.stdout, r.stderr], [3, "0\n", "from exec\n"]);
+    assert.equal((await ctr(["tasks", "kill", "-s", "KILL", "t-userns2"])).code, 0);
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-userns2" })).exit_status, 137);
+    assert.equal((await ctr(["tasks", "rm", "t-userns2"])).code, 0);
+    assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-userns2`), "the bundle went with the task");
+    assert.equal((await ctr(["containers", "rm", "t-userns2"])).code, 0);
+  });
+
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
     let r = await ctr(["containers", "create", ref, "t-race", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
