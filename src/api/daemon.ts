@@ -601,7 +601,9 @@ export class Daemon {
       this.logger.info({ everySeconds: this.config.compactIntervalMs / 1000, keep: this.config.compactKeep ?? 10_000, keepBases: this.config.compactKeepBases ?? 1 }, "log compaction scheduled");
     }
     const afterUpdate = () => gc.mutated();
-    const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync), afterUpdate };
+    const optPath = optPathOf(this.config);
+    const runtime = new RuncRuntime(this.config.root, "runc", optPath ? join(optPath, "bin") : undefined);
+    const deps = { sequencer: this.sequencer, queries, afterDelete: (sync: boolean) => gc.afterDelete(sync), afterUpdate, namespaceDeleted: (ns: string) => runtime.namespaceDeleted(ns) };
     const disabled = new Set([...SERVICE_PLUGINS].filter(([p]) => this.config.disabledPlugins?.includes(p)).map(([, svc]) => svc));
     const add = (name: string, impl: grpc.UntypedServiceImplementation) => {
       if (!disabled.has(name)) server.addService(this.protos.serviceDefinition(name), impl);
@@ -624,8 +626,6 @@ export class Daemon {
     add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots, sequencer: this.sequencer, afterUpdate }));
     add("ck.services.fetch.v1.Fetch", fetchService({ sequencer: this.sequencer, queries, store: this.content, blobs, userAgent: `ckd/${CK_VERSION}` }));
     const runcProblem = this.plugins.find((p) => p.type === "io.containerd.runtime.v2")?.initError;
-    const optPath = optPathOf(this.config);
-    const runtime = new RuncRuntime(this.config.root, "runc", optPath ? join(optPath, "bin") : undefined);
     const tasks = new Tasks({ sequencer: this.sequencer, queries, runtime, logger: this.logger, runcProblem, protos: this.protos });
     this.tasks = tasks;
     add("containerd.services.tasks.v1.Tasks", tasks.service());

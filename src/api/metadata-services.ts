@@ -21,6 +21,8 @@ export interface MetadataDeps {
   afterDelete?: (sync: boolean) => Promise<void>;
   /** Called after updates that may drop references (GC counts them). */
   afterUpdate?: () => void;
+  /** Called after a namespace's deletion (what ckd keeps on disk per namespace goes). */
+  namespaceDeleted?: (name: string) => Promise<void>;
 }
 
 export function namespacesService(d: MetadataDeps): grpc.UntypedServiceImplementation {
@@ -59,7 +61,9 @@ export function namespacesService(d: MetadataDeps): grpc.UntypedServiceImplement
       return { namespace: rec };
     }),
     Delete: unary(async (call) => {
-      await d.sequencer.submit(namespaceHandlers.delete({ name: call.request.name ?? "" }));
+      const name = call.request.name ?? "";
+      await d.sequencer.submit(namespaceHandlers.delete({ name }));
+      await d.namespaceDeleted?.(name);
       return {};
     }),
   };

@@ -959,6 +959,16 @@ export class RuncRuntime {
     }
   }
 
+  /**
+   * A deleted namespace's directories: its bundles' and runc's default state root for it,
+   * where empty (a bundle whose cleanup failed stays, with its directory).
+   */
+  async namespaceDeleted(ns: string): Promise<void> {
+    for (const dir of [path.join(this.root, "tasks", ns), path.join(this.defaultOptions().root, ns)]) {
+      await fs.rmdir(dir).catch(() => undefined);
+    }
+  }
+
   /** `runc delete --force`: kills what the container still runs and drops runc's state for it. */
   async forceDelete(ns: string, id: string): Promise<void> {
     const runc = this.runcOf(ns, id);

@@ -1196,6 +1196,25 @@ exit 0
     assert.equal((await ctr(["containers", "rm", "t-userns2"])).code, 0);
   });
 
+  test("a namespace's task directories (bundles, runc's state) go with the namespace", async () => {
+    const other = "tasks-gone";
+    const ctrIn = (args: string[]) => runCommand(CTR, ["--address", daemon.address, "--namespace", other, ...args], {}, "", 60_000);
+    let r = await ctrIn(["images", "pull", "--plain-http", ref]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctrIn(["run", "--rm", ref, "t-in-other", "true"]);
+    assert.equal(r.code, 0, r.stderr);
+    const dirs = [`${daemon.root}/tasks/${other}`, `${daemon.root}/runc/${other}`];
+    assert.deepEqual(dirs.map((d) => existsSync(d)), [true, true]);
+    // Not empty yet (its image): refused, the directories stay.
+    r = await runCommand(CTR, ["--address", daemon.address, "namespaces", "rm", other]);
+    assert.notEqual(r.code, 0);
+    assert.deepEqual(dirs.map((d) => existsSync(d)), [true, true]);
+    assert.equal((await ctrIn(["images", "rm", "--sync", ref])).code, 0);
+    r = await runCommand(CTR, ["--address", daemon.address, "namespaces", "rm", other]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(dirs.map((d) => existsSync(d)), [false, false]);
+  });
+
   test("racing requests on one task: two Starts run one process, two Deletes delete once", async () => {
     let r = await ctr(["containers", "create", ref, "t-race", "sleep", "600"]);
     assert.equal(r.code, 0, r.stderr);
