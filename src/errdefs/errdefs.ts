@@ -88,6 +88,7 @@ export const conflict = make("Conflict");
 export const aborted = make("Aborted");
 export const outOfRange = make("OutOfRange");
 export const canceled = make("Canceled");
+export const unknown = make("Unknown");
 
 export function isClass(err: unknown, c: ErrorClass): boolean {
   return err instanceof CkError && err.errorClass === c;

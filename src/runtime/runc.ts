@@ -23,7 +23,7 @@ import net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
-import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable } from "../errdefs/errdefs.js";
+import { failedPrecondition, invalidArgument, notFound, notImplemented, unavailable, unknown } from "../errdefs/errdefs.js";
 import { isMountPoint, mountAll, runCommand, unmountAll } from "../snapshots/mount.js";
 import { CGROUP_ROOT, controllerPaths, isCgroupV1, METRICS_V1_TYPE, parseKeyValues, readMetricsV1 } from "./cgroups-v1.js";
 import { isSameProcess, keptProcessGone, keptProcessLine, optBinary, procStat, readKeptProcess, runningKeptProcess } from "./proc.js";
@@ -202,6 +202,14 @@ export interface RuncOptions {
   systemdCgroup: boolean;
   noPivotRoot: boolean;
   noNewKeyring: boolean;
+}
+
+/**
+ * A failure of runc itself, as containerd's shim reports one: class Unknown, its message led by
+ * `OCI runtime <operation> failed`, what tools and people look for in containerd's errors.
+ */
+function runtimeFailed(op: string, detail: string) {
+  return unknown(`OCI runtime ${op} failed: ${detail}`);
 }
 
 /** What ckd reads of a bundle's config.json once it is written. */
@@ -477,7 +485,7 @@ export class RuncRuntime {
     if (running.launched?.ended()) closeSync(gate);
     else running.gate = gate;
     // The container's own createRuntime hooks (networking, devices) run before ckd's: a minute.
-    const pid = await this.awaitPid(ns, id, undefined, launch, () => readCreatedPid(path.join(bundle, CREATED)), CREATE_WAIT_MS);
+    const pid = await this.awaitPid("create", ns, id, undefined, launch, () => readCreatedPid(path.join(bundle, CREATED)), CREATE_WAIT_MS);
     setProc(running, pid);
     // Its cgroups (runc made them before its gate), known while the pid is surely its.
     await this.cgroupText(ns, id, pid);
@@ -487,7 +495,7 @@ export class RuncRuntime {
     // caller's cleanup stops the held init.
     const spec = this.bundleSpec(ns, id);
     const missing = await missingProgram(path.join(`/proc/${pid}/root`, path.resolve(bundle, spec.root?.path ?? "rootfs")), spec.process ?? {});
-    if (missing) throw failedPrecondition(`task "${id}": unable to start container process: ${missing}`);
+    if (missing) throw runtimeFailed("create", `task "${id}": unable to start container process: ${missing}`);
     return { pid, exited: launch.launched.exited };
   }
 
@@ -504,7 +512,7 @@ export class RuncRuntime {
       const reaped = REAPER !== undefined && this.ios.get(procKey(ns, id, exec))?.terminal === false && !this.specNamespaces(ns, id).some((n) => n.type === "user");
       const launch = await this.launch(ns, id, exec, ["exec", ...(reaped ? ["--detach"] : []), "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id], reaped ? pidFile : undefined);
       this.startedStdin(procKey(ns, id, exec));
-      const pid = await this.awaitPid(ns, id, exec, launch, () => readPid(pidFile));
+      const pid = await this.awaitPid("exec", ns, id, exec, launch, () => readPid(pidFile));
       setProc(launch.running, pid);
       launch.launched.started();
       return { pid, exited: launch.launched.exited };
@@ -518,7 +526,7 @@ export class RuncRuntime {
     writeSync(running.gate, "start\n");
     // After the gate, runc still runs the container's createContainer and startContainer
     // hooks: as long as Create allows for its own.
-    const pid = await this.awaitPid(ns, id, undefined, launch, () => readPid(path.join(bundle, "init.pid")), CREATE_WAIT_MS);
+    const pid = await this.awaitPid("start", ns, id, undefined, launch, () => readPid(path.join(bundle, "init.pid")), CREATE_WAIT_MS);
     closeGate(running);
     setProc(running, pid);
     running.launched.started();
@@ -593,7 +601,7 @@ export class RuncRuntime {
    * The pid `read` finds once runc wrote it; runc's own error when runc exited first. A pid
    * that does not come in time: what runc runs is killed, nothing of it may run unrecorded.
    */
-  private async awaitPid(ns: string, id: string, exec: string | undefined, launch: { running: Running; launched: Launched; args: string[] }, read: () => Promise<number | undefined>, waitMs = PID_WAIT_MS): Promise<number> {
+  private async awaitPid(op: "create" | "start" | "exec", ns: string, id: string, exec: string | undefined, launch: { running: Running; launched: Launched; args: string[] }, read: () => Promise<number | undefined>, waitMs = PID_WAIT_MS): Promise<number> {
     const { running, launched, args } = launch;
     const pid = await Promise.race([waitFor(read, launched.exited, waitMs), launched.failed]).catch(async (e) => {
       if (running.pid && !launched.ended()) {
@@ -608,7 +616,7 @@ export class RuncRuntime {
     // All of runc's own error text: its output has ended once the child is closed.
     await Promise.race([launched.closed, new Promise((r) => setTimeout(r, 1000))]);
     const runcErr = launched.errorText();
-    throw failedPrecondition(`runc ${args[0]} ${id}${exec ? ` (exec "${exec}")` : ""} failed (exit ${exit.status})${runcErr ? `: ${runcErr}` : ""}`);
+    throw runtimeFailed(op, `runc ${args[0]} ${id}${exec ? ` (exec "${exec}")` : ""} failed (exit ${exit.status})${runcErr ? `: ${runcErr}` : ""}`);
   }
 
   /**
@@ -792,7 +800,7 @@ export class RuncRuntime {
     } catch (err) {
       const msg = (err as { stderr?: string }).stderr ?? (err as Error).message;
       if (/does not exist|not exist|container not running/i.test(msg)) throw notFound(`task "${id}": ${msg}`);
-      throw failedPrecondition(`runc ${args[0]} ${id}: ${msg}`);
+      throw runtimeFailed(args[0]!, `runc ${args[0]} ${id}: ${msg}`);
     }
   }
 

@@ -12,6 +12,7 @@ import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
 import { startRegistry, buildImage } from "../helpers/registry.js";
 import { rejectsClass } from "../helpers/errors.js";
+import type { CkError } from "../../src/errdefs/errdefs.js";
 import { EventLog } from "../../src/eventstore/log.js";
 import { loadProtos } from "../../src/protos/protos.js";
 import type { ApiClient } from "../../src/cli/client.js";
@@ -227,7 +228,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     // A program the container does not have: Start fails with runc's own words (from its log,
     // as runc runs under the exec's keeper), the exec is done (255), DeleteProcess clears it.
     await api.call("tasks", "Exec", { container_id: "t-bg", exec_id: "e-missing", spec: spec(["/no/such/program"]) });
-    await rejectsClass(api.call("tasks", "Start", { container_id: "t-bg", exec_id: "e-missing" }), "FailedPrecondition", /runc exec t-bg \(exec "e-missing"\) failed .*no such file or directory/);
+    await rejectsClass(api.call("tasks", "Start", { container_id: "t-bg", exec_id: "e-missing" }), "Unknown", /^OCI runtime exec failed: runc exec t-bg \(exec "e-missing"\) failed .*no such file or directory.*: unknown$/s);
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-bg", exec_id: "e-missing" })).exit_status, 255);
     await api.call("tasks", "DeleteProcess", { container_id: "t-bg", exec_id: "e-missing" });
     // Through ctr: runc's words once, in ctr's message, none in the exec's own stderr (the
@@ -242,7 +243,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     let since = (await log.lastSeq()) + 1;
     r = await ctr(["run", "--rm", ref, "t-nobin-plain", "/no/such/program"], "");
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /t-nobin-plain.*unable to start container process: exec: "\/no\/such\/program": stat \/no\/such\/program: no such file or directory/, r.stderr);
+    assert.match(r.stderr, /^ctr: OCI runtime create failed: task "t-nobin-plain": unable to start container process: exec: "\/no\/such\/program": stat \/no\/such\/program: no such file or directory: unknown\n$/, r.stderr);
     assert.equal(r.stderr.match(/no such file or directory/g)?.length, 1, r.stderr);
     r = await ctr(["run", ref, "t-nobin-path", "no-such-program"], "");
     assert.notEqual(r.code, 0);
@@ -280,7 +281,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from('{"memory":{"limit":9223372036854775807}}') } });
     assert.equal(readFileSync(limitFile, "utf8").trim(), "9223372036854771712");
     // One runc refuses (a memory limit below what the cgroup uses): FailedPrecondition, no file left.
-    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from('{"memory":{"limit":4096}}') } }), "FailedPrecondition", /runc update t-bg/);
+    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from('{"memory":{"limit":4096}}') } }), "Unknown", /OCI runtime update failed: runc update t-bg/);
     assert.deepEqual(readdirSync(`${daemon.root}/tasks/${NS}/t-bg`).filter((f) => f.startsWith("update-")), [], "no resources file left");
     r = await ctr(["tasks", "pause", "t-bg"]);
     assert.equal(r.code, 0, r.stderr);
@@ -550,7 +551,8 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       () => assert.fail("a process with an impossible rlimit started"),
       (e: Error) => e,
     );
-    assert.match(err.message, /runc run t-nobin failed \(exit \d+\): .*rlimit/);
+    assert.match(err.message, /^OCI runtime start failed: runc run t-nobin failed \(exit \d+\): .*rlimit/);
+    assert.equal((err as CkError).errorClass, "Unknown", "as containerd's shim answers");
     assert.doesNotMatch(err.message, /\x1b|\r/);
     await api.call("tasks", "Delete", { container_id: "t-nobin" });
     assert.equal((await ctr(["containers", "rm", "t-nobin"])).code, 0);
@@ -1292,17 +1294,18 @@ exit 0
       assert.equal(await log.lastSeq(), seq);
     }
     // A program the image does not have (runc would find it missing only after ckd's gate):
-    // FailedPrecondition at Create, naming it; the held init stopped, nothing appended.
+    // Create fails as containerd's (Unknown, "OCI runtime create failed"), naming it; the held
+    // init stopped, nothing appended.
     const goodJson = JSON.parse(Buffer.from(goodSpec.value).toString("utf8"));
     for (const [args, re] of [
-      [["/bin/no-such"], /unable to start container process: exec: "\/bin\/no-such": stat \/bin\/no-such: no such file or directory/],
+      [["/bin/no-such"], /^OCI runtime create failed: task "t-bad": unable to start container process: exec: "\/bin\/no-such": stat \/bin\/no-such: no such file or directory/],
       [["no-such"], /exec: "no-such": executable file not found in \$PATH/],
       [["/bin"], /exec: "\/bin": permission denied/],
     ] as const) {
       const spec = { ...goodJson, process: { ...goodJson.process, args } };
       await api.call("containers", "Update", { container: { id: "t-bad", spec: { ...goodSpec, value: Buffer.from(JSON.stringify(spec)) } }, update_mask: { paths: ["spec"] } });
       const seq = await log.lastSeq();
-      await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "FailedPrecondition", re);
+      await rejectsClass(api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts }), "Unknown", re);
       assert.equal(await log.lastSeq(), seq);
       assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bad`), "no bundle left behind");
       assert.equal(execFileSync("runc", ["--root", `${daemon.root}/runc/${NS}`, "list", "-q"], { encoding: "utf8" }).includes("t-bad"), false, "runc keeps no container");
