@@ -3,7 +3,7 @@
 // Two ways in: two directories compared side by side (native snapshots, or any two mounted
 // trees), or an overlayfs upper directory alone, whose whiteout devices and opaque markers
 // already say what was deleted.
-import { createReadStream, promises as fs, type BigIntStats } from "node:fs";
+import { constants as fsConstants, createReadStream, promises as fs, type BigIntStats } from "node:fs";
 import path from "node:path";
 import { once } from "node:events";
 import type { Writable } from "node:stream";
@@ -212,7 +212,9 @@ async function addWhiteout(st: DiffState, parentRel: string, base: string, upper
   await ensureParents(st, name);
   // The parent's mtime, not the clock: the same trees always give the same bytes.
   const ps = await lstat(upperParent);
-  await put(st, { name, type: "file", mode: 0, uid: 0, gid: 0, size: 0, mtime: toDate(ps!.mtimeNs) });
+  // Mode 0, as containerd's and Docker's differs write whiteouts: tar-stream takes a mode of
+  // 0 for "none given" (0644) and writes only the permission bits, so the file-type bit says 0.
+  await put(st, { name, type: "file", mode: fsConstants.S_IFREG, uid: 0, gid: 0, size: 0, mtime: toDate(ps!.mtimeNs) });
 }
 
 function toDate(ns: bigint): Date {

@@ -62,18 +62,22 @@ class Collect extends Writable {
   }
 }
 
-async function tarNames(b: Buffer): Promise<string[]> {
+async function tarHeaders(b: Buffer): Promise<tar.Header[]> {
   const ex = tar.extract();
-  const names: string[] = [];
+  const headers: tar.Header[] = [];
   const reading = (async () => {
     for await (const e of ex) {
-      names.push(e.header.name);
+      headers.push(e.header);
       for await (const _ of e) void _;
     }
   })();
   ex.end(b);
   await reading;
-  return names;
+  return headers;
+}
+
+async function tarNames(b: Buffer): Promise<string[]> {
+  return (await tarHeaders(b)).map((h) => h.name);
 }
 
 describe("applyLayer: a normal tree", () => {
@@ -761,6 +765,10 @@ describe("writeDiff", () => {
       assert.deepEqual(d, { digest: sha(out.bytes), size: out.bytes.length });
       const names = await tarNames(out.bytes);
       assert.ok(names.includes(".wh.gone") && names.includes(".wh.gonedir"), names.join(","));
+      // Whiteouts as containerd's and Docker's differs write them: mode 0, root's, empty.
+      for (const h of (await tarHeaders(out.bytes)).filter((x) => x.name.includes(".wh."))) {
+        assert.deepEqual([h.name, h.type, h.mode, h.uid, h.gid, h.size], [h.name, "file", 0, 0, 0, 0]);
+      }
       assert.ok(!names.includes("etc/same"), "unchanged files are not in the diff");
       assert.ok(!names.some((n) => n.startsWith("gonedir/")), "a deleted directory is one whiteout");
 
@@ -822,6 +830,7 @@ describe("writeDiff", () => {
       await writeOverlayDiff(up, out);
       // in the upper directory's byte order: the device "f" sorts after "d" and "e"
       assert.deepEqual(await tarNames(out.bytes), ["d/", "d/.wh..wh..opq", "d/new", "e/", "e/.wh.x", ".wh.f"]);
+      assert.deepEqual((await tarHeaders(out.bytes)).filter((h) => h.name.includes(".wh.")).map((h) => h.mode), [0, 0, 0]);
     } finally {
       await sb.done();
     }
