@@ -144,7 +144,10 @@ export function checkDeleteTask(id: string, current: TaskRecord | undefined): Ta
 
 export function decideDeleteTask(cmd: TaskRef, current: TaskRecord | undefined): Decision<TaskRecord> {
   const task = checkDeleteTask(cmd.container_id, current);
-  return { event: event(cmd.namespace, "/tasks/delete", TYPE.TaskDelete, ending(cmd.container_id, task.pid, task.exit_status, task.exited_at)), result: task };
+  // Without the process id, as containerd's shim sends it for a task's own process (its
+  // /tasks/exit has one).
+  const { id: _id, ...deleted } = ending(cmd.container_id, task.pid, task.exit_status, task.exited_at);
+  return { event: event(cmd.namespace, "/tasks/delete", TYPE.TaskDelete, deleted), result: task };
 }
 
 const currentTask = (view: StateView, ns: string, id: string) => (id.includes("\u0000") ? undefined : view.get<TaskRecord>(keys.task(ns, id)));
