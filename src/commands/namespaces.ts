@@ -103,6 +103,12 @@ export const namespaceHandlers = {
     for (const [what, prefix] of namespaceContents(cmd.name)) {
       if (await view.hasAny([prefix])) remaining.push(what);
     }
+    // Snapshots by snapshotter, as containerd names them (read only when the delete fails).
+    const snapshots = keys.snapshotsPrefix(cmd.name);
+    if (await view.hasAny([snapshots])) {
+      const names = new Set(view.scan(snapshots).map(([k]) => k.slice(snapshots.length).split("\u0000", 1)[0]!));
+      for (const sn of [...names].sort()) remaining.push(`snapshots on "${sn}" snapshotter`);
+    }
     const leases = view.scan<{ id: string }>(keys.leasesPrefix(cmd.name)).map(([, l]) => l.id);
     const held = leases.map((id) => ({ id, resources: view.scan<LeaseResource>(keys.leaseResourcesPrefix(cmd.name, id)).map(([, r]) => r) }));
     return decideDeleteNamespace(cmd, view.get<NamespaceRecord>(keys.namespace(cmd.name)), remaining, leases, held);
@@ -114,6 +120,5 @@ function namespaceContents(ns: string): [string, string][] {
     ["images", keys.imagesPrefix(ns)],
     ["blobs", keys.blobsPrefix(ns)],
     ["containers", keys.containersPrefix(ns)],
-    ["snapshots", keys.snapshotsPrefix(ns)],
   ];
 }

@@ -1207,9 +1207,10 @@ exit 0
     assert.equal(r.code, 0, r.stderr);
     const dirs = [`${daemon.root}/tasks/${other}`, `${daemon.root}/runc/${other}`];
     assert.deepEqual(dirs.map((d) => existsSync(d)), [true, true]);
-    // Not empty yet (its image): refused, the directories stay.
+    // Not empty yet (its image): refused, naming what is left as containerd does, the directories stay.
     r = await runCommand(CTR, ["--address", daemon.address, "namespaces", "rm", other]);
     assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /namespace "tasks-gone" must be empty, but it still has images, blobs, snapshots on "overlayfs" snapshotter: failed precondition/);
     assert.deepEqual(dirs.map((d) => existsSync(d)), [true, true]);
     assert.equal((await ctrIn(["images", "rm", "--sync", ref])).code, 0);
     r = await runCommand(CTR, ["--address", daemon.address, "namespaces", "rm", other]);
