@@ -53,7 +53,7 @@ export function decideUpdateContent(cmd: UpdateContent, current: BlobRecord | un
   validateDigest("digest", cmd.digest);
   validateFieldMask(`content ${cmd.digest}`, cmd.paths, CONTENT_FIELD_MASK);
   validateLabels(cmd.labels);
-  if (!current) throw notFound(`content ${cmd.digest}`);
+  if (!current) throw notFound(`content digest ${cmd.digest}`);
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
   const rec = blobRecord({ ...current, labels, updated_at: cmd.now });
   return {
@@ -64,7 +64,7 @@ export function decideUpdateContent(cmd: UpdateContent, current: BlobRecord | un
 
 export function decideDeleteContent(cmd: DeleteContent, current: BlobRecord | undefined): Decision<void> {
   validateDigest("digest", cmd.digest);
-  if (!current) throw notFound(`content ${cmd.digest}`);
+  if (!current) throw notFound(`content digest ${cmd.digest}`);
   return {
     event: { namespace: cmd.namespace, topic: "/content/delete", typeName: TYPE.ContentDelete, payload: { digest: cmd.digest } },
     result: undefined,

@@ -99,7 +99,7 @@ export class Queries {
 
   async getBlob(ns: string, digest: string): Promise<BlobRecord> {
     const rec = await this.findBlob(ns, digest);
-    if (!rec) throw notFound(`content ${digest}`);
+    if (!rec) throw notFound(`content digest ${digest}`);
     return rec;
   }
 
