@@ -205,17 +205,21 @@ export interface RuncOptions {
 }
 
 /**
- * A failure of runc itself, as containerd's shim reports one: class Unknown, its message led by
- * `OCI runtime <operation> failed`, what tools and people look for in containerd's errors.
+ * A failure of runc itself, as containerd's shim reports one: class Unknown, its message led
+ * as the shim's (pkg/process): `OCI runtime create|start|exec|pause|resume failed`, `unknown
+ * error after kill`; go-runc's error alone for the rest (update, ps, state).
  */
 function runtimeFailed(op: string, detail: string) {
-  return unknown(`OCI runtime ${op} failed: ${detail}`);
+  const lead: Record<string, string> = { kill: "unknown error after kill" };
+  for (const o of ["create", "start", "exec", "pause", "resume"]) lead[o] = `OCI runtime ${o} failed`;
+  return unknown(lead[op] ? `${lead[op]}: ${detail}` : detail);
 }
 
 /** What ckd reads of a bundle's config.json once it is written. */
 interface BundleSpec {
   root?: { path?: string };
   process?: ProgramSpec;
+  hooks?: { createContainer?: unknown[] };
   linux?: { namespaces?: Array<{ type?: string; path?: string }> };
 }
 
@@ -316,27 +320,43 @@ export class RuncRuntime {
     if (!Array.isArray(createRuntime)) throw invalidArgument(`container "${id}": spec.hooks.createRuntime must be a list`);
     const bundle = this.bundleDir(ns, id);
     const nsDir = path.dirname(bundle);
-    // The directories above bundles 0711, as containerd's state directories: a container with
-    // a user namespace has runc's init, as its mapped root, pass through them to the rootfs.
-    await fs.mkdir(nsDir, { recursive: true, mode: 0o711 });
+    // The directories above bundles 0711 (made 0700 by ck before 2026-12-02), as containerd's
+    // state directories: a container with a user namespace has runc's init, as its mapped
+    // root, pass through them to the rootfs.
+    const makeNsDir = async () => {
+      await fs.mkdir(nsDir, { recursive: true, mode: 0o711 });
+      for (const d of [path.dirname(nsDir), nsDir]) await fs.chmod(d, 0o711);
+    };
+    await makeNsDir();
     const userRoot = remappedRoot(parsed as UserNsSpec);
     if (userRoot) {
-      // Made 0700 by ck before 2026-12-02.
-      for (const d of [path.dirname(nsDir), nsDir]) await fs.chmod(d, 0o711);
-      const blocked = firstUnsearchable(nsDir, userRoot);
+      // What runc's init walks through as that root: the directories above the rootfs (the
+      // bundle itself, made below, is given to its group).
+      const rootfs = path.resolve(bundle, (parsed as BundleSpec).root?.path ?? "rootfs");
+      const above = rootfs.startsWith(bundle + path.sep) ? nsDir : path.dirname(rootfs);
+      const blocked = firstUnsearchable(above, userRoot);
       if (blocked) {
         throw failedPrecondition(
-          `container "${id}" has a user namespace: its root (host uid ${userRoot.uid}, gid ${userRoot.gid}) cannot pass through ${blocked.dir} (mode ${blocked.mode.toString(8).padStart(4, "0")}) to the bundle, so runc could not mount its rootfs; let others search it (chmod o+x ${blocked.dir}), as ckd's own root is made 0711`,
+          `container "${id}" has a user namespace: its root (host uid ${userRoot.uid}, gid ${userRoot.gid}) cannot pass through ${blocked.dir} (mode ${blocked.mode.toString(8).padStart(4, "0")}) to the rootfs, so runc could not mount it; let others search it (chmod o+x ${blocked.dir}), as ckd's own root is made 0711`,
         );
       }
     }
     // 0700: the bundle exposes the rootfs (setuid binaries among it) and the spec (its env);
     // with a user namespace 0710 and the mapped root's group, as containerd's bundles.
-    try {
-      await fs.mkdir(bundle, { mode: 0o700 });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "EEXIST") throw failedPrecondition(`bundle ${bundle} exists: a task of "${id}" was not cleaned up`);
-      throw err;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await fs.mkdir(bundle, { mode: 0o700 });
+        break;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "EEXIST") throw failedPrecondition(`bundle ${bundle} exists: a task of "${id}" was not cleaned up`);
+        // The namespace's directory removed meanwhile (the namespace deleted and made again).
+        if (code === "ENOENT" && attempt === 0) {
+          await makeNsDir();
+          continue;
+        }
+        throw err;
+      }
     }
     try {
       if (userRoot && userRoot.gid !== 0) {
@@ -491,11 +511,14 @@ export class RuncRuntime {
     await this.cgroupText(ns, id, pid);
     if (this.running.get(key) !== running) throw failedPrecondition(`task "${id}" ended while it was created`);
     // runc looks the program up only after the gate: looked up here, in the init's view of
-    // its root (its mounts made), so a missing one fails Create as under containerd. The
-    // caller's cleanup stops the held init.
+    // its root (its mounts made), so a missing one fails Create as under containerd. Not
+    // when the container has createContainer hooks, which runc runs after the gate (they may
+    // put the program there). The caller's cleanup stops the held init.
     const spec = this.bundleSpec(ns, id);
-    const missing = await missingProgram(path.join(`/proc/${pid}/root`, path.resolve(bundle, spec.root?.path ?? "rootfs")), spec.process ?? {});
-    if (missing) throw runtimeFailed("create", `task "${id}": unable to start container process: ${missing}`);
+    if (!spec.hooks?.createContainer?.length) {
+      const missing = await missingProgram(path.join(`/proc/${pid}/root`, path.resolve(bundle, spec.root?.path ?? "rootfs")), spec.process ?? {});
+      if (missing) throw runtimeFailed("create", `task "${id}": unable to start container process: ${missing}`);
+    }
     return { pid, exited: launch.launched.exited };
   }
 

@@ -280,8 +280,9 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     // Past 2^53 (int64's largest: no limit), the client's number reaches runc as written.
     await api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from('{"memory":{"limit":9223372036854775807}}') } });
     assert.equal(readFileSync(limitFile, "utf8").trim(), "9223372036854771712");
-    // One runc refuses (a memory limit below what the cgroup uses): FailedPrecondition, no file left.
-    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from('{"memory":{"limit":4096}}') } }), "Unknown", /OCI runtime update failed: runc update t-bg/);
+    // One runc refuses (a memory limit below what the cgroup uses): Unknown with runc's words
+    // (containerd's shim adds no lead for an update), no file left.
+    await rejectsClass(api.call("tasks", "Update", { container_id: "t-bg", resources: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from('{"memory":{"limit":4096}}') } }), "Unknown", /^runc update t-bg: .*: unknown$/s);
     assert.deepEqual(readdirSync(`${daemon.root}/tasks/${NS}/t-bg`).filter((f) => f.startsWith("update-")), [], "no resources file left");
     r = await ctr(["tasks", "pause", "t-bg"]);
     assert.equal(r.code, 0, r.stderr);
@@ -1311,6 +1312,21 @@ exit 0
       assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-bad`), "no bundle left behind");
       assert.equal(execFileSync("runc", ["--root", `${daemon.root}/runc/${NS}`, "list", "-q"], { encoding: "utf8" }).includes("t-bad"), false, "runc keeps no container");
     }
+    // The look-up sees the held init's own mounts: a program only in a bind mount of the
+    // spec's is found; with createContainer hooks (run after ckd's gate, they may put the
+    // program there) there is no look-up, and runc's own failure comes at Start.
+    const extra = join(daemon.root, "extra-bin");
+    mkdirSync(extra, { recursive: true });
+    writeFileSync(join(extra, "prog"), "#!/bin/sh\n", { mode: 0o755 });
+    const withSpec = async (spec: object) =>
+      api.call("containers", "Update", { container: { id: "t-bad", spec: { ...goodSpec, value: Buffer.from(JSON.stringify(spec)) } }, update_mask: { paths: ["spec"] } });
+    await withSpec({ ...goodJson, process: { ...goodJson.process, args: ["/opt/extra/prog"] }, mounts: [...(goodJson.mounts ?? []), { destination: "/opt/extra", type: "bind", source: extra, options: ["rbind", "ro"] }] });
+    await api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts });
+    await api.call("tasks", "Delete", { container_id: "t-bad" });
+    await withSpec({ ...goodJson, process: { ...goodJson.process, args: ["/no/such"] }, hooks: { createContainer: [{ path: "/bin/true" }] } });
+    await api.call("tasks", "Create", { container_id: "t-bad", rootfs: mounts.mounts });
+    await rejectsClass(api.call("tasks", "Start", { container_id: "t-bad" }), "Unknown", /^OCI runtime start failed: runc run t-bad failed \(exit \d+\): .*\/no\/such.*: unknown$/s);
+    await api.call("tasks", "Delete", { container_id: "t-bad" });
     await api.call("containers", "Update", { container: { id: "t-bad", spec: goodSpec }, update_mask: { paths: ["spec"] } });
     const before2 = await log.lastSeq();
     await rejectsClass(api.call("tasks", "ResizePty", { container_id: "t-bad", width: 80, height: 24 }), "NotFound", /task "t-bad"/);

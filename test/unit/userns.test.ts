@@ -8,12 +8,16 @@ import { join } from "node:path";
 import { firstUnsearchable, remappedRoot, searchable } from "../../src/runtime/userns.js";
 
 const userns = { type: "user" };
+const pick = (r: { uid: number; gid: number } | undefined) => (r ? { uid: r.uid, gid: r.gid } : r);
 
 describe("remappedRoot", () => {
   test("the host ids container ids 0 map to, from the range holding 0", () => {
-    assert.deepEqual(remappedRoot({ linux: { namespaces: [{ type: "pid" }, userns], uidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }], gidMappings: [{ containerID: 0, hostID: 200000, size: 1 }] } }), { uid: 100000, gid: 200000 });
-    // A range starting below 0 is not a real mapping, but the arithmetic holds; one not holding 0 maps nothing.
-    assert.deepEqual(remappedRoot({ linux: { namespaces: [userns], uidMappings: [{ containerID: 1, hostID: 5000, size: 10 }, { containerID: 0, hostID: 700, size: 1 }], gidMappings: [] } }), { uid: 700, gid: 0 });
+    assert.deepEqual(
+      pick(remappedRoot({ linux: { namespaces: [{ type: "pid" }, userns], uidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }], gidMappings: [{ containerID: 0, hostID: 200000, size: 1 }] } })),
+      { uid: 100000, gid: 200000 },
+    );
+    // A range not holding 0 maps nothing of root's.
+    assert.deepEqual(pick(remappedRoot({ linux: { namespaces: [userns], uidMappings: [{ containerID: 1, hostID: 5000, size: 10 }, { containerID: 0, hostID: 700, size: 1 }], gidMappings: [] } })), { uid: 700, gid: 0 });
   });
 
   test("none without a user namespace, whatever the mappings say", () => {
@@ -32,6 +36,13 @@ describe("searchable", () => {
     assert.equal(searchable({ uid: 0, gid: 100000, mode: 0o701 }, who), false);
     assert.equal(searchable({ uid: 100000, gid: 0, mode: 0o100 }, who), true);
     assert.equal(searchable({ uid: 0, gid: 0, mode: 0o700 }, { uid: 0, gid: 0 }), true);
+  });
+
+  test("a directory whose owner and group are both mapped is the namespace's root's own", () => {
+    const root = remappedRoot({ linux: { namespaces: [userns], uidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }], gidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }] } })!;
+    assert.equal(searchable({ uid: 101000, gid: 101000, mode: 0o700 }, root), true);
+    assert.equal(searchable({ uid: 101000, gid: 0, mode: 0o700 }, root), false, "its group unmapped");
+    assert.equal(searchable({ uid: 0, gid: 101000, mode: 0o700 }, root), false, "its owner unmapped");
   });
 
   test("firstUnsearchable walks from / down to the directory", () => {
