@@ -24,6 +24,9 @@ export function versionService(): grpc.UntypedServiceImplementation {
   };
 }
 
+/** The plugin types whose containerd plugins name the platforms they serve. */
+const PLATFORM_TYPES = new Set(["io.containerd.snapshotter.v1", "io.containerd.differ.v1", "io.containerd.runtime.v1", "io.containerd.runtime.v2"]);
+
 export function introspectionService(d: { uuid: string; plugins: () => PluginInfo[] }): grpc.UntypedServiceImplementation {
   const here = defaultPlatform();
   return {
@@ -34,8 +37,9 @@ export function introspectionService(d: { uuid: string; plugins: () => PluginInf
         id: p.id,
         requires: p.requires ?? [],
         // This machine's platform in Go's names (ia32 is 386, ppc64 little-endian ppc64le), as
-        // containerd's client matches it against images (GetSnapshotterSupportedPlatforms).
-        platforms: [{ os: here.os, architecture: here.architecture, variant: here.variant ?? "" }],
+        // containerd's client matches it against images (GetSnapshotterSupportedPlatforms); only
+        // on the kinds of plugin containerd's own give one (snapshotters, differs, runtimes).
+        platforms: PLATFORM_TYPES.has(p.type) ? [{ os: here.os, architecture: here.architecture, variant: here.variant ?? "" }] : [],
         exports: p.exports ?? {},
         capabilities: [],
         init_err: p.initError ? { code: 2, message: p.initError, details: [] } : undefined,

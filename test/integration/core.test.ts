@@ -348,6 +348,11 @@ describe("ckd core", () => {
     const p = await api.call("introspection", "Plugins", { filters: ["type==io.containerd.grpc.v1"] });
     const ids = p.plugins.map((x: any) => x.id);
     for (const id of ["namespaces", "images", "containers", "events", "healthcheck"]) assert.ok(ids.includes(id), id);
+    // Platforms only where containerd's plugins give them: snapshotters (ctr matches images
+    // against them), differs, runtimes; none on the services.
+    assert.ok(p.plugins.every((x: any) => x.platforms.length === 0), "no platforms on grpc plugins");
+    const sn = (await api.call("introspection", "Plugins", { filters: ["type==io.containerd.snapshotter.v1"] })).plugins;
+    assert.ok(sn.length >= 2 && sn.every((x: any) => x.platforms.length === 1 && x.platforms[0].os === "linux"), JSON.stringify(sn));
     const v = await api.call("version", "Version", {});
     // A semver, as containerd's (clients parse it); the revision names ck.
     assert.match(v.version, /^\d+\.\d+\.\d+$/);
