@@ -97,3 +97,30 @@ export function withHostNetwork(spec: { process: { env?: string[] }; mounts: Spe
   for (const file of ["/etc/hosts", "/etc/resolv.conf"]) spec.mounts.push({ destination: file, type: "bind", source: file, options: ["rbind", "ro"] });
   spec.process.env = withEnv(spec.process.env ?? [], [`HOSTNAME=${hostname}`]);
 }
+
+/** One id mapping of a user namespace (runtime-spec `linux.uidMappings`/`gidMappings`). */
+export interface IdMapping {
+  containerID: number;
+  hostID: number;
+  size: number;
+}
+
+/**
+ * A --uidmap/--gidmap flag as ctr reads it: `container-id:host-id:size`, three unsigned
+ * 32-bit numbers, a size of at least 1; anything else is InvalidArgument naming the flag.
+ */
+export function parseIdMapping(flag: string, what: string): IdMapping {
+  const parts = flag.split(":");
+  const nums = parts.map((p) => (/^\d+$/.test(p) ? Number(p) : NaN));
+  if (parts.length !== 3 || nums.some((n) => !Number.isInteger(n) || n > 0xffffffff) || nums[2] === 0) {
+    throw new CkError("InvalidArgument", `${what} ${JSON.stringify(flag)}: want container-id:host-id:size (numbers, size at least 1): invalid argument`);
+  }
+  return { containerID: nums[0]!, hostID: nums[1]!, size: nums[2]! };
+}
+
+/** A user namespace with these mappings, as ctr run --uidmap/--gidmap (containerd's WithUserNamespace). */
+export function withUserNamespace(spec: { linux: { namespaces: Array<{ type: string }>; uidMappings?: IdMapping[]; gidMappings?: IdMapping[] } }, uid: IdMapping, gid: IdMapping): void {
+  if (!spec.linux.namespaces.some((n) => n.type === "user")) spec.linux.namespaces.push({ type: "user" });
+  spec.linux.uidMappings = [uid];
+  spec.linux.gidMappings = [gid];
+}

@@ -13,7 +13,8 @@ import type { ApiClient } from "./client.js";
 import { CkError, isNotFound } from "../errdefs/errdefs.js";
 import { collect, parseLabelArgs, table } from "./format.js";
 import { defaultSnapshotter } from "./defaults.js";
-import { defaultSpec, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, type SpecMount } from "./spec.js";
+import { defaultSpec, parseIdMapping, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, withUserNamespace, type IdMapping, type SpecMount } from "./spec.js";
+import { remappedParent } from "./remap.js";
 import { fromApiDescriptor, withLease } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
@@ -252,6 +253,8 @@ interface RunOptions {
   user?: string;
   mount: string[];
   netHost?: boolean;
+  uidmap?: string;
+  gidmap?: string;
 }
 
 
@@ -336,6 +339,8 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("-u, --user <user[:group]>", "run as this user (a name or uid, and group), looked up in the image as its own user is")
     .option("--mount <spec>", "add a mount, as ctr run --mount: type=bind,src=/host/dir,dst=/dir,options=rbind:ro; repeatable", collect, [])
     .option("--net-host", "the host's network: no network namespace of its own, the host's /etc/hosts and /etc/resolv.conf")
+    .option("--uidmap <container:host:size>", "run in a user namespace with this uid mapping (with --gidmap), the image's files re-owned to match, as ctr run --uidmap")
+    .option("--gidmap <container:host:size>", "the user namespace's gid mapping (with --uidmap)")
     .action(
       action(async (api, image: string, id: string, args: string[], opts: RunOptions) => {
         // First: without --, the program's own options may have been taken as ck's (-d here).
@@ -345,6 +350,8 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         // Checked before anything is made.
         const mounts: SpecMount[] = opts.mount.map(parseMountFlag);
         checkCwd(opts.cwd);
+        if ((opts.uidmap === undefined) !== (opts.gidmap === undefined)) throw new CkError("InvalidArgument", "--uidmap and --gidmap go together: invalid argument");
+        const idMaps = opts.uidmap !== undefined ? { uid: parseIdMapping(opts.uidmap, "--uidmap"), gid: parseIdMapping(opts.gidmap!, "--gidmap") } : undefined;
         const img = (await api.call("images", "Get", { name: image })).image;
         const { chainIds, configJson } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());
         const top = chainIds.at(-1);
@@ -352,7 +359,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         await api.call("snapshots", "Stat", { snapshotter: opts.snapshotter, key: top }).catch((err) => {
           throw new CkError("FailedPrecondition", `image ${image} is not unpacked for ${opts.snapshotter} (ck pull --snapshotter ${opts.snapshotter} unpacks it): ${(err as Error).message}`);
         });
-        const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> & { env?: string[] }; mounts: SpecMount[]; linux: { namespaces: Array<{ type: string }> } };
+        const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> & { env?: string[] }; mounts: SpecMount[]; linux: { namespaces: Array<{ type: string }>; uidMappings?: IdMapping[]; gidMappings?: IdMapping[] } };
         const { imageUser, ...proc } = processFromImage(configJson, args ?? []);
         Object.assign(spec.process, proc, { terminal: opts.tty === true });
         // As ctr run: the flags over the image's settings.
@@ -360,9 +367,12 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         if (opts.cwd) spec.process.cwd = opts.cwd;
         spec.mounts.push(...mounts);
         if (opts.netHost) withHostNetwork(spec, os.hostname());
+        if (idMaps) withUserNamespace(spec, idMaps.uid, idMaps.gid);
         // Under a lease until the container refers to the snapshot: GC takes neither before.
         await withLease(api, async (metadata) => {
-          const prepared = await api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent: top }, { metadata });
+          // In a user namespace, from the image's files re-owned to the namespace's root.
+          const parent = idMaps ? await remappedParent(api, opts.snapshotter, top, idMaps.uid.hostID, idMaps.gid.hostID, metadata) : top;
+          const prepared = await api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent }, { metadata });
           try {
             // A named user is looked up in the image's own /etc/passwd, as ctr does.
             spec.process.user = await userFromSnapshot(opts.user ?? imageUser, mountsFromApi(prepared.mounts), opts.user !== undefined ? "--user" : "image user");

@@ -1197,6 +1197,30 @@ exit 0
     assert.equal((await ctr(["tasks", "rm", "t-userns2"])).code, 0);
     assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-userns2`), "the bundle went with the task");
     assert.equal((await ctr(["containers", "rm", "t-userns2"])).code, 0);
+
+    // ck run takes the same flags: the same re-owned snapshot (ctr's name for it, made by ctr
+    // above: reused, no -remap key left), and a mapping of its own made the same way.
+    const ck = (args: string[]) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args]);
+    const snaps = async () => (await ctr(["snapshots", "ls"])).stdout.split("\n").map((l) => l.split(/\s+/)[0]!).filter(Boolean);
+    const remapped = (await snaps()).filter((k) => /^sha256:[0-9a-f]{64}-100000-100000$/.test(k));
+    assert.equal(remapped.length, 1, (await snaps()).join(","));
+    const script = "id; cat /proc/self/uid_map; stat -c '%u %g' /bin/busybox";
+    r = await ck(["run", "--rm", ...maps, ref, "ck-userns1", "--", "sh", "-c", script]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.replace(/[ \t]+/g, " "), "uid=0 gid=0 groups=0\n 0 100000 65536\n0 0\n");
+    r = await ck(["run", "--rm", "--uidmap", "0:200000:65536", "--gidmap", "0:300000:65536", ref, "ck-userns2", "--", "sh", "-c", script + "; cat /proc/self/gid_map"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.replace(/[ \t]+/g, " "), "uid=0 gid=0 groups=0\n 0 200000 65536\n0 0\n 0 300000 65536\n");
+    const after = await snaps();
+    assert.ok(after.some((k) => k.endsWith("-200000-300000")) && !after.some((k) => k.endsWith("-remap")), after.join(","));
+    // Bad flags: InvalidArgument naming them, nothing made.
+    r = await ck(["run", "--uidmap", "0:100000:65536", ref, "ck-userns3", "--", "true"]);
+    assert.match(r.stderr, /--uidmap and --gidmap go together: invalid argument/);
+    r = await ck(["run", "--uidmap", "0:100000", "--gidmap", "0:1:1", ref, "ck-userns3", "--", "true"]);
+    assert.match(r.stderr, /--uidmap "0:100000": want container-id:host-id:size/);
+    assert.notEqual(r.code, 0);
+    await rejectsClass(api.call("containers", "Get", { id: "ck-userns3" }), "NotFound");
+    assert.ok(!(await snaps()).includes("ck-userns3"), "no snapshot made");
   });
 
   test("a namespace's task directories (bundles, runc's state) go with the namespace", async () => {

@@ -7,9 +7,10 @@ import { decideTransition, execHandlers, taskHandlers, type CreateTask } from ".
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
 import { parseSignal, processFromImage } from "../../src/cli/task-commands.js";
-import { defaultSpec, parseMountFlag, withEnv, withHostNetwork } from "../../src/cli/spec.js";
+import { defaultSpec, parseIdMapping, parseMountFlag, withEnv, withHostNetwork, withUserNamespace } from "../../src/cli/spec.js";
+import { shiftOwners } from "../../src/cli/remap.js";
 import { hasNames, readInRoot, resolveUser } from "../../src/cli/image-user.js";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chownSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { controllerPaths, metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
@@ -353,6 +354,39 @@ describe("ck run's spec flags (as ctr run's)", () => {
     throwsClass(() => parseMountFlag("type=bind,src=/h,target=/c"), "InvalidArgument", /mount option "target" is not supported/);
     throwsClass(() => parseMountFlag("bind"), "InvalidArgument", /"bind" is not key=value/);
     throwsClass(() => parseMountFlag("type=bind,src=/h,dst=c"), "InvalidArgument", /destination must be an absolute path/);
+  });
+
+  test("parseIdMapping: container:host:size as ctr's --uidmap; anything else InvalidArgument naming the flag", () => {
+    assert.deepEqual(parseIdMapping("0:100000:65536", "--uidmap"), { containerID: 0, hostID: 100000, size: 65536 });
+    assert.deepEqual(parseIdMapping("0:4294967295:1", "--gidmap"), { containerID: 0, hostID: 0xffffffff, size: 1 });
+    for (const bad of ["", "0:1", "0:1:2:3", "a:1:1", "0:-1:1", "0:1:0", "0:4294967296:1", " 0:1:1", "0:1.5:1"]) {
+      throwsClass(() => parseIdMapping(bad, "--uidmap"), "InvalidArgument", /^--uidmap ".*": want container-id:host-id:size/);
+    }
+    const spec = defaultSpec("ns", "id", ["sh"]) as unknown as Parameters<typeof withUserNamespace>[0];
+    withUserNamespace(spec, { containerID: 0, hostID: 1000, size: 10 }, { containerID: 0, hostID: 2000, size: 10 });
+    withUserNamespace(spec, { containerID: 0, hostID: 1000, size: 10 }, { containerID: 0, hostID: 2000, size: 10 });
+    assert.deepEqual(spec.linux.namespaces.filter((n) => n.type === "user"), [{ type: "user" }], "one user namespace");
+    assert.deepEqual([spec.linux.uidMappings, spec.linux.gidMappings], [[{ containerID: 0, hostID: 1000, size: 10 }], [{ containerID: 0, hostID: 2000, size: 10 }]]);
+  });
+
+  test("shiftOwners: every entry's owner moved, links re-owned themselves, never followed", { skip: process.getuid?.() === 0 ? false : "chown needs root" }, async () => {
+    const root = mkdtempSync(join(tmpdir(), "ck-shift-"));
+    const outside = mkdtempSync(join(tmpdir(), "ck-shift-outside-"));
+    try {
+      mkdirSync(join(root, "d"));
+      writeFileSync(join(root, "d/f"), "x");
+      symlinkSync(outside, join(root, "out"));
+      chownSync(join(root, "d/f"), 5, 6);
+      assert.equal(await shiftOwners(root, 1000, 2000), 4);
+      const owner = (p: string) => { const st = lstatSync(p); return [st.uid, st.gid]; };
+      assert.deepEqual(owner(root), [1000, 2000]);
+      assert.deepEqual(owner(join(root, "d/f")), [1005, 2006]);
+      assert.deepEqual(owner(join(root, "out")), [1000, 2000]);
+      assert.deepEqual(owner(outside), [0, 0], "the link's target is not touched");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      rmSync(outside, { recursive: true, force: true });
+    }
   });
 
   test("withHostNetwork: no network namespace, the host's hosts and resolv.conf read-only, HOSTNAME", () => {
