@@ -1,5 +1,5 @@
 #!/bin/sh
-":" //; if [ -n "${NODE_EXTRA_CA_CERTS-}" ] && [ -z "${NODE_USE_SYSTEM_CA-}" ]; then case "${NODE_OPTIONS-}" in *use-openssl-ca*|*use-system-ca*) ;; *) export CK_DEFERRED_EXTRA_CA_CERTS="$NODE_EXTRA_CA_CERTS"; unset NODE_EXTRA_CA_CERTS ;; esac; fi; exec node "$0" "$@"
+":" //; if [ -n "${NODE_EXTRA_CA_CERTS-}" ] && [ -z "${NODE_USE_SYSTEM_CA-}" ]; then case "${NODE_OPTIONS-}" in *use-openssl-ca*|*use-system-ca*) ;; *) export CK_DEFERRED_EXTRA_CA_CERTS="$NODE_EXTRA_CA_CERTS"; unset NODE_EXTRA_CA_CERTS ;; esac; fi; CK_ARGV_DASHES=1 exec node "$0" -- "$@"
 // The two lines above are sh, and JavaScript to Node (a string, then a comment). Run as a
 // program, `ck` starts Node without NODE_EXTRA_CA_CERTS: Node reads and parses that file at every
 // start, before any code runs (a system bundle of ~140 certificates: ~60-70 ms of each command,
@@ -9,6 +9,11 @@
 // is unchanged. Not when Node is told to trust the system's CA store (NODE_USE_SYSTEM_CA, or
 // --use-openssl-ca / --use-system-ca in NODE_OPTIONS): ck's list starts from Node's bundled
 // one. `node ck.cjs` skips the sh part and Node loads the file as usual.
+//
+// The arguments follow a `--`, which the launcher takes away again (CK_ARGV_DASHES says it put
+// one there): Node 20 looks for its own --env-file anywhere before a `--`, also among a
+// script's arguments, and stops at a missing file, so `ck run --env-file F` (ctr's flag) would
+// never reach ck.
 //
 // `ck`: loads the CLI bundle (dist/ck-bundle.cjs, made by tools/bundle-cli.mjs) with V8's code
 // cache. Compiling the 1.2 MB bundle and, as commands run, its functions (grpc-js, protobufjs,
@@ -95,6 +100,10 @@ function removeStale(dir, keep) {
 }
 
 function main() {
+  if (process.env.CK_ARGV_DASHES === "1") {
+    delete process.env.CK_ARGV_DASHES;
+    if (process.argv[2] === "--") process.argv.splice(2, 1);
+  }
   // The build keeps the bundle ASCII (tools/bundle-cli.mjs checks), so latin1 reads it exactly.
   let source = fs.readFileSync(BUNDLE, "latin1");
   if (source.startsWith("#!")) source = "//" + source.slice(2); // the entry's hashbang; lines kept

@@ -1,8 +1,34 @@
-// A default OCI runtime spec for `ck containers create`, as ctr builds one before an image's
-// config is known: the process, a root at "rootfs", containerd's default mounts, namespaces.
+// A default OCI runtime spec for `ck containers create` and `ck run`, as ctr builds one before an
+// image's config is known (containerd 1.6's), and ctr run's flags that edit it.
 import { CkError } from "../errdefs/errdefs.js";
 export const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 
+/** containerd's default capabilities (oci/spec.go defaultUnixCaps). */
+const DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"];
+
+/** The devices a container may use, as containerd's WithDefaultUnixDevices allows them (all others denied). */
+function defaultDeviceRules(): Array<Record<string, unknown>> {
+  const rwm = "rwm";
+  const allow = (major: number, minor?: number) => ({ allow: true, type: "c", major, ...(minor === undefined ? {} : { minor }), access: rwm });
+  return [
+    { allow: false, access: rwm },
+    allow(1, 3), // /dev/null
+    allow(1, 8), // /dev/random
+    allow(1, 7), // /dev/full
+    allow(5, 0), // /dev/tty
+    allow(1, 5), // /dev/zero
+    allow(1, 9), // /dev/urandom
+    allow(5, 1), // /dev/console
+    allow(136), // /dev/pts/*
+    allow(5, 2), // /dev/ptmx
+  ];
+}
+
+/**
+ * The spec ctr starts from (containerd 1.6's populateDefaultUnixSpec with WithDefaultUnixDevices):
+ * root with containerd's default capabilities in its bounding, permitted and effective sets,
+ * 1024 open files, its masked and read-only paths, every device denied but the usual ones.
+ */
 export function defaultSpec(namespace: string, id: string, args: string[]): Record<string, unknown> {
   return {
     ociVersion: "1.0.2-dev",
@@ -11,9 +37,8 @@ export function defaultSpec(namespace: string, id: string, args: string[]): Reco
       args,
       env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
       cwd: "/",
-      capabilities: {
-        bounding: ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"],
-      },
+      capabilities: { bounding: [...DEFAULT_CAPS], permitted: [...DEFAULT_CAPS], effective: [...DEFAULT_CAPS] },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
       noNewPrivileges: true,
     },
     root: { path: "rootfs" },
@@ -29,8 +54,9 @@ export function defaultSpec(namespace: string, id: string, args: string[]): Reco
     ],
     linux: {
       cgroupsPath: `/${namespace}/${id}`,
+      resources: { devices: defaultDeviceRules() },
       namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "network" }],
-      maskedPaths: ["/proc/acpi", "/proc/kcore", "/proc/keys", "/sys/firmware"],
+      maskedPaths: ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
       readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
     },
   };
@@ -123,4 +149,79 @@ export function withUserNamespace(spec: { linux: { namespaces: Array<{ type: str
   if (!spec.linux.namespaces.some((n) => n.type === "user")) spec.linux.namespaces.push({ type: "user" });
   spec.linux.uidMappings = [uid];
   spec.linux.gidMappings = [gid];
+}
+
+/** ctr run's spec flags that ck run takes too (commands.ContainerFlags and run_unix.go). */
+export interface RunSpecFlags {
+  /** Lines of an --env-file, applied before --env as ctr does (containerd's WithEnvFile). */
+  envFile?: string[];
+  annotation?: string[];
+  readOnly?: boolean;
+  capAdd?: string[];
+  capDrop?: string[];
+  cpus?: string;
+  cpuShares?: string;
+  memoryLimit?: string;
+  withNs?: string[];
+  allowNewPrivs?: boolean;
+}
+
+const NAMESPACE_TYPES = new Set(["pid", "network", "mount", "ipc", "uts", "user", "cgroup"]);
+
+interface FlaggedSpec {
+  annotations?: Record<string, string>;
+  root?: { path?: string; readonly?: boolean };
+  process: { env?: string[]; noNewPrivileges?: boolean; capabilities?: Partial<Record<"bounding" | "effective" | "permitted", string[]>> };
+  linux: { namespaces: Array<{ type: string; path?: string }>; resources?: { devices?: unknown[]; memory?: { limit?: number }; cpu?: { quota?: number; period?: number; shares?: number } } };
+}
+
+const bad = (what: string, why: string) => new CkError("InvalidArgument", `${what}: ${why}: invalid argument`);
+
+/**
+ * Checks ctr run's spec flags and applies them as ctr does: InvalidArgument naming the flag
+ * for a value ctr would refuse (or take for nothing), before anything is made.
+ */
+export function applyRunSpecFlags(spec: FlaggedSpec, f: RunSpecFlags): void {
+  if (f.envFile) spec.process.env = withEnv(spec.process.env ?? [], f.envFile.filter((l) => l !== ""));
+  for (const a of f.annotation ?? []) {
+    const eq = a.indexOf("=");
+    if (eq <= 0) throw bad(`--annotation ${JSON.stringify(a)}`, "want key=value");
+    (spec.annotations ??= {})[a.slice(0, eq)] = a.slice(eq + 1);
+  }
+  if (f.readOnly) spec.root = { ...spec.root, readonly: true };
+  const caps = (spec.process.capabilities ??= {});
+  for (const [flag, list, add] of [["--cap-add", f.capAdd ?? [], true], ["--cap-drop", f.capDrop ?? [], false]] as const) {
+    for (const c of list) {
+      if (!/^CAP_[A-Z_]+$/.test(c)) throw bad(`${flag} ${JSON.stringify(c)}`, "capabilities are named with the CAP_ prefix, as CAP_NET_ADMIN");
+      for (const set of ["bounding", "effective", "permitted"] as const) {
+        const cur = caps[set] ?? [];
+        caps[set] = add ? (cur.includes(c) ? cur : [...cur, c]) : cur.filter((x) => x !== c);
+      }
+    }
+  }
+  const number = (flag: string, v: string, ok: (n: number) => boolean, want: string) => {
+    const n = Number(v);
+    if (v.trim() === "" || !Number.isFinite(n) || !ok(n)) throw bad(`${flag} ${JSON.stringify(v)}`, want);
+    return n;
+  };
+  const resources = (spec.linux.resources ??= {});
+  if (f.cpus !== undefined) {
+    const cpus = number("--cpus", f.cpus, (n) => n > 0, "want a number of CPUs above 0");
+    resources.cpu = { ...resources.cpu, quota: Math.trunc(cpus * 100_000), period: 100_000 };
+  }
+  if (f.cpuShares !== undefined) resources.cpu = { ...resources.cpu, shares: number("--cpu-shares", f.cpuShares, (n) => Number.isInteger(n) && n > 0, "want a whole number above 0") };
+  if (f.memoryLimit !== undefined) {
+    resources.memory = { ...resources.memory, limit: number("--memory-limit", f.memoryLimit, (n) => Number.isSafeInteger(n) && n > 0, "want a number of bytes above 0") };
+  }
+  if (Object.keys(resources).length === 0) delete spec.linux.resources;
+  for (const w of f.withNs ?? []) {
+    const parts = w.split(":");
+    if (parts.length !== 2 || !parts[1]) throw bad(`--with-ns ${JSON.stringify(w)}`, "want TYPE:PATH, as pid:/proc/1234/ns/pid");
+    if (!NAMESPACE_TYPES.has(parts[0]!)) throw bad(`--with-ns ${JSON.stringify(w)}`, `"${parts[0]}" is not a namespace type (${[...NAMESPACE_TYPES].join(", ")})`);
+    const ns = { type: parts[0]!, path: parts[1] };
+    const i = spec.linux.namespaces.findIndex((n) => n.type === ns.type);
+    if (i >= 0) spec.linux.namespaces[i] = ns;
+    else spec.linux.namespaces.push(ns);
+  }
+  if (f.allowNewPrivs) spec.process.noNewPrivileges = false;
 }

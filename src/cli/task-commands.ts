@@ -4,6 +4,7 @@
 // exit status as ck's own; `-d` starts it detached, its output dropped or appended to --log.
 import { execFileSync } from "node:child_process";
 import { closeSync, constants as fsc, fstatSync, mkdtempSync, openSync, rmSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -13,7 +14,7 @@ import type { ApiClient } from "./client.js";
 import { CkError, isNotFound } from "../errdefs/errdefs.js";
 import { collect, parseLabelArgs, table } from "./format.js";
 import { defaultSnapshotter } from "./defaults.js";
-import { defaultSpec, parseIdMapping, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, withUserNamespace, type IdMapping, type SpecMount } from "./spec.js";
+import { applyRunSpecFlags, defaultSpec, parseIdMapping, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, withUserNamespace, type IdMapping, type SpecMount } from "./spec.js";
 import { remappedParent } from "./remap.js";
 import { fromApiDescriptor, withLease } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
@@ -255,8 +256,26 @@ interface RunOptions {
   netHost?: boolean;
   uidmap?: string;
   gidmap?: string;
+  envFile?: string;
+  annotation: string[];
+  readOnly?: boolean;
+  capAdd: string[];
+  capDrop: string[];
+  cpus?: string;
+  cpuShares?: string;
+  memoryLimit?: string;
+  withNs: string[];
+  allowNewPrivs?: boolean;
 }
 
+
+/** An --env-file's lines (InvalidArgument naming the file if it cannot be read). */
+async function readEnvFile(file: string): Promise<string[]> {
+  const text = await readFile(file, "utf8").catch((err: Error) => {
+    throw new CkError("InvalidArgument", `--env-file ${JSON.stringify(file)}: ${err.message}: invalid argument`);
+  });
+  return text.split(/\r?\n/);
+}
 
 /** --cwd: a path in the container, absolute (runc would fail on another only at start). */
 function checkCwd(cwd: string | undefined): void {
@@ -341,6 +360,16 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("--net-host", "the host's network: no network namespace of its own, the host's /etc/hosts and /etc/resolv.conf")
     .option("--uidmap <container:host:size>", "run in a user namespace with this uid mapping (with --gidmap), the image's files re-owned to match, as ctr run --uidmap")
     .option("--gidmap <container:host:size>", "the user namespace's gid mapping (with --uidmap)")
+    .option("--env-file <file>", "environment variables from a file, one KEY=VALUE a line (before --env), as ctr's")
+    .option("--annotation <k=v>", "an annotation of the spec (repeatable)", collect, [])
+    .option("--read-only", "the container's root file system read-only")
+    .option("--cap-add <CAP_NAME>", "add a capability (repeatable)", collect, [])
+    .option("--cap-drop <CAP_NAME>", "drop a capability (repeatable)", collect, [])
+    .option("--cpus <n>", "CPUs the task may use (a CFS quota over 100 ms periods)")
+    .option("--cpu-shares <n>", "the task's CPU shares")
+    .option("--memory-limit <bytes>", "the task's memory limit")
+    .option("--with-ns <type:path>", "join an existing namespace, as pid:/proc/1234/ns/pid (repeatable)", collect, [])
+    .option("--allow-new-privs", "let the process gain privileges (no no_new_privs)")
     .action(
       action(async (api, image: string, id: string, args: string[], opts: RunOptions) => {
         // First: without --, the program's own options may have been taken as ck's (-d here).
@@ -352,6 +381,10 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         checkCwd(opts.cwd);
         if ((opts.uidmap === undefined) !== (opts.gidmap === undefined)) throw new CkError("InvalidArgument", "--uidmap and --gidmap go together: invalid argument");
         const idMaps = opts.uidmap !== undefined ? { uid: parseIdMapping(opts.uidmap, "--uidmap"), gid: parseIdMapping(opts.gidmap!, "--gidmap") } : undefined;
+        const envFile = opts.envFile === undefined ? undefined : await readEnvFile(opts.envFile);
+        const specFlags = { envFile, annotation: opts.annotation, readOnly: opts.readOnly, capAdd: opts.capAdd, capDrop: opts.capDrop, cpus: opts.cpus, cpuShares: opts.cpuShares, memoryLimit: opts.memoryLimit, withNs: opts.withNs, allowNewPrivs: opts.allowNewPrivs };
+        // Checked on a scratch spec first: a bad value is refused before anything is made.
+        applyRunSpecFlags(defaultSpec("x", "x", []) as unknown as Parameters<typeof applyRunSpecFlags>[0], specFlags);
         const img = (await api.call("images", "Get", { name: image })).image;
         const { chainIds, configJson } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());
         const top = chainIds.at(-1);
@@ -362,7 +395,8 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> & { env?: string[] }; mounts: SpecMount[]; linux: { namespaces: Array<{ type: string }>; uidMappings?: IdMapping[]; gidMappings?: IdMapping[] } };
         const { imageUser, ...proc } = processFromImage(configJson, args ?? []);
         Object.assign(spec.process, proc, { terminal: opts.tty === true });
-        // As ctr run: the flags over the image's settings.
+        // As ctr run: the flags over the image's settings (an --env-file's before --env's).
+        applyRunSpecFlags(spec as unknown as Parameters<typeof applyRunSpecFlags>[0], specFlags);
         spec.process.env = withEnv(spec.process.env ?? [], opts.env);
         if (opts.cwd) spec.process.cwd = opts.cwd;
         spec.mounts.push(...mounts);
@@ -370,9 +404,13 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         if (idMaps) withUserNamespace(spec, idMaps.uid, idMaps.gid);
         // Under a lease until the container refers to the snapshot: GC takes neither before.
         await withLease(api, async (metadata) => {
-          // In a user namespace, from the image's files re-owned to the namespace's root.
-          const parent = idMaps ? await remappedParent(api, opts.snapshotter, top, idMaps.uid.hostID, idMaps.gid.hostID, metadata) : top;
-          const prepared = await api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent }, { metadata });
+          const prepareOn = (parent: string) => api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent }, { metadata });
+          // In a user namespace, from the image's files re-owned to the namespace's root; made
+          // again if a garbage collection took the one found before it was used (as ctr does).
+          const remapped = () => remappedParent(api, opts.snapshotter, top, idMaps!.uid.hostID, idMaps!.gid.hostID, metadata);
+          const prepared = idMaps
+            ? await prepareOn(await remapped()).catch(async (err) => (isNotFound(err) ? prepareOn(await remapped()) : Promise.reject(err)))
+            : await prepareOn(top);
           try {
             // A named user is looked up in the image's own /etc/passwd, as ctr does.
             spec.process.user = await userFromSnapshot(opts.user ?? imageUser, mountsFromApi(prepared.mounts), opts.user !== undefined ? "--user" : "image user");

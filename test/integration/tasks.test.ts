@@ -575,6 +575,73 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.equal((await ctr(["containers", "rm", longId])).code, 0);
   });
 
+  test("ck run starts from ctr's spec (capabilities, open files, devices) and takes ctr run's spec flags", async () => {
+    // As a program (the launcher's sh line), as users run it: Node 20 would take --env-file as its own.
+    const ck = (args: string[]) => runCommand(CK, ["--address", daemon.address, "-n", NS, ...args], {}, "", 60_000);
+    // What the process is given, the same under both clients; mknod is allowed, using the device is not.
+    const probe = "cat /proc/self/status; ulimit -n; mknod /blk b 7 0 && cat /blk; echo end";
+    const fields = (out: string) => out.split("\n").filter((l) => /^Cap(Prm|Eff|Bnd)|^NoNewPrivs|^\d+$|^end$/.test(l) || /Operation not permitted/.test(l)).join("\n");
+    const viaCtr = await ctr(["run", "--rm", ref, "t-spec-ctr", "sh", "-c", probe], "");
+    const viaCk = await ck(["run", "--rm", ref, "ck-spec", "--", "sh", "-c", probe]);
+    assert.equal(viaCk.code, viaCtr.code, viaCk.stderr);
+    assert.equal(fields(viaCk.stdout + viaCk.stderr), fields(viaCtr.stdout + viaCtr.stderr));
+    assert.match(viaCk.stdout, /^CapEff:\s+00000000a80425fb$/m, "containerd's default capabilities, effective");
+    assert.match(viaCk.stdout, /^1024$/m);
+    assert.match(viaCk.stderr, /cat: can't open '\/blk': Operation not permitted/, "devices other than the usual ones are denied");
+
+    // ctr run's flags: capabilities added and dropped, limits in the task's cgroup, a
+    // read-only root, an env file before --env, annotations in the spec, new privileges.
+    const envFile = join(daemon.root, "run.env");
+    writeFileSync(envFile, "FROM_FILE=1\nBOTH=file\n\n");
+    let r = await ck([
+      "run", "-d", "--cap-add", "CAP_SYS_ADMIN", "--cap-drop", "CAP_CHOWN", "--memory-limit", "67108864", "--cpus", "0.5", "--cpu-shares", "512",
+      "--read-only", "--env-file", envFile, "--env", "BOTH=flag", "--annotation", "org.example/a=b", "--allow-new-privs",
+      ref, "ck-flags", "--", "sh", "-c", "cat /proc/self/status; echo $FROM_FILE $BOTH; echo x > /written || echo read-only; sleep 60",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const pid = Number((await api.call("tasks", "Get", { container_id: "ck-flags" })).process.pid);
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const capEff = BigInt("0x" + /^CapEff:\s+([0-9a-f]+)$/m.exec(status)![1]);
+    assert.equal((capEff >> 21n) & 1n, 1n, "CAP_SYS_ADMIN added");
+    assert.equal(capEff & 1n, 0n, "CAP_CHOWN dropped");
+    assert.match(status, /^NoNewPrivs:\s+0$/m);
+    // The limits in the task's cgroup (v1, as this project's machines: ctr's path /<namespace>/<id>).
+    if (existsSync("/sys/fs/cgroup/memory/tasks")) {
+      assert.equal(readFileSync(`/sys/fs/cgroup/memory/${NS}/ck-flags/memory.limit_in_bytes`, "utf8").trim(), "67108864");
+      const cpu = `/sys/fs/cgroup/cpu/${NS}/ck-flags`;
+      assert.deepEqual(["cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares"].map((f) => readFileSync(`${cpu}/${f}`, "utf8").trim()), ["50000", "100000", "512"]);
+    } else {
+      assert.match(readFileSync(`/proc/${pid}/cgroup`, "utf8"), /^0::/m, "a cgroup v2 host");
+    }
+    const spec = JSON.parse(Buffer.from((await api.call("containers", "Get", { id: "ck-flags" })).container.spec.value).toString("utf8"));
+    assert.deepEqual([spec.annotations, spec.root.readonly], [{ "org.example/a": "b" }, true]);
+    await api.call("tasks", "Kill", { container_id: "ck-flags", signal: 9 });
+    await api.call("tasks", "Wait", { container_id: "ck-flags" });
+    await api.call("tasks", "Delete", { container_id: "ck-flags" });
+    assert.equal((await ctr(["containers", "rm", "ck-flags"])).code, 0);
+    // The process's own view, in the foreground: the env file's, then --env's; the root read-only.
+    r = await ck(["run", "--rm", "--read-only", "--env-file", envFile, "--env", "BOTH=flag", ref, "ck-flags2", "--", "sh", "-c", "echo $FROM_FILE $BOTH; echo x > /written || echo read-only"]);
+    assert.equal(r.stdout, "1 flag\nread-only\n", r.stderr);
+
+    // Bad values: InvalidArgument naming the flag, nothing made.
+    for (const [args, re] of [
+      [["--cap-add", "SYS_ADMIN"], /--cap-add "SYS_ADMIN": capabilities are named with the CAP_ prefix/],
+      [["--cpus", "0"], /--cpus "0": want a number of CPUs above 0/],
+      [["--cpu-shares", "1.5"], /--cpu-shares "1.5": want a whole number above 0/],
+      [["--memory-limit", "lots"], /--memory-limit "lots": want a number of bytes above 0/],
+      [["--with-ns", "pid"], /--with-ns "pid": want TYPE:PATH/],
+      [["--with-ns", "disk:/x"], /--with-ns "disk:\/x": "disk" is not a namespace type/],
+      [["--annotation", "=v"], /--annotation "=v": want key=value/],
+      [["--env-file", "/no/such/env"], /--env-file "\/no\/such\/env": .*no such file or directory/],
+    ] as const) {
+      r = await ck(["run", ...args, ref, "ck-bad-flag", "--", "true"]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, re);
+      assert.match(r.stderr, /invalid argument/);
+    }
+    await rejectsClass(api.call("containers", "Get", { id: "ck-bad-flag" }), "NotFound");
+  });
+
   test("ck tasks: start in the foreground (stdio, exit status), start -d, ls, ps, kill, rm; ck run", async () => {
     const ck = (args: string[], input?: string) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args], {}, input);
     let r = await ctr(["containers", "create", ref, "ck-fg", "--", "sh", "-c", "cat; echo to stderr >&2; exit 5"]);
@@ -1198,29 +1265,40 @@ exit 0
     assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-userns2`), "the bundle went with the task");
     assert.equal((await ctr(["containers", "rm", "t-userns2"])).code, 0);
 
-    // ck run takes the same flags: the same re-owned snapshot (ctr's name for it, made by ctr
-    // above: reused, no -remap key left), and a mapping of its own made the same way.
+    // ck run takes the same flags: the image's files re-owned once into ctr's snapshot name
+    // for them, the parent of each such container's snapshot, reused while it exists.
     const ck = (args: string[]) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args]);
     const snaps = async () => (await ctr(["snapshots", "ls"])).stdout.split("\n").map((l) => l.split(/\s+/)[0]!).filter(Boolean);
-    const remapped = (await snaps()).filter((k) => /^sha256:[0-9a-f]{64}-100000-100000$/.test(k));
-    assert.equal(remapped.length, 1, (await snaps()).join(","));
+    const parentOf = async (key: string) => JSON.parse((await ctr(["snapshots", "info", key])).stdout).Parent as string;
+    r = await ck(["run", "-d", ...maps, ref, "ck-userns0", "--", "sleep", "60"]);
+    assert.equal(r.code, 0, r.stderr);
+    const base = await parentOf("ck-userns0");
+    assert.match(base, /^sha256:[0-9a-f]{64}-100000-100000$/);
     const script = "id; cat /proc/self/uid_map; stat -c '%u %g' /bin/busybox";
-    r = await ck(["run", "--rm", ...maps, ref, "ck-userns1", "--", "sh", "-c", script]);
+    r = await ck(["run", "-d", ...maps, ref, "ck-userns1", "--", "sh", "-c", script + "; sleep 60"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await parentOf("ck-userns1"), base, "the same re-owned snapshot");
+    r = await ck(["run", "--rm", ...maps, ref, "ck-userns2", "--", "sh", "-c", script]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.replace(/[ \t]+/g, " "), "uid=0 gid=0 groups=0\n 0 100000 65536\n0 0\n");
-    r = await ck(["run", "--rm", "--uidmap", "0:200000:65536", "--gidmap", "0:300000:65536", ref, "ck-userns2", "--", "sh", "-c", script + "; cat /proc/self/gid_map"]);
+    for (const id of ["ck-userns0", "ck-userns1"]) {
+      await api.call("tasks", "Kill", { container_id: id, signal: 9 });
+      await api.call("tasks", "Wait", { container_id: id });
+      await api.call("tasks", "Delete", { container_id: id });
+      assert.equal((await ctr(["containers", "rm", id])).code, 0);
+    }
+    r = await ck(["run", "--rm", "--uidmap", "0:200000:65536", "--gidmap", "0:300000:65536", ref, "ck-userns3", "--", "sh", "-c", script + "; cat /proc/self/gid_map"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.replace(/[ \t]+/g, " "), "uid=0 gid=0 groups=0\n 0 200000 65536\n0 0\n 0 300000 65536\n");
-    const after = await snaps();
-    assert.ok(after.some((k) => k.endsWith("-200000-300000")) && !after.some((k) => k.endsWith("-remap")), after.join(","));
+    assert.ok(!(await snaps()).some((k) => k.endsWith("-remap")), "no -remap snapshot left");
     // Bad flags: InvalidArgument naming them, nothing made.
-    r = await ck(["run", "--uidmap", "0:100000:65536", ref, "ck-userns3", "--", "true"]);
+    r = await ck(["run", "--uidmap", "0:100000:65536", ref, "ck-userns4", "--", "true"]);
     assert.match(r.stderr, /--uidmap and --gidmap go together: invalid argument/);
-    r = await ck(["run", "--uidmap", "0:100000", "--gidmap", "0:1:1", ref, "ck-userns3", "--", "true"]);
+    r = await ck(["run", "--uidmap", "0:100000", "--gidmap", "0:1:1", ref, "ck-userns4", "--", "true"]);
     assert.match(r.stderr, /--uidmap "0:100000": want container-id:host-id:size/);
     assert.notEqual(r.code, 0);
-    await rejectsClass(api.call("containers", "Get", { id: "ck-userns3" }), "NotFound");
-    assert.ok(!(await snaps()).includes("ck-userns3"), "no snapshot made");
+    await rejectsClass(api.call("containers", "Get", { id: "ck-userns4" }), "NotFound");
+    assert.ok(!(await snaps()).includes("ck-userns4"), "no snapshot made");
   });
 
   test("a namespace's task directories (bundles, runc's state) go with the namespace", async () => {

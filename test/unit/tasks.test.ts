@@ -7,7 +7,7 @@ import { decideTransition, execHandlers, taskHandlers, type CreateTask } from ".
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
 import { parseSignal, processFromImage } from "../../src/cli/task-commands.js";
-import { defaultSpec, parseIdMapping, parseMountFlag, withEnv, withHostNetwork, withUserNamespace } from "../../src/cli/spec.js";
+import { applyRunSpecFlags, defaultSpec, parseIdMapping, parseMountFlag, withEnv, withHostNetwork, withUserNamespace } from "../../src/cli/spec.js";
 import { shiftOwners } from "../../src/cli/remap.js";
 import { hasNames, readInRoot, resolveUser } from "../../src/cli/image-user.js";
 import { chownSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -386,6 +386,58 @@ describe("ck run's spec flags (as ctr run's)", () => {
     } finally {
       rmSync(root, { recursive: true, force: true });
       rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
+  test("defaultSpec is containerd 1.6's: capabilities in three sets, 1024 open files, devices denied but the usual ones", () => {
+    const spec = defaultSpec("ns", "id", ["sh"]) as any;
+    const caps = spec.process.capabilities;
+    assert.equal(caps.bounding.length, 14);
+    assert.deepEqual([caps.permitted, caps.effective], [caps.bounding, caps.bounding]);
+    assert.deepEqual(spec.process.rlimits, [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }]);
+    assert.deepEqual(spec.linux.resources.devices[0], { allow: false, access: "rwm" });
+    assert.deepEqual(spec.linux.resources.devices.slice(1).map((d: any) => `${d.major}:${d.minor ?? "*"}`), ["1:3", "1:8", "1:7", "5:0", "1:5", "1:9", "5:1", "136:*", "5:2"]);
+    assert.equal(spec.linux.maskedPaths.length, 10);
+  });
+
+  test("applyRunSpecFlags: ctr run's spec flags as containerd's options apply them; bad values InvalidArgument naming the flag", () => {
+    const spec = defaultSpec("ns", "id", ["sh"]) as any;
+    applyRunSpecFlags(spec, {
+      envFile: ["A=file", "", "B=file"],
+      annotation: ["k=v=w"],
+      readOnly: true,
+      capAdd: ["CAP_SYS_ADMIN", "CAP_CHOWN"],
+      capDrop: ["CAP_NET_RAW"],
+      cpus: "1.5",
+      cpuShares: "256",
+      memoryLimit: "1048576",
+      withNs: ["pid:/proc/1/ns/pid", "user:/proc/1/ns/user"],
+      allowNewPrivs: true,
+    });
+    assert.ok(spec.process.env.includes("A=file") && spec.process.env.includes("B=file"));
+    assert.deepEqual(spec.annotations, { k: "v=w" });
+    assert.equal(spec.root.readonly, true);
+    for (const set of ["bounding", "effective", "permitted"]) {
+      const l: string[] = spec.process.capabilities[set];
+      assert.ok(l.includes("CAP_SYS_ADMIN") && !l.includes("CAP_NET_RAW"), set);
+      assert.equal(l.filter((c) => c === "CAP_CHOWN").length, 1, "added once");
+    }
+    assert.deepEqual(spec.linux.resources.cpu, { quota: 150000, period: 100000, shares: 256 });
+    assert.deepEqual(spec.linux.resources.memory, { limit: 1048576 });
+    assert.equal(spec.linux.resources.devices.length, 10, "the device rules kept");
+    assert.deepEqual(spec.linux.namespaces.find((n: any) => n.type === "pid"), { type: "pid", path: "/proc/1/ns/pid" });
+    assert.deepEqual(spec.linux.namespaces.at(-1), { type: "user", path: "/proc/1/ns/user" });
+    assert.equal(spec.process.noNewPrivileges, false);
+    for (const [f, re] of [
+      [{ capDrop: ["chown"] }, /--cap-drop "chown"/],
+      [{ cpus: "-1" }, /--cpus "-1"/],
+      [{ cpus: "" }, /--cpus ""/],
+      [{ cpuShares: "0" }, /--cpu-shares "0"/],
+      [{ memoryLimit: "1e3x" }, /--memory-limit "1e3x"/],
+      [{ withNs: ["pid:"] }, /--with-ns "pid:"/],
+      [{ annotation: ["novalue"] }, /--annotation "novalue"/],
+    ] as const) {
+      throwsClass(() => applyRunSpecFlags(defaultSpec("ns", "id", []) as any, f as any), "InvalidArgument", re);
     }
   });
 
