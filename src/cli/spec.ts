@@ -156,13 +156,16 @@ export interface RunSpecFlags {
   /** Lines of an --env-file, applied before --env as ctr does (containerd's WithEnvFile). */
   envFile?: string[];
   annotation?: string[];
+  /** --label's, annotations too (ctr's WithAnnotations(labels), over --annotation's). */
+  label?: string[];
   readOnly?: boolean;
   capAdd?: string[];
   capDrop?: string[];
+  /** 0 (or absent) is unset, as ctr takes it; so for the shares and the memory limit. */
   cpus?: string;
+  /** ctr's default is 1024. */
   cpuShares?: string;
   memoryLimit?: string;
-  withNs?: string[];
   allowNewPrivs?: boolean;
 }
 
@@ -177,17 +180,28 @@ interface FlaggedSpec {
 
 const bad = (what: string, why: string) => new CkError("InvalidArgument", `${what}: ${why}: invalid argument`);
 
+/** runc's bounds for CPU shares on cgroup v1 (the kernel's). */
+const MIN_SHARES = 2;
+const MAX_SHARES = 262144;
+
+function keyValues(flag: string, list: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const a of list) {
+    const eq = a.indexOf("=");
+    if (eq <= 0) throw bad(`${flag} ${JSON.stringify(a)}`, "want key=value");
+    out[a.slice(0, eq)] = a.slice(eq + 1);
+  }
+  return out;
+}
+
 /**
  * Checks ctr run's spec flags and applies them as ctr does: InvalidArgument naming the flag
- * for a value ctr would refuse (or take for nothing), before anything is made.
+ * for a value ctr or runc would refuse, before anything is made.
  */
 export function applyRunSpecFlags(spec: FlaggedSpec, f: RunSpecFlags): void {
   if (f.envFile) spec.process.env = withEnv(spec.process.env ?? [], f.envFile.filter((l) => l !== ""));
-  for (const a of f.annotation ?? []) {
-    const eq = a.indexOf("=");
-    if (eq <= 0) throw bad(`--annotation ${JSON.stringify(a)}`, "want key=value");
-    (spec.annotations ??= {})[a.slice(0, eq)] = a.slice(eq + 1);
-  }
+  const annotations = { ...keyValues("--annotation", f.annotation ?? []), ...keyValues("--label", f.label ?? []) };
+  if (Object.keys(annotations).length > 0) spec.annotations = { ...spec.annotations, ...annotations };
   if (f.readOnly) spec.root = { ...spec.root, readonly: true };
   const caps = (spec.process.capabilities ??= {});
   for (const [flag, list, add] of [["--cap-add", f.capAdd ?? [], true], ["--cap-drop", f.capDrop ?? [], false]] as const) {
@@ -199,29 +213,46 @@ export function applyRunSpecFlags(spec: FlaggedSpec, f: RunSpecFlags): void {
       }
     }
   }
-  const number = (flag: string, v: string, ok: (n: number) => boolean, want: string) => {
-    const n = Number(v);
-    if (v.trim() === "" || !Number.isFinite(n) || !ok(n)) throw bad(`${flag} ${JSON.stringify(v)}`, want);
+  const whole = (flag: string, v: string, min: number, max: number) => {
+    const n = /^\d+$/.test(v) ? Number(v) : NaN;
+    if (!(n === 0 || (n >= min && n <= max))) throw bad(`${flag} ${JSON.stringify(v)}`, `want a whole number from ${min} to ${max} (0: none)`);
     return n;
   };
   const resources = (spec.linux.resources ??= {});
   if (f.cpus !== undefined) {
-    const cpus = number("--cpus", f.cpus, (n) => n > 0, "want a number of CPUs above 0");
-    resources.cpu = { ...resources.cpu, quota: Math.trunc(cpus * 100_000), period: 100_000 };
+    // A CFS quota of at least 1 ms (the kernel's least) over 100 ms periods.
+    const cpus = /^\d+(\.\d+)?$/.test(f.cpus) ? Number(f.cpus) : NaN;
+    if (!(cpus === 0 || (cpus >= 0.01 && cpus <= 1_000_000))) throw bad(`--cpus ${JSON.stringify(f.cpus)}`, "want a number of CPUs from 0.01 (0: no limit)");
+    if (cpus > 0) resources.cpu = { ...resources.cpu, quota: Math.trunc(cpus * 100_000), period: 100_000 };
   }
-  if (f.cpuShares !== undefined) resources.cpu = { ...resources.cpu, shares: number("--cpu-shares", f.cpuShares, (n) => Number.isInteger(n) && n > 0, "want a whole number above 0") };
+  const shares = whole("--cpu-shares", f.cpuShares ?? "1024", MIN_SHARES, MAX_SHARES);
+  if (shares > 0) resources.cpu = { ...resources.cpu, shares };
   if (f.memoryLimit !== undefined) {
-    resources.memory = { ...resources.memory, limit: number("--memory-limit", f.memoryLimit, (n) => Number.isSafeInteger(n) && n > 0, "want a number of bytes above 0") };
+    const limit = whole("--memory-limit", f.memoryLimit, 1, Number.MAX_SAFE_INTEGER);
+    if (limit > 0) resources.memory = { ...resources.memory, limit };
   }
   if (Object.keys(resources).length === 0) delete spec.linux.resources;
-  for (const w of f.withNs ?? []) {
-    const parts = w.split(":");
-    if (parts.length !== 2 || !parts[1]) throw bad(`--with-ns ${JSON.stringify(w)}`, "want TYPE:PATH, as pid:/proc/1234/ns/pid");
-    if (!NAMESPACE_TYPES.has(parts[0]!)) throw bad(`--with-ns ${JSON.stringify(w)}`, `"${parts[0]}" is not a namespace type (${[...NAMESPACE_TYPES].join(", ")})`);
-    const ns = { type: parts[0]!, path: parts[1] };
-    const i = spec.linux.namespaces.findIndex((n) => n.type === ns.type);
-    if (i >= 0) spec.linux.namespaces[i] = ns;
-    else spec.linux.namespaces.push(ns);
-  }
   if (f.allowNewPrivs) spec.process.noNewPrivileges = false;
+}
+
+/**
+ * --with-ns TYPE:PATH flags: each namespace joined at an absolute path, in place of the
+ * spec's own of that type (containerd's WithLinuxNamespace). Applied after --net-host, as ctr
+ * does, so a network namespace given here is joined.
+ */
+export function parseWithNs(list: readonly string[]): Array<{ type: string; path: string }> {
+  return list.map((w) => {
+    const parts = w.split(":");
+    if (parts.length !== 2 || !parts[1]!.startsWith("/")) throw bad(`--with-ns ${JSON.stringify(w)}`, "want TYPE:PATH with an absolute path, as pid:/proc/1234/ns/pid");
+    if (!NAMESPACE_TYPES.has(parts[0]!)) throw bad(`--with-ns ${JSON.stringify(w)}`, `"${parts[0]}" is not a namespace type (${[...NAMESPACE_TYPES].join(", ")})`);
+    return { type: parts[0]!, path: parts[1]! };
+  });
+}
+
+export function withNamespaces(spec: { linux: { namespaces: Array<{ type: string; path?: string }> } }, list: ReadonlyArray<{ type: string; path: string }>): void {
+  for (const ns of list) {
+    const i = spec.linux.namespaces.findIndex((n) => n.type === ns.type);
+    if (i >= 0) spec.linux.namespaces[i] = { ...ns };
+    else spec.linux.namespaces.push({ ...ns });
+  }
 }

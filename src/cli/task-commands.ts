@@ -14,7 +14,7 @@ import type { ApiClient } from "./client.js";
 import { CkError, isNotFound } from "../errdefs/errdefs.js";
 import { collect, parseLabelArgs, table } from "./format.js";
 import { defaultSnapshotter } from "./defaults.js";
-import { applyRunSpecFlags, defaultSpec, parseIdMapping, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, withUserNamespace, type IdMapping, type SpecMount } from "./spec.js";
+import { applyRunSpecFlags, defaultSpec, parseWithNs, withNamespaces, parseIdMapping, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, withUserNamespace, type IdMapping, type SpecMount } from "./spec.js";
 import { remappedParent } from "./remap.js";
 import { fromApiDescriptor, withLease } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
@@ -366,7 +366,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("--cap-add <CAP_NAME>", "add a capability (repeatable)", collect, [])
     .option("--cap-drop <CAP_NAME>", "drop a capability (repeatable)", collect, [])
     .option("--cpus <n>", "CPUs the task may use (a CFS quota over 100 ms periods)")
-    .option("--cpu-shares <n>", "the task's CPU shares")
+    .option("--cpu-shares <n>", "the task's CPU shares (ctr's default: 1024)")
     .option("--memory-limit <bytes>", "the task's memory limit")
     .option("--with-ns <type:path>", "join an existing namespace, as pid:/proc/1234/ns/pid (repeatable)", collect, [])
     .option("--allow-new-privs", "let the process gain privileges (no no_new_privs)")
@@ -382,9 +382,10 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         if ((opts.uidmap === undefined) !== (opts.gidmap === undefined)) throw new CkError("InvalidArgument", "--uidmap and --gidmap go together: invalid argument");
         const idMaps = opts.uidmap !== undefined ? { uid: parseIdMapping(opts.uidmap, "--uidmap"), gid: parseIdMapping(opts.gidmap!, "--gidmap") } : undefined;
         const envFile = opts.envFile === undefined ? undefined : await readEnvFile(opts.envFile);
-        const specFlags = { envFile, annotation: opts.annotation, readOnly: opts.readOnly, capAdd: opts.capAdd, capDrop: opts.capDrop, cpus: opts.cpus, cpuShares: opts.cpuShares, memoryLimit: opts.memoryLimit, withNs: opts.withNs, allowNewPrivs: opts.allowNewPrivs };
+        const specFlags = { envFile, annotation: opts.annotation, label: opts.label, readOnly: opts.readOnly, capAdd: opts.capAdd, capDrop: opts.capDrop, cpus: opts.cpus, cpuShares: opts.cpuShares, memoryLimit: opts.memoryLimit, allowNewPrivs: opts.allowNewPrivs };
         // Checked on a scratch spec first: a bad value is refused before anything is made.
         applyRunSpecFlags(defaultSpec("x", "x", []) as unknown as Parameters<typeof applyRunSpecFlags>[0], specFlags);
+        const joined = parseWithNs(opts.withNs);
         const img = (await api.call("images", "Get", { name: image })).image;
         const { chainIds, configJson } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());
         const top = chainIds.at(-1);
@@ -402,6 +403,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         spec.mounts.push(...mounts);
         if (opts.netHost) withHostNetwork(spec, os.hostname());
         if (idMaps) withUserNamespace(spec, idMaps.uid, idMaps.gid);
+        withNamespaces(spec, joined);
         // Under a lease until the container refers to the snapshot: GC takes neither before.
         await withLease(api, async (metadata) => {
           const prepareOn = (parent: string) => api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent }, { metadata });

@@ -7,10 +7,10 @@ import { decideTransition, execHandlers, taskHandlers, type CreateTask } from ".
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
 import { parseSignal, processFromImage } from "../../src/cli/task-commands.js";
-import { applyRunSpecFlags, defaultSpec, parseIdMapping, parseMountFlag, withEnv, withHostNetwork, withUserNamespace } from "../../src/cli/spec.js";
+import { applyRunSpecFlags, defaultSpec, parseIdMapping, parseWithNs, withNamespaces, parseMountFlag, withEnv, withHostNetwork, withUserNamespace } from "../../src/cli/spec.js";
 import { shiftOwners } from "../../src/cli/remap.js";
 import { hasNames, readInRoot, resolveUser } from "../../src/cli/image-user.js";
-import { chownSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, linkSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { controllerPaths, metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
@@ -377,10 +377,16 @@ describe("ck run's spec flags (as ctr run's)", () => {
       writeFileSync(join(root, "d/f"), "x");
       symlinkSync(outside, join(root, "out"));
       chownSync(join(root, "d/f"), 5, 6);
-      assert.equal(await shiftOwners(root, 1000, 2000), 4);
+      // A file with two links is re-owned once; a set-user-ID program keeps its bit.
+      linkSync(join(root, "d/f"), join(root, "f2"));
+      writeFileSync(join(root, "suid"), "x", { mode: 0o755 });
+      chmodSync(join(root, "suid"), 0o4755);
+      assert.equal(await shiftOwners(root, 1000, 2000), 5);
       const owner = (p: string) => { const st = lstatSync(p); return [st.uid, st.gid]; };
       assert.deepEqual(owner(root), [1000, 2000]);
       assert.deepEqual(owner(join(root, "d/f")), [1005, 2006]);
+      assert.deepEqual(owner(join(root, "f2")), [1005, 2006]);
+      assert.equal(lstatSync(join(root, "suid")).mode & 0o7777, 0o4755);
       assert.deepEqual(owner(join(root, "out")), [1000, 2000]);
       assert.deepEqual(owner(outside), [0, 0], "the link's target is not touched");
     } finally {
@@ -404,18 +410,18 @@ describe("ck run's spec flags (as ctr run's)", () => {
     const spec = defaultSpec("ns", "id", ["sh"]) as any;
     applyRunSpecFlags(spec, {
       envFile: ["A=file", "", "B=file"],
-      annotation: ["k=v=w"],
+      annotation: ["k=v=w", "l=from-annotation"],
+      label: ["l=from-label"],
       readOnly: true,
       capAdd: ["CAP_SYS_ADMIN", "CAP_CHOWN"],
       capDrop: ["CAP_NET_RAW"],
       cpus: "1.5",
       cpuShares: "256",
       memoryLimit: "1048576",
-      withNs: ["pid:/proc/1/ns/pid", "user:/proc/1/ns/user"],
       allowNewPrivs: true,
     });
     assert.ok(spec.process.env.includes("A=file") && spec.process.env.includes("B=file"));
-    assert.deepEqual(spec.annotations, { k: "v=w" });
+    assert.deepEqual(spec.annotations, { k: "v=w", l: "from-label" }, "labels are annotations too, over --annotation's");
     assert.equal(spec.root.readonly, true);
     for (const set of ["bounding", "effective", "permitted"]) {
       const l: string[] = spec.process.capabilities[set];
@@ -425,19 +431,39 @@ describe("ck run's spec flags (as ctr run's)", () => {
     assert.deepEqual(spec.linux.resources.cpu, { quota: 150000, period: 100000, shares: 256 });
     assert.deepEqual(spec.linux.resources.memory, { limit: 1048576 });
     assert.equal(spec.linux.resources.devices.length, 10, "the device rules kept");
-    assert.deepEqual(spec.linux.namespaces.find((n: any) => n.type === "pid"), { type: "pid", path: "/proc/1/ns/pid" });
-    assert.deepEqual(spec.linux.namespaces.at(-1), { type: "user", path: "/proc/1/ns/user" });
     assert.equal(spec.process.noNewPrivileges, false);
+    // ctr's defaults: 1024 shares; 0 is "none" for all three.
+    const plain = defaultSpec("ns", "id", []) as any;
+    applyRunSpecFlags(plain, {});
+    assert.deepEqual(plain.linux.resources.cpu, { shares: 1024 });
+    const zero = defaultSpec("ns", "id", []) as any;
+    applyRunSpecFlags(zero, { cpus: "0", cpuShares: "0", memoryLimit: "0" });
+    assert.deepEqual([zero.linux.resources.cpu, zero.linux.resources.memory], [undefined, undefined]);
     for (const [f, re] of [
       [{ capDrop: ["chown"] }, /--cap-drop "chown"/],
       [{ cpus: "-1" }, /--cpus "-1"/],
       [{ cpus: "" }, /--cpus ""/],
-      [{ cpuShares: "0" }, /--cpu-shares "0"/],
-      [{ memoryLimit: "1e3x" }, /--memory-limit "1e3x"/],
-      [{ withNs: ["pid:"] }, /--with-ns "pid:"/],
+      [{ cpus: "1e20" }, /--cpus "1e20"/],
+      [{ cpus: "0.001" }, /--cpus "0.001"/],
+      [{ cpuShares: "1" }, /--cpu-shares "1": want a whole number from 2 to 262144/],
+      [{ cpuShares: "0x10" }, /--cpu-shares "0x10"/],
+      [{ memoryLimit: "1e3" }, /--memory-limit "1e3"/],
+      [{ memoryLimit: " 1" }, /--memory-limit " 1"/],
       [{ annotation: ["novalue"] }, /--annotation "novalue"/],
+      [{ label: ["=x"] }, /--label "=x"/],
     ] as const) {
       throwsClass(() => applyRunSpecFlags(defaultSpec("ns", "id", []) as any, f as any), "InvalidArgument", re);
+    }
+  });
+
+  test("--with-ns: TYPE:PATH with an absolute path, in place of the spec's own namespace of that type", () => {
+    const spec = defaultSpec("ns", "id", ["sh"]) as any;
+    withHostNetwork(spec, "box");
+    withNamespaces(spec, parseWithNs(["pid:/proc/1/ns/pid", "network:/run/netns/x"]));
+    assert.deepEqual(spec.linux.namespaces.find((n: any) => n.type === "pid"), { type: "pid", path: "/proc/1/ns/pid" });
+    assert.deepEqual(spec.linux.namespaces.at(-1), { type: "network", path: "/run/netns/x" }, "joined after --net-host, as ctr");
+    for (const [w, re] of [["pid", /want TYPE:PATH/], ["pid:", /want TYPE:PATH/], ["pid:relative", /absolute path/], ["disk:/x", /"disk" is not a namespace type/]] as const) {
+      throwsClass(() => parseWithNs([w]), "InvalidArgument", re);
     }
   });
 
