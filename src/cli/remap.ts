@@ -5,12 +5,10 @@
 // containers that use them.
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import type { ApiClient } from "./client.js";
 import { CkError, isClass, isNotFound } from "../errdefs/errdefs.js";
-import { mountAll, mountsFromApi, unmountAll } from "../snapshots/mount.js";
-import type { Mount } from "../snapshots/types.js";
+import { mountsFromApi, withTempMount } from "../snapshots/mount.js";
 import { LEASE_HEADER } from "./transfer.js";
 
 /**
@@ -41,34 +39,10 @@ export async function shiftOwners(root: string, uid: number, gid: number): Promi
 }
 
 /**
- * `mounts` mounted where only root can reach them (`<a 0700 directory>/root`: a mount at the
- * directory itself would hide its mode and let any local user into the image's world-writable
- * directories while ck chowns through them), for `fn`, then unmounted and removed.
- */
-async function withPrivateMount<T>(mounts: readonly Mount[], fn: (root: string) => Promise<T>): Promise<T> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ck-remap-"));
-  const target = path.join(dir, "root");
-  try {
-    await fs.chmod(dir, 0o700);
-    await fs.mkdir(target, { mode: 0o700 });
-    await mountAll(mounts, target);
-    try {
-      return await fn(target);
-    } finally {
-      await unmountAll(target);
-    }
-  } finally {
-    // rmdir, never a recursive rm: if the unmount failed this must not delete through it.
-    await fs.rmdir(target).catch(() => undefined);
-    await fs.rmdir(dir).catch(() => undefined);
-  }
-}
-
-/**
  * The remapped snapshot for the image whose top snapshot is `chain`: found (and added to the
  * caller's lease, so that no garbage collection takes it before the caller's Prepare), or made
  * from an active snapshot of `chain` of this call's own whose files are re-owned through a
- * private mount, then committed; a failed one is removed, and one another ck committed first
+ * private mount (withTempMount), then committed; a failed one is removed, and one another ck committed first
  * serves. Needs root (mount, chown).
  */
 export async function remappedParent(api: ApiClient, snapshotter: string, chain: string, uid: number, gid: number, metadata: Record<string, string>): Promise<string> {
@@ -87,7 +61,8 @@ export async function remappedParent(api: ApiClient, snapshotter: string, chain:
   const key = `${name}-remap-${randomBytes(4).toString("hex")}`;
   try {
     const prepared = await api.call("snapshots", "Prepare", { snapshotter, key, parent: chain }, { metadata });
-    await withPrivateMount(mountsFromApi(prepared.mounts), (root) => shiftOwners(root, uid, gid));
+    // (A mount point only root can reach: see withTempMount.)
+    await withTempMount(mountsFromApi(prepared.mounts), (root) => shiftOwners(root, uid, gid));
     await api.call("snapshots", "Commit", { snapshotter, name, key }, { metadata });
   } catch (err) {
     await api.call("snapshots", "Remove", { snapshotter, key }).catch(() => undefined);

@@ -124,6 +124,12 @@ export async function useTempMountDir(dir: string): Promise<{ removed: number; f
   for (const name of await fs.readdir(dir)) {
     const left = path.join(dir, name);
     try {
+      // withTempMount's mount point inside its directory, or (older ck) the directory itself.
+      const inner = path.join(left, TEMP_MOUNT_POINT);
+      if (await fs.lstat(inner).then((st) => st.isDirectory(), () => false)) {
+        await unmountAll(inner);
+        await fs.rmdir(inner);
+      }
       await unmountAll(left);
       // rmdir, never a recursive rm: what is still mounted stays untouched.
       await fs.rmdir(left);
@@ -136,24 +142,34 @@ export async function useTempMountDir(dir: string): Promise<{ removed: number; f
   return { removed, failed };
 }
 
+/** The mount point inside each temporary mount's directory. */
+const TEMP_MOUNT_POINT = "root";
+
 /**
- * Runs `fn` with `mounts` mounted on a fresh temporary directory, always unmounting and
- * removing the directory afterwards (containerd's mount.WithTempMount).
+ * Runs `fn` with `mounts` mounted on a fresh temporary mount point, always unmounting and
+ * removing it afterwards (containerd's mount.WithTempMount). The mount point is inside a
+ * directory only its owner can enter: a mount on the temporary directory itself would hide
+ * that directory's mode and let any local user into the mounted tree (its world-writable
+ * directories among it) while ck works through it, as root.
  */
 export async function withTempMount<T>(
   mounts: readonly Mount[],
   fn: (root: string) => Promise<T>,
 ): Promise<T> {
   const dir = await fs.mkdtemp(path.join(tempMountParent ?? os.tmpdir(), "ck-mount-"));
+  const target = path.join(dir, TEMP_MOUNT_POINT);
   try {
-    await mountAll(mounts, dir);
+    await fs.chmod(dir, 0o700);
+    await fs.mkdir(target, { mode: 0o700 });
+    await mountAll(mounts, target);
     try {
-      return await fn(dir);
+      return await fn(target);
     } finally {
-      await unmountAll(dir);
+      await unmountAll(target);
     }
   } finally {
     // rmdir, never a recursive rm: if the unmount failed this must not delete through it.
+    await fs.rmdir(target).catch(() => undefined);
     await fs.rmdir(dir).catch(() => undefined);
   }
 }
