@@ -256,3 +256,58 @@ export function withNamespaces(spec: { linux: { namespaces: Array<{ type: string
     else spec.linux.namespaces.push({ ...ns });
   }
 }
+
+/** Capability names by bit (linux/capability.h), as containerd's pkg/cap knows them. */
+const CAP_NAMES = [
+  "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+  "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+  "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+  "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+  "CAP_CHECKPOINT_RESTORE",
+];
+
+/** The names of a process's effective capabilities from its /proc/PID/status text (unknown bits left out). */
+export function effectiveCapabilities(status: string): string[] {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  if (!hex) return [];
+  const bits = BigInt("0x" + hex);
+  return CAP_NAMES.filter((_, i) => ((bits >> BigInt(i)) & 1n) === 1n);
+}
+
+/** A device of the host's /dev, as the spec's `linux.devices` lists one. */
+export interface SpecDevice {
+  path: string;
+  type: "c" | "b";
+  major: number;
+  minor: number;
+  fileMode: number;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * ctr run --privileged (containerd's WithPrivileged, WithAllDevicesAllowed, WithHostDevices):
+ * the client's own effective capabilities in the three sets, nothing masked or read-only,
+ * sysfs and cgroup mounts writable, no seccomp, AppArmor or SELinux settings, every device
+ * allowed and the host's devices made in the container.
+ */
+export function withPrivileged(
+  spec: {
+    process: { capabilities?: Partial<Record<"bounding" | "effective" | "permitted", string[]>>; apparmorProfile?: string; selinuxLabel?: string };
+    mounts: SpecMount[];
+    linux: { maskedPaths?: string[]; readonlyPaths?: string[]; seccomp?: unknown; mountLabel?: string; resources?: { devices?: unknown[] }; devices?: SpecDevice[] };
+  },
+  caps: readonly string[],
+  hostDevices: readonly SpecDevice[],
+): void {
+  spec.process.capabilities = { bounding: [...caps], effective: [...caps], permitted: [...caps] };
+  delete spec.process.apparmorProfile;
+  delete spec.process.selinuxLabel;
+  spec.linux.maskedPaths = [];
+  spec.linux.readonlyPaths = [];
+  for (const m of spec.mounts) if (m.type === "sysfs" || m.type === "cgroup") m.options = m.options.map((o) => (o === "ro" ? "rw" : o));
+  delete spec.linux.seccomp;
+  delete spec.linux.mountLabel;
+  spec.linux.resources = { ...spec.linux.resources, devices: [{ allow: true, access: "rwm" }] };
+  spec.linux.devices = [...(spec.linux.devices ?? []), ...hostDevices];
+}

@@ -3,7 +3,7 @@
 // directory, copied to and from this terminal, CloseIO at the end of stdin, and the task's
 // exit status as ck's own; `-d` starts it detached, its output dropped or appended to --log.
 import { execFileSync } from "node:child_process";
-import { closeSync, constants as fsc, fstatSync, mkdtempSync, openSync, rmSync } from "node:fs";
+import { closeSync, constants as fsc, fstatSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
@@ -14,8 +14,9 @@ import type { ApiClient } from "./client.js";
 import { CkError, isNotFound } from "../errdefs/errdefs.js";
 import { collect, parseLabelArgs, table } from "./format.js";
 import { defaultSnapshotter } from "./defaults.js";
-import { applyRunSpecFlags, defaultSpec, parseWithNs, withNamespaces, parseIdMapping, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, withUserNamespace, type IdMapping, type SpecMount } from "./spec.js";
+import { applyRunSpecFlags, effectiveCapabilities, withPrivileged, defaultSpec, parseWithNs, withNamespaces, parseIdMapping, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, withUserNamespace, type IdMapping, type SpecMount } from "./spec.js";
 import { remappedParent } from "./remap.js";
+import { hostDevices } from "./host-devices.js";
 import { fromApiDescriptor, withLease } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
@@ -266,6 +267,7 @@ interface RunOptions {
   memoryLimit?: string;
   withNs: string[];
   allowNewPrivs?: boolean;
+  privileged?: boolean;
 }
 
 
@@ -370,6 +372,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .option("--memory-limit <bytes>", "the task's memory limit")
     .option("--with-ns <type:path>", "join an existing namespace, as pid:/proc/1234/ns/pid (repeatable)", collect, [])
     .option("--allow-new-privs", "let the process gain privileges (no no_new_privs)")
+    .option("--privileged", "this client's capabilities, every device, nothing masked, as ctr run --privileged")
     .action(
       action(async (api, image: string, id: string, args: string[], opts: RunOptions) => {
         // First: without --, the program's own options may have been taken as ck's (-d here).
@@ -396,7 +399,9 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> & { env?: string[] }; mounts: SpecMount[]; linux: { namespaces: Array<{ type: string }>; uidMappings?: IdMapping[]; gidMappings?: IdMapping[] } };
         const { imageUser, ...proc } = processFromImage(configJson, args ?? []);
         Object.assign(spec.process, proc, { terminal: opts.tty === true });
-        // As ctr run: the flags over the image's settings (an --env-file's before --env's).
+        // As ctr run: --privileged first (its capabilities then edited by --cap-add/--cap-drop),
+        // the flags over the image's settings (an --env-file's before --env's).
+        if (opts.privileged) withPrivileged(spec as unknown as Parameters<typeof withPrivileged>[0], effectiveCapabilities(readFileSync("/proc/self/status", "utf8")), await hostDevices());
         applyRunSpecFlags(spec as unknown as Parameters<typeof applyRunSpecFlags>[0], specFlags);
         spec.process.env = withEnv(spec.process.env ?? [], opts.env);
         if (opts.cwd) spec.process.cwd = opts.cwd;

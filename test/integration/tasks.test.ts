@@ -623,6 +623,16 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ck(["run", "--rm", "--read-only", "--env-file", envFile, "--env", "BOTH=flag", ref, "ck-flags2", "--", "sh", "-c", "echo $FROM_FILE $BOTH; echo x > /written || echo read-only"]);
     assert.equal(r.stdout, "1 flag\nread-only\n", r.stderr);
 
+    // --privileged as ctr's: the same capabilities, nothing masked, the host's devices.
+    const privProbe = "cat /proc/self/status; ls /dev; cat /proc/kcore > /dev/null 2>&1 && echo kcore-readable; echo end";
+    const privCtr = await ctr(["run", "--rm", "--privileged", ref, "t-priv", "sh", "-c", privProbe], "");
+    const privCk = await ck(["run", "--rm", "--privileged", ref, "ck-priv", "--", "sh", "-c", privProbe]);
+    assert.equal(privCk.code, 0, privCk.stderr);
+    const privFields = (out: string) => out.split("\n").filter((l) => /^Cap(Prm|Eff|Bnd)|^Seccomp:|^[a-z0-9-]+$/.test(l)).join("\n");
+    assert.equal(privFields(privCk.stdout), privFields(privCtr.stdout));
+    assert.match(privCk.stdout, /^null$/m);
+    assert.ok(privCk.stdout.split("\n").length > viaCk.stdout.split("\n").length, "more to see than an unprivileged container");
+
     // Bad values: InvalidArgument naming the flag, nothing made.
     for (const [args, re] of [
       [["--cap-add", "SYS_ADMIN"], /--cap-add "SYS_ADMIN": capabilities are named with the CAP_ prefix/],

@@ -7,8 +7,9 @@ import { decideTransition, execHandlers, taskHandlers, type CreateTask } from ".
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
 import { throwsClass } from "../helpers/errors.js";
 import { parseSignal, processFromImage } from "../../src/cli/task-commands.js";
-import { applyRunSpecFlags, defaultSpec, parseIdMapping, parseWithNs, withNamespaces, parseMountFlag, withEnv, withHostNetwork, withUserNamespace } from "../../src/cli/spec.js";
+import { applyRunSpecFlags, effectiveCapabilities, withPrivileged, defaultSpec, parseIdMapping, parseWithNs, withNamespaces, parseMountFlag, withEnv, withHostNetwork, withUserNamespace } from "../../src/cli/spec.js";
 import { shiftOwners } from "../../src/cli/remap.js";
+import { devNumbers, hostDevices } from "../../src/cli/host-devices.js";
 import { hasNames, readInRoot, resolveUser } from "../../src/cli/image-user.js";
 import { chmodSync, chownSync, linkSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -465,6 +466,27 @@ describe("ck run's spec flags (as ctr run's)", () => {
     for (const [w, re] of [["pid", /want TYPE:PATH/], ["pid:", /want TYPE:PATH/], ["pid:relative", /absolute path/], ["disk:/x", /"disk" is not a namespace type/]] as const) {
       throwsClass(() => parseWithNs([w]), "InvalidArgument", re);
     }
+  });
+
+  test("--privileged: the client's capabilities, every device allowed and the host's made, nothing masked, sysfs writable", async () => {
+    assert.deepEqual(effectiveCapabilities("CapInh:\t0000000000000000\nCapEff:\t00000000a80425fb\n").length, 14);
+    assert.deepEqual(effectiveCapabilities("CapEff:\t0000000000200001\n"), ["CAP_CHOWN", "CAP_SYS_ADMIN"]);
+    assert.deepEqual(effectiveCapabilities("CapEff:\t000001ffffffffff\n").length, 41);
+    assert.deepEqual(effectiveCapabilities("nothing"), []);
+    // dev_t as glibc splits it: 8:1, and a large minor (259:65536).
+    assert.deepEqual(devNumbers(0x801n), { major: 8, minor: 1 });
+    assert.deepEqual(devNumbers((259n << 8n) | (65536n << 12n)), { major: 259, minor: 65536 });
+    const devs = await hostDevices();
+    const nul = devs.find((d) => d.path === "/dev/null");
+    assert.deepEqual(nul && [nul.type, nul.major, nul.minor], ["c", 1, 3]);
+    assert.ok(!devs.some((d) => d.path === "/dev/console" || d.path.startsWith("/dev/pts/")), "console and ptys left out");
+    const spec = defaultSpec("ns", "id", ["sh"]) as any;
+    withPrivileged(spec, ["CAP_SYS_ADMIN", "CAP_CHOWN"], [{ path: "/dev/x", type: "b", major: 8, minor: 0, fileMode: 0o660, uid: 0, gid: 6 }]);
+    assert.deepEqual(spec.process.capabilities, { bounding: ["CAP_SYS_ADMIN", "CAP_CHOWN"], effective: ["CAP_SYS_ADMIN", "CAP_CHOWN"], permitted: ["CAP_SYS_ADMIN", "CAP_CHOWN"] });
+    assert.deepEqual([spec.linux.maskedPaths, spec.linux.readonlyPaths], [[], []]);
+    assert.deepEqual(spec.mounts.find((m: any) => m.type === "sysfs").options, ["nosuid", "noexec", "nodev", "rw"]);
+    assert.deepEqual(spec.linux.resources.devices, [{ allow: true, access: "rwm" }]);
+    assert.deepEqual(spec.linux.devices.map((d: any) => d.path), ["/dev/x"]);
   });
 
   test("withHostNetwork: no network namespace, the host's hosts and resolv.conf read-only, HOSTNAME", () => {
