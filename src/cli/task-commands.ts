@@ -386,8 +386,6 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         const idMaps = opts.uidmap !== undefined ? { uid: parseIdMapping(opts.uidmap, "--uidmap"), gid: parseIdMapping(opts.gidmap!, "--gidmap") } : undefined;
         const envFile = opts.envFile === undefined ? undefined : await readEnvFile(opts.envFile);
         const specFlags = { envFile, annotation: opts.annotation, label: opts.label, readOnly: opts.readOnly, capAdd: opts.capAdd, capDrop: opts.capDrop, cpus: opts.cpus, cpuShares: opts.cpuShares, memoryLimit: opts.memoryLimit, allowNewPrivs: opts.allowNewPrivs };
-        // Checked on a scratch spec first: a bad value is refused before anything is made.
-        applyRunSpecFlags(defaultSpec("x", "x", []) as unknown as Parameters<typeof applyRunSpecFlags>[0], specFlags);
         const joined = parseWithNs(opts.withNs);
         const img = (await api.call("images", "Get", { name: image })).image;
         const { chainIds, configJson } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());

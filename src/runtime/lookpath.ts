@@ -50,6 +50,8 @@ export function programCandidates(p: ProgramSpec): ProgramCandidates | undefined
 const MAX_SYMLINKS = 40;
 
 /**
+ * resolveInRoot's walk (src/diff/rootpath.ts), asynchronous and reporting what is missing: a
+ * container's volume that does not answer must hold neither ckd's event loop nor its Create.
  * `at` inside `root` as the kernel resolves it once `root` is "/": symlinks followed there
  * (absolute targets re-rooted), ".." taken after them and clamped at the root. Every
  * component is looked at with lstat, the last one too, so nothing outside `root` is followed.

@@ -210,10 +210,13 @@ export interface RuncOptions {
  * error after kill`; go-runc's error alone for the rest (update, ps, state).
  */
 function runtimeFailed(op: string, detail: string) {
-  const lead: Record<string, string> = { kill: "unknown error after kill" };
-  for (const o of ["create", "start", "exec", "pause", "resume"]) lead[o] = `OCI runtime ${o} failed`;
-  return unknown(lead[op] ? `${lead[op]}: ${detail}` : detail);
+  const lead = RUNTIME_LEADS.get(op);
+  return unknown(lead ? `${lead}: ${detail}` : detail);
 }
+const RUNTIME_LEADS = new Map([
+  ...["create", "start", "exec", "pause", "resume"].map((o): [string, string] => [o, `OCI runtime ${o} failed`]),
+  ["kill", "unknown error after kill"],
+]);
 
 /** What ckd reads of a bundle's config.json once it is written. */
 interface BundleSpec {
@@ -479,6 +482,8 @@ export class RuncRuntime {
   async create(ns: string, id: string): Promise<Started> {
     const key = procKey(ns, id);
     const bundle = this.bundleDir(ns, id);
+    // Read once: for how runc runs, and for the program's look-up below.
+    const spec = this.bundleSpec(ns, id);
     // Open before the hook can look (read-write: never blocks, and what is written stays
     // until read, however late the hook opens it): the pipe lives while ckd holds it.
     const gate = openSync(path.join(bundle, GATE), fsc.O_RDWR | fsc.O_NONBLOCK);
@@ -494,7 +499,7 @@ export class RuncRuntime {
       // its cgroups with it, stays once the init has ended, until the task's deletion, as
       // containerd's shim keeps it: its statistics and out-of-memory count can still be read.
       const pidFile = path.join(bundle, "init.pid");
-      const reaped = REAPER !== undefined && this.ios.get(key)?.terminal === false && !this.specNamespaces(ns, id).some((n) => n.type === "user");
+      const reaped = REAPER !== undefined && this.ios.get(key)?.terminal === false && !(spec.linux?.namespaces ?? []).some((n) => n.type === "user");
       const keep = !reaped && (await this.supportsKeep(this.runcOf(ns, id).binary)) ? ["--keep"] : [];
       launch = await this.launch(ns, id, undefined, ["run", ...(reaped ? ["--detach"] : keep), ...flags, "--bundle", bundle, "--pid-file", pidFile, id], reaped ? pidFile : undefined);
     } catch (err) {
@@ -514,7 +519,6 @@ export class RuncRuntime {
     // its root (its mounts made), so a missing one fails Create as under containerd. Not
     // when the container has createContainer hooks, which runc runs after the gate (they may
     // put the program there). The caller's cleanup stops the held init.
-    const spec = this.bundleSpec(ns, id);
     if (!spec.hooks?.createContainer?.length) {
       const missing = await missingProgram(path.join(`/proc/${pid}/root`, path.resolve(bundle, spec.root?.path ?? "rootfs")), spec.process ?? {});
       if (missing) throw runtimeFailed("create", `task "${id}": unable to start container process: ${missing}`);

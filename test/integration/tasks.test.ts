@@ -1252,6 +1252,28 @@ exit 0
     assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-userns0`), "no bundle left behind");
     assert.equal((await ctr(["containers", "rm", "t-userns0"])).code, 0);
 
+    // A root.path outside the bundle: the directories above it are what is checked.
+    chmodSync(daemon.root, 0o711);
+    const outside = mkdtempSync(join(tmpdir(), "ck-userns-rootfs-"));
+    try {
+      mkdirSync(join(outside, "rootfs"));
+      assert.equal((await ctr(["containers", "create", ref, "t-userns-abs", "true"])).code, 0);
+      const c = (await api.call("containers", "Get", { id: "t-userns-abs" })).container;
+      const absSpec = JSON.parse(Buffer.from(c.spec.value).toString("utf8"));
+      absSpec.root = { path: join(outside, "rootfs") };
+      absSpec.linux.namespaces.push({ type: "user" });
+      absSpec.linux.uidMappings = absSpec.linux.gidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+      await api.call("containers", "Update", { container: { id: "t-userns-abs", spec: { ...c.spec, value: Buffer.from(JSON.stringify(absSpec)) } }, update_mask: { paths: ["spec"] } });
+      await rejectsClass(api.call("tasks", "Create", { container_id: "t-userns-abs" }), "FailedPrecondition", new RegExp(`cannot pass through ${outside} \\(mode 0700\\) to the rootfs`));
+      // Searchable: past the check, runc's init reaches the rootfs itself (and, as the
+      // namespace's root, cannot make /proc in this root-owned empty one).
+      chmodSync(outside, 0o711);
+      await rejectsClass(api.call("tasks", "Create", { container_id: "t-userns-abs" }), "Unknown", /^OCI runtime create failed: .*rootfs\/proc: permission denied/);
+      assert.equal((await ctr(["containers", "rm", "t-userns-abs"])).code, 0);
+    } finally {
+      rmSync(outside, { recursive: true, force: true });
+    }
+
     // As ckd makes its root (0711): the init runs as the namespace's root, host uid 100000;
     // ctr chowned the snapshot's files to the mapped ids itself.
     chmodSync(daemon.root, 0o711);
