@@ -22,6 +22,19 @@
  * are.
  * Usage: ck-reaper [--relay] EXITFILE PIDFILE RUNC [ARGS...]
  *
+ * On a console (ck-reaper --console TTYSOCK PIDFILE RUNC [ARGS...], run by a console's keeper,
+ * console-keeper.ts): runc is given `--console-socket TTYSOCK` among ARGS, and this keeper
+ * listens there, takes the console's master runc sends (SCM_RIGHTS) and relays it as
+ * containerd's shim does: the master's output to stdout (paced: while stdout does not take
+ * it, the master is not read and the container waits), stdin (from `start` on) into the
+ * master, its end typed as ^D. Its fd 3 is the keeper's channel, lines each way: from the
+ * keeper `start` and `resize COLS ROWS` (the console's size, ioctl TIOCSWINSZ); to it
+ * `exit STATUS SECONDS.NANOSECONDS` once the process has ended and its output has been
+ * copied out of the master (or a second after the end, for a reader that lags). The copy then
+ * goes on until the master has nothing more (every holder of the console gone) and stdout
+ * took it, and the keeper exits. runc's own stdout and stderr are the keeper's stderr (its
+ * errors). No exit file: the keeper leaves it.
+ *
  * It closes every descriptor it inherited past stdio first, and is not ended by TERM, HUP or
  * INT sent to it alone (no-op handlers, reset to the default for runc by exec).
  */
@@ -35,23 +48,28 @@
 #include <stdlib.h>
 #include <time.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 static void ignore(int sig) { (void)sig; }
 
-static void close_inherited(void) {
+/* Closes every descriptor past `keep` (2: past stdio). */
+static void close_inherited(int keep) {
   DIR *d = opendir("/proc/self/fd");
   if (!d) return;
   int self = dirfd(d);
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     int fd = atoi(e->d_name);
-    if (fd > 2 && fd != self) close(fd);
+    if (fd > keep && fd != self) close(fd);
   }
   closedir(d);
 }
@@ -168,7 +186,10 @@ static pid_t read_pid(const char *file) {
 /* How long the copy of the output may go on once the process has ended (the shim's wait). */
 #define DRAIN_MS 2000
 
+static int console_main(int argc, char **argv);
+
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--console") == 0) return console_main(argc - 1, argv + 1);
   int relaying = 0;
   if (argc > 1 && strcmp(argv[1], "--relay") == 0) {
     relaying = 1;
@@ -181,7 +202,7 @@ int main(int argc, char **argv) {
   }
   const char *exit_file = argv[1];
   const char *pid_file = argv[2];
-  close_inherited();
+  close_inherited(2);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = ignore;
@@ -330,6 +351,336 @@ int main(int argc, char **argv) {
       short rs = at[i][0] >= 0 ? fds[at[i][0]].revents : 0;
       short rd = at[i][1] >= 0 ? fds[at[i][1]].revents : 0;
       if (rs || rd) relay_step(&out[i], rs, rd);
+    }
+  }
+}
+
+/* ---- On a console ---------------------------------------------------------------------- */
+
+#define CTL_FD 3
+/* Output kept for a reader that lags: read from the master only while this is not full. */
+#define CONSOLE_BUF 65536
+/* How long after the process's end its exit waits for the output to be copied out. */
+#define CONSOLE_EXIT_WAIT_MS 1000
+
+struct console {
+  int master; /* -1 until runc sends it, and once it has nothing more */
+  int out;    /* stdout, -1 once its reader is gone (what comes then is dropped) */
+  int in;     /* stdin, -1 when there is none or it ended */
+  int started;
+  unsigned short cols, rows;
+  char obuf[CONSOLE_BUF];
+  size_t ooff, olen;
+  char ibuf[4096];
+  size_t ioff, ilen;
+  unsigned char last_in; /* the last byte typed: ^D ends input only at a line's start */
+  int eof_typed;
+  char cbuf[256];
+  size_t clen;
+};
+
+static void console_size(struct console *c) {
+  if (c->master < 0 || c->cols == 0 || c->rows == 0) return;
+  struct winsize ws = {.ws_row = c->rows, .ws_col = c->cols};
+  ioctl(c->master, TIOCSWINSZ, &ws);
+}
+
+/* The keeper's requests, one per line. */
+static void console_request(struct console *c, char *line) {
+  unsigned cols, rows;
+  if (strcmp(line, "start") == 0) c->started = 1;
+  else if (sscanf(line, "resize %u %u", &cols, &rows) == 2 && cols > 0 && rows > 0 && cols < 65536 && rows < 65536) {
+    c->cols = (unsigned short)cols;
+    c->rows = (unsigned short)rows;
+    console_size(c);
+  }
+}
+
+static int console_ctl_read(struct console *c) {
+  ssize_t n = read(CTL_FD, c->cbuf + c->clen, sizeof c->cbuf - 1 - c->clen);
+  if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return -1;
+  if (n < 0) return 0;
+  c->clen += (size_t)n;
+  c->cbuf[c->clen] = 0;
+  char *nl;
+  while ((nl = memchr(c->cbuf, '\n', c->clen)) != NULL) {
+    *nl = 0;
+    console_request(c, c->cbuf);
+    size_t used = (size_t)(nl - c->cbuf) + 1;
+    memmove(c->cbuf, c->cbuf + used, c->clen - used);
+    c->clen -= used;
+  }
+  if (c->clen == sizeof c->cbuf - 1) c->clen = 0; /* a line too long for any request */
+  return 0;
+}
+
+/* Takes the master runc sends on the console socket (from this user's processes only). */
+static int console_receive(int lsock) {
+  int conn = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
+  if (conn < 0) return -1;
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != getuid()) {
+    close(conn);
+    return -1;
+  }
+  char name[4096];
+  struct iovec iov = {.iov_base = name, .iov_len = sizeof name};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
+  close(conn);
+  if (n < 0) return -1;
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+  if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int))) return -1;
+  int fd;
+  memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return fd;
+}
+
+static void console_exit_line(int status) {
+  char line[64];
+  mark_ended();
+  int n = snprintf(line, sizeof line, "exit %d %lld.%09ld\n", status, (long long)ended_at.tv_sec, (long)ended_at.tv_nsec);
+  for (int off = 0; off < n;) {
+    ssize_t w = write(CTL_FD, line + off, (size_t)(n - off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    off += (int)w;
+  }
+}
+
+static int console_main(int argc, char **argv) {
+  if (argc < 4) {
+    fprintf(stderr, "usage: ck-reaper --console TTYSOCK PIDFILE RUNC [ARGS...]\n");
+    return 2;
+  }
+  const char *tty_sock = argv[1];
+  const char *pid_file = argv[2];
+  close_inherited(CTL_FD);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = ignore;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  int status = -1;
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    perror("ck-reaper: PR_SET_CHILD_SUBREAPER");
+    console_exit_line(255);
+    return 255;
+  }
+  sigset_t chld, old;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, &old);
+  int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  int lsock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (sfd < 0 || lsock < 0 || strlen(tty_sock) >= sizeof addr.sun_path) {
+    fprintf(stderr, "ck-reaper: console socket %s: %s\n", tty_sock, sfd < 0 || lsock < 0 ? strerror(errno) : "path too long");
+    console_exit_line(255);
+    return 255;
+  }
+  strcpy(addr.sun_path, tty_sock);
+  unlink(tty_sock);
+  mode_t mask = umask(0077);
+  int bound = bind(lsock, (struct sockaddr *)&addr, sizeof addr);
+  umask(mask);
+  if (bound != 0 || listen(lsock, 4) != 0) {
+    fprintf(stderr, "ck-reaper: console socket %s: %s\n", tty_sock, strerror(errno));
+    console_exit_line(255);
+    return 255;
+  }
+  static struct console c;
+  c.master = -1;
+  c.out = 1;
+  c.in = -1;
+  c.last_in = '\n';
+  struct stat st;
+  if (fstat(0, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode) || S_ISCHR(st.st_mode))) {
+    c.in = fcntl(0, F_DUPFD_CLOEXEC, 4);
+    if (c.in >= 0) fcntl(c.in, F_SETFL, fcntl(c.in, F_GETFL) | O_NONBLOCK);
+  }
+  c.out = fcntl(1, F_DUPFD_CLOEXEC, 4);
+  if (c.out >= 0) fcntl(c.out, F_SETFL, fcntl(c.out, F_GETFL) | O_NONBLOCK);
+  fcntl(CTL_FD, F_SETFD, FD_CLOEXEC);
+  fcntl(CTL_FD, F_SETFL, fcntl(CTL_FD, F_GETFL) | O_NONBLOCK);
+  /* runc's stdin nothing, its stdout and stderr our stderr (the keeper's: runc's errors). */
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null >= 0) {
+    dup2(null, 0);
+    dup2(2, 1);
+    close(null);
+  }
+  pid_t runc = fork();
+  if (runc < 0) {
+    console_exit_line(255);
+    return 255;
+  }
+  if (runc == 0) {
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    execvp(argv[3], &argv[3]);
+    fprintf(stderr, "ck-reaper: cannot run %s: %s\n", argv[3], strerror(errno));
+    _exit(127);
+  }
+  int runc_done = 0, ctl_open = 1, exit_said = 0;
+  pid_t proc = 0;
+  long long deadline = -1;
+  for (;;) {
+    /* Reaped: runc first, then (re-parented here) the process and anything it left. */
+    int ws;
+    pid_t p;
+    while ((p = waitpid(runc_done ? -1 : runc, &ws, WNOHANG)) != 0) {
+      if (p < 0) {
+        if (errno == EINTR) continue;
+        if (status < 0) status = 255; /* no child left and the process never seen */
+        break;
+      }
+      if (!runc_done) {
+        runc_done = 1;
+        if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
+          /* runc failed (its error on stderr), or was killed: there is no process to keep. */
+          if (WIFEXITED(ws)) status = WEXITSTATUS(ws);
+          else proc = read_pid(pid_file);
+          if (status < 0 && proc == 0) status = status_of(ws);
+        } else proc = read_pid(pid_file);
+      } else if (status < 0 && proc != 0 && p == proc) {
+        status = status_of(ws);
+      }
+    }
+    if (status >= 0 && deadline < 0) {
+      mark_ended();
+      deadline = now_ms() + CONSOLE_EXIT_WAIT_MS;
+      if (lsock >= 0) {
+        close(lsock);
+        lsock = -1;
+        unlink(tty_sock);
+      }
+      c.ilen = 0;
+      if (c.in >= 0) {
+        close(c.in);
+        c.in = -1;
+      }
+    }
+    int copied = c.master < 0 && c.olen == 0;
+    if (status >= 0 && !exit_said && (copied || now_ms() >= deadline)) {
+      console_exit_line(status);
+      exit_said = 1;
+    }
+    if (exit_said && (copied || c.out < 0)) return status;
+    struct pollfd fds[6];
+    int n = 0, at_sig, at_l = -1, at_m = -1, at_o = -1, at_i = -1, at_c = -1;
+    at_sig = n;
+    fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    if (lsock >= 0) {
+      at_l = n;
+      fds[n++] = (struct pollfd){.fd = lsock, .events = POLLIN};
+    }
+    if (c.master >= 0) {
+      short ev = 0;
+      if (c.olen == 0) ev |= POLLIN;
+      if (c.ilen > 0) ev |= POLLOUT;
+      at_m = n;
+      fds[n++] = (struct pollfd){.fd = c.master, .events = ev};
+    }
+    if (c.olen > 0 && c.out >= 0) {
+      at_o = n;
+      fds[n++] = (struct pollfd){.fd = c.out, .events = POLLOUT};
+    }
+    if (c.in >= 0 && c.started && c.ilen == 0 && c.master >= 0) {
+      at_i = n;
+      fds[n++] = (struct pollfd){.fd = c.in, .events = POLLIN};
+    }
+    if (ctl_open) {
+      at_c = n;
+      fds[n++] = (struct pollfd){.fd = CTL_FD, .events = POLLIN};
+    }
+    int timeout = -1;
+    if (status >= 0 && !exit_said) {
+      long long left = deadline - now_ms();
+      timeout = left < 0 ? 0 : (int)left;
+    }
+    if (poll(fds, n, timeout) < 0) {
+      if (errno == EINTR) continue;
+      if (status < 0) status = 255;
+      console_exit_line(status);
+      return status;
+    }
+    if (fds[at_sig].revents) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) == sizeof si) {
+      }
+    }
+    if (at_c >= 0 && fds[at_c].revents && console_ctl_read(&c) < 0) ctl_open = 0;
+    if (at_l >= 0 && fds[at_l].revents & POLLIN) {
+      int m = console_receive(lsock);
+      if (m >= 0 && c.master < 0) {
+        c.master = m;
+        console_size(&c);
+        close(lsock);
+        lsock = -1;
+        unlink(tty_sock);
+      } else if (m >= 0) close(m);
+    }
+    if (at_m >= 0 && fds[at_m].revents) {
+      short r = fds[at_m].revents;
+      if (c.olen == 0 && (r & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t k = read(c.master, c.obuf, sizeof c.obuf);
+        if (k > 0) {
+          c.ooff = 0;
+          c.olen = c.out >= 0 ? (size_t)k : 0; /* no reader left: dropped */
+        } else if (k == 0 || (errno != EINTR && errno != EAGAIN)) {
+          /* EIO: no one holds the console any more; what it had is read. */
+          close(c.master);
+          c.master = -1;
+          c.ilen = 0;
+        }
+      }
+      if (c.master >= 0 && c.ilen > 0 && (r & POLLOUT)) {
+        ssize_t k = write(c.master, c.ibuf + c.ioff, c.ilen);
+        if (k > 0) {
+          c.ioff += (size_t)k;
+          c.ilen -= (size_t)k;
+        }
+      }
+    }
+    if (at_o >= 0 && fds[at_o].revents && c.olen > 0) {
+      ssize_t k = write(c.out, c.obuf + c.ooff, c.olen);
+      if (k > 0) {
+        c.ooff += (size_t)k;
+        c.olen -= (size_t)k;
+      } else if (k < 0 && errno != EINTR && errno != EAGAIN) {
+        /* Its reader is gone (EPIPE): the rest is dropped, the container is not held up. */
+        close(c.out);
+        c.out = -1;
+        c.olen = 0;
+      }
+    }
+    if (at_i >= 0 && fds[at_i].revents) {
+      ssize_t k = read(c.in, c.ibuf, sizeof c.ibuf);
+      if (k > 0) {
+        c.ioff = 0;
+        c.ilen = (size_t)k;
+        c.last_in = (unsigned char)c.ibuf[k - 1];
+      } else if (k == 0 || (errno != EINTR && errno != EAGAIN)) {
+        /* stdin's end: typed as end of file at the console (after a partial line, twice). */
+        close(c.in);
+        c.in = -1;
+        if (!c.eof_typed) {
+          c.eof_typed = 1;
+          c.ioff = 0;
+          c.ibuf[0] = 4;
+          c.ibuf[1] = 4;
+          c.ilen = c.last_in == '\n' || c.last_in == '\r' ? 1 : 2;
+        }
+      }
     }
   }
 }

@@ -16,10 +16,10 @@
 // FIFO's reader and fd 5 ckd's writer holding it open (each if the config says so), every
 // other descriptor closed (ckd starts it through bash): runc, forked by node-pty, inherits
 // these (node-pty closes nothing), and is itself started through bash closing them.
-import { lstatSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, lstatSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { CONSOLE_ERR, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleStdin, releaseConsoleHolder, runOnPty, type ConsoleKeeperConfig, type ConsoleStdin } from "./console.js";
+import { CONSOLE_ERR, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleStdin, releaseConsoleHolder, runOnPty, runOnReaper, type ConsoleKeeperConfig, type ConsoleStdin, type Launched } from "./console.js";
 import { keptProcessLine } from "./proc.js";
 
 const OUT_FD = 3;
@@ -30,9 +30,15 @@ async function main(): Promise<void> {
   const cfg = JSON.parse(process.argv[2] ?? "") as ConsoleKeeperConfig;
   // As the plain keepers: TERM, HUP and INT sent to the keeper do not end it under runc.
   for (const sig of ["SIGTERM", "SIGHUP", "SIGINT"] as const) process.on(sig, () => undefined);
-  const mod = (await import("node-pty")) as typeof import("node-pty") & { default?: typeof import("node-pty") };
-  const pty = mod.default ?? mod;
-  const stdin: ConsoleStdin | undefined = cfg.stdin ? consoleStdin(STDIN_FD, cfg.holder ? HOLDER_FD : undefined) : undefined;
+  // On ck-reaper, stdin's reader is the reaper's (which types it into the console) and the
+  // holder ours; on a pty, both ours.
+  const stdin: ConsoleStdin | undefined = cfg.stdin && !cfg.reaper ? consoleStdin(STDIN_FD, cfg.holder ? HOLDER_FD : undefined) : undefined;
+  let holder = cfg.reaper && cfg.stdin && cfg.holder ? HOLDER_FD : undefined;
+  const release = () => {
+    if (stdin) releaseConsoleHolder(stdin);
+    if (holder !== undefined) closeSync(holder);
+    holder = undefined;
+  };
   let proc: number | undefined;
   const clients = new Set<net.Socket>();
   let exitLine: string | undefined;
@@ -46,10 +52,31 @@ async function main(): Promise<void> {
   } catch {
     // none left
   }
-  const launched = runOnPty(pty, cfg.file, cfg.args, { out: cfg.out ? OUT_FD : undefined, stdin, size: { cols: cfg.cols, rows: cfg.rows } }, () => proc);
-  // With its start time: a pid freed and reused since is never taken for runc's.
-  const runcLine = keptProcessLine(launched.term?.pid);
-  if (runcLine) writeFileSync(path.join(cfg.dir, CONSOLE_RUNC_PID), runcLine);
+  const size = { cols: cfg.cols, rows: cfg.rows };
+  let launched: Launched & { resize(cols: number, rows: number): void; drained: Promise<void> };
+  if (cfg.reaper) {
+    launched = runOnReaper(cfg.file, cfg.args, { out: cfg.out ? OUT_FD : undefined, stdin: cfg.stdin ? STDIN_FD : undefined, size });
+    // The reaper has its own: ours would hold stdout open past it.
+    for (const fd of [cfg.out ? OUT_FD : undefined, cfg.stdin ? STDIN_FD : undefined]) if (fd !== undefined) closeSync(fd);
+  } else {
+    const mod = (await import("node-pty")) as typeof import("node-pty") & { default?: typeof import("node-pty") };
+    const pty = mod.default ?? mod;
+    const onPty = runOnPty(pty, cfg.file, cfg.args, { out: cfg.out ? OUT_FD : undefined, stdin, size }, () => proc);
+    launched = {
+      ...onPty,
+      resize: (cols, rows) => {
+        try {
+          onPty.term?.resize(cols, rows);
+        } catch {
+          // Its pty closed as the process ended: nothing left to size.
+        }
+      },
+    };
+    // With its start time: a pid freed and reused since is never taken for runc's (runc
+    // leads a session of its own on the pty; on the reaper it is in this keeper's group).
+    const runcLine = keptProcessLine(onPty.term?.pid);
+    if (runcLine) writeFileSync(path.join(cfg.dir, CONSOLE_RUNC_PID), runcLine);
+  }
   const server = net.createServer((conn) => {
     clients.add(conn);
     conn.on("error", () => undefined);
@@ -65,13 +92,9 @@ async function main(): Promise<void> {
           // stdin stays held until CloseIO (or the end), as containerd's shim holds it.
           launched.started();
         } else if (cmd === "closeio") {
-          if (stdin) releaseConsoleHolder(stdin);
+          release();
         } else if (cmd === "resize") {
-          try {
-            launched.term?.resize(Number(a), Number(b));
-          } catch {
-            // Its pty closed as the process ended: nothing left to size.
-          }
+          launched.resize(Number(a), Number(b));
         } else if (cmd === "proc") {
           proc = Number(a) || undefined;
         }
@@ -97,7 +120,7 @@ async function main(): Promise<void> {
   });
   const exit = await launched.exited;
   finish(exit.status, launched.errorText());
-  if (stdin) releaseConsoleHolder(stdin);
+  release();
   // A reader that lags may take the last output for as long as it reads; ckd ends this keeper
   // when the process is deleted.
   await launched.drained;

@@ -33,7 +33,7 @@ import { firstUnsearchable, remappedRoot, type UserNsSpec } from "./userns.js";
 import type { Mount } from "../snapshots/types.js";
 
 import type { TaskIo } from "../commands/tasks.js";
-import { CONSOLE_ERR, CONSOLE_LOG, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleSocket, tail, type ConsoleKeeperConfig, type Exit, type Launched } from "./console.js";
+import { CONSOLE_ERR, CONSOLE_LOG, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleSocket, tail, ttySocket, type ConsoleKeeperConfig, type Exit, type Launched } from "./console.js";
 
 export type { Exit } from "./console.js";
 
@@ -499,9 +499,13 @@ export class RuncRuntime {
       // its cgroups with it, stays once the init has ended, until the task's deletion, as
       // containerd's shim keeps it: its statistics and out-of-memory count can still be read.
       const pidFile = path.join(bundle, "init.pid");
-      const reaped = REAPER !== undefined && this.ios.get(key)?.terminal === false && !(spec.linux?.namespaces ?? []).some((n) => n.type === "user");
+      const terminal = this.ios.get(key)?.terminal === true;
+      // A console's: on the console's socket, with or without a user namespace (the console is
+      // made in the container, the reaper's pipes play no part).
+      const reaped = REAPER !== undefined && (terminal || !(spec.linux?.namespaces ?? []).some((n) => n.type === "user"));
       const keep = !reaped && (await this.supportsKeep(this.runcOf(ns, id).binary)) ? ["--keep"] : [];
-      launch = await this.launch(ns, id, undefined, ["run", ...(reaped ? ["--detach"] : keep), ...flags, "--bundle", bundle, "--pid-file", pidFile, id], reaped ? pidFile : undefined);
+      const detach = reaped ? ["--detach", ...(terminal ? ["--console-socket", ttySocket(consoleSocket(this.root, bundle))] : [])] : keep;
+      launch = await this.launch(ns, id, undefined, ["run", ...detach, ...flags, "--bundle", bundle, "--pid-file", pidFile, id], reaped ? pidFile : undefined);
     } catch (err) {
       closeSync(gate);
       throw err;
@@ -535,9 +539,10 @@ export class RuncRuntime {
     if (exec) {
       const dir = this.execDir(ns, id, exec);
       const pidFile = path.join(dir, EXEC_PID);
-      // Not on a console: runc exec on a pty stays in the foreground under its console keeper.
-      const reaped = REAPER !== undefined && this.ios.get(procKey(ns, id, exec))?.terminal === false && !this.specNamespaces(ns, id).some((n) => n.type === "user");
-      const launch = await this.launch(ns, id, exec, ["exec", ...(reaped ? ["--detach"] : []), "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id], reaped ? pidFile : undefined);
+      const terminal = this.ios.get(procKey(ns, id, exec))?.terminal === true;
+      const reaped = REAPER !== undefined && (terminal || !this.specNamespaces(ns, id).some((n) => n.type === "user"));
+      const detach = reaped ? ["--detach", ...(terminal ? ["--console-socket", ttySocket(consoleSocket(this.root, dir))] : [])] : [];
+      const launch = await this.launch(ns, id, exec, ["exec", ...detach, "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id], reaped ? pidFile : undefined);
       this.startedStdin(procKey(ns, id, exec));
       const pid = await this.awaitPid("exec", ns, id, exec, launch, () => readPid(pidFile));
       setProc(launch.running, pid);
@@ -582,11 +587,12 @@ export class RuncRuntime {
     if (this.running.has(key)) throw failedPrecondition(`${what} is already started`);
     const io = this.ios.get(key);
     if (!io) throw failedPrecondition(`${what} has no stdio here: it was created by an earlier ckd`);
-    // A console's keeper runs node-pty: said here, before anything runs, if it cannot load.
+    // A console's keeper runs node-pty where there is no ck-reaper: said here, before anything
+    // runs, if it cannot load.
     if (io.terminal) {
-      // Without bash nothing could close what node-pty's child inherits (stdin's holder among it).
+      // Without bash nothing could close what the keeper's children inherit (stdin's holder among it).
       if (!BASH) throw failedPrecondition(`${what}: consoles need /bin/bash`);
-      await loadPty();
+      if (!(reapedPidFile && REAPER)) await loadPty();
     }
     // Checked again after the wait; from here to the spawn, synchronously: no second
     // Create or Start, no Delete in between.
@@ -604,7 +610,7 @@ export class RuncRuntime {
     };
     // A started process outlives ckd through its keeper (a console's holds its pty).
     const dir = exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id);
-    const launched = io.terminal ? launchConsole(runc.binary, argv, io, running, dir, consoleSocket(this.root, dir)) : launchPlain(runc.binary, argv, io, running, { bundle: dir, reapedPidFile });
+    const launched = io.terminal ? launchConsole(runc.binary, argv, io, running, dir, consoleSocket(this.root, dir), reapedPidFile) : launchPlain(runc.binary, argv, io, running, { bundle: dir, reapedPidFile });
     // An init's end (the container's, runc's own, or its keeper killed under it) is reported
     // once what it ran is stopped: runc killed or crashed leaves no one else to stop it. It
     // stays running here until then, so ckd's stop waits for it too.
@@ -1628,12 +1634,18 @@ function setProc(running: Running, pid: number): void {
  * to it over its socket (resize, start, CloseIO) and hears its exit there (or from the exit
  * file, if the keeper itself was ended).
  */
-function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running: Running, dir: string, sock: string): Launched {
+function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running: Running, dir: string, sock: string, reapedPidFile: string | undefined): Launched {
   const size = io.size ?? { cols: 80, rows: 24 };
-  const [file, args] = CONSOLE_EXEC ? [CONSOLE_EXEC.shell, ["-c", CONSOLE_EXEC.script, "ck-console", runc, ...argv]] : [runc, argv];
+  const onReaper = reapedPidFile !== undefined && REAPER !== undefined;
+  const [file, args] = onReaper
+    ? [REAPER, ["--console", ttySocket(sock), reapedPidFile, runc, ...argv]]
+    : CONSOLE_EXEC
+      ? [CONSOLE_EXEC.shell, ["-c", CONSOLE_EXEC.script, "ck-console", runc, ...argv]]
+      : [runc, argv];
   const cfg: ConsoleKeeperConfig = {
     file,
     args,
+    reaper: onReaper,
     dir,
     sock,
     cols: size.cols,
