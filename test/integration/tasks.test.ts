@@ -1290,6 +1290,11 @@ exit 0
     assert.equal(r.stdout.replace(/[ \t]+/g, " "), "uid=0 gid=0 groups=0\n 0 100000 65536\n0 0\nreopened\n");
     assert.deepEqual((await eventsSince(since)).map(([t]) => t).filter((t) => t.startsWith("/tasks/")), ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
 
+    // On a console: the reaper takes the console runc's init made in the namespace.
+    r = await runCommand("script", ["-q", "-e", "-c", `${CTR} --address ${daemon.address} --namespace ${NS} run -t --rm ${maps.join(" ")} ${ref} t-userns-tty sh -c 'stty -echo; id -u; tty; exit 2'`, "/dev/null"], {}, "", 60_000);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stdout, /^0\r+\n\/dev\/pts\/0\r+\n$/);
+
     r = await ctr(["run", "-d", ...maps, ref, "t-userns2", "sleep", "60"], "");
     assert.equal(r.code, 0, r.stderr);
     const bundle = statSync(`${daemon.root}/tasks/${NS}/t-userns2`);
