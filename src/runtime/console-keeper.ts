@@ -1,21 +1,25 @@
-// A console's keeper: one process's runc on a pty of the keeper's own, started by ckd (see
-// runc.ts, launchConsole) and outliving it, as a shim keeps a console through containerd's
-// restarts. It copies the pty to the process's stdout and stdin into the pty (console.ts),
-// leaves runc's exit status in `<dir>/exit` (and runc's own last words in `<dir>/console.err`)
-// as the plain keepers do, and takes ckd's requests on its socket (consoleSocket in console.ts), one per line:
+// A console's keeper: one process's console, started by ckd (see runc.ts, launchConsole) and
+// outliving it, as a shim keeps a console through containerd's restarts. It runs ck-reaper on
+// runc's console socket (runOnReaper in console.ts: the reaper relays the console's master to
+// the process's stdout and stdin into it) or, where the reaper was not built, runc in the
+// foreground on a pty of its own (runOnPty: the keeper copies the pty). It leaves the exit
+// status in `<dir>/exit` (and runc's own last words in `<dir>/console.err`) as the plain
+// keepers do, and takes ckd's requests on its socket (consoleSocket in console.ts), one per line:
 //   start          the process runs its program: stdin flows
 //   closeio        our hold on stdin lets go: it ends once what was written is read (CloseIO)
 //   resize C R     the console's size (ResizePty)
-//   proc PID       the container process's pid (what a paced copy watches)
+//   proc PID       the container process's pid (what the pty's paced copy watches)
 // each answered `ok` once done, and tells every connection `exit STATUS` once the exit file
 // is there. After that it stays only while a lagging reader of stdout still takes the last
-// output, then ends. runc's pid is left in `<dir>/console.pid` (its own session's leader, for
-// ckd to stop it should the keeper be ended first).
+// output, then ends. On a pty, runc's pid is left in `<dir>/console.pid` (its own session's
+// leader, for ckd to stop it should the keeper be ended first); the reaper and its runc are
+// in the keeper's process group.
 //
 // Run as: node console-keeper.js CONFIG_JSON, with fd 3 the process's stdout, fd 4 its stdin
 // FIFO's reader and fd 5 ckd's writer holding it open (each if the config says so), every
-// other descriptor closed (ckd starts it through bash): runc, forked by node-pty, inherits
-// these (node-pty closes nothing), and is itself started through bash closing them.
+// other descriptor closed (ckd starts it through bash). The reaper gets fds 3 and 4 as its
+// stdout and stdin and closes the rest; runc, forked by node-pty, inherits these (node-pty
+// closes nothing), and is itself started through bash closing them.
 import { closeSync, lstatSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";

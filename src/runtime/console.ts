@@ -1,5 +1,6 @@
-// A process on a console: its runc runs on a pty (node-pty) whose output is copied to the
-// process's stdout and into which its stdin is typed. This runs in a console's keeper
+// A process on a console: ck-reaper relays the console runc makes (runOnReaper), or, without
+// the reaper, its runc runs on a pty (node-pty) whose output is copied to the process's
+// stdout and into which its stdin is typed (runOnPty). This runs in a console's keeper
 // (console-keeper.ts), a process of its own that outlives ckd as the plain keepers do; ckd
 // speaks to it over a unix socket (consoleSocket; see runc.ts, launchConsole).
 import { createHash } from "node:crypto";

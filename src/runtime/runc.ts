@@ -491,9 +491,10 @@ export class RuncRuntime {
     try {
       const o = this.optionsOf(ns, id);
       const flags = [...(o.noPivotRoot ? ["--no-pivot"] : []), ...(o.noNewKeyring ? ["--no-new-keyring"] : [])];
-      // Under ck-reaper where it was built (as an exec; not on a console, not with a user
-      // namespace): `run --detach` leaves once the init runs, the reaper waits for the init
-      // itself and copies its output, so the init's end is its own whatever holds its output,
+      // Under ck-reaper where it was built (as an exec; not with a user namespace unless on a
+      // console): `run --detach` leaves once the init runs, the reaper waits for the init
+      // itself and copies its output (a console's from the master runc sends to its socket),
+      // so the init's end is its own whatever holds its output,
       // and runc's failure text is not copied into it. In the foreground, --keep where the
       // runtime has it (runc 1.1, crun; not an older runc or runsc). Either way the container,
       // its cgroups with it, stays once the init has ended, until the task's deletion, as
@@ -1628,9 +1629,11 @@ function setProc(running: Running, pid: number): void {
 
 /**
  * runc on a console, under its keeper (console-keeper.js, a Node process of its own started
- * through bash closing what it inherited past fd 5): the keeper runs runc on a pty, copies the
- * pty to stdout (fd 3) and stdin (fds 4, 5: the FIFO's reader and our holding writer) into
- * it, leaves runc's exit status in `dir` and outlives ckd, as the plain keepers do. ckd speaks
+ * through bash closing what it inherited past fd 5), given stdout (fd 3) and stdin (fds 4, 5:
+ * the FIFO's reader and our holding writer). With `reapedPidFile` (runc `--detach
+ * --console-socket`) the keeper runs ck-reaper, which takes the console from runc and relays
+ * it; else runc in the foreground on a pty of the keeper's, which the keeper copies. The
+ * keeper leaves the exit status in `dir` and outlives ckd, as the plain keepers do. ckd speaks
  * to it over its socket (resize, start, CloseIO) and hears its exit there (or from the exit
  * file, if the keeper itself was ended).
  */
