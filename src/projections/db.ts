@@ -4,7 +4,6 @@
 import { RocksLevel } from "@nxtedition/rocksdb";
 import { Encoder } from "cbor-x";
 import { rm } from "node:fs/promises";
-import { ABSENT, ReadCache } from "./read-cache.js";
 
 /** Keys under this prefix are bookkeeping, not views. */
 export const META_PREFIX = "\u0000meta\u0000";
@@ -98,8 +97,6 @@ const MAX_WATCHED = 64;
 export class ProjectionDb {
   private readonly generations = new Map<string, number>();
   private clock = 0;
-  /** What RocksDB holds under keys read or written lately (see read-cache.ts). */
-  private readonly cache = new ReadCache(decodeValue);
 
   private constructor(
     private readonly db: RocksLevel,
@@ -141,7 +138,7 @@ export class ProjectionDb {
    * until close (a leak of every applied event's bytes in a long-running ckd).
    */
   private async write(ops: [key: string, value: Buffer | undefined][], sync: boolean): Promise<void> {
-    await this.writeEncoded(ops, (v) => v, sync, false);
+    await this.writeEncoded(ops, (v) => v, sync);
   }
 
   /**
@@ -149,46 +146,26 @@ export class ProjectionDb {
    * binding's fast path each encoding goes into the native batch, which copies it, before the
    * next is made: cbor-x's reused buffer needs no copy of its own there.
    */
-  private async writeEncoded<V>(ops: [key: string, value: V | undefined][], encode: (v: V) => Buffer, sync: boolean, remember: boolean): Promise<void> {
+  private async writeEncoded<V>(ops: [key: string, value: V | undefined][], encode: (v: V) => Buffer, sync: boolean): Promise<void> {
     const batch = (this.db as unknown as { batch(): ChainedBatch }).batch();
     if (batch._put && batch._del && batch._writeSync) {
       // Keys are strings and values Buffers: nothing for abstract-level to encode.
-      // What is written, for the read cache once it is in RocksDB (copies: the encodings are views).
-      const written: (Buffer | typeof ABSENT)[] | undefined = remember ? new Array(ops.length) : undefined;
       try {
-        for (let i = 0; i < ops.length; i++) {
-          const [key, value] = ops[i]!;
-          if (value === undefined) {
-            batch._del(key, NO_OPTIONS);
-            if (written) written[i] = ABSENT;
-          } else {
-            const bytes = encode(value);
-            batch._put(key, bytes, NO_OPTIONS);
-            if (written) written[i] = Buffer.from(bytes);
-          }
+        for (const [key, value] of ops) {
+          if (value === undefined) batch._del(key, NO_OPTIONS);
+          else batch._put(key, encode(value), NO_OPTIONS);
         }
         batch._writeSync({ sync });
-      } catch (err) {
-        // Whatever part of it RocksDB may hold: read again.
-        for (const [key] of ops) this.cache.forget(key);
-        throw err;
       } finally {
         await batch.close();
       }
-      for (let i = 0; i < ops.length; i++) {
-        if (written) this.cache.store(ops[i]![0], written[i]!);
-        else this.cache.forget(ops[i]![0]);
-      }
       return;
     }
-    // Not known while the write is under way, nor after it when the bytes are not kept.
     for (const [key, value] of ops) {
-      this.cache.forget(key);
       if (value === undefined) batch.del(key);
       else batch.put(key, Buffer.from(encode(value)), BUF);
     }
     await batch.write({ sync });
-    for (const [key] of ops) this.cache.forget(key);
   }
 
   /**
@@ -196,33 +173,13 @@ export class ProjectionDb {
    * microseconds, a tenth of an async round trip; the write path's decisions use it.
    */
   getSync(key: string): unknown | undefined {
-    const known = this.cache.lookup(key);
-    return known ? this.cache.value(known) : this.fetch([key])[0];
+    return this.getManySync([key])[0];
   }
 
-  /**
-   * Reads many keys: what the read cache knows from it, the rest in one synchronous call (the
-   * binding's getManySync). Values are shared with the cache's other readers: frozen.
-   */
+  /** Reads many keys in one synchronous call (the binding's getManySync). */
   getManySync(keys: string[]): (unknown | undefined)[] {
-    const out: unknown[] = new Array(keys.length);
-    let missing: number[] | undefined;
-    for (let i = 0; i < keys.length; i++) {
-      const known = this.cache.lookup(keys[i]!);
-      if (known) out[i] = this.cache.value(known);
-      else (missing ??= []).push(i);
-    }
-    if (missing) {
-      const fetched = this.fetch(missing.map((i) => keys[i]!));
-      for (let j = 0; j < missing.length; j++) out[missing[j]!] = fetched[j];
-    }
-    return out;
-  }
-
-  /** Reads keys from RocksDB, and remembers what it holds under them (or that it holds nothing). */
-  private fetch(keys: string[]): (unknown | undefined)[] {
     const raws = (this.db as unknown as { _getManySync(k: string[], o: object): (Buffer | undefined)[] })._getManySync(keys, BUF);
-    return raws.map((raw, i) => this.cache.value(this.cache.store(keys[i]!, raw ?? ABSENT)));
+    return raws.map((raw) => (raw === undefined ? undefined : decodeValue(raw)));
   }
 
   /** One key; read synchronously (no thread-pool hop), which keeps Get latency flat. */
@@ -286,7 +243,7 @@ export class ProjectionDb {
    */
   async apply(changes: KeyChange[], appliedSeq: number, sync = false): Promise<void> {
     const ops: [string, unknown][] = [...changes, [APPLIED_KEY, appliedSeq]];
-    await this.writeEncoded(ops, encodeValueView, sync, true);
+    await this.writeEncoded(ops, encodeValueView, sync);
     // After the write: a List between the write and this bump caches what the write left
     // under the old generation, which the bump then retires; never the other way round.
     if (this.generations.size > 0) this.bumpGenerations(changes);
