@@ -22,18 +22,27 @@
  * are.
  * Usage: ck-reaper [--relay] EXITFILE PIDFILE RUNC [ARGS...]
  *
- * On a console (ck-reaper --console TTYSOCK PIDFILE RUNC [ARGS...], run by a console's keeper,
- * console-keeper.ts): runc is given `--console-socket TTYSOCK` among ARGS, and this keeper
- * listens there, takes the console's master runc sends (SCM_RIGHTS) and relays it as
- * containerd's shim does: the master's output to stdout (paced: while stdout does not take
- * it, the master is not read and the container waits), stdin (from `start` on) into the
- * master, its end typed as ^D. Its fd 3 is the keeper's channel, lines each way: from the
- * keeper `start` and `resize COLS ROWS` (the console's size, ioctl TIOCSWINSZ); to it
- * `exit STATUS SECONDS.NANOSECONDS` once the process has ended and its output has been
- * copied out of the master (or a second after the end, for a reader that lags). The copy then
- * goes on until the master has nothing more (every holder of the console gone) and stdout
- * took it, and the keeper exits. runc's own stdout and stderr are the keeper's stderr (its
- * errors). No exit file: the keeper leaves it.
+ * On a console (ck-reaper --console SOCK TTYSOCK DIR PIDFILE COLS ROWS RUNC [ARGS...]), it is the
+ * console's keeper, as containerd's shim keeps one: runc is given `--console-socket TTYSOCK`
+ * among ARGS (`run|exec --detach`), and the keeper listens there, takes the console's master
+ * runc sends (SCM_RIGHTS, from its own user only) and relays it: the master's output to fd 3
+ * (the process's stdout; paced: while stdout does not take it, the master is not read and
+ * the container waits; a reader gone, the rest is dropped), fd 4 (stdin's reader) into the
+ * master from `start` on, its end typed as ^D (twice after a partial line). fd 5 is ckd's
+ * writer holding stdin open, let go at `closeio` or the end. Each of fds 3-5 may be absent.
+ * ckd speaks to it on SOCK (in a directory of this user's own, closed to others), one request
+ * per line, each answered `ok`:
+ *   start          the process runs its program: stdin flows
+ *   closeio        the hold on stdin lets go (CloseIO)
+ *   resize C R     the console's size (TIOCSWINSZ on the master; before it arrives, the
+ *                  size it gets: COLS x ROWS until then)
+ *   proc PID       accepted (the pty keeper's paced copy used it)
+ * Once the process has ended and its output has been copied out of the master (every holder
+ * of the console gone) and taken by stdout, or a second after the end for a reader that
+ * lags, it leaves runc's last words (what runc wrote, its last 4 KiB) in DIR/console.err and
+ * the status and the time the process ended in DIR/exit, and tells every connection, then
+ * and later, `exit STATUS`. It stays while a lagging reader still takes the rest, then
+ * removes SOCK and exits with the status.
  *
  * It closes every descriptor it inherited past stdio first, and is not ended by TERM, HUP or
  * INT sent to it alone (no-op handlers, reset to the default for runc by exec).
@@ -357,16 +366,27 @@ int main(int argc, char **argv) {
 
 /* ---- On a console ---------------------------------------------------------------------- */
 
-#define CTL_FD 3
+#define OUT_FD 3
+#define IN_FD 4
+#define HOLDER_FD 5
 /* Output kept for a reader that lags: read from the master only while this is not full. */
 #define CONSOLE_BUF 65536
 /* How long after the process's end its exit waits for the output to be copied out. */
 #define CONSOLE_EXIT_WAIT_MS 1000
+#define MAX_CLIENTS 16
+#define ERR_TAIL 4096
+
+struct client {
+  int fd;
+  char buf[256];
+  size_t len;
+};
 
 struct console {
   int master; /* -1 until runc sends it, and once it has nothing more */
   int out;    /* stdout, -1 once its reader is gone (what comes then is dropped) */
   int in;     /* stdin, -1 when there is none or it ended */
+  int holder; /* ckd's writer holding stdin open, until closeio or the end */
   int started;
   unsigned short cols, rows;
   char obuf[CONSOLE_BUF];
@@ -375,9 +395,13 @@ struct console {
   size_t ioff, ilen;
   unsigned char last_in; /* the last byte typed: ^D ends input only at a line's start */
   int eof_typed;
-  char cbuf[256];
-  size_t clen;
+  struct client clients[MAX_CLIENTS];
+  char exit_line[32]; /* once said */
+  char err[ERR_TAIL];  /* runc's last words */
+  size_t err_len;
 };
+
+static int valid_fd(int fd) { return fcntl(fd, F_GETFD) != -1; }
 
 static void console_size(struct console *c) {
   if (c->master < 0 || c->cols == 0 || c->rows == 0) return;
@@ -385,33 +409,66 @@ static void console_size(struct console *c) {
   ioctl(c->master, TIOCSWINSZ, &ws);
 }
 
-/* The keeper's requests, one per line. */
-static void console_request(struct console *c, char *line) {
+static void release_holder(struct console *c) {
+  if (c->holder < 0) return;
+  close(c->holder);
+  c->holder = -1;
+}
+
+/* A short line to a connection; one that does not take it at once (or is gone) is dropped. */
+static void client_say(struct client *cl, const char *line) {
+  if (cl->fd < 0) return;
+  size_t n = strlen(line);
+  if (send(cl->fd, line, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
+    close(cl->fd);
+    cl->fd = -1;
+  }
+}
+
+static void console_request(struct console *c, struct client *cl, char *line) {
   unsigned cols, rows;
   if (strcmp(line, "start") == 0) c->started = 1;
+  else if (strcmp(line, "closeio") == 0) release_holder(c);
   else if (sscanf(line, "resize %u %u", &cols, &rows) == 2 && cols > 0 && rows > 0 && cols < 65536 && rows < 65536) {
     c->cols = (unsigned short)cols;
     c->rows = (unsigned short)rows;
     console_size(c);
   }
+  client_say(cl, "ok\n");
 }
 
-static int console_ctl_read(struct console *c) {
-  ssize_t n = read(CTL_FD, c->cbuf + c->clen, sizeof c->cbuf - 1 - c->clen);
-  if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return -1;
-  if (n < 0) return 0;
-  c->clen += (size_t)n;
-  c->cbuf[c->clen] = 0;
-  char *nl;
-  while ((nl = memchr(c->cbuf, '\n', c->clen)) != NULL) {
-    *nl = 0;
-    console_request(c, c->cbuf);
-    size_t used = (size_t)(nl - c->cbuf) + 1;
-    memmove(c->cbuf, c->cbuf + used, c->clen - used);
-    c->clen -= used;
+static void client_read(struct console *c, struct client *cl) {
+  ssize_t n = read(cl->fd, cl->buf + cl->len, sizeof cl->buf - 1 - cl->len);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (n <= 0) {
+    close(cl->fd);
+    cl->fd = -1;
+    return;
   }
-  if (c->clen == sizeof c->cbuf - 1) c->clen = 0; /* a line too long for any request */
-  return 0;
+  cl->len += (size_t)n;
+  char *nl;
+  while (cl->fd >= 0 && (nl = memchr(cl->buf, '\n', cl->len)) != NULL) {
+    *nl = 0;
+    if (nl > cl->buf && nl[-1] == '\r') nl[-1] = 0;
+    console_request(c, cl, cl->buf);
+    size_t used = (size_t)(nl - cl->buf) + 1;
+    memmove(cl->buf, cl->buf + used, cl->len - used);
+    cl->len -= used;
+  }
+  if (cl->len == sizeof cl->buf - 1) cl->len = 0; /* a line too long for any request */
+}
+
+static void client_accept(struct console *c, int server) {
+  int fd = accept4(server, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd < 0) return;
+  for (int i = 0; i < MAX_CLIENTS; i++) {
+    if (c->clients[i].fd >= 0) continue;
+    c->clients[i].fd = fd;
+    c->clients[i].len = 0;
+    if (c->exit_line[0]) client_say(&c->clients[i], c->exit_line);
+    return;
+  }
+  close(fd);
 }
 
 /* Takes the master runc sends on the console socket (from this user's processes only). */
@@ -442,26 +499,108 @@ static int console_receive(int lsock) {
   return fd;
 }
 
-static void console_exit_line(int status) {
-  char line[64];
-  mark_ended();
-  int n = snprintf(line, sizeof line, "exit %d %lld.%09ld\n", status, (long long)ended_at.tv_sec, (long)ended_at.tv_nsec);
-  for (int off = 0; off < n;) {
-    ssize_t w = write(CTL_FD, line + off, (size_t)(n - off));
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) break;
-    off += (int)w;
+/* A listening unix socket at path (replacing a stale one), its user's alone. */
+static int listen_at(const char *path, int backlog) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof addr.sun_path) {
+    errno = ENAMETOOLONG;
+    return -1;
   }
+  strcpy(addr.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return -1;
+  unlink(path);
+  mode_t mask = umask(0077);
+  int bound = bind(fd, (struct sockaddr *)&addr, sizeof addr);
+  umask(mask);
+  if (bound != 0 || listen(fd, backlog) != 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+/* Only a directory of this user's own, closed to others: no one else may stand in for its sockets. */
+static int private_dir_of(const char *path) {
+  char dir[4096];
+  if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return 0;
+  char *slash = strrchr(dir, '/');
+  if (!slash || slash == dir) return 0;
+  *slash = 0;
+  struct stat st;
+  return lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid() && (st.st_mode & 077) == 0;
+}
+
+static void write_file(const char *dir, const char *name, const char *data, size_t len) {
+  char path[4096], tmp[4200];
+  if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) return;
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  int ok = 1;
+  for (size_t off = 0; off < len;) {
+    ssize_t w = write(fd, data + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      ok = 0;
+      break;
+    }
+    off += (size_t)w;
+  }
+  if (close(fd) == 0 && ok) rename(tmp, path);
+}
+
+/* runc's last words (console.err), then the status (exit: its presence is the end, for any ckd), then the connections. */
+static void console_exit(struct console *c, const char *dir, int status) {
+  mark_ended();
+  write_file(dir, "console.err", c->err, c->err_len);
+  char line[64];
+  int n = snprintf(line, sizeof line, "%d %lld.%09ld\n", status, (long long)ended_at.tv_sec, (long)ended_at.tv_nsec);
+  write_file(dir, "exit", line, (size_t)n);
+  snprintf(c->exit_line, sizeof c->exit_line, "exit %d\n", status);
+  for (int i = 0; i < MAX_CLIENTS; i++) client_say(&c->clients[i], c->exit_line);
+  release_holder(c);
+}
+
+static void err_add(struct console *c, const char *b, size_t n) {
+  if (n >= ERR_TAIL) {
+    memcpy(c->err, b + n - ERR_TAIL, ERR_TAIL);
+    c->err_len = ERR_TAIL;
+    return;
+  }
+  if (c->err_len + n > ERR_TAIL) {
+    size_t drop = c->err_len + n - ERR_TAIL;
+    memmove(c->err, c->err + drop, c->err_len - drop);
+    c->err_len -= drop;
+  }
+  memcpy(c->err + c->err_len, b, n);
+  c->err_len += n;
 }
 
 static int console_main(int argc, char **argv) {
-  if (argc < 4) {
-    fprintf(stderr, "usage: ck-reaper --console TTYSOCK PIDFILE RUNC [ARGS...]\n");
+  unsigned cols, rows;
+  if (argc < 8 || sscanf(argv[5], "%u", &cols) != 1 || sscanf(argv[6], "%u", &rows) != 1 || cols >= 65536 || rows >= 65536) {
+    fprintf(stderr, "usage: ck-reaper --console SOCK TTYSOCK DIR PIDFILE COLS ROWS RUNC [ARGS...]\n");
     return 2;
   }
-  const char *tty_sock = argv[1];
-  const char *pid_file = argv[2];
-  close_inherited(CTL_FD);
+  const char *sock = argv[1], *tty_sock = argv[2], *dir = argv[3], *pid_file = argv[4];
+  close_inherited(HOLDER_FD);
+  static struct console c;
+  c.cols = (unsigned short)cols;
+  c.rows = (unsigned short)rows;
+  c.master = -1;
+  c.last_in = '\n';
+  for (int i = 0; i < MAX_CLIENTS; i++) c.clients[i].fd = -1;
+  c.out = valid_fd(OUT_FD) ? OUT_FD : -1;
+  c.in = valid_fd(IN_FD) ? IN_FD : -1;
+  c.holder = valid_fd(HOLDER_FD) ? HOLDER_FD : -1;
+  for (int fd = OUT_FD; fd <= HOLDER_FD; fd++) {
+    if (valid_fd(fd)) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  if (c.out >= 0) fcntl(c.out, F_SETFL, fcntl(c.out, F_GETFL) | O_NONBLOCK);
+  if (c.in >= 0) fcntl(c.in, F_SETFL, fcntl(c.in, F_GETFL) | O_NONBLOCK);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = ignore;
@@ -470,67 +609,50 @@ static int console_main(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
   int status = -1;
-  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
-    perror("ck-reaper: PR_SET_CHILD_SUBREAPER");
-    console_exit_line(255);
-    return 255;
-  }
+  const char *failed = NULL;
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) failed = "PR_SET_CHILD_SUBREAPER";
   sigset_t chld, old;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
   sigprocmask(SIG_BLOCK, &chld, &old);
-  int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  int lsock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (sfd < 0 || lsock < 0 || strlen(tty_sock) >= sizeof addr.sun_path) {
-    fprintf(stderr, "ck-reaper: console socket %s: %s\n", tty_sock, sfd < 0 || lsock < 0 ? strerror(errno) : "path too long");
-    console_exit_line(255);
-    return 255;
+  int sfd = failed ? -1 : signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (!failed && sfd < 0) failed = "signalfd";
+  if (!failed && !private_dir_of(sock)) {
+    errno = EPERM;
+    failed = "the socket's directory is not this user's own, closed to others";
   }
-  strcpy(addr.sun_path, tty_sock);
-  unlink(tty_sock);
-  mode_t mask = umask(0077);
-  int bound = bind(lsock, (struct sockaddr *)&addr, sizeof addr);
-  umask(mask);
-  if (bound != 0 || listen(lsock, 4) != 0) {
-    fprintf(stderr, "ck-reaper: console socket %s: %s\n", tty_sock, strerror(errno));
-    console_exit_line(255);
-    return 255;
-  }
-  static struct console c;
-  c.master = -1;
-  c.out = 1;
-  c.in = -1;
-  c.last_in = '\n';
-  struct stat st;
-  if (fstat(0, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode) || S_ISCHR(st.st_mode))) {
-    c.in = fcntl(0, F_DUPFD_CLOEXEC, 4);
-    if (c.in >= 0) fcntl(c.in, F_SETFL, fcntl(c.in, F_GETFL) | O_NONBLOCK);
-  }
-  c.out = fcntl(1, F_DUPFD_CLOEXEC, 4);
-  if (c.out >= 0) fcntl(c.out, F_SETFL, fcntl(c.out, F_GETFL) | O_NONBLOCK);
-  fcntl(CTL_FD, F_SETFD, FD_CLOEXEC);
-  fcntl(CTL_FD, F_SETFL, fcntl(CTL_FD, F_GETFL) | O_NONBLOCK);
-  /* runc's stdin nothing, its stdout and stderr our stderr (the keeper's: runc's errors). */
-  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (null >= 0) {
-    dup2(null, 0);
-    dup2(2, 1);
-    close(null);
-  }
-  pid_t runc = fork();
-  if (runc < 0) {
-    console_exit_line(255);
+  int server = failed ? -1 : listen_at(sock, 8);
+  if (!failed && server < 0) failed = sock;
+  int lsock = failed ? -1 : listen_at(tty_sock, 4);
+  if (!failed && lsock < 0) failed = tty_sock;
+  int errp[2] = {-1, -1};
+  if (!failed && pipe2(errp, O_CLOEXEC) != 0) failed = "pipe";
+  pid_t runc = failed ? -1 : fork();
+  if (!failed && runc < 0) failed = "fork";
+  if (failed) {
+    char msg[4200];
+    int n = snprintf(msg, sizeof msg, "ck-reaper: %s: %s\n", failed, strerror(errno));
+    fputs(msg, stderr);
+    err_add(&c, msg, (size_t)n);
+    if (lsock >= 0) unlink(tty_sock);
+    if (server >= 0) unlink(sock);
+    console_exit(&c, dir, 255);
     return 255;
   }
   if (runc == 0) {
+    /* runc: stdin nothing, stdout and stderr the pipe its last words are kept from. */
     sigprocmask(SIG_SETMASK, &old, NULL);
     signal(SIGPIPE, SIG_DFL);
-    execvp(argv[3], &argv[3]);
-    fprintf(stderr, "ck-reaper: cannot run %s: %s\n", argv[3], strerror(errno));
+    int null = open("/dev/null", O_RDONLY);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(errp[1], 1) < 0 || dup2(errp[1], 2) < 0) _exit(127);
+    execvp(argv[7], &argv[7]);
+    fprintf(stderr, "ck-reaper: cannot run %s: %s\n", argv[7], strerror(errno));
     _exit(127);
   }
-  int runc_done = 0, ctl_open = 1, exit_said = 0;
+  close(errp[1]);
+  int errfd = errp[0];
+  fcntl(errfd, F_SETFL, fcntl(errfd, F_GETFL) | O_NONBLOCK);
+  int runc_done = 0, exit_said = 0;
   pid_t proc = 0;
   long long deadline = -1;
   for (;;) {
@@ -545,12 +667,11 @@ static int console_main(int argc, char **argv) {
       }
       if (!runc_done) {
         runc_done = 1;
-        if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
-          /* runc failed (its error on stderr), or was killed: there is no process to keep. */
-          if (WIFEXITED(ws)) status = WEXITSTATUS(ws);
-          else proc = read_pid(pid_file);
-          if (status < 0 && proc == 0) status = status_of(ws);
-        } else proc = read_pid(pid_file);
+        proc = read_pid(pid_file);
+        /* runc failed (its error is its last words): there is no process to keep. A runc
+           killed under a running process: the process is kept all the same. */
+        if (WIFEXITED(ws) && WEXITSTATUS(ws) != 0) status = WEXITSTATUS(ws);
+        else if (proc == 0) status = status_of(ws);
       } else if (status < 0 && proc != 0 && p == proc) {
         status = status_of(ws);
       }
@@ -570,15 +691,26 @@ static int console_main(int argc, char **argv) {
       }
     }
     int copied = c.master < 0 && c.olen == 0;
-    if (status >= 0 && !exit_said && (copied || now_ms() >= deadline)) {
-      console_exit_line(status);
+    /* Said once runc's words are read too (it has exited: its pipe ends). */
+    if (status >= 0 && !exit_said && ((copied && errfd < 0) || now_ms() >= deadline)) {
+      console_exit(&c, dir, status);
       exit_said = 1;
     }
-    if (exit_said && (copied || c.out < 0)) return status;
-    struct pollfd fds[6];
-    int n = 0, at_sig, at_l = -1, at_m = -1, at_o = -1, at_i = -1, at_c = -1;
+    if (exit_said && (copied || c.out < 0)) {
+      close(server);
+      unlink(sock);
+      return status & 0xff;
+    }
+    struct pollfd fds[8 + MAX_CLIENTS];
+    int n = 0, at_sig, at_srv, at_e = -1, at_l = -1, at_m = -1, at_o = -1, at_i = -1, at_c[MAX_CLIENTS];
     at_sig = n;
     fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    at_srv = n;
+    fds[n++] = (struct pollfd){.fd = server, .events = POLLIN};
+    if (errfd >= 0) {
+      at_e = n;
+      fds[n++] = (struct pollfd){.fd = errfd, .events = POLLIN};
+    }
     if (lsock >= 0) {
       at_l = n;
       fds[n++] = (struct pollfd){.fd = lsock, .events = POLLIN};
@@ -598,9 +730,11 @@ static int console_main(int argc, char **argv) {
       at_i = n;
       fds[n++] = (struct pollfd){.fd = c.in, .events = POLLIN};
     }
-    if (ctl_open) {
-      at_c = n;
-      fds[n++] = (struct pollfd){.fd = CTL_FD, .events = POLLIN};
+    for (int i = 0; i < MAX_CLIENTS; i++) {
+      at_c[i] = -1;
+      if (c.clients[i].fd < 0) continue;
+      at_c[i] = n;
+      fds[n++] = (struct pollfd){.fd = c.clients[i].fd, .events = POLLIN};
     }
     int timeout = -1;
     if (status >= 0 && !exit_said) {
@@ -610,15 +744,28 @@ static int console_main(int argc, char **argv) {
     if (poll(fds, n, timeout) < 0) {
       if (errno == EINTR) continue;
       if (status < 0) status = 255;
-      console_exit_line(status);
-      return status;
+      if (!exit_said) console_exit(&c, dir, status);
+      unlink(sock);
+      return status & 0xff;
     }
     if (fds[at_sig].revents) {
       struct signalfd_siginfo si;
       while (read(sfd, &si, sizeof si) == sizeof si) {
       }
     }
-    if (at_c >= 0 && fds[at_c].revents && console_ctl_read(&c) < 0) ctl_open = 0;
+    if (fds[at_srv].revents & POLLIN) client_accept(&c, server);
+    for (int i = 0; i < MAX_CLIENTS; i++) {
+      if (at_c[i] >= 0 && fds[at_c[i]].revents && c.clients[i].fd >= 0) client_read(&c, &c.clients[i]);
+    }
+    if (at_e >= 0 && fds[at_e].revents) {
+      char b[4096];
+      ssize_t k = read(errfd, b, sizeof b);
+      if (k > 0) err_add(&c, b, (size_t)k);
+      else if (k == 0 || (errno != EINTR && errno != EAGAIN)) {
+        close(errfd);
+        errfd = -1;
+      }
+    }
     if (at_l >= 0 && fds[at_l].revents & POLLIN) {
       int m = console_receive(lsock);
       if (m >= 0 && c.master < 0) {

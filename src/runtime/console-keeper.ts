@@ -1,29 +1,26 @@
-// A console's keeper: one process's console, started by ckd (see runc.ts, launchConsole) and
-// outliving it, as a shim keeps a console through containerd's restarts. It runs ck-reaper on
-// runc's console socket (runOnReaper in console.ts: the reaper relays the console's master to
-// the process's stdout and stdin into it) or, where the reaper was not built, runc in the
-// foreground on a pty of its own (runOnPty: the keeper copies the pty). It leaves the exit
-// status in `<dir>/exit` (and runc's own last words in `<dir>/console.err`) as the plain
-// keepers do, and takes ckd's requests on its socket (consoleSocket in console.ts), one per line:
+// A console's keeper where ck-reaper was not built (where it was, the reaper itself keeps the
+// console: ck-reaper.c): one process's runc on a pty of the keeper's own, started by ckd (see
+// runc.ts, launchConsole) and outliving it, as a shim keeps a console through containerd's
+// restarts. It copies the pty to the process's stdout and stdin into the pty (console.ts),
+// leaves runc's exit status in `<dir>/exit` (and runc's own last words in `<dir>/console.err`)
+// as the plain keepers do, and takes ckd's requests on its socket (consoleSocket in console.ts), one per line:
 //   start          the process runs its program: stdin flows
 //   closeio        our hold on stdin lets go: it ends once what was written is read (CloseIO)
 //   resize C R     the console's size (ResizePty)
-//   proc PID       the container process's pid (what the pty's paced copy watches)
+//   proc PID       the container process's pid (what a paced copy watches)
 // each answered `ok` once done, and tells every connection `exit STATUS` once the exit file
 // is there. After that it stays only while a lagging reader of stdout still takes the last
-// output, then ends. On a pty, runc's pid is left in `<dir>/console.pid` (its own session's
-// leader, for ckd to stop it should the keeper be ended first); the reaper and its runc are
-// in the keeper's process group.
+// output, then ends. runc's pid is left in `<dir>/console.pid` (its own session's leader, for
+// ckd to stop it should the keeper be ended first).
 //
 // Run as: node console-keeper.js CONFIG_JSON, with fd 3 the process's stdout, fd 4 its stdin
 // FIFO's reader and fd 5 ckd's writer holding it open (each if the config says so), every
-// other descriptor closed (ckd starts it through bash). The reaper gets fds 3 and 4 as its
-// stdout and stdin and closes the rest; runc, forked by node-pty, inherits these (node-pty
-// closes nothing), and is itself started through bash closing them.
-import { closeSync, lstatSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+// other descriptor closed (ckd starts it through bash): runc, forked by node-pty, inherits
+// these (node-pty closes nothing), and is itself started through bash closing them.
+import { lstatSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { CONSOLE_ERR, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleStdin, releaseConsoleHolder, runOnPty, runOnReaper, type ConsoleKeeperConfig, type ConsoleStdin, type Launched } from "./console.js";
+import { CONSOLE_ERR, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleStdin, releaseConsoleHolder, runOnPty, type ConsoleKeeperConfig, type ConsoleStdin } from "./console.js";
 import { keptProcessLine } from "./proc.js";
 
 const OUT_FD = 3;
@@ -34,15 +31,9 @@ async function main(): Promise<void> {
   const cfg = JSON.parse(process.argv[2] ?? "") as ConsoleKeeperConfig;
   // As the plain keepers: TERM, HUP and INT sent to the keeper do not end it under runc.
   for (const sig of ["SIGTERM", "SIGHUP", "SIGINT"] as const) process.on(sig, () => undefined);
-  // On ck-reaper, stdin's reader is the reaper's (which types it into the console) and the
-  // holder ours; on a pty, both ours.
-  const stdin: ConsoleStdin | undefined = cfg.stdin && !cfg.reaper ? consoleStdin(STDIN_FD, cfg.holder ? HOLDER_FD : undefined) : undefined;
-  let holder = cfg.reaper && cfg.stdin && cfg.holder ? HOLDER_FD : undefined;
-  const release = () => {
-    if (stdin) releaseConsoleHolder(stdin);
-    if (holder !== undefined) closeSync(holder);
-    holder = undefined;
-  };
+  const mod = (await import("node-pty")) as typeof import("node-pty") & { default?: typeof import("node-pty") };
+  const pty = mod.default ?? mod;
+  const stdin: ConsoleStdin | undefined = cfg.stdin ? consoleStdin(STDIN_FD, cfg.holder ? HOLDER_FD : undefined) : undefined;
   let proc: number | undefined;
   const clients = new Set<net.Socket>();
   let exitLine: string | undefined;
@@ -56,31 +47,10 @@ async function main(): Promise<void> {
   } catch {
     // none left
   }
-  const size = { cols: cfg.cols, rows: cfg.rows };
-  let launched: Launched & { resize(cols: number, rows: number): void; drained: Promise<void> };
-  if (cfg.reaper) {
-    launched = runOnReaper(cfg.file, cfg.args, { out: cfg.out ? OUT_FD : undefined, stdin: cfg.stdin ? STDIN_FD : undefined, size });
-    // The reaper has its own: ours would hold stdout open past it.
-    for (const fd of [cfg.out ? OUT_FD : undefined, cfg.stdin ? STDIN_FD : undefined]) if (fd !== undefined) closeSync(fd);
-  } else {
-    const mod = (await import("node-pty")) as typeof import("node-pty") & { default?: typeof import("node-pty") };
-    const pty = mod.default ?? mod;
-    const onPty = runOnPty(pty, cfg.file, cfg.args, { out: cfg.out ? OUT_FD : undefined, stdin, size }, () => proc);
-    launched = {
-      ...onPty,
-      resize: (cols, rows) => {
-        try {
-          onPty.term?.resize(cols, rows);
-        } catch {
-          // Its pty closed as the process ended: nothing left to size.
-        }
-      },
-    };
-    // With its start time: a pid freed and reused since is never taken for runc's (runc
-    // leads a session of its own on the pty; on the reaper it is in this keeper's group).
-    const runcLine = keptProcessLine(onPty.term?.pid);
-    if (runcLine) writeFileSync(path.join(cfg.dir, CONSOLE_RUNC_PID), runcLine);
-  }
+  const launched = runOnPty(pty, cfg.file, cfg.args, { out: cfg.out ? OUT_FD : undefined, stdin, size: { cols: cfg.cols, rows: cfg.rows } }, () => proc);
+  // With its start time: a pid freed and reused since is never taken for runc's.
+  const runcLine = keptProcessLine(launched.term?.pid);
+  if (runcLine) writeFileSync(path.join(cfg.dir, CONSOLE_RUNC_PID), runcLine);
   const server = net.createServer((conn) => {
     clients.add(conn);
     conn.on("error", () => undefined);
@@ -96,9 +66,13 @@ async function main(): Promise<void> {
           // stdin stays held until CloseIO (or the end), as containerd's shim holds it.
           launched.started();
         } else if (cmd === "closeio") {
-          release();
+          if (stdin) releaseConsoleHolder(stdin);
         } else if (cmd === "resize") {
-          launched.resize(Number(a), Number(b));
+          try {
+            launched.term?.resize(Number(a), Number(b));
+          } catch {
+            // Its pty closed as the process ended: nothing left to size.
+          }
         } else if (cmd === "proc") {
           proc = Number(a) || undefined;
         }
@@ -124,7 +98,7 @@ async function main(): Promise<void> {
   });
   const exit = await launched.exited;
   finish(exit.status, launched.errorText());
-  release();
+  if (stdin) releaseConsoleHolder(stdin);
   // A reader that lags may take the last output for as long as it reads; ckd ends this keeper
   // when the process is deleted.
   await launched.drained;

@@ -1,10 +1,10 @@
-// A process on a console: ck-reaper relays the console runc makes (runOnReaper), or, without
-// the reaper, its runc runs on a pty (node-pty) whose output is copied to the process's
-// stdout and into which its stdin is typed (runOnPty). This runs in a console's keeper
-// (console-keeper.ts), a process of its own that outlives ckd as the plain keepers do; ckd
-// speaks to it over a unix socket (consoleSocket; see runc.ts, launchConsole).
+// A process on a console. Where ck-reaper was built, the reaper keeps it (ck-reaper.c: it
+// relays the console runc makes, as containerd's shim does). Without it, its runc runs on a
+// pty (node-pty) whose output is copied to the process's stdout and into which its stdin is
+// typed (runOnPty), in a console's keeper (console-keeper.ts), a Node process. Either keeper
+// outlives ckd as the plain keepers do; ckd speaks to it over a unix socket (consoleSocket;
+// see runc.ts, launchConsole), the same requests to both.
 import { createHash } from "node:crypto";
-import { spawn } from "node:child_process";
 import { createWriteStream, closeSync, fstatSync, type WriteStream } from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -25,11 +25,6 @@ export interface ConsoleKeeperConfig {
   sock: string;
   cols: number;
   rows: number;
-  /**
-   * `file` is ck-reaper on the console's socket (`--console`): it relays the console's master
-   * itself (runOnReaper). Otherwise `file` runs runc in the foreground on a pty (runOnPty).
-   */
-  reaper?: boolean;
   /** Which of fds 3 (stdout), 4 (stdin's reader) and 5 (ckd's writer holding stdin open) it has. */
   out: boolean;
   stdin: boolean;
@@ -254,56 +249,3 @@ export function runOnPty(
   };
 }
 
-/**
- * ck-reaper on the console's socket (its `--console` mode; runc is `run|exec --detach
- * --console-socket`): it takes the console's master from runc and relays it as containerd's
- * shim does, stdout and stdin its own (the descriptors given here go to it), so nothing of the
- * output depends on runc's own copy, which stops short of a process's last output when it
- * exits. Its fd 3 carries `start` and `resize C R` to it and `exit STATUS TIME` from it once
- * the output is copied out of the console (or a second after the end); it exits once stdout
- * has taken the rest (`drained`). Its stderr is runc's (runc's errors).
- */
-export function runOnReaper(
-  file: string,
-  args: string[],
-  io: { out: number | undefined; stdin: number | undefined; size: { cols: number; rows: number } },
-): Launched & { resize(cols: number, rows: number): void; drained: Promise<void> } {
-  const child = spawn(file, args, { stdio: [io.stdin ?? "ignore", io.out ?? "ignore", "pipe", "pipe"] });
-  const said = tail();
-  child.stderr?.on("data", (b: Buffer) => said.add(b));
-  const ctl = child.stdio[3] as net.Socket | null;
-  ctl?.on("error", () => undefined);
-  const send = (line: string) => {
-    if (ctl && !ctl.destroyed && ctl.writable) ctl.write(`${line}\n`);
-  };
-  send(`resize ${io.size.cols} ${io.size.rows}`);
-  let ended = false;
-  const drained = new Promise<void>((resolve) => child.once("close", () => resolve()));
-  const exited = new Promise<Exit>((resolve) => {
-    let buf = "";
-    ctl?.on("data", (d: Buffer) => {
-      buf += d.toString("latin1");
-      const m = /^exit (\d+) (\d+)\.(\d{9})\n/m.exec(buf);
-      if (!m) return;
-      ended = true;
-      resolve({ status: Number(m[1]), at: new Date(Number(m[2]) * 1000 + Math.floor(Number(m[3]) / 1e6)) });
-    });
-    // Without its word (killed, or it could not run): its own end.
-    child.once("exit", (code, signal) => {
-      ended = true;
-      resolve({ status: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 127) : 127), at: new Date() });
-    });
-  });
-  const failed = new Promise<never>((_, reject) => child.once("error", (e) => reject(unavailable(`ck-reaper: ${e.message}`))));
-  failed.catch(() => undefined);
-  return {
-    exited,
-    failed,
-    closed: new Promise((resolve) => child.once("close", resolve)),
-    ended: () => ended,
-    errorText: said.text,
-    started: () => send("start"),
-    resize: (cols, rows) => send(`resize ${cols} ${rows}`),
-    drained,
-  };
-}

@@ -18,7 +18,7 @@
 //                                  as containerd's, so ids need only be unique in a namespace
 //                                  (a container's runc options may name another root)
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsc, promises as fs, openSync, closeSync, existsSync, fstatSync, readFileSync, readlinkSync, readSync, realpathSync, writeFileSync, writeSync } from "node:fs";
+import { constants as fsc, promises as fs, openSync, closeSync, existsSync, fstatSync, mkdirSync, readFileSync, readlinkSync, readSync, realpathSync, writeFileSync, writeSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -588,12 +588,12 @@ export class RuncRuntime {
     if (this.running.has(key)) throw failedPrecondition(`${what} is already started`);
     const io = this.ios.get(key);
     if (!io) throw failedPrecondition(`${what} has no stdio here: it was created by an earlier ckd`);
-    // A console's keeper runs node-pty where there is no ck-reaper: said here, before anything
-    // runs, if it cannot load.
-    if (io.terminal) {
-      // Without bash nothing could close what the keeper's children inherit (stdin's holder among it).
-      if (!BASH) throw failedPrecondition(`${what}: consoles need /bin/bash`);
-      if (!(reapedPidFile && REAPER)) await loadPty();
+    // Without ck-reaper a console's keeper is a Node process running node-pty: said here,
+    // before anything runs, if it cannot load.
+    if (io.terminal && !(reapedPidFile && REAPER)) {
+      // Without bash nothing could close what node-pty's child inherits (stdin's holder among it).
+      if (!BASH) throw failedPrecondition(`${what}: consoles need /bin/bash where ck-reaper was not built`);
+      await loadPty();
     }
     // Checked again after the wait; from here to the spawn, synchronously: no second
     // Create or Start, no Delete in between.
@@ -1639,26 +1639,28 @@ function setProc(running: Running, pid: number): void {
  */
 function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running: Running, dir: string, sock: string, reapedPidFile: string | undefined): Launched {
   const size = io.size ?? { cols: 80, rows: 24 };
-  const onReaper = reapedPidFile !== undefined && REAPER !== undefined;
-  const [file, args] = onReaper
-    ? [REAPER, ["--console", ttySocket(sock), reapedPidFile, runc, ...argv]]
-    : CONSOLE_EXEC
-      ? [CONSOLE_EXEC.shell, ["-c", CONSOLE_EXEC.script, "ck-console", runc, ...argv]]
-      : [runc, argv];
-  const cfg: ConsoleKeeperConfig = {
-    file,
-    args,
-    reaper: onReaper,
-    dir,
-    sock,
-    cols: size.cols,
-    rows: size.rows,
-    out: io.out !== undefined,
-    stdin: io.stdin?.reader !== undefined,
-    holder: io.stdin?.reader !== undefined && io.stdin.holder !== undefined,
-  };
-  const node = [process.execPath, CONSOLE_KEEPER, JSON.stringify(cfg)];
-  const [keeperFile, keeperArgs] = BASH ? ["/bin/bash", ["-c", `${closePast(5)}exec "$@"`, "ck-console-keeper", ...node]] : [node[0]!, node.slice(1)];
+  let keeperFile: string;
+  let keeperArgs: string[];
+  if (reapedPidFile !== undefined && REAPER !== undefined) {
+    // ck-reaper is the keeper (it closes what it inherited past fd 5 itself), in a socket
+    // directory that is ckd's user's own.
+    mkdirSync(path.dirname(sock), { recursive: true, mode: 0o700 });
+    [keeperFile, keeperArgs] = [REAPER, ["--console", sock, ttySocket(sock), dir, reapedPidFile, String(size.cols), String(size.rows), runc, ...argv]];
+  } else {
+    const cfg: ConsoleKeeperConfig = {
+      file: CONSOLE_EXEC ? CONSOLE_EXEC.shell : runc,
+      args: CONSOLE_EXEC ? ["-c", CONSOLE_EXEC.script, "ck-console", runc, ...argv] : argv,
+      dir,
+      sock,
+      cols: size.cols,
+      rows: size.rows,
+      out: io.out !== undefined,
+      stdin: io.stdin?.reader !== undefined,
+      holder: io.stdin?.reader !== undefined && io.stdin.holder !== undefined,
+    };
+    const node = [process.execPath, CONSOLE_KEEPER, JSON.stringify(cfg)];
+    [keeperFile, keeperArgs] = BASH ? ["/bin/bash", ["-c", `${closePast(5)}exec "$@"`, "ck-console-keeper", ...node]] : [node[0]!, node.slice(1)];
+  }
   const log = openSync(path.join(dir, CONSOLE_LOG), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
   let child: ChildProcess;
   try {
@@ -1682,17 +1684,19 @@ function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running:
   // Reached for as long as the keeper runs (it makes its socket as it starts).
   const channel = new ConsoleChannel(sock, () => !ended);
   running.console = channel;
+  // The time the process ended, where the keeper left it (the reaper does).
+  const left = () => parseExitFile(readFileSafe(path.join(dir, EXIT_FILE)));
   const exited = new Promise<Exit>((resolve) => {
     channel.onExit = (status) => {
       ended = true;
-      resolve({ status, at: new Date() });
+      resolve({ status, at: left()?.at ?? new Date() });
     };
     child.once("exit", (_code, signal) => {
       ended = true;
       // Its status as the keeper left it; a keeper killed outright, 128 + signal as for the
       // shell keepers; one that failed without leaving it, lost (255).
-      const left = Number.parseInt(readFileSafe(path.join(dir, EXIT_FILE)) ?? "", 10);
-      resolve({ status: Number.isInteger(left) ? left : signal ? 128 + (os.constants.signals[signal] ?? 127) : 255, at: new Date() });
+      const was = left();
+      resolve({ status: was ? was.status : signal ? 128 + (os.constants.signals[signal] ?? 127) : 255, at: was?.at ?? new Date() });
     });
   });
   const failed = new Promise<never>((_, reject) => child.once("error", (e) => reject(unavailable(`console keeper: ${e.message}`))));

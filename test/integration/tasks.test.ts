@@ -436,9 +436,9 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     eat = await e.sizeBecomes(10, 50, eat);
     e.term.write("tty\r");
     eat = await e.waitFor(/\/dev\/pts\/1\r*\n/, eat);
-    // Each console's master is its reaper's (the process's parent, as runc left it, relaying
-    // it as containerd's shim does), started while the other is open: each reaper holds its
-    // own master and no other, its keeper none, ckd none.
+    // Each console's master is its keeper's: ck-reaper, the process's parent (as runc left it),
+    // relaying it as containerd's shim does. Each, started while the other was open, holds its
+    // own master and no other, and ckd none.
     const masters = (pid: number) =>
       readdirSync(`/proc/${pid}/fd`).filter((fd) => {
         try {
@@ -450,15 +450,12 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       }).length;
     const ppidOf = (p: number) => Number(readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ")[1]);
     const execPid = (await api.call("tasks", "Get", { container_id: "t-tty", exec_id: "tty-exec" })).process.pid;
-    const execReaper = ppidOf(execPid);
-    assert.match(readFileSync(`/proc/${execReaper}/cmdline`, "utf8"), /^[^\0]*ck-reaper\0--console\0/);
-    const execKeeper = ppidOf(execReaper);
+    const execKeeper = ppidOf(execPid);
+    assert.match(readFileSync(`/proc/${execKeeper}/cmdline`, "utf8"), /^[^\0]*ck-reaper\0--console\0/);
     assert.equal(execKeeper, Number(readFileSync(`${daemon.root}/tasks/${NS}/t-tty/execs/tty-exec/shim.pid`, "utf8").split(" ")[0]));
-    const initPid = (await api.call("tasks", "Get", { container_id: "t-tty" })).process.pid;
-    const ttyReaper = ppidOf(initPid);
     const ttyKeeper = Number(readFileSync(`${daemon.root}/tasks/${NS}/t-tty/shim.pid`, "utf8").split(" ")[0]);
-    assert.equal(ppidOf(ttyReaper), ttyKeeper);
-    assert.deepEqual([masters(ttyReaper), masters(execReaper), masters(ttyKeeper), masters(execKeeper), masters(daemon.pid)], [1, 1, 0, 0, 0], "a console master each reaper, none elsewhere");
+    assert.equal(ppidOf((await api.call("tasks", "Get", { container_id: "t-tty" })).process.pid), ttyKeeper);
+    assert.deepEqual([masters(ttyKeeper), masters(execKeeper), masters(daemon.pid)], [1, 1, 0], "a console master each keeper, none elsewhere");
     e.term.write("exit 6\r");
     assert.equal(await e.exited, 6, e.output());
     // A background process left holding an exec's console keeps neither the exec nor ctr
