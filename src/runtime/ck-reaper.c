@@ -523,9 +523,8 @@ static int listen_at(const char *path, int backlog) {
 }
 
 /* Only a directory of this user's own, closed to others: no one else may stand in for its sockets. */
-static int private_dir_of(const char *path) {
-  char dir[4096];
-  if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return 0;
+static int private_dir_of(const char *path, char *dir, size_t size) {
+  if (snprintf(dir, size, "%s", path) >= (int)size) return 0;
   char *slash = strrchr(dir, '/');
   if (!slash || slash == dir) return 0;
   *slash = 0;
@@ -617,9 +616,10 @@ static int console_main(int argc, char **argv) {
   sigprocmask(SIG_BLOCK, &chld, &old);
   int sfd = failed ? -1 : signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
   if (!failed && sfd < 0) failed = "signalfd";
-  if (!failed && !private_dir_of(sock)) {
+  char sock_dir[4096];
+  if (!failed && !private_dir_of(sock, sock_dir, sizeof sock_dir)) {
     errno = EPERM;
-    failed = "the socket's directory is not this user's own, closed to others";
+    failed = sock_dir; /* not a directory of this user's own, closed to others */
   }
   int server = failed ? -1 : listen_at(sock, 8);
   if (!failed && server < 0) failed = sock;

@@ -18,7 +18,7 @@
 //                                  as containerd's, so ids need only be unique in a namespace
 //                                  (a container's runc options may name another root)
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsc, promises as fs, openSync, closeSync, existsSync, fstatSync, mkdirSync, readFileSync, readlinkSync, readSync, realpathSync, writeFileSync, writeSync } from "node:fs";
+import { constants as fsc, promises as fs, openSync, closeSync, existsSync, fstatSync, lstatSync, mkdirSync, readFileSync, readlinkSync, readSync, realpathSync, writeFileSync, writeSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -1644,7 +1644,12 @@ function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running:
   if (reapedPidFile !== undefined && REAPER !== undefined) {
     // ck-reaper is the keeper (it closes what it inherited past fd 5 itself), in a socket
     // directory that is ckd's user's own.
-    mkdirSync(path.dirname(sock), { recursive: true, mode: 0o700 });
+    const sockDir = path.dirname(sock);
+    mkdirSync(sockDir, { recursive: true, mode: 0o700 });
+    const at = lstatSync(sockDir);
+    if (!at.isDirectory() || at.uid !== (process.getuid?.() ?? 0) || (at.mode & 0o077) !== 0) {
+      throw failedPrecondition(`${sockDir} (the consoles' sockets) must be a directory of ckd's user's own, closed to others (mode ${(at.mode & 0o7777).toString(8).padStart(4, "0")})`);
+    }
     [keeperFile, keeperArgs] = [REAPER, ["--console", sock, ttySocket(sock), dir, reapedPidFile, String(size.cols), String(size.rows), runc, ...argv]];
   } else {
     const cfg: ConsoleKeeperConfig = {

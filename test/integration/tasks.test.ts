@@ -530,6 +530,21 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await api.call("tasks", "Delete", { container_id: "t-stall" });
     assert.equal((await ctr(["containers", "rm", "t-stall"])).code, 0);
 
+    // The consoles' sockets' directory open to others: no console is made there, and the
+    // directory is named (no one else may stand in for a console's socket).
+    await consoleContainer("t-sockdir", ["sh", "-c", "exit 0"]);
+    const sockDir = join(daemon.root, "consoles");
+    chmodSync(sockDir, 0o755);
+    try {
+      const sdMounts = (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-sockdir" })).mounts;
+      await rejectsClass(api.call("tasks", "Create", { container_id: "t-sockdir", rootfs: sdMounts, terminal: true }), "FailedPrecondition", new RegExp(`${sockDir} \\(the consoles' sockets\\) must be a directory of ckd's user's own, closed to others \\(mode 0755\\)`));
+      await rejectsClass(api.call("tasks", "Get", { container_id: "t-sockdir" }), "NotFound");
+      assert.ok(!existsSync(`${daemon.root}/tasks/${NS}/t-sockdir`), "no bundle left behind");
+    } finally {
+      chmodSync(sockDir, 0o700);
+    }
+    assert.equal((await ctr(["containers", "rm", "t-sockdir"])).code, 0);
+
     // ck run -d -t --log: the console's output appended to a file.
     const ck = (args: string[]) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args]);
     const logFile = join(daemon.root, "tty.log");
