@@ -83,6 +83,18 @@ static void close_inherited(int keep) {
   closedir(d);
 }
 
+/* TERM, HUP and INT sent to the keeper alone do not end it (no-op handlers, reset to the
+   default for runc by exec); a write to a reader gone is an error, not a signal. */
+static void keeper_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = ignore;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+}
+
 static int status_of(int ws) {
   if (WIFEXITED(ws)) return WEXITSTATUS(ws);
   if (WIFSIGNALED(ws)) return 128 + WTERMSIG(ws);
@@ -212,13 +224,7 @@ int main(int argc, char **argv) {
   const char *exit_file = argv[1];
   const char *pid_file = argv[2];
   close_inherited(2);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = ignore;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGHUP, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+  keeper_signals();
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
     perror("ck-reaper: PR_SET_CHILD_SUBREAPER");
     leave(exit_file, 255);
@@ -600,13 +606,7 @@ static int console_main(int argc, char **argv) {
   }
   if (c.out >= 0) fcntl(c.out, F_SETFL, fcntl(c.out, F_GETFL) | O_NONBLOCK);
   if (c.in >= 0) fcntl(c.in, F_SETFL, fcntl(c.in, F_GETFL) | O_NONBLOCK);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = ignore;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGHUP, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+  keeper_signals();
   int status = -1;
   const char *failed = NULL;
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) failed = "PR_SET_CHILD_SUBREAPER";
