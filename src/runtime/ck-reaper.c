@@ -89,6 +89,7 @@ static void keeper_signals(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = ignore;
+  sa.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
@@ -477,9 +478,11 @@ static void client_accept(struct console *c, int server) {
   close(fd);
 }
 
-/* Takes the master runc sends on the console socket (from this user's processes only). */
-static int console_receive(int lsock) {
-  int conn = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
+/* runc's connection to the console socket (from this user's processes only), or -1. runc
+   connects before it starts the container; the master comes once the init has made its
+   console, after ckd's gate: it is waited for in the loop, not here. */
+static int console_accept(int lsock) {
+  int conn = accept4(lsock, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
   if (conn < 0) return -1;
   struct ucred cred;
   socklen_t len = sizeof cred;
@@ -487,6 +490,12 @@ static int console_receive(int lsock) {
     close(conn);
     return -1;
   }
+  return conn;
+}
+
+/* The master sent on runc's connection: its descriptor; -2 while nothing came yet; -1 when
+   the connection ended without one. */
+static int console_receive(int conn) {
   char name[4096];
   struct iovec iov = {.iov_base = name, .iov_len = sizeof name};
   union {
@@ -494,11 +503,11 @@ static int console_receive(int lsock) {
     struct cmsghdr align;
   } u;
   struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
-  ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
-  close(conn);
-  if (n < 0) return -1;
+  ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return -2;
+  if (n <= 0) return -1;
   struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-  if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int))) return -1;
+  if ((msg.msg_flags & MSG_CTRUNC) || !cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int))) return -1;
   int fd;
   memcpy(&fd, CMSG_DATA(cm), sizeof fd);
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -643,7 +652,7 @@ static int console_main(int argc, char **argv) {
     /* runc: stdin nothing, stdout and stderr the pipe its last words are kept from. */
     sigprocmask(SIG_SETMASK, &old, NULL);
     signal(SIGPIPE, SIG_DFL);
-    int null = open("/dev/null", O_RDONLY);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (null < 0 || dup2(null, 0) < 0 || dup2(errp[1], 1) < 0 || dup2(errp[1], 2) < 0) _exit(127);
     execvp(argv[7], &argv[7]);
     fprintf(stderr, "ck-reaper: cannot run %s: %s\n", argv[7], strerror(errno));
@@ -653,6 +662,7 @@ static int console_main(int argc, char **argv) {
   int errfd = errp[0];
   fcntl(errfd, F_SETFL, fcntl(errfd, F_GETFL) | O_NONBLOCK);
   int runc_done = 0, exit_said = 0;
+  int conn = -1; /* runc's connection, until the master comes on it */
   pid_t proc = 0;
   long long deadline = -1;
   for (;;) {
@@ -679,6 +689,14 @@ static int console_main(int argc, char **argv) {
     if (status >= 0 && deadline < 0) {
       mark_ended();
       deadline = now_ms() + CONSOLE_EXIT_WAIT_MS;
+      if (conn >= 0) {
+        /* A master already sent is still taken (it holds the last output). */
+        int m = console_receive(conn);
+        if (m >= 0 && c.master < 0) c.master = m;
+        else if (m >= 0) close(m);
+        close(conn);
+        conn = -1;
+      }
       if (lsock >= 0) {
         close(lsock);
         lsock = -1;
@@ -701,8 +719,8 @@ static int console_main(int argc, char **argv) {
       unlink(sock);
       return status & 0xff;
     }
-    struct pollfd fds[8 + MAX_CLIENTS];
-    int n = 0, at_sig, at_srv, at_e = -1, at_l = -1, at_m = -1, at_o = -1, at_i = -1, at_c[MAX_CLIENTS];
+    struct pollfd fds[9 + MAX_CLIENTS];
+    int n = 0, at_sig, at_srv, at_e = -1, at_l = -1, at_r = -1, at_m = -1, at_o = -1, at_i = -1, at_c[MAX_CLIENTS];
     at_sig = n;
     fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
     at_srv = n;
@@ -711,11 +729,18 @@ static int console_main(int argc, char **argv) {
       at_e = n;
       fds[n++] = (struct pollfd){.fd = errfd, .events = POLLIN};
     }
-    if (lsock >= 0) {
+    if (lsock >= 0 && conn < 0) {
       at_l = n;
       fds[n++] = (struct pollfd){.fd = lsock, .events = POLLIN};
     }
-    if (c.master >= 0) {
+    if (conn >= 0) {
+      at_r = n;
+      fds[n++] = (struct pollfd){.fd = conn, .events = POLLIN};
+    }
+    /* Only when there is room for its output or input for it: a master whose console every
+       holder has left reports a hang-up whatever is asked, which must not spin the loop while
+       stdout holds the output back. */
+    if (c.master >= 0 && (c.olen == 0 || c.ilen > 0)) {
       short ev = 0;
       if (c.olen == 0) ev |= POLLIN;
       if (c.ilen > 0) ev |= POLLOUT;
@@ -766,8 +791,13 @@ static int console_main(int argc, char **argv) {
         errfd = -1;
       }
     }
-    if (at_l >= 0 && fds[at_l].revents & POLLIN) {
-      int m = console_receive(lsock);
+    if (at_l >= 0 && fds[at_l].revents & POLLIN) conn = console_accept(lsock);
+    if (at_r >= 0 && fds[at_r].revents) {
+      int m = console_receive(conn);
+      if (m != -2) {
+        close(conn);
+        conn = -1;
+      }
       if (m >= 0 && c.master < 0) {
         c.master = m;
         console_size(&c);
@@ -790,11 +820,13 @@ static int console_main(int argc, char **argv) {
           c.ilen = 0;
         }
       }
-      if (c.master >= 0 && c.ilen > 0 && (r & POLLOUT)) {
+      if (c.master >= 0 && c.ilen > 0 && (r & (POLLOUT | POLLHUP | POLLERR))) {
         ssize_t k = write(c.master, c.ibuf + c.ioff, c.ilen);
         if (k > 0) {
           c.ioff += (size_t)k;
           c.ilen -= (size_t)k;
+        } else if (k < 0 && errno != EINTR && errno != EAGAIN) {
+          c.ilen = 0; /* no console to type into any more */
         }
       }
     }

@@ -527,8 +527,34 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await api.call("tasks", "Kill", { container_id: "t-stall", signal: 9 });
     const within = new Promise((_, reject) => setTimeout(() => reject(new Error("no exit within 20 s of the kill: runc waits on the unread console")), 20_000).unref());
     assert.equal(((await Promise.race([waited, within])) as { exit_status: number }).exit_status, 137);
+    // Its keeper keeps what the console still holds for that reader, idle: not polling a
+    // console that every holder has left (a busy loop would take ~100 ticks a second).
+    const stallKeeper = Number(readFileSync(`${daemon.root}/tasks/${NS}/t-stall/shim.pid`, "utf8").split(" ")[0]);
+    const cpuTicks = (pid: number) => {
+      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+      return Number(f[11]) + Number(f[12]);
+    };
+    const before = cpuTicks(stallKeeper);
+    await new Promise((res) => setTimeout(res, 1000));
+    assert.ok(cpuTicks(stallKeeper) - before < 30, `the keeper took ${cpuTicks(stallKeeper) - before} ticks in a second`);
     await api.call("tasks", "Delete", { container_id: "t-stall" });
     assert.equal((await ctr(["containers", "rm", "t-stall"])).code, 0);
+
+    // A TERM sent to a console's keeper while its init waits for Start does not end it, nor
+    // the console runc hands over at Start.
+    await consoleContainer("t-term", ["sh", "-c", "echo started-$((6*7))"]);
+    const termOut = join(daemon.root, "t-term.out");
+    const termMounts = (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-term" })).mounts;
+    await api.call("tasks", "Create", { container_id: "t-term", rootfs: termMounts, stdout: `file://${termOut}`, terminal: true });
+    const termKeeper = Number(readFileSync(`${daemon.root}/tasks/${NS}/t-term/shim.pid`, "utf8").split(" ")[0]);
+    await new Promise((res) => setTimeout(res, 300));
+    process.kill(termKeeper, "SIGTERM");
+    await api.call("tasks", "ResizePty", { container_id: "t-term", width: 61, height: 17 });
+    await api.call("tasks", "Start", { container_id: "t-term" });
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-term" })).exit_status, 0);
+    assert.equal(readFileSync(termOut, "utf8"), "started-42\r\n");
+    await api.call("tasks", "Delete", { container_id: "t-term" });
+    assert.equal((await ctr(["containers", "rm", "t-term"])).code, 0);
 
     // The consoles' sockets' directory open to others: no console is made there, and the
     // directory is named (no one else may stand in for a console's socket).
