@@ -44,8 +44,9 @@
  * and later, `exit STATUS`. It stays while a lagging reader still takes the rest, then
  * removes SOCK and exits with the status.
  *
- * It closes every descriptor it inherited past stdio first, and is not ended by TERM, HUP or
- * INT sent to it alone (no-op handlers, reset to the default for runc by exec).
+ * It closes every descriptor it inherited past stdio (on a console, past fd 5) first, and is
+ * not ended by TERM, HUP or INT sent to it alone (no-op handlers, reset to the default for
+ * runc by exec).
  */
 #define _GNU_SOURCE
 #include <dirent.h>

@@ -609,7 +609,7 @@ export class RuncRuntime {
       this.running.delete(key);
       if (this.ios.get(key) === io) this.closeIoHandles(key);
     };
-    // A started process outlives ckd through its keeper (a console's holds its pty).
+    // A started process outlives ckd through its keeper (a console's holds its console).
     const dir = exec ? this.execDir(ns, id, exec) : this.bundleDir(ns, id);
     const launched = io.terminal ? launchConsole(runc.binary, argv, io, running, dir, consoleSocket(this.root, dir), reapedPidFile) : launchPlain(runc.binary, argv, io, running, { bundle: dir, reapedPidFile });
     // An init's end (the container's, runc's own, or its keeper killed under it) is reported
@@ -1628,14 +1628,14 @@ function setProc(running: Running, pid: number): void {
 }
 
 /**
- * runc on a console, under its keeper (console-keeper.js, a Node process of its own started
- * through bash closing what it inherited past fd 5), given stdout (fd 3) and stdin (fds 4, 5:
- * the FIFO's reader and our holding writer). With `reapedPidFile` (runc `--detach
- * --console-socket`) the keeper runs ck-reaper, which takes the console from runc and relays
- * it; else runc in the foreground on a pty of the keeper's, which the keeper copies. The
- * keeper leaves the exit status in `dir` and outlives ckd, as the plain keepers do. ckd speaks
- * to it over its socket (resize, start, CloseIO) and hears its exit there (or from the exit
- * file, if the keeper itself was ended).
+ * runc on a console, under its keeper, given stdout (fd 3) and stdin (fds 4, 5: the FIFO's
+ * reader and our holding writer). With `reapedPidFile` (runc `--detach --console-socket`) the
+ * keeper is ck-reaper (`--console`), which takes the console from runc and relays it; else a
+ * Node process of its own (console-keeper.js, started through bash closing what it inherited
+ * past fd 5) running runc in the foreground on a pty of its own, which it copies. The keeper
+ * leaves the exit status in `dir` and outlives ckd, as the plain keepers do. ckd speaks to it
+ * over its socket (resize, start, CloseIO) and hears its exit there (or from the exit file,
+ * if the keeper itself was ended).
  */
 function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running: Running, dir: string, sock: string, reapedPidFile: string | undefined): Launched {
   const size = io.size ?? { cols: 80, rows: 24 };
