@@ -116,6 +116,15 @@ function processCalls(api: ApiClient, id: string, exec?: { id: string; spec: unk
 }
 
 /**
+ * This terminal's size as a process spec's consoleSize (containerd's oci.WithTTYSize): runc
+ * makes the console at that size before the program runs. Nothing without a terminal here.
+ */
+function consoleSizeHere(): { consoleSize?: { height: number; width: number } } {
+  const out = process.stdout;
+  return out.isTTY && out.columns > 0 && out.rows > 0 ? { consoleSize: { height: out.rows, width: out.columns } } : {};
+}
+
+/**
  * This terminal in raw mode (keys go to the console as typed, ^C included) and its size sent
  * to the task's console, as ctr does for -t; `stop` undoes it. The first size is sent before
  * the process starts (ckd gives it to the console it starts with), later ones as this terminal
@@ -396,7 +405,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         });
         const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> & { env?: string[] }; mounts: SpecMount[]; linux: { namespaces: Array<{ type: string }>; uidMappings?: IdMapping[]; gidMappings?: IdMapping[] } };
         const { imageUser, ...proc } = processFromImage(configJson, args ?? []);
-        Object.assign(spec.process, proc, { terminal: opts.tty === true });
+        Object.assign(spec.process, proc, { terminal: opts.tty === true }, opts.tty === true ? consoleSizeHere() : {});
         // As ctr run: --privileged first (its capabilities then edited by --cap-add/--cap-drop),
         // the flags over the image's settings (an --env-file's before --env's).
         if (opts.privileged) withPrivileged(spec as unknown as Parameters<typeof withPrivileged>[0], effectiveCapabilities(readFileSync("/proc/self/status", "utf8")), await hostDevices());
@@ -477,7 +486,7 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         const env = withEnv((spec.process?.env as string[] | undefined) ?? [], opts.env);
         // As ctr tasks exec --user: the names as the running container has them.
         const user = opts.user === undefined ? {} : { user: await userInTask(opts.user, (await api.call("tasks", "Get", { container_id: id })).process?.pid ?? 0, "--user") };
-        const proc = { ...(spec.process ?? {}), args, env, terminal: tty, ...(opts.cwd ? { cwd: opts.cwd } : {}), ...user };
+        const proc = { ...(spec.process ?? {}), args, env, terminal: tty, ...(tty ? consoleSizeHere() : {}), ...(opts.cwd ? { cwd: opts.cwd } : {}), ...user };
         const any = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify(proc)) };
         process.exitCode = await runTask(api, id, { detach: opts.detach, tty, logUri: opts.logUri, exec: { id: opts.execId, spec: any } });
       }),

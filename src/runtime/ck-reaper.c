@@ -35,7 +35,8 @@
  *   start          the process runs its program: stdin flows
  *   closeio        the hold on stdin lets go (CloseIO)
  *   resize C R     the console's size (TIOCSWINSZ on the master; before it arrives, the
- *                  size it gets: COLS x ROWS until then)
+ *                  size it gets: COLS x ROWS until then, or, given 0 0, the size runc
+ *                  made it, the process spec's consoleSize)
  *   proc PID       accepted (the pty keeper's paced copy used it)
  * Once the process has ended and its output has been copied out of the master (every holder
  * of the console gone) and taken by stdout, or a second after the end for a reader that

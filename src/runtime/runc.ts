@@ -543,6 +543,10 @@ export class RuncRuntime {
       const terminal = this.ios.get(procKey(ns, id, exec))?.terminal === true;
       const reaped = REAPER !== undefined && (terminal || !this.specNamespaces(ns, id).some((n) => n.type === "user"));
       const detach = reaped ? ["--detach", ...(terminal ? ["--console-socket", ttySocket(consoleSocket(this.root, dir))] : [])] : [];
+      // A size asked for before Start: runc's init makes the console at that size before the
+      // program runs (the process spec's consoleSize), not just after.
+      const size = terminal ? this.ios.get(procKey(ns, id, exec))?.size : undefined;
+      if (size) await withConsoleSize(path.join(dir, EXEC_SPEC), size);
       const launch = await this.launch(ns, id, exec, ["exec", ...detach, "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id], reaped ? pidFile : undefined);
       this.startedStdin(procKey(ns, id, exec));
       const pid = await this.awaitPid("exec", ns, id, exec, launch, () => readPid(pidFile));
@@ -1484,6 +1488,13 @@ function killGroup(pid: number): void {
   }
 }
 
+/** Sets an exec's process spec's consoleSize (what runc's init sizes the console to). */
+async function withConsoleSize(file: string, size: { cols: number; rows: number }): Promise<void> {
+  const spec = JSON.parse(await fs.readFile(file, "utf8")) as Record<string, unknown>;
+  spec.consoleSize = { height: size.rows, width: size.cols };
+  await fs.writeFile(file, JSON.stringify(spec), { mode: 0o600 });
+}
+
 function closeGate(running: Running): void {
   if (running.gate === undefined) return;
   closeSync(running.gate);
@@ -1650,7 +1661,9 @@ function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running:
     if (!at.isDirectory() || at.uid !== (process.getuid?.() ?? 0) || (at.mode & 0o077) !== 0) {
       throw failedPrecondition(`${sockDir} (the consoles' sockets) must be a directory of ckd's user's own, closed to others (mode ${(at.mode & 0o7777).toString(8).padStart(4, "0")})`);
     }
-    [keeperFile, keeperArgs] = [REAPER, ["--console", sock, ttySocket(sock), dir, reapedPidFile, String(size.cols), String(size.rows), runc, ...argv]];
+    // The size a ResizePty before Start asked for, applied as the console arrives; else none
+    // (the process spec's consoleSize, as runc made it, until the client resizes).
+    [keeperFile, keeperArgs] = [REAPER, ["--console", sock, ttySocket(sock), dir, reapedPidFile, String(io.size?.cols ?? 0), String(io.size?.rows ?? 0), runc, ...argv]];
   } else {
     const cfg: ConsoleKeeperConfig = {
       file: CONSOLE_EXEC ? CONSOLE_EXEC.shell : runc,

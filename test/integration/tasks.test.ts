@@ -556,6 +556,33 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await api.call("tasks", "Delete", { container_id: "t-term" });
     assert.equal((await ctr(["containers", "rm", "t-term"])).code, 0);
 
+    // A console's size: the process spec's consoleSize, as runc's init makes the console
+    // (containerd's oci.WithTTYSize), not overridden by ckd; for an exec, a ResizePty before
+    // Start becomes its spec's consoleSize, so the program starts at that size.
+    await consoleContainer("t-size", ["sh", "-c", "stty size; sleep 30"]);
+    {
+      const c = (await api.call("containers", "Get", { id: "t-size" })).container;
+      const sizeSpec = JSON.parse(Buffer.from(c.spec.value).toString("utf8"));
+      sizeSpec.process.consoleSize = { height: 13, width: 77 };
+      await api.call("containers", "Update", { container: { id: "t-size", spec: { ...c.spec, value: Buffer.from(JSON.stringify(sizeSpec)) } }, update_mask: { paths: ["spec"] } });
+    }
+    const sizeOut = join(daemon.root, "t-size.out");
+    const sizeMounts = (await api.call("snapshots", "Mounts", { snapshotter: "overlayfs", key: "t-size" })).mounts;
+    await api.call("tasks", "Create", { container_id: "t-size", rootfs: sizeMounts, stdout: `file://${sizeOut}`, terminal: true });
+    await api.call("tasks", "Start", { container_id: "t-size" });
+    const execOut = join(daemon.root, "t-size-exec.out");
+    const execSpec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Buffer.from(JSON.stringify({ args: ["stty", "size"], cwd: "/", env: ["PATH=/bin"], terminal: true })) };
+    await api.call("tasks", "Exec", { container_id: "t-size", exec_id: "sz", spec: execSpec, terminal: true, stdout: `file://${execOut}` });
+    await api.call("tasks", "ResizePty", { container_id: "t-size", exec_id: "sz", width: 61, height: 17 });
+    await api.call("tasks", "Start", { container_id: "t-size", exec_id: "sz" });
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-size", exec_id: "sz" })).exit_status, 0);
+    assert.equal(readFileSync(execOut, "utf8"), "17 61\r\n");
+    assert.equal(readFileSync(sizeOut, "utf8"), "13 77\r\n");
+    await api.call("tasks", "Kill", { container_id: "t-size", signal: 9 });
+    await api.call("tasks", "Wait", { container_id: "t-size" });
+    await api.call("tasks", "Delete", { container_id: "t-size" });
+    assert.equal((await ctr(["containers", "rm", "t-size"])).code, 0);
+
     // The consoles' sockets' directory open to others: no console is made there, and the
     // directory is named (no one else may stand in for a console's socket).
     await consoleContainer("t-sockdir", ["sh", "-c", "exit 0"]);
