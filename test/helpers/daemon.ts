@@ -27,6 +27,8 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** Where ckd's output goes (default `<root>/ckd-test.log`). */
   logFile?: string;
+  /** Another build's ckd.js (default: this build's, CKD). */
+  ckd?: string;
 }
 
 export class TestDaemon {
@@ -79,7 +81,7 @@ export class TestDaemon {
   async launch(): Promise<void> {
     this.starts++;
     const log = createWriteStream(this.logFile, { flags: "a" });
-    const proc = spawn(process.execPath, [CKD, ...this.args()], { stdio: ["ignore", "pipe", "pipe"], env: this.opts.env ? { ...process.env, ...this.opts.env } : undefined });
+    const proc = spawn(process.execPath, [this.opts.ckd ?? CKD, ...this.args()], { stdio: ["ignore", "pipe", "pipe"], env: this.opts.env ? { ...process.env, ...this.opts.env } : undefined });
     proc.stdout!.pipe(log);
     proc.stderr!.pipe(log);
     this.proc = proc;

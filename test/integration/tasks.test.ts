@@ -4,12 +4,12 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { chmodSync, readFileSync, readdirSync, readlinkSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, constants as fsConstants } from "node:fs";
+import { chmodSync, cpSync, readFileSync, readdirSync, readlinkSync, existsSync, statSync, mkdtempSync, mkdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, constants as fsConstants } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { startTestNats } from "../helpers/nats.js";
-import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
+import { TestDaemon, runCommand, runNode, CK, CK_REPLAY, DIST } from "../helpers/daemon.js";
 import { startRegistry, buildImage } from "../helpers/registry.js";
 import { rejectsClass } from "../helpers/errors.js";
 import type { CkError } from "../../src/errdefs/errdefs.js";
@@ -644,6 +644,45 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     // (Node cuts a longer socket path short, silently: a socket would land beside the bundle.)
     assert.deepEqual(readdirSync(`${daemon.root}/tasks/${NS}`).filter((n) => n.startsWith("t-long-")), [], "nothing left beside the bundle");
     assert.equal((await ctr(["containers", "rm", longId])).code, 0);
+  });
+
+  test("without ck-reaper (a build with no C compiler): consoles on the Node keeper's pty, plain processes under the shell keeper", async () => {
+    // This build's dist without ck-reaper, beside it (node_modules found as from dist), and a
+    // ckd of it on a root and a log of its own (its own managed nats-server).
+    const bare = `${DIST}-no-reaper`;
+    rmSync(bare, { recursive: true, force: true });
+    cpSync(DIST, bare, { recursive: true });
+    rmSync(join(bare, "ck-reaper"));
+    const other = await TestDaemon.start({ ckd: join(bare, "src", "cli", "ckd.js") });
+    const octr = (args: string[], input?: string) => runCommand(CTR, ["--address", other.address, "--namespace", NS, ...args], {}, input, 60_000);
+    try {
+      let r = await octr(["images", "pull", "--plain-http", ref]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      r = await octr(["run", "--rm", ref, "nr-plain", "sh", "-c", "echo plain; exit 3"], "");
+      assert.deepEqual([r.code, r.stdout], [3, "plain\n"], r.stderr);
+      r = await runCommand("script", ["-q", "-e", "-c", `${CTR} --address ${other.address} --namespace ${NS} run -t --rm ${ref} nr-tty sh -c 'stty -echo; echo on-a-console; tty; exit 4'`, "/dev/null"], {}, "", 60_000);
+      assert.equal(r.code, 4, r.stderr);
+      assert.match(r.stdout, /on-a-console\r+\n\/dev\/pts\/0\r+\n$/);
+      // The keepers, while they run: a Node console keeper, a shell for a plain process.
+      r = await runCommand("script", ["-q", "-e", "-c", `${CTR} --address ${other.address} --namespace ${NS} run -d -t ${ref} nr-keepers sleep 60`, "/dev/null"], {}, "", 60_000);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const keeperCmd = (file: string) => readFileSync(`/proc/${readFileSync(file, "utf8").split(" ")[0]}/cmdline`, "utf8");
+      assert.match(keeperCmd(`${other.root}/tasks/${NS}/nr-keepers/shim.pid`), /console-keeper\.js\0/);
+      r = await octr(["tasks", "exec", "--exec-id", "nr-e", "nr-keepers", "sh", "-c", "echo from-exec; exit 5"], "");
+      assert.deepEqual([r.code, r.stdout], [5, "from-exec\n"], r.stderr);
+      assert.equal((await octr(["tasks", "kill", "-s", "KILL", "nr-keepers"])).code, 0);
+      const oapi = other.client(NS);
+      try {
+        assert.equal((await oapi.call("tasks", "Wait", { container_id: "nr-keepers" })).exit_status, 137);
+      } finally {
+        oapi.close();
+      }
+      assert.equal((await octr(["tasks", "rm", "nr-keepers"])).code, 0);
+      assert.equal((await octr(["containers", "rm", "nr-keepers"])).code, 0);
+    } finally {
+      await other.cleanup().catch(() => undefined);
+      rmSync(bare, { recursive: true, force: true });
+    }
   });
 
   test("ck run starts from ctr's spec (capabilities, open files, devices) and takes ctr run's spec flags", async () => {
