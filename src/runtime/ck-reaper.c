@@ -568,7 +568,8 @@ static void write_file(const char *dir, const char *name, const char *data, size
   if (close(fd) == 0 && ok) rename(tmp, path);
 }
 
-/* runc's last words (console.err), then the status (exit: its presence is the end, for any ckd), then the connections. */
+/* runc's last words (console.err), then the status (exit: its presence is the end, for any
+   ckd), then the connections. The names are console.ts's CONSOLE_ERR and KEEPER_EXIT. */
 static void console_exit(struct console *c, const char *dir, int status) {
   mark_ended();
   write_file(dir, "console.err", c->err, c->err_len);

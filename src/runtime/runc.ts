@@ -500,13 +500,9 @@ export class RuncRuntime {
       // its cgroups with it, stays once the init has ended, until the task's deletion, as
       // containerd's shim keeps it: its statistics and out-of-memory count can still be read.
       const pidFile = path.join(bundle, "init.pid");
-      const terminal = this.ios.get(key)?.terminal === true;
-      // A console's: on the console's socket, with or without a user namespace (the console is
-      // made in the container, the reaper's pipes play no part).
-      const reaped = REAPER !== undefined && (terminal || !(spec.linux?.namespaces ?? []).some((n) => n.type === "user"));
-      const keep = !reaped && (await this.supportsKeep(this.runcOf(ns, id).binary)) ? ["--keep"] : [];
-      const detach = reaped ? ["--detach", ...(terminal ? ["--console-socket", ttySocket(consoleSocket(this.root, bundle))] : [])] : keep;
-      launch = await this.launch(ns, id, undefined, ["run", ...detach, ...flags, "--bundle", bundle, "--pid-file", pidFile, id], reaped ? pidFile : undefined);
+      const detach = this.reaperFlags(bundle, this.ios.get(key)?.terminal === true, spec.linux?.namespaces ?? []);
+      const keep = !detach && (await this.supportsKeep(this.runcOf(ns, id).binary)) ? ["--keep"] : [];
+      launch = await this.launch(ns, id, undefined, ["run", ...(detach ?? keep), ...flags, "--bundle", bundle, "--pid-file", pidFile, id], detach ? pidFile : undefined);
     } catch (err) {
       closeSync(gate);
       throw err;
@@ -540,14 +536,12 @@ export class RuncRuntime {
     if (exec) {
       const dir = this.execDir(ns, id, exec);
       const pidFile = path.join(dir, EXEC_PID);
-      const terminal = this.ios.get(procKey(ns, id, exec))?.terminal === true;
-      const reaped = REAPER !== undefined && (terminal || !this.specNamespaces(ns, id).some((n) => n.type === "user"));
-      const detach = reaped ? ["--detach", ...(terminal ? ["--console-socket", ttySocket(consoleSocket(this.root, dir))] : [])] : [];
+      const io = this.ios.get(procKey(ns, id, exec));
+      const detach = this.reaperFlags(dir, io?.terminal === true, this.specNamespaces(ns, id));
       // A size asked for before Start: runc's init makes the console at that size before the
       // program runs (the process spec's consoleSize), not just after.
-      const size = terminal ? this.ios.get(procKey(ns, id, exec))?.size : undefined;
-      if (size) await withConsoleSize(path.join(dir, EXEC_SPEC), size);
-      const launch = await this.launch(ns, id, exec, ["exec", ...detach, "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id], reaped ? pidFile : undefined);
+      if (io?.terminal && io.size) await withConsoleSize(path.join(dir, EXEC_SPEC), io.size);
+      const launch = await this.launch(ns, id, exec, ["exec", ...(detach ?? []), "--process", path.join(dir, EXEC_SPEC), "--pid-file", pidFile, id], detach ? pidFile : undefined);
       this.startedStdin(procKey(ns, id, exec));
       const pid = await this.awaitPid("exec", ns, id, exec, launch, () => readPid(pidFile));
       setProc(launch.running, pid);
@@ -992,6 +986,18 @@ export class RuncRuntime {
    * not reopen as /dev/stdout); one of its own for pids (not joined by path) ends everything
    * with the init.
    */
+  /**
+   * runc's flags for a process left to ck-reaper (`run|exec --detach`, a console's with the
+   * socket its keeper takes the console on), or undefined where runc stays in the foreground:
+   * no reaper built, or a process not on a console in a user namespace (runc in the
+   * foreground gives the namespace's root pipes it owns; a console is made in the container,
+   * the reaper's pipes play no part in it).
+   */
+  private reaperFlags(dir: string, terminal: boolean, namespaces: ReadonlyArray<{ type?: string }>): string[] | undefined {
+    if (REAPER === undefined || (!terminal && namespaces.some((n) => n.type === "user"))) return undefined;
+    return ["--detach", ...(terminal ? ["--console-socket", ttySocket(consoleSocket(this.root, dir))] : [])];
+  }
+
   private specNamespaces(ns: string, id: string): Array<{ type?: string; path?: string }> {
     return this.bundleSpec(ns, id).linux?.namespaces ?? [];
   }
@@ -1649,7 +1655,6 @@ function setProc(running: Running, pid: number): void {
  * if the keeper itself was ended).
  */
 function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running: Running, dir: string, sock: string, reapedPidFile: string | undefined): Launched {
-  const size = io.size ?? { cols: 80, rows: 24 };
   let keeperFile: string;
   let keeperArgs: string[];
   if (reapedPidFile !== undefined && REAPER !== undefined) {
@@ -1665,6 +1670,8 @@ function launchConsole(runc: string, argv: string[], io: TaskIoHandles, running:
     // (the process spec's consoleSize, as runc made it, until the client resizes).
     [keeperFile, keeperArgs] = [REAPER, ["--console", sock, ttySocket(sock), dir, reapedPidFile, String(io.size?.cols ?? 0), String(io.size?.rows ?? 0), runc, ...argv]];
   } else {
+    // The keeper's pty has a size from the start: 80x24 until resized.
+    const size = io.size ?? { cols: 80, rows: 24 };
     const cfg: ConsoleKeeperConfig = {
       file: CONSOLE_EXEC ? CONSOLE_EXEC.shell : runc,
       args: CONSOLE_EXEC ? ["-c", CONSOLE_EXEC.script, "ck-console", runc, ...argv] : argv,
