@@ -65,6 +65,11 @@ export interface DaemonConfig {
    * its members may use the socket (mode 0660) without being root.
    */
   socketGroup?: string;
+  /**
+   * Told once the API socket is in place, before start() returns: what a start stopped after
+   * that point must remove (ckd's SIGTERM while starting).
+   */
+  onSocket?: (path: string) => void;
   stream?: string;
   /** Stream replicas when ckd creates the stream (3 on a cluster for power-loss durability). */
   replicas?: number;
@@ -657,6 +662,7 @@ export class Daemon {
       await chmod(bound, 0o660);
       if (socketGid !== undefined) await chown(bound, -1, socketGid);
       if (bound !== sock) await rename(bound, sock);
+      this.config.onSocket?.(sock);
     } finally {
       if (staging) await rm(staging, { recursive: true, force: true }).catch(() => undefined);
     }

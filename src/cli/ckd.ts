@@ -4,6 +4,7 @@
 import { Command } from "commander";
 import { setFlagsFromString } from "node:v8";
 import { readFile } from "node:fs/promises";
+import { rmSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { pino } from "pino";
@@ -234,6 +235,9 @@ async function main(): Promise<void> {
   // while starting, ckd exits at once (its exit hooks stop the server it started; what the
   // projection holds is as after a kill -9: consistent, caught up on the next start).
   let daemon: Daemon | undefined;
+  // The API socket once it is in place: a stop before start() returns removes it too.
+  let socket: string | undefined;
+  config.onSocket = (path) => (socket = path);
   let signals = 0;
   const shutdown = (sig: string) => {
     signals++;
@@ -241,6 +245,7 @@ async function main(): Promise<void> {
     notifier?.stopping(`stopping (${sig})`);
     if (!daemon) {
       logger.info({ signal: sig }, "stopped while starting");
+      if (socket) rmSync(socket, { force: true });
       process.exit(0);
     }
     logger.info({ signal: sig }, "shutting down");
