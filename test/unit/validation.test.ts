@@ -48,6 +48,11 @@ test("labels: key plus value at most 4096 bytes", () => {
   assert.doesNotThrow(() => validateLabels({}));
 });
 
+test("labels: an empty key is InvalidArgument naming the field (containerd's store fails it as Unknown)", () => {
+  invalid(() => validateLabels({ "": "v" }, "namespace.Labels"), /^namespace\.Labels: a label key must not be empty: invalid argument$/);
+  invalid(() => validateLabels({ a: "1", "": "" }));
+});
+
 test("labels: sizes count UTF-8 bytes, not characters", () => {
   // "é" is 2 bytes, "€" 3, "😀" 4 (and 2 UTF-16 units)
   assert.doesNotThrow(() => validateLabels({ k: "é".repeat(2047) + "a" })); // 1 + 4094 + 1 = 4096
