@@ -786,7 +786,7 @@ export class Tasks {
         if (adopted) {
           // Its exec processes too (their ends are recorded before the init's: see
           // recordExit); those that ended while no ckd ran, before anyone can ask.
-          await this.restoreExecs(name, id);
+          await this.restoreExecs(name, id, true);
           // Kills looked for once this ckd ran it: an earlier ckd's were its own to record.
           const recorded = adopted.exited.then((exit) => this.recordExit(name, id, task.pid, exit.status, exit.at, undefined, () => this.oomAtExit(name, id, task.pid, undefined)));
           // One that ended while no ckd ran is recorded before anyone can ask.
@@ -798,7 +798,7 @@ export class Tasks {
         // its execs with it (their ends recorded first).
         await this.d.runtime.stopOrphan(name, id).catch((err) => this.d.logger.warn({ err, namespace: name, id }, "a created task's gate was not released"));
         await this.d.runtime.forceDelete(name, id);
-        await this.restoreExecs(name, id);
+        await this.restoreExecs(name, id, false);
         await this.recordExit(name, id, task.pid, LOST_EXIT_STATUS, new Date());
         n++;
       }
@@ -857,11 +857,12 @@ export class Tasks {
    * adopted as the init is (its exit recorded when it comes; at once, before this resolves, if
    * it came while no ckd ran); one whose end is recorded stays for Get, Wait and
    * DeleteProcess; one started without a keeper (an older ckd's) is recorded as lost (255); one never
-   * started is done without an event (as a failed Start); one spawned whose start the earlier
+   * started gets its stdio again and can still be started while its task runs (else it ends
+   * unstarted, 255, with its exit event); one spawned whose start the earlier
    * ckd may not have recorded (kept as created, under a keeper) is killed, its end recorded. A
    * directory without a record (an Exec cut short before it answered) is removed.
    */
-  private async restoreExecs(ns: string, id: string): Promise<void> {
+  private async restoreExecs(ns: string, id: string, taskKept: boolean): Promise<void> {
     const endedAlready: Promise<void>[] = [];
     for (const left of await this.d.runtime.execRecords(ns, id)) {
       const { exec } = left;
@@ -884,12 +885,28 @@ export class Tasks {
       } else if (e.status === "RUNNING") {
         // Without a keeper (an older ckd's): what it ran may run on (nothing left tells it from another process).
         endedAlready.push(this.recordExit(ns, id, e.pid, LOST_EXIT_STATUS, new Date(), exec));
+      } else if (taskKept && (await this.reopenIo(ns, id, exec, e))) {
+        // Created, never started: nothing of it ran, so only its stdio went with the earlier
+        // ckd (a shim keeps it open through containerd's restarts). Opened again, it starts
+        // as if ckd had never gone.
       } else {
-        Object.assign(e, { status: "STOPPED", exit_status: LOST_EXIT_STATUS, exited_at: ts(new Date()) });
-        await this.keepExec(ns, id, exec, e);
+        // Its task is gone, or its stdio is: it never runs, and ends as a process whose
+        // shim went (255), its exit in the log as any stopped process's.
+        endedAlready.push(this.recordExit(ns, id, e.pid, LOST_EXIT_STATUS, new Date(), exec));
       }
     }
     await Promise.all(endedAlready);
+  }
+
+  /** A created exec's stdio opened again by a next ckd; false (logged) when it cannot be. */
+  private async reopenIo(ns: string, id: string, exec: string, e: ExecState): Promise<boolean> {
+    try {
+      await this.d.runtime.openIo(ns, id, e.io, exec);
+      return true;
+    } catch (err) {
+      this.d.logger.warn({ err, namespace: ns, id, exec }, "a created exec's stdio could not be opened again: it ends unstarted");
+      return false;
+    }
   }
 
   /**

@@ -1832,7 +1832,11 @@ exit 0
     const briefExec = await startExec("e-brief", ["sh", "-c", "while [ ! -e /go-exec ]; do sleep 0.1; done; exit 5"]);
     await startExec("e-done", ["sh", "-c", "exit 3"]);
     assert.equal((await api.call("tasks", "Wait", { container_id: "t-stop", exec_id: "e-done" })).exit_status, 3);
-    await api.call("tasks", "Exec", { container_id: "t-stop", exec_id: "e-new", spec: execSpec(["true"]) });
+    // One added and not started: it can still be started by the next ckd (its stdio opened
+    // again), as a shim keeps a created exec through containerd's restarts.
+    const lateOut = join(daemon.root, "e-new.out");
+    writeFileSync(lateOut, "");
+    await api.call("tasks", "Exec", { container_id: "t-stop", exec_id: "e-new", spec: execSpec(["echo", "late"]), stdout: lateOut });
     // And a task on a console (a shell, its stdin a FIFO of the test's, its console's output a
     // file), with a console exec and a plain exec in it: all run on under their keepers (a
     // console's holds its pty), typed into and printing while no ckd runs.
@@ -1911,7 +1915,10 @@ exit 0
     assert.deepEqual(await execNow("e-stop"), [2, stopExec, 0], "adopted, running");
     assert.deepEqual(await execNow("e-brief"), [3, briefExec, 5], "its status, from while no ckd ran");
     assert.deepEqual((await execNow("e-done")).filter((_, i) => i !== 1), [3, 3]);
-    assert.deepEqual((await execNow("e-new")).filter((_, i) => i !== 1), [3, 255]);
+    assert.deepEqual(await execNow("e-new"), [1, 0, 0], "created, as it was");
+    await api.call("tasks", "Start", { container_id: "t-stop", exec_id: "e-new" });
+    assert.equal((await api.call("tasks", "Wait", { container_id: "t-stop", exec_id: "e-new" })).exit_status, 0);
+    assert.equal(readFileSync(lateOut, "utf8"), "late\n", "started by this ckd, its output where the earlier one was told");
     const listed = (await api.call("tasks", "ListPids", { container_id: "t-stop" })).processes as Array<{ pid: number; info?: { type_url: string } }>;
     assert.equal(listed.find((p) => p.pid === stopExec)?.info?.type_url, "containerd.runc.v1.ProcessDetails", "the adopted exec is tagged in ListPids");
     const deleted = await api.call("tasks", "DeleteProcess", { container_id: "t-stop", exec_id: "e-done" });
@@ -1927,6 +1934,7 @@ exit 0
       (await exitsSince(beforeStop)).filter(([c]) => c === "t-stop").sort(),
       [
         ["t-stop", "e-brief", 5],
+        ["t-stop", "e-new", 0],
         ["t-stop", "e-stop", 137],
       ],
       "each exec's end recorded once (e-done's before the stop)",
