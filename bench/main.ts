@@ -17,6 +17,7 @@ import { imageRecord, TYPE } from "../src/projections/views.js";
 import { ApiClient } from "../src/cli/client.js";
 import { isClass } from "../src/errdefs/errdefs.js";
 import { CK, pullBench, median } from "./pull.js";
+import { containerdConfig } from "../test/helpers/containerd.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(here, "..", "..");
@@ -106,20 +107,7 @@ async function startContainerd(work: string): Promise<{ proc: ChildProcess; sock
   const base = join(work, "ctd");
   await mkdir(base, { recursive: true });
   const socket = join(base, "containerd.sock");
-  const config = [
-    "version = 2",
-    `root = "${base}/root"`,
-    `state = "${base}/state"`,
-    'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-    "[grpc]",
-    `  address = "${socket}"`,
-    "[ttrpc]",
-    `  address = "${socket}.ttrpc"`,
-    "[debug]",
-    '  level = "warn"',
-    "",
-  ].join("\n");
-  await writeFile(join(base, "config.toml"), config);
+  await writeFile(join(base, "config.toml"), containerdConfig(base, socket));
   const proc = startProcess("/usr/bin/containerd", ["--config", join(base, "config.toml")], join(base, "containerd.log"));
   await waitSocket(socket);
   return { proc, socket };

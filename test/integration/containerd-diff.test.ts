@@ -1,0 +1,299 @@
+// Differential: the same calls, in the same order, against a throwaway containerd 1.6 and
+// against ckd, each answer compared (timestamps aside; errors by errdefs class). Where ck
+// answers otherwise on purpose, the case names both answers and why, so that a change on
+// either side is seen. Covers the metadata services a containerd client drives: namespaces,
+// images, containers, leases, content's metadata calls, events' validation; and ctr's own
+// listings of the same state.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
+import { TestDaemon, runCommand } from "../helpers/daemon.js";
+import { containerdMissing, startContainerd, type TestContainerd } from "../helpers/containerd.js";
+import { ApiClient } from "../../src/cli/client.js";
+
+const missing = containerdMissing();
+const CTR = "/usr/bin/ctr";
+const D = "sha256:" + "a".repeat(64);
+const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: D, size: 100 };
+const spec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from("{}") };
+const box = { id: "c1", labels: { a: "1" }, image: "docker.io/library/x:1", runtime: { name: "io.containerd.runc.v2" }, spec, snapshotter: "overlayfs", snapshot_key: "c1" };
+
+/** An answer, comparable across the two daemons. */
+type Outcome = { ok: unknown } | { err: string; msg: string };
+
+const TIMES = new Set(["created_at", "updated_at", "started_at", "exited_at"]);
+/** Timestamps become whether they are set; bytes become hex; keys sorted. */
+function normal(v: unknown): unknown {
+  if (Buffer.isBuffer(v) || v instanceof Uint8Array) return `hex:${Buffer.from(v).toString("hex")}`;
+  if (Array.isArray(v)) return v.map(normal);
+  if (v && typeof v === "object") {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(v).sort()) {
+      const x = (v as Record<string, unknown>)[k];
+      out[k] = TIMES.has(k) ? (x ? "<set>" : x) : normal(x);
+    }
+    return out;
+  }
+  return v;
+}
+
+async function outcome(p: Promise<unknown>): Promise<Outcome> {
+  try {
+    return { ok: normal(await p) };
+  } catch (err) {
+    const e = err as { errorClass?: string; message?: string };
+    return { err: e.errorClass ?? String(err), msg: e.message ?? "" };
+  }
+}
+
+const same = (a: Outcome, b: Outcome) => ("ok" in a && "ok" in b ? isDeepStrictEqual(a.ok, b.ok) : "err" in a && "err" in b && a.err === b.err);
+const show = (o: Outcome) => JSON.stringify(o).slice(0, 600);
+
+interface Case {
+  name: string;
+  call: (c: ApiClient) => Promise<unknown>;
+  /**
+   * Where ck answers otherwise on purpose: each side's answer (a class, or a check of the
+   * value) and why.
+   */
+  differs?: { containerd: string | ((v: any) => boolean); ck: string | ((v: any) => boolean); why: string };
+}
+
+const ns = (namespace: string) => ({ namespace });
+const cases: Case[] = [];
+const c = (name: string, call: Case["call"], differs?: Case["differs"]) => cases.push({ name, call, differs });
+
+// ---- namespaces (containerd publishes their events in the caller's namespace: ctr sends one)
+const N = ns("default");
+c("namespace create with labels", (a) => a.call("namespaces", "Create", { namespace: { name: "n1", labels: { a: "1" } } }, N));
+c("namespace create again: AlreadyExists", (a) => a.call("namespaces", "Create", { namespace: { name: "n1" } }, N));
+for (const [what, name] of [
+  ["empty", ""],
+  ["two dots in a row", "a..b"],
+  ["77 characters", "a".repeat(77)],
+  ["a leading dash", "-ab"],
+  ["a slash", "a/b"],
+] as const) {
+  c(`namespace create, name with ${what}: InvalidArgument`, (a) => a.call("namespaces", "Create", { namespace: { name } }, N));
+}
+c("namespace create, upper case and 76 characters allowed", async (a) => [
+  await a.call("namespaces", "Create", { namespace: { name: "N1" } }, N),
+  await a.call("namespaces", "Create", { namespace: { name: "a".repeat(76) } }, N),
+  await a.call("namespaces", "Create", { namespace: { name: "a_b-c.d" } }, N),
+]);
+c("namespace create, label of 4096 bytes: InvalidArgument", (a) => a.call("namespaces", "Create", { namespace: { name: "n2", labels: { k: "v".repeat(4096) } } }, N));
+c("namespace create, label of 4095 bytes", (a) => a.call("namespaces", "Create", { namespace: { name: "n3", labels: { k: "v".repeat(4095) } } }, N));
+c("namespace create, empty label key", (a) => a.call("namespaces", "Create", { namespace: { name: "n4", labels: { "": "v" } } }, N), {
+  containerd: "Unknown",
+  ck: "InvalidArgument",
+  why: "containerd's labels.Validate lets an empty key through and its bbolt store fails the write (\"key required\"); ck refuses it as bad input",
+});
+c("namespace get", (a) => a.call("namespaces", "Get", { name: "n1" }, N));
+c("namespace get, missing: NotFound", (a) => a.call("namespaces", "Get", { name: "nope" }, N));
+const nsUpdate = (namespace: object, paths?: string[]) => (a: ApiClient) => a.call("namespaces", "Update", { namespace, ...(paths ? { update_mask: { paths } } : {}) }, N);
+const emptyNamespace = (v: any) => v?.namespace?.name === "";
+const filledNamespace = (v: any) => typeof v?.namespace?.name === "string" && v.namespace.name !== "";
+const updateAnswer = { containerd: emptyNamespace, ck: filledNamespace, why: "containerd 1.6's Namespaces.Update answers an empty Namespace; ck answers the updated one" };
+c("namespace update labels.b", nsUpdate({ name: "n1", labels: { b: "2" } }, ["labels.b"]), updateAnswer);
+c("namespace update, no mask: labels replaced", nsUpdate({ name: "n1", labels: { c: "3" } }), updateAnswer);
+c("namespace update, mask labels: InvalidArgument (only labels.<key>)", nsUpdate({ name: "n1", labels: { d: "4" } }, ["labels"]));
+c("namespace update labels.d", nsUpdate({ name: "n1", labels: { d: "4" } }, ["labels.d"]), updateAnswer);
+c("namespace update, mask name: InvalidArgument", nsUpdate({ name: "n1" }, ["name"]));
+c("namespace update labels.d with no value clears it", nsUpdate({ name: "n1", labels: {} }, ["labels.d"]), updateAnswer);
+c("namespace update of a missing namespace creates it (as containerd's store does)", nsUpdate({ name: "made-by-update", labels: { u: "1" } }, ["labels.u"]), updateAnswer);
+c("namespace get after the updates", (a) => a.call("namespaces", "Get", { name: "n1" }, N));
+c("namespace get of the one an update made", (a) => a.call("namespaces", "Get", { name: "made-by-update" }, N));
+c("namespace list", (a) => a.call("namespaces", "List", {}, N));
+c("namespace list with a filter", (a) => a.call("namespaces", "List", { filter: "labels.c==3" }, N), {
+  containerd: (v) => v.namespaces.length > 1,
+  ck: (v) => v.namespaces.length === 1 && v.namespaces[0].name === "n1",
+  why: "containerd 1.6 ignores ListNamespacesRequest.filter; ck applies it",
+});
+
+// ---- images
+const I = ns("n1");
+const image = (name: string, extra: object = {}) => ({ image: { name, target, ...extra } });
+c("image create", (a) => a.call("images", "Create", image("docker.io/library/x:1", { labels: { l: "1" } }), I));
+c("image create again: AlreadyExists", (a) => a.call("images", "Create", image("docker.io/library/x:1"), I));
+c("image create without a target: InvalidArgument", (a) => a.call("images", "Create", { image: { name: "docker.io/library/y:1" } }, I));
+c("image create, malformed digest: InvalidArgument", (a) => a.call("images", "Create", { image: { name: "y:1", target: { ...target, digest: "sha256:abc" } } }, I));
+c("image create, no media type: InvalidArgument", (a) => a.call("images", "Create", { image: { name: "y:2", target: { ...target, media_type: "" } } }, I));
+c("image create, size 0 allowed", (a) => a.call("images", "Create", { image: { name: "y:3", target: { ...target, size: 0 } } }, I));
+c("image create, empty name: InvalidArgument", (a) => a.call("images", "Create", image(""), I));
+c("image create, a name that is no reference is allowed", (a) => a.call("images", "Create", image("hello world"), I));
+c("image create without a namespace: FailedPrecondition", (a) => a.call("images", "Create", image("z"), ns("")));
+c("image create in a namespace that does not exist makes it", async (a) => [await a.call("images", "Create", image("z"), ns("made-by-image")), await a.call("namespaces", "Get", { name: "made-by-image" }, N)]);
+c("image create with target annotations", (a) => a.call("images", "Create", { image: { name: "ann", target: { ...target, annotations: { x: "y" } } } }, I));
+c("image get", (a) => a.call("images", "Get", { name: "docker.io/library/x:1" }, I));
+c("image get, missing: NotFound", (a) => a.call("images", "Get", { name: "nope" }, I));
+const imgUpdate = (img: object, paths?: string[]) => (a: ApiClient) => a.call("images", "Update", { image: { name: "docker.io/library/x:1", ...img }, ...(paths ? { update_mask: { paths } } : {}) }, I);
+c("image update labels.m", imgUpdate({ labels: { m: "2" } }, ["labels.m"]));
+c("image update target", imgUpdate({ target: { ...target, size: 7 } }, ["target"]));
+c("image update target, malformed digest: InvalidArgument", imgUpdate({ target: { ...target, digest: "nope" } }, ["target"]));
+c("image update, no mask: all replaced", imgUpdate({ labels: { q: "1" }, target }));
+c("image update, no mask and no target: InvalidArgument", imgUpdate({ labels: { q: "1" } }));
+c("image update annotations", imgUpdate({ target: { ...target, annotations: { z: "1" } } }, ["annotations"]));
+c("image update annotations.z", imgUpdate({ target: { ...target, annotations: { z: "2" } } }, ["annotations.z"]));
+c("image update name: InvalidArgument", imgUpdate({}, ["name"]));
+c("image update unknown path: InvalidArgument", imgUpdate({}, ["foo"]));
+c("image update, missing: NotFound", (a) => a.call("images", "Update", { image: { name: "nope", labels: { a: "1" } }, update_mask: { paths: ["labels.a"] } }, I));
+c("image get after the updates", (a) => a.call("images", "Get", { name: "docker.io/library/x:1" }, I));
+const names = (v: any) => v.images.map((i: { name: string }) => i.name).sort();
+for (const f of [
+  "name==docker.io/library/x:1",
+  "name~=x",
+  "name~=\"x\"",
+  "name==\"docker.io/library/x:1\"",
+  "name!=ann",
+  "labels.l==1",
+  "labels.q",
+  'labels."q"==1',
+  `target.digest==${D}`,
+  "target.mediatype==application/vnd.oci.image.manifest.v1+json",
+  "labels.q==1,name~=x",
+  "annotations.x==y",
+  "size==100",
+]) {
+  c(`image list ${f}`, async (a) => names(await a.call("images", "List", { filters: [f] }, I)));
+}
+c("image list, two filters (either)", async (a) => names(await a.call("images", "List", { filters: ["name==ann", "labels.q==1"] }, I)));
+for (const f of ["name==", "==x", "name=~x", "name~=/x/"]) c(`image list, bad filter ${f}: InvalidArgument`, (a) => a.call("images", "List", { filters: [f] }, I));
+c("image list, a regular expression that does not compile", (a) => a.call("images", "List", { filters: ["name~=["] }, I), {
+  containerd: (v) => v.images.length === 0,
+  ck: "InvalidArgument",
+  why: "containerd 1.6 logs the regular expression's error and matches nothing; ck refuses the filter",
+});
+c("image delete, missing: NotFound", (a) => a.call("images", "Delete", { name: "nope" }, I));
+c("image delete", (a) => a.call("images", "Delete", { name: "ann" }, I));
+c("image delete, sync", (a) => a.call("images", "Delete", { name: "y:3", sync: true }, I));
+c("namespace delete, not empty: FailedPrecondition", (a) => a.call("namespaces", "Delete", { name: "n1" }, N));
+c("namespace delete, missing: NotFound", (a) => a.call("namespaces", "Delete", { name: "nope" }, N));
+
+// ---- containers
+const ctrCreate = (container: object) => (a: ApiClient) => a.call("containers", "Create", { container }, I);
+c("container create", ctrCreate(box));
+c("container create again: AlreadyExists", ctrCreate(box));
+c("container create without a runtime: InvalidArgument", ctrCreate({ ...box, id: "c2", runtime: undefined }));
+c("container create without a spec: InvalidArgument", ctrCreate({ ...box, id: "c3", spec: undefined }));
+c("container create, snapshot key without snapshotter: InvalidArgument", ctrCreate({ ...box, id: "c4", snapshotter: "" }));
+c("container create, snapshotter without a key allowed", ctrCreate({ ...box, id: "c5", snapshot_key: "" }));
+c("container create, bad id: InvalidArgument", ctrCreate({ ...box, id: "C!" }));
+c("container create without an image allowed", ctrCreate({ ...box, id: "c6", image: "" }));
+c("container create with extensions", ctrCreate({ ...box, id: "c7", extensions: { e: { type_url: "x", value: Buffer.from("1") } } }));
+c("container create with a sandbox", ctrCreate({ ...box, id: "c8", sandbox: "s" }));
+c("container get", (a) => a.call("containers", "Get", { id: "c1" }, I));
+c("container get, missing: NotFound", (a) => a.call("containers", "Get", { id: "nope" }, I));
+const ctrUpdate = (container: object, paths?: string[]) => (a: ApiClient) => a.call("containers", "Update", { container: { id: "c1", ...container }, ...(paths ? { update_mask: { paths } } : {}) }, I);
+c("container update labels.b", ctrUpdate({ labels: { b: "2" } }, ["labels.b"]));
+c("container update image", ctrUpdate({ image: "other" }, ["image"]));
+c("container update snapshotter: InvalidArgument", ctrUpdate({ snapshotter: "native" }, ["snapshotter"]));
+c("container update snapshotkey", ctrUpdate({ snapshot_key: "k2" }, ["snapshotkey"]));
+c("container update runtime: InvalidArgument", ctrUpdate({ runtime: { name: "other" } }, ["runtime"]));
+c("container update spec", ctrUpdate({ spec: { ...spec, value: Buffer.from('{"a":1}') } }, ["spec"]));
+c("container update extensions.e", ctrUpdate({ extensions: { e: { type_url: "x", value: Buffer.from("2") } } }, ["extensions.e"]));
+c("container update, no mask: labels, spec, image, key replaced", ctrUpdate({ ...box, labels: { z: "1" } }));
+c("container update, no mask, another snapshotter: InvalidArgument", ctrUpdate({ ...box, snapshotter: "native" }));
+c("container update, no mask, another runtime: InvalidArgument", ctrUpdate({ ...box, runtime: { name: "other" } }));
+c("container update id: InvalidArgument", ctrUpdate({}, ["id"]));
+c("container update sandbox: InvalidArgument", ctrUpdate({ sandbox: "x" }, ["sandbox"]));
+c("container update, missing: NotFound", (a) => a.call("containers", "Update", { container: { id: "nope", labels: { a: "1" } }, update_mask: { paths: ["labels.a"] } }, I));
+const extensionsAre = (keys: string) => (v: any) => Object.keys(v.container.extensions ?? {}).sort().join() === keys;
+const keptExtensions = "containerd 1.6's store never removes an extension once written (its Update answers what the mask asked, a later Get shows the old ones too); ck keeps what the mask asked";
+c("container get after the updates", (a) => a.call("containers", "Get", { id: "c1" }, I), { containerd: extensionsAre("e"), ck: extensionsAre(""), why: keptExtensions });
+c("container update extensions replaces them", (a) => a.call("containers", "Update", { container: { id: "c7", extensions: { f: { type_url: "x", value: Buffer.from("2") } } }, update_mask: { paths: ["extensions"] } }, I));
+c("container get after its extensions were replaced", (a) => a.call("containers", "Get", { id: "c7" }, I), { containerd: extensionsAre("e,f"), ck: extensionsAre("f"), why: keptExtensions });
+const ids = (v: any) => v.containers.map((x: { id: string }) => x.id).sort();
+for (const f of ["id==c1", "image==docker.io/library/x:1", "runtime.name==io.containerd.runc.v2", "labels.z==1", "snapshotter==overlayfs", "labels.z", "id~=c[0-5]", "snapshotkey==c1"]) {
+  c(`container list ${f}`, async (a) => ids(await a.call("containers", "List", { filters: [f] }, I)));
+}
+c("container delete, missing: NotFound", (a) => a.call("containers", "Delete", { id: "nope" }, I));
+c("container delete", (a) => a.call("containers", "Delete", { id: "c8" }, I));
+
+// ---- leases
+c("lease create", (a) => a.call("leases", "Create", { id: "l1", labels: { a: "1" } }, I));
+c("lease create again: AlreadyExists", (a) => a.call("leases", "Create", { id: "l1" }, I));
+c("lease create, bad id: InvalidArgument", (a) => a.call("leases", "Create", { id: "L 1" }, I));
+c("lease list", (a) => a.call("leases", "List", { filters: [] }, I));
+c("lease list id==l1", (a) => a.call("leases", "List", { filters: ["id==l1"] }, I));
+c("lease list labels.a==1", (a) => a.call("leases", "List", { filters: ["labels.a==1"] }, I));
+const res = (id: string, type: string) => (a: ApiClient) => a.call("leases", "AddResource", { id: "l1", resource: { id, type } }, I);
+c("lease add content", res(D, "content"));
+c("lease add snapshot", res("k", "snapshots/overlayfs"));
+c("lease add ingest", res("ref1", "ingests"));
+c("lease add, unknown type: InvalidArgument", res("k", "foo"));
+c("lease add content, malformed digest: InvalidArgument", res("k", "content"));
+c("lease add, missing lease: NotFound", (a) => a.call("leases", "AddResource", { id: "nope", resource: { id: D, type: "content" } }, I));
+c("lease list resources", async (a) => {
+  const r = await a.call("leases", "ListResources", { id: "l1" }, I);
+  return r.resources.sort((x: { type: string }, y: { type: string }) => x.type.localeCompare(y.type));
+});
+c("lease list resources, missing lease: NotFound", (a) => a.call("leases", "ListResources", { id: "nope" }, I));
+c("lease delete resource", (a) => a.call("leases", "DeleteResource", { id: "l1", resource: { id: D, type: "content" } }, I));
+c("lease delete resource again", (a) => a.call("leases", "DeleteResource", { id: "l1", resource: { id: D, type: "content" } }, I));
+c("lease delete", (a) => a.call("leases", "Delete", { id: "l1" }, I));
+c("lease delete, missing: NotFound", (a) => a.call("leases", "Delete", { id: "l1" }, I));
+
+// ---- content's metadata calls
+c("content info, missing: NotFound", (a) => a.call("content", "Info", { digest: D }, I));
+c("content info, malformed digest: InvalidArgument", (a) => a.call("content", "Info", { digest: "sha256:zz" }, I));
+c("content delete, missing: NotFound", (a) => a.call("content", "Delete", { digest: D }, I));
+c("content status, missing: NotFound", (a) => a.call("content", "Status", { ref: "nope" }, I));
+c("content list statuses", (a) => a.call("content", "ListStatuses", { filters: [] }, I));
+c("content abort, missing: NotFound", (a) => a.call("content", "Abort", { ref: "nope" }, I));
+c("content update, missing: NotFound", (a) => a.call("content", "Update", { info: { digest: D, labels: { a: "1" } }, update_mask: { paths: ["labels.a"] } }, I));
+
+// ---- events' validation (a Publish without an event is left out: it ends containerd 1.6)
+const any = { type_url: "x", value: Buffer.alloc(0) };
+c("event publish, topic without a slash: InvalidArgument", (a) => a.call("events", "Publish", { topic: "noslash", event: any }, I));
+c("event publish", (a) => a.call("events", "Publish", { topic: "/a/b", event: any }, I));
+c("event publish without a namespace: FailedPrecondition", (a) => a.call("events", "Publish", { topic: "/a/b", event: any }, ns("")));
+c("event forward without a timestamp: InvalidArgument", (a) => a.call("events", "Forward", { envelope: { namespace: "n1", topic: "/a/b", event: any } }, I));
+
+describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
+  let ctd: TestContainerd;
+  let daemon: TestDaemon;
+  let ctdApi: ApiClient;
+  let ckApi: ApiClient;
+
+  before(async () => {
+    [ctd, daemon] = await Promise.all([startContainerd(), TestDaemon.start()]);
+    ctdApi = new ApiClient({ address: ctd.socket });
+    ckApi = new ApiClient({ address: daemon.address });
+  });
+  after(async () => {
+    ctdApi?.close();
+    ckApi?.close();
+    await Promise.all([ctd?.stop(), daemon?.cleanup()]);
+  });
+
+  test("the metadata services answer as containerd's, or differ as documented", async () => {
+    const problems: string[] = [];
+    for (const k of cases) {
+      const [a, b] = [await outcome(k.call(ctdApi)), await outcome(k.call(ckApi))];
+      if (!k.differs) {
+        if (!same(a, b)) problems.push(`${k.name}\n    containerd: ${show(a)}\n    ck:         ${show(b)}`);
+        continue;
+      }
+      const holds = (o: Outcome, want: string | ((v: unknown) => boolean)) => (typeof want === "string" ? "err" in o && o.err === want : "ok" in o && want(o.ok));
+      if (!holds(a, k.differs.containerd) || !holds(b, k.differs.ck)) {
+        problems.push(`${k.name} (a known difference: ${k.differs.why}) no longer as described\n    containerd: ${show(a)}\n    ck:         ${show(b)}`);
+      }
+    }
+    assert.equal(problems.length, 0, `${problems.length} of ${cases.length} cases differ:\n  ${problems.join("\n  ")}`);
+  });
+
+  test("ctr lists the same state the same way from both", async () => {
+    const ctr = async (address: string, args: string[]) => {
+      const r = await runCommand(CTR, ["--address", address, "--namespace", "n1", ...args], {}, undefined, 30_000);
+      return `${r.code}\n${r.stdout}`;
+    };
+    for (const args of [["namespaces", "ls"], ["images", "ls"], ["images", "ls", "-q"], ["containers", "ls"], ["containers", "ls", "-q"], ["containers", "info", "c5"], ["content", "ls"], ["snapshots", "ls"]]) {
+      const [a, b] = [await ctr(ctd.socket, args), await ctr(daemon.address, args)];
+      // containers info prints the times as RFC 3339; they differ between the daemons. (c1's
+      // extensions differ as the first test says.)
+      const times = (s: string) => s.replace(/"(CreatedAt|UpdatedAt)": "[^"]+"/g, '"$1": "<time>"');
+      assert.ok(a.startsWith("0\n"), `ctr ${args.join(" ")} against containerd: ${a}`);
+      assert.equal(times(b), times(a), `ctr ${args.join(" ")}`);
+    }
+  });
+});
