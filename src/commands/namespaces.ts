@@ -45,7 +45,10 @@ export function decideUpdateNamespace(cmd: UpdateNamespace, current: NamespaceRe
   // namespace that does not exist creates it (`ctr namespaces label new k=v`).
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current?.labels ?? {}, cmd.labels, cmd.paths, "labels");
   const rec = namespaceRecord({ name: cmd.name, labels });
-  return { event: namespaceEvent(cmd.caller, "/namespaces/update", TYPE.NamespaceUpdate, rec), result: rec };
+  // containerd's event carries the request's labels; the result goes in ck's extension.
+  const event = namespaceEvent(cmd.caller, "/namespaces/update", TYPE.NamespaceUpdate, rec);
+  event.payload = { name: rec.name, labels: { ...cmd.labels }, ck_labels: { labels: rec.labels } };
+  return { event, result: rec };
 }
 
 /**

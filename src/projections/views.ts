@@ -466,8 +466,11 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
       : [];
   switch (ev.typeName) {
     case TYPE.NamespaceCreate:
-    case TYPE.NamespaceUpdate:
       return [[keys.namespace(p.name), namespaceRecord({ name: p.name, labels: p.labels })]];
+    case TYPE.NamespaceUpdate:
+      // The labels after the update (ck_labels); an update logged before that extension
+      // carried them in labels.
+      return [[keys.namespace(p.name), namespaceRecord({ name: p.name, labels: p.ck_labels ? (p.ck_labels.labels ?? {}) : p.labels })]];
     case TYPE.NamespaceDelete:
       return [
         [keys.namespace(p.name), undefined],

@@ -7,6 +7,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
+import { createHash } from "node:crypto";
 import { TestDaemon, runCommand } from "../helpers/daemon.js";
 import { containerdMissing, startContainerd, type TestContainerd } from "../helpers/containerd.js";
 import { ApiClient } from "../../src/cli/client.js";
@@ -335,6 +336,71 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
       }
     }
     assert.equal(problems.length, 0, `${problems.length} of ${cases.length} cases differ:\n  ${problems.join("\n  ")}`);
+  });
+
+  test("the same operations publish the same events (ck's extension fields aside)", async () => {
+    const blob = Buffer.from("hello events\n");
+    const digest = `sha256:${createHash("sha256").update(blob).digest("hex")}`;
+    const E = ns("e1");
+    const gcRoot = { "containerd.io/gc.root": "1" };
+    const operations = async (a: ApiClient) => {
+      await a.call("namespaces", "Create", { namespace: { name: "e1", labels: { a: "1" } } }, N);
+      await a.call("namespaces", "Update", { namespace: { name: "e1", labels: { b: "2" } }, update_mask: { paths: ["labels.b"] } }, N);
+      await a.call("namespaces", "Update", { namespace: { name: "e1", labels: { a: "" } }, update_mask: { paths: ["labels.a"] } }, N);
+      await a.call("images", "Create", image("img:1", { labels: { l: "1" } }), E);
+      await a.call("images", "Update", { image: { name: "img:1", labels: { m: "1" } }, update_mask: { paths: ["labels.m"] } }, E);
+      await a.call("containers", "Create", { container: { ...box, image: "img:1" } }, E);
+      await a.call("containers", "Update", { container: { id: "c1", labels: { y: "1" } }, update_mask: { paths: ["labels.y"] } }, E);
+      const w = a.lockstep<object>("content", "Write", E);
+      await w.send({ action: 0, ref: "r1", total: blob.length, expected: digest });
+      await w.send({ action: 1, offset: 0, data: blob });
+      await w.send({ action: 2, offset: blob.length, total: blob.length, expected: digest, labels: gcRoot });
+      w.end();
+      await a.call("content", "Update", { info: { digest, labels: { k: "v" } }, update_mask: { paths: ["labels.k"] } }, E);
+      await a.call("snapshots", "Prepare", { snapshotter: "overlayfs", key: "s", labels: gcRoot }, E);
+      await a.call("snapshots", "Commit", { snapshotter: "overlayfs", key: "s", name: "S", labels: gcRoot }, E);
+      await a.call("snapshots", "Remove", { snapshotter: "overlayfs", key: "S" }, E);
+      await a.call("leases", "Create", { id: "l1" }, E);
+      await a.call("leases", "Delete", { id: "l1" }, E);
+      await a.call("events", "Publish", { topic: "/my/topic", event: { type_url: "containerd.events.ContainerDelete", value: Buffer.from([10, 1, 120]) } }, E);
+      await a.call("containers", "Delete", { id: "c1" }, E);
+      await a.call("images", "Delete", { name: "img:1" }, E);
+      await a.call("content", "Delete", { digest }, E);
+      await a.call("namespaces", "Delete", { name: "e1" }, N);
+    };
+    const published = async (a: ApiClient) => {
+      const seen: unknown[] = [];
+      const stop = new AbortController();
+      // containerd sends the stream's headers with its first event only: the subscription is
+      // known to be live once a probe of ours comes back through it.
+      let live!: () => void;
+      const subscribed = new Promise<void>((r) => (live = r));
+      const probe = { type_url: "containerd.events.ContainerDelete", value: Buffer.from([10, 1, 112]) };
+      const reading = (async () => {
+        for await (const e of a.stream("events", "Subscribe", { filters: ['namespace=="e1"', 'topic=="/namespaces/create"', 'topic=="/namespaces/update"', 'topic=="/probe"'] }, { signal: stop.signal })) {
+          if (e.topic === "/probe") {
+            live();
+            continue;
+          }
+          const event = normal(a.protos.unpackAny(e.event).value) as Record<string, unknown>;
+          for (const k of Object.keys(event)) if (k.startsWith("ck_")) delete event[k];
+          seen.push({ namespace: e.namespace, topic: e.topic, type: e.event.type_url, event });
+          if (e.topic === "/namespaces/delete") stop.abort();
+        }
+      })();
+      for (let ready = false; !ready; ) {
+        await a.call("events", "Publish", { topic: "/probe", event: probe }, ns("probe"));
+        ready = await Promise.race([subscribed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 200))]);
+      }
+      await operations(a);
+      const t = setTimeout(() => stop.abort(), 10_000);
+      await reading;
+      clearTimeout(t);
+      return seen;
+    };
+    const [theirs, ours] = [await published(ctdApi), await published(ckApi)];
+    assert.equal(theirs.length, 15, JSON.stringify(theirs));
+    assert.deepEqual(ours, theirs);
   });
 
   test("ctr lists the same state the same way from both", async () => {

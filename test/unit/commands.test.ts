@@ -40,9 +40,12 @@ describe("namespaces", () => {
     let d = decideUpdateNamespace({ caller: "default", name: "foo", labels: { c: "3" }, paths: ["labels.c"] }, g.get(keys.namespace("foo")));
     g.apply(d.event);
     assert.deepEqual(g.get<NamespaceRecord>(keys.namespace("foo"))!.labels, { a: "1", b: "2", c: "3" });
+    // The event says what was asked, as containerd's does; the result rides in ck_labels.
+    assert.deepEqual(d.event!.payload, { name: "foo", labels: { c: "3" }, ck_labels: { labels: { a: "1", b: "2", c: "3" } } });
     d = decideUpdateNamespace({ caller: "default", name: "foo", labels: { a: "" }, paths: ["labels.a"] }, g.get(keys.namespace("foo")));
     g.apply(d.event);
     assert.deepEqual(g.get<NamespaceRecord>(keys.namespace("foo"))!.labels, { b: "2", c: "3" });
+    assert.deepEqual(d.event!.payload.labels, { a: "" });
     throwsClass(() => decideUpdateNamespace({ caller: "default", name: "foo", labels: {}, paths: ["name"] }, g.get(keys.namespace("foo"))), "InvalidArgument", /cannot update "name"/);
     throwsClass(() => decideUpdateNamespace({ caller: "default", name: "foo", labels: {}, paths: ["labels"] }, g.get(keys.namespace("foo"))), "InvalidArgument", /cannot update "labels"/);
     // A path naming a label the request lacks removes it, even one named like an Object member.
@@ -54,6 +57,15 @@ describe("namespaces", () => {
     assert.equal(d.event!.topic, "/namespaces/update");
     g.apply(d.event);
     assert.deepEqual(g.get<NamespaceRecord>(keys.namespace("fresh")), { name: "fresh", labels: { k: "v" } });
+  });
+
+  test("an update logged before ck_labels (its labels the result) folds as it did", () => {
+    const g = new Given();
+    g.apply({ namespace: "default", topic: "/namespaces/update", typeName: TYPE.NamespaceUpdate, payload: { name: "old", labels: { a: "1", b: "2" } } });
+    assert.deepEqual(g.get<NamespaceRecord>(keys.namespace("old"))!.labels, { a: "1", b: "2" });
+    // One with the extension takes it, even when it holds no labels.
+    g.apply({ namespace: "default", topic: "/namespaces/update", typeName: TYPE.NamespaceUpdate, payload: { name: "old", labels: { a: "" }, ck_labels: { labels: {} } } });
+    assert.deepEqual(g.get<NamespaceRecord>(keys.namespace("old"))!.labels, {});
   });
 
   test("delete: NotFound when missing, FailedPrecondition naming what remains, else /namespaces/delete under the deleted namespace", () => {

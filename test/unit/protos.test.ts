@@ -421,6 +421,7 @@ test("every message in ck's protos is containerd's, except ck's own events", () 
       "ck.events.ContentCollect",
       "ck.events.ContentCommit",
       "ck.events.ContentUpdate",
+      "ck.events.Labels",
       "ck.events.LeaseCreate",
       "ck.events.LeaseDelete",
       "ck.events.LeaseResource",
