@@ -6,7 +6,7 @@ import { alreadyExists, notFound } from "../errdefs/errdefs.js";
 import { blobRecord, keys, TYPE, type BlobRecord, type LeaseRecord, type Timestamp } from "../projections/views.js";
 import { validateDigest, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 import type { Decision, StateView } from "./sequencer.js";
-import { applyLabelMask } from "./masks.js";
+import { applyLabelMask, maskedLabels } from "./masks.js";
 import { dropEmpty } from "./namespaces.js";
 
 /** containerd's content store accepts `labels` and `labels.<key>` only. */
@@ -52,7 +52,7 @@ export function decideCommitContent(cmd: CommitContent, current: BlobRecord | un
 export function decideUpdateContent(cmd: UpdateContent, current: BlobRecord | undefined): Decision<BlobRecord> {
   validateDigest("digest", cmd.digest);
   validateFieldMask(`content ${cmd.digest}`, cmd.paths, CONTENT_FIELD_MASK);
-  validateLabels(cmd.labels);
+  validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"));
   if (!current) throw notFound(`content digest ${cmd.digest}`);
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
   const rec = blobRecord({ ...current, labels, updated_at: cmd.now });
