@@ -278,6 +278,35 @@ describe("content over the API", () => {
     }
   });
 
+  test("an ingest reopened with another total starts over (as containerd's store recreates it), without an Abort", async () => {
+    const c = daemon.client("retotal");
+    try {
+      const old = randomBytes(100_000);
+      let w = c.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "user-ref", total: old.length });
+      await w.send({ action: 1, offset: 0, data: old.subarray(0, 50_000) });
+      w.end();
+      const data = randomBytes(150_000);
+      let st: any;
+      for (const until = Date.now() + 5000; !st; await new Promise((r) => setTimeout(r, 20))) {
+        w = c.lockstep<object>("content", "Write");
+        st = await w.send({ action: 0, ref: "user-ref", total: data.length, expected: sha(data) }).catch((err) => {
+          if (err?.errorClass !== "Unavailable" || Date.now() > until) throw err;
+          return undefined;
+        });
+      }
+      assert.deepEqual([Number(st.offset), Number(st.total), st.digest], [0, data.length, sha(Buffer.alloc(0))]);
+      await w.send({ action: 1, offset: 0, data });
+      const done: any = await w.send({ action: 2, offset: data.length, total: data.length, expected: sha(data) });
+      w.end();
+      assert.equal(done.digest, sha(data));
+      await rejectsClass(c.call("content", "Status", { ref: "user-ref" }), "NotFound");
+      await c.call("content", "Delete", { digest: sha(data) });
+    } finally {
+      c.close();
+    }
+  });
+
   test("a writer killed with WRITEs in flight lets go of its ref: the next writer gets it and resumes", async () => {
     // A child process pipelines WRITEs without reading a reply, then dies by SIGKILL.
     const script = `
