@@ -223,6 +223,23 @@ export async function commitInNamespace(
   }
 }
 
+/**
+ * What WRITE and COMMIT both do first (containerd's contentserver treats them alike): `data`
+ * at `offset`, which must be the current offset (else OutOfRange) or 0, which drops the bytes
+ * held and starts over (IngestWriter.write). Returns the offset reached.
+ */
+async function writeData(ref: string, writer: IngestWriter | undefined, shared: { digest: string; size: number } | undefined, req: any): Promise<number> {
+  const offset = Number(req.offset ?? 0);
+  const data: Buffer = req.data ?? Buffer.alloc(0);
+  if (!shared) return writer!.write(offset, data);
+  // A blob already on disk is complete: no byte can be added to it. (containerd would first
+  // copy it into an ingest of its own; ck has none to truncate, so offset 0 without data leaves
+  // the blob as it is and a COMMIT commits it.)
+  if (data.length > 0) throw outOfRange(`write to ${ref}: content ${shared.digest} is already complete`);
+  if (offset !== 0 && offset !== shared.size) throw outOfRange(`write @${offset} must occur at current offset ${shared.size}`);
+  return shared.size;
+}
+
 /** One Write stream: lock-step, one response per request, errors end the stream. */
 async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>, blobs: NamespacedBlobs): Promise<void> {
   const commitMetadata: CommitMetadata = blobs.commit.bind(blobs);
@@ -281,11 +298,12 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
           updated_at: ts(new Date()),
         });
       } else if (action === WRITE_ACTION.WRITE) {
-        if (shared) throw outOfRange(`write to ${ref}: content ${shared.digest} is already complete`);
-        const data: Buffer = req.data ?? Buffer.alloc(0);
-        const offset = await writer!.write(Number(req.offset ?? 0), data);
-        await writeStream(call, { action: WRITE_ACTION.WRITE, offset, digest: writer!.digest() });
+        const offset = await writeData(ref, writer, shared, req);
+        await writeStream(call, { action: WRITE_ACTION.WRITE, offset, digest: shared ? shared.digest : writer!.digest() });
       } else if (action === WRITE_ACTION.COMMIT) {
+        // A COMMIT is a WRITE first, as in containerd's server: its data (a client may send the
+        // last bytes with it) is part of what is committed, and its offset is checked.
+        await writeData(ref, writer, shared, req);
         let committed: { digest: string; size: number };
         if (shared) {
           if (expected && expected !== shared.digest) throw new CkError("FailedPrecondition", `unexpected commit digest ${shared.digest}, expected ${expected}: failed precondition`);
