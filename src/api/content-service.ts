@@ -5,7 +5,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
 import type { ContentStore, IngestWriter, IngestStatus } from "../content/types.js";
-import { contentHandlers } from "../commands/content.js";
+import { commitLabels, contentHandlers } from "../commands/content.js";
 import { ingestRef, NamespacedBlobs, splitIngestRef } from "../content/namespaced.js";
 import { aborted, isClass, invalidArgument, outOfRange, alreadyExists, failedPrecondition, unavailable, CkError } from "../errdefs/errdefs.js";
 import { parseFilters } from "../projections/filters.js";
@@ -301,6 +301,9 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
         const offset = await writeData(ref, writer, shared, req);
         await writeStream(call, { action: WRITE_ACTION.WRITE, offset, digest: shared ? shared.digest : writer!.digest() });
       } else if (action === WRITE_ACTION.COMMIT) {
+        // Bad labels fail before a byte is written or moved (containerd's metadata store checks
+        // them before its backend commits): no blob file is left, the ingest stays for a retry.
+        const labels = commitLabels(req.labels ?? {});
         // A COMMIT is a WRITE first, as in containerd's server: its data (a client may send the
         // last bytes with it) is part of what is committed, and its offset is checked.
         await writeData(ref, writer, shared, req);
@@ -309,14 +312,14 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
           if (expected && expected !== shared.digest) throw new CkError("FailedPrecondition", `unexpected commit digest ${shared.digest}, expected ${expected}: failed precondition`);
           if (total && total !== shared.size) throw failedPrecondition(`failed size validation: ${shared.size} != ${total}`);
           committed = shared;
-          await commitInNamespace(d, commitMetadata, ns, committed, req.labels ?? {}, lease);
+          await commitInNamespace(d, commitMetadata, ns, committed, labels, lease);
           // As containerd: what an earlier try left under this ref goes once the blob is
           // committed (not another client's upload under way on it).
           await d.store.abort(ingestRef(ns, ref), { unlessWritten: true }).catch(() => undefined);
         } else {
           const w = writer!;
           writer = undefined;
-          committed = await commitWritten(d, blobs, w, expected, total, ns, req.labels ?? {}, lease).catch(async (err) => {
+          committed = await commitWritten(d, blobs, w, expected, total, ns, labels, lease).catch(async (err) => {
             // Not spent (its checks failed before the bytes moved): held for a retry, unlocked.
             await w.close().catch(() => undefined);
             throw err;

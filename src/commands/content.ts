@@ -33,11 +33,21 @@ export interface DeleteContent {
   digest: string;
 }
 
+/**
+ * The labels a commit stores (empty values dropped), validated: InvalidArgument naming the
+ * field. A caller that moves bytes into place before the commit calls it first, so that bad
+ * labels move nothing (containerd's metadata store checks them before its backend commits).
+ */
+export function commitLabels(labels: Record<string, string>): Record<string, string> {
+  const kept = dropEmpty(labels);
+  validateLabels(kept);
+  return kept;
+}
+
 /** `lease` is the record of cmd.lease (undefined when absent or when no lease is named). */
 export function decideCommitContent(cmd: CommitContent, current: BlobRecord | undefined, lease?: LeaseRecord): Decision<BlobRecord> {
   validateDigest("digest", cmd.digest);
-  const labels = dropEmpty(cmd.labels);
-  validateLabels(labels);
+  const labels = commitLabels(cmd.labels);
   if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
   if (current) throw alreadyExists(`content ${cmd.digest}`);
   const rec = blobRecord({ digest: cmd.digest, size: cmd.size, labels });

@@ -323,6 +323,53 @@ describe("content over the API", () => {
     }
   });
 
+  test("a COMMIT with invalid labels writes nothing: no blob file, no event, the ingest kept for a retry", async () => {
+    const c = daemon.client("badlabels");
+    try {
+      for (const size of [1000, 200_000]) {
+        const data = randomBytes(size);
+        const digest = sha(data);
+        const before = blobFiles(daemon.root);
+        const seq = await log.lastSeq();
+        let w = c.lockstep<object>("content", "Write");
+        await w.send({ action: 0, ref: `bad-${size}`, total: size, expected: digest });
+        await w.send({ action: 1, offset: 0, data: data.subarray(0, size / 2) });
+        // The COMMIT's data is not written either.
+        await rejectsClass(
+          w.send({ action: 2, offset: size / 2, data: data.subarray(size / 2), total: size, expected: digest, labels: { ["k".repeat(5000)]: "v" } }),
+          "InvalidArgument",
+          /^labels: label key and value greater than maximum size \(4096 bytes\), key: kkkkkkkkkk/,
+        );
+        assert.deepEqual(blobFiles(daemon.root).filter((f) => !before.includes(f)), [], `size ${size}: a blob file was left`);
+        assert.equal(await log.lastSeq(), seq, "a refused commit appended to the log");
+        await rejectsClass(c.call("content", "Info", { digest }), "NotFound");
+        let st: any;
+        for (const until = Date.now() + 5000; Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
+          st = await c.call("content", "Status", { ref: `bad-${size}` }).catch(() => undefined);
+          if (st) break;
+        }
+        assert.equal(Number(st?.status.offset), size / 2, "the ingest stays, as it was");
+        // The retry resumes it and commits.
+        let opened: any;
+        for (const until = Date.now() + 5000; !opened; await new Promise((r) => setTimeout(r, 20))) {
+          w = c.lockstep<object>("content", "Write");
+          opened = await w.send({ action: 0, ref: `bad-${size}`, total: size, expected: digest }).catch((err) => {
+            if (err?.errorClass !== "Unavailable" || Date.now() > until) throw err;
+            return undefined;
+          });
+        }
+        assert.equal(Number(opened.offset), size / 2);
+        const done: any = await w.send({ action: 2, offset: size / 2, data: data.subarray(size / 2), total: size, expected: digest, labels: { k: "v" } });
+        w.end();
+        assert.equal(done.digest, digest);
+        assert.deepEqual((await c.call("content", "Info", { digest })).info.labels, { k: "v" });
+        await c.call("content", "Delete", { digest });
+      }
+    } finally {
+      c.close();
+    }
+  });
+
   test("an ingest reopened with another total starts over (as containerd's store recreates it), without an Abort", async () => {
     const c = daemon.client("retotal");
     try {
