@@ -251,6 +251,7 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
   let ref = "";
   let total = 0;
   let expected = "";
+  /** When this stream began: the times of a shared blob's STAT. */
   const started = new Date();
   try {
     for await (const req of requests<any>(call)) {
@@ -294,8 +295,11 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
           offset,
           total: shared ? shared.size : total,
           digest: shared ? shared.digest : writer!.digest(),
-          started_at: ts(started),
-          updated_at: ts(new Date()),
+          // The ingest's times, as containerd answers its writer's status (and Content.Status
+          // does): a resumed ingest began when its first writer began it. A blob committed
+          // elsewhere has no ingest: the stream's start, as containerd's namespaced writer.
+          started_at: ts(shared ? started : writer!.startedAt),
+          updated_at: ts(shared ? started : writer!.updatedAt),
         });
       } else if (action === WRITE_ACTION.WRITE) {
         const offset = await writeData(ref, writer, shared, req);

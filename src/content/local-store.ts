@@ -192,6 +192,12 @@ class LocalIngestWriter implements IngestWriter {
   get expected(): string | undefined {
     return this.ingest.expected;
   }
+  get startedAt(): Date {
+    return this.ingest.startedAt;
+  }
+  get updatedAt(): Date {
+    return this.ingest.updatedAt;
+  }
 
   digest(): string {
     return "sha256:" + this.ingest.hash.copy().digest("hex");

@@ -187,6 +187,7 @@ export function contentStoreConformance(name: string, make: () => Promise<Conten
 
       const w2 = await store.writer({ ref: "resume" });
       assert.equal(w2.offset, half);
+      assert.deepEqual([w2.startedAt, w2.updatedAt], [st.startedAt, st.updatedAt], "a resumed ingest keeps its start");
       assert.equal(w2.digest(), sha(data.subarray(0, half)));
       // An expected digest is its writer's (as containerd's Commit is given one): the next
       // writer declares its own or none, and is not held to one a failed try declared.
@@ -221,6 +222,7 @@ export function contentStoreConformance(name: string, make: () => Promise<Conten
       assert.equal(st.offset, 0);
       assert.equal(st.total, 11);
       assert.ok(st.startedAt.getTime() > first.startedAt.getTime(), "a new ingest, with its own start");
+      assert.deepEqual(w2.startedAt, st.startedAt);
       assert.deepEqual(st.leases, ["l1"], "the leases holding the ref still hold it");
       await w2.write(0, data.subarray(0, 6));
       await w2.close();

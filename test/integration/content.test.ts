@@ -399,6 +399,36 @@ describe("content over the API", () => {
     }
   });
 
+  test("STAT answers the ingest's own start and last write, on a resume too (as Content.Status does), not the stream's", async () => {
+    const c = daemon.client("startedat");
+    try {
+      const data = randomBytes(200_000);
+      const nanos = (t: any) => BigInt(t.seconds) * 1_000_000_000n + BigInt(t.nanos);
+      let w = c.lockstep<object>("content", "Write");
+      const first: any = await w.send({ action: 0, ref: "resume", total: data.length });
+      await w.send({ action: 1, offset: 0, data: data.subarray(0, 100_000) });
+      w.end();
+      await new Promise((r) => setTimeout(r, 1100));
+      let again: any;
+      for (const until = Date.now() + 5000; !again; await new Promise((r) => setTimeout(r, 20))) {
+        w = c.lockstep<object>("content", "Write");
+        again = await w.send({ action: 0, ref: "resume", total: data.length }).catch((err) => {
+          if (err?.errorClass !== "Unavailable" || Date.now() > until) throw err;
+          return undefined;
+        });
+      }
+      const status = (await c.call("content", "Status", { ref: "resume" })).status;
+      assert.equal(nanos(again.started_at), nanos(status.started_at));
+      assert.equal(nanos(again.started_at), nanos(first.started_at), "the ingest's start, not this stream's");
+      assert.equal(nanos(again.updated_at), nanos(status.updated_at), "the last write's time");
+      assert.ok(nanos(again.updated_at) >= nanos(again.started_at));
+      w.cancel();
+      await c.call("content", "Abort", { ref: "resume" }).catch(() => undefined);
+    } finally {
+      c.close();
+    }
+  });
+
   test("a writer killed with WRITEs in flight lets go of its ref: the next writer gets it and resumes", async () => {
     // A child process pipelines WRITEs without reading a reply, then dies by SIGKILL.
     const script = `
