@@ -5,7 +5,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
 import type { ContentStore, IngestWriter, IngestStatus } from "../content/types.js";
-import { contentHandlers } from "../commands/content.js";
+import { commitLabels, contentHandlers } from "../commands/content.js";
 import { ingestRef, NamespacedBlobs, splitIngestRef } from "../content/namespaced.js";
 import { aborted, isClass, invalidArgument, outOfRange, alreadyExists, failedPrecondition, unavailable, CkError } from "../errdefs/errdefs.js";
 import { parseFilters } from "../projections/filters.js";
@@ -223,6 +223,23 @@ export async function commitInNamespace(
   }
 }
 
+/**
+ * What WRITE and COMMIT both do first (containerd's contentserver treats them alike): `data`
+ * at `offset`, which must be the current offset (else OutOfRange) or 0, which drops the bytes
+ * held and starts over (IngestWriter.write). Returns the offset reached.
+ */
+async function writeData(ref: string, writer: IngestWriter | undefined, shared: { digest: string; size: number } | undefined, req: any): Promise<number> {
+  const offset = Number(req.offset ?? 0);
+  const data: Buffer = req.data ?? Buffer.alloc(0);
+  if (!shared) return writer!.write(offset, data);
+  // A blob already on disk is complete: no byte can be added to it. (containerd would first
+  // copy it into an ingest of its own; ck has none to truncate, so offset 0 without data leaves
+  // the blob as it is and a COMMIT commits it.)
+  if (data.length > 0) throw outOfRange(`write to ${ref}: content ${shared.digest} is already complete`);
+  if (offset !== 0 && offset !== shared.size) throw outOfRange(`write @${offset} must occur at current offset ${shared.size}`);
+  return shared.size;
+}
+
 /** One Write stream: lock-step, one response per request, errors end the stream. */
 async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>, blobs: NamespacedBlobs): Promise<void> {
   const commitMetadata: CommitMetadata = blobs.commit.bind(blobs);
@@ -234,6 +251,7 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
   let ref = "";
   let total = 0;
   let expected = "";
+  /** When this stream began: the times of a shared blob's STAT. */
   const started = new Date();
   try {
     for await (const req of requests<any>(call)) {
@@ -277,28 +295,35 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
           offset,
           total: shared ? shared.size : total,
           digest: shared ? shared.digest : writer!.digest(),
-          started_at: ts(started),
-          updated_at: ts(new Date()),
+          // The ingest's times, as containerd answers its writer's status (and Content.Status
+          // does): a resumed ingest began when its first writer began it. A blob committed
+          // elsewhere has no ingest: the stream's start, as containerd's namespaced writer.
+          started_at: ts(shared ? started : writer!.startedAt),
+          updated_at: ts(shared ? started : writer!.updatedAt),
         });
       } else if (action === WRITE_ACTION.WRITE) {
-        if (shared) throw outOfRange(`write to ${ref}: content ${shared.digest} is already complete`);
-        const data: Buffer = req.data ?? Buffer.alloc(0);
-        const offset = await writer!.write(Number(req.offset ?? 0), data);
-        await writeStream(call, { action: WRITE_ACTION.WRITE, offset, digest: writer!.digest() });
+        const offset = await writeData(ref, writer, shared, req);
+        await writeStream(call, { action: WRITE_ACTION.WRITE, offset, digest: shared ? shared.digest : writer!.digest() });
       } else if (action === WRITE_ACTION.COMMIT) {
+        // Bad labels fail before a byte is written or moved (containerd's metadata store checks
+        // them before its backend commits): no blob file is left, the ingest stays for a retry.
+        const labels = commitLabels(req.labels ?? {});
+        // A COMMIT is a WRITE first, as in containerd's server: its data (a client may send the
+        // last bytes with it) is part of what is committed, and its offset is checked.
+        await writeData(ref, writer, shared, req);
         let committed: { digest: string; size: number };
         if (shared) {
           if (expected && expected !== shared.digest) throw new CkError("FailedPrecondition", `unexpected commit digest ${shared.digest}, expected ${expected}: failed precondition`);
           if (total && total !== shared.size) throw failedPrecondition(`failed size validation: ${shared.size} != ${total}`);
           committed = shared;
-          await commitInNamespace(d, commitMetadata, ns, committed, req.labels ?? {}, lease);
+          await commitInNamespace(d, commitMetadata, ns, committed, labels, lease);
           // As containerd: what an earlier try left under this ref goes once the blob is
           // committed (not another client's upload under way on it).
           await d.store.abort(ingestRef(ns, ref), { unlessWritten: true }).catch(() => undefined);
         } else {
           const w = writer!;
           writer = undefined;
-          committed = await commitWritten(d, blobs, w, expected, total, ns, req.labels ?? {}, lease).catch(async (err) => {
+          committed = await commitWritten(d, blobs, w, expected, total, ns, labels, lease).catch(async (err) => {
             // Not spent (its checks failed before the bytes moved): held for a retry, unlocked.
             await w.close().catch(() => undefined);
             throw err;

@@ -208,7 +208,9 @@ export class ApiContent {
       async commit(size, expected, labels = {}) {
         await settle(0);
         try {
-          const r: any = await w.send({ action: COMMIT, total: size, offset: size, expected, labels });
+          // The offset this writer reached, as containerd's client sends: the daemon checks it (a
+          // COMMIT is a WRITE first), and `size` is checked as the total.
+          const r: any = await w.send({ action: COMMIT, total: size, offset, expected, labels });
           return r.digest as string;
         } catch (err) {
           if (isAlreadyExists(err)) return expected;

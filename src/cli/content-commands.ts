@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ApiClient } from "./client.js";
-import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
+import { CkError, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
 import { humanSize, labelsString, parseLabelArgs, table } from "./format.js";
 import { ApiContent, WRITE_CHUNK } from "./api-content.js";
 
@@ -32,21 +32,10 @@ const sha256Of = (data: Uint8Array): string => "sha256:" + createHash("sha256").
 
 /**
  * Writes `data` under `ref` through Content.Write, resuming at the offset the server already
- * holds. AlreadyExists on the first message means the blob is there: success.
+ * holds. AlreadyExists on the first message means the blob is there: success. What an earlier
+ * try of another size left under the ref the daemon starts over itself (as containerd does).
  */
 export async function writeBlob(api: ApiClient, ref: string, data: Buffer, opts: { expected?: string; labels?: Record<string, string> } = {}): Promise<string> {
-  try {
-    return await writeBlobOnce(api, ref, data, opts);
-  } catch (err) {
-    // What an earlier try left under the ref was of another size (the daemon holds an
-    // ingest to its total): not these bytes. Dropped, and written afresh.
-    if (!isClass(err, "FailedPrecondition") || !/provided total differs/.test((err as Error).message)) throw err;
-    await api.call("content", "Abort", { ref });
-    return writeBlobOnce(api, ref, data, opts);
-  }
-}
-
-async function writeBlobOnce(api: ApiClient, ref: string, data: Buffer, opts: { expected?: string; labels?: Record<string, string> }): Promise<string> {
   const w = api.lockstep<object>("content", "Write");
   try {
     let st: any;

@@ -6,7 +6,7 @@ import { alreadyExists, notFound } from "../errdefs/errdefs.js";
 import { blobRecord, keys, TYPE, type BlobRecord, type LeaseRecord, type Timestamp } from "../projections/views.js";
 import { validateDigest, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 import type { Decision, StateView } from "./sequencer.js";
-import { applyLabelMask } from "./masks.js";
+import { applyLabelMask, maskedLabels } from "./masks.js";
 import { dropEmpty } from "./namespaces.js";
 
 /** containerd's content store accepts `labels` and `labels.<key>` only. */
@@ -33,11 +33,21 @@ export interface DeleteContent {
   digest: string;
 }
 
+/**
+ * The labels a commit stores (empty values dropped), validated: InvalidArgument naming the
+ * field. A caller that moves bytes into place before the commit calls it first, so that bad
+ * labels move nothing (containerd's metadata store checks them before its backend commits).
+ */
+export function commitLabels(labels: Record<string, string>): Record<string, string> {
+  const kept = dropEmpty(labels);
+  validateLabels(kept);
+  return kept;
+}
+
 /** `lease` is the record of cmd.lease (undefined when absent or when no lease is named). */
 export function decideCommitContent(cmd: CommitContent, current: BlobRecord | undefined, lease?: LeaseRecord): Decision<BlobRecord> {
   validateDigest("digest", cmd.digest);
-  const labels = dropEmpty(cmd.labels);
-  validateLabels(labels);
+  const labels = commitLabels(cmd.labels);
   if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
   if (current) throw alreadyExists(`content ${cmd.digest}`);
   const rec = blobRecord({ digest: cmd.digest, size: cmd.size, labels });
@@ -52,7 +62,7 @@ export function decideCommitContent(cmd: CommitContent, current: BlobRecord | un
 export function decideUpdateContent(cmd: UpdateContent, current: BlobRecord | undefined): Decision<BlobRecord> {
   validateDigest("digest", cmd.digest);
   validateFieldMask(`content ${cmd.digest}`, cmd.paths, CONTENT_FIELD_MASK);
-  validateLabels(cmd.labels);
+  validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"));
   if (!current) throw notFound(`content digest ${cmd.digest}`);
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
   const rec = blobRecord({ ...current, labels, updated_at: cmd.now });

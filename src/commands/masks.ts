@@ -27,6 +27,23 @@ export function applyLabelMask(
   return out;
 }
 
+/**
+ * The labels an update under `paths` writes, each with the value it is given ("" for a named
+ * key the request lacks: a removal): what containerd validates, as it validates the info that
+ * results from the mask. Labels the request carries but the mask does not name are never
+ * applied, so they are not checked either. No paths (or the whole field) writes the request.
+ */
+export function maskedLabels(requested: Record<string, string>, paths: string[], field: string): Record<string, string> {
+  if (paths.length === 0 || paths.includes(field)) return requested;
+  const out: Record<string, string> = {};
+  for (const p of paths) {
+    if (!p.startsWith(`${field}.`)) continue;
+    const key = p.slice(field.length + 1);
+    out[key] = Object.hasOwn(requested, key) ? requested[key]! : "";
+  }
+  return out;
+}
+
 /** Same rule for maps of arbitrary values (container extensions). */
 export function applyMapMask<V>(
   current: Record<string, V>,

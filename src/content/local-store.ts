@@ -192,6 +192,12 @@ class LocalIngestWriter implements IngestWriter {
   get expected(): string | undefined {
     return this.ingest.expected;
   }
+  get startedAt(): Date {
+    return this.ingest.startedAt;
+  }
+  get updatedAt(): Date {
+    return this.ingest.updatedAt;
+  }
 
   digest(): string {
     return "sha256:" + this.ingest.hash.copy().digest("hex");
@@ -669,8 +675,20 @@ export class LocalContentStore implements ContentStore {
       state.expires = true;
       persist = true;
     }
+    // As containerd's local store (a resume that fails, as one for another total does, recreates
+    // the ingest): the ingest is begun again, under the lock this writer holds, rather than
+    // refused on every open until an Abort (which ctr has none of) or the idle sweep. Its
+    // leases still hold the ref, as containerd's metadata keeps them.
+    let startOver = false;
     if (total > 0 && state.total > 0 && total !== state.total) {
-      throw failedPrecondition(`provided total differs from status: ${total} != ${state.total}`);
+      const now = new Date();
+      state.startedAt = now;
+      state.updatedAt = now;
+      state.offset = 0;
+      state.hash = createHash("sha256");
+      if (state.pending !== undefined) state.pending = [];
+      startOver = true;
+      persist = true;
     }
     if (total > 0 && state.total !== total) {
       state.total = total;
@@ -686,6 +704,8 @@ export class LocalContentStore implements ContentStore {
 
     const fh = await fs.open(path.join(dir, DATA_FILE), fsc.O_RDWR | fsc.O_CREAT, 0o644);
     try {
+      // (Should this fail, the file and the state disagree: the next open hashes the file.)
+      if (startOver) await fh.truncate(0);
       const st = await fh.stat();
       const size = st.size;
       if (size !== state.offset) {

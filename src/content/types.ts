@@ -122,6 +122,10 @@ export interface IngestWriter {
   readonly offset: number;
   readonly total: number;
   readonly expected: string | undefined;
+  /** When the ingest began (not this writer: a resumed ingest keeps its start), as its status. */
+  readonly startedAt: Date;
+  /** When its bytes last changed, as its status. */
+  readonly updatedAt: Date;
   /** Running sha256 of the bytes held, `sha256:<hex>`. */
   digest(): string;
   /**

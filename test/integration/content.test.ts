@@ -212,13 +212,13 @@ describe("content over the API", () => {
       let w = c.lockstep<object>("content", "Write");
       await w.send({ action: 0, ref: "redo", total: wrong.length, expected: sha(good) });
       await w.send({ action: 1, offset: 0, data: wrong });
-      await rejectsClass(w.send({ action: 2, total: wrong.length, expected: sha(good) }), "FailedPrecondition", /unexpected commit digest/);
+      await rejectsClass(w.send({ action: 2, offset: wrong.length, total: wrong.length, expected: sha(good) }), "FailedPrecondition", /unexpected commit digest/);
       // The next writer declares nothing: it truncates, writes and commits what it sent.
       w = c.lockstep<object>("content", "Write");
       const st: any = await w.send({ action: 0, ref: "redo", total: good.length });
       assert.equal(Number(st.offset), wrong.length, "the failed try's bytes were kept for a resume");
       await w.send({ action: 1, offset: 0, data: good });
-      assert.equal(((await w.send({ action: 2, total: good.length })) as any).digest, sha(good));
+      assert.equal(((await w.send({ action: 2, offset: good.length, total: good.length })) as any).digest, sha(good));
       w.end();
       // writeBlob (ck content edit's writer) resumes only on a prefix of its own bytes.
       const other = randomBytes(40_000);
@@ -270,9 +270,160 @@ describe("content over the API", () => {
         const r: any = await w.send({ action: 1, offset: off, data: data.subarray(off, off + (1 << 20)) });
         off = Number(r.offset);
       }
-      const done: any = await w.send({ action: 2, total: data.length, expected: digest });
+      const done: any = await w.send({ action: 2, offset: data.length, total: data.length, expected: digest });
       w.end();
       assert.equal(done.digest, digest);
+    } finally {
+      c.close();
+    }
+  });
+
+  test("a COMMIT is a WRITE first, as containerd's: its data is written at its offset, another offset is OutOfRange, offset 0 truncates", async () => {
+    const c = daemon.client("commitdata");
+    try {
+      // Total and expected declared: the last half comes with the COMMIT.
+      const data = randomBytes(100_000);
+      let w = c.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "a", total: data.length, expected: sha(data) });
+      await w.send({ action: 1, offset: 0, data: data.subarray(0, 50_000) });
+      let done: any = await w.send({ action: 2, offset: 50_000, data: data.subarray(50_000), total: data.length, expected: sha(data) });
+      w.end();
+      assert.deepEqual([done.digest, Number(done.offset)], [sha(data), data.length]);
+      // Nothing declared: what is committed is every byte sent, the COMMIT's included.
+      const small = randomBytes(1000);
+      w = c.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "b" });
+      await w.send({ action: 1, offset: 0, data: small.subarray(0, 500) });
+      done = await w.send({ action: 2, offset: 500, data: small.subarray(500) });
+      w.end();
+      assert.deepEqual([done.digest, Number(done.offset)], [sha(small), small.length]);
+      // Another offset than the current one: OutOfRange, nothing committed, the ingest kept.
+      const held = randomBytes(1000);
+      w = c.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "c" });
+      await w.send({ action: 1, offset: 0, data: held });
+      await rejectsClass(w.send({ action: 2, offset: 77, total: held.length, expected: sha(held) }), "OutOfRange", /write @77 must occur at current offset 1000/);
+      await rejectsClass(c.call("content", "Info", { digest: sha(held) }), "NotFound");
+      // Offset 0 with bytes held truncates them: the COMMIT's data is the whole blob.
+      const fresh = randomBytes(300);
+      w = c.lockstep<object>("content", "Write");
+      assert.equal(Number(((await w.send({ action: 0, ref: "c" })) as any).offset), held.length);
+      done = await w.send({ action: 2, offset: 0, data: fresh, total: fresh.length, expected: sha(fresh) });
+      w.end();
+      assert.equal(done.digest, sha(fresh));
+      for (const b of [data, small, fresh]) {
+        const got: Buffer[] = [];
+        for await (const m of c.stream<any>("content", "Read", { digest: sha(b) })) got.push(Buffer.from(m.data));
+        assert.ok(Buffer.concat(got).equals(b));
+        await c.call("content", "Delete", { digest: sha(b) });
+      }
+      await rejectsClass(c.call("content", "Info", { digest: sha(held) }), "NotFound");
+    } finally {
+      c.close();
+    }
+  });
+
+  test("a COMMIT with invalid labels writes nothing: no blob file, no event, the ingest kept for a retry", async () => {
+    const c = daemon.client("badlabels");
+    try {
+      for (const size of [1000, 200_000]) {
+        const data = randomBytes(size);
+        const digest = sha(data);
+        const before = blobFiles(daemon.root);
+        const seq = await log.lastSeq();
+        let w = c.lockstep<object>("content", "Write");
+        await w.send({ action: 0, ref: `bad-${size}`, total: size, expected: digest });
+        await w.send({ action: 1, offset: 0, data: data.subarray(0, size / 2) });
+        // The COMMIT's data is not written either.
+        await rejectsClass(
+          w.send({ action: 2, offset: size / 2, data: data.subarray(size / 2), total: size, expected: digest, labels: { ["k".repeat(5000)]: "v" } }),
+          "InvalidArgument",
+          /^labels: label key and value greater than maximum size \(4096 bytes\), key: kkkkkkkkkk/,
+        );
+        assert.deepEqual(blobFiles(daemon.root).filter((f) => !before.includes(f)), [], `size ${size}: a blob file was left`);
+        assert.equal(await log.lastSeq(), seq, "a refused commit appended to the log");
+        await rejectsClass(c.call("content", "Info", { digest }), "NotFound");
+        let st: any;
+        for (const until = Date.now() + 5000; Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
+          st = await c.call("content", "Status", { ref: `bad-${size}` }).catch(() => undefined);
+          if (st) break;
+        }
+        assert.equal(Number(st?.status.offset), size / 2, "the ingest stays, as it was");
+        // The retry resumes it and commits.
+        let opened: any;
+        for (const until = Date.now() + 5000; !opened; await new Promise((r) => setTimeout(r, 20))) {
+          w = c.lockstep<object>("content", "Write");
+          opened = await w.send({ action: 0, ref: `bad-${size}`, total: size, expected: digest }).catch((err) => {
+            if (err?.errorClass !== "Unavailable" || Date.now() > until) throw err;
+            return undefined;
+          });
+        }
+        assert.equal(Number(opened.offset), size / 2);
+        const done: any = await w.send({ action: 2, offset: size / 2, data: data.subarray(size / 2), total: size, expected: digest, labels: { k: "v" } });
+        w.end();
+        assert.equal(done.digest, digest);
+        assert.deepEqual((await c.call("content", "Info", { digest })).info.labels, { k: "v" });
+        await c.call("content", "Delete", { digest });
+      }
+    } finally {
+      c.close();
+    }
+  });
+
+  test("an ingest reopened with another total starts over (as containerd's store recreates it), without an Abort", async () => {
+    const c = daemon.client("retotal");
+    try {
+      const old = randomBytes(100_000);
+      let w = c.lockstep<object>("content", "Write");
+      await w.send({ action: 0, ref: "user-ref", total: old.length });
+      await w.send({ action: 1, offset: 0, data: old.subarray(0, 50_000) });
+      w.end();
+      const data = randomBytes(150_000);
+      let st: any;
+      for (const until = Date.now() + 5000; !st; await new Promise((r) => setTimeout(r, 20))) {
+        w = c.lockstep<object>("content", "Write");
+        st = await w.send({ action: 0, ref: "user-ref", total: data.length, expected: sha(data) }).catch((err) => {
+          if (err?.errorClass !== "Unavailable" || Date.now() > until) throw err;
+          return undefined;
+        });
+      }
+      assert.deepEqual([Number(st.offset), Number(st.total), st.digest], [0, data.length, sha(Buffer.alloc(0))]);
+      await w.send({ action: 1, offset: 0, data });
+      const done: any = await w.send({ action: 2, offset: data.length, total: data.length, expected: sha(data) });
+      w.end();
+      assert.equal(done.digest, sha(data));
+      await rejectsClass(c.call("content", "Status", { ref: "user-ref" }), "NotFound");
+      await c.call("content", "Delete", { digest: sha(data) });
+    } finally {
+      c.close();
+    }
+  });
+
+  test("STAT answers the ingest's own start and last write, on a resume too (as Content.Status does), not the stream's", async () => {
+    const c = daemon.client("startedat");
+    try {
+      const data = randomBytes(200_000);
+      const nanos = (t: any) => BigInt(t.seconds) * 1_000_000_000n + BigInt(t.nanos);
+      let w = c.lockstep<object>("content", "Write");
+      const first: any = await w.send({ action: 0, ref: "resume", total: data.length });
+      await w.send({ action: 1, offset: 0, data: data.subarray(0, 100_000) });
+      w.end();
+      await new Promise((r) => setTimeout(r, 1100));
+      let again: any;
+      for (const until = Date.now() + 5000; !again; await new Promise((r) => setTimeout(r, 20))) {
+        w = c.lockstep<object>("content", "Write");
+        again = await w.send({ action: 0, ref: "resume", total: data.length }).catch((err) => {
+          if (err?.errorClass !== "Unavailable" || Date.now() > until) throw err;
+          return undefined;
+        });
+      }
+      const status = (await c.call("content", "Status", { ref: "resume" })).status;
+      assert.equal(nanos(again.started_at), nanos(status.started_at));
+      assert.equal(nanos(again.started_at), nanos(first.started_at), "the ingest's start, not this stream's");
+      assert.equal(nanos(again.updated_at), nanos(status.updated_at), "the last write's time");
+      assert.ok(nanos(again.updated_at) >= nanos(again.started_at));
+      w.cancel();
+      await c.call("content", "Abort", { ref: "resume" }).catch(() => undefined);
     } finally {
       c.close();
     }
@@ -328,7 +479,7 @@ describe("content over the API", () => {
       const w = c.lockstep<object>("content", "Write");
       await w.send({ action: 0, ref: "r2", total: 99 });
       await w.send({ action: 1, offset: 0, data });
-      await rejectsClass(w.send({ action: 2, total: 99 }), "FailedPrecondition", /size/);
+      await rejectsClass(w.send({ action: 2, offset: data.length, total: 99 }), "FailedPrecondition", /failed size validation: 10 != 99/);
       await rejectsClass(c.lockstep<object>("content", "Write").send({ action: 0, total: 1 }), "InvalidArgument", /ref/);
       await rejectsClass(c.lockstep<object>("content", "Write").send({ action: 0, ref: "r3", expected: "sha512:" + "a".repeat(128) }), "InvalidArgument", /algorithm/);
       await rejectsClass(c.lockstep<object>("content", "Write").send({ action: 0, ref: "r4", expected: "sha256:zz" }), "InvalidArgument", /digest/);

@@ -210,7 +210,7 @@ describe("leases and garbage collection", () => {
     const st: any = await w.send({ action: 0, ref: "config-a", total: config.length, expected: sha(config) });
     assert.equal(Number(st.offset), 1_000);
     await w.send({ action: 1, offset: 1_000, data: config.subarray(1_000) });
-    await w.send({ action: 2, total: config.length, expected: sha(config) });
+    await w.send({ action: 2, offset: config.length, total: config.length, expected: sha(config) });
     w.end();
     assert.deepEqual(await resources(), [
       { id: sha(config), type: "content" },

@@ -218,6 +218,22 @@ describe("content metadata", () => {
     throwsClass(() => decideDeleteContent({ namespace: "a", digest: DIGEST }, undefined), "NotFound");
   });
 
+  test("update validates the labels its mask writes, not others the request carries (containerd validates the updated info)", () => {
+    const g = new Given();
+    g.apply(decideCommitContent({ namespace: "a", digest: DIGEST, size: 4, labels: { k: "v" } }, undefined).event);
+    const big = { huge: "v".repeat(5000), keep: "x" };
+    // Only labels.keep is named: the oversized label in the request is not applied, nor checked.
+    const d = decideUpdateContent({ namespace: "a", digest: DIGEST, labels: big, paths: ["labels.keep"], now: T1 }, g.get(keys.blob("a", DIGEST)));
+    assert.deepEqual(d.result.labels, { k: "v", keep: "x" });
+    // Named (one key, the whole map, or no mask at all): refused, naming the field.
+    for (const paths of [["labels.huge"], ["labels"], []]) {
+      throwsClass(() => decideUpdateContent({ namespace: "a", digest: DIGEST, labels: big, paths, now: T1 }, g.get(keys.blob("a", DIGEST))), "InvalidArgument", /^labels: label key and value greater than maximum size \(4096 bytes\), key: huge/);
+    }
+    // A named key too long to be a label is refused even when the update would remove it.
+    const longKey = "k".repeat(5000);
+    throwsClass(() => decideUpdateContent({ namespace: "a", digest: DIGEST, labels: {}, paths: [`labels.${longKey}`], now: T1 }, g.get(keys.blob("a", DIGEST))), "InvalidArgument", /label key and value greater than maximum size/);
+  });
+
   test("a namespace holding blobs cannot be deleted", () => {
     throwsClass(() => decideDeleteNamespace({ name: "a" }, { name: "a", labels: {} }, ["blobs"]), "FailedPrecondition", /still has blobs/);
   });

@@ -113,6 +113,35 @@ describe("LocalContentStore on disk", () => {
     }
   });
 
+  test("after a restart an ingest opened with another total starts over, on disk and in ref.json", async () => {
+    const { base, root } = await tempRoot();
+    try {
+      const s1 = await LocalContentStore.open(root);
+      const w1 = await s1.writer({ ref: "layer-t", total: 100_000 });
+      await w1.write(0, randomBytes(50_000));
+      await w1.close();
+      const before = await s1.status("layer-t");
+      await s1.close();
+      const s2 = await LocalContentStore.open(root);
+      try {
+        const data = randomBytes(150_000);
+        const w2 = await s2.writer({ ref: "layer-t", total: data.length, expected: sha(data) });
+        assert.deepEqual([w2.offset, w2.total, w2.digest()], [0, data.length, sha(Buffer.alloc(0))]);
+        const key = createHash("sha256").update("layer-t").digest("hex");
+        assert.equal((await fs.stat(path.join(root, "ingest", key, "data"))).size, 0, "the old bytes are gone");
+        const saved = JSON.parse(await fs.readFile(path.join(root, "ingest", key, "ref.json"), "utf8"));
+        assert.equal(saved.total, data.length);
+        assert.ok(Date.parse(saved.startedAt) >= before.startedAt.getTime());
+        await w2.write(0, data);
+        assert.deepEqual(await w2.commit(), { digest: sha(data), size: data.length });
+      } finally {
+        await s2.close();
+      }
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
   test("an ingest's leases survive a restart, in ref.json, and releaseLease rewrites it", async () => {
     const { base, root } = await tempRoot();
     try {
