@@ -651,16 +651,25 @@ function timesOf(h: Header): { atime: number; mtime: number } {
   return { atime, mtime };
 }
 
+/**
+ * trusted.* xattrs are overlayfs's own (opaque, redirect, metacopy...) and other admin-only
+ * state: ckd runs as root, so a layer's record would be set, and in an upper directory it
+ * would change what the mounted overlay shows (hide or reveal a lower layer's files) without
+ * any whiteout. containerd refuses them from an archive ("admin attributes from archive not
+ * supported") and skips them with a warning; so does ck.
+ */
+const isAdminXattr = (name: string) => name.startsWith("trusted.");
+
 async function setXattrs(target: string, h: Header): Promise<void> {
   for (const [key, value] of Object.entries(h.pax ?? {})) {
     if (!key.startsWith(XATTR_PAX_PREFIX)) continue;
+    const name = key.slice(XATTR_PAX_PREFIX.length);
+    if (isAdminXattr(name)) continue;
     // Best effort, as "where the filesystem allows": unsupported namespaces (user.* on a
-    // symlink, trusted.* without CAP_SYS_ADMIN, a filesystem without xattrs) are skipped.
+    // symlink, a filesystem without xattrs) are skipped.
     // The binding uses lsetxattr, so a symlink is never followed.
     // Byte-valued (./pax.ts): a binary value such as security.capability arrives intact.
-    await setAttribute(target, key.slice(XATTR_PAX_PREFIX.length), Buffer.from(value, "latin1")).catch(
-      () => undefined,
-    );
+    await setAttribute(target, name, Buffer.from(value, "latin1")).catch(() => undefined);
   }
 }
 

@@ -10,12 +10,14 @@ import os from "node:os";
 import path from "node:path";
 import { Readable, Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
-import { getAttribute, setAttribute } from "@napi-rs/xattr";
+import { getAttribute, listAttributes, setAttribute } from "@napi-rs/xattr";
 import tar from "tar-stream";
-import { applyLayer, applyLayerFile, needsItsLowers, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
+import { applyLayer, applyLayerFile, applyLayerToMounts, needsItsLowers, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
 import { writeDiff, writeOverlayDiff } from "../../src/diff/diff.js";
 import { decodePax, encodePax } from "../../src/diff/pax.js";
+import { withTempMount } from "../../src/snapshots/mount.js";
 import { copyTree } from "../../src/snapshots/native.js";
+import type { Mount } from "../../src/snapshots/types.js";
 import { layerTar, listTree, type LayerEntry } from "../conformance/snapshotter.js";
 import { rejectsClass } from "../helpers/errors.js";
 
@@ -403,6 +405,48 @@ describe("applyLayer onto an overlay upper directory with its lower layers", () 
       await overlay(up6!, [dir2!, file1!], [{ name: "a/b/c", body: "c" }]);
       assert.deepEqual(await listTree(up6!), ["a/", "a/b/", "a/b/c"]);
       assert.equal(await needsItsLowers(["a/b"], [dir2!, file1!]), false);
+    } finally {
+      await sb.done();
+    }
+  });
+});
+
+/**
+ * An overlay of one lower directory (filled by `fill`) and an empty upper one under `base`:
+ * its mount, as a snapshot's, and a way to look at the merged tree through a real mount.
+ */
+async function overlayOf(base: string, fill: (lower: string) => Promise<void>) {
+  const [lower, upper, work] = ["lower", "upper", "work"].map((d) => path.join(base, d)) as [string, string, string];
+  for (const d of [lower, upper, work]) await fs.mkdir(d);
+  await fill(lower);
+  const mounts: Mount[] = [{ type: "overlay", source: "overlay", options: [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`] }];
+  return {
+    lower,
+    upper,
+    apply: async (entries: LayerEntry[]) => applyLayerToMounts(mounts, Readable.from([await layerTar(entries)])),
+    merged: <T>(fn: (dir: string) => Promise<T>) => withTempMount(mounts, fn),
+  };
+}
+
+describe("applyLayer onto a mounted overlay: what the merged tree shows", () => {
+  test("trusted.* xattrs of a layer are not set, as containerd skips them: a directory's trusted.overlay.opaque hides nothing of the lower layer; other xattrs land", { skip: isRoot ? false : "trusted xattrs and overlay mounts need root" }, async () => {
+    const sb = await sandbox();
+    try {
+      const ov = await overlayOf(sb.base, async (lower) => {
+        await fs.mkdir(path.join(lower, "etc"));
+        await fs.writeFile(path.join(lower, "etc/passwd"), "root:x:0:0\n");
+      });
+      const got = await ov.apply([
+        { name: "etc/", type: "directory", pax: { "SCHILY.xattr.trusted.overlay.opaque": "y", "SCHILY.xattr.user.ck": "dir" } },
+        { name: "etc/new", body: "n" },
+        { name: "f", body: "x", pax: { "SCHILY.xattr.trusted.overlay.metacopy": "", "SCHILY.xattr.trusted.overlay.redirect": "/etc", "SCHILY.xattr.trusted.ck": "x", "SCHILY.xattr.user.ck": "file" } },
+      ]);
+      assert.deepEqual(got.opaques, []);
+      assert.deepEqual(await listAttributes(path.join(ov.upper, "etc")), ["user.ck"]);
+      assert.deepEqual(await listAttributes(path.join(ov.upper, "f")), ["user.ck"]);
+      assert.equal((await getAttribute(path.join(ov.upper, "f"), "user.ck"))?.toString(), "file");
+      const seen = await ov.merged(async (m) => [(await fs.readdir(path.join(m, "etc"))).sort(), await fs.readFile(path.join(m, "f"), "utf8")]);
+      assert.deepEqual(seen, [["new", "passwd"], "x"]);
     } finally {
       await sb.done();
     }
