@@ -25,7 +25,7 @@ import {
 import { runCommand, withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import { Digester } from "./digest.js";
-import { assertInside, cleanEntryName, resolveInLayers, resolveInRoot, shownInLowers } from "./rootpath.js";
+import { assertInside, cleanEntryName, isWhiteout, resolveInLayers, resolveInRoot, shownInLowers } from "./rootpath.js";
 import type { ApplyCancel, ApplyReply, ApplyRequest } from "./apply-worker.js";
 
 export interface ApplyOptions {
@@ -371,7 +371,7 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   if (up !== state.root) await makeParent(state, up, name);
   const rel = path.relative(state.root, dir);
   // Onto an upper directory, the merged tree decides: a lower layer's file there is no parent.
-  const lower = state.whiteouts === "overlay" ? (await shownInLowers(state.parents, rel))?.st : undefined;
+  const lower = state.whiteouts === "overlay" ? (await shownUnderUpper(state, rel))?.st : undefined;
   if (lower && !lower.isDirectory()) throw invalidArgument(`entry "${name}": parent ${rel} is not a directory`);
   fss.mkdirSync(dir, { mode: 0o755 });
   state.fresh.add(dir);
@@ -549,6 +549,9 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       const src = path.join(dir === "." ? state.root : await resolveParent(state, dir), path.posix.basename(linkRel));
       assertInside(state.root, src, name);
       let s = await lstatOrNull(src);
+      // An overlay whiteout (this layer's, or one the upper directory had) is no file: the name
+      // shows nothing, as after a whiteout in delete mode, where the link fails.
+      if (s && state.whiteouts === "overlay" && isWhiteout(s)) s = null;
       // A file of a lower layer: copied up first, as overlayfs does before it links one.
       if (!s && (await copyUp(state, src, name))) s = await lstatOrNull(src);
       if (!s) throw Object.assign(invalidArgument(`entry "${name}": hard link target "${h.linkname}" does not exist inside the layer root`), { code: MISSING_LINK_TARGET });
@@ -630,13 +633,24 @@ function namesOfSharedInodes(root: string): Map<string, string[]> {
 }
 
 /**
+ * What the mounted overlay shows at `rel` (taken literally), for a name the upper directory
+ * (the root) does not have: the nearest lower layer's entry, unless the upper directory hides
+ * it. The upper counts too: a whiteout or an opaque directory this layer (or an earlier apply)
+ * made there hides the lower layers' names, as the mount hides them.
+ */
+function shownUnderUpper(state: ApplyState, rel: string): Promise<{ path: string; st: fss.Stats } | undefined> {
+  return shownInLowers([state.root, ...state.parents], rel);
+}
+
+/**
  * Onto an overlay upper directory with known lower layers: copies `src` (a path in the root)
  * from the nearest lower layer that shows it, with its metadata, into the root, its missing
- * parent directories made as for an entry. False when no lower layer shows a non-directory there.
+ * parent directories made as for an entry. False when the overlay shows no lower non-directory
+ * there (a hidden one is not brought back: the link fails, as it does in delete mode).
  */
 async function copyUp(state: ApplyState, src: string, name: string): Promise<boolean> {
   if (state.whiteouts !== "overlay" || state.parents.length === 0) return false;
-  const shown = await shownInLowers(state.parents, path.relative(state.root, src));
+  const shown = await shownUnderUpper(state, path.relative(state.root, src));
   if (!shown || shown.st.isDirectory()) return false;
   await makeParent(state, path.dirname(src), name);
   await runCommand("cp", ["-a", "--", shown.path, src]);

@@ -417,7 +417,7 @@ describe("applyLayer onto an overlay upper directory with its lower layers", () 
  */
 async function overlayOf(base: string, fill: (lower: string) => Promise<void>) {
   const [lower, upper, work] = ["lower", "upper", "work"].map((d) => path.join(base, d)) as [string, string, string];
-  for (const d of [lower, upper, work]) await fs.mkdir(d);
+  for (const d of [lower, upper, work]) await fs.mkdir(d, { recursive: true });
   await fill(lower);
   const mounts: Mount[] = [{ type: "overlay", source: "overlay", options: [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`] }];
   return {
@@ -447,6 +447,44 @@ describe("applyLayer onto a mounted overlay: what the merged tree shows", () => 
       assert.equal((await getAttribute(path.join(ov.upper, "f"), "user.ck"))?.toString(), "file");
       const seen = await ov.merged(async (m) => [(await fs.readdir(path.join(m, "etc"))).sort(), await fs.readFile(path.join(m, "f"), "utf8")]);
       assert.deepEqual(seen, [["new", "passwd"], "x"]);
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("what the layer hides in the upper directory stays hidden: a hard link to a lower file under its opaque directory or its whiteout fails, as in delete mode; a parent made there takes nothing from the hidden lower", { skip: isRoot ? false : "mknod and overlay mounts need root" }, async () => {
+    const sb = await sandbox();
+    try {
+      const fill = async (lower: string) => {
+        await fs.mkdir(path.join(lower, "d/sub2"), { recursive: true });
+        await fs.chmod(path.join(lower, "d/sub2"), 0o700);
+        await fs.writeFile(path.join(lower, "d/sub2/x"), "hidden");
+        await fs.writeFile(path.join(lower, "d/secret"), "hidden");
+        await fs.writeFile(path.join(lower, "d/sub"), "a file, hidden");
+        await fs.mkdir(path.join(lower, "e"));
+        await fs.writeFile(path.join(lower, "e/secret"), "hidden");
+        await fs.writeFile(path.join(lower, "shown"), "shown");
+      };
+      const opaqueDir: LayerEntry[] = [{ name: "d/", type: "directory" }, { name: "d/.wh..wh..opq" }];
+      const cases: [string, LayerEntry[]][] = [
+        ["opaque", [...opaqueDir, { name: "h", type: "link", linkname: "d/secret" }]],
+        ["opaque-deeper", [...opaqueDir, { name: "h", type: "link", linkname: "d/sub2/x" }]],
+        ["whiteout", [{ name: "e/.wh.secret" }, { name: "h", type: "link", linkname: "e/secret" }]],
+      ];
+      for (const [what, entries] of cases) {
+        const ov = await overlayOf(path.join(sb.base, what), fill);
+        await rejectsClass(ov.apply(entries), "InvalidArgument", /hard link target .* does not exist/);
+        const upper = await listTree(ov.upper);
+        assert.ok(!upper.includes("h") && !upper.includes("d/secret") && !upper.includes("d/sub2/"), `${what}: nothing copied up: ${upper}`);
+      }
+      // Through the mount, both hidden names are free: the layer's directories go there with
+      // the defaults; the hidden lower file is no refused parent, the hidden mode not copied.
+      const ov = await overlayOf(path.join(sb.base, "parents"), fill);
+      await ov.apply([...opaqueDir, { name: "d/sub/x", body: "x" }, { name: "d/sub2/y", body: "y" }, { name: "h", type: "link", linkname: "shown" }]);
+      assert.deepEqual(await listTree(ov.upper), ["d/", "d/sub/", "d/sub/x", "d/sub2/", "d/sub2/y", "h", "shown"]);
+      assert.equal((await fs.stat(path.join(ov.upper, "d/sub2"))).mode & 0o7777, 0o755);
+      const seen = await ov.merged(async (m) => [await listTree(path.join(m, "d")), await fs.readFile(path.join(m, "h"), "utf8")]);
+      assert.deepEqual(seen, [["sub/", "sub/x", "sub2/", "sub2/y"], "shown"]);
     } finally {
       await sb.done();
     }
