@@ -172,7 +172,8 @@ interface ApplyState {
   dirTimes: { path: string; rel: string; atime: number; mtime: number; generation: number }[];
   /**
    * Parent directories already resolved and known to be real directories, by clean relative
-   * name. Only a removal or a new symlink can change how a name resolves, and both clear it.
+   * name. Only a removal or a replaced entry can change how a name resolves, and both clear
+   * it; see rememberParent for the one kind of resolution that is not kept.
    */
   resolvedParents: Map<string, string>;
   /**
@@ -315,7 +316,7 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
   try {
     if (!known) {
       await makeParent(state, parent, name);
-      state.resolvedParents.set(parentRel, parent);
+      rememberParent(state, parentRel, parent);
     }
     if (base === OPAQUE_WHITEOUT) {
       await opaque(state, parent);
@@ -335,7 +336,7 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
     state.made.add(target);
     // A directory this entry made or kept is where its path resolves to, for its children.
     if (h.type === "directory") {
-      state.resolvedParents.set(rel, target);
+      rememberParent(state, rel, target);
       state.implicit.delete(path.relative(state.root, target));
     }
     return consumed;
@@ -347,6 +348,21 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
     }
     throw new CkError("Unknown", `entry "${name}": ${e?.message ?? String(err)}`, { cause: err });
   }
+}
+
+/**
+ * Keeps where directory `rel` resolved (`dir`, a real directory of the root) for the entries
+ * under it. Every name on the path is then a directory of the root, so only replacing one of
+ * them (which clears the cache) can change the answer; except onto an upper directory, where
+ * a lower layer's symlink on the path is followed (`lib/x` in `usr/lib/x` for a lower `lib ->
+ * usr/lib`): `lib` is not in the root, and an entry that then creates it there (a directory or
+ * a symlink) replaces nothing, so nothing would clear the cache and later entries under `lib/x`
+ * would land at the old place. Such resolutions are not kept: they are made again for each
+ * entry (rare: layers name real paths, and only tar-made ones write through a lower link).
+ */
+function rememberParent(state: ApplyState, rel: string, dir: string): void {
+  if (state.whiteouts === "overlay" && state.parents.length > 0 && dir !== path.join(state.root, rel)) return;
+  state.resolvedParents.set(rel, dir);
 }
 
 /**
@@ -537,8 +553,8 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
     }
     case "symlink":
       // Only a replaced entry can change what a remembered parent resolves to (replace()
-      // forgets them then): every remembered parent is an existing directory, so a link made
-      // where nothing was cannot lie on its path.
+      // forgets them then): every name on a remembered parent's path is an existing directory
+      // of the root (rememberParent), so a link made where nothing was cannot lie on it.
       await replace();
       fss.symlinkSync(h.linkname ?? "", target);
       return false;

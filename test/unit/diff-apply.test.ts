@@ -409,6 +409,27 @@ describe("applyLayer onto an overlay upper directory with its lower layers", () 
       await sb.done();
     }
   });
+
+  test("a name the layer creates where a lower layer has a symlink it wrote through: later entries under it resolve through the new name, not the old link", async () => {
+    const sb = await sandbox();
+    try {
+      const lower = path.join(sb.base, "lower");
+      await fs.mkdir(path.join(lower, "usr/lib"), { recursive: true });
+      await fs.symlink("usr/lib", path.join(lower, "lib"));
+      const cases: [LayerEntry, string[]][] = [
+        [{ name: "lib/", type: "directory" }, ["lib/", "lib/x/", "lib/x/y", "usr/", "usr/lib/", "usr/lib/x/"]],
+        [{ name: "lib", type: "symlink", linkname: "opt" }, ["lib", "opt/", "opt/x/", "opt/x/y", "usr/", "usr/lib/", "usr/lib/x/"]],
+      ];
+      for (const [lib, tree] of cases) {
+        const upper = path.join(sb.base, `upper-${lib.type}`);
+        await fs.mkdir(upper);
+        await apply(upper, [{ name: "lib/x/", type: "directory" }, lib, { name: "lib/x/y", body: "y" }], { whiteouts: "overlay", parents: [lower] });
+        assert.deepEqual(await listTree(upper), tree, `lib replaced by a ${lib.type}`);
+      }
+    } finally {
+      await sb.done();
+    }
+  });
 });
 
 /**
