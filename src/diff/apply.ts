@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, type ZlibOptions } from "node:zlib";
-import { setAttribute } from "@napi-rs/xattr";
+import { getAttributeSync, listAttributesSync, setAttribute, setAttributeSync } from "@napi-rs/xattr";
 import { Decompress as ZstdDecompressor } from "fzstd";
 import tar from "tar-stream";
 import { goTarReading, XATTR_PAX_PREFIX } from "./pax.js";
@@ -387,8 +387,8 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   if (up !== state.root) await makeParent(state, up, name);
   const rel = path.relative(state.root, dir);
   // Onto an upper directory, the merged tree decides: a lower layer's file there is no parent.
-  const lower = state.whiteouts === "overlay" ? (await shownUnderUpper(state, rel))?.st : undefined;
-  if (lower && !lower.isDirectory()) throw invalidArgument(`entry "${name}": parent ${rel} is not a directory`);
+  const lower = state.whiteouts === "overlay" ? await shownUnderUpper(state, rel) : undefined;
+  if (lower && !lower.st.isDirectory()) throw invalidArgument(`entry "${name}": parent ${rel} is not a directory`);
   fss.mkdirSync(dir, { mode: 0o755 });
   state.fresh.add(dir);
   state.made.add(dir);
@@ -400,19 +400,51 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
 }
 
 /**
- * Gives directory `dir` (named `rel` in its layer) the owner, mode and times of the directory
- * of that name in the nearest of `lowers` that has the name, if that is a directory.
+ * Gives directory `dir` (named `rel` in its layer) the owner, mode, times and xattrs of the
+ * directory of that name in the nearest of `lowers` that has the name, if that is a directory.
  */
 async function inheritDirectory(dir: string, rel: string, lowers: readonly string[], asRoot: boolean): Promise<void> {
   // What the lowers, merged, show there (read without following any symlink).
-  const ls = (await shownInLowers(lowers, rel))?.st;
-  if (ls?.isDirectory()) copyDirectoryAttributes(dir, ls, asRoot);
+  const shown = await shownInLowers(lowers, rel);
+  if (shown?.st.isDirectory()) copyDirectoryAttributes(dir, shown, asRoot);
 }
 
-function copyDirectoryAttributes(dir: string, from: fss.Stats, asRoot: boolean): void {
-  if (asRoot) fss.lchownSync(dir, from.uid, from.gid);
-  fss.chmodSync(dir, from.mode & 0o7777);
-  fss.lutimesSync(dir, from.atime, from.mtime);
+/** What containerd's mkparent copies from the lower directory: copyDirInfo, then copyUpXAttrs. */
+function copyDirectoryAttributes(dir: string, from: { path: string; st: fss.Stats }, asRoot: boolean): void {
+  if (asRoot) fss.lchownSync(dir, from.st.uid, from.st.gid);
+  fss.chmodSync(dir, from.st.mode & 0o7777);
+  fss.lutimesSync(dir, from.st.atime, from.st.mtime);
+  copyDirectoryXattrs(dir, from.path);
+}
+
+/**
+ * Copies the xattrs of lower directory `from` onto `dir`, made in its place: the mount shows
+ * the upper directory's, so without them the directory would lose the lower one's ACLs,
+ * security labels, user.* data. trusted.* ones are skipped, as containerd's copyUpXAttrs skips
+ * them (the lower layer's opaque marker is no marker of the upper's). One `dir` already has (a
+ * default ACL it inherited) is kept, as containerd only creates. Best effort, as setXattrs: a
+ * namespace or filesystem without xattrs is skipped (the binding's errors carry no code).
+ */
+function copyDirectoryXattrs(dir: string, from: string): void {
+  const list = (p: string) => {
+    try {
+      return listAttributesSync(p);
+    } catch {
+      return [];
+    }
+  };
+  const names = list(from);
+  if (names.length === 0) return;
+  const have = new Set(list(dir));
+  for (const name of names) {
+    if (isAdminXattr(name) || have.has(name)) continue;
+    try {
+      const value = getAttributeSync(from, name);
+      if (value) setAttributeSync(dir, name, value);
+    } catch {
+      // skipped, as above
+    }
+  }
 }
 
 /** The code of the error for a hard link whose target is nowhere in the root (it crosses the worker). */

@@ -301,7 +301,7 @@ describe("applyLayer: whiteouts", () => {
     }
   });
 
-  test("applied ahead of its lower layers: implicit directories are reported, then given the lowers' attributes as an apply with parents gives them", async () => {
+  test("applied ahead of its lower layers: implicit directories are reported, then given the lowers' attributes (xattrs too, but not trusted.*) as an apply with parents gives them", async () => {
     const sb = await sandbox();
     try {
       const low = path.join(sb.root, "lower");
@@ -313,6 +313,9 @@ describe("applyLayer: whiteouts", () => {
         { name: "p/q", type: "directory", mode: 0o701, mtime: T },
         { name: "p/q/old", body: "old" },
       ]);
+      await setAttribute(path.join(low, "p"), "user.ck", Buffer.from("lower p"));
+      // The lower layer's own opaque marker: no marker of the upper directory's.
+      if (isRoot) await setAttribute(path.join(low, "p/q"), "trusted.overlay.opaque", Buffer.from("y"));
       // p and p/q/r have no entry of their own; e has one (after its child), so it is explicit.
       const layer: LayerEntry[] = [
         { name: "p/q/r/new", body: "new" },
@@ -335,6 +338,10 @@ describe("applyLayer: whiteouts", () => {
       assert.equal((await fs.stat(path.join(ahead, "p/q/r"))).mode & 0o777, 0o755, "not in any lower: defaults kept");
       if (isRoot) assert.deepEqual([(await fs.stat(path.join(ahead, "p"))).uid, (await fs.stat(path.join(ahead, "p"))).gid], [1234, 4321]);
       assert.equal((await fs.stat(path.join(ahead, "p"))).mtimeMs, T.getTime(), "the lower's times");
+      for (const top of [ahead, withParents]) {
+        assert.equal((await getAttribute(path.join(top, "p"), "user.ck"))?.toString(), "lower p", `${top}: the lower's xattrs`);
+        assert.deepEqual(await listAttributes(path.join(top, "p/q")), [], `${top}: no trusted.* copied`);
+      }
       // A name that is no longer a directory is skipped; `..` stays inside the root.
       await inheritLowerAttributes(ahead, ["e/f", "../lower"], [low]);
       assert.ok((await fs.stat(path.join(ahead, "e/f"))).isFile());
