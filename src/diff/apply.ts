@@ -706,11 +706,22 @@ async function copyUp(state: ApplyState, src: string, name: string): Promise<boo
   return true;
 }
 
+/** containerd's latest settable time (archive/time.go maxTime, 64-bit timespec), in seconds. */
+const MAX_TIME = Number(2n ** 63n - 1n) / 1e9;
+
+/**
+ * A time as containerd's boundTime sets it: one before the Unix epoch or past MAX_TIME is the
+ * epoch. Handed on as it is, a negative time would be taken by utimes as "now" (not even the
+ * same for every entry), and one past MAX_TIME is refused or wrapped by the kernel.
+ */
+const boundTime = (t: number) => (t < 0 || t > MAX_TIME ? 0 : t);
+
+/** An entry's times as containerd sets them: atime the later of its atime and mtime, both bound. */
 function timesOf(h: Header): { atime: number; mtime: number } {
   const pax = h.pax ?? {};
   const mtime = pax.mtime !== undefined ? Number(pax.mtime) : (h.mtime?.getTime() ?? 0) / 1000;
-  const atime = pax.atime !== undefined ? Number(pax.atime) : mtime;
-  return { atime, mtime };
+  const atime = pax.atime !== undefined ? Math.max(Number(pax.atime), mtime) : mtime;
+  return { atime: boundTime(atime), mtime: boundTime(mtime) };
 }
 
 /**

@@ -120,6 +120,30 @@ describe("applyLayer: a normal tree", () => {
     }
   });
 
+  test("times as containerd sets them: before the epoch or past its maxTime, the epoch (not now); atime the later of atime and mtime", async () => {
+    const sb = await sandbox();
+    try {
+      await apply(sb.root, [
+        { name: "d/", type: "directory", pax: { mtime: "-86400" } },
+        { name: "d/f", body: "x", pax: { mtime: "-1.5" } },
+        { name: "d/l", type: "symlink", linkname: "f", pax: { mtime: "-1" } },
+        { name: "far", body: "x", pax: { mtime: "99999999999999" } },
+        { name: "old-atime", body: "x", pax: { atime: "1000", mtime: "2000.25" } },
+        { name: "new-atime", body: "x", pax: { atime: "3000", mtime: "2000" } },
+        { name: "neg-atime", body: "x", pax: { atime: "-5", mtime: "-7" } },
+      ]);
+      const times = async (p: string) => {
+        const st = await fs.lstat(path.join(sb.root, p));
+        return [st.atimeMs, st.mtimeMs];
+      };
+      for (const p of ["d", "d/f", "d/l", "far", "neg-atime"]) assert.deepEqual(await times(p), [0, 0], p);
+      assert.deepEqual(await times("old-atime"), [2_000_250, 2_000_250]);
+      assert.deepEqual(await times("new-atime"), [3_000_000, 2_000_000]);
+    } finally {
+      await sb.done();
+    }
+  });
+
   test("a fifo lands as a named pipe with its mode, owner and time, replacing what was there; writeDiff gives it back", async () => {
     const sb = await sandbox();
     try {
