@@ -159,6 +159,8 @@ async function decompressed(layer: Readable, mediaType: string | undefined): Pro
 
 interface ApplyState {
   root: string;
+  /** ApplyOptions.mediaType, to name the layer in errors. */
+  mediaType?: string;
   whiteouts: "delete" | "overlay";
   parents: readonly string[];
   asRoot: boolean;
@@ -232,6 +234,7 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
   if (!st.isDirectory()) throw invalidArgument(`apply root ${root}: not a directory`);
   const state: ApplyState = {
     root: rootDir,
+    mediaType: opts.mediaType,
     whiteouts: opts.whiteouts ?? "delete",
     parents: opts.parents ?? [],
     asRoot: process.getuid?.() === 0,
@@ -290,15 +293,34 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
   };
 }
 
-function asCkError(err: unknown, mediaType: string | undefined): CkError {
+/**
+ * A failure while the layer is read (between entries, or in an entry's data: `entry` names it):
+ * a system call's (reading the layer's file) is Unknown; anything else comes from the tar
+ * parser or the decompressor, wherever the damage falls: the layer is malformed.
+ */
+function asCkError(err: unknown, mediaType: string | undefined, entry?: string): CkError {
   if (err instanceof CkError) return err;
   const e = err as NodeJS.ErrnoException;
+  const at = entry === undefined ? "" : `entry ${JSON.stringify(entry)}: `;
   if (e && typeof e.syscall === "string") {
-    return new CkError("Unknown", `apply layer: ${e.message}`, { cause: err });
+    return new CkError("Unknown", `apply layer: ${at}${e.message}`, { cause: err });
   }
-  // Everything else comes from the tar parser or the decompressor: the layer is malformed.
   const what = mediaType ? `layer of media type "${mediaType}"` : "layer";
-  return invalidArgument(`${what}: malformed: ${e?.message ?? String(err)}`, { cause: err });
+  return invalidArgument(`${what}: malformed: ${at}${e?.message ?? String(err)}`, { cause: err });
+}
+
+/**
+ * An entry's data as the layer gives it, failing as asCkError classes a failure between
+ * entries: a corrupt or cut-short layer is InvalidArgument whether the damage falls in an
+ * entry's data or after it. Only the reading goes through here: a failure of what the caller
+ * does with a chunk (ENOSPC writing the file) stays the file system's.
+ */
+async function* entryData(state: ApplyState, name: string, body: Body): AsyncIterable<Buffer> {
+  try {
+    for await (const chunk of body) yield chunk;
+  } catch (err) {
+    throw asCkError(err, state.mediaType, name);
+  }
 }
 
 /** Applies one entry; true if it read the entry's data. */
@@ -571,7 +593,7 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       // O_EXCL|O_NOFOLLOW: the file is always new, never something a link points at.
       const fd = fss.openSync(target, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
       try {
-        for await (const chunk of body) writeAll(fd, chunk);
+        for await (const chunk of entryData(state, name, body)) writeAll(fd, chunk);
         // Metadata through the descriptor: no path lookups, nothing to follow.
         if (state.asRoot) fss.fchownSync(fd, ownerOf(h).uid, ownerOf(h).gid);
         await setXattrs(target, h);

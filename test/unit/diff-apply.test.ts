@@ -213,6 +213,39 @@ describe("applyLayer: a normal tree", () => {
       await sb.done();
     }
   });
+
+  test("a layer corrupt or cut short inside an entry's data is InvalidArgument, as between entries; a file system error writing the entry is not", async () => {
+    const sb = await sandbox();
+    try {
+      const tarBytes = await layerTar([{ name: "a", body: "A".repeat(100_000) }, { name: "b", body: "B".repeat(100_000) }]);
+      const gz = gzipSync(tarBytes);
+      const damaged: [string, Buffer][] = [
+        ["gzip cut short in a's data", gz.subarray(0, gz.length - 200)],
+        ["gzip with a wrong CRC", Buffer.concat([gz.subarray(0, gz.length - 8), Buffer.from([1, 2, 3, 4]), gz.subarray(gz.length - 4)])],
+        ["gzip followed by garbage", Buffer.concat([gz, Buffer.from("garbage-not-gzip")])],
+        ["gzip without its trailer (between entries)", gz.subarray(0, gz.length - 4)],
+        ["tar cut short in a's data", tarBytes.subarray(0, 700)],
+      ];
+      for (const [what, bytes] of damaged) {
+        const root = path.join(sb.base, what.replace(/\W+/g, "-"));
+        await fs.mkdir(root);
+        await rejectsClass(applyLayer(root, Readable.from([bytes]), { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip" }), "InvalidArgument", /tar\+gzip.*malformed/);
+      }
+      // A full file system, while a's data is written: not the layer's fault.
+      if (isRoot) {
+        const small = path.join(sb.base, "small");
+        await fs.mkdir(small);
+        assert.equal(spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", small]).status, 0);
+        try {
+          await rejectsClass(applyLayer(small, Readable.from([gz])), "Unknown", /entry "a": ENOSPC/);
+        } finally {
+          assert.equal(spawnSync("umount", [small]).status, 0);
+        }
+      }
+    } finally {
+      await sb.done();
+    }
+  });
 });
 
 describe("applyLayer onto a tree whose files link its parent's (native, linkFiles)", () => {
