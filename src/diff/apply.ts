@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, type ZlibOptions } from "node:zlib";
-import { setAttribute } from "@napi-rs/xattr";
+import { getAttributeSync, listAttributesSync, setAttribute, setAttributeSync } from "@napi-rs/xattr";
 import { Decompress as ZstdDecompressor } from "fzstd";
 import tar from "tar-stream";
 import { goTarReading, XATTR_PAX_PREFIX } from "./pax.js";
@@ -25,7 +25,7 @@ import {
 import { runCommand, withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import { Digester } from "./digest.js";
-import { assertInside, cleanEntryName, resolveInLayers, resolveInRoot, shownInLowers } from "./rootpath.js";
+import { assertInside, cleanEntryName, isWhiteout, resolveInLayers, resolveInRoot, shownInLowers } from "./rootpath.js";
 import type { ApplyCancel, ApplyReply, ApplyRequest } from "./apply-worker.js";
 
 export interface ApplyOptions {
@@ -159,6 +159,8 @@ async function decompressed(layer: Readable, mediaType: string | undefined): Pro
 
 interface ApplyState {
   root: string;
+  /** ApplyOptions.mediaType, to name the layer in errors. */
+  mediaType?: string;
   whiteouts: "delete" | "overlay";
   parents: readonly string[];
   asRoot: boolean;
@@ -172,7 +174,8 @@ interface ApplyState {
   dirTimes: { path: string; rel: string; atime: number; mtime: number; generation: number }[];
   /**
    * Parent directories already resolved and known to be real directories, by clean relative
-   * name. Only a removal or a new symlink can change how a name resolves, and both clear it.
+   * name. Only a removal or a replaced entry can change how a name resolves, and both clear
+   * it; see rememberParent for the one kind of resolution that is not kept.
    */
   resolvedParents: Map<string, string>;
   /**
@@ -231,6 +234,7 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
   if (!st.isDirectory()) throw invalidArgument(`apply root ${root}: not a directory`);
   const state: ApplyState = {
     root: rootDir,
+    mediaType: opts.mediaType,
     whiteouts: opts.whiteouts ?? "delete",
     parents: opts.parents ?? [],
     asRoot: process.getuid?.() === 0,
@@ -289,15 +293,34 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
   };
 }
 
-function asCkError(err: unknown, mediaType: string | undefined): CkError {
+/**
+ * A failure while the layer is read (between entries, or in an entry's data: `entry` names it):
+ * a system call's (reading the layer's file) is Unknown; anything else comes from the tar
+ * parser or the decompressor, wherever the damage falls: the layer is malformed.
+ */
+function asCkError(err: unknown, mediaType: string | undefined, entry?: string): CkError {
   if (err instanceof CkError) return err;
   const e = err as NodeJS.ErrnoException;
+  const at = entry === undefined ? "" : `entry ${JSON.stringify(entry)}: `;
   if (e && typeof e.syscall === "string") {
-    return new CkError("Unknown", `apply layer: ${e.message}`, { cause: err });
+    return new CkError("Unknown", `apply layer: ${at}${e.message}`, { cause: err });
   }
-  // Everything else comes from the tar parser or the decompressor: the layer is malformed.
   const what = mediaType ? `layer of media type "${mediaType}"` : "layer";
-  return invalidArgument(`${what}: malformed: ${e?.message ?? String(err)}`, { cause: err });
+  return invalidArgument(`${what}: malformed: ${at}${e?.message ?? String(err)}`, { cause: err });
+}
+
+/**
+ * An entry's data as the layer gives it, failing as asCkError classes a failure between
+ * entries: a corrupt or cut-short layer is InvalidArgument whether the damage falls in an
+ * entry's data or after it. Only the reading goes through here: a failure of what the caller
+ * does with a chunk (ENOSPC writing the file) stays the file system's.
+ */
+async function* entryData(state: ApplyState, name: string, body: Body): AsyncIterable<Buffer> {
+  try {
+    for await (const chunk of body) yield chunk;
+  } catch (err) {
+    throw asCkError(err, state.mediaType, name);
+  }
 }
 
 /** Applies one entry; true if it read the entry's data. */
@@ -315,7 +338,7 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
   try {
     if (!known) {
       await makeParent(state, parent, name);
-      state.resolvedParents.set(parentRel, parent);
+      rememberParent(state, parentRel, parent);
     }
     if (base === OPAQUE_WHITEOUT) {
       await opaque(state, parent);
@@ -335,7 +358,7 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
     state.made.add(target);
     // A directory this entry made or kept is where its path resolves to, for its children.
     if (h.type === "directory") {
-      state.resolvedParents.set(rel, target);
+      rememberParent(state, rel, target);
       state.implicit.delete(path.relative(state.root, target));
     }
     return consumed;
@@ -347,6 +370,21 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
     }
     throw new CkError("Unknown", `entry "${name}": ${e?.message ?? String(err)}`, { cause: err });
   }
+}
+
+/**
+ * Keeps where directory `rel` resolved (`dir`, a real directory of the root) for the entries
+ * under it. Every name on the path is then a directory of the root, so only replacing one of
+ * them (which clears the cache) can change the answer; except onto an upper directory, where
+ * a lower layer's symlink on the path is followed (`lib/x` in `usr/lib/x` for a lower `lib ->
+ * usr/lib`): `lib` is not in the root, and an entry that then creates it there (a directory or
+ * a symlink) replaces nothing, so nothing would clear the cache and later entries under `lib/x`
+ * would land at the old place. Such resolutions are not kept: they are made again for each
+ * entry (rare: layers name real paths, and only tar-made ones write through a lower link).
+ */
+function rememberParent(state: ApplyState, rel: string, dir: string): void {
+  if (state.whiteouts === "overlay" && state.parents.length > 0 && dir !== path.join(state.root, rel)) return;
+  state.resolvedParents.set(rel, dir);
 }
 
 /**
@@ -371,8 +409,8 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   if (up !== state.root) await makeParent(state, up, name);
   const rel = path.relative(state.root, dir);
   // Onto an upper directory, the merged tree decides: a lower layer's file there is no parent.
-  const lower = state.whiteouts === "overlay" ? (await shownInLowers(state.parents, rel))?.st : undefined;
-  if (lower && !lower.isDirectory()) throw invalidArgument(`entry "${name}": parent ${rel} is not a directory`);
+  const lower = state.whiteouts === "overlay" ? await shownUnderUpper(state, rel) : undefined;
+  if (lower && !lower.st.isDirectory()) throw invalidArgument(`entry "${name}": parent ${rel} is not a directory`);
   fss.mkdirSync(dir, { mode: 0o755 });
   state.fresh.add(dir);
   state.made.add(dir);
@@ -384,19 +422,51 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
 }
 
 /**
- * Gives directory `dir` (named `rel` in its layer) the owner, mode and times of the directory
- * of that name in the nearest of `lowers` that has the name, if that is a directory.
+ * Gives directory `dir` (named `rel` in its layer) the owner, mode, times and xattrs of the
+ * directory of that name in the nearest of `lowers` that has the name, if that is a directory.
  */
 async function inheritDirectory(dir: string, rel: string, lowers: readonly string[], asRoot: boolean): Promise<void> {
   // What the lowers, merged, show there (read without following any symlink).
-  const ls = (await shownInLowers(lowers, rel))?.st;
-  if (ls?.isDirectory()) copyDirectoryAttributes(dir, ls, asRoot);
+  const shown = await shownInLowers(lowers, rel);
+  if (shown?.st.isDirectory()) copyDirectoryAttributes(dir, shown, asRoot);
 }
 
-function copyDirectoryAttributes(dir: string, from: fss.Stats, asRoot: boolean): void {
-  if (asRoot) fss.lchownSync(dir, from.uid, from.gid);
-  fss.chmodSync(dir, from.mode & 0o7777);
-  fss.lutimesSync(dir, from.atime, from.mtime);
+/** What containerd's mkparent copies from the lower directory: copyDirInfo, then copyUpXAttrs. */
+function copyDirectoryAttributes(dir: string, from: { path: string; st: fss.Stats }, asRoot: boolean): void {
+  if (asRoot) fss.lchownSync(dir, from.st.uid, from.st.gid);
+  fss.chmodSync(dir, from.st.mode & 0o7777);
+  fss.lutimesSync(dir, from.st.atime, from.st.mtime);
+  copyDirectoryXattrs(dir, from.path);
+}
+
+/**
+ * Copies the xattrs of lower directory `from` onto `dir`, made in its place: the mount shows
+ * the upper directory's, so without them the directory would lose the lower one's ACLs,
+ * security labels, user.* data. trusted.* ones are skipped, as containerd's copyUpXAttrs skips
+ * them (the lower layer's opaque marker is no marker of the upper's). One `dir` already has (a
+ * default ACL it inherited) is kept, as containerd only creates. Best effort, as setXattrs: a
+ * namespace or filesystem without xattrs is skipped (the binding's errors carry no code).
+ */
+function copyDirectoryXattrs(dir: string, from: string): void {
+  const list = (p: string) => {
+    try {
+      return listAttributesSync(p);
+    } catch {
+      return [];
+    }
+  };
+  const names = list(from);
+  if (names.length === 0) return;
+  const have = new Set(list(dir));
+  for (const name of names) {
+    if (isAdminXattr(name) || have.has(name)) continue;
+    try {
+      const value = getAttributeSync(from, name);
+      if (value) setAttributeSync(dir, name, value);
+    } catch {
+      // skipped, as above
+    }
+  }
 }
 
 /** The code of the error for a hard link whose target is nowhere in the root (it crosses the worker). */
@@ -523,7 +593,7 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       // O_EXCL|O_NOFOLLOW: the file is always new, never something a link points at.
       const fd = fss.openSync(target, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
       try {
-        for await (const chunk of body) writeAll(fd, chunk);
+        for await (const chunk of entryData(state, name, body)) writeAll(fd, chunk);
         // Metadata through the descriptor: no path lookups, nothing to follow.
         if (state.asRoot) fss.fchownSync(fd, ownerOf(h).uid, ownerOf(h).gid);
         await setXattrs(target, h);
@@ -537,8 +607,8 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
     }
     case "symlink":
       // Only a replaced entry can change what a remembered parent resolves to (replace()
-      // forgets them then): every remembered parent is an existing directory, so a link made
-      // where nothing was cannot lie on its path.
+      // forgets them then): every name on a remembered parent's path is an existing directory
+      // of the root (rememberParent), so a link made where nothing was cannot lie on it.
       await replace();
       fss.symlinkSync(h.linkname ?? "", target);
       return false;
@@ -549,6 +619,9 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       const src = path.join(dir === "." ? state.root : await resolveParent(state, dir), path.posix.basename(linkRel));
       assertInside(state.root, src, name);
       let s = await lstatOrNull(src);
+      // An overlay whiteout (this layer's, or one the upper directory had) is no file: the name
+      // shows nothing, as after a whiteout in delete mode, where the link fails.
+      if (s && state.whiteouts === "overlay" && isWhiteout(s)) s = null;
       // A file of a lower layer: copied up first, as overlayfs does before it links one.
       if (!s && (await copyUp(state, src, name))) s = await lstatOrNull(src);
       if (!s) throw Object.assign(invalidArgument(`entry "${name}": hard link target "${h.linkname}" does not exist inside the layer root`), { code: MISSING_LINK_TARGET });
@@ -630,13 +703,24 @@ function namesOfSharedInodes(root: string): Map<string, string[]> {
 }
 
 /**
+ * What the mounted overlay shows at `rel` (taken literally), for a name the upper directory
+ * (the root) does not have: the nearest lower layer's entry, unless the upper directory hides
+ * it. The upper counts too: a whiteout or an opaque directory this layer (or an earlier apply)
+ * made there hides the lower layers' names, as the mount hides them.
+ */
+function shownUnderUpper(state: ApplyState, rel: string): Promise<{ path: string; st: fss.Stats } | undefined> {
+  return shownInLowers([state.root, ...state.parents], rel);
+}
+
+/**
  * Onto an overlay upper directory with known lower layers: copies `src` (a path in the root)
  * from the nearest lower layer that shows it, with its metadata, into the root, its missing
- * parent directories made as for an entry. False when no lower layer shows a non-directory there.
+ * parent directories made as for an entry. False when the overlay shows no lower non-directory
+ * there (a hidden one is not brought back: the link fails, as it does in delete mode).
  */
 async function copyUp(state: ApplyState, src: string, name: string): Promise<boolean> {
   if (state.whiteouts !== "overlay" || state.parents.length === 0) return false;
-  const shown = await shownInLowers(state.parents, path.relative(state.root, src));
+  const shown = await shownUnderUpper(state, path.relative(state.root, src));
   if (!shown || shown.st.isDirectory()) return false;
   await makeParent(state, path.dirname(src), name);
   await runCommand("cp", ["-a", "--", shown.path, src]);
@@ -644,23 +728,43 @@ async function copyUp(state: ApplyState, src: string, name: string): Promise<boo
   return true;
 }
 
+/** containerd's latest settable time (archive/time.go maxTime, 64-bit timespec), in seconds. */
+const MAX_TIME = Number(2n ** 63n - 1n) / 1e9;
+
+/**
+ * A time as containerd's boundTime sets it: one before the Unix epoch or past MAX_TIME is the
+ * epoch. Handed on as it is, a negative time would be taken by utimes as "now" (not even the
+ * same for every entry), and one past MAX_TIME is refused or wrapped by the kernel.
+ */
+const boundTime = (t: number) => (t < 0 || t > MAX_TIME ? 0 : t);
+
+/** An entry's times as containerd sets them: atime the later of its atime and mtime, both bound. */
 function timesOf(h: Header): { atime: number; mtime: number } {
   const pax = h.pax ?? {};
   const mtime = pax.mtime !== undefined ? Number(pax.mtime) : (h.mtime?.getTime() ?? 0) / 1000;
-  const atime = pax.atime !== undefined ? Number(pax.atime) : mtime;
-  return { atime, mtime };
+  const atime = pax.atime !== undefined ? Math.max(Number(pax.atime), mtime) : mtime;
+  return { atime: boundTime(atime), mtime: boundTime(mtime) };
 }
+
+/**
+ * trusted.* xattrs are overlayfs's own (opaque, redirect, metacopy...) and other admin-only
+ * state: ckd runs as root, so a layer's record would be set, and in an upper directory it
+ * would change what the mounted overlay shows (hide or reveal a lower layer's files) without
+ * any whiteout. containerd refuses them from an archive ("admin attributes from archive not
+ * supported") and skips them with a warning; so does ck.
+ */
+const isAdminXattr = (name: string) => name.startsWith("trusted.");
 
 async function setXattrs(target: string, h: Header): Promise<void> {
   for (const [key, value] of Object.entries(h.pax ?? {})) {
     if (!key.startsWith(XATTR_PAX_PREFIX)) continue;
+    const name = key.slice(XATTR_PAX_PREFIX.length);
+    if (isAdminXattr(name)) continue;
     // Best effort, as "where the filesystem allows": unsupported namespaces (user.* on a
-    // symlink, trusted.* without CAP_SYS_ADMIN, a filesystem without xattrs) are skipped.
+    // symlink, a filesystem without xattrs) are skipped.
     // The binding uses lsetxattr, so a symlink is never followed.
     // Byte-valued (./pax.ts): a binary value such as security.capability arrives intact.
-    await setAttribute(target, key.slice(XATTR_PAX_PREFIX.length), Buffer.from(value, "latin1")).catch(
-      () => undefined,
-    );
+    await setAttribute(target, name, Buffer.from(value, "latin1")).catch(() => undefined);
   }
 }
 

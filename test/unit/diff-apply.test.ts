@@ -10,12 +10,14 @@ import os from "node:os";
 import path from "node:path";
 import { Readable, Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
-import { getAttribute, setAttribute } from "@napi-rs/xattr";
+import { getAttribute, listAttributes, setAttribute } from "@napi-rs/xattr";
 import tar from "tar-stream";
-import { applyLayer, applyLayerFile, needsItsLowers, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
+import { applyLayer, applyLayerFile, applyLayerToMounts, needsItsLowers, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
 import { writeDiff, writeOverlayDiff } from "../../src/diff/diff.js";
 import { decodePax, encodePax } from "../../src/diff/pax.js";
+import { withTempMount } from "../../src/snapshots/mount.js";
 import { copyTree } from "../../src/snapshots/native.js";
+import type { Mount } from "../../src/snapshots/types.js";
 import { layerTar, listTree, type LayerEntry } from "../conformance/snapshotter.js";
 import { rejectsClass } from "../helpers/errors.js";
 
@@ -118,6 +120,30 @@ describe("applyLayer: a normal tree", () => {
     }
   });
 
+  test("times as containerd sets them: before the epoch or past its maxTime, the epoch (not now); atime the later of atime and mtime", async () => {
+    const sb = await sandbox();
+    try {
+      await apply(sb.root, [
+        { name: "d/", type: "directory", pax: { mtime: "-86400" } },
+        { name: "d/f", body: "x", pax: { mtime: "-1.5" } },
+        { name: "d/l", type: "symlink", linkname: "f", pax: { mtime: "-1" } },
+        { name: "far", body: "x", pax: { mtime: "99999999999999" } },
+        { name: "old-atime", body: "x", pax: { atime: "1000", mtime: "2000.25" } },
+        { name: "new-atime", body: "x", pax: { atime: "3000", mtime: "2000" } },
+        { name: "neg-atime", body: "x", pax: { atime: "-5", mtime: "-7" } },
+      ]);
+      const times = async (p: string) => {
+        const st = await fs.lstat(path.join(sb.root, p));
+        return [st.atimeMs, st.mtimeMs];
+      };
+      for (const p of ["d", "d/f", "d/l", "far", "neg-atime"]) assert.deepEqual(await times(p), [0, 0], p);
+      assert.deepEqual(await times("old-atime"), [2_000_250, 2_000_250]);
+      assert.deepEqual(await times("new-atime"), [3_000_000, 2_000_000]);
+    } finally {
+      await sb.done();
+    }
+  });
+
   test("a fifo lands as a named pipe with its mode, owner and time, replacing what was there; writeDiff gives it back", async () => {
     const sb = await sandbox();
     try {
@@ -183,6 +209,39 @@ describe("applyLayer: a normal tree", () => {
       );
       await rejectsClass(applyLayer(sb.root, Readable.from([Buffer.from([0x1f, 0x8b, 0x08, 0, 9, 9, 9])])), "InvalidArgument");
       assert.deepEqual(await fs.readdir(sb.root), []);
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("a layer corrupt or cut short inside an entry's data is InvalidArgument, as between entries; a file system error writing the entry is not", async () => {
+    const sb = await sandbox();
+    try {
+      const tarBytes = await layerTar([{ name: "a", body: "A".repeat(100_000) }, { name: "b", body: "B".repeat(100_000) }]);
+      const gz = gzipSync(tarBytes);
+      const damaged: [string, Buffer][] = [
+        ["gzip cut short in a's data", gz.subarray(0, gz.length - 200)],
+        ["gzip with a wrong CRC", Buffer.concat([gz.subarray(0, gz.length - 8), Buffer.from([1, 2, 3, 4]), gz.subarray(gz.length - 4)])],
+        ["gzip followed by garbage", Buffer.concat([gz, Buffer.from("garbage-not-gzip")])],
+        ["gzip without its trailer (between entries)", gz.subarray(0, gz.length - 4)],
+        ["tar cut short in a's data", tarBytes.subarray(0, 700)],
+      ];
+      for (const [what, bytes] of damaged) {
+        const root = path.join(sb.base, what.replace(/\W+/g, "-"));
+        await fs.mkdir(root);
+        await rejectsClass(applyLayer(root, Readable.from([bytes]), { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip" }), "InvalidArgument", /tar\+gzip.*malformed/);
+      }
+      // A full file system, while a's data is written: not the layer's fault.
+      if (isRoot) {
+        const small = path.join(sb.base, "small");
+        await fs.mkdir(small);
+        assert.equal(spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", small]).status, 0);
+        try {
+          await rejectsClass(applyLayer(small, Readable.from([gz])), "Unknown", /entry "a": ENOSPC/);
+        } finally {
+          assert.equal(spawnSync("umount", [small]).status, 0);
+        }
+      }
     } finally {
       await sb.done();
     }
@@ -299,7 +358,7 @@ describe("applyLayer: whiteouts", () => {
     }
   });
 
-  test("applied ahead of its lower layers: implicit directories are reported, then given the lowers' attributes as an apply with parents gives them", async () => {
+  test("applied ahead of its lower layers: implicit directories are reported, then given the lowers' attributes (xattrs too, but not trusted.*) as an apply with parents gives them", async () => {
     const sb = await sandbox();
     try {
       const low = path.join(sb.root, "lower");
@@ -311,6 +370,9 @@ describe("applyLayer: whiteouts", () => {
         { name: "p/q", type: "directory", mode: 0o701, mtime: T },
         { name: "p/q/old", body: "old" },
       ]);
+      await setAttribute(path.join(low, "p"), "user.ck", Buffer.from("lower p"));
+      // The lower layer's own opaque marker: no marker of the upper directory's.
+      if (isRoot) await setAttribute(path.join(low, "p/q"), "trusted.overlay.opaque", Buffer.from("y"));
       // p and p/q/r have no entry of their own; e has one (after its child), so it is explicit.
       const layer: LayerEntry[] = [
         { name: "p/q/r/new", body: "new" },
@@ -333,6 +395,10 @@ describe("applyLayer: whiteouts", () => {
       assert.equal((await fs.stat(path.join(ahead, "p/q/r"))).mode & 0o777, 0o755, "not in any lower: defaults kept");
       if (isRoot) assert.deepEqual([(await fs.stat(path.join(ahead, "p"))).uid, (await fs.stat(path.join(ahead, "p"))).gid], [1234, 4321]);
       assert.equal((await fs.stat(path.join(ahead, "p"))).mtimeMs, T.getTime(), "the lower's times");
+      for (const top of [ahead, withParents]) {
+        assert.equal((await getAttribute(path.join(top, "p"), "user.ck"))?.toString(), "lower p", `${top}: the lower's xattrs`);
+        assert.deepEqual(await listAttributes(path.join(top, "p/q")), [], `${top}: no trusted.* copied`);
+      }
       // A name that is no longer a directory is skipped; `..` stays inside the root.
       await inheritLowerAttributes(ahead, ["e/f", "../lower"], [low]);
       assert.ok((await fs.stat(path.join(ahead, "e/f"))).isFile());
@@ -403,6 +469,107 @@ describe("applyLayer onto an overlay upper directory with its lower layers", () 
       await overlay(up6!, [dir2!, file1!], [{ name: "a/b/c", body: "c" }]);
       assert.deepEqual(await listTree(up6!), ["a/", "a/b/", "a/b/c"]);
       assert.equal(await needsItsLowers(["a/b"], [dir2!, file1!]), false);
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("a name the layer creates where a lower layer has a symlink it wrote through: later entries under it resolve through the new name, not the old link", async () => {
+    const sb = await sandbox();
+    try {
+      const lower = path.join(sb.base, "lower");
+      await fs.mkdir(path.join(lower, "usr/lib"), { recursive: true });
+      await fs.symlink("usr/lib", path.join(lower, "lib"));
+      const cases: [LayerEntry, string[]][] = [
+        [{ name: "lib/", type: "directory" }, ["lib/", "lib/x/", "lib/x/y", "usr/", "usr/lib/", "usr/lib/x/"]],
+        [{ name: "lib", type: "symlink", linkname: "opt" }, ["lib", "opt/", "opt/x/", "opt/x/y", "usr/", "usr/lib/", "usr/lib/x/"]],
+      ];
+      for (const [lib, tree] of cases) {
+        const upper = path.join(sb.base, `upper-${lib.type}`);
+        await fs.mkdir(upper);
+        await apply(upper, [{ name: "lib/x/", type: "directory" }, lib, { name: "lib/x/y", body: "y" }], { whiteouts: "overlay", parents: [lower] });
+        assert.deepEqual(await listTree(upper), tree, `lib replaced by a ${lib.type}`);
+      }
+    } finally {
+      await sb.done();
+    }
+  });
+});
+
+/**
+ * An overlay of one lower directory (filled by `fill`) and an empty upper one under `base`:
+ * its mount, as a snapshot's, and a way to look at the merged tree through a real mount.
+ */
+async function overlayOf(base: string, fill: (lower: string) => Promise<void>) {
+  const [lower, upper, work] = ["lower", "upper", "work"].map((d) => path.join(base, d)) as [string, string, string];
+  for (const d of [lower, upper, work]) await fs.mkdir(d, { recursive: true });
+  await fill(lower);
+  const mounts: Mount[] = [{ type: "overlay", source: "overlay", options: [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`] }];
+  return {
+    lower,
+    upper,
+    apply: async (entries: LayerEntry[]) => applyLayerToMounts(mounts, Readable.from([await layerTar(entries)])),
+    merged: <T>(fn: (dir: string) => Promise<T>) => withTempMount(mounts, fn),
+  };
+}
+
+describe("applyLayer onto a mounted overlay: what the merged tree shows", () => {
+  test("trusted.* xattrs of a layer are not set, as containerd skips them: a directory's trusted.overlay.opaque hides nothing of the lower layer; other xattrs land", { skip: isRoot ? false : "trusted xattrs and overlay mounts need root" }, async () => {
+    const sb = await sandbox();
+    try {
+      const ov = await overlayOf(sb.base, async (lower) => {
+        await fs.mkdir(path.join(lower, "etc"));
+        await fs.writeFile(path.join(lower, "etc/passwd"), "root:x:0:0\n");
+      });
+      const got = await ov.apply([
+        { name: "etc/", type: "directory", pax: { "SCHILY.xattr.trusted.overlay.opaque": "y", "SCHILY.xattr.user.ck": "dir" } },
+        { name: "etc/new", body: "n" },
+        { name: "f", body: "x", pax: { "SCHILY.xattr.trusted.overlay.metacopy": "", "SCHILY.xattr.trusted.overlay.redirect": "/etc", "SCHILY.xattr.trusted.ck": "x", "SCHILY.xattr.user.ck": "file" } },
+      ]);
+      assert.deepEqual(got.opaques, []);
+      assert.deepEqual(await listAttributes(path.join(ov.upper, "etc")), ["user.ck"]);
+      assert.deepEqual(await listAttributes(path.join(ov.upper, "f")), ["user.ck"]);
+      assert.equal((await getAttribute(path.join(ov.upper, "f"), "user.ck"))?.toString(), "file");
+      const seen = await ov.merged(async (m) => [(await fs.readdir(path.join(m, "etc"))).sort(), await fs.readFile(path.join(m, "f"), "utf8")]);
+      assert.deepEqual(seen, [["new", "passwd"], "x"]);
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("what the layer hides in the upper directory stays hidden: a hard link to a lower file under its opaque directory or its whiteout fails, as in delete mode; a parent made there takes nothing from the hidden lower", { skip: isRoot ? false : "mknod and overlay mounts need root" }, async () => {
+    const sb = await sandbox();
+    try {
+      const fill = async (lower: string) => {
+        await fs.mkdir(path.join(lower, "d/sub2"), { recursive: true });
+        await fs.chmod(path.join(lower, "d/sub2"), 0o700);
+        await fs.writeFile(path.join(lower, "d/sub2/x"), "hidden");
+        await fs.writeFile(path.join(lower, "d/secret"), "hidden");
+        await fs.writeFile(path.join(lower, "d/sub"), "a file, hidden");
+        await fs.mkdir(path.join(lower, "e"));
+        await fs.writeFile(path.join(lower, "e/secret"), "hidden");
+        await fs.writeFile(path.join(lower, "shown"), "shown");
+      };
+      const opaqueDir: LayerEntry[] = [{ name: "d/", type: "directory" }, { name: "d/.wh..wh..opq" }];
+      const cases: [string, LayerEntry[]][] = [
+        ["opaque", [...opaqueDir, { name: "h", type: "link", linkname: "d/secret" }]],
+        ["opaque-deeper", [...opaqueDir, { name: "h", type: "link", linkname: "d/sub2/x" }]],
+        ["whiteout", [{ name: "e/.wh.secret" }, { name: "h", type: "link", linkname: "e/secret" }]],
+      ];
+      for (const [what, entries] of cases) {
+        const ov = await overlayOf(path.join(sb.base, what), fill);
+        await rejectsClass(ov.apply(entries), "InvalidArgument", /hard link target .* does not exist/);
+        const upper = await listTree(ov.upper);
+        assert.ok(!upper.includes("h") && !upper.includes("d/secret") && !upper.includes("d/sub2/"), `${what}: nothing copied up: ${upper}`);
+      }
+      // Through the mount, both hidden names are free: the layer's directories go there with
+      // the defaults; the hidden lower file is no refused parent, the hidden mode not copied.
+      const ov = await overlayOf(path.join(sb.base, "parents"), fill);
+      await ov.apply([...opaqueDir, { name: "d/sub/x", body: "x" }, { name: "d/sub2/y", body: "y" }, { name: "h", type: "link", linkname: "shown" }]);
+      assert.deepEqual(await listTree(ov.upper), ["d/", "d/sub/", "d/sub/x", "d/sub2/", "d/sub2/y", "h", "shown"]);
+      assert.equal((await fs.stat(path.join(ov.upper, "d/sub2"))).mode & 0o7777, 0o755);
+      const seen = await ov.merged(async (m) => [await listTree(path.join(m, "d")), await fs.readFile(path.join(m, "h"), "utf8")]);
+      assert.deepEqual(seen, [["sub/", "sub/x", "sub2/", "sub2/y"], "shown"]);
     } finally {
       await sb.done();
     }
