@@ -17,6 +17,7 @@ import { checkMountsUnder, type SnapshotStore } from "../snapshots/store.js";
 import { mountsFromApi } from "../snapshots/mount.js";
 import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
+import { commitLabels } from "../commands/content.js";
 import { cancelSignal, LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
 import { commitBytes, commitInNamespace } from "./content-service.js";
@@ -61,6 +62,9 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       const r = call.request;
       const mediaType = String(r.media_type || MEDIA_LAYER_GZIP);
       if (mediaType !== MEDIA_LAYER_GZIP && mediaType !== MEDIA_LAYER_TAR) throw notImplemented(`diff media type ${mediaType}`);
+      // Bad labels are refused before a byte is written (the commit would refuse them only
+      // once the blob was in place).
+      commitLabels(r.labels ?? {});
       const left = mountsFromApi(r.left);
       const right = mountsFromApi(r.right);
       if (right.length === 0) throw invalidArgument("right mounts must not be empty");

@@ -11,6 +11,7 @@ import type { ContentStore } from "../content/types.js";
 import { ingestRef, type NamespacedBlobs } from "../content/namespaced.js";
 import { invalidArgument, isClass } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
+import { commitLabels } from "../commands/content.js";
 import { bytesCanNeverCommit, Registry, type RegistryAccess, type RegistryTls } from "../remotes/registry.js";
 import { parseReference } from "../remotes/reference.js";
 import type { Credentials } from "../remotes/auth.js";
@@ -117,6 +118,9 @@ export function fetchService(d: FetchDeps): grpc.UntypedServiceImplementation {
       }
       const access = accessOptions(r.access);
       const labels: Record<string, string> = r.labels ?? {};
+      // Refused before anything is downloaded (the commit would refuse them only once the blob
+      // was in place).
+      commitLabels(labels);
       const group = String(r.download_group ?? "");
       const maxDownloads = Number(r.max_downloads ?? 0);
       const returnBytesMax = Math.min(Number(r.return_bytes_max ?? 0), RETURN_BYTES_CAP);

@@ -8,7 +8,7 @@ import { validateIdentifier, validateLabels, validateFieldMask, type FieldMaskRu
 /** containerd's namespaces service accepts `labels.<key>` paths only (not `labels` whole). */
 const NAMESPACE_FIELD_MASK: FieldMaskRule = { fields: [], maps: ["labels"] };
 import type { Decision, StateView } from "./sequencer.js";
-import { applyLabelMask } from "./masks.js";
+import { applyLabelMask, maskedLabels } from "./masks.js";
 
 export interface CreateNamespace {
   /** Namespace of the caller: containerd publishes /namespaces/create under it. */
@@ -40,7 +40,7 @@ export function decideCreateNamespace(cmd: CreateNamespace, current: NamespaceRe
 export function decideUpdateNamespace(cmd: UpdateNamespace, current: NamespaceRecord | undefined): Decision<NamespaceRecord> {
   validateIdentifier("namespace", cmd.name);
   validateFieldMask(`namespace "${cmd.name}"`, cmd.paths, NAMESPACE_FIELD_MASK);
-  validateLabels(cmd.labels);
+  validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"));
   // As containerd's store, whose SetLabel makes the namespace's bucket: an update of a
   // namespace that does not exist creates it (`ctr namespaces label new k=v`).
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current?.labels ?? {}, cmd.labels, cmd.paths, "labels");

@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { keys, snapshotRecord, TYPE, type LeaseRecord, type SnapshotIdRecord, type SnapshotKind, type SnapshotRecord, type Timestamp } from "../projections/views.js";
 import { checkSnapshotId } from "../snapshots/types.js";
 import { validateDigest, validateFieldMask, validateLabels, type FieldMaskRule } from "./validation.js";
-import { applyLabelMask } from "./masks.js";
+import { applyLabelMask, maskedLabels } from "./masks.js";
 import { dropEmpty } from "./namespaces.js";
 import type { Decision, StateView } from "./sequencer.js";
 
@@ -254,7 +254,7 @@ export function decideUpdateSnapshot(cmd: UpdateSnapshot, current: SnapshotRecor
   validateSnapshotterName(cmd.snapshotter);
   validateSnapshotKey("key", cmd.key);
   validateFieldMask(`snapshot ${JSON.stringify(cmd.key)}`, cmd.paths, SNAPSHOT_FIELD_MASK);
-  validateLabels(cmd.labels, "snapshot.Labels");
+  validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"), "snapshot.Labels");
   if (!current) throw notFound(`snapshot ${JSON.stringify(cmd.key)} does not exist`);
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
   const rec = snapshotRecord({ ...current, labels, updated_at: cmd.now });

@@ -56,11 +56,12 @@ function truncateBytes(s: string, max: number): string {
 
 /**
  * `field` prefixes the message as containerd's stores do (`image.Labels`, `namespace.Labels`).
- * An empty key is refused too: containerd's labels.Validate lets it through, then its bbolt
- * store fails the write with "key required" (Unknown); here it is the caller's mistake.
+ * An empty key with a value is refused too: containerd's labels.Validate lets it through, then
+ * its bbolt store fails the write with "key required" (Unknown); here it is the caller's
+ * mistake. With no value it removes nothing (a mask's `labels.`), as there.
  */
 export function validateLabel(key: string, value: string, field = "labels"): void {
-  if (key === "") throw invalidArgument(`${field}: a label key must not be empty`);
+  if (key === "" && value !== "") throw invalidArgument(`${field}: a label key must not be empty`);
   if (utf8Bytes(key) + utf8Bytes(value) > LABEL_MAX_BYTES) {
     throw invalidArgument(
       `${field}: label key and value greater than maximum size (${LABEL_MAX_BYTES} bytes), key: ${truncateBytes(key, LABEL_KEY_SHOWN_BYTES)}`,

@@ -293,6 +293,14 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
           const { readOnly } = await import("../../src/diff/diff.js");
           const again = await x.call("diff", "Diff", { left: base, right: work.map(readOnly), media_type: "application/vnd.oci.image.layer.v1.tar" }, leased);
           assert.equal(again.diff.digest, made.diff.digest);
+          // Bad labels are refused before a byte is written: no blob file, no ingest left.
+          await fs.writeFile(path.join(upperDir, "added-for-bad-labels"), "other\n");
+          const blobDir = path.join(daemon.root, "content", "blobs", "sha256");
+          const blobsBefore = (await fs.readdir(blobDir)).length;
+          await rejectsClass(x.call("diff", "Diff", { left: base, right: work, labels: { k: "v".repeat(4096) } }, leased), "InvalidArgument", /labels: label key and value greater than maximum size/);
+          assert.equal((await fs.readdir(blobDir)).length, blobsBefore);
+          assert.deepEqual((await x.call("content", "ListStatuses", { filters: [] })).statuses ?? [], []);
+          await fs.rm(path.join(upperDir, "added-for-bad-labels"));
           // But not to be written.
           await rejectsClass(x.call("diff", "Apply", { diff: { media_type: l0.mediaType, digest: l0.digest, size: l0.size }, mounts: work.map(readOnly) }), "InvalidArgument", /not the mounts of an active snapshot/);
           assert.ok(!layer.includes(Buffer.from("evil")), "what the parent held is not");

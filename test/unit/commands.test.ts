@@ -48,6 +48,9 @@ describe("namespaces", () => {
     assert.deepEqual(d.event!.payload.labels, { a: "" });
     throwsClass(() => decideUpdateNamespace({ caller: "default", name: "foo", labels: {}, paths: ["name"] }, g.get(keys.namespace("foo"))), "InvalidArgument", /cannot update "name"/);
     throwsClass(() => decideUpdateNamespace({ caller: "default", name: "foo", labels: {}, paths: ["labels"] }, g.get(keys.namespace("foo"))), "InvalidArgument", /cannot update "labels"/);
+    // Only the labels the mask writes are validated (containerd validates the result).
+    assert.deepEqual(decideUpdateNamespace({ caller: "default", name: "foo", labels: { e: "5", ["k".repeat(5000)]: "y" }, paths: ["labels.e"] }, g.get(keys.namespace("foo"))).result.labels.e, "5");
+    throwsClass(() => decideUpdateNamespace({ caller: "default", name: "foo", labels: { ["k".repeat(5000)]: "y" }, paths: [] }, g.get(keys.namespace("foo"))), "InvalidArgument", /greater than maximum size/);
     // A path naming a label the request lacks removes it, even one named like an Object member.
     d = decideUpdateNamespace({ caller: "default", name: "foo", labels: {}, paths: ["labels.constructor", "labels.toString", "labels.b"] }, g.get(keys.namespace("foo")));
     g.apply(d.event);

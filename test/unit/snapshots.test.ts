@@ -163,6 +163,10 @@ describe("snapshots: remove and update", () => {
     assert.deepEqual(g.snap("mid")!.labels, { b: "2", c: "3" });
     throwsClass(() => decideUpdateSnapshot({ namespace: NS, snapshotter: SN, key: "mid", labels: {}, paths: ["parent"], now: T0 }, g.snap("mid")), "InvalidArgument", /cannot update "parent"/);
     throwsClass(() => decideUpdateSnapshot({ namespace: NS, snapshotter: SN, key: "x", labels: {}, paths: [], now: T0 }, undefined), "NotFound");
+    // Only the labels the mask writes are validated, as containerd validates the result.
+    const big = { ["k".repeat(5000)]: "y" };
+    assert.deepEqual(decideUpdateSnapshot({ namespace: NS, snapshotter: SN, key: "mid", labels: { c: "3", ...big }, paths: ["labels.c"], now: T0 }, g.snap("mid")).result.labels.c, "3");
+    throwsClass(() => decideUpdateSnapshot({ namespace: NS, snapshotter: SN, key: "mid", labels: big, paths: ["labels"], now: T0 }, g.snap("mid")), "InvalidArgument", /snapshot\.Labels: label key and value greater/);
   });
 
   test("decideCommitSnapshot keeps the active snapshot's id and takes the commit's labels", () => {
