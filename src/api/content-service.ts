@@ -303,7 +303,8 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
         });
       } else if (action === WRITE_ACTION.WRITE) {
         const offset = await writeData(ref, writer, shared, req);
-        await writeStream(call, { action: WRITE_ACTION.WRITE, offset, digest: shared ? shared.digest : writer!.digest() });
+        // The ingest's total with every answer, as containerd's server sends its status's.
+        await writeStream(call, { action: WRITE_ACTION.WRITE, offset, total: shared ? shared.size : writer!.total, digest: shared ? shared.digest : writer!.digest() });
       } else if (action === WRITE_ACTION.COMMIT) {
         // Bad labels fail before a byte is written or moved (containerd's metadata store checks
         // them before its backend commits): no blob file is left, the ingest stays for a retry.
@@ -312,6 +313,7 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
         // last bytes with it) is part of what is committed, and its offset is checked.
         await writeData(ref, writer, shared, req);
         let committed: { digest: string; size: number };
+        const ingestTotal = shared ? shared.size : writer!.total;
         if (shared) {
           if (expected && expected !== shared.digest) throw new CkError("FailedPrecondition", `unexpected commit digest ${shared.digest}, expected ${expected}: failed precondition`);
           if (total && total !== shared.size) throw failedPrecondition(`failed size validation: ${shared.size} != ${total}`);
@@ -329,7 +331,7 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
             throw err;
           });
         }
-        await writeStream(call, { action: WRITE_ACTION.COMMIT, offset: committed.size, digest: committed.digest });
+        await writeStream(call, { action: WRITE_ACTION.COMMIT, offset: committed.size, total: ingestTotal, digest: committed.digest });
         call.end();
         return;
       } else {
