@@ -36,6 +36,10 @@ export function encodePax(opts: { name?: string; linkname?: string; pax?: Record
  * (an entry would otherwise fall back to its ustar name where containerd refuses the layer).
  * NUL padding after the last record is allowed, as Go allows it.
  */
+const PAX_TIME = /^[+-]?[0-9]+(\.[0-9]*)?$/;
+const PAX_INTEGER = /^[+-]?[0-9]+$/;
+const PAX_NUMBERS: Record<string, RegExp> = { mtime: PAX_TIME, atime: PAX_TIME, ctime: PAX_TIME, size: PAX_INTEGER, uid: PAX_INTEGER, gid: PAX_INTEGER };
+
 export function decodePax(buf: Uint8Array): Record<string, string> {
   const result: Record<string, string> = {};
   let b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -51,7 +55,12 @@ export function decodePax(buf: Uint8Array): Record<string, string> {
     const eq = rec.indexOf(0x3d);
     if (eq <= 0) throw bad("no key=value");
     const key = rec.subarray(0, eq).toString("utf8");
-    result[key] = rec.subarray(eq + 1).toString(isByteValued(key) ? "latin1" : "utf8");
+    const value = rec.subarray(eq + 1).toString(isByteValued(key) ? "latin1" : "utf8");
+    // Numbers as Go's tar reader parses them (strconv.ParseInt, parsePAXTime), so a layer
+    // containerd refuses at its header is refused here too, not read as NaN later.
+    const form = PAX_NUMBERS[key];
+    if (form && !form.test(value)) throw bad(`${key} ${JSON.stringify(value)} is not a decimal ${key.endsWith("time") ? "time" : "number"}`);
+    result[key] = value;
     b = b.subarray(len);
   }
   return result;

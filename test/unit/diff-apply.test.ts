@@ -839,6 +839,17 @@ describe("binary xattrs (security.capability is a binary struct)", () => {
       const bad = body("6 a=b\njunk");
       await assert.rejects(applyLayer(sb.root, Readable.from([Buffer.concat([block("PaxHeaders/x", 11, "x"), bad, block("x", 0, "0"), zero, zero])])), /invalid tar PAX record/);
       assert.ok(!(await fs.readdir(sb.root)).includes("x"), "nothing of the refused layer's entry");
+      // Numbers Go's reader would not parse refuse the layer (InvalidArgument, not NaN later).
+      for (const [key, value] of [["mtime", "abc"], ["mtime", "Infinity"], ["atime", "0x10"], ["mtime", ""], ["size", "1.5"], ["uid", " 5"]]) {
+        const rec = paxBody({ [key]: value });
+        await rejectsClass(applyLayer(sb.root, Readable.from([Buffer.concat([block("PaxHeaders/n", rec.length, "x"), rec, block("n", 0, "0"), zero, zero])])), "InvalidArgument", new RegExp(`invalid tar PAX record: ${key} .* is not a decimal`));
+      }
+      // And those it parses are taken (a sign, a fraction, a trailing dot).
+      for (const value of ["+1600000000", "1600000000.25", "1600000000."]) {
+        const rec = paxBody({ mtime: value });
+        await applyLayer(sb.root, Readable.from([Buffer.concat([block("PaxHeaders/t", rec.length, "x"), rec, block("t", 0, "0"), zero, zero])]));
+        assert.equal(Math.floor((await fs.stat(path.join(sb.root, "t"))).mtimeMs / 1000), 1600000000, value);
+      }
     } finally {
       await sb.done();
     }
