@@ -10,6 +10,7 @@ import { isDeepStrictEqual } from "node:util";
 import { createHash } from "node:crypto";
 import { TestDaemon, runCommand } from "../helpers/daemon.js";
 import { containerdMissing, startContainerd, type TestContainerd } from "../helpers/containerd.js";
+import { buildImage, startRegistry } from "../helpers/registry.js";
 import { ApiClient } from "../../src/cli/client.js";
 
 const missing = containerdMissing();
@@ -461,6 +462,35 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
       }
     }
     assert.equal(problems.length, 0, problems.join("\n  "));
+  });
+
+  test("ctr pull from a registry leaves the same images, content (with its labels), snapshots and leases in both", async () => {
+    const registry = await startRegistry();
+    try {
+      const img = await buildImage({ repo: "diff/app", tag: "v1", host: registry.host, layers: [{ "etc/a": "one\n", "bin/x": "x\n" }, { "etc/a": { delete: true }, "etc/b": "two\n" }] });
+      const ctr = async (address: string, namespace: string, args: string[]) => {
+        const r = await runCommand(CTR, ["--address", address, "--namespace", namespace, ...args], {}, undefined, 60_000);
+        assert.equal(r.code, 0, `ctr ${args.join(" ")}: ${r.stderr}`);
+        return r.stdout;
+      };
+      // ctr prints a blob's labels in Go's map order (random) and its age: both set aside.
+      const contentRows = (out: string) =>
+        out.split("\n").filter(Boolean).map((line) => {
+          const [digest, size, , labels] = line.split(/\t+/);
+          return [digest, size, (labels ?? "").split(",").sort().join(",")];
+        });
+      for (const namespace of ["p1", "p2"]) {
+        for (const address of [ctd.socket, daemon.address]) await ctr(address, namespace, ["images", "pull", "--plain-http", img.reference]);
+        for (const args of [["images", "ls"], ["images", "check"], ["snapshots", "ls"], ["leases", "ls"]]) {
+          assert.equal(await ctr(daemon.address, namespace, args), await ctr(ctd.socket, namespace, args), `ctr -n ${namespace} ${args.join(" ")}`);
+        }
+        const [theirs, ours] = [await ctr(ctd.socket, namespace, ["content", "ls"]), await ctr(daemon.address, namespace, ["content", "ls"])];
+        assert.equal(contentRows(theirs).length, 5, theirs);
+        assert.deepEqual(contentRows(ours), contentRows(theirs), `ctr -n ${namespace} content ls`);
+      }
+    } finally {
+      await registry.stop();
+    }
   });
 
   test("ctr lists the same state the same way from both", async () => {
