@@ -488,6 +488,13 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
         assert.equal(contentRows(theirs).length, 5, theirs);
         assert.deepEqual(contentRows(ours), contentRows(theirs), `ctr -n ${namespace} content ls`);
       }
+      // The image removed with a synchronous collection: its content and snapshots go in that
+      // namespace, and only there.
+      for (const address of [ctd.socket, daemon.address]) await ctr(address, "p1", ["images", "rm", "--sync", img.reference]);
+      for (const [namespace, args] of [["p1", ["content", "ls", "-q"]], ["p1", ["snapshots", "ls"]], ["p2", ["content", "ls", "-q"]], ["p2", ["snapshots", "ls"]]] as const) {
+        assert.equal(await ctr(daemon.address, namespace, [...args]), await ctr(ctd.socket, namespace, [...args]), `after the removal: ctr -n ${namespace} ${args.join(" ")}`);
+      }
+      assert.equal((await ctr(daemon.address, "p1", ["content", "ls", "-q"])).trim(), "", "collected");
     } finally {
       await registry.stop();
     }
