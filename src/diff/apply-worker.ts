@@ -19,7 +19,7 @@ export interface ApplyCancel {
 }
 
 export type ApplyReply =
-  | { id: number; ok: true; digest: string; size: number; implicitDirs: string[]; madeForEntries: string[]; whiteouts: string[]; opaques: string[] }
+  | { id: number; ok: true; digest: string; size: number; implicitDirs: string[]; madeForEntries: string[]; whiteouts: string[]; opaques: string[]; skippedDevices: string[] }
   | { id: number; ok: false; errorClass?: string; message: string; code?: string; syscall?: string };
 
 /** The request under way (one at a time) and how to stop it. */
@@ -37,7 +37,7 @@ parentPort?.on("message", async (msg: ApplyRequest | ApplyCancel) => {
   let reply: ApplyReply;
   try {
     const r = await applyLayer(req.root, layer, { ...req.opts, signal: stop.signal });
-    reply = { id: req.id, ok: true, digest: r.digest, size: r.size, implicitDirs: r.implicitDirs, madeForEntries: r.madeForEntries, whiteouts: r.whiteouts, opaques: r.opaques };
+    reply = { id: req.id, ok: true, digest: r.digest, size: r.size, implicitDirs: r.implicitDirs, madeForEntries: r.madeForEntries, whiteouts: r.whiteouts, opaques: r.opaques, skippedDevices: r.skippedDevices };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     reply = {

@@ -2,7 +2,7 @@
 // snapshot's mounts: OCI whiteouts, modes, owners, times, xattrs, links. The answer is the
 // digest of the uncompressed tar, the layer's diff_id. Hostile entries are contained: every
 // path is placed inside the root with its parents' symlinks resolved as if the root were "/",
-// entries themselves are never followed, and device nodes are refused.
+// entries themselves are never followed, and device nodes are not made.
 import fss, { constants as fsc, type Stats } from "node:fs";
 import path from "node:path";
 import { Readable, Transform, type TransformCallback } from "node:stream";
@@ -77,6 +77,8 @@ export interface Applied {
   whiteouts: string[];
   /** The directories the layer made opaque, relative to the root. */
   opaques: string[];
+  /** Character and block device entries, not made (relative to the root). */
+  skippedDevices: string[];
 }
 
 const WHITEOUT_PREFIX = ".wh.";
@@ -196,6 +198,7 @@ interface ApplyState {
   /** Applied.whiteouts and Applied.opaques, by absolute path. */
   removedByWhiteouts: Set<string>;
   opaques: Set<string>;
+  skippedDevices: string[];
 }
 
 type Header = Partial<tar.Header> & { name: string; pax?: Record<string, string> | null };
@@ -249,6 +252,7 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     madeForEntries: new Set(),
     removedByWhiteouts: new Set(),
     opaques: new Set(),
+    skippedDevices: [],
   };
   const source = await decompressed(layer, opts.mediaType);
   const digester = new Digester();
@@ -290,6 +294,7 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     madeForEntries: [...state.madeForEntries],
     whiteouts: rel(state.removedByWhiteouts),
     opaques: rel(state.opaques),
+    skippedDevices: state.skippedDevices,
   };
 }
 
@@ -350,6 +355,13 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
         throw invalidArgument(`entry "${name}": invalid whiteout name`);
       }
       await whiteout(state, path.join(parent, gone), h);
+      return false;
+    }
+    if (h.type === "character-device" || h.type === "block-device") {
+      // Not made, and the rest of the layer applies (containerd makes them as root, and skips
+      // them in a user namespace): a runtime makes the /dev a container sees, and a device
+      // node is the one entry whose mere existence in a snapshot reaches outside it.
+      state.skippedDevices.push(rel);
       return false;
     }
     const consumed = await createEntry(state, target, h, body);
@@ -640,12 +652,6 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       await replace();
       await runCommand("mknod", ["-m", "0600", target, "p"]);
       return false;
-    case "character-device":
-    case "block-device":
-      // containerd creates these when running as root; ck refuses them: an image's rootfs
-      // never needs them (runtimes create /dev), and a device node is the one entry whose
-      // mere existence inside a snapshot can reach outside it.
-      throw invalidArgument(`entry "${name}": ${h.type} entries are refused`);
     default:
       throw invalidArgument(`entry "${name}": unsupported tar entry type ${h.type}`);
   }
@@ -814,7 +820,7 @@ function spawnWorker(): PoolWorker {
     if (!p || p.id !== m.id) return;
     pw.pending = undefined;
     releaseWorker(pw);
-    if (m.ok) p.resolve({ digest: m.digest, size: m.size, implicitDirs: m.implicitDirs, madeForEntries: m.madeForEntries, whiteouts: m.whiteouts, opaques: m.opaques });
+    if (m.ok) p.resolve({ digest: m.digest, size: m.size, implicitDirs: m.implicitDirs, madeForEntries: m.madeForEntries, whiteouts: m.whiteouts, opaques: m.opaques, skippedDevices: m.skippedDevices });
     else if (m.errorClass) p.reject(Object.assign(new CkError(m.errorClass as ErrorClass, m.message), m.code ? { code: m.code } : {}));
     else p.reject(Object.assign(new CkError("Unknown", `apply layer: ${m.message}`), { code: m.code }));
   });

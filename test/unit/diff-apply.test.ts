@@ -99,7 +99,7 @@ describe("applyLayer: a normal tree", () => {
         { name: "deep/er/file", body: "implicit parents" },
       ]);
       const applied = await applyLayer(sb.root, Readable.from([layer]));
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: ["deep", "deep/er"], madeForEntries: ["deep", "deep/er"], whiteouts: [], opaques: [] });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: ["deep", "deep/er"], madeForEntries: ["deep", "deep/er"], whiteouts: [], opaques: [], skippedDevices: [] });
       const r = (p: string) => path.join(sb.root, p);
       assert.equal(await fs.readFile(r("etc/hosts"), "utf8"), "127.0.0.1 localhost\n");
       assert.equal((await fs.stat(r("etc"))).mtimeMs, 1_500_000_000_000, "dir mtime set after its children");
@@ -166,6 +166,24 @@ describe("applyLayer: a normal tree", () => {
     }
   });
 
+  test("device nodes are not made, and are reported (containerd makes them as root; skips them in a user namespace)", async () => {
+    const sb = await sandbox();
+    try {
+      const layer = await layerTar([
+        { name: "dev/null", type: "character-device", devmajor: 1, devminor: 3 },
+        { name: "dev/sda", type: "block-device", devmajor: 8, devminor: 0 },
+        { name: "etc/after", body: "x" },
+      ]);
+      const applied = await applyLayer(sb.root, Readable.from([layer]));
+      assert.deepEqual(applied.skippedDevices, ["dev/null", "dev/sda"]);
+      assert.equal(applied.digest, sha(layer), "the diff_id is still every byte's");
+      assert.deepEqual(await fs.readdir(path.join(sb.root, "dev")), []);
+      assert.equal(await fs.readFile(path.join(sb.root, "etc/after"), "utf8"), "x");
+    } finally {
+      await sb.done();
+    }
+  });
+
   test("gzip: the digest is the uncompressed tar's (the diff_id), size its length", async () => {
     const sb = await sandbox();
     try {
@@ -173,7 +191,7 @@ describe("applyLayer: a normal tree", () => {
       const applied = await applyLayer(sb.root, Readable.from([gzipSync(layer)]), {
         mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
       });
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], madeForEntries: [], whiteouts: [], opaques: [] });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], madeForEntries: [], whiteouts: [], opaques: [], skippedDevices: [] });
       assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "gz");
     } finally {
       await sb.done();
@@ -191,7 +209,7 @@ describe("applyLayer: a normal tree", () => {
       const chunks: Buffer[] = [];
       for (let i = 0; i < z.stdout.length; i += 7) chunks.push(z.stdout.subarray(i, i + 7));
       const applied = await applyLayer(sb.root, Readable.from(chunks));
-      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], madeForEntries: [], whiteouts: [], opaques: [] });
+      assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], madeForEntries: [], whiteouts: [], opaques: [], skippedDevices: [] });
       assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "zstd".repeat(10000));
     } finally {
       await sb.done();
@@ -705,14 +723,17 @@ describe("applyLayer: hostile layers stay inside the root", () => {
       },
     },
     {
-      name: "a character device is refused",
-      entries: () => [{ name: "dev/null", type: "character-device", devmajor: 1, devminor: 3 }],
-      error: /entry "dev\/null": character-device entries are refused/,
-    },
-    {
-      name: "a block device is refused",
-      entries: () => [{ name: "sda", type: "block-device", devmajor: 8, devminor: 0 }],
-      error: /entry "sda"/,
+      name: "character and block devices are not made; the rest of the layer lands",
+      entries: () => [
+        { name: "dev/null", type: "character-device", devmajor: 1, devminor: 3 },
+        { name: "sda", type: "block-device", devmajor: 8, devminor: 0 },
+        { name: "after", body: "x" },
+      ],
+      check: async (root) => {
+        const tree = await listTree(root);
+        assert.ok(!tree.includes("dev/null") && !tree.includes("sda"), tree.join(","));
+        assert.equal(await fs.readFile(path.join(root, "after"), "utf8"), "x");
+      },
     },
     {
       name: "a whiteout of .. is refused",
