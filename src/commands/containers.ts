@@ -75,7 +75,7 @@ export function decideUpdateContainer(cmd: UpdateContainer, current: ContainerRe
   if (!req.id) throw invalidArgument("must specify a container id");
   validateFieldMask(`"${req.id}"`, cmd.paths, CONTAINER_FIELD_MASK);
   validateIdentifier("container.ID", req.id);
-  if (!current) throw notFound(`container "${req.id}"`);
+  if (!current) throw notFound(`cannot update container "${req.id}" in namespace "${cmd.namespace}"`);
   let paths = cmd.paths;
   if (paths.length === 0) {
     paths = [...CONTAINER_FIELD_MASK.fields];
@@ -100,7 +100,7 @@ export function decideUpdateContainer(cmd: UpdateContainer, current: ContainerRe
 /** `task`: the container's task, if it has one: its rootfs is the container's snapshot. */
 export function decideDeleteContainer(cmd: DeleteContainer, current: ContainerRecord | undefined, task?: TaskRecord): Decision<void> {
   validateIdentifier("container.ID", cmd.id);
-  if (!current) throw notFound(`container "${cmd.id}"`);
+  if (!current) throw notFound(`cannot delete container "${cmd.id}" in namespace "${cmd.namespace}"`);
   if (task) throw failedPrecondition(`container "${cmd.id}" has a ${task.status.toLowerCase()} task: delete the task first`);
   return {
     event: { namespace: cmd.namespace, topic: "/containers/delete", typeName: TYPE.ContainerDelete, payload: { id: cmd.id } },

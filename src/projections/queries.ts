@@ -84,7 +84,7 @@ export class Queries {
 
   async getContainer(ns: string, id: string): Promise<ContainerRecord> {
     const rec = id.includes("\u0000") ? undefined : await this.db.get(keys.container(ns, id));
-    if (!rec) throw notFound(`container "${id}"`);
+    if (!rec) throw notFound(`container "${id}" in namespace "${ns}"`);
     return rec as ContainerRecord;
   }
 

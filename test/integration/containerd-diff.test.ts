@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
 import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { TestDaemon, runCommand } from "../helpers/daemon.js";
 import { containerdMissing, startContainerd, type TestContainerd } from "../helpers/containerd.js";
 import { buildImage, startRegistry } from "../helpers/registry.js";
@@ -495,6 +496,77 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
         assert.equal(await ctr(daemon.address, namespace, [...args]), await ctr(ctd.socket, namespace, [...args]), `after the removal: ctr -n ${namespace} ${args.join(" ")}`);
       }
       assert.equal((await ctr(daemon.address, "p1", ["content", "ls", "-q"])).trim(), "", "collected");
+    } finally {
+      await registry.stop();
+    }
+  });
+
+  test("ctr runs, execs into, pauses, kills and removes tasks the same way on both, publishing the same events", { skip: existsSync("/usr/bin/containerd-shim-runc-v2") && existsSync("/usr/sbin/runc") ? false : "no runc or containerd's runc shim" }, async () => {
+    const registry = await startRegistry();
+    try {
+      const busybox = readFileSync("/bin/busybox");
+      const img = await buildImage({ repo: "diff/bb", tag: "v1", host: registry.host, layers: [Object.fromEntries([["bin/busybox", busybox], ...["sh", "echo", "sleep"].map((c) => [`bin/${c}`, { symlink: "busybox" }])])] });
+      const steps = [
+        ["images", "pull", "--plain-http", img.reference],
+        ["run", "--rm", img.reference, "c1", "sh", "-c", "echo hi; exit 3"],
+        ["run", "-d", img.reference, "c2", "sleep", "60"],
+        ["tasks", "ls"],
+        ["tasks", "exec", "--exec-id", "e1", "c2", "sh", "-c", "echo in; exit 4"],
+        ["tasks", "pause", "c2"],
+        ["tasks", "ls"],
+        ["tasks", "resume", "c2"],
+        ["tasks", "kill", "-s", "SIGKILL", "c2"],
+        ["tasks", "ls"],
+        ["tasks", "rm", "c2"],
+        ["containers", "rm", "c2"],
+        ["tasks", "start", "nope"],
+      ];
+      // Numbers that differ by daemon (pids, times, fifo names, snapshot extract keys), paths
+      // under each daemon's root, and ctr's pull progress (its lines come in any order).
+      const plain = (t: string) =>
+        t.replace(/extract-\d+-\w+/g, "extract-X").replace(/\/run\/containerd\/fifo\/\d+/g, "FIFO").replace(/time="[^"]+"/g, "time=T").replace(/"pid":\d+/g, '"pid":N').replace(/\b\d{3,}\b/g, "N");
+      const run = async (a: ApiClient, address: string) => {
+        const seen: string[] = [];
+        const stop = new AbortController();
+        let live!: () => void;
+        const subscribed = new Promise<void>((r) => (live = r));
+        const reading = (async () => {
+          for await (const e of a.stream("events", "Subscribe", { filters: ['namespace=="t1"'] }, { signal: stop.signal })) {
+            if (e.topic === "/probe") {
+              live();
+              continue;
+            }
+            const event = normal(a.protos.unpackAny(e.event).value) as Record<string, any>;
+            for (const k of Object.keys(event)) if (k.startsWith("ck_")) delete event[k];
+            // A task's bundle and rootfs are under each daemon's own directories.
+            if (e.topic === "/tasks/create") event.bundle = event.rootfs = "<daemon's>";
+            seen.push(plain(JSON.stringify({ topic: e.topic, type: e.event.type_url, event })));
+          }
+        })().catch((err) => {
+          if (!stop.signal.aborted) throw err;
+        });
+        const probe = { type_url: "containerd.events.ContainerDelete", value: Buffer.from([10, 1, 112]) };
+        for (let ready = false; !ready; ) {
+          await a.call("events", "Publish", { topic: "/probe", event: probe }, ns("t1"));
+          ready = await Promise.race([subscribed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 200))]);
+        }
+        const printed: string[] = [];
+        for (const args of steps) {
+          const r = await runCommand(CTR, ["--address", address, "--namespace", "t1", ...args], {}, undefined, 60_000);
+          printed.push(args[1] === "pull" ? `${r.code}` : plain(`${r.code}\n${r.stdout}${r.stderr}`));
+        }
+        // The last events (a removal's) are on their way: a probe after them marks the end.
+        await a.call("events", "Publish", { topic: "/probe", event: probe }, ns("t1"));
+        await new Promise((r) => setTimeout(r, 500));
+        stop.abort();
+        await reading;
+        return { printed, seen };
+      };
+      const theirs = await run(ctdApi, ctd.socket);
+      const ours = await run(ckApi, daemon.address);
+      for (const [i, args] of steps.entries()) assert.equal(ours.printed[i], theirs.printed[i], `ctr ${args.join(" ")}`);
+      assert.ok(theirs.seen.some((e) => e.includes('"/tasks/exit"') && e.includes('"exit_status":4')), theirs.seen.join("\n"));
+      assert.deepEqual(ours.seen, theirs.seen);
     } finally {
       await registry.stop();
     }
