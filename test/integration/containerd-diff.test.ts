@@ -521,7 +521,8 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
         ["containers", "rm", "c2"],
         ["tasks", "start", "nope"],
       ];
-      // Numbers that differ by daemon (pids, times, fifo names, snapshot extract keys), paths
+      // In a namespace of its own: a task's cgroup is /<namespace>/<id> on the host for both
+      // daemons. Numbers that differ by daemon (pids, times, fifo names, snapshot extract keys), paths
       // under each daemon's root, and ctr's pull progress (its lines come in any order).
       const plain = (t: string) =>
         t.replace(/extract-\d+-\w+/g, "extract-X").replace(/\/run\/containerd\/fifo\/\d+/g, "FIFO").replace(/time="[^"]+"/g, "time=T").replace(/"pid":\d+/g, '"pid":N').replace(/\b\d{3,}\b/g, "N");
@@ -531,7 +532,7 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
         let live!: () => void;
         const subscribed = new Promise<void>((r) => (live = r));
         const reading = (async () => {
-          for await (const e of a.stream("events", "Subscribe", { filters: ['namespace=="t1"'] }, { signal: stop.signal })) {
+          for await (const e of a.stream("events", "Subscribe", { filters: ['namespace=="ckdiff"'] }, { signal: stop.signal })) {
             if (e.topic === "/probe") {
               live();
               continue;
@@ -547,16 +548,16 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
         });
         const probe = { type_url: "containerd.events.ContainerDelete", value: Buffer.from([10, 1, 112]) };
         for (let ready = false; !ready; ) {
-          await a.call("events", "Publish", { topic: "/probe", event: probe }, ns("t1"));
+          await a.call("events", "Publish", { topic: "/probe", event: probe }, ns("ckdiff"));
           ready = await Promise.race([subscribed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 200))]);
         }
         const printed: string[] = [];
         for (const args of steps) {
-          const r = await runCommand(CTR, ["--address", address, "--namespace", "t1", ...args], {}, undefined, 60_000);
+          const r = await runCommand(CTR, ["--address", address, "--namespace", "ckdiff", ...args], {}, undefined, 60_000);
           printed.push(args[1] === "pull" ? `${r.code}` : plain(`${r.code}\n${r.stdout}${r.stderr}`));
         }
         // The last events (a removal's) are on their way: a probe after them marks the end.
-        await a.call("events", "Publish", { topic: "/probe", event: probe }, ns("t1"));
+        await a.call("events", "Publish", { topic: "/probe", event: probe }, ns("ckdiff"));
         await new Promise((r) => setTimeout(r, 500));
         stop.abort();
         await reading;
