@@ -318,7 +318,10 @@ class Fetcher implements FetchProgress {
   /** Writes one manifest or index (bytes known, or read from the daemon or the registry). */
   private async writeManifest(desc: Descriptor, job: ProgressJob, known?: ParsedManifest, knownBytes?: Buffer): Promise<ParsedManifest> {
     let parsed = known;
-    const labels = (p: ParsedManifest) => ({ ...gcLabels(this.narrow(p)), [this.sourceKey]: this.ref.repository });
+    // An index names every child, not only the platforms this fetch keeps (containerd labels
+    // the children before it filters them): labels from a narrowed index would be renumbered
+    // by the next fetch of another platform, and GC would take the first platform's content.
+    const labels = (p: ParsedManifest) => ({ ...gcLabels(p), [this.sourceKey]: this.ref.repository });
     const readBack = async () => parseManifest(desc, await this.content.readAll(desc.digest, MAX_MANIFEST_BYTES));
     const w = await this.content.open(refFor(desc), { expected: desc.digest, total: desc.size });
     if (w === "exists") {

@@ -13,6 +13,9 @@ import { startProxy, type TestProxy } from "../helpers/proxy.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { chainIds } from "../../src/cli/unpack.js";
 import type { ApiClient } from "../../src/cli/client.js";
+import { MediaTypes } from "../../src/remotes/manifest.js";
+import { parseReference } from "../../src/remotes/reference.js";
+import { Registry } from "../../src/remotes/registry.js";
 
 const CTR = "/usr/bin/ctr";
 const blobPath = (root: string, digest: string) => join(root, "content", "blobs", "sha256", digest.slice("sha256:".length));
@@ -174,6 +177,43 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.match(check.stdout, /incomplete \(4\/5\) .* false\n/, "fetch does not unpack");
     const ls = await ck("check", ["images", "ls"]);
     assert.match(ls.stdout.split("\n")[1]!, /\s-\s/, "no size for an incomplete image");
+  });
+
+  test("an index fetched for one platform, then another: its GC labels name every manifest, and a GC keeps both platforms", async () => {
+    // Two single-platform images in one repository, and an index over both under the tag v1.
+    const amd = await buildImage({ host: registry.host, repo: "dist/multi", tag: "amd", layers: [{ "amd.txt": "amd64\n" }] });
+    const arm = await buildImage({ host: registry.host, repo: "dist/multi", tag: "arm", layers: [{ "arm.txt": "arm64\n" }] });
+    const entry = (img: typeof amd, architecture: string) => ({ mediaType: img.manifest.mediaType ?? MediaTypes.ociManifest, digest: img.manifestDigest, size: img.manifestBytes.length, platform: { os: "linux", architecture } });
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [entry(amd, "amd64"), entry(arm, "arm64")] }));
+    const indexDigest = `sha256:${createHash("sha256").update(index).digest("hex")}`;
+    const pusher = new Registry({ plainHttp: true });
+    await pusher.pushManifest(parseReference(`${registry.host}/dist/multi:v1`), { mediaType: MediaTypes.ociIndex, digest: indexDigest, size: index.length }, index, "v1").finally(() => pusher.close());
+
+    // A daemon of its own: its GC sees no other test's content.
+    const d = await TestDaemon.start({});
+    const c = d.client("multi");
+    try {
+      const run = (args: string[]) => runNode(CK, ["--address", d.address, "-n", "multi", ...args]);
+      const labels = async () => (await c.call("content", "Info", { digest: indexDigest })).info.labels as Record<string, string>;
+      const refs = (l: Record<string, string>) => Object.entries(l).filter(([k]) => k.startsWith("containerd.io/gc.ref.content.")).map(([, v]) => v).sort();
+      let r = await run(["fetch", "-q", "--plain-http", "--platform", "linux/amd64", ref("dist/multi")]);
+      assert.equal(r.code, 0, r.stderr);
+      // As containerd labels an index: every child, whatever platform the fetch kept.
+      assert.deepEqual(refs(await labels()), [amd.manifestDigest, arm.manifestDigest].sort());
+      r = await run(["fetch", "-q", "--plain-http", "--platform", "linux/arm64", ref("dist/multi")]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(refs(await labels()), [amd.manifestDigest, arm.manifestDigest].sort());
+      r = await run(["gc"]);
+      assert.equal(r.code, 0, r.stderr);
+      for (const img of [amd, arm]) {
+        for (const digest of [img.manifestDigest, img.configDigest, ...img.manifest.layers.map((l: any) => l.digest)]) {
+          await c.call("content", "Info", { digest }).catch((err) => assert.fail(`${digest} was collected: ${(err as Error).message}`));
+        }
+      }
+    } finally {
+      c.close();
+      await d.cleanup();
+    }
   });
 
   test("two pulls racing in two processes transfer each blob once", async () => {
