@@ -524,34 +524,53 @@ export class Registry {
   /**
    * One registry request with authentication: authorize up front from the last challenge,
    * answer a 401 once, and report a second 401 as unauthorized. Redirects are followed for
-   * GET and HEAD, without our Authorization header when they leave the registry's host.
+   * GET and HEAD. Challenges and credentials are per host, as containerd's authorizer keys
+   * them by the host that answered: a redirect to another host carries only what that host
+   * asked for, and its 401 is answered with its own credentials, never the registry's.
    */
   private async send(call: Call): Promise<HttpResponse> {
-    const host = call.ref.domain;
     // The registry's credentials go to the registry only: an upload Location elsewhere (a
     // storage service) gets none, and its 401 is not taken as the registry's challenge
     // (containerd's pusher drops its authorizer when the upload's host changes).
-    if (call.url.origin !== this.url(call.ref, "/").origin) return this.follow(call, undefined);
-    let authorization = await this.auth.upfront(host, call.scopes);
-    let res = await this.follow(call, authorization);
-    if (res.statusCode !== 401) return res;
-    const challenge = header(res, "www-authenticate");
-    await drain(res);
-    authorization = await this.auth.answer(host, challenge, call.scopes);
-    res = await this.follow(call, authorization);
-    if (res.statusCode === 401) {
+    if (call.url.origin !== this.url(call.ref, "/").origin) return (await this.follow(call, async () => undefined)).res;
+    /** Authorizations answered for this request, by host: the retry sends each to its host. */
+    const answered = new Map<string, string>();
+    const authorize = (url: URL) => {
+      const host = this.authHost(call.ref, url);
+      return answered.has(host) ? Promise.resolve(answered.get(host)) : this.auth.upfront(host, call.scopes);
+    };
+    // Each host on the way answers its challenge once (the registry, then the host it
+    // redirects to may ask too); a second 401 from the same host is a refusal.
+    for (;;) {
+      const { res, url } = await this.follow(call, authorize);
+      if (res.statusCode !== 401) return res;
+      const host = this.authHost(call.ref, url);
+      const challenge = header(res, "www-authenticate");
       await drain(res);
-      throw unauthorized(host, `${call.what}: registry refused the ${authorization.split(" ")[0]} authorization it asked for (HTTP 401)`);
+      const sent = answered.get(host);
+      if (sent !== undefined) throw unauthorized(host, `${call.what}: registry refused the ${sent.split(" ")[0]} authorization it asked for (HTTP 401)`);
+      // Redirects to ever new hosts that each challenge: as many as the redirects allowed.
+      if (answered.size > MAX_REDIRECTS) throw unauthorized(host, `${call.what}: more than ${MAX_REDIRECTS} hosts asked for authentication`);
+      answered.set(host, await this.auth.answer(host, challenge, call.scopes));
     }
-    return res;
   }
 
-  private async follow(call: Call, authorization: string | undefined): Promise<HttpResponse> {
+  /**
+   * Whom credentials and challenges for `url` belong to: the registry under its reference's
+   * name (the credential store knows Docker Hub as docker.io), any other host as itself.
+   */
+  private authHost(ref: ImageReference, url: URL): string {
+    return url.host === this.url(ref, "/").host ? ref.domain : url.host;
+  }
+
+  /** Sends `call`, following redirects; `authorize` gives each hop's Authorization by its URL. */
+  private async follow(call: Call, authorize: (url: URL) => Promise<string | undefined>): Promise<{ res: HttpResponse; url: URL }> {
     let url = call.url;
     let method = call.method;
     for (let hop = 0; ; hop++) {
       const headers: Record<string, string> = { "user-agent": this.opts.userAgent, ...call.headers };
-      if (authorization && url.host === call.url.host) headers.authorization = authorization;
+      const authorization = await authorize(url);
+      if (authorization) headers.authorization = authorization;
       const body = hop === 0 ? call.body?.() : undefined;
       if (Buffer.isBuffer(body)) headers["content-length"] = String(body.length);
       this.log(`${method} ${url.origin}${url.pathname}${headers.range ? ` (${headers.range})` : ""}`);
@@ -563,7 +582,7 @@ export class Registry {
       }
       const status = res.statusCode ?? 0;
       const location = header(res, "location");
-      if (!(status >= 300 && status < 400 && location && (method === "GET" || method === "HEAD"))) return res;
+      if (!(status >= 300 && status < 400 && location && (method === "GET" || method === "HEAD"))) return { res, url };
       await drain(res);
       if (hop >= MAX_REDIRECTS) throw new RegistryError("Unknown", call.ref.domain, `${call.ref.domain}: ${call.what}: more than ${MAX_REDIRECTS} redirects`);
       url = new URL(location, url);

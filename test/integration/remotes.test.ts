@@ -68,6 +68,8 @@ interface Proxy {
   host: string;
   seen: Seen[];
   tokenRequests: number;
+  /** The Authorization header of each token request ("-" for none). */
+  tokenAuthorizations: string[];
   issued: string[];
   close(): Promise<void>;
 }
@@ -76,7 +78,7 @@ async function startProxy(upstream: string, opts: ProxyOptions = {}): Promise<Pr
   const [upHost, upPort] = upstream.split(":");
   const agent = new http.Agent({ keepAlive: true });
   const tokens = new Set<string>();
-  const state: Proxy = { host: "", seen: [], tokenRequests: 0, issued: [], close: async () => {} };
+  const state: Proxy = { host: "", seen: [], tokenRequests: 0, tokenAuthorizations: [], issued: [], close: async () => {} };
   let forwarded = 0;
   const basicOk = (h: string | undefined) =>
     !!opts.auth && h === "Basic " + Buffer.from(`${opts.auth.user}:${opts.auth.pass}`).toString("base64");
@@ -85,6 +87,7 @@ async function startProxy(upstream: string, opts: ProxyOptions = {}): Promise<Pr
     const url = req.url ?? "/";
     if (url.startsWith("/token")) {
       state.tokenRequests++;
+      state.tokenAuthorizations.push(req.headers.authorization ?? "-");
       if (req.method === "POST") {
         // OAuth2 refresh-token grant with an identity token
         const form = new URLSearchParams(await readAll(req));
@@ -543,6 +546,26 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
       assert.equal(hops.length, 1);
       assert.equal(hops[0].authorization, undefined, "no credentials leave the registry's host");
       assert.ok(p.seen.some((s) => s.url.includes(d.digest) && s.authorization?.startsWith("Bearer ")));
+    });
+
+    test("a redirect to another host that challenges: answered with that host's credentials (none), never the registry's", T, async () => {
+      // The host blob GETs are redirected to issues its own bearer tokens; the registry asks
+      // for nothing, or for Basic.
+      for (const registryAuth of [undefined, { scheme: "basic" as const, user, pass }]) {
+        const storage = await proxy({ auth: { scheme: "bearer", user: "storage-user", pass: "storage-pass", anonymousTokens: true } });
+        const p = await proxy({ ...(registryAuth ? { auth: registryAuth } : {}), redirectBlobsTo: storage.host });
+        const r = client({ credentials: configFor(p.host) });
+        const d = layerDesc(2);
+        assert.equal(sha(await r.fetchBytes(via(p), d)), d.digest);
+        assert.deepEqual(storage.tokenAuthorizations, ["-"], "the storage host's token server was asked anonymously");
+        const hops = storage.seen.filter((s) => s.url.includes(d.digest));
+        assert.ok(hops.every((h) => !h.authorization?.startsWith("Basic ")), JSON.stringify(hops));
+        assert.ok(hops.some((h) => h.authorization !== undefined && storage.issued.includes(h.authorization.slice("Bearer ".length))), "its own token reached it");
+        // The storage host's token never goes to the registry; the registry's challenge stays its own.
+        const before = p.seen.length;
+        assert.equal(sha(await r.fetchBytes(via(p), layerDesc(1))), layerDesc(1).digest);
+        for (const s of p.seen.slice(before)) assert.equal(s.authorization?.split(" ")[0], registryAuth ? "Basic" : undefined, JSON.stringify(s));
+      }
     });
 
     test("an upload Location on another host gets the bytes without our Authorization header", T, async () => {
