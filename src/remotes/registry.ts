@@ -545,7 +545,7 @@ export class Registry {
       const { res, url } = await this.follow(call, authorize);
       if (res.statusCode !== 401) return res;
       const host = this.authHost(call.ref, url);
-      const challenge = header(res, "www-authenticate");
+      const challenge = challenges(res);
       await drain(res);
       const sent = answered.get(host);
       if (sent !== undefined) throw unauthorized(host, `${call.what}: registry refused the ${sent.split(" ")[0]} authorization it asked for (HTTP 401)`);
@@ -1017,6 +1017,15 @@ function ok(res: HttpResponse): boolean {
 function header(res: HttpResponse, name: string): string | undefined {
   const v = res.headers[name];
   return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * Every challenge of a 401, as one header value: a registry may send them on separate
+ * WWW-Authenticate lines, which node:http joins with commas and undici keeps as an array.
+ */
+function challenges(res: HttpResponse): string | undefined {
+  const v = res.headers["www-authenticate"];
+  return Array.isArray(v) ? v.join(", ") : v;
 }
 
 function contentType(res: HttpResponse): string {

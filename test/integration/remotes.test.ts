@@ -231,6 +231,14 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
   let ref: ImageReference;
   const clients: Registry[] = [];
   const proxies: Proxy[] = [];
+  const servers: http.Server[] = [];
+  /** A small server of our own on loopback, for answers docker-registry never gives; its host. */
+  const serve = async (handler: http.RequestListener): Promise<string> => {
+    const server = http.createServer(handler);
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  };
   const tmp = mkdtempSync(join(tmpdir(), "ck-remotes-"));
   const busybox = readFileSync("/bin/busybox");
   const client = (opts: RegistryOptions = {}) => {
@@ -265,6 +273,10 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
   after(async () => {
     for (const c of clients) c.close();
     for (const p of proxies) await p.close();
+    for (const s of servers) {
+      s.closeAllConnections();
+      s.close();
+    }
     await reg?.stop();
     rmSync(tmp, { recursive: true, force: true });
   });
@@ -566,6 +578,25 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
         assert.equal(sha(await r.fetchBytes(via(p), layerDesc(1))), layerDesc(1).digest);
         for (const s of p.seen.slice(before)) assert.equal(s.authorization?.split(" ")[0], registryAuth ? "Basic" : undefined, JSON.stringify(s));
       }
+    });
+
+    test("challenges on separate WWW-Authenticate lines (Basic, then Bearer) are all seen: Bearer is answered", T, async () => {
+      const blob = randomBytes(100);
+      const basic = "Basic " + Buffer.from(`${user}:${pass}`).toString("base64");
+      const host = await serve((req, res) => {
+        if (req.url?.startsWith("/token")) {
+          res.writeHead(req.headers.authorization === basic ? 200 : 401, { "content-type": "application/json" });
+          return res.end(JSON.stringify({ token: "T" }));
+        }
+        if (req.headers.authorization !== "Bearer T") {
+          res.writeHead(401, [["www-authenticate", 'Basic realm="legacy"'], ["www-authenticate", `Bearer realm="http://${host}/token",service="reg"`]]);
+          return res.end();
+        }
+        res.writeHead(200, { "content-length": String(blob.length) });
+        res.end(blob);
+      });
+      const r = client({ credentials: () => ({ username: user, password: pass }) });
+      assert.deepEqual(await r.fetchBytes(parseReference(`${host}/app:v1`), { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length }), blob);
     });
 
     test("an upload Location on another host gets the bytes without our Authorization header", T, async () => {
