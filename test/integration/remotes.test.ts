@@ -548,6 +548,49 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
       noSecrets(lines, p);
     });
 
+    test("an identity token the token server will not take by OAuth2 POST (404, 400, 401) is sent with GET and basic authentication; a token server's 404 is not NotFound", T, async () => {
+      const blob = randomBytes(100);
+      const seen: string[] = [];
+      let postStatus = 0;
+      let getStatus = 200;
+      const host = await serve((req, res) => {
+        req.resume();
+        if (req.url?.startsWith("/token")) {
+          seen.push(`${req.method} ${req.headers.authorization ?? "-"}`);
+          if (req.method === "POST") {
+            res.writeHead(postStatus);
+            return res.end();
+          }
+          const ok = getStatus === 200 && req.headers.authorization === "Basic " + Buffer.from(`:${IDENTITY_TOKEN}`).toString("base64");
+          res.writeHead(ok ? 200 : getStatus === 200 ? 401 : getStatus, { "content-type": "application/json" });
+          return res.end(ok ? JSON.stringify({ token: "good" }) : "");
+        }
+        if (req.headers.authorization !== "Bearer good") {
+          res.writeHead(401, { "www-authenticate": `Bearer realm="http://${host}/token",service="reg"` });
+          return res.end();
+        }
+        res.writeHead(200, { "content-length": String(blob.length) });
+        res.end(blob);
+      });
+      const d = { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length };
+      const fetchWith = () => client({ credentials: () => ({ identityToken: IDENTITY_TOKEN }) }).fetchBytes(parseReference(`${host}/app:v1`), d);
+      for (const status of [404, 400, 401]) {
+        postStatus = status;
+        seen.length = 0;
+        assert.deepEqual(await fetchWith(), blob, `POST answered ${status}`);
+        assert.deepEqual(seen, ["POST -", `GET Basic ${Buffer.from(`:${IDENTITY_TOKEN}`).toString("base64")}`]);
+      }
+      // 405 without a user name: no GET (as containerd); the failure names the token server.
+      postStatus = 405;
+      seen.length = 0;
+      await rejectsClass(fetchWith(), "Unknown", new RegExp(`token server http://${host}/token: unexpected HTTP status 405`));
+      assert.deepEqual(seen, ["POST -"]);
+      // A token server answering 404 to both: its endpoint is missing, the blob is not.
+      postStatus = 404;
+      getStatus = 404;
+      await rejectsClass(fetchWith(), "Unknown", new RegExp(`token server http://${host}/token: unexpected HTTP status 404`));
+    });
+
     test("a redirect to another host follows without our Authorization header", T, async () => {
       const plain = await proxy();
       const p = await proxy({ auth: { scheme: "bearer", user, pass }, redirectBlobsTo: plain.host });
