@@ -12,7 +12,7 @@ import { Readable, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CkError, failedPrecondition, invalidArgument, isClass, notFound, unavailable } from "../errdefs/errdefs.js";
 import type { CredentialStore, Credentials } from "./auth.js";
-import { Authorizer, MAX_TOKEN_RESPONSE } from "./authorizer.js";
+import { Authorizer, MAX_TOKEN_RESPONSE, type TokenHttp } from "./authorizer.js";
 import { RegistryError, isRetryable, isUnauthorized, statusError, unauthorized } from "./errors.js";
 import { MAX_MANIFEST_BYTES, MediaTypes, isIndex, isManifest } from "./manifest.js";
 import { formatReference, manifestReference, type ImageReference } from "./reference.js";
@@ -671,19 +671,56 @@ export class Registry {
     return stream;
   }
 
-  /** The authorizer's HTTP: a GET or POST whose (small) answer is read whole. */
-  private async smallRequest(r: { method: "GET" | "POST"; url: URL; headers: Record<string, string>; body?: Buffer }): Promise<{ status: number; body: Buffer }> {
-    const headers: Record<string, string> = { "user-agent": this.opts.userAgent, ...r.headers };
-    if (r.body) headers["content-length"] = String(r.body.length);
-    let res: HttpResponse;
-    try {
-      res = await this.rawRequest({ method: r.method, url: r.url, headers, body: r.body, signal: undefined });
-    } catch (err) {
-      throw networkError(r.url.host, `token server ${r.url.origin}${r.url.pathname}`, err, undefined);
+  /**
+   * The authorizer's HTTP: a GET or POST whose (small) answer is read whole, redirects followed
+   * as Go's http.Client follows them for containerd's token requests (see tokenRedirect).
+   */
+  private async smallRequest(first: TokenRequest): Promise<{ status: number; body: Buffer }> {
+    let r = first;
+    for (let hop = 0; ; hop++) {
+      const headers: Record<string, string> = { "user-agent": this.opts.userAgent, ...r.headers };
+      if (r.body) headers["content-length"] = String(r.body.length);
+      let res: HttpResponse;
+      try {
+        res = await this.rawRequest({ method: r.method, url: r.url, headers, body: r.body, signal: undefined });
+      } catch (err) {
+        throw networkError(r.url.host, `token server ${r.url.origin}${r.url.pathname}`, err, undefined);
+      }
+      const next = tokenRedirect(r, res.statusCode ?? 0, header(res, "location"));
+      if (next) {
+        await drain(res);
+        if (hop >= MAX_REDIRECTS) throw new RegistryError("Unknown", first.url.host, `${first.url.host}: token server ${first.url.origin}${first.url.pathname}: more than ${MAX_REDIRECTS} redirects`);
+        r = next;
+        continue;
+      }
+      const body = await readLimited(res, MAX_TOKEN_RESPONSE, true);
+      return { status: res.statusCode ?? 0, body: body ?? Buffer.alloc(0) };
     }
-    const body = await readLimited(res, MAX_TOKEN_RESPONSE, true);
-    return { status: res.statusCode ?? 0, body: body ?? Buffer.alloc(0) };
   }
+}
+
+type TokenRequest = Parameters<TokenHttp>[0];
+
+/**
+ * The token request a redirect asks for, as Go's http.Client makes it (containerd asks for
+ * tokens through one): 301, 302 and 303 turn a POST into a GET without a body, 307 and 308
+ * repeat the request; the Authorization header goes to the same host only. Undefined when the
+ * answer is not a redirect to an http(s) Location.
+ */
+export function tokenRedirect(req: TokenRequest, status: number, location: string | undefined): TokenRequest | undefined {
+  if (![301, 302, 303, 307, 308].includes(status) || !location) return undefined;
+  let url: URL;
+  try {
+    url = new URL(location, req.url);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return undefined;
+  const headers = { ...req.headers };
+  if (url.host !== req.url.host) delete headers.authorization;
+  if (status === 307 || status === 308 || req.method === "GET") return { method: req.method, url, headers, ...(req.body ? { body: req.body } : {}) };
+  delete headers["content-type"];
+  return { method: "GET", url, headers };
 }
 
 /**

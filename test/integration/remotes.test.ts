@@ -591,6 +591,45 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
       await rejectsClass(fetchWith(), "Unknown", new RegExp(`token server http://${host}/token: unexpected HTTP status 404`));
     });
 
+    test("a token realm that redirects is followed (same host with our credentials, another host without them)", T, async () => {
+      const blob = randomBytes(100);
+      const basic = "Basic " + Buffer.from(`${user}:${pass}`).toString("base64");
+      const elsewhere: string[] = [];
+      const other = await serve((req, res) => {
+        elsewhere.push(req.headers.authorization ?? "-");
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ token: "from-elsewhere" }));
+      });
+      let realm = "/token";
+      const host = await serve((req, res) => {
+        const url = req.url ?? "/";
+        if (url.startsWith("/token")) {
+          // Where the realm sends the request: a path of its own, or another host.
+          const to = realm === "/token" ? url.replace("/token", "/v2/token") : `http://${other}${url}`;
+          res.writeHead(307, { location: to });
+          return res.end();
+        }
+        if (url.startsWith("/v2/token")) {
+          const ok = req.headers.authorization === basic;
+          res.writeHead(ok ? 200 : 401, { "content-type": "application/json" });
+          return res.end(ok ? JSON.stringify({ token: "from-here" }) : "");
+        }
+        const want = realm === "/token" ? "Bearer from-here" : "Bearer from-elsewhere";
+        if (req.headers.authorization !== want) {
+          res.writeHead(401, { "www-authenticate": `Bearer realm="http://${host}/token",service="reg"` });
+          return res.end();
+        }
+        res.writeHead(200, { "content-length": String(blob.length) });
+        res.end(blob);
+      });
+      const d = { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length };
+      const credentials = () => ({ username: user, password: pass });
+      assert.deepEqual(await client({ credentials }).fetchBytes(parseReference(`${host}/app:v1`), d), blob);
+      realm = "/token-elsewhere";
+      assert.deepEqual(await client({ credentials }).fetchBytes(parseReference(`${host}/app:v1`), d), blob);
+      assert.deepEqual(elsewhere, ["-"], "the other host's token server got no credentials");
+    });
+
     test("a redirect to another host follows without our Authorization header", T, async () => {
       const plain = await proxy();
       const p = await proxy({ auth: { scheme: "bearer", user, pass }, redirectBlobsTo: plain.host });
