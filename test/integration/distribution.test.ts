@@ -4,7 +4,8 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
@@ -165,6 +166,32 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     r = await ck("obj", ["fetch-object", "--plain-http", ref("dist/small"), "sha256:" + "0".repeat(64), "-o", "-"]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /not found/);
+  });
+
+  test("ck fetch-object -o FILE: bytes that fail the digest check never reach FILE (nor a file beside it)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ck-fetch-object-"));
+    try {
+      const out = join(dir, "config.json");
+      const layer = small.manifest.layers[0].digest;
+      proxy.rule = (req) => (req.method === "GET" && req.url?.includes(`/blobs/${layer}`) ? { tamper: true } : undefined);
+      let r: Awaited<ReturnType<typeof ck>>;
+      try {
+        r = await ck("obj2", ["fetch-object", "--plain-http", ref("dist/small"), layer, "-o", out]);
+      } finally {
+        proxy.rule = undefined;
+      }
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /digest/);
+      assert.deepEqual(readdirSync(dir), [], "no file written");
+      // An existing file is replaced only by verified bytes.
+      writeFileSync(out, "before\n");
+      r = await ck("obj2", ["fetch-object", "--plain-http", ref("dist/small"), small.configDigest, "-o", out]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(`sha256:${createHash("sha256").update(readFileSync(out)).digest("hex")}`, small.configDigest);
+      assert.deepEqual(readdirSync(dir), ["config.json"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("ck images check: a missing layer makes the image incomplete (exit 1)", async () => {
