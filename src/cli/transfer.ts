@@ -555,10 +555,12 @@ export async function fetchImage(api: ApiClient, registry: Registry, ref: ImageR
   // The lease is created while the registry answers the resolve.
   const lease = createLease(api);
   lease.catch(() => undefined); // awaited below
-  let resolved: Awaited<ReturnType<Registry["resolveWithManifest"]>>;
+  let resolved: Awaited<ReturnType<Registry["resolveByHead"]>>;
   try {
-    // One GET brings the root document with its descriptor (containerd HEADs, then GETs).
-    resolved = await registry.resolveWithManifest(ref);
+    // A HEAD, as containerd resolves: the root document is then read from the daemon when it
+    // has it, and GET by digest only when not (bytes come with the resolve only when the
+    // registry's HEAD was of no use and it fell back to a GET).
+    resolved = await registry.resolveByHead(ref);
   } catch (err) {
     await lease.then((id) => dropLease(api, id), () => undefined);
     throw err;

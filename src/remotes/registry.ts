@@ -198,12 +198,22 @@ export class Registry {
 
   /** The descriptor a tag or digest names on the registry. */
   async resolve(ref: ImageReference): Promise<Descriptor> {
+    return (await this.resolveByHead(ref)).descriptor;
+  }
+
+  /**
+   * Resolves as containerd's resolver does, with a HEAD (Docker-Content-Digest, Content-Type,
+   * Content-Length): a client that has the document already need not GET it (Docker Hub counts
+   * manifest GETs against its pull limit, HEADs not). A registry that does not answer the HEAD
+   * usefully (refuses it, or leaves out the digest) is asked with a GET, whose document comes
+   * back too (size-capped, digest checked).
+   */
+  async resolveByHead(ref: ImageReference): Promise<{ descriptor: Descriptor; bytes?: Buffer }> {
     const name = formatReference(ref);
     const what = `manifest ${JSON.stringify(name)}`;
     const url = this.url(ref, `/v2/${ref.repository}/manifests/${manifestReference(ref)}`);
     const base: Omit<Call, "method"> = { ref, url, headers: { accept: MANIFEST_ACCEPT }, scopes: [scope(ref.repository, ["pull"])], what };
 
-    let desc: Descriptor | undefined;
     const head = await this.send({ ...base, method: "HEAD" });
     await drain(head);
     if (head.statusCode === 404) throw statusError(ref.domain, 404, what);
@@ -212,12 +222,11 @@ export class Registry {
       const digest = header(head, "docker-content-digest");
       const size = Number(header(head, "content-length"));
       if ((isManifest(mediaType) || isIndex(mediaType)) && isDigest(digest) && isSize(size) && header(head, "content-length") !== undefined) {
-        desc = { mediaType, digest, size };
+        return { descriptor: this.resolved(ref, name, what, { mediaType, digest, size }) };
       }
     }
-    // Some registries do not answer HEAD, or leave out the digest: read the document.
-    if (!desc) desc = (await this.getManifest(ref, base, what)).descriptor;
-    return this.resolved(ref, name, what, desc);
+    const got = await this.getManifest(ref, base, what);
+    return { descriptor: this.resolved(ref, name, what, got.descriptor), bytes: got.bytes };
   }
 
   /**

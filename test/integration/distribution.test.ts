@@ -168,6 +168,35 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.match(r.stderr, /not found/);
   });
 
+  test("a tag is resolved with HEAD: a fetch of an image the namespace has GETs no manifest; a registry that refuses HEAD is read with one GET", async () => {
+    // An image of its own: no earlier test put its manifest on the daemon's disk.
+    const img = await buildImage({ host: registry.host, repo: "dist/headres", tag: "v1", layers: [{ "h.txt": "head\n" }] });
+    const manifests = (method: string) => proxy.count(method, "/v2/dist/headres/manifests/");
+    const counts = () => ({ head: manifests("HEAD"), get: manifests("GET"), byDigest: proxy.count("GET", `/v2/dist/headres/manifests/${img.manifestDigest}`) });
+    let before = counts();
+    let r = await ck("headns", ["fetch", "-q", "--plain-http", ref("dist/headres")]);
+    assert.equal(r.code, 0, r.stderr);
+    // Cold: a HEAD of the tag, then a GET of the manifest by digest (verified).
+    assert.deepEqual(counts(), { head: before.head + 1, get: before.get + 1, byDigest: before.byDigest + 1 });
+    before = counts();
+    r = await ck("headns", ["fetch", "-q", "--plain-http", ref("dist/headres")]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(counts(), { ...before, head: before.head + 1 }, "up to date: only the HEAD");
+    assert.match(r.stdout, new RegExp(img.manifestDigest));
+    // HEAD refused (405): the tag's GET brings the document, read once.
+    proxy.rule = (req) => (req.method === "HEAD" && req.url?.includes("/manifests/") ? { answer: { status: 405 } } : undefined);
+    try {
+      before = counts();
+      r = await ck("headns2", ["fetch", "-q", "--plain-http", ref("dist/headres")]);
+    } finally {
+      proxy.rule = undefined;
+    }
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(counts(), { head: before.head + 1, get: before.get + 1, byDigest: before.byDigest });
+    const check = await ck("headns2", ["images", "check"]);
+    assert.match(check.stdout, /complete \(3\/3\)/);
+  });
+
   test("ck fetch-object -o FILE: bytes that fail the digest check never reach FILE (nor a file beside it)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ck-fetch-object-"));
     try {
