@@ -1,7 +1,10 @@
 // `ck fetch`, `ck pull`, `ck push`, `ck fetch-object`: registry transfers run here, in the
 // client, and reach the daemon only through the containerd API (see transfer.ts).
 import type { Command } from "commander";
+import { randomBytes } from "node:crypto";
 import { createWriteStream, readFileSync } from "node:fs";
+import { rename, rm } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import { createSecureContext } from "node:tls";
 import { pipeline } from "node:stream/promises";
 import type { ApiClient } from "./client.js";
@@ -206,7 +209,7 @@ export function registerDistributionCommands(program: Command, action: Action): 
     program
       .command("fetch-object <ref> <digest>")
       .description("fetch one object of a repository by digest into the content store, or with -o to a file (- = stdout)")
-      .option("-o, --output <file>", "write the verified bytes here instead of the content store"),
+      .option("-o, --output <file>", "write the verified bytes here instead of the content store (a file appears only once verified)"),
   ).action(
     action(async (api, refArg: string, digest: string, opts: RegistryFlags & { output?: string }) => {
       const ref = parseReference(refArg);
@@ -230,8 +233,24 @@ async function fetchOne(api: ApiClient, registry: Registry, ref: ImageReference,
   }
   // From offset 0 the registry client verifies size and digest before the stream ends.
   const body = await registry.fetch(ref, desc);
-  const sink = output === "-" ? process.stdout : createWriteStream(output);
-  await pipeline(body, sink);
+  if (output === "-") await pipeline(body, process.stdout);
+  else await writeVerified(body, output);
+}
+
+/**
+ * Writes a verifying stream to `file` so that the file only ever holds verified bytes: into a
+ * temporary file beside it (same filesystem, so the rename is atomic), renamed over `file` once
+ * the stream ended, which it does only after the digest check; removed when anything failed.
+ */
+async function writeVerified(body: NodeJS.ReadableStream, file: string): Promise<void> {
+  const temp = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString("hex")}.partial`);
+  try {
+    await pipeline(body, createWriteStream(temp, { flags: "wx" }));
+    await rename(temp, file);
+  } catch (err) {
+    await rm(temp, { force: true });
+    throw err;
+  }
 }
 
 /** `normalized` when an image has that name, else `typed`. */

@@ -21,7 +21,7 @@ import { type JobStatus, type ProgressJob, type ProgressSink } from "./progress.
 import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
 import { formatReference, type ImageReference } from "../remotes/reference.js";
 import { sha256Digest, type Descriptor, type Platform } from "../remotes/types.js";
-import { children, gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
+import { children, gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, MediaTypes, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
 import { manifestsFor, selectManifests } from "../remotes/platform.js";
 import { Slots } from "../remotes/slots.js";
 import { bytesCanNeverCommit, type Registry, type RegistryAccess } from "../remotes/registry.js";
@@ -90,16 +90,37 @@ export interface FetchResult {
   transferred: number;
 }
 
-/** Ref under which ctr writes an object: manifest-, index-, config- or layer-<digest>. */
+/**
+ * Ref under which ctr writes an object (containerd's remotes.MakeRefKey): `<kind>-<digest>`,
+ * or `<kind>-<name>@<digest>` for a descriptor annotated with a ref name. The same ref for the
+ * same object is what makes two writers, ck's and ctr's, wait on one ingest lock.
+ */
 export function refFor(desc: Descriptor): string {
-  return `${kindOf(desc)}-${desc.digest}`;
+  const name = desc.annotations?.[REF_NAME_ANNOTATION];
+  return `${kindOf(desc)}-${name !== undefined ? `${name}@${desc.digest}` : desc.digest}`;
 }
 
-export function kindOf(desc: Descriptor): "index" | "manifest" | "config" | "layer" {
-  if (isIndex(desc.mediaType)) return "index";
-  if (isManifest(desc.mediaType)) return "manifest";
-  if (/config/.test(desc.mediaType)) return "config";
-  return "layer";
+const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
+
+/** images.IsKnownConfig: image configs, Docker's and OCI's, and containerd's checkpoint ones. */
+const KNOWN_CONFIGS: ReadonlySet<string> = new Set([
+  MediaTypes.dockerConfig,
+  MediaTypes.ociConfig,
+  "application/vnd.containerd.container.criu.checkpoint.criu.tar",
+  "application/vnd.containerd.container.checkpoint.config.v1+proto",
+]);
+
+/** The Docker layer types images.IsLayerType knows (compared without a `+suffix`). */
+const DOCKER_LAYERS: ReadonlySet<string> = new Set([MediaTypes.dockerLayer, MediaTypes.dockerLayerGzip, MediaTypes.dockerLayerForeign, MediaTypes.dockerLayerForeignGzip]);
+
+/** What an object is by its media type, by containerd 1.6's rules for MakeRefKey. */
+export function kindOf(desc: Descriptor): "index" | "manifest" | "config" | "layer" | "unknown" {
+  const mt = desc.mediaType;
+  if (isManifest(mt)) return "manifest";
+  if (isIndex(mt)) return "index";
+  if (mt.startsWith("application/vnd.oci.image.layer.") || DOCKER_LAYERS.has(mt.split("+")[0]!)) return "layer";
+  if (KNOWN_CONFIGS.has(mt)) return "config";
+  return "unknown";
 }
 
 /** ck.services.fetch.v1's RegistryAccess for a registry client's view of one host. */
@@ -318,7 +339,10 @@ class Fetcher implements FetchProgress {
   /** Writes one manifest or index (bytes known, or read from the daemon or the registry). */
   private async writeManifest(desc: Descriptor, job: ProgressJob, known?: ParsedManifest, knownBytes?: Buffer): Promise<ParsedManifest> {
     let parsed = known;
-    const labels = (p: ParsedManifest) => ({ ...gcLabels(this.narrow(p)), [this.sourceKey]: this.ref.repository });
+    // An index names every child, not only the platforms this fetch keeps (containerd labels
+    // the children before it filters them): labels from a narrowed index would be renumbered
+    // by the next fetch of another platform, and GC would take the first platform's content.
+    const labels = (p: ParsedManifest) => ({ ...gcLabels(p), [this.sourceKey]: this.ref.repository });
     const readBack = async () => parseManifest(desc, await this.content.readAll(desc.digest, MAX_MANIFEST_BYTES));
     const w = await this.content.open(refFor(desc), { expected: desc.digest, total: desc.size });
     if (w === "exists") {
@@ -531,10 +555,12 @@ export async function fetchImage(api: ApiClient, registry: Registry, ref: ImageR
   // The lease is created while the registry answers the resolve.
   const lease = createLease(api);
   lease.catch(() => undefined); // awaited below
-  let resolved: Awaited<ReturnType<Registry["resolveWithManifest"]>>;
+  let resolved: Awaited<ReturnType<Registry["resolveByHead"]>>;
   try {
-    // One GET brings the root document with its descriptor (containerd HEADs, then GETs).
-    resolved = await registry.resolveWithManifest(ref);
+    // A HEAD, as containerd resolves: the root document is then read from the daemon when it
+    // has it, and GET by digest only when not (bytes come with the resolve only when the
+    // registry's HEAD was of no use and it fell back to a GET).
+    resolved = await registry.resolveByHead(ref);
   } catch (err) {
     await lease.then((id) => dropLease(api, id), () => undefined);
     throw err;

@@ -2,7 +2,7 @@
 // asking the challenge's token server (anonymously, with basic credentials, or with an
 // identity token), caching tokens per host and scope. Tokens and passwords stay in here.
 import { parseChallenges, type Challenge, type CredentialStore, type Credentials } from "./auth.js";
-import { statusError, unauthorized, RegistryError } from "./errors.js";
+import { tokenServerError, unauthorized, RegistryError } from "./errors.js";
 
 /** The HTTP the authorizer needs: one request, the whole (small) answer. */
 export type TokenHttp = (req: {
@@ -100,6 +100,15 @@ export class Authorizer {
     const who = creds?.identityToken ? "an identity token" : creds?.username !== undefined ? `user ${JSON.stringify(creds.username)}` : "anonymous access";
     this.log(`${host}: requesting a bearer token from ${where} for ${scopes.join(" ") || "no scope"} with ${who}`);
 
+    /** The docker token spec's GET, with basic credentials when given. */
+    const get = (basic?: { username: string; password: string }) => {
+      const url = new URL(realm);
+      if (ch.params.service) url.searchParams.set("service", ch.params.service);
+      for (const s of scopes) url.searchParams.append("scope", s);
+      const headers: Record<string, string> = {};
+      if (basic) headers.authorization = "Basic " + Buffer.from(`${basic.username}:${basic.password}`).toString("base64");
+      return this.http({ method: "GET", url, headers });
+    };
     let answer: { status: number; body: Buffer };
     if (creds?.identityToken) {
       // docker token spec, OAuth2 refresh-token grant.
@@ -112,20 +121,17 @@ export class Authorizer {
         headers: { "content-type": "application/x-www-form-urlencoded" },
         body: Buffer.from(form.toString()),
       });
-    } else {
-      const url = new URL(realm);
-      if (ch.params.service) url.searchParams.set("service", ch.params.service);
-      for (const s of scopes) url.searchParams.append("scope", s);
-      const headers: Record<string, string> = {};
-      if (creds?.username !== undefined && creds.password !== undefined) {
-        headers.authorization = "Basic " + Buffer.from(`${creds.username}:${creds.password}`).toString("base64");
+      if (oauthPostUnsupported(answer.status, creds.username !== undefined)) {
+        this.log(`${host}: token server ${where} does not take the OAuth2 POST (HTTP ${answer.status}); asking with GET and the identity token as password`);
+        answer = await get({ username: creds.username ?? "", password: creds.identityToken });
       }
-      answer = await this.http({ method: "GET", url, headers });
+    } else {
+      answer = await get(creds?.username !== undefined && creds.password !== undefined ? { username: creds.username, password: creds.password } : undefined);
     }
     if (answer.status === 401 || answer.status === 403) {
       throw unauthorized(host, `token server ${where} refused ${who} for ${scopes.join(" ") || "no scope"} (HTTP ${answer.status})`, answer.status);
     }
-    if (answer.status < 200 || answer.status > 299) throw statusError(host, answer.status, `token server ${where}`, answer.body);
+    if (answer.status < 200 || answer.status > 299) throw tokenServerError(host, answer.status, `token server ${where}`, answer.body);
     let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
       doc = JSON.parse(answer.body.toString("utf8"));
@@ -138,4 +144,13 @@ export class Authorizer {
     // Renew a little early so a token does not expire in flight.
     return { value, expiresAt: Date.now() + Math.max(lifetime - 10, 1) * 1000 };
   }
+}
+
+/**
+ * Whether a token server's answer to the OAuth2 POST means it does not take that grant, so the
+ * GET with basic credentials is tried instead, as containerd does: 404 (GCR), 401 (JFrog
+ * Artifactory), 400 (ACR), and 405 when a user name goes with the token.
+ */
+export function oauthPostUnsupported(status: number, withUsername: boolean): boolean {
+  return status === 404 || status === 401 || status === 400 || (status === 405 && withUsername);
 }

@@ -43,6 +43,17 @@ export function statusError(host: string, status: number, what: string, body?: B
   return new RegistryError("Unknown", host, `${host}: ${what}: unexpected HTTP status ${status}${suffix}`, opts);
 }
 
+/**
+ * Maps a token server's non-success HTTP status. Its 404 says that the token endpoint is not
+ * there (a realm the registry got wrong), nothing about the image asked for: it is never
+ * NotFound, which callers read as "no such image".
+ */
+export function tokenServerError(host: string, status: number, where: string, body?: Buffer): RegistryError {
+  if (status !== 404) return statusError(host, status, where, body);
+  const { code, detail } = registryErrorDetail(body);
+  return new RegistryError("Unknown", host, `${host}: ${where}: unexpected HTTP status 404${detail ? ` (${detail})` : ""}`, code !== undefined ? { status, code } : { status });
+}
+
 /** Retrying can help: the registry is overloaded or failing, or the network let us down. */
 export function isRetryable(err: unknown): boolean {
   if (err instanceof CkError) return err.errorClass === "Unavailable" || err.errorClass === "DeadlineExceeded";

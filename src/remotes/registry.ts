@@ -12,7 +12,7 @@ import { Readable, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CkError, failedPrecondition, invalidArgument, isClass, notFound, unavailable } from "../errdefs/errdefs.js";
 import type { CredentialStore, Credentials } from "./auth.js";
-import { Authorizer, MAX_TOKEN_RESPONSE } from "./authorizer.js";
+import { Authorizer, MAX_TOKEN_RESPONSE, type TokenHttp } from "./authorizer.js";
 import { RegistryError, isRetryable, isUnauthorized, statusError, unauthorized } from "./errors.js";
 import { MAX_MANIFEST_BYTES, MediaTypes, isIndex, isManifest } from "./manifest.js";
 import { formatReference, manifestReference, type ImageReference } from "./reference.js";
@@ -198,12 +198,22 @@ export class Registry {
 
   /** The descriptor a tag or digest names on the registry. */
   async resolve(ref: ImageReference): Promise<Descriptor> {
+    return (await this.resolveByHead(ref)).descriptor;
+  }
+
+  /**
+   * Resolves as containerd's resolver does, with a HEAD (Docker-Content-Digest, Content-Type,
+   * Content-Length): a client that has the document already need not GET it (Docker Hub counts
+   * manifest GETs against its pull limit, HEADs not). A registry that does not answer the HEAD
+   * usefully (refuses it, or leaves out the digest) is asked with a GET, whose document comes
+   * back too (size-capped, digest checked).
+   */
+  async resolveByHead(ref: ImageReference): Promise<{ descriptor: Descriptor; bytes?: Buffer }> {
     const name = formatReference(ref);
     const what = `manifest ${JSON.stringify(name)}`;
     const url = this.url(ref, `/v2/${ref.repository}/manifests/${manifestReference(ref)}`);
     const base: Omit<Call, "method"> = { ref, url, headers: { accept: MANIFEST_ACCEPT }, scopes: [scope(ref.repository, ["pull"])], what };
 
-    let desc: Descriptor | undefined;
     const head = await this.send({ ...base, method: "HEAD" });
     await drain(head);
     if (head.statusCode === 404) throw statusError(ref.domain, 404, what);
@@ -212,12 +222,11 @@ export class Registry {
       const digest = header(head, "docker-content-digest");
       const size = Number(header(head, "content-length"));
       if ((isManifest(mediaType) || isIndex(mediaType)) && isDigest(digest) && isSize(size) && header(head, "content-length") !== undefined) {
-        desc = { mediaType, digest, size };
+        return { descriptor: this.resolved(ref, name, what, { mediaType, digest, size }) };
       }
     }
-    // Some registries do not answer HEAD, or leave out the digest: read the document.
-    if (!desc) desc = (await this.getManifest(ref, base, what)).descriptor;
-    return this.resolved(ref, name, what, desc);
+    const got = await this.getManifest(ref, base, what);
+    return { descriptor: this.resolved(ref, name, what, got.descriptor), bytes: got.bytes };
   }
 
   /**
@@ -524,34 +533,53 @@ export class Registry {
   /**
    * One registry request with authentication: authorize up front from the last challenge,
    * answer a 401 once, and report a second 401 as unauthorized. Redirects are followed for
-   * GET and HEAD, without our Authorization header when they leave the registry's host.
+   * GET and HEAD. Challenges and credentials are per host, as containerd's authorizer keys
+   * them by the host that answered: a redirect to another host carries only what that host
+   * asked for, and its 401 is answered with its own credentials, never the registry's.
    */
   private async send(call: Call): Promise<HttpResponse> {
-    const host = call.ref.domain;
     // The registry's credentials go to the registry only: an upload Location elsewhere (a
     // storage service) gets none, and its 401 is not taken as the registry's challenge
     // (containerd's pusher drops its authorizer when the upload's host changes).
-    if (call.url.origin !== this.url(call.ref, "/").origin) return this.follow(call, undefined);
-    let authorization = await this.auth.upfront(host, call.scopes);
-    let res = await this.follow(call, authorization);
-    if (res.statusCode !== 401) return res;
-    const challenge = header(res, "www-authenticate");
-    await drain(res);
-    authorization = await this.auth.answer(host, challenge, call.scopes);
-    res = await this.follow(call, authorization);
-    if (res.statusCode === 401) {
+    if (call.url.origin !== this.url(call.ref, "/").origin) return (await this.follow(call, async () => undefined)).res;
+    /** Authorizations answered for this request, by host: the retry sends each to its host. */
+    const answered = new Map<string, string>();
+    const authorize = (url: URL) => {
+      const host = this.authHost(call.ref, url);
+      return answered.has(host) ? Promise.resolve(answered.get(host)) : this.auth.upfront(host, call.scopes);
+    };
+    // Each host on the way answers its challenge once (the registry, then the host it
+    // redirects to may ask too); a second 401 from the same host is a refusal.
+    for (;;) {
+      const { res, url } = await this.follow(call, authorize);
+      if (res.statusCode !== 401) return res;
+      const host = this.authHost(call.ref, url);
+      const challenge = challenges(res);
       await drain(res);
-      throw unauthorized(host, `${call.what}: registry refused the ${authorization.split(" ")[0]} authorization it asked for (HTTP 401)`);
+      const sent = answered.get(host);
+      if (sent !== undefined) throw unauthorized(host, `${call.what}: registry refused the ${sent.split(" ")[0]} authorization it asked for (HTTP 401)`);
+      // Redirects to ever new hosts that each challenge: as many as the redirects allowed.
+      if (answered.size > MAX_REDIRECTS) throw unauthorized(host, `${call.what}: more than ${MAX_REDIRECTS} hosts asked for authentication`);
+      answered.set(host, await this.auth.answer(host, challenge, call.scopes));
     }
-    return res;
   }
 
-  private async follow(call: Call, authorization: string | undefined): Promise<HttpResponse> {
+  /**
+   * Whom credentials and challenges for `url` belong to: the registry under its reference's
+   * name (the credential store knows Docker Hub as docker.io), any other host as itself.
+   */
+  private authHost(ref: ImageReference, url: URL): string {
+    return url.host === this.url(ref, "/").host ? ref.domain : url.host;
+  }
+
+  /** Sends `call`, following redirects; `authorize` gives each hop's Authorization by its URL. */
+  private async follow(call: Call, authorize: (url: URL) => Promise<string | undefined>): Promise<{ res: HttpResponse; url: URL }> {
     let url = call.url;
     let method = call.method;
     for (let hop = 0; ; hop++) {
       const headers: Record<string, string> = { "user-agent": this.opts.userAgent, ...call.headers };
-      if (authorization && url.host === call.url.host) headers.authorization = authorization;
+      const authorization = await authorize(url);
+      if (authorization) headers.authorization = authorization;
       const body = hop === 0 ? call.body?.() : undefined;
       if (Buffer.isBuffer(body)) headers["content-length"] = String(body.length);
       this.log(`${method} ${url.origin}${url.pathname}${headers.range ? ` (${headers.range})` : ""}`);
@@ -563,7 +591,7 @@ export class Registry {
       }
       const status = res.statusCode ?? 0;
       const location = header(res, "location");
-      if (!(status >= 300 && status < 400 && location && (method === "GET" || method === "HEAD"))) return res;
+      if (!(status >= 300 && status < 400 && location && (method === "GET" || method === "HEAD"))) return { res, url };
       await drain(res);
       if (hop >= MAX_REDIRECTS) throw new RegistryError("Unknown", call.ref.domain, `${call.ref.domain}: ${call.what}: more than ${MAX_REDIRECTS} redirects`);
       url = new URL(location, url);
@@ -652,19 +680,56 @@ export class Registry {
     return stream;
   }
 
-  /** The authorizer's HTTP: a GET or POST whose (small) answer is read whole. */
-  private async smallRequest(r: { method: "GET" | "POST"; url: URL; headers: Record<string, string>; body?: Buffer }): Promise<{ status: number; body: Buffer }> {
-    const headers: Record<string, string> = { "user-agent": this.opts.userAgent, ...r.headers };
-    if (r.body) headers["content-length"] = String(r.body.length);
-    let res: HttpResponse;
-    try {
-      res = await this.rawRequest({ method: r.method, url: r.url, headers, body: r.body, signal: undefined });
-    } catch (err) {
-      throw networkError(r.url.host, `token server ${r.url.origin}${r.url.pathname}`, err, undefined);
+  /**
+   * The authorizer's HTTP: a GET or POST whose (small) answer is read whole, redirects followed
+   * as Go's http.Client follows them for containerd's token requests (see tokenRedirect).
+   */
+  private async smallRequest(first: TokenRequest): Promise<{ status: number; body: Buffer }> {
+    let r = first;
+    for (let hop = 0; ; hop++) {
+      const headers: Record<string, string> = { "user-agent": this.opts.userAgent, ...r.headers };
+      if (r.body) headers["content-length"] = String(r.body.length);
+      let res: HttpResponse;
+      try {
+        res = await this.rawRequest({ method: r.method, url: r.url, headers, body: r.body, signal: undefined });
+      } catch (err) {
+        throw networkError(r.url.host, `token server ${r.url.origin}${r.url.pathname}`, err, undefined);
+      }
+      const next = tokenRedirect(r, res.statusCode ?? 0, header(res, "location"));
+      if (next) {
+        await drain(res);
+        if (hop >= MAX_REDIRECTS) throw new RegistryError("Unknown", first.url.host, `${first.url.host}: token server ${first.url.origin}${first.url.pathname}: more than ${MAX_REDIRECTS} redirects`);
+        r = next;
+        continue;
+      }
+      const body = await readLimited(res, MAX_TOKEN_RESPONSE, true);
+      return { status: res.statusCode ?? 0, body: body ?? Buffer.alloc(0) };
     }
-    const body = await readLimited(res, MAX_TOKEN_RESPONSE, true);
-    return { status: res.statusCode ?? 0, body: body ?? Buffer.alloc(0) };
   }
+}
+
+type TokenRequest = Parameters<TokenHttp>[0];
+
+/**
+ * The token request a redirect asks for, as Go's http.Client makes it (containerd asks for
+ * tokens through one): 301, 302 and 303 turn a POST into a GET without a body, 307 and 308
+ * repeat the request; the Authorization header goes to the same host only. Undefined when the
+ * answer is not a redirect to an http(s) Location.
+ */
+export function tokenRedirect(req: TokenRequest, status: number, location: string | undefined): TokenRequest | undefined {
+  if (![301, 302, 303, 307, 308].includes(status) || !location) return undefined;
+  let url: URL;
+  try {
+    url = new URL(location, req.url);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return undefined;
+  const headers = { ...req.headers };
+  if (url.host !== req.url.host) delete headers.authorization;
+  if (status === 307 || status === 308 || req.method === "GET") return { method: req.method, url, headers, ...(req.body ? { body: req.body } : {}) };
+  delete headers["content-type"];
+  return { method: "GET", url, headers };
 }
 
 /**
@@ -998,6 +1063,15 @@ function ok(res: HttpResponse): boolean {
 function header(res: HttpResponse, name: string): string | undefined {
   const v = res.headers[name];
   return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * Every challenge of a 401, as one header value: a registry may send them on separate
+ * WWW-Authenticate lines, which node:http joins with commas and undici keeps as an array.
+ */
+function challenges(res: HttpResponse): string | undefined {
+  const v = res.headers["www-authenticate"];
+  return Array.isArray(v) ? v.join(", ") : v;
 }
 
 function contentType(res: HttpResponse): string {

@@ -4,7 +4,8 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK } from "../helpers/daemon.js";
@@ -13,6 +14,9 @@ import { startProxy, type TestProxy } from "../helpers/proxy.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { chainIds } from "../../src/cli/unpack.js";
 import type { ApiClient } from "../../src/cli/client.js";
+import { MediaTypes } from "../../src/remotes/manifest.js";
+import { parseReference } from "../../src/remotes/reference.js";
+import { Registry } from "../../src/remotes/registry.js";
 
 const CTR = "/usr/bin/ctr";
 const blobPath = (root: string, digest: string) => join(root, "content", "blobs", "sha256", digest.slice("sha256:".length));
@@ -164,6 +168,61 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.match(r.stderr, /not found/);
   });
 
+  test("a tag is resolved with HEAD: a fetch of an image the namespace has GETs no manifest; a registry that refuses HEAD is read with one GET", async () => {
+    // An image of its own: no earlier test put its manifest on the daemon's disk.
+    const img = await buildImage({ host: registry.host, repo: "dist/headres", tag: "v1", layers: [{ "h.txt": "head\n" }] });
+    const manifests = (method: string) => proxy.count(method, "/v2/dist/headres/manifests/");
+    const counts = () => ({ head: manifests("HEAD"), get: manifests("GET"), byDigest: proxy.count("GET", `/v2/dist/headres/manifests/${img.manifestDigest}`) });
+    let before = counts();
+    let r = await ck("headns", ["fetch", "-q", "--plain-http", ref("dist/headres")]);
+    assert.equal(r.code, 0, r.stderr);
+    // Cold: a HEAD of the tag, then a GET of the manifest by digest (verified).
+    assert.deepEqual(counts(), { head: before.head + 1, get: before.get + 1, byDigest: before.byDigest + 1 });
+    before = counts();
+    r = await ck("headns", ["fetch", "-q", "--plain-http", ref("dist/headres")]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(counts(), { ...before, head: before.head + 1 }, "up to date: only the HEAD");
+    assert.match(r.stdout, new RegExp(img.manifestDigest));
+    // HEAD refused (405): the tag's GET brings the document, read once.
+    proxy.rule = (req) => (req.method === "HEAD" && req.url?.includes("/manifests/") ? { answer: { status: 405 } } : undefined);
+    try {
+      before = counts();
+      r = await ck("headns2", ["fetch", "-q", "--plain-http", ref("dist/headres")]);
+    } finally {
+      proxy.rule = undefined;
+    }
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(counts(), { head: before.head + 1, get: before.get + 1, byDigest: before.byDigest });
+    const check = await ck("headns2", ["images", "check"]);
+    assert.match(check.stdout, /complete \(3\/3\)/);
+  });
+
+  test("ck fetch-object -o FILE: bytes that fail the digest check never reach FILE (nor a file beside it)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ck-fetch-object-"));
+    try {
+      const out = join(dir, "config.json");
+      const layer = small.manifest.layers[0].digest;
+      proxy.rule = (req) => (req.method === "GET" && req.url?.includes(`/blobs/${layer}`) ? { tamper: true } : undefined);
+      let r: Awaited<ReturnType<typeof ck>>;
+      try {
+        r = await ck("obj2", ["fetch-object", "--plain-http", ref("dist/small"), layer, "-o", out]);
+      } finally {
+        proxy.rule = undefined;
+      }
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /digest/);
+      assert.deepEqual(readdirSync(dir), [], "no file written");
+      // An existing file is replaced only by verified bytes.
+      writeFileSync(out, "before\n");
+      r = await ck("obj2", ["fetch-object", "--plain-http", ref("dist/small"), small.configDigest, "-o", out]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(`sha256:${createHash("sha256").update(readFileSync(out)).digest("hex")}`, small.configDigest);
+      assert.deepEqual(readdirSync(dir), ["config.json"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("ck images check: a missing layer makes the image incomplete (exit 1)", async () => {
     const r = await ck("check", ["fetch", "--plain-http", "-q", ref("dist/small")]);
     assert.equal(r.code, 0, r.stderr);
@@ -174,6 +233,43 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.match(check.stdout, /incomplete \(4\/5\) .* false\n/, "fetch does not unpack");
     const ls = await ck("check", ["images", "ls"]);
     assert.match(ls.stdout.split("\n")[1]!, /\s-\s/, "no size for an incomplete image");
+  });
+
+  test("an index fetched for one platform, then another: its GC labels name every manifest, and a GC keeps both platforms", async () => {
+    // Two single-platform images in one repository, and an index over both under the tag v1.
+    const amd = await buildImage({ host: registry.host, repo: "dist/multi", tag: "amd", layers: [{ "amd.txt": "amd64\n" }] });
+    const arm = await buildImage({ host: registry.host, repo: "dist/multi", tag: "arm", layers: [{ "arm.txt": "arm64\n" }] });
+    const entry = (img: typeof amd, architecture: string) => ({ mediaType: img.manifest.mediaType ?? MediaTypes.ociManifest, digest: img.manifestDigest, size: img.manifestBytes.length, platform: { os: "linux", architecture } });
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [entry(amd, "amd64"), entry(arm, "arm64")] }));
+    const indexDigest = `sha256:${createHash("sha256").update(index).digest("hex")}`;
+    const pusher = new Registry({ plainHttp: true });
+    await pusher.pushManifest(parseReference(`${registry.host}/dist/multi:v1`), { mediaType: MediaTypes.ociIndex, digest: indexDigest, size: index.length }, index, "v1").finally(() => pusher.close());
+
+    // A daemon of its own: its GC sees no other test's content.
+    const d = await TestDaemon.start({});
+    const c = d.client("multi");
+    try {
+      const run = (args: string[]) => runNode(CK, ["--address", d.address, "-n", "multi", ...args]);
+      const labels = async () => (await c.call("content", "Info", { digest: indexDigest })).info.labels as Record<string, string>;
+      const refs = (l: Record<string, string>) => Object.entries(l).filter(([k]) => k.startsWith("containerd.io/gc.ref.content.")).map(([, v]) => v).sort();
+      let r = await run(["fetch", "-q", "--plain-http", "--platform", "linux/amd64", ref("dist/multi")]);
+      assert.equal(r.code, 0, r.stderr);
+      // As containerd labels an index: every child, whatever platform the fetch kept.
+      assert.deepEqual(refs(await labels()), [amd.manifestDigest, arm.manifestDigest].sort());
+      r = await run(["fetch", "-q", "--plain-http", "--platform", "linux/arm64", ref("dist/multi")]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(refs(await labels()), [amd.manifestDigest, arm.manifestDigest].sort());
+      r = await run(["gc"]);
+      assert.equal(r.code, 0, r.stderr);
+      for (const img of [amd, arm]) {
+        for (const digest of [img.manifestDigest, img.configDigest, ...img.manifest.layers.map((l: any) => l.digest)]) {
+          await c.call("content", "Info", { digest }).catch((err) => assert.fail(`${digest} was collected: ${(err as Error).message}`));
+        }
+      }
+    } finally {
+      c.close();
+      await d.cleanup();
+    }
   });
 
   test("two pulls racing in two processes transfer each blob once", async () => {

@@ -68,6 +68,8 @@ interface Proxy {
   host: string;
   seen: Seen[];
   tokenRequests: number;
+  /** The Authorization header of each token request ("-" for none). */
+  tokenAuthorizations: string[];
   issued: string[];
   close(): Promise<void>;
 }
@@ -76,7 +78,7 @@ async function startProxy(upstream: string, opts: ProxyOptions = {}): Promise<Pr
   const [upHost, upPort] = upstream.split(":");
   const agent = new http.Agent({ keepAlive: true });
   const tokens = new Set<string>();
-  const state: Proxy = { host: "", seen: [], tokenRequests: 0, issued: [], close: async () => {} };
+  const state: Proxy = { host: "", seen: [], tokenRequests: 0, tokenAuthorizations: [], issued: [], close: async () => {} };
   let forwarded = 0;
   const basicOk = (h: string | undefined) =>
     !!opts.auth && h === "Basic " + Buffer.from(`${opts.auth.user}:${opts.auth.pass}`).toString("base64");
@@ -85,6 +87,7 @@ async function startProxy(upstream: string, opts: ProxyOptions = {}): Promise<Pr
     const url = req.url ?? "/";
     if (url.startsWith("/token")) {
       state.tokenRequests++;
+      state.tokenAuthorizations.push(req.headers.authorization ?? "-");
       if (req.method === "POST") {
         // OAuth2 refresh-token grant with an identity token
         const form = new URLSearchParams(await readAll(req));
@@ -228,6 +231,14 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
   let ref: ImageReference;
   const clients: Registry[] = [];
   const proxies: Proxy[] = [];
+  const servers: http.Server[] = [];
+  /** A small server of our own on loopback, for answers docker-registry never gives; its host. */
+  const serve = async (handler: http.RequestListener): Promise<string> => {
+    const server = http.createServer(handler);
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  };
   const tmp = mkdtempSync(join(tmpdir(), "ck-remotes-"));
   const busybox = readFileSync("/bin/busybox");
   const client = (opts: RegistryOptions = {}) => {
@@ -262,6 +273,10 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
   after(async () => {
     for (const c of clients) c.close();
     for (const p of proxies) await p.close();
+    for (const s of servers) {
+      s.closeAllConnections();
+      s.close();
+    }
     await reg?.stop();
     rmSync(tmp, { recursive: true, force: true });
   });
@@ -533,6 +548,88 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
       noSecrets(lines, p);
     });
 
+    test("an identity token the token server will not take by OAuth2 POST (404, 400, 401) is sent with GET and basic authentication; a token server's 404 is not NotFound", T, async () => {
+      const blob = randomBytes(100);
+      const seen: string[] = [];
+      let postStatus = 0;
+      let getStatus = 200;
+      const host = await serve((req, res) => {
+        req.resume();
+        if (req.url?.startsWith("/token")) {
+          seen.push(`${req.method} ${req.headers.authorization ?? "-"}`);
+          if (req.method === "POST") {
+            res.writeHead(postStatus);
+            return res.end();
+          }
+          const ok = getStatus === 200 && req.headers.authorization === "Basic " + Buffer.from(`:${IDENTITY_TOKEN}`).toString("base64");
+          res.writeHead(ok ? 200 : getStatus === 200 ? 401 : getStatus, { "content-type": "application/json" });
+          return res.end(ok ? JSON.stringify({ token: "good" }) : "");
+        }
+        if (req.headers.authorization !== "Bearer good") {
+          res.writeHead(401, { "www-authenticate": `Bearer realm="http://${host}/token",service="reg"` });
+          return res.end();
+        }
+        res.writeHead(200, { "content-length": String(blob.length) });
+        res.end(blob);
+      });
+      const d = { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length };
+      const fetchWith = () => client({ credentials: () => ({ identityToken: IDENTITY_TOKEN }) }).fetchBytes(parseReference(`${host}/app:v1`), d);
+      for (const status of [404, 400, 401]) {
+        postStatus = status;
+        seen.length = 0;
+        assert.deepEqual(await fetchWith(), blob, `POST answered ${status}`);
+        assert.deepEqual(seen, ["POST -", `GET Basic ${Buffer.from(`:${IDENTITY_TOKEN}`).toString("base64")}`]);
+      }
+      // 405 without a user name: no GET (as containerd); the failure names the token server.
+      postStatus = 405;
+      seen.length = 0;
+      await rejectsClass(fetchWith(), "Unknown", new RegExp(`token server http://${host}/token: unexpected HTTP status 405`));
+      assert.deepEqual(seen, ["POST -"]);
+      // A token server answering 404 to both: its endpoint is missing, the blob is not.
+      postStatus = 404;
+      getStatus = 404;
+      await rejectsClass(fetchWith(), "Unknown", new RegExp(`token server http://${host}/token: unexpected HTTP status 404`));
+    });
+
+    test("a token realm that redirects is followed (same host with our credentials, another host without them)", T, async () => {
+      const blob = randomBytes(100);
+      const basic = "Basic " + Buffer.from(`${user}:${pass}`).toString("base64");
+      const elsewhere: string[] = [];
+      const other = await serve((req, res) => {
+        elsewhere.push(req.headers.authorization ?? "-");
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ token: "from-elsewhere" }));
+      });
+      let realm = "/token";
+      const host = await serve((req, res) => {
+        const url = req.url ?? "/";
+        if (url.startsWith("/token")) {
+          // Where the realm sends the request: a path of its own, or another host.
+          const to = realm === "/token" ? url.replace("/token", "/v2/token") : `http://${other}${url}`;
+          res.writeHead(307, { location: to });
+          return res.end();
+        }
+        if (url.startsWith("/v2/token")) {
+          const ok = req.headers.authorization === basic;
+          res.writeHead(ok ? 200 : 401, { "content-type": "application/json" });
+          return res.end(ok ? JSON.stringify({ token: "from-here" }) : "");
+        }
+        const want = realm === "/token" ? "Bearer from-here" : "Bearer from-elsewhere";
+        if (req.headers.authorization !== want) {
+          res.writeHead(401, { "www-authenticate": `Bearer realm="http://${host}/token",service="reg"` });
+          return res.end();
+        }
+        res.writeHead(200, { "content-length": String(blob.length) });
+        res.end(blob);
+      });
+      const d = { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length };
+      const credentials = () => ({ username: user, password: pass });
+      assert.deepEqual(await client({ credentials }).fetchBytes(parseReference(`${host}/app:v1`), d), blob);
+      realm = "/token-elsewhere";
+      assert.deepEqual(await client({ credentials }).fetchBytes(parseReference(`${host}/app:v1`), d), blob);
+      assert.deepEqual(elsewhere, ["-"], "the other host's token server got no credentials");
+    });
+
     test("a redirect to another host follows without our Authorization header", T, async () => {
       const plain = await proxy();
       const p = await proxy({ auth: { scheme: "bearer", user, pass }, redirectBlobsTo: plain.host });
@@ -543,6 +640,45 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
       assert.equal(hops.length, 1);
       assert.equal(hops[0].authorization, undefined, "no credentials leave the registry's host");
       assert.ok(p.seen.some((s) => s.url.includes(d.digest) && s.authorization?.startsWith("Bearer ")));
+    });
+
+    test("a redirect to another host that challenges: answered with that host's credentials (none), never the registry's", T, async () => {
+      // The host blob GETs are redirected to issues its own bearer tokens; the registry asks
+      // for nothing, or for Basic.
+      for (const registryAuth of [undefined, { scheme: "basic" as const, user, pass }]) {
+        const storage = await proxy({ auth: { scheme: "bearer", user: "storage-user", pass: "storage-pass", anonymousTokens: true } });
+        const p = await proxy({ ...(registryAuth ? { auth: registryAuth } : {}), redirectBlobsTo: storage.host });
+        const r = client({ credentials: configFor(p.host) });
+        const d = layerDesc(2);
+        assert.equal(sha(await r.fetchBytes(via(p), d)), d.digest);
+        assert.deepEqual(storage.tokenAuthorizations, ["-"], "the storage host's token server was asked anonymously");
+        const hops = storage.seen.filter((s) => s.url.includes(d.digest));
+        assert.ok(hops.every((h) => !h.authorization?.startsWith("Basic ")), JSON.stringify(hops));
+        assert.ok(hops.some((h) => h.authorization !== undefined && storage.issued.includes(h.authorization.slice("Bearer ".length))), "its own token reached it");
+        // The storage host's token never goes to the registry; the registry's challenge stays its own.
+        const before = p.seen.length;
+        assert.equal(sha(await r.fetchBytes(via(p), layerDesc(1))), layerDesc(1).digest);
+        for (const s of p.seen.slice(before)) assert.equal(s.authorization?.split(" ")[0], registryAuth ? "Basic" : undefined, JSON.stringify(s));
+      }
+    });
+
+    test("challenges on separate WWW-Authenticate lines (Basic, then Bearer) are all seen: Bearer is answered", T, async () => {
+      const blob = randomBytes(100);
+      const basic = "Basic " + Buffer.from(`${user}:${pass}`).toString("base64");
+      const host = await serve((req, res) => {
+        if (req.url?.startsWith("/token")) {
+          res.writeHead(req.headers.authorization === basic ? 200 : 401, { "content-type": "application/json" });
+          return res.end(JSON.stringify({ token: "T" }));
+        }
+        if (req.headers.authorization !== "Bearer T") {
+          res.writeHead(401, [["www-authenticate", 'Basic realm="legacy"'], ["www-authenticate", `Bearer realm="http://${host}/token",service="reg"`]]);
+          return res.end();
+        }
+        res.writeHead(200, { "content-length": String(blob.length) });
+        res.end(blob);
+      });
+      const r = client({ credentials: () => ({ username: user, password: pass }) });
+      assert.deepEqual(await r.fetchBytes(parseReference(`${host}/app:v1`), { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length }), blob);
     });
 
     test("an upload Location on another host gets the bytes without our Authorization header", T, async () => {

@@ -3,7 +3,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CkError } from "../../src/errdefs/errdefs.js";
-import { RegistryError, isRetryable, isUnauthorized, statusError, unauthorized } from "../../src/remotes/errors.js";
+import { RegistryError, isRetryable, isUnauthorized, statusError, tokenServerError, unauthorized } from "../../src/remotes/errors.js";
+import { oauthPostUnsupported } from "../../src/remotes/authorizer.js";
 
 test("HTTP statuses map to one class each", () => {
   const table: Array<[number, string, RegExp]> = [
@@ -32,6 +33,22 @@ test("the registry's error code and message are kept", () => {
   assert.equal(err.code, "MANIFEST_UNKNOWN");
   assert.equal(err.message, 'manifest "h/r:x" (MANIFEST_UNKNOWN: manifest unknown): not found');
   assert.equal(statusError("h", 500, "blob", Buffer.from("<html>")).message, "h: blob: HTTP 500: unavailable");
+});
+
+test("a token server's 404 is Unknown, not NotFound (the image may well exist); other statuses as for the registry", () => {
+  const err = tokenServerError("h", 404, "token server https://auth.h/token");
+  assert.equal(err.errorClass, "Unknown");
+  assert.equal(err.status, 404);
+  assert.equal(err.message, "h: token server https://auth.h/token: unexpected HTTP status 404: unknown");
+  assert.equal(tokenServerError("h", 503, "token server x").errorClass, "Unavailable");
+  assert.equal(tokenServerError("h", 400, "token server x").errorClass, "Unknown");
+});
+
+test("oauthPostUnsupported: the answers to an OAuth2 POST after which containerd asks with GET", () => {
+  for (const s of [404, 401, 400]) assert.equal(oauthPostUnsupported(s, false), true, String(s));
+  assert.equal(oauthPostUnsupported(405, true), true);
+  assert.equal(oauthPostUnsupported(405, false), false);
+  for (const s of [403, 500, 429]) assert.equal(oauthPostUnsupported(s, true), false, String(s));
 });
 
 test("unauthorized errors name the host", () => {

@@ -40,11 +40,24 @@ test("shortName keeps 12 hex digits of a digest", () => {
   assert.equal(shortName("docker.io/library/redis:latest"), "docker.io/library/redis:latest");
 });
 
-test("refFor: the refs ctr writes under", () => {
+test("refFor: the refs ctr writes under (containerd's remotes.MakeRefKey)", () => {
   assert.equal(refFor({ mediaType: "application/vnd.oci.image.index.v1+json", digest: D, size: 1 }), `index-${D}`);
   assert.equal(refFor({ mediaType: "application/vnd.docker.distribution.manifest.v2+json", digest: D, size: 1 }), `manifest-${D}`);
   assert.equal(refFor({ mediaType: "application/vnd.oci.image.config.v1+json", digest: D, size: 1 }), `config-${D}`);
   assert.equal(kindOf({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: D, size: 1 }), "layer");
+  // containerd's MakeRefKey: a Docker image config is a config (and so its bytes come back
+  // from ckd's Fetch.Blob for the unpack, return_bytes_max), not a layer.
+  assert.equal(refFor({ mediaType: "application/vnd.docker.container.image.v1+json", digest: D, size: 1 }), `config-${D}`);
+  assert.equal(refFor({ mediaType: "application/vnd.containerd.container.checkpoint.config.v1+proto", digest: D, size: 1 }), `config-${D}`);
+  assert.equal(refFor({ mediaType: "application/vnd.docker.image.rootfs.diff.tar.gzip", digest: D, size: 1 }), `layer-${D}`);
+  assert.equal(refFor({ mediaType: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", digest: D, size: 1 }), `layer-${D}`);
+  assert.equal(refFor({ mediaType: "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", digest: D, size: 1 }), `layer-${D}`);
+  // Types containerd 1.6 does not know: unknown-, whatever their name says.
+  for (const mediaType of ["application/vnd.oci.empty.v1+json", "application/vnd.example.config.v1+json", "application/octet-stream", "application/vnd.docker.image.rootfs.diff.tar.zstd"]) {
+    assert.equal(refFor({ mediaType, digest: D, size: 1 }), `unknown-${D}`, mediaType);
+  }
+  // A ref name annotation goes before the digest.
+  assert.equal(refFor({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: D, size: 1, annotations: { "org.opencontainers.image.ref.name": "v1" } }), `manifest-v1@${D}`);
 });
 
 test("eachLimit: never more than the limit at once, every item once, the first failure rejects", async () => {
