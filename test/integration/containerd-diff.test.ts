@@ -552,8 +552,13 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
           ready = await Promise.race([subscribed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 200))]);
         }
         const printed: string[] = [];
-        for (const args of steps) {
-          const r = await runCommand(CTR, ["--address", address, "--namespace", "ckdiff", ...args], {}, undefined, 60_000);
+        const ctrHere = (args: string[]) => runCommand(CTR, ["--address", address, "--namespace", "ckdiff", ...args], {}, undefined, 60_000);
+        for (const [i, args] of steps.entries()) {
+          // A kill answers before the process is reaped, in both: the listing after it waits
+          // (bounded) for the exit to be recorded, so that it compares states, not timings.
+          const afterKill = steps[i - 1]?.[1] === "kill";
+          let r = await ctrHere(args);
+          for (const until = Date.now() + 10_000; afterKill && r.stdout.includes("RUNNING") && Date.now() < until; r = await ctrHere(args)) await new Promise((res) => setTimeout(res, 50));
           printed.push(args[1] === "pull" ? `${r.code}` : plain(`${r.code}\n${r.stdout}${r.stderr}`));
         }
         // The last events (a removal's) are on their way: a probe after them marks the end.
