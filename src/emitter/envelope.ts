@@ -6,6 +6,7 @@ import type { Protos } from "../protos/protos.js";
 import type { StoredMessage } from "../eventstore/log.js";
 import type { LoggedEvent, Timestamp } from "../projections/views.js";
 import { subjectFor } from "./subjects.js";
+import { CkError } from "../errdefs/errdefs.js";
 
 export const ENVELOPE_TYPE = "containerd.services.events.v1.Envelope";
 
@@ -64,7 +65,10 @@ export function subjectOf(draft: { namespace: string; topic: string }): string {
 
 /**
  * Decodes a stored message into the event the projections fold. Messages not written by
- * ck's commands (Events.Publish, foreign tools) or of unknown type give undefined.
+ * ck's commands (Events.Publish, foreign tools) or of a type this ck does not know give
+ * undefined. A command's event of a known type whose bytes do not decode throws: skipping it
+ * would leave the projection without what the log says (a snapshot's record, whose directory
+ * GC would then take), and ck-replay verify could not tell, its rebuild skipping the same.
  */
 export function toLoggedEvent(protos: Protos, msg: StoredMessage): LoggedEvent | undefined {
   if ((msg.header ? msg.header(ORIGIN_HEADER) : msg.headers[ORIGIN_HEADER]) !== ORIGIN_COMMAND) return undefined;
@@ -73,11 +77,12 @@ export function toLoggedEvent(protos: Protos, msg: StoredMessage): LoggedEvent |
   if (!env.event) return undefined;
   const url: string = env.event.type_url;
   const typeName = url.includes("/") ? url.slice(url.lastIndexOf("/") + 1) : url;
+  if (!protos.has(typeName)) return undefined;
   let payload: any;
   try {
     payload = protos.decodeMessage(typeName, env.event.value);
-  } catch {
-    return undefined;
+  } catch (err) {
+    throw new CkError("Unknown", `the log's event at sequence ${msg.seq} (${typeName}, ${env.topic}) does not decode: ${(err as Error).message}; the projection cannot apply the log past it`, { cause: err });
   }
   return {
     seq: msg.seq,

@@ -564,3 +564,24 @@ test("repeatedMessages frames elements exactly as protobufjs encodes the repeate
   assert.deepEqual(p.decode("containerd.services.images.v1.ListImagesResponse", framed).images.map((i: any) => i.name), images.map((i) => i.name));
   assert.equal(repeatedMessages(1, []).length, 0, "no elements: the empty message");
 });
+
+test("a command's event of a known type that does not decode stops the projection, loudly; unknown types and published events are skipped", async () => {
+  const { toLoggedEvent, encodeEnvelope, ORIGIN_HEADER, ORIGIN_COMMAND, ORIGIN_PUBLISH } = await import("../../src/emitter/envelope.js");
+  const p = loadProtos();
+  const ts = { seconds: 1_700_000_000, nanos: 0 };
+  const message = (type_url: string, value: Buffer, origin = ORIGIN_COMMAND) => ({
+    seq: 42,
+    subject: "containerd.io.n.snapshot.prepare",
+    data: encodeEnvelope(p, { namespace: "n", topic: "/snapshot/prepare", typeName: type_url, payload: {}, packed: { type_url, value } }, ts),
+    headers: { [ORIGIN_HEADER]: origin },
+    time: new Date(),
+    pending: 0,
+  });
+  // Wire type 7 does not exist: no SnapshotPrepare decodes from it.
+  const garbage = Buffer.from([0x0a, 0x01, 0x6b, 0x1f]);
+  assert.throws(() => toLoggedEvent(p, message("containerd.events.SnapshotPrepare", garbage)), /event at sequence 42 \(containerd\.events\.SnapshotPrepare, \/snapshot\/prepare\) does not decode: .*cannot apply the log past it/);
+  assert.equal(toLoggedEvent(p, message("containerd.events.SnapshotPrepare", garbage, ORIGIN_PUBLISH)), undefined, "a client's publish is never folded");
+  assert.equal(toLoggedEvent(p, message("ck.events.FromANewerCk", garbage)), undefined, "a type this ck does not know");
+  const good = toLoggedEvent(p, message("containerd.events.SnapshotPrepare", p.encode("containerd.events.SnapshotPrepare", { key: "k" })));
+  assert.equal(good?.payload.key, "k");
+});
