@@ -4,7 +4,7 @@ import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { failedPrecondition, invalidArgument, unavailable } from "../errdefs/errdefs.js";
+import { CkError, failedPrecondition, invalidArgument, unavailable } from "../errdefs/errdefs.js";
 import type { Mount } from "./types.js";
 
 /** Runs a host command; resolves with stdout, rejects with its stderr as the message. */
@@ -60,6 +60,58 @@ export function compactOverlay(m: Mount): { mount: Mount; cwd?: string } {
 }
 
 /**
+ * What the kernel takes: a page of options, its terminating NUL included. Past it, mount(2)
+ * cuts the string and still mounts: an overlay's lowest layers (lowerdir comes last) would be
+ * silently missing.
+ */
+const PAGE_OPTIONS_BYTES = 4095;
+
+const OVERLAY_DIR_KEYS = ["lowerdir", "upperdir", "workdir"];
+
+/**
+ * An overlay whose options do not fit a page even relative to their common parent (more than
+ * ~137 layers of ck's 25-character snapshot ids; containerd's ids are short integers, which
+ * fit 500): each directory becomes a short name ("0", "1", ...), a symlink to it in a
+ * directory of its own that the mount is made from. The kernel resolves the links as it
+ * mounts; they can go once it has. `links` pairs each name with the absolute directory.
+ */
+export function linkedOverlay(m: Mount): { mount: Mount; links: [string, string][] } {
+  const links: [string, string][] = [];
+  const options = m.options.map((o) => {
+    const k = o.slice(0, o.indexOf("="));
+    if (!OVERLAY_DIR_KEYS.includes(k)) return o;
+    const names = o.slice(k.length + 1).split(":").map((dir) => {
+      if (!path.isAbsolute(dir)) throw invalidArgument(`overlay ${k} "${dir}" is not absolute`);
+      links.push([String(links.length), dir]);
+      return String(links.length - 1);
+    });
+    return `${k}=${names.join(":")}`;
+  });
+  const mount = { ...m, options };
+  if (Buffer.byteLength(options.join(",")) > PAGE_OPTIONS_BYTES) {
+    throw invalidArgument(`overlay of ${links.length} directories: its mount options do not fit the kernel's page even as short names`);
+  }
+  return { mount, links };
+}
+
+/** Mounts one entry, from a directory of short links when its options would not fit a page. */
+async function mountOne(m: Mount, target: string): Promise<void> {
+  const { mount, cwd } = compactOverlay(m);
+  if (mount.type !== "overlay" || Buffer.byteLength(mount.options.join(",")) <= PAGE_OPTIONS_BYTES) {
+    await runCommand("mount", mountArgs(mount, target), cwd);
+    return;
+  }
+  const linked = linkedOverlay(m);
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ck-overlay-"));
+  try {
+    for (const [name, to] of linked.links) await fs.symlink(to, path.join(dir, name));
+    await runCommand("mount", mountArgs(linked.mount, target), dir);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
  * Mounts every entry of `mounts` on `target`, in order (later ones stack on earlier ones, as
  * containerd's mount.All does). On failure, whatever was mounted is taken down again.
  */
@@ -71,12 +123,12 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
   let done = 0;
   try {
     for (const m of mounts) {
-      const { mount, cwd } = compactOverlay(m);
-      await runCommand("mount", mountArgs(mount, path.resolve(target)), cwd);
+      await mountOne(m, path.resolve(target));
       done++;
     }
   } catch (err) {
     if (done > 0) await unmountAll(target).catch(() => undefined);
+    if (err instanceof CkError) throw err;
     throw unavailable(`mount ${target}: ${(err as Error).message}`, { cause: err });
   }
 }

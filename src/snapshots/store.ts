@@ -399,6 +399,9 @@ export class SnapshotStore {
   async usage(ns: string, snapshotter: string, key: string): Promise<Usage> {
     const sn = this.snapshotter(snapshotter);
     const rec = await this.get(ns, snapshotter, key);
+    // A view uses nothing of its own, as containerd answers it (its stored usage: none), even
+    // where its directory is a copy (native) or an empty upper (overlay).
+    if (rec.kind === "View") return { size: 0, inodes: 0 };
     return sn.usage(rec.id);
   }
 

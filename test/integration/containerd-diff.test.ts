@@ -275,6 +275,7 @@ c("snapshot stat of the committed one", snap("Stat", { key: "A" }));
 c("snapshot prepare on a parent", mountShapes("Prepare", { key: "b", parent: "A", labels: root }));
 c("snapshot view on a parent", mountShapes("View", { key: "v", parent: "A", labels: root }));
 c("snapshot view without a parent", mountShapes("View", { key: "v2", labels: root }));
+c("snapshot usage of a view: none of its own", snap("Usage", { key: "v" }));
 c("snapshot commit of a view: FailedPrecondition", snap("Commit", { key: "v", name: "V" }));
 c("snapshot commit to a name taken: AlreadyExists", snap("Commit", { key: "b", name: "A" }));
 c("snapshot stat after the failed commit", snap("Stat", { key: "b" }));

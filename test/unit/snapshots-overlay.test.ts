@@ -80,6 +80,46 @@ describe("overlayfs snapshotter mounts (no mounting needed)", () => {
   });
 });
 
+test("an overlay of 300 layers (a page even relative to their parent) mounts every layer, through short links; past what any page holds it is refused, never cut", { skip: availability.ok ? false : `overlayfs is not available on this host: ${availability.reason}` }, async () => {
+  const { mountAll, unmountAll, compactOverlay, linkedOverlay } = await import("../../src/snapshots/mount.js");
+  const { sn, base } = await fresh({ indexOff: true });
+  const target = await fs.mkdtemp(path.join(os.tmpdir(), "ck-overlay-target-"));
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < 300; i++) {
+      const id = `${Date.now().toString(36)}-${String(i).padStart(16, "0")}`;
+      await sn.prepare(id, [...ids].reverse(), { readonly: false });
+      await fs.writeFile(path.join(sn.root, "snapshots", id, "fs", `layer-${i}`), String(i));
+      await sn.commit(id);
+      ids.push(id);
+    }
+    const top = `${Date.now().toString(36)}-top`;
+    const mounts = await sn.prepare(top, [...ids].reverse(), { readonly: false });
+    // The kernel would cut these at its page and mount without the lowest layers.
+    assert.ok(compactOverlay(mounts[0]!).mount.options.join(",").length > 4095, "past a page even relative to their parent");
+    const linked = linkedOverlay(mounts[0]!);
+    assert.equal(linked.links.length, 302, "300 lowers, the upper and the work directory");
+    assert.ok(linked.mount.options.join(",").length < 4095);
+    await mountAll(mounts, target);
+    try {
+      const names = await fs.readdir(target);
+      assert.equal(names.filter((n) => n.startsWith("layer-")).length, 300);
+      assert.ok(names.includes("layer-0"), "the lowest layer too");
+      assert.deepEqual(names.filter((n) => !n.startsWith("layer-")), [], "nothing of a cut path shows");
+      await fs.writeFile(path.join(target, "written-on-top"), "x");
+    } finally {
+      await unmountAll(target);
+    }
+    assert.ok((await fs.readdir(path.join(sn.root, "snapshots", top, "fs"))).includes("written-on-top"), "writes land in the upper directory");
+    // More directories than even short names fit in a page: refused, with how many.
+    const huge = { ...mounts[0]!, options: [`lowerdir=${Array.from({ length: 2000 }, (_, i) => `/x/${i}`).join(":")}`] };
+    assert.throws(() => linkedOverlay(huge), /overlay of 2000 directories: its mount options do not fit the kernel's page/);
+  } finally {
+    await fs.rmdir(target).catch(() => undefined);
+    await fs.rm(base, { recursive: true, force: true });
+  }
+});
+
 test("an overlay of 120 layers (options past a page) mounts: its directories relative to their common parent, as containerd compacts them", { skip: availability.ok ? false : `overlayfs is not available on this host: ${availability.reason}` }, async () => {
   const { mountAll, unmountAll, compactOverlay } = await import("../../src/snapshots/mount.js");
   const { sn, base } = await fresh({ indexOff: true });
