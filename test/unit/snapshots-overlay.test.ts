@@ -80,21 +80,27 @@ describe("overlayfs snapshotter mounts (no mounting needed)", () => {
   });
 });
 
+/** A chain of `layers` committed overlay snapshots (layer i holding `layer-<i>`), an active one on top. */
+async function layeredChain(layers: number) {
+  const { sn, base } = await fresh({ indexOff: true });
+  const ids: string[] = [];
+  for (let i = 0; i < layers; i++) {
+    const id = `${Date.now().toString(36)}-${String(i).padStart(16, "0")}`;
+    await sn.prepare(id, [...ids].reverse(), { readonly: false });
+    await fs.writeFile(path.join(sn.root, "snapshots", id, "fs", `layer-${i}`), String(i));
+    await sn.commit(id);
+    ids.push(id);
+  }
+  const top = `${Date.now().toString(36)}-top`;
+  const mounts = await sn.prepare(top, [...ids].reverse(), { readonly: false });
+  return { sn, base, top, mounts };
+}
+
 test("an overlay of 300 layers (a page even relative to their parent) mounts every layer, through short links; past what any page holds it is refused, never cut", { skip: availability.ok ? false : `overlayfs is not available on this host: ${availability.reason}` }, async () => {
   const { mountAll, unmountAll, compactOverlay, linkedOverlay } = await import("../../src/snapshots/mount.js");
-  const { sn, base } = await fresh({ indexOff: true });
+  const { sn, base, top, mounts } = await layeredChain(300);
   const target = await fs.mkdtemp(path.join(os.tmpdir(), "ck-overlay-target-"));
   try {
-    const ids: string[] = [];
-    for (let i = 0; i < 300; i++) {
-      const id = `${Date.now().toString(36)}-${String(i).padStart(16, "0")}`;
-      await sn.prepare(id, [...ids].reverse(), { readonly: false });
-      await fs.writeFile(path.join(sn.root, "snapshots", id, "fs", `layer-${i}`), String(i));
-      await sn.commit(id);
-      ids.push(id);
-    }
-    const top = `${Date.now().toString(36)}-top`;
-    const mounts = await sn.prepare(top, [...ids].reverse(), { readonly: false });
     // The kernel would cut these at its page and mount without the lowest layers.
     assert.ok(compactOverlay(mounts[0]!).mount.options.join(",").length > 4095, "past a page even relative to their parent");
     const linked = linkedOverlay(mounts[0]!);
@@ -122,19 +128,9 @@ test("an overlay of 300 layers (a page even relative to their parent) mounts eve
 
 test("an overlay of 120 layers (options past a page) mounts: its directories relative to their common parent, as containerd compacts them", { skip: availability.ok ? false : `overlayfs is not available on this host: ${availability.reason}` }, async () => {
   const { mountAll, unmountAll, compactOverlay } = await import("../../src/snapshots/mount.js");
-  const { sn, base } = await fresh({ indexOff: true });
+  const { sn, base, top, mounts } = await layeredChain(120);
   const target = await fs.mkdtemp(path.join(os.tmpdir(), "ck-overlay-target-"));
   try {
-    const ids: string[] = [];
-    for (let i = 0; i < 120; i++) {
-      const id = `${Date.now().toString(36)}-${String(i).padStart(16, "0")}`;
-      await sn.prepare(id, [...ids].reverse(), { readonly: false });
-      await fs.writeFile(path.join(sn.root, "snapshots", id, "fs", `layer-${i}`), String(i));
-      await sn.commit(id);
-      ids.push(id);
-    }
-    const top = `${Date.now().toString(36)}-top`;
-    const mounts = await sn.prepare(top, [...ids].reverse(), { readonly: false });
     assert.ok(mounts[0]!.options.join(",").length > 4096, "the options alone are past a page");
     const compact = compactOverlay(mounts[0]!);
     assert.equal(compact.cwd, path.join(sn.root, "snapshots"));
