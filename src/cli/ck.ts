@@ -6,7 +6,7 @@ import { Command } from "commander";
 import { ApiClient } from "./client.js";
 import { defaultAddress, defaultSnapshotter } from "./defaults.js";
 import { CkError, classPhrase, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
-import { collect, goJson, goTime, inFieldOrder, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
+import { collect, eventJson, goTime, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
@@ -377,7 +377,7 @@ program
         if (env.event) {
           try {
             const { typeName, value } = api.protos.unpackAny(env.event);
-            body = JSON.stringify(goJson(inFieldOrder(api.protos, typeName, value)));
+            body = JSON.stringify(eventJson(api.protos, typeName, value));
           } catch {
             body = `{"type_url":${JSON.stringify(env.event.type_url)}}`;
           }

@@ -1,4 +1,5 @@
 // Output helpers for `ck`, matching ctr's look: tab-aligned tables (tabwriter with padding 1), human sizes as go-units prints them, Go's time.Time format for events.
+import protobuf from "protobufjs";
 import type { Protos } from "../protos/protos.js";
 
 /** Aligns rows like ctr's tabwriter.NewWriter(w, 1, 8, 1, ' ', 0). */
@@ -72,27 +73,58 @@ export function parseLabelArgs(args: string[]): Record<string, string> {
   return out;
 }
 
-/** Drops empty fields and ck's extension fields, as Go's JSON of containerd's event would. */
-export function goJson(v: any): any {
-  if (Buffer.isBuffer(v) || v instanceof Uint8Array) return Buffer.from(v).toString("base64");
-  if (Array.isArray(v)) return v.map(goJson);
-  if (v && typeof v === "object") {
-    const o: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) {
-      if (k.startsWith("ck_")) continue;
-      if (x === "" || x === 0 || x === null || x === undefined || x === false) continue;
-      if (typeof x === "object" && !Buffer.isBuffer(x) && Object.keys(x as object).length === 0) continue;
-      o[k] = goJson(x);
-    }
-    return o;
-  }
-  return v;
+/**
+ * An event as ctr prints it: Go's encoding/json of containerd's generated struct. Fields in
+ * field-number order, nested messages too; empty ones left out (omitempty), but a map keeps
+ * its empty values (`k=` removes label k: ctr shows `"k":""`); timestamps as RFC 3339 with
+ * up to nine fractional digits (time.Time's JSON); bytes as base64; ck's extension fields
+ * dropped.
+ */
+export function eventJson(protos: Protos, typeName: string, value: Record<string, unknown>): Record<string, unknown> {
+  return messageJson(protos.type(typeName), value) ?? {};
 }
 
-/** Orders an event's fields by field number, as Go's JSON encoder of the struct would. */
-export function inFieldOrder(protos: Protos, typeName: string, v: Record<string, unknown>): Record<string, unknown> {
+function messageJson(type: protobuf.Type, v: Record<string, unknown>): Record<string, unknown> | undefined {
   const out: Record<string, unknown> = {};
-  const fields = [...protos.type(typeName).fieldsArray].sort((a, b) => a.id - b.id);
-  for (const f of fields) if (f.name in v) out[f.name] = v[f.name];
-  return out;
+  for (const f of [...type.fieldsArray].sort((a, b) => a.id - b.id)) {
+    if (f.name.startsWith("ck_")) continue;
+    const x = fieldJson(f, v[f.name]);
+    if (x !== undefined) out[f.name] = x;
+  }
+  return Object.keys(out).length ? out : undefined;
+}
+
+function fieldJson(f: protobuf.Field, x: unknown): unknown {
+  if (x === null || x === undefined) return undefined;
+  f.resolve();
+  if (f.map) {
+    const entries = Object.entries(x as Record<string, unknown>);
+    if (entries.length === 0) return undefined;
+    return Object.fromEntries(entries.map(([k, e]) => [k, f.resolvedType instanceof protobuf.Type ? (messageJson(f.resolvedType, e as Record<string, unknown>) ?? {}) : valueJson(e)]));
+  }
+  if (f.repeated) {
+    const list = (x as unknown[]).map((e) => (f.resolvedType instanceof protobuf.Type ? (messageJson(f.resolvedType, e as Record<string, unknown>) ?? {}) : valueJson(e)));
+    return list.length ? list : undefined;
+  }
+  if (f.resolvedType instanceof protobuf.Type) {
+    if (f.resolvedType.fullName === ".google.protobuf.Timestamp") return rfc3339(x as { seconds?: unknown; nanos?: unknown });
+    return messageJson(f.resolvedType, x as Record<string, unknown>);
+  }
+  const j = valueJson(x);
+  return j === "" || j === 0 || j === false ? undefined : j;
+}
+
+function valueJson(x: unknown): unknown {
+  if (Buffer.isBuffer(x) || x instanceof Uint8Array) return x.length ? Buffer.from(x).toString("base64") : "";
+  if (typeof x === "object" && x !== null && "low" in x) return Number(x as unknown as bigint); // a Long
+  return x;
+}
+
+/** time.Time's JSON: RFC 3339, UTC as Z, fractional seconds without trailing zeros. */
+export function rfc3339(ts: { seconds?: unknown; nanos?: unknown }): string {
+  const seconds = Number(ts.seconds ?? 0);
+  const nanos = Number(ts.nanos ?? 0);
+  const base = new Date(seconds * 1000).toISOString().slice(0, 19);
+  const frac = nanos ? "." + String(nanos).padStart(9, "0").replace(/0+$/, "") : "";
+  return `${base}${frac}Z`;
 }

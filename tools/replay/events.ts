@@ -5,7 +5,7 @@
 import type { EventLog } from "../../src/eventstore/log.js";
 import { decodeEnvelope } from "../../src/emitter/envelope.js";
 import type { Protos } from "../../src/protos/protos.js";
-import { goJson, goTime, inFieldOrder } from "../../src/cli/format.js";
+import { eventJson, goTime } from "../../src/cli/format.js";
 
 export interface EventsOptions {
   from?: { seq?: number; time?: Date };
@@ -28,7 +28,7 @@ export function decodeEvent(protos: Protos, seq: number, data: Uint8Array, subje
   if (env.event) {
     try {
       const { typeName, value } = protos.unpackAny(env.event);
-      body = JSON.stringify(goJson(inFieldOrder(protos, typeName, value)));
+      body = JSON.stringify(eventJson(protos, typeName, value));
     } catch {
       body = `{"type_url":${JSON.stringify(env.event.type_url)}}`;
     }
