@@ -464,10 +464,20 @@ async function exitWith(code: number): Promise<never> {
   process.exit(code);
 }
 
+/**
+ * grpc-js's words for a socket it cannot reach ("No connection established. Last error:
+ * Error: connect ENOENT /run/ck.sock. Resolution note: ") said as a user needs them.
+ */
+function plainMessage(msg: string): string {
+  const m = /^No connection established\. Last error: (?:Error: )?(.*?)\.? Resolution note: ?(.*)$/s.exec(msg);
+  if (!m) return msg;
+  return `cannot reach ckd: ${m[1]!.trim()}${m[2]!.trim() ? ` (${m[2]!.trim()})` : ""}: is it running, and is --address (CK_ADDRESS) its socket?`;
+}
+
 program.parseAsync().then(
   () => exitWith(Number(process.exitCode ?? 0)),
   (err) => {
-    const msg = err instanceof Error ? err.message : String(err);
+    const msg = plainMessage(err instanceof Error ? err.message : String(err));
     process.stderr.write(`ck: ${msg}\n`);
     if (err instanceof CkError && !msg.endsWith(classPhrase(err.errorClass))) process.stderr.write(`(${classPhrase(err.errorClass)})\n`);
     return exitWith(1);

@@ -286,6 +286,10 @@ describe("ckd core", () => {
 
   test("ck CLI: namespaces, images and containers, ctr-like tables", async () => {
     const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "cli" };
+    // No daemon on the socket: said plainly, not in grpc-js's words.
+    const away = await runNode(CK, ["--address", `${daemon.address}.none`, "namespaces", "ls"]);
+    assert.equal(away.code, 1);
+    assert.match(away.stderr, /^ck: cannot reach ckd: connect ENOENT \S+\.none: is it running, and is --address \(CK_ADDRESS\) its socket\?\n\(unavailable\)\n$/);
     let r = await runNode(CK, ["namespaces", "create", "cli", "owner=me"], env);
     assert.equal(r.code, 0, r.stderr);
     r = await runNode(CK, ["images", "create", "docker.io/library/x:1", "--digest", DIGEST, "--size", "1234", "--media-type", target.media_type], env);
