@@ -526,7 +526,7 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
       // daemons. Numbers that differ by daemon (pids, times, fifo names, snapshot extract keys), paths
       // under each daemon's root, and ctr's pull progress (its lines come in any order).
       const plain = (t: string) =>
-        t.replace(/extract-\d+-\w+/g, "extract-X").replace(/\/run\/containerd\/fifo\/\d+/g, "FIFO").replace(/time="[^"]+"/g, "time=T").replace(/"pid":\d+/g, '"pid":N').replace(/\b\d{3,}\b/g, "N");
+        t.replace(/extract-\d+-\S+/g, "extract-X").replace(/\/run\/containerd\/fifo\/\d+/g, "FIFO").replace(/time="[^"]+"/g, "time=T").replace(/"pid":\d+/g, '"pid":N').replace(/\b\d{3,}\b/g, "N");
       const run = async (a: ApiClient, address: string) => {
         const seen: string[] = [];
         const stop = new AbortController();
