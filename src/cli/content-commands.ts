@@ -198,19 +198,26 @@ export function registerContentCommands(program: Command, action: Action<any[]>,
     );
 
   content
-    .command("rm <digests...>")
+    .command("rm [digests...]")
     .alias("delete")
-    .description("remove content from this namespace")
+    .description("remove content from this namespace; prints what it deleted")
     .action(
       action(async (api, digests: string[]) => {
-        for (const digest of digests) {
+        // As ctr: every digest is tried, a failure is reported and makes the exit status 1, and
+        // only what was deleted is printed (an absent blob is neither). No digest is no work, so
+        // `ck content ls -q | xargs ck content rm` on an empty store succeeds.
+        let failed = false;
+        for (const digest of digests ?? []) {
           try {
             await api.call("content", "Delete", { digest });
+            out(digest + "\n");
           } catch (err) {
-            if (!isNotFound(err)) throw err;
+            if (isNotFound(err)) continue;
+            failed = true;
+            process.stderr.write(`ck: could not delete ${digest}: ${(err as Error).message}\n`);
           }
-          out(digest + "\n");
         }
+        if (failed) process.exitCode = 1;
       }),
     );
 
