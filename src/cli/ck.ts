@@ -327,6 +327,27 @@ containers
       out(id + "\n");
     }),
   );
+/** Task statuses as the Tasks API numbers them. */
+const TASK_STATUS = ["unknown", "created", "running", "stopped", "paused", "pausing"];
+
+/**
+ * As ctr's deleteContainer: a created or stopped task goes first (the daemon refuses to delete
+ * a container that has one), anything else is refused here, before the container is touched.
+ */
+async function deleteContainer(api: ApiClient, id: string): Promise<void> {
+  let task: any;
+  try {
+    task = (await api.call("tasks", "Get", { container_id: id })).process;
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+  if (task) {
+    const status = TASK_STATUS[task.status ?? 0] ?? String(task.status);
+    if (status !== "created" && status !== "stopped") throw new CkError("FailedPrecondition", `cannot delete a non stopped container: ${status}`);
+    await api.call("tasks", "Delete", { container_id: id });
+  }
+  await api.call("containers", "Delete", { id });
+}
 containers
   .command("rm <ids...>")
   .alias("delete")
@@ -337,7 +358,7 @@ containers
       let failed = false;
       for (const id of ids) {
         try {
-          await api.call("containers", "Delete", { id });
+          await deleteContainer(api, id);
         } catch (err) {
           failed = true;
           process.stderr.write(`ck: failed to delete container ${JSON.stringify(id)}: ${(err as Error).message}\n`);
