@@ -177,18 +177,22 @@ images
         const c = await walk(i.target);
         const n = c.objects.length;
         const k = c.present.length;
-        // Below the root a missing manifest hides its children: count only what is known.
-        const status = k === n && c.manifest ? `complete (${k}/${n})` : `incomplete (${k}/${n})`;
         const have = c.present.reduce((a, d) => a + d.size, 0);
         const all = c.objects.reduce((a, d) => a + d.size, 0);
-        return [i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, `${binarySize(have)}/${binarySize(all)}`, String(await unpacked(api, i, opts.snapshotter, c))];
+        // As ctr: without the platform's manifest what the image needs is unknown, not counted.
+        const [status, size] = !c.manifest
+          ? [`unavailable (${k}/?)`, `${binarySize(have)}/?`]
+          : [`${k === n ? "complete" : "incomplete"} (${k}/${n})`, `${binarySize(have)}/${binarySize(all)}`];
+        return [i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, size, String(await unpacked(api, i, opts.snapshotter, c))];
       });
       for (const row of checked) {
         if (!row[3]!.startsWith("complete")) incomplete = true;
         rows.push(row);
       }
-      if (opts.quiet) out(rows.slice(1).map((r) => r[0] + "\n").join(""));
-      else out(table(rows));
+      // As ctr: -q lists only the complete images, and no image at all prints nothing, not
+      // even the header.
+      if (opts.quiet) out(checked.filter((r) => r[3]!.startsWith("complete")).map((r) => r[0] + "\n").join(""));
+      else if (checked.length) out(table(rows));
       if (incomplete) process.exitCode = 1;
     }),
   );
