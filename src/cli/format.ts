@@ -78,16 +78,21 @@ export function goTime(ts: { seconds: number; nanos: number }): string {
   return `${base}${frac} +0000 UTC`;
 }
 
-/** Parses `k=v` arguments into labels; `k=` (empty value) is kept to mean "remove". */
 /** A repeatable option's values, in order (commander's argParser for `--x <v>` given many times). */
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
+/**
+ * Parses label arguments as ctr's LabelArgs: `k=v`; a bare `k` is `k=true` (a flag label);
+ * `k=` (empty value) is kept to mean "remove". A label without a key is refused here: it could
+ * not be named in an update's field mask (`labels.`).
+ */
 export function parseLabelArgs(args: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const a of args) {
     const i = a.indexOf("=");
-    if (i <= 0) throw new Error(`label "${a}" must be key=value`);
-    out[a.slice(0, i)] = a.slice(i + 1);
+    if (i === 0) throw new Error(`label "${a}" must be key=value`);
+    if (i < 0) out[a] = "true";
+    else out[a.slice(0, i)] = a.slice(i + 1);
   }
   return out;
 }

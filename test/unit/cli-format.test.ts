@@ -1,7 +1,7 @@
 // ck's output helpers against what ctr prints (go-units and Go formatting).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { humanDuration } from "../../src/cli/format.js";
+import { humanDuration, parseLabelArgs } from "../../src/cli/format.js";
 
 test("humanDuration is go-units HumanDuration, as ctr's content ls and active print an AGE", () => {
   const s = 1000;
@@ -28,4 +28,9 @@ test("humanDuration is go-units HumanDuration, as ctr's content ls and active pr
     [h * 24 * 730, "2 years"],
   ];
   for (const [ms, want] of cases) assert.equal(humanDuration(ms), want, `${ms} ms`);
+});
+
+test("parseLabelArgs is ctr's LabelArgs: a bare key is key=true, key= is kept (to remove), the last of a key wins", () => {
+  assert.deepEqual(parseLabelArgs(["flag", "a=1", "b=", "c=x=y", "a=2"]), { flag: "true", a: "2", b: "", c: "x=y" });
+  assert.throws(() => parseLabelArgs(["=v"]), /must be key=value/);
 });
