@@ -6,7 +6,7 @@ import { Command } from "commander";
 import { ApiClient } from "./client.js";
 import { defaultAddress, defaultSnapshotter } from "./defaults.js";
 import { CkError, classPhrase, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
-import { collect, goJson, goTime, inFieldOrder, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
+import { collect, goJson, goTime, inFieldOrder, labelsLine, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
@@ -241,7 +241,7 @@ images
       const labels = parseLabelArgs(labelArgs ?? []);
       const paths = Object.keys(labels).map((k) => `labels.${k}`);
       const res = await api.call("images", "Update", { image: { name, labels }, update_mask: { paths } });
-      out(`${res.image.name}\n`);
+      out(labelsLine(res.image.labels) + "\n");
     }),
   );
 images
@@ -324,11 +324,11 @@ containers
   .action(
     action(async (api, id: string, labelArgs: string[]) => {
       const labels = parseLabelArgs(labelArgs ?? []);
-      await api.call("containers", "Update", {
+      const res = await api.call("containers", "Update", {
         container: { id, labels },
         update_mask: { paths: Object.keys(labels).map((k) => `labels.${k}`) },
       });
-      out(id + "\n");
+      out(labelsLine(res.container.labels) + "\n");
     }),
   );
 /** Task statuses as the Tasks API numbers them. */

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ApiClient } from "./client.js";
 import { CkError, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
-import { humanDuration, humanSize, labelsString, parseLabelArgs, table } from "./format.js";
+import { humanDuration, humanSize, labelsLine, labelsString, parseLabelArgs, table } from "./format.js";
 import { ApiContent, WRITE_CHUNK } from "./api-content.js";
 
 type Action<A extends unknown[]> = (fn: (api: ApiClient, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
@@ -237,7 +237,7 @@ export function registerContentCommands(program: Command, action: Action<any[]>,
         const res = paths.length
           ? await api.call("content", "Update", { info: { digest, labels }, update_mask: { paths } })
           : await api.call("content", "Info", { digest });
-        out(`${res.info.digest}\n`);
+        out(labelsLine(res.info.labels) + "\n");
       }),
     );
 

@@ -49,6 +49,17 @@ export function labelsString(labels: Record<string, string> | undefined): string
   return entries.map(([k, v]) => `${k}=${v}`).join(",");
 }
 
+/**
+ * An object's labels as ctr's label commands print them after an update: `k=v` joined by
+ * commas, nothing when there are none (sorted here; ctr's Go map order is random).
+ */
+export function labelsLine(labels: Record<string, string> | undefined): string {
+  return Object.entries(labels ?? {})
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
+}
+
 /** go-units HumanDuration, as ctr prints an AGE ("Less than a second", "About an hour", "3 weeks"). */
 export function humanDuration(ms: number): string {
   const seconds = Math.trunc(ms / 1000);
