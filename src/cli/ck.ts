@@ -6,7 +6,7 @@ import { Command } from "commander";
 import { ApiClient } from "./client.js";
 import { defaultAddress, defaultSnapshotter } from "./defaults.js";
 import { CkError, classPhrase, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
-import { collect, eventJson, goTime, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
+import { collect, eventJson, goTime, labelsLine, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
@@ -177,18 +177,22 @@ images
         const c = await walk(i.target);
         const n = c.objects.length;
         const k = c.present.length;
-        // Below the root a missing manifest hides its children: count only what is known.
-        const status = k === n && c.manifest ? `complete (${k}/${n})` : `incomplete (${k}/${n})`;
         const have = c.present.reduce((a, d) => a + d.size, 0);
         const all = c.objects.reduce((a, d) => a + d.size, 0);
-        return [i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, `${binarySize(have)}/${binarySize(all)}`, String(await unpacked(api, i, opts.snapshotter, c))];
+        // As ctr: without the platform's manifest what the image needs is unknown, not counted.
+        const [status, size] = !c.manifest
+          ? [`unavailable (${k}/?)`, `${binarySize(have)}/?`]
+          : [`${k === n ? "complete" : "incomplete"} (${k}/${n})`, `${binarySize(have)}/${binarySize(all)}`];
+        return [i.name, i.target?.media_type ?? "", i.target?.digest ?? "", status, size, String(await unpacked(api, i, opts.snapshotter, c))];
       });
       for (const row of checked) {
         if (!row[3]!.startsWith("complete")) incomplete = true;
         rows.push(row);
       }
-      if (opts.quiet) out(rows.slice(1).map((r) => r[0] + "\n").join(""));
-      else out(table(rows));
+      // As ctr: -q lists only the complete images, and no image at all prints nothing, not
+      // even the header.
+      if (opts.quiet) out(checked.filter((r) => r[3]!.startsWith("complete")).map((r) => r[0] + "\n").join(""));
+      else if (checked.length) out(table(rows));
       if (incomplete) process.exitCode = 1;
     }),
   );
@@ -237,7 +241,7 @@ images
       const labels = parseLabelArgs(labelArgs ?? []);
       const paths = Object.keys(labels).map((k) => `labels.${k}`);
       const res = await api.call("images", "Update", { image: { name, labels }, update_mask: { paths } });
-      out(`${res.image.name}\n`);
+      out(labelsLine(res.image.labels) + "\n");
     }),
   );
 images
@@ -320,13 +324,34 @@ containers
   .action(
     action(async (api, id: string, labelArgs: string[]) => {
       const labels = parseLabelArgs(labelArgs ?? []);
-      await api.call("containers", "Update", {
+      const res = await api.call("containers", "Update", {
         container: { id, labels },
         update_mask: { paths: Object.keys(labels).map((k) => `labels.${k}`) },
       });
-      out(id + "\n");
+      out(labelsLine(res.container.labels) + "\n");
     }),
   );
+/** Task statuses as the Tasks API numbers them. */
+const TASK_STATUS = ["unknown", "created", "running", "stopped", "paused", "pausing"];
+
+/**
+ * As ctr's deleteContainer: a created or stopped task goes first (the daemon refuses to delete
+ * a container that has one), anything else is refused here, before the container is touched.
+ */
+async function deleteContainer(api: ApiClient, id: string): Promise<void> {
+  let task: any;
+  try {
+    task = (await api.call("tasks", "Get", { container_id: id })).process;
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+  if (task) {
+    const status = TASK_STATUS[task.status ?? 0] ?? String(task.status);
+    if (status !== "created" && status !== "stopped") throw new CkError("FailedPrecondition", `cannot delete a non stopped container: ${status}`);
+    await api.call("tasks", "Delete", { container_id: id });
+  }
+  await api.call("containers", "Delete", { id });
+}
 containers
   .command("rm <ids...>")
   .alias("delete")
@@ -337,7 +362,7 @@ containers
       let failed = false;
       for (const id of ids) {
         try {
-          await api.call("containers", "Delete", { id });
+          await deleteContainer(api, id);
         } catch (err) {
           failed = true;
           process.stderr.write(`ck: failed to delete container ${JSON.stringify(id)}: ${(err as Error).message}\n`);

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ApiClient } from "./client.js";
 import { CkError, isAlreadyExists, isNotFound } from "../errdefs/errdefs.js";
-import { humanSize, labelsString, parseLabelArgs, table } from "./format.js";
+import { humanDuration, humanSize, labelsLine, labelsString, parseLabelArgs, table } from "./format.js";
 import { ApiContent, WRITE_CHUNK } from "./api-content.js";
 
 type Action<A extends unknown[]> = (fn: (api: ApiClient, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
@@ -19,13 +19,10 @@ const STAT = 0;
 const WRITE = 1;
 const COMMIT = 2;
 
-function age(ts: { seconds: number } | undefined): string {
+/** Time since `ts`, as ctr prints it (go-units HumanDuration of time.Since). */
+function age(ts: { seconds: number; nanos?: number } | undefined): string {
   if (!ts) return "-";
-  const s = Math.max(0, Math.floor(Date.now() / 1000 - ts.seconds));
-  if (s < 60) return `${s} seconds`;
-  if (s < 3600) return `${Math.floor(s / 60)} minutes`;
-  if (s < 86400) return `${Math.floor(s / 3600)} hours`;
-  return `${Math.floor(s / 86400)} days`;
+  return humanDuration(Date.now() - (Number(ts.seconds) * 1000 + Number(ts.nanos ?? 0) / 1e6));
 }
 
 const sha256Of = (data: Uint8Array): string => "sha256:" + createHash("sha256").update(data).digest("hex");
@@ -198,19 +195,26 @@ export function registerContentCommands(program: Command, action: Action<any[]>,
     );
 
   content
-    .command("rm <digests...>")
+    .command("rm [digests...]")
     .alias("delete")
-    .description("remove content from this namespace")
+    .description("remove content from this namespace; prints what it deleted")
     .action(
       action(async (api, digests: string[]) => {
-        for (const digest of digests) {
+        // As ctr: every digest is tried, a failure is reported and makes the exit status 1, and
+        // only what was deleted is printed (an absent blob is neither). No digest is no work, so
+        // `ck content ls -q | xargs ck content rm` on an empty store succeeds.
+        let failed = false;
+        for (const digest of digests ?? []) {
           try {
             await api.call("content", "Delete", { digest });
+            out(digest + "\n");
           } catch (err) {
-            if (!isNotFound(err)) throw err;
+            if (isNotFound(err)) continue;
+            failed = true;
+            process.stderr.write(`ck: could not delete ${digest}: ${(err as Error).message}\n`);
           }
-          out(digest + "\n");
         }
+        if (failed) process.exitCode = 1;
       }),
     );
 
@@ -233,7 +237,7 @@ export function registerContentCommands(program: Command, action: Action<any[]>,
         const res = paths.length
           ? await api.call("content", "Update", { info: { digest, labels }, update_mask: { paths } })
           : await api.call("content", "Info", { digest });
-        out(`${res.info.digest}\n`);
+        out(labelsLine(res.info.labels) + "\n");
       }),
     );
 

@@ -50,6 +50,37 @@ export function labelsString(labels: Record<string, string> | undefined): string
   return entries.map(([k, v]) => `${k}=${v}`).join(",");
 }
 
+/**
+ * An object's labels as ctr's label commands print them after an update: `k=v` joined by
+ * commas, nothing when there are none (sorted here; ctr's Go map order is random).
+ */
+export function labelsLine(labels: Record<string, string> | undefined): string {
+  return Object.entries(labels ?? {})
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
+}
+
+/** go-units HumanDuration, as ctr prints an AGE ("Less than a second", "About an hour", "3 weeks"). */
+export function humanDuration(ms: number): string {
+  const seconds = Math.trunc(ms / 1000);
+  if (seconds < 1) return "Less than a second";
+  if (seconds === 1) return "1 second";
+  if (seconds < 60) return `${seconds} seconds`;
+  const minutes = Math.trunc(seconds / 60);
+  if (minutes === 1) return "About a minute";
+  if (minutes < 60) return `${minutes} minutes`;
+  // Rounded to the nearest hour from here on, years aside (Go's int(d.Hours() + 0.5)).
+  const exactHours = ms / 3_600_000;
+  const hours = Math.trunc(exactHours + 0.5);
+  if (hours === 1) return "About an hour";
+  if (hours < 48) return `${hours} hours`;
+  if (hours < 24 * 7 * 2) return `${Math.trunc(hours / 24)} days`;
+  if (hours < 24 * 30 * 2) return `${Math.trunc(hours / 24 / 7)} weeks`;
+  if (hours < 24 * 365 * 2) return `${Math.trunc(hours / 24 / 30)} months`;
+  return `${Math.trunc(Math.trunc(exactHours) / 24 / 365)} years`;
+}
+
 /** Go's time.Time.String() for UTC: "2006-01-02 15:04:05.999999999 +0000 UTC". */
 export function goTime(ts: { seconds: number; nanos: number }): string {
   const d = new Date(ts.seconds * 1000);
@@ -59,16 +90,21 @@ export function goTime(ts: { seconds: number; nanos: number }): string {
   return `${base}${frac} +0000 UTC`;
 }
 
-/** Parses `k=v` arguments into labels; `k=` (empty value) is kept to mean "remove". */
 /** A repeatable option's values, in order (commander's argParser for `--x <v>` given many times). */
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
+/**
+ * Parses label arguments as ctr's LabelArgs: `k=v`; a bare `k` is `k=true` (a flag label);
+ * `k=` (empty value) is kept to mean "remove". A label without a key is refused here: it could
+ * not be named in an update's field mask (`labels.`).
+ */
 export function parseLabelArgs(args: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const a of args) {
     const i = a.indexOf("=");
-    if (i <= 0) throw new Error(`label "${a}" must be key=value`);
-    out[a.slice(0, i)] = a.slice(i + 1);
+    if (i === 0) throw new Error(`label "${a}" must be key=value`);
+    if (i < 0) out[a] = "true";
+    else out[a.slice(0, i)] = a.slice(i + 1);
   }
   return out;
 }

@@ -601,10 +601,18 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .description("delete stopped tasks, printing a non-zero exit status")
     .action(
       action(async (api, ids: string[]) => {
+        // As ctr: every id is tried; a failure is reported and makes the exit status 1.
+        let failed = false;
         for (const id of ids) {
-          const r = await api.call("tasks", "Delete", { container_id: id });
-          if (r.exit_status) process.stderr.write(`ck: task ${id} exited with status ${r.exit_status}\n`);
+          try {
+            const r = await api.call("tasks", "Delete", { container_id: id });
+            if (r.exit_status) process.stderr.write(`ck: task ${id} exited with status ${r.exit_status}\n`);
+          } catch (err) {
+            failed = true;
+            process.stderr.write(`ck: unable to delete ${id}: ${(err as Error).message}\n`);
+          }
         }
+        if (failed) process.exitCode = 1;
       }),
     );
 }

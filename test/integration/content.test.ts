@@ -511,6 +511,8 @@ describe("content over the API", () => {
     assert.equal(r.code, 0, r.stderr);
     r = await runNode(CK, ["content", "ls"], env);
     assert.match(r.stdout, new RegExp(`${digest}\\s+\\S+\\s+.*x=y`));
+    // AGE as ctr's go-units HumanDuration: a blob just written is not "0 seconds" old.
+    assert.match(r.stdout, new RegExp(`${digest}\\s+\\S+\\s+(Less than a second|1 second|[2-9] seconds)\\s+x=y`));
     r = await runNode(CK, ["content", "path", digest], env);
     assert.equal(r.stdout.trim(), join(daemon.root, "content", "blobs", "sha256", digest.slice(7)));
     r = await runNode(CK, ["content", "ls", "-q"], env);
@@ -518,6 +520,24 @@ describe("content over the API", () => {
     assert.equal(r.code, 0, r.stderr);
     r = await runNode(CK, ["content", "ls", "-q"], env);
     assert.equal(r.stdout.trim(), "");
+  });
+
+  test("ck content rm, as ctr: tries every digest, prints only what it deleted, exits 1 on a failure; with no digest does nothing and exits 0", async () => {
+    const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "ckrm" };
+    let r = await runNode(CK, ["gc"], env);
+    assert.equal(r.code, 0, r.stderr);
+    const a = sha(Buffer.from("rm a\n"));
+    const b = sha(Buffer.from("rm b\n"));
+    assert.equal((await runNode(CK, ["content", "ingest", "--expected-digest", a, "rma"], env, "rm a\n")).code, 0);
+    assert.equal((await runNode(CK, ["content", "ingest", "--expected-digest", b, "rmb"], env, "rm b\n")).code, 0);
+    const absent = "sha256:" + "0".repeat(64);
+    r = await runNode(CK, ["content", "rm", a, "bogus", absent, b], env);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, `${a}\n${b}\n`);
+    assert.match(r.stderr, /could not delete bogus/);
+    assert.equal((await runNode(CK, ["content", "ls", "-q"], env)).stdout, "");
+    r = await runNode(CK, ["content", "rm"], env);
+    assert.deepEqual([r.code, r.stdout, r.stderr], [0, "", ""]);
   });
 
   test("ck content ingest streams stdin: resumes what the daemon holds, commits another namespace's blob without a byte, and a stream of the wrong length commits nothing", async () => {

@@ -348,6 +348,32 @@ describe("ckd core", () => {
     }
   });
 
+  test("ck images, content and containers label print the resulting labels as ctr does (k=v,k=v); a bare key is key=true", async () => {
+    const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "cli-label" };
+    const ck = (args: string[], input?: string) => runNode(CK, args, env, input);
+    let r = await ck(["images", "create", "--label", "keep=1", "docker.io/library/lbl:1", "--digest", DIGEST, "--size", "1", "--media-type", target.media_type]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck(["images", "label", "docker.io/library/lbl:1", "b=2", "flag"]);
+    assert.deepEqual([r.code, r.stdout], [0, "b=2,flag=true,keep=1\n"], r.stderr);
+    // The blob is referenced by nothing: let a GC run an earlier delete scheduled finish first.
+    assert.equal((await ck(["gc"])).code, 0);
+    r = await ck(["content", "ingest", "lbl-ref"], "label me\n");
+    assert.equal(r.code, 0, r.stderr);
+    const digest = (await ck(["content", "ls", "-q"])).stdout.trim();
+    r = await ck(["content", "label", digest, "x=y", "z"]);
+    assert.deepEqual([r.code, r.stdout], [0, "x=y,z=true\n"], r.stderr);
+    r = await ck(["content", "label", digest, "x="]);
+    assert.deepEqual([r.code, r.stdout], [0, "z=true\n"], r.stderr);
+    r = await ck(["containers", "create", "--label", "a=1", "docker.io/library/lbl:1", "lbl-c"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck(["containers", "label", "lbl-c", "c=3"]);
+    assert.deepEqual([r.code, r.stdout], [0, "a=1,c=3\n"], r.stderr);
+    for (const args of [["containers", "rm", "lbl-c"], ["images", "rm", "docker.io/library/lbl:1"], ["content", "rm", digest]]) {
+      r = await ck(args);
+      assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+    }
+  });
+
   test("introspection lists the plugins that loaded; version answers", async () => {
     const p = await api.call("introspection", "Plugins", { filters: ["type==io.containerd.grpc.v1"] });
     const ids = p.plugins.map((x: any) => x.id);

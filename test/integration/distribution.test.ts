@@ -235,6 +235,22 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.match(ls.stdout.split("\n")[1]!, /\s-\s/, "no size for an incomplete image");
   });
 
+  test("ck images check as ctr: -q lists only complete images; a missing manifest is unavailable; no image prints nothing", async () => {
+    let r = await ck("checkq", ["fetch", "--plain-http", "-q", ref("dist/small")]);
+    assert.equal(r.code, 0, r.stderr);
+    const missing = "sha256:" + "0".repeat(63) + "1";
+    r = await ck("checkq", ["images", "create", "broken:1", "--digest", missing, "--size", "10", "--media-type", "application/vnd.oci.image.manifest.v1+json"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck("checkq", ["images", "check", "-q"]);
+    assert.equal(r.stdout, ref("dist/small") + "\n");
+    r = await ck("checkq", ["images", "check"]);
+    assert.match(r.stdout, /^broken:1 .* unavailable \(0\/\?\) +0\.0 B\/\? +false$/m);
+    for (const args of [["images", "check"], ["images", "check", "-q"]]) {
+      r = await ck("checkq-empty", args);
+      assert.deepEqual([r.code, r.stdout], [0, ""], args.join(" "));
+    }
+  });
+
   test("an index fetched for one platform, then another: its GC labels name every manifest, and a GC keeps both platforms", async () => {
     // Two single-platform images in one repository, and an index over both under the tag v1.
     const amd = await buildImage({ host: registry.host, repo: "dist/multi", tag: "amd", layers: [{ "amd.txt": "amd64\n" }] });

@@ -873,6 +873,41 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     assert.ok(!(await ctr(["containers", "ls", "-q"])).stdout.includes("ck-tty"), "--rm removed the container");
   });
 
+  test("ck tasks rm, as ctr: every task is tried, a failure reported, the exit status 1", async () => {
+    const ck = (args: string[]) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args], {});
+    for (const id of ["ck-rm-a", "ck-rm-b"]) {
+      assert.equal((await ctr(["run", "-d", ref, id, "sleep", "600"])).code, 0);
+      assert.equal((await ctr(["tasks", "kill", "-s", "KILL", id])).code, 0);
+      await api.call("tasks", "Wait", { container_id: id });
+    }
+    const r = await ck(["tasks", "rm", "ck-rm-nope", "ck-rm-a", "ck-rm-b"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /ck-rm-nope/);
+    for (const id of ["ck-rm-a", "ck-rm-b"]) {
+      await rejectsClass(api.call("tasks", "Get", { container_id: id }), "NotFound");
+      assert.equal((await ctr(["containers", "rm", id])).code, 0);
+    }
+  });
+
+  test("ck containers rm, as ctr: a stopped task is deleted with its container; a running one is refused and kept", async () => {
+    const ck = (args: string[]) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args], {});
+    assert.equal((await ctr(["run", "-d", ref, "ck-crm-stopped", "sleep", "600"])).code, 0);
+    assert.equal((await ctr(["tasks", "kill", "-s", "KILL", "ck-crm-stopped"])).code, 0);
+    await api.call("tasks", "Wait", { container_id: "ck-crm-stopped" });
+    assert.equal((await ctr(["run", "-d", ref, "ck-crm-running", "sleep", "600"])).code, 0);
+    let r = await ck(["containers", "rm", "ck-crm-running", "ck-crm-stopped"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /"ck-crm-running": cannot delete a non stopped container: running/);
+    await rejectsClass(api.call("tasks", "Get", { container_id: "ck-crm-stopped" }), "NotFound");
+    await rejectsClass(api.call("containers", "Get", { id: "ck-crm-stopped" }), "NotFound");
+    assert.equal((await api.call("tasks", "Get", { container_id: "ck-crm-running" })).process.status, 2, "still RUNNING");
+    assert.equal((await ctr(["tasks", "kill", "-s", "KILL", "ck-crm-running"])).code, 0);
+    await api.call("tasks", "Wait", { container_id: "ck-crm-running" });
+    r = await ck(["containers", "rm", "ck-crm-running"]);
+    assert.equal(r.code, 0, r.stderr);
+    await rejectsClass(api.call("containers", "Get", { id: "ck-crm-running" }), "NotFound");
+  });
+
   test("runtime options: ctr run --runc-binary and --runc-systemd-cgroup reach runc; other runtimes and option types are refused", async () => {
     // A runc that notes how it is called, then is runc.
     const calls = join(daemon.root, "runc-calls.log");
