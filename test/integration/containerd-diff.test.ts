@@ -466,6 +466,54 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
     assert.equal(problems.length, 0, problems.join("\n  "));
   });
 
+  test("garbage collection keeps and takes the same blobs: leases (one expired, one flat), gc.root, gc.ref chains, an image's target", async () => {
+    const G = ns("g1");
+    const blobs = Array.from({ length: 8 }, (_, i) => Buffer.from(`blob ${i}\n`));
+    const D = blobs.map((b) => `sha256:${createHash("sha256").update(b).digest("hex")}`);
+    const put = async (a: ApiClient, i: number, labels: Record<string, string>, lease: string) => {
+      const w = a.lockstep<object>("content", "Write", { namespace: "g1", metadata: { "containerd-lease": lease } });
+      try {
+        await w.send({ action: 0, ref: `gc-${i}`, total: blobs[i]!.length, expected: D[i] });
+        await w.send({ action: 1, offset: 0, data: blobs[i] });
+        await w.send({ action: 2, offset: blobs[i]!.length, total: blobs[i]!.length, expected: D[i], labels });
+      } finally {
+        w.end();
+      }
+    };
+    const run = async (a: ApiClient) => {
+      const seen: string[] = [];
+      const held = async (when: string) => {
+        const digests: string[] = [];
+        for await (const m of a.stream<any>("content", "List", { filters: [] }, G)) digests.push(...m.info.map((x: { digest: string }) => x.digest));
+        seen.push(`${when}: ${digests.map((d) => D.indexOf(d)).sort().join(",")}`);
+      };
+      await a.call("leases", "Create", { id: "L1" }, G);
+      await a.call("leases", "Create", { id: "Lexp", labels: { "containerd.io/gc.expire": "2000-01-01T00:00:00Z" } }, G);
+      await a.call("leases", "Create", { id: "Lflat", labels: { "containerd.io/gc.flat": "" } }, G);
+      await put(a, 0, { "containerd.io/gc.ref.content.a": D[1]!, "containerd.io/gc.ref.content.b/x": D[2]! }, "L1");
+      await put(a, 1, { "containerd.io/gc.ref.content": D[3]! }, "L1");
+      await put(a, 2, {}, "L1");
+      await put(a, 3, {}, "L1");
+      await put(a, 4, {}, "Lexp");
+      await put(a, 5, { "containerd.io/gc.ref.content.x": D[6]! }, "Lflat");
+      await put(a, 6, {}, "L1");
+      await put(a, 7, { "containerd.io/gc.root": "yes" }, "L1");
+      await held("written");
+      await a.call("images", "Create", { image: { name: "img", target: { media_type: "application/vnd.oci.image.manifest.v1+json", digest: D[0], size: blobs[0]!.length } } }, G);
+      await a.call("leases", "DeleteResource", { id: "L1", resource: { id: D[6], type: "content" } }, G);
+      await a.call("leases", "Delete", { id: "L1", sync: true }, G);
+      await held("L1 deleted");
+      await a.call("leases", "Delete", { id: "Lflat", sync: true }, G);
+      await held("Lflat deleted");
+      await a.call("images", "Delete", { name: "img", sync: true }, G);
+      await held("the image deleted");
+      return seen;
+    };
+    const theirs = await run(ctdApi);
+    assert.deepEqual(theirs, ["written: 0,1,2,3,4,5,6,7", "L1 deleted: 0,1,2,3,5,6,7", "Lflat deleted: 0,1,2,3,7", "the image deleted: 7"]);
+    assert.deepEqual(await run(ckApi), theirs);
+  });
+
   test("ctr pull from a registry leaves the same images, content (with its labels), snapshots and leases in both", async () => {
     const registry = await startRegistry();
     try {
