@@ -316,7 +316,7 @@ async function runWrite(d: ContentDeps, call: grpc.ServerDuplexStream<any, any>,
         const ingestTotal = shared ? shared.size : writer!.total;
         if (shared) {
           if (expected && expected !== shared.digest) throw new CkError("FailedPrecondition", `unexpected commit digest ${shared.digest}, expected ${expected}: failed precondition`);
-          if (total && total !== shared.size) throw failedPrecondition(`failed size validation: ${shared.size} != ${total}`);
+          if (total && total !== shared.size) throw failedPrecondition(`${JSON.stringify(ref)} failed size validation: ${shared.size} != ${total}`);
           committed = shared;
           await commitInNamespace(d, commitMetadata, ns, committed, labels, lease);
           // As containerd: what an earlier try left under this ref goes once the blob is

@@ -268,7 +268,8 @@ class LocalIngestWriter implements IngestWriter {
       const size = checkCount("size", opts.size) || ingest.total;
       const expected = optionalDigest("expected", opts.expected) ?? ingest.expected;
       if (size > 0 && size !== ingest.offset) {
-        throw failedPrecondition(`failed size validation: ${ingest.offset} != ${size}`);
+        // In containerd's words, the ref first (ctr prints it as it is).
+        throw failedPrecondition(`${JSON.stringify(shown(ingest.ref))} failed size validation: ${ingest.offset} != ${size}`);
       }
       const digest = this.digest();
       if (expected !== undefined && digest !== expected) {

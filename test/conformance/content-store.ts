@@ -132,7 +132,7 @@ export function contentStoreConformance(name: string, make: () => Promise<Conten
       const w = await store.writer({ ref: "mismatch", expected: sha(Buffer.from("other")) });
       await w.write(0, data);
       await rejectsClass(w.commit(), "FailedPrecondition", /^unexpected commit digest sha256:[a-f0-9]{64}, expected sha256:/);
-      await rejectsClass(w.commit({ size: 999, expected: sha(data) }), "FailedPrecondition", /^failed size validation: 5 != 999/);
+      await rejectsClass(w.commit({ size: 999, expected: sha(data) }), "FailedPrecondition", /^"mismatch" failed size validation: 5 != 999/);
       await assertNoBlobs(fx);
       assert.equal((await store.status("mismatch")).offset, 5, "the ingest is kept");
       assert.deepEqual(await w.commit({ expected: sha(data) }), { digest: sha(data), size: 5 });
@@ -141,7 +141,7 @@ export function contentStoreConformance(name: string, make: () => Promise<Conten
     test("a declared total is checked at commit", withStore(async (fx) => {
       const w = await fx.store.writer({ ref: "short", total: 10 });
       await w.write(0, Buffer.from("12345"));
-      await rejectsClass(w.commit(), "FailedPrecondition", /failed size validation: 5 != 10/);
+      await rejectsClass(w.commit(), "FailedPrecondition", /^"short" failed size validation: 5 != 10/);
       await assertNoBlobs(fx);
       await w.close();
     }));

@@ -627,6 +627,30 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
     }
   });
 
+  test("ctr content ingest, get, label, ls, rm and a refused ingest print the same from both", async () => {
+    const data = "hello content\n";
+    const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+    const steps: [string[], string?][] = [
+      [["content", "ingest", "--expected-digest", digest, "--expected-size", String(data.length), "ref1"], data],
+      [["content", "get", digest]],
+      [["content", "label", digest, "a=1", "b=2"]],
+      [["content", "label", digest, "a="]],
+      [["content", "ls", "-q"]],
+      [["content", "get", `sha256:${"0".repeat(64)}`]],
+      [["content", "rm", digest]],
+      [["content", "rm", digest]],
+      [["content", "ingest", "--expected-digest", digest, "--expected-size", "3", "ref2"], data],
+      [["content", "active"]],
+    ];
+    for (const [args, input] of steps) {
+      const [theirs, ours] = await Promise.all([ctd.socket, daemon.address].map(async (address) => {
+        const r = await runCommand(CTR, ["--address", address, "--namespace", "cc", ...args], {}, input, 30_000);
+        return `${r.code}\n${r.stdout}${r.stderr.replace(/time="[^"]+"/g, "time=T")}`;
+      }));
+      assert.equal(ours, theirs, `ctr ${args.join(" ")}`);
+    }
+  });
+
   test("ctr lists the same state the same way from both", async () => {
     const ctr = async (address: string, args: string[]) => {
       const r = await runCommand(CTR, ["--address", address, "--namespace", "n1", ...args], {}, undefined, 30_000);
