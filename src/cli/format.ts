@@ -55,10 +55,8 @@ export function labelsString(labels: Record<string, string> | undefined): string
  * commas, nothing when there are none (sorted here; ctr's Go map order is random).
  */
 export function labelsLine(labels: Record<string, string> | undefined): string {
-  return Object.entries(labels ?? {})
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([k, v]) => `${k}=${v}`)
-    .join(",");
+  const sorted = Object.entries(labels ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return sorted.length ? labelsString(Object.fromEntries(sorted)) : "";
 }
 
 /** go-units HumanDuration, as ctr prints an AGE ("Less than a second", "About an hour", "3 weeks"). */
@@ -133,13 +131,14 @@ function messageJson(type: protobuf.Type, v: Record<string, unknown>): Record<st
 function fieldJson(f: protobuf.Field, x: unknown): unknown {
   if (x === null || x === undefined) return undefined;
   f.resolve();
+  // A map's or a list's element is kept even when empty, as Go encodes it.
+  const element = (e: unknown) => (f.resolvedType instanceof protobuf.Type ? (messageJson(f.resolvedType, e as Record<string, unknown>) ?? {}) : valueJson(e));
   if (f.map) {
     const entries = Object.entries(x as Record<string, unknown>);
-    if (entries.length === 0) return undefined;
-    return Object.fromEntries(entries.map(([k, e]) => [k, f.resolvedType instanceof protobuf.Type ? (messageJson(f.resolvedType, e as Record<string, unknown>) ?? {}) : valueJson(e)]));
+    return entries.length ? Object.fromEntries(entries.map(([k, e]) => [k, element(e)])) : undefined;
   }
   if (f.repeated) {
-    const list = (x as unknown[]).map((e) => (f.resolvedType instanceof protobuf.Type ? (messageJson(f.resolvedType, e as Record<string, unknown>) ?? {}) : valueJson(e)));
+    const list = (x as unknown[]).map(element);
     return list.length ? list : undefined;
   }
   if (f.resolvedType instanceof protobuf.Type) {
