@@ -662,7 +662,9 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       assert.deepEqual([r.code, r.stdout], [3, "plain\n"], r.stderr);
       r = await runCommand("script", ["-q", "-e", "-c", `${CTR} --address ${other.address} --namespace ${NS} run -t --rm ${ref} nr-tty sh -c 'stty -echo; echo on-a-console; tty; exit 4'`, "/dev/null"], {}, "", 60_000);
       assert.equal(r.code, 4, r.stderr);
-      assert.match(r.stdout, /on-a-console\r+\n\/dev\/pts\/0\r+\n$/);
+      // (The NUL script(1) types at its stdin's end may come back as ^@, before or after: on
+      // the Node keeper's pty it can be echoed as the process ends.)
+      assert.match(r.stdout, /^(\^@)?on-a-console\r+\n\/dev\/pts\/0\r+\n(\^@)?$/);
       // The keepers, while they run: a Node console keeper, a shell for a plain process.
       r = await runCommand("script", ["-q", "-e", "-c", `${CTR} --address ${other.address} --namespace ${NS} run -d -t ${ref} nr-keepers sleep 60`, "/dev/null"], {}, "", 60_000);
       assert.equal(r.code, 0, r.stdout + r.stderr);
