@@ -21,10 +21,11 @@ export interface LeasesDeps {
   ingests?: IngestManager;
 }
 
-/** containerd's leases.WithRandomID: `<nanoseconds of now>-<6 random bytes, url-safe base64>`. */
+/** containerd's leases.WithRandomID: `<nanoseconds of now>-<3 random bytes, url-safe base64>`
+ * (four characters, as `ctr leases create` prints them). */
 export function randomLeaseId(): string {
   const nanos = (Date.now() % 1000) * 1_000_000 + Number(process.hrtime.bigint() % 1_000_000n);
-  return `${nanos}-${randomBytes(6).toString("base64url")}`;
+  return `${nanos}-${randomBytes(3).toString("base64url")}`;
 }
 
 function lease(r: LeaseRecord) {

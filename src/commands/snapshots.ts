@@ -174,7 +174,7 @@ function checkNewSnapshot(
   if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
   if (existing) throw alreadyExists(`snapshot ${JSON.stringify(key)}`);
   if (cmd.parent) {
-    if (!parent) throw notFound(`parent snapshot ${JSON.stringify(cmd.parent)} does not exist`);
+    if (!parent) throw notFound(`parent snapshot ${cmd.parent} does not exist`);
     if (parent.kind !== "Committed") throw invalidArgument(`parent ${JSON.stringify(cmd.parent)} is not a committed snapshot`);
   }
   return labels;
@@ -215,7 +215,7 @@ export function checkCommit(cmd: Omit<CommitSnapshot, "now">, current: SnapshotR
   // The name first, as containerd's metadata store makes the committed one before it looks
   // for the active one.
   if (existing) throw alreadyExists(`snapshot ${JSON.stringify(cmd.name)}`);
-  if (!current) throw notFound(`snapshot ${JSON.stringify(cmd.key)} does not exist`);
+  if (!current) throw notFound(`snapshot ${cmd.key} does not exist`);
   if (current.kind !== "Active") throw failedPrecondition(`snapshot ${JSON.stringify(cmd.key)} is not active`);
   return labels;
 }
@@ -237,7 +237,7 @@ export function decideCommitSnapshot(
 export function decideRemoveSnapshot(cmd: RemoveSnapshot, current: SnapshotRecord | undefined, children: readonly string[]): Decision<SnapshotRecord> {
   validateSnapshotterName(cmd.snapshotter);
   validateSnapshotKey("key", cmd.key);
-  if (!current) throw notFound(`snapshot ${JSON.stringify(cmd.key)} does not exist`);
+  if (!current) throw notFound(`snapshot ${cmd.key} does not exist`);
   if (children.length > 0) throw failedPrecondition(`cannot remove snapshot with child`);
   return {
     event: {
@@ -255,7 +255,7 @@ export function decideUpdateSnapshot(cmd: UpdateSnapshot, current: SnapshotRecor
   validateSnapshotKey("key", cmd.key);
   validateFieldMask(`snapshot ${JSON.stringify(cmd.key)}`, cmd.paths, SNAPSHOT_FIELD_MASK);
   validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"), "snapshot.Labels");
-  if (!current) throw notFound(`snapshot ${JSON.stringify(cmd.key)} does not exist`);
+  if (!current) throw notFound(`snapshot ${cmd.key} does not exist`);
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
   const rec = snapshotRecord({ ...current, labels, updated_at: cmd.now });
   return {

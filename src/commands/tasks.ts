@@ -67,7 +67,7 @@ export function decideCreateTask(cmd: CreateTask, container: ContainerRecord | u
 /** The task, or NotFound naming it. */
 export function existingTask(id: string, current: TaskRecord | undefined): TaskRecord {
   validateTaskId(id);
-  if (!current) throw notFound(`task "${id}"`);
+  if (!current) throw notFound(`task ${id} not found`);
   return current;
 }
 

@@ -146,7 +146,7 @@ export class Queries {
 
   async getSnapshot(ns: string, sn: string, key: string): Promise<SnapshotRecord> {
     const rec = !key || key.includes("\u0000") ? undefined : await this.db.get(keys.snapshot(ns, sn, key));
-    if (!rec) throw notFound(`snapshot ${JSON.stringify(key)} does not exist`);
+    if (!rec) throw notFound(`snapshot ${key} does not exist`);
     return rec as SnapshotRecord;
   }
 

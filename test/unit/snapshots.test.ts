@@ -97,7 +97,7 @@ describe("snapshots: prepare, view, commit", () => {
     throwsClass(() => decidePrepareSnapshot(prep(""), undefined, undefined, undefined, false), "InvalidArgument", /key must not be empty/);
     throwsClass(() => decidePrepareSnapshot(prep("a\u0000b"), undefined, undefined, undefined, false), "InvalidArgument");
     throwsClass(() => decidePrepareSnapshot(prep("k", "", { snapshotter: "Bad/Name" }), undefined, undefined, undefined, false), "InvalidArgument");
-    throwsClass(() => g.run(snapshotHandlers.prepare(prep("k", "missing"))), "NotFound", /parent snapshot "missing" does not exist/);
+    throwsClass(() => g.run(snapshotHandlers.prepare(prep("k", "missing"))), "NotFound", /parent snapshot missing does not exist/);
     throwsClass(() => g.run(snapshotHandlers.prepare(prep("k", "top"))), "InvalidArgument", /not a committed snapshot/);
     throwsClass(() => g.run(snapshotHandlers.prepare(prep("top", "mid"))), "AlreadyExists");
     throwsClass(() => g.run(snapshotHandlers.prepare(prep("other", "", { id: "id-top" }))), "AlreadyExists", /snapshot id/);
@@ -178,7 +178,7 @@ describe("snapshots: remove and update", () => {
   test("decideCommitSnapshot: a name taken is AlreadyExists before a missing active key is NotFound, as containerd's order", () => {
     const g = chain();
     throwsClass(() => decideCommitSnapshot(commit("gone", "mid"), undefined, g.snap("mid"), undefined), "AlreadyExists", /snapshot "mid"/);
-    throwsClass(() => decideCommitSnapshot(commit("gone", "free"), undefined, undefined, undefined), "NotFound", /snapshot "gone" does not exist/);
+    throwsClass(() => decideCommitSnapshot(commit("gone", "free"), undefined, undefined, undefined), "NotFound", /snapshot gone does not exist/);
   });
 });
 

@@ -175,8 +175,8 @@ describe("tasks", () => {
     throwsClass(() => taskHandlers.create({ ...create(), container_id: "a/b" })(g), "InvalidArgument", /container_id/);
     const g2 = givenContainer("c2");
     throwsClass(() => taskHandlers.create({ ...create("c2"), bundle: "tasks/c2" })(g2), "InvalidArgument", /must be absolute/);
-    throwsClass(() => taskHandlers.start({ namespace: NS, container_id: "c2", pid: 1 })(g2), "NotFound", /task "c2"/);
-    throwsClass(() => taskHandlers.delete({ namespace: NS, container_id: "c2" })(g2), "NotFound", /task "c2"/);
+    throwsClass(() => taskHandlers.start({ namespace: NS, container_id: "c2", pid: 1 })(g2), "NotFound", /task c2 not found/);
+    throwsClass(() => taskHandlers.delete({ namespace: NS, container_id: "c2" })(g2), "NotFound", /task c2 not found/);
   });
 
   test("execs: added only to a running task; their exits, carrying the exec's id, leave the task as it is", () => {
@@ -186,7 +186,7 @@ describe("tasks", () => {
     throwsClass(() => execHandlers.added(exec)(g), "FailedPrecondition", /created, not running/);
     g.run(taskHandlers.start({ namespace: NS, container_id: "c1", pid: 9 }));
     throwsClass(() => execHandlers.added({ ...exec, exec_id: "" })(g), "InvalidArgument", /exec_id must be set/);
-    throwsClass(() => execHandlers.added({ ...exec, container_id: "none" })(g), "NotFound", /task "none"/);
+    throwsClass(() => execHandlers.added({ ...exec, container_id: "none" })(g), "NotFound", /task none not found/);
     const added = execHandlers.added(exec)(g);
     assert.deepEqual([added.event?.topic, added.event?.typeName, added.event?.payload], ["/tasks/exec-added", TYPE.TaskExecAdded, { container_id: "c1", exec_id: "e1" }]);
     assert.deepEqual(g.apply(added.event), []);
