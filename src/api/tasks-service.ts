@@ -532,7 +532,7 @@ export class Tasks {
             d.logger.warn({ err, namespace: ns, id: t.container_id }, "task metrics not read");
             return undefined;
           });
-          if (data) metrics.push({ timestamp: ts(new Date()), id: t.container_id, data: { type_url: data.type, value: d.protos.encode(data.type, data.data) } });
+          if (data) metrics.push({ timestamp: ts(new Date()), id: t.container_id, data: { type_url: data.type, value: d.protos.encodeBuilt(data.type, data.data) } });
         }
         return { metrics };
       }),

@@ -7,12 +7,12 @@ import { ApiClient } from "./client.js";
 import { defaultAddress, defaultSnapshotter } from "./defaults.js";
 import { CkError, classPhrase, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
 import { collect, eventJson, goTime, labelsLine, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
-import { defaultSpec, SPEC_TYPE_URL } from "./spec.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
 import { registerLeaseCommands } from "./lease-commands.js";
 import { registerSnapshotCommands } from "./snapshot-commands.js";
-import { registerTaskCommands } from "./task-commands.js";
+import { commandAfterDashes, registerTaskCommands } from "./task-commands.js";
+import { containerOptions, createContainer, type ContainerOptions } from "./container-create.js";
 import { fromApiDescriptor, imageContents, mapLimit, type ImageContents } from "./transfer.js";
 import { imageLayers } from "./unpack.js";
 import { defaultPlatform } from "../remotes/platform.js";
@@ -272,29 +272,16 @@ images
 
 // --- containers
 const containers = program.command("containers").alias("container").alias("c").description("manage containers");
-containers
-  .command("create <image> <id> [args...]")
-  .description("create a container record (no task is started): the spec runs ARGS (default sh), the rootfs is the snapshot --snapshotter/--snapshot-key name; ck run makes one from an unpacked image, as ctr containers create does")
-  .option("--runtime <name>", "runtime", "io.containerd.runc.v2")
-  .option("--snapshotter <name>", "snapshotter", "")
-  .option("--snapshot-key <key>", "snapshot key", "")
-  .option("--label <k=v>", "label (repeatable)", collect, [])
-  .action(
-    action(async (api, image: string, id: string, args: string[], opts: { runtime: string; snapshotter: string; snapshotKey: string; label: string[] }) => {
-      const spec = defaultSpec(api.opts.namespace ?? "default", id, args.length ? args : ["sh"]);
-      await api.call("containers", "Create", {
-        container: {
-          id,
-          image,
-          labels: parseLabelArgs(opts.label),
-          runtime: { name: opts.runtime },
-          spec: { type_url: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) },
-          snapshotter: opts.snapshotter,
-          snapshot_key: opts.snapshotKey,
-        },
-      });
-    }),
-  );
+containerOptions(
+  containers
+    .command("create <image> <id> [args...]")
+    .description("create a container from an image, as ctr containers create: the image unpacked first if it is not, a snapshot named ID prepared on it, the image's config, labels and stop signal, the program after -- (else the image's); no task is started (ck tasks start ID)"),
+  "create",
+).action(
+  action(async (api, image: string, id: string, args: string[], opts: ContainerOptions) => {
+    await createContainer(api, image, id, commandAfterDashes(args, "ck containers create IMAGE ID -- PROGRAM [ARGS...]"), opts);
+  }),
+);
 containers
   .command("ls")
   .alias("list")

@@ -153,8 +153,6 @@ export function withUserNamespace(spec: { linux: { namespaces: Array<{ type: str
 
 /** ctr run's spec flags that ck run takes too (commands.ContainerFlags and run_unix.go). */
 export interface RunSpecFlags {
-  /** Lines of an --env-file, applied before --env as ctr does (containerd's WithEnvFile). */
-  envFile?: string[];
   annotation?: string[];
   /** --label's, annotations too (ctr's WithAnnotations(labels), over --annotation's). */
   label?: string[];
@@ -184,14 +182,20 @@ const bad = (what: string, why: string) => new CkError("InvalidArgument", `${wha
 const MIN_SHARES = 2;
 const MAX_SHARES = 262144;
 
-function keyValues(flag: string, list: readonly string[]): Record<string, string> {
+function keyValues(flag: string, list: readonly string[], bare?: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const a of list) {
     const eq = a.indexOf("=");
-    if (eq <= 0) throw bad(`${flag} ${JSON.stringify(a)}`, "want key=value");
-    out[a.slice(0, eq)] = a.slice(eq + 1);
+    if (eq < 0 && bare !== undefined && a !== "") out[a] = bare;
+    else if (eq <= 0) throw bad(`${flag} ${JSON.stringify(a)}`, bare !== undefined ? "want key=value, or a key alone (key=true)" : "want key=value");
+    else out[a.slice(0, eq)] = a.slice(eq + 1);
   }
   return out;
+}
+
+/** --label's, as ctr's LabelArgs takes them: KEY=VALUE, or KEY alone for KEY=true. */
+export function labelArgs(list: readonly string[]): Record<string, string> {
+  return keyValues("--label", list, "true");
 }
 
 /**
@@ -199,8 +203,7 @@ function keyValues(flag: string, list: readonly string[]): Record<string, string
  * for a value ctr or runc would refuse, before anything is made.
  */
 export function applyRunSpecFlags(spec: FlaggedSpec, f: RunSpecFlags): void {
-  if (f.envFile) spec.process.env = withEnv(spec.process.env ?? [], f.envFile.filter((l) => l !== ""));
-  const annotations = { ...keyValues("--annotation", f.annotation ?? []), ...keyValues("--label", f.label ?? []) };
+  const annotations = { ...keyValues("--annotation", f.annotation ?? []), ...labelArgs(f.label ?? []) };
   if (Object.keys(annotations).length > 0) spec.annotations = { ...spec.annotations, ...annotations };
   if (f.readOnly) spec.root = { ...spec.root, readonly: true };
   const caps = (spec.process.capabilities ??= {});

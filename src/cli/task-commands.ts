@@ -3,8 +3,7 @@
 // directory, copied to and from this terminal, CloseIO at the end of stdin, and the task's
 // exit status as ck's own; `-d` starts it detached, its output dropped or appended to --log.
 import { execFileSync } from "node:child_process";
-import { closeSync, constants as fsc, fstatSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { closeSync, constants as fsc, fstatSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -12,16 +11,10 @@ import { pathToFileURL } from "node:url";
 import type { Command } from "commander";
 import type { ApiClient } from "./client.js";
 import { CkError, isNotFound } from "../errdefs/errdefs.js";
-import { collect, parseLabelArgs, table } from "./format.js";
-import { defaultSnapshotter } from "./defaults.js";
-import { applyRunSpecFlags, effectiveCapabilities, withPrivileged, defaultSpec, parseWithNs, withNamespaces, parseIdMapping, parseMountFlag, SPEC_TYPE_URL, withEnv, withHostNetwork, withUserNamespace, type IdMapping, type SpecMount } from "./spec.js";
-import { remappedParent } from "./remap.js";
-import { hostDevices } from "./host-devices.js";
-import { fromApiDescriptor, withLease } from "./transfer.js";
-import { imageLayers } from "./unpack.js";
-import { defaultPlatform } from "../remotes/platform.js";
-import { userFromSnapshot, userInTask } from "./image-user.js";
-import { mountsFromApi } from "../snapshots/mount.js";
+import { collect, table } from "./format.js";
+import { withEnv } from "./spec.js";
+import { userInTask } from "./image-user.js";
+import { checkCwd, containerOptions, createContainer, STOP_SIGNAL_LABEL, type ContainerOptions } from "./container-create.js";
 
 type Action<A extends unknown[]> = (fn: (api: ApiClient, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
 
@@ -251,47 +244,13 @@ async function untilEnded(p: ReturnType<typeof processCalls>, waited: Promise<{ 
 }
 
 /** `ck run` flags. */
-interface RunOptions {
+interface RunOptions extends ContainerOptions {
   rm?: boolean;
   detach?: boolean;
-  tty?: boolean;
   log?: string;
   logUri?: string;
-  snapshotter: string;
-  label: string[];
-  env: string[];
-  cwd?: string;
-  user?: string;
-  mount: string[];
-  netHost?: boolean;
-  uidmap?: string;
-  gidmap?: string;
-  envFile?: string;
-  annotation: string[];
-  readOnly?: boolean;
-  capAdd: string[];
-  capDrop: string[];
-  cpus?: string;
-  cpuShares?: string;
-  memoryLimit?: string;
-  withNs: string[];
-  allowNewPrivs?: boolean;
-  privileged?: boolean;
 }
 
-
-/** An --env-file's lines (InvalidArgument naming the file if it cannot be read). */
-async function readEnvFile(file: string): Promise<string[]> {
-  const text = await readFile(file, "utf8").catch((err: Error) => {
-    throw new CkError("InvalidArgument", `--env-file ${JSON.stringify(file)}: ${err.message}: invalid argument`);
-  });
-  return text.split(/\r?\n/);
-}
-
-/** --cwd: a path in the container, absolute (runc would fail on another only at start). */
-function checkCwd(cwd: string | undefined): void {
-  if (cwd !== undefined && !cwd.startsWith("/")) throw new CkError("InvalidArgument", `--cwd ${JSON.stringify(cwd)}: must be an absolute path: invalid argument`);
-}
 
 /** Where a process's output goes: one of --log and --log-uri, and no --log-uri on a console (as ctr tasks exec). */
 function checkOutputFlags(opts: { log?: string; logUri?: string; tty?: boolean; detach?: boolean }): void {
@@ -304,27 +263,11 @@ function checkOutputFlags(opts: { log?: string; logUri?: string; tty?: boolean; 
  * The program and its arguments, given after `--`: without it the parser would take the
  * program's own options (`-d`, `-n`, `-c`) as ck's.
  */
-function commandAfterDashes(args: string[] | undefined, usage: string): string[] {
+export function commandAfterDashes(args: string[] | undefined, usage: string): string[] {
   if (args?.length && !process.argv.includes("--")) {
     throw new CkError("InvalidArgument", `give the program and its arguments after --: ${usage}: invalid argument`);
   }
   return args ?? [];
-}
-
-/**
- * The process of a container made from an image config: its args, env, working directory,
- * and the config's `User` as written (resolved against the image's files by image-user.ts).
- */
-export function processFromImage(config: any, args: string[]): { args: string[]; env: string[]; cwd: string; imageUser: string } {
-  const c = config?.config ?? {};
-  const argv = args.length ? args : [...(c.Entrypoint ?? []), ...(c.Cmd ?? [])];
-  if (argv.length === 0) throw new CkError("InvalidArgument", "no command given and the image sets none: invalid argument");
-  return {
-    args: argv,
-    env: c.Env?.length ? c.Env : ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-    cwd: c.WorkingDir || "/",
-    imageUser: String(c.User ?? ""),
-  };
 }
 
 export function registerTaskCommands(program: Command, action: Action<any[]>, out: (s: string) => void): void {
@@ -354,101 +297,23 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         process.exitCode = await runTask(api, id, { ...opts, tty });
       }),
     );
-  program
-    .command("run <image> <id> [args...]")
-    .description("create a container from an unpacked image and run its task (as ctr run)")
-    .option("--rm", "remove the container and its snapshot when the task ends")
-    .option("-d, --detach", "start the task and return")
-    .option("-t, --tty", "give the process a console (this terminal, raw, its size followed)")
-    .option("--log <file>", "with -d: append the task's output to this file")
-    .option("--log-uri <uri>", "the task's output to a file:// or binary:// (logging program) URI, as ctr's --log-uri")
-    .option("--snapshotter <name>", "snapshotter holding the unpacked image", defaultSnapshotter())
-    .option("--label <k=v>", "container label (repeatable)", collect, [])
-    .option("--env <KEY=VALUE>", "set an environment variable (KEY alone unsets it), as ctr run --env; repeatable", collect, [])
-    .option("--cwd <dir>", "the process's working directory in the container")
-    .option("-u, --user <user[:group]>", "run as this user (a name or uid, and group), looked up in the image as its own user is")
-    .option("--mount <spec>", "add a mount, as ctr run --mount: type=bind,src=/host/dir,dst=/dir,options=rbind:ro; repeatable", collect, [])
-    .option("--net-host", "the host's network: no network namespace of its own, the host's /etc/hosts and /etc/resolv.conf")
-    .option("--uidmap <container:host:size>", "run in a user namespace with this uid mapping (with --gidmap), the image's files re-owned to match, as ctr run --uidmap")
-    .option("--gidmap <container:host:size>", "the user namespace's gid mapping (with --uidmap)")
-    .option("--env-file <file>", "environment variables from a file, one KEY=VALUE a line (before --env), as ctr's")
-    .option("--annotation <k=v>", "an annotation of the spec (repeatable)", collect, [])
-    .option("--read-only", "the container's root file system read-only")
-    .option("--cap-add <CAP_NAME>", "add a capability (repeatable)", collect, [])
-    .option("--cap-drop <CAP_NAME>", "drop a capability (repeatable)", collect, [])
-    .option("--cpus <n>", "CPUs the task may use (a CFS quota over 100 ms periods)")
-    .option("--cpu-shares <n>", "the task's CPU shares (ctr's default: 1024)")
-    .option("--memory-limit <bytes>", "the task's memory limit")
-    .option("--with-ns <type:path>", "join an existing namespace, as pid:/proc/1234/ns/pid (repeatable)", collect, [])
-    .option("--allow-new-privs", "let the process gain privileges (no no_new_privs)")
-    .option("--privileged", "this client's capabilities, every device, nothing masked, as ctr run --privileged")
+  containerOptions(
+    program
+      .command("run <image> <id> [args...]")
+      .description("create a container from an image (unpacked first if it is not) and run its task (as ctr run); on a console (-t) this terminal, raw, its size followed")
+      .option("--rm", "remove the container and its snapshot when the task ends")
+      .option("-d, --detach", "start the task and return")
+      .option("--log <file>", "with -d: append the task's output to this file")
+      .option("--log-uri <uri>", "the task's output to a file:// or binary:// (logging program) URI, as ctr's --log-uri"),
+    "run",
+  )
     .action(
       action(async (api, image: string, id: string, args: string[], opts: RunOptions) => {
         // First: without --, the program's own options may have been taken as ck's (-d here).
         args = commandAfterDashes(args, "ck run IMAGE ID -- PROGRAM [ARGS...]");
         if (opts.rm && opts.detach) throw new CkError("InvalidArgument", "--rm and --detach cannot be used together: invalid argument");
         checkOutputFlags(opts);
-        // Checked before anything is made.
-        const mounts: SpecMount[] = opts.mount.map(parseMountFlag);
-        checkCwd(opts.cwd);
-        if ((opts.uidmap === undefined) !== (opts.gidmap === undefined)) throw new CkError("InvalidArgument", "--uidmap and --gidmap go together: invalid argument");
-        const idMaps = opts.uidmap !== undefined ? { uid: parseIdMapping(opts.uidmap, "--uidmap"), gid: parseIdMapping(opts.gidmap!, "--gidmap") } : undefined;
-        const envFile = opts.envFile === undefined ? undefined : await readEnvFile(opts.envFile);
-        const specFlags = { envFile, annotation: opts.annotation, label: opts.label, readOnly: opts.readOnly, capAdd: opts.capAdd, capDrop: opts.capDrop, cpus: opts.cpus, cpuShares: opts.cpuShares, memoryLimit: opts.memoryLimit, allowNewPrivs: opts.allowNewPrivs };
-        const joined = parseWithNs(opts.withNs);
-        const img = (await api.call("images", "Get", { name: image })).image;
-        const { chainIds, configJson } = await imageLayers(api, fromApiDescriptor(img.target), defaultPlatform());
-        const top = chainIds.at(-1);
-        if (!top) throw new CkError("FailedPrecondition", `image ${image} has no layers: failed precondition`);
-        await api.call("snapshots", "Stat", { snapshotter: opts.snapshotter, key: top }).catch((err) => {
-          throw new CkError("FailedPrecondition", `image ${image} is not unpacked for ${opts.snapshotter} (ck pull --snapshotter ${opts.snapshotter} unpacks it): ${(err as Error).message}`);
-        });
-        const spec = defaultSpec(api.opts.namespace ?? "default", id, []) as { process: Record<string, unknown> & { env?: string[] }; mounts: SpecMount[]; linux: { namespaces: Array<{ type: string }>; uidMappings?: IdMapping[]; gidMappings?: IdMapping[] } };
-        const { imageUser, ...proc } = processFromImage(configJson, args ?? []);
-        Object.assign(spec.process, proc, { terminal: opts.tty === true }, opts.tty === true ? consoleSizeHere() : {});
-        // As ctr run: --privileged first (its capabilities then edited by --cap-add/--cap-drop),
-        // the flags over the image's settings (an --env-file's before --env's).
-        if (opts.privileged) withPrivileged(spec as unknown as Parameters<typeof withPrivileged>[0], effectiveCapabilities(readFileSync("/proc/self/status", "utf8")), await hostDevices());
-        applyRunSpecFlags(spec as unknown as Parameters<typeof applyRunSpecFlags>[0], specFlags);
-        spec.process.env = withEnv(spec.process.env ?? [], opts.env);
-        if (opts.cwd) spec.process.cwd = opts.cwd;
-        spec.mounts.push(...mounts);
-        if (opts.netHost) withHostNetwork(spec, os.hostname());
-        if (idMaps) withUserNamespace(spec, idMaps.uid, idMaps.gid);
-        withNamespaces(spec, joined);
-        // Under a lease until the container refers to the snapshot: GC takes neither before.
-        await withLease(api, async (metadata) => {
-          const prepareOn = (parent: string) => api.call("snapshots", "Prepare", { snapshotter: opts.snapshotter, key: id, parent }, { metadata });
-          // In a user namespace, from the image's files re-owned to the namespace's root; made
-          // again if a garbage collection took the one found before it was used (as ctr does).
-          const remapped = () => remappedParent(api, opts.snapshotter, top, idMaps!.uid.hostID, idMaps!.gid.hostID, metadata);
-          const prepared = idMaps
-            ? await prepareOn(await remapped()).catch(async (err) => (isNotFound(err) ? prepareOn(await remapped()) : Promise.reject(err)))
-            : await prepareOn(top);
-          try {
-            // A named user is looked up in the image's own /etc/passwd, as ctr does.
-            spec.process.user = await userFromSnapshot(opts.user ?? imageUser, mountsFromApi(prepared.mounts), opts.user !== undefined ? "--user" : "image user");
-            await api.call(
-              "containers",
-              "Create",
-              {
-                container: {
-                  id,
-                  image,
-                  labels: parseLabelArgs(opts.label),
-                  runtime: { name: "io.containerd.runc.v2" },
-                  spec: { type_url: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) },
-                  snapshotter: opts.snapshotter,
-                  snapshot_key: id,
-                },
-              },
-              { metadata },
-            );
-          } catch (err) {
-            await api.call("snapshots", "Remove", { snapshotter: opts.snapshotter, key: id }).catch(() => undefined);
-            throw err;
-          }
-        });
+        await createContainer(api, image, id, args ?? [], opts, consoleSizeHere);
         let status = 0;
         try {
           status = await runTask(api, id, opts);
@@ -493,12 +358,14 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     );
   tasks
     .command("kill <id>")
-    .description("signal a task")
-    .option("-s, --signal <signal>", "signal name or number", "SIGTERM")
+    .description("signal a task (default: the container's stop signal, the image's STOPSIGNAL, else SIGTERM)")
+    .option("-s, --signal <signal>", "signal name or number")
     .option("-a, --all", "signal every process of the task")
     .action(
-      action(async (api, id: string, opts: { signal: string; all?: boolean }) => {
-        await api.call("tasks", "Kill", { container_id: id, signal: parseSignal(opts.signal), all: opts.all === true });
+      action(async (api, id: string, opts: { signal?: string; all?: boolean }) => {
+        // As ctr: without -s, the signal the container's label names (containerd.GetStopSignal).
+        const name = opts.signal ?? (await api.call("containers", "Get", { id })).container.labels?.[STOP_SIGNAL_LABEL] ?? "SIGTERM";
+        await api.call("tasks", "Kill", { container_id: id, signal: parseSignal(name), all: opts.all === true });
       }),
     );
   tasks
@@ -555,8 +422,9 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
         const type = m.data?.type_url;
         if (type !== "io.containerd.cgroups.v1.Metrics" && type !== "io.containerd.cgroups.v2.Metrics") throw new CkError("NotImplemented", `metrics of type ${type}: not implemented`);
         const data = api.protos.decode(type, m.data.value);
-        // uint64s past 2^53 (an unlimited memory limit) printed whole, as ctr prints them.
-        const int = (n: unknown) => (typeof n === "number" && Number.isInteger(n) && !Number.isSafeInteger(n) ? BigInt(n).toString() : String(n ?? 0));
+        // uint64s past 2^53 (an unlimited memory limit) printed whole, as ctr prints them; a
+        // float of 2^64 can only be cgroup v2's 2^64-1 ("max"), rounded up by the decoding.
+        const int = (n: unknown) => (typeof n === "number" && Number.isInteger(n) && !Number.isSafeInteger(n) ? (n >= 2 ** 64 ? "18446744073709551615" : BigInt(n).toString()) : String(n ?? 0));
         if (opts.format === "json") return out(JSON.stringify(data, null, 2) + "\n");
         const rows: string[][] = [["METRIC", "VALUE"]];
         if (type === "io.containerd.cgroups.v2.Metrics") {

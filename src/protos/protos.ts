@@ -166,6 +166,15 @@ export class Protos {
     return Buffer.from(t.encode(t.fromObject(obj as Record<string, unknown>)).finish());
   }
 
+  /**
+   * Encodes an object ck built in the message's own shape (field names, numbers, nested
+   * objects) without fromObject's conversion, so a 64-bit field may be given as its two
+   * halves ({low, high}) and keep values past 2^53 exact (cgroup v2's 2^64-1 "max").
+   */
+  encodeBuilt(fullName: string, obj: unknown): Buffer {
+    return Buffer.from(this.type(fullName).encode(obj as Record<string, unknown>).finish());
+  }
+
   decode(fullName: string, buf: Uint8Array): any {
     const t = this.type(fullName);
     return t.toObject(t.decode(asBuffer(buf)), TO_OBJECT);

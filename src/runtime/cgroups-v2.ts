@@ -36,21 +36,31 @@ export function parseIoStat(text: string): Array<Record<string, number>> {
 }
 
 /**
- * The Metrics message, from the files' texts (undefined where a file was absent). "max" (no
- * limit) is reported as 0: containerd reports 2^64-1 there, which ck's uint64 numbers cannot
- * carry exactly.
+ * 2^64-1 as protobufjs's writer takes a 64-bit value in two halves (ck runs it without Long,
+ * so a decimal string would be parsed as a float, and a number cannot carry it exactly).
+ */
+export const MAX_UINT64 = Object.freeze({ low: 0xffffffff, high: 0xffffffff, unsigned: true });
+
+/** A limit file's value; "max" (no limit) is 2^64-1, as containerd's cgroups v2 reports it. */
+function limitValue(text: string | undefined): number | typeof MAX_UINT64 {
+  return text?.trim() === "max" ? MAX_UINT64 : (parseValue(text) ?? 0);
+}
+
+/**
+ * The Metrics message, from the files' texts (undefined where a file was absent). A limit of
+ * "max" is 2^64-1, as containerd reports it (cgroups v2's getStatFileContentUint64, getPidValue).
  */
 export function metricsV2FromFiles(read: (file: (typeof V2_FILES)[number]) => string | undefined): Record<string, unknown> {
   const cpu = parseKeyValues(read("cpu.stat") ?? "");
   const mem = parseKeyValues(read("memory.stat") ?? "");
-  const memory: Record<string, number> = {};
+  const memory: Record<string, number | typeof MAX_UINT64> = {};
   for (const k of MEMORY_STAT_KEYS) memory[k] = mem.get(k) ?? 0;
   memory.usage = parseValue(read("memory.current")) ?? 0;
-  memory.usage_limit = parseValue(read("memory.max")) ?? 0;
+  memory.usage_limit = limitValue(read("memory.max"));
   memory.swap_usage = parseValue(read("memory.swap.current")) ?? 0;
-  memory.swap_limit = parseValue(read("memory.swap.max")) ?? 0;
+  memory.swap_limit = limitValue(read("memory.swap.max"));
   const out: Record<string, unknown> = {
-    pids: { current: parseValue(read("pids.current")) ?? 0, limit: parseValue(read("pids.max")) ?? 0 },
+    pids: { current: parseValue(read("pids.current")) ?? 0, limit: limitValue(read("pids.max")) },
     cpu: {
       usage_usec: cpu.get("usage_usec") ?? 0,
       user_usec: cpu.get("user_usec") ?? 0,

@@ -132,7 +132,7 @@ export interface BuiltImage {
  * filesystem; `{delete:true}` removes a path so the layer carries a whiteout), and pushes it
  * with skopeo to `host/repo:tag`.
  */
-export async function buildImage(opts: { repo: string; tag: string; host: string; layers: Array<Record<string, LayerEntry>>; certDir?: string; user?: string }): Promise<BuiltImage> {
+export async function buildImage(opts: { repo: string; tag: string; host: string; layers: Array<Record<string, LayerEntry>>; certDir?: string; user?: string; config?: string[] }): Promise<BuiltImage> {
   const work = mkdtempSync(join(tmpdir(), "ck-image-"));
   try {
     const layout = join(work, "oci");
@@ -159,8 +159,9 @@ export async function buildImage(opts: { repo: string; tag: string; host: string
       }
       await run(UMOCI, ["repack", "--refresh-bundle", "--history.created_by", `test layer ${i}`, "--image", image, bundle]);
     }
-    // The config's User (umoci config).
-    if (opts.user !== undefined) await run(UMOCI, ["config", "--image", image, "--config.user", opts.user]);
+    // The config's User and other settings (umoci config's flags, as --config.label k=v).
+    const config = [...(opts.user !== undefined ? ["--config.user", opts.user] : []), ...(opts.config ?? [])];
+    if (config.length) await run(UMOCI, ["config", "--image", image, ...config]);
     const reference = `${opts.host}/${opts.repo}:${opts.tag}`;
     // certDir: skopeo's client certificate directory (NAME.cert + NAME.key) for a registry that asks for one.
     const dest = opts.certDir ? ["--dest-cert-dir", opts.certDir] : [];

@@ -766,6 +766,69 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     await rejectsClass(api.call("snapshots", "Stat", { snapshotter: "overlayfs", key: "ck-bad-flag" }), "NotFound");
   });
 
+  test("ck containers create makes the container ctr containers create makes: the image's config, labels and stop signal, the flags; the task then starts; ck tasks kill sends the stop signal", async () => {
+    const ck = (args: string[]) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args]);
+    // An image with a config of its own (umoci config): Env, a label, STOPSIGNAL; and a label on its record.
+    const img = await buildImage({
+      host: registry.host,
+      repo: "tasks/configured",
+      tag: "v1",
+      layers: [Object.fromEntries([["bin/busybox", readFileSync("/bin/busybox")], ...["sh", "env", "sleep", "cat"].map((c) => [`bin/${c}`, { symlink: "busybox" }])])],
+      config: ["--config.env", "PATH=/bin", "--config.env", "FOO=img", "--config.env", "KEEP=img", "--config.label", "org.example=cfg", "--config.stopsignal", "SIGQUIT", "--config.cmd", "sleep", "--config.cmd", "600"],
+    });
+    // Pulled, not unpacked: create unpacks it first, as ctr's does.
+    let r = await ctr(["content", "fetch", "--plain-http", img.reference]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await ctr(["images", "label", img.reference, "img.label=rec"])).code, 0);
+    const flags = ["--env", "BAR=flag", "--env", "KEEP", "--label", "mine", "--label", "org.example=cli", "--device", "/dev/null", "--cpu-quota", "20000", "--cpu-period", "100000", "-t"];
+    r = await ck(["containers", "create", ...flags, img.reference, "ck-cc"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctr(["containers", "create", ...flags, img.reference, "t-cc-ctr"]);
+    assert.equal(r.code, 0, r.stderr);
+    const get = async (id: string) => {
+      const c = (await api.call("containers", "Get", { id })).container;
+      return { labels: c.labels, snapshotter: c.snapshotter, key: c.snapshot_key, spec: JSON.parse(Buffer.from(c.spec.value).toString("utf8")) };
+    };
+    const [mine, theirs] = [await get("ck-cc"), await get("t-cc-ctr")];
+    assert.deepEqual(mine.labels, { "org.example": "cli", "img.label": "rec", mine: "true", "io.containerd.image.config.stop-signal": "SIGQUIT" });
+    assert.deepEqual(mine.labels, theirs.labels);
+    assert.deepEqual([mine.snapshotter, mine.key], [theirs.snapshotter, "ck-cc"]);
+    // The spec: the same but for what names the container and the console's size (ctr sends none here, with no terminal of its own).
+    const comparable = (s: any) => ({ ...s, linux: { ...s.linux, cgroupsPath: undefined }, process: { ...s.process, consoleSize: undefined } });
+    assert.deepEqual(comparable(mine.spec), comparable(theirs.spec));
+    assert.deepEqual(mine.spec.process.env, ["PATH=/bin", "FOO=img", "KEEP=img", "BAR=flag", "TERM=xterm"]);
+    assert.deepEqual(mine.spec.process.args, ["sleep", "600"]);
+    assert.equal(mine.spec.linux.cgroupsPath, `/${NS}/ck-cc`);
+    assert.equal((await ck(["containers", "rm", "ck-cc"])).code, 0);
+    assert.equal((await ctr(["containers", "rm", "t-cc-ctr"])).code, 0);
+    // A container's task starts (its rootfs the snapshot create prepared), and a kill without
+    // -s sends the image's stop signal.
+    // (A shell that handles SIGQUIT: a container's init ignores signals it has no handler for.)
+    r = await ck(["containers", "create", img.reference, "ck-cc2", "--", "sh", "-c", "trap 'exit 42' QUIT; while :; do sleep 1; done"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck(["tasks", "start", "-d", "ck-cc2"]);
+    assert.equal(r.code, 0, r.stderr);
+    const waited = api.call("tasks", "Wait", { container_id: "ck-cc2" });
+    r = await ck(["tasks", "kill", "ck-cc2"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await waited).exit_status, 42, "SIGQUIT, the image's STOPSIGNAL, trapped");
+    assert.equal((await ck(["containers", "rm", "ck-cc2"])).code, 0);
+    // Bad flags are refused before anything is made.
+    for (const [args, re] of [
+      [["--device", "/etc/hostname"], /--device "\/etc\/hostname": not a device node/],
+      [["--cpu-quota", "x"], /--cpu-quota "x"/],
+      [["--cpus", "1", "--cpu-quota", "1000"], /--cpus and --cpu-quota/],
+      [["--label", "=x"], /--label "=x"/],
+    ] as const) {
+      r = await ck(["containers", "create", ...args, img.reference, "ck-cc-bad"]);
+      assert.equal(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, re);
+    }
+    assert.equal((await ck(["containers", "create", "no.such/image:1", "ck-cc-bad"])).code, 1);
+    await rejectsClass(api.call("containers", "Get", { id: "ck-cc-bad" }), "NotFound");
+    await rejectsClass(api.call("snapshots", "Stat", { snapshotter: "overlayfs", key: "ck-cc-bad" }), "NotFound");
+  });
+
   test("ck tasks: start in the foreground (stdio, exit status), start -d, ls, ps, kill, rm; ck run", async () => {
     const ck = (args: string[], input?: string) => runNode(CK, ["--address", daemon.address, "-n", NS, ...args], {}, input);
     let r = await ctr(["containers", "create", ref, "ck-fg", "--", "sh", "-c", "cat; echo to stderr >&2; exit 5"]);
@@ -825,13 +888,17 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ck(["run", "--rm", ref, "ck-nodash", "ls", "-d", "/"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /after --/);
-    r = await ck(["run", "--snapshotter", "native", ref, "ck-native", "--", "true"]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /not unpacked for native/);
+    // An image not unpacked for the snapshotter is unpacked first, as ctr run does; and
     // $CONTAINERD_SNAPSHOTTER is the default, as with ctr.
-    r = await runNode(CK, ["--address", daemon.address, "-n", NS, "run", ref, "ck-native", "--", "true"], { CONTAINERD_SNAPSHOTTER: "native" });
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /not unpacked for native/);
+    const nativeSnapshots = async () => {
+      let n = 0;
+      for await (const m of api.stream("snapshots", "List", { snapshotter: "native" })) n += m.info?.length ?? 0;
+      return n;
+    };
+    assert.equal(await nativeSnapshots(), 0);
+    r = await runNode(CK, ["--address", daemon.address, "-n", NS, "run", "--rm", ref, "ck-native", "--", "sh", "-c", "echo native"], { CONTAINERD_SNAPSHOTTER: "native" });
+    assert.deepEqual([r.code, r.stdout], [0, "native\n"], r.stderr);
+    assert.equal(await nativeSnapshots(), 1, "the image's one layer, unpacked into native (the container's own removed by --rm)");
     r = await ck(["run", "--log", "/tmp/x", ref, "ck-both", "--", "true"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--log is for -d/);

@@ -5,8 +5,9 @@ import assert from "node:assert/strict";
 import { containerHandlers, decideCreateContainer } from "../../src/commands/containers.js";
 import { decideTransition, execHandlers, taskHandlers, type CreateTask } from "../../src/commands/tasks.js";
 import { keys, TYPE, type TaskRecord } from "../../src/projections/views.js";
-import { throwsClass } from "../helpers/errors.js";
-import { parseSignal, processFromImage } from "../../src/cli/task-commands.js";
+import { rejectsClass, throwsClass } from "../helpers/errors.js";
+import { parseSignal } from "../../src/cli/task-commands.js";
+import { containerLabels, devicesAt, flagEnv, processFromImage, STOP_SIGNAL_LABEL } from "../../src/cli/container-create.js";
 import { applyRunSpecFlags, effectiveCapabilities, withPrivileged, defaultSpec, parseIdMapping, parseWithNs, withNamespaces, parseMountFlag, withEnv, withHostNetwork, withUserNamespace } from "../../src/cli/spec.js";
 import { shiftOwners } from "../../src/cli/remap.js";
 import { devNumbers, hostDevices } from "../../src/cli/host-devices.js";
@@ -15,7 +16,7 @@ import { chmodSync, chownSync, linkSync, lstatSync, mkdirSync, mkdtempSync, rmSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { controllerPaths, metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
-import { METRICS_V2_TYPE, metricsV2FromFiles, readMetricsV2, unifiedPath } from "../../src/runtime/cgroups-v2.js";
+import { MAX_UINT64, METRICS_V2_TYPE, metricsV2FromFiles, readMetricsV2, unifiedPath } from "../../src/runtime/cgroups-v2.js";
 import { loadProtos } from "../../src/protos/protos.js";
 import { parseExitFile } from "../../src/runtime/runc.js";
 import { Given, T0 } from "../helpers/given.js";
@@ -254,10 +255,10 @@ describe("tasks", () => {
       assert.equal(unifiedPath("12:pids:/x\n1:name=systemd:/y\n0::/ns/c1\n"), "/ns/c1");
       assert.equal(unifiedPath("4:memory:/ns/c1\n"), undefined);
       const m = (await readMetricsV2("/ns/c1", root)) as any;
-      assert.deepEqual(m.pids, { current: 3, limit: 0 });
+      assert.deepEqual(m.pids, { current: 3, limit: MAX_UINT64 }, "max is 2^64-1, as containerd's");
       assert.deepEqual(m.cpu, { usage_usec: 123456, user_usec: 100000, system_usec: 23456, nr_periods: 7, nr_throttled: 2, throttled_usec: 900 });
       assert.deepEqual([m.memory.anon, m.memory.file, m.memory.kernel_stack, m.memory.pgfault, m.memory.pgmajfault, m.memory.thp_fault_alloc], [4096, 8192, 16384, 30, 4, 2]);
-      assert.deepEqual([m.memory.usage, m.memory.usage_limit, m.memory.swap_usage, m.memory.swap_limit], [1048576, 67108864, 0, 0]);
+      assert.deepEqual([m.memory.usage, m.memory.usage_limit, m.memory.swap_usage, m.memory.swap_limit], [1048576, 67108864, 0, MAX_UINT64]);
       assert.deepEqual(m.memory_events, { low: 0, high: 0, max: 5, oom: 1, oom_kill: 1 });
       assert.deepEqual(m.io.usage, [
         { major: 8, minor: 0, rbytes: 1024, wbytes: 2048, rios: 3, wios: 4 },
@@ -265,8 +266,11 @@ describe("tasks", () => {
       ]);
       // Through the wire as ckd sends it, and back as ctr's decoder reads it.
       const protos = loadProtos();
-      const back = protos.decode(METRICS_V2_TYPE, protos.encode(METRICS_V2_TYPE, m));
+      const back = protos.decode(METRICS_V2_TYPE, protos.encodeBuilt(METRICS_V2_TYPE, m));
       assert.deepEqual([back.cpu.usage_usec, back.memory.usage_limit, back.io.usage[1].wios, back.memory_events.oom_kill], [123456, 67108864, 8, 1]);
+      // 2^64-1 on the wire: ten bytes of varint, all ones (what Go's decoder reads as math.MaxUint64).
+      const pids = protos.encodeBuilt(METRICS_V2_TYPE, { pids: { limit: m.pids.limit } });
+      assert.equal(Buffer.from(pids).toString("hex"), "0a0b10ffffffffffffffffff01");
       // "../" in a path stays under the hierarchy; a cgroup that is gone has no statistics.
       assert.equal(await readMetricsV2("/../../ns/c1/../gone", root), undefined);
       assert.deepEqual(metricsV2FromFiles(() => undefined).memory_events, undefined);
@@ -281,6 +285,36 @@ describe("tasks", () => {
     assert.deepEqual(processFromImage(cfg, ["true"]).args, ["true"]);
     assert.deepEqual(processFromImage({ config: {} }, ["x"]), { args: ["x"], env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], cwd: "/", imageUser: "" });
     throwsClass(() => processFromImage({ config: {} }, []), "InvalidArgument", /no command given/);
+  });
+
+  test("a container's env as ctr gives it: --env-file then --env laid over the image's; a bare KEY unsets only what a flag set", () => {
+    const cfg = { config: { Cmd: ["sh"], Env: ["PATH=/img/bin", "FOO=img", "KEEP=1"] } };
+    const userEnv = flagEnv(["FROM_FILE=1", "", "BOTH=file", "GONE=file"], ["BOTH=flag", "FOO=flag", "GONE", "KEEP"]);
+    assert.deepEqual(userEnv, ["FROM_FILE=1", "BOTH=flag", "FOO=flag"]);
+    assert.deepEqual(processFromImage(cfg, [], userEnv).env, ["PATH=/img/bin", "FOO=flag", "KEEP=1", "FROM_FILE=1", "BOTH=flag"], "KEEP stays: a bare key never unsets the image's");
+    assert.deepEqual(processFromImage({ config: { Cmd: ["sh"] } }, [], ["A=1"]).env, ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=1"]);
+  });
+
+  test("a container's labels as ctr gives them: the image config's, the image's, the command line's over both, and the stop signal", () => {
+    const cfg = { config: { Labels: { "org.example": "cfg", both: "cfg" }, StopSignal: "SIGQUIT" } };
+    assert.deepEqual(containerLabels(cfg, { "img.label": "i", both: "img" }, { both: "cli", mine: "true" }), {
+      "org.example": "cfg",
+      "img.label": "i",
+      both: "cli",
+      mine: "true",
+      [STOP_SIGNAL_LABEL]: "SIGQUIT",
+    });
+    assert.deepEqual(containerLabels({ config: {} }, {}, {}), { [STOP_SIGNAL_LABEL]: "SIGTERM" });
+    // An image label that no container label may be (key and value over 4096 bytes) is left out.
+    assert.deepEqual(containerLabels({ config: {} }, { big: "x".repeat(5000) }, {}), { [STOP_SIGNAL_LABEL]: "SIGTERM" });
+  });
+
+  test("--device: a device node as the spec lists it, a directory's devices walked; anything else InvalidArgument naming the flag", async () => {
+    const [nul] = await devicesAt("/dev/null");
+    assert.deepEqual({ ...nul, fileMode: undefined, uid: undefined, gid: undefined }, { path: "/dev/null", type: "c", major: 1, minor: 3, fileMode: undefined, uid: undefined, gid: undefined });
+    assert.ok((await devicesAt("/dev")).some((d) => d.path === "/dev/zero"));
+    await rejectsClass(devicesAt("/etc/hostname"), "InvalidArgument", /--device "\/etc\/hostname": not a device node/);
+    await rejectsClass(devicesAt("/no/such/dev"), "InvalidArgument", /--device "\/no\/such\/dev": no such file/);
   });
 
   test("an image user resolved as containerd's client does: uid[:gid], names from /etc/passwd and /etc/group, supplementary groups", () => {
@@ -410,9 +444,8 @@ describe("ck run's spec flags (as ctr run's)", () => {
   test("applyRunSpecFlags: ctr run's spec flags as containerd's options apply them; bad values InvalidArgument naming the flag", () => {
     const spec = defaultSpec("ns", "id", ["sh"]) as any;
     applyRunSpecFlags(spec, {
-      envFile: ["A=file", "", "B=file"],
       annotation: ["k=v=w", "l=from-annotation"],
-      label: ["l=from-label"],
+      label: ["l=from-label", "bare"],
       readOnly: true,
       capAdd: ["CAP_SYS_ADMIN", "CAP_CHOWN"],
       capDrop: ["CAP_NET_RAW"],
@@ -421,8 +454,7 @@ describe("ck run's spec flags (as ctr run's)", () => {
       memoryLimit: "1048576",
       allowNewPrivs: true,
     });
-    assert.ok(spec.process.env.includes("A=file") && spec.process.env.includes("B=file"));
-    assert.deepEqual(spec.annotations, { k: "v=w", l: "from-label" }, "labels are annotations too, over --annotation's");
+    assert.deepEqual(spec.annotations, { k: "v=w", l: "from-label", bare: "true" }, "labels are annotations too, over --annotation's (a key alone is true, as ctr's LabelArgs)");
     assert.equal(spec.root.readonly, true);
     for (const set of ["bounding", "effective", "permitted"]) {
       const l: string[] = spec.process.capabilities[set];
