@@ -11,7 +11,7 @@ import { CkError, isNotFound } from "../errdefs/errdefs.js";
 import { collect } from "./format.js";
 import { defaultSnapshotter } from "./defaults.js";
 import { applyRunSpecFlags, defaultSpec, labelArgs, effectiveCapabilities, parseIdMapping, parseMountFlag, parseWithNs, SPEC_TYPE_URL, withEnv, withHostNetwork, withNamespaces, withPrivileged, withUserNamespace, type IdMapping, type SpecDevice, type SpecMount } from "./spec.js";
-import { devNumbers, hostDevices } from "./host-devices.js";
+import { deviceOf, hostDevices } from "./host-devices.js";
 import { remappedParent } from "./remap.js";
 import { fromApiDescriptor, withLease } from "./transfer.js";
 import { imageLayers, unpackImage } from "./unpack.js";
@@ -143,9 +143,9 @@ export async function devicesAt(p: string): Promise<SpecDevice[]> {
     throw new CkError("InvalidArgument", `--device ${JSON.stringify(p)}: ${err.code === "ENOENT" ? "no such file" : err.message}: invalid argument`);
   });
   if (st.isDirectory()) return hostDevices(p);
-  const l = await fs.lstat(p, { bigint: true });
-  if (!(l.isCharacterDevice() || l.isBlockDevice())) throw new CkError("InvalidArgument", `--device ${JSON.stringify(p)}: not a device node: invalid argument`);
-  return [{ path: p, type: l.isBlockDevice() ? "b" : "c", ...devNumbers(l.rdev), fileMode: Number(l.mode & 0o7777n), uid: Number(l.uid), gid: Number(l.gid) }];
+  const dev = deviceOf(p, await fs.lstat(p, { bigint: true }));
+  if (!dev) throw new CkError("InvalidArgument", `--device ${JSON.stringify(p)}: not a device node: invalid argument`);
+  return [dev];
 }
 
 /** --cwd: a path in the container, absolute (runc would fail on another only at start). */

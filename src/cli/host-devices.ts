@@ -14,6 +14,12 @@ export function devNumbers(rdev: bigint): { major: number; minor: number } {
   return { major: Number(major), minor: Number(minor) };
 }
 
+/** A device node's entry in the spec (`linux.devices`), from its lstat; undefined for anything else. */
+export function deviceOf(p: string, st: import("node:fs").BigIntStats): SpecDevice | undefined {
+  if (!(st.isCharacterDevice() || st.isBlockDevice())) return undefined;
+  return { path: p, type: st.isBlockDevice() ? "b" : "c", ...devNumbers(st.rdev), fileMode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid) };
+}
+
 export async function hostDevices(dir = "/dev"): Promise<SpecDevice[]> {
   const out: SpecDevice[] = [];
   for (const e of await fs.readdir(dir, { withFileTypes: true })) {
@@ -24,8 +30,8 @@ export async function hostDevices(dir = "/dev"): Promise<SpecDevice[]> {
     }
     if (e.name === "console") continue;
     const st = await fs.lstat(p, { bigint: true }).catch(() => undefined);
-    if (!st || !(st.isCharacterDevice() || st.isBlockDevice())) continue;
-    out.push({ path: p, type: st.isBlockDevice() ? "b" : "c", ...devNumbers(st.rdev), fileMode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid) });
+    const dev = st && deviceOf(p, st);
+    if (dev) out.push(dev);
   }
   return out;
 }
