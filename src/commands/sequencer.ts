@@ -6,7 +6,7 @@
 // A call returns after the projection applied its event (read-your-writes).
 import { randomUUID } from "node:crypto";
 import type { EventLog } from "../eventstore/log.js";
-import { isWrongLastSequence } from "../eventstore/log.js";
+import { isRefusedAppend, isWrongLastSequence } from "../eventstore/log.js";
 import type { Protos } from "../protos/protos.js";
 import {
   encodeEnvelope,
@@ -46,6 +46,8 @@ interface Job {
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
   attempts: number;
+  /** How many of its appends went unacknowledged (an unknown outcome, each found not stored later). */
+  unknowns: number;
   /** When it was submitted (the retry budget runs from here). */
   since: number;
   msgId: string;
@@ -70,6 +72,11 @@ export interface SequencerOptions {
    */
   maxAttempts?: number;
   retryBudgetMs?: number;
+  /**
+   * An append that got no acknowledgement (the server overloaded, or dropping it) is made
+   * again, with the same message id, at most this often; then its caller gets Unavailable.
+   */
+  maxUnacknowledged?: number;
 }
 
 export class Sequencer {
@@ -99,6 +106,7 @@ export class Sequencer {
   private recovering: Promise<void> | undefined;
   private readonly maxAttempts: number;
   private readonly retryBudgetMs: number;
+  private readonly maxUnacknowledged: number;
 
   constructor(
     private readonly log: EventLog,
@@ -108,6 +116,7 @@ export class Sequencer {
   ) {
     this.maxAttempts = opts.maxAttempts ?? 20;
     this.retryBudgetMs = opts.retryBudgetMs ?? 15_000;
+    this.maxUnacknowledged = opts.maxUnacknowledged ?? 3;
     projector.onApplied((msgs) => {
       const last = msgs[msgs.length - 1]!.seq;
       for (const [k, e] of this.overlay) if (e.seq <= last) this.overlay.delete(k);
@@ -131,6 +140,7 @@ export class Sequencer {
         resolve: resolve as (v: unknown) => void,
         reject,
         attempts: 0,
+        unknowns: 0,
         since: Date.now(),
         msgId: randomUUID(),
       });
@@ -361,32 +371,54 @@ export class Sequencer {
       if (isWrongLastSequence(r.err)) {
         this.stats.refused++;
         redo.push(job);
-      }
-      else unknown.push(job);
+      } else if (isRefusedAppend(r.err)) {
+        // The log said no for its own reasons (full, not permitted, no stream): nothing was
+        // stored, and deciding again would meet the same answer. The appends chained on it
+        // were refused for a wrong last sequence and are decided again.
+        job.reject(notStored(asUnavailable(r.err)));
+      } else unknown.push(job);
     });
     this.synced = false;
     this.overlay.clear();
     this.epoch++;
+    if (this.log.connectionState !== "connected") {
+      // No learning the log's state now (a request made while disconnected is thrown away by
+      // nats.js at the reconnect, and would hold every later call until it timed out): the
+      // refused fail as not stored, the rest as unknown; the next command resyncs once the
+      // connection is back.
+      this.failRecovered(redo, unknown, unavailable(`event log (${this.log.connectionState})`));
+      return;
+    }
     // Refused again and again: another writer keeps appending. A short random pause before
     // learning the state again lets two writers that break each other's chains fall out of step.
     const most = redo.reduce((m, j) => Math.max(m, j.attempts), 0);
-    if (most >= 3) await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 ** most)));
+    if (most >= 3) await sleep(Math.random() * Math.min(50, 2 ** most));
     try {
       await this.resync();
     } catch (err) {
-      // Refused appends were not stored; the others may have been.
-      for (const j of redo) j.reject(notStored(asUnavailable(err, true)));
-      for (const j of unknown) j.reject(asUnavailable(err, true));
-      this.appliedIds.clear();
+      this.failRecovered(redo, unknown, err);
       return;
     }
     // An append whose outcome was unknown may have been stored: the projector saw its id.
+    let unacknowledged = 0;
     for (const job of unknown) {
       const seq = this.appliedIds.get(job.msgId);
-      if (seq !== undefined) this.finish(job);
-      else redo.push(job);
+      if (seq !== undefined) {
+        this.finish(job);
+        continue;
+      }
+      job.unknowns++;
+      if (job.unknowns >= this.maxUnacknowledged) {
+        // Not known to be stored, nor known not to be: a late copy may still land (same id).
+        job.reject(unavailable(`event log: no acknowledgement for the ${job.unknowns} appends of this command (last: ${job.lastRefusal}); it may yet be recorded`));
+        continue;
+      }
+      unacknowledged = Math.max(unacknowledged, job.unknowns);
+      redo.push(job);
     }
     this.appliedIds.clear();
+    // The server did not answer: give it a moment before the same appends go again.
+    if (unacknowledged > 0) await sleep(Math.min(1000, 100 * 2 ** unacknowledged));
     redo.sort((a, b) => jobs.indexOf(a) - jobs.indexOf(b));
     for (let i = redo.length - 1; i >= 0; i--) {
       const job = redo[i]!;
@@ -401,6 +433,13 @@ export class Sequencer {
     }
   }
 
+  /** Ends a recovery that cannot learn the log's state: refused appends were not stored; the others may have been. */
+  private failRecovered(redo: Job[], unknown: Job[], err: unknown): void {
+    for (const j of redo) j.reject(notStored(asUnavailable(err, true)));
+    for (const j of unknown) j.reject(asUnavailable(err, true));
+    this.appliedIds.clear();
+  }
+
   /** Learns the stream's last sequence and waits until the projection has applied it. */
   private async resync(): Promise<void> {
     const last = await this.log.lastSeq();
@@ -413,6 +452,10 @@ export class Sequencer {
     this.epoch++;
     this.synced = true;
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 function asUnavailable(err: unknown, fresh = false): CkError {

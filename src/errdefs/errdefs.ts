@@ -14,6 +14,8 @@ export type ErrorClass =
   | "OutOfRange"
   | "Canceled"
   | "DeadlineExceeded"
+  | "ResourceExhausted"
+  | "PermissionDenied"
   | "Unknown";
 
 const toGrpc: Record<ErrorClass, GrpcStatus> = {
@@ -30,6 +32,9 @@ const toGrpc: Record<ErrorClass, GrpcStatus> = {
   OutOfRange: GrpcStatus.OUT_OF_RANGE,
   Canceled: GrpcStatus.CANCELLED,
   DeadlineExceeded: GrpcStatus.DEADLINE_EXCEEDED,
+  // Classes containerd's errdefs gained after 1.6 (its 2.0 maps them to these codes).
+  ResourceExhausted: GrpcStatus.RESOURCE_EXHAUSTED,
+  PermissionDenied: GrpcStatus.PERMISSION_DENIED,
   Unknown: GrpcStatus.UNKNOWN,
 };
 
@@ -44,6 +49,8 @@ const fromGrpc = new Map<number, ErrorClass>([
   [GrpcStatus.OUT_OF_RANGE, "OutOfRange"],
   [GrpcStatus.CANCELLED, "Canceled"],
   [GrpcStatus.DEADLINE_EXCEEDED, "DeadlineExceeded"],
+  [GrpcStatus.RESOURCE_EXHAUSTED, "ResourceExhausted"],
+  [GrpcStatus.PERMISSION_DENIED, "PermissionDenied"],
 ]);
 
 /** The phrase containerd's errdefs append to a message (`<msg>: not found`). */
@@ -59,6 +66,8 @@ const phrase: Record<ErrorClass, string> = {
   OutOfRange: "out of range",
   Canceled: "context canceled",
   DeadlineExceeded: "context deadline exceeded",
+  ResourceExhausted: "resource exhausted",
+  PermissionDenied: "permission denied",
   Unknown: "unknown",
 };
 
@@ -88,6 +97,8 @@ export const conflict = make("Conflict");
 export const aborted = make("Aborted");
 export const outOfRange = make("OutOfRange");
 export const canceled = make("Canceled");
+export const resourceExhausted = make("ResourceExhausted");
+export const permissionDenied = make("PermissionDenied");
 export const unknown = make("Unknown");
 
 export function isClass(err: unknown, c: ErrorClass): boolean {

@@ -23,8 +23,8 @@ import {
   type StreamInfo,
   type ConsumerMessages,
 } from "@nats-io/jetstream";
-import { unavailable } from "../errdefs/errdefs.js";
-import { AckPublisher } from "./publisher.js";
+import { CkError, failedPrecondition, permissionDenied, resourceExhausted, unavailable } from "../errdefs/errdefs.js";
+import { AckPublisher, NoStreamAnswersError, NotSentError } from "./publisher.js";
 import { parseHeaderBlock } from "./headers.js";
 import { FILE_FLAGS, parseNatsUrl, redactNatsUrl, type NatsConnectTarget, type NatsFiles } from "./nats-url.js";
 
@@ -36,6 +36,25 @@ export const STREAM_SUBJECTS = "containerd.io.>";
 export const WRONG_LAST_SEQUENCE = 10071;
 /** JetStream's error code for a refused Nats-Expected-Last-Msg-Id. */
 export const WRONG_LAST_MSG_ID = 10070;
+/** JetStream's error code for a stream whose storage limits (the account's or the server's) are reached. */
+export const INSUFFICIENT_RESOURCES = 10023;
+
+/** Append failures known to have stored nothing: the append was never sent, or the server refused it. */
+const refusals = new WeakSet<object>();
+
+function refused<E extends object>(err: E): E {
+  refusals.add(err);
+  return err;
+}
+
+/**
+ * Whether an append's failure says it surely stored nothing (never sent; refused by the
+ * stream, its expectations included; dropped by the server for want of permission), as
+ * opposed to an unknown outcome (no acknowledgement, the connection lost after sending).
+ */
+export function isRefusedAppend(err: unknown): boolean {
+  return isWrongLastSequence(err) || (typeof err === "object" && err !== null && refusals.has(err));
+}
 
 /**
  * A NATS URL as ck takes it (natsServers), with credentials as the nats CLI takes them:
@@ -240,7 +259,6 @@ export class EventLog {
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
         waitOnFirstConnect: false,
-        // Outgoing data is not buffered during a disconnect: callers fail fast instead.
         reconnectJitter: 50,
         // No Error (with its stack) made up front for every request, only for one that fails:
         // at thousands of appends a second that was ~7% of ckd's main-thread time.
@@ -312,6 +330,12 @@ export class EventLog {
         this.publisher.failAll(new Error("connection to the log lost"));
       }
       else if (s.type === "reconnect") this.setState("connected");
+      else if (s.type === "error" && isPublishPermissionViolation(s.error)) {
+        // The server dropped a publish it does not permit: the appends to that subject waiting
+        // for their acknowledgement get none, and are refused now rather than at the timeout.
+        const subject = s.error.subject;
+        this.publisher.refuse(subject, refused(permissionDenied(`append to ${this.stream}: this connection's NATS user may not publish to ${subject}`)));
+      }
       else if (s.type === "close") break;
     }
     this.setState("closed");
@@ -343,8 +367,36 @@ export class EventLog {
     return this.jsm.streams.info(this.stream);
   }
 
+  /** The stream's last sequence; Unavailable at once while (or as soon as) the connection is down. */
   async lastSeq(): Promise<number> {
-    return (await this.info()).state.last_seq;
+    return (await this.whileConnected(() => this.info())).state.last_seq;
+  }
+
+  /**
+   * `what`, failed with Unavailable as soon as the connection is lost before it settles. nats.js
+   * keeps what is sent while disconnected and throws it away when it reconnects: a request
+   * made then would only time out, holding its caller for the whole request timeout.
+   */
+  private whileConnected<T>(what: () => Promise<T>): Promise<T> {
+    const lost = () => unavailable(`event log ${this.stream} (${this.state})`);
+    if (this.state !== "connected") return Promise.reject(lost());
+    return new Promise<T>((resolve, reject) => {
+      const off = this.onConnectionState((st) => {
+        if (st === "connected") return;
+        off();
+        reject(lost());
+      });
+      what().then(
+        (v) => {
+          off();
+          resolve(v);
+        },
+        (err) => {
+          off();
+          reject(err);
+        },
+      );
+    });
   }
 
   /**
@@ -360,7 +412,7 @@ export class EventLog {
    * A failed expectation surfaces as a JetStreamApiError with code WRONG_LAST_SEQUENCE.
    */
   async append(subject: string, data: Uint8Array, opts: AppendOptions): Promise<AppendResult> {
-    if (this.state !== "connected") throw unavailable(`event log ${this.stream} (${this.state})`);
+    if (this.state !== "connected") throw refused(unavailable(`event log ${this.stream} (${this.state})`));
     const h: MsgHdrs = natsHeaders();
     if (opts.headers) for (const k in opts.headers) h.set(k, opts.headers[k]!);
     h.set("Nats-Msg-Id", opts.msgId);
@@ -369,7 +421,9 @@ export class EventLog {
     try {
       return await this.publisher.publish(subject, data, h);
     } catch (err) {
-      if (err instanceof JetStreamApiError) throw err;
+      if (isRefusedAppend(err)) throw err; // a wrong last sequence, or dropped for want of permission
+      if (err instanceof JetStreamApiError) throw refused(appendRefusal(this.stream, err));
+      if (err instanceof NotSentError || err instanceof NoStreamAnswersError) throw refused(unavailable(`append to ${this.stream}: ${err.message}`, { cause: err }));
       throw unavailable(`append to ${this.stream}: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -631,6 +685,19 @@ export function streamAddError(stream: string, err: Error): Error {
 
 export function isStreamNotFound(err: unknown): boolean {
   return err instanceof JetStreamApiError && err.code === 10059;
+}
+
+/** A refusal of the stream's, as the error class it is to ck's callers (the stream's words kept). */
+function appendRefusal(stream: string, err: JetStreamApiError): CkError {
+  const what = `append to ${stream} refused by JetStream (${err.code}): ${err.message}`;
+  if (err.code === INSUFFICIENT_RESOURCES) return resourceExhausted(what, { cause: err });
+  if (err.status === 503 || err.status >= 500) return unavailable(what, { cause: err });
+  return failedPrecondition(what, { cause: err });
+}
+
+function isPublishPermissionViolation(err: unknown): err is Error & { operation: string; subject: string } {
+  const e = err as { name?: unknown; operation?: unknown; subject?: unknown } | undefined;
+  return e?.name === "PermissionViolationError" && e.operation === "publish" && typeof e.subject === "string";
 }
 
 /** The append was refused because another writer appended first (sequence or message id). */

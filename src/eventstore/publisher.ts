@@ -14,12 +14,29 @@ export interface PubAck {
 }
 
 interface Pending {
+  subject: string;
   resolve: (ack: PubAck) => void;
   reject: (err: Error) => void;
   deadline: number;
 }
 
 const utf8 = new TextDecoder();
+
+/** The append never left: nothing can have stored it. */
+export class NotSentError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "NotSentError";
+  }
+}
+
+/** Nothing took the append (503, no responders): no stream listens on its subject, so nothing stored it. */
+export class NoStreamAnswersError extends Error {
+  constructor() {
+    super("no JetStream stream answers the append: is JetStream enabled, and does the stream exist?");
+    this.name = "NoStreamAnswersError";
+  }
+}
 
 export class AckPublisher {
   private inbox: string;
@@ -53,7 +70,7 @@ export class AckPublisher {
   /** Publishes `data` to `subject` and resolves with JetStream's acknowledgement. */
   publish(subject: string, data: Uint8Array, headers: MsgHdrs): Promise<PubAck> {
     // Nothing could settle it: no sweep runs and no acknowledgement is listened for.
-    if (this.closed) return Promise.reject(new Error("publisher closed"));
+    if (this.closed) return Promise.reject(new NotSentError("publisher closed"));
     if (this.sub.isClosed() && !this.nc.isClosed() && !this.nc.isDraining()) {
       // The server ended the subscription (a permissions error, say): a new inbox, not appends
       // that can only time out.
@@ -62,12 +79,12 @@ export class AckPublisher {
     }
     const token = (++this.nextId).toString(36);
     return new Promise<PubAck>((resolve, reject) => {
-      this.pending.set(token, { resolve, reject, deadline: performance.now() + this.timeoutMs });
+      this.pending.set(token, { subject, resolve, reject, deadline: performance.now() + this.timeoutMs });
       try {
         this.nc.publish(subject, data, { reply: `${this.inbox}.${token}`, headers });
       } catch (err) {
         this.pending.delete(token);
-        reject(err as Error);
+        reject(new NotSentError((err as Error).message, { cause: err }));
       }
     });
   }
@@ -82,7 +99,7 @@ export class AckPublisher {
     if (!p) return; // timed out already
     this.pending.delete(token);
     if (msg.data.length === 0 && msg.headers?.code === 503) {
-      p.reject(new Error(`no JetStream stream answers the append: is JetStream enabled?`));
+      p.reject(new NoStreamAnswersError());
       return;
     }
     let v: { stream?: string; seq?: number; duplicate?: boolean; error?: { code: number; err_code: number; description: string } };
@@ -106,6 +123,18 @@ export class AckPublisher {
       if (p.deadline > now) continue;
       this.pending.delete(token);
       p.reject(new Error(`no acknowledgement within ${this.timeoutMs} ms`));
+    }
+  }
+
+  /**
+   * Fails the appends to `subject` still waiting (the server said it dropped a publish there:
+   * it refuses them all, and no acknowledgement will come).
+   */
+  refuse(subject: string, err: Error): void {
+    for (const [token, p] of this.pending) {
+      if (p.subject !== subject) continue;
+      this.pending.delete(token);
+      p.reject(err);
     }
   }
 

@@ -5,11 +5,11 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startTestNats } from "../helpers/nats.js";
+import { startTestNats, type TestNats } from "../helpers/nats.js";
 import { EventLog } from "../../src/eventstore/log.js";
 import { ProjectionDb } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
-import { Sequencer } from "../../src/commands/sequencer.js";
+import { Sequencer, surelyNotStored } from "../../src/commands/sequencer.js";
 import { loadProtos } from "../../src/protos/protos.js";
 import { imageHandlers } from "../../src/commands/images.js";
 import { nowTimestamp } from "../../src/emitter/envelope.js";
@@ -17,16 +17,20 @@ import { keys } from "../../src/projections/views.js";
 import { rejectsClass } from "../helpers/errors.js";
 
 /** A sequencer over its own test nats-server, stream and projection, torn down after `fn`. */
-async function withSequencer(stream: string, fn: (s: { log: EventLog; db: ProjectionDb; sequencer: Sequencer }) => Promise<void>): Promise<void> {
-  const nats = await startTestNats();
+async function withSequencer(
+  stream: string,
+  fn: (s: { log: EventLog; db: ProjectionDb; sequencer: Sequencer; nats: TestNats }) => Promise<void>,
+  opts: { natsConfig?: string; publishTimeoutMs?: number } = {},
+): Promise<void> {
+  const nats = await startTestNats(opts.natsConfig ? { config: opts.natsConfig } : {});
   const dir = await mkdtemp(join(tmpdir(), "ck-seq-"));
-  const log = await EventLog.open({ url: nats.url, stream });
+  const log = await EventLog.open({ url: nats.url, stream, ...(opts.publishTimeoutMs ? { publishTimeoutMs: opts.publishTimeoutMs } : {}) });
   const db = await ProjectionDb.open(join(dir, "meta"));
   const protos = loadProtos();
   const projector = new Projector(db, log, protos);
   projector.start();
   try {
-    await fn({ log, db, sequencer: new Sequencer(log, projector, protos) });
+    await fn({ log, db, sequencer: new Sequencer(log, projector, protos), nats });
   } finally {
     await projector.stop();
     await db.close();
@@ -149,4 +153,107 @@ test("an answer that appends nothing (AlreadyExists here) comes only once the ap
       await rejectsClass(second, "AlreadyExists");
       assert.ok(seenAtRefusal && typeof seenAtRefusal === "object", `round ${i}: refused before the image it names was readable`);
     }
+  }));
+
+const createIn = (sequencer: Sequencer, namespace: string, name: string) =>
+  sequencer.submit(imageHandlers.create({ namespace, image: { name, labels: {}, target }, now: nowTimestamp() }));
+
+test("a stream whose store is full: ResourceExhausted at once with JetStream's words, surely not stored, no retrying; appends go through again once there is room", () =>
+  withSequencer(
+    "SEQ_FULL",
+    async ({ log, db, sequencer }) => {
+      // 16 callers until the store refuses: every call after the first refusal fails too.
+      const failures: unknown[] = [];
+      let created = 0;
+      let next = 0;
+      await Promise.all(Array.from({ length: 16 }, async () => {
+        while (failures.length === 0 && next < 5000) {
+          await createIn(sequencer, "full", `full/img:${next++}`).then(
+            () => created++,
+            (err) => failures.push(err),
+          );
+        }
+      }));
+      assert.ok(failures.length > 0, `the store took all ${created} images`);
+      for (const err of failures) {
+        await rejectsClass(Promise.reject(err), "ResourceExhausted", /refused by JetStream \(10023\): insufficient resources/);
+        assert.ok(surelyNotStored(err), "a refusal is known not to be stored");
+      }
+      // A refusal is not retried: the appends chained on a refused one are decided again once
+      // (a wrong last sequence each), not thousands of times until the retry budget runs out.
+      assert.equal(sequencer.stats.aborted, 0);
+      // (Each refusal sends the appends chained on it round again: at most 16 x 16 here.)
+      assert.ok(sequencer.stats.refused <= 16 * 16, `${sequencer.stats.refused} appends refused for a wrong sequence`);
+      assert.equal(await log.lastSeq(), created, "the stream holds exactly the acknowledged creates");
+      assert.equal(db.appliedSeq, created);
+      await rejectsClass(createIn(sequencer, "full", "full/still"), "ResourceExhausted");
+      // Room again (the old messages purged): the same sequencer appends again.
+      await log.purgeBefore(created);
+      await createIn(sequencer, "full", "full/after");
+      assert.ok(db.getSync(keys.image("full", "full/after")));
+      assert.equal(db.getSync(keys.image("full", "full/still")), undefined);
+    },
+    { natsConfig: "jetstream { max_file_store: 65536 }" },
+  ));
+
+test("appends the server's permissions drop: PermissionDenied as soon as the server says so (not at the acknowledgement timeout), surely not stored; other namespaces unharmed", () =>
+  withSequencer(
+    "SEQ_PERM",
+    async ({ log, db, sequencer }) => {
+      const t0 = Date.now();
+      const results = await Promise.allSettled([
+        ...Array.from({ length: 8 }, (_, i) => createIn(sequencer, "open", `open/img:${i}`)),
+        createIn(sequencer, "denied", "denied/img"),
+        ...Array.from({ length: 8 }, (_, i) => createIn(sequencer, "open", `open/img:${8 + i}`)),
+      ]);
+      // The acknowledgement timeout is a minute here: only the server's word can end it sooner.
+      assert.ok(Date.now() - t0 < 30_000, `took ${Date.now() - t0} ms`);
+      const refused = results[8] as PromiseRejectedResult;
+      assert.equal(refused.status, "rejected");
+      await rejectsClass(Promise.reject(refused.reason), "PermissionDenied", /may not publish to containerd\.io\.denied\.images\.create/);
+      assert.ok(surelyNotStored(refused.reason));
+      for (const [i, r] of results.entries()) if (i !== 8) assert.equal(r.status, "fulfilled", `create ${i}: ${(r as PromiseRejectedResult).reason}`);
+      assert.equal(await log.lastSeq(), 16);
+      assert.equal(db.getSync(keys.image("denied", "denied/img")), undefined);
+    },
+    {
+      publishTimeoutMs: 60_000,
+      natsConfig: [
+        `authorization { users = [ { user: ck, password: ck, permissions: { publish: { deny: ["containerd.io.denied.>"] } } } ] }`,
+        // Clients that give no user (the readiness check, and this test's log) are that user.
+        "no_auth_user: ck",
+      ].join("\n"),
+    },
+  ));
+
+test("the connection to the log lost with appends in flight: they fail at once (not after a request timeout), and the first command after the reconnect goes through without waiting", () =>
+  withSequencer("SEQ_LOST", async ({ log, db, sequencer, nats }) => {
+    for (let i = 0; i < 20; i++) await createIn(sequencer, "lost", `lost/before:${i}`);
+    const burst = Array.from({ length: 64 }, (_, i) => createIn(sequencer, "lost", `lost/burst:${i}`));
+    await new Promise((r) => setImmediate(r)); // the burst's appends are sent
+    const t0 = Date.now();
+    await nats.server.kill9();
+    const outcomes = await Promise.allSettled(burst);
+    // Before: the recovery asked the stream's state while disconnected; nats.js drops such a
+    // request at the reconnect, and everything waited for its 5 s timeout.
+    assert.ok(Date.now() - t0 < 2500, `the burst took ${Date.now() - t0} ms to settle after the kill`);
+    const acked = new Set<number>();
+    outcomes.forEach((o, i) => {
+      if (o.status === "fulfilled") acked.add(i);
+      else assert.equal((o.reason as { errorClass?: string }).errorClass, "Unavailable", String(o.reason));
+    });
+    await rejectsClass(createIn(sequencer, "lost", "lost/while-down"), "Unavailable");
+    await nats.server.restart();
+    const up = Date.now() + 30_000;
+    while (log.connectionState !== "connected") {
+      assert.ok(Date.now() < up, "no reconnect in 30 s");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const t1 = Date.now();
+    await createIn(sequencer, "lost", "lost/after");
+    assert.ok(Date.now() - t1 < 2500, `the first command after the reconnect took ${Date.now() - t1} ms`);
+    for (const i of acked) assert.ok(db.getSync(keys.image("lost", `lost/burst:${i}`)), `acknowledged burst:${i} lost`);
+    assert.ok(db.getSync(keys.image("lost", "lost/after")));
+    assert.equal(db.getSync(keys.image("lost", "lost/while-down")), undefined);
+    assert.equal(db.appliedSeq, await log.lastSeq());
   }));
