@@ -8,7 +8,7 @@ import { chmod, chown, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } f
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
-import { EventLog, DEFAULT_STREAM, checkNatsFiles, natsConnectOptions, redactNatsUrl, type NatsFiles } from "../eventstore/log.js";
+import { EventLog, DEFAULT_STREAM, duplicateWindowProblem, checkNatsFiles, natsConnectOptions, redactNatsUrl, type NatsFiles } from "../eventstore/log.js";
 import type { StreamInfo } from "@nats-io/jetstream";
 import { CLIENT_URL_FILE, MANAGED_INBOX_PREFIX, NatsServerProcess } from "../eventstore/nats-server.js";
 import { Metrics, METRICS_PATH } from "./metrics.js";
@@ -390,7 +390,29 @@ export class Daemon {
     }
   }
 
+  /**
+   * startWith, undoing what it had started when it fails part way (a managed nats-server left
+   * running, supervised, would outlive the start that failed; a projection left open would keep
+   * its lock).
+   */
   private static async startWith(config: DaemonConfig, logger: Logger, disabled: Set<string>, metrics: Metrics | undefined, socketGid: number | undefined): Promise<Daemon> {
+    const undo: (() => Promise<unknown>)[] = [];
+    try {
+      return await Daemon.startUndoably(config, logger, disabled, metrics, socketGid, undo);
+    } catch (err) {
+      for (const u of undo.reverse()) await u().catch((e: unknown) => logger.warn({ err: e }, "undoing a failed start"));
+      throw err;
+    }
+  }
+
+  private static async startUndoably(
+    config: DaemonConfig,
+    logger: Logger,
+    disabled: Set<string>,
+    metrics: Metrics | undefined,
+    socketGid: number | undefined,
+    undo: (() => Promise<unknown>)[],
+  ): Promise<Daemon> {
     const paths = rootPaths(config.root);
     // The uuid is written once the log answers: a server that refuses leaves the root as it was.
     const { uuid, isNew: newUuid } = await readUuid(paths.uuid);
@@ -409,6 +431,8 @@ export class Daemon {
         onRestart: () => logger.info("managed nats-server restarted"),
         auth: true,
       });
+      const started = nats;
+      undo.push(() => started.stop());
       natsUrl = nats.url;
     }
     // On ckd's own server the read-only user may subscribe to _INBOX.>: ck's replies go elsewhere.
@@ -428,10 +452,13 @@ export class Daemon {
         else logger.info({ fromSeq: e.fromSeq, ms: e.ms }, "log reader: consumer replaced");
       },
     });
+    undo.push(() => log.close());
+    const streamInfo = await log.info();
+    const shortWindow = duplicateWindowProblem(streamInfo);
+    if (shortWindow) throw new Error(shortWindow);
     // (For an external server, the root is made only now that the log answered.)
     await mkdir(config.root, { recursive: true, mode: 0o711 });
     if (newUuid) await writeFile(paths.uuid, uuid + "\n");
-    const streamInfo = await log.info();
     const replicas = streamInfo.config.num_replicas ?? 1;
     const durability = durabilityOf(log.serverVersion, replicas);
     // Where NATS clients find the managed server's password (the URL to connect with).
@@ -451,6 +478,7 @@ export class Daemon {
     };
     const t0 = performance.now();
     const { db, rebuilt } = await openProjection(paths.meta, log, logger, streamInfo);
+    undo.push(() => db.close());
     const openMs = Math.round(performance.now() - t0);
     // Written once the projection is ours: a second ckd on this root (refused at its open)
     // does not point ck-replay at its log instead.
@@ -470,6 +498,7 @@ export class Daemon {
     });
     const from = db.appliedSeq;
     projector.start();
+    undo.push(() => projector.stop());
     await projector.catchUp();
     const catchUpMs = Math.round(performance.now() - t0) - openMs;
     logger.info({ resumedFrom: from, applied: projector.appliedSeq, rebuilt, openMs, catchUpMs, catchUpThread: projector.bulkBatches > 0 }, "projection caught up");
@@ -541,6 +570,8 @@ export class Daemon {
     const plugins = allPlugins.filter((p) => !disabled.has(`${p.type}.${p.id}`));
     if (disabled.size) logger.info({ disabled: [...disabled] }, "plugins disabled by configuration");
     const d = new Daemon(config, logger, protos, log, db, projector, sequencer, uuid, plugins, nats, content, snapshotters, metrics);
+    // From here the daemon's own stop undoes everything, what serve started included.
+    undo.splice(0, undo.length, () => d.stop());
     await d.serve(socketGid);
     return d;
   }

@@ -39,6 +39,21 @@ export const WRONG_LAST_MSG_ID = 10070;
 /** JetStream's error code for a stream whose storage limits (the account's or the server's) are reached. */
 export const INSUFFICIENT_RESOURCES = 10023;
 
+/**
+ * The least time a stream must keep message ids for deduplication: an append without an
+ * acknowledgement is sent again with the same id for up to ~20 s (the sequencer's 3 tries of a
+ * 5 s timeout, and the pauses and resyncs between), and a window shorter than that could
+ * store a late first copy and its resend both.
+ */
+export const MIN_DUPLICATE_WINDOW_MS = 30_000;
+
+/** Why a stream cannot take ck's appends exactly once (its duplicate window too short), if it cannot. */
+export function duplicateWindowProblem(info: StreamInfo): string | undefined {
+  const ms = (info.config.duplicate_window ?? 0) / 1e6;
+  if (ms >= MIN_DUPLICATE_WINDOW_MS) return undefined;
+  return `stream ${info.config.name} keeps message ids for deduplication ${ms / 1000} s (its duplicate_window); ck resends an unacknowledged append with the same id for up to ~20 s and needs at least ${MIN_DUPLICATE_WINDOW_MS / 1000} s (nats stream edit ${info.config.name} --dupe-window 2m)`;
+}
+
 /** Append failures known to have stored nothing: the append was never sent, or the server refused it. */
 const refusals = new WeakSet<object>();
 

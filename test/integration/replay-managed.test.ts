@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestDaemon, runNode, CK_REPLAY, CKD } from "../helpers/daemon.js";
@@ -22,6 +22,14 @@ function alive(pid: number): boolean {
     return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
   } catch {
     return false;
+  }
+}
+
+function procCmdline(pid: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
+  } catch {
+    return "";
   }
 }
 
@@ -111,6 +119,48 @@ test("SIGTERM while ckd starts (its own nats-server not answering yet): ckd exit
       process.kill(server, "SIGCONT");
       process.kill(server, "SIGKILL");
     }
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("a start that fails part way (its socket cannot be made) undoes what it started: its own nats-server is stopped, the projection closed for the next start", { timeout: 60_000 }, async () => {
+  const root = await mkdtemp(join(tmpdir(), "ck-managed-"));
+  const { Daemon } = await import("../../src/api/daemon.js");
+  const { pino } = await import("pino");
+  const logger = pino({ level: "silent" });
+  // The socket's directory would be a regular file: serve fails after everything else started.
+  await writeFile(join(root, "file"), "");
+  try {
+    await assert.rejects(Daemon.start({ root: join(root, "r"), address: join(root, "file", "ck.sock") }, logger), /EEXIST|ENOTDIR/);
+    // (Its state file forgets the pid when it is stopped: look for a process on its store.)
+    const store = rootPaths(join(root, "r")).natsStore;
+    assert.ok(existsSync(store), "no nats-server was started");
+    const onStore = readdirSync("/proc").filter((pid) => /^\d+$/.test(pid) && alive(Number(pid)) && procCmdline(pid).includes(store));
+    assert.deepEqual(onStore, [], "the nats-server of the failed start runs on (in this process, no exit stops it)");
+    // Nothing held: a start on the same root goes through.
+    const d = await Daemon.start({ root: join(root, "r"), address: join(root, "ck.sock") }, logger);
+    await d.stop();
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("ckd refuses a stream whose duplicate window is shorter than its resends need, naming it and the fix, before touching the root", { timeout: 60_000 }, async () => {
+  const { startTestNats } = await import("../helpers/nats.js");
+  const { EventLog } = await import("../../src/eventstore/log.js");
+  const nats = await startTestNats();
+  const root = await mkdtemp(join(tmpdir(), "ck-dupe-"));
+  try {
+    // Made by someone else, with a 1 s window.
+    const made = await EventLog.open({ url: nats.url, stream: "SHORT_DUPE", duplicateWindowMs: 1000 });
+    await made.close();
+    await writeFile(join(root, "ckd.toml"), `stream = "SHORT_DUPE"\n`);
+    const r = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), "--nats", nats.url, "--config", join(root, "ckd.toml")]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /stream SHORT_DUPE keeps message ids for deduplication 1 s \(its duplicate_window\); .* at least 30 s \(nats stream edit SHORT_DUPE --dupe-window 2m\)/);
+    assert.ok(!existsSync(join(root, "r")), "the root was created");
+  } finally {
+    await nats.cleanup();
     await rm(root, { recursive: true, force: true });
   }
 });
