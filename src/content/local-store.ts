@@ -265,7 +265,9 @@ class LocalIngestWriter implements IngestWriter {
     return this.serial(async () => {
       this.assertOpen();
       const ingest = this.ingest;
-      const size = checkCount("size", opts.size) || ingest.total;
+      // The size this commit declares (the stream's total), as containerd's: not one an earlier
+      // writer of the ref declared, which would refuse a resume that declares none forever.
+      const size = checkCount("size", opts.size);
       const expected = optionalDigest("expected", opts.expected) ?? ingest.expected;
       if (size > 0 && size !== ingest.offset) {
         // In containerd's words, the ref first (ctr prints it as it is).
@@ -303,6 +305,10 @@ class LocalIngestWriter implements IngestWriter {
             // remains) is not renamed under a digest it does not have.
             const held = (await fh.stat()).size;
             if (held !== ingest.offset) throw failedPrecondition(`ingest "${shown(ingest.ref)}" holds ${held} bytes on disk, ${ingest.offset} written`);
+            // Committed now, as containerd's Chtimes at commit: the orphan sweep's grace (a blob
+            // whose commit event never came) counts from here, not from the ingest's last write.
+            const now = new Date();
+            await fh.utimes(now, now);
             await fh.datasync();
           } finally {
             await fh.close();
@@ -355,6 +361,17 @@ class LocalIngestWriter implements IngestWriter {
     await this.fh?.close().catch(() => undefined);
     this.fh = undefined;
     this.host.release(this, false);
+  }
+
+  /**
+   * Saves the ingest's ref.json (its leases changed) in this writer's turn, if the ingest is on
+   * disk and not committed or aborted meanwhile; an ingest in memory saves it when it spills.
+   */
+  saveRef(): Promise<void> {
+    return this.serial(async () => {
+      if (this.phase !== "open" || this.ingest.pending !== undefined) return;
+      await writeRefFile(this.ingest);
+    });
   }
 
   /** The ingest was aborted under this writer: fail what follows and let go of the file. */
@@ -825,21 +842,46 @@ export class LocalContentStore implements ContentStore {
     return removed;
   }
 
+  /**
+   * Drops a lease from an ingest's leases, under the ref's lock as every change to an ingest's
+   * directory: a writer holding it saves ref.json in its own turn (a commit in flight may have
+   * removed the directory by then); a short maintenance claim (a writer opening, an abort, the
+   * cleanup) is waited for, up to a few seconds.
+   */
   async releaseLease(ref: string, lease: string): Promise<void> {
     const key = refKey(checkRef(ref));
-    const known = this.states.get(key);
-    if (known !== undefined) {
-      if (!known.leases.includes(lease)) return;
-      known.leases = known.leases.filter((l) => l !== lease);
-      // An ingest still in memory writes its ref.json when it reaches disk.
-      if (known.pending === undefined) await writeRefFile(known);
-      return;
+    for (let waited = 0; ; waited += 10) {
+      const holder = this.locks.get(key);
+      if (holder instanceof LocalIngestWriter) {
+        const known = this.states.get(key);
+        if (known === undefined || !known.leases.includes(lease)) return;
+        known.leases = known.leases.filter((l) => l !== lease);
+        await holder.saveRef();
+        return;
+      }
+      if (holder === undefined) break;
+      if (waited >= 5000) throw unavailable(`ref "${shown(ref)}" locked (${holder.maintenance})`);
+      await new Promise((r) => setTimeout(r, 10));
     }
-    const dir = path.join(this.ingestRoot, key);
-    const saved = await readRefFile(dir);
-    if (saved === undefined) throw notFound(`ingest ref "${shown(ref)}"`);
-    if (!saved.leases?.includes(lease)) return;
-    await saveRefFile(dir, { ...saved, leases: saved.leases.filter((l) => l !== lease) });
+    const claim = { maintenance: "releasing a lease" };
+    this.locks.set(key, claim);
+    try {
+      const known = this.states.get(key);
+      if (known !== undefined) {
+        if (!known.leases.includes(lease)) return;
+        known.leases = known.leases.filter((l) => l !== lease);
+        // An ingest still in memory writes its ref.json when it reaches disk.
+        if (known.pending === undefined) await writeRefFile(known);
+        return;
+      }
+      const dir = path.join(this.ingestRoot, key);
+      const saved = await readRefFile(dir);
+      if (saved === undefined) throw notFound(`ingest ref "${shown(ref)}"`);
+      if (!saved.leases?.includes(lease)) return;
+      await saveRefFile(dir, { ...saved, leases: saved.leases.filter((l) => l !== lease) });
+    } finally {
+      if (this.locks.get(key) === claim) this.locks.delete(key);
+    }
   }
 
   /** Keys of every ingest, on disk or in memory. */

@@ -169,6 +169,86 @@ describe("LocalContentStore on disk", () => {
     }
   });
 
+  test("releaseLease under the ref's lock: racing commits and resuming writers, every commit and open goes through, ref.json stays whole, a released lease stays released", async () => {
+    const { base, root } = await tempRoot();
+    const key = (ref: string) => createHash("sha256").update(ref).digest("hex");
+    const turns = (n: number) => (async () => {
+      for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+    })();
+    try {
+      // Ingests on disk, each held by lease L1, left by an earlier process.
+      const s1 = await LocalContentStore.open(root, { memoryIngestMaxBytes: 0 });
+      const refs = Array.from({ length: 40 }, (_, i) => `layer-${i}-with-a-rather-long-name`);
+      const data = (i: number) => Buffer.from(`layer ${i} bytes `.repeat(50));
+      for (const [i, ref] of refs.entries()) {
+        const w = await s1.writer({ ref, lease: "L1-a-rather-long-lease-name-xxxxxxxx" });
+        await w.write(0, data(i));
+        await w.close();
+      }
+      await s1.close();
+      const s2 = await LocalContentStore.open(root, { memoryIngestMaxBytes: 0 });
+      try {
+        // Half: a resuming writer under lease L2 that commits, racing the release of L1 a few
+        // event-loop turns in; the other half: a writer opened at once against the release.
+        const outcomes = await Promise.allSettled(
+          refs.map(async (ref, i) => {
+            const opening = s2.writer({ ref, lease: "L2" });
+            const releasing = turns(i % 20).then(() => s2.releaseLease(ref, "L1-a-rather-long-lease-name-xxxxxxxx"));
+            const w = await opening;
+            if (i % 2 === 0) {
+              await w.commit({ size: data(i).length, expected: sha(data(i)) });
+            } else await w.close();
+            await releasing.catch((err) => {
+              // Released after its commit removed the ingest: NotFound, as for any unknown ref.
+              if (!(i % 2 === 0 && /not found/.test(String(err)))) throw err;
+            });
+          }),
+        );
+        assert.deepEqual(outcomes.filter((o) => o.status === "rejected").map((o) => String((o as PromiseRejectedResult).reason)), []);
+        for (const [i, ref] of refs.entries()) {
+          const dir = path.join(root, "ingest", key(ref));
+          if (i % 2 === 0) {
+            assert.ok(await s2.stat(sha(data(i))), `blob ${i} committed`);
+            await assert.rejects(fs.stat(dir), /ENOENT/, `ingest ${i} left behind its commit`);
+            continue;
+          }
+          const saved = JSON.parse(await fs.readFile(path.join(dir, "ref.json"), "utf8"));
+          assert.deepEqual(saved.leases, ["L2"], `ingest ${i}: ${JSON.stringify(saved)}`);
+          assert.deepEqual((await s2.status(ref)).leases, ["L2"]);
+        }
+        assert.deepEqual((await s2.listStatuses()).map((st) => st.ref).sort(), refs.filter((_, i) => i % 2 === 1).sort(), "no ghost ingest");
+      } finally {
+        await s2.close();
+      }
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
+  test("a commit dates its blob now (as containerd's), not at the ingest's last write: the orphan sweep's grace counts from the commit", async () => {
+    const { base, root } = await tempRoot();
+    try {
+      const s = await LocalContentStore.open(root, { memoryIngestMaxBytes: 0 });
+      try {
+        const bytes = Buffer.from("downloaded long ago");
+        const w = await s.writer({ ref: "old" });
+        await w.write(0, bytes);
+        await w.close();
+        const dataFile = path.join(root, "ingest", createHash("sha256").update("old").digest("hex"), "data");
+        const longAgo = new Date(Date.now() - 3600_000);
+        await fs.utimes(dataFile, longAgo, longAgo);
+        const again = await s.writer({ ref: "old" });
+        await again.commit({ size: bytes.length, expected: sha(bytes) });
+        const mtime = (await fs.stat(path.join(root, "blobs", "sha256", sha(bytes).slice(7)))).mtimeMs;
+        assert.ok(Date.now() - mtime < 60_000, `the blob is dated ${new Date(mtime).toISOString()}`);
+      } finally {
+        await s.close();
+      }
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+
   test("a small ingest reaches disk once, at commit, leaving nothing in ingest/", async () => {
     const { base, root } = await tempRoot();
     const store = await LocalContentStore.open(root);
