@@ -35,6 +35,9 @@ import { contentService } from "./content-service.js";
 import { LocalContentStore } from "../content/local-store.js";
 import type { ContentStore } from "../content/types.js";
 import { healthService, introspectionService, versionService, CK_VERSION, type PluginInfo } from "./info-services.js";
+import { V1_CONTAINER_METRICS, V2_CONTAINER_METRICS } from "./container-metrics.js";
+import { CK_REVISION } from "../version.js";
+import { isCgroupV1 } from "../runtime/cgroups-v1.js";
 import { leasesService, gcService } from "./leases-service.js";
 import { GcScheduler } from "./gc-scheduler.js";
 import { CompactScheduler } from "./compact-scheduler.js";
@@ -728,6 +731,9 @@ export class Daemon {
         connected: () => this.log.connectionState === "connected",
         sequencer: this.sequencer,
         activeIngests: async () => (await this.content.listStatuses()).length,
+        build: { version: CK_VERSION, revision: CK_REVISION },
+        // containerd's per-container series, from the collector of this host's cgroup version.
+        containers: { table: (await isCgroupV1()) ? V1_CONTAINER_METRICS : V2_CONTAINER_METRICS, stats: () => tasks.allStats() },
       });
       this.logger.info({ address: `http://${this.config.metricsAddress}${METRICS_PATH}` }, "serving metrics");
     }

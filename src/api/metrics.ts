@@ -7,6 +7,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIP } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { ContainerMetric } from "./container-metrics.js";
+import { containerMetricsFor } from "./container-metrics.js";
+import type { TaskStats } from "./tasks-service.js";
 
 export const METRICS_PATH = "/v1/metrics";
 
@@ -23,6 +26,13 @@ export interface MetricsSources {
   sequencer: { readonly stats: { appended: number; refused: number; recoveries: number; aborted: number } };
   /** Ingests in progress (content Writers open or resumable). */
   activeIngests(): Promise<number>;
+  /** What containerd_build_info_total labels. */
+  build: { version: string; revision: string };
+  /**
+   * The per-container series: the table of this host's cgroup version (containerd's v1 or v2
+   * collector) and the statistics of every task whose cgroups exist, read once a scrape.
+   */
+  containers?: { table: readonly ContainerMetric[]; stats(): Promise<TaskStats[]> };
 }
 
 /** Go's names of the gRPC codes (codes.Code.String()), as go-grpc-prometheus labels them. */
@@ -52,6 +62,8 @@ export class Metrics {
   private readonly seconds: Histogram<string>;
   /** The question to JetStream in flight for the log gauges, if any. */
   private logState: Promise<{ lastSeq: number; firstSeq: number; bytes: number } | undefined> | undefined;
+  /** The read of the tasks' statistics in flight for the container gauges, if any. */
+  private containerStats: Promise<TaskStats[]> | undefined;
 
   private constructor(private readonly server: Server) {
     const registers = [this.registry];
@@ -168,7 +180,47 @@ export class Metrics {
   }
 
   attach(sources: MetricsSources): void {
+    const registers = [this.registry];
+    // containerd's build information: a counter at 1, labelled with the Version service's answer.
+    new Counter({ name: "containerd_build_info_total", help: "containerd build information", labelNames: ["version", "revision"], registers }).inc(sources.build);
+    const containers = sources.containers;
+    if (containers) {
+      const self = this;
+      for (const m of containers.table) {
+        const labelNames = ["container_id", "namespace", "runtime", ...m.labels];
+        new Gauge({
+          name: m.name,
+          help: m.help,
+          labelNames,
+          registers,
+          async collect() {
+            this.reset();
+            for (const t of await self.currentContainerStats(containers.stats)) {
+              // Only the statistics this table reads (a host runs one cgroup version).
+              if (containerMetricsFor(t.type) !== containers.table) continue;
+              for (const sample of m.samples(t.data)) {
+                const labels: Record<string, string> = { container_id: t.id, namespace: t.namespace, runtime: t.runtime };
+                m.labels.forEach((l, i) => (labels[l] = sample.labels[i] ?? ""));
+                this.set(labels, sample.value);
+              }
+            }
+          },
+        });
+      }
+    }
     this.sources = sources;
+  }
+
+  /** Every task's statistics for one scrape: its gauges collect together and share one read. */
+  private currentContainerStats(read: () => Promise<TaskStats[]>): Promise<TaskStats[]> {
+    if (this.containerStats) return this.containerStats;
+    const asked: Promise<TaskStats[]> = read()
+      .catch(() => [])
+      .finally(() => {
+        if (this.containerStats === asked) this.containerStats = undefined;
+      });
+    this.containerStats = asked;
+    return asked;
   }
 
   /** The port it listens on. */

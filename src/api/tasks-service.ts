@@ -162,6 +162,17 @@ function ioOf(req: { stdin?: string; stdout?: string; stderr?: string; terminal?
 }
 
 /** The Tasks service and what ckd's start and stop do with tasks. */
+/** One task's cgroup statistics: io.containerd.cgroups.v1.Metrics or v2.Metrics, as built (before encoding). */
+export interface TaskStats {
+  id: string;
+  namespace: string;
+  /** The container's runtime name (the `runtime` label containerd gives a task's series). */
+  runtime: string;
+  at: Date;
+  type: string;
+  data: Record<string, unknown>;
+}
+
 export class Tasks {
   /** Callers of Wait, by namespace/id, woken once the task's exit is recorded. */
   private readonly waiters = new Map<string, Array<() => void>>();
@@ -517,26 +528,46 @@ export class Tasks {
         const filter = parseFilters(call.request.filters ?? []);
         const field = (t: TaskRecord, fp: string[]) => (fp.length !== 1 ? undefined : fp[0] === "id" ? t.container_id : fp[0] === "namespace" ? ns : fp[0] === "status" ? t.status.toLowerCase() : undefined);
         const tasks = d.queries.listTasks(ns).filter((t) => filter.match((fp) => ({ value: field(t, fp) ?? "", present: field(t, fp) !== undefined })));
-        const metrics = [];
-        for (const t of tasks) {
-          // A created task's cgroups exist already (its init waits at ckd's gate), as under
-          // containerd; a stopped one's stay until its deletion, where known here.
-          const live =
-            t.status === "RUNNING" ||
-            t.status === "PAUSED" ||
-            (t.status === "CREATED" && this.created.has(`${ns}/${t.container_id}`)) ||
-            (t.status === "STOPPED" && d.runtime.knowsCgroups(ns, t.container_id, t.pid));
-          if (!live || !d.runtime.owns(t.bundle)) continue;
-          // As containerd: a task whose statistics cannot be read is left out, not the answer.
-          const data = await d.runtime.metrics(ns, t.container_id, t.pid, t.status === "STOPPED").catch((err) => {
-            d.logger.warn({ err, namespace: ns, id: t.container_id }, "task metrics not read");
-            return undefined;
-          });
-          if (data) metrics.push({ timestamp: ts(new Date()), id: t.container_id, data: { type_url: data.type, value: d.protos.encodeBuilt(data.type, data.data) } });
-        }
+        const metrics = (await this.statsOf(ns, tasks)).map((s) => ({ timestamp: ts(s.at), id: s.id, data: { type_url: s.type, value: d.protos.encodeBuilt(s.type, s.data) } }));
         return { metrics };
       }),
     };
+  }
+
+  /**
+   * The cgroup statistics of those of `tasks` whose cgroups exist (a created task's already, its
+   * init waiting at ckd's gate, as under containerd; a stopped one's until its deletion, where
+   * known here). As containerd, a task whose statistics cannot be read is left out.
+   */
+  async statsOf(ns: string, tasks: readonly TaskRecord[]): Promise<TaskStats[]> {
+    const d = this.d;
+    const out: TaskStats[] = [];
+    for (const t of tasks) {
+      const live =
+        t.status === "RUNNING" ||
+        t.status === "PAUSED" ||
+        (t.status === "CREATED" && this.created.has(`${ns}/${t.container_id}`)) ||
+        (t.status === "STOPPED" && d.runtime.knowsCgroups(ns, t.container_id, t.pid));
+      if (!live || !d.runtime.owns(t.bundle)) continue;
+      const data = await d.runtime.metrics(ns, t.container_id, t.pid, t.status === "STOPPED").catch((err) => {
+        d.logger.warn({ err, namespace: ns, id: t.container_id }, "task metrics not read");
+        return undefined;
+      });
+      if (!data) continue;
+      const runtime = await d.queries.getContainer(ns, t.container_id).then(
+        (c) => c.runtime?.name ?? "",
+        () => "",
+      );
+      out.push({ id: t.container_id, namespace: ns, runtime, at: new Date(), type: data.type, data: data.data });
+    }
+    return out;
+  }
+
+  /** statsOf every namespace's tasks (what containerd's metrics endpoint collects). */
+  async allStats(): Promise<TaskStats[]> {
+    const out: TaskStats[] = [];
+    for (const n of await this.d.queries.listNamespaces()) out.push(...(await this.statsOf(n.name, this.d.queries.listTasks(n.name))));
+    return out;
   }
 
   /** An exec process of the task, or NotFound naming both. */

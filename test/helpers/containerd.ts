@@ -18,7 +18,7 @@ export function containerdMissing(): string | undefined {
 }
 
 /** A config.toml for a containerd whose root, state and sockets are all under `base`. */
-export function containerdConfig(base: string, socket: string): string {
+export function containerdConfig(base: string, socket: string, metricsAddress?: string): string {
   return [
     "version = 2",
     `root = "${base}/root"`,
@@ -30,6 +30,7 @@ export function containerdConfig(base: string, socket: string): string {
     `  address = "${socket}.ttrpc"`,
     "[debug]",
     '  level = "warn"',
+    ...(metricsAddress ? ["[metrics]", `  address = "${metricsAddress}"`] : []),
     "",
   ].join("\n");
 }
@@ -41,10 +42,10 @@ export interface TestContainerd {
   stop(): Promise<void>;
 }
 
-export async function startContainerd(): Promise<TestContainerd> {
+export async function startContainerd(opts: { metricsAddress?: string } = {}): Promise<TestContainerd> {
   const base = await mkdtemp(join(tmpdir(), "ck-test-containerd-"));
   const socket = join(base, "containerd.sock");
-  await writeFile(join(base, "config.toml"), containerdConfig(base, socket));
+  await writeFile(join(base, "config.toml"), containerdConfig(base, socket, opts.metricsAddress));
   const log = createWriteStream(join(base, "containerd.log"));
   const proc = spawn(CONTAINERD, ["--config", join(base, "config.toml")], { stdio: ["ignore", "pipe", "pipe"] });
   proc.stdout!.pipe(log);

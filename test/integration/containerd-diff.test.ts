@@ -13,6 +13,7 @@ import { TestDaemon, runCommand } from "../helpers/daemon.js";
 import { containerdMissing, startContainerd, type TestContainerd } from "../helpers/containerd.js";
 import { buildImage, startRegistry } from "../helpers/registry.js";
 import { ApiClient } from "../../src/cli/client.js";
+import { freePort } from "../../src/eventstore/nats-server.js";
 
 const missing = containerdMissing();
 const CTR = "/usr/bin/ctr";
@@ -308,14 +309,36 @@ c("event publish", (a) => a.call("events", "Publish", { topic: "/a/b", event: an
 c("event publish without a namespace: FailedPrecondition", (a) => a.call("events", "Publish", { topic: "/a/b", event: any }, ns("")));
 c("event forward without a timestamp: InvalidArgument", (a) => a.call("events", "Forward", { envelope: { namespace: "n1", topic: "/a/b", event: any } }, I));
 
+/**
+ * The series of one container on a metrics endpoint (`name{labels}`, labels sorted), with the
+ * values of labels that depend on what the process did (blkio's per-device ops) kept, the
+ * sample values left out; and containerd_build_info_total's label names.
+ */
+async function containerSeries(port: number, namespace: string, id: string): Promise<string[]> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/v1/metrics`)).text();
+  const out = new Set<string>();
+  for (const line of text.split("\n")) {
+    const m = /^([a-z_]+)\{([^}]*)\} \S+$/.exec(line);
+    if (!m) continue;
+    const labels = (m[2]!.match(/[a-z_]+="(?:[^"\\]|\\.)*"/g) ?? ([] as string[])).sort();
+    if (m[1] === "containerd_build_info_total") out.add(`${m[1]}{${labels.map((l) => l.split("=")[0]).join(",")}}`);
+    if (!m[1]!.startsWith("container_") || !labels.includes(`container_id="${id}"`) || !labels.includes(`namespace="${namespace}"`)) continue;
+    out.add(`${m[1]}{${labels.join(",")}}`);
+  }
+  return [...out].sort();
+}
+
 describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
   let ctd: TestContainerd;
   let daemon: TestDaemon;
   let ctdApi: ApiClient;
   let ckApi: ApiClient;
+  let ctdMetrics: number;
+  let ckMetrics: number;
 
   before(async () => {
-    [ctd, daemon] = await Promise.all([startContainerd(), TestDaemon.start()]);
+    [ctdMetrics, ckMetrics] = [await freePort(), await freePort()];
+    [ctd, daemon] = await Promise.all([startContainerd({ metricsAddress: `127.0.0.1:${ctdMetrics}` }), TestDaemon.start({ extraArgs: ["--metrics-address", `127.0.0.1:${ckMetrics}`] })]);
     ctdApi = new ApiClient({ address: ctd.socket });
     ckApi = new ApiClient({ address: daemon.address });
   });
@@ -575,8 +598,9 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
       // under each daemon's root, and ctr's pull progress (its lines come in any order).
       const plain = (t: string) =>
         t.replace(/extract-\d+-\S+/g, "extract-X").replace(/\/run\/containerd\/fifo\/\d+/g, "FIFO").replace(/time="[^"]+"/g, "time=T").replace(/"pid":\d+/g, '"pid":N').replace(/\b\d{3,}\b/g, "N");
-      const run = async (a: ApiClient, address: string) => {
+      const run = async (a: ApiClient, address: string, metricsPort: number) => {
         const seen: string[] = [];
+        let series: string[] = [];
         const stop = new AbortController();
         let live!: () => void;
         const subscribed = new Promise<void>((r) => (live = r));
@@ -609,16 +633,24 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
           let r = await ctrHere(args);
           for (const until = Date.now() + 10_000; afterKill && r.stdout.includes("RUNNING") && Date.now() < until; r = await ctrHere(args)) await new Promise((res) => setTimeout(res, 50));
           printed.push(args[1] === "pull" ? `${r.code}` : plain(`${r.code}\n${r.stdout}${r.stderr}`));
+          // The running task's series on the metrics endpoint: which ones, and their labels.
+          if (args[0] === "run" && args[1] === "-d") series = await containerSeries(metricsPort, "ckdiff", "c2");
         }
         // The last events (a removal's) are on their way: a probe after them marks the end.
         await a.call("events", "Publish", { topic: "/probe", event: probe }, ns("ckdiff"));
         await new Promise((r) => setTimeout(r, 500));
         stop.abort();
         await reading;
-        return { printed, seen };
+        // Deleted: its series are gone.
+        const afterDelete = await containerSeries(metricsPort, "ckdiff", "c2");
+        return { printed, seen, series, afterDelete };
       };
-      const theirs = await run(ctdApi, ctd.socket);
-      const ours = await run(ckApi, daemon.address);
+      const theirs = await run(ctdApi, ctd.socket, ctdMetrics);
+      const ours = await run(ckApi, daemon.address, ckMetrics);
+      assert.ok(theirs.series.includes('container_memory_usage_usage_bytes{container_id="c2",namespace="ckdiff",runtime="io.containerd.runc.v2"}'), theirs.series.join("\n"));
+      assert.deepEqual(ours.series, theirs.series);
+      assert.deepEqual(theirs.afterDelete, ["containerd_build_info_total{revision,version}"]);
+      assert.deepEqual(ours.afterDelete, theirs.afterDelete);
       for (const [i, args] of steps.entries()) assert.equal(ours.printed[i], theirs.printed[i], `ctr ${args.join(" ")}`);
       assert.ok(theirs.seen.some((e) => e.includes('"/tasks/exit"') && e.includes('"exit_status":4')), theirs.seen.join("\n"));
       assert.deepEqual(ours.seen, theirs.seen);

@@ -15,7 +15,7 @@ import { hasNames, readInRoot, resolveUser } from "../../src/cli/image-user.js";
 import { chmodSync, chownSync, linkSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { controllerPaths, metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
+import { controllerPaths, hugePageSize, metricsFromFiles, parseKeyValues } from "../../src/runtime/cgroups-v1.js";
 import { MAX_UINT64, METRICS_V2_TYPE, metricsV2FromFiles, readMetricsV2, unifiedPath } from "../../src/runtime/cgroups-v2.js";
 import { loadProtos } from "../../src/protos/protos.js";
 import { parseExitFile } from "../../src/runtime/runc.js";
@@ -225,6 +225,35 @@ describe("tasks", () => {
     assert.deepEqual([...parseKeyValues("a 1\nb x\n\nc 3").entries()], [["a", 1], ["c", 3]]);
     const swapFiles: Record<string, string> = { ...files, "memory/memory.stat": "hierarchical_memsw_limit 77\n" };
     assert.equal((metricsFromFiles((c, f) => swapFiles[`${c}/${f}`]) as any).memory.hierarchical_swap_limit, 77);
+    // blkio, as containerd's cgroups library: the CFQ files when they hold entries, else the
+    // throttle files; devices named from /proc/partitions; the Total line skipped.
+    const partitions = "major minor  #blocks  name\n\n 254        0  268435456 vda\n   8       16   1000 sdb\n";
+    const throttle: Record<string, string> = {
+      "blkio/blkio.throttle.io_serviced": "254:0 Read 5\n254:0 Write 2\n8:16 Read 1\nTotal 8\n",
+      "blkio/blkio.throttle.io_service_bytes": "254:0 Read 20480\n254:0 Write 8192\nTotal 28672\n",
+      "proc/partitions": partitions,
+    };
+    const b = (metricsFromFiles((c, f) => throttle[`${c}/${f}`]) as any).blkio;
+    assert.deepEqual(b.io_serviced_recursive, [
+      { op: "Read", device: "/dev/vda", major: 254, minor: 0, value: 5 },
+      { op: "Write", device: "/dev/vda", major: 254, minor: 0, value: 2 },
+      { op: "Read", device: "/dev/sdb", major: 8, minor: 16, value: 1 },
+    ]);
+    assert.deepEqual(b.io_service_bytes_recursive.map((e: any) => e.value), [20480, 8192]);
+    const cfq = { ...throttle, "blkio/blkio.io_serviced_recursive": "254:0 Read 9\nTotal 9\n", "blkio/blkio.time_recursive": "254:0 77\n" };
+    const bc = (metricsFromFiles((c, f) => (cfq as Record<string, string>)[`${c}/${f}`]) as any).blkio;
+    assert.deepEqual(bc.io_serviced_recursive, [{ op: "Read", device: "/dev/vda", major: 254, minor: 0, value: 9 }], "the CFQ files win when they hold entries");
+    assert.deepEqual(bc.io_time_recursive, [{ op: "", device: "/dev/vda", major: 254, minor: 0, value: 77 }]);
+    assert.deepEqual(bc.io_service_bytes_recursive, [], "no throttle entries mixed in");
+    assert.deepEqual(
+      ["hugepages-2048kB", "hugepages-1048576kB", "hugepages-64kB", "other"].map(hugePageSize),
+      ["2MB", "1GB", "64KB", undefined],
+    );
+    // Through the wire: ctr decodes what containerd's runtime sends.
+    const protos = loadProtos();
+    const wire = protos.decode("io.containerd.cgroups.v1.Metrics", protos.encodeBuilt("io.containerd.cgroups.v1.Metrics", { blkio: b, hugetlb: [{ pagesize: "2MB", usage: 4, max: 5, failcnt: 1 }] })) as any;
+    assert.equal(wire.blkio.io_serviced_recursive[2].device, "/dev/sdb");
+    assert.equal(wire.hugetlb[0].pagesize, "2MB");
     // Where the init's cgroups are: each v1 controller's path, joint controllers split, the
     // unified and named hierarchies skipped.
     assert.deepEqual(
