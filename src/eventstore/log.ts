@@ -178,8 +178,15 @@ export interface EventLogOptions {
 }
 
 /** What a reader did to keep reading (for the daemon's log). */
+/**
+ * Why a reader replaces its consumer: silent while awaited, a reconnect, gone (deleted, or its
+ * server restarted: an ordered consumer lives in memory), or the caller so far behind that
+ * what nats.js buffered for it is dropped and read again when it comes back.
+ */
+export type ReplaceReason = "heartbeats missed" | "reconnected" | "consumer lost" | "caller behind";
+
 export type ReaderEvent =
-  | { kind: "replacing"; fromSeq: number; why: "heartbeats missed" | "reconnected" }
+  | { kind: "replacing"; fromSeq: number; why: ReplaceReason }
   | { kind: "replaced"; fromSeq: number; ms: number }
   | { kind: "retrying"; err: Error; attempt: number };
 
@@ -480,20 +487,31 @@ export class EventLog {
     let last = 0;
     let waiting = false;
     let replace = false;
-    let why: "heartbeats missed" | "reconnected" = "heartbeats missed";
+    let why: ReplaceReason = "heartbeats missed";
     const replaceNow = (reason: typeof why) => {
       why = reason;
       replace = true;
       messages.stop();
     };
     // Heartbeats missed while this reader waits for a message: its consumer is not there.
-    // (While the caller is busy no pull may be outstanding, so no heartbeat is owed.)
+    // While the caller is busy no pull may be outstanding (the last one filled), so no heartbeat
+    // is owed; but nats.js takes each second of that for a lost pull and queues another 4,096
+    // behind what it holds, all sent once the caller drains it (a Subscribe client that paused
+    // 20 s was sent 90,000 messages at once). Such a caller's consumer is dropped instead, and
+    // read again from the next message when it comes back.
     const watch = (m: ConsumerMessages) =>
       void (async () => {
         for await (const n of m.status()) {
-          if (n.type === "heartbeats_missed" && n.count >= 2 && waiting && m === messages) replaceNow("heartbeats missed");
+          if (n.type !== "heartbeats_missed" || n.count < 2 || m !== messages || replace) continue;
+          replaceNow(waiting ? "heartbeats missed" : "caller behind");
         }
       })().catch(() => undefined);
+    // The server's consumer of a reader that is done with it (stopped, replaced): removed now,
+    // not left for its 5 minutes of inactivity (every ended Subscribe left one).
+    const forget = (m: ConsumerMessages) => {
+      const name = (m as unknown as { consumer?: { name?: string } }).consumer?.name;
+      if (name && log.state === "connected") void log.jsm.consumers.delete(log.stream, name).catch(() => undefined);
+    };
     watch(messages);
     // After a reconnect the consumer may sit on a server this connection no longer reaches.
     const offState = this.onConnectionState((st) => {
@@ -509,6 +527,7 @@ export class EventLog {
     const stop = () => {
       messages.stop();
       offState();
+      forget(messages);
     };
     if (signal?.aborted) stop();
     signal?.addEventListener("abort", stop, { once: true });
@@ -516,9 +535,15 @@ export class EventLog {
     return (async function* () {
       try {
         for (;;) {
-          if (replace && !signal?.aborted) {
+          // Aborted (with a replacement pending, as after a reconnect while the caller was busy):
+          // done, not a loop that neither replaces nor reads.
+          if (signal?.aborted) return;
+          if (replace) {
             replace = false;
+            // Gone at once again (a stream being recreated, say): not a tight loop of creations.
+            if (why === "consumer lost") await new Promise((r) => setTimeout(r, 100));
             messages.stop();
+            forget(messages);
             const from: Record<string, unknown> = last > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: last + 1 } : { ...first };
             if (opts.filterSubject) from.filter_subjects = opts.filterSubject;
             const fromSeq = last + 1;
@@ -537,11 +562,33 @@ export class EventLog {
           }
           const it = messages[Symbol.asyncIterator]();
           for (;;) {
-            if (replace) break;
+            if (replace) {
+              // Let go of the iterator, so the stop queued behind what it held is processed.
+              void it.return?.(undefined)?.catch(() => undefined);
+              break;
+            }
             waiting = true;
-            const r = await it.next();
-            waiting = false;
-            if (r.done) break;
+            let r: IteratorResult<JsMsg>;
+            try {
+              r = await it.next();
+            } catch (err) {
+              // nats.js gave the consumer up (deleted, or not found after a reconnect):
+              // replaced, unless this reader is ending anyway.
+              if (signal?.aborted || log.state === "closed") return;
+              why = "consumer lost";
+              replace = true;
+              break;
+            } finally {
+              waiting = false;
+            }
+            if (r.done) {
+              // Ended without our stop: replaced too.
+              if (!replace && !signal?.aborted && log.state !== "closed") {
+                why = "consumer lost";
+                replace = true;
+              }
+              break;
+            }
             const m = r.value;
             if (m.seq <= last) continue; // a replacement's overlap
             last = m.seq;
@@ -554,6 +601,7 @@ export class EventLog {
         offState();
         signal?.removeEventListener("abort", stop);
         messages.stop();
+        forget(messages);
       }
     })();
   }
@@ -569,7 +617,11 @@ export class EventLog {
     // A copy: nats.js writes the consumer's name into the options it is given, and a retry
     // under the same name would meet the server's assignment of the lost one.
     const consumer = await this.readerJs.consumers.get(this.stream, { ...co });
-    return consumer.consume({ max_messages: 4096, idle_heartbeat: READER_HEARTBEAT_MS });
+    // abort_on_missing_resource: a consumer the server lost ends its iterator (and the reader
+    // replaces it) instead of nats.js recreating it in place, which it does even for a
+    // consumer already stopped: its subscription came back and stayed, sent again at every
+    // reconnect, with a consumer on the server nobody pulled.
+    return consumer.consume({ max_messages: 4096, idle_heartbeat: READER_HEARTBEAT_MS, abort_on_missing_resource: true });
   }
 
   /**

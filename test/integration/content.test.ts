@@ -539,6 +539,11 @@ describe("content over the API", () => {
     assert.equal(r.code, 0, r.stderr);
     const a = sha(Buffer.from("rm a\n"));
     const b = sha(Buffer.from("rm b\n"));
+    // Held by a lease (referenced by nothing else): the GC the first delete schedules would
+    // otherwise take b before ck content rm reaches it (ctr's ingest lets go of its lease too).
+    const api = new ApiClient({ address: daemon.address, namespace: "ckrm" });
+    await api.call("leases", "Create", { id: "rm-keep" });
+    for (const id of [a, b]) await api.call("leases", "AddResource", { id: "rm-keep", resource: { id, type: "content" } });
     assert.equal((await runNode(CK, ["content", "ingest", "--expected-digest", a, "rma"], env, "rm a\n")).code, 0);
     assert.equal((await runNode(CK, ["content", "ingest", "--expected-digest", b, "rmb"], env, "rm b\n")).code, 0);
     const absent = "sha256:" + "0".repeat(64);
@@ -549,6 +554,8 @@ describe("content over the API", () => {
     assert.equal((await runNode(CK, ["content", "ls", "-q"], env)).stdout, "");
     r = await runNode(CK, ["content", "rm"], env);
     assert.deepEqual([r.code, r.stdout, r.stderr], [0, "", ""]);
+    await api.call("leases", "Delete", { id: "rm-keep" });
+    api.close();
   });
 
   test("ck content ingest streams stdin: resumes what the daemon holds, commits another namespace's blob without a byte, and a stream of the wrong length commits nothing", async () => {

@@ -1,0 +1,137 @@
+// The log's reader over a real nats-server, where nats.js's ordered consumer needs ck's help:
+// a consumer the server lost is replaced without nats.js bringing the stopped one back; an
+// abort after a reconnect ends the reader; a caller that stops taking messages does not make
+// nats.js pull on and on for it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { startTestNats } from "../helpers/nats.js";
+import { EventLog, type ReaderEvent } from "../../src/eventstore/log.js";
+
+const LOG_JS = new URL("../../src/eventstore/log.js", import.meta.url).href;
+
+/** The connection's subscriptions, as nats.js holds them (each sent again at a reconnect). */
+function subscriptions(log: EventLog): number {
+  return (log.nc as unknown as { protocol: { subscriptions: { size(): number } } }).protocol.subscriptions.size();
+}
+
+async function appendMany(log: EventLog, n: number, from = 0): Promise<void> {
+  for (let i = 0; i < n; i += 500) {
+    await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, k) => log.append("containerd.io.rd.x", new Uint8Array([1, 2, 3]), { msgId: `m-${from + i + k}` })));
+  }
+}
+
+const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test("a reader whose consumer the server lost (deleted; its server restarted) replaces it and reads on in order; nats.js does not bring the stopped one back", async () => {
+  const nats = await startTestNats();
+  const events: ReaderEvent[] = [];
+  const log = await EventLog.open({ url: nats.url, stream: "RD_LOST", onReaderEvent: (e) => events.push(e) });
+  const ac = new AbortController();
+  try {
+    await appendMany(log, 5);
+    const it = await log.reader({ fromSeq: 1, signal: ac.signal });
+    for (let seq = 1; seq <= 5; seq++) assert.equal((await it.next()).value?.seq, seq);
+    const base = subscriptions(log);
+    const jsm = await jetstreamManager(log.nc);
+
+    // Deleted while the reader waits: a consumer of its own, from the next message on.
+    let waiting = it.next();
+    await settle(300);
+    for (const c of await jsm.consumers.list("RD_LOST").next()) await jsm.consumers.delete("RD_LOST", c.name);
+    await appendMany(log, 1, 5);
+    assert.equal((await waiting).value?.seq, 6);
+    assert.ok(events.some((e) => e.kind === "replaced"), JSON.stringify(events));
+
+    // Its server restarted (an ordered consumer lives in the server's memory only).
+    waiting = it.next();
+    await nats.server.kill9();
+    await nats.server.restart();
+    for (const until = Date.now() + 30_000; log.connectionState !== "connected"; await settle(20)) assert.ok(Date.now() < until);
+    await appendMany(log, 1, 6);
+    assert.equal((await waiting).value?.seq, 7);
+
+    // nats.js's own repair of a consumer ck already stopped would add a subscription (and a
+    // consumer nobody pulls) here, and keep it for good.
+    await settle(3000);
+    assert.equal(subscriptions(log), base, "subscriptions after the replacements");
+    ac.abort();
+    assert.equal((await it.next()).done, true);
+    await settle(500);
+    assert.equal(subscriptions(log), base - 1, "the reader's subscription is gone once it ended");
+  } finally {
+    ac.abort();
+    await log.close();
+    await nats.cleanup();
+  }
+});
+
+test("a reader aborted after a reconnect while its caller was busy ends (it once spun, holding the event loop)", { timeout: 60_000 }, async () => {
+  const nats = await startTestNats();
+  try {
+    // In a process of its own: a spinning reader holds that process's event loop, and only a
+    // timeout from outside ends it.
+    const script = join(nats.dir, "abort-after-reconnect.mjs");
+    await writeFile(
+      script,
+      `import { EventLog } from ${JSON.stringify(LOG_JS)};
+const log = await EventLog.open({ url: ${JSON.stringify(nats.url)}, stream: "RD_ABORT" });
+await log.append("containerd.io.rd.x", new Uint8Array([1]), { msgId: "a1" });
+const ac = new AbortController();
+const it = await log.reader({ fromSeq: 1, signal: ac.signal });
+await it.next();
+// The caller is busy (no next() outstanding) through a reconnect, then gives up.
+const back = new Promise((r) => { const off = log.onConnectionState((s) => { if (s === "connected") { off(); r(); } }); });
+log.nc.reconnect();
+await back;
+ac.abort();
+const r = await it.next();
+console.log(JSON.stringify({ done: r.done }));
+await log.close();
+`,
+    );
+    const child = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout!.on("data", (d) => (out += d));
+    child.stderr!.on("data", (d) => (err += d));
+    const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
+    clearTimeout(killer);
+    assert.equal(code, 0, `exit ${code}: ${err}`);
+    assert.deepEqual(JSON.parse(out.trim()), { done: true });
+  } finally {
+    await nats.cleanup();
+  }
+});
+
+test("a caller that stops taking messages: what nats.js holds for it stops growing (its consumer stopped), and it reads on in order when it comes back", { timeout: 120_000 }, async () => {
+  const nats = await startTestNats();
+  const events: ReaderEvent[] = [];
+  const log = await EventLog.open({ url: nats.url, stream: "RD_BEHIND", onReaderEvent: (e) => events.push(e) });
+  const ac = new AbortController();
+  try {
+    const total = 30_000;
+    await appendMany(log, total);
+    const it = await log.reader({ fromSeq: 1, signal: ac.signal });
+    assert.equal((await it.next()).value?.seq, 1);
+    // Away for a while: nats.js, missing heartbeats no pull is owed, pulls 4,096 more a second.
+    await settle(6000);
+    // Back: its consumer was dropped meanwhile, and a new one reads on from message 2.
+    assert.equal((await it.next()).value?.seq, 2);
+    assert.ok(events.some((e) => e.kind === "replacing" && e.why === "caller behind" && e.fromSeq === 2), JSON.stringify(events));
+    let expected = 3;
+    while (expected <= total) {
+      const r = await it.next();
+      assert.equal(r.value?.seq, expected, "in order, nothing skipped or twice");
+      expected++;
+    }
+  } finally {
+    ac.abort();
+    await log.close();
+    await nats.cleanup();
+  }
+});
