@@ -22,7 +22,7 @@ import {
   unreferencedContent,
   unreferencedSnapshots,
 } from "../commands/gc.js";
-import { isLeaseExpired, leaseHandlers } from "../commands/leases.js";
+import { deleteLease, isLeaseExpired } from "../commands/leases.js";
 import { keys } from "../projections/views.js";
 import { unavailable } from "../errdefs/errdefs.js";
 
@@ -269,26 +269,41 @@ export class GcScheduler {
     this.snapshotDirsWanted = false;
     this.mutations = 0;
     const collected = new Set<string>();
+    // A namespace whose collection fails (its log unreachable, say) does not stop the others'
+    // nor the freeing of what was collected: the first failure is thrown once the run is done.
+    let failure: unknown;
     for (const { name } of await queries.listNamespaces()) {
-      const state = loadGcState(name, (p) => queries.scanRecords(p));
       let leases = 0;
-      for (const id of expiredLeases(state.leases, now)) {
-        if (await sequencer.submit(leaseHandlers.expire({ namespace: name, id, now }))) leases++;
-      }
       let count = 0;
-      // Expired leases are no roots in the mark, so the state read before deleting them holds.
-      if (unreferencedContent(state, now).length > 0) {
-        const res = await sequencer.submit(gcHandlers.collect({ namespace: name, now }));
-        count = res.digests.length;
-        for (const d of res.digests) collected.add(d);
-      }
       let snaps = 0;
-      for (const sn of unreferencedSnapshots(state, now).keys()) {
-        const removed = await sequencer.submit(gcHandlers.collectSnapshots({ namespace: name, snapshotter: sn, now }));
-        snaps += removed.length;
-        if (removed.length > 0) sweepSnapshotDirs = true;
-        // Children first: the records are gone already, the directories follow in the same order.
-        await this.deps.snapshots?.removeCollected(sn, removed.map((r) => r.id)).catch((err) => this.deps.logger?.warn({ err, snapshotter: sn }, "removing collected snapshot directories failed"));
+      try {
+        const state = loadGcState(name, (p) => queries.scanRecords(p));
+        for (const id of expiredLeases(state.leases, now)) {
+          if (await deleteLease(sequencer, { namespace: name, id, now })) leases++;
+        }
+        // Expired leases are no roots in the mark, so the state read before deleting them holds.
+        // As much as one event takes at a time, each decided on what the one before left.
+        if (unreferencedContent(state, now).length > 0) {
+          for (let more = true; more; ) {
+            const res = await sequencer.submit(gcHandlers.collect({ namespace: name, now, maxEventBytes: sequencer.maxEventBytes }));
+            count += res.digests.length;
+            for (const d of res.digests) collected.add(d);
+            more = res.more && res.digests.length > 0;
+          }
+        }
+        for (const sn of unreferencedSnapshots(state, now).keys()) {
+          for (let more = true; more; ) {
+            const res = await sequencer.submit(gcHandlers.collectSnapshots({ namespace: name, snapshotter: sn, now, maxEventBytes: sequencer.maxEventBytes }));
+            snaps += res.removed.length;
+            if (res.removed.length > 0) sweepSnapshotDirs = true;
+            // Children first: the records are gone already, the directories follow in the same order.
+            await this.deps.snapshots?.removeCollected(sn, res.removed.map((r) => r.id)).catch((err) => this.deps.logger?.warn({ err, snapshotter: sn }, "removing collected snapshot directories failed"));
+            more = res.more && res.removed.length > 0;
+          }
+        }
+      } catch (err) {
+        this.deps.logger?.warn({ err, namespace: name }, "garbage collection of a namespace failed");
+        failure ??= err;
       }
       if (leases || count || snaps) report.namespaces.push({ namespace: name, blobs: count, leases, ...(snaps ? { snapshots: snaps } : {}) });
     }
@@ -324,6 +339,7 @@ export class GcScheduler {
     if (report.namespaces.length > 0 || report.ingestsRemoved > 0) {
       this.deps.logger?.info({ ...report, ms: Math.round(performance.now() - started) }, "garbage collected");
     }
+    if (failure !== undefined) throw failure;
     return report;
   }
 

@@ -4,7 +4,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { randomBytes } from "node:crypto";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
-import { leaseHandlers } from "../commands/leases.js";
+import { deleteLease, leaseHandlers } from "../commands/leases.js";
 import { nowTimestamp } from "../emitter/envelope.js";
 import type { LeaseRecord } from "../projections/views.js";
 import { namespaceOf, unary } from "./grpc.js";
@@ -42,7 +42,7 @@ export function leasesService(d: LeasesDeps): grpc.UntypedServiceImplementation 
     }),
     Delete: unary(async (call) => {
       const ns = namespaceOf(call);
-      await d.sequencer.submit(leaseHandlers.delete({ namespace: ns, id: call.request.id ?? "" }));
+      await deleteLease(d.sequencer, { namespace: ns, id: call.request.id ?? "" });
       await d.gc.afterDelete(Boolean(call.request.sync));
       return {};
     }),

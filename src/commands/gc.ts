@@ -196,22 +196,54 @@ export function loadGcState(ns: string, scan: <T>(prefix: string) => Iterable<[s
 export interface CollectContent {
   namespace: string;
   now: Date;
+  /**
+   * The most bytes one event may take (the log's max_payload less its headers): a collection
+   * larger than that goes in several events, each decided again on the state the one before
+   * left. One event for 14,000 blobs was over NATS's default 1 MiB, refused, and decided
+   * identically at every run: GC stopped for good, in every namespace after it too.
+   */
+  maxEventBytes?: number;
 }
 
 export interface Collected {
   digests: string[];
   /** Sizes of the collected blobs as the namespace recorded them. */
   size: number;
+  /** More is unreferenced than this event took: collect again. */
+  more: boolean;
 }
 
-/** One ContentCollect event for everything unreferenced in the namespace; none when nothing is. */
+/** Room for an event's envelope (namespace, topic, timestamp, type URL) besides its list. */
+const ENVELOPE_ROOM = 1024;
+const DEFAULT_MAX_EVENT_BYTES = (1 << 20) - 512;
+
+/** The first of `items` whose encoded sizes (`cost`, bytes each) fit in `budget`; at least one. */
+export function takeWithin<T>(items: readonly T[], cost: (t: T) => number, budget: number): T[] {
+  let used = 0;
+  let n = 0;
+  for (const t of items) {
+    used += cost(t);
+    if (used > budget && n > 0) break;
+    n++;
+  }
+  return items.slice(0, n);
+}
+
+/** A repeated string field's entry on the wire: tag, length, bytes. */
+const stringCost = (v: string) => {
+  const n = Buffer.byteLength(v);
+  return 1 + (n < 128 ? 1 : n < 16384 ? 2 : 3) + n;
+};
+
+/** A ContentCollect event for what is unreferenced in the namespace, as much as one event takes; none when nothing is. */
 export function decideCollectContent(cmd: CollectContent, s: NamespaceGcState): Decision<Collected> {
-  const digests = unreferencedContent(s, cmd.now);
-  if (digests.length === 0) return { result: { digests, size: 0 } };
+  const all = unreferencedContent(s, cmd.now);
+  if (all.length === 0) return { result: { digests: [], size: 0, more: false } };
+  const digests = takeWithin(all, stringCost, (cmd.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES) - ENVELOPE_ROOM);
   const size = digests.reduce((n, d) => n + (s.blobs.get(d)?.size ?? 0), 0);
   return {
     event: { namespace: cmd.namespace, topic: "/gc/content", typeName: TYPE.ContentCollect, payload: { digests } },
-    result: { digests, size },
+    result: { digests, size, more: digests.length < all.length },
   };
 }
 
@@ -219,12 +251,19 @@ export interface CollectSnapshots {
   namespace: string;
   snapshotter: string;
   now: Date;
+  /** As CollectContent's. */
+  maxEventBytes?: number;
 }
 
-/** One SnapshotCollect event for a snapshotter's unreferenced snapshots (leaves first); none when nothing is. */
-export function decideCollectSnapshots(cmd: CollectSnapshots, s: NamespaceGcState): Decision<SnapshotRecord[]> {
-  const list = unreferencedSnapshots(s, cmd.now).get(cmd.snapshotter) ?? [];
-  if (list.length === 0) return { result: [] };
+/**
+ * A SnapshotCollect event for a snapshotter's unreferenced snapshots, leaves first, as many as
+ * one event takes (a prefix of that order holds every child before its parent); none when
+ * nothing is. `more`: collect again.
+ */
+export function decideCollectSnapshots(cmd: CollectSnapshots, s: NamespaceGcState): Decision<{ removed: SnapshotRecord[]; more: boolean }> {
+  const all = unreferencedSnapshots(s, cmd.now).get(cmd.snapshotter) ?? [];
+  if (all.length === 0) return { result: { removed: [], more: false } };
+  const list = takeWithin(all, (r) => stringCost(r.key) + stringCost(r.id), (cmd.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES) - ENVELOPE_ROOM - stringCost(cmd.snapshotter));
   return {
     event: {
       namespace: cmd.namespace,
@@ -232,7 +271,7 @@ export function decideCollectSnapshots(cmd: CollectSnapshots, s: NamespaceGcStat
       typeName: TYPE.SnapshotCollect,
       payload: { snapshotter: cmd.snapshotter, keys: list.map((r) => r.key), ids: list.map((r) => r.id) },
     },
-    result: list,
+    result: { removed: list, more: list.length < all.length },
   };
 }
 

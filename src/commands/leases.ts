@@ -5,7 +5,7 @@ import { alreadyExists, invalidArgument, notFound, notImplemented } from "../err
 import { keys, leaseRecord, leaseResources, TYPE, type LeaseRecord, type LeaseResource, type Timestamp } from "../projections/views.js";
 import type { EventDraft } from "../emitter/envelope.js";
 import { digestProblem, validateLabels } from "./validation.js";
-import type { Decision, StateView } from "./sequencer.js";
+import type { Decision, Sequencer, StateView } from "./sequencer.js";
 import { dropEmpty } from "./namespaces.js";
 
 /** The lease label holding its expiry (RFC 3339); GC deletes the lease once it passed. */
@@ -23,12 +23,39 @@ export interface CreateLease {
 export interface DeleteLease {
   namespace: string;
   id: string;
+  /**
+   * The most bytes one event may take: a lease whose resources do not fit in one LeaseDelete
+   * lets go of the rest first (LeaseResourceDelete each; see deleteLease). One event for
+   * 12,000 resources was over NATS's default 1 MiB: such a lease could not be deleted, by its
+   * owner or by GC, whose every run then failed on it.
+   */
+  maxEventBytes?: number;
 }
 /** GC's delete: only when the lease is (still) expired at `now`. */
-export interface ExpireLease {
-  namespace: string;
-  id: string;
+export interface ExpireLease extends DeleteLease {
   now: Date;
+}
+
+/** A lease too big to delete in one event: these resources go first, then the delete is decided again. */
+export interface LeaseTrim {
+  trim: LeaseResource[];
+}
+
+/** Room for a LeaseDelete's envelope and id besides its resources. */
+const LEASE_EVENT_ROOM = 1024;
+
+/** A resource's bytes in the event: its message (id, type), tagged and length-prefixed. */
+const resourceCost = (r: LeaseResource) => Buffer.byteLength(r.id) + Buffer.byteLength(r.type) + 10;
+
+/** The resources past what one delete event takes (none: it fits). */
+function overflow(resources: LeaseResource[], maxEventBytes: number | undefined): LeaseResource[] {
+  if (maxEventBytes === undefined) return [];
+  let used = LEASE_EVENT_ROOM;
+  for (const [i, r] of resources.entries()) {
+    used += resourceCost(r);
+    if (used > maxEventBytes) return resources.slice(i);
+  }
+  return [];
 }
 export interface LeaseResourceChange {
   namespace: string;
@@ -107,16 +134,41 @@ export function decideCreateLease(cmd: CreateLease, current: LeaseRecord | undef
 }
 
 /** `resources`: what the lease holds; the event lists them, since they go with it. */
-export function decideDeleteLease(cmd: DeleteLease, current: LeaseRecord | undefined, resources: LeaseResource[] = []): Decision<void> {
+export function decideDeleteLease(cmd: DeleteLease, current: LeaseRecord | undefined, resources: LeaseResource[] = []): Decision<void | LeaseTrim> {
   validateLeaseId(cmd.id);
   if (!current) throw notFound(`lease "${cmd.id}"`);
+  const trim = overflow(resources, cmd.maxEventBytes);
+  if (trim.length > 0) return { result: { trim } };
   return { event: deleteEvent(cmd.namespace, cmd.id, resources), result: undefined };
 }
 
 /** True when the lease was deleted; no event when it is gone or no longer expired. */
-export function decideExpireLease(cmd: ExpireLease, current: LeaseRecord | undefined, resources: LeaseResource[] = []): Decision<boolean> {
+export function decideExpireLease(cmd: ExpireLease, current: LeaseRecord | undefined, resources: LeaseResource[] = []): Decision<boolean | LeaseTrim> {
   if (!current || !isLeaseExpired(current, cmd.now)) return { result: false };
+  const trim = overflow(resources, cmd.maxEventBytes);
+  if (trim.length > 0) return { result: { trim } };
   return { event: deleteEvent(cmd.namespace, cmd.id, resources), result: true };
+}
+
+/**
+ * Deletes a lease (GC's expiry when `now` is given: only if still expired), letting go first,
+ * 64 at a time, of the resources past what one LeaseDelete event takes. False when an expiry
+ * found the lease gone or no longer expired.
+ */
+export async function deleteLease(sequencer: Pick<Sequencer, "submit" | "maxEventBytes">, cmd: DeleteLease & { now?: Date }): Promise<boolean> {
+  const maxEventBytes = sequencer.maxEventBytes;
+  for (;;) {
+    const now = cmd.now;
+    const r =
+      now === undefined
+        ? await sequencer.submit(leaseHandlers.delete({ ...cmd, maxEventBytes }))
+        : await sequencer.submit(leaseHandlers.expire({ ...cmd, now, maxEventBytes }));
+    if (r === undefined || r === true) return true;
+    if (r === false) return false;
+    for (let i = 0; i < r.trim.length; i += 64) {
+      await Promise.all(r.trim.slice(i, i + 64).map((resource) => sequencer.submit(leaseHandlers.deleteResource({ namespace: cmd.namespace, id: cmd.id, resource }))));
+    }
+  }
 }
 
 function deleteEvent(namespace: string, id: string, resources: LeaseResource[]): EventDraft {

@@ -129,6 +129,11 @@ export class Sequencer {
     });
   }
 
+  /** The most bytes one event may take: the log's max_payload less the room for headers. */
+  get maxEventBytes(): number {
+    return this.log.maxPayload - HEADER_ROOM;
+  }
+
   /** Runs a command: decide on current state, append its event, wait until applied. */
   submit<T>(decide: Decide<T>): Promise<T> {
     if (this.log.connectionState !== "connected") {

@@ -364,13 +364,15 @@ class LocalIngestWriter implements IngestWriter {
   }
 
   /**
-   * Saves the ingest's ref.json (its leases changed) in this writer's turn, if the ingest is on
-   * disk and not committed or aborted meanwhile; an ingest in memory saves it when it spills.
+   * Saves the ingest's ref.json (its leases changed) in this writer's turn, if it still holds
+   * the ref (false: it let go first); an ingest in memory saves it when it spills.
    */
-  saveRef(): Promise<void> {
+  saveRef(): Promise<boolean> {
     return this.serial(async () => {
-      if (this.phase !== "open" || this.ingest.pending !== undefined) return;
-      await writeRefFile(this.ingest);
+      // Closed, committed or aborted: the lock is not this writer's any more.
+      if (this.phase !== "open") return false;
+      if (this.ingest.pending === undefined) await writeRefFile(this.ingest);
+      return true;
     });
   }
 
@@ -850,25 +852,31 @@ export class LocalContentStore implements ContentStore {
    */
   async releaseLease(ref: string, lease: string): Promise<void> {
     const key = refKey(checkRef(ref));
-    for (let waited = 0; ; waited += 10) {
+    // Dropped from the remembered state already, but not saved (its writer let go meanwhile).
+    let unsaved = false;
+    for (let waited = 0; ; ) {
       const holder = this.locks.get(key);
       if (holder instanceof LocalIngestWriter) {
         const known = this.states.get(key);
-        if (known === undefined || !known.leases.includes(lease)) return;
-        known.leases = known.leases.filter((l) => l !== lease);
-        await holder.saveRef();
-        return;
+        if (known === undefined) break;
+        if (known.leases.includes(lease)) {
+          known.leases = known.leases.filter((l) => l !== lease);
+          unsaved = true;
+        }
+        if (!unsaved || (await holder.saveRef())) return;
+        continue; // closed (or committed) before its turn came: saved below, under a claim
       }
       if (holder === undefined) break;
       if (waited >= 5000) throw unavailable(`ref "${shown(ref)}" locked (${holder.maintenance})`);
       await new Promise((r) => setTimeout(r, 10));
+      waited += 10;
     }
     const claim = { maintenance: "releasing a lease" };
     this.locks.set(key, claim);
     try {
       const known = this.states.get(key);
       if (known !== undefined) {
-        if (!known.leases.includes(lease)) return;
+        if (!known.leases.includes(lease) && !unsaved) return;
         known.leases = known.leases.filter((l) => l !== lease);
         // An ingest still in memory writes its ref.json when it reaches disk.
         if (known.pending === undefined) await writeRefFile(known);

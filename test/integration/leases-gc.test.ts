@@ -414,3 +414,43 @@ test("the periodic expiry check deletes an expired lease without any deletion or
     await nats.cleanup();
   }
 });
+
+test("GC and lease deletion bigger than one event (a server with a 16 KiB max_payload): collected in several events, in every namespace; a lease of 250 resources deleted; expired ones too", async () => {
+  const nats = await startTestNats({ config: "max_payload: 16384" });
+  const daemon = await TestDaemon.start({ natsUrl: nats.url });
+  const big = new ApiClient({ address: daemon.address, namespace: "aaa" });
+  const other = new ApiClient({ address: daemon.address, namespace: "zzz" });
+  try {
+    // 400 unreferenced blobs: one ContentCollect listing them would be ~29 KB.
+    const digests: string[] = [];
+    for (let i = 0; i < 400; i++) {
+      const data = Buffer.from(`unreferenced ${i}`);
+      digests.push(await writeBlob(big, `r${i}`, data, { expected: sha(data) }));
+    }
+    const lone = Buffer.from("alone in zzz");
+    assert.equal(await writeBlob(other, "lone", lone, { expected: sha(lone) }), sha(lone));
+    // A lease of 250 resources (~22 KB in one LeaseDelete), and an expired one as big.
+    for (const id of ["held", "expired"]) {
+      await big.call("leases", "Create", { id, labels: id === "expired" ? { "containerd.io/gc.expire": "2000-01-01T00:00:00Z" } : {} });
+      for (let i = 0; i < 250; i += 50) {
+        await Promise.all(Array.from({ length: 50 }, (_, k) => big.call("leases", "AddResource", { id, resource: { id: `sha256:${(i + k).toString(16).padStart(64, "0")}`, type: "content" } })));
+      }
+    }
+    await big.call("leases", "Delete", { id: "held" });
+    const report = await big.call("gc", "Collect", {});
+    assert.ok(report, "GC ran to its end");
+    assert.deepEqual((await big.call("leases", "List", {})).leases, [], "both leases gone");
+    const left: string[] = [];
+    for await (const m of big.stream("content", "List", {})) for (const inf of m.info ?? []) left.push(inf.digest);
+    assert.deepEqual(left, [], "every unreferenced blob of aaa collected");
+    for (const d of [digests[0]!, digests[399]!]) await rejectsClass(big.call("content", "Info", { digest: d }), "NotFound");
+    await rejectsClass(other.call("content", "Info", { digest: sha(lone) }), "NotFound");
+    const blobsDir = join(daemon.root, "content", "blobs", "sha256");
+    assert.ok(!existsSync(join(blobsDir, digests[0]!.slice(7))) && !existsSync(join(blobsDir, sha(lone).slice(7))), "the bytes are gone");
+  } finally {
+    big.close();
+    other.close();
+    await daemon.cleanup();
+    await nats.cleanup();
+  }
+});

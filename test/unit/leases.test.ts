@@ -83,6 +83,29 @@ describe("leases", () => {
     assert.deepEqual([...g.state.keys()].filter((k) => k !== keys.namespace(NS)), [], "no resource record is left behind");
   });
 
+  test("delete of a lease whose resources do not fit in one event: the ones past it go first, then the delete lists the rest", () => {
+    const g = new Given();
+    g.apply(decideCreateLease({ namespace: NS, id: "big", labels: {}, now: T0 }, undefined).event);
+    for (let i = 0; i < 30; i++) g.apply(decideAddLeaseResource({ namespace: NS, id: "big", resource: { id: "sha256:" + i.toString(16).padStart(64, "0"), type: "content" } }, g.lease("big")).event);
+    // Room for 10 resources (71 + 7 + 10 bytes each) besides the event's 1,024.
+    const maxEventBytes = 1024 + 10 * 88;
+    const first = decideDeleteLease({ namespace: NS, id: "big", maxEventBytes }, g.lease("big"), g.resources("big"));
+    assert.equal(first.event, undefined, "no delete that the log would refuse");
+    const trim = (first.result as { trim: { id: string; type: string }[] }).trim;
+    assert.equal(trim.length, 20);
+    for (const resource of trim) g.apply(decideDeleteLeaseResource({ namespace: NS, id: "big", resource }, g.lease("big"), true).event);
+    const then = decideDeleteLease({ namespace: NS, id: "big", maxEventBytes }, g.lease("big"), g.resources("big"));
+    assert.equal((then.event!.payload as { resources: unknown[] }).resources.length, 10);
+    g.apply(then.event);
+    assert.deepEqual([...g.state.keys()].filter((k) => k !== keys.namespace(NS)), []);
+    // Expiry the same way.
+    g.apply(decideCreateLease({ namespace: NS, id: "old", labels: { "containerd.io/gc.expire": "2000-01-01T00:00:00Z" }, now: T0 }, undefined).event);
+    for (let i = 0; i < 30; i++) g.apply(decideAddLeaseResource({ namespace: NS, id: "old", resource: { id: "sha256:" + i.toString(16).padStart(64, "0"), type: "content" } }, g.lease("old")).event);
+    const expiry = decideExpireLease({ namespace: NS, id: "old", now: new Date("2030-01-01T00:00:00Z"), maxEventBytes }, g.lease("old"), g.resources("old"));
+    assert.equal(expiry.event, undefined);
+    assert.equal((expiry.result as { trim: unknown[] }).trim.length, 20);
+  });
+
   test("resources: add keeps them sorted and unique, delete removes, absent ones give no event", () => {
     const g = new Given();
     g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
@@ -234,11 +257,29 @@ describe("garbage collection", () => {
     assert.deepEqual(unreferencedContent(g.gcState(), NOW), [d("6"), d("7"), d("8")]);
     const dec = decideCollectContent({ namespace: NS, now: NOW }, g.gcState());
     assert.deepEqual(dec.event, { namespace: NS, topic: "/gc/content", typeName: TYPE.ContentCollect, payload: { digests: [d("6"), d("7"), d("8")] } });
-    assert.deepEqual(dec.result, { digests: [d("6"), d("7"), d("8")], size: 30 });
+    assert.deepEqual(dec.result, { digests: [d("6"), d("7"), d("8")], size: 30, more: false });
     g.apply(dec.event);
     assert.deepEqual([...g.gcState().blobs.keys()].sort(), [d("1"), d("2"), d("3"), d("4"), d("5")]);
     // Nothing left to collect: no event.
-    assert.deepEqual(decideCollectContent({ namespace: NS, now: NOW }, g.gcState()), { result: { digests: [], size: 0 } });
+    assert.deepEqual(decideCollectContent({ namespace: NS, now: NOW }, g.gcState()), { result: { digests: [], size: 0, more: false } });
+  });
+
+  test("a collection larger than one event takes goes in several, each decided on what the one before left, until nothing is left", () => {
+    const g = new Given();
+    const many = Array.from({ length: 50 }, (_, i) => "sha256:" + i.toString(16).padStart(64, "0"));
+    for (const x of many) g.commit(x);
+    // Room for 20 digests (73 bytes each on the wire) besides the envelope's 1,024.
+    const maxEventBytes = 1024 + 20 * 73;
+    const rounds: number[] = [];
+    for (;;) {
+      const dec = decideCollectContent({ namespace: NS, now: NOW, maxEventBytes }, g.gcState());
+      if (!dec.event) break;
+      rounds.push(dec.result.digests.length);
+      g.apply(dec.event);
+      assert.equal(dec.result.more, g.gcState().blobs.size > 0);
+    }
+    assert.deepEqual(rounds, [20, 20, 10]);
+    assert.equal(g.gcState().blobs.size, 0);
   });
 
   test("an expired lease keeps nothing; a gc.flat lease keeps its blobs but not what they refer to", () => {

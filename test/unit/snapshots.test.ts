@@ -185,6 +185,20 @@ describe("snapshots: remove and update", () => {
 describe("snapshots: garbage collection", () => {
   const NOW = new Date("2030-01-01T00:00:00Z");
 
+  test("a collection larger than one event takes: several events, children always before their parents, until nothing is left", () => {
+    const g = chain(); // base <- mid <- top, all unreferenced
+    const rounds: string[][] = [];
+    for (;;) {
+      // Room for one snapshot's key and id at a time besides the envelope.
+      const d = decideCollectSnapshots({ namespace: NS, snapshotter: SN, now: NOW, maxEventBytes: 1024 + 30 }, loadGcState(NS, (p) => g.scan(p)));
+      if (!d.event) break;
+      rounds.push((d.event.payload as { keys: string[] }).keys);
+      g.apply(d.event);
+    }
+    assert.deepEqual(rounds, [["top"], ["mid"], ["base"]]);
+    assert.equal(g.snap("base"), undefined);
+  });
+
   test("unreferenced snapshots are collected children first; a gc.root keeps a snapshot and its parents", () => {
     const g = chain();
     const all = unreferencedSnapshots(loadGcState(NS, (p) => g.scan(p)), NOW).get(SN)!;
@@ -192,6 +206,7 @@ describe("snapshots: garbage collection", () => {
     g.run(snapshotHandlers.update({ namespace: NS, snapshotter: SN, key: "mid", labels: { "containerd.io/gc.root": "x" }, paths: [], now: T0 }));
     const d = decideCollectSnapshots({ namespace: NS, snapshotter: SN, now: NOW }, loadGcState(NS, (p) => g.scan(p)));
     assert.deepEqual(d.event?.payload, { snapshotter: SN, keys: ["top"], ids: ["id-top"] });
+    assert.equal(d.result.more, false);
     g.apply(d.event);
     assert.ok(g.snap("mid") && g.snap("base"));
     assert.equal(g.snap("top"), undefined);
