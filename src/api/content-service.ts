@@ -71,7 +71,8 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
     Delete: unary(async (call) => {
       const ns = namespaceOf(call);
       const digest = call.request.digest ?? "";
-      await blobs.delete(ns, digest);
+      // The call's lease lets go of the digest too, as containerd's Delete (removeContentLease).
+      await blobs.delete(ns, digest, metadataValue(call, LEASE_HEADER) || undefined);
       d.afterDelete?.();
       return {};
     }),

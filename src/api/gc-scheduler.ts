@@ -314,7 +314,17 @@ export class GcScheduler {
         report.bytesFreed += freed;
       }
     }
-    if (sweepOrphans) {
+    // The sweeps remove what no record names: only on a projection that holds the whole log. A
+    // Prepare whose append's outcome is unknown (the connection lost) keeps its directory, and
+    // its record may yet come; swept meanwhile, the record would name nothing.
+    const sweepDirs = sweepSnapshotDirs && this.deps.snapshots !== undefined;
+    const current = sweepOrphans || sweepDirs ? await sequencer.caughtUp() : false;
+    if ((sweepOrphans || sweepDirs) && !current) {
+      this.deps.logger?.warn("sweeps of unnamed blob files and snapshot directories put off: the projection may not hold the whole log (unreachable)");
+      if (sweepOrphans) this.orphansWanted = true;
+      if (sweepDirs) this.snapshotDirsWanted = true;
+    }
+    if (sweepOrphans && current) {
       const orphans = await blobs.sweepOrphans(this.orphanGraceMs, now);
       this.lastOrphanSweep = performance.now();
       report.orphansRemoved = orphans.removed;
@@ -322,7 +332,7 @@ export class GcScheduler {
       report.bytesFreed += orphans.bytes;
       if (orphans.removed > 0) this.deps.logger?.info({ ...orphans }, "orphaned blob files removed");
     }
-    if (sweepSnapshotDirs && this.deps.snapshots) {
+    if (sweepDirs && current && this.deps.snapshots) {
       let dirs = 0;
       for (const sn of this.deps.snapshots.names()) {
         const gone = await this.deps.snapshots.cleanup(sn).catch((err) => {

@@ -31,6 +31,8 @@ export interface UpdateContent {
 export interface DeleteContent {
   namespace: string;
   digest: string;
+  /** The call's lease (containerd-lease): it lets go of the digest too, as containerd's. */
+  lease?: string;
 }
 
 /**
@@ -72,11 +74,14 @@ export function decideUpdateContent(cmd: UpdateContent, current: BlobRecord | un
   };
 }
 
-export function decideDeleteContent(cmd: DeleteContent, current: BlobRecord | undefined): Decision<void> {
+/** `leaseHolds`: whether the call's lease holds the digest (it then lets go of it with the delete). */
+export function decideDeleteContent(cmd: DeleteContent, current: BlobRecord | undefined, leaseHolds = false): Decision<void> {
   validateDigest("digest", cmd.digest);
   if (!current) throw notFound(`content digest ${cmd.digest}`);
+  const payload: Record<string, unknown> = { digest: cmd.digest };
+  if (leaseHolds && cmd.lease) payload.ck_lease = cmd.lease;
   return {
-    event: { namespace: cmd.namespace, topic: "/content/delete", typeName: TYPE.ContentDelete, payload: { digest: cmd.digest } },
+    event: { namespace: cmd.namespace, topic: "/content/delete", typeName: TYPE.ContentDelete, payload },
     result: undefined,
   };
 }
@@ -91,5 +96,10 @@ export const contentHandlers = {
       cmd.lease && !cmd.lease.includes("\u0000") ? view.get<LeaseRecord>(keys.lease(cmd.namespace, cmd.lease)) : undefined,
     ),
   update: (cmd: UpdateContent) => (view: StateView) => decideUpdateContent(cmd, currentBlob(view, cmd.namespace, cmd.digest)),
-  delete: (cmd: DeleteContent) => (view: StateView) => decideDeleteContent(cmd, currentBlob(view, cmd.namespace, cmd.digest)),
+  delete: (cmd: DeleteContent) => (view: StateView) =>
+    decideDeleteContent(
+      cmd,
+      currentBlob(view, cmd.namespace, cmd.digest),
+      !!cmd.lease && !cmd.lease.includes("\u0000") && view.get(keys.leaseResource(cmd.namespace, cmd.lease, { id: cmd.digest, type: "content" })) !== undefined,
+    ),
 };

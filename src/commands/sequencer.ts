@@ -129,6 +129,21 @@ export class Sequencer {
     });
   }
 
+  /**
+   * Whether the projection holds everything the log holds now: false while the log is
+   * unreachable (what was appended meanwhile, an append whose outcome is unknown among it,
+   * cannot be known). Sweeps that remove what no record names ask it first.
+   */
+  async caughtUp(): Promise<boolean> {
+    if (this.log.connectionState !== "connected") return false;
+    try {
+      await this.projector.waitFor(await this.log.lastSeq());
+      return !this.projector.error && this.log.connectionState === "connected";
+    } catch {
+      return false;
+    }
+  }
+
   /** The most bytes one event may take: the log's max_payload less the room for headers. */
   get maxEventBytes(): number {
     return this.log.maxPayload - HEADER_ROOM;

@@ -63,8 +63,8 @@ export class NamespacedBlobs {
   }
 
   /** Hides a blob from a namespace; removes the bytes once no namespace refers to them. */
-  async delete(ns: string, digest: string): Promise<void> {
-    await this.sequencer.submit(contentHandlers.delete({ namespace: ns, digest }));
+  async delete(ns: string, digest: string, lease?: string): Promise<void> {
+    await this.sequencer.submit(contentHandlers.delete({ namespace: ns, digest, lease }));
     await this.removeIfUnreferenced(digest);
   }
 

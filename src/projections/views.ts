@@ -397,8 +397,9 @@ export function keysFor(ev: LoggedEvent): string[] {
     case TYPE.ContentCommit:
       return [keys.namespace(ev.namespace), keys.blob(ev.namespace, p.digest), ...leaseKeys(ev.namespace, p.lease, { id: p.digest, type: "content" })];
     case TYPE.ContentUpdate:
-    case TYPE.ContentDelete:
       return [keys.namespace(ev.namespace), keys.blob(ev.namespace, p.digest)];
+    case TYPE.ContentDelete:
+      return [keys.namespace(ev.namespace), keys.blob(ev.namespace, p.digest), ...leaseKeys(ev.namespace, p.ck_lease, { id: p.digest, type: "content" })];
     case TYPE.ContentCollect:
       return (p.digests as string[]).map((d) => keys.blob(ev.namespace, d));
     case TYPE.LeaseCreate:
@@ -501,7 +502,7 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
       return [[keys.blob(ev.namespace, p.digest), blobRecord({ ...cur, labels: p.labels, updated_at: ev.timestamp })]];
     }
     case TYPE.ContentDelete:
-      return [[keys.blob(ev.namespace, p.digest), undefined]];
+      return [[keys.blob(ev.namespace, p.digest), undefined], ...(p.ck_lease ? leaseChange(p.ck_lease, { id: p.digest, type: "content" }, "delete") : [])];
     case TYPE.ContentCollect:
       return (p.digests as string[]).map((d): KeyChange => [keys.blob(ev.namespace, d), undefined]);
     case TYPE.LeaseCreate:

@@ -223,7 +223,9 @@ export class SnapshotStore {
       }
       await sn.rebase(id, parents, applied);
       await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, lowers);
-      return decided;
+      // Rebased onto this parent directory: the record is checked against it (a parent removed
+      // and committed again under its key meanwhile is another directory: Aborted).
+      return { ...decided, parentId: parents[0] };
     });
   }
 
@@ -239,7 +241,7 @@ export class SnapshotStore {
     parents: readonly string[],
     cmd: UnpackCmd,
     exists: () => Promise<UnpackOutcome | undefined>,
-    fill: (id: string, mounts: Mount[]) => Promise<UnpackOutcome | { verified: Verification | undefined }>,
+    fill: (id: string, mounts: Mount[]) => Promise<UnpackOutcome | { verified: Verification | undefined; parentId?: string }>,
   ): Promise<UnpackOutcome> {
     const id = newSnapshotId();
     this.busy.add(id);
@@ -253,7 +255,7 @@ export class SnapshotStore {
         const r = await fill(id, mounts);
         if ("status" in r) return r;
         await sn.commit(id);
-        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, parentId: parents[0], share: false, verified: r.verified, now: nowTimestamp() })).catch((err) => {
+        await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, parentId: r.parentId ?? parents[0], share: false, verified: r.verified, now: nowTimestamp() })).catch((err) => {
           unknown = outcomeUnknown(err);
           throw err;
         });

@@ -154,6 +154,21 @@ describe("leases and garbage collection", () => {
     assert.match(r.stdout, /^NAMESPACE\s+BLOBS\s+LEASES\n/);
   });
 
+  test("Content.Delete under a lease lets that lease go of the digest (as containerd's removeContentLease); another lease keeps it", async () => {
+    const c = client("ldel");
+    for (const id of ["del-1", "del-2"]) await c.call("leases", "Create", { id });
+    const data = randomBytes(1000);
+    const digest = await blob(client("ldel", "del-1"), data);
+    assert.equal(await blob(client("ldel", "del-2"), data), digest);
+    await client("ldel", "del-1").call("content", "Delete", { digest });
+    assert.deepEqual((await c.call("leases", "ListResources", { id: "del-1" })).resources, [], "the deleting call's lease let go");
+    assert.deepEqual((await c.call("leases", "ListResources", { id: "del-2" })).resources, [{ id: digest, type: "content" }]);
+    // Committed again: del-1 does not hold it again behind its owner's back.
+    assert.equal(await blob(c, data), digest);
+    assert.deepEqual((await c.call("leases", "ListResources", { id: "del-1" })).resources, []);
+    for (const id of ["del-1", "del-2"]) await c.call("leases", "Delete", { id });
+  });
+
   test("snapshots under a lease: Prepare adds the key, Commit moves the lease to the name, Remove takes the key out (as containerd)", async () => {
     const c = client("lsnap");
     await c.call("leases", "Create", { id: "unpack-1" });

@@ -54,10 +54,12 @@ test("an on-demand run (sync delete, GC.Collect) does not wait for the pause and
   }
 });
 
-test("orphaned blob files are swept when GC.Collect asks and, unasked, once per orphan interval", async () => {
+test("orphaned blob files are swept when GC.Collect asks and, unasked, once per orphan interval; not while the projection may lack part of the log", async () => {
   const sweeps: number[] = [];
+  let caughtUp = false;
   const deps = {
     queries: { listNamespaces: async () => [] },
+    sequencer: { caughtUp: async () => caughtUp },
     blobs: {
       sweepOrphans: async (graceMs: number) => {
         sweeps.push(graceMs);
@@ -67,6 +69,13 @@ test("orphaned blob files are swept when GC.Collect asks and, unasked, once per 
   } as unknown as GcSchedulerDeps;
   const gc = new GcScheduler(deps, { delayMs: 1, expiryIntervalMs: 20, orphanIntervalMs: 150, orphanGraceMs: 1234 });
   try {
+    // The log unreachable: the sweep asked for is put off, to the first run that can know.
+    await gc.collect({ orphans: true });
+    assert.deepEqual(sweeps, [], "swept on a projection that may lack part of the log");
+    caughtUp = true;
+    await gc.collect();
+    assert.deepEqual(sweeps, [1234], "the sweep put off runs once the projection holds the log");
+    sweeps.length = 0;
     const plain = await gc.collect();
     assert.equal(sweeps.length, 0, "a sync delete's run does not walk the blob directory");
     assert.equal(plain.orphansRemoved, undefined);
