@@ -69,7 +69,7 @@ function listOf(name: string, unit: string, help: string, labels: string[], list
   };
 }
 
-/** containerd's cgroup v1 memory.stat gauges: [name, the Metrics field]. */
+/** containerd's cgroup v1 memory.stat gauges: [name, the Metrics field, help]. */
 const V1_MEMORY_STAT: Array<[string, string, string]> = [
   ["cache", "cache", "The cache amount used"],
   ["rss", "rss", "The rss amount used"],

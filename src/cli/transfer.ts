@@ -13,6 +13,7 @@
 // Against a daemon that offers ck.services.fetch.v1 (ckd), the bytes of each object are
 // downloaded by the daemon instead (same ref, lock, resume and commit; docs/distribution.md);
 // an Unimplemented answer, or `inDaemon: false`, keeps them in this process.
+import { LABEL_MAX_BYTES } from "../commands/validation.js";
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import type { ApiClient } from "./client.js";
@@ -398,6 +399,9 @@ class Fetcher implements FetchProgress {
     const missing: Record<string, string> = {};
     for (const [k, v] of Object.entries(want)) {
       const value = k === this.sourceKey ? mergeSource(info?.labels[k], v) : v;
+      // A source label past the label limit (many repositories share the blob) is left as it
+      // is, as containerd's AppendDistributionSourceLabel skips it: not a pull refused for it.
+      if (k === this.sourceKey && Buffer.byteLength(k) + Buffer.byteLength(value) > LABEL_MAX_BYTES) continue;
       if (info?.labels[k] !== value) missing[k] = value;
     }
     await this.content.setLabels(digest, missing);
@@ -500,7 +504,9 @@ class Fetcher implements FetchProgress {
         // The registry asks for credentials only for blobs, and this client has not been asked
         // yet, so it sent none: this blob goes the client's way, which answers the challenge.
         if (!access.credentials && isClass(err, "FailedPrecondition") && /unauthorized/.test((err as Error).message)) return false;
-        if (!isClass(err, "Unavailable") || !/locked/.test((err as Error).message)) throw err;
+        // The store's own words for a ref another writer holds: not any error that says
+        // "locked" (a registry host named blocked-registry made this wait for good).
+        if (!isClass(err, "Unavailable") || !/\bref "[^"]*" locked\b/.test((err as Error).message)) throw err;
         job.update(0, "waiting");
       }
       // Another writer holds the ref: once it is done the blob exists, or the ref is free.

@@ -90,13 +90,13 @@ export function parseManifest(desc: Descriptor, bytes: Uint8Array): ParsedManife
   if (o.schemaVersion !== 2) throw bad(`schemaVersion is ${JSON.stringify(o.schemaVersion)}, want 2`);
   const hasManifests = "manifests" in o;
   const hasImageFields = "config" in o || "layers" in o;
+  // As containerd's validateMediaType: only a manifest taken for an index (or the reverse) is
+  // refused; a Docker document an OCI descriptor names (or the reverse), or one without a
+  // mediaType field, is read as its descriptor says (ctr pulls such images).
   if (o.mediaType !== undefined) {
     if (typeof o.mediaType !== "string") throw bad("mediaType field is not a string");
-    if (o.mediaType !== declared) {
-      throw bad(`document mediaType ${JSON.stringify(o.mediaType)} does not match the descriptor's ${JSON.stringify(declared)}`);
-    }
-  } else if (declared === MediaTypes.dockerManifest || declared === MediaTypes.dockerManifestList) {
-    throw bad(`docker document of type ${declared} has no mediaType field`);
+    if (isManifest(declared) && isIndex(o.mediaType)) throw bad(`expected a manifest (${declared}) but found an index (${o.mediaType})`);
+    if (isIndex(declared) && isManifest(o.mediaType)) throw bad(`expected an index (${declared}) but found a manifest (${o.mediaType})`);
   }
   // OCI documents may omit mediaType: their shape must then agree with the descriptor.
   if (isIndex(declared) && hasImageFields) throw bad(`index (${declared}) has config or layers fields`);

@@ -13,7 +13,7 @@ import { startRegistry, buildImage } from "../helpers/registry.js";
 import { startProxy, type TestProxy } from "../helpers/proxy.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { chainIds } from "../../src/cli/unpack.js";
-import type { ApiClient } from "../../src/cli/client.js";
+import { ApiClient } from "../../src/cli/client.js";
 import { MediaTypes } from "../../src/remotes/manifest.js";
 import { parseReference } from "../../src/remotes/reference.js";
 import { Registry } from "../../src/remotes/registry.js";
@@ -103,6 +103,26 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.equal(during.filter((s) => s.url.includes("/blobs/")).length, 0, JSON.stringify(during));
     const check = await ck("other", ["images", "check"]);
     assert.match(check.stdout, /complete \(5\/5\)/);
+  });
+
+  test("a blob whose distribution source label is near the label limit (many repositories share it): the pull goes through, the label left as it is (as containerd)", async () => {
+    const a = await buildImage({ host: registry.host, repo: "dist/src-a", tag: "v1", layers: [{ "shared.txt": "shared by many repositories\n" }] });
+    await buildImage({ host: registry.host, repo: "dist/src-b", tag: "v1", layers: [{ "shared.txt": "shared by many repositories\n" }] });
+    let r = await ck("srclabel", ["pull", "--plain-http", ref("dist/src-a")]);
+    assert.equal(r.code, 0, r.stderr);
+    const c = new ApiClient({ address: daemon.address, namespace: "srclabel" });
+    try {
+      const key = `containerd.io/distribution.source.${proxy.host.split(":")[0]}`;
+      const layer: string = a.manifest.layers[0].digest;
+      // Room for no more repositories: this pull's would take the label past 4,096 bytes.
+      const long = Array.from({ length: 300 }, (_, i) => `dist/many-${String(i).padStart(3, "0")}`).join(",").slice(0, 4090 - key.length);
+      await c.call("content", "Update", { info: { digest: layer, labels: { [key]: long } }, update_mask: { paths: [`labels.${key}`] } });
+      r = await ck("srclabel", ["pull", "--plain-http", ref("dist/src-b")]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((await c.call("content", "Info", { digest: layer })).info.labels[key], long);
+    } finally {
+      c.close();
+    }
   });
 
   test("--max-concurrent-downloads bounds the blob GETs in flight (the daemon is asked about more objects at once)", async () => {
