@@ -187,9 +187,10 @@ export function registerDistributionCommands(program: Command, action: Action): 
       .description("push an image (local name, default ref) to a registry")
       .option("--platform <platform>", "push only this platform of an index (repeatable)", collect)
       .option("--max-concurrent-uploaded-layers <n>", "blobs uploaded at once", "3")
+      .option("--allow-non-distributable-blobs", "upload non-distributable (foreign) layers too, as ctr push's flag; left out by default")
       .option("-q, --quiet", "print only the pushed digest"),
   ).action(
-    action(async (api, refArg: string, local: string | undefined, opts: RegistryFlags & PlatformFlags & { maxConcurrentUploadedLayers?: string; quiet?: boolean }) => {
+    action(async (api, refArg: string, local: string | undefined, opts: RegistryFlags & PlatformFlags & { maxConcurrentUploadedLayers?: string; quiet?: boolean; allowNonDistributableBlobs?: boolean }) => {
       const ref = parseReference(refArg);
       // The image as ck pull names it (`localhost:5000/app` is `localhost:5000/app:latest`),
       // else as typed (an image another client stored under that string).
@@ -199,6 +200,7 @@ export function registerDistributionCommands(program: Command, action: Action): 
           platforms: opts.platform?.length ? opts.platform.map(parsePlatform) : [],
           concurrency: concurrency(opts.maxConcurrentUploadedLayers),
           progress,
+          allowNonDistributable: opts.allowNonDistributableBlobs === true,
         }),
       );
       if (opts.quiet) process.stdout.write(`${r.target.digest}\n`);

@@ -679,6 +679,16 @@ export interface PushOptions {
   concurrency?: number;
   progress: ProgressSink;
   platforms: Platform[];
+  /** Upload non-distributable ("foreign") layers too (ctr push --allow-non-distributable-blobs). */
+  allowNonDistributable?: boolean;
+}
+
+/**
+ * Layers an image may name without a registry being meant to hold them (Windows base layers,
+ * licensed content): ctr push leaves them out unless asked (containerd's images.IsNonDistributable).
+ */
+export function isNonDistributable(mediaType: string): boolean {
+  return mediaType.startsWith("application/vnd.oci.image.layer.nondistributable.") || mediaType.startsWith("application/vnd.docker.image.rootfs.foreign.");
 }
 
 /** Pushes the image `local` (a name in this namespace) to `ref`: blobs first, manifests after their children. */
@@ -696,6 +706,7 @@ export async function pushImage(api: ApiClient, registry: Registry, ref: ImageRe
   const blobs = new Map<string, Descriptor>();
   const walk = async (d: Descriptor): Promise<void> => {
     if (!isIndex(d.mediaType) && !isManifest(d.mediaType)) {
+      if (isNonDistributable(d.mediaType) && !opts.allowNonDistributable) return;
       blobs.set(d.digest, d);
       return;
     }

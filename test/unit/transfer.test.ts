@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { bar, bytes, jobLine, shortName, summaryLine } from "../../src/cli/progress.js";
-import { eachLimit, mapLimit, kindOf, refFor, sourceLabelKey } from "../../src/cli/transfer.js";
+import { eachLimit, isNonDistributable, mapLimit, kindOf, refFor, sourceLabelKey } from "../../src/cli/transfer.js";
 
 const D = "sha256:" + "ab".repeat(32);
 
@@ -173,4 +173,13 @@ test("imageLayers: an index without the platform is NotFound; indexes nested pas
     assert.match((err as Error).message, /nested too deep/);
     return true;
   });
+});
+
+test("push leaves non-distributable (foreign) layers out unless asked, as ctr push: containerd's media type prefixes", () => {
+  for (const mt of ["application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "application/vnd.oci.image.layer.nondistributable.v1.tar", "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"]) {
+    assert.ok(isNonDistributable(mt), mt);
+  }
+  for (const mt of ["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.oci.image.config.v1+json"]) {
+    assert.ok(!isNonDistributable(mt), mt);
+  }
 });
