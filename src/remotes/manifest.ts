@@ -168,14 +168,36 @@ export function children(p: ParsedManifest): Descriptor[] {
   return p.config ? [p.config, ...p.layers] : [...p.layers];
 }
 
-/** The labels containerd puts on a manifest or index blob so GC keeps what it references. */
+const KNOWN_CONFIGS = new Set<string>([
+  MediaTypes.dockerConfig,
+  MediaTypes.ociConfig,
+  "application/vnd.containerd.container.criu.checkpoint.criu.tar",
+  "application/vnd.containerd.container.checkpoint.config.v1+proto",
+]);
+const DOCKER_LAYERS = new Set<string>([MediaTypes.dockerLayer, MediaTypes.dockerLayerGzip, MediaTypes.dockerLayerForeign, MediaTypes.dockerLayerForeignGzip]);
+
+/** A child's GC label key, by its media type, as containerd's images.ChildGCLabels. */
+function childLabelKey(mt: string): string {
+  if (KNOWN_CONFIGS.has(mt)) return "containerd.io/gc.ref.content.config";
+  if (mt === MediaTypes.dockerManifest || mt === MediaTypes.ociManifest) return "containerd.io/gc.ref.content.m.";
+  if (mt.startsWith("application/vnd.oci.image.layer.") || DOCKER_LAYERS.has(mt.split("+")[0]!)) return "containerd.io/gc.ref.content.l.";
+  return "containerd.io/gc.ref.content.";
+}
+
+/**
+ * The labels containerd puts on a manifest or index blob so GC keeps what it references, named
+ * as its SetChildrenMappedLabels names them: by each child's media type (config, m.N for
+ * manifests, l.N for layers, a bare N for anything else: nested indexes, artifacts' configs
+ * and blobs), numbered per key in the document's order.
+ */
 export function gcLabels(p: ParsedManifest): Record<string, string> {
   const labels: Record<string, string> = {};
-  if (p.kind === "index") {
-    p.manifests.forEach((d, i) => (labels[`containerd.io/gc.ref.content.m.${i}`] = d.digest));
-    return labels;
+  const seen = new Map<string, number>();
+  for (const child of children(p)) {
+    const key = childLabelKey(child.mediaType);
+    const idx = seen.get(key) ?? 0;
+    seen.set(key, idx + 1);
+    labels[idx > 0 || key.endsWith(".") ? `${key}${idx}` : key] = child.digest;
   }
-  if (p.config) labels["containerd.io/gc.ref.content.config"] = p.config.digest;
-  p.layers.forEach((d, i) => (labels[`containerd.io/gc.ref.content.l.${i}`] = d.digest));
   return labels;
 }

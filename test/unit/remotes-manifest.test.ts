@@ -59,6 +59,27 @@ test("an OCI index yields its manifests with platforms", () => {
   assert.deepEqual(gcLabels(p), { "containerd.io/gc.ref.content.m.0": dg("a"), "containerd.io/gc.ref.content.m.1": dg("b") });
 });
 
+test("GC labels are named by each child's media type, as containerd's ChildGCLabels: an artifact's config and blobs, a nested index, a foreign layer", () => {
+  const artifact = {
+    schemaVersion: 2,
+    mediaType: MediaTypes.ociManifest,
+    config: { mediaType: MediaTypes.ociEmpty, digest: dg("c"), size: 2 },
+    layers: [
+      { mediaType: "application/vnd.in-toto+json", digest: dg("1"), size: 10 },
+      { mediaType: MediaTypes.ociLayerGzip, digest: dg("2"), size: 10 },
+      { mediaType: MediaTypes.dockerLayerForeignGzip, digest: dg("3"), size: 10 },
+    ],
+  };
+  assert.deepEqual(gcLabels(parseManifest(desc(MediaTypes.ociManifest), enc(artifact))), {
+    "containerd.io/gc.ref.content.0": dg("c"),
+    "containerd.io/gc.ref.content.1": dg("1"),
+    "containerd.io/gc.ref.content.l.0": dg("2"),
+    "containerd.io/gc.ref.content.l.1": dg("3"),
+  });
+  const nested = { schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [{ mediaType: MediaTypes.ociIndex, digest: dg("e"), size: 5 }, { mediaType: MediaTypes.dockerManifest, digest: dg("f"), size: 5 }] };
+  assert.deepEqual(gcLabels(parseManifest(desc(MediaTypes.ociIndex), enc(nested))), { "containerd.io/gc.ref.content.0": dg("e"), "containerd.io/gc.ref.content.m.0": dg("f") });
+});
+
 test("docker schema 2 manifests and lists parse", () => {
   const m = { schemaVersion: 2, mediaType: MediaTypes.dockerManifest, config: { ...config, mediaType: MediaTypes.dockerConfig }, layers: [{ ...layers[0], mediaType: MediaTypes.dockerLayerGzip }] };
   assert.equal(parseManifest(desc(MediaTypes.dockerManifest), enc(m)).layers.length, 1);
