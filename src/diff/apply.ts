@@ -5,6 +5,7 @@
 // entries themselves are never followed, and device nodes are not made.
 import fss, { constants as fsc, type Stats } from "node:fs";
 import path from "node:path";
+import { randomBytes } from "node:crypto";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
@@ -87,13 +88,53 @@ const OPAQUE_WHITEOUT = ".wh..wh..opq";
 /** Decompressed bytes buffered ahead of the tar reader. */
 const INFLATE_AHEAD = 8 << 20;
 
+/**
+ * The largest zstd window a layer may ask for, as containerd's decoder allows. fzstd allocates
+ * the whole window and copies it once a block: a frame of ~800 bytes asking for 1.9 GiB held
+ * an apply worker 30 s at 2 GB (a 1 MB one, hours).
+ */
+export const ZSTD_MAX_WINDOW = 512 << 20;
+
+/**
+ * The window a zstd frame header asks for (RFC 8878 3.1.1.1), once `head` holds the header;
+ * undefined while it does not yet, or for a skippable frame.
+ */
+export function zstdWindowSize(head: Buffer): number | undefined {
+  if (head.length < 6 || head.readUInt32LE(0) !== 0xfd2fb528) return undefined;
+  const fhd = head[4]!;
+  if (((fhd >> 5) & 1) === 0) {
+    const wd = head[5]!;
+    const base = 2 ** (10 + (wd >> 3));
+    return base + (base / 8) * (wd & 7);
+  }
+  // Single segment: the window is the frame's content size.
+  const dictBytes = [0, 1, 2, 4][fhd & 3]!;
+  const fcsBytes = [1, 2, 4, 8][fhd >> 6]!;
+  const at = 5 + dictBytes;
+  if (head.length < at + fcsBytes) return undefined;
+  if (fcsBytes === 1) return head[at]!;
+  if (fcsBytes === 2) return head.readUInt16LE(at) + 256;
+  if (fcsBytes === 4) return head.readUInt32LE(at);
+  return Number(head.readBigUInt64LE(at));
+}
+
 /** zstd decompression on fzstd (Node 20's zlib has none). */
 class ZstdDecompress extends Transform {
   private readonly z = new ZstdDecompressor((data) => {
     if (data.length > 0) this.push(Buffer.from(data));
   });
+  /** The first bytes, until the first frame's header is checked. */
+  private head: Buffer | undefined = Buffer.alloc(0);
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
+      if (this.head) {
+        this.head = Buffer.concat([this.head, chunk]);
+        const window = zstdWindowSize(this.head);
+        if (window !== undefined && window > ZSTD_MAX_WINDOW) {
+          throw invalidArgument(`zstd layer: its frame asks for a ${window} byte window, more than the ${ZSTD_MAX_WINDOW} bytes allowed`);
+        }
+        if (window !== undefined || this.head.length >= 18) this.head = undefined;
+      }
       this.z.push(chunk);
       cb();
     } catch (err) {
@@ -170,6 +211,8 @@ interface ApplyState {
   sharedInodes: boolean;
   /** The root's names of each inode with several (`dev:ino`), read at the first unshareInode. */
   sharedNames?: Map<string, string[]>;
+  /** The root with its symlinks resolved (for checking that a name leads where it says). */
+  realRoot?: string;
   /** Paths this layer wrote: an opaque marker keeps them, whatever order the tar has. */
   unpacked: Set<string>;
   /** Directory times are set last, since creating children changes them. */
@@ -424,6 +467,8 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   const lower = state.whiteouts === "overlay" ? await shownUnderUpper(state, rel) : undefined;
   if (lower && !lower.st.isDirectory()) throw invalidArgument(`entry "${name}": parent ${rel} is not a directory`);
   fss.mkdirSync(dir, { mode: 0o755 });
+  // 0755 whatever ckd's umask, as containerd's mkparent chmods it.
+  fss.chmodSync(dir, 0o755);
   state.fresh.add(dir);
   state.made.add(dir);
   state.implicit.add(rel);
@@ -668,12 +713,24 @@ async function unshareInode(state: ApplyState, src: string, s: fss.Stats): Promi
   // replaced since no longer has the inode, and is left alone.
   state.sharedNames ??= namesOfSharedInodes(state.root);
   const key = `${s.dev}:${s.ino}`;
+  // A name whose directories the layer has since replaced by a symlink would lead elsewhere
+  // (into another snapshot): only names still reached without one are taken.
+  state.realRoot ??= fss.realpathSync(state.root);
+  const realRoot = state.realRoot;
   const names = (state.sharedNames.get(key) ?? []).filter((p) => {
+    let dir: string;
+    try {
+      dir = fss.realpathSync(path.dirname(p));
+    } catch {
+      return false; // gone
+    }
+    if (dir !== path.join(realRoot, path.relative(state.root, path.dirname(p)))) return false;
     const st = fss.lstatSync(p, { throwIfNoEntry: false });
     return st !== undefined && st.ino === s.ino && st.dev === s.dev;
   });
   state.sharedNames.delete(key);
-  const copy = path.join(path.dirname(src), `.ck-unshare-${process.pid}-${Date.now()}`);
+  // A name no layer can guess (one it planted as a symlink would take cp's copy elsewhere).
+  const copy = path.join(path.dirname(src), `.ck-unshare-${randomBytes(12).toString("hex")}`);
   await runCommand("cp", ["-a", "--", src, copy]);
   try {
     for (const name of names) {

@@ -66,13 +66,17 @@ export function decodePax(buf: Uint8Array): Record<string, string> {
   return result;
 }
 
+/** Entry types that carry no data in Go's archive/tar, whatever their header's size says. */
+const HEADER_ONLY = new Set(["link", "symlink", "character-device", "block-device", "fifo"]);
+
 /** tar-stream's Extract internals that goTarReading hooks (tar-stream 3.x). */
 interface ExtractInternals {
   _consumeHeader(): boolean;
   _decodeLongHeader(buf: Uint8Array): void;
   _final(cb: (err?: Error | null) => void): void;
   _continueWrite(err: Error | null): void;
-  _header: { type?: string | null } | null;
+  _header: { type?: string | null; size?: number } | null;
+  _applyLongHeaders(): void;
   _locked: boolean;
   _buffer: { buffered: number; shift(n: number): Uint8Array | null };
 }
@@ -83,16 +87,25 @@ interface ExtractInternals {
  *   for the digest only; tar-stream would go on extracting entries hidden past the end), and
  *   a zero block followed by a header is an invalid archive;
  * - a global PAX header (`g`) is not merged into later entries (Go hands it to the caller,
- *   containerd ignores it), though it must still parse.
+ *   containerd ignores it), though it must still parse;
+ * - links, symlinks, devices and fifos are header-only whatever size their header claims (Go's
+ *   isHeaderOnlyType): tar-stream skipped that many bytes, so a layer could hide entries
+ *   (a whiteout, say) from ck that containerd and every Go-based scanner apply, under the same
+ *   diff_id.
  */
 export function goTarReading(extract: unknown): void {
   const x = extract as ExtractInternals;
-  if (typeof x._consumeHeader !== "function" || typeof x._decodeLongHeader !== "function" || typeof x._final !== "function" || typeof x._continueWrite !== "function" || !x._buffer) {
+  if (typeof x._consumeHeader !== "function" || typeof x._decodeLongHeader !== "function" || typeof x._final !== "function" || typeof x._continueWrite !== "function" || typeof x._applyLongHeaders !== "function" || !x._buffer) {
     throw new Error("tar-stream's Extract no longer has the internals goTarReading hooks: tar reading needs a look");
   }
   const consume = x._consumeHeader;
   const decodeLong = x._decodeLongHeader;
   const final = x._final;
+  const applyLong = x._applyLongHeaders;
+  x._applyLongHeaders = function (this: ExtractInternals) {
+    applyLong.call(this);
+    if (this._header && HEADER_ONLY.has(this._header.type ?? "")) this._header.size = 0;
+  };
   let zeroBlock = false;
   let ended = false;
   x._consumeHeader = function (this: ExtractInternals) {

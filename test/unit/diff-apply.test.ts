@@ -12,7 +12,7 @@ import { Readable, Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { getAttribute, listAttributes, setAttribute } from "@napi-rs/xattr";
 import tar from "tar-stream";
-import { applyLayer, applyLayerFile, applyLayerToMounts, needsItsLowers, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
+import { applyLayer, applyLayerFile, applyLayerToMounts, needsItsLowers, inheritLowerAttributes, zstdWindowSize, type ApplyOptions } from "../../src/diff/apply.js";
 import { writeDiff, writeOverlayDiff } from "../../src/diff/diff.js";
 import { decodePax, encodePax } from "../../src/diff/pax.js";
 import { withTempMount } from "../../src/snapshots/mount.js";
@@ -211,6 +211,23 @@ describe("applyLayer: a normal tree", () => {
       const applied = await applyLayer(sb.root, Readable.from(chunks));
       assert.deepEqual(applied, { digest: sha(layer), size: layer.length, implicitDirs: [], madeForEntries: [], whiteouts: [], opaques: [], skippedDevices: [] });
       assert.equal(await fs.readFile(path.join(sb.root, "f"), "utf8"), "zstd".repeat(10000));
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("zstd: a frame asking for a window over 512 MiB is refused at its header (fzstd would allocate and copy it a block at a time)", async () => {
+    const sb = await sandbox();
+    try {
+      // Window descriptor 0xA7: ~1.9 GiB; then RLE blocks of 4 bytes (header 3 bytes + 1 byte).
+      const rle = Buffer.from([0x22, 0x00, 0x00, 0x61]);
+      const frame = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xa7]), ...Array.from({ length: 50 }, () => rle)]);
+      assert.equal(zstdWindowSize(frame), 2 ** 30 + (2 ** 30 / 8) * 7);
+      const t0 = Date.now();
+      await rejectsClass(applyLayer(sb.root, Readable.from([frame])), "InvalidArgument", /window, more than the 536870912 bytes allowed/);
+      assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+      // A frame of its content's size (single segment), as zstd(1) writes a small one.
+      assert.equal(zstdWindowSize(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x10])), 16);
     } finally {
       await sb.done();
     }
@@ -845,6 +862,26 @@ describe("binary xattrs (security.capability is a binary struct)", () => {
       } finally {
         await sb2.done();
       }
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("read as Go's archive/tar: a symlink, link, device or fifo header is header-only whatever size it claims (an entry hidden in its 'data' is applied, as containerd applies it)", async () => {
+    const sb = await sandbox();
+    try {
+      await fs.writeFile(path.join(sb.root, "shadowed"), "from below");
+      const link = block("link", 512, "2");
+      link.write("target", 157);
+      link.write("        ", 148);
+      let sum = 0;
+      for (const x of link) sum += x;
+      link.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, "latin1");
+      // The 512 bytes the symlink claims are the next header, which Go reads as one.
+      const archive = Buffer.concat([link, block(".wh.shadowed", 0, "0"), block("after", 2, "0"), body("ok"), zero, zero]);
+      await applyLayer(sb.root, Readable.from([archive]));
+      assert.deepEqual((await fs.readdir(sb.root)).sort(), ["after", "link"]);
+      assert.equal(await fs.readlink(path.join(sb.root, "link")), "target");
     } finally {
       await sb.done();
     }
