@@ -374,6 +374,12 @@ async function* entryData(state: ApplyState, name: string, body: Body): AsyncIte
 /** Applies one entry; true if it read the entry's data. */
 async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boolean> {
   const name = h.name;
+  // A PAX sparse file (tar --format=posix --sparse): Go's archive/tar expands it, tar-stream
+  // hands over its sparse map as the file under a GNUSparseFile.N/ name. Refused rather than
+  // written wrong under the layer's diff ID.
+  if (h.pax && Object.keys(h.pax).some((k) => k.startsWith("GNU.sparse."))) {
+    throw invalidArgument(`tar entry ${JSON.stringify(name)}: PAX sparse files (GNU.sparse.*) are not supported`);
+  }
   const rel = cleanEntryName(name);
   if (rel === "") return false; // the root itself ("./"): containerd ignores it too
   const parentRel = path.posix.dirname(rel);

@@ -226,6 +226,7 @@ describe("applyLayer: a normal tree", () => {
       const t0 = Date.now();
       await rejectsClass(applyLayer(sb.root, Readable.from([frame])), "InvalidArgument", /window, more than the 536870912 bytes allowed/);
       assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+      assert.deepEqual(await fs.readdir(sb.root), [], "nothing written");
       // A frame of its content's size (single segment), as zstd(1) writes a small one.
       assert.equal(zstdWindowSize(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x10])), 16);
     } finally {
@@ -882,6 +883,18 @@ describe("binary xattrs (security.capability is a binary struct)", () => {
       await applyLayer(sb.root, Readable.from([archive]));
       assert.deepEqual((await fs.readdir(sb.root)).sort(), ["after", "link"]);
       assert.equal(await fs.readlink(path.join(sb.root, "link")), "target");
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("a PAX sparse file (tar --format=posix --sparse) is refused, not written as its sparse map", async () => {
+    const sb = await sandbox();
+    try {
+      const x = paxBody({ "GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "big", "GNU.sparse.realsize": "10485760" });
+      const archive = Buffer.concat([block("PaxHeaders/big", x.length, "x"), x, block("GNUSparseFile.0/big", 512, "0"), body("1\n0\n512\n"), zero, zero]);
+      await rejectsClass(applyLayer(sb.root, Readable.from([archive])), "InvalidArgument", /PAX sparse files \(GNU\.sparse\.\*\) are not supported/);
+      assert.deepEqual(await fs.readdir(sb.root), [], "nothing written");
     } finally {
       await sb.done();
     }
