@@ -5,6 +5,7 @@
 // ContentCollect event, decided on the sequencer's current view so nothing stale is written.
 import { keys, TYPE, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type SnapshotRecord } from "../projections/views.js";
 import { digestProblem } from "./validation.js";
+import { DEFAULT_MAX_EVENT_BYTES, ENVELOPE_ROOM, stringCost, takeWithin } from "./event-size.js";
 import { isLeaseExpired, LABEL_GC_FLAT } from "./leases.js";
 import type { Decision, StateView } from "./sequencer.js";
 
@@ -212,28 +213,6 @@ export interface Collected {
   /** More is unreferenced than this event took: collect again. */
   more: boolean;
 }
-
-/** Room for an event's envelope (namespace, topic, timestamp, type URL) besides its list. */
-const ENVELOPE_ROOM = 1024;
-const DEFAULT_MAX_EVENT_BYTES = (1 << 20) - 512;
-
-/** The first of `items` whose encoded sizes (`cost`, bytes each) fit in `budget`; at least one. */
-export function takeWithin<T>(items: readonly T[], cost: (t: T) => number, budget: number): T[] {
-  let used = 0;
-  let n = 0;
-  for (const t of items) {
-    used += cost(t);
-    if (used > budget && n > 0) break;
-    n++;
-  }
-  return items.slice(0, n);
-}
-
-/** A repeated string field's entry on the wire: tag, length, bytes. */
-const stringCost = (v: string) => {
-  const n = Buffer.byteLength(v);
-  return 1 + (n < 128 ? 1 : n < 16384 ? 2 : 3) + n;
-};
 
 /** A ContentCollect event for what is unreferenced in the namespace, as much as one event takes; none when nothing is. */
 export function decideCollectContent(cmd: CollectContent, s: NamespaceGcState): Decision<Collected> {

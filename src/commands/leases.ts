@@ -7,6 +7,7 @@ import type { EventDraft } from "../emitter/envelope.js";
 import { digestProblem, validateLabels } from "./validation.js";
 import type { Decision, Sequencer, StateView } from "./sequencer.js";
 import { dropEmpty } from "./namespaces.js";
+import { ENVELOPE_ROOM, stringCost, takeWithin } from "./event-size.js";
 
 /** The lease label holding its expiry (RFC 3339); GC deletes the lease once it passed. */
 export const LABEL_GC_EXPIRE = "containerd.io/gc.expire";
@@ -41,21 +42,13 @@ export interface LeaseTrim {
   trim: LeaseResource[];
 }
 
-/** Room for a LeaseDelete's envelope and id besides its resources. */
-const LEASE_EVENT_ROOM = 1024;
-
 /** A resource's bytes in the event: its message (id, type), tagged and length-prefixed. */
-const resourceCost = (r: LeaseResource) => Buffer.byteLength(r.id) + Buffer.byteLength(r.type) + 10;
+const resourceCost = (r: LeaseResource) => 3 + stringCost(r.id) + stringCost(r.type);
 
 /** The resources past what one delete event takes (none: it fits). */
 function overflow(resources: LeaseResource[], maxEventBytes: number | undefined): LeaseResource[] {
-  if (maxEventBytes === undefined) return [];
-  let used = LEASE_EVENT_ROOM;
-  for (const [i, r] of resources.entries()) {
-    used += resourceCost(r);
-    if (used > maxEventBytes) return resources.slice(i);
-  }
-  return [];
+  if (maxEventBytes === undefined || resources.length === 0) return [];
+  return resources.slice(takeWithin(resources, resourceCost, maxEventBytes - ENVELOPE_ROOM).length);
 }
 export interface LeaseResourceChange {
   namespace: string;

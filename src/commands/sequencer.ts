@@ -290,8 +290,7 @@ export class Sequencer {
     const data = encodeEnvelope(this.protos, draft, timestamp);
     // Refused before anything is chained on it: the server would refuse it anyway, and an
     // append that never left cannot be an unknown outcome to recover from.
-    const room = this.log.maxPayload - HEADER_ROOM;
-    if (data.length > room) {
+    if (data.length > this.maxEventBytes) {
       job.reject(
         notStored(invalidArgument(`the ${draft.topic} event would be ${data.length} bytes, more than the log takes (the NATS server's max_payload ${this.log.maxPayload} bytes, less ${HEADER_ROOM} for headers)`)),
       );
