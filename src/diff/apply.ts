@@ -51,8 +51,8 @@ export interface ApplyOptions {
    */
   sharedInodes?: boolean;
   /**
-   * Stops the apply before its next entry once aborted (the caller gone), failing with the
-   * signal's reason; what was applied so far stays, as containerd's apply leaves it.
+   * Stops the apply at its next entry or chunk of data once aborted (the caller gone), failing
+   * with the signal's reason; what was applied so far stays, as containerd's apply leaves it.
    */
   signal?: AbortSignal;
 }
@@ -220,9 +220,19 @@ interface ApplyState {
   /**
    * Parent directories already resolved and known to be real directories, by clean relative
    * name. Only a removal or a replaced entry can change how a name resolves, and both clear
-   * it; see rememberParent for the one kind of resolution that is not kept.
+   * it; see rememberParent for the resolutions kept in throughLowers instead.
    */
   resolvedParents: Map<string, string>;
+  /**
+   * Parent directories resolved through a lower layer's symlink (see rememberParent), and the
+   * names in the root those resolutions looked at (`consulted`): creating something at one of
+   * those names clears both (createdInRoot), as does everything that clears resolvedParents.
+   */
+  throughLowers: Map<string, string>;
+  consulted: Set<string>;
+  /** One overlay whiteout inode per owner (`uid:gid`), which later whiteouts link to. */
+  whiteoutInodes: Map<string, { path: string; dev: number; ino: number }>;
+  signal?: AbortSignal;
   /**
    * Directories this apply created (mkdir on a name that did not exist), by absolute path.
    * Nothing else writes into the root while a layer is applied, so a name in one of them
@@ -288,6 +298,10 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     unpacked: new Set(),
     dirTimes: [],
     resolvedParents: new Map(),
+    throughLowers: new Map(),
+    consulted: new Set(),
+    whiteoutInodes: new Map(),
+    signal: opts.signal,
     fresh: new Set(),
     made: new Set(),
     generation: 0,
@@ -307,13 +321,16 @@ async function applyLayerStream(root: string, layer: Readable, opts: ApplyOption
     for await (const entry of extract) {
       opts.signal?.throwIfAborted();
       const consumed = await applyEntry(state, entry.header as Header, entry as AsyncIterable<Buffer>);
-      if (!consumed) for await (const _ of entry) void _;
+      if (!consumed) for await (const _ of entry) opts.signal?.throwIfAborted();
     }
     await feeding;
   } catch (err) {
     source.destroy();
     extract.destroy();
     await feeding.catch(() => undefined);
+    // Whatever stopped it then (the layer cut short by the caller's going), it was the abort.
+    const reason: unknown = opts.signal?.aborted ? opts.signal.reason : undefined;
+    if (reason !== undefined) throw reason instanceof CkError ? reason : new CkError("Canceled", "apply layer: the caller went away", { cause: reason });
     throw asCkError(err, opts.mediaType);
   }
   for (const d of state.dirTimes) {
@@ -364,9 +381,15 @@ function asCkError(err: unknown, mediaType: string | undefined, entry?: string):
  * does with a chunk (ENOSPC writing the file) stays the file system's.
  */
 async function* entryData(state: ApplyState, name: string, body: Body): AsyncIterable<Buffer> {
+  let chunk: Buffer;
   try {
-    for await (const chunk of body) yield chunk;
+    for await (chunk of body) {
+      // A caller gone stops the apply inside one large (or endlessly inflating) file too.
+      state.signal?.throwIfAborted();
+      yield chunk;
+    }
   } catch (err) {
+    if (state.signal?.aborted && err === state.signal.reason) throw err;
     throw asCkError(err, state.mediaType, name);
   }
 }
@@ -384,15 +407,16 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
   if (rel === "") return false; // the root itself ("./"): containerd ignores it too
   const parentRel = path.posix.dirname(rel);
   const base = path.posix.basename(rel);
-  let parent = parentRel === "." ? state.root : state.resolvedParents.get(parentRel);
+  let parent = parentRel === "." ? state.root : (state.resolvedParents.get(parentRel) ?? state.throughLowers.get(parentRel));
   const known = parent !== undefined;
-  if (parent === undefined) parent = await resolveParent(state, parentRel);
+  const consulted = new Set<string>();
+  if (parent === undefined) parent = await resolveParent(state, parentRel, consulted);
   const target = path.join(parent, base);
   assertInside(state.root, target, name);
   try {
     if (!known) {
       await makeParent(state, parent, name);
-      rememberParent(state, parentRel, parent);
+      rememberParent(state, parentRel, parent, consulted);
     }
     if (base === OPAQUE_WHITEOUT) {
       await opaque(state, parent);
@@ -414,6 +438,7 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
       return false;
     }
     const consumed = await createEntry(state, target, h, body);
+    createdInRoot(state, target);
     if (!consumed) await applyMetadata(state, target, h); // a file's was set on its descriptor
     state.unpacked.add(target);
     state.made.add(target);
@@ -439,13 +464,27 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
  * them (which clears the cache) can change the answer; except onto an upper directory, where
  * a lower layer's symlink on the path is followed (`lib/x` in `usr/lib/x` for a lower `lib ->
  * usr/lib`): `lib` is not in the root, and an entry that then creates it there (a directory or
- * a symlink) replaces nothing, so nothing would clear the cache and later entries under `lib/x`
- * would land at the old place. Such resolutions are not kept: they are made again for each
- * entry (rare: layers name real paths, and only tar-made ones write through a lower link).
+ * a symlink) replaces nothing. Such a resolution is kept with the names it looked at
+ * (`consulted`, from resolveInLayers) in throughLowers, which an entry created at one of those
+ * names clears (createdInRoot); a directory entry's own (no `consulted`) is not kept: its first
+ * child resolves it. Looked up again for every entry, a layer of many files under such a path
+ * over many lower layers took seconds.
  */
-function rememberParent(state: ApplyState, rel: string, dir: string): void {
-  if (state.whiteouts === "overlay" && state.parents.length > 0 && dir !== path.join(state.root, rel)) return;
+function rememberParent(state: ApplyState, rel: string, dir: string, consulted?: ReadonlySet<string>): void {
+  if (state.whiteouts === "overlay" && state.parents.length > 0 && dir !== path.join(state.root, rel)) {
+    if (!consulted) return;
+    state.throughLowers.set(rel, dir);
+    for (const c of consulted) state.consulted.add(c);
+    return;
+  }
   state.resolvedParents.set(rel, dir);
+}
+
+/** Something was created at `p` (absolute, in the root) where nothing was. */
+function createdInRoot(state: ApplyState, p: string): void {
+  if (state.consulted.size === 0 || !state.consulted.has(path.relative(state.root, p))) return;
+  state.throughLowers.clear();
+  state.consulted.clear();
 }
 
 /**
@@ -454,8 +493,8 @@ function rememberParent(state: ApplyState, rel: string, dir: string): void {
  * the path is followed (`lib/x` lands in `usr/lib/x` where a lower layer has `lib -> usr/lib`),
  * as containerd's apply through the mounted overlay does.
  */
-function resolveParent(state: ApplyState, rel: string): Promise<string> {
-  if (state.whiteouts === "overlay" && state.parents.length > 0) return resolveInLayers(state.root, state.parents, rel);
+function resolveParent(state: ApplyState, rel: string, consulted?: Set<string>): Promise<string> {
+  if (state.whiteouts === "overlay" && state.parents.length > 0) return resolveInLayers(state.root, state.parents, rel, consulted);
   return resolveInRoot(state.root, rel, { followLast: true });
 }
 
@@ -473,6 +512,7 @@ async function makeParent(state: ApplyState, dir: string, name: string): Promise
   const lower = state.whiteouts === "overlay" ? await shownUnderUpper(state, rel) : undefined;
   if (lower && !lower.st.isDirectory()) throw invalidArgument(`entry "${name}": parent ${rel} is not a directory`);
   fss.mkdirSync(dir, { mode: 0o755 });
+  createdInRoot(state, dir);
   // 0755 whatever ckd's umask, as containerd's mkparent chmods it.
   fss.chmodSync(dir, 0o755);
   state.fresh.add(dir);
@@ -586,6 +626,8 @@ export async function inheritLowerAttributes(upper: string, implicitDirs: readon
 /** Forgets everything a removal or a new symlink may have made stale. */
 function pathsChanged(state: ApplyState): void {
   state.resolvedParents.clear();
+  state.throughLowers.clear();
+  state.consulted.clear();
   state.fresh.clear();
   state.generation++;
 }
@@ -613,10 +655,36 @@ async function whiteout(state: ApplyState, gone: string, h: Header): Promise<voi
   // fs.rm never follows a symlink: it removes the link itself.
   fss.rmSync(gone, { recursive: true, force: true });
   if (state.whiteouts === "overlay") {
-    await runCommand("mknod", ["-m", "0", gone, "c", "0", "0"]);
-    fss.lchownSync(gone, ownerOf(h).uid, ownerOf(h).gid);
+    await makeWhiteout(state, gone, ownerOf(h));
     state.made.add(gone);
   }
+}
+
+/**
+ * An overlay whiteout at `p` (where nothing is), owned as containerd's apply owns it: a hard
+ * link to this apply's whiteout of that owner where it has one, as overlayfs itself links its
+ * whiteouts to one inode of its work directory; else a new one, by mknod(1) (Node has no
+ * mknod), which took ~12 ms a whiteout. The earlier whiteout is linked only while its name
+ * still leads to that very inode (a later entry may have replaced it).
+ */
+async function makeWhiteout(state: ApplyState, p: string, owner: { uid: number; gid: number }): Promise<void> {
+  const key = `${owner.uid}:${owner.gid}`;
+  const w = state.whiteoutInodes.get(key);
+  if (w) {
+    const st = fss.lstatSync(w.path, { throwIfNoEntry: false });
+    if (st && st.dev === w.dev && st.ino === w.ino && isWhiteout(st)) {
+      try {
+        fss.linkSync(w.path, p);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EMLINK") throw err; // the inode is full: a new one
+      }
+    }
+  }
+  await runCommand("mknod", ["-m", "0", p, "c", "0", "0"]);
+  fss.lchownSync(p, owner.uid, owner.gid);
+  const st = fss.lstatSync(p);
+  state.whiteoutInodes.set(key, { path: p, dev: st.dev, ino: st.ino });
 }
 
 function ownerOf(h: Header): { uid: number; gid: number } {
@@ -793,6 +861,7 @@ async function copyUp(state: ApplyState, src: string, name: string): Promise<boo
   if (!shown || shown.st.isDirectory()) return false;
   await makeParent(state, path.dirname(src), name);
   await runCommand("cp", ["-a", "--", shown.path, src]);
+  createdInRoot(state, src);
   state.made.add(src);
   return true;
 }

@@ -95,8 +95,12 @@ export function isOpaque(dir: string): boolean {
  * whiteout there hides it), a symlink is read from that layer, and a directory that is opaque
  * in a layer hides the layers below it for what lies under it. A component no layer shows,
  * and everything after it, is taken literally. The result is a path in `root`.
+ *
+ * `consulted`, if given, receives every name (relative to the layers' roots) whose entry in
+ * the layers the answer depends on: only a change at one of those names in `root` (the one
+ * layer that can change) can change the answer.
  */
-export async function resolveInLayers(root: string, lowers: readonly string[], rel: string): Promise<string> {
+export async function resolveInLayers(root: string, lowers: readonly string[], rel: string, consulted?: Set<string>): Promise<string> {
   const layers = [root, ...lowers];
   const resolved: string[] = [];
   /** How many layers (from the top) show what lies under each resolved directory. */
@@ -117,6 +121,7 @@ export async function resolveInLayers(root: string, lowers: readonly string[], r
       visible.push(shown);
       continue;
     }
+    consulted?.add(path.posix.join(...resolved, c));
     let found: { layer: number; st: fss.Stats } | undefined;
     for (let i = 0; i < shown && !found; i++) {
       const st = fss.lstatSync(path.join(layers[i]!, ...resolved, c), { throwIfNoEntry: false });

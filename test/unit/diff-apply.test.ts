@@ -394,6 +394,43 @@ describe("applyLayer: whiteouts", () => {
     }
   });
 
+  test('"overlay": whiteouts of one owner share an inode, as overlayfs links its own; one made after the first name of that inode was replaced gets a new one; through the mount each hides its lower name', { skip: isRoot ? false : "mknod and overlay mounts need root" }, async () => {
+    const sb = await sandbox();
+    try {
+      const ov = await overlayOf(sb.base, async (lower) => {
+        for (const n of ["a", "b", "c", "d", "e", "f"]) await fs.writeFile(path.join(lower, n), n);
+      });
+      await ov.apply([
+        { name: ".wh.a" },
+        { name: ".wh.b" },
+        // a's whiteout replaced by a file: c's cannot link to it
+        { name: "a", body: "new a" },
+        { name: ".wh.c" },
+        { name: ".wh.f" },
+        { name: ".wh.d", uid: 1000, gid: 1000 },
+        { name: ".wh.e", uid: 1000, gid: 1000 },
+      ]);
+      const st = async (n: string) => fs.lstat(path.join(ov.upper, n));
+      const [b, c, d, e, f] = await Promise.all(["b", "c", "d", "e", "f"].map(st));
+      for (const [n, w] of [["b", b], ["c", c], ["d", d], ["e", e], ["f", f]] as const) {
+        assert.ok(w!.isCharacterDevice() && w!.rdev === 0 && (w!.mode & 0o7777) === 0, `${n}: a 0/0 whiteout of mode 0`);
+      }
+      assert.ok((await st("a")).isFile());
+      // b was linked to a's whiteout; a's name then became a file, so c's is a new inode, which f shares.
+      assert.equal(b!.nlink, 1, "b: a's inode, its other name gone");
+      assert.notEqual(b!.ino, c!.ino);
+      assert.equal(c!.ino, f!.ino);
+      assert.equal(c!.nlink, 2);
+      assert.equal(d!.ino, e!.ino);
+      assert.notEqual(b!.ino, d!.ino, "another owner, another inode");
+      assert.deepEqual([d!.uid, d!.gid, b!.uid], [1000, 1000, 0]);
+      assert.deepEqual(await ov.merged(async (m) => (await fs.readdir(m)).sort()), ["a"]);
+      assert.equal(await ov.merged((m) => fs.readFile(path.join(m, "a"), "utf8")), "new a");
+    } finally {
+      await sb.done();
+    }
+  });
+
   test("applied ahead of its lower layers: implicit directories are reported, then given the lowers' attributes (xattrs too, but not trusted.*) as an apply with parents gives them", async () => {
     const sb = await sandbox();
     try {
@@ -517,13 +554,15 @@ describe("applyLayer onto an overlay upper directory with its lower layers", () 
       await fs.mkdir(path.join(lower, "usr/lib"), { recursive: true });
       await fs.symlink("usr/lib", path.join(lower, "lib"));
       const cases: [LayerEntry, string[]][] = [
-        [{ name: "lib/", type: "directory" }, ["lib/", "lib/x/", "lib/x/y", "usr/", "usr/lib/", "usr/lib/x/"]],
-        [{ name: "lib", type: "symlink", linkname: "opt" }, ["lib", "opt/", "opt/x/", "opt/x/y", "usr/", "usr/lib/", "usr/lib/x/"]],
+        [{ name: "lib/", type: "directory" }, ["lib/", "lib/w", "lib/x/", "lib/x/y", "usr/", "usr/lib/", "usr/lib/x/", "usr/lib/z"]],
+        [{ name: "lib", type: "symlink", linkname: "opt" }, ["lib", "opt/", "opt/w", "opt/x/", "opt/x/y", "usr/", "usr/lib/", "usr/lib/x/", "usr/lib/z"]],
       ];
       for (const [lib, tree] of cases) {
         const upper = path.join(sb.base, `upper-${lib.type}`);
         await fs.mkdir(upper);
-        await apply(upper, [{ name: "lib/x/", type: "directory" }, lib, { name: "lib/x/y", body: "y" }], { whiteouts: "overlay", parents: [lower] });
+        // lib/z's parent, resolved through the lower link, is remembered; creating lib forgets it.
+        const entries: LayerEntry[] = [{ name: "lib/x/", type: "directory" }, { name: "lib/z", body: "z" }, lib, { name: "lib/x/y", body: "y" }, { name: "lib/w", body: "w" }];
+        await apply(upper, entries, { whiteouts: "overlay", parents: [lower] });
         assert.deepEqual(await listTree(upper), tree, `lib replaced by a ${lib.type}`);
       }
     } finally {
@@ -606,6 +645,78 @@ describe("applyLayer onto a mounted overlay: what the merged tree shows", () => 
       assert.equal((await fs.stat(path.join(ov.upper, "d/sub2"))).mode & 0o7777, 0o755);
       const seen = await ov.merged(async (m) => [await listTree(path.join(m, "d")), await fs.readFile(path.join(m, "h"), "utf8")]);
       assert.deepEqual(seen, [["sub/", "sub/x", "sub2/", "sub2/y"], "shown"]);
+    } finally {
+      await sb.done();
+    }
+  });
+});
+
+describe("applyLayer: a caller that goes away", () => {
+  /** A tar of one file of `size` zero bytes: its header, its data in pieces of 1 MiB, its end. */
+  async function* bigFileTar(size: number): AsyncGenerator<Buffer> {
+    const header = Buffer.from((await layerTar([{ name: "big", body: "" }])).subarray(0, 512));
+    // ustar: the size in octal at 124, then the checksum (the header's byte sum, its own field as spaces) at 148.
+    header.write(size.toString(8).padStart(11, "0") + "\0", 124, "latin1");
+    header.fill(" ", 148, 156);
+    let sum = 0;
+    for (const b of header) sum += b;
+    header.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, "latin1");
+    yield header;
+    for (let left = size; left > 0; left -= 1 << 20) yield Buffer.alloc(Math.min(left, 1 << 20));
+    yield Buffer.alloc(((512 - (size % 512)) % 512) + 1024);
+  }
+
+  test("an abort inside one large file stops the apply there (Canceled), not after the file", async () => {
+    const sb = await sandbox();
+    try {
+      const stop = new AbortController();
+      const size = 64 << 20;
+      let given = 0;
+      const layer = Readable.from(
+        (async function* () {
+          for await (const c of bigFileTar(size)) {
+            yield c;
+            given += c.length;
+            // The abort comes while the file's data is still arriving.
+            if (given > 8 << 20 && !stop.signal.aborted) stop.abort(new Error("gone"));
+          }
+        })(),
+      );
+      await rejectsClass(applyLayer(sb.root, layer, { signal: stop.signal }), "Canceled", /went away/);
+      assert.ok((await fs.stat(path.join(sb.root, "big"))).size < size, "the file was not written to its end");
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("in its worker thread: a layer inflating to 512 MiB in one file stops once its caller goes away, and the worker takes the next layer", async () => {
+    const sb = await sandbox();
+    try {
+      // Gzip members one after another make one stream: a small file that inflates a lot.
+      const size = 512 << 20;
+      const pieces: Buffer[] = [];
+      for await (const c of bigFileTar(size)) pieces.push(c);
+      const zeros = gzipSync(Buffer.alloc(1 << 20), { level: 1 });
+      const members = [gzipSync(pieces[0]!), ...pieces.slice(1, -1).map(() => zeros), gzipSync(pieces[pieces.length - 1]!)];
+      const file = path.join(sb.base, "bomb.tar.gz");
+      await fs.writeFile(file, Buffer.concat(members));
+      const stop = new AbortController();
+      const applying = applyLayerFile(sb.root, file, { signal: stop.signal });
+      // Aborted once the file is being written.
+      for (;;) {
+        const st = await fs.stat(path.join(sb.root, "big")).catch(() => undefined);
+        if (st && st.size > 0) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      stop.abort(new Error("caller gone"));
+      await rejectsClass(applying, "Canceled");
+      assert.ok((await fs.stat(path.join(sb.root, "big"))).size < size, "the file was not written to its end");
+      const next = path.join(sb.base, "next");
+      await fs.mkdir(next);
+      const f = path.join(sb.base, "next.tar");
+      await fs.writeFile(f, await layerTar([{ name: "x", body: "x" }]));
+      await applyLayerFile(next, f);
+      assert.deepEqual(await listTree(next), ["x"]);
     } finally {
       await sb.done();
     }
