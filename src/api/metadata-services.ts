@@ -3,7 +3,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
-import { namespaceHandlers } from "../commands/namespaces.js";
+import { deleteNamespace, namespaceHandlers } from "../commands/namespaces.js";
 import { imageHandlers, type ImageInput } from "../commands/images.js";
 import { containerHandlers, type ContainerInput } from "../commands/containers.js";
 import { nowTimestamp } from "../emitter/envelope.js";
@@ -62,7 +62,7 @@ export function namespacesService(d: MetadataDeps): grpc.UntypedServiceImplement
     }),
     Delete: unary(async (call) => {
       const name = call.request.name ?? "";
-      await d.sequencer.submit(namespaceHandlers.delete({ name }));
+      await deleteNamespace(d.sequencer, { name });
       await d.namespaceDeleted?.(name);
       return {};
     }),

@@ -7,7 +7,7 @@ import type { EventDraft } from "../emitter/envelope.js";
 import { digestProblem, validateLabels } from "./validation.js";
 import type { Decision, Sequencer, StateView } from "./sequencer.js";
 import { dropEmpty } from "./namespaces.js";
-import { ENVELOPE_ROOM, stringCost, takeWithin } from "./event-size.js";
+import { ENVELOPE_ROOM, leaseResourceCost, takeWithin } from "./event-size.js";
 
 /** The lease label holding its expiry (RFC 3339); GC deletes the lease once it passed. */
 export const LABEL_GC_EXPIRE = "containerd.io/gc.expire";
@@ -42,13 +42,10 @@ export interface LeaseTrim {
   trim: LeaseResource[];
 }
 
-/** A resource's bytes in the event: its message (id, type), tagged and length-prefixed. */
-const resourceCost = (r: LeaseResource) => 3 + stringCost(r.id) + stringCost(r.type);
-
 /** The resources past what one delete event takes (none: it fits). */
 function overflow(resources: LeaseResource[], maxEventBytes: number | undefined): LeaseResource[] {
   if (maxEventBytes === undefined || resources.length === 0) return [];
-  return resources.slice(takeWithin(resources, resourceCost, maxEventBytes - ENVELOPE_ROOM).length);
+  return resources.slice(takeWithin(resources, leaseResourceCost, maxEventBytes - ENVELOPE_ROOM).length);
 }
 export interface LeaseResourceChange {
   namespace: string;

@@ -1,14 +1,16 @@
 // The namespaces aggregate: create with labels, update labels under a field mask, delete only
 // when empty. decide* are pure; the handlers at the bottom load state and call them.
-import { alreadyExists, failedPrecondition, notFound } from "../errdefs/errdefs.js";
+import { aborted, alreadyExists, failedPrecondition, isNotFound, notFound } from "../errdefs/errdefs.js";
 import type { EventDraft } from "../emitter/envelope.js";
 import { keys, namespaceRecord, TYPE, type LeaseResource, type NamespaceRecord } from "../projections/views.js";
 import { validateIdentifier, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 
 /** containerd's namespaces service accepts `labels.<key>` paths only (not `labels` whole). */
 const NAMESPACE_FIELD_MASK: FieldMaskRule = { fields: [], maps: ["labels"] };
-import type { Decision, StateView } from "./sequencer.js";
+import type { Decision, Sequencer, StateView } from "./sequencer.js";
 import { applyLabelMask, maskedLabels } from "./masks.js";
+import { ENVELOPE_ROOM, namespaceLeaseCost, stringCost } from "./event-size.js";
+import { deleteLease } from "./leases.js";
 
 export interface CreateNamespace {
   /** Namespace of the caller: containerd publishes /namespaces/create under it. */
@@ -27,6 +29,18 @@ export interface UpdateNamespace {
 
 export interface DeleteNamespace {
   name: string;
+  /**
+   * The most bytes one event may take (absent: not checked). The NamespaceDelete lists the
+   * namespace's leases and their resources: when they do not fit, the biggest leases are
+   * deleted first, each in its own LeaseDelete (see deleteNamespace). One event for a lease of
+   * ~10,000 resources was over NATS's default 1 MiB: such a namespace could not be deleted.
+   */
+  maxEventBytes?: number;
+}
+
+/** A namespace whose leases do not fit in its delete event: these leases go first, then the delete is decided again. */
+export interface LeasesFirst {
+  leasesFirst: string[];
 }
 
 export function decideCreateNamespace(cmd: CreateNamespace, current: NamespaceRecord | undefined): Decision<NamespaceRecord> {
@@ -53,7 +67,9 @@ export function decideUpdateNamespace(cmd: UpdateNamespace, current: NamespaceRe
 
 /**
  * `remaining` lists what still lives in the namespace ("images", "containers", ...); `leases`
- * the ids of its leases, which go with it (as containerd drops the namespace's bucket).
+ * the ids of its leases, which go with it (as containerd drops the namespace's bucket), and
+ * `leaseResources` what each holds. What remains is refused first, however big the leases: a
+ * namespace that cannot be deleted loses none of them.
  */
 export function decideDeleteNamespace(
   cmd: DeleteNamespace,
@@ -61,12 +77,14 @@ export function decideDeleteNamespace(
   remaining: string[],
   leases: string[] = [],
   leaseResources: { id: string; resources: LeaseResource[] }[] = [],
-): Decision<void> {
+): Decision<void | LeasesFirst> {
   validateIdentifier("namespace", cmd.name);
   if (!current) throw notFound(`namespace "${cmd.name}"`);
   if (remaining.length > 0) {
     throw failedPrecondition(`namespace "${cmd.name}" must be empty, but it still has ${remaining.join(", ")}`);
   }
+  const first = leasesPastEvent(cmd, leases, leaseResources);
+  if (first.length > 0) return { result: { leasesFirst: first } };
   // containerd publishes the delete under the deleted namespace itself.
   return {
     event: {
@@ -81,6 +99,61 @@ export function decideDeleteNamespace(
     },
     result: undefined,
   };
+}
+
+/**
+ * The leases to delete before the namespace so that the rest fit in its delete event (none:
+ * they all fit): the biggest first, so the fewest go in events of their own.
+ */
+function leasesPastEvent(cmd: DeleteNamespace, leases: string[], leaseResources: { id: string; resources: LeaseResource[] }[]): string[] {
+  if (cmd.maxEventBytes === undefined || leases.length === 0) return [];
+  const held = new Map(leaseResources.map((l) => [l.id, l.resources]));
+  const costs = leases.map((id) => ({ id, cost: namespaceLeaseCost({ id, resources: held.get(id) ?? [] }) }));
+  let total = costs.reduce((sum, l) => sum + l.cost, 0);
+  const budget = cmd.maxEventBytes - ENVELOPE_ROOM - stringCost(cmd.name);
+  if (total <= budget) return [];
+  costs.sort((a, b) => b.cost - a.cost || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const first: string[] = [];
+  for (const l of costs) {
+    if (total <= budget) break;
+    first.push(l.id);
+    total -= l.cost;
+  }
+  return first;
+}
+
+/** How many times a namespace delete deletes leases too big for its event before it gives up. */
+const NAMESPACE_DELETE_ROUNDS = 8;
+/** How many leases a namespace delete deletes at once (each may let go of its resources 64 at a time). */
+const LEASE_DELETES_AT_ONCE = 16;
+
+/**
+ * Deletes a namespace (Namespaces.Delete), its leases with it: when they do not fit in one
+ * NamespaceDelete, the biggest are deleted first through deleteLease (which itself lets go of
+ * what one LeaseDelete cannot list), 16 at a time, and the delete is decided again. A lease
+ * deleted meanwhile by another caller is no error. Writers adding leases as fast as they go
+ * are not chased for ever: after 8 rounds the delete is Aborted (its leases so far are gone).
+ */
+export async function deleteNamespace(sequencer: Pick<Sequencer, "submit" | "maxEventBytes">, cmd: DeleteNamespace): Promise<void> {
+  const maxEventBytes = sequencer.maxEventBytes;
+  for (let round = 1; ; round++) {
+    const r = await sequencer.submit(namespaceHandlers.delete({ ...cmd, maxEventBytes }));
+    if (r === undefined) return;
+    if (round === NAMESPACE_DELETE_ROUNDS) {
+      throw aborted(`namespace "${cmd.name}": its leases still did not fit in one delete event after ${round} rounds of deleting the biggest (other writers keep adding them): try again`);
+    }
+    const ids = r.leasesFirst;
+    for (let i = 0; i < ids.length; i += LEASE_DELETES_AT_ONCE) {
+      await Promise.all(
+        ids.slice(i, i + LEASE_DELETES_AT_ONCE).map((id) =>
+          deleteLease(sequencer, { namespace: cmd.name, id }).catch((err) => {
+            if (!isNotFound(err)) throw err;
+            return false;
+          }),
+        ),
+      );
+    }
+  }
 }
 
 function namespaceEvent(caller: string, topic: string, typeName: string, rec: NamespaceRecord): EventDraft {

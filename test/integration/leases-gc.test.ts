@@ -13,6 +13,8 @@ import { rejectsClass } from "../helpers/errors.js";
 import { writeBlob } from "../../src/cli/content-commands.js";
 import { ApiClient } from "../../src/cli/client.js";
 import { EventLog } from "../../src/eventstore/log.js";
+import { toLoggedEvent } from "../../src/emitter/envelope.js";
+import { loadProtos } from "../../src/protos/protos.js";
 
 const CTR = "/usr/bin/ctr";
 const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
@@ -465,6 +467,51 @@ test("GC and lease deletion bigger than one event (a server with a 16 KiB max_pa
   } finally {
     big.close();
     other.close();
+    await daemon.cleanup();
+    await nats.cleanup();
+  }
+});
+
+test("a namespace whose leases do not fit in one delete event (a server with a 16 KiB max_payload): Namespaces.Delete deletes the big lease first, then the namespace", async () => {
+  const nats = await startTestNats({ config: "max_payload: 16384" });
+  const daemon = await TestDaemon.start({ natsUrl: nats.url });
+  const c = new ApiClient({ address: daemon.address, namespace: "bigns" });
+  const admin = new ApiClient({ address: daemon.address, namespace: "default" });
+  const log = await EventLog.open({ url: nats.url });
+  try {
+    // A lease of 250 resources (~21 KB in one NamespaceDelete, as in one LeaseDelete) and two
+    // small ones, which still fit in the namespace's event.
+    await c.call("leases", "Create", { id: "held" });
+    for (let i = 0; i < 250; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, k) => c.call("leases", "AddResource", { id: "held", resource: { id: `sha256:${(i + k).toString(16).padStart(64, "0")}`, type: "content" } })));
+    }
+    await c.call("leases", "Create", { id: "small" });
+    await c.call("leases", "AddResource", { id: "small", resource: { id: "ref-1", type: "ingests" } });
+    await c.call("leases", "Create", { id: "bare" });
+    const before = await log.lastSeq();
+
+    await admin.call("namespaces", "Delete", { name: "bigns" });
+    assert.ok(!(await admin.call("namespaces", "List", {})).namespaces.some((n: any) => n.name === "bigns"), "namespace gone");
+    assert.deepEqual((await c.call("leases", "List", {})).leases, [], "leases gone");
+    await rejectsClass(c.call("leases", "ListResources", { id: "held" }), "NotFound");
+
+    const last = await log.lastSeq();
+    const events: { topic: string; payload: any }[] = [];
+    for await (const m of log.read({ fromSeq: before + 1 })) {
+      const ev = toLoggedEvent(loadProtos(), m);
+      if (ev?.namespace === "bigns") events.push({ topic: ev.topic, payload: ev.payload });
+      if (m.seq >= last) break;
+    }
+    const topics = events.map((e) => e.topic);
+    // "held" lets go of what one LeaseDelete cannot list, is deleted, then the namespace.
+    assert.ok(topics.slice(0, -2).every((t) => t === "/leases/resource/delete") && topics.length > 2, topics.join(" "));
+    assert.deepEqual(topics.slice(-2), ["/leases/delete", "/namespaces/delete"]);
+    assert.equal(events.at(-2)!.payload.id, "held");
+    assert.deepEqual(events.at(-1)!.payload.ck_leases, ["bare", "small"]);
+  } finally {
+    c.close();
+    admin.close();
+    await log.close();
     await daemon.cleanup();
     await nats.cleanup();
   }

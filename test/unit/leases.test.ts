@@ -15,10 +15,12 @@ import {
 import { decideCollectContent, gcMark, ingestCollectable, ingestRefsHeld, labelRefs, unreferencedContent, type NamespaceGcState } from "../../src/commands/gc.js";
 import { decideCommitContent } from "../../src/commands/content.js";
 import { decideCreateImage } from "../../src/commands/images.js";
-import { decideDeleteNamespace } from "../../src/commands/namespaces.js";
+import { decideDeleteNamespace, deleteNamespace, namespaceHandlers, type LeasesFirst } from "../../src/commands/namespaces.js";
 import { keys, TYPE, type BlobRecord, type ImageRecord, type LeaseRecord, type LeaseResource } from "../../src/projections/views.js";
 import { Given as BaseGiven, T0 } from "../helpers/given.js";
-import { throwsClass } from "../helpers/errors.js";
+import { rejectsClass, throwsClass } from "../helpers/errors.js";
+import { namespaceLeaseCost, stringCost } from "../../src/commands/event-size.js";
+import { loadProtos } from "../../src/protos/protos.js";
 
 const NOW = new Date("2030-01-01T00:00:00Z");
 const d = (c: string) => "sha256:" + c.repeat(64);
@@ -173,6 +175,107 @@ describe("leases", () => {
     assert.deepEqual([...g.state.keys()], []);
     // Without leases the event is containerd's own.
     assert.deepEqual(decideDeleteNamespace({ name: "x" }, { name: "x", labels: {} }, []).event!.payload, { name: "x" });
+  });
+
+  /** Leases "big" (30 blobs), "mid" (10), "small" (1) and "bare" (none) in NS. */
+  const namespaceOfLeases = () => {
+    const g = new Given();
+    const sizes: [string, number][] = [["big", 30], ["mid", 10], ["small", 1], ["bare", 0]];
+    for (const [id, n] of sizes) {
+      g.apply(decideCreateLease({ namespace: NS, id, labels: {}, now: T0 }, undefined).event);
+      for (let i = 0; i < n; i++) g.apply(decideAddLeaseResource({ namespace: NS, id, resource: { id: "sha256:" + i.toString(16).padStart(64, "0"), type: "content" } }, g.lease(id)).event);
+    }
+    return g;
+  };
+  // In a NamespaceDelete a blob costs 84 bytes (its 71-byte digest, "content", tags and
+  // lengths); a lease its id and, holding any, one LeaseResources: big 2,535 bytes, mid 855,
+  // small 102, bare 7 (3,499 together). Besides those: the event's 1,024 and the name's 5.
+  const room = (bytes: number) => 1024 + 5 + bytes;
+
+  test("what a lease adds to a NamespaceDelete is what it adds to the encoded event, to the byte", () => {
+    const g = namespaceOfLeases();
+    const encoded = (ids: string[]) => {
+      const held = ids.map((id) => ({ id, resources: g.resources(id) }));
+      const payload = decideDeleteNamespace({ name: NS }, g.get(keys.namespace(NS)), [], ids, held).event!.payload;
+      return loadProtos().type(TYPE.NamespaceDelete).encode(payload).finish().length;
+    };
+    assert.equal(encoded([]), stringCost(NS));
+    for (const id of ["big", "mid", "small", "bare"]) assert.equal(encoded([id]) - encoded([]), namespaceLeaseCost({ id, resources: g.resources(id) }), id);
+    assert.equal(encoded(["big", "mid", "small", "bare"]), 5 + 3499);
+    // Long snapshot keys (two-byte lengths) and a long lease id.
+    const id = "l".repeat(200);
+    const resources = Array.from({ length: 100 }, (_, i) => ({ id: "k".repeat(300) + i, type: "snapshots/overlayfs" }));
+    const big = loadProtos().type(TYPE.NamespaceDelete).encode({ name: NS, ck_leases: [id], ck_lease_resources: [{ id, resources }] }).finish().length;
+    assert.equal(big, stringCost(NS) + namespaceLeaseCost({ id, resources }));
+  });
+
+  test("a namespace whose leases fit in one event: deleted in that event, leases and resources with it", async () => {
+    const g = namespaceOfLeases();
+    const dec = await namespaceHandlers.delete({ name: NS, maxEventBytes: room(3499) })(g);
+    assert.deepEqual((dec.event!.payload as { ck_leases: string[] }).ck_leases, ["bare", "big", "mid", "small"]);
+    g.apply(dec.event);
+    assert.deepEqual([...g.state.keys()], []);
+  });
+
+  test("a namespace whose leases do not fit in one event: the biggest go first (leasesFirst, no event), then the delete lists the rest", async () => {
+    const g = namespaceOfLeases();
+    // One byte short: the biggest lease alone goes first.
+    const first = await namespaceHandlers.delete({ name: NS, maxEventBytes: room(3498) })(g);
+    assert.equal(first.event, undefined, "no delete that the log would refuse");
+    assert.deepEqual(first.result, { leasesFirst: ["big"] });
+    // Room for less than what is left without it (964): the next biggest too.
+    const two = await namespaceHandlers.delete({ name: NS, maxEventBytes: room(900) })(g);
+    assert.deepEqual(two.result, { leasesFirst: ["big", "mid"] });
+    for (const id of (two.result as LeasesFirst).leasesFirst) g.apply(decideDeleteLease({ namespace: NS, id }, g.lease(id), g.resources(id)).event);
+    const then = await namespaceHandlers.delete({ name: NS, maxEventBytes: room(900) })(g);
+    assert.deepEqual(then.event!.payload, {
+      name: NS,
+      ck_leases: ["bare", "small"],
+      ck_lease_resources: [{ id: "small", resources: [{ id: "sha256:" + "0".repeat(64), type: "content" }] }],
+    });
+    g.apply(then.event);
+    assert.deepEqual([...g.state.keys()], []);
+  });
+
+  test("a namespace that is not empty is FailedPrecondition however big its leases: none goes first", async () => {
+    const g = namespaceOfLeases();
+    g.apply(decideCreateImage({ namespace: NS, image: { name: "img", labels: {}, target: { media_type: "m", digest: d("3"), size: 10, annotations: {} } }, now: T0 }, undefined).event);
+    await rejectsClass(Promise.resolve().then(() => namespaceHandlers.delete({ name: NS, maxEventBytes: room(100) })(g)), "FailedPrecondition", /must be empty, but it still has images/);
+    throwsClass(() => decideDeleteNamespace({ name: NS, maxEventBytes: 1 }, g.get(keys.namespace(NS)), ["images"], ["big"], [{ id: "big", resources: g.resources("big") }]), "FailedPrecondition");
+  });
+
+  test("deleteNamespace: deletes the leases it is told to first, through the lease delete (itself split), then the namespace; a writer adding leases every round is Aborted after 8", async () => {
+    const g = namespaceOfLeases();
+    const topics: string[] = [];
+    let addEachRound = false;
+    let rounds = 0;
+    const sequencer = {
+      maxEventBytes: room(900),
+      submit: async <T>(decide: (v: Given) => unknown): Promise<T> => {
+        const dec = (await decide(g)) as { event?: { topic: string }; result: T };
+        if (dec.event) topics.push(dec.event.topic);
+        g.apply(dec.event as Parameters<Given["apply"]>[0]);
+        const r = dec.result as Partial<LeasesFirst> | undefined;
+        if (addEachRound && r?.leasesFirst) {
+          rounds++;
+          const id = `new-${rounds}`;
+          g.apply(decideCreateLease({ namespace: NS, id, labels: {}, now: T0 }, undefined).event);
+          for (let i = 0; i < 12; i++) g.apply(decideAddLeaseResource({ namespace: NS, id, resource: { id: "sha256:" + i.toString(16).padStart(64, "1"), type: "content" } }, g.lease(id)).event);
+        }
+        return dec.result;
+      },
+    };
+    await deleteNamespace(sequencer as never, { name: NS });
+    // "big" does not fit in one LeaseDelete either (room for 10 of its 30): 20 go first.
+    assert.deepEqual(topics.filter((t) => t === "/leases/resource/delete").length, 20);
+    assert.deepEqual(topics.filter((t) => t !== "/leases/resource/delete"), ["/leases/delete", "/leases/delete", "/namespaces/delete"]);
+    assert.deepEqual([...g.state.keys()], []);
+
+    const h = namespaceOfLeases();
+    g.state = h.state;
+    addEachRound = true;
+    await rejectsClass(deleteNamespace(sequencer as never, { name: NS }), "Aborted", /namespace "ns1": its leases still did not fit/);
+    assert.equal(rounds, 8);
   });
 
   test("a content commit under a lease adds the blob to it in the same event; NotFound lease writes nothing", () => {
