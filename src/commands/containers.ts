@@ -12,7 +12,7 @@ import {
 import { validateIdentifier, validateLabels, validateFieldMask, CONTAINER_FIELD_MASK } from "./validation.js";
 import type { Decision, StateView } from "./sequencer.js";
 import { applyLabelMask, applyMapMask } from "./masks.js";
-import { dropEmpty } from "./namespaces.js";
+import { dropEmpty } from "./masks.js";
 
 /** What a request may set: the record without the timestamps ckd assigns. */
 export type ContainerInput = Omit<ContainerRecord, "created_at" | "updated_at">;

@@ -6,8 +6,7 @@ import { alreadyExists, notFound } from "../errdefs/errdefs.js";
 import { blobRecord, keys, TYPE, type BlobRecord, type LeaseRecord, type Timestamp } from "../projections/views.js";
 import { validateDigest, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 import type { Decision, StateView } from "./sequencer.js";
-import { applyLabelMask, maskedLabels } from "./masks.js";
-import { dropEmpty } from "./namespaces.js";
+import { applyLabelMask, dropEmpty, maskedLabels } from "./masks.js";
 
 /** containerd's content store accepts `labels` and `labels.<key>` only. */
 const CONTENT_FIELD_MASK: FieldMaskRule = { fields: ["labels"], maps: ["labels"] };

@@ -6,7 +6,7 @@ import { validateImage, validateFieldMask, IMAGE_FIELD_MASK } from "./validation
 import type { Decision, StateView } from "./sequencer.js";
 import type { EventDraft } from "../emitter/envelope.js";
 import { applyLabelMask } from "./masks.js";
-import { dropEmpty } from "./namespaces.js";
+import { dropEmpty } from "./masks.js";
 
 /** What a request may set: the record without the timestamps ckd assigns. */
 export type ImageInput = Omit<ImageRecord, "created_at" | "updated_at">;

@@ -6,7 +6,7 @@ import { keys, leaseRecord, leaseResources, TYPE, type LeaseRecord, type LeaseRe
 import type { EventDraft } from "../emitter/envelope.js";
 import { digestProblem, validateLabels } from "./validation.js";
 import type { Decision, Sequencer, StateView } from "./sequencer.js";
-import { dropEmpty } from "./namespaces.js";
+import { dropEmpty } from "./masks.js";
 import { ENVELOPE_ROOM, leaseResourceCost, takeWithin } from "./event-size.js";
 
 /** The lease label holding its expiry (RFC 3339); GC deletes the lease once it passed. */

@@ -62,3 +62,10 @@ export function applyMapMask<V>(
   }
   return out;
 }
+
+/** Labels as containerd stores them: an empty value is no label. */
+export function dropEmpty(labels: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(labels ?? {})) if (v !== "") out[k] = v;
+  return out;
+}

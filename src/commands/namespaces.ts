@@ -8,7 +8,7 @@ import { validateIdentifier, validateLabels, validateFieldMask, type FieldMaskRu
 /** containerd's namespaces service accepts `labels.<key>` paths only (not `labels` whole). */
 const NAMESPACE_FIELD_MASK: FieldMaskRule = { fields: [], maps: ["labels"] };
 import type { Decision, Sequencer, StateView } from "./sequencer.js";
-import { applyLabelMask, maskedLabels } from "./masks.js";
+import { applyLabelMask, dropEmpty, maskedLabels } from "./masks.js";
 import { ENVELOPE_ROOM, namespaceLeaseCost, stringCost } from "./event-size.js";
 import { deleteLease } from "./leases.js";
 
@@ -158,12 +158,6 @@ export async function deleteNamespace(sequencer: Pick<Sequencer, "submit" | "max
 
 function namespaceEvent(caller: string, topic: string, typeName: string, rec: NamespaceRecord): EventDraft {
   return { namespace: caller || rec.name, topic, typeName, payload: { name: rec.name, labels: rec.labels } };
-}
-
-export function dropEmpty(labels: Record<string, string> | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(labels ?? {})) if (v !== "") out[k] = v;
-  return out;
 }
 
 // --- handlers: load, decide (through the sequencer's view)

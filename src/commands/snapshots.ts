@@ -7,8 +7,7 @@ import { createHash } from "node:crypto";
 import { keys, snapshotRecord, TYPE, type LeaseRecord, type SnapshotIdRecord, type SnapshotKind, type SnapshotRecord, type Timestamp } from "../projections/views.js";
 import { checkSnapshotId } from "../snapshots/types.js";
 import { validateDigest, validateFieldMask, validateLabels, type FieldMaskRule } from "./validation.js";
-import { applyLabelMask, maskedLabels } from "./masks.js";
-import { dropEmpty } from "./namespaces.js";
+import { applyLabelMask, dropEmpty, maskedLabels } from "./masks.js";
 import type { Decision, StateView } from "./sequencer.js";
 
 /** containerd's snapshot Update accepts `labels` and `labels.<key>` only. */
