@@ -6,7 +6,7 @@
 import fss, { constants as fsc, type Stats } from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import { Readable, Transform, type TransformCallback } from "node:stream";
+import { Readable, Transform, type TransformCallback, type TransformOptions } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { pipeline } from "node:stream/promises";
@@ -27,6 +27,7 @@ import { runCommand, withTempMount } from "../snapshots/mount.js";
 import type { Mount } from "../snapshots/types.js";
 import { Digester } from "./digest.js";
 import { assertInside, cleanEntryName, isWhiteout, resolveInLayers, resolveInRoot, shownInLowers } from "./rootpath.js";
+import { ZstdFrameScanner } from "./zstd-frames.js";
 import type { ApplyCancel, ApplyReply, ApplyRequest } from "./apply-worker.js";
 
 export interface ApplyOptions {
@@ -89,52 +90,22 @@ const OPAQUE_WHITEOUT = ".wh..wh..opq";
 const INFLATE_AHEAD = 8 << 20;
 
 /**
- * The largest zstd window a layer may ask for, as containerd's decoder allows. fzstd allocates
- * the whole window and copies it once a block: a frame of ~800 bytes asking for 1.9 GiB held
- * an apply worker 30 s at 2 GB (a 1 MB one, hours).
+ * zstd decompression on fzstd (Node 20's zlib has none). Every frame's header is checked by a
+ * ZstdFrameScanner before fzstd sees it: fzstd allocates the window a frame asks for, and a
+ * layer's later frames may ask for more than its first.
  */
-export const ZSTD_MAX_WINDOW = 512 << 20;
-
-/**
- * The window a zstd frame header asks for (RFC 8878 3.1.1.1), once `head` holds the header;
- * undefined while it does not yet, or for a skippable frame.
- */
-export function zstdWindowSize(head: Buffer): number | undefined {
-  if (head.length < 6 || head.readUInt32LE(0) !== 0xfd2fb528) return undefined;
-  const fhd = head[4]!;
-  if (((fhd >> 5) & 1) === 0) {
-    const wd = head[5]!;
-    const base = 2 ** (10 + (wd >> 3));
-    return base + (base / 8) * (wd & 7);
-  }
-  // Single segment: the window is the frame's content size.
-  const dictBytes = [0, 1, 2, 4][fhd & 3]!;
-  const fcsBytes = [1, 2, 4, 8][fhd >> 6]!;
-  const at = 5 + dictBytes;
-  if (head.length < at + fcsBytes) return undefined;
-  if (fcsBytes === 1) return head[at]!;
-  if (fcsBytes === 2) return head.readUInt16LE(at) + 256;
-  if (fcsBytes === 4) return head.readUInt32LE(at);
-  return Number(head.readBigUInt64LE(at));
-}
-
-/** zstd decompression on fzstd (Node 20's zlib has none). */
 class ZstdDecompress extends Transform {
   private readonly z = new ZstdDecompressor((data) => {
     if (data.length > 0) this.push(Buffer.from(data));
   });
-  /** The first bytes, until the first frame's header is checked. */
-  private head: Buffer | undefined = Buffer.alloc(0);
+  private readonly frames: ZstdFrameScanner;
+  constructor(opts: TransformOptions, mediaType: string | undefined) {
+    super(opts);
+    this.frames = new ZstdFrameScanner(mediaType ? `zstd layer of media type "${mediaType}"` : "zstd layer");
+  }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
-      if (this.head) {
-        this.head = Buffer.concat([this.head, chunk]);
-        const window = zstdWindowSize(this.head);
-        if (window !== undefined && window > ZSTD_MAX_WINDOW) {
-          throw invalidArgument(`zstd layer: its frame asks for a ${window} byte window, more than the ${ZSTD_MAX_WINDOW} bytes allowed`);
-        }
-        if (window !== undefined || this.head.length >= 18) this.head = undefined;
-      }
+      this.frames.push(chunk);
       this.z.push(chunk);
       cb();
     } catch (err) {
@@ -143,6 +114,8 @@ class ZstdDecompress extends Transform {
   }
   override _flush(cb: TransformCallback): void {
     try {
+      // The scanner first: a stream cut inside a frame is reported in its words, naming the frame.
+      this.frames.end();
       this.z.push(new Uint8Array(0), true);
       cb();
     } catch (err) {
@@ -195,7 +168,7 @@ async function decompressed(layer: Readable, mediaType: string | undefined): Pro
   if (compression === "none") return raw;
   // A large buffer lets decompression (zlib works on the thread pool) run ahead of the file
   // writes on this thread instead of taking turns with them.
-  const inflater = compression === "gzip" ? createGunzip({ chunkSize: 128 << 10, highWaterMark: INFLATE_AHEAD } as ZlibOptions) : new ZstdDecompress({ highWaterMark: INFLATE_AHEAD });
+  const inflater = compression === "gzip" ? createGunzip({ chunkSize: 128 << 10, highWaterMark: INFLATE_AHEAD } as ZlibOptions) : new ZstdDecompress({ highWaterMark: INFLATE_AHEAD }, mediaType);
   raw.on("error", (err) => inflater.destroy(err));
   return raw.pipe(inflater);
 }

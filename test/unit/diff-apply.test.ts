@@ -12,9 +12,10 @@ import { Readable, Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { getAttribute, listAttributes, setAttribute } from "@napi-rs/xattr";
 import tar from "tar-stream";
-import { applyLayer, applyLayerFile, applyLayerToMounts, needsItsLowers, inheritLowerAttributes, zstdWindowSize, type ApplyOptions } from "../../src/diff/apply.js";
+import { applyLayer, applyLayerFile, applyLayerToMounts, needsItsLowers, inheritLowerAttributes, type ApplyOptions } from "../../src/diff/apply.js";
 import { writeDiff, writeOverlayDiff } from "../../src/diff/diff.js";
 import { decodePax, encodePax } from "../../src/diff/pax.js";
+import { zstdWindowSize } from "../../src/diff/zstd-frames.js";
 import { withTempMount } from "../../src/snapshots/mount.js";
 import { copyTree } from "../../src/snapshots/native.js";
 import type { Mount } from "../../src/snapshots/types.js";
@@ -229,6 +230,38 @@ describe("applyLayer: a normal tree", () => {
       assert.deepEqual(await fs.readdir(sb.root), [], "nothing written");
       // A frame of its content's size (single segment), as zstd(1) writes a small one.
       assert.equal(zstdWindowSize(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x10])), 16);
+    } finally {
+      await sb.done();
+    }
+  });
+
+  test("zstd: a later frame asking for a window over 512 MiB is refused at its header too (the first frame's window is no promise)", { skip: zstd ? false : "no zstd(1) here to make a fixture" }, async () => {
+    const sb = await sandbox();
+    try {
+      // Entry a in a frame of zstd(1)'s; b's header and the tar's end in a frame asking for
+      // 1 GiB (window descriptor 0xA0), stored as one raw last block.
+      const layer = await layerTar([{ name: "a", body: "A".repeat(1000) }, { name: "b", body: "B".repeat(100) }]);
+      const aEnds = 512 + 1024;
+      const first = spawnSync("zstd", ["-c", "-q"], { input: layer.subarray(0, aEnds) });
+      assert.equal(first.status, 0);
+      const rest = layer.subarray(aEnds);
+      const block = Buffer.alloc(3);
+      block.writeUIntLE((rest.length << 3) | 1, 0, 3);
+      const second = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xa0]), block, rest]);
+      assert.equal(zstdWindowSize(second), 2 ** 30);
+      // In small chunks: the second frame's header comes split, after the first frame was inflated.
+      const bytes = Buffer.concat([first.stdout, second]);
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < bytes.length; i += 7) chunks.push(bytes.subarray(i, i + 7));
+      const t0 = Date.now();
+      await rejectsClass(
+        applyLayer(sb.root, Readable.from(chunks), { mediaType: "application/vnd.oci.image.layer.v1.tar+zstd" }),
+        "InvalidArgument",
+        new RegExp(`tar\\+zstd.*frame 2 \\(at byte ${first.stdout.length}\\) asks for a 1073741824 byte window, more than the 536870912 bytes allowed`),
+      );
+      assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+      const written = await fs.readdir(sb.root);
+      assert.ok(written.every((n) => n === "a"), `nothing of the second frame written: ${written}`);
     } finally {
       await sb.done();
     }
