@@ -7,7 +7,7 @@ import type { Sequencer } from "../commands/sequencer.js";
 import type { EventSubscriptions } from "../emitter/subscriptions.js";
 import { invalidArgument, outOfRange } from "../errdefs/errdefs.js";
 import { validateTopic } from "../emitter/subjects.js";
-import { validateIdentifier } from "../commands/validation.js";
+import { parseRfc3339, validateIdentifier } from "../commands/validation.js";
 import { metadataValue, namespaceOf, serverStream, unary, writeStream } from "./grpc.js";
 import { GO_ZERO_TIME_SECONDS, type EventDraft } from "../emitter/envelope.js";
 
@@ -76,8 +76,8 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
         if (!Number.isInteger(fromSeq) || fromSeq < 1) throw invalidArgument(`${FROM_SEQ_HEADER} "${fromSeqRaw}" must be a positive integer`);
       }
       if (sinceRaw !== undefined) {
-        since = new Date(sinceRaw);
-        if (Number.isNaN(since.getTime())) throw invalidArgument(`${SINCE_HEADER} "${sinceRaw}" must be an RFC 3339 time`);
+        since = parseRfc3339(sinceRaw);
+        if (!since) throw invalidArgument(`${SINCE_HEADER} "${sinceRaw}" must be an RFC 3339 time with its zone (e.g. 2026-12-01T10:00:00Z)`);
       }
       // JetStream would start at the first message still stored without a word: a history with
       // a hole at its start is not what was asked for. Asked again once the consumer exists

@@ -7,6 +7,7 @@ import type { EventDraft } from "../emitter/envelope.js";
 import { digestProblem, validateLabels } from "./validation.js";
 import type { Decision, Sequencer, StateView } from "./sequencer.js";
 import { dropEmpty } from "./masks.js";
+import { parseRfc3339 } from "./validation.js";
 import { ENVELOPE_ROOM, leaseResourceCost, takeWithin } from "./event-size.js";
 
 /** The lease label holding its expiry (RFC 3339); GC deletes the lease once it passed. */
@@ -87,23 +88,13 @@ export function validateLeaseResource(r: Partial<LeaseResource> | undefined | nu
   return { id, type };
 }
 
-const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
-
 /**
  * The lease's expiry from its gc.expire label; undefined when absent or not RFC 3339 as Go's
- * time.Parse reads it (ignored, as containerd): fields in range, so a 30 February or a 24:00
- * never rolls over into a time containerd would not have read.
+ * time.Parse reads it (ignored, as containerd).
  */
 export function leaseExpiry(labels: Readonly<Record<string, string>>): Date | undefined {
   const v = labels[LABEL_GC_EXPIRE];
-  const m = v === undefined ? null : RFC3339.exec(v);
-  if (!m) return undefined;
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
-  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
-  if (month < 1 || month > 12 || day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 59) return undefined;
-  if (m[8] !== undefined && (Number(m[8]) > 23 || Number(m[9]) > 59)) return undefined;
-  const t = Date.parse(v!);
-  return Number.isNaN(t) ? undefined : new Date(t);
+  return v === undefined ? undefined : parseRfc3339(v);
 }
 
 export function isLeaseExpired(lease: LeaseRecord, now: Date): boolean {

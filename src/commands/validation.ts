@@ -172,3 +172,22 @@ export function validateFieldMask(owner: string, paths: readonly string[], allow
     throw invalidArgument(`cannot update ${quote(path)} field on ${owner}`);
   }
 }
+
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+
+/**
+ * A time in RFC 3339 as Go's time.Parse(time.RFC3339) reads it, else undefined: a zone is
+ * required (`Z` or `+01:00`: no local time), fields in range, so a 30 February or a 24:00
+ * never rolls over into another time. JavaScript's Date parser takes much more ("1.5" is a
+ * day in 2001, "Dec 1 10:00" local time), so ck parses times given to it here.
+ */
+export function parseRfc3339(v: string): Date | undefined {
+  const m = RFC3339.exec(v);
+  if (!m) return undefined;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 59) return undefined;
+  if (m[8] !== undefined && (Number(m[8]) > 23 || Number(m[9]) > 59)) return undefined;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? undefined : new Date(t);
+}

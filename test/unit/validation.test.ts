@@ -126,3 +126,18 @@ test("field masks: containers accept containerd 1.6's fields, snapshotkey spelle
     invalid(() => validateFieldMask('"c1"', [bad], CONTAINER_FIELD_MASK), new RegExp(`^cannot update "${bad.replace(/\./g, "\\.")}" field on "c1"`));
   }
 });
+
+test("RFC 3339 times as Go's time.RFC3339 reads them: a zone is required, fields in range; what JavaScript's Date would guess at is refused", async () => {
+  const { parseRfc3339 } = await import("../../src/commands/validation.js");
+  const { parseUntil } = await import("../../tools/replay/replay.js");
+  assert.equal(parseRfc3339("2026-12-01T10:00:00Z")?.toISOString(), "2026-12-01T10:00:00.000Z");
+  assert.equal(parseRfc3339("2026-12-01t11:30:00.123456789+01:30")?.toISOString(), "2026-12-01T10:00:00.123Z");
+  for (const bad of ["1.5", "-1", "Dec 1 10:00", "2026-12-01", "2026-12-01T10:00:00", "2026-02-30T10:00:00Z", "2026-12-01T24:00:00Z", "2026-12-01T10:00:00+24:00", " 2026-12-01T10:00:00Z"]) {
+    assert.equal(parseRfc3339(bad), undefined, bad);
+  }
+  assert.deepEqual(parseUntil("42"), { seq: 42 });
+  assert.equal(parseUntil("2026-12-01T10:00:00Z", "--to").time?.toISOString(), "2026-12-01T10:00:00.000Z");
+  // Times without a zone were read in the local zone, "1.5" as a day in 2001.
+  assert.throws(() => parseUntil("1.5"), /--until "1.5" is neither a sequence number nor an RFC 3339 time/);
+  assert.throws(() => parseUntil("2026-12-01T10:00:00", "--from"), /--from/);
+});

@@ -15,6 +15,7 @@ import { BaseStore, type BaseLock, type BaseMarker } from "../../src/eventstore/
 import { readInWorker } from "../../src/eventstore/worker-reader.js";
 import { loadProtos } from "../../src/protos/protos.js";
 import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
+import { parseRfc3339 } from "../../src/commands/validation.js";
 
 export interface LogFlags {
   root?: string;
@@ -106,13 +107,16 @@ async function reachable(url: string): Promise<boolean> {
   }
 }
 
-/** Parses --until (or the flag named): a positive integer is a sequence, anything else a time. */
+/**
+ * Parses --until (or the flag named): digits are a sequence, else an RFC 3339 time with its
+ * zone (what ck prints); anything else is refused, not guessed at.
+ */
 export function parseUntil(v: string | undefined, flag = "--until"): { seq?: number; time?: Date } {
   if (v === undefined) return {};
   if (/^\d+$/.test(v)) return { seq: Number(v) };
-  const t = new Date(v);
-  if (Number.isNaN(t.getTime())) throw new Error(`${flag} "${v}" is neither a sequence number nor a time`);
-  return { time: t };
+  const time = parseRfc3339(v);
+  if (!time) throw new Error(`${flag} "${v}" is neither a sequence number nor an RFC 3339 time with its zone (e.g. 2026-12-01T10:00:00Z)`);
+  return { time };
 }
 
 export interface RebuildResult {
