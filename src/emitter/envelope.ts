@@ -65,10 +65,11 @@ export function subjectOf(draft: { namespace: string; topic: string }): string {
 
 /**
  * Decodes a stored message into the event the projections fold. Messages not written by
- * ck's commands (Events.Publish, foreign tools) or of a type this ck does not know give
- * undefined. A command's event of a known type whose bytes do not decode throws: skipping it
- * would leave the projection without what the log says (a snapshot's record, whose directory
- * GC would then take), and ck-replay verify could not tell, its rebuild skipping the same.
+ * ck's commands (Events.Publish, foreign tools) give undefined. A command's event that this
+ * ck cannot fold throws, whether its bytes do not decode or its type is one this ck does not
+ * know (a newer ck wrote it): skipping it would leave the projection without what the log
+ * says (a snapshot's record, whose directory GC would then take), and ck-replay verify could
+ * not tell, its rebuild skipping the same.
  */
 export function toLoggedEvent(protos: Protos, msg: StoredMessage): LoggedEvent | undefined {
   if ((msg.header ? msg.header(ORIGIN_HEADER) : msg.headers[ORIGIN_HEADER]) !== ORIGIN_COMMAND) return undefined;
@@ -77,7 +78,12 @@ export function toLoggedEvent(protos: Protos, msg: StoredMessage): LoggedEvent |
   if (!env.event) return undefined;
   const url: string = env.event.type_url;
   const typeName = url.includes("/") ? url.slice(url.lastIndexOf("/") + 1) : url;
-  if (!protos.has(typeName)) return undefined;
+  if (!protos.has(typeName)) {
+    throw new CkError(
+      "FailedPrecondition",
+      `the log's event at sequence ${msg.seq} (${typeName}, ${env.topic}) is of a type this ck does not know: a newer ck wrote it; the projection cannot apply the log past it (run the ck that wrote it)`,
+    );
+  }
   let payload: any;
   try {
     payload = protos.decodeMessage(typeName, env.event.value);
