@@ -110,12 +110,8 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
       const mine = (await d.store.listStatuses()).filter((s) => s.ref.startsWith(`${ns}\u0000`)).map(status);
       return {
         statuses: mine.filter((s) =>
-          filter.match((path) => {
-            if (path.length !== 1) return { value: "", present: false };
-            if (path[0] === "ref") return { value: s.ref, present: true };
-            if (path[0] === "expected") return { value: s.expected, present: s.expected !== "" };
-            return { value: "", present: false };
-          }),
+          // containerd's adaptor for statuses: `ref` (its first path element), nothing else.
+          filter.match((path) => (path[0] === "ref" ? { value: s.ref, present: true } : { value: "", present: false })),
         ),
       };
     }),

@@ -440,6 +440,30 @@ describe("content over the API", () => {
     }
   });
 
+  test("ListStatuses filters as containerd's status adaptor: ref only (expected and the rest are absent)", async () => {
+    const c = daemon.client("statusfilter");
+    try {
+      const data = randomBytes(1000);
+      const digest = "sha256:" + createHash("sha256").update(data).digest("hex");
+      for (const ref of ["sf-a", "sf-b"]) {
+        const w = c.lockstep<object>("content", "Write");
+        await w.send({ action: 0, ref, total: data.length, expected: digest });
+        await w.send({ action: 1, offset: 0, data: data.subarray(0, 10) });
+        w.end();
+      }
+      const refs = async (filters: string[]) => ((await c.call("content", "ListStatuses", { filters })).statuses ?? []).map((s: { ref: string }) => s.ref).sort();
+      for (const until = Date.now() + 5000; (await refs([])).length < 2 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(await refs(["ref==sf-a"]), ["sf-a"]);
+      assert.deepEqual(await refs(["ref~=^sf-"]), ["sf-a", "sf-b"]);
+      assert.deepEqual(await refs(["ref.x==sf-b"]), ["sf-b"], "containerd reads the path's first element only");
+      assert.deepEqual(await refs([`expected==${digest}`]), [], "not a field containerd filters on");
+      assert.deepEqual(await refs(["ref!=sf-a,expected!=x"]), ["sf-b"]);
+      for (const ref of ["sf-a", "sf-b"]) await c.call("content", "Abort", { ref }).catch(() => undefined);
+    } finally {
+      c.close();
+    }
+  });
+
   test("a writer killed with WRITEs in flight lets go of its ref: the next writer gets it and resumes", async () => {
     // A child process pipelines WRITEs without reading a reply, then dies by SIGKILL.
     const script = `

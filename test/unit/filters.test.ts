@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   compileGoRegexp,
+  blobFieldpath,
   containerFieldpath,
   envelopeFieldpath,
   imageFieldpath,
@@ -201,6 +202,16 @@ test("namespaces expose name and labels", () => {
   assert.equal(parseFilters(['labels."containerd.io/defaults.snapshotter"==overlayfs']).match(ns), true);
   assert.equal(parseFilters(["id==k8s.io"]).match(ns), false);
   assert.equal(parseFilters(["labels.x"]).match(namespaceFieldpath({ name: "a", labels: {} })), false);
+});
+
+test("content exposes digest and labels; size is absent, as containerd's AdaptInfo leaves it (==N matches none, !=N all)", () => {
+  const D = "sha256:" + "a".repeat(64);
+  const blob = blobFieldpath({ digest: D, labels: { "containerd.io/gc.root": "1" } });
+  assert.equal(parseFilters([`digest==${D}`]).match(blob), true);
+  assert.equal(parseFilters(['labels."containerd.io/gc.root"']).match(blob), true);
+  assert.equal(parseFilters(["size==100"]).match(blob), false);
+  assert.equal(parseFilters(["size!=100"]).match(blob), true);
+  assert.equal(parseFilters(["size"]).match(blob), false);
 });
 
 test("images expose name, target.mediatype, target.digest, labels and annotations", () => {
