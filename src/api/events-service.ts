@@ -71,9 +71,11 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
       const withCkEvents = ckEventsRaw === "all";
       let fromSeq: number | undefined;
       let since: Date | undefined;
+      if (fromSeqRaw !== undefined && sinceRaw !== undefined) throw invalidArgument(`${FROM_SEQ_HEADER} and ${SINCE_HEADER} are exclusive: give one starting point`);
       if (fromSeqRaw !== undefined) {
-        fromSeq = Number(fromSeqRaw);
-        if (!Number.isInteger(fromSeq) || fromSeq < 1) throw invalidArgument(`${FROM_SEQ_HEADER} "${fromSeqRaw}" must be a positive integer`);
+        // Decimal digits only: Number() would take "0x10", "1e3" and " 7".
+        fromSeq = /^[1-9]\d{0,15}$/.test(fromSeqRaw) ? Number(fromSeqRaw) : NaN;
+        if (!Number.isSafeInteger(fromSeq)) throw invalidArgument(`${FROM_SEQ_HEADER} "${fromSeqRaw}" must be a positive integer`);
       }
       if (sinceRaw !== undefined) {
         since = parseRfc3339(sinceRaw);

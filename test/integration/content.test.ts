@@ -823,7 +823,10 @@ test("bad input to Events and Content: InvalidArgument or OutOfRange, and nothin
       for await (const _ of it) return;
     };
     await rejectsClass(drain(c.stream("events", "Subscribe", { filters: ["topic=="] })), "InvalidArgument", /filter|parse/i);
-    await rejectsClass(drain(c.stream("events", "Subscribe", {}, { metadata: { "ck-from-seq": "zero" } })), "InvalidArgument", /ck-from-seq/);
+    for (const seq of ["zero", "0", "0x10", "1e3", "7.0", "-1", "99999999999999999"]) {
+      await rejectsClass(drain(c.stream("events", "Subscribe", {}, { metadata: { "ck-from-seq": seq } })), "InvalidArgument", /ck-from-seq/);
+    }
+    await rejectsClass(drain(c.stream("events", "Subscribe", {}, { metadata: { "ck-from-seq": "1", "ck-since": "2026-12-01T10:00:00Z" } })), "InvalidArgument", /exclusive/);
     await rejectsClass(drain(c.stream("events", "Subscribe", {}, { metadata: { "ck-since": "2026-12-01T10:00:00" } })), "InvalidArgument", /ck-since/);
     await rejectsClass(drain(c.stream("events", "Subscribe", {}, { metadata: { "ck-events": "some" } })), "InvalidArgument", /ck-events "some" must be "all"/);
     await rejectsClass(drain(c.stream("content", "Read", { digest, offset: 11 })), "OutOfRange");
