@@ -15,6 +15,7 @@ import { getAttributeSync, listAttributesSync, setAttribute, setAttributeSync } 
 import { Decompress as ZstdDecompressor } from "fzstd";
 import tar from "tar-stream";
 import { goTarReading, XATTR_PAX_PREFIX } from "./pax.js";
+import { sparseHeader, SparseMapReader, type SparseFile, type SparseHeader } from "./sparse.js";
 import {
   CkError,
   type ErrorClass,
@@ -227,12 +228,22 @@ interface ApplyState {
   skippedDevices: string[];
 }
 
-type Header = Partial<tar.Header> & { name: string; pax?: Record<string, string> | null };
+type Header = Partial<tar.Header> & {
+  name: string;
+  pax?: Record<string, string> | null;
+  /** An old GNU sparse header's raw block (./pax.ts keeps it; typeflag 'S', type null here). */
+  gnuSparseHeader?: Buffer;
+};
 /** An entry's data, as tar-stream hands it out (a streamx stream, async-iterable). */
 type Body = AsyncIterable<Buffer>;
 
 function writeAll(fd: number, chunk: Buffer): void {
   for (let off = 0; off < chunk.length; ) off += fss.writeSync(fd, chunk, off);
+}
+
+/** Writes `chunk` at `position` of the file (pwrite), whatever the file's offset. */
+function writeAllAt(fd: number, chunk: Buffer, position: number): void {
+  for (let off = 0; off < chunk.length; ) off += fss.writeSync(fd, chunk, off, chunk.length - off, position + off);
 }
 
 // The file system calls below are synchronous on purpose: each is a few microseconds, while
@@ -367,15 +378,57 @@ async function* entryData(state: ApplyState, name: string, body: Body): AsyncIte
   }
 }
 
+/** A sparse file's entry: the file (real name and size, fragments: checked) and its fragments' data. */
+interface SparseEntry {
+  file: SparseFile;
+  data: AsyncIterable<Buffer>;
+}
+
+/**
+ * An entry's sparse file (tar --sparse, in any of GNU's forms: ./sparse.ts), read and checked
+ * before anything of the entry is written, as Go's archive/tar expands it for containerd. Its
+ * map is in its header, or opens its data: then it is read off the data here, through the
+ * iterator that goes on to give the fragments. `head`: what its header says (sparseHeader).
+ */
+async function readSparse(state: ApplyState, h: Header, head: SparseHeader, body: Body): Promise<SparseEntry> {
+  // Go refuses sparse records on a header-only type (a link, a directory, a device), and
+  // containerd an unknown typeflag whatever its records say.
+  const regular = h.type === "file" || h.type === "contiguous-file" || h.type === undefined || (h.type === null && h.gnuSparseHeader !== undefined);
+  if (!regular) throw invalidArgument(`entry ${JSON.stringify(h.name)}: sparse file records on a ${h.type ?? "non-file"} entry`);
+  const reader = new SparseMapReader(head);
+  if (reader.done) return { file: reader.finish(h.size ?? 0), data: entryData(state, head.name, body) };
+  const it = entryData(state, head.name, body)[Symbol.asyncIterator]();
+  let rest: Buffer | undefined;
+  while (rest === undefined) {
+    const r = await it.next();
+    if (r.done) break;
+    rest = reader.push(r.value);
+  }
+  // The size as it is now: old GNU extension blocks are counted into it as they are read
+  // (./pax.ts), each before its bytes come through here. Throws if the data ended before the map.
+  const file = reader.finish(h.size ?? 0);
+  const after = rest ?? Buffer.alloc(0);
+  const data = (async function* () {
+    if (after.length > 0) yield after;
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+  })();
+  return { file, data };
+}
+
 /** Applies one entry; true if it read the entry's data. */
 async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boolean> {
+  const head = sparseHeader(h.name, h.pax, h.gnuSparseHeader);
+  if (!head) return applyNamed(state, h, body);
+  const sparse = await readSparse(state, h, head, body);
+  // Under its real name. Its data went through one iterator: the rest of it too, whatever the
+  // entry turned out to be (a whiteout reads none).
+  if (!(await applyNamed(state, { ...h, name: sparse.file.name }, body, sparse))) for await (const _ of sparse.data) void _;
+  return true;
+}
+
+/** applyEntry for an entry under its name; `sparse` for a sparse file (readSparse). */
+async function applyNamed(state: ApplyState, h: Header, body: Body, sparse?: SparseEntry): Promise<boolean> {
   const name = h.name;
-  // A PAX sparse file (tar --format=posix --sparse): Go's archive/tar expands it, tar-stream
-  // hands over its sparse map as the file under a GNUSparseFile.N/ name. Refused rather than
-  // written wrong under the layer's diff ID.
-  if (h.pax && Object.keys(h.pax).some((k) => k.startsWith("GNU.sparse."))) {
-    throw invalidArgument(`tar entry ${JSON.stringify(name)}: PAX sparse files (GNU.sparse.*) are not supported`);
-  }
   const rel = cleanEntryName(name);
   if (rel === "") return false; // the root itself ("./"): containerd ignores it too
   const parentRel = path.posix.dirname(rel);
@@ -410,7 +463,7 @@ async function applyEntry(state: ApplyState, h: Header, body: Body): Promise<boo
       state.skippedDevices.push(rel);
       return false;
     }
-    const consumed = await createEntry(state, target, h, body);
+    const consumed = await createEntry(state, target, h, body, sparse);
     createdInRoot(state, target);
     if (!consumed) await applyMetadata(state, target, h); // a file's was set on its descriptor
     state.unpacked.add(target);
@@ -668,7 +721,59 @@ function ownerOf(h: Header): { uid: number; gid: number } {
   };
 }
 
-async function createEntry(state: ApplyState, target: string, h: Header, body: Body): Promise<boolean> {
+/**
+ * Writes the new file `target` (O_EXCL|O_NOFOLLOW: always new, never something a link points
+ * at) with `fill`, then the entry's metadata through its descriptor (no path lookups, nothing
+ * to follow). `removeIfFailed`: a file `fill` fails to fill is removed (a sparse file has its
+ * full size from the start: a half-written one would pass for whole).
+ */
+async function writeFile(state: ApplyState, target: string, h: Header, fill: (fd: number) => Promise<void>, removeIfFailed = false): Promise<void> {
+  const fd = fss.openSync(target, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+  try {
+    await fill(fd);
+  } catch (err) {
+    fss.closeSync(fd);
+    if (removeIfFailed) fss.rmSync(target, { force: true });
+    throw err;
+  }
+  try {
+    if (state.asRoot) fss.fchownSync(fd, ownerOf(h).uid, ownerOf(h).gid);
+    await setXattrs(target, h);
+    fss.fchmodSync(fd, (h.mode ?? 0o644) & 0o7777);
+    const t = timesOf(h);
+    fss.futimesSync(fd, t.atime, t.mtime);
+  } finally {
+    fss.closeSync(fd);
+  }
+}
+
+/**
+ * A sparse file's content: its real size first (holes throughout), then each fragment's data
+ * written at its offset, so that the holes stay holes (containerd writes them out as zeros:
+ * the same content, on more disk). readSparse checked that the data fills the fragments exactly.
+ */
+async function writeSparse(fd: number, sparse: SparseEntry): Promise<void> {
+  const { name, realSize, fragments } = sparse.file;
+  fss.ftruncateSync(fd, realSize);
+  let i = 0;
+  let done = 0; // of fragment i
+  for await (const chunk of sparse.data) {
+    for (let at = 0; at < chunk.length; ) {
+      while (i < fragments.length && done === fragments[i]!.size) {
+        i++;
+        done = 0;
+      }
+      const f = fragments[i];
+      if (!f) throw invalidArgument(`entry ${JSON.stringify(name)}: sparse file: more data than its map places`);
+      const n = Math.min(chunk.length - at, f.size - done);
+      writeAllAt(fd, chunk.subarray(at, at + n), f.offset + done);
+      at += n;
+      done += n;
+    }
+  }
+}
+
+async function createEntry(state: ApplyState, target: string, h: Header, body: Body, sparse?: SparseEntry): Promise<boolean> {
   const name = h.name;
   // In a directory this apply created, only what it made there exists.
   const isNew = state.fresh.has(path.dirname(target)) && !state.made.has(target);
@@ -678,6 +783,12 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
     pathsChanged(state);
     fss.rmSync(target, { recursive: true, force: true });
   };
+  if (sparse) {
+    // A regular file (readSparse checked its type): an old GNU one's typeflag is 'S'.
+    await replace();
+    await writeFile(state, target, h, (fd) => writeSparse(fd, sparse), true);
+    return true;
+  }
   switch (h.type) {
     case "directory":
       if (!existing?.isDirectory()) {
@@ -687,28 +798,18 @@ async function createEntry(state: ApplyState, target: string, h: Header, body: B
       }
       return false;
     case null:
-      // A typeflag neither tar-stream nor containerd knows (GNU sparse `S`, say): containerd
-      // refuses it ("unhandled tar header type"); written as a plain file it would differ.
+      // A typeflag neither tar-stream nor containerd knows (GNU sparse `S` is read, as a sparse
+      // file, above): containerd refuses it ("unhandled tar header type"); written as a plain
+      // file it would differ.
       throw invalidArgument(`tar entry ${JSON.stringify(h.name)}: unhandled tar header type`);
     case "file":
     case "contiguous-file":
-    case undefined: {
+    case undefined:
       await replace();
-      // O_EXCL|O_NOFOLLOW: the file is always new, never something a link points at.
-      const fd = fss.openSync(target, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-      try {
+      await writeFile(state, target, h, async (fd) => {
         for await (const chunk of entryData(state, name, body)) writeAll(fd, chunk);
-        // Metadata through the descriptor: no path lookups, nothing to follow.
-        if (state.asRoot) fss.fchownSync(fd, ownerOf(h).uid, ownerOf(h).gid);
-        await setXattrs(target, h);
-        fss.fchmodSync(fd, (h.mode ?? 0o644) & 0o7777);
-        const t = timesOf(h);
-        fss.futimesSync(fd, t.atime, t.mtime);
-      } finally {
-        fss.closeSync(fd);
-      }
+      });
       return true;
-    }
     case "symlink":
       // Only a replaced entry can change what a remembered parent resolves to (replace()
       // forgets them then): every name on a remembered parent's path is an existing directory
