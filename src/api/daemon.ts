@@ -13,7 +13,7 @@ import type { StreamInfo } from "@nats-io/jetstream";
 import { CLIENT_URL_FILE, MANAGED_INBOX_PREFIX, NatsServerProcess } from "../eventstore/nats-server.js";
 import { Metrics, METRICS_PATH } from "./metrics.js";
 import { parseGroup } from "../cli/image-user.js";
-import { isLockedByOther, ProjectionDb, PROJECTION_FORMAT } from "../projections/db.js";
+import { isCorruption, isLockedByOther, messageIdentity, ProjectionDb, PROJECTION_FORMAT, type AppliedMessage } from "../projections/db.js";
 import { CkError } from "../errdefs/errdefs.js";
 import { optBinary } from "../runtime/proc.js";
 import { JetStreamWatchdog } from "./jetstream-watchdog.js";
@@ -254,8 +254,50 @@ export async function readRootRecord(root: string): Promise<RootRecord | undefin
 }
 
 /**
+ * Which log message to look up to confirm a projection's checkpoint (its applied sequence),
+ * or undefined when none can be: nothing applied, no identity recorded with it (a projection
+ * written before it was, or loaded from a base, until its next apply), or the message was
+ * compacted away (before the log's first sequence).
+ */
+export function checkpointToConfirm(applied: number, recorded: AppliedMessage | undefined, logFirstSeq: number): number | undefined {
+  if (applied === 0 || recorded === undefined || recorded.seq !== applied) return undefined;
+  if (applied < logFirstSeq) return undefined;
+  return applied;
+}
+
+/**
+ * Why the projection is not of this log any more, given the identity of the log's message at
+ * its applied sequence (null: the log has none there, though its first sequence says it
+ * should), or undefined when it is the message the projection applied. A log that lost its
+ * tail (a power loss on a single nats-server, a stream restored from a backup) and was written
+ * past it again passes every check on sequences alone; the projection would keep the lost
+ * events and miss the new ones.
+ */
+export function checkpointMismatch(recorded: AppliedMessage, logId: string | null): string | undefined {
+  if (logId === null) {
+    return `the log has no message at the projection's applied sequence ${recorded.seq} (it applied ${recorded.id}): the log lost messages the projection holds`;
+  }
+  if (logId !== recorded.id) {
+    return `the log's message at the projection's applied sequence ${recorded.seq} is ${logId}, not ${recorded.id} it applied: the log lost messages the projection holds and was written past them`;
+  }
+  return undefined;
+}
+
+/** The identity of the log's message at `seq` (messageIdentity), or null when it has none. */
+async function logMessageIdentity(log: EventLog, seq: number): Promise<string | null> {
+  const m = await log.jsm.streams.getMessage(log.stream, { seq });
+  if (!m) return null;
+  // nats.js answers "" for a header that is not there.
+  return messageIdentity({ data: m.data, headers: {}, header: (name) => m.header?.get(name) || undefined });
+}
+
+/**
  * Opens the projection for a log: resumes from its checkpoint when it was built from this
- * very stream, otherwise (missing, unreadable, other log, ahead of the log) starts over.
+ * very stream, otherwise (missing, unreadable, damaged, other log, ahead of the log or past a
+ * message the log no longer has) starts over. A damaged projection (RocksDB finds corruption
+ * opening it, a block fails its checksum, or ckd marked it when a read met corruption) is set
+ * aside as `<location>.damaged`, one that holds what the log lost as `<location>.diverged`;
+ * the others (unreadable for another reason, another log, another format) are removed.
  */
 export async function openProjection(
   location: string,
@@ -267,6 +309,8 @@ export async function openProjection(
   const identity = { stream: log.stream, created: String(info.created) };
   let db: ProjectionDb | undefined;
   let reason: string | undefined;
+  /** Where a projection that is not merely stale goes instead of being removed. */
+  let aside: "damaged" | "diverged" | undefined;
   // The projection holds what the log holds (container specs and their environment): root's
   // only, as the log's own store is. RocksDB makes its files 0644; the directory keeps others
   // out (tightened in roots made before, and made so again after a rebuild removed it).
@@ -278,13 +322,21 @@ export async function openProjection(
     await privateDir();
     db = await ProjectionDb.open(location);
     const have = await db.logIdentity();
+    const marked = ProjectionDb.damageMark(location);
     if (!have && db.appliedSeq > 0) reason = "projection has no log identity";
     else if (have && (have.stream !== identity.stream || have.created !== identity.created)) {
       reason = `projection was built from another log (${have.stream} created ${have.created})`;
     } else if (have && (have.format ?? 1) !== PROJECTION_FORMAT) {
       reason = `projection was built in format ${have.format ?? 1}, this ckd writes format ${PROJECTION_FORMAT}`;
+    } else if (marked !== undefined) {
+      reason = `projection damaged (marked by an earlier ckd: ${marked})`;
+      aside = "damaged";
     } else if (db.appliedSeq > info.state.last_seq) {
       reason = `projection is ahead of the log (${db.appliedSeq} > ${info.state.last_seq})`;
+      aside = "diverged";
+    } else {
+      // Every block read once: a damaged one throws (below: set aside and rebuilt).
+      await db.verify();
     }
   } catch (err) {
     // In use by another process (a second ckd on this root, ck-replay verify): not damaged,
@@ -292,20 +344,57 @@ export async function openProjection(
     if (isLockedByOther(err)) {
       throw new CkError("FailedPrecondition", `projection ${location} is in use by another process (another ckd on this root, or ck-replay on it): ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}: failed precondition`);
     }
-    reason = `projection unreadable: ${(err as Error).message}`;
+    // The binding wraps an open's failure ("Database is not open"): RocksDB's words are the cause.
+    const cause = (err as Error).cause instanceof Error ? `: ${((err as Error).cause as Error).message}` : "";
+    // Damaged bytes are kept for a look; a projection RocksDB cannot open for another reason
+    // (a file missing, no space to open it in) goes, as it always did: keeping it could hold
+    // the space its rebuild needs.
+    const damaged = isCorruption(err);
+    reason = `projection ${damaged ? "damaged" : "unreadable"}: ${(err as Error).message}${cause}`;
+    if (damaged) aside = "damaged";
   }
+  // The checkpoint's message, looked up in the log: the same one, or the log changed under it.
+  const recorded = reason === undefined ? db?.appliedMessage : undefined;
+  const confirm = db ? checkpointToConfirm(db.appliedSeq, recorded, info.state.first_seq) : undefined;
+  if (confirm !== undefined) {
+    let mismatch;
+    try {
+      mismatch = checkpointMismatch(recorded!, await logMessageIdentity(log, confirm));
+    } catch (err) {
+      await db?.close().catch(() => undefined);
+      throw new Error(`looking up the projection's last applied message (sequence ${confirm}) in the log: ${(err as Error).message}`);
+    }
+    if (mismatch) {
+      reason = `projection is not of this log any more: ${mismatch}`;
+      aside = "diverged";
+    }
+  }
+  /** Sets the projection aside (closed), or removes it; says where it went. */
+  const clear = async (): Promise<string | undefined> => {
+    await db?.close().catch(() => undefined);
+    if (aside && existsSync(location)) {
+      const to = await ProjectionDb.setAside(location, aside);
+      logger?.warn({ reason, movedTo: to }, `the ${aside} projection is kept aside (remove it when no longer wanted)`);
+      return to;
+    }
+    await ProjectionDb.destroy(location);
+    return undefined;
+  };
   // The log's history before its first message was compacted away: a projection that needs
   // any of it starts from a base, loaded beside it and swapped in only when whole, so a ckd
   // that cannot start from one (none of its format, say) leaves the projection as it found it.
   const first = info.state.first_seq;
   if (first > 1 && (reason !== undefined || !db || first > db.appliedSeq + 1)) {
     await db?.close().catch(() => undefined);
+    // Set aside first (loadBase removes what is at `location`), and put back if no base loads.
+    const setAside = reason !== undefined && aside ? await clear() : undefined;
     let loaded;
     try {
       // Not past the log's end: a base that outlived the log's last messages (a power loss on
       // a single server, which syncs the two streams on timers of their own) would be ahead of it.
       loaded = await loadBestBase(location, new BaseStore(log), { firstSeq: first, identity, untilSeq: info.state.last_seq }, identity, privateDir);
     } catch (err) {
+      if (setAside) await rename(setAside, location).catch(() => undefined);
       throw new Error(`the projection (${reason ?? `at sequence ${db?.appliedSeq ?? 0}`}) cannot catch up with the log: ${(err as Error).message}`);
     }
     db = loaded.db;
@@ -323,8 +412,7 @@ export async function openProjection(
     reason ??= `history before sequence ${first} compacted: loaded the base at sequence ${loaded.base.seq}`;
   } else if (reason || !db) {
     logger?.warn({ reason }, "rebuilding projection from sequence 1");
-    await db?.close().catch(() => undefined);
-    await ProjectionDb.destroy(location);
+    await clear();
     await privateDir();
     db = await ProjectionDb.open(location);
   }
@@ -482,6 +570,18 @@ export class Daemon {
     const t0 = performance.now();
     const { db, rebuilt } = await openProjection(paths.meta, log, logger, streamInfo);
     undo.push(() => db.close());
+    // Damage met while running (a List, a Get, a fold, or a write once a compaction met it):
+    // the same bytes would fail every time, so the projection is marked for the next start
+    // to set aside and rebuild, and ckd stops as for a projection that cannot advance.
+    db.onCorruption = (err) => {
+      try {
+        ProjectionDb.markDamaged(paths.meta, err.message);
+      } catch (markErr) {
+        logger.error({ err: markErr }, "marking the projection damaged failed (the next start's check reads every block again)");
+      }
+      logger.fatal({ err }, "projection damaged; exiting: the next start sets it aside and rebuilds it");
+      process.exit(70);
+    };
     const openMs = Math.round(performance.now() - t0);
     // Written once the projection is ours: a second ckd on this root (refused at its open)
     // does not point ck-replay at its log instead.

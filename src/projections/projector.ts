@@ -217,7 +217,8 @@ export class Projector {
         );
       }
       const changes = foldBatch(this.protos, this.db, fresh);
-      await this.db.apply(changes, fresh[fresh.length - 1]!.seq, this.opts.sync ?? false);
+      // The last message itself, not only its sequence: its identity is checkpointed with it.
+      await this.db.apply(changes, fresh[fresh.length - 1]!, this.opts.sync ?? false);
       for (const l of this.listeners) l(fresh);
       this.release();
     });
