@@ -221,8 +221,8 @@ export class ProjectionDb {
    * block would otherwise show only when a List or a fold reaches it. Throws RocksDB's
    * error (isCorruption). Keys only, as strings (Buffers cost twice the time), in pages of
    * 1,024; the iterator leaves the block cache as it was. 100,000 image records (36 MiB):
-   * 85-155 ms with the table in the page cache, 210-230 ms without (README, "How the
-   * projection stays honest").
+   * 85-155 ms with the table in the page cache, 210-230 ms without; ckd runs it in the
+   * background once serving (README, "How the projection stays honest").
    */
   async verify(): Promise<number> {
     const it = this.db.iterator({ keyEncoding: "utf8", values: false, fillCache: false } as never);
