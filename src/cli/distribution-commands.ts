@@ -185,7 +185,7 @@ export function registerDistributionCommands(program: Command, action: Action): 
     program
       .command("push <ref> [local]")
       .description("push an image (local name, default ref) to a registry")
-      .option("--platform <platform>", "push only this platform of an index (repeatable)", collect)
+      .option("--platform <platform>", "of an index, push the one manifest for this platform under the tag (repeatable, but all must select the same entry)", collect)
       .option("--max-concurrent-uploaded-layers <n>", "blobs uploaded at once", "3")
       .option("--allow-non-distributable-blobs", "upload non-distributable (foreign) layers too, as ctr push's flag; left out by default")
       .option("-q, --quiet", "print only the pushed digest"),

@@ -23,7 +23,7 @@ import { CkError, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdef
 import { formatReference, type ImageReference } from "../remotes/reference.js";
 import { sha256Digest, type Descriptor, type Platform } from "../remotes/types.js";
 import { children, gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, MediaTypes, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
-import { manifestsFor, selectManifests } from "../remotes/platform.js";
+import { manifestsFor, pushedManifest, selectManifests } from "../remotes/platform.js";
 import { Slots } from "../remotes/slots.js";
 import { bytesCanNeverCommit, type Registry, type RegistryAccess } from "../remotes/registry.js";
 
@@ -691,7 +691,12 @@ export function isNonDistributable(mediaType: string): boolean {
   return mediaType.startsWith("application/vnd.oci.image.layer.nondistributable.") || mediaType.startsWith("application/vnd.docker.image.rootfs.foreign.");
 }
 
-/** Pushes the image `local` (a name in this namespace) to `ref`: blobs first, manifests after their children. */
+/**
+ * Pushes the image `local` (a name in this namespace) to `ref`: blobs first, manifests after
+ * their children, the root under the tag. With `platforms`, an index is replaced by the one
+ * manifest they select (see pushedManifest), chosen before anything is sent; the target
+ * returned is what was pushed.
+ */
 export async function pushImage(api: ApiClient, registry: Registry, ref: ImageReference, local: string, opts: PushOptions): Promise<{ target: Descriptor; uploaded: number }> {
   const content = new ApiContent(api);
   let image: any;
@@ -701,7 +706,23 @@ export async function pushImage(api: ApiClient, registry: Registry, ref: ImageRe
     if (isNotFound(err)) throw new CkError("NotFound", `image "${local}": not found`);
     throw err;
   }
-  const target = fromApiDescriptor(image.target);
+  const documents = new Map<string, Buffer>();
+  const read = async (d: Descriptor): Promise<Buffer> => {
+    let bytes = documents.get(d.digest);
+    if (!bytes) {
+      const info = await content.info(d.digest);
+      if (!info) throw new CkError("NotFound", `content ${d.digest} of ${local} is not in the content store`);
+      bytes = await content.readAll(d.digest, MAX_MANIFEST_BYTES);
+      documents.set(d.digest, bytes);
+    }
+    return bytes;
+  };
+  let target = fromApiDescriptor(image.target);
+  // An index inside an index is narrowed the same way, down to a manifest.
+  while (opts.platforms.length > 0 && isIndex(target.mediaType)) {
+    const what = `push of image "${local}": index ${target.digest}`;
+    target = pushedManifest(parseManifest(target, await read(target)), opts.platforms, what);
+  }
   const manifests: { desc: Descriptor; bytes: Buffer }[] = [];
   const blobs = new Map<string, Descriptor>();
   const walk = async (d: Descriptor): Promise<void> => {
@@ -710,12 +731,8 @@ export async function pushImage(api: ApiClient, registry: Registry, ref: ImageRe
       blobs.set(d.digest, d);
       return;
     }
-    const info = await content.info(d.digest);
-    if (!info) throw new CkError("NotFound", `content ${d.digest} of ${local} is not in the content store`);
-    const bytes = await content.readAll(d.digest, MAX_MANIFEST_BYTES);
-    const parsed = parseManifest(d, bytes);
-    const kids = parsed.kind === "index" && opts.platforms.length ? manifestsFor(parsed, opts.platforms) : children(parsed);
-    for (const c of kids) await walk(c);
+    const bytes = await read(d);
+    for (const c of children(parseManifest(d, bytes))) await walk(c);
     manifests.push({ desc: d, bytes });
   };
   await walk(target);
@@ -729,9 +746,11 @@ export async function pushImage(api: ApiClient, registry: Registry, ref: ImageRe
     let sent = 0;
     const how = await registry.pushBlob(ref, d, () => Readable.from(content.read(d.digest)), {
       mountFrom,
+      // Counts from 0 again when an upload starts over (a retry): those bytes cross again.
       onProgress: (n: number) => {
-        job.transferred(n - sent);
-        uploaded += n - sent;
+        const more = n >= sent ? n - sent : n;
+        job.transferred(more);
+        uploaded += more;
         sent = n;
         job.update(n);
       },

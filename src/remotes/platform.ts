@@ -106,6 +106,36 @@ export function manifestsFor(index: ParsedManifest, wants: readonly Platform[]):
   return index.manifests.filter((d) => !d.platform || best.has(d));
 }
 
+/**
+ * The one entry of `index` a push for `wants` sends under the tag in its place: for each
+ * wanted platform the entry that serves it best (selectManifests' first), which must be the
+ * same entry for all of them. The index itself is not pushed: narrowed to some platforms it
+ * would name manifests the registry never got (docker-registry refuses it with
+ * MANIFEST_BLOB_UNKNOWN, after every blob went up), and edited it would be another document
+ * with another digest. None, or several different entries, is InvalidArgument naming the
+ * platforms the index has (`what` names the index in it).
+ */
+export function pushedManifest(index: ParsedManifest, wants: readonly Platform[], what: string): Descriptor {
+  const chosen = new Map<string, Descriptor>();
+  const missing: Platform[] = [];
+  for (const w of wants) {
+    const best = selectManifests(index, w)[0];
+    if (best) chosen.set(best.digest, best);
+    else missing.push(w);
+  }
+  const has = index.manifests.map((d) => (d.platform ? formatPlatform(d.platform) : "(no platform)")).join(", ") || "no entries";
+  if (missing.length > 0) {
+    throw invalidArgument(`${what}: no manifest for ${missing.map(formatPlatform).join(", ")} (the index has ${has})`);
+  }
+  if (chosen.size !== 1) {
+    throw invalidArgument(
+      `${what}: --platform ${wants.map(formatPlatform).join(", ")} selects ${chosen.size} of its manifests (the index has ${has}); ` +
+        "a push with --platform sends one platform's manifest under the tag: push each platform to its own tag, or push without --platform to send the whole index",
+    );
+  }
+  return [...chosen.values()][0]!;
+}
+
 function rank(candidate: Platform, want: Platform): number {
   return rankIn(candidate, platformVector(normalizePlatform(want)));
 }

@@ -13,9 +13,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { CkError, failedPrecondition, invalidArgument, isClass, notFound, unavailable } from "../errdefs/errdefs.js";
 import type { CredentialStore, Credentials } from "./auth.js";
 import { Authorizer, MAX_TOKEN_RESPONSE, type TokenHttp } from "./authorizer.js";
-import { RegistryError, isRetryable, isUnauthorized, statusError, unauthorized } from "./errors.js";
+import { RegistryError, failureOf, gaveUp, isRetryable, isUnauthorized, manifestPutError, statusError, unauthorized } from "./errors.js";
 import { MAX_MANIFEST_BYTES, MediaTypes, isIndex, isManifest } from "./manifest.js";
 import { formatReference, manifestReference, type ImageReference } from "./reference.js";
+import { MAX_RETRY_AFTER_MS, REQUEST_ATTEMPTS, RETRY_STATUSES, parseRetryAfter, retryAfterTooLong, retryDecision, withDigest } from "./retry.js";
 import { isDigest, isSize, sha256Digest, type Descriptor } from "./types.js";
 import { CK_VERSION } from "../version.js";
 
@@ -214,7 +215,7 @@ export class Registry {
     const url = this.url(ref, `/v2/${ref.repository}/manifests/${manifestReference(ref)}`);
     const base: Omit<Call, "method"> = { ref, url, headers: { accept: MANIFEST_ACCEPT }, scopes: [scope(ref.repository, ["pull"])], what };
 
-    const head = await this.send({ ...base, method: "HEAD" });
+    const head = await this.sendRetrying({ ...base, method: "HEAD" });
     await drain(head);
     if (head.statusCode === 404) throw statusError(ref.domain, 404, what);
     if (ok(head)) {
@@ -241,10 +242,23 @@ export class Registry {
     return { descriptor: this.resolved(ref, name, what, got.descriptor), bytes: got.bytes };
   }
 
-  private async getManifest(ref: ImageReference, base: Omit<Call, "method">, what: string): Promise<{ descriptor: Descriptor; bytes: Buffer }> {
-    const res = await this.send({ ...base, method: "GET" });
-    if (!ok(res)) throw statusError(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true));
-    const body = await readLimited(res, MAX_MANIFEST_BYTES, false);
+  /** One GET of a manifest by tag or digest, read whole; sent again as retryDecision says, the body included. */
+  private getManifest(ref: ImageReference, base: Omit<Call, "method">, what: string): Promise<{ descriptor: Descriptor; bytes: Buffer }> {
+    return this.retrying(what, async () => {
+      const res = await this.send({ ...base, method: "GET" });
+      if (!ok(res)) throw await this.answerError(ref, res, what);
+      let body: Buffer | undefined;
+      try {
+        body = await readLimited(res, MAX_MANIFEST_BYTES, false);
+      } catch (err) {
+        throw networkError(ref.domain, what, err, base.signal);
+      }
+      return this.manifestOf(res, body, what);
+    }, base.signal);
+  }
+
+  /** The descriptor of a manifest GET's body, checked against what the registry said of it. */
+  private manifestOf(res: HttpResponse, body: Buffer | undefined, what: string): { descriptor: Descriptor; bytes: Buffer } {
     if (!body) throw invalidArgument(`${what}: larger than the ${MAX_MANIFEST_BYTES} byte limit for manifests`);
     const digest = sha256Digest(body);
     const claimed = header(res, "docker-content-digest");
@@ -306,7 +320,9 @@ export class Registry {
   /**
    * Makes the blob `desc` present in the repository of `ref`: nothing to do if it is there,
    * a cross-repository mount from one of `mountFrom` if the registry allows it, else an
-   * upload of the bytes `open` streams.
+   * upload of the bytes `open` streams. Each step is sent again after an answer or failure
+   * that may pass (see retry.ts); an upload that fails so starts over with a new session and
+   * the bytes from the start (`open` is called again), and `onProgress` counts from 0 again.
    */
   async pushBlob(
     ref: ImageReference,
@@ -322,98 +338,162 @@ export class Registry {
       return "exists";
     }
 
-    let location: string | undefined;
-    let locationBase: URL | undefined;
+    let session: URL | undefined;
     for (const from of opts.mountFrom ?? []) {
       if (from === ref.repository) continue;
-      const url = this.url(ref, `/v2/${ref.repository}/blobs/uploads/`);
-      url.searchParams.set("mount", desc.digest);
-      url.searchParams.set("from", from);
-      let res: HttpResponse;
-      try {
-        res = await this.send({ method: "POST", ref, url, scopes: [pushScope, scope(from, ["pull"])], what, headers: { "content-length": "0" } });
-      } catch (err) {
-        // No pull on the source repository for these credentials: an ordinary upload may
-        // still be allowed (containerd's pusher drops the mount on a 401 the same way).
-        if (!isUnauthorized(err)) throw err;
-        this.log(`${ref.domain}/${ref.repository}: mounting blob ${desc.digest} from ${from} not authorized; uploading it`);
-        continue;
+      const mounted = await this.mount(ref, desc, from, pushScope, what);
+      if (mounted === "mounted") return "mounted";
+      if (mounted) {
+        session = mounted;
+        break;
       }
-      if (res.statusCode === 201) {
-        await drain(res);
-        this.log(`${ref.domain}/${ref.repository}: mounted blob ${desc.digest} from ${from}`);
-        return "mounted";
-      }
-      if (res.statusCode === 202) {
-        // The registry could not mount and opened an ordinary upload instead.
-        await drain(res);
-        location = header(res, "location");
-        locationBase = url;
-        if (location) break;
-        continue;
-      }
-      throw statusError(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true));
     }
-    if (!location) {
-      const url = this.url(ref, `/v2/${ref.repository}/blobs/uploads/`);
-      const res = await this.send({ method: "POST", ref, url, scopes: [pushScope], what, headers: { "content-length": "0" } });
-      if (res.statusCode !== 202) throw statusError(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true));
-      await drain(res);
-      location = header(res, "location");
-      locationBase = url;
-      if (!location) throw new RegistryError("Unknown", ref.domain, `${ref.domain}: ${what}: upload started without a Location header`);
-    }
-    let uploadUrl = new URL(location, locationBase);
+    // The upload is one step of the retries, POST and PUT together (their attempts shared):
+    // every attempt after a failure starts with a new session.
+    await this.retrying(what, async () => {
+      // The session a mount opened serves the first attempt only: after a failure it may be gone.
+      const location = session ?? (await this.startUpload(ref, pushScope, what));
+      session = undefined;
+      await this.upload(ref, desc, location, open, pushScope, what, opts.onProgress);
+    });
+    this.log(`${ref.domain}/${ref.repository}: uploaded blob ${desc.digest} (${desc.size} bytes)`);
+    return "uploaded";
+  }
 
-    // Stream the bytes, counting and hashing them on the way so a wrong source never commits.
-    let sent = 0;
-    let hash: Hash = createHash("sha256");
+  /**
+   * One cross-repository mount of `desc` from `from`: "mounted" (201), the upload session the
+   * registry opened instead (202 with a Location, as the distribution spec has it answer a
+   * mount it cannot make), or undefined when it refused the mount outright, after which an
+   * ordinary upload is started. A refusal is any answer but those once retries are done: 401
+   * or 403 when these credentials may not pull `from` (or the registry allows no mounts), 404
+   * when it does not know `from`, and whatever else a registry answers a mount it does not
+   * honour; containerd's pusher falls back to an upload the same way. An ordinary upload that
+   * fails for the same reason then says so.
+   */
+  private async mount(ref: ImageReference, desc: Descriptor, from: string, pushScope: string, what: string): Promise<"mounted" | URL | undefined> {
+    const url = this.url(ref, `/v2/${ref.repository}/blobs/uploads/`);
+    url.searchParams.set("mount", desc.digest);
+    url.searchParams.set("from", from);
+    let res: HttpResponse;
+    try {
+      res = await this.sendRetrying({ method: "POST", ref, url, scopes: [pushScope, scope(from, ["pull"])], what, headers: { "content-length": "0" } });
+    } catch (err) {
+      // A second 401 after the challenge was answered: no pull on the source repository.
+      if (!isUnauthorized(err)) throw err;
+      this.log(`${ref.domain}/${ref.repository}: mounting blob ${desc.digest} from ${from} not authorized; uploading it`);
+      return undefined;
+    }
+    const status = res.statusCode ?? 0;
+    if (status === 201) {
+      await drain(res);
+      this.log(`${ref.domain}/${ref.repository}: mounted blob ${desc.digest} from ${from}`);
+      return "mounted";
+    }
+    if (status === 202) {
+      await drain(res);
+      const location = header(res, "location");
+      return location ? new URL(location, url) : undefined;
+    }
+    const refused = await this.answerError(ref, res, `mount from ${from}`);
+    this.log(`${ref.domain}/${ref.repository}: mounting blob ${desc.digest} from ${from} refused (HTTP ${status}: ${refused.message}); uploading it`);
+    return undefined;
+  }
+
+  /** Opens an upload session (POST): its Location. */
+  private async startUpload(ref: ImageReference, pushScope: string, what: string): Promise<URL> {
+    const url = this.url(ref, `/v2/${ref.repository}/blobs/uploads/`);
+    const res = await this.send({ method: "POST", ref, url, scopes: [pushScope], what, headers: { "content-length": "0" } });
+    if (res.statusCode !== 202) throw await this.answerError(ref, res, what);
+    await drain(res);
+    const location = header(res, "location");
+    if (!location) throw new RegistryError("Unknown", ref.domain, `${ref.domain}: ${what}: upload started without a Location header`);
+    return new URL(location, url);
+  }
+
+  /**
+   * The bytes of `desc` to the upload session at `location` in one PUT `?digest=` with their
+   * Content-Length, the distribution spec's monolithic upload and what containerd's pusher
+   * sends: a streamed PATCH without a length (chunked transfer encoding) is refused by
+   * registries and proxies that need the length up front (411), and the spec's chunked
+   * upload wants Content-Range on every PATCH. The bytes are counted and hashed on the way,
+   * and the chunk that completes the length is held back until the source has ended and the
+   * digest is right: a source that gives other bytes (more, fewer, different) fails the
+   * request before its body is complete, so the registry never has the whole of it, and the
+   * session is cancelled.
+   */
+  private async upload(
+    ref: ImageReference,
+    desc: Descriptor,
+    location: URL,
+    open: () => Readable,
+    pushScope: string,
+    what: string,
+    onProgress: ((bytes: number) => void) | undefined,
+  ): Promise<void> {
+    /** Why the source's bytes are not the blob's, once it is known. */
+    let wrong: CkError | undefined;
+    const mismatch = (detail: string) => failedPrecondition(`${what}: the source gave ${detail}, expected ${desc.size} bytes with digest ${desc.digest}`);
+    // Called per request, so an answered challenge (a token that expired mid-push) resends from the start.
     const body = () => {
-      sent = 0;
-      hash = createHash("sha256");
+      let sent = 0;
+      const hash: Hash = createHash("sha256");
+      let last: Buffer | undefined;
+      wrong = undefined;
       const counter = new Transform({
         transform(chunk: Buffer, _enc, cb) {
+          if (sent + chunk.length > desc.size) {
+            wrong = mismatch(`more than ${desc.size} bytes`);
+            cb(wrong);
+            return;
+          }
           sent += chunk.length;
           hash.update(chunk);
-          opts.onProgress?.(sent);
-          cb(null, chunk);
+          onProgress?.(sent);
+          if (sent === desc.size) last = chunk;
+          cb(null, sent === desc.size ? undefined : chunk);
+        },
+        flush(cb) {
+          const actual = "sha256:" + hash.digest("hex");
+          if (sent !== desc.size || actual !== desc.digest) {
+            wrong = mismatch(`${sent} bytes with digest ${actual}`);
+            cb(wrong);
+            return;
+          }
+          cb(null, last);
         },
       });
       const src = open();
       src.once("error", (err) => counter.destroy(err));
+      // A request that ended early (a refusal mid-upload) stops the source too.
+      counter.once("close", () => src.destroy());
       return src.pipe(counter);
     };
-    const patch = await this.send({
-      method: "PATCH",
-      ref,
-      url: uploadUrl,
-      scopes: [pushScope],
-      what,
-      headers: { "content-type": "application/octet-stream" },
-      body,
-    });
-    if (patch.statusCode !== 202 && patch.statusCode !== 204) {
-      throw statusError(ref.domain, patch.statusCode ?? 0, what, await readLimited(patch, MAX_ERROR_BODY, true));
-    }
-    await drain(patch);
-    uploadUrl = new URL(header(patch, "location") ?? uploadUrl.href, uploadUrl);
-    const actual = "sha256:" + hash.digest("hex");
-    if (sent !== desc.size || actual !== desc.digest) {
-      await this.cancelUpload(ref, uploadUrl, pushScope, what);
-      throw failedPrecondition(`${what}: the source gave ${sent} bytes with digest ${actual}, expected ${desc.size} bytes with digest ${desc.digest}`);
-    }
-
-    uploadUrl.searchParams.set("digest", desc.digest);
-    // The PUT that ends an upload waits while the registry stores (moves, verifies) the whole
-    // blob: minutes for a big one on object storage. containerd's client sets no limit there.
+    // The PUT waits while the registry stores (moves, verifies) the whole blob: minutes for a
+    // big one on object storage. containerd's client sets no limit there.
     const putTimeout = this.opts.timeoutMs > 0 ? Math.max(this.opts.timeoutMs, UPLOAD_END_TIMEOUT_MS) : 0;
-    const put = await this.send({ method: "PUT", ref, url: uploadUrl, scopes: [pushScope], what, headers: { "content-length": "0" }, timeoutMs: putTimeout });
-    if (put.statusCode !== 201 && put.statusCode !== 204 && put.statusCode !== 200) {
-      throw statusError(ref.domain, put.statusCode ?? 0, what, await readLimited(put, MAX_ERROR_BODY, true));
+    let res: HttpResponse | undefined;
+    try {
+      res = await this.send({
+        method: "PUT",
+        ref,
+        url: withDigest(location, desc.digest),
+        scopes: [pushScope],
+        what,
+        headers: { "content-type": "application/octet-stream", "content-length": String(desc.size) },
+        body,
+        timeoutMs: putTimeout,
+      });
+    } catch (err) {
+      // The request failed because the source's bytes were wrong, not the registry.
+      if (!wrong) throw err;
     }
-    await drain(put);
-    this.log(`${ref.domain}/${ref.repository}: uploaded blob ${desc.digest} (${sent} bytes)`);
-    return "uploaded";
+    if (wrong || !res) {
+      if (res) await drain(res);
+      await this.cancelUpload(ref, location, pushScope, what);
+      throw wrong;
+    }
+    if (res.statusCode !== 201 && res.statusCode !== 204 && res.statusCode !== 200) throw await this.answerError(ref, res, what);
+    await drain(res);
   }
 
   /** Stores a manifest or index under `reference` (a tag, or its own digest). */
@@ -431,7 +511,7 @@ export class Registry {
       throw invalidArgument(`${what}: reference ${JSON.stringify(reference)} is neither a tag nor a sha256 digest`);
     }
     const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const res = await this.send({
+    const res = await this.sendRetrying({
       method: "PUT",
       ref,
       url: this.url(ref, `/v2/${ref.repository}/manifests/${reference}`),
@@ -440,7 +520,7 @@ export class Registry {
       headers: { "content-type": desc.mediaType },
       body: () => buf,
     });
-    if (!ok(res)) throw statusError(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true));
+    if (!ok(res)) throw await this.answerError(ref, res, what, manifestPutError);
     await drain(res);
     const stored = header(res, "docker-content-digest");
     if (stored !== undefined && stored.startsWith("sha256:") && stored !== desc.digest) {
@@ -479,7 +559,7 @@ export class Registry {
     if (!isDigest(digest)) throw invalidArgument(`digest ${JSON.stringify(digest)} is not sha256:<64 lowercase hex>`);
     const what = `object ${digest} in ${JSON.stringify(`${ref.domain}/${ref.repository}`)}`;
     for (const kind of ["blobs", "manifests"] as const) {
-      const res = await this.send({
+      const res = await this.sendRetrying({
         method: "HEAD",
         ref,
         url: this.url(ref, `/v2/${ref.repository}/${kind}/${digest}`),
@@ -501,7 +581,7 @@ export class Registry {
   private async headBlob(ref: ImageReference, digest: string, actions: Action[]): Promise<boolean> {
     if (!isDigest(digest)) throw invalidArgument(`blob digest ${JSON.stringify(digest)} is not sha256:<64 lowercase hex>`);
     const what = `blob ${digest} in ${JSON.stringify(`${ref.domain}/${ref.repository}`)}`;
-    const res = await this.send({
+    const res = await this.sendRetrying({
       method: "HEAD",
       ref,
       url: this.url(ref, `/v2/${ref.repository}/blobs/${digest}`),
@@ -521,6 +601,56 @@ export class Registry {
     } catch (err) {
       this.log(`${what}: cancelling the upload failed: ${(err as Error).message}`);
     }
+  }
+
+  /** The error for a non-success answer: its status, the registry's words from its body, its Retry-After. */
+  private async answerError(ref: ImageReference, res: HttpResponse, what: string, map: typeof statusError = statusError): Promise<RegistryError> {
+    return map(ref.domain, res.statusCode ?? 0, what, await readLimited(res, MAX_ERROR_BODY, true), header(res, "retry-after"));
+  }
+
+  /**
+   * Runs `step` again after a failure that retryDecision says may pass (429, 502-504, a
+   * dropped or refused connection), after the wait it gives; when it gives up, the last
+   * error says why (the attempts made, or a Retry-After longer than ck waits). Everything
+   * else `step` throws goes to the caller at once.
+   */
+  private async retrying<T>(what: string, step: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await step();
+      } catch (err) {
+        const failure = failureOf(err);
+        if (!failure || signal?.aborted) throw err;
+        const d = retryDecision(failure, attempt);
+        if (!d.retry) {
+          if (d.why === "attempts") throw gaveUp(err as RegistryError, `gave up after ${attempt} attempts`);
+          if (d.why === "retry-after too long") {
+            throw gaveUp(err as RegistryError, retryAfterTooLong(d.retryAfterMs));
+          }
+          throw err;
+        }
+        this.log(`${(err as RegistryError).context}; trying again in ${d.delayMs} ms (attempt ${attempt + 1} of ${REQUEST_ATTEMPTS})`);
+        await sleep(d.delayMs, undefined, signal ? { signal } : undefined).catch(() => {
+          throw canceled(what);
+        });
+      }
+    }
+  }
+
+  /**
+   * send(), again after an answer or failure worth retrying (see retrying); any other answer
+   * is returned with its status unchecked. For requests whose body can be sent again.
+   */
+  private sendRetrying(call: Call): Promise<HttpResponse> {
+    return this.retrying(
+      call.what,
+      async () => {
+        const res = await this.send(call);
+        if (RETRY_STATUSES.has(res.statusCode ?? 0)) throw await this.answerError(call.ref, res, call.what);
+        return res;
+      },
+      call.signal,
+    );
   }
 
   private url(ref: ImageReference, path: string): URL {
@@ -829,7 +959,13 @@ class BlobReader {
     this.lastProblem = e instanceof Error ? ((e as NodeJS.ErrnoException).code ?? e.message) : String(e);
   }
 
-  /** Opens a response for the bytes from `pos`, retrying failures that may pass. */
+  /** The wait the registry's last answer asked for (its Retry-After), for the next attempt only. */
+  private retryAfterMs: number | undefined;
+
+  /**
+   * Opens a response for the bytes from `pos`, retrying failures that may pass, after at
+   * least the Retry-After the registry sent (a longer one than ck waits ends the download).
+   */
   private async openWithRetry(): Promise<{ res: HttpResponse; skip: number }> {
     for (;;) {
       if (this.pos > this.offset || this.attempts > 0 || this.lastProblem) {
@@ -840,7 +976,9 @@ class BlobReader {
           );
         }
         this.log(`${this.what}: resuming at byte ${this.pos} of ${this.desc.size} after ${this.lastProblem} (attempt ${this.attempts} of ${this.retries})`);
-        await sleep(Math.min(50 * 2 ** (this.attempts - 1), 2000), undefined, { signal: this.signal }).catch(() => {
+        const delay = Math.max(Math.min(50 * 2 ** (this.attempts - 1), 2000), this.retryAfterMs ?? 0);
+        this.retryAfterMs = undefined;
+        await sleep(delay, undefined, { signal: this.signal }).catch(() => {
           throw canceled(this.what);
         });
       }
@@ -849,6 +987,12 @@ class BlobReader {
       } catch (err) {
         if (this.signal.aborted) throw canceled(this.what);
         if (!isRetryable(err)) throw err;
+        if (err instanceof RegistryError && err.status !== undefined) {
+          this.retryAfterMs = parseRetryAfter(err.retryAfter, Date.now());
+          if (this.retryAfterMs !== undefined && this.retryAfterMs > MAX_RETRY_AFTER_MS) {
+            throw gaveUp(err, retryAfterTooLong(this.retryAfterMs));
+          }
+        }
         this.note(err);
       }
     }
@@ -874,7 +1018,7 @@ class BlobReader {
     if (status === 404) throw notFoundIn(this.ref, this.what);
     // Range Not Satisfiable: nothing from this offset on, so the object ends before it.
     if (status === 416 && this.pos > 0) throw shorter(this.what, this.pos, this.desc.size, " or before");
-    throw statusError(this.ref.domain, status, this.what, body);
+    throw statusError(this.ref.domain, status, this.what, body, header(res, "retry-after"));
   }
 }
 
@@ -1033,7 +1177,7 @@ function networkError(host: string, what: string, err: unknown, signal: AbortSig
       { cause: err },
     );
   }
-  return new RegistryError("Unavailable", host, `${host}: ${what}: ${e.code ?? e.message ?? String(err)}`, { cause: err });
+  return new RegistryError("Unavailable", host, `${host}: ${what}: ${e.code ?? e.message ?? String(err)}`, { cause: err, ...(typeof e.code === "string" ? { errno: e.code } : {}) });
 }
 
 function tlsAlert(e: NodeJS.ErrnoException): string {

@@ -445,6 +445,77 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.equal(pushed.code, 0, pushed.stderr);
   });
 
+  test("ck push --platform of an index: that platform's manifest goes up under the tag; several platforms, or none, are refused before anything is sent", async () => {
+    const amd = await buildImage({ host: registry.host, repo: "dist/pidx", tag: "amd", layers: [{ "amd.txt": "pidx amd64\n" }] });
+    const arm = await buildImage({ host: registry.host, repo: "dist/pidx", tag: "arm", layers: [{ "arm.txt": "pidx arm64\n" }] });
+    const entry = (img: typeof amd, architecture: string) => ({ mediaType: img.manifest.mediaType ?? MediaTypes.ociManifest, digest: img.manifestDigest, size: img.manifestBytes.length, platform: { os: "linux", architecture } });
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [entry(amd, "amd64"), entry(arm, "arm64")] }));
+    const pusher = new Registry({ plainHttp: true });
+    await pusher.pushManifest(parseReference(`${registry.host}/dist/pidx:v1`), { mediaType: MediaTypes.ociIndex, digest: `sha256:${createHash("sha256").update(index).digest("hex")}`, size: index.length }, index, "v1").finally(() => pusher.close());
+    let r = await ck("pplat", ["fetch", "-q", "--plain-http", "--all-platforms", ref("dist/pidx")]);
+    assert.equal(r.code, 0, r.stderr);
+
+    r = await ck("pplat", ["push", "-q", "--plain-http", "--platform", "linux/arm64", ref("dist/pidx-arm"), ref("dist/pidx")]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `${arm.manifestDigest}\n`, "the digest pushed: the arm64 manifest's");
+    const raw = await runCommand("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${registry.host}/dist/pidx-arm:v1`]);
+    assert.equal(raw.code, 0, raw.stderr);
+    assert.equal(`sha256:${createHash("sha256").update(raw.stdout).digest("hex")}`, arm.manifestDigest);
+
+    const before = proxy.seen.length;
+    r = await ck("pplat", ["push", "--plain-http", "--platform", "linux/amd64", "--platform", "linux/arm64", ref("dist/pidx-two"), ref("dist/pidx")]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /index sha256:[0-9a-f]{64}: --platform linux\/amd64, linux\/arm64 selects 2 of its manifests \(the index has linux\/amd64, linux\/arm64\); a push with --platform sends one platform's manifest under the tag/);
+    assert.match(r.stderr, /invalid argument/);
+    r = await ck("pplat", ["push", "--plain-http", "--platform", "linux/s390x", ref("dist/pidx-two"), ref("dist/pidx")]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /no manifest for linux\/s390x \(the index has linux\/amd64, linux\/arm64\)/);
+    assert.deepEqual(proxy.seen.slice(before), [], "nothing sent to the registry");
+  });
+
+  test("ck push through a registry that refuses mounts (403 DENIED) and answers 429 with Retry-After: 1 once per step goes through; one that always answers 503 fails Unavailable after four attempts", async () => {
+    let r = await ck("retrypush", ["pull", "--plain-http", ref("dist/small")]);
+    assert.equal(r.code, 0, r.stderr);
+    const refused = new Set<string>();
+    const denied = { answer: { status: 403, headers: { "content-type": "application/json" }, body: JSON.stringify({ errors: [{ code: "DENIED", message: "requested access to the resource is denied" }] }) } };
+    proxy.rule = (req) => {
+      const url = req.url ?? "";
+      // The blobs' source label names dist/small: each is first asked for as a mount from there.
+      if (req.method === "POST" && url.includes("mount=")) return denied;
+      const step = req.method === "HEAD" && url.includes("/blobs/") ? "head" : req.method === "POST" ? "start" : req.method === "PUT" ? (url.includes("/manifests/") ? "manifest" : "upload") : undefined;
+      if (!step || refused.has(step)) return undefined;
+      refused.add(step);
+      return { answer: { status: 429, headers: { "retry-after": "1", "content-type": "application/json" }, body: JSON.stringify({ errors: [{ code: "TOOMANYREQUESTS", message: "slow down" }] }) } };
+    };
+    const before = proxy.seen.length;
+    try {
+      r = await ck("retrypush", ["push", "--plain-http", ref("dist/retried"), ref("dist/small")]);
+    } finally {
+      proxy.rule = undefined;
+    }
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual([...refused].sort(), ["head", "manifest", "start", "upload"]);
+    const during = proxy.seen.slice(before);
+    assert.equal(during.filter((s) => s.status === 429).length, 4);
+    assert.equal(during.filter((s) => s.status === 403).length, small.manifest.layers.length + 1, "a mount asked for each blob");
+    const raw = await runCommand("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${registry.host}/dist/retried:v1`]);
+    assert.equal(raw.code, 0, raw.stderr);
+    assert.equal(`sha256:${createHash("sha256").update(raw.stdout).digest("hex")}`, small.manifestDigest);
+
+    proxy.rule = (req) => (req.method === "PUT" && req.url?.includes("/manifests/") ? { answer: { status: 503, body: "" } } : undefined);
+    const start = Date.now();
+    const at = proxy.seen.length;
+    try {
+      r = await ck("retrypush", ["push", "--plain-http", ref("dist/retried-503"), ref("dist/small")]);
+    } finally {
+      proxy.rule = undefined;
+    }
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /manifest sha256:[0-9a-f]{64} push to ".*\/dist\/retried-503:v1": HTTP 503 \(gave up after 4 attempts\): unavailable/);
+    assert.equal(proxy.count("PUT", "/dist/retried-503/manifests/") - proxy.seen.slice(0, at).filter((s) => s.method === "PUT" && s.url.includes("/dist/retried-503/manifests/")).length, 4);
+    assert.ok(Date.now() - start < 20_000, `${Date.now() - start} ms`);
+  });
+
   test("ctr install: an image's bin/ (and lib/ with --libs) into the opt directory ckd exports; a second install refuses to replace without --replace", async () => {
     const tool = await buildImage({
       host: registry.host,

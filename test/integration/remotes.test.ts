@@ -480,7 +480,7 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
     const dst = parseReference(`${p.host}/remotes/relative:v1`);
     assert.equal(await client().pushBlob(dst, d, () => Readable.from([blob])), "uploaded");
     assert.equal(await client().blobExists(dst, d.digest), true);
-    assert.ok(p.seen.some((s) => s.method === "PATCH") && p.seen.some((s) => s.method === "PUT"));
+    assert.ok(p.seen.some((s) => s.method === "PUT" && s.url.includes("/blobs/uploads/")));
   });
 
   test("cross-repository mount, and the upload fallback when the source lacks the blob", T, async () => {
@@ -495,6 +495,255 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
     const fallback = parseReference(`${reg.host}/remotes/mounted2:v1`);
     assert.equal(await r.pushBlob(fallback, d2, () => Readable.from([bytes]), { mountFrom: ["remotes/empty"] }), "uploaded");
     assert.equal(await r.blobExists(fallback, d2.digest), true);
+  });
+
+  // ---- a registry of our own, for answers docker-registry never gives (refusals, overload)
+
+  interface MockSeen {
+    method: string;
+    url: string;
+    /** head, mount, start (POST), upload (PUT of bytes), manifest (PUT), get-manifest, head-manifest, get-blob, delete, other */
+    step: string;
+    contentLength?: string;
+    transferEncoding?: string;
+    contentType?: string;
+    bytes: number;
+    at: number;
+  }
+  type MockAnswer = { status: number; headers?: Record<string, string>; body?: string } | "reset" | undefined;
+  /**
+   * A minimal registry: blobs by digest (a PUT ?digest= stores them when the length and digest
+   * agree), manifests by reference; `hook(step, n, req)` answers instead of it (n counts that
+   * step from 0), "reset" destroys the connection without an answer.
+   */
+  const mockRegistry = async (hook?: (step: string, n: number, req: http.IncomingMessage) => MockAnswer, opts: { location?: (n: number) => string } = {}) => {
+    const blobs = new Map<string, Buffer>();
+    const manifests = new Map<string, { type: string; bytes: Buffer }>();
+    const seen: MockSeen[] = [];
+    const counts = new Map<string, number>();
+    let sessions = 0;
+    const host = await serve((req, res) => {
+      const parts: Buffer[] = [];
+      req.on("data", (c: Buffer) => parts.push(c));
+      req.on("end", () => {
+        const u = new URL(req.url ?? "/", "http://x");
+        const body = Buffer.concat(parts);
+        const path = u.pathname;
+        const step =
+          req.method === "POST" ? (u.searchParams.has("mount") ? "mount" : "start")
+          : req.method === "PUT" && path.includes("/blobs/uploads/") ? "upload"
+          : req.method === "PUT" && path.includes("/manifests/") ? "manifest"
+          : req.method === "HEAD" && path.includes("/blobs/") ? "head"
+          : req.method === "HEAD" && path.includes("/manifests/") ? "head-manifest"
+          : req.method === "GET" && path.includes("/manifests/") ? "get-manifest"
+          : req.method === "GET" && path.includes("/blobs/") ? "get-blob"
+          : req.method === "DELETE" ? "delete"
+          : "other";
+        const h = req.headers;
+        seen.push({ method: req.method ?? "", url: req.url ?? "", step, contentLength: h["content-length"], transferEncoding: h["transfer-encoding"], contentType: h["content-type"], bytes: body.length, at: Date.now() });
+        const n = counts.get(step) ?? 0;
+        counts.set(step, n + 1);
+        const answer = hook?.(step, n, req);
+        if (answer === "reset") {
+          req.socket.destroy();
+          return;
+        }
+        if (answer) {
+          res.writeHead(answer.status, { "content-type": "application/json", ...answer.headers });
+          res.end(answer.body ?? "");
+          return;
+        }
+        const tail = path.split("/").at(-1) ?? "";
+        if (step === "head" || step === "get-blob") {
+          const b = blobs.get(tail);
+          if (!b) return void res.writeHead(404).end();
+          res.writeHead(200, { "content-length": String(b.length), "docker-content-digest": tail });
+          return void res.end(step === "get-blob" ? b : undefined);
+        }
+        if (step === "start" || step === "mount") {
+          const location = opts.location?.(sessions) ?? `/v2/app/blobs/uploads/s${sessions}?_state=a%2Bb%3D==`;
+          sessions++;
+          return void res.writeHead(202, { location }).end();
+        }
+        if (step === "upload") {
+          const digest = u.searchParams.get("digest") ?? "";
+          if (sha(body) !== digest) return void res.writeHead(400).end(JSON.stringify({ errors: [{ code: "DIGEST_INVALID", message: "digest did not match" }] }));
+          blobs.set(digest, body);
+          return void res.writeHead(201, { "docker-content-digest": digest }).end();
+        }
+        if (step === "manifest") {
+          manifests.set(tail, { type: h["content-type"] ?? "", bytes: body });
+          manifests.set(sha(body), { type: h["content-type"] ?? "", bytes: body });
+          return void res.writeHead(201, { "docker-content-digest": sha(body) }).end();
+        }
+        if (step === "head-manifest" || step === "get-manifest") {
+          const m = manifests.get(tail);
+          if (!m) return void res.writeHead(404).end();
+          res.writeHead(200, { "content-type": m.type, "content-length": String(m.bytes.length), "docker-content-digest": sha(m.bytes) });
+          return void res.end(step === "get-manifest" ? m.bytes : undefined);
+        }
+        if (step === "delete") return void res.writeHead(204).end();
+        res.writeHead(404).end();
+      });
+    });
+    const ref = parseReference(`${host}/app:v1`);
+    return { host, ref, blobs, manifests, seen, steps: () => seen.map((x) => x.step), count: (step: string) => counts.get(step) ?? 0 };
+  };
+  const blobOf = (size: number) => {
+    const bytes = randomBytes(size);
+    return { bytes, desc: { mediaType: MediaTypes.ociLayer, digest: sha(bytes), size } as Descriptor };
+  };
+  const tooMany = (seconds: string, status = 429) => ({ status, headers: { "retry-after": seconds }, body: JSON.stringify({ errors: [{ code: "TOOMANYREQUESTS", message: "slow down" }] }) });
+
+  test("a blob goes up in one PUT with its Content-Length (no chunked PATCH, which some registries refuse), ?digest= appended to the Location's query as sent", T, async () => {
+    // Refuses a body without a length, as registries and proxies that need it up front do.
+    const m = await mockRegistry((_step, _n, req) => (req.headers["transfer-encoding"] === "chunked" ? { status: 411 } : undefined));
+    const { bytes, desc } = blobOf(300_000);
+    const progress: number[] = [];
+    const pushed = await client().pushBlob(m.ref, desc, () => Readable.from([bytes.subarray(0, 100_000), bytes.subarray(100_000)]), { onProgress: (n) => progress.push(n) });
+    assert.equal(pushed, "uploaded");
+    assert.deepEqual(m.steps(), ["head", "start", "upload"]);
+    const put = m.seen[2]!;
+    assert.equal(put.url, `/v2/app/blobs/uploads/s0?_state=a%2Bb%3D==&digest=${encodeURIComponent(desc.digest)}`, "the registry's query byte for byte");
+    assert.deepEqual([put.contentLength, put.transferEncoding, put.contentType, put.bytes], ["300000", undefined, "application/octet-stream", 300_000]);
+    assert.ok(m.blobs.get(desc.digest)?.equals(bytes));
+    assert.equal(progress.at(-1), 300_000);
+
+    // A Location that is a query alone keeps the path of the POST.
+    const q = await mockRegistry(undefined, { location: () => "?_state=x%3D&y=1" });
+    assert.equal(await client().pushBlob(q.ref, desc, () => Readable.from([bytes])), "uploaded");
+    assert.equal(q.seen.find((x) => x.step === "upload")?.url, `/v2/app/blobs/uploads/?_state=x%3D&y=1&digest=${encodeURIComponent(desc.digest)}`);
+
+    // A source with more bytes than the descriptor: the request fails before its body is
+    // complete, the session is cancelled, nothing is stored.
+    const long = await mockRegistry();
+    await rejectsClass(client().pushBlob(long.ref, desc, () => Readable.from([bytes, Buffer.from("more")])), "FailedPrecondition", /the source gave more than 300000 bytes, expected 300000 bytes with digest/);
+    assert.equal(long.blobs.size, 0);
+    assert.equal(long.count("delete"), 1);
+    const short = await mockRegistry();
+    await rejectsClass(client().pushBlob(short.ref, desc, () => Readable.from([bytes.subarray(1)])), "FailedPrecondition", /the source gave 299999 bytes with digest sha256:[0-9a-f]{64}, expected 300000/);
+    assert.equal(short.blobs.size, 0);
+    // The PUT never ended (the mock sees only requests that did), and was not sent again.
+    assert.deepEqual(short.steps(), ["head", "start", "delete"]);
+  });
+
+  test("429 with Retry-After: 1 once at every push step: each is sent again a second later, and the push succeeds", { timeout: 60_000 }, async () => {
+    const m = await mockRegistry((step, n) => (n === 0 && ["head", "start", "upload", "manifest"].includes(step) ? tooMany("1") : undefined));
+    const { bytes, desc } = blobOf(50_000);
+    const log: string[] = [];
+    const r = client({ log: (l) => log.push(l) });
+    let opened = 0;
+    const progress: number[] = [];
+    const started = Date.now();
+    assert.equal(await r.pushBlob(m.ref, desc, () => (opened++, Readable.from([bytes])), { onProgress: (n) => progress.push(n) }), "uploaded");
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: desc, layers: [] }));
+    await r.pushManifest(m.ref, { mediaType: MediaTypes.ociManifest, digest: sha(manifest), size: manifest.length }, manifest, "v1");
+    // HEAD twice; POST, then PUT refused: the upload starts over with a new session and the bytes again.
+    assert.deepEqual(m.steps(), ["head", "head", "start", "start", "upload", "start", "upload", "manifest", "manifest"]);
+    assert.equal(opened, 2);
+    assert.ok(m.blobs.get(desc.digest)?.equals(bytes));
+    assert.ok(m.manifests.get("v1")?.bytes.equals(manifest));
+    // Each retry waited the second asked for.
+    for (const step of ["head", "upload", "manifest"]) {
+      const [a, b] = m.seen.filter((x) => x.step === step);
+      assert.ok(b!.at - a!.at >= 950, `${step}: ${b!.at - a!.at} ms`);
+    }
+    assert.ok(Date.now() - started >= 3900);
+    // A HEAD's answer has no body to give the registry's words.
+    // The upload's POST and PUT share their attempts: the PUT's retry is the third.
+    const retries = log.filter((l) => /trying again/.test(l));
+    assert.equal(retries.length, 4, log.join("\n"));
+    assert.match(retries[0]!, /^127\.0\.0\.1:\d+: blob sha256:[0-9a-f]{64} in "127\.0\.0\.1:\d+\/app": HTTP 429; trying again in 1000 ms \(attempt 2 of 4\)$/);
+    assert.match(retries[1]!, /: blob sha256:[0-9a-f]{64} upload to "127\.0\.0\.1:\d+\/app": HTTP 429 \(TOOMANYREQUESTS: slow down\); trying again in 1000 ms \(attempt 2 of 4\)$/);
+    assert.match(retries[2]!, /: blob sha256:[0-9a-f]{64} upload to .*: HTTP 429 \(TOOMANYREQUESTS: slow down\); trying again in 1000 ms \(attempt 3 of 4\)$/);
+    assert.match(retries[3]!, /: manifest sha256:[0-9a-f]{64} push to "127\.0\.0\.1:\d+\/app:v1": HTTP 429 \(TOOMANYREQUESTS: slow down\); trying again in 1000 ms \(attempt 2 of 4\)$/);
+    assert.equal(progress.at(-1), 50_000);
+  });
+
+  test("a registry that always answers 503: Unavailable after four attempts, in seconds; a Retry-After past 30 s ends at once", T, async () => {
+    const m = await mockRegistry(() => ({ status: 503, body: JSON.stringify({ errors: [{ code: "UNAVAILABLE", message: "service unavailable" }] }) }));
+    const { bytes, desc } = blobOf(1000);
+    let started = Date.now();
+    await rejectsClass(client().pushBlob(m.ref, desc, () => Readable.from([bytes])), "Unavailable", /: blob sha256:[0-9a-f]{64} in ".*\/app": HTTP 503 \(gave up after 4 attempts\): unavailable$/);
+    assert.ok(Date.now() - started < 4000, `${Date.now() - started} ms`);
+    assert.deepEqual(m.steps(), ["head", "head", "head", "head"]);
+    const manifest = Buffer.from("{}");
+    started = Date.now();
+    await rejectsClass(client().pushManifest(m.ref, { mediaType: MediaTypes.ociManifest, digest: sha(manifest), size: 2 }, manifest, "v1"), "Unavailable", /HTTP 503 \(UNAVAILABLE: service unavailable\) \(gave up after 4 attempts\): unavailable$/);
+    assert.ok(Date.now() - started < 4000);
+    assert.equal(m.count("manifest"), 4);
+
+    const slow = await mockRegistry(() => tooMany("3600"));
+    started = Date.now();
+    await rejectsClass(client().pushBlob(slow.ref, desc, () => Readable.from([bytes])), "Unavailable", /HTTP 429 .*\(the registry asks to retry after 3600 s, longer than the 30 s ck waits\)/);
+    assert.ok(Date.now() - started < 1000);
+    assert.deepEqual(slow.steps(), ["head"]);
+  });
+
+  test("a connection reset under the upload: a new session, the bytes again from the start; other refusals are not retried", T, async () => {
+    const m = await mockRegistry((step, n) => (step === "upload" && n === 0 ? "reset" : undefined));
+    const { bytes, desc } = blobOf(200_000);
+    let opened = 0;
+    const progress: number[] = [];
+    assert.equal(await client().pushBlob(m.ref, desc, () => (opened++, Readable.from([bytes.subarray(0, 100_000), bytes.subarray(100_000)])), { onProgress: (n) => progress.push(n) }), "uploaded");
+    assert.deepEqual(m.steps(), ["head", "start", "upload", "start", "upload"]);
+    assert.equal(opened, 2);
+    assert.deepEqual(progress, [100_000, 200_000, 100_000, 200_000]);
+    assert.ok(m.blobs.get(desc.digest)?.equals(bytes));
+
+    const refused = await mockRegistry((step) => (step === "upload" ? { status: 400, body: JSON.stringify({ errors: [{ code: "BLOB_UPLOAD_INVALID", message: "nope" }] }) } : undefined));
+    await rejectsClass(client().pushBlob(refused.ref, desc, () => Readable.from([bytes])), "Unknown", /unexpected HTTP status 400 \(BLOB_UPLOAD_INVALID: nope\)/);
+    assert.equal(refused.count("upload"), 1);
+  });
+
+  test("a cross-repository mount the registry refuses (403 DENIED, 404 NAME_UNKNOWN) falls back to an ordinary upload", T, async () => {
+    for (const [status, code] of [[403, "DENIED"], [404, "NAME_UNKNOWN"]] as const) {
+      const m = await mockRegistry((step) => (step === "mount" ? { status, body: JSON.stringify({ errors: [{ code, message: "requested access to the resource is denied" }] }) } : undefined));
+      const { bytes, desc } = blobOf(4096);
+      const log: string[] = [];
+      assert.equal(await client({ log: (l) => log.push(l) }).pushBlob(m.ref, desc, () => Readable.from([bytes]), { mountFrom: ["other/repo"] }), "uploaded", String(status));
+      assert.deepEqual(m.steps(), ["head", "mount", "start", "upload"]);
+      assert.match(m.seen[1]!.url, /\?mount=sha256%3A[0-9a-f]{64}&from=other%2Frepo$/);
+      assert.ok(log.some((l) => new RegExp(`mounting blob sha256:[0-9a-f]{64} from other/repo refused \\(HTTP ${status}: .*\\(${code}: requested access to the resource is denied\\).*\\); uploading it$`).test(l)), log.join("\n"));
+      assert.ok(m.blobs.get(desc.digest)?.equals(bytes));
+    }
+    // A mount answered 429 is asked again, not given up.
+    const busy = await mockRegistry((step, n) => (step === "mount" && n === 0 ? tooMany("0") : step === "mount" ? { status: 201 } : undefined));
+    const { bytes, desc } = blobOf(10);
+    assert.equal(await client().pushBlob(busy.ref, desc, () => Readable.from([bytes]), { mountFrom: ["other/repo"] }), "mounted");
+    assert.deepEqual(busy.steps(), ["head", "mount", "mount"]);
+  });
+
+  test("pull: a manifest HEAD or GET answered 429 or 503 is asked again after its Retry-After; so is a blob GET", T, async () => {
+    const m = await mockRegistry((step, n) => (n === 0 && ["head-manifest", "get-manifest", "get-blob"].includes(step) ? tooMany("1", step === "get-blob" ? 503 : 429) : undefined));
+    const { bytes, desc } = blobOf(5000);
+    m.blobs.set(desc.digest, bytes);
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: desc, layers: [] }));
+    m.manifests.set("v1", { type: MediaTypes.ociManifest, bytes: manifest });
+    m.manifests.set(sha(manifest), { type: MediaTypes.ociManifest, bytes: manifest });
+    const r = client();
+    assert.equal((await r.resolve(m.ref)).digest, sha(manifest));
+    assert.equal((await r.resolveWithManifest(m.ref)).descriptor.digest, sha(manifest));
+    assert.ok((await r.fetchBytes(m.ref, desc)).equals(bytes));
+    assert.deepEqual(m.steps(), ["head-manifest", "head-manifest", "get-manifest", "get-manifest", "get-blob", "get-blob"]);
+    for (const step of ["head-manifest", "get-manifest", "get-blob"]) {
+      const [a, b] = m.seen.filter((x) => x.step === step);
+      assert.ok(b!.at - a!.at >= 950, `${step}: ${b!.at - a!.at} ms`);
+    }
+  });
+
+  test("a manifest that names content the repository lacks: FailedPrecondition with docker-registry's words, not Unknown", T, async () => {
+    const r = client();
+    const dst = parseReference(`${reg.host}/remotes/partial:v1`);
+    // An index whose manifest was never pushed to this repository (ck push --platform of old did this).
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [{ ...manifestDesc(), platform: { os: "linux", architecture: "amd64" } }] }));
+    await rejectsClass(
+      r.pushManifest(dst, { mediaType: MediaTypes.ociIndex, digest: sha(index), size: index.length }, index, "v1"),
+      "FailedPrecondition",
+      new RegExp(`names content the repository does not have \\(MANIFEST_BLOB_UNKNOWN: [^)]*${image.manifestDigest}[^)]*\\); push what it refers to first`),
+    );
+    // A manifest whose config and layers were never pushed there.
+    await rejectsClass(r.pushManifest(dst, manifestDesc(), image.manifestBytes, "v1"), "FailedPrecondition", /MANIFEST_BLOB_UNKNOWN: blob unknown to registry sha256:/);
   });
 
   describe("authentication", () => {
@@ -688,7 +937,7 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
       const dst = { ...via(p), repository: "remotes/foreignupload" };
       assert.equal(await client({ credentials: configFor(p.host) }).pushBlob(dst, { mediaType: MediaTypes.ociLayer, digest: sha(blob), size: blob.length }, () => Readable.from([blob])), "uploaded");
       const there = uploads.seen.filter((x) => x.method === "PATCH" || x.method === "PUT");
-      assert.ok(there.length >= 2, "the upload went to the other host");
+      assert.ok(there.length >= 1, "the upload went to the other host");
       assert.deepEqual(there.map((x) => x.authorization), there.map(() => undefined), "no credentials sent there");
       assert.ok(p.seen.some((x) => x.method === "POST" && x.authorization?.startsWith("Basic ")), "the registry itself got them");
     });

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { arch } from "node:os";
-import { defaultPlatform, formatPlatform, manifestsFor, matchPlatform, parsePlatform, selectManifests } from "../../src/remotes/platform.js";
+import { defaultPlatform, formatPlatform, manifestsFor, matchPlatform, parsePlatform, pushedManifest, selectManifests } from "../../src/remotes/platform.js";
 import { MediaTypes, type ParsedManifest } from "../../src/remotes/manifest.js";
 import type { Descriptor, Platform } from "../../src/remotes/types.js";
 import { invalid } from "../helpers/errors.js";
@@ -98,7 +98,7 @@ test("selectManifests keeps the matching entries, best first, platform-less last
   assert.deepEqual(selectManifests(index, { os: "linux", architecture: "amd64" }), [amd, i386, noPlatform]);
   assert.deepEqual(selectManifests(index, { os: "linux", architecture: "s390x" }), [noPlatform]);
 
-  // What a fetch or push takes: the best entry per wanted platform (not every compatible one:
+  // What a fetch takes: the best entry per wanted platform (not every compatible one:
   // arm/v6 and arm/v7 listed before arm64 are not fetched on arm64, nor 386 on amd64), and the
   // entries without a platform, in the index's order.
   assert.deepEqual(manifestsFor(index, [{ os: "linux", architecture: "arm64", variant: "v8" }]), [noPlatform, arm64]);
@@ -108,4 +108,28 @@ test("selectManifests keeps the matching entries, best first, platform-less last
   const armOnly: ParsedManifest = { ...index, manifests: [v6, v7] };
   assert.deepEqual(manifestsFor(armOnly, [{ os: "linux", architecture: "arm64", variant: "v8" }]), [v7]);
   assert.deepEqual(manifestsFor(armOnly, [{ os: "linux", architecture: "s390x" }]), []);
+});
+
+test("pushedManifest: a push with --platform sends the one manifest the platforms select, or refuses before sending anything", () => {
+  const d = (c: string, platform?: Platform): Descriptor => ({ mediaType: MediaTypes.ociManifest, digest: "sha256:" + c.repeat(64), size: 1, ...(platform ? { platform } : {}) });
+  const amd = d("1", { os: "linux", architecture: "amd64" });
+  const arm64 = d("2", { os: "linux", architecture: "arm64" });
+  const v7 = d("3", { os: "linux", architecture: "arm", variant: "v7" });
+  const attestation = d("4", { os: "unknown", architecture: "unknown" });
+  const index: ParsedManifest = { kind: "index", mediaType: MediaTypes.ociIndex, layers: [], manifests: [amd, arm64, v7, attestation] };
+  const what = 'push of image "app": index sha256:ii';
+  assert.equal(pushedManifest(index, [{ os: "linux", architecture: "arm64" }], what), arm64);
+  assert.equal(pushedManifest(index, [{ os: "linux", architecture: "arm64", variant: "v8" }], what), arm64, "normalised as the matcher does");
+  // The best entry for the platform, as a pull would take: arm/v7 for an arm/v8 without arm64.
+  assert.equal(pushedManifest({ ...index, manifests: [amd, v7] }, [{ os: "linux", architecture: "arm64" }], what), v7);
+  // Two platforms that select the same entry are one.
+  assert.equal(pushedManifest(index, [{ os: "linux", architecture: "amd64" }, { os: "linux", architecture: "amd64", variant: "v1" }], what), amd);
+  invalid(
+    () => pushedManifest(index, [{ os: "linux", architecture: "amd64" }, { os: "linux", architecture: "arm64" }], what),
+    /^push of image "app": index sha256:ii: --platform linux\/amd64, linux\/arm64 selects 2 of its manifests \(the index has linux\/amd64, linux\/arm64, linux\/arm\/v7, unknown\/unknown\); a push with --platform sends one platform's manifest under the tag: push each platform to its own tag, or push without --platform/,
+  );
+  invalid(() => pushedManifest(index, [{ os: "linux", architecture: "s390x" }], what), /index sha256:ii: no manifest for linux\/s390x \(the index has linux\/amd64, linux\/arm64, linux\/arm\/v7, unknown\/unknown\)/);
+  // An entry without a platform serves every platform, as for a fetch.
+  const plain = d("5");
+  assert.equal(pushedManifest({ ...index, manifests: [amd, plain] }, [{ os: "linux", architecture: "s390x" }], what), plain);
 });
