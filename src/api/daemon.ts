@@ -254,6 +254,13 @@ export async function readRootRecord(root: string): Promise<RootRecord | undefin
 }
 
 /**
+ * max_payload of ckd's own nats-server: a record travels whole in its event, and containerd
+ * takes requests of up to 16 MiB (its gRPC limit, and ckd's), so a container whose spec is
+ * over NATS's default 1 MiB must fit too; the rest is room for the envelope and headers.
+ */
+export const MANAGED_MAX_PAYLOAD = (16 << 20) + (1 << 20);
+
+/**
  * Which log message to look up to confirm a projection's checkpoint (its applied sequence),
  * or undefined when none can be: nothing applied, no identity recorded with it (a projection
  * written before it was, or loaded from a base, until its next apply), or the message was
@@ -518,6 +525,7 @@ export class Daemon {
         onExit: (code, signal) => logger.warn({ code, signal }, "managed nats-server exited; restarting"),
         onRestart: () => logger.info("managed nats-server restarted"),
         auth: true,
+        maxPayload: MANAGED_MAX_PAYLOAD,
       });
       const started = nats;
       undo.push(() => started.stop());

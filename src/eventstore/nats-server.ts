@@ -92,6 +92,11 @@ export interface NatsServerOptions {
    * lets every client in.
    */
   auth?: boolean;
+  /**
+   * The server's max_payload (absent: NATS's default, 1 MiB): the largest message, so the
+   * largest event the log takes.
+   */
+  maxPayload?: number;
   /** More of nats-server's configuration (TLS, other users), written to its config file. */
   config?: string;
   /** TLS files the readiness check connects with (a server whose `config` turns TLS on). */
@@ -187,7 +192,7 @@ export class NatsServerProcess {
     const password = opts.auth
       ? { ck: await loadOrCreatePassword(storeDir, CLIENT_URL_FILE, AUTH_USER), reader: await loadOrCreatePassword(storeDir, READER_URL_FILE, READER_USER) }
       : undefined;
-    if (password || opts.config) await writePrivate(join(storeDir, CONFIG_FILE), serverConfig(password, opts.config));
+    if (password || opts.config || opts.maxPayload) await writePrivate(join(storeDir, CONFIG_FILE), serverConfig(password, opts.config, opts.maxPayload));
 
     if (opts.port) {
       const s = new NatsServerProcess(storeDir, host, opts.port, binary, serverName, opts, password);
@@ -321,7 +326,7 @@ export class NatsServerProcess {
       throw new PortTakenError(`port ${this.host}:${this.port} is in use`);
     }
     const args = [
-      ...(this.passwords || this.opts.config ? ["-c", join(this.storeDir, CONFIG_FILE)] : []),
+      ...(this.passwords || this.opts.config || this.opts.maxPayload ? ["-c", join(this.storeDir, CONFIG_FILE)] : []),
       "-js",
       "-a", this.host,
       "-p", String(this.port),
@@ -623,8 +628,9 @@ async function loadOrCreatePassword(storeDir: string, file: typeof CLIENT_URL_FI
   return randomBytes(32).toString("base64url");
 }
 
-function serverConfig(passwords: Passwords | undefined, extra: string | undefined): string {
+function serverConfig(passwords: Passwords | undefined, extra: string | undefined, maxPayload?: number): string {
   const lines = ["# Written by ck at every start of this server (changes are overwritten)."];
+  if (maxPayload) lines.push(`max_payload: ${maxPayload}`);
   if (passwords) {
     const list = (subjects: string[]) => `[${subjects.map((x) => JSON.stringify(x)).join(", ")}]`;
     lines.push(

@@ -417,3 +417,24 @@ test("a relative --address is taken from ckd's working directory", async () => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("ckd's own nats-server takes events as large as containerd's requests: a container with a 3 MiB spec (over NATS's default 1 MiB) is created, read and kept across a restart", async () => {
+  const root = await mkdtemp(join(tmpdir(), "ck-bigspec-"));
+  const d = await TestDaemon.start({ root });
+  try {
+    const spec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.alloc(3 << 20, "x") };
+    const c = d.client("big");
+    await c.call("containers", "Create", { container: { id: "big", runtime: { name: "io.containerd.runc.v2" }, spec } });
+    assert.equal(Buffer.from((await c.call("containers", "Get", { id: "big" })).container.spec.value).length, 3 << 20);
+    // Still refused past what gRPC takes: the request itself is over 16 MiB.
+    await assert.rejects(c.call("containers", "Create", { container: { id: "huge", runtime: { name: "io.containerd.runc.v2" }, spec: { ...spec, value: Buffer.alloc(17 << 20, "x") } } }));
+    c.close();
+    await d.restart();
+    const again = d.client("big");
+    assert.equal(Buffer.from((await again.call("containers", "Get", { id: "big" })).container.spec.value).length, 3 << 20);
+    again.close();
+  } finally {
+    await d.cleanup();
+    await rm(root, { recursive: true, force: true });
+  }
+});
