@@ -9,8 +9,8 @@ import { containerHandlers, type ContainerInput } from "../commands/containers.j
 import { nowTimestamp } from "../emitter/envelope.js";
 import { descriptor, type ContainerRecord } from "../projections/views.js";
 import { maskPaths, namespaceOf, optionalNamespaceOf, serverStream, unary, writeStream } from "./grpc.js";
-import { invalidArgument, isClass } from "../errdefs/errdefs.js";
-import { validateIdentifier } from "../commands/validation.js";
+import { isClass } from "../errdefs/errdefs.js";
+import { isIdentifier } from "../commands/validation.js";
 import { RecordMemo } from "../projections/record-memo.js";
 import { loadProtos, repeatedMessages } from "../protos/protos.js";
 
@@ -31,9 +31,9 @@ export function namespacesService(d: MetadataDeps): grpc.UntypedServiceImplement
     // nothing holds is answered with no labels, not NotFound (containerd's Go client asks for
     // the default namespace's labels when it connects).
     Get: unary(async (call) => {
-      const name = requireName(call.request.name, "name");
-      // containerd's store validates the name first: InvalidArgument, not an answer.
-      validateIdentifier("namespace", name);
+      // Nor does it validate the name: any name (empty, not an identifier) is answered so.
+      const name = call.request.name ?? "";
+      if (!isIdentifier(name)) return { namespace: { name, labels: {} } };
       const found = await d.queries.getNamespace(name).catch((err) => {
         if (isClass(err, "NotFound")) return undefined;
         throw err;
@@ -90,7 +90,8 @@ export function imagesService(d: MetadataDeps): grpc.UntypedServiceImplementatio
   const memo = new RecordMemo();
   const encode = encoderOf("containerd.services.images.v1.Image");
   return {
-    Get: unary(async (call) => ({ image: await d.queries.getImage(namespaceOf(call), requireName(call.request.name, "name")) })),
+    // An empty name is not found, as in containerd's store.
+    Get: unary(async (call) => ({ image: await d.queries.getImage(namespaceOf(call), call.request.name ?? "") })),
     List: unary(async (call) => repeatedMessages(1, d.queries.encodedImages(namespaceOf(call), call.request.filters ?? [], memo, encode))),
     Create: unary(async (call) => {
       const ns = namespaceOf(call);
@@ -149,7 +150,7 @@ export function containersService(d: MetadataDeps): grpc.UntypedServiceImplement
   const encode = encoderOf("containerd.services.containers.v1.Container", containerMessage);
   return {
     Get: unary(async (call) => ({
-      container: containerMessage(await d.queries.getContainer(namespaceOf(call), requireName(call.request.id, "id"))),
+      container: containerMessage(await d.queries.getContainer(namespaceOf(call), call.request.id ?? "")),
     })),
     List: unary(async (call) => repeatedMessages(1, d.queries.encodedContainers(namespaceOf(call), call.request.filters ?? [], memo, encode))),
     ListStream: serverStream(async (call) => {
@@ -186,11 +187,6 @@ export function containersService(d: MetadataDeps): grpc.UntypedServiceImplement
       return {};
     }),
   };
-}
-
-function requireName(v: string | undefined, field: string): string {
-  if (!v) throw invalidArgument(`${field} must not be empty`);
-  return v;
 }
 
 /** Namespaces.List carries one filter string; an empty one matches everything. */

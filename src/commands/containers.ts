@@ -9,7 +9,7 @@ import {
   type TaskRecord,
   type Timestamp,
 } from "../projections/views.js";
-import { validateIdentifier, validateLabels, validateFieldMask, CONTAINER_FIELD_MASK } from "./validation.js";
+import { validateIdentifier, validateLabels, validateFieldMask, validateMapKey, CONTAINER_FIELD_MASK } from "./validation.js";
 import type { Decision, StateView } from "./sequencer.js";
 import { applyLabelMask, applyMapMask } from "./masks.js";
 import { dropEmpty } from "./masks.js";
@@ -38,6 +38,7 @@ export function validateContainer(c: ContainerInput): void {
   validateIdentifier("container.ID", c.id);
   for (const k of Object.keys(c.extensions ?? {})) {
     if (k === "") throw invalidArgument("container.Extension keys must not be zero-length");
+    validateMapKey("container.Extensions", k);
   }
   validateLabels(c.labels ?? {});
   if (!c.runtime?.name) throw invalidArgument("container.Runtime.Name must be set");
@@ -73,9 +74,10 @@ export function decideCreateContainer(cmd: CreateContainer, current: ContainerRe
 export function decideUpdateContainer(cmd: UpdateContainer, current: ContainerRecord | undefined): Decision<ContainerRecord> {
   const req = cmd.container;
   if (!req.id) throw invalidArgument("must specify a container id");
-  validateFieldMask(`"${req.id}"`, cmd.paths, CONTAINER_FIELD_MASK);
-  validateIdentifier("container.ID", req.id);
+  // containerd's store looks the container up first: a missing one (an id that is no
+  // identifier is never stored) is NotFound whatever the mask says.
   if (!current) throw notFound(`cannot update container "${req.id}" in namespace "${cmd.namespace}"`);
+  validateFieldMask(`"${req.id}"`, cmd.paths, CONTAINER_FIELD_MASK);
   let paths = cmd.paths;
   if (paths.length === 0) {
     paths = [...CONTAINER_FIELD_MASK.fields];
@@ -99,7 +101,8 @@ export function decideUpdateContainer(cmd: UpdateContainer, current: ContainerRe
 
 /** `task`: the container's task, if it has one: its rootfs is the container's snapshot. */
 export function decideDeleteContainer(cmd: DeleteContainer, current: ContainerRecord | undefined, task?: TaskRecord): Decision<void> {
-  validateIdentifier("container.ID", cmd.id);
+  // As containerd's store: what is not stored (an id that is no identifier never is) is NotFound,
+  // which ctr's rm takes as done.
   if (!current) throw notFound(`cannot delete container "${cmd.id}" in namespace "${cmd.namespace}"`);
   if (task) throw failedPrecondition(`container "${cmd.id}" has a ${task.status.toLowerCase()} task: delete the task first`);
   return {

@@ -3,7 +3,7 @@
 import { aborted, alreadyExists, failedPrecondition, isNotFound, notFound } from "../errdefs/errdefs.js";
 import type { EventDraft } from "../emitter/envelope.js";
 import { keys, namespaceRecord, TYPE, type LeaseResource, type NamespaceRecord } from "../projections/views.js";
-import { validateIdentifier, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
+import { isIdentifier, validateIdentifier, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 
 /** containerd's namespaces service accepts `labels.<key>` paths only (not `labels` whole). */
 const NAMESPACE_FIELD_MASK: FieldMaskRule = { fields: [], maps: ["labels"] };
@@ -78,7 +78,8 @@ export function decideDeleteNamespace(
   leases: string[] = [],
   leaseResources: { id: string; resources: LeaseResource[] }[] = [],
 ): Decision<void | LeasesFirst> {
-  validateIdentifier("namespace", cmd.name);
+  // As containerd's store: a name that is not stored (one that is no identifier never is) is
+  // NotFound, which ctr's rm takes as done.
   if (!current) throw notFound(`namespace "${cmd.name}"`);
   if (remaining.length > 0) {
     throw failedPrecondition(`namespace "${cmd.name}" must be empty, but it still has ${remaining.join(", ")}`);
@@ -168,7 +169,8 @@ export const namespaceHandlers = {
   update: (cmd: UpdateNamespace) => (view: StateView) =>
     decideUpdateNamespace(cmd, view.get<NamespaceRecord>(keys.namespace(cmd.name))),
   delete: (cmd: DeleteNamespace) => async (view: StateView) => {
-    validateIdentifier("namespace", cmd.name);
+    // A name that is no identifier is never stored: not found, as containerd answers it.
+    if (!isIdentifier(cmd.name)) return decideDeleteNamespace(cmd, undefined, []);
     const remaining: string[] = [];
     for (const [what, prefix] of namespaceContents(cmd.name)) {
       if (await view.hasAny([prefix])) remaining.push(what);

@@ -62,11 +62,22 @@ function truncateBytes(s: string, max: number): string {
  */
 export function validateLabel(key: string, value: string, field = "labels"): void {
   if (key === "" && value !== "") throw invalidArgument(`${field}: a label key must not be empty`);
+  validateMapKey(field, key);
   if (utf8Bytes(key) + utf8Bytes(value) > LABEL_MAX_BYTES) {
     throw invalidArgument(
       `${field}: label key and value greater than maximum size (${LABEL_MAX_BYTES} bytes), key: ${truncateBytes(key, LABEL_KEY_SHOWN_BYTES)}`,
     );
   }
+}
+
+/**
+ * A key of a map ck stores (labels, annotations, extensions): `__proto__` is refused. containerd
+ * stores it like any other; in JavaScript it names an object's prototype: an assignment drops
+ * it (or, for an object value, replaces the map's prototype), and cbor-x reads it back as
+ * `__proto_`. Refused rather than lost without a word.
+ */
+export function validateMapKey(field: string, key: string): void {
+  if (key === "__proto__") throw invalidArgument(`${field}: the key "__proto__" is not supported by ck`);
 }
 
 export function validateLabels(labels: Readonly<Record<string, string>> | undefined, field = "labels"): void {
@@ -106,6 +117,7 @@ export interface DescriptorInput {
   media_type: string;
   digest: string;
   size: number | bigint;
+  annotations?: Readonly<Record<string, string>>;
 }
 
 export interface ImageValidationInput {
@@ -124,6 +136,7 @@ export function validateImageName(name: string): void {
 
 /** The target checks, in containerd's order: digest, size, media type. Only stored fields. */
 export function validateDescriptor(target: DescriptorInput | undefined): void {
+  for (const k of Object.keys(target?.annotations ?? {})) validateMapKey("Target.Annotations", k);
   validateDigest("Target.Digest", target?.digest ?? "");
   const size = target?.size ?? 0;
   if (!(size > 0)) throw invalidArgument("Target.Size must be greater than zero");

@@ -94,6 +94,9 @@ c("namespace create, empty label key", (a) => a.call("namespaces", "Create", { n
 });
 c("namespace get", (a) => a.call("namespaces", "Get", { name: "n1" }, N));
 c("namespace get, missing: NotFound", (a) => a.call("namespaces", "Get", { name: "nope" }, N));
+c("namespace get, a name that is no identifier: answered with no labels", (a) => a.call("namespaces", "Get", { name: "Bad!" }, N));
+c("namespace get, empty name: answered with no labels", (a) => a.call("namespaces", "Get", { name: "" }, N));
+c("namespace delete, a name that is no identifier: NotFound", (a) => a.call("namespaces", "Delete", { name: "Bad!" }, N));
 const nsUpdate = (namespace: object, paths?: string[]) => (a: ApiClient) => a.call("namespaces", "Update", { namespace, ...(paths ? { update_mask: { paths } } : {}) }, N);
 const emptyNamespace = (v: any) => v?.namespace?.name === "";
 const filledNamespace = (v: any) => typeof v?.namespace?.name === "string" && v.namespace.name !== "";
@@ -128,8 +131,30 @@ c("image create, a name that is no reference is allowed", (a) => a.call("images"
 c("image create without a namespace: FailedPrecondition", (a) => a.call("images", "Create", image("z"), ns("")));
 c("image create in a namespace that does not exist makes it", async (a) => [await a.call("images", "Create", image("z"), ns("made-by-image")), await a.call("namespaces", "Get", { name: "made-by-image" }, N)]);
 c("image create with target annotations", (a) => a.call("images", "Create", { image: { name: "ann", target: { ...target, annotations: { x: "y" } } } }, I));
+c("image create, an annotation with no value is not stored", async (a) => [
+  await a.call("images", "Create", { image: { name: "ann-empty", target: { ...target, annotations: { e: "", f: "1" } } } }, I),
+  await a.call("images", "Get", { name: "ann-empty" }, I),
+  (await a.call("images", "List", { filters: ["annotations.e"] }, I)).images ?? [],
+]);
+c("image create, a label with no value is still checked: InvalidArgument", (a) => a.call("images", "Create", image("big-empty-label", { labels: { ["k".repeat(5000)]: "" } }), I));
+c("image create, a label named __proto__", async (a) => {
+  const created = await a.call("images", "Create", image("proto", { labels: JSON.parse('{"__proto__":"x"}') }), I);
+  await a.call("images", "Delete", { name: "proto" }, I);
+  return Object.keys(created.image.labels);
+}, {
+  containerd: (v) => isDeepStrictEqual(v, ["__proto__"]),
+  ck: "InvalidArgument",
+  why: "in JavaScript __proto__ names an object's prototype: ck refuses the key rather than lose it without a word",
+});
 c("image get", (a) => a.call("images", "Get", { name: "docker.io/library/x:1" }, I));
 c("image get, missing: NotFound", (a) => a.call("images", "Get", { name: "nope" }, I));
+c("image get, empty name: NotFound", (a) => a.call("images", "Get", { name: "" }, I));
+c("image delete, empty name: NotFound", (a) => a.call("images", "Delete", { name: "" }, I));
+c("image update, missing, with a mask path it does not know: NotFound", (a) => a.call("images", "Update", { image: { name: "nope", labels: { a: "1" } }, update_mask: { paths: ["foo"] } }, I));
+c("image update, unmasked: an annotation with no value is not stored", async (a) => [
+  await a.call("images", "Update", { image: { name: "ann-empty", target: { ...target, annotations: { g: "", h: "2" } } } }, I),
+  await a.call("images", "Update", { image: { name: "ann-empty", target: { ...target, annotations: { i: "", j: "3" } } }, update_mask: { paths: ["target"] } }, I),
+]);
 const imgUpdate = (img: object, paths?: string[]) => (a: ApiClient) => a.call("images", "Update", { image: { name: "docker.io/library/x:1", ...img }, ...(paths ? { update_mask: { paths } } : {}) }, I);
 c("image update labels.m", imgUpdate({ labels: { m: "2" } }, ["labels.m"]));
 c("image update target", imgUpdate({ target: { ...target, size: 7 } }, ["target"]));
@@ -187,6 +212,9 @@ c("container create with extensions", ctrCreate({ ...box, id: "c7", extensions: 
 c("container create with a sandbox", ctrCreate({ ...box, id: "c8", sandbox: "s" }));
 c("container get", (a) => a.call("containers", "Get", { id: "c1" }, I));
 c("container get, missing: NotFound", (a) => a.call("containers", "Get", { id: "nope" }, I));
+c("container get, empty id: NotFound", (a) => a.call("containers", "Get", { id: "" }, I));
+c("container delete, an id that is no identifier: NotFound", (a) => a.call("containers", "Delete", { id: "C!" }, I));
+c("container update, missing, with a mask path it does not know: NotFound", (a) => a.call("containers", "Update", { container: { id: "nope" }, update_mask: { paths: ["foo"] } }, I));
 const ctrUpdate = (container: object, paths?: string[]) => (a: ApiClient) => a.call("containers", "Update", { container: { id: "c1", ...container }, ...(paths ? { update_mask: { paths } } : {}) }, I);
 c("container update labels.b", ctrUpdate({ labels: { b: "2" } }, ["labels.b"]));
 c("container update image", ctrUpdate({ image: "other" }, ["image"]));

@@ -141,3 +141,10 @@ test("RFC 3339 times as Go's time.RFC3339 reads them: a zone is required, fields
   assert.throws(() => parseUntil("1.5"), /--until "1.5" is neither a sequence number nor an RFC 3339 time/);
   assert.throws(() => parseUntil("2026-12-01T10:00:00", "--from"), /--from/);
 });
+
+test("the map key __proto__ is refused (labels, target annotations), naming the field; others are taken", () => {
+  const proto = JSON.parse('{"__proto__":"x"}') as Record<string, string>;
+  invalid(() => validateLabels(proto, "image.Labels"), /^image\.Labels: the key "__proto__" is not supported by ck/);
+  invalid(() => validateImage({ name: "x", target: { ...target, annotations: proto } }), /^Target\.Annotations: the key "__proto__" is not supported/);
+  validateLabels({ proto: "x", constructor: "y", __proto_: "z" });
+});
