@@ -19,6 +19,7 @@ import { optBinary } from "../runtime/proc.js";
 import { JetStreamWatchdog } from "./jetstream-watchdog.js";
 import { JetStreamApiError } from "@nats-io/jetstream";
 import { Projector } from "../projections/projector.js";
+import { isLogGapError } from "../projections/log-gaps.js";
 import { loadBestBase } from "../projections/base.js";
 import { BaseStore } from "../eventstore/base-store.js";
 import { readInWorker } from "../eventstore/worker-reader.js";
@@ -425,6 +426,26 @@ export async function openProjection(
   return { db, rebuilt: reason !== undefined, reason };
 }
 
+/**
+ * What ckd logs when its projection stops for good (it then exits 70). Most such failures a
+ * restart gets past (it resumes from the checkpoint, or loads a base when the history was
+ * cut); messages deleted from inside the log it does not, and the report says so, with the
+ * operator's way on.
+ */
+export function projectionFailureReport(err: Error, root: string, meta: string): { msg: string; fields: Record<string, unknown> } {
+  if (!isLogGapError(err)) return { msg: "projection failed; exiting", fields: { err } };
+  return {
+    msg: "the event log lost messages from inside it: the projection cannot go on, and a restart will not get past this",
+    fields: {
+      err,
+      stream: err.stream,
+      deleted: { from: err.gap.from, to: err.gap.to },
+      applied: err.applied,
+      fix: `stop ckd (and its restarts), then either restore the stream from a backup that still holds them, or accept the loss: ck-replay rebuild --root ${root} --out ${meta} --allow-gaps (a projection folded across the gap, without what the deleted messages did), then start ckd`,
+    },
+  };
+}
+
 export function durabilityOf(serverVersion: string, replicas: number): string {
   if (replicas >= 3) return `replicated (R${replicas}): acknowledged writes survive the loss of one server`;
   return `single nats-server ${serverVersion}: acknowledged writes survive kill -9 of ckd or nats-server; a power loss can lose writes not yet synced (JetStream syncs every 2 min)`;
@@ -597,10 +618,14 @@ export class Daemon {
         threshold: config.catchUpThreadEvents ?? BULK_CATCH_UP,
         source: (fromSeq, signal) => readInWorker({ url: log.url, files: log.files, inboxPrefix: log.inboxPrefix, stream: log.stream, fromSeq, signal, name: "ckd-catch-up" }),
       },
+      // Said, not hidden: the catch-up goes on in this thread, slower.
+      onBulkFailed: (err) => logger.warn({ err: err.message, applied: db.appliedSeq }, "log reader thread failed; catching up in the main thread from the checkpoint"),
       // A projection that cannot advance would serve stale reads forever: stop, so that a
-      // supervisor restarts ckd, which resumes (or rebuilds) from the checkpoint.
+      // supervisor restarts ckd, which resumes (or rebuilds) from the checkpoint; or, for
+      // messages deleted from inside the log, says what a restart cannot do.
       onError: (err) => {
-        logger.fatal({ err }, "projection failed; exiting");
+        const r = projectionFailureReport(err, config.root, paths.meta);
+        logger.fatal(r.fields, r.msg);
         process.exit(70);
       },
     });

@@ -137,7 +137,7 @@ export class Sequencer {
   async caughtUp(): Promise<boolean> {
     if (this.log.connectionState !== "connected") return false;
     try {
-      await this.projector.waitFor(await this.log.lastSeq());
+      await this.projector.catchUp();
       return !this.projector.error && this.log.connectionState === "connected";
     } catch {
       return false;
@@ -459,10 +459,15 @@ export class Sequencer {
     this.appliedIds.clear();
   }
 
-  /** Learns the stream's last sequence and waits until the projection has applied it. */
+  /**
+   * Learns the stream's last sequence and waits until the projection holds everything up to
+   * it: the catch-up waits for the last message stored, not the last sequence, which
+   * JetStream keeps when that message is deleted (it would never come), and passes such a
+   * deleted tail. The next append still expects the last sequence: JetStream numbers it after
+   * the deleted ones, and compares its expectation with that number.
+   */
   private async resync(): Promise<void> {
-    const last = await this.log.lastSeq();
-    await this.projector.waitFor(last);
+    const { last } = await this.projector.catchUp();
     if (this.projector.error) throw this.projector.error;
     // The log is the truth: a projection ahead of it was damaged and is rebuilt at start.
     this.nextExpected = last;

@@ -16,6 +16,7 @@ export type ErrorClass =
   | "DeadlineExceeded"
   | "ResourceExhausted"
   | "PermissionDenied"
+  | "DataLoss"
   | "Unknown";
 
 const toGrpc: Record<ErrorClass, GrpcStatus> = {
@@ -35,6 +36,8 @@ const toGrpc: Record<ErrorClass, GrpcStatus> = {
   // Classes containerd's errdefs gained after 1.6 (its 2.0 maps them to these codes).
   ResourceExhausted: GrpcStatus.RESOURCE_EXHAUSTED,
   PermissionDenied: GrpcStatus.PERMISSION_DENIED,
+  // Unrecoverable loss (containerd's errdefs 2.0 ErrDataLoss): messages gone from inside the log.
+  DataLoss: GrpcStatus.DATA_LOSS,
   Unknown: GrpcStatus.UNKNOWN,
 };
 
@@ -51,6 +54,7 @@ const fromGrpc = new Map<number, ErrorClass>([
   [GrpcStatus.DEADLINE_EXCEEDED, "DeadlineExceeded"],
   [GrpcStatus.RESOURCE_EXHAUSTED, "ResourceExhausted"],
   [GrpcStatus.PERMISSION_DENIED, "PermissionDenied"],
+  [GrpcStatus.DATA_LOSS, "DataLoss"],
 ]);
 
 /** The phrase containerd's errdefs append to a message (`<msg>: not found`). */
@@ -68,6 +72,7 @@ const phrase: Record<ErrorClass, string> = {
   DeadlineExceeded: "context deadline exceeded",
   ResourceExhausted: "resource exhausted",
   PermissionDenied: "permission denied",
+  DataLoss: "data loss",
   Unknown: "unknown",
 };
 
@@ -99,6 +104,7 @@ export const outOfRange = make("OutOfRange");
 export const canceled = make("Canceled");
 export const resourceExhausted = make("ResourceExhausted");
 export const permissionDenied = make("PermissionDenied");
+export const dataLoss = make("DataLoss");
 export const unknown = make("Unknown");
 
 export function isClass(err: unknown, c: ErrorClass): boolean {

@@ -209,6 +209,29 @@ export interface AppendResult {
   duplicate: boolean;
 }
 
+/** Where the stream ends (EventLog.end). */
+export interface LogEnd {
+  /** The stream's first stored sequence (0 for a stream never written; last + 1 once every message is removed). */
+  first: number;
+  /** Its last sequence: the last one JetStream numbered, kept when that message is deleted. */
+  last: number;
+  /** Its last message still stored (at or before the bound asked for); 0 when none is. */
+  lastStored: number;
+}
+
+/**
+ * The last sequence stored at or before `upTo`, from a stream's state (its `deleted` list when
+ * asked for with deleted_details, which covers every sequence missing between its first and
+ * last); 0 when none is. Pure.
+ */
+export function lastStoredSeq(state: { first_seq: number; last_seq: number; messages: number; deleted?: number[] }, upTo?: number): number {
+  if (state.messages === 0) return 0;
+  const top = Math.min(state.last_seq, upTo ?? state.last_seq);
+  const gone = new Set(state.deleted ?? []);
+  for (let s = top; s >= state.first_seq; s--) if (!gone.has(s)) return s;
+  return 0;
+}
+
 /** One stored event as read back from the log. */
 export interface StoredMessage {
   seq: number;
@@ -392,6 +415,35 @@ export class EventLog {
   /** The stream's last sequence; Unavailable at once while (or as soon as) the connection is down. */
   async lastSeq(): Promise<number> {
     return (await this.whileConnected(() => this.info())).state.last_seq;
+  }
+
+  /**
+   * Where the stream ends, as one look at it: its last sequence and its last message still
+   * stored (at or before `upTo`). They differ when the last messages were deleted: JetStream
+   * keeps the last sequence (the next append is numbered after it) but never delivers those
+   * messages, so a reader waiting for the last sequence would wait for ever.
+   *
+   * Why the stream's state and not a consumer's `pending === 0`: a reader that has caught up
+   * gets no further delivery to read a pending count from, and one that is still reading sees
+   * pending 0 only in a pause between appends, which under steady appends may never come; the
+   * last message stored when asked is a target every reader reaches, appends or not.
+   * Messages appended after the look are numbered after `last`, so they never change what is
+   * below it. The usual case is one stream info (no message missing between its first and
+   * last sequence); with some missing, one message get says whether the last is among them,
+   * and only then is the stream asked for its list of deleted sequences, whose snapshot
+   * decides (a look back message by message could miss a deletion made meanwhile).
+   */
+  async end(upTo?: number): Promise<LogEnd> {
+    const state = (await this.whileConnected(() => this.info())).state;
+    const top = Math.min(state.last_seq, upTo ?? state.last_seq);
+    const whole = state.messages === 0 || state.messages === state.last_seq - state.first_seq + 1;
+    if (!whole && top >= state.first_seq) {
+      const m = await this.whileConnected(() => this.jsm.streams.getMessage(this.stream, { seq: top }));
+      if (m) return { first: state.first_seq, last: state.last_seq, lastStored: top };
+      const detailed = (await this.whileConnected(() => this.jsm.streams.info(this.stream, { deleted_details: true }))).state;
+      return { first: detailed.first_seq, last: detailed.last_seq, lastStored: lastStoredSeq(detailed, upTo) };
+    }
+    return { first: state.first_seq, last: state.last_seq, lastStored: lastStoredSeq(state, upTo) };
   }
 
   /**

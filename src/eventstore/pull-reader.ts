@@ -8,8 +8,10 @@
 // MSG/HMSG) and copies each message's subject, headers and data once. It needs a plain
 // connection (no TLS, user/password or token at most); otherwise, or when anything does not go
 // as expected before the first message, it fails with a PullSetupError and the caller reads
-// through nats.js instead. Once reading, any irregularity (a gap, a lost connection, an error
-// from the server) fails the read: the projector then goes on from its checkpoint.
+// through nats.js instead. Once reading, any irregularity (a delivery lost on the way, a lost
+// connection, an error from the server) fails the read: the projector then goes on from its
+// checkpoint. Sequences the stream itself skips (messages deleted from it) are delivered as
+// they are: what they mean is the fold's one rule to decide (src/projections/log-gaps.ts).
 import { connect as netConnect, type Socket } from "node:net";
 import { randomBytes } from "node:crypto";
 import { BatchPacker } from "./worker-reader.js";
@@ -118,7 +120,10 @@ class PullConnection {
    */
   private outstanding = 0;
   private consumer: string | undefined;
-  private expectSeq: number;
+  /** The last stream sequence delivered (0 before the first). */
+  private lastSeq = 0;
+  /** The consumer's sequence of the next delivery: 1, 2, 3, ... whatever the stream's sequences skip. */
+  private expectDelivery = 1;
   private readonly packer = new BatchPacker();
   readonly ready: ArrayBuffer[] = [];
   private wake: (() => void) | undefined;
@@ -134,7 +139,6 @@ class PullConnection {
   ) {
     // Unguessable: another client that may publish could otherwise send replies into it.
     this.inbox = `${opts.inboxPrefix ?? "_INBOX"}.ck_pull_${randomBytes(12).toString("hex")}`;
-    this.expectSeq = 0; // until the first message
     this.pullBatch = opts.pullBatch ?? 2048;
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.fail(err));
@@ -394,16 +398,18 @@ class PullConnection {
     if (base < 0) throw new Error(`not a JetStream delivery: ${b.toString("latin1", repS, repE)}`);
     const tok = (k: number): [number, number] => [dots[k - 1]! + 1, k < dots.length ? dots[k]! : repE];
     const seq = readInt(b, ...tok(base));
+    const delivery = readInt(b, ...tok(base + 1));
     const [ts, te] = tok(base + 2);
     // As nats.js computes JsMsg.time: the nanoseconds as a double, floored to milliseconds.
     const time = Math.floor(Number(b.toString("latin1", ts, te)) / 1e6);
     const pending = readInt(b, ...tok(base + 3));
-    // The first message may come later than asked for (the stream's first messages were
-    // removed): the projector decides what that means. After it, no gap.
-    if (this.expectSeq === 0 ? seq < this.opts.fromSeq : seq !== this.expectSeq) {
-      throw new Error(`log read gap: expected sequence ${this.expectSeq || this.opts.fromSeq}, got ${seq}`);
-    }
-    this.expectSeq = seq + 1;
+    // A delivery missing (a slow client's messages dropped on the way) is a read that failed.
+    // The stream's sequence only has to move on: one later than the next (the first messages
+    // removed, a message deleted from the log) is delivered, and the fold decides what it means.
+    if (delivery !== this.expectDelivery) throw new Error(`log read: delivery ${this.expectDelivery} of the consumer lost (got ${delivery}, stream sequence ${seq})`);
+    if (seq < this.opts.fromSeq || seq <= this.lastSeq) throw new Error(`log read: stream sequence ${seq} out of order (after ${this.lastSeq || `a start at ${this.opts.fromSeq}`})`);
+    this.expectDelivery = delivery + 1;
+    this.lastSeq = seq;
     if (this.outstanding > 0) this.outstanding--;
     this.packer.addRaw(seq, time, pending, b, subS, subE, payload, payload + hdrLen, payload + total);
     if (this.packer.count >= this.opts.maxBatch || pending === 0) this.flushBatch();

@@ -2,15 +2,19 @@
 // ck-replay: rebuild projections from the log, verify a live projection against a fresh
 // rebuild byte for byte, and show the state as of a past sequence or time.
 //
-//   ck-replay rebuild [--root DIR] [--out DIR] [--until SEQ|TIME]
-//   ck-replay verify  --root DIR
-//   ck-replay show    --root DIR [--namespace NS] [--until SEQ|TIME]
-//   ck-replay diff    --root DIR --from SEQ|TIME [--to SEQ|TIME] [--namespace NS] [--json]
+//   ck-replay rebuild [--root DIR] [--out DIR] [--until SEQ|TIME] [--allow-gaps]
+//   ck-replay verify  --root DIR [--allow-gaps]
+//   ck-replay show    --root DIR [--namespace NS] [--until SEQ|TIME] [--allow-gaps]
+//   ck-replay diff    --root DIR --from SEQ|TIME [--to SEQ|TIME] [--namespace NS] [--json] [--allow-gaps]
 //   ck-replay events  --root DIR [--from SEQ|TIME] [--to SEQ|TIME] [--namespace NS] [--topic T]
-//   ck-replay base    --root DIR [--break-lock]   (store the state at the last sequence)
+//   ck-replay base    --root DIR [--break-lock] [--allow-gaps]   (store the state at the last sequence)
 //   ck-replay bases   --root DIR
-//   ck-replay compact --root DIR [--keep N] [--keep-bases K] [--sync-wait S] [--break-lock] [--dry-run]
+//   ck-replay compact --root DIR [--keep N] [--keep-bases K] [--sync-wait S] [--break-lock] [--dry-run] [--allow-gaps]
 //                                                 (a base, then cut the history before it)
+//
+// Messages deleted from inside the log (src/projections/log-gaps.ts) make every command that
+// folds it refuse, naming them (DataLoss); --allow-gaps folds across them, with a warning
+// listing them.
 //
 // With --root the log is found from what ckd recorded there (ckd.json); if ckd ran its own
 // nats-server and it is not running any more, a temporary one is started on that store.
@@ -27,6 +31,17 @@ import { diffProjections, formatDiff, jsonBytes } from "./diff.js";
 import { logEvents } from "./events.js";
 import { loadProtos } from "../../src/protos/protos.js";
 import { baseNow, releaseHeldLocks, isStopping, withTempDir, compact, planCompaction, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
+import { describeGaps, describeSeqs, type LogGap } from "../../src/projections/log-gaps.js";
+
+const ALLOW_GAPS = "fold across messages deleted from inside the log (refused otherwise: the state then lacks what they did), with a warning listing them";
+
+/** The warning --allow-gaps owes: which deleted messages the state was folded across. */
+function warnGaps(gaps: readonly LogGap[], stream: string, what = "the state was"): void {
+  if (gaps.length === 0) return;
+  process.stderr.write(
+    `ck-replay: warning: ${what} folded across messages deleted from inside the log ${stream} (--allow-gaps): ${describeGaps(gaps)}; it lacks whatever they did, and is not one the log recorded\n`,
+  );
+}
 
 
 /** Runs `fn` with the log the flags name, closed after (a temporary server stopped). */
@@ -58,13 +73,15 @@ async function main(): Promise<void> {
     .description("fold the log into a fresh projection directory and report events/s")
     .option("--out <dir>", "projection directory to write (default: a temporary one, removed after)")
     .option("--until <seq|time>", "stop at this sequence or time")
-    .action(async (opts: LogFlags & { out?: string; until?: string }) => {
+    .option("--allow-gaps", ALLOW_GAPS)
+    .action(async (opts: LogFlags & { out?: string; until?: string; allowGaps?: boolean }) => {
       const until = parseUntil(opts.until);
       await withLog(opts, async (opened) => {
         const run = async (dir: string) => {
-          const r = await rebuild(opened.log, dir, until);
+          const r = await rebuild(opened.log, dir, until, { allowGaps: opts.allowGaps });
           await r.db.close();
           for (const why of r.passedOver) process.stderr.write(`ck-replay: passed over: ${why}\n`);
+          warnGaps(r.gaps, opened.log.stream);
           const rate = r.seconds > 0 ? Math.round(r.events / r.seconds) : r.events;
           const from = r.base ? ` from the base at sequence ${r.base.seq} (loaded in ${r.baseSeconds!.toFixed(3)} s)` : "";
           process.stdout.write(`rebuilt ${r.events} events${from} to ${dir} in ${r.seconds.toFixed(3)} s (${rate} events/s), applied sequence ${r.appliedSeq}\n`);
@@ -76,7 +93,8 @@ async function main(): Promise<void> {
 
   logOptions(program.command("verify"))
     .description("rebuild from the log and compare with the live projection of a stopped ckd, byte for byte")
-    .action(async (opts: LogFlags) => {
+    .option("--allow-gaps", ALLOW_GAPS)
+    .action(async (opts: LogFlags & { allowGaps?: boolean }) => {
       if (!opts.root) throw new Error("verify needs --root DIR (the ckd root whose projection to check)");
       const live = rootPaths(opts.root).meta;
       if (!existsSync(live)) throw new Error(`${live}: no projection to verify`);
@@ -89,7 +107,8 @@ async function main(): Promise<void> {
       const opened = await openLogFor(opts);
       try {
         const diffs = await withTempDir(async (dir) => {
-          const r = await rebuild(opened.log, join(dir, "meta"), { seq: liveDb.appliedSeq });
+          const r = await rebuild(opened.log, join(dir, "meta"), { seq: liveDb.appliedSeq }, { allowGaps: opts.allowGaps });
+          warnGaps(r.gaps, opened.log.stream, "the rebuild it is compared with was");
           try {
             if (r.appliedSeq !== liveDb.appliedSeq) {
               return [`live projection is at sequence ${liveDb.appliedSeq}, the log only reaches ${r.appliedSeq}`];
@@ -115,11 +134,13 @@ async function main(): Promise<void> {
     .description("print the state of one namespace (or all) as JSON, rebuilt from the log")
     .option("--namespace <ns>", "only this namespace")
     .option("--until <seq|time>", "state as of this sequence or time")
-    .action(async (opts: LogFlags & { namespace?: string; until?: string }) => {
+    .option("--allow-gaps", ALLOW_GAPS)
+    .action(async (opts: LogFlags & { namespace?: string; until?: string; allowGaps?: boolean }) => {
       const until = parseUntil(opts.until);
       await withLog(opts, async (opened) => {
         await withTempDir(async (dir) => {
-          const r = await rebuild(opened.log, dir, until);
+          const r = await rebuild(opened.log, dir, until, { allowGaps: opts.allowGaps });
+          warnGaps(r.gaps, opened.log.stream);
           try {
             const q = new Queries(r.db);
             const names = opts.namespace ? [opts.namespace] : (await q.listNamespaces()).map((n) => n.name);
@@ -154,7 +175,8 @@ async function main(): Promise<void> {
       const to = parseUntil(opts.to, "--to");
       await withLog(opts, async (opened) => {
         const gap = (first: number) => process.stderr.write(`ck-replay: the log's history before sequence ${first} was compacted away; events from ${first} on\n`);
-        for await (const line of logEvents(opened.log, loadProtos(), { from, to, namespace: opts.namespace, topic: opts.topic }, gap)) process.stdout.write(line + "\n");
+        const deleted = (g: LogGap) => process.stderr.write(`ck-replay: ${describeSeqs(g)} ${g.from === g.to ? "was" : "were"} deleted from inside the log\n`);
+        for await (const line of logEvents(opened.log, loadProtos(), { from, to, namespace: opts.namespace, topic: opts.topic }, gap, deleted)) process.stdout.write(line + "\n");
       });
     });
 
@@ -164,7 +186,8 @@ async function main(): Promise<void> {
     .option("--to <seq|time>", "the later point (default: the log's end)")
     .option("--namespace <ns>", "only this namespace")
     .option("--json", "one JSON object per change, with the values before and after")
-    .action(async (opts: LogFlags & { from: string; to?: string; namespace?: string; json?: boolean }) => {
+    .option("--allow-gaps", ALLOW_GAPS)
+    .action(async (opts: LogFlags & { from: string; to?: string; namespace?: string; json?: boolean; allowGaps?: boolean }) => {
       const from = parseUntil(opts.from, "--from");
       const to = parseUntil(opts.to, "--to");
       const later = (x: { seq?: number; time?: Date }, y: { seq?: number; time?: Date }) =>
@@ -172,9 +195,11 @@ async function main(): Promise<void> {
       if (later(from, to)) throw new Error(`--from ${opts.from} is after --to ${opts.to}`);
       await withLog(opts, async (opened) => {
         await withTempDir(async (dir) => {
-          const a = await rebuild(opened.log, join(dir, "from"), from);
+          const a = await rebuild(opened.log, join(dir, "from"), from, { allowGaps: opts.allowGaps });
           try {
-            const b = await rebuild(opened.log, join(dir, "to"), to);
+            const b = await rebuild(opened.log, join(dir, "to"), to, { allowGaps: opts.allowGaps });
+            // Those of the later state include the earlier's.
+            warnGaps(b.gaps, opened.log.stream, "the states compared were");
             try {
               if (a.appliedSeq > b.appliedSeq) throw new Error(`--from (sequence ${a.appliedSeq}) is after --to (sequence ${b.appliedSeq})`);
               const lines = diffProjections(a.db, b.db, opts.namespace);
@@ -197,10 +222,12 @@ async function main(): Promise<void> {
   logOptions(program.command("base"))
     .description("store a base: the state at the log's last sequence, kept in NATS beside the log (<stream>_BASES)")
     .option("--break-lock", "take over the bases' lock from a base or compaction that died holding it")
-    .action(async (opts: LogFlags & { breakLock?: boolean }) => {
+    .option("--allow-gaps", ALLOW_GAPS)
+    .action(async (opts: LogFlags & { breakLock?: boolean; allowGaps?: boolean }) => {
       await withLog(opts, async (opened) => {
         const warn = (m: string) => process.stderr.write(`ck-replay: warning: ${m}\n`);
-        const { marker, fresh } = await baseNow(opened.log, opened.workDir, { breakLock: opts.breakLock, onWarning: warn });
+        const { marker, fresh, gaps } = await baseNow(opened.log, opened.workDir, { breakLock: opts.breakLock, onWarning: warn, allowGaps: opts.allowGaps });
+        warnGaps(gaps, opened.log.stream, "the base was");
         process.stdout.write(`${fresh ? "stored" : "already stored:"} ${describeBase(marker)}\n`);
       });
     });
@@ -223,7 +250,8 @@ async function main(): Promise<void> {
     .option("--sync-wait <seconds>", "on a stream of one replica on a server not ckd's own: how long the base must have been stored before the history goes (nats-server syncs every 2 min)", "130")
     .option("--break-lock", "take over the bases' lock from a base or compaction that died holding it")
     .option("--dry-run", "say what would be stored, cut and removed, and change nothing")
-    .action(async (opts: LogFlags & { keep: string; keepBases: string; syncWait: string; breakLock?: boolean; dryRun?: boolean }) => {
+    .option("--allow-gaps", "take the base across messages deleted from inside the log (refused otherwise: once the history before it is cut, their loss can no longer be seen), with a warning listing them")
+    .action(async (opts: LogFlags & { keep: string; keepBases: string; syncWait: string; breakLock?: boolean; dryRun?: boolean; allowGaps?: boolean }) => {
       const keep = parseCount(opts.keep, "--keep");
       const keepBases = parseCount(opts.keepBases, "--keep-bases", "bases");
       if (keepBases < 1) throw new Error(`--keep-bases: expected a number of bases (1 or more), got "${opts.keepBases}"`);
@@ -247,7 +275,8 @@ async function main(): Promise<void> {
           return;
         }
         const onProgress = (m: string) => process.stdout.write(`${m}\n`);
-        const r = await compact(opened.log, { keep, storeDir: opened.storeDir, workDir: opened.workDir, syncWaitMs: syncWait * 1000, onProgress, breakLock: opts.breakLock, keepBases });
+        const r = await compact(opened.log, { keep, storeDir: opened.storeDir, workDir: opened.workDir, syncWaitMs: syncWait * 1000, onProgress, breakLock: opts.breakLock, keepBases, allowGaps: opts.allowGaps });
+        warnGaps(r.gaps, opened.log.stream, "the base was");
         if (!r.base) {
           process.stdout.write(`the log (${opened.log.stream}) holds no message yet: nothing to compact\n`);
           return;

@@ -5,8 +5,9 @@ import { EventLog, DEFAULT_STREAM, natsConnectOptions, natsFilesOf, checkNatsFil
 import { MANAGED_INBOX_PREFIX, NatsServerProcess } from "../../src/eventstore/nats-server.js";
 import { ProjectionDb, META_PREFIX, PROJECTION_FORMAT, compareKeys } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
+import type { LogGap } from "../../src/projections/log-gaps.js";
 import { loadBestBase, takeBase } from "../../src/projections/base.js";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { execFile } from "node:child_process";
 import { hostname } from "node:os";
 import { tmpdir } from "node:os";
@@ -132,45 +133,75 @@ export interface RebuildResult {
   base?: BaseMarker;
   /** Why later bases were passed over (damaged, removed meanwhile). */
   passedOver: string[];
+  /** Messages deleted from inside the log that the fold crossed (only with allowGaps). */
+  gaps: LogGap[];
+}
+
+export interface RebuildOptions {
+  /**
+   * Fold across messages deleted from inside the log (each one listed in the result) instead
+   * of refusing to: the operator's explicit choice (--allow-gaps).
+   */
+  allowGaps?: boolean;
 }
 
 /**
  * Folds the log into a fresh projection at `out`, up to a point: from sequence 1, or, when
  * the history before the log's first message was compacted away, from the latest base that
- * covers it and is not past the point.
+ * covers it and is not past the point. Up to the log's end when called: its last message
+ * stored, a deleted tail passed (src/projections/log-gaps.ts). Messages deleted from inside
+ * the log fail it (DataLoss, naming them) unless `allowGaps`.
  */
-export async function rebuild(log: EventLog, out: string, until: { seq?: number; time?: Date } = {}): Promise<RebuildResult> {
+export async function rebuild(log: EventLog, out: string, until: { seq?: number; time?: Date } = {}, opts: RebuildOptions = {}): Promise<RebuildResult> {
   const info = await log.info();
   const identity = { stream: log.stream, created: String(info.created) };
   const last = info.state.last_seq;
   const untilSeq = Math.min(last, until.seq ?? last);
   const first = info.state.first_seq;
+  // The projection holds what the log holds: a directory of its own user's only.
+  const privateDir = (dir: string) => mkdir(dir, { recursive: true, mode: 0o700 }).then(() => undefined);
   let base: BaseMarker | undefined;
   let passedOver: string[] = [];
   let db: ProjectionDb;
   let baseSeconds: number | undefined;
   if (first > 1) {
     const loading = process.hrtime.bigint();
-    const loaded = await loadBestBase(out, new BaseStore(log), { firstSeq: first, identity, untilSeq, untilTime: until.time }, identity);
+    const loaded = await loadBestBase(out, new BaseStore(log), { firstSeq: first, identity, untilSeq, untilTime: until.time }, identity, privateDir);
     base = loaded.base;
     db = loaded.db;
     passedOver = loaded.passedOver;
     baseSeconds = Number(process.hrtime.bigint() - loading) / 1e9;
   } else {
     await ProjectionDb.destroy(out);
+    await privateDir(out);
     db = await ProjectionDb.open(out);
     await db.setLogIdentity(identity);
   }
   const started = process.hrtime.bigint();
+  const gaps: LogGap[] = [];
   if (untilSeq > db.appliedSeq) {
     // NATS in a worker thread, decoding and folding in this one: the two cores share it.
     const source = (fromSeq: number, signal: AbortSignal) => readInWorker({ url: log.url, files: log.files, inboxPrefix: log.inboxPrefix, stream: log.stream, fromSeq, signal, name: "ck-replay-reader" });
-    const projector = new Projector(db, log, loadProtos(), { untilSeq, untilTime: until.time, bulk: { source, threshold: 0 } });
+    const projector = new Projector(db, log, loadProtos(), {
+      untilSeq,
+      untilTime: until.time,
+      bulk: { source, threshold: 0 },
+      allowGaps: opts.allowGaps ? (g) => gaps.push(g) : undefined,
+    });
     projector.start();
-    await projector.finished();
+    try {
+      // To the last message stored (not the last sequence, which a deleted last message keeps
+      // and which never comes), or the until, or the first message past an until time.
+      await projector.catchUp();
+    } catch (err) {
+      await projector.stop();
+      await db.close().catch(() => undefined);
+      throw err;
+    }
+    await projector.stop();
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return { db, events: db.appliedSeq - (base?.seq ?? 0), seconds, baseSeconds, appliedSeq: db.appliedSeq, base, passedOver };
+  return { db, events: db.appliedSeq - (base?.seq ?? 0), seconds, baseSeconds, appliedSeq: db.appliedSeq, base, passedOver, gaps };
 }
 
 /** Compares two projections byte for byte (bookkeeping keys aside); lists differences. */
@@ -224,9 +255,12 @@ export function describeBase(b: BaseMarker): string {
 /**
  * A base at the log's last sequence: the one stored already (read back in full first; a
  * damaged one is passed over), or a new one folded from the latest base (or sequence 1) and
- * read back in full before it is trusted. The caller holds the bases' lock.
+ * read back in full before it is trusted. The caller holds the bases' lock. The fold refuses
+ * messages deleted from inside the log unless `opts.allowGaps` (a base taken across them
+ * would hide their loss for good once the history before it is cut); those it crossed are
+ * returned.
  */
-export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: string): Promise<{ marker: BaseMarker; fresh: boolean }> {
+export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: string, opts: RebuildOptions = {}): Promise<{ marker: BaseMarker; fresh: boolean; gaps: LogGap[] }> {
   const info = await log.info();
   const last = info.state.last_seq;
   if (last === 0) throw new Error(`the log (${log.stream}) holds no message yet: nothing to keep a base of`);
@@ -237,20 +271,23 @@ export async function baseAtLast(log: EventLog, store: BaseStore, workDir?: stri
   for (const b of have) {
     try {
       await store.verify(b);
-      return { marker: b, fresh: false };
+      return { marker: b, fresh: false, gaps: [] };
     } catch {
       // damaged: a new one is written below
     }
   }
   // A private directory (mkdtemp: 0700): the projection holds what the log holds.
   return withTempDir(async (dir) => {
-    const r = await rebuild(log, join(dir, "meta"), { seq: last });
+    const r = await rebuild(log, join(dir, "meta"), { seq: last }, opts);
     try {
       if (r.appliedSeq !== last) throw new Error(`the rebuild reached sequence ${r.appliedSeq}, not the log's last ${last}`);
-      const seqTime = r.appliedSeq >= info.state.first_seq ? (await log.jsm.streams.getMessage(log.stream, { seq: last }))?.time : undefined;
+      // The time of the state: the last message stored at or before the base (the last
+      // sequence itself may be a deleted one, passed at the log's end).
+      const { lastStored } = await log.end(last);
+      const seqTime = lastStored >= info.state.first_seq && lastStored > (r.base?.seq ?? 0) ? (await log.jsm.streams.getMessage(log.stream, { seq: lastStored }))?.time : undefined;
       const marker = await takeBase(r.db, store, identity, seqTime ?? new Date(r.base?.seqTime ?? Date.now()));
       await store.verify(marker);
-      return { marker, fresh: true };
+      return { marker, fresh: true, gaps: r.gaps };
     } finally {
       await r.db.close();
     }
@@ -276,10 +313,14 @@ export async function withTempDir<T>(fn: (dir: string) => Promise<T>, parent = t
  * `ck-replay base`: a base at the log's last sequence, under the bases' lock. An empty log is
  * refused before anything is written (no lock taken, no bases stream made).
  */
-export async function baseNow(log: EventLog, workDir: string | undefined, opts: { breakLock?: boolean; onWarning?: (msg: string) => void } = {}): Promise<{ marker: BaseMarker; fresh: boolean }> {
+export async function baseNow(
+  log: EventLog,
+  workDir: string | undefined,
+  opts: { breakLock?: boolean; onWarning?: (msg: string) => void; allowGaps?: boolean } = {},
+): Promise<{ marker: BaseMarker; fresh: boolean; gaps: LogGap[] }> {
   if ((await log.lastSeq()) === 0) throw new Error(`the log (${log.stream}) holds no message yet: nothing to keep a base of`);
   const store = new BaseStore(log);
-  return withBaseLock(store, "base", () => baseAtLast(log, store, workDir), opts);
+  return withBaseLock(store, "base", () => baseAtLast(log, store, workDir, { allowGaps: opts.allowGaps }), opts);
 }
 
 /**
@@ -361,6 +402,8 @@ export interface CompactResult {
   firstSeq: number;
   lastSeq: number;
   prunedBases: number;
+  /** Messages deleted from inside the log that the new base was folded across (only with allowGaps). */
+  gaps: LogGap[];
 }
 
 export interface CompactOptions {
@@ -387,6 +430,8 @@ export interface CompactOptions {
   breakLock?: boolean;
   /** A lock not refreshed for this long is taken over (default 30 min). */
   lockStaleMs?: number;
+  /** Take the base across messages deleted from inside the log (--allow-gaps): their loss can no longer be seen once cut. */
+  allowGaps?: boolean;
 }
 
 /**
@@ -397,12 +442,12 @@ export interface CompactOptions {
  */
 export async function compact(log: EventLog, opts: CompactOptions): Promise<CompactResult> {
   const store = new BaseStore(log);
-  if ((await log.info()).state.last_seq === 0) return { removed: 0, firstSeq: 0, lastSeq: 0, prunedBases: 0 };
+  if ((await log.info()).state.last_seq === 0) return { removed: 0, firstSeq: 0, lastSeq: 0, prunedBases: 0, gaps: [] };
   return withBaseLock(
     store,
     "compact",
     async (lock) => {
-      const { marker } = await baseAtLast(log, store, opts.workDir);
+      const { marker, gaps } = await baseAtLast(log, store, opts.workDir, { allowGaps: opts.allowGaps });
       const replicas = Math.min((await log.info()).config.num_replicas ?? 1, await store.replicas());
       if (opts.storeDir) {
         await syncFileSystem(opts.storeDir);
@@ -431,7 +476,7 @@ export async function compact(log: EventLog, opts: CompactOptions): Promise<Comp
       const info = await log.info();
       await lock.refresh();
       const prunedBases = await store.prune(info.state.first_seq - 1, notStopping);
-      return { base: marker, anchor, removed, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq, prunedBases };
+      return { base: marker, anchor, removed, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq, prunedBases, gaps };
     },
     { breakLock: opts.breakLock, staleMs: opts.lockStaleMs, onWarning: (m) => opts.onProgress?.(`warning: ${m}`) },
   );
