@@ -225,7 +225,7 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
     assert.deepEqual(r.stdout.trim().split("\n").map((l) => l.split(" ")[0]), ["3", "4"]);
     r = await runNode(CK_REPLAY, ["events", "--root", d.root, "--to", "soon"]);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /--to "soon" is neither a sequence number nor a time/);
+    assert.match(r.stderr, /--to "soon" is neither a sequence number nor an RFC 3339 time/);
     assert.equal(r.stdout, "");
     // Nothing to show: no wait for events that are not there.
     for (const args of [["--namespace", "other"], ["--from", "5"], ["--from", new Date(Date.now() + 60_000).toISOString()]]) {
@@ -253,7 +253,7 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
     assert.match(r.stderr, /--from \(sequence 4\) is after --to \(sequence 2\)/);
     r = await runNode(CK_REPLAY, ["diff", "--root", d.root, "--from", "yesterday-ish"]);
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /--from "yesterday-ish" is neither a sequence number nor a time/);
+    assert.match(r.stderr, /--from "yesterday-ish" is neither a sequence number nor an RFC 3339 time/);
     r = await runNode(CK_REPLAY, ["diff", "--root", d.root]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--from/);
