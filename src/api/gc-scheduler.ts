@@ -38,8 +38,12 @@ export interface SnapshotSweeper {
   removeCollected(snapshotter: string, ids: readonly string[]): Promise<void>;
   /** The loaded snapshotters. */
   names(): string[];
-  /** Removes directories no snapshot owns (a removal or a Prepare cut short by a kill); returns them. */
-  cleanup(snapshotter: string): Promise<string[]>;
+  /**
+   * Removes directories no snapshot owns (a removal or a Prepare cut short by a kill); returns
+   * them, or undefined when it put the sweep off (the projection may not hold the whole log).
+   * The same sweep as Snapshots.Cleanup (SnapshotStore.sweepUnowned).
+   */
+  sweepUnowned(snapshotter: string): Promise<string[] | undefined>;
 }
 
 export interface GcReport {
@@ -315,14 +319,12 @@ export class GcScheduler {
       }
     }
     // The sweeps remove what no record names: only on a projection that holds the whole log. A
-    // Prepare whose append's outcome is unknown (the connection lost) keeps its directory, and
-    // its record may yet come; swept meanwhile, the record would name nothing.
-    const sweepDirs = sweepSnapshotDirs && this.deps.snapshots !== undefined;
-    const current = sweepOrphans || sweepDirs ? await sequencer.caughtUp() : false;
-    if ((sweepOrphans || sweepDirs) && !current) {
-      this.deps.logger?.warn("sweeps of unnamed blob files and snapshot directories put off: the projection may not hold the whole log (unreachable)");
-      if (sweepOrphans) this.orphansWanted = true;
-      if (sweepDirs) this.snapshotDirsWanted = true;
+    // blob's commit may be in the log and not yet applied; so may the record of a Prepare whose
+    // append's outcome is unknown (the snapshots' sweep asks for itself: sweepUnowned).
+    const current = sweepOrphans ? await sequencer.caughtUp() : false;
+    if (sweepOrphans && !current) {
+      this.deps.logger?.warn("sweep of unnamed blob files put off: the projection may not hold the whole log (unreachable)");
+      this.orphansWanted = true;
     }
     if (sweepOrphans && current) {
       const orphans = await blobs.sweepOrphans(this.orphanGraceMs, now);
@@ -332,17 +334,25 @@ export class GcScheduler {
       report.bytesFreed += orphans.bytes;
       if (orphans.removed > 0) this.deps.logger?.info({ ...orphans }, "orphaned blob files removed");
     }
-    if (sweepDirs && current && this.deps.snapshots) {
+    if (sweepSnapshotDirs && this.deps.snapshots) {
       let dirs = 0;
+      let putOff = false;
       for (const sn of this.deps.snapshots.names()) {
-        const gone = await this.deps.snapshots.cleanup(sn).catch((err) => {
+        const gone = await this.deps.snapshots.sweepUnowned(sn).catch((err) => {
           this.deps.logger?.warn({ err, snapshotter: sn }, "removing snapshot directories no snapshot owns failed");
           return [];
         });
+        if (!gone) {
+          putOff = true;
+          break;
+        }
         if (gone.length > 0) this.deps.logger?.info({ snapshotter: sn, removed: gone }, "snapshot directories no snapshot owned removed");
         dirs += gone.length;
       }
-      report.snapshotDirsRemoved = dirs;
+      if (putOff) {
+        this.deps.logger?.warn("sweep of snapshot directories no snapshot owns put off: the projection may not hold the whole log (unreachable)");
+        this.snapshotDirsWanted = true;
+      } else report.snapshotDirsRemoved = dirs;
     }
     // After the lease deletions above: the ingests they held go in the same run.
     report.ingestsRemoved = await this.sweepIngests(now);

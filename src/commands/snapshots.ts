@@ -2,13 +2,14 @@
 // (Active, View, Committed), parents, labels and on-disk ids. The files are the snapshotter's
 // (src/snapshots); a command here runs after its disk step succeeded, so a snapshot never
 // becomes visible before its directory exists. decide* are pure; the handlers load and call.
-import { aborted, alreadyExists, failedPrecondition, invalidArgument, notFound } from "../errdefs/errdefs.js";
+import { aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, type CkError } from "../errdefs/errdefs.js";
 import { createHash } from "node:crypto";
 import { keys, snapshotRecord, TYPE, type LeaseRecord, type SnapshotIdRecord, type SnapshotKind, type SnapshotRecord, type Timestamp } from "../projections/views.js";
 import { checkSnapshotId } from "../snapshots/types.js";
 import { validateDigest, validateFieldMask, validateLabels, type FieldMaskRule } from "./validation.js";
 import { applyLabelMask, dropEmpty, maskedLabels } from "./masks.js";
 import type { Decision, StateView } from "./sequencer.js";
+import type { EventDraft } from "../emitter/envelope.js";
 
 /** containerd's snapshot Update accepts `labels` and `labels.<key>` only. */
 const SNAPSHOT_FIELD_MASK: FieldMaskRule = { fields: ["labels"], maps: ["labels"] };
@@ -136,6 +137,23 @@ function checkParentId(cmd: { parent: string; parentId?: string }, parent: Snaps
   throw aborted(`parent snapshot ${JSON.stringify(cmd.parent)} was replaced while this one was made on it: try again`);
 }
 
+/** As containerd's metadata store words a parent that is not there (metadata/snapshot.go). */
+function parentMissing(parent: string, cause?: unknown): CkError {
+  return notFound(`parent snapshot ${parent} does not exist`, cause === undefined ? undefined : { cause });
+}
+
+/**
+ * After the disk work on the parent's directory `parentId` failed: `parent` is the parent's
+ * record looked up again. Removed (or collected) meanwhile, its directory went with it and
+ * the failure (a vanished path, a cut-short copy) only says so late: NotFound, as containerd
+ * answers a Prepare or View whose parent is gone; replaced under its name, Aborted as
+ * checkParentId. A parent that stands as it was leaves `cause` the answer (returns).
+ */
+export function checkParentStands(cmd: { parent: string; parentId: string }, parent: SnapshotRecord | undefined, cause: unknown): void {
+  if (!parent) throw parentMissing(cmd.parent, cause);
+  checkParentId(cmd, parent);
+}
+
 /** Keys are any non-empty string without NUL (ctr uses spaces and `/`): they never become paths. */
 export function validateSnapshotKey(field: string, key: string): void {
   if (!key) throw invalidArgument(`snapshot ${field} must not be empty`);
@@ -173,7 +191,7 @@ function checkNewSnapshot(
   if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
   if (existing) throw alreadyExists(`snapshot ${JSON.stringify(key)}`);
   if (cmd.parent) {
-    if (!parent) throw notFound(`parent snapshot ${cmd.parent} does not exist`);
+    if (!parent) throw parentMissing(cmd.parent);
     if (parent.kind !== "Committed") throw invalidArgument(`parent ${JSON.stringify(cmd.parent)} is not a committed snapshot`);
   }
   return labels;
@@ -191,6 +209,21 @@ export function decidePrepareSnapshot(
   checkParentId(cmd, parent);
   if (idOwned) throw alreadyExists(`snapshot id ${cmd.id}`);
   const rec = snapshotRecord({ snapshotter: cmd.snapshotter, key: cmd.key, parent: cmd.parent, kind: cmd.kind, id: cmd.id, labels, created_at: cmd.now, updated_at: cmd.now });
+  return { event: newSnapshotEvent(cmd, rec), result: rec };
+}
+
+/**
+ * The event of a Prepare (containerd's /snapshot/prepare) or a View. containerd publishes
+ * nothing for a View, so a View is ck's own event (/snapshot/view, ck.events.SnapshotView),
+ * which containerd's clients do not get (events-service.ts) and subjects following
+ * containerd's `snapshot.prepare` do not carry; the projection needs it all the same.
+ */
+function newSnapshotEvent(cmd: PrepareSnapshot, rec: SnapshotRecord): EventDraft {
+  if (cmd.kind === "View") {
+    const payload: Record<string, unknown> = { key: cmd.key, parent: cmd.parent, snapshotter: cmd.snapshotter, id: cmd.id, labels: rec.labels };
+    if (cmd.lease) payload.lease = cmd.lease;
+    return { namespace: cmd.namespace, topic: "/snapshot/view", typeName: TYPE.SnapshotView, payload };
+  }
   const payload: Record<string, unknown> = {
     key: cmd.key,
     parent: cmd.parent,
@@ -200,7 +233,7 @@ export function decidePrepareSnapshot(
     ck_labels: { labels: rec.labels },
   };
   if (cmd.lease) payload.ck_lease = cmd.lease;
-  return { event: { namespace: cmd.namespace, topic: "/snapshot/prepare", typeName: TYPE.SnapshotPrepare, payload }, result: rec };
+  return { namespace: cmd.namespace, topic: "/snapshot/prepare", typeName: TYPE.SnapshotPrepare, payload };
 }
 
 /** Checks made before the snapshotter seals the directories, and again when deciding. */

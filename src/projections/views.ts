@@ -354,6 +354,7 @@ export const TYPE = {
   SnapshotPrepare: "containerd.events.SnapshotPrepare",
   SnapshotCommit: "containerd.events.SnapshotCommit",
   SnapshotRemove: "containerd.events.SnapshotRemove",
+  SnapshotView: "ck.events.SnapshotView",
   SnapshotUpdate: "ck.events.SnapshotUpdate",
   SnapshotCollect: "ck.events.SnapshotCollect",
   TaskCreate: "containerd.events.TaskCreate",
@@ -371,6 +372,27 @@ export const TYPE = {
 function leaseKeys(ns: string, lease: string | undefined, r: Partial<LeaseResource> | undefined): string[] {
   if (!lease || !r) return [];
   return [keys.lease(ns, lease), keys.leaseResource(ns, lease, { id: r.id ?? "", type: r.type ?? "" })];
+}
+
+/**
+ * The Active or View snapshot an event makes: containerd's SnapshotPrepare with ck's
+ * extensions (a View too when logged before 2026-12-03, told by ck_kind "View"), or ck's
+ * SnapshotView.
+ */
+function newSnapshotOf(ev: LoggedEvent): { snapshotter: string; key: string; parent: string; kind: "Active" | "View"; id: string; labels: Record<string, string> | undefined; lease: string | undefined } {
+  const p = ev.payload;
+  if (ev.typeName === TYPE.SnapshotView) {
+    return { snapshotter: p.snapshotter ?? "", key: p.key, parent: p.parent, kind: "View", id: p.id ?? "", labels: p.labels, lease: p.lease || undefined };
+  }
+  return {
+    snapshotter: p.ck_snapshotter ?? "",
+    key: p.key,
+    parent: p.parent,
+    kind: p.ck_kind === "View" ? "View" : "Active",
+    id: p.ck_id ?? "",
+    labels: p.ck_labels?.labels,
+    lease: p.ck_lease || undefined,
+  };
 }
 
 /** The projection keys an event reads and may change. */
@@ -410,12 +432,15 @@ export function keysFor(ev: LoggedEvent): string[] {
     case TYPE.LeaseResourceDelete:
       return leaseKeys(ev.namespace, p.id, p.resource);
     case TYPE.SnapshotPrepare:
+    case TYPE.SnapshotView: {
+      const s = newSnapshotOf(ev);
       return [
         keys.namespace(ev.namespace),
-        keys.snapshot(ev.namespace, p.ck_snapshotter ?? "", p.key),
-        keys.snapshotId(p.ck_snapshotter ?? "", p.ck_id ?? ""),
-        ...leaseKeys(ev.namespace, p.ck_lease, { id: p.key, type: `snapshots/${p.ck_snapshotter ?? ""}` }),
+        keys.snapshot(ev.namespace, s.snapshotter, s.key),
+        keys.snapshotId(s.snapshotter, s.id),
+        ...leaseKeys(ev.namespace, s.lease, { id: s.key, type: `snapshots/${s.snapshotter}` }),
       ];
+    }
     case TYPE.SnapshotCommit:
       return [
         ...(p.key ? [] : [keys.namespace(ev.namespace)]),
@@ -513,23 +538,24 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
       return leaseChange(p.id, p.resource, "add");
     case TYPE.LeaseResourceDelete:
       return leaseChange(p.id, p.resource, "delete");
-    case TYPE.SnapshotPrepare: {
-      const sn: string = p.ck_snapshotter ?? "";
+    case TYPE.SnapshotPrepare:
+    case TYPE.SnapshotView: {
+      const s = newSnapshotOf(ev);
       const rec = snapshotRecord({
-        snapshotter: sn,
-        key: p.key,
-        parent: p.parent,
-        kind: p.ck_kind === "View" ? "View" : "Active",
-        id: p.ck_id,
-        labels: p.ck_labels?.labels,
+        snapshotter: s.snapshotter,
+        key: s.key,
+        parent: s.parent,
+        kind: s.kind,
+        id: s.id,
+        labels: s.labels,
         created_at: ev.timestamp,
         updated_at: ev.timestamp,
       });
       return [
         ...implicitNamespace(),
-        [keys.snapshot(ev.namespace, sn, p.key), rec],
-        ...idChange(sn, rec.id, { add: { namespace: ev.namespace, key: rec.key } }),
-        ...leaseChange(p.ck_lease, { id: p.key, type: `snapshots/${sn}` }, "add"),
+        [keys.snapshot(ev.namespace, s.snapshotter, s.key), rec],
+        ...idChange(s.snapshotter, rec.id, { add: { namespace: ev.namespace, key: rec.key } }),
+        ...leaseChange(s.lease, { id: s.key, type: `snapshots/${s.snapshotter}` }, "add"),
       ];
     }
     case TYPE.SnapshotCommit: {

@@ -8,6 +8,18 @@ import { alreadyExists, notFound } from "../errdefs/errdefs.js";
 import { spreadSubdirectories } from "../content/placement.js";
 import { checkSnapshotId, type AheadLayer, type Mount, type PrepareOptions, type Snapshotter, type SnapshotKind, type Usage } from "./types.js";
 
+/** A temporary name: `.new-<id>-<8 hex>` while `<id>` is made, `.rm-<id>-<8 hex>` while it is removed. */
+const TEMP_NAME = /^\.(?:new|rm)-(.+)-[0-9a-f]{8}$/;
+
+function tempName(kind: "new" | "rm", id: string): string {
+  return `.${kind}-${id}-${randomBytes(4).toString("hex")}`;
+}
+
+/** The id whose directory a temporary name of create or remove stands for; undefined for any other name. */
+export function tempNameId(name: string): string | undefined {
+  return TEMP_NAME.exec(name)?.[1];
+}
+
 export class SnapshotDirs {
   readonly dir: string;
   private made: Promise<string | undefined> | undefined;
@@ -48,7 +60,7 @@ export class SnapshotDirs {
     const final = this.path(id);
     await this.ensure();
     if (await exists(final)) throw alreadyExists(`snapshot directory ${id}`);
-    const tmp = path.join(this.dir, `.new-${id}-${randomBytes(4).toString("hex")}`);
+    const tmp = path.join(this.dir, tempName("new", id));
     await fs.mkdir(tmp, { mode: 0o700 });
     try {
       await fill(tmp);
@@ -70,7 +82,7 @@ export class SnapshotDirs {
   /** Renames away first, so a crash mid-removal leaves a name Cleanup will take. */
   async remove(id: string): Promise<void> {
     const p = await this.mustExist(id);
-    const doomed = path.join(this.dir, `.rm-${id}-${randomBytes(4).toString("hex")}`);
+    const doomed = path.join(this.dir, tempName("rm", id));
     await fs.rename(p, doomed);
     await fs.rm(doomed, { recursive: true, force: true });
   }

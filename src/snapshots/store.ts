@@ -3,17 +3,18 @@
 // ck-chosen id before the event that makes the snapshot visible, and removed again when the
 // event is refused; a removal appends its event before deleting the directory. A crash
 // between the two leaves a directory no snapshot owns, which Cleanup (and GC) removes.
-import { randomBytes } from "node:crypto";
+import { randomInt } from "node:crypto";
 import path from "node:path";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
 import { nowTimestamp } from "../emitter/envelope.js";
-import { chainIdOf, checkCommit, checkPrepare, checkUnpack, parentIds, snapshotHandlers, validateSnapshotKey, validateSnapshotterName } from "../commands/snapshots.js";
+import { chainIdOf, checkCommit, checkParentStands, checkPrepare, checkUnpack, parentIds, snapshotHandlers, validateSnapshotKey, validateSnapshotterName } from "../commands/snapshots.js";
 import { validateDigest } from "../commands/validation.js";
-import { canceled, failedPrecondition, invalidArgument, isClass } from "../errdefs/errdefs.js";
+import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, unavailable } from "../errdefs/errdefs.js";
 import { inheritLowerAttributes, isMissingLinkTarget, needsItsLowers, type Applied } from "../diff/apply.js";
 import { keys, type ChainIndexRecord, type SnapshotKind, type SnapshotRecord } from "../projections/views.js";
-import type { Mount, Snapshotter, Usage } from "./types.js";
+import { keepSnapshotDir, UnsettledIds } from "./sweep.js";
+import type { Mount, PrepareOptions, Snapshotter, Usage } from "./types.js";
 
 export interface SnapshotterEntry {
   sn: Snapshotter;
@@ -25,6 +26,13 @@ export interface SnapshotterEntry {
 const PARENT_WAIT_MS = 30 * 60_000;
 /** How often a waiting unpack looks for a parent committed by another process. */
 const PARENT_POLL_MS = 250;
+/**
+ * Fresh ids tried for one new snapshot: one is taken only by a directory no record names (a
+ * leftover) or a record another ckd made since the look (1 in 36^8 each).
+ */
+const ID_ATTEMPTS = 5;
+/** Longest a sweep of unowned directories waits for the projection to catch up with the log. */
+const CAUGHT_UP_WAIT_MS = 15_000;
 
 /**
  * Where unpack applies a layer: a snapshot's mounts, whose files may be hard links shared
@@ -65,6 +73,8 @@ function checkDiffId(got: string, want: string): void {
 export class SnapshotStore {
   /** Ids whose directories are being made or removed right now: Cleanup leaves them alone. */
   private readonly busy = new Set<string>();
+  /** Ids whose recording append's outcome is unknown: Cleanup leaves them until it read the log past them. */
+  private readonly unsettled = new UnsettledIds();
   /** Callers of waitCommitted, by namespace, snapshotter and key. */
   private readonly waiters = new Map<string, Set<() => void>>();
 
@@ -109,21 +119,57 @@ export class SnapshotStore {
     const lease = req.lease ? await this.queries.getLease(ns, req.lease).catch(() => undefined) : undefined;
     checkPrepare(cmd, current, parent, lease);
     const parents = parent ? [parent.id, ...parentIds((k) => this.findSync(ns, snapshotter, k), parent)] : [];
-    const id = newSnapshotId();
-    this.busy.add(id);
+    const { id, mounts } = await this.freshDirectory(ns, sn, parents, { readonly: req.readonly }, parent && req.parent);
     try {
-      const mounts = await sn.prepare(id, parents, { readonly: req.readonly });
-      try {
-        // Decided against the parent directory it was built on, not just the parent's name.
-        await this.sequencer.submit(snapshotHandlers.prepare({ ...cmd, id, parentId: parent?.id, now: nowTimestamp() }));
-      } catch (err) {
-        if (!outcomeUnknown(err)) await sn.remove(id).catch(() => undefined);
-        throw err;
-      }
-      return mounts;
+      // Decided against the parent directory it was built on, not just the parent's name.
+      await this.sequencer.submit(snapshotHandlers.prepare({ ...cmd, id, parentId: parent?.id, now: nowTimestamp() }));
+    } catch (err) {
+      if (outcomeUnknown(err)) this.unsettled.add(id);
+      else await sn.remove(id).catch(() => undefined);
+      throw err;
     } finally {
       this.busy.delete(id);
     }
+    return mounts;
+  }
+
+  /**
+   * A new directory on `parents` (nearest first) under a fresh id, in the busy set from the
+   * moment the id is chosen (the caller takes it out). An id some record names or a directory
+   * has already is not used: another is tried. When the disk work on the parent `parentKey`
+   * fails, the parent is looked up again: a Remove or GC that took it (and its directory)
+   * meanwhile is the answer, as containerd gives it (NotFound; Aborted when another snapshot
+   * was committed under its name), not the missing path it tripped on.
+   */
+  private async freshDirectory(
+    ns: string,
+    sn: Snapshotter,
+    parents: readonly string[],
+    opts: PrepareOptions,
+    parentKey?: string,
+  ): Promise<{ id: string; mounts: Mount[] }> {
+    for (let attempt = 1; ; attempt++) {
+      const id = newSnapshotId();
+      if (this.idTaken(sn.name, id)) {
+        if (attempt < ID_ATTEMPTS) continue;
+        throw alreadyExists(`snapshot id: ${ID_ATTEMPTS} fresh ids were all taken`);
+      }
+      this.busy.add(id);
+      try {
+        return { id, mounts: await sn.prepare(id, parents, opts) };
+      } catch (err) {
+        this.busy.delete(id);
+        // A directory of that id is there (a leftover no record names): another id.
+        if (isClass(err, "AlreadyExists") && attempt < ID_ATTEMPTS) continue;
+        if (parentKey) checkParentStands({ parent: parentKey, parentId: parents[0]! }, await this.find(ns, sn.name, parentKey), err);
+        throw err;
+      }
+    }
+  }
+
+  /** Whether an id is in use: by a record (any namespace's), a call under way, or an append whose outcome is unknown. */
+  private idTaken(snapshotter: string, id: string): boolean {
+    return this.busy.has(id) || this.unsettled.has(id) || this.queries.snapshotIdSync(snapshotter, id) !== undefined;
   }
 
   async commit(ns: string, snapshotter: string, req: { key: string; name: string; labels: Record<string, string>; lease?: string }): Promise<SnapshotRecord> {
@@ -243,12 +289,10 @@ export class SnapshotStore {
     exists: () => Promise<UnpackOutcome | undefined>,
     fill: (id: string, mounts: Mount[]) => Promise<UnpackOutcome | { verified: Verification | undefined; parentId?: string }>,
   ): Promise<UnpackOutcome> {
-    const id = newSnapshotId();
-    this.busy.add(id);
     let outcome: UnpackOutcome;
+    // Only the layer is written here, by an apply that replaces files (see ApplyTarget).
+    const { id, mounts } = await this.freshDirectory(cmd.namespace, sn, parents, { readonly: false, linkFiles: true }, parents.length > 0 ? cmd.parent : undefined);
     try {
-      // Only the layer is written here, by an apply that replaces files (see ApplyTarget).
-      const mounts = await sn.prepare(id, parents, { readonly: false, linkFiles: true });
       let committed = false;
       let unknown = false;
       try {
@@ -257,6 +301,7 @@ export class SnapshotStore {
         await sn.commit(id);
         await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, parentId: r.parentId ?? parents[0], share: false, verified: r.verified, now: nowTimestamp() })).catch((err) => {
           unknown = outcomeUnknown(err);
+          if (unknown) this.unsettled.add(id);
           throw err;
         });
         committed = true;
@@ -407,19 +452,43 @@ export class SnapshotStore {
     return sn.usage(rec.id);
   }
 
-  /** Removes directories (and leftovers of interrupted work) that no snapshot owns; returns them. */
+  /**
+   * Snapshots.Cleanup: removes the directories (and leftovers of interrupted work) that no
+   * snapshot owns; returns them. Unavailable while the projection may not hold the whole log
+   * (sweepUnowned): nothing is removed then.
+   */
   async cleanup(snapshotter: string): Promise<string[]> {
-    const sn = this.snapshotter(snapshotter);
-    const owned = new Set(this.queries.snapshotIds(snapshotter).keys());
-    // Asked right before each removal: a directory a Prepare renamed into place (or an id
-    // recorded) since the look above is kept, as are temporary names of directories being
-    // made or removed right now (see storage.ts).
-    return sn.cleanup(
-      (name) =>
-        owned.has(name) ||
-        [...this.busy].some((id) => name === id || name.startsWith(`.new-${id}-`) || name.startsWith(`.rm-${id}-`)) ||
-        this.queries.snapshotIds(snapshotter).has(name),
+    this.snapshotter(snapshotter);
+    const removed = await this.sweepUnowned(snapshotter);
+    if (!removed) {
+      throw unavailable(`snapshotter ${snapshotter}: cannot tell which directories no snapshot owns while the projection may not hold the whole log (event log unreachable or behind); try again`);
+    }
+    return removed;
+  }
+
+  /**
+   * The sweep of directories no snapshot owns, Cleanup's and GC's. A directory is made before
+   * the event that records it, so it is swept only once the projection has caught up with the
+   * log (within CAUGHT_UP_WAIT_MS; undefined, nothing removed, when it has not): a Prepare whose
+   * append's outcome was unknown may have been stored. Its id stays claimed until a sweep that
+   * started after that append failed has caught up (UnsettledIds); directories being made or
+   * removed right now are kept (keepSnapshotDir), and a record is looked for right before each
+   * removal. Returns the names removed.
+   */
+  async sweepUnowned(snapshotter: string): Promise<string[] | undefined> {
+    const e = this.snapshotters.get(snapshotter);
+    if (!e || e.unavailable) return [];
+    const mark = this.unsettled.mark();
+    if (!(await within(this.sequencer.caughtUp(), CAUGHT_UP_WAIT_MS, false))) return undefined;
+    const held = this.unsettled.held(mark);
+    const removed = await e.sn.cleanup((name) =>
+      keepSnapshotDir(name, {
+        owned: (id) => this.queries.snapshotIdSync(snapshotter, id) !== undefined,
+        claimed: () => [...this.busy, ...held],
+      }),
     );
+    this.unsettled.settle(mark);
+    return removed;
   }
 
   /** Deletes the directories of snapshots whose records are gone (after Remove or GC). */
@@ -501,9 +570,36 @@ export class SnapshotStore {
   }
 }
 
-/** A fresh on-disk id: time-ordered, random, never derived from a user's key. */
+/** Characters of a snapshot id: base36, lower case. */
+const ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz";
+/**
+ * Characters of a new snapshot id. Short, because an overlay's mount options name every lower
+ * directory: containerd's Go clients (ctr, nerdctl, buildkit) mount them with the lowerdirs
+ * relative to their common directory (compactLowerdirOption, `<id>/fs` each) and fail past 4,096
+ * bytes ("mount options is too long"). With 8 characters a 300-layer chain fits (12 bytes a
+ * layer); the 25 of the ids made before 2026-12-03 (`<ms base36>-<16 hex>`) stopped near 135.
+ */
+export const SNAPSHOT_ID_LENGTH = 8;
+
+/**
+ * A fresh on-disk id: random, never derived from a user's key (41 bits; a collision is met by
+ * another try, see freshDirectory). Ids are opaque wherever they are stored: those of the
+ * older, longer form keep working.
+ */
 export function newSnapshotId(): string {
-  return `${Date.now().toString(36)}-${randomBytes(8).toString("hex")}`;
+  let id = "";
+  for (let i = 0; i < SNAPSHOT_ID_LENGTH; i++) id += ID_ALPHABET[randomInt(ID_ALPHABET.length)];
+  return id;
+}
+
+/** `p`, or `otherwise` once `ms` passed first. */
+async function within<T>(p: Promise<T>, ms: number, otherwise: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<T>((resolve) => (timer = setTimeout(() => resolve(otherwise), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Mounts as one comparable string: type, source and options in order (a target is the caller's). */
@@ -572,7 +668,8 @@ export function checkMountsUnder(mounts: readonly Mount[], roots: readonly strin
 /**
  * An append that failed Unavailable may have been stored all the same (the connection lost
  * after it was sent): its directory is kept, since a record without its directory cannot be
- * mended, while a directory no record names is removed by GC's cleanup (or Cleanup).
+ * mended, while a directory no record names is removed by GC's sweep (or Cleanup) once the
+ * projection has caught up with the log past that append (sweepUnowned).
  */
 function outcomeUnknown(err: unknown): boolean {
   return isClass(err, "Unavailable");

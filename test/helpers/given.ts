@@ -18,7 +18,11 @@ export class Given implements StateView {
   /** Folds one decided event into the state; returns the key changes. */
   apply(draft: EventDraft | undefined): KeyChange[] {
     if (!draft) return [];
-    const ev: LoggedEvent = { seq: ++this.seq, namespace: draft.namespace, topic: draft.topic, timestamp: draft.timestamp ?? this.timestamp, typeName: draft.typeName, payload: draft.payload };
+    return this.fold({ seq: ++this.seq, namespace: draft.namespace, topic: draft.topic, timestamp: draft.timestamp ?? this.timestamp, typeName: draft.typeName, payload: draft.payload });
+  }
+
+  /** Folds one event as read from the log (decoded from its stored bytes) into the state. */
+  fold(ev: LoggedEvent): KeyChange[] {
     const listed = new Set(keysFor(ev));
     const changes = evolve(ev, (k) => {
       assert.ok(listed.has(k), `evolve read ${k} not listed by keysFor`);

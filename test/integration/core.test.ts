@@ -200,6 +200,51 @@ describe("ckd core", () => {
     ]);
   });
 
+  test("events: a View is ck's own /snapshot/view (containerd publishes none): a ctr-like Subscribe and containerd's snapshot.prepare subject see nothing of it, ck events sees it, Stat says View", async () => {
+    const first = (await log.lastSeq()) + 1;
+    const nc = await connect({ servers: nats.url });
+    const prepares: string[] = [];
+    const sub = nc.subscribe("containerd.io.ev-view.snapshot.prepare");
+    void (async () => {
+      for await (const m of sub) prepares.push(loadProtos().decode("containerd.services.events.v1.Envelope", m.data).topic);
+    })();
+    await nc.flush();
+    const plain = await subscribeFor(['namespace=="ev-view"'], 3);
+    const all = await subscribeFor(['namespace=="ev-view"'], 4, { "ck-events": "all" });
+    const c = daemon.client("ev-view");
+    const sn = { snapshotter: "native" };
+    try {
+      await c.call("snapshots", "Prepare", { ...sn, key: "a" });
+      await c.call("snapshots", "Commit", { ...sn, key: "a", name: "A" });
+      await c.call("snapshots", "View", { ...sn, key: "v", parent: "A" });
+      assert.equal((await c.call("snapshots", "Stat", { ...sn, key: "v" })).info.kind, 1, "a View (containerd's Kind 1)");
+      await c.call("snapshots", "Remove", { ...sn, key: "v" });
+      await Promise.all([plain.reading, all.reading]);
+      await c.call("snapshots", "Remove", { ...sn, key: "A" });
+    } finally {
+      c.close();
+    }
+    assert.deepEqual(plain.got.map((e) => e.topic), ["/snapshot/prepare", "/snapshot/commit", "/snapshot/remove"]);
+    assert.deepEqual(all.got.map((e) => [e.topic, e.event.type_url]), [
+      ["/snapshot/prepare", "containerd.events.SnapshotPrepare"],
+      ["/snapshot/commit", "containerd.events.SnapshotCommit"],
+      ["/snapshot/view", "ck.events.SnapshotView"],
+      ["/snapshot/remove", "containerd.events.SnapshotRemove"],
+    ]);
+    await nc.flush();
+    await nc.close();
+    assert.deepEqual(prepares, ["/snapshot/prepare"], "containerd's subject carries the Prepare only");
+    const { spawn } = await import("node:child_process");
+    const p = spawn(process.execPath, [CK, "--address", daemon.address, "events", "--namespace", "ev-view", "--from-seq", String(first)]);
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    for (const until = Date.now() + 15_000; out.split("\n").filter(Boolean).length < 5 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+    p.kill("SIGTERM");
+    const topics = out.split("\n").filter(Boolean).map((l) => l.split(" ").slice(5).join(" "));
+    assert.match(topics[2]!, /^\/snapshot\/view \{"key":"v","parent":"A","snapshotter":"native","id":"[0-9a-z]{8}"\}$/, out);
+    assert.deepEqual(topics.map((t) => t.split(" ")[0]), ["/snapshot/prepare", "/snapshot/commit", "/snapshot/view", "/snapshot/remove", "/snapshot/remove"]);
+  });
+
   test("events: Subscribe filtered by namespace gets only that namespace; plain NATS sees the same envelopes", async () => {
     const protos = loadProtos();
     const nc = await connect({ servers: nats.url });

@@ -18,6 +18,7 @@ import { startTestNats } from "../helpers/nats.js";
 import { TestDaemon, runCommand, runNode, CK, CK_REPLAY } from "../helpers/daemon.js";
 import { startRegistry, buildImage, type BuiltImage } from "../helpers/registry.js";
 import { rejectsClass } from "../helpers/errors.js";
+import type { CkError } from "../../src/errdefs/errdefs.js";
 import type { ApiClient } from "../../src/cli/client.js";
 import { chainIds, unpackImage } from "../../src/cli/unpack.js";
 import { ApiContent } from "../../src/cli/api-content.js";
@@ -691,6 +692,45 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
       assert.equal((await cli(["rm", "child"])).code, 0);
       assert.equal((await cli(["rm", "base"])).code, 0);
       assert.deepEqual(await listSnapshots(api, sn), []);
+    } finally {
+      api.close();
+    }
+  });
+
+  test("Prepare and View racing the Remove of their parent: done, or NotFound as containerd words it (never the disk error of the vanished directory); nothing left behind", async (t) => {
+    const api = daemon.client("parent-race");
+    const call = (sn: string, m: string, req: object) => api.call("snapshots", m, { snapshotter: sn, ...req });
+    try {
+      for (const sn of ["native", "overlayfs"]) {
+        const dirsBefore = await snapDirs(sn);
+        const outcomes = new Map<string, number>();
+        for (let i = 0; i < 25; i++) {
+          const P = `RP${i}`;
+          // Files for native's copy to take its time over.
+          // Roots all: no GC run (after a removal) takes one meanwhile.
+          const labels = { "containerd.io/gc.root": "x" };
+          const { mounts } = await call(sn, "Prepare", { key: `rp${i}`, labels });
+          for (let f = 0; f < 20; f++) await fs.writeFile(path.join(mounts[0].source, `f${f}`), "x".repeat(4096));
+          await call(sn, "Commit", { key: `rp${i}`, name: P, labels });
+          const settled = await Promise.allSettled([
+            call(sn, "Prepare", { key: `rc${i}`, parent: P, labels }),
+            call(sn, "Remove", { key: P }),
+            call(sn, "View", { key: `rv${i}`, parent: P, labels }),
+          ]);
+          const seen = settled.map((r) => (r.status === "fulfilled" ? "ok" : (r.reason as CkError).errorClass)).join("/");
+          outcomes.set(seen, (outcomes.get(seen) ?? 0) + 1);
+          for (const [j, r] of settled.entries()) {
+            if (r.status === "fulfilled") continue;
+            const err = r.reason as CkError;
+            if (j === 1) assert.match(`${err.errorClass} ${err.message}`, /^FailedPrecondition cannot remove snapshot with child/, `round ${i}: Remove`);
+            else assert.equal(`${err.errorClass} ${err.message}`, `NotFound parent snapshot ${P} does not exist: not found`, `round ${i}: ${j === 0 ? "Prepare" : "View"}`);
+          }
+          for (const key of [`rc${i}`, `rv${i}`, P]) await call(sn, "Remove", { key }).catch((err: CkError) => assert.equal(err.errorClass, "NotFound", err.message));
+        }
+        t.diagnostic(`${sn}: ${JSON.stringify(Object.fromEntries(outcomes))} (Prepare/Remove/View)`);
+        assert.deepEqual(await listSnapshots(api, sn), []);
+        assert.deepEqual(await snapDirs(sn), dirsBefore, `${sn}: a directory left behind`);
+      }
     } finally {
       api.close();
     }

@@ -432,6 +432,7 @@ test("every message in ck's protos is containerd's, except ck's own events", () 
       "ck.events.SnapshotLabels",
       "ck.events.SnapshotUpdate",
       "ck.events.SnapshotVerified",
+      "ck.events.SnapshotView",
       "ck.services.fetch.v1.BlobProgress",
       "ck.services.fetch.v1.BlobRequest",
       "ck.services.fetch.v1.RegistryAccess",

@@ -7,6 +7,8 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { OverlaySnapshotter } from "../../src/snapshots/overlay.js";
+import { newSnapshotId, SNAPSHOT_ID_LENGTH } from "../../src/snapshots/store.js";
+import { checkSnapshotId, type Mount } from "../../src/snapshots/types.js";
 import { snapshotterConformance } from "../conformance/snapshotter.js";
 
 async function fresh(opts = {}): Promise<{ sn: OverlaySnapshotter; base: string }> {
@@ -148,4 +150,69 @@ test("an overlay of 120 layers (options past a page) mounts: its directories rel
     await fs.rmdir(target).catch(() => undefined);
     await fs.rm(base, { recursive: true, force: true });
   }
+});
+
+/**
+ * The mount data containerd's Go clients (ctr, nerdctl, buildkit) hand the kernel for an
+ * overlay, as mount/mount_linux.go (containerd 1.6) computes it: options of 3,584 bytes or
+ * more (pagesize - 512) have their lowerdirs made relative to the parent of their longest
+ * common prefix (compactLowerdirOption, longestCommonPrefix), the lowerdir option moved last;
+ * flag options (ro, rbind, ...) are taken out (parseMountOptions); past the page size the mount
+ * fails with "mount options is too long".
+ */
+function goMountData(m: Mount, pagesize = 4096): string {
+  let options = m.options;
+  if (m.type === "overlay" && options.reduce((n, o) => n + o.length, 0) >= pagesize - 512) {
+    const idx = options.findIndex((o) => o.startsWith("lowerdir="));
+    const dirs = idx === -1 ? [] : options[idx]!.slice("lowerdir=".length).split(":");
+    if (dirs.length > 1) {
+      const min = dirs.reduce((a, b) => (b < a ? b : a));
+      const max = dirs.reduce((a, b) => (b > a ? b : a));
+      let i = 0;
+      while (i < min.length && i < max.length && min[i] === max[i]) i++;
+      const common = min.slice(0, i);
+      // Go's path.Dir: the prefix without its last element (a trailing slash dropped first).
+      const dir = common === "" ? "" : path.posix.dirname(common.endsWith("/") && common !== "/" ? common + "x" : common);
+      if (dir !== "" && dir !== "/") {
+        const cut = dir.length + 1;
+        options = [...options.slice(0, idx), ...options.slice(idx + 1), `lowerdir=${dirs.map((d) => d.slice(cut)).join(":")}`];
+      }
+    }
+  }
+  const flags = new Set(["async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand", "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime", "nosuid", "rbind", "relatime", "remount", "ro", "rw", "strictatime", "suid", "sync", "loop"]);
+  return options.filter((o) => !flags.has(o)).join(",");
+}
+
+describe("snapshot ids and containerd's limit on overlay mount options", () => {
+  test("a new id is 8 base36 characters, a valid directory name, random", () => {
+    const ids = new Set(Array.from({ length: 1000 }, () => newSnapshotId()));
+    assert.equal(ids.size, 1000);
+    for (const id of ids) {
+      assert.match(id, new RegExp(`^[0-9a-z]{${SNAPSHOT_ID_LENGTH}}$`));
+      checkSnapshotId(id);
+    }
+  });
+
+  test("the Mounts of a 300-layer chain fit containerd's Go clients (4,096 bytes once compacted); the old 25-character ids failed near 135", () => {
+    const sn = new OverlaySnapshotter("/var/lib/ck/snapshots/overlayfs", { indexOff: true });
+    const oldId = (i: number) => `${(1_764_000_000_000 + i).toString(36)}-${i.toString(16).padStart(16, "0")}`;
+    const longest = (ids: string[]) => {
+      const [top, ...parents] = ids;
+      return Math.max(...[sn.mounts(top!, parents, "Active"), sn.mounts(top!, parents, "View")].map((ms) => goMountData(ms[0]!).length));
+    };
+    const fresh = Array.from({ length: 301 }, () => newSnapshotId());
+    const now = longest(fresh);
+    assert.ok(now <= 4096, `a 300-layer chain's mount data takes ${now} bytes`);
+    const old = Array.from({ length: 301 }, (_, i) => oldId(i));
+    assert.equal(old[0]!.length, 25);
+    assert.ok(longest(old) > 4096, `old ids: ${longest(old)} bytes`);
+    const fits = (n: number) => longest(old.slice(0, n + 1)) <= 4096;
+    let n = 1;
+    while (fits(n + 1)) n++;
+    assert.ok(n >= 120 && n <= 140, `old ids fit ${n} layers`);
+    // Layers made now on a chain made before: the old ones keep their length, each new one takes 12 bytes.
+    const mixed = [...fresh.slice(0, 150), ...old.slice(0, 60)];
+    assert.ok(longest(mixed) <= 4096, `mixed: ${longest(mixed)} bytes`);
+    assert.equal(longest(mixed) - longest([fresh[0]!, ...fresh.slice(2, 150), ...old.slice(0, 60)]), SNAPSHOT_ID_LENGTH + "/fs:".length);
+  });
 });

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import assert from "node:assert/strict";
 import {
   chainIdOf,
+  checkParentStands,
   decideCommitSnapshot,
   decidePrepareSnapshot,
   decideRemoveSnapshot,
@@ -21,6 +22,9 @@ import { throwsClass } from "../helpers/errors.js";
 import { chainIds } from "../../src/cli/unpack.js";
 import { checkMountsUnder } from "../../src/snapshots/store.js";
 import { readOnly } from "../../src/diff/diff.js";
+import { loadProtos } from "../../src/protos/protos.js";
+import { encodeEnvelope, ORIGIN_COMMAND, ORIGIN_HEADER, toLoggedEvent, type EventDraft } from "../../src/emitter/envelope.js";
+import { subjectFor } from "../../src/emitter/subjects.js";
 
 const NS = "ns1";
 const SN = "overlayfs";
@@ -90,6 +94,54 @@ describe("snapshots: prepare, view, commit", () => {
     const g = chain();
     g.run(snapshotHandlers.prepare(prep("v", "mid", { kind: "View" })));
     assert.equal(g.snap("v")?.kind, "View");
+  });
+
+  test("when View, then ck's own /snapshot/view event (containerd publishes none for a View), not a /snapshot/prepare", () => {
+    const g = chain();
+    const d = snapshotHandlers.prepare(prep("v", "mid", { kind: "View", labels: { a: "b" } }))(g);
+    assert.equal(d.event?.topic, "/snapshot/view");
+    assert.equal(d.event?.typeName, "ck.events.SnapshotView");
+    assert.equal(subjectFor(NS, d.event!.topic), "containerd.io.ns1.snapshot.view", "not on containerd's snapshot.prepare subject");
+    assert.deepEqual(d.event?.payload, { key: "v", parent: "mid", snapshotter: SN, id: "id-v", labels: { a: "b" } });
+  });
+
+  test("a View logged as ck's SnapshotView and one logged before it (/snapshot/prepare, ck_kind View) fold, from their stored bytes, to the same records", () => {
+    const protos = loadProtos();
+    // Through the log's bytes, as the projector reads them: encoded, then decoded.
+    const stored = (draft: EventDraft, seq: number) =>
+      toLoggedEvent(protos, { seq, subject: subjectFor(draft.namespace, draft.topic), data: encodeEnvelope(protos, draft, T0), headers: { [ORIGIN_HEADER]: ORIGIN_COMMAND }, time: new Date(), pending: 0 })!;
+    const withLease = () => {
+      const g = chain();
+      g.apply(decideCreateLease({ namespace: NS, id: "L", labels: {}, now: T0 }, undefined).event);
+      return g;
+    };
+    const now = withLease();
+    const view = snapshotHandlers.prepare(prep("v", "mid", { kind: "View", labels: { a: "b" }, lease: "L" }))(now).event!;
+    now.fold(stored(view, 100));
+    const before = withLease();
+    const oldForm: EventDraft = {
+      namespace: NS,
+      topic: "/snapshot/prepare",
+      typeName: "containerd.events.SnapshotPrepare",
+      payload: { key: "v", parent: "mid", ck_snapshotter: SN, ck_kind: "View", ck_id: "id-v", ck_labels: { labels: { a: "b" } }, ck_lease: "L" },
+    };
+    before.fold(stored(oldForm, 100));
+    assert.equal(now.snap("v")?.kind, "View");
+    assert.deepEqual(now.snap("v"), { ...before.snap("v")! });
+    assert.deepEqual([...now.state.entries()].sort(), [...before.state.entries()].sort(), "the same records, lease resource and id owners");
+    assert.ok(now.get(keys.leaseResource(NS, "L", { id: "v", type: `snapshots/${SN}` })), "the view joined the lease");
+    // A Prepare still folds to an Active snapshot.
+    now.fold(stored(snapshotHandlers.prepare(prep("a", "mid"))(now).event!, 101));
+    assert.equal(now.snap("a")?.kind, "Active");
+  });
+
+  test("after the disk work on a parent failed: gone, NotFound as containerd words it; replaced, Aborted; standing as it was, the disk error stands", () => {
+    const g = chain();
+    const mid = g.snap("mid")!;
+    const cause = new Error("ENOENT: no such file or directory, stat '/x/snapshots/1/fs'");
+    throwsClass(() => checkParentStands({ parent: "mid", parentId: mid.id }, undefined, cause), "NotFound", /^parent snapshot mid does not exist: not found$/);
+    throwsClass(() => checkParentStands({ parent: "mid", parentId: "id-older" }, mid, cause), "Aborted", /parent snapshot "mid" was replaced/);
+    assert.doesNotThrow(() => checkParentStands({ parent: "mid", parentId: mid.id }, mid, cause));
   });
 
   test("bad input: empty key, NUL, bad snapshotter name, missing or uncommitted parent, taken key or id, missing lease: errors, no event", () => {
