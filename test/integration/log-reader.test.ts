@@ -135,3 +135,74 @@ test("a caller that stops taking messages: what nats.js holds for it stops growi
     await nats.cleanup();
   }
 });
+
+/** The stream's consumers, as the server lists them. */
+async function consumerNames(log: EventLog): Promise<string[]> {
+  const names: string[] = [];
+  for await (const c of log.jsm.consumers.list(log.stream)) names.push(c.name);
+  return names;
+}
+
+/** Polls `check` until it holds, or fails after `ms`. */
+async function eventually(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  for (const until = Date.now() + ms; !(await check()); await settle(100)) assert.ok(Date.now() < until, what);
+}
+
+test("a reader that ends while its connection is down has its consumer removed once the connection is back, not left for its inactivity threshold", { timeout: 60_000 }, async () => {
+  const nats = await startTestNats();
+  const log = await EventLog.open({ url: nats.url, stream: "RD_ORPHAN" });
+  try {
+    await appendMany(log, 3);
+    // A reader of the connection appends go through (the projector's kind).
+    const ac = new AbortController();
+    const it = await log.reader({ fromSeq: 1, signal: ac.signal });
+    assert.equal((await it.next()).value?.seq, 1);
+    assert.equal((await consumerNames(log)).length, 1);
+    const off = log.onConnectionState((s) => {
+      if (s === "disconnected") ac.abort();
+    });
+    log.nc.reconnect();
+    await eventually("aborted while disconnected", async () => ac.signal.aborted);
+    await eventually("reconnected", async () => log.connectionState === "connected");
+    off();
+    // (What nats.js held for it may still come before the end.)
+    while (!(await it.next()).done);
+    // Its consumer would otherwise stay for 5 minutes (nats.js's threshold for an ordered consumer).
+    await eventually("the ended reader's consumer removed", async () => (await consumerNames(log)).length === 0);
+
+    // A client-paced reader (an Events.Subscribe): on the readers' connection, not the log's.
+    const ac2 = new AbortController();
+    const it2 = await log.reader({ fromSeq: 1, signal: ac2.signal, clientPaced: true });
+    assert.equal((await it2.next()).value?.seq, 1);
+    const readers = await log.readersNats();
+    assert.ok(readers && readers !== log.nc, "a connection of its own");
+    assert.equal((await consumerNames(log)).length, 1);
+    const gone = (async () => {
+      for await (const s of readers.status()) {
+        if (s.type === "disconnect") {
+          ac2.abort();
+          return;
+        }
+      }
+    })();
+    readers.reconnect();
+    await gone;
+    // Appends meanwhile: the log's own connection never noticed.
+    assert.equal(log.connectionState, "connected");
+    await appendMany(log, 2, 3);
+    while (!(await it2.next()).done);
+    await eventually("the ended client-paced reader's consumer removed", async () => (await consumerNames(log)).length === 0);
+
+    // Another one after the reconnect reads through the same connection; close() closes it.
+    const it3 = await log.reader({ fromSeq: 4, clientPaced: true });
+    assert.equal((await it3.next()).value?.seq, 4);
+    assert.equal(await log.readersNats(), readers);
+    await log.close();
+    assert.equal(readers.isClosed(), true, "the readers' connection closed with the log");
+    // And its reader ends.
+    for (let r = await it3.next(); !r.done; r = await it3.next()) assert.ok(r.value.seq <= 5);
+  } finally {
+    await log.close();
+    await nats.cleanup();
+  }
+});
