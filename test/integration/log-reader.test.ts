@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { connect as netConnect, createServer, type AddressInfo, type Socket } from "node:net";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -148,61 +149,93 @@ async function eventually(what: string, check: () => Promise<boolean>, ms = 10_0
   for (const until = Date.now() + ms; !(await check()); await settle(100)) assert.ok(Date.now() < until, what);
 }
 
-test("a reader that ends while its connection is down has its consumer removed once the connection is back, not left for its inactivity threshold", { timeout: 60_000 }, async () => {
+/** A TCP proxy in front of a NATS server that can cut every client off, and keep them off, while the server stays up. */
+async function startCutter(upstream: string): Promise<{ url: string; cut(): void; resume(): void; close(): Promise<void> }> {
+  const { hostname, port } = new URL(upstream);
+  const sockets = new Set<Socket>();
+  let refusing = false;
+  const server = createServer((client) => {
+    if (refusing) return void client.destroy();
+    const up = netConnect(Number(port), hostname);
+    for (const [a, b] of [[client, up], [up, client]] as const) {
+      sockets.add(a);
+      a.pipe(b);
+      a.on("error", () => b.destroy());
+      a.on("close", () => {
+        sockets.delete(a);
+        b.destroy();
+      });
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `nats://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    cut() {
+      refusing = true;
+      for (const s of sockets) s.destroy();
+    },
+    resume() {
+      refusing = false;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+test("readers that end while their connection is down have their consumers removed once it is back, not left for their inactivity threshold; client-paced readers read on a connection of their own", { timeout: 60_000 }, async () => {
   const nats = await startTestNats();
-  const log = await EventLog.open({ url: nats.url, stream: "RD_ORPHAN" });
+  const cutter = await startCutter(nats.url);
+  const log = await EventLog.open({ url: cutter.url, stream: "RD_ORPHAN" });
   try {
     await appendMany(log, 3);
-    // A reader of the connection appends go through (the projector's kind).
+    // A reader of the connection appends go through (the projector's kind), and a client-paced
+    // one (an Events.Subscribe's), on the readers' connection.
     const ac = new AbortController();
-    const it = await log.reader({ fromSeq: 1, signal: ac.signal });
-    assert.equal((await it.next()).value?.seq, 1);
-    assert.equal((await consumerNames(log)).length, 1);
-    const off = log.onConnectionState((s) => {
-      if (s === "disconnected") ac.abort();
-    });
-    log.nc.reconnect();
-    await eventually("aborted while disconnected", async () => ac.signal.aborted);
-    await eventually("reconnected", async () => log.connectionState === "connected");
-    off();
-    // (What nats.js held for it may still come before the end.)
-    while (!(await it.next()).done);
-    // Its consumer would otherwise stay for 5 minutes (nats.js's threshold for an ordered consumer).
-    await eventually("the ended reader's consumer removed", async () => (await consumerNames(log)).length === 0);
+    const own = await log.reader({ fromSeq: 1, signal: ac.signal });
+    const paced = await log.reader({ fromSeq: 1, signal: ac.signal, clientPaced: true });
+    assert.equal((await own.next()).value?.seq, 1);
+    assert.equal((await paced.next()).value?.seq, 1);
+    assert.equal((await consumerNames(log)).length, 2);
 
-    // A client-paced reader (an Events.Subscribe): on the readers' connection, not the log's.
-    const ac2 = new AbortController();
-    const it2 = await log.reader({ fromSeq: 1, signal: ac2.signal, clientPaced: true });
-    assert.equal((await it2.next()).value?.seq, 1);
+    // Both end while cut off from the server (a Subscribe cancelled then): their consumers
+    // cannot be deleted now.
+    cutter.cut();
+    await eventually("disconnected", async () => log.connectionState === "disconnected");
+    ac.abort();
+    // (What nats.js held for them may still come before the end.)
+    while (!(await own.next()).done);
+    while (!(await paced.next()).done);
+    cutter.resume();
+    await eventually("reconnected", async () => log.connectionState === "connected");
+    // Once back, they are; not left for 5 minutes (30 s for a client-paced reader's).
+    await eventually("the ended readers' consumers removed", async () => (await consumerNames(log)).length === 0);
     const readers = await log.readersNats();
     assert.ok(readers && readers !== log.nc, "a connection of its own");
-    assert.equal((await consumerNames(log)).length, 1);
-    const gone = (async () => {
-      for await (const s of readers.status()) {
-        if (s.type === "disconnect") {
-          ac2.abort();
-          return;
-        }
-      }
+
+    // The readers' connection cut on its own (as a slow consumer would be): the log's is not
+    // touched, and a client-paced reader reads on, in order.
+    const tail = await log.reader({ fromSeq: 3, clientPaced: true });
+    assert.equal((await tail.next()).value?.seq, 3);
+    const down = (async () => {
+      for await (const s of readers.status()) if (s.type === "disconnect") return;
     })();
     readers.reconnect();
-    await gone;
-    // Appends meanwhile: the log's own connection never noticed.
+    await down;
     assert.equal(log.connectionState, "connected");
     await appendMany(log, 2, 3);
-    while (!(await it2.next()).done);
-    await eventually("the ended client-paced reader's consumer removed", async () => (await consumerNames(log)).length === 0);
+    assert.equal((await tail.next()).value?.seq, 4);
+    assert.equal((await tail.next()).value?.seq, 5);
+    assert.equal(await log.readersNats(), readers, "the same connection, reconnected");
 
-    // Another one after the reconnect reads through the same connection; close() closes it.
-    const it3 = await log.reader({ fromSeq: 4, clientPaced: true });
-    assert.equal((await it3.next()).value?.seq, 4);
-    assert.equal(await log.readersNats(), readers);
     await log.close();
     assert.equal(readers.isClosed(), true, "the readers' connection closed with the log");
-    // And its reader ends.
-    for (let r = await it3.next(); !r.done; r = await it3.next()) assert.ok(r.value.seq <= 5);
+    assert.equal((await tail.next()).done, true);
   } finally {
     await log.close();
+    await cutter.close();
     await nats.cleanup();
   }
 });
