@@ -1,8 +1,9 @@
 // Filtered subscriptions to the log, for the Events service and `ck events`. Each subscriber
-// reads the stream through its own ordered consumer, at its own pace: a stalled subscriber
-// never blocks writers or other subscribers. Filters use containerd's syntax over the
-// envelope (namespace, topic, event.<field>); a namespace pinned by every filter branch
-// narrows the NATS subject so other namespaces' events are not even transferred.
+// reads the stream through its own ordered consumer, at its own pace, on a NATS connection
+// shared by subscribers only: a stalled subscriber never blocks writers or other subscribers,
+// and one that falls far behind never costs a write its connection. Filters use containerd's
+// syntax over the envelope (namespace, topic, event.<field>); a namespace pinned by every
+// filter branch narrows the NATS subject so other namespaces' events are not even transferred.
 import type { EventLog, StoredMessage } from "../eventstore/log.js";
 import type { Protos } from "../protos/protos.js";
 import { parseFilters, envelopeFieldpath, pinnedNamespace, type Filter } from "../projections/filters.js";
@@ -45,6 +46,8 @@ export class EventSubscriptions {
       sinceTime: opts.since,
       onlyNew: opts.fromSeq === undefined && opts.since === undefined,
       signal: opts.signal,
+      // A client sets the pace: read on the log's readers' connection, never on the writers'.
+      clientPaced: true,
     });
     return this.deliver(read, filter, pinned !== undefined);
   }

@@ -2,6 +2,8 @@
 // This module is where ck talks to JetStream: stream setup (idempotent), appends with a dedupe
 // id and a last-sequence expectation (acknowledged through publisher.ts), and ordered reads
 // from any sequence. The one other reader is pull-reader.ts, for long reads in a worker thread.
+// Readers whose pace a client sets (Events.Subscribe) read on a NATS connection of their own,
+// never on the one appends go through (see ReadOptions.clientPaced).
 import { readFileSync } from "node:fs";
 import {
   connect,
@@ -149,6 +151,41 @@ export async function checkNatsFiles(files: NatsFiles, url = "nats://127.0.0.1")
 const READER_HEARTBEAT_MS = 1000;
 /** How long a reader waits for its consumer to be created before it asks again. */
 const CONSUMER_CREATE_TIMEOUT_MS = 2000;
+/** Messages the server may send a reader ahead of it (the projector's; counted, not sized). */
+const READER_PULL_MESSAGES = 4096;
+/**
+ * Bytes the server may send a client-paced reader ahead of it. Counted in messages only, 4,096
+ * events of ~1 MiB (Events.Publish takes up to the server's max_payload) were ~4 GiB asked for
+ * at once: the server buffers what the connection does not take as fast, and past its
+ * max_pending (64 MiB by default) cuts the whole connection as a slow consumer.
+ */
+export const READER_PULL_BYTES = 4 << 20;
+/** A delivered message's subject, headers and reply subject, beyond what its publisher sent. */
+const DELIVERY_OVERHEAD_BYTES = 64 << 10;
+/**
+ * A client-paced reader's consumer nobody pulls from is removed by the server after this long
+ * (nats.js's default for an ordered consumer is 5 minutes). A reader replaces its consumer
+ * anyway once its caller is 2 s behind, so a shorter life costs nothing; it bounds how long a
+ * consumer left by a reader that ended while disconnected stays on the server.
+ */
+const CLIENT_READER_INACTIVE_MS = 30_000;
+/** Consumers of ended readers remembered for deletion while their connection is down, at most. */
+const MAX_DEFERRED_DELETES = 256;
+
+/**
+ * The pull options of a reader bounded in bytes on a server whose max_payload is `maxPayload`:
+ * at most `budget` bytes asked for ahead (more only where one message could not fit in half of
+ * it), and asked for again once what is owed falls to room for one more of the largest
+ * message, so that every pull has room for at least one whole message (a pull whose room is
+ * smaller than the next message ends with nothing delivered, and the reader would stall until
+ * its heartbeats are missed). nats.js takes max_bytes without max_messages (they are mutually
+ * exclusive in its consume options; it then pulls at most 100 messages at a time).
+ */
+export function boundedPullOptions(maxPayload: number, budget = READER_PULL_BYTES): { max_bytes: number; threshold_bytes: number } {
+  const largest = maxPayload + DELIVERY_OVERHEAD_BYTES;
+  const max_bytes = Math.max(budget, 2 * largest);
+  return { max_bytes, threshold_bytes: max_bytes - largest };
+}
 
 export interface EventLogOptions {
   /** One server URL, or several separated by commas, credentials included (natsConnectOptions). */
@@ -258,9 +295,110 @@ export interface ReadOptions {
    * appends, applied from their acknowledgements, come back through its consumer too).
    */
   skipThrough?: () => number;
+  /**
+   * The caller reads at a client's pace (an Events.Subscribe): read on the log's readers'
+   * connection (opened on first use), not the one appends and the projector use, with pulls
+   * bounded in bytes and consumers short-lived, so that however such a reader falls behind,
+   * even to the server cutting the readers' connection as a slow consumer, no write fails.
+   */
+  clientPaced?: boolean;
 }
 
 export type ConnectionState = "connected" | "disconnected" | "closed";
+
+/**
+ * A NATS connection as the log's readers use it: its state as they see it, the JetStream
+ * client they create consumers through, how far their pulls go ahead, and the removal of the
+ * consumers they are done with (at once, or once connected again: a deletion asked for while
+ * disconnected would be thrown away by nats.js).
+ */
+class ReadConnection {
+  state: ConnectionState = "connected";
+  private readonly listeners = new Set<(s: ConnectionState) => void>();
+  private readonly doomed = new Set<string>();
+  private deleting = false;
+  /** Counts the times the connection came back: a request sent before one may have been lost. */
+  private epoch = 0;
+  /** The JetStream client readers create their consumers through (a short API timeout). */
+  readonly js: JetStreamClient;
+
+  constructor(
+    readonly nc: NatsConnection,
+    private readonly jsm: JetStreamManager,
+    private readonly stream: string,
+    /** Readers at a client's pace: pulls bounded in bytes, consumers short-lived. */
+    readonly clientPaced: boolean,
+  ) {
+    this.js = jetstream(nc, { timeout: CONSUMER_CREATE_TIMEOUT_MS });
+  }
+
+  setState(s: ConnectionState): void {
+    if (this.state === s) return;
+    this.state = s;
+    if (s === "connected") this.epoch++;
+    for (const l of this.listeners) l(s);
+    if (s === "connected") void this.deleteDoomed();
+  }
+
+  onState(listener: (s: ConnectionState) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** What a reader's consumer pulls ahead of it. */
+  pullOptions(): { max_messages: number } | { max_bytes: number; threshold_bytes: number } {
+    return this.clientPaced ? boundedPullOptions(this.nc.info?.max_payload ?? 1 << 20) : { max_messages: READER_PULL_MESSAGES };
+  }
+
+  /** Consumer options of this connection's readers beyond where they start. */
+  consumerOptions(): Record<string, unknown> {
+    return this.clientPaced ? { inactive_threshold: CLIENT_READER_INACTIVE_MS } : {};
+  }
+
+  /** Removes a consumer a reader is done with: now, or once connected again (a bounded number). */
+  forget(name: string): void {
+    if (this.state === "closed") return;
+    if (this.state === "connected" && !this.deleting) void this.delete(name);
+    else this.doom(name);
+  }
+
+  /** Beyond the bound the server's inactivity threshold removes them. */
+  private doom(name: string): void {
+    if (this.doomed.size < MAX_DEFERRED_DELETES) this.doomed.add(name);
+  }
+
+  /**
+   * One deletion; asked again once connected when the connection went down in between (nats.js
+   * drops what it sent then, and the deletion only times out), never twice in one connection.
+   */
+  private async delete(name: string): Promise<void> {
+    const epoch = this.epoch;
+    try {
+      await this.jsm.consumers.delete(this.stream, name);
+    } catch (err) {
+      // The server's own answer (no such consumer, most often): nothing more to do.
+      if (err instanceof JetStreamApiError || this.state === "closed") return;
+      if (this.state === "connected" && this.epoch === epoch) return;
+      this.doom(name);
+      if (this.state === "connected") void this.deleteDoomed();
+    }
+  }
+
+  /** Consumers of readers that ended while disconnected, removed one at a time once connected. */
+  private async deleteDoomed(): Promise<void> {
+    if (this.deleting) return;
+    this.deleting = true;
+    try {
+      while (this.doomed.size > 0 && this.state === "connected") {
+        const name = this.doomed.values().next().value as string;
+        this.doomed.delete(name);
+        await this.delete(name);
+      }
+    } finally {
+      this.deleting = false;
+    }
+  }
+}
 
 export class EventLog {
   readonly stream: string;
@@ -279,8 +417,12 @@ export class EventLog {
   private readonly publisher: AckPublisher;
   /** Set by open(): told when a reader replaces its consumer. */
   onReaderEvent: ((e: ReaderEvent) => void) | undefined;
-  /** The JetStream client readers create their consumers through (a short API timeout). */
-  private readerJs: JetStreamClient | undefined;
+  /** This connection as the projector's (and any other log-paced) readers use it. */
+  private readonly mainReads: ReadConnection;
+  /** The readers' connection of client-paced readers, once the first of them asked for it. */
+  private clientReads: Promise<ReadConnection> | undefined;
+  /** The connection's name shown by the server (the readers' connection adds " readers"). */
+  private name = "ck";
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, url: string, stream: string, publishTimeoutMs: number, inboxPrefix?: string) {
     this.nc = nc;
@@ -290,28 +432,31 @@ export class EventLog {
     this.stream = stream;
     this.serverVersion = nc.info?.version ?? "unknown";
     this.publisher = new AckPublisher(nc, publishTimeoutMs, inboxPrefix);
+    this.mainReads = new ReadConnection(nc, jsm, stream, false);
     void this.watchStatus();
+  }
+
+  /** Connects to `opts`' servers as ck does (credentials, TLS, inbox prefix; reconnecting for good). */
+  private static connect(opts: Pick<EventLogOptions, "url" | "files" | "inboxPrefix">, name: string): Promise<NatsConnection> {
+    return connect({
+      ...natsConnectOptions(opts.url, opts.files),
+      ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}),
+      name,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      waitOnFirstConnect: false,
+      reconnectJitter: 50,
+      // No Error (with its stack) made up front for every request, only for one that fails:
+      // at thousands of appends a second that was ~7% of ckd's main-thread time.
+      noAsyncTraces: true,
+    }).catch((err: Error) => {
+      throw new Error(`cannot connect to NATS at ${redactNatsUrl(opts.url)}: ${err.message}`, { cause: err });
+    });
   }
 
   /** Connects and ensures the stream exists (created once, idempotently). */
   static async open(opts: EventLogOptions): Promise<EventLog> {
-    let nc: NatsConnection;
-    try {
-      nc = await connect({
-        ...natsConnectOptions(opts.url, opts.files),
-        ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}),
-        name: opts.name ?? "ck",
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 250,
-        waitOnFirstConnect: false,
-        reconnectJitter: 50,
-        // No Error (with its stack) made up front for every request, only for one that fails:
-        // at thousands of appends a second that was ~7% of ckd's main-thread time.
-        noAsyncTraces: true,
-      });
-    } catch (err) {
-      throw new Error(`cannot connect to NATS at ${redactNatsUrl(opts.url)}: ${(err as Error).message}`, { cause: err });
-    }
+    const nc = await EventLog.connect(opts, opts.name ?? "ck");
     // A cluster electing its leaders (a node just lost) answers nothing for a few seconds:
     // wait for it, up to readyTimeoutMs. A refused connection failed above, at once.
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
@@ -322,6 +467,7 @@ export class EventLog {
       const log = new EventLog(nc, jsm, opts.url, opts.stream ?? DEFAULT_STREAM, opts.publishTimeoutMs ?? 5000, opts.inboxPrefix);
       log.files = opts.files;
       log.inboxPrefix = opts.inboxPrefix;
+      log.name = opts.name ?? "ck";
       log.onReaderEvent = opts.onReaderEvent;
       try {
         await retrying(() => log.ensureStream(opts));
@@ -390,7 +536,60 @@ export class EventLog {
   private setState(s: ConnectionState): void {
     if (this.state === s) return;
     this.state = s;
+    // The readers' view first: a reader ended by a listener here then sees the connection as it is.
+    this.mainReads.setState(s);
     for (const l of this.listeners) l(s);
+  }
+
+  /**
+   * The connection client-paced readers read on: a second NATS connection to the same servers,
+   * with the same credentials, TLS and inbox prefix, opened on first use. However far behind
+   * its readers fall, and should the server cut it as a slow consumer, the connection appends go
+   * through (and the projector follows on) is not touched: its readers replace their consumers
+   * once it is back, as after any reconnect. Unavailable when it cannot be opened (asked again
+   * by the next reader).
+   */
+  private readersConnection(): Promise<ReadConnection> {
+    if (this.state === "closed") return Promise.reject(unavailable(`event log ${this.stream} (closed)`));
+    this.clientReads ??= (async () => {
+      let nc: NatsConnection;
+      try {
+        nc = await EventLog.connect({ url: this.url, files: this.files, inboxPrefix: this.inboxPrefix }, `${this.name} readers`);
+      } catch (err) {
+        throw unavailable(`event log ${this.stream}: the readers' connection: ${(err as Error).message}`, { cause: err });
+      }
+      const rc = new ReadConnection(nc, await jetstreamManager(nc, { checkAPI: false }), this.stream, true);
+      void nc.closed().then(() => rc.setState("closed"));
+      // Closed meanwhile: the log's close() did not see this one.
+      if (this.state === "closed") {
+        rc.setState("closed");
+        await nc.close().catch(() => undefined);
+        return rc;
+      }
+      void (async () => {
+        for await (const s of nc.status()) {
+          if (s.type === "disconnect" || s.type === "reconnecting") rc.setState("disconnected");
+          else if (s.type === "reconnect") rc.setState("connected");
+          else if (s.type === "close") break;
+        }
+      })().catch(() => undefined);
+      return rc;
+    })();
+    const opening = this.clientReads;
+    return opening.then(
+      (rc) => {
+        // Closed for good (not by this log): the next reader opens another.
+        if (rc.state === "closed" && this.state !== "closed") {
+          if (this.clientReads === opening) this.clientReads = undefined;
+          return this.readersConnection();
+        }
+        return rc;
+      },
+      (err) => {
+        if (this.clientReads === opening) this.clientReads = undefined;
+        throw err;
+      },
+    );
   }
 
   /** The largest message the server takes (its max_payload; NATS's default 1 MiB until known). */
@@ -508,9 +707,12 @@ export class EventLog {
    * afterwards is missed. The iterator ends when `signal` aborts or the caller stops.
    * A consumer that goes silent (its node lost, a reconnect elsewhere) is replaced from the
    * message after the last one delivered; creating one is asked again while JetStream cannot
-   * answer, so the iterator rides out a cluster's elections.
+   * answer, so the iterator rides out a cluster's elections. A client-paced reader
+   * (`clientPaced`) reads on the readers' connection, its pulls bounded in bytes.
    */
   async reader(opts: ReadOptions = {}): Promise<AsyncGenerator<StoredMessage>> {
+    // The connection this reader reads on, and whose state it follows.
+    const via = opts.clientPaced ? await this.readersConnection() : this.mainReads;
     const first: Record<string, unknown> = {};
     if (opts.filterSubject) first.filter_subjects = opts.filterSubject;
     if (opts.onlyNew) {
@@ -533,7 +735,7 @@ export class EventLog {
     // when it stops answering. nats.js's ordered consumer recreates itself only when the
     // server says it is gone: on a cluster, a consumer whose node died (or one left behind
     // by a reconnect to another node) is merely silent, and it would wait for good.
-    const opened = await this.consumeRetrying(first, signal);
+    const opened = await this.consumeRetrying(via, first, signal);
     if (!opened) return (async function* () {})();
     let messages: ConsumerMessages = opened;
     let last = 0;
@@ -560,13 +762,14 @@ export class EventLog {
       })().catch(() => undefined);
     // The server's consumer of a reader that is done with it (stopped, replaced): removed now,
     // not left for its 5 minutes of inactivity (every ended Subscribe left one).
+    // One that ended while disconnected is removed once connected again.
     const forget = (m: ConsumerMessages) => {
       const name = (m as unknown as { consumer?: { name?: string } }).consumer?.name;
-      if (name && log.state === "connected") void log.jsm.consumers.delete(log.stream, name).catch(() => undefined);
+      if (name) via.forget(name);
     };
     watch(messages);
     // After a reconnect the consumer may sit on a server this connection no longer reaches.
-    const offState = this.onConnectionState((st) => {
+    const offState = via.onState((st) => {
       if (st !== "connected") return;
       if (waiting) replaceNow("reconnected");
       else {
@@ -601,7 +804,7 @@ export class EventLog {
             const fromSeq = last + 1;
             const t0 = Date.now();
             log.onReaderEvent?.({ kind: "replacing", fromSeq, why });
-            const next = await log.consumeRetrying(from, signal);
+            const next = await log.consumeRetrying(via, from, signal);
             if (!next) return;
             // Aborted while it was being made: the abort stopped the one before, not this one.
             if (signal?.aborted) {
@@ -626,7 +829,7 @@ export class EventLog {
             } catch (err) {
               // nats.js gave the consumer up (deleted, or not found after a reconnect):
               // replaced, unless this reader is ending anyway.
-              if (signal?.aborted || log.state === "closed") return;
+              if (signal?.aborted || via.state === "closed") return;
               why = "consumer lost";
               replace = true;
               break;
@@ -635,7 +838,7 @@ export class EventLog {
             }
             if (r.done) {
               // Ended without our stop: replaced too.
-              if (!replace && !signal?.aborted && log.state !== "closed") {
+              if (!replace && !signal?.aborted && via.state !== "closed") {
                 why = "consumer lost";
                 replace = true;
               }
@@ -664,16 +867,15 @@ export class EventLog {
    * place the consumer on that node (nats-server 2.9 does not know it is gone yet), and the
    * request goes unanswered; a short timeout lets the retry be placed elsewhere.
    */
-  private async consume(co: Record<string, unknown>): Promise<ConsumerMessages> {
-    this.readerJs ??= jetstream(this.nc, { timeout: CONSUMER_CREATE_TIMEOUT_MS });
+  private async consume(via: ReadConnection, co: Record<string, unknown>): Promise<ConsumerMessages> {
     // A copy: nats.js writes the consumer's name into the options it is given, and a retry
     // under the same name would meet the server's assignment of the lost one.
-    const consumer = await this.readerJs.consumers.get(this.stream, { ...co });
+    const consumer = await via.js.consumers.get(this.stream, { ...co, ...via.consumerOptions() });
     // abort_on_missing_resource: a consumer the server lost ends its iterator (and the reader
     // replaces it) instead of nats.js recreating it in place, which it does even for a
     // consumer already stopped: its subscription came back and stayed, sent again at every
     // reconnect, with a consumer on the server nobody pulled.
-    return consumer.consume({ max_messages: 4096, idle_heartbeat: READER_HEARTBEAT_MS, abort_on_missing_resource: true });
+    return consumer.consume({ ...via.pullOptions(), idle_heartbeat: READER_HEARTBEAT_MS, abort_on_missing_resource: true });
   }
 
   /**
@@ -681,14 +883,14 @@ export class EventLog {
    * consumer placed on a lost node) or the connection is down; undefined once `signal`
    * aborts or the log closes. Any other refusal (no such stream, a bad filter) is thrown.
    */
-  private consumeRetrying(co: Record<string, unknown>, signal?: AbortSignal): Promise<ConsumerMessages | undefined> {
+  private consumeRetrying(via: ReadConnection, co: Record<string, unknown>, signal?: AbortSignal): Promise<ConsumerMessages | undefined> {
     return askAgain(
-      () => this.consume(co),
+      () => this.consume(via, co),
       // No responders too: a node of a cluster in trouble may not serve JetStream for a while.
-      (err) => isTransientApiError(err) || isNoResponders(err) || this.state !== "connected",
+      (err) => isTransientApiError(err) || isNoResponders(err) || via.state !== "connected",
       (err, attempt) => this.onReaderEvent?.({ kind: "retrying", err, attempt }),
       100,
-      () => signal?.aborted === true || this.state === "closed",
+      () => signal?.aborted === true || via.state === "closed",
     );
   }
 
@@ -701,8 +903,19 @@ export class EventLog {
     // Appends made from here on fail at once (the state check, then the closed publisher).
     this.setState("closed");
     this.publisher.close();
+    // The readers' connection, if one was opened (one still opening closes itself).
+    const readers = await this.clientReads?.catch(() => undefined);
+    if (readers) {
+      readers.setState("closed");
+      if (!readers.nc.isClosed()) await readers.nc.close().catch(() => undefined);
+    }
     if (this.nc.isClosed()) return;
     await this.nc.close();
+  }
+
+  /** The readers' connection of client-paced readers, if one was opened (tests). */
+  async readersNats(): Promise<NatsConnection | undefined> {
+    return (await this.clientReads?.catch(() => undefined))?.nc;
   }
 }
 

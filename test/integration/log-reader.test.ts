@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { connect as netConnect, createServer, type AddressInfo, type Socket } from "node:net";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -132,6 +133,109 @@ test("a caller that stops taking messages: what nats.js holds for it stops growi
   } finally {
     ac.abort();
     await log.close();
+    await nats.cleanup();
+  }
+});
+
+/** The stream's consumers, as the server lists them. */
+async function consumerNames(log: EventLog): Promise<string[]> {
+  const names: string[] = [];
+  for await (const c of log.jsm.consumers.list(log.stream)) names.push(c.name);
+  return names;
+}
+
+/** Polls `check` until it holds, or fails after `ms`. */
+async function eventually(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  for (const until = Date.now() + ms; !(await check()); await settle(100)) assert.ok(Date.now() < until, what);
+}
+
+/** A TCP proxy in front of a NATS server that can cut every client off, and keep them off, while the server stays up. */
+async function startCutter(upstream: string): Promise<{ url: string; cut(): void; resume(): void; close(): Promise<void> }> {
+  const { hostname, port } = new URL(upstream);
+  const sockets = new Set<Socket>();
+  let refusing = false;
+  const server = createServer((client) => {
+    if (refusing) return void client.destroy();
+    const up = netConnect(Number(port), hostname);
+    for (const [a, b] of [[client, up], [up, client]] as const) {
+      sockets.add(a);
+      a.pipe(b);
+      a.on("error", () => b.destroy());
+      a.on("close", () => {
+        sockets.delete(a);
+        b.destroy();
+      });
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `nats://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    cut() {
+      refusing = true;
+      for (const s of sockets) s.destroy();
+    },
+    resume() {
+      refusing = false;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+test("readers that end while their connection is down have their consumers removed once it is back, not left for their inactivity threshold; client-paced readers read on a connection of their own", { timeout: 60_000 }, async () => {
+  const nats = await startTestNats();
+  const cutter = await startCutter(nats.url);
+  const log = await EventLog.open({ url: cutter.url, stream: "RD_ORPHAN" });
+  try {
+    await appendMany(log, 3);
+    // A reader of the connection appends go through (the projector's kind), and a client-paced
+    // one (an Events.Subscribe's), on the readers' connection.
+    const ac = new AbortController();
+    const own = await log.reader({ fromSeq: 1, signal: ac.signal });
+    const paced = await log.reader({ fromSeq: 1, signal: ac.signal, clientPaced: true });
+    assert.equal((await own.next()).value?.seq, 1);
+    assert.equal((await paced.next()).value?.seq, 1);
+    assert.equal((await consumerNames(log)).length, 2);
+
+    // Both end while cut off from the server (a Subscribe cancelled then): their consumers
+    // cannot be deleted now.
+    cutter.cut();
+    await eventually("disconnected", async () => log.connectionState === "disconnected");
+    ac.abort();
+    // (What nats.js held for them may still come before the end.)
+    while (!(await own.next()).done);
+    while (!(await paced.next()).done);
+    cutter.resume();
+    await eventually("reconnected", async () => log.connectionState === "connected");
+    // Once back, they are; not left for 5 minutes (30 s for a client-paced reader's).
+    await eventually("the ended readers' consumers removed", async () => (await consumerNames(log)).length === 0);
+    const readers = await log.readersNats();
+    assert.ok(readers && readers !== log.nc, "a connection of its own");
+
+    // The readers' connection cut on its own (as a slow consumer would be): the log's is not
+    // touched, and a client-paced reader reads on, in order.
+    const tail = await log.reader({ fromSeq: 3, clientPaced: true });
+    assert.equal((await tail.next()).value?.seq, 3);
+    const down = (async () => {
+      for await (const s of readers.status()) if (s.type === "disconnect") return;
+    })();
+    readers.reconnect();
+    await down;
+    assert.equal(log.connectionState, "connected");
+    await appendMany(log, 2, 3);
+    assert.equal((await tail.next()).value?.seq, 4);
+    assert.equal((await tail.next()).value?.seq, 5);
+    assert.equal(await log.readersNats(), readers, "the same connection, reconnected");
+
+    await log.close();
+    assert.equal(readers.isClosed(), true, "the readers' connection closed with the log");
+    assert.equal((await tail.next()).done, true);
+  } finally {
+    await log.close();
+    await cutter.close();
     await nats.cleanup();
   }
 });

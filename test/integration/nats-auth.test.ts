@@ -44,6 +44,28 @@ async function imageNames(d: TestDaemon, ns: string): Promise<string[]> {
   }
 }
 
+/**
+ * How many image creates of namespace `ns` an Events.Subscribe from the start of the log
+ * delivers, waiting for `n` (at most 20 s): Subscribe reads on a NATS connection of its own,
+ * which logs in as ckd's does.
+ */
+async function subscribedImageCreates(d: TestDaemon, ns: string, n: number): Promise<number> {
+  const c = d.client(ns);
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), 20_000);
+  let got = 0;
+  try {
+    for await (const e of c.stream("events", "Subscribe", { filters: [`namespace==${ns}`] }, { metadata: { "ck-from-seq": "1" }, signal: ac.signal })) {
+      if (e.topic === "/images/create" && ++got === n) break;
+    }
+  } finally {
+    clearTimeout(timer);
+    ac.abort();
+    c.close();
+  }
+  return got;
+}
+
 /** How a connection attempt ends: "ok", or the error's message. */
 async function tryConnect(opts: Parameters<typeof connect>[0]): Promise<string> {
   try {
@@ -129,6 +151,9 @@ test("ckd's own nats-server lets in only clients with its password, which only r
       await nc.close();
     }
     await createImages(d, "authns", 5);
+    // Subscribe's own connection: the password, and ck's reply prefix (the read-only user may
+    // subscribe to _INBOX.>).
+    assert.equal(await subscribedImageCreates(d, "authns", 5), 5);
 
     // The password stays across restarts (a client given client.url keeps working); a
     // projection made open by an older ckd is closed again.
@@ -161,6 +186,7 @@ test("ckd against a NATS server that asks for a password: the URL's credentials 
     const a = await TestDaemon.start({ natsUrl: nats.url });
     try {
       await createImages(a, "pw", 40);
+      assert.equal(await subscribedImageCreates(a, "pw", 40), 40);
       const rec = (await readRootRecord(a.root))!;
       assert.equal(rec.natsUrl, nats.url.replace(password, "***"));
       assertNoSecret(a.logText(), password, "ckd's log");
@@ -235,6 +261,7 @@ test("ckd against a NATS server that asks for a token (nats://TOKEN@host), both 
       const warned = a.logLines().find((l) => l.level === 40 && l.file === cfg);
       assert.match(String(warned?.msg), /the config file holds a NATS password or token, and other users can read the file/);
       await createImages(a, "tok", 10);
+      assert.equal(await subscribedImageCreates(a, "tok", 10), 10);
       assert.equal((await readRootRecord(a.root))!.natsUrl, `nats://***@127.0.0.1:${port}`);
       assertNoSecret(a.logText(), token, "ckd's log");
     } finally {
@@ -290,6 +317,7 @@ test("ckd against a NATS server with TLS that verifies clients; bad TLS settings
       const a = await TestDaemon.start({ natsUrl: url, extraArgs: tlsArgs });
       try {
         await createImages(a, "tls", 30);
+        assert.equal(await subscribedImageCreates(a, "tls", 30), 30);
       } finally {
         await a.cleanup();
       }
@@ -387,6 +415,7 @@ test("ckd against NATS servers that log users in by NKEY and by JWT credentials 
           // The key file is 0600: nothing to say about it.
           assert.deepEqual(a.logLines().filter((l) => /other users can read/.test(String(l.msg))), []);
           await createImages(a, kind, 10);
+          assert.equal(await subscribedImageCreates(a, kind, 10), 10, kind);
         } finally {
           await a.cleanup();
         }
@@ -501,8 +530,10 @@ test("ckd's own nats-server has a read-only user: it follows the events and read
       } finally {
         await after.close();
       }
-      // ckd went on writing; its acknowledgements and replies never came to _INBOX.
+      // ckd went on writing, and a subscriber replayed the log (on Subscribe's own connection):
+      // their acknowledgements, replies and deliveries never came to _INBOX.
       await createImages(d, "ro2", 3);
+      assert.equal(await subscribedImageCreates(d, "ro2", 3), 3);
       await snoop.flush();
       assert.deepEqual(snooped, [], "ck's replies came to _INBOX");
     } finally {
