@@ -214,9 +214,11 @@ describe("ckd core", () => {
     const c = daemon.client("ev-view");
     const sn = { snapshotter: "native" };
     try {
-      await c.call("snapshots", "Prepare", { ...sn, key: "a" });
-      await c.call("snapshots", "Commit", { ...sn, key: "a", name: "A" });
-      await c.call("snapshots", "View", { ...sn, key: "v", parent: "A" });
+      // gc.root, as ctr sets it: a collection another test's delete sets off must not take A.
+      const root = { labels: { "containerd.io/gc.root": "1" } };
+      await c.call("snapshots", "Prepare", { ...sn, key: "a", ...root });
+      await c.call("snapshots", "Commit", { ...sn, key: "a", name: "A", ...root });
+      await c.call("snapshots", "View", { ...sn, key: "v", parent: "A", ...root });
       assert.equal((await c.call("snapshots", "Stat", { ...sn, key: "v" })).info.kind, 1, "a View (containerd's Kind 1)");
       await c.call("snapshots", "Remove", { ...sn, key: "v" });
       await Promise.all([plain.reading, all.reading]);
@@ -241,7 +243,7 @@ describe("ckd core", () => {
     for (const until = Date.now() + 15_000; out.split("\n").filter(Boolean).length < 5 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
     p.kill("SIGTERM");
     const topics = out.split("\n").filter(Boolean).map((l) => l.split(" ").slice(5).join(" "));
-    assert.match(topics[2]!, /^\/snapshot\/view \{"key":"v","parent":"A","snapshotter":"native","id":"[0-9a-z]{8}"\}$/, out);
+    assert.match(topics[2]!, /^\/snapshot\/view \{"key":"v","parent":"A","snapshotter":"native","id":"[0-9a-z]{8}","labels":\{"containerd\.io\/gc\.root":"1"\}\}$/, out);
     assert.deepEqual(topics.map((t) => t.split(" ")[0]), ["/snapshot/prepare", "/snapshot/commit", "/snapshot/view", "/snapshot/remove", "/snapshot/remove"]);
   });
 
