@@ -196,7 +196,7 @@ export function containerFieldpath(c: ContainerFields): Adaptor {
 
 /**
  * Content in a namespace, as containerd's content adaptor (AdaptInfo): `digest` and
- * `labels.<k>`. `size` is absent there ("TODO: support size based filtering"): `size==N`
+ * `labels.<k>`. `size` is absent there (its adaptor leaves size filtering for later): `size==N`
  * matches no blob and `size!=N` every one, and so here, so a filter answers as containerd's.
  */
 export function blobFieldpath(b: { digest: string; labels?: Readonly<Record<string, string>> }): Adaptor {
