@@ -61,8 +61,12 @@ export class EventSubscriptions {
       // to a namespace skips the others' as a matter of course, and the log cannot say
       // whether a cut removed any of its own (not told, as before).
       if (!narrowed && last > 0 && m.seq > last + 1) {
+        // Which removal, from where the log now starts (asked on this path only): cut from its
+        // front, or deleted from inside it (a message the front still covers is missing).
+        const first = await this.log.info().then((i) => i.state.first_seq, () => undefined);
+        const how = first === undefined ? "cut by a compaction or deleted from it" : first > last + 1 ? "cut by a compaction (ck-replay compact)" : "deleted from inside it";
         throw outOfRange(
-          `events from sequence ${last + 1} were removed from the log (ck-replay compact) before this subscription read them; it resumes at ${m.seq}: subscribe again (with ${FROM_SEQ_HINT} for the history still kept)`,
+          `events from sequence ${last + 1} were removed from the log (${how}) before this subscription read them; it resumes at ${m.seq}: subscribe again (with ${FROM_SEQ_HINT} for the history still kept)`,
         );
       }
       last = m.seq;

@@ -742,13 +742,26 @@ test("a subscriber of the whole log lagging behind a compaction's cut is told (O
       })(),
       (err: Error & { errorClass?: string }) => {
         assert.equal(err.errorClass, "OutOfRange", err.message);
-        assert.match(err.message, /^events from sequence \d+ were removed from the log \(ck-replay compact\) before this subscription read them; it resumes at \d+/);
+        assert.match(err.message, /^events from sequence \d+ were removed from the log \(cut by a compaction \(ck-replay compact\)\) before this subscription read them; it resumes at \d+/);
         return true;
       },
       `read ${seen.length} events to ${seen.at(-1)} and no gap was reported`,
     );
     assert.ok(seen.at(-1)! < cut, "nothing past the cut was delivered before the error");
     await events.return(undefined);
+
+    // Deleted from inside the log (not a compaction's cut): said so.
+    const base = await log.lastSeq();
+    for (let i = 1; i <= 3; i++) await append(300_000 + i);
+    await log.jsm.streams.deleteMessage(log.stream, base + 2);
+    const whole = await subs.subscribe({ filters: [], fromSeq: base + 1 });
+    assert.equal((await whole.next()).value!.seq, base + 1);
+    await assert.rejects(whole.next(), (err: Error & { errorClass?: string }) => {
+      assert.equal(err.errorClass, "OutOfRange", err.message);
+      assert.match(err.message, new RegExp(`^events from sequence ${base + 2} were removed from the log \\(deleted from inside it\\) before this subscription read them; it resumes at ${base + 3}`));
+      return true;
+    });
+    await whole.return(undefined);
 
     // Narrowed to a quiet namespace, caught up: the others' events are cut from under it, and
     // its next event arrives as usual.
