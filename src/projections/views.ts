@@ -190,7 +190,12 @@ export const keys = {
 export function sortedMap<V>(m: Record<string, V> | undefined | null): Record<string, V> {
   const out: Record<string, V> = {};
   if (!m) return out;
-  for (const k of Object.keys(m).sort()) out[k] = m[k]!;
+  for (const k of Object.keys(m).sort()) {
+    // An own `__proto__` (protobufjs decodes one so) stays a key, for validation to refuse;
+    // an assignment would set the map's prototype instead, or drop it.
+    if (k === "__proto__") Object.defineProperty(out, k, { value: m[k], enumerable: true, writable: true, configurable: true });
+    else out[k] = m[k]!;
+  }
   return out;
 }
 

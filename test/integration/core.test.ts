@@ -152,12 +152,22 @@ describe("ckd core", () => {
         [() => c.call("images", "Update", { image: { name: "exists" }, update_mask: { paths: ["created_at"] } }), "InvalidArgument", /created_at/],
         [() => c.call("containers", "Create", { container: { id: "bad/id", runtime: { name: "r" }, spec } }), "InvalidArgument", /ID|identifier/i],
         [() => c.call("containers", "Create", { container: { id: "ok", runtime: { name: "" }, spec } }), "InvalidArgument", /Runtime/],
+        // The map key __proto__ (JavaScript's prototype): refused, not lost.
+        [() => c.call("images", "Create", { image: { name: "p", labels: JSON.parse('{"__proto__":"x"}'), target } }), "InvalidArgument", /image\.Labels: the key "__proto__"/],
+        [() => c.call("images", "Create", { image: { name: "p", target: { ...target, annotations: JSON.parse('{"__proto__":"x"}') } } }), "InvalidArgument", /Target\.Annotations: the key "__proto__"/],
+        [() => c.call("containers", "Create", { container: { id: "p", runtime: { name: "r" }, spec, extensions: JSON.parse('{"__proto__":{"type_url":"x"}}') } }), "InvalidArgument", /container\.Extensions: the key "__proto__"/],
+        // A label is checked as given, with no value too (containerd's Validate), though not stored.
+        [() => c.call("images", "Create", { image: { name: "q", labels: { ["k".repeat(5000)]: "" }, target } }), "InvalidArgument", /label/i],
         // containerd's NamespaceRequired: FailedPrecondition.
         [() => bare.call("images", "Create", { image: { name: "a", target } }), "FailedPrecondition", /namespace is required/],
         [() => bare.call("images", "List", {}), "FailedPrecondition", /namespace is required/],
         [() => c.call("images", "Create", { image: { name: "exists", target } }), "AlreadyExists", /image "exists"/],
       ];
-      for (const [call, cls, re] of cases) await rejectsClass(call(), cls, re);
+      for (const [i, [call, cls, re]] of cases.entries()) {
+        await rejectsClass(call(), cls, re).catch((err: Error) => {
+          throw new Error(`case ${i}: ${err.message}`, { cause: err });
+        });
+      }
       assert.equal(await log.lastSeq(), before, "a refused call appended to the log");
     } finally {
       c.close();
