@@ -39,8 +39,9 @@
  *                  made it, the process spec's consoleSize)
  *   proc PID       accepted (the pty keeper's paced copy used it)
  * Once the process has ended and its output has been copied out of the master (every holder
- * of the console gone) and taken by stdout, or a second after the end for a reader that
- * lags, it leaves runc's last words (what runc wrote, its last 4 KiB) in DIR/console.err and
+ * of the console gone) and taken by stdout's reader (a FIFO that still holds some is waited
+ * on: a client may close its reader as soon as it hears of the end), or a second after the
+ * end for a reader that lags, it leaves runc's last words (what runc wrote, its last 4 KiB) in DIR/console.err and
  * the status and the time the process ended in DIR/exit, and tells every connection, then
  * and later, `exit STATUS`. It stays while a lagging reader still takes the rest, then
  * removes SOCK and exits with the status.
@@ -382,6 +383,9 @@ int main(int argc, char **argv) {
 #define CONSOLE_BUF 65536
 /* How long after the process's end its exit waits for the output to be copied out. */
 #define CONSOLE_EXIT_WAIT_MS 1000
+/* How often, meanwhile, a FIFO that still holds output is looked at (its reader's reads wake
+   no writer's poll). */
+#define CONSOLE_UNREAD_POLL_MS 5
 #define MAX_CLIENTS 16
 #define ERR_TAIL 4096
 
@@ -394,6 +398,7 @@ struct client {
 struct console {
   int master; /* -1 until runc sends it, and once it has nothing more */
   int out;    /* stdout, -1 once its reader is gone (what comes then is dropped) */
+  int out_fifo; /* stdout is a FIFO (or pipe): what it holds is not yet its reader's */
   int in;     /* stdin, -1 when there is none or it ended */
   int holder; /* ckd's writer holding stdin open, until closeio or the end */
   int started;
@@ -411,6 +416,16 @@ struct console {
 };
 
 static int valid_fd(int fd) { return fcntl(fd, F_GETFD) != -1; }
+
+/* Whether stdout's reader has taken all that was written to it: a FIFO empty (FIONREAD), or
+   a file. ckd's clients may close their reader as soon as Wait answers (ctr 1.6's
+   task.Delete closes its FIFOs before it waits for its copy): what the FIFO still holds then
+   is lost, so the exit waits for it. */
+static int out_taken(const struct console *c) {
+  if (c->out < 0 || !c->out_fifo) return 1;
+  int unread = 0;
+  return ioctl(c->out, FIONREAD, &unread) != 0 || unread <= 0;
+}
 
 static void console_size(struct console *c) {
   if (c->master < 0 || c->cols == 0 || c->rows == 0) return;
@@ -611,6 +626,8 @@ static int console_main(int argc, char **argv) {
   c.last_in = '\n';
   for (int i = 0; i < MAX_CLIENTS; i++) c.clients[i].fd = -1;
   c.out = valid_fd(OUT_FD) ? OUT_FD : -1;
+  struct stat out_st;
+  c.out_fifo = c.out >= 0 && fstat(c.out, &out_st) == 0 && S_ISFIFO(out_st.st_mode);
   c.in = valid_fd(IN_FD) ? IN_FD : -1;
   c.holder = valid_fd(HOLDER_FD) ? HOLDER_FD : -1;
   for (int fd = OUT_FD; fd <= HOLDER_FD; fd++) {
@@ -712,8 +729,10 @@ static int console_main(int argc, char **argv) {
       }
     }
     int copied = c.master < 0 && c.olen == 0;
-    /* Said once runc's words are read too (it has exited: its pipe ends). */
-    if (status >= 0 && !exit_said && ((copied && errfd < 0) || now_ms() >= deadline)) {
+    /* Said once stdout's reader has taken it all (not only the FIFO: see out_taken), and
+       runc's words are read too (it has exited: its pipe ends). */
+    int taken = copied && out_taken(&c);
+    if (status >= 0 && !exit_said && ((taken && errfd < 0) || now_ms() >= deadline)) {
       console_exit(&c, dir, status);
       exit_said = 1;
     }
@@ -768,6 +787,7 @@ static int console_main(int argc, char **argv) {
     if (status >= 0 && !exit_said) {
       long long left = deadline - now_ms();
       timeout = left < 0 ? 0 : (int)left;
+      if (copied && !taken && timeout > CONSOLE_UNREAD_POLL_MS) timeout = CONSOLE_UNREAD_POLL_MS;
     }
     if (poll(fds, n, timeout) < 0) {
       if (errno == EINTR) continue;

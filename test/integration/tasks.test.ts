@@ -504,6 +504,19 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       const lines = [...big.stdout.matchAll(/line-(\d+)-abcdefghijklmnopqrstuvwxyz0123456789\r*\n/g)].map((m) => Number(m[1]));
       assert.deepEqual(lines, [...Array(2000).keys()], `run ${run}: every line in order; the last that came: ${JSON.stringify(big.stdout.slice(-200))}`);
     }
+    // A reader that lags: ctr's terminal read 4 KiB every 5 ms, so that 6000 lines end in the
+    // buffers on the way (the stdout FIFO among them). ctr (1.6) closes its FIFO's reader as
+    // soon as Wait answers: the exit is reported only once that reader has taken what the
+    // FIFO holds.
+    {
+      const long = burst.replace("-lt 2000", "-lt 6000");
+      const cmd = `${CTR} --address ${daemon.address} --namespace ${NS} run -t --rm ${ref} t-burst sh -c '${long}'`;
+      const slow = `perl -e '$| = 1; while (sysread(STDIN, my $b, 4096)) { print $b; select(undef, undef, undef, 0.005) }'`;
+      const big = await runCommand("bash", ["-c", `set -o pipefail; script -q -e -c "$CK_CMD" /dev/null | ${slow}`], { CK_CMD: cmd }, "", 60_000);
+      assert.equal(big.code, 0, big.stderr);
+      const lines = [...big.stdout.matchAll(/line-(\d+)-abcdefghijklmnopqrstuvwxyz0123456789\r*\n/g)].map((m) => Number(m[1]));
+      assert.deepEqual(lines, [...Array(6000).keys()], `a lagging reader: every line in order; the last that came: ${JSON.stringify(big.stdout.slice(-200))}`);
+    }
 
     // A console whose stdout FIFO nobody reads: the container blocks (paced), and a kill still
     // ends it, its exit recorded.
