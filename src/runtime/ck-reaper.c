@@ -15,8 +15,9 @@
  * background process the exec left (`sh -c 'daemon &'`) may hold its pipe, not the client's
  * FIFO, so neither the exec's end nor the client's wait for its output's end waits for it.
  * What the FIFO's reader does not take is held back as it would be on the FIFO itself. The
- * status is left once the copy is done, as the keeper exits, so whoever reads it finds the
- * output delivered. Nothing is copied before runc has left, and nothing at all when runc
+ * status is left once the copy is done and the FIFO's reader has taken it (within those 2 s),
+ * as the keeper exits, so whoever reads it finds the output delivered: a client may close its
+ * reader as soon as it hears of the end (ctr 1.6 does). Nothing is copied before runc has left, and nothing at all when runc
  * fails (its own error, which it also prints, is the client's through ckd's answer), as the
  * shim starts its copy only after runc. A logging program's pipes go to the process as they
  * are.
@@ -156,7 +157,10 @@ static void relay_step(struct relay *r, short revents_src, short revents_dst) {
   if (r->len == 0 && (revents_src & (POLLIN | POLLHUP | POLLERR))) {
     ssize_t n = read(r->src, r->buf, sizeof r->buf);
     if (n == 0) {
-      relay_close(r); /* every writer gone: so is the client's stream */
+      /* Every writer gone: so is the client's stream, once its reader has what the FIFO
+         holds (relay_settle). */
+      close(r->src);
+      r->src = -1;
       return;
     }
     if (n < 0) {
@@ -176,6 +180,22 @@ static void relay_step(struct relay *r, short revents_src, short revents_dst) {
     r->off += (size_t)n;
     r->len -= (size_t)n;
   }
+}
+
+/* What a FIFO (or pipe) holds that its reader has not taken. */
+static int fifo_unread(int fd) {
+  int unread = 0;
+  return ioctl(fd, FIONREAD, &unread) == 0 ? unread : 0;
+}
+
+/* A relay whose process's end of the pipe has ended lets the client's FIFO go: at once while
+   the process runs; once it has ended, when the FIFO's reader has taken all of it (ctr 1.6
+   closes its reader as soon as Wait answers, so what the FIFO still held then was lost). */
+static void relay_settle(struct relay *r, int ended) {
+  if (r->src >= 0 || r->dst < 0) return;
+  if (ended && fifo_unread(r->dst) > 0) return;
+  close(r->dst);
+  r->dst = -1;
 }
 
 /* Gives stdio descriptor fd a relay when it is a FIFO or pipe; its pipe's write end in *child. */
@@ -210,6 +230,8 @@ static pid_t read_pid(const char *file) {
 
 /* How long the copy of the output may go on once the process has ended (the shim's wait). */
 #define DRAIN_MS 2000
+/* How often, meanwhile, a FIFO that still holds output is looked at. */
+#define UNREAD_POLL_MS 5
 
 static int console_main(int argc, char **argv);
 
@@ -335,7 +357,9 @@ int main(int argc, char **argv) {
       while (waitpid(-1, NULL, WNOHANG) > 0) {
       }
     }
-    if (status >= 0 && ((out[0].src < 0 && out[1].src < 0) || now_ms() >= deadline)) leave(exit_file, status);
+    relay_settle(&out[0], status >= 0);
+    relay_settle(&out[1], status >= 0);
+    if (status >= 0 && ((out[0].dst < 0 && out[1].dst < 0) || now_ms() >= deadline)) leave(exit_file, status);
     struct pollfd fds[5];
     int n = 0;
     fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
@@ -356,6 +380,9 @@ int main(int argc, char **argv) {
     if (status >= 0) {
       long long left = deadline - now_ms();
       timeout = left < 0 ? 0 : (int)left;
+      /* A FIFO's reader taking what it holds wakes no writer's poll: looked at meanwhile. */
+      int settling = (out[0].src < 0 && out[0].dst >= 0) || (out[1].src < 0 && out[1].dst >= 0);
+      if (settling && timeout > UNREAD_POLL_MS) timeout = UNREAD_POLL_MS;
     }
     if (poll(fds, n, timeout) < 0) {
       if (errno != EINTR) leave(exit_file, status >= 0 ? status : 255);

@@ -518,6 +518,17 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
       assert.deepEqual(lines, [...Array(6000).keys()], `a lagging reader: every line in order; the last that came: ${JSON.stringify(big.stdout.slice(-200))}`);
     }
 
+    // The same without a console: the reaper's relay of the output to ctr's FIFO waits alike.
+    {
+      const long = burst.replace("stty -echo; ", "").replace("-lt 2000", "-lt 6000");
+      const cmd = `${CTR} --address ${daemon.address} --namespace ${NS} run --rm ${ref} t-plainburst sh -c '${long}'`;
+      const slow = `perl -e '$| = 1; while (sysread(STDIN, my $b, 4096)) { print $b; select(undef, undef, undef, 0.005) }'`;
+      const big = await runCommand("bash", ["-c", `set -o pipefail; eval "$CK_CMD" | ${slow}`], { CK_CMD: cmd }, "", 60_000);
+      assert.equal(big.code, 0, big.stderr);
+      const lines = [...big.stdout.matchAll(/line-(\d+)-abcdefghijklmnopqrstuvwxyz0123456789\r*\n/g)].map((m) => Number(m[1]));
+      assert.deepEqual(lines, [...Array(6000).keys()], `a lagging reader, no console: every line in order; the last that came: ${JSON.stringify(big.stdout.slice(-120))}`);
+    }
+
     // A console whose stdout FIFO nobody reads: the container blocks (paced), and a kill still
     // ends it, its exit recorded.
     /** A container from the image whose process is `args` on a console (spec.process.terminal). */
