@@ -52,6 +52,25 @@ export function gapsIn(applied: number, seqs: Iterable<number>): LogGap[] {
 }
 
 /**
+ * The gaps a fold from `applied` up to the stream's last stored message would meet, from the
+ * stream's list of deleted sequences (stream info with deleted_details), without reading the
+ * messages: each run of deleted sequences between them, the message after it the one that
+ * would show it. A deleted tail (after `lastStored`) is none. Pure.
+ */
+export function gapsOfDeleted(applied: number, lastStored: number, deleted: Iterable<number>): LogGap[] {
+  const inside = [...new Set(deleted)].filter((s) => s > applied && s < lastStored).sort((a, b) => a - b);
+  const gaps: LogGap[] = [];
+  for (const s of inside) {
+    const g = gaps[gaps.length - 1];
+    if (g && g.to === s - 1) {
+      g.to = s;
+      g.next = s + 1;
+    } else gaps.push({ from: s, to: s, next: s + 1 });
+  }
+  return gaps;
+}
+
+/**
  * What a gap is, given the stream's first stored sequence now: "compacted" when it begins
  * before that (its front was removed: compaction, limits; a projection behind it starts from
  * a base), otherwise "deleted" (removed from inside the log, a later message still there).

@@ -334,13 +334,15 @@ export class Projector {
   }
 
   /** Resolves once the projection has applied `seq` (or the projector failed, or a bounded run stopped). */
-  waitFor(seq: number): Promise<void> {
-    if (seq <= this.db.appliedSeq || this.failure || this.untilReached) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ seq, resolve }));
+  async waitFor(seq: number): Promise<void> {
+    await this.waitAtMost(seq);
   }
 
-  /** waitFor, giving up after `ms`: true when `seq` is applied (or the run ended), false on timeout. */
-  private waitAtMost(seq: number, ms: number): Promise<boolean> {
+  /**
+   * waitFor, giving up after `ms` (never without it): true when `seq` is applied (or the run
+   * ended), false on timeout.
+   */
+  private waitAtMost(seq: number, ms?: number): Promise<boolean> {
     if (seq <= this.db.appliedSeq || this.failure || this.untilReached) return Promise.resolve(true);
     return new Promise((resolve) => {
       const w: Waiter = {
@@ -350,11 +352,14 @@ export class Projector {
           resolve(true);
         },
       };
-      const timer = setTimeout(() => {
-        const i = this.waiters.indexOf(w);
-        if (i >= 0) this.waiters.splice(i, 1);
-        resolve(false);
-      }, ms);
+      const timer =
+        ms === undefined
+          ? undefined
+          : setTimeout(() => {
+              const i = this.waiters.indexOf(w);
+              if (i >= 0) this.waiters.splice(i, 1);
+              resolve(false);
+            }, ms);
       this.waiters.push(w);
     });
   }

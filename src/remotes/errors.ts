@@ -143,12 +143,6 @@ export function gaveUp(err: RegistryError, why: string): RegistryError {
   });
 }
 
-/** Retrying can help: the registry is overloaded or failing, or the network let us down. */
-export function isRetryable(err: unknown): boolean {
-  if (err instanceof CkError) return err.errorClass === "Unavailable" || err.errorClass === "DeadlineExceeded";
-  return err instanceof Error && (err as Error & { name?: string }).name !== "AbortError";
-}
-
 /** The registry's own words from a JSON error body: `{"errors":[{"code","message"}]}`. */
 function registryErrorDetail(body?: Buffer): { code?: string; detail?: string } {
   if (!body || body.length === 0) return {};

@@ -13,10 +13,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { CkError, failedPrecondition, invalidArgument, isClass, notFound, unavailable } from "../errdefs/errdefs.js";
 import type { CredentialStore, Credentials } from "./auth.js";
 import { Authorizer, MAX_TOKEN_RESPONSE, type TokenHttp } from "./authorizer.js";
-import { RegistryError, failureOf, gaveUp, isRetryable, isUnauthorized, manifestPutError, statusError, unauthorized } from "./errors.js";
+import { RegistryError, failureOf, gaveUp, isUnauthorized, manifestPutError, statusError, unauthorized } from "./errors.js";
 import { MAX_MANIFEST_BYTES, MediaTypes, isIndex, isManifest } from "./manifest.js";
 import { formatReference, manifestReference, type ImageReference } from "./reference.js";
-import { MAX_RETRY_AFTER_MS, REQUEST_ATTEMPTS, RETRY_STATUSES, parseRetryAfter, retryAfterTooLong, retryDecision, withDigest } from "./retry.js";
+import { REQUEST_ATTEMPTS, RETRY_STATUSES, resumeBackoffMs, retryAfterTooLong, retryDecision, withDigest, type Failure } from "./retry.js";
 import { isDigest, isSize, sha256Digest, type Descriptor } from "./types.js";
 import { CK_VERSION } from "../version.js";
 
@@ -937,13 +937,13 @@ class BlobReader {
       } catch (err) {
         if (err instanceof CkError) throw err;
         if (this.signal.aborted) throw canceled(this.what);
-        this.note(err);
+        this.broke(err, { broken: true });
       } finally {
         if (!res.readableEnded) res.destroy();
         this.current = undefined;
       }
       // A body destroyed with an error may end its iterator quietly: keep the cause.
-      if (this.pos < this.desc.size) this.note(res.errored ?? new Error(`connection ended at byte ${this.pos} of ${this.desc.size}`));
+      if (this.pos < this.desc.size) this.broke(res.errored ?? new Error(`connection ended at byte ${this.pos} of ${this.desc.size}`), { broken: true });
     }
     if (hash) {
       const actual = "sha256:" + hash.digest("hex");
@@ -954,31 +954,38 @@ class BlobReader {
   }
 
   private lastProblem = "";
-  private note(err: unknown): void {
+  /** What ended the last attempt (a body cut off, an open that failed), until the next one is decided. */
+  private failed?: { err: unknown; failure: Failure };
+
+  private broke(err: unknown, failure: Failure): void {
     const e = classicCode(this.registry.rootCause(err));
     this.lastProblem = e instanceof Error ? ((e as NodeJS.ErrnoException).code ?? e.message) : String(e);
+    this.failed = { err, failure };
   }
 
-  /** The wait the registry's last answer asked for (its Retry-After), for the next attempt only. */
-  private retryAfterMs: number | undefined;
-
   /**
-   * Opens a response for the bytes from `pos`, retrying failures that may pass, after at
-   * least the Retry-After the registry sent (a longer one than ck waits ends the download).
+   * Opens a response for the bytes from `pos`. After a failure, whether and when to try again
+   * is retryDecision's (retry.ts) with this download's budget (`retries` resumes in all) and
+   * its shorter backoff: a body that broke off is always resumed, an open is retried as every
+   * request is (429, 502-504, a connection reset, refused or gone silent), after at least the
+   * Retry-After the registry sent (a longer one than ck waits ends the download).
    */
   private async openWithRetry(): Promise<{ res: HttpResponse; skip: number }> {
     for (;;) {
-      if (this.pos > this.offset || this.attempts > 0 || this.lastProblem) {
-        this.attempts++;
-        if (this.attempts > this.retries) {
+      if (this.failed) {
+        const { err, failure } = this.failed;
+        this.failed = undefined;
+        const d = retryDecision(failure, this.attempts + 1, { attempts: this.retries + 1, backoff: resumeBackoffMs });
+        if (!d.retry) {
+          if (d.why === "retry-after too long") throw gaveUp(err as RegistryError, retryAfterTooLong(d.retryAfterMs));
+          if (d.why === "not retryable") throw err;
           throw unavailable(
             `${this.ref.domain}: ${this.what}: download broke at byte ${this.pos} of ${this.desc.size} (${this.lastProblem}); gave up after ${this.retries} resume attempts`,
           );
         }
+        this.attempts++;
         this.log(`${this.what}: resuming at byte ${this.pos} of ${this.desc.size} after ${this.lastProblem} (attempt ${this.attempts} of ${this.retries})`);
-        const delay = Math.max(Math.min(50 * 2 ** (this.attempts - 1), 2000), this.retryAfterMs ?? 0);
-        this.retryAfterMs = undefined;
-        await sleep(delay, undefined, { signal: this.signal }).catch(() => {
+        await sleep(d.delayMs, undefined, { signal: this.signal }).catch(() => {
           throw canceled(this.what);
         });
       }
@@ -986,14 +993,9 @@ class BlobReader {
         return await this.open();
       } catch (err) {
         if (this.signal.aborted) throw canceled(this.what);
-        if (!isRetryable(err)) throw err;
-        if (err instanceof RegistryError && err.status !== undefined) {
-          this.retryAfterMs = parseRetryAfter(err.retryAfter, Date.now());
-          if (this.retryAfterMs !== undefined && this.retryAfterMs > MAX_RETRY_AFTER_MS) {
-            throw gaveUp(err, retryAfterTooLong(this.retryAfterMs));
-          }
-        }
-        this.note(err);
+        const failure = failureOf(err);
+        if (!failure) throw err;
+        this.broke(err, failure);
       }
     }
   }

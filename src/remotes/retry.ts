@@ -1,8 +1,8 @@
 // When a registry request is worth sending again, and after how long: one pure decision for
-// every step of a push (HEAD, mount, POST and PUT of an upload, manifest PUT) and for the
-// manifest HEAD and GET of a pull, so that what is retried, how often and how long it waits is
-// written, and tested, in one place. Blob downloads keep their resume loop (registry.ts's
-// BlobReader), which reads Retry-After with parseRetryAfter and keeps to the same cap.
+// every step of a push (HEAD, mount, POST and PUT of an upload, manifest PUT), for the
+// manifest HEAD and GET of a pull and for a blob download's resumes (registry.ts's BlobReader,
+// with its own budget and a shorter backoff), so that what is retried, how often and how long
+// it waits is written, and tested, in one place.
 
 /**
  * Answers after which the same request may well succeed: too many requests, and a gateway or
@@ -42,6 +42,11 @@ export interface Failure {
   errno?: string;
   /** The answer's Retry-After header, as sent. */
   retryAfter?: string;
+  /**
+   * The answer began and its body broke off (reset, gone silent, ended short of its length):
+   * a download resumes from the byte where it broke, so it is always worth another attempt.
+   */
+  broken?: boolean;
 }
 
 export type RetryDecision =
@@ -70,18 +75,31 @@ export function backoffMs(attempt: number): number {
 }
 
 /**
- * Whether to send a request again after attempt number `attempt` (from 1) failed with `f`,
- * and after how long: for a status in RETRY_STATUSES or a connection failure in RETRY_CODES,
- * while attempts remain, after the Retry-After the registry sent (never less than the
- * backoff), unless it asks for more than MAX_RETRY_AFTER_MS.
+ * The wait before a download's resume `attempt + 1`: 50 ms, doubling, at most 2 s. Shorter
+ * than backoffMs: the bytes already received are kept, and a broken connection is the common
+ * case, not an overloaded registry (whose Retry-After is still honoured).
  */
-export function retryDecision(f: Failure, attempt: number, opts: { now?: number; attempts?: number; maxRetryAfterMs?: number } = {}): RetryDecision {
-  const retryable = f.status !== undefined ? RETRY_STATUSES.has(f.status) : f.errno !== undefined && RETRY_CODES.has(f.errno);
+export function resumeBackoffMs(attempt: number): number {
+  return Math.min(50 * 2 ** Math.max(0, attempt - 1), 2000);
+}
+
+/**
+ * Whether to send a request again after attempt number `attempt` (from 1) failed with `f`,
+ * and after how long: for a status in RETRY_STATUSES, a connection failure in RETRY_CODES or
+ * a body that broke off, while attempts remain, after the Retry-After the registry sent
+ * (never less than the backoff), unless it asks for more than MAX_RETRY_AFTER_MS.
+ */
+export function retryDecision(
+  f: Failure,
+  attempt: number,
+  opts: { now?: number; attempts?: number; maxRetryAfterMs?: number; backoff?: (attempt: number) => number } = {},
+): RetryDecision {
+  const retryable = f.broken === true || (f.status !== undefined ? RETRY_STATUSES.has(f.status) : f.errno !== undefined && RETRY_CODES.has(f.errno));
   if (!retryable) return { retry: false, why: "not retryable" };
   const asked = f.status !== undefined ? parseRetryAfter(f.retryAfter, opts.now ?? Date.now()) : undefined;
   if (asked !== undefined && asked > (opts.maxRetryAfterMs ?? MAX_RETRY_AFTER_MS)) return { retry: false, why: "retry-after too long", retryAfterMs: asked };
   if (attempt >= (opts.attempts ?? REQUEST_ATTEMPTS)) return { retry: false, why: "attempts" };
-  return { retry: true, delayMs: Math.max(asked ?? 0, backoffMs(attempt)) };
+  return { retry: true, delayMs: Math.max(asked ?? 0, (opts.backoff ?? backoffMs)(attempt)) };
 }
 
 /**

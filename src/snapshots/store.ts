@@ -161,10 +161,20 @@ export class SnapshotStore {
         this.busy.delete(id);
         // A directory of that id is there (a leftover no record names): another id.
         if (isClass(err, "AlreadyExists") && attempt < ID_ATTEMPTS) continue;
-        if (parentKey) checkParentStands({ parent: parentKey, parentId: parents[0]! }, await this.find(ns, sn.name, parentKey), err);
+        if (parentKey) await this.parentStands(ns, sn.name, parentKey, parents[0]!, err);
         throw err;
       }
     }
+  }
+
+  /**
+   * After disk work on the directory `parentId` of parent `parentKey` failed: a Remove or GC
+   * that took the parent (and its directory) meanwhile is the answer, as containerd gives it
+   * (NotFound; Aborted when another snapshot was committed under its name), not the missing
+   * path the work tripped on. Returns when the parent stands as it was (`err` stays the answer).
+   */
+  private async parentStands(ns: string, snapshotter: string, parentKey: string, parentId: string, err: unknown): Promise<void> {
+    checkParentStands({ parent: parentKey, parentId }, await this.find(ns, snapshotter, parentKey), err);
   }
 
   /** Whether an id is in use: by a record (any namespace's), a call under way, or an append whose outcome is unknown. */
@@ -267,8 +277,13 @@ export class SnapshotStore {
           return decided;
         });
       }
-      await sn.rebase(id, parents, applied);
-      await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, lowers);
+      try {
+        await sn.rebase(id, parents, applied);
+        await inheritLowerAttributes(sn.fsDir(id), applied.implicitDirs, lowers);
+      } catch (err) {
+        await this.parentStands(ns, cmd.snapshotter, req.parent, parents[0]!, err);
+        throw err;
+      }
       // Rebased onto this parent directory: the record is checked against it (a parent removed
       // and committed again under its key meanwhile is another directory: Aborted).
       return { ...decided, parentId: parents[0] };
@@ -296,7 +311,11 @@ export class SnapshotStore {
       let committed = false;
       let unknown = false;
       try {
-        const r = await fill(id, mounts);
+        const r = await fill(id, mounts).catch(async (err: unknown) => {
+          // Applied through the parents' directories: one removed meanwhile is the answer.
+          if (parents.length > 0) await this.parentStands(cmd.namespace, cmd.snapshotter, cmd.parent, parents[0]!, err);
+          throw err;
+        });
         if ("status" in r) return r;
         await sn.commit(id);
         await this.sequencer.submit(snapshotHandlers.unpack({ ...cmd, id, parentId: r.parentId ?? parents[0], share: false, verified: r.verified, now: nowTimestamp() })).catch((err) => {

@@ -22,6 +22,7 @@ import { keys, TYPE } from "../../src/projections/views.js";
 import { readInWorker } from "../../src/eventstore/worker-reader.js";
 import { rebuild } from "../../tools/replay/replay.js";
 import { rootPaths } from "../../src/api/daemon.js";
+import { BaseStore } from "../../src/eventstore/base-store.js";
 import { isLogGapError, type LogGap } from "../../src/projections/log-gaps.js";
 
 const protos = loadProtos();
@@ -317,6 +318,83 @@ test("ckd whose log's last message was deleted while it was stopped (before it a
   } finally {
     await d.cleanup();
     await jsmLog.close();
+    await nats.cleanup();
+  }
+});
+
+test("ck-replay compact --dry-run meets the gap the real compact would refuse on (DataLoss naming it, the same words and exit), from sequence 1 and from a base, and changes nothing; with --allow-gaps it lists it; a deleted tail is none; history cut past every base is refused alike", { timeout: 120_000 }, async () => {
+  const nats = await startTestNats();
+  const log = await EventLog.open({ url: nats.url, stream: "DRY" });
+  const replay = (...args: string[]) => runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--stream", "DRY", "--keep", "0", "--sync-wait", "0", ...args]);
+  const bases = async () => (await log.jsm.streams.list().next()).map((s) => s.config.name).filter((n) => n === "DRY_BASES").length;
+  try {
+    for (let i = 1; i <= 6; i++) await appendImage(log, `img${i}`);
+    await log.jsm.streams.deleteMessage("DRY", 3, false);
+    await log.jsm.streams.deleteMessage("DRY", 4, false);
+    const before = (await log.info()).state;
+
+    // From sequence 1: the fold the base needs would stop at 3.
+    const named = "ck-replay: event log DRY: sequences 3 to 4 were deleted from inside the log (message 5 after them is still there), so the state cannot be rebuilt exactly from it: the projection at sequence 2 does not fold past them";
+    const dry = await replay("--dry-run");
+    assert.equal(dry.code, 2, dry.stdout + dry.stderr);
+    assert.equal(dry.stdout, "");
+    assert.ok(dry.stderr.startsWith(named), dry.stderr);
+    assert.equal(await bases(), 0, "the dry run made no bases stream");
+    const real = await replay();
+    assert.equal(real.code, dry.code);
+    assert.equal(real.stderr, dry.stderr, "the dry run refuses with the real run's words");
+    assert.deepEqual((await log.info()).state, before, "nothing cut");
+    assert.deepEqual(await new BaseStore(log).list(), [], "no base stored");
+
+    // --allow-gaps: the dry run lists the gap (as the real run warns of it) and still changes nothing.
+    const allowed = await replay("--dry-run", "--allow-gaps");
+    assert.equal(allowed.code, 0, allowed.stderr);
+    assert.equal(allowed.stderr, "ck-replay: warning: the base would be folded across messages deleted from inside the log DRY (--allow-gaps): sequences 3 to 4; it lacks whatever they did, and is not one the log recorded\n");
+    assert.match(allowed.stdout, /^dry run: would store a base at sequence 6; would remove 4 messages \(sequences 1 to 6\)/);
+    assert.deepEqual((await log.info()).state, before);
+    const cut = await replay("--allow-gaps");
+    assert.equal(cut.code, 0, cut.stderr);
+    assert.match(cut.stderr, /folded across messages deleted from inside the log DRY \(--allow-gaps\): sequences 3 to 4;/);
+    assert.match(cut.stdout, /removed 4 messages; the log now holds no message \(next is 7\)/, "as many as the dry run said");
+
+    // From the base at 6: 8 deleted between 7 and 9; 10 deleted at the end is a tail, not a gap.
+    for (let i = 7; i <= 10; i++) await appendImage(log, `img${i}`);
+    await log.jsm.streams.deleteMessage("DRY", 8, false);
+    await log.jsm.streams.deleteMessage("DRY", 10, false);
+    const after = (await log.info()).state;
+    const dry2 = await replay("--dry-run");
+    assert.equal(dry2.code, 2, dry2.stdout + dry2.stderr);
+    assert.match(dry2.stderr, /^ck-replay: event log DRY: sequence 8 was deleted from inside the log \(message 9 after it is still there\), .* the projection at sequence 7 does not fold past it/);
+    const real2 = await replay();
+    assert.equal(real2.code, dry2.code);
+    assert.equal(real2.stderr, dry2.stderr);
+    assert.deepEqual((await log.info()).state, after, "nothing cut");
+
+    // A deleted tail is no gap: a base at 10 (across 8, allowed), then 11 stored and 12 deleted.
+    assert.equal((await replay("--allow-gaps")).code, 0);
+    await appendImage(log, "img11");
+    await appendImage(log, "img12");
+    await log.jsm.streams.deleteMessage("DRY", 12, false);
+    const dry3 = await replay("--dry-run");
+    assert.equal(dry3.code, 0, dry3.stderr);
+    assert.equal(dry3.stderr, "");
+    assert.match(dry3.stdout, /^dry run: would store a base at sequence 12; would remove 1 message \(sequences 11 to 12\)/);
+    const real3 = await replay();
+    assert.equal(real3.code, 0, real3.stderr);
+    assert.match(real3.stdout, /removed 1 message; /);
+
+    // History cut from the front past every base (a purge, not compact): no base to start the
+    // fold from, for the real run and the dry run alike.
+    for (let i = 13; i <= 15; i++) await appendImage(log, `img${i}`);
+    await log.purgeBefore(15);
+    const dry4 = await replay("--dry-run");
+    assert.equal(dry4.code, 2);
+    assert.match(dry4.stderr, /the log's history before sequence 15 was compacted away/);
+    const real4 = await replay();
+    assert.equal(real4.code, 2);
+    assert.equal(real4.stderr, dry4.stderr);
+  } finally {
+    await log.close();
     await nats.cleanup();
   }
 });

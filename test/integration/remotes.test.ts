@@ -732,6 +732,20 @@ describe(`remotes against a loopback docker-registry (${engine})`, { timeout: 30
     }
   });
 
+  test("a blob GET answered 500 is not asked again, as no request is (the download's resumes follow retryDecision); 502 is", T, async () => {
+    const { bytes, desc } = blobOf(5000);
+    const failing = await mockRegistry((step) => (step === "get-blob" ? { status: 500, body: JSON.stringify({ errors: [{ code: "UNKNOWN", message: "storage driver error" }] }) } : undefined));
+    failing.blobs.set(desc.digest, bytes);
+    const log: string[] = [];
+    await rejectsClass(client({ log: (l) => log.push(l) }).fetchBytes(failing.ref, desc), "Unavailable", /: blob sha256:[0-9a-f]{64}: HTTP 500 \(UNKNOWN: storage driver error\): unavailable$/);
+    assert.equal(failing.count("get-blob"), 1);
+    assert.ok(!log.some((l) => /resuming/.test(l)), log.join("\n"));
+    const gateway = await mockRegistry((step, n) => (step === "get-blob" && n === 0 ? { status: 502 } : undefined));
+    gateway.blobs.set(desc.digest, bytes);
+    assert.ok((await client().fetchBytes(gateway.ref, desc)).equals(bytes));
+    assert.equal(gateway.count("get-blob"), 2);
+  });
+
   test("a manifest that names content the repository lacks: FailedPrecondition with docker-registry's words, not Unknown", T, async () => {
     const r = client();
     const dst = parseReference(`${reg.host}/remotes/partial:v1`);

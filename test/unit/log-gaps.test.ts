@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { LogGapError, atLogEnd, describeGaps, describeSeqs, gapBefore, gapKind, gapsIn, isLogGapError } from "../../src/projections/log-gaps.js";
+import { LogGapError, atLogEnd, describeGaps, describeSeqs, gapBefore, gapKind, gapsIn, gapsOfDeleted, isLogGapError } from "../../src/projections/log-gaps.js";
 import { lastStoredSeq } from "../../src/eventstore/log.js";
 import { fromGrpcError, toGrpcError } from "../../src/errdefs/errdefs.js";
 import { projectionFailureReport } from "../../src/api/daemon.js";
@@ -25,6 +25,21 @@ test("gapBefore and gapsIn: every message must directly follow the one before it
     { from: 8, to: 9, next: 10 },
   ]);
   assert.deepEqual(gapsIn(3, [5]), [{ from: 4, to: 4, next: 5 }]);
+});
+
+test("gapsOfDeleted: the gaps a fold from a checkpoint to the last stored message would meet, from the stream's deleted list, as gapsIn finds them from the stored ones", () => {
+  assert.deepEqual(gapsOfDeleted(0, 10, []), []);
+  // Runs merged, unsorted and repeated input taken, next the message after each run.
+  assert.deepEqual(gapsOfDeleted(0, 10, [7, 3, 4, 4, 8]), [
+    { from: 3, to: 4, next: 5 },
+    { from: 7, to: 8, next: 9 },
+  ]);
+  assert.deepEqual(gapsOfDeleted(0, 10, [3, 4, 7, 8]), gapsIn(0, [1, 2, 5, 6, 9, 10]));
+  // At or before the checkpoint (behind the base it starts from): not met.
+  assert.deepEqual(gapsOfDeleted(4, 10, [3, 4, 7]), [{ from: 7, to: 7, next: 8 }]);
+  // A deleted tail (after the last stored message) is none.
+  assert.deepEqual(gapsOfDeleted(0, 8, [9, 10, 5]), [{ from: 5, to: 5, next: 6 }]);
+  assert.deepEqual(gapsOfDeleted(0, 0, [1, 2]), []);
 });
 
 test("gapKind: a gap beginning before the log's first stored message was cut from its front; any other was deleted from inside it", () => {

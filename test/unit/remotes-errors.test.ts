@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CkError } from "../../src/errdefs/errdefs.js";
-import { RegistryError, isRetryable, isUnauthorized, statusError, tokenServerError, unauthorized } from "../../src/remotes/errors.js";
+import { RegistryError, isUnauthorized, statusError, tokenServerError, unauthorized } from "../../src/remotes/errors.js";
 import { oauthPostUnsupported } from "../../src/remotes/authorizer.js";
 
 test("HTTP statuses map to one class each", () => {
@@ -58,11 +58,3 @@ test("unauthorized errors name the host", () => {
   assert.ok(isUnauthorized(err));
 });
 
-test("overload, server faults and network errors may be retried; refusals may not", () => {
-  assert.ok(isRetryable(statusError("h", 503, "b")));
-  assert.ok(isRetryable(statusError("h", 429, "b")));
-  assert.ok(isRetryable(Object.assign(new Error("socket hang up"), { code: "ECONNRESET" })));
-  assert.ok(!isRetryable(statusError("h", 404, "b")));
-  assert.ok(!isRetryable(statusError("h", 401, "b")));
-  assert.ok(!isRetryable(Object.assign(new Error("aborted"), { name: "AbortError" })));
-});

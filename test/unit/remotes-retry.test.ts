@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { RegistryError, failureOf, gaveUp, manifestPutError, statusError } from "../../src/remotes/errors.js";
-import { MAX_RETRY_AFTER_MS, REQUEST_ATTEMPTS, backoffMs, parseRetryAfter, retryDecision, withDigest } from "../../src/remotes/retry.js";
+import { MAX_RETRY_AFTER_MS, REQUEST_ATTEMPTS, backoffMs, parseRetryAfter, resumeBackoffMs, retryDecision, withDigest } from "../../src/remotes/retry.js";
 
 const NOW = Date.parse("2026-12-03T10:00:00Z");
 
@@ -64,6 +64,20 @@ test("attempts are bounded: the default four, or as many as asked", () => {
     total += d.delayMs;
   }
   assert.equal(total, 1750);
+});
+
+test("a download's resumes: a body that broke off is always resumed, an open as every request; its own budget and shorter backoff, the same Retry-After rules", () => {
+  const download = { now: NOW, attempts: 6, backoff: resumeBackoffMs };
+  assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 10].map(resumeBackoffMs), [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+  assert.deepEqual(retryDecision({ broken: true }, 1, download), { retry: true, delayMs: 50 });
+  assert.deepEqual(retryDecision({ broken: true }, 5, download), { retry: true, delayMs: 800 });
+  assert.deepEqual(retryDecision({ broken: true }, 6, download), { retry: false, why: "attempts" }, "retries 5: the first and five resumes");
+  assert.deepEqual(retryDecision({ broken: true }, 1, { ...download, attempts: 1 }), { retry: false, why: "attempts" }, "retries 0");
+  assert.deepEqual(retryDecision({ errno: "ECONNRESET" }, 2, download), { retry: true, delayMs: 100 });
+  assert.deepEqual(retryDecision({ status: 503, retryAfter: "1" }, 1, download), { retry: true, delayMs: 1000 });
+  assert.deepEqual(retryDecision({ status: 429, retryAfter: "31" }, 1, download), { retry: false, why: "retry-after too long", retryAfterMs: 31_000 });
+  for (const status of [401, 403, 404, 416, 500]) assert.deepEqual(retryDecision({ status }, 1, download), { retry: false, why: "not retryable" }, String(status));
+  assert.deepEqual(retryDecision({ errno: "ENOTFOUND" }, 1, download), { retry: false, why: "not retryable" });
 });
 
 test("the digest is appended to an upload Location's query exactly as the registry sent it", () => {

@@ -258,17 +258,18 @@ async function main(): Promise<void> {
       const syncWait = parseCount(opts.syncWait, "--sync-wait", "seconds");
       await withLog(opts, async (opened) => {
         if (opts.dryRun) {
-          const p = await planCompaction(opened.log, keep, keepBases);
+          const p = await planCompaction(opened.log, keep, keepBases, { allowGaps: opts.allowGaps });
           if (!p) {
             process.stdout.write(`the log (${opened.log.stream}) holds no message yet: nothing to compact\n`);
             return;
           }
+          warnGaps(p.gaps, opened.log.stream, "the base would be");
           const cut =
             p.anchor === undefined
               ? `fewer than ${keepBases} bases: nothing would be cut`
-              : p.removes === 0
+              : p.cut <= p.first
                 ? `nothing would be cut (the cut, before sequence ${p.cut}, is not past the log's first message)`
-                : `would remove ${p.removes} message${p.removes === 1 ? "" : "s"} (sequences ${p.firstAfter - p.removes} to ${p.cut - 1}), cutting after the base at sequence ${p.anchor}; ${p.firstAfter <= p.last ? `the log would hold sequences ${p.firstAfter} to ${p.last}` : `the log would hold no message (next is ${p.last + 1})`}`;
+                : `would remove ${p.removes} message${p.removes === 1 ? "" : "s"} (sequences ${p.first} to ${p.cut - 1}), cutting after the base at sequence ${p.anchor}; ${p.firstAfter <= p.last ? `the log would hold sequences ${p.firstAfter} to ${p.last}` : `the log would hold no message (next is ${p.last + 1})`}`;
           process.stdout.write(
             `dry run: ${p.baseStored ? `a base at sequence ${p.last} is stored` : `would store a base at sequence ${p.last}`}; ${cut}; ${p.prunes} older base${p.prunes === 1 ? "" : "s"} would be removed; nothing was changed\n`,
           );

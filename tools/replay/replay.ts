@@ -1,12 +1,12 @@
 // The replay library: find ckd's log, fold it into a fresh projection up to a point, and
 // compare two projections byte for byte. tools/replay/main.ts is its command line.
 import { resolve } from "node:path";
-import { EventLog, DEFAULT_STREAM, natsConnectOptions, natsFilesOf, checkNatsFiles, redactNatsUrl, type NatsFiles } from "../../src/eventstore/log.js";
+import { EventLog, DEFAULT_STREAM, natsConnectOptions, natsFilesOf, checkNatsFiles, lastStoredSeq, redactNatsUrl, type NatsFiles } from "../../src/eventstore/log.js";
 import { MANAGED_INBOX_PREFIX, NatsServerProcess } from "../../src/eventstore/nats-server.js";
 import { ProjectionDb, META_PREFIX, PROJECTION_FORMAT, compareKeys } from "../../src/projections/db.js";
 import { Projector } from "../../src/projections/projector.js";
-import type { LogGap } from "../../src/projections/log-gaps.js";
-import { loadBestBase, takeBase } from "../../src/projections/base.js";
+import { LogGapError, gapsOfDeleted, type LogGap } from "../../src/projections/log-gaps.js";
+import { chooseBase, loadBestBase, takeBase } from "../../src/projections/base.js";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { execFile } from "node:child_process";
 import { hostname } from "node:os";
@@ -514,17 +514,28 @@ export interface CompactionPlan {
   baseStored: boolean;
   /** The base the cut would follow (undefined: fewer than keepBases, nothing cut). */
   anchor?: number;
+  /** The log's first sequence now. */
+  first: number;
   /** Messages before this sequence would be removed (0: none). */
   cut: number;
+  /** Messages the cut would remove (those deleted from before it already are not counted). */
   removes: number;
   /** The log's first sequence after the cut. */
   firstAfter: number;
   /** Bases that could no longer start a rebuild, removed with it. */
   prunes: number;
+  /** Messages deleted from inside the log that the new base would be folded across (only with allowGaps). */
+  gaps: LogGap[];
 }
 
-/** What `compact` would do now, changing nothing (`--dry-run`); undefined for an empty log. */
-export async function planCompaction(log: EventLog, keep: number, keepBases: number): Promise<CompactionPlan | undefined> {
+/**
+ * What `compact` would do now, changing nothing (`--dry-run`); undefined for an empty log.
+ * What the real run would refuse on before it stores anything, this refuses on too, with the
+ * same error: messages deleted from inside the log that the base's fold would meet (DataLoss,
+ * naming the first; listed instead with `opts.allowGaps`), or history cut with no base to
+ * start from. Found from the stream's state and the bases' markers, without folding.
+ */
+export async function planCompaction(log: EventLog, keep: number, keepBases: number, opts: RebuildOptions = {}): Promise<CompactionPlan | undefined> {
   const info = await log.info();
   const last = info.state.last_seq;
   if (last === 0) return undefined;
@@ -532,6 +543,24 @@ export async function planCompaction(log: EventLog, keep: number, keepBases: num
   const identity = { stream: log.stream, created: String(info.created), format: PROJECTION_FORMAT };
   const bases = await new BaseStore(log).list();
   const mine = bases.filter((b) => sameLogAndFormat(b, identity));
+  const baseStored = mine.some((b) => b.seq === last);
+  // Sequences missing between the first and the last (asked for only when the count shows some).
+  const whole = info.state.messages === 0 || info.state.messages === last - info.state.first_seq + 1;
+  const detailed = whole ? undefined : (await log.jsm.streams.info(log.stream, { deleted_details: true })).state;
+  const deleted = detailed?.deleted ?? [];
+  // A base stored at the last sequence is read back, not folded (baseAtLast): nothing to meet.
+  let gaps: LogGap[] = [];
+  if (!baseStored) {
+    // Where rebuild would start: sequence 1, or the base loadBestBase would choose.
+    let from = 0;
+    if (info.state.first_seq > 1) {
+      const chosen = chooseBase(bases, { firstSeq: info.state.first_seq, identity, untilSeq: last });
+      if ("error" in chosen) throw new Error(chosen.error);
+      from = chosen.base.seq;
+    }
+    gaps = detailed ? gapsOfDeleted(from, lastStoredSeq(detailed), deleted) : [];
+    if (gaps.length && !opts.allowGaps) throw new LogGapError(log.stream, gaps[0]!, gaps[0]!.from - 1);
+  }
   const anchor = anchorSeq(
     mine.map((b) => b.seq),
     last,
@@ -541,12 +570,15 @@ export async function planCompaction(log: EventLog, keep: number, keepBases: num
   const firstAfter = Math.max(first, cut);
   return {
     last,
-    baseStored: mine.some((b) => b.seq === last),
+    baseStored,
     anchor,
+    first,
     cut,
-    removes: Math.max(0, cut - first),
+    // Those still stored: the purge counts no deleted one.
+    removes: Math.max(0, cut - first) - deleted.filter((d) => d >= first && d < cut).length,
     firstAfter,
     prunes: bases.filter((b) => b.seq < firstAfter - 1).length,
+    gaps,
   };
 }
 
