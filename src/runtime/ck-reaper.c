@@ -182,8 +182,11 @@ static void relay_step(struct relay *r, short revents_src, short revents_dst) {
   }
 }
 
-/* What a FIFO (or pipe) holds that its reader has not taken. */
+/* What a FIFO (or pipe) holds that its reader has not taken; 0 once no reader has it open
+   (its write end polls POLLERR): nobody will take it (a detached ctr run that went away). */
 static int fifo_unread(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLOUT};
+  if (poll(&p, 1, 0) == 1 && (p.revents & POLLERR)) return 0;
   int unread = 0;
   return ioctl(fd, FIONREAD, &unread) == 0 ? unread : 0;
 }
@@ -450,8 +453,7 @@ static int valid_fd(int fd) { return fcntl(fd, F_GETFD) != -1; }
    is lost, so the exit waits for it. */
 static int out_taken(const struct console *c) {
   if (c->out < 0 || !c->out_fifo) return 1;
-  int unread = 0;
-  return ioctl(c->out, FIONREAD, &unread) != 0 || unread <= 0;
+  return fifo_unread(c->out) <= 0;
 }
 
 static void console_size(struct console *c) {
