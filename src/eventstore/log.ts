@@ -29,6 +29,7 @@ import { CkError, failedPrecondition, permissionDenied, resourceExhausted, unava
 import { AckPublisher, NoStreamAnswersError, NotSentError } from "./publisher.js";
 import { parseHeaderBlock } from "./headers.js";
 import { FILE_FLAGS, parseNatsUrl, redactNatsUrl, type NatsConnectTarget, type NatsFiles } from "./nats-url.js";
+import { boundedPullOptions } from "./pull-bounds.js";
 
 export { natsServers, natsFilesOf, needsNatsJs, redactNatsUrl, type NatsConnectTarget, type NatsFiles } from "./nats-url.js";
 
@@ -152,18 +153,6 @@ const READER_HEARTBEAT_MS = 1000;
 /** How long a reader waits for its consumer to be created before it asks again. */
 const CONSUMER_CREATE_TIMEOUT_MS = 2000;
 /**
- * Bytes the server may send a reader ahead of it (more where two of the largest message do not
- * fit: boundedPullOptions). Counted in messages only, 4,096 events of ~1 MiB (a container's
- * spec, an Events.Publish: up to the server's max_payload) were ~4 GiB asked for at once: the
- * server buffers what the connection does not take as fast, and past its max_pending (64 MiB
- * by default) cuts the whole connection as a slow consumer. For the projector's reader that
- * connection is the one appends go through: a ckd catching up over 200 events of 900 KB had it
- * cut 16 times (a server with a 16 MB max_pending) and peaked at 896 MB resident.
- */
-export const READER_PULL_BYTES = 4 << 20;
-/** A delivered message's subject, headers and reply subject, beyond what its publisher sent. */
-const DELIVERY_OVERHEAD_BYTES = 64 << 10;
-/**
  * A client-paced reader's consumer nobody pulls from is removed by the server after this long
  * (nats.js's default for an ordered consumer is 5 minutes). A reader replaces its consumer
  * anyway once its caller is 2 s behind, so a shorter life costs nothing; it bounds how long a
@@ -173,20 +162,6 @@ const CLIENT_READER_INACTIVE_MS = 30_000;
 /** Consumers of ended readers remembered for deletion while their connection is down, at most. */
 const MAX_DEFERRED_DELETES = 256;
 
-/**
- * The pull options of a reader bounded in bytes on a server whose max_payload is `maxPayload`:
- * at most `budget` bytes asked for ahead (more only where one message could not fit in half of
- * it), and asked for again once what is owed falls to room for one more of the largest
- * message, so that every pull has room for at least one whole message (a pull whose room is
- * smaller than the next message ends with nothing delivered, and the reader would stall until
- * its heartbeats are missed). nats.js takes max_bytes without max_messages (they are mutually
- * exclusive in its consume options; it then pulls at most 100 messages at a time).
- */
-export function boundedPullOptions(maxPayload: number, budget = READER_PULL_BYTES): { max_bytes: number; threshold_bytes: number } {
-  const largest = maxPayload + DELIVERY_OVERHEAD_BYTES;
-  const max_bytes = Math.max(budget, 2 * largest);
-  return { max_bytes, threshold_bytes: max_bytes - largest };
-}
 
 export interface EventLogOptions {
   /** One server URL, or several separated by commas, credentials included (natsConnectOptions). */

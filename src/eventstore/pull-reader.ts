@@ -14,9 +14,9 @@
 // they are: what they mean is the fold's one rule to decide (src/projections/log-gaps.ts).
 import { connect as netConnect, type Socket } from "node:net";
 import { randomBytes } from "node:crypto";
-import { BatchPacker } from "./worker-reader.js";
-import { parseHeaderBlock } from "./headers.js";
+import { BatchPacker, MAX_BATCH_BYTES } from "./worker-reader.js";
 import { parseNatsUrl } from "./nats-url.js";
+import { boundedPullOptions, DELIVERY_OVERHEAD_BYTES, messageSize, PullLedger } from "./pull-bounds.js";
 
 export interface PullReadOptions {
   url: string;
@@ -31,6 +31,8 @@ export interface PullReadOptions {
   signal: AbortSignal;
   /** Messages asked for per pull request (default 2,048). */
   pullBatch?: number;
+  /** Bytes asked for ahead at most (default: 4 MiB, or two of the server's largest message). */
+  pullBytes?: number;
   /** The server's heartbeat interval while a pull waits (default 5 s); three missed fail the read. */
   heartbeatMs?: number;
   /** How long one pull request waits for messages (default 30 s). */
@@ -114,11 +116,12 @@ class PullConnection {
   private failure: Error | undefined;
   private nextId = 0;
   /**
-   * Messages asked for and not delivered yet, over all pull requests: which request a message
-   * answers is not on the wire (and servers need not serve them in order), so only the sum
-   * is kept, lowered by what a request that ends short says it left (Nats-Pending-Messages).
+   * The pull requests not ended and what they may still deliver: bounded in bytes (at most 4
+   * MiB, or two of the largest message, asked for ahead), so that what the server sends ahead
+   * of the fold, held here until it is taken, is bounded too. Made once the server's INFO
+   * gives its max_payload.
    */
-  private outstanding = 0;
+  private ledger: PullLedger | undefined;
   private consumer: string | undefined;
   /** The last stream sequence delivered (0 before the first). */
   private lastSeq = 0;
@@ -145,7 +148,7 @@ class PullConnection {
     socket.on("close", () => this.fail(new Error("connection to the log closed")));
     this.heartbeatMs = opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.watchdog = setInterval(() => {
-      if (this.outstanding > 0 && Date.now() - this.lastData > 3 * this.heartbeatMs) {
+      if (this.ledger?.requests && Date.now() - this.lastData > 3 * this.heartbeatMs) {
         this.fail(new Error(`no message or heartbeat from the log for ${(3 * this.heartbeatMs) / 1000} s`));
         this.socket.destroy();
       }
@@ -250,19 +253,24 @@ class PullConnection {
     else config.deliver_policy = "all";
     const created = await this.api(`$JS.API.CONSUMER.CREATE.${this.opts.stream}`, { stream_name: this.opts.stream, config });
     if (typeof created.name !== "string") throw new Error("consumer create: no consumer name in the reply");
+    const maxPayload = typeof this.info?.max_payload === "number" ? this.info.max_payload : 1 << 20;
+    this.ledger = new PullLedger(this.opts.pullBytes ?? boundedPullOptions(maxPayload).max_bytes, maxPayload + DELIVERY_OVERHEAD_BYTES, this.pullBatch);
     this.consumer = created.name;
     this.pull();
   }
 
-  /** Asks for more once what is outstanding runs low, unless the caller is far behind. */
+  /** Asks for more once what is outstanding runs low (the ledger's rule), unless the caller is far behind. */
   pull(): void {
-    if (!this.consumer || this.failure) return;
-    if (this.ready.length >= READY_LIMIT || this.outstanding > this.pullBatch / 2) return;
-    const id = ++this.nextId;
+    const ledger = this.ledger;
+    if (!this.consumer || !ledger || this.failure || this.ready.length >= READY_LIMIT) return;
+    const idle = ledger.requests === 0;
+    const id = this.nextId + 1;
+    const ask = ledger.ask(id);
+    if (!ask) return;
+    this.nextId = id;
     // The heartbeats the watchdog waits for start with this request, not with the last data.
-    if (this.outstanding === 0) this.lastData = Date.now();
-    this.outstanding += this.pullBatch;
-    this.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.opts.stream}.${this.consumer}`, `${this.inbox}.${id}`, JSON.stringify({ batch: this.pullBatch, expires: (this.opts.pullExpiresMs ?? DEFAULT_PULL_EXPIRES_MS) * 1e6, idle_heartbeat: this.heartbeatMs * 1e6 }));
+    if (idle) this.lastData = Date.now();
+    this.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.opts.stream}.${this.consumer}`, `${this.inbox}.${id}`, JSON.stringify({ ...ask, expires: (this.opts.pullExpiresMs ?? DEFAULT_PULL_EXPIRES_MS) * 1e6, idle_heartbeat: this.heartbeatMs * 1e6 }));
   }
 
   /** Removes the consumer (best effort: the server removes it anyway once inactive) and closes. */
@@ -376,15 +384,15 @@ class PullConnection {
       return;
     }
     if (status === 100 || !/^\d+$/.test(suffix)) return; // an idle heartbeat, a late reply
-    if (status === 408) {
-      // A pull request expired with messages still owed: what it says it left is not coming.
-      // Without the header, start the count over (a few messages too many may then come).
-      const left = parseHeaderBlock(b.toString("latin1", payload, payload + hdrLen))["Nats-Pending-Messages"];
-      this.outstanding = left === undefined ? 0 : Math.max(0, this.outstanding - Number(left));
+    const line = b.toString("latin1", payload, payload + hdrLen).split("\r\n")[0]!;
+    // A pull request expired (what it left is not coming), or its room was too small for the
+    // next message: it ended, and the next is asked for.
+    const tooLarge = status === 409 && /Message Size Exceeds MaxBytes/i.test(line);
+    if (status === 408 || tooLarge) {
+      this.ledger?.ended(Number(suffix), tooLarge);
       return;
     }
     // 409 (the consumer was deleted, a limit was exceeded) and anything else end the read.
-    const line = b.toString("latin1", payload, payload + hdrLen).split("\r\n")[0];
     throw new Error(`pull from ${this.opts.stream}: ${status ? line : "unexpected message"}`);
   }
 
@@ -410,9 +418,9 @@ class PullConnection {
     if (seq < this.opts.fromSeq || seq <= this.lastSeq) throw new Error(`log read: stream sequence ${seq} out of order (after ${this.lastSeq || `a start at ${this.opts.fromSeq}`})`);
     this.expectDelivery = delivery + 1;
     this.lastSeq = seq;
-    if (this.outstanding > 0) this.outstanding--;
+    this.ledger?.delivered(messageSize(subE - subS, repE - repS, total));
     this.packer.addRaw(seq, time, pending, b, subS, subE, payload, payload + hdrLen, payload + total);
-    if (this.packer.count >= this.opts.maxBatch || pending === 0) this.flushBatch();
+    if (this.packer.count >= this.opts.maxBatch || this.packer.bytes >= MAX_BATCH_BYTES || pending === 0) this.flushBatch();
   }
 
   private flushBatch(): void {

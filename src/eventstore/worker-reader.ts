@@ -39,6 +39,13 @@ const LF = 10;
 const CR = 13;
 const COLON = 58;
 
+/**
+ * A packed batch ends at this many bytes too (or past it by one message): the worker hands
+ * over a bounded number of batches ahead of the fold (its credits), so what they hold is
+ * bounded as well, not 256 messages of up to the server's max_payload each.
+ */
+export const MAX_BATCH_BYTES = 4 << 20;
+
 /** Builds one packed batch at a time in a buffer it reuses. */
 export class BatchPacker {
   private buf = Buffer.allocUnsafe(1 << 16);
@@ -47,6 +54,11 @@ export class BatchPacker {
 
   get count(): number {
     return this.n;
+  }
+
+  /** Bytes of the batch so far. */
+  get bytes(): number {
+    return this.off;
   }
 
   private reserve(bytes: number): void {
@@ -129,6 +141,8 @@ export class BatchPacker {
   finish(): ArrayBuffer {
     const ab = new ArrayBuffer(this.off);
     new Uint8Array(ab).set(this.buf.subarray(0, this.off));
+    // Grown for a batch of large messages: not kept for good.
+    if (this.buf.length > 2 * MAX_BATCH_BYTES) this.buf = Buffer.allocUnsafe(1 << 16);
     this.off = 0;
     this.n = 0;
     return ab;

@@ -245,6 +245,50 @@ test("the pull reader: expired pulls are asked again, a stream whose first messa
   }
 });
 
+test("the pull reader over large messages: a caller that does not take them has at most its byte budget and its ready batches sent ahead, each batch bounded in bytes; every message then arrives in order", { timeout: 60_000 }, async () => {
+  const nats = await startTestNats();
+  const log = await EventLog.open({ url: nats.url });
+  try {
+    const N = 120;
+    const SIZE = 500_000;
+    for (let i = 1; i <= N; i++) {
+      const data = Buffer.alloc(SIZE, i & 0xff);
+      data.writeUInt32BE(i, 0);
+      await log.append("containerd.io.big.t", data, { msgId: `b${i}` });
+    }
+    // A small message in the middle, and one that fills most of the budget's room.
+    await log.append("containerd.io.big.t", Buffer.from("small"), { msgId: "small" });
+    await log.append("containerd.io.big.t", Buffer.alloc(1_000_000, 1), { msgId: "near-max" });
+    const ac = new AbortController();
+    const it = readPacked({ url: nats.url, stream: log.stream, fromSeq: 1, maxBatch: 256, name: "big-test", signal: ac.signal });
+    const first = unpackBatch((await it.next()).value as ArrayBuffer);
+    // A batch ends past 4 MiB: nine messages of 500 KB at most, not 256.
+    assert.ok(first.length >= 1 && first.length <= 9, `${first.length} messages in the first batch`);
+    // The caller pauses: the server sends ahead what the reader asked for (4 MiB at once) and
+    // the reader keeps four batches ready; with 4,096 messages asked at a time it was all of them.
+    await new Promise((r) => setTimeout(r, 1000));
+    let delivered = 0;
+    for await (const c of log.jsm.consumers.list(log.stream)) delivered = Math.max(delivered, c.delivered.stream_seq);
+    const ahead = Math.ceil((5 * (4 << 20)) / SIZE) + first.length + 10;
+    assert.ok(delivered > first.length && delivered <= ahead, `${delivered} of ${N + 2} messages sent while the caller paused (at most ${ahead})`);
+    const seqs = first.map((m) => m.seq);
+    while (seqs.length < N + 2) {
+      const batch = unpackBatch((await it.next()).value as ArrayBuffer);
+      const bytes = batch.reduce((n, m) => n + m.data.length, 0);
+      assert.ok(bytes <= (4 << 20) + 1_000_000, `a batch of ${bytes} bytes`);
+      for (const m of batch) {
+        if (m.seq <= N) assert.equal(Buffer.from(m.data).readUInt32BE(0), m.seq);
+        seqs.push(m.seq);
+      }
+    }
+    assert.deepEqual(seqs, Array.from({ length: N + 2 }, (_, i) => i + 1));
+    await it.return(undefined);
+  } finally {
+    await log.close();
+    await nats.cleanup();
+  }
+});
+
 async function retry<T>(f: () => Promise<T>): Promise<T> {
   for (let i = 0; ; i++) {
     try {

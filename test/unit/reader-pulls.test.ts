@@ -2,7 +2,7 @@
 // bounded in bytes, with room in every pull for the largest message the server takes.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { boundedPullOptions, READER_PULL_BYTES } from "../../src/eventstore/log.js";
+import { boundedPullOptions, READER_PULL_BYTES } from "../../src/eventstore/pull-bounds.js";
 
 const MiB = 1 << 20;
 

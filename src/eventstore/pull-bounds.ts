@@ -1,0 +1,134 @@
+// How far the server may send a log reader ahead of it, in bytes: shared by the readers
+// through nats.js (log.ts) and the catch-up thread's own (pull-reader.ts). Loads nothing, so
+// the worker thread starts without nats.js.
+
+/**
+ * Bytes the server may send a reader ahead of it (more where two of the largest message do not
+ * fit: boundedPullOptions). Counted in messages only, 4,096 events of ~1 MiB (a container's
+ * spec, an Events.Publish: up to the server's max_payload) were ~4 GiB asked for at once: the
+ * server buffers what the connection does not take as fast, and past its max_pending (64 MiB
+ * by default) cuts the whole connection as a slow consumer. For the projector's reader that
+ * connection is the one appends go through: a ckd catching up over 200 events of 900 KB had it
+ * cut 16 times (a server with a 16 MB max_pending). The catch-up thread's reader held all it
+ * had asked for (3,072 messages) in memory.
+ */
+export const READER_PULL_BYTES = 4 << 20;
+/** A delivered message's subject, headers and reply subject, beyond what its publisher sent. */
+export const DELIVERY_OVERHEAD_BYTES = 64 << 10;
+/**
+ * The pull options of a reader bounded in bytes on a server whose max_payload is `maxPayload`:
+ * at most `budget` bytes asked for ahead (more only where one message could not fit in half of
+ * it), and asked for again once what is owed falls to room for one more of the largest
+ * message, so that every pull has room for at least one whole message (a pull whose room is
+ * smaller than the next message ends with nothing delivered, and the reader would stall until
+ * its heartbeats are missed). nats.js takes max_bytes without max_messages (they are mutually
+ * exclusive in its consume options; it then pulls at most 100 messages at a time).
+ */
+export function boundedPullOptions(maxPayload: number, budget = READER_PULL_BYTES): { max_bytes: number; threshold_bytes: number } {
+  const largest = maxPayload + DELIVERY_OVERHEAD_BYTES;
+  const max_bytes = Math.max(budget, 2 * largest);
+  return { max_bytes, threshold_bytes: max_bytes - largest };
+}
+
+/** The least room a pull asks for (a message's subject, reply and headers alone are about 100 bytes). */
+const MIN_PULL_ROOM = 64 << 10;
+
+interface PullRequestState {
+  id: number;
+  /** Messages it may still deliver. */
+  msgs: number;
+  /** Bytes it may still deliver, as the server counts them (MessageSize). */
+  bytes: number;
+  delivered: number;
+}
+
+/**
+ * A delivered message's size as the server counts it against a pull's max_bytes: its subject,
+ * its reply (acknowledgement) subject, headers and data (nats-server 2.9: 1,000 bytes of data
+ * on subject `t.a` with a 46-byte reply were 1,049).
+ */
+export function messageSize(subject: number, reply: number, headersAndData: number): number {
+  return subject + reply + headersAndData;
+}
+
+/**
+ * The pull requests a reader has sent and what each may still deliver, in messages and bytes,
+ * and the decision of when to ask again and for how much: at most `budget` bytes owed at once
+ * (the messages the server may send ahead), each request with room for the largest message
+ * seen (a request whose room is smaller than the next message ends at once with a 409, nothing
+ * delivered: the next asks for more). Which request a message answers is not on the wire; the
+ * server serves a consumer's requests in the order they came, so a message goes to the oldest
+ * with room for it. A request ends when its messages or bytes are used up (exactly used bytes
+ * end it silently), or with a status (408: expired; 409: the next message does not fit).
+ */
+export class PullLedger {
+  private readonly reqs: PullRequestState[] = [];
+  /** Room a request needs: the largest message delivered, or one a request found too small for. */
+  private need: number;
+
+  constructor(
+    /** Bytes owed at most (boundedPullOptions' max_bytes: at least twice the largest message). */
+    readonly budget: number,
+    /** The largest message the server can deliver (max_payload and what delivery adds). */
+    readonly largest: number,
+    /** Messages per request. */
+    readonly batch: number,
+  ) {
+    this.need = Math.min(MIN_PULL_ROOM, largest);
+  }
+
+  /** Messages the requests not ended may still deliver. */
+  get messages(): number {
+    let n = 0;
+    for (const r of this.reqs) n += r.msgs;
+    return n;
+  }
+
+  /** Bytes they may still deliver. */
+  get bytes(): number {
+    let n = 0;
+    for (const r of this.reqs) n += r.bytes;
+    return n;
+  }
+
+  get requests(): number {
+    return this.reqs.length;
+  }
+
+  /**
+   * The next request to send (recorded as sent) or undefined: once the room left is enough
+   * for the largest message, and either half of the messages asked for came or half of the
+   * budget is free (requests that end on bytes owe messages that will never come).
+   */
+  ask(id: number): { batch: number; max_bytes: number } | undefined {
+    const room = this.budget - this.bytes;
+    if (room < this.need) return undefined;
+    if (this.messages > this.batch / 2 && room < this.budget / 2) return undefined;
+    this.reqs.push({ id, msgs: this.batch, bytes: room, delivered: 0 });
+    return { batch: this.batch, max_bytes: room };
+  }
+
+  /** A message of `size` (messageSize) was delivered. */
+  delivered(size: number): void {
+    if (size > this.need) this.need = Math.min(size, this.largest);
+    // The oldest request with room for it; older ones without it ended silently.
+    while (this.reqs.length > 1 && this.reqs[0]!.bytes < size) this.reqs.shift();
+    const r = this.reqs[0];
+    if (!r) return;
+    r.msgs--;
+    r.bytes -= size;
+    r.delivered++;
+    if (r.msgs <= 0 || r.bytes <= 0) this.reqs.shift();
+  }
+
+  /**
+   * Request `id` ended with a status. `tooLarge`: its room was too small for the next message
+   * (409 Message Size Exceeds MaxBytes); when it delivered nothing, the next request needs more.
+   */
+  ended(id: number, tooLarge: boolean): void {
+    const at = this.reqs.findIndex((r) => r.id === id);
+    if (at < 0) return;
+    const [r] = this.reqs.splice(at, 1);
+    if (tooLarge && r!.delivered === 0) this.need = Math.min(this.largest, Math.max(this.need, r!.bytes + 1));
+  }
+}
