@@ -7,10 +7,8 @@
  * fit: boundedPullOptions). Counted in messages only, 4,096 events of ~1 MiB (a container's
  * spec, an Events.Publish: up to the server's max_payload) were ~4 GiB asked for at once: the
  * server buffers what the connection does not take as fast, and past its max_pending (64 MiB
- * by default) cuts the whole connection as a slow consumer. For the projector's reader that
- * connection is the one appends go through: a ckd catching up over 200 events of 900 KB had it
- * cut 16 times (a server with a 16 MB max_pending). The catch-up thread's reader held all it
- * had asked for (3,072 messages) in memory.
+ * by default) cuts the whole connection as a slow consumer. The catch-up thread's reader held
+ * all it had asked for (3,072 messages) in memory.
  */
 export const READER_PULL_BYTES = 4 << 20;
 /** A delivered message's subject, headers and reply subject, beyond what its publisher sent. */
