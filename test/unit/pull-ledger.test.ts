@@ -71,7 +71,7 @@ test("a request whose bytes are used exactly ends silently; a message too large 
 test("a request too small for the next message (409 with nothing delivered): the next asks for more room, at most the largest message", () => {
   const l = new PullLedger(8 * MiB, 2 * MiB, 100);
   l.ask(1);
-  l.ended(1, true); // 4 MiB was too small? cannot be, but the rule still bounds it
+  l.ended(1, true); // nothing delivered: the next needs more room than 8 MiB, bounded by the largest message
   const r = l.ask(2);
   assert.ok(r && r.max_bytes === 8 * MiB);
   for (let i = 0; i < 3; i++) l.delivered(2 * MiB); // 6 MiB used, 2 MiB left in request 2
