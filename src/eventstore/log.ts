@@ -196,9 +196,10 @@ export interface EventLogOptions {
 /**
  * Why a reader replaces its consumer: silent while awaited, a reconnect, gone (deleted, or its
  * server restarted: an ordered consumer lives in memory), or the caller so far behind that
- * what nats.js buffered for it is dropped and read again when it comes back.
+ * what nats.js buffered for it is dropped and read again when it comes back; or, not reported,
+ * a reader that caught up (ReadOptions.boundedCatchUp) going on with counted pulls.
  */
-export type ReplaceReason = "heartbeats missed" | "reconnected" | "consumer lost" | "caller behind";
+export type ReplaceReason = "heartbeats missed" | "reconnected" | "consumer lost" | "caller behind" | "caught up";
 
 export type ReaderEvent =
   | { kind: "replacing"; fromSeq: number; why: ReplaceReason }
@@ -280,6 +281,13 @@ export interface ReadOptions {
    * even to the server cutting the readers' connection as a slow consumer, no write fails.
    */
   clientPaced?: boolean;
+  /**
+   * Pull bounded in bytes until the first message at the stream's end (pending 0), then go on
+   * with counted pulls from the next message (one consumer made again, not reported). For a
+   * reader that starts behind over events of any size (the projector catching up in its own
+   * thread) and then follows the live tail, where small counted pulls cost the server less.
+   */
+  boundedCatchUp?: boolean;
 }
 
 export type ConnectionState = "connected" | "disconnected" | "closed";
@@ -324,12 +332,13 @@ class ReadConnection {
   }
 
   /**
-   * What a reader's consumer pulls ahead of it. The projector's: 4,096 messages, counted (nats.js
-   * takes a byte limit only in place of a count, capping a pull at 100 messages, which cost the
-   * server about twice the CPU per small message); a client-paced reader's: bounded in bytes.
+   * What a reader's consumer pulls ahead of it: bounded in bytes (a client-paced reader's, and
+   * the projector's while it catches up), or 4,096 messages, counted (the projector's on the
+   * live tail: nats.js takes a byte limit only in place of a count, capping a pull at 100
+   * messages, which cost the server about twice the CPU per small message).
    */
-  pullOptions(): { max_messages: number } | { max_bytes: number; threshold_bytes: number } {
-    return this.clientPaced ? boundedPullOptions(this.nc.info?.max_payload ?? 1 << 20) : { max_messages: READER_PULL_MESSAGES };
+  pullOptions(bounded = this.clientPaced): { max_messages: number } | { max_bytes: number; threshold_bytes: number } {
+    return bounded ? boundedPullOptions(this.nc.info?.max_payload ?? 1 << 20) : { max_messages: READER_PULL_MESSAGES };
   }
 
   /** Consumer options of this connection's readers beyond where they start. */
@@ -717,7 +726,9 @@ export class EventLog {
     // when it stops answering. nats.js's ordered consumer recreates itself only when the
     // server says it is gone: on a cluster, a consumer whose node died (or one left behind
     // by a reconnect to another node) is merely silent, and it would wait for good.
-    const opened = await this.consumeRetrying(via, first, signal);
+    // Pulls bounded in bytes: a client-paced reader's always, a catching-up one's until it caught up.
+    let bounded = opts.clientPaced === true || opts.boundedCatchUp === true;
+    const opened = await this.consumeRetrying(via, first, signal, bounded);
     if (!opened) return (async function* () {})();
     let messages: ConsumerMessages = opened;
     let last = 0;
@@ -785,15 +796,16 @@ export class EventLog {
             if (opts.filterSubject) from.filter_subjects = opts.filterSubject;
             const fromSeq = last + 1;
             const t0 = Date.now();
-            log.onReaderEvent?.({ kind: "replacing", fromSeq, why });
-            const next = await log.consumeRetrying(via, from, signal);
+            const told = why !== "caught up";
+            if (told) log.onReaderEvent?.({ kind: "replacing", fromSeq, why });
+            const next = await log.consumeRetrying(via, from, signal, bounded);
             if (!next) return;
             // Aborted while it was being made: the abort stopped the one before, not this one.
             if (signal?.aborted) {
               next.stop();
               return;
             }
-            log.onReaderEvent?.({ kind: "replaced", fromSeq, ms: Date.now() - t0 });
+            if (told) log.onReaderEvent?.({ kind: "replaced", fromSeq, ms: Date.now() - t0 });
             messages = next;
             watch(messages);
           }
@@ -829,6 +841,12 @@ export class EventLog {
             const m = r.value;
             if (m.seq <= last) continue; // a replacement's overlap
             last = m.seq;
+            if (bounded && !opts.clientPaced && m.info.pending === 0) {
+              // Caught up: the next consumer pulls counted (after this message is handed on).
+              bounded = false;
+              why = "caught up";
+              replace = true;
+            }
             if (skipThrough && m.seq <= skipThrough()) continue;
             yield toStored(m);
           }
@@ -849,7 +867,7 @@ export class EventLog {
    * place the consumer on that node (nats-server 2.9 does not know it is gone yet), and the
    * request goes unanswered; a short timeout lets the retry be placed elsewhere.
    */
-  private async consume(via: ReadConnection, co: Record<string, unknown>): Promise<ConsumerMessages> {
+  private async consume(via: ReadConnection, co: Record<string, unknown>, bounded?: boolean): Promise<ConsumerMessages> {
     // A copy: nats.js writes the consumer's name into the options it is given, and a retry
     // under the same name would meet the server's assignment of the lost one.
     const consumer = await via.js.consumers.get(this.stream, { ...co, ...via.consumerOptions() });
@@ -857,7 +875,7 @@ export class EventLog {
     // replaces it) instead of nats.js recreating it in place, which it does even for a
     // consumer already stopped: its subscription came back and stayed, sent again at every
     // reconnect, with a consumer on the server nobody pulled.
-    return consumer.consume({ ...via.pullOptions(), idle_heartbeat: READER_HEARTBEAT_MS, abort_on_missing_resource: true });
+    return consumer.consume({ ...via.pullOptions(bounded), idle_heartbeat: READER_HEARTBEAT_MS, abort_on_missing_resource: true });
   }
 
   /**
@@ -865,9 +883,9 @@ export class EventLog {
    * consumer placed on a lost node) or the connection is down; undefined once `signal`
    * aborts or the log closes. Any other refusal (no such stream, a bad filter) is thrown.
    */
-  private consumeRetrying(via: ReadConnection, co: Record<string, unknown>, signal?: AbortSignal): Promise<ConsumerMessages | undefined> {
+  private consumeRetrying(via: ReadConnection, co: Record<string, unknown>, signal?: AbortSignal, bounded?: boolean): Promise<ConsumerMessages | undefined> {
     return askAgain(
-      () => this.consume(via, co),
+      () => this.consume(via, co, bounded),
       // No responders too: a node of a cluster in trouble may not serve JetStream for a while.
       (err) => isTransientApiError(err) || isNoResponders(err) || via.state !== "connected",
       (err, attempt) => this.onReaderEvent?.({ kind: "retrying", err, attempt }),

@@ -3,6 +3,7 @@
 // writer of the views. Callers wait on it for read-your-writes.
 import type { EventLog, LogEnd, StoredMessage } from "../eventstore/log.js";
 import type { Protos } from "../protos/protos.js";
+import { MAX_BATCH_BYTES } from "../eventstore/worker-reader.js";
 import { toLoggedEvent } from "../emitter/envelope.js";
 import { ProjectionDb, type KeyChange } from "./db.js";
 import { evolve, keysFor, type LoggedEvent } from "./views.js";
@@ -205,16 +206,21 @@ export class Projector {
 
   /**
    * The default source: the log read in this thread, in batches that end where the stream
-   * ended when delivered (pending 0) or at maxBatch messages.
+   * ended when delivered (pending 0), at maxBatch messages or at 4 MiB. Its pulls are bounded in
+   * bytes until it first reaches the end of the stream (what it catches up over may be events
+   * of any size, up to the server's max_payload each), counted on the live tail.
    */
   private readonly inThread: BatchSource = async function* (this: Projector, from: number, signal: AbortSignal) {
     let batch: StoredMessage[] = [];
+    let bytes = 0;
     const skipThrough = () => this.db.appliedSeq;
-    for await (const m of this.log.read({ fromSeq: from, signal, skipThrough })) {
+    for await (const m of this.log.read({ fromSeq: from, signal, skipThrough, boundedCatchUp: true })) {
       batch.push(m);
-      if (m.pending === 0 || batch.length >= this.maxBatch) {
+      bytes += m.data.length;
+      if (m.pending === 0 || batch.length >= this.maxBatch || bytes >= MAX_BATCH_BYTES) {
         yield batch;
         batch = [];
+        bytes = 0;
       }
     }
     if (batch.length) yield batch;

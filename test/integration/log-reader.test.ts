@@ -239,3 +239,50 @@ test("readers that end while their connection is down have their consumers remov
     await nats.cleanup();
   }
 });
+
+test("a reader that catches up bounded in bytes pulls with max_bytes until the stream's end, then counted from the next message: every message once, in order, and the switch not reported as a replacement", { timeout: 60_000 }, async () => {
+  const nats = await startTestNats();
+  const events: ReaderEvent[] = [];
+  const log = await EventLog.open({ url: nats.url, stream: "RD_CATCHUP", onReaderEvent: (e) => events.push(e) });
+  // The pull requests as the server gets them, seen by a plain subscriber of the JetStream API.
+  const { connect } = await import("@nats-io/transport-node");
+  const spy = await connect({ servers: nats.url });
+  const pulls: { batch: number; max_bytes?: number }[] = [];
+  const sub = spy.subscribe("$JS.API.CONSUMER.MSG.NEXT.RD_CATCHUP.>", { callback: (_e, m) => void pulls.push(m.json()) });
+  await spy.flush();
+  const ac = new AbortController();
+  try {
+    const big = Buffer.alloc(300_000, 9);
+    for (let i = 0; i < 30; i++) await log.append("containerd.io.rd.big", big, { msgId: `b-${i}` });
+    const it = await log.reader({ fromSeq: 1, signal: ac.signal, boundedCatchUp: true });
+    for (let seq = 1; seq <= 30; seq++) {
+      const m = (await it.next()).value!;
+      assert.equal(m.seq, seq);
+      assert.equal(m.data.length, 300_000);
+    }
+    await spy.flush();
+    const caughtUp = pulls.length;
+    assert.ok(caughtUp >= 1, "no pull seen");
+    for (const p of pulls) assert.ok((p.max_bytes ?? 0) > 0 && (p.max_bytes ?? 0) <= 8 << 20, `a catching-up pull: ${JSON.stringify(p)}`);
+    // The tail: counted pulls of 4,096 on a consumer from sequence 31.
+    await appendMany(log, 20);
+    for (let seq = 31; seq <= 50; seq++) assert.equal((await it.next()).value?.seq, seq);
+    await spy.flush();
+    const tail = pulls.slice(caughtUp);
+    assert.ok(tail.length >= 1, "no pull after catching up");
+    assert.ok(tail.some((p) => p.batch === 4096 && !p.max_bytes), `the tail's pulls: ${JSON.stringify(tail)}`);
+    assert.ok(tail.every((p) => !p.max_bytes), `a bounded pull on the tail: ${JSON.stringify(tail)}`);
+    assert.deepEqual(events, [], "the switch was reported as a replacement");
+    // One consumer left: the catching-up one was removed.
+    const jsm = await jetstreamManager(log.nc);
+    for (const until = Date.now() + 5000; (await jsm.streams.info("RD_CATCHUP")).state.consumer_count !== 1; await settle(100)) {
+      assert.ok(Date.now() < until, "consumers left behind");
+    }
+  } finally {
+    ac.abort();
+    sub.unsubscribe();
+    await spy.close();
+    await log.close();
+    await nats.cleanup();
+  }
+});

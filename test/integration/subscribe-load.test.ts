@@ -100,3 +100,51 @@ test("subscribers replaying large events from sequence 1 and reading slowly, whi
     await nats.cleanup();
   }
 });
+
+test("a ckd catching up over large events in its own thread (a server with a 16 MB max_pending): the connection it appends through is never cut as a slow consumer, and it then follows the live tail", { timeout: 240_000 }, async () => {
+  // The projector's reader once pulled 4,096 messages at a time from the start: 80 containers
+  // of 900 KB were ~72 MB asked for at once, on the connection appends go through.
+  const nats = await startTestNats({ config: "max_pending: 16MB" });
+  const serverLog = () => readFileSync(join(nats.dir, "nats-server.log"), "utf8");
+  const N = 80;
+  const spec = (i: number) => {
+    const value = Buffer.alloc(900_000, 65);
+    value.writeUInt32BE(i, 0);
+    return { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value };
+  };
+  const first = await TestDaemon.start({ natsUrl: nats.url });
+  let second: TestDaemon | undefined;
+  try {
+    const c1 = first.client("big");
+    for (let i = 0; i < N; i += 4) {
+      await Promise.all(Array.from({ length: 4 }, (_, k) => c1.call("containers", "Create", { container: { id: `c${i + k}`, runtime: { name: "io.containerd.runc.v2" }, spec: spec(i + k) } })));
+    }
+    // A second ckd with a root of its own folds them all before it serves (fewer than its
+    // catch-up thread's threshold: in its main thread, on its appending connection).
+    second = await TestDaemon.start({ natsUrl: nats.url });
+    const c2 = second.client("big");
+    const got = await c2.call("containers", "Get", { id: `c${N - 1}` });
+    assert.equal(Buffer.from(got.container.spec.value).readUInt32BE(0), N - 1);
+    await c2.call("containers", "Create", { container: { id: "after", runtime: { name: "io.containerd.runc.v2" }, spec: spec(N) } });
+    // Caught up, it follows what the other ckd appends (its reader then pulls counted).
+    await c1.call("containers", "Create", { container: { id: "tail", runtime: { name: "io.containerd.runc.v2" }, spec: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from("{}") } } });
+    for (const until = Date.now() + 10_000; ; await settle(100)) {
+      const seen = await c2.call("containers", "Get", { id: "tail" }).then(
+        () => true,
+        () => false,
+      );
+      if (seen) break;
+      assert.ok(Date.now() < until, "the second ckd did not follow the first's append");
+    }
+    c1.close();
+    c2.close();
+    const slow = serverLog()
+      .split("\n")
+      .filter((l) => l.includes("Slow Consumer"));
+    assert.deepEqual(slow, [], "the server cut a connection as a slow consumer");
+  } finally {
+    await second?.cleanup();
+    await first.cleanup();
+    await nats.cleanup();
+  }
+});
