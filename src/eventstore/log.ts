@@ -283,7 +283,8 @@ export interface ReadOptions {
   clientPaced?: boolean;
   /**
    * Pull bounded in bytes until the first message at the stream's end (pending 0), then go on
-   * with counted pulls from the next message (one consumer made again, not reported). For a
+   * with counted pulls from the next message (one consumer made again, not reported); bounded
+   * again after any other replacement of the consumer (a reconnect, say) until caught up. For a
    * reader that starts behind over events of any size (the projector catching up in its own
    * thread) and then follows the live tail, where small counted pulls cost the server less.
    */
@@ -797,6 +798,8 @@ export class EventLog {
             const fromSeq = last + 1;
             const t0 = Date.now();
             const told = why !== "caught up";
+            // Replaced for any other reason, a catching-up reader may be behind again.
+            if (told && opts.boundedCatchUp) bounded = true;
             if (told) log.onReaderEvent?.({ kind: "replacing", fromSeq, why });
             const next = await log.consumeRetrying(via, from, signal, bounded);
             if (!next) return;

@@ -278,6 +278,16 @@ test("a reader that catches up bounded in bytes pulls with max_bytes until the s
     for (const until = Date.now() + 5000; (await jsm.streams.info("RD_CATCHUP")).state.consumer_count !== 1; await settle(100)) {
       assert.ok(Date.now() < until, "consumers left behind");
     }
+    // Its consumer lost (the server's restart, say): the replacement pulls bounded again, until caught up.
+    const [tailConsumer] = await jsm.consumers.list("RD_CATCHUP").next();
+    const lostAt = pulls.length;
+    await jsm.consumers.delete("RD_CATCHUP", tailConsumer!.name);
+    for (let i = 30; i < 40; i++) await log.append("containerd.io.rd.big", big, { msgId: `b-${i}` });
+    for (let seq = 51; seq <= 60; seq++) assert.equal((await it.next()).value?.seq, seq);
+    await spy.flush();
+    const replaced = pulls.slice(lostAt);
+    assert.ok(replaced.some((p) => (p.max_bytes ?? 0) > 0), `the replacement's pulls: ${JSON.stringify(replaced)}`);
+    assert.ok((events as ReaderEvent[]).some((e) => e.kind === "replaced"), "the replacement was not reported");
   } finally {
     ac.abort();
     sub.unsubscribe();
