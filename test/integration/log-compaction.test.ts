@@ -232,6 +232,11 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     assert.equal(passed.code, 0, passed.stdout + passed.stderr);
     assert.match(passed.stdout, new RegExp(`from the base at sequence ${real.seq} `));
     assert.match(passed.stderr, new RegExp(`passed over: ${damagedMsg}`));
+    // The dry run reads the stored base back as the real run does: not "a base is stored".
+    const dry3 = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--dry-run"]);
+    assert.equal(dry3.code, 0, dry3.stdout + dry3.stderr);
+    assert.match(dry3.stdout, new RegExp(`^dry run: would store a base at sequence ${L3} in place of the damaged one stored there; `));
+    assert.match(dry3.stderr, new RegExp(`warning: ${damagedMsg}`));
     const r3 = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--sync-wait", "0"]);
     assert.equal(r3.code, 0, r3.stdout + r3.stderr);
     assert.match(r3.stdout, new RegExp(`^base at sequence ${L3} `));
@@ -634,6 +639,14 @@ test("compact --keep-bases 2: the cut follows the previous base, so states since
     const wantAtMid = await imagesAt(mid);
     await writeSome(d, 10, 5);
     const B2 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    // A damaged copy of the base the cut would follow, stored after it: the dry run reads that
+    // base back as the real run does before its cut, and fails with the same error.
+    const goodB1 = (await jsm.streams.getMessage("CK_EVENTS_BASES", { last_by_subj: "ck.bases.CK_EVENTS.markers" }))!;
+    const badB1 = await jetstream(nc).publish("ck.bases.CK_EVENTS.markers", JSON.stringify({ ...JSON.parse(new TextDecoder().decode(goodB1.data)), sha256: "f".repeat(64) }));
+    const dryBad = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--keep-bases", "2", "--dry-run"]);
+    assert.notEqual(dryBad.code, 0, dryBad.stdout);
+    assert.match(dryBad.stderr, new RegExp(`base at sequence ${B1} \\(\\S+\\) is damaged: .* its marker says \\d+, \\d+, f{64}`));
+    await jsm.streams.deleteMessage("CK_EVENTS_BASES", badB1.seq);
     // A dry run says what the compaction will do, and changes nothing.
     const basesBeforeDry = (await jsm.streams.info("CK_EVENTS_BASES")).state.messages;
     const dry = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--keep-bases", "2", "--dry-run"]);

@@ -270,9 +270,9 @@ async function main(): Promise<void> {
               : p.cut <= p.first
                 ? `nothing would be cut (the cut, before sequence ${p.cut}, is not past the log's first message)`
                 : `would remove ${p.removes} message${p.removes === 1 ? "" : "s"} (sequences ${p.first} to ${p.cut - 1}), cutting after the base at sequence ${p.anchor}; ${p.firstAfter <= p.last ? `the log would hold sequences ${p.firstAfter} to ${p.last}` : `the log would hold no message (next is ${p.last + 1})`}`;
-          process.stdout.write(
-            `dry run: ${p.baseStored ? `a base at sequence ${p.last} is stored` : `would store a base at sequence ${p.last}`}; ${cut}; ${p.prunes} older base${p.prunes === 1 ? "" : "s"} would be removed; nothing was changed\n`,
-          );
+          for (const d of p.damaged) process.stderr.write(`warning: ${d}\n`);
+          const stored = p.baseStored ? `a base at sequence ${p.last} is stored` : p.damaged.length ? `would store a base at sequence ${p.last} in place of the damaged one stored there` : `would store a base at sequence ${p.last}`;
+          process.stdout.write(`dry run: ${stored}; ${cut}; ${p.prunes} older base${p.prunes === 1 ? "" : "s"} would be removed; nothing was changed\n`);
           return;
         }
         const onProgress = (m: string) => process.stdout.write(`${m}\n`);

@@ -510,8 +510,10 @@ export function anchorSeq(baseSeqs: readonly number[], newest: number, k: number
 export interface CompactionPlan {
   /** The log's last sequence: where the base would be. */
   last: number;
-  /** Whether a base of this log and format is stored there already. */
+  /** Whether a base of this log and format is stored there already (and reads back whole). */
   baseStored: boolean;
+  /** Why the bases stored there that do not read back whole are damaged (a new one would be stored). */
+  damaged: string[];
   /** The base the cut would follow (undefined: fewer than keepBases, nothing cut). */
   anchor?: number;
   /** The log's first sequence now. */
@@ -533,7 +535,8 @@ export interface CompactionPlan {
  * What the real run would refuse on before it stores anything, this refuses on too, with the
  * same error: messages deleted from inside the log that the base's fold would meet (DataLoss,
  * naming the first; listed instead with `opts.allowGaps`), or history cut with no base to
- * start from. Found from the stream's state and the bases' markers, without folding.
+ * start from; an older base the cut would follow that does not read back whole. Found from the
+ * stream's state and the bases (those it relies on read back), without folding.
  */
 export async function planCompaction(log: EventLog, keep: number, keepBases: number, opts: RebuildOptions = {}): Promise<CompactionPlan | undefined> {
   const info = await log.info();
@@ -541,9 +544,22 @@ export async function planCompaction(log: EventLog, keep: number, keepBases: num
   if (last === 0) return undefined;
   const first = Math.max(1, info.state.first_seq);
   const identity = { stream: log.stream, created: String(info.created), format: PROJECTION_FORMAT };
-  const bases = await new BaseStore(log).list();
+  const store = new BaseStore(log);
+  const bases = await store.list();
   const mine = bases.filter((b) => sameLogAndFormat(b, identity));
-  const baseStored = mine.some((b) => b.seq === last);
+  // A base stored at the last sequence counts once it reads back whole, as in the real run
+  // (baseAtLast), which otherwise folds and stores a new one.
+  const damaged: string[] = [];
+  let baseStored = false;
+  for (const b of mine.filter((m) => m.seq === last).reverse()) {
+    try {
+      await store.verify(b);
+      baseStored = true;
+      break;
+    } catch (err) {
+      damaged.push((err as Error).message);
+    }
+  }
   // Sequences missing between the first and the last (asked for only when the count shows some).
   const whole = info.state.messages === 0 || info.state.messages === last - info.state.first_seq + 1;
   const detailed = whole ? undefined : (await log.jsm.streams.info(log.stream, { deleted_details: true })).state;
@@ -566,11 +582,18 @@ export async function planCompaction(log: EventLog, keep: number, keepBases: num
     last,
     keepBases,
   );
+  // An older base the cut would follow is read back whole first, as the real run does (cutAnchor): its error, if not.
+  if (anchor !== undefined && anchor !== last) {
+    const bySeq = new Map<number, BaseMarker>();
+    for (const b of mine) if (b.seq <= last) bySeq.set(b.seq, b);
+    await store.verify(bySeq.get(anchor)!);
+  }
   const cut = anchor === undefined ? 0 : anchor + 1 - keep;
   const firstAfter = Math.max(first, cut);
   return {
     last,
     baseStored,
+    damaged,
     anchor,
     first,
     cut,
