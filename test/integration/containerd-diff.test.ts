@@ -972,6 +972,58 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
     }
   });
 
+  test("ctr images convert (--oci, --uncompress, --platform) and content push-object print and leave the same in both", async () => {
+    const registry = await startRegistry();
+    try {
+      // Docker's media types, for --oci to convert.
+      const img = await buildImage({ repo: "diff/conv", tag: "v1", host: registry.host, docker: true, layers: [{ "etc/a": "one\n" }, { "etc/b": "two\n" }] });
+      // Each daemon pushes to a repository of its own: the second push of a blob to the same
+      // one is refused by ctr itself ("already exists" on the remote).
+      const steps = (who: string): string[][] => [
+        ["images", "pull", "--plain-http", img.reference],
+        ["images", "convert", "--oci", img.reference, "conv/oci:1"],
+        ["images", "convert", "--uncompress", img.reference, "conv/unc:1"],
+        ["images", "convert", "--uncompress", "--oci", img.reference, "conv/both:1"],
+        ["images", "convert", "--platform", "linux/amd64", img.reference, "conv/amd64:1"],
+        ["images", "convert", "--platform", "linux/arm64", img.reference, "conv/arm64:1"],
+        ["images", "convert", "--all-platforms", "--oci", img.reference, "conv/all:1"],
+        ["images", "convert", "--oci", "conv/oci:1", "conv/oci:1"],
+        ["images", "convert", "--uncompress", img.reference, "conv/oci:1"],
+        ["images", "convert", "--oci", "nope:1", "conv/x:1"],
+        ["images", "convert", "--oci", img.reference],
+        ["images", "ls"],
+        ["images", "check"],
+        ["content", "ls"],
+        ["content", "push-object", "--plain-http", `${registry.host}/diff/pushed-${who}:1`, img.configDigest, "application/vnd.docker.container.image.v1+json"],
+        ["content", "push-object", "--plain-http", `${registry.host}/diff/pushed-${who}:1`, `sha256:${"0".repeat(64)}`, "application/octet-stream"],
+        ["content", "fetch-object", "--plain-http", `${registry.host}/diff/conv:v1`],
+      ];
+      const run = async (address: string, who: string) => {
+        const out: string[] = [];
+        for (const args of steps(who)) {
+          const r = await runCommand(CTR, ["--address", address, "--namespace", "cv", ...args], {}, undefined, 60_000);
+          if (args[1] === "pull") out.push(`${r.code}`);
+          // ctr prints a blob's labels in Go's map order (random) and its age: both set aside.
+          else if (args.join(" ") === "content ls") out.push(`${r.code}\n${r.stdout.split("\n").filter(Boolean).slice(1).map((line) => line.split(/\t+/).filter((_, i) => i !== 2).map((f, i) => (i === 2 ? f.split(",").sort().join(",") : f)).join(" ")).join("\n")}`);
+          else out.push(`${r.code}\n${r.stdout}${r.stderr.replaceAll(`pushed-${who}`, "pushed-X")}`);
+        }
+        return out;
+      };
+      const theirs = await run(ctd.socket, "ctd");
+      const ours = await run(daemon.address, "ck");
+      assert.ok(theirs[1]!.startsWith("0\nsha256:"), theirs[1]);
+      for (const [i, args] of steps("X").entries()) assert.equal(ours[i], theirs[i], `ctr ${args.join(" ")}`);
+      // The object each pushed is the daemon's blob, byte for byte.
+      for (const who of ["ctd", "ck"]) {
+        const r = await fetch(`${registry.url}/v2/diff/pushed-${who}/blobs/${img.configDigest}`);
+        assert.equal(r.status, 200, who);
+        assert.deepEqual(await r.json(), img.config);
+      }
+    } finally {
+      await registry.stop();
+    }
+  });
+
   test("ctr lists the same state the same way from both", async () => {
     const ctr = async (address: string, args: string[]) => {
       const r = await runCommand(CTR, ["--address", address, "--namespace", "n1", ...args], {}, undefined, 30_000);
