@@ -972,6 +972,98 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
     }
   });
 
+  test("ctr snapshots --snapshotter native: prepare, view, mounts, usage, diff, commit, rm print the same from both", async () => {
+    const registry = await startRegistry();
+    const mnt = mkdtempSync(join(tmpdir(), "ck-diff-mnt-"));
+    try {
+      const img = await buildImage({ repo: "diff/native", tag: "v1", host: registry.host, layers: [{ "etc/a": "one\n", "bin/x": "x\n" }, { "etc/a": { delete: true }, "etc/b": "two\n" }] });
+      const diffIds: string[] = img.config.rootfs.diff_ids;
+      const bottom = diffIds[0]!;
+      const top = `sha256:${createHash("sha256").update(`${bottom} ${diffIds[1]}`).digest("hex")}`;
+      const S = ["snapshots", "--snapshotter", "native"];
+      const steps: Array<string[] | "write"> = [
+        ["images", "pull", "--snapshotter", "native", "--plain-http", img.reference],
+        // A collection point (a lease removed with --sync waits for a collection): the one the
+        // pull's lease scheduled is over before ctr makes views, which have no gc.root.
+        ["leases", "create", "--id", "gc-point"],
+        ["leases", "rm", "--sync", "gc-point"],
+        [...S, "ls"],
+        [...S, "prepare", "--mounts", "a1", top],
+        [...S, "prepare", "-t", "/T", "a0"],
+        [...S, "view", "--mounts", "v1", top],
+        [...S, "view", "-t", "/T", "v2"],
+        [...S, "mounts", "/T", "a1"],
+        [...S, "mounts", "/T", "v1"],
+        "write",
+        [...S, "usage"],
+        [...S, "diff", "a1"],
+        // The diff removed the view of a1's parent it took: the collection after it takes the
+        // views (containerd's at once; ck's after a pause, so a collection point again).
+        ["leases", "create", "--id", "gc-point"],
+        ["leases", "rm", "--sync", "gc-point"],
+        [...S, "ls"],
+        [...S, "commit", "c1", "a1"],
+        [...S, "usage", "-b", "c1"],
+        [...S, "info", "c1"],
+        [...S, "rm", "c1", "a0"],
+        [...S, "rm", bottom],
+        [...S, "ls"],
+        [...S, "tree"],
+      ];
+      const run = async (address: string) => {
+        // A snapshot's directory: `<id>` under containerd's native snapshotter's root, `<id>/fs`
+        // under ck's (its layout, as its overlayfs'); numbered in the order they first appear.
+        // (A view of a parent binds the parent's directory in containerd, a tree of its own in
+        // ck: both are new here.)
+        const dirs = new Map<string, number>();
+        const plain = (t: string) =>
+          t
+            .replace(/\/\S*?\/snapshots\/([^/\s:,"]+)(\/fs)?(?=[\s"])/g, (_, id: string) => {
+              if (!dirs.has(id)) dirs.set(id, dirs.size);
+              return `<dir ${dirs.get(id)}>`;
+            })
+            .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g, "<time>");
+        const out: string[] = [];
+        for (const args of steps) {
+          if (args === "write") {
+            const r = await runCommand(CTR, ["--address", address, "--namespace", "nat", ...S, "mounts", mnt, "a1"]);
+            const m = /^mount -t (\S+) (\S+) (\S+) -o (\S*)\n$/.exec(r.stdout);
+            assert.ok(m, r.stdout + r.stderr);
+            const got = await runCommand("mount", ["-t", m[1]!, m[2]!, m[3]!, "-o", m[4]!]);
+            assert.equal(got.code, 0, `${r.stdout}: ${got.stderr}`);
+            try {
+              writeFileSync(join(mnt, "etc", "new"), "new file\n");
+              rmSync(join(mnt, "etc", "b"));
+            } finally {
+              const u = await runCommand("umount", [mnt]);
+              assert.equal(u.code, 0, u.stderr);
+            }
+            out.push("written");
+            continue;
+          }
+          const r = await new Promise<{ code: number; stdout: Buffer; stderr: string }>((resolve, reject) => {
+            execFile(CTR, ["--address", address, "--namespace", "nat", ...args], { encoding: "buffer", timeout: 60_000 }, (err, stdout, stderr) => {
+              const code = err ? (err as { code?: unknown }).code : 0;
+              if (typeof code !== "number") reject(err);
+              else resolve({ code, stdout, stderr: stderr.toString("utf8") });
+            });
+          });
+          if (args.includes("pull")) out.push(`${r.code}`);
+          else if (args.includes("diff") && r.code === 0) out.push(`${r.code}\n${await tarListing(r.stdout, "gzip")}${r.stderr}`);
+          else out.push(`${r.code}\n${plain(r.stdout.toString("utf8"))}${plain(r.stderr)}`);
+        }
+        return out;
+      };
+      const theirs = await run(ctd.socket);
+      const ours = await run(daemon.address);
+      assert.match(theirs[4]!, /"Type": "bind",\n\s+"Source": "<dir 0>",\n\s+"Options": \[\n\s+"rbind",\n\s+"rw"/);
+      for (const [i, args] of steps.entries()) assert.equal(ours[i], theirs[i], args === "write" ? "written" : `ctr ${args.join(" ")}`);
+    } finally {
+      rmSync(mnt, { recursive: true, force: true });
+      await registry.stop();
+    }
+  });
+
   test("ctr images convert (--oci, --uncompress, --platform) and content push-object print and leave the same in both", async () => {
     const registry = await startRegistry();
     try {
