@@ -794,7 +794,7 @@ export class Daemon {
     add("containerd.services.leases.v1.Leases", leasesService({ sequencer: this.sequencer, queries, gc, ingests: this.content }));
     add("ck.services.gc.v1.GC", gcService({ gc }));
     add("containerd.services.snapshots.v1.Snapshots", snapshotsService({ snapshots, afterDelete: () => gc.trigger(), afterUpdate }));
-    add("containerd.services.diff.v1.Diff", diffService({ sequencer: this.sequencer, queries, store: this.content, blobs, roots: () => snapshots.roots(), snapshots }));
+    add("containerd.services.diff.v1.Diff", diffService({ sequencer: this.sequencer, queries, store: this.content, blobs, roots: () => snapshots.roots(), snapshots, afterUpdate }));
     add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots, sequencer: this.sequencer, afterUpdate }));
     add("ck.services.fetch.v1.Fetch", fetchService({ sequencer: this.sequencer, queries, store: this.content, blobs, userAgent: `ckd/${CK_VERSION}` }));
     const runcProblem = this.plugins.find((p) => p.type === "io.containerd.runtime.v2")?.initError;

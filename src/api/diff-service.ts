@@ -17,7 +17,8 @@ import { checkMountsUnder, type SnapshotStore } from "../snapshots/store.js";
 import { mountsFromApi } from "../snapshots/mount.js";
 import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
-import { commitLabels } from "../commands/content.js";
+import { commitLabels, contentHandlers } from "../commands/content.js";
+import { nowTimestamp } from "../emitter/envelope.js";
 import { cancelSignal, LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
 import { commitBytes, commitInNamespace } from "./content-service.js";
@@ -35,6 +36,8 @@ export interface DiffDeps {
   roots: () => string[];
   /** The snapshots whose mounts Apply and Diff take (SnapshotStore.checkClientMounts). */
   snapshots: Pick<SnapshotStore, "checkClientMounts">;
+  /** After a content label changed (the GC's hook). */
+  afterUpdate?: () => void;
 }
 
 export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
@@ -61,7 +64,9 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
       const ns = namespaceOf(call);
       const r = call.request;
       const mediaType = String(r.media_type || MEDIA_LAYER_GZIP);
-      if (mediaType !== MEDIA_LAYER_GZIP && mediaType !== MEDIA_LAYER_TAR) throw notImplemented(`diff media type ${mediaType}`);
+      // containerd's walking differ's words, which ctr prints.
+      if (mediaType !== MEDIA_LAYER_GZIP && mediaType !== MEDIA_LAYER_TAR) throw notImplemented(`unsupported diff media type: ${mediaType}`);
+      const compressed = mediaType === MEDIA_LAYER_GZIP;
       // Bad labels are refused before a byte is written (the commit would refuse them only
       // once the blob was in place).
       commitLabels(r.labels ?? {});
@@ -90,16 +95,28 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
         if (walked.status === "rejected") throw walked.reason;
         if (stored.status === "rejected") throw stored.reason;
         const applied = walked.value;
-        const labels = { ...(r.labels ?? {}), [UNCOMPRESSED_LABEL]: applied.digest };
+        // As containerd's walking differ: a compressed layer is labelled with its uncompressed
+        // digest (its diff_id); an uncompressed one is not (its own digest is its diff_id).
+        const labels = compressed ? { ...(r.labels ?? {}), [UNCOMPRESSED_LABEL]: applied.digest } : { ...(r.labels ?? {}) };
         // The bytes into place and the namespace's commit under the digest's one lock.
+        let existed = false;
         const info = await d.blobs.locked(writer.digest(), async () => {
           const blob = await commitBytes(d, writer, "", 0);
-          // Already there: leased all the same, as containerd's commit does.
+          // Already there: leased all the same, as containerd's commit does; the labels asked
+          // for are not applied (a commit that did not happen), as in containerd.
           await commitInNamespace(d, d.blobs.commitLocked.bind(d.blobs), ns, blob, labels, lease).catch((err) => {
             if (!isClass(err, "AlreadyExists")) throw err;
+            existed = true;
           });
           return blob;
         });
+        // Already there without the uncompressed label (containerd's differ sets it then).
+        if (existed && compressed && !(await d.queries.getBlob(ns, info.digest)).labels?.[UNCOMPRESSED_LABEL]) {
+          await d.sequencer.submit(
+            contentHandlers.update({ namespace: ns, digest: info.digest, labels: { [UNCOMPRESSED_LABEL]: applied.digest }, paths: [`labels.${UNCOMPRESSED_LABEL}`], now: nowTimestamp() }),
+          );
+          d.afterUpdate?.();
+        }
         failed = false;
         return { diff: { media_type: mediaType, digest: info.digest, size: info.size, annotations: {} } };
       } finally {

@@ -151,7 +151,9 @@ export class NativeSnapshotter extends DirectorySnapshotter {
   }
 
   mounts(id: string, _parentIds: readonly string[], kind: SnapshotKind): Mount[] {
-    return [{ type: "bind", source: this.fsDir(id), options: [kind === "Active" ? "rw" : "ro", "rbind"] }];
+    // In containerd's native snapshotter's order ("rbind" first; its overlayfs puts it last),
+    // which ctr prints as it is (snapshots prepare --mounts, snapshots mounts).
+    return [{ type: "bind", source: this.fsDir(id), options: ["rbind", kind === "Active" ? "rw" : "ro"] }];
   }
 }
 

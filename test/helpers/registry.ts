@@ -132,7 +132,7 @@ export interface BuiltImage {
  * filesystem; `{delete:true}` removes a path so the layer carries a whiteout), and pushes it
  * with skopeo to `host/repo:tag`.
  */
-export async function buildImage(opts: { repo: string; tag: string; host: string; layers: Array<Record<string, LayerEntry>>; certDir?: string; user?: string; config?: string[] }): Promise<BuiltImage> {
+export async function buildImage(opts: { repo: string; tag: string; host: string; layers: Array<Record<string, LayerEntry>>; certDir?: string; user?: string; config?: string[]; docker?: boolean }): Promise<BuiltImage> {
   const work = mkdtempSync(join(tmpdir(), "ck-image-"));
   try {
     const layout = join(work, "oci");
@@ -166,7 +166,9 @@ export async function buildImage(opts: { repo: string; tag: string; host: string
     // certDir: skopeo's client certificate directory (NAME.cert + NAME.key) for a registry that asks for one.
     const dest = opts.certDir ? ["--dest-cert-dir", opts.certDir] : [];
     const src = opts.certDir ? ["--cert-dir", opts.certDir] : [];
-    await run(SKOPEO, ["copy", "--quiet", "--dest-tls-verify=false", ...dest, `oci:${image}`, `docker://${reference}`]);
+    // docker: pushed with Docker's media types (schema 2), as a Docker-built image is.
+    const format = opts.docker ? ["--format", "v2s2"] : [];
+    await run(SKOPEO, ["copy", "--quiet", "--dest-tls-verify=false", ...format, ...dest, `oci:${image}`, `docker://${reference}`]);
     const manifestBytes = await run(SKOPEO, ["inspect", "--raw", "--tls-verify=false", ...src, `docker://${reference}`]);
     const manifest = JSON.parse(manifestBytes.toString("utf8"));
     const configDigest: string = manifest.config.digest;

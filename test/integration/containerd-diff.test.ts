@@ -8,7 +8,12 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { gunzipSync } from "node:zlib";
+import tar from "tar-stream";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { TestDaemon, runCommand } from "../helpers/daemon.js";
 import { containerdMissing, startContainerd, type TestContainerd } from "../helpers/containerd.js";
 import { buildImage, startRegistry } from "../helpers/registry.js";
@@ -354,6 +359,52 @@ async function containerSeries(port: number, namespace: string, id: string): Pro
     out.add(`${m[1]}{${labels.join(",")}}`);
   }
   return [...out].sort();
+}
+
+/**
+ * A layer as `ctr snapshots diff` printed it, entry by entry: name, type, mode, owner, size,
+ * link target and content digest, after whether it came gzipped. The bytes themselves differ between the daemons (tar header layout, gzip's encoder) and so do
+ * the times of what the test wrote; what a layer says does not.
+ */
+async function tarListing(bytes: Buffer, as: "gzip" | "tar"): Promise<string> {
+  const gzipped = bytes[0] === 0x1f && bytes[1] === 0x8b;
+  const raw = gzipped ? gunzipSync(bytes) : bytes;
+  const ex = tar.extract();
+  const rows: string[] = [`${gzipped ? "gzip" : "tar"} (asked: ${as})`];
+  const reading = (async () => {
+    for await (const e of ex) {
+      const h = e.header;
+      const body = createHash("sha256");
+      for await (const chunk of e) body.update(chunk as Buffer);
+      rows.push([h.name, h.type, (h.mode ?? 0).toString(8), `${h.uid}:${h.gid}`, h.size, h.linkname ?? "", h.type === "file" ? body.digest("hex").slice(0, 12) : "", JSON.stringify(h.pax ?? {})].join(" "));
+    }
+  })();
+  ex.end(raw);
+  await reading;
+  return rows.join("\n") + "\n";
+}
+
+/**
+ * `ctr content ls` rows: the image's blobs as printed (labels sorted; ages left out), a diff's
+ * blob by its labels only (its bytes differ, as tarListing says, so do its digest, size and
+ * containerd.io/uncompressed, which is checked against `diffIds`: blob digest to the digest of
+ * its bytes uncompressed, from what ctr printed).
+ */
+function contentListing(out: string, imageBlobs: Set<string>, diffIds: Map<string, string>): string {
+  return out
+    .split("\n")
+    .filter(Boolean)
+    .slice(1)
+    .map((line) => {
+      const [digest, size, , labels] = line.split(/\t+/);
+      const sorted = (labels ?? "").split(",").sort().join(",");
+      if (imageBlobs.has(digest!)) return `${digest} ${size} ${sorted}`;
+      // The uncompressed label must be the digest of the layer ctr printed, ungzipped.
+      const uncompressed = (u: string) => (u === diffIds.get(digest!) ? "<the layer's diff_id>" : `<another digest: ${u}>`);
+      return `<diff> ${sorted.replace(/(containerd\.io\/uncompressed=)(sha256:[0-9a-f]{64})/, (_, k: string, u: string) => k + uncompressed(u)).replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ/, "<time>")}`;
+    })
+    .sort()
+    .join("\n") + "\n";
 }
 
 describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
@@ -714,6 +765,354 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
         return `${r.code}\n${stdout}${r.stderr.replace(/time="[^"]+"/g, "time=T")}`;
       }));
       assert.equal(ours, theirs, `ctr ${args.join(" ")}`);
+    }
+  });
+
+  test("ctr snapshots prepare, view, mounts, usage, diff, commit, label, rm and unpack print the same from both", async () => {
+    const registry = await startRegistry();
+    const mnt = mkdtempSync(join(tmpdir(), "ck-diff-mnt-"));
+    try {
+      const img = await buildImage({ repo: "diff/snaps", tag: "v1", host: registry.host, layers: [{ "etc/a": "one\n", "bin/x": "x\n" }, { "etc/a": { delete: true }, "etc/b": "two\n" }] });
+      const diffIds: string[] = img.config.rootfs.diff_ids;
+      const chain = diffIds.reduce<string[]>((ids, d) => [...ids, ids.length ? `sha256:${createHash("sha256").update(`${ids.at(-1)} ${d}`).digest("hex")}` : d], []);
+      const [bottom, top] = [chain[0]!, chain[1]!];
+      const imageBlobs = new Set([img.manifestDigest, img.configDigest, ...img.manifest.layers.map((l: { digest: string }) => l.digest)]);
+      /**
+       * A step: ctr's arguments, and how its output is compared. `classOnly`: the messages
+       * differ (containerd's messages name its store's internal snapshot ids), so only the exit code and
+       * the errdefs class ctr prints last are. `settle`: a garbage collection follows the
+       * step before (a lease released, a view removed) and runs at once in containerd, after
+       * a pause in ck (its runs are spaced to keep them to a share of the time, as containerd's
+       * scheduler's pause_threshold does, but they take longer): ck's output is read again,
+       * for up to 10 s, until it is containerd's. `differs`: ck answers otherwise on purpose;
+       * each side's answer is checked, and why said.
+       */
+      type Step = { args: string[]; classOnly?: string; settle?: true; tar?: "gzip" | "tar"; differs?: { containerd: (out: string) => boolean; ck: (out: string) => boolean; why: string } } | { write: true };
+      const steps: Step[] = [
+        { args: ["images", "pull", "--plain-http", img.reference] },
+        // The collection the pull's lease scheduled is over before ctr makes views (ctr gives
+        // them no gc.root): a lease removed with --sync waits for a collection of its own.
+        { args: ["leases", "create", "--id", "gc-point"] },
+        { args: ["leases", "rm", "--sync", "gc-point"] },
+        { args: ["snapshots", "prepare", "--mounts", "a1", top] },
+        { args: ["snapshots", "prepare", "-t", "/T", "a0"] },
+        { args: ["snapshots", "view", "--mounts", "v1", top] },
+        { args: ["snapshots", "view", "-t", "/T", "v2", bottom] },
+        { args: ["snapshots", "view", "v3"] },
+        { args: ["snapshots", "mounts", "/T", "a1"] },
+        { args: ["snapshots", "mounts", "/T", "v1"] },
+        { args: ["snapshots", "mounts", "/T", "v3"] },
+        { args: ["snapshots", "mounts", "/T", top], classOnly: "containerd names the snapshot by its internal id" },
+        { args: ["snapshots", "mounts", "/T", "nope"] },
+        { args: ["snapshots", "prepare", "a1", top] },
+        { args: ["snapshots", "prepare", "a2", "nope"] },
+        { args: ["snapshots", "prepare", "a3", "a0"], classOnly: "containerd names the parent by its internal id" },
+        { args: ["snapshots", "view", "a4", "v1"], classOnly: "containerd names the parent by its internal id" },
+        { args: ["snapshots", "commit", "c3", "v1"], classOnly: "containerd names the snapshot by its internal id" },
+        { args: ["snapshots", "ls"] },
+        // Changes made through the active snapshot's printed mounts, as a container makes them.
+        { write: true },
+        // Both count the blocks of the same files on the same filesystem (/tmp).
+        { args: ["snapshots", "usage"] },
+        { args: ["snapshots", "usage", "-b", "a1", "v1", top] },
+        { args: ["snapshots", "usage", "nope"] },
+        // The kept diffs first: the same diff again (not kept), where it is the same blob (see
+        // a0's below), is AlreadyExists at its commit, which keeps the first one's labels.
+        { args: ["snapshots", "diff", "--keep", "--ref", "my-diff", "--label", "x=y", "a1"], tar: "gzip" },
+        { args: ["snapshots", "diff", "--keep", "--media-type", "application/vnd.oci.image.layer.v1.tar", "--label", "t=1", "a1"], tar: "tar" },
+        { args: ["snapshots", "diff", "a1"], tar: "gzip" },
+        // A kept layer without its uncompressed label: the same diff again (AlreadyExists at
+        // its commit) labels it again. Of a0, which has no whiteouts: containerd's diffs give
+        // a whiteout the time of the diff, so the same diff of a1 is the same blob only within
+        // the same second.
+        { args: ["snapshots", "diff", "--keep", "--label", "z=1", "a0"], tar: "gzip" },
+        { args: ["content", "label", "<kept a0>", "containerd.io/uncompressed="] },
+        { args: ["snapshots", "diff", "a0"], tar: "gzip" },
+        { args: ["content", "label", "<kept a0>"] },
+        // Against a committed snapshot: ctr takes a view of it (no gc.root) and removes it after.
+        { args: ["snapshots", "diff", "a1", bottom], tar: "gzip" },
+        { args: ["snapshots", "diff", "--media-type", "application/vnd.oci.image.layer.v1.tar", "a1"], tar: "tar" },
+        { args: ["snapshots", "diff", "--media-type", "application/x-nope", "a1"] },
+        { args: ["snapshots", "diff", "nope"] },
+        // The views' removals collected the views (they carry no gc.root).
+        { args: ["snapshots", "ls"], settle: true },
+        // The leases' ends collected the diffs not kept.
+        { args: ["content", "ls"], settle: true },
+        { args: ["content", "active"] },
+        { args: ["snapshots", "commit", "c1", "a1"] },
+        { args: ["snapshots", "commit", "c2", "a1"] },
+        { args: ["snapshots", "commit", top, "a0"] },
+        { args: ["snapshots", "info", "c1"] },
+        { args: ["snapshots", "label", "c1", "k=1", "m=2"] },
+        { args: ["snapshots", "label", "c1", "k="] },
+        { args: ["snapshots", "label", "c1"] },
+        { args: ["snapshots", "label", "nope", "k=1"] },
+        { args: ["snapshots", "ls"] },
+        { args: ["snapshots", "tree"] },
+        { args: ["snapshots", "usage", "-b", "c1"] },
+        { args: ["snapshots", "rm", "c1", "a0"] },
+        { args: ["snapshots", "rm", bottom] },
+        // containerd 1.6's collection deletes a snapshot's record but not the link its parent
+        // keeps to it (metadata/gc.go's remove; Snapshots.Remove unlinks, metadata/snapshot.go):
+        // the parent of a collected view (v1's, here the image's top layer) can never be removed
+        // again. ck keeps no such link: the parent goes once its last child has.
+        {
+          args: ["snapshots", "rm", top],
+          differs: {
+            containerd: (out) => out === `1\nctr: failed to remove "${top}": cannot remove snapshot with child: failed precondition\n`,
+            ck: (out) => out === "0\n",
+            why: "containerd's collection leaves a stale child link behind",
+          },
+        },
+        {
+          args: ["snapshots", "ls"],
+          differs: {
+            containerd: (out) => out.startsWith("0\n") && out.includes(`${top} ${bottom} Committed`),
+            ck: (out) => out.startsWith("0\n") && !out.includes(top) && out.includes(bottom),
+            why: "the removal before it",
+          },
+        },
+        // Unpacked by ctr from content fetched without unpacking, in a namespace of its own.
+        { args: ["-n", "su", "content", "fetch", "--plain-http", img.reference] },
+        { args: ["-n", "su", "snapshots", "ls"] },
+        { args: ["-n", "su", "snapshots", "unpack", img.manifestDigest] },
+        { args: ["-n", "su", "snapshots", "ls"] },
+        { args: ["-n", "su", "images", "check"] },
+        { args: ["-n", "su", "snapshots", "unpack", img.manifestDigest] },
+        { args: ["-n", "su", "snapshots", "unpack", `sha256:${"0".repeat(64)}`] },
+        { args: ["-n", "su", "snapshots", "unpack", "nonsense"] },
+      ];
+      const ctrBytes = (address: string, args: string[]) =>
+        new Promise<{ code: number; stdout: Buffer; stderr: string }>((resolve, reject) => {
+          execFile(CTR, ["--address", address, ...(args[0] === "-n" ? [] : ["--namespace", "sx"]), ...args], { encoding: "buffer", timeout: 60_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+            const code = err ? (err as { code?: unknown }).code : 0;
+            if (typeof code !== "number") reject(err);
+            else resolve({ code, stdout, stderr: stderr.toString("utf8") });
+          });
+        });
+      const writeThrough = async (address: string, key: string, change: () => void) => {
+        const r = await ctrBytes(address, ["snapshots", "mounts", mnt, key]);
+        for (const line of r.stdout.toString("utf8").split("\n").filter(Boolean)) {
+          const m = /^mount -t (\S+) (\S+) (\S+) -o (\S*)$/.exec(line);
+          assert.ok(m, line);
+          const got = await runCommand("mount", ["-t", m[1]!, m[2]!, m[3]!, "-o", m[4]!]);
+          assert.equal(got.code, 0, `${line}: ${got.stderr}`);
+        }
+        try {
+          change();
+        } finally {
+          const u = await runCommand("umount", [mnt]);
+          assert.equal(u.code, 0, u.stderr);
+        }
+      };
+      const run = async (address: string, reference?: string[]) => {
+        // Snapshot directories: under each daemon's root, named by ids of its own; numbered
+        // here in the order they first appear, so that which mount shares which directory
+        // is still compared.
+        const dirs = new Map<string, number>();
+        const layerDiffIds = new Map<string, string>();
+        const plain = (t: string) =>
+          t
+            .replace(/\/\S*?\/snapshots\/([^/\s:,"]+)\/(fs|work)/g, (_, id: string, sub: string) => {
+              if (!dirs.has(id)) dirs.set(id, dirs.size);
+              return `<dir ${dirs.get(id)}>/${sub}`;
+            })
+            // A diff's uncompressed digest differs with its bytes (see tarListing): it must be
+            // that of one of the layers ctr printed.
+            .replace(/(containerd\.io\/uncompressed=)(sha256:[0-9a-f]{64})/g, (all, k: string, u: string) => ([...layerDiffIds.values()].includes(u) ? `${k}<diff_id-of-a-printed-layer>` : all))
+            // The gc.root labels ctr writes carry the time; snapshots info prints the times.
+            .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g, "<time>")
+            .replace(/time="[^"]+"/g, "time=T")
+            // ctr prints labels in Go's map order (random): a line of k=v,k=v is compared sorted.
+            .replace(/^\S+=\S*(,\S+=\S*)+$/gm, (line) => line.split(",").sort().join(","));
+        const out: string[] = [];
+        const sha = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+        const kept = new Map<string, string>();
+        for (const [i, step] of steps.entries()) {
+          if ("write" in step) {
+            await writeThrough(address, "a1", () => {
+              writeFileSync(join(mnt, "etc", "new"), "new file\n");
+              writeFileSync(join(mnt, "bin", "x"), "changed\n");
+              rmSync(join(mnt, "etc", "b"));
+              mkdirSync(join(mnt, "var", "d"), { recursive: true });
+              symlinkSync("../etc/new", join(mnt, "bin", "link"));
+            });
+            await writeThrough(address, "a0", () => writeFileSync(join(mnt, "only"), "a0's\n"));
+            out.push("written");
+            continue;
+          }
+          const show = async () => {
+            const r = await ctrBytes(address, step.args.map((a) => kept.get(a) ?? a));
+            if (step.tar === "gzip" && r.code === 0) layerDiffIds.set(sha(r.stdout), sha(gunzipSync(r.stdout)));
+            if (step.args.includes("--keep")) kept.set(`<kept ${step.args.at(-1)}>`, sha(r.stdout));
+            if (step.args.includes("pull") || step.args.includes("fetch")) return `${r.code}`;
+            if (step.classOnly && r.code !== 0) return `${r.code}\n${/: ([a-z ]+)\n?$/.exec(r.stderr)?.[1] ?? r.stderr}`;
+            if (step.tar && r.code === 0) return `${r.code}\n${await tarListing(r.stdout, step.tar)}${plain(r.stderr)}`;
+            if (step.args.join(" ") === "content ls") return `${r.code}\n${contentListing(r.stdout.toString("utf8"), imageBlobs, layerDiffIds)}${plain(r.stderr)}`;
+            return `${r.code}\n${plain(r.stdout.toString("utf8"))}${plain(r.stderr)}`;
+          };
+          let shown = await show();
+          for (const until = Date.now() + 10_000; step.settle && reference && shown !== reference[i] && Date.now() < until; shown = await show()) await new Promise((r) => setTimeout(r, 100));
+          out.push(shown);
+        }
+        return out;
+      };
+      const theirs = await run(ctd.socket);
+      const ours = await run(daemon.address, theirs);
+      for (const [i, step] of steps.entries()) {
+        const what = "args" in step ? `ctr ${step.args.join(" ")}` : "written";
+        if ("args" in step && step.differs) {
+          assert.ok(step.differs.containerd(theirs[i]!), `${what} (${step.differs.why}): containerd no longer so: ${theirs[i]}`);
+          assert.ok(step.differs.ck(ours[i]!), `${what} (${step.differs.why}): ck no longer so: ${ours[i]}`);
+        } else assert.equal(ours[i], theirs[i], what);
+      }
+    } finally {
+      rmSync(mnt, { recursive: true, force: true });
+      await registry.stop();
+    }
+  });
+
+  test("ctr snapshots --snapshotter native: prepare, view, mounts, usage, diff, commit, rm print the same from both", async () => {
+    const registry = await startRegistry();
+    const mnt = mkdtempSync(join(tmpdir(), "ck-diff-mnt-"));
+    try {
+      const img = await buildImage({ repo: "diff/native", tag: "v1", host: registry.host, layers: [{ "etc/a": "one\n", "bin/x": "x\n" }, { "etc/a": { delete: true }, "etc/b": "two\n" }] });
+      const diffIds: string[] = img.config.rootfs.diff_ids;
+      const bottom = diffIds[0]!;
+      const top = `sha256:${createHash("sha256").update(`${bottom} ${diffIds[1]}`).digest("hex")}`;
+      const S = ["snapshots", "--snapshotter", "native"];
+      const steps: Array<string[] | "write"> = [
+        ["images", "pull", "--snapshotter", "native", "--plain-http", img.reference],
+        // A collection point (a lease removed with --sync waits for a collection): the one the
+        // pull's lease scheduled is over before ctr makes views, which have no gc.root.
+        ["leases", "create", "--id", "gc-point"],
+        ["leases", "rm", "--sync", "gc-point"],
+        [...S, "ls"],
+        [...S, "prepare", "--mounts", "a1", top],
+        [...S, "prepare", "-t", "/T", "a0"],
+        [...S, "view", "--mounts", "v1", top],
+        [...S, "view", "-t", "/T", "v2"],
+        [...S, "mounts", "/T", "a1"],
+        [...S, "mounts", "/T", "v1"],
+        "write",
+        [...S, "usage"],
+        [...S, "diff", "a1"],
+        // The diff removed the view of a1's parent it took: the collection after it takes the
+        // views (containerd's at once; ck's after a pause, so a collection point again).
+        ["leases", "create", "--id", "gc-point"],
+        ["leases", "rm", "--sync", "gc-point"],
+        [...S, "ls"],
+        [...S, "commit", "c1", "a1"],
+        [...S, "usage", "-b", "c1"],
+        [...S, "info", "c1"],
+        [...S, "rm", "c1", "a0"],
+        [...S, "rm", bottom],
+        [...S, "ls"],
+        [...S, "tree"],
+      ];
+      const run = async (address: string) => {
+        // A snapshot's directory: `<id>` under containerd's native snapshotter's root, `<id>/fs`
+        // under ck's (its layout, as its overlayfs'); numbered in the order they first appear.
+        // (A view of a parent binds the parent's directory in containerd, a tree of its own in
+        // ck: both are new here.)
+        const dirs = new Map<string, number>();
+        const plain = (t: string) =>
+          t
+            .replace(/\/\S*?\/snapshots\/([^/\s:,"]+)(\/fs)?(?=[\s"])/g, (_, id: string) => {
+              if (!dirs.has(id)) dirs.set(id, dirs.size);
+              return `<dir ${dirs.get(id)}>`;
+            })
+            .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g, "<time>");
+        const out: string[] = [];
+        for (const args of steps) {
+          if (args === "write") {
+            const r = await runCommand(CTR, ["--address", address, "--namespace", "nat", ...S, "mounts", mnt, "a1"]);
+            const m = /^mount -t (\S+) (\S+) (\S+) -o (\S*)\n$/.exec(r.stdout);
+            assert.ok(m, r.stdout + r.stderr);
+            const got = await runCommand("mount", ["-t", m[1]!, m[2]!, m[3]!, "-o", m[4]!]);
+            assert.equal(got.code, 0, `${r.stdout}: ${got.stderr}`);
+            try {
+              writeFileSync(join(mnt, "etc", "new"), "new file\n");
+              rmSync(join(mnt, "etc", "b"));
+            } finally {
+              const u = await runCommand("umount", [mnt]);
+              assert.equal(u.code, 0, u.stderr);
+            }
+            out.push("written");
+            continue;
+          }
+          const r = await new Promise<{ code: number; stdout: Buffer; stderr: string }>((resolve, reject) => {
+            execFile(CTR, ["--address", address, "--namespace", "nat", ...args], { encoding: "buffer", timeout: 60_000 }, (err, stdout, stderr) => {
+              const code = err ? (err as { code?: unknown }).code : 0;
+              if (typeof code !== "number") reject(err);
+              else resolve({ code, stdout, stderr: stderr.toString("utf8") });
+            });
+          });
+          if (args.includes("pull")) out.push(`${r.code}`);
+          else if (args.includes("diff") && r.code === 0) out.push(`${r.code}\n${await tarListing(r.stdout, "gzip")}${r.stderr}`);
+          else out.push(`${r.code}\n${plain(r.stdout.toString("utf8"))}${plain(r.stderr)}`);
+        }
+        return out;
+      };
+      const theirs = await run(ctd.socket);
+      const ours = await run(daemon.address);
+      assert.match(theirs[4]!, /"Type": "bind",\n\s+"Source": "<dir 0>",\n\s+"Options": \[\n\s+"rbind",\n\s+"rw"/);
+      for (const [i, args] of steps.entries()) assert.equal(ours[i], theirs[i], args === "write" ? "written" : `ctr ${args.join(" ")}`);
+    } finally {
+      rmSync(mnt, { recursive: true, force: true });
+      await registry.stop();
+    }
+  });
+
+  test("ctr images convert (--oci, --uncompress, --platform) and content push-object print and leave the same in both", async () => {
+    const registry = await startRegistry();
+    try {
+      // Docker's media types, for --oci to convert.
+      const img = await buildImage({ repo: "diff/conv", tag: "v1", host: registry.host, docker: true, layers: [{ "etc/a": "one\n" }, { "etc/b": "two\n" }] });
+      // Each daemon pushes to a repository of its own: the second push of a blob to the same
+      // one is refused by ctr itself ("already exists" on the remote).
+      const steps = (who: string): string[][] => [
+        ["images", "pull", "--plain-http", img.reference],
+        ["images", "convert", "--oci", img.reference, "conv/oci:1"],
+        ["images", "convert", "--uncompress", img.reference, "conv/unc:1"],
+        ["images", "convert", "--uncompress", "--oci", img.reference, "conv/both:1"],
+        ["images", "convert", "--platform", "linux/amd64", img.reference, "conv/amd64:1"],
+        ["images", "convert", "--platform", "linux/arm64", img.reference, "conv/arm64:1"],
+        ["images", "convert", "--all-platforms", "--oci", img.reference, "conv/all:1"],
+        ["images", "convert", "--oci", "conv/oci:1", "conv/oci:1"],
+        ["images", "convert", "--uncompress", img.reference, "conv/oci:1"],
+        ["images", "convert", "--oci", "nope:1", "conv/x:1"],
+        ["images", "convert", "--oci", img.reference],
+        ["images", "ls"],
+        ["images", "check"],
+        ["content", "ls"],
+        ["content", "push-object", "--plain-http", `${registry.host}/diff/pushed-${who}:1`, img.configDigest, "application/vnd.docker.container.image.v1+json"],
+        ["content", "push-object", "--plain-http", `${registry.host}/diff/pushed-${who}:1`, `sha256:${"0".repeat(64)}`, "application/octet-stream"],
+        ["content", "fetch-object", "--plain-http", `${registry.host}/diff/conv:v1`],
+      ];
+      const run = async (address: string, who: string) => {
+        const out: string[] = [];
+        for (const args of steps(who)) {
+          const r = await runCommand(CTR, ["--address", address, "--namespace", "cv", ...args], {}, undefined, 60_000);
+          if (args[1] === "pull") out.push(`${r.code}`);
+          // ctr prints a blob's labels in Go's map order (random) and its age: both set aside.
+          else if (args.join(" ") === "content ls") out.push(`${r.code}\n${r.stdout.split("\n").filter(Boolean).slice(1).map((line) => line.split(/\t+/).filter((_, i) => i !== 2).map((f, i) => (i === 2 ? f.split(",").sort().join(",") : f)).join(" ")).join("\n")}`);
+          else out.push(`${r.code}\n${r.stdout}${r.stderr.replaceAll(`pushed-${who}`, "pushed-X")}`);
+        }
+        return out;
+      };
+      const theirs = await run(ctd.socket, "ctd");
+      const ours = await run(daemon.address, "ck");
+      assert.ok(theirs[1]!.startsWith("0\nsha256:"), theirs[1]);
+      for (const [i, args] of steps("X").entries()) assert.equal(ours[i], theirs[i], `ctr ${args.join(" ")}`);
+      // The object each pushed is the daemon's blob, byte for byte.
+      for (const who of ["ctd", "ck"]) {
+        const r = await fetch(`${registry.url}/v2/diff/pushed-${who}/blobs/${img.configDigest}`);
+        assert.equal(r.status, 200, who);
+        assert.deepEqual(await r.json(), img.config);
+      }
+    } finally {
+      await registry.stop();
     }
   });
 

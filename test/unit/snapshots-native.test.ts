@@ -144,11 +144,11 @@ describe("native snapshotter", () => {
       assert.deepEqual(await sn.available(), { ok: true });
       const fsDir = path.join(sn.root, "snapshots", "1", "fs");
       assert.deepEqual(await sn.prepare("1", [], { readonly: false }), [
-        { type: "bind", source: fsDir, options: ["rw", "rbind"] },
+        { type: "bind", source: fsDir, options: ["rbind", "rw"] },
       ]);
-      assert.deepEqual(sn.mounts("1", [], "Committed"), [{ type: "bind", source: fsDir, options: ["ro", "rbind"] }]);
+      assert.deepEqual(sn.mounts("1", [], "Committed"), [{ type: "bind", source: fsDir, options: ["rbind", "ro"] }]);
       const v = await sn.prepare("v", ["1"], { readonly: true });
-      assert.deepEqual(v, [{ type: "bind", source: sn.fsDir("v"), options: ["ro", "rbind"] }]);
+      assert.deepEqual(v, [{ type: "bind", source: sn.fsDir("v"), options: ["rbind", "ro"] }]);
     } finally {
       await fs.rm(base, { recursive: true, force: true });
     }
