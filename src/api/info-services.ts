@@ -1,6 +1,6 @@
 // containerd v1 Version and Introspection services: what ckd is and which plugins loaded.
 import type * as grpc from "@grpc/grpc-js";
-import { parseFilters } from "../projections/filters.js";
+import { parseFiltersRewrapped } from "../projections/filters.js";
 import { notFound } from "../errdefs/errdefs.js";
 import { unary } from "./grpc.js";
 import { defaultPlatform } from "../remotes/platform.js";
@@ -31,7 +31,8 @@ export function introspectionService(d: { uuid: string; plugins: () => PluginInf
   const here = defaultPlatform();
   return {
     Plugins: unary(async (call) => {
-      const filter = parseFilters(call.request.filters ?? []);
+      // (containerd's introspection wraps the parse error once more: ToGRPCf(ErrInvalidArgument, ...).)
+      const filter = parseFiltersRewrapped(call.request.filters ?? []);
       const plugins = d.plugins().map((p) => ({
         type: p.type,
         id: p.id,

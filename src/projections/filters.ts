@@ -18,7 +18,7 @@
 // containerd, which compiles an expression only when it first matches and takes one it cannot
 // compile as matching nothing, an invalid expression is refused here (InvalidArgument).
 import { RE2JS } from "re2js";
-import { invalidArgument, type CkError } from "../errdefs/errdefs.js";
+import { CkError, invalidArgument } from "../errdefs/errdefs.js";
 import { isIdentifier } from "../commands/validation.js";
 
 /** What an adaptor reports for one fieldpath; `present: false` means the object lacks it. */
@@ -98,6 +98,21 @@ export function pinnedNamespace(filter: Filter): string | undefined {
     pinned = only;
   }
   return pinned;
+}
+
+/**
+ * parseFilters as containerd's metadata stores of images, containers and leases (and its
+ * introspection service) call it: they wrap ParseAll's error in InvalidArgument once more
+ * (`fmt.Errorf("%s: %w", err.Error(), errdefs.ErrInvalidArgument)`), so that ctr prints
+ * `...: invalid argument: invalid argument`. Content, snapshots and tasks do not.
+ */
+export function parseFiltersRewrapped(filters: readonly string[]): Filter {
+  try {
+    return parseFilters(filters);
+  } catch (err) {
+    if (err instanceof CkError && err.errorClass === "InvalidArgument") throw invalidArgument(err.message);
+    throw err;
+  }
 }
 
 // ---- adaptors ----
@@ -416,7 +431,6 @@ class Scanner {
   }
 }
 
-const showChar = (c: string | undefined) => (c === undefined ? "end of input" : JSON.stringify(c));
 
 /** A recursive-descent parser over one filter string, shaped like containerd's. */
 class Parser {
@@ -426,8 +440,16 @@ class Parser {
     this.scanner = new Scanner(input);
   }
 
+  /**
+   * containerd's parse error, word for word: `filters: parse error: [<before> >|<char>|< <after>]:
+   * <problem>` (or `[<input>]: <problem>` at the end), with its ParseAll's `: invalid argument`.
+   * (containerd cuts one byte at the position; here one character.)
+   */
   private error(pos: number, problem: string): CkError {
-    return invalidArgument(`filters: parse error at ${pos} in ${JSON.stringify(this.input)}: ${problem}`);
+    const at = this.input.codePointAt(pos);
+    if (at === undefined) return invalidArgument(`filters: parse error: [${this.input}]: ${problem}`);
+    const c = String.fromCodePoint(at);
+    return invalidArgument(`filters: parse error: [${this.input.slice(0, pos)} >|${c}|< ${this.input.slice(pos + c.length)}]: ${problem}`);
   }
 
   parse(): Selector[] {
@@ -436,7 +458,7 @@ class Parser {
     for (;;) {
       const c = this.scanner.peekChar();
       if (c === undefined) return out;
-      if (c !== ",") throw this.error(this.scanner.offset, `unexpected input: ${showChar(c)}`);
+      if (c !== ",") throw this.error(this.scanner.offset, `unexpected input: ${c}`);
       this.scanner.scan();
       out.push(this.selector());
     }
@@ -456,7 +478,8 @@ class Parser {
         break;
       case "quoted":
         if (token.quote !== '"' && operator !== "~=") {
-          throw this.error(token.pos, `invalid quote encountered: ${token.quote}...${token.quote} is only for "~="`);
+          // (/.../ and |...| are for "~=" only.)
+          throw this.error(token.pos, "invalid quote encountered");
         }
         value = token.text;
         break;
@@ -490,12 +513,13 @@ class Parser {
       case "field":
         return token.text;
       case "quoted":
-        if (token.quote !== '"') throw this.error(token.pos, `invalid quote encountered: a field is quoted with "`);
+        // (A field is quoted with " only.)
+        if (token.quote !== '"') throw this.error(token.pos, "invalid quote encountered");
         return token.text;
       case "illegal":
         throw this.error(token.pos, token.problem!);
       default:
-        throw this.error(token.pos, `expected field or quoted, found ${token.kind === "eof" ? "end of input" : JSON.stringify(token.text)}`);
+        throw this.error(token.pos, "expected field or quoted");
     }
   }
 

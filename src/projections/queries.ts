@@ -4,7 +4,7 @@ import { notFound } from "../errdefs/errdefs.js";
 import type { ProjectionDb } from "./db.js";
 import { keys, type SnapshotRecord, type SnapshotIdRecord, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type NamespaceRecord, type TaskRecord } from "./views.js";
 import type { MemoEntry, RecordMemo } from "./record-memo.js";
-import { parseFilters, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, labelsAdaptor, type Adaptor, type Filter } from "./filters.js";
+import { parseFilters, parseFiltersRewrapped, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, labelsAdaptor, type Adaptor, type Filter } from "./filters.js";
 
 /** Leases, as containerd's adaptLease: `id`, `labels.<key>`. */
 function leaseFieldpath(l: LeaseRecord): Adaptor {
@@ -71,7 +71,7 @@ export class Queries {
   }
 
   async listImages(ns: string, filters: string[] = []): Promise<ImageRecord[]> {
-    return this.list(keys.imagesPrefix(ns), filters, (f, r: ImageRecord) => f.match(imageFieldpath(r)));
+    return this.list(keys.imagesPrefix(ns), filters, (f, r: ImageRecord) => f.match(imageFieldpath(r)), parseFiltersRewrapped);
   }
 
   /**
@@ -79,7 +79,7 @@ export class Queries {
    * earlier List come from the memo, neither decoded nor encoded again.
    */
   encodedImages(ns: string, filters: string[], memo: RecordMemo, encode: (r: ImageRecord) => Buffer): Buffer[] {
-    return this.listEncoded(keys.imagesPrefix(ns), filters, (f, r: ImageRecord) => f.match(imageFieldpath(r)), memo, encode);
+    return this.listEncoded(keys.imagesPrefix(ns), filters, (f, r: ImageRecord) => f.match(imageFieldpath(r)), memo, encode, parseFiltersRewrapped);
   }
 
   async getContainer(ns: string, id: string): Promise<ContainerRecord> {
@@ -89,12 +89,12 @@ export class Queries {
   }
 
   async listContainers(ns: string, filters: string[] = []): Promise<ContainerRecord[]> {
-    return this.list(keys.containersPrefix(ns), filters, (f, r: ContainerRecord) => f.match(containerFieldpath(r)));
+    return this.list(keys.containersPrefix(ns), filters, (f, r: ContainerRecord) => f.match(containerFieldpath(r)), parseFiltersRewrapped);
   }
 
   /** Containers.List's elements already encoded (see encodedImages). */
   encodedContainers(ns: string, filters: string[], memo: RecordMemo, encode: (r: ContainerRecord) => Buffer): Buffer[] {
-    return this.listEncoded(keys.containersPrefix(ns), filters, (f, r: ContainerRecord) => f.match(containerFieldpath(r)), memo, encode);
+    return this.listEncoded(keys.containersPrefix(ns), filters, (f, r: ContainerRecord) => f.match(containerFieldpath(r)), memo, encode, parseFiltersRewrapped);
   }
 
   async getBlob(ns: string, digest: string): Promise<BlobRecord> {
@@ -130,7 +130,7 @@ export class Queries {
 
   /** Leases in a namespace; filters on `id` and `labels.<k>` as containerd's. */
   async listLeases(ns: string, filters: string[] = []): Promise<LeaseRecord[]> {
-    return this.list(keys.leasesPrefix(ns), filters, (f, r: LeaseRecord) => f.match(leaseFieldpath(r)));
+    return this.list(keys.leasesPrefix(ns), filters, (f, r: LeaseRecord) => f.match(leaseFieldpath(r)), parseFiltersRewrapped);
   }
 
   /** A container's task, or undefined when it has none. */
@@ -186,8 +186,8 @@ export class Queries {
     return this.db.scan(prefix) as Iterable<[string, T]>;
   }
 
-  private listEncoded<R>(prefix: string, filters: string[], match: (f: Filter, r: R) => boolean, memo: RecordMemo, encode: (r: R) => Buffer): Buffer[] {
-    const filter = parseFilters(filters);
+  private listEncoded<R>(prefix: string, filters: string[], match: (f: Filter, r: R) => boolean, memo: RecordMemo, encode: (r: R) => Buffer, parse = parseFilters): Buffer[] {
+    const filter = parse(filters);
     const out: Buffer[] = [];
     for (const e of this.entriesUnder(prefix, memo)) {
       if (match(filter, e.record as R)) out.push((e.derived ??= encode(e.record as R)));
@@ -214,9 +214,9 @@ export class Queries {
     return entries;
   }
 
-  private async list<R>(prefix: string, filters: string[], match: (f: Filter, r: R) => boolean): Promise<R[]> {
+  private async list<R>(prefix: string, filters: string[], match: (f: Filter, r: R) => boolean, parse = parseFilters): Promise<R[]> {
     // Parse first: a bad filter is InvalidArgument before any read.
-    const filter = parseFilters(filters);
+    const filter = parse(filters);
     const out: R[] = [];
     for (const [, v] of this.db.scan(prefix)) {
       if (match(filter, v as R)) out.push(v as R);
