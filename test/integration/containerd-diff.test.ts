@@ -1403,6 +1403,80 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
     }
   });
 
+  test("ctr version and plugins ls (-q, -d, filters) print as from containerd, for the plugins both have", async () => {
+    const run = async (address: string, args: string[]) => {
+      const r = await ctrBytesAt(address, args, "pv");
+      assert.equal(r.code, 0, `ctr ${args.join(" ")}: ${r.stderr}`);
+      return { out: r.stdout.toString("utf8"), err: r.stderr };
+    };
+    // version: the client's part the same; the server's the same lines, with ck's own version
+    // and revision (so ctr warns of the mismatch, as against any containerd of another
+    // version) and each daemon's UUID.
+    const [tv, ov] = [await run(ctd.socket, ["version"]), await run(daemon.address, ["version"])];
+    const shape = (s: string) => s.replace(/^(  (Version|Revision|UUID):\s+).*$/gm, "$1<value>");
+    const [client, server] = [(s: string) => s.split("\nServer:\n")[0], (s: string) => s.split("\nServer:\n")[1]];
+    assert.equal(client(ov.out), client(tv.out));
+    assert.equal(shape(server(ov.out)!), shape(server(tv.out)!));
+    assert.match(server(ov.out)!, /^  UUID: [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\n$/m);
+    assert.equal(tv.err, "");
+    assert.equal(ov.err, "WARNING: version mismatch\nWARNING: revision mismatch\n");
+
+    // plugins ls: rows keyed by TYPE and ID. ck is not made of containerd's plugins (no
+    // io.containerd.service.v1 layer, a RocksDB metadata plugin, JetStream for events, its own
+    // ck.* services; nor aufs, btrfs, devmapper, zfs, the v1 runtime, cgroups monitor or
+    // restart): only the rows of plugins both have are compared (ctr prints them in each
+    // daemon's order of initialisation, and pads columns to the widest ID).
+    const rows = (s: string) => new Map(s.split("\n").slice(1).filter(Boolean).map((l) => l.trim().split(/\s+/)).map((f) => [`${f[0]} ${f[1]}`, f.join(" ")]));
+    const [tl, ol] = [rows((await run(ctd.socket, ["plugins", "ls"])).out), rows((await run(daemon.address, ["plugins", "ls"])).out)];
+    const both = [...tl.keys()].filter((k) => ol.has(k));
+    assert.deepEqual(both, [
+      "io.containerd.content.v1 content",
+      "io.containerd.snapshotter.v1 native",
+      "io.containerd.snapshotter.v1 overlayfs",
+      "io.containerd.differ.v1 walking",
+      "io.containerd.gc.v1 scheduler",
+      "io.containerd.runtime.v2 task",
+      "io.containerd.grpc.v1 introspection",
+      "io.containerd.grpc.v1 containers",
+      "io.containerd.grpc.v1 content",
+      "io.containerd.grpc.v1 diff",
+      "io.containerd.grpc.v1 events",
+      "io.containerd.grpc.v1 healthcheck",
+      "io.containerd.grpc.v1 images",
+      "io.containerd.grpc.v1 leases",
+      "io.containerd.grpc.v1 namespaces",
+      "io.containerd.internal.v1 opt",
+      "io.containerd.grpc.v1 snapshots",
+      "io.containerd.grpc.v1 tasks",
+      "io.containerd.grpc.v1 version",
+    ]);
+    for (const k of both) assert.equal(ol.get(k), tl.get(k), `plugins ls: ${k}`);
+    // -q: the IDs, one a line.
+    const ids = (s: string) => s.split("\n").filter(Boolean);
+    const [tq, oq] = [ids((await run(ctd.socket, ["plugins", "ls", "-q"])).out), ids((await run(daemon.address, ["plugins", "ls", "-q"])).out)];
+    assert.deepEqual(oq, [...ol.keys()].map((k) => k.split(" ")[1]));
+    assert.deepEqual(tq, [...tl.keys()].map((k) => k.split(" ")[1]));
+    // -d: a block per plugin. Type, ID, Platforms and Error compared; Requires names what each
+    // daemon's plugin is built on (containerd's gRPC plugins on its service.v1 layer, ck's on
+    // its metadata plugin) and Exports each daemon's own settings and paths.
+    const blocks = (s: string) =>
+      new Map(
+        s.split(/\n\s*\n(?=Type:)/).map((b) => {
+          const kept = b.split("\n").filter((l) => /^(Type|ID|Platforms|Error):/.test(l)).map((l) => l.trim()).join("\n");
+          return [kept.split("\n").slice(0, 2).map((l) => l.split(/\s+/)[1]).join(" "), kept] as const;
+        }),
+      );
+    const [td, od] = [blocks((await run(ctd.socket, ["plugins", "ls", "-d"])).out), blocks((await run(daemon.address, ["plugins", "ls", "-d"])).out)];
+    for (const k of both) assert.equal(od.get(k), td.get(k), `plugins ls -d: ${k}`);
+    assert.match(td.get("io.containerd.snapshotter.v1 overlayfs")!, /Platforms:\s+linux\//);
+    // Filters: by type and id, and one that matches nothing (a header only, exit 0).
+    for (const f of ["type==io.containerd.snapshotter.v1", "id==overlayfs,type==io.containerd.snapshotter.v1", "id==nope", "platforms==linux/amd64"]) {
+      const [t, o] = [rows((await run(ctd.socket, ["plugins", "ls", f])).out), rows((await run(daemon.address, ["plugins", "ls", f])).out)];
+      const common = (m: Map<string, string>) => [...m].filter(([k]) => both.includes(k)).sort();
+      assert.deepEqual(common(o), common(t), `plugins ls ${f}`);
+    }
+  });
+
   test("ctr lists the same state the same way from both", async () => {
     const ctr = async (address: string, args: string[]) => {
       const r = await runCommand(CTR, ["--address", address, "--namespace", "n1", ...args], {}, undefined, 30_000);
