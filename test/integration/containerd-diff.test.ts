@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { gunzipSync, gzipSync } from "node:zlib";
 import tar from "tar-stream";
 import { tmpdir } from "node:os";
@@ -1474,6 +1474,68 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
       const [t, o] = [rows((await run(ctd.socket, ["plugins", "ls", f])).out), rows((await run(daemon.address, ["plugins", "ls", f])).out)];
       const common = (m: Map<string, string>) => [...m].filter(([k]) => both.includes(k)).sort();
       assert.deepEqual(common(o), common(t), `plugins ls ${f}`);
+    }
+  });
+
+  test("ctr events prints the same lines for what ctr does on both", async () => {
+    const work = mkdtempSync(join(tmpdir(), "ck-diff-events-"));
+    try {
+      const docker = join(work, "docker.tar");
+      writeFileSync(docker, await dockerArchive());
+      const data = "event content\n";
+      const digest = sha256(data);
+      const steps: Array<[string[], string?]> = [
+        [["-n", "ev", "namespaces", "create", "evns", "a=1"]],
+        [["-n", "ev", "namespaces", "label", "evns", "b=2", "a="]],
+        [["-n", "ev", "namespaces", "rm", "evns"]],
+        // (Before anything deletes: an ingested blob no one holds goes with the next collection.)
+        [["-n", "ev", "content", "ingest", "--expected-digest", digest, "--expected-size", String(data.length), "evref"], data],
+        [["-n", "ev", "content", "label", digest, "k=v"]],
+        [["-n", "ev", "content", "rm", digest]],
+        [["-n", "ev", "images", "import", "--no-unpack", docker]],
+        [["-n", "ev", "images", "tag", "docker.io/library/dock:1", "t/e:1"]],
+        [["-n", "ev", "images", "label", "t/e:1", "k=v"]],
+        [["-n", "ev", "images", "rm", "t/e:1"]],
+        [["-n", "ev", "snapshots", "prepare", "a1"]],
+        [["-n", "ev", "snapshots", "commit", "c1", "a1"]],
+        [["-n", "ev", "snapshots", "view", "v1", "c1"]],
+        [["-n", "ev", "snapshots", "rm", "v1", "c1"]],
+      ];
+      const run = async (a: ApiClient, address: string) => {
+        const p = spawn(CTR, ["--address", address, "events", "namespace==ev", "namespace==evns", "topic==\"/probe\""], { stdio: ["ignore", "pipe", "pipe"] });
+        let out = "";
+        let err = "";
+        p.stdout.on("data", (b: Buffer) => (out += b.toString("utf8")));
+        p.stderr.on("data", (b: Buffer) => (err += b.toString("utf8")));
+        const probe = { type_url: "containerd.events.ContainerDelete", value: Buffer.from([10, 1, 112]) };
+        const probed = async () => {
+          const seen = out.split("\n").filter((l) => l.includes("/probe")).length;
+          for (let until = Date.now() + 10_000; out.split("\n").filter((l) => l.includes("/probe")).length === seen; ) {
+            assert.ok(Date.now() < until, `ctr events printed no probe: ${out}${err}`);
+            await a.call("events", "Publish", { topic: "/probe", event: probe }, ns("probe"));
+            await new Promise((r) => setTimeout(r, 200));
+          }
+        };
+        try {
+          await probed();
+          for (const [args, input] of steps) {
+            const r = await runCommand(CTR, ["--address", address, ...args], {}, input, 30_000);
+            assert.equal(r.code, 0, `ctr ${args.join(" ")}: ${r.stderr}`);
+          }
+          await probed();
+        } finally {
+          p.kill();
+        }
+        // Each line: the time (which differs), the namespace, the topic, the event as JSON; the
+        // probes (one or more, as the subscription came up) left out.
+        return (out.split("\n").filter((l) => l && !l.includes("/probe")).join("\n") + "\n" + err).replace(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \+0000 UTC /gm, "<time> ");
+      };
+      const theirs = await run(ctdApi, ctd.socket);
+      const ours = await run(ckApi, daemon.address);
+      assert.ok(theirs.includes("<time> ev /images/create "), theirs);
+      assert.equal(ours, theirs);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
     }
   });
 
