@@ -1486,7 +1486,9 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
       const digest = sha256(data);
       const steps: Array<[string[], string?]> = [
         [["-n", "ev", "namespaces", "create", "evns", "a=1"]],
-        [["-n", "ev", "namespaces", "label", "evns", "b=2", "a="]],
+        // One key a command: ctr sends one Update per key, in Go's map order (random).
+        [["-n", "ev", "namespaces", "label", "evns", "b=2"]],
+        [["-n", "ev", "namespaces", "label", "evns", "a="]],
         [["-n", "ev", "namespaces", "rm", "evns"]],
         // (Before anything deletes: an ingested blob no one holds goes with the next collection.)
         [["-n", "ev", "content", "ingest", "--expected-digest", digest, "--expected-size", String(data.length), "evref"], data],
