@@ -17,7 +17,8 @@
 // when absent) with a Go RE2 expression (re2js: Go's syntax, linear-time matching). Unlike
 // containerd, which compiles an expression only when it first matches and takes one it cannot
 // compile as matching nothing, an invalid expression is refused here (InvalidArgument).
-import { RE2JS } from "re2js";
+import { createRequire } from "node:module";
+import type { RE2JS as RE2JSClass } from "re2js";
 import { CkError, invalidArgument } from "../errdefs/errdefs.js";
 import { isIdentifier } from "../commands/validation.js";
 
@@ -544,6 +545,15 @@ function freeze(s: Selector): Selector {
 
 // ---- Go RE2 expressions ----
 
+/**
+ * re2js, loaded on the first `~=` expression (its CommonJS build, synchronously): ~10-20 ms of
+ * module loading a ckd or ck-replay that never meets one does not pay at start.
+ */
+let re2jsClass: typeof RE2JSClass | undefined;
+function re2js(): typeof RE2JSClass {
+  return (re2jsClass ??= (createRequire(import.meta.url)("re2js") as { RE2JS: typeof RE2JSClass }).RE2JS);
+}
+
 /** A compiled `~=` expression. */
 export interface Pattern {
   /** Whether the expression matches anywhere in `s` (Go's MatchString). */
@@ -559,6 +569,6 @@ export interface Pattern {
  * Go's package).
  */
 export function compileGoRegexp(src: string): Pattern {
-  const re = RE2JS.compile(src);
+  const re = re2js().compile(src);
   return { test: (s) => re.test(s) };
 }
