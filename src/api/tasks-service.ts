@@ -314,7 +314,8 @@ export class Tasks {
           const found = await read();
           if (!found || found.status === "STOPPED") {
             woken.cancel();
-            if (!found) throw notFound(first ? what : `${what} was deleted`);
+            // A missing exec in the shim's words (containerd's getProcess).
+            if (!found) throw notFound(first ? (exec ? `process does not exist ${exec}` : what) : `${what} was deleted`);
             return { exit_status: found.exit_status, exited_at: found.exited_at };
           }
           // Another ckd's task: its exit arrives through the log, seen at the next look.
@@ -570,7 +571,7 @@ export class Tasks {
     return out;
   }
 
-  /** An exec process of the task, or NotFound naming both. */
+  /** An exec process of the task, or NotFound in containerd's shim's words. */
   private exec(ns: string, id: string, exec: string): ExecState {
     validateTaskId(id);
     validateExecId(exec);
