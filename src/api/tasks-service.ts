@@ -314,7 +314,8 @@ export class Tasks {
           const found = await read();
           if (!found || found.status === "STOPPED") {
             woken.cancel();
-            if (!found) throw notFound(first ? what : `${what} was deleted`);
+            // A missing exec in the shim's words (containerd's getProcess).
+            if (!found) throw notFound(first ? (exec ? `process does not exist ${exec}` : what) : `${what} was deleted`);
             return { exit_status: found.exit_status, exited_at: found.exited_at };
           }
           // Another ckd's task: its exit arrives through the log, seen at the next look.
@@ -346,7 +347,7 @@ export class Tasks {
         if (exec) return this.serial(ns, id, () => this.killExec(ns, id, exec, signal));
         return this.serial(ns, id, async () => {
           const task = existingTask(id, await d.queries.findTask(ns, id));
-          if (task.status === "STOPPED") throw notFound(`task "${id}": process already finished`);
+          if (task.status === "STOPPED") throw notFound("process already finished");
           this.owned(task);
           if (task.status === "CREATED") {
             // Never started: its init waits before its program. A signal that would end a
@@ -449,7 +450,7 @@ export class Tasks {
           const task = requireStatus(existingTask(id, await d.queries.findTask(ns, id)), "RUNNING");
           this.owned(task);
           const key = `${ns}/${id}/${exec}`;
-          if (this.execs.has(key) || exec === id) throw alreadyExists(`exec "${exec}" of task "${id}"${exec === id ? ": the task's own process has that id" : ""}`);
+          if (this.execs.has(key) || exec === id) throw alreadyExists(`id ${exec}${exec === id ? ": the task's own process has that id" : ""}`);
           await d.runtime.prepareExec(ns, id, exec, req.spec.value, io.terminal);
           try {
             await d.runtime.openIo(ns, id, io, exec);
@@ -570,12 +571,12 @@ export class Tasks {
     return out;
   }
 
-  /** An exec process of the task, or NotFound naming both. */
+  /** An exec process of the task, or NotFound in containerd's shim's words. */
   private exec(ns: string, id: string, exec: string): ExecState {
     validateTaskId(id);
     validateExecId(exec);
     const e = this.execs.get(`${ns}/${id}/${exec}`);
-    if (!e) throw notFound(`exec "${exec}" of task "${id}"`);
+    if (!e) throw notFound(`process does not exist ${exec}`);
     return e;
   }
 
@@ -618,7 +619,7 @@ export class Tasks {
 
   private async killExec(ns: string, id: string, exec: string, signal: number): Promise<object> {
     const e = this.exec(ns, id, exec);
-    if (e.status === "STOPPED") throw notFound(`exec "${exec}" of task "${id}": process already finished`);
+    if (e.status === "STOPPED") throw notFound("process already finished");
     if (e.status === "CREATED") throw failedPrecondition(`exec "${exec}" of task "${id}" is not started`);
     await this.d.runtime.signalExec(ns, id, exec, e.pid, signal);
     return {};

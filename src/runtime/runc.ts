@@ -901,7 +901,7 @@ export class RuncRuntime {
    */
   async signalExec(ns: string, id: string, exec: string, pid: number, signal: number): Promise<void> {
     const running = this.running.get(procKey(ns, id, exec));
-    const gone = () => notFound(`exec "${exec}" of task "${id}": process already finished`);
+    const gone = () => notFound("process already finished");
     if (!running?.pid || pid <= 0) throw gone();
     const parent = procStat(pid)?.ppid;
     // runc is the keeper's child (a plain keeper's, or a console keeper's on its pty); once

@@ -847,6 +847,192 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
     }
   });
 
+  test("ctr run's options, tasks ls/ps/metrics/kill/exec/start/rm/pause print and do the same on both", { skip: existsSync("/usr/bin/containerd-shim-runc-v2") && existsSync("/usr/sbin/runc") ? false : "no runc or containerd's runc shim" }, async () => {
+    const registry = await startRegistry();
+    const shared = mkdtempSync(join(tmpdir(), "ck-diff-bind-"));
+    writeFileSync(join(shared, "f"), "from the host\n");
+    try {
+      const busybox = readFileSync("/bin/busybox");
+      const applets = ["sh", "echo", "sleep", "id", "pwd", "env", "sort", "cat", "touch", "grep", "true", "kill"];
+      const img = await buildImage({ repo: "diff/opts", tag: "v1", host: registry.host, layers: [Object.fromEntries([["bin/busybox", busybox], ["tmp/.keep", ""], ...applets.map((c) => [`bin/${c}`, { symlink: "busybox" }])])] });
+      const ref = img.reference;
+      // A step: ctr's arguments; a foreground `ctr run` (its id) killed from outside once
+      // running; or a task's cgroup files read on the host (ctr's default spec mounts no
+      // cgroup filesystem in the container), named by controller/file.
+      type Step = string[] | { killed: string; signal: string; args: string[] } | { host: string; files: string[] };
+      // Where ck answers otherwise on purpose: both answers (as printed, after plain()) and why.
+      const knownDiffs = new Map<Step, { containerd: string; ck: string; why: string }>();
+      const known = (step: string[], d: { containerd: string; ck: string; why: string }) => (knownDiffs.set(step, d), step);
+      // README, Limits: runc's failures are led as the shim's, with ck's own words after it.
+      const runcWords = (exec: string, says: string) => ({
+        containerd: `1\nctr: OCI runtime exec failed: exec failed: unable to start container process: ${says}: unknown\n`,
+        ck: `1\nctr: OCI runtime exec failed: runc exec c1 (exec "${exec}") failed (exit N): exec failed: unable to start container process: ${says}: unknown\n`,
+        why: "ck names the runc command that failed before runc's own message",
+      });
+      // containerd's shim refuses a call its process's state does not take with an unclassed
+      // error (Unknown); ck's task record answers FailedPrecondition, saying the state.
+      const shimState = (shim: string, ck: string) => ({
+        containerd: `1\nctr: ${shim}: unknown\n`,
+        ck: `1\nctr: task "c1" is ${ck}: failed precondition\n`,
+        why: "a state the call does not start from: FailedPrecondition in ck, the shim's Unknown in containerd",
+      });
+      const argsOf = (s: Step) => (Array.isArray(s) ? s : "args" in s ? s.args : ["cgroup", s.host, ...s.files]);
+      const steps: Step[] = [
+        ["images", "pull", "--plain-http", ref],
+        ["run", "--rm", ref, "r-exit", "sh", "-c", "echo out; echo err >&2; exit 3"],
+        { killed: "r-sig", signal: "SIGKILL", args: ["run", "--rm", ref, "r-sig", "sleep", "60"] },
+        ["run", "--rm", "--env", "FOO=bar baz", "--env", "PATH=/bin", "--cwd", "/tmp", ref, "r-env", "sh", "-c", "echo \"$FOO\"; pwd; env | sort"],
+        ["run", "--rm", "--cwd", "/nowhere", ref, "r-cwd", "pwd"],
+        ["run", "--rm", "--read-only", ref, "r-ro", "sh", "-c", "touch /x; echo $?; touch /tmp/y; echo $?; grep ' / ' /proc/mounts | cut -d' ' -f 4 | cut -d, -f1"],
+        ["run", "--rm", "--mount", `type=bind,src=${shared},dst=/host,options=rbind:ro`, ref, "r-mnt", "sh", "-c", "cat /host/f; touch /host/g; echo $?; grep ' /host ' /proc/mounts | cut -d' ' -f 3,4 | cut -d, -f1"],
+        ["run", "--rm", ref, "r-cg", "sh", "-c", "cat /proc/self/cgroup | sort; id; cat /etc/hostname 2>&1; echo $?"],
+        ["run", "--rm", "-d", ref, "r-both", "true"],
+        ["run", "-d", "--cpu-quota", "20000", "--cpu-period", "50000", ref, "c0", "sleep", "60"],
+        { host: "c0", files: ["cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us", "cpu/cpu.shares", "memory/memory.limit_in_bytes"] },
+        ["tasks", "kill", "-s", "SIGKILL", "c0"],
+        ["tasks", "ls"],
+        ["tasks", "rm", "c0"],
+        ["containers", "rm", "c0"],
+        ["run", "-d", "--label", "a=b", "--env", "E=1", "--memory-limit", "67108864", "--cpus", "0.5", "--cpu-shares", "512", ref, "c1", "sleep", "60"],
+        ["containers", "ls"],
+        ["containers", "info", "c1"],
+        ["containers", "info", "--spec", "c1"],
+        ["tasks", "ls"],
+        { host: "c1", files: ["memory/memory.limit_in_bytes", "cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us", "cpu/cpu.shares"] },
+        ["tasks", "ps", "c1"],
+        ["tasks", "metrics", "c1"],
+        ["tasks", "metrics", "--format", "json", "c1"],
+        ["tasks", "kill", "-s", "SIGUSR1", "c1"],
+        ["tasks", "ls"],
+        ["tasks", "exec", "--exec-id", "e1", "--user", "1000:1000", "--cwd", "/tmp", "c1", "sh", "-c", "id -u; id -g; pwd; echo $E; echo err >&2; exit 5"],
+        ["tasks", "exec", "--exec-id", "e1", "c1", "sh", "-c", "exit 0"],
+        known(["tasks", "exec", "--exec-id", "e2", "c1", "nope"], runcWords("e2", 'exec: "nope": executable file not found in $PATH')),
+        known(["tasks", "exec", "--exec-id", "e3", "--cwd", "/nowhere", "c1", "true"], runcWords("e3", 'chdir to cwd ("/nowhere") set in config.json failed: no such file or directory')),
+        ["tasks", "exec", "c1", "true"],
+        ["tasks", "exec", "--exec-id", "e4", "-d", "c1", "sleep", "50"],
+        ["tasks", "exec", "--exec-id", "e4", "c1", "true"],
+        ["tasks", "kill", "--exec-id", "e4", "-s", "SIGKILL", "c1"],
+        ["tasks", "kill", "--exec-id", "e-none", "c1"],
+        ["tasks", "rm", "c1"],
+        ["tasks", "pause", "c1"],
+        ["tasks", "ls"],
+        known(["tasks", "pause", "c1"], shimState("cannot pause a paused container", "paused, not running")),
+        known(["tasks", "exec", "--exec-id", "e5", "c1", "true"], shimState("cannot exec in a paused state", "paused, not running")),
+        ["tasks", "rm", "c1"],
+        ["tasks", "resume", "c1"],
+        known(["tasks", "resume", "c1"], shimState("cannot resume a running process", "running, not paused")),
+        ["tasks", "kill", "-a", "-s", "SIGKILL", "c1"],
+        ["tasks", "ls"],
+        ["tasks", "kill", "c1"],
+        known(["tasks", "pause", "c1"], shimState("cannot pause a stopped container", "stopped, not running")),
+        known(["tasks", "resume", "c1"], shimState("cannot resume a stopped container", "stopped, not paused")),
+        known(["tasks", "exec", "--exec-id", "e6", "c1", "true"], shimState("cannot exec in a stopped state", "stopped, not running")),
+        ["tasks", "metrics", "c1"],
+        ["tasks", "ps", "c1"],
+        ["tasks", "rm", "c1"],
+        ["tasks", "rm", "c1"],
+        ["tasks", "kill", "c1"],
+        ["tasks", "ps", "c1"],
+        ["tasks", "metrics", "c1"],
+        ["containers", "rm", "c1"],
+        ["containers", "rm", "c1"],
+        // ctr removes a container's stopped task with it.
+        ["run", "-d", ref, "c4", "true"],
+        ["tasks", "ls"],
+        ["containers", "rm", "c4"],
+        ["tasks", "ls"],
+        ["run", "-d", ref, "c2", "sleep", "60"],
+        ["tasks", "rm", "--force", "c2"],
+        ["tasks", "ls"],
+        ["containers", "rm", "c2"],
+        // "--": else ctr's containers create takes sh's -c for its own --config.
+        ["containers", "create", "--", ref, "c3", "sh", "-c", "echo started; exit 6"],
+        ["tasks", "ls"],
+        ["tasks", "start", "c3"],
+        ["tasks", "ls"],
+        ["tasks", "rm", "c3"],
+        ["containers", "rm", "c3"],
+        ["containers", "create", ref, "c5", "sleep", "30"],
+        ["tasks", "start", "-d", "c5"],
+        ["tasks", "ls"],
+        ["tasks", "kill", "-s", "SIGKILL", "c5"],
+        ["tasks", "ls"],
+        ["tasks", "rm", "c5"],
+        ["containers", "rm", "c5"],
+      ];
+      // Numbers that differ by daemon (pids, times, sizes, cgroup counters, fifo names,
+      // snapshot extract keys), and ctr's table padding (to the widest pid: runs of spaces
+      // count as one gap).
+      const plain = (t: string) =>
+        t
+          .replace(/extract-\d+-\S+/g, "extract-X")
+          .replace(/\/run\/containerd\/fifo\/\d+/g, "FIFO")
+          .replace(/time="[^"]+"/g, "time=T")
+          .replace(/"(CreatedAt|UpdatedAt)": "[^"]+"/g, '"$1": "T"')
+          .replace(/\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?( [+-]\d{4} UTC| ?Z)?/g, "TIME")
+          .replace(/\b\d{3,}\b/g, "N")
+          .replace(/ {2,}/g, "  ");
+      // Metrics: the values are each cgroup's own (page cache charged, CPU ticks), so only their
+      // names and shape: the table's rows with numbers as N; of the JSON, which sections there
+      // are and which of them are objects (proto3 JSON leaves out fields that are 0, so which
+      // counters appear depends on their values).
+      const metricsShape = (out: string) => {
+        if (!out.trimStart().startsWith("{")) return out.replace(/\b\d+\b/g, "N");
+        const m = JSON.parse(out) as Record<string, Record<string, unknown>>;
+        return Object.entries(m).map(([k, v]) => `${k}: ${Object.keys(v).filter((f) => typeof v[f] === "object").sort().join(",")}`).sort().join("\n") + "\n";
+      };
+      const run = async (address: string) => {
+        const printed: string[] = [];
+        const ctrHere = (args: string[]) => runCommand(CTR, ["--address", address, "--namespace", "ckrun", ...args], {}, undefined, 60_000);
+        for (const [i, step] of steps.entries()) {
+          let r: { code: number; stdout: string; stderr: string };
+          if (Array.isArray(step)) {
+            // A kill answers before the process is reaped, in both, and `run -d … true` before
+            // it ends: the listing after them waits (bounded) for the exit to be recorded, to
+            // compare states, not timings.
+            const prev = steps[i - 1];
+            const afterKill = Array.isArray(prev) && (prev[1] === "kill" || prev.at(-1) === "true") && step[1] === "ls";
+            r = await ctrHere(step);
+            for (const until = Date.now() + 10_000; afterKill && r.stdout.includes("RUNNING") && Date.now() < until; r = await ctrHere(step)) await new Promise((res) => setTimeout(res, 50));
+          } else if ("host" in step) {
+            const read = (f: string) => {
+              try {
+                return readFileSync(`/sys/fs/cgroup/${f.split("/")[0]}/ckrun/${step.host}/${f.split("/")[1]}`, "utf8");
+              } catch (err) {
+                return `${(err as NodeJS.ErrnoException).code}\n`;
+              }
+            };
+            r = { code: 0, stdout: step.files.map((f) => `${f}: ${read(f)}`).join(""), stderr: "" };
+          } else {
+            const fg = ctrHere(step.args);
+            for (const until = Date.now() + 20_000; !(await ctrHere(["tasks", "ls"])).stdout.match(new RegExp(`^${step.killed}\\s.*RUNNING`, "m")) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+            const k = await ctrHere(["tasks", "kill", "-s", step.signal, step.killed]);
+            r = await fg;
+            r.stdout = `kill: ${k.code} ${k.stdout}${k.stderr}\n${r.stdout}`;
+          }
+          const args = argsOf(step);
+          if (args[1] === "metrics" && r.code === 0) r.stdout = metricsShape(r.stdout);
+          // Exit codes and the cgroups' settings as they are (plain() would make 137 an N).
+          printed.push(args[1] === "pull" ? `${r.code}` : `${r.code}\n${args[0] === "cgroup" ? r.stdout : plain(`${r.stdout}${r.stderr}`)}`);
+        }
+        return printed;
+      };
+      const theirs = await run(ctd.socket);
+      const ours = await run(daemon.address);
+      for (const [i, step] of steps.entries()) {
+        const k = knownDiffs.get(step);
+        if (!k) continue;
+        assert.equal(theirs[i], k.containerd, `containerd: ctr ${argsOf(step).join(" ")}`);
+        assert.equal(ours[i], k.ck, `ck: ctr ${argsOf(step).join(" ")} (${k.why})`);
+      }
+      const differ = steps.map((s, i) => (knownDiffs.has(s) || ours[i] === theirs[i] ? "" : `ctr ${argsOf(s).join(" ")}\n--- containerd:\n${theirs[i]}\n--- ck:\n${ours[i]}`)).filter(Boolean);
+      assert.equal(differ.join("\n\n"), "");
+    } finally {
+      await registry.stop();
+      rmSync(shared, { recursive: true, force: true });
+    }
+  });
+
   test("ctr content ingest, get, label, ls, rm and a refused ingest print the same from both", async () => {
     const data = "hello content\n";
     const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
