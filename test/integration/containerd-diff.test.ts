@@ -1036,6 +1036,17 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
   test("ctr content ingest, get, label, ls, rm and a refused ingest print the same from both", async () => {
     const data = "hello content\n";
     const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+    // ctr content ingest commits without a lease, so the blob is collectable at once: a
+    // collection that earlier tests' deletions or mutations left pending (ck runs one shortly
+    // after a deletion; containerd after 100 mutations) must not land in the middle of the steps.
+    // A collection point on both first: a lease removed with --sync runs one now, and resets
+    // what was pending.
+    for (const address of [ctd.socket, daemon.address]) {
+      for (const args of [["leases", "create", "--id", "quiesce"], ["leases", "rm", "--sync", "quiesce"]]) {
+        const r = await runCommand(CTR, ["--address", address, "--namespace", "cc", ...args], {}, undefined, 30_000);
+        assert.equal(r.code, 0, `ctr ${args.join(" ")}: ${r.stderr}`);
+      }
+    }
     const steps: [string[], string?][] = [
       [["content", "ingest", "--expected-digest", digest, "--expected-size", String(data.length), "ref1"], data],
       [["content", "get", digest]],
