@@ -301,6 +301,11 @@ describe("snapshots and unpacking", { timeout: 600_000 }, () => {
           await rejectsClass(x.call("diff", "Diff", { left: base, right: work, labels: { k: "v".repeat(4096) } }, leased), "InvalidArgument", /labels: label key and value greater than maximum size/);
           assert.equal((await fs.readdir(blobDir)).length, blobsBefore);
           assert.deepEqual((await x.call("content", "ListStatuses", { filters: [] })).statuses ?? [], []);
+          // A media type the differ does not write: NotImplemented in containerd's walking
+          // differ's words, before a byte is written.
+          await rejectsClass(x.call("diff", "Diff", { left: base, right: work, media_type: "application/x-nope" }, leased), "NotImplemented", /unsupported diff media type: application\/x-nope/);
+          assert.equal((await fs.readdir(blobDir)).length, blobsBefore);
+          assert.deepEqual((await x.call("content", "ListStatuses", { filters: [] })).statuses ?? [], []);
           await fs.rm(path.join(upperDir, "added-for-bad-labels"));
           // But not to be written.
           await rejectsClass(x.call("diff", "Apply", { diff: { media_type: l0.mediaType, digest: l0.digest, size: l0.size }, mounts: work.map(readOnly) }), "InvalidArgument", /not the mounts of an active snapshot/);
