@@ -14,6 +14,7 @@ import { nowTimestamp, toTimestamp } from "../emitter/envelope.js";
 import { failStream, requests, maskPaths, metadataValue, namespaceOf, LEASE_HEADER, serverStream, unary, writeStream } from "./grpc.js";
 import type { BlobRecord } from "../projections/views.js";
 import { leaseHandlers } from "../commands/leases.js";
+import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
 
 export interface ContentDeps {
   sequencer: Sequencer;
@@ -158,6 +159,15 @@ export async function sharedBlob(
   if (visible && (await leaseExisting(d, ns, lease, expected))) throw alreadyExists(`content ${expected}`);
   const onDisk = await d.store.stat(expected);
   return onDisk && (total === 0 || total === onDisk.size) ? onDisk : undefined;
+}
+
+/**
+ * Labels a compressed layer's blob in `ns` with its uncompressed digest (containerd.io/
+ * uncompressed: its diff_id), as containerd's differ and unpacker do, then tells the GC.
+ */
+export async function labelUncompressed(d: { sequencer: Sequencer; afterUpdate?: () => void }, ns: string, digest: string, diffId: string): Promise<void> {
+  await d.sequencer.submit(contentHandlers.update({ namespace: ns, digest, labels: { [UNCOMPRESSED_LABEL]: diffId }, paths: [`labels.${UNCOMPRESSED_LABEL}`], now: nowTimestamp() }));
+  d.afterUpdate?.();
 }
 
 /**

@@ -17,11 +17,10 @@ import { checkMountsUnder, type SnapshotStore } from "../snapshots/store.js";
 import { mountsFromApi } from "../snapshots/mount.js";
 import { invalidArgument, isClass, notImplemented } from "../errdefs/errdefs.js";
 import { validateDigest } from "../commands/validation.js";
-import { commitLabels, contentHandlers } from "../commands/content.js";
-import { nowTimestamp } from "../emitter/envelope.js";
+import { commitLabels } from "../commands/content.js";
 import { cancelSignal, LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
-import { commitBytes, commitInNamespace } from "./content-service.js";
+import { commitBytes, commitInNamespace, labelUncompressed } from "./content-service.js";
 import type { Sequencer } from "../commands/sequencer.js";
 
 export const MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
@@ -112,10 +111,7 @@ export function diffService(d: DiffDeps): grpc.UntypedServiceImplementation {
         });
         // Already there without the uncompressed label (containerd's differ sets it then).
         if (existed && compressed && !(await d.queries.getBlob(ns, info.digest)).labels?.[UNCOMPRESSED_LABEL]) {
-          await d.sequencer.submit(
-            contentHandlers.update({ namespace: ns, digest: info.digest, labels: { [UNCOMPRESSED_LABEL]: applied.digest }, paths: [`labels.${UNCOMPRESSED_LABEL}`], now: nowTimestamp() }),
-          );
-          d.afterUpdate?.();
+          await labelUncompressed(d, ns, info.digest, applied.digest);
         }
         failed = false;
         return { diff: { media_type: mediaType, digest: info.digest, size: info.size, annotations: {} } };

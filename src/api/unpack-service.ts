@@ -10,9 +10,7 @@ import { applyLayerFile, applyLayerToMounts } from "../diff/apply.js";
 import { validateDigest } from "../commands/validation.js";
 import { cancelSignal, LEASE_HEADER, metadataValue, namespaceOf, unary } from "./grpc.js";
 import type { Sequencer } from "../commands/sequencer.js";
-import { contentHandlers } from "../commands/content.js";
-import { UNCOMPRESSED_LABEL } from "../commands/gc.js";
-import { nowTimestamp } from "../emitter/envelope.js";
+import { labelUncompressed } from "./content-service.js";
 
 
 export interface UnpackDeps {
@@ -56,11 +54,7 @@ export function unpackService(d: UnpackDeps): grpc.UntypedServiceImplementation 
       );
       let labelled = false;
       if (r.label_uncompressed && res.status !== "exists") {
-        const diffId = String(r.diff_id ?? "");
-        await d.sequencer.submit(
-          contentHandlers.update({ namespace: ns, digest, labels: { [UNCOMPRESSED_LABEL]: diffId }, paths: [`labels.${UNCOMPRESSED_LABEL}`], now: nowTimestamp() }),
-        );
-        d.afterUpdate?.();
+        await labelUncompressed(d, ns, digest, String(r.diff_id ?? ""));
         labelled = true;
       }
       return { chain_id: res.chainId, status: res.status, verified: res.verified, labelled };
