@@ -28,6 +28,22 @@ export function boundedPullOptions(maxPayload: number, budget = READER_PULL_BYTE
   return { max_bytes, threshold_bytes: max_bytes - largest };
 }
 
+/**
+ * A batch handed to the fold ends at this many bytes too (or past it by one message): the
+ * worker hands over a bounded number of batches ahead of the fold (its credits), so what they
+ * hold is bounded as well, not 256 messages of up to the server's max_payload each; the
+ * projector's own reader batches the same way.
+ */
+export const MAX_BATCH_BYTES = 4 << 20;
+
+/**
+ * Whether a batch of `count` messages and `bytes` bytes ends with the message just added (its
+ * `pending`: 0 at the stream's end, where a reader hands over what it has at once).
+ */
+export function batchEnds(count: number, bytes: number, maxBatch: number, pending: number): boolean {
+  return pending === 0 || count >= maxBatch || bytes >= MAX_BATCH_BYTES;
+}
+
 /** The least room a pull asks for (a message's subject, reply and headers alone are about 100 bytes). */
 const MIN_PULL_ROOM = 64 << 10;
 

@@ -14,9 +14,9 @@
 // they are: what they mean is the fold's one rule to decide (src/projections/log-gaps.ts).
 import { connect as netConnect, type Socket } from "node:net";
 import { randomBytes } from "node:crypto";
-import { BatchPacker, MAX_BATCH_BYTES } from "./worker-reader.js";
+import { BatchPacker } from "./worker-reader.js";
 import { parseNatsUrl } from "./nats-url.js";
-import { boundedPullOptions, DELIVERY_OVERHEAD_BYTES, messageSize, PullLedger } from "./pull-bounds.js";
+import { batchEnds, boundedPullOptions, DELIVERY_OVERHEAD_BYTES, messageSize, PullLedger } from "./pull-bounds.js";
 
 export interface PullReadOptions {
   url: string;
@@ -420,7 +420,7 @@ class PullConnection {
     this.lastSeq = seq;
     this.ledger?.delivered(messageSize(subE - subS, repE - repS, total));
     this.packer.addRaw(seq, time, pending, b, subS, subE, payload, payload + hdrLen, payload + total);
-    if (this.packer.count >= this.opts.maxBatch || this.packer.bytes >= MAX_BATCH_BYTES || pending === 0) this.flushBatch();
+    if (batchEnds(this.packer.count, this.packer.bytes, this.opts.maxBatch, pending)) this.flushBatch();
   }
 
   private flushBatch(): void {

@@ -7,7 +7,8 @@
 // main thread. Either way, speaking NATS runs here, on the other core.
 import { parentPort, workerData } from "node:worker_threads";
 import { PullSetupError, readPacked } from "./pull-reader.js";
-import { BatchPacker, MAX_BATCH_BYTES, type ReaderWorkerData, type ToWorker } from "./worker-reader.js";
+import { BatchPacker, type ReaderWorkerData, type ToWorker } from "./worker-reader.js";
+import { batchEnds } from "./pull-bounds.js";
 import { needsNatsJs } from "./nats-url.js";
 
 async function run(): Promise<void> {
@@ -65,7 +66,7 @@ async function readWithNatsJs(data: ReaderWorkerData, signal: AbortSignal, post:
     const packer = new BatchPacker();
     for await (const m of reader) {
       packer.add(m);
-      if (m.pending === 0 || packer.count >= data.maxBatch || packer.bytes >= MAX_BATCH_BYTES) await post(packer.finish());
+      if (batchEnds(packer.count, packer.bytes, data.maxBatch, m.pending)) await post(packer.finish());
       if (signal.aborted) break;
     }
     if (packer.count && !signal.aborted) await post(packer.finish());

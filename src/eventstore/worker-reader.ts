@@ -6,6 +6,7 @@
 import { Worker } from "node:worker_threads";
 import type { StoredMessage } from "./log.js";
 import type { NatsFiles } from "./nats-url.js";
+import { MAX_BATCH_BYTES } from "./pull-bounds.js";
 
 export interface ReaderWorkerData {
   url: string;
@@ -39,12 +40,6 @@ const LF = 10;
 const CR = 13;
 const COLON = 58;
 
-/**
- * A packed batch ends at this many bytes too (or past it by one message): the worker hands
- * over a bounded number of batches ahead of the fold (its credits), so what they hold is
- * bounded as well, not 256 messages of up to the server's max_payload each.
- */
-export const MAX_BATCH_BYTES = 4 << 20;
 
 /** Builds one packed batch at a time in a buffer it reuses. */
 export class BatchPacker {

@@ -569,6 +569,5 @@ export interface Pattern {
  * Go's package).
  */
 export function compileGoRegexp(src: string): Pattern {
-  const re = re2js().compile(src);
-  return { test: (s) => re.test(s) };
+  return re2js().compile(src);
 }

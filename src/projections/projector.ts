@@ -3,7 +3,7 @@
 // writer of the views. Callers wait on it for read-your-writes.
 import type { EventLog, LogEnd, StoredMessage } from "../eventstore/log.js";
 import type { Protos } from "../protos/protos.js";
-import { MAX_BATCH_BYTES } from "../eventstore/worker-reader.js";
+import { batchEnds } from "../eventstore/pull-bounds.js";
 import { toLoggedEvent } from "../emitter/envelope.js";
 import { ProjectionDb, type KeyChange } from "./db.js";
 import { evolve, keysFor, type LoggedEvent } from "./views.js";
@@ -217,7 +217,7 @@ export class Projector {
     for await (const m of this.log.read({ fromSeq: from, signal, skipThrough, boundedCatchUp: true })) {
       batch.push(m);
       bytes += m.data.length;
-      if (m.pending === 0 || batch.length >= this.maxBatch || bytes >= MAX_BATCH_BYTES) {
+      if (batchEnds(batch.length, bytes, this.maxBatch, m.pending)) {
         yield batch;
         batch = [];
         bytes = 0;

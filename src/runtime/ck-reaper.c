@@ -233,7 +233,8 @@ static pid_t read_pid(const char *file) {
 
 /* How long the copy of the output may go on once the process has ended (the shim's wait). */
 #define DRAIN_MS 2000
-/* How often, meanwhile, a FIFO that still holds output is looked at. */
+/* How often, meanwhile, a FIFO that still holds output is looked at (its reader's reads wake
+   no writer's poll); the console's exit waits the same way. */
 #define UNREAD_POLL_MS 5
 
 static int console_main(int argc, char **argv);
@@ -413,9 +414,6 @@ int main(int argc, char **argv) {
 #define CONSOLE_BUF 65536
 /* How long after the process's end its exit waits for the output to be copied out. */
 #define CONSOLE_EXIT_WAIT_MS 1000
-/* How often, meanwhile, a FIFO that still holds output is looked at (its reader's reads wake
-   no writer's poll). */
-#define CONSOLE_UNREAD_POLL_MS 5
 #define MAX_CLIENTS 16
 #define ERR_TAIL 4096
 
@@ -816,7 +814,7 @@ static int console_main(int argc, char **argv) {
     if (status >= 0 && !exit_said) {
       long long left = deadline - now_ms();
       timeout = left < 0 ? 0 : (int)left;
-      if (copied && !taken && timeout > CONSOLE_UNREAD_POLL_MS) timeout = CONSOLE_UNREAD_POLL_MS;
+      if (copied && !taken && timeout > UNREAD_POLL_MS) timeout = UNREAD_POLL_MS;
     }
     if (poll(fds, n, timeout) < 0) {
       if (errno == EINTR) continue;
