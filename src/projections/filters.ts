@@ -76,8 +76,17 @@ function matchSelector(s: Selector, adaptor: Adaptor): boolean {
  */
 export function parseFilters(filters: readonly string[]): Filter {
   if (filters.length === 0) return new Filter([[]]);
-  return new Filter(Object.freeze(filters.map((f) => Object.freeze(new Parser(f).parse()))));
+  const budget = { left: MAX_REGEXP_BYTES };
+  return new Filter(Object.freeze(filters.map((f) => Object.freeze(new Parser(f, budget).parse()))));
 }
+
+/**
+ * The most bytes of `~=` expressions one request's filters may hold, together. Go compiles any
+ * size, and so does containerd; re2js takes ~0.1-0.3 s to compile 64 KiB of expression and
+ * ~1.6 s a MiB, on ckd's only thread, and a request may carry 16 MiB. No real filter comes
+ * near it.
+ */
+export const MAX_REGEXP_BYTES = 64 << 10;
 
 /**
  * The namespace every branch of `filter` pins with `namespace==<ns>`, if there is one: then
@@ -437,7 +446,11 @@ class Scanner {
 class Parser {
   private readonly scanner: Scanner;
 
-  constructor(private readonly input: string) {
+  constructor(
+    private readonly input: string,
+    /** Bytes of `~=` expressions the request may still hold (MAX_REGEXP_BYTES). */
+    private readonly budget: { left: number },
+  ) {
     this.scanner = new Scanner(input);
   }
 
@@ -490,6 +503,10 @@ class Parser {
         throw this.error(token.pos, "expected value or quoted");
     }
     if (operator !== "~=") return freeze({ fieldpath, operator, value });
+    this.budget.left -= Buffer.byteLength(value);
+    if (this.budget.left < 0) {
+      throw invalidArgument(`filters: ~= expressions of more than ${MAX_REGEXP_BYTES} bytes in all are refused (the one of ${fieldpath.join(".")} at offset ${token.pos} crosses it)`);
+    }
     let pattern: Pattern;
     try {
       pattern = compileGoRegexp(value);

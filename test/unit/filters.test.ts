@@ -13,6 +13,7 @@ import {
   namespaceFieldpath,
   parseFilters,
   pinnedNamespace,
+  MAX_REGEXP_BYTES,
   type Adaptor,
 } from "../../src/projections/filters.js";
 import { CkError } from "../../src/errdefs/errdefs.js";
@@ -143,6 +144,17 @@ test("malformed filters are InvalidArgument naming the filter and the position",
   invalid(["topic==/containers/create"], /invalid quote encountered/);
   invalid(["topic==/containers/"], /invalid quote encountered/);
   invalid(["ok==1", "name=="], /\[name==\]/);
+});
+
+test("the ~= expressions of one request are refused past 64 KiB in all, before any is compiled", () => {
+  const half = "a".repeat(MAX_REGEXP_BYTES / 2);
+  assert.equal(matches([`name~=${half}`, `labels.x~=${half}`], { name: half }), true, "exactly the limit");
+  invalid([`name~=${half}`, `labels.x~=${half}b`], /^filters: ~= expressions of more than 65536 bytes in all are refused \(the one of labels\.x at offset 10 crosses it\): invalid argument$/);
+  invalid([`name~=${half}x,name~=${half}`], /the one of name at offset 32782 crosses it/);
+  // Counted in bytes (a 3-byte character counts 3), and before compiling: this one is invalid too.
+  invalid([`name~=/(${"€".repeat(MAX_REGEXP_BYTES / 3 + 1)}/`], /more than 65536 bytes/);
+  // == and != values do not count.
+  assert.equal(matches([`name==${"b".repeat(MAX_REGEXP_BYTES)},name~=b`], { name: "b".repeat(MAX_REGEXP_BYTES) }), true);
 });
 
 test("invalid regular expressions are InvalidArgument at parse time, in Go's words", () => {
