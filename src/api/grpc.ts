@@ -19,7 +19,8 @@ export function optionalNamespaceOf(call: { metadata: grpc.Metadata }): string |
   const v = call.metadata.get(NAMESPACE_HEADER)[0];
   if (v === undefined || v === "") return undefined;
   const ns = String(v);
-  validateIdentifier("namespace", ns);
+  // containerd's NamespaceRequired: `namespace validation: identifier "a b" must match …`.
+  validateIdentifier("namespace validation", ns);
   return ns;
 }
 

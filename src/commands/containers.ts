@@ -1,6 +1,6 @@
 // The containers aggregate: create, update under a field mask (labels, extensions, spec, image,
 // snapshotkey; runtime and snapshotter are immutable), delete. decide* are pure.
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../errdefs/errdefs.js";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, withContext } from "../errdefs/errdefs.js";
 import {
   containerRecord,
   keys,
@@ -34,17 +34,27 @@ export interface DeleteContainer {
 }
 
 
+/** containerd's validateContainer, field names as its messages give them (`containers.Labels`). */
 export function validateContainer(c: ContainerInput): void {
   validateIdentifier("container.ID", c.id);
   for (const k of Object.keys(c.extensions ?? {})) {
     if (k === "") throw invalidArgument("container.Extension keys must not be zero-length");
     validateMapKey("container.Extensions", k);
   }
-  validateLabels(c.labels ?? {});
+  validateLabels(c.labels ?? {}, "containers.Labels");
   if (!c.runtime?.name) throw invalidArgument("container.Runtime.Name must be set");
   if (!c.spec || !c.spec.type_url) throw invalidArgument("container.Spec must be set");
   if (c.snapshot_key && !c.snapshotter) {
     throw invalidArgument("container.Snapshotter must be set if container.SnapshotKey is set");
+  }
+}
+
+/** validateContainer, its error led by `context` as containerd's store leads it. */
+function validated(context: string, c: ContainerInput): void {
+  try {
+    validateContainer(c);
+  } catch (err) {
+    throw withContext(context, err);
   }
 }
 
@@ -65,7 +75,7 @@ function containerEvent(ns: string, topic: string, typeName: string, rec: Contai
 
 export function decideCreateContainer(cmd: CreateContainer, current: ContainerRecord | undefined): Decision<ContainerRecord> {
   const input = { ...cmd.container, labels: dropEmpty(cmd.container.labels) };
-  validateContainer(input);
+  validated("create container failed validation", input);
   if (current) throw alreadyExists(`container "${input.id}"`);
   const rec = containerRecord({ ...input, created_at: cmd.now, updated_at: cmd.now });
   return { event: containerEvent(cmd.namespace, "/containers/create", TYPE.ContainerCreate, rec), result: rec };
@@ -94,7 +104,7 @@ export function decideUpdateContainer(cmd: UpdateContainer, current: ContainerRe
     snapshot_key: paths.includes("snapshotkey") ? req.snapshot_key : current.snapshot_key,
     extensions: applyMapMask(current.extensions, req.extensions ?? {}, paths, "extensions"),
   };
-  validateContainer(next);
+  validated("update failed validation", next);
   const rec = containerRecord({ ...next, created_at: current.created_at, updated_at: cmd.now });
   return { event: containerEvent(cmd.namespace, "/containers/update", TYPE.ContainerUpdate, rec), result: rec };
 }

@@ -34,6 +34,9 @@ export interface DeleteContent {
   lease?: string;
 }
 
+/** How containerd's content store names a blob's labels in its refusals (metadata/content.go validateInfo). */
+const INFO_LABELS = "info.Labels";
+
 /**
  * The labels a commit stores (empty values dropped), validated: InvalidArgument naming the
  * field. A caller that moves bytes into place before the commit calls it first, so that bad
@@ -41,7 +44,7 @@ export interface DeleteContent {
  */
 export function commitLabels(labels: Record<string, string>): Record<string, string> {
   const kept = dropEmpty(labels);
-  validateLabels(kept);
+  validateLabels(kept, INFO_LABELS);
   return kept;
 }
 
@@ -63,7 +66,7 @@ export function decideCommitContent(cmd: CommitContent, current: BlobRecord | un
 export function decideUpdateContent(cmd: UpdateContent, current: BlobRecord | undefined): Decision<BlobRecord> {
   validateDigest("digest", cmd.digest);
   validateFieldMask(`content ${cmd.digest}`, cmd.paths, CONTENT_FIELD_MASK);
-  validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"));
+  validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"), INFO_LABELS);
   if (!current) throw notFound(`content digest ${cmd.digest}`);
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
   const rec = blobRecord({ ...current, labels, updated_at: cmd.now });

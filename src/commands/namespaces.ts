@@ -1,9 +1,9 @@
 // The namespaces aggregate: create with labels, update labels under a field mask, delete only
 // when empty. decide* are pure; the handlers at the bottom load state and call them.
-import { aborted, alreadyExists, failedPrecondition, isNotFound, notFound } from "../errdefs/errdefs.js";
+import { aborted, alreadyExists, failedPrecondition, invalidArgument, isNotFound, notFound } from "../errdefs/errdefs.js";
 import type { EventDraft } from "../emitter/envelope.js";
 import { keys, namespaceRecord, TYPE, type LeaseResource, type NamespaceRecord } from "../projections/views.js";
-import { isIdentifier, validateIdentifier, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
+import { identifierProblem, isIdentifier, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 
 /** containerd's namespaces service accepts `labels.<key>` paths only (not `labels` whole). */
 const NAMESPACE_FIELD_MASK: FieldMaskRule = { fields: [], maps: ["labels"] };
@@ -43,18 +43,26 @@ export interface LeasesFirst {
   leasesFirst: string[];
 }
 
+/** A namespace's name, refused in containerd's store's words: identifiers.Validate's error as it is. */
+function validateNamespaceName(name: string): void {
+  const problem = identifierProblem(name);
+  if (problem !== undefined) throw invalidArgument(problem);
+}
+
 export function decideCreateNamespace(cmd: CreateNamespace, current: NamespaceRecord | undefined): Decision<NamespaceRecord> {
-  validateIdentifier("namespace", cmd.name);
-  validateLabels(cmd.labels);
+  validateNamespaceName(cmd.name);
+  validateLabels(cmd.labels, "namespace.Labels");
   if (current) throw alreadyExists(`namespace "${cmd.name}"`);
   const rec = namespaceRecord({ name: cmd.name, labels: dropEmpty(cmd.labels) });
   return { event: namespaceEvent(cmd.caller, "/namespaces/create", TYPE.NamespaceCreate, rec), result: rec };
 }
 
 export function decideUpdateNamespace(cmd: UpdateNamespace, current: NamespaceRecord | undefined): Decision<NamespaceRecord> {
-  validateIdentifier("namespace", cmd.name);
+  // containerd's SetLabel checks no name: `ctr namespaces label 'a b' k=v` makes a namespace
+  // that no later call can name (its delete fails the event's validation). Refused here.
+  validateNamespaceName(cmd.name);
   validateFieldMask(`namespace "${cmd.name}"`, cmd.paths, NAMESPACE_FIELD_MASK);
-  validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"));
+  validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"), "namespace.Labels");
   // As containerd's store, whose SetLabel makes the namespace's bucket: an update of a
   // namespace that does not exist creates it (`ctr namespaces label new k=v`).
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current?.labels ?? {}, cmd.labels, cmd.paths, "labels");

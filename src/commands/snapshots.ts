@@ -160,6 +160,9 @@ export function validateSnapshotKey(field: string, key: string): void {
   if (key.includes("\u0000")) throw invalidArgument(`snapshot ${field} ${JSON.stringify(key)} must not contain NUL`);
 }
 
+/** How containerd's snapshot store names a snapshot's labels in its refusals (metadata/snapshot.go validateSnapshot). */
+const INFO_LABELS = "info.Labels";
+
 export function validateSnapshotterName(sn: string): void {
   if (!/^[a-z0-9][a-z0-9._-]*$/.test(sn)) throw invalidArgument(`snapshotter name ${JSON.stringify(sn)} is not valid`);
 }
@@ -187,7 +190,7 @@ function checkNewSnapshot(
   validateSnapshotKey(field, key);
   if (cmd.parent) validateSnapshotKey("parent", cmd.parent);
   const labels = dropEmpty(cmd.labels);
-  validateLabels(labels, "snapshot.Labels");
+  validateLabels(labels, INFO_LABELS);
   if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
   if (existing) throw alreadyExists(`snapshot ${JSON.stringify(key)}`);
   if (cmd.parent) {
@@ -242,7 +245,7 @@ export function checkCommit(cmd: Omit<CommitSnapshot, "now">, current: SnapshotR
   validateSnapshotKey("key", cmd.key);
   validateSnapshotKey("name", cmd.name);
   const labels = dropEmpty(cmd.labels);
-  validateLabels(labels, "snapshot.Labels");
+  validateLabels(labels, INFO_LABELS);
   if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
   // The name first, as containerd's metadata store makes the committed one before it looks
   // for the active one.
@@ -286,7 +289,7 @@ export function decideUpdateSnapshot(cmd: UpdateSnapshot, current: SnapshotRecor
   validateSnapshotterName(cmd.snapshotter);
   validateSnapshotKey("key", cmd.key);
   validateFieldMask(`snapshot ${JSON.stringify(cmd.key)}`, cmd.paths, SNAPSHOT_FIELD_MASK);
-  validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"), "snapshot.Labels");
+  validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"), INFO_LABELS);
   if (!current) throw notFound(`snapshot ${cmd.key} does not exist`);
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
   const rec = snapshotRecord({ ...current, labels, updated_at: cmd.now });

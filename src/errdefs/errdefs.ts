@@ -107,6 +107,14 @@ export const permissionDenied = make("PermissionDenied");
 export const dataLoss = make("DataLoss");
 export const unknown = make("Unknown");
 
+/**
+ * `err` with `context` before its message, its class kept: Go's `fmt.Errorf("context: %w", err)`,
+ * as containerd's stores wrap a validation's error (`create container failed validation: …`).
+ */
+export function withContext(context: string, err: unknown): unknown {
+  return err instanceof CkError ? new CkError(err.errorClass, `${context}: ${err.message}`, { cause: err }) : err;
+}
+
 export function isClass(err: unknown, c: ErrorClass): boolean {
   return err instanceof CkError && err.errorClass === c;
 }

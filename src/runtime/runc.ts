@@ -207,14 +207,17 @@ export interface RuncOptions {
 /**
  * A failure of runc itself, as containerd's shim reports one: class Unknown, its message led
  * as the shim's (pkg/process): `OCI runtime create|start|exec|pause|resume failed`, `unknown
- * error after kill`; go-runc's error alone for the rest (update, ps, state).
+ * error after kill`; go-runc's error alone for the rest (update, ps, state). A create's is led
+ * as containerd's runtime manager wraps the shim's (runtime/v2/manager.go): `failed to create
+ * shim task: OCI runtime create failed: …`.
  */
 function runtimeFailed(op: string, detail: string) {
   const lead = RUNTIME_LEADS.get(op);
   return unknown(lead ? `${lead}: ${detail}` : detail);
 }
 const RUNTIME_LEADS = new Map([
-  ...["create", "start", "exec", "pause", "resume"].map((o): [string, string] => [o, `OCI runtime ${o} failed`]),
+  ["create", "failed to create shim task: OCI runtime create failed"],
+  ...["start", "exec", "pause", "resume"].map((o): [string, string] => [o, `OCI runtime ${o} failed`]),
   ["kill", "unknown error after kill"],
 ]);
 
@@ -522,7 +525,8 @@ export class RuncRuntime {
     // put the program there). The caller's cleanup stops the held init.
     if (!spec.hooks?.createContainer?.length) {
       const missing = await missingProgram(path.join(`/proc/${pid}/root`, path.resolve(bundle, spec.root?.path ?? "rootfs")), spec.process ?? {});
-      if (missing) throw runtimeFailed("create", `task "${id}": unable to start container process: ${missing}`);
+      // In runc's words, as `runc create` refuses it under containerd.
+      if (missing) throw runtimeFailed("create", `runc create failed: unable to start container process: ${missing}`);
     }
     return { pid, exited: launch.launched.exited };
   }

@@ -8,7 +8,7 @@ import path from "node:path";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
 import { nowTimestamp } from "../emitter/envelope.js";
-import { chainIdOf, checkCommit, checkParentStands, checkPrepare, checkUnpack, parentIds, snapshotHandlers, validateSnapshotKey, validateSnapshotterName } from "../commands/snapshots.js";
+import { chainIdOf, checkCommit, checkParentStands, checkPrepare, checkUnpack, parentIds, snapshotHandlers, validateSnapshotKey } from "../commands/snapshots.js";
 import { validateDigest } from "../commands/validation.js";
 import { alreadyExists, canceled, failedPrecondition, invalidArgument, isClass, unavailable } from "../errdefs/errdefs.js";
 import { inheritLowerAttributes, isMissingLinkTarget, needsItsLowers, type Applied } from "../diff/apply.js";
@@ -84,14 +84,14 @@ export class SnapshotStore {
     private readonly snapshotters: ReadonlyMap<string, SnapshotterEntry>,
   ) {}
 
-  /** The snapshotter named in a request; InvalidArgument for an empty or unknown name. */
+  /**
+   * The snapshotter named in a request; InvalidArgument for an empty or unknown name, in
+   * containerd's snapshots service's words (`snapshotter not loaded: nope`).
+   */
   snapshotter(name: string): Snapshotter {
-    if (!name) throw invalidArgument("snapshotter name must not be empty");
+    if (!name) throw invalidArgument("snapshotter argument missing");
     const e = this.snapshotters.get(name);
-    if (!e) {
-      validateSnapshotterName(name);
-      throw invalidArgument(`snapshotter ${JSON.stringify(name)} is not known (have ${[...this.snapshotters.keys()].join(", ")})`);
-    }
+    if (!e) throw invalidArgument(`snapshotter not loaded: ${name}`);
     if (e.unavailable) throw failedPrecondition(`snapshotter ${name} is not available: ${e.unavailable}`);
     return e.sn;
   }

@@ -338,7 +338,7 @@ describe("content over the API", () => {
         await rejectsClass(
           w.send({ action: 2, offset: size / 2, data: data.subarray(size / 2), total: size, expected: digest, labels: { ["k".repeat(5000)]: "v" } }),
           "InvalidArgument",
-          /^labels: label key and value greater than maximum size \(4096 bytes\), key: kkkkkkkkkk/,
+          /^info\.Labels: label key and value greater than maximum size \(4096 bytes\), key: kkkkkkkkkk: invalid argument$/,
         );
         assert.deepEqual(blobFiles(daemon.root).filter((f) => !before.includes(f)), [], `size ${size}: a blob file was left`);
         // Nothing of this namespace's (a collection left by an earlier test may append meanwhile).

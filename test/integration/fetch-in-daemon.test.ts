@@ -128,7 +128,7 @@ describe("fetch in the daemon (ck.services.fetch.v1)", { timeout: 300_000 }, () 
         [{ ref: "" }, "InvalidArgument", /ref must not be empty/],
         [{ reference: "UPPER/Case:!!" }, "InvalidArgument", /reference/],
         [{ access: { plain_http: true, tls_client_cert: "-----BEGIN CERTIFICATE-----" } }, "InvalidArgument", /tls_client_key/],
-        [{ labels: { k: "v".repeat(4096) } }, "InvalidArgument", /labels: label key and value greater than maximum size/],
+        [{ labels: { k: "v".repeat(4096) } }, "InvalidArgument", /^info\.Labels: label key and value greater than maximum size/],
       ];
       for (const [over, cls, re] of cases) await rejectsClass(drain(api.stream("fetch", "Blob", blobRequest(over))), cls, re);
       await rejectsClass(drain(api.stream("fetch", "Blob", blobRequest(), { metadata: { "containerd-lease": "no-such-lease" } })), "NotFound", /lease/);

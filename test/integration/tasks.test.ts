@@ -243,7 +243,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     let since = (await log.lastSeq()) + 1;
     r = await ctr(["run", "--rm", ref, "t-nobin-plain", "/no/such/program"], "");
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /^ctr: OCI runtime create failed: task "t-nobin-plain": unable to start container process: exec: "\/no\/such\/program": stat \/no\/such\/program: no such file or directory: unknown\n$/, r.stderr);
+    assert.match(r.stderr, /^ctr: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: "\/no\/such\/program": stat \/no\/such\/program: no such file or directory: unknown\n$/, r.stderr);
     assert.equal(r.stderr.match(/no such file or directory/g)?.length, 1, r.stderr);
     r = await ctr(["run", ref, "t-nobin-path", "no-such-program"], "");
     assert.notEqual(r.code, 0);
@@ -1506,7 +1506,7 @@ exit 0
       // Searchable: past the check, runc's init reaches the rootfs itself (and, as the
       // namespace's root, cannot make /proc in this root-owned empty one).
       chmodSync(outside, 0o711);
-      await rejectsClass(api.call("tasks", "Create", { container_id: "t-userns-abs" }), "Unknown", /^OCI runtime create failed: .*rootfs\/proc: permission denied/);
+      await rejectsClass(api.call("tasks", "Create", { container_id: "t-userns-abs" }), "Unknown", /^failed to create shim task: OCI runtime create failed: .*rootfs\/proc: permission denied/);
       assert.equal((await ctr(["containers", "rm", "t-userns-abs"])).code, 0);
     } finally {
       rmSync(outside, { recursive: true, force: true });
@@ -1676,11 +1676,11 @@ exit 0
       assert.equal(await log.lastSeq(), seq);
     }
     // A program the image does not have (runc would find it missing only after ckd's gate):
-    // Create fails as containerd's (Unknown, "OCI runtime create failed"), naming it; the held
+    // Create fails as containerd's (Unknown, in its and runc's words), naming it; the held
     // init stopped, nothing appended.
     const goodJson = JSON.parse(Buffer.from(goodSpec.value).toString("utf8"));
     for (const [args, re] of [
-      [["/bin/no-such"], /^OCI runtime create failed: task "t-bad": unable to start container process: exec: "\/bin\/no-such": stat \/bin\/no-such: no such file or directory/],
+      [["/bin/no-such"], /^failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: "\/bin\/no-such": stat \/bin\/no-such: no such file or directory: unknown$/],
       [["no-such"], /exec: "no-such": executable file not found in \$PATH/],
       [["/bin"], /exec: "\/bin": permission denied/],
     ] as const) {

@@ -13,6 +13,8 @@ import { Given, T0 } from "../helpers/given.js";
 const T1 = { seconds: 1_700_000_100, nanos: 5 };
 const DIGEST = "sha256:" + "a".repeat(64);
 const DIGEST2 = "sha256:" + "b".repeat(64);
+/** A message exactly `text`. */
+const exactly = (text: string) => new RegExp(`^${text.replace(/[.*+?^$()|[\]{}\\]/g, "\\$&")}$`);
 const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: DIGEST, size: 100, annotations: {} };
 
 describe("namespaces", () => {
@@ -32,6 +34,18 @@ describe("namespaces", () => {
       throwsClass(() => decideCreateNamespace({ caller: "default", name, labels: {} }, undefined), "InvalidArgument");
     }
     throwsClass(() => decideCreateNamespace({ caller: "default", name: "ok", labels: { k: "v".repeat(4096) } }, undefined), "InvalidArgument");
+  });
+
+  test("refusals are in containerd's store's words: the identifier's error as it is, labels as namespace.Labels (ctr namespaces create/label print them)", () => {
+    const MUST_MATCH = String.raw`must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$: invalid argument`;
+    throwsClass(() => decideCreateNamespace({ caller: "default", name: "Bad!", labels: {} }, undefined), "InvalidArgument", exactly(`identifier "Bad!" ${MUST_MATCH}`));
+    const big = { k: "v".repeat(4096) };
+    const tooBig = exactly("namespace.Labels: label key and value greater than maximum size (4096 bytes), key: k: invalid argument");
+    throwsClass(() => decideCreateNamespace({ caller: "default", name: "ok", labels: big }, undefined), "InvalidArgument", tooBig);
+    throwsClass(() => decideUpdateNamespace({ caller: "default", name: "ok", labels: big, paths: ["labels.k"] }, undefined), "InvalidArgument", tooBig);
+    // containerd's SetLabel checks no name (an update makes the namespace: 'ctr namespaces
+    // label Bad! k=v' makes one no later call can delete); ck refuses it, in the same words.
+    throwsClass(() => decideUpdateNamespace({ caller: "default", name: "Bad!", labels: { k: "v" }, paths: ["labels.k"] }, undefined), "InvalidArgument", exactly(`identifier "Bad!" ${MUST_MATCH}`));
   });
 
   test("update with labels.<k> sets one key; empty value removes it; other paths are refused", () => {
@@ -180,6 +194,25 @@ describe("containers", () => {
     throwsClass(() => decideUpdateContainer({ namespace: "n", container: base(), paths: ["runtime"], now: T1 }, cur), "InvalidArgument", /cannot update "runtime"/);
     throwsClass(() => decideDeleteContainer({ namespace: "n", id: "nope" }, undefined), "NotFound");
   });
+
+  test("validation's refusals are led as containerd's store leads them: create container failed validation, update failed validation; labels as containers.Labels", () => {
+    const big = { k: "v".repeat(4096) };
+    const labels = "containers.Labels: label key and value greater than maximum size (4096 bytes), key: k: invalid argument";
+    const at = (lead: string, rest: string) => exactly(`${lead}: ${rest}`);
+    throwsClass(() => decideCreateContainer({ namespace: "n", container: { ...base(), labels: big }, now: T0 }, undefined), "InvalidArgument", at("create container failed validation", labels));
+    throwsClass(
+      () => decideCreateContainer({ namespace: "n", container: { ...base(), id: "bad id!" }, now: T0 }, undefined),
+      "InvalidArgument",
+      at("create container failed validation", String.raw`container.ID: identifier "bad id!" must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$: invalid argument`),
+    );
+    throwsClass(() => decideCreateContainer({ namespace: "n", container: { ...base(), spec: null }, now: T0 }, undefined), "InvalidArgument", at("create container failed validation", "container.Spec must be set: invalid argument"));
+    const g = new Given();
+    g.apply(decideCreateContainer({ namespace: "n", container: base(), now: T0 }, undefined).event);
+    const cur = g.get<ContainerRecord>(keys.container("n", "c1"));
+    throwsClass(() => decideUpdateContainer({ namespace: "n", container: { ...base(), labels: big }, paths: ["labels.k"], now: T1 }, cur), "InvalidArgument", at("update failed validation", labels));
+    // What the mask checks itself comes before, unled, as in containerd's store.
+    throwsClass(() => decideUpdateContainer({ namespace: "n", container: base(), paths: ["runtime"], now: T1 }, cur), "InvalidArgument", /^cannot update "runtime"/);
+  });
 });
 
 describe("evolve", () => {
@@ -230,7 +263,7 @@ describe("content metadata", () => {
     assert.deepEqual(d.result.labels, { k: "v", keep: "x" });
     // Named (one key, the whole map, or no mask at all): refused, naming the field.
     for (const paths of [["labels.huge"], ["labels"], []]) {
-      throwsClass(() => decideUpdateContent({ namespace: "a", digest: DIGEST, labels: big, paths, now: T1 }, g.get(keys.blob("a", DIGEST))), "InvalidArgument", /^labels: label key and value greater than maximum size \(4096 bytes\), key: huge/);
+      throwsClass(() => decideUpdateContent({ namespace: "a", digest: DIGEST, labels: big, paths, now: T1 }, g.get(keys.blob("a", DIGEST))), "InvalidArgument", /^info\.Labels: label key and value greater than maximum size \(4096 bytes\), key: huge: invalid argument$/);
     }
     // A named key too long to be a label is refused even when the update would remove it.
     const longKey = "k".repeat(5000);

@@ -159,6 +159,11 @@ describe("snapshots: prepare, view, commit", () => {
     throwsClass(() => g.run(snapshotHandlers.commit(commit("top", "base"))), "AlreadyExists");
     throwsClass(() => g.run(snapshotHandlers.commit(commit("nope", "x"))), "NotFound");
     throwsClass(() => g.run(snapshotHandlers.commit(commit("top", ""))), "InvalidArgument");
+    // Labels too big, named as containerd's snapshot store names them (`ctr snapshots label` prints it).
+    const tooBig = /^info\.Labels: label key and value greater than maximum size \(4096 bytes\), key: kkkkkkkkkk: invalid argument$/;
+    const big = { ["k".repeat(5000)]: "y" };
+    throwsClass(() => g.run(snapshotHandlers.prepare(prep("k", "", { labels: big }))), "InvalidArgument", tooBig);
+    throwsClass(() => g.run(snapshotHandlers.commit(commit("top", "x", big))), "InvalidArgument", tooBig);
     assert.equal(g.seq, 5, "no event was written");
   });
 
@@ -218,7 +223,7 @@ describe("snapshots: remove and update", () => {
     // Only the labels the mask writes are validated, as containerd validates the result.
     const big = { ["k".repeat(5000)]: "y" };
     assert.deepEqual(decideUpdateSnapshot({ namespace: NS, snapshotter: SN, key: "mid", labels: { c: "3", ...big }, paths: ["labels.c"], now: T0 }, g.snap("mid")).result.labels.c, "3");
-    throwsClass(() => decideUpdateSnapshot({ namespace: NS, snapshotter: SN, key: "mid", labels: big, paths: ["labels"], now: T0 }, g.snap("mid")), "InvalidArgument", /snapshot\.Labels: label key and value greater/);
+    throwsClass(() => decideUpdateSnapshot({ namespace: NS, snapshotter: SN, key: "mid", labels: big, paths: ["labels"], now: T0 }, g.snap("mid")), "InvalidArgument", /^info\.Labels: label key and value greater/);
   });
 
   test("decideCommitSnapshot keeps the active snapshot's id and takes the commit's labels", () => {
