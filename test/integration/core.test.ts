@@ -408,7 +408,7 @@ describe("ckd core", () => {
     }
   });
 
-  test("ck images, content and containers label print the resulting labels as ctr does (k=v,k=v); a bare key is key=true", async () => {
+  test("ck images, content, containers and snapshot label print the resulting labels as ctr does (k=v,k=v); a bare key is key=true", async () => {
     const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "cli-label" };
     const ck = (args: string[], input?: string) => runNode(CK, args, env, input);
     let r = await ck(["images", "create", "--label", "keep=1", "docker.io/library/lbl:1", "--digest", DIGEST, "--size", "1", "--media-type", target.media_type]);
@@ -427,6 +427,15 @@ describe("ckd core", () => {
     await api.call("containers", "Create", { container: { id: "lbl-c", image: "docker.io/library/lbl:1", labels: { a: "1" }, runtime: { name: "io.containerd.runc.v2" }, spec: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from("{}") } } }, { namespace: "cli-label" });
     r = await ck(["containers", "label", "lbl-c", "c=3"]);
     assert.deepEqual([r.code, r.stdout], [0, "a=1,c=3\n"], r.stderr);
+    // Snapshots too, as ctr snapshots label prints them (prepare labels gc.root itself).
+    assert.equal((await ck(["snapshot", "--snapshotter", "native", "prepare", "lbl-s"])).code, 0);
+    r = await ck(["snapshot", "--snapshotter", "native", "label", "lbl-s", "k=1", "m"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^containerd\.io\/gc\.root=[^,\n]+,k=1,m=true\n$/);
+    r = await ck(["snapshot", "--snapshotter", "native", "label", "lbl-s", "k=", "m="]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^containerd\.io\/gc\.root=[^,\n]+\n$/);
+    assert.equal((await ck(["snapshot", "--snapshotter", "native", "rm", "lbl-s"])).code, 0);
     for (const args of [["containers", "rm", "lbl-c"], ["images", "rm", "docker.io/library/lbl:1"], ["content", "rm", digest]]) {
       r = await ck(args);
       assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
