@@ -5,7 +5,8 @@
 import { Command } from "commander";
 import { ApiClient } from "./client.js";
 import { defaultAddress, defaultSnapshotter } from "./defaults.js";
-import { CkError, classPhrase, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
+import { CkError, classPhrase, invalidArgument, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
+import { parseRfc3339 } from "../commands/validation.js";
 import { collect, eventJson, goTime, labelsLine, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
@@ -371,7 +372,10 @@ program
     action(async (api, filters: string[], opts: { topic?: string; fromSeq?: string; since?: string }) => {
       // Like ctr, events of every namespace by default; an explicit -n/--namespace narrows.
       const namespace = program.getOptionValueSource("namespace") === "cli" ? api.opts.namespace : undefined;
-      if (opts.fromSeq && opts.since) throw new CkError("InvalidArgument", "--from-seq and --since are exclusive: invalid argument");
+      if (opts.fromSeq !== undefined && opts.since !== undefined) throw invalidArgument("--from-seq and --since are exclusive");
+      // Checked here, by the flags' names (ckd would name its metadata keys, ck-from-seq and ck-since).
+      if (opts.fromSeq !== undefined && !/^[1-9]\d{0,15}$/.test(opts.fromSeq)) throw invalidArgument(`--from-seq ${JSON.stringify(opts.fromSeq)} must be a sequence number, 1 or more`);
+      if (opts.since !== undefined && !parseRfc3339(opts.since)) throw invalidArgument(`--since ${JSON.stringify(opts.since)} must be an RFC 3339 time with its zone (e.g. 2026-12-01T10:00:00Z)`);
       const clauses: string[] = [];
       if (namespace) clauses.push(`namespace==${JSON.stringify(namespace)}`);
       if (opts.topic) clauses.push(`topic~=${JSON.stringify("^" + escapeRegex(opts.topic))}`);
@@ -379,8 +383,8 @@ program
       if (clauses.length) all = all.length ? all.map((f) => [f, ...clauses].join(",")) : [clauses.join(",")];
       // ck's own events too (content commits, leases, GC), which ctr is not sent.
       const md: Record<string, string> = { "ck-events": "all" };
-      if (opts.fromSeq) md["ck-from-seq"] = opts.fromSeq;
-      if (opts.since) md["ck-since"] = opts.since;
+      if (opts.fromSeq !== undefined) md["ck-from-seq"] = opts.fromSeq;
+      if (opts.since !== undefined) md["ck-since"] = opts.since;
       const abort = new AbortController();
       process.once("SIGINT", () => abort.abort());
       process.once("SIGTERM", () => abort.abort());

@@ -343,6 +343,20 @@ describe("ckd core", () => {
     assert.match(lines[2]!, / hist-foo \/leases\/create \{.*"id":"hist-lease"/);
   });
 
+  test("ck events: a bad --from-seq or --since is refused naming the flag the user gave (not ckd's metadata key), exit 1", async () => {
+    for (const [args, said] of [
+      [["--from-seq", "abc"], /^ck: --from-seq "abc" must be a sequence number, 1 or more: invalid argument\n$/],
+      [["--from-seq", "0"], /^ck: --from-seq "0" must be a sequence number/],
+      [["--since", "2026-12-03"], /^ck: --since "2026-12-03" must be an RFC 3339 time with its zone/],
+      [["--from-seq", "1", "--since", "2026-12-03T00:00:00Z"], /^ck: --from-seq and --since are exclusive: invalid argument\n$/],
+    ] as const) {
+      const r = await runNode(CK, ["--address", daemon.address, "events", ...args]);
+      assert.equal(r.code, 1, args.join(" "));
+      assert.match(r.stderr, said, args.join(" "));
+      assert.doesNotMatch(r.stderr, /ck-from-seq|ck-since/);
+    }
+  });
+
   test("ck CLI: namespaces, images and containers, ctr-like tables", async () => {
     const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "cli" };
     // No daemon on the socket: said plainly, not in grpc-js's words.
