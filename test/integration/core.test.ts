@@ -498,6 +498,35 @@ describe("ckd core", () => {
     }
   });
 
+  test("ck events, when ckd stops: the subscription ends Unavailable saying ckd is stopping (not a call cancelled), ck exits 1", async () => {
+    const other = await TestDaemon.start({ natsUrl: nats.url });
+    const c = other.client("stop-ev");
+    const { spawn } = await import("node:child_process");
+    let p: import("node:child_process").ChildProcess | undefined;
+    try {
+      p = spawn(process.execPath, [CK, "--address", other.address, "events", "--namespace", "stop-ev"]);
+      let out = "";
+      let err = "";
+      p.stdout!.on("data", (d) => (out += d));
+      p.stderr!.on("data", (d) => (err += d));
+      const exited = new Promise<number | null>((r) => p!.once("exit", (code) => r(code)));
+      // Live once an event created after ck started reaches it.
+      const deadline = Date.now() + 15_000;
+      for (let i = 0; !out.includes("/images/create") && Date.now() < deadline; i++) {
+        await c.call("images", "Create", { image: { name: `stop-ev-${i}`, target } });
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.match(out, /stop-ev \/images\/create/);
+      await other.stop();
+      assert.equal(await exited, 1, err);
+      assert.match(err, /^ck: ckd is stopping: the subscription ended; subscribe again once it serves: unavailable\n$/);
+    } finally {
+      if (p && p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+      c.close();
+      await other.cleanup().catch(() => undefined);
+    }
+  });
+
   test("everything the tests above wrote replays to the live projection, byte for byte (ck-replay verify)", async () => {
     // The live projection took ckd's own events as the sequencer folded them when deciding;
     // a rebuild folds them from the log's bytes: both must give the same records.
