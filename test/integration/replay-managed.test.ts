@@ -183,7 +183,13 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
 
     let r = await runNode(CK_REPLAY, ["rebuild", "--root", d.root]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /rebuilt 4 events .* \(\d+ events\/s\), applied sequence 4/);
+    assert.match(r.stdout, /^rebuilt 4 events to a temporary directory \(removed; --out DIR keeps one\) in .* \(\d+ events\/s\), applied sequence 4\n$/);
+    const kept = join(d.root, "rebuilt-out");
+    r = await runNode(CK_REPLAY, ["rebuild", "--root", d.root, "--out", kept]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^rebuilt 4 events to ${kept} in `));
+    assert.ok(existsSync(kept), "--out's directory stays");
+    await rm(kept, { recursive: true, force: true });
 
     r = await runNode(CK_REPLAY, ["verify", "--root", d.root]);
     assert.equal(r.code, 0, r.stdout + r.stderr);

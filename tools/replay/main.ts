@@ -84,7 +84,9 @@ async function main(): Promise<void> {
           warnGaps(r.gaps, opened.log.stream);
           const rate = r.seconds > 0 ? Math.round(r.events / r.seconds) : r.events;
           const from = r.base ? ` from the base at sequence ${r.base.seq} (loaded in ${r.baseSeconds!.toFixed(3)} s)` : "";
-          process.stdout.write(`rebuilt ${r.events} events${from} to ${dir} in ${r.seconds.toFixed(3)} s (${rate} events/s), applied sequence ${r.appliedSeq}\n`);
+          // Without --out the directory is gone by the time this is read: not named as if it stayed.
+          const where = opts.out ? dir : "a temporary directory (removed; --out DIR keeps one)";
+          process.stdout.write(`rebuilt ${r.events} events${from} to ${where} in ${r.seconds.toFixed(3)} s (${rate} events/s), applied sequence ${r.appliedSeq}\n`);
         };
         if (opts.out) await run(opts.out);
         else await withTempDir(run);
