@@ -890,6 +890,18 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ck(["tasks", "exec", "ck-bg", "true"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--exec-id/);
+    // ck tasks kill --exec-id, as ctr's: one exec process signalled, the task's init left running.
+    r = await ck(["tasks", "exec", "-d", "--exec-id", "ce2", "ck-bg", "--", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck(["tasks", "kill", "--exec-id", "ce2", "-s", "KILL", "ck-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await api.call("tasks", "Wait", { container_id: "ck-bg", exec_id: "ce2" })).exit_status, 137);
+    assert.equal((await api.call("tasks", "Get", { container_id: "ck-bg" })).process.status, 2, "the init still runs");
+    r = await ck(["tasks", "kill", "--exec-id", "ce2", "--all", "ck-bg"]);
+    assert.deepEqual([r.code, r.stderr], [1, "ck: specify an exec-id or all; not both: invalid argument\n"]);
+    r = await ck(["tasks", "kill", "--exec-id", "no-such-exec", "ck-bg"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /process does not exist no-such-exec/);
     // Started detached without stdio: nothing to attach to.
     r = await ck(["tasks", "attach", "ck-bg"]);
     assert.equal(r.code, 1);
