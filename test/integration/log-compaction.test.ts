@@ -300,6 +300,12 @@ test("a ckd that cannot start from a base (only bases of another projection form
   try {
     await writeSome(d, 0, 10);
     const L0 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    // The default --keep (1,000) keeps a short log whole: said without a sequence before 1.
+    const kept = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--dry-run"]);
+    assert.equal(
+      kept.stdout,
+      `dry run: would store a base at sequence ${L0}; nothing would be cut (with --keep 1000, every message from the log's first, sequence 1, stays); 0 older bases would be removed; nothing was changed\n`,
+    );
     const dry = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--dry-run"]);
     assert.equal(
       dry.stdout,
