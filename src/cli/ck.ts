@@ -324,9 +324,13 @@ const TASK_STATUS = ["unknown", "created", "running", "stopped", "paused", "paus
 
 /**
  * As ctr's deleteContainer: a created or stopped task goes first (the daemon refuses to delete
- * a container that has one), anything else is refused here, before the container is touched.
+ * a container that has one), anything else is refused here, before the container is touched;
+ * then, unless kept, the container's snapshot (containerd's WithSnapshotCleanup, which ctr
+ * passes: left to GC, the snapshot would still hold the ID a moment later, and an immediate
+ * `ck run` of the same ID fail AlreadyExists), then the container.
  */
-async function deleteContainer(api: ApiClient, id: string): Promise<void> {
+async function deleteContainer(api: ApiClient, id: string, keepSnapshot = false): Promise<void> {
+  const container = (await api.call("containers", "Get", { id })).container;
   let task: any;
   try {
     task = (await api.call("tasks", "Get", { container_id: id })).process;
@@ -338,19 +342,28 @@ async function deleteContainer(api: ApiClient, id: string): Promise<void> {
     if (status !== "created" && status !== "stopped") throw new CkError("FailedPrecondition", `cannot delete a non stopped container: ${status}`);
     await api.call("tasks", "Delete", { container_id: id });
   }
+  if (!keepSnapshot && container.snapshot_key) {
+    if (!container.snapshotter) throw new CkError("InvalidArgument", "container.Snapshotter must be set to cleanup rootfs snapshot: invalid argument");
+    try {
+      await api.call("snapshots", "Remove", { snapshotter: container.snapshotter, key: container.snapshot_key });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
   await api.call("containers", "Delete", { id });
 }
 containers
   .command("rm <ids...>")
   .alias("delete")
-  .description("remove containers")
+  .description("remove containers, with their snapshots (as ctr containers rm)")
+  .option("--keep-snapshot", "do not remove the container's snapshot")
   .action(
-    action(async (api, ids: string[]) => {
+    action(async (api, ids: string[], opts: { keepSnapshot?: boolean }) => {
       // As ctr: every id is tried; a failure is reported and makes the exit status 1.
       let failed = false;
       for (const id of ids) {
         try {
-          await deleteContainer(api, id);
+          await deleteContainer(api, id, opts.keepSnapshot === true);
         } catch (err) {
           failed = true;
           process.stderr.write(`ck: failed to delete container ${JSON.stringify(id)}: ${(err as Error).message}\n`);

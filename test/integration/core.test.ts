@@ -456,6 +456,29 @@ describe("ckd core", () => {
     }
   });
 
+  test("ck containers rm removes the container's snapshot too, as ctr's (at once, not at a later GC); --keep-snapshot keeps it", async () => {
+    const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "cli-crm" };
+    const ck = (args: string[]) => runNode(CK, args, env);
+    const spec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from("{}") };
+    const keys = async () => (await ck(["snapshot", "--snapshotter", "native", "ls"])).stdout.split("\n").slice(1).map((l) => l.split(/\s+/)[0]).filter(Boolean);
+    for (const id of ["crm-a", "crm-b"]) {
+      // Labelled gc.root, so that no collection takes it: only the removal asked for does.
+      await api.call("snapshots", "Prepare", { snapshotter: "native", key: id, labels: { "containerd.io/gc.root": "x" } }, { namespace: "cli-crm" });
+      await api.call("containers", "Create", { container: { id, image: "x", runtime: { name: "io.containerd.runc.v2" }, spec, snapshotter: "native", snapshot_key: id } }, { namespace: "cli-crm" });
+    }
+    let r = await ck(["containers", "rm", "crm-a"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await keys(), ["crm-b"], "crm-a's snapshot went with it");
+    r = await ck(["containers", "rm", "--keep-snapshot", "crm-b"]);
+    assert.equal(r.code, 0, r.stderr);
+    await rejectsClass(api.call("containers", "Get", { id: "crm-b" }, { namespace: "cli-crm" }), "NotFound");
+    assert.ok((await api.call("snapshots", "Stat", { snapshotter: "native", key: "crm-b" }, { namespace: "cli-crm" })).info, "kept");
+    await api.call("snapshots", "Remove", { snapshotter: "native", key: "crm-b" }, { namespace: "cli-crm" });
+    r = await ck(["containers", "rm", "crm-none"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^ck: failed to delete container "crm-none": container "crm-none" in namespace "cli-crm": not found/);
+  });
+
   test("introspection lists the plugins that loaded; version answers", async () => {
     const p = await api.call("introspection", "Plugins", { filters: ["type==io.containerd.grpc.v1"] });
     const ids = p.plugins.map((x: any) => x.id);
