@@ -500,7 +500,12 @@ async function exitWith(code: number): Promise<never> {
 function plainMessage(msg: string): string {
   const m = /^No connection established\. Last error: (?:Error: )?(.*?)\.? Resolution note: ?(.*)$/s.exec(msg);
   if (!m) return msg;
-  return `cannot reach ckd: ${m[1]!.trim()}${m[2]!.trim() ? ` (${m[2]!.trim()})` : ""}: is it running, and is --address (CK_ADDRESS) its socket?`;
+  const cause = m[1]!.trim();
+  // The socket is there, this user may not use it: "is it running?" would send them looking elsewhere.
+  const hint = /\b(EACCES|EPERM)\b/.test(cause)
+    ? "permission denied: ckd's socket (mode 0660) is for root and the members of its --socket-group"
+    : "is it running, and is --address (CK_ADDRESS) its socket?";
+  return `cannot reach ckd: ${cause}${m[2]!.trim() ? ` (${m[2]!.trim()})` : ""}: ${hint}`;
 }
 
 program.parseAsync().then(
