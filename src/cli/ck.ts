@@ -424,6 +424,9 @@ registerTaskCommands(program, action as never, out);
 
 // --- registries: fetch, pull, push, fetch-object
 registerDistributionCommands(program, action as never);
+// Where ctr has them too: ctr images pull|push, ctr content fetch|fetch-object.
+registerDistributionCommands(images, action as never, ["pull", "push"]);
+registerDistributionCommands(program.commands.find((c) => c.name() === "content")!, action as never, ["fetch", "fetch-object"]);
 
 // --- version
 program
