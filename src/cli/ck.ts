@@ -440,6 +440,39 @@ program
     }),
   );
 
+// --- plugins (ctr plugins ls): what loaded, and why what did not
+const plugins = program.command("plugins").alias("plugin").description("list ckd's plugins (introspection), as ctr plugins");
+plugins
+  .command("ls")
+  .alias("list")
+  .argument("[filters...]", "containerd filters, e.g. 'type==io.containerd.snapshotter.v1'")
+  .option("-q, --quiet", "print only the plugin ids")
+  .option("-d, --detailed", "print each plugin's requirements, exports and error")
+  .description("list plugins: TYPE ID PLATFORMS STATUS (ok, skip: not usable here, error)")
+  .action(
+    action(async (api, filters: string[], opts: { quiet?: boolean; detailed?: boolean }) => {
+      const list = ((await api.call("introspection", "Plugins", { filters: filters ?? [] })).plugins ?? []) as any[];
+      if (opts.quiet) return out(list.map((p) => `${p.id}\n`).join(""));
+      const platforms = (p: any) => ((p.platforms ?? []) as any[]).map((x) => [x.os, x.architecture, x.variant].filter(Boolean).join("/")).join(",") || "-";
+      // ctr's rule: an init error carrying plugin.ErrSkipPlugin's words is a skip.
+      const status = (p: any) => (!p.init_error ? "ok" : String(p.init_error.message ?? "").includes("skip plugin") ? "skip" : "error");
+      if (!opts.detailed) return out(table([["TYPE", "ID", "PLATFORMS", "STATUS"], ...list.map((p) => [p.type, p.id, platforms(p), status(p)])]));
+      out(
+        list
+          .map((p) => {
+            const lines = [`Type:      ${p.type}`, `ID:        ${p.id}`];
+            if (p.requires?.length) lines.push(`Requires:  ${p.requires.join(", ")}`);
+            if (p.platforms?.length) lines.push(`Platforms: ${platforms(p)}`);
+            const exports = Object.entries((p.exports ?? {}) as Record<string, string>).sort(([a], [b]) => (a < b ? -1 : 1));
+            if (exports.length) lines.push(`Exports:   ${exports.map(([k, v]) => `${k}=${v}`).join(", ")}`);
+            if (p.init_error) lines.push(`Status:    ${status(p)}: ${p.init_error.message}`);
+            return lines.join("\n") + "\n";
+          })
+          .join("\n"),
+      );
+    }),
+  );
+
 /** As ctr's images check: the snapshot of the image's top chain ID exists in this snapshotter. */
 async function unpacked(api: ApiClient, image: any, snapshotter: string, walked: ImageContents): Promise<boolean> {
   try {

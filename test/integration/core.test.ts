@@ -479,7 +479,7 @@ describe("ckd core", () => {
     assert.match(r.stderr, /^ck: failed to delete container "crm-none": container "crm-none" in namespace "cli-crm": not found/);
   });
 
-  test("introspection lists the plugins that loaded; version answers", async () => {
+  test("introspection lists the plugins that loaded (ck plugins ls too); version answers", async () => {
     const p = await api.call("introspection", "Plugins", { filters: ["type==io.containerd.grpc.v1"] });
     const ids = p.plugins.map((x: any) => x.id);
     for (const id of ["namespaces", "images", "containers", "events", "healthcheck"]) assert.ok(ids.includes(id), id);
@@ -495,6 +495,17 @@ describe("ckd core", () => {
     assert.match(v.revision, /^ck-/);
     const s = await api.call("introspection", "Server", {});
     assert.match(s.uuid, /^[0-9a-f-]{36}$/);
+    // ck plugins ls, as ctr's: the table, -q ids, filters, -d what each exports.
+    const ck = (args: string[]) => runNode(CK, ["--address", daemon.address, "plugins", "ls", ...args]);
+    let r = await ck([]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^TYPE +ID +PLATFORMS +STATUS\n/);
+    assert.match(r.stdout, /^io\.containerd\.grpc\.v1 +images +- +ok$/m);
+    assert.match(r.stdout, /^io\.containerd\.snapshotter\.v1 +native +linux\/\w+ +ok$/m);
+    r = await ck(["-q", "type==io.containerd.event.v1"]);
+    assert.deepEqual([r.code, r.stdout], [0, "jetstream\n"], r.stderr);
+    r = await ck(["-d", "id==jetstream"]);
+    assert.match(r.stdout, /^Type: +io\.containerd\.event\.v1\nID: +jetstream\nExports: +durability=.*, stream=CK_EVENTS\n$/);
   });
 
   test("gRPC health (as containerd serves it; its Go client's IsServing asks): SERVING; an unknown service NotFound; Watch says NOT_SERVING and ends when ckd stops", async () => {
