@@ -446,11 +446,21 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     );
   tasks
     .command("ps <id>")
-    .description("list the processes of a task: PID")
+    .description("list the processes of a task: PID INFO (an exec process's id, as ctr tasks ps)")
     .action(
       action(async (api, id: string) => {
         const ps: any[] = (await api.call("tasks", "ListPids", { container_id: id })).processes ?? [];
-        out(table([["PID"], ...ps.map((p) => [String(p.pid)])]));
+        // ctr prints the info's Go struct (&ProcessDetails{ExecID:e1,...}); ck the exec's id.
+        const info = (p: any): string => {
+          if (!p.info?.type_url) return "-";
+          try {
+            const { value } = api.protos.unpackAny(p.info);
+            return value?.exec_id ? `exec ${value.exec_id}` : "-";
+          } catch {
+            return p.info.type_url;
+          }
+        };
+        out(table([["PID", "INFO"], ...ps.map((p) => [String(p.pid), info(p)])]));
       }),
     );
   for (const [verb, method] of [
