@@ -785,7 +785,7 @@ export class Daemon {
     add("containerd.services.containers.v1.Containers", containersService(deps));
     add(
       "containerd.services.events.v1.Events",
-      eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos), historyStart: (withTime) => new BaseStore(this.log).historyStart(withTime) }),
+      eventsService({ sequencer: this.sequencer, subscriptions: new EventSubscriptions(this.log, this.protos), historyStart: (withTime) => new BaseStore(this.log).historyStart(withTime), onStopping: (fn) => this.onStopping.push(fn) }),
     );
     add(
       "containerd.services.content.v1.Content",

@@ -5,7 +5,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { Sequencer } from "../commands/sequencer.js";
 import type { EventSubscriptions } from "../emitter/subscriptions.js";
-import { invalidArgument, outOfRange } from "../errdefs/errdefs.js";
+import { invalidArgument, outOfRange, unavailable } from "../errdefs/errdefs.js";
 import { validateTopic } from "../emitter/subjects.js";
 import { parseRfc3339, validateIdentifier } from "../commands/validation.js";
 import { metadataValue, namespaceOf, serverStream, unary, writeStream } from "./grpc.js";
@@ -29,6 +29,12 @@ export interface EventsDeps {
    * cut it) and, when asked, the latest time a removed message can have.
    */
   historyStart: (withTime: boolean) => Promise<{ firstSeq: number; cutUntil?: Date }>;
+  /**
+   * Called once when ckd begins to stop: open subscriptions then end with Unavailable
+   * (`ck events` says ckd is stopping), not cut by the server's forced shutdown a second
+   * later, which a client sees as its own call cancelled.
+   */
+  onStopping?: (fn: () => void) => void;
 }
 
 function packedDraft(namespace: string, topic: string, event: any, timestamp?: any): EventDraft {
@@ -46,6 +52,12 @@ function packedDraft(namespace: string, topic: string, event: any, timestamp?: a
 }
 
 export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation {
+  const subscribers = new Set<() => void>();
+  let stopping = false;
+  d.onStopping?.(() => {
+    stopping = true;
+    for (const stop of [...subscribers]) stop();
+  });
   return {
     Publish: unary(async (call) => {
       const draft = packedDraft(namespaceOf(call), call.request.topic ?? "", call.request.event);
@@ -101,21 +113,33 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
       call.on("cancelled", () => abort.abort());
       call.on("close", () => abort.abort());
       if (call.cancelled) abort.abort();
-      await checkHistory();
-      if (abort.signal.aborted) return;
-      const events = await d.subscriptions.subscribe({ filters: call.request.filters ?? [], fromSeq, since, signal: abort.signal });
+      const stop = () => abort.abort();
+      subscribers.add(stop);
+      if (stopping) abort.abort();
+      const daemonStopping = () => unavailable("ckd is stopping: the subscription ended; subscribe again once it serves");
       try {
         await checkHistory();
-      } catch (err) {
-        abort.abort();
-        throw err;
-      }
-      // Tell the client the subscription is live before the first event arrives.
-      call.sendMetadata(new (call.metadata.constructor as typeof grpc.Metadata)());
-      for await (const ev of events) {
-        if (call.cancelled) break;
-        if (!withCkEvents && ev.envelope.event?.type_url.startsWith(CK_EVENT_TYPES)) continue;
-        await writeStream(call, ev.envelope);
+        if (abort.signal.aborted) {
+          if (stopping && !call.cancelled) throw daemonStopping();
+          return;
+        }
+        const events = await d.subscriptions.subscribe({ filters: call.request.filters ?? [], fromSeq, since, signal: abort.signal });
+        try {
+          await checkHistory();
+        } catch (err) {
+          abort.abort();
+          throw err;
+        }
+        // Tell the client the subscription is live before the first event arrives.
+        call.sendMetadata(new (call.metadata.constructor as typeof grpc.Metadata)());
+        for await (const ev of events) {
+          if (call.cancelled) break;
+          if (!withCkEvents && ev.envelope.event?.type_url.startsWith(CK_EVENT_TYPES)) continue;
+          await writeStream(call, ev.envelope);
+        }
+        if (stopping && !call.cancelled) throw daemonStopping();
+      } finally {
+        subscribers.delete(stop);
       }
     }),
   };

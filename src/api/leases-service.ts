@@ -88,11 +88,12 @@ export function gcService(d: { gc: GcScheduler }): grpc.UntypedServiceImplementa
     Collect: unary(async () => {
       const r = await d.gc.collect({ orphans: true });
       return {
-        namespaces: r.namespaces,
+        namespaces: r.namespaces.map((n) => ({ ...n, snapshots: n.snapshots ?? 0 })),
         bytes_freed: r.bytesFreed,
         blobs_removed: r.blobsRemoved,
         orphans_removed: r.orphansRemoved ?? 0,
         ingests_removed: r.ingestsRemoved,
+        snapshot_dirs_removed: r.snapshotDirsRemoved ?? 0,
       };
     }),
   };

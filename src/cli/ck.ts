@@ -5,7 +5,8 @@
 import { Command } from "commander";
 import { ApiClient } from "./client.js";
 import { defaultAddress, defaultSnapshotter } from "./defaults.js";
-import { CkError, classPhrase, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
+import { CkError, classPhrase, invalidArgument, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
+import { parseRfc3339 } from "../commands/validation.js";
 import { collect, eventJson, goTime, labelsLine, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
@@ -323,9 +324,13 @@ const TASK_STATUS = ["unknown", "created", "running", "stopped", "paused", "paus
 
 /**
  * As ctr's deleteContainer: a created or stopped task goes first (the daemon refuses to delete
- * a container that has one), anything else is refused here, before the container is touched.
+ * a container that has one), anything else is refused here, before the container is touched;
+ * then, unless kept, the container's snapshot (containerd's WithSnapshotCleanup, which ctr
+ * passes: left to GC, the snapshot would still hold the ID a moment later, and an immediate
+ * `ck run` of the same ID fail AlreadyExists), then the container.
  */
-async function deleteContainer(api: ApiClient, id: string): Promise<void> {
+async function deleteContainer(api: ApiClient, id: string, keepSnapshot = false): Promise<void> {
+  const container = (await api.call("containers", "Get", { id })).container;
   let task: any;
   try {
     task = (await api.call("tasks", "Get", { container_id: id })).process;
@@ -337,19 +342,28 @@ async function deleteContainer(api: ApiClient, id: string): Promise<void> {
     if (status !== "created" && status !== "stopped") throw new CkError("FailedPrecondition", `cannot delete a non stopped container: ${status}`);
     await api.call("tasks", "Delete", { container_id: id });
   }
+  if (!keepSnapshot && container.snapshot_key) {
+    if (!container.snapshotter) throw new CkError("InvalidArgument", "container.Snapshotter must be set to cleanup rootfs snapshot: invalid argument");
+    try {
+      await api.call("snapshots", "Remove", { snapshotter: container.snapshotter, key: container.snapshot_key });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
   await api.call("containers", "Delete", { id });
 }
 containers
   .command("rm <ids...>")
   .alias("delete")
-  .description("remove containers")
+  .description("remove containers, with their snapshots (as ctr containers rm)")
+  .option("--keep-snapshot", "do not remove the container's snapshot")
   .action(
-    action(async (api, ids: string[]) => {
+    action(async (api, ids: string[], opts: { keepSnapshot?: boolean }) => {
       // As ctr: every id is tried; a failure is reported and makes the exit status 1.
       let failed = false;
       for (const id of ids) {
         try {
-          await deleteContainer(api, id);
+          await deleteContainer(api, id, opts.keepSnapshot === true);
         } catch (err) {
           failed = true;
           process.stderr.write(`ck: failed to delete container ${JSON.stringify(id)}: ${(err as Error).message}\n`);
@@ -371,7 +385,10 @@ program
     action(async (api, filters: string[], opts: { topic?: string; fromSeq?: string; since?: string }) => {
       // Like ctr, events of every namespace by default; an explicit -n/--namespace narrows.
       const namespace = program.getOptionValueSource("namespace") === "cli" ? api.opts.namespace : undefined;
-      if (opts.fromSeq && opts.since) throw new CkError("InvalidArgument", "--from-seq and --since are exclusive: invalid argument");
+      if (opts.fromSeq !== undefined && opts.since !== undefined) throw invalidArgument("--from-seq and --since are exclusive");
+      // Checked here, by the flags' names (ckd would name its metadata keys, ck-from-seq and ck-since).
+      if (opts.fromSeq !== undefined && !/^[1-9]\d{0,15}$/.test(opts.fromSeq)) throw invalidArgument(`--from-seq ${JSON.stringify(opts.fromSeq)} must be a sequence number, 1 or more`);
+      if (opts.since !== undefined && !parseRfc3339(opts.since)) throw invalidArgument(`--since ${JSON.stringify(opts.since)} must be an RFC 3339 time with its zone (e.g. 2026-12-01T10:00:00Z)`);
       const clauses: string[] = [];
       if (namespace) clauses.push(`namespace==${JSON.stringify(namespace)}`);
       if (opts.topic) clauses.push(`topic~=${JSON.stringify("^" + escapeRegex(opts.topic))}`);
@@ -379,8 +396,8 @@ program
       if (clauses.length) all = all.length ? all.map((f) => [f, ...clauses].join(",")) : [clauses.join(",")];
       // ck's own events too (content commits, leases, GC), which ctr is not sent.
       const md: Record<string, string> = { "ck-events": "all" };
-      if (opts.fromSeq) md["ck-from-seq"] = opts.fromSeq;
-      if (opts.since) md["ck-since"] = opts.since;
+      if (opts.fromSeq !== undefined) md["ck-from-seq"] = opts.fromSeq;
+      if (opts.since !== undefined) md["ck-since"] = opts.since;
       const abort = new AbortController();
       process.once("SIGINT", () => abort.abort());
       process.once("SIGTERM", () => abort.abort());
@@ -407,6 +424,9 @@ registerTaskCommands(program, action as never, out);
 
 // --- registries: fetch, pull, push, fetch-object
 registerDistributionCommands(program, action as never);
+// Where ctr has them too: ctr images pull|push, ctr content fetch|fetch-object.
+registerDistributionCommands(images, action as never, ["pull", "push"]);
+registerDistributionCommands(program.commands.find((c) => c.name() === "content")!, action as never, ["fetch", "fetch-object"]);
 
 // --- version
 program
@@ -417,6 +437,39 @@ program
       const v = await api.call("version", "Version", {});
       const s = await api.call("introspection", "Server", {});
       out(`Client:\n  Version:  ${CK_VERSION}\n\nServer:\n  Version:  ${v.version}\n  Revision: ${v.revision}\n  UUID: ${s.uuid}\n`);
+    }),
+  );
+
+// --- plugins (ctr plugins ls): what loaded, and why what did not
+const plugins = program.command("plugins").alias("plugin").description("list ckd's plugins (introspection), as ctr plugins");
+plugins
+  .command("ls")
+  .alias("list")
+  .argument("[filters...]", "containerd filters, e.g. 'type==io.containerd.snapshotter.v1'")
+  .option("-q, --quiet", "print only the plugin ids")
+  .option("-d, --detailed", "print each plugin's requirements, exports and error")
+  .description("list plugins: TYPE ID PLATFORMS STATUS (ok, skip: not usable here, error)")
+  .action(
+    action(async (api, filters: string[], opts: { quiet?: boolean; detailed?: boolean }) => {
+      const list = ((await api.call("introspection", "Plugins", { filters: filters ?? [] })).plugins ?? []) as any[];
+      if (opts.quiet) return out(list.map((p) => `${p.id}\n`).join(""));
+      const platforms = (p: any) => ((p.platforms ?? []) as any[]).map((x) => [x.os, x.architecture, x.variant].filter(Boolean).join("/")).join(",") || "-";
+      // ctr's rule: an init error carrying plugin.ErrSkipPlugin's words is a skip.
+      const status = (p: any) => (!p.init_error ? "ok" : String(p.init_error.message ?? "").includes("skip plugin") ? "skip" : "error");
+      if (!opts.detailed) return out(table([["TYPE", "ID", "PLATFORMS", "STATUS"], ...list.map((p) => [p.type, p.id, platforms(p), status(p)])]));
+      out(
+        list
+          .map((p) => {
+            const lines = [`Type:      ${p.type}`, `ID:        ${p.id}`];
+            if (p.requires?.length) lines.push(`Requires:  ${p.requires.join(", ")}`);
+            if (p.platforms?.length) lines.push(`Platforms: ${platforms(p)}`);
+            const exports = Object.entries((p.exports ?? {}) as Record<string, string>).sort(([a], [b]) => (a < b ? -1 : 1));
+            if (exports.length) lines.push(`Exports:   ${exports.map(([k, v]) => `${k}=${v}`).join(", ")}`);
+            if (p.init_error) lines.push(`Status:    ${status(p)}: ${p.init_error.message}`);
+            return lines.join("\n") + "\n";
+          })
+          .join("\n"),
+      );
     }),
   );
 
@@ -483,7 +536,12 @@ async function exitWith(code: number): Promise<never> {
 function plainMessage(msg: string): string {
   const m = /^No connection established\. Last error: (?:Error: )?(.*?)\.? Resolution note: ?(.*)$/s.exec(msg);
   if (!m) return msg;
-  return `cannot reach ckd: ${m[1]!.trim()}${m[2]!.trim() ? ` (${m[2]!.trim()})` : ""}: is it running, and is --address (CK_ADDRESS) its socket?`;
+  const cause = m[1]!.trim();
+  // The socket is there, this user may not use it: "is it running?" would send them looking elsewhere.
+  const hint = /\b(EACCES|EPERM)\b/.test(cause)
+    ? "permission denied: ckd's socket (mode 0660) is for root and the members of its --socket-group"
+    : "is it running, and is --address (CK_ADDRESS) its socket?";
+  return `cannot reach ckd: ${cause}${m[2]!.trim() ? ` (${m[2]!.trim()})` : ""}: ${hint}`;
 }
 
 program.parseAsync().then(

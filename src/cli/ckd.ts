@@ -69,8 +69,13 @@ interface FileConfig {
 }
 
 async function loadConfigFile(path: string): Promise<FileConfig> {
-  const text = await readFile(path, "utf8");
-  const raw = parseToml(text) as Record<string, unknown>;
+  let raw: Record<string, unknown>;
+  try {
+    raw = parseToml(await readFile(path, "utf8")) as Record<string, unknown>;
+  } catch (err) {
+    // smol-toml's own words say where in the file, not which file.
+    throw new Error(`config ${path}: ${(err as Error).message}`);
+  }
   const known = new Set(["root", "address", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "socket_group", "stream", "replicas", "log_level", "stale_ingest_hours", "gc_expiry_interval_seconds", "disabled_plugins", "catch_up_thread_events", "content_write_through", "compact_interval_seconds", "compact_keep", "compact_keep_bases", "opt_path", "nats_watchdog_seconds"]);
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new Error(`config ${path}: unknown key "${k}" (known: ${[...known].join(", ")})`);
@@ -90,6 +95,7 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
     throw new Error(`config ${path}: stale_ingest_hours must be a number of hours > 0, got ${JSON.stringify(stale)}`);
   }
   if (raw.replicas !== undefined) replicasOf(`config ${path}: replicas`, raw.replicas);
+  if (typeof raw.log_level === "string") logLevelOf(`config ${path}: log_level`, raw.log_level);
   for (const k of ["root", "address", "stream", "log_level", "nats", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_creds", "nats_nkey", "metrics_address", "opt_path"]) {
     if (raw[k] !== undefined && typeof raw[k] !== "string") throw new Error(`config ${path}: ${k} must be a string, got ${JSON.stringify(raw[k])}`);
   }
@@ -115,9 +121,16 @@ setFlagsFromString("--max-semi-space-size=64");
 
 function secondsToMs(v: string | number | undefined): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`gc expiry interval "${v}" must be a number of seconds >= 0`);
+  const n = typeof v === "string" && v.trim() === "" ? NaN : Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`--gc-expiry-interval (gc_expiry_interval_seconds) "${v}" must be a number of seconds >= 0`);
   return n * 1000;
+}
+
+/** pino's levels: another name would fail in pino's own words, naming no flag. */
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+function logLevelOf(what: string, v: string): string {
+  if (!LOG_LEVELS.includes(v)) throw new Error(`${what} "${v}" must be one of ${LOG_LEVELS.join(", ")}`);
+  return v;
 }
 
 /** A flag's whole number >= 0 (else the config file's), times `scale`; a bad flag is refused by name. */
@@ -176,7 +189,7 @@ async function main(): Promise<void> {
     .option("--stream <name>", "JetStream stream holding the log (default CK_EVENTS)")
     .option("--replicas <n>", "replicas for a stream ckd creates (3 on a cluster)")
     .option("--config <file>", "TOML file with the same options (root, address, nats, nats_tls_ca, nats_tls_cert, nats_tls_key, nats_creds, nats_nkey, metrics_address, socket_group, stream, replicas, log_level, compact_interval_seconds, compact_keep, compact_keep_bases) and stale_ingest_hours, gc_expiry_interval_seconds, disabled_plugins, catch_up_thread_events, content_write_through, opt_path and nats_watchdog_seconds")
-    .option("--log-level <level>", "trace, debug, info, warn, error", undefined)
+    .option("--log-level <level>", "trace, debug, info (the default), warn, error, fatal or silent", undefined)
     .option("--gc-expiry-interval <seconds>", "how often leases are checked for expiry (default 60; 0 = off)")
     .option("--compact-interval <seconds>", "run ck-replay compact on this root every this many seconds (default 0: never; see README, Compaction)")
     .option("--compact-keep <n>", "messages before the base a scheduled compaction keeps (default 10000)")
@@ -223,7 +236,7 @@ async function main(): Promise<void> {
   if (config.compactKeepBases === 0) throw new Error(`--compact-keep-bases must be 1 or more`);
   // A Node timer's longest wait: past it, setInterval fires every millisecond.
   if ((config.natsWatchdogMs ?? 0) > 2 ** 31 - 1) throw new Error(`nats_watchdog_seconds must be at most ${Math.floor((2 ** 31 - 1) / 1000)}`);
-  const logger = pino({ level: flags.logLevel ?? file.log_level ?? "info" }, pino.destination(2));
+  const logger = pino({ level: flags.logLevel !== undefined ? logLevelOf("--log-level", flags.logLevel) : (file.log_level ?? "info") }, pino.destination(2));
   // Secrets other users can read: said at start (ckd still starts; the administrator decides).
   for (const { file: path, holds } of await exposedSecrets(config, flags.config, file.nats)) {
     logger.warn({ file: path }, `${holds}, and other users can read the file: chmod o-r it`);

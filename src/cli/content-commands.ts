@@ -253,7 +253,8 @@ export function registerContentCommands(program: Command, action: Action<any[]>,
         try {
           const file = join(dir, "blob");
           await writeFile(file, Buffer.concat(parts));
-          const editor = opts.editor ?? process.env.EDITOR ?? "vi";
+          // An empty EDITOR (or --editor "") is no editor: sh would run the blob itself.
+          const editor = opts.editor || process.env.EDITOR || "vi";
           const r = spawnSync("/bin/sh", ["-c", `${editor} "$1"`, "sh", file], { stdio: "inherit" });
           if (r.status !== 0) throw new Error(`editor exited with ${r.status ?? r.signal}`);
           const data = await readFile(file);

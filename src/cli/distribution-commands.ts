@@ -127,8 +127,14 @@ async function transfer<T>(ref: ImageReference, opts: RegistryFlags & { quiet?: 
   }
 }
 
-export function registerDistributionCommands(program: Command, action: Action): void {
-  for (const name of ["fetch", "pull"] as const) {
+export type DistributionCommand = "fetch" | "pull" | "push" | "fetch-object";
+
+/**
+ * `names` picks which: under `ck` itself all four, and under `ck images` (pull, push) and
+ * `ck content` (fetch, fetch-object) where ctr has them, so a ctr user's `ck images pull` works.
+ */
+export function registerDistributionCommands(program: Command, action: Action, names: readonly DistributionCommand[] = ["fetch", "pull", "push", "fetch-object"]): void {
+  for (const name of (["fetch", "pull"] as const).filter((n) => names.includes(n))) {
     const c = program
       .command(`${name} <ref>`)
       .description(
@@ -181,48 +187,52 @@ export function registerDistributionCommands(program: Command, action: Action): 
     );
   }
 
-  withRegistryFlags(
-    program
-      .command("push <ref> [local]")
-      .description("push an image (local name, default ref) to a registry")
-      .option("--platform <platform>", "of an index, push the one manifest for this platform under the tag (repeatable, but all must select the same entry)", collect)
-      .option("--max-concurrent-uploaded-layers <n>", "blobs uploaded at once", "3")
-      .option("--allow-non-distributable-blobs", "upload non-distributable (foreign) layers too, as ctr push's flag; left out by default")
-      .option("-q, --quiet", "print only the pushed digest"),
-  ).action(
-    action(async (api, refArg: string, local: string | undefined, opts: RegistryFlags & PlatformFlags & { maxConcurrentUploadedLayers?: string; quiet?: boolean; allowNonDistributableBlobs?: boolean }) => {
-      const ref = parseReference(refArg);
-      // The image as ck pull names it (`localhost:5000/app` is `localhost:5000/app:latest`),
-      // else as typed (an image another client stored under that string).
-      const name = local ?? (await localName(api, formatReference(ref), refArg));
-      const r = await transfer(ref, opts, (registry, progress) =>
-        pushImage(api, registry, ref, name, {
-          platforms: opts.platform?.length ? opts.platform.map(parsePlatform) : [],
-          concurrency: concurrency(opts.maxConcurrentUploadedLayers),
-          progress,
-          allowNonDistributable: opts.allowNonDistributableBlobs === true,
-        }),
-      );
-      if (opts.quiet) process.stdout.write(`${r.target.digest}\n`);
-    }),
-  );
+  if (names.includes("push")) {
+    withRegistryFlags(
+      program
+        .command("push <ref> [local]")
+        .description("push an image (local name, default ref) to a registry")
+        .option("--platform <platform>", "of an index, push the one manifest for this platform under the tag (repeatable, but all must select the same entry)", collect)
+        .option("--max-concurrent-uploaded-layers <n>", "blobs uploaded at once", "3")
+        .option("--allow-non-distributable-blobs", "upload non-distributable (foreign) layers too, as ctr push's flag; left out by default")
+        .option("-q, --quiet", "print only the pushed digest"),
+    ).action(
+      action(async (api, refArg: string, local: string | undefined, opts: RegistryFlags & PlatformFlags & { maxConcurrentUploadedLayers?: string; quiet?: boolean; allowNonDistributableBlobs?: boolean }) => {
+        const ref = parseReference(refArg);
+        // The image as ck pull names it (`localhost:5000/app` is `localhost:5000/app:latest`),
+        // else as typed (an image another client stored under that string).
+        const name = local ?? (await localName(api, formatReference(ref), refArg));
+        const r = await transfer(ref, opts, (registry, progress) =>
+          pushImage(api, registry, ref, name, {
+            platforms: opts.platform?.length ? opts.platform.map(parsePlatform) : [],
+            concurrency: concurrency(opts.maxConcurrentUploadedLayers),
+            progress,
+            allowNonDistributable: opts.allowNonDistributableBlobs === true,
+          }),
+        );
+        if (opts.quiet) process.stdout.write(`${r.target.digest}\n`);
+      }),
+    );
+  }
 
-  withRegistryFlags(
-    program
-      .command("fetch-object <ref> <digest>")
-      .description("fetch one object of a repository by digest into the content store, or with -o to a file (- = stdout)")
-      .option("-o, --output <file>", "write the verified bytes here instead of the content store (a file appears only once verified)"),
-  ).action(
-    action(async (api, refArg: string, digest: string, opts: RegistryFlags & { output?: string }) => {
-      const ref = parseReference(refArg);
-      const registry = registryFor(ref, opts);
-      try {
-        await fetchOne(api, registry, ref, digest, opts.output);
-      } finally {
-        registry.close();
-      }
-    }),
-  );
+  if (names.includes("fetch-object")) {
+    withRegistryFlags(
+      program
+        .command("fetch-object <ref> <digest>")
+        .description("fetch one object of a repository by digest into the content store, or with -o to a file (- = stdout)")
+        .option("-o, --output <file>", "write the verified bytes here instead of the content store (a file appears only once verified)"),
+    ).action(
+      action(async (api, refArg: string, digest: string, opts: RegistryFlags & { output?: string }) => {
+        const ref = parseReference(refArg);
+        const registry = registryFor(ref, opts);
+        try {
+          await fetchOne(api, registry, ref, digest, opts.output);
+        } finally {
+          registry.close();
+        }
+      }),
+    );
+  }
 }
 
 async function fetchOne(api: ApiClient, registry: Registry, ref: ImageReference, digest: string, output: string | undefined): Promise<void> {

@@ -110,13 +110,15 @@ export function registerLeaseCommands(program: Command, action: Action<any[]>, o
       action(async (api, opts: { quiet?: boolean }) => {
         const res = await api.call("gc", "Collect", {});
         if (opts.quiet) return;
-        const rows = (res.namespaces ?? []) as { namespace: string; blobs: number; leases: number }[];
-        out(table([["NAMESPACE", "BLOBS", "LEASES"], ...rows.map((r) => [r.namespace, String(r.blobs), String(r.leases)])]));
+        const rows = (res.namespaces ?? []) as { namespace: string; blobs: number; leases: number; snapshots?: number }[];
+        // A table only when a namespace lost something: a header over nothing says nothing.
+        if (rows.length) out(table([["NAMESPACE", "BLOBS", "LEASES", "SNAPSHOTS"], ...rows.map((r) => [r.namespace, String(r.blobs), String(r.leases), String(r.snapshots ?? 0)])]));
         const orphans = Number(res.orphans_removed ?? 0);
         const ingests = Number(res.ingests_removed ?? 0);
+        const dirs = Number(res.snapshot_dirs_removed ?? 0);
         out(
           `removed ${Number(res.blobs_removed ?? 0)} blob files${orphans ? ` (${orphans} orphaned)` : ""}, freed ${humanSize(Number(res.bytes_freed ?? 0))}` +
-            `${ingests ? `; removed ${ingests} ingests` : ""}\n`,
+            `${ingests ? `; removed ${ingests} ingests` : ""}${dirs ? `; removed ${dirs} snapshot directories no snapshot owned` : ""}\n`,
         );
       }),
     );

@@ -3,7 +3,7 @@
 // $CONTAINERD_SNAPSHOTTER; prepare and commit label gc.root so GC keeps what a user made).
 import type { Command } from "commander";
 import type { ApiClient } from "./client.js";
-import { humanSize, parseLabelArgs, table } from "./format.js";
+import { humanSize, labelsLine, parseLabelArgs, table } from "./format.js";
 import { defaultSnapshotter } from "./defaults.js";
 import { mountArgs } from "../snapshots/mount.js";
 
@@ -176,7 +176,8 @@ export function registerSnapshotCommands(program: Command, action: Action<any[]>
         const r = paths.length
           ? await api.call("snapshots", "Update", { snapshotter: sn(), info: { name: key, labels }, update_mask: { paths } })
           : await api.call("snapshots", "Stat", { snapshotter: sn(), key });
-        for (const [k, v] of Object.entries((r.info?.labels ?? {}) as Record<string, string>).sort()) out(`${k}=${v}\n`);
+        // As ctr snapshots label and ck's other label commands: k=v,k=v on one line.
+        out(labelsLine(r.info?.labels) + "\n");
       }),
     );
 

@@ -361,11 +361,14 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     .description("signal a task (default: the container's stop signal, the image's STOPSIGNAL, else SIGTERM)")
     .option("-s, --signal <signal>", "signal name or number")
     .option("-a, --all", "signal every process of the task")
+    .option("--exec-id <id>", "signal this exec process instead of the task's init (as ctr tasks kill --exec-id)")
     .action(
-      action(async (api, id: string, opts: { signal?: string; all?: boolean }) => {
-        // As ctr: without -s, the signal the container's label names (containerd.GetStopSignal).
+      action(async (api, id: string, opts: { signal?: string; all?: boolean; execId?: string }) => {
+        if (opts.all && opts.execId !== undefined) throw new CkError("InvalidArgument", "specify an exec-id or all; not both: invalid argument");
+        // As ctr: without -s, the signal the container's label names (containerd.GetStopSignal),
+        // for an exec process too.
         const name = opts.signal ?? (await api.call("containers", "Get", { id })).container.labels?.[STOP_SIGNAL_LABEL] ?? "SIGTERM";
-        await api.call("tasks", "Kill", { container_id: id, signal: parseSignal(name), all: opts.all === true });
+        await api.call("tasks", "Kill", { container_id: id, exec_id: opts.execId ?? "", signal: parseSignal(name), all: opts.all === true });
       }),
     );
   tasks
@@ -443,11 +446,21 @@ export function registerTaskCommands(program: Command, action: Action<any[]>, ou
     );
   tasks
     .command("ps <id>")
-    .description("list the processes of a task: PID")
+    .description("list the processes of a task: PID INFO (an exec process's id, as ctr tasks ps)")
     .action(
       action(async (api, id: string) => {
         const ps: any[] = (await api.call("tasks", "ListPids", { container_id: id })).processes ?? [];
-        out(table([["PID"], ...ps.map((p) => [String(p.pid)])]));
+        // ctr prints the info's Go struct (&ProcessDetails{ExecID:e1,...}); ck the exec's id.
+        const info = (p: any): string => {
+          if (!p.info?.type_url) return "-";
+          try {
+            const { value } = api.protos.unpackAny(p.info);
+            return value?.exec_id ? `exec ${value.exec_id}` : "-";
+          } catch {
+            return p.info.type_url;
+          }
+        };
+        out(table([["PID", "INFO"], ...ps.map((p) => [String(p.pid), info(p)])]));
       }),
     );
   for (const [verb, method] of [

@@ -739,6 +739,16 @@ describe("content over the API", () => {
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /editor exited with 1/);
     assert.equal((await runNode(CK, ["content", "ls", "-q"], env)).stdout, before);
+    // An empty $EDITOR is none: vi (here a stand-in on PATH), not the blob run as a program.
+    const bin = await mkdtemp(join(tmpdir(), "ck-edit-vi-"));
+    try {
+      await writeFile(join(bin, "vi"), `#!/bin/sh\nsed -i s/world/vi/ "$1"\n`, { mode: 0o755 });
+      r = await runNode(CK, ["content", "edit", digest], { ...env, EDITOR: "", PATH: `${bin}:${process.env.PATH}` });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.trim(), sha(Buffer.from("hello vi\n")));
+    } finally {
+      await rm(bin, { recursive: true, force: true });
+    }
   });
 });
 

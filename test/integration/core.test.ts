@@ -343,6 +343,20 @@ describe("ckd core", () => {
     assert.match(lines[2]!, / hist-foo \/leases\/create \{.*"id":"hist-lease"/);
   });
 
+  test("ck events: a bad --from-seq or --since is refused naming the flag the user gave (not ckd's metadata key), exit 1", async () => {
+    for (const [args, said] of [
+      [["--from-seq", "abc"], /^ck: --from-seq "abc" must be a sequence number, 1 or more: invalid argument\n$/],
+      [["--from-seq", "0"], /^ck: --from-seq "0" must be a sequence number/],
+      [["--since", "2026-12-03"], /^ck: --since "2026-12-03" must be an RFC 3339 time with its zone/],
+      [["--from-seq", "1", "--since", "2026-12-03T00:00:00Z"], /^ck: --from-seq and --since are exclusive: invalid argument\n$/],
+    ] as const) {
+      const r = await runNode(CK, ["--address", daemon.address, "events", ...args]);
+      assert.equal(r.code, 1, args.join(" "));
+      assert.match(r.stderr, said, args.join(" "));
+      assert.doesNotMatch(r.stderr, /ck-from-seq|ck-since/);
+    }
+  });
+
   test("ck CLI: namespaces, images and containers, ctr-like tables", async () => {
     const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "cli" };
     // No daemon on the socket: said plainly, not in grpc-js's words.
@@ -408,7 +422,7 @@ describe("ckd core", () => {
     }
   });
 
-  test("ck images, content and containers label print the resulting labels as ctr does (k=v,k=v); a bare key is key=true", async () => {
+  test("ck images, content, containers and snapshot label print the resulting labels as ctr does (k=v,k=v); a bare key is key=true", async () => {
     const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "cli-label" };
     const ck = (args: string[], input?: string) => runNode(CK, args, env, input);
     let r = await ck(["images", "create", "--label", "keep=1", "docker.io/library/lbl:1", "--digest", DIGEST, "--size", "1", "--media-type", target.media_type]);
@@ -427,13 +441,45 @@ describe("ckd core", () => {
     await api.call("containers", "Create", { container: { id: "lbl-c", image: "docker.io/library/lbl:1", labels: { a: "1" }, runtime: { name: "io.containerd.runc.v2" }, spec: { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from("{}") } } }, { namespace: "cli-label" });
     r = await ck(["containers", "label", "lbl-c", "c=3"]);
     assert.deepEqual([r.code, r.stdout], [0, "a=1,c=3\n"], r.stderr);
+    // Snapshots too, as ctr snapshots label prints them (prepare labels gc.root itself).
+    assert.equal((await ck(["snapshot", "--snapshotter", "native", "prepare", "lbl-s"])).code, 0);
+    r = await ck(["snapshot", "--snapshotter", "native", "label", "lbl-s", "k=1", "m"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^containerd\.io\/gc\.root=[^,\n]+,k=1,m=true\n$/);
+    r = await ck(["snapshot", "--snapshotter", "native", "label", "lbl-s", "k=", "m="]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^containerd\.io\/gc\.root=[^,\n]+\n$/);
+    assert.equal((await ck(["snapshot", "--snapshotter", "native", "rm", "lbl-s"])).code, 0);
     for (const args of [["containers", "rm", "lbl-c"], ["images", "rm", "docker.io/library/lbl:1"], ["content", "rm", digest]]) {
       r = await ck(args);
       assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
     }
   });
 
-  test("introspection lists the plugins that loaded; version answers", async () => {
+  test("ck containers rm removes the container's snapshot too, as ctr's (at once, not at a later GC); --keep-snapshot keeps it", async () => {
+    const env = { CK_ADDRESS: daemon.address, CONTAINERD_NAMESPACE: "cli-crm" };
+    const ck = (args: string[]) => runNode(CK, args, env);
+    const spec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from("{}") };
+    const keys = async () => (await ck(["snapshot", "--snapshotter", "native", "ls"])).stdout.split("\n").slice(1).map((l) => l.split(/\s+/)[0]).filter(Boolean);
+    for (const id of ["crm-a", "crm-b"]) {
+      // Labelled gc.root, so that no collection takes it: only the removal asked for does.
+      await api.call("snapshots", "Prepare", { snapshotter: "native", key: id, labels: { "containerd.io/gc.root": "x" } }, { namespace: "cli-crm" });
+      await api.call("containers", "Create", { container: { id, image: "x", runtime: { name: "io.containerd.runc.v2" }, spec, snapshotter: "native", snapshot_key: id } }, { namespace: "cli-crm" });
+    }
+    let r = await ck(["containers", "rm", "crm-a"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await keys(), ["crm-b"], "crm-a's snapshot went with it");
+    r = await ck(["containers", "rm", "--keep-snapshot", "crm-b"]);
+    assert.equal(r.code, 0, r.stderr);
+    await rejectsClass(api.call("containers", "Get", { id: "crm-b" }, { namespace: "cli-crm" }), "NotFound");
+    assert.ok((await api.call("snapshots", "Stat", { snapshotter: "native", key: "crm-b" }, { namespace: "cli-crm" })).info, "kept");
+    await api.call("snapshots", "Remove", { snapshotter: "native", key: "crm-b" }, { namespace: "cli-crm" });
+    r = await ck(["containers", "rm", "crm-none"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^ck: failed to delete container "crm-none": container "crm-none" in namespace "cli-crm": not found/);
+  });
+
+  test("introspection lists the plugins that loaded (ck plugins ls too); version answers", async () => {
     const p = await api.call("introspection", "Plugins", { filters: ["type==io.containerd.grpc.v1"] });
     const ids = p.plugins.map((x: any) => x.id);
     for (const id of ["namespaces", "images", "containers", "events", "healthcheck"]) assert.ok(ids.includes(id), id);
@@ -449,6 +495,17 @@ describe("ckd core", () => {
     assert.match(v.revision, /^ck-/);
     const s = await api.call("introspection", "Server", {});
     assert.match(s.uuid, /^[0-9a-f-]{36}$/);
+    // ck plugins ls, as ctr's: the table, -q ids, filters, -d what each exports.
+    const ck = (args: string[]) => runNode(CK, ["--address", daemon.address, "plugins", "ls", ...args]);
+    let r = await ck([]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^TYPE +ID +PLATFORMS +STATUS\n/);
+    assert.match(r.stdout, /^io\.containerd\.grpc\.v1 +images +- +ok$/m);
+    assert.match(r.stdout, /^io\.containerd\.snapshotter\.v1 +native +linux\/\w+ +ok$/m);
+    r = await ck(["-q", "type==io.containerd.event.v1"]);
+    assert.deepEqual([r.code, r.stdout], [0, "jetstream\n"], r.stderr);
+    r = await ck(["-d", "id==jetstream"]);
+    assert.match(r.stdout, /^Type: +io\.containerd\.event\.v1\nID: +jetstream\nExports: +durability=.*, stream=CK_EVENTS\n$/);
   });
 
   test("gRPC health (as containerd serves it; its Go client's IsServing asks): SERVING; an unknown service NotFound; Watch says NOT_SERVING and ends when ckd stops", async () => {
@@ -472,6 +529,35 @@ describe("ckd core", () => {
     } finally {
       c.close();
       await other.stop().catch(() => undefined);
+    }
+  });
+
+  test("ck events, when ckd stops: the subscription ends Unavailable saying ckd is stopping (not a call cancelled), ck exits 1", async () => {
+    const other = await TestDaemon.start({ natsUrl: nats.url });
+    const c = other.client("stop-ev");
+    const { spawn } = await import("node:child_process");
+    let p: import("node:child_process").ChildProcess | undefined;
+    try {
+      p = spawn(process.execPath, [CK, "--address", other.address, "events", "--namespace", "stop-ev"]);
+      let out = "";
+      let err = "";
+      p.stdout!.on("data", (d) => (out += d));
+      p.stderr!.on("data", (d) => (err += d));
+      const exited = new Promise<number | null>((r) => p!.once("exit", (code) => r(code)));
+      // Live once an event created after ck started reaches it.
+      const deadline = Date.now() + 15_000;
+      for (let i = 0; !out.includes("/images/create") && Date.now() < deadline; i++) {
+        await c.call("images", "Create", { image: { name: `stop-ev-${i}`, target } });
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.match(out, /stop-ev \/images\/create/);
+      await other.stop();
+      assert.equal(await exited, 1, err);
+      assert.match(err, /^ck: ckd is stopping: the subscription ended; subscribe again once it serves: unavailable\n$/);
+    } finally {
+      if (p && p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+      c.close();
+      await other.cleanup().catch(() => undefined);
     }
   });
 

@@ -188,6 +188,24 @@ describe("distribution against a loopback registry", { timeout: 300_000 }, () =>
     assert.match(r.stderr, /not found/);
   });
 
+  test("where ctr has them: ck images pull|push and ck content fetch|fetch-object, the same commands as ck pull, push, fetch, fetch-object", async () => {
+    let r = await ck("ctr-words", ["images", "pull", "--plain-http", "-q", ref("dist/small")]);
+    assert.deepEqual([r.code, r.stdout], [0, `${ref("dist/small")} ${small.manifestDigest}\n`], r.stderr);
+    r = await ck("ctr-words", ["images", "check", "-q"]);
+    assert.equal(r.stdout, `${ref("dist/small")}\n`);
+    r = await ck("ctr-words", ["images", "push", "--plain-http", "-q", ref("dist/small-copy"), ref("dist/small")]);
+    assert.deepEqual([r.code, r.stdout], [0, `${small.manifestDigest}\n`], r.stderr);
+    r = await ck("ctr-words-2", ["content", "fetch", "--plain-http", "-q", ref("dist/small-copy")]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ck("ctr-words-3", ["content", "fetch-object", "--plain-http", ref("dist/small"), small.configDigest, "-o", "-"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(`sha256:${createHash("sha256").update(r.stdout).digest("hex")}`, small.configDigest);
+    for (const ns of ["ctr-words", "ctr-words-2"]) {
+      r = await ck(ns, ["images", "rm", "--sync", ...(ns === "ctr-words" ? [ref("dist/small")] : [ref("dist/small-copy")])]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+  });
+
   test("a tag is resolved with HEAD: a fetch of an image the namespace has GETs no manifest; a registry that refuses HEAD is read with one GET", async () => {
     // An image of its own: no earlier test put its manifest on the daemon's disk.
     const img = await buildImage({ host: registry.host, repo: "dist/headres", tag: "v1", layers: [{ "h.txt": "head\n" }] });

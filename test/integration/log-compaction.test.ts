@@ -134,7 +134,7 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     const rb = await runNode(CK_REPLAY, ["rebuild", "--nats", nats.url]);
     assert.equal(rb.code, 0, rb.stderr);
     // The rate is the fold's alone: the base's load is timed on its own.
-    assert.match(rb.stdout, new RegExp(`from the base at sequence ${L} \\(loaded in \\d+\\.\\d{3} s\\) to \\S+ in \\d+\\.\\d{3} s \\(\\d+ events/s\\), applied sequence ${(await jsm.streams.info("CK_EVENTS")).state.last_seq}`));
+    assert.match(rb.stdout, new RegExp(`from the base at sequence ${L} \\(loaded in \\d+\\.\\d{3} s\\) to a temporary directory \\(removed; --out DIR keeps one\\) in \\d+\\.\\d{3} s \\(\\d+ events/s\\), applied sequence ${(await jsm.streams.info("CK_EVENTS")).state.last_seq}`));
 
     // Past states: at the base and after it, yes; before it, a clear refusal.
     const atBase = await runNode(CK_REPLAY, ["show", "--nats", nats.url, "--namespace", "alpha", "--until", String(L)]);
@@ -300,6 +300,12 @@ test("a ckd that cannot start from a base (only bases of another projection form
   try {
     await writeSome(d, 0, 10);
     const L0 = (await jsm.streams.info("CK_EVENTS")).state.last_seq;
+    // The default --keep (1,000) keeps a short log whole: said without a sequence before 1.
+    const kept = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--dry-run"]);
+    assert.equal(
+      kept.stdout,
+      `dry run: would store a base at sequence ${L0}; nothing would be cut (with --keep 1000, every message from the log's first, sequence 1, stays); 0 older bases would be removed; nothing was changed\n`,
+    );
     const dry = await runNode(CK_REPLAY, ["compact", "--nats", nats.url, "--keep", "0", "--dry-run"]);
     assert.equal(
       dry.stdout,

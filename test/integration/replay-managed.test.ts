@@ -183,7 +183,13 @@ test("ck-replay: rebuild reports events/s, verify catches a tampered projection,
 
     let r = await runNode(CK_REPLAY, ["rebuild", "--root", d.root]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /rebuilt 4 events .* \(\d+ events\/s\), applied sequence 4/);
+    assert.match(r.stdout, /^rebuilt 4 events to a temporary directory \(removed; --out DIR keeps one\) in .* \(\d+ events\/s\), applied sequence 4\n$/);
+    const kept = join(d.root, "rebuilt-out");
+    r = await runNode(CK_REPLAY, ["rebuild", "--root", d.root, "--out", kept]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^rebuilt 4 events to ${kept} in `));
+    assert.ok(existsSync(kept), "--out's directory stays");
+    await rm(kept, { recursive: true, force: true });
 
     r = await runNode(CK_REPLAY, ["verify", "--root", d.root]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -358,6 +364,9 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
       ['replicas = "three"', /replicas must be a whole number from 1 to 5, got "three"/],
       ["replicas = 7", /replicas must be a whole number from 1 to 5/],
       ["stream = 5", /stream must be a string/],
+      ['log_level = "loud"', /config .*bad\.toml: log_level "loud" must be one of trace, debug, info, warn, error, fatal, silent/],
+      // Not TOML at all: which file, then the parser's words on where.
+      ["root = ", /^ckd: config .*bad\.toml: Invalid TOML document/],
       ['disabled_plugins = ["io.containerd.internal.v1.optx"]', /disabled_plugins: "io.containerd.internal.v1.optx" is not a plugin ckd can run without \(these can be disabled: .*io.containerd.internal.v1.opt\)/],
     ] as const) {
       await writeFile(config, `${line}\n`);
@@ -370,6 +379,16 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
     assert.equal(f.code, 1);
     assert.match(f.stderr, /--replicas must be a whole number from 1 to 5, got "three"/);
     assert.ok(!existsSync(join(root, "r")), "the root was created despite --replicas three");
+    // Flags by their names, in ckd's words rather than pino's ("default level:loud must be included in custom levels").
+    for (const [args, said] of [
+      [["--log-level", "loud"], /^ckd: --log-level "loud" must be one of trace, debug, info, warn, error, fatal, silent\n$/],
+      [["--gc-expiry-interval", "abc"], /^ckd: --gc-expiry-interval \(gc_expiry_interval_seconds\) "abc" must be a number of seconds >= 0\n$/],
+    ] as const) {
+      const l = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), ...args]);
+      assert.equal(l.code, 1, args.join(" "));
+      assert.match(l.stderr, said, args.join(" "));
+      assert.ok(!existsSync(join(root, "r")), `the root was created despite ${args.join(" ")}`);
+    }
   } finally {
     await rm(root, { recursive: true, force: true });
   }

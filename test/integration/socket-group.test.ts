@@ -7,7 +7,7 @@ import { readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { TestDaemon, runCommand, runNode, CKD } from "../helpers/daemon.js";
+import { TestDaemon, runCommand, runNode, CK, CKD } from "../helpers/daemon.js";
 import { startTestNats } from "../helpers/nats.js";
 
 const isRoot = process.getuid?.() === 0;
@@ -30,6 +30,11 @@ test("--socket-group gives the socket to a group: its members may call ckd, othe
     const stranger = await asNobody("65534");
     assert.notEqual(stranger.code, 0, "a user outside the group reached ckd");
     assert.match(stranger.stderr, /permission denied/i);
+    // ck says why, not "is it running?".
+    const ck = await runCommand("setpriv", ["--reuid=nobody", "--regid=nogroup", "--groups=65534", process.execPath, CK, "--address", sock, "version"]);
+    assert.equal(ck.code, 1, ck.stdout + ck.stderr);
+    assert.match(ck.stderr, /^ck: cannot reach ckd: connect EACCES .*: permission denied: ckd's socket \(mode 0660\) is for root and the members of its --socket-group\n/);
+    assert.doesNotMatch(ck.stderr, /is it running/);
 
   } finally {
     await d.cleanup();

@@ -870,7 +870,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ck(["tasks", "ls"]);
     assert.match(r.stdout, new RegExp(`^TASK +PID +STATUS\n(.*\n)*ck-bg +${pid} +RUNNING\n`, "m"));
     r = await ck(["tasks", "ps", "ck-bg"]);
-    assert.ok(r.stdout.split("\n").includes(String(pid)), r.stdout);
+    assert.match(r.stdout, new RegExp(`^PID +INFO\n(.*\n)*${pid} +-\n`), r.stdout);
     r = await ck(["tasks", "metrics", "ck-bg"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^ID +TIMESTAMP\nck-bg +\d{4}-\d\d-\d\dT[\d:.]+Z\n\nMETRIC +VALUE\n/);
@@ -890,6 +890,22 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
     r = await ck(["tasks", "exec", "ck-bg", "true"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--exec-id/);
+    // ck tasks kill --exec-id, as ctr's: one exec process signalled, the task's init left running.
+    r = await ck(["tasks", "exec", "-d", "--exec-id", "ce2", "ck-bg", "--", "sleep", "600"]);
+    assert.equal(r.code, 0, r.stderr);
+    // ck tasks ps names the exec process, where ctr prints its ProcessDetails.
+    const execPid = Number(r.stdout.trim());
+    r = await ck(["tasks", "ps", "ck-bg"]);
+    assert.match(r.stdout, new RegExp(`^${execPid} +exec ce2$`, "m"), r.stdout);
+    r = await ck(["tasks", "kill", "--exec-id", "ce2", "-s", "KILL", "ck-bg"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await api.call("tasks", "Wait", { container_id: "ck-bg", exec_id: "ce2" })).exit_status, 137);
+    assert.equal((await api.call("tasks", "Get", { container_id: "ck-bg" })).process.status, 2, "the init still runs");
+    r = await ck(["tasks", "kill", "--exec-id", "ce2", "--all", "ck-bg"]);
+    assert.deepEqual([r.code, r.stderr], [1, "ck: specify an exec-id or all; not both: invalid argument\n"]);
+    r = await ck(["tasks", "kill", "--exec-id", "no-such-exec", "ck-bg"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /process does not exist no-such-exec/);
     // Started detached without stdio: nothing to attach to.
     r = await ck(["tasks", "attach", "ck-bg"]);
     assert.equal(r.code, 1);

@@ -84,7 +84,9 @@ async function main(): Promise<void> {
           warnGaps(r.gaps, opened.log.stream);
           const rate = r.seconds > 0 ? Math.round(r.events / r.seconds) : r.events;
           const from = r.base ? ` from the base at sequence ${r.base.seq} (loaded in ${r.baseSeconds!.toFixed(3)} s)` : "";
-          process.stdout.write(`rebuilt ${r.events} events${from} to ${dir} in ${r.seconds.toFixed(3)} s (${rate} events/s), applied sequence ${r.appliedSeq}\n`);
+          // Without --out the directory is gone by the time this is read: not named as if it stayed.
+          const where = opts.out ? dir : "a temporary directory (removed; --out DIR keeps one)";
+          process.stdout.write(`rebuilt ${r.events} events${from} to ${where} in ${r.seconds.toFixed(3)} s (${rate} events/s), applied sequence ${r.appliedSeq}\n`);
         };
         if (opts.out) await run(opts.out);
         else await withTempDir(run);
@@ -268,7 +270,7 @@ async function main(): Promise<void> {
             p.anchor === undefined
               ? `fewer than ${keepBases} bases: nothing would be cut`
               : p.cut <= p.first
-                ? `nothing would be cut (the cut, before sequence ${p.cut}, is not past the log's first message)`
+                ? `nothing would be cut (with --keep ${keep}, every message from the log's first, sequence ${p.first}, stays)`
                 : `would remove ${p.removes} message${p.removes === 1 ? "" : "s"} (sequences ${p.first} to ${p.cut - 1}), cutting after the base at sequence ${p.anchor}; ${p.firstAfter <= p.last ? `the log would hold sequences ${p.firstAfter} to ${p.last}` : `the log would hold no message (next is ${p.last + 1})`}`;
           for (const d of p.damaged) process.stderr.write(`warning: ${d}\n`);
           const stored = p.baseStored ? `a base at sequence ${p.last} is stored` : p.damaged.length ? `would store a base at sequence ${p.last} in place of the damaged one stored there` : `would store a base at sequence ${p.last}`;
