@@ -28,14 +28,18 @@ import (
 	"syscall"
 	"time"
 
+	cgroupsv1 "github.com/containerd/cgroups/stats/v1"
 	"github.com/containerd/containerd"
 	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/content"
+	"github.com/containerd/containerd/diff"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/images"
+	"github.com/containerd/containerd/images/archive"
 	"github.com/containerd/containerd/leases"
+	"github.com/containerd/containerd/mount"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/platforms"
@@ -45,6 +49,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/status"
 )
 
@@ -128,6 +133,14 @@ func main() {
 		"task-exec":        d.taskExec,
 		"events-start":     d.eventsStart,
 		"events-wait":      d.eventsWait,
+		"task-stdin":       d.taskStdin,
+		"task-logfile":     d.taskLogFile,
+		"task-detach":      d.taskDetach,
+		"task-attach":      d.taskAttach,
+		"diff":             d.diff,
+		"push":             d.push,
+		"export-import":    d.exportImport,
+		"introspection":    d.introspection,
 	}
 	for _, s := range flag.Args() {
 		name, arg := s, ""
@@ -636,6 +649,28 @@ func (d *driver) leases(ctx context.Context, _ string) (result, error) {
 	blob2 := []byte(fmt.Sprintf("second leased blob %d", time.Now().UnixNano()))
 	desc2 := ocispec.Descriptor{Digest: digest.FromBytes(blob2), Size: int64(len(blob2))}
 	if err := content.WriteBlob(bctx, cs, "go-client-leased-2", bytes.NewReader(blob2), desc2); err != nil {
+		return r, err
+	}
+	// A context re-scoped to another lease: the client then sends both lease headers, the
+	// latest first, and the server holds the work under that one.
+	inner, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
+	if err != nil {
+		return r, err
+	}
+	nctx := leases.WithLease(bctx, inner.ID)
+	blob3 := []byte(fmt.Sprintf("nested lease blob %d", time.Now().UnixNano()))
+	desc3 := ocispec.Descriptor{Digest: digest.FromBytes(blob3), Size: int64(len(blob3))}
+	if err := content.WriteBlob(nctx, cs, "go-client-leased-3", bytes.NewReader(blob3), desc3); err != nil {
+		r["nestedWriteClass"] = classOf(err)
+		r["nestedWriteError"] = err.Error()
+	} else {
+		res, err := lm.ListResources(ctx, inner)
+		if err != nil {
+			return r, err
+		}
+		r["nestedHeldByInner"] = contains(resources(res), "content:"+desc3.Digest.String())
+	}
+	if err := lm.Delete(ctx, inner, leases.SynchronousDelete); err != nil {
 		return r, err
 	}
 	// A resource added by hand: the first blob, which the client's lease held.
@@ -1211,4 +1246,373 @@ func (d *driver) eventsWait(ctx context.Context, topic string) (result, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// waitFor polls until the buffer holds want (at most 20 s).
+func waitFor(ctx context.Context, b *syncBuffer, want string) bool {
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(b.String(), want) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// task-stdin[=ID]: a task reading its stdin (the container's -args echo each line as "got
+// LINE" and exit at the end of input), paused and resumed, its metrics, a resource update,
+// a line through stdin, CloseIO and its exit.
+func (d *driver) taskStdin(ctx context.Context, arg string) (result, error) {
+	id := d.idOr(arg)
+	r := result{"id": id}
+	c, err := d.client.LoadContainer(ctx, id)
+	if err != nil {
+		return r, err
+	}
+	inR, inW := io.Pipe()
+	var out syncBuffer
+	task, err := c.NewTask(ctx, cio.NewCreator(cio.WithStreams(inR, &out, &out)))
+	if err != nil {
+		return r, err
+	}
+	defer func() {
+		inW.Close()
+		task.Kill(ctx, syscall.SIGKILL)
+		task.Delete(ctx, containerd.WithProcessKill)
+	}()
+	exitCh, err := task.Wait(ctx)
+	if err != nil {
+		return r, err
+	}
+	if err := task.Start(ctx); err != nil {
+		return r, err
+	}
+	if err := task.Pause(ctx); err != nil {
+		return r, err
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		return r, err
+	}
+	r["statusPaused"] = string(st.Status)
+	r["pauseAgainClass"] = refused(task.Pause(ctx))
+	if err := task.Resume(ctx); err != nil {
+		return r, err
+	}
+	st, err = task.Status(ctx)
+	if err != nil {
+		return r, err
+	}
+	r["statusResumed"] = string(st.Status)
+
+	m, err := task.Metrics(ctx)
+	if err != nil {
+		return r, err
+	}
+	r["metricsType"] = m.Data.GetTypeUrl()
+	if v, err := typeurl.UnmarshalAny(m.Data); err == nil {
+		r["metricsDecoded"] = fmt.Sprintf("%T", v)
+		if m1, ok := v.(*cgroupsv1.Metrics); ok && m1.Pids != nil {
+			r["metricsPids"] = m1.Pids.Current
+			r["metricsMemorySet"] = m1.Memory != nil && m1.Memory.Usage != nil && m1.Memory.Usage.Usage > 0
+		}
+	} else {
+		r["metricsDecodeError"] = err.Error()
+	}
+	limit := int64(64 << 20)
+	r["updateError"] = refused(task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})))
+
+	if _, err := io.WriteString(inW, "hello stdin\n"); err != nil {
+		return r, err
+	}
+	r["echoed"] = waitFor(ctx, &out, "got hello stdin")
+	inW.Close()
+	if err := task.CloseIO(ctx, containerd.WithStdinCloser); err != nil {
+		return r, err
+	}
+	select {
+	case es := <-exitCh:
+		r["exitCode"] = es.ExitCode()
+	case <-time.After(20 * time.Second):
+		r["exitCode"] = "none within 20 s"
+	}
+	if _, err := task.Delete(ctx); err != nil {
+		return r, err
+	}
+	r["output"] = out.String()
+	return r, nil
+}
+
+// task-logfile[=ID]: a task whose output goes to a file (cio.LogFile), run to its end.
+func (d *driver) taskLogFile(ctx context.Context, arg string) (result, error) {
+	id := d.idOr(arg)
+	r := result{"id": id}
+	c, err := d.client.LoadContainer(ctx, id)
+	if err != nil {
+		return r, err
+	}
+	dir, err := os.MkdirTemp("", "ck-go-client-log-")
+	if err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(dir)
+	path := dir + "/task.log"
+	task, err := c.NewTask(ctx, cio.LogFile(path))
+	if err != nil {
+		return r, err
+	}
+	exitCh, err := task.Wait(ctx)
+	if err != nil {
+		return r, err
+	}
+	if err := task.Start(ctx); err != nil {
+		return r, err
+	}
+	es := <-exitCh
+	r["exitCode"] = es.ExitCode()
+	if _, err := task.Delete(ctx); err != nil {
+		return r, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r, err
+	}
+	r["logged"] = string(b)
+	return r, nil
+}
+
+// task-detach[=ID]: starts a long-running task, waits for its first output and leaves it
+// running (this process ends; the task's FIFOs stay, as with ctr run -d).
+func (d *driver) taskDetach(ctx context.Context, arg string) (result, error) {
+	id := d.idOr(arg)
+	r := result{"id": id}
+	c, err := d.client.LoadContainer(ctx, id)
+	if err != nil {
+		return r, err
+	}
+	var out syncBuffer
+	task, err := c.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
+	if err != nil {
+		return r, err
+	}
+	if err := task.Start(ctx); err != nil {
+		return r, err
+	}
+	r["started"] = waitFor(ctx, &out, "started")
+	r["pid"] = task.Pid()
+	return r, nil
+}
+
+// task-attach[=ID]: attaches to the running task another process started (its FIFOs),
+// signals it, reads what it prints on its way out, and deletes it.
+func (d *driver) taskAttach(ctx context.Context, arg string) (result, error) {
+	id := d.idOr(arg)
+	r := result{"id": id}
+	c, err := d.client.LoadContainer(ctx, id)
+	if err != nil {
+		return r, err
+	}
+	var out syncBuffer
+	task, err := c.Task(ctx, cio.NewAttach(cio.WithStreams(nil, &out, &out)))
+	if err != nil {
+		return r, err
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		return r, err
+	}
+	r["status"] = string(st.Status)
+	r["pidKnown"] = task.Pid() > 0
+	exitCh, err := task.Wait(ctx)
+	if err != nil {
+		return r, err
+	}
+	if err := task.Kill(ctx, syscall.SIGTERM); err != nil {
+		return r, err
+	}
+	es := <-exitCh
+	r["exitCode"] = es.ExitCode()
+	r["gotTerm"] = waitFor(ctx, &out, "got TERM")
+	if _, err := task.Delete(ctx); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// diff: a file written into an active snapshot through the client's own mount, the change
+// compared into a layer (DiffService.Compare) and applied onto another snapshot (Apply).
+func (d *driver) diff(ctx context.Context, _ string) (result, error) {
+	r := result{}
+	img, err := d.client.GetImage(ctx, d.ref)
+	if err != nil {
+		return r, err
+	}
+	diffIDs, err := img.RootFS(ctx)
+	if err != nil {
+		return r, err
+	}
+	chain := identity.ChainID(diffIDs).String()
+	ctx, done, err := d.client.WithLease(ctx)
+	if err != nil {
+		return r, err
+	}
+	defer done(ctx)
+	sn := d.client.SnapshotService(d.snapshotter)
+	upper, err := sn.Prepare(ctx, "go-client-diff-upper", chain)
+	if err != nil {
+		return r, err
+	}
+	defer sn.Remove(ctx, "go-client-diff-upper")
+	if err := mount.WithTempMount(ctx, upper, func(root string) error {
+		return os.WriteFile(root+"/go-client.txt", []byte("written by the go client\n"), 0o644)
+	}); err != nil {
+		return r, err
+	}
+	lower, err := sn.View(ctx, "go-client-diff-lower", chain)
+	if err != nil {
+		return r, err
+	}
+	defer sn.Remove(ctx, "go-client-diff-lower")
+	ds := d.client.DiffService()
+	desc, err := ds.Compare(ctx, lower, upper, diff.WithMediaType(ocispec.MediaTypeImageLayerGzip), diff.WithReference("go-client-diff"))
+	if err != nil {
+		return r, err
+	}
+	r["layerMediaType"] = desc.MediaType
+	r["layerSize"] = desc.Size > 0
+	info, err := d.client.ContentStore().Info(ctx, desc.Digest)
+	if err != nil {
+		return r, err
+	}
+	r["layerUncompressedLabel"] = info.Labels["containerd.io/uncompressed"] != ""
+	target, err := sn.Prepare(ctx, "go-client-diff-target", chain)
+	if err != nil {
+		return r, err
+	}
+	defer sn.Remove(ctx, "go-client-diff-target")
+	applied, err := ds.Apply(ctx, desc, target)
+	if err != nil {
+		return r, err
+	}
+	r["appliedDigest"] = applied.Digest.String()
+	r["appliedMatchesLabel"] = applied.Digest.String() == info.Labels["containerd.io/uncompressed"]
+	err = mount.WithReadonlyTempMount(ctx, target, func(root string) error {
+		b, err := os.ReadFile(root + "/go-client.txt")
+		r["appliedFile"] = string(b)
+		return err
+	})
+	if err != nil {
+		return r, err
+	}
+	// The mounts as Mounts gives them again: WithReadonlyTempMount rewrote the slice it was
+	// given into read-only options.
+	target, err = sn.Mounts(ctx, "go-client-diff-target")
+	if err != nil {
+		return r, err
+	}
+	_, err = ds.Apply(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromString("missing"), Size: 10}, target)
+	r["applyMissingClass"] = refused(err)
+	if err != nil {
+		r["applyMissingError"] = err.Error()
+	}
+	return r, nil
+}
+
+// push=REF: the image pushed under another reference (the client reads content from the
+// server, the registry gets it).
+func (d *driver) push(ctx context.Context, ref string) (result, error) {
+	img, err := d.client.GetImage(ctx, d.ref)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.client.Push(ctx, ref, img.Target(), d.resolverOpt()); err != nil {
+		return result{"ref": ref}, err
+	}
+	return result{"ref": ref, "digest": img.Target().Digest.String()}, nil
+}
+
+// export-import=NAMESPACE: the image exported to an OCI archive, imported into NAMESPACE.
+func (d *driver) exportImport(ctx context.Context, ns string) (result, error) {
+	r := result{}
+	var buf bytes.Buffer
+	if err := d.client.Export(ctx, &buf, archive.WithImage(d.client.ImageService(), d.ref), archive.WithPlatform(platforms.Default())); err != nil {
+		return r, err
+	}
+	r["archiveBytes"] = buf.Len() > 0
+	ictx := namespaces.WithNamespace(ctx, ns)
+	imgs, err := d.client.Import(ictx, &buf, containerd.WithImportPlatform(platforms.Default()))
+	if err != nil {
+		return r, err
+	}
+	names := []string{}
+	for _, i := range imgs {
+		names = append(names, i.Name+"@"+i.Target.Digest.String())
+	}
+	r["imported"] = names
+	img, err := d.client.GetImage(ictx, d.ref)
+	if err != nil {
+		return r, err
+	}
+	if err := img.Unpack(ictx, d.snapshotter); err != nil {
+		return r, err
+	}
+	unpacked, err := img.IsUnpacked(ictx, d.snapshotter)
+	if err != nil {
+		return r, err
+	}
+	r["unpacked"] = unpacked
+	return r, nil
+}
+
+// introspection: the plugins the server lists, and the snapshotter's platforms.
+func (d *driver) introspection(ctx context.Context, _ string) (result, error) {
+	r := result{}
+	resp, err := d.client.IntrospectionService().Plugins(ctx, []string{fmt.Sprintf("type==io.containerd.snapshotter.v1,id==%s", d.snapshotter)})
+	if err != nil {
+		return r, err
+	}
+	ids := []string{}
+	for _, p := range resp.Plugins {
+		ids = append(ids, p.Type+"."+p.ID)
+	}
+	r["snapshotterPlugins"] = ids
+	all, err := d.client.IntrospectionService().Plugins(ctx, nil)
+	if err != nil {
+		return r, err
+	}
+	r["pluginCount"] = len(all.Plugins)
+	m, err := d.client.GetSnapshotterSupportedPlatforms(ctx, d.snapshotter)
+	if err != nil {
+		return r, err
+	}
+	r["snapshotterRunsDefault"] = m.Match(platforms.DefaultSpec())
+	usage, err := d.imageUsage(ctx)
+	if err != nil {
+		return r, err
+	}
+	for k, v := range usage {
+		r[k] = v
+	}
+	return r, nil
+}
+
+func (d *driver) imageUsage(ctx context.Context) (result, error) {
+	img, err := d.client.GetImage(ctx, d.ref)
+	if err != nil {
+		return nil, err
+	}
+	size, err := img.Size(ctx)
+	if err != nil {
+		return nil, err
+	}
+	withSnapshots, err := img.Usage(ctx, containerd.WithSnapshotUsage())
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := img.Config(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return result{"imageSize": size, "usageWithSnapshotsAtLeastSize": withSnapshots >= size, "configMediaType": cfg.MediaType}, nil
 }
