@@ -16,17 +16,26 @@ export function namespaceOf(call: { metadata: grpc.Metadata }): string {
 }
 
 export function optionalNamespaceOf(call: { metadata: grpc.Metadata }): string | undefined {
-  const v = call.metadata.get(NAMESPACE_HEADER)[0];
-  if (v === undefined || v === "") return undefined;
-  const ns = String(v);
+  const ns = metadataValue(call, NAMESPACE_HEADER);
+  if (ns === undefined || ns === "") return undefined;
   // containerd's NamespaceRequired: `namespace validation: identifier "a b" must match …`.
   validateIdentifier("namespace validation", ns);
   return ns;
 }
 
+/**
+ * The first value a header came with, which is what containerd reads. A Go client whose
+ * context was re-scoped (namespaces.WithNamespace, leases.WithLease on a context that had
+ * one) sends the header once per scope, the latest first; Node's HTTP/2 joins repeated
+ * fields into one value with ", ", so the first is what comes before that separator (a
+ * lease id that itself holds ", " is cut there: see README, Limits).
+ */
 export function metadataValue(call: { metadata: grpc.Metadata }, key: string): string | undefined {
   const v = call.metadata.get(key)[0];
-  return v === undefined ? undefined : String(v);
+  if (v === undefined) return undefined;
+  const s = String(v);
+  const cut = s.indexOf(", ");
+  return cut < 0 ? s : s.slice(0, cut);
 }
 
 type UnaryCall = grpc.ServerUnaryCall<any, any>;
