@@ -1,9 +1,9 @@
 // The namespaces aggregate: create with labels, update labels under a field mask, delete only
 // when empty. decide* are pure; the handlers at the bottom load state and call them.
-import { aborted, alreadyExists, failedPrecondition, invalidArgument, isNotFound, notFound } from "../errdefs/errdefs.js";
+import { aborted, alreadyExists, failedPrecondition, isNotFound, notFound } from "../errdefs/errdefs.js";
 import type { EventDraft } from "../emitter/envelope.js";
 import { keys, namespaceRecord, TYPE, type LeaseResource, type NamespaceRecord } from "../projections/views.js";
-import { identifierProblem, isIdentifier, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
+import { isIdentifier, validateIdentifier, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 
 /** containerd's namespaces service accepts `labels.<key>` paths only (not `labels` whole). */
 const NAMESPACE_FIELD_MASK: FieldMaskRule = { fields: [], maps: ["labels"] };
@@ -43,10 +43,13 @@ export interface LeasesFirst {
   leasesFirst: string[];
 }
 
-/** A namespace's name, refused in containerd's store's words: identifiers.Validate's error as it is. */
+/**
+ * A namespace's name, refused with identifiers.Validate's error led by the field it is in
+ * (`namespace: identifier "Bad!" must match …`): containerd's store gives the identifier's
+ * error alone, which names no field.
+ */
 function validateNamespaceName(name: string): void {
-  const problem = identifierProblem(name);
-  if (problem !== undefined) throw invalidArgument(problem);
+  validateIdentifier("namespace", name);
 }
 
 export function decideCreateNamespace(cmd: CreateNamespace, current: NamespaceRecord | undefined): Decision<NamespaceRecord> {

@@ -36,16 +36,16 @@ describe("namespaces", () => {
     throwsClass(() => decideCreateNamespace({ caller: "default", name: "ok", labels: { k: "v".repeat(4096) } }, undefined), "InvalidArgument");
   });
 
-  test("refusals are in containerd's store's words: the identifier's error as it is, labels as namespace.Labels (ctr namespaces create/label print them)", () => {
+  test("refusals are in containerd's store's words (labels as namespace.Labels), a bad name led by its field (containerd's gives the identifier's error alone)", () => {
     const MUST_MATCH = String.raw`must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$: invalid argument`;
-    throwsClass(() => decideCreateNamespace({ caller: "default", name: "Bad!", labels: {} }, undefined), "InvalidArgument", exactly(`identifier "Bad!" ${MUST_MATCH}`));
+    throwsClass(() => decideCreateNamespace({ caller: "default", name: "Bad!", labels: {} }, undefined), "InvalidArgument", exactly(`namespace: identifier "Bad!" ${MUST_MATCH}`));
     const big = { k: "v".repeat(4096) };
     const tooBig = exactly("namespace.Labels: label key and value greater than maximum size (4096 bytes), key: k: invalid argument");
     throwsClass(() => decideCreateNamespace({ caller: "default", name: "ok", labels: big }, undefined), "InvalidArgument", tooBig);
     throwsClass(() => decideUpdateNamespace({ caller: "default", name: "ok", labels: big, paths: ["labels.k"] }, undefined), "InvalidArgument", tooBig);
     // containerd's SetLabel checks no name (an update makes the namespace: 'ctr namespaces
-    // label Bad! k=v' makes one no later call can delete); ck refuses it, in the same words.
-    throwsClass(() => decideUpdateNamespace({ caller: "default", name: "Bad!", labels: { k: "v" }, paths: ["labels.k"] }, undefined), "InvalidArgument", exactly(`identifier "Bad!" ${MUST_MATCH}`));
+    // label Bad! k=v' makes one no later call can delete); ck refuses it, as it refuses a create.
+    throwsClass(() => decideUpdateNamespace({ caller: "default", name: "Bad!", labels: { k: "v" }, paths: ["labels.k"] }, undefined), "InvalidArgument", exactly(`namespace: identifier "Bad!" ${MUST_MATCH}`));
   });
 
   test("update with labels.<k> sets one key; empty value removes it; other paths are refused", () => {
