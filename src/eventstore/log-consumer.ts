@@ -118,9 +118,16 @@ export class LogConsumer {
       if (!this.failure) this.stop();
     };
     void this.sub.closed.then(closed, closed);
+    let lastTick = Date.now();
     this.watchdog = setInterval(() => {
-      if (this.ledger.requests === 0 || Date.now() - this.lastHeard <= 2 * o.heartbeatMs) return;
-      this.lastHeard = Date.now();
+      const now = Date.now();
+      // Late by more than a heartbeat: this thread was busy (a long fold), and what the server
+      // sent meanwhile waits in the socket, read after this timer. Not silence.
+      const stalled = now - lastTick > 2 * o.heartbeatMs;
+      lastTick = now;
+      if (stalled) this.lastHeard = now;
+      if (this.ledger.requests === 0 || now - this.lastHeard <= 2 * o.heartbeatMs) return;
+      this.lastHeard = now;
       this.onSilence?.();
     }, o.heartbeatMs);
     this.watchdog.unref();
