@@ -1,7 +1,8 @@
 // The event log: one JetStream stream holding every event under `containerd.io.>`.
 // This module is where ck talks to JetStream: stream setup (idempotent), appends with a dedupe
 // id and a last-sequence expectation (acknowledged through publisher.ts), and ordered reads
-// from any sequence. The one other reader is pull-reader.ts, for long reads in a worker thread.
+// from any sequence (each through a consumer of log-consumer.ts, its pulls bounded in messages
+// and bytes). The one other reader is pull-reader.ts, for long reads in a worker thread.
 // Readers whose pace a client sets (Events.Subscribe) read on a NATS connection of their own,
 // never on the one appends go through (see ReadOptions.clientPaced).
 import { readFileSync } from "node:fs";
@@ -11,6 +12,7 @@ import {
   headers as natsHeaders,
   nanos,
   nkeyAuthenticator,
+  type Msg,
   type NatsConnection,
   type MsgHdrs,
 } from "@nats-io/transport-node";
@@ -19,17 +21,17 @@ import {
   jetstreamManager,
   JetStreamApiError,
   DeliverPolicy,
+  type ConsumerConfig,
   type JetStreamClient,
   type JetStreamManager,
-  type JsMsg,
   type StreamInfo,
-  type ConsumerMessages,
 } from "@nats-io/jetstream";
 import { CkError, failedPrecondition, permissionDenied, resourceExhausted, unavailable } from "../errdefs/errdefs.js";
 import { AckPublisher, NoStreamAnswersError, NotSentError } from "./publisher.js";
 import { parseHeaderBlock } from "./headers.js";
 import { FILE_FLAGS, parseNatsUrl, redactNatsUrl, type NatsConnectTarget, type NatsFiles } from "./nats-url.js";
-import { boundedPullOptions } from "./pull-bounds.js";
+import { DELIVERY_OVERHEAD_BYTES, pullBudget, READER_PULL_MESSAGES } from "./pull-bounds.js";
+import { LogConsumer, LostConsumerError, type Delivery } from "./log-consumer.js";
 
 export { natsServers, natsFilesOf, needsNatsJs, redactNatsUrl, type NatsConnectTarget, type NatsFiles } from "./nats-url.js";
 
@@ -152,13 +154,13 @@ export async function checkNatsFiles(files: NatsFiles, url = "nats://127.0.0.1")
 const READER_HEARTBEAT_MS = 1000;
 /** How long a reader waits for its consumer to be created before it asks again. */
 const CONSUMER_CREATE_TIMEOUT_MS = 2000;
-/** Messages the server may send the projector's reader ahead of it (counted, not sized). */
-const READER_PULL_MESSAGES = 4096;
+/** A consumer nobody pulls from is removed by the server after this long (as nats.js's ordered consumer). */
+const READER_INACTIVE_MS = 5 * 60_000;
 /**
- * A client-paced reader's consumer nobody pulls from is removed by the server after this long
- * (nats.js's default for an ordered consumer is 5 minutes). A reader replaces its consumer
- * anyway once its caller is 2 s behind, so a shorter life costs nothing; it bounds how long a
- * consumer left by a reader that ended while disconnected stays on the server.
+ * A client-paced reader's consumer nobody pulls from (its caller away, with what was asked for
+ * held for it) is removed by the server after this long: it bounds how long a consumer left by
+ * a reader that ended while disconnected stays on the server. A caller back after longer has
+ * its reader replace the consumer once the server is silent to its pull (two heartbeats).
  */
 const CLIENT_READER_INACTIVE_MS = 30_000;
 /** Consumers of ended readers remembered for deletion while their connection is down, at most. */
@@ -192,15 +194,14 @@ export interface EventLogOptions {
   onReaderEvent?: (e: ReaderEvent) => void;
 }
 
-/** What a reader did to keep reading (for the daemon's log). */
 /**
- * Why a reader replaces its consumer: silent while awaited, a reconnect, gone (deleted, or its
- * server restarted: an ordered consumer lives in memory), or the caller so far behind that
- * what nats.js buffered for it is dropped and read again when it comes back; or, not reported,
- * a reader that caught up (ReadOptions.boundedCatchUp) going on with counted pulls.
+ * Why a reader replaces its consumer (for the daemon's log): silent while a pull is owed, a
+ * reconnect, gone (deleted, or its server restarted: the consumer lives in memory) or refusing
+ * pulls, or a delivery missing on the way.
  */
-export type ReplaceReason = "heartbeats missed" | "reconnected" | "consumer lost" | "caller behind" | "caught up";
+export type ReplaceReason = "heartbeats missed" | "reconnected" | "consumer lost" | "delivery lost";
 
+/** What a reader did to keep reading (for the daemon's log). */
 export type ReaderEvent =
   | { kind: "replacing"; fromSeq: number; why: ReplaceReason }
   | { kind: "replaced"; fromSeq: number; ms: number }
@@ -276,28 +277,20 @@ export interface ReadOptions {
   skipThrough?: () => number;
   /**
    * The caller reads at a client's pace (an Events.Subscribe): read on the log's readers'
-   * connection (opened on first use), not the one appends and the projector use, with pulls
-   * bounded in bytes and consumers short-lived, so that however such a reader falls behind,
-   * even to the server cutting the readers' connection as a slow consumer, no write fails.
+   * connection (opened on first use), not the one appends and the projector use, with
+   * consumers short-lived, so that however such a reader falls behind, even to the server
+   * cutting the readers' connection as a slow consumer, no write fails.
    */
   clientPaced?: boolean;
-  /**
-   * Pull bounded in bytes until the first message at the stream's end (pending 0), then go on
-   * with counted pulls from the next message (one consumer made again, not reported); bounded
-   * again after any other replacement of the consumer (a reconnect, say) until caught up. For a
-   * reader that starts behind over events of any size (the projector catching up in its own
-   * thread) and then follows the live tail, where small counted pulls cost the server less.
-   */
-  boundedCatchUp?: boolean;
 }
 
 export type ConnectionState = "connected" | "disconnected" | "closed";
 
 /**
- * A NATS connection as the log's readers use it: its state as they see it, the JetStream
- * client they create consumers through, how far their pulls go ahead, and the removal of the
- * consumers they are done with (at once, or once connected again: a deletion asked for while
- * disconnected would be thrown away by nats.js).
+ * A NATS connection as the log's readers use it: its state as they see it, how their consumers
+ * are made and how far their pulls go ahead, and the removal of the consumers they are done
+ * with (at once, or once connected again: a deletion asked for while disconnected would be
+ * thrown away by nats.js).
  */
 class ReadConnection {
   state: ConnectionState = "connected";
@@ -306,18 +299,18 @@ class ReadConnection {
   private deleting = false;
   /** Counts the times the connection came back: a request sent before one may have been lost. */
   private epoch = 0;
-  /** The JetStream client readers create their consumers through (a short API timeout). */
-  readonly js: JetStreamClient;
+  /** The JetStream API readers create their consumers through (a short timeout). */
+  private creator: Promise<JetStreamManager> | undefined;
 
   constructor(
     readonly nc: NatsConnection,
     private readonly jsm: JetStreamManager,
     private readonly stream: string,
-    /** Readers at a client's pace: pulls bounded in bytes, consumers short-lived. */
+    /** Readers at a client's pace: consumers short-lived. */
     readonly clientPaced: boolean,
-  ) {
-    this.js = jetstream(nc, { timeout: CONSUMER_CREATE_TIMEOUT_MS });
-  }
+    /** The connection's reply-subject prefix. */
+    readonly inboxPrefix: string | undefined,
+  ) {}
 
   setState(s: ConnectionState): void {
     if (this.state === s) return;
@@ -333,18 +326,26 @@ class ReadConnection {
   }
 
   /**
-   * What a reader's consumer pulls ahead of it: bounded in bytes (a client-paced reader's, and
-   * the projector's while it catches up), or 4,096 messages, counted (the projector's on the
-   * live tail: nats.js takes a byte limit only in place of a count, capping a pull at 100
-   * messages, which cost the server about twice the CPU per small message).
+   * How far a reader's consumer asks ahead of it, every reader alike: 4,096 messages a pull,
+   * and at most 4 MiB (or two of the largest message the server takes) asked for and held
+   * for its caller, so that many small events are read as fast as counted pulls read them and
+   * a burst of large ones never has the server queue past its max_pending (it would cut the
+   * whole connection as a slow consumer).
    */
-  pullOptions(bounded = this.clientPaced): { max_messages: number } | { max_bytes: number; threshold_bytes: number } {
-    return bounded ? boundedPullOptions(this.nc.info?.max_payload ?? 1 << 20) : { max_messages: READER_PULL_MESSAGES };
+  pullBounds(): { budget: number; largest: number; batch: number } {
+    const maxPayload = this.nc.info?.max_payload ?? 1 << 20;
+    return { budget: pullBudget(maxPayload), largest: maxPayload + DELIVERY_OVERHEAD_BYTES, batch: READER_PULL_MESSAGES };
   }
 
   /** Consumer options of this connection's readers beyond where they start. */
-  consumerOptions(): Record<string, unknown> {
-    return this.clientPaced ? { inactive_threshold: CLIENT_READER_INACTIVE_MS } : {};
+  consumerOptions(): Partial<ConsumerConfig> {
+    return { inactive_threshold: nanos(this.clientPaced ? CLIENT_READER_INACTIVE_MS : READER_INACTIVE_MS) };
+  }
+
+  /** The JetStream API readers create their consumers through, with a short timeout (see consume()). */
+  consumerApi(): Promise<JetStreamManager> {
+    this.creator ??= jetstream(this.nc, { timeout: CONSUMER_CREATE_TIMEOUT_MS }).jetstreamManager(false);
+    return this.creator;
   }
 
   /** Removes a consumer a reader is done with: now, or once connected again (a bounded number). */
@@ -424,7 +425,7 @@ export class EventLog {
     this.stream = stream;
     this.serverVersion = nc.info?.version ?? "unknown";
     this.publisher = new AckPublisher(nc, publishTimeoutMs, inboxPrefix);
-    this.mainReads = new ReadConnection(nc, jsm, stream, false);
+    this.mainReads = new ReadConnection(nc, jsm, stream, false, inboxPrefix);
     void this.watchStatus();
   }
 
@@ -550,7 +551,7 @@ export class EventLog {
       } catch (err) {
         throw unavailable(`event log ${this.stream}: the readers' connection: ${(err as Error).message}`, { cause: err });
       }
-      const rc = new ReadConnection(nc, await jetstreamManager(nc, { checkAPI: false }), this.stream, true);
+      const rc = new ReadConnection(nc, await jetstreamManager(nc, { checkAPI: false }), this.stream, true, this.inboxPrefix);
       void nc.closed().then(() => rc.setState("closed"));
       // Closed meanwhile: the log's close() did not see this one.
       if (this.state === "closed") {
@@ -697,16 +698,18 @@ export class EventLog {
    * Opens an ordered consumer (from a sequence, a time, or only new messages) and returns
    * its messages in order. The consumer exists when this resolves, so nothing appended
    * afterwards is missed. The iterator ends when `signal` aborts or the caller stops.
-   * A consumer that goes silent (its node lost, a reconnect elsewhere) is replaced from the
-   * message after the last one delivered; creating one is asked again while JetStream cannot
-   * answer, so the iterator rides out a cluster's elections. A client-paced reader
-   * (`clientPaced`) reads on the readers' connection, its pulls bounded in bytes.
+   * Its pulls are bounded in messages and bytes and paced by the caller (ReadConnection's
+   * pullBounds): however far behind it starts or falls, over events of any size, the server
+   * sends it at most a few MiB ahead. A consumer that goes silent (its node lost, a reconnect
+   * elsewhere) is replaced from the message after the last one delivered; creating one is
+   * asked again while JetStream cannot answer, so the iterator rides out a cluster's
+   * elections. A client-paced reader (`clientPaced`) reads on the readers' connection.
    */
   async reader(opts: ReadOptions = {}): Promise<AsyncGenerator<StoredMessage>> {
     // The connection this reader reads on, and whose state it follows.
     const via = opts.clientPaced ? await this.readersConnection() : this.mainReads;
-    const first: Record<string, unknown> = {};
-    if (opts.filterSubject) first.filter_subjects = opts.filterSubject;
+    const first: Partial<ConsumerConfig> = {};
+    if (opts.filterSubject) first.filter_subject = opts.filterSubject;
     if (opts.onlyNew) {
       // "Only new" as the sequence after the stream's last: a consumer that has to be made
       // again before its first message then starts there too, not at what is new by then.
@@ -720,18 +723,15 @@ export class EventLog {
     } else if (opts.fromSeq && opts.fromSeq > 1) {
       first.deliver_policy = DeliverPolicy.StartSequence;
       first.opt_start_seq = opts.fromSeq;
-    }
+    } else first.deliver_policy = DeliverPolicy.All;
     const signal = opts.signal;
     const log = this;
     // The consumer of the moment; replaced (from the message after the last one delivered)
-    // when it stops answering. nats.js's ordered consumer recreates itself only when the
-    // server says it is gone: on a cluster, a consumer whose node died (or one left behind
+    // when it stops answering: on a cluster, a consumer whose node died (or one left behind
     // by a reconnect to another node) is merely silent, and it would wait for good.
-    // Pulls bounded in bytes: a client-paced reader's always, a catching-up one's until it caught up.
-    let bounded = opts.clientPaced === true || opts.boundedCatchUp === true;
-    const opened = await this.consumeRetrying(via, first, signal, bounded);
+    const opened = await this.consumeRetrying(via, first, signal);
     if (!opened) return (async function* () {})();
-    let messages: ConsumerMessages = opened;
+    let messages: LogConsumer = opened;
     let last = 0;
     let waiting = false;
     let replace = false;
@@ -741,26 +741,17 @@ export class EventLog {
       replace = true;
       messages.stop();
     };
-    // Heartbeats missed while this reader waits for a message: its consumer is not there.
-    // While the caller is busy no pull may be outstanding (the last one filled), so no heartbeat
-    // is owed; but nats.js takes each second of that for a lost pull and queues another 4,096
-    // behind what it holds, all sent once the caller drains it (a Subscribe client that paused
-    // 20 s was sent 90,000 messages at once). Such a caller's consumer is dropped instead, and
-    // read again from the next message when it comes back.
-    const watch = (m: ConsumerMessages) =>
-      void (async () => {
-        for await (const n of m.status()) {
-          if (n.type !== "heartbeats_missed" || n.count < 2 || m !== messages || replace) continue;
-          replaceNow(waiting ? "heartbeats missed" : "caller behind");
-        }
-      })().catch(() => undefined);
-    // The server's consumer of a reader that is done with it (stopped, replaced): removed now,
-    // not left for its 5 minutes of inactivity (every ended Subscribe left one).
-    // One that ended while disconnected is removed once connected again.
-    const forget = (m: ConsumerMessages) => {
-      const name = (m as unknown as { consumer?: { name?: string } }).consumer?.name;
-      if (name) via.forget(name);
+    // Heartbeats missed while a pull is owed: its consumer is not there. (While disconnected
+    // none come; the reconnect replaces it.)
+    const watch = (m: LogConsumer) => {
+      m.onSilence = () => {
+        if (m === messages && !replace && via.state === "connected") replaceNow("heartbeats missed");
+      };
     };
+    // The server's consumer of a reader that is done with it (stopped, replaced): removed now,
+    // not left for its minutes of inactivity (every ended Subscribe left one).
+    // One that ended while disconnected is removed once connected again.
+    const forget = (m: LogConsumer) => via.forget(m.name);
     watch(messages);
     // After a reconnect the consumer may sit on a server this connection no longer reaches.
     const offState = via.onState((st) => {
@@ -793,47 +784,40 @@ export class EventLog {
             if (why === "consumer lost") await new Promise((r) => setTimeout(r, 100));
             messages.stop();
             forget(messages);
-            const from: Record<string, unknown> = last > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: last + 1 } : { ...first };
-            if (opts.filterSubject) from.filter_subjects = opts.filterSubject;
+            const from: Partial<ConsumerConfig> = last > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: last + 1 } : { ...first };
+            if (opts.filterSubject) from.filter_subject = opts.filterSubject;
             const fromSeq = last + 1;
             const t0 = Date.now();
-            const told = why !== "caught up";
-            // Replaced for any other reason, a catching-up reader may be behind again.
-            if (told && opts.boundedCatchUp) bounded = true;
-            if (told) log.onReaderEvent?.({ kind: "replacing", fromSeq, why });
-            const next = await log.consumeRetrying(via, from, signal, bounded);
+            log.onReaderEvent?.({ kind: "replacing", fromSeq, why });
+            const next = await log.consumeRetrying(via, from, signal);
             if (!next) return;
             // Aborted while it was being made: the abort stopped the one before, not this one.
             if (signal?.aborted) {
               next.stop();
+              forget(next);
               return;
             }
-            if (told) log.onReaderEvent?.({ kind: "replaced", fromSeq, ms: Date.now() - t0 });
+            log.onReaderEvent?.({ kind: "replaced", fromSeq, ms: Date.now() - t0 });
             messages = next;
             watch(messages);
           }
-          const it = messages[Symbol.asyncIterator]();
           for (;;) {
-            if (replace) {
-              // Let go of the iterator, so the stop queued behind what it held is processed.
-              void it.return?.(undefined)?.catch(() => undefined);
-              break;
-            }
+            if (replace) break;
             waiting = true;
-            let r: IteratorResult<JsMsg>;
+            let d: Delivery | undefined;
             try {
-              r = await it.next();
+              d = await messages.next();
             } catch (err) {
-              // nats.js gave the consumer up (deleted, or not found after a reconnect):
-              // replaced, unless this reader is ending anyway.
+              // The consumer cannot go on (deleted, not found after a reconnect, a delivery
+              // lost): replaced, unless this reader is ending anyway.
               if (signal?.aborted || via.state === "closed") return;
-              why = "consumer lost";
+              why = err instanceof LostConsumerError && err.deliveryLost ? "delivery lost" : "consumer lost";
               replace = true;
               break;
             } finally {
               waiting = false;
             }
-            if (r.done) {
+            if (!d) {
               // Ended without our stop: replaced too.
               if (!replace && !signal?.aborted && via.state !== "closed") {
                 why = "consumer lost";
@@ -841,17 +825,10 @@ export class EventLog {
               }
               break;
             }
-            const m = r.value;
-            if (m.seq <= last) continue; // a replacement's overlap
-            last = m.seq;
-            if (bounded && !opts.clientPaced && m.info.pending === 0) {
-              // Caught up: the next consumer pulls counted (after this message is handed on).
-              bounded = false;
-              why = "caught up";
-              replace = true;
-            }
-            if (skipThrough && m.seq <= skipThrough()) continue;
-            yield toStored(m);
+            if (d.seq <= last) continue; // a replacement's overlap
+            last = d.seq;
+            if (skipThrough && d.seq <= skipThrough()) continue;
+            yield toStored(d);
           }
           if (!replace) return; // stopped: the caller's signal, or the connection closed
         }
@@ -865,20 +842,22 @@ export class EventLog {
   }
 
   /**
-   * Opens an ordered consumer and starts consuming it (heartbeats every second). Its creation
-   * answers in milliseconds or not at all: on a cluster with a node just lost, the server may
-   * place the consumer on that node (nats-server 2.9 does not know it is gone yet), and the
-   * request goes unanswered; a short timeout lets the retry be placed elsewhere.
+   * Creates a reader's consumer and sends its first pull (heartbeats every second). Its
+   * creation answers in milliseconds or not at all: on a cluster with a node just lost, the
+   * server may place the consumer on that node (nats-server 2.9 does not know it is gone yet),
+   * and the request goes unanswered; a short timeout lets the retry, under a fresh name, be
+   * placed elsewhere (under the same name it met the lost node's assignment every time).
    */
-  private async consume(via: ReadConnection, co: Record<string, unknown>, bounded?: boolean): Promise<ConsumerMessages> {
-    // A copy: nats.js writes the consumer's name into the options it is given, and a retry
-    // under the same name would meet the server's assignment of the lost one.
-    const consumer = await via.js.consumers.get(this.stream, { ...co, ...via.consumerOptions() });
-    // abort_on_missing_resource: a consumer the server lost ends its iterator (and the reader
-    // replaces it) instead of nats.js recreating it in place, which it does even for a
-    // consumer already stopped: its subscription came back and stayed, sent again at every
-    // reconnect, with a consumer on the server nobody pulled.
-    return consumer.consume({ ...via.pullOptions(bounded), idle_heartbeat: READER_HEARTBEAT_MS, abort_on_missing_resource: true });
+  private async consume(via: ReadConnection, co: Partial<ConsumerConfig>): Promise<LogConsumer> {
+    return LogConsumer.create({
+      nc: via.nc,
+      jsm: await via.consumerApi(),
+      stream: this.stream,
+      config: { ...co, ...via.consumerOptions() },
+      inboxPrefix: via.inboxPrefix,
+      ...via.pullBounds(),
+      heartbeatMs: READER_HEARTBEAT_MS,
+    });
   }
 
   /**
@@ -886,9 +865,9 @@ export class EventLog {
    * consumer placed on a lost node) or the connection is down; undefined once `signal`
    * aborts or the log closes. Any other refusal (no such stream, a bad filter) is thrown.
    */
-  private consumeRetrying(via: ReadConnection, co: Record<string, unknown>, signal?: AbortSignal, bounded?: boolean): Promise<ConsumerMessages | undefined> {
+  private consumeRetrying(via: ReadConnection, co: Partial<ConsumerConfig>, signal?: AbortSignal): Promise<LogConsumer | undefined> {
     return askAgain(
-      () => this.consume(via, co, bounded),
+      () => this.consume(via, co),
       // No responders too: a node of a cluster in trouble may not serve JetStream for a while.
       (err) => isTransientApiError(err) || isNoResponders(err) || via.state !== "connected",
       (err, attempt) => this.onReaderEvent?.({ kind: "retrying", err, attempt }),
@@ -939,12 +918,12 @@ const utf8 = new TextDecoder();
  * `Key: value` lines, keys as written, values trimmed), and uses nats.js's own decoder
  * whenever its internals are not as expected.
  */
-export function messageHeaders(m: Pick<JsMsg, "headers">): Record<string, string> {
+export function messageHeaders(m: Pick<Msg, "headers">): Record<string, string> {
   // No prototype: a header named like an Object method ("toString") is a header like any other.
   const headers = Object.create(null) as Record<string, string>;
-  const core = (m as { msg?: RawCoreMsg }).msg;
-  const hdr = core?._msg?.hdr;
-  const raw = core?._rdata;
+  const core = m as RawCoreMsg;
+  const hdr = core._msg?.hdr;
+  const raw = core._rdata;
   if (typeof hdr === "number" && raw instanceof Uint8Array) {
     return hdr <= 0 ? headers : parseHeaderBlock(utf8.decode(raw.subarray(0, hdr)));
   }
@@ -954,15 +933,15 @@ export function messageHeaders(m: Pick<JsMsg, "headers">): Record<string, string
   return headers;
 }
 
-function toStored(m: JsMsg): StoredMessage {
-  const headers = messageHeaders(m);
+function toStored(d: Delivery): StoredMessage {
+  const m = d.msg;
   return {
-    seq: m.seq,
+    seq: d.seq,
     subject: m.subject,
     data: m.data,
-    headers,
-    time: m.time,
-    pending: m.info.pending,
+    headers: messageHeaders(m),
+    time: new Date(d.timeMs),
+    pending: d.pending,
   };
 }
 

@@ -1,31 +1,34 @@
-// How far the server may send a log reader ahead of it, in bytes: shared by the readers
-// through nats.js (log.ts) and the catch-up thread's own (pull-reader.ts). Loads nothing, so
-// the worker thread starts without nats.js.
+// How far the server may send a log reader ahead of it, in messages and bytes, and the pull
+// requests that keep it so: shared by the readers on nats.js's connections (log-consumer.ts)
+// and the catch-up thread's own (pull-reader.ts). Loads nothing, so the worker thread starts
+// without nats.js.
 
 /**
  * Bytes the server may send a reader ahead of it (more where two of the largest message do not
- * fit: boundedPullOptions). Counted in messages only, 4,096 events of ~1 MiB (a container's
- * spec, an Events.Publish: up to the server's max_payload) were ~4 GiB asked for at once: the
- * server buffers what the connection does not take as fast, and past its max_pending (64 MiB
- * by default) cuts the whole connection as a slow consumer. The catch-up thread's reader held
- * all it had asked for (3,072 messages) in memory.
+ * fit: pullBudget). Counted in messages only, 4,096 events of ~1 MiB (a container's spec, an
+ * Events.Publish: up to the server's max_payload) were ~4 GiB asked for at once: the server
+ * buffers what the connection does not take as fast, and past its max_pending (64 MiB by
+ * default) cuts the whole connection as a slow consumer. The catch-up thread's reader held all
+ * it had asked for (3,072 messages) in memory.
  */
 export const READER_PULL_BYTES = 4 << 20;
+/**
+ * Messages a reader on a nats.js connection asks for in one pull request: many small events
+ * are read at the rate of counted pulls (a pull of 100, as nats.js makes them when given a byte
+ * limit, cost the server about twice the CPU per small message), while the request's bytes
+ * (READER_PULL_BYTES at most) end it early on large ones.
+ */
+export const READER_PULL_MESSAGES = 4096;
 /** A delivered message's subject, headers and reply subject, beyond what its publisher sent. */
 export const DELIVERY_OVERHEAD_BYTES = 64 << 10;
 /**
- * The pull options of a reader bounded in bytes on a server whose max_payload is `maxPayload`:
- * at most `budget` bytes asked for ahead (more only where one message could not fit in half of
- * it), and asked for again once what is owed falls to room for one more of the largest
- * message, so that every pull has room for at least one whole message (a pull whose room is
- * smaller than the next message ends with nothing delivered, and the reader would stall until
- * its heartbeats are missed). nats.js takes max_bytes without max_messages (they are mutually
- * exclusive in its consume options; it then pulls at most 100 messages at a time).
+ * The bytes a reader on a server whose max_payload is `maxPayload` may have asked for ahead:
+ * `budget`, or room for two of the largest message where that is more, so that a request asked
+ * once half of it is free has room for at least one whole message (a pull whose room is
+ * smaller than the next message ends with nothing delivered).
  */
-export function boundedPullOptions(maxPayload: number, budget = READER_PULL_BYTES): { max_bytes: number; threshold_bytes: number } {
-  const largest = maxPayload + DELIVERY_OVERHEAD_BYTES;
-  const max_bytes = Math.max(budget, 2 * largest);
-  return { max_bytes, threshold_bytes: max_bytes - largest };
+export function pullBudget(maxPayload: number, budget = READER_PULL_BYTES): number {
+  return Math.max(budget, 2 * (maxPayload + DELIVERY_OVERHEAD_BYTES));
 }
 
 /**
@@ -74,6 +77,11 @@ export function messageSize(subject: number, reply: number, headersAndData: numb
  * server serves a consumer's requests in the order they came, so a message goes to the oldest
  * with room for it. A request ends when its messages or bytes are used up (exactly used bytes
  * end it silently), or with a status (408: expired; 409: the next message does not fit).
+ * Known request by request, as here, what is owed stays true whichever way each request ends;
+ * nats.js's consume() keeps one running total of messages and one of bytes, which a request
+ * that ends on the other limit, saying nothing, leaves owing for good: with both limits its
+ * later pulls shrink until none has room for the next message, and it stalls until heartbeats
+ * are missed.
  */
 export class PullLedger {
   private readonly reqs: PullRequestState[] = [];
@@ -81,7 +89,7 @@ export class PullLedger {
   private need: number;
 
   constructor(
-    /** Bytes owed at most (boundedPullOptions' max_bytes: at least twice the largest message). */
+    /** Bytes owed at most (pullBudget: at least twice the largest message). */
     readonly budget: number,
     /** The largest message the server can deliver (max_payload and what delivery adds). */
     readonly largest: number,
@@ -112,10 +120,12 @@ export class PullLedger {
   /**
    * The next request to send (recorded as sent) or undefined: once the room left is enough
    * for the largest message, and either half of the messages asked for came or half of the
-   * budget is free (requests that end on bytes owe messages that will never come).
+   * budget is free (requests that end on bytes owe messages that will never come). `held`:
+   * bytes delivered that the reader's caller has not taken yet, counted against the budget
+   * too by a reader that keeps them for it (so what it holds is bounded as well).
    */
-  ask(id: number): { batch: number; max_bytes: number } | undefined {
-    const room = this.budget - this.bytes;
+  ask(id: number, held = 0): { batch: number; max_bytes: number } | undefined {
+    const room = this.budget - this.bytes - held;
     if (room < this.need) return undefined;
     if (this.messages > this.batch / 2 && room < this.budget / 2) return undefined;
     this.reqs.push({ id, msgs: this.batch, bytes: room, delivered: 0 });

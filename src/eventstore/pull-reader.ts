@@ -16,7 +16,7 @@ import { connect as netConnect, type Socket } from "node:net";
 import { randomBytes } from "node:crypto";
 import { BatchPacker } from "./worker-reader.js";
 import { parseNatsUrl } from "./nats-url.js";
-import { batchEnds, boundedPullOptions, DELIVERY_OVERHEAD_BYTES, messageSize, PullLedger } from "./pull-bounds.js";
+import { batchEnds, DELIVERY_OVERHEAD_BYTES, messageSize, PullLedger, pullBudget } from "./pull-bounds.js";
 
 export interface PullReadOptions {
   url: string;
@@ -254,7 +254,7 @@ class PullConnection {
     const created = await this.api(`$JS.API.CONSUMER.CREATE.${this.opts.stream}`, { stream_name: this.opts.stream, config });
     if (typeof created.name !== "string") throw new Error("consumer create: no consumer name in the reply");
     const maxPayload = typeof this.info?.max_payload === "number" ? this.info.max_payload : 1 << 20;
-    this.ledger = new PullLedger(this.opts.pullBytes ?? boundedPullOptions(maxPayload).max_bytes, maxPayload + DELIVERY_OVERHEAD_BYTES, this.pullBatch);
+    this.ledger = new PullLedger(this.opts.pullBytes ?? pullBudget(maxPayload), maxPayload + DELIVERY_OVERHEAD_BYTES, this.pullBatch);
     this.consumer = created.name;
     this.pull();
   }

@@ -207,14 +207,14 @@ export class Projector {
   /**
    * The default source: the log read in this thread, in batches that end where the stream
    * ended when delivered (pending 0), at maxBatch messages or at 4 MiB. Its pulls are bounded in
-   * bytes until it first reaches the end of the stream (what it catches up over may be events
-   * of any size, up to the server's max_payload each), counted on the live tail.
+   * messages and bytes (EventLog.reader), catching up or on the live tail alike: what it reads
+   * may be events of any size, up to the server's max_payload each.
    */
   private readonly inThread: BatchSource = async function* (this: Projector, from: number, signal: AbortSignal) {
     let batch: StoredMessage[] = [];
     let bytes = 0;
     const skipThrough = () => this.db.appliedSeq;
-    for await (const m of this.log.read({ fromSeq: from, signal, skipThrough, boundedCatchUp: true })) {
+    for await (const m of this.log.read({ fromSeq: from, signal, skipThrough })) {
       batch.push(m);
       bytes += m.data.length;
       if (batchEnds(batch.length, bytes, this.maxBatch, m.pending)) {

@@ -2,7 +2,7 @@
 // its bytes equal what nats.js's own decoder gives, for every shape of header block.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { connect, headers as natsHeaders } from "@nats-io/transport-node";
+import { connect, headers as natsHeaders, type Msg } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { startTestNats } from "../helpers/nats.js";
 import { rejectsClass } from "../helpers/errors.js";
@@ -33,11 +33,11 @@ test("headers read from the message's bytes equal nats.js's decoding", async () 
     let n = 0;
     for await (const m of got) {
       // The fast path applies: the internals it reads are there.
-      const core = (m as unknown as { msg: { _rdata?: unknown; _msg?: { hdr?: unknown } } }).msg;
+      const core = (m as unknown as { msg: Msg & { _rdata?: unknown; _msg?: { hdr?: unknown } } }).msg;
       assert.ok(core._rdata instanceof Uint8Array && typeof core._msg?.hdr === "number", "nats.js internals as expected");
       const expected: Record<string, string> = {};
       for (const [k, v] of m.headers ?? []) expected[k] = v[0] ?? "";
-      assert.deepEqual({ ...messageHeaders(m) }, expected, `message ${m.seq}`);
+      assert.deepEqual({ ...messageHeaders(core) }, expected, `message ${m.seq}`);
       // And the fallback, through nats.js's decoder, agrees.
       assert.deepEqual({ ...messageHeaders({ headers: m.headers }) }, expected);
       n++;

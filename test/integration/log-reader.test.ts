@@ -1,7 +1,7 @@
-// The log's reader over a real nats-server, where nats.js's ordered consumer needs ck's help:
-// a consumer the server lost is replaced without nats.js bringing the stopped one back; an
-// abort after a reconnect ends the reader; a caller that stops taking messages does not make
-// nats.js pull on and on for it.
+// The log's reader over a real nats-server: a consumer the server lost is replaced (and the
+// stopped one stays stopped, as nats.js's own ordered consumer did not); an abort after a
+// reconnect ends the reader; a caller that stops taking messages does not make it pull on and
+// on; every pull is bounded in messages and bytes, and sized as the server counts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { startTestNats } from "../helpers/nats.js";
 import { EventLog, type ReaderEvent } from "../../src/eventstore/log.js";
+import { deliveredSize } from "../../src/eventstore/log-consumer.js";
 
 const LOG_JS = new URL("../../src/eventstore/log.js", import.meta.url).href;
 
@@ -109,29 +110,39 @@ await log.close();
   }
 });
 
-test("a caller that stops taking messages: what nats.js holds for it stops growing (its consumer stopped), and it reads on in order when it comes back", { timeout: 120_000 }, async () => {
+test("a caller that stops taking messages: its reader asks for no more than a bounded number ahead meanwhile, keeps its consumer, and reads on in order when it comes back", { timeout: 120_000 }, async () => {
   const nats = await startTestNats();
   const events: ReaderEvent[] = [];
   const log = await EventLog.open({ url: nats.url, stream: "RD_BEHIND", onReaderEvent: (e) => events.push(e) });
+  const { connect } = await import("@nats-io/transport-node");
+  const spy = await connect({ servers: nats.url });
+  let asked = 0;
+  const sub = spy.subscribe("$JS.API.CONSUMER.MSG.NEXT.RD_BEHIND.>", { callback: (_e, m) => void (asked += m.json<{ batch: number }>().batch) });
+  await spy.flush();
   const ac = new AbortController();
   try {
     const total = 30_000;
     await appendMany(log, total);
     const it = await log.reader({ fromSeq: 1, signal: ac.signal });
     assert.equal((await it.next()).value?.seq, 1);
-    // Away for a while: nats.js, missing heartbeats no pull is owed, pulls 4,096 more a second.
-    await settle(6000);
-    // Back: its consumer was dropped meanwhile, and a new one reads on from message 2.
-    assert.equal((await it.next()).value?.seq, 2);
-    assert.ok(events.some((e) => e.kind === "replacing" && e.why === "caller behind" && e.fromSeq === 2), JSON.stringify(events));
-    let expected = 3;
+    // Away for a while. nats.js's consume() took each missed heartbeat for a lost pull and asked
+    // for 4,096 more a second, all sent once the caller drained what it held; the reader now
+    // asks only while it holds less than a pull's worth for its caller.
+    await settle(4000);
+    await spy.flush();
+    assert.ok(asked <= 2 * 4096, `${asked} messages asked for while the caller took one`);
+    // Back: the same consumer reads on from message 2.
+    let expected = 2;
     while (expected <= total) {
       const r = await it.next();
       assert.equal(r.value?.seq, expected, "in order, nothing skipped or twice");
       expected++;
     }
+    assert.deepEqual(events, [], "its consumer was replaced");
   } finally {
     ac.abort();
+    sub.unsubscribe();
+    await spy.close();
     await log.close();
     await nats.cleanup();
   }
@@ -240,21 +251,22 @@ test("readers that end while their connection is down have their consumers remov
   }
 });
 
-test("a reader that catches up bounded in bytes pulls with max_bytes until the stream's end, then counted from the next message: every message once, in order, and the switch not reported as a replacement", { timeout: 60_000 }, async () => {
+test("every pull a reader sends asks for 4,096 messages and at most 4 MiB: catching up over large events, and on the live tail over many small ones and then a burst of large ones; every message once, in order, no consumer replaced", { timeout: 120_000 }, async () => {
   const nats = await startTestNats();
   const events: ReaderEvent[] = [];
-  const log = await EventLog.open({ url: nats.url, stream: "RD_CATCHUP", onReaderEvent: (e) => events.push(e) });
+  const log = await EventLog.open({ url: nats.url, stream: "RD_PULLS", onReaderEvent: (e) => events.push(e) });
   // The pull requests as the server gets them, seen by a plain subscriber of the JetStream API.
   const { connect } = await import("@nats-io/transport-node");
   const spy = await connect({ servers: nats.url });
-  const pulls: { batch: number; max_bytes?: number }[] = [];
-  const sub = spy.subscribe("$JS.API.CONSUMER.MSG.NEXT.RD_CATCHUP.>", { callback: (_e, m) => void pulls.push(m.json()) });
+  const pulls: { batch?: number; max_bytes?: number }[] = [];
+  const sub = spy.subscribe("$JS.API.CONSUMER.MSG.NEXT.RD_PULLS.>", { callback: (_e, m) => void pulls.push(m.json()) });
   await spy.flush();
+  const bounded = (p: { batch?: number; max_bytes?: number }) => p.batch === 4096 && (p.max_bytes ?? 0) > 0 && (p.max_bytes ?? 0) <= 4 << 20;
   const ac = new AbortController();
   try {
     const big = Buffer.alloc(300_000, 9);
     for (let i = 0; i < 30; i++) await log.append("containerd.io.rd.big", big, { msgId: `b-${i}` });
-    const it = await log.reader({ fromSeq: 1, signal: ac.signal, boundedCatchUp: true });
+    const it = await log.reader({ fromSeq: 1, signal: ac.signal });
     for (let seq = 1; seq <= 30; seq++) {
       const m = (await it.next()).value!;
       assert.equal(m.seq, seq);
@@ -263,36 +275,92 @@ test("a reader that catches up bounded in bytes pulls with max_bytes until the s
     await spy.flush();
     const caughtUp = pulls.length;
     assert.ok(caughtUp >= 1, "no pull seen");
-    for (const p of pulls) assert.ok((p.max_bytes ?? 0) > 0 && (p.max_bytes ?? 0) <= 8 << 20, `a catching-up pull: ${JSON.stringify(p)}`);
-    // The tail: counted pulls of 4,096 on a consumer from sequence 31.
-    await appendMany(log, 20);
-    for (let seq = 31; seq <= 50; seq++) assert.equal((await it.next()).value?.seq, seq);
+    for (const p of pulls) assert.ok(bounded(p), `a catching-up pull: ${JSON.stringify(p)}`);
+    // The live tail: many small events, then a burst of large ones (another writer's container
+    // creates). nats.js's consume() pulled 4,096 there with no byte limit (the burst asked for
+    // at once); given both limits, its running totals left its pulls no room after the small
+    // ones, and it stalled until two heartbeats were missed.
+    await appendMany(log, 9000);
+    for (let seq = 31; seq <= 9030; seq++) assert.equal((await it.next()).value?.seq, seq);
+    const huge = Buffer.alloc(900_000, 7);
+    await Promise.all(Array.from({ length: 40 }, (_, i) => log.append("containerd.io.rd.big", huge, { msgId: `h-${i}` })));
+    for (let seq = 9031; seq <= 9070; seq++) {
+      const m = (await it.next()).value!;
+      assert.equal(m.seq, seq);
+      assert.equal(m.data.length, 900_000);
+    }
     await spy.flush();
     const tail = pulls.slice(caughtUp);
-    assert.ok(tail.length >= 1, "no pull after catching up");
-    assert.ok(tail.some((p) => p.batch === 4096 && !p.max_bytes), `the tail's pulls: ${JSON.stringify(tail)}`);
-    assert.ok(tail.every((p) => !p.max_bytes), `a bounded pull on the tail: ${JSON.stringify(tail)}`);
-    assert.deepEqual(events, [], "the switch was reported as a replacement");
-    // One consumer left: the catching-up one was removed.
+    assert.ok(tail.length >= 2, `the tail's pulls: ${JSON.stringify(tail)}`);
+    for (const p of tail) assert.ok(bounded(p), `a pull on the tail: ${JSON.stringify(p)}`);
+    assert.deepEqual(events, [], "a consumer replaced");
     const jsm = await jetstreamManager(log.nc);
-    for (const until = Date.now() + 5000; (await jsm.streams.info("RD_CATCHUP")).state.consumer_count !== 1; await settle(100)) {
-      assert.ok(Date.now() < until, "consumers left behind");
-    }
-    // Its consumer lost (the server's restart, say): the replacement pulls bounded again, until caught up.
-    const [tailConsumer] = await jsm.consumers.list("RD_CATCHUP").next();
+    assert.equal((await jsm.streams.info("RD_PULLS")).state.consumer_count, 1);
+
+    // Its consumer lost (the server's restart, say): the replacement reads on, bounded as well.
+    const [tailConsumer] = await jsm.consumers.list("RD_PULLS").next();
     const lostAt = pulls.length;
-    await jsm.consumers.delete("RD_CATCHUP", tailConsumer!.name);
+    await jsm.consumers.delete("RD_PULLS", tailConsumer!.name);
     for (let i = 30; i < 40; i++) await log.append("containerd.io.rd.big", big, { msgId: `b-${i}` });
-    for (let seq = 51; seq <= 60; seq++) assert.equal((await it.next()).value?.seq, seq);
+    for (let seq = 9071; seq <= 9080; seq++) assert.equal((await it.next()).value?.seq, seq);
     await spy.flush();
     const replaced = pulls.slice(lostAt);
-    assert.ok(replaced.some((p) => (p.max_bytes ?? 0) > 0), `the replacement's pulls: ${JSON.stringify(replaced)}`);
+    assert.ok(replaced.length >= 1 && replaced.every(bounded), `the replacement's pulls: ${JSON.stringify(replaced)}`);
     assert.ok((events as ReaderEvent[]).some((e) => e.kind === "replaced"), "the replacement was not reported");
+    // One consumer left: the lost one's deletion was asked for, the replacement's is there.
+    for (const until = Date.now() + 5000; (await jsm.streams.info("RD_PULLS")).state.consumer_count !== 1; await settle(100)) {
+      assert.ok(Date.now() < until, "consumers left behind");
+    }
   } finally {
     ac.abort();
     sub.unsubscribe();
     await spy.close();
     await log.close();
+    await nats.cleanup();
+  }
+});
+
+test("a delivered message's size as the reader counts it is the server's, against a pull's max_bytes (nats.js's Msg.size(), which the pull ledger depends on)", async () => {
+  const nats = await startTestNats();
+  const { connect, createInbox } = await import("@nats-io/transport-node");
+  const nc = await connect({ servers: nats.url });
+  try {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "RD_SIZE", subjects: ["containerd.io.size.>"] });
+    const log = await EventLog.open({ url: nats.url, stream: "RD_SIZE" });
+    try {
+      // Headers as ck writes them, and data of several sizes.
+      for (const [i, n] of [1000, 1000, 2500, 40, 100_000].entries()) await log.append(`containerd.io.size.m${i}`, new Uint8Array(n), { msgId: `s-${i}`, headers: { "Ck-Origin": "command" } });
+    } finally {
+      await log.close();
+    }
+    await jsm.consumers.add("RD_SIZE", { name: "sz", ack_policy: "none" as never, deliver_policy: "all" as never, mem_storage: true });
+    const inbox = createInbox();
+    const got: { size: number; sized: boolean; left?: number }[] = [];
+    const done = new Promise<void>((resolve) => {
+      nc.subscribe(inbox, {
+        callback: (_e, m) => {
+          const status = m.headers?.code ?? 0;
+          if (status === 0) got.push({ size: deliveredSize(m), sized: typeof (m as { size?: unknown }).size === "function" });
+          else if (status !== 100) {
+            got.push({ size: 0, sized: true, left: status === 409 ? Number(m.headers!.get("Nats-Pending-Bytes")) : -status });
+            resolve();
+          }
+        },
+      });
+    });
+    // Room for the first four, not the fifth: the server ends the request (409) and says how
+    // many bytes it had left.
+    const room = 50_000;
+    nc.publish("$JS.API.CONSUMER.MSG.NEXT.RD_SIZE.sz", JSON.stringify({ batch: 10, max_bytes: room, expires: 5e9 }), { reply: inbox });
+    await done;
+    const delivered = got.filter((g) => g.left === undefined);
+    assert.equal(delivered.length, 4, JSON.stringify(got));
+    assert.ok(delivered.every((g) => g.sized), "nats.js's message no longer has size(): the ledger would count from an estimate");
+    const left = got.at(-1)!.left!;
+    assert.equal(room - delivered.reduce((n, g) => n + g.size, 0), left, "the bytes the server says the request had left");
+  } finally {
+    await nc.close();
     await nats.cleanup();
   }
 });

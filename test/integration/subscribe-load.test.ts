@@ -148,3 +148,82 @@ test("a ckd catching up over large events in its own thread (a server with a 16 
     await nats.cleanup();
   }
 });
+
+test("a ckd on the live tail that falls behind by a burst of large events (another ckd's container creates, appended while its process was stopped; a server with a 16 MB max_pending): its connection is never cut as a slow consumer, every event is applied, and it writes on", { timeout: 240_000 }, async () => {
+  // Its reader once pulled 4,096 messages at a time on the tail, counted: 40 containers of
+  // 900 KB appended meanwhile were ~36 MB sent at once on the connection appends go through.
+  // (The write deadline is long: a stopped process reads nothing, and the test is about
+  // max_pending.)
+  const nats = await startTestNats({ config: "max_pending: 16MB\nwrite_deadline: \"120s\"\nhttp_port: -1" });
+  const serverLog = () => readFileSync(join(nats.dir, "nats-server.log"), "utf8");
+  const monitor = /Starting http monitor on [^\s]+:(\d+)/.exec(serverLog())?.[1];
+  assert.ok(monitor, "the server's monitoring port");
+  const connz = async (state: "open" | "closed"): Promise<NonNullable<Connz["connections"]>> =>
+    ((await (await fetch(`http://127.0.0.1:${monitor}/connz?state=${state}&limit=1024`)).json()) as Connz).connections ?? [];
+  const N = 40;
+  const spec = (i: number) => {
+    const value = Buffer.alloc(900_000, 66);
+    value.writeUInt32BE(i, 0);
+    return { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value };
+  };
+  const writer = await TestDaemon.start({ natsUrl: nats.url });
+  let follower: TestDaemon | undefined;
+  let stopped = false;
+  try {
+    const cw = writer.client("big");
+    await cw.call("containers", "Create", { container: { id: "first", runtime: { name: "io.containerd.runc.v2" }, spec: spec(0) } });
+    const before = new Set((await connz("open")).map((c) => c.name));
+    follower = await TestDaemon.start({ natsUrl: nats.url });
+    const cf = follower.client("big");
+    // Caught up: it follows what the writer appends.
+    await cw.call("containers", "Create", { container: { id: "tail", runtime: { name: "io.containerd.runc.v2" }, spec: spec(1) } });
+    for (const until = Date.now() + 10_000; ; await settle(100)) {
+      const seen = await cf.call("containers", "Get", { id: "tail" }).then(
+        () => true,
+        () => false,
+      );
+      if (seen) break;
+      assert.ok(Date.now() < until, "the follower did not follow the writer's append");
+    }
+    const conn = (await connz("open")).find((c) => c.name?.startsWith("ckd ") && !c.name.endsWith(" readers") && !before.has(c.name));
+    assert.ok(conn, JSON.stringify(await connz("open")));
+
+    // Its event loop held up (here: its process stopped) while the writer appends the burst.
+    process.kill(follower.pid, "SIGSTOP");
+    stopped = true;
+    for (let i = 0; i < N; i += 4) {
+      await Promise.all(Array.from({ length: 4 }, (_, k) => cw.call("containers", "Create", { container: { id: `c${i + k}`, runtime: { name: "io.containerd.runc.v2" }, spec: spec(i + k) } })));
+    }
+    process.kill(follower.pid, "SIGCONT");
+    stopped = false;
+
+    // Every one applied, in its own projection.
+    for (const until = Date.now() + 60_000; ; await settle(200)) {
+      const seen = await cf.call("containers", "Get", { id: `c${N - 1}` }).then(
+        () => true,
+        () => false,
+      );
+      if (seen) break;
+      assert.ok(Date.now() < until, "the follower did not apply the burst");
+    }
+    for (let i = 0; i < N; i++) {
+      const got = await cf.call("containers", "Get", { id: `c${i}` });
+      assert.equal(Buffer.from(got.container.spec.value).readUInt32BE(0), i);
+    }
+    // It writes on, through the same connection, never cut.
+    await cf.call("namespaces", "Create", { namespace: { name: "after-burst" } }, { deadlineMs: 10_000 });
+    assert.ok((await connz("open")).some((c) => c.cid === conn.cid && c.name === conn.name), "the follower's connection replaced");
+    assert.deepEqual((await connz("closed")).filter((c) => c.name === conn.name), [], "the follower's connection was closed");
+    const slow = serverLog()
+      .split("\n")
+      .filter((l) => l.includes("Slow Consumer"));
+    assert.deepEqual(slow, [], "the server cut a connection as a slow consumer");
+    cw.close();
+    cf.close();
+  } finally {
+    if (stopped && follower) process.kill(follower.pid, "SIGCONT");
+    await follower?.cleanup();
+    await writer.cleanup();
+    await nats.cleanup();
+  }
+});

@@ -84,3 +84,17 @@ test("a request too small for the next message (409 with nothing delivered): the
   assert.equal(l.requests, 0);
   assert.ok(l.ask(4));
 });
+
+test("what the reader holds for its caller counts against the budget: nothing is asked while it holds the room, the next once its caller took enough", () => {
+  const l = new PullLedger(4 * MiB, MiB + 65536, 4096);
+  assert.deepEqual(l.ask(1), { batch: 4096, max_bytes: 4 * MiB });
+  // Four messages of 900 KB delivered; the fifth did not fit (409): held, not taken.
+  for (let i = 0; i < 4; i++) l.delivered(900_000);
+  l.ended(1, true);
+  assert.equal(l.requests, 0);
+  assert.equal(l.ask(2, 3_600_000), undefined, "no room while the caller has not taken them");
+  // The caller took two: room for one more of the largest message seen.
+  const next = l.ask(2, 1_800_000);
+  assert.ok(next && next.max_bytes === 4 * MiB - 1_800_000, JSON.stringify(next));
+  assert.ok(l.bytes + 1_800_000 <= 4 * MiB);
+});
