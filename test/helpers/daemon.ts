@@ -133,6 +133,28 @@ export class TestDaemon {
     return new ApiClient({ address: this.address, namespace });
   }
 
+  /**
+   * Whatever a failed test left running in these namespaces: its tasks killed, waited for and
+   * deleted (their rootfs unmounted), each call bounded so that a hung one cannot leave ckd,
+   * nats-server and a registry running. Nothing when ckd is not running.
+   */
+  async removeTasks(namespaces: string[]): Promise<void> {
+    if (this.proc?.exitCode !== null) return;
+    const bounded = { deadlineMs: 20_000 };
+    for (const ns of namespaces) {
+      const c = this.client(ns);
+      try {
+        for (const t of (await c.call("tasks", "List", {}, bounded).catch(() => ({ tasks: [] }))).tasks ?? []) {
+          await c.call("tasks", "Kill", { container_id: t.container_id, signal: 9, all: true }, bounded).catch(() => undefined);
+          await c.call("tasks", "Wait", { container_id: t.container_id }, bounded).catch(() => undefined);
+          await c.call("tasks", "Delete", { container_id: t.container_id }, bounded).catch(() => undefined);
+        }
+      } finally {
+        c.close();
+      }
+    }
+  }
+
   async kill9(): Promise<void> {
     const p = this.proc;
     if (!p || p.exitCode !== null || p.signalCode !== null) return;

@@ -103,19 +103,7 @@ describe("containerd's Go client against ckd", { timeout: 600_000, skip: skipRea
 
   after(async () => {
     try {
-      // Whatever a failed test left running: killed and deleted (their rootfs unmounted).
-      if (daemon?.proc?.exitCode === null) {
-        for (const ns of [NS, `${NS}-2`]) {
-          const c = daemon.client(ns);
-          const bounded = { deadlineMs: 20_000 };
-          for (const t of (await c.call("tasks", "List", {}, bounded).catch(() => ({ tasks: [] }))).tasks ?? []) {
-            await c.call("tasks", "Kill", { container_id: t.container_id, signal: 9, all: true }, bounded).catch(() => undefined);
-            await c.call("tasks", "Wait", { container_id: t.container_id }, bounded).catch(() => undefined);
-            await c.call("tasks", "Delete", { container_id: t.container_id }, bounded).catch(() => undefined);
-          }
-          c.close();
-        }
-      }
+      await daemon?.removeTasks([NS, `${NS}-2`]);
     } finally {
       api?.close();
       await daemon?.cleanup().catch(() => undefined);

@@ -97,18 +97,7 @@ describe("tasks on runc, through ctr", { timeout: 300_000, skip: root ? false : 
   });
   after(async () => {
     try {
-      // Whatever a failed test left: its tasks stopped and deleted (their rootfs unmounted).
-      if (daemon?.proc?.exitCode === null) {
-        const c = daemon.client(NS);
-        // Bounded: a hook that hangs would leave ckd, nats-server and the registry running.
-        const bounded = { deadlineMs: 20_000 };
-        for (const t of (await c.call("tasks", "List", {}, bounded).catch(() => ({ tasks: [] }))).tasks ?? []) {
-          await c.call("tasks", "Kill", { container_id: t.container_id, signal: 9, all: true }, bounded).catch(() => undefined);
-          await c.call("tasks", "Wait", { container_id: t.container_id }, bounded).catch(() => undefined);
-          await c.call("tasks", "Delete", { container_id: t.container_id }, bounded).catch(() => undefined);
-        }
-        c.close();
-      }
+      await daemon?.removeTasks([NS]);
     } finally {
       api?.close();
       await log?.close();
