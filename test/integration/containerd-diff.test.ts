@@ -573,6 +573,30 @@ function progressStderr(err: string): string {
   return err.replace(/^.*level=error msg="failed to get content info" error="context canceled"\n/gm, "");
 }
 
+/** A difference ck keeps on purpose: each side's output for one ctr command, and why. */
+interface KnownDifference {
+  containerd: string;
+  ck: string;
+  why: string;
+}
+
+/**
+ * Each step's output equal from both daemons, or, for a step `known` names (by its arguments
+ * joined with spaces), each side's exactly as recorded there. `shown` makes a step readable
+ * in a failure (temporary paths and long labels replaced).
+ */
+function assertSameOrKnown(steps: readonly string[][], ours: readonly string[], theirs: readonly string[], known: ReadonlyMap<string, KnownDifference>, shown: (s: string) => string): void {
+  for (const [i, args] of steps.entries()) {
+    const what = `ctr ${shown(args.join(" "))}`;
+    const k = known.get(args.join(" "));
+    if (!k) assert.equal(ours[i], theirs[i], what);
+    else {
+      assert.equal(theirs[i], k.containerd, `${what} (${k.why}): containerd no longer so`);
+      assert.equal(ours[i], k.ck, `${what} (${k.why}): ck no longer so`);
+    }
+  }
+}
+
 /** A mounted tree, entry by entry: path, type, mode, owner, size, link target, content digest (times left out). */
 function treeListing(dir: string): string {
   const rows: string[] = [];
@@ -1665,14 +1689,7 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
           },
         ],
       ]);
-      for (const [i, args] of steps.entries()) {
-        const k = known.get(args.join(" "));
-        if (!k) assert.equal(ours[i], theirs[i], `ctr ${args.join(" ").replaceAll(work, "<work>")}`);
-        else {
-          assert.equal(theirs[i], k.containerd, `ctr ${args.join(" ")} (${k.why}): containerd no longer so`);
-          assert.equal(ours[i], k.ck, `ctr ${args.join(" ")} (${k.why}): ck no longer so`);
-        }
-      }
+      assertSameOrKnown(steps, ours, theirs, known, (a) => a.replaceAll(work, "<work>"));
     } finally {
       rmSync(work, { recursive: true, force: true });
     }
@@ -2020,7 +2037,7 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
       // `namespaces label Bad! k=v`: containerd's SetLabel checks no name and makes a namespace
       // that no later call can delete, which would stay in the last test's listing; ck refuses
       // it, commands.test.ts.)
-      const known = new Map<string, { containerd: string; ck: string; why: string }>([
+      const known = new Map<string, KnownDifference>([
         [
           NS("create", "Bad!").join(" "),
           {
@@ -2074,15 +2091,7 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
       const theirs = await run(ctd.socket);
       const ours = await run(daemon.address);
       assert.ok(theirs[1]!.startsWith("0\n"), theirs[1]);
-      for (const [i, args] of steps.entries()) {
-        const what = `ctr ${args.join(" ").replaceAll(work, "<work>").replaceAll(big, "<big label>")}`;
-        const k = known.get(args.join(" "));
-        if (!k) assert.equal(ours[i], theirs[i], what);
-        else {
-          assert.equal(theirs[i], k.containerd, `${what} (${k.why}): containerd no longer so`);
-          assert.equal(ours[i], k.ck, `${what} (${k.why}): ck no longer so`);
-        }
-      }
+      assertSameOrKnown(steps, ours, theirs, known, (a) => a.replaceAll(work, "<work>").replaceAll(big, "<big label>"));
     } finally {
       rmSync(work, { recursive: true, force: true });
       await registry.stop();
@@ -2175,15 +2184,7 @@ describe("ckd against containerd 1.6, call by call", { skip: missing }, () => {
           },
         ],
       ]);
-      for (const [i, args] of steps.entries()) {
-        const what = `ctr ${args.join(" ").replaceAll(work, "<work>")}`;
-        const k = known.get(args.join(" "));
-        if (!k) assert.equal(ours[i], theirs[i], what);
-        else {
-          assert.equal(theirs[i], k.containerd, `${what} (${k.why}): containerd no longer so`);
-          assert.equal(ours[i], k.ck, `${what} (${k.why}): ck no longer so`);
-        }
-      }
+      assertSameOrKnown(steps, ours, theirs, known, (a) => a.replaceAll(work, "<work>"));
     } finally {
       rmSync(work, { recursive: true, force: true });
       await registry.stop();
