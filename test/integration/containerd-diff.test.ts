@@ -565,12 +565,13 @@ function progressShape(out: string): string {
 }
 
 /**
- * ctr's stderr of a command with a progress display, without the line its display may log as
- * the command ends: it cancels the display's context once done, and an Info the display had in
- * flight then fails `context canceled` (seen once from ck, timing: either daemon can).
+ * ctr's stderr of a command with a progress display, without the lines its display may log as
+ * the command ends: it cancels the display's context once done, and a call the display had in
+ * flight (Content.Info: "failed to get content info"; ListStatuses: "active check failed")
+ * then fails `context canceled` (each seen once from ck, timing: either daemon can).
  */
 function progressStderr(err: string): string {
-  return err.replace(/^.*level=error msg="failed to get content info" error="context canceled"\n/gm, "");
+  return err.replace(/^.*level=error msg="(failed to get content info|active check failed)" error="context canceled"\n/gm, "");
 }
 
 /** A difference ck keeps on purpose: each side's output for one ctr command, and why. */
