@@ -56,7 +56,7 @@ export function contentService(d: ContentDeps): grpc.UntypedServiceImplementatio
       const ns = namespaceOf(call);
       const i = call.request.info ?? {};
       const rec = await d.sequencer.submit(
-        contentHandlers.update({ namespace: ns, digest: i.digest ?? "", labels: i.labels ?? {}, paths: maskPaths(call.request.update_mask), now: nowTimestamp() }),
+        contentHandlers.update({ namespace: ns, digest: i.digest ?? "", labels: i.labels ?? {}, paths: maskPaths(call.request.update_mask), now: nowTimestamp(), host: d.queries.host }),
       );
       d.afterUpdate?.();
       return { info: info(rec) };
@@ -165,8 +165,8 @@ export async function sharedBlob(
  * Labels a compressed layer's blob in `ns` with its uncompressed digest (containerd.io/
  * uncompressed: its diff_id), as containerd's differ and unpacker do, then tells the GC.
  */
-export async function labelUncompressed(d: { sequencer: Sequencer; afterUpdate?: () => void }, ns: string, digest: string, diffId: string): Promise<void> {
-  await d.sequencer.submit(contentHandlers.update({ namespace: ns, digest, labels: { [UNCOMPRESSED_LABEL]: diffId }, paths: [`labels.${UNCOMPRESSED_LABEL}`], now: nowTimestamp() }));
+export async function labelUncompressed(d: { sequencer: Sequencer; queries: Pick<Queries, "host">; afterUpdate?: () => void }, ns: string, digest: string, diffId: string): Promise<void> {
+  await d.sequencer.submit(contentHandlers.update({ namespace: ns, digest, labels: { [UNCOMPRESSED_LABEL]: diffId }, paths: [`labels.${UNCOMPRESSED_LABEL}`], now: nowTimestamp(), host: d.queries.host }));
   d.afterUpdate?.();
 }
 

@@ -746,7 +746,8 @@ export class Daemon {
       // Only with metrics on: an interceptor is a layer on every call.
       interceptors: this.metrics ? [this.metrics.interceptor()] : [],
     });
-    const queries = new Queries(this.db);
+    // This ckd's uuid is its host id: its content records name it (several ckd may share a log).
+    const queries = new Queries(this.db, this.uuid);
     const blobs = new NamespacedBlobs(this.sequencer, queries, this.content);
     const snapshots = new SnapshotStore(this.sequencer, queries, this.snapshotters);
     const gc = new GcScheduler(

@@ -289,7 +289,7 @@ export class GcScheduler {
         // As much as one event takes at a time, each decided on what the one before left.
         if (unreferencedContent(state, now).length > 0) {
           for (let more = true; more; ) {
-            const res = await sequencer.submit(gcHandlers.collect({ namespace: name, now, maxEventBytes: sequencer.maxEventBytes }));
+            const res = await sequencer.submit(gcHandlers.collect({ namespace: name, now, maxEventBytes: sequencer.maxEventBytes, host: queries.host }));
             count += res.digests.length;
             for (const d of res.digests) collected.add(d);
             more = res.more && res.digests.length > 0;

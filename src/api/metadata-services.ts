@@ -62,7 +62,7 @@ export function namespacesService(d: MetadataDeps): grpc.UntypedServiceImplement
     }),
     Delete: unary(async (call) => {
       const name = call.request.name ?? "";
-      await deleteNamespace(d.sequencer, { name });
+      await deleteNamespace(d.sequencer, { name, host: d.queries.host });
       await d.namespaceDeleted?.(name);
       return {};
     }),

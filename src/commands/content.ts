@@ -1,9 +1,10 @@
 // The content aggregate: a blob's metadata per namespace. Committing bytes is the store's
 // job (src/content); once they are in place, a commit here makes the blob visible in one
-// namespace with its labels. Update changes labels under a field mask; delete hides it from
+// namespace with its labels, on the committing host (several ckd may share one log: the
+// record names the hosts whose stores hold the bytes, and each host sees only those). Update changes labels under a field mask; delete hides it from
 // that namespace (the bytes go once no namespace refers to them).
 import { alreadyExists, notFound } from "../errdefs/errdefs.js";
-import { blobRecord, keys, TYPE, type BlobRecord, type LeaseRecord, type Timestamp } from "../projections/views.js";
+import { blobHeldBy, blobRecord, keys, TYPE, type BlobRecord, type LeaseRecord, type Timestamp } from "../projections/views.js";
 import { validateDigest, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 import type { Decision, StateView } from "./sequencer.js";
 import { applyLabelMask, dropEmpty, maskedLabels } from "./masks.js";
@@ -18,6 +19,8 @@ export interface CommitContent {
   labels: Record<string, string>;
   /** The lease the commit is made under (containerd-lease header): the blob is added to it. */
   lease?: string;
+  /** This ckd's host id: the host whose content store holds the bytes (BlobRecord.hosts). */
+  host?: string;
 }
 export interface UpdateContent {
   namespace: string;
@@ -26,12 +29,16 @@ export interface UpdateContent {
   paths: string[];
   /** The update's time: the event's, and so the record's updated_at (returned as stored). */
   now: Timestamp;
+  /** This ckd's host id: a blob another host holds is not found here. */
+  host?: string;
 }
 export interface DeleteContent {
   namespace: string;
   digest: string;
   /** The call's lease (containerd-lease): it lets go of the digest too, as containerd's. */
   lease?: string;
+  /** This ckd's host id: the blob leaves this host's store; other hosts holding it keep it. */
+  host?: string;
 }
 
 /** How containerd's content store names a blob's labels in its refusals (metadata/content.go validateInfo). */
@@ -53,10 +60,13 @@ export function decideCommitContent(cmd: CommitContent, current: BlobRecord | un
   validateDigest("digest", cmd.digest);
   const labels = commitLabels(cmd.labels);
   if (cmd.lease && !lease) throw notFound(`lease "${cmd.lease}" does not exist`);
-  if (current) throw alreadyExists(`content ${cmd.digest}`);
-  const rec = blobRecord({ digest: cmd.digest, size: cmd.size, labels });
-  const payload: Record<string, unknown> = { digest: rec.digest, size: rec.size, labels: rec.labels };
+  if (current && blobHeldBy(current, cmd.host)) throw alreadyExists(`content ${cmd.digest}`);
+  const rec = current
+    ? blobRecord({ ...current, labels: { ...current.labels, ...labels }, hosts: current.hosts && [...current.hosts, cmd.host!] })
+    : blobRecord({ digest: cmd.digest, size: cmd.size, labels, hosts: cmd.host ? [cmd.host] : undefined });
+  const payload: Record<string, unknown> = { digest: rec.digest, size: cmd.size, labels };
   if (cmd.lease) payload.lease = cmd.lease;
+  if (cmd.host) payload.host = cmd.host;
   return {
     event: { namespace: cmd.namespace, topic: "/content/commit", typeName: TYPE.ContentCommit, payload },
     result: rec,
@@ -67,7 +77,7 @@ export function decideUpdateContent(cmd: UpdateContent, current: BlobRecord | un
   validateDigest("digest", cmd.digest);
   validateFieldMask(`content ${cmd.digest}`, cmd.paths, CONTENT_FIELD_MASK);
   validateLabels(maskedLabels(cmd.labels, cmd.paths, "labels"), INFO_LABELS);
-  if (!current) throw notFound(`content digest ${cmd.digest}`);
+  if (!current || !blobHeldBy(current, cmd.host)) throw notFound(`content digest ${cmd.digest}`);
   const labels = cmd.paths.length === 0 ? dropEmpty(cmd.labels) : applyLabelMask(current.labels, cmd.labels, cmd.paths, "labels");
   const rec = blobRecord({ ...current, labels, updated_at: cmd.now });
   return {
@@ -79,9 +89,10 @@ export function decideUpdateContent(cmd: UpdateContent, current: BlobRecord | un
 /** `leaseHolds`: whether the call's lease holds the digest (it then lets go of it with the delete). */
 export function decideDeleteContent(cmd: DeleteContent, current: BlobRecord | undefined, leaseHolds = false): Decision<void> {
   validateDigest("digest", cmd.digest);
-  if (!current) throw notFound(`content digest ${cmd.digest}`);
+  if (!current || !blobHeldBy(current, cmd.host)) throw notFound(`content digest ${cmd.digest}`);
   const payload: Record<string, unknown> = { digest: cmd.digest };
   if (leaseHolds && cmd.lease) payload.ck_lease = cmd.lease;
+  if (cmd.host) payload.ck_host = cmd.host;
   return {
     event: { namespace: cmd.namespace, topic: "/content/delete", typeName: TYPE.ContentDelete, payload },
     result: undefined,

@@ -3,7 +3,7 @@
 // resources of unexpired leases) and following gc.ref labels between resources, as
 // containerd's metadata/gc.go does. Whatever content stays unmarked is collected by one
 // ContentCollect event, decided on the sequencer's current view so nothing stale is written.
-import { keys, TYPE, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type SnapshotRecord } from "../projections/views.js";
+import { blobHeldBy, keys, TYPE, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type SnapshotRecord } from "../projections/views.js";
 import { digestProblem } from "./validation.js";
 import { DEFAULT_MAX_EVENT_BYTES, ENVELOPE_ROOM, stringCost, takeWithin } from "./event-size.js";
 import { isLeaseExpired, LABEL_GC_FLAT } from "./leases.js";
@@ -204,6 +204,8 @@ export interface CollectContent {
    * identically at every run: GC stopped for good, in every namespace after it too.
    */
   maxEventBytes?: number;
+  /** This ckd's host id: what its store holds is collected, from its store only. */
+  host?: string;
 }
 
 export interface Collected {
@@ -216,12 +218,14 @@ export interface Collected {
 
 /** A ContentCollect event for what is unreferenced in the namespace, as much as one event takes; none when nothing is. */
 export function decideCollectContent(cmd: CollectContent, s: NamespaceGcState): Decision<Collected> {
-  const all = unreferencedContent(s, cmd.now);
+  // Marked over every host's records (as a blob another host holds refers on, so it does
+  // here); collected: what this host's store holds.
+  const all = unreferencedContent(s, cmd.now).filter((d) => blobHeldBy(s.blobs.get(d)!, cmd.host));
   if (all.length === 0) return { result: { digests: [], size: 0, more: false } };
-  const digests = takeWithin(all, stringCost, (cmd.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES) - ENVELOPE_ROOM);
+  const digests = takeWithin(all, stringCost, (cmd.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES) - ENVELOPE_ROOM - (cmd.host ? stringCost(cmd.host) : 0));
   const size = digests.reduce((n, d) => n + (s.blobs.get(d)?.size ?? 0), 0);
   return {
-    event: { namespace: cmd.namespace, topic: "/gc/content", typeName: TYPE.ContentCollect, payload: { digests } },
+    event: { namespace: cmd.namespace, topic: "/gc/content", typeName: TYPE.ContentCollect, payload: cmd.host ? { digests, host: cmd.host } : { digests } },
     result: { digests, size, more: digests.length < all.length },
   };
 }

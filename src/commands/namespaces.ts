@@ -2,7 +2,7 @@
 // when empty. decide* are pure; the handlers at the bottom load state and call them.
 import { aborted, alreadyExists, failedPrecondition, isNotFound, notFound } from "../errdefs/errdefs.js";
 import type { EventDraft } from "../emitter/envelope.js";
-import { keys, namespaceRecord, TYPE, type LeaseResource, type NamespaceRecord } from "../projections/views.js";
+import { blobHeldBy, keys, namespaceRecord, TYPE, type BlobRecord, type LeaseResource, type NamespaceRecord } from "../projections/views.js";
 import { isIdentifier, validateIdentifier, validateLabels, validateFieldMask, type FieldMaskRule } from "./validation.js";
 
 /** containerd's namespaces service accepts `labels.<key>` paths only (not `labels` whole). */
@@ -36,6 +36,8 @@ export interface DeleteNamespace {
    * ~10,000 resources was over NATS's default 1 MiB: such a namespace could not be deleted.
    */
   maxEventBytes?: number;
+  /** This ckd's host id: blobs only other hosts' stores hold are named as such in a refusal. */
+  host?: string;
 }
 
 /** A namespace whose leases do not fit in its delete event: these leases go first, then the delete is decided again. */
@@ -184,7 +186,11 @@ export const namespaceHandlers = {
     if (!isIdentifier(cmd.name)) return decideDeleteNamespace(cmd, undefined, []);
     const remaining: string[] = [];
     for (const [what, prefix] of namespaceContents(cmd.name)) {
-      if (await view.hasAny([prefix])) remaining.push(what);
+      if (!(await view.hasAny([prefix]))) continue;
+      // Blobs this host does not list (only other ckd on the log hold them) are named so:
+      // they leave with those hosts' deletes or collections (read only when the delete fails).
+      const elsewhere = what === "blobs" && cmd.host !== undefined && !view.scan<BlobRecord>(prefix).some(([, b]) => blobHeldBy(b, cmd.host));
+      remaining.push(elsewhere ? "blobs (held in other hosts' content stores only)" : what);
     }
     // Snapshots by snapshotter, as containerd names them (read only when the delete fails).
     const snapshots = keys.snapshotsPrefix(cmd.name);

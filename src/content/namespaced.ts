@@ -1,5 +1,5 @@
 // Blobs per namespace: the bytes are shared in the store, the metadata is the content
-// aggregate's events. This pairs the two so that a commit into one namespace never races the
+// aggregate's events (naming this host, the queries' host id, as the one holding the bytes). This pairs the two so that a commit into one namespace never races the
 // removal of the same bytes by a delete in another, and bytes go with the last reference.
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
@@ -54,7 +54,7 @@ export class NamespacedBlobs {
    */
   readonly commitLocked = async (ns: string, digest: string, size: number, labels: Record<string, string>, lease?: string): Promise<BlobRecord> => {
     if (!(await this.store.stat(digest))) throw aborted(`content ${digest} was removed meanwhile`);
-    return this.sequencer.submit(contentHandlers.commit({ namespace: ns, digest, size, labels, lease }));
+    return this.sequencer.submit(contentHandlers.commit({ namespace: ns, digest, size, labels, lease, host: this.queries.host }));
   };
 
   /** Runs `fn` holding `digest`'s lock (what commit, delete and the sweeps take). */
@@ -64,7 +64,7 @@ export class NamespacedBlobs {
 
   /** Hides a blob from a namespace; removes the bytes once no namespace refers to them. */
   async delete(ns: string, digest: string, lease?: string): Promise<void> {
-    await this.sequencer.submit(contentHandlers.delete({ namespace: ns, digest, lease }));
+    await this.sequencer.submit(contentHandlers.delete({ namespace: ns, digest, lease, host: this.queries.host }));
     await this.removeIfUnreferenced(digest);
   }
 

@@ -2,7 +2,7 @@
 // containerd's filter syntax. Reads come from the projection only.
 import { notFound } from "../errdefs/errdefs.js";
 import type { ProjectionDb } from "./db.js";
-import { keys, type SnapshotRecord, type SnapshotIdRecord, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type NamespaceRecord, type TaskRecord } from "./views.js";
+import { blobHeldBy, keys, type SnapshotRecord, type SnapshotIdRecord, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type NamespaceRecord, type TaskRecord } from "./views.js";
 import type { MemoEntry, RecordMemo } from "./record-memo.js";
 import { parseFilters, parseFiltersRewrapped, imageFieldpath, containerFieldpath, namespaceFieldpath, blobFieldpath, labelsAdaptor, type Adaptor, type Filter } from "./filters.js";
 
@@ -52,7 +52,14 @@ export class Queries {
   private readonly lists = new Map<string, CachedList>();
   private cachedRecords = 0;
 
-  constructor(private readonly db: ProjectionDb) {}
+  /**
+   * `host`: this ckd's host id. Content answers for the blobs this host's store holds only
+   * (BlobRecord.hosts); undefined (a tool reading a projection) answers for every host's.
+   */
+  constructor(
+    private readonly db: ProjectionDb,
+    readonly host?: string,
+  ) {}
 
   async getNamespace(name: string): Promise<NamespaceRecord> {
     const rec = await this.db.get(keys.namespace(name));
@@ -108,12 +115,14 @@ export class Queries {
    * new blob's write asks), without an error made and caught per call.
    */
   async findBlob(ns: string, digest: string): Promise<BlobRecord | undefined> {
-    return (await this.db.get(keys.blob(ns, digest))) as BlobRecord | undefined;
+    const rec = (await this.db.get(keys.blob(ns, digest))) as BlobRecord | undefined;
+    return rec && blobHeldBy(rec, this.host) ? rec : undefined;
   }
 
   /** Content in a namespace; filters on `digest`, `size` and `labels.<k>` as containerd's. */
   async listBlobs(ns: string, filters: string[] = []): Promise<BlobRecord[]> {
-    return this.list(keys.blobsPrefix(ns), filters, (f, r: BlobRecord) => f.match(blobFieldpath(r)));
+    const all = await this.list(keys.blobsPrefix(ns), filters, (f, r: BlobRecord) => f.match(blobFieldpath(r)));
+    return this.host === undefined ? all : all.filter((r) => blobHeldBy(r, this.host));
   }
 
   async getLease(ns: string, id: string): Promise<LeaseRecord> {

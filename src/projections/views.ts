@@ -53,6 +53,26 @@ export interface BlobRecord {
   labels: Record<string, string>;
   created_at: Timestamp;
   updated_at: Timestamp;
+  /**
+   * The hosts (ckd host ids) whose content stores hold the bytes, sorted. Absent on a record
+   * committed without a host (before hosts were recorded): every host holds that one.
+   */
+  hosts?: string[];
+}
+
+/** Whether `host`'s content store holds the blob (see BlobRecord.hosts); any host when `host` is undefined. */
+export function blobHeldBy(rec: BlobRecord, host: string | undefined): boolean {
+  return host === undefined || rec.hosts === undefined || rec.hosts.includes(host);
+}
+
+/**
+ * The record after `host` lets go of the blob (a delete or a collection there): undefined
+ * once no host holds it, or when the event named no host or the record none (held by all).
+ */
+export function blobReleased(rec: BlobRecord, host: string | undefined): BlobRecord | undefined {
+  if (!host || rec.hosts === undefined) return undefined;
+  const hosts = rec.hosts.filter((h) => h !== host);
+  return hosts.length === 0 ? undefined : blobRecord({ ...rec, hosts });
 }
 
 /** A lease resource: `content` (a digest), `ingests` (a ref) or `snapshots/<snapshotter>` (a key). */
@@ -238,6 +258,8 @@ export function blobRecord(b: Partial<BlobRecord>): BlobRecord {
     labels: sortedMap(b.labels),
     created_at: timestamp(b.created_at),
     updated_at: timestamp(b.updated_at),
+    // Only when recorded: a record without hosts encodes as it did before hosts existed.
+    ...(b.hosts === undefined ? {} : { hosts: [...new Set(b.hosts)].sort() }),
   };
 }
 
@@ -520,21 +542,32 @@ export function evolve(ev: LoggedEvent, read: (key: string) => unknown | undefin
       return [...implicitNamespace(), [keys.container(ev.namespace, p.id), containerRecord(p.ck_container)]];
     case TYPE.ContainerDelete:
       return [[keys.container(ev.namespace, p.id), undefined]];
-    case TYPE.ContentCommit:
-      return [
-        ...implicitNamespace(),
-        [keys.blob(ev.namespace, p.digest), blobRecord({ digest: p.digest, size: p.size, labels: p.labels, created_at: ev.timestamp, updated_at: ev.timestamp })],
-        ...leaseChange(p.lease, { id: p.digest, type: "content" }, "add"),
-      ];
+    case TYPE.ContentCommit: {
+      // Another host committing bytes the namespace already records adds itself to the
+      // holders (a record held by every host stays so); the labels it gave are set over the
+      // record's. Without a host, the record is made anew, held by every host (as before
+      // hosts were recorded).
+      const cur = p.host ? (read(keys.blob(ev.namespace, p.digest)) as BlobRecord | undefined) : undefined;
+      const rec = cur
+        ? blobRecord({ ...cur, labels: { ...cur.labels, ...p.labels }, updated_at: ev.timestamp, hosts: cur.hosts && [...cur.hosts, p.host] })
+          : blobRecord({ digest: p.digest, size: p.size, labels: p.labels, created_at: ev.timestamp, updated_at: ev.timestamp, hosts: p.host ? [p.host] : undefined });
+      return [...implicitNamespace(), [keys.blob(ev.namespace, p.digest), rec], ...leaseChange(p.lease, { id: p.digest, type: "content" }, "add")];
+    }
     case TYPE.ContentUpdate: {
       const cur = read(keys.blob(ev.namespace, p.digest)) as BlobRecord | undefined;
       if (!cur) return [];
       return [[keys.blob(ev.namespace, p.digest), blobRecord({ ...cur, labels: p.labels, updated_at: ev.timestamp })]];
     }
-    case TYPE.ContentDelete:
-      return [[keys.blob(ev.namespace, p.digest), undefined], ...(p.ck_lease ? leaseChange(p.ck_lease, { id: p.digest, type: "content" }, "delete") : [])];
+    case TYPE.ContentDelete: {
+      const cur = read(keys.blob(ev.namespace, p.digest)) as BlobRecord | undefined;
+      const left = cur && blobReleased(cur, p.ck_host || undefined);
+      return [[keys.blob(ev.namespace, p.digest), left], ...(p.ck_lease ? leaseChange(p.ck_lease, { id: p.digest, type: "content" }, "delete") : [])];
+    }
     case TYPE.ContentCollect:
-      return (p.digests as string[]).map((d): KeyChange => [keys.blob(ev.namespace, d), undefined]);
+      return (p.digests as string[]).map((d): KeyChange => {
+        const cur = read(keys.blob(ev.namespace, d)) as BlobRecord | undefined;
+        return [keys.blob(ev.namespace, d), cur && blobReleased(cur, p.host || undefined)];
+      });
     case TYPE.LeaseCreate:
       return [...implicitNamespace(), [keys.lease(ev.namespace, p.id), leaseRecord({ id: p.id, labels: p.labels, created_at: p.created_at })]];
     case TYPE.LeaseDelete:

@@ -2,7 +2,7 @@
 // evolve, no server involved.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { decideCreateNamespace, decideDeleteNamespace, decideUpdateNamespace } from "../../src/commands/namespaces.js";
+import { decideCreateNamespace, decideDeleteNamespace, decideUpdateNamespace, namespaceHandlers } from "../../src/commands/namespaces.js";
 import { decideCreateImage, decideDeleteImage, decideUpdateImage } from "../../src/commands/images.js";
 import { decideCreateContainer, decideDeleteContainer, decideUpdateContainer, type ContainerInput } from "../../src/commands/containers.js";
 import { keys, TYPE, type ImageRecord, type ContainerRecord, type NamespaceRecord, type BlobRecord } from "../../src/projections/views.js";
@@ -272,5 +272,49 @@ describe("content metadata", () => {
 
   test("a namespace holding blobs cannot be deleted", () => {
     throwsClass(() => decideDeleteNamespace({ name: "a" }, { name: "a", labels: {} }, ["blobs"]), "FailedPrecondition", /still has blobs/);
+  });
+
+  test("hosts: a blob is held by the hosts that committed it; each sees, updates and deletes its own, the record goes with the last", () => {
+    const g = new Given();
+    const blob = () => g.get<BlobRecord>(keys.blob("a", DIGEST));
+    g.apply(decideCommitContent({ namespace: "a", digest: DIGEST, size: 4, labels: { k: "v" }, host: "A" }, undefined).event);
+    assert.deepEqual(blob()!.hosts, ["A"]);
+    throwsClass(() => decideCommitContent({ namespace: "a", digest: DIGEST, size: 4, labels: {}, host: "A" }, blob()), "AlreadyExists");
+    // Host B has not got the bytes: not found there, and its own commit goes through.
+    throwsClass(() => decideUpdateContent({ namespace: "a", digest: DIGEST, labels: {}, paths: [], now: T1, host: "B" }, blob()), "NotFound", /content digest/);
+    throwsClass(() => decideDeleteContent({ namespace: "a", digest: DIGEST, host: "B" }, blob()), "NotFound", /content digest/);
+    const d = decideCommitContent({ namespace: "a", digest: DIGEST, size: 4, labels: { b: "1" }, host: "B" }, blob());
+    assert.equal(d.event!.payload.host, "B");
+    g.apply(d.event);
+    assert.deepEqual(blob()!.hosts, ["A", "B"]);
+    assert.deepEqual(blob()!.labels, { b: "1", k: "v" }, "B's labels set over A's");
+    assert.deepEqual(d.result.hosts, blob()!.hosts, "the decision answers as the record is stored");
+    // A delete on A leaves B's; B's delete removes the record.
+    const del = decideDeleteContent({ namespace: "a", digest: DIGEST, host: "A" }, blob());
+    assert.equal(del.event!.payload.ck_host, "A");
+    g.apply(del.event);
+    assert.deepEqual(blob()!.hosts, ["B"]);
+    throwsClass(() => decideDeleteContent({ namespace: "a", digest: DIGEST, host: "A" }, blob()), "NotFound");
+    g.apply(decideDeleteContent({ namespace: "a", digest: DIGEST, host: "B" }, blob()).event);
+    assert.equal(blob(), undefined);
+  });
+
+  test("hosts: a record committed without a host (before hosts were recorded) is every host's, and goes with any host's delete", () => {
+    const g = new Given();
+    const blob = () => g.get<BlobRecord>(keys.blob("a", DIGEST));
+    g.apply(decideCommitContent({ namespace: "a", digest: DIGEST, size: 4, labels: {} }, undefined).event);
+    assert.equal("hosts" in blob()!, false, "stored as before: the same bytes as an older ckd's record");
+    throwsClass(() => decideCommitContent({ namespace: "a", digest: DIGEST, size: 4, labels: {}, host: "A" }, blob()), "AlreadyExists");
+    decideUpdateContent({ namespace: "a", digest: DIGEST, labels: {}, paths: [], now: T1, host: "B" }, blob());
+    g.apply(decideDeleteContent({ namespace: "a", digest: DIGEST, host: "B" }, blob()).event);
+    assert.equal(blob(), undefined);
+  });
+
+  test("hosts: a namespace whose blobs other hosts hold says so when its delete is refused", async () => {
+    const g = new Given();
+    g.apply(decideCreateNamespace({ caller: "", name: "a", labels: {} }, undefined).event);
+    g.apply(decideCommitContent({ namespace: "a", digest: DIGEST, size: 4, labels: {}, host: "A" }, undefined).event);
+    await assert.rejects(namespaceHandlers.delete({ name: "a", host: "B" })(g), /must be empty, but it still has blobs \(held in other hosts' content stores only\)/);
+    await assert.rejects(namespaceHandlers.delete({ name: "a", host: "A" })(g), /must be empty, but it still has blobs: failed precondition$/);
   });
 });

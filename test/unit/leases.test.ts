@@ -13,7 +13,7 @@ import {
   leaseExpiry,
 } from "../../src/commands/leases.js";
 import { decideCollectContent, gcMark, ingestCollectable, ingestRefsHeld, labelRefs, unreferencedContent, type NamespaceGcState } from "../../src/commands/gc.js";
-import { decideCommitContent } from "../../src/commands/content.js";
+import { decideCommitContent, decideUpdateContent } from "../../src/commands/content.js";
 import { decideCreateImage } from "../../src/commands/images.js";
 import { decideDeleteNamespace, deleteNamespace, namespaceHandlers, type LeasesFirst } from "../../src/commands/namespaces.js";
 import { keys, TYPE, type BlobRecord, type ImageRecord, type LeaseRecord, type LeaseResource } from "../../src/projections/views.js";
@@ -47,8 +47,8 @@ class Given extends BaseGiven {
       leases: of<LeaseRecord>(keys.leasesPrefix(NS)).map((l) => ({ ...l, resources: this.resources(l.id) })),
     };
   }
-  commit(digest: string, labels: Record<string, string> = {}, lease?: string) {
-    this.apply(decideCommitContent({ namespace: NS, digest, size: 10, labels, lease }, this.get(keys.blob(NS, digest)), lease ? this.lease(lease) : undefined).event);
+  commit(digest: string, labels: Record<string, string> = {}, lease?: string, host?: string) {
+    this.apply(decideCommitContent({ namespace: NS, digest, size: 10, labels, lease, host }, this.get(keys.blob(NS, digest)), lease ? this.lease(lease) : undefined).event);
   }
 }
 
@@ -365,6 +365,26 @@ describe("garbage collection", () => {
     assert.deepEqual([...g.gcState().blobs.keys()].sort(), [d("1"), d("2"), d("3"), d("4"), d("5")]);
     // Nothing left to collect: no event.
     assert.deepEqual(decideCollectContent({ namespace: NS, now: NOW }, g.gcState()), { result: { digests: [], size: 0, more: false } });
+  });
+
+  test("hosts: a host collects what its store holds, marked over every host's records; the record stays for the other hosts holding it", () => {
+    const g = new Given();
+    g.commit(d("1"), {}, undefined, "A"); // A's only, unreferenced
+    g.commit(d("2"), {}, undefined, "B"); // B's only, unreferenced
+    g.commit(d("3"), {}, undefined, "A"); // both, unreferenced
+    g.commit(d("3"), {}, undefined, "B");
+    g.commit(d("4"), { "containerd.io/gc.root": "x" }, undefined, "A"); // A's, refers on to 5
+    g.apply(decideUpdateContent({ namespace: NS, digest: d("4"), labels: { "containerd.io/gc.ref.content.l.0": d("5") }, paths: ["labels.containerd.io/gc.ref.content.l.0"], now: T0, host: "A" }, g.get(keys.blob(NS, d("4")))).event);
+    g.commit(d("5"), {}, undefined, "B"); // B's, kept by A's root's reference
+    const dec = decideCollectContent({ namespace: NS, now: NOW, host: "B" }, g.gcState());
+    assert.deepEqual(dec.event, { namespace: NS, topic: "/gc/content", typeName: TYPE.ContentCollect, payload: { digests: [d("2"), d("3")], host: "B" } });
+    g.apply(dec.event);
+    assert.equal(g.get(keys.blob(NS, d("2"))), undefined);
+    assert.deepEqual(g.get<BlobRecord>(keys.blob(NS, d("3")))!.hosts, ["A"]);
+    assert.deepEqual(g.get<BlobRecord>(keys.blob(NS, d("5")))!.hosts, ["B"]);
+    assert.deepEqual(decideCollectContent({ namespace: NS, now: NOW, host: "B" }, g.gcState()).event, undefined);
+    g.apply(decideCollectContent({ namespace: NS, now: NOW, host: "A" }, g.gcState()).event);
+    assert.deepEqual([...g.gcState().blobs.keys()].sort(), [d("4"), d("5")]);
   });
 
   test("a collection larger than one event takes goes in several, each decided on what the one before left, until nothing is left", () => {

@@ -1,0 +1,98 @@
+// Several ckd on one log: each is a host with its own content store. A blob's record names
+// the hosts whose stores hold its bytes; each ckd answers for its own only.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { startTestNats } from "../helpers/nats.js";
+import { TestDaemon } from "../helpers/daemon.js";
+import { rejectsClass } from "../helpers/errors.js";
+import { writeBlob } from "../../src/cli/content-commands.js";
+import type { ApiClient } from "../../src/cli/client.js";
+
+const NS = "hosts";
+const sha = (b: Buffer) => "sha256:" + createHash("sha256").update(b).digest("hex");
+const blobFile = (root: string, digest: string) => join(root, "content", "blobs", "sha256", digest.slice(7));
+const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "d".repeat(64), size: 10 };
+
+async function listed(c: ApiClient): Promise<string[]> {
+  const out: string[] = [];
+  for await (const m of c.stream<any>("content", "List", {})) out.push(...m.info.map((i: { digest: string }) => i.digest));
+  return out;
+}
+
+/** Writes a marker image through `from` and waits until `to` lists it: `to` has applied all `from` wrote before. */
+async function synced(from: ApiClient, to: ApiClient, name: string): Promise<void> {
+  await from.call("images", "Create", { image: { name, target } });
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const found = await to.call("images", "Get", { name }).then(
+      () => true,
+      () => false,
+    );
+    if (found) return;
+    if (Date.now() > deadline) throw new Error(`${name} never reached the other ckd`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("two ckd on one log: a blob is found only on the host that holds it; another host writes its own copy, deletes it without touching the first's, and a namespace delete names blobs held elsewhere", async () => {
+  const nats = await startTestNats();
+  const a = await TestDaemon.start({ natsUrl: nats.url });
+  const b = await TestDaemon.start({ natsUrl: nats.url });
+  const ca = a.client(NS);
+  const cb = b.client(NS);
+  try {
+    const data = randomBytes(200_000);
+    const digest = sha(data);
+    const labels = { "containerd.io/gc.root": "test" };
+    assert.equal(await writeBlob(ca, "on-a", data, { expected: digest, labels }), digest);
+    await synced(ca, cb, "marker/1:a");
+
+    // B has the record but not the bytes: to its clients the blob is not there.
+    await rejectsClass(cb.call("content", "Info", { digest }), "NotFound", /content digest/);
+    assert.deepEqual(await listed(cb), []);
+    await rejectsClass(cb.call("content", "Delete", { digest }), "NotFound");
+    await rejectsClass(cb.call("content", "Update", { info: { digest, labels: { k: "v" } }, update_mask: { paths: ["labels.k"] } }), "NotFound");
+    // So a client writes it (a pull fetches it): B's store gets the bytes, the record B.
+    const w = cb.lockstep<object>("content", "Write");
+    const st: any = await w.send({ action: 0, ref: "on-b", total: data.length, expected: digest });
+    assert.equal(Number(st.offset), 0, "B starts from nothing: the bytes are not on its disk");
+    w.end();
+    assert.equal(await writeBlob(cb, "on-b-write", data, { expected: digest, labels: { ...labels, b: "1" } }), digest);
+    assert.ok(existsSync(blobFile(b.root, digest)));
+    assert.equal((await cb.call("content", "Info", { digest })).info.labels.b, "1");
+    await rejectsClass(cb.lockstep<object>("content", "Write").send({ action: 0, ref: "again", total: data.length, expected: digest }), "AlreadyExists");
+    await synced(cb, ca, "marker/2:b");
+    assert.equal(Number((await ca.call("content", "Info", { digest })).info.size), data.length);
+
+    // B's delete removes its copy only.
+    await cb.call("content", "Delete", { digest });
+    await rejectsClass(cb.call("content", "Info", { digest }), "NotFound");
+    assert.ok(!existsSync(blobFile(b.root, digest)), "B's bytes go with B's reference");
+    await synced(cb, ca, "marker/3:b");
+    assert.equal(Number((await ca.call("content", "Info", { digest })).info.size), data.length);
+    assert.ok(existsSync(blobFile(a.root, digest)), "A's bytes stay");
+    assert.deepEqual(await listed(ca), [digest]);
+
+    // B restarted is the same host (its uuid is in its root): it still holds nothing.
+    await b.restart();
+    const cb2 = b.client(NS);
+    try {
+      await rejectsClass(cb2.call("content", "Info", { digest }), "NotFound");
+      // The namespace is not empty: its blobs are on another host, and the refusal says so.
+      for (const name of ["marker/1:a", "marker/2:b", "marker/3:b"]) await cb2.call("images", "Delete", { name });
+      await rejectsClass(b.client().call("namespaces", "Delete", { name: NS }), "FailedPrecondition", /still has blobs \(held in other hosts' content stores only\)/);
+      assert.equal(Number((await ca.call("content", "Info", { digest })).info.size), data.length);
+    } finally {
+      cb2.close();
+    }
+  } finally {
+    ca.close();
+    cb.close();
+    await a.cleanup();
+    await b.cleanup();
+    await nats.cleanup();
+  }
+});
