@@ -137,9 +137,9 @@ export type CommitMetadata = (ns: string, digest: string, size: number, labels: 
  * same transaction: false when the namespace no longer has it (a GC collected it since it was
  * seen), so the caller writes or commits it after all. Without a lease nothing holds it.
  */
-async function leaseExisting(d: Pick<ContentDeps, "sequencer">, ns: string, lease: string | undefined, digest: string): Promise<boolean> {
+async function leaseExisting(d: Pick<ContentDeps, "sequencer" | "queries">, ns: string, lease: string | undefined, digest: string): Promise<boolean> {
   if (!lease) return true;
-  return d.sequencer.submit(leaseHandlers.leaseContentIfPresent({ namespace: ns, id: lease, resource: { id: digest, type: "content" } }));
+  return d.sequencer.submit(leaseHandlers.leaseContentIfPresent({ namespace: ns, id: lease, resource: { id: digest, type: "content" } }, d.queries.host));
 }
 
 /**
@@ -192,7 +192,7 @@ export async function commitBytes(d: Pick<ContentDeps, "store">, writer: IngestW
 
 /** An ingest's bytes into place and into the namespace, under the digest's one lock. */
 export function commitWritten(
-  d: Pick<ContentDeps, "store" | "sequencer">,
+  d: Pick<ContentDeps, "store" | "sequencer" | "queries">,
   blobs: NamespacedBlobs,
   writer: IngestWriter,
   expected: string,
@@ -213,7 +213,7 @@ export function commitWritten(
  * first). A blob collected between the commit's answer and the lease is committed again.
  */
 export async function commitInNamespace(
-  d: Pick<ContentDeps, "sequencer">,
+  d: Pick<ContentDeps, "sequencer" | "queries">,
   commitMetadata: CommitMetadata,
   ns: string,
   blob: { digest: string; size: number },

@@ -2,7 +2,7 @@
 // that keeps resources from garbage collection until it is deleted or expires
 // (`containerd.io/gc.expire`, enforced by GC). decide* are pure; the handlers load and call.
 import { alreadyExists, invalidArgument, notFound, notImplemented } from "../errdefs/errdefs.js";
-import { keys, leaseRecord, leaseResources, TYPE, type LeaseRecord, type LeaseResource, type Timestamp } from "../projections/views.js";
+import { blobHeldBy, keys, leaseRecord, leaseResources, TYPE, type BlobRecord, type LeaseRecord, type LeaseResource, type Timestamp } from "../projections/views.js";
 import type { EventDraft } from "../emitter/envelope.js";
 import { digestProblem, validateLabels } from "./validation.js";
 import type { Decision, Sequencer, StateView } from "./sequencer.js";
@@ -206,8 +206,11 @@ export function decideLeaseContentIfPresent(cmd: LeaseResourceChange, current: L
 }
 
 export const leaseHandlers = {
-  leaseContentIfPresent: (cmd: LeaseResourceChange) => (view: StateView) =>
-    decideLeaseContentIfPresent(cmd, currentLease(view, cmd.namespace, cmd.id), view.get(keys.blob(cmd.namespace, cmd.resource.id)) !== undefined, holds(view, cmd)),
+  /** `host`: this ckd's host id; a blob only other hosts' stores hold is not present here. */
+  leaseContentIfPresent: (cmd: LeaseResourceChange, host?: string) => (view: StateView) => {
+    const blob = view.get<BlobRecord>(keys.blob(cmd.namespace, cmd.resource.id));
+    return decideLeaseContentIfPresent(cmd, currentLease(view, cmd.namespace, cmd.id), blob !== undefined && blobHeldBy(blob, host), holds(view, cmd));
+  },
   create: (cmd: CreateLease) => (view: StateView) => decideCreateLease(cmd, currentLease(view, cmd.namespace, cmd.id)),
   delete: (cmd: DeleteLease) => (view: StateView) => {
     const current = currentLease(view, cmd.namespace, cmd.id);

@@ -11,6 +11,7 @@ import {
   decideExpireLease,
   isLeaseExpired,
   leaseExpiry,
+  leaseHandlers,
 } from "../../src/commands/leases.js";
 import { decideCollectContent, gcMark, ingestCollectable, ingestRefsHeld, labelRefs, unreferencedContent, type NamespaceGcState } from "../../src/commands/gc.js";
 import { decideCommitContent, decideUpdateContent } from "../../src/commands/content.js";
@@ -385,6 +386,13 @@ describe("garbage collection", () => {
     assert.deepEqual(decideCollectContent({ namespace: NS, now: NOW, host: "B" }, g.gcState()).event, undefined);
     g.apply(decideCollectContent({ namespace: NS, now: NOW, host: "A" }, g.gcState()).event);
     assert.deepEqual([...g.gcState().blobs.keys()].sort(), [d("4"), d("5")]);
+    // A writer on B that found the blob committed leases it only if B's store still holds it.
+    g.apply(decideCreateLease({ namespace: NS, id: "l1", labels: {}, now: T0 }, undefined).event);
+    const cmd = { namespace: NS, id: "l1", resource: { id: d("4"), type: "content" } };
+    assert.deepEqual(g.run(leaseHandlers.leaseContentIfPresent(cmd, "B")), false);
+    assert.equal(g.holds("l1", cmd.resource), false);
+    assert.deepEqual(g.run(leaseHandlers.leaseContentIfPresent(cmd, "A")), true);
+    assert.equal(g.holds("l1", cmd.resource), true);
   });
 
   test("a collection larger than one event takes goes in several, each decided on what the one before left, until nothing is left", () => {
