@@ -5,8 +5,7 @@
 // all sorted by name. Everything the archive needs is looked up before a byte is written, and
 // a file appears only once complete; the blobs stream from the Content API, digest-checked.
 import { createHash, randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { rename, rm } from "node:fs/promises";
+import { open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Writable } from "node:stream";
 import { finished } from "node:stream/promises";
@@ -175,8 +174,9 @@ export async function writeArchive(api: ApiClient, entries: readonly Entry[], ou
     await writing;
   } catch (err) {
     pack.destroy(err as Error);
-    await writing.catch(() => undefined);
-    throw err;
+    // The output's own failure (a full disk) is what the entries' "destroyed" stands for.
+    const outFailed = await writing.then(() => undefined, (e: unknown) => e);
+    throw outFailed ?? err;
   }
 }
 
@@ -234,13 +234,20 @@ export async function exportImages(api: ApiClient, out: string, names: readonly 
     return;
   }
   const temp = join(dirname(out), `.${basename(out)}.${randomBytes(6).toString("hex")}.partial`);
+  let file;
   try {
-    await writeArchive(api, entries, createWriteStream(temp, { flags: "wx" }));
+    file = await open(temp, "wx");
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw invalidArgument(`${out}: ${e.code === "ENOENT" ? "no such directory" : e.code} (${e.message})`);
+  }
+  try {
+    await writeArchive(api, entries, file.createWriteStream());
     await rename(temp, out);
   } catch (err) {
     await rm(temp, { force: true });
-    const e = err as NodeJS.ErrnoException;
-    if (e.code && e.syscall) throw invalidArgument(`${out}: ${e.code === "ENOENT" ? "no such directory" : e.code} (${e.message})`);
     throw err;
+  } finally {
+    await file.close().catch(() => undefined);
   }
 }

@@ -55,6 +55,13 @@ async function filesOf(bytes: Buffer): Promise<Map<string, Buffer>> {
   return files;
 }
 
+/** The data of a Content.Read stream. */
+async function collect(stream: AsyncIterable<{ data?: Uint8Array }>): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for await (const m of stream) out.push(Buffer.from(m.data ?? []));
+  return out;
+}
+
 /** A listing without its first line (the whole archive's digest: ck's tar headers are tar-stream's, not Go's). */
 const entriesOf = async (bytes: Buffer) => (await archiveListing(bytes)).split("\n").slice(1).join("\n");
 
@@ -269,6 +276,41 @@ describe("ck images export and import", { timeout: 600_000 }, () => {
     assert.equal(text(a), text(b));
     assert.match(text(a), /^0\nunpacking docker\.io\/library\/dock:1 \(sha256:[0-9a-f]{64}\)\.\.\.done\n$/);
     assert.deepEqual(await images("dk"), await images("dk-ctr"));
+
+    // docker save's shape for a layer used twice (a symlink to the first's layer.tar), and a
+    // gzipped layer (typed by its first bytes), two tags.
+    const plain = await tarOf([["etc/a", "a\n"]]);
+    const zipped = await tarOf([["etc/b", "b\n"]]);
+    const id = (b: Buffer) => sha256(b).slice(7);
+    const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", config: {}, rootfs: { type: "layers", diff_ids: [sha256(plain), sha256(plain), sha256(zipped)] } }));
+    const gz = gzipSync(zipped);
+    const pack = tar.pack();
+    const chunks: Buffer[] = [];
+    const reading = (async () => {
+      for await (const c of pack) chunks.push(c as Buffer);
+    })();
+    pack.entry({ name: `${id(config)}.json` }, config);
+    pack.entry({ name: `${id(plain)}/layer.tar` }, plain);
+    pack.entry({ name: "again/layer.tar", type: "symlink", linkname: `../${id(plain)}/layer.tar` });
+    pack.entry({ name: `${id(gz)}/layer.tar` }, gz);
+    pack.entry({ name: "manifest.json" }, JSON.stringify([{ Config: `${id(config)}.json`, RepoTags: ["two:1", "example.com/two:2"], Layers: [`${id(plain)}/layer.tar`, "again/layer.tar", `${id(gz)}/layer.tar`] }]));
+    pack.finalize();
+    await reading;
+    const linked = join(work, "linked.tar");
+    writeFileSync(linked, Buffer.concat(chunks));
+    const c = await ck("dk2", ["images", "import", "--snapshotter", "native", linked]);
+    const d = await ctr("dk2-ctr", ["images", "import", "--snapshotter", "native", linked]);
+    assert.equal(text(c), text(d));
+    assert.match(text(c), /^0\nunpacking docker\.io\/library\/two:1 \(sha256:[0-9a-f]{64}\)\.\.\.done\nunpacking example\.com\/two:2 /);
+    assert.deepEqual(await images("dk2"), await images("dk2-ctr"));
+    const api2 = daemon.client("dk2");
+    try {
+      const target = (await api2.call("images", "Get", { name: "example.com/two:2" })).image.target.digest;
+      const manifest = JSON.parse(Buffer.concat(await collect(api2.stream("content", "Read", { digest: target }))).toString());
+      assert.deepEqual(manifest.layers.map((l: any) => l.mediaType), ["application/vnd.docker.image.rootfs.diff.tar", "application/vnd.docker.image.rootfs.diff.tar", "application/vnd.docker.image.rootfs.diff.tar.gzip"]);
+    } finally {
+      api2.close();
+    }
   });
 
   test("refused, nothing left behind: a missing file, not a tar, no index.json or manifest.json, an oci-layout without index.json, a blob whose bytes are not its digest, content named but absent; export of an unknown image or one whose content is gone", async () => {
@@ -311,6 +353,9 @@ describe("ck images export and import", { timeout: 600_000 }, () => {
     // The layer left out: neither in the archive nor in the store.
     writeFileSync(join(work, "missing.tar"), await tarOf([layout, ["index.json", index], entry(config!, config!.bytes), entry(manifest!, manifest!.bytes)]));
     await refuse([join(work, "missing.tar")], new RegExp(`${layer!.desc.digest} \\(application/vnd\\.oci\\.image\\.layer\\.v1\\.tar\\+gzip, named by manifest ${manifest!.desc.digest}\\) is neither in the archive nor in the content store: not found`));
+    // A docker archive whose manifest.json names a layer it does not hold.
+    writeFileSync(join(work, "docker-missing.tar"), await tarOf([["c.json", config!.bytes], ["manifest.json", JSON.stringify([{ Config: "c.json", RepoTags: ["x:1"], Layers: ["l/layer.tar"] }])]]));
+    await refuse([join(work, "docker-missing.tar")], /^ck: archive \S+docker-missing\.tar: manifest\.json: \[0\]: layer "l\/layer\.tar" is not in the archive: invalid argument\n$/);
     await refuse(["--skip-digest-for-named", join(work, "missing.tar")], /^ck: --skip-digest-for-named must be specified with --digests: invalid argument\n$/);
 
     // Export: an unknown image, and one whose layer is gone from the store.
@@ -318,7 +363,12 @@ describe("ck images export and import", { timeout: 600_000 }, () => {
     const unknown = await ck("src", ["images", "export", out, image.reference, "nope:1"]);
     assert.equal(text(unknown), `1\nck: image "nope:1": not found\n`);
     assert.equal(existsSync(out), false);
-    const full = await ck("gone", ["images", "import", "--no-unpack", join(work, "ck.tar")]);
+    const nodir = await ck("src", ["images", "export", join(work, "no-such-dir", "x.tar"), image.reference]);
+    assert.equal(nodir.code, 1);
+    assert.match(nodir.stderr, /^ck: \S+no-such-dir\/x\.tar: no such directory \(.+\): invalid argument\n$/);
+    const whole = join(work, "whole.tar");
+    assert.equal((await ck("src", ["images", "export", whole, image.reference])).code, 0);
+    const full = await ck("gone", ["images", "import", "--no-unpack", whole]);
     assert.equal(full.code, 0, full.stderr);
     const lost = image.manifest.layers[1].digest;
     const g = daemon.client("gone");
