@@ -22,7 +22,7 @@ import { invalidArgument, isNotFound, notFound, withContext } from "../errdefs/e
 import { gcLabels, isIndex, isManifest, MAX_MANIFEST_BYTES, MediaTypes, parseManifest, type ParsedManifest } from "../remotes/manifest.js";
 import { normalizePlatform } from "../remotes/platform.js";
 import type { Descriptor } from "../remotes/types.js";
-import { dockerReference, goDescriptor, goJson, IMAGE_NAME_ANNOTATION, OCI_LAYOUT_VERSION, ociReferenceName, REF_NAME_ANNOTATION, type PlatformMatcher } from "./image-archive.js";
+import { dockerReference, goDescriptor, goJson, IMAGE_NAME_ANNOTATION, imageName, OCI_LAYOUT_VERSION, ociReferenceName, REF_NAME_ANNOTATION, refTranslator, type PlatformMatcher } from "./image-archive.js";
 
 /** containerd's limit on oci-layout and manifest.json. */
 const JSON_LIMIT = 20 << 20;
@@ -316,25 +316,6 @@ async function writeDocument(content: ApiContent, desc: Descriptor, bytes: Buffe
     w.close();
     throw err;
   }
-}
-
-/** ctr's image names of an index entry: io.containerd.image.name as is, else the OCI ref name through the translator. */
-function imageName(annotations: Record<string, string> | undefined, translate: (ref: string) => string): string {
-  const name = annotations?.[IMAGE_NAME_ANNOTATION] ?? "";
-  if (name) return name;
-  const ref = annotations?.[REF_NAME_ANNOTATION] ?? "";
-  return ref ? translate(ref) : "";
-}
-
-/** archive.AddRefPrefix (no --base-name) and FilterRefPrefix (--base-name: other repositories dropped). */
-function refTranslator(prefix: string, filter: boolean): (ref: string) => string {
-  return (ref) => {
-    if (/[/:@]/.test(ref)) {
-      if (filter && !(ref.startsWith(prefix) && (ref.length === prefix.length || "/:@".includes(ref[prefix.length]!)))) return "";
-      return ref;
-    }
-    return `${prefix}:${ref}`;
-  };
 }
 
 /** The date ctr names unnamed imports by: import-YYYY-MM-DD, local time. */

@@ -93,6 +93,25 @@ export function dockerReference(name: string): string {
   return formatReference(r);
 }
 
+/** ctr's image names of an index entry: io.containerd.image.name as is, else the OCI ref name through the translator. */
+export function imageName(annotations: Record<string, string> | undefined, translate: (ref: string) => string): string {
+  const name = annotations?.[IMAGE_NAME_ANNOTATION] ?? "";
+  if (name) return name;
+  const ref = annotations?.[REF_NAME_ANNOTATION] ?? "";
+  return ref ? translate(ref) : "";
+}
+
+/** archive.AddRefPrefix (no --base-name) and FilterRefPrefix (--base-name: other repositories dropped). */
+export function refTranslator(prefix: string, filter: boolean): (ref: string) => string {
+  return (ref) => {
+    if (/[/:@]/.test(ref)) {
+      if (filter && !(ref.startsWith(prefix) && (ref.length === prefix.length || "/:@".includes(ref[prefix.length]!)))) return "";
+      return ref;
+    }
+    return `${prefix}:${ref}`;
+  };
+}
+
 /** A platform matcher as containerd's platforms.MatchComparer. */
 export interface PlatformMatcher {
   match(p: Platform): boolean;
