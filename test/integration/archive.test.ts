@@ -358,7 +358,20 @@ describe("ck images export and import", { timeout: 600_000 }, () => {
     await refuse([join(work, "docker-missing.tar")], /^ck: archive \S+docker-missing\.tar: manifest\.json: \[0\]: layer "l\/layer\.tar" is not in the archive: invalid argument\n$/);
     await refuse(["--skip-digest-for-named", join(work, "missing.tar")], /^ck: --skip-digest-for-named must be specified with --digests: invalid argument\n$/);
 
-    // Export: an unknown image, and one whose layer is gone from the store.
+    await refuse(["--platform", "linux/nope", join(work, "missing.tar")], /^ck: platform "linux\/nope": unknown architecture "nope": invalid argument\n$/);
+
+    // Export: a bad platform, a target that is no manifest, an unknown image, and one whose
+    // layer is gone from the store.
+    const out0 = join(work, "never.tar");
+    const badPlatform = await ck("src", ["images", "export", "--platform", "linux/nope", out0, image.reference]);
+    assert.equal(text(badPlatform), `1\nck: platform "linux/nope": unknown architecture "nope": invalid argument\n`);
+    assert.equal(existsSync(out0), false);
+    const cfg = image.manifest.config;
+    assert.equal((await ck("src", ["images", "create", "not-a-manifest:1", "--digest", cfg.digest, "--size", String(cfg.size), "--media-type", cfg.mediaType])).code, 0);
+    const notManifest = await ck("src", ["images", "export", out0, "not-a-manifest:1"]);
+    assert.equal(text(notManifest), `1\nck: image "not-a-manifest:1": only manifests may be exported, not ${cfg.mediaType}: invalid argument\n`);
+    assert.equal(existsSync(out0), false);
+    assert.equal((await ck("src", ["images", "rm", "not-a-manifest:1"])).code, 0);
     const out = join(work, "never.tar");
     const unknown = await ck("src", ["images", "export", out, image.reference, "nope:1"]);
     assert.equal(text(unknown), `1\nck: image "nope:1": not found\n`);
