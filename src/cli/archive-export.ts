@@ -14,7 +14,7 @@ import tar from "tar-stream";
 import type { ApiClient } from "./client.js";
 import { ApiContent } from "./api-content.js";
 import { fromApiDescriptor, isNonDistributable } from "./transfer.js";
-import { CkError, invalidArgument, isNotFound, notFound } from "../errdefs/errdefs.js";
+import { CkError, failedPrecondition, invalidArgument, isNotFound, notFound } from "../errdefs/errdefs.js";
 import { children, isIndex, isManifest, MAX_MANIFEST_BYTES, parseManifest } from "../remotes/manifest.js";
 import type { Descriptor } from "../remotes/types.js";
 import { familiarReference, goDescriptor, goJson, IMAGE_NAME_ANNOTATION, OCI_LAYOUT_VERSION, ociReferenceName, REF_NAME_ANNOTATION, type PlatformMatcher } from "./image-archive.js";
@@ -123,7 +123,9 @@ export async function planExport(api: ApiClient, names: readonly string[], opts:
 
   // Everything is there before anything is written: not an archive cut off at a missing layer.
   for (const d of blobs.values()) {
-    if (!(await content.info(d.digest))) throw notFound(`content ${d.digest} (${d.mediaType}) of the exported images is not in the content store`);
+    const info = await content.info(d.digest);
+    if (!info) throw notFound(`content ${d.digest} (${d.mediaType}) of the exported images is not in the content store`);
+    if (info.size !== d.size) throw failedPrecondition(`content ${d.digest} is ${info.size} bytes in the content store, not the ${d.size} its descriptor says`);
   }
 
   const file = (name: string, mode: number, text: string): Entry => {

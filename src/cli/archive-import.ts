@@ -80,11 +80,16 @@ async function archiveStream(file: string): Promise<Readable> {
     }
   }
   const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const first = await it.next();
-  const head: Buffer | undefined = first.done ? undefined : first.value;
+  // Enough of the start to tell gzip's magic number (a pipe may hand over a byte at a time).
+  let head = Buffer.alloc(0);
+  while (head.length < 2) {
+    const r = await it.next();
+    if (r.done) break;
+    head = Buffer.concat([head, r.value]);
+  }
   const all = Readable.from(
     (async function* () {
-      if (head) yield head;
+      if (head.length) yield head;
       for (;;) {
         const r = await it.next();
         if (r.done) return;
@@ -93,7 +98,7 @@ async function archiveStream(file: string): Promise<Readable> {
     })(),
     { objectMode: false },
   );
-  if (head && head[0] === 0x1f && head[1] === 0x8b) {
+  if (head[0] === 0x1f && head[1] === 0x8b) {
     const gunzip = createGunzip();
     pipeline(all, gunzip).catch((err) => gunzip.destroy(err));
     return gunzip;
@@ -369,8 +374,11 @@ async function labelTree(content: ApiContent, root: Descriptor, rootParsed: Pars
   const visit = async (d: Descriptor, parsed: ParsedManifest | undefined, from: string): Promise<void> => {
     if (done.has(d.digest)) return;
     done.add(d.digest);
+    const wrongSize = (size: number) => invalidArgument(`archive ${label}: ${d.digest} (${d.mediaType}, named by ${from}) is ${size} bytes, not the ${d.size} its descriptor says`);
     if (!isIndex(d.mediaType) && !isManifest(d.mediaType)) {
-      if (!(await content.info(d.digest))) throw notFound(`archive ${label}: ${d.digest} (${d.mediaType}, named by ${from}) is neither in the archive nor in the content store`);
+      const info = await content.info(d.digest);
+      if (!info) throw notFound(`archive ${label}: ${d.digest} (${d.mediaType}, named by ${from}) is neither in the archive nor in the content store`);
+      if (info.size !== d.size) throw wrongSize(info.size);
       return;
     }
     if (!parsed) {
@@ -381,6 +389,7 @@ async function labelTree(content: ApiContent, root: Descriptor, rootParsed: Pars
         if (isNotFound(err)) throw notFound(`archive ${label}: ${d.digest} (${d.mediaType}, named by ${from}) is neither in the archive nor in the content store`);
         throw err;
       }
+      if (bytes.length !== d.size) throw wrongSize(bytes.length);
       parsed = parseManifest(d, bytes);
     }
     const kept = parsed.kind === "index" ? { ...parsed, manifests: parsed.manifests.filter((m) => !m.platform || platform.match(m.platform)) } : parsed;

@@ -356,6 +356,18 @@ describe("ck images export and import", { timeout: 600_000 }, () => {
     // A docker archive whose manifest.json names a layer it does not hold.
     writeFileSync(join(work, "docker-missing.tar"), await tarOf([["c.json", config!.bytes], ["manifest.json", JSON.stringify([{ Config: "c.json", RepoTags: ["x:1"], Layers: ["l/layer.tar"] }])]]));
     await refuse([join(work, "docker-missing.tar")], /^ck: archive \S+docker-missing\.tar: manifest\.json: \[0\]: layer "l\/layer\.tar" is not in the archive: invalid argument\n$/);
+    // A manifest whose layer descriptor says another size than the layer's: ck refuses it,
+    // ctr imports it; ck's export of that image then refuses it too, writing nothing.
+    const badSize = JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", config: config!.desc, layers: [{ ...layer!.desc, size: layer!.desc.size + 1 }] });
+    const badSizeDigest = sha256(badSize);
+    const badSizeIndex = JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: badSizeDigest, size: badSize.length, annotations: { "io.containerd.image.name": "example.com/size:1" } }] });
+    writeFileSync(join(work, "size.tar"), await tarOf([layout, ["index.json", badSizeIndex], entry(config!, config!.bytes), entry(layer!, layer!.bytes), [`blobs/sha256/${badSizeDigest.slice(7)}`, badSize]]));
+    await refuse(["--no-unpack", join(work, "size.tar")], new RegExp(`${layer!.desc.digest} \\(application/vnd\\.oci\\.image\\.layer\\.v1\\.tar\\+gzip, named by manifest ${badSizeDigest}\\) is ${layer!.desc.size} bytes, not the ${layer!.desc.size + 1} its descriptor says: invalid argument`));
+    assert.equal((await ctr("size-ctr", ["images", "import", "--no-unpack", join(work, "size.tar")])).code, 0);
+    const sizeOut = join(work, "size-out.tar");
+    const sizeExport = await ck("size-ctr", ["images", "export", sizeOut, "example.com/size:1"]);
+    assert.equal(text(sizeExport), `1\nck: content ${layer!.desc.digest} is ${layer!.desc.size} bytes in the content store, not the ${layer!.desc.size + 1} its descriptor says: failed precondition\n`);
+    assert.equal(existsSync(sizeOut), false);
     await refuse(["--skip-digest-for-named", join(work, "missing.tar")], /^ck: --skip-digest-for-named must be specified with --digests: invalid argument\n$/);
 
     await refuse(["--platform", "linux/nope", join(work, "missing.tar")], /^ck: platform "linux\/nope": unknown architecture "nope": invalid argument\n$/);
