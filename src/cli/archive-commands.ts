@@ -61,7 +61,7 @@ export function registerArchiveCommands(images: Command, action: Action): void {
     .description(
       "import images from an OCI image layout tar or a docker save archive (IN, - for stdin; gzipped or not), as ctr images import: blobs written with their digests checked, images registered once their content is all in, then unpacked",
     )
-    .option("--base-name <name>", "name tag-only refs under this image name; given, only images under it are imported (default import-YYYY-MM-DD)")
+    .option("--base-name <name>", "name tag-only OCI ref names under this image name; given, ref names of other repositories are dropped (default import-YYYY-MM-DD)")
     .option("--digests", "also register each manifest as BASE@DIGEST")
     .option("--skip-digest-for-named", "with --digests: not for the manifests that have a name")
     .option("--index-name <name>", "register the archive's index under this name")
