@@ -10,6 +10,7 @@ import { parseRfc3339 } from "../commands/validation.js";
 import { collect, eventJson, goTime, labelsLine, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { registerContentCommands } from "./content-commands.js";
 import { registerDistributionCommands } from "./distribution-commands.js";
+import { registerArchiveCommands } from "./archive-commands.js";
 import { registerLeaseCommands } from "./lease-commands.js";
 import { registerSnapshotCommands } from "./snapshot-commands.js";
 import { commandAfterDashes, registerTaskCommands } from "./task-commands.js";
@@ -426,6 +427,7 @@ registerTaskCommands(program, action as never, out);
 registerDistributionCommands(program, action as never);
 // Where ctr has them too: ctr images pull|push, ctr content fetch|fetch-object.
 registerDistributionCommands(images, action as never, ["pull", "push"]);
+registerArchiveCommands(images, action as never);
 registerDistributionCommands(program.commands.find((c) => c.name() === "content")!, action as never, ["fetch", "fetch-object"]);
 
 // --- version
