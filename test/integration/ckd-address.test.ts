@@ -24,7 +24,7 @@ async function ckdWith(natsUrl: string, root: string, address: string, user?: st
 
 const quote = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 
-test("ckd --address where no socket can be: under /proc, under a file, a file itself, too long: exits 1 within seconds naming --address and the path, and writes nothing", { timeout: 120_000 }, async () => {
+test("ckd --address where no socket can be: under /proc, under a file, a file itself, too long: exits 1 within seconds naming --address and the path, and writes nothing; --root under /proc too", { timeout: 120_000 }, async () => {
   const nats = await startTestNats();
   const work = await mkdtemp(join(tmpdir(), "ck-test-address-"));
   try {
@@ -48,6 +48,16 @@ test("ckd --address where no socket can be: under /proc, under a file, a file it
       assert.ok(r.ms < 10_000, `${address}: ${r.ms} ms`);
       assert.equal(existsSync(root), false, `${address}: the root was made`);
       assert.equal(existsSync(nope), false);
+    }
+    // --root under /proc hung the same way (its own nats-server's store is made first; with
+    // --nats, once the log answered).
+    const procRoot = `/proc/ck-test-root-${randomBytes(4).toString("hex")}`;
+    for (const nats_ of [[], ["--nats", nats.url]]) {
+      const t0 = Date.now();
+      const r = await runCommand(process.execPath, [CKD, "--root", procRoot, "--address", join(work, "s.sock"), ...nats_], {}, undefined, 20_000);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`^ckd: --root \\(root\\) ${quote(procRoot)}: cannot make the directory ${quote(procRoot)}: .*\\(ENOENT\\)\\n$`));
+      assert.ok(Date.now() - t0 < 10_000, `${Date.now() - t0} ms`);
     }
     assert.equal(readFileSync(file, "utf8"), "kept\n", "the file named by --address");
     assert.deepEqual(readdirSync(work).sort(), ["a-file"], "what ckd left in the work directory");
