@@ -2,7 +2,7 @@
 // directories made one level at a time. Node's recursive mkdir never returns where mkdir says
 // ENOENT under a directory that exists (any path under /proc or /sys): `ckd --address
 // /proc/nope/ck.sock` hung there for good.
-import { access, constants, lstat, mkdir, mkdtemp, rmdir, stat } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, rmdir, stat } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { dirname, join } from "node:path";
 
@@ -59,8 +59,10 @@ async function nearestDir(dir: string, named: (what: string) => string): Promise
 /**
  * Refuses, saying why and naming --address, a socket path ckd could not bind: longer than a
  * unix socket's path holds, with something other than a socket there (ckd replaces a socket
- * left by an earlier one, nothing else), under a file, or under a directory it cannot write.
- * Writes nothing.
+ * left by an earlier one, nothing else), under a file, or under a directory that takes no new
+ * one: a directory is made in the nearest that exists and removed again, as the socket's
+ * staging will be (access() would let root by under /proc, where mkdir says ENOENT). Leaves
+ * nothing behind.
  */
 export async function checkSocketAddress(address: string): Promise<void> {
   const named = (what: string) => `${ADDRESS} ${address}: ${what}`;
@@ -71,9 +73,11 @@ export async function checkSocketAddress(address: string): Promise<void> {
   });
   if (there && !there.isSocket()) throw new Error(named(`${there.isDirectory() ? "a directory" : "a file"} is there, not a socket (ckd replaces only a socket)`));
   const dir = await nearestDir(dirname(address), named);
-  await access(dir, constants.W_OK | constants.X_OK).catch((err: unknown) => {
-    throw new Error(named(`cannot make the socket in ${dir}: ${why(err)}`));
-  });
+  try {
+    await rmdir(await mkdtemp(join(dir, ".ck-sock-")));
+  } catch (err) {
+    throw new Error(named(`cannot make ${dir === dirname(address) ? "the socket" : "its directory"} in ${dir}: ${why(err)}`));
+  }
 }
 
 /**
@@ -109,17 +113,7 @@ export async function makeDirsFor(flag: string, given: string, dir: string, mode
   if (!st.isDirectory()) throw new Error(`${flag} ${given}: ${dir} is not a directory`);
 }
 
-/**
- * Makes the socket's directory (checkSocketAddress first), and a directory in it and removes
- * it again, as the socket's staging will: a directory that takes none (/proc, where access()
- * says root may write) fails here, not after the log was opened.
- */
-export async function makeSocketDir(address: string): Promise<void> {
-  const dir = dirname(address);
-  await makeDirsFor(ADDRESS, address, dir, 0o711);
-  try {
-    await rmdir(await mkdtemp(join(dir, ".ck-sock-")));
-  } catch (err) {
-    throw new Error(`${ADDRESS} ${address}: cannot make the socket in ${dir}: ${why(err)}`);
-  }
+/** Makes the socket's directory (checkSocketAddress first). */
+export function makeSocketDir(address: string): Promise<void> {
+  return makeDirsFor(ADDRESS, address, dirname(address), 0o711);
 }

@@ -484,8 +484,6 @@ export class Daemon {
     // An empty address is off, as containerd's default.
     const metrics = config.metricsAddress ? await Metrics.listen(config.metricsAddress) : undefined;
     try {
-      // Made now: a directory the socket cannot go in (one under /proc) fails the start at once.
-      await makeSocketDir(config.address);
       return await Daemon.startWith(config, logger, disabled, metrics, socketGid);
     } catch (err) {
       await metrics?.close();

@@ -4,12 +4,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { runCommand, CKD } from "../helpers/daemon.js";
+import { runCommand, CKD, TestDaemon } from "../helpers/daemon.js";
 import { startTestNats } from "../helpers/nats.js";
 
 const isRoot = process.getuid?.() === 0;
@@ -33,7 +33,7 @@ test("ckd --address where no socket can be: under /proc, under a file, a file it
     const nope = `/proc/ck-test-${randomBytes(4).toString("hex")}`;
     const long = join(work, "d".repeat(120), "ck.sock");
     const cases: [string, RegExp][] = [
-      [join(nope, "ck.sock"), new RegExp(`^ckd: --address \\(address\\) ${quote(nope)}/ck\\.sock: cannot make the directory ${quote(nope)}: .*\\(ENOENT\\)\\n$`)],
+      [join(nope, "ck.sock"), new RegExp(`^ckd: --address \\(address\\) ${quote(nope)}/ck\\.sock: cannot make its directory in /proc: .*\\(ENOENT\\)\\n$`)],
       ["/proc/ck-test.sock", /^ckd: --address \(address\) \/proc\/ck-test\.sock: cannot make the socket in \/proc: .*\(ENOENT\)\n$/],
       [join(file, "sub", "ck.sock"), new RegExp(`^ckd: --address \\(address\\) ${quote(file)}/sub/ck\\.sock: ${quote(file)} is not a directory\\n$`)],
       [file, new RegExp(`^ckd: --address \\(address\\) ${quote(file)}: a file is there, not a socket \\(ckd replaces only a socket\\)\\n$`)],
@@ -67,6 +67,36 @@ test("ckd --address where no socket can be: under /proc, under a file, a file it
   }
 });
 
+test("ckd --address in directories still to be made: checked without leaving any behind when the start fails later (NATS refusing), made when it serves; a socket an earlier ckd left is replaced", { timeout: 120_000 }, async () => {
+  const nats = await startTestNats();
+  const work = await mkdtemp(join(tmpdir(), "ck-test-address-"));
+  let d: TestDaemon | undefined;
+  try {
+    const address = join(work, "run", "a", "ck.sock");
+    const refused = await runCommand(process.execPath, [CKD, "--root", join(work, "root"), "--address", address, "--nats", "nats://127.0.0.1:1"], {}, undefined, 20_000);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /cannot connect to NATS/);
+    assert.deepEqual(readdirSync(work), [], "what the failed start left");
+    await mkdir(join(work, "root")); // (the test's log of ckd's output goes there)
+    d = await TestDaemon.start({ natsUrl: nats.url, root: join(work, "root"), address });
+    const c = d.client("default");
+    assert.ok((await c.call("version", "Version", {})).version);
+    c.close();
+    // Killed outright: its socket stays, and the next ckd replaces it.
+    d.proc!.kill("SIGKILL");
+    await new Promise((r) => d!.proc!.once("exit", r));
+    assert.equal(lstatSync(address).isSocket(), true);
+    await d.launch();
+    const c2 = d.client("default");
+    assert.ok((await c2.call("version", "Version", {})).version);
+    c2.close();
+  } finally {
+    await d?.stop();
+    await rm(work, { recursive: true, force: true });
+    await nats.cleanup();
+  }
+});
+
 test("ckd --address in a directory it cannot write (a read-only file system; mode 0555 for a user other than root): exits 1 at once naming --address and the directory", { skip: !isRoot && "needs root (mount, setpriv)", timeout: 120_000 }, async () => {
   const nats = await startTestNats();
   const work = await mkdtemp(join(tmpdir(), "ck-test-address-"));
@@ -78,7 +108,7 @@ test("ckd --address in a directory it cannot write (a read-only file system; mod
     mounted = true;
     const r = await ckdWith(nats.url, join(work, "root"), join(ro, "sub", "ck.sock"));
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`^ckd: --address \\(address\\) ${quote(ro)}/sub/ck\\.sock: cannot make the socket in ${quote(ro)}: a read-only file system \\(EROFS\\)\\n$`));
+    assert.match(r.stderr, new RegExp(`^ckd: --address \\(address\\) ${quote(ro)}/sub/ck\\.sock: cannot make its directory in ${quote(ro)}: a read-only file system \\(EROFS\\)\\n$`));
     assert.ok(r.ms < 10_000, `${r.ms} ms`);
 
     // A user other than root, in a directory it may not write (its root its own).
