@@ -4,7 +4,7 @@
 // what it is, and introspection reports what loaded.
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
-import { chmod, chown, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
@@ -12,6 +12,7 @@ import { EventLog, DEFAULT_STREAM, duplicateWindowProblem, checkNatsFiles, natsC
 import type { StreamInfo } from "@nats-io/jetstream";
 import { CLIENT_URL_FILE, MANAGED_INBOX_PREFIX, NatsServerProcess } from "../eventstore/nats-server.js";
 import { Metrics, METRICS_PATH } from "./metrics.js";
+import { checkSocketAddress, makeDirs, makeDirsFor, makeSocketDir } from "./daemon-dirs.js";
 import { parseGroup } from "../cli/image-user.js";
 import { isCorruption, isLockedByOther, messageIdentity, ProjectionDb, PROJECTION_FORMAT, type AppliedMessage } from "../projections/db.js";
 import { CkError } from "../errdefs/errdefs.js";
@@ -119,28 +120,6 @@ export interface DaemonConfig {
    * never); three silent answers in a row while connected restart the server (JetStreamWatchdog).
    */
   natsWatchdogMs?: number;
-}
-
-/**
- * mkdir -p, one level at a time: Node's recursive mkdir never returns for a path under /proc
- * (seen with Node 20: it retries the parent's ENOENT forever).
- */
-async function makeDirs(dir: string, mode: number): Promise<void> {
-  const missing: string[] = [];
-  for (let d = dir; ; d = dirname(d)) {
-    try {
-      await stat(d);
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT" || dirname(d) === d) throw err;
-      missing.unshift(d);
-    }
-  }
-  for (const d of missing) {
-    await mkdir(d, { mode }).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== "EEXIST") throw err;
-    });
-  }
 }
 
 /** containerd's name for the opt plugin: disabled_plugins may name it (as opt_path = ""). */
@@ -500,6 +479,7 @@ export class Daemon {
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
     const socketGid = config.socketGroup !== undefined ? await groupId(config.socketGroup) : undefined;
+    await checkSocketAddress(config.address);
     // Bound now, before the root is touched: a taken port fails the start, writing nothing.
     // An empty address is off, as containerd's default.
     const metrics = config.metricsAddress ? await Metrics.listen(config.metricsAddress) : undefined;
@@ -543,7 +523,7 @@ export class Daemon {
     let nats: NatsServerProcess | undefined;
     let natsUrl = config.natsUrl;
     if (!natsUrl) {
-      await mkdir(config.root, { recursive: true, mode: 0o711 });
+      await makeDirsFor("--root (root)", config.root, config.root, 0o711);
       nats = await NatsServerProcess.start({
         storeDir: paths.natsStore,
         logFile: paths.natsLog,
@@ -579,7 +559,7 @@ export class Daemon {
     const shortWindow = duplicateWindowProblem(streamInfo);
     if (shortWindow) throw new Error(shortWindow);
     // (For an external server, the root is made only now that the log answered.)
-    await mkdir(config.root, { recursive: true, mode: 0o711 });
+    await makeDirsFor("--root (root)", config.root, config.root, 0o711);
     if (newUuid) await writeFile(paths.uuid, uuid + "\n");
     const replicas = streamInfo.config.num_replicas ?? 1;
     const durability = durabilityOf(log.serverVersion, replicas);
@@ -816,8 +796,9 @@ export class Daemon {
     tasks.watchOom();
 
     const sock = this.config.address;
-    await mkdir(dirname(sock), { recursive: true, mode: 0o711 });
-    if (existsSync(sock)) await rm(sock, { force: true });
+    await makeSocketDir(sock);
+    // A socket an earlier ckd left (checkSocketAddress refused anything else there).
+    if ((await lstat(sock).catch(() => undefined))?.isSocket()) await rm(sock, { force: true });
     // Bound in a directory only root can enter, given its mode and group there, then moved
     // into place: the socket (root's power, tasks run as root) is never reachable with the
     // mode a umask would give it.

@@ -19,6 +19,13 @@ export const SINCE_HEADER = "ck-since";
  * decode ck's types (`ctr events` warns at each), and ck's CLI asks for them.
  */
 export const CK_EVENTS_HEADER = "ck-events";
+/**
+ * Facts of a Subscribe refused for a start before the log's (OutOfRange), in its status's
+ * trailing metadata: the first sequence the log still holds, and (for ck-since) the latest time
+ * a removed event can have. ck says what its user typed from them (--from-seq, --since).
+ */
+export const FIRST_SEQ_FACT = "ck-first-seq";
+export const CUT_UNTIL_FACT = "ck-cut-until";
 const CK_EVENT_TYPES = "ck.events.";
 
 export interface EventsDeps {
@@ -99,12 +106,18 @@ export function eventsService(d: EventsDeps): grpc.UntypedServiceImplementation 
       const checkHistory = async () => {
         if (fromSeq === undefined && since === undefined) return;
         const start = await d.historyStart(since !== undefined);
+        const first = String(start.firstSeq);
         if (fromSeq !== undefined && fromSeq < start.firstSeq) {
-          throw outOfRange(`${FROM_SEQ_HEADER} ${fromSeq}: the log's history before sequence ${start.firstSeq} was compacted away (ck-replay compact); its first event is at ${start.firstSeq}`);
+          throw outOfRange(
+            `${FROM_SEQ_HEADER} ${fromSeq}: the log now starts at sequence ${first}, the history before it compacted away (ck-replay compact); subscribe with ${FROM_SEQ_HEADER} ${first} or later (ck events --from-seq ${first}), or without it for new events only`,
+            { facts: { [FIRST_SEQ_FACT]: first } },
+          );
         }
         if (since !== undefined && start.cutUntil !== undefined && since.getTime() <= start.cutUntil.getTime()) {
+          const until = start.cutUntil.toISOString();
           throw outOfRange(
-            `${SINCE_HEADER} ${since.toISOString()}: the log's history before sequence ${start.firstSeq} was compacted away (ck-replay compact), events up to ${start.cutUntil.toISOString()} with it; ask for a later time`,
+            `${SINCE_HEADER} ${since.toISOString()}: the log now starts at sequence ${first}, the history before it compacted away (ck-replay compact), events up to ${until} with it; subscribe with a later ${SINCE_HEADER} (ck events --since), or with ${FROM_SEQ_HEADER} ${first}`,
+            { facts: { [FIRST_SEQ_FACT]: first, [CUT_UNTIL_FACT]: until } },
           );
         }
       };

@@ -5,7 +5,7 @@
 import { Command } from "commander";
 import { ApiClient } from "./client.js";
 import { defaultAddress, defaultSnapshotter } from "./defaults.js";
-import { CkError, classPhrase, invalidArgument, isAlreadyExists, isClass, isNotFound } from "../errdefs/errdefs.js";
+import { CkError, classPhrase, invalidArgument, isAlreadyExists, isClass, isNotFound, outOfRange } from "../errdefs/errdefs.js";
 import { parseRfc3339 } from "../commands/validation.js";
 import { collect, eventJson, goTime, labelsLine, labelsString, parseLabelArgs, table, binarySize } from "./format.js";
 import { registerContentCommands } from "./content-commands.js";
@@ -402,7 +402,8 @@ program
       const abort = new AbortController();
       process.once("SIGINT", () => abort.abort());
       process.once("SIGTERM", () => abort.abort());
-      for await (const env of api.stream("events", "Subscribe", { filters: all }, { metadata: md, signal: abort.signal })) {
+      const events = api.stream("events", "Subscribe", { filters: all }, { metadata: md, signal: abort.signal });
+      for await (const env of refusedStart(events, opts)) {
         let body = "";
         if (env.event) {
           try {
@@ -416,6 +417,26 @@ program
       }
     }),
   );
+
+/**
+ * `events`, with a start before the log's (refused OutOfRange, ckd's message naming its
+ * metadata key) said in the flags the user gave, from the facts the refusal carries.
+ */
+async function* refusedStart<T>(events: AsyncGenerator<T>, opts: { fromSeq?: string; since?: string }): AsyncGenerator<T> {
+  try {
+    yield* events;
+  } catch (err) {
+    const first = err instanceof CkError && err.errorClass === "OutOfRange" ? err.facts["ck-first-seq"] : undefined;
+    if (first === undefined) throw err;
+    const compacted = `the log now starts at sequence ${first}, the history before it compacted away (ck-replay compact)`;
+    if (opts.fromSeq !== undefined) throw outOfRange(`--from-seq ${opts.fromSeq}: ${compacted}: ask for --from-seq ${first} or later, or leave --from-seq out for new events only`, { cause: err });
+    const until = (err as CkError).facts["ck-cut-until"];
+    if (opts.since !== undefined && until !== undefined) {
+      throw outOfRange(`--since ${opts.since}: ${compacted}, events up to ${until} with it: ask for a --since after ${until}, or --from-seq ${first}`, { cause: err });
+    }
+    throw err;
+  }
+}
 
 // --- content
 registerContentCommands(program, action as never, out);

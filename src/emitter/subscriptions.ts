@@ -66,7 +66,7 @@ export class EventSubscriptions {
         const first = await this.log.info().then((i) => i.state.first_seq, () => undefined);
         const how = first === undefined ? "cut by a compaction or deleted from it" : first > last + 1 ? "cut by a compaction (ck-replay compact)" : "deleted from inside it";
         throw outOfRange(
-          `events from sequence ${last + 1} were removed from the log (${how}) before this subscription read them; it resumes at ${m.seq}: subscribe again (with ${FROM_SEQ_HINT} for the history still kept)`,
+          `events from sequence ${last + 1} were removed from the log (${how}) before this subscription read them; it resumes at ${m.seq}: subscribe again (with ${FROM_SEQ_HINT}, ck events --from-seq, for the history still kept)`,
         );
       }
       last = m.seq;

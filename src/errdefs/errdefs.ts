@@ -1,6 +1,6 @@
 // The error classes of the containerd API (errdefs), each mapped to exactly one gRPC status
 // code and back, so the class of an error survives the wire and its message keeps context.
-import { status as GrpcStatus } from "@grpc/grpc-js";
+import { Metadata, status as GrpcStatus } from "@grpc/grpc-js";
 
 export type ErrorClass =
   | "NotFound"
@@ -76,12 +76,21 @@ const phrase: Record<ErrorClass, string> = {
   Unknown: "unknown",
 };
 
+/** Prefix of the facts an error carries over the wire (its status's trailing metadata keys). */
+const FACT_PREFIX = "ck-";
+
 export class CkError extends Error {
   readonly errorClass: ErrorClass;
-  constructor(errorClass: ErrorClass, message: string, options?: { cause?: unknown }) {
+  /**
+   * What a client may act on without reading the message (where a log now starts, say), keys
+   * `ck-...`: sent as the status's trailing metadata, read back by fromGrpcError.
+   */
+  readonly facts: Readonly<Record<string, string>>;
+  constructor(errorClass: ErrorClass, message: string, options?: { cause?: unknown; facts?: Record<string, string> }) {
     super(message, options);
     this.name = "CkError";
     this.errorClass = errorClass;
+    this.facts = options?.facts ?? {};
   }
   /** The gRPC status code this class travels as. */
   get grpcCode(): GrpcStatus {
@@ -89,7 +98,7 @@ export class CkError extends Error {
   }
 }
 
-const make = (c: ErrorClass) => (context: string, options?: { cause?: unknown }) =>
+const make = (c: ErrorClass) => (context: string, options?: { cause?: unknown; facts?: Record<string, string> }) =>
   new CkError(c, `${context}: ${phrase[c]}`, options);
 
 export const notFound = make("NotFound");
@@ -124,9 +133,13 @@ export const isInvalidArgument = (e: unknown) => isClass(e, "InvalidArgument");
 export const isUnavailable = (e: unknown) => isClass(e, "Unavailable");
 
 /** A gRPC ServiceError-shaped object for an error thrown anywhere in the daemon. */
-export function toGrpcError(err: unknown): { code: GrpcStatus; details: string; message: string } {
+export function toGrpcError(err: unknown): { code: GrpcStatus; details: string; message: string; metadata?: Metadata } {
   if (err instanceof CkError) {
-    return { code: err.grpcCode, details: err.message, message: err.message };
+    const keys = Object.keys(err.facts).filter((k) => k.startsWith(FACT_PREFIX));
+    if (keys.length === 0) return { code: err.grpcCode, details: err.message, message: err.message };
+    const metadata = new Metadata();
+    for (const k of keys) metadata.set(k, err.facts[k]!);
+    return { code: err.grpcCode, details: err.message, message: err.message, metadata };
   }
   const message = err instanceof Error ? err.message : String(err);
   return { code: GrpcStatus.UNKNOWN, details: message, message };
@@ -135,10 +148,14 @@ export function toGrpcError(err: unknown): { code: GrpcStatus; details: string; 
 /** The errdefs class of an error received from a gRPC call, message kept. */
 export function fromGrpcError(err: unknown): CkError {
   if (err instanceof CkError) return err;
-  const e = err as { code?: number; details?: string; message?: string };
+  const e = err as { code?: number; details?: string; message?: string; metadata?: unknown };
   const c = (e && typeof e.code === "number" && fromGrpc.get(e.code)) || "Unknown";
   const msg = e?.details || e?.message || String(err);
-  return new CkError(c, msg, { cause: err });
+  const facts: Record<string, string> = {};
+  if (e?.metadata instanceof Metadata) {
+    for (const [k, v] of Object.entries(e.metadata.getMap())) if (k.startsWith(FACT_PREFIX) && typeof v === "string") facts[k] = v;
+  }
+  return new CkError(c, msg, { cause: err, facts });
 }
 
 /** Class name as ctr prints it, for CLI output. */

@@ -13,6 +13,13 @@
 // still deliver is known (pull-bounds.ts). The consumer is what nats.js's ordered consumer
 // makes (in memory, one replica, no acknowledgements); its replacement when it is lost, its
 // connection comes back or it falls silent is the caller's (EventLog.reader).
+//
+// A caller that holds all it may (a Subscribe whose client stopped reading) has no pull owed,
+// and nats-server removes a pull consumer once no request came for its inactive threshold: the
+// reader then keeps it with a pull that can deliver nothing (one message of at most 1 byte,
+// no_wait: answered at once, 404 or 409, nothing sent), which nats-server 2.9 counts as a
+// request as any other. A consumer info does not: 2.9.10 removed a consumer asked for its info
+// every 600 ms at its 2 s threshold; one sent such a pull as often was kept (checked by hand).
 import { createInbox, nanos, nuid, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { AckPolicy, type ConsumerConfig, type JetStreamManager } from "@nats-io/jetstream";
 import { PullLedger } from "./pull-bounds.js";
@@ -47,7 +54,11 @@ export interface LogConsumerOptions {
   batch: number;
   /** The server's heartbeat interval while a pull waits; two missed are reported (onSilence). */
   heartbeatMs: number;
-  /** How long one pull request waits for messages (default 30 s, as nats.js). */
+  /**
+   * How long one pull request waits for messages (default 30 s, as nats.js); at most half the
+   * consumer's inactive threshold (or two heartbeats), so that the next request (or keep-alive)
+   * comes well within it.
+   */
   expiresMs?: number;
 }
 
@@ -67,6 +78,8 @@ export class LostConsumerError extends Error {
 }
 
 const DEFAULT_EXPIRES_MS = 30_000;
+/** nats-server's inactive threshold of a consumer created without one (an ephemeral's). */
+const SERVER_INACTIVE_MS = 5000;
 /** Taken deliveries dropped from the front of the queue once it holds this many. */
 const QUEUE_COMPACT = 1024;
 
@@ -85,6 +98,14 @@ export class LogConsumer {
   /** The consumer's sequence of the next delivery: 1, 2, 3, ... whatever the stream's sequences skip. */
   private expectDelivery = 1;
   private lastHeard = Date.now();
+  /** When a pull (or a keep-alive) was last sent: the server's inactivity counts from there. */
+  private lastPull = Date.now();
+  /** A keep-alive is sent when no pull was sent for this long and none is owed. */
+  private readonly keepAliveMs: number;
+  /** How long one pull waits. */
+  private readonly expiresMs: number;
+  /** The reply subject of keep-alives (no pull of the ledger's: theirs are numbered). */
+  private readonly keepAliveReply: string;
   private stopped = false;
   private failure: Error | undefined;
   private wake: (() => void) | undefined;
@@ -112,6 +133,12 @@ export class LogConsumer {
     this.inbox = createInbox(o.inboxPrefix);
     this.pullSubject = `$JS.API.CONSUMER.MSG.NEXT.${o.stream}.${name}`;
     this.ledger = new PullLedger(o.budget, o.largest, o.batch);
+    const inactiveNs = o.config.inactive_threshold;
+    const inactiveMs = inactiveNs ? inactiveNs / 1e6 : SERVER_INACTIVE_MS;
+    this.keepAliveMs = inactiveMs / 4;
+    // (nats-server refuses a pull whose heartbeat is more than half its expiry.)
+    this.expiresMs = Math.max(Math.min(o.expiresMs ?? DEFAULT_EXPIRES_MS, inactiveMs / 2), 2 * o.heartbeatMs);
+    this.keepAliveReply = `${this.inbox}.keep`;
     this.sub = o.nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => this.onMessage(err, msg) });
     // Closed with the connection: the caller's next() ends (after a failure: throws, as it would).
     const closed = () => {
@@ -126,7 +153,11 @@ export class LogConsumer {
       const stalled = now - lastTick > 2 * o.heartbeatMs;
       lastTick = now;
       if (stalled) this.lastHeard = now;
-      if (this.ledger.requests === 0 || now - this.lastHeard <= 2 * o.heartbeatMs) return;
+      if (this.ledger.requests === 0) {
+        if (now - this.lastPull >= this.keepAliveMs) this.keepAlive();
+        return;
+      }
+      if (now - this.lastHeard <= 2 * o.heartbeatMs) return;
       this.lastHeard = now;
       this.onSilence?.();
     }, o.heartbeatMs);
@@ -181,19 +212,39 @@ export class LogConsumer {
     w?.();
   }
 
-  /** Asks for more when the ledger says there is room, unless the caller has a batch waiting. */
+  /**
+   * Asks for more when the ledger says there is room, unless the caller has a batch waiting;
+   * else, with no pull owed (the last one just expired, say), keeps the consumer.
+   */
   private pump(): void {
-    if (this.stopped || this.failure || this.queue.length - this.head >= this.o.batch) return;
+    if (this.stopped || this.failure) return;
     const idle = this.ledger.requests === 0;
     const id = this.lastId + 1;
-    const ask = this.ledger.ask(id, this.held);
-    if (!ask) return;
+    const ask = this.queue.length - this.head >= this.o.batch ? undefined : this.ledger.ask(id, this.held);
+    if (!ask) {
+      if (idle && Date.now() - this.lastPull >= this.keepAliveMs) this.keepAlive();
+      return;
+    }
     this.lastId = id;
     // The heartbeats the watchdog waits for start with this request, not with the last message.
     if (idle) this.lastHeard = Date.now();
-    const body = JSON.stringify({ ...ask, expires: nanos(this.o.expiresMs ?? DEFAULT_EXPIRES_MS), idle_heartbeat: nanos(this.o.heartbeatMs) });
+    this.sendPull(JSON.stringify({ ...ask, expires: nanos(this.expiresMs), idle_heartbeat: nanos(this.o.heartbeatMs) }), `${this.inbox}.${id}`);
+  }
+
+  /**
+   * A pull that delivers nothing (no message is 1 byte: its subject alone is more), answered
+   * at once: the server counts it as activity and keeps the consumer for a caller that holds
+   * all it may. Its answer says nothing to the ledger.
+   */
+  private keepAlive(): void {
+    if (this.stopped || this.failure) return;
+    this.sendPull(JSON.stringify({ batch: 1, max_bytes: 1, no_wait: true }), this.keepAliveReply);
+  }
+
+  private sendPull(body: string, reply: string): void {
+    this.lastPull = Date.now();
     try {
-      this.o.nc.publish(this.pullSubject, body, { reply: `${this.inbox}.${id}` });
+      this.o.nc.publish(this.pullSubject, body, { reply });
     } catch (err) {
       this.fail(err as Error); // the connection closed
     }
@@ -208,10 +259,12 @@ export class LogConsumer {
     const status = msg.headers;
     if (!status || status.code === 0 || !msg.subject.startsWith(`${this.inbox}.`)) return;
     if (status.code === 100) return; // an idle heartbeat
+    // A keep-alive's answer: no messages, or the next one larger than its byte.
+    if (msg.subject === this.keepAliveReply && (status.code === 404 || status.code === 408 || isTooLarge(status))) return;
     const id = Number(msg.subject.slice(this.inbox.length + 1));
     // A pull request expired (what it left is not coming), or its room was too small for the
     // next message: it ended, and the next is asked for.
-    const tooLarge = status.code === 409 && /message size exceeds maxbytes/i.test(status.description);
+    const tooLarge = isTooLarge(status);
     if (status.code === 408 || tooLarge) {
       this.ledger.ended(id, tooLarge);
       this.pump();
@@ -239,6 +292,11 @@ export class LogConsumer {
     // A request ended on its messages, or its bytes used exactly: room for the next.
     this.pump();
   }
+}
+
+/** A pull's end because the next message is larger than the room it had left (409). */
+function isTooLarge(status: { code: number; description: string }): boolean {
+  return status.code === 409 && /message size exceeds maxbytes/i.test(status.description);
 }
 
 /**

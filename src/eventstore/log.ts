@@ -157,10 +157,10 @@ const CONSUMER_CREATE_TIMEOUT_MS = 2000;
 /** A consumer nobody pulls from is removed by the server after this long (as nats.js's ordered consumer). */
 const READER_INACTIVE_MS = 5 * 60_000;
 /**
- * A client-paced reader's consumer nobody pulls from (its caller away, with what was asked for
- * held for it) is removed by the server after this long: it bounds how long a consumer left by
- * a reader that ended while disconnected stays on the server. A caller back after longer has
- * its reader replace the consumer once the server is silent to its pull (two heartbeats).
+ * A client-paced reader's consumer nobody pulls from is removed by the server after this long:
+ * it bounds how long a consumer left by a reader that ended while disconnected stays on the
+ * server. A reader whose caller is away, holding what was asked for, keeps its consumer with a
+ * pull that delivers nothing (LogConsumer's keep-alive) every quarter of it.
  */
 const CLIENT_READER_INACTIVE_MS = 30_000;
 /** Consumers of ended readers remembered for deletion while their connection is down, at most. */
@@ -192,6 +192,8 @@ export interface EventLogOptions {
   onWait?: (err: Error) => void;
   /** Called when a reader replaces its consumer, and when creating one failed and is retried. */
   onReaderEvent?: (e: ReaderEvent) => void;
+  /** The inactive threshold of client-paced readers' consumers (default 30 s; tests make it short). */
+  clientReaderInactiveMs?: number;
 }
 
 /**
@@ -310,6 +312,8 @@ class ReadConnection {
     readonly clientPaced: boolean,
     /** The connection's reply-subject prefix. */
     readonly inboxPrefix: string | undefined,
+    /** The inactive threshold of its readers' consumers. */
+    private readonly inactiveMs = clientPaced ? CLIENT_READER_INACTIVE_MS : READER_INACTIVE_MS,
   ) {}
 
   setState(s: ConnectionState): void {
@@ -339,7 +343,7 @@ class ReadConnection {
 
   /** Consumer options of this connection's readers beyond where they start. */
   consumerOptions(): Partial<ConsumerConfig> {
-    return { inactive_threshold: nanos(this.clientPaced ? CLIENT_READER_INACTIVE_MS : READER_INACTIVE_MS) };
+    return { inactive_threshold: nanos(this.inactiveMs) };
   }
 
   /** The JetStream API readers create their consumers through, with a short timeout (see consume()). */
@@ -416,6 +420,8 @@ export class EventLog {
   private clientReads: Promise<ReadConnection> | undefined;
   /** The connection's name shown by the server (the readers' connection adds " readers"). */
   private name = "ck";
+  /** The inactive threshold of client-paced readers' consumers, when not the default. */
+  private clientReaderInactiveMs: number | undefined;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, url: string, stream: string, publishTimeoutMs: number, inboxPrefix?: string) {
     this.nc = nc;
@@ -462,6 +468,7 @@ export class EventLog {
       log.inboxPrefix = opts.inboxPrefix;
       log.name = opts.name ?? "ck";
       log.onReaderEvent = opts.onReaderEvent;
+      log.clientReaderInactiveMs = opts.clientReaderInactiveMs;
       try {
         await retrying(() => log.ensureStream(opts));
       } catch (err) {
@@ -551,7 +558,7 @@ export class EventLog {
       } catch (err) {
         throw unavailable(`event log ${this.stream}: the readers' connection: ${(err as Error).message}`, { cause: err });
       }
-      const rc = new ReadConnection(nc, await jetstreamManager(nc, { checkAPI: false }), this.stream, true, this.inboxPrefix);
+      const rc = new ReadConnection(nc, await jetstreamManager(nc, { checkAPI: false }), this.stream, true, this.inboxPrefix, this.clientReaderInactiveMs);
       void nc.closed().then(() => rc.setState("closed"));
       // Closed meanwhile: the log's close() did not see this one.
       if (this.state === "closed") {

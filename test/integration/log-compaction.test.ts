@@ -12,6 +12,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { TestDaemon, runNode, CK, CKD, CK_REPLAY } from "../helpers/daemon.js";
 import { startTestNats } from "../helpers/nats.js";
 import { rootPaths } from "../../src/api/daemon.js";
+import { CkError } from "../../src/errdefs/errdefs.js";
 
 const target = (n: number) => ({ media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + n.toString(16).padStart(64, "0"), size: 100 + n });
 const spec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from(JSON.stringify({ ociVersion: "1.0.2", process: { args: ["sh"] } })) };
@@ -210,13 +211,43 @@ test("compaction: a base at the last sequence, the history before it gone; ckds 
     const inKept = await runNode(CK_REPLAY, ["show", "--nats", nats.url, "--until", String(B2 - 1)]);
     assert.equal(inKept.code, 2);
     assert.match(inKept.stderr, /the earliest state it can show is at sequence/);
-    // Events from before the cut: refused (OutOfRange), not a history with a hole at its start.
+    // Events from before the cut: refused (OutOfRange), not a history with a hole at its start,
+    // said in the flag the user gave (not ckd's metadata key), with where the log now starts.
+    const first = B2 - 2;
     const ev = await runNode(CK, ["--address", d1.address, "events", "--namespace", "alpha", "--from-seq", "1"]);
-    assert.notEqual(ev.code, 0);
-    assert.match(ev.stderr, new RegExp(`ck-from-seq 1: the log's history before sequence ${B2 - 2} was compacted away \\(ck-replay compact\\); its first event is at ${B2 - 2}`));
+    assert.equal(ev.code, 1);
+    assert.equal(
+      ev.stderr,
+      `ck: --from-seq 1: the log now starts at sequence ${first}, the history before it compacted away (ck-replay compact): ask for --from-seq ${first} or later, or leave --from-seq out for new events only: out of range\n`,
+    );
     const evSince = await runNode(CK, ["--address", d1.address, "events", "--since", "2020-01-01T00:00:00Z"]);
-    assert.notEqual(evSince.code, 0);
-    assert.match(evSince.stderr, new RegExp(`ck-since 2020-01-01T00:00:00.000Z: the log's history before sequence ${B2 - 2} was compacted away \\(ck-replay compact\\), events up to \\S+ with it; ask for a later time`));
+    assert.equal(evSince.code, 1);
+    assert.match(
+      evSince.stderr,
+      new RegExp(`^ck: --since 2020-01-01T00:00:00Z: the log now starts at sequence ${first}, the history before it compacted away \\(ck-replay compact\\), events up to (\\S+) with it: ask for a --since after \\1, or --from-seq ${first}: out of range\n$`),
+    );
+    // Asked for as the metadata ck sends: a client of the API is told in its keys, and given
+    // where the log starts (trailing metadata ck-first-seq) to act on.
+    const api = d1.client("alpha");
+    try {
+      for (const [md, said] of [
+        [{ "ck-from-seq": "1" }, new RegExp(`^ck-from-seq 1: the log now starts at sequence ${first}, the history before it compacted away \\(ck-replay compact\\); subscribe with ck-from-seq ${first} or later \\(ck events --from-seq ${first}\\), or without it for new events only: out of range$`)],
+        [{ "ck-since": "2020-01-01T00:00:00Z" }, new RegExp(`^ck-since 2020-01-01T00:00:00.000Z: the log now starts at sequence ${first}, .* subscribe with a later ck-since \\(ck events --since\\), or with ck-from-seq ${first}: out of range$`)],
+      ] as const) {
+        const refused = await (async () => {
+          for await (const _ of api.stream("events", "Subscribe", {}, { metadata: md })) assert.fail("an event delivered");
+        })().then(
+          () => assert.fail("not refused"),
+          (err: unknown) => err as CkError,
+        );
+        assert.ok(refused instanceof CkError, String(refused));
+        assert.equal(refused.errorClass, "OutOfRange");
+        assert.match(refused.message, said);
+        assert.equal(refused.facts["ck-first-seq"], String(first), JSON.stringify(md));
+      }
+    } finally {
+      api.close();
+    }
 
     // A marker whose bytes do not add up is passed over for the next base, by a rebuild and by
     // a compaction, which writes a good one instead of cutting on it.

@@ -148,6 +148,71 @@ test("a caller that stops taking messages: its reader asks for no more than a bo
   }
 });
 
+test("client-paced readers whose callers hold all they may (many small events; a few large ones) for longer than their consumers' inactive threshold keep those consumers with pulls that deliver nothing, and read on without a replacement, every message once and in order", { timeout: 120_000 }, async () => {
+  const nats = await startTestNats();
+  const events: ReaderEvent[] = [];
+  // A 5 s threshold for the 30 s of ckd's Subscribes.
+  const log = await EventLog.open({ url: nats.url, stream: "RD_PAUSED", onReaderEvent: (e) => events.push(e), clientReaderInactiveMs: 5000 });
+  const { connect } = await import("@nats-io/transport-node");
+  const spy = await connect({ servers: nats.url });
+  const pulls: { batch?: number; max_bytes?: number; no_wait?: boolean }[] = [];
+  const sub = spy.subscribe("$JS.API.CONSUMER.MSG.NEXT.RD_PAUSED.>", { callback: (_e, m) => void pulls.push(m.json()) });
+  await spy.flush();
+  /** The stream's consumers by the subject they filter on. */
+  const consumers = async () => {
+    const by = new Map<string, string>();
+    for await (const c of log.jsm.consumers.list(log.stream)) by.set(c.config.filter_subject ?? "", c.name);
+    return by;
+  };
+  const ac = new AbortController();
+  try {
+    // Small ones: the caller holds a pull's 4,096 messages. Large ones: it holds the 4 MiB budget.
+    const small = 6000;
+    await appendMany(log, small);
+    const big = Buffer.alloc(600_000, 5);
+    const bigs = 12;
+    for (let i = 0; i < bigs; i++) await log.append("containerd.io.rd.big", big, { msgId: `big-${i}` });
+    const few = await log.reader({ fromSeq: 1, filterSubject: "containerd.io.rd.x", signal: ac.signal, clientPaced: true });
+    const large = await log.reader({ fromSeq: 1, filterSubject: "containerd.io.rd.big", signal: ac.signal, clientPaced: true });
+    assert.equal((await few.next()).value?.seq, 1);
+    assert.equal((await large.next()).value?.seq, small + 1);
+    const before = await consumers();
+    assert.equal(before.size, 2);
+    // What both asked for arrives; then they ask for nothing more until their callers take some.
+    await settle(1000);
+    await spy.flush();
+    const pausedAt = pulls.length;
+
+    // Away for more than two thresholds (the server checks every threshold and up to a second).
+    await settle(13_000);
+    await spy.flush();
+    const meanwhile = pulls.slice(pausedAt);
+    assert.ok(meanwhile.length >= 4, `keep-alives while away: ${JSON.stringify(meanwhile)}`);
+    for (const p of meanwhile) assert.deepEqual(p, { batch: 1, max_bytes: 1, no_wait: true }, "a pull sent while the callers were away delivers nothing");
+    assert.deepEqual(await consumers(), before, "the consumers while the callers were away");
+
+    // Back: the same consumers read on, nothing lost or twice, and follow the live tail.
+    for (let seq = 2; seq <= small; seq++) assert.equal((await few.next()).value?.seq, seq, "in order, nothing skipped or twice");
+    for (let seq = small + 2; seq <= small + bigs; seq++) {
+      const m = (await large.next()).value!;
+      assert.equal(m.seq, seq, "in order, nothing skipped or twice");
+      assert.equal(m.data.length, big.length);
+    }
+    await appendMany(log, 1, small);
+    assert.equal((await few.next()).value?.seq, small + bigs + 1);
+    await log.append("containerd.io.rd.big", big, { msgId: `big-${bigs}` });
+    assert.equal((await large.next()).value?.seq, small + bigs + 2);
+    assert.deepEqual(events, [], "a consumer replaced");
+    assert.deepEqual(await consumers(), before, "the consumers once back");
+  } finally {
+    ac.abort();
+    sub.unsubscribe();
+    await spy.close();
+    await log.close();
+    await nats.cleanup();
+  }
+});
+
 /** The stream's consumers, as the server lists them. */
 async function consumerNames(log: EventLog): Promise<string[]> {
   const names: string[] = [];
