@@ -4,7 +4,7 @@
 // what it is, and introspection reports what loaded.
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
-import { chmod, chown, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
@@ -12,6 +12,7 @@ import { EventLog, DEFAULT_STREAM, duplicateWindowProblem, checkNatsFiles, natsC
 import type { StreamInfo } from "@nats-io/jetstream";
 import { CLIENT_URL_FILE, MANAGED_INBOX_PREFIX, NatsServerProcess } from "../eventstore/nats-server.js";
 import { Metrics, METRICS_PATH } from "./metrics.js";
+import { checkSocketFree } from "./socket-in-use.js";
 import { parseGroup } from "../cli/image-user.js";
 import { isCorruption, isLockedByOther, messageIdentity, ProjectionDb, PROJECTION_FORMAT, type AppliedMessage } from "../projections/db.js";
 import { CkError } from "../errdefs/errdefs.js";
@@ -464,6 +465,8 @@ export class Daemon {
   /** Told when the stop begins (health watchers say NOT_SERVING). */
   private readonly onStopping: Array<() => void> = [];
   private stopBegun = false;
+  /** The API socket as bound (device and inode): stop removes it only while it is still this one. */
+  private boundSocket: { dev: number; ino: number } | undefined;
   private gc: GcScheduler | undefined;
   private tasks: Tasks | undefined;
   private compaction: CompactScheduler | undefined;
@@ -500,6 +503,8 @@ export class Daemon {
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
     const socketGid = config.socketGroup !== undefined ? await groupId(config.socketGroup) : undefined;
+    // Another ckd serving on the socket: refused now, and again as it is bound (a start racing).
+    await checkSocketFree(config.address);
     // Bound now, before the root is touched: a taken port fails the start, writing nothing.
     // An empty address is off, as containerd's default.
     const metrics = config.metricsAddress ? await Metrics.listen(config.metricsAddress) : undefined;
@@ -816,6 +821,7 @@ export class Daemon {
 
     const sock = this.config.address;
     await mkdir(dirname(sock), { recursive: true, mode: 0o711 });
+    await checkSocketFree(sock);
     if (existsSync(sock)) await rm(sock, { force: true });
     // Bound in a directory only root can enter, given its mode and group there, then moved
     // into place: the socket (root's power, tasks run as root) is never reachable with the
@@ -831,6 +837,8 @@ export class Daemon {
       await chmod(bound, 0o660);
       if (socketGid !== undefined) await chown(bound, -1, socketGid);
       if (bound !== sock) await rename(bound, sock);
+      const st = await stat(sock);
+      this.boundSocket = { dev: st.dev, ino: st.ino };
       this.config.onSocket?.(sock);
     } finally {
       if (staging) await rm(staging, { recursive: true, force: true }).catch(() => undefined);
@@ -926,7 +934,9 @@ export class Daemon {
       // Its state file written on a full disk may fail: the socket still goes.
       await this.nats?.stop();
     } finally {
-      await rm(this.config.address, { force: true }).catch(() => undefined);
+      // Only the socket this ckd bound: one put there since (by a ckd started after it) stays.
+      const st = this.boundSocket && (await lstat(this.config.address).catch(() => undefined));
+      if (st && st.dev === this.boundSocket!.dev && st.ino === this.boundSocket!.ino) await rm(this.config.address, { force: true }).catch(() => undefined);
     }
     this.logger.info("stopped");
   }

@@ -1,9 +1,13 @@
 // Running ckd as an operator does (docs/operations.md): the signals an operator or a terminal
-// sends.
+// sends, and a second ckd started by mistake on the socket of one already serving.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
-import { TestDaemon } from "../helpers/daemon.js";
+import { mkdtemp, rm, writeFile, rename } from "node:fs/promises";
+import { existsSync, lstatSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TestDaemon, runNode, CKD } from "../helpers/daemon.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { readState } from "../../src/eventstore/nats-server.js";
 
@@ -79,6 +83,49 @@ test("SIGUSR1 (containerd's stack dump) is logged and ignored: Node's inspector 
     c.close();
     assert.equal(d.proc!.exitCode, null);
   } finally {
+    await d.cleanup();
+  }
+});
+
+test("a second ckd given the socket a ckd serves on is refused before touching its root; the first keeps its socket and clients", async () => {
+  const d = await TestDaemon.start();
+  const other = await mkdtemp(join(tmpdir(), "ck-ops-"));
+  try {
+    const before = lstatSync(d.address).ino;
+    const r = await runNode(CKD, ["--root", join(other, "root"), "--address", d.address]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^ckd: --address \(address\) .*: another process serves on this socket \(it accepted a connection; another ckd\?\): stop it first, or give another --address: failed precondition\n$/);
+    assert.ok(!existsSync(join(other, "root")), "the second ckd's root was made");
+    assert.equal(lstatSync(d.address).ino, before, "the socket was replaced");
+    const c = d.client();
+    await c.call("version", "Version", {});
+    c.close();
+
+    // Anything but a socket at the address is left alone, not removed.
+    const file = join(other, "not-a-socket");
+    await writeFile(file, "keep me\n");
+    const f = await runNode(CKD, ["--root", join(other, "root"), "--address", file]);
+    assert.equal(f.code, 1, f.stderr);
+    assert.match(f.stderr, /--address \(address\) .*not-a-socket: a file is there, not a socket/);
+    assert.equal(readFileSync(file, "utf8"), "keep me\n");
+    assert.ok(!existsSync(join(other, "root")), "the second ckd's root was made");
+  } finally {
+    await d.cleanup();
+    await rm(other, { recursive: true, force: true });
+  }
+});
+
+test("a stopping ckd removes its own socket only, not one another process has put at its address since", async () => {
+  const d = await TestDaemon.start();
+  const listener = createServer();
+  try {
+    // The socket taken over by someone else: ckd's moved aside, another listening at the path.
+    await rename(d.address, d.address + ".old");
+    await new Promise<void>((resolve) => listener.listen(d.address, resolve));
+    assert.equal(await d.stop(), 0);
+    assert.ok(lstatSync(d.address).isSocket(), "ckd removed a socket that was not its own");
+  } finally {
+    await new Promise((r) => listener.close(r));
     await d.cleanup();
   }
 });
