@@ -554,6 +554,7 @@ export class Daemon {
         logFile: paths.natsLog,
         supervise: true,
         onExit: (code, signal) => logger.warn({ code, signal }, "managed nats-server exited; restarting"),
+        onOrphansStopped: (pids) => logger.warn({ pids }, "stopped the nats-server an earlier ckd left running on this root (it ended without stopping it: kill -9?); starting a fresh one on the same store"),
         onRestart: () => logger.info("managed nats-server restarted"),
         auth: true,
         maxPayload: MANAGED_MAX_PAYLOAD,

@@ -129,3 +129,37 @@ test("a stopping ckd removes its own socket only, not one another process has pu
     await d.cleanup();
   }
 });
+
+test("a restarted ckd says it stopped the nats-server the kill -9'ed one left running", async () => {
+  const d = await TestDaemon.start();
+  try {
+    const orphan = (await readState(rootPaths(d.root).natsStore))!.pid!;
+    await d.kill9();
+    assert.ok(alive(orphan));
+    await d.launch();
+    assert.ok(await gone(orphan, 5_000));
+    const line = d.logLines().find((l) => /left running/.test(l.msg ?? ""));
+    assert.ok(line, `no word of the orphan; log:\n${d.logText().slice(-2000)}`);
+    assert.deepEqual(line.pids, [orphan]);
+    assert.equal(line.level, 40);
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test("a second ckd on a root another ckd runs on is refused, naming the other one's program, and changes nothing", async () => {
+  const d = await TestDaemon.start();
+  try {
+    const state = readFileSync(join(rootPaths(d.root).natsStore, "nats-server.json"), "utf8");
+    const r = await runNode(CKD, ["--root", d.root, "--address", d.address + "2"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`is managed by live process ${d.pid} \\(ckd\\.js\\): another ckd, or a ck-replay, runs on this root; stop it first`));
+    assert.equal(readFileSync(join(rootPaths(d.root).natsStore, "nats-server.json"), "utf8"), state);
+    assert.ok(!existsSync(d.address + "2"));
+    const c = d.client();
+    await c.call("version", "Version", {});
+    c.close();
+  } finally {
+    await d.cleanup();
+  }
+});
