@@ -10,6 +10,7 @@ import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import { EventLog, DEFAULT_STREAM, duplicateWindowProblem, checkNatsFiles, natsConnectOptions, redactNatsUrl, type NatsFiles } from "../eventstore/log.js";
 import type { StreamInfo } from "@nats-io/jetstream";
+import { validateStreamName } from "@nats-io/jetstream/internal";
 import { CLIENT_URL_FILE, MANAGED_INBOX_PREFIX, NatsServerProcess } from "../eventstore/nats-server.js";
 import { Metrics, METRICS_PATH } from "./metrics.js";
 import { checkSocketFree } from "./socket-in-use.js";
@@ -501,6 +502,13 @@ export class Daemon {
         throw new Error(`--nats (nats): ${(err as Error).message}`);
       }
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
+    }
+    if (config.stream !== undefined) {
+      try {
+        validateStreamName(config.stream);
+      } catch (err) {
+        throw new Error(`--stream (stream) ${JSON.stringify(config.stream)}: ${(err as Error).message}`);
+      }
     }
     const socketGid = config.socketGroup !== undefined ? await groupId(config.socketGroup) : undefined;
     // Another ckd serving on the socket: refused now, and again as it is bound (a start racing).

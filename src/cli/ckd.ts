@@ -91,6 +91,10 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
       throw new Error(`config ${path}: ${k} must be a whole number >= 0, got ${JSON.stringify(v)}`);
     }
   }
+  const gcEvery = raw.gc_expiry_interval_seconds;
+  if (gcEvery !== undefined && !(typeof gcEvery === "number" && Number.isFinite(gcEvery) && gcEvery >= 0)) {
+    throw new Error(`config ${path}: gc_expiry_interval_seconds must be a number of seconds >= 0, got ${JSON.stringify(gcEvery)}`);
+  }
   const stale = raw.stale_ingest_hours;
   if (stale !== undefined && !(typeof stale === "number" && Number.isFinite(stale) && stale > 0)) {
     throw new Error(`config ${path}: stale_ingest_hours must be a number of hours > 0, got ${JSON.stringify(stale)}`);

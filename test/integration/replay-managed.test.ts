@@ -364,6 +364,11 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
       ['replicas = "three"', /replicas must be a whole number from 1 to 5, got "three"/],
       ["replicas = 7", /replicas must be a whole number from 1 to 5/],
       ["stream = 5", /stream must be a string/],
+      // JetStream's rules for a name, checked before a server is started or the root made.
+      ['stream = "ck.events"', /^ckd: --stream \(stream\) "ck\.events": stream name \('ck\.events'\) cannot contain '\.'\n$/],
+      ['stream = ""', /^ckd: --stream \(stream\) "": stream name required\n$/],
+      // A number, as every other number of the file: a string is refused, not read as one.
+      ['gc_expiry_interval_seconds = "60"', /gc_expiry_interval_seconds must be a number of seconds >= 0, got "60"/],
       ['log_level = "loud"', /config .*bad\.toml: log_level "loud" must be one of trace, debug, info, warn, error, fatal, silent/],
       // Not TOML at all: which file, then the parser's words on where.
       ["root = ", /^ckd: config .*bad\.toml: Invalid TOML document/],
@@ -383,6 +388,7 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
     for (const [args, said] of [
       [["--log-level", "loud"], /^ckd: --log-level "loud" must be one of trace, debug, info, warn, error, fatal, silent\n$/],
       [["--gc-expiry-interval", "abc"], /^ckd: --gc-expiry-interval \(gc_expiry_interval_seconds\) "abc" must be a number of seconds >= 0\n$/],
+      [["--stream", "ck events"], /^ckd: --stream \(stream\) "ck events": stream name \('ck events'\) cannot contain ' '\n$/],
     ] as const) {
       const l = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), ...args]);
       assert.equal(l.code, 1, args.join(" "));
