@@ -7,7 +7,7 @@ import { existsSync, lstatSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { TestDaemon, runNode, CKD, CK_REPLAY } from "../helpers/daemon.js";
+import { TestDaemon, runCommand, runNode, CKD, CK_REPLAY } from "../helpers/daemon.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { readState } from "../../src/eventstore/nats-server.js";
 
@@ -191,5 +191,13 @@ test("backup and restore as docs/operations.md says: <root>/nats of a stopped ck
     await restored?.cleanup();
     await d.cleanup();
     await rm(other, { recursive: true, force: true });
+  }
+});
+
+test("ckd and ck-replay run as programs of their own, as a systemd unit's ExecStart (README: Under systemd) starts them", async () => {
+  for (const [program, said] of [[CKD, /^0\.1\.0\n$/], [CK_REPLAY, /^Usage: ck-replay/]] as const) {
+    const r = await runCommand(program, [program === CKD ? "--version" : "--help"]);
+    assert.equal(r.code, 0, `${program}: ${r.stderr}`);
+    assert.match(r.stdout, said);
   }
 });
