@@ -503,6 +503,9 @@ export class Daemon {
       }
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
+    if (!config.natsUrl && (config.replicas ?? 1) > 1) {
+      throw new Error(`--replicas (replicas) ${config.replicas}: ckd's own nats-server is one server, which keeps one replica; more need a JetStream cluster given with --nats`);
+    }
     if (config.stream !== undefined) {
       try {
         validateStreamName(config.stream);

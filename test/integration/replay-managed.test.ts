@@ -388,6 +388,8 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
     for (const [args, said] of [
       [["--log-level", "loud"], /^ckd: --log-level "loud" must be one of trace, debug, info, warn, error, fatal, silent\n$/],
       [["--gc-expiry-interval", "abc"], /^ckd: --gc-expiry-interval \(gc_expiry_interval_seconds\) "abc" must be a number of seconds >= 0\n$/],
+      // Replicas need a cluster: ckd's own server is one (nats-server said so only once started).
+      [["--replicas", "3"], /^ckd: --replicas \(replicas\) 3: ckd's own nats-server is one server, which keeps one replica; more need a JetStream cluster given with --nats\n$/],
       [["--stream", "ck events"], /^ckd: --stream \(stream\) "ck events": stream name \('ck events'\) cannot contain ' '\n$/],
     ] as const) {
       const l = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), ...args]);
