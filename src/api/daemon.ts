@@ -503,6 +503,8 @@ export class Daemon {
       }
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
+    const rootStat = await stat(config.root).catch(() => undefined);
+    if (rootStat && !rootStat.isDirectory()) throw new Error(`--root (root) ${config.root}: not a directory`);
     if (!config.natsUrl && (config.replicas ?? 1) > 1) {
       throw new Error(`--replicas (replicas) ${config.replicas}: ckd's own nats-server is one server, which keeps one replica; more need a JetStream cluster given with --nats`);
     }

@@ -380,6 +380,12 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
       assert.match(o.stderr, said, line);
       assert.ok(!existsSync(join(root, "r")), `the root was created despite ${line}`);
     }
+    // A root that is a file: by the flag, not mkdir's EEXIST.
+    const notDir = join(root, "root-file");
+    await writeFile(notDir, "");
+    const nd = await runNode(CKD, ["--root", notDir, "--address", join(root, "s.sock")]);
+    assert.equal(nd.code, 1);
+    assert.equal(nd.stderr, `ckd: --root (root) ${notDir}: not a directory\n`);
     const f = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), "--replicas", "three"]);
     assert.equal(f.code, 1);
     assert.match(f.stderr, /--replicas must be a whole number from 1 to 5, got "three"/);
