@@ -5,11 +5,13 @@ import assert from "node:assert/strict";
 import { cp, mkdtemp, rm, writeFile, rename } from "node:fs/promises";
 import { existsSync, lstatSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { spawn, type ChildProcess } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestDaemon, runCommand, runNode, CKD, CK_REPLAY } from "../helpers/daemon.js";
 import { rootPaths } from "../../src/api/daemon.js";
 import { readState } from "../../src/eventstore/nats-server.js";
+import { startTestNats } from "../helpers/nats.js";
 
 /** Running and not a zombie. */
 function alive(pid: number): boolean {
@@ -199,5 +201,39 @@ test("ckd and ck-replay run as programs of their own, as a systemd unit's ExecSt
     const r = await runCommand(program, [program === CKD ? "--version" : "--help"]);
     assert.equal(r.code, 0, `${program}: ${r.stderr}`);
     assert.match(r.stdout, said);
+  }
+});
+
+test("ck-replay compact (waiting out a one-replica server's sync): SIGUSR1 leaves Node's inspector shut, SIGHUP stops it as SIGTERM does, status 129", async () => {
+  const nats = await startTestNats();
+  const d = await TestDaemon.start({ natsUrl: nats.url });
+  let p: ChildProcess | undefined;
+  try {
+    const c = d.client("ops");
+    await c.call("namespaces", "Create", { namespace: { name: "ops" } });
+    c.close();
+    // A new base on a one-replica server: the tool waits --sync-wait (130 s) before it cuts.
+    p = spawn(process.execPath, [CK_REPLAY, "compact", "--nats", nats.url], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    p.stdout!.on("data", (b) => (out += b));
+    p.stderr!.on("data", (b) => (out += b));
+    const child = p;
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+    const deadline = Date.now() + 30_000;
+    while (!/waiting 130 s until nats-server has synced the base/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.match(out, /waiting 130 s/);
+    p.kill("SIGUSR1");
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.doesNotMatch(out, /Debugger listening/);
+    assert.equal(p.exitCode, null, "ck-replay ended on SIGUSR1");
+    p.kill("SIGHUP");
+    const t = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    const end = await exited;
+    clearTimeout(t);
+    assert.deepEqual(end, { code: 129, signal: null }, out);
+  } finally {
+    if (p && p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+    await d.cleanup();
+    await nats.cleanup();
   }
 });
