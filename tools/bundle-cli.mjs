@@ -39,3 +39,7 @@ await chmod("dist/ck.cjs", 0o755);
 // The ES module bundle of earlier builds.
 await rm("dist/ck.mjs", { force: true });
 await rm("dist/ck.mjs.map", { force: true });
+// package.json's other programs, executable as they are: a unit's ExecStart (or a link npm
+// made before a rebuild, whose tsc output is written anew) runs them without `node` before.
+await chmod("dist/src/cli/ckd.js", 0o755);
+await chmod("dist/tools/replay/main.js", 0o755);

@@ -10,9 +10,11 @@ import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import { EventLog, DEFAULT_STREAM, duplicateWindowProblem, checkNatsFiles, natsConnectOptions, redactNatsUrl, type NatsFiles } from "../eventstore/log.js";
 import type { StreamInfo } from "@nats-io/jetstream";
+import { validateStreamName } from "@nats-io/jetstream/internal";
 import { CLIENT_URL_FILE, MANAGED_INBOX_PREFIX, NatsServerProcess } from "../eventstore/nats-server.js";
 import { Metrics, METRICS_PATH } from "./metrics.js";
 import { checkSocketAddress, makeDirs, makeDirsFor, makeSocketDir } from "./daemon-dirs.js";
+import { checkSocketFree } from "./socket-in-use.js";
 import { parseGroup } from "../cli/image-user.js";
 import { isCorruption, isLockedByOther, messageIdentity, ProjectionDb, PROJECTION_FORMAT, type AppliedMessage } from "../projections/db.js";
 import { CkError } from "../errdefs/errdefs.js";
@@ -443,6 +445,8 @@ export class Daemon {
   /** Told when the stop begins (health watchers say NOT_SERVING). */
   private readonly onStopping: Array<() => void> = [];
   private stopBegun = false;
+  /** The API socket as bound (device and inode): stop removes it only while it is still this one. */
+  private boundSocket: { dev: number; ino: number } | undefined;
   private gc: GcScheduler | undefined;
   private tasks: Tasks | undefined;
   private compaction: CompactScheduler | undefined;
@@ -478,8 +482,22 @@ export class Daemon {
       }
       if (config.natsFiles) await checkNatsFiles(config.natsFiles, config.natsUrl);
     }
+    const rootStat = await stat(config.root).catch(() => undefined);
+    if (rootStat && !rootStat.isDirectory()) throw new Error(`--root (root) ${config.root}: not a directory`);
+    if (!config.natsUrl && (config.replicas ?? 1) > 1) {
+      throw new Error(`--replicas (replicas) ${config.replicas}: ckd's own nats-server is one server, which keeps one replica; more need a JetStream cluster given with --nats`);
+    }
+    if (config.stream !== undefined) {
+      try {
+        validateStreamName(config.stream);
+      } catch (err) {
+        throw new Error(`--stream (stream) ${JSON.stringify(config.stream)}: ${(err as Error).message}`);
+      }
+    }
     const socketGid = config.socketGroup !== undefined ? await groupId(config.socketGroup) : undefined;
     await checkSocketAddress(config.address);
+    // Another ckd serving on the socket: refused now, and again as it is bound (a start racing).
+    await checkSocketFree(config.address);
     // Bound now, before the root is touched: a taken port fails the start, writing nothing.
     // An empty address is off, as containerd's default.
     const metrics = config.metricsAddress ? await Metrics.listen(config.metricsAddress) : undefined;
@@ -529,6 +547,7 @@ export class Daemon {
         logFile: paths.natsLog,
         supervise: true,
         onExit: (code, signal) => logger.warn({ code, signal }, "managed nats-server exited; restarting"),
+        onOrphansStopped: (pids) => logger.warn({ pids }, "stopped the nats-server an earlier ckd left running on this root (it ended without stopping it: kill -9?); starting a fresh one on the same store"),
         onRestart: () => logger.info("managed nats-server restarted"),
         auth: true,
         maxPayload: MANAGED_MAX_PAYLOAD,
@@ -797,7 +816,9 @@ export class Daemon {
 
     const sock = this.config.address;
     await makeSocketDir(sock);
-    // A socket an earlier ckd left (checkSocketAddress refused anything else there).
+    // Another ckd serving on it (a start racing this one) is refused; a socket an earlier ckd
+    // left is replaced (checkSocketAddress refused anything else there).
+    await checkSocketFree(sock);
     if ((await lstat(sock).catch(() => undefined))?.isSocket()) await rm(sock, { force: true });
     // Bound in a directory only root can enter, given its mode and group there, then moved
     // into place: the socket (root's power, tasks run as root) is never reachable with the
@@ -813,6 +834,8 @@ export class Daemon {
       await chmod(bound, 0o660);
       if (socketGid !== undefined) await chown(bound, -1, socketGid);
       if (bound !== sock) await rename(bound, sock);
+      const st = await stat(sock);
+      this.boundSocket = { dev: st.dev, ino: st.ino };
       this.config.onSocket?.(sock);
     } finally {
       if (staging) await rm(staging, { recursive: true, force: true }).catch(() => undefined);
@@ -908,7 +931,9 @@ export class Daemon {
       // Its state file written on a full disk may fail: the socket still goes.
       await this.nats?.stop();
     } finally {
-      await rm(this.config.address, { force: true }).catch(() => undefined);
+      // Only the socket this ckd bound: one put there since (by a ckd started after it) stays.
+      const st = this.boundSocket && (await lstat(this.config.address).catch(() => undefined));
+      if (st && st.dev === this.boundSocket!.dev && st.ino === this.boundSocket!.ino) await rm(this.config.address, { force: true }).catch(() => undefined);
     }
     this.logger.info("stopped");
   }

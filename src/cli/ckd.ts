@@ -12,6 +12,7 @@ import { Daemon, checkDisabledPlugins, type DaemonConfig } from "../api/daemon.j
 import { defaultAddress, defaultRoot } from "./defaults.js";
 import { natsConnectOptions, natsFilesOf } from "../eventstore/log.js";
 import { SystemdNotifier } from "./sd-notify.js";
+import { keepInspectorShut } from "./inspector-signal.js";
 import { stat } from "node:fs/promises";
 
 interface Flags {
@@ -89,6 +90,10 @@ async function loadConfigFile(path: string): Promise<FileConfig> {
     if (v !== undefined && !(typeof v === "number" && Number.isSafeInteger(v) && v >= 0)) {
       throw new Error(`config ${path}: ${k} must be a whole number >= 0, got ${JSON.stringify(v)}`);
     }
+  }
+  const gcEvery = raw.gc_expiry_interval_seconds;
+  if (gcEvery !== undefined && !(typeof gcEvery === "number" && Number.isFinite(gcEvery) && gcEvery >= 0)) {
+    throw new Error(`config ${path}: gc_expiry_interval_seconds must be a number of seconds >= 0, got ${JSON.stringify(gcEvery)}`);
   }
   const stale = raw.stale_ingest_hours;
   if (stale !== undefined && !(typeof stale === "number" && Number.isFinite(stale) && stale > 0)) {
@@ -174,6 +179,9 @@ async function exposedSecrets(config: DaemonConfig, configPath: string | undefin
 }
 
 async function main(): Promise<void> {
+  // Before anything else: from its start, a SIGUSR1 would open Node's inspector (see there).
+  let onUsr1 = (): unknown => process.stderr.write("ckd: SIGUSR1 ignored (no stack dump; Node's inspector stays shut)\n");
+  keepInspectorShut(() => onUsr1());
   const program = new Command("ckd")
     .description("ck daemon: the containerd v1 API over an event-sourced store")
     .option("--root <dir>", "state directory (projections, managed nats-server store)")
@@ -270,8 +278,10 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.on("SIGTERM", () => shutdown("SIGTERM"));
-  process.on("SIGINT", () => shutdown("SIGINT"));
+  // SIGHUP too: a terminal that closes under a ckd started from it would otherwise end it
+  // outright (Node's default, as Go's for containerd), leaving its nats-server and socket.
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(sig, () => shutdown(sig));
+  onUsr1 = () => logger.info({ signal: "SIGUSR1", memory: process.memoryUsage(), activeResources: process.getActiveResourcesInfo().length }, "signal ignored: ckd has no stack dump (containerd's SIGUSR1); Node's inspector stays shut");
   notifier?.starting("starting: opening the log and catching up with it");
   daemon = await Daemon.start(config, logger);
   notifier?.ready(`serving the containerd v1 API on ${config.address}`);

@@ -78,6 +78,8 @@ export interface NatsServerOptions {
   supervise?: boolean;
   /** Called on every exit that stop() or restart() did not ask for. */
   onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
+  /** Told the pids of servers a dead owner left running on the store, stopped before this one starts. */
+  onOrphansStopped?: (pids: number[]) => void;
   /** Called when supervision has brought the server back. */
   onRestart?: () => void;
   /** Called when a supervised restart attempt fails; supervision keeps trying. */
@@ -186,9 +188,10 @@ export class NatsServerProcess {
     const binary = resolveNatsServerBinary(opts.binary);
     const host = opts.host ?? DEFAULT_HOST;
     const serverName = opts.serverName ?? defaultServerName(storeDir);
-    const { state } = existsSync(join(storeDir, STATE_FILE)) || existsSync(join(storeDir, PID_FILE))
+    const { state, killed } = existsSync(join(storeDir, STATE_FILE)) || existsSync(join(storeDir, PID_FILE))
       ? await reclaimOrphan(storeDir)
-      : { state: undefined };
+      : { state: undefined, killed: [] };
+    if (killed.length > 0) opts.onOrphansStopped?.(killed);
     const password = opts.auth
       ? { ck: await loadOrCreatePassword(storeDir, CLIENT_URL_FILE, AUTH_USER), reader: await loadOrCreatePassword(storeDir, READER_URL_FILE, READER_USER) }
       : undefined;
@@ -520,7 +523,10 @@ export async function reclaimOrphan(storeDir: string, opts: { termTimeoutMs?: nu
 
   if (state?.ownerPid && state.pid && isSameProcess(state.ownerPid, state.ownerStartTime)) {
     if (state.ownerPid !== process.pid) {
-      throw failedPrecondition(`nats-server store ${dir} is managed by live process ${state.ownerPid}`);
+      // Its program's name only: a command line may hold a password.
+      const argv = readCmdline(state.ownerPid) ?? [];
+      const program = basename(argv.find((a, i) => i > 0 && !a.startsWith("-")) ?? argv[0] ?? "?");
+      throw failedPrecondition(`nats-server store ${dir} is managed by live process ${state.ownerPid} (${program}): another ckd, or a ck-replay, runs on this root; stop it first (one at a time per root)`);
     }
     if (live.length > 0) {
       throw failedPrecondition(`nats-server store ${dir} is already served by pid ${live.join(", ")} started by this process`);

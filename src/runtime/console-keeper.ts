@@ -22,6 +22,7 @@ import net from "node:net";
 import path from "node:path";
 import { CONSOLE_ERR, CONSOLE_RUNC_PID, KEEPER_EXIT, consoleStdin, releaseConsoleHolder, runOnPty, type ConsoleKeeperConfig, type ConsoleStdin } from "./console.js";
 import { keptProcessLine } from "./proc.js";
+import { keepInspectorShut } from "../cli/inspector-signal.js";
 
 const OUT_FD = 3;
 const STDIN_FD = 4;
@@ -31,6 +32,7 @@ async function main(): Promise<void> {
   const cfg = JSON.parse(process.argv[2] ?? "") as ConsoleKeeperConfig;
   // As the plain keepers: TERM, HUP and INT sent to the keeper do not end it under runc.
   for (const sig of ["SIGTERM", "SIGHUP", "SIGINT"] as const) process.on(sig, () => undefined);
+  keepInspectorShut();
   const mod = (await import("node-pty")) as typeof import("node-pty") & { default?: typeof import("node-pty") };
   const pty = mod.default ?? mod;
   const stdin: ConsoleStdin | undefined = cfg.stdin ? consoleStdin(STDIN_FD, cfg.holder ? HOLDER_FD : undefined) : undefined;

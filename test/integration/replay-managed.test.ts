@@ -364,6 +364,11 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
       ['replicas = "three"', /replicas must be a whole number from 1 to 5, got "three"/],
       ["replicas = 7", /replicas must be a whole number from 1 to 5/],
       ["stream = 5", /stream must be a string/],
+      // JetStream's rules for a name, checked before a server is started or the root made.
+      ['stream = "ck.events"', /^ckd: --stream \(stream\) "ck\.events": stream name \('ck\.events'\) cannot contain '\.'\n$/],
+      ['stream = ""', /^ckd: --stream \(stream\) "": stream name required\n$/],
+      // A number, as every other number of the file: a string is refused, not read as one.
+      ['gc_expiry_interval_seconds = "60"', /gc_expiry_interval_seconds must be a number of seconds >= 0, got "60"/],
       ['log_level = "loud"', /config .*bad\.toml: log_level "loud" must be one of trace, debug, info, warn, error, fatal, silent/],
       // Not TOML at all: which file, then the parser's words on where.
       ["root = ", /^ckd: config .*bad\.toml: Invalid TOML document/],
@@ -375,6 +380,12 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
       assert.match(o.stderr, said, line);
       assert.ok(!existsSync(join(root, "r")), `the root was created despite ${line}`);
     }
+    // A root that is a file: by the flag, not mkdir's EEXIST.
+    const notDir = join(root, "root-file");
+    await writeFile(notDir, "");
+    const nd = await runNode(CKD, ["--root", notDir, "--address", join(root, "s.sock")]);
+    assert.equal(nd.code, 1);
+    assert.equal(nd.stderr, `ckd: --root (root) ${notDir}: not a directory\n`);
     const f = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), "--replicas", "three"]);
     assert.equal(f.code, 1);
     assert.match(f.stderr, /--replicas must be a whole number from 1 to 5, got "three"/);
@@ -383,6 +394,9 @@ test("ckd refuses a config file with an unknown key or a bad value, naming it, b
     for (const [args, said] of [
       [["--log-level", "loud"], /^ckd: --log-level "loud" must be one of trace, debug, info, warn, error, fatal, silent\n$/],
       [["--gc-expiry-interval", "abc"], /^ckd: --gc-expiry-interval \(gc_expiry_interval_seconds\) "abc" must be a number of seconds >= 0\n$/],
+      // Replicas need a cluster: ckd's own server is one (nats-server said so only once started).
+      [["--replicas", "3"], /^ckd: --replicas \(replicas\) 3: ckd's own nats-server is one server, which keeps one replica; more need a JetStream cluster given with --nats\n$/],
+      [["--stream", "ck events"], /^ckd: --stream \(stream\) "ck events": stream name \('ck events'\) cannot contain ' '\n$/],
     ] as const) {
       const l = await runNode(CKD, ["--root", join(root, "r"), "--address", join(root, "s.sock"), ...args]);
       assert.equal(l.code, 1, args.join(" "));

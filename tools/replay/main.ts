@@ -32,6 +32,7 @@ import { logEvents } from "./events.js";
 import { loadProtos } from "../../src/protos/protos.js";
 import { baseNow, releaseHeldLocks, isStopping, withTempDir, compact, planCompaction, compareProjections, describeBase, openLogFor, parseCount, parseUntil, rebuild, type LogFlags } from "./replay.js";
 import { describeGaps, describeSeqs, type LogGap } from "../../src/projections/log-gaps.js";
+import { keepInspectorShut } from "../../src/cli/inspector-signal.js";
 
 const ALLOW_GAPS = "fold across messages deleted from inside the log (refused otherwise: the state then lacks what they did), with a warning listing them";
 
@@ -305,11 +306,13 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
 });
 
 // Stopped (ckd stopping its scheduled compaction, ^C): the bases' lock is released on the way out.
-for (const sig of ["SIGTERM", "SIGINT"] as const) {
+// SIGHUP (its terminal closed) the same way; SIGUSR1 is kept from opening Node's inspector.
+for (const [sig, status] of [["SIGTERM", 143], ["SIGINT", 130], ["SIGHUP", 129]] as const) {
   process.once(sig, () => {
-    void releaseHeldLocks().finally(() => process.exit(sig === "SIGTERM" ? 143 : 130));
+    void releaseHeldLocks().finally(() => process.exit(status));
   });
 }
+keepInspectorShut();
 
 main().catch((err) => {
   if (isStopping()) return; // the signal handler exits; an error from what it cut short says nothing
