@@ -7,6 +7,7 @@ import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer } from "node:net";
 import { TestDaemon, runNode, CK_REPLAY, CKD } from "../helpers/daemon.js";
 import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../../src/projections/db.js";
@@ -123,24 +124,34 @@ test("SIGTERM while ckd starts (its own nats-server not answering yet): ckd exit
   }
 });
 
-test("a start that fails part way (its socket cannot be made) undoes what it started: its own nats-server is stopped, the projection closed for the next start", { timeout: 60_000 }, async () => {
+test("a start that fails part way (its socket taken as it binds) undoes what it started: its own nats-server is stopped, the projection closed for the next start", { timeout: 60_000 }, async () => {
   const root = await mkdtemp(join(tmpdir(), "ck-managed-"));
   const { Daemon } = await import("../../src/api/daemon.js");
   const { pino } = await import("pino");
   const logger = pino({ level: "silent" });
-  // The socket's directory would be a regular file: serve fails after everything else started.
-  await writeFile(join(root, "file"), "");
+  const address = join(root, "ck.sock");
+  // The address is free when the start checks it; once the projection is open (the nats-server
+  // started, the log opened), another process listens there: serve, the last step, refuses it.
+  const taker = createServer();
   try {
-    await assert.rejects(Daemon.start({ root: join(root, "r"), address: join(root, "file", "ck.sock") }, logger), /EEXIST|ENOTDIR/);
+    const starting = Daemon.start({ root: join(root, "r"), address }, logger);
+    const failed = assert.rejects(starting, /--address \(address\) .*: another process serves on this socket/);
+    const meta = rootPaths(join(root, "r")).meta;
+    const deadline = Date.now() + 30_000;
+    while (!existsSync(meta) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    await new Promise<void>((r) => taker.listen(address, r));
+    await failed;
+    await new Promise((r) => taker.close(r));
     // (Its state file forgets the pid when it is stopped: look for a process on its store.)
     const store = rootPaths(join(root, "r")).natsStore;
     assert.ok(existsSync(store), "no nats-server was started");
     const onStore = readdirSync("/proc").filter((pid) => /^\d+$/.test(pid) && alive(Number(pid)) && procCmdline(pid).includes(store));
     assert.deepEqual(onStore, [], "the nats-server of the failed start runs on (in this process, no exit stops it)");
     // Nothing held: a start on the same root goes through.
-    const d = await Daemon.start({ root: join(root, "r"), address: join(root, "ck.sock") }, logger);
+    const d = await Daemon.start({ root: join(root, "r"), address }, logger);
     await d.stop();
   } finally {
+    taker.close();
     await rm(root, { recursive: true, force: true });
   }
 });
