@@ -1,7 +1,7 @@
 // Whether the API socket's path may be taken: ckd replaces a socket left behind by a ckd that
 // ended (a kill -9 leaves its path), never one that another process still serves on (a second
-// ckd started by mistake on another root would otherwise take the first one's clients), nor
-// anything that is not a socket.
+// ckd started by mistake on another root would otherwise take the first one's clients).
+// Anything that is not a socket is refused by checkSocketAddress (daemon-dirs.ts).
 import { lstat } from "node:fs/promises";
 import { connect } from "node:net";
 import { failedPrecondition } from "../errdefs/errdefs.js";
@@ -9,7 +9,7 @@ import { failedPrecondition } from "../errdefs/errdefs.js";
 /** A connect to a socket nobody listens on fails at once; this is for one that hangs. */
 const CONNECT_TIMEOUT_MS = 2_000;
 
-/** Resolves when nothing is at `path`, or a socket no process serves on; else refuses, naming it. */
+/** Resolves unless a process serves on the socket at `path`: then refuses, naming it. */
 export async function checkSocketFree(path: string): Promise<void> {
   let st;
   try {
@@ -20,10 +20,8 @@ export async function checkSocketFree(path: string): Promise<void> {
     if (code === "ENOENT" || code === "ENOTDIR") return;
     throw err;
   }
-  if (!st.isSocket()) {
-    const kind = st.isDirectory() ? "a directory" : st.isSymbolicLink() ? "a symbolic link" : "a file";
-    throw failedPrecondition(`--address (address) ${path}: ${kind} is there, not a socket (ckd replaces only a socket a stopped ckd left)`);
-  }
+  // Anything else there is checkSocketAddress's to refuse (and the bind's, should it come since).
+  if (!st.isSocket()) return;
   const state = await probe(path);
   if (state !== "free") {
     throw failedPrecondition(`--address (address) ${path}: another process serves on this socket (${state}; another ckd?): stop it first, or give another --address`);
