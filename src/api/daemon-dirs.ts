@@ -71,7 +71,7 @@ export async function checkSocketAddress(address: string): Promise<void> {
   const there = await statOf(address, lstat).catch((err: unknown) => {
     throw new Error(named(`cannot look at it: ${why(err)}`));
   });
-  if (there && !there.isSocket()) throw new Error(named(`${there.isDirectory() ? "a directory" : "a file"} is there, not a socket (ckd replaces only a socket)`));
+  if (there && !there.isSocket()) throw new Error(named(`${there.isDirectory() ? "a directory" : there.isSymbolicLink() ? "a symbolic link" : "a file"} is there, not a socket (ckd replaces only a socket)`));
   const dir = await nearestDir(dirname(address), named);
   try {
     await rmdir(await mkdtemp(join(dir, ".ck-sock-")));

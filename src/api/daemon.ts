@@ -4,7 +4,7 @@
 // what it is, and introspection reports what loaded.
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
-import { chmod, chown, lstat, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
@@ -123,6 +123,10 @@ export interface DaemonConfig {
    */
   natsWatchdogMs?: number;
 }
+
+/** Subject ends of the events after which a GC run may find something to collect (delete), or may soon (update). */
+const REFERENCE_DELETES = [".images.delete", ".containers.delete", ".content.delete", ".leases.delete", ".snapshot.remove", ".namespaces.delete"];
+const REFERENCE_UPDATES = [".images.update", ".containers.update", ".content.update"];
 
 /** containerd's name for the opt plugin: disabled_plugins may name it (as opt_path = ""). */
 export const OPT_PLUGIN = "io.containerd.internal.v1.opt";
@@ -579,7 +583,15 @@ export class Daemon {
     if (shortWindow) throw new Error(shortWindow);
     // (For an external server, the root is made only now that the log answered.)
     await makeDirsFor("--root (root)", config.root, config.root, 0o711);
-    if (newUuid) await writeFile(paths.uuid, uuid + "\n");
+    if (newUuid) {
+      // Blob records name their host by this uuid: a root that holds blobs but no uuid was
+      // restored or copied without it, and this ckd will not find what it committed before.
+      const blobs = await readdir(join(paths.content, "blobs", "sha256")).catch(() => []);
+      if (blobs.length > 0) {
+        logger.warn({ uuid, blobs: blobs.length, file: paths.uuid }, "the root holds blobs but had no uuid file: a new one names this ckd, and content recorded under the old one is not found here; if the root was restored, stop ckd and restore its uuid file");
+      }
+      await writeFile(paths.uuid, uuid + "\n");
+    }
     const replicas = streamInfo.config.num_replicas ?? 1;
     const durability = durabilityOf(log.serverVersion, replicas);
     // Where NATS clients find the managed server's password (the URL to connect with).
@@ -755,6 +767,14 @@ export class Daemon {
     );
     gc.start();
     this.gc = gc;
+    // Deletes and updates another ckd on the log makes drop references too, and only this
+    // host's GC collects the copies its store holds (content is host-scoped): as its own.
+    this.projector.onApplied((msgs) => {
+      for (const m of msgs) {
+        if (REFERENCE_DELETES.some((t) => m.subject.endsWith(t))) gc.trigger();
+        else if (REFERENCE_UPDATES.some((t) => m.subject.endsWith(t))) gc.mutated();
+      }
+    });
     this.sweepIngests(gc);
     if (this.config.compactIntervalMs) {
       this.compaction = new CompactScheduler(

@@ -74,7 +74,12 @@ export async function planExport(api: ApiClient, names: readonly string[], opts:
     blobs.set(d.digest, d);
   };
   // images.Walk with ChildrenHandler: the object, then everything under it, every platform.
+  // Each object once: nested indexes may name the same child many times (a walk without this
+  // took time exponential in their depth).
+  const walked = new Set<string>();
   const walk = async (d: Descriptor, what: string): Promise<void> => {
+    if (walked.has(d.digest)) return;
+    walked.add(d.digest);
     record(d);
     if (!isIndex(d.mediaType) && !isManifest(d.mediaType)) return;
     const parsed = parseManifest(d, await read(d, what));

@@ -3,7 +3,7 @@
 // removal of the same bytes by a delete in another, and bytes go with the last reference.
 import type { Sequencer } from "../commands/sequencer.js";
 import type { Queries } from "../projections/queries.js";
-import type { BlobRecord } from "../projections/views.js";
+import { keys, type BlobRecord } from "../projections/views.js";
 import type { ContentStore } from "./types.js";
 import { contentHandlers } from "../commands/content.js";
 import { aborted } from "../errdefs/errdefs.js";
@@ -69,14 +69,15 @@ export class NamespacedBlobs {
   }
 
   /**
-   * Deletes the bytes of a blob that no namespace refers to any more (after a delete or a
-   * garbage collection); returns the bytes freed, undefined when kept or already gone.
-   * `writtenBefore`: only if the bytes were last written before then.
+   * Deletes the bytes of a blob that no namespace refers to any more on this host (after a
+   * delete or a garbage collection here); returns the bytes freed, undefined when kept or
+   * already gone. `writtenBefore`: only if the bytes were last written before then.
+   * `anyHost`: kept while a record of any host names them (the orphan sweep's rule).
    */
-  removeIfUnreferenced(digest: string, writtenBefore?: Date): Promise<number | undefined> {
+  removeIfUnreferenced(digest: string, writtenBefore?: Date, anyHost = false): Promise<number | undefined> {
     return this.locks.run(digest, async () => {
       for (const n of await this.queries.listNamespaces()) {
-        if (await this.queries.findBlob(n.name, digest)) return undefined;
+        if (await (anyHost ? this.queries.findBlobAnyHost(n.name, digest) : this.queries.findBlob(n.name, digest))) return undefined;
       }
       const info = await this.store.stat(digest);
       if (!info) return undefined;
@@ -91,12 +92,14 @@ export class NamespacedBlobs {
   /**
    * Removes blob files no namespace has ever been told about: bytes moved into place whose
    * commit event never followed (ckd killed between the two, or the log unreachable then).
-   * Files written within `graceMs` are left alone: their commit may still be on its way.
+   * Files written within `graceMs` are left alone: their commit may still be on its way. A
+   * file any record names is kept, whichever hosts the record lists: a root restored without
+   * its uuid (a new host id) finds its blobs recorded under the old one, and keeps them.
    */
   async sweepOrphans(graceMs: number, now = new Date()): Promise<{ removed: number; bytes: number }> {
     const referenced = new Set<string>();
     for (const n of await this.queries.listNamespaces()) {
-      for (const b of await this.queries.listBlobs(n.name)) referenced.add(b.digest);
+      for (const [, b] of this.queries.scanRecords<BlobRecord>(keys.blobsPrefix(n.name))) referenced.add(b.digest);
     }
     const writtenBefore = new Date(now.getTime() - graceMs);
     const candidates: string[] = [];
@@ -108,7 +111,7 @@ export class NamespacedBlobs {
     let removed = 0;
     let bytes = 0;
     for (const digest of candidates) {
-      const freed = await this.removeIfUnreferenced(digest, writtenBefore);
+      const freed = await this.removeIfUnreferenced(digest, writtenBefore, true);
       if (freed === undefined) continue;
       removed++;
       bytes += freed;

@@ -121,7 +121,7 @@ export const unknown = make("Unknown");
  * as containerd's stores wrap a validation's error (`create container failed validation: …`).
  */
 export function withContext(context: string, err: unknown): unknown {
-  return err instanceof CkError ? new CkError(err.errorClass, `${context}: ${err.message}`, { cause: err }) : err;
+  return err instanceof CkError ? new CkError(err.errorClass, `${context}: ${err.message}`, { cause: err, facts: { ...err.facts } }) : err;
 }
 
 export function isClass(err: unknown, c: ErrorClass): boolean {

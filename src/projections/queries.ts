@@ -119,6 +119,11 @@ export class Queries {
     return rec && blobHeldBy(rec, this.host) ? rec : undefined;
   }
 
+  /** The blob's record whichever hosts hold it (the orphan sweep's question: does any record name the bytes?). */
+  async findBlobAnyHost(ns: string, digest: string): Promise<BlobRecord | undefined> {
+    return (await this.db.get(keys.blob(ns, digest))) as BlobRecord | undefined;
+  }
+
   /** Content in a namespace; filters on `digest`, `size` and `labels.<k>` as containerd's. */
   async listBlobs(ns: string, filters: string[] = []): Promise<BlobRecord[]> {
     const all = await this.list(keys.blobsPrefix(ns), filters, (f, r: BlobRecord) => f.match(blobFieldpath(r)));

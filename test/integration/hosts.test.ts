@@ -3,10 +3,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startTestNats } from "../helpers/nats.js";
-import { TestDaemon } from "../helpers/daemon.js";
+import { TestDaemon, runNode, CK } from "../helpers/daemon.js";
 import { rejectsClass } from "../helpers/errors.js";
 import { writeBlob } from "../../src/cli/content-commands.js";
 import type { ApiClient } from "../../src/cli/client.js";
@@ -93,6 +93,77 @@ test("two ckd on one log: a blob is found only on the host that holds it; anothe
     cb.close();
     await a.cleanup();
     await b.cleanup();
+    await nats.cleanup();
+  }
+});
+
+test("an image deleted through one ckd: each host's GC collects its own copy of what it referenced", async () => {
+  const nats = await startTestNats();
+  const a = await TestDaemon.start({ natsUrl: nats.url });
+  const b = await TestDaemon.start({ natsUrl: nats.url });
+  const ca = a.client(NS);
+  const cb = b.client(NS);
+  try {
+    const data = randomBytes(50_000);
+    const digest = sha(data);
+    // The image first: the blob is referenced from the moment it is written, on both hosts.
+    await ca.call("images", "Create", { image: { name: "gc/img:1", target: { media_type: "application/vnd.oci.image.manifest.v1+json", digest, size: data.length } } });
+    await synced(ca, cb, "marker/gc:1");
+    assert.equal(await writeBlob(ca, "gc-a", data, { expected: digest }), digest);
+    assert.equal(await writeBlob(cb, "gc-b", data, { expected: digest }), digest);
+    await synced(cb, ca, "marker/gc:2");
+    assert.deepEqual(await listed(ca), [digest]);
+    assert.deepEqual(await listed(cb), [digest]);
+    // Deleted through A, waiting for A's collection: A's copy goes at once.
+    await ca.call("images", "Delete", { name: "gc/img:1", sync: true });
+    assert.deepEqual(await listed(ca), []);
+    assert.ok(!existsSync(blobFile(a.root, digest)));
+    // B's GC runs on the delete it applied from the log, and takes B's copy.
+    const deadline = Date.now() + 20_000;
+    while ((await listed(cb)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(await listed(cb), []);
+    assert.ok(!existsSync(blobFile(b.root, digest)), "B's bytes go with its collection");
+  } finally {
+    ca.close();
+    cb.close();
+    await a.cleanup();
+    await b.cleanup();
+    await nats.cleanup();
+  }
+});
+
+test("a root restored without its uuid: ckd warns, finds none of its blobs, and keeps their bytes; with the uuid back they are its own again", async () => {
+  const nats = await startTestNats();
+  const d = await TestDaemon.start({ natsUrl: nats.url });
+  try {
+    const c = d.client(NS);
+    const data = randomBytes(30_000);
+    const digest = sha(data);
+    assert.equal(await writeBlob(c, "r", data, { expected: digest, labels: { "containerd.io/gc.root": "1" } }), digest);
+    c.close();
+    await d.stop();
+    const uuidFile = join(d.root, "uuid");
+    const uuid = readFileSync(uuidFile, "utf8");
+    rmSync(uuidFile);
+    // Old enough for the orphan sweep (its grace is 10 minutes).
+    const past = new Date(Date.now() - 11 * 60_000);
+    utimesSync(blobFile(d.root, digest), past, past);
+    await d.launch();
+    assert.match(d.logText(), /the root holds blobs but had no uuid file/);
+    const c2 = d.client(NS);
+    assert.deepEqual(await listed(c2), []);
+    const r = await runNode(CK, ["--address", d.address, "-n", NS, "gc"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(existsSync(blobFile(d.root, digest)), "the orphan sweep kept bytes a record names");
+    c2.close();
+    await d.stop();
+    writeFileSync(uuidFile, uuid);
+    await d.launch();
+    const c3 = d.client(NS);
+    assert.deepEqual(await listed(c3), [digest]);
+    c3.close();
+  } finally {
+    await d.cleanup();
     await nats.cleanup();
   }
 });
