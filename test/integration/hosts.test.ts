@@ -37,13 +37,26 @@ async function synced(from: ApiClient, to: ApiClient, name: string): Promise<voi
   }
 }
 
-test("two ckd on one log: a blob is found only on the host that holds it; another host writes its own copy, deletes it without touching the first's, and a namespace delete names blobs held elsewhere", async () => {
+/** Two ckd (two hosts: roots of their own) on one nats-server, with clients in NS; all stopped after `fn`. */
+async function withTwoHosts(fn: (h: { a: TestDaemon; b: TestDaemon; ca: ApiClient; cb: ApiClient }) => Promise<void>): Promise<void> {
   const nats = await startTestNats();
   const a = await TestDaemon.start({ natsUrl: nats.url });
   const b = await TestDaemon.start({ natsUrl: nats.url });
   const ca = a.client(NS);
   const cb = b.client(NS);
   try {
+    await fn({ a, b, ca, cb });
+  } finally {
+    ca.close();
+    cb.close();
+    await a.cleanup();
+    await b.cleanup();
+    await nats.cleanup();
+  }
+}
+
+test("two ckd on one log: a blob is found only on the host that holds it; another host writes its own copy, deletes it without touching the first's, and a namespace delete names blobs held elsewhere", () =>
+  withTwoHosts(async ({ a, b, ca, cb }) => {
     const data = randomBytes(200_000);
     const digest = sha(data);
     const labels = { "containerd.io/gc.root": "test" };
@@ -88,22 +101,10 @@ test("two ckd on one log: a blob is found only on the host that holds it; anothe
     } finally {
       cb2.close();
     }
-  } finally {
-    ca.close();
-    cb.close();
-    await a.cleanup();
-    await b.cleanup();
-    await nats.cleanup();
-  }
-});
+  }));
 
-test("an image deleted through one ckd: each host's GC collects its own copy of what it referenced", async () => {
-  const nats = await startTestNats();
-  const a = await TestDaemon.start({ natsUrl: nats.url });
-  const b = await TestDaemon.start({ natsUrl: nats.url });
-  const ca = a.client(NS);
-  const cb = b.client(NS);
-  try {
+test("an image deleted through one ckd: each host's GC collects its own copy of what it referenced", () =>
+  withTwoHosts(async ({ a, b, ca, cb }) => {
     const data = randomBytes(50_000);
     const digest = sha(data);
     // The image first: the blob is referenced from the moment it is written, on both hosts.
@@ -123,14 +124,7 @@ test("an image deleted through one ckd: each host's GC collects its own copy of 
     while ((await listed(cb)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(await listed(cb), []);
     assert.ok(!existsSync(blobFile(b.root, digest)), "B's bytes go with its collection");
-  } finally {
-    ca.close();
-    cb.close();
-    await a.cleanup();
-    await b.cleanup();
-    await nats.cleanup();
-  }
-});
+  }));
 
 test("a root restored without its uuid: ckd warns, finds none of its blobs, and keeps their bytes; with the uuid back they are its own again", async () => {
   const nats = await startTestNats();

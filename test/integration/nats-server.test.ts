@@ -4,7 +4,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -21,6 +20,7 @@ import {
   type NatsServerState,
 } from "../../src/eventstore/nats-server.js";
 import { startTestNats } from "../helpers/nats.js";
+import { alive } from "../helpers/procs.js";
 
 const MODULE = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "src", "eventstore", "nats-server.js");
 const STREAM = "TEST";
@@ -62,16 +62,6 @@ async function readAll(url: string): Promise<string[]> {
 
 const names = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
 
-/** Alive and not a zombie (PID 1 here may not reap orphans promptly). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
-}
 
 async function until(what: string, cond: () => boolean, ms = 15_000): Promise<void> {
   const deadline = Date.now() + ms;

@@ -12,16 +12,8 @@ import { TestDaemon, runCommand, runNode, CKD, CK_REPLAY } from "../helpers/daem
 import { rootPaths } from "../../src/api/daemon.js";
 import { readState } from "../../src/eventstore/nats-server.js";
 import { startTestNats } from "../helpers/nats.js";
+import { alive } from "../helpers/procs.js";
 
-/** Running and not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 async function gone(pid: number, ms = 15_000): Promise<boolean> {
   const deadline = Date.now() + ms;

@@ -13,18 +13,10 @@ import { readRootRecord, rootPaths } from "../../src/api/daemon.js";
 import { ProjectionDb, PROJECTION_FORMAT } from "../../src/projections/db.js";
 import { keys } from "../../src/projections/views.js";
 import { readState } from "../../src/eventstore/nats-server.js";
+import { alive } from "../helpers/procs.js";
 
 const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "1".repeat(64), size: 10 };
 
-/** Running and not a zombie (pid 1 here may take seconds to reap a killed orphan). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 function procCmdline(pid: string): string {
   try {
