@@ -814,7 +814,7 @@ export class Daemon {
       contentService({ sequencer: this.sequencer, queries, store: this.content, blobs, afterDelete: () => gc.trigger(), afterUpdate }),
     );
     add("containerd.services.leases.v1.Leases", leasesService({ sequencer: this.sequencer, queries, gc, ingests: this.content }));
-    add("ck.services.gc.v1.GC", gcService({ gc }));
+    add("ck.services.gc.v1.GC", gcService({ gc, sequencer: this.sequencer, queries, host: this.uuid }));
     add("containerd.services.snapshots.v1.Snapshots", snapshotsService({ snapshots, afterDelete: () => gc.trigger(), afterUpdate }));
     add("containerd.services.diff.v1.Diff", diffService({ sequencer: this.sequencer, queries, store: this.content, blobs, roots: () => snapshots.roots(), snapshots, afterUpdate }));
     add("ck.services.unpack.v1.Unpack", unpackService({ queries, store: this.content, snapshots, sequencer: this.sequencer, afterUpdate }));

@@ -11,7 +11,8 @@ import { namespaceOf, unary } from "./grpc.js";
 import type { GcScheduler } from "./gc-scheduler.js";
 import type { IngestManager } from "../content/types.js";
 import { ingestRef, splitIngestRef } from "../content/namespaced.js";
-import { isClass } from "../errdefs/errdefs.js";
+import { failedPrecondition, invalidArgument, isClass } from "../errdefs/errdefs.js";
+import { gcHandlers } from "../commands/gc.js";
 
 export interface LeasesDeps {
   sequencer: Sequencer;
@@ -82,9 +83,28 @@ export function leasesService(d: LeasesDeps): grpc.UntypedServiceImplementation 
   };
 }
 
-/** ck.services.gc.v1.GC: a collection on demand, answered with what it removed. */
-export function gcService(d: { gc: GcScheduler }): grpc.UntypedServiceImplementation {
+/**
+ * ck.services.gc.v1.GC: a collection on demand, answered with what it removed; a host gone for
+ * good released from the blob records (`host`: this ckd's own id, which it refuses to release).
+ */
+export function gcService(d: { gc: GcScheduler; sequencer: Sequencer; queries: Queries; host: string }): grpc.UntypedServiceImplementation {
   return {
+    ReleaseHost: unary(async (call) => {
+      const host = String(call.request.host ?? "");
+      if (!host) throw invalidArgument("host: a ckd's uuid must be given");
+      if (host === d.host) throw failedPrecondition(`host ${host}: this ckd's own (its uuid); release a host from another ckd on the log, once it is gone for good`);
+      const namespaces: { namespace: string; blobs: number }[] = [];
+      for (const { name } of await d.queries.listNamespaces()) {
+        let blobs = 0;
+        for (let more = true; more; ) {
+          const r = await d.sequencer.submit(gcHandlers.releaseHost({ namespace: name, host, maxEventBytes: d.sequencer.maxEventBytes }));
+          blobs += r.digests.length;
+          more = r.more && r.digests.length > 0;
+        }
+        if (blobs) namespaces.push({ namespace: name, blobs });
+      }
+      return { namespaces };
+    }),
     Collect: unary(async () => {
       const r = await d.gc.collect({ orphans: true });
       return {

@@ -137,6 +137,20 @@ export function registerContentCommands(program: Command, action: Action<any[]>,
   const content = program.command("content").description("manage content (blobs by digest, ingests by ref)");
 
   content
+    .command("release-host <uuid>")
+    .description("take a ckd gone for good (its uuid, on a log several ckd share) out of every blob record: what only it held leaves the namespaces")
+    .option("-q, --quiet", "print nothing")
+    .action(
+      action(async (api, host: string, opts: { quiet?: boolean }) => {
+        const res = await api.call("gc", "ReleaseHost", { host });
+        if (opts.quiet) return;
+        const rows = (res.namespaces ?? []) as { namespace: string; blobs: number }[];
+        if (rows.length) out(table([["NAMESPACE", "BLOBS"], ...rows.map((r) => [r.namespace, String(r.blobs)])]));
+        out(`released ${host} from ${rows.reduce((n, r) => n + Number(r.blobs), 0)} blob records\n`);
+      }),
+    );
+
+  content
     .command("ingest <ref>")
     .description("write stdin into the content store under ref")
     .option("--expected-digest <digest>", "verify the content against this digest")

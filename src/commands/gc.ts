@@ -5,6 +5,7 @@
 // ContentCollect event, decided on the sequencer's current view so nothing stale is written.
 import { blobHeldBy, keys, TYPE, type BlobRecord, type ContainerRecord, type ImageRecord, type LeaseRecord, type LeaseResource, type SnapshotRecord } from "../projections/views.js";
 import { digestProblem } from "./validation.js";
+import { invalidArgument } from "../errdefs/errdefs.js";
 import { DEFAULT_MAX_EVENT_BYTES, ENVELOPE_ROOM, stringCost, takeWithin } from "./event-size.js";
 import { isLeaseExpired, LABEL_GC_FLAT } from "./leases.js";
 import type { Decision, StateView } from "./sequencer.js";
@@ -230,6 +231,31 @@ export function decideCollectContent(cmd: CollectContent, s: NamespaceGcState): 
   };
 }
 
+export interface ReleaseHost {
+  namespace: string;
+  /** The host (a ckd's uuid) taken out of the namespace's blob records. */
+  host: string;
+  /** As CollectContent's. */
+  maxEventBytes?: number;
+}
+
+/**
+ * A ContentCollect in `host`'s name for the namespace's blobs it holds, referenced or not, as
+ * many as one event takes (`more`: release again): for a host gone for good, whose records
+ * would otherwise stay (no other host collects them). Records without hosts are every host's:
+ * not touched.
+ */
+export function decideReleaseHost(cmd: ReleaseHost, blobs: Iterable<BlobRecord>): Decision<{ digests: string[]; more: boolean }> {
+  if (!cmd.host) throw invalidArgument("host: a ckd's uuid must be given");
+  const all = [...blobs].filter((b) => b.hosts?.includes(cmd.host)).map((b) => b.digest).sort();
+  if (all.length === 0) return { result: { digests: [], more: false } };
+  const digests = takeWithin(all, stringCost, (cmd.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES) - ENVELOPE_ROOM - stringCost(cmd.host));
+  return {
+    event: { namespace: cmd.namespace, topic: "/gc/content", typeName: TYPE.ContentCollect, payload: { digests, host: cmd.host } },
+    result: { digests, more: digests.length < all.length },
+  };
+}
+
 export interface CollectSnapshots {
   namespace: string;
   snapshotter: string;
@@ -260,6 +286,7 @@ export function decideCollectSnapshots(cmd: CollectSnapshots, s: NamespaceGcStat
 
 export const gcHandlers = {
   collect: (cmd: CollectContent) => (view: StateView) => decideCollectContent(cmd, loadGcState(cmd.namespace, (p) => view.scan(p))),
+  releaseHost: (cmd: ReleaseHost) => (view: StateView) => decideReleaseHost(cmd, view.scan<BlobRecord>(keys.blobsPrefix(cmd.namespace)).map(([, b]) => b)),
   collectSnapshots: (cmd: CollectSnapshots) => (view: StateView) => decideCollectSnapshots(cmd, loadGcState(cmd.namespace, (p) => view.scan(p))),
 };
 

@@ -161,3 +161,29 @@ test("a root restored without its uuid: ckd warns, finds none of its blobs, and 
     await nats.cleanup();
   }
 });
+
+test("a host gone for good is released through another ckd: it leaves every record, what only it held goes, the namespace can be deleted; no ckd releases itself", () =>
+  withTwoHosts(async ({ a, b, ca, cb }) => {
+    const x = randomBytes(20_000);
+    const y = randomBytes(20_000);
+    const root = { "containerd.io/gc.root": "1" };
+    assert.equal(await writeBlob(ca, "x-a", x, { expected: sha(x), labels: root }), sha(x));
+    assert.equal(await writeBlob(cb, "x-b", x, { expected: sha(x), labels: root }), sha(x));
+    assert.equal(await writeBlob(cb, "y-b", y, { expected: sha(y), labels: root }), sha(y));
+    await synced(cb, ca, "marker/rel:1");
+    const hostB = readFileSync(join(b.root, "uuid"), "utf8").trim();
+    const hostA = readFileSync(join(a.root, "uuid"), "utf8").trim();
+    await b.stop();
+    await ca.call("images", "Delete", { name: "marker/rel:1" });
+    await ca.call("content", "Delete", { digest: sha(x) });
+    // Only B's records are left: A cannot delete the namespace, nor delete what it does not hold.
+    await rejectsClass(a.client().call("namespaces", "Delete", { name: NS }), "FailedPrecondition", /blobs \(held in other hosts' content stores only\)/);
+    const r = await runNode(CK, ["--address", a.address, "content", "release-host", hostB]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `NAMESPACE BLOBS\n${NS}     2\nreleased ${hostB} from 2 blob records\n`);
+    await a.client().call("namespaces", "Delete", { name: NS });
+    // Refused: this ckd's own id, and none at all; an unknown host releases nothing.
+    await rejectsClass(a.client().call("gc", "ReleaseHost", { host: hostA }), "FailedPrecondition", /this ckd's own/);
+    await rejectsClass(a.client().call("gc", "ReleaseHost", { host: "" }), "InvalidArgument", /^host: /);
+    assert.deepEqual((await a.client().call("gc", "ReleaseHost", { host: "no-such-host" })).namespaces ?? [], []);
+  }));

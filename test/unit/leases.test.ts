@@ -13,7 +13,7 @@ import {
   leaseExpiry,
   leaseHandlers,
 } from "../../src/commands/leases.js";
-import { decideCollectContent, gcMark, ingestCollectable, ingestRefsHeld, labelRefs, unreferencedContent, type NamespaceGcState } from "../../src/commands/gc.js";
+import { decideCollectContent, decideReleaseHost, gcMark, ingestCollectable, ingestRefsHeld, labelRefs, unreferencedContent, type NamespaceGcState } from "../../src/commands/gc.js";
 import { decideCommitContent, decideUpdateContent } from "../../src/commands/content.js";
 import { decideCreateImage } from "../../src/commands/images.js";
 import { decideDeleteNamespace, deleteNamespace, namespaceHandlers, type LeasesFirst } from "../../src/commands/namespaces.js";
@@ -393,6 +393,35 @@ describe("garbage collection", () => {
     assert.equal(g.holds("l1", cmd.resource), false);
     assert.deepEqual(g.run(leaseHandlers.leaseContentIfPresent(cmd, "A")), true);
     assert.equal(g.holds("l1", cmd.resource), true);
+  });
+
+  test("hosts: a host released takes itself out of every record that names it, referenced or not; records without hosts stay; a large release goes in several events", () => {
+    const g = new Given();
+    g.commit(d("1"), { "containerd.io/gc.root": "x" }, undefined, "A");
+    g.commit(d("1"), {}, undefined, "B");
+    g.commit(d("2"), { "containerd.io/gc.root": "x" }, undefined, "B");
+    g.commit(d("3"), {}); // before hosts: every host's
+    const blobs = () => [...g.gcState().blobs.values()];
+    throwsClass(() => decideReleaseHost({ namespace: NS, host: "" }, blobs()), "InvalidArgument", /^host: /);
+    const dec = decideReleaseHost({ namespace: NS, host: "B" }, blobs());
+    assert.deepEqual(dec.event, { namespace: NS, topic: "/gc/content", typeName: TYPE.ContentCollect, payload: { digests: [d("1"), d("2")], host: "B" } });
+    g.apply(dec.event);
+    assert.deepEqual(g.get<BlobRecord>(keys.blob(NS, d("1")))!.hosts, ["A"]);
+    assert.equal(g.get(keys.blob(NS, d("2"))), undefined);
+    assert.ok(g.get(keys.blob(NS, d("3"))));
+    assert.deepEqual(decideReleaseHost({ namespace: NS, host: "B" }, blobs()), { result: { digests: [], more: false } });
+    // Room for two digests (73 bytes each on the wire) besides the envelope and the host: 2, 1.
+    for (let i = 4; i <= 6; i++) g.commit(d(String(i)), {}, undefined, "C");
+    const maxEventBytes = 1024 + 3 + 2 * 73;
+    const rounds: number[] = [];
+    for (let more = true; more; ) {
+      const r = decideReleaseHost({ namespace: NS, host: "C", maxEventBytes }, blobs());
+      g.apply(r.event);
+      rounds.push(r.result.digests.length);
+      more = r.result.more;
+    }
+    assert.deepEqual(rounds, [2, 1]);
+    assert.deepEqual(blobs().filter((b) => b.hosts?.includes("C")), []);
   });
 
   test("a collection larger than one event takes goes in several, each decided on what the one before left, until nothing is left", () => {
