@@ -900,14 +900,22 @@ func withLabel(k, v string) containerd.UpdateContainerOpts {
 	}
 }
 
-// container-info[=ID]: LoadContainer, Info, Labels, SetLabels, Spec, Image, Update.
-func (d *driver) containerInfo(ctx context.Context, arg string) (result, error) {
+// loadContainer: the container a step names (its argument, else the driver's), and the step's
+// result with its id.
+func (d *driver) loadContainer(ctx context.Context, arg string) (result, containerd.Container, error) {
 	id := d.idOr(arg)
 	r := result{"id": id}
 	c, err := d.client.LoadContainer(ctx, id)
+	return r, c, err
+}
+
+// container-info[=ID]: LoadContainer, Info, Labels, SetLabels, Spec, Image, Update.
+func (d *driver) containerInfo(ctx context.Context, arg string) (result, error) {
+	r, c, err := d.loadContainer(ctx, arg)
 	if err != nil {
 		return r, err
 	}
+	id := r["id"].(string)
 	info, err := c.Info(ctx)
 	if err != nil {
 		return r, err
@@ -977,9 +985,7 @@ func (b *syncBuffer) String() string {
 // task-run[=ID]: NewTask with buffers as its stdio, Wait before Start, the exit status and
 // the output, Delete.
 func (d *driver) taskRun(ctx context.Context, arg string) (result, error) {
-	id := d.idOr(arg)
-	r := result{"id": id}
-	c, err := d.client.LoadContainer(ctx, id)
+	r, c, err := d.loadContainer(ctx, arg)
 	if err != nil {
 		return r, err
 	}
@@ -1033,9 +1039,7 @@ func (d *driver) taskRun(ctx context.Context, arg string) (result, error) {
 // task-exec[=ID]: a long-running task (the container's -args must keep running and exit on
 // SIGTERM), an exec process with its own output and exit code, Pids, Kill, the exit status.
 func (d *driver) taskExec(ctx context.Context, arg string) (result, error) {
-	id := d.idOr(arg)
-	r := result{"id": id}
-	c, err := d.client.LoadContainer(ctx, id)
+	r, c, err := d.loadContainer(ctx, arg)
 	if err != nil {
 		return r, err
 	}
@@ -1133,12 +1137,11 @@ func (d *driver) taskExec(ctx context.Context, arg string) (result, error) {
 
 // container-delete[=ID]: Delete with the snapshot's cleanup; the snapshot is gone after.
 func (d *driver) containerDelete(ctx context.Context, arg string) (result, error) {
-	id := d.idOr(arg)
-	r := result{"id": id}
-	c, err := d.client.LoadContainer(ctx, id)
+	r, c, err := d.loadContainer(ctx, arg)
 	if err != nil {
 		return r, err
 	}
+	id := r["id"].(string)
 	info, err := c.Info(ctx)
 	if err != nil {
 		return r, err
@@ -1264,9 +1267,7 @@ func waitFor(ctx context.Context, b *syncBuffer, want string) bool {
 // LINE" and exit at the end of input), paused and resumed, its metrics, a resource update,
 // a line through stdin, CloseIO and its exit.
 func (d *driver) taskStdin(ctx context.Context, arg string) (result, error) {
-	id := d.idOr(arg)
-	r := result{"id": id}
-	c, err := d.client.LoadContainer(ctx, id)
+	r, c, err := d.loadContainer(ctx, arg)
 	if err != nil {
 		return r, err
 	}
@@ -1346,9 +1347,7 @@ func (d *driver) taskStdin(ctx context.Context, arg string) (result, error) {
 
 // task-logfile[=ID]: a task whose output goes to a file (cio.LogFile), run to its end.
 func (d *driver) taskLogFile(ctx context.Context, arg string) (result, error) {
-	id := d.idOr(arg)
-	r := result{"id": id}
-	c, err := d.client.LoadContainer(ctx, id)
+	r, c, err := d.loadContainer(ctx, arg)
 	if err != nil {
 		return r, err
 	}
@@ -1385,9 +1384,7 @@ func (d *driver) taskLogFile(ctx context.Context, arg string) (result, error) {
 // task-detach[=ID]: starts a long-running task, waits for its first output and leaves it
 // running (this process ends; the task's FIFOs stay, as with ctr run -d).
 func (d *driver) taskDetach(ctx context.Context, arg string) (result, error) {
-	id := d.idOr(arg)
-	r := result{"id": id}
-	c, err := d.client.LoadContainer(ctx, id)
+	r, c, err := d.loadContainer(ctx, arg)
 	if err != nil {
 		return r, err
 	}
@@ -1407,9 +1404,7 @@ func (d *driver) taskDetach(ctx context.Context, arg string) (result, error) {
 // task-attach[=ID]: attaches to the running task another process started (its FIFOs),
 // signals it, reads what it prints on its way out, and deletes it.
 func (d *driver) taskAttach(ctx context.Context, arg string) (result, error) {
-	id := d.idOr(arg)
-	r := result{"id": id}
-	c, err := d.client.LoadContainer(ctx, id)
+	r, c, err := d.loadContainer(ctx, arg)
 	if err != nil {
 		return r, err
 	}
