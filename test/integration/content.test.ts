@@ -280,13 +280,15 @@ describe("content over the API", () => {
 
   test("a COMMIT is a WRITE first, as containerd's: its data is written at its offset, another offset is OutOfRange, offset 0 truncates", async () => {
     const c = daemon.client("commitdata");
+    // gc.root: a GC run another test's delete scheduled must not take these unreferenced blobs.
+    const labels = { "containerd.io/gc.root": "test" };
     try {
       // Total and expected declared: the last half comes with the COMMIT.
       const data = randomBytes(100_000);
       let w = c.lockstep<object>("content", "Write");
       await w.send({ action: 0, ref: "a", total: data.length, expected: sha(data) });
       await w.send({ action: 1, offset: 0, data: data.subarray(0, 50_000) });
-      let done: any = await w.send({ action: 2, offset: 50_000, data: data.subarray(50_000), total: data.length, expected: sha(data) });
+      let done: any = await w.send({ action: 2, offset: 50_000, data: data.subarray(50_000), total: data.length, expected: sha(data), labels });
       w.end();
       assert.deepEqual([done.digest, Number(done.offset)], [sha(data), data.length]);
       // Nothing declared: what is committed is every byte sent, the COMMIT's included.
@@ -294,7 +296,7 @@ describe("content over the API", () => {
       w = c.lockstep<object>("content", "Write");
       await w.send({ action: 0, ref: "b" });
       await w.send({ action: 1, offset: 0, data: small.subarray(0, 500) });
-      done = await w.send({ action: 2, offset: 500, data: small.subarray(500) });
+      done = await w.send({ action: 2, offset: 500, data: small.subarray(500), labels });
       w.end();
       assert.deepEqual([done.digest, Number(done.offset)], [sha(small), small.length]);
       // Another offset than the current one: OutOfRange, nothing committed, the ingest kept.
@@ -308,7 +310,7 @@ describe("content over the API", () => {
       const fresh = randomBytes(300);
       w = c.lockstep<object>("content", "Write");
       assert.equal(Number(((await w.send({ action: 0, ref: "c" })) as any).offset), held.length);
-      done = await w.send({ action: 2, offset: 0, data: fresh, total: fresh.length, expected: sha(fresh) });
+      done = await w.send({ action: 2, offset: 0, data: fresh, total: fresh.length, expected: sha(fresh), labels });
       w.end();
       assert.equal(done.digest, sha(fresh));
       for (const b of [data, small, fresh]) {
